@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_COMMON_REFCOUNT_H
+#define SS_COMMON_REFCOUNT_H
+
+/*
+ * Atomic reference counts for objects shared across threads.
+ *
+ * ss_ref_get takes a reference the caller must already be entitled to (it
+ * holds one, or a lock keeps the object alive); ss_ref_put returns 1 when
+ * the caller dropped the last one and must free the object.
+ *
+ * THREADS: [any].
+ */
+
+#include <stdatomic.h>
+
+typedef struct {
+    atomic_int n;
+} ss_ref_t;
+
+static inline void
+ss_ref_init(ss_ref_t *r)
+{
+    atomic_init(&r->n, 1);
+}
+
+static inline void
+ss_ref_get(ss_ref_t *r)
+{
+    atomic_fetch_add_explicit(&r->n, 1, memory_order_relaxed);
+}
+
+static inline int
+ss_ref_put(ss_ref_t *r)
+{
+    return atomic_fetch_sub_explicit(&r->n, 1, memory_order_acq_rel) == 1;
+}
+
+static inline int
+ss_ref_count(ss_ref_t *r)
+{
+    return atomic_load_explicit(&r->n, memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_ENGINE_H
+#define SS_ENGINE_H
+
+/*
+ * The engine: ONNX models in, compiled plans out, tensors through.
+ *
+ * A model is loaded once into an immutable graph (ss_graph_t).  For every
+ * concrete input shape (in practice: every batch size or batch bucket) a
+ * plan is compiled (ss_plan_t): shapes inferred, constant and shape
+ * subgraphs folded, ops fused into oneDNN primitives, weights pre-packed,
+ * intermediate buffers planned into one arena.  A plan runs with a
+ * per-thread context (ss_exec_ctx_t) that owns a oneDNN stream and the
+ * scratch arena.
+ *
+ * Nothing here knows about HTTP or JSON.
+ *
+ * THREADS: graphs and plans are immutable after creation; any number of
+ * threads may run one plan at once, each with its own ss_exec_ctx_t.
+ * Nothing here locks, except the plan cache (ss_plan_cache_*), which has
+ * its own mutex.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Element types use ONNX's TensorProto.DataType numbers, so they reach disk
+ * and wire unchanged. */
+typedef enum {
+    SS_DTYPE_UNDEFINED = 0,
+    SS_DTYPE_F32 = 1,
+    SS_DTYPE_U8 = 2,
+    SS_DTYPE_I8 = 3,
+    SS_DTYPE_U16 = 4,
+    SS_DTYPE_I16 = 5,
+    SS_DTYPE_I32 = 6,
+    SS_DTYPE_I64 = 7,
+    SS_DTYPE_STRING = 8,
+    SS_DTYPE_BOOL = 9,
+    SS_DTYPE_F16 = 10,
+    SS_DTYPE_F64 = 11,
+    SS_DTYPE_U32 = 12,
+    SS_DTYPE_U64 = 13,
+    SS_DTYPE_BF16 = 16
+} ss_dtype_t;
+
+#define SS_MAX_DIMS 8
+
+/* Bytes per element; 0 for types without a fixed size. */
+size_t ss_dtype_size(ss_dtype_t t);
+/* "FP32", "INT64", ... as KServe V2 spells them; NULL if none. */
+const char *ss_dtype_kserve_name(ss_dtype_t t);
+/* The inverse; SS_DTYPE_UNDEFINED when unknown. */
+ss_dtype_t ss_dtype_from_kserve(const char *name);
+
+/* A dense, row-major tensor.  Who owns data is said where one is passed. */
+typedef struct ss_tensor {
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+    void *data;
+} ss_tensor_t;
+
+/* Element count, or -1 on overflow or a negative dim. */
+int64_t ss_tensor_numel(const ss_tensor_t *t);
+
+/* Describes a graph input or output: dims are -1 where symbolic (the batch
+ * axis of a torch.onnx.export with dynamic_axes). */
+typedef struct ss_io_info {
+    const char *name; /* borrowed from the graph */
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+} ss_io_info_t;
+
+typedef struct ss_graph ss_graph_t;
+typedef struct ss_plan ss_plan_t;
+typedef struct ss_exec_ctx ss_exec_ctx_t;
+
+/* Loads an ONNX file (external data resolved next to it).  Returns 0 and a
+ * new graph, or a negative code with err naming the problem (every
+ * unsupported op with its node name, in one message). */
+int ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err);
+/* The same from memory (fuzzing, tests); external data is refused. */
+int ss_graph_load_onnx_buffer(const void *buf, size_t len, ss_graph_t **out,
+                              ss_err_t *err);
+void ss_graph_free(ss_graph_t *g);
+
+int ss_graph_num_inputs(const ss_graph_t *g);
+int ss_graph_num_outputs(const ss_graph_t *g);
+/* Borrowed views valid while g lives. */
+const ss_io_info_t *ss_graph_input(const ss_graph_t *g, int i);
+const ss_io_info_t *ss_graph_output(const ss_graph_t *g, int i);
+/* Bytes held by initializers (weights). */
+size_t ss_graph_weight_bytes(const ss_graph_t *g);
+
+/* Compiles a plan for concrete input shapes (one ss_tensor_t per graph
+ * input, in graph order; only dtype/ndim/dims are read).  Borrows g, which
+ * must outlive the plan. */
+int ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                ss_plan_t **out, ss_err_t *err);
+void ss_plan_free(ss_plan_t *p);
+/* Output shapes as compiled, to size the caller's buffers. */
+const ss_io_info_t *ss_plan_output(const ss_plan_t *p, int i);
+
+/* A per-thread execution context: oneDNN stream and scratch arena.
+ * threads: oneDNN/OpenMP threads it may use (0 = library default). */
+int ss_exec_ctx_new(int threads, ss_exec_ctx_t **out, ss_err_t *err);
+void ss_exec_ctx_free(ss_exec_ctx_t *c);
+
+/* Runs p.  inputs are borrowed; outputs[i].data must point to a buffer of
+ * the size ss_plan_output() gives (the caller owns it).  [worker] */
+int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                ss_err_t *err);
+
+#endif
