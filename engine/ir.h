@@ -71,7 +71,42 @@ const char *ss__attr_string(const ss_node_t *n, const char *name,
 int ss__attr_ints(const ss_node_t *n, const char *name, const int64_t **v);
 int ss__attr_floats(const ss_node_t *n, const char *name, const float **v);
 
-/* ---- op kernels (ops/*.c) ------------------------------------------- */
+/* The graph: values and nodes by index (see the top of this file). */
+struct ss_graph {
+    char *source;       /* file name, or "<buffer>", for messages */
+    int opset;          /* version of the default ONNX domain */
+    int n_values;
+    ss_value_t *values;
+    int n_nodes;
+    ss_node_t *nodes;   /* topological order; Constant nodes removed */
+    int n_inputs;       /* graph inputs that are not initializers */
+    int *inputs;        /* value ids */
+    ss_io_info_t *input_info;
+    int n_outputs;
+    int *outputs;       /* value ids */
+    ss_io_info_t *output_info;
+    size_t weight_bytes;
+};
+
+/* A new tensor with 64-byte aligned, zeroed data of the size dims give
+ * (data NULL when empty).  Fails with SS_ETOOBIG past SS_TENSOR_MAX_BYTES,
+ * SS_EINVAL on bad dims, SS_ENOMEM.  Free with ss__tensor_free. */
+#define SS_TENSOR_MAX_BYTES ((size_t)4 << 30)
+int ss__tensor_new(ss_dtype_t dtype, int ndim, const int64_t *dims,
+                   ss_tensor_t **out, ss_err_t *err);
+void ss__tensor_free(ss_tensor_t *t);
+/* Bytes of t's data: 0 and *out, or -1 on overflow/negative dims/unsized
+ * dtype. */
+int ss__tensor_bytes(const ss_tensor_t *t, size_t *out);
+/* "f32[1,3,224,224]" into buf (always NUL-terminated); returns buf. */
+char *ss__tensor_str(const ss_tensor_t *t, char *buf, size_t len);
+/* "FLOAT", "INT64", ... (ONNX spelling), "?" when unknown. */
+const char *ss__dtype_onnx_name(ss_dtype_t t);
+
+void ss__attr_clear(ss_attr_t *a);
+void ss__node_clear(ss_node_t *n);
+
+/* ---- op kernels (engine/ops/) ------------------------------------------- */
 
 /*
  * Every op has a reference implementation in plain C (used by tests, by

@@ -1,4 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
+noinst_LIBRARIES += server/libssserver.a
+server_libssserver_a_SOURCES = \
+	server/admin.c \
+	server/auth.c server/auth.h \
+	server/cfg.c server/cfg.h \
+	server/http.c server/http.h \
+	server/router.c server/router.h \
+	server/routes.c \
+	server/server.c server/server.h
+server_libssserver_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
+	$(UV_CFLAGS)
+
+SERVER_LIBS = server/libssserver.a server/libssinfra.a common/libsscommon.a \
+	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS)
+
 bin_PROGRAMS += server/slimserve
 server_slimserve_SOURCES = server/main.c
-server_slimserve_LDADD = common/libsscommon.a
+server_slimserve_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
+server_slimserve_LDADD = $(SERVER_LIBS)

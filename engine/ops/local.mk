@@ -1,1 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
+#
+# Reference op kernels (plain C): shape inference and execution for every
+# ONNX op the engine supports.  The plan links this library.
+noinst_LIBRARIES += engine/ops/libssops.a
+engine_ops_libssops_a_SOURCES = \
+	engine/ops/ops.h \
+	engine/ops/binary.c \
+	engine/ops/elementwise.c \
+	engine/ops/matmul.c \
+	engine/ops/registry.c \
+	engine/ops/util.c

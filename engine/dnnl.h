@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_ENGINE_DNNL_H
+#define SS_ENGINE_DNNL_H
+
+/*
+ * The oneDNN primitive layer: the engine's fast path for its hot ops.
+ *
+ * The plan compiler creates one primitive object (ss_dnn_prim_t) per fused
+ * op, for concrete shapes, once; executors run it many times.  This header
+ * hides oneDNN's types: a caller never includes <oneapi/dnnl/dnnl.h>.
+ *
+ * Creating.  Each kind has a descriptor struct and an ss_dnn_<kind>_new().
+ * Zero-initialize the struct ("= {0}"), then fill what you need: a zero
+ * dtype means f32, NULL strides mean dense row-major, zero post-ops means
+ * none.  Constant operands (weights, bias, gamma/beta) are given as plain
+ * f32 arrays that are BORROWED during the call only: the object reorders
+ * them into the layout the kernel prefers and owns that copy.
+ *
+ * Layouts.  Activations (every pointer given to ss_dnn_run) are dense and
+ * row-major: [M,K] for Linear, NCHW for Conv and pooling, and whatever dims
+ * the descriptor names otherwise.  Matmul operands and the reorder may have
+ * explicit strides (in elements), so a transpose can be folded away.
+ *
+ * Running.  ss_dnn_run(p, stream, in, out, scratch) with
+ *     in[0]       the main source (Linear/Conv/pool/... src; matmul A;
+ *                 binary src0; reorder src),
+ *     in[1]       matmul B when it is not constant; binary src1,
+ *     then        one pointer per BINARY post-op, in post-op order,
+ *     out         the destination,
+ *     scratch     ss_dnn_prim_scratch_size(p) bytes, 64-byte aligned
+ *                 (NULL when the size is 0), private to the calling thread.
+ * ss_dnn_prim_num_inputs(p) says how many in[] pointers the object reads.
+ * out may equal in[0] for eltwise, softmax and binary (when src0 has the
+ * dst shape); and may not alias anything otherwise.  No other temporary
+ * memory is needed at run time: oneDNN's scratchpad is user-managed.
+ *
+ * Post-ops run on the op's result in order:
+ *     ELTWISE  dst = f(dst; alpha, beta)
+ *     BINARY   dst = dst <op> t, t a run-time tensor broadcastable to dst
+ *              (numpy rules, right-aligned, t's dims 1 or equal to dst's);
+ *              a residual add is a BINARY ADD with t = the residual.
+ *     SUM      dst = alpha * (old dst) + dst: out must already hold the
+ *              residual (no extra in[] pointer; saves one read stream when
+ *              the plan can write the residual there in place).
+ * For Linear the dst is 2-D [M,N]; for Conv it is [N,OC,OH,OW]; for matmul
+ * the dst dims of the descriptor.
+ *
+ * Errors: every oneDNN failure becomes SS_EDNNL with a message naming the
+ * call and the op; a shape or parameter oneDNN cannot do gives SS_EUNSUPP
+ * (the caller then falls back to its reference kernel); nonsense input
+ * gives SS_EINVAL.
+ *
+ * THREADS: primitive objects are immutable after creation; any number of
+ * threads may run one object at once, each with its own stream and
+ * scratch.  A stream belongs to one thread at a time (the executor's).
+ * The engine is created once, lazily, under pthread_once.  Nothing here
+ * locks on the run path.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engine/engine.h"
+
+#define SS_DNN_MAX_DIMS 6   /* oneDNN matmul/binary handle up to 12 */
+#define SS_DNN_MAX_POST 8
+
+typedef struct ss_dnn_stream ss_dnn_stream_t;
+typedef struct ss_dnn_prim ss_dnn_prim_t;
+
+/* Element-wise functions, for ss_dnn_eltwise_new and ELTWISE post-ops.
+ * alpha/beta as oneDNN defines them. */
+typedef enum {
+    SS_DNN_RELU = 1,      /* x > 0 ? x : alpha * x  (LeakyRelu: alpha) */
+    SS_DNN_GELU_ERF,      /* Gelu, and the Erf decomposition of it */
+    SS_DNN_GELU_TANH,     /* Gelu approximate="tanh" */
+    SS_DNN_TANH,
+    SS_DNN_LOGISTIC,      /* Sigmoid */
+    SS_DNN_CLIP,          /* min(max(x, alpha), beta); Clip */
+    SS_DNN_EXP,
+    SS_DNN_LOG,
+    SS_DNN_SQRT,
+    SS_DNN_ABS,
+    SS_DNN_SQUARE,
+    SS_DNN_LINEAR,        /* alpha * x + beta; Neg is alpha=-1 */
+    SS_DNN_POW,           /* alpha * x^beta; Pow by a constant */
+    SS_DNN_ELU,           /* alpha: ONNX Elu alpha */
+    SS_DNN_SWISH,         /* x * sigmoid(alpha * x) */
+    SS_DNN_SOFT_RELU,     /* log(1 + e^x); Softplus */
+    SS_DNN_HARDSWISH,
+    SS_DNN_ROUND
+} ss_dnn_eltwise_alg_t;
+
+/* Binary ops, for ss_dnn_binary_new and BINARY post-ops. */
+typedef enum {
+    SS_DNN_ADD = 1,
+    SS_DNN_SUB,
+    SS_DNN_MUL,
+    SS_DNN_DIV,
+    SS_DNN_MAX,
+    SS_DNN_MIN
+} ss_dnn_binary_alg_t;
+
+typedef enum {
+    SS_DNN_PO_ELTWISE = 1,
+    SS_DNN_PO_BINARY,
+    SS_DNN_PO_SUM
+} ss_dnn_po_kind_t;
+
+typedef struct ss_dnn_postop {
+    ss_dnn_po_kind_t kind;
+    int alg;              /* ss_dnn_eltwise_alg_t or ss_dnn_binary_alg_t */
+    float alpha, beta;    /* ELTWISE parameters; SUM: alpha is the scale
+                           * (0 is taken as 1) */
+    int ndim;             /* BINARY: the run-time tensor's shape */
+    int64_t dims[SS_DNN_MAX_DIMS];
+} ss_dnn_postop_t;
+
+typedef struct ss_dnn_postops {
+    int n;
+    ss_dnn_postop_t op[SS_DNN_MAX_POST];
+} ss_dnn_postops_t;
+
+/* Linear / Gemm with a constant weight, as an inner product:
+ * dst[M,N] = src[M,K] x W + bias, then post-ops.  A MatMul of [B,T,K] by a
+ * constant [K,N] is this with M = B*T. */
+typedef struct ss_dnn_linear_desc {
+    ss_dtype_t dtype;     /* src/dst; 0 = F32 (only F32 for now) */
+    int64_t m, k, n;
+    const float *w;       /* borrowed; see w_nk */
+    int w_nk;             /* 1: w is [N,K] (PyTorch Linear, Gemm transB=1);
+                           * 0: w is [K,N] (ONNX MatMul, Gemm transB=0) */
+    const float *bias;    /* [N], borrowed, or NULL */
+    ss_dnn_postops_t post;
+} ss_dnn_linear_desc_t;
+
+/* MatMul with numpy broadcasting of the batch dims:
+ * dst[..., M, N] = A[..., M, K] x B[..., K, N] (+ bias[N]), then post-ops.
+ * All three have the same ndim (2..SS_DNN_MAX_DIMS; unsqueeze first); each
+ * batch dim of A and B is 1 or equal to dst's.  Strides (elements, one per
+ * dim) describe a non-dense operand, e.g. B = K^T of a [B,H,T,D] tensor is
+ * dims {B,H,D,T} with strides {H*T*D, T*D, 1, D}.  dst is computed from A
+ * and B and is always dense. */
+typedef struct ss_dnn_matmul_desc {
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t a_dims[SS_DNN_MAX_DIMS], b_dims[SS_DNN_MAX_DIMS];
+    const int64_t *a_strides;   /* borrowed, or NULL = dense */
+    const int64_t *b_strides;
+    const float *b_const;       /* non-NULL: B is a constant (dense,
+                                 * b_dims), packed now; else in[1] */
+    const float *bias;          /* [N] or NULL, borrowed */
+    ss_dnn_postops_t post;
+} ss_dnn_matmul_desc_t;
+
+/* 2-D convolution, ONNX conventions: src NCHW, w [OC, IC/group, KH, KW],
+ * dilation >= 1 (ONNX's; converted to oneDNN's d-1 inside), pads
+ * {top, left} and {bottom, right}.  A 1-D conv is KH = IH = 1. */
+typedef struct ss_dnn_conv_desc {
+    ss_dtype_t dtype;
+    int64_t n, ic, ih, iw;
+    int64_t oc, kh, kw;
+    int64_t group;              /* 0 = 1 */
+    int64_t stride[2];          /* 0 = 1 */
+    int64_t dilation[2];        /* 0 = 1 */
+    int64_t pad_begin[2], pad_end[2];
+    const float *w;             /* borrowed */
+    const float *bias;          /* [OC] or NULL, borrowed */
+    ss_dnn_postops_t post;
+} ss_dnn_conv_desc_t;
+
+typedef enum {
+    SS_DNN_POOL_MAX = 1,
+    SS_DNN_POOL_AVG_INCLUDE,    /* AveragePool count_include_pad=1 */
+    SS_DNN_POOL_AVG_EXCLUDE     /* AveragePool default */
+} ss_dnn_pool_alg_t;
+
+/* 2-D pooling over NCHW.  GlobalAveragePool: kernel = {IH, IW}, no pads.
+ * ceil_mode: the caller adds to pad_end what makes the last window fit. */
+typedef struct ss_dnn_pool_desc {
+    ss_dtype_t dtype;
+    ss_dnn_pool_alg_t alg;
+    int64_t n, c, ih, iw;
+    int64_t kernel[2];
+    int64_t stride[2];          /* 0 = 1 */
+    int64_t dilation[2];        /* 0 = 1, ONNX convention */
+    int64_t pad_begin[2], pad_end[2];
+} ss_dnn_pool_desc_t;
+
+/* Softmax / LogSoftmax over one axis of a dense tensor. */
+typedef struct ss_dnn_softmax_desc {
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t dims[SS_DNN_MAX_DIMS];
+    int axis;                   /* 0..ndim-1 (normalize negatives first) */
+    int log;                    /* 1: LogSoftmax */
+} ss_dnn_softmax_desc_t;
+
+/* Layer normalization over the LAST dim: dims {rows, C} or any leading
+ * shape; ONNX's axis < ndim-1 is the caller's flatten to 2-D. */
+typedef struct ss_dnn_layernorm_desc {
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t dims[SS_DNN_MAX_DIMS];
+    float eps;
+    const float *gamma;         /* [C] or NULL (= 1), borrowed */
+    const float *beta;          /* [C] or NULL (= 0), borrowed */
+} ss_dnn_layernorm_desc_t;
+
+/* Element-wise function of a dense tensor of numel elements. */
+typedef struct ss_dnn_eltwise_desc {
+    ss_dtype_t dtype;
+    int64_t numel;
+    ss_dnn_eltwise_alg_t alg;
+    float alpha, beta;
+} ss_dnn_eltwise_desc_t;
+
+/* dst = src0 <op> src1 (then post-ops).  src1 broadcasts to src0, which
+ * has the dst shape: numpy, right-aligned; b_ndim <= a_ndim.  When it is
+ * src0 that broadcasts, swap for ADD/MUL/MAX/MIN or use the reference. */
+typedef struct ss_dnn_binary_desc {
+    ss_dtype_t dtype;
+    ss_dnn_binary_alg_t alg;
+    int a_ndim, b_ndim;
+    int64_t a_dims[SS_DNN_MAX_DIMS], b_dims[SS_DNN_MAX_DIMS];
+    ss_dnn_postops_t post;
+} ss_dnn_binary_desc_t;
+
+/* A copy between two layouts of the same dims: Transpose is dims = the
+ * OUTPUT dims, src_strides = the input's strides permuted, dst dense. */
+typedef struct ss_dnn_reorder_desc {
+    ss_dtype_t dtype;           /* both sides, for now */
+    int ndim;
+    int64_t dims[SS_DNN_MAX_DIMS];
+    const int64_t *src_strides; /* borrowed, or NULL = dense */
+    const int64_t *dst_strides;
+} ss_dnn_reorder_desc_t;
+
+/* Streams: one per executor thread.  threads > 0 sets the OpenMP thread
+ * count of the calling thread before each run (0: leave it).  [any] */
+int ss_dnn_stream_new(int threads, ss_dnn_stream_t **out, ss_err_t *err);
+void ss_dnn_stream_free(ss_dnn_stream_t *s);
+
+/* Constructors: return 0 and a new object, or a negative code and *out =
+ * NULL.  Descriptors and the arrays they point to are borrowed for the
+ * call.  [any] */
+int ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
+                      ss_err_t *err);
+int ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
+                      ss_err_t *err);
+int ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
+                    ss_err_t *err);
+int ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
+                    ss_err_t *err);
+int ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err);
+int ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d,
+                         ss_dnn_prim_t **out, ss_err_t *err);
+int ss_dnn_eltwise_new(const ss_dnn_eltwise_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err);
+int ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
+                      ss_err_t *err);
+int ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err);
+void ss_dnn_prim_free(ss_dnn_prim_t *p);
+
+/* Bytes of scratch a run needs (0: pass NULL).  [any] */
+size_t ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p);
+/* How many in[] pointers ss_dnn_run reads.  [any] */
+int ss_dnn_prim_num_inputs(const ss_dnn_prim_t *p);
+/* The dst shape (dense, row-major); returns ndim.  [any] */
+int ss_dnn_prim_dst_dims(const ss_dnn_prim_t *p, int64_t dims[SS_DNN_MAX_DIMS]);
+/* Bytes of packed constants the object owns (weights, bias...).  [any] */
+size_t ss_dnn_prim_const_bytes(const ss_dnn_prim_t *p);
+/* The oneDNN implementation chosen, e.g. "brgemm:avx512_core" (borrowed,
+ * lives as long as p), for logs and benchmarks.  [any] */
+const char *ss_dnn_prim_impl(const ss_dnn_prim_t *p);
+
+/* Runs p once, synchronously.  See the top of this file for in/out.
+ * [worker] on the thread that owns s. */
+int ss_dnn_run(const ss_dnn_prim_t *p, ss_dnn_stream_t *s,
+               const void *const *in, void *out, void *scratch,
+               ss_err_t *err);
+
+#endif

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Conv (1-D and 2-D, float32): groups, strides, dilations, pads,
+ * auto_pad, optional bias.
+ *
+ * A direct convolution with no scratch: for each output plane, each input
+ * channel of its group and each kernel tap, one pass over the output rows
+ * adds w * the shifted input row.  The valid output column range of a tap
+ * is computed once, so the inner loop has no bounds checks and vectorizes
+ * for stride 1.  oneDNN runs the hot shapes; this is the reference.
+ *
+ * THREADS: [any]; no state.
+ */
+#include "engine/ops/ops.h"
+
+typedef struct {
+    int64_t n, c, m, g, cg, mg; /* batch, in channels, out channels, groups */
+    ss_window_t w;
+} conv_t;
+
+static int
+conv_shape(const ss_node_t *n, const ss_tensor_t *const *in, conv_t *cv,
+           ss_err_t *err)
+{
+    const ss_tensor_t *x = in[0], *wt = in[1];
+    int nsp = x->ndim - 2, rc;
+    const int64_t *ks;
+    int nk;
+
+    if (x->ndim < 3 || x->ndim > 4)
+        return ss__ops_failc(err, x->ndim < 3 ? SS_EINVAL : SS_EUNSUPP, n,
+                             "X must be [N, C, W] or [N, C, H, W], not rank "
+                             "%d", x->ndim);
+    if (wt->ndim != x->ndim)
+        return ss__ops_fail(err, n, "W has rank %d, X has rank %d", wt->ndim,
+                            x->ndim);
+    cv->n = x->dims[0];
+    cv->c = x->dims[1];
+    cv->m = wt->dims[0];
+    cv->g = ss__attr_int(n, "group", 1);
+    if (cv->g < 1 || cv->g > SS_OPS_MAX_NUMEL)
+        return ss__ops_fail(err, n, "group %lld is out of range",
+                            (long long)cv->g);
+    if (cv->c != wt->dims[1] * cv->g)
+        return ss__ops_fail(err, n, "input channels %lld do not match "
+                            "weight's %lld x group %lld", (long long)cv->c,
+                            (long long)wt->dims[1], (long long)cv->g);
+    if (cv->m % cv->g != 0)
+        return ss__ops_fail(err, n, "output channels %lld are not a multiple "
+                            "of group %lld", (long long)cv->m,
+                            (long long)cv->g);
+    cv->cg = wt->dims[1];
+    cv->mg = cv->m / cv->g;
+    nk = ss__attr_ints(n, "kernel_shape", &ks);
+    if (nk >= 0) {
+        if (nk != nsp)
+            return ss__ops_fail(err, n, "kernel_shape has %d values, "
+                                "expected %d", nk, nsp);
+        for (int i = 0; i < nsp; i++)
+            if (ks[i] != wt->dims[2 + i])
+                return ss__ops_fail(err, n, "kernel_shape[%d] = %lld but W "
+                                    "has %lld", i, (long long)ks[i],
+                                    (long long)wt->dims[2 + i]);
+    }
+    if (ss__ops_has_input(n, in, 2) &&
+        (in[2]->ndim != 1 || in[2]->dims[0] != cv->m))
+        return ss__ops_fail(err, n, "bias must be [%lld]", (long long)cv->m);
+    if ((rc = ss__ops_window(n, nsp, x->dims + 2, wt->dims + 2, false,
+                             &cv->w, err)) < 0)
+        return rc;
+    return 0;
+}
+
+static int
+infer_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+           ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[4];
+    conv_t cv;
+    int rc, nsp;
+
+    if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0)
+        return rc;
+    for (int i = 0; i < 3; i++)
+        if (ss__ops_has_input(n, in, i) && in[i]->dtype != SS_DTYPE_F32)
+            return ss__ops_failc(err, SS_EUNSUPP, n, "input %d is %s; only "
+                                 "float32 is supported", i,
+                                 ss__ops_dtype_name(in[i]->dtype));
+    if ((rc = conv_shape(n, in, &cv, err)) < 0)
+        return rc;
+    nsp = in[0]->ndim - 2;
+    dims[0] = cv.n;
+    dims[1] = cv.m;
+    if (nsp == 1) {
+        dims[2] = cv.w.out[1];
+    } else {
+        dims[2] = cv.w.out[0];
+        dims[3] = cv.w.out[1];
+    }
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
+}
+
+/* The output index range [lo, hi) whose input index o*s - p + t is in
+ * [0, len). */
+static void
+valid_range(int64_t len, int64_t out, int64_t s, int64_t p, int64_t t,
+            int64_t *lo, int64_t *hi)
+{
+    int64_t shift = t - p;     /* input index = o * s + shift */
+    int64_t a, b;
+
+    a = shift >= 0 ? 0 : (-shift + s - 1) / s;
+    b = len - shift <= 0 ? 0 : (len - shift - 1) / s + 1;
+    *lo = a < out ? a : out;
+    *hi = b < out ? b : out;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+static int
+run_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    const float *x = in[0]->data, *wt = in[1]->data;
+    const float *bias = ss__ops_has_input(n, in, 2) ? in[2]->data : NULL;
+    float *y = out[0].data;
+    int64_t ih, iw, oh, ow, kh, kw;
+    conv_t cv;
+    int rc;
+
+    if ((rc = conv_shape(n, in, &cv, err)) < 0)
+        return rc;
+    ih = cv.w.in[0];
+    iw = cv.w.in[1];
+    oh = cv.w.out[0];
+    ow = cv.w.out[1];
+    kh = cv.w.k[0];
+    kw = cv.w.k[1];
+    for (int64_t b = 0; b < cv.n; b++) {
+        for (int64_t oc = 0; oc < cv.m; oc++) {
+            int64_t g = oc / cv.mg;
+            float *yp = y + (b * cv.m + oc) * oh * ow;
+            float b0 = bias ? bias[oc] : 0.0f;
+
+            for (int64_t i = 0; i < oh * ow; i++)
+                yp[i] = b0;
+            for (int64_t ic = 0; ic < cv.cg; ic++) {
+                const float *xp = x + (b * cv.c + g * cv.cg + ic) * ih * iw;
+                const float *wp = wt + (oc * cv.cg + ic) * kh * kw;
+
+                for (int64_t ty = 0; ty < kh; ty++) {
+                    int64_t ylo, yhi;
+
+                    valid_range(ih, oh, cv.w.s[0], cv.w.pb[0],
+                                ty * cv.w.d[0], &ylo, &yhi);
+                    for (int64_t tx = 0; tx < kw; tx++) {
+                        float wv = wp[ty * kw + tx];
+                        int64_t xlo, xhi, sx = cv.w.s[1];
+                        int64_t shx = tx * cv.w.d[1] - cv.w.pb[1];
+
+                        valid_range(iw, ow, sx, cv.w.pb[1], tx * cv.w.d[1],
+                                    &xlo, &xhi);
+                        for (int64_t r = ylo; r < yhi; r++) {
+                            int64_t irow = r * cv.w.s[0] + ty * cv.w.d[0] -
+                                           cv.w.pb[0];
+                            const float *xr = xp + irow * iw;
+                            float *yr = yp + r * ow;
+
+                            if (sx == 1) {
+                                const float *xs = xr + xlo + shx;
+
+                                for (int64_t c = 0; c < xhi - xlo; c++)
+                                    yr[xlo + c] += wv * xs[c];
+                            } else {
+                                for (int64_t c = xlo; c < xhi; c++)
+                                    yr[c] += wv * xr[c * sx + shx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+const ss_op_t ss__ops_conv[] = {
+    { "Conv", infer_conv, run_conv },
+    { NULL, NULL, NULL }
+};

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The op registry: maps an ONNX op_type (default domain) to its reference
+ * kernel.  Each kernel file exports a table ended by a NULL op_type; the
+ * look-up walks them in order.  About sixty names: a linear scan with
+ * strcmp costs less than a plan compile notices.
+ *
+ * THREADS: [any]; the tables are constant.
+ */
+#include "engine/ops/ops.h"
+
+#include <string.h>
+
+static const ss_op_t *const tables[] = {
+    ss__ops_unary,
+    ss__ops_binary,
+    ss__ops_matmul,
+    NULL
+};
+
+const ss_op_t *
+ss__op_find(const char *op_type)
+{
+    if (op_type == NULL)
+        return NULL;
+    for (size_t t = 0; tables[t] != NULL; t++)
+        for (const ss_op_t *op = tables[t]; op->op_type != NULL; op++)
+            if (strcmp(op->op_type, op_type) == 0)
+                return op;
+    return NULL;
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_CFG_H
+#define SS_SERVER_CFG_H
+
+/*
+ * The daemon's configuration: built-in defaults, then a JSON file, then
+ * command-line flags, each overriding the one before.
+ *
+ * One table (config.c) names every key once; the JSON key is the flag's
+ * name with '_' for '-' ("http_port" <-> --http-port), so the two can never
+ * drift apart.  Unknown keys and bad values are refused with a message
+ * naming the key.
+ *
+ * THREADS: built [init]; read-only afterwards, from any thread.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct ss_config {
+    char *config_path;          /* the file read, or NULL */
+    char *model_repository;
+    char *http_address;
+    int http_port;
+    char *admin_address;
+    int admin_port;             /* -1 disables the admin listener */
+    char *admin_token_file;
+    bool admin_insecure;
+    int threads;                /* 0: one per core */
+    int log_level;              /* syslog number */
+    int64_t max_body_bytes;
+    int max_header_bytes;
+    int max_connections;
+    int connection_timeout_s;
+    double shutdown_grace_s;
+    bool check_only;            /* --check-config */
+} ss_config_t;
+
+enum {
+    SS_CONFIG_RUN = 0,          /* go on and start */
+    SS_CONFIG_EXIT_OK = 1       /* --help or --version printed; exit 0 */
+};
+
+/* Fills cfg from defaults, the config file and argv.  Returns
+ * SS_CONFIG_RUN, SS_CONFIG_EXIT_OK, or a negative code with err set (the
+ * caller prints it and exits 2).  cfg must be released with
+ * ss_config_close() whatever the result. */
+int ss_config_load(ss_config_t *cfg, int argc, char **argv, ss_err_t *err);
+void ss_config_close(ss_config_t *cfg);
+
+/* The usage text for --help. */
+void ss_config_usage(const char *prog);
+
+#endif

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_HTTP_H
+#define SS_SERVER_HTTP_H
+
+/*
+ * HTTP listeners: libmicrohttpd driven by the libuv loop.
+ *
+ * A listener (ss_http_t) is one MHD daemon in epoll mode with no thread of
+ * its own: the loop watches MHD's epoll fd with a uv_poll and re-arms a
+ * uv_timer from MHD_get_timeout() after every run.  A request (ss_req_t)
+ * is gathered whole (body bounded by max_body_bytes: 413 above it), then
+ * handed to the listener's handler on the loop thread.  The handler either
+ * answers at once (ss_req_respond*) or suspends the connection
+ * (ss_req_suspend) and hands the request to another thread, which answers
+ * with ss_req_finish(): that queues the request and wakes the loop with
+ * uv_async_send, and the loop resumes the connection.  (Resuming from the
+ * other thread directly would not wake an externally driven MHD.)
+ *
+ * THREADS: everything is [loop] except ss_req_finish(), which is [any].
+ * A request belongs to the http layer: handlers borrow it until they
+ * answer; after ss_req_finish() the caller must not touch it again.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/err.h"
+#include "server/metrics.h"
+
+typedef struct ss_http ss_http_t;
+typedef struct ss_req ss_req_t;
+
+/* Endpoint classes label the request metrics; only grow at the end. */
+typedef enum {
+    SS_EP_OTHER = 0,
+    SS_EP_HEALTH,
+    SS_EP_METADATA,
+    SS_EP_INFER,
+    SS_EP_METRICS,
+    SS_EP_ADMIN,
+    SS_EP_REPOSITORY,
+    SS_EP__COUNT
+} ss_endpoint_t;
+
+const char *ss_endpoint_name(ss_endpoint_t ep);
+
+/* [loop] Called once per request when its body is complete. */
+typedef void (*ss_http_handler_fn)(ss_req_t *req, void *arg);
+
+/* The metric families every listener reports into; created once per
+ * registry with ss_http_metrics_init(). */
+typedef struct ss_http_metrics {
+    ss_metric_t *requests;      /* counter: listener, endpoint, code */
+    ss_metric_t *duration;      /* histogram: listener, endpoint */
+    ss_metric_t *in_flight;     /* gauge: listener */
+} ss_http_metrics_t;
+
+/* [init] Returns 0, or SS_ENOMEM when a family cannot be created. */
+int ss_http_metrics_init(ss_metrics_t *m, ss_http_metrics_t *out);
+
+typedef struct ss_http_opts {
+    const char *name;           /* "http" or "admin": logs, metrics */
+    const char *address;        /* IPv4 or IPv6 literal */
+    int port;                   /* 0 picks a free port */
+    int64_t max_body_bytes;
+    int max_header_bytes;
+    int max_connections;
+    int timeout_s;
+    ss_http_handler_fn handler;
+    void *arg;
+    const ss_http_metrics_t *metrics; /* borrowed; may be NULL */
+} ss_http_opts_t;
+
+/* [init] Binds and starts serving on loop.  Returns 0 and a new listener,
+ * or a negative code (the address in use, a bad address...). */
+int ss_http_start(uv_loop_t *loop, const ss_http_opts_t *opts,
+                  ss_http_t **out, ss_err_t *err);
+/* The bound port (useful with port 0). */
+int ss_http_port(const ss_http_t *h);
+/* Stops accepting connections; requests in progress go on, and new
+ * requests on kept-alive connections get 503 with "Connection: close". */
+void ss_http_quiesce(ss_http_t *h);
+/* Requests received and not yet fully answered. */
+int ss_http_in_flight(const ss_http_t *h);
+/* Stops the daemon and closes its handles; frees h once libuv is done
+ * with them.  Accepts NULL. */
+void ss_http_close(ss_http_t *h);
+
+/* ---- requests [loop] --------------------------------------------------- */
+
+const char *ss_req_method(const ss_req_t *r);
+/* The path, without the query string. */
+const char *ss_req_path(const ss_req_t *r);
+/* A header value, or NULL. */
+const char *ss_req_header(const ss_req_t *r, const char *name);
+/* The body (NUL-terminated for convenience); borrowed. */
+const char *ss_req_body(const ss_req_t *r, size_t *len);
+uint64_t ss_req_id(const ss_req_t *r);
+void ss_req_set_endpoint(ss_req_t *r, ss_endpoint_t ep);
+
+/* Adds a header to the response about to be sent (copied). */
+int ss_req_add_header(ss_req_t *r, const char *name, const char *value);
+
+/* Answers: body is taken (must come from malloc), may be NULL. */
+void ss_req_respond(ss_req_t *r, int status, const char *content_type,
+                    char *body, size_t len);
+/* Answers with JSON; steals the reference to body. */
+void ss_req_respond_json(ss_req_t *r, int status, json_t *body);
+/* Answers {"error": "..."}. */
+void ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parks the connection until ss_req_finish(). */
+void ss_req_suspend(ss_req_t *r);
+/* [any] Answers a suspended request from any thread; takes body. */
+void ss_req_finish(ss_req_t *r, int status, const char *content_type,
+                   char *body, size_t len);
+
+#endif

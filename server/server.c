@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The daemon's life: start, signals, reload, graceful shutdown.
+ *
+ * DESIGN: one libuv loop owns everything here.  SIGTERM/SIGINT begin a
+ * drain: readiness turns 503 at once, the listeners stop accepting,
+ * requests already received are answered, and a timer polls until none is
+ * left or the grace period is over; then every handle is closed and
+ * uv_run() returns.  A second signal cuts the drain short.  SIGHUP rescans
+ * the model repository and tells systemd it is reloading.
+ *
+ * THREADS: [loop], except ss_server_uptime() [any].
+ */
+#include "config.h"
+
+#include "server/server.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "common/log.h"
+#include "server/notify.h"
+
+static double
+wall_now(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+double
+ss_server_uptime(const ss_server_t *s)
+{
+    return wall_now() - s->start_wall;
+}
+
+static double
+uptime_fn(void *arg)
+{
+    return ss_server_uptime(arg);
+}
+
+static double
+start_time_fn(void *arg)
+{
+    const ss_server_t *s = arg;
+
+    return s->start_wall;
+}
+
+static int
+setup_metrics(ss_server_t *s, ss_err_t *err)
+{
+    static const char *const build_labels[] = { "version" };
+    const char *bv[] = { PACKAGE_VERSION };
+    ss_metric_t *build, *reloads;
+
+    if ((s->metrics = ss_metrics_new()) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
+    build = ss_metrics_gauge(s->metrics, "slimserve_build_info",
+                             "Build information; the value is always 1.", 1,
+                             build_labels);
+    reloads = ss_metrics_counter(s->metrics, "slimserve_reloads_total",
+                                 "Model repository rescans (SIGHUP).", 0,
+                                 NULL);
+    if (build == NULL || reloads == NULL ||
+        ss_metrics_gauge_fn(s->metrics, "slimserve_uptime_seconds",
+                            "Seconds since the daemon started.", uptime_fn,
+                            s) < 0 ||
+        ss_metrics_gauge_fn(s->metrics, "slimserve_start_time_seconds",
+                            "Start time of the daemon since the Unix epoch.",
+                            start_time_fn, s) < 0 ||
+        ss_http_metrics_init(s->metrics, &s->http_metrics) < 0)
+        return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
+    ss_series_set(ss_metric_series(build, bv), 1);
+    s->s_reloads = ss_metric_series(reloads, NULL);
+    return 0;
+}
+
+static int
+is_version_dir(const char *name)
+{
+    const char *p = name;
+
+    if (*p < '1' || *p > '9')
+        return 0;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return *p == '\0';
+}
+
+/* A model is a folder holding at least one version folder with a
+ * model.onnx. */
+static int
+model_has_version(const char *dir)
+{
+    struct dirent *e;
+    char path[4096];
+    struct stat st;
+    DIR *d;
+    int found = 0;
+
+    if ((d = opendir(dir)) == NULL)
+        return 0;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (!is_version_dir(e->d_name))
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s/model.onnx", dir,
+                     e->d_name) >= (int)sizeof(path))
+            continue;
+        found = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    }
+    closedir(d);
+    return found;
+}
+
+int
+ss_server_rescan(ss_server_t *s)
+{
+    const char *repo = s->cfg->model_repository;
+    struct dirent *e;
+    char path[4096];
+    DIR *d;
+    int n = 0;
+
+    if ((d = opendir(repo)) == NULL) {
+        ss_log_warn("model repository %s: %s; serving no models", repo,
+                    strerror(errno));
+        s->models_found = 0;
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", repo, e->d_name) >=
+            (int)sizeof(path))
+            continue;
+        if (model_has_version(path))
+            n++;
+    }
+    closedir(d);
+    s->models_found = n;
+    ss_log_info("model repository %s: %d model folder(s) found", repo, n);
+    return 0;
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+static void
+on_closed(uv_handle_t *h)
+{
+}
+
+static void
+finish(ss_server_t *s)
+{
+    ss_http_close(s->http);
+    ss_http_close(s->admin);
+    s->http = s->admin = NULL;
+    uv_close((uv_handle_t *)&s->sig_term, on_closed);
+    uv_close((uv_handle_t *)&s->sig_int, on_closed);
+    uv_close((uv_handle_t *)&s->sig_hup, on_closed);
+    uv_close((uv_handle_t *)&s->drain_timer, on_closed);
+}
+
+static int
+in_flight(const ss_server_t *s)
+{
+    return (s->http ? ss_http_in_flight(s->http) : 0) +
+           (s->admin ? ss_http_in_flight(s->admin) : 0);
+}
+
+static void
+on_drain_tick(uv_timer_t *t)
+{
+    ss_server_t *s = t->data;
+    int n = in_flight(s);
+
+    if (n == 0) {
+        ss_log_notice("drained: no request in flight; exiting");
+    } else if (uv_now(s->loop) >= s->drain_deadline_ms) {
+        ss_log_warn("grace period of %gs over with %d request(s) in flight; "
+                    "exiting", s->cfg->shutdown_grace_s, n);
+    } else {
+        return;
+    }
+    uv_timer_stop(t);
+    finish(s);
+}
+
+void
+ss_server_shutdown(ss_server_t *s)
+{
+    if (s->draining) {
+        ss_log_notice("second signal: cutting the drain short");
+        s->drain_deadline_ms = 0;
+        return;
+    }
+    s->draining = true;
+    ss_notify_stopping();
+    ss_log_notice("shutting down: %d request(s) in flight, grace %gs",
+                  in_flight(s), s->cfg->shutdown_grace_s);
+    ss_http_quiesce(s->http);
+    ss_http_quiesce(s->admin);
+    s->drain_deadline_ms =
+        uv_now(s->loop) + (uint64_t)(s->cfg->shutdown_grace_s * 1000.0);
+    uv_timer_start(&s->drain_timer, on_drain_tick, 0, 10);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    ss_server_t *s = h->data;
+
+    if (signum == SIGHUP) {
+        ss_notify_reloading();
+        ss_log_notice("SIGHUP: rescanning the model repository");
+        ss_server_rescan(s);
+        s->reloads++;
+        ss_series_add(s->s_reloads, 1);
+        ss_notify_ready();
+        return;
+    }
+    ss_log_notice("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    ss_server_shutdown(s);
+}
+
+/* ---- start ------------------------------------------------------------- */
+
+static int
+start_listener(ss_server_t *s, const char *name, const char *addr, int port,
+               ss_http_handler_fn fn, ss_http_t **out, ss_err_t *err)
+{
+    const ss_config_t *c = s->cfg;
+    ss_http_opts_t o = {
+        .name = name,
+        .address = addr,
+        .port = port,
+        .max_body_bytes = c->max_body_bytes,
+        .max_header_bytes = c->max_header_bytes,
+        .max_connections = c->max_connections,
+        .timeout_s = c->connection_timeout_s,
+        .handler = fn,
+        .arg = s,
+        .metrics = &s->http_metrics,
+    };
+
+    return ss_http_start(s->loop, &o, out, err);
+}
+
+int
+ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
+                ss_err_t *err)
+{
+    int rc;
+
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->cfg = cfg;
+    s->start_wall = wall_now();
+    s->start_ms = uv_now(loop);
+    if ((rc = setup_metrics(s, err)) < 0)
+        return rc;
+    if (cfg->admin_port >= 0) {
+        if (cfg->admin_token_file != NULL) {
+            if ((rc = ss_auth_load(&s->auth, cfg->admin_token_file, err)) < 0)
+                return rc;
+        } else if (!cfg->admin_insecure) {
+            return ss_err_set(err, SS_EAUTH,
+                              "the admin listener needs a token: give "
+                              "--admin-token-file=FILE (or --admin-insecure "
+                              "to serve it without one, or --admin-port=-1 "
+                              "to disable it)");
+        } else {
+            ss_log_warn("admin listener runs WITHOUT authentication "
+                        "(--admin-insecure)");
+        }
+    }
+    ss_server_rescan(s);
+
+    uv_signal_init(loop, &s->sig_term);
+    uv_signal_init(loop, &s->sig_int);
+    uv_signal_init(loop, &s->sig_hup);
+    uv_timer_init(loop, &s->drain_timer);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    s->drain_timer.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+
+    if ((rc = start_listener(s, "http", cfg->http_address, cfg->http_port,
+                             ss_routes_data, &s->http, err)) < 0)
+        goto fail;
+    if (cfg->admin_port >= 0 &&
+        (rc = start_listener(s, "admin", cfg->admin_address, cfg->admin_port,
+                             ss_routes_admin, &s->admin, err)) < 0)
+        goto fail;
+    /* One machine-readable line, whatever the log level: tests and
+     * scripts read the chosen ports from it. */
+    ss_log_write(SS_LOG_NOTICE, "listening http=%s:%d admin=%s:%d",
+                 cfg->http_address, ss_http_port(s->http),
+                 cfg->admin_address, s->admin ? ss_http_port(s->admin) : -1);
+    s->ready = true;
+    ss_notify_ready();
+    return 0;
+fail:
+    finish(s);
+    return rc;
+}
+
+void
+ss_server_close(ss_server_t *s)
+{
+    ss_auth_close(&s->auth);
+    ss_metrics_free(s->metrics);
+    s->metrics = NULL;
+}

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_SERVER_H
+#define SS_SERVER_SERVER_H
+
+/*
+ * The daemon's state, shared by its route handlers.
+ *
+ * THREADS: owned by the loop thread; fields are [loop] unless marked.
+ * The metrics registry is [any].
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "server/auth.h"
+#include "server/cfg.h"
+#include "server/http.h"
+#include "server/metrics.h"
+
+typedef struct ss_server {
+    uv_loop_t *loop;
+    const ss_config_t *cfg;         /* borrowed from main */
+    ss_metrics_t *metrics;          /* [any] */
+    ss_http_metrics_t http_metrics;
+    ss_http_t *http;
+    ss_http_t *admin;               /* NULL when disabled */
+    ss_auth_t auth;                 /* token absent: --admin-insecure */
+
+    bool ready;
+    bool draining;
+    double start_wall;              /* seconds since the epoch */
+    uint64_t start_ms;              /* uv_now at start */
+    uint64_t drain_deadline_ms;
+
+    int models_found;               /* from the last repository scan */
+    uint64_t reloads;
+    ss_series_t *s_reloads;
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer;
+} ss_server_t;
+
+/* Listener handlers (routes.c, admin.c). [loop] */
+void ss_routes_data(ss_req_t *r, void *arg);
+void ss_routes_admin(ss_req_t *r, void *arg);
+
+/* Seconds since start. [any: reads immutable fields and the clock] */
+double ss_server_uptime(const ss_server_t *s);
+
+/* Scans the model repository; logs and records what it found.  A missing
+ * repository is not an error.  [loop] */
+int ss_server_rescan(ss_server_t *s);
+
+
+
+/* [init] Sets up metrics, the token, signals and both listeners on loop,
+ * and logs the bound ports.  On failure everything started is stopped
+ * again (run the loop once more to let handles close). */
+int ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
+                    ss_err_t *err);
+/* [loop] Begins a graceful shutdown: readiness goes 503, listeners stop
+ * accepting, in-flight requests get shutdown_grace_s to finish, then
+ * every handle closes and uv_run returns. */
+void ss_server_shutdown(ss_server_t *s);
+/* After uv_run has returned: frees what is left. */
+void ss_server_close(ss_server_t *s);
+#endif
