@@ -1,1 +1,3 @@
 # SPDX-License-Identifier: Apache-2.0
+slimserveconfdir = $(sysconfdir)/slimserve
+dist_slimserveconf_DATA = conf/slimserve.json

@@ -13,6 +13,13 @@ SSDNNL_LIBS = $(DNNL_LIBS) -lgomp -lpthread
 
 check_PROGRAMS += tests/unit/test_dnnl
 TESTS += tests/unit/test_dnnl
-tests_unit_test_dnnl_SOURCES = tests/unit/test_dnnl.c
+tests_unit_test_dnnl_SOURCES = tests/unit/test_dnnl.c tests/unit/test_dnnl.h
 tests_unit_test_dnnl_LDADD = engine/libssdnnl.a common/libsscommon.a \
+	$(SSDNNL_LIBS) -lm
+
+check_PROGRAMS += tests/unit/test_dnnl_ops
+TESTS += tests/unit/test_dnnl_ops
+tests_unit_test_dnnl_ops_SOURCES = tests/unit/test_dnnl_ops.c \
+	tests/unit/test_dnnl.h
+tests_unit_test_dnnl_ops_LDADD = engine/libssdnnl.a common/libsscommon.a \
 	$(SSDNNL_LIBS) -lm

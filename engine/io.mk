@@ -9,10 +9,41 @@ engine_libssio_a_SOURCES = \
 	engine/npy.c engine/npz.c engine/npz_write.c engine/atomicfile.c
 engine_libssio_a_CFLAGS = $(AM_CFLAGS) $(ZLIB_CFLAGS)
 
+# The offline CLI (engine/infer_main.c documents options and output).
+bin_PROGRAMS += engine/slimserve-infer
+engine_slimserve_infer_SOURCES = engine/infer_main.c
+engine_slimserve_infer_LDADD = engine/libssio.a $(SS_ENGINE_LIBS) \
+	$(SSDNNL_LIBS)
+
 check_PROGRAMS += tests/unit/test_npy
 TESTS += tests/unit/test_npy
 tests_unit_test_npy_SOURCES = tests/unit/test_npy.c
 tests_unit_test_npy_LDADD = engine/libssio.a common/libsscommon.a \
 	$(ZLIB_LIBS) -lm
-EXTRA_DIST += tests/unit/npy_check.py tests/unit/data/make_npy_data.py \
-	$(NPY_TEST_DATA)
+TESTS += tests/unit/test_cli.py
+EXTRA_DIST += tests/unit/test_cli.py tests/unit/npy_check.py \
+	tests/unit/data/make_npy_data.py \
+	$(NPY_TEST_FILES)
+NPY_TEST_FILES = \
+	tests/unit/data/npy/b1_5.npy \
+	tests/unit/data/npy/deflated.npz \
+	tests/unit/data/npy/f2_3.npy \
+	tests/unit/data/npy/f4_0x3.npy \
+	tests/unit/data/npy/f4_2x3.npy \
+	tests/unit/data/npy/f4_be_2x3.npy \
+	tests/unit/data/npy/f4_fortran_2x3x4.npy \
+	tests/unit/data/npy/f4_scalar.npy \
+	tests/unit/data/npy/f4_v2_2x3.npy \
+	tests/unit/data/npy/f4_v3_2x3.npy \
+	tests/unit/data/npy/f8_4.npy \
+	tests/unit/data/npy/i1_4.npy \
+	tests/unit/data/npy/i2_3.npy \
+	tests/unit/data/npy/i4_5.npy \
+	tests/unit/data/npy/i8_2x2x2.npy \
+	tests/unit/data/npy/i8_be_4.npy \
+	tests/unit/data/npy/mixed.npz \
+	tests/unit/data/npy/stored.npz \
+	tests/unit/data/npy/u1_6.npy \
+	tests/unit/data/npy/u2_3.npy \
+	tests/unit/data/npy/u4_3.npy \
+	tests/unit/data/npy/u8_3.npy

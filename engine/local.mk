@@ -8,7 +8,8 @@ noinst_LIBRARIES += engine/libssengine.a
 engine_libssengine_a_SOURCES = \
 	engine/engine.h engine/ir.h \
 	engine/attr.c engine/dtype.c engine/graph.c \
-	engine/onnx_int.h engine/onnx.c engine/onnx_tensor.c
+	engine/onnx_int.h engine/onnx.c engine/onnx_tensor.c \
+	engine/plan_int.h engine/plan.c engine/plan_fuse.c engine/exec.c
 nodist_engine_libssengine_a_SOURCES = engine/onnx.pb-c.c engine/onnx.pb-c.h
 engine_libssengine_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 
@@ -27,11 +28,16 @@ engine/onnx.pb-c.h: engine/onnx.pb-c.c
 # What a program that runs models links, in order.
 SS_ENGINE_LIBS = engine/libssengine.a engine/libssdnnl.a \
 	engine/ops/libssops.a common/libsscommon.a \
-	$(PROTOBUF_C_LIBS) $(DNNL_LIBS) $(ZLIB_LIBS) -lm
+	$(PROTOBUF_C_LIBS) $(SSDNNL_LIBS) $(ZLIB_LIBS) -lm
 
 check_PROGRAMS += tests/unit/test_onnx
 TESTS += tests/unit/test_onnx
 tests_unit_test_onnx_SOURCES = tests/unit/test_onnx.c tests/unit/onnx_build.h
 tests_unit_test_onnx_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
-tests_unit_test_onnx_LDADD = engine/libssengine.a engine/ops/libssops.a \
-	common/libsscommon.a $(PROTOBUF_C_LIBS) -lm
+tests_unit_test_onnx_LDADD = $(SS_ENGINE_LIBS)
+
+check_PROGRAMS += tests/unit/test_plan
+TESTS += tests/unit/test_plan
+tests_unit_test_plan_SOURCES = tests/unit/test_plan.c tests/unit/onnx_build.h
+tests_unit_test_plan_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_plan_LDADD = $(SS_ENGINE_LIBS)

@@ -151,7 +151,9 @@ op_supported(const Onnx__NodeProto *np)
         return 0;
     if (strcmp(op, "Constant") == 0)
         return constant_supported(np);
-    if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0)
+    /* the plan handles these itself */
+    if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0
+        || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0)
         return 1;
     return ss__op_find(op) != NULL;
 }

@@ -368,7 +368,7 @@ apply_flags(ss_config_t *cfg, int argc, char **argv, ss_err_t *err)
             val = eq + 1;
         else if (k->type == T_BOOL)
             val = "true";
-        else if (i + 1 < argc)
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
             val = argv[++i];
         else
             return ss_err_set(err, SS_EINVAL, "option '--%.*s' needs a value",

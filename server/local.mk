@@ -18,3 +18,9 @@ bin_PROGRAMS += server/slimserve
 server_slimserve_SOURCES = server/main.c
 server_slimserve_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
 server_slimserve_LDADD = $(SERVER_LIBS)
+
+check_PROGRAMS += tests/unit/test_server
+TESTS += tests/unit/test_server
+tests_unit_test_server_SOURCES = tests/unit/test_server.c
+tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
+tests_unit_test_server_LDADD = $(SERVER_LIBS) -lm

@@ -403,7 +403,8 @@ add_family(ss_metrics_t *m, enum kind kind, const char *name,
     }
     /* A family without labels has exactly one series, present (at zero)
      * from the start, as Prometheus clients do. */
-    if (nlabels == 0 && kind != GAUGE_FN && new_series(f, NULL, 0) == NULL)
+    if (nlabels == 0 && kind != GAUGE_FN &&
+        new_series(f, NULL, hash_values(NULL, 0)) == NULL)
         goto done;
     pthread_mutex_lock(&m->lock);
     locked = 1;

@@ -1,2 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 EXTRA_DIST += tests/tap.h tests/lib/tap.py
+EXTRA_DIST += tests/lib/daemon.py
+
+TESTS += tests/integration/test_http.py tests/integration/test_admin.py
+EXTRA_DIST += tests/integration/test_http.py tests/integration/test_admin.py
+EXTRA_DIST += scripts/install-deps.sh scripts/run-example.sh .ci/run

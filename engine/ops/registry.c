@@ -15,6 +15,12 @@ static const ss_op_t *const tables[] = {
     ss__ops_unary,
     ss__ops_binary,
     ss__ops_matmul,
+    ss__ops_conv,
+    ss__ops_pool,
+    ss__ops_norm,
+    ss__ops_shape,
+    ss__ops_tensor,
+    ss__ops_reduce,
     NULL
 };
 

@@ -68,7 +68,8 @@ test_exact_text(void)
     ss_series_observe(s, 0.125); /* le is inclusive */
     ss_series_observe(s, 0.5);
     ss_series_observe(s, 2);
-    ok(ss_metric_series(h, L("x")) == s, "get-or-create returns the same series");
+    ok(ss_metric_series(h, L("x")) == s,
+       "get-or-create returns the same series");
     out = render(m);
     is_str(out,
            "# HELP t_requests_total Requests.\n"

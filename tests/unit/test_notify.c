@@ -100,8 +100,7 @@ test_messages(int fd)
     next_msg(fd, 2000);
     ok(sscanf(got, "RELOADING=1\nMONOTONIC_USEC=%llu", &t) == 1 &&
            t >= t0 && t <= t1 && strchr(got, '\n') == strrchr(got, '\n'),
-       "RELOADING=1 with MONOTONIC_USEC in [%llu, %llu]: \"%s\"", t0, t1,
-       got);
+       "RELOADING=1 with MONOTONIC_USEC in [%llu, %llu]", t0, t1);
 
     is_int(ss_notify_stopping(), 0, "ss_notify_stopping returns 0");
     is_str(next_msg(fd, 2000), "STOPPING=1", "STOPPING=1");

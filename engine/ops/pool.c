@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pooling on float32, 1-D and 2-D: MaxPool (with the optional Indices
+ * output, row-major), AveragePool (count_include_pad, ceil_mode),
+ * GlobalAveragePool and GlobalMaxPool.
+ *
+ * AveragePool with count_include_pad divides by the window clipped to
+ * the padded input (a ceil_mode window that hangs past the end padding
+ * does not count the overhang), as PyTorch and ONNX Runtime do.
+ *
+ * THREADS: [any]; no state.
+ */
+#include "engine/ops/ops.h"
+
+#include <math.h>
+
+static int
+pool_shape(const ss_node_t *n, const ss_tensor_t *const *in, bool ceil_ok,
+           ss_window_t *w, int64_t *dims, ss_err_t *err)
+{
+    const ss_tensor_t *x = in[0];
+    const int64_t *ks;
+    int nk, nsp = x->ndim - 2, rc;
+    int64_t ceil_mode = ceil_ok ? ss__attr_int(n, "ceil_mode", 0) : 0;
+
+    if (x->dtype != SS_DTYPE_F32)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "only float32 is "
+                             "supported, not %s",
+                             ss__ops_dtype_name(x->dtype));
+    if (x->ndim < 3 || x->ndim > 4)
+        return ss__ops_failc(err, x->ndim < 3 ? SS_EINVAL : SS_EUNSUPP, n,
+                             "X must be [N, C, W] or [N, C, H, W], not rank "
+                             "%d", x->ndim);
+    nk = ss__attr_ints(n, "kernel_shape", &ks);
+    if (nk < 0)
+        return ss__ops_fail(err, n, "kernel_shape is required");
+    if (nk != nsp)
+        return ss__ops_fail(err, n, "kernel_shape has %d values, expected "
+                            "%d", nk, nsp);
+    if ((rc = ss__ops_window(n, nsp, x->dims + 2, ks, ceil_mode != 0, w,
+                             err)) < 0)
+        return rc;
+    dims[0] = x->dims[0];
+    dims[1] = x->dims[1];
+    if (nsp == 1) {
+        dims[2] = w->out[1];
+    } else {
+        dims[2] = w->out[0];
+        dims[3] = w->out[1];
+    }
+    return 0;
+}
+
+static int
+infer_maxpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+              ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[4];
+    ss_window_t w;
+    int rc;
+
+    if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0 ||
+        (rc = pool_shape(n, in, true, &w, dims, err)) < 0 ||
+        (rc = ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims,
+                              err)) < 0)
+        return rc;
+    if (n->n_outputs > 1 && n->outputs[1] >= 0) {
+        if (ss__attr_int(n, "storage_order", 0) != 0)
+            return ss__ops_failc(err, SS_EUNSUPP, n, "Indices with "
+                                 "storage_order=1 are not supported");
+        rc = ss__ops_set_out(n, &out[1], SS_DTYPE_I64, in[0]->ndim, dims,
+                             err);
+    }
+    return rc;
+}
+
+static int
+infer_avgpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+              ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[4];
+    ss_window_t w;
+    int rc;
+
+    if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0 ||
+        (rc = pool_shape(n, in, true, &w, dims, err)) < 0)
+        return rc;
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
+}
+
+static int
+run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
+         bool is_max, ss_err_t *err)
+{
+    bool incl = ss__attr_int(n, "count_include_pad", 0) != 0;
+    const float *x = in[0]->data;
+    float *y = out[0].data;
+    int64_t *ind = NULL, dims[4], planes;
+    ss_window_t w;
+    int rc;
+
+    if ((rc = pool_shape(n, in, true, &w, dims, err)) < 0)
+        return rc;
+    if (is_max && ss__ops_want_output(n, out, 1))
+        ind = out[1].data;
+    planes = in[0]->dims[0] * in[0]->dims[1];
+    for (int64_t p = 0; p < planes; p++) {
+        const float *xp = x + p * w.in[0] * w.in[1];
+
+        for (int64_t oy = 0; oy < w.out[0]; oy++) {
+            for (int64_t ox = 0; ox < w.out[1]; ox++) {
+                int64_t y0 = oy * w.s[0] - w.pb[0];
+                int64_t x0 = ox * w.s[1] - w.pb[1];
+                float best = -INFINITY;
+                int64_t arg = -1, cnt = 0;
+                double sum = 0.0;
+
+                for (int64_t ky = 0; ky < w.k[0]; ky++) {
+                    int64_t iy = y0 + ky * w.d[0];
+
+                    if (iy < 0 || iy >= w.in[0])
+                        continue;
+                    for (int64_t kx = 0; kx < w.k[1]; kx++) {
+                        int64_t ix = x0 + kx * w.d[1];
+                        float v;
+
+                        if (ix < 0 || ix >= w.in[1])
+                            continue;
+                        v = xp[iy * w.in[1] + ix];
+                        if (arg < 0 || v > best || v != v) {
+                            if (best == best) {
+                                best = v;
+                                arg = iy * w.in[1] + ix;
+                            }
+                        }
+                        sum += v;
+                        cnt++;
+                    }
+                }
+                if (is_max) {
+                    *y++ = best;
+                    if (ind)
+                        *ind++ = p * w.in[0] * w.in[1] + (arg < 0 ? 0 : arg);
+                    continue;
+                }
+                if (incl) {
+                    /* The window clipped to the padded extent. */
+                    int64_t ey0 = y0 + (w.k[0] - 1) * w.d[0] + 1;
+                    int64_t ex0 = x0 + (w.k[1] - 1) * w.d[1] + 1;
+                    int64_t hy = w.in[0] + w.pe[0], hx = w.in[1] + w.pe[1];
+                    int64_t ny = ((ey0 < hy ? ey0 : hy) - y0 + w.d[0] - 1) /
+                                 w.d[0];
+                    int64_t nx = ((ex0 < hx ? ex0 : hx) - x0 + w.d[1] - 1) /
+                                 w.d[1];
+
+                    cnt = ny * nx;
+                }
+                *y++ = cnt > 0 ? (float)(sum / (double)cnt) : 0.0f;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+run_maxpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+            ss_tensor_t *out, ss_err_t *err)
+{
+    return run_pool(n, in, out, true, err);
+}
+
+static int
+run_avgpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+            ss_tensor_t *out, ss_err_t *err)
+{
+    return run_pool(n, in, out, false, err);
+}
+
+/* ---- global pooling ------------------------------------------------------ */
+
+static int
+infer_global(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+             ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[SS_MAX_DIMS];
+    int rc;
+
+    if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0)
+        return rc;
+    if (in[0]->dtype != SS_DTYPE_F32)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "only float32 is "
+                             "supported, not %s",
+                             ss__ops_dtype_name(in[0]->dtype));
+    if (in[0]->ndim < 3)
+        return ss__ops_fail(err, n, "X must have rank >= 3, not %d",
+                            in[0]->ndim);
+    for (int d = 0; d < in[0]->ndim; d++)
+        dims[d] = d < 2 ? in[0]->dims[d] : 1;
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
+}
+
+static void
+run_global(const ss_tensor_t *const *in, ss_tensor_t *out, bool is_max)
+{
+    int64_t planes = in[0]->dims[0] * in[0]->dims[1];
+    int64_t sp = ss__ops_prod(in[0]->dims, 2, in[0]->ndim);
+    const float *x = in[0]->data;
+    float *y = out[0].data;
+
+    for (int64_t p = 0; p < planes; p++) {
+        const float *xp = x + p * sp;
+        double sum = 0.0;
+        float best = -INFINITY;
+
+        for (int64_t i = 0; i < sp; i++) {
+            sum += xp[i];
+            if (xp[i] > best || xp[i] != xp[i])
+                best = best != best ? best : xp[i];
+        }
+        y[p] = is_max ? best : sp > 0 ? (float)(sum / (double)sp) : NAN;
+    }
+}
+
+static int
+run_gavg(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    run_global(in, out, false);
+    return 0;
+}
+
+static int
+run_gmax(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    run_global(in, out, true);
+    return 0;
+}
+
+const ss_op_t ss__ops_pool[] = {
+    { "MaxPool", infer_maxpool, run_maxpool },
+    { "AveragePool", infer_avgpool, run_avgpool },
+    { "GlobalAveragePool", infer_global, run_gavg },
+    { "GlobalMaxPool", infer_global, run_gmax },
+    { NULL, NULL, NULL }
+};

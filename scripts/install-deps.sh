@@ -1,0 +1,15 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Installs every Debian 12 package slimserve needs to build, run and test.
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends \
+    build-essential autoconf automake pkg-config \
+    libmicrohttpd-dev libjansson-dev libuv1-dev libdnnl-dev \
+    protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
+    zlib1g-dev libsystemd-dev libcmocka-dev \
+    python3 python3-numpy prometheus systemd curl ca-certificates \
+    clang libclang-rt-14-dev

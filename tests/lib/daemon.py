@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Starts the real slimserve daemon on loopback ports for black-box tests.
+
+    with Daemon(["--admin-insecure"]) as d:
+        status, headers, body = d.get("/v2/health/live")
+
+The daemon listens on port 0; its "listening http=ADDR:PORT admin=ADDR:PORT"
+log line tells the ports.  stderr is collected in the background so tests
+can look for log lines.  stop() sends SIGTERM and returns the exit code;
+sanitizer reports make it non-zero (see ASAN_OPTIONS in Makefile.am).
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+TOP_BUILDDIR = os.environ.get("top_builddir", ".")
+TOP_SRCDIR = os.environ.get("top_srcdir", ".")
+BINARY = os.path.join(TOP_BUILDDIR, "server", "slimserve")
+
+_LISTEN_RE = re.compile(r"listening http=(\S+):(\d+) admin=(\S+):(-?\d+)")
+
+
+class DaemonError(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(self, args=None, env=None, start_timeout=20.0,
+                 repository=None, cwd=None):
+        self.args = list(args or [])
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.start_timeout = start_timeout
+        self.tmp = tempfile.TemporaryDirectory(prefix="ss-test-")
+        self.repository = repository or os.path.join(self.tmp.name, "models")
+        self.cwd = cwd or self.tmp.name
+        self.proc = None
+        self.log = ""
+        self._log_lock = threading.Lock()
+        self.http_port = None
+        self.admin_port = None
+        self.returncode = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self):
+        argv = [BINARY, "--http-address=127.0.0.1", "--http-port=0",
+                "--admin-port=0", "--model-repository=" + self.repository]
+        argv += self.args
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=self.env,
+                                     cwd=self.cwd)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            m = _LISTEN_RE.search(self.logs())
+            if m:
+                self.http_port = int(m.group(2))
+                self.admin_port = int(m.group(4))
+                return self
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise DaemonError("daemon exited with %d:\n%s"
+                                  % (self.proc.returncode, self.logs()))
+            time.sleep(0.02)
+        self.kill()
+        raise DaemonError("daemon did not report its ports:\n" + self.logs())
+
+    def _read(self):
+        for line in iter(self.proc.stderr.readline, b""):
+            with self._log_lock:
+                self.log += line.decode("utf-8", "replace")
+
+    def logs(self):
+        with self._log_lock:
+            return self.log
+
+    def wait_log(self, pattern, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while time.monotonic() < deadline:
+            if rx.search(self.logs()):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30.0):
+        """SIGTERM, wait, return the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout=30.0):
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise DaemonError("daemon did not exit within %gs" % timeout)
+        self._reader.join(5)
+        return self.returncode
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.stop()
+        finally:
+            self.tmp.cleanup()
+
+    # -- requests ----------------------------------------------------------
+    def request(self, method, path, body=None, headers=None, admin=False,
+                timeout=10.0):
+        port = self.admin_port if admin else self.http_port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+                headers = dict(headers or {})
+                headers.setdefault("Content-Type", "application/json")
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, dict(resp.getheaders()), data
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    def raw(self, data, admin=False, timeout=5.0, read=True):
+        """Sends raw bytes; returns what the server answered (until it
+        closes or the timeout passes)."""
+        port = self.admin_port if admin else self.http_port
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        try:
+            if data:
+                s.sendall(data)
+            if not read:
+                return b""
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+                    if b"\r\n\r\n" in out and _complete(out):
+                        break
+            except socket.timeout:
+                pass
+            return out
+        finally:
+            s.close()
+
+
+def _complete(resp):
+    head, _, body = resp.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    return m is not None and len(body) >= int(m.group(1))
+
+
+def status_of(raw):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    return int(m.group(1)) if m else None
+
+
+def json_body(data):
+    try:
+        return json.loads(data.decode())
+    except (ValueError, UnicodeDecodeError):
+        return None

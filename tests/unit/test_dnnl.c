@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * oneDNN layer: inner product (Linear) and matmul against naive loops,
+ * with post-op combinations; two threads sharing one object; errors; and,
+ * as diagnostics only, the speed of a 256x1024x1024 Linear.
+ * Tolerance: |got - want| <= 1e-5 + 1e-4 |want| per element (f32).
+ */
+
+#include "config.h"
+
+#include <pthread.h>
+#include <time.h>
+
+#include "tests/unit/test_dnnl.h"
+
+/* dst[M,N] = src[M,K] x W + bias; W is [N,K] when w_nk, else [K,N]. */
+static void
+ref_linear(const float *src, const float *w, int w_nk, const float *bias,
+           float *dst, int64_t m, int64_t k, int64_t n)
+{
+    int64_t i, j, l;
+
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            double acc = bias ? bias[j] : 0.0;
+
+            for (l = 0; l < k; l++)
+                acc += (double)src[i * k + l] *
+                       (w_nk ? w[j * k + l] : w[l * n + j]);
+            dst[i * n + j] = (float)acc;
+        }
+}
+
+static void
+linear_case(const char *name, int64_t m, int64_t k, int64_t n, int w_nk,
+            int with_bias, const ss_dnn_postops_t *po)
+{
+    ss_dnn_linear_desc_t d = { 0 };
+    ss_dnn_prim_t *p = NULL;
+    ss_err_t err = { 0 };
+    float *src = rnd((size_t)(m * k)), *w = rnd((size_t)(k * n));
+    float *bias = rnd((size_t)n), *out = rnd((size_t)(m * n));
+    float *want = zeros((size_t)(m * n)), *old = NULL;
+    float *bin[SS_DNN_MAX_POST];
+    const void *in[1 + SS_DNN_MAX_POST];
+    int64_t dd[2] = { m, n };
+    int i, nb = 0, rc;
+
+    d.m = m;
+    d.k = k;
+    d.n = n;
+    d.w = w;
+    d.w_nk = w_nk;
+    d.bias = with_bias ? bias : NULL;
+    if (po)
+        d.post = *po;
+    in[0] = src;
+    for (i = 0; i < d.post.n; i++)
+        if (d.post.op[i].kind == SS_DNN_PO_BINARY) {
+            bin[nb] = rnd(numel(d.post.op[i].ndim, d.post.op[i].dims));
+            in[1 + nb] = bin[nb];
+            nb++;
+        }
+    old = rnd((size_t)(m * n));
+    memcpy(out, old, (size_t)(m * n) * sizeof(float));
+    rc = ss_dnn_linear_new(&d, &p, &err);
+    if (!ok(rc == 0, "%s: create", name)) {
+        printf("#   %s\n", err.msg);
+        goto done;
+    }
+    is_int(ss_dnn_prim_num_inputs(p), 1 + nb, "%s: inputs", name);
+    ref_linear(src, w, w_nk, d.bias, want, m, k, n);
+    ref_post(want, 2, dd, &d.post, (const float *const *)bin, old);
+    if (run(p, in, out) == 0)
+        check_close(out, want, (size_t)(m * n), name);
+    else
+        ok(0, "%s: run", name);
+done:
+    ss_dnn_prim_free(p);
+    for (i = 0; i < nb; i++)
+        ss_free(bin[i]);
+    ss_free(src);
+    ss_free(w);
+    ss_free(bias);
+    ss_free(out);
+    ss_free(want);
+    ss_free(old);
+}
+
+static void
+test_linear(void)
+{
+    ss_dnn_postops_t po = { 0 };
+    int64_t same[2] = { 37, 29 }, row[1] = { 29 }, col[2] = { 37, 1 };
+
+    linear_case("linear W[N,K] + bias", 37, 53, 29, 1, 1, NULL);
+    linear_case("linear W[K,N], no bias", 37, 53, 29, 0, 0, NULL);
+    linear_case("linear M=1", 1, 64, 48, 1, 1, NULL);
+
+    po.n = 1;
+    po.op[0] = po_elt(SS_DNN_RELU, 0.f, 0.f);
+    linear_case("linear + relu", 37, 53, 29, 1, 1, &po);
+    po.op[0] = po_elt(SS_DNN_GELU_ERF, 0.f, 0.f);
+    linear_case("linear + gelu(erf)", 37, 53, 29, 1, 1, &po);
+    po.op[0] = po_elt(SS_DNN_GELU_TANH, 0.f, 0.f);
+    linear_case("linear + gelu(tanh)", 37, 53, 29, 0, 1, &po);
+    po.op[0] = po_bin(SS_DNN_ADD, 2, same);
+    linear_case("linear + residual add", 37, 53, 29, 1, 1, &po);
+    po.op[0] = (ss_dnn_postop_t){ .kind = SS_DNN_PO_SUM, .alpha = 0.5f };
+    linear_case("linear + sum(0.5)", 37, 53, 29, 1, 1, &po);
+
+    po.n = 3;
+    po.op[0] = po_bin(SS_DNN_MUL, 1, row);
+    po.op[1] = po_elt(SS_DNN_CLIP, -0.5f, 0.75f);
+    po.op[2] = po_bin(SS_DNN_SUB, 2, col);
+    linear_case("linear + mul[N] + clip + sub[M,1]", 37, 53, 29, 0, 1, &po);
+    po.op[0] = po_elt(SS_DNN_LINEAR, 0.125f, 0.5f);
+    po.op[1] = po_elt(SS_DNN_TANH, 0.f, 0.f);
+    po.op[2] = po_bin(SS_DNN_ADD, 2, same);
+    linear_case("linear + linear + tanh + add", 37, 53, 29, 1, 0, &po);
+}
+
+/* Naive batched matmul with numpy broadcasting and arbitrary strides. */
+static void
+ref_matmul(int nd, const int64_t *ad, const int64_t *as, const float *a,
+           const int64_t *bd, const int64_t *bs, const float *b,
+           const float *bias, const int64_t *dd, float *dst)
+{
+    size_t total = numel(nd, dd), i;
+    int64_t M = dd[nd - 2], N = dd[nd - 1], K = ad[nd - 1];
+
+    for (i = 0; i < total; i++) {
+        int64_t idx[SS_DNN_MAX_DIMS], oa = 0, ob = 0, l;
+        size_t r = i;
+        double acc;
+        int k;
+
+        for (k = nd - 1; k >= 0; k--) {
+            idx[k] = (int64_t)(r % (size_t)dd[k]);
+            r /= (size_t)dd[k];
+        }
+        for (k = 0; k < nd - 2; k++) {
+            oa += (ad[k] == 1 ? 0 : idx[k]) * as[k];
+            ob += (bd[k] == 1 ? 0 : idx[k]) * bs[k];
+        }
+        acc = bias ? bias[idx[nd - 1]] : 0.0;
+        for (l = 0; l < K; l++)
+            acc += (double)a[oa + idx[nd - 2] * as[nd - 2] + l * as[nd - 1]] *
+                   b[ob + l * bs[nd - 2] + idx[nd - 1] * bs[nd - 1]];
+        dst[i] = (float)acc;
+    }
+    (void)M;
+    (void)N;
+}
+
+static void
+dense_strides(int nd, const int64_t *d, int64_t *s)
+{
+    int i;
+
+    s[nd - 1] = 1;
+    for (i = nd - 2; i >= 0; i--)
+        s[i] = s[i + 1] * d[i + 1];
+}
+
+/* b_perm: when set, B is stored as the transpose of its last two dims
+ * (like K of [..,T,D] read as [..,D,T]). */
+static void
+matmul_case(const char *name, int nd, const int64_t *ad, const int64_t *bd,
+            int b_t, int b_const, int with_bias, const ss_dnn_postops_t *po)
+{
+    ss_dnn_matmul_desc_t d = { 0 };
+    ss_dnn_prim_t *p = NULL;
+    ss_err_t err = { 0 };
+    int64_t as[SS_DNN_MAX_DIMS], bs[SS_DNN_MAX_DIMS], dd[SS_DNN_MAX_DIMS];
+    int64_t ddn;
+    size_t na = numel(nd, ad), nb_ = numel(nd, bd), ndst;
+    float *a = rnd(na), *b = rnd(nb_), *bias = rnd((size_t)bd[nd - 1]);
+    float *out = NULL, *want = NULL, *bin[SS_DNN_MAX_POST];
+    const void *in[2 + SS_DNN_MAX_POST];
+    int i, nbin = 0, first, rc;
+
+    d.ndim = nd;
+    memcpy(d.a_dims, ad, (size_t)nd * sizeof(*ad));
+    memcpy(d.b_dims, bd, (size_t)nd * sizeof(*bd));
+    dense_strides(nd, ad, as);
+    dense_strides(nd, bd, bs);
+    if (b_t) {
+        /* Stored as [..., N, K]: swap the last two strides. */
+        bs[nd - 1] = bd[nd - 2];
+        bs[nd - 2] = 1;
+        d.b_strides = bs;
+    }
+    for (i = 0; i < nd - 2; i++)
+        dd[i] = ad[i] > bd[i] ? ad[i] : bd[i];
+    dd[nd - 2] = ad[nd - 2];
+    dd[nd - 1] = bd[nd - 1];
+    ndst = numel(nd, dd);
+    out = rnd(ndst);
+    want = zeros(ndst);
+    d.b_const = b_const ? b : NULL;
+    d.bias = with_bias ? bias : NULL;
+    if (po)
+        d.post = *po;
+    in[0] = a;
+    in[1] = b;
+    first = b_const ? 1 : 2;
+    for (i = 0; i < d.post.n; i++)
+        if (d.post.op[i].kind == SS_DNN_PO_BINARY) {
+            bin[nbin] = rnd(numel(d.post.op[i].ndim, d.post.op[i].dims));
+            in[first + nbin] = bin[nbin];
+            nbin++;
+        }
+    rc = ss_dnn_matmul_new(&d, &p, &err);
+    if (!ok(rc == 0, "%s: create", name)) {
+        printf("#   %s\n", err.msg);
+        goto done;
+    }
+    ddn = ss_dnn_prim_dst_dims(p, dd);
+    is_int(ddn, nd, "%s: dst ndim", name);
+    ref_matmul(nd, ad, as, a, bd, bs, b, d.bias, dd, want);
+    ref_post(want, nd, dd, &d.post, (const float *const *)bin, NULL);
+    if (run(p, in, out) == 0)
+        check_close(out, want, ndst, name);
+    else
+        ok(0, "%s: run", name);
+done:
+    ss_dnn_prim_free(p);
+    for (i = 0; i < nbin; i++)
+        ss_free(bin[i]);
+    ss_free(a);
+    ss_free(b);
+    ss_free(bias);
+    ss_free(out);
+    ss_free(want);
+}
+
+static void
+test_matmul(void)
+{
+    ss_dnn_postops_t po = { 0 };
+    int64_t a2[2] = { 19, 23 }, b2[2] = { 23, 17 };
+    int64_t a3[3] = { 3, 11, 16 }, b3[3] = { 3, 16, 9 };
+    int64_t a4[4] = { 2, 1, 5, 7 }, b4[4] = { 1, 3, 7, 4 };
+    /* Attention: Q [B,H,T,D] x K^T, K stored [B,H,T,D]. */
+    int64_t q[4] = { 2, 4, 10, 8 }, kt[4] = { 2, 4, 8, 10 };
+    int64_t mask[4] = { 2, 1, 1, 10 };
+    int64_t x3[3] = { 4, 6, 32 }, w3[3] = { 1, 32, 24 };
+    int64_t res3[3] = { 4, 6, 24 };
+
+    matmul_case("matmul 2D", 2, a2, b2, 0, 0, 0, NULL);
+    matmul_case("matmul 3D batched", 3, a3, b3, 0, 0, 0, NULL);
+    matmul_case("matmul 4D broadcast", 4, a4, b4, 0, 0, 0, NULL);
+    po.n = 2;
+    po.op[0] = po_elt(SS_DNN_LINEAR, 0.35355339f, 0.f);
+    po.op[1] = po_bin(SS_DNN_ADD, 4, mask);
+    matmul_case("matmul QK^T (strided B) * scale + mask", 4, q, kt, 1, 0, 0,
+                &po);
+    matmul_case("matmul const B 3D [B,T,K]x[K,N] + bias", 3, x3, w3, 0, 1, 1,
+                NULL);
+    po.n = 2;
+    po.op[0] = po_elt(SS_DNN_GELU_ERF, 0.f, 0.f);
+    po.op[1] = po_bin(SS_DNN_ADD, 3, res3);
+    matmul_case("matmul const B^T + bias + gelu + residual", 3, x3, w3, 1, 1,
+                1, &po);
+}
+
+/* Two threads run one object at once, each with its own stream and
+ * scratch; both must reproduce the single-threaded result exactly. */
+typedef struct worker {
+    const ss_dnn_prim_t *p;
+    const float *src;
+    const float *want;
+    size_t n;
+    int iters;
+    int mismatches;
+    int rc;
+} worker_t;
+
+static void *
+worker_main(void *arg)
+{
+    worker_t *w = arg;
+    ss_dnn_stream_t *s = NULL;
+    size_t sn = ss_dnn_prim_scratch_size(w->p);
+    void *scratch = sn ? ss_aligned_alloc(sn) : NULL;
+    float *out = ss_aligned_alloc(w->n * sizeof(float));
+    const void *in[1] = { w->src };
+    int i;
+
+    if (out == NULL || (sn && scratch == NULL) ||
+        (w->rc = ss_dnn_stream_new(1, &s, NULL)) < 0)
+        goto done;
+    for (i = 0; i < w->iters; i++) {
+        memset(out, 0, w->n * sizeof(float));
+        if ((w->rc = ss_dnn_run(w->p, s, in, out, scratch, NULL)) < 0)
+            goto done;
+        if (memcmp(out, w->want, w->n * sizeof(float)) != 0)
+            w->mismatches++;
+    }
+done:
+    ss_dnn_stream_free(s);
+    ss_free(scratch);
+    ss_free(out);
+    return NULL;
+}
+
+static void
+test_threads(void)
+{
+    ss_dnn_linear_desc_t d = { 0 };
+    ss_dnn_prim_t *p = NULL;
+    worker_t w[2];
+    pthread_t t[2];
+    float *src = rnd(64 * 256), *wt = rnd(256 * 192), *bias = rnd(192);
+    float *want = zeros(64 * 192);
+    const void *in[1] = { src };
+    int i;
+
+    d.m = 64;
+    d.k = 256;
+    d.n = 192;
+    d.w = wt;
+    d.w_nk = 1;
+    d.bias = bias;
+    d.post.n = 1;
+    d.post.op[0] = po_elt(SS_DNN_GELU_ERF, 0.f, 0.f);
+    if (!ok(ss_dnn_linear_new(&d, &p, NULL) == 0, "threads: create"))
+        goto done;
+    ok(run(p, in, want) == 0, "threads: reference run");
+    for (i = 0; i < 2; i++) {
+        w[i] = (worker_t){ .p = p, .src = src, .want = want,
+                           .n = 64 * 192, .iters = 20 };
+        pthread_create(&t[i], NULL, worker_main, &w[i]);
+    }
+    for (i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < 2; i++) {
+        is_int(w[i].rc, 0, "threads: worker %d runs", i);
+        is_int(w[i].mismatches, 0, "threads: worker %d matches bitwise", i);
+    }
+done:
+    ss_dnn_prim_free(p);
+    ss_free(src);
+    ss_free(wt);
+    ss_free(bias);
+    ss_free(want);
+}
+
+static void
+test_errors(void)
+{
+    ss_dnn_matmul_desc_t m = { 0 };
+    ss_dnn_linear_desc_t l = { 0 };
+    ss_dnn_binary_desc_t b = { 0 };
+    ss_dnn_prim_t *p = (ss_dnn_prim_t *)&m;
+    ss_err_t err = { 0 };
+    float w[4] = { 0 };
+
+    m.ndim = 2;
+    m.a_dims[0] = 3;
+    m.a_dims[1] = 4;
+    m.b_dims[0] = 5;
+    m.b_dims[1] = 2;
+    is_int(ss_dnn_matmul_new(&m, &p, &err), SS_EINVAL, "matmul K mismatch");
+    ok(p == NULL, "out is NULL on failure");
+    ok(strstr(err.msg, "matmul") != NULL, "message names the op: %s",
+       err.msg);
+    l.m = l.k = l.n = 2;
+    l.w = w;
+    l.dtype = SS_DTYPE_I64;
+    is_int(ss_dnn_linear_new(&l, &p, &err), SS_EUNSUPP, "linear int64");
+    l.dtype = SS_DTYPE_F32;
+    l.w = NULL;
+    is_int(ss_dnn_linear_new(&l, &p, &err), SS_EINVAL, "linear NULL w");
+    l.w = w;
+    l.m = 0;
+    is_int(ss_dnn_linear_new(&l, &p, &err), SS_EINVAL, "linear M = 0");
+    b.alg = SS_DNN_ADD;
+    b.a_ndim = 2;
+    b.a_dims[0] = 3;
+    b.a_dims[1] = 4;
+    b.b_ndim = 2;
+    b.b_dims[0] = 3;
+    b.b_dims[1] = 2;
+    is_int(ss_dnn_binary_new(&b, &p, &err), SS_EUNSUPP,
+           "binary src1 not broadcastable");
+    b.b_dims[1] = 4;
+    b.post.n = 1;
+    b.post.op[0] = po_elt(99, 0.f, 0.f);
+    is_int(ss_dnn_binary_new(&b, &p, &err), SS_EINVAL, "unknown post-op alg");
+    ss_dnn_prim_free(NULL);
+    ss_dnn_stream_free(NULL);
+}
+
+static double
+now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Diagnostics only: speed depends on the machine and its load. */
+static void
+bench(void)
+{
+    const int64_t M = 256, K = 1024, N = 1024, MN = 16;
+    ss_dnn_linear_desc_t d = { 0 };
+    ss_dnn_eltwise_desc_t e = { .numel = 16, .alg = SS_DNN_RELU };
+    ss_dnn_prim_t *p = NULL, *q = NULL;
+    ss_dnn_stream_t *s = NULL;
+    float *src = rnd((size_t)(M * K)), *w = rnd((size_t)(K * N));
+    float *out = zeros((size_t)(M * N));
+    const void *in[1] = { src };
+    void *scratch = NULL;
+    double t0, best = 1e9, dt, naive;
+    int i, reps = 10;
+
+    d.m = M;
+    d.k = K;
+    d.n = N;
+    d.w = w;
+    d.w_nk = 1;
+    if (ss_dnn_linear_new(&d, &p, NULL) < 0 ||
+        ss_dnn_stream_new(2, &s, NULL) < 0)
+        goto done;
+    if (ss_dnn_prim_scratch_size(p))
+        scratch = ss_aligned_alloc(ss_dnn_prim_scratch_size(p));
+    ss_dnn_run(p, s, in, out, scratch, NULL);
+    for (i = 0; i < reps; i++) {
+        t0 = now();
+        ss_dnn_run(p, s, in, out, scratch, NULL);
+        dt = now() - t0;
+        if (dt < best)
+            best = dt;
+    }
+    tap_diag("inner product %lldx%lldx%lld f32, 2 threads: %.1f GFLOP/s "
+             "(best of %d, impl %s)", (long long)M, (long long)K,
+             (long long)N, 2.0 * M * K * N / best * 1e-9, reps,
+             ss_dnn_prim_impl(p));
+    t0 = now();
+    ref_linear(src, w, 1, NULL, out, MN, K, N);
+    naive = now() - t0;
+    tap_diag("naive C loop (first %lld rows, double accumulator): %.2f "
+             "GFLOP/s", (long long)MN, 2.0 * MN * K * N / naive * 1e-9);
+    if (ss_dnn_eltwise_new(&e, &q, NULL) == 0) {
+        ss_dnn_run(q, s, in, out, NULL, NULL);
+        t0 = now();
+        for (i = 0; i < 1000; i++)
+            ss_dnn_run(q, s, in, out, NULL, NULL);
+        tap_diag("per-run overhead (relu of 16 floats): %.2f us",
+                 (now() - t0) * 1e3);
+    }
+done:
+    ss_dnn_prim_free(p);
+    ss_dnn_prim_free(q);
+    ss_dnn_stream_free(s);
+    ss_free(scratch);
+    ss_free(src);
+    ss_free(w);
+    ss_free(out);
+}
+
+int
+main(void)
+{
+    if (ss_dnn_stream_new(0, &test_stream, NULL) < 0) {
+        ok(0, "stream");
+        return tap_done();
+    }
+    test_linear();
+    test_matmul();
+    test_threads();
+    test_errors();
+    bench();
+    ss_dnn_stream_free(test_stream);
+    return tap_done();
+}

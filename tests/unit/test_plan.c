@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The plan: shape inference, constant folding, views, arena planning,
+ * output binding, and fused oneDNN execution against values computed
+ * here independently (and against the unfused reference plan).
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan_int.h"
+#include "tests/tap.h"
+#include "tests/unit/onnx_build.h"
+
+static uint32_t seed = 2024;
+
+static float
+frand(void)
+{
+    seed = seed * 1664525u + 1013904223u;
+    return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void
+fill(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = frand() * scale;
+}
+
+static ss_graph_t *
+load_mb(mb_t *b)
+{
+    size_t len;
+    uint8_t *buf = mb_pack(b, &len);
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    return g;
+}
+
+static void
+set_env_fusion(int on)
+{
+    if (on)
+        unsetenv("SS_ENGINE_NO_FUSION");
+    else
+        setenv("SS_ENGINE_NO_FUSION", "1", 1);
+}
+
+/* Compiles g for one f32 input of the given shape, runs it on x, and
+ * returns output 0 (malloc'ed) and its element count; NULL on failure. */
+static float *
+run1(const ss_graph_t *g, int fuse, int ndim, const int64_t *dims,
+     const float *x, int64_t *n_out, ss_plan_t **keep)
+{
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = ndim };
+    ss_tensor_t out = { 0 };
+    ss_plan_t *p = NULL;
+    ss_exec_ctx_t *c = NULL;
+    ss_err_t err = { 0 };
+    float *y = NULL;
+    const ss_io_info_t *oi;
+    int rc;
+
+    memcpy(in.dims, dims, (size_t)ndim * sizeof(int64_t));
+    in.data = (void *)x;
+    set_env_fusion(fuse);
+    rc = ss_plan_new(g, &in, &p, &err);
+    set_env_fusion(1);
+    if (rc < 0 || (rc = ss_exec_ctx_new(1, &c, &err)) < 0) {
+        tap_diag("compile: %s", err.msg);
+        goto done;
+    }
+    oi = ss_plan_output(p, 0);
+    out.dtype = oi->dtype;
+    out.ndim = oi->ndim;
+    memcpy(out.dims, oi->dims, sizeof(oi->dims));
+    *n_out = ss_tensor_numel(&out);
+    y = calloc((size_t)*n_out + 1, sizeof(float));
+    out.data = y;
+    if ((rc = ss_plan_run(p, c, &in, &out, &err)) < 0) {
+        tap_diag("run: %s", err.msg);
+        free(y);
+        y = NULL;
+    }
+done:
+    ss_exec_ctx_free(c);
+    if (keep != NULL)
+        *keep = p;
+    else
+        ss_plan_free(p);
+    return y;
+}
+
+static double
+max_rel_err(const float *got, const float *want, int64_t n)
+{
+    double m = 0;
+
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]) / (fabs(want[i]) + 1e-3);
+
+        if (!(d <= m))
+            m = d;
+    }
+    return m;
+}
+
+/* x[N,4] → MatMul W1[4,5] → Add b1 → Relu → Gemm(W2[3,5]^T, b2) */
+static void
+test_mlp(void)
+{
+    float w1[20], b1[5], w2[15], b2[3];
+    mb_t *b = mb_new(13);
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+
+    fill(w1, 20, 1);
+    fill(b1, 5, 1);
+    fill(w2, 15, 1);
+    fill(b2, 3, 1);
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 4 });
+    mb_init_f32(b, "w1", 2, (int64_t[]){ 4, 5 }, w1);
+    mb_init_f32(b, "b1", 1, (int64_t[]){ 5 }, b1);
+    mb_init_f32(b, "w2", 2, (int64_t[]){ 3, 5 }, w2);
+    mb_init_f32(b, "b2", 1, (int64_t[]){ 3 }, b2);
+    mb_node(b, "MatMul", "mm", "x,w1", "h0");
+    mb_node(b, "Add", "add", "h0,b1", "h1");
+    mb_node(b, "Relu", "relu", "h1", "h2");
+    n = mb_node(b, "Gemm", "fc2", "h2,w2,b2", "y");
+    mb_attr_int(b, n, "transB", 1);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 3 });
+    g = load_mb(b);
+    ok(g != NULL, "MLP loads");
+    for (int bi = 0; g != NULL && bi < 2; bi++) {
+        int64_t batch = bi ? 7 : 1, n_out = 0;
+        float *x = malloc((size_t)batch * 4 * sizeof(float));
+        float *want = malloc((size_t)batch * 3 * sizeof(float));
+
+        fill(x, (size_t)batch * 4, 2);
+        for (int64_t r = 0; r < batch; r++) {
+            float h[5];
+
+            for (int j = 0; j < 5; j++) {
+                float s = b1[j];
+
+                for (int k = 0; k < 4; k++)
+                    s += x[r * 4 + k] * w1[k * 5 + j];
+                h[j] = s > 0 ? s : 0;
+            }
+            for (int o = 0; o < 3; o++) {
+                float s = b2[o];
+
+                for (int j = 0; j < 5; j++)
+                    s += h[j] * w2[o * 5 + j];
+                want[r * 3 + o] = s;
+            }
+        }
+        for (int fuse = 0; fuse < 2; fuse++) {
+            float *y = run1(g, fuse, 2, (int64_t[]){ batch, 4 }, x, &n_out,
+                            NULL);
+
+            ok(y != NULL && n_out == batch * 3
+               && max_rel_err(y, want, n_out) < 1e-5,
+               "MLP batch %lld, fusion %s: matches (max rel err %.2g)",
+               (long long)batch, fuse ? "on" : "off",
+               y ? max_rel_err(y, want, n_out) : -1.0);
+            free(y);
+        }
+        free(x);
+        free(want);
+    }
+    ss_graph_free(g);
+}
+
+/* Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])): the shape
+ * chain torch.onnx.export writes for x.view(x.size(0), -1). */
+static void
+test_shape_folding(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t zero = 0, minus1 = -1, axes0 = 0;
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    ss_plan_t *p = NULL;
+    float x[2 * 3 * 4];
+    int64_t n_out = 0;
+    float *y;
+
+    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 3, 4 });
+    mb_const(b, "zero", SS_DTYPE_I64, 0, NULL, &zero, 8);
+    mb_const(b, "m1", SS_DTYPE_I64, 1, (int64_t[]){ 1 }, &minus1, 8);
+    mb_const(b, "axes", SS_DTYPE_I64, 1, (int64_t[]){ 1 }, &axes0, 8);
+    mb_node(b, "Shape", "shape", "x", "s");
+    n = mb_node(b, "Gather", "gather", "s,zero", "n");
+    mb_attr_int(b, n, "axis", 0);
+    mb_node(b, "Unsqueeze", "unsq", "n,axes", "n1");
+    n = mb_node(b, "Concat", "cat", "n1,m1", "shp");
+    mb_attr_int(b, n, "axis", 0);
+    mb_node(b, "Reshape", "reshape", "x,shp", "flat");
+    mb_node(b, "Relu", "relu", "flat", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 12 });
+    g = load_mb(b);
+    fill(x, 24, 1);
+    y = g ? run1(g, 0, 3, (int64_t[]){ 2, 3, 4 }, x, &n_out, &p) : NULL;
+    ok(y != NULL && p != NULL, "shape chain compiles and runs");
+    if (y != NULL && p != NULL) {
+        int good = n_out == 24;
+
+        for (int i = 0; i < 24 && good; i++)
+            good = y[i] == (x[i] > 0 ? x[i] : 0);
+        ok(good, "reshaped values");
+        is_int(ss_plan_output(p, 0)->dims[0], 2, "output dim 0 inferred");
+        is_int(ss_plan_output(p, 0)->dims[1], 12, "output dim 1 inferred");
+        is_int(p->n_steps, 1, "Shape/Gather/Unsqueeze/Concat folded, "
+               "Reshape a view: one step left");
+    }
+    free(y);
+    ss_plan_free(p);
+    ss_graph_free(g);
+}
+
+/* Ten Relu in a row: liveness keeps the arena at two buffers. */
+static void
+test_arena(void)
+{
+    mb_t *b = mb_new(17);
+    ss_graph_t *g;
+    ss_plan_t *p = NULL;
+    float x[3 * 64];
+    char in[16], out[16];
+    int64_t n_out = 0;
+    float *y;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 64 });
+    for (int i = 0; i < 10; i++) {
+        snprintf(in, sizeof(in), i ? "h%d" : "x", i);
+        snprintf(out, sizeof(out), i < 9 ? "h%d" : "y", i + 1);
+        mb_node(b, i % 2 ? "Relu" : "Neg", NULL, in, out);
+    }
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 64 });
+    g = load_mb(b);
+    fill(x, 3 * 64, 1);
+    y = g ? run1(g, 0, 2, (int64_t[]){ 3, 64 }, x, &n_out, &p) : NULL;
+    ok(y != NULL, "chain of 10 runs");
+    if (y != NULL) {
+        int good = 1;
+
+        /* Neg, Relu, Neg, Relu...: -(relu(-(...))) */
+        for (int i = 0; i < 3 * 64 && good; i++) {
+            float v = x[i];
+
+            for (int k = 0; k < 10; k++)
+                v = k % 2 ? (v > 0 ? v : 0) : -v;
+            good = y[i] == v;
+        }
+        ok(good, "chain values");
+        is_int(p->arena_bytes, 2 * 3 * 64 * 4, "arena holds two buffers, "
+               "not nine");
+        ok(p->vals[ss__plan_root(p, p->g->outputs[0])].kind == SS_PV_OUTPUT,
+           "last step writes the caller's buffer");
+    }
+    free(y);
+    ss_plan_free(p);
+    ss_graph_free(g);
+}
+
+/* Outputs that are an input, a constant, a view and the same value twice. */
+static void
+test_outputs(void)
+{
+    mb_t *b = mb_new(17);
+    const float c[2] = { 7, 8 };
+    ss_graph_t *g;
+    ss_plan_t *p = NULL;
+    ss_exec_ctx_t *ctx = NULL;
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 1, .dims = { 2 } };
+    ss_tensor_t out[5];
+    float x[2] = { -1, 2 }, o[5][2];
+    ss_err_t err = { 0 };
+    int rc;
+
+    mb_input(b, "x", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    mb_init_f32(b, "c", 1, (int64_t[]){ 2 }, c);
+    mb_node(b, "Identity", "idx", "x", "xi");
+    mb_node(b, "Relu", "r", "x", "r");
+    mb_node(b, "Dropout", "drop", "r", "rd");
+    mb_output(b, "xi", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    mb_output(b, "c", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    mb_output(b, "r", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    mb_output(b, "rd", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    mb_output(b, "x", SS_DTYPE_F32, 1, (int64_t[]){ 2 });
+    g = load_mb(b);
+    in.data = x;
+    memset(o, 0, sizeof(o));
+    for (int i = 0; i < 5; i++)
+        out[i] = (ss_tensor_t){ .data = o[i] };
+    rc = g ? ss_plan_new(g, &in, &p, &err) : -1;
+    if (rc == 0)
+        rc = ss_exec_ctx_new(1, &ctx, &err);
+    if (rc == 0)
+        rc = ss_plan_run(p, ctx, &in, out, &err);
+    is_int(rc, 0, "odd outputs run (%s)", err.msg);
+    ok(o[0][0] == -1 && o[0][1] == 2, "output that is an input's view");
+    ok(o[1][0] == 7 && o[1][1] == 8, "output that is a constant");
+    ok(o[2][0] == 0 && o[2][1] == 2, "computed output");
+    ok(o[3][0] == 0 && o[3][1] == 2, "Dropout output (same bytes twice)");
+    ok(o[4][0] == -1 && o[4][1] == 2, "output that is an input");
+    is_int(out[2].ndim, 1, "run fills output shapes");
+
+    in.dims[0] = 3;
+    rc = p ? ss_plan_run(p, ctx, &in, out, &err) : -1;
+    ok(rc == SS_EINVAL && strstr(err.msg, "'x'"), "wrong input shape at run");
+    in.dtype = SS_DTYPE_I64;
+    ss_plan_free(p);
+    p = NULL;
+    rc = g ? ss_plan_new(g, &in, &p, &err) : -1;
+    ok(rc == SS_EINVAL && p == NULL, "wrong input dtype at compile");
+    ss_exec_ctx_free(ctx);
+    ss_graph_free(g);
+}
+
+static void
+test_plan_alloc_failures(void)
+{
+    float w1[20] = { 0 };
+    mb_t *b = mb_new(13);
+    ss_graph_t *g;
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 2, .dims = { 2, 4 } };
+    int n, bad = 0;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 4 });
+    mb_init_f32(b, "w1", 2, (int64_t[]){ 4, 5 }, w1);
+    mb_node(b, "MatMul", "mm", "x,w1", "h0");
+    mb_node(b, "Relu", "relu", "h0", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 5 });
+    g = load_mb(b);
+    for (n = 1; g != NULL && n < 500; n++) {
+        ss_plan_t *p = NULL;
+        ss_err_t err = { 0 };
+        int rc;
+
+        ss_alloc_fail_after(n);
+        rc = ss_plan_new(g, &in, &p, &err);
+        ss_alloc_fail_after(0);
+        ss_plan_free(p);
+        if (rc == 0)
+            break;
+        if (p != NULL || err.msg[0] == '\0')
+            bad++;
+    }
+    ok(g != NULL && n > 3 && n < 500 && bad == 0,
+       "plan compile survives %d allocation failures", n - 1);
+    ss_graph_free(g);
+}
+
+int
+main(void)
+{
+    test_mlp();
+    test_shape_folding();
+    test_arena();
+    test_outputs();
+    test_plan_alloc_failures();
+    return tap_done();
+}
