@@ -140,6 +140,37 @@ ss__dnn_md_dense(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
 }
 
 int
+ss_dnn_blocked_ok(int ndim, const int64_t *dims)
+{
+    return ndim == 4 && dims[1] > 0 && dims[1] % 16 == 0;
+}
+
+int
+ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                  dnnl_data_type_t dt, ss_dnn_layout_t l, ss_err_t *err,
+                  const char *what)
+{
+    dnnl_dims_t d;
+    int i;
+
+    if (l == SS_DNN_PLAIN)
+        return ss__dnn_md_dense(md, ndim, dims, dt, err, what);
+    if (l != SS_DNN_BLOCKED || !ss_dnn_blocked_ok(ndim, dims))
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: layout %d for %d "
+                          "dims (blocked needs 4 and C %% 16 == 0)", what,
+                          (int)l, ndim);
+    for (i = 0; i < 4; i++) {
+        if (dims[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
+                              what, i, (long long)dims[i]);
+        d[i] = dims[i];
+    }
+    return ss__dnn_check(dnnl_memory_desc_init_by_tag(md, 4, d, dt,
+                                                      dnnl_nChw16c),
+                         err, "dnnl_memory_desc_init_by_tag", what);
+}
+
+int
 ss_dnn_stream_new(int threads, ss_dnn_stream_t **out, ss_err_t *err)
 {
     ss_dnn_stream_t *s = NULL;
@@ -296,11 +327,11 @@ ss__dnn_binary_alg(int alg)
  * leading 1s added, each 1 or dst's. */
 static int
 po_md(const ss_dnn_postop_t *o, int dst_ndim, const int64_t *dst_dims,
-      dnnl_data_type_t dt, dnnl_memory_desc_t *md, ss_err_t *err,
-      const char *what)
+      dnnl_data_type_t dt, ss_dnn_layout_t l, dnnl_memory_desc_t *md,
+      ss_err_t *err, const char *what)
 {
     int64_t d[SS_DNN_MAX_DIMS];
-    int i, off;
+    int i, off, full = 1;
 
     if (o->ndim < 1 || o->ndim > dst_ndim)
         return ss_err_set(err, SS_EUNSUPP,
@@ -314,13 +345,15 @@ po_md(const ss_dnn_postop_t *o, int dst_ndim, const int64_t *dst_dims,
                               "oneDNN %s: binary post-op dim %d is %lld, "
                               "dst has %lld", what, i, (long long)d[i],
                               (long long)dst_dims[i]);
+        full &= d[i] == dst_dims[i];
     }
-    return ss__dnn_md_dense(md, dst_ndim, d, dt, err, what);
+    return ss__dnn_md_layout(md, dst_ndim, d, dt, full ? l : SS_DNN_PLAIN,
+                             err, what);
 }
 
 int
 ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
-             const int64_t *dst_dims, dnnl_data_type_t dt,
+             const int64_t *dst_dims, dnnl_data_type_t dt, ss_dnn_layout_t l,
              dnnl_primitive_attr_t *out, ss_err_t *err, const char *what)
 {
     dnnl_primitive_attr_t attr = NULL;
@@ -358,7 +391,8 @@ ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
                                 o->alg);
                 goto done;
             }
-            st = dnnl_post_ops_append_eltwise(ops, 1.f, ss__dnn_eltwise_alg(o->alg),
+            st = dnnl_post_ops_append_eltwise(ops, 1.f,
+                                              ss__dnn_eltwise_alg(o->alg),
                                               o->alpha, o->beta);
             rc = ss__dnn_check(st, err, "dnnl_post_ops_append_eltwise",
                                what);
@@ -375,7 +409,7 @@ ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
                                 o->alg);
                 goto done;
             }
-            if ((rc = po_md(o, dst_ndim, dst_dims, dt, &md, err, what)) < 0)
+            if ((rc = po_md(o, dst_ndim, dst_dims, dt, l, &md, err, what)) < 0)
                 goto done;
             st = dnnl_post_ops_append_binary(ops, ss__dnn_binary_alg(o->alg),
                                              &md);

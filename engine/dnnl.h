@@ -21,7 +21,7 @@
  * the descriptor names otherwise.  Matmul operands and the reorder may have
  * explicit strides (in elements), so a transpose can be folded away.
  * Optionally, a 4-D NCHW activation whose C is a multiple of 16 may be
- * kept BLOCKED (oneDNN's nChw16c: [N][C/16][H][W][16], the same bytes as
+ * kept BLOCKED (oneDNN's nChw16c: [N][C/16][H][W][16], the same size as
  * NCHW, no padding) between convolutions, pooling, binary and eltwise ops:
  * measured here, 3x3 convs run 2-3x faster blocked (brgconv) than on NCHW
  * (gemm), and a reorder to or from NCHW costs about a tenth of a conv.
@@ -46,9 +46,9 @@
  *              (numpy rules, right-aligned, t's dims 1 or equal to dst's);
  *              a residual add is a BINARY ADD with t = the residual.  A t
  *              with dst's full shape has dst's layout; others are plain.
- *              Per-tensor and per-last-dim (per-channel for Conv) t keep
- *              the fast kernels; other broadcasts may fall back to
- *              oneDNN's slow reference code (see ss_dnn_prim_impl).
+ *              Full-shape, per-tensor and per-channel (dim 1) t keep the
+ *              fast kernels; other broadcasts may fall back to oneDNN's
+ *              slow reference code (ss_dnn_prim_impl says "ref:any").
  *     SUM      dst = alpha * (old dst) + dst: out must already hold the
  *              residual (no extra in[] pointer; saves one read stream when
  *              the plan can write the residual there in place).

@@ -76,6 +76,11 @@ int ss__dnn_md_strided(dnnl_memory_desc_t *md, int ndim,
                        dnnl_data_type_t dt, ss_err_t *err,
                        const char *what);
 
+/* The descriptor of a tensor in layout l: dense, or nChw16c. */
+int ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                      dnnl_data_type_t dt, ss_dnn_layout_t l, ss_err_t *err,
+                      const char *what);
+
 /* A new, empty object (dst dims set by the caller). */
 int ss__dnn_prim_alloc(const char *what, ss_dnn_prim_t **out, ss_err_t *err);
 /* Registers a run-time argument (src >= 0 or SS__DNN_SRC_OUT). */
@@ -86,12 +91,12 @@ int ss__dnn_add_const(ss_dnn_prim_t *p, int arg,
                       ss_err_t *err);
 
 /* An attribute with a user-managed scratchpad and the post-ops of po,
- * whose BINARY tensors broadcast to dst (dst_ndim dims).  New reference in
- * *out (NULL on failure). */
+ * whose BINARY tensors broadcast to dst (dst_ndim dims; full-shape ones in
+ * dst's layout l).  New reference in *out (NULL on failure). */
 int ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
                  const int64_t *dst_dims, dnnl_data_type_t dt,
-                 dnnl_primitive_attr_t *out, ss_err_t *err,
-                 const char *what);
+                 ss_dnn_layout_t l, dnnl_primitive_attr_t *out,
+                 ss_err_t *err, const char *what);
 
 /* Creates the primitive descriptor for op_desc; new pd in *out. */
 int ss__dnn_pd(const_dnnl_op_desc_t op_desc, const_dnnl_primitive_attr_t a,

@@ -146,7 +146,8 @@ ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
                            d->bias ? &bias : NULL, &dst),
                        err, "dnnl_inner_product_forward_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&d->post, 2, dd, dt, &b.attr, err, b.what)) < 0 ||
+        (rc = ss__dnn_attr(&d->post, 2, dd, dt, SS_DNN_PLAIN, &b.attr, err,
+                           b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -224,7 +225,8 @@ ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
                                              d->bias ? &bias : NULL, &dst),
                        err, "dnnl_matmul_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&d->post, nd, dd, dt, &b.attr, err, b.what)) < 0 ||
+        (rc = ss__dnn_attr(&d->post, nd, dd, dt, SS_DNN_PLAIN, &b.attr, err,
+                           b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0)
@@ -295,8 +297,10 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     wd[wn++] = d->ic / g;
     wd[wn++] = d->kh;
     wd[wn++] = d->kw;
-    if ((rc = ss__dnn_md_dense(&src, 4, sd, dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&dst, 4, dd, dt, err, b.what)) < 0 ||
+    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->src_layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->dst_layout, err,
+                                b.what)) < 0 ||
         (rc = md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&wuser, wn, wd, dnnl_f32, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
@@ -309,7 +313,8 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_dilated_convolution_forward_desc_init",
                        b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&d->post, 4, dd, dt, &b.attr, err, b.what)) < 0 ||
+        (rc = ss__dnn_attr(&d->post, 4, dd, dt, d->dst_layout, &b.attr, err,
+                           b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -374,15 +379,18 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
     if ((rc = check_dims(4, dd, err, b.what)) < 0)
         goto done;
     set_dst(b.p, 4, dd);
-    if ((rc = ss__dnn_md_dense(&src, 4, sd, dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&dst, 4, dd, dt, err, b.what)) < 0)
+    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->layout, err,
+                                b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_pooling_v2_forward_desc_init(
                            &od, dnnl_forward_inference, alg, &src, &dst,
                            strides, kernel, dil, pl, pr),
                        err, "dnnl_pooling_v2_forward_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, 4, dd, dt, &b.attr, err, b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, 4, dd, dt, SS_DNN_PLAIN, &b.attr, err,
+                           b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -423,8 +431,8 @@ ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
                            &md, &md, d->axis),
                        err, "dnnl_softmax_v2_forward_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, &b.attr, err,
-                           b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -472,8 +480,8 @@ ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_layer_normalization_forward_desc_init",
                        b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, &b.attr, err,
-                           b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -518,8 +526,8 @@ ss_dnn_eltwise_new(const ss_dnn_eltwise_desc_t *d, ss_dnn_prim_t **out,
                            d->beta),
                        err, "dnnl_eltwise_forward_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, 1, &d->numel, dt, &b.attr, err,
-                           b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, 1, &d->numel, dt, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
@@ -569,15 +577,19 @@ ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
         }
     }
     set_dst(b.p, d->a_ndim, d->a_dims);
-    if ((rc = ss__dnn_md_dense(&a, d->a_ndim, d->a_dims, dt, err,
-                               b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&bm, d->a_ndim, bd, dt, err, b.what)) < 0)
+    if ((rc = ss__dnn_md_layout(&a, d->a_ndim, d->a_dims, dt, d->layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&bm, d->a_ndim, bd, dt,
+                                memcmp(bd, d->a_dims, (size_t)d->a_ndim *
+                                       sizeof(*bd)) == 0 ? d->layout
+                                                         : SS_DNN_PLAIN,
+                                err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_binary_desc_init(&od, alg, &a, &bm, &a), err,
                        "dnnl_binary_desc_init", b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&d->post, d->a_ndim, d->a_dims, dt, &b.attr, err,
-                           b.what)) < 0 ||
+        (rc = ss__dnn_attr(&d->post, d->a_ndim, d->a_dims, dt, d->layout,
+                           &b.attr, err, b.what)) < 0 ||
         (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC_0, 0, err)) < 0 ||
@@ -607,12 +619,24 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
         (rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
     set_dst(b.p, d->ndim, d->dims);
-    if ((rc = ss__dnn_md_strided(&src, d->ndim, d->dims, d->src_strides, dt,
-                                 err, b.what)) < 0 ||
-        (rc = ss__dnn_md_strided(&dst, d->ndim, d->dims, d->dst_strides, dt,
-                                 err, b.what)) < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, &b.attr, err,
-                           b.what)) < 0)
+    if ((d->src_layout && d->src_strides) ||
+        (d->dst_layout && d->dst_strides)) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN reorder: strides and a "
+                        "blocked layout");
+        goto done;
+    }
+    if ((rc = d->src_layout
+                  ? ss__dnn_md_layout(&src, d->ndim, d->dims, dt,
+                                      d->src_layout, err, b.what)
+                  : ss__dnn_md_strided(&src, d->ndim, d->dims,
+                                       d->src_strides, dt, err, b.what)) < 0 ||
+        (rc = d->dst_layout
+                  ? ss__dnn_md_layout(&dst, d->ndim, d->dims, dt,
+                                      d->dst_layout, err, b.what)
+                  : ss__dnn_md_strided(&dst, d->ndim, d->dims,
+                                       d->dst_strides, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&b.pd, &src, eng,
                                                           &dst, eng, b.attr),

@@ -47,3 +47,8 @@ NPY_TEST_FILES = \
 	tests/unit/data/npy/u2_3.npy \
 	tests/unit/data/npy/u4_3.npy \
 	tests/unit/data/npy/u8_3.npy
+
+# Fuzzing is not part of make: tests/fuzz/run.sh builds the targets with
+# clang and runs them for a bounded time (CI calls it).
+EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/fuzz_onnx.c tests/fuzz/fuzz_npy.c \
+	tests/fuzz/crashes/README

@@ -9,7 +9,9 @@ engine_libssengine_a_SOURCES = \
 	engine/engine.h engine/ir.h \
 	engine/attr.c engine/dtype.c engine/graph.c \
 	engine/onnx_int.h engine/onnx.c engine/onnx_tensor.c \
-	engine/plan_int.h engine/plan.c engine/plan_fuse.c engine/exec.c
+	engine/plan_int.h engine/plan.c engine/exec.c \
+	engine/plan_fuse_int.h engine/plan_fuse.c engine/plan_fuse_ops.c \
+	engine/plan_fuse_ln.c
 nodist_engine_libssengine_a_SOURCES = engine/onnx.pb-c.c engine/onnx.pb-c.h
 engine_libssengine_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 

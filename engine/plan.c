@@ -22,6 +22,7 @@
  * THREADS: ss_plan_new is [any]; the plan is immutable afterwards.
  */
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -508,6 +509,31 @@ done:
     return rc;
 }
 
+/* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */
+static void
+dump(const ss_plan_t *p)
+{
+    char buf[96];
+
+    fprintf(stderr, "plan for %s: %d steps, %d nodes fused, arena %zu "
+            "bytes, scratch %zu\n", p->g->source, p->n_steps, p->n_fused,
+            p->arena_bytes, p->scratch_bytes);
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+        int v = st->kind == SS_STEP_COPY ? st->in[0] : st->out[0];
+
+        fprintf(stderr, "  %3d %-4s %-32s %-24s %s\n", s,
+                st->kind == SS_STEP_REF ? "ref" : st->kind == SS_STEP_DNN
+                ? "dnn" : "copy",
+                st->kind == SS_STEP_DNN ? st->what
+                : st->node ? st->node->op_type : "",
+                st->node ? st->node->name : "",
+                v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
+        if (st->kind == SS_STEP_DNN)
+            fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
+    }
+}
+
 int
 ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             ss_plan_t **out, ss_err_t *err)
@@ -547,6 +573,8 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
         || (rc = plan_arena(p, err)) < 0)
         goto done;
+    if (getenv("SS_ENGINE_DUMP") != NULL)
+        dump(p);
     *out = p;
     p = NULL;
 done:

@@ -417,8 +417,6 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
                 for (k = 0; k < c->n_steps; k++)
                     if (fz->prod[other] == c->steps[k])
                         goto stop;
-                if (other == c->src)
-                    goto stop;
                 po = &c->post.op[c->post.n++];
                 memset(po, 0, sizeof(*po));
                 po->kind = SS_DNN_PO_BINARY;
@@ -480,4 +478,42 @@ ss__fz_chain_start(ss__chain_t *c, int step, int src, int out,
     c->src = src;
     c->out = out;
     snprintf(c->what, sizeof(c->what), "%s", what);
+}
+
+int
+ss__plan_fuse(ss_plan_t *p, ss_err_t *err)
+{
+    static int (*const anchors[])(ss__fz_t *, int, ss_err_t *) = {
+        ss__fz_ln_decomposed, ss__fz_linear, ss__fz_conv, ss__fz_matmul,
+        ss__fz_softmax, ss__fz_layernorm, ss__fz_pool, ss__fz_binary,
+    };
+    ss__fz_t fz;
+    int rc = 0;
+
+    if (ss__fz_init(&fz, p) < 0) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+        goto done;
+    }
+    for (int s = 0; s < p->n_steps; s++) {
+        for (size_t a = 0; a < sizeof(anchors) / sizeof(anchors[0]); a++) {
+            if (p->steps[s].kind != SS_STEP_REF)
+                break;
+            if ((rc = anchors[a](&fz, s, err)) < 0)
+                goto done;
+            if (rc > 0)
+                break;
+        }
+    }
+    rc = 0;
+    {
+        int kept = 0;
+
+        for (int s = 0; s < p->n_steps; s++)
+            if (p->steps[s].kind != 0)
+                p->steps[kept++] = p->steps[s];
+        p->n_steps = kept;
+    }
+done:
+    ss__fz_close(&fz);
+    return rc;
 }

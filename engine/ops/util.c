@@ -213,12 +213,11 @@ int
 ss__ops_axis(const ss_node_t *n, int64_t axis, int r, bool allow_end,
              int *out, ss_err_t *err)
 {
-    int64_t lim = allow_end ? r + 1 : r;
-
-    if (axis < -lim || axis >= lim)
+    /* [-r, r - 1], or [-r, r] for axes that may name the end (Flatten). */
+    if (axis < -r || axis > (allow_end ? r : r - 1))
         return ss__ops_fail(err, n, "axis %lld is out of range for rank %d",
                             (long long)axis, r);
-    *out = (int)(axis < 0 ? axis + lim : axis);
+    *out = (int)(axis < 0 ? axis + r : axis);
     return 0;
 }
 

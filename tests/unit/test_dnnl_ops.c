@@ -518,6 +518,106 @@ test_reorder(void)
     ss_free(want);
 }
 
+/* The same chain run plain and BLOCKED: conv(3->16, plain in, blocked
+ * out) -> conv(16->32) + residual add + relu -> maxpool -> per-channel mul
+ * -> reorder back to NCHW.  Both must agree with each other. */
+static void
+mk(int rc, const char *name, ss_err_t *err)
+{
+    if (!ok(rc == 0, "blocked chain: create %s", name))
+        printf("#   %s\n", err->msg);
+}
+
+static void
+test_blocked(void)
+{
+    ss_dnn_conv_desc_t c1 = { .n = 2, .ic = 3, .ih = 10, .iw = 10, .oc = 16,
+                              .kh = 3, .kw = 3, .pad_begin = { 1, 1 },
+                              .pad_end = { 1, 1 } };
+    ss_dnn_conv_desc_t c2 = { .n = 2, .ic = 16, .ih = 10, .iw = 10,
+                              .oc = 32, .kh = 3, .kw = 3,
+                              .pad_begin = { 1, 1 }, .pad_end = { 1, 1 } };
+    ss_dnn_pool_desc_t pl = { .alg = SS_DNN_POOL_MAX, .n = 2, .c = 32,
+                              .ih = 10, .iw = 10, .kernel = { 2, 2 },
+                              .stride = { 2, 2 } };
+    int64_t y2[4] = { 2, 32, 10, 10 }, y3[4] = { 2, 32, 5, 5 };
+    int64_t ch[4] = { 1, 32, 1, 1 };
+    ss_dnn_binary_desc_t bm = { .alg = SS_DNN_MUL, .a_ndim = 4,
+                                .b_ndim = 4 };
+    ss_dnn_reorder_desc_t rb = { .ndim = 4, .dst_layout = SS_DNN_BLOCKED };
+    ss_dnn_reorder_desc_t ru = { .ndim = 4, .src_layout = SS_DNN_BLOCKED };
+    ss_dnn_prim_t *p[2][4] = { { NULL } }, *to_b = NULL, *to_p = NULL;
+    ss_err_t err = { 0 };
+    float *x = rnd(2 * 3 * 100), *w1 = rnd(16 * 3 * 9), *w2 = rnd(32 * 16 * 9);
+    float *b1 = rnd(16), *b2 = rnd(32), *res = rnd(2 * 32 * 100);
+    float *resb = rnd(2 * 32 * 100), *scale = rnd(32);
+    float *t1 = rnd(2 * 16 * 100), *t2 = rnd(2 * 32 * 100);
+    float *t3 = rnd(2 * 32 * 25), *t4 = rnd(2 * 32 * 25);
+    float *outp = rnd(2 * 32 * 25), *outb = rnd(2 * 32 * 25);
+    int l, ok_all = 1;
+
+    memcpy(bm.a_dims, y3, sizeof(y3));
+    memcpy(bm.b_dims, ch, sizeof(ch));
+    memcpy(rb.dims, y2, sizeof(y2));
+    memcpy(ru.dims, y3, sizeof(y3));
+    c1.w = w1;
+    c1.bias = b1;
+    c2.w = w2;
+    c2.bias = b2;
+    c2.post.n = 2;
+    c2.post.op[0] = po_bin(SS_DNN_ADD, 4, y2);
+    c2.post.op[1] = po_elt(SS_DNN_RELU, 0.f, 0.f);
+    for (l = 0; l < 2; l++) {
+        c1.dst_layout = c2.src_layout = c2.dst_layout = pl.layout =
+            bm.layout = l ? SS_DNN_BLOCKED : SS_DNN_PLAIN;
+        mk(ss_dnn_conv_new(&c1, &p[l][0], &err), "conv1", &err);
+        mk(ss_dnn_conv_new(&c2, &p[l][1], &err), "conv2", &err);
+        mk(ss_dnn_pool_new(&pl, &p[l][2], &err), "pool", &err);
+        mk(ss_dnn_binary_new(&bm, &p[l][3], &err), "mul", &err);
+    }
+    mk(ss_dnn_reorder_new(&rb, &to_b, &err), "to blocked", &err);
+    mk(ss_dnn_reorder_new(&ru, &to_p, &err), "to plain", &err);
+    if (!to_b || !to_p || !p[0][3] || !p[1][3] || !p[0][1] || !p[1][1] ||
+        !p[0][0] || !p[1][0] || !p[0][2] || !p[1][2])
+        goto done;
+    for (l = 0; l < 2; l++) {
+        const void *i0[1] = { x }, *i1[2] = { t1, l ? resb : res };
+        const void *i2[1] = { t2 }, *i3[2] = { t3, scale };
+
+        if (l)
+            ok_all &= run(to_b, (const void *const[]){ res }, resb) == 0;
+        ok_all &= run(p[l][0], i0, t1) == 0;
+        ok_all &= run(p[l][1], i1, t2) == 0;
+        ok_all &= run(p[l][2], i2, t3) == 0;
+        ok_all &= run(p[l][3], i3, l ? t4 : outp) == 0;
+        if (l)
+            ok_all &= run(to_p, (const void *const[]){ t4 }, outb) == 0;
+        tap_diag("chain %s: conv2 %s, pool %s", l ? "blocked" : "plain",
+                 ss_dnn_prim_impl(p[l][1]), ss_dnn_prim_impl(p[l][2]));
+    }
+    ok(ok_all, "blocked chain: runs");
+    check_close(outb, outp, 2 * 32 * 25, "blocked chain == plain chain");
+done:
+    for (l = 0; l < 8; l++)
+        ss_dnn_prim_free(p[l / 4][l % 4]);
+    ss_dnn_prim_free(to_b);
+    ss_dnn_prim_free(to_p);
+    ss_free(x);
+    ss_free(w1);
+    ss_free(w2);
+    ss_free(b1);
+    ss_free(b2);
+    ss_free(res);
+    ss_free(resb);
+    ss_free(scale);
+    ss_free(t1);
+    ss_free(t2);
+    ss_free(t3);
+    ss_free(t4);
+    ss_free(outp);
+    ss_free(outb);
+}
+
 int
 main(void)
 {
@@ -532,6 +632,7 @@ main(void)
     test_eltwise();
     test_binary();
     test_reorder();
+    test_blocked();
     ss_dnn_stream_free(test_stream);
     return tap_done();
 }

@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Run slimserve-infer on a model and compare its outputs with a reference.
+
+Shared by the engine's end-to-end tests.  The CLI is the one users run:
+    slimserve-infer --model M.onnx --input x.npz --output out.npz
+so these tests go through the same .npz reading and writing they do.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+TIMEOUT = 300       # seconds per run: generous for ASan on a busy machine
+
+
+def cli_path():
+    """Where the build put slimserve-infer (SLIMSERVE_INFER overrides)."""
+    p = os.environ.get("SLIMSERVE_INFER")
+    if p:
+        return p
+    top = os.environ.get("top_builddir", ".")
+    return os.path.join(top, "engine", "slimserve-infer")
+
+
+def fixtures_dir():
+    top = os.environ.get("top_srcdir")
+    if top is None:
+        top = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "..", "..")
+    return os.path.join(top, "tests", "fixtures")
+
+
+class Scratch:
+    """A temporary directory removed on exit."""
+
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix="ss-engine-test.")
+        return self
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+
+def run(model, inputs, out, extra=()):
+    """Run the CLI.  inputs: list of --input values.
+
+    Returns (outputs or None, message): outputs is a dict name -> array read
+    from `out` when the CLI exited 0 and wrote it; message says what
+    happened otherwise (exit status and the tail of stderr).
+    """
+    cmd = [cli_path(), "--model", model]
+    for i in inputs:
+        cmd += ["--input", i]
+    cmd += ["--output", out] + list(extra)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=TIMEOUT)
+    except FileNotFoundError:
+        return None, "cannot run %s: no such file" % cmd[0]
+    except subprocess.TimeoutExpired:
+        return None, "timed out after %d s: %s" % (TIMEOUT, " ".join(cmd))
+    err = p.stderr.decode("utf-8", "replace").strip()
+    if p.returncode != 0:
+        tail = "\n".join(err.splitlines()[-8:])
+        return None, "exit status %d: %s\n%s" % (p.returncode, " ".join(cmd),
+                                                 tail)
+    if not os.path.exists(out):
+        return None, "exit 0 but no %s written" % out
+    try:
+        with np.load(out) as z:
+            got = {k: z[k] for k in z.files}
+    except Exception as e:  # a corrupt .npz is a CLI bug: report, go on
+        return None, "cannot read %s: %s" % (out, e)
+    return got, p.stdout.decode("utf-8", "replace")
+
+
+def compare(got, want, rtol, atol):
+    """Per element |got - want| <= rtol * max|want| + atol, same shape and
+    dtype; integers and booleans must be equal.  Returns (ok, detail)."""
+    if got is None:
+        return False, "output missing"
+    if got.shape != want.shape:
+        return False, "shape %s, want %s" % (got.shape, want.shape)
+    if got.dtype != want.dtype:
+        return False, "dtype %s, want %s" % (got.dtype, want.dtype)
+    if want.size == 0:
+        return True, "empty"
+    if want.dtype.kind in "iub":
+        bad = np.flatnonzero(got.ravel() != want.ravel())
+        if bad.size:
+            i = bad[0]
+            return False, "%d of %d differ; first at flat %d: got %r, " \
+                "want %r" % (bad.size, want.size, i, got.ravel()[i],
+                             want.ravel()[i])
+        return True, "exact"
+    g = got.astype(np.float64).ravel()
+    w = want.astype(np.float64).ravel()
+    if not np.all(np.isfinite(g)):
+        i = np.flatnonzero(~np.isfinite(g))[0]
+        return False, "non-finite output at flat %d: %r" % (i, g[i])
+    scale = float(np.max(np.abs(w)))
+    tol = rtol * scale + atol
+    diff = np.abs(g - w)
+    i = int(np.argmax(diff))
+    detail = "max |diff| %.3g at flat %d (got %.9g, want %.9g); " \
+        "tolerance %.3g = %g * max|want| %.4g + %g" % (
+            diff[i], i, g[i], w[i], tol, rtol, scale, atol)
+    return bool(diff[i] <= tol), detail

@@ -1,0 +1,214 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+#
+# Builds the libFuzzer targets with clang (ASan + UBSan) straight from the
+# sources, replays the saved reproducers in tests/fuzz/crashes/, then fuzzes
+# each target for a bounded time from a seed corpus (the committed ONNX and
+# numpy fixtures).  The main build stays gcc-only; this needs clang and
+# libclang-rt-14-dev.
+#
+#   tests/fuzz/run.sh [SECONDS_PER_TARGET]     (default 30)
+#
+# Environment: FUZZ_WORKDIR (default: a new temporary directory, removed
+# unless something crashed), FUZZ_TARGETS (default "fuzz_npy fuzz_onnx"),
+# FUZZ_JOBS (parallel compiles, default 2), FUZZ_STRICT=1 (a target that
+# does not build is a failure, not a skip), CC (default clang).
+#
+# Exit status: 0 when nothing crashed, 1 on any crash, leak, timeout or
+# out-of-memory (artifacts are kept in the work directory and named in the
+# output), 2 on a usage or setup error.  The last line is a summary:
+#   fuzz: fuzz_npy runs=N execs/s=R ok; fuzz_onnx ...; crashes=0
+
+set -u
+
+secs=${1:-30}
+case $secs in ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2;; esac
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+cc=${CC:-clang}
+targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx"}
+jobs=${FUZZ_JOBS:-2}
+
+if ! command -v "$cc" >/dev/null 2>&1; then
+    echo "fuzz: SKIP: $cc not found (apt-get install clang libclang-rt-14-dev)"
+    [ "${FUZZ_STRICT:-0}" = 1 ] && exit 1
+    exit 0
+fi
+
+keep=1
+if [ -z "${FUZZ_WORKDIR:-}" ]; then
+    FUZZ_WORKDIR=$(mktemp -d /tmp/ss-fuzz.XXXXXX) || exit 2
+    keep=0
+fi
+work=$FUZZ_WORKDIR
+mkdir -p "$work/obj" "$work/gen/engine" "$work/artifacts" || exit 2
+
+san="-fsanitize=address,undefined -fno-sanitize-recover=all"
+cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer $san -D_GNU_SOURCE \
+    -I$src -I$work/gen $(pkg-config --cflags libprotobuf-c 2>/dev/null)"
+libs="$(pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c) \
+    -ldnnl -lgomp -lpthread -lz -lm"
+
+# config.h: the engine needs only the package identity from it.
+cat > "$work/gen/config.h" <<EOF
+#define PACKAGE "slimserve"
+#define PACKAGE_NAME "slimserve"
+#define PACKAGE_VERSION "fuzz"
+#define VERSION "fuzz"
+EOF
+
+# The ONNX protobuf code, as the build generates it.
+if [ -f "$src/engine/onnx.proto" ] && command -v protoc-c >/dev/null; then
+    protoc-c --proto_path="$src/engine" --c_out="$work/gen/engine" \
+        "$src/engine/onnx.proto" 2>"$work/protoc.log" ||
+        cat "$work/protoc.log"
+fi
+
+# compile SRC OBJ: one object with -fsanitize=fuzzer-no-link.
+compile() {
+    $cc $cflags -fsanitize=fuzzer-no-link -w -c "$1" -o "$2" \
+        2>>"$work/build.log"
+}
+
+# Objects for a list of sources, in parallel; prints the objects built,
+# returns non-zero if any failed.
+build_objs() {
+    fail=0
+    objs=""
+    n=0
+    for f in "$@"; do
+        o="$work/obj/$(echo "$f" | sed "s|^$src/||; s|^$work/||; s|/|_|g").o"
+        objs="$objs $o"
+        if [ ! -f "$o" ] || [ "$f" -nt "$o" ]; then
+            compile "$f" "$o" &
+            n=$((n + 1))
+            if [ "$n" -ge "$jobs" ]; then
+                wait
+                n=0
+            fi
+        fi
+    done
+    wait
+    for o in $objs; do
+        [ -f "$o" ] || fail=1
+    done
+    echo "$objs"
+    return $fail
+}
+
+common_srcs=$(ls "$src"/common/*.c)
+io_srcs="$src/engine/npy.c $src/engine/npz.c $src/engine/npz_write.c \
+    $src/engine/atomicfile.c"
+# The engine's sources exactly as its automake fragments list them (the
+# tree may hold half-written files that are not built yet).
+engine_srcs=""
+for f in $(cat "$src"/engine/*.mk "$src"/engine/ops/local.mk 2>/dev/null |
+           awk '/\\$/ { sub(/\\$/, ""); printf "%s ", $0; next } { print }' |
+           awk '$1 ~ /^engine_(libssengine|libssdnnl|ops_libssops)_a_SOURCES$/ {
+                    for (i = 3; i <= NF; i++) if ($i ~ /\.c$/) print $i }'); do
+    [ -f "$src/$f" ] && engine_srcs="$engine_srcs $src/$f"
+done
+[ -f "$work/gen/engine/onnx.pb-c.c" ] &&
+    engine_srcs="$engine_srcs $work/gen/engine/onnx.pb-c.c"
+
+summary=""
+crashes=0
+failed_build=0
+
+build_target() {
+    t=$1
+    case $t in
+        fuzz_npy) srcs="$common_srcs $io_srcs";;
+        fuzz_onnx) srcs="$common_srcs $io_srcs $engine_srcs";;
+        *) echo "fuzz: unknown target $t" >&2; return 1;;
+    esac
+    # shellcheck disable=SC2086
+    objs=$(build_objs $srcs) || {
+        echo "fuzz: $t: some sources do not compile with $cc:" >&2
+        tail -n 20 "$work/build.log" >&2
+        return 1
+    }
+    # shellcheck disable=SC2086
+    $cc $cflags -fsanitize=fuzzer -w "$here/$t.c" $objs $libs \
+        -o "$work/$t" 2>>"$work/build.log" || {
+        echo "fuzz: $t: link failed:" >&2
+        tail -n 20 "$work/build.log" >&2
+        return 1
+    }
+}
+
+seed() {
+    t=$1
+    d="$work/corpus-$t"
+    mkdir -p "$d" "$work/seeds-$t"
+    case $t in
+        fuzz_npy)
+            cp "$src"/tests/unit/data/npy/* "$work/seeds-$t/" 2>/dev/null
+            for f in "$src"/tests/fixtures/*/batch1.npz \
+                     "$src"/tests/fixtures/*/expected1.npz; do
+                [ -f "$f" ] && cp "$f" \
+                    "$work/seeds-$t/$(echo "$f" | sed "s|$src/||; s|/|_|g")"
+            done
+            cp "$here"/seeds/npy/* "$work/seeds-$t/" 2>/dev/null;;
+        fuzz_onnx)
+            for f in "$src"/tests/fixtures/*/model.onnx \
+                     "$src"/tests/fixtures/*/*/model.onnx \
+                     "$here"/seeds/onnx/*; do
+                [ -f "$f" ] && cp "$f" \
+                    "$work/seeds-$t/$(echo "$f" | sed "s|$src/||; s|/|_|g")"
+            done;;
+    esac
+    echo "$d"
+}
+
+for t in $targets; do
+    if ! build_target "$t"; then
+        failed_build=$((failed_build + 1))
+        summary="$summary $t build-failed;"
+        continue
+    fi
+    opts="-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
+        -artifact_prefix=$work/artifacts/$t- -print_final_stats=1"
+    # Saved reproducers first: each must now run clean.
+    repro=""
+    for f in "$here"/crashes/"$t"-* "$here"/crashes/"$t"/*; do
+        [ -f "$f" ] && repro="$repro $f"
+    done
+    if [ -n "$repro" ]; then
+        # shellcheck disable=SC2086
+        if ! "$work/$t" $opts $repro >"$work/$t-repro.log" 2>&1; then
+            echo "fuzz: $t: a saved reproducer still fails:" >&2
+            grep -E "ERROR|SUMMARY|Running" "$work/$t-repro.log" | head -20 >&2
+            crashes=$((crashes + 1))
+            keep=1
+            summary="$summary $t repro-FAILED;"
+            continue
+        fi
+    fi
+    corpus=$(seed "$t")
+    # shellcheck disable=SC2086
+    "$work/$t" $opts -max_total_time="$secs" -max_len=1048576 \
+        "$corpus" "$work/seeds-$t" >"$work/$t.log" 2>&1
+    rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" |
+           tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/$t.log" |
+           tail -n 1)
+    if [ "$rc" -ne 0 ]; then
+        crashes=$((crashes + 1))
+        keep=1
+        echo "fuzz: $t: exit $rc; artifacts in $work/artifacts:" >&2
+        grep -E "ERROR:|SUMMARY:|Test unit written|==[0-9]+==ERROR" \
+            "$work/$t.log" | head -20 >&2
+        summary="$summary $t runs=${runs:-?} execs/s=${rate:-?} CRASH;"
+    else
+        summary="$summary $t runs=${runs:-?} execs/s=${rate:-?} ok;"
+    fi
+done
+
+[ "$keep" = 0 ] && rm -rf "$work"
+[ "$keep" = 1 ] && echo "fuzz: work directory kept: $work" >&2
+echo "fuzz:$summary crashes=$crashes"
+[ "$crashes" -gt 0 ] && exit 1
+[ "$failed_build" -gt 0 ] && [ "${FUZZ_STRICT:-0}" = 1 ] && exit 1
+exit 0
