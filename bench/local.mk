@@ -1,1 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
+#
+# Benchmarks are run by hand (bench/README.md), not by `make check`: they
+# need PyTorch and onnxruntime-node, and their numbers need a quiet machine.
+
+EXTRA_DIST += \
+	bench/README.md \
+	bench/http.sh \
+	bench/engine.py \
+	bench/engine_torch.py \
+	bench/engine_ort.js \
+	bench/package.json \
+	bench/package-lock.json

@@ -68,7 +68,8 @@ ss_strndup(const char *s, size_t n)
 
     if ((d = ss_malloc(n + 1)) == NULL)
         return NULL;
-    memcpy(d, s, n);
+    if (n > 0)
+        memcpy(d, s, n);
     d[n] = '\0';
     return d;
 }

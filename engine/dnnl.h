@@ -12,9 +12,12 @@
  * Creating.  Each kind has a descriptor struct and an ss_dnn_<kind>_new().
  * Zero-initialize the struct ("= {0}"), then fill what you need: a zero
  * dtype means f32, NULL strides mean dense row-major, zero post-ops means
- * none.  Constant operands (weights, bias, gamma/beta) are given as plain
- * f32 arrays that are BORROWED during the call only: the object reorders
- * them into the layout the kernel prefers and owns that copy.
+ * none.  dtype is the activations' type (src, dst, post-op tensors): F32,
+ * or BF16 (tested for Linear only; constants stay f32 and are converted
+ * when packed).  int8 will add scales here (issue 5).  Constant operands
+ * (weights, bias, gamma/beta) are given as plain f32 arrays that are
+ * BORROWED during the call only: the object reorders them into the layout
+ * the kernel prefers and owns that copy.
  *
  * Layouts.  Activations (every pointer given to ss_dnn_run) are dense and
  * row-major: [M,K] for Linear, NCHW for Conv and pooling, and whatever dims
@@ -24,7 +27,7 @@
  * kept BLOCKED (oneDNN's nChw16c: [N][C/16][H][W][16], the same size as
  * NCHW, no padding) between convolutions, pooling, binary and eltwise ops:
  * measured here, 3x3 convs run 2-3x faster blocked (brgconv) than on NCHW
- * (gemm), and a reorder to or from NCHW costs about a tenth of a conv.
+ * (gemm), and a reorder to or from NCHW costs 10-30% of such a conv.
  * Eltwise is layout-blind; a reorder converts at the chain's ends.
  *
  * Running.  ss_dnn_run(p, stream, in, out, scratch) with
@@ -55,10 +58,11 @@
  * For Linear the dst is 2-D [M,N]; for Conv it is [N,OC,OH,OW]; for matmul
  * the dst dims of the descriptor.
  *
- * Errors: every oneDNN failure becomes SS_EDNNL with a message naming the
- * call and the op; a shape or parameter oneDNN cannot do gives SS_EUNSUPP
- * (the caller then falls back to its reference kernel); nonsense input
- * gives SS_EINVAL.
+ * Errors: a oneDNN failure becomes SS_EDNNL with a message naming the
+ * call and the op, except "unimplemented", which is SS_EUNSUPP like any
+ * shape or parameter this layer cannot do (the caller then falls back to
+ * its reference kernel), and out-of-memory, SS_ENOMEM; nonsense input
+ * gives SS_EINVAL.  On failure *out is NULL.
  *
  * THREADS: primitive objects are immutable after creation; any number of
  * threads may run one object at once, each with its own stream and
@@ -141,7 +145,7 @@ typedef struct ss_dnn_postops {
  * dst[M,N] = src[M,K] x W + bias, then post-ops.  A MatMul of [B,T,K] by a
  * constant [K,N] is this with M = B*T. */
 typedef struct ss_dnn_linear_desc {
-    ss_dtype_t dtype;     /* src/dst; 0 = F32 (only F32 for now) */
+    ss_dtype_t dtype;     /* src/dst; 0 = F32 */
     int64_t m, k, n;
     const float *w;       /* borrowed; see w_nk */
     int w_nk;             /* 1: w is [N,K] (PyTorch Linear, Gemm transB=1);

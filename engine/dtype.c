@@ -141,14 +141,13 @@ ss__tensor_new(ss_dtype_t dtype, int ndim, const int64_t *dims,
                         "%zu-byte limit", bytes, SS_TENSOR_MAX_BYTES);
         goto done;
     }
-    if (bytes > 0) {
-        if ((t->data = ss_aligned_alloc(bytes)) == NULL) {
-            rc = ss_err_set(err, SS_ENOMEM, "no memory for a tensor of %zu "
-                            "bytes", bytes);
-            goto done;
-        }
-        memset(t->data, 0, bytes);
+    /* ss_aligned_alloc(0) gives one byte: empty tensors keep data set. */
+    if ((t->data = ss_aligned_alloc(bytes)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a tensor of %zu "
+                        "bytes", bytes);
+        goto done;
     }
+    memset(t->data, 0, bytes);
     *out = t;
     t = NULL;
 done:

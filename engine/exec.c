@@ -148,6 +148,10 @@ check_io(const ss_plan_t *p, const ss_tensor_t *inputs,
     return 0;
 }
 
+/* What empty values point at when the caller passed NULL for them (see
+ * ir.h: kernels never see NULL data); nothing reads or writes it. */
+static _Alignas(64) char empty[64];
+
 static void
 resolve(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
         const ss_tensor_t *outputs)
@@ -175,6 +179,8 @@ resolve(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
             t->data = NULL;
             break;
         }
+        if (t->data == NULL && r->kind != SS_PV_UNSET)
+            t->data = empty;
     }
 }
 

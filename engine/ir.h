@@ -88,8 +88,14 @@ struct ss_graph {
     size_t weight_bytes;
 };
 
+/* Empty tensors: a tensor that exists has data != NULL even with zero
+ * elements (tensors get at least one aligned byte, plans and runs point
+ * empty values at a shared dummy), so kernels may do pointer arithmetic
+ * on any input without a special case.  NULL data means an omitted
+ * optional output (see ss__ops_want_output), nothing else. */
+
 /* A new tensor with 64-byte aligned, zeroed data of the size dims give
- * (data NULL when empty).  Fails with SS_ETOOBIG past SS_TENSOR_MAX_BYTES,
+ * (never NULL, see above).  Fails with SS_ETOOBIG past SS_TENSOR_MAX_BYTES,
  * SS_EINVAL on bad dims, SS_ENOMEM.  Free with ss__tensor_free. */
 #define SS_TENSOR_MAX_BYTES ((size_t)4 << 30)
 int ss__tensor_new(ss_dtype_t dtype, int ndim, const int64_t *dims,

@@ -101,8 +101,8 @@ int ss_npz_find(const ss_npz_t *z, const char *name);
 int ss_npz_take(ss_npz_t *z, int i, ss_tensor_t *out);
 
 /* Writes n arrays (all borrowed) as an archive of stored entries
- * "<name>.npy", atomically.  Names must be non-empty, unique, and free of
- * '/' and NUL.  zip64 fields are written where sizes or offsets need
+ * "<name>.npy", atomically.  Names must be non-empty, unique and at most
+ * 60000 bytes.  zip64 fields are written where sizes or offsets need
  * them. */
 int ss_npz_write(const char *path, int n, const char *const *names,
                  const ss_tensor_t *tensors, ss_err_t *err);

@@ -292,6 +292,14 @@ read_type(import_t *im, const Onnx__ValueInfoProto *vi, ss_dtype_t *dtype,
     return 0;
 }
 
+/* A NUL-terminated copy of protobuf bytes, whose data is NULL when
+ * empty. */
+static char *
+bytes_dup(const ProtobufCBinaryData *b)
+{
+    return ss_strndup(b->len > 0 ? (const char *)b->data : "", b->len);
+}
+
 static int
 read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
           ss_attr_t *a, ss_err_t *err)
@@ -314,7 +322,7 @@ read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
         a->i = ap->i;
         break;
     case SS_ATTR_STRING:
-        if ((a->s = ss_strndup((const char *)ap->s.data, ap->s.len)) == NULL)
+        if ((a->s = bytes_dup(&ap->s)) == NULL)
             rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
         break;
     case SS_ATTR_TENSOR:
@@ -354,8 +362,7 @@ read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
         }
         a->n = (int)ap->n_strings;
         for (size_t i = 0; i < ap->n_strings && rc == 0; i++)
-            if ((a->strings[i] = ss_strndup((const char *)ap->strings[i].data,
-                                            ap->strings[i].len)) == NULL)
+            if ((a->strings[i] = bytes_dup(&ap->strings[i])) == NULL)
                 rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
         break;
     default:
@@ -548,6 +555,13 @@ make_nodes(import_t *im, ss_err_t *err)
         for (size_t k = 0; k < np->n_input; k++)
             if ((rc = resolve(im, np->input[k], ctx, &n->inputs[k], err)) < 0)
                 goto done;
+        /* Output 0 is required by every op: kernels write it
+         * unconditionally. */
+        if (np->n_output == 0 || np->output[0][0] == '\0') {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has no output",
+                            im->cx.source, ctx);
+            goto done;
+        }
         n->n_outputs = (int)np->n_output;
         for (size_t k = 0; k < np->n_output; k++) {
             n->outputs[k] = np->output[k][0] == '\0'

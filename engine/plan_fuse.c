@@ -334,7 +334,8 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
         const char *op;
         float f;
 
-        if (c->n_steps + 5 > SS_CHAIN_MAX || c->post.n >= SS_DNN_MAX_POST)
+        if (c->n_steps + 5 > SS_CHAIN_MAX || c->post.n >= SS_DNN_MAX_POST
+            || (c->max_post > 0 && c->post.n >= c->max_post))
             break;
         if (gelu_erf(fz, v, gsteps, &gout) && push_elt(c, SS_DNN_GELU_ERF, 0,
                                                      0)) {

@@ -29,6 +29,7 @@ typedef struct ss__chain {
     int out;                /* the value the fused step writes */
     int dst_ndim;           /* the primitive's dst, for operand mapping */
     int64_t dst_dims[SS_DNN_MAX_DIMS];
+    int max_post;           /* 0: SS_DNN_MAX_POST */
     ss_dnn_postops_t post;
     int bin[SS_DNN_MAX_POST];   /* value per BINARY post-op */
     int n_bin;

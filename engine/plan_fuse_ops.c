@@ -518,6 +518,9 @@ ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(d.a_dims, a->dims, (size_t)a->ndim * sizeof(int64_t));
     memcpy(d.b_dims, b->dims, (size_t)b->ndim * sizeof(int64_t));
     ss__fz_chain_start(&c, s, lead[0], st->out[0], op);
+    /* oneDNN 2.6's jit:uni binary kernel computes wrong values with three
+     * eltwise post-ops such as linear, tanh, linear (seen here) */
+    c.max_post = 2;
     c.dst_ndim = y->ndim;
     memcpy(c.dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);

@@ -10,7 +10,10 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/alloc.h"
 
 #include "common/log.h"
 #include "server/router.h"
@@ -33,12 +36,222 @@ status(ss_req_t *r, void *arg, const ss_route_match_t *m)
                   "in_flight", "http", ss_http_in_flight(s->http), "admin",
                   s->admin ? ss_http_in_flight(s->admin) : 0,
                   "model_repository", s->cfg->model_repository,
-                  "models_found", s->models_found, "reloads",
+                  "models_loaded", ss_registry_model_count(s->registry), "reloads",
                   (json_int_t)s->reloads, "auth", s->auth.token != NULL));
+}
+
+/* ---- registry operations: answered when the registry calls back ---- */
+
+typedef struct op {
+    ss_req_t *req;
+    bool in_handler;    /* the callback came before the handler returned */
+    bool done;
+    int rc;
+    ss_err_t err;
+} op_t;
+
+static int
+op_status(int rc)
+{
+    switch (rc) {
+    case 0: return 200;
+    case SS_ENOTFOUND: return 404;
+    case SS_EBUSY: return 409;
+    case SS_ENOTREADY: return 503;
+    case SS_EINVAL:
+    case SS_EBADMODEL:
+    case SS_EUNSUPP: return 400;
+    default: return 500;
+    }
+}
+
+static char *
+op_body(const op_t *op, size_t *len)
+{
+    json_t *j = op->rc == 0 ? json_object()
+                            : json_pack("{s:s}", "error", op->err.msg);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+static void
+op_cb(void *arg, int rc, const ss_err_t *err)
+{
+    op_t *op = arg;
+    size_t len;
+    char *body;
+
+    op->rc = rc;
+    if (err != NULL)
+        op->err = *err;
+    if (op->in_handler) {
+        op->done = true;
+        return;
+    }
+    body = op_body(op, &len);
+    ss_req_finish(op->req, op_status(rc), "application/json", body, len);
+    ss_free(op);
+}
+
+/* Runs a registry call that completes through op_cb: answers at once when
+ * it fails or completes synchronously, else parks the request. */
+#define RUN_OP(r, call)                                                     \
+    do {                                                                    \
+        op_t *op_ = ss_calloc(1, sizeof(*op_));                             \
+        ss_err_t e_ = { 0 };                                                \
+        int rc_;                                                            \
+                                                                            \
+        if (op_ == NULL) {                                                  \
+            ss_req_respond_error((r), 500, "out of memory");                \
+            break;                                                          \
+        }                                                                   \
+        op_->req = (r);                                                     \
+        op_->in_handler = true;                                             \
+        rc_ = call(op_cb, op_, &e_);                                        \
+        op_->in_handler = false;                                            \
+        if (rc_ < 0) {                                                      \
+            ss_req_respond_error((r), op_status(rc_), "%s", e_.msg);        \
+            ss_free(op_);                                                   \
+        } else if (op_->done) {                                             \
+            size_t l_;                                                      \
+            char *b_ = op_body(op_, &l_);                                   \
+                                                                            \
+            ss_req_respond((r), op_status(op_->rc), "application/json",     \
+                           b_, l_);                                         \
+            ss_free(op_);                                                   \
+        } else {                                                            \
+            ss_req_suspend(r);                                              \
+        }                                                                   \
+    } while (0)
+
+/* Parses an optional JSON body; NULL body text is an empty object. */
+static json_t *
+body_json(ss_req_t *r)
+{
+    size_t len;
+    const char *b = ss_req_body(r, &len);
+    json_error_t je;
+    json_t *j;
+
+    if (len == 0)
+        return json_object();
+    j = json_loadb(b, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL || !json_is_object(j)) {
+        ss_req_respond_error(r, 400, "request body: %s",
+                             j ? "must be a JSON object" : je.text);
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void
+repo_index(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    json_t *body = body_json(r);
+
+    if (body == NULL)
+        return;
+    ss_req_respond_json(r, 200, ss_registry_index(
+                                    s->registry,
+                                    json_is_true(json_object_get(body,
+                                                                 "ready"))));
+    json_decref(body);
+}
+
+static void
+repo_load(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    json_t *body = body_json(r), *override = NULL, *cfg;
+    json_error_t je;
+
+    if (body == NULL)
+        return;
+    /* Triton passes a config override as a JSON string in
+     * parameters.config. */
+    cfg = json_object_get(json_object_get(body, "parameters"), "config");
+    if (cfg != NULL) {
+        if (!json_is_string(cfg) ||
+            (override = json_loads(json_string_value(cfg),
+                                   JSON_REJECT_DUPLICATES, &je)) == NULL) {
+            ss_req_respond_error(r, 400, "parameters.config must be a "
+                                 "string holding a JSON object");
+            json_decref(body);
+            return;
+        }
+    }
+#define LOAD(cb, a, e) ss_registry_load(s->registry, m->cap[0], override, \
+                                        cb, a, e)
+    RUN_OP(r, LOAD);
+#undef LOAD
+    json_decref(override);
+    json_decref(body);
+}
+
+static void
+repo_unload(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+
+#define UNLOAD(cb, a, e) ss_registry_unload(s->registry, m->cap[0], cb, a, e)
+    RUN_OP(r, UNLOAD);
+#undef UNLOAD
+}
+
+static void
+activate(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    char *end;
+    long long v = strtoll(m->cap[1], &end, 10);
+
+    if (*end != '\0' || v <= 0) {
+        ss_req_respond_error(r, 404, "model '%s' has no version '%s'",
+                             m->cap[0], m->cap[1]);
+        return;
+    }
+#define ACT(cb, a, e) ss_registry_activate(s->registry, m->cap[0], v, cb, a, e)
+    RUN_OP(r, ACT);
+#undef ACT
+}
+
+static void
+rollback(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+
+#define RB(cb, a, e) ss_registry_rollback(s->registry, m->cap[0], cb, a, e)
+    RUN_OP(r, RB);
+#undef RB
+}
+
+static void
+versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    json_t *j = ss_registry_versions(s->registry, m->cap[0], &err);
+
+    if (j == NULL)
+        ss_req_respond_error(r, 404, "%s", err.msg);
+    else
+        ss_req_respond_json(r, 200, j);
 }
 
 static const ss_route_t routes[] = {
     { "GET", "/admin/status", SS_EP_ADMIN, status },
+    { "POST", "/v2/repository/index", SS_EP_REPOSITORY, repo_index },
+    { "POST", "/v2/repository/models/*/load", SS_EP_REPOSITORY, repo_load },
+    { "POST", "/v2/repository/models/*/unload", SS_EP_REPOSITORY,
+      repo_unload },
+    { "GET", "/admin/models/*/versions", SS_EP_ADMIN, versions },
+    { "POST", "/admin/models/*/versions/*/activate", SS_EP_ADMIN, activate },
+    { "POST", "/admin/models/*/rollback", SS_EP_ADMIN, rollback },
 };
 
 void

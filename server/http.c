@@ -729,11 +729,14 @@ ss_http_close(ss_http_t *h)
 {
     if (h == NULL || h->closing)
         return;
+    /* Suspended requests must be resumed before MHD stops; the layers
+     * that suspend them (batcher, registry) have answered them by now:
+     * resume them and let MHD queue what it can. */
+    on_async(&h->async);
+    MHD_run(h->d);
     h->closing = true;
     uv_poll_stop(&h->poll);
     uv_timer_stop(&h->timer);
-    /* Suspended requests must be resumed before MHD stops; the layers
-     * that suspend them (batcher, jobs) finish them before this. */
     MHD_stop_daemon(h->d);
     h->d = NULL;
     uv_close((uv_handle_t *)&h->poll, on_handle_closed);

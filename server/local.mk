@@ -2,6 +2,11 @@
 noinst_LIBRARIES += server/libssserver.a
 server_libssserver_a_SOURCES = \
 	server/admin.c \
+	server/infer.c server/infer.h \
+	server/modelcfg.c server/modelcfg.h \
+	server/registry.c server/registry.h server/registry_int.h \
+	server/registry_json.c \
+	server/sampler.c server/sampler.h \
 	server/auth.c server/auth.h \
 	server/cfg.c server/cfg.h \
 	server/http.c server/http.h \
@@ -11,8 +16,11 @@ server_libssserver_a_SOURCES = \
 server_libssserver_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
 
-SERVER_LIBS = server/libssserver.a server/libssinfra.a common/libsscommon.a \
-	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS)
+SERVER_LIBS = server/libssserver.a server/libsskserve.a server/libssbatch.a \
+	engine/libssio.a $(SS_ENGINE_LIBS) server/libssinfra.a \
+	common/libsscommon.a \
+	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS) $(ZLIB_LIBS) \
+	-lpthread -lm
 
 bin_PROGRAMS += server/slimserve
 server_slimserve_SOURCES = server/main.c

@@ -182,6 +182,31 @@ clashes(const ss_metrics_t *m, enum kind kind, const char *name)
     return 0;
 }
 
+/* The family already registered under name with the same kind, labels
+ * and buckets, so that modules creating "their" family more than once
+ * (one per model, say) share it; NULL when there is none. */
+static ss_metric_t *
+same_family(const ss_metrics_t *m, const ss_metric_t *want)
+{
+    ss_metric_t *f;
+    int i;
+
+    for (f = m->families; f != NULL; f = f->next) {
+        if (strcmp(f->name, want->name) != 0 || f->kind != want->kind ||
+            f->nlabels != want->nlabels || f->nbuckets != want->nbuckets ||
+            f->fn != NULL || want->fn != NULL)
+            continue;
+        for (i = 0; i < f->nlabels; i++)
+            if (strcmp(f->label_names[i], want->label_names[i]) != 0)
+                return NULL;
+        for (i = 0; i < f->nbuckets; i++)
+            if (f->buckets[i] != want->buckets[i])
+                return NULL;
+        return f;
+    }
+    return NULL;
+}
+
 static int
 valid_labels(enum kind kind, int nlabels, const char *const *names)
 {
@@ -408,6 +433,10 @@ add_family(ss_metrics_t *m, enum kind kind, const char *name,
         goto done;
     pthread_mutex_lock(&m->lock);
     locked = 1;
+    if ((*out = same_family(m, f)) != NULL) {
+        rc = 0;
+        goto done;
+    }
     if (clashes(m, kind, name)) {
         rc = SS_EINVAL;
         goto done;

@@ -47,8 +47,11 @@ ss_metrics_t *ss_metrics_new(void);
 void ss_metrics_free(ss_metrics_t *m);
 
 /* [any] Register a family.  Returns a borrowed pointer owned by the
- * registry, or NULL on allocation failure or an invalid or duplicate name.
- * label_names may be NULL when nlabels == 0; both arrays are copied. */
+ * registry, or NULL on allocation failure or an invalid or clashing name.
+ * Registering the same name again with the same kind, label names and
+ * buckets returns the existing family (get-or-create), so per-model code
+ * can ask for "its" family each time.  label_names may be NULL when
+ * nlabels == 0; both arrays are copied. */
 ss_metric_t *ss_metrics_counter(ss_metrics_t *m, const char *name,
                                 const char *help, int nlabels,
                                 const char *const *label_names);

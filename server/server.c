@@ -77,77 +77,12 @@ setup_metrics(ss_server_t *s, ss_err_t *err)
         ss_metrics_gauge_fn(s->metrics, "slimserve_start_time_seconds",
                             "Start time of the daemon since the Unix epoch.",
                             start_time_fn, s) < 0 ||
-        ss_http_metrics_init(s->metrics, &s->http_metrics) < 0)
+        ss_http_metrics_init(s->metrics, &s->http_metrics) < 0 ||
+        ss_batch_metrics_init(s->metrics, &s->batch_metrics) < 0 ||
+        ss_infer_metrics_init(s->metrics, &s->infer_metrics) < 0)
         return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
     ss_series_set(ss_metric_series(build, bv), 1);
     s->s_reloads = ss_metric_series(reloads, NULL);
-    return 0;
-}
-
-static int
-is_version_dir(const char *name)
-{
-    const char *p = name;
-
-    if (*p < '1' || *p > '9')
-        return 0;
-    while (*p >= '0' && *p <= '9')
-        p++;
-    return *p == '\0';
-}
-
-/* A model is a folder holding at least one version folder with a
- * model.onnx. */
-static int
-model_has_version(const char *dir)
-{
-    struct dirent *e;
-    char path[4096];
-    struct stat st;
-    DIR *d;
-    int found = 0;
-
-    if ((d = opendir(dir)) == NULL)
-        return 0;
-    while (!found && (e = readdir(d)) != NULL) {
-        if (!is_version_dir(e->d_name))
-            continue;
-        if (snprintf(path, sizeof(path), "%s/%s/model.onnx", dir,
-                     e->d_name) >= (int)sizeof(path))
-            continue;
-        found = stat(path, &st) == 0 && S_ISREG(st.st_mode);
-    }
-    closedir(d);
-    return found;
-}
-
-int
-ss_server_rescan(ss_server_t *s)
-{
-    const char *repo = s->cfg->model_repository;
-    struct dirent *e;
-    char path[4096];
-    DIR *d;
-    int n = 0;
-
-    if ((d = opendir(repo)) == NULL) {
-        ss_log_warn("model repository %s: %s; serving no models", repo,
-                    strerror(errno));
-        s->models_found = 0;
-        return 0;
-    }
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (snprintf(path, sizeof(path), "%s/%s", repo, e->d_name) >=
-            (int)sizeof(path))
-            continue;
-        if (model_has_version(path))
-            n++;
-    }
-    closedir(d);
-    s->models_found = n;
-    ss_log_info("model repository %s: %d model folder(s) found", repo, n);
     return 0;
 }
 
@@ -161,6 +96,8 @@ on_closed(uv_handle_t *h)
 static void
 finish(ss_server_t *s)
 {
+    ss_registry_free(s->registry);
+    s->registry = NULL;
     ss_http_close(s->http);
     ss_http_close(s->admin);
     s->http = s->admin = NULL;
@@ -177,19 +114,32 @@ in_flight(const ss_server_t *s)
            (s->admin ? ss_http_in_flight(s->admin) : 0);
 }
 
+/* Shutdown runs in phases: wait for HTTP requests (bounded by the grace
+ * period), then close the registry and wait for its versions to be freed
+ * (a batch in progress finishes), then close the listeners. */
 static void
 on_drain_tick(uv_timer_t *t)
 {
     ss_server_t *s = t->data;
     int n = in_flight(s);
 
-    if (n == 0) {
-        ss_log_notice("drained: no request in flight; exiting");
-    } else if (uv_now(s->loop) >= s->drain_deadline_ms) {
-        ss_log_warn("grace period of %gs over with %d request(s) in flight; "
-                    "exiting", s->cfg->shutdown_grace_s, n);
-    } else {
-        return;
+    if (s->drain_phase == 0) {
+        if (n == 0) {
+            ss_log_notice("drained: no request in flight");
+        } else if (uv_now(s->loop) >= s->drain_deadline_ms) {
+            ss_log_warn("grace period of %gs over with %d request(s) in "
+                        "flight", s->cfg->shutdown_grace_s, n);
+        } else {
+            return;
+        }
+        ss_registry_close(s->registry);
+        s->drain_phase = 1;
+    }
+    if (s->drain_phase == 1) {
+        if (!ss_registry_idle(s->registry))
+            return;
+        ss_log_notice("models unloaded; exiting");
+        s->drain_phase = 2;
     }
     uv_timer_stop(t);
     finish(s);
@@ -214,18 +164,32 @@ ss_server_shutdown(ss_server_t *s)
     uv_timer_start(&s->drain_timer, on_drain_tick, 0, 10);
 }
 
+/* The repository scan of start-up or SIGHUP is done. */
+static void
+on_scanned(void *arg, int rc, const ss_err_t *err)
+{
+    ss_server_t *s = arg;
+
+    ss_log_info("model repository %s: %d model(s) loaded",
+                s->cfg->model_repository,
+                ss_registry_model_count(s->registry));
+    s->ready = true;
+    ss_notify_ready();
+}
+
 static void
 on_signal(uv_signal_t *h, int signum)
 {
     ss_server_t *s = h->data;
 
     if (signum == SIGHUP) {
+        if (s->draining)
+            return;
         ss_notify_reloading();
         ss_log_notice("SIGHUP: rescanning the model repository");
-        ss_server_rescan(s);
         s->reloads++;
         ss_series_add(s->s_reloads, 1);
-        ss_notify_ready();
+        ss_registry_scan(s->registry, on_scanned, s);
         return;
     }
     ss_log_notice("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -283,7 +247,18 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                         "(--admin-insecure)");
         }
     }
-    ss_server_rescan(s);
+    {
+        ss_registry_opts_t ro = {
+            .loop = loop,
+            .repository = cfg->model_repository,
+            .default_threads = cfg->threads,
+            .metrics = s->metrics,
+            .batch_metrics = &s->batch_metrics,
+        };
+
+        if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
+            return rc;
+    }
 
     uv_signal_init(loop, &s->sig_term);
     uv_signal_init(loop, &s->sig_int);
@@ -307,8 +282,8 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     ss_log_write(SS_LOG_NOTICE, "listening http=%s:%d admin=%s:%d",
                  cfg->http_address, ss_http_port(s->http),
                  cfg->admin_address, s->admin ? ss_http_port(s->admin) : -1);
-    s->ready = true;
-    ss_notify_ready();
+    /* Ready (and READY=1) once the models found are loaded. */
+    ss_registry_scan(s->registry, on_scanned, s);
     return 0;
 fail:
     finish(s);

@@ -17,6 +17,8 @@
 #include "server/auth.h"
 #include "server/cfg.h"
 #include "server/http.h"
+#include "server/infer.h"
+#include "server/registry.h"
 #include "server/metrics.h"
 
 typedef struct ss_server {
@@ -34,7 +36,10 @@ typedef struct ss_server {
     uint64_t start_ms;              /* uv_now at start */
     uint64_t drain_deadline_ms;
 
-    int models_found;               /* from the last repository scan */
+    ss_registry_t *registry;
+    ss_batch_metrics_t batch_metrics;
+    ss_infer_metrics_t infer_metrics;
+    int drain_phase;                /* 0 requests, 1 models, 2 done */
     uint64_t reloads;
     ss_series_t *s_reloads;
 
@@ -49,9 +54,6 @@ void ss_routes_admin(ss_req_t *r, void *arg);
 /* Seconds since start. [any: reads immutable fields and the clock] */
 double ss_server_uptime(const ss_server_t *s);
 
-/* Scans the model repository; logs and records what it found.  A missing
- * repository is not an error.  [loop] */
-int ss_server_rescan(ss_server_t *s);
 
 
 

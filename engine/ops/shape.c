@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Ops that make or reinterpret shapes: Shape, Reshape, Flatten, Squeeze,
+ * Ops that make or reinterpret shapes: Shape, Size, Reshape, Flatten, Squeeze,
  * Unsqueeze, Expand, ConstantOfShape, Range, Constant, Identity, Dropout
  * (inference: identity) and Cast.
  *
@@ -119,6 +119,25 @@ run_shape(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     return 0;
 }
 
+static int
+infer_size(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+           ss_tensor_t *out, ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0)
+        return rc;
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_I64, 0, NULL, err);
+}
+
+static int
+run_size(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    *(int64_t *)out[0].data = ss__ops_numel(in[0]);
+    return 0;
+}
+
 /* ---- Reshape, Flatten ------------------------------------------------------ */
 
 static int
@@ -223,7 +242,9 @@ infer_squeeze(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     r = in[0]->ndim;
     if ((cnt = read_axes(n, opset, in, axes, err)) < -1)
         return cnt;
-    if (cnt < 0) {
+    if (cnt <= 0) {
+        /* No axes (or an empty list, as ONNX Runtime reads it): every unit
+         * axis goes. */
         for (int d = 0; d < r; d++)
             drop[d] = in[0]->dims[d] == 1;
     }
@@ -631,6 +652,7 @@ const ss_op_t ss__ops_shape[] = {
     { "Identity", infer_identity, run_copy },
     { "Dropout", infer_dropout, run_dropout },
     { "Shape", infer_shape, run_shape },
+    { "Size", infer_size, run_size },
     { "Reshape", infer_reshape, run_copy },
     { "Flatten", infer_flatten, run_copy },
     { "Squeeze", infer_squeeze, run_copy },

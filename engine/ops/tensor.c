@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Ops that move data without arithmetic: Transpose, Slice, Concat, Split,
- * Gather.  They work on any element type by size (1, 2, 4 or 8 bytes).
+ * Gather, Tile.  They work on any element type by size (1, 2, 4 or 8 bytes).
  *
  * Transpose and Slice share one strided copy: every output axis has a
  * (possibly negative) stride into the input, the innermost axis is a
@@ -538,7 +538,77 @@ run_gather(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     return 0;
 }
 
+/* ---- Tile ------------------------------------------------------------------- */
+
+static int
+infer_tile(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+           ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t reps[SS_MAX_DIMS], dims[SS_MAX_DIMS];
+    int rc, cnt;
+
+    if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0)
+        return rc;
+    if ((cnt = ss__ops_read_ints(n, in[1], "repeats", reps, SS_MAX_DIMS,
+                                 err)) < 0)
+        return cnt;
+    if (cnt != in[0]->ndim)
+        return ss__ops_fail(err, n, "repeats has %d values, input has rank "
+                            "%d", cnt, in[0]->ndim);
+    for (int d = 0; d < cnt; d++) {
+        if (reps[d] < 0 || reps[d] > SS_OPS_MAX_NUMEL)
+            return ss__ops_fail(err, n, "repeats[%d] = %lld is invalid", d,
+                                (long long)reps[d]);
+        /* Two factors of up to 2^40 can wrap int64: check, and let
+         * set_out refuse what passes the element limit. */
+        if (__builtin_mul_overflow(in[0]->dims[d], reps[d], &dims[d]))
+            return ss__ops_fail(err, n, "output is too large");
+    }
+    return ss__ops_set_out(n, &out[0], in[0]->dtype, cnt, dims, err);
+}
+
+static int
+run_tile(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    const ss_tensor_t *x = in[0];
+    size_t es = ss__ops_dtype_size(x->dtype);
+    int64_t ist[SS_MAX_DIMS], idx[SS_MAX_DIMS] = { 0 }, rows, inner, w;
+    int r = x->ndim;
+    char *y = out[0].data;
+
+    if (ss__ops_numel(&out[0]) == 0)
+        return 0;
+    if (r == 0) {
+        memcpy(y, x->data, es);
+        return 0;
+    }
+    row_strides(x, ist);
+    inner = out[0].dims[r - 1];
+    w = x->dims[r - 1];
+    rows = ss__ops_prod(out[0].dims, 0, r - 1);
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t off = 0;
+
+        for (int d = 0; d < r - 1; d++)
+            off += (idx[d] % x->dims[d]) * ist[d];
+        /* The input row repeated along the last axis. */
+        for (int64_t c = 0; c < inner; c += w)
+            memcpy(y + c * (int64_t)es,
+                   (const char *)x->data + off * (int64_t)es,
+                   (size_t)w * es);
+        y += inner * (int64_t)es;
+        for (int d = r - 2; d >= 0; d--) {
+            if (++idx[d] < out[0].dims[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
 const ss_op_t ss__ops_tensor[] = {
+    { "Tile", infer_tile, run_tile },
     { "Transpose", infer_transpose, run_transpose },
     { "Slice", infer_slice, run_slice },
     { "Concat", infer_concat, run_concat },

@@ -9,7 +9,9 @@ BatchNorm, transformer encoder; opsets 13 and 17) and batch sizes 1, 7 and
 (max|torch| taken over the whole batch's logits), and the predicted class
 (argmax) must agree on every sample.  The batch-7 run also passes its input
 as `name=file.npy` instead of an .npz, the CLI's other input form, and the
-batch-1 run is repeated with --repeat 3 --threads 1 (same answer).
+batch-1 run is repeated with --repeat 3 --threads 1 (same answer).  Last,
+all 500 held-out digits go through in one batch of 500: slimserve's accuracy
+must be PyTorch's (meta.json) within one sample (0.002).
 
 A missing CLI is a failure, not a skip: this is the engine's main test.
 """
@@ -77,6 +79,21 @@ def main():
                                          ["--repeat", "3", "--threads", "1"])
                     check(case, meta, b, got, msg, want,
                           " (--repeat 3 --threads 1)")
+        with infer.Scratch() as s:
+            held = os.path.join(root, "digits", meta["model"] + "_heldout.npz")
+            with np.load(held) as z:
+                labels = z["labels"]
+                np.savez(s.file("x.npz"), **{meta["input"]: z[meta["input"]]})
+            got, msg = infer.run(model, [s.file("x.npz")], s.file("out.npz"))
+            if tap.ok(got is not None, case + " held-out batch of %d ran"
+                      % len(labels), msg):
+                out = got.get(meta["output"])
+                acc = float((out.argmax(-1) == labels).mean()) \
+                    if out is not None and out.shape[0] == len(labels) else -1
+                want = meta["heldout_accuracy"]
+                tap.ok(abs(acc - want) <= 0.002 + 1e-9,
+                       case + " held-out accuracy %.3f (torch %.3f)"
+                       % (acc, want))
     return tap.done()
 
 

@@ -79,13 +79,14 @@ build_objs() {
     for f in "$@"; do
         o="$work/obj/$(echo "$f" | sed "s|^$src/||; s|^$work/||; s|/|_|g").o"
         objs="$objs $o"
-        if [ ! -f "$o" ] || [ "$f" -nt "$o" ]; then
-            compile "$f" "$o" &
-            n=$((n + 1))
-            if [ "$n" -ge "$jobs" ]; then
-                wait
-                n=0
-            fi
+        # Always rebuilt: a reused work directory may hold objects
+        # compiled against older headers.
+        rm -f "$o"
+        compile "$f" "$o" &
+        n=$((n + 1))
+        if [ "$n" -ge "$jobs" ]; then
+            wait
+            n=0
         fi
     done
     wait
@@ -182,7 +183,6 @@ for t in $targets; do
             crashes=$((crashes + 1))
             keep=1
             summary="$summary $t repro-FAILED;"
-            continue
         fi
     fi
     corpus=$(seed "$t")

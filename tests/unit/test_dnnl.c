@@ -265,6 +265,69 @@ test_matmul(void)
                 1, &po);
 }
 
+static uint16_t
+to_bf16(float f)
+{
+    uint32_t u;
+
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float
+from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* bf16 activations, f32 weights packed to bf16 at creation, f32 bias.
+ * Tolerance is bf16's: 1e-2 relative + 2e-2 absolute for K = 64 sums. */
+static void
+test_linear_bf16(void)
+{
+    enum { M = 9, K = 64, N = 24 };
+    ss_dnn_linear_desc_t d = { .dtype = SS_DTYPE_BF16, .m = M, .k = K,
+                               .n = N, .w_nk = 1 };
+    ss_dnn_prim_t *p = NULL;
+    ss_err_t err = { 0 };
+    float *src = rnd(M * K), *w = rnd(N * K), *bias = rnd(N);
+    float *want = zeros(M * N);
+    uint16_t sb[M * K], db[M * N];
+    const void *in[1] = { sb };
+    int i, bad = 0;
+
+    for (i = 0; i < M * K; i++) {
+        sb[i] = to_bf16(src[i]);
+        src[i] = from_bf16(sb[i]);
+    }
+    d.w = w;
+    d.bias = bias;
+    d.post.n = 1;
+    d.post.op[0] = po_elt(SS_DNN_RELU, 0.f, 0.f);
+    ref_linear(src, w, 1, bias, want, M, K, N);
+    ref_post(want, 2, (int64_t[]){ M, N }, &d.post, NULL, NULL);
+    if (!ok(ss_dnn_linear_new(&d, &p, &err) == 0, "bf16 linear: create")) {
+        printf("#   %s\n", err.msg);
+        goto done;
+    }
+    ok(run(p, in, db) == 0, "bf16 linear: run");
+    for (i = 0; i < M * N; i++)
+        bad += !(fabs(from_bf16(db[i]) - want[i]) <=
+                 2e-2 + 1e-2 * fabs(want[i]));
+    is_int(bad, 0, "bf16 linear + relu close to f32 (%s)",
+           ss_dnn_prim_impl(p));
+done:
+    ss_dnn_prim_free(p);
+    ss_free(src);
+    ss_free(w);
+    ss_free(bias);
+    ss_free(want);
+}
+
 /* Two threads run one object at once, each with its own stream and
  * scratch; both must reproduce the single-threaded result exactly. */
 typedef struct worker {
@@ -393,6 +456,34 @@ test_errors(void)
     ss_dnn_stream_free(NULL);
 }
 
+/* Fail each of our allocations during a build in turn: every failure is
+ * SS_ENOMEM with *out NULL, and (under ASan) nothing leaks. */
+static void
+test_alloc_failures(void)
+{
+    ss_dnn_linear_desc_t d = { .m = 4, .k = 8, .n = 6, .w_nk = 1 };
+    float *w = rnd(48), *bias = rnd(6);
+    int n, rc, wrong = 0;
+
+    d.w = w;
+    d.bias = bias;
+    for (n = 1; n < 50; n++) {
+        ss_dnn_prim_t *p = NULL;
+
+        ss_alloc_fail_after(n);
+        rc = ss_dnn_linear_new(&d, &p, NULL);
+        ss_alloc_fail_after(0);
+        ss_dnn_prim_free(p);
+        if (rc == 0)
+            break;
+        wrong += rc != SS_ENOMEM || p != NULL;
+    }
+    ok(n > 1 && n < 50, "linear builds after %d injected failures", n - 1);
+    is_int(wrong, 0, "each injected failure is SS_ENOMEM with no object");
+    ss_free(w);
+    ss_free(bias);
+}
+
 static double
 now(void)
 {
@@ -483,9 +574,11 @@ main(void)
         return tap_done();
     }
     test_linear();
+    test_linear_bf16();
     test_matmul();
     test_threads();
     test_errors();
+    test_alloc_failures();
     bench();
     ss_dnn_stream_free(test_stream);
     return tap_done();

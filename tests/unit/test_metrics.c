@@ -173,7 +173,13 @@ test_names(void)
        "no buckets");
     ok(ss_metrics_histogram(m, "h", "", 0, NULL, inc, 2) != NULL,
        "valid histogram");
-    ok(ss_metrics_gauge(m, "h", "", 0, NULL) == NULL, "duplicate name");
+    ok(ss_metrics_gauge(m, "h", "", 0, NULL) == NULL,
+       "same name, another kind");
+    ok(ss_metrics_histogram(m, "h", "", 0, NULL, inc, 2) ==
+           ss_metrics_histogram(m, "h", "", 0, NULL, inc, 2),
+       "same family twice: get-or-create returns the same one");
+    ok(ss_metrics_histogram(m, "h", "", 1, L("x"), inc, 2) == NULL,
+       "same name, other labels");
     ok(ss_metrics_gauge(m, "h_count", "", 0, NULL) == NULL,
        "clash with a histogram's _count");
     ok(ss_metrics_gauge(m, "hh_sum", "", 0, NULL) != NULL &&

@@ -319,11 +319,22 @@ for tag, sa, sb in (("2d", (3, 4), (4, 5)), ("1d_2d", (4,), (4, 5)),
                     ("bcast_4d", (2, 1, 3, 4), (3, 4, 2)),
                     ("bcast_a", (3, 4), (2, 4, 5)),
                     ("1d_3d", (4,), (2, 4, 3)),
-                    ("3d_1d", (2, 3, 4), (4,))):
+                    ("3d_1d", (2, 3, 4), (4,)),
+                    ("k7", (3, 7), (7, 9)),
+                    ("k19_batched", (2, 5, 19), (19, 3))):
     a, b = r(*sa), r(*sb)
     want = np.matmul(a.astype(np.float64), b.astype(np.float64))
     case("MatMul_" + tag, "MatMul", [a, b],
          [np.asarray(want).astype(np.float32)])
+
+for tag, ta, tb, k in (("k11_transB", 0, 1, 11), ("k19_transA", 1, 0, 19),
+                       ("k9_both", 1, 1, 9)):
+    a = r(k, 3) if ta else r(3, k)
+    b = r(6, k) if tb else r(k, 6)
+    c = r(6)
+    case("Gemm_" + tag, "Gemm", [a, b, c],
+         [gemm_ref(a, b, c, 0.5, 1.0, ta, tb)],
+         {"transA": ta, "transB": tb, "alpha": 0.5})
 
 # ---- Softmax, LayerNorm, BatchNorm -------------------------------------------
 
@@ -567,6 +578,8 @@ case("Transpose_i64_4d", "Transpose", [x4], [x4.transpose(3, 1, 0, 2)],
 xs = r(1, 3, 1, 2)
 case("Squeeze_neg_axis", "Squeeze", [xs, a64([-2])], [xs.reshape(1, 3, 2)])
 case("Squeeze_all", "Squeeze", [xs], [xs.reshape(3, 2)])
+case("Squeeze_empty_axes", "Squeeze", [xs, np.zeros((0,), np.int64)],
+     [xs.reshape(3, 2)])
 case("Squeeze_opset11", "Squeeze", [xs], [xs.reshape(3, 1, 2)],
      {"axes": [0]}, opset=11)
 case("Unsqueeze_neg", "Unsqueeze", [x, a64([-1, 0])],
@@ -616,6 +629,13 @@ x32 = np.arange(10, dtype=np.int64)
 case("Slice_i32_params", "Slice",
      [x32, np.array([8], np.int32), np.array([1], np.int32),
       np.array([0], np.int32), np.array([-3], np.int32)], [x32[8:1:-3]])
+
+x = r(2, 1, 3)
+case("Tile", "Tile", [x, a64([2, 3, 2])], [np.tile(x, (2, 3, 2))])
+case("Tile_i64_zero", "Tile", [a64([1, 2]), a64([0])],
+     [np.zeros((0,), np.int64)])
+case("Tile_ones", "Tile", [x, a64([1, 1, 1])], [x])
+case("Size", "Size", [x], [a64(6)])
 
 emb = r(6, 4)
 ids = a64([[0, 5, -1], [2, 2, 3]])

@@ -362,6 +362,183 @@ test_plan_alloc_failures(void)
     ss_graph_free(g);
 }
 
+
+static int
+has_step(const ss_plan_t *p, const char *what)
+{
+    for (int s = 0; p != NULL && s < p->n_steps; s++)
+        if (p->steps[s].kind == SS_STEP_DNN
+            && strcmp(p->steps[s].what, what) == 0)
+            return 1;
+    return 0;
+}
+
+/* Runs g fused and unfused on x; checks agreement and the fused steps. */
+static void
+fused_vs_ref(const ss_graph_t *g, int ndim, const int64_t *dims,
+             const float *x, const char *const *want_steps, const char *name)
+{
+    ss_plan_t *pf = NULL;
+    int64_t nf = 0, nr = 0;
+    float *yf = run1(g, 1, ndim, dims, x, &nf, &pf);
+    float *yr = run1(g, 0, ndim, dims, x, &nr, NULL);
+    double e = yf && yr ? max_rel_err(yf, yr, nr) : -1;
+
+    ok(yf != NULL && yr != NULL && nf == nr && e >= 0 && e < 1e-4,
+       "%s: fused agrees with reference (max rel err %.2g)", name, e);
+    for (int i = 0; want_steps[i] != NULL; i++)
+        ok(has_step(pf, want_steps[i]), "%s: fused step %s", name,
+           want_steps[i]);
+    free(yf);
+    free(yr);
+    ss_plan_free(pf);
+}
+
+static void
+bn_params(mb_t *b, const char *prefix, int c)
+{
+    float sc[8], bb[8], mean[8], var[8];
+    char name[32];
+
+    fill(sc, (size_t)c, 1);
+    fill(bb, (size_t)c, 1);
+    fill(mean, (size_t)c, 1);
+    fill(var, (size_t)c, 0.5f);
+    for (int i = 0; i < c; i++)
+        var[i] = fabsf(var[i]) + 0.5f;
+    snprintf(name, sizeof(name), "%s_s", prefix);
+    mb_init_f32(b, name, 1, (int64_t[]){ c }, sc);
+    snprintf(name, sizeof(name), "%s_b", prefix);
+    mb_init_f32(b, name, 1, (int64_t[]){ c }, bb);
+    snprintf(name, sizeof(name), "%s_m", prefix);
+    mb_init_f32(b, name, 1, (int64_t[]){ c }, mean);
+    snprintf(name, sizeof(name), "%s_v", prefix);
+    mb_init_f32(b, name, 1, (int64_t[]){ c }, var);
+}
+
+/* Conv+BN+Relu, Conv+BN+residual Add+Relu, pools, Gemm, the opset-13
+ * LayerNorm decomposition, MatMul+bias and the Erf form of Gelu. */
+static void
+test_fusion_cnn_ln_gelu(void)
+{
+    mb_t *b = mb_new(13);
+    float w1[4 * 2 * 9], b1[4], w2[4 * 4 * 9], w3[8 * 4], b3[8];
+    float gam[8], bet[8], w4[64], b4[8];
+    const float two = 2, eps = 1e-5f, sq2 = 1.41421356f, one = 1, half = 0.5f;
+    const int64_t pads[4] = { 1, 1, 1, 1 }, k2[2] = { 2, 2 }, m1 = -1;
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    float x[3 * 2 * 6 * 6];
+    static const char *const want[] = {
+        "Conv+BN+Relu", "Conv+BN+Add+Relu", "MaxPool", "GlobalAveragePool",
+        "Gemm", "LayerNorm(decomposed)", "MatMul+GeluErf", NULL
+    };
+
+    fill(w1, sizeof(w1) / 4, 0.5f);
+    fill(b1, 4, 0.5f);
+    fill(w2, sizeof(w2) / 4, 0.5f);
+    fill(w3, 32, 1);
+    fill(b3, 8, 1);
+    fill(gam, 8, 1);
+    fill(bet, 8, 1);
+    fill(w4, 64, 1);
+    fill(b4, 8, 1);
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 2, 6, 6 });
+    mb_init_f32(b, "w1", 4, (int64_t[]){ 4, 2, 3, 3 }, w1);
+    mb_init_f32(b, "b1", 1, (int64_t[]){ 4 }, b1);
+    mb_init_f32(b, "w2", 4, (int64_t[]){ 4, 4, 3, 3 }, w2);
+    bn_params(b, "bn1", 4);
+    bn_params(b, "bn2", 4);
+    n = mb_node(b, "Conv", "c1", "x,w1,b1", "c1");
+    mb_attr_ints(b, n, "pads", 4, pads);
+    mb_node(b, "BatchNormalization", "bn1", "c1,bn1_s,bn1_b,bn1_m,bn1_v",
+            "n1");
+    mb_node(b, "Relu", "r1", "n1", "r1");
+    n = mb_node(b, "Conv", "c2", "r1,w2", "c2");
+    mb_attr_ints(b, n, "pads", 4, pads);
+    mb_node(b, "BatchNormalization", "bn2", "c2,bn2_s,bn2_b,bn2_m,bn2_v",
+            "n2");
+    mb_node(b, "Add", "res", "n2,r1", "a2");
+    mb_node(b, "Relu", "r2", "a2", "r2");
+    n = mb_node(b, "MaxPool", "mp", "r2", "p1");
+    mb_attr_ints(b, n, "kernel_shape", 2, k2);
+    mb_attr_ints(b, n, "strides", 2, k2);
+    mb_node(b, "GlobalAveragePool", "gap", "p1", "p2");
+    mb_node(b, "Flatten", "fl", "p2", "f");
+    mb_init_f32(b, "w3", 2, (int64_t[]){ 8, 4 }, w3);
+    mb_init_f32(b, "b3", 1, (int64_t[]){ 8 }, b3);
+    n = mb_node(b, "Gemm", "fc", "f,w3,b3", "h");
+    mb_attr_int(b, n, "transB", 1);
+    /* LayerNorm, decomposed */
+    mb_const(b, "two", SS_DTYPE_F32, 0, NULL, &two, 4);
+    mb_const(b, "eps", SS_DTYPE_F32, 0, NULL, &eps, 4);
+    mb_init_f32(b, "gam", 1, (int64_t[]){ 8 }, gam);
+    mb_init_f32(b, "bet", 1, (int64_t[]){ 8 }, bet);
+    n = mb_node(b, "ReduceMean", "rm1", "h", "mu");
+    mb_attr_ints(b, n, "axes", 1, &m1);
+    mb_node(b, "Sub", "sub", "h,mu", "d");
+    mb_node(b, "Pow", "pow", "d,two", "d2");
+    n = mb_node(b, "ReduceMean", "rm2", "d2", "var");
+    mb_attr_ints(b, n, "axes", 1, &m1);
+    mb_node(b, "Add", "addeps", "var,eps", "ve");
+    mb_node(b, "Sqrt", "sqrt", "ve", "sd");
+    mb_node(b, "Div", "div", "d,sd", "nrm");
+    mb_node(b, "Mul", "mulg", "nrm,gam", "ng");
+    mb_node(b, "Add", "addb", "ng,bet", "ln");
+    /* Linear + Gelu (Erf form) */
+    mb_init_f32(b, "w4", 2, (int64_t[]){ 8, 8 }, w4);
+    mb_init_f32(b, "b4", 1, (int64_t[]){ 8 }, b4);
+    mb_const(b, "sq2", SS_DTYPE_F32, 0, NULL, &sq2, 4);
+    mb_const(b, "one", SS_DTYPE_F32, 0, NULL, &one, 4);
+    mb_const(b, "half", SS_DTYPE_F32, 0, NULL, &half, 4);
+    mb_node(b, "MatMul", "mm4", "ln,w4", "l0");
+    mb_node(b, "Add", "ab4", "l0,b4", "l");
+    mb_node(b, "Div", "gdiv", "l,sq2", "g1");
+    mb_node(b, "Erf", "gerf", "g1", "g2");
+    mb_node(b, "Add", "gadd", "g2,one", "g3");
+    mb_node(b, "Mul", "gmul", "l,g3", "g4");
+    mb_node(b, "Mul", "ghalf", "g4,half", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 8 });
+    g = load_mb(b);
+    fill(x, sizeof(x) / 4, 2);
+    ok(g != NULL, "CNN/LN/Gelu model loads");
+    if (g != NULL)
+        fused_vs_ref(g, 4, (int64_t[]){ 3, 2, 6, 6 }, x, want,
+                     "CNN+LN+Gelu");
+    ss_graph_free(g);
+}
+
+/* softmax(q k^T / sqrt(d)) v with k^T an explicit Transpose. */
+static void
+test_fusion_attention(void)
+{
+    mb_t *b = mb_new(17);
+    const float sd = 2.0f;
+    const int64_t perm[3] = { 0, 2, 1 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    float x[2 * 5 * 4];
+    static const char *const want[] = { "Transpose+MatMul+Div", "Softmax",
+                                        "MatMul", NULL };
+
+    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+    mb_const(b, "sd", SS_DTYPE_F32, 0, NULL, &sd, 4);
+    n = mb_node(b, "Transpose", "kt", "x", "xt");
+    mb_attr_ints(b, n, "perm", 3, perm);
+    mb_node(b, "MatMul", "qk", "x,xt", "s");
+    mb_node(b, "Div", "scale", "s,sd", "s2");
+    n = mb_node(b, "Softmax", "sm", "s2", "a");
+    mb_attr_int(b, n, "axis", -1);
+    mb_node(b, "MatMul", "av", "a,x", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+    g = load_mb(b);
+    fill(x, sizeof(x) / 4, 2);
+    ok(g != NULL, "attention model loads");
+    if (g != NULL)
+        fused_vs_ref(g, 3, (int64_t[]){ 2, 5, 4 }, x, want, "attention");
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -370,5 +547,7 @@ main(void)
     test_arena();
     test_outputs();
     test_plan_alloc_failures();
+    test_fusion_cnn_ln_gelu();
+    test_fusion_attention();
     return tap_done();
 }

@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Engine benchmark: slimserve-infer vs ONNX Runtime vs PyTorch eager.
+
+Same ONNX files (tests/fixtures/<model>_op<opset>/model.onnx), same weights
+(PyTorch loads tests/fixtures/torch/<model>.pt, the state_dict the ONNX
+files were exported from), same inputs (the first `batch` held-out digits),
+2 threads each, one engine at a time.  For every fixture and batch size
+(1, 32, 256) it prints the median latency and the throughput of each engine
+and the ratio slimserve/peer of throughputs (= peer median / slimserve
+median: above 1 means slimserve is faster).  It also checks each engine's
+argmax against PyTorch's, so a fast wrong answer cannot hide.
+
+  slimserve     engine/slimserve-infer --repeat N --warmup W --threads 2
+                (per-run latency as it reports it: the plan run only)
+  ONNX Runtime  bench/engine_ort.js via node and onnxruntime-node
+                (intra-op threads 2, inter-op 1, all graph optimizations;
+                session.run only).  Skipped with a note if not installed:
+                cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm ci
+  PyTorch       bench/engine_torch.py, torch.set_num_threads(2), eager
+                under inference_mode, with OPENBLAS_CORETYPE=SKYLAKEX set
+                (Debian's OpenBLAS otherwise falls back to slow generic
+                kernels on this CPU, and PyTorch uses it for Linear layers)
+
+Usage:  bench/engine.py [--cli PATH] [--models mlp,cnn,transformer]
+                        [--opsets 13,17] [--batches 1,32,256] [--threads 2]
+                        [--quick]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+FIX = os.path.join(TOP, "tests", "fixtures")
+
+# timed runs and warm-up runs per batch size: about a second per cell
+REPEAT = {1: (300, 20), 32: (100, 10), 256: (30, 5)}
+
+
+def find_cli(arg):
+    cands = [arg, os.environ.get("SLIMSERVE_INFER")]
+    top = os.environ.get("top_builddir")
+    if top:
+        cands.append(os.path.join(top, "engine", "slimserve-infer"))
+    cands += [os.path.join(TOP, "engine", "slimserve-infer"),
+              os.path.join(TOP, "build", "engine", "slimserve-infer")]
+    for c in cands:
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def repeats(batch, quick):
+    n, w = REPEAT.get(batch, (max(10, 3000 // batch), 3))
+    return (max(5, n // 10), 2) if quick else (n, w)
+
+
+def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads):
+    cmd = [cli, "--model", model, "--input", "%s=%s" % (in_name, x_npy),
+           "--output", out, "--repeat", str(n), "--warmup", str(w),
+           "--threads", str(threads)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError("slimserve-infer failed: %s"
+                           % p.stderr.decode()[-500:])
+    lat = [float(m) for m in re.findall(r"^run \d+: ([0-9.]+) ms",
+                                        p.stderr.decode(), re.M)]
+    summary = p.stdout.decode()
+    m = re.search(r"compile_ms=([0-9.]+)", summary)
+    with np.load(out) as z:
+        y = z["logits"]
+    return lat, (float(m.group(1)) if m else None), y
+
+
+def ort_available():
+    return shutil.which("node") is not None and os.path.isdir(
+        os.path.join(HERE, "node_modules", "onnxruntime-node"))
+
+
+def run_ort(tmp, model, x, in_name, n, w, threads):
+    xf = os.path.join(tmp, "ort_in.bin")
+    np.ascontiguousarray(x).tofile(xf)
+    outdir = os.path.join(tmp, "ort_out")
+    os.makedirs(outdir, exist_ok=True)
+    job = {"model": model, "threads": threads, "repeat": n, "warmup": w,
+           "inputs": [{"name": in_name, "dtype": str(x.dtype),
+                       "shape": list(x.shape), "file": xf}],
+           "outputs_dir": outdir}
+    jf = os.path.join(tmp, "ort_job.json")
+    with open(jf, "w") as f:
+        json.dump(job, f)
+    p = subprocess.run(["node", os.path.join(HERE, "engine_ort.js"), jf],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd=HERE)
+    if p.returncode != 0:
+        raise RuntimeError("onnxruntime-node failed: %s"
+                           % p.stderr.decode()[-500:])
+    lat = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    with open(os.path.join(outdir, "logits.json")) as f:
+        dims = json.load(f)["dims"]
+    y = np.fromfile(os.path.join(outdir, "logits.bin"),
+                    dtype=np.float32).reshape(dims)
+    return lat["latencies_ms"], y
+
+
+def run_torch(tmp, kind, inputs, batches, threads, quick):
+    """One process per model for every batch size: returns {b: (lat, y)}."""
+    runs = []
+    for b in batches:
+        n, w = repeats(b, quick)
+        runs.append({"batch": b, "input": inputs[b], "repeat": n,
+                     "warmup": w,
+                     "output": os.path.join(tmp, "torch_%d.npy" % b)})
+    jf = os.path.join(tmp, "torch_job.json")
+    with open(jf, "w") as f:
+        json.dump({"fixtures": FIX, "model": kind, "threads": threads,
+                   "runs": runs}, f)
+    env = dict(os.environ, OPENBLAS_CORETYPE="SKYLAKEX")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "engine_torch.py"),
+                        jf], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env)
+    if p.returncode != 0:
+        raise RuntimeError("torch failed: %s" % p.stderr.decode()[-500:])
+    lat = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    return {r["batch"]: (lat[str(r["batch"])], np.load(r["output"]))
+            for r in runs}
+
+
+def fmt_ms(v):
+    return "-" if v is None else ("%.3f" % v if v < 10 else "%.1f" % v)
+
+
+def fmt_rate(b, med):
+    return "-" if med is None else "%.0f" % (b * 1e3 / med)
+
+
+def fmt_ratio(peer, ours):
+    return "-" if peer is None or ours is None else "%.2f" % (peer / ours)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cli")
+    ap.add_argument("--models", default="mlp,cnn,transformer")
+    ap.add_argument("--opsets", default="13,17")
+    ap.add_argument("--batches", default="1,32,256")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="a tenth of the runs: a smoke test, not numbers")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-ort", action="store_true")
+    args = ap.parse_args()
+
+    cli = find_cli(args.cli)
+    if cli is None:
+        sys.exit("engine.py: slimserve-infer not found: build it and pass "
+                 "--cli PATH (or set SLIMSERVE_INFER)")
+    kinds = args.models.split(",")
+    opsets = [int(o) for o in args.opsets.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    use_ort = not args.no_ort and ort_available()
+    notes = ["slimserve: %s" % cli,
+             "threads: %d per engine; one engine runs at a time"
+             % args.threads,
+             "PyTorch: eager, OPENBLAS_CORETYPE=SKYLAKEX"]
+    if not args.no_ort and not use_ort:
+        notes.append("ONNX Runtime: not installed (cd bench && "
+                     "ONNXRUNTIME_NODE_INSTALL=skip npm ci)")
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="ss-bench-engine.")
+    try:
+        for kind in kinds:
+            in_name = "input_ids" if kind == "transformer" else "input"
+            with np.load(os.path.join(FIX, "digits",
+                                      kind + "_heldout.npz")) as z:
+                pool = z[in_name]
+            inputs = {}
+            for b in batches:
+                reps = -(-b // len(pool))
+                x = np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
+                inputs[b] = os.path.join(tmp, "%s_%d.npy" % (kind, b))
+                np.save(inputs[b], x)
+            torch_res = {}
+            if not args.no_torch:
+                torch_res = run_torch(tmp, kind, inputs, batches,
+                                      args.threads, args.quick)
+            for opset in opsets:
+                name = "%s_op%d" % (kind, opset)
+                model = os.path.join(FIX, name, "model.onnx")
+                for b in batches:
+                    n, w = repeats(b, args.quick)
+                    x = np.load(inputs[b])
+                    lat, comp, y = run_slimserve(
+                        cli, model, inputs[b], in_name,
+                        os.path.join(tmp, "out.npz"), n, w, args.threads)
+                    row = {"fixture": name, "batch": b,
+                           "ss": statistics.median(lat), "compile": comp,
+                           "ort": None, "torch": None, "check": ""}
+                    checks = []
+                    if b in torch_res:
+                        tl, ty = torch_res[b]
+                        row["torch"] = statistics.median(tl)
+                        ref = ty.argmax(-1)
+                        agree = int((y.argmax(-1) == ref).sum())
+                        checks.append("ss %d/%d" % (agree, b))
+                    if use_ort:
+                        ol, oy = run_ort(tmp, model, x, in_name, n, w,
+                                         args.threads)
+                        row["ort"] = statistics.median(ol)
+                        if b in torch_res:
+                            agree = int((oy.argmax(-1) == ref).sum())
+                            checks.append("ort %d/%d" % (agree, b))
+                    row["check"] = " ".join(checks)
+                    rows.append(row)
+                    print("# %-16s batch %-4d slimserve %s ms  ORT %s ms  "
+                          "torch %s ms" % (name, b, fmt_ms(row["ss"]),
+                                           fmt_ms(row["ort"]),
+                                           fmt_ms(row["torch"])),
+                          file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    head = ("fixture", "batch", "ss ms", "ss /s", "ORT ms", "ORT /s",
+            "torch ms", "torch /s", "ss/ORT", "ss/torch", "compile ms",
+            "argmax vs torch")
+    table = [head]
+    for r in rows:
+        b = r["batch"]
+        table.append((r["fixture"], str(b), fmt_ms(r["ss"]),
+                      fmt_rate(b, r["ss"]), fmt_ms(r["ort"]),
+                      fmt_rate(b, r["ort"]), fmt_ms(r["torch"]),
+                      fmt_rate(b, r["torch"]), fmt_ratio(r["ort"], r["ss"]),
+                      fmt_ratio(r["torch"], r["ss"]), fmt_ms(r["compile"]),
+                      r["check"]))
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for t in table[1:]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(t, widths))
+              + " |")
+    print()
+    print("ms: median latency of one batch; /s: samples per second; "
+          "ss/peer: slimserve throughput over the peer's (>1: slimserve "
+          "faster).")
+    for note in notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()

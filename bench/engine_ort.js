@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// ONNX Runtime peer for bench/engine.py, through onnxruntime-node.
+//
+//   node engine_ort.js job.json
+//
+// job.json: {"model": path, "threads": 2, "repeat": N, "warmup": W,
+//            "inputs": [{"name", "dtype": "float32"|"int64", "shape",
+//                        "file": raw little-endian data}],
+//            "outputs_dir": optional: write each output as <name>.bin/.json}
+// Prints one JSON line: {"latencies_ms": [...]} (per run, after warm-up).
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const ort = require('onnxruntime-node');
+
+function tensorOf(spec) {
+    const buf = fs.readFileSync(spec.file);
+    const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
+    const data = spec.dtype === 'int64' ? new BigInt64Array(ab)
+        : spec.dtype === 'int32' ? new Int32Array(ab) : new Float32Array(ab);
+    return new ort.Tensor(spec.dtype, data, spec.shape);
+}
+
+async function main() {
+    const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+    const threads = job.threads || 2;
+    const session = await ort.InferenceSession.create(job.model, {
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+    });
+    const feeds = {};
+    for (const spec of job.inputs)
+        feeds[spec.name] = tensorOf(spec);
+    let out = null;
+    for (let i = 0; i < (job.warmup || 0); i++)
+        out = await session.run(feeds);
+    const lat = [];
+    for (let i = 0; i < (job.repeat || 1); i++) {
+        const t0 = process.hrtime.bigint();
+        out = await session.run(feeds);
+        lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    if (job.outputs_dir) {
+        for (const [name, t] of Object.entries(out)) {
+            const d = t.data;
+            fs.writeFileSync(path.join(job.outputs_dir, name + '.bin'),
+                Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+            fs.writeFileSync(path.join(job.outputs_dir, name + '.json'),
+                JSON.stringify({type: t.type, dims: t.dims}));
+        }
+    }
+    process.stdout.write(JSON.stringify({latencies_ms: lat}) + '\n');
+}
+
+main().catch((e) => {
+    process.stderr.write('engine_ort.js: ' + (e && e.stack || e) + '\n');
+    process.exit(1);
+});

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_BATCH_H
+#define SS_SERVER_BATCH_H
+
+/*
+ * Dynamic batching and executors for one served model version.
+ *
+ * A batcher owns a queue of work items (one per inference request) and a
+ * fixed set of executor threads ("instances"), each with its own engine
+ * execution context (oneDNN stream, scratch arena) for life.  An executor
+ * forms a batch when max_batch_size samples are queued or the oldest item
+ * has waited max_queue_delay_us (preferring preferred_batch_sizes), groups
+ * only items whose non-batch dims agree, concatenates their inputs, runs
+ * the plan compiled for that batch size (plans are compiled on first use
+ * and cached; ss_batcher_warmup() compiles the configured sizes ahead),
+ * splits the outputs and calls each item's done callback on the executor
+ * thread.  Items whose deadline passes while queued are completed with
+ * SS_ETIMEDOUT and not run; a full queue refuses new items at once with
+ * SS_EBUSY.
+ *
+ * A model without a batch dimension (max_batch_size == 0) runs each item
+ * alone, as given.
+ *
+ * THREADS: ss_batcher_submit() is [any] (the loop thread in practice);
+ * done callbacks run on executor threads; ss_batcher_free() must not be
+ * called from an executor thread of the same batcher (it joins them).
+ * The queue is guarded by the batcher's mutex; plans by the plan cache's.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engine/engine.h"
+#include "server/metrics.h"
+
+typedef struct ss_batcher ss_batcher_t;
+typedef struct ss_work ss_work_t;
+
+typedef void (*ss_work_done_fn)(ss_work_t *w, void *arg);
+
+/* One request's work.  The submitter fills the inputs part and owns the
+ * struct; the batcher fills the outputs part before calling done, after
+ * which the batcher no longer touches it. */
+struct ss_work {
+    /* in: one tensor per graph input, in graph order; batch dim first
+     * when the model batches.  Borrowed until done is called. */
+    int n_inputs;
+    const ss_tensor_t *inputs;
+    int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none */
+    ss_work_done_fn done;
+    void *arg;
+
+    /* out: status 0 or a negative code with err set; on success one tensor
+     * per graph output (data from malloc, owned by the submitter after
+     * done), batch dim = the item's batch. */
+    int status;
+    ss_err_t err;
+    int n_outputs;
+    ss_tensor_t *outputs;
+    int64_t queue_ns;           /* time spent queued */
+    int64_t compute_ns;         /* time of the batch it ran in */
+    int batch_size;             /* samples in that batch */
+
+    /* private to the batcher */
+    int64_t enqueue_ns_;
+    int64_t samples_;
+    ss_work_t *next_;
+};
+
+/* Frees the outputs of a completed item (not the item). */
+void ss_work_clear_outputs(ss_work_t *w);
+
+typedef struct ss_batch_opts {
+    /* 0: the model has no batch dimension.  Otherwise every graph input
+     * must have a symbolic first dim, and an item whose own batch is
+     * larger is refused at submit with SS_EINVAL (the caller splits). */
+    int max_batch_size;
+    int64_t max_queue_delay_us;
+    /* Copied.  Sizes out of 1..max_batch_size are ignored.  With preferred
+     * sizes, a batch forms as soon as the largest one is reachable, and
+     * before the delay expires it has the largest preferred size the
+     * queued samples reach; once the delay expires it takes what is
+     * there, up to max_batch_size. */
+    const int *preferred_batch_sizes;
+    int n_preferred;
+    int instances;              /* executor threads, >= 1 */
+    int threads;                /* oneDNN threads per executor, 0: default */
+    int max_queue_size;         /* queued items before SS_EBUSY; 0: no cap */
+    /* Metrics labels and families; all may be NULL (no metrics).  The
+     * batcher creates its series ({model, version}) at ss_batcher_new and
+     * removes them at ss_batcher_free, so two live batchers must not share
+     * a (model, version) pair or the second loses its series early. */
+    const char *model;
+    const char *version;
+    const struct ss_batch_metrics *metrics;
+} ss_batch_opts_t;
+
+/* The batcher's metric families, created once per registry (by the first
+ * caller, at start-up) and shared by every batcher: all labelled
+ * {model, version}.
+ *   slimserve_inference_count_total      samples run successfully
+ *   slimserve_execution_count_total      batches run successfully
+ *   slimserve_queue_duration_seconds     per item, histogram
+ *   slimserve_compute_duration_seconds   per batch, histogram
+ *   slimserve_batch_size                 per batch, buckets 1,2,4..1024
+ *   slimserve_queue_depth                items queued, gauge
+ * The struct must outlive every batcher that points at it. */
+typedef struct ss_batch_metrics {
+    ss_metric_t *inference_count;
+    ss_metric_t *execution_count;
+    ss_metric_t *queue_duration;
+    ss_metric_t *compute_duration;
+    ss_metric_t *batch_size;
+    ss_metric_t *queue_depth;
+} ss_batch_metrics_t;
+
+/* [any] Registers the families in m (or finds them, when registered
+ * before with the same definitions: calling it again is harmless) and
+ * fills *out.  Returns 0, or SS_EINVAL (a different family holds one of
+ * the names) or SS_ENOMEM. */
+int ss_batch_metrics_init(ss_metrics_t *m, ss_batch_metrics_t *out);
+
+/* Creates the batcher and starts its executors.  Borrows g, which must
+ * outlive the batcher. */
+int ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
+                   ss_batcher_t **out, ss_err_t *err);
+/* Compiles plans for the given batch sizes now (load-time warm-up).
+ * Sizes out of 1..max_batch_size are skipped, and so is everything when an
+ * input has a symbolic dim besides the batch dim (its shape is unknown
+ * until a request comes).  With max_batch_size == 0, compiles the model's
+ * own static shape and ignores sizes. */
+int ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n,
+                      ss_err_t *err);
+/* Queues w.  Returns 0 (done will be called exactly once, later, on an
+ * executor thread) or a negative code (SS_EBUSY queue full, SS_EINVAL bad
+ * shapes or a batch over max_batch_size or of 0 samples, SS_ENOTREADY
+ * closing) with err set and done NOT called.  Outputs of a completed item
+ * are allocated with ss_aligned_alloc (64-byte aligned, freed by free()).
+ * A deadline already past at submit still queues; the item then completes
+ * with SS_ETIMEDOUT. */
+int ss_batcher_submit(ss_batcher_t *b, ss_work_t *w, ss_err_t *err);
+/* Items queued and not yet taken by an executor. */
+int ss_batcher_queue_depth(ss_batcher_t *b);
+/* [any] While paused, executors finish the batch they run but take no
+ * new one; submit still queues (and refuses when full), and deadlines are
+ * checked when the pause ends.  ss_batcher_free overrides a pause.  For
+ * tests, and for holding a queue while something else drains. */
+void ss_batcher_pause(ss_batcher_t *b, bool paused);
+/* Stops accepting, runs what is queued, joins the executors, frees. */
+void ss_batcher_free(ss_batcher_t *b);
+
+#endif

@@ -1,0 +1,33 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# The dynamic batcher and its executor threads (server/batch.h), as a
+# convenience library on top of the engine and the metrics registry.
+
+noinst_LIBRARIES += server/libssbatch.a
+server_libssbatch_a_SOURCES = \
+	server/batch.h server/batch_int.h server/batch.c server/batch_run.c \
+	server/plancache.h server/plancache.c
+
+# What a program that batches links, in order.
+SS_BATCH_LIBS = server/libssbatch.a $(SS_ENGINE_LIBS) server/libssinfra.a \
+	common/libsscommon.a $(SYSTEMD_LIBS) -lpthread -lm
+
+check_PROGRAMS += tests/unit/test_batch
+TESTS += tests/unit/test_batch
+tests_unit_test_batch_SOURCES = tests/unit/test_batch.c
+tests_unit_test_batch_LDADD = engine/libssio.a $(SS_BATCH_LIBS) $(ZLIB_LIBS)
+tests_unit_test_batch_SOURCES += tests/unit/test_batch.h
+
+check_PROGRAMS += tests/unit/test_batch_shapes
+TESTS += tests/unit/test_batch_shapes
+tests_unit_test_batch_shapes_SOURCES = tests/unit/test_batch_shapes.c \
+	tests/unit/test_batch.h tests/unit/onnx_build.h
+tests_unit_test_batch_shapes_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_batch_shapes_LDADD = $(SS_BATCH_LIBS)
+
+# A measurement, not a test: built by make check, run by hand (see the
+# comment on top of the file).
+check_PROGRAMS += tests/unit/test_batch_bench
+tests_unit_test_batch_bench_SOURCES = tests/unit/test_batch_bench.c \
+	tests/unit/test_batch.h
+tests_unit_test_batch_bench_LDADD = $(SS_BATCH_LIBS)

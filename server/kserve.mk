@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# The KServe V2 wire codec: request decoding (jansson for the envelope, a
+# streaming scanner for tensor data) and response encoding.  Needs
+# jansson, engine/libssengine.a (dtype names and sizes) and
+# common/libsscommon.a.
+
+noinst_LIBRARIES += server/libsskserve.a
+server_libsskserve_a_SOURCES = \
+	server/kserve.h server/kserve_int.h \
+	server/kserve.c server/kserve_data.c server/kserve_enc.c \
+	server/kserve_num.c
+server_libsskserve_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+
+check_PROGRAMS += tests/unit/test_kserve tests/unit/test_kserve_num
+TESTS += tests/unit/test_kserve tests/unit/test_kserve_num
+tests_unit_test_kserve_SOURCES = tests/unit/test_kserve.c
+tests_unit_test_kserve_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_unit_test_kserve_LDADD = server/libsskserve.a $(SS_ENGINE_LIBS) \
+	$(JANSSON_LIBS)
+tests_unit_test_kserve_num_SOURCES = tests/unit/test_kserve_num.c
+tests_unit_test_kserve_num_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_unit_test_kserve_num_LDADD = server/libsskserve.a $(SS_ENGINE_LIBS) \
+	$(JANSSON_LIBS)
+
+# A libFuzzer target, built by tests/fuzz/run.sh (clang), not by make.
+EXTRA_DIST += tests/fuzz/fuzz_kserve.c

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_MODELCFG_H
+#define SS_SERVER_MODELCFG_H
+
+/*
+ * A model's configuration: <repo>/<model>/config.json.
+ *
+ * Every key is optional; unknown keys and bad values are refused with a
+ * message naming the key.  The active version is part of the file so a
+ * restart serves what was last activated; it is written back atomically
+ * (temporary file, fsync, rename, fsync of the folder), preserving the
+ * other keys as the user wrote them.
+ *
+ * THREADS: values are plain data; parse/write are [any].
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/err.h"
+
+#define SS_MAX_PREFERRED 16
+#define SS_MAX_SPECIFIC 64
+
+typedef enum {
+    SS_POLICY_LATEST = 0,       /* the newest n versions */
+    SS_POLICY_ALL,
+    SS_POLICY_SPECIFIC
+} ss_policy_kind_t;
+
+typedef struct ss_model_config {
+    int max_batch_size;         /* 0: no batch dimension */
+    int64_t max_queue_delay_us;
+    int preferred[SS_MAX_PREFERRED];
+    int n_preferred;
+    int instances;
+    int threads;
+    ss_policy_kind_t policy;
+    int latest_n;
+    int64_t specific[SS_MAX_SPECIFIC];
+    int n_specific;
+    int64_t active_version;     /* 0: the newest loaded */
+    int max_queue_size;
+    int64_t timeout_us;         /* queue timeout; 0: none */
+    int sample_capacity;        /* traffic samples kept; 0: off */
+    double sample_probability;
+    int64_t sample_max_bytes;
+} ss_model_config_t;
+
+/* The defaults: batching up to 32 within 1 ms, one instance, latest 1. */
+void ss_model_config_default(ss_model_config_t *c);
+
+/* Applies the keys of obj over c. */
+int ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err);
+
+/* Reads <dir>/config.json over the defaults; a missing file is the
+ * defaults. */
+int ss_model_config_load(const char *dir, ss_model_config_t *c,
+                         ss_err_t *err);
+
+/* Sets "active_version" in <dir>/config.json atomically, keeping every
+ * other key; 0 removes it. */
+int ss_model_config_save_active(const char *dir, int64_t version,
+                                ss_err_t *err);
+
+/* The Triton-style JSON of c (for GET .../config). New reference. */
+json_t *ss_model_config_json(const ss_model_config_t *c);
+
+/* Whether the version policy wants version v, given every version on disk
+ * (sorted ascending). */
+bool ss_model_config_wants(const ss_model_config_t *c, int64_t v,
+                           const int64_t *all, int n);
+
+#endif
