@@ -36,4 +36,11 @@ ss_mul_overflow(size_t a, size_t b, size_t *out)
     return __builtin_mul_overflow(a, b, out) ? -1 : 0;
 }
 
+/* Adds with an overflow check: returns 0 and sets *out, or -1. */
+static inline int
+ss_add_overflow(size_t a, size_t b, size_t *out)
+{
+    return __builtin_add_overflow(a, b, out) ? -1 : 0;
+}
+
 #endif

@@ -1,3 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
 slimserveconfdir = $(sysconfdir)/slimserve
 dist_slimserveconf_DATA = conf/slimserve.json
+EXTRA_DIST += conf/models/digits-mlp/config.json \
+	conf/models/digits-mlp/1/model.onnx

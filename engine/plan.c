@@ -17,6 +17,13 @@
  * every remaining intermediate gets an offset in one arena by liveness
  * (first fit, 64-byte aligned), so running a plan allocates nothing.
  *
+ * Memory is budgeted at compile time, so that a hostile model (a
+ * ConstantOfShape whose shape input asks for gigabytes) fails here with
+ * SS_ETOOBIG naming the node, not in an allocation at fold or run time:
+ * every value must fit the budget, and so must the folded constants plus
+ * the arena plus oneDNN's scratch, together (plan_int.h has the default;
+ * SS_ENGINE_MAX_PLAN_BYTES overrides it).
+ *
  * Set SS_ENGINE_NO_FUSION=1 to compile with reference kernels only.
  *
  * THREADS: ss_plan_new is [any]; the plan is immutable afterwards.
@@ -82,6 +89,31 @@ dup_ids(const int *ids, int n)
     return c;
 }
 
+/* The budget: SS_ENGINE_MAX_PLAN_BYTES if set and valid, else the
+ * default. */
+static size_t
+max_bytes(void)
+{
+    const char *s = getenv("SS_ENGINE_MAX_PLAN_BYTES");
+    unsigned long long v;
+    char *end;
+    int shift = 0;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return SS_PLAN_MAX_BYTES;
+    v = strtoull(s, &end, 10);
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    default: break;
+    }
+    /* under 2^48, so sums of a few budget-sized terms cannot wrap */
+    if (*end != '\0' || v == 0 || v > ((uint64_t)1 << 48 >> shift))
+        return SS_PLAN_MAX_BYTES;
+    return (size_t)v << shift;
+}
+
 static int
 set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
           ss_err_t *err)
@@ -92,11 +124,30 @@ set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
     pv->t.ndim = t->ndim;
     memcpy(pv->t.dims, t->dims, sizeof(t->dims));
     if (t->ndim < 0 || t->ndim > SS_MAX_DIMS
-        || ss__tensor_bytes(&pv->t, &pv->bytes) < 0
-        || pv->bytes > SS_TENSOR_MAX_BYTES)
+        || ss__tensor_bytes(&pv->t, &pv->bytes) < 0)
         return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s): output "
-                          "'%s' has a bad or too large shape", p->g->source,
-                          label(n), n->op_type, p->g->values[v].name);
+                          "'%s' has a bad shape", p->g->source, label(n),
+                          n->op_type, p->g->values[v].name);
+    if (pv->bytes > p->max_bytes)
+        return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): output "
+                          "'%s' needs %zu bytes, over the plan's %zu-byte "
+                          "budget", p->g->source, label(n), n->op_type,
+                          p->g->values[v].name, pv->bytes, p->max_bytes);
+    return 0;
+}
+
+/* Charges a constant of v's size that node n folds to the budget. */
+static int
+charge_const(ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
+{
+    size_t total = p->const_bytes + p->vals[v].bytes;   /* both <= 2^48 */
+
+    if (total > p->max_bytes)
+        return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): folding "
+                          "'%s' takes the plan's constants over its "
+                          "%zu-byte budget", p->g->source, label(n),
+                          n->op_type, p->g->values[v].name, p->max_bytes);
+    p->const_bytes = total;
     return 0;
 }
 
@@ -175,7 +226,8 @@ pass_through(ss_plan_t *p, const ss_node_t *n, int src, ss_err_t *err)
         void *data;
 
         m.dtype = SS_DTYPE_BOOL;
-        if ((rc = set_shape(p, n->outputs[1], &m, n, err)) < 0)
+        if ((rc = set_shape(p, n->outputs[1], &m, n, err)) < 0
+            || (rc = charge_const(p, n->outputs[1], n, err)) < 0)
             return rc;
         if ((data = ss_aligned_alloc(p->vals[n->outputs[1]].bytes + 1))
             == NULL)
@@ -251,6 +303,10 @@ compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
             && (rc = set_shape(p, n->outputs[k], &outs[k], n, err)) < 0)
             goto done;
     if (all_const) {
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0
+                && (rc = charge_const(p, n->outputs[k], n, err)) < 0)
+                goto done;
         for (int k = 0; k < n->n_outputs; k++) {
             int v = n->outputs[k];
 
@@ -485,10 +541,13 @@ plan_arena(ss_plan_t *p, ss_err_t *err)
             p->vals[v].offset = off;
             if (off + size > top)
                 top = off + size;
-            if (top > SS_PLAN_MAX_ARENA) {
-                rc = ss_err_set(err, SS_ETOOBIG, "%s: intermediates need "
-                                "more than %zu bytes", p->g->source,
-                                SS_PLAN_MAX_ARENA);
+            if (top > p->max_bytes || p->scratch_bytes > p->max_bytes
+                || top + p->const_bytes + p->scratch_bytes > p->max_bytes) {
+                rc = ss_err_set(err, SS_ETOOBIG, "%s: node '%s': "
+                                "intermediates and constants need more than "
+                                "the plan's %zu-byte budget", p->g->source,
+                                st->node != NULL ? label(st->node) : "?",
+                                p->max_bytes);
                 goto done;
             }
         }
@@ -551,6 +610,7 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     }
     p->g = g;
     p->n_vals = g->n_values;
+    p->max_bytes = max_bytes();
     p->fuse = nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0;
     for (int v = 0; v < g->n_values; v++) {
         ss_pval_t *pv = &p->vals[v];

@@ -17,8 +17,11 @@
 #include "engine/dnnl.h"
 #include "engine/ir.h"
 
-/* Largest arena a plan may need. */
-#define SS_PLAN_MAX_ARENA ((size_t)16 << 30)
+/* Default budget of one plan: any one value, and the folded constants
+ * plus arena plus oneDNN scratch together, in bytes.  The environment
+ * variable SS_ENGINE_MAX_PLAN_BYTES (a number, optionally suffixed K, M
+ * or G) overrides it. */
+#define SS_PLAN_MAX_BYTES ((size_t)4 << 30)
 
 typedef enum {
     SS_PV_UNSET = 0,    /* not computed (dead, or inside a fusion) */
@@ -66,6 +69,8 @@ struct ss_plan {
     ss_io_info_t *out_info;
     size_t arena_bytes;
     size_t scratch_bytes;
+    size_t max_bytes;       /* the budget (SS_PLAN_MAX_BYTES) */
+    size_t const_bytes;     /* constants folded so far */
     int max_io;             /* most inputs or outputs of one step */
     int fuse;               /* fusion and oneDNN enabled */
     int n_fused;            /* nodes folded into oneDNN steps */

@@ -14,9 +14,8 @@ SS_BATCH_LIBS = server/libssbatch.a $(SS_ENGINE_LIBS) server/libssinfra.a \
 
 check_PROGRAMS += tests/unit/test_batch
 TESTS += tests/unit/test_batch
-tests_unit_test_batch_SOURCES = tests/unit/test_batch.c
+tests_unit_test_batch_SOURCES = tests/unit/test_batch.c tests/unit/test_batch.h
 tests_unit_test_batch_LDADD = engine/libssio.a $(SS_BATCH_LIBS) $(ZLIB_LIBS)
-tests_unit_test_batch_SOURCES += tests/unit/test_batch.h
 
 check_PROGRAMS += tests/unit/test_batch_shapes
 TESTS += tests/unit/test_batch_shapes

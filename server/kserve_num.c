@@ -465,7 +465,7 @@ emit(uint64_t c, int k, char *buf)
 static int
 reads_back(uint64_t c, int k, float x, double lo, double hi)
 {
-    double v = scale10((double)c, k);
+    double v = (double)c * p10(k);
     double m = v * 0x1p-49;
     char s[40];
     int n;
@@ -482,12 +482,41 @@ reads_back(uint64_t c, int k, float x, double lo, double hi)
     return strtof(s, NULL) == x;
 }
 
+/* The p-digit decimal nearest x (and, near a rounding tie, its neighbour):
+ * 1 and *c, *k set when one reads back as a, else 0. */
+static int
+try_digits(float a, double x, double lo, double hi, int E, int p,
+           uint64_t *c, int *k)
+{
+    int s = p - 1 - E;
+    double sc = x * p10(s);
+    uint64_t fl = (uint64_t)sc;
+    double fr = sc - (double)fl;
+    uint64_t n = fl + (fr >= 0.5);
+
+    if (n != 0 && reads_back(n, -s, a, lo, hi)) {
+        *c = n;
+        *k = -s;
+        return 1;
+    }
+    if (fabs(fr - 0.5) < 0x1p-20) {
+        n = fr >= 0.5 ? fl : fl + 1;
+        if (n != 0 && reads_back(n, -s, a, lo, hi)) {
+            *c = n;
+            *k = -s;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int
 ss_kserve_format_f32(float f, char *buf)
 {
     uint32_t bits, mbits, ebits;
     double x, ulp, lo, hi;
-    int o = 0, e2, E;
+    int o = 0, e2, E, k;
+    uint64_t c;
     float a;
 
     if (isnan(f) || isinf(f))
@@ -520,19 +549,30 @@ ss_kserve_format_f32(float f, char *buf)
         E++;
     else if (x < p10(E))
         E--;
-    for (int p = 1; p <= 9; p++) {
-        int s = p - 1 - E;
-        double sc = scale10(x, s);
-        double fl = floor(sc), fr = sc - fl;
-        uint64_t c = (uint64_t)fl + (fr >= 0.5);
+    if (mbits == 0) {
+        /* A power of two: the lopsided interval can let p digits read
+         * back while p + 1 do not, so search upward. */
+        for (int p = 1; p <= 9; p++)
+            if (try_digits(a, x, lo, hi, E, p, &c, &k))
+                return o + emit(c, k, buf + o);
+    } else {
+        /* A symmetric interval: if p digits read back, so do p + 1 (the
+         * nearest p + 1 digit decimal is no farther), so bisect. */
+        int pl = 1, ph = 9;
+        bool have = false;
 
-        if (c != 0 && reads_back(c, -s, a, lo, hi))
-            return o + emit(c, -s, buf + o);
-        if (fabs(fr - 0.5) < 0x1p-20) {
-            c = fr >= 0.5 ? (uint64_t)fl : (uint64_t)fl + 1;
-            if (c != 0 && reads_back(c, -s, a, lo, hi))
-                return o + emit(c, -s, buf + o);
+        while (pl < ph) {
+            int mid = (pl + ph) / 2;
+
+            if (try_digits(a, x, lo, hi, E, mid, &c, &k)) {
+                ph = mid;
+                have = true;
+            } else {
+                pl = mid + 1;
+            }
         }
+        if (have || try_digits(a, x, lo, hi, E, 9, &c, &k))
+            return o + emit(c, k, buf + o);
     }
     /* Not reached: nine digits always read back.  Stay correct anyway. */
     return o + snprintf(buf + o, 16, "%.9g", (double)a);

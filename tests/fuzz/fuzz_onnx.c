@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -17,7 +18,21 @@
  * for crashes, not for the memory limit. */
 #define MAX_ELEMS ((int64_t)1 << 22)
 
+/* The plan's memory budget, far under libFuzzer's -malloc_limit_mb: a
+ * model over it must fail with SS_ETOOBIG, not reach the allocator. */
+#define PLAN_BUDGET "256M"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    setenv("SS_ENGINE_MAX_PLAN_BYTES", PLAN_BUDGET, 0);
+    return 0;
+}
 
 static void *
 zeros(const ss_dtype_t dt, int64_t numel)

@@ -108,7 +108,7 @@ roundtrip_us(int max_batch)
     return us;
 }
 
-/* ---- closed loop ---------------------------------------------------------- */
+/* ---- closed loop --------------------------------------------------------- */
 
 static ss_batcher_t *loop_b;
 static atomic_int loop_stop;

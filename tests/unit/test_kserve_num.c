@@ -112,11 +112,11 @@ test_format_f32(void)
         123456.0f, 16777216.0f, 16777217.0f, 3.14159265f, 1e-5f, 1e-7f,
         1e10f, 1e38f, FLT_MAX, -FLT_MAX, FLT_MIN, 1e-45f, 1.4e-45f,
         FLT_EPSILON, 0.0f, -0.0f, 9.999999e-5f, 33554432.0f, 8388608.5f,
-        1.17549421e-38f, 5e-324f, 0.3333333f, 2.0f / 3.0f,
+        1.17549421e-38f, 0.3333333f, 2.0f / 3.0f,
     };
     static const struct { float f; const char *s; } exact[] = {
         { 0.1f, "0.1" }, { -2.5f, "-2.5" }, { 100.0f, "100" },
-        { 1000.0f, "1e3" }, { 1e-5f, "1e-5" }, { 0.001f, "0.001" },
+        { 1000.0f, "1e3" }, { 1e-5f, "1e-5" }, { 0.001f, "1e-3" }, { 0.01f, "0.01" },
         { 0.0f, "0" }, { -0.0f, "-0" }, { FLT_MAX, "3.4028235e38" },
         { 1.4e-45f, "1e-45" }, { 16777216.0f, "16777216" },
         { 0.3f, "0.3" }, { 123.456f, "123.456" },
@@ -192,27 +192,29 @@ test_clinger(void)
     char bad[128] = "";
 
     for (long i = 0; i < n; i++) {
-        int nd = 1 + (int)(rnd() % 15), o = 0;
+        int nd = 1 + (int)(rnd() % 17), o = 0;
         int point = (int)(rnd() % (unsigned)(nd + 1));
-        int ex = (int)(rnd() % 45) - 22 + (nd - point);
+        int ex = (int)(rnd() % 51) - 25;    /* the power of ten of digits */
         double want, got;
         const char *next;
+        char dig[20];
 
+        for (int d = 0; d < nd; d++)
+            dig[d] = (char)(d == 0 ? '1' + rnd() % 9 : '0' + rnd() % 10);
         if (rnd() & 1)
             s[o++] = '-';
-        for (int d = 0; d < nd; d++) {
-            if (d == point && d > 0)
+        if (point == 0) {
+            memcpy(s + o, "0.", 2);
+            o += 2;
+        } else {
+            memcpy(s + o, dig, (size_t)point);
+            o += point;
+            if (point < nd)
                 s[o++] = '.';
-            s[o++] = (char)('0' + (d == 0 && point != 1 ? 1 + rnd() % 9 :
-                                   rnd() % 10));
-            if (d == 0 && point == 0) {
-                memmove(s + o - 1 + 2, s + o - 1, 1);
-                s[o - 1] = '0';
-                s[o] = '.';
-                o += 2;
-            }
         }
-        o += snprintf(s + o, sizeof(s) - (size_t)o, "e%d", ex - (nd - point));
+        memcpy(s + o, dig + point, (size_t)(nd - point));
+        o += nd - point;
+        o += snprintf(s + o, sizeof(s) - (size_t)o, "e%d", ex + (nd - point));
         want = strtod(s, NULL);
         if (ss__kserve_fast_f64(s, s + o, &got)) {
             n_fast++;
@@ -228,8 +230,11 @@ test_clinger(void)
         {
             float g32 = 0, w32 = strtof(s, NULL);
 
-            if (ss__kserve_parse_f32(s, s + o, &g32, &next) != 0 ||
-                float_bits(g32) != float_bits(w32))
+            int rc32 = ss__kserve_parse_f32(s, s + o, &g32, &next);
+
+            /* Finite text past float's range is refused, not inf. */
+            if (isinf(w32) ? rc32 != SS__KNUM_RANGE :
+                rc32 != 0 || float_bits(g32) != float_bits(w32))
                 if (n_bad32++ == 0)
                     snprintf(bad, sizeof(bad), "f32 %s: %a vs %a", s,
                              (double)g32, (double)w32);
@@ -313,7 +318,7 @@ test_tokens(void)
         { "0e99999999999999", 0, 16, 0 },
         { "123456789012345678901234567890", 0, 30, 1.2345678901234568e29 },
         { "0.000000000000000000000000000000000000000000001401298464324817",
-          0, 64, 1.401298464324817e-45 },
+          0, 62, 1.401298464324817e-45 },
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
