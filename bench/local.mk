@@ -11,3 +11,9 @@ EXTRA_DIST += \
 	bench/engine_ort.js \
 	bench/package.json \
 	bench/package-lock.json
+
+EXTRA_DIST += \
+	bench/serve.sh \
+	bench/serve.py \
+	bench/serve/post.lua \
+	bench/serve/get.lua

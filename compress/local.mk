@@ -1,1 +1,42 @@
 # SPDX-License-Identifier: Apache-2.0
+#
+# Compression: evaluation, PTQ int8 (QDQ), bf16, pruning, low-rank.
+# compress/compress.h is the public header; compress/internal.h is shared
+# by the files of this folder and their unit tests.
+
+noinst_LIBRARIES += compress/libsscompress.a
+compress_libsscompress_a_SOURCES = \
+	compress/compress.h compress/internal.h \
+	compress/compress.c compress/eval.c compress/layers.c \
+	compress/quant.c compress/prune_int.h compress/prune.c \
+	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c
+compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
+
+# What a program that compresses links, in order.
+SS_COMPRESS_LIBS = compress/libsscompress.a $(SS_ENGINE_LIBS) \
+	$(LAPACKE_LIBS) $(JANSSON_LIBS)
+
+check_PROGRAMS += tests/unit/test_compress
+TESTS += tests/unit/test_compress
+tests_unit_test_compress_SOURCES = tests/unit/test_compress.c \
+	tests/unit/test_compress.h tests/unit/test_compress_util.h \
+	tests/unit/test_compress_data.c
+tests_unit_test_compress_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+tests_unit_test_compress_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)
+
+check_PROGRAMS += tests/unit/test_compress_models
+TESTS += tests/unit/test_compress_models
+tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
+	tests/unit/test_compress.h tests/unit/test_compress_util.h \
+	tests/unit/test_compress_data.c
+tests_unit_test_compress_models_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+tests_unit_test_compress_models_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)
+
+# The measurements behind bench/compress (not installed).
+noinst_PROGRAMS += compress/compress-table
+compress_compress_table_SOURCES = compress/table_main.c
+compress_compress_table_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+compress_compress_table_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)

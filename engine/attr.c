@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Node attributes: look-ups for kernels and passes, and freeing.
+ * Node attribute look-ups for kernels and passes.  Built into the kernel
+ * library (engine/ops/libssops.a) and depending on nothing else, so the
+ * kernel tests link exactly what the engine runs; graph.c frees
+ * attributes.
  *
  * THREADS: [any]; attributes are immutable once the graph is loaded.
  */
 
 #include <string.h>
 
-#include "common/alloc.h"
 #include "engine/ir.h"
 
 const ss_attr_t *
@@ -65,38 +67,4 @@ ss__attr_floats(const ss_node_t *n, const char *name, const float **v)
         return -1;
     *v = a->floats;
     return a->n;
-}
-
-void
-ss__attr_clear(ss_attr_t *a)
-{
-    if (a == NULL)
-        return;
-    ss_free(a->name);
-    ss_free(a->s);
-    ss__tensor_free(a->t);
-    ss_free(a->floats);
-    ss_free(a->ints);
-    if (a->strings != NULL)
-        for (int i = 0; i < a->n; i++)
-            ss_free(a->strings[i]);
-    ss_free(a->strings);
-    memset(a, 0, sizeof(*a));
-}
-
-void
-ss__node_clear(ss_node_t *n)
-{
-    if (n == NULL)
-        return;
-    ss_free(n->name);
-    ss_free(n->op_type);
-    ss_free(n->domain);
-    ss_free(n->inputs);
-    ss_free(n->outputs);
-    if (n->attrs != NULL)
-        for (int i = 0; i < n->n_attrs; i++)
-            ss__attr_clear(&n->attrs[i]);
-    ss_free(n->attrs);
-    memset(n, 0, sizeof(*n));
 }

@@ -155,18 +155,20 @@ ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
 
     if (l == SS_DNN_PLAIN)
         return ss__dnn_md_dense(md, ndim, dims, dt, err, what);
-    if (l != SS_DNN_BLOCKED || !ss_dnn_blocked_ok(ndim, dims))
+    if ((l != SS_DNN_BLOCKED && l != SS_DNN_NHWC) || ndim != 4 ||
+        (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(ndim, dims)))
         return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: layout %d for %d "
-                          "dims (blocked needs 4 and C %% 16 == 0)", what,
-                          (int)l, ndim);
+                          "dims (blocked needs 4 and C %% 16 == 0, NHWC "
+                          "4)", what, (int)l, ndim);
     for (i = 0; i < 4; i++) {
         if (dims[i] < 1)
             return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
                               what, i, (long long)dims[i]);
         d[i] = dims[i];
     }
-    return ss__dnn_check(dnnl_memory_desc_init_by_tag(md, 4, d, dt,
-                                                      dnnl_nChw16c),
+    return ss__dnn_check(dnnl_memory_desc_init_by_tag(
+                             md, 4, d, dt,
+                             l == SS_DNN_NHWC ? dnnl_nhwc : dnnl_nChw16c),
                          err, "dnnl_memory_desc_init_by_tag", what);
 }
 
@@ -463,7 +465,7 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
     dnnl_stream_t s = NULL;
     dnnl_exec_arg_t args[2];
     size_t n = dnnl_memory_desc_get_size(want);
-    int rc;
+    int rc, nt;
 
     if ((rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
@@ -503,12 +505,17 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
     args[0].memory = from;
     args[1].arg = DNNL_ARG_TO;
     args[1].memory = a->cmem;
+    /* one thread: weights are small, and an OpenMP team waits for its
+     * second thread when the other core is busy (milliseconds per
+     * reorder, seen here as 15-40 ms compiles of the CNN fixture) */
+    nt = omp_get_max_threads();
+    omp_set_num_threads(1);
     rc = ss__dnn_check(dnnl_primitive_execute(r, s, 2, args), err,
                        "dnnl_primitive_execute(reorder)", p->what);
-    if (rc < 0)
-        goto done;
-    rc = ss__dnn_check(dnnl_stream_wait(s), err, "dnnl_stream_wait",
-                       p->what);
+    if (rc == 0)
+        rc = ss__dnn_check(dnnl_stream_wait(s), err, "dnnl_stream_wait",
+                           p->what);
+    omp_set_num_threads(nt);
     if (rc < 0)
         goto done;
 set:
@@ -600,6 +607,60 @@ size_t
 ss_dnn_prim_const_bytes(const ss_dnn_prim_t *p)
 {
     return p->const_bytes;
+}
+
+/* Dense strides of a 4-D md in the dim order ord (outermost first). */
+static int
+dense_in(const dnnl_memory_desc_t *md, const int *ord)
+{
+    const dnnl_dims_t *s = &md->format_desc.blocking.strides;
+    dnnl_dim_t want = 1;
+    int k;
+
+    for (k = 3; k >= 0; k--) {
+        if (md->dims[ord[k]] != 1 && (*s)[ord[k]] != want)
+            return 0;
+        want *= md->dims[ord[k]];
+    }
+    return 1;
+}
+
+static int
+is_nchw(const dnnl_memory_desc_t *md)
+{
+    static const int ord[4] = { 0, 1, 2, 3 };
+
+    return dense_in(md, ord);
+}
+
+static int
+is_nhwc(const dnnl_memory_desc_t *md)
+{
+    static const int ord[4] = { 0, 2, 3, 1 };
+
+    return dense_in(md, ord);
+}
+
+ss_dnn_layout_t
+ss_dnn_prim_layout(const ss_dnn_prim_t *p, int i)
+{
+    int k;
+
+    for (k = 0; k < p->n_args; k++) {
+        const ss__dnn_arg_t *a = &p->args[k];
+        const dnnl_blocking_desc_t *b = &a->md.format_desc.blocking;
+
+        if (a->src != (i < 0 ? SS__DNN_SRC_OUT : i))
+            continue;
+        if (a->md.ndims != 4 || a->md.format_kind != dnnl_blocked)
+            return SS_DNN_PLAIN;
+        if (b->inner_nblks == 1 && b->inner_idxs[0] == 1 &&
+            b->inner_blks[0] == 16)
+            return SS_DNN_BLOCKED;
+        return b->inner_nblks == 0 && is_nhwc(&a->md) && !is_nchw(&a->md)
+               ? SS_DNN_NHWC : SS_DNN_PLAIN;
+    }
+    return SS_DNN_PLAIN;
 }
 
 const char *

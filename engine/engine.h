@@ -98,7 +98,10 @@ size_t ss_graph_weight_bytes(const ss_graph_t *g);
 
 /* Compiles a plan for concrete input shapes (one ss_tensor_t per graph
  * input, in graph order; only dtype/ndim/dims are read).  Borrows g, which
- * must outlive the plan. */
+ * must outlive the plan.  A plan's memory (any one value; folded
+ * constants plus intermediates together) is capped at 4 GiB, or at what
+ * the environment variable SS_ENGINE_MAX_PLAN_BYTES says ("512M", "8G");
+ * past it the compile fails with SS_ETOOBIG naming the node. */
 int ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                 ss_plan_t **out, ss_err_t *err);
 void ss_plan_free(ss_plan_t *p);

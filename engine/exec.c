@@ -233,10 +233,13 @@ ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
 
     if ((rc = check_io(p, inputs, outputs, err)) < 0
         || (rc = reserve(ctx, p, err)) < 0)
-        return rc;
+        goto done;
     resolve(p, ctx, inputs, outputs);
     for (int s = 0; s < p->n_steps; s++)
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)
-            return rc;
-    return 0;
+            goto done;
+done:
+    if (rc < 0)
+        ss__err_scrub(err);
+    return rc;
 }

@@ -47,7 +47,9 @@ typedef struct ss_node {
     int n_inputs;
     int *inputs;        /* value ids; -1 for an omitted optional input */
     int n_outputs;
-    int *outputs;       /* value ids; -1 for an omitted optional output */
+    int *outputs;       /* value ids; -1 for an omitted optional output
+                         * (output 0 is always there: the importer
+                         * refuses nodes without it) */
     int n_attrs;
     ss_attr_t *attrs;
 } ss_node_t;
@@ -86,6 +88,9 @@ struct ss_graph {
     int *outputs;       /* value ids */
     ss_io_info_t *output_info;
     size_t weight_bytes;
+    int n_meta;         /* ModelProto.metadata_props, in file order */
+    char **meta_keys;   /* owned; see engine/edit.h */
+    char **meta_values;
 };
 
 /* Empty tensors: a tensor that exists has data != NULL even with zero
@@ -108,6 +113,10 @@ int ss__tensor_bytes(const ss_tensor_t *t, size_t *out);
 char *ss__tensor_str(const ss_tensor_t *t, char *buf, size_t len);
 /* "FLOAT", "INT64", ... (ONNX spelling), "?" when unknown. */
 const char *ss__dtype_onnx_name(ss_dtype_t t);
+
+/* Replaces control bytes in err's message by '?': messages quote names
+ * from the model file, and end up in logs and HTTP responses. */
+void ss__err_scrub(ss_err_t *err);
 
 void ss__attr_clear(ss_attr_t *a);
 void ss__node_clear(ss_node_t *n);

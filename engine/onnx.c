@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "engine/edit.h"
 #include "engine/onnx_int.h"
 
 #define MAX_COUNT (1 << 24)     /* nodes, values, attributes ... */
@@ -783,6 +784,13 @@ load(const void *buf, size_t len, const char *source, const char *dir,
         || (rc = sort_nodes(&im, err)) < 0
         || (rc = make_outputs(&im, err)) < 0)
         goto done;
+    /* metadata_props: e.g. slimserve.precision (engine/edit.h) */
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (m->metadata_props[i]->key != NULL
+            && (rc = ss_graph_set_meta(im.g, m->metadata_props[i]->key,
+                                       nz(m->metadata_props[i]->value),
+                                       err)) < 0)
+            goto done;
     *out = im.g;
     im.g = NULL;
 done:
@@ -790,6 +798,8 @@ done:
         onnx__model_proto__free_unpacked(m, &pb_allocator);
     ss_free(im.names.slot);
     ss_graph_free(im.g);
+    if (rc < 0)
+        ss__err_scrub(err);
     return rc;
 }
 

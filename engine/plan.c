@@ -628,7 +628,9 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     for (int i = 0; i < g->n_nodes; i++)
         if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
             goto done;
-    if (p->fuse && (rc = ss__plan_fuse(p, err)) < 0)
+    if (p->fuse && ((rc = ss__plan_lowp(p, err)) < 0
+                    || (rc = ss__plan_fuse(p, err)) < 0
+                    || (rc = ss__plan_layout(p, err)) < 0))
         goto done;
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
         || (rc = plan_arena(p, err)) < 0)
@@ -639,6 +641,8 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     p = NULL;
 done:
     ss_plan_free(p);
+    if (rc < 0)
+        ss__err_scrub(err);
     return rc;
 }
 

@@ -11,7 +11,45 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan_fuse_int.h"
+#include "engine/plan_layout.h"
+
+/* A blocked or NHWC primitive that fell back to oneDNN's reference code
+ * is slower than the plain one: the caller tries other layouts. */
+static int
+slow_blocked(const ss_dnn_prim_t *prim)
+{
+    return strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0;
+}
+
+/* Records the layout the fused step writes its output in. */
+static void
+wrote(ss__fz_t *fz, int v, const ss_dnn_prim_t *prim)
+{
+    fz->p->vals[v].layout = ss_dnn_prim_layout(prim, -1);
+}
+
+/* The layout of an op that keeps one layout from src to dst (pooling,
+ * binary): the source's, when dst may be written in it; else PLAIN. */
+static ss_dnn_layout_t
+follow(ss__fz_t *fz, int src, int dst)
+{
+    const ss_plan_t *p = fz->p;
+    ss_dnn_layout_t l = ss__lay_of(p, src);
+    ss_dnn_layout_t want = ss__lay_dst(fz, dst);
+    const ss_tensor_t *x = &p->vals[src].t, *y = &p->vals[dst].t;
+
+    if (x->ndim != 4 || y->ndim != 4)
+        return SS_DNN_PLAIN;
+    if (ss__lay_same(ss__lay_natural(x), SS_DNN_PLAIN, x))
+        l = want;   /* src's bytes read as any layout (H*W == 1) */
+    /* a plain src stays plain: reordering the (smaller) output for its
+     * readers is cheaper than the input */
+    if (l == SS_DNN_PLAIN
+        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(4, y->dims))
+        || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
+        return SS_DNN_PLAIN;
+    return l;
+}
 
 static int
 is_op(const ss_step_t *st, const char *op)
@@ -241,6 +279,57 @@ notset(const ss_node_t *n)
     return strcmp(ap, "NOTSET") == 0 || strcmp(ap, "") == 0;
 }
 
+/* Creates the conv in the first layouts oneDNN has a real kernel for:
+ * the wanted dst, with the src in the conv's family (oneDNN's blocked
+ * kernels read NCHW only for a few input channels, a first layer; a
+ * reorder costs less than the gemm fallback); then src and dst both in
+ * the family; then both NHWC; then NCHW.  The layout pass reorders the
+ * source to what the winner reads. */
+static int
+conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, const ss_tensor_t *x,
+             const ss_tensor_t *y, int out, ss_dnn_prim_t **prim,
+             ss_err_t *err)
+{
+    ss_dnn_layout_t fam = ss__lay_conv_family(x, y), want[4][2];
+    int n = 0, rc = SS_EUNSUPP;
+
+    want[n][1] = ss__lay_dst(fz, out);
+    if (want[n][1] != SS_DNN_PLAIN) {
+        if (want[n][1] == SS_DNN_NHWC)
+            want[n][0] = SS_DNN_NHWC;
+        else if (fam == SS_DNN_BLOCKED)
+            want[n][0] = SS_DNN_BLOCKED;
+        else    /* to blocked from C % 16 != 0: a first layer reads NCHW */
+            want[n][0] = x->dims[1] < 16 ? SS_DNN_PLAIN : SS_DNN_NHWC;
+        n++;
+        if (want[0][0] != fam || want[0][1] != fam) {
+            want[n][0] = want[n][1] = fam;
+            n++;
+        }
+        /* e.g. groups of 8 channels: no blocked kernel, a brgconv one */
+        if (fam != SS_DNN_NHWC
+            && (want[0][0] != SS_DNN_NHWC || want[0][1] != SS_DNN_NHWC)) {
+            want[n][0] = want[n][1] = SS_DNN_NHWC;
+            n++;
+        }
+    }
+    want[n][0] = want[n][1] = SS_DNN_PLAIN;
+    n++;
+    for (int i = 0; i < n; i++) {
+        d->src_layout = want[i][0];
+        d->dst_layout = want[i][1];
+        if ((rc = ss_dnn_conv_new(d, prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc == 0 && (i == n - 1 || !slow_blocked(*prim)))
+            return 0;
+        ss_dnn_prim_free(*prim);
+        *prim = NULL;
+        if (i < n - 1)
+            ss_err_clear(err);
+    }
+    return rc;
+}
+
 int
 ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
 {
@@ -333,10 +422,11 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
-    if ((rc = ss_dnn_conv_new(&d, &prim, err)) < 0) {
+    if ((rc = conv_layouts(fz, &d, x, y, c.out, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
         goto done;
     }
+    wrote(fz, c.out, prim);
     if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0)
         rc = 1;
     prim = NULL;
@@ -468,8 +558,22 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
                 : ss__attr_int(st->node, "count_include_pad", 0)
                   ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
     }
-    if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
+    /* one layout for src and dst: the source's, when the output may
+     * have it too */
+    d.layout = follow(fz, st->in[0], st->out[0]);
+    if (d.layout != SS_DNN_PLAIN) {
+        if ((rc = ss_dnn_pool_new(&d, &prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc < 0 || slow_blocked(prim)) {
+            ss_dnn_prim_free(prim);
+            prim = NULL;
+            ss_err_clear(err);
+            d.layout = SS_DNN_PLAIN;
+        }
+    }
+    if (prim == NULL && (rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
+    wrote(fz, st->out[0], prim);
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
     if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
         return rc;
@@ -525,8 +629,20 @@ ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
-    if ((rc = ss_dnn_binary_new(&d, &prim, err)) < 0)
+    d.layout = y->ndim == 4 ? follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
+    if (d.layout != SS_DNN_PLAIN) {
+        if ((rc = ss_dnn_binary_new(&d, &prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc < 0 || slow_blocked(prim)) {
+            ss_dnn_prim_free(prim);
+            prim = NULL;
+            ss_err_clear(err);
+            d.layout = SS_DNN_PLAIN;
+        }
+    }
+    if (prim == NULL && (rc = ss_dnn_binary_new(&d, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
+    wrote(fz, c.out, prim);
     if ((rc = ss__fz_emit(fz, &c, prim, lead, 2, err)) < 0)
         return rc;
     return 1;

@@ -40,6 +40,7 @@ typedef struct ss_pval {
     size_t bytes;
     size_t offset;      /* SS_PV_ARENA */
     int n_uses;         /* steps that read it, after fusion */
+    ss_dnn_layout_t layout; /* how its producer writes it (plan_layout.c) */
 } ss_pval_t;
 
 typedef enum {
@@ -93,5 +94,14 @@ void ss__plan_step_clear(ss_step_t *s);
  * Leaves the plan valid (unchanged steps) on SS_EUNSUPP-type refusals;
  * fails only on errors that must stop the compile. */
 int ss__plan_fuse(ss_plan_t *p, ss_err_t *err);
+
+/* Before fusion: QDQ patterns onto int8 primitives, and bf16 compute when
+ * the graph asks for it (plan_qdq.c).  May append plan values beyond the
+ * graph's (bf16 copies of activations). */
+int ss__plan_lowp(ss_plan_t *p, ss_err_t *err);
+
+/* After fusion: puts a reorder before every read of a value in a layout
+ * other than the one its producer wrote (plan_layout.c). */
+int ss__plan_layout(ss_plan_t *p, ss_err_t *err);
 
 #endif

@@ -243,7 +243,81 @@ versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
         ss_req_respond_json(r, 200, j);
 }
 
+/* ---- compression jobs ------------------------------------------------ */
+
+static int64_t
+job_id(const char *text)
+{
+    char *end;
+    long long v = strtoll(text, &end, 10);
+
+    return *end == '\0' && v > 0 ? v : -1;
+}
+
+static void
+compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    const char *body;
+    size_t len;
+    int64_t id;
+
+    body = ss_req_body(r, &len);
+    id = ss_jobs_submit(s->jobs, m->cap[0], body, len, &err);
+    if (id < 0) {
+        ss_req_respond_error(r, op_status((int)id), "%s", err.msg);
+        return;
+    }
+    ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
+}
+
+static void
+jobs_list(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+
+    ss_req_respond_json(r, 200, ss_jobs_list(s->jobs));
+}
+
+static void
+job_get(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    int64_t id = job_id(m->cap[0]);
+    json_t *j = id > 0 ? ss_jobs_get(s->jobs, id) : NULL;
+
+    if (j == NULL)
+        ss_req_respond_error(r, 404, "no job '%s'", m->cap[0]);
+    else
+        ss_req_respond_json(r, 200, j);
+}
+
+static void
+job_cancel(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    int64_t id = job_id(m->cap[0]);
+    ss_err_t err = { 0 };
+    int rc;
+
+    if (id <= 0) {
+        ss_req_respond_error(r, 404, "no job '%s'", m->cap[0]);
+        return;
+    }
+    if ((rc = ss_jobs_cancel(s->jobs, id, &err)) < 0) {
+        ss_req_respond_error(r, rc == SS_ENOTFOUND ? 404 : 409, "%s",
+                             err.msg);
+        return;
+    }
+    ss_req_respond_json(r, 200, ss_jobs_get(s->jobs, id));
+}
+
 static const ss_route_t routes[] = {
+    { "POST", "/admin/models/*/compress", SS_EP_ADMIN, compress },
+    { "GET", "/admin/jobs", SS_EP_ADMIN, jobs_list },
+    { "GET", "/admin/jobs/*", SS_EP_ADMIN, job_get },
+    { "DELETE", "/admin/jobs/*", SS_EP_ADMIN, job_cancel },
     { "GET", "/admin/status", SS_EP_ADMIN, status },
     { "POST", "/v2/repository/index", SS_EP_REPOSITORY, repo_index },
     { "POST", "/v2/repository/models/*/load", SS_EP_REPOSITORY, repo_load },

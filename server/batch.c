@@ -270,7 +270,7 @@ ss_batcher_pause(ss_batcher_t *b, bool paused)
     pthread_mutex_unlock(&b->lock);
 }
 
-/* ---- batch formation (all [locked]) -------------------------------------- */
+/* ---- batch formation (all [locked]) ------------------------------- */
 
 /* Unlinks w, whose predecessor is prev (NULL at the head). */
 static void
@@ -406,7 +406,7 @@ wait_until(ss_batcher_t *b, int64_t when)
 
 void
 ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
-          ss_work_t **expired)
+                    ss_work_t **expired)
 {
     *batch = *expired = NULL;
     *samples = 0;
@@ -570,6 +570,7 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     b->max_batch = opts->max_batch_size;
     b->delay_ns = opts->max_queue_delay_us * 1000;
     b->max_queue = opts->max_queue_size;
+    b->threads = opts->threads;
     if ((b->out_batched = ss_calloc((size_t)b->n_outputs + 1, 1)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a batcher");
         goto done;
@@ -621,9 +622,13 @@ ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
     ss__plan_entry_t *pin;
     const ss_plan_t *plan;
     int rc = 0, runs = b->max_batch == 0 ? 1 : n;
+    int omp_saved = ss__batch_omp_enter(b);
 
-    if ((shapes = ss_calloc((size_t)b->n_inputs + 1, sizeof *shapes)) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for warm-up shapes");
+    shapes = ss_calloc((size_t)b->n_inputs + 1, sizeof *shapes);
+    if (shapes == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for warm-up shapes");
+        goto done;
+    }
     for (int i = 0; i < b->n_inputs; i++) {
         const ss_io_info_t *io = ss_graph_input(b->g, i);
 
@@ -646,6 +651,7 @@ ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
         ss__plancache_release(b->plans, pin);
     }
 done:
+    ss__batch_omp_restore(b, omp_saved);
     ss_free(shapes);
     return rc;
 }

@@ -21,10 +21,14 @@
  * A model without a batch dimension (max_batch_size == 0) runs each item
  * alone, as given.
  *
- * THREADS: ss_batcher_submit() is [any] (the loop thread in practice);
- * done callbacks run on executor threads; ss_batcher_free() must not be
- * called from an executor thread of the same batcher (it joins them).
- * The queue is guarded by the batcher's mutex; plans by the plan cache's.
+ * THREADS: ss_batcher_submit(), _queue_depth() and _pause() are [any]
+ * (the loop thread in practice); done callbacks run on executor threads,
+ * without any batcher lock held, so they may submit again (to this
+ * batcher too; while it is being freed that returns SS_ENOTREADY);
+ * ss_batcher_free() must not be called from an executor thread of the
+ * same batcher (it joins them).  The queue is guarded by the batcher's
+ * mutex; plans by the plan cache's; compiles and runs happen outside the
+ * queue lock.
  */
 
 #include <stdbool.h>
@@ -52,15 +56,19 @@ struct ss_work {
     void *arg;
 
     /* out: status 0 or a negative code with err set; on success one tensor
-     * per graph output (data from malloc, owned by the submitter after
-     * done), batch dim = the item's batch. */
+     * per graph output (array and data from ss_calloc/ss_aligned_alloc,
+     * each freeable with free(); owned by the submitter after done:
+     * ss_work_clear_outputs frees them), batch dim = the item's batch. */
     int status;
     ss_err_t err;
     int n_outputs;
     ss_tensor_t *outputs;
     int64_t queue_ns;           /* time spent queued */
-    int64_t compute_ns;         /* time of the batch it ran in */
-    int batch_size;             /* samples in that batch */
+    int64_t compute_ns;         /* the batch it ran in: gather, plan
+                                 * lookup (or compile), run, split */
+    int batch_size;             /* samples in that batch; 0 if not run
+                                 * (SS_ETIMEDOUT); 1 when max_batch_size
+                                 * is 0 */
 
     /* private to the batcher */
     int64_t enqueue_ns_;

@@ -29,4 +29,5 @@ tests_unit_test_batch_shapes_LDADD = $(SS_BATCH_LIBS)
 check_PROGRAMS += tests/unit/test_batch_bench
 tests_unit_test_batch_bench_SOURCES = tests/unit/test_batch_bench.c \
 	tests/unit/test_batch.h
-tests_unit_test_batch_bench_LDADD = $(SS_BATCH_LIBS)
+tests_unit_test_batch_bench_LDADD = engine/libssio.a $(SS_BATCH_LIBS) \
+	$(ZLIB_LIBS)

@@ -43,6 +43,7 @@ struct ss_batcher {
     int *preferred;             /* ascending, unique, in 1..max_batch */
     int n_preferred;
     int max_queue;
+    int threads;                /* oneDNN threads per executor, 0: default */
     ss__plancache_t *plans;
 
     pthread_mutex_t lock;
@@ -77,6 +78,15 @@ ss__batch_now_ns(void)
  * batcher is closing and its queue is empty.  In batch.c. */
 void ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch,
                          int64_t *samples, ss_work_t **expired);
+
+/* Sets the calling thread's OpenMP thread count to b->threads (when set)
+ * and returns the previous one, for ss__batch_omp_restore.  Plans must be
+ * compiled with the thread count they run with: oneDNN sizes its kernels'
+ * work split when a primitive is created, and a plan compiled for 2
+ * threads but run on 1 took 2.5x the CPU per sample (MLP, batch 32).
+ * In batch_run.c. */
+int ss__batch_omp_enter(const ss_batcher_t *b);
+void ss__batch_omp_restore(const ss_batcher_t *b, int saved);
 
 /* In batch_run.c. */
 void *ss__batch_exec_main(void *arg);

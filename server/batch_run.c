@@ -20,6 +20,7 @@
  * its own lock; metric series are lock-free.
  */
 
+#include <omp.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -246,10 +247,31 @@ done:
     complete(b, batch);
 }
 
+int
+ss__batch_omp_enter(const ss_batcher_t *b)
+{
+    int saved = omp_get_max_threads();
+
+    if (b->threads > 0)
+        omp_set_num_threads(b->threads);
+    return saved;
+}
+
+void
+ss__batch_omp_restore(const ss_batcher_t *b, int saved)
+{
+    if (b->threads > 0)
+        omp_set_num_threads(saved);
+}
+
 void *
 ss__batch_exec_main(void *arg)
 {
     struct exec *x = arg;
+
+    /* Before the first compile on this thread, not just before the first
+     * run (where the engine's stream sets it). */
+    ss__batch_omp_enter(x->b);
 
     for (;;) {
         ss_work_t *batch, *expired;

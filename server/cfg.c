@@ -60,6 +60,8 @@ static const key_t_ keys[] = {
       "serve the admin API without a token (explicit opt-in)" },
     { "threads", T_INT, OFF(threads), 0, 1024, "N",
       "compute threads; 0 means one per core" },
+    { "job_threads", T_INT, OFF(job_threads), 0, 1024, "N",
+      "threads of a compression job (0: library default)" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
@@ -261,6 +263,7 @@ defaults(ss_config_t *cfg)
     cfg->http_port = 8000;
     cfg->admin_port = 8001;
     cfg->threads = 0;
+    cfg->job_threads = 1;
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_header_bytes = 32 << 10;

@@ -29,6 +29,7 @@ typedef struct ss_config {
     char *admin_token_file;
     bool admin_insecure;
     int threads;                /* 0: one per core */
+    int job_threads;            /* oneDNN threads of compression jobs */
     int log_level;              /* syslog number */
     int64_t max_body_bytes;
     int max_header_bytes;

@@ -25,3 +25,5 @@ tests_unit_test_kserve_num_LDADD = server/libsskserve.a $(SS_ENGINE_LIBS) \
 
 # A libFuzzer target, built by tests/fuzz/run.sh (clang), not by make.
 EXTRA_DIST += tests/fuzz/fuzz_kserve.c
+EXTRA_DIST += tests/fuzz/seeds/kserve/s1 tests/fuzz/seeds/kserve/s2 \
+	tests/fuzz/seeds/kserve/s3

@@ -6,9 +6,9 @@
  *
  * Reading.  A token is first checked against the JSON grammar by hand
  * (strtod accepts hex, "inf", leading '+' and spaces, JSON does not), and
- * its first 19 significant digits are gathered into a uint64 with a
- * power-of-ten exponent.  Clinger's fast path: when that significand is
- * exact and at most 2^53 and the exponent is within +-22, the significand
+ * its digits are gathered into a uint64 with a power-of-ten exponent (more
+ * than 19 significant digits overflow it and go the slow way).  Clinger's
+ * fast path: when that significand is at most 2^53 and the exponent is within +-22, the significand
  * and 10^|e| are both exact doubles, so one IEEE multiply or divide gives
  * the correctly rounded double.  (Exponents a little over 22 still work
  * when the significand can absorb the excess and stay under 2^53.)
@@ -23,20 +23,30 @@
  * range where float has fewer bits.  Those cases (about 1 in 2^29 random
  * inputs) take strtof instead, so every result equals strtof's.
  *
- * Writing float32.  The shortest decimal that reads back as f is the first
- * precision p = 1..9 whose correctly rounded p-digit decimal lies in f's
- * rounding interval (half-way to each neighbour, the lower half narrower
- * at a power of two, ends included when f's significand is even so that
- * ties-to-even reading comes back to f).  float -> double is exact and the
- * interval ends are exact doubles, so the work is done in double: the
- * scaled value f * 10^s and the candidate d * 10^-s carry a relative error
- * of at most ~2^-52, far below the 2^-24 granularity that matters.  When
- * a candidate lies within 2^-49 of an interval end, or the scaled value is
- * within 2^-20 of a rounding tie, the fast test cannot decide and the
- * candidate is settled exactly by strtof on its text.  The result has the
- * digit count of the shortest "%.{p}g" that round-trips (the unit tests
- * check this against that brute-force reference), and is written in
- * whichever of plain or exponent notation is shorter.
+ * Writing float32.  A decimal reads back as f when it lies in f's rounding
+ * interval (half-way to each neighbour, the lower half narrower at a
+ * power of two, the ends included when f's significand is even since
+ * reading rounds ties to even).  float -> double is exact and so are the
+ * interval's ends, so the search runs in double:
+ *
+ *   - pick the decimal grid 10^g with 10^g <= width < 10^(g+1): the
+ *     interval, scaled by 10^-g, holds 1 to 10 integers, [L, H];
+ *   - go to coarser grids (L = ceil(L/10), H = floor(H/10)) while one
+ *     still has a point inside; usually zero or one step;
+ *   - take the point of that grid nearest f, clamped into [L, H].
+ *
+ * That is the coarsest grid with a point in the interval, so no shorter
+ * decimal reads back (the unit tests check every result against the
+ * brute-force "%.{1..9}g" reference and strtof).  The scaled ends carry a
+ * relative error of ~2^-52, about 10^-7 in absolute terms, harmless unless
+ * an end is itself (nearly) on the grid, as for some integers and other
+ * short decimals: then the slow way decides.  It tries the
+ * correctly rounded p-digit decimal for p = 1..9 (bisecting p, which is
+ * monotone when the interval is symmetric) and settles each candidate
+ * that is within 2^-49 of an end exactly, with strtof on its text.  The
+ * result is written in whichever of plain or exponent notation is shorter
+ * ("0.001" is "1e-3", "100" stays "100").  About 45 ns per float here,
+ * against 110-150 ns for snprintf("%.9g"), which is also longer.
  *
  * float64 output is rare (FP64 models): "%.15g", "%.16g", "%.17g", the
  * first that strtod reads back.
@@ -98,21 +108,20 @@ isdig(char c)
 }
 
 typedef struct decimal {
-    uint64_t mant;      /* the first (up to) 19 significant digits */
+    uint64_t mant;      /* the significant digits */
     int64_t exp10;      /* value = mant * 10^exp10, unless many */
     bool neg;
-    bool many;          /* non-zero digits were dropped: inexact */
+    bool many;          /* over 19 digits: mant is meaningless */
 } decimal_t;
 
 /* Checks the JSON number grammar from p; returns the end of the token, or
- * NULL. */
+ * NULL.  Digits accumulate without checks; past 19 significant digits the
+ * significand has wrapped and "many" sends the caller to strtod. */
 static const char *
 scan_decimal(const char *p, const char *end, decimal_t *d)
 {
     uint64_t m = 0;
-    int nd = 0;
-    int64_t e = 0;
-    bool many = false;
+    int64_t e = 0, ni = 0, nf = 0, z = 0;
 
     d->neg = false;
     if (p < end && *p == '-') {
@@ -122,33 +131,28 @@ scan_decimal(const char *p, const char *end, decimal_t *d)
     if (p >= end || !isdig(*p))
         return NULL;
     if (*p == '0') {
-        p++;
+        p++;                /* JSON allows no other leading zero */
     } else {
-        for (; p < end && isdig(*p); p++) {
-            if (nd < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                nd++;
-            } else {
-                e++;
-                many |= *p != '0';
-            }
-        }
+        const char *s0 = p;
+
+        while (p < end && isdig(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        ni = p - s0;
     }
     if (p < end && *p == '.') {
-        p++;
-        if (p >= end || !isdig(*p))
-            return NULL;
-        for (; p < end && isdig(*p); p++) {
-            if (m == 0 && *p == '0') {
-                e--;
-            } else if (nd < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                nd++;
-                e--;
-            } else {
-                many |= *p != '0';
-            }
+        const char *f0 = ++p;
+
+        if (ni == 0) {
+            while (p < end && *p == '0')
+                p++;
+            z = p - f0;     /* zeros before the first significant digit */
         }
+        while (p < end && isdig(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        nf = p - f0;
+        if (nf == 0)
+            return NULL;
+        e = -nf;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         bool eneg = false;
@@ -169,7 +173,7 @@ scan_decimal(const char *p, const char *end, decimal_t *d)
     }
     d->mant = m;
     d->exp10 = e;
-    d->many = many;
+    d->many = ni + nf - z > 19;
     return p;
 }
 
@@ -185,7 +189,7 @@ fast_path(const decimal_t *d, double *out)
     if (d->many || d->mant > ((uint64_t)1 << 53))
         return false;
     if (d->exp10 >= -22 && d->exp10 <= 22) {
-        v = scale10((double)d->mant, (int)d->exp10);
+        v = scale10((double)(int64_t)d->mant, (int)d->exp10);
     } else if (d->exp10 > 22 && d->exp10 <= 22 + 16) {
         uint64_t m = d->mant;
 
@@ -194,7 +198,7 @@ fast_path(const decimal_t *d, double *out)
                 return false;
             m *= 10;
         }
-        v = (double)m * 1e22;
+        v = (double)(int64_t)m * 1e22;
     } else {
         return false;
     }
@@ -268,11 +272,8 @@ ss__kserve_parse_f64(const char *p, const char *end, double *out,
     double v;
 
     *next = p;
-    if (p < end && (*p == 'N' || *p == 'I' || *p == '-'))
-        if (special(p, end, out, next))
-            return 0;
     if ((q = scan_decimal(p, end, &d)) == NULL)
-        return SS__KNUM_SYNTAX;
+        return special(p, end, out, next) ? 0 : SS__KNUM_SYNTAX;
     if (!fast_path(&d, &v) && slow_parse(p, q, false, &v, NULL) < 0)
         return -ENOMEM;
     if (isinf(v))
@@ -306,14 +307,12 @@ ss__kserve_parse_f32(const char *p, const char *end, float *out,
     float f;
 
     *next = p;
-    if (p < end && (*p == 'N' || *p == 'I' || *p == '-')) {
-        if (special(p, end, &v, next)) {
-            *out = (float)v;
-            return 0;
-        }
+    if ((q = scan_decimal(p, end, &d)) == NULL) {
+        if (!special(p, end, &v, next))
+            return SS__KNUM_SYNTAX;
+        *out = (float)v;
+        return 0;
     }
-    if ((q = scan_decimal(p, end, &d)) == NULL)
-        return SS__KNUM_SYNTAX;
     if (fast_path(&d, &v) && no_double_rounding(v))
         f = (float)v;
     else if (slow_parse(p, q, true, NULL, &f) < 0)
@@ -510,12 +509,57 @@ try_digits(float a, double x, double lo, double hi, int E, int p,
     return 0;
 }
 
+static inline bool
+near_int(double v)
+{
+    return fabs(v - (double)(uint64_t)(v + 0.5)) < 0x1p-20;
+}
+
+/* The decimal on the coarsest grid 10^k that has a point inside (lo, hi),
+ * nearest x among those: 1 and *c, *k set, or 0 when an end is too close
+ * to a grid point to decide in double.  q is the binary exponent of f's
+ * ulp. */
+static int
+shortest_grid(double x, double lo, double hi, int q, uint64_t *c, int *k)
+{
+    double w = hi - lo, ls, hs, xs;
+    int g = (q * 78913) >> 18, j = 0;
+    uint64_t L, H, n;
+
+    /* 10^g <= w < 10^(g+1): the interval spans 1 to 10 grid steps. */
+    if (w < p10(g))
+        g--;
+    else if (w >= p10(g + 1))
+        g++;
+    ls = lo * p10(-g);
+    hs = hi * p10(-g);
+    if (near_int(ls) || near_int(hs))
+        return 0;
+    L = (uint64_t)ls + 1;
+    H = (uint64_t)hs;
+    if (L > H)
+        return 0;
+    /* Coarser grids while one still has a point inside. */
+    while (H / 10 >= (L + 9) / 10) {
+        L = (L + 9) / 10;
+        H /= 10;
+        j++;
+    }
+    if (j - g > POW10_MAX)
+        return 0;
+    xs = x * p10(j - g);
+    n = (uint64_t)(xs + 0.5);
+    *c = n < L ? L : n > H ? H : n;
+    *k = g + j;
+    return 1;
+}
+
 int
 ss_kserve_format_f32(float f, char *buf)
 {
     uint32_t bits, mbits, ebits;
     double x, ulp, lo, hi;
-    int o = 0, e2, E, k;
+    int o = 0, e2, E, k, q;
     uint64_t c;
     float a;
 
@@ -549,6 +593,11 @@ ss_kserve_format_f32(float f, char *buf)
         E++;
     else if (x < p10(E))
         E--;
+    q = ebits ? (int)ebits - 150 : -149;     /* the ulp is 2^q */
+    if (shortest_grid(x, lo, hi, q, &c, &k))
+        return o + emit(c, k, buf + o);
+    /* An end of the interval is (nearly) a short decimal: decide by
+     * reading candidates back. */
     if (mbits == 0) {
         /* A power of two: the lopsided interval can let p digits read
          * back while p + 1 do not, so search upward. */

@@ -3,6 +3,7 @@ noinst_LIBRARIES += server/libssserver.a
 server_libssserver_a_SOURCES = \
 	server/admin.c \
 	server/infer.c server/infer.h \
+	server/jobs.c server/jobs.h server/jobs_int.h server/jobs_parse.c \
 	server/modelcfg.c server/modelcfg.h \
 	server/registry.c server/registry.h server/registry_int.h \
 	server/registry_json.c \
@@ -16,11 +17,12 @@ server_libssserver_a_SOURCES = \
 server_libssserver_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
 
-SERVER_LIBS = server/libssserver.a server/libsskserve.a server/libssbatch.a \
+SERVER_LIBS = server/libssserver.a compress/libsscompress.a \
+	server/libsskserve.a server/libssbatch.a \
 	engine/libssio.a $(SS_ENGINE_LIBS) server/libssinfra.a \
 	common/libsscommon.a \
 	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS) $(ZLIB_LIBS) \
-	-lpthread -lm
+	$(LAPACKE_LIBS) -lpthread -lm
 
 bin_PROGRAMS += server/slimserve
 server_slimserve_SOURCES = server/main.c

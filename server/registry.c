@@ -220,7 +220,9 @@ file_stamp(const char *dir, int64_t v, int64_t *mtime, int64_t *size)
     char path[4096];
     struct stat st;
 
-    snprintf(path, sizeof(path), "%s/%lld/model.onnx", dir, (long long)v);
+    if (snprintf(path, sizeof(path), "%s/%lld/model.onnx", dir,
+                 (long long)v) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
     if (stat(path, &st) < 0)
         return -errno;
     *mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;

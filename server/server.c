@@ -96,6 +96,8 @@ on_closed(uv_handle_t *h)
 static void
 finish(ss_server_t *s)
 {
+    ss_jobs_free(s->jobs);
+    s->jobs = NULL;
     ss_registry_free(s->registry);
     s->registry = NULL;
     ss_http_close(s->http);
@@ -132,6 +134,9 @@ on_drain_tick(uv_timer_t *t)
         } else {
             return;
         }
+        /* Jobs hold version references: cancel and join them first. */
+        ss_jobs_free(s->jobs);
+        s->jobs = NULL;
         ss_registry_close(s->registry);
         s->drain_phase = 1;
     }
@@ -256,7 +261,11 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
             .batch_metrics = &s->batch_metrics,
         };
 
+        ss_jobs_clean_repository(cfg->model_repository);
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
+            return rc;
+        if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
+                              cfg->job_threads, &s->jobs, err)) < 0)
             return rc;
     }
 

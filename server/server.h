@@ -18,6 +18,7 @@
 #include "server/cfg.h"
 #include "server/http.h"
 #include "server/infer.h"
+#include "server/jobs.h"
 #include "server/registry.h"
 #include "server/metrics.h"
 
@@ -37,6 +38,7 @@ typedef struct ss_server {
     uint64_t drain_deadline_ms;
 
     ss_registry_t *registry;
+    ss_jobs_t *jobs;
     ss_batch_metrics_t batch_metrics;
     ss_infer_metrics_t infer_metrics;
     int drain_phase;                /* 0 requests, 1 models, 2 done */

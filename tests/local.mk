@@ -10,3 +10,5 @@ EXTRA_DIST += bench/http.sh
 TESTS += tests/integration/test_serve.py
 EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \
 	tests/integration/data/make_v2.py tests/integration/data/mlp_v2.onnx
+TESTS += tests/integration/test_compress.py
+EXTRA_DIST += tests/integration/test_compress.py

@@ -33,6 +33,7 @@ extern const ss_op_t ss__ops_norm[];
 extern const ss_op_t ss__ops_shape[];
 extern const ss_op_t ss__ops_tensor[];
 extern const ss_op_t ss__ops_reduce[];
+extern const ss_op_t ss__ops_quant[];
 
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */
 int ss__ops_fail(ss_err_t *err, const ss_node_t *n, const char *fmt, ...)

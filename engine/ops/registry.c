@@ -21,6 +21,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_shape,
     ss__ops_tensor,
     ss__ops_reduce,
+    ss__ops_quant,
     NULL
 };
 

@@ -26,7 +26,7 @@ case $secs in ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${CC:-clang}
-targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx"}
+targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx fuzz_kserve"}
 jobs=${FUZZ_JOBS:-2}
 
 if ! command -v "$cc" >/dev/null 2>&1; then
@@ -47,6 +47,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=all"
 cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer $san -D_GNU_SOURCE \
     -I$src -I$work/gen $(pkg-config --cflags libprotobuf-c 2>/dev/null)"
 libs="$(pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c) \
+    $(pkg-config --libs jansson 2>/dev/null || echo -ljansson) \
     -ldnnl -lgomp -lpthread -lz -lm"
 
 # config.h: the engine needs only the package identity from it.
@@ -121,6 +122,9 @@ build_target() {
     case $t in
         fuzz_npy) srcs="$common_srcs $io_srcs";;
         fuzz_onnx) srcs="$common_srcs $io_srcs $engine_srcs";;
+        fuzz_kserve) srcs="$common_srcs $src/engine/dtype.c \
+            $src/server/kserve.c $src/server/kserve_data.c \
+            $src/server/kserve_enc.c $src/server/kserve_num.c";;
         *) echo "fuzz: unknown target $t" >&2; return 1;;
     esac
     # shellcheck disable=SC2086
@@ -158,6 +162,8 @@ seed() {
                 [ -f "$f" ] && cp "$f" \
                     "$work/seeds-$t/$(echo "$f" | sed "s|$src/||; s|/|_|g")"
             done;;
+        fuzz_kserve)
+            cp "$here"/seeds/kserve/* "$work/seeds-$t/" 2>/dev/null;;
     esac
     echo "$d"
 }

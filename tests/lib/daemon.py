@@ -33,12 +33,13 @@ class DaemonError(Exception):
 
 
 class Daemon:
-    def __init__(self, args=None, env=None, start_timeout=20.0,
-                 repository=None, cwd=None):
+    def __init__(self, args=None, env=None, start_timeout=60.0,
+                 repository=None, cwd=None, wait_models=True):
         self.args = list(args or [])
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.start_timeout = start_timeout
+        self.wait_models = wait_models
         self.tmp = tempfile.TemporaryDirectory(prefix="ss-test-")
         self.repository = repository or os.path.join(self.tmp.name, "models")
         self.cwd = cwd or self.tmp.name
@@ -63,7 +64,9 @@ class Daemon:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             m = _LISTEN_RE.search(self.logs())
-            if m:
+            # Listening comes first; the models found at start load after.
+            if m and (not self.wait_models or
+                      "model(s) loaded" in self.logs()):
                 self.http_port = int(m.group(2))
                 self.admin_port = int(m.group(4))
                 return self

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
+#include "common/log.h"
 #include "server/plancache.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
@@ -272,10 +274,61 @@ test_plancache(void)
     ss_graph_free(g);
 }
 
+/* Fails the n-th allocation from the batcher's creation on, for every n
+ * until a run needs no more: each submitted item must still complete
+ * exactly once, right or with an error, and nothing may leak (ASan). */
+static void
+test_alloc_failures(void)
+{
+    static pitem_t it[2];
+    ss_graph_t *g = pair_model();
+    int n, created = 0, completed = 0, submitted = 0, wrong = 0;
+    int level = ss_log_level;
+
+    ss_log_level = SS_LOG_ERR;  /* each failed batch logs a warning */
+    for (n = 1; n < 400; n++) {
+        ss_batch_opts_t o = tb_opts(8, 100 * 1000);
+        ss_batcher_t *b = NULL;
+        int sub = 0, fails_before;
+
+        tb_reset();
+        ss_alloc_fail_after(n);
+        if (ss_batcher_new(g, &o, &b, NULL) == 0) {
+            created++;
+            ss_batcher_pause(b, true);
+            for (int i = 0; i < 2; i++) {
+                pitem_init(&it[i], 1 + i, 3, i);
+                sub += ss_batcher_submit(b, &it[i].t.w, NULL) == 0;
+            }
+            ss_batcher_pause(b, false);
+            ss_batcher_free(b);
+        }
+        ss_alloc_fail_after(0);
+        submitted += sub;
+        completed += tb_wait(sub, 0);
+        fails_before = 0;
+        for (int i = 0; i < sub; i++) {
+            fails_before += it[i].t.w.status != 0;
+            wrong += it[i].t.calls != 1 ||
+                     (it[i].t.w.status == 0 && !pitem_right(&it[i]));
+            ss_work_clear_outputs(&it[i].t.w);
+        }
+        if (b != NULL && sub == 2 && fails_before == 0)
+            break;      /* the n-th allocation came after everything */
+    }
+    ok(n < 400 && created > 0, "allocation failures 1..%d: the batcher "
+       "was created %d times", n, created);
+    ok(completed == submitted && wrong == 0, "all %d items submitted "
+       "completed once, right or with an error", submitted);
+    ss_log_level = level;
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
     test_pair();
+    test_alloc_failures();
     test_static();
     test_plancache();
     return tap_done();

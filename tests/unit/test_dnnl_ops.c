@@ -597,6 +597,24 @@ test_blocked(void)
     }
     ok(ok_all, "blocked chain: runs");
     check_close(outb, outp, 2 * 32 * 25, "blocked chain == plain chain");
+    /* what the plan's layout pass asks each object */
+    ok(ss_dnn_prim_layout(p[1][0], 0) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(p[1][0], -1) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(p[1][1], 0) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(p[1][1], 1) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(p[1][2], -1) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(p[1][3], 0) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(p[1][3], 1) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(p[1][3], 5) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(to_b, 0) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(to_b, -1) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(to_p, 0) == SS_DNN_BLOCKED
+       && ss_dnn_prim_layout(to_p, -1) == SS_DNN_PLAIN,
+       "prim_layout: blocked objects report their blocked arguments");
+    ok(ss_dnn_prim_layout(p[0][1], 0) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(p[0][1], 1) == SS_DNN_PLAIN
+       && ss_dnn_prim_layout(p[0][1], -1) == SS_DNN_PLAIN,
+       "prim_layout: plain objects report plain");
 done:
     for (l = 0; l < 8; l++)
         ss_dnn_prim_free(p[l / 4][l % 4]);

@@ -116,7 +116,8 @@ test_format_f32(void)
     };
     static const struct { float f; const char *s; } exact[] = {
         { 0.1f, "0.1" }, { -2.5f, "-2.5" }, { 100.0f, "100" },
-        { 1000.0f, "1e3" }, { 1e-5f, "1e-5" }, { 0.001f, "1e-3" }, { 0.01f, "0.01" },
+        { 1000.0f, "1e3" }, { 1e-5f, "1e-5" }, { 0.001f, "1e-3" },
+        { 0.01f, "0.01" },
         { 0.0f, "0" }, { -0.0f, "-0" }, { FLT_MAX, "3.4028235e38" },
         { 1.4e-45f, "1e-45" }, { 16777216.0f, "16777216" },
         { 0.3f, "0.3" }, { 123.456f, "123.456" },
@@ -243,6 +244,7 @@ test_clinger(void)
     ok(n_bad == 0, "fast path and parse_f64 equal strtod on %ld strings", n);
     ok(n_bad32 == 0, "parse_f32 equals strtof on the same strings");
     ok(n_fast > n / 2, "the fast path took %ld of %ld", n_fast, n);
+    tap_diag("fast path: %ld of %ld random decimal strings", n_fast, n);
     if (n_bad || n_bad32)
         tap_diag("first: %s", bad);
 }
@@ -307,7 +309,8 @@ test_tokens(void)
     } cases[] = {
         { "0", 0, 1, 0 }, { "-0", 0, 2, -0.0 }, { "1.5e3", 0, 5, 1500 },
         { "1E+2", 0, 4, 100 }, { "2e-3,", 0, 4, 0.002 },
-        { "0x10", 0, 1, 0 }, { "01", 0, 1, 0 }, { "1e39", SS__KNUM_RANGE, 0, 0 },
+        { "0x10", 0, 1, 0 }, { "01", 0, 1, 0 },
+        { "1e39", SS__KNUM_RANGE, 0, 0 },
         { "-1e39", SS__KNUM_RANGE, 0, 0 }, { "1e-60", 0, 5, 0 },
         { "1.", SS__KNUM_SYNTAX, 0, 0 }, { ".5", SS__KNUM_SYNTAX, 0, 0 },
         { "+1", SS__KNUM_SYNTAX, 0, 0 }, { "-", SS__KNUM_SYNTAX, 0, 0 },

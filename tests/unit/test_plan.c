@@ -539,6 +539,132 @@ test_fusion_attention(void)
     ss_graph_free(g);
 }
 
+/* Compiles g for one f32 input of shape [rows, 64] under the budget
+ * SS_ENGINE_MAX_PLAN_BYTES=budget (NULL: the default). */
+static int
+plan_with_budget(const ss_graph_t *g, int64_t rows, const char *budget,
+                 ss_err_t *err)
+{
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 2, .dims = { rows, 64 } };
+    ss_plan_t *p = NULL;
+    int rc;
+
+    if (budget != NULL)
+        setenv("SS_ENGINE_MAX_PLAN_BYTES", budget, 1);
+    rc = ss_plan_new(g, &in, &p, err);
+    unsetenv("SS_ENGINE_MAX_PLAN_BYTES");
+    ss_plan_free(p);
+    return rc;
+}
+
+/* The plan's memory budget: folded constants (a ConstantOfShape of
+ * 4 MiB) and the arena (Relu chain) are charged against it. */
+static void
+test_budget(void)
+{
+    mb_t *b = mb_new(17);
+    const int64_t shp[2] = { 1024, 1024 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    ss_err_t err = { 0 };
+    int rc;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 64 });
+    mb_const(b, "shp", SS_DTYPE_I64, 1, (int64_t[]){ 2 }, shp, sizeof(shp));
+    n = mb_node(b, "ConstantOfShape", "cos", "shp", "big");
+    mb_attr_tensor(b, n, "value", mb_tensor(b, "v", SS_DTYPE_F32, 1,
+                                            (int64_t[]){ 1 }, &(float){ 1 },
+                                            4));
+    mb_node(b, "ReduceSum", "sum", "big", "s");
+    mb_node(b, "Relu", "r1", "x", "h");
+    mb_node(b, "Relu", "r2", "h", "h2");
+    mb_node(b, "Add", "add", "h2,s", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 64 });
+    if ((g = load_mb(b)) == NULL) {
+        ok(0, "budget model loads");
+        return;
+    }
+    is_int(plan_with_budget(g, 4, NULL, &err), 0, "default budget: "
+           "compiles (%s)", err.msg);
+    is_int(plan_with_budget(g, 4, "16M", &err), 0, "16M budget: compiles");
+    rc = plan_with_budget(g, 4, "1M", &err);
+    ok(rc == SS_ETOOBIG && strstr(err.msg, "node 'cos' (ConstantOfShape)")
+       && strstr(err.msg, "1048576-byte budget"),
+       "1M budget: a 4 MiB constant is refused, naming the node (%s)",
+       err.msg);
+    is_int(plan_with_budget(g, 4, "4200k", &err), 0, "4200k budget, 4 "
+           "rows: the constant fits, and the small arena");
+    rc = plan_with_budget(g, 4096, "5M", &err);
+    ok(rc == SS_ETOOBIG && strstr(err.msg, "intermediates"),
+       "5M budget: constants fit, constants plus arena do not (%s)",
+       err.msg);
+    is_int(plan_with_budget(g, 4096, "8M", &err), 0, "8M budget: both fit");
+    is_int(plan_with_budget(g, 4, "lots", &err), 0, "a bad budget value "
+           "falls back to the default");
+    ss_graph_free(g);
+}
+
+/* Empty tensors: a batch of 0 rows (the caller's NULL buffers) and a
+ * 0-element initializer reach kernels with non-NULL data. */
+static void
+test_empty(void)
+{
+    mb_t *b = mb_new(17);
+    const float bias[4] = { 1, -2, 3, -4 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    int e;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 4 });
+    mb_init_f32(b, "bias", 1, (int64_t[]){ 4 }, bias);
+    mb_init_f32(b, "e", 2, (int64_t[]){ 0, 4 }, NULL);
+    mb_node(b, "Add", "add", "x,bias", "h");
+    mb_node(b, "Tanh", "tanh", "h", "t");
+    n = mb_node(b, "Concat", "cat", "e,t,e", "y");
+    mb_attr_int(b, n, "axis", 0);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 4 });
+    if ((g = load_mb(b)) == NULL) {
+        ok(0, "empty-tensor model loads");
+        return;
+    }
+    for (e = 0; e < g->n_values && strcmp(g->values[e].name, "e") != 0; e++)
+        ;
+    ok(e < g->n_values && g->values[e].constant != NULL
+       && g->values[e].constant->data != NULL,
+       "a 0-element initializer has data");
+    for (int fuse = 0; fuse <= 1; fuse++) {
+        ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 2, .dims = { 0, 4 } };
+        ss_tensor_t out = { 0 };
+        ss_plan_t *p = NULL;
+        ss_exec_ctx_t *c = NULL;
+        ss_err_t err = { 0 };
+        float x[2 * 4] = { 0.5f, 1, -1, 2, -0.25f, 0, 0, 4 };
+        float *y;
+        int64_t n_out = 0;
+        int rc, good = 1;
+
+        set_env_fusion(fuse);
+        rc = ss_plan_new(g, &in, &p, &err);
+        set_env_fusion(1);
+        if (rc == 0)
+            rc = ss_exec_ctx_new(1, &c, &err);
+        if (rc == 0)
+            rc = ss_plan_run(p, c, &in, &out, &err);
+        is_int(rc, 0, "fusion %d: 0 rows, NULL buffers: runs (%s)", fuse,
+               err.msg);
+        is_int(out.dims[0], 0, "fusion %d: 0 rows out", fuse);
+        ss_exec_ctx_free(c);
+        ss_plan_free(p);
+        y = run1(g, fuse, 2, (int64_t[]){ 2, 4 }, x, &n_out, NULL);
+        for (int i = 0; y != NULL && i < 8 && good; i++)
+            good = fabsf(y[i] - tanhf(x[i] + bias[i % 4])) < 1e-6f;
+        ok(y != NULL && n_out == 8 && good, "fusion %d: 2 rows: tanh(x + b) "
+           "between empty halves", fuse);
+        free(y);
+    }
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -549,5 +675,7 @@ main(void)
     test_plan_alloc_failures();
     test_fusion_cnn_ln_gelu();
     test_fusion_attention();
+    test_budget();
+    test_empty();
     return tap_done();
 }

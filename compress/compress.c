@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ss_compress_run(): the pipeline around the methods.
+ *
+ * DESIGN: parameters are checked before any work (SS_EINVAL names the
+ * method and the parameter).  The source is evaluated first, because its
+ * outputs over the validation set are what every later measurement is
+ * compared with (PTQ's fallback needs them mid-pipeline).  The methods
+ * then run in order on one private clone, each replacing it by its
+ * result; cancellation is checked between steps and inside the long
+ * ones.  Last the variant is evaluated like the source and the gate
+ * decides.  Progress: 0-10% source, 10-85% methods (evenly), 85-100%
+ * variant.
+ *
+ * THREADS: see compress.h; everything here runs on the caller's thread.
+ */
+
+#include <math.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/internal.h"
+
+void
+ss_method_default(ss_method_t *m, ss_method_kind_t kind)
+{
+    memset(m, 0, sizeof(*m));
+    m->kind = kind;
+    switch (kind) {
+    case SS_METHOD_PTQ:
+        m->u.ptq.calib = SS_CALIB_MINMAX;
+        m->u.ptq.percentile = 99.99;
+        m->u.ptq.fallback = true;
+        break;
+    case SS_METHOD_PRUNE:
+        m->u.prune.kind = SS_PRUNE_UNSTRUCTURED;
+        m->u.prune.sparsity = 0.5;
+        m->u.prune.global = true;
+        m->u.prune.score = SS_SCORE_L2;
+        break;
+    case SS_METHOD_LOWRANK:
+        m->u.lowrank.energy = 0.9;
+        m->u.lowrank.ratio = 0.0;
+        break;
+    default:
+        break;
+    }
+}
+
+const char *
+ss_method_name(ss_method_kind_t kind)
+{
+    switch (kind) {
+    case SS_METHOD_PTQ: return "ptq";
+    case SS_METHOD_BF16: return "bf16";
+    case SS_METHOD_PRUNE: return "prune";
+    case SS_METHOD_LOWRANK: return "lowrank";
+    }
+    return NULL;
+}
+
+int
+ss__cx_cancelled(const ss__cx_t *cx)
+{
+    return cx->ctl->cancel != NULL && atomic_load(cx->ctl->cancel)
+           ? SS_ECANCELED : 0;
+}
+
+void
+ss__cx_progress(const ss__cx_t *cx, double f, const char *step)
+{
+    if (cx->ctl->progress != NULL)
+        cx->ctl->progress(cx->ctl->arg, cx->p0 + f * (cx->p1 - cx->p0),
+                          step);
+}
+
+static int
+check_method(const ss_method_t *m, int i, bool have_calib, ss_err_t *err)
+{
+    const char *name = ss_method_name(m->kind);
+
+    if (name == NULL)
+        return ss_err_set(err, SS_EINVAL, "method %d: unknown method %d", i,
+                          (int)m->kind);
+    switch (m->kind) {
+    case SS_METHOD_PTQ:
+        if (m->u.ptq.calib != SS_CALIB_MINMAX
+            && m->u.ptq.calib != SS_CALIB_PERCENTILE)
+            return ss_err_set(err, SS_EINVAL, "ptq: unknown calibration %d",
+                              (int)m->u.ptq.calib);
+        if (m->u.ptq.calib == SS_CALIB_PERCENTILE
+            && !(m->u.ptq.percentile > 50.0 && m->u.ptq.percentile <= 100.0))
+            return ss_err_set(err, SS_EINVAL, "ptq: percentile must be in "
+                              "(50, 100], not %g", m->u.ptq.percentile);
+        if (!have_calib)
+            return ss_err_set(err, SS_EINVAL, "ptq needs calibration data");
+        break;
+    case SS_METHOD_PRUNE:
+        if (m->u.prune.kind != SS_PRUNE_UNSTRUCTURED
+            && m->u.prune.kind != SS_PRUNE_STRUCTURED)
+            return ss_err_set(err, SS_EINVAL, "prune: unknown kind %d",
+                              (int)m->u.prune.kind);
+        if (!(m->u.prune.sparsity >= 0.0 && m->u.prune.sparsity < 1.0))
+            return ss_err_set(err, SS_EINVAL, "prune: sparsity must be in "
+                              "[0, 1), not %g", m->u.prune.sparsity);
+        if (m->u.prune.score != SS_SCORE_L1 && m->u.prune.score != SS_SCORE_L2
+            && m->u.prune.score != SS_SCORE_ACTIVATION)
+            return ss_err_set(err, SS_EINVAL, "prune: unknown score %d",
+                              (int)m->u.prune.score);
+        if (m->u.prune.kind == SS_PRUNE_STRUCTURED
+            && m->u.prune.score == SS_SCORE_ACTIVATION && !have_calib)
+            return ss_err_set(err, SS_EINVAL, "prune: activation scores "
+                              "need calibration data");
+        break;
+    case SS_METHOD_LOWRANK:
+        if (m->u.lowrank.energy > 0.0) {
+            if (!(m->u.lowrank.energy <= 1.0))
+                return ss_err_set(err, SS_EINVAL, "lowrank: energy must be "
+                                  "in (0, 1], not %g", m->u.lowrank.energy);
+        } else if (m->u.lowrank.energy < 0.0 || isnan(m->u.lowrank.energy)
+                   || !(m->u.lowrank.ratio > 0.0
+                        && m->u.lowrank.ratio <= 1.0)) {
+            return ss_err_set(err, SS_EINVAL, "lowrank: give an energy in "
+                              "(0, 1] or a ratio in (0, 1]");
+        }
+        break;
+    case SS_METHOD_BF16:
+        break;
+    }
+    return 0;
+}
+
+static int
+check_gate(const ss_gate_t *gate, const ss_dataset_t *val, ss_err_t *err)
+{
+    if (gate == NULL)
+        return 0;
+    if (isnan(gate->max_accuracy_drop) || isnan(gate->min_agreement)
+        || isnan(gate->max_relative_error) || gate->max_accuracy_drop > 1.0
+        || gate->min_agreement > 1.0)
+        return ss_err_set(err, SS_EINVAL, "gate: a bound is out of range");
+    if (gate->max_accuracy_drop >= 0.0 && val->labels == NULL)
+        return ss_err_set(err, SS_EINVAL, "gate: max_accuracy_drop needs "
+                          "labels in the validation data");
+    return 0;
+}
+
+/* Source (ref NULL) or variant measurements; o gets the outputs. */
+static int
+measure(const ss_graph_t *g, const ss_dataset_t *val,
+        const ss__outputs_t *ref, const ss_compress_ctl_t *ctl,
+        ss__outputs_t *o, ss_eval_t *ev, ss_err_t *err)
+{
+    ss__runner_t r = {0};
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    ev->agreement = 1.0;
+    if ((rc = ss__runner_init(&r, g, ctl->threads, err)) < 0
+        || (rc = ss__collect(&r, val, ctl->cancel, o, err)) < 0)
+        goto done;
+    ev->accuracy = ss__accuracy(o, val->labels);
+    if (ref != NULL) {
+        ev->agreement = ss__agreement(o, ref);
+        ev->max_relative_error = ss__max_rel_error(o, ref);
+    }
+    if ((rc = ss__latency(&r, val, 1, ctl->latency_runs, ctl->cancel,
+                          &ev->latency_ms_b1, err)) < 0
+        || (rc = ss__latency(&r, val, 32, ctl->latency_runs, ctl->cancel,
+                             &ev->latency_ms_b32, err)) < 0)
+        goto done;
+    ev->weight_bytes = ss_graph_weight_bytes(g);
+done:
+    ss__runner_close(&r);
+    return rc;
+}
+
+static json_t *
+eval_json(const ss_eval_t *e)
+{
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:I}",
+                     "accuracy", e->accuracy, "agreement", e->agreement,
+                     "max_relative_error",
+                     isfinite(e->max_relative_error) ? e->max_relative_error
+                                                     : -1.0,
+                     "latency_ms_b1", e->latency_ms_b1,
+                     "latency_ms_b32", e->latency_ms_b32,
+                     "weight_bytes", (json_int_t)e->weight_bytes);
+}
+
+int
+ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
+                int n_methods, const ss_dataset_t *calib,
+                const ss_dataset_t *val, const ss_gate_t *gate,
+                const ss_compress_ctl_t *ctl_in, ss_compress_result_t *res,
+                ss_err_t *err)
+{
+    ss_compress_ctl_t ctl = { 0 };
+    ss__outputs_t src_out = {0}, var_out = {0};
+    ss__cx_t cx;
+    ss_graph_t *g = NULL;
+    json_t *notes = NULL;
+    char why[256];
+    int i, rc = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (ctl_in != NULL)
+        ctl = *ctl_in;
+    memset(&cx, 0, sizeof(cx));
+    cx.ctl = &ctl;
+    if ((res->details = json_object()) == NULL
+        || (notes = json_array()) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
+        goto done;
+    }
+    if (n_methods < 1 || n_methods > 16 || methods == NULL) {
+        rc = ss_err_set(err, SS_EINVAL, "give 1 to 16 methods, not %d",
+                        n_methods);
+        goto done;
+    }
+    if (val == NULL || val->rows <= 0) {
+        rc = ss_err_set(err, SS_EINVAL, "validation data is required");
+        goto done;
+    }
+    for (i = 0; i < n_methods; i++)
+        if ((rc = check_method(&methods[i], i,
+                               calib != NULL && calib->rows > 0, err)) < 0)
+            goto done;
+    if ((rc = check_gate(gate, val, err)) < 0
+        || (rc = ss__dataset_check(src, val, "validation", err)) < 0
+        || (calib != NULL
+            && (rc = ss__dataset_check(src, calib, "calibration", err)) < 0))
+        goto done;
+
+    cx.calib = calib;
+    cx.val = val;
+    cx.gate = gate;
+    cx.src_out = &src_out;
+    cx.p1 = 0.1;
+    ss__cx_progress(&cx, 0.0, "evaluating the source");
+    if ((rc = measure(src, val, NULL, &ctl, &src_out, &res->source, err)) < 0)
+        goto done;
+    cx.src_acc = res->source.accuracy;
+    if ((rc = ss_graph_clone(src, &g, err)) < 0)
+        goto done;
+    for (i = 0; i < n_methods; i++) {
+        const ss_method_t *m = &methods[i];
+        json_t *note = json_pack("{s:s}", "method", ss_method_name(m->kind));
+
+        if (note == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
+            goto done;
+        }
+        json_array_append_new(notes, note);
+        if ((rc = ss__cx_cancelled(&cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        cx.p0 = 0.1 + 0.75 * i / n_methods;
+        cx.p1 = 0.1 + 0.75 * (i + 1) / n_methods;
+        switch (m->kind) {
+        case SS_METHOD_PTQ:
+            rc = ss__ptq(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_PRUNE:
+            rc = ss__prune(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_LOWRANK:
+            rc = ss__lowrank(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_BF16:
+            ss__cx_progress(&cx, 0.0, "bf16: marking the graph");
+            rc = ss_graph_set_meta(g, "slimserve.precision", "bf16", err);
+            json_object_set_new(note, "note", json_string(
+                "f32 file with metadata slimserve.precision=bf16: the "
+                "engine runs weights and compute in bf16"));
+            break;
+        }
+        if (rc < 0)
+            goto done;
+    }
+    if ((rc = ss__cx_cancelled(&cx)) < 0) {
+        ss_err_set(err, rc, "cancelled");
+        goto done;
+    }
+    cx.p0 = 0.85;
+    cx.p1 = 1.0;
+    ss__cx_progress(&cx, 0.0, "evaluating the variant");
+    if ((rc = measure(g, val, &src_out, &ctl, &var_out, &res->variant_eval,
+                      err)) < 0)
+        goto done;
+    res->passed = ss__gate_ok(gate, res->source.accuracy, &res->variant_eval,
+                              why, sizeof(why));
+    json_object_set_new(res->details, "methods", notes);
+    notes = NULL;
+    json_object_set_new(res->details, "source", eval_json(&res->source));
+    json_object_set_new(res->details, "variant",
+                        eval_json(&res->variant_eval));
+    json_object_set_new(res->details, "gate", res->passed
+                        ? json_pack("{s:b}", "passed", 1)
+                        : json_pack("{s:b, s:s}", "passed", 0, "reason",
+                                    why));
+    ss__cx_progress(&cx, 1.0, "done");
+    res->variant = g;
+    g = NULL;
+done:
+    if (rc < 0 && res->details != NULL && notes != NULL) {
+        json_object_set_new(res->details, "methods", notes);
+        notes = NULL;
+    }
+    json_decref(notes);
+    ss_graph_free(g);
+    ss__outputs_clear(&src_out);
+    ss__outputs_clear(&var_out);
+    return rc;
+}
+
+void
+ss_compress_result_clear(ss_compress_result_t *res)
+{
+    if (res == NULL)
+        return;
+    ss_graph_free(res->variant);
+    json_decref(res->details);
+    memset(res, 0, sizeof(*res));
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_COMPRESS_H
+#define SS_COMPRESS_H
+
+/*
+ * Model compression: from a served graph and some data to a smaller,
+ * faster variant graph, measured against the source.
+ *
+ * ss_compress_run() applies a pipeline of methods (e.g. prune then PTQ) to
+ * a private copy of the source graph, evaluates source and variant on the
+ * validation data (accuracy when labels exist, top-1 agreement with the
+ * source, maximum relative error of the outputs), measures their latency
+ * at batch 1 and 32 and their weight bytes, and checks the gate.  PTQ is
+ * accuracy-aware: while the gate fails it returns the layers that hurt
+ * most to f32, one at a time, until it holds or nothing is left.
+ *
+ * The variant is standard ONNX once saved (ss_graph_save_onnx): int8 as
+ * QuantizeLinear/DequantizeLinear around weights and activations; bf16 as
+ * the f32 graph with metadata "slimserve.precision" = "bf16"; pruned and
+ * low-rank variants as plain smaller f32 graphs.
+ *
+ * Nothing here knows about HTTP; jansson is used only for the free-form
+ * details of a result.
+ *
+ * THREADS: ss_compress_run() runs on the caller's thread (an admin job
+ * thread) and uses ctl->threads oneDNN threads; it reads the source graph
+ * (immutable, may be served concurrently) and never changes it.  Cancel by
+ * setting *ctl->cancel: the run stops at the next step with SS_ECANCELED.
+ */
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/err.h"
+#include "engine/engine.h"
+
+/* Calibration or validation data: one tensor per graph input, in graph
+ * order, batch dim first (rows), plus optional integer class labels. */
+typedef struct ss_dataset {
+    int n_inputs;
+    ss_tensor_t *inputs;        /* borrowed */
+    int64_t rows;
+    const ss_tensor_t *labels;  /* INT64 [rows] or NULL */
+} ss_dataset_t;
+
+typedef enum {
+    SS_METHOD_PTQ = 1,
+    SS_METHOD_BF16,
+    SS_METHOD_PRUNE,
+    SS_METHOD_LOWRANK
+} ss_method_kind_t;
+
+typedef enum { SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE } ss_calib_kind_t;
+typedef enum { SS_PRUNE_UNSTRUCTURED = 0, SS_PRUNE_STRUCTURED } ss_prune_kind_t;
+typedef enum { SS_SCORE_L1 = 0, SS_SCORE_L2, SS_SCORE_ACTIVATION } ss_score_t;
+
+typedef struct ss_method {
+    ss_method_kind_t kind;
+    union {
+        struct {
+            ss_calib_kind_t calib;
+            double percentile;      /* e.g. 99.99, for SS_CALIB_PERCENTILE */
+            bool fallback;          /* accuracy-aware fallback (default on) */
+        } ptq;
+        struct {
+            ss_prune_kind_t kind;
+            double sparsity;        /* fraction removed, 0..1 */
+            bool global;            /* unstructured: one threshold */
+            ss_score_t score;       /* structured importance */
+        } prune;
+        struct {
+            double energy;          /* retained spectral energy, 0..1; or */
+            double ratio;           /* rank / min(m, n) when energy <= 0 */
+        } lowrank;
+    } u;
+} ss_method_t;
+
+/* Defaults for a method kind (what a bare "ptq" means). */
+void ss_method_default(ss_method_t *m, ss_method_kind_t kind);
+const char *ss_method_name(ss_method_kind_t kind);
+
+typedef struct ss_gate {
+    double max_accuracy_drop;   /* relative (0.01 = 1% of the source's
+                                 * accuracy); < 0 when unset; needs labels */
+    double min_agreement;       /* top-1 agreement with the source; < 0 */
+    double max_relative_error;  /* max |a-b| / max |b| over outputs; < 0 */
+} ss_gate_t;
+
+typedef struct ss_compress_ctl {
+    atomic_int *cancel;         /* may be NULL */
+    /* Progress: fraction 0..1 and the current step ("calibrating"); may be
+     * NULL.  Called on the running thread. */
+    void (*progress)(void *arg, double fraction, const char *step);
+    void *arg;
+    int threads;                /* oneDNN threads; 0: default */
+    int latency_runs;           /* per latency measurement; 0: 20 */
+} ss_compress_ctl_t;
+
+typedef struct ss_eval {
+    double accuracy;            /* -1 without labels */
+    double agreement;           /* vs the source; 1 for the source */
+    double max_relative_error;  /* vs the source; 0 for the source */
+    double latency_ms_b1;       /* median */
+    double latency_ms_b32;
+    size_t weight_bytes;
+} ss_eval_t;
+
+typedef struct ss_compress_result {
+    ss_graph_t *variant;        /* owned by the result; NULL on failure */
+    bool passed;                /* the gate held */
+    ss_eval_t source;
+    ss_eval_t variant_eval;
+    json_t *details;            /* per-method notes (layers quantized,
+                                 * fallen back, pruned, ranks...); owned */
+} ss_compress_result_t;
+
+/* Runs the pipeline.  calib may be NULL for methods that need no data
+ * (unstructured/L1/L2 pruning, low-rank, bf16); val must have rows > 0.
+ * Returns 0 with res filled (check res->passed), or a negative code
+ * (SS_EINVAL bad parameters, SS_ECANCELED, SS_EUNSUPP, ...) with err set.
+ * The result must be released with ss_compress_result_clear() either
+ * way. */
+int ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
+                    int n_methods, const ss_dataset_t *calib,
+                    const ss_dataset_t *val, const ss_gate_t *gate,
+                    const ss_compress_ctl_t *ctl, ss_compress_result_t *res,
+                    ss_err_t *err);
+void ss_compress_result_clear(ss_compress_result_t *res);
+
+/* Evaluates g alone on val (outputs of ref, when given, are the reference
+ * for agreement and error); used by the run and by tests. */
+int ss_compress_evaluate(const ss_graph_t *g, const ss_dataset_t *val,
+                         const ss_graph_t *ref, const ss_compress_ctl_t *ctl,
+                         ss_eval_t *out, ss_err_t *err);
+
+#endif

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_COMPRESS_INTERNAL_H
+#define SS_COMPRESS_INTERNAL_H
+
+/*
+ * What the files of compress/ share: a runner (a graph with an execution
+ * context and a small plan cache), the outputs of a graph over a dataset
+ * and the metrics computed from them, the layer finder, and one entry
+ * point per method.
+ *
+ * THREADS: everything here runs on the thread of ss_compress_run(); a
+ * runner belongs to one thread.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "compress/compress.h"
+#include "engine/edit.h"
+#include "engine/ir.h"
+
+/* ---- running graphs (eval.c) -------------------------------------------- */
+
+#define SS__CX_CHUNK 64        /* rows per run over a dataset */
+#define SS__CX_PLANS 4         /* plans cached per runner */
+
+typedef struct ss__runner {
+    const ss_graph_t *g;        /* borrowed */
+    ss_exec_ctx_t *ctx;
+    int n_plans;
+    int64_t batch[SS__CX_PLANS];
+    ss_plan_t *plans[SS__CX_PLANS];
+    ss_tensor_t *outs[SS__CX_PLANS]; /* output buffers of each plan */
+    int next;                   /* round-robin eviction */
+} ss__runner_t;
+
+int ss__runner_init(ss__runner_t *r, const ss_graph_t *g, int threads,
+                    ss_err_t *err);
+void ss__runner_close(ss__runner_t *r);
+/* Runs g on inputs (batch = dims[0] of the first input); *outs points to
+ * the runner's buffers, valid until the next run. */
+int ss__runner_run(ss__runner_t *r, const ss_tensor_t *inputs,
+                   const ss_tensor_t **outs, ss_err_t *err);
+
+/* Checks ds against g's inputs (count, dtype, rank, rows). */
+int ss__dataset_check(const ss_graph_t *g, const ss_dataset_t *ds,
+                      const char *what, ss_err_t *err);
+/* Views of rows [r0, r0 + n) of every input (no copy). */
+void ss__dataset_slice(const ss_dataset_t *ds, int64_t r0, int64_t n,
+                       ss_tensor_t *views);
+
+/* Every output of a graph over a dataset, as f32, rows first. */
+typedef struct ss__outputs {
+    int n;
+    int64_t rows;
+    int64_t *row_elems;         /* per output: elements per row */
+    float **data;               /* per output: rows * row_elems */
+} ss__outputs_t;
+
+void ss__outputs_clear(ss__outputs_t *o);
+/* Runs r over ds in chunks; cancel is checked between chunks. */
+int ss__collect(ss__runner_t *r, const ss_dataset_t *ds, atomic_int *cancel,
+                ss__outputs_t *out, ss_err_t *err);
+
+/* Metrics of output 0: argmax accuracy against labels (-1 without),
+ * top-1 agreement, and max |a - b| / max |b| over all outputs. */
+double ss__accuracy(const ss__outputs_t *o, const ss_tensor_t *labels);
+double ss__agreement(const ss__outputs_t *a, const ss__outputs_t *b);
+double ss__max_rel_error(const ss__outputs_t *a, const ss__outputs_t *b);
+
+/* Median milliseconds of runs runs (after a warm-up) at batch rows taken
+ * cyclically from ds; cancel (may be NULL) is checked between runs. */
+int ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
+                int runs, atomic_int *cancel, double *ms, ss_err_t *err);
+
+/* Does an eval pass the gate?  src_acc is the source's accuracy (-1 when
+ * unknown).  why gets a sentence when it does not. */
+bool ss__gate_ok(const ss_gate_t *gate, double src_acc, const ss_eval_t *v,
+                 char *why, size_t why_len);
+
+/* ---- graph helpers (layers.c) ------------------------------------------- */
+
+typedef enum { SS__LAYER_MATMUL, SS__LAYER_GEMM, SS__LAYER_CONV } ss__lkind_t;
+
+/* A MatMul/Gemm/Conv node whose weight (input 1) is a constant. */
+typedef struct ss__layer {
+    int node;
+    ss__lkind_t kind;
+    int x;                      /* activation value id */
+    int w;                      /* weight value id */
+    int b;                      /* Gemm/Conv bias value id, or -1 */
+    int out_axis;               /* axis of W that indexes output channels */
+    int64_t n_out, n_in;        /* output channels, reduction size */
+} ss__layer_t;
+
+/* Finds the layers in node order; *out is new (ss_free). */
+int ss__find_layers(const ss_graph_t *g, ss__layer_t **out, int *n,
+                    ss_err_t *err);
+/* Readers of each value: counts and node lists (one array each, new). */
+typedef struct ss__uses {
+    int n;                      /* values */
+    int *count;                 /* per value */
+    int **nodes;                /* per value: reader node indices */
+    bool *is_output;            /* per value: a graph output */
+} ss__uses_t;
+int ss__uses_build(const ss_graph_t *g, ss__uses_t *u, ss_err_t *err);
+void ss__uses_clear(ss__uses_t *u);
+
+/* A new f32 constant value (zeroed) of the given shape; returns its id
+ * and sets *data to its buffer. */
+int ss__new_const(ss_graph_t *g, const char *name, ss_dtype_t dtype,
+                  int ndim, const int64_t *dims, void **data, ss_err_t *err);
+const char *ss__node_label(const ss_graph_t *g, int node);
+/* Folds every BatchNormalization that alone reads a Conv's output into
+ * that Conv; finalizes g when anything changed. */
+int ss__fold_bn(ss_graph_t *g, int *n_folded, ss_err_t *err);
+
+/* ---- methods ------------------------------------------------------------ */
+
+/* What a method may use besides the graph. */
+typedef struct ss__cx {
+    const ss_dataset_t *calib;
+    const ss_dataset_t *val;
+    const ss_gate_t *gate;
+    const ss_compress_ctl_t *ctl;
+    const ss__outputs_t *src_out; /* source outputs over val */
+    double src_acc;
+    double p0, p1;              /* progress range of this method */
+} ss__cx_t;
+
+int ss__cx_cancelled(const ss__cx_t *cx);
+void ss__cx_progress(const ss__cx_t *cx, double f, const char *step);
+
+/* Each replaces *g (owned, finalized) by the transformed graph and adds
+ * its notes to note (an object). */
+int ss__ptq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+            json_t *note, ss_err_t *err);
+int ss__prune(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+              json_t *note, ss_err_t *err);
+int ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                json_t *note, ss_err_t *err);
+
+/* Tensor-level pieces, tested on their own (quant.c, lowrank.c). */
+/* Per-channel symmetric s8: scale[c] = max|w[c]| / 127 (1 when all
+ * zero); w is f32 with dims, channels along axis. */
+int ss__quantize_weight(const float *w, int ndim, const int64_t *dims,
+                        int axis, int8_t *q, float *scale);
+/* Truncated SVD of row-major a (m x n): a ~ A (m x r) B (r x n), rank by
+ * energy (>0) or ratio.  *r = 0 means "not worth it" (r(m+n) >= mn);
+ * A and B are new (ss_free) otherwise. */
+int ss__svd_factor(const float *a, int64_t m, int64_t n, double energy,
+                   double ratio, int64_t *r, float **A, float **B,
+                   ss_err_t *err);
+
+#endif

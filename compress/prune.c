@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pruning: unstructured (zeros in place) and structured (whole hidden
+ * neurons and conv channels removed, so the matrices shrink).
+ *
+ * DESIGN: unstructured magnitude pruning zeroes the smallest |w| of every
+ * layer weight, with one threshold over all layers (global) or one per
+ * layer.  The engine has no sparse kernels (oneDNN 2.6 has none), so the
+ * variant runs at the same speed; it is only smaller once compressed
+ * (zeros deflate), and the details say so.
+ *
+ * Structured pruning works on "pairs": a producer layer A (its output
+ * channels), the elementwise chain after it (activations, bias Adds,
+ * scalar Mul/Div, GELU's Div/Erf/Add/Mul, BatchNormalization after a
+ * Conv), and the consumer layers B that contract over those channels.  A
+ * pair qualifies only if every tensor on the chain is read by nothing
+ * else: no residual Add, LayerNorm, Reshape or graph output sees the
+ * hidden dimension, so removing channel c of A (its weight slice and
+ * bias), of every per-channel constant on the chain, and of B's input
+ * dimension leaves the graph valid and computes exactly what the kept
+ * neurons computed before.  Attention heads are removed the same way
+ * where the block matches the pattern prune_heads.c knows.
+ *
+ * Each pair keeps round((1 - sparsity) C) of its C channels, at least
+ * one, chosen and cut by prune_cut.c (importance scores, and with
+ * calibration data the removed channels' mean folded into B's bias when
+ * that agrees better with the unpruned graph on the calibration set).
+ * Pairs are cut one at a time, each on the graph the previous cuts left,
+ * so a B that is the next pair's A is measured as it now is.
+ *
+ * THREADS: runs on the compress thread.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "common/alloc.h"
+#include "compress/prune_int.h"
+
+/* ---- unstructured ----------------------------------------------------- */
+
+static int
+cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Bytes of the layer weights once deflated (what a zip or a compressed
+ * file system makes of them), or 0 when zlib fails. */
+static size_t
+deflated_bytes(const ss_graph_t *g, const ss__layer_t *l, int n)
+{
+    size_t total = 0;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        const ss_tensor_t *w = g->values[l[i].w].constant;
+        uLong len = (uLong)ss_tensor_numel(w) * sizeof(float);
+        uLongf cap = compressBound(len);
+        Bytef *buf = ss_malloc(cap);
+
+        if (buf == NULL || compress2(buf, &cap, w->data, len, 6) != Z_OK) {
+            ss_free(buf);
+            return 0;
+        }
+        total += cap;
+        ss_free(buf);
+    }
+    return total;
+}
+
+/* Zeroes exactly k entries of w: those below thr, then ties at thr. */
+static int64_t
+zero_below(float *w, int64_t n, float thr, int64_t k)
+{
+    int64_t i, z = 0;
+
+    for (i = 0; i < n && z < k; i++)
+        if (fabsf(w[i]) < thr) {
+            w[i] = 0.0f;
+            z++;
+        }
+    for (i = 0; i < n && z < k; i++)
+        if (fabsf(w[i]) == thr && w[i] != 0.0f) {
+            w[i] = 0.0f;
+            z++;
+        }
+    return z;
+}
+
+static int
+unstructured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t *g,
+             json_t *note, ss_err_t *err)
+{
+    ss__layer_t *l = NULL;
+    float *mag = NULL;
+    json_t *arr = json_array();
+    int64_t total = 0, off, zeros = 0;
+    size_t z_before, dense = 0;
+    int n = 0, i, rc;
+
+    if (arr == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for details");
+    if ((rc = ss__find_layers(g, &l, &n, err)) < 0)
+        goto done;
+    for (i = 0; i < n; i++)
+        total += ss_tensor_numel(g->values[l[i].w].constant);
+    z_before = deflated_bytes(g, l, n);
+    if ((mag = ss_malloc(sizeof(float) * (size_t)(total + 1))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
+        goto done;
+    }
+    for (off = 0, i = 0; i < n; i++) {
+        const ss_tensor_t *w = g->values[l[i].w].constant;
+        int64_t k, e = ss_tensor_numel(w);
+
+        for (k = 0; k < e; k++)
+            mag[off + k] = fabsf(((const float *)w->data)[k]);
+        off += e;
+    }
+    if (m->u.prune.global && total > 0) {
+        /* One threshold; ties at it are split in layer order. */
+        int64_t k = (int64_t)llround(m->u.prune.sparsity * (double)total);
+        float thr;
+
+        qsort(mag, (size_t)total, sizeof(float), cmp_float);
+        thr = k > 0 ? mag[k - 1] : -1.0f;
+        for (i = 0; i < n && k > 0; i++) {
+            ss_tensor_t *w = g->values[l[i].w].constant;
+            int64_t e = ss_tensor_numel(w), below = 0, j;
+
+            for (j = 0; j < e; j++)
+                below += fabsf(((float *)w->data)[j]) <= thr;
+            below = zero_below(w->data, e, thr, below < k ? below : k);
+            zeros += below;
+            k -= below;
+        }
+    } else {
+        for (off = 0, i = 0; i < n; i++) {
+            ss_tensor_t *w = g->values[l[i].w].constant;
+            int64_t e = ss_tensor_numel(w);
+            int64_t k = (int64_t)llround(m->u.prune.sparsity * (double)e);
+
+            qsort(mag + off, (size_t)e, sizeof(float), cmp_float);
+            if (k > 0)
+                zeros += zero_below(w->data, e, mag[off + k - 1], k);
+            off += e;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        const ss_tensor_t *w = g->values[l[i].w].constant;
+        int64_t e = ss_tensor_numel(w), z = 0, j;
+
+        for (j = 0; j < e; j++)
+            z += ((const float *)w->data)[j] == 0.0f;
+        json_array_append_new(arr, json_pack(
+            "{s:s, s:I, s:f}", "layer", ss__node_label(g, l[i].node),
+            "weights", (json_int_t)e, "sparsity", e ? (double)z / e : 0.0));
+    }
+    json_object_set_new(note, "kind", json_string("unstructured"));
+    json_object_set_new(note, "layers", arr);
+    arr = NULL;
+    json_object_set_new(note, "zeroed", json_integer(zeros));
+    for (i = 0; i < n; i++)
+        dense += (size_t)ss_tensor_numel(g->values[l[i].w].constant)
+                 * sizeof(float);
+    json_object_set_new(note, "layer_bytes", json_integer((json_int_t)dense));
+    json_object_set_new(note, "deflated_bytes_before",
+                        json_integer((json_int_t)z_before));
+    json_object_set_new(note, "deflated_bytes_after",
+                        json_integer((json_int_t)deflated_bytes(g, l, n)));
+    json_object_set_new(note, "sparsity", json_real(
+        total ? (double)zeros / (double)total : 0.0));
+    json_object_set_new(note, "note", json_string(
+        "zeros in place: same speed (no sparse kernels), smaller only when "
+        "the file is compressed"));
+    (void)cx;
+done:
+    json_decref(arr);
+    ss_free(mag);
+    ss_free(l);
+    return rc;
+}
+
+/* ---- structured: finding pairs ----------------------------------------- */
+
+static void
+pairs_free_one(ss__pair_t *p)
+{
+    ss_free(p->b);
+    ss_free(p->slots);
+    ss_free(p->mean);
+    ss_free(p->sd);
+    memset(p, 0, sizeof(*p));
+}
+
+static bool
+is_unary(const char *op)
+{
+    static const char *const ops[] = { "Relu", "Erf", "Sigmoid", "Tanh",
+                                       "Identity", "LeakyRelu", "Elu",
+                                       "Softplus", "Neg", "Abs", "Gelu",
+                                       "Dropout",
+                                       "HardSigmoid", "HardSwish", NULL };
+    int i;
+
+    for (i = 0; ops[i] != NULL; i++)
+        if (strcmp(op, ops[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool
+is_binary(const char *op)
+{
+    return strcmp(op, "Add") == 0 || strcmp(op, "Sub") == 0
+           || strcmp(op, "Mul") == 0 || strcmp(op, "Div") == 0;
+}
+
+/* The channel axis of a constant that broadcasts per channel along the
+ * activation's channel axis (last, or 1 of NCHW), or -1. */
+static int
+channel_axis(const ss_tensor_t *t, int64_t C, bool conv)
+{
+    int ax = conv ? t->ndim - 3 : t->ndim - 1, d;
+
+    if (ax < 0 || t->dims[ax] != C)
+        return -1;
+    for (d = 0; d < t->ndim; d++)
+        if (d != ax && t->dims[d] != 1)
+            return -1;
+    return ax;
+}
+
+/* Tries to build the pair whose producer is layer ai. */
+static int
+find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
+          int nl, int ai, ss__pair_t *p, bool *ok, ss_err_t *err)
+{
+    const ss__layer_t *A = &ls[ai];
+    bool conv = A->kind == SS__LAYER_CONV;
+    int *queue = NULL, *layer_of = NULL, qh = 0, qt = 0, i, j, k, rc = 0;
+    char *in_s = NULL, *seen = NULL;
+
+    memset(p, 0, sizeof(*p));
+    *ok = false;
+    p->a = ai;
+    p->conv = conv;
+    p->h = -1;
+    if (conv && ss__attr_int(&g->nodes[A->node], "group", 1) != 1)
+        return 0;
+    if ((queue = ss_calloc((size_t)g->n_values + 1, sizeof(int))) == NULL
+        || (in_s = ss_calloc((size_t)g->n_values + 1, 1)) == NULL
+        || (seen = ss_calloc((size_t)g->n_nodes + 1, 1)) == NULL
+        || (layer_of = ss_malloc(sizeof(int) * ((size_t)g->n_nodes + 1)))
+           == NULL
+        || (p->b = ss_calloc((size_t)nl + 1, sizeof(int))) == NULL
+        || (p->slots = ss_calloc((size_t)g->n_nodes * 4 + 1,
+                                 sizeof(ss__slot_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
+        goto done;
+    }
+    for (i = 0; i < g->n_nodes; i++)
+        layer_of[i] = -1;
+    for (i = 0; i < nl; i++)
+        layer_of[ls[i].node] = i;
+    queue[qt++] = g->nodes[A->node].outputs[0];
+    in_s[queue[0]] = 1;
+    while (qh < qt) {
+        int v = queue[qh++];
+
+        if (u->is_output[v])
+            goto done;
+        for (j = 0; j < u->count[v]; j++) {
+            int ni = u->nodes[v][j], li = layer_of[ni];
+            const ss_node_t *nd = &g->nodes[ni];
+
+            if (seen[ni])
+                continue;
+            seen[ni] = 1;
+            if (nd->domain != NULL && nd->domain[0] != '\0')
+                goto done;
+            if (li >= 0) {
+                const ss__layer_t *B = &ls[li];
+
+                /* B contracts over the channels: its input 0 only. */
+                if (B->x != v || nd->inputs[1] == v
+                    || (B->kind == SS__LAYER_CONV) != conv
+                    || (conv && ss__attr_int(nd, "group", 1) != 1))
+                    goto done;
+                if (p->h >= 0 && p->h != v)
+                    goto done;  /* keep one chain end: simpler scores */
+                p->h = v;
+                p->b[p->n_b++] = li;
+                continue;
+            }
+            if (nd->n_outputs != 1 || nd->outputs[0] < 0)
+                goto done;
+            if (is_unary(nd->op_type)) {
+                if (nd->inputs[0] != v)
+                    goto done;
+                for (k = 1; k < nd->n_inputs; k++)
+                    if (nd->inputs[k] >= 0
+                        && (g->values[nd->inputs[k]].constant == NULL
+                            || ss_tensor_numel(
+                                   g->values[nd->inputs[k]].constant) != 1))
+                        goto done;
+            } else if (is_binary(nd->op_type) && nd->n_inputs == 2) {
+                for (k = 0; k < 2; k++) {
+                    int x = nd->inputs[k];
+                    const ss_tensor_t *c = x >= 0 ? g->values[x].constant
+                                                  : NULL;
+
+                    if (x < 0)
+                        goto done;
+                    if (c == NULL)
+                        continue;   /* checked at the end: in the chain */
+                    if (ss_tensor_numel(c) == 1)
+                        continue;
+                    if (c->dtype != SS_DTYPE_F32
+                        || channel_axis(c, A->n_out, conv) < 0)
+                        goto done;
+                    p->slots[p->n_slots].node = ni;
+                    p->slots[p->n_slots].input = k;
+                    p->slots[p->n_slots].axis = channel_axis(c, A->n_out,
+                                                             conv);
+                    p->n_slots++;
+                }
+            } else if (conv && strcmp(nd->op_type, "BatchNormalization") == 0
+                       && nd->inputs[0] == v && nd->n_inputs == 5) {
+                for (k = 1; k < 5; k++) {
+                    const ss_tensor_t *c = nd->inputs[k] >= 0
+                        ? g->values[nd->inputs[k]].constant : NULL;
+
+                    if (c == NULL || c->dtype != SS_DTYPE_F32 || c->ndim != 1
+                        || c->dims[0] != A->n_out)
+                        goto done;
+                    p->slots[p->n_slots].node = ni;
+                    p->slots[p->n_slots].input = k;
+                    p->slots[p->n_slots].axis = 0;
+                    p->n_slots++;
+                }
+            } else {
+                goto done;
+            }
+            if (!in_s[nd->outputs[0]]) {
+                in_s[nd->outputs[0]] = 1;
+                queue[qt++] = nd->outputs[0];
+            }
+        }
+    }
+    /* Every non-constant operand of a chain node must be on the chain. */
+    for (i = 0; i < g->n_nodes; i++) {
+        if (!seen[i] || layer_of[i] >= 0)
+            continue;
+        for (k = 0; k < g->nodes[i].n_inputs; k++) {
+            int x = g->nodes[i].inputs[k];
+
+            if (x >= 0 && g->values[x].constant == NULL && !in_s[x])
+                goto done;
+        }
+    }
+    /* And every B must read the chain end only. */
+    *ok = p->n_b > 0;
+done:
+    ss_free(queue);
+    ss_free(in_s);
+    ss_free(seen);
+    ss_free(layer_of);
+    return rc;
+}
+
+/* The first qualifying pair (in node order) whose A does not write a
+ * value named in done_names; *found false when none is left. */
+static int
+next_pair(const ss_graph_t *g, json_t *done_names, ss__pair_t *p,
+          bool *found, ss_err_t *err)
+{
+    ss__layer_t *ls = NULL;
+    ss__uses_t u = {0};
+    int nl = 0, i, rc;
+
+    *found = false;
+    memset(p, 0, sizeof(*p));
+    if ((rc = ss__find_layers(g, &ls, &nl, err)) < 0
+        || (rc = ss__uses_build(g, &u, err)) < 0)
+        goto done;
+    for (i = 0; i < nl && !*found; i++) {
+        const char *out = g->values[g->nodes[ls[i].node].outputs[0]].name;
+        bool ok = false;
+        size_t k;
+
+        for (k = 0; k < json_array_size(done_names); k++)
+            if (strcmp(json_string_value(json_array_get(done_names, k)),
+                       out) == 0)
+                break;
+        if (k < json_array_size(done_names))
+            continue;
+        if ((rc = find_pair(g, &u, ls, nl, i, p, &ok, err)) < 0 || !ok) {
+            pairs_free_one(p);
+            if (rc < 0)
+                goto done;
+            continue;
+        }
+        p->channels = ls[i].n_out;
+        *found = true;
+    }
+done:
+    ss__uses_clear(&u);
+    ss_free(ls);
+    return rc;
+}
+
+static int
+outputs_on(ss__cx_t *cx, const ss_graph_t *g, ss__outputs_t *o,
+           ss_err_t *err)
+{
+    ss__runner_t r = {0};
+    int rc;
+
+    if ((rc = ss__runner_init(&r, g, cx->ctl->threads, err)) == 0)
+        rc = ss__collect(&r, cx->calib, cx->ctl->cancel, o, err);
+    ss__runner_close(&r);
+    return rc;
+}
+
+static double
+nmse(const ss__outputs_t *a, const ss__outputs_t *b)
+{
+    double num = 0.0, den = 0.0;
+    int k;
+
+    for (k = 0; k < a->n && k < b->n; k++) {
+        int64_t i, n = a->rows * a->row_elems[k];
+
+        for (i = 0; i < n && a->row_elems[k] == b->row_elems[k]; i++) {
+            double d = (double)a->data[k][i] - b->data[k][i];
+
+            num += d * d;
+            den += (double)b->data[k][i] * b->data[k][i];
+        }
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+/* One cut of a pair or of attention heads, with or without folding the
+ * removed means into the next bias. */
+typedef int (*cut_fn)(ss_graph_t *g, void *arg, bool fold, int64_t *kept,
+                      ss_err_t *err);
+
+typedef struct pair_arg {
+    const ss_method_t *m;
+    const ss__layer_t *ls;
+    ss__pair_t *p;
+} pair_arg_t;
+
+static int
+cut_pair(ss_graph_t *g, void *arg, bool fold, int64_t *kept, ss_err_t *err)
+{
+    pair_arg_t *a = arg;
+    double *mean = a->p->mean;
+    int rc;
+
+    if (!fold)
+        a->p->mean = NULL;
+    rc = ss__prune_cut(g, a->ls, a->p, a->m->u.prune.sparsity,
+                       a->m->u.prune.score, kept, err);
+    a->p->mean = mean;
+    return rc;
+}
+
+typedef struct heads_arg {
+    const ss_method_t *m;
+    ss__heads_t *h;
+} heads_arg_t;
+
+static int
+cut_heads(ss_graph_t *g, void *arg, bool fold, int64_t *kept,
+          ss_err_t *err)
+{
+    heads_arg_t *a = arg;
+    double *mean = a->h->mean;
+    int rc;
+
+    if (!fold)
+        a->h->mean = NULL;
+    rc = ss__heads_cut(g, a->h, a->m->u.prune.sparsity, a->m->u.prune.score,
+                       kept, err);
+    a->h->mean = mean;
+    return rc;
+}
+
+/* Cuts *g with cut.  With calibration data (have_mean) both ways are
+ * tried, with and without folding the removed channels' means into the
+ * next bias, and the one that agrees more with ref on the calibration set
+ * (then: is closer) is kept: the fold is exact in expectation for one
+ * layer, but a shifted logit can cost more accuracy than the noise it
+ * removes. */
+static int
+cut_best(ss__cx_t *cx, ss_graph_t **g, cut_fn cut, void *arg, bool have_mean,
+         const ss__outputs_t *ref, int64_t *kept, bool *comp, ss_err_t *err)
+{
+    ss_graph_t *alt = NULL;
+    ss__outputs_t o1 = {0}, o2 = {0};
+    double a1, a2;
+    int rc;
+
+    *comp = false;
+    if (have_mean && (rc = ss_graph_clone(*g, &alt, err)) < 0)
+        return rc;
+    if ((rc = cut(*g, arg, false, kept, err)) < 0
+        || (rc = ss_graph_finalize(*g, err)) < 0 || alt == NULL)
+        goto done;
+    if ((rc = cut(alt, arg, true, kept, err)) < 0
+        || (rc = ss_graph_finalize(alt, err)) < 0
+        || (rc = outputs_on(cx, *g, &o1, err)) < 0
+        || (rc = outputs_on(cx, alt, &o2, err)) < 0)
+        goto done;
+    a1 = ss__agreement(&o1, ref);
+    a2 = ss__agreement(&o2, ref);
+    if (a2 > a1 || (a2 == a1 && nmse(&o2, ref) < nmse(&o1, ref))) {
+        ss_graph_t *t = *g;
+
+        *g = alt;
+        alt = t;
+        *comp = true;
+    }
+done:
+    ss__outputs_clear(&o1);
+    ss__outputs_clear(&o2);
+    ss_graph_free(alt);
+    return rc;
+}
+
+/* Damage of removing each head of h alone from g: normalized squared
+ * error of the outputs against ref on the calibration set. */
+static int
+ablate_heads(ss__cx_t *cx, const ss_graph_t *g, ss__heads_t *h,
+             const ss__outputs_t *ref, ss_err_t *err)
+{
+    double *score = NULL;
+    ss_graph_t *t = NULL;
+    ss__outputs_t o = {0};
+    int64_t hh, k, kept;
+    int rc = 0;
+
+    if ((score = ss_calloc((size_t)h->H, sizeof(double))) == NULL
+        || (h->score = ss_calloc((size_t)h->H, sizeof(double))) == NULL) {
+        ss_free(score);
+        return ss_err_set(err, SS_ENOMEM, "no memory to score heads");
+    }
+    for (hh = 0; hh < h->H; hh++) {
+        if ((rc = ss__cx_cancelled(cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        for (k = 0; k < h->H; k++)
+            h->score[k] = k == hh ? -1.0 : 1.0;
+        if ((rc = ss_graph_clone(g, &t, err)) < 0
+            || (rc = ss__heads_cut(t, h, 1.0 / (double)h->H,
+                                   SS_SCORE_ACTIVATION, &kept, err)) < 0
+            || (rc = ss_graph_finalize(t, err)) < 0
+            || (rc = outputs_on(cx, t, &o, err)) < 0)
+            goto done;
+        score[hh] = nmse(&o, ref);
+        ss__outputs_clear(&o);
+        ss_graph_free(t);
+        t = NULL;
+    }
+    memcpy(h->score, score, sizeof(double) * (size_t)h->H);
+done:
+    if (rc < 0) {
+        ss_free(h->score);
+        h->score = NULL;
+    }
+    ss__outputs_clear(&o);
+    ss_graph_free(t);
+    ss_free(score);
+    return rc;
+}
+
+/* Attention blocks, one at a time like the pairs. */
+static int
+prune_heads(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+            const ss__outputs_t *ref, json_t *arr, ss_err_t *err)
+{
+    json_t *names = json_array();
+    ss__heads_t h;
+    int rc = 0;
+
+    memset(&h, 0, sizeof(h));
+    if (names == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for details");
+    for (;;) {
+        heads_arg_t arg = { m, &h };
+        int64_t kept;
+        bool found, comp;
+        char label[256];
+
+        if ((rc = ss__cx_cancelled(cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        if ((rc = ss__heads_next(*g, names, &h, &found, err)) < 0)
+            goto done;
+        if (!found)
+            break;
+        {
+            ss__layer_t *ls = NULL;
+            int nl = 0;
+
+            if ((rc = ss__find_layers(*g, &ls, &nl, err)) < 0)
+                goto done;
+            snprintf(label, sizeof(label), "%s",
+                     ss__node_label(*g, ls[h.a].node));
+            json_array_append_new(names, json_string(
+                (*g)->values[(*g)->nodes[ls[h.a].node].outputs[0]].name));
+            ss_free(ls);
+        }
+        if (cx->calib != NULL && (rc = ss__heads_stats(cx, *g, &h, err)) < 0)
+            goto done;
+        if (cx->calib != NULL && m->u.prune.score == SS_SCORE_ACTIVATION
+            && (rc = ablate_heads(cx, *g, &h, ref, err)) < 0)
+            goto done;
+        if ((rc = cut_best(cx, g, cut_heads, &arg, h.mean != NULL, ref,
+                           &kept, &comp, err)) < 0)
+            goto done;
+        json_array_append_new(arr, json_pack(
+            "{s:s, s:I, s:I, s:b}", "attention", label,
+            "heads", (json_int_t)h.H, "kept", (json_int_t)kept,
+            "bias_compensation", comp));
+        ss__heads_clear(&h);
+    }
+done:
+    ss__heads_clear(&h);
+    json_decref(names);
+    return rc;
+}
+
+/* Pairs are cut one at a time on a finalized graph, each measured after
+ * the previous cuts (a B can be the next pair's A, and its input
+ * statistics change with the first cut). */
+static int
+structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
+           json_t *note, ss_err_t *err)
+{
+    json_t *arr = json_array(), *names = json_array();
+    ss__outputs_t ref = {0};
+    ss_graph_t *g = *gp;
+    ss__pair_t p;
+    int rc = 0, step = 0;
+
+    memset(&p, 0, sizeof(p));
+    if (arr == NULL || names == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
+        goto done;
+    }
+    if (cx->calib != NULL && (rc = outputs_on(cx, g, &ref, err)) < 0)
+        goto done;
+    for (;;) {
+        ss__layer_t *ls = NULL;
+        int nl = 0;
+        int64_t kept;
+        bool found, comp = false;
+        char label[256];
+
+        if ((rc = ss__cx_cancelled(cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        if ((rc = next_pair(g, names, &p, &found, err)) < 0)
+            goto done;
+        if (!found)
+            break;
+        ss__cx_progress(cx, 1.0 - 1.0 / (step + 2), cx->calib != NULL
+                        ? "prune: measuring channels"
+                        : "prune: removing channels");
+        step++;
+        if (cx->calib != NULL
+            && (rc = ss__prune_stats(cx, g, &p, 1, err)) < 0)
+            goto done;
+        if ((rc = ss__find_layers(g, &ls, &nl, err)) < 0)
+            goto done;
+        snprintf(label, sizeof(label), "%s",
+                 ss__node_label(g, ls[p.a].node));
+        json_array_append_new(names, json_string(
+            g->values[g->nodes[ls[p.a].node].outputs[0]].name));
+        {
+            pair_arg_t arg = { m, ls, &p };
+
+            rc = cut_best(cx, &g, cut_pair, &arg, p.mean != NULL, &ref,
+                          &kept, &comp, err);
+        }
+        ss_free(ls);
+        if (rc < 0)
+            goto done;
+        json_array_append_new(arr, json_pack(
+            "{s:s, s:I, s:I, s:b}", "layer", label,
+            "channels", (json_int_t)p.channels, "kept", (json_int_t)kept,
+            "bias_compensation", comp));
+        pairs_free_one(&p);
+    }
+    if ((rc = prune_heads(cx, m, &g, &ref, arr, err)) < 0)
+        goto done;
+    json_object_set_new(note, "kind", json_string("structured"));
+    json_object_set_new(note, "pruned", arr);
+    arr = NULL;
+    json_object_set_new(note, "note", json_string(
+        "hidden neurons and conv channels whose dimension reaches no "
+        "residual, normalization or reshape, and attention heads of the "
+        "fused-qkv pattern torch exports"));
+done:
+    *gp = g;
+    ss__outputs_clear(&ref);
+    pairs_free_one(&p);
+    json_decref(arr);
+    json_decref(names);
+    return rc;
+}
+
+int
+ss__prune(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
+          ss_err_t *err)
+{
+    if (m->u.prune.kind == SS_PRUNE_STRUCTURED)
+        return structured(cx, m, g, note, err);
+    return unstructured(cx, m, *g, note, err);
+}

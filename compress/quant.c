@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Post-training int8 quantization into a QDQ graph, with accuracy-aware
+ * fallback.
+ *
+ * DESIGN: BatchNormalizations after Convs are folded into them first (as
+ * quantization tools do: the int8 Conv carries the BN in its scales and
+ * the engine sees a plain Conv).  The layers are the MatMul/Gemm/Conv
+ * nodes with a constant weight (layers.c).  Calibration clones the f32 graph, makes the
+ * activation input of every layer an extra output, and runs it over the
+ * calibration set: min/max per tensor, and for the percentile method a
+ * second pass that fills a histogram of |x| (2048 bins up to the max) and
+ * clips at the asked percentile.  Activations are quantized per tensor,
+ * symmetric, zero point 0 (oneDNN's fast kernels want fixed, per-tensor
+ * scales and no zero point on the weights): s8, or u8 when the
+ * calibrated minimum is >= 0 (after a ReLU: one more bit for free, and
+ * still no zero point to fold).  Weights are s8 per output channel with
+ * scale max|w| / 127 (axis 0 of a Conv or a Gemm with transB, axis 1 of a
+ * MatMul's [K, N]).  The graph gets QuantizeLinear + DequantizeLinear on
+ * each quantized activation (shared by every quantized layer reading it;
+ * other readers such as a residual Add keep the f32 tensor) and a
+ * DequantizeLinear on each s8 weight constant; biases stay f32.  That is
+ * the standard ONNX QDQ form, which the engine recognizes and runs as
+ * int8 kernels, and which other runtimes load too.
+ *
+ * Fallback: the whole set is quantized and measured on the validation
+ * data against the source outputs (PTQ belongs last in a pipeline: the
+ * methods after it see weights behind DequantizeLinear, not layers).  While the gate fails, every still
+ * quantized layer's own damage is known (measured once, lazily: the
+ * graph with only that layer quantized, normalized squared error of the
+ * outputs on the calibration set) and the worst one goes back to f32.
+ *
+ * THREADS: runs on the compress thread.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/internal.h"
+
+#define HIST_BINS 2048
+
+typedef struct qact {
+    int value;          /* activation value id in the f32 graph */
+    float lo, hi;       /* calibrated range */
+    float absmax;       /* clip point */
+    double *hist;
+    double count;
+} qact_t;
+
+typedef struct qlayer {
+    ss__layer_t l;
+    int act;            /* index into the qact array */
+    char *label;
+    double err;         /* own damage; < 0 until measured */
+    bool on;
+} qlayer_t;
+
+typedef struct qstate {
+    ss__cx_t *cx;
+    const ss_method_t *m;
+    const ss_graph_t *g;        /* the f32 graph */
+    int n_layers;
+    qlayer_t *layers;
+    int n_acts;
+    qact_t *acts;
+} qstate_t;
+
+int
+ss__quantize_weight(const float *w, int ndim, const int64_t *dims, int axis,
+                    int8_t *q, float *scale)
+{
+    int64_t outer = 1, inner = 1, c, o, i, C;
+    int d;
+
+    if (axis < 0 || axis >= ndim)
+        return SS_EINVAL;
+    C = dims[axis];
+    for (d = 0; d < axis; d++)
+        outer *= dims[d];
+    for (d = axis + 1; d < ndim; d++)
+        inner *= dims[d];
+    for (c = 0; c < C; c++) {
+        float mx = 0.0f;
+
+        for (o = 0; o < outer; o++)
+            for (i = 0; i < inner; i++) {
+                float a = fabsf(w[(o * C + c) * inner + i]);
+
+                if (a > mx)
+                    mx = a;
+            }
+        scale[c] = mx > 0.0f ? mx / 127.0f : 1.0f;
+        for (o = 0; o < outer; o++)
+            for (i = 0; i < inner; i++) {
+                int64_t k = (o * C + c) * inner + i;
+                float v = nearbyintf(w[k] / scale[c]);
+
+                q[k] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+            }
+    }
+    return 0;
+}
+
+static void
+qstate_clear(qstate_t *s)
+{
+    int i;
+
+    for (i = 0; i < s->n_layers; i++)
+        ss_free(s->layers[i].label);
+    for (i = 0; i < s->n_acts; i++)
+        ss_free(s->acts[i].hist);
+    ss_free(s->layers);
+    ss_free(s->acts);
+}
+
+static int
+qstate_init(qstate_t *s, ss__cx_t *cx, const ss_method_t *m,
+            const ss_graph_t *g, ss_err_t *err)
+{
+    ss__layer_t *l = NULL;
+    int n = 0, i, j, rc;
+
+    memset(s, 0, sizeof(*s));
+    s->cx = cx;
+    s->m = m;
+    s->g = g;
+    if ((rc = ss__find_layers(g, &l, &n, err)) < 0)
+        goto done;
+    if ((s->layers = ss_calloc((size_t)n + 1, sizeof(*s->layers))) == NULL
+        || (s->acts = ss_calloc((size_t)n + 1, sizeof(*s->acts))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for quantization");
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        qlayer_t *q = &s->layers[s->n_layers];
+
+        q->l = l[i];
+        q->err = -1.0;
+        q->on = true;
+        if ((q->label = ss_strdup(ss__node_label(g, l[i].node))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for quantization");
+            goto done;
+        }
+        s->n_layers++;
+        for (j = 0; j < s->n_acts; j++)
+            if (s->acts[j].value == l[i].x)
+                break;
+        if (j == s->n_acts) {
+            s->acts[j].value = l[i].x;
+            s->acts[j].lo = INFINITY;
+            s->acts[j].hi = -INFINITY;
+            s->n_acts++;
+        }
+        q->act = j;
+    }
+done:
+    ss_free(l);
+    return rc;
+}
+
+/* One pass over the calibration set: min/max (pass 0) or histogram. */
+static int
+calib_pass(qstate_t *s, ss__runner_t *r, int pass, ss_err_t *err)
+{
+    const ss_dataset_t *ds = s->cx->calib;
+    int base = s->g->n_outputs, k, rc = 0;
+    ss_tensor_t *views = NULL;
+    int64_t r0, n, i;
+
+    if ((views = ss_calloc((size_t)ds->n_inputs + 1, sizeof(*views)))
+        == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to calibrate");
+    for (r0 = 0; r0 < ds->rows; r0 += n) {
+        const ss_tensor_t *o;
+
+        if ((rc = ss__cx_cancelled(s->cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        n = ds->rows - r0 < SS__CX_CHUNK ? ds->rows - r0 : SS__CX_CHUNK;
+        ss__dataset_slice(ds, r0, n, views);
+        if ((rc = ss__runner_run(r, views, &o, err)) < 0)
+            goto done;
+        for (k = 0; k < s->n_acts; k++) {
+            const ss_tensor_t *t = &o[base + k];
+            const float *v = t->data;
+            int64_t numel = ss_tensor_numel(t);
+            qact_t *a = &s->acts[k];
+
+            if (t->dtype != SS_DTYPE_F32) {
+                rc = ss_err_set(err, SS_EUNSUPP, "layer input '%s' is not "
+                                "f32", s->g->values[a->value].name);
+                goto done;
+            }
+            for (i = 0; i < numel; i++) {
+                if (pass == 0) {
+                    if (v[i] < a->lo)
+                        a->lo = v[i];
+                    if (v[i] > a->hi)
+                        a->hi = v[i];
+                } else if (a->absmax > 0.0f) {
+                    int64_t b = (int64_t)(fabsf(v[i]) / a->absmax
+                                          * HIST_BINS);
+
+                    a->hist[b >= HIST_BINS ? HIST_BINS - 1 : b] += 1.0;
+                    a->count += 1.0;
+                }
+            }
+        }
+    }
+done:
+    ss_free(views);
+    return rc;
+}
+
+static int
+calibrate(qstate_t *s, ss_err_t *err)
+{
+    ss_graph_t *c = NULL;
+    ss__runner_t r = {0};
+    int k, rc;
+
+    ss__cx_progress(s->cx, 0.0, "ptq: calibrating");
+    if ((rc = ss_graph_clone(s->g, &c, err)) < 0)
+        goto done;
+    for (k = 0; k < s->n_acts; k++)
+        if ((rc = ss_graph_add_output(c, s->acts[k].value, err)) < 0)
+            goto done;
+    if ((rc = ss_graph_finalize(c, err)) < 0
+        || (rc = ss__runner_init(&r, c, s->cx->ctl->threads, err)) < 0
+        || (rc = calib_pass(s, &r, 0, err)) < 0)
+        goto done;
+    for (k = 0; k < s->n_acts; k++) {
+        qact_t *a = &s->acts[k];
+
+        a->absmax = fmaxf(fabsf(a->lo), fabsf(a->hi));
+        if (!isfinite(a->absmax)) {
+            rc = ss_err_set(err, SS_EINVAL, "calibration: '%s' is not "
+                            "finite", s->g->values[a->value].name);
+            goto done;
+        }
+    }
+    if (s->m->u.ptq.calib == SS_CALIB_PERCENTILE) {
+        for (k = 0; k < s->n_acts; k++)
+            if ((s->acts[k].hist = ss_calloc(HIST_BINS, sizeof(double)))
+                == NULL) {
+                rc = ss_err_set(err, SS_ENOMEM, "no memory to calibrate");
+                goto done;
+            }
+        if ((rc = calib_pass(s, &r, 1, err)) < 0)
+            goto done;
+        for (k = 0; k < s->n_acts; k++) {
+            qact_t *a = &s->acts[k];
+            double want = a->count * s->m->u.ptq.percentile / 100.0, acc = 0;
+            int b;
+
+            for (b = 0; b < HIST_BINS - 1; b++) {
+                acc += a->hist[b];
+                if (acc >= want)
+                    break;
+            }
+            a->absmax = a->absmax * (float)(b + 1) / HIST_BINS;
+        }
+    }
+    rc = 0;
+done:
+    ss__runner_close(&r);
+    ss_graph_free(c);
+    return rc;
+}
+
+/* "<value>_<suffix>" in buf when that name is free, else NULL (a fresh
+ * name is picked): readable names in the exported file. */
+static const char *
+qname(const ss_graph_t *g, int value, const char *suffix, char *buf,
+      size_t len)
+{
+    int n = snprintf(buf, len, "%s_%s", g->values[value].name, suffix);
+
+    if (n < 0 || (size_t)n >= len || ss_graph_find_value(g, buf) >= 0)
+        return NULL;
+    return buf;
+}
+
+/* Scalar constant of dtype with value v (f32 scale or 8-bit zero). */
+static int
+scalar(ss_graph_t *g, const char *name, ss_dtype_t dt, float v,
+       ss_err_t *err)
+{
+    void *p;
+    int id = ss__new_const(g, name, dt, 0, NULL, &p, err);
+
+    if (id >= 0 && dt == SS_DTYPE_F32)
+        *(float *)p = v;
+    return id;
+}
+
+/* Adds Q + DQ for activation a; returns the DQ output id. */
+static int
+add_act_qdq(ss_graph_t *g, const qact_t *a, ss_err_t *err)
+{
+    bool u8 = a->lo >= 0.0f;
+    float sc = a->absmax > 0.0f ? a->absmax / (u8 ? 255.0f : 127.0f) : 1.0f;
+    int s_id, z_id, q_id, dq_id, in[3], out[1], rc;
+    char name[300];
+
+    if ((s_id = scalar(g, qname(g, a->value, "scale", name, sizeof(name)),
+                       SS_DTYPE_F32, sc, err)) < 0)
+        return s_id;
+    if ((z_id = scalar(g, qname(g, a->value, "zero_point", name,
+                                sizeof(name)),
+                       u8 ? SS_DTYPE_U8 : SS_DTYPE_I8, 0, err)) < 0)
+        return z_id;
+    if ((q_id = ss_graph_add_value(g, qname(g, a->value, "quantized", name,
+                                            sizeof(name)), NULL, err)) < 0)
+        return q_id;
+    if ((dq_id = ss_graph_add_value(g, qname(g, a->value, "dequantized",
+                                             name, sizeof(name)),
+                                    NULL, err)) < 0)
+        return dq_id;
+    in[0] = a->value;
+    in[1] = s_id;
+    in[2] = z_id;
+    out[0] = q_id;
+    snprintf(name, sizeof(name), "%s/QuantizeLinear",
+             g->values[a->value].name);
+    if ((rc = ss_graph_add_node(g, "QuantizeLinear", name, 3, in, 1, out, 0,
+                                NULL, err)) < 0)
+        return rc;
+    in[0] = q_id;
+    out[0] = dq_id;
+    snprintf(name, sizeof(name), "%s/DequantizeLinear",
+             g->values[a->value].name);
+    if ((rc = ss_graph_add_node(g, "DequantizeLinear", name, 3, in, 1, out, 0,
+                                NULL, err)) < 0)
+        return rc;
+    return dq_id;
+}
+
+/* Replaces layer l's weight by s8 + DequantizeLinear; returns DQ's id. */
+static int
+add_weight_dq(ss_graph_t *g, const qlayer_t *q, ss_err_t *err)
+{
+    const ss_tensor_t *w = g->values[q->l.w].constant;
+    int64_t C = w->dims[q->l.out_axis];
+    int wq, sc, zp, dq, in[3], out[1], rc;
+    int8_t *qd;
+    float *sd;
+    void *zd;
+    ss_attr_t axis = { 0 };
+    char name[300];
+
+    if ((wq = ss__new_const(g, qname(g, q->l.w, "quantized", name,
+                                     sizeof(name)),
+                            SS_DTYPE_I8, w->ndim, w->dims, (void **)&qd,
+                            err)) < 0)
+        return wq;
+    if ((sc = ss__new_const(g, qname(g, q->l.w, "scale", name, sizeof(name)),
+                            SS_DTYPE_F32, 1, &C, (void **)&sd, err)) < 0)
+        return sc;
+    if ((zp = ss__new_const(g, qname(g, q->l.w, "zero_point", name,
+                                     sizeof(name)),
+                            SS_DTYPE_I8, 1, &C, &zd, err)) < 0)
+        return zp;
+    w = g->values[q->l.w].constant;
+    ss__quantize_weight(w->data, w->ndim, w->dims, q->l.out_axis, qd, sd);
+    if ((dq = ss_graph_add_value(g, qname(g, q->l.w, "dequantized", name,
+                                          sizeof(name)), NULL, err)) < 0)
+        return dq;
+    axis.name = (char *)"axis";
+    axis.type = SS_ATTR_INT;
+    axis.i = q->l.out_axis;
+    in[0] = wq;
+    in[1] = sc;
+    in[2] = zp;
+    out[0] = dq;
+    snprintf(name, sizeof(name), "%s/weight/DequantizeLinear", q->label);
+    if ((rc = ss_graph_add_node(g, "DequantizeLinear", name, 3, in, 1, out,
+                                1, &axis, err)) < 0)
+        return rc;
+    return dq;
+}
+
+/* A finalized copy of the f32 graph with the layers in mask quantized
+ * (mask NULL: those with on set; only >= 0: just that layer). */
+static int
+build(const qstate_t *s, int only, ss_graph_t **out, int *n_on,
+      ss_err_t *err)
+{
+    ss_graph_t *g = NULL;
+    int *act_dq = NULL, i, rc;
+
+    *out = NULL;
+    *n_on = 0;
+    if ((act_dq = ss_malloc(sizeof(int) * ((size_t)s->n_acts + 1))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to quantize");
+    for (i = 0; i < s->n_acts; i++)
+        act_dq[i] = -1;
+    if ((rc = ss_graph_clone(s->g, &g, err)) < 0)
+        goto done;
+    for (i = 0; i < s->n_layers; i++) {
+        const qlayer_t *q = &s->layers[i];
+        int dq;
+
+        if (only >= 0 ? i != only : !q->on)
+            continue;
+        if (act_dq[q->act] < 0) {
+            if ((rc = add_act_qdq(g, &s->acts[q->act], err)) < 0)
+                goto done;
+            act_dq[q->act] = rc;
+        }
+        if ((dq = add_weight_dq(g, q, err)) < 0) {
+            rc = dq;
+            goto done;
+        }
+        g->nodes[q->l.node].inputs[0] = act_dq[q->act];
+        g->nodes[q->l.node].inputs[1] = dq;
+        (*n_on)++;
+    }
+    if ((rc = ss_graph_finalize(g, err)) < 0)
+        goto done;
+    *out = g;
+    g = NULL;
+done:
+    ss_free(act_dq);
+    ss_graph_free(g);
+    return rc;
+}
+
+/* Outputs of graph g over ds. */
+static int
+outputs_of(const qstate_t *s, const ss_graph_t *g, const ss_dataset_t *ds,
+           ss__outputs_t *o, ss_err_t *err)
+{
+    ss__runner_t r = {0};
+    int rc;
+
+    if ((rc = ss__runner_init(&r, g, s->cx->ctl->threads, err)) == 0)
+        rc = ss__collect(&r, ds, s->cx->ctl->cancel, o, err);
+    ss__runner_close(&r);
+    return rc;
+}
+
+static double
+nmse(const ss__outputs_t *a, const ss__outputs_t *b)
+{
+    double num = 0.0, den = 0.0;
+    int k;
+
+    for (k = 0; k < a->n && k < b->n; k++) {
+        int64_t i, n = a->rows * a->row_elems[k];
+
+        for (i = 0; i < n; i++) {
+            double d = (double)a->data[k][i] - b->data[k][i];
+
+            num += d * d;
+            den += (double)b->data[k][i] * b->data[k][i];
+        }
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+/* Each layer's own damage on the calibration set. */
+static int
+measure_layers(qstate_t *s, ss_err_t *err)
+{
+    ss__outputs_t ref = {0}, o = {0};
+    ss_graph_t *q = NULL;
+    int i, n_on, rc;
+
+    if ((rc = outputs_of(s, s->g, s->cx->calib, &ref, err)) < 0)
+        goto done;
+    for (i = 0; i < s->n_layers; i++) {
+        if ((rc = ss__cx_cancelled(s->cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        ss__cx_progress(s->cx, 0.2 + 0.4 * i / s->n_layers,
+                        "ptq: measuring layers");
+        if ((rc = build(s, i, &q, &n_on, err)) < 0
+            || (rc = outputs_of(s, q, s->cx->calib, &o, err)) < 0)
+            goto done;
+        s->layers[i].err = nmse(&o, &ref);
+        ss__outputs_clear(&o);
+        ss_graph_free(q);
+        q = NULL;
+    }
+done:
+    ss_graph_free(q);
+    ss__outputs_clear(&o);
+    ss__outputs_clear(&ref);
+    return rc;
+}
+
+/* Quality of g on the validation set against the source, for the gate. */
+static int
+judge(const qstate_t *s, const ss_graph_t *g, ss_eval_t *ev, ss_err_t *err)
+{
+    ss__outputs_t o = {0};
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    if ((rc = outputs_of(s, g, s->cx->val, &o, err)) < 0)
+        return rc;
+    ev->accuracy = ss__accuracy(&o, s->cx->val->labels);
+    ev->agreement = ss__agreement(&o, s->cx->src_out);
+    ev->max_relative_error = ss__max_rel_error(&o, s->cx->src_out);
+    ss__outputs_clear(&o);
+    return 0;
+}
+
+static json_t *
+layer_list(const qstate_t *s, bool on)
+{
+    json_t *a = json_array();
+    int i;
+
+    for (i = 0; a != NULL && i < s->n_layers; i++) {
+        const qlayer_t *q = &s->layers[i];
+
+        if (q->on != on)
+            continue;
+        if (q->err >= 0)
+            json_array_append_new(a, json_pack("{s:s, s:f}", "layer",
+                                               q->label, "nmse", q->err));
+        else
+            json_array_append_new(a, json_pack("{s:s}", "layer", q->label));
+    }
+    return a;
+}
+
+int
+ss__ptq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
+        ss_err_t *err)
+{
+    qstate_t s;
+    ss_graph_t *q = NULL;
+    ss_eval_t ev;
+    char why[256] = "";
+    int n_on = 0, attempts = 0, folded = 0, i, rc;
+    bool measured = false;
+
+    memset(&s, 0, sizeof(s));
+    ss__cx_progress(cx, 0.0, "ptq: folding batch norms");
+    if ((rc = ss__fold_bn(*g, &folded, err)) < 0
+        || (rc = qstate_init(&s, cx, m, *g, err)) < 0)
+        goto done;
+    json_object_set_new(note, "batchnorm_folded", json_integer(folded));
+    if (s.n_layers == 0) {
+        json_object_set_new(note, "note", json_string(
+            "no MatMul/Gemm/Conv with a constant weight: nothing to "
+            "quantize"));
+        goto done;
+    }
+    if ((rc = calibrate(&s, err)) < 0)
+        goto done;
+    for (;;) {
+        int worst = -1;
+
+        if ((rc = ss__cx_cancelled(cx)) < 0) {
+            ss_err_set(err, rc, "cancelled");
+            goto done;
+        }
+        ss__cx_progress(cx, measured ? 0.7 : 0.1, attempts == 0
+                        ? "ptq: quantizing" : "ptq: falling back");
+        ss_graph_free(q);
+        q = NULL;
+        if ((rc = build(&s, -1, &q, &n_on, err)) < 0)
+            goto done;
+        attempts++;
+        if (!m->u.ptq.fallback || n_on == 0)
+            break;
+        if ((rc = judge(&s, q, &ev, err)) < 0)
+            goto done;
+        if (ss__gate_ok(cx->gate, cx->src_acc, &ev, why, sizeof(why)))
+            break;
+        if (!measured) {
+            if ((rc = measure_layers(&s, err)) < 0)
+                goto done;
+            measured = true;
+        }
+        for (i = 0; i < s.n_layers; i++)
+            if (s.layers[i].on
+                && (worst < 0 || s.layers[i].err > s.layers[worst].err))
+                worst = i;
+        s.layers[worst].on = false;
+    }
+    json_object_set_new(note, "weights", json_string(
+        "s8, symmetric, per output channel"));
+    json_object_set_new(note, "activations", json_string(
+        "per tensor, symmetric (zero point 0): u8 where the calibrated "
+        "minimum is >= 0, else s8"));
+    json_object_set_new(note, "calibration", json_string(
+        m->u.ptq.calib == SS_CALIB_PERCENTILE ? "percentile" : "minmax"));
+    if (m->u.ptq.calib == SS_CALIB_PERCENTILE)
+        json_object_set_new(note, "percentile",
+                            json_real(m->u.ptq.percentile));
+    json_object_set_new(note, "quantized", layer_list(&s, true));
+    json_object_set_new(note, "fallback", layer_list(&s, false));
+    json_object_set_new(note, "attempts", json_integer(attempts));
+    ss_graph_free(*g);
+    *g = q;
+    q = NULL;
+done:
+    ss_graph_free(q);
+    qstate_clear(&s);
+    return rc;
+}

@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Compression jobs through the admin API: each method on the MLP fixture,
+the gate, activation by hot swap, cancellation, a daemon killed mid-job,
+and bad job bodies."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TOP_SRC = os.environ.get("top_srcdir", ".")
+sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
+import tap  # noqa: E402
+from daemon import Daemon, json_body  # noqa: E402
+import kserve  # noqa: E402
+
+FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
+CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
+HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+ADMIN = ["--admin-insecure"]
+
+
+def repo_with_mlp(root, config=None):
+    d = os.path.join(root, "mlp")
+    os.makedirs(os.path.join(d, "1"))
+    shutil.copy(MLP, os.path.join(d, "1", "model.onnx"))
+    shutil.copy(CALIB, os.path.join(d, "calib.npz"))
+    shutil.copy(HELD, os.path.join(d, "val.npz"))
+    if config is not None:
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f)
+    return root
+
+
+def submit(d, body, model="mlp"):
+    st, _, data = d.post("/admin/models/%s/compress" % model, body,
+                         admin=True)
+    return st, json_body(data) or {}
+
+
+def wait_job(d, jid, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
+        js = json_body(data) or {}
+        if js.get("state") in ("succeeded", "rejected", "failed",
+                               "cancelled"):
+            return js
+        time.sleep(0.1)
+    return {"state": "timeout"}
+
+
+def versions_on_disk(root):
+    return sorted(int(n) for n in os.listdir(os.path.join(root, "mlp"))
+                  if n.isdigit())
+
+
+def served_version(d):
+    with np.load(HELD) as z:
+        x = {"input": z["input"][:4]}
+    st, hd, data = d.post("/v2/models/mlp/infer", kserve.json_request(x))
+    head, _ = kserve.parse_response(data, hd)
+    return head.get("model_version")
+
+
+def test_methods():
+    tmp = tempfile.mkdtemp()
+    root = repo_with_mlp(os.path.join(tmp, "m"))
+    with Daemon(ADMIN + ["--job-threads=1"], repository=root) as d:
+        cases = [
+            ({"methods": ["ptq"], "calibration": {"file": "calib.npz"},
+              "validation": {"file": "val.npz"},
+              "gate": {"max_accuracy_drop": 0.01}, "activate": True},
+             "ptq", True),
+            ({"methods": ["bf16"], "validation": {"file": "val.npz"},
+              "gate": {"max_accuracy_drop": 0.003}, "activate": False},
+             "bf16", False),
+            ({"methods": [{"method": "prune",
+                           "params": {"kind": "structured",
+                                      "sparsity": 0.3}}],
+              "calibration": {"file": "calib.npz"},
+              "validation": {"file": "val.npz"},
+              "gate": {"max_accuracy_drop": 0.05}, "activate": False},
+             "structured prune 30%", False),
+            ({"methods": [{"method": "prune",
+                           "params": {"kind": "unstructured",
+                                      "sparsity": 0.5}}],
+              "validation": {"file": "val.npz"},
+              "gate": {"max_accuracy_drop": 0.05}, "activate": False},
+             "unstructured prune 50%", False),
+            ({"methods": [{"method": "lowrank",
+                           "params": {"energy": 0.95}}],
+              "validation": {"file": "val.npz"},
+              "gate": {"max_accuracy_drop": 0.05}, "activate": False},
+             "low-rank", False),
+        ]
+        for body, what, activates in cases:
+            # After the first case activates version 2, name the source.
+            body["source_version"] = 1
+            before = versions_on_disk(root)
+            st, js = submit(d, body)
+            tap.eq(st, 202, "%s: job accepted" % what)
+            job = wait_job(d, js.get("job", 0))
+            tap.eq(job.get("state"), "succeeded", "%s: job succeeded (%s)"
+                   % (what, job.get("error", "")))
+            res = job.get("result") or {}
+            src, var = res.get("source", {}), res.get("variant", {})
+            tap.diag("%s: accuracy %s -> %s, b32 %.3f -> %.3f ms, weights "
+                     "%s -> %s" % (what, src.get("accuracy"),
+                                   var.get("accuracy"),
+                                   src.get("latency_ms", {}).get("batch32",
+                                                                 0),
+                                   var.get("latency_ms", {}).get("batch32",
+                                                                 0),
+                                   src.get("weight_bytes"),
+                                   var.get("weight_bytes")))
+            v = res.get("version")
+            tap.ok(v is not None and v not in before and
+                   v in versions_on_disk(root), "%s: new version %s on "
+                   "disk" % (what, v))
+            vj = os.path.join(root, "mlp", str(v), "variant.json")
+            tap.ok(os.path.exists(vj), "%s: variant.json written" % what)
+            if os.path.exists(vj):
+                with open(vj) as f:
+                    lineage = json.load(f)
+                tap.eq(lineage.get("parent_version"), 1,
+                       "%s: lineage names the parent" % what)
+            tap.eq(res.get("activated"), activates,
+                   "%s: activated as asked" % what)
+        tap.eq(served_version(d), "2", "the activated PTQ variant serves")
+        st, _, data = d.get("/admin/models/mlp/versions", admin=True)
+        vs = json_body(data) or {}
+        tap.eq(len(vs.get("versions", [])), 6, "versions lists all six")
+        tap.ok(all("variant" in e for e in vs.get("versions", [])
+                   if e["version"] > 1), "every variant has its lineage")
+        st, _, data = d.get("/admin/jobs", admin=True)
+        tap.eq(len(json_body(data) or []), 5, "jobs lists the five jobs")
+        tap.eq(d.stop(), 0, "clean exit")
+    # A restart serves the activated variant, not the newest version.
+    with Daemon(ADMIN, repository=root) as d:
+        tap.eq(served_version(d), "2", "after a restart: still version 2")
+    shutil.rmtree(tmp)
+
+
+def test_gate_and_cancel():
+    tmp = tempfile.mkdtemp()
+    root = repo_with_mlp(os.path.join(tmp, "m"))
+    with Daemon(ADMIN, repository=root) as d:
+        st, js = submit(d, {"methods": [{"method": "lowrank",
+                                         "params": {"ratio": 0.05}}],
+                            "validation": {"file": "val.npz"},
+                            "gate": {"min_agreement": 0.999},
+                            "activate": True})
+        job = wait_job(d, js.get("job", 0))
+        tap.eq(job.get("state"), "rejected", "a variant under the gate is "
+               "rejected")
+        tap.eq(versions_on_disk(root), [1], "a rejected variant writes "
+               "nothing")
+        tap.eq(served_version(d), "1", "the served version is unchanged")
+        # Cancel: queue two jobs, cancel the second while queued and the
+        # first while running.
+        body = {"methods": ["ptq", "bf16"],
+                "calibration": {"file": "calib.npz"},
+                "validation": {"file": "val.npz"}, "activate": True}
+        st, j1 = submit(d, body)
+        st, j2 = submit(d, body)
+        st, _, data = d.request("DELETE", "/admin/jobs/%d" % j2["job"],
+                                admin=True)
+        tap.eq(st, 200, "cancel a queued job")
+        st, _, data = d.request("DELETE", "/admin/jobs/%d" % j1["job"],
+                                admin=True)
+        tap.ok(st in (200, 409), "cancel the running job")
+        a = wait_job(d, j1["job"])
+        b = wait_job(d, j2["job"])
+        tap.eq(b.get("state"), "cancelled", "queued job cancelled")
+        tap.ok(a.get("state") in ("cancelled", "succeeded"),
+               "running job cancelled (or done first)", a)
+        if a.get("state") == "cancelled":
+            tap.eq(versions_on_disk(root), [1], "a cancelled job leaves no "
+                   "version")
+        else:
+            tap.ok(True, "# job finished before the cancel")
+        tap.ok(not any(n.startswith(".slimserve-tmp")
+                       for n in os.listdir(os.path.join(root, "mlp"))),
+               "no temporary folder left")
+        st, _, data = d.request("DELETE", "/admin/jobs/999", admin=True)
+        tap.eq(st, 404, "cancel an unknown job: 404")
+        tap.eq(d.stop(), 0, "clean exit")
+    shutil.rmtree(tmp)
+
+
+def test_kill_mid_job():
+    tmp = tempfile.mkdtemp()
+    root = repo_with_mlp(os.path.join(tmp, "m"))
+    d = Daemon(ADMIN, repository=root)
+    d.start()
+    st, js = submit(d, {"methods": ["ptq"],
+                        "calibration": {"file": "calib.npz"},
+                        "validation": {"file": "val.npz"},
+                        "activate": True})
+    tap.eq(st, 202, "job accepted")
+    time.sleep(0.3)
+    # A leftover temporary folder as a crash would leave it.
+    os.makedirs(os.path.join(root, "mlp", ".slimserve-tmp-99"))
+    d.proc.send_signal(signal.SIGKILL)
+    d.wait(10)
+    d.tmp.cleanup()
+    dirs = os.listdir(os.path.join(root, "mlp"))
+    tap.ok(all(n.isdigit() or n.startswith(".slimserve-tmp") or
+               n in ("config.json", "calib.npz", "val.npz") for n in dirs),
+           "after kill -9: only whole versions and temporary folders", dirs)
+    for n in dirs:
+        if n.isdigit():
+            tap.ok(os.path.exists(os.path.join(root, "mlp", n,
+                                               "model.onnx")),
+                   "version %s is complete" % n)
+    with Daemon(ADMIN, repository=root) as d2:
+        tap.ok(not any(n.startswith(".slimserve-tmp")
+                       for n in os.listdir(os.path.join(root, "mlp"))),
+               "restart removes temporary folders")
+        v = served_version(d2)
+        tap.ok(v in ("1", "2"), "restart serves version 1, or 2 if the "
+               "job had activated it (%s)" % v)
+    shutil.rmtree(tmp)
+
+
+def test_bad_bodies():
+    tmp = tempfile.mkdtemp()
+    root = repo_with_mlp(os.path.join(tmp, "m"))
+    with open(os.path.join(root, "wrong.npz"), "wb") as f:
+        np.savez(f, input=np.zeros((4, 10), np.float32))
+    shutil.copy(os.path.join(root, "wrong.npz"),
+                os.path.join(root, "mlp", "wrong.npz"))
+    with Daemon(ADMIN, repository=root) as d:
+        good_val = {"file": "val.npz"}
+        cases = [
+            (b"{nope", "JSON"),
+            ({"methods": ["zip"], "validation": good_val}, "zip"),
+            ({"methods": [], "validation": good_val}, "methods"),
+            ({"methods": [{"method": "prune",
+                           "params": {"sparsity": 1.5}}],
+              "validation": good_val}, "sparsity"),
+            ({"methods": [{"method": "lowrank", "params": {"energy": 0}}],
+              "validation": good_val}, "energy"),
+            ({"methods": [{"method": "prune", "params": {"bogus": 1}}],
+              "validation": good_val}, "bogus"),
+            ({"methods": ["bf16"], "validation": {"file": "../wrong.npz"}},
+             "file"),
+            ({"methods": ["bf16"], "validation": {"file": "/etc/passwd"}},
+             "file"),
+            ({"methods": ["bf16"], "validation": {"file": "missing.npz"}},
+             "missing.npz"),
+            ({"methods": ["bf16"], "validation": {"file": "wrong.npz"}},
+             "input"),
+            ({"methods": ["ptq"], "validation": good_val}, "calibration"),
+            ({"methods": ["bf16"], "validation": "traffic"}, "sampling"),
+            ({"methods": ["bf16"]}, "validation"),
+            ({"methods": ["bf16"], "validation": good_val,
+              "gate": {"max_accuracy_drop": 2}}, "max_accuracy_drop"),
+            ({"methods": ["bf16"], "validation": good_val,
+              "gate": {"speed": 1}}, "speed"),
+            ({"methods": ["bf16"], "validation": good_val,
+              "source_version": 7}, "version"),
+            ({"methods": ["bf16"], "validation": good_val, "extra": 1},
+             "extra"),
+            ({"methods": ["bf16"], "validation": {
+                "inputs": [{"name": "input", "shape": [1, 3],
+                            "datatype": "FP32", "data": [1, 2, 3]}]}},
+             "input"),
+        ]
+        for body, needle, in cases:
+            st, js = submit(d, body)
+            err = js.get("error", "")
+            tap.ok(st in (400, 404) and needle in err,
+                   "bad body refused (%s): %s" % (needle, err), js)
+        st, js = submit(d, {"methods": ["bf16"], "validation": good_val},
+                        model="nosuch")
+        tap.eq(st, 404, "unknown model: 404")
+        st, _, data = d.get("/admin/jobs", admin=True)
+        tap.eq(json_body(data), [], "no job was created")
+        tap.eq(versions_on_disk(root), [1], "nothing written")
+        tap.eq(d.stop(), 0, "clean exit")
+    shutil.rmtree(tmp)
+
+
+def test_traffic_calibration():
+    tmp = tempfile.mkdtemp()
+    root = repo_with_mlp(os.path.join(tmp, "m"),
+                         {"sampling": {"capacity": 256,
+                                       "probability": 1.0}})
+    with Daemon(ADMIN, repository=root) as d:
+        with np.load(HELD) as z:
+            x = z["input"]
+        for i in range(0, 128, 8):
+            d.post("/v2/models/mlp/infer",
+                   kserve.json_request({"input": x[i:i + 8]}))
+        st, _, data = d.get("/metrics")
+        tap.ok(b'slimserve_traffic_sample_rows{model="mlp"} 128' in data,
+               "128 sampled rows are held", data[-300:])
+        st, js = submit(d, {"methods": ["ptq"], "calibration": "traffic",
+                            "validation": "traffic",
+                            "gate": {"min_agreement": 0.9}})
+        tap.eq(st, 202, "a traffic-calibrated job is accepted")
+        job = wait_job(d, js.get("job", 0))
+        tap.eq(job.get("state"), "succeeded",
+               "traffic-calibrated PTQ succeeds (%s)" % job.get("error"))
+        tap.eq(d.stop(), 0, "clean exit")
+    shutil.rmtree(tmp)
+
+
+def main():
+    for t in (test_bad_bodies, test_methods, test_gate_and_cancel,
+              test_kill_mid_job, test_traffic_calibration):
+        tap.diag(t.__name__)
+        try:
+            t()
+        except Exception as e:
+            import traceback
+            tap.ok(False, "%s raised %r" % (t.__name__, e),
+                   traceback.format_exc())
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,520 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * compress/: the tensor-level pieces against references, parameter
+ * checks, evaluation, cancellation and progress, and every method on the
+ * MLP digits fixture with a stated gate on the 500 held-out digits
+ * (test_compress_models.c: the CNN and the transformer).
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "tests/unit/test_compress_util.h"
+
+/* ---- tensor pieces -------------------------------------------------- */
+
+static void
+test_quantize_weight(void)
+{
+    /* [2, 3] with channels along axis 0, then along axis 1. */
+    float w[6] = { 1.0f, -2.0f, 0.5f, 0.0f, 0.0f, 0.0f };
+    int64_t dims[2] = { 2, 3 };
+    int8_t q[6];
+    float sc[3];
+    double worst = 0.0;
+    int i;
+
+    ss__quantize_weight(w, 2, dims, 0, q, sc);
+    is_close(sc[0], 2.0 / 127.0, 1e-6, 0, "axis 0: scale = max|w| / 127");
+    is_close(sc[1], 1.0, 0, 0, "axis 0: an all-zero channel gets scale 1");
+    is_int(q[1], -127, "axis 0: the largest |w| maps to -127");
+    for (i = 0; i < 3; i++)
+        worst = fmax(worst, fabs(q[i] * sc[0] - w[i]));
+    ok(worst <= sc[0] / 2 + 1e-7, "axis 0: error within half a step (%g)",
+       worst);
+    ss__quantize_weight(w, 2, dims, 1, q, sc);
+    is_close(sc[0], 1.0 / 127.0, 1e-6, 0, "axis 1: per column");
+    is_close(sc[2], 0.5 / 127.0, 1e-6, 0, "axis 1: third column");
+    is_int(q[2], 127, "axis 1: column max maps to 127");
+}
+
+static void
+test_svd(void)
+{
+    enum { M = 20, N = 16, R = 3 };
+    float a[M * N], *A = NULL, *B = NULL;
+    double err2 = 0.0, ref2 = 0.0;
+    int64_t r, i, j, k;
+    int rc;
+
+    srand(7);
+    {
+        float u[M * R], v[R * N];
+
+        for (i = 0; i < M * R; i++)
+            u[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (i = 0; i < R * N; i++)
+            v[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (i = 0; i < M; i++)
+            for (j = 0; j < N; j++) {
+                a[i * N + j] = 0.0f;
+                for (k = 0; k < R; k++)
+                    a[i * N + j] += u[i * R + k] * v[k * N + j];
+            }
+    }
+    rc = ss__svd_factor(a, M, N, 0.99999, 0, &r, &A, &B, NULL);
+    is_int(rc, 0, "svd of a rank-3 matrix");
+    is_int(r, R, "energy 0.99999 finds rank 3");
+    for (i = 0; A != NULL && i < M; i++)
+        for (j = 0; j < N; j++) {
+            double s = 0.0;
+
+            for (k = 0; k < r; k++)
+                s += (double)A[i * r + k] * B[k * N + j];
+            err2 += (s - a[i * N + j]) * (s - a[i * N + j]);
+            ref2 += (double)a[i * N + j] * a[i * N + j];
+        }
+    ok(A != NULL && sqrt(err2 / ref2) < 1e-4, "A B reproduces W (rel %g)",
+       sqrt(err2 / (ref2 > 0 ? ref2 : 1)));
+    ss_free(A);
+    ss_free(B);
+    rc = ss__svd_factor(a, M, N, 0, 1.0, &r, &A, &B, NULL);
+    ok(rc == 0 && r == 0 && A == NULL, "full rank is not worth factoring");
+}
+
+/* ---- parameters ------------------------------------------------------ */
+
+static void
+test_bad_params(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
+{
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    ss_dataset_t nolab = val->ds;
+    ss_gate_t drop = { 0.01, -1, -1 };
+
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    m.u.prune.sparsity = 1.5;
+    is_int(run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err), SS_EINVAL,
+           "sparsity 1.5: %s", err.msg);
+    ok(res.variant == NULL, "no variant");
+    ss_compress_result_clear(&res);
+
+    ss_method_default(&m, SS_METHOD_LOWRANK);
+    m.u.lowrank.energy = 0;
+    is_int(run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err), SS_EINVAL,
+           "energy 0: %s", err.msg);
+    ss_compress_result_clear(&res);
+
+    ss_method_default(&m, SS_METHOD_PTQ);
+    m.kind = (ss_method_kind_t)42;
+    is_int(run1(g, &m, 1, &cal->ds, &val->ds, &no_gate, &res, &err),
+           SS_EINVAL, "unknown method: %s", err.msg);
+    ss_compress_result_clear(&res);
+
+    ss_method_default(&m, SS_METHOD_PTQ);
+    is_int(run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err), SS_EINVAL,
+           "ptq without calibration data: %s", err.msg);
+    ss_compress_result_clear(&res);
+
+    {
+        ss_tensor_t bad = val->input;
+        ss_dataset_t ds = val->ds;
+
+        bad.dims[1] = 32;               /* the MLP wants 64 features */
+        bad.dims[0] = val->ds.rows * 2;
+        ds.inputs = &bad;
+        ds.rows = bad.dims[0];
+        ds.labels = NULL;
+        ss_method_default(&m, SS_METHOD_BF16);
+        is_int(run1(g, &m, 1, NULL, &ds, &no_gate, &res, &err), SS_EINVAL,
+               "validation data of the wrong shape: %s", err.msg);
+        ss_compress_result_clear(&res);
+        ss_method_default(&m, SS_METHOD_PTQ);
+        is_int(run1(g, &m, 1, &ds, &val->ds, &no_gate, &res, &err),
+               SS_EINVAL, "calibration data of the wrong shape: %s",
+               err.msg);
+        ss_compress_result_clear(&res);
+    }
+
+    nolab.labels = NULL;
+    ss_method_default(&m, SS_METHOD_BF16);
+    is_int(run1(g, &m, 1, NULL, &nolab, &drop, &res, &err), SS_EINVAL,
+           "accuracy gate without labels: %s", err.msg);
+    ss_compress_result_clear(&res);
+}
+
+/* ---- evaluation -------------------------------------------------------- */
+
+static void
+test_evaluate(const ss_graph_t *g, tc_data_t *val)
+{
+    ss_eval_t ev;
+    ss_err_t err = { 0 };
+    int rc;
+
+    rc = ss_compress_evaluate(g, &val->ds, g, &ctl, &ev, &err);
+    is_int(rc, 0, "evaluate the MLP: %s", err.msg);
+    /* meta.json: PyTorch gets 0.968 of the 500 held-out digits. */
+    is_close(ev.accuracy, 0.968, 0, 0.0021, "MLP held-out accuracy");
+    is_close(ev.agreement, 1.0, 0, 0, "agrees with itself");
+    is_close(ev.max_relative_error, 0.0, 0, 0, "no error against itself");
+    /* Only that it was measured: timings on a shared machine are noise. */
+    ok(ev.latency_ms_b1 > 0 && ev.latency_ms_b32 > 0,
+       "latency measured (b1 %.3f ms, b32 %.3f ms)", ev.latency_ms_b1,
+       ev.latency_ms_b32);
+    is_int((long long)ev.weight_bytes,
+           (long long)ss_graph_weight_bytes(g), "weight bytes");
+}
+
+/* ---- methods ------------------------------------------------------------ */
+
+static void
+test_ptq(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
+{
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_gate_t gate = { 0.01, -1, -1 };
+    ss_err_t err = { 0 };
+    int rc;
+
+    ss_method_default(&m, SS_METHOD_PTQ);
+    rc = run1(g, &m, 1, &cal->ds, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "ptq on the MLP: %s", err.msg);
+    report("ptq mlp", &res);
+    ok(res.passed, "ptq: gate (1%% relative accuracy drop) holds");
+    ok(res.variant_eval.accuracy >= res.source.accuracy * 0.99,
+       "ptq: accuracy %.4f within 1%% of %.4f", res.variant_eval.accuracy,
+       res.source.accuracy);
+    if (res.variant != NULL) {
+        ok(count_op(res.variant, "DequantizeLinear") >= 6,
+           "ptq: QDQ nodes around weights and activations");
+        ok(res.variant_eval.weight_bytes * 3 < res.source.weight_bytes,
+           "ptq: weights over 3x smaller (%zu vs %zu)",
+           res.variant_eval.weight_bytes, res.source.weight_bytes);
+        check_roundtrip(res.variant, val, "int8");
+    }
+    ss_compress_result_clear(&res);
+
+    /* Percentile calibration and an impossible gate: every layer falls
+     * back, and the gate still fails only if f32 fails it. */
+    ss_method_default(&m, SS_METHOD_PTQ);
+    m.u.ptq.calib = SS_CALIB_PERCENTILE;
+    gate.max_accuracy_drop = -1;
+    gate.max_relative_error = 1e-9;
+    rc = run1(g, &m, 1, &cal->ds, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "ptq percentile, strict gate: %s", err.msg);
+    if (res.variant != NULL) {
+        json_t *fb = json_object_get(json_array_get(
+            json_object_get(res.details, "methods"), 0), "fallback");
+
+        is_int(count_op(res.variant, "QuantizeLinear"), 0,
+               "strict gate: every layer fell back to f32");
+        is_int((int)json_array_size(fb), 3, "details list 3 fallen back");
+        ok(res.passed, "an all-f32 variant passes");
+    }
+    ss_compress_result_clear(&res);
+}
+
+static void
+test_bf16(const ss_graph_t *g, tc_data_t *val)
+{
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_gate_t gate = { 0.003, -1, -1 };
+    ss_err_t err = { 0 };
+    int rc;
+
+    ss_method_default(&m, SS_METHOD_BF16);
+    rc = run1(g, &m, 1, NULL, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "bf16 on the MLP: %s", err.msg);
+    report("bf16 mlp", &res);
+    ok(res.passed, "bf16: gate (0.3%% relative accuracy drop) holds");
+    if (res.variant != NULL)
+        ok(ss_graph_precision(res.variant) == SS_DTYPE_BF16,
+           "bf16: the variant asks for bf16");
+    ss_compress_result_clear(&res);
+}
+
+static void
+test_prune_mlp(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
+{
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_gate_t gate = { -1, 0.9, -1 };
+    ss_err_t err = { 0 };
+    int rc;
+
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    m.u.prune.sparsity = 0.5;
+    rc = run1(g, &m, 1, NULL, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "unstructured 50%% on the MLP: %s", err.msg);
+    report("prune unstructured 50% mlp", &res);
+    ok(res.passed, "unstructured 50%%: agreement >= 0.9");
+    is_close(json_real_value(json_object_get(json_array_get(
+                 json_object_get(res.details, "methods"), 0), "sparsity")),
+             0.5, 0, 0.001, "unstructured: half the layer weights are zero");
+    is_int((long long)res.variant_eval.weight_bytes,
+           (long long)res.source.weight_bytes,
+           "unstructured: same dense size");
+    {
+        json_t *n = json_array_get(json_object_get(res.details, "methods"),
+                                   0);
+        json_int_t before = json_integer_value(json_object_get(
+                                n, "deflated_bytes_before"));
+        json_int_t after = json_integer_value(json_object_get(
+                               n, "deflated_bytes_after"));
+
+        ok(before > 0 && after > 0 && after < before * 0.75,
+           "unstructured: deflated weights shrink (%lld -> %lld bytes)",
+           (long long)before, (long long)after);
+    }
+    ss_compress_result_clear(&res);
+
+    /* Per layer: every layer at the target. */
+    m.u.prune.global = false;
+    m.u.prune.sparsity = 0.4;
+    rc = run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err);
+    is_int(rc, 0, "unstructured 40%% per layer: %s", err.msg);
+    {
+        json_t *ls = json_object_get(json_array_get(
+            json_object_get(res.details, "methods"), 0), "layers");
+        size_t k;
+        double lo = 1, hi = 0;
+
+        for (k = 0; k < json_array_size(ls); k++) {
+            double sp = json_real_value(json_object_get(
+                json_array_get(ls, k), "sparsity"));
+
+            lo = fmin(lo, sp);
+            hi = fmax(hi, sp);
+        }
+        ok(json_array_size(ls) == 3 && lo > 0.399 && hi < 0.401,
+           "per layer: each of 3 layers at 40%% (%.4f..%.4f)", lo, hi);
+    }
+    ss_compress_result_clear(&res);
+
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    m.u.prune.kind = SS_PRUNE_STRUCTURED;
+    m.u.prune.sparsity = 0.3;
+    rc = run1(g, &m, 1, NULL, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "structured 30%% on the MLP: %s", err.msg);
+    report("prune structured 30% mlp", &res);
+    ok(res.passed, "structured 30%%: agreement >= 0.9");
+    if (res.variant != NULL) {
+        is_int(weight_dim(res.variant, "/fc1/Gemm", 0), 90,
+               "fc1 keeps 90 of 128 neurons");
+        is_int(weight_dim(res.variant, "/fc2/Gemm", 1), 90,
+               "fc2 reads 90 inputs");
+        is_int(weight_dim(res.variant, "/fc2/Gemm", 0), 45,
+               "fc2 keeps 45 of 64 neurons");
+        is_int(weight_dim(res.variant, "/fc3/Gemm", 1), 45,
+               "fc3 reads 45 inputs");
+        ok(res.variant_eval.weight_bytes < res.source.weight_bytes * 0.75,
+           "structured: smaller (%zu vs %zu)", res.variant_eval.weight_bytes,
+           res.source.weight_bytes);
+        check_roundtrip(res.variant, val, "pruned");
+    }
+    ss_compress_result_clear(&res);
+
+    /* Activation scores on calibration data. */
+    m.u.prune.score = SS_SCORE_ACTIVATION;
+    rc = run1(g, &m, 1, &cal->ds, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "structured 30%% by activation: %s", err.msg);
+    report("prune structured 30% activation mlp", &res);
+    ok(res.passed, "structured 30%% by activation: agreement >= 0.9");
+    ss_compress_result_clear(&res);
+}
+
+/* Neurons that are exactly dead (zero rows in fc1, fc2) score 0 and go
+ * first; removing them must not change a single output. */
+static void
+test_prune_exact(const ss_graph_t *src, tc_data_t *val)
+{
+    ss_graph_t *g = NULL;
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    const char *layer[2] = { "/fc1/Gemm", "/fc2/Gemm" };
+    int dead[2] = { 40, 20 }, i, k, rc;
+
+    if (ss_graph_clone(src, &g, &err) < 0) {
+        ok(0, "clone: %s", err.msg);
+        return;
+    }
+    for (k = 0; k < 2; k++)
+        for (i = 0; i < g->n_nodes; i++)
+            if (strcmp(g->nodes[i].name, layer[k]) == 0) {
+                ss_tensor_t *w = g->values[g->nodes[i].inputs[1]].constant;
+                ss_tensor_t *b = g->values[g->nodes[i].inputs[2]].constant;
+                int64_t r, in = w->dims[1];
+
+                for (r = 0; r < dead[k]; r++) {
+                    /* every third row, so position does not decide */
+                    int64_t row = (r * 3) % w->dims[0];
+
+                    memset((float *)w->data + row * in, 0,
+                           sizeof(float) * (size_t)in);
+                    ((float *)b->data)[row] = 0.0f;
+                }
+            }
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    m.u.prune.kind = SS_PRUNE_STRUCTURED;
+    m.u.prune.sparsity = 0.3125;        /* 40 of 128, 20 of 64 */
+    rc = run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err);
+    is_int(rc, 0, "structured pruning of dead neurons: %s", err.msg);
+    if (res.variant != NULL) {
+        is_int(weight_dim(res.variant, "/fc1/Gemm", 0), 88, "88 kept");
+        is_int(weight_dim(res.variant, "/fc2/Gemm", 0), 44, "44 kept");
+    }
+    ok(res.variant_eval.agreement == 1.0
+       && res.variant_eval.max_relative_error < 1e-5,
+       "removing dead neurons changes nothing (rel err %g)",
+       res.variant_eval.max_relative_error);
+    ss_compress_result_clear(&res);
+    ss_graph_free(g);
+}
+
+static void
+test_lowrank_mlp(const ss_graph_t *g, tc_data_t *val)
+{
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_gate_t gate = { -1, 0.9, -1 };
+    ss_err_t err = { 0 };
+    json_t *ls;
+    int rc;
+
+    /* Gemm with transB: x W^T = (x B^T) A^T; by ratio: rank 16 of 64. */
+    ss_method_default(&m, SS_METHOD_LOWRANK);
+    m.u.lowrank.energy = 0;
+    m.u.lowrank.ratio = 0.25;
+    rc = run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err);
+    is_int(rc, 0, "low-rank ratio 0.25 on the MLP: %s", err.msg);
+    ls = json_object_get(json_array_get(json_object_get(res.details,
+                                                        "methods"), 0),
+                         "layers");
+    is_int((int)json_integer_value(json_object_get(json_array_get(ls, 0),
+                                                   "rank")), 16,
+           "fc1 (128x64) gets rank 16");
+    is_int((int)json_integer_value(json_object_get(json_array_get(ls, 2),
+                                                   "rank")), 3,
+           "fc3 (10x64) gets rank ceil(2.5) = 3");
+    is_int(count_op(res.variant, "MatMul"), 3, "first factors as MatMul");
+    is_int(count_op(res.variant, "Gemm"), 3, "second factors keep Gemm");
+    ss_compress_result_clear(&res);
+
+    ss_method_default(&m, SS_METHOD_LOWRANK);
+    rc = run1(g, &m, 1, NULL, &val->ds, &gate, &res, &err);
+    is_int(rc, 0, "low-rank energy 0.9 on the MLP: %s", err.msg);
+    report("lowrank 0.9 mlp", &res);
+    ok(res.passed, "mlp low-rank 0.9: agreement >= 0.9");
+    ok(res.variant_eval.weight_bytes < res.source.weight_bytes,
+       "mlp low-rank: smaller (%zu vs %zu)", res.variant_eval.weight_bytes,
+       res.source.weight_bytes);
+    ss_compress_result_clear(&res);
+}
+
+/* ---- cancellation and progress ------------------------------------------ */
+
+typedef struct prog {
+    atomic_int *cancel;
+    const char *cancel_at;
+    double last;
+    int calls, backwards;
+    char steps[512];
+} prog_t;
+
+static void
+on_progress(void *arg, double f, const char *step)
+{
+    prog_t *p = arg;
+
+    p->calls++;
+    p->backwards += f < p->last - 1e-12;
+    p->last = f;
+    if (strstr(p->steps, step) == NULL
+        && strlen(p->steps) + strlen(step) + 2 < sizeof(p->steps)) {
+        strcat(p->steps, step);
+        strcat(p->steps, "|");
+    }
+    if (p->cancel_at != NULL && strcmp(step, p->cancel_at) == 0)
+        atomic_store(p->cancel, 1);
+}
+
+static void
+test_cancel(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
+{
+    atomic_int cancel = 0;
+    prog_t p = { 0 };
+    ss_compress_ctl_t c = ctl;
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    int rc;
+
+    c.cancel = &cancel;
+    c.progress = on_progress;
+    c.arg = &p;
+    ss_method_default(&m, SS_METHOD_PTQ);
+    rc = ss_compress_run(g, &m, 1, &cal->ds, &val->ds, &no_gate, &c, &res,
+                         &err);
+    is_int(rc, 0, "ptq with progress: %s", err.msg);
+    ok(p.calls >= 4 && p.backwards == 0 && fabs(p.last - 1.0) < 1e-9,
+       "progress: %d calls, monotonic, ends at 1 (%s)", p.calls, p.steps);
+    ok(strstr(p.steps, "ptq: calibrating") != NULL, "progress names steps");
+    ss_compress_result_clear(&res);
+
+    memset(&p, 0, sizeof(p));
+    p.cancel = &cancel;
+    p.cancel_at = "ptq: calibrating";
+    rc = ss_compress_run(g, &m, 1, &cal->ds, &val->ds, &no_gate, &c, &res,
+                         &err);
+    is_int(rc, SS_ECANCELED, "cancelled while calibrating");
+    ok(res.variant == NULL, "a cancelled run has no variant");
+    ss_compress_result_clear(&res);
+
+    atomic_store(&cancel, 0);
+    memset(&p, 0, sizeof(p));
+    p.cancel = &cancel;
+    p.cancel_at = "evaluating the variant";
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    m.u.prune.kind = SS_PRUNE_STRUCTURED;
+    rc = ss_compress_run(g, &m, 1, &cal->ds, &val->ds, &no_gate, &c, &res,
+                         &err);
+    is_int(rc, SS_ECANCELED, "cancelled while evaluating the variant");
+    ok(res.variant == NULL, "no variant then either");
+    ss_compress_result_clear(&res);
+}
+
+int
+main(void)
+{
+    ss_graph_t *g;
+    tc_data_t cal, val;
+
+    test_quantize_weight();
+    test_svd();
+    if ((g = tc_model_load("mlp")) == NULL
+        || tc_data_load(&cal, "mlp", "calib", 0) < 0
+        || tc_data_load(&val, "mlp", "heldout", 0) < 0) {
+        ok(0, "fixtures load");
+        return tap_done();
+    }
+    test_bad_params(g, &cal, &val);
+    test_evaluate(g, &val);
+    test_ptq(g, &cal, &val);
+    test_bf16(g, &val);
+    test_prune_mlp(g, &cal, &val);
+    test_prune_exact(g, &val);
+    test_lowrank_mlp(g, &val);
+    test_cancel(g, &cal, &val);
+    tc_data_free(&cal);
+    tc_data_free(&val);
+    ss_graph_free(g);
+    return tap_done();
+}

@@ -1,0 +1,433 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Blocked activation layouts (engine/plan_layout.c): a conv chain with a
+ * residual add, grouped and depthwise convs, channel counts that are not
+ * a multiple of 16, pools, a binary op, a conv left on its reference
+ * kernel and graph outputs in the middle of the chain.  The blocked plan
+ * must agree with the reference plan (SS_ENGINE_NO_FUSION=1) and with the
+ * plain fused plan (SS_ENGINE_NO_BLOCKED=1), keep the values it should
+ * blocked (nChw16c) or channels-last (NHWC) and graph outputs plain, and
+ * never let a step read a value in a layout that puts its elements
+ * elsewhere than the one it was written in.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan_int.h"
+#include "tests/tap.h"
+#include "tests/unit/onnx_build.h"
+
+enum { REF, PLAIN, BLOCKED };
+
+#define N_OUT 3
+
+static uint32_t seed = 77;
+
+static float
+frand(void)
+{
+    seed = seed * 1664525u + 1013904223u;
+    return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void
+init_rand(mb_t *b, const char *name, int ndim, const int64_t *dims,
+          float scale)
+{
+    int64_t n = 1;
+    float *v;
+
+    for (int i = 0; i < ndim; i++)
+        n *= dims[i];
+    v = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        v[i] = frand() * scale;
+    mb_init_f32(b, name, ndim, dims, v);
+    free(v);
+}
+
+static void
+bn_params(mb_t *b, const char *prefix, int64_t c)
+{
+    char name[32];
+    float var[64];
+
+    snprintf(name, sizeof(name), "%s_s", prefix);
+    init_rand(b, name, 1, &c, 1);
+    snprintf(name, sizeof(name), "%s_b", prefix);
+    init_rand(b, name, 1, &c, 1);
+    snprintf(name, sizeof(name), "%s_m", prefix);
+    init_rand(b, name, 1, &c, 1);
+    for (int64_t i = 0; i < c; i++)
+        var[i] = fabsf(frand()) + 0.5f;
+    snprintf(name, sizeof(name), "%s_v", prefix);
+    mb_init_f32(b, name, 1, &c, var);
+}
+
+static Onnx__NodeProto *
+conv(mb_t *b, const char *name, const char *ins, const char *out,
+     int64_t pad, int64_t stride, int64_t group)
+{
+    Onnx__NodeProto *n = mb_node(b, "Conv", name, ins, out);
+    const int64_t pads[4] = { pad, pad, pad, pad }, st[2] = { stride, stride };
+
+    if (pad)
+        mb_attr_ints(b, n, "pads", 4, pads);
+    if (stride != 1)
+        mb_attr_ints(b, n, "strides", 2, st);
+    if (group != 1)
+        mb_attr_int(b, n, "group", group);
+    return n;
+}
+
+/*
+ * x[N,3,10,10]
+ *   c1 3→16 +BN +Relu                 r1  [N,16,10,10]  (graph output)
+ *   c2 16→16 +BN +Add(r1) +Relu       r2
+ *   c3 16→32 group 2, stride 2 +Relu  r3  [N,32,5,5]
+ *   c4 depthwise 32 +Add(r3)          r4
+ *   c5 32→32 1x1 +Relu                r5
+ *   c6 32→24                          r6  [N,24,5,5]    (C % 16 != 0)
+ *   c8 24→16                          r8  [N,16,5,5]
+ *   c9 16→16                          r9
+ *   MaxPool(r9) + AveragePool(r9)     s   [N,16,2,2]
+ *   GlobalAveragePool, Flatten, Gemm  y   [N,10]        (graph output)
+ *   c7 16→16 auto_pad SAME_UPPER (r2) z   [N,16,10,10]  (graph output;
+ *                                       stays on the reference kernel)
+ */
+static ss_graph_t *
+build(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t k2[2] = { 2, 2 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    uint8_t *buf;
+    size_t len;
+
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 3, 10, 10 });
+    init_rand(b, "w1", 4, (int64_t[]){ 16, 3, 3, 3 }, 0.5f);
+    init_rand(b, "b1", 1, (int64_t[]){ 16 }, 0.5f);
+    init_rand(b, "w2", 4, (int64_t[]){ 16, 16, 3, 3 }, 0.2f);
+    init_rand(b, "w3", 4, (int64_t[]){ 32, 8, 3, 3 }, 0.3f);
+    init_rand(b, "w4", 4, (int64_t[]){ 32, 1, 3, 3 }, 0.5f);
+    init_rand(b, "w5", 4, (int64_t[]){ 32, 32, 1, 1 }, 0.3f);
+    init_rand(b, "b5", 1, (int64_t[]){ 32 }, 0.5f);
+    init_rand(b, "w6", 4, (int64_t[]){ 24, 32, 3, 3 }, 0.1f);
+    init_rand(b, "w8", 4, (int64_t[]){ 16, 24, 3, 3 }, 0.2f);
+    init_rand(b, "w9", 4, (int64_t[]){ 16, 16, 3, 3 }, 0.3f);
+    init_rand(b, "w7", 4, (int64_t[]){ 16, 16, 3, 3 }, 0.2f);
+    init_rand(b, "wf", 2, (int64_t[]){ 10, 16 }, 1);
+    init_rand(b, "bf", 1, (int64_t[]){ 10 }, 1);
+    bn_params(b, "bn1", 16);
+    bn_params(b, "bn2", 16);
+
+    conv(b, "c1", "x,w1,b1", "c1", 1, 1, 1);
+    mb_node(b, "BatchNormalization", "bn1", "c1,bn1_s,bn1_b,bn1_m,bn1_v",
+            "n1");
+    mb_node(b, "Relu", "relu1", "n1", "r1");
+    conv(b, "c2", "r1,w2", "c2", 1, 1, 1);
+    mb_node(b, "BatchNormalization", "bn2", "c2,bn2_s,bn2_b,bn2_m,bn2_v",
+            "n2");
+    mb_node(b, "Add", "res2", "n2,r1", "a2");
+    mb_node(b, "Relu", "relu2", "a2", "r2");
+    conv(b, "c3", "r2,w3", "c3", 1, 2, 2);
+    mb_node(b, "Relu", "relu3", "c3", "r3");
+    conv(b, "c4", "r3,w4", "c4", 1, 1, 32);
+    mb_node(b, "Add", "res4", "c4,r3", "r4");
+    conv(b, "c5", "r4,w5,b5", "c5", 0, 1, 1);
+    mb_node(b, "Relu", "relu5", "c5", "r5");
+    conv(b, "c6", "r5,w6", "r6", 1, 1, 1);
+    conv(b, "c8", "r6,w8", "r8", 1, 1, 1);
+    conv(b, "c9", "r8,w9", "r9", 1, 1, 1);
+    n = mb_node(b, "MaxPool", "mp", "r9", "p1");
+    mb_attr_ints(b, n, "kernel_shape", 2, k2);
+    mb_attr_ints(b, n, "strides", 2, k2);
+    n = mb_node(b, "AveragePool", "ap", "r9", "p2");
+    mb_attr_ints(b, n, "kernel_shape", 2, k2);
+    mb_attr_ints(b, n, "strides", 2, k2);
+    mb_node(b, "Add", "sum", "p1,p2", "s");
+    mb_node(b, "GlobalAveragePool", "gap", "s", "gp");
+    mb_node(b, "Flatten", "fl", "gp", "f");
+    n = mb_node(b, "Gemm", "fc", "f,wf,bf", "y");
+    mb_attr_int(b, n, "transB", 1);
+    n = mb_node(b, "Conv", "c7", "r2,w7", "z");
+    mb_attr_string(b, n, "auto_pad", "SAME_UPPER");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 10, 10 });
+    mb_output(b, "r1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 10, 10 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    return g;
+}
+
+static void
+set_mode(int mode)
+{
+    if (mode == REF)
+        setenv("SS_ENGINE_NO_FUSION", "1", 1);
+    else
+        unsetenv("SS_ENGINE_NO_FUSION");
+    if (mode == PLAIN)
+        setenv("SS_ENGINE_NO_BLOCKED", "1", 1);
+    else
+        unsetenv("SS_ENGINE_NO_BLOCKED");
+}
+
+/* Compiles g in mode for x[batch,3,10,10] and runs it; y[k] get the
+ * outputs (malloc'ed), n[k] their sizes.  The plan is kept in *keep. */
+static int
+run(const ss_graph_t *g, int mode, int64_t batch, const float *x,
+    float **y, int64_t *n, ss_plan_t **keep)
+{
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 4 };
+    ss_tensor_t out[N_OUT];
+    ss_exec_ctx_t *c = NULL;
+    ss_err_t err = { 0 };
+    int rc;
+
+    memset(out, 0, sizeof(out));
+    in.dims[0] = batch;
+    in.dims[1] = 3;
+    in.dims[2] = in.dims[3] = 10;
+    in.data = (void *)x;
+    set_mode(mode);
+    rc = ss_plan_new(g, &in, keep, &err);
+    set_mode(BLOCKED);
+    if (rc < 0 || (rc = ss_exec_ctx_new(1, &c, &err)) < 0) {
+        tap_diag("compile: %s", err.msg);
+        goto done;
+    }
+    for (int k = 0; k < N_OUT; k++) {
+        const ss_io_info_t *oi = ss_plan_output(*keep, k);
+
+        out[k].dtype = oi->dtype;
+        out[k].ndim = oi->ndim;
+        memcpy(out[k].dims, oi->dims, sizeof(oi->dims));
+        n[k] = ss_tensor_numel(&out[k]);
+        y[k] = calloc((size_t)n[k] + 1, sizeof(float));
+        out[k].data = y[k];
+    }
+    if ((rc = ss_plan_run(*keep, c, &in, out, &err)) < 0)
+        tap_diag("run: %s", err.msg);
+done:
+    ss_exec_ctx_free(c);
+    return rc;
+}
+
+/* The largest difference relative to the largest |want|: a ReLU output
+ * near 0 makes an element-wise relative error meaningless. */
+static double
+max_rel_err(const float *got, const float *want, int64_t n)
+{
+    double m = 0, scale = 1e-6;
+
+    for (int64_t i = 0; i < n; i++)
+        if (fabs(want[i]) > scale)
+            scale = fabs(want[i]);
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]) / scale;
+
+        if (!(d <= m))
+            m = d;
+    }
+    return m;
+}
+
+static int
+value_id(const ss_graph_t *g, const char *name)
+{
+    for (int v = 0; v < g->n_values; v++)
+        if (strcmp(g->values[v].name, name) == 0)
+            return v;
+    return -1;
+}
+
+static ss_dnn_layout_t
+layout_of(const ss_plan_t *p, const char *name)
+{
+    int v = value_id(p->g, name);
+
+    return v < 0 ? (ss_dnn_layout_t)-1 : p->vals[ss__plan_root(p, v)].layout;
+}
+
+static int
+count_steps(const ss_plan_t *p, const char *what)
+{
+    int n = 0;
+
+    for (int s = 0; s < p->n_steps; s++)
+        n += p->steps[s].kind == SS_STEP_DNN
+             && strcmp(p->steps[s].what, what) == 0;
+    return n;
+}
+
+static int
+n_blocked(const ss_plan_t *p)
+{
+    int n = 0;
+
+    for (int v = 0; v < p->n_vals; v++)
+        n += p->vals[v].kind == SS_PV_ARENA
+             && p->vals[v].layout == SS_DNN_BLOCKED;
+    return n;
+}
+
+/* Where element (n, c, h, w) of a [N,C,H,W] tensor lives in layout l. */
+static int64_t
+offset(ss_dnn_layout_t l, const int64_t *d, int64_t n, int64_t c, int64_t h,
+       int64_t w)
+{
+    if (l == SS_DNN_NHWC)
+        return ((n * d[2] + h) * d[3] + w) * d[1] + c;
+    if (l == SS_DNN_BLOCKED)
+        return (((n * (d[1] / 16) + c / 16) * d[2] + h) * d[3] + w) * 16
+               + c % 16;
+    return ((n * d[1] + c) * d[2] + h) * d[3] + w;
+}
+
+/* Layouts a and b of t put every element at the same place. */
+static int
+same_bytes(ss_dnn_layout_t a, ss_dnn_layout_t b, const ss_tensor_t *t)
+{
+    const int64_t *d = t->dims;
+
+    if (a == b)
+        return 1;
+    if (t->ndim != 4)
+        return 0;
+    for (int64_t n = 0; n < d[0]; n++)
+        for (int64_t c = 0; c < d[1]; c++)
+            for (int64_t h = 0; h < d[2]; h++)
+                for (int64_t w = 0; w < d[3]; w++)
+                    if (offset(a, d, n, c, h, w) != offset(b, d, n, c, h, w))
+                        return 0;
+    return 1;
+}
+
+/* Every read sees the layout its value was written in. */
+static int
+reads_agree(const ss_plan_t *p)
+{
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_in; k++) {
+            int r;
+            ss_dnn_layout_t need;
+
+            if (st->in[k] < 0)
+                continue;
+            r = ss__plan_root(p, st->in[k]);
+            need = st->kind == SS_STEP_DNN ? ss_dnn_prim_layout(st->prim, k)
+                                           : SS_DNN_PLAIN;
+            if (!same_bytes(p->vals[r].layout, need, &p->vals[r].t)) {
+                tap_diag("step %d (%s) reads value %d in layout %d, "
+                         "written %d", s, st->what, st->in[k], (int)need,
+                         (int)p->vals[r].layout);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+static void
+test_chain(const ss_graph_t *g, int64_t batch)
+{
+    static const char *const names[N_OUT] = { "y", "z", "r1" };
+    int64_t nx = batch * 3 * 10 * 10, n[3][N_OUT];
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3];
+
+    memset(y, 0, sizeof(y));
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; m <= BLOCKED; m++)
+        rc[m] = run(g, m, batch, x, y[m], n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[PLAIN] == 0 && rc[BLOCKED] == 0,
+       "batch %lld: the three plans compile and run", (long long)batch);
+    if (rc[REF] || rc[PLAIN] || rc[BLOCKED])
+        goto done;
+    for (int k = 0; k < N_OUT; k++) {
+        double eb = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
+        double ep = max_rel_err(y[BLOCKED][k], y[PLAIN][k], n[REF][k]);
+
+        ok(n[BLOCKED][k] == n[REF][k] && eb < 1e-5,
+           "batch %lld: output %s, blocked vs reference: max err %.2g of "
+           "max |y|",
+           (long long)batch, names[k], eb);
+        ok(ep < 1e-5, "batch %lld: output %s, blocked vs plain fused: max "
+           "err %.2g of max |y|", (long long)batch, names[k], ep);
+    }
+    ok(reads_agree(p[BLOCKED]), "batch %lld: every read of the blocked "
+       "plan sees its value's layout", (long long)batch);
+    ok(reads_agree(p[PLAIN]) && n_blocked(p[PLAIN]) == 0
+       && count_steps(p[PLAIN], "Reorder>nChw16c") == 0
+       && count_steps(p[PLAIN], "Reorder>NCHW") == 0,
+       "batch %lld: SS_ENGINE_NO_BLOCKED=1: nothing blocked, no reorders",
+       (long long)batch);
+    ok(n_blocked(p[REF]) == 0 && count_steps(p[REF], "Conv") == 0,
+       "batch %lld: SS_ENGINE_NO_FUSION=1: reference kernels only",
+       (long long)batch);
+    /* r3 and r8 are not asserted: whether oneDNN has a blocked kernel
+     * for a conv with 8 channels per group, or for one reading 24
+     * channels, is its business (the plan falls back to plain) */
+    ok(layout_of(p[BLOCKED], "r2") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "r4") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "r9") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "p1") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "p2") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "s") == SS_DNN_BLOCKED,
+       "batch %lld: convs (depthwise too), pools and the binary op run "
+       "blocked", (long long)batch);
+    ok(layout_of(p[BLOCKED], "r6") == SS_DNN_NHWC
+       && layout_of(p[BLOCKED], "r5") == SS_DNN_NHWC,
+       "batch %lld: 24 channels, and the input of a conv to 24, run NHWC",
+       (long long)batch);
+    ok(layout_of(p[BLOCKED], "r1") == SS_DNN_PLAIN
+       && layout_of(p[BLOCKED], "z") == SS_DNN_PLAIN,
+       "batch %lld: graph outputs are written plain", (long long)batch);
+    /* r1 is an output (plain) and c2's residual operand (blocked); r2 is
+     * written blocked and read plain by c7's reference kernel */
+    ok(count_steps(p[BLOCKED], "Reorder>nChw16c") >= 1
+       && count_steps(p[BLOCKED], "Reorder>NCHW") >= 1,
+       "batch %lld: reorders at the chain's edges (%d to blocked, %d to "
+       "plain)", (long long)batch,
+       count_steps(p[BLOCKED], "Reorder>nChw16c"),
+       count_steps(p[BLOCKED], "Reorder>NCHW"));
+    for (int s = 0; s < p[BLOCKED]->n_steps; s++)
+        if (p[BLOCKED]->steps[s].kind == SS_STEP_DNN)
+            tap_diag("  %-24s %s", p[BLOCKED]->steps[s].what,
+                     ss_dnn_prim_impl(p[BLOCKED]->steps[s].prim));
+done:
+    for (int m = 0; m < 3; m++) {
+        for (int k = 0; k < N_OUT; k++)
+            free(y[m][k]);
+        ss_plan_free(p[m]);
+    }
+    free(x);
+}
+
+int
+main(void)
+{
+    ss_graph_t *g = build();
+
+    ok(g != NULL, "the conv chain model loads");
+    if (g != NULL) {
+        test_chain(g, 1);
+        test_chain(g, 3);
+    }
+    ss_graph_free(g);
+    return tap_done();
+}
