@@ -362,6 +362,8 @@ def report(a, results, ceiling, engine, swaps, env):
           % (a.threads, a.max_batch, a.delay_us))
     print("engine: slimserve-infer --threads %d, median of runs; cells %d s "
           "each; requests are batch 1" % (a.threads, a.duration))
+    print("environment: OMP_NUM_THREADS=%s"
+          % os.environ.get("OMP_NUM_THREADS", "(unset)"))
     print()
     if ceiling:
         print("HTTP ceiling, GET /v2/health/live:")
@@ -435,6 +437,10 @@ def report(a, results, ceiling, engine, swaps, env):
                 print("  3. %-11s c=%d binary, batching %-3s: p50 %d us - "
                       "engine %.1f us = %.1f us%s"
                       % (model, lo, batching, r["p50_us"], e1, ov, tgt))
+                if batching == "off":
+                    print("     server side only (mean admission-to-answer "
+                          "%.0f us - engine): %.1f us"
+                          % (r["model_req_us"], r["model_req_us"] - e1))
     if ceiling and lo in ceiling:
         print("     (HTTP floor: GET /v2/health/live p50 at c=%d is %d us)"
               % (lo, ceiling[lo]["p50_us"]))

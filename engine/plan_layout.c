@@ -31,8 +31,8 @@
  * stays on its reference kernel).  So after fusion ss__plan_layout()
  * walks the steps and, wherever a step reads a value in a layout that
  * places its elements elsewhere than the one it was written in, inserts a
- * reorder into a new value (one per value, shared by every reader that
- * wants it) just before the first such reader.  Reference kernels read
+ * reorder into a new value (one per value and layout, shared by every
+ * reader that wants it) just before the first such reader.  Reference kernels read
  * PLAIN; a oneDNN step reads what its primitive says
  * (ss_dnn_prim_layout).  Layouts that are the same bytes need none: H * W
  * == 1 (the GlobalAveragePool output before a Flatten), C == 1 for NHWC,
@@ -278,14 +278,15 @@ int
 ss__plan_layout(ss_plan_t *p, ss_err_t *err)
 {
     int n0 = p->n_vals, n_ins = 0, rc = 0;
-    int *conv = ss_malloc(((size_t)n0 + 1) * sizeof(int));
+    /* conv[3 * v + l]: the copy of v in layout l, once made */
+    int *conv = ss_malloc(((size_t)n0 + 1) * 3 * sizeof(int));
     insert_t *ins = NULL;
 
     if (conv == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for the layout pass");
         goto done;
     }
-    for (int v = 0; v < n0; v++)
+    for (int v = 0; v < 3 * n0; v++)
         conv[v] = -1;
     for (int s = 0; s < p->n_steps; s++) {
         ss_step_t *st = &p->steps[s];
@@ -318,7 +319,7 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
                                 "is read in another layout", p->g->source);
                 goto done;
             }
-            if (conv[v] < 0) {
+            if (conv[3 * v + need] < 0) {
                 insert_t *grown = ss_realloc(ins, ((size_t)n_ins + 1)
                                                   * sizeof(*ins));
 
@@ -329,11 +330,12 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
                 }
                 ins = grown;
                 if ((rc = make_reorder(p, st, v, have, need,
-                                       &ins[n_ins].st, &conv[v], err)) < 0)
+                                       &ins[n_ins].st, &conv[3 * v + need],
+                                       err)) < 0)
                     goto done;
                 ins[n_ins++].before = s;
             }
-            st->in[k] = conv[v];
+            st->in[k] = conv[3 * v + need];
         }
     }
     for (int i = 0; i < p->g->n_outputs; i++) {

@@ -571,6 +571,10 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     b->delay_ns = opts->max_queue_delay_us * 1000;
     b->max_queue = opts->max_queue_size;
     b->threads = opts->threads;
+    if (opts->cpus != NULL) {
+        b->pin = true;
+        b->cpus = *opts->cpus;
+    }
     if ((b->out_batched = ss_calloc((size_t)b->n_outputs + 1, 1)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a batcher");
         goto done;

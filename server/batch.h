@@ -32,6 +32,7 @@
  */
 
 #include <stdbool.h>
+#include <sched.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -94,6 +95,7 @@ typedef struct ss_batch_opts {
     int n_preferred;
     int instances;              /* executor threads, >= 1 */
     int threads;                /* oneDNN threads per executor, 0: default */
+    const cpu_set_t *cpus;      /* executors' CPUs (copied); NULL: any */
     int max_queue_size;         /* queued items before SS_EBUSY; 0: no cap */
     /* Metrics labels and families; all may be NULL (no metrics).  The
      * batcher creates its series ({model, version}) at ss_batcher_new and

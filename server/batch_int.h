@@ -9,6 +9,7 @@
  */
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -44,6 +45,8 @@ struct ss_batcher {
     int n_preferred;
     int max_queue;
     int threads;                /* oneDNN threads per executor, 0: default */
+    bool pin;                   /* executors pinned to cpus */
+    cpu_set_t cpus;
     ss__plancache_t *plans;
 
     pthread_mutex_t lock;

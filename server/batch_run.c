@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/cpus.h"
 #include "common/log.h"
 #include "server/batch_int.h"
 
@@ -269,6 +270,10 @@ ss__batch_exec_main(void *arg)
 {
     struct exec *x = arg;
 
+    /* Executors keep to the serving CPUs (their OpenMP threads inherit
+     * the mask), away from compression jobs. */
+    if (x->b->pin)
+        ss_cpus_pin_self(&x->b->cpus);
     /* Before the first compile on this thread, not just before the first
      * run (where the engine's stream sets it). */
     ss__batch_omp_enter(x->b);

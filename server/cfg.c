@@ -61,7 +61,8 @@ static const key_t_ keys[] = {
     { "threads", T_INT, OFF(threads), 0, 1024, "N",
       "compute threads; 0 means one per core" },
     { "job_threads", T_INT, OFF(job_threads), 0, 1024, "N",
-      "threads of a compression job (0: library default)" },
+      "CPUs reserved for compression jobs, away from serving (0: no "
+      "partition, jobs use every CPU)" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,

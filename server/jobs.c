@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/cpus.h"
 #include "common/log.h"
 #include "engine/edit.h"
 #include "engine/npy.h"
@@ -52,6 +53,8 @@ struct ss_jobs {
     int64_t next_id;
     pthread_t thread;
     uv_async_t async;
+    bool pin;
+    cpu_set_t cpus;
 };
 
 static const char *const state_names[] = {
@@ -582,6 +585,9 @@ job_thread(void *arg)
     ss_jobs_t *js = arg;
     job_t *j;
 
+    /* Jobs keep off the serving CPUs; OpenMP threads inherit the mask. */
+    if (js->pin)
+        ss_cpus_pin_self(&js->cpus);
     pthread_mutex_lock(&js->lock);
     for (;;) {
         while (js->qhead == NULL && !js->stop)
@@ -664,7 +670,8 @@ on_async(uv_async_t *a)
 
 int
 ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
-            int threads, ss_jobs_t **out, ss_err_t *err)
+            int threads, const cpu_set_t *cpus, ss_jobs_t **out,
+            ss_err_t *err)
 {
     ss_jobs_t *js;
 
@@ -677,6 +684,10 @@ ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
     js->loop = loop;
     js->reg = reg;
     js->threads = threads;
+    if (cpus != NULL) {
+        js->pin = true;
+        js->cpus = *cpus;
+    }
     pthread_mutex_init(&js->lock, NULL);
     pthread_cond_init(&js->cond, NULL);
     uv_async_init(loop, &js->async, on_async);

@@ -22,6 +22,8 @@
  * under the jobs mutex.
  */
 
+#include <sched.h>
+
 #include <jansson.h>
 #include <uv.h>
 
@@ -30,8 +32,11 @@
 
 typedef struct ss_jobs ss_jobs_t;
 
+/* cpus (copied; NULL: any) is where the job thread and its oneDNN
+ * threads run. */
 int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
-                int threads, ss_jobs_t **out, ss_err_t *err);
+                int threads, const cpu_set_t *cpus, ss_jobs_t **out,
+                ss_err_t *err);
 /* Parses a compress request for model and queues it.  Returns the job id
  * (> 0), or a negative code with err set (SS_EINVAL: 400, SS_ENOTFOUND:
  * 404, SS_ENOTREADY: 503). */

@@ -288,6 +288,7 @@ load_version(task_t *t, int64_t number, ss_version_t **out, ss_err_t *err)
     bo.model = t->model->name;
     bo.version = v->label;
     bo.metrics = r->batch_metrics;
+    bo.cpus = r->pin ? &r->cpus : NULL;
     if ((rc = ss_batcher_new(v->graph, &bo, &v->batcher, err)) < 0)
         goto fail;
     /* Warm-up: the sizes the batcher will form most. */
@@ -992,6 +993,10 @@ ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
     r->default_threads = o->default_threads;
     r->metrics = o->metrics;
     r->batch_metrics = o->batch_metrics;
+    if (o->cpus != NULL) {
+        r->pin = true;
+        r->cpus = *o->cpus;
+    }
     if (o->metrics != NULL) {
         r->g_active = ss_metrics_gauge(o->metrics,
                                        "slimserve_model_active_version",

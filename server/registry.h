@@ -79,6 +79,7 @@ typedef struct ss_registry_opts {
     int default_threads;        /* per executor when a model says 0 */
     ss_metrics_t *metrics;      /* may be NULL */
     const ss_batch_metrics_t *batch_metrics;
+    const cpu_set_t *cpus;      /* executors' CPUs; NULL: any */
 } ss_registry_opts_t;
 
 int ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,

@@ -62,6 +62,8 @@ struct ss_registry {
     int default_threads;
     ss_metrics_t *metrics;
     const ss_batch_metrics_t *batch_metrics;
+    bool pin;
+    cpu_set_t cpus;
     ss_metric_t *g_active, *g_loaded, *g_memory;
     ss_model_t *models;
     int tasks;                  /* operations in flight */

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include "common/cpus.h"
 #include "common/log.h"
 #include "server/notify.h"
 
@@ -253,19 +254,35 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
         }
     }
     {
+        /* Serving and jobs on disjoint CPUs when there are enough. */
+        cpu_set_t serve_cpus, job_cpus;
+        bool split = ss_cpus_split(cfg->job_threads, &serve_cpus,
+                                   &job_cpus) == 0;
         ss_registry_opts_t ro = {
             .loop = loop,
             .repository = cfg->model_repository,
-            .default_threads = cfg->threads,
+            .default_threads = cfg->threads ? cfg->threads
+                                            : CPU_COUNT(&serve_cpus),
             .metrics = s->metrics,
             .batch_metrics = &s->batch_metrics,
+            .cpus = split ? &serve_cpus : NULL,
         };
+
+        if (split) {
+            /* The loop thread too; threads it starts inherit the mask
+             * (the job thread moves itself to the job CPUs). */
+            ss_cpus_pin_self(&serve_cpus);
+            ss_log_info("CPUs: %d for serving, %d for compression jobs "
+                        "(--job-threads=0 shares them all)",
+                        CPU_COUNT(&serve_cpus), CPU_COUNT(&job_cpus));
+        }
 
         ss_jobs_clean_repository(cfg->model_repository);
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
             return rc;
         if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
-                              cfg->job_threads, &s->jobs, err)) < 0)
+                              cfg->job_threads, split ? &job_cpus : NULL,
+                              &s->jobs, err)) < 0)
             return rc;
     }
 

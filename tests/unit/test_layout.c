@@ -182,22 +182,20 @@ set_mode(int mode)
         unsetenv("SS_ENGINE_NO_BLOCKED");
 }
 
-/* Compiles g in mode for x[batch,3,10,10] and runs it; y[k] get the
+/* Compiles g in mode for x (ndim dims) and runs it; y[k] get the n_out
  * outputs (malloc'ed), n[k] their sizes.  The plan is kept in *keep. */
 static int
-run(const ss_graph_t *g, int mode, int64_t batch, const float *x,
-    float **y, int64_t *n, ss_plan_t **keep)
+run(const ss_graph_t *g, int mode, int ndim, const int64_t *dims,
+    const float *x, int n_out, float **y, int64_t *n, ss_plan_t **keep)
 {
-    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 4 };
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = ndim };
     ss_tensor_t out[N_OUT];
     ss_exec_ctx_t *c = NULL;
     ss_err_t err = { 0 };
     int rc;
 
     memset(out, 0, sizeof(out));
-    in.dims[0] = batch;
-    in.dims[1] = 3;
-    in.dims[2] = in.dims[3] = 10;
+    memcpy(in.dims, dims, (size_t)ndim * sizeof(int64_t));
     in.data = (void *)x;
     set_mode(mode);
     rc = ss_plan_new(g, &in, keep, &err);
@@ -206,7 +204,7 @@ run(const ss_graph_t *g, int mode, int64_t batch, const float *x,
         tap_diag("compile: %s", err.msg);
         goto done;
     }
-    for (int k = 0; k < N_OUT; k++) {
+    for (int k = 0; k < n_out; k++) {
         const ss_io_info_t *oi = ss_plan_output(*keep, k);
 
         out[k].dtype = oi->dtype;
@@ -353,7 +351,8 @@ test_chain(const ss_graph_t *g, int64_t batch)
     for (int64_t i = 0; i < nx; i++)
         x[i] = frand() * 2;
     for (int m = REF; m <= BLOCKED; m++)
-        rc[m] = run(g, m, batch, x, y[m], n[m], &p[m]);
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 10, 10 }, x, N_OUT,
+                    y[m], n[m], &p[m]);
     ok(rc[REF] == 0 && rc[PLAIN] == 0 && rc[BLOCKED] == 0,
        "batch %lld: the three plans compile and run", (long long)batch);
     if (rc[REF] || rc[PLAIN] || rc[BLOCKED])
@@ -418,6 +417,79 @@ done:
     free(x);
 }
 
+/*
+ * A view feeding convs of two families, so one plain value is reordered
+ * into two layouts:
+ *   x[N,512] → Reshape [N,32,4,4] = v
+ *   cA 32→32 +Relu (v) → GlobalAveragePool → Flatten   y2 [N,32]
+ *   cB 32→24 1x1 (v) → cC 24→24                         y3 [N,24,4,4]
+ */
+static void
+test_view(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t shape[4] = { -1, 32, 4, 4 }, batch = 5;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    uint8_t *buf;
+    size_t len;
+    float *x = malloc((size_t)batch * 512 * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+
+    memset(y, 0, sizeof(y));
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 512 });
+    mb_init_i64(b, "shape", 1, (int64_t[]){ 4 }, shape);
+    init_rand(b, "wa", 4, (int64_t[]){ 32, 32, 3, 3 }, 0.1f);
+    init_rand(b, "wb", 4, (int64_t[]){ 24, 32, 1, 1 }, 0.3f);
+    init_rand(b, "wc", 4, (int64_t[]){ 24, 24, 3, 3 }, 0.2f);
+    mb_node(b, "Reshape", "rs", "x,shape", "v");
+    conv(b, "cA", "v,wa", "ca", 1, 1, 1);
+    mb_node(b, "Relu", "relua", "ca", "a");
+    mb_node(b, "GlobalAveragePool", "gap", "a", "ga");
+    mb_node(b, "Flatten", "fl", "ga", "y2");
+    conv(b, "cB", "v,wb", "vb", 0, 1, 1);
+    conv(b, "cC", "vb,wc", "y3", 1, 1, 1);
+    mb_output(b, "y2", SS_DTYPE_F32, 2, (int64_t[]){ -1, 32 });
+    mb_output(b, "y3", SS_DTYPE_F32, 4, (int64_t[]){ -1, 24, 4, 4 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    for (int64_t i = 0; i < batch * 512; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m++)
+        rc[m] = run(g, m, 2, (int64_t[]){ batch, 512 }, x, 2, y[m], n[m],
+                    &p[m]);
+    ok(rc[REF] == 0 && rc[PLAIN] == 0 && rc[BLOCKED] == 0,
+       "view: the three plans compile and run");
+    if (rc[REF] || rc[PLAIN] || rc[BLOCKED])
+        goto done;
+    for (int k = 0; k < 2; k++) {
+        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
+
+        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "view: output %d, "
+           "blocked vs reference: max err %.2g of max |y|", k, e);
+    }
+    ok(reads_agree(p[BLOCKED]), "view: every read sees its value's layout");
+    ok(count_steps(p[BLOCKED], "Reorder>nChw16c") == 1
+       && count_steps(p[BLOCKED], "Reorder>NHWC") == 1,
+       "view: the reshaped value is reordered once to nChw16c (for cA) "
+       "and once to NHWC (for cB): %d, %d",
+       count_steps(p[BLOCKED], "Reorder>nChw16c"),
+       count_steps(p[BLOCKED], "Reorder>NHWC"));
+done:
+    for (int m = 0; m < 3; m++) {
+        for (int k = 0; k < N_OUT; k++)
+            free(y[m][k]);
+        ss_plan_free(p[m]);
+    }
+    ss_graph_free(g);
+    free(x);
+}
+
 int
 main(void)
 {
@@ -429,5 +501,6 @@ main(void)
         test_chain(g, 3);
     }
     ss_graph_free(g);
+    test_view();
     return tap_done();
 }
