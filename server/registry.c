@@ -420,7 +420,8 @@ set_versions(ss_model_t *m, ss_version_t **keep, int n)
             ss_version_unref(m->versions[i]);
         }
     }
-    memcpy(m->versions, keep, sizeof(*keep) * (size_t)n);
+    if (n > 0)
+        memcpy(m->versions, keep, sizeof(*keep) * (size_t)n);
     m->n_versions = n;
 }
 

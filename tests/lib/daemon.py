@@ -114,6 +114,10 @@ class Daemon:
             self.kill()
             raise DaemonError("daemon did not exit within %gs" % timeout)
         self._reader.join(5)
+        if self.returncode != 0:
+            # Sanitizer reports and errors land in the log: show its tail.
+            for line in self.logs().splitlines()[-60:]:
+                print("#   daemon: " + line)
         return self.returncode
 
     def kill(self):
