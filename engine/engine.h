@@ -17,8 +17,7 @@
  *
  * THREADS: graphs and plans are immutable after creation; any number of
  * threads may run one plan at once, each with its own ss_exec_ctx_t.
- * Nothing here locks, except the plan cache (ss_plan_cache_*), which has
- * its own mutex.
+ * Nothing here locks.
  */
 
 #include <stddef.h>
@@ -109,7 +108,10 @@ void ss_plan_free(ss_plan_t *p);
 const ss_io_info_t *ss_plan_output(const ss_plan_t *p, int i);
 
 /* A per-thread execution context: oneDNN stream and scratch arena.
- * threads: oneDNN/OpenMP threads it may use (0 = library default). */
+ * threads: oneDNN/OpenMP threads it may use (0 = library default).  It
+ * also sets the calling thread's OpenMP thread count, so create it before
+ * compiling the plans it will run: oneDNN tunes a primitive for the thread
+ * count current when the primitive is created. */
 int ss_exec_ctx_new(int threads, ss_exec_ctx_t **out, ss_err_t *err);
 void ss_exec_ctx_free(ss_exec_ctx_t *c);
 

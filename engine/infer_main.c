@@ -401,6 +401,10 @@ run(const opts_t *o)
     }
     if ((rc = bind_inputs(g, &a, in, &err)) < 0)
         goto done;
+    /* The context first: plans compiled after it are tuned for its
+     * thread count. */
+    if ((rc = ss_exec_ctx_new((int)o->threads, &ctx, &err)) < 0)
+        goto done;
     t0 = now_ms();
     if ((rc = ss_plan_new(g, in, &p, &err)) < 0)
         goto done;
@@ -426,8 +430,6 @@ run(const opts_t *o)
             goto done;
         }
     }
-    if ((rc = ss_exec_ctx_new((int)o->threads, &ctx, &err)) < 0)
-        goto done;
     for (long i = 0; i < o->warmup; i++)
         if ((rc = ss_plan_run(p, ctx, in, out, &err)) < 0)
             goto done;
