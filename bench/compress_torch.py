@@ -10,9 +10,10 @@ OpenBLAS reads once at load, is set before torch is imported
 
     compress_torch.py JOB.json
 JOB: {"fixtures": dir, "models": ["mlp", ...], "threads": 1,
-      "repeat": n, "warmup": w, "rounds": r, "batches": [1, 32]}
+      "repeat": n, "warmup": w, "rounds": r, "batches": [1, 32],
+      "wide": {"weights": w.npz, "data": x.npz}}   (optional)
 Prints one JSON line: {model: {"f32"|"int8": {"accuracy": a,
-"latency_ms": {batch: median}}}}.  Latency is the median over the runs of
+"latency_ms": {batch: median}}}, "quantized_engine": "fbgemm"}.  Latency is the median over the runs of
 every round (rounds interleave f32 and int8 so drift hits both alike).
 """
 
@@ -34,6 +35,20 @@ def load(fixtures, name):
     return model.eval()
 
 
+def wide(path):
+    """The wide MLP of bench/compress.py: w0, b0, w1, ... in an npz."""
+    with np.load(path) as z:
+        n = len(z.files) // 2
+        layers = []
+        for k in range(n):
+            w = torch.from_numpy(z["w%d" % k])
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            lin.weight.data.copy_(w)
+            lin.bias.data.copy_(torch.from_numpy(z["b%d" % k]))
+            layers += [lin] + ([torch.nn.ReLU()] if k < n - 1 else [])
+    return torch.nn.Sequential(*layers).eval()
+
+
 def timed(model, x, repeat, warmup):
     for _ in range(warmup):
         model(x)
@@ -50,15 +65,19 @@ def main():
         job = json.load(f)
     torch.set_num_threads(job["threads"])
     sys.path.insert(0, job["fixtures"])
-    out = {}
+    cases = [(name, lambda name=name: load(job["fixtures"], name),
+              os.path.join(job["fixtures"], "digits",
+                           name + "_heldout.npz")) for name in job["models"]]
+    if job.get("wide"):
+        cases.append(("wide", lambda: wide(job["wide"]["weights"]),
+                      job["wide"]["data"]))
+    out = {"quantized_engine": torch.backends.quantized.engine}
     with torch.inference_mode():
-        for name in job["models"]:
-            f32 = load(job["fixtures"], name)
+        for name, make, data in cases:
+            f32 = make()
             int8 = torch.quantization.quantize_dynamic(
-                load(job["fixtures"], name), {torch.nn.Linear},
-                dtype=torch.qint8)
-            with np.load(os.path.join(job["fixtures"], "digits",
-                                      name + "_heldout.npz")) as z:
+                make(), {torch.nn.Linear}, dtype=torch.qint8)
+            with np.load(data) as z:
                 labels = z["labels"]
                 x = torch.from_numpy(z[[k for k in z.files
                                         if k != "labels"][0]])

@@ -17,3 +17,7 @@ EXTRA_DIST += \
 	bench/serve.py \
 	bench/serve/post.lua \
 	bench/serve/get.lua
+
+EXTRA_DIST += \
+	bench/compress.py \
+	bench/compress_torch.py

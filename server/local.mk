@@ -6,7 +6,7 @@ server_libssserver_a_SOURCES = \
 	server/jobs.c server/jobs.h server/jobs_int.h server/jobs_parse.c \
 	server/modelcfg.c server/modelcfg.h \
 	server/registry.c server/registry.h server/registry_int.h \
-	server/registry_json.c \
+	server/registry_json.c server/registry_ops.c \
 	server/sampler.c server/sampler.h \
 	server/auth.c server/auth.h \
 	server/cfg.c server/cfg.h \

@@ -2,6 +2,9 @@
 /*
  * The model registry: loading, hot swap, unloading.
  *
+ * The operations users call (load, activate, unload, scan, acquire) are in
+ * registry_ops.c; this file is the machinery under them.
+ *
  * DESIGN: models live in a list owned by the loop thread and are never
  * freed before the registry, so versions and tasks may point at them.  A
  * model runs at most one operation (task) at a time.  A task reads the
@@ -126,8 +129,8 @@ ss__registry_find(const ss_registry_t *r, const char *name)
     return NULL;
 }
 
-static int
-valid_name(const char *name)
+int
+ss__registry_valid_name(const char *name)
 {
     size_t n = strlen(name), i;
 
@@ -142,8 +145,8 @@ valid_name(const char *name)
     return 1;
 }
 
-static ss_model_t *
-model_get(ss_registry_t *r, const char *name, ss_err_t *err)
+ss_model_t *
+ss__registry_model_get(ss_registry_t *r, const char *name, ss_err_t *err)
 {
     ss_model_t *m = ss__registry_find(r, name);
     char dir[4096];
@@ -214,8 +217,8 @@ ss__registry_list_versions(const char *dir, int64_t *out, int max)
     return n;
 }
 
-static int
-file_stamp(const char *dir, int64_t v, int64_t *mtime, int64_t *size)
+int
+ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime, int64_t *size)
 {
     char path[4096];
     struct stat st;
@@ -271,7 +274,7 @@ load_version(task_t *t, int64_t number, ss_version_t **out, ss_err_t *err)
         rc = ss_err_set(err, SS_EINVAL, "path too long");
         goto fail;
     }
-    file_stamp(t->dir, number, &v->file_mtime_ns, &v->file_size);
+    ss__registry_file_stamp(t->dir, number, &v->file_mtime_ns, &v->file_size);
     if ((rc = ss_graph_load_onnx(path, &v->graph, err)) < 0)
         goto fail;
     v->weight_bytes = ss_graph_weight_bytes(v->graph);
@@ -359,8 +362,8 @@ in_list(const int64_t *l, int n, int64_t v)
     return 0;
 }
 
-static ss_version_t *
-find_loaded(ss_model_t *m, int64_t v)
+ss_version_t *
+ss__registry_find_loaded(ss_model_t *m, int64_t v)
 {
     int i;
 
@@ -370,8 +373,8 @@ find_loaded(ss_model_t *m, int64_t v)
     return NULL;
 }
 
-static void
-set_gauges(ss_model_t *m)
+void
+ss__registry_set_gauges(ss_model_t *m)
 {
     ss_registry_t *r = m->reg;
     const char *lv[2];
@@ -403,8 +406,8 @@ drop_gauges(ss_model_t *m, ss_version_t *v)
 }
 
 /* Replaces the loaded list with keep[] (references taken over). */
-static void
-set_versions(ss_model_t *m, ss_version_t **keep, int n)
+void
+ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n)
 {
     int i, j;
 
@@ -434,7 +437,7 @@ pick_active(ss_model_t *m)
     int i;
 
     if (m->cfg.active_version > 0)
-        a = find_loaded(m, m->cfg.active_version);
+        a = ss__registry_find_loaded(m, m->cfg.active_version);
     if (a == NULL)
         for (i = 0; i < m->n_versions; i++)
             if (a == NULL || m->versions[i]->number > a->number)
@@ -446,8 +449,8 @@ pick_active(ss_model_t *m)
 
 /* Keeps the versions the policy wants, plus the active and the previous
  * active one (so a rollback is instant). */
-static void
-trim(ss_model_t *m)
+void
+ss__registry_trim(ss_model_t *m)
 {
     ss_version_t *keep[SS_MAX_LOADED];
     int64_t prev = m->n_history ? m->history[m->n_history - 1] : 0;
@@ -461,13 +464,13 @@ trim(ss_model_t *m)
                                   m->n_on_disk))
             keep[n++] = v;
     }
-    set_versions(m, keep, n);
+    ss__registry_set_versions(m, keep, n);
 }
 
 /* Makes v active, persisting the choice first; push_history keeps the
  * current one for rollback. */
-static int
-switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
+int
+ss__registry_switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
               ss_err_t *err)
 {
     int rc;
@@ -488,13 +491,13 @@ switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
     ss_log_notice("model=%s@%s active (was %s)", m->name, v->label,
                   m->active ? m->active->label : "none");
     m->active = v;
-    trim(m);
-    set_gauges(m);
+    ss__registry_trim(m);
+    ss__registry_set_gauges(m);
     return 0;
 }
 
-static void
-scan_step_done(ss_registry_t *r)
+void
+ss__registry_scan_step_done(ss_registry_t *r)
 {
     if (r->scan_pending > 0 && --r->scan_pending == 0 && r->scan_cb) {
         ss_registry_cb cb = r->scan_cb;
@@ -546,12 +549,12 @@ publish_load(task_t *t, ss_err_t *err, int *rc)
         return;
     }
     m->cfg = t->cfg;
-    set_versions(m, list, n);
+    ss__registry_set_versions(m, list, n);
     pick_active(m);
-    trim(m);
+    ss__registry_trim(m);
     m->state = SS_MODEL_READY;
     m->reason[0] = '\0';
-    set_gauges(m);
+    ss__registry_set_gauges(m);
     if (m->sampler == NULL && m->cfg.sample_capacity > 0)
         m->sampler = ss_sampler_new(m->cfg.sample_capacity,
                                     m->cfg.sample_probability,
@@ -585,12 +588,12 @@ publish_add(task_t *t, ss_err_t *err, int *rc)
     }
     m->versions[m->n_versions++] = v;
     t->loaded[0] = NULL;
-    if ((*rc = switch_active(m, v, t->activate >= 0, err)) < 0) {
-        trim(m);        /* drops v again: nothing changed */
+    if ((*rc = ss__registry_switch_active(m, v, t->activate >= 0, err)) < 0) {
+        ss__registry_trim(m);        /* drops v again: nothing changed */
         return;
     }
     m->state = SS_MODEL_READY;
-    set_gauges(m);
+    ss__registry_set_gauges(m);
 }
 
 static void
@@ -618,11 +621,11 @@ task_done(uv_work_t *w, int status)
         m->state = m->n_versions ? SS_MODEL_READY : SS_MODEL_UNAVAILABLE;
     complete(t, rc, &err);
     task_free(t);
-    scan_step_done(r);
+    ss__registry_scan_step_done(r);
 }
 
-static int
-start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
+int
+ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
 {
     int rc;
 
@@ -637,8 +640,8 @@ start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
     return 0;
 }
 
-static task_t *
-task_new(ss_registry_t *r, ss_model_t *m, task_kind_t kind,
+task_t *
+ss__registry_task_new(ss_registry_t *r, ss_model_t *m, task_kind_t kind,
          ss_registry_cb cb, void *arg, ss_err_t *err)
 {
     task_t *t;
@@ -657,173 +660,14 @@ task_new(ss_registry_t *r, ss_model_t *m, task_kind_t kind,
     return t;
 }
 
-static int
-check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err)
+int
+ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err)
 {
     if (r->closing)
         return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
     if (m->task != NULL || m->unload_cb != NULL)
         return ss_err_set(err, SS_EBUSY, "model '%s' is busy with another "
                           "load, unload or activation", m->name);
-    return 0;
-}
-
-int
-ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
-                 ss_registry_cb cb, void *arg, ss_err_t *err)
-{
-    ss_model_config_t cfg;
-    ss_model_t *m;
-    task_t *t;
-    int i, n, rc;
-
-    if (!valid_name(name))
-        return ss_err_set(err, SS_EINVAL, "invalid model name '%s'", name);
-    if ((m = model_get(r, name, err)) == NULL)
-        return err ? err->code : SS_ENOMEM;
-    if ((rc = check_idle(r, m, err)) < 0)
-        return rc;
-    if ((rc = ss_model_config_load(m->dir, &cfg, err)) < 0)
-        return rc;
-    if (override != NULL && (rc = ss_model_config_apply(&cfg, override,
-                                                        err)) < 0)
-        return ss_err_wrap(err, rc, "config override");
-    n = ss__registry_list_versions(m->dir, m->on_disk, SS_MAX_ON_DISK);
-    if (n < 0) {
-        m->n_on_disk = 0;
-        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s': %s", name,
-                          strerror(-n));
-    }
-    m->n_on_disk = n;
-    if ((t = task_new(r, m, TASK_LOAD, cb, arg, err)) == NULL)
-        return SS_ENOMEM;
-    t->cfg = cfg;
-    for (i = 0; i < n && t->n_load < SS_MAX_LOADED; i++) {
-        int64_t v = m->on_disk[i], mt = 0, sz = 0;
-        ss_version_t *have = find_loaded(m, v);
-
-        if (!ss_model_config_wants(&cfg, v, m->on_disk, n) &&
-            v != cfg.active_version)
-            continue;
-        file_stamp(m->dir, v, &mt, &sz);
-        /* Unchanged files keep their loaded version, unless the config
-         * changed how it runs. */
-        if (have != NULL && have->file_mtime_ns == mt &&
-            have->file_size == sz &&
-            memcmp(&have->cfg, &cfg, sizeof(cfg)) == 0)
-            continue;
-        if (have != NULL && have->file_mtime_ns == mt &&
-            have->file_size == sz && override == NULL &&
-            have->cfg.active_version != cfg.active_version)
-            continue;
-        t->load[t->n_load++] = v;
-    }
-    m->wanted = true;
-    if (m->state != SS_MODEL_READY)
-        m->state = SS_MODEL_LOADING;
-    ss_log_info("model=%s loading %d version(s)", name, t->n_load);
-    return start_task(r, t, err);
-}
-
-int
-ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
-                     ss_registry_cb cb, void *arg, ss_err_t *err)
-{
-    ss_version_t *have;
-    ss_model_t *m;
-    task_t *t;
-    char dir[4200];
-    struct stat st;
-    int rc;
-
-    if ((m = ss__registry_find(r, name)) == NULL)
-        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-    if ((rc = check_idle(r, m, err)) < 0)
-        return rc;
-    if ((have = find_loaded(m, v)) != NULL) {
-        if ((rc = switch_active(m, have, true, err)) < 0)
-            return rc;
-        if (cb != NULL)
-            cb(arg, 0, NULL);
-        return 0;
-    }
-    snprintf(dir, sizeof(dir), "%s/%lld/model.onnx", m->dir, (long long)v);
-    if (v <= 0 || stat(dir, &st) < 0)
-        return ss_err_set(err, SS_ENOTFOUND, "model '%s' has no version "
-                          "%lld", name, (long long)v);
-    if ((t = task_new(r, m, TASK_ADD, cb, arg, err)) == NULL)
-        return SS_ENOMEM;
-    t->cfg = m->cfg;
-    t->load[0] = v;
-    t->n_load = 1;
-    t->activate = 1;
-    return start_task(r, t, err);
-}
-
-int
-ss_registry_rollback(ss_registry_t *r, const char *name, ss_registry_cb cb,
-                     void *arg, ss_err_t *err)
-{
-    ss_version_t *have;
-    ss_model_t *m;
-    int64_t prev;
-    task_t *t;
-    int rc;
-
-    if ((m = ss__registry_find(r, name)) == NULL)
-        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-    if ((rc = check_idle(r, m, err)) < 0)
-        return rc;
-    if (m->n_history == 0)
-        return ss_err_set(err, SS_EINVAL, "model '%s' has no previous "
-                          "active version to roll back to", name);
-    prev = m->history[m->n_history - 1];
-    if ((have = find_loaded(m, prev)) != NULL) {
-        if ((rc = switch_active(m, have, false, err)) < 0)
-            return rc;
-        m->n_history--;
-        trim(m);
-        if (cb != NULL)
-            cb(arg, 0, NULL);
-        return 0;
-    }
-    if ((t = task_new(r, m, TASK_ADD, cb, arg, err)) == NULL)
-        return SS_ENOMEM;
-    m->n_history--;
-    t->cfg = m->cfg;
-    t->load[0] = prev;
-    t->n_load = 1;
-    t->activate = -1;   /* do not push the current one again */
-    return start_task(r, t, err);
-}
-
-int
-ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
-                   void *arg, ss_err_t *err)
-{
-    ss_model_t *m;
-    int rc;
-
-    if ((m = ss__registry_find(r, name)) == NULL)
-        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-    if ((rc = check_idle(r, m, err)) < 0)
-        return rc;
-    m->wanted = false;
-    m->state = SS_MODEL_UNLOADING;
-    m->active = NULL;
-    set_versions(m, NULL, 0);
-    set_gauges(m);
-    ss_log_notice("model=%s unloading: %d version(s) draining", name,
-                  m->live);
-    if (m->live == 0) {
-        m->state = SS_MODEL_UNAVAILABLE;
-        snprintf(m->reason, sizeof(m->reason), "unloaded");
-        if (cb != NULL)
-            cb(arg, 0, NULL);
-        return 0;
-    }
-    m->unload_cb = cb;
-    m->unload_arg = arg;
     return 0;
 }
 
@@ -854,124 +698,6 @@ on_async(uv_async_t *a)
                 cb(m->unload_arg, 0, NULL);
         }
     }
-}
-
-/* ---- scanning ------------------------------------------------------------ */
-
-void
-ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg)
-{
-    struct dirent *e;
-    ss_model_t *m;
-    DIR *d;
-
-    r->scan_cb = cb;
-    r->scan_arg = arg;
-    r->scan_pending = 1;        /* this call's own step */
-    if ((d = opendir(r->repo)) == NULL) {
-        ss_log_warn("model repository %s: %s", r->repo, strerror(errno));
-    } else {
-        while ((e = readdir(d)) != NULL) {
-            int64_t vs[SS_MAX_ON_DISK];
-            char dir[4096];
-            ss_err_t err = { 0 };
-
-            if (!valid_name(e->d_name))
-                continue;
-            if (snprintf(dir, sizeof(dir), "%s/%s", r->repo, e->d_name) >=
-                (int)sizeof(dir))
-                continue;
-            if (ss__registry_list_versions(dir, vs, SS_MAX_ON_DISK) <= 0)
-                continue;
-            m = ss__registry_find(r, e->d_name);
-            if (m != NULL && (m->wanted || m->task != NULL))
-                continue;
-            if (ss_registry_load(r, e->d_name, NULL, NULL, NULL, &err) < 0)
-                ss_log_error("model=%s: %s", e->d_name, err.msg);
-            else
-                r->scan_pending++;
-        }
-        closedir(d);
-    }
-    /* Models whose folder is gone are unloaded. */
-    for (m = r->models; m != NULL; m = m->next) {
-        int64_t vs[1];
-
-        if (m->wanted && m->task == NULL &&
-            ss__registry_list_versions(m->dir, vs, 1) <= 0) {
-            ss_err_t err = { 0 };
-
-            ss_log_notice("model=%s: folder gone, unloading", m->name);
-            ss_registry_unload(r, m->name, NULL, NULL, &err);
-        }
-    }
-    scan_step_done(r);
-}
-
-/* ---- serving ------------------------------------------------------------- */
-
-ss_version_t *
-ss_registry_acquire(ss_registry_t *r, const char *name, int64_t v,
-                    int *status, ss_err_t *err)
-{
-    ss_model_t *m = ss__registry_find(r, name);
-    ss_version_t *ver;
-
-    if (m == NULL || (!m->wanted && m->n_versions == 0 &&
-                      m->state != SS_MODEL_UNLOADING &&
-                      strcmp(m->reason, "unloaded") != 0)) {
-        *status = 404;
-        ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-        return NULL;
-    }
-    if (r->closing) {
-        *status = 503;
-        ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
-        return NULL;
-    }
-    if (v == 0) {
-        ver = m->active;
-    } else {
-        ver = find_loaded(m, v);
-        if (ver == NULL && m->active != NULL) {
-            *status = 404;
-            ss_err_set(err, SS_ENOTFOUND, "model '%s' has no loaded version "
-                       "%lld", name, (long long)v);
-            return NULL;
-        }
-    }
-    if (ver == NULL) {
-        *status = 503;
-        ss_err_set(err, SS_ENOTREADY, "model '%s' is not ready%s%s", name,
-                   m->reason[0] ? ": " : "", m->reason);
-        return NULL;
-    }
-    ss_version_ref(ver);
-    return ver;
-}
-
-bool
-ss_registry_ready(const ss_registry_t *r)
-{
-    const ss_model_t *m;
-
-    if (r->closing)
-        return false;
-    for (m = r->models; m != NULL; m = m->next)
-        if (m->wanted && (m->state != SS_MODEL_READY || m->active == NULL))
-            return false;
-    return true;
-}
-
-int
-ss_registry_model_count(const ss_registry_t *r)
-{
-    const ss_model_t *m;
-    int n = 0;
-
-    for (m = r->models; m != NULL; m = m->next)
-        n += m->n_versions > 0;
-    return n;
 }
 
 /* ---- life ---------------------------------------------------------------- */
@@ -1043,7 +769,7 @@ ss_registry_close(ss_registry_t *r)
     r->closing = true;
     for (m = r->models; m != NULL; m = m->next) {
         m->active = NULL;
-        set_versions(m, NULL, 0);
+        ss__registry_set_versions(m, NULL, 0);
     }
 }
 

@@ -86,6 +86,23 @@ struct ss_registry {
 };
 
 ss_model_t *ss__registry_find(const ss_registry_t *r, const char *name);
+int ss__registry_valid_name(const char *name);
+ss_model_t *ss__registry_model_get(ss_registry_t *r, const char *name,
+                                   ss_err_t *err);
+int ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err);
+task_t *ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+                              task_kind_t kind, ss_registry_cb cb, void *arg,
+                              ss_err_t *err);
+int ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err);
+ss_version_t *ss__registry_find_loaded(ss_model_t *m, int64_t v);
+int ss__registry_switch_active(ss_model_t *m, ss_version_t *v,
+                               bool push_history, ss_err_t *err);
+void ss__registry_trim(ss_model_t *m);
+void ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n);
+void ss__registry_set_gauges(ss_model_t *m);
+int ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime,
+                            int64_t *size);
+void ss__registry_scan_step_done(ss_registry_t *r);
 int ss__registry_list_versions(const char *dir, int64_t *out, int max);
 
 #endif
