@@ -41,6 +41,7 @@ note when its tool is missing).
 
 import argparse
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -398,9 +399,7 @@ WIDE_JOBS = (
 
 
 def run_wide(a, infer, tmp):
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:
         return None, "python3-onnx is not installed: no wide MLP"
     repo = os.path.join(tmp, "wide-repo")
     d = os.path.join(repo, "wide")

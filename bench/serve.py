@@ -116,9 +116,16 @@ class Server:
 
     def stats(self, model):
         """-> {histogram: (sum, count)} for the model, over its versions."""
-        st, data = self.request("GET", "/metrics")
+        for _ in range(50):
+            st, data = self.request("GET", "/metrics")
+            if st == 200 or self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
         if st != 200:
-            raise RuntimeError("GET /metrics answered %d" % st)
+            raise RuntimeError("GET /metrics answered %d (daemon %s); log:\n%s"
+                               % (st, "exited %s" % self.proc.returncode
+                                  if self.proc.poll() is not None
+                                  else "running", self.log()[-3000:]))
         out = {h: [0.0, 0.0] for h in HISTOGRAMS}
         pat = re.compile(r'^(slimserve_\w+)_(sum|count)\{[^}]*'
                          r'model="%s"[^}]*\} (\S+)$' % re.escape(model), re.M)
@@ -300,7 +307,8 @@ def run_model(a, model, bodies, results, ceiling):
 
 
 def run_swap(a, bodies):
-    """-> list of (p99 without swaps, p99 with swaps, rps, rps, ok swaps)."""
+    """-> [(wrk result without swaps, wrk result with, swaps that
+    answered 200)], one per pair of runs."""
     repo = tempfile.mkdtemp(prefix="ss-bench-repo-")
     make_repo(repo, "mlp", {1: os.path.join(FIX, "mlp_op13", "model.onnx"),
                             2: MLP_V2},

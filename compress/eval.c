@@ -8,13 +8,19 @@
  * batch 1 and 32).  Outputs are gathered as f32 for the whole dataset so
  * that source and variant can be compared row by row: the data sets this
  * sees are calibration/validation sets of a few thousand rows at most.
- * Latency is the median of ctl->latency_runs timed runs after two
- * untimed warm-up runs (the first run of a plan pays for page faults and
- * oneDNN's lazy set-up).
+ * Latency is a median of timed runs after untimed warm-up runs: the
+ * first run of a plan pays for its compilation, page faults and oneDNN's
+ * lazy set-up, and the next few for OpenMP threads waking and caches
+ * filling (two warm-ups measured a 12 us CNN at 1.6 ms on a busy
+ * machine).  Warm-up lasts LAT_WARM_RUNS runs and at least LAT_WARM_MS;
+ * then ctl->latency_runs timed runs, continued (up to LAT_MAX_FACTOR
+ * times as many) until LAT_MIN_MS of timed runs: a fast model gets many
+ * samples, a slow one stays bounded.
  *
  * THREADS: a runner belongs to the thread that made it.
  */
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -381,6 +387,12 @@ now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+#define LAT_WARM_RUNS 5
+#define LAT_WARM_MS 20.0
+#define LAT_WARM_MAX 1000
+#define LAT_MIN_MS 50.0
+#define LAT_MAX_FACTOR 8
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -394,15 +406,18 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
             int runs, atomic_int *cancel, double *ms, ss_err_t *err)
 {
     ss_tensor_t *in = NULL;
-    double *t = NULL;
+    double *t = NULL, warm0, spent;
     int64_t row;
-    int i, k, rc = 0;
+    int i, k, n, rc = 0;
 
     *ms = 0.0;
     if (runs <= 0)
         runs = 20;
+    if (runs > INT_MAX / LAT_MAX_FACTOR)
+        runs = INT_MAX / LAT_MAX_FACTOR;
     if ((in = ss_calloc((size_t)ds->n_inputs + 1, sizeof(*in))) == NULL
-        || (t = ss_calloc((size_t)runs, sizeof(*t))) == NULL) {
+        || (t = ss_calloc((size_t)runs * LAT_MAX_FACTOR, sizeof(*t)))
+           == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a latency batch");
         goto done;
     }
@@ -420,7 +435,21 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
                    (const char *)ds->inputs[i].data
                    + (size_t)(row % ds->rows) * rb, rb);
     }
-    for (k = -2; k < runs; k++) {
+    warm0 = now_ms();
+    for (k = 0; k < LAT_WARM_MAX && (k < LAT_WARM_RUNS
+                                     || now_ms() - warm0 < LAT_WARM_MS);
+         k++) {
+        const ss_tensor_t *o;
+
+        if (cancel != NULL && atomic_load(cancel)) {
+            rc = ss_err_set(err, SS_ECANCELED, "cancelled");
+            goto done;
+        }
+        if ((rc = ss__runner_run(r, in, &o, err)) < 0)
+            goto done;
+    }
+    for (n = 0, spent = 0.0; n < runs * LAT_MAX_FACTOR
+                             && (n < runs || spent < LAT_MIN_MS); n++) {
         const ss_tensor_t *o;
         double t0;
 
@@ -431,11 +460,11 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
         t0 = now_ms();
         if ((rc = ss__runner_run(r, in, &o, err)) < 0)
             goto done;
-        if (k >= 0)
-            t[k] = now_ms() - t0;
+        t[n] = now_ms() - t0;
+        spent += t[n];
     }
-    qsort(t, (size_t)runs, sizeof(*t), cmp_double);
-    *ms = runs % 2 ? t[runs / 2] : (t[runs / 2 - 1] + t[runs / 2]) / 2.0;
+    qsort(t, (size_t)n, sizeof(*t), cmp_double);
+    *ms = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2.0;
 done:
     if (in != NULL)
         for (i = 0; i < ds->n_inputs; i++)

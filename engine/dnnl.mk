@@ -7,7 +7,7 @@
 noinst_LIBRARIES += engine/libssdnnl.a
 engine_libssdnnl_a_SOURCES = \
 	engine/dnnl.c engine/dnnl.h engine/dnnl_int.h \
-	engine/dnnl_ops.c engine/dnnl_q.h engine/dnnl_q.c
+	engine/dnnl_build.c engine/dnnl_ops.c engine/dnnl_q.h engine/dnnl_q.c
 
 SSDNNL_LIBS = $(DNNL_LIBS) -lgomp -lpthread
 

@@ -110,4 +110,64 @@ int ss__dnn_finish(ss_dnn_prim_t *p, const_dnnl_primitive_desc_t pd,
                    const ss_dnn_postops_t *po, int po_first_in,
                    ss_err_t *err);
 
+/* The constructor kit (dnnl_build.c).  A constructor runs
+ *   ss__dnn_build_start, its checks, its memory descriptors, b.attr,
+ *   ss__dnn_build_op, and always ss__dnn_build_end. */
+typedef struct ss__dnn_build {
+    const char *what;
+    ss_dnn_prim_t *p;                 /* the object being built */
+    dnnl_primitive_attr_t attr;       /* owned, destroyed at the end */
+    dnnl_primitive_desc_t pd;         /* owned, destroyed at the end */
+} ss__dnn_build_t;
+
+/* A constant argument of ss__dnn_build_op, given in layout md.  An
+ * optional one (bias, gamma, beta) is left out when data is NULL; a
+ * required one is an error then. */
+typedef struct ss__dnn_carg {
+    int arg;                          /* DNNL_ARG_* */
+    const dnnl_memory_desc_t *md;
+    const void *data;                 /* borrowed until packed */
+    int optional;
+} ss__dnn_carg_t;
+
+/* Zeroes b and allocates its object, named what (a string literal). */
+int ss__dnn_build_start(ss__dnn_build_t *b, const char *what,
+                        ss_err_t *err);
+/* Destroys b's attr and pd; on rc < 0 also the object.  *out is the new
+ * object (NULL on failure); returns rc. */
+int ss__dnn_build_end(ss__dnn_build_t *b, int rc, ss_dnn_prim_t **out);
+/* Records the object's dst dims. */
+void ss__dnn_set_dst(ss_dnn_prim_t *p, int ndim, const int64_t *dims);
+/* Creates b->pd from od under b->attr (od NULL: b->pd is made already,
+ * as for a reorder), registers in[i] as in_args[i] for i < n_in, then the
+ * constants, then dst as dst_arg, and runs ss__dnn_finish with the
+ * BINARY post-op tensors of po from in[n_in] on. */
+int ss__dnn_build_op(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
+                     const int *in_args, int n_in,
+                     const ss__dnn_carg_t *cargs, int n_cargs, int dst_arg,
+                     const ss_dnn_postops_t *po, ss_err_t *err);
+
+/* A descriptor with format_tag_any: the layout oneDNN prefers. */
+int ss__dnn_md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                   dnnl_data_type_t dt, ss_err_t *err, const char *what);
+
+/* The 2-D window of a convolution or pooling in oneDNN's terms (dil is
+ * dilation - 1; a 0 stride or dilation in the descriptor means 1), and
+ * the output height and width (0 when the window does not fit). */
+typedef struct ss__dnn_window {
+    dnnl_dims_t kernel, strides, dil, pl, pr;
+    int64_t out[2];
+} ss__dnn_window_t;
+
+int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
+                   const int64_t kernel[2], const int64_t stride[2],
+                   const int64_t dilation[2], const int64_t pad_begin[2],
+                   const int64_t pad_end[2], ss_err_t *err,
+                   const char *what);
+
+/* The weight dims of a convolution, [G,] OC/G, IC/G, KH, KW (G only when
+ * grouped); returns how many. */
+int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
+                       int64_t kw, int64_t wd[5]);
+
 #endif

@@ -2,8 +2,9 @@
 /*
  * The oneDNN primitive layer, constructors: one per op kind.  Each checks
  * its descriptor, builds the oneDNN op descriptor with plain layouts for
- * activations and format_tag_any for constants, and hands the primitive
- * descriptor to ss__dnn_finish (dnnl.c), which packs the constants.
+ * activations and format_tag_any for constants, and hands it to the
+ * constructor kit (dnnl_build.c), which makes the primitive and packs the
+ * constants.
  *
  * Weights are given as f32 and described in the caller's layout; the
  * layout oneDNN asks for carries the compute type, so the packing reorder
@@ -16,7 +17,6 @@
 
 #include <string.h>
 
-#include "common/alloc.h"
 #include "engine/dnnl_int.h"
 
 static int
@@ -44,75 +44,15 @@ check_dims(int ndim, const int64_t *dims, ss_err_t *err, const char *what)
     return 0;
 }
 
+/* The attribute of an op without post-ops. */
 static int
-md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
-       dnnl_data_type_t dt, ss_err_t *err, const char *what)
+plain_attr(ss__dnn_build_t *b, ss_err_t *err)
 {
-    dnnl_dims_t d;
-    int i;
-
-    for (i = 0; i < ndim; i++)
-        d[i] = dims[i];
-    return ss__dnn_check(dnnl_memory_desc_init_by_tag(md, ndim, d, dt,
-                                                      dnnl_format_tag_any),
-                         err, "dnnl_memory_desc_init_by_tag", what);
+    return ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b->attr, err,
+                        b->what);
 }
 
-/* The common tail of every constructor: attr, pd, arguments, finish. */
-typedef struct build {
-    const char *what;
-    ss_dnn_prim_t *p;
-    dnnl_primitive_attr_t attr;
-    dnnl_primitive_desc_t pd;
-} build_t;
-
-static int
-build_start(build_t *b, const char *what, ss_err_t *err)
-{
-    memset(b, 0, sizeof(*b));
-    b->what = what;
-    return ss__dnn_prim_alloc(what, &b->p, err);
-}
-
-static int
-build_end(build_t *b, int rc, ss_dnn_prim_t **out)
-{
-    if (b->pd)
-        dnnl_primitive_desc_destroy(b->pd);
-    if (b->attr)
-        dnnl_primitive_attr_destroy(b->attr);
-    if (rc < 0) {
-        ss_dnn_prim_free(b->p);
-        b->p = NULL;
-    }
-    *out = b->p;
-    return rc;
-}
-
-static void
-set_dst(ss_dnn_prim_t *p, int ndim, const int64_t *dims)
-{
-    p->dst_ndim = ndim;
-    memcpy(p->dst_dims, dims, (size_t)ndim * sizeof(*dims));
-}
-
-/* The output length of a window of k taps dilated by dil. */
-static int64_t
-out_len(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t pb,
-        int64_t pe)
-{
-    int64_t span = (k - 1) * dil + 1;
-
-    if (in + pb + pe < span || stride < 1)
-        return 0;
-    return (in + pb + pe - span) / stride + 1;
-}
-
-static int64_t
-or1(int64_t v)
-{
-    return v == 0 ? 1 : v;
-}
+static const int src_in[] = { DNNL_ARG_SRC };
 
 int
 ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
@@ -124,19 +64,21 @@ ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
     int64_t sd[2] = { d->m, d->k }, dd[2] = { d->m, d->n };
     int64_t wd[2] = { d->n, d->k };
     int64_t ws[2] = { d->w_nk ? d->k : 1, d->w_nk ? 1 : d->n };
-    build_t b;
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    ss__dnn_build_t b;
     int rc;
 
-    if ((rc = build_start(&b, "inner product", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "inner product", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(2, sd, err, b.what)) < 0 ||
         (rc = check_dims(2, dd, err, b.what)) < 0)
         goto done;
-    set_dst(b.p, 2, dd);
+    ss__dnn_set_dst(b.p, 2, dd);
     if ((rc = ss__dnn_md_dense(&src, 2, sd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&dst, 2, dd, dt, err, b.what)) < 0 ||
-        (rc = md_any(&w, 2, wd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_any(&w, 2, wd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_strided(&wuser, 2, wd, ws, dnnl_f32, err,
                                  b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&bias, 1, &d->n, dnnl_f32, err, b.what)) < 0)
@@ -147,34 +89,29 @@ ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_inner_product_forward_desc_init", b.what);
     if (rc < 0 ||
         (rc = ss__dnn_attr(&d->post, 2, dd, dt, SS_DNN_PLAIN, &b.attr, err,
-                           b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+                           b.what)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (rc = ss__dnn_add_const(b.p, DNNL_ARG_WEIGHTS, &wuser, d->w,
-                                err)) < 0 ||
-        (d->bias && (rc = ss__dnn_add_const(b.p, DNNL_ARG_BIAS, &bias,
-                                            d->bias, err)) < 0) ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, &d->post, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
 ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
                   ss_err_t *err)
 {
+    static const int in[] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS };
     dnnl_matmul_desc_t od;
     dnnl_memory_desc_t a, bw, buser, bias, dst;
     dnnl_data_type_t dt;
     int64_t dd[SS_DNN_MAX_DIMS], bd[SS_DNN_MAX_DIMS];
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &buser, d->b_const, 1 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
     int nd = d->ndim, i, rc;
-    build_t b;
+    ss__dnn_build_t b;
 
-    if ((rc = build_start(&b, "matmul", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "matmul", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0)
         goto done;
@@ -206,14 +143,14 @@ ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
     dd[nd - 1] = d->b_dims[nd - 1];
     bd[nd - 2] = 1;
     bd[nd - 1] = dd[nd - 1];
-    set_dst(b.p, nd, dd);
+    ss__dnn_set_dst(b.p, nd, dd);
     if ((rc = ss__dnn_md_strided(&a, nd, d->a_dims, d->a_strides, dt, err,
                                  b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&dst, nd, dd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&bias, nd, bd, dnnl_f32, err, b.what)) < 0)
         goto done;
     if (d->b_const) {
-        if ((rc = md_any(&bw, nd, d->b_dims, dt, err, b.what)) < 0 ||
+        if ((rc = ss__dnn_md_any(&bw, nd, d->b_dims, dt, err, b.what)) < 0 ||
             (rc = ss__dnn_md_strided(&buser, nd, d->b_dims, d->b_strides,
                                      dnnl_f32, err, b.what)) < 0)
             goto done;
@@ -226,25 +163,13 @@ ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_matmul_desc_init", b.what);
     if (rc < 0 ||
         (rc = ss__dnn_attr(&d->post, nd, dd, dt, SS_DNN_PLAIN, &b.attr, err,
-                           b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+                           b.what)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0)
-        goto done;
-    if (d->b_const)
-        rc = ss__dnn_add_const(b.p, DNNL_ARG_WEIGHTS, &buser, d->b_const,
-                               err);
-    else
-        rc = ss__dnn_add_arg(b.p, DNNL_ARG_WEIGHTS, 1, err);
-    if (rc < 0 ||
-        (d->bias && (rc = ss__dnn_add_const(b.p, DNNL_ARG_BIAS, &bias,
-                                            d->bias, err)) < 0) ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = d->b_const ? 1 : 2;
-    rc = ss__dnn_finish(b.p, b.pd, &d->post, b.p->n_in, err);
+    /* B is a run-time input unless it is a constant to pack */
+    rc = ss__dnn_build_op(&b, &od, in, d->b_const ? 1 : 2, c, 2,
+                          DNNL_ARG_DST, &d->post, err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
@@ -254,13 +179,16 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     dnnl_convolution_desc_t od;
     dnnl_memory_desc_t src, w, wuser, bias, dst;
     dnnl_data_type_t dt;
-    dnnl_dims_t strides, dil, pl, pr;
-    int64_t g = or1(d->group), sd[4] = { d->n, d->ic, d->ih, d->iw };
+    ss__dnn_window_t win;
+    int64_t g = d->group ? d->group : 1;
+    int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
     int64_t dd[4], wd[5];
-    int i, wn, rc;
-    build_t b;
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    int wn, rc;
+    ss__dnn_build_t b;
 
-    if ((rc = build_start(&b, "convolution", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(4, sd, err, b.what)) < 0)
@@ -272,62 +200,40 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                         (long long)d->kh, (long long)d->kw, (long long)g);
         goto done;
     }
-    for (i = 0; i < 2; i++) {
-        strides[i] = or1(d->stride[i]);
-        dil[i] = or1(d->dilation[i]) - 1;
-        pl[i] = d->pad_begin[i];
-        pr[i] = d->pad_end[i];
-        if (strides[i] < 1 || dil[i] < 0 || pl[i] < 0 || pr[i] < 0) {
-            rc = ss_err_set(err, SS_EINVAL, "oneDNN convolution: negative "
-                            "stride, dilation or pad");
-            goto done;
-        }
-    }
+    if ((rc = ss__dnn_window(&win, d->ih, d->iw, k, d->stride, d->dilation,
+                             d->pad_begin, d->pad_end, err, b.what)) < 0)
+        goto done;
     dd[0] = d->n;
     dd[1] = d->oc;
-    dd[2] = out_len(d->ih, d->kh, strides[0], dil[0] + 1, pl[0], pr[0]);
-    dd[3] = out_len(d->iw, d->kw, strides[1], dil[1] + 1, pl[1], pr[1]);
+    dd[2] = win.out[0];
+    dd[3] = win.out[1];
     if ((rc = check_dims(4, dd, err, b.what)) < 0)
         goto done;
-    set_dst(b.p, 4, dd);
-    wn = 0;
-    if (g > 1)
-        wd[wn++] = g;
-    wd[wn++] = d->oc / g;
-    wd[wn++] = d->ic / g;
-    wd[wn++] = d->kh;
-    wd[wn++] = d->kw;
+    ss__dnn_set_dst(b.p, 4, dd);
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
     if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->src_layout, err,
                                 b.what)) < 0 ||
         (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->dst_layout, err,
                                 b.what)) < 0 ||
-        (rc = md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&wuser, wn, wd, dnnl_f32, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
                            &od, dnnl_forward_inference,
                            dnnl_convolution_direct, &src, &w,
-                           d->bias ? &bias : NULL, &dst, strides, dil, pl,
-                           pr),
+                           d->bias ? &bias : NULL, &dst, win.strides,
+                           win.dil, win.pl, win.pr),
                        err, "dnnl_dilated_convolution_forward_desc_init",
                        b.what);
     if (rc < 0 ||
         (rc = ss__dnn_attr(&d->post, 4, dd, dt, d->dst_layout, &b.attr, err,
-                           b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+                           b.what)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (rc = ss__dnn_add_const(b.p, DNNL_ARG_WEIGHTS, &wuser, d->w,
-                                err)) < 0 ||
-        (d->bias && (rc = ss__dnn_add_const(b.p, DNNL_ARG_BIAS, &bias,
-                                            d->bias, err)) < 0) ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, &d->post, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
@@ -338,12 +244,12 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
     dnnl_memory_desc_t src, dst;
     dnnl_data_type_t dt;
     dnnl_alg_kind_t alg;
-    dnnl_dims_t strides, kernel, dil, pl, pr;
+    ss__dnn_window_t win;
     int64_t sd[4] = { d->n, d->c, d->ih, d->iw }, dd[4];
-    int i, rc;
-    build_t b;
+    int rc;
+    ss__dnn_build_t b;
 
-    if ((rc = build_start(&b, "pooling", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "pooling", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(4, sd, err, b.what)) < 0)
@@ -359,26 +265,17 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
                         (int)d->alg);
         goto done;
     }
-    for (i = 0; i < 2; i++) {
-        kernel[i] = d->kernel[i];
-        strides[i] = or1(d->stride[i]);
-        dil[i] = or1(d->dilation[i]) - 1;
-        pl[i] = d->pad_begin[i];
-        pr[i] = d->pad_end[i];
-        if (kernel[i] < 1 || strides[i] < 1 || dil[i] < 0 || pl[i] < 0 ||
-            pr[i] < 0) {
-            rc = ss_err_set(err, SS_EINVAL, "oneDNN pooling: bad kernel, "
-                            "stride, dilation or pad");
-            goto done;
-        }
-    }
+    if ((rc = ss__dnn_window(&win, d->ih, d->iw, d->kernel, d->stride,
+                             d->dilation, d->pad_begin, d->pad_end, err,
+                             b.what)) < 0)
+        goto done;
     dd[0] = d->n;
     dd[1] = d->c;
-    dd[2] = out_len(d->ih, kernel[0], strides[0], dil[0] + 1, pl[0], pr[0]);
-    dd[3] = out_len(d->iw, kernel[1], strides[1], dil[1] + 1, pl[1], pr[1]);
+    dd[2] = win.out[0];
+    dd[3] = win.out[1];
     if ((rc = check_dims(4, dd, err, b.what)) < 0)
         goto done;
-    set_dst(b.p, 4, dd);
+    ss__dnn_set_dst(b.p, 4, dd);
     if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->layout, err,
                                 b.what)) < 0 ||
         (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->layout, err,
@@ -386,20 +283,14 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
         goto done;
     rc = ss__dnn_check(dnnl_pooling_v2_forward_desc_init(
                            &od, dnnl_forward_inference, alg, &src, &dst,
-                           strides, kernel, dil, pl, pr),
+                           win.strides, win.kernel, win.dil, win.pl, win.pr),
                        err, "dnnl_pooling_v2_forward_desc_init", b.what);
-    if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, 4, dd, dt, SS_DNN_PLAIN, &b.attr, err,
-                           b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, NULL, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
@@ -409,10 +300,11 @@ ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
     dnnl_softmax_v2_desc_t od;
     dnnl_memory_desc_t md;
     dnnl_data_type_t dt;
-    build_t b;
+    ss__dnn_build_t b;
     int rc;
 
-    if ((rc = build_start(&b, d->log ? "logsoftmax" : "softmax", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, d->log ? "logsoftmax" : "softmax",
+                                  err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0)
@@ -422,7 +314,7 @@ ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
                         b.what, d->axis, d->ndim);
         goto done;
     }
-    set_dst(b.p, d->ndim, d->dims);
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
     if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dt, err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_softmax_v2_forward_desc_init(
@@ -430,18 +322,12 @@ ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
                            d->log ? dnnl_softmax_log : dnnl_softmax_accurate,
                            &md, &md, d->axis),
                        err, "dnnl_softmax_v2_forward_desc_init", b.what);
-    if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, NULL, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
@@ -451,11 +337,13 @@ ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d, ss_dnn_prim_t **out,
     dnnl_layer_normalization_desc_t od;
     dnnl_memory_desc_t md, cmd;
     dnnl_data_type_t dt;
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_SCALE, &cmd, d->gamma, 1 },
+                                 { DNNL_ARG_SHIFT, &cmd, d->beta, 1 } };
     unsigned flags = 0;
-    build_t b;
+    ss__dnn_build_t b;
     int rc;
 
-    if ((rc = build_start(&b, "layer normalization", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "layer normalization", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0)
@@ -465,7 +353,7 @@ ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d, ss_dnn_prim_t **out,
                         "epsilon %g", (double)d->eps);
         goto done;
     }
-    set_dst(b.p, d->ndim, d->dims);
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
     if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&cmd, 1, &d->dims[d->ndim - 1], dnnl_f32, err,
                                b.what)) < 0)
@@ -479,22 +367,11 @@ ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d, ss_dnn_prim_t **out,
                            flags),
                        err, "dnnl_layer_normalization_forward_desc_init",
                        b.what);
-    if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (d->gamma && (rc = ss__dnn_add_const(b.p, DNNL_ARG_SCALE, &cmd,
-                                             d->gamma, err)) < 0) ||
-        (d->beta && (rc = ss__dnn_add_const(b.p, DNNL_ARG_SHIFT, &cmd,
-                                            d->beta, err)) < 0) ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, NULL, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, NULL, err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
@@ -505,10 +382,10 @@ ss_dnn_eltwise_new(const ss_dnn_eltwise_desc_t *d, ss_dnn_prim_t **out,
     dnnl_memory_desc_t md;
     dnnl_data_type_t dt;
     dnnl_alg_kind_t alg = ss__dnn_eltwise_alg(d->alg);
-    build_t b;
+    ss__dnn_build_t b;
     int rc;
 
-    if ((rc = build_start(&b, "eltwise", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "eltwise", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(1, &d->numel, err, b.what)) < 0)
@@ -518,40 +395,35 @@ ss_dnn_eltwise_new(const ss_dnn_eltwise_desc_t *d, ss_dnn_prim_t **out,
                         (int)d->alg);
         goto done;
     }
-    set_dst(b.p, 1, &d->numel);
+    ss__dnn_set_dst(b.p, 1, &d->numel);
     if ((rc = ss__dnn_md_dense(&md, 1, &d->numel, dt, err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_eltwise_forward_desc_init(
                            &od, dnnl_forward_inference, alg, &md, d->alpha,
                            d->beta),
                        err, "dnnl_eltwise_forward_desc_init", b.what);
-    if (rc < 0 ||
-        (rc = ss__dnn_attr(NULL, 1, &d->numel, dt, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC, 0, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, NULL, 1, err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
 ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
                   ss_err_t *err)
 {
+    static const int in[] = { DNNL_ARG_SRC_0, DNNL_ARG_SRC_1 };
     dnnl_binary_desc_t od;
     dnnl_memory_desc_t a, bm;
     dnnl_data_type_t dt;
     dnnl_alg_kind_t alg = ss__dnn_binary_alg(d->alg);
     int64_t bd[SS_DNN_MAX_DIMS];
     int i, off, rc;
-    build_t b;
+    ss__dnn_build_t b;
 
-    if ((rc = build_start(&b, "binary", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "binary", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(d->a_ndim, d->a_dims, err, b.what)) < 0 ||
@@ -576,7 +448,7 @@ ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
             goto done;
         }
     }
-    set_dst(b.p, d->a_ndim, d->a_dims);
+    ss__dnn_set_dst(b.p, d->a_ndim, d->a_dims);
     if ((rc = ss__dnn_md_layout(&a, d->a_ndim, d->a_dims, dt, d->layout, err,
                                 b.what)) < 0 ||
         (rc = ss__dnn_md_layout(&bm, d->a_ndim, bd, dt,
@@ -589,36 +461,32 @@ ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
                        "dnnl_binary_desc_init", b.what);
     if (rc < 0 ||
         (rc = ss__dnn_attr(&d->post, d->a_ndim, d->a_dims, dt, d->layout,
-                           &b.attr, err, b.what)) < 0 ||
-        (rc = ss__dnn_pd(&od, b.attr, &b.pd, err, b.what)) < 0)
+                           &b.attr, err, b.what)) < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC_0, 0, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_SRC_1, 1, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_DST, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 2;
-    rc = ss__dnn_finish(b.p, b.pd, &d->post, 2, err);
+    rc = ss__dnn_build_op(&b, &od, in, 2, NULL, 0, DNNL_ARG_DST, &d->post,
+                          err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }
 
 int
 ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                    ss_err_t *err)
 {
+    static const int in[] = { DNNL_ARG_FROM };
     dnnl_memory_desc_t src, dst;
     dnnl_data_type_t dt;
     dnnl_engine_t eng;
-    build_t b;
+    ss__dnn_build_t b;
     int rc;
 
-    if ((rc = build_start(&b, "reorder", err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, "reorder", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0 ||
         (rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
-    set_dst(b.p, d->ndim, d->dims);
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
     if ((d->src_layout && d->src_strides) ||
         (d->dst_layout && d->dst_strides)) {
         rc = ss_err_set(err, SS_EINVAL, "oneDNN reorder: strides and a "
@@ -635,19 +503,14 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                                       d->dst_layout, err, b.what)
                   : ss__dnn_md_strided(&dst, d->ndim, d->dims,
                                        d->dst_strides, dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dt, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0)
+        (rc = plain_attr(&b, err)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&b.pd, &src, eng,
                                                           &dst, eng, b.attr),
                        err, "dnnl_reorder_primitive_desc_create", b.what);
     if (rc < 0)
         goto done;
-    if ((rc = ss__dnn_add_arg(b.p, DNNL_ARG_FROM, 0, err)) < 0 ||
-        (rc = ss__dnn_add_arg(b.p, DNNL_ARG_TO, SS__DNN_SRC_OUT, err)) < 0)
-        goto done;
-    b.p->n_in = 1;
-    rc = ss__dnn_finish(b.p, b.pd, NULL, 1, err);
+    rc = ss__dnn_build_op(&b, NULL, in, 1, NULL, 0, DNNL_ARG_TO, NULL, err);
 done:
-    return build_end(&b, rc, out);
+    return ss__dnn_build_end(&b, rc, out);
 }

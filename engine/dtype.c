@@ -10,24 +10,13 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "engine/dtype_size.h"
 #include "engine/ir.h"
 
 size_t
 ss_dtype_size(ss_dtype_t t)
 {
-    switch (t) {
-    case SS_DTYPE_F32: case SS_DTYPE_I32: case SS_DTYPE_U32:
-        return 4;
-    case SS_DTYPE_U8: case SS_DTYPE_I8: case SS_DTYPE_BOOL:
-        return 1;
-    case SS_DTYPE_U16: case SS_DTYPE_I16: case SS_DTYPE_F16:
-    case SS_DTYPE_BF16:
-        return 2;
-    case SS_DTYPE_I64: case SS_DTYPE_F64: case SS_DTYPE_U64:
-        return 8;
-    default:
-        return 0;
-    }
+    return ss__dtype_size_of(t);
 }
 
 static const struct {

@@ -7,7 +7,7 @@
 noinst_LIBRARIES += engine/libssengine.a
 engine_libssengine_a_SOURCES = \
 	engine/engine.h engine/ir.h \
-	engine/dtype.c engine/graph.c \
+	engine/dtype_size.h engine/dtype.c engine/graph.c \
 	engine/onnx_int.h engine/onnx.c engine/onnx_tensor.c \
 	engine/plan_int.h engine/plan.c engine/exec.c \
 	engine/plan_fuse_int.h engine/plan_fuse.c engine/plan_fuse_ops.c \

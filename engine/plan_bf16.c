@@ -17,7 +17,6 @@
  * THREADS: runs inside ss_plan_new.
  */
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,7 +68,7 @@ bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
         goto done;
     snprintf(c.what, sizeof(c.what), "bf16 %s",
              is_op(&fz->p->steps[s], "Gemm") ? "Gemm" : "MatMul");
-    ss__fz_chain(fz, &c);
+    ss__lp_linear_chain(fz, &c);
     d.src_dtype = SS_DTYPE_BF16;
     d.dst_dtype = SS_DTYPE_F32;
     d.w_dtype = SS_DTYPE_F32;
@@ -133,27 +132,10 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
         for (int k = 1; k < b->n_out; k++)
             okc = okc && b->out[k] < 0;
         if (okc) {
-            const float *sc = T(p, b->in[1])->data, *bb = T(p, b->in[2])->data;
-            const float *mean = T(p, b->in[3])->data;
-            const float *var = T(p, b->in[4])->data;
-            const float *w = d.w;
-            float eps = ss__attr_float(b->node, "epsilon", 1e-5f);
-            int64_t per = ss_tensor_numel(T(p, st->in[1])) / d.oc;
-
-            if ((wf = ss_malloc((size_t)(per * d.oc) * sizeof(float))) == NULL
-                || (bf = ss_malloc((size_t)d.oc * sizeof(float))) == NULL) {
-                rc = ss_err_set(err, SS_ENOMEM, "no memory to fold a "
-                                "BatchNormalization");
+            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w,
+                                     ss_tensor_numel(T(p, st->in[1])),
+                                     d.bias, &wf, &bf, err)) < 0)
                 goto done;
-            }
-            for (int64_t o = 0; o < d.oc; o++) {
-                double k = sc[o] / sqrt((double)var[o] + eps);
-
-                for (int64_t i = 0; i < per; i++)
-                    wf[o * per + i] = (float)(w[o * per + i] * k);
-                bf[o] = (float)(((d.bias ? d.bias[o] : 0.0) - mean[o]) * k
-                                + bb[o]);
-            }
             d.w = wf;
             d.bias = bf;
             c.steps[c.n_steps++] = bn;

@@ -28,12 +28,6 @@
 #include "common/alloc.h"
 #include "engine/plan_fuse_int.h"
 
-static int
-is_op(const ss_step_t *st, const char *op)
-{
-    return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
-}
-
 /* ---- reader index ----------------------------------------------------- */
 
 int
@@ -517,4 +511,91 @@ ss__plan_fuse(ss_plan_t *p, ss_err_t *err)
 done:
     ss__fz_close(&fz);
     return rc;
+}
+
+/* ---- what the anchors of every precision share ------------------------ */
+
+const float *
+ss__fz_vec(const ss_plan_t *p, int v, int64_t n)
+{
+    const ss_tensor_t *t;
+
+    if (!ss__fz_is_const(p, v) || p->vals[v].t.dtype != SS_DTYPE_F32)
+        return NULL;
+    t = &p->vals[v].t;
+    if (t->ndim < 1 || t->dims[t->ndim - 1] != n || ss_tensor_numel(t) != n)
+        return NULL;
+    return t->data;
+}
+
+const float *
+ss__fz_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n)
+{
+    const ss_plan_t *p = fz->p;
+    int s = ss__fz_single(fz, c->out), other;
+    const ss_step_t *st;
+    const float *b;
+
+    if (s < 0 || !is_op(&p->steps[s], "Add"))
+        return NULL;
+    st = &p->steps[s];
+    other = st->in[0] == c->out ? st->in[1] : st->in[0];
+    if ((b = ss__fz_vec(p, other, n)) == NULL
+        || p->vals[st->out[0]].t.ndim != p->vals[c->out].t.ndim)
+        return NULL;
+    c->steps[c->n_steps++] = s;
+    c->out = st->out[0];
+    return b;
+}
+
+int
+ss__fz_attr_n(const ss_node_t *n, const char *name, int64_t dflt,
+              int64_t *out, int count)
+{
+    const int64_t *v;
+    int k = ss__attr_ints(n, name, &v);
+
+    if (k < 0) {
+        for (int i = 0; i < count; i++)
+            out[i] = dflt;
+        return 1;
+    }
+    if (k != count)
+        return 0;
+    memcpy(out, v, (size_t)count * sizeof(int64_t));
+    return 1;
+}
+
+int
+ss__fz_notset(const ss_node_t *n)
+{
+    const char *ap = ss__attr_string(n, "auto_pad", "NOTSET");
+
+    return strcmp(ap, "NOTSET") == 0 || strcmp(ap, "") == 0;
+}
+
+int
+ss__fz_fold_bn(const ss_plan_t *p, const ss_step_t *bn, int64_t oc,
+               const float *w, int64_t nw, const float *bias, float **wf,
+               float **bf, ss_err_t *err)
+{
+    const float *sc = p->vals[bn->in[1]].t.data;
+    const float *bb = p->vals[bn->in[2]].t.data;
+    const float *mean = p->vals[bn->in[3]].t.data;
+    const float *var = p->vals[bn->in[4]].t.data;
+    float eps = ss__attr_float(bn->node, "epsilon", 1e-5f);
+    int64_t per = nw / oc;
+
+    if ((*wf = ss_malloc((size_t)nw * sizeof(float))) == NULL
+        || (*bf = ss_malloc((size_t)oc * sizeof(float))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to fold a "
+                          "BatchNormalization");
+    for (int64_t o = 0; o < oc; o++) {
+        double k = sc[o] / sqrt((double)var[o] + eps);
+
+        for (int64_t i = 0; i < per; i++)
+            (*wf)[o * per + i] = (float)(w[o * per + i] * k);
+        (*bf)[o] = (float)(((bias ? bias[o] : 0.0) - mean[o]) * k + bb[o]);
+    }
+    return 0;
 }

@@ -16,12 +16,6 @@
 
 #include "engine/plan_fuse_int.h"
 
-static int
-is_op(const ss_step_t *st, const char *op)
-{
-    return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
-}
-
 /* ReduceMean over the last axis only, keeping dims. */
 static int
 mean_last(const ss_plan_t *p, const ss_step_t *st)
@@ -42,20 +36,6 @@ static int
 other_of(const ss_step_t *st, int v)
 {
     return st->in[0] == v ? st->in[1] : st->in[0];
-}
-
-/* A constant f32 vector of n elements (leading dims 1). */
-static const float *
-vec(const ss_plan_t *p, int v, int64_t n)
-{
-    const ss_tensor_t *t;
-
-    if (!ss__fz_is_const(p, v) || p->vals[v].t.dtype != SS_DTYPE_F32)
-        return NULL;
-    t = &p->vals[v].t;
-    if (t->ndim < 1 || t->dims[t->ndim - 1] != n || ss_tensor_numel(t) != n)
-        return NULL;
-    return t->data;
 }
 
 int
@@ -119,13 +99,13 @@ ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
     c.steps[c.n_steps++] = sd;
     /* optional affine: * gamma, + beta */
     if ((k = ss__fz_single(fz, c.out)) >= 0 && is_op(&p->steps[k], "Mul")
-        && (d.gamma = vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
+        && (d.gamma = ss__fz_vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
         && p->vals[p->steps[k].out[0]].t.ndim == p->vals[x].t.ndim) {
         c.steps[c.n_steps++] = k;
         c.out = p->steps[k].out[0];
     }
     if ((k = ss__fz_single(fz, c.out)) >= 0 && is_op(&p->steps[k], "Add")
-        && (d.beta = vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
+        && (d.beta = ss__fz_vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
         && p->vals[p->steps[k].out[0]].t.ndim == p->vals[x].t.ndim) {
         c.steps[c.n_steps++] = k;
         c.out = p->steps[k].out[0];

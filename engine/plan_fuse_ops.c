@@ -6,7 +6,6 @@
  * THREADS: used inside ss_plan_new only.
  */
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,10 +50,41 @@ follow(ss__fz_t *fz, int src, int dst)
     return l;
 }
 
+typedef int (*make_fn)(const void *d, ss_dnn_prim_t **out, ss_err_t *err);
+
 static int
-is_op(const ss_step_t *st, const char *op)
+make_pool(const void *d, ss_dnn_prim_t **out, ss_err_t *err)
 {
-    return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
+    return ss_dnn_pool_new(d, out, err);
+}
+
+static int
+make_binary(const void *d, ss_dnn_prim_t **out, ss_err_t *err)
+{
+    return ss_dnn_binary_new(d, out, err);
+}
+
+/* Makes the primitive of d in *layout (a field of d), then PLAIN when
+ * oneDNN has no kernel for that layout or only its reference code.  On
+ * failure *prim is NULL and the code is the constructor's. */
+static int
+make_in_layout(make_fn make, const void *d, ss_dnn_layout_t *layout,
+               ss_dnn_prim_t **prim, ss_err_t *err)
+{
+    int rc;
+
+    *prim = NULL;
+    if (*layout != SS_DNN_PLAIN) {
+        if ((rc = make(d, prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc == 0 && !slow_blocked(*prim))
+            return 0;
+        ss_dnn_prim_free(*prim);
+        *prim = NULL;
+        ss_err_clear(err);
+        *layout = SS_DNN_PLAIN;
+    }
+    return make(d, prim, err);
 }
 
 static const ss_tensor_t *
@@ -80,29 +110,6 @@ only_out0(const ss__fz_t *fz, const ss_step_t *st)
             return 0;
     }
     return st->n_out >= 1 && st->out[0] >= 0;
-}
-
-/* The next step is Add of a constant [N] (leading dims 1): a bias. */
-static const float *
-take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n)
-{
-    int s = ss__fz_single(fz, c->out), other;
-    const ss_step_t *st;
-    const ss_tensor_t *t;
-
-    if (s < 0 || !is_op(&fz->p->steps[s], "Add"))
-        return NULL;
-    st = &fz->p->steps[s];
-    other = st->in[0] == c->out ? st->in[1] : st->in[0];
-    if (!ss__fz_is_const(fz->p, other) || !f32(fz, other))
-        return NULL;
-    t = T(fz, other);
-    if (t->ndim < 1 || t->dims[t->ndim - 1] != n || ss_tensor_numel(t) != n
-        || T(fz, st->out[0])->ndim != T(fz, c->out)->ndim)
-        return NULL;
-    c->steps[c->n_steps++] = s;
-    c->out = st->out[0];
-    return t->data;
 }
 
 int
@@ -157,9 +164,11 @@ ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
             d.bias = scaled;
         }
     } else {
-        d.bias = take_bias(fz, &c, d.n);
+        d.bias = ss__fz_take_bias(fz, &c, d.n);
     }
-    ss__fz_chain(fz, &c);
+    /* A residual Add stays a step of its own: fused as a full-size binary
+     * post-op it pushes oneDNN 2.6 off brgemm (see plan_lowp.c). */
+    ss__lp_linear_chain(fz, &c);
     d.post = c.post;
     if ((rc = ss_dnn_linear_new(&d, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
@@ -252,33 +261,6 @@ done:
     return rc;
 }
 
-/* Reads 2 ints of attribute name (default dflt); 0 when not 2 of them. */
-static int
-attr2(const ss_node_t *n, const char *name, int64_t dflt, int64_t *out,
-      int count)
-{
-    const int64_t *v;
-    int k = ss__attr_ints(n, name, &v);
-
-    if (k < 0) {
-        for (int i = 0; i < count; i++)
-            out[i] = dflt;
-        return 1;
-    }
-    if (k != count)
-        return 0;
-    memcpy(out, v, (size_t)count * sizeof(int64_t));
-    return 1;
-}
-
-static int
-notset(const ss_node_t *n)
-{
-    const char *ap = ss__attr_string(n, "auto_pad", "NOTSET");
-
-    return strcmp(ap, "NOTSET") == 0 || strcmp(ap, "") == 0;
-}
-
 /* Creates the conv in the first layouts oneDNN has a real kernel for:
  * the wanted dst, with the src in the conv's family (oneDNN's blocked
  * kernels read NCHW only for a few input channels, a first layer; a
@@ -345,7 +327,7 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
 
     if (!is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
         || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1])
-        || !notset(st->node))
+        || !ss__fz_notset(st->node))
         return 0;
     x = T(fz, st->in[0]);
     w = T(fz, st->in[1]);
@@ -355,10 +337,10 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
     if (st->n_in > 2 && st->in[2] >= 0
         && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
         return 0;
-    if (!attr2(st->node, "strides", 1, d.stride, 2)
-        || !attr2(st->node, "dilations", 1, d.dilation, 2)
-        || !attr2(st->node, "pads", 0, pads, 4)
-        || !attr2(st->node, "kernel_shape", 0, ks, 2))
+    if (!ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
+        || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
+        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4)
+        || !ss__fz_attr_n(st->node, "kernel_shape", 0, ks, 2))
         return 0;
     if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
         return 0;
@@ -390,27 +372,9 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
             okc = okc && ss__fz_is_const(p, b->in[k]) && f32(fz, b->in[k])
                   && ss_tensor_numel(T(fz, b->in[k])) == d.oc;
         if (okc) {
-            const float *sc = T(fz, b->in[1])->data, *bb = T(fz, b->in[2])->data;
-            const float *mean = T(fz, b->in[3])->data;
-            const float *var = T(fz, b->in[4])->data;
-            float eps = ss__attr_float(b->node, "epsilon", 1e-5f);
-            int64_t per = ss_tensor_numel(w) / d.oc;
-
-            if ((wf = ss_malloc((size_t)ss_tensor_numel(w) * sizeof(float)))
-                == NULL
-                || (bf = ss_malloc((size_t)d.oc * sizeof(float))) == NULL) {
-                rc = ss_err_set(err, SS_ENOMEM, "no memory to fold a "
-                                "BatchNormalization");
+            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(w),
+                                     d.bias, &wf, &bf, err)) < 0)
                 goto done;
-            }
-            for (int64_t o = 0; o < d.oc; o++) {
-                double k = sc[o] / sqrt((double)var[o] + eps);
-
-                for (int64_t i = 0; i < per; i++)
-                    wf[o * per + i] = (float)(d.w[o * per + i] * k);
-                bf[o] = (float)(((d.bias ? d.bias[o] : 0.0) - mean[o]) * k
-                                + bb[o]);
-            }
             d.w = wf;
             d.bias = bf;
             c.steps[c.n_steps++] = bn;
@@ -529,7 +493,7 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
     int global = is_op(st, "GlobalAveragePool"), rc;
 
     if (!(global || is_op(st, "MaxPool") || is_op(st, "AveragePool"))
-        || !f32(fz, st->in[0]) || !only_out0(fz, st) || !notset(st->node))
+        || !f32(fz, st->in[0]) || !only_out0(fz, st) || !ss__fz_notset(st->node))
         return 0;
     x = T(fz, st->in[0]);
     if (x->ndim != 4 || ss_tensor_numel(x) == 0)
@@ -545,10 +509,10 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
     } else {
         if (ss__attr_int(st->node, "ceil_mode", 0) != 0
             || ss__attr_int(st->node, "storage_order", 0) != 0
-            || !attr2(st->node, "kernel_shape", 0, d.kernel, 2)
-            || !attr2(st->node, "strides", 1, d.stride, 2)
-            || !attr2(st->node, "dilations", 1, d.dilation, 2)
-            || !attr2(st->node, "pads", 0, pads, 4) || d.kernel[0] <= 0)
+            || !ss__fz_attr_n(st->node, "kernel_shape", 0, d.kernel, 2)
+            || !ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
+            || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
+            || !ss__fz_attr_n(st->node, "pads", 0, pads, 4) || d.kernel[0] <= 0)
             return 0;
         d.pad_begin[0] = pads[0];
         d.pad_begin[1] = pads[1];
@@ -561,17 +525,7 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
     /* one layout for src and dst: the source's, when the output may
      * have it too */
     d.layout = follow(fz, st->in[0], st->out[0]);
-    if (d.layout != SS_DNN_PLAIN) {
-        if ((rc = ss_dnn_pool_new(&d, &prim, err)) == SS_ENOMEM)
-            return rc;
-        if (rc < 0 || slow_blocked(prim)) {
-            ss_dnn_prim_free(prim);
-            prim = NULL;
-            ss_err_clear(err);
-            d.layout = SS_DNN_PLAIN;
-        }
-    }
-    if (prim == NULL && (rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
+    if ((rc = make_in_layout(make_pool, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, st->out[0], prim);
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
@@ -630,17 +584,7 @@ ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
     ss__fz_chain(fz, &c);
     d.post = c.post;
     d.layout = y->ndim == 4 ? follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
-    if (d.layout != SS_DNN_PLAIN) {
-        if ((rc = ss_dnn_binary_new(&d, &prim, err)) == SS_ENOMEM)
-            return rc;
-        if (rc < 0 || slow_blocked(prim)) {
-            ss_dnn_prim_free(prim);
-            prim = NULL;
-            ss_err_clear(err);
-            d.layout = SS_DNN_PLAIN;
-        }
-    }
-    if (prim == NULL && (rc = ss_dnn_binary_new(&d, &prim, err)) < 0)
+    if ((rc = make_in_layout(make_binary, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, c.out, prim);
     if ((rc = ss__fz_emit(fz, &c, prim, lead, 2, err)) < 0)

@@ -16,28 +16,6 @@
 #include "engine/edit.h"
 #include "engine/plan_lowp.h"
 
-const float *
-ss__lp_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n)
-{
-    int s = ss__fz_single(fz, c->out), other;
-    const ss_step_t *st;
-    const ss_tensor_t *t;
-
-    if (s < 0 || !is_op(&fz->p->steps[s], "Add"))
-        return NULL;
-    st = &fz->p->steps[s];
-    other = st->in[0] == c->out ? st->in[1] : st->in[0];
-    if (!cst(fz->p, other, SS_DTYPE_F32))
-        return NULL;
-    t = T(fz->p, other);
-    if (t->ndim < 1 || t->dims[t->ndim - 1] != n || ss_tensor_numel(t) != n
-        || T(fz->p, st->out[0])->ndim != T(fz->p, c->out)->ndim)
-        return NULL;
-    c->steps[c->n_steps++] = s;
-    c->out = st->out[0];
-    return t->data;
-}
-
 int
 ss__lp_chain_last(const ss__chain_t *c)
 {
@@ -47,6 +25,43 @@ ss__lp_chain_last(const ss__chain_t *c)
         if (c->steps[i] > last)
             last = c->steps[i];
     return last;
+}
+
+/* Whether post-op o reads a run-time tensor as big as the chain's dst. */
+static int
+full_binary(const ss__chain_t *c, const ss_dnn_postop_t *o)
+{
+    int64_t a = 1, b = 1;
+
+    if (o->kind != SS_DNN_PO_BINARY)
+        return 0;
+    for (int k = 0; k < o->ndim; k++)
+        a *= o->dims[k];
+    for (int k = 0; k < c->dst_ndim; k++)
+        b *= c->dst_dims[k];
+    return a == b;
+}
+
+void
+ss__lp_linear_chain(ss__fz_t *fz, ss__chain_t *c)
+{
+    ss__chain_t before = *c;
+
+    ss__fz_chain(fz, c);
+    for (int i = 0; i < c->post.n; i++) {
+        if (!full_binary(c, &c->post.op[i]))
+            continue;
+        /* oneDNN 2.6 takes its gemm inner product (2-3x slower at int8,
+         * measured on the transformer) for a BINARY post-op of the full
+         * dst shape, a residual Add: stop the chain before it and let
+         * the Add run as its own binary step */
+        *c = before;
+        if (i > 0) {
+            c->max_post = i;
+            ss__fz_chain(fz, c);
+        }
+        break;
+    }
 }
 
 /* ---- geometry shared by both precisions ------------------------------- */
@@ -110,26 +125,8 @@ ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L, ss__chain_t *c,
             L->bias = L->owned;
         }
     } else {
-        L->bias = ss__lp_take_bias(fz, c, L->n);
+        L->bias = ss__fz_take_bias(fz, c, L->n);
     }
-    return 1;
-}
-
-static int
-attr2(const ss_node_t *n, const char *name, int64_t dflt, int64_t *out,
-      int count)
-{
-    const int64_t *v;
-    int k = ss__attr_ints(n, name, &v);
-
-    if (k < 0) {
-        for (int i = 0; i < count; i++)
-            out[i] = dflt;
-        return 1;
-    }
-    if (k != count)
-        return 0;
-    memcpy(out, v, (size_t)count * sizeof(int64_t));
     return 1;
 }
 
@@ -139,7 +136,6 @@ ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                   ss_dnn_qconv_desc_t *d)
 {
     const ss_tensor_t *x, *w;
-    const char *ap;
     int64_t pads[4], ks[2];
 
     if (!is_op(st, "Conv") || st->n_in < 2 || st->in[0] < 0
@@ -147,8 +143,7 @@ ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
         || T(p, st->in[0])->dtype != SS_DTYPE_F32
         || !cst(p, st->in[1], SS_DTYPE_F32))
         return 0;
-    ap = ss__attr_string(st->node, "auto_pad", "NOTSET");
-    if (strcmp(ap, "NOTSET") != 0 && ap[0] != '\0')
+    if (!ss__fz_notset(st->node))
         return 0;
     x = T(p, st->in[0]);
     w = T(p, st->in[1]);
@@ -156,10 +151,10 @@ ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
         return 0;
     if (st->n_in > 2 && st->in[2] >= 0 && !cst(p, st->in[2], SS_DTYPE_F32))
         return 0;
-    if (!attr2(st->node, "strides", 1, d->stride, 2)
-        || !attr2(st->node, "dilations", 1, d->dilation, 2)
-        || !attr2(st->node, "pads", 0, pads, 4)
-        || !attr2(st->node, "kernel_shape", 0, ks, 2))
+    if (!ss__fz_attr_n(st->node, "strides", 1, d->stride, 2)
+        || !ss__fz_attr_n(st->node, "dilations", 1, d->dilation, 2)
+        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4)
+        || !ss__fz_attr_n(st->node, "kernel_shape", 0, ks, 2))
         return 0;
     if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
         return 0;

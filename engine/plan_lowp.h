@@ -12,12 +12,6 @@
 #include "engine/dnnl_q.h"
 #include "engine/plan_fuse_int.h"
 
-static inline int
-is_op(const ss_step_t *st, const char *op)
-{
-    return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
-}
-
 static inline const ss_tensor_t *
 T(const ss_plan_t *p, int v)
 {
@@ -48,8 +42,6 @@ int ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L,
  * Conv with constant f32 weights. */
 int ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                       ss_dnn_qconv_desc_t *d);
-/* The next step is Add of a constant [N]: a bias (absorbed into c). */
-const float *ss__lp_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n);
 /* The chain's last step: where the fused step lands. */
 int ss__lp_chain_last(const ss__chain_t *c);
 /* Whether v is (or is viewed by) a graph output. */

@@ -226,7 +226,7 @@ int8_linear(ss__fz_t *fz, int s, ss_err_t *err)
         goto done;
     snprintf(c.what, sizeof(c.what), "int8 %s",
              is_op(&p->steps[s], "Gemm") ? "Gemm" : "MatMul");
-    ss__fz_chain(fz, &c);
+    ss__lp_linear_chain(fz, &c);
     d.dst_dtype = take_q(fz, &c);
     if (d.dst_dtype == SS_DTYPE_UNDEFINED)
         d.dst_dtype = SS_DTYPE_F32;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * int8 and bf16: the reference QuantizeLinear / DequantizeLinear /
- * DynamicQuantizeLinear kernels against hand-computed values; a QDQ MLP
+ * DynamicQuantizeLinear kernels against hand-computed values; a u8
+ * activation with a zero point and a residual Add on int8 brgemm, equal to
+ * the reference QDQ execution but for float rounding; a QDQ MLP
  * built here with engine/edit.h (per-channel s8 weights, u8 activations
  * calibrated by min/max on batch64) compiled onto int8 primitives and
  * checked against the reference QDQ execution and against f32; its ONNX
@@ -292,6 +294,124 @@ max_diff(const float *a, const float *b, int64_t n)
     return m;
 }
 
+
+/* An activation with both signs quantized u8 with a zero point (the
+ * asymmetric form most tools write): the int8 plan folds the zero point
+ * into the bias, sum_k (x_q - z) w_q = sum_k x_q w_q - z sum_k w_q, and
+ * reads the residual Add after it as its own step (a full-size BINARY
+ * post-op would push oneDNN 2.6 onto its gemm inner product).  The s32
+ * accumulator is exact, so int8 plan and reference QDQ differ by float
+ * rounding only: within 1e-5 of max |y| (K = 64).  An odd zero point
+ * leaves Q on its reference kernel; the int8 MatMul is the same. */
+static void
+asym_linear(int zp)
+{
+    enum { K = 64, N = 48 };
+    char path[1024];
+    ss_graph_t *g = NULL, *c = NULL;
+    ss_npz_t *z = NULL;
+    ss_err_t err = { 0 };
+    run_t ri, rr;
+    ss_tensor_t *tw = NULL, *ts = NULL, *tz = NULL, *tb = NULL, *tr = NULL;
+    const char *impl = "";
+    int64_t wd[2] = { K, N }, nd = N;
+    int x, h, sc, zc, xq, xdq, wq, ws, wz, wdq, mm, b, lin, wr, res, y;
+    int n_i8;
+    double d, m;
+
+    memset(&ri, 0, sizeof(ri));
+    memset(&rr, 0, sizeof(rr));
+    if (ss_graph_load_onnx(fx_path(path, sizeof(path), "mlp_op13",
+                                   "model.onnx"), &g, &err) < 0
+        || ss_npz_read(fx_path(path, sizeof(path), "mlp_op13",
+                               "batch64.npz"),
+                       SS_NPY_DEFAULT_MAX_BYTES, &z, &err) < 0
+        || ss_graph_clone(g, &c, &err) < 0) {
+        ok(0, "mlp loads: %s", err.msg);
+        goto done;
+    }
+    if (ss__tensor_new(SS_DTYPE_I8, 2, wd, &tw, NULL) < 0
+        || ss__tensor_new(SS_DTYPE_F32, 1, &nd, &ts, NULL) < 0
+        || ss__tensor_new(SS_DTYPE_I8, 1, &nd, &tz, NULL) < 0
+        || ss__tensor_new(SS_DTYPE_F32, 1, &nd, &tb, NULL) < 0
+        || ss__tensor_new(SS_DTYPE_F32, 2, wd, &tr, NULL) < 0)
+        abort();
+    /* fixed pseudo-random weights over the whole s8 range */
+    for (int i = 0; i < K * N; i++) {
+        ((int8_t *)tw->data)[i] = (int8_t)((i * 7919 + 13) % 255 - 127);
+        ((float *)tr->data)[i] = (float)((i * 31 % 97) - 48) / 200.f;
+    }
+    for (int n = 0; n < N; n++) {
+        ((float *)ts->data)[n] = 0.001f * (float)(1 + n % 5);
+        ((int8_t *)tz->data)[n] = 0;
+        ((float *)tb->data)[n] = 0.1f * (float)(n % 7) - 0.3f;
+    }
+    /* h = x - 0.5 in [-0.5, 0.5]: zero point zp, scale 1/255 */
+    x = c->inputs[0];
+    h = ss_graph_add_value(c, "h", NULL, &err);
+    ss_graph_add_node(c, "Sub", "shift", 2,
+                      (int[]){ x, add_scalar(c, SS_DTYPE_F32, 0.5) }, 1, &h,
+                      0, NULL, &err);
+    sc = add_scalar(c, SS_DTYPE_F32, 1.0 / 255);
+    zc = add_scalar(c, SS_DTYPE_U8, zp);
+    xq = ss_graph_add_value(c, "h_q", NULL, &err);
+    xdq = ss_graph_add_value(c, "h_dq", NULL, &err);
+    ss_graph_add_node(c, "QuantizeLinear", "hq", 3, (int[]){ h, sc, zc }, 1,
+                      &xq, 0, NULL, &err);
+    ss_graph_add_node(c, "DequantizeLinear", "hdq", 3, (int[]){ xq, sc, zc },
+                      1, &xdq, 0, NULL, &err);
+    wq = ss_graph_add_value(c, "w_q", tw, &err);
+    ws = ss_graph_add_value(c, "w_s", ts, &err);
+    wz = ss_graph_add_value(c, "w_z", tz, &err);
+    wdq = ss_graph_add_value(c, "w_dq", NULL, &err);
+    ss_graph_add_node(c, "DequantizeLinear", "wdq", 3,
+                      (int[]){ wq, ws, wz }, 1, &wdq, 1,
+                      &(ss_attr_t){ .name = (char *)"axis",
+                                    .type = SS_ATTR_INT, .i = 1 }, &err);
+    mm = ss_graph_add_value(c, "mm", NULL, &err);
+    ss_graph_add_node(c, "MatMul", "mm", 2, (int[]){ xdq, wdq }, 1, &mm, 0,
+                      NULL, &err);
+    b = ss_graph_add_value(c, "b", tb, &err);
+    lin = ss_graph_add_value(c, "lin", NULL, &err);
+    ss_graph_add_node(c, "Add", "bias", 2, (int[]){ mm, b }, 1, &lin, 0,
+                      NULL, &err);
+    /* the residual: an f32 layer of the same shape */
+    wr = ss_graph_add_value(c, "w_r", tr, &err);
+    res = ss_graph_add_value(c, "res", NULL, &err);
+    ss_graph_add_node(c, "MatMul", "res", 2, (int[]){ x, wr }, 1, &res, 0,
+                      NULL, &err);
+    y = ss_graph_add_value(c, "y", NULL, &err);
+    ss_graph_add_node(c, "Add", "residual", 2, (int[]){ lin, res }, 1, &y, 0,
+                      NULL, &err);
+    ss_graph_add_output(c, y, &err);
+    if (ss_graph_finalize(c, &err) < 0 || run_prepare(&ri, c, z, &err) < 0
+        || run_once(&ri, &err) < 0) {
+        ok(0, "asymmetric QDQ graph runs: %s", err.msg);
+        goto done;
+    }
+    setenv("SS_ENGINE_NO_FUSION", "1", 1);
+    if (run_prepare(&rr, c, z, &err) < 0 || run_once(&rr, &err) < 0) {
+        unsetenv("SS_ENGINE_NO_FUSION");
+        ok(0, "asymmetric QDQ graph runs on the reference: %s", err.msg);
+        goto done;
+    }
+    unsetenv("SS_ENGINE_NO_FUSION");
+    n_i8 = count_steps(ri.plan, "int8 MatMul", &impl);
+    ok(n_i8 == 1 && strncmp(impl, "brgemm", 6) == 0,
+       "zero point %d: the MatMul runs on an int8 brgemm kernel (%s)", zp,
+       impl);
+    d = max_diff(ri.out[1].data, rr.out[1].data, out_numel(&ri, 1));
+    m = max_abs(rr.out[1].data, out_numel(&rr, 1));
+    ok(m > 0.5 && d <= 1e-5 * m, "zero point %d: int8 plan equals the "
+       "reference QDQ but for float rounding (max |diff| %.3g, max |y| "
+       "%.3g)", zp, d, m);
+done:
+    run_close(&ri);
+    run_close(&rr);
+    ss_graph_free(g);
+    ss_graph_free(c);
+    ss_npz_free(z);
+}
 
 static int
 quantizable(const ss_graph_t *g, const ss_node_t *n)
@@ -854,6 +974,8 @@ main(void)
     ref_ops();
     qdq_reorders(4);
     qdq_reorders(3);
+    asym_linear(128);
+    asym_linear(101);
     qdq_mlp();
     foreign_qdq(1, 0, 0, 1);
     foreign_qdq(0, 1, 0, 1);
