@@ -70,7 +70,8 @@ class Server:
         argv = [os.path.join(build, "server", "slimserve"),
                 "--http-address=127.0.0.1", "--http-port=0",
                 "--model-repository=" + repo, "--threads=%d" % threads,
-                "--log-level=notice"]
+                # No compression jobs here: serving may use every CPU.
+                "--job-threads=0", "--log-level=notice"]
         argv += ["--admin-port=0", "--admin-insecure"] if admin else \
             ["--admin-port=-1"]
         self.logf = open(self.logpath, "wb")
@@ -503,7 +504,7 @@ def main():
     p.add_argument("--threads", type=int, default=1,
                    help="server --threads and slimserve-infer --threads")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--delay-us", type=int, default=500,
+    p.add_argument("--delay-us", type=int, default=100,
                    help="max_queue_delay_us with batching on")
     p.add_argument("--swaps", type=int, default=20)
     p.add_argument("--swap-duration", type=int, default=10)

@@ -3,7 +3,7 @@
 #
 # Serving benchmark: slimserve under wrk on the MLP, CNN and transformer
 # fixtures vs the engine alone (bench/serve.py does the work; see
-# bench/README.md).  Loopback only; about 5 minutes with the defaults.
+# bench/README.md).  Loopback only; about 7 minutes with the defaults.
 #
 #   bench/serve.sh [BUILDDIR] [DURATION_S] [serve.py options...]
 #

@@ -34,9 +34,10 @@ typedef struct ctx {
     ss_version_t *v;
     const ss_infer_metrics_t *im;
     ss_kserve_request_t *kr;
-    ss_tensor_t inputs[64];     /* graph order, data borrowed from kr */
-    int out_sel[64];            /* graph output indices to return */
-    bool out_bin[64];
+    /* Sized for the graph, in the same allocation after the struct. */
+    ss_tensor_t *inputs;        /* graph order, data borrowed from kr */
+    int *out_sel;               /* graph output indices to return */
+    bool *out_bin;
     int n_out;
     int64_t start_ns;
     ss_work_t work;
@@ -255,19 +256,23 @@ validate(ctx_t *c, ss_err_t *err)
                               "expected %s", io->name,
                               ss_dtype_kserve_name(in->dtype),
                               ss_dtype_kserve_name(io->dtype));
-        shape_text(want, sizeof(want), io->ndim, io->dims);
-        shape_text(got, sizeof(got), in->ndim, in->dims);
-        if (io->ndim >= 0 && in->ndim != io->ndim)
+        if (io->ndim >= 0 && in->ndim != io->ndim) {
+            shape_text(want, sizeof(want), io->ndim, io->dims);
+            shape_text(got, sizeof(got), in->ndim, in->dims);
             return ss_err_set(err, SS_EINVAL, "input '%s': shape %s has %d "
                               "dims, expected %s", io->name, got, in->ndim,
                               want);
+        }
         for (i = 0; io->ndim >= 0 && i < io->ndim; i++) {
-            if (io->dims[i] >= 0 && in->dims[i] != io->dims[i])
+            if ((io->dims[i] >= 0 && in->dims[i] != io->dims[i]) ||
+                in->dims[i] <= 0) {
+                /* Shapes are written out only on this error path. */
+                shape_text(want, sizeof(want), io->ndim, io->dims);
+                shape_text(got, sizeof(got), in->ndim, in->dims);
                 return ss_err_set(err, SS_EINVAL, "input '%s': shape %s, "
-                                  "expected %s", io->name, got, want);
-            if (in->dims[i] <= 0 && !(i == 0 && batched && 0))
-                return ss_err_set(err, SS_EINVAL, "input '%s': shape %s "
-                                  "has an empty dim", io->name, got);
+                                  "expected %s%s", io->name, got, want,
+                                  in->dims[i] <= 0 ? " (no empty dims)" : "");
+            }
         }
         if (batched) {
             if (batch >= 0 && in->dims[0] != batch)
@@ -294,6 +299,10 @@ validate(ctx_t *c, ss_err_t *err)
             c->out_bin[i] = kr->binary_output;
         }
     } else {
+        if (kr->n_outputs > ss_graph_num_outputs(g))
+            return ss_err_set(err, SS_EINVAL, "%d outputs requested; the "
+                              "model has %d", kr->n_outputs,
+                              ss_graph_num_outputs(g));
         for (i = 0; i < kr->n_outputs; i++) {
             int o = find_output(g, kr->outputs[i].name);
 
@@ -335,10 +344,22 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
         ss_req_respond_error(r, status, "%s", err.msg);
         return;
     }
-    if ((c = ss_calloc(1, sizeof(*c))) == NULL) {
-        ss_version_unref(v);
-        ss_req_respond_error(r, 500, "out of memory");
-        return;
+    {
+        /* One allocation, and only the header zeroed: this runs for every
+         * request. */
+        size_t ni = (size_t)ss_graph_num_inputs(v->graph),
+               no = (size_t)ss_graph_num_outputs(v->graph);
+
+        if ((c = ss_malloc(sizeof(*c) + ni * sizeof(ss_tensor_t) +
+                           no * (sizeof(int) + sizeof(bool)))) == NULL) {
+            ss_version_unref(v);
+            ss_req_respond_error(r, 500, "out of memory");
+            return;
+        }
+        memset(c, 0, sizeof(*c));
+        c->inputs = (ss_tensor_t *)(c + 1);
+        c->out_sel = (int *)(c->inputs + ni);
+        c->out_bin = (bool *)(c->out_sel + no);
     }
     c->req = r;
     c->v = v;
