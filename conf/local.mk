@@ -2,4 +2,5 @@
 slimserveconfdir = $(sysconfdir)/slimserve
 dist_slimserveconf_DATA = conf/slimserve.json
 EXTRA_DIST += conf/models/digits-mlp/config.json \
-	conf/models/digits-mlp/1/model.onnx
+	conf/models/digits-mlp/1/model.onnx \
+	conf/models/digits-mlp/calib.npz conf/models/digits-mlp/val.npz
