@@ -80,6 +80,7 @@ static const struct {
     { SS_EIO, "SS_EIO", "I/O error" },
     { SS_ECANCELED, "SS_ECANCELED", "cancelled" },
     { SS_EINTERNAL, "SS_EINTERNAL", "internal error" },
+    { SS_ECONFLICT, "SS_ECONFLICT", "conflict" },
 };
 
 const char *

@@ -33,7 +33,8 @@ enum {
     SS_EIO = -1012,         /* a read or write failed */
     SS_ECANCELED = -1013,   /* a job was cancelled */
     SS_EINTERNAL = -1014,   /* a broken invariant we survived */
-    SS_ELAST = -1015
+    SS_ECONFLICT = -1015,   /* another operation on the same thing runs */
+    SS_ELAST = -1016
 };
 
 #define SS_ERR_MSG_MAX 512

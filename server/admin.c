@@ -50,21 +50,6 @@ typedef struct op {
     ss_err_t err;
 } op_t;
 
-static int
-op_status(int rc)
-{
-    switch (rc) {
-    case 0: return 200;
-    case SS_ENOTFOUND: return 404;
-    case SS_EBUSY: return 409;
-    case SS_ENOTREADY: return 503;
-    case SS_EINVAL:
-    case SS_EBADMODEL:
-    case SS_EUNSUPP: return 400;
-    default: return 500;
-    }
-}
-
 static char *
 op_body(const op_t *op, size_t *len)
 {
@@ -92,7 +77,7 @@ op_cb(void *arg, int rc, const ss_err_t *err)
         return;
     }
     body = op_body(op, &len);
-    ss_req_finish(op->req, op_status(rc), "application/json", body, len);
+    ss_req_finish(op->req, ss_http_status_of(rc), "application/json", body, len);
     ss_free(op);
 }
 
@@ -113,13 +98,13 @@ op_cb(void *arg, int rc, const ss_err_t *err)
         rc_ = call(op_cb, op_, &e_);                                        \
         op_->in_handler = false;                                            \
         if (rc_ < 0) {                                                      \
-            ss_req_respond_error((r), op_status(rc_), "%s", e_.msg);        \
+            ss_req_respond_error((r), ss_http_status_of(rc_), "%s", e_.msg);        \
             ss_free(op_);                                                   \
         } else if (op_->done) {                                             \
             size_t l_;                                                      \
             char *b_ = op_body(op_, &l_);                                   \
                                                                             \
-            ss_req_respond((r), op_status(op_->rc), "application/json",     \
+            ss_req_respond((r), ss_http_status_of(op_->rc), "application/json",     \
                            b_, l_);                                         \
             ss_free(op_);                                                   \
         } else {                                                            \
@@ -266,7 +251,7 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     body = ss_req_body(r, &len);
     id = ss_jobs_submit(s->jobs, m->cap[0], body, len, &err);
     if (id < 0) {
-        ss_req_respond_error(r, op_status((int)id), "%s", err.msg);
+        ss_req_respond_error(r, ss_http_status_of((int)id), "%s", err.msg);
         return;
     }
     ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));

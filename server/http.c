@@ -119,6 +119,25 @@ ss_endpoint_name(ss_endpoint_t ep)
     return ep >= 0 && ep < SS_EP__COUNT ? ep_names[ep] : "other";
 }
 
+int
+ss_http_status_of(int rc)
+{
+    switch (rc) {
+    case 0: return 200;
+    case SS_EINVAL:
+    case SS_EBADMODEL:
+    case SS_EUNSUPP: return 400;
+    case SS_EAUTH: return 401;
+    case SS_ENOTFOUND: return 404;
+    case SS_ECONFLICT: return 409;
+    case SS_ETOOBIG: return 413;
+    case SS_EBUSY:
+    case SS_ENOTREADY: return 503;
+    case SS_ETIMEDOUT: return 504;
+    default: return 500;
+    }
+}
+
 static uint64_t
 now_ns(void)
 {

@@ -48,6 +48,11 @@ typedef enum {
 
 const char *ss_endpoint_name(ss_endpoint_t ep);
 
+/* The HTTP status for an error code: the one mapping of the server
+ * (SS_EINVAL 400, SS_ENOTFOUND 404, SS_ECONFLICT 409, SS_ETOOBIG 413,
+ * SS_EBUSY/SS_ENOTREADY 503, SS_ETIMEDOUT 504, anything else 500). */
+int ss_http_status_of(int rc);
+
 /* [loop] Called once per request when its body is complete. */
 typedef void (*ss_http_handler_fn)(ss_req_t *req, void *arg);
 

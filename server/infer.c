@@ -88,21 +88,6 @@ count(const ss_infer_metrics_t *im, const ss_version_t *v,
                           (double)(now_ns() - start_ns) / 1e9);
 }
 
-static int
-http_status(int rc)
-{
-    switch (rc) {
-    case SS_EINVAL:
-    case SS_EUNSUPP: return 400;
-    case SS_ENOTFOUND: return 404;
-    case SS_ETOOBIG: return 413;
-    case SS_EBUSY: return 503;
-    case SS_ENOTREADY: return 503;
-    case SS_ETIMEDOUT: return 504;
-    default: return 500;
-    }
-}
-
 static const char *
 result_name(int rc)
 {
@@ -169,7 +154,7 @@ done(ss_work_t *w, void *arg)
     }
     count(c->im, c->v, result_name(rc), c->start_ns);
     if (rc < 0) {
-        status = http_status(rc);
+        status = ss_http_status_of(rc);
         free(body);
         body = error_body(err.msg, &len);
         ss_req_finish(req, status, "application/json", body, len);
@@ -398,12 +383,12 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
         char *eb = error_body(err.msg, &blen);
 
         count(im, v, result_name(rc), c->start_ns);
-        ss_req_finish(r, http_status(rc), "application/json", eb, blen);
+        ss_req_finish(r, ss_http_status_of(rc), "application/json", eb, blen);
         ctx_free(c);
     }
     return;
 fail:
     count(im, v, result_name(rc), c->start_ns);
-    ss_req_respond_error(r, http_status(rc), "%s", err.msg);
+    ss_req_respond_error(r, ss_http_status_of(rc), "%s", err.msg);
     ctx_free(c);
 }

@@ -582,7 +582,7 @@ publish_add(task_t *t, ss_err_t *err, int *rc)
         return;
     }
     if (m->n_versions == SS_MAX_LOADED) {
-        *rc = ss_err_set(err, SS_EBUSY, "model '%s' has too many loaded "
+        *rc = ss_err_set(err, SS_ECONFLICT, "model '%s' has too many loaded "
                          "versions", m->name);
         return;
     }
@@ -666,7 +666,7 @@ ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err)
     if (r->closing)
         return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
     if (m->task != NULL || m->unload_cb != NULL)
-        return ss_err_set(err, SS_EBUSY, "model '%s' is busy with another "
+        return ss_err_set(err, SS_ECONFLICT, "model '%s' is busy with another "
                           "load, unload or activation", m->name);
     return 0;
 }

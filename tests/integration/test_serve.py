@@ -112,8 +112,9 @@ def test_inference():
         tap.ok(st == 400 and b"nope" in data, "unknown output is 400", data)
         st, _, data = infer(d, "mlp", kserve.json_request(
             x, outputs=[out_name] * 70))
-        tap.ok(st == 400 and b"outputs requested" in data,
-               "more outputs than the model has is 400", data)
+        tap.ok(st == 400 and (b"requested twice" in data or
+                              b"outputs requested" in data),
+               "an output requested 70 times is 400", data)
         st, _, _ = infer(d, "nosuch", kserve.json_request(x))
         tap.eq(st, 404, "unknown model is 404")
         tap.eq(d.stop(), 0, "clean exit")
