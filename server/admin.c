@@ -42,9 +42,14 @@ status(ss_req_t *r, void *arg, const ss_route_match_t *m)
 
 /* ---- registry operations: answered when the registry calls back ---- */
 
+typedef enum { OP_LOAD, OP_UNLOAD, OP_ACTIVATE, OP_ROLLBACK } op_kind_t;
+
+/* One registry operation on behalf of a request.  The registry may call
+ * back before the call returns (nothing to wait for) or later, from the
+ * loop; in_handler tells the two apart. */
 typedef struct op {
     ss_req_t *req;
-    bool in_handler;    /* the callback came before the handler returned */
+    bool in_handler;
     bool done;
     int rc;
     ss_err_t err;
@@ -77,40 +82,57 @@ op_cb(void *arg, int rc, const ss_err_t *err)
         return;
     }
     body = op_body(op, &len);
-    ss_req_finish(op->req, ss_http_status_of(rc), "application/json", body, len);
+    ss_req_finish(op->req, ss_http_status_of(rc), "application/json", body,
+                  len);
     ss_free(op);
 }
 
-/* Runs a registry call that completes through op_cb: answers at once when
- * it fails or completes synchronously, else parks the request. */
-#define RUN_OP(r, call)                                                     \
-    do {                                                                    \
-        op_t *op_ = ss_calloc(1, sizeof(*op_));                             \
-        ss_err_t e_ = { 0 };                                                \
-        int rc_;                                                            \
-                                                                            \
-        if (op_ == NULL) {                                                  \
-            ss_req_respond_error((r), 500, "out of memory");                \
-            break;                                                          \
-        }                                                                   \
-        op_->req = (r);                                                     \
-        op_->in_handler = true;                                             \
-        rc_ = call(op_cb, op_, &e_);                                        \
-        op_->in_handler = false;                                            \
-        if (rc_ < 0) {                                                      \
-            ss_req_respond_error((r), ss_http_status_of(rc_), "%s", e_.msg);        \
-            ss_free(op_);                                                   \
-        } else if (op_->done) {                                             \
-            size_t l_;                                                      \
-            char *b_ = op_body(op_, &l_);                                   \
-                                                                            \
-            ss_req_respond((r), ss_http_status_of(op_->rc), "application/json",     \
-                           b_, l_);                                         \
-            ss_free(op_);                                                   \
-        } else {                                                            \
-            ss_req_suspend(r);                                              \
-        }                                                                   \
-    } while (0)
+/* Starts the operation and answers at once when it failed or completed
+ * synchronously; otherwise parks the request until op_cb. */
+static void
+run_op(ss_req_t *r, ss_server_t *s, op_kind_t kind, const char *model,
+       int64_t version, json_t *override)
+{
+    op_t *op = ss_calloc(1, sizeof(*op));
+    ss_err_t err = { 0 };
+    size_t len;
+    int rc;
+
+    if (op == NULL) {
+        ss_req_respond_error(r, 500, "out of memory");
+        return;
+    }
+    op->req = r;
+    op->in_handler = true;
+    switch (kind) {
+    case OP_LOAD:
+        rc = ss_registry_load(s->registry, model, override, op_cb, op, &err);
+        break;
+    case OP_UNLOAD:
+        rc = ss_registry_unload(s->registry, model, op_cb, op, &err);
+        break;
+    case OP_ACTIVATE:
+        rc = ss_registry_activate(s->registry, model, version, op_cb, op,
+                                  &err);
+        break;
+    default:
+        rc = ss_registry_rollback(s->registry, model, op_cb, op, &err);
+        break;
+    }
+    op->in_handler = false;
+    if (rc < 0) {
+        ss_req_respond_error(r, ss_http_status_of(rc), "%s", err.msg);
+        ss_free(op);
+    } else if (op->done) {
+        char *body = op_body(op, &len);
+
+        ss_req_respond(r, ss_http_status_of(op->rc), "application/json",
+                       body, len);
+        ss_free(op);
+    } else {
+        ss_req_suspend(r);
+    }
+}
 
 /* Parses an optional JSON body; NULL body text is an empty object. */
 static json_t *
@@ -170,10 +192,7 @@ repo_load(ss_req_t *r, void *arg, const ss_route_match_t *m)
             return;
         }
     }
-#define LOAD(cb, a, e) ss_registry_load(s->registry, m->cap[0], override, \
-                                        cb, a, e)
-    RUN_OP(r, LOAD);
-#undef LOAD
+    run_op(r, s, OP_LOAD, m->cap[0], 0, override);
     json_decref(override);
     json_decref(body);
 }
@@ -183,9 +202,7 @@ repo_unload(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
 
-#define UNLOAD(cb, a, e) ss_registry_unload(s->registry, m->cap[0], cb, a, e)
-    RUN_OP(r, UNLOAD);
-#undef UNLOAD
+    run_op(r, s, OP_UNLOAD, m->cap[0], 0, NULL);
 }
 
 static void
@@ -200,9 +217,7 @@ activate(ss_req_t *r, void *arg, const ss_route_match_t *m)
                              m->cap[0], m->cap[1]);
         return;
     }
-#define ACT(cb, a, e) ss_registry_activate(s->registry, m->cap[0], v, cb, a, e)
-    RUN_OP(r, ACT);
-#undef ACT
+    run_op(r, s, OP_ACTIVATE, m->cap[0], v, NULL);
 }
 
 static void
@@ -210,9 +225,7 @@ rollback(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
 
-#define RB(cb, a, e) ss_registry_rollback(s->registry, m->cap[0], cb, a, e)
-    RUN_OP(r, RB);
-#undef RB
+    run_op(r, s, OP_ROLLBACK, m->cap[0], 0, NULL);
 }
 
 static void
