@@ -504,7 +504,7 @@ def main():
     p.add_argument("--threads", type=int, default=1,
                    help="server --threads and slimserve-infer --threads")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--delay-us", type=int, default=100,
+    p.add_argument("--delay-us", type=int, default=0,
                    help="max_queue_delay_us with batching on")
     p.add_argument("--swaps", type=int, default=20)
     p.add_argument("--swap-duration", type=int, default=10)

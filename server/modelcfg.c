@@ -25,7 +25,7 @@ ss_model_config_default(ss_model_config_t *c)
 {
     memset(c, 0, sizeof(*c));
     c->max_batch_size = 32;
-    c->max_queue_delay_us = 1000;
+    c->max_queue_delay_us = 0;
     c->instances = 1;
     c->threads = 0;
     c->policy = SS_POLICY_LATEST;

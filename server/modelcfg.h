@@ -49,7 +49,9 @@ typedef struct ss_model_config {
     int64_t sample_max_bytes;
 } ss_model_config_t;
 
-/* The defaults: batching up to 32 within 1 ms, one instance, latest 1. */
+/* The defaults: batching up to 32, no queue delay (a batch takes what is
+ * queued when an executor is free, so batches grow with load), one
+ * instance, latest 1. */
 void ss_model_config_default(ss_model_config_t *c);
 
 /* Applies the keys of obj over c. */
