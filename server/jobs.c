@@ -668,6 +668,8 @@ on_async(uv_async_t *a)
 
 /* ---- the loop-side API -------------------------------------------------- */
 
+static void on_closed(uv_handle_t *h);
+
 int
 ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
             int threads, const cpu_set_t *cpus, ss_jobs_t **out,
@@ -693,7 +695,8 @@ ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
     uv_async_init(loop, &js->async, on_async);
     js->async.data = js;
     if (pthread_create(&js->thread, NULL, job_thread, js) != 0) {
-        uv_close((uv_handle_t *)&js->async, NULL);
+        /* No job yet: the close callback frees js once the loop runs. */
+        uv_close((uv_handle_t *)&js->async, on_closed);
         return ss_err_set(err, SS_EINTERNAL, "cannot start the job thread");
     }
     *out = js;

@@ -702,6 +702,8 @@ on_async(uv_async_t *a)
 
 /* ---- life ---------------------------------------------------------------- */
 
+static void on_async_closed(uv_handle_t *h);
+
 int
 ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
                 ss_err_t *err)
@@ -750,10 +752,10 @@ ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
     uv_async_init(r->loop, &r->async, on_async);
     r->async.data = r;
     if (pthread_create(&r->reaper, NULL, reaper_main, r) != 0) {
-        uv_close((uv_handle_t *)&r->async, NULL);
-        r->async_closed = true;
+        /* No model yet: the close callback frees r once the loop runs. */
+        uv_close((uv_handle_t *)&r->async, on_async_closed);
         return ss_err_set(err, SS_EINTERNAL, "cannot start the reaper "
-                          "thread");  /* r leaks on this path: at start */
+                          "thread");
     }
     *out = r;
     return 0;

@@ -75,7 +75,6 @@ struct ss_registry {
     void *scan_arg;
 
     uv_async_t async;
-    bool async_closed;
     pthread_mutex_t event_lock;
 
     pthread_t reaper;

@@ -253,6 +253,18 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                         "(--admin-insecure)");
         }
     }
+    /* Handles first: from here on every failure goes through finish(),
+     * which closes what was opened so uv_run can return. */
+    uv_signal_init(loop, &s->sig_term);
+    uv_signal_init(loop, &s->sig_int);
+    uv_signal_init(loop, &s->sig_hup);
+    uv_timer_init(loop, &s->drain_timer);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    s->drain_timer.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+
     {
         /* Serving and jobs on disjoint CPUs when there are enough. */
         cpu_set_t serve_cpus, job_cpus;
@@ -279,22 +291,12 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
 
         ss_jobs_clean_repository(cfg->model_repository);
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
-            return rc;
+            goto fail;
         if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
                               cfg->job_threads, split ? &job_cpus : NULL,
                               &s->jobs, err)) < 0)
-            return rc;
+            goto fail;
     }
-
-    uv_signal_init(loop, &s->sig_term);
-    uv_signal_init(loop, &s->sig_int);
-    uv_signal_init(loop, &s->sig_hup);
-    uv_timer_init(loop, &s->drain_timer);
-    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
-    s->drain_timer.data = s;
-    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&s->sig_int, on_signal, SIGINT);
-    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
 
     if ((rc = start_listener(s, "http", cfg->http_address, cfg->http_port,
                              ss_routes_data, &s->http, err)) < 0)
