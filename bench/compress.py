@@ -12,7 +12,7 @@ Five parts, one after the other:
    calibration and held-out sets of tests/fixtures/digits, and saves each
    variant as ONNX (SAVE_DIR).  Its accuracy and agreement are the
    in-memory variant's.
-2. engine/slimserve-infer times the f32 model and every saved variant at
+2. engine/tools/slimserve-infer times the f32 model and every saved variant at
    batch 1 and 32 (plan execution only), ROUNDS rounds interleaved over
    the variants so that drift on a busy machine hits them alike; each
    cell is the median of the rounds' medians.  It also runs every saved
@@ -96,10 +96,10 @@ def rel_drop(base, acc):
 # ---- slimserve-infer -------------------------------------------------------
 
 class Infer:
-    """Runs engine/slimserve-infer on files; inputs are written once."""
+    """Runs engine/tools/slimserve-infer on files; inputs are written once."""
 
     def __init__(self, build, tmp, threads, repeat, warmup):
-        self.cli = os.path.join(build, "engine", "slimserve-infer")
+        self.cli = os.path.join(build, "engine", "tools", "slimserve-infer")
         self.tmp, self.threads = tmp, threads
         self.repeat, self.warmup = repeat, warmup
 

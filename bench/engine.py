@@ -11,7 +11,7 @@ and the ratio slimserve/peer of throughputs (= peer median / slimserve
 median: above 1 means slimserve is faster).  It also checks each engine's
 argmax against PyTorch's, so a fast wrong answer cannot hide.
 
-  slimserve     engine/slimserve-infer --repeat N --warmup W --threads 2
+  slimserve     engine/tools/slimserve-infer --repeat N --warmup W --threads 2
                 (per-run latency as it reports it: the plan run only)
   ONNX Runtime  bench/engine_ort.js via node and onnxruntime-node
                 (intra-op threads 2, inter-op 1, all graph optimizations;
@@ -51,9 +51,9 @@ def find_cli(arg):
     cands = [arg, os.environ.get("SLIMSERVE_INFER")]
     top = os.environ.get("top_builddir")
     if top:
-        cands.append(os.path.join(top, "engine", "slimserve-infer"))
-    cands += [os.path.join(TOP, "engine", "slimserve-infer"),
-              os.path.join(TOP, "build", "engine", "slimserve-infer")]
+        cands.append(os.path.join(top, "engine", "tools", "slimserve-infer"))
+    cands += [os.path.join(TOP, "engine", "tools", "slimserve-infer"),
+              os.path.join(TOP, "build", "engine", "tools", "slimserve-infer")]
     for c in cands:
         if c and os.access(c, os.X_OK):
             return c

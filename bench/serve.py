@@ -204,7 +204,7 @@ class Engine:
     """slimserve-infer medians per (model, batch), cached."""
 
     def __init__(self, build, tmp, threads, budget_s):
-        self.cli = os.path.join(build, "engine", "slimserve-infer")
+        self.cli = os.path.join(build, "engine", "tools", "slimserve-infer")
         self.tmp = tmp
         self.threads = threads
         self.budget_s = budget_s
@@ -522,7 +522,7 @@ def main():
     a.concurrency = [int(c) for c in a.concurrency.split(",") if c]
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing (apt-get install wrk)")
-    for exe in ("server/slimserve", "engine/slimserve-infer"):
+    for exe in ("server/slimserve", "engine/tools/slimserve-infer"):
         if not os.access(os.path.join(a.build, exe), os.X_OK):
             sys.exit("%s is missing in %s: build first" % (exe, a.build))
 

@@ -18,8 +18,8 @@
 #include <jansson.h>
 
 #include "compress/compress.h"
-#include "engine/edit.h"
-#include "engine/ir.h"
+#include "engine/ir/edit.h"
+#include "engine/ir/ir.h"
 
 /* ---- running graphs (eval.c) -------------------------------------------- */
 

@@ -24,7 +24,7 @@ tests_unit_test_compress_SOURCES = tests/unit/test_compress.c \
 	tests/unit/test_compress_data.c
 tests_unit_test_compress_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS)
-tests_unit_test_compress_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)
+tests_unit_test_compress_LDADD = $(SS_COMPRESS_LIBS)
 
 check_PROGRAMS += tests/unit/test_compress_models
 TESTS += tests/unit/test_compress_models
@@ -33,10 +33,10 @@ tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
 	tests/unit/test_compress_data.c
 tests_unit_test_compress_models_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS)
-tests_unit_test_compress_models_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)
+tests_unit_test_compress_models_LDADD = $(SS_COMPRESS_LIBS)
 
 # The measurements behind bench/compress (not installed).
 noinst_PROGRAMS += compress/compress-table
 compress_compress_table_SOURCES = compress/table_main.c
 compress_compress_table_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
-compress_compress_table_LDADD = engine/libssio.a $(SS_COMPRESS_LIBS)
+compress_compress_table_LDADD = $(SS_COMPRESS_LIBS)

@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "compress/compress.h"
-#include "engine/edit.h"
-#include "engine/npy.h"
+#include "engine/ir/edit.h"
+#include "engine/io/npy.h"
 
 typedef struct data {
     ss_npz_t *z;

@@ -1,36 +1,47 @@
 # SPDX-License-Identifier: Apache-2.0
-noinst_LIBRARIES += server/libssserver.a
-server_libssserver_a_SOURCES = \
-	server/admin.c \
-	server/infer.c server/infer.h \
-	server/jobs.c server/jobs.h server/jobs_int.h server/jobs_parse.c \
-	server/modelcfg.c server/modelcfg.h \
-	server/registry.c server/registry.h server/registry_int.h \
-	server/registry_json.c server/registry_ops.c \
-	server/sampler.c server/sampler.h \
-	server/auth.c server/auth.h \
-	server/cfg.c server/cfg.h \
-	server/http.c server/http.h \
-	server/router.c server/router.h \
-	server/routes.c \
-	server/server.c server/server.h
-server_libssserver_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
-	$(UV_CFLAGS)
+#
+# server: the daemon.  This folder's library holds the base services every
+# server folder uses (configuration, the metrics registry, sd_notify); the
+# daemon itself (main.c, server.c) assembles the folders below it:
+#   http/    libmicrohttpd under libuv, router, routes, auth
+#   kserve/  the KServe V2 codec
+#   model/   registry and hot swap, model config, traffic sampler
+#   batch/   batcher, executors, plan cache
+#   jobs/    admin compression jobs
 
-SERVER_LIBS = server/libssserver.a compress/libsscompress.a \
-	server/libsskserve.a server/libssbatch.a \
-	engine/libssio.a $(SS_ENGINE_LIBS) server/libssinfra.a \
-	common/libsscommon.a \
+noinst_LIBRARIES += server/libssdaemon.a
+server_libssdaemon_a_SOURCES = \
+	server/cfg.c server/cfg.h \
+	server/metrics.c server/metrics.h \
+	server/notify.c server/notify.h
+server_libssdaemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) \
+	$(JANSSON_CFLAGS)
+
+# What a program that runs the whole daemon links, in order.
+SS_SERVER_LIBS = server/http/libsshttp.a server/jobs/libssjobs.a \
+	server/model/libssmodel.a server/batch/libssbatch.a \
+	server/kserve/libsskserve.a server/libssdaemon.a \
+	$(SS_COMPRESS_LIBS) \
 	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS) $(ZLIB_LIBS) \
 	$(LAPACKE_LIBS) -lpthread -lm
 
 bin_PROGRAMS += server/slimserve
-server_slimserve_SOURCES = server/main.c
-server_slimserve_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
-server_slimserve_LDADD = $(SERVER_LIBS)
+server_slimserve_SOURCES = server/main.c server/server.c server/server.h
+server_slimserve_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
+	$(UV_CFLAGS)
+server_slimserve_LDADD = $(SS_SERVER_LIBS)
 
 check_PROGRAMS += tests/unit/test_server
 TESTS += tests/unit/test_server
 tests_unit_test_server_SOURCES = tests/unit/test_server.c
 tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
-tests_unit_test_server_LDADD = $(SERVER_LIBS) -lm
+tests_unit_test_server_LDADD = $(SS_SERVER_LIBS)
+
+check_PROGRAMS += tests/unit/test_metrics tests/unit/test_notify
+TESTS += tests/unit/test_metrics tests/unit/test_notify
+tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
+tests_unit_test_metrics_LDADD = server/libssdaemon.a common/libsscommon.a \
+	-lpthread -lm
+tests_unit_test_notify_SOURCES = tests/unit/test_notify.c
+tests_unit_test_notify_LDADD = server/libssdaemon.a common/libsscommon.a \
+	$(SYSTEMD_LIBS)

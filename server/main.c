@@ -15,7 +15,7 @@
 #include <uv.h>
 
 #include "common/log.h"
-#include "server/auth.h"
+#include "server/http/auth.h"
 #include "server/cfg.h"
 #include "server/server.h"
 

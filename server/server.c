@@ -36,12 +36,6 @@ wall_now(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-double
-ss_server_uptime(const ss_server_t *s)
-{
-    return wall_now() - s->start_wall;
-}
-
 static double
 uptime_fn(void *arg)
 {

@@ -14,12 +14,14 @@
 
 #include <uv.h>
 
-#include "server/auth.h"
+#include <sys/time.h>
+
+#include "server/http/auth.h"
 #include "server/cfg.h"
-#include "server/http.h"
-#include "server/infer.h"
-#include "server/jobs.h"
-#include "server/registry.h"
+#include "server/http/http.h"
+#include "server/http/infer.h"
+#include "server/jobs/jobs.h"
+#include "server/model/registry.h"
 #include "server/metrics.h"
 
 typedef struct ss_server {
@@ -54,7 +56,14 @@ void ss_routes_data(ss_req_t *r, void *arg);
 void ss_routes_admin(ss_req_t *r, void *arg);
 
 /* Seconds since start. [any: reads immutable fields and the clock] */
-double ss_server_uptime(const ss_server_t *s);
+static inline double
+ss_server_uptime(const ss_server_t *s)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6 - s->start_wall;
+}
 
 
 

@@ -1,24 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Server infrastructure that stands apart from the HTTP code: the metrics
-# registry and the systemd notifications (server/libssinfra.a, linked into
-# the daemon with $(SYSTEMD_LIBS)), and the systemd unit.
+# The systemd unit and its check (systemd-analyze verify and security).
 
-noinst_LIBRARIES += server/libssinfra.a
-server_libssinfra_a_SOURCES = \
-	server/metrics.c server/metrics.h \
-	server/notify.c server/notify.h
-server_libssinfra_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
-
-check_PROGRAMS += tests/unit/test_metrics tests/unit/test_notify
-TESTS += tests/unit/test_metrics tests/unit/test_notify \
-	tests/integration/test_systemd.sh
-tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c
-tests_unit_test_metrics_LDADD = server/libssinfra.a common/libsscommon.a \
-	-lpthread -lm
-tests_unit_test_notify_SOURCES = tests/unit/test_notify.c
-tests_unit_test_notify_LDADD = server/libssinfra.a common/libsscommon.a \
-	$(SYSTEMD_LIBS)
+TESTS += tests/integration/test_systemd.sh
 EXTRA_DIST += tests/integration/test_systemd.sh
 
 # The unit names the installed binary, so it is generated with the paths

@@ -4,7 +4,7 @@
 # ONNX op the engine supports.  The plan links this library.
 noinst_LIBRARIES += engine/ops/libssops.a
 engine_ops_libssops_a_SOURCES = \
-	engine/attr.c \
+	engine/ops/attr.c \
 	engine/ops/ops.h \
 	engine/ops/binary.c \
 	engine/ops/conv.c \

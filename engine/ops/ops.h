@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine/ir.h"
+#include "engine/ir/ir.h"
 
 /* Largest element count any tensor may have (2^40): far above any real
  * model, low enough that numel * 8 bytes and index arithmetic never wrap. */

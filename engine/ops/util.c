@@ -19,7 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "engine/dtype_size.h"
+#include "engine/ir/dtype_size.h"
 
 static int
 vfail(ss_err_t *err, int code, const ss_node_t *n, const char *fmt,

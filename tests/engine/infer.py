@@ -22,7 +22,7 @@ def cli_path():
     if p:
         return p
     top = os.environ.get("top_builddir", ".")
-    return os.path.join(top, "engine", "slimserve-infer")
+    return os.path.join(top, "engine", "tools", "slimserve-infer")
 
 
 def fixtures_dir():

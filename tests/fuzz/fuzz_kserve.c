@@ -11,7 +11,7 @@
  *
  *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
  *       -D_GNU_SOURCE -I. tests/fuzz/fuzz_kserve.c server/kserve*.c \
- *       engine/dtype.c common/alloc.c common/err.c common/log.c \
+ *       engine/ir/dtype.c common/alloc.c common/err.c common/log.c \
  *       -ljansson -lm -o fuzz_kserve
  */
 
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/kserve.h"
+#include "server/kserve/kserve.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 
 #define CAP ((size_t)1 << 20)
 

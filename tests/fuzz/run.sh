@@ -41,7 +41,7 @@ if [ -z "${FUZZ_WORKDIR:-}" ]; then
     keep=0
 fi
 work=$FUZZ_WORKDIR
-mkdir -p "$work/obj" "$work/gen/engine" "$work/artifacts" || exit 2
+mkdir -p "$work/obj" "$work/gen/engine/ir" "$work/artifacts" || exit 2
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=all"
 cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer $san -D_GNU_SOURCE \
@@ -59,9 +59,9 @@ cat > "$work/gen/config.h" <<EOF
 EOF
 
 # The ONNX protobuf code, as the build generates it.
-if [ -f "$src/engine/onnx.proto" ] && command -v protoc-c >/dev/null; then
-    protoc-c --proto_path="$src/engine" --c_out="$work/gen/engine" \
-        "$src/engine/onnx.proto" 2>"$work/protoc.log" ||
+if [ -f "$src/engine/ir/onnx.proto" ] && command -v protoc-c >/dev/null; then
+    protoc-c --proto_path="$src/engine/ir" --c_out="$work/gen/engine/ir" \
+        "$src/engine/ir/onnx.proto" 2>"$work/protoc.log" ||
         cat "$work/protoc.log"
 fi
 
@@ -99,19 +99,18 @@ build_objs() {
 }
 
 common_srcs=$(ls "$src"/common/*.c)
-io_srcs="$src/engine/npy.c $src/engine/npz.c $src/engine/npz_write.c \
-    $src/engine/atomicfile.c"
+io_srcs="$src/engine/io/npy.c $src/engine/io/npz.c $src/engine/io/npz_write.c"
 # The engine's sources exactly as its automake fragments list them (the
 # tree may hold half-written files that are not built yet).
 engine_srcs=""
-for f in $(cat "$src"/engine/*.mk "$src"/engine/ops/local.mk 2>/dev/null |
+for f in $(cat "$src"/engine/*/local.mk 2>/dev/null |
            awk '/\\$/ { sub(/\\$/, ""); printf "%s ", $0; next } { print }' |
-           awk '$1 ~ /^engine_(libssengine|libssdnnl|ops_libssops)_a_SOURCES$/ {
+           awk '$1 ~ /^engine_(ir_libssir|plan_libssplan|dnnl_libssdnnl|ops_libssops)_a_SOURCES$/ {
                     for (i = 3; i <= NF; i++) if ($i ~ /\.c$/) print $i }'); do
     [ -f "$src/$f" ] && engine_srcs="$engine_srcs $src/$f"
 done
-[ -f "$work/gen/engine/onnx.pb-c.c" ] &&
-    engine_srcs="$engine_srcs $work/gen/engine/onnx.pb-c.c"
+[ -f "$work/gen/engine/ir/onnx.pb-c.c" ] &&
+    engine_srcs="$engine_srcs $work/gen/engine/ir/onnx.pb-c.c"
 
 summary=""
 crashes=0
@@ -122,9 +121,9 @@ build_target() {
     case $t in
         fuzz_npy) srcs="$common_srcs $io_srcs";;
         fuzz_onnx) srcs="$common_srcs $io_srcs $engine_srcs";;
-        fuzz_kserve) srcs="$common_srcs $src/engine/dtype.c \
-            $src/server/kserve.c $src/server/kserve_data.c \
-            $src/server/kserve_enc.c $src/server/kserve_num.c";;
+        fuzz_kserve) srcs="$common_srcs $src/engine/ir/dtype.c \
+            $src/server/kserve/kserve.c $src/server/kserve/kserve_data.c \
+            $src/server/kserve/kserve_enc.c $src/server/kserve/kserve_num.c";;
         *) echo "fuzz: unknown target $t" >&2; return 1;;
     esac
     # shellcheck disable=SC2086

@@ -25,7 +25,7 @@ FIX = os.path.join(TOP_SRC, "tests", "fixtures")
 MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
 MLP_V2 = os.path.join(TOP_SRC, "tests", "integration", "data", "mlp_v2.onnx")
 CNN = os.path.join(FIX, "cnn_op13", "model.onnx")
-INFER = os.path.join(TOP_BUILD, "engine", "slimserve-infer")
+INFER = os.path.join(TOP_BUILD, "engine", "tools", "slimserve-infer")
 ADMIN = ["--admin-insecure"]
 
 

@@ -4,7 +4,7 @@
 
 /*
  * Builds small ONNX models in tests with the protobuf-c structs generated
- * from engine/onnx.proto, so tests need neither Python nor fixture files.
+ * from engine/ir/onnx.proto, so tests need neither Python nor fixture files.
  *
  *   mb_t *b = mb_new(17);
  *   mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){-1, 4});   -1: symbolic
@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
-#include "engine/onnx.pb-c.h"
+#include "engine/ir/onnx.pb-c.h"
 
 typedef struct mb {
     void **ptrs;

@@ -14,7 +14,7 @@
 
 #include "common/alloc.h"
 #include "engine/engine.h"
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 
 static inline const char *
 fx_path(char *buf, size_t len, const char *model, const char *file)

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 #include "tests/tap.h"
 #include "tests/unit/test_batch.h"
 

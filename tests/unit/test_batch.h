@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "server/batch.h"
+#include "server/batch/batch.h"
 
 typedef struct titem {
     ss_work_t w;

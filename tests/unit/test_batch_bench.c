@@ -26,7 +26,7 @@
 #include <sys/resource.h>
 
 #include "common/alloc.h"
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 #include "tests/unit/test_batch.h"
 
 static ss_graph_t *g;

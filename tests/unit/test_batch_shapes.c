@@ -14,7 +14,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "server/plancache.h"
+#include "server/batch/plancache.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
 #include "tests/unit/test_batch.h"

@@ -21,7 +21,7 @@ import tap  # noqa: E402
 
 SRC = os.environ.get('top_srcdir', '.')
 BUILD = os.environ.get('top_builddir', '.')
-BIN = os.path.join(BUILD, 'engine', 'slimserve-infer')
+BIN = os.path.join(BUILD, 'engine', 'tools', 'slimserve-infer')
 FIX = os.path.join(SRC, 'tests', 'fixtures')
 RTOL = 1e-4
 

@@ -5,7 +5,7 @@
 /* Fixture loading shared by the compress tests. */
 
 #include "compress/compress.h"
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 
 typedef struct tc_data {
     ss_npz_t *z;

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/dnnl.h"
+#include "engine/dnnl/dnnl.h"
 #include "tests/tap.h"
 
 #define RTOL 1e-4

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * engine/edit.h: ONNX round trips of the fixtures (encode, reload, same
+ * engine/ir/edit.h: ONNX round trips of the fixtures (encode, reload, same
  * outputs bit for bit), atomic save, clone + edit + finalize, metadata,
  * and finalize's refusals.
  */
 
 #include <unistd.h>
 
-#include "engine/edit.h"
+#include "engine/ir/edit.h"
 #include "tests/tap.h"
 #include "tests/unit/run_util.h"
 

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
-#include "server/kserve_int.h"
+#include "server/kserve/internal.h"
 #include "tests/tap.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;

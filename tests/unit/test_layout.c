@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Blocked activation layouts (engine/plan_layout.c): a conv chain with a
+ * Blocked activation layouts (engine/plan/plan_layout.c): a conv chain with a
  * residual add, grouped and depthwise convs, channel counts that are not
  * a multiple of 16, pools, a binary op, a conv left on its reference
  * kernel and graph outputs in the middle of the chain.  The blocked plan
@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan_int.h"
+#include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
 

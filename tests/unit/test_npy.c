@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "engine/npy.h"
+#include "engine/io/npy.h"
 #include "tests/tap.h"
 
 static char datadir[1024], tmpdir[256];

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "engine/ir.h"
+#include "engine/ir/ir.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
 

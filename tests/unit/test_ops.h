@@ -8,7 +8,7 @@
  * test_ops_data.c; the runner is test_ops_ref.c).
  */
 
-#include "engine/ir.h"
+#include "engine/ir/ir.h"
 
 typedef struct tc_tensor {
     ss_dtype_t dt;          /* SS_DTYPE_UNDEFINED: an omitted input */

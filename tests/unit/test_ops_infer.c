@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/ir.h"
+#include "engine/ir/ir.h"
 #include "tests/tap.h"
 
 typedef struct {

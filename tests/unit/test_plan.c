@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan_int.h"
+#include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
 

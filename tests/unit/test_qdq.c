@@ -4,7 +4,7 @@
  * DynamicQuantizeLinear kernels against hand-computed values; a u8
  * activation with a zero point and a residual Add on int8 brgemm, equal to
  * the reference QDQ execution but for float rounding; a QDQ MLP
- * built here with engine/edit.h (per-channel s8 weights, u8 activations
+ * built here with engine/ir/edit.h (per-channel s8 weights, u8 activations
  * calibrated by min/max on batch64) compiled onto int8 primitives and
  * checked against the reference QDQ execution and against f32; its ONNX
  * export reloaded; bf16 variants of every fixture against f32, also after
@@ -14,8 +14,8 @@
 #include <float.h>
 #include <stdlib.h>
 
-#include "engine/edit.h"
-#include "engine/plan_int.h"
+#include "engine/ir/edit.h"
+#include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/run_util.h"
 

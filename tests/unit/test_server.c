@@ -10,9 +10,9 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
-#include "server/auth.h"
+#include "server/http/auth.h"
 #include "server/cfg.h"
-#include "server/router.h"
+#include "server/http/router.h"
 #include "tests/tap.h"
 
 static int

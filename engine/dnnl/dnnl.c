@@ -1,0 +1,728 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The oneDNN primitive layer, core: engine, streams, status mapping, the
+ * generic object (arguments, constant packing, scratchpad) and the run
+ * path.  The per-kind constructors live in dnnl_ops.c.
+ *
+ * DESIGN.  One CPU engine per process.  A primitive object is built once
+ * for concrete shapes and never changes: constants (weights, bias, gamma)
+ * are reordered at build time into the layout oneDNN picked for them
+ * (format_tag_any) and owned by the object; activations stay plain so the
+ * plan can interleave oneDNN and reference kernels without reorders.  The
+ * scratchpad is user-managed (dnnl_scratchpad_mode_user): the object only
+ * reports its size and the caller passes memory from its own arena.  This
+ * is what makes one object safe to run from several threads at once.
+ *
+ * A run wraps each pointer in a dnnl_memory_t (a small allocation inside
+ * oneDNN) and drops it afterwards; the object cannot cache memory objects
+ * because setting their data handle would be a write to shared state.
+ *
+ * THREADS: the engine is created under pthread_once; objects are
+ * read-only after build; a stream is used by one thread at a time.  The
+ * OpenMP thread count is a per-thread setting (nthreads-var), so each
+ * stream sets it on its own thread before a run.
+ */
+
+#include "config.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/dnnl/internal.h"
+
+struct ss_dnn_stream {
+    dnnl_stream_t stream;
+    int threads;
+};
+
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+
+static void
+engine_create(void)
+{
+    engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+}
+
+int
+ss__dnn_engine(dnnl_engine_t *out, ss_err_t *err)
+{
+    pthread_once(&engine_once, engine_create);
+    *out = engine;
+    return ss__dnn_check(engine_status, err, "dnnl_engine_create",
+                         "CPU engine");
+}
+
+static const char *
+status_name(dnnl_status_t st)
+{
+    switch (st) {
+    case dnnl_success: return "success";
+    case dnnl_out_of_memory: return "out of memory";
+    case dnnl_invalid_arguments: return "invalid arguments";
+    case dnnl_unimplemented: return "unimplemented";
+    case dnnl_iterator_ends: return "iterator ends";
+    case dnnl_runtime_error: return "runtime error";
+    case dnnl_not_required: return "not required";
+    }
+    return "unknown status";
+}
+
+int
+ss__dnn_check(dnnl_status_t st, ss_err_t *err, const char *call,
+              const char *what)
+{
+    int code;
+
+    if (st == dnnl_success)
+        return 0;
+    if (st == dnnl_unimplemented)
+        code = SS_EUNSUPP;
+    else if (st == dnnl_out_of_memory)
+        code = SS_ENOMEM;
+    else
+        code = SS_EDNNL;
+    return ss_err_set(err, code, "oneDNN %s: %s failed: %s", what, call,
+                      status_name(st));
+}
+
+dnnl_data_type_t
+ss__dnn_dtype(ss_dtype_t t)
+{
+    switch (t) {
+    case SS_DTYPE_UNDEFINED:
+    case SS_DTYPE_F32: return dnnl_f32;
+    case SS_DTYPE_BF16: return dnnl_bf16;
+    case SS_DTYPE_F16: return dnnl_f16;
+    case SS_DTYPE_I8: return dnnl_s8;
+    case SS_DTYPE_U8: return dnnl_u8;
+    case SS_DTYPE_I32: return dnnl_s32;
+    default: return dnnl_data_type_undef;
+    }
+}
+
+int
+ss__dnn_md_strided(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                   const int64_t *strides, dnnl_data_type_t dt,
+                   ss_err_t *err, const char *what)
+{
+    dnnl_dims_t d, s;
+    int i;
+
+    if (ndim < 1 || ndim > SS_DNN_MAX_DIMS)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: %d dims", what, ndim);
+    for (i = ndim - 1; i >= 0; i--) {
+        if (dims[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
+                              what, i, (long long)dims[i]);
+        d[i] = dims[i];
+        if (strides)
+            s[i] = strides[i];
+        else
+            s[i] = i == ndim - 1 ? 1 : s[i + 1] * d[i + 1];
+        if (s[i] < 0)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: stride %d is %lld",
+                              what, i, (long long)s[i]);
+    }
+    return ss__dnn_check(dnnl_memory_desc_init_by_strides(md, ndim, d, dt, s),
+                         err, "dnnl_memory_desc_init_by_strides", what);
+}
+
+int
+ss__dnn_md_dense(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                 dnnl_data_type_t dt, ss_err_t *err, const char *what)
+{
+    return ss__dnn_md_strided(md, ndim, dims, NULL, dt, err, what);
+}
+
+int
+ss_dnn_blocked_ok(int ndim, const int64_t *dims)
+{
+    return ndim == 4 && dims[1] > 0 && dims[1] % 16 == 0;
+}
+
+int
+ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                  dnnl_data_type_t dt, ss_dnn_layout_t l, ss_err_t *err,
+                  const char *what)
+{
+    dnnl_dims_t d;
+    int i;
+
+    if (l == SS_DNN_PLAIN)
+        return ss__dnn_md_dense(md, ndim, dims, dt, err, what);
+    if ((l != SS_DNN_BLOCKED && l != SS_DNN_NHWC) || ndim != 4 ||
+        (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(ndim, dims)))
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: layout %d for %d "
+                          "dims (blocked needs 4 and C %% 16 == 0, NHWC "
+                          "4)", what, (int)l, ndim);
+    for (i = 0; i < 4; i++) {
+        if (dims[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
+                              what, i, (long long)dims[i]);
+        d[i] = dims[i];
+    }
+    return ss__dnn_check(dnnl_memory_desc_init_by_tag(
+                             md, 4, d, dt,
+                             l == SS_DNN_NHWC ? dnnl_nhwc : dnnl_nChw16c),
+                         err, "dnnl_memory_desc_init_by_tag", what);
+}
+
+int
+ss_dnn_stream_new(int threads, ss_dnn_stream_t **out, ss_err_t *err)
+{
+    ss_dnn_stream_t *s = NULL;
+    dnnl_engine_t eng;
+    int rc;
+
+    *out = NULL;
+    if ((rc = ss__dnn_engine(&eng, err)) < 0)
+        goto done;
+    if ((s = ss_calloc(1, sizeof(*s))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a oneDNN stream");
+        goto done;
+    }
+    s->threads = threads;
+    rc = ss__dnn_check(dnnl_stream_create(&s->stream, eng,
+                                          dnnl_stream_default_flags),
+                       err, "dnnl_stream_create", "stream");
+    if (rc < 0)
+        goto done;
+    *out = s;
+    s = NULL;
+done:
+    ss_dnn_stream_free(s);
+    return rc;
+}
+
+void
+ss_dnn_stream_free(ss_dnn_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->stream)
+        dnnl_stream_destroy(s->stream);
+    ss_free(s);
+}
+
+int
+ss__dnn_prim_alloc(const char *what, ss_dnn_prim_t **out, ss_err_t *err)
+{
+    ss_dnn_prim_t *p;
+
+    if ((p = ss_calloc(1, sizeof(*p))) == NULL) {
+        *out = NULL;
+        return ss_err_set(err, SS_ENOMEM, "no memory for a oneDNN %s", what);
+    }
+    p->what = what;
+    *out = p;
+    return 0;
+}
+
+void
+ss_dnn_prim_free(ss_dnn_prim_t *p)
+{
+    int i;
+
+    if (p == NULL)
+        return;
+    for (i = 0; i < p->n_args; i++) {
+        if (p->args[i].cmem)
+            dnnl_memory_destroy(p->args[i].cmem);
+        ss_free(p->args[i].cbuf);
+    }
+    if (p->prim)
+        dnnl_primitive_destroy(p->prim);
+    ss_free(p);
+}
+
+static ss__dnn_arg_t *
+new_arg(ss_dnn_prim_t *p, int arg, ss_err_t *err)
+{
+    ss__dnn_arg_t *a;
+
+    if (p->n_args >= SS__DNN_MAX_ARGS) {
+        ss_err_set(err, SS_EUNSUPP, "oneDNN %s: too many arguments",
+                   p->what);
+        return NULL;
+    }
+    a = &p->args[p->n_args++];
+    memset(a, 0, sizeof(*a));
+    a->arg = arg;
+    return a;
+}
+
+int
+ss__dnn_add_arg(ss_dnn_prim_t *p, int arg, int src, ss_err_t *err)
+{
+    ss__dnn_arg_t *a;
+
+    if ((a = new_arg(p, arg, err)) == NULL)
+        return SS_EUNSUPP;
+    a->src = src;
+    return 0;
+}
+
+int
+ss__dnn_add_const(ss_dnn_prim_t *p, int arg,
+                  const dnnl_memory_desc_t *user_md, const void *data,
+                  ss_err_t *err)
+{
+    ss__dnn_arg_t *a;
+
+    if (data == NULL)
+        return ss_err_set(err, SS_EINVAL, "oneDNN %s: constant %d is NULL",
+                          p->what, arg);
+    if ((a = new_arg(p, arg, err)) == NULL)
+        return SS_EUNSUPP;
+    a->src = SS__DNN_SRC_CONST;
+    a->md = *user_md;
+    a->udata = data;
+    return 0;
+}
+
+dnnl_alg_kind_t
+ss__dnn_eltwise_alg(int alg)
+{
+    switch (alg) {
+    case SS_DNN_RELU: return dnnl_eltwise_relu;
+    case SS_DNN_GELU_ERF: return dnnl_eltwise_gelu_erf;
+    case SS_DNN_GELU_TANH: return dnnl_eltwise_gelu_tanh;
+    case SS_DNN_TANH: return dnnl_eltwise_tanh;
+    case SS_DNN_LOGISTIC: return dnnl_eltwise_logistic;
+    case SS_DNN_CLIP: return dnnl_eltwise_clip_v2;
+    case SS_DNN_EXP: return dnnl_eltwise_exp;
+    case SS_DNN_LOG: return dnnl_eltwise_log;
+    case SS_DNN_SQRT: return dnnl_eltwise_sqrt;
+    case SS_DNN_ABS: return dnnl_eltwise_abs;
+    case SS_DNN_SQUARE: return dnnl_eltwise_square;
+    case SS_DNN_LINEAR: return dnnl_eltwise_linear;
+    case SS_DNN_POW: return dnnl_eltwise_pow;
+    case SS_DNN_ELU: return dnnl_eltwise_elu;
+    case SS_DNN_SWISH: return dnnl_eltwise_swish;
+    case SS_DNN_SOFT_RELU: return dnnl_eltwise_soft_relu;
+    case SS_DNN_HARDSWISH: return dnnl_eltwise_hardswish;
+    case SS_DNN_ROUND: return dnnl_eltwise_round;
+    }
+    return dnnl_alg_kind_undef;
+}
+
+dnnl_alg_kind_t
+ss__dnn_binary_alg(int alg)
+{
+    switch (alg) {
+    case SS_DNN_ADD: return dnnl_binary_add;
+    case SS_DNN_SUB: return dnnl_binary_sub;
+    case SS_DNN_MUL: return dnnl_binary_mul;
+    case SS_DNN_DIV: return dnnl_binary_div;
+    case SS_DNN_MAX: return dnnl_binary_max;
+    case SS_DNN_MIN: return dnnl_binary_min;
+    }
+    return dnnl_alg_kind_undef;
+}
+
+/* The md of a BINARY post-op tensor: its dims right-aligned against dst,
+ * leading 1s added, each 1 or dst's. */
+static int
+po_md(const ss_dnn_postop_t *o, int dst_ndim, const int64_t *dst_dims,
+      dnnl_data_type_t dt, ss_dnn_layout_t l, dnnl_memory_desc_t *md,
+      ss_err_t *err, const char *what)
+{
+    int64_t d[SS_DNN_MAX_DIMS];
+    int i, off, full = 1;
+
+    if (o->ndim < 1 || o->ndim > dst_ndim)
+        return ss_err_set(err, SS_EUNSUPP,
+                          "oneDNN %s: binary post-op of %d dims on %d",
+                          what, o->ndim, dst_ndim);
+    off = dst_ndim - o->ndim;
+    for (i = 0; i < dst_ndim; i++) {
+        d[i] = i < off ? 1 : o->dims[i - off];
+        if (d[i] != 1 && d[i] != dst_dims[i])
+            return ss_err_set(err, SS_EUNSUPP,
+                              "oneDNN %s: binary post-op dim %d is %lld, "
+                              "dst has %lld", what, i, (long long)d[i],
+                              (long long)dst_dims[i]);
+        full &= d[i] == dst_dims[i];
+    }
+    return ss__dnn_md_layout(md, dst_ndim, d, dt, full ? l : SS_DNN_PLAIN,
+                             err, what);
+}
+
+int
+ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
+             const int64_t *dst_dims, dnnl_data_type_t dt, ss_dnn_layout_t l,
+             dnnl_primitive_attr_t *out, ss_err_t *err, const char *what)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_memory_desc_t md;
+    dnnl_status_t st;
+    int i, rc, n = po ? po->n : 0;
+
+    *out = NULL;
+    rc = ss__dnn_check(dnnl_primitive_attr_create(&attr), err,
+                       "dnnl_primitive_attr_create", what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_primitive_attr_set_scratchpad_mode(
+                           attr, dnnl_scratchpad_mode_user),
+                       err, "dnnl_primitive_attr_set_scratchpad_mode", what);
+    if (rc < 0 || n == 0)
+        goto done;
+    if (n < 0 || n > SS_DNN_MAX_POST) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: %d post-ops", what, n);
+        goto done;
+    }
+    rc = ss__dnn_check(dnnl_post_ops_create(&ops), err,
+                       "dnnl_post_ops_create", what);
+    if (rc < 0)
+        goto done;
+    for (i = 0; i < n; i++) {
+        const ss_dnn_postop_t *o = &po->op[i];
+
+        switch (o->kind) {
+        case SS_DNN_PO_ELTWISE:
+            if (ss__dnn_eltwise_alg(o->alg) == dnnl_alg_kind_undef) {
+                rc = ss_err_set(err, SS_EINVAL,
+                                "oneDNN %s: eltwise post-op %d", what,
+                                o->alg);
+                goto done;
+            }
+            st = dnnl_post_ops_append_eltwise(ops, 1.f,
+                                              ss__dnn_eltwise_alg(o->alg),
+                                              o->alpha, o->beta);
+            rc = ss__dnn_check(st, err, "dnnl_post_ops_append_eltwise",
+                               what);
+            break;
+        case SS_DNN_PO_SUM:
+            st = dnnl_post_ops_append_sum(ops,
+                                          o->alpha == 0.f ? 1.f : o->alpha);
+            rc = ss__dnn_check(st, err, "dnnl_post_ops_append_sum", what);
+            break;
+        case SS_DNN_PO_BINARY:
+            if (ss__dnn_binary_alg(o->alg) == dnnl_alg_kind_undef) {
+                rc = ss_err_set(err, SS_EINVAL,
+                                "oneDNN %s: binary post-op %d", what,
+                                o->alg);
+                goto done;
+            }
+            if ((rc = po_md(o, dst_ndim, dst_dims, dt, l, &md, err, what)) < 0)
+                goto done;
+            st = dnnl_post_ops_append_binary(ops, ss__dnn_binary_alg(o->alg),
+                                             &md);
+            rc = ss__dnn_check(st, err, "dnnl_post_ops_append_binary", what);
+            break;
+        default:
+            rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: post-op kind %d",
+                            what, (int)o->kind);
+        }
+        if (rc < 0)
+            goto done;
+    }
+    rc = ss__dnn_check(dnnl_primitive_attr_set_post_ops(attr, ops), err,
+                       "dnnl_primitive_attr_set_post_ops", what);
+done:
+    if (ops)
+        dnnl_post_ops_destroy(ops);
+    if (rc < 0 && attr) {
+        dnnl_primitive_attr_destroy(attr);
+        attr = NULL;
+    }
+    *out = attr;
+    return rc;
+}
+
+int
+ss__dnn_pd(const_dnnl_op_desc_t op_desc, const_dnnl_primitive_attr_t a,
+           dnnl_primitive_desc_t *out, ss_err_t *err, const char *what)
+{
+    dnnl_engine_t eng;
+    int rc;
+
+    *out = NULL;
+    if ((rc = ss__dnn_engine(&eng, err)) < 0)
+        return rc;
+    return ss__dnn_check(dnnl_primitive_desc_create(out, op_desc, a, eng,
+                                                    NULL),
+                         err, "dnnl_primitive_desc_create", what);
+}
+
+/* Reorders a constant from the caller's layout into the one the primitive
+ * wants, into a buffer the object owns. */
+static int
+pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
+     ss_err_t *err)
+{
+    dnnl_engine_t eng;
+    dnnl_memory_t from = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t r = NULL;
+    dnnl_stream_t s = NULL;
+    dnnl_exec_arg_t args[2];
+    size_t n = dnnl_memory_desc_get_size(want);
+    int rc, nt;
+
+    if ((rc = ss__dnn_engine(&eng, err)) < 0)
+        goto done;
+    if ((a->cbuf = ss_aligned_alloc(n ? n : 64)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "oneDNN %s: no memory for %zu bytes "
+                        "of packed constants", p->what, n);
+        goto done;
+    }
+    p->const_bytes += n;
+    rc = ss__dnn_check(dnnl_memory_create(&a->cmem, want, eng, a->cbuf),
+                       err, "dnnl_memory_create", p->what);
+    if (rc < 0)
+        goto done;
+    if (dnnl_memory_desc_equal(want, &a->md)) {
+        memcpy(a->cbuf, a->udata, n);
+        goto set;
+    }
+    rc = ss__dnn_check(dnnl_memory_create(&from, &a->md, eng,
+                                          (void *)a->udata),
+                       err, "dnnl_memory_create", p->what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&rpd, &a->md, eng,
+                                                          want, eng, NULL),
+                       err, "dnnl_reorder_primitive_desc_create", p->what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_primitive_create(&r, rpd), err,
+                       "dnnl_primitive_create(reorder)", p->what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_stream_create(&s, eng, dnnl_stream_default_flags),
+                       err, "dnnl_stream_create", p->what);
+    if (rc < 0)
+        goto done;
+    args[0].arg = DNNL_ARG_FROM;
+    args[0].memory = from;
+    args[1].arg = DNNL_ARG_TO;
+    args[1].memory = a->cmem;
+    /* one thread: weights are small, and an OpenMP team waits for its
+     * second thread when the other core is busy (milliseconds per
+     * reorder, seen here as 15-40 ms compiles of the CNN fixture) */
+    nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    rc = ss__dnn_check(dnnl_primitive_execute(r, s, 2, args), err,
+                       "dnnl_primitive_execute(reorder)", p->what);
+    if (rc == 0)
+        rc = ss__dnn_check(dnnl_stream_wait(s), err, "dnnl_stream_wait",
+                           p->what);
+    omp_set_num_threads(nt);
+    if (rc < 0)
+        goto done;
+set:
+    a->md = *want;
+    a->udata = NULL;
+done:
+    if (s)
+        dnnl_stream_destroy(s);
+    if (r)
+        dnnl_primitive_destroy(r);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (from)
+        dnnl_memory_destroy(from);
+    return rc;
+}
+
+int
+ss__dnn_finish(ss_dnn_prim_t *p, const_dnnl_primitive_desc_t pd,
+               const ss_dnn_postops_t *po, int po_first_in, ss_err_t *err)
+{
+    const dnnl_memory_desc_t *md;
+    const char *impl = NULL;
+    int i, nbin = 0, rc = 0;
+
+    for (i = 0; po && i < po->n; i++) {
+        if (po->op[i].kind != SS_DNN_PO_BINARY)
+            continue;
+        rc = ss__dnn_add_arg(p, DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) |
+                                    DNNL_ARG_SRC_1,
+                             po_first_in + nbin, err);
+        if (rc < 0)
+            goto done;
+        nbin++;
+    }
+    if (po_first_in + nbin > p->n_in)
+        p->n_in = po_first_in + nbin;
+    for (i = 0; i < p->n_args; i++) {
+        ss__dnn_arg_t *a = &p->args[i];
+
+        md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, a->arg);
+        if (md == NULL || md->ndims == 0) {
+            rc = ss_err_set(err, SS_EINTERNAL,
+                            "oneDNN %s: no layout for argument %d", p->what,
+                            a->arg);
+            goto done;
+        }
+        if (a->src == SS__DNN_SRC_CONST) {
+            if ((rc = pack(p, a, md, err)) < 0)
+                goto done;
+        } else {
+            a->md = *md;
+        }
+    }
+    md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (md) {
+        p->scratch_md = *md;
+        p->scratch = dnnl_memory_desc_get_size(md);
+    }
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0,
+                                  (void *)&impl) == dnnl_success && impl)
+        snprintf(p->impl, sizeof(p->impl), "%s", impl);
+    rc = ss__dnn_check(dnnl_primitive_create(&p->prim, pd), err,
+                       "dnnl_primitive_create", p->what);
+done:
+    return rc;
+}
+
+size_t
+ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p)
+{
+    return p->scratch;
+}
+
+int
+ss_dnn_prim_num_inputs(const ss_dnn_prim_t *p)
+{
+    return p->n_in;
+}
+
+int
+ss_dnn_prim_dst_dims(const ss_dnn_prim_t *p, int64_t dims[SS_DNN_MAX_DIMS])
+{
+    memcpy(dims, p->dst_dims, sizeof(p->dst_dims));
+    return p->dst_ndim;
+}
+
+size_t
+ss_dnn_prim_const_bytes(const ss_dnn_prim_t *p)
+{
+    return p->const_bytes;
+}
+
+/* Dense strides of a 4-D md in the dim order ord (outermost first). */
+static int
+dense_in(const dnnl_memory_desc_t *md, const int *ord)
+{
+    const dnnl_dims_t *s = &md->format_desc.blocking.strides;
+    dnnl_dim_t want = 1;
+    int k;
+
+    for (k = 3; k >= 0; k--) {
+        if (md->dims[ord[k]] != 1 && (*s)[ord[k]] != want)
+            return 0;
+        want *= md->dims[ord[k]];
+    }
+    return 1;
+}
+
+static int
+is_nchw(const dnnl_memory_desc_t *md)
+{
+    static const int ord[4] = { 0, 1, 2, 3 };
+
+    return dense_in(md, ord);
+}
+
+static int
+is_nhwc(const dnnl_memory_desc_t *md)
+{
+    static const int ord[4] = { 0, 2, 3, 1 };
+
+    return dense_in(md, ord);
+}
+
+ss_dnn_layout_t
+ss_dnn_prim_layout(const ss_dnn_prim_t *p, int i)
+{
+    int k;
+
+    for (k = 0; k < p->n_args; k++) {
+        const ss__dnn_arg_t *a = &p->args[k];
+        const dnnl_blocking_desc_t *b = &a->md.format_desc.blocking;
+
+        if (a->src != (i < 0 ? SS__DNN_SRC_OUT : i))
+            continue;
+        if (a->md.ndims != 4 || a->md.format_kind != dnnl_blocked)
+            return SS_DNN_PLAIN;
+        if (b->inner_nblks == 1 && b->inner_idxs[0] == 1 &&
+            b->inner_blks[0] == 16)
+            return SS_DNN_BLOCKED;
+        return b->inner_nblks == 0 && is_nhwc(&a->md) && !is_nchw(&a->md)
+               ? SS_DNN_NHWC : SS_DNN_PLAIN;
+    }
+    return SS_DNN_PLAIN;
+}
+
+const char *
+ss_dnn_prim_impl(const ss_dnn_prim_t *p)
+{
+    return p->impl;
+}
+
+int
+ss_dnn_run(const ss_dnn_prim_t *p, ss_dnn_stream_t *s,
+           const void *const *in, void *out, void *scratch, ss_err_t *err)
+{
+    dnnl_exec_arg_t args[SS__DNN_MAX_ARGS + 1];
+    dnnl_memory_t mems[SS__DNN_MAX_ARGS + 1];
+    dnnl_engine_t eng;
+    int i, n = 0, nm = 0, rc;
+    void *h;
+
+    if ((rc = ss__dnn_engine(&eng, err)) < 0)
+        return rc;
+    if (out == NULL || (p->scratch && scratch == NULL) ||
+        (p->n_in > 0 && in == NULL))
+        return ss_err_set(err, SS_EINVAL, "oneDNN %s: NULL buffer", p->what);
+    if (s->threads > 0)
+        omp_set_num_threads(s->threads);
+    for (i = 0; i < p->n_args; i++) {
+        const ss__dnn_arg_t *a = &p->args[i];
+
+        args[n].arg = a->arg;
+        if (a->src == SS__DNN_SRC_CONST) {
+            args[n++].memory = a->cmem;
+            continue;
+        }
+        h = a->src == SS__DNN_SRC_OUT ? out : (void *)in[a->src];
+        if (h == NULL) {
+            rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: in[%d] is NULL",
+                            p->what, a->src);
+            goto done;
+        }
+        rc = ss__dnn_check(dnnl_memory_create(&mems[nm], &a->md, eng, h),
+                           err, "dnnl_memory_create", p->what);
+        if (rc < 0)
+            goto done;
+        args[n++].memory = mems[nm++];
+    }
+    if (p->scratch) {
+        rc = ss__dnn_check(dnnl_memory_create(&mems[nm], &p->scratch_md, eng,
+                                              scratch),
+                           err, "dnnl_memory_create", p->what);
+        if (rc < 0)
+            goto done;
+        args[n].arg = DNNL_ARG_SCRATCHPAD;
+        args[n++].memory = mems[nm++];
+    }
+    rc = ss__dnn_check(dnnl_primitive_execute(p->prim, s->stream, n, args),
+                       err, "dnnl_primitive_execute", p->what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_stream_wait(s->stream), err, "dnnl_stream_wait",
+                       p->what);
+done:
+    for (i = 0; i < nm; i++)
+        dnnl_memory_destroy(mems[i]);
+    return rc;
+}

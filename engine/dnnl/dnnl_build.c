@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The oneDNN primitive layer, the constructor kit: what every constructor
+ * of dnnl_ops.c (f32/bf16) and dnnl_q.c (int8/bf16) shares.  A
+ * constructor checks its descriptor, makes the memory descriptors and the
+ * attribute, then hands the op descriptor and its argument table to
+ * ss__dnn_build_op, which creates the primitive descriptor, registers the
+ * arguments in a fixed order (run-time inputs, constants, dst) and lets
+ * ss__dnn_finish (dnnl.c) pack the constants and size the scratchpad.
+ * ss__dnn_build_end releases what the build held, whatever happened.
+ *
+ * THREADS: [any]; everything here touches only the object being built.
+ */
+
+#include "config.h"
+
+#include <string.h>
+
+#include "engine/dnnl/internal.h"
+
+int
+ss__dnn_build_start(ss__dnn_build_t *b, const char *what, ss_err_t *err)
+{
+    memset(b, 0, sizeof(*b));
+    b->what = what;
+    return ss__dnn_prim_alloc(what, &b->p, err);
+}
+
+int
+ss__dnn_build_end(ss__dnn_build_t *b, int rc, ss_dnn_prim_t **out)
+{
+    if (b->pd)
+        dnnl_primitive_desc_destroy(b->pd);
+    if (b->attr)
+        dnnl_primitive_attr_destroy(b->attr);
+    if (rc < 0) {
+        ss_dnn_prim_free(b->p);
+        b->p = NULL;
+    }
+    *out = b->p;
+    return rc;
+}
+
+void
+ss__dnn_set_dst(ss_dnn_prim_t *p, int ndim, const int64_t *dims)
+{
+    p->dst_ndim = ndim;
+    memcpy(p->dst_dims, dims, (size_t)ndim * sizeof(*dims));
+}
+
+int
+ss__dnn_build_op(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
+                 const int *in_args, int n_in, const ss__dnn_carg_t *cargs,
+                 int n_cargs, int dst_arg, const ss_dnn_postops_t *po,
+                 ss_err_t *err)
+{
+    int i, rc = 0;
+
+    if (od && (rc = ss__dnn_pd(od, b->attr, &b->pd, err, b->what)) < 0)
+        goto done;
+    for (i = 0; i < n_in; i++)
+        if ((rc = ss__dnn_add_arg(b->p, in_args[i], i, err)) < 0)
+            goto done;
+    for (i = 0; i < n_cargs; i++)
+        if ((cargs[i].data || !cargs[i].optional) &&
+            (rc = ss__dnn_add_const(b->p, cargs[i].arg, cargs[i].md,
+                                    cargs[i].data, err)) < 0)
+            goto done;
+    if ((rc = ss__dnn_add_arg(b->p, dst_arg, SS__DNN_SRC_OUT, err)) < 0)
+        goto done;
+    b->p->n_in = n_in;
+    rc = ss__dnn_finish(b->p, b->pd, po, n_in, err);
+done:
+    return rc;
+}
+
+int
+ss__dnn_md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+               dnnl_data_type_t dt, ss_err_t *err, const char *what)
+{
+    dnnl_dims_t d;
+    int i;
+
+    for (i = 0; i < ndim; i++)
+        d[i] = dims[i];
+    return ss__dnn_check(dnnl_memory_desc_init_by_tag(md, ndim, d, dt,
+                                                      dnnl_format_tag_any),
+                         err, "dnnl_memory_desc_init_by_tag", what);
+}
+
+static int64_t
+or1(int64_t v)
+{
+    return v == 0 ? 1 : v;
+}
+
+/* The output length of a window of k taps dilated by dil. */
+static int64_t
+out_len(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t pb,
+        int64_t pe)
+{
+    int64_t span = (k - 1) * dil + 1;
+
+    if (in + pb + pe < span || stride < 1)
+        return 0;
+    return (in + pb + pe - span) / stride + 1;
+}
+
+int
+ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
+               const int64_t kernel[2], const int64_t stride[2],
+               const int64_t dilation[2], const int64_t pad_begin[2],
+               const int64_t pad_end[2], ss_err_t *err, const char *what)
+{
+    const int64_t in[2] = { ih, iw };
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        w->kernel[i] = kernel[i];
+        w->strides[i] = or1(stride[i]);
+        w->dil[i] = or1(dilation[i]) - 1;
+        w->pl[i] = pad_begin[i];
+        w->pr[i] = pad_end[i];
+        if (w->kernel[i] < 1 || w->strides[i] < 1 || w->dil[i] < 0 ||
+            w->pl[i] < 0 || w->pr[i] < 0)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: bad kernel, "
+                              "stride, dilation or pad", what);
+        w->out[i] = out_len(in[i], w->kernel[i], w->strides[i],
+                            w->dil[i] + 1, w->pl[i], w->pr[i]);
+    }
+    return 0;
+}
+
+int
+ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
+                   int64_t kw, int64_t wd[5])
+{
+    int64_t g = or1(group);
+    int wn = 0;
+
+    if (g > 1)
+        wd[wn++] = g;
+    wd[wn++] = oc / g;
+    wd[wn++] = ic / g;
+    wd[wn++] = kh;
+    wd[wn++] = kw;
+    return wn;
+}

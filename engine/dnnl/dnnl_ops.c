@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The oneDNN primitive layer, constructors: one per op kind.  Each checks
+ * its descriptor, builds the oneDNN op descriptor with plain layouts for
+ * activations and format_tag_any for constants, and hands it to the
+ * constructor kit (dnnl_build.c), which makes the primitive and packs the
+ * constants.
+ *
+ * Weights are given as f32 and described in the caller's layout; the
+ * layout oneDNN asks for carries the compute type, so the packing reorder
+ * also converts (f32 -> bf16 today, s8 later) without changes here.
+ *
+ * THREADS: constructors are [any]; they touch only the object they build.
+ */
+
+#include "config.h"
+
+#include <string.h>
+
+#include "engine/dnnl/internal.h"
+
+static int
+check_dtype(ss_dtype_t t, dnnl_data_type_t *dt, ss_err_t *err,
+            const char *what)
+{
+    *dt = ss__dnn_dtype(t);
+    if (*dt != dnnl_f32 && *dt != dnnl_bf16)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: dtype %d", what,
+                          (int)t);
+    return 0;
+}
+
+static int
+check_dims(int ndim, const int64_t *dims, ss_err_t *err, const char *what)
+{
+    int i;
+
+    if (ndim < 1 || ndim > SS_DNN_MAX_DIMS)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: %d dims", what, ndim);
+    for (i = 0; i < ndim; i++)
+        if (dims[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
+                              what, i, (long long)dims[i]);
+    return 0;
+}
+
+/* The attribute of an op without post-ops. */
+static int
+plain_attr(ss__dnn_build_t *b, ss_err_t *err)
+{
+    return ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b->attr, err,
+                        b->what);
+}
+
+static const int src_in[] = { DNNL_ARG_SRC };
+
+int
+ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
+                  ss_err_t *err)
+{
+    dnnl_inner_product_desc_t od;
+    dnnl_memory_desc_t src, w, wuser, bias, dst;
+    dnnl_data_type_t dt;
+    int64_t sd[2] = { d->m, d->k }, dd[2] = { d->m, d->n };
+    int64_t wd[2] = { d->n, d->k };
+    int64_t ws[2] = { d->w_nk ? d->k : 1, d->w_nk ? 1 : d->n };
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, "inner product", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(2, sd, err, b.what)) < 0 ||
+        (rc = check_dims(2, dd, err, b.what)) < 0)
+        goto done;
+    ss__dnn_set_dst(b.p, 2, dd);
+    if ((rc = ss__dnn_md_dense(&src, 2, sd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&dst, 2, dd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_any(&w, 2, wd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_strided(&wuser, 2, wd, ws, dnnl_f32, err,
+                                 b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&bias, 1, &d->n, dnnl_f32, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_inner_product_forward_desc_init(
+                           &od, dnnl_forward_inference, &src, &w,
+                           d->bias ? &bias : NULL, &dst),
+                       err, "dnnl_inner_product_forward_desc_init", b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, 2, dd, dt, SS_DNN_PLAIN, &b.attr, err,
+                           b.what)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_matmul_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
+                  ss_err_t *err)
+{
+    static const int in[] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS };
+    dnnl_matmul_desc_t od;
+    dnnl_memory_desc_t a, bw, buser, bias, dst;
+    dnnl_data_type_t dt;
+    int64_t dd[SS_DNN_MAX_DIMS], bd[SS_DNN_MAX_DIMS];
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &buser, d->b_const, 1 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    int nd = d->ndim, i, rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, "matmul", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0)
+        goto done;
+    if (nd < 2 || nd > SS_DNN_MAX_DIMS) {
+        rc = ss_err_set(err, SS_EUNSUPP, "oneDNN matmul: %d dims", nd);
+        goto done;
+    }
+    if ((rc = check_dims(nd, d->a_dims, err, b.what)) < 0 ||
+        (rc = check_dims(nd, d->b_dims, err, b.what)) < 0)
+        goto done;
+    if (d->a_dims[nd - 1] != d->b_dims[nd - 2]) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN matmul: K is %lld and %lld",
+                        (long long)d->a_dims[nd - 1],
+                        (long long)d->b_dims[nd - 2]);
+        goto done;
+    }
+    for (i = 0; i < nd - 2; i++) {
+        int64_t x = d->a_dims[i], y = d->b_dims[i];
+
+        if (x != y && x != 1 && y != 1) {
+            rc = ss_err_set(err, SS_EINVAL, "oneDNN matmul: batch dim %d is "
+                            "%lld and %lld", i, (long long)x, (long long)y);
+            goto done;
+        }
+        dd[i] = x > y ? x : y;
+        bd[i] = 1;
+    }
+    dd[nd - 2] = d->a_dims[nd - 2];
+    dd[nd - 1] = d->b_dims[nd - 1];
+    bd[nd - 2] = 1;
+    bd[nd - 1] = dd[nd - 1];
+    ss__dnn_set_dst(b.p, nd, dd);
+    if ((rc = ss__dnn_md_strided(&a, nd, d->a_dims, d->a_strides, dt, err,
+                                 b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&dst, nd, dd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&bias, nd, bd, dnnl_f32, err, b.what)) < 0)
+        goto done;
+    if (d->b_const) {
+        if ((rc = ss__dnn_md_any(&bw, nd, d->b_dims, dt, err, b.what)) < 0 ||
+            (rc = ss__dnn_md_strided(&buser, nd, d->b_dims, d->b_strides,
+                                     dnnl_f32, err, b.what)) < 0)
+            goto done;
+    } else if ((rc = ss__dnn_md_strided(&bw, nd, d->b_dims, d->b_strides, dt,
+                                        err, b.what)) < 0) {
+        goto done;
+    }
+    rc = ss__dnn_check(dnnl_matmul_desc_init(&od, &a, &bw,
+                                             d->bias ? &bias : NULL, &dst),
+                       err, "dnnl_matmul_desc_init", b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, nd, dd, dt, SS_DNN_PLAIN, &b.attr, err,
+                           b.what)) < 0)
+        goto done;
+    /* B is a run-time input unless it is a constant to pack */
+    rc = ss__dnn_build_op(&b, &od, in, d->b_const ? 1 : 2, c, 2,
+                          DNNL_ARG_DST, &d->post, err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
+                ss_err_t *err)
+{
+    dnnl_convolution_desc_t od;
+    dnnl_memory_desc_t src, w, wuser, bias, dst;
+    dnnl_data_type_t dt;
+    ss__dnn_window_t win;
+    int64_t g = d->group ? d->group : 1;
+    int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
+    int64_t dd[4], wd[5];
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    int wn, rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(4, sd, err, b.what)) < 0)
+        goto done;
+    if (g < 1 || d->oc < 1 || d->kh < 1 || d->kw < 1 || d->ic % g ||
+        d->oc % g) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN convolution: oc %lld, "
+                        "kernel %lldx%lld, group %lld", (long long)d->oc,
+                        (long long)d->kh, (long long)d->kw, (long long)g);
+        goto done;
+    }
+    if ((rc = ss__dnn_window(&win, d->ih, d->iw, k, d->stride, d->dilation,
+                             d->pad_begin, d->pad_end, err, b.what)) < 0)
+        goto done;
+    dd[0] = d->n;
+    dd[1] = d->oc;
+    dd[2] = win.out[0];
+    dd[3] = win.out[1];
+    if ((rc = check_dims(4, dd, err, b.what)) < 0)
+        goto done;
+    ss__dnn_set_dst(b.p, 4, dd);
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
+    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->src_layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->dst_layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&wuser, wn, wd, dnnl_f32, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
+                           &od, dnnl_forward_inference,
+                           dnnl_convolution_direct, &src, &w,
+                           d->bias ? &bias : NULL, &dst, win.strides,
+                           win.dil, win.pl, win.pr),
+                       err, "dnnl_dilated_convolution_forward_desc_init",
+                       b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, 4, dd, dt, d->dst_layout, &b.attr, err,
+                           b.what)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
+                ss_err_t *err)
+{
+    dnnl_pooling_v2_desc_t od;
+    dnnl_memory_desc_t src, dst;
+    dnnl_data_type_t dt;
+    dnnl_alg_kind_t alg;
+    ss__dnn_window_t win;
+    int64_t sd[4] = { d->n, d->c, d->ih, d->iw }, dd[4];
+    int rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, "pooling", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(4, sd, err, b.what)) < 0)
+        goto done;
+    switch (d->alg) {
+    case SS_DNN_POOL_MAX: alg = dnnl_pooling_max; break;
+    case SS_DNN_POOL_AVG_INCLUDE: alg = dnnl_pooling_avg_include_padding;
+        break;
+    case SS_DNN_POOL_AVG_EXCLUDE: alg = dnnl_pooling_avg_exclude_padding;
+        break;
+    default:
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN pooling: alg %d",
+                        (int)d->alg);
+        goto done;
+    }
+    if ((rc = ss__dnn_window(&win, d->ih, d->iw, d->kernel, d->stride,
+                             d->dilation, d->pad_begin, d->pad_end, err,
+                             b.what)) < 0)
+        goto done;
+    dd[0] = d->n;
+    dd[1] = d->c;
+    dd[2] = win.out[0];
+    dd[3] = win.out[1];
+    if ((rc = check_dims(4, dd, err, b.what)) < 0)
+        goto done;
+    ss__dnn_set_dst(b.p, 4, dd);
+    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->layout, err,
+                                b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_pooling_v2_forward_desc_init(
+                           &od, dnnl_forward_inference, alg, &src, &dst,
+                           win.strides, win.kernel, win.dil, win.pl, win.pr),
+                       err, "dnnl_pooling_v2_forward_desc_init", b.what);
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_softmax_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
+                   ss_err_t *err)
+{
+    dnnl_softmax_v2_desc_t od;
+    dnnl_memory_desc_t md;
+    dnnl_data_type_t dt;
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, d->log ? "logsoftmax" : "softmax",
+                                  err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0)
+        goto done;
+    if (d->axis < 0 || d->axis >= d->ndim) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: axis %d of %d dims",
+                        b.what, d->axis, d->ndim);
+        goto done;
+    }
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
+    if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dt, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_softmax_v2_forward_desc_init(
+                           &od, dnnl_forward_inference,
+                           d->log ? dnnl_softmax_log : dnnl_softmax_accurate,
+                           &md, &md, d->axis),
+                       err, "dnnl_softmax_v2_forward_desc_init", b.what);
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_layernorm_new(const ss_dnn_layernorm_desc_t *d, ss_dnn_prim_t **out,
+                     ss_err_t *err)
+{
+    dnnl_layer_normalization_desc_t od;
+    dnnl_memory_desc_t md, cmd;
+    dnnl_data_type_t dt;
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_SCALE, &cmd, d->gamma, 1 },
+                                 { DNNL_ARG_SHIFT, &cmd, d->beta, 1 } };
+    unsigned flags = 0;
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, "layer normalization", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0)
+        goto done;
+    if (!(d->eps >= 0.f)) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN layer normalization: "
+                        "epsilon %g", (double)d->eps);
+        goto done;
+    }
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
+    if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&cmd, 1, &d->dims[d->ndim - 1], dnnl_f32, err,
+                               b.what)) < 0)
+        goto done;
+    if (d->gamma)
+        flags |= dnnl_use_scale;
+    if (d->beta)
+        flags |= dnnl_use_shift;
+    rc = ss__dnn_check(dnnl_layer_normalization_forward_desc_init(
+                           &od, dnnl_forward_inference, &md, NULL, d->eps,
+                           flags),
+                       err, "dnnl_layer_normalization_forward_desc_init",
+                       b.what);
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, NULL, err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_eltwise_new(const ss_dnn_eltwise_desc_t *d, ss_dnn_prim_t **out,
+                   ss_err_t *err)
+{
+    dnnl_eltwise_desc_t od;
+    dnnl_memory_desc_t md;
+    dnnl_data_type_t dt;
+    dnnl_alg_kind_t alg = ss__dnn_eltwise_alg(d->alg);
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, "eltwise", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(1, &d->numel, err, b.what)) < 0)
+        goto done;
+    if (alg == dnnl_alg_kind_undef) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN eltwise: alg %d",
+                        (int)d->alg);
+        goto done;
+    }
+    ss__dnn_set_dst(b.p, 1, &d->numel);
+    if ((rc = ss__dnn_md_dense(&md, 1, &d->numel, dt, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_eltwise_forward_desc_init(
+                           &od, dnnl_forward_inference, alg, &md, d->alpha,
+                           d->beta),
+                       err, "dnnl_eltwise_forward_desc_init", b.what);
+    if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
+                  ss_err_t *err)
+{
+    static const int in[] = { DNNL_ARG_SRC_0, DNNL_ARG_SRC_1 };
+    dnnl_binary_desc_t od;
+    dnnl_memory_desc_t a, bm;
+    dnnl_data_type_t dt;
+    dnnl_alg_kind_t alg = ss__dnn_binary_alg(d->alg);
+    int64_t bd[SS_DNN_MAX_DIMS];
+    int i, off, rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, "binary", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(d->a_ndim, d->a_dims, err, b.what)) < 0 ||
+        (rc = check_dims(d->b_ndim, d->b_dims, err, b.what)) < 0)
+        goto done;
+    if (alg == dnnl_alg_kind_undef) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN binary: alg %d", (int)d->alg);
+        goto done;
+    }
+    if (d->b_ndim > d->a_ndim) {
+        rc = ss_err_set(err, SS_EUNSUPP, "oneDNN binary: src1 has more dims "
+                        "than src0");
+        goto done;
+    }
+    off = d->a_ndim - d->b_ndim;
+    for (i = 0; i < d->a_ndim; i++) {
+        bd[i] = i < off ? 1 : d->b_dims[i - off];
+        if (bd[i] != 1 && bd[i] != d->a_dims[i]) {
+            rc = ss_err_set(err, SS_EUNSUPP, "oneDNN binary: src1 dim %d is "
+                            "%lld, src0 has %lld", i, (long long)bd[i],
+                            (long long)d->a_dims[i]);
+            goto done;
+        }
+    }
+    ss__dnn_set_dst(b.p, d->a_ndim, d->a_dims);
+    if ((rc = ss__dnn_md_layout(&a, d->a_ndim, d->a_dims, dt, d->layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&bm, d->a_ndim, bd, dt,
+                                memcmp(bd, d->a_dims, (size_t)d->a_ndim *
+                                       sizeof(*bd)) == 0 ? d->layout
+                                                         : SS_DNN_PLAIN,
+                                err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_binary_desc_init(&od, alg, &a, &bm, &a), err,
+                       "dnnl_binary_desc_init", b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, d->a_ndim, d->a_dims, dt, d->layout,
+                           &b.attr, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, in, 2, NULL, 0, DNNL_ARG_DST, &d->post,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
+                   ss_err_t *err)
+{
+    static const int in[] = { DNNL_ARG_FROM };
+    dnnl_memory_desc_t src, dst;
+    dnnl_data_type_t dt;
+    dnnl_engine_t eng;
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, "reorder", err)) < 0)
+        goto done;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0 ||
+        (rc = ss__dnn_engine(&eng, err)) < 0)
+        goto done;
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
+    if ((d->src_layout && d->src_strides) ||
+        (d->dst_layout && d->dst_strides)) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN reorder: strides and a "
+                        "blocked layout");
+        goto done;
+    }
+    if ((rc = d->src_layout
+                  ? ss__dnn_md_layout(&src, d->ndim, d->dims, dt,
+                                      d->src_layout, err, b.what)
+                  : ss__dnn_md_strided(&src, d->ndim, d->dims,
+                                       d->src_strides, dt, err, b.what)) < 0 ||
+        (rc = d->dst_layout
+                  ? ss__dnn_md_layout(&dst, d->ndim, d->dims, dt,
+                                      d->dst_layout, err, b.what)
+                  : ss__dnn_md_strided(&dst, d->ndim, d->dims,
+                                       d->dst_strides, dt, err, b.what)) < 0 ||
+        (rc = plain_attr(&b, err)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&b.pd, &src, eng,
+                                                          &dst, eng, b.attr),
+                       err, "dnnl_reorder_primitive_desc_create", b.what);
+    if (rc < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, NULL, in, 1, NULL, 0, DNNL_ARG_TO, NULL, err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}

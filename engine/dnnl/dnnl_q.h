@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_ENGINE_DNNL_Q_H
+#define SS_ENGINE_DNNL_Q_H
+
+/*
+ * Low-precision primitives (int8 and bf16), next to engine/dnnl/dnnl.h, whose
+ * conventions (borrowed descriptors, run-time in[]/out, post-ops, errors,
+ * THREADS) they follow.  The difference: source, weights and destination
+ * may each have their own type, and an int8 primitive has output scales
+ * fixed at creation (oneDNN's fast int8 kernels need them constant).
+ *
+ * int8 (oneDNN 2.x semantics):
+ *     dst = post_ops(scales[n] * (src x W + bias)) converted to dst_dtype
+ *           (round half to even, saturated),
+ * src u8 or s8 (u8 is what VNNI multiplies natively), W s8, bias f32 in
+ * ACCUMULATOR units (the caller divides by its scales and folds any
+ * activation zero point in), scales per tensor (1) or per output
+ * channel (n).  BINARY post-op tensors are f32.
+ *
+ * bf16: src bf16, W given as f32 and converted once at creation, f32
+ * accumulation, dst f32 or bf16; no scales.
+ *
+ * THREADS: as engine/dnnl/dnnl.h.
+ */
+
+#include "engine/dnnl/dnnl.h"
+
+typedef struct ss_dnn_qlinear_desc {
+    ss_dtype_t src_dtype;       /* U8, I8 or BF16 */
+    ss_dtype_t dst_dtype;       /* F32, BF16, U8 or I8 */
+    int64_t m, k, n;
+    ss_dtype_t w_dtype;         /* I8 (int8) or F32 (bf16 compute) */
+    const void *w;              /* borrowed; layout by w_nk */
+    int w_nk;                   /* 1: [N,K]; 0: [K,N] */
+    const float *bias;          /* [N] or NULL, borrowed */
+    int n_scales;               /* 0 (none), 1 or n */
+    const float *scales;
+    ss_dnn_postops_t post;
+} ss_dnn_qlinear_desc_t;
+
+typedef struct ss_dnn_qconv_desc {
+    ss_dtype_t src_dtype, dst_dtype, w_dtype;
+    int64_t n, ic, ih, iw;
+    int64_t oc, kh, kw;
+    int64_t group;              /* 0 = 1 */
+    int64_t stride[2], dilation[2], pad_begin[2], pad_end[2];
+    const void *w;              /* [OC, IC/group, KH, KW] */
+    const float *bias;
+    int n_scales;
+    const float *scales;
+    int nhwc;                   /* 1: src and dst are NHWC in memory (the
+                                 * dims stay N,C,H,W), and so are BINARY
+                                 * post-op tensors of the full dst shape */
+    ss_dnn_postops_t post;
+} ss_dnn_qconv_desc_t;
+
+/* A dense tensor converted between types (f32 <-> bf16) and/or between
+ * NCHW and NHWC. */
+typedef struct ss_dnn_convert_desc {
+    ss_dtype_t src_dtype, dst_dtype;
+    int ndim;
+    int64_t dims[SS_DNN_MAX_DIMS];
+    int src_nhwc, dst_nhwc;     /* 4-D: that side is NHWC in memory */
+    /* Quantize/dequantize on the way (per tensor, oneDNN reorder
+     * semantics): dst = scale * (src - src_zp) + dst_zp, rounded half to
+     * even and saturated for an integer dst.  scale 0 means 1. */
+    float scale;
+    int32_t src_zp, dst_zp;
+} ss_dnn_convert_desc_t;
+
+int ss_dnn_qlinear_new(const ss_dnn_qlinear_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err);
+int ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
+                     ss_err_t *err);
+int ss_dnn_convert_new(const ss_dnn_convert_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err);
+
+#endif

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_ENGINE_DNNL_INT_H
+#define SS_ENGINE_DNNL_INT_H
+
+/*
+ * Private to engine/dnnl*.c: the object layout and the helpers the
+ * per-kind constructors share.  Nothing outside the oneDNN layer includes
+ * this (it pulls in oneDNN's header).
+ *
+ * A primitive object is a oneDNN primitive plus a table of its execution
+ * arguments.  Each argument says where its memory comes from at run time:
+ * in[i], the caller's out, or a constant packed at creation and owned
+ * here.  ss_dnn_run turns that table into dnnl_exec_arg_t.
+ *
+ * THREADS: objects are written only while they are built (one thread);
+ * afterwards they are read-only.
+ */
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "engine/dnnl/dnnl.h"
+
+/* ss__dnn_arg_t.src: >= 0 is in[src]; these are the other sources. */
+enum {
+    SS__DNN_SRC_OUT = -1,
+    SS__DNN_SRC_CONST = -2
+};
+
+#define SS__DNN_MAX_ARGS 24
+
+typedef struct ss__dnn_arg {
+    int arg;                  /* DNNL_ARG_* */
+    int src;
+    dnnl_memory_desc_t md;    /* the layout the primitive reads/writes */
+    const void *udata;        /* CONST, until packed: the caller's data */
+    dnnl_memory_t cmem;       /* CONST: packed, owned */
+    void *cbuf;               /* CONST: its buffer, owned */
+} ss__dnn_arg_t;
+
+struct ss_dnn_prim {
+    const char *what;         /* "inner product", for messages */
+    dnnl_primitive_t prim;
+    char impl[64];
+    size_t scratch;
+    dnnl_memory_desc_t scratch_md;
+    int n_in;
+    int dst_ndim;
+    int64_t dst_dims[SS_DNN_MAX_DIMS];
+    size_t const_bytes;
+    int n_args;
+    ss__dnn_arg_t args[SS__DNN_MAX_ARGS];
+};
+
+/* The process-wide CPU engine, created on first use.  [any] */
+int ss__dnn_engine(dnnl_engine_t *out, ss_err_t *err);
+
+/* The one mapping of oneDNN status to our codes: success is 0;
+ * unimplemented is SS_EUNSUPP (the caller falls back to its reference
+ * kernel), out_of_memory SS_ENOMEM, anything else SS_EDNNL.  The message
+ * names the oneDNN call and the op. */
+int ss__dnn_check(dnnl_status_t st, ss_err_t *err, const char *call,
+                  const char *what);
+
+/* dnnl_data_type_undef for a type oneDNN has no kernels for. */
+dnnl_data_type_t ss__dnn_dtype(ss_dtype_t t);
+/* dnnl_alg_kind_undef for an unknown value. */
+dnnl_alg_kind_t ss__dnn_eltwise_alg(int alg);
+dnnl_alg_kind_t ss__dnn_binary_alg(int alg);
+
+/* Dense row-major descriptor of ndim dims. */
+int ss__dnn_md_dense(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                     dnnl_data_type_t dt, ss_err_t *err, const char *what);
+/* A descriptor with explicit strides, or dense when strides is NULL. */
+int ss__dnn_md_strided(dnnl_memory_desc_t *md, int ndim,
+                       const int64_t *dims, const int64_t *strides,
+                       dnnl_data_type_t dt, ss_err_t *err,
+                       const char *what);
+
+/* The descriptor of a tensor in layout l: dense, or nChw16c. */
+int ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                      dnnl_data_type_t dt, ss_dnn_layout_t l, ss_err_t *err,
+                      const char *what);
+
+/* A new, empty object (dst dims set by the caller). */
+int ss__dnn_prim_alloc(const char *what, ss_dnn_prim_t **out, ss_err_t *err);
+/* Registers a run-time argument (src >= 0 or SS__DNN_SRC_OUT). */
+int ss__dnn_add_arg(ss_dnn_prim_t *p, int arg, int src, ss_err_t *err);
+/* Registers a constant, given in layout user_md, to pack in finish. */
+int ss__dnn_add_const(ss_dnn_prim_t *p, int arg,
+                      const dnnl_memory_desc_t *user_md, const void *data,
+                      ss_err_t *err);
+
+/* An attribute with a user-managed scratchpad and the post-ops of po,
+ * whose BINARY tensors broadcast to dst (dst_ndim dims; full-shape ones in
+ * dst's layout l).  New reference in *out (NULL on failure). */
+int ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
+                 const int64_t *dst_dims, dnnl_data_type_t dt,
+                 ss_dnn_layout_t l, dnnl_primitive_attr_t *out,
+                 ss_err_t *err, const char *what);
+
+/* Creates the primitive descriptor for op_desc; new pd in *out. */
+int ss__dnn_pd(const_dnnl_op_desc_t op_desc, const_dnnl_primitive_attr_t a,
+               dnnl_primitive_desc_t *out, ss_err_t *err, const char *what);
+
+/* Completes p from pd: creates the primitive, registers one run-time
+ * argument per BINARY post-op of po (from in[po_first_in] on), reads every
+ * argument's layout from pd, packs the constants, sizes the scratchpad.
+ * Borrows pd (the caller destroys it). */
+int ss__dnn_finish(ss_dnn_prim_t *p, const_dnnl_primitive_desc_t pd,
+                   const ss_dnn_postops_t *po, int po_first_in,
+                   ss_err_t *err);
+
+/* The constructor kit (dnnl_build.c).  A constructor runs
+ *   ss__dnn_build_start, its checks, its memory descriptors, b.attr,
+ *   ss__dnn_build_op, and always ss__dnn_build_end. */
+typedef struct ss__dnn_build {
+    const char *what;
+    ss_dnn_prim_t *p;                 /* the object being built */
+    dnnl_primitive_attr_t attr;       /* owned, destroyed at the end */
+    dnnl_primitive_desc_t pd;         /* owned, destroyed at the end */
+} ss__dnn_build_t;
+
+/* A constant argument of ss__dnn_build_op, given in layout md.  An
+ * optional one (bias, gamma, beta) is left out when data is NULL; a
+ * required one is an error then. */
+typedef struct ss__dnn_carg {
+    int arg;                          /* DNNL_ARG_* */
+    const dnnl_memory_desc_t *md;
+    const void *data;                 /* borrowed until packed */
+    int optional;
+} ss__dnn_carg_t;
+
+/* Zeroes b and allocates its object, named what (a string literal). */
+int ss__dnn_build_start(ss__dnn_build_t *b, const char *what,
+                        ss_err_t *err);
+/* Destroys b's attr and pd; on rc < 0 also the object.  *out is the new
+ * object (NULL on failure); returns rc. */
+int ss__dnn_build_end(ss__dnn_build_t *b, int rc, ss_dnn_prim_t **out);
+/* Records the object's dst dims. */
+void ss__dnn_set_dst(ss_dnn_prim_t *p, int ndim, const int64_t *dims);
+/* Creates b->pd from od under b->attr (od NULL: b->pd is made already,
+ * as for a reorder), registers in[i] as in_args[i] for i < n_in, then the
+ * constants, then dst as dst_arg, and runs ss__dnn_finish with the
+ * BINARY post-op tensors of po from in[n_in] on. */
+int ss__dnn_build_op(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
+                     const int *in_args, int n_in,
+                     const ss__dnn_carg_t *cargs, int n_cargs, int dst_arg,
+                     const ss_dnn_postops_t *po, ss_err_t *err);
+
+/* A descriptor with format_tag_any: the layout oneDNN prefers. */
+int ss__dnn_md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
+                   dnnl_data_type_t dt, ss_err_t *err, const char *what);
+
+/* The 2-D window of a convolution or pooling in oneDNN's terms (dil is
+ * dilation - 1; a 0 stride or dilation in the descriptor means 1), and
+ * the output height and width (0 when the window does not fit). */
+typedef struct ss__dnn_window {
+    dnnl_dims_t kernel, strides, dil, pl, pr;
+    int64_t out[2];
+} ss__dnn_window_t;
+
+int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
+                   const int64_t kernel[2], const int64_t stride[2],
+                   const int64_t dilation[2], const int64_t pad_begin[2],
+                   const int64_t pad_end[2], ss_err_t *err,
+                   const char *what);
+
+/* The weight dims of a convolution, [G,] OC/G, IC/G, KH, KW (G only when
+ * grouped); returns how many. */
+int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
+                       int64_t kw, int64_t wd[5]);
+
+#endif

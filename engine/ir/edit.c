@@ -1,0 +1,793 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Editing graphs: clone, append values and nodes, kill and rewire, then
+ * finalize back into a graph the plan compiler accepts (engine/ir/edit.h).
+ *
+ * DESIGN: edits only append or mark; nothing is renumbered until
+ * ss_graph_finalize, so value ids and node indices a caller holds stay
+ * valid through a whole editing session.  A dead node is one without
+ * outputs (every live node has output 0, the importer makes sure of it),
+ * so killing needs no extra field.  Finalize then, in order: drops dead
+ * nodes, checks ops and that every read value is defined exactly once,
+ * drops nodes no graph output depends on, sorts the rest topologically
+ * (Kahn), drops values nothing reads or writes (their constants freed),
+ * renumbers, and recomputes producers, io infos and weight bytes.
+ * Metadata lives in two parallel string arrays on the graph.
+ *
+ * THREADS: a graph being edited belongs to one thread.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/ir/edit.h"
+
+#define PRECISION_KEY "slimserve.precision"
+
+static int
+tensor_dup(const ss_tensor_t *t, ss_tensor_t **out, ss_err_t *err)
+{
+    size_t bytes;
+    int rc;
+
+    *out = NULL;
+    if (ss__tensor_bytes(t, &bytes) < 0)
+        return ss_err_set(err, SS_EINVAL, "cannot copy a tensor of "
+                          "unsized type %d", (int)t->dtype);
+    if ((rc = ss__tensor_new(t->dtype, t->ndim, t->dims, out, err)) < 0)
+        return rc;
+    if (bytes > 0)
+        memcpy((*out)->data, t->data, bytes);
+    return 0;
+}
+
+static int
+attr_copy(ss_attr_t *d, const ss_attr_t *s, ss_err_t *err)
+{
+    int rc = 0;
+
+    memset(d, 0, sizeof(*d));
+    d->type = s->type;
+    d->f = s->f;
+    d->i = s->i;
+    d->n = s->n;
+    if ((d->name = ss_strdup(s->name ? s->name : "")) == NULL
+        || (s->s != NULL && (d->s = ss_strdup(s->s)) == NULL))
+        goto nomem;
+    if (s->t != NULL && (rc = tensor_dup(s->t, &d->t, err)) < 0)
+        goto done;
+    if (s->floats != NULL && s->n > 0) {
+        if ((d->floats = ss_malloc((size_t)s->n * sizeof(float))) == NULL)
+            goto nomem;
+        memcpy(d->floats, s->floats, (size_t)s->n * sizeof(float));
+    }
+    if (s->ints != NULL && s->n > 0) {
+        if ((d->ints = ss_malloc((size_t)s->n * sizeof(int64_t))) == NULL)
+            goto nomem;
+        memcpy(d->ints, s->ints, (size_t)s->n * sizeof(int64_t));
+    }
+    if (s->strings != NULL && s->n > 0) {
+        if ((d->strings = ss_calloc((size_t)s->n, sizeof(char *))) == NULL)
+            goto nomem;
+        for (int i = 0; i < s->n; i++)
+            if ((d->strings[i] = ss_strdup(s->strings[i] ? s->strings[i]
+                                                         : "")) == NULL)
+                goto nomem;
+    }
+    goto done;
+nomem:
+    rc = ss_err_set(err, SS_ENOMEM, "no memory to copy attributes");
+done:
+    if (rc < 0)
+        ss__attr_clear(d);
+    return rc;
+}
+
+static int *
+ids_dup(const int *ids, int n)
+{
+    int *c = ss_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+
+    if (c != NULL && n > 0)
+        memcpy(c, ids, (size_t)n * sizeof(int));
+    return c;
+}
+
+/* Fills d (zeroed by the caller) from the given fields; d owns copies. */
+static int
+node_fill(ss_node_t *d, const char *op_type, const char *name,
+          const char *domain, int n_in, const int *in, int n_out,
+          const int *out, int n_attrs, const ss_attr_t *attrs, ss_err_t *err)
+{
+    int rc = 0;
+
+    if ((d->op_type = ss_strdup(op_type)) == NULL
+        || (d->name = ss_strdup(name ? name : "")) == NULL
+        || (d->domain = ss_strdup(domain ? domain : "")) == NULL
+        || (d->inputs = ids_dup(in, n_in)) == NULL
+        || (d->outputs = ids_dup(out, n_out)) == NULL
+        || (n_attrs > 0
+            && (d->attrs = ss_calloc((size_t)n_attrs, sizeof(ss_attr_t)))
+               == NULL)) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a node");
+        goto done;
+    }
+    d->n_inputs = n_in;
+    d->n_outputs = n_out;
+    for (int a = 0; a < n_attrs; a++) {
+        if ((rc = attr_copy(&d->attrs[a], &attrs[a], err)) < 0)
+            goto done;
+        d->n_attrs++;
+    }
+done:
+    if (rc < 0)
+        ss__node_clear(d);
+    return rc;
+}
+
+static int
+strs_dup(char **dst, char *const *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        if ((dst[i] = ss_strdup(src[i])) == NULL)
+            return -1;
+    return 0;
+}
+
+int
+ss_graph_clone(const ss_graph_t *g, ss_graph_t **out, ss_err_t *err)
+{
+    ss_graph_t *c = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    if ((c = ss_calloc(1, sizeof(*c))) == NULL
+        || (c->source = ss_strdup(g->source ? g->source : "<edit>")) == NULL
+        || (c->values = ss_calloc((size_t)g->n_values + 1,
+                                  sizeof(ss_value_t))) == NULL
+        || (c->nodes = ss_calloc((size_t)g->n_nodes + 1,
+                                 sizeof(ss_node_t))) == NULL
+        || (c->inputs = ids_dup(g->inputs, g->n_inputs)) == NULL
+        || (c->outputs = ids_dup(g->outputs, g->n_outputs)) == NULL
+        || (c->input_info = ss_calloc((size_t)g->n_inputs + 1,
+                                      sizeof(ss_io_info_t))) == NULL
+        || (c->output_info = ss_calloc((size_t)g->n_outputs + 1,
+                                       sizeof(ss_io_info_t))) == NULL)
+        goto nomem;
+    c->opset = g->opset;
+    c->weight_bytes = g->weight_bytes;
+    for (int v = 0; v < g->n_values; v++) {
+        const ss_value_t *s = &g->values[v];
+        ss_value_t *d = &c->values[v];
+
+        *d = *s;
+        d->name = NULL;
+        d->constant = NULL;
+        c->n_values++;
+        if ((d->name = ss_strdup(s->name)) == NULL)
+            goto nomem;
+        if (s->constant != NULL
+            && (rc = tensor_dup(s->constant, &d->constant, err)) < 0)
+            goto done;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *s = &g->nodes[i];
+
+        if ((rc = node_fill(&c->nodes[i], s->op_type, s->name, s->domain,
+                            s->n_inputs, s->inputs, s->n_outputs, s->outputs,
+                            s->n_attrs, s->attrs, err)) < 0)
+            goto done;
+        c->n_nodes++;
+    }
+    c->n_inputs = g->n_inputs;
+    for (int i = 0; i < g->n_inputs; i++) {
+        c->input_info[i] = g->input_info[i];
+        c->input_info[i].name = c->values[c->inputs[i]].name;
+    }
+    c->n_outputs = g->n_outputs;
+    for (int i = 0; i < g->n_outputs; i++) {
+        c->output_info[i] = g->output_info[i];
+        c->output_info[i].name = c->values[c->outputs[i]].name;
+    }
+    if (g->n_meta > 0) {
+        if ((c->meta_keys = ss_calloc((size_t)g->n_meta, sizeof(char *)))
+            == NULL
+            || (c->meta_values = ss_calloc((size_t)g->n_meta,
+                                           sizeof(char *))) == NULL)
+            goto nomem;
+        c->n_meta = g->n_meta;
+        if (strs_dup(c->meta_keys, g->meta_keys, g->n_meta) < 0
+            || strs_dup(c->meta_values, g->meta_values, g->n_meta) < 0)
+            goto nomem;
+    }
+    *out = c;
+    c = NULL;
+    goto done;
+nomem:
+    rc = ss_err_set(err, SS_ENOMEM, "no memory to copy a graph");
+done:
+    ss_graph_free(c);
+    return rc;
+}
+
+int
+ss_graph_find_value(const ss_graph_t *g, const char *name)
+{
+    if (name == NULL)
+        return -1;
+    for (int v = 0; v < g->n_values; v++)
+        if (strcmp(g->values[v].name, name) == 0)
+            return v;
+    return -1;
+}
+
+int
+ss_graph_add_value(ss_graph_t *g, const char *name, ss_tensor_t *constant,
+                   ss_err_t *err)
+{
+    char fresh[32];
+    ss_value_t *vals, *v;
+    int rc = 0;
+
+    if (name == NULL) {
+        static const char prefix[] = "ss_v";
+        int k = g->n_values;
+
+        do
+            snprintf(fresh, sizeof(fresh), "%s%d", prefix, k++);
+        while (ss_graph_find_value(g, fresh) >= 0);
+        name = fresh;
+    } else if (name[0] == '\0' || ss_graph_find_value(g, name) >= 0) {
+        rc = ss_err_set(err, SS_EINVAL, "%s: value name '%s' is empty or "
+                        "taken", g->source, name);
+        goto done;
+    }
+    if ((vals = ss_realloc(g->values, ((size_t)g->n_values + 1)
+                                      * sizeof(*vals))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a value");
+        goto done;
+    }
+    g->values = vals;
+    /* io infos borrow names, which do not move with the array */
+    v = &g->values[g->n_values];
+    memset(v, 0, sizeof(*v));
+    if ((v->name = ss_strdup(name)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a value");
+        goto done;
+    }
+    v->producer = -1;
+    v->ndim = -1;
+    for (int d = 0; d < SS_MAX_DIMS; d++)
+        v->dims[d] = -1;
+    if (constant != NULL) {
+        v->constant = constant;
+        v->dtype = constant->dtype;
+        v->ndim = constant->ndim;
+        memcpy(v->dims, constant->dims, sizeof(v->dims));
+        constant = NULL;
+    }
+    rc = g->n_values++;
+done:
+    ss__tensor_free(constant);
+    return rc;
+}
+
+static int
+id_ok(const ss_graph_t *g, int v, int optional)
+{
+    return (optional && v == -1) || (v >= 0 && v < g->n_values);
+}
+
+int
+ss_graph_add_node(ss_graph_t *g, const char *op_type, const char *name,
+                  int n_in, const int *in, int n_out, const int *out,
+                  int n_attrs, const ss_attr_t *attrs, ss_err_t *err)
+{
+    ss_node_t *nodes;
+    int rc;
+
+    if (op_type == NULL || op_type[0] == '\0' || n_in < 0 || n_out < 1
+        || n_attrs < 0 || (n_in > 0 && in == NULL) || out == NULL
+        || !id_ok(g, out[0], 0))
+        return ss_err_set(err, SS_EINVAL, "%s: bad node '%s'", g->source,
+                          name ? name : "");
+    for (int k = 0; k < n_in; k++)
+        if (!id_ok(g, in[k], 1))
+            return ss_err_set(err, SS_EINVAL, "%s: node '%s' reads value "
+                              "id %d, which does not exist", g->source,
+                              name ? name : "", in[k]);
+    for (int k = 1; k < n_out; k++)
+        if (!id_ok(g, out[k], 1))
+            return ss_err_set(err, SS_EINVAL, "%s: node '%s' writes value "
+                              "id %d, which does not exist", g->source,
+                              name ? name : "", out[k]);
+    if ((nodes = ss_realloc(g->nodes, ((size_t)g->n_nodes + 1)
+                                      * sizeof(*nodes))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a node");
+    g->nodes = nodes;
+    memset(&g->nodes[g->n_nodes], 0, sizeof(ss_node_t));
+    if ((rc = node_fill(&g->nodes[g->n_nodes], op_type, name, "", n_in, in,
+                        n_out, out, n_attrs, attrs, err)) < 0)
+        return rc;
+    return g->n_nodes++;
+}
+
+int
+ss_graph_set_constant(ss_graph_t *g, int id, ss_tensor_t *t, ss_err_t *err)
+{
+    ss_value_t *v;
+
+    if (id < 0 || id >= g->n_values || t == NULL) {
+        ss__tensor_free(t);
+        return ss_err_set(err, SS_EINVAL, "%s: no value id %d", g->source,
+                          id);
+    }
+    v = &g->values[id];
+    ss__tensor_free(v->constant);
+    v->constant = t;
+    v->dtype = t->dtype;
+    v->ndim = t->ndim;
+    memcpy(v->dims, t->dims, sizeof(v->dims));
+    return 0;
+}
+
+void
+ss_graph_kill_node(ss_graph_t *g, int idx)
+{
+    ss_node_t *n;
+
+    if (idx < 0 || idx >= g->n_nodes)
+        return;
+    n = &g->nodes[idx];
+    /* no outputs: dead (see the top of this file) */
+    n->n_outputs = 0;
+    n->n_inputs = 0;
+}
+
+void
+ss_graph_replace_uses(ss_graph_t *g, int from, int to)
+{
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_inputs; k++)
+            if (g->nodes[i].inputs[k] == from)
+                g->nodes[i].inputs[k] = to;
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == from) {
+            g->outputs[i] = to;
+            g->output_info[i].name = g->values[to].name;
+        }
+}
+
+int
+ss_graph_add_output(ss_graph_t *g, int id, ss_err_t *err)
+{
+    int *outs;
+    ss_io_info_t *info;
+    const ss_value_t *v;
+
+    if (id < 0 || id >= g->n_values)
+        return ss_err_set(err, SS_EINVAL, "%s: no value id %d", g->source,
+                          id);
+    if ((outs = ss_realloc(g->outputs, ((size_t)g->n_outputs + 1)
+                                       * sizeof(int))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for an output");
+    g->outputs = outs;
+    if ((info = ss_realloc(g->output_info, ((size_t)g->n_outputs + 1)
+                                           * sizeof(*info))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for an output");
+    g->output_info = info;
+    v = &g->values[id];
+    g->outputs[g->n_outputs] = id;
+    info = &g->output_info[g->n_outputs];
+    memset(info, 0, sizeof(*info));
+    info->name = v->name;
+    info->dtype = v->dtype;
+    info->ndim = v->ndim;
+    memcpy(info->dims, v->dims, sizeof(info->dims));
+    return g->n_outputs++;
+}
+
+/* ---- finalize --------------------------------------------------------- */
+
+static int
+op_known(const ss_node_t *n)
+{
+    static const char *const plan_ops[] = { "Identity", "Dropout", "Shape",
+                                            "Size" };
+
+    if (n->domain != NULL && n->domain[0] != '\0'
+        && strcmp(n->domain, "ai.onnx") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(plan_ops) / sizeof(plan_ops[0]); i++)
+        if (strcmp(n->op_type, plan_ops[i]) == 0)
+            return 1;
+    return ss__op_find(n->op_type) != NULL;
+}
+
+/* The element type a node writes to output k, as far as export needs it
+ * for an output whose type nobody recorded. */
+static ss_dtype_t
+guess_dtype(const ss_graph_t *g, const ss_dtype_t *dt, const ss_node_t *n)
+{
+    const char *op = n->op_type;
+
+    if (strcmp(op, "QuantizeLinear") == 0)
+        return n->n_inputs > 2 && n->inputs[2] >= 0 ? dt[n->inputs[2]]
+                                                    : SS_DTYPE_U8;
+    if (strcmp(op, "DequantizeLinear") == 0)
+        return SS_DTYPE_F32;
+    if (strcmp(op, "Cast") == 0)
+        return (ss_dtype_t)ss__attr_int(n, "to", SS_DTYPE_F32);
+    if (strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0
+        || strcmp(op, "ArgMax") == 0 || strcmp(op, "ArgMin") == 0)
+        return SS_DTYPE_I64;
+    if (strcmp(op, "Equal") == 0 || strcmp(op, "Less") == 0
+        || strcmp(op, "Greater") == 0 || strcmp(op, "Not") == 0
+        || strcmp(op, "And") == 0 || strcmp(op, "Or") == 0)
+        return SS_DTYPE_BOOL;
+    if (strcmp(op, "Where") == 0 && n->n_inputs > 1 && n->inputs[1] >= 0)
+        return dt[n->inputs[1]];
+    (void)g;
+    return n->n_inputs > 0 && n->inputs[0] >= 0 ? dt[n->inputs[0]]
+                                                : SS_DTYPE_F32;
+}
+
+typedef struct fin {
+    int *prod, *order, *remap, *pending, *start, *users;
+    char *need, *used;
+    ss_dtype_t *dt;
+} fin_t;
+
+static void
+fin_free(fin_t *f)
+{
+    ss_free(f->prod);
+    ss_free(f->order);
+    ss_free(f->remap);
+    ss_free(f->pending);
+    ss_free(f->start);
+    ss_free(f->users);
+    ss_free(f->need);
+    ss_free(f->used);
+    ss_free(f->dt);
+}
+
+/* Checks ops and definitions; sets f->prod. */
+static int
+check_defs(ss_graph_t *g, fin_t *f, ss_err_t *err)
+{
+    for (int v = 0; v < g->n_values; v++)
+        f->prod[v] = -1;
+    for (int i = 0; i < g->n_inputs; i++)
+        f->prod[g->inputs[i]] = -2;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        if (!op_known(n))
+            return ss_err_set(err, SS_EUNSUPP, "%s: node '%s': no kernel "
+                              "for %s", g->source, n->name, n->op_type);
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+
+            if (v < 0)
+                continue;
+            if (f->prod[v] != -1 || g->values[v].constant != NULL)
+                return ss_err_set(err, SS_EBADMODEL, "%s: value '%s' is "
+                                  "defined twice", g->source,
+                                  g->values[v].name);
+            f->prod[v] = i;
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+
+            if (v >= 0 && f->prod[v] == -1 && g->values[v].constant == NULL)
+                return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) "
+                                  "reads '%s', which nothing defines",
+                                  g->source, n->name, n->op_type,
+                                  g->values[v].name);
+        }
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+        int v = g->outputs[i];
+
+        if (f->prod[v] == -1 && g->values[v].constant == NULL)
+            return ss_err_set(err, SS_EBADMODEL, "%s: graph output '%s' is "
+                              "not defined by anything", g->source,
+                              g->values[v].name);
+    }
+    return 0;
+}
+
+/* Keeps only nodes some output needs, in topological order. */
+static int
+sort_live(ss_graph_t *g, fin_t *f, int *n_order, ss_err_t *err)
+{
+    int n_edges = 0, head = 0, tail = 0, n_live = 0;
+
+    /* backward marking from the outputs, in reverse index order until
+     * nothing changes (nodes are not sorted yet) */
+    for (int i = 0; i < g->n_outputs; i++)
+        f->need[g->outputs[i]] = 1;
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = g->n_nodes - 1; i >= 0; i--) {
+            const ss_node_t *n = &g->nodes[i];
+            int live = 0;
+
+            if (f->pending[i] < 0)
+                continue;
+            for (int k = 0; k < n->n_outputs && !live; k++)
+                live = n->outputs[k] >= 0 && f->need[n->outputs[k]];
+            if (!live)
+                continue;
+            f->pending[i] = -1;     /* live; reset below */
+            changed = 1;
+            for (int k = 0; k < n->n_inputs; k++)
+                if (n->inputs[k] >= 0)
+                    f->need[n->inputs[k]] = 1;
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (f->pending[i] == 0) {
+            f->pending[i] = -2;     /* dead */
+            continue;
+        }
+        f->pending[i] = 0;
+        n_live++;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        if (f->pending[i] == -2)
+            continue;
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+
+            if (v >= 0 && f->prod[v] >= 0) {
+                f->start[f->prod[v] + 1]++;
+                f->pending[i]++;
+                n_edges++;
+            }
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        f->start[i + 1] += f->start[i];
+    if ((f->users = ss_malloc(((size_t)n_edges + 1) * sizeof(int))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to sort nodes");
+    for (int i = 0; i < g->n_nodes; i++)
+        f->order[i] = f->start[i];
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        if (f->pending[i] == -2)
+            continue;
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+
+            if (v >= 0 && f->prod[v] >= 0)
+                f->users[f->order[f->prod[v]]++] = i;
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (f->pending[i] == 0)
+            f->order[tail++] = i;
+    while (head < tail) {
+        int i = f->order[head++];
+
+        for (int e = f->start[i]; e < f->start[i + 1]; e++)
+            if (--f->pending[f->users[e]] == 0)
+                f->order[tail++] = f->users[e];
+    }
+    if (tail < n_live)
+        return ss_err_set(err, SS_EBADMODEL, "%s: the edited graph has a "
+                          "cycle", g->source);
+    *n_order = tail;
+    return 0;
+}
+
+/* Reorders nodes by f->order, drops the others and unused values. */
+static int
+compact(ss_graph_t *g, fin_t *f, int n_order, ss_err_t *err)
+{
+    ss_node_t *nodes = ss_calloc((size_t)n_order + 1, sizeof(*nodes));
+    int nv = 0;
+
+    if (nodes == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to finalize");
+    for (int i = 0; i < n_order; i++) {
+        nodes[i] = g->nodes[f->order[i]];
+        memset(&g->nodes[f->order[i]], 0, sizeof(ss_node_t));
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        ss__node_clear(&g->nodes[i]);
+    ss_free(g->nodes);
+    g->nodes = nodes;
+    g->n_nodes = n_order;
+    for (int i = 0; i < g->n_inputs; i++)
+        f->used[g->inputs[i]] = 1;
+    for (int i = 0; i < g->n_outputs; i++)
+        f->used[g->outputs[i]] = 1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < nodes[i].n_inputs; k++)
+            if (nodes[i].inputs[k] >= 0)
+                f->used[nodes[i].inputs[k]] = 1;
+        for (int k = 0; k < nodes[i].n_outputs; k++)
+            if (nodes[i].outputs[k] >= 0)
+                f->used[nodes[i].outputs[k]] = 1;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        if (!f->used[v]) {
+            f->remap[v] = -1;
+            ss_free(g->values[v].name);
+            ss__tensor_free(g->values[v].constant);
+            continue;
+        }
+        f->remap[v] = nv;
+        g->values[nv++] = g->values[v];
+    }
+    g->n_values = nv;
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < nodes[i].n_inputs; k++)
+            if (nodes[i].inputs[k] >= 0)
+                nodes[i].inputs[k] = f->remap[nodes[i].inputs[k]];
+        for (int k = 0; k < nodes[i].n_outputs; k++)
+            if (nodes[i].outputs[k] >= 0)
+                nodes[i].outputs[k] = f->remap[nodes[i].outputs[k]];
+    }
+    for (int i = 0; i < g->n_inputs; i++)
+        g->inputs[i] = f->remap[g->inputs[i]];
+    for (int i = 0; i < g->n_outputs; i++)
+        g->outputs[i] = f->remap[g->outputs[i]];
+    return 0;
+}
+
+/* Producers, io infos, weight bytes. */
+static void
+recompute(ss_graph_t *g, fin_t *f)
+{
+    g->weight_bytes = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        ss_value_t *val = &g->values[v];
+
+        val->producer = -1;
+        f->dt[v] = val->dtype;
+        if (val->constant != NULL)
+            g->weight_bytes += (size_t)ss_tensor_numel(val->constant)
+                               * ss_dtype_size(val->constant->dtype);
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) {
+                g->values[n->outputs[k]].producer = i;
+                if (f->dt[n->outputs[k]] == SS_DTYPE_UNDEFINED)
+                    f->dt[n->outputs[k]] = guess_dtype(g, f->dt, n);
+            }
+    }
+    for (int i = 0; i < g->n_inputs; i++) {
+        const ss_value_t *v = &g->values[g->inputs[i]];
+        ss_io_info_t *io = &g->input_info[i];
+
+        io->name = v->name;
+        io->dtype = v->dtype;
+        io->ndim = v->ndim;
+        memcpy(io->dims, v->dims, sizeof(io->dims));
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+        ss_io_info_t *io = &g->output_info[i];
+
+        io->name = g->values[g->outputs[i]].name;
+        if (io->dtype == SS_DTYPE_UNDEFINED)
+            io->dtype = f->dt[g->outputs[i]];
+    }
+}
+
+int
+ss_graph_finalize(ss_graph_t *g, ss_err_t *err)
+{
+    fin_t f = { 0 };
+    size_t nv = (size_t)g->n_values + 1, nn = (size_t)g->n_nodes + 2;
+    int n_order = 0, kept = 0, rc = 0;
+
+    /* dead nodes go first, so nothing below sees them */
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_outputs == 0) {
+            ss__node_clear(&g->nodes[i]);
+            continue;
+        }
+        if (kept != i) {
+            g->nodes[kept] = g->nodes[i];
+            memset(&g->nodes[i], 0, sizeof(ss_node_t));
+        }
+        kept++;
+    }
+    g->n_nodes = kept;
+    if ((f.prod = ss_malloc(nv * sizeof(int))) == NULL
+        || (f.remap = ss_malloc(nv * sizeof(int))) == NULL
+        || (f.order = ss_malloc(nn * sizeof(int))) == NULL
+        || (f.pending = ss_calloc(nn, sizeof(int))) == NULL
+        || (f.start = ss_calloc(nn, sizeof(int))) == NULL
+        || (f.need = ss_calloc(nv, 1)) == NULL
+        || (f.used = ss_calloc(nv, 1)) == NULL
+        || (f.dt = ss_calloc(nv, sizeof(ss_dtype_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to finalize a graph");
+        goto done;
+    }
+    if (g->n_outputs == 0) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: the graph has no outputs",
+                        g->source);
+        goto done;
+    }
+    if ((rc = check_defs(g, &f, err)) < 0
+        || (rc = sort_live(g, &f, &n_order, err)) < 0
+        || (rc = compact(g, &f, n_order, err)) < 0)
+        goto done;
+    recompute(g, &f);
+done:
+    fin_free(&f);
+    return rc;
+}
+
+/* ---- metadata --------------------------------------------------------- */
+
+int
+ss_graph_set_meta(ss_graph_t *g, const char *key, const char *value,
+                  ss_err_t *err)
+{
+    char *k = NULL, *v = NULL, **nk, **nv;
+    int rc = 0;
+
+    if (key == NULL || value == NULL)
+        return ss_err_set(err, SS_EINVAL, "metadata needs a key and a value");
+    if ((v = ss_strdup(value)) == NULL)
+        goto nomem;
+    for (int i = 0; i < g->n_meta; i++)
+        if (strcmp(g->meta_keys[i], key) == 0) {
+            ss_free(g->meta_values[i]);
+            g->meta_values[i] = v;
+            return 0;
+        }
+    if ((k = ss_strdup(key)) == NULL)
+        goto nomem;
+    if ((nk = ss_realloc(g->meta_keys, ((size_t)g->n_meta + 1)
+                                       * sizeof(char *))) == NULL)
+        goto nomem;
+    g->meta_keys = nk;
+    if ((nv = ss_realloc(g->meta_values, ((size_t)g->n_meta + 1)
+                                         * sizeof(char *))) == NULL)
+        goto nomem;
+    g->meta_values = nv;
+    g->meta_keys[g->n_meta] = k;
+    g->meta_values[g->n_meta] = v;
+    g->n_meta++;
+    return 0;
+nomem:
+    ss_free(k);
+    ss_free(v);
+    rc = ss_err_set(err, SS_ENOMEM, "no memory for metadata");
+    return rc;
+}
+
+const char *
+ss_graph_meta(const ss_graph_t *g, const char *key)
+{
+    for (int i = 0; i < g->n_meta; i++)
+        if (strcmp(g->meta_keys[i], key) == 0)
+            return g->meta_values[i];
+    return NULL;
+}
+
+ss_dtype_t
+ss_graph_precision(const ss_graph_t *g)
+{
+    const char *p = ss_graph_meta(g, PRECISION_KEY);
+
+    return p != NULL && strcmp(p, "bf16") == 0 ? SS_DTYPE_BF16
+                                               : SS_DTYPE_F32;
+}

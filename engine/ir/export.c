@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Graph IR → ONNX ModelProto (engine/ir/edit.h): what a compressed variant is
+ * written as.
+ *
+ * DESIGN: the protobuf-c structs generated from engine/ir/onnx.proto are
+ * filled to point at the graph's own strings and tensor bytes (raw_data,
+ * little-endian like the host), so encoding copies the weights once, into
+ * the packed buffer.  Every struct and pointer array made here is recorded
+ * in a small pool and freed after packing.  Constants (initializers and
+ * the importer's folded Constant nodes alike) become initializers; graph
+ * inputs and outputs get ValueInfos from the io infos (a symbolic dim
+ * becomes dim_param "batch" on axis 0, "d<k>" elsewhere); metadata goes to
+ * metadata_props.  Saving writes through engine/io/npy.h's atomic files
+ * (libssio.a).
+ *
+ * THREADS: [any]; reads the graph only.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/atomicfile.h"
+#include "engine/ir/edit.h"
+#include "engine/io/npy.h"
+#include "engine/ir/onnx.pb-c.h"
+
+typedef struct pool {
+    void **p;
+    size_t n, cap;
+    int oom;
+} pool_t;
+
+static void *
+pnew(pool_t *pl, size_t n)
+{
+    void *m;
+
+    if (pl->oom)
+        return NULL;
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? 2 * pl->cap : 256;
+        void **np = ss_realloc(pl->p, cap * sizeof(void *));
+
+        if (np == NULL) {
+            pl->oom = 1;
+            return NULL;
+        }
+        pl->p = np;
+        pl->cap = cap;
+    }
+    if ((m = ss_calloc(1, n ? n : 1)) == NULL) {
+        pl->oom = 1;
+        return NULL;
+    }
+    pl->p[pl->n++] = m;
+    return m;
+}
+
+static void
+pool_free(pool_t *pl)
+{
+    for (size_t i = 0; i < pl->n; i++)
+        ss_free(pl->p[i]);
+    ss_free(pl->p);
+}
+
+static char *
+pstr(pool_t *pl, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = pnew(pl, n);
+
+    if (c != NULL)
+        memcpy(c, s, n);
+    return c;
+}
+
+static Onnx__TensorProto *
+tensor(pool_t *pl, const ss_tensor_t *t, const char *name)
+{
+    static const Onnx__TensorProto init = ONNX__TENSOR_PROTO__INIT;
+    Onnx__TensorProto *tp = pnew(pl, sizeof(*tp));
+    size_t bytes;
+
+    if (tp == NULL || ss__tensor_bytes(t, &bytes) < 0)
+        return NULL;
+    *tp = init;
+    tp->name = (char *)name;
+    tp->n_dims = (size_t)t->ndim;
+    tp->dims = (int64_t *)t->dims;
+    tp->has_data_type = 1;
+    tp->data_type = (int32_t)t->dtype;
+    tp->has_raw_data = 1;
+    tp->raw_data.len = bytes;
+    tp->raw_data.data = t->data;
+    return tp;
+}
+
+static Onnx__AttributeProto *
+attr(pool_t *pl, const ss_attr_t *a)
+{
+    static const Onnx__AttributeProto init = ONNX__ATTRIBUTE_PROTO__INIT;
+    Onnx__AttributeProto *ap = pnew(pl, sizeof(*ap));
+
+    if (ap == NULL)
+        return NULL;
+    *ap = init;
+    ap->name = a->name;
+    ap->has_type = 1;
+    ap->type = (Onnx__AttributeProto__AttributeType)a->type;
+    switch (a->type) {
+    case SS_ATTR_FLOAT:
+        ap->has_f = 1;
+        ap->f = a->f;
+        break;
+    case SS_ATTR_INT:
+        ap->has_i = 1;
+        ap->i = a->i;
+        break;
+    case SS_ATTR_STRING:
+        ap->has_s = 1;
+        ap->s.data = (uint8_t *)(a->s ? a->s : "");
+        ap->s.len = a->s ? strlen(a->s) : 0;
+        break;
+    case SS_ATTR_TENSOR:
+        if (a->t == NULL || (ap->t = tensor(pl, a->t, NULL)) == NULL)
+            return NULL;
+        break;
+    case SS_ATTR_FLOATS:
+        ap->n_floats = (size_t)a->n;
+        ap->floats = a->floats;
+        break;
+    case SS_ATTR_INTS:
+        ap->n_ints = (size_t)a->n;
+        ap->ints = a->ints;
+        break;
+    case SS_ATTR_STRINGS:
+        ap->n_strings = (size_t)a->n;
+        if (a->n > 0 && (ap->strings = pnew(pl, (size_t)a->n
+                                            * sizeof(ProtobufCBinaryData)))
+                        == NULL)
+            return NULL;
+        for (int i = 0; i < a->n; i++) {
+            ap->strings[i].data = (uint8_t *)a->strings[i];
+            ap->strings[i].len = strlen(a->strings[i]);
+        }
+        break;
+    default:
+        return NULL;
+    }
+    return ap;
+}
+
+static Onnx__NodeProto *
+node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n)
+{
+    static const Onnx__NodeProto init = ONNX__NODE_PROTO__INIT;
+    Onnx__NodeProto *np = pnew(pl, sizeof(*np));
+    static char empty[] = "";
+
+    if (np == NULL)
+        return NULL;
+    *np = init;
+    np->name = n->name[0] ? n->name : NULL;
+    np->op_type = n->op_type;
+    np->domain = n->domain != NULL && n->domain[0] ? n->domain : NULL;
+    np->n_input = (size_t)n->n_inputs;
+    np->n_output = (size_t)n->n_outputs;
+    np->n_attribute = (size_t)n->n_attrs;
+    if ((np->input = pnew(pl, (np->n_input + 1) * sizeof(char *))) == NULL
+        || (np->output = pnew(pl, (np->n_output + 1) * sizeof(char *)))
+           == NULL
+        || (np->attribute = pnew(pl, (np->n_attribute + 1)
+                                     * sizeof(void *))) == NULL)
+        return NULL;
+    for (int k = 0; k < n->n_inputs; k++)
+        np->input[k] = n->inputs[k] >= 0 ? g->values[n->inputs[k]].name
+                                         : empty;
+    for (int k = 0; k < n->n_outputs; k++)
+        np->output[k] = n->outputs[k] >= 0 ? g->values[n->outputs[k]].name
+                                           : empty;
+    for (int a = 0; a < n->n_attrs; a++)
+        if ((np->attribute[a] = attr(pl, &n->attrs[a])) == NULL)
+            return NULL;
+    return np;
+}
+
+static Onnx__ValueInfoProto *
+value_info(pool_t *pl, const ss_io_info_t *io)
+{
+    static const Onnx__ValueInfoProto vinit = ONNX__VALUE_INFO_PROTO__INIT;
+    static const Onnx__TypeProto tinit = ONNX__TYPE_PROTO__INIT;
+    static const Onnx__TypeProto__Tensor ttinit =
+        ONNX__TYPE_PROTO__TENSOR__INIT;
+    static const Onnx__TensorShapeProto sinit = ONNX__TENSOR_SHAPE_PROTO__INIT;
+    static const Onnx__TensorShapeProto__Dimension dinit =
+        ONNX__TENSOR_SHAPE_PROTO__DIMENSION__INIT;
+    Onnx__ValueInfoProto *vi = pnew(pl, sizeof(*vi));
+    Onnx__TypeProto *tp = pnew(pl, sizeof(*tp));
+    Onnx__TypeProto__Tensor *tt = pnew(pl, sizeof(*tt));
+    Onnx__TensorShapeProto *sh;
+    char buf[24];
+
+    if (vi == NULL || tp == NULL || tt == NULL)
+        return NULL;
+    *vi = vinit;
+    *tp = tinit;
+    *tt = ttinit;
+    vi->name = (char *)io->name;
+    vi->type = tp;
+    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    tp->tensor_type = tt;
+    tt->has_elem_type = 1;
+    tt->elem_type = (int32_t)(io->dtype != SS_DTYPE_UNDEFINED ? io->dtype
+                                                              : SS_DTYPE_F32);
+    if (io->ndim < 0)
+        return vi;
+    if ((sh = pnew(pl, sizeof(*sh))) == NULL
+        || (sh->dim = pnew(pl, ((size_t)io->ndim + 1) * sizeof(void *)))
+           == NULL)
+        return NULL;
+    {
+        Onnx__TensorShapeProto__Dimension **dims = sh->dim;
+
+        *sh = sinit;
+        sh->dim = dims;
+    }
+    sh->n_dim = (size_t)io->ndim;
+    tt->shape = sh;
+    for (int d = 0; d < io->ndim; d++) {
+        Onnx__TensorShapeProto__Dimension *dm = pnew(pl, sizeof(*dm));
+
+        if (dm == NULL)
+            return NULL;
+        *dm = dinit;
+        if (io->dims[d] >= 0) {
+            dm->value_case =
+                ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            dm->dim_value = io->dims[d];
+        } else {
+            if (d == 0)
+                snprintf(buf, sizeof(buf), "batch");
+            else
+                snprintf(buf, sizeof(buf), "d%d", d);
+            dm->value_case =
+                ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            if ((dm->dim_param = pstr(pl, buf)) == NULL)
+                return NULL;
+        }
+        sh->dim[d] = dm;
+    }
+    return vi;
+}
+
+static int
+fill_graph(pool_t *pl, const ss_graph_t *g, Onnx__GraphProto *gp,
+           ss_err_t *err)
+{
+    size_t n_init = 0;
+
+    for (int v = 0; v < g->n_values; v++) {
+        const ss_tensor_t *t = g->values[v].constant;
+
+        if (t == NULL)
+            continue;
+        if (ss_dtype_size(t->dtype) == 0 || t->dtype == SS_DTYPE_STRING)
+            return ss_err_set(err, SS_EUNSUPP, "%s: constant '%s' has type "
+                              "%s, which export does not write", g->source,
+                              g->values[v].name,
+                              ss__dtype_onnx_name(t->dtype));
+        n_init++;
+    }
+    gp->name = (char *)"slimserve";
+    if ((gp->node = pnew(pl, ((size_t)g->n_nodes + 1) * sizeof(void *)))
+        == NULL
+        || (gp->initializer = pnew(pl, (n_init + 1) * sizeof(void *)))
+           == NULL
+        || (gp->input = pnew(pl, ((size_t)g->n_inputs + 1)
+                                 * sizeof(void *))) == NULL
+        || (gp->output = pnew(pl, ((size_t)g->n_outputs + 1)
+                                  * sizeof(void *))) == NULL)
+        goto nomem;
+    for (int v = 0; v < g->n_values; v++)
+        if (g->values[v].constant != NULL) {
+            Onnx__TensorProto *tp = tensor(pl, g->values[v].constant,
+                                           g->values[v].name);
+
+            if (tp == NULL)
+                goto nomem;
+            gp->initializer[gp->n_initializer++] = tp;
+        }
+    for (int i = 0; i < g->n_nodes; i++)
+        if ((gp->node[gp->n_node++] = node(pl, g, &g->nodes[i])) == NULL)
+            goto nomem;
+    for (int i = 0; i < g->n_inputs; i++)
+        if ((gp->input[gp->n_input++] = value_info(pl, &g->input_info[i]))
+            == NULL)
+            goto nomem;
+    for (int i = 0; i < g->n_outputs; i++)
+        if ((gp->output[gp->n_output++]
+             = value_info(pl, &g->output_info[i])) == NULL)
+            goto nomem;
+    return 0;
+nomem:
+    return ss_err_set(err, SS_ENOMEM, "no memory to encode %s", g->source);
+}
+
+int
+ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
+                     ss_err_t *err)
+{
+    static const Onnx__ModelProto minit = ONNX__MODEL_PROTO__INIT;
+    static const Onnx__GraphProto ginit = ONNX__GRAPH_PROTO__INIT;
+    static const Onnx__OperatorSetIdProto oinit =
+        ONNX__OPERATOR_SET_ID_PROTO__INIT;
+    static const Onnx__StringStringEntryProto einit =
+        ONNX__STRING_STRING_ENTRY_PROTO__INIT;
+    Onnx__ModelProto m = minit;
+    Onnx__GraphProto gp = ginit;
+    Onnx__OperatorSetIdProto op = oinit, *ops[1] = { &op };
+    pool_t pl = { 0 };
+    uint8_t *out = NULL;
+    size_t n;
+    int rc = 0;
+
+    *buf = NULL;
+    *len = 0;
+    /* QDQ with per-axis scales needs 13; the importer reads 13..17 */
+    op.has_version = 1;
+    op.version = g->opset < 13 ? 13 : g->opset;
+    m.has_ir_version = 1;
+    m.ir_version = op.version >= 15 ? 8 : 7;
+    m.producer_name = (char *)"slimserve";
+    m.n_opset_import = 1;
+    m.opset_import = ops;
+    m.graph = &gp;
+    if ((rc = fill_graph(&pl, g, &gp, err)) < 0)
+        goto done;
+    if (g->n_meta > 0) {
+        if ((m.metadata_props = pnew(&pl, (size_t)g->n_meta
+                                          * sizeof(void *))) == NULL)
+            goto nomem;
+        for (int i = 0; i < g->n_meta; i++) {
+            Onnx__StringStringEntryProto *e = pnew(&pl, sizeof(*e));
+
+            if (e == NULL)
+                goto nomem;
+            *e = einit;
+            e->key = g->meta_keys[i];
+            e->value = g->meta_values[i];
+            m.metadata_props[m.n_metadata_props++] = e;
+        }
+    }
+    n = onnx__model_proto__get_packed_size(&m);
+    if ((out = ss_malloc(n ? n : 1)) == NULL)
+        goto nomem;
+    if (onnx__model_proto__pack(&m, out) != n) {
+        rc = ss_err_set(err, SS_EINTERNAL, "%s: protobuf packing wrote an "
+                        "unexpected size", g->source);
+        goto done;
+    }
+    *buf = out;
+    *len = n;
+    out = NULL;
+    goto done;
+nomem:
+    rc = ss_err_set(err, SS_ENOMEM, "no memory to encode %s", g->source);
+done:
+    ss_free(out);
+    pool_free(&pl);
+    return rc;
+}
+
+int
+ss_graph_save_onnx(const ss_graph_t *g, const char *path, ss_err_t *err)
+{
+    ss_atomic_file_t af = { .fd = -1 };
+    void *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if ((rc = ss_graph_encode_onnx(g, &buf, &len, err)) < 0)
+        goto done;
+    if ((rc = ss_atomic_open(&af, path, err)) < 0)
+        goto done;
+    if ((rc = ss_atomic_write(&af, buf, len, err)) < 0
+        || (rc = ss_atomic_commit(&af, err)) < 0)
+        goto done;
+done:
+    ss_atomic_abort(&af);
+    ss_free(buf);
+    return rc;
+}

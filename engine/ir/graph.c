@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The loaded graph: accessors and freeing (of nodes and attributes too).
+ * onnx.c builds it.
+ *
+ * THREADS: [any]; a graph is immutable once loaded.
+ */
+
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/ir/ir.h"
+
+void
+ss__attr_clear(ss_attr_t *a)
+{
+    if (a == NULL)
+        return;
+    ss_free(a->name);
+    ss_free(a->s);
+    ss__tensor_free(a->t);
+    ss_free(a->floats);
+    ss_free(a->ints);
+    if (a->strings != NULL)
+        for (int i = 0; i < a->n; i++)
+            ss_free(a->strings[i]);
+    ss_free(a->strings);
+    memset(a, 0, sizeof(*a));
+}
+
+void
+ss__node_clear(ss_node_t *n)
+{
+    if (n == NULL)
+        return;
+    ss_free(n->name);
+    ss_free(n->op_type);
+    ss_free(n->domain);
+    ss_free(n->inputs);
+    ss_free(n->outputs);
+    if (n->attrs != NULL)
+        for (int i = 0; i < n->n_attrs; i++)
+            ss__attr_clear(&n->attrs[i]);
+    ss_free(n->attrs);
+    memset(n, 0, sizeof(*n));
+}
+
+void
+ss__err_scrub(ss_err_t *err)
+{
+    if (err == NULL)
+        return;
+    for (char *c = err->msg; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
+void
+ss_graph_free(ss_graph_t *g)
+{
+    if (g == NULL)
+        return;
+    if (g->values != NULL) {
+        for (int i = 0; i < g->n_values; i++) {
+            ss_free(g->values[i].name);
+            ss__tensor_free(g->values[i].constant);
+        }
+    }
+    if (g->nodes != NULL)
+        for (int i = 0; i < g->n_nodes; i++)
+            ss__node_clear(&g->nodes[i]);
+    ss_free(g->values);
+    ss_free(g->nodes);
+    ss_free(g->inputs);
+    ss_free(g->input_info);
+    ss_free(g->outputs);
+    ss_free(g->output_info);
+    for (int i = 0; i < g->n_meta; i++) {
+        ss_free(g->meta_keys[i]);
+        ss_free(g->meta_values[i]);
+    }
+    ss_free(g->meta_keys);
+    ss_free(g->meta_values);
+    ss_free(g->source);
+    ss_free(g);
+}
+
+int
+ss_graph_num_inputs(const ss_graph_t *g)
+{
+    return g->n_inputs;
+}
+
+int
+ss_graph_num_outputs(const ss_graph_t *g)
+{
+    return g->n_outputs;
+}
+
+const ss_io_info_t *
+ss_graph_input(const ss_graph_t *g, int i)
+{
+    return i >= 0 && i < g->n_inputs ? &g->input_info[i] : NULL;
+}
+
+const ss_io_info_t *
+ss_graph_output(const ss_graph_t *g, int i)
+{
+    return i >= 0 && i < g->n_outputs ? &g->output_info[i] : NULL;
+}
+
+size_t
+ss_graph_weight_bytes(const ss_graph_t *g)
+{
+    return g->weight_bytes;
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_ENGINE_ONNX_INT_H
+#define SS_ENGINE_ONNX_INT_H
+
+/*
+ * Shared between the ONNX importer's files (onnx.c, onnx_tensor.c).
+ *
+ * THREADS: [any]; an import context belongs to one load call.
+ */
+
+#include "engine/ir/ir.h"
+#include "engine/ir/onnx.pb-c.h"
+
+/* Everything a model's constants may hold together. */
+#define SS_MODEL_MAX_BYTES ((size_t)16 << 30)
+
+typedef struct ss__onnx_ctx {
+    const char *source;  /* for messages */
+    const char *dir;     /* external data directory; NULL: refused */
+    size_t budget;       /* bytes of constants still allowed */
+} ss__onnx_ctx_t;
+
+/* Decodes tp (raw_data, typed fields or external data) into a new tensor.
+ * what names it in messages ("initializer 'w'"). */
+int ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
+                    const char *what, ss_tensor_t **out, ss_err_t *err);
+
+#endif

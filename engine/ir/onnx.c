@@ -1,0 +1,862 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ONNX ModelProto → graph IR.
+ *
+ * DESIGN: the file is parsed whole by protobuf-c (code generated at build
+ * time from engine/ir/onnx.proto), with the project's allocator so allocation
+ * failures are injectable.  Then, in order: the default-domain opset must be
+ * 13..17; every node's op must have a kernel (one error lists them all, and
+ * nothing is built); values are created for graph inputs, initializers and
+ * node outputs, each name exactly once; Constant nodes turn into constant
+ * values and vanish; node inputs and graph outputs are resolved by name
+ * (a dangling name is an error); nodes are put in topological order (a
+ * cycle is an error).  Names are looked up through a small open-addressing
+ * hash table so hostile files with many nodes stay linear.
+ *
+ * THREADS: [any]; a load touches only its own objects.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "engine/ir/edit.h"
+#include "engine/ir/internal.h"
+
+#define MAX_COUNT (1 << 24)     /* nodes, values, attributes ... */
+
+static const char *
+nz(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+/* ---- protobuf-c allocator ------------------------------------------- */
+
+static void *
+pb_alloc(void *data, size_t n)
+{
+    (void)data;
+    return ss_malloc(n);
+}
+
+static void
+pb_free(void *data, void *p)
+{
+    (void)data;
+    ss_free(p);
+}
+
+static ProtobufCAllocator pb_allocator = { pb_alloc, pb_free, NULL };
+
+/* ---- name table ------------------------------------------------------ */
+
+typedef struct names {
+    size_t cap;     /* power of two */
+    int *slot;      /* value id, or -1 */
+    ss_value_t *values;
+} names_t;
+
+static uint64_t
+hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+static int
+names_init(names_t *t, size_t n, ss_value_t *values)
+{
+    t->cap = 16;
+    while (t->cap < 2 * n + 1)
+        t->cap *= 2;
+    t->values = values;
+    if ((t->slot = ss_malloc(t->cap * sizeof(int))) == NULL)
+        return -1;
+    memset(t->slot, 0xff, t->cap * sizeof(int));
+    return 0;
+}
+
+/* The slot where name is or would go. */
+static size_t
+names_probe(const names_t *t, const char *name)
+{
+    size_t i = (size_t)hash(name) & (t->cap - 1);
+
+    while (t->slot[i] >= 0 && strcmp(t->values[t->slot[i]].name, name) != 0)
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static int
+names_get(const names_t *t, const char *name)
+{
+    return t->slot[names_probe(t, name)];
+}
+
+/* ---- the import ------------------------------------------------------- */
+
+typedef struct import {
+    ss__onnx_ctx_t cx;
+    const Onnx__GraphProto *gp;
+    ss_graph_t *g;
+    names_t names;
+    int cap_values;
+} import_t;
+
+static void
+node_label(const Onnx__NodeProto *np, size_t idx, char *buf, size_t len)
+{
+    if (np->name != NULL && np->name[0] != '\0')
+        snprintf(buf, len, "'%s'", np->name);
+    else
+        snprintf(buf, len, "#%zu", idx);
+}
+
+static int
+is_default_domain(const char *d)
+{
+    return d == NULL || d[0] == '\0' || strcmp(d, "ai.onnx") == 0;
+}
+
+static int
+constant_supported(const Onnx__NodeProto *np)
+{
+    static const char *const ok_attrs[] = {
+        "value", "value_float", "value_floats", "value_int", "value_ints"
+    };
+
+    if (np->n_attribute != 1 || np->n_output != 1)
+        return 0;
+    for (size_t i = 0; i < sizeof(ok_attrs) / sizeof(ok_attrs[0]); i++)
+        if (strcmp(nz(np->attribute[0]->name), ok_attrs[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+op_supported(const Onnx__NodeProto *np)
+{
+    const char *op = nz(np->op_type);
+
+    if (!is_default_domain(np->domain))
+        return 0;
+    if (strcmp(op, "Constant") == 0)
+        return constant_supported(np);
+    /* the plan handles these itself */
+    if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0
+        || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0)
+        return 1;
+    return ss__op_find(op) != NULL;
+}
+
+/* One message for every unsupported op, so a user fixes them in one go. */
+static int
+check_ops(import_t *im, ss_err_t *err)
+{
+    char msg[SS_ERR_MSG_MAX], label[96];
+    size_t off = 0, n_bad = 0, n_listed = 0;
+    int n;
+
+    msg[0] = '\0';
+    for (size_t i = 0; i < im->gp->n_node; i++) {
+        const Onnx__NodeProto *np = im->gp->node[i];
+
+        if (op_supported(np))
+            continue;
+        n_bad++;
+        node_label(np, i, label, sizeof(label));
+        n = snprintf(msg + off, sizeof(msg) - off, "%s%s%s%s (node %s)",
+                     n_listed ? ", " : "",
+                     is_default_domain(np->domain) ? "" : nz(np->domain),
+                     is_default_domain(np->domain) ? "" : "::",
+                     nz(np->op_type), label);
+        if (n > 0 && (size_t)n < sizeof(msg) - off - 48) {
+            off += (size_t)n;
+            n_listed++;
+        } else {
+            msg[off] = '\0';
+        }
+    }
+    if (n_bad == 0)
+        return 0;
+    if (n_listed < n_bad)
+        snprintf(msg + off, sizeof(msg) - off, " and %zu more",
+                 n_bad - n_listed);
+    return ss_err_set(err, SS_EUNSUPP, "%s (opset %d): unsupported op%s: %s",
+                      im->cx.source, im->g->opset, n_bad > 1 ? "s" : "", msg);
+}
+
+static int
+check_opset(import_t *im, const Onnx__ModelProto *m, ss_err_t *err)
+{
+    int64_t v = -1;
+
+    for (size_t i = 0; i < m->n_opset_import; i++) {
+        const Onnx__OperatorSetIdProto *o = m->opset_import[i];
+
+        if (is_default_domain(o->domain))
+            v = o->has_version ? o->version : -1;
+    }
+    if (v < 0)
+        return ss_err_set(err, SS_EBADMODEL, "%s: imports no version of the "
+                          "default ONNX opset", im->cx.source);
+    if (v < 13 || v > 17)
+        return ss_err_set(err, SS_EUNSUPP, "%s: opset %lld of the default "
+                          "ONNX domain is not supported (13 to 17 are)",
+                          im->cx.source, (long long)v);
+    im->g->opset = (int)v;
+    return 0;
+}
+
+/* Adds a value named name; fails when the name is taken. */
+static int
+add_value(import_t *im, const char *name, int *id, ss_err_t *err)
+{
+    ss_graph_t *g = im->g;
+    size_t slot;
+    ss_value_t *v;
+
+    *id = -1;
+    if (name == NULL || name[0] == '\0')
+        return ss_err_set(err, SS_EBADMODEL, "%s: a value has no name",
+                          im->cx.source);
+    slot = names_probe(&im->names, name);
+    if (im->names.slot[slot] >= 0)
+        return ss_err_set(err, SS_EBADMODEL, "%s: value '%s' is defined "
+                          "twice", im->cx.source, name);
+    if (g->n_values >= im->cap_values)
+        return ss_err_set(err, SS_EINTERNAL, "%s: value table overflow",
+                          im->cx.source);
+    v = &g->values[g->n_values];
+    if ((v->name = ss_strdup(name)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for value names");
+    v->ndim = -1;
+    v->producer = -1;
+    for (int d = 0; d < SS_MAX_DIMS; d++)
+        v->dims[d] = -1;
+    im->names.slot[slot] = g->n_values;
+    *id = g->n_values++;
+    return 0;
+}
+
+/* Fills dtype/ndim/dims from a ValueInfoProto (symbolic dims → -1). */
+static int
+read_type(import_t *im, const Onnx__ValueInfoProto *vi, ss_dtype_t *dtype,
+          int *ndim, int64_t *dims, ss_err_t *err)
+{
+    const Onnx__TypeProto__Tensor *tt;
+    const Onnx__TensorShapeProto *sh;
+
+    *dtype = SS_DTYPE_UNDEFINED;
+    *ndim = -1;
+    if (vi->type == NULL || vi->type->value_case
+        != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) {
+        return ss_err_set(err, SS_EUNSUPP, "%s: '%s' is not a tensor",
+                          im->cx.source, nz(vi->name));
+    }
+    tt = vi->type->tensor_type;
+    if (tt->has_elem_type)
+        *dtype = (ss_dtype_t)tt->elem_type;
+    if (ss_dtype_size(*dtype) == 0)
+        return ss_err_set(err, SS_EUNSUPP, "%s: '%s' has element type %d, "
+                          "which is not supported", im->cx.source,
+                          nz(vi->name), (int)*dtype);
+    if ((sh = tt->shape) == NULL)
+        return 0;
+    if (sh->n_dim > SS_MAX_DIMS)
+        return ss_err_set(err, SS_EBADMODEL, "%s: '%s' has %zu dims (at "
+                          "most %d)", im->cx.source, nz(vi->name), sh->n_dim,
+                          SS_MAX_DIMS);
+    for (size_t d = 0; d < sh->n_dim; d++) {
+        const Onnx__TensorShapeProto__Dimension *dm = sh->dim[d];
+
+        dims[d] = -1;
+        if (dm->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) {
+            if (dm->dim_value < 0)
+                return ss_err_set(err, SS_EBADMODEL, "%s: '%s' has negative "
+                                  "dim %lld", im->cx.source, nz(vi->name),
+                                  (long long)dm->dim_value);
+            dims[d] = dm->dim_value;
+        }
+    }
+    *ndim = (int)sh->n_dim;
+    return 0;
+}
+
+/* A NUL-terminated copy of protobuf bytes, whose data is NULL when
+ * empty. */
+static char *
+bytes_dup(const ProtobufCBinaryData *b)
+{
+    return ss_strndup(b->len > 0 ? (const char *)b->data : "", b->len);
+}
+
+static int
+read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
+          ss_attr_t *a, ss_err_t *err)
+{
+    char what[160];
+    int rc = 0;
+
+    if ((a->name = ss_strdup(nz(ap->name))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+    if (ap->ref_attr_name != NULL && ap->ref_attr_name[0] != '\0')
+        return ss_err_set(err, SS_EUNSUPP, "%s: node %s: attribute '%s' "
+                          "refers to a function's attribute", im->cx.source,
+                          label, a->name);
+    a->type = ap->has_type ? (ss_attr_type_t)ap->type : SS_ATTR_UNDEFINED;
+    switch (a->type) {
+    case SS_ATTR_FLOAT:
+        a->f = ap->f;
+        break;
+    case SS_ATTR_INT:
+        a->i = ap->i;
+        break;
+    case SS_ATTR_STRING:
+        if ((a->s = bytes_dup(&ap->s)) == NULL)
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+        break;
+    case SS_ATTR_TENSOR:
+        if (ap->t == NULL) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: node %s: attribute '%s' "
+                            "has no tensor", im->cx.source, label, a->name);
+            break;
+        }
+        snprintf(what, sizeof(what), "node %s attribute '%s'", label, a->name);
+        rc = ss__onnx_tensor(&im->cx, ap->t, what, &a->t, err);
+        break;
+    case SS_ATTR_FLOATS:
+        a->n = (int)ap->n_floats;
+        if (ap->n_floats > 0 && (a->floats = ss_malloc(ap->n_floats
+                                                        * sizeof(float))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+            break;
+        }
+        if (ap->n_floats > 0)
+            memcpy(a->floats, ap->floats, ap->n_floats * sizeof(float));
+        break;
+    case SS_ATTR_INTS:
+        a->n = (int)ap->n_ints;
+        if (ap->n_ints > 0 && (a->ints = ss_malloc(ap->n_ints
+                                                   * sizeof(int64_t))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+            break;
+        }
+        if (ap->n_ints > 0)
+            memcpy(a->ints, ap->ints, ap->n_ints * sizeof(int64_t));
+        break;
+    case SS_ATTR_STRINGS:
+        if (ap->n_strings > 0
+            && (a->strings = ss_calloc(ap->n_strings, sizeof(char *))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+            break;
+        }
+        a->n = (int)ap->n_strings;
+        for (size_t i = 0; i < ap->n_strings && rc == 0; i++)
+            if ((a->strings[i] = bytes_dup(&ap->strings[i])) == NULL)
+                rc = ss_err_set(err, SS_ENOMEM, "no memory for attributes");
+        break;
+    default:
+        rc = ss_err_set(err, SS_EUNSUPP, "%s: node %s: attribute '%s' has "
+                        "type %d, which is not supported", im->cx.source,
+                        label, a->name, (int)a->type);
+        break;
+    }
+    return rc;
+}
+
+/* The tensor a Constant node holds (checked by constant_supported). */
+static int
+constant_value(import_t *im, const Onnx__NodeProto *np, const char *label,
+               ss_tensor_t **out, ss_err_t *err)
+{
+    const Onnx__AttributeProto *ap = np->attribute[0];
+    const char *an = nz(ap->name);
+    char what[160];
+    int64_t n;
+    int rc = 0;
+
+    *out = NULL;
+    if (strcmp(an, "value") == 0) {
+        if (ap->t == NULL)
+            return ss_err_set(err, SS_EBADMODEL, "%s: Constant %s has no "
+                              "tensor", im->cx.source, label);
+        snprintf(what, sizeof(what), "Constant %s", label);
+        return ss__onnx_tensor(&im->cx, ap->t, what, out, err);
+    }
+    if (strcmp(an, "value_float") == 0 || strcmp(an, "value_int") == 0) {
+        int isf = an[6] == 'f';
+
+        if ((rc = ss__tensor_new(isf ? SS_DTYPE_F32 : SS_DTYPE_I64, 0, NULL,
+                                 out, err)) < 0)
+            return rc;
+        if (isf)
+            *(float *)(*out)->data = ap->f;
+        else
+            *(int64_t *)(*out)->data = ap->i;
+        return 0;
+    }
+    /* value_floats / value_ints: 1-D */
+    {
+        int isf = strcmp(an, "value_floats") == 0;
+
+        n = isf ? (int64_t)ap->n_floats : (int64_t)ap->n_ints;
+        if ((rc = ss__tensor_new(isf ? SS_DTYPE_F32 : SS_DTYPE_I64, 1, &n,
+                                 out, err)) < 0)
+            return rc;
+        if (n > 0)
+            memcpy((*out)->data, isf ? (void *)ap->floats : (void *)ap->ints,
+                   (size_t)n * (isf ? sizeof(float) : sizeof(int64_t)));
+    }
+    return 0;
+}
+
+static int
+make_values(import_t *im, ss_err_t *err)
+{
+    const Onnx__GraphProto *gp = im->gp;
+    ss_graph_t *g = im->g;
+    char what[160], label[96];
+    int id, rc = 0;
+
+    for (size_t i = 0; i < gp->n_initializer; i++) {
+        const Onnx__TensorProto *tp = gp->initializer[i];
+
+        if ((rc = add_value(im, tp->name, &id, err)) < 0)
+            goto done;
+        snprintf(what, sizeof(what), "initializer '%s'", nz(tp->name));
+        if ((rc = ss__onnx_tensor(&im->cx, tp, what, &g->values[id].constant,
+                                  err)) < 0)
+            goto done;
+    }
+    if ((g->inputs = ss_calloc(gp->n_input + 1, sizeof(int))) == NULL
+        || (g->input_info = ss_calloc(gp->n_input + 1,
+                                      sizeof(ss_io_info_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for graph inputs");
+        goto done;
+    }
+    for (size_t i = 0; i < gp->n_input; i++) {
+        const Onnx__ValueInfoProto *vi = gp->input[i];
+        ss_value_t *v;
+
+        /* An input that is also an initializer is a constant with a
+         * default a caller could override; we serve the default. */
+        if (vi->name != NULL && vi->name[0] != '\0'
+            && names_get(&im->names, vi->name) >= 0)
+            continue;
+        if ((rc = add_value(im, vi->name, &id, err)) < 0)
+            goto done;
+        v = &g->values[id];
+        if ((rc = read_type(im, vi, &v->dtype, &v->ndim, v->dims, err)) < 0)
+            goto done;
+        g->inputs[g->n_inputs] = id;
+        g->input_info[g->n_inputs] = (ss_io_info_t){
+            .name = v->name, .dtype = v->dtype, .ndim = v->ndim
+        };
+        memcpy(g->input_info[g->n_inputs].dims, v->dims, sizeof(v->dims));
+        g->n_inputs++;
+    }
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *np = gp->node[i];
+
+        for (size_t k = 0; k < np->n_output; k++) {
+            if (np->output[k][0] == '\0')
+                continue;
+            if ((rc = add_value(im, np->output[k], &id, err)) < 0)
+                goto done;
+        }
+        if (strcmp(nz(np->op_type), "Constant") == 0) {
+            node_label(np, i, label, sizeof(label));
+            if (np->output[0][0] == '\0') {
+                rc = ss_err_set(err, SS_EBADMODEL, "%s: Constant %s has no "
+                                "output name", im->cx.source, label);
+                goto done;
+            }
+            if ((rc = constant_value(im, np, label,
+                                     &g->values[id].constant, err)) < 0)
+                goto done;
+        }
+    }
+    for (int i = 0; i < g->n_values; i++) {
+        ss_value_t *v = &g->values[i];
+
+        if (v->constant != NULL) {
+            v->dtype = v->constant->dtype;
+            v->ndim = v->constant->ndim;
+            memcpy(v->dims, v->constant->dims, sizeof(v->dims));
+            g->weight_bytes += (size_t)ss_tensor_numel(v->constant)
+                               * ss_dtype_size(v->dtype);
+        }
+    }
+done:
+    return rc;
+}
+
+static int
+resolve(import_t *im, const char *name, const char *label, int *id,
+        ss_err_t *err)
+{
+    if (name[0] == '\0') {
+        *id = -1;
+        return 0;
+    }
+    if ((*id = names_get(&im->names, name)) < 0)
+        return ss_err_set(err, SS_EBADMODEL, "%s: %s reads '%s', which "
+                          "nothing defines", im->cx.source, label, name);
+    return 0;
+}
+
+/* Builds the IR nodes (Constant nodes dropped), in file order. */
+static int
+make_nodes(import_t *im, ss_err_t *err)
+{
+    const Onnx__GraphProto *gp = im->gp;
+    ss_graph_t *g = im->g;
+    char label[96], ctx[128];
+    int rc = 0;
+
+    if (gp->n_node > 0
+        && (g->nodes = ss_calloc(gp->n_node, sizeof(ss_node_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for nodes");
+        goto done;
+    }
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *np = gp->node[i];
+        ss_node_t *n;
+
+        if (strcmp(nz(np->op_type), "Constant") == 0)
+            continue;
+        n = &g->nodes[g->n_nodes++];
+        node_label(np, i, label, sizeof(label));
+        snprintf(ctx, sizeof(ctx), "node %s (%s)", label, nz(np->op_type));
+        if ((n->name = ss_strdup(nz(np->name))) == NULL
+            || (n->op_type = ss_strdup(nz(np->op_type))) == NULL
+            || (n->domain = ss_strdup("")) == NULL
+            || (np->n_input > 0
+                && (n->inputs = ss_calloc(np->n_input, sizeof(int))) == NULL)
+            || (np->n_output > 0
+                && (n->outputs = ss_calloc(np->n_output, sizeof(int))) == NULL)
+            || (np->n_attribute > 0
+                && (n->attrs = ss_calloc(np->n_attribute,
+                                         sizeof(ss_attr_t))) == NULL)) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for nodes");
+            goto done;
+        }
+        n->n_inputs = (int)np->n_input;
+        for (size_t k = 0; k < np->n_input; k++)
+            if ((rc = resolve(im, np->input[k], ctx, &n->inputs[k], err)) < 0)
+                goto done;
+        /* Output 0 is required by every op: kernels write it
+         * unconditionally. */
+        if (np->n_output == 0 || np->output[0][0] == '\0') {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has no output",
+                            im->cx.source, ctx);
+            goto done;
+        }
+        n->n_outputs = (int)np->n_output;
+        for (size_t k = 0; k < np->n_output; k++) {
+            n->outputs[k] = np->output[k][0] == '\0'
+                            ? -1 : names_get(&im->names, np->output[k]);
+        }
+        for (size_t k = 0; k < np->n_attribute; k++) {
+            n->n_attrs++;
+            if ((rc = read_attr(im, np->attribute[k], label, &n->attrs[k],
+                                err)) < 0)
+                goto done;
+        }
+    }
+done:
+    return rc;
+}
+
+/* Puts nodes in topological order and sets each value's producer. */
+static int
+sort_nodes(import_t *im, ss_err_t *err)
+{
+    ss_graph_t *g = im->g;
+    int *prod = NULL, *pending = NULL, *start = NULL, *users = NULL;
+    int *queue = NULL, head = 0, tail = 0, n_edges = 0, rc = 0;
+    ss_node_t *sorted = NULL;
+
+    if ((prod = ss_malloc((size_t)(g->n_values + 1) * sizeof(int))) == NULL
+        || (pending = ss_calloc((size_t)g->n_nodes + 1, sizeof(int))) == NULL
+        || (start = ss_calloc((size_t)g->n_nodes + 2, sizeof(int))) == NULL
+        || (queue = ss_malloc(((size_t)g->n_nodes + 1) * sizeof(int))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to sort nodes");
+        goto done;
+    }
+    for (int i = 0; i < g->n_values; i++)
+        prod[i] = -1;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_outputs; k++)
+            if (g->nodes[i].outputs[k] >= 0)
+                prod[g->nodes[i].outputs[k]] = i;
+    /* edges producer → consumer, as CSR on the producer */
+    for (int i = 0; i < g->n_nodes; i++) {
+        for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+            int v = g->nodes[i].inputs[k];
+
+            if (v >= 0 && prod[v] >= 0) {
+                start[prod[v] + 1]++;
+                pending[i]++;
+                n_edges++;
+            }
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        start[i + 1] += start[i];
+    if ((users = ss_malloc(((size_t)n_edges + 1) * sizeof(int))) == NULL
+        || (sorted = ss_calloc((size_t)g->n_nodes + 1,
+                               sizeof(ss_node_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to sort nodes");
+        goto done;
+    }
+    {
+        int *fill = queue;  /* borrowed as a cursor per producer */
+
+        for (int i = 0; i < g->n_nodes; i++)
+            fill[i] = start[i];
+        for (int i = 0; i < g->n_nodes; i++)
+            for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+                int v = g->nodes[i].inputs[k];
+
+                if (v >= 0 && prod[v] >= 0)
+                    users[fill[prod[v]]++] = i;
+            }
+    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (pending[i] == 0)
+            queue[tail++] = i;
+    while (head < tail) {
+        int i = queue[head++];
+
+        for (int e = start[i]; e < start[i + 1]; e++)
+            if (--pending[users[e]] == 0)
+                queue[tail++] = users[e];
+    }
+    if (tail < g->n_nodes) {
+        int stuck = 0;
+
+        while (pending[stuck] == 0)
+            stuck++;
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: the graph has a cycle "
+                        "through node '%s' (%s)", im->cx.source,
+                        g->nodes[stuck].name, g->nodes[stuck].op_type);
+        goto done;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        sorted[i] = g->nodes[queue[i]];
+        for (int k = 0; k < sorted[i].n_outputs; k++)
+            if (sorted[i].outputs[k] >= 0)
+                g->values[sorted[i].outputs[k]].producer = i;
+    }
+    ss_free(g->nodes);
+    g->nodes = sorted;
+    sorted = NULL;
+done:
+    ss_free(prod);
+    ss_free(pending);
+    ss_free(start);
+    ss_free(users);
+    ss_free(queue);
+    ss_free(sorted);
+    return rc;
+}
+
+static int
+make_outputs(import_t *im, ss_err_t *err)
+{
+    const Onnx__GraphProto *gp = im->gp;
+    ss_graph_t *g = im->g;
+    int rc = 0;
+
+    if (gp->n_output == 0) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: the graph has no outputs",
+                        im->cx.source);
+        goto done;
+    }
+    if ((g->outputs = ss_calloc(gp->n_output, sizeof(int))) == NULL
+        || (g->output_info = ss_calloc(gp->n_output,
+                                       sizeof(ss_io_info_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for graph outputs");
+        goto done;
+    }
+    for (size_t i = 0; i < gp->n_output; i++) {
+        const Onnx__ValueInfoProto *vi = gp->output[i];
+        ss_io_info_t *io = &g->output_info[i];
+        int id;
+
+        if (vi->name == NULL || vi->name[0] == '\0'
+            || (id = names_get(&im->names, vi->name)) < 0) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: graph output '%s' is "
+                            "not defined by anything", im->cx.source,
+                            nz(vi->name));
+            goto done;
+        }
+        g->outputs[i] = id;
+        g->n_outputs++;
+        io->name = g->values[id].name;
+        for (int d = 0; d < SS_MAX_DIMS; d++)
+            io->dims[d] = -1;
+        if ((rc = read_type(im, vi, &io->dtype, &io->ndim, io->dims,
+                            err)) < 0)
+            goto done;
+    }
+done:
+    return rc;
+}
+
+static int
+check_counts(import_t *im, const Onnx__GraphProto *gp, ss_err_t *err)
+{
+    size_t total = gp->n_input + gp->n_initializer;
+
+    for (size_t i = 0; i < gp->n_node; i++) {
+        if (gp->node[i]->n_input > MAX_COUNT
+            || gp->node[i]->n_output > MAX_COUNT
+            || gp->node[i]->n_attribute > MAX_COUNT)
+            total = (size_t)MAX_COUNT + 1;
+        total += gp->node[i]->n_output;
+        for (size_t k = 0; k < gp->node[i]->n_attribute; k++) {
+            const Onnx__AttributeProto *a = gp->node[i]->attribute[k];
+
+            if (a->n_ints > MAX_COUNT || a->n_floats > MAX_COUNT
+                || a->n_strings > MAX_COUNT)
+                total = (size_t)MAX_COUNT + 1;
+        }
+        if (total > MAX_COUNT)
+            break;
+    }
+    if (gp->n_node > MAX_COUNT || total > MAX_COUNT)
+        return ss_err_set(err, SS_EBADMODEL, "%s: too many nodes or values",
+                          im->cx.source);
+    im->cap_values = (int)total;
+    return 0;
+}
+
+static int
+load(const void *buf, size_t len, const char *source, const char *dir,
+     ss_graph_t **out, ss_err_t *err)
+{
+    Onnx__ModelProto *m = NULL;
+    import_t im = { .cx = { .source = source, .dir = dir,
+                            .budget = SS_MODEL_MAX_BYTES } };
+    int rc = 0;
+
+    *out = NULL;
+    if ((im.g = ss_calloc(1, sizeof(*im.g))) == NULL
+        || (im.g->source = ss_strdup(source)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a graph");
+        goto done;
+    }
+    m = onnx__model_proto__unpack(&pb_allocator, len, buf);
+    if (m == NULL) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: not a valid ONNX model "
+                        "(truncated or corrupt protobuf)", source);
+        goto done;
+    }
+    if ((rc = check_opset(&im, m, err)) < 0)
+        goto done;
+    if ((im.gp = m->graph) == NULL) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: the model has no graph",
+                        source);
+        goto done;
+    }
+    if ((rc = check_ops(&im, err)) < 0 || (rc = check_counts(&im, im.gp, err)) < 0)
+        goto done;
+    if ((im.g->values = ss_calloc((size_t)im.cap_values + 1,
+                                  sizeof(ss_value_t))) == NULL
+        || names_init(&im.names, (size_t)im.cap_values, im.g->values) < 0) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for the value table");
+        goto done;
+    }
+    if ((rc = make_values(&im, err)) < 0 || (rc = make_nodes(&im, err)) < 0
+        || (rc = sort_nodes(&im, err)) < 0
+        || (rc = make_outputs(&im, err)) < 0)
+        goto done;
+    /* metadata_props: e.g. slimserve.precision (engine/ir/edit.h) */
+    for (size_t i = 0; i < m->n_metadata_props; i++)
+        if (m->metadata_props[i]->key != NULL
+            && (rc = ss_graph_set_meta(im.g, m->metadata_props[i]->key,
+                                       nz(m->metadata_props[i]->value),
+                                       err)) < 0)
+            goto done;
+    *out = im.g;
+    im.g = NULL;
+done:
+    if (m != NULL)
+        onnx__model_proto__free_unpacked(m, &pb_allocator);
+    ss_free(im.names.slot);
+    ss_graph_free(im.g);
+    if (rc < 0)
+        ss__err_scrub(err);
+    return rc;
+}
+
+int
+ss_graph_load_onnx_buffer(const void *buf, size_t len, ss_graph_t **out,
+                          ss_err_t *err)
+{
+    return load(buf, len, "<buffer>", NULL, out, err);
+}
+
+int
+ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
+{
+    struct stat st;
+    void *map = MAP_FAILED;
+    char *dir = NULL, *slash;
+    int fd = -1, rc = 0;
+
+    *out = NULL;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0) {
+        rc = ss_err_set(err, errno == ENOENT ? SS_ENOTFOUND : SS_EIO,
+                        "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: not a regular, non-empty "
+                        "file", path);
+        goto done;
+    }
+    if ((uint64_t)st.st_size > ((uint64_t)2 << 30)) {
+        rc = ss_err_set(err, SS_ETOOBIG, "%s: larger than protobuf's 2 GiB "
+                        "limit; keep weights in external data", path);
+        goto done;
+    }
+    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = ss_err_set(err, SS_EIO, "%s: mmap: %s", path, strerror(errno));
+        goto done;
+    }
+    if ((dir = ss_strdup(path)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory");
+        goto done;
+    }
+    if ((slash = strrchr(dir, '/')) == NULL) {
+        dir[0] = '.';
+        dir[1] = '\0';  /* path is at least one character long */
+    } else if (slash == dir) {
+        slash[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    rc = load(map, (size_t)st.st_size, path, dir, out, err);
+done:
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)st.st_size);
+    if (fd >= 0)
+        close(fd);
+    ss_free(dir);
+    return rc;
+}

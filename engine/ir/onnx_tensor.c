@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ONNX TensorProto → ss_tensor_t.
+ *
+ * A tensor's bytes come from exactly one place: raw_data (little-endian),
+ * a typed field (float_data, int32_data for every type of 32 bits or less,
+ * int64_data, double_data, uint64_data), or an external file next to the
+ * model.  Everything a hostile file controls is checked before anything is
+ * allocated: rank, dims, the element count and byte size (overflow), that
+ * the source holds exactly that many elements, the model's total budget,
+ * and that an external path stays inside the model's directory (no
+ * absolute paths, no "..", no symlink out).
+ *
+ * THREADS: [any].
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "engine/ir/internal.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "raw_data is little-endian; a big-endian host needs byte swapping"
+#endif
+
+static int
+known_dtype(int32_t t)
+{
+    return t != SS_DTYPE_STRING && ss_dtype_size((ss_dtype_t)t) != 0;
+}
+
+/* Parses a non-negative decimal; -1 when it is not one. */
+static int64_t
+parse_size(const char *s)
+{
+    char *end;
+    long long v;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 0)
+        return -1;
+    return v;
+}
+
+static int
+safe_location(const char *loc)
+{
+    const char *p = loc;
+
+    if (loc == NULL || *loc == '\0' || *loc == '/' || strchr(loc, '\\'))
+        return 0;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return 0;
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return 1;
+}
+
+static int
+read_external(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
+              const char *what, ss_tensor_t *t, size_t bytes, ss_err_t *err)
+{
+    const char *loc = NULL;
+    int64_t offset = 0, length = -1;
+    char path[PATH_MAX], real_dir[PATH_MAX], real_file[PATH_MAX];
+    struct stat st;
+    size_t dl, got = 0;
+    int fd = -1, rc = 0;
+
+    if (cx->dir == NULL) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s uses external data, "
+                        "which a model loaded from memory cannot",
+                        cx->source, what);
+        goto done;
+    }
+    for (size_t i = 0; i < tp->n_external_data; i++) {
+        const Onnx__StringStringEntryProto *e = tp->external_data[i];
+        const char *k = e->key ? e->key : "";
+
+        if (strcmp(k, "location") == 0) {
+            loc = e->value;
+        } else if (strcmp(k, "offset") == 0) {
+            offset = parse_size(e->value);
+        } else if (strcmp(k, "length") == 0) {
+            if ((length = parse_size(e->value)) < 0)
+                offset = -1;
+        }
+    }
+    if (offset < 0) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has a bad external "
+                        "offset or length", cx->source, what);
+        goto done;
+    }
+    if (!safe_location(loc)) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: external data location "
+                        "'%s' must be a relative path inside the model's "
+                        "directory", cx->source, what, loc ? loc : "");
+        goto done;
+    }
+    if (length >= 0 && (uint64_t)length != bytes) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: external length %lld, "
+                        "but its shape needs %zu bytes", cx->source, what,
+                        (long long)length, bytes);
+        goto done;
+    }
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", cx->dir, loc)
+        >= sizeof(path)) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: external path too long",
+                        cx->source, what);
+        goto done;
+    }
+    if (realpath(cx->dir, real_dir) == NULL
+        || realpath(path, real_file) == NULL) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: cannot find external "
+                        "data file '%s': %s", cx->source, what, loc,
+                        strerror(errno));
+        goto done;
+    }
+    dl = strlen(real_dir);
+    if (strncmp(real_file, real_dir, dl) != 0
+        || (real_file[dl] != '/' && strcmp(real_dir, "/") != 0)) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: external data file '%s' "
+                        "resolves outside the model's directory", cx->source,
+                        what, loc);
+        goto done;
+    }
+    if ((fd = open(real_file, O_RDONLY | O_CLOEXEC)) < 0
+        || fstat(fd, &st) < 0) {
+        rc = ss_err_set(err, SS_EIO, "%s: %s: cannot open '%s': %s",
+                        cx->source, what, loc, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)offset > (uint64_t)st.st_size
+        || bytes > (uint64_t)st.st_size - (uint64_t)offset) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: '%s' is not a regular "
+                        "file holding %zu bytes at offset %lld", cx->source,
+                        what, loc, bytes, (long long)offset);
+        goto done;
+    }
+    while (got < bytes) {
+        ssize_t n = pread(fd, (char *)t->data + got, bytes - got,
+                          (off_t)offset + (off_t)got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = ss_err_set(err, SS_EIO, "%s: %s: reading '%s' failed: %s",
+                            cx->source, what, loc,
+                            n < 0 ? strerror(errno) : "short file");
+            goto done;
+        }
+        got += (size_t)n;
+    }
+done:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Copies n typed elements into t's data, narrowing as t's dtype says. */
+static void
+narrow_i32(ss_tensor_t *t, const int32_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case SS_DTYPE_I32:
+            ((int32_t *)t->data)[i] = src[i];
+            break;
+        case SS_DTYPE_I16:
+        case SS_DTYPE_U16:
+        case SS_DTYPE_F16:
+        case SS_DTYPE_BF16:
+            ((uint16_t *)t->data)[i] = (uint16_t)src[i];
+            break;
+        case SS_DTYPE_BOOL:
+            ((uint8_t *)t->data)[i] = src[i] != 0;
+            break;
+        default: /* I8, U8 */
+            ((uint8_t *)t->data)[i] = (uint8_t)src[i];
+            break;
+        }
+    }
+}
+
+static void
+narrow_u64(ss_tensor_t *t, const uint64_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t->dtype == SS_DTYPE_U32)
+            ((uint32_t *)t->data)[i] = (uint32_t)src[i];
+        else
+            ((uint64_t *)t->data)[i] = src[i];
+    }
+}
+
+int
+ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
+                const char *what, ss_tensor_t **out, ss_err_t *err)
+{
+    ss_tensor_t *t = NULL;
+    int64_t dims[SS_MAX_DIMS];
+    size_t bytes, numel, have = 0;
+    int32_t dt = tp->has_data_type ? tp->data_type : 0;
+    int is_ext, rc = 0;
+
+    *out = NULL;
+    if (!known_dtype(dt)) {
+        rc = ss_err_set(err, dt == SS_DTYPE_STRING ? SS_EUNSUPP : SS_EBADMODEL,
+                        "%s: %s has element type %d, which is not supported",
+                        cx->source, what, (int)dt);
+        goto done;
+    }
+    if (tp->n_dims > SS_MAX_DIMS) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has %zu dims (at most %d)",
+                        cx->source, what, tp->n_dims, SS_MAX_DIMS);
+        goto done;
+    }
+    for (size_t i = 0; i < tp->n_dims; i++) {
+        if (tp->dims[i] < 0) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has negative dim %lld",
+                            cx->source, what, (long long)tp->dims[i]);
+            goto done;
+        }
+        dims[i] = tp->dims[i];
+    }
+    if (tp->segment != NULL) {
+        rc = ss_err_set(err, SS_EUNSUPP, "%s: %s is segmented, which is not "
+                        "supported", cx->source, what);
+        goto done;
+    }
+    {
+        ss_tensor_t probe = { .dtype = (ss_dtype_t)dt, .ndim = (int)tp->n_dims };
+
+        memcpy(probe.dims, dims, tp->n_dims * sizeof(dims[0]));
+        if (ss__tensor_bytes(&probe, &bytes) < 0
+            || bytes > SS_TENSOR_MAX_BYTES) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s is too large",
+                            cx->source, what);
+            goto done;
+        }
+        numel = (size_t)ss_tensor_numel(&probe);
+    }
+    if (bytes > cx->budget) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: constants exceed the %zu-byte "
+                        "model limit at %s", cx->source, SS_MODEL_MAX_BYTES,
+                        what);
+        goto done;
+    }
+    is_ext = tp->has_data_location
+             && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    /* Check that the source holds exactly numel elements before any
+     * allocation sized by dims. */
+    if (is_ext) {
+        have = numel;
+    } else if (tp->has_raw_data) {
+        if (tp->raw_data.len != bytes) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: raw_data holds %zu "
+                            "bytes, its shape needs %zu", cx->source, what,
+                            tp->raw_data.len, bytes);
+            goto done;
+        }
+        have = numel;
+    } else {
+        switch (dt) {
+        case SS_DTYPE_F32: have = tp->n_float_data; break;
+        case SS_DTYPE_I64: have = tp->n_int64_data; break;
+        case SS_DTYPE_F64: have = tp->n_double_data; break;
+        case SS_DTYPE_U32: case SS_DTYPE_U64: have = tp->n_uint64_data; break;
+        default: have = tp->n_int32_data; break;
+        }
+        if (have != numel) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: %s holds %zu elements, "
+                            "its shape needs %zu", cx->source, what, have,
+                            numel);
+            goto done;
+        }
+    }
+    if ((rc = ss__tensor_new((ss_dtype_t)dt, (int)tp->n_dims, dims, &t,
+                             err)) < 0)
+        goto done;
+    if (bytes == 0) {
+        /* nothing to copy */
+    } else if (is_ext) {
+        if ((rc = read_external(cx, tp, what, t, bytes, err)) < 0)
+            goto done;
+    } else if (tp->has_raw_data) {
+        memcpy(t->data, tp->raw_data.data, bytes);
+    } else {
+        switch (dt) {
+        case SS_DTYPE_F32: memcpy(t->data, tp->float_data, bytes); break;
+        case SS_DTYPE_I64: memcpy(t->data, tp->int64_data, bytes); break;
+        case SS_DTYPE_F64: memcpy(t->data, tp->double_data, bytes); break;
+        case SS_DTYPE_U32: case SS_DTYPE_U64:
+            narrow_u64(t, tp->uint64_data, numel);
+            break;
+        default:
+            narrow_i32(t, tp->int32_data, numel);
+            break;
+        }
+    }
+    cx->budget -= bytes;
+    *out = t;
+    t = NULL;
+done:
+    ss__tensor_free(t);
+    return rc;
+}

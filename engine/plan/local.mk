@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# engine/plan: compiles a graph into a plan for one input shape (shape
+# specialization, constant folding, fusion, layouts, low precision, memory
+# planning) and executes it.  internal.h is this folder's header.
+
+noinst_LIBRARIES += engine/plan/libssplan.a
+engine_plan_libssplan_a_SOURCES = \
+	engine/plan/internal.h engine/plan/plan.c engine/plan/exec.c \
+	engine/plan/plan_fuse_int.h engine/plan/plan_fuse.c \
+	engine/plan/plan_fuse_ops.c engine/plan/plan_fuse_ln.c \
+	engine/plan/plan_layout.h engine/plan/plan_layout.c \
+	engine/plan/plan_lowp.h engine/plan/plan_lowp.c \
+	engine/plan/plan_qdq.c engine/plan/plan_bf16.c
+engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+
+# What a program that runs models links, in order.
+SS_ENGINE_LIBS = engine/plan/libssplan.a engine/ir/libssir.a \
+	engine/ops/libssops.a engine/dnnl/libssdnnl.a engine/io/libssio.a \
+	common/libsscommon.a $(PROTOBUF_C_LIBS) $(SSDNNL_LIBS) $(ZLIB_LIBS) -lm
+
+check_PROGRAMS += tests/unit/test_plan
+TESTS += tests/unit/test_plan
+tests_unit_test_plan_SOURCES = tests/unit/test_plan.c tests/unit/onnx_build.h
+tests_unit_test_plan_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_plan_LDADD = $(SS_ENGINE_LIBS)
+
+# QDQ/int8 and bf16 plans; layouts.
+check_PROGRAMS += tests/unit/test_qdq tests/unit/test_layout
+TESTS += tests/unit/test_qdq tests/unit/test_layout
+tests_unit_test_qdq_SOURCES = tests/unit/test_qdq.c tests/unit/run_util.h
+tests_unit_test_qdq_LDADD = $(SS_ENGINE_LIBS)
+tests_unit_test_layout_SOURCES = tests/unit/test_layout.c \
+	tests/unit/onnx_build.h
+tests_unit_test_layout_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_layout_LDADD = $(SS_ENGINE_LIBS)

@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The plan compiler: a graph plus concrete input shapes → an immutable
+ * list of steps and an arena layout.
+ *
+ * DESIGN: one walk over the graph's nodes in topological order infers
+ * every value's shape through its op's infer (constant inputs passed with
+ * their data, so Reshape/Slice/Expand see their shape arguments).  A node
+ * whose inputs are all constant runs now, through its reference kernel,
+ * and its outputs become constants: this folds the Shape → Gather →
+ * Unsqueeze → Concat chains torch.onnx.export writes (Shape itself is
+ * constant once input shapes are).  Identity and Dropout, and the
+ * reshaping ops (Reshape, Flatten, Squeeze, Unsqueeze), become views that
+ * share their input's bytes.  Every other node becomes a step.  Then
+ * fusion (plan_fuse.c) replaces steps by oneDNN primitives, steps nobody
+ * needs are dropped, graph outputs are bound to the caller's buffers, and
+ * every remaining intermediate gets an offset in one arena by liveness
+ * (first fit, 64-byte aligned), so running a plan allocates nothing.
+ *
+ * Memory is budgeted at compile time, so that a hostile model (a
+ * ConstantOfShape whose shape input asks for gigabytes) fails here with
+ * SS_ETOOBIG naming the node, not in an allocation at fold or run time:
+ * every value must fit the budget, and so must the folded constants plus
+ * the arena plus oneDNN's scratch, together (plan_int.h has the default;
+ * SS_ENGINE_MAX_PLAN_BYTES overrides it).
+ *
+ * Set SS_ENGINE_NO_FUSION=1 to compile with reference kernels only.
+ *
+ * THREADS: ss_plan_new is [any]; the plan is immutable afterwards.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/internal.h"
+
+#define ALIGN 64
+
+static int
+is_op(const ss_node_t *n, const char *op)
+{
+    return strcmp(n->op_type, op) == 0;
+}
+
+static const char *
+label(const ss_node_t *n)
+{
+    return n->name[0] ? n->name : n->op_type;
+}
+
+void
+ss__plan_step_clear(ss_step_t *s)
+{
+    ss_free(s->in);
+    ss_free(s->out);
+    ss_dnn_prim_free(s->prim);
+    memset(s, 0, sizeof(*s));
+}
+
+int
+ss__plan_add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
+{
+    if (p->n_steps == p->cap_steps) {
+        int cap = p->cap_steps ? 2 * p->cap_steps : 64;
+        ss_step_t *st = ss_realloc(p->steps, (size_t)cap * sizeof(*st));
+
+        if (st == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+        p->steps = st;
+        p->cap_steps = cap;
+    }
+    p->steps[p->n_steps++] = *s;
+    if (s->n_in > p->max_io)
+        p->max_io = s->n_in;
+    if (s->n_out > p->max_io)
+        p->max_io = s->n_out;
+    return 0;
+}
+
+static int *
+dup_ids(const int *ids, int n)
+{
+    int *c = ss_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+
+    if (c != NULL && n > 0)
+        memcpy(c, ids, (size_t)n * sizeof(int));
+    return c;
+}
+
+/* The budget: SS_ENGINE_MAX_PLAN_BYTES if set and valid, else the
+ * default. */
+static size_t
+max_bytes(void)
+{
+    const char *s = getenv("SS_ENGINE_MAX_PLAN_BYTES");
+    unsigned long long v;
+    char *end;
+    int shift = 0;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return SS_PLAN_MAX_BYTES;
+    v = strtoull(s, &end, 10);
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    default: break;
+    }
+    /* under 2^48, so sums of a few budget-sized terms cannot wrap */
+    if (*end != '\0' || v == 0 || v > ((uint64_t)1 << 48 >> shift))
+        return SS_PLAN_MAX_BYTES;
+    return (size_t)v << shift;
+}
+
+static int
+set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
+          ss_err_t *err)
+{
+    ss_pval_t *pv = &p->vals[v];
+
+    pv->t.dtype = t->dtype;
+    pv->t.ndim = t->ndim;
+    memcpy(pv->t.dims, t->dims, sizeof(t->dims));
+    if (t->ndim < 0 || t->ndim > SS_MAX_DIMS
+        || ss__tensor_bytes(&pv->t, &pv->bytes) < 0)
+        return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s): output "
+                          "'%s' has a bad shape", p->g->source, label(n),
+                          n->op_type, p->g->values[v].name);
+    if (pv->bytes > p->max_bytes)
+        return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): output "
+                          "'%s' needs %zu bytes, over the plan's %zu-byte "
+                          "budget", p->g->source, label(n), n->op_type,
+                          p->g->values[v].name, pv->bytes, p->max_bytes);
+    return 0;
+}
+
+/* Charges a constant of v's size that node n folds to the budget. */
+static int
+charge_const(ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
+{
+    size_t total = p->const_bytes + p->vals[v].bytes;   /* both <= 2^48 */
+
+    if (total > p->max_bytes)
+        return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): folding "
+                          "'%s' takes the plan's constants over its "
+                          "%zu-byte budget", p->g->source, label(n),
+                          n->op_type, p->g->values[v].name, p->max_bytes);
+    p->const_bytes = total;
+    return 0;
+}
+
+/* Makes v a constant the plan owns (data taken). */
+static void
+own_const(ss_plan_t *p, int v, void *data)
+{
+    p->vals[v].t.data = data;
+    p->vals[v].owned = 1;
+    p->vals[v].kind = SS_PV_CONST;
+    p->vals[v].alias = -1;
+}
+
+/* Shape and Size depend only on the input's (now concrete) shape. */
+static int
+fold_shape(ss_plan_t *p, const ss_node_t *n, const ss_tensor_t *in,
+           ss_err_t *err)
+{
+    ss_tensor_t t = { .dtype = SS_DTYPE_I64, .ndim = 1 };
+    int64_t *data = NULL, start = 0, end = in->ndim, numel = 1;
+    int v = n->outputs[0], rc = 0;
+
+    if (is_op(n, "Size")) {
+        t.ndim = 0;
+        for (int d = 0; d < in->ndim; d++)
+            numel *= in->dims[d];
+    } else {
+        start = ss__attr_int(n, "start", 0);
+        end = ss__attr_int(n, "end", in->ndim);
+        if (start < 0)
+            start += in->ndim;
+        if (end < 0)
+            end += in->ndim;
+        start = start < 0 ? 0 : start > in->ndim ? in->ndim : start;
+        end = end < 0 ? 0 : end > in->ndim ? in->ndim : end;
+        t.dims[0] = end > start ? end - start : 0;
+    }
+    if (v < 0)
+        goto done;
+    if ((rc = set_shape(p, v, &t, n, err)) < 0)
+        goto done;
+    if ((data = ss_aligned_alloc(8 * SS_MAX_DIMS)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a constant");
+        goto done;
+    }
+    if (t.ndim == 0)
+        data[0] = numel;
+    else
+        for (int64_t d = start; d < end; d++)
+            data[d - start] = in->dims[d];
+    own_const(p, v, data);
+done:
+    return rc;
+}
+
+/* Identity and Dropout (inference): output 0 is the input; Dropout's
+ * mask, when named, is all true. */
+static int
+pass_through(ss_plan_t *p, const ss_node_t *n, int src, ss_err_t *err)
+{
+    int v = n->n_outputs > 0 ? n->outputs[0] : -1, rc = 0;
+    ss_pval_t *in = &p->vals[src];
+
+    if (v >= 0) {
+        if ((rc = set_shape(p, v, &in->t, n, err)) < 0)
+            return rc;
+        if (in->kind == SS_PV_CONST) {
+            p->vals[v].kind = SS_PV_CONST;
+            p->vals[v].t.data = in->t.data;  /* borrowed from src */
+        } else {
+            p->vals[v].alias = src;
+        }
+    }
+    if (n->n_outputs > 1 && n->outputs[1] >= 0) {
+        ss_tensor_t m = in->t;
+        void *data;
+
+        m.dtype = SS_DTYPE_BOOL;
+        if ((rc = set_shape(p, n->outputs[1], &m, n, err)) < 0
+            || (rc = charge_const(p, n->outputs[1], n, err)) < 0)
+            return rc;
+        if ((data = ss_aligned_alloc(p->vals[n->outputs[1]].bytes + 1))
+            == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a constant");
+        memset(data, 1, p->vals[n->outputs[1]].bytes);
+        own_const(p, n->outputs[1], data);
+    }
+    return rc;
+}
+
+static int
+is_view_op(const ss_node_t *n)
+{
+    return is_op(n, "Reshape") || is_op(n, "Flatten") || is_op(n, "Squeeze")
+           || is_op(n, "Unsqueeze");
+}
+
+static int
+compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
+{
+    const ss_tensor_t **ins = NULL;
+    ss_tensor_t *outs = NULL;
+    const ss_op_t *op;
+    int all_const = 1, rc = 0;
+    ss_step_t st = { 0 };
+
+    if ((ins = ss_calloc((size_t)n->n_inputs + 1, sizeof(*ins))) == NULL
+        || (outs = ss_calloc((size_t)n->n_outputs + 1, sizeof(*outs)))
+           == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to compile a node");
+        goto done;
+    }
+    for (int k = 0; k < n->n_inputs; k++) {
+        int v = n->inputs[k];
+
+        if (v < 0)
+            continue;
+        if (p->vals[v].t.ndim < 0) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) reads "
+                            "'%s', whose shape is unknown", p->g->source,
+                            label(n), n->op_type, p->g->values[v].name);
+            goto done;
+        }
+        ins[k] = &p->vals[v].t;
+        if (p->vals[v].kind != SS_PV_CONST)
+            all_const = 0;
+    }
+    if (is_op(n, "Identity") || is_op(n, "Dropout")) {
+        if (n->n_inputs < 1 || n->inputs[0] < 0) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) has no "
+                            "input", p->g->source, label(n), n->op_type);
+            goto done;
+        }
+        rc = pass_through(p, n, n->inputs[0], err);
+        goto done;
+    }
+    if ((is_op(n, "Shape") || is_op(n, "Size")) && n->n_inputs == 1
+        && ins[0] != NULL && n->n_outputs >= 1) {
+        rc = fold_shape(p, n, ins[0], err);
+        goto done;
+    }
+    if ((op = ss__op_find(n->op_type)) == NULL) {
+        rc = ss_err_set(err, SS_EUNSUPP, "%s: node '%s': no kernel for %s",
+                        p->g->source, label(n), n->op_type);
+        goto done;
+    }
+    if ((rc = op->infer(n, p->g->opset, ins, outs, err)) < 0) {
+        ss_err_wrap(err, rc, "%s", p->g->source);
+        goto done;
+    }
+    for (int k = 0; k < n->n_outputs; k++)
+        if (n->outputs[k] >= 0
+            && (rc = set_shape(p, n->outputs[k], &outs[k], n, err)) < 0)
+            goto done;
+    if (all_const) {
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0
+                && (rc = charge_const(p, n->outputs[k], n, err)) < 0)
+                goto done;
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+
+            outs[k].data = NULL;
+            if (v >= 0 && (outs[k].data = ss_aligned_alloc(p->vals[v].bytes
+                                                           + 1)) == NULL) {
+                rc = ss_err_set(err, SS_ENOMEM, "no memory to fold '%s'",
+                                label(n));
+                goto fold_fail;
+            }
+        }
+        if ((rc = op->run(n, p->g->opset, ins, outs, err)) < 0) {
+            ss_err_wrap(err, rc, "%s: folding constants", p->g->source);
+            goto fold_fail;
+        }
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0)
+                own_const(p, n->outputs[k], outs[k].data);
+        goto done;
+fold_fail:
+        for (int k = 0; k < n->n_outputs; k++)
+            ss_free(outs[k].data);
+        goto done;
+    }
+    if (is_view_op(n) && n->n_outputs == 1 && n->outputs[0] >= 0
+        && p->vals[n->outputs[0]].bytes == p->vals[n->inputs[0]].bytes) {
+        p->vals[n->outputs[0]].alias = n->inputs[0];
+        goto done;
+    }
+    st.kind = SS_STEP_REF;
+    st.node = n;
+    st.op = op;
+    st.n_in = n->n_inputs;
+    st.n_out = n->n_outputs;
+    if ((st.in = dup_ids(n->inputs, n->n_inputs)) == NULL
+        || (st.out = dup_ids(n->outputs, n->n_outputs)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+        goto done;
+    }
+    for (int k = 0; k < n->n_outputs; k++)
+        if (n->outputs[k] >= 0)
+            p->vals[n->outputs[k]].kind = SS_PV_ARENA;
+    if ((rc = ss__plan_add_step(p, &st, err)) < 0)
+        goto done;
+    memset(&st, 0, sizeof(st));
+done:
+    ss__plan_step_clear(&st);
+    ss_free(ins);
+    ss_free(outs);
+    return rc;
+}
+
+static int
+check_inputs(ss_plan_t *p, const ss_tensor_t *shapes, ss_err_t *err)
+{
+    const ss_graph_t *g = p->g;
+
+    for (int i = 0; i < g->n_inputs; i++) {
+        const ss_io_info_t *io = &g->input_info[i];
+        const ss_tensor_t *s = &shapes[i];
+        ss_pval_t *pv = &p->vals[g->inputs[i]];
+
+        if (s->dtype != io->dtype || s->ndim < 0 || s->ndim > SS_MAX_DIMS
+            || (io->ndim >= 0 && s->ndim != io->ndim))
+            return ss_err_set(err, SS_EINVAL, "input '%s': expected %s of "
+                              "rank %d, got %s of rank %d", io->name,
+                              ss__dtype_onnx_name(io->dtype), io->ndim,
+                              ss__dtype_onnx_name(s->dtype), s->ndim);
+        for (int d = 0; d < s->ndim; d++)
+            if (s->dims[d] < 0
+                || (io->ndim >= 0 && io->dims[d] >= 0
+                    && io->dims[d] != s->dims[d]))
+                return ss_err_set(err, SS_EINVAL, "input '%s': dim %d is "
+                                  "%lld, the model wants %lld", io->name, d,
+                                  (long long)s->dims[d],
+                                  (long long)io->dims[d]);
+        pv->t.dtype = s->dtype;
+        pv->t.ndim = s->ndim;
+        memcpy(pv->t.dims, s->dims, sizeof(s->dims));
+        if (ss__tensor_bytes(&pv->t, &pv->bytes) < 0)
+            return ss_err_set(err, SS_EINVAL, "input '%s' is too large",
+                              io->name);
+        pv->kind = SS_PV_INPUT;
+        pv->index = i;
+    }
+    return 0;
+}
+
+/* Marks v needed, and what it is a view of. */
+static void
+mark(const ss_plan_t *p, char *need, int v)
+{
+    for (; v >= 0; v = p->vals[v].alias)
+        need[v] = 1;
+}
+
+/* Drops steps whose outputs nothing needs; counts uses. */
+static int
+prune(ss_plan_t *p, ss_err_t *err)
+{
+    char *need = ss_calloc((size_t)p->n_vals + 1, 1);
+    int kept = 0;
+
+    if (need == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to prune the plan");
+    for (int i = 0; i < p->g->n_outputs; i++)
+        mark(p, need, p->g->outputs[i]);
+    for (int s = p->n_steps - 1; s >= 0; s--) {
+        ss_step_t *st = &p->steps[s];
+        int live = 0;
+
+        for (int k = 0; k < st->n_out && !live; k++)
+            live = st->out[k] >= 0 && need[st->out[k]];
+        if (!live) {
+            for (int k = 0; k < st->n_out; k++)
+                if (st->out[k] >= 0)
+                    p->vals[st->out[k]].kind = SS_PV_UNSET;
+            ss__plan_step_clear(st);
+            continue;
+        }
+        for (int k = 0; k < st->n_in; k++)
+            if (st->in[k] >= 0)
+                mark(p, need, st->in[k]);
+    }
+    for (int s = 0; s < p->n_steps; s++)
+        if (p->steps[s].kind != 0)
+            p->steps[kept++] = p->steps[s];
+    p->n_steps = kept;
+    for (int s = 0; s < p->n_steps; s++)
+        for (int k = 0; k < p->steps[s].n_in; k++)
+            if (p->steps[s].in[k] >= 0)
+                p->vals[ss__plan_root(p, p->steps[s].in[k])].n_uses++;
+    ss_free(need);
+    return 0;
+}
+
+/* Graph outputs: computed values are written straight into the caller's
+ * buffers; an output that is an input, a constant, or a second name for
+ * another output's bytes gets a copy step. */
+static int
+bind_outputs(ss_plan_t *p, ss_err_t *err)
+{
+    const ss_graph_t *g = p->g;
+    int rc = 0;
+
+    if ((p->out_info = ss_calloc((size_t)g->n_outputs + 1,
+                                 sizeof(ss_io_info_t))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for plan outputs");
+    for (int i = 0; i < g->n_outputs; i++) {
+        int v = g->outputs[i], r = ss__plan_root(p, v);
+        ss_pval_t *pv = &p->vals[v];
+        ss_step_t st = { 0 };
+
+        p->out_info[i].name = g->values[v].name;
+        p->out_info[i].dtype = pv->t.dtype;
+        p->out_info[i].ndim = pv->t.ndim;
+        memcpy(p->out_info[i].dims, pv->t.dims, sizeof(pv->t.dims));
+        if (pv->t.ndim < 0)
+            return ss_err_set(err, SS_EBADMODEL, "%s: output '%s' has no "
+                              "known shape", g->source, g->values[v].name);
+        if (p->vals[r].kind == SS_PV_ARENA) {
+            p->vals[r].kind = SS_PV_OUTPUT;
+            p->vals[r].index = i;
+            continue;
+        }
+        st.kind = SS_STEP_COPY;
+        st.n_in = 1;
+        st.n_out = 1;
+        if ((st.in = dup_ids(&v, 1)) == NULL
+            || (st.out = dup_ids(&i, 1)) == NULL) {
+            ss__plan_step_clear(&st);
+            return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+        }
+        if ((rc = ss__plan_add_step(p, &st, err)) < 0) {
+            ss__plan_step_clear(&st);
+            return rc;
+        }
+        p->vals[r].n_uses++;
+    }
+    return rc;
+}
+
+typedef struct block {
+    size_t off, size;
+    int last;
+} block_t;
+
+/* First-fit offsets by liveness. */
+static int
+plan_arena(ss_plan_t *p, ss_err_t *err)
+{
+    int *last = ss_malloc((size_t)(p->n_vals + 1) * sizeof(int));
+    block_t *live = ss_malloc((size_t)(p->n_vals + 1) * sizeof(block_t));
+    int n_live = 0, rc = 0;
+    size_t top = 0;
+
+    if (last == NULL || live == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to plan the arena");
+        goto done;
+    }
+    for (int v = 0; v < p->n_vals; v++)
+        last[v] = -1;
+    for (int s = 0; s < p->n_steps; s++)
+        for (int k = 0; k < p->steps[s].n_in; k++)
+            if (p->steps[s].in[k] >= 0)
+                last[ss__plan_root(p, p->steps[s].in[k])] = s;
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_out && st->kind != SS_STEP_COPY; k++) {
+            int v = st->out[k];
+            size_t size, off = 0;
+            int at = 0;
+
+            if (v < 0 || p->vals[v].kind != SS_PV_ARENA
+                || p->vals[v].alias >= 0)
+                continue;
+            size = (p->vals[v].bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+            if (size == 0)
+                size = ALIGN;
+            /* live is sorted by offset: take the first gap that fits */
+            for (at = 0; at < n_live; at++) {
+                if (live[at].off >= off + size)
+                    break;
+                if (live[at].off + live[at].size > off)
+                    off = live[at].off + live[at].size;
+            }
+            memmove(&live[at + 1], &live[at],
+                    (size_t)(n_live - at) * sizeof(block_t));
+            live[at] = (block_t){ off, size, last[v] < s ? s : last[v] };
+            n_live++;
+            p->vals[v].offset = off;
+            if (off + size > top)
+                top = off + size;
+            if (top > p->max_bytes || p->scratch_bytes > p->max_bytes
+                || top + p->const_bytes + p->scratch_bytes > p->max_bytes) {
+                rc = ss_err_set(err, SS_ETOOBIG, "%s: node '%s': "
+                                "intermediates and constants need more than "
+                                "the plan's %zu-byte budget", p->g->source,
+                                st->node != NULL ? label(st->node) : "?",
+                                p->max_bytes);
+                goto done;
+            }
+        }
+        for (int b = 0; b < n_live;) {
+            if (live[b].last <= s) {
+                memmove(&live[b], &live[b + 1],
+                        (size_t)(n_live - b - 1) * sizeof(block_t));
+                n_live--;
+            } else {
+                b++;
+            }
+        }
+    }
+    p->arena_bytes = top;
+done:
+    ss_free(last);
+    ss_free(live);
+    return rc;
+}
+
+/* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */
+static void
+dump(const ss_plan_t *p)
+{
+    char buf[96];
+
+    fprintf(stderr, "plan for %s: %d steps, %d nodes fused, arena %zu "
+            "bytes, scratch %zu\n", p->g->source, p->n_steps, p->n_fused,
+            p->arena_bytes, p->scratch_bytes);
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+        int v = st->kind == SS_STEP_COPY ? st->in[0] : st->out[0];
+
+        fprintf(stderr, "  %3d %-4s %-32s %-24s %s\n", s,
+                st->kind == SS_STEP_REF ? "ref" : st->kind == SS_STEP_DNN
+                ? "dnn" : "copy",
+                st->kind == SS_STEP_DNN ? st->what
+                : st->node ? st->node->op_type : "",
+                st->node ? st->node->name : "",
+                v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
+        if (st->kind == SS_STEP_DNN)
+            fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
+    }
+}
+
+int
+ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+            ss_plan_t **out, ss_err_t *err)
+{
+    ss_plan_t *p = NULL;
+    const char *nf = getenv("SS_ENGINE_NO_FUSION");
+    int rc = 0;
+
+    *out = NULL;
+    if ((p = ss_calloc(1, sizeof(*p))) == NULL
+        || (p->vals = ss_calloc((size_t)g->n_values + 1,
+                                sizeof(ss_pval_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a plan");
+        goto done;
+    }
+    p->g = g;
+    p->n_vals = g->n_values;
+    p->max_bytes = max_bytes();
+    p->fuse = nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0;
+    for (int v = 0; v < g->n_values; v++) {
+        ss_pval_t *pv = &p->vals[v];
+
+        pv->alias = -1;
+        pv->t.ndim = -1;
+        if (g->values[v].constant != NULL) {
+            pv->t = *g->values[v].constant;   /* data borrowed */
+            pv->kind = SS_PV_CONST;
+            (void)ss__tensor_bytes(&pv->t, &pv->bytes);
+        }
+    }
+    if ((rc = check_inputs(p, input_shapes, err)) < 0)
+        goto done;
+    for (int i = 0; i < g->n_nodes; i++)
+        if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
+            goto done;
+    if (p->fuse && ((rc = ss__plan_lowp(p, err)) < 0
+                    || (rc = ss__plan_fuse(p, err)) < 0
+                    || (rc = ss__plan_layout(p, err)) < 0))
+        goto done;
+    if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
+        || (rc = plan_arena(p, err)) < 0)
+        goto done;
+    if (getenv("SS_ENGINE_DUMP") != NULL)
+        dump(p);
+    *out = p;
+    p = NULL;
+done:
+    ss_plan_free(p);
+    if (rc < 0)
+        ss__err_scrub(err);
+    return rc;
+}
+
+void
+ss_plan_free(ss_plan_t *p)
+{
+    if (p == NULL)
+        return;
+    for (int s = 0; s < p->n_steps; s++)
+        ss__plan_step_clear(&p->steps[s]);
+    ss_free(p->steps);
+    if (p->vals != NULL)
+        for (int v = 0; v < p->n_vals; v++)
+            if (p->vals[v].owned)
+                ss_free(p->vals[v].t.data);
+    ss_free(p->vals);
+    ss_free(p->out_info);
+    ss_free(p);
+}
+
+const ss_io_info_t *
+ss_plan_output(const ss_plan_t *p, int i)
+{
+    return i >= 0 && i < p->g->n_outputs ? &p->out_info[i] : NULL;
+}

@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * bf16: compute in bf16 for graphs that ask for it (engine/ir/edit.h:
+ * ss_graph_precision; plan_lowp.c runs it before the f32 fusion).
+ *
+ * DESIGN: Linear and Conv with constant weights run on bf16 primitives
+ * (weights converted once, here; f32 accumulation, f32 bias and
+ * post-ops).  A bf16 source is made by a conversion step inserted before
+ * the first reader and shared by every reader of the same value; when a
+ * bf16 step's result is read only by other bf16 steps, it writes bf16
+ * itself and no conversion runs.  Convs run NHWC (oneDNN 2.6 has brgconv
+ * bf16 kernels for NHWC, only gemm ones for NCHW): their f32 results are
+ * left NHWC for the layout pass (plan_layout.c) to convert where a reader
+ * wants NCHW.  Everything else (LayerNorm, Softmax, attention's batched
+ * MatMuls) stays f32.
+ *
+ * THREADS: runs inside ss_plan_new.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/plan_lowp.h"
+
+typedef struct brec {
+    int step;               /* the fused step */
+    int src;                /* its f32 source value */
+    int lin;                /* 1: qlinear, 0: qconv */
+    ss_dnn_qlinear_desc_t ld;
+    ss_dnn_qconv_desc_t cd;
+    float *owned[2];        /* buffers the descriptors point at */
+    int nhwc;               /* conv reading and writing NHWC */
+} brec_t;
+
+typedef struct bpass {
+    brec_t *r;
+    int n, cap;
+} bpass_t;
+
+static brec_t *
+brec_new(bpass_t *b)
+{
+    if (b->n == b->cap) {
+        int cap = b->cap ? 2 * b->cap : 16;
+        brec_t *r = ss_realloc(b->r, (size_t)cap * sizeof(*r));
+
+        if (r == NULL)
+            return NULL;
+        b->r = r;
+        b->cap = cap;
+    }
+    memset(&b->r[b->n], 0, sizeof(brec_t));
+    return &b->r[b->n++];
+}
+
+static int
+bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
+{
+    ss_dnn_qlinear_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    brec_t *r;
+    ss__lp_lin_t L;
+    int src = fz->p->steps[s].in[0], rc;
+
+    if ((rc = ss__lp_linear_shape(fz, s, &L, &c, err)) <= 0)
+        goto done;
+    snprintf(c.what, sizeof(c.what), "bf16 %s",
+             is_op(&fz->p->steps[s], "Gemm") ? "Gemm" : "MatMul");
+    ss__lp_linear_chain(fz, &c);
+    d.src_dtype = SS_DTYPE_BF16;
+    d.dst_dtype = SS_DTYPE_F32;
+    d.w_dtype = SS_DTYPE_F32;
+    d.m = L.m;
+    d.k = L.k;
+    d.n = L.n;
+    d.w = T(fz->p, L.wv)->data;
+    d.w_nk = L.w_nk;
+    d.bias = L.bias;
+    d.post = c.post;
+    if ((rc = ss_dnn_qlinear_new(&d, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    if ((r = brec_new(bp)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+        goto done;
+    }
+    r->step = ss__lp_chain_last(&c);
+    r->src = src;
+    r->lin = 1;
+    r->ld = d;
+    r->owned[0] = L.owned;
+    L.owned = NULL;
+    if ((rc = ss__fz_emit(fz, &c, prim, &src, 1, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(L.owned);
+    return rc;
+}
+
+static int
+bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_qconv_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    float *wf = NULL, *bf = NULL;
+    brec_t *r;
+    int src = st->in[0], bn, rc = 0;
+
+    if (!ss__lp_conv_shape(p, st, &d))
+        return 0;
+    d.w = T(p, st->in[1])->data;
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "bf16 Conv");
+    /* a BatchNormalization right after folds into weights and bias */
+    bn = ss__fz_single(fz, st->out[0]);
+    if (bn >= 0 && is_op(&p->steps[bn], "BatchNormalization")
+        && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
+        && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
+        const ss_step_t *b = &p->steps[bn];
+        int okc = 1;
+
+        for (int k = 1; k < 5; k++)
+            okc = okc && cst(p, b->in[k], SS_DTYPE_F32)
+                  && ss_tensor_numel(T(p, b->in[k])) == d.oc;
+        for (int k = 1; k < b->n_out; k++)
+            okc = okc && b->out[k] < 0;
+        if (okc) {
+            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w,
+                                     ss_tensor_numel(T(p, st->in[1])),
+                                     d.bias, &wf, &bf, err)) < 0)
+                goto done;
+            d.w = wf;
+            d.bias = bf;
+            c.steps[c.n_steps++] = bn;
+            c.out = b->out[0];
+            snprintf(c.what, sizeof(c.what), "bf16 Conv+BN");
+        }
+    }
+    c.dst_ndim = 4;
+    memcpy(c.dst_dims, T(p, st->out[0])->dims, 4 * sizeof(int64_t));
+    ss__fz_chain(fz, &c);
+    d.src_dtype = SS_DTYPE_BF16;
+    d.dst_dtype = SS_DTYPE_F32;
+    d.w_dtype = SS_DTYPE_F32;
+    d.post = c.post;
+    /* bf16 convs run on brgconv for NHWC, on gemm (slower than f32) for
+     * NCHW: NHWC when oneDNN has a real kernel for it */
+    d.nhwc = 1;
+    if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0
+        || strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0) {
+        if (rc == SS_ENOMEM)
+            goto done;
+        ss_err_clear(err);
+        ss_dnn_prim_free(prim);
+        prim = NULL;
+        d.nhwc = 0;
+        rc = ss_dnn_qconv_new(&d, &prim, err);
+    }
+    if (rc < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    if ((r = brec_new(bp)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+        goto done;
+    }
+    r->step = ss__lp_chain_last(&c);
+    r->src = src;
+    r->cd = d;
+    r->nhwc = d.nhwc;
+    r->owned[0] = wf;
+    r->owned[1] = bf;
+    wf = bf = NULL;
+    if ((rc = ss__fz_emit(fz, &c, prim, &src, 1, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(wf);
+    ss_free(bf);
+    return rc;
+}
+
+/* Whether v (written by a bf16 step in NHWC or not) is read only by bf16
+ * steps, as their source, in the same layout. */
+static int
+only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
+                  int v, int nhwc)
+{
+    int readers = 0;
+
+    if (ss__lp_is_graph_out(p, v))
+        return 0;
+    for (int u = 0; u < p->n_vals; u++)
+        if (p->vals[u].alias == v)
+            return 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_in; k++) {
+            if (st->in[k] != v)
+                continue;
+            if (k != 0 || rec_at[s] < 0 || bp->r[rec_at[s]].nhwc != nhwc)
+                return 0;
+            readers++;
+        }
+    }
+    return readers > 0;
+}
+
+/* Decides which results stay bf16, where NHWC results go, then inserts
+ * the conversions. */
+static int
+bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
+{
+    int *rec_at = NULL, *cv = NULL, n_cv = 0, rc = 0;
+    ss__lp_inslist_t il = { 0 };
+
+    if ((rec_at = ss_malloc(((size_t)p->n_steps + 1) * sizeof(int))) == NULL
+        || (cv = ss_malloc(((size_t)bp->n + 1) * 3 * sizeof(int))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for bf16 conversions");
+        goto done;
+    }
+    for (int s = 0; s < p->n_steps; s++)
+        rec_at[s] = -1;
+    for (int i = 0; i < bp->n; i++)
+        rec_at[bp->r[i].step] = i;
+    /* results read only by bf16 steps: rebuild their producer with a bf16
+     * destination */
+    for (int i = 0; i < bp->n; i++) {
+        brec_t *r = &bp->r[i];
+        ss_step_t *st = &p->steps[r->step];
+        int y = st->out[0];
+        ss_dnn_prim_t *prim = NULL;
+
+        if (!only_bf16_readers(p, bp, rec_at, y, r->nhwc))
+            continue;
+        if (r->lin) {
+            r->ld.dst_dtype = SS_DTYPE_BF16;
+            rc = ss_dnn_qlinear_new(&r->ld, &prim, err);
+        } else {
+            r->cd.dst_dtype = SS_DTYPE_BF16;
+            rc = ss_dnn_qconv_new(&r->cd, &prim, err);
+        }
+        if (rc < 0) {
+            if ((rc = ss__fz_fallback(rc, err)) < 0)
+                goto done;
+            continue;
+        }
+        ss_dnn_prim_free(st->prim);
+        st->prim = prim;
+        p->vals[y].t.dtype = SS_DTYPE_BF16;
+        (void)ss__tensor_bytes(&p->vals[y].t, &p->vals[y].bytes);
+        if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+            p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+    }
+    /* NHWC results: recorded as such (the layout pass, plan_layout.c,
+     * converts f32 ones for readers that want another layout); a graph
+     * output or a value with views is converted back here */
+    for (int i = 0; i < bp->n; i++) {
+        brec_t *r = &bp->r[i];
+        ss_step_t *st = &p->steps[r->step];
+        int y = st->out[0], views = 0, ys;
+        ss_dnn_convert_desc_t cd = { .ndim = 4 };
+
+        if (!r->nhwc)
+            continue;
+        for (int w = 0; w < p->n_vals; w++)
+            views += p->vals[w].alias == y;
+        if (!ss__lp_is_graph_out(p, y) && views == 0) {
+            p->vals[y].layout = SS_DNN_NHWC;
+            continue;
+        }
+        ys = ss__lp_add_pval(p, y, T(p, y)->dtype, SS_DNN_NHWC, err);
+        if (ys < 0) {
+            rc = ys;
+            goto done;
+        }
+        st->out[0] = ys;
+        cd.src_dtype = cd.dst_dtype = T(p, y)->dtype;
+        memcpy(cd.dims, T(p, y)->dims, 4 * sizeof(int64_t));
+        cd.src_nhwc = 1;
+        if ((rc = ss__lp_ins_convert(p, &il, r->step, 1, &cd, ys, y, "to NCHW",
+                              err)) < 0)
+            goto done;
+    }
+    /* every source still f32 gets one conversion per layout, shared by
+     * its readers, before the first of them */
+    for (int i = 0; i < bp->n; i++) {
+        brec_t *r = &bp->r[i];
+        int j, src = r->src;
+
+        if (p->vals[src].t.dtype == SS_DTYPE_BF16)
+            continue;
+        for (j = 0; j < n_cv; j++)
+            if (cv[3 * j] == src && cv[3 * j + 2] == r->nhwc)
+                break;
+        if (j == n_cv) {
+            if ((rc = ss__lp_add_pval(p, src, SS_DTYPE_BF16,
+                               r->nhwc ? SS_DNN_NHWC : SS_DNN_PLAIN,
+                               err)) < 0)
+                goto done;
+            cv[3 * j] = src;
+            cv[3 * j + 1] = rc;
+            cv[3 * j + 2] = r->nhwc;
+            n_cv++;
+            rc = 0;
+        }
+        p->steps[r->step].in[0] = cv[3 * j + 1];
+    }
+    for (int j = 0; j < n_cv; j++) {
+        ss_dnn_convert_desc_t cd = { 0 };
+        const ss_tensor_t *t = T(p, cv[3 * j]);
+        int first = -1;
+
+        for (int i = 0; i < bp->n; i++)
+            if (p->steps[bp->r[i].step].in[0] == cv[3 * j + 1]
+                && (first < 0 || bp->r[i].step < first))
+                first = bp->r[i].step;
+        cd.src_dtype = SS_DTYPE_F32;
+        cd.dst_dtype = SS_DTYPE_BF16;
+        cd.ndim = t->ndim;
+        memcpy(cd.dims, t->dims, sizeof(cd.dims));
+        cd.dst_nhwc = cv[3 * j + 2];
+        cd.src_nhwc = t->ndim == 4
+                      && p->vals[ss__plan_root(p, cv[3 * j])].layout
+                         == SS_DNN_NHWC;
+        if (t->ndim < 1 || t->ndim > SS_DNN_MAX_DIMS || first < 0) {
+            rc = ss_err_set(err, SS_EINTERNAL, "bf16: cannot convert a "
+                            "%d-D tensor", t->ndim);
+            goto done;
+        }
+        if ((rc = ss__lp_ins_convert(p, &il, first, 0, &cd, cv[3 * j],
+                              cv[3 * j + 1], "to bf16", err)) < 0)
+            goto done;
+    }
+    rc = ss__lp_ins_apply(p, &il, err);
+done:
+    ss__lp_ins_free(&il);
+    ss_free(rec_at);
+    ss_free(cv);
+    return rc;
+}
+
+int
+ss__lp_bf16(ss_plan_t *p, ss_err_t *err)
+{
+    ss__fz_t fz;
+    bpass_t bp = { 0 };
+    int rc = 0, kept = 0;
+
+    if (ss__fz_init(&fz, p) < 0) {
+        ss__fz_close(&fz);
+        return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+    }
+    for (int s = 0; s < p->n_steps; s++) {
+        if (p->steps[s].kind != SS_STEP_REF)
+            continue;
+        if ((rc = bf16_linear(&fz, s, &bp, err)) < 0)
+            goto done;
+        if (rc == 0 && p->steps[s].kind == SS_STEP_REF
+            && (rc = bf16_conv(&fz, s, &bp, err)) < 0)
+            goto done;
+    }
+    rc = 0;
+    ss__fz_close(&fz);
+    memset(&fz, 0, sizeof(fz));
+    /* drop the holes fusion left, renumbering the records */
+    for (int s = 0, r = 0; s < p->n_steps; s++) {
+        if (p->steps[s].kind == 0)
+            continue;
+        for (r = 0; r < bp.n; r++)
+            if (bp.r[r].step == s)
+                bp.r[r].step = kept;
+        p->steps[kept++] = p->steps[s];
+    }
+    p->n_steps = kept;
+    rc = bf16_finish(p, &bp, err);
+done:
+    ss__fz_close(&fz);
+    for (int i = 0; i < bp.n; i++) {
+        ss_free(bp.r[i].owned[0]);
+        ss_free(bp.r[i].owned[1]);
+    }
+    ss_free(bp.r);
+    return rc;
+}

@@ -1,0 +1,593 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fusion anchors: which reference steps become which oneDNN primitive,
+ * and how their attributes map (see plan_fuse.c for the design).
+ *
+ * THREADS: used inside ss_plan_new only.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/plan_layout.h"
+
+/* A blocked or NHWC primitive that fell back to oneDNN's reference code
+ * is slower than the plain one: the caller tries other layouts. */
+static int
+slow_blocked(const ss_dnn_prim_t *prim)
+{
+    return strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0;
+}
+
+/* Records the layout the fused step writes its output in. */
+static void
+wrote(ss__fz_t *fz, int v, const ss_dnn_prim_t *prim)
+{
+    fz->p->vals[v].layout = ss_dnn_prim_layout(prim, -1);
+}
+
+/* The layout of an op that keeps one layout from src to dst (pooling,
+ * binary): the source's, when dst may be written in it; else PLAIN. */
+static ss_dnn_layout_t
+follow(ss__fz_t *fz, int src, int dst)
+{
+    const ss_plan_t *p = fz->p;
+    ss_dnn_layout_t l = ss__lay_of(p, src);
+    ss_dnn_layout_t want = ss__lay_dst(fz, dst);
+    const ss_tensor_t *x = &p->vals[src].t, *y = &p->vals[dst].t;
+
+    if (x->ndim != 4 || y->ndim != 4)
+        return SS_DNN_PLAIN;
+    if (ss__lay_same(ss__lay_natural(x), SS_DNN_PLAIN, x))
+        l = want;   /* src's bytes read as any layout (H*W == 1) */
+    /* a plain src stays plain: reordering the (smaller) output for its
+     * readers is cheaper than the input */
+    if (l == SS_DNN_PLAIN
+        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(4, y->dims))
+        || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
+        return SS_DNN_PLAIN;
+    return l;
+}
+
+typedef int (*make_fn)(const void *d, ss_dnn_prim_t **out, ss_err_t *err);
+
+static int
+make_pool(const void *d, ss_dnn_prim_t **out, ss_err_t *err)
+{
+    return ss_dnn_pool_new(d, out, err);
+}
+
+static int
+make_binary(const void *d, ss_dnn_prim_t **out, ss_err_t *err)
+{
+    return ss_dnn_binary_new(d, out, err);
+}
+
+/* Makes the primitive of d in *layout (a field of d), then PLAIN when
+ * oneDNN has no kernel for that layout or only its reference code.  On
+ * failure *prim is NULL and the code is the constructor's. */
+static int
+make_in_layout(make_fn make, const void *d, ss_dnn_layout_t *layout,
+               ss_dnn_prim_t **prim, ss_err_t *err)
+{
+    int rc;
+
+    *prim = NULL;
+    if (*layout != SS_DNN_PLAIN) {
+        if ((rc = make(d, prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc == 0 && !slow_blocked(*prim))
+            return 0;
+        ss_dnn_prim_free(*prim);
+        *prim = NULL;
+        ss_err_clear(err);
+        *layout = SS_DNN_PLAIN;
+    }
+    return make(d, prim, err);
+}
+
+static const ss_tensor_t *
+T(const ss__fz_t *fz, int v)
+{
+    return &fz->p->vals[v].t;
+}
+
+static int
+f32(const ss__fz_t *fz, int v)
+{
+    return v >= 0 && T(fz, v)->dtype == SS_DTYPE_F32;
+}
+
+/* Only output 0 of the step is used (others omitted or unread). */
+static int
+only_out0(const ss__fz_t *fz, const ss_step_t *st)
+{
+    for (int k = 1; k < st->n_out; k++) {
+        int v = st->out[k];
+
+        if (v >= 0 && (fz->is_out[v] || fz->start[v + 1] != fz->start[v]))
+            return 0;
+    }
+    return st->n_out >= 1 && st->out[0] >= 0;
+}
+
+int
+ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_linear_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *a, *b;
+    float *scaled = NULL;
+    int gemm = is_op(st, "Gemm"), rc = 0;
+
+    if (!(gemm || is_op(st, "MatMul")) || st->n_in < 2 || !only_out0(fz, st)
+        || !f32(fz, st->in[0]) || !f32(fz, st->in[1])
+        || ss__fz_is_const(p, st->in[0]) || !ss__fz_is_const(p, st->in[1]))
+        return 0;
+    a = T(fz, st->in[0]);
+    b = T(fz, st->in[1]);
+    if (b->ndim != 2 || a->ndim < 2)
+        return 0;
+    if (gemm) {
+        if (ss__attr_int(st->node, "transA", 0) != 0 || a->ndim != 2
+            || ss__attr_float(st->node, "alpha", 1.0f) != 1.0f)
+            return 0;
+        d.w_nk = ss__attr_int(st->node, "transB", 0) != 0;
+    }
+    d.k = a->dims[a->ndim - 1];
+    d.n = d.w_nk ? b->dims[0] : b->dims[1];
+    if ((d.w_nk ? b->dims[1] : b->dims[0]) != d.k || d.k == 0 || d.n == 0)
+        return 0;
+    d.m = ss_tensor_numel(a) / d.k;
+    d.w = b->data;
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], gemm ? "Gemm" : "MatMul");
+    c.dst_ndim = 2;
+    c.dst_dims[0] = d.m;
+    c.dst_dims[1] = d.n;
+    if (gemm && st->n_in > 2 && st->in[2] >= 0) {
+        const ss_tensor_t *ct = T(fz, st->in[2]);
+        float beta = ss__attr_float(st->node, "beta", 1.0f);
+
+        if (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])
+            || ss_tensor_numel(ct) != d.n || ct->dims[ct->ndim - 1] != d.n)
+            return 0;
+        d.bias = ct->data;
+        if (beta != 1.0f) {
+            if ((scaled = ss_malloc((size_t)d.n * sizeof(float))) == NULL)
+                return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+            for (int64_t i = 0; i < d.n; i++)
+                scaled[i] = beta * d.bias[i];
+            d.bias = scaled;
+        }
+    } else {
+        d.bias = ss__fz_take_bias(fz, &c, d.n);
+    }
+    /* A residual Add stays a step of its own: fused as a full-size binary
+     * post-op it pushes oneDNN 2.6 off brgemm (see plan_lowp.c). */
+    ss__lp_linear_chain(fz, &c);
+    d.post = c.post;
+    if ((rc = ss_dnn_linear_new(&d, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(scaled);
+    return rc;
+}
+
+int
+ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_matmul_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *a, *b, *y;
+    int64_t bstr[SS_DNN_MAX_DIMS];
+    int lead[2], nd, ts = -1, rc = 0;
+
+    if (!is_op(st, "MatMul") || st->n_in != 2 || !f32(fz, st->in[0])
+        || !f32(fz, st->in[1]) || ss__fz_is_const(p, st->in[0]))
+        return 0;
+    a = T(fz, st->in[0]);
+    b = T(fz, st->in[1]);
+    y = T(fz, st->out[0]);
+    if (a->ndim < 2 || b->ndim < 2 || y->ndim > SS_DNN_MAX_DIMS
+        || ss_tensor_numel(y) == 0)
+        return 0;
+    nd = y->ndim;
+    d.ndim = nd;
+    for (int i = 0; i < nd; i++) {
+        int ia = i - (nd - a->ndim), ib = i - (nd - b->ndim);
+
+        d.a_dims[i] = ia < 0 ? 1 : a->dims[ia];
+        d.b_dims[i] = ib < 0 ? 1 : b->dims[ib];
+    }
+    lead[0] = st->in[0];
+    lead[1] = st->in[1];
+    if (ss__fz_is_const(p, st->in[1])) {
+        d.b_const = b->data;
+    } else if ((ts = fz->prod[st->in[1]]) >= 0
+               && is_op(&p->steps[ts], "Transpose")
+               && ss__fz_single(fz, st->in[1]) == s
+               && T(fz, p->steps[ts].in[0])->ndim == nd && b->ndim == nd) {
+        /* B = Transpose(src) with the last two axes swapped: read src
+         * through strides instead of copying it */
+        const int64_t *perm;
+        const ss_tensor_t *src = T(fz, p->steps[ts].in[0]);
+        int np = ss__attr_ints(p->steps[ts].node, "perm", &perm), okp = np == nd;
+        int64_t sstr[SS_DNN_MAX_DIMS];
+
+        for (int i = 0; okp && i < nd - 2; i++)
+            okp = perm[i] == i;
+        okp = okp && perm[nd - 2] == nd - 1 && perm[nd - 1] == nd - 2;
+        if (okp) {
+            sstr[nd - 1] = 1;
+            for (int i = nd - 2; i >= 0; i--)
+                sstr[i] = sstr[i + 1] * src->dims[i + 1];
+            for (int i = 0; i < nd; i++)
+                bstr[i] = sstr[perm[i]];
+            d.b_strides = bstr;
+            lead[1] = p->steps[ts].in[0];
+        }
+    }
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "MatMul");
+    if (d.b_strides != NULL) {
+        c.steps[c.n_steps++] = ts;
+        snprintf(c.what, sizeof(c.what), "Transpose+MatMul");
+    }
+    c.dst_ndim = nd;
+    memcpy(c.dst_dims, y->dims, (size_t)nd * sizeof(int64_t));
+    ss__fz_chain(fz, &c);
+    d.post = c.post;
+    if ((rc = ss_dnn_matmul_new(&d, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    if ((rc = ss__fz_emit(fz, &c, prim, lead, d.b_const ? 1 : 2, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    return rc;
+}
+
+/* Creates the conv in the first layouts oneDNN has a real kernel for:
+ * the wanted dst, with the src in the conv's family (oneDNN's blocked
+ * kernels read NCHW only for a few input channels, a first layer; a
+ * reorder costs less than the gemm fallback); then src and dst both in
+ * the family; then both NHWC; then NCHW.  The layout pass reorders the
+ * source to what the winner reads. */
+static int
+conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, const ss_tensor_t *x,
+             const ss_tensor_t *y, int out, ss_dnn_prim_t **prim,
+             ss_err_t *err)
+{
+    ss_dnn_layout_t fam = ss__lay_conv_family(x, y), want[4][2];
+    int n = 0, rc = SS_EUNSUPP;
+
+    want[n][1] = ss__lay_dst(fz, out);
+    if (want[n][1] != SS_DNN_PLAIN) {
+        if (want[n][1] == SS_DNN_NHWC)
+            want[n][0] = SS_DNN_NHWC;
+        else if (fam == SS_DNN_BLOCKED)
+            want[n][0] = SS_DNN_BLOCKED;
+        else    /* to blocked from C % 16 != 0: a first layer reads NCHW */
+            want[n][0] = x->dims[1] < 16 ? SS_DNN_PLAIN : SS_DNN_NHWC;
+        n++;
+        if (want[0][0] != fam || want[0][1] != fam) {
+            want[n][0] = want[n][1] = fam;
+            n++;
+        }
+        /* e.g. groups of 8 channels: no blocked kernel, a brgconv one */
+        if (fam != SS_DNN_NHWC
+            && (want[0][0] != SS_DNN_NHWC || want[0][1] != SS_DNN_NHWC)) {
+            want[n][0] = want[n][1] = SS_DNN_NHWC;
+            n++;
+        }
+    }
+    want[n][0] = want[n][1] = SS_DNN_PLAIN;
+    n++;
+    for (int i = 0; i < n; i++) {
+        d->src_layout = want[i][0];
+        d->dst_layout = want[i][1];
+        if ((rc = ss_dnn_conv_new(d, prim, err)) == SS_ENOMEM)
+            return rc;
+        if (rc == 0 && (i == n - 1 || !slow_blocked(*prim)))
+            return 0;
+        ss_dnn_prim_free(*prim);
+        *prim = NULL;
+        if (i < n - 1)
+            ss_err_clear(err);
+    }
+    return rc;
+}
+
+int
+ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_conv_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *x, *w, *y;
+    int64_t pads[4], ks[2];
+    float *wf = NULL, *bf = NULL;
+    int bn, rc = 0;
+
+    if (!is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
+        || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1])
+        || !ss__fz_notset(st->node))
+        return 0;
+    x = T(fz, st->in[0]);
+    w = T(fz, st->in[1]);
+    y = T(fz, st->out[0]);
+    if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
+        return 0;
+    if (st->n_in > 2 && st->in[2] >= 0
+        && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
+        return 0;
+    if (!ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
+        || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
+        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4)
+        || !ss__fz_attr_n(st->node, "kernel_shape", 0, ks, 2))
+        return 0;
+    if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
+        return 0;
+    d.n = x->dims[0];
+    d.ic = x->dims[1];
+    d.ih = x->dims[2];
+    d.iw = x->dims[3];
+    d.oc = w->dims[0];
+    d.kh = w->dims[2];
+    d.kw = w->dims[3];
+    d.group = ss__attr_int(st->node, "group", 1);
+    d.pad_begin[0] = pads[0];
+    d.pad_begin[1] = pads[1];
+    d.pad_end[0] = pads[2];
+    d.pad_end[1] = pads[3];
+    d.w = w->data;
+    d.bias = st->n_in > 2 && st->in[2] >= 0 ? T(fz, st->in[2])->data : NULL;
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "Conv");
+    /* BatchNormalization right after: fold into weights and bias */
+    bn = ss__fz_single(fz, st->out[0]);
+    if (bn >= 0 && is_op(&p->steps[bn], "BatchNormalization")
+        && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
+        && only_out0(fz, &p->steps[bn])
+        && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
+        const ss_step_t *b = &p->steps[bn];
+        int okc = 1;
+
+        for (int k = 1; k < 5; k++)
+            okc = okc && ss__fz_is_const(p, b->in[k]) && f32(fz, b->in[k])
+                  && ss_tensor_numel(T(fz, b->in[k])) == d.oc;
+        if (okc) {
+            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(w),
+                                     d.bias, &wf, &bf, err)) < 0)
+                goto done;
+            d.w = wf;
+            d.bias = bf;
+            c.steps[c.n_steps++] = bn;
+            c.out = b->out[0];
+            snprintf(c.what, sizeof(c.what), "Conv+BN");
+        }
+    }
+    c.dst_ndim = 4;
+    memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
+    ss__fz_chain(fz, &c);
+    d.post = c.post;
+    if ((rc = conv_layouts(fz, &d, x, y, c.out, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    wrote(fz, c.out, prim);
+    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(wf);
+    ss_free(bf);
+    return rc;
+}
+
+int
+ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_softmax_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *x;
+    int64_t axis;
+    int rc;
+
+    if (!(is_op(st, "Softmax") || is_op(st, "LogSoftmax")) || !f32(fz, st->in[0])
+        || p->g->opset < 13)
+        return 0;
+    x = T(fz, st->in[0]);
+    axis = ss__attr_int(st->node, "axis", -1);
+    if (axis < 0)
+        axis += x->ndim;
+    if (x->ndim < 1 || x->ndim > SS_DNN_MAX_DIMS || axis < 0 || axis >= x->ndim
+        || ss_tensor_numel(x) == 0)
+        return 0;
+    d.ndim = x->ndim;
+    memcpy(d.dims, x->dims, (size_t)x->ndim * sizeof(int64_t));
+    d.axis = (int)axis;
+    d.log = is_op(st, "LogSoftmax");
+    if ((rc = ss_dnn_softmax_new(&d, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
+    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
+        return rc;
+    return 1;
+}
+
+int
+ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_layernorm_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *x;
+    int64_t axis, rows = 1, cols = 1;
+    int rc;
+
+    if (!is_op(st, "LayerNormalization") || st->n_in < 2 || !f32(fz, st->in[0])
+        || !only_out0(fz, st) || !ss__fz_is_const(p, st->in[1])
+        || !f32(fz, st->in[1]))
+        return 0;
+    x = T(fz, st->in[0]);
+    axis = ss__attr_int(st->node, "axis", -1);
+    if (axis < 0)
+        axis += x->ndim;
+    if (axis < 0 || axis >= x->ndim)
+        return 0;
+    for (int i = 0; i < x->ndim; i++)
+        *(i < axis ? &rows : &cols) *= x->dims[i];
+    if (rows == 0 || cols == 0 || ss_tensor_numel(T(fz, st->in[1])) != cols)
+        return 0;
+    d.gamma = T(fz, st->in[1])->data;
+    if (st->n_in > 2 && st->in[2] >= 0) {
+        if (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])
+            || ss_tensor_numel(T(fz, st->in[2])) != cols)
+            return 0;
+        d.beta = T(fz, st->in[2])->data;
+    }
+    d.ndim = 2;
+    d.dims[0] = rows;
+    d.dims[1] = cols;
+    d.eps = ss__attr_float(st->node, "epsilon", 1e-5f);
+    if ((rc = ss_dnn_layernorm_new(&d, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "LayerNormalization");
+    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
+        return rc;
+    return 1;
+}
+
+int
+ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_pool_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *x;
+    int64_t pads[4];
+    int global = is_op(st, "GlobalAveragePool"), rc;
+
+    if (!(global || is_op(st, "MaxPool") || is_op(st, "AveragePool"))
+        || !f32(fz, st->in[0]) || !only_out0(fz, st) || !ss__fz_notset(st->node))
+        return 0;
+    x = T(fz, st->in[0]);
+    if (x->ndim != 4 || ss_tensor_numel(x) == 0)
+        return 0;
+    d.n = x->dims[0];
+    d.c = x->dims[1];
+    d.ih = x->dims[2];
+    d.iw = x->dims[3];
+    if (global) {
+        d.alg = SS_DNN_POOL_AVG_EXCLUDE;
+        d.kernel[0] = d.ih;
+        d.kernel[1] = d.iw;
+    } else {
+        if (ss__attr_int(st->node, "ceil_mode", 0) != 0
+            || ss__attr_int(st->node, "storage_order", 0) != 0
+            || !ss__fz_attr_n(st->node, "kernel_shape", 0, d.kernel, 2)
+            || !ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
+            || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
+            || !ss__fz_attr_n(st->node, "pads", 0, pads, 4) || d.kernel[0] <= 0)
+            return 0;
+        d.pad_begin[0] = pads[0];
+        d.pad_begin[1] = pads[1];
+        d.pad_end[0] = pads[2];
+        d.pad_end[1] = pads[3];
+        d.alg = is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
+                : ss__attr_int(st->node, "count_include_pad", 0)
+                  ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
+    }
+    /* one layout for src and dst: the source's, when the output may
+     * have it too */
+    d.layout = follow(fz, st->in[0], st->out[0]);
+    if ((rc = make_in_layout(make_pool, &d, &d.layout, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    wrote(fz, st->out[0], prim);
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
+    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
+        return rc;
+    return 1;
+}
+
+int
+ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_binary_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    const ss_tensor_t *a, *b, *y;
+    const char *op = st->node->op_type;
+    int lead[2], rc;
+
+    if (st->kind != SS_STEP_REF || st->n_in != 2
+        || !(strcmp(op, "Add") == 0 || strcmp(op, "Sub") == 0
+             || strcmp(op, "Mul") == 0 || strcmp(op, "Div") == 0)
+        || !f32(fz, st->in[0]) || !f32(fz, st->in[1]) || !f32(fz, st->out[0]))
+        return 0;
+    lead[0] = st->in[0];
+    lead[1] = st->in[1];
+    a = T(fz, lead[0]);
+    b = T(fz, lead[1]);
+    y = T(fz, st->out[0]);
+    if (a->ndim != y->ndim || memcmp(a->dims, y->dims,
+                                     (size_t)y->ndim * sizeof(int64_t))) {
+        if (op[0] == 'S' || op[0] == 'D' || b->ndim != y->ndim
+            || memcmp(b->dims, y->dims, (size_t)y->ndim * sizeof(int64_t)))
+            return 0;
+        lead[0] = st->in[1];
+        lead[1] = st->in[0];
+        a = T(fz, lead[0]);
+        b = T(fz, lead[1]);
+    }
+    if (y->ndim < 1 || y->ndim > SS_DNN_MAX_DIMS || b->ndim > y->ndim
+        || ss_tensor_numel(y) == 0)
+        return 0;
+    d.alg = op[0] == 'A' ? SS_DNN_ADD : op[0] == 'S' ? SS_DNN_SUB
+            : op[0] == 'M' ? SS_DNN_MUL : SS_DNN_DIV;
+    d.a_ndim = a->ndim;
+    d.b_ndim = b->ndim;
+    memcpy(d.a_dims, a->dims, (size_t)a->ndim * sizeof(int64_t));
+    memcpy(d.b_dims, b->dims, (size_t)b->ndim * sizeof(int64_t));
+    ss__fz_chain_start(&c, s, lead[0], st->out[0], op);
+    /* oneDNN 2.6's jit:uni binary kernel computes wrong values with three
+     * eltwise post-ops such as linear, tanh, linear (seen here) */
+    c.max_post = 2;
+    c.dst_ndim = y->ndim;
+    memcpy(c.dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
+    ss__fz_chain(fz, &c);
+    d.post = c.post;
+    d.layout = y->ndim == 4 ? follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
+    if ((rc = make_in_layout(make_binary, &d, &d.layout, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    wrote(fz, c.out, prim);
+    if ((rc = ss__fz_emit(fz, &c, prim, lead, 2, err)) < 0)
+        return rc;
+    return 1;
+}

@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Activation layouts: which 4-D values live blocked (nChw16c) or
+ * channels-last (NHWC) between oneDNN primitives, and the reorders at the
+ * edges of those runs.
+ *
+ * DESIGN: oneDNN's convolutions run 2-3x faster on nChw16c than on NCHW
+ * (jit / brgconv kernels instead of gemm over im2col; measured here), and
+ * a reorder costs 10-30% of such a conv, so a chain Conv → (BN) → Relu →
+ * Conv → Add → Relu → MaxPool ... should stay blocked from its first conv
+ * to its last pool and convert only at the ends.  nChw16c needs C % 16 ==
+ * 0 (anything else would pad every buffer); for other channel counts, a
+ * pruned model's 11 or 22, NHWC is the same size as NCHW and runs brgconv
+ * nearly as fast (about 25% slower than nChw16c, 2.5-3x faster than
+ * NCHW).  A value's layout is decided by the fusion anchors
+ * (plan_fuse_ops.c) as they create each primitive, in step order:
+ *
+ *   - a conv runs in its family's layout: BLOCKED when its input and
+ *     output channels are both multiples of 16, NHWC otherwise; a first
+ *     layer (C < 16) reads NCHW straight into a blocked output, which
+ *     oneDNN's kernels do well;
+ *   - pooling and binary ops keep their source's layout;
+ *   - an op writes its output in the layout ss__lay_dst() picks from the
+ *     value's readers: PLAIN for a graph output or a value with views (a
+ *     Flatten reads NCHW bytes), else what most readers want (a conv its
+ *     family's layout, a pool the natural one, a oneDNN step what its
+ *     primitive reads), PLAIN if none wants another.
+ *
+ * Those are predictions: a later anchor may still refuse (oneDNN has no
+ * kernel, or only its slow reference one, for the layouts asked; the op
+ * stays on its reference kernel).  So after fusion ss__plan_layout()
+ * walks the steps and, wherever a step reads a value in a layout that
+ * places its elements elsewhere than the one it was written in, inserts a
+ * reorder into a new value (one per value and layout, shared by every
+ * reader that wants it) just before the first such reader.  Reference kernels read
+ * PLAIN; a oneDNN step reads what its primitive says
+ * (ss_dnn_prim_layout).  Layouts that are the same bytes need none: H * W
+ * == 1 (the GlobalAveragePool output before a Flatten), C == 1 for NHWC,
+ * C == 16 for nChw16c and NHWC.  SS_ENGINE_NO_BLOCKED=1 keeps every value
+ * PLAIN (for comparisons).
+ *
+ * THREADS: runs inside ss_plan_new.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/plan_layout.h"
+
+static int
+blocked_off(void)
+{
+    const char *s = getenv("SS_ENGINE_NO_BLOCKED");
+
+    return s != NULL && s[0] != '\0' && strcmp(s, "0") != 0;
+}
+
+ss_dnn_layout_t
+ss__lay_of(const ss_plan_t *p, int v)
+{
+    return p->vals[ss__plan_root(p, v)].layout;
+}
+
+/* One name per arrangement of bytes: H * W == 1 makes all three layouts
+ * NCHW, C == 1 makes NHWC NCHW, and C == 16 makes nChw16c NHWC. */
+static ss_dnn_layout_t
+canon(ss_dnn_layout_t l, const ss_tensor_t *t)
+{
+    if (t->ndim != 4 || l == SS_DNN_PLAIN || t->dims[2] * t->dims[3] == 1)
+        return SS_DNN_PLAIN;
+    if (l == SS_DNN_NHWC && t->dims[1] == 1)
+        return SS_DNN_PLAIN;
+    if (l == SS_DNN_BLOCKED && t->dims[1] == 16)
+        return SS_DNN_NHWC;
+    return l;
+}
+
+int
+ss__lay_same(ss_dnn_layout_t a, ss_dnn_layout_t b, const ss_tensor_t *t)
+{
+    return a == b || canon(a, t) == canon(b, t);
+}
+
+ss_dnn_layout_t
+ss__lay_natural(const ss_tensor_t *t)
+{
+    return t->ndim == 4 && ss_dnn_blocked_ok(4, t->dims) ? SS_DNN_BLOCKED
+                                                         : SS_DNN_NHWC;
+}
+
+ss_dnn_layout_t
+ss__lay_conv_family(const ss_tensor_t *x, const ss_tensor_t *y)
+{
+    return ss_dnn_blocked_ok(4, x->dims) && ss_dnn_blocked_ok(4, y->dims)
+           ? SS_DNN_BLOCKED : SS_DNN_NHWC;
+}
+
+#define ANY (-1)
+
+/* The layout reader st would like v in: a conv its family's, a pool the
+ * natural one, a same-shape binary op ANY (it follows its first operand),
+ * a oneDNN step what its primitive reads, anything else PLAIN. */
+static int
+wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
+{
+    const ss_tensor_t *t = &p->vals[v].t;
+    const char *op;
+
+    if (st->kind == SS_STEP_DNN)
+        return ss_dnn_prim_layout(st->prim, k);
+    if (st->kind != SS_STEP_REF)
+        return SS_DNN_PLAIN;
+    op = st->node->op_type;
+    if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0
+        || strcmp(op, "AveragePool") == 0
+        || strcmp(op, "GlobalAveragePool") == 0) {
+        const ss_tensor_t *y;
+
+        if (k != 0 || st->n_out < 1 || st->out[0] < 0)
+            return SS_DNN_PLAIN;
+        y = &p->vals[st->out[0]].t;
+        if (y->ndim != 4 || y->dtype != SS_DTYPE_F32)
+            return SS_DNN_PLAIN;
+        return op[0] == 'C' ? ss__lay_conv_family(t, y) : ss__lay_natural(t);
+    }
+    if ((strcmp(op, "Add") == 0 || strcmp(op, "Sub") == 0
+         || strcmp(op, "Mul") == 0 || strcmp(op, "Div") == 0)
+        && st->n_in == 2 && st->n_out >= 1 && st->out[0] >= 0) {
+        const ss_tensor_t *y = &p->vals[st->out[0]].t;
+
+        if (y->ndim == t->ndim
+            && memcmp(y->dims, t->dims, (size_t)t->ndim * sizeof(int64_t))
+               == 0)
+            return ANY;
+    }
+    return SS_DNN_PLAIN;
+}
+
+ss_dnn_layout_t
+ss__lay_dst(const ss__fz_t *fz, int v)
+{
+    const ss_plan_t *p = fz->p;
+    const ss_tensor_t *t;
+    int n[3] = { 0, 0, 0 }, any = 0;
+
+    if (v < 0 || blocked_off())
+        return SS_DNN_PLAIN;
+    t = &p->vals[v].t;
+    if (t->dtype != SS_DTYPE_F32 || t->ndim != 4 || p->vals[v].alias >= 0)
+        return SS_DNN_PLAIN;
+    if (canon(ss__lay_natural(t), t) == SS_DNN_PLAIN)
+        return ss__lay_natural(t);      /* the same bytes as NCHW */
+    if (fz->is_out[v])
+        return SS_DNN_PLAIN;
+    for (int w = 0; w < p->n_vals; w++)
+        if (p->vals[w].alias == v)
+            return SS_DNN_PLAIN;
+    /* the current steps, not fz's reader index: steps fused since it was
+     * built moved (a chain lands on its last step's slot) */
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_in; k++) {
+            int w;
+
+            if (st->in[k] != v)
+                continue;
+            if ((w = wants(p, st, k, v)) == ANY)
+                any++;
+            else
+                n[w]++;
+        }
+    }
+    /* a reader that wants NCHW gets a reorder: cheaper than slowing the
+     * producer and every conv reader down */
+    if (n[SS_DNN_BLOCKED] + n[SS_DNN_NHWC] == 0)
+        return any > 0 && n[SS_DNN_PLAIN] == 0 ? ss__lay_natural(t)
+                                              : SS_DNN_PLAIN;
+    if (n[SS_DNN_BLOCKED] >= n[SS_DNN_NHWC] && ss_dnn_blocked_ok(4, t->dims))
+        return SS_DNN_BLOCKED;
+    return SS_DNN_NHWC;
+}
+
+/* ---- the fix-up pass -------------------------------------------------- */
+
+typedef struct insert {
+    int before;             /* step index */
+    ss_step_t st;
+} insert_t;
+
+/* A new arena value: v's shape, in layout l.  Returns its id. */
+static int
+new_value(ss_plan_t *p, int v, ss_dnn_layout_t l, ss_err_t *err)
+{
+    ss_pval_t *vals = ss_realloc(p->vals,
+                                 ((size_t)p->n_vals + 2) * sizeof(*vals));
+    ss_pval_t *nv;
+
+    if (vals == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a reorder");
+    p->vals = vals;
+    nv = &vals[p->n_vals];
+    memset(nv, 0, 2 * sizeof(*nv));
+    nv->t = vals[v].t;
+    nv->t.data = NULL;
+    nv->kind = SS_PV_ARENA;
+    nv->alias = -1;
+    nv->bytes = vals[v].bytes;
+    nv->layout = l;
+    nv[1].alias = -1;
+    return p->n_vals++;
+}
+
+/* The reorder step v (in layout from) → a new value in layout l. */
+static int
+make_reorder(ss_plan_t *p, const ss_step_t *reader, int v,
+             ss_dnn_layout_t from, ss_dnn_layout_t l, ss_step_t *out,
+             int *nv, ss_err_t *err)
+{
+    ss_dnn_reorder_desc_t d = { 0 };
+    const ss_tensor_t *t = &p->vals[v].t;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    d.ndim = t->ndim;
+    memcpy(d.dims, t->dims, (size_t)t->ndim * sizeof(int64_t));
+    d.src_layout = from;
+    d.dst_layout = l;
+    if ((rc = ss_dnn_reorder_new(&d, &out->prim, err)) < 0)
+        goto done;
+    if ((rc = new_value(p, v, l, err)) < 0)
+        goto done;
+    *nv = rc;
+    out->kind = SS_STEP_DNN;
+    out->node = reader->node;
+    out->n_in = 1;
+    out->n_out = 1;
+    if ((out->in = ss_malloc(sizeof(int))) == NULL
+        || (out->out = ss_malloc(sizeof(int))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+        goto done;
+    }
+    out->in[0] = v;
+    out->out[0] = *nv;
+    strcpy(out->what, l == SS_DNN_BLOCKED ? "Reorder>nChw16c"
+                      : l == SS_DNN_NHWC ? "Reorder>NHWC" : "Reorder>NCHW");
+    if (ss_dnn_prim_scratch_size(out->prim) > p->scratch_bytes)
+        p->scratch_bytes = ss_dnn_prim_scratch_size(out->prim);
+    rc = 0;
+done:
+    if (rc < 0)
+        ss__plan_step_clear(out);
+    return rc;
+}
+
+/* Moves the inserted steps into place: ins is sorted by `before`. */
+static int
+splice(ss_plan_t *p, insert_t *ins, int n_ins, ss_err_t *err)
+{
+    int n = p->n_steps + n_ins, j = 0, k = 0;
+    ss_step_t *steps = ss_malloc((size_t)n * sizeof(*steps));
+
+    if (steps == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+    for (int s = 0; s < p->n_steps; s++) {
+        while (j < n_ins && ins[j].before == s)
+            steps[k++] = ins[j++].st;
+        steps[k++] = p->steps[s];
+    }
+    ss_free(p->steps);
+    p->steps = steps;
+    p->n_steps = p->cap_steps = n;
+    return 0;
+}
+
+int
+ss__plan_layout(ss_plan_t *p, ss_err_t *err)
+{
+    int n0 = p->n_vals, n_ins = 0, rc = 0;
+    /* conv[3 * v + l]: the copy of v in layout l, once made */
+    int *conv = ss_malloc(((size_t)n0 + 1) * 3 * sizeof(int));
+    insert_t *ins = NULL;
+
+    if (conv == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for the layout pass");
+        goto done;
+    }
+    for (int v = 0; v < 3 * n0; v++)
+        conv[v] = -1;
+    for (int s = 0; s < p->n_steps; s++) {
+        ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_in; k++) {
+            int v = st->in[k], r;
+            ss_dnn_layout_t need, have;
+
+            if (v < 0)
+                continue;
+            need = st->kind == SS_STEP_DNN ? ss_dnn_prim_layout(st->prim, k)
+                                           : SS_DNN_PLAIN;
+            r = ss__plan_root(p, v);
+            have = p->vals[r].layout;
+            if (r != v) {
+                /* a view (Reshape...) reads its root's bytes as NCHW of
+                 * its own shape: fine when the root is NCHW bytes */
+                if (!ss__lay_same(have, SS_DNN_PLAIN, &p->vals[r].t)) {
+                    rc = ss_err_set(err, SS_EINTERNAL, "%s: a step reads "
+                                    "a view of a blocked value",
+                                    p->g->source);
+                    goto done;
+                }
+                have = SS_DNN_PLAIN;
+            }
+            if (ss__lay_same(have, need, &p->vals[v].t))
+                continue;
+            if (v >= n0) {
+                rc = ss_err_set(err, SS_EINTERNAL, "%s: a reorder's output "
+                                "is read in another layout", p->g->source);
+                goto done;
+            }
+            if (conv[3 * v + need] < 0) {
+                insert_t *grown = ss_realloc(ins, ((size_t)n_ins + 1)
+                                                  * sizeof(*ins));
+
+                if (grown == NULL) {
+                    rc = ss_err_set(err, SS_ENOMEM, "no memory for the "
+                                    "layout pass");
+                    goto done;
+                }
+                ins = grown;
+                if ((rc = make_reorder(p, st, v, have, need,
+                                       &ins[n_ins].st, &conv[3 * v + need],
+                                       err)) < 0)
+                    goto done;
+                ins[n_ins++].before = s;
+            }
+            st->in[k] = conv[3 * v + need];
+        }
+    }
+    for (int i = 0; i < p->g->n_outputs; i++) {
+        int r = ss__plan_root(p, p->g->outputs[i]);
+
+        if (!ss__lay_same(p->vals[r].layout, SS_DNN_PLAIN,
+                          &p->vals[r].t)) {
+            rc = ss_err_set(err, SS_EINTERNAL, "%s: output '%s' would be "
+                            "written blocked", p->g->source,
+                            p->g->values[p->g->outputs[i]].name);
+            goto done;
+        }
+    }
+    if (n_ins > 0 && (rc = splice(p, ins, n_ins, err)) < 0)
+        goto done;
+    n_ins = 0;
+done:
+    for (int i = 0; i < n_ins; i++)
+        ss__plan_step_clear(&ins[i].st);
+    ss_free(ins);
+    ss_free(conv);
+    return rc;
+}

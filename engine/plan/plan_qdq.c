@@ -1,0 +1,580 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * int8: QDQ patterns of any ONNX model onto int8 oneDNN primitives
+ * (plan_lowp.c runs it before the f32 fusion).
+ *
+ * DESIGN: a QDQ model (ours or another tool's) reads
+ *     x -Q-> x_q -DQ-> x' ; w_q -DQ-> w' ; MatMul/Gemm/Conv(x', w') ...
+ * The DQ of a constant weight was folded to f32 by the plan already; its
+ * graph node still names the s8 weights and their scales, and those are
+ * what the int8 primitive packs (per-output-channel scales, zero point 0:
+ * the fast path).  The activation DQ is skipped: the primitive reads x_q
+ * (u8 or s8) directly, with one per-tensor scale; a u8 zero point is
+ * folded into the bias (sum_k (x_q - z) w = sum_k x_q w - z sum_k w).
+ * Output scales s_x * s_w[c], fixed at creation, turn the s32
+ * accumulator back into real units; bias, activations and residual adds
+ * follow as post-ops (the f32 chain of plan_fuse.c).  When the chain ends
+ * in another QuantizeLinear (per-tensor), that Q becomes a last post-op
+ * (y / s_y + z_y) and the primitive writes u8/s8 directly, so data stays
+ * int8 between consecutive int8 layers.  (oneDNN rounds y / s_y + z_y
+ * where ONNX rounds y / s_y and then adds z_y: for an odd z_y the two
+ * differ by one step on exact ties, which real-valued accumulators hit
+ * with probability ~0.)  A Q or DQ left over runs as a oneDNN reorder
+ * with scale and zero point when that is exact (per tensor; Q with an
+ * even zero point), else on its reference kernel.
+ *
+ * Convs: oneDNN 2.6 has fast int8 convs (brgconv, jit_int8) for NHWC
+ * only, its reference code for NCHW.  An int8 conv therefore reads and
+ * writes NHWC: its u8/s8 source is quantized straight into an NHWC copy
+ * (or converted), a u8/s8 result stays NHWC for the next int8 conv, and
+ * an f32 result is recorded NHWC for the layout pass (plan_layout.c) to
+ * convert where a reader wants NCHW.
+ *
+ * THREADS: runs inside ss_plan_new.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/plan_lowp.h"
+
+typedef struct qw {
+    const int8_t *w;        /* s8 weights, the layout of the f32 ones */
+    float *scale;           /* [n] per output channel, owned */
+} qw_t;
+
+/* The weight value wv was folded from DequantizeLinear(w_q s8, scale,
+ * zero point 0): finds w_q and per-output-channel scales (axis: the
+ * output-channel axis of the weight). */
+static int
+find_qweight(const ss_plan_t *p, int wv, int axis, int64_t n, qw_t *q,
+             ss_err_t *err)
+{
+    const ss_graph_t *g = p->g;
+    const ss_node_t *dq;
+    const ss_tensor_t *ws;
+    int64_t ns;
+
+    memset(q, 0, sizeof(*q));
+    if (wv >= g->n_values || g->values[wv].producer < 0)
+        return 0;
+    dq = &g->nodes[g->values[wv].producer];
+    if (strcmp(dq->op_type, "DequantizeLinear") != 0 || dq->n_inputs < 2
+        || dq->inputs[0] < 0 || dq->inputs[1] < 0
+        || !cst(p, dq->inputs[0], SS_DTYPE_I8)
+        || !cst(p, dq->inputs[1], SS_DTYPE_F32))
+        return 0;
+    if (dq->n_inputs > 2 && dq->inputs[2] >= 0) {
+        const ss_tensor_t *z = T(p, dq->inputs[2]);
+        const int8_t *zd = z->data;
+
+        if (!cst(p, dq->inputs[2], SS_DTYPE_I8))
+            return 0;
+        for (int64_t i = 0; i < ss_tensor_numel(z); i++)
+            if (zd[i] != 0)
+                return 0;
+    }
+    ws = T(p, dq->inputs[1]);
+    ns = ss_tensor_numel(ws);
+    if (ns != 1) {
+        const ss_tensor_t *wq = T(p, dq->inputs[0]);
+        int64_t ax = ss__attr_int(dq, "axis", 1);
+
+        if (ax < 0)
+            ax += wq->ndim;
+        if (ns != n || ax != axis)
+            return 0;
+    }
+    if ((q->scale = ss_malloc((size_t)n * sizeof(float))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for int8 scales");
+    for (int64_t c = 0; c < n; c++)
+        q->scale[c] = ((const float *)ws->data)[ns == 1 ? 0 : c];
+    q->w = T(p, dq->inputs[0])->data;
+    return 1;
+}
+
+/* x = DequantizeLinear(x_q, per-tensor scale, zero point): x_q's id. */
+static int
+find_qsrc(const ss__fz_t *fz, int xv, float *sx, int32_t *zx)
+{
+    const ss_plan_t *p = fz->p;
+    const ss_step_t *st;
+    int s = xv >= 0 ? fz->prod[xv] : -1;
+    int xq;
+
+    if (s < 0 || p->vals[xv].alias >= 0)
+        return -1;
+    st = &p->steps[s];
+    if (!is_op(st, "DequantizeLinear") || st->n_in < 2 || st->in[0] < 0)
+        return -1;
+    xq = st->in[0];
+    if (ss__fz_is_const(p, xq)
+        || (T(p, xq)->dtype != SS_DTYPE_U8 && T(p, xq)->dtype != SS_DTYPE_I8)
+        || !cst(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(T(p, st->in[1])) != 1)
+        return -1;
+    *sx = *(const float *)T(p, st->in[1])->data;
+    *zx = 0;
+    if (st->n_in > 2 && st->in[2] >= 0) {
+        const ss_tensor_t *z = T(p, st->in[2]);
+
+        if (!cst(p, st->in[2], T(p, xq)->dtype) || ss_tensor_numel(z) != 1)
+            return -1;
+        *zx = z->dtype == SS_DTYPE_U8 ? *(const uint8_t *)z->data
+                                      : *(const int8_t *)z->data;
+    }
+    if (!(*sx > 0.f) || !isfinite(*sx))
+        return -1;
+    return xq;
+}
+
+/* The chain's output is read by one per-tensor QuantizeLinear: absorbs it
+ * as a last post-op; returns its output type (UNDEFINED: none). */
+static ss_dtype_t
+take_q(ss__fz_t *fz, ss__chain_t *c)
+{
+    ss_plan_t *p = fz->p;
+    int s = ss__fz_single(fz, c->out);
+    const ss_step_t *st;
+    float sy;
+    int32_t zy = 0;
+    ss_dnn_postop_t *po;
+
+    if (s < 0 || c->post.n >= SS_DNN_MAX_POST || c->n_steps >= SS_CHAIN_MAX)
+        return SS_DTYPE_UNDEFINED;
+    st = &p->steps[s];
+    if (!is_op(st, "QuantizeLinear") || st->in[0] != c->out || st->n_in < 2
+        || st->out[0] < 0 || !cst(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(T(p, st->in[1])) != 1)
+        return SS_DTYPE_UNDEFINED;
+    sy = *(const float *)T(p, st->in[1])->data;
+    if (st->n_in > 2 && st->in[2] >= 0) {
+        const ss_tensor_t *z = T(p, st->in[2]);
+
+        if (!ss__fz_is_const(p, st->in[2]) || ss_tensor_numel(z) != 1)
+            return SS_DTYPE_UNDEFINED;
+        zy = z->dtype == SS_DTYPE_U8 ? *(const uint8_t *)z->data
+                                     : *(const int8_t *)z->data;
+    }
+    if (!(sy > 0.f) || !isfinite(sy))
+        return SS_DTYPE_UNDEFINED;
+    po = &c->post.op[c->post.n++];
+    memset(po, 0, sizeof(*po));
+    po->kind = SS_DNN_PO_ELTWISE;
+    po->alg = SS_DNN_LINEAR;
+    po->alpha = 1.0f / sy;
+    po->beta = (float)zy;
+    c->steps[c->n_steps++] = s;
+    c->out = st->out[0];
+    {
+        size_t l = strlen(c->what);
+
+        snprintf(c->what + l, sizeof(c->what) - l, "+Q");
+    }
+    return T(p, st->out[0])->dtype;
+}
+
+/* Bias in accumulator units and output scales. */
+static int
+int8_bias(const float *bias, const int8_t *w, int w_nk, int64_t n,
+          int64_t k, float sx, int32_t zx, const float *sw, float **bacc,
+          float **osc, ss_err_t *err)
+{
+    *bacc = ss_malloc((size_t)n * sizeof(float));
+    *osc = ss_malloc((size_t)n * sizeof(float));
+    if (*bacc == NULL || *osc == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for int8 biases");
+    for (int64_t c = 0; c < n; c++) {
+        double sum = 0, s = (double)sx * sw[c];
+
+        if (zx != 0)
+            for (int64_t i = 0; i < k; i++)
+                sum += w_nk ? w[c * k + i] : w[i * n + c];
+        (*osc)[c] = (float)s;
+        (*bacc)[c] = (float)((bias ? bias[c] / s : 0.0) - zx * sum);
+        if (!(s > 0) || !isfinite(s))
+            return 0;
+    }
+    return 1;
+}
+
+static int
+int8_linear(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    ss_dnn_qlinear_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    ss__lp_lin_t L;
+    qw_t q = { 0 };
+    float sx, *bacc = NULL, *osc = NULL;
+    int32_t zx;
+    int xq, rc;
+
+    if ((rc = ss__lp_linear_shape(fz, s, &L, &c, err)) <= 0)
+        goto done;
+    rc = 0;
+    if ((xq = find_qsrc(fz, p->steps[s].in[0], &sx, &zx)) < 0)
+        goto done;
+    if ((rc = find_qweight(p, L.wv, L.w_nk ? 0 : 1, L.n, &q, err)) <= 0)
+        goto done;
+    rc = 0;
+    if ((rc = int8_bias(L.bias, q.w, L.w_nk, L.n, L.k, sx, zx, q.scale,
+                        &bacc, &osc, err)) <= 0)
+        goto done;
+    snprintf(c.what, sizeof(c.what), "int8 %s",
+             is_op(&p->steps[s], "Gemm") ? "Gemm" : "MatMul");
+    ss__lp_linear_chain(fz, &c);
+    d.dst_dtype = take_q(fz, &c);
+    if (d.dst_dtype == SS_DTYPE_UNDEFINED)
+        d.dst_dtype = SS_DTYPE_F32;
+    d.src_dtype = T(p, xq)->dtype;
+    d.w_dtype = SS_DTYPE_I8;
+    d.m = L.m;
+    d.k = L.k;
+    d.n = L.n;
+    d.w = q.w;
+    d.w_nk = L.w_nk;
+    d.bias = bacc;
+    d.n_scales = (int)L.n;
+    d.scales = osc;
+    d.post = c.post;
+    if ((rc = ss_dnn_qlinear_new(&d, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    if ((rc = ss__fz_emit(fz, &c, prim, &xq, 1, err)) == 0)
+        rc = 1;
+    prim = NULL;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(L.owned);
+    ss_free(q.scale);
+    ss_free(bacc);
+    ss_free(osc);
+    return rc;
+}
+
+/* The int8 conv at step `last` reads and writes NHWC (its primitive says
+ * so, ss_dnn_prim_layout).  Its u8/s8 source gets a conversion here (the
+ * layout pass, plan_layout.c, reorders f32 only).  An f32 result is left
+ * NHWC, recorded as such, and so are f32 residuals it reads: the layout
+ * pass converts them for readers that want another layout (a following
+ * pool reads NHWC directly).  A u8/s8 result, a graph output or a value
+ * with views is converted back to NCHW here. */
+static int
+nhwc_edges(ss__fz_t *fz, ss__lp_inslist_t *il, int last, int xq, int y,
+           ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    ss_dnn_convert_desc_t cd = { .ndim = 4 };
+    int xs, ys, views = 0, rc;
+
+    /* a source another int8 step wrote NHWC (or converted already) is
+     * read as it is: the data stays int8 and NHWC between int8 convs, and
+     * the NCHW copy is pruned when nothing else reads it */
+    if ((xs = ss__lp_twin_of(il, xq)) >= 0) {
+        p->steps[last].in[0] = xs;
+    } else {
+        xs = ss__lp_add_pval(p, xq, T(p, xq)->dtype, SS_DNN_NHWC, err);
+        if (xs < 0)
+            return xs;
+        p->steps[last].in[0] = xs;
+        cd.src_dtype = cd.dst_dtype = T(p, xq)->dtype;
+        memcpy(cd.dims, T(p, xq)->dims, 4 * sizeof(int64_t));
+        cd.dst_nhwc = 1;
+        if ((rc = ss__lp_ins_convert(p, il, last, 0, &cd, xq, xs, "to NHWC",
+                              err)) < 0)
+            return rc;
+        ss__lp_twin_add(il, xq, xs);
+    }
+    for (int w = 0; w < p->n_vals; w++)
+        views += p->vals[w].alias == y;
+    if (T(p, y)->dtype == SS_DTYPE_F32 && !fz->is_out[y] && views == 0) {
+        p->vals[y].layout = SS_DNN_NHWC;
+        return 0;
+    }
+    if ((ys = ss__lp_add_pval(p, y, T(p, y)->dtype, SS_DNN_NHWC, err)) < 0)
+        return ys;
+    p->steps[last].out[0] = ys;
+    cd.src_dtype = cd.dst_dtype = T(p, y)->dtype;
+    memcpy(cd.dims, T(p, y)->dims, 4 * sizeof(int64_t));
+    cd.dst_nhwc = 0;
+    cd.src_nhwc = 1;
+    if ((rc = ss__lp_ins_convert(p, il, last, 1, &cd, ys, y, "to NCHW",
+                                 err)) < 0)
+        return rc;
+    ss__lp_twin_add(il, y, ys);
+    return 0;
+}
+
+/* A BatchNormalization right after an int8 conv: y = k (z - mean) + beta
+ * with k = gamma / sqrt(var + eps) folds into the output scales (times k)
+ * and the accumulator-unit bias (+ (beta / k - mean) / old scale). */
+static int
+absorb_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, float *osc,
+          float *bacc)
+{
+    ss_plan_t *p = fz->p;
+    int bn = ss__fz_single(fz, c->out);
+    const ss_step_t *b;
+    const float *g, *beta, *mean, *var;
+    float eps;
+
+    if (bn < 0 || !is_op(&p->steps[bn], "BatchNormalization"))
+        return 0;
+    b = &p->steps[bn];
+    if (b->in[0] != c->out || b->n_in != 5
+        || ss__attr_int(b->node, "training_mode", 0) != 0)
+        return 0;
+    for (int k = 1; k < 5; k++)
+        if (!cst(p, b->in[k], SS_DTYPE_F32)
+            || ss_tensor_numel(T(p, b->in[k])) != oc)
+            return 0;
+    for (int k = 1; k < b->n_out; k++)
+        if (b->out[k] >= 0)
+            return 0;
+    g = T(p, b->in[1])->data;
+    beta = T(p, b->in[2])->data;
+    mean = T(p, b->in[3])->data;
+    var = T(p, b->in[4])->data;
+    eps = ss__attr_float(b->node, "epsilon", 1e-5f);
+    for (int64_t o = 0; o < oc; o++)
+        if (g[o] == 0.f || !(var[o] + eps > 0.f))
+            return 0;
+    for (int64_t o = 0; o < oc; o++) {
+        double k = g[o] / sqrt((double)var[o] + eps);
+
+        bacc[o] = (float)(bacc[o] + (beta[o] / k - mean[o]) / osc[o]);
+        osc[o] = (float)(osc[o] * k);
+    }
+    c->steps[c->n_steps++] = bn;
+    c->out = b->out[0];
+    snprintf(c->what, sizeof(c->what), "int8 Conv+BN");
+    return 1;
+}
+
+static int
+int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_qconv_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    ss__chain_t c;
+    qw_t q = { 0 };
+    float sx, *bacc = NULL, *osc = NULL;
+    int32_t zx;
+    int xq, last, y, rc = 0;
+
+    if (!ss__lp_conv_shape(p, st, &d))
+        return 0;
+    if ((xq = find_qsrc(fz, st->in[0], &sx, &zx)) < 0)
+        return 0;
+    if ((rc = find_qweight(p, st->in[1], 0, d.oc, &q, err)) <= 0)
+        goto done;
+    /* per output channel: [OC, K] with K = IC/group * KH * KW */
+    if ((rc = int8_bias(d.bias, q.w, 1, d.oc,
+                        ss_tensor_numel(T(p, st->in[1])) / d.oc, sx, zx,
+                        q.scale, &bacc, &osc, err)) <= 0)
+        goto done;
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "int8 Conv");
+    if ((rc = absorb_bn(fz, &c, d.oc, osc, bacc)) < 0)
+        goto done;
+    c.dst_ndim = 4;
+    memcpy(c.dst_dims, T(p, st->out[0])->dims, 4 * sizeof(int64_t));
+    ss__fz_chain(fz, &c);
+    d.dst_dtype = take_q(fz, &c);
+    if (d.dst_dtype == SS_DTYPE_UNDEFINED)
+        d.dst_dtype = SS_DTYPE_F32;
+    d.src_dtype = T(p, xq)->dtype;
+    d.w_dtype = SS_DTYPE_I8;
+    d.w = q.w;
+    d.bias = bacc;
+    d.n_scales = (int)d.oc;
+    d.scales = osc;
+    d.post = c.post;
+    if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0) {
+        rc = ss__fz_fallback(rc, err);
+        goto done;
+    }
+    /* oneDNN 2.6 has fast int8 convs for NHWC only (on NCHW it takes its
+     * reference code): convert the source to NHWC before and the result
+     * back after.  When even that is slow, the plain fusion makes an f32
+     * conv of the same QDQ (dequantized weights). */
+    if (strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0) {
+        ss_dnn_prim_free(prim);
+        prim = NULL;
+        d.nhwc = 1;
+        if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0) {
+            rc = ss__fz_fallback(rc, err);
+            goto done;
+        }
+        if (strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0) {
+            rc = 0;
+            goto done;
+        }
+    }
+    last = ss__lp_chain_last(&c);
+    y = c.out;
+    if ((rc = ss__fz_emit(fz, &c, prim, &xq, 1, err)) < 0) {
+        prim = NULL;
+        goto done;
+    }
+    prim = NULL;
+    rc = 1;
+    if (d.nhwc && (rc = nhwc_edges(fz, il, last, xq, y, err)) < 0)
+        goto done;
+    rc = 1;
+done:
+    ss_dnn_prim_free(prim);
+    ss_free(q.scale);
+    ss_free(bacc);
+    ss_free(osc);
+    return rc;
+}
+
+/* A QuantizeLinear or DequantizeLinear left on its reference kernel, per
+ * tensor with constant parameters: a oneDNN reorder with scales and zero
+ * points instead (vectorized; the reference loop divides per element). */
+/* Whether every step but `self` that reads v is a reference DQ whose
+ * result nothing reads any more (the int8 steps read v directly). */
+static int
+only_dead_dq(const ss_plan_t *p, int v, int self)
+{
+    for (int i = 0; i < p->g->n_outputs; i++)
+        for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
+            if (o == v)
+                return 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+        int reads = 0;
+
+        for (int k = 0; k < st->n_in; k++)
+            reads |= st->in[k] == v;
+        if (!reads || s == self)
+            continue;
+        if (!is_op(st, "DequantizeLinear") || st->out[0] < 0)
+            return 0;
+        for (int i = 0; i < p->g->n_outputs; i++)
+            for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
+                if (o == st->out[0])
+                    return 0;
+        for (int t = 0; t < p->n_steps; t++)
+            for (int k = 0; k < p->steps[t].n_in; k++)
+                if (p->steps[t].in[k] >= 0
+                    && ss__plan_root(p, p->steps[t].in[k]) == st->out[0])
+                    return 0;
+    }
+    return 1;
+}
+
+static int
+qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
+{
+    ss_step_t *st = &p->steps[s];
+    int q = is_op(st, "QuantizeLinear");
+    ss_dnn_convert_desc_t cd = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    const ss_tensor_t *x, *y;
+    float sc;
+    int32_t zp = 0;
+    int rc, twin, skip = -1;
+
+    if (!(q || is_op(st, "DequantizeLinear")) || st->n_in < 2
+        || st->in[0] < 0 || st->out[0] < 0 || ss__fz_is_const(p, st->in[0])
+        || !cst(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(T(p, st->in[1])) != 1)
+        return 0;
+    x = T(p, st->in[0]);
+    y = T(p, st->out[0]);
+    if ((q ? y : x)->dtype != SS_DTYPE_U8 && (q ? y : x)->dtype != SS_DTYPE_I8)
+        return 0;
+    if (x->ndim < 1 || x->ndim > SS_DNN_MAX_DIMS || ss_tensor_numel(x) < 1)
+        return 0;
+    sc = *(const float *)T(p, st->in[1])->data;
+    if (!(sc > 0.f) || !isfinite(1.0f / sc))
+        return 0;
+    if (st->n_in > 2 && st->in[2] >= 0) {
+        const ss_tensor_t *z = T(p, st->in[2]);
+
+        if (!ss__fz_is_const(p, st->in[2]) || ss_tensor_numel(z) != 1)
+            return 0;
+        zp = z->dtype == SS_DTYPE_U8 ? *(const uint8_t *)z->data
+                                     : *(const int8_t *)z->data;
+    }
+    /* oneDNN rounds after adding the zero point: round(x/s + z), which
+     * equals ONNX's round(x/s) + z on ties only for an even z */
+    if (q && (zp & 1))
+        return 0;
+    cd.src_dtype = x->dtype;
+    cd.dst_dtype = y->dtype;
+    cd.ndim = x->ndim;
+    memcpy(cd.dims, x->dims, (size_t)x->ndim * sizeof(int64_t));
+    cd.scale = q ? 1.0f / sc : sc;
+    cd.dst_zp = q ? zp : 0;
+    cd.src_zp = q ? 0 : zp;
+    /* a Q whose result only an NHWC int8 conv reads: quantize straight
+     * into the NHWC copy and drop the conversion queued for it */
+    if (q && x->ndim == 4 && (twin = ss__lp_twin_of(il, st->out[0])) >= 0
+        && only_dead_dq(p, st->out[0], s)) {
+        for (int i = 0; i < il->n; i++)
+            if (il->v[i].st.n_out == 1 && il->v[i].st.out[0] == twin
+                && il->v[i].st.in[0] == st->out[0]) {
+                cd.dst_nhwc = 1;
+                /* an int8 conv's f32 result is NHWC already */
+                cd.src_nhwc = p->vals[ss__plan_root(p, st->in[0])].layout
+                              == SS_DNN_NHWC;
+                skip = i;
+                break;
+            }
+    }
+    if ((rc = ss_dnn_convert_new(&cd, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    st->kind = SS_STEP_DNN;
+    st->prim = prim;
+    st->n_in = 1;
+    snprintf(st->what, sizeof(st->what), q ? "Quantize" : "Dequantize");
+    if (skip >= 0) {
+        snprintf(st->what, sizeof(st->what), "Quantize>NHWC");
+        st->out[0] = twin;
+        ss__plan_step_clear(&il->v[skip].st);
+        il->v[skip] = il->v[--il->n];
+    }
+    if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+        p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+    return 1;
+}
+
+int
+ss__lp_int8(ss_plan_t *p, ss_err_t *err)
+{
+    ss__fz_t fz;
+    ss__lp_inslist_t il = { 0 };
+    int rc = 0;
+
+    if (ss__fz_init(&fz, p) < 0) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+        goto done;
+    }
+    for (int s = 0; s < p->n_steps; s++) {
+        if (p->steps[s].kind != SS_STEP_REF)
+            continue;
+        if ((rc = int8_linear(&fz, s, err)) < 0)
+            goto done;
+        if (rc == 0 && p->steps[s].kind == SS_STEP_REF
+            && (rc = int8_conv(&fz, s, &il, err)) < 0)
+            goto done;
+    }
+    for (int s = 0; s < p->n_steps; s++)
+        if (p->steps[s].kind == SS_STEP_REF
+            && (rc = qdq_reorder(p, s, &il, err)) < 0)
+            goto done;
+    rc = ss__lp_ins_apply(p, &il, err);
+done:
+    ss__fz_close(&fz);
+    ss__lp_ins_free(&il);
+    return rc;
+}

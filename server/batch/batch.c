@@ -1,0 +1,668 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/*
+ * Dynamic batching and executor threads for one served model version.
+ *
+ * DESIGN.  Submitters append work items to a FIFO (a list threaded through
+ * the items themselves, so queuing allocates nothing) and signal a
+ * condition variable.  Each executor thread loops: under the lock it drops
+ * items whose deadline has passed, looks at the oldest item, counts the
+ * queued samples that could share its batch (same dims besides the batch
+ * dim), and either takes a batch or sleeps until the oldest item's delay
+ * expires (or the next deadline, or a new item).  The batch leaves the
+ * queue as a list; everything else -- concatenating inputs into the
+ * executor's buffers, the plan lookup (and a compile on a new shape),
+ * the run, splitting outputs, the done callbacks -- happens without the
+ * lock, so submitters never wait behind a run.
+ *
+ * The trigger and the size: a batch forms when the compatible samples
+ * reach max_batch_size, or reach the largest preferred size (waiting can
+ * not produce a better preferred batch), or the oldest item has waited
+ * max_queue_delay_us, or the batcher is closing.  Before the delay expires
+ * it takes the largest preferred size that is available (max_batch_size
+ * when none are configured); after, everything up to max_batch_size.
+ * The oldest item is always in the batch, so nothing starves; items that
+ * would overflow the target are left for the next one.
+ *
+ * Running a batch is server/batch/batch_run.c's; plans come from
+ * server/batch/plancache.c.
+ *
+ * THREADS: submit, queue_depth and pause are [any]; ss__batch_next_work
+ * runs on the executor threads; new, warmup and free run on the owner's
+ * thread (never an executor's).  b->lock guards the queue, depth, n_deadline,
+ * closing and paused.  Everything in struct exec belongs to its thread.
+ * Metric series are lock-free.
+ */
+
+#include "server/batch/batch.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "server/batch/internal.h"
+
+/* Idle plans kept per batcher: every batch size up to a large
+ * max_batch_size, without letting varying non-batch dims grow it without
+ * bound. */
+#define PLAN_CACHE_CAP 64
+
+/* ---- metrics ---------------------------------------------------------- */
+
+int
+ss_batch_metrics_init(ss_metrics_t *m, ss_batch_metrics_t *out)
+{
+    static const char *const labels[] = {"model", "version"};
+    double lat[20], sizes[11];
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    /* 50 us to 26 s: a queue wait is often microseconds, a big batch
+     * seconds. */
+    if ((rc = ss_metrics_exp_buckets(50e-6, 2, 20, lat)) < 0 ||
+        (rc = ss_metrics_exp_buckets(1, 2, 11, sizes)) < 0)
+        goto done;
+    rc = SS_EINVAL;
+    out->inference_count = ss_metrics_counter(m,
+        "slimserve_inference_count_total",
+        "Samples inferred (a batch of n counts n).", 2, labels);
+    out->execution_count = ss_metrics_counter(m,
+        "slimserve_execution_count_total",
+        "Batches executed.", 2, labels);
+    out->queue_duration = ss_metrics_histogram(m,
+        "slimserve_queue_duration_seconds",
+        "Time a request waited in the batch queue.", 2, labels, lat, 20);
+    out->compute_duration = ss_metrics_histogram(m,
+        "slimserve_compute_duration_seconds",
+        "Time to run one batch: gather inputs, execute, split outputs.",
+        2, labels, lat, 20);
+    out->batch_size = ss_metrics_histogram(m, "slimserve_batch_size",
+        "Samples per executed batch.", 2, labels, sizes, 11);
+    out->queue_depth = ss_metrics_gauge(m, "slimserve_queue_depth",
+        "Requests queued for an executor.", 2, labels);
+    if (out->inference_count && out->execution_count &&
+        out->queue_duration && out->compute_duration && out->batch_size &&
+        out->queue_depth)
+        rc = 0;
+done:
+    return rc;
+}
+
+static int
+metrics_attach(ss_batcher_t *b, const ss_batch_opts_t *o, ss_err_t *err)
+{
+    const ss_batch_metrics_t *mf = o->metrics;
+
+    if (mf == NULL)
+        return 0;
+    b->model = ss_strdup(o->model != NULL ? o->model : "");
+    b->version = ss_strdup(o->version != NULL ? o->version : "");
+    if (b->model == NULL || b->version == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for metric labels");
+    b->labels[0] = b->model;
+    b->labels[1] = b->version;
+    b->mf = mf;
+    b->m_inferences = ss_metric_series(mf->inference_count, b->labels);
+    b->m_executions = ss_metric_series(mf->execution_count, b->labels);
+    b->m_queue = ss_metric_series(mf->queue_duration, b->labels);
+    b->m_compute = ss_metric_series(mf->compute_duration, b->labels);
+    b->m_batch = ss_metric_series(mf->batch_size, b->labels);
+    b->m_depth = ss_metric_series(mf->queue_depth, b->labels);
+    if (!b->m_inferences || !b->m_executions || !b->m_queue ||
+        !b->m_compute || !b->m_batch || !b->m_depth)
+        return ss_err_set(err, SS_ENOMEM, "no memory for metric series");
+    return 0;
+}
+
+static void
+metrics_detach(ss_batcher_t *b)
+{
+    const ss_batch_metrics_t *mf = b->mf;
+
+    if (mf == NULL)
+        return;
+    ss_metric_series_remove(mf->inference_count, b->labels);
+    ss_metric_series_remove(mf->execution_count, b->labels);
+    ss_metric_series_remove(mf->queue_duration, b->labels);
+    ss_metric_series_remove(mf->compute_duration, b->labels);
+    ss_metric_series_remove(mf->batch_size, b->labels);
+    ss_metric_series_remove(mf->queue_depth, b->labels);
+}
+
+/* [locked] */
+static void
+set_depth(ss_batcher_t *b)
+{
+    if (b->m_depth != NULL)
+        ss_series_set(b->m_depth, b->depth);
+}
+
+/* ---- items -------------------------------------------------------------- */
+
+void
+ss_work_clear_outputs(ss_work_t *w)
+{
+    if (w == NULL || w->outputs == NULL)
+        return;
+    for (int i = 0; i < w->n_outputs; i++)
+        ss_free(w->outputs[i].data);
+    ss_free(w->outputs);
+    w->outputs = NULL;
+    w->n_outputs = 0;
+}
+
+/* Checks w's inputs against the graph and finds its batch. */
+static int
+check_item(ss_batcher_t *b, const ss_work_t *w, int64_t *samples,
+           ss_err_t *err)
+{
+    int64_t n = -1;
+
+    *samples = 0;
+    if (w->done == NULL)
+        return ss_err_set(err, SS_EINVAL, "work item without a callback");
+    if (w->n_inputs != b->n_inputs || w->inputs == NULL)
+        return ss_err_set(err, SS_EINVAL, "expected %d inputs, got %d",
+                          b->n_inputs, w->n_inputs);
+    for (int i = 0; i < b->n_inputs; i++) {
+        const ss_io_info_t *io = ss_graph_input(b->g, i);
+        const ss_tensor_t *t = &w->inputs[i];
+        int64_t numel;
+
+        if (t->dtype != io->dtype)
+            return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
+                              "expected %s", io->name,
+                              ss_dtype_kserve_name(t->dtype) ?
+                              ss_dtype_kserve_name(t->dtype) : "?",
+                              ss_dtype_kserve_name(io->dtype) ?
+                              ss_dtype_kserve_name(io->dtype) : "?");
+        if (t->ndim != io->ndim)
+            return ss_err_set(err, SS_EINVAL, "input '%s': %d dims, "
+                              "expected %d", io->name, t->ndim, io->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            if (t->dims[d] < 0 || (io->dims[d] >= 0 &&
+                                   t->dims[d] != io->dims[d]))
+                return ss_err_set(err, SS_EINVAL, "input '%s': dim %d is "
+                                  "%lld, expected %lld", io->name, d,
+                                  (long long)t->dims[d],
+                                  (long long)io->dims[d]);
+        if ((numel = ss_tensor_numel(t)) < 0 ||
+            (numel > 0 && t->data == NULL))
+            return ss_err_set(err, SS_EINVAL, "input '%s': no data or too "
+                              "large", io->name);
+        if (b->max_batch > 0) {
+            if (n >= 0 && t->dims[0] != n)
+                return ss_err_set(err, SS_EINVAL, "input '%s': batch %lld, "
+                                  "but other inputs have %lld", io->name,
+                                  (long long)t->dims[0], (long long)n);
+            n = t->dims[0];
+        }
+    }
+    if (b->max_batch == 0) {
+        *samples = 1;
+        return 0;
+    }
+    if (n < 1 || n > b->max_batch)
+        return ss_err_set(err, SS_EINVAL, "batch of %lld samples, the "
+                          "model takes 1 to %d per request", (long long)n,
+                          b->max_batch);
+    *samples = n;
+    return 0;
+}
+
+int
+ss_batcher_submit(ss_batcher_t *b, ss_work_t *w, ss_err_t *err)
+{
+    int64_t samples;
+    int rc;
+
+    if ((rc = check_item(b, w, &samples, err)) < 0)
+        return rc;
+    w->status = 0;
+    ss_err_clear(&w->err);
+    w->n_outputs = 0;
+    w->outputs = NULL;
+    w->queue_ns = w->compute_ns = 0;
+    w->batch_size = 0;
+    w->samples_ = samples;
+    w->next_ = NULL;
+    pthread_mutex_lock(&b->lock);
+    if (b->closing) {
+        rc = ss_err_set(err, SS_ENOTREADY, "the model is being unloaded");
+    } else if (b->max_queue > 0 && b->depth >= b->max_queue) {
+        rc = ss_err_set(err, SS_EBUSY, "the queue is full (%d requests)",
+                        b->depth);
+    } else {
+        w->enqueue_ns_ = ss__batch_now_ns();
+        if (b->tail != NULL)
+            b->tail->next_ = w;
+        else
+            b->head = w;
+        b->tail = w;
+        b->depth++;
+        if (w->deadline_ns > 0)
+            b->n_deadline++;
+        set_depth(b);
+        pthread_cond_signal(&b->cond);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+int
+ss_batcher_queue_depth(ss_batcher_t *b)
+{
+    int n;
+
+    pthread_mutex_lock(&b->lock);
+    n = b->depth;
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+void
+ss_batcher_pause(ss_batcher_t *b, bool paused)
+{
+    pthread_mutex_lock(&b->lock);
+    b->paused = paused;
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- batch formation (all [locked]) ------------------------------- */
+
+/* Unlinks w, whose predecessor is prev (NULL at the head). */
+static void
+unlink_item(ss_batcher_t *b, ss_work_t *prev, ss_work_t *w)
+{
+    if (prev != NULL)
+        prev->next_ = w->next_;
+    else
+        b->head = w->next_;
+    if (b->tail == w)
+        b->tail = prev;
+    w->next_ = NULL;
+    b->depth--;
+    if (w->deadline_ns > 0)
+        b->n_deadline--;
+}
+
+/* Moves items past their deadline to *expired (in queue order); returns
+ * the earliest deadline still pending, or 0. */
+static int64_t
+reap_expired(ss_batcher_t *b, int64_t now, ss_work_t **expired)
+{
+    ss_work_t *prev = NULL, *w, *next, **tail = expired;
+    int64_t next_deadline = 0;
+
+    if (b->n_deadline == 0)
+        return 0;
+    for (w = b->head; w != NULL; w = next) {
+        next = w->next_;
+        if (w->deadline_ns > 0 && w->deadline_ns <= now) {
+            unlink_item(b, prev, w);
+            *tail = w;
+            tail = &w->next_;
+            continue;
+        }
+        if (w->deadline_ns > 0 &&
+            (next_deadline == 0 || w->deadline_ns < next_deadline))
+            next_deadline = w->deadline_ns;
+        prev = w;
+    }
+    return next_deadline;
+}
+
+/* Whether w can share a batch with h: every non-batch dim agrees (dtypes
+ * and ranks were checked against the graph at submit). */
+static bool
+compatible(const ss_batcher_t *b, const ss_work_t *h, const ss_work_t *w)
+{
+    for (int i = 0; i < b->n_inputs; i++) {
+        const ss_tensor_t *x = &h->inputs[i], *y = &w->inputs[i];
+
+        for (int d = 1; d < x->ndim; d++)
+            if (x->dims[d] != y->dims[d])
+                return false;
+    }
+    return true;
+}
+
+/* The batch to form now, given avail compatible samples, or 0 to wait. */
+static int64_t
+batch_target(const ss_batcher_t *b, int64_t avail, bool delay_over)
+{
+    int64_t best = 0;
+    int pref_max = b->n_preferred > 0 ? b->preferred[b->n_preferred - 1] : 0;
+
+    if (delay_over)
+        return avail < b->max_batch ? avail : b->max_batch;
+    if (avail < b->max_batch && (pref_max == 0 || avail < pref_max))
+        return 0;
+    for (int i = 0; i < b->n_preferred; i++)
+        if (b->preferred[i] <= avail)
+            best = b->preferred[i];
+    if (best == 0)
+        best = b->max_batch;
+    return best;
+}
+
+/* Takes the batch headed by the oldest item if it is time; returns it (a
+ * list) and its samples, or NULL and the time to wake up (0: no timer). */
+static ss_work_t *
+take_batch(ss_batcher_t *b, int64_t now, int64_t *samples, int64_t *wake)
+{
+    ss_work_t *h = b->head, *w, *prev, *next, *batch = NULL, **tail = &batch;
+    int64_t avail = 0, target, taken = 0;
+    bool delay_over;
+
+    *samples = 0;
+    *wake = 0;
+    if (b->max_batch == 0) {
+        unlink_item(b, NULL, h);
+        *samples = h->samples_;
+        return h;
+    }
+    for (w = h; w != NULL && avail < b->max_batch; w = w->next_)
+        if (w == h || compatible(b, h, w))
+            avail += w->samples_;
+    delay_over = b->closing || now - h->enqueue_ns_ >= b->delay_ns;
+    if ((target = batch_target(b, avail, delay_over)) == 0) {
+        *wake = h->enqueue_ns_ + b->delay_ns;
+        return NULL;
+    }
+    if (target < h->samples_)
+        target = h->samples_;
+    prev = NULL;
+    for (w = h; w != NULL && taken < target; w = next) {
+        next = w->next_;
+        if ((w == h || compatible(b, h, w)) && taken + w->samples_ <= target) {
+            unlink_item(b, prev, w);
+            taken += w->samples_;
+            *tail = w;
+            tail = &w->next_;
+        } else {
+            prev = w;
+        }
+    }
+    *samples = taken;
+    return batch;
+}
+
+static void
+wait_until(ss_batcher_t *b, int64_t when)
+{
+    struct timespec ts;
+
+    if (when <= 0) {
+        pthread_cond_wait(&b->cond, &b->lock);
+        return;
+    }
+    ts.tv_sec = when / 1000000000;
+    ts.tv_nsec = when % 1000000000;
+    pthread_cond_timedwait(&b->cond, &b->lock, &ts);
+}
+
+void
+ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
+                    ss_work_t **expired)
+{
+    *batch = *expired = NULL;
+    *samples = 0;
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        int64_t now, wake = 0, deadline;
+
+        if (b->paused && !b->closing) {
+            wait_until(b, 0);
+            continue;
+        }
+        now = ss__batch_now_ns();
+        deadline = reap_expired(b, now, expired);
+        if (*expired != NULL)
+            break;
+        if (b->head == NULL) {
+            if (b->closing)
+                break;
+            wait_until(b, 0);
+            continue;
+        }
+        if ((*batch = take_batch(b, now, samples, &wake)) != NULL)
+            break;
+        if (deadline > 0 && deadline < wake)
+            wake = deadline;
+        wait_until(b, wake);
+    }
+    /* What is left may already make a batch for an idle executor. */
+    if (b->head != NULL)
+        pthread_cond_signal(&b->cond);
+    set_depth(b);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+static int
+cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Keeps the preferred sizes in 1..max_batch, sorted, without duplicates. */
+static int
+copy_preferred(ss_batcher_t *b, const ss_batch_opts_t *o, ss_err_t *err)
+{
+    int n = 0;
+
+    if (o->n_preferred <= 0 || o->preferred_batch_sizes == NULL ||
+        b->max_batch == 0)
+        return 0;
+    b->preferred = ss_calloc((size_t)o->n_preferred, sizeof *b->preferred);
+    if (b->preferred == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for batch sizes");
+    for (int i = 0; i < o->n_preferred; i++) {
+        int s = o->preferred_batch_sizes[i];
+
+        if (s >= 1 && s <= b->max_batch)
+            b->preferred[n++] = s;
+    }
+    qsort(b->preferred, (size_t)n, sizeof *b->preferred, cmp_int);
+    b->n_preferred = 0;
+    for (int i = 0; i < n; i++)
+        if (i == 0 || b->preferred[i] != b->preferred[i - 1])
+            b->preferred[b->n_preferred++] = b->preferred[i];
+    return 0;
+}
+
+static int
+check_opts(const ss_graph_t *g, const ss_batch_opts_t *o, ss_err_t *err)
+{
+    if (o->instances < 1 || o->max_batch_size < 0 ||
+        o->max_queue_delay_us < 0 || o->max_queue_size < 0 ||
+        o->threads < 0 || o->n_preferred < 0)
+        return ss_err_set(err, SS_EINVAL, "bad batching options (instances "
+                          "%d, max_batch_size %d, delay %lld us, queue %d)",
+                          o->instances, o->max_batch_size,
+                          (long long)o->max_queue_delay_us,
+                          o->max_queue_size);
+    if (o->max_batch_size == 0)
+        return 0;
+    for (int i = 0; i < ss_graph_num_inputs(g); i++) {
+        const ss_io_info_t *io = ss_graph_input(g, i);
+
+        if (io->ndim < 1 || io->dims[0] >= 0)
+            return ss_err_set(err, SS_EINVAL, "input '%s' has no symbolic "
+                              "batch dimension, so max_batch_size must be "
+                              "0", io->name);
+    }
+    return 0;
+}
+
+static int
+sync_init(ss_batcher_t *b, ss_err_t *err)
+{
+    pthread_condattr_t ca;
+    int ok;
+
+    if (pthread_condattr_init(&ca) != 0)
+        return ss_err_set(err, SS_ENOMEM, "cannot create a condition");
+    ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+         pthread_cond_init(&b->cond, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!ok)
+        return ss_err_set(err, SS_ENOMEM, "cannot create a condition");
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        pthread_cond_destroy(&b->cond);
+        return ss_err_set(err, SS_ENOMEM, "cannot create a mutex");
+    }
+    return 0;
+}
+
+static void
+destroy(ss_batcher_t *b, bool synced)
+{
+    if (synced) {
+        pthread_mutex_lock(&b->lock);
+        b->closing = true;
+        pthread_cond_broadcast(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+    }
+    for (int i = 0; b->execs != NULL && i < b->n_exec; i++)
+        if (b->execs[i].started)
+            pthread_join(b->execs[i].tid, NULL);
+    for (int i = 0; b->execs != NULL && i < b->n_exec; i++)
+        ss__batch_exec_close(b, &b->execs[i]);
+    ss_free(b->execs);
+    ss__plancache_free(b->plans);
+    metrics_detach(b);
+    ss_free(b->model);
+    ss_free(b->version);
+    ss_free(b->preferred);
+    ss_free(b->out_batched);
+    if (synced) {
+        pthread_cond_destroy(&b->cond);
+        pthread_mutex_destroy(&b->lock);
+    }
+    ss_free(b);
+}
+
+int
+ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
+               ss_batcher_t **out, ss_err_t *err)
+{
+    ss_batcher_t *b = NULL;
+    bool synced = false;
+    int rc;
+
+    *out = NULL;
+    if ((rc = check_opts(g, opts, err)) < 0)
+        goto done;
+    if ((b = ss_calloc(1, sizeof *b)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a batcher");
+        goto done;
+    }
+    b->g = g;
+    b->n_inputs = ss_graph_num_inputs(g);
+    b->n_outputs = ss_graph_num_outputs(g);
+    b->max_batch = opts->max_batch_size;
+    b->delay_ns = opts->max_queue_delay_us * 1000;
+    b->max_queue = opts->max_queue_size;
+    b->threads = opts->threads;
+    if (opts->cpus != NULL) {
+        b->pin = true;
+        b->cpus = *opts->cpus;
+    }
+    if ((b->out_batched = ss_calloc((size_t)b->n_outputs + 1, 1)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a batcher");
+        goto done;
+    }
+    for (int o = 0; o < b->n_outputs; o++) {
+        const ss_io_info_t *io = ss_graph_output(g, o);
+
+        b->out_batched[o] = b->max_batch == 0 ? 0 :
+                            io->ndim == 0 ? -1 : io->dims[0] < 0;
+    }
+    if ((rc = copy_preferred(b, opts, err)) < 0 ||
+        (rc = sync_init(b, err)) < 0)
+        goto done;
+    synced = true;
+    if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->plans, err)) < 0 ||
+        (rc = metrics_attach(b, opts, err)) < 0)
+        goto done;
+    if ((b->execs = ss_calloc((size_t)opts->instances,
+                              sizeof *b->execs)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for executors");
+        goto done;
+    }
+    b->n_exec = opts->instances;
+    for (int i = 0; i < b->n_exec; i++)
+        if ((rc = ss__batch_exec_init(b, &b->execs[i], opts->threads, err)) < 0)
+            goto done;
+    for (int i = 0; i < b->n_exec; i++) {
+        if (pthread_create(&b->execs[i].tid, NULL, ss__batch_exec_main,
+                           &b->execs[i]) != 0) {
+            rc = ss_err_set(err, SS_ENOMEM, "cannot start an executor "
+                            "thread");
+            goto done;
+        }
+        b->execs[i].started = 1;
+    }
+    set_depth(b);
+    *out = b;
+    b = NULL;
+done:
+    if (b != NULL)
+        destroy(b, synced);
+    return rc;
+}
+
+int
+ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
+{
+    ss_tensor_t *shapes;
+    ss__plan_entry_t *pin;
+    const ss_plan_t *plan;
+    int rc = 0, runs = b->max_batch == 0 ? 1 : n;
+    int omp_saved = ss__batch_omp_enter(b);
+
+    shapes = ss_calloc((size_t)b->n_inputs + 1, sizeof *shapes);
+    if (shapes == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for warm-up shapes");
+        goto done;
+    }
+    for (int i = 0; i < b->n_inputs; i++) {
+        const ss_io_info_t *io = ss_graph_input(b->g, i);
+
+        shapes[i].dtype = io->dtype;
+        shapes[i].ndim = io->ndim;
+        memcpy(shapes[i].dims, io->dims, sizeof shapes[i].dims);
+        for (int d = b->max_batch == 0 ? 0 : 1; d < io->ndim; d++)
+            if (io->dims[d] < 0)
+                goto done;      /* shape unknown until a request */
+    }
+    for (int k = 0; k < runs; k++) {
+        if (b->max_batch > 0) {
+            if (sizes[k] < 1 || sizes[k] > b->max_batch)
+                continue;
+            for (int i = 0; i < b->n_inputs; i++)
+                shapes[i].dims[0] = sizes[k];
+        }
+        if ((rc = ss__plancache_get(b->plans, shapes, &plan, &pin, err)) < 0)
+            goto done;
+        ss__plancache_release(b->plans, pin);
+    }
+done:
+    ss__batch_omp_restore(b, omp_saved);
+    ss_free(shapes);
+    return rc;
+}
+
+void
+ss_batcher_free(ss_batcher_t *b)
+{
+    if (b != NULL)
+        destroy(b, true);
+}

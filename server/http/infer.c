@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Inference requests: from an HTTP body to a batcher work item and back.
+ *
+ * DESIGN: on the loop thread a request is decoded (kserve.c), validated
+ * against the version's graph inputs, offered to the traffic sampler, and
+ * submitted to the version's batcher with the connection suspended.  The
+ * batcher calls done on an executor thread, which encodes the answer
+ * there (keeping JSON writing off the loop), records metrics, drops the
+ * version reference and hands the answer back with ss_req_finish().
+ *
+ * A request holds a reference to the version it was admitted to, so a hot
+ * swap never changes the model under a queued request.
+ *
+ * THREADS: infer() [loop]; done() [worker]; the ctx belongs to whichever
+ * of the two holds the request.
+ */
+#include "config.h"
+
+#include "server/http/infer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "server/kserve/kserve.h"
+#include "server/model/sampler.h"
+
+typedef struct ctx {
+    ss_req_t *req;
+    ss_version_t *v;
+    const ss_infer_metrics_t *im;
+    ss_kserve_request_t *kr;
+    /* Sized for the graph, in the same allocation after the struct. */
+    ss_tensor_t *inputs;        /* graph order, data borrowed from kr */
+    int *out_sel;               /* graph output indices to return */
+    bool *out_bin;
+    int n_out;
+    int64_t start_ns;
+    ss_work_t work;
+} ctx_t;
+
+#define MAX_IO 64
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int
+ss_infer_metrics_init(ss_metrics_t *m, ss_infer_metrics_t *out)
+{
+    static const char *const l3[] = { "model", "version", "result" };
+    static const char *const l2[] = { "model", "version" };
+
+    out->requests = ss_metrics_counter(
+        m, "slimserve_model_requests_total",
+        "Inference requests by model, version and result (success, "
+        "bad_input, queue_full, timeout, error).", 3, l3);
+    out->duration = ss_metrics_histogram(
+        m, "slimserve_model_request_duration_seconds",
+        "Inference request time from admission to answer.", 2, l2,
+        (const double[]){ 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                          0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                          5, 10 },
+        17);
+    return out->requests && out->duration ? 0 : SS_ENOMEM;
+}
+
+static void
+count(const ss_infer_metrics_t *im, const ss_version_t *v,
+      const char *result, int64_t start_ns)
+{
+    const char *lv[3] = { ss_model_name(v->model), v->label, result };
+
+    if (im == NULL || im->requests == NULL)
+        return;
+    ss_series_add(ss_metric_series(im->requests, lv), 1);
+    if (start_ns > 0)
+        ss_series_observe(ss_metric_series(im->duration, lv),
+                          (double)(now_ns() - start_ns) / 1e9);
+}
+
+static const char *
+result_name(int rc)
+{
+    switch (rc) {
+    case 0: return "success";
+    case SS_EINVAL:
+    case SS_EUNSUPP: return "bad_input";
+    case SS_EBUSY: return "queue_full";
+    case SS_ETIMEDOUT: return "timeout";
+    default: return "error";
+    }
+}
+
+static char *
+error_body(const char *msg, size_t *len)
+{
+    json_t *j = json_pack("{s:s}", "error", msg);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    *len = s ? strlen(s) : 0;
+    return s;
+}
+
+static void
+ctx_free(ctx_t *c)
+{
+    if (c == NULL)
+        return;
+    ss_work_clear_outputs(&c->work);
+    ss_kserve_request_free(c->kr);
+    ss_version_unref(c->v);
+    ss_free(c);
+}
+
+/* [worker] The batch is done: encode and answer. */
+static void
+done(ss_work_t *w, void *arg)
+{
+    ctx_t *c = arg;
+    ss_kserve_output_t outs[MAX_IO];
+    char *body = NULL;
+    size_t len = 0, hlen = 0;
+    ss_err_t err = { 0 };
+    ss_req_t *req = c->req;
+    int status = 200, i, rc = w->status;
+
+    if (rc == 0) {
+        for (i = 0; i < c->n_out; i++) {
+            const ss_tensor_t *t = &w->outputs[c->out_sel[i]];
+
+            outs[i].name = ss_graph_output(c->v->graph, c->out_sel[i])->name;
+            outs[i].dtype = t->dtype;
+            outs[i].ndim = t->ndim;
+            outs[i].dims = t->dims;
+            outs[i].data = t->data;
+            outs[i].binary = c->out_bin[i];
+        }
+        rc = ss_kserve_encode(ss_model_name(c->v->model), c->v->label,
+                              c->kr->id, outs, c->n_out, &body, &len, &hlen,
+                              &err);
+    } else {
+        err = w->err;
+    }
+    count(c->im, c->v, result_name(rc), c->start_ns);
+    if (rc < 0) {
+        status = ss_http_status_of(rc);
+        free(body);
+        body = error_body(err.msg, &len);
+        ss_req_finish(req, status, "application/json", body, len);
+    } else if (hlen < len) {
+        char hl[32];
+
+        snprintf(hl, sizeof(hl), "%zu", hlen);
+        ss_req_add_header(req, "Inference-Header-Content-Length", hl);
+        ss_req_finish(req, 200, "application/octet-stream", body, len);
+    } else {
+        ss_req_finish(req, 200, "application/json", body, len);
+    }
+    ctx_free(c);
+}
+
+static const ss_kserve_input_t *
+find_input(const ss_kserve_request_t *kr, const char *name)
+{
+    int i;
+
+    for (i = 0; i < kr->n_inputs; i++)
+        if (strcmp(kr->inputs[i].name, name) == 0)
+            return &kr->inputs[i];
+    return NULL;
+}
+
+static int
+find_output(const ss_graph_t *g, const char *name)
+{
+    int i;
+
+    for (i = 0; i < ss_graph_num_outputs(g); i++)
+        if (strcmp(ss_graph_output(g, i)->name, name) == 0)
+            return i;
+    return -1;
+}
+
+static void
+shape_text(char *buf, size_t n, int ndim, const int64_t *dims)
+{
+    size_t k = 0;
+    int i;
+
+    k += (size_t)snprintf(buf + k, n - k, "[");
+    for (i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "",
+                              (long long)dims[i]);
+    if (k < n)
+        snprintf(buf + k, n - k, "]");
+}
+
+/* Checks the decoded inputs against the graph and lays them out in graph
+ * order.  Returns the batch (rows; 1 for models that do not batch). */
+static int64_t
+validate(ctx_t *c, ss_err_t *err)
+{
+    const ss_graph_t *g = c->v->graph;
+    const ss_kserve_request_t *kr = c->kr;
+    int n = ss_graph_num_inputs(g), i, k, batched;
+    int64_t batch = -1;
+    char want[128], got[128];
+
+    batched = c->v->cfg.max_batch_size > 0;
+    if (n > MAX_IO || ss_graph_num_outputs(g) > MAX_IO)
+        return ss_err_set(err, SS_EUNSUPP, "model has too many inputs or "
+                          "outputs");
+    for (i = 0; i < kr->n_inputs; i++) {
+        for (k = 0; k < n; k++)
+            if (strcmp(ss_graph_input(g, k)->name, kr->inputs[i].name) == 0)
+                break;
+        if (k == n)
+            return ss_err_set(err, SS_EINVAL, "unknown input '%s'",
+                              kr->inputs[i].name);
+    }
+    for (k = 0; k < n; k++) {
+        const ss_io_info_t *io = ss_graph_input(g, k);
+        const ss_kserve_input_t *in = find_input(kr, io->name);
+
+        if (in == NULL)
+            return ss_err_set(err, SS_EINVAL, "missing input '%s'",
+                              io->name);
+        if (in->dtype != io->dtype)
+            return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
+                              "expected %s", io->name,
+                              ss_dtype_kserve_name(in->dtype),
+                              ss_dtype_kserve_name(io->dtype));
+        if (io->ndim >= 0 && in->ndim != io->ndim) {
+            shape_text(want, sizeof(want), io->ndim, io->dims);
+            shape_text(got, sizeof(got), in->ndim, in->dims);
+            return ss_err_set(err, SS_EINVAL, "input '%s': shape %s has %d "
+                              "dims, expected %s", io->name, got, in->ndim,
+                              want);
+        }
+        for (i = 0; io->ndim >= 0 && i < io->ndim; i++) {
+            if ((io->dims[i] >= 0 && in->dims[i] != io->dims[i]) ||
+                in->dims[i] <= 0) {
+                /* Shapes are written out only on this error path. */
+                shape_text(want, sizeof(want), io->ndim, io->dims);
+                shape_text(got, sizeof(got), in->ndim, in->dims);
+                return ss_err_set(err, SS_EINVAL, "input '%s': shape %s, "
+                                  "expected %s%s", io->name, got, want,
+                                  in->dims[i] <= 0 ? " (no empty dims)" : "");
+            }
+        }
+        if (batched) {
+            if (batch >= 0 && in->dims[0] != batch)
+                return ss_err_set(err, SS_EINVAL, "input '%s': batch %lld "
+                                  "differs from the other inputs' %lld",
+                                  io->name, (long long)in->dims[0],
+                                  (long long)batch);
+            batch = in->dims[0];
+        }
+        c->inputs[k].dtype = in->dtype;
+        c->inputs[k].ndim = in->ndim;
+        memcpy(c->inputs[k].dims, in->dims, sizeof(in->dims));
+        c->inputs[k].data = in->data;
+    }
+    if (batched && batch > c->v->cfg.max_batch_size)
+        return ss_err_set(err, SS_EINVAL, "batch of %lld exceeds the "
+                          "model's max_batch_size %d: split the request",
+                          (long long)batch, c->v->cfg.max_batch_size);
+    /* Outputs: all, or the ones asked for. */
+    if (kr->n_outputs == 0) {
+        c->n_out = ss_graph_num_outputs(g);
+        for (i = 0; i < c->n_out; i++) {
+            c->out_sel[i] = i;
+            c->out_bin[i] = kr->binary_output;
+        }
+    } else {
+        if (kr->n_outputs > ss_graph_num_outputs(g))
+            return ss_err_set(err, SS_EINVAL, "%d outputs requested; the "
+                              "model has %d", kr->n_outputs,
+                              ss_graph_num_outputs(g));
+        for (i = 0; i < kr->n_outputs; i++) {
+            int o = find_output(g, kr->outputs[i].name);
+
+            if (o < 0)
+                return ss_err_set(err, SS_EINVAL, "unknown output '%s'",
+                                  kr->outputs[i].name);
+            c->out_sel[i] = o;
+            c->out_bin[i] = kr->outputs[i].binary || kr->binary_output;
+        }
+        c->n_out = kr->n_outputs;
+    }
+    return batched ? batch : 1;
+}
+
+void
+ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
+                const ss_infer_metrics_t *im, const char *model,
+                const char *version, int64_t timeout_us)
+{
+    static const ss_kserve_limits_t lim = { 64, (size_t)1 << 31 };
+    const char *hl, *body;
+    ss_err_t err = { 0 };
+    ss_version_t *v;
+    int64_t vnum = 0, rows, hlen = -1;
+    size_t len;
+    char *end;
+    ctx_t *c;
+    int status = 0, rc;
+
+    if (version != NULL) {
+        vnum = strtoll(version, &end, 10);
+        if (*end != '\0' || vnum <= 0) {
+            ss_req_respond_error(r, 404, "model '%s' has no version '%s'",
+                                 model, version);
+            return;
+        }
+    }
+    if ((v = ss_registry_acquire(reg, model, vnum, &status, &err)) == NULL) {
+        ss_req_respond_error(r, status, "%s", err.msg);
+        return;
+    }
+    {
+        /* One allocation, and only the header zeroed: this runs for every
+         * request. */
+        size_t ni = (size_t)ss_graph_num_inputs(v->graph),
+               no = (size_t)ss_graph_num_outputs(v->graph);
+
+        if ((c = ss_malloc(sizeof(*c) + ni * sizeof(ss_tensor_t) +
+                           no * (sizeof(int) + sizeof(bool)))) == NULL) {
+            ss_version_unref(v);
+            ss_req_respond_error(r, 500, "out of memory");
+            return;
+        }
+        memset(c, 0, sizeof(*c));
+        c->inputs = (ss_tensor_t *)(c + 1);
+        c->out_sel = (int *)(c->inputs + ni);
+        c->out_bin = (bool *)(c->out_sel + no);
+    }
+    c->req = r;
+    c->v = v;
+    c->im = im;
+    c->start_ns = now_ns();
+    if ((hl = ss_req_header(r, "Inference-Header-Content-Length")) != NULL) {
+        hlen = strtoll(hl, &end, 10);
+        if (*end != '\0' || hlen < 0) {
+            rc = ss_err_set(&err, SS_EINVAL, "bad "
+                            "Inference-Header-Content-Length '%s'", hl);
+            goto fail;
+        }
+    }
+    body = ss_req_body(r, &len);
+    if ((rc = ss_kserve_decode(body, len, hlen, &lim, &c->kr, &err)) < 0)
+        goto fail;
+    if ((rows = validate(c, &err)) < 0) {
+        rc = (int)rows;
+        goto fail;
+    }
+    if (ss_model_sampler(v->model) != NULL)
+        ss_sampler_offer(ss_model_sampler(v->model),
+                         ss_graph_num_inputs(v->graph), c->inputs, rows);
+    c->work.n_inputs = ss_graph_num_inputs(v->graph);
+    c->work.inputs = c->inputs;
+    c->work.deadline_ns = v->cfg.timeout_us > 0
+                              ? c->start_ns + v->cfg.timeout_us * 1000
+                              : timeout_us > 0
+                                    ? c->start_ns + timeout_us * 1000
+                                    : 0;
+    c->work.done = done;
+    c->work.arg = c;
+    ss_req_suspend(r);
+    if ((rc = ss_batcher_submit(v->batcher, &c->work, &err)) < 0) {
+        size_t blen;
+        char *eb = error_body(err.msg, &blen);
+
+        count(im, v, result_name(rc), c->start_ns);
+        ss_req_finish(r, ss_http_status_of(rc), "application/json", eb, blen);
+        ctx_free(c);
+    }
+    return;
+fail:
+    count(im, v, result_name(rc), c->start_ns);
+    ss_req_respond_error(r, ss_http_status_of(rc), "%s", err.msg);
+    ctx_free(c);
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_JOBS_INT_H
+#define SS_SERVER_JOBS_INT_H
+
+/* Internals shared by jobs.c (running) and jobs_parse.c (parsing). */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "compress/compress.h"
+#include "server/jobs/jobs.h"
+#include "server/kserve/kserve.h"
+
+#define SS_JOB_MAX_METHODS 8
+#define SS_JOB_MAX_INPUTS 64
+
+typedef enum { DATA_NONE = 0, DATA_FILE, DATA_INLINE, DATA_TRAFFIC } data_kind_t;
+
+/* A data source; after loading, inputs/labels hold the tensors (owned). */
+typedef struct data_src {
+    data_kind_t kind;
+    char file[256];
+    int n;
+    ss_tensor_t inputs[SS_JOB_MAX_INPUTS];
+    int64_t rows;
+    ss_tensor_t labels;
+    bool has_labels;
+} data_src_t;
+
+typedef enum {
+    JOB_QUEUED = 0,
+    JOB_RUNNING,
+    JOB_SUCCEEDED,
+    JOB_REJECTED,
+    JOB_FAILED,
+    JOB_CANCELLED
+} job_state_t;
+
+typedef struct job {
+    struct ss_jobs *owner;
+    int64_t id;
+    char *model;
+    ss_version_t *src;          /* held until the job ends */
+    ss_method_t methods[SS_JOB_MAX_METHODS];
+    int n_methods;
+    data_src_t calib, val;
+    ss_gate_t gate;
+    bool activate;
+    json_t *request;            /* the body, for the record */
+    atomic_int cancel;
+
+    /* guarded by the jobs lock */
+    job_state_t state;
+    double progress;
+    char step[64];
+    char error[SS_ERR_MSG_MAX];
+    json_t *result;
+    int64_t new_version;
+    double created, started, finished;
+
+    struct job *next;           /* all jobs, newest first */
+    struct job *qnext;          /* queued, oldest first */
+    struct job *anext;          /* waiting for the loop to activate */
+} job_t;
+
+int ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err);
+/* Reads d->file from the model's folder into d. */
+int ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err);
+/* Lays decoded tensors out in graph input order into d. */
+int ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
+                         data_src_t *d, ss_err_t *err);
+
+#endif

@@ -1,0 +1,936 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Admin compression jobs: the queue, the job thread, variant folders.
+ *
+ * DESIGN: see jobs.h.  A job's life: queued (loop) -> running (job
+ * thread: data, compression, variant folder) -> activating (loop, when
+ * asked and the gate held) -> succeeded / rejected / failed / cancelled.
+ * The variant folder appears under its version number only by rename(2)
+ * of a complete, fsynced temporary folder whose name is not a number, so
+ * neither the registry nor a restart can see half a variant; a crash
+ * leaves only the temporary folder, which start-up removes.
+ *
+ * THREADS: the jobs list and every job's mutable state are guarded by
+ * lock; the job thread owns the job it runs; activation requests cross to
+ * the loop through an async handle.
+ */
+#include "config.h"
+
+#include "server/jobs/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/cpus.h"
+#include "common/log.h"
+#include "engine/ir/edit.h"
+#include "engine/io/npy.h"
+#include "server/model/sampler.h"
+
+#define TMP_PREFIX ".slimserve-tmp-"
+
+struct ss_jobs {
+    uv_loop_t *loop;
+    ss_registry_t *reg;
+    char *repo;
+    int threads;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    job_t *all;                 /* newest first */
+    job_t *qhead, *qtail;
+    job_t *running;
+    job_t *activate_head;       /* for the loop */
+    bool stop;
+    int64_t next_id;
+    pthread_t thread;
+    uv_async_t async;
+    bool pin;
+    cpu_set_t cpus;
+};
+
+static const char *const state_names[] = {
+    [JOB_QUEUED] = "queued",       [JOB_RUNNING] = "running",
+    [JOB_SUCCEEDED] = "succeeded", [JOB_REJECTED] = "rejected",
+    [JOB_FAILED] = "failed",       [JOB_CANCELLED] = "cancelled",
+};
+
+static double
+wall(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void
+data_clear(data_src_t *d)
+{
+    int i;
+
+    for (i = 0; i < d->n; i++)
+        ss_free(d->inputs[i].data);
+    ss_free(d->labels.data);
+    d->n = 0;
+    d->rows = 0;
+    memset(&d->labels, 0, sizeof(d->labels));
+    d->has_labels = false;
+}
+
+static void
+job_free(job_t *j)
+{
+    if (j == NULL)
+        return;
+    data_clear(&j->calib);
+    data_clear(&j->val);
+    ss_version_unref(j->src);
+    json_decref(j->request);
+    json_decref(j->result);
+    ss_free(j->model);
+    ss_free(j);
+}
+
+/* ---- data ---------------------------------------------------------------- */
+
+static int
+bind_one(const ss_io_info_t *io, const ss_tensor_t *t, data_src_t *d, int k,
+         ss_err_t *err)
+{
+    size_t nb;
+    int i;
+
+    if (t->dtype != io->dtype)
+        return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
+                          "expected %s", io->name,
+                          ss_dtype_kserve_name(t->dtype),
+                          ss_dtype_kserve_name(io->dtype));
+    if (io->ndim >= 0 && t->ndim != io->ndim)
+        return ss_err_set(err, SS_EINVAL, "input '%s': %d dims, expected %d",
+                          io->name, t->ndim, io->ndim);
+    for (i = 1; i < t->ndim && io->ndim >= 0; i++)
+        if (io->dims[i] >= 0 && t->dims[i] != io->dims[i])
+            return ss_err_set(err, SS_EINVAL, "input '%s': dim %d is %lld, "
+                              "expected %lld", io->name, i,
+                              (long long)t->dims[i],
+                              (long long)io->dims[i]);
+    if (t->ndim < 1 || t->dims[0] <= 0)
+        return ss_err_set(err, SS_EINVAL, "input '%s': no rows", io->name);
+    if (k > 0 && t->dims[0] != d->rows)
+        return ss_err_set(err, SS_EINVAL, "input '%s': %lld rows, the others "
+                          "have %lld", io->name, (long long)t->dims[0],
+                          (long long)d->rows);
+    d->rows = t->dims[0];
+    nb = (size_t)ss_tensor_numel(t) * ss_dtype_size(t->dtype);
+    d->inputs[k] = *t;
+    if ((d->inputs[k].data = ss_aligned_alloc(nb)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory for '%s'",
+                          io->name);
+    memcpy(d->inputs[k].data, t->data, nb);
+    d->n = k + 1;
+    return 0;
+}
+
+int
+ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
+                     data_src_t *d, ss_err_t *err)
+{
+    int n = ss_graph_num_inputs(g), i, k, rc;
+
+    if (n > SS_JOB_MAX_INPUTS)
+        return ss_err_set(err, SS_EUNSUPP, "too many model inputs");
+    for (k = 0; k < n; k++) {
+        const ss_io_info_t *io = ss_graph_input(g, k);
+        ss_tensor_t t;
+
+        for (i = 0; i < kr->n_inputs; i++)
+            if (strcmp(kr->inputs[i].name, io->name) == 0)
+                break;
+        if (i == kr->n_inputs)
+            return ss_err_set(err, SS_EINVAL, "missing input '%s'",
+                              io->name);
+        t.dtype = kr->inputs[i].dtype;
+        t.ndim = kr->inputs[i].ndim;
+        memcpy(t.dims, kr->inputs[i].dims, sizeof(t.dims));
+        t.data = kr->inputs[i].data;
+        if ((rc = bind_one(io, &t, d, k, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int
+take_labels(const ss_tensor_t *t, data_src_t *d, ss_err_t *err)
+{
+    int64_t *p, i, n;
+
+    if (t->ndim != 1 || t->dims[0] != d->rows)
+        return ss_err_set(err, SS_EINVAL, "labels must have shape [%lld]",
+                          (long long)d->rows);
+    if (t->dtype != SS_DTYPE_I64 && t->dtype != SS_DTYPE_I32 &&
+        t->dtype != SS_DTYPE_U8)
+        return ss_err_set(err, SS_EINVAL, "labels must be integers");
+    n = t->dims[0];
+    if ((p = ss_aligned_alloc((size_t)n * sizeof(*p))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++)
+        p[i] = t->dtype == SS_DTYPE_I64   ? ((const int64_t *)t->data)[i]
+               : t->dtype == SS_DTYPE_I32 ? ((const int32_t *)t->data)[i]
+                                          : ((const uint8_t *)t->data)[i];
+    d->labels.dtype = SS_DTYPE_I64;
+    d->labels.ndim = 1;
+    d->labels.dims[0] = n;
+    d->labels.data = p;
+    d->has_labels = true;
+    return 0;
+}
+
+int
+ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err)
+{
+    ss_jobs_t *js = j->owner;
+    const ss_graph_t *g = j->src->graph;
+    char path[4096];
+    ss_npz_t *z = NULL;
+    ss_tensor_t t = { 0 };
+    size_t n = strlen(d->file);
+    int k, rc = 0;
+
+    if (snprintf(path, sizeof(path), "%s/%s/%s", js->repo, j->model,
+                 d->file) >= (int)sizeof(path))
+        return ss_err_set(err, SS_EINVAL, "path too long");
+    if (strcmp(d->file + n - 4, ".npy") == 0) {
+        if (ss_graph_num_inputs(g) != 1)
+            return ss_err_set(err, SS_EINVAL, "%s: an .npy file serves only "
+                              "models with one input", d->file);
+        if ((rc = ss_npy_read(path, (size_t)4 << 30, &t, err)) < 0)
+            return rc == SS_ENOMEM ? rc : SS_EINVAL;
+        rc = bind_one(ss_graph_input(g, 0), &t, d, 0, err);
+        ss_tensor_free_data(&t);
+        return rc;
+    }
+    if ((rc = ss_npz_read(path, (size_t)4 << 30, &z, err)) < 0)
+        return rc == SS_ENOMEM ? rc : SS_EINVAL;
+    for (k = 0; k < ss_graph_num_inputs(g); k++) {
+        const ss_io_info_t *io = ss_graph_input(g, k);
+        int i = ss_npz_find(z, io->name);
+
+        if (i < 0) {
+            rc = ss_err_set(err, SS_EINVAL, "%s has no array '%s' (arrays "
+                            "are named after the model's inputs)", d->file,
+                            io->name);
+            goto done;
+        }
+        if ((rc = bind_one(io, ss_npz_tensor(z, i), d, k, err)) < 0)
+            goto done;
+    }
+    if ((k = ss_npz_find(z, "labels")) >= 0)
+        rc = take_labels(ss_npz_tensor(z, k), d, err);
+done:
+    ss_npz_free(z);
+    /* A file the request names but that cannot be used is bad input. */
+    if (rc < 0 && rc != SS_ENOMEM) {
+        rc = SS_EINVAL;
+        if (err != NULL)
+            err->code = rc;
+    }
+    return rc;
+}
+
+static int
+load_data(ss_jobs_t *js, job_t *j, data_src_t *d, ss_err_t *err)
+{
+    ss_sampler_t *s;
+    int64_t rows;
+
+    switch (d->kind) {
+    case DATA_FILE:
+        return d->n > 0 ? 0 : ss__jobs_load_file(j, d, err);
+    case DATA_TRAFFIC:
+        s = ss_model_sampler(j->src->model);
+        rows = s ? ss_sampler_snapshot(s, 1 << 20,
+                                       ss_graph_num_inputs(j->src->graph),
+                                       d->inputs, err)
+                 : 0;
+        if (rows < 0)
+            return (int)rows;
+        if (rows == 0)
+            return ss_err_set(err, SS_EINVAL, "the traffic sample ring is "
+                              "empty: send requests first");
+        d->n = ss_graph_num_inputs(j->src->graph);
+        d->rows = rows;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static void
+as_dataset(const data_src_t *d, ss_dataset_t *out)
+{
+    out->n_inputs = d->n;
+    out->inputs = (ss_tensor_t *)d->inputs;
+    out->rows = d->rows;
+    out->labels = d->has_labels ? &d->labels : NULL;
+}
+
+/* ---- the variant folder --------------------------------------------------- */
+
+static int
+fsync_path(const char *path, int flags)
+{
+    int fd = open(path, flags | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static void
+remove_tree(const char *dir)
+{
+    struct dirent *e;
+    char path[4200];
+    DIR *d = opendir(dir);
+
+    if (d != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static json_t *
+eval_json(const ss_eval_t *e)
+{
+    json_t *o = json_pack("{s:f,s:f,s:{s:f,s:f},s:I}", "agreement",
+                          e->agreement, "max_relative_error",
+                          e->max_relative_error, "latency_ms", "batch1",
+                          e->latency_ms_b1, "batch32", e->latency_ms_b32,
+                          "weight_bytes", (json_int_t)e->weight_bytes);
+
+    json_object_set_new(o, "accuracy", e->accuracy >= 0
+                                           ? json_real(e->accuracy)
+                                           : json_null());
+    return o;
+}
+
+static int
+write_text(const char *path, const char *text, ss_err_t *err)
+{
+    FILE *f = fopen(path, "w");
+    int rc = 0;
+
+    if (f == NULL)
+        return ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
+    if (fputs(text, f) < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0)
+        rc = ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
+    if (fclose(f) != 0 && rc == 0)
+        rc = ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
+    return rc;
+}
+
+static int64_t
+next_version(const char *dir)
+{
+    struct dirent *e;
+    int64_t best = 0;
+    DIR *d = opendir(dir);
+
+    if (d == NULL)
+        return 1;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long long v = strtoll(e->d_name, &end, 10);
+
+        if (*end == '\0' && v > best && e->d_name[0] != '-')
+            best = v;
+    }
+    closedir(d);
+    return best + 1;
+}
+
+/* Writes model.onnx and variant.json into a temporary folder and renames
+ * it to the next version number. */
+static int
+write_variant(ss_jobs_t *js, job_t *j, const ss_compress_result_t *res,
+              json_t *result, int64_t *version, ss_err_t *err)
+{
+    char mdir[4096], tmp[4200], path[4300], final[4200];
+    json_t *variant = NULL;
+    char *text = NULL;
+    int64_t v;
+    int rc;
+
+    snprintf(mdir, sizeof(mdir), "%s/%s", js->repo, j->model);
+    snprintf(tmp, sizeof(tmp), "%s/" TMP_PREFIX "%lld", mdir,
+             (long long)j->id);
+    remove_tree(tmp);
+    if (mkdir(tmp, 0755) < 0)
+        return ss_err_set(err, SS_EIO, "%s: %s", tmp, strerror(errno));
+    snprintf(path, sizeof(path), "%s/model.onnx", tmp);
+    if ((rc = ss_graph_save_onnx(res->variant, path, err)) < 0)
+        goto fail;
+    variant = json_pack("{s:I,s:O,s:O,s:f}", "parent_version",
+                        (json_int_t)j->src->number, "methods",
+                        json_object_get(j->request, "methods"),
+                        "measurements", result, "created", wall());
+    if (variant == NULL ||
+        (text = json_dumps(variant, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) ==
+            NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/variant.json", tmp);
+    if ((rc = write_text(path, text, err)) < 0)
+        goto fail;
+    if ((rc = fsync_path(tmp, O_RDONLY | O_DIRECTORY)) < 0) {
+        rc = ss_err_set(err, SS_EIO, "fsync %s: %s", tmp, strerror(-rc));
+        goto fail;
+    }
+    if (atomic_load(&j->cancel)) {
+        rc = ss_err_set(err, SS_ECANCELED, "cancelled");
+        goto fail;
+    }
+    v = next_version(mdir);
+    snprintf(final, sizeof(final), "%s/%lld", mdir, (long long)v);
+    if (rename(tmp, final) < 0) {
+        rc = ss_err_set(err, SS_EIO, "rename to %s: %s", final,
+                        strerror(errno));
+        goto fail;
+    }
+    fsync_path(mdir, O_RDONLY | O_DIRECTORY);
+    *version = v;
+    ss_log_notice("model=%s@%lld written by job %lld", j->model,
+                  (long long)v, (long long)j->id);
+    free(text);
+    json_decref(variant);
+    return 0;
+fail:
+    free(text);
+    json_decref(variant);
+    remove_tree(tmp);
+    return rc;
+}
+
+void
+ss_jobs_clean_repository(const char *repo)
+{
+    struct dirent *m, *e;
+    char mdir[4096], path[4400];
+    DIR *d = opendir(repo), *md;
+
+    if (d == NULL)
+        return;
+    while ((m = readdir(d)) != NULL) {
+        if (m->d_name[0] == '.')
+            continue;
+        if (snprintf(mdir, sizeof(mdir), "%s/%s", repo, m->d_name) >=
+                (int)sizeof(mdir) ||
+            (md = opendir(mdir)) == NULL)
+            continue;
+        while ((e = readdir(md)) != NULL) {
+            if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", mdir, e->d_name);
+            ss_log_notice("removing %s left by an interrupted job", path);
+            remove_tree(path);
+        }
+        closedir(md);
+    }
+    closedir(d);
+}
+
+/* ---- running ---------------------------------------------------------------- */
+
+static void
+on_progress(void *arg, double fraction, const char *step)
+{
+    job_t *j = arg;
+    ss_jobs_t *js = j->owner;
+
+    pthread_mutex_lock(&js->lock);
+    j->progress = fraction;
+    snprintf(j->step, sizeof(j->step), "%s", step);
+    pthread_mutex_unlock(&js->lock);
+}
+
+static void
+finish(ss_jobs_t *js, job_t *j, job_state_t st, json_t *result,
+       const char *error)
+{
+    pthread_mutex_lock(&js->lock);
+    j->state = st;
+    j->finished = wall();
+    if (st == JOB_SUCCEEDED || st == JOB_REJECTED)
+        j->progress = 1;
+    if (error != NULL)
+        snprintf(j->error, sizeof(j->error), "%s", error);
+    json_decref(j->result);
+    j->result = result;
+    pthread_mutex_unlock(&js->lock);
+    ss_log_notice("job %lld (model=%s): %s%s%s", (long long)j->id, j->model,
+                  state_names[st], error ? ": " : "", error ? error : "");
+}
+
+static void
+run(ss_jobs_t *js, job_t *j)
+{
+    ss_compress_result_t res = { 0 };
+    ss_compress_ctl_t ctl = { 0 };
+    ss_dataset_t calib, val;
+    ss_err_t err = { 0 };
+    json_t *result = NULL;
+    int64_t version = 0;
+    int rc;
+
+    ctl.cancel = &j->cancel;
+    ctl.progress = on_progress;
+    ctl.arg = j;
+    ctl.threads = js->threads;
+    pthread_mutex_lock(&js->lock);
+    snprintf(j->step, sizeof(j->step), "loading data");
+    pthread_mutex_unlock(&js->lock);
+    if ((rc = load_data(js, j, &j->calib, &err)) < 0 ||
+        (rc = load_data(js, j, &j->val, &err)) < 0)
+        goto fail;
+    as_dataset(&j->calib, &calib);
+    as_dataset(j->val.kind != DATA_NONE ? &j->val : &j->calib, &val);
+    if (j->gate.max_accuracy_drop < 0 && j->gate.min_agreement < 0 &&
+        j->gate.max_relative_error < 0) {
+        /* The default gate: 1% of the accuracy with labels, else 99%
+         * top-1 agreement with the source. */
+        if (val.labels != NULL)
+            j->gate.max_accuracy_drop = 0.01;
+        else
+            j->gate.min_agreement = 0.99;
+    }
+    if (j->gate.max_accuracy_drop >= 0 && val.labels == NULL) {
+        rc = ss_err_set(&err, SS_EINVAL, "gate max_accuracy_drop needs "
+                        "labels in the validation data");
+        goto fail;
+    }
+    rc = ss_compress_run(j->src->graph, j->methods, j->n_methods,
+                         j->calib.kind != DATA_NONE ? &calib : NULL, &val,
+                         &j->gate, &ctl, &res, &err);
+    if (rc < 0)
+        goto fail;
+    result = json_pack("{s:o,s:o,s:{s:b,s:f,s:f,s:f},s:O}", "source",
+                       eval_json(&res.source), "variant",
+                       eval_json(&res.variant_eval), "gate", "passed",
+                       res.passed, "max_accuracy_drop",
+                       j->gate.max_accuracy_drop, "min_agreement",
+                       j->gate.min_agreement, "max_relative_error",
+                       j->gate.max_relative_error, "details",
+                       res.details ? res.details : json_null());
+    if (!res.passed) {
+        finish(js, j, JOB_REJECTED, result, "the variant did not pass the "
+               "gate; nothing was written or activated");
+        result = NULL;
+        goto done;
+    }
+    if ((rc = write_variant(js, j, &res, result, &version, &err)) < 0)
+        goto fail;
+    json_object_set_new(result, "version", json_integer(version));
+    pthread_mutex_lock(&js->lock);
+    j->new_version = version;
+    if (j->activate && !js->stop) {
+        /* The loop activates and finishes the job. */
+        snprintf(j->step, sizeof(j->step), "activating");
+        json_decref(j->result);
+        j->result = result;
+        j->anext = js->activate_head;
+        js->activate_head = j;
+        pthread_mutex_unlock(&js->lock);
+        uv_async_send(&js->async);
+        result = NULL;
+        goto done;
+    }
+    pthread_mutex_unlock(&js->lock);
+    json_object_set_new(result, "activated", json_false());
+    finish(js, j, JOB_SUCCEEDED, result, NULL);
+    result = NULL;
+    goto done;
+fail:
+    finish(js, j, rc == SS_ECANCELED || atomic_load(&j->cancel)
+                      ? JOB_CANCELLED
+                      : JOB_FAILED, NULL, err.msg);
+done:
+    json_decref(result);
+    ss_compress_result_clear(&res);
+    data_clear(&j->calib);
+    data_clear(&j->val);
+}
+
+static void *
+job_thread(void *arg)
+{
+    ss_jobs_t *js = arg;
+    job_t *j;
+
+    /* Jobs keep off the serving CPUs; OpenMP threads inherit the mask. */
+    if (js->pin)
+        ss_cpus_pin_self(&js->cpus);
+    pthread_mutex_lock(&js->lock);
+    for (;;) {
+        while (js->qhead == NULL && !js->stop)
+            pthread_cond_wait(&js->cond, &js->lock);
+        if (js->stop)
+            break;
+        j = js->qhead;
+        js->qhead = j->qnext;
+        if (js->qhead == NULL)
+            js->qtail = NULL;
+        j->state = JOB_RUNNING;
+        j->started = wall();
+        js->running = j;
+        pthread_mutex_unlock(&js->lock);
+        ss_log_notice("job %lld (model=%s) running", (long long)j->id,
+                      j->model);
+        run(js, j);
+        pthread_mutex_lock(&js->lock);
+        js->running = NULL;
+        /* Nobody reads the source any more unless activation is pending:
+         * the reference goes now (it may be the last). */
+        if (j->state != JOB_RUNNING) {
+            ss_version_t *v = j->src;
+
+            j->src = NULL;
+            pthread_mutex_unlock(&js->lock);
+            ss_version_unref(v);
+            pthread_mutex_lock(&js->lock);
+        }
+    }
+    pthread_mutex_unlock(&js->lock);
+    return NULL;
+}
+
+/* ---- activation on the loop ---------------------------------------------- */
+
+static void
+on_activated(void *arg, int rc, const ss_err_t *err)
+{
+    job_t *j = arg;
+    ss_jobs_t *js = j->owner;
+    json_t *result;
+
+    pthread_mutex_lock(&js->lock);
+    result = j->result;
+    j->result = NULL;
+    pthread_mutex_unlock(&js->lock);
+    json_object_set_new(result, "activated", json_boolean(rc == 0));
+    if (rc < 0)
+        json_object_set_new(result, "activation_error",
+                            json_string(err ? err->msg : "failed"));
+    finish(js, j, rc == 0 ? JOB_SUCCEEDED : JOB_FAILED, result,
+           rc == 0 ? NULL : "the variant was written but not activated");
+    ss_version_unref(j->src);
+    j->src = NULL;
+}
+
+static void
+on_async(uv_async_t *a)
+{
+    ss_jobs_t *js = a->data;
+    job_t *list, *j;
+
+    pthread_mutex_lock(&js->lock);
+    list = js->activate_head;
+    js->activate_head = NULL;
+    pthread_mutex_unlock(&js->lock);
+    while ((j = list) != NULL) {
+        ss_err_t err = { 0 };
+
+        list = j->anext;
+        j->anext = NULL;
+        if (ss_registry_activate(js->reg, j->model, j->new_version,
+                                 on_activated, j, &err) < 0)
+            on_activated(j, err.code, &err);
+    }
+}
+
+/* ---- the loop-side API -------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h);
+
+int
+ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
+            int threads, const cpu_set_t *cpus, ss_jobs_t **out,
+            ss_err_t *err)
+{
+    ss_jobs_t *js;
+
+    *out = NULL;
+    if ((js = ss_calloc(1, sizeof(*js))) == NULL ||
+        (js->repo = ss_strdup(repo)) == NULL) {
+        ss_free(js);
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    }
+    js->loop = loop;
+    js->reg = reg;
+    js->threads = threads;
+    if (cpus != NULL) {
+        js->pin = true;
+        js->cpus = *cpus;
+    }
+    pthread_mutex_init(&js->lock, NULL);
+    pthread_cond_init(&js->cond, NULL);
+    uv_async_init(loop, &js->async, on_async);
+    js->async.data = js;
+    if (pthread_create(&js->thread, NULL, job_thread, js) != 0) {
+        /* No job yet: the close callback frees js once the loop runs. */
+        uv_close((uv_handle_t *)&js->async, on_closed);
+        return ss_err_set(err, SS_EINTERNAL, "cannot start the job thread");
+    }
+    *out = js;
+    return 0;
+}
+
+int64_t
+ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
+               size_t len, ss_err_t *err)
+{
+    json_error_t je;
+    json_t *root;
+    job_t *j;
+    int status = 0, rc;
+    int64_t sv = 0;
+
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root != NULL && !json_is_object(root)) {
+        json_decref(root);
+        return ss_err_set(err, SS_EINVAL, "body must be a JSON object");
+    }
+    if (root == NULL)
+        return ss_err_set(err, SS_EINVAL, "body is not valid JSON: line %d: "
+                          "%s", je.line, je.text);
+    if (json_object_get(root, "source_version") != NULL) {
+        json_t *v = json_object_get(root, "source_version");
+
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            json_decref(root);
+            return ss_err_set(err, SS_EINVAL, "source_version must be a "
+                              "positive integer");
+        }
+        sv = json_integer_value(v);
+    }
+    if ((j = ss_calloc(1, sizeof(*j))) == NULL) {
+        json_decref(root);
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    }
+    j->request = root;
+    j->owner = js;
+    if ((j->model = ss_strdup(model)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((j->src = ss_registry_acquire(js->reg, model, sv, &status, err)) ==
+        NULL) {
+        rc = status == 404 ? SS_ENOTFOUND : SS_ENOTREADY;
+        goto fail;
+    }
+    if ((rc = ss__jobs_parse(j, root, err)) < 0)
+        goto fail;
+    /* A variant must never become the served version by accident: pin the
+     * current active version before a new version number appears. */
+    {
+        char dir[4096];
+        ss_model_config_t mc;
+        ss_version_t *act;
+
+        snprintf(dir, sizeof(dir), "%s/%s", js->repo, model);
+        if (ss_model_config_load(dir, &mc, err) < 0) {
+            rc = SS_EINVAL;
+            goto fail;
+        }
+        if (mc.active_version == 0 &&
+            (act = ss_registry_acquire(js->reg, model, 0, &status, NULL)) !=
+                NULL) {
+            rc = ss_model_config_save_active(dir, act->number, err);
+            ss_version_unref(act);
+            if (rc < 0)
+                goto fail;
+        }
+    }
+    pthread_mutex_lock(&js->lock);
+    j->id = ++js->next_id;
+    j->state = JOB_QUEUED;
+    j->created = wall();
+    snprintf(j->step, sizeof(j->step), "queued");
+    j->next = js->all;
+    js->all = j;
+    if (js->qtail)
+        js->qtail->qnext = j;
+    else
+        js->qhead = j;
+    js->qtail = j;
+    pthread_cond_signal(&js->cond);
+    pthread_mutex_unlock(&js->lock);
+    ss_log_notice("job %lld (model=%s@%s) queued", (long long)j->id, model,
+                  j->src->label);
+    return j->id;
+fail:
+    job_free(j);
+    return rc;
+}
+
+static json_t *
+job_json(const job_t *j)
+{
+    json_t *o = json_pack("{s:I,s:s,s:s,s:f,s:s,s:f}", "id",
+                          (json_int_t)j->id, "model", j->model, "state",
+                          state_names[j->state], "progress", j->progress,
+                          "step", j->step, "created", j->created);
+
+    if (j->started > 0)
+        json_object_set_new(o, "started", json_real(j->started));
+    if (j->finished > 0)
+        json_object_set_new(o, "finished", json_real(j->finished));
+    if (j->error[0])
+        json_object_set_new(o, "error", json_string(j->error));
+    if (j->result != NULL && j->state != JOB_RUNNING)
+        json_object_set(o, "result", j->result);
+    if (j->new_version > 0)
+        json_object_set_new(o, "version", json_integer(j->new_version));
+    json_object_set(o, "request", j->request);
+    return o;
+}
+
+json_t *
+ss_jobs_get(ss_jobs_t *js, int64_t id)
+{
+    json_t *o = NULL;
+    job_t *j;
+
+    pthread_mutex_lock(&js->lock);
+    for (j = js->all; j != NULL; j = j->next)
+        if (j->id == id) {
+            o = job_json(j);
+            break;
+        }
+    pthread_mutex_unlock(&js->lock);
+    return o;
+}
+
+json_t *
+ss_jobs_list(ss_jobs_t *js)
+{
+    json_t *arr = json_array();
+    job_t *j;
+
+    pthread_mutex_lock(&js->lock);
+    for (j = js->all; j != NULL; j = j->next)
+        json_array_append_new(arr, job_json(j));
+    pthread_mutex_unlock(&js->lock);
+    return arr;
+}
+
+int
+ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
+{
+    ss_version_t *drop = NULL;
+    job_t *j, **pp;
+    int rc = 0;
+
+    pthread_mutex_lock(&js->lock);
+    for (j = js->all; j != NULL && j->id != id; j = j->next)
+        ;
+    if (j == NULL) {
+        rc = ss_err_set(err, SS_ENOTFOUND, "no job %lld", (long long)id);
+    } else if (j->state == JOB_QUEUED) {
+        for (pp = &js->qhead; *pp != NULL; pp = &(*pp)->qnext) {
+            if (*pp == j) {
+                *pp = j->qnext;
+                break;
+            }
+        }
+        js->qtail = NULL;
+        for (job_t *q = js->qhead; q != NULL; q = q->qnext)
+            js->qtail = q;
+        j->state = JOB_CANCELLED;
+        j->finished = wall();
+        drop = j->src;
+        j->src = NULL;
+    } else if (j->state == JOB_RUNNING) {
+        atomic_store(&j->cancel, 1);
+    } else {
+        rc = ss_err_set(err, SS_EINVAL, "job %lld has finished (%s)",
+                        (long long)id, state_names[j->state]);
+    }
+    pthread_mutex_unlock(&js->lock);
+    ss_version_unref(drop);
+    return rc;
+}
+
+int
+ss_jobs_busy(ss_jobs_t *js)
+{
+    int busy;
+
+    pthread_mutex_lock(&js->lock);
+    busy = js->qhead != NULL || js->running != NULL ||
+           js->activate_head != NULL;
+    pthread_mutex_unlock(&js->lock);
+    return busy;
+}
+
+static void
+on_closed(uv_handle_t *h)
+{
+    ss_jobs_t *js = h->data;
+    job_t *j, *next;
+
+    for (j = js->all; j != NULL; j = next) {
+        next = j->next;
+        job_free(j);
+    }
+    pthread_mutex_destroy(&js->lock);
+    pthread_cond_destroy(&js->cond);
+    ss_free(js->repo);
+    ss_free(js);
+}
+
+void
+ss_jobs_free(ss_jobs_t *js)
+{
+    job_t *j;
+
+    if (js == NULL)
+        return;
+    pthread_mutex_lock(&js->lock);
+    js->stop = true;
+    for (j = js->all; j != NULL; j = j->next) {
+        atomic_store(&j->cancel, 1);
+        if (j->state == JOB_QUEUED)
+            j->state = JOB_CANCELLED;
+    }
+    pthread_cond_signal(&js->cond);
+    pthread_mutex_unlock(&js->lock);
+    pthread_join(js->thread, NULL);
+    /* Jobs waiting for activation are dropped: release their versions. */
+    for (j = js->all; j != NULL; j = j->next) {
+        ss_version_unref(j->src);
+        j->src = NULL;
+        if (j->state == JOB_RUNNING)
+            j->state = JOB_CANCELLED;
+    }
+    js->activate_head = NULL;
+    uv_close((uv_handle_t *)&js->async, on_closed);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_JOBS_H
+#define SS_SERVER_JOBS_H
+
+/*
+ * Admin compression jobs.
+ *
+ * POST /admin/models/{m}/compress is parsed and checked on the loop
+ * thread (bad bodies answer 400 and create no job); the job takes a
+ * reference to its source version and waits in a FIFO.  One job thread
+ * runs jobs one at a time with its own oneDNN thread budget, so serving
+ * goes on: it loads the data (an .npz in the model's folder, inline
+ * tensors, or the traffic sample ring), runs the compression pipeline
+ * (compress/compress.h), writes the variant as a new version folder
+ * atomically (a temporary folder, fsync, rename, fsync of the model
+ * folder), and, when the gate passed and activation was asked for, hands
+ * the activation to the loop thread, which hot-swaps it in.  A cancelled
+ * or failed job leaves no version folder and changes no served state;
+ * temporary folders left by a killed daemon are removed at start.
+ *
+ * THREADS: ss_jobs_* are [loop]; the job thread touches a job's fields
+ * under the jobs mutex.
+ */
+
+#include <sched.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/err.h"
+#include "server/model/registry.h"
+
+typedef struct ss_jobs ss_jobs_t;
+
+/* cpus (copied; NULL: any) is where the job thread and its oneDNN
+ * threads run. */
+int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
+                int threads, const cpu_set_t *cpus, ss_jobs_t **out,
+                ss_err_t *err);
+/* Parses a compress request for model and queues it.  Returns the job id
+ * (> 0), or a negative code with err set (SS_EINVAL: 400, SS_ENOTFOUND:
+ * 404, SS_ENOTREADY: 503). */
+int64_t ss_jobs_submit(ss_jobs_t *j, const char *model, const char *body,
+                       size_t len, ss_err_t *err);
+/* A job's state as JSON (new reference), or NULL when unknown. */
+json_t *ss_jobs_get(ss_jobs_t *j, int64_t id);
+/* Every job, newest first. */
+json_t *ss_jobs_list(ss_jobs_t *j);
+/* Cancels a queued or running job; SS_ENOTFOUND, or SS_EINVAL when it has
+ * finished already. */
+int ss_jobs_cancel(ss_jobs_t *j, int64_t id, ss_err_t *err);
+/* Removes temporary variant folders left by an earlier run. */
+void ss_jobs_clean_repository(const char *repo);
+/* Cancels everything, joins the job thread, frees (loop handles close
+ * asynchronously: call while the loop still runs). */
+void ss_jobs_free(ss_jobs_t *j);
+/* True while a job is running or queued. */
+int ss_jobs_busy(ss_jobs_t *j);
+
+#endif

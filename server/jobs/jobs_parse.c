@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Parsing a compress request (the loop thread half of a job).
+ *
+ * Every field is checked before a job exists, so a bad body answers 400
+ * and leaves nothing behind: method names and parameters, data sources
+ * (a file must be a plain name inside the model's folder), the gate.
+ *
+ * THREADS: [loop].
+ */
+#include "config.h"
+
+#include "server/jobs/internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "server/kserve/kserve.h"
+
+static int
+get_fraction(json_t *v, const char *what, bool open_zero, double *out,
+             ss_err_t *err)
+{
+    double x;
+
+    if (!json_is_number(v))
+        return ss_err_set(err, SS_EINVAL, "%s must be a number", what);
+    x = json_number_value(v);
+    if (!(x >= 0 && x <= 1) || (open_zero && x == 0))
+        return ss_err_set(err, SS_EINVAL, "%s must be in %s0..1], not %g",
+                          what, open_zero ? "(" : "[", x);
+    *out = x;
+    return 0;
+}
+
+static int
+parse_params(ss_method_t *m, json_t *params, ss_err_t *err)
+{
+    const char *key;
+    json_t *v;
+    int rc;
+
+    if (params == NULL)
+        return 0;
+    if (!json_is_object(params))
+        return ss_err_set(err, SS_EINVAL, "%s: params must be an object",
+                          ss_method_name(m->kind));
+    json_object_foreach(params, key, v) {
+        const char *s = json_string_value(v);
+
+        if (m->kind == SS_METHOD_PTQ && strcmp(key, "calibration") == 0) {
+            if (s && strcmp(s, "minmax") == 0)
+                m->u.ptq.calib = SS_CALIB_MINMAX;
+            else if (s && strcmp(s, "percentile") == 0)
+                m->u.ptq.calib = SS_CALIB_PERCENTILE;
+            else
+                return ss_err_set(err, SS_EINVAL, "ptq: calibration must be "
+                                  "\"minmax\" or \"percentile\"");
+        } else if (m->kind == SS_METHOD_PTQ &&
+                   strcmp(key, "percentile") == 0) {
+            if (!json_is_number(v) || json_number_value(v) <= 50 ||
+                json_number_value(v) > 100)
+                return ss_err_set(err, SS_EINVAL, "ptq: percentile must be "
+                                  "in (50, 100]");
+            m->u.ptq.percentile = json_number_value(v);
+        } else if (m->kind == SS_METHOD_PTQ && strcmp(key, "fallback") == 0) {
+            if (!json_is_boolean(v))
+                return ss_err_set(err, SS_EINVAL, "ptq: fallback must be "
+                                  "true or false");
+            m->u.ptq.fallback = json_is_true(v);
+        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "kind") == 0) {
+            if (s && strcmp(s, "unstructured") == 0)
+                m->u.prune.kind = SS_PRUNE_UNSTRUCTURED;
+            else if (s && strcmp(s, "structured") == 0)
+                m->u.prune.kind = SS_PRUNE_STRUCTURED;
+            else
+                return ss_err_set(err, SS_EINVAL, "prune: kind must be "
+                                  "\"unstructured\" or \"structured\"");
+        } else if (m->kind == SS_METHOD_PRUNE &&
+                   strcmp(key, "sparsity") == 0) {
+            if ((rc = get_fraction(v, "prune: sparsity", false,
+                                   &m->u.prune.sparsity, err)) < 0)
+                return rc;
+            if (m->u.prune.sparsity >= 1)
+                return ss_err_set(err, SS_EINVAL, "prune: sparsity must be "
+                                  "below 1");
+        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "scope") == 0) {
+            if (s && strcmp(s, "global") == 0)
+                m->u.prune.global = true;
+            else if (s && strcmp(s, "layer") == 0)
+                m->u.prune.global = false;
+            else
+                return ss_err_set(err, SS_EINVAL, "prune: scope must be "
+                                  "\"global\" or \"layer\"");
+        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "score") == 0) {
+            if (s && strcmp(s, "l1") == 0)
+                m->u.prune.score = SS_SCORE_L1;
+            else if (s && strcmp(s, "l2") == 0)
+                m->u.prune.score = SS_SCORE_L2;
+            else if (s && strcmp(s, "activation") == 0)
+                m->u.prune.score = SS_SCORE_ACTIVATION;
+            else
+                return ss_err_set(err, SS_EINVAL, "prune: score must be "
+                                  "\"l1\", \"l2\" or \"activation\"");
+        } else if (m->kind == SS_METHOD_LOWRANK &&
+                   strcmp(key, "energy") == 0) {
+            if ((rc = get_fraction(v, "lowrank: energy", true,
+                                   &m->u.lowrank.energy, err)) < 0)
+                return rc;
+            m->u.lowrank.ratio = 0;
+        } else if (m->kind == SS_METHOD_LOWRANK &&
+                   strcmp(key, "ratio") == 0) {
+            if ((rc = get_fraction(v, "lowrank: ratio", true,
+                                   &m->u.lowrank.ratio, err)) < 0)
+                return rc;
+            m->u.lowrank.energy = 0;
+        } else {
+            return ss_err_set(err, SS_EINVAL, "%s: unknown parameter '%s'",
+                              ss_method_name(m->kind), key);
+        }
+    }
+    return 0;
+}
+
+static int
+parse_method(json_t *v, ss_method_t *m, ss_err_t *err)
+{
+    static const ss_method_kind_t kinds[] = { SS_METHOD_PTQ, SS_METHOD_BF16,
+                                              SS_METHOD_PRUNE,
+                                              SS_METHOD_LOWRANK };
+    json_t *params = NULL;
+    const char *name;
+    size_t i;
+
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *x;
+
+        json_object_foreach(v, key, x) {
+            if (strcmp(key, "method") != 0 && strcmp(key, "params") != 0)
+                return ss_err_set(err, SS_EINVAL, "a method object has "
+                                  "\"method\" and \"params\", not '%s'",
+                                  key);
+        }
+        params = json_object_get(v, "params");
+        v = json_object_get(v, "method");
+    }
+    if ((name = json_string_value(v)) == NULL)
+        return ss_err_set(err, SS_EINVAL, "a method is a name or "
+                          "{\"method\": name, \"params\": {...}}");
+    for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (strcmp(name, ss_method_name(kinds[i])) == 0) {
+            ss_method_default(m, kinds[i]);
+            return parse_params(m, params, err);
+        }
+    }
+    return ss_err_set(err, SS_EINVAL, "unknown method '%s' (ptq, bf16, "
+                      "prune, lowrank)", name);
+}
+
+static int
+parse_labels(json_t *arr, data_src_t *d, ss_err_t *err)
+{
+    int64_t *p;
+    size_t i, n;
+
+    if (!json_is_array(arr))
+        return ss_err_set(err, SS_EINVAL, "labels must be an array of "
+                          "integers");
+    n = json_array_size(arr);
+    if (n == 0 || n > (1u << 24))
+        return ss_err_set(err, SS_EINVAL, "labels: 1..%u values", 1u << 24);
+    if ((p = ss_aligned_alloc(n * sizeof(*p))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++) {
+        json_t *x = json_array_get(arr, i);
+
+        if (!json_is_integer(x)) {
+            ss_free(p);
+            return ss_err_set(err, SS_EINVAL, "labels[%zu] is not an "
+                              "integer", i);
+        }
+        p[i] = json_integer_value(x);
+    }
+    d->labels.dtype = SS_DTYPE_I64;
+    d->labels.ndim = 1;
+    d->labels.dims[0] = (int64_t)n;
+    d->labels.data = p;
+    d->has_labels = true;
+    return 0;
+}
+
+/* Inline tensors go through the KServe decoder, so they accept exactly
+ * what an inference request accepts. */
+static int
+parse_inline(json_t *obj, const ss_version_t *v, data_src_t *d,
+             ss_err_t *err)
+{
+    static const ss_kserve_limits_t lim = { 64, (size_t)1 << 30 };
+    ss_kserve_request_t *kr = NULL;
+    json_t *wrap = NULL;
+    char *text = NULL;
+    const char *key;
+    json_t *x;
+    int rc;
+
+    json_object_foreach(obj, key, x) {
+        if (strcmp(key, "inputs") != 0 && strcmp(key, "labels") != 0)
+            return ss_err_set(err, SS_EINVAL, "data: unknown key '%s'", key);
+    }
+    wrap = json_pack("{s:O}", "inputs", json_object_get(obj, "inputs"));
+    if (wrap == NULL || (text = json_dumps(wrap, JSON_COMPACT)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = ss_kserve_decode(text, strlen(text), -1, &lim, &kr, err)) < 0)
+        goto done;
+    if ((rc = ss__jobs_bind_inputs(v->graph, kr, d, err)) < 0)
+        goto done;
+    if (json_object_get(obj, "labels") != NULL &&
+        (rc = parse_labels(json_object_get(obj, "labels"), d, err)) < 0)
+        goto done;
+    d->kind = DATA_INLINE;
+done:
+    ss_kserve_request_free(kr);
+    free(text);
+    json_decref(wrap);
+    return rc;
+}
+
+static int
+parse_data(job_t *j, json_t *v, const char *what, const ss_version_t *ver,
+           data_src_t *d, ss_err_t *err)
+{
+    const char *file;
+    int rc;
+
+    if (v == NULL)
+        return 0;
+    if (json_is_string(v) && strcmp(json_string_value(v), "traffic") == 0) {
+        if (ss_model_sampler(ver->model) == NULL)
+            return ss_err_set(err, SS_EINVAL, "%s: \"traffic\" needs "
+                              "traffic sampling in the model's config.json "
+                              "(\"sampling\": {\"capacity\": N})", what);
+        d->kind = DATA_TRAFFIC;
+        return 0;
+    }
+    if (!json_is_object(v))
+        return ss_err_set(err, SS_EINVAL, "%s must be {\"file\": name}, "
+                          "{\"inputs\": [...]} or \"traffic\"", what);
+    if ((file = json_string_value(json_object_get(v, "file"))) != NULL) {
+        size_t n = strlen(file);
+
+        if (json_object_size(v) != 1)
+            return ss_err_set(err, SS_EINVAL, "%s: a file source has only "
+                              "\"file\"", what);
+        /* A plain name: never a path out of the model's folder. */
+        if (n == 0 || n >= sizeof(d->file) || strchr(file, '/') != NULL ||
+            strchr(file, '\\') != NULL || file[0] == '.' ||
+            (n < 5 || (strcmp(file + n - 4, ".npz") != 0 &&
+                       strcmp(file + n - 4, ".npy") != 0)))
+            return ss_err_set(err, SS_EINVAL, "%s: file must be the name of "
+                              "an .npz or .npy file in the model's folder, "
+                              "not '%s'", what, file);
+        snprintf(d->file, sizeof(d->file), "%s", file);
+        d->kind = DATA_FILE;
+        /* Read now, so a missing file or a wrong shape is a 400 and no
+         * job; calibration files are small next to the model. */
+        if ((rc = ss__jobs_load_file(j, d, err)) < 0)
+            return ss_err_wrap(err, rc, "%s", what);
+        return 0;
+    }
+    if (json_object_get(v, "inputs") != NULL) {
+        if ((rc = parse_inline(v, ver, d, err)) < 0)
+            return ss_err_wrap(err, rc, "%s", what);
+        return 0;
+    }
+    return ss_err_set(err, SS_EINVAL, "%s must be {\"file\": name}, "
+                      "{\"inputs\": [...]} or \"traffic\"", what);
+}
+
+static int
+parse_gate(json_t *v, ss_gate_t *g, ss_err_t *err)
+{
+    const char *key;
+    json_t *x;
+    int rc;
+
+    g->max_accuracy_drop = g->min_agreement = g->max_relative_error = -1;
+    if (v == NULL)
+        return 0;
+    if (!json_is_object(v) || json_object_size(v) == 0)
+        return ss_err_set(err, SS_EINVAL, "gate must be an object with "
+                          "max_accuracy_drop, min_agreement or "
+                          "max_relative_error");
+    json_object_foreach(v, key, x) {
+        double *slot;
+
+        if (strcmp(key, "max_accuracy_drop") == 0)
+            slot = &g->max_accuracy_drop;
+        else if (strcmp(key, "min_agreement") == 0)
+            slot = &g->min_agreement;
+        else if (strcmp(key, "max_relative_error") == 0)
+            slot = &g->max_relative_error;
+        else
+            return ss_err_set(err, SS_EINVAL, "gate: unknown key '%s'", key);
+        if (strcmp(key, "max_relative_error") == 0) {
+            if (!json_is_number(x) || !(json_number_value(x) >= 0) ||
+                !isfinite(json_number_value(x)))
+                return ss_err_set(err, SS_EINVAL, "gate: %s must be a "
+                                  "number >= 0", key);
+            *slot = json_number_value(x);
+        } else if ((rc = get_fraction(x, key, false, slot, err)) < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
+ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err)
+{
+    static const char *const known[] = { "source_version", "methods",
+                                         "calibration", "validation",
+                                         "gate", "activate" };
+    const char *key;
+    json_t *v, *methods;
+    size_t i, k;
+    int rc;
+
+    json_object_foreach(root, key, v) {
+        for (k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+            if (strcmp(key, known[k]) == 0)
+                break;
+        if (k == sizeof(known) / sizeof(known[0]))
+            return ss_err_set(err, SS_EINVAL, "unknown key '%s'", key);
+    }
+    methods = json_object_get(root, "methods");
+    if (json_is_string(methods) || json_is_object(methods)) {
+        if ((rc = parse_method(methods, &j->methods[0], err)) < 0)
+            return rc;
+        j->n_methods = 1;
+    } else if (json_is_array(methods) && json_array_size(methods) > 0 &&
+               json_array_size(methods) <= SS_JOB_MAX_METHODS) {
+        json_array_foreach(methods, i, v) {
+            if ((rc = parse_method(v, &j->methods[i], err)) < 0)
+                return ss_err_wrap(err, rc, "methods[%zu]", i);
+        }
+        j->n_methods = (int)json_array_size(methods);
+    } else {
+        return ss_err_set(err, SS_EINVAL, "methods must be a method or a "
+                          "list of 1..%d methods", SS_JOB_MAX_METHODS);
+    }
+    v = json_object_get(root, "activate");
+    if (v != NULL && !json_is_boolean(v))
+        return ss_err_set(err, SS_EINVAL, "activate must be true or false");
+    j->activate = json_is_true(v);
+    if ((rc = parse_gate(json_object_get(root, "gate"), &j->gate, err)) < 0)
+        return rc;
+    if ((rc = parse_data(j, json_object_get(root, "calibration"),
+                         "calibration", j->src, &j->calib, err)) < 0)
+        return rc;
+    if ((rc = parse_data(j, json_object_get(root, "validation"),
+                         "validation", j->src, &j->val, err)) < 0)
+        return rc;
+    /* Defaults: calibration from the traffic ring when the model samples;
+     * validation from the calibration data. */
+    if (j->calib.kind == DATA_NONE && ss_model_sampler(j->src->model))
+        j->calib.kind = DATA_TRAFFIC;
+    if (j->val.kind == DATA_NONE && j->calib.kind == DATA_NONE)
+        return ss_err_set(err, SS_EINVAL, "validation data is required "
+                          "(\"validation\": {\"file\": \"val.npz\"}, inline "
+                          "inputs, or \"traffic\" with sampling on)");
+    for (i = 0; i < (size_t)j->n_methods; i++) {
+        const ss_method_t *m = &j->methods[i];
+
+        if (j->calib.kind == DATA_NONE &&
+            (m->kind == SS_METHOD_PTQ ||
+             (m->kind == SS_METHOD_PRUNE &&
+              m->u.prune.score == SS_SCORE_ACTIVATION)))
+            return ss_err_set(err, SS_EINVAL, "%s needs calibration data",
+                              ss_method_name(m->kind));
+    }
+    return 0;
+}

@@ -1,0 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# server/jobs: admin compression jobs (the job thread, the request body
+# parser, evaluation data, writing and activating variants).
+noinst_LIBRARIES += server/jobs/libssjobs.a
+server_jobs_libssjobs_a_SOURCES = \
+	server/jobs/jobs.c server/jobs/jobs.h server/jobs/internal.h \
+	server/jobs/jobs_parse.c
+server_jobs_libssjobs_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(UV_CFLAGS) $(LAPACKE_CFLAGS)

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_KSERVE_INT_H
+#define SS_SERVER_KSERVE_INT_H
+
+/*
+ * Internals of the KServe V2 codec (server/kserve*.c), shared by its files
+ * and its unit tests: the number scanner and formatter (kserve_num.c) and
+ * the tensor data scanner (kserve_data.c).
+ *
+ * Scanners take [p, end) (the text need not be NUL-terminated), return 0
+ * and set *next past the token, or one of the negative codes below and
+ * leave *next at p.
+ *
+ * THREADS: pure functions; [any].
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/kserve/kserve.h"
+
+enum {
+    SS__KNUM_SYNTAX = -1,   /* not a token of the expected kind */
+    SS__KNUM_RANGE = -2     /* a number, but not representable */
+};
+
+/* A JSON number, or the bare tokens NaN, Infinity, -Infinity.  A finite
+ * number too large for the type is SS__KNUM_RANGE; one too small rounds to
+ * zero as strtof/strtod would. */
+int ss__kserve_parse_f32(const char *p, const char *end, float *out,
+                         const char **next);
+int ss__kserve_parse_f64(const char *p, const char *end, double *out,
+                         const char **next);
+
+/* A JSON integer (no fraction, no exponent): sign and magnitude.  A
+ * magnitude over UINT64_MAX is SS__KNUM_RANGE. */
+int ss__kserve_parse_int(const char *p, const char *end, bool *neg,
+                         uint64_t *mag, const char **next);
+
+/* Clinger's fast path alone, on a token already known to be a valid JSON
+ * number: true and *out exact when the significand fits in 53 bits and the
+ * power of ten is small enough for one exact multiply or divide; false
+ * when the caller must fall back to strtod.  Exposed for the tests. */
+bool ss__kserve_fast_f64(const char *p, const char *end, double *out);
+
+/* Shortest text that reads back (strtod) as v; at most 24 bytes, no NUL.
+ * NaN and infinities as in ss_kserve_format_f32. */
+int ss__kserve_format_f64(double v, char *buf);
+/* Decimal integers; at most 20 bytes, no NUL. */
+int ss__kserve_format_i64(int64_t v, char *buf);
+int ss__kserve_format_u64(uint64_t v, char *buf);
+
+/* Scans one input's JSON "data" value, [p, p + n), into in->data, which
+ * holds numel elements of in->dtype: flat (exactly numel scalars) or
+ * nested exactly as in->dims.  With in->data NULL it only checks and
+ * counts.  Errors are SS_EINVAL with a message that names the input. */
+int ss__kserve_scan_data(const char *p, size_t n, ss_kserve_input_t *in,
+                         size_t numel, ss_err_t *err);
+
+/* "[1,784]" into buf (always NUL-terminated). */
+void ss__kserve_shape_str(int ndim, const int64_t *dims, char *buf,
+                          size_t len);
+
+#endif

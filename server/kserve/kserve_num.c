@@ -1,0 +1,645 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Numbers on the KServe wire: the scanner that turns JSON number text into
+ * float32/float64/integers, and the formatter that writes the shortest
+ * text that reads back as the same float.
+ *
+ * Reading.  A token is first checked against the JSON grammar by hand
+ * (strtod accepts hex, "inf", leading '+' and spaces, JSON does not), and
+ * its digits are gathered into a uint64 with a power-of-ten exponent (more
+ * than 19 significant digits overflow it and go the slow way).  Clinger's
+ * fast path: when that significand is at most 2^53 and the exponent is within +-22, the significand
+ * and 10^|e| are both exact doubles, so one IEEE multiply or divide gives
+ * the correctly rounded double.  (Exponents a little over 22 still work
+ * when the significand can absorb the excess and stay under 2^53.)
+ * Everything else, rare in practice, goes to strtod on a NUL-terminated
+ * copy of the token.  This relies on the C locale's decimal point, which
+ * the daemon never changes.
+ *
+ * float32 is read through that double: rounding the exact value to double
+ * and then to float ("double rounding") differs from rounding it to float
+ * once only when the double lands exactly halfway between two floats --
+ * its 29 low significand bits are 1000...0 -- or in the float subnormal
+ * range where float has fewer bits.  Those cases (about 1 in 2^29 random
+ * inputs) take strtof instead, so every result equals strtof's.
+ *
+ * Writing float32.  A decimal reads back as f when it lies in f's rounding
+ * interval (half-way to each neighbour, the lower half narrower at a
+ * power of two, the ends included when f's significand is even since
+ * reading rounds ties to even).  float -> double is exact and so are the
+ * interval's ends, so the search runs in double:
+ *
+ *   - pick the decimal grid 10^g with 10^g <= width < 10^(g+1): the
+ *     interval, scaled by 10^-g, holds 1 to 10 integers, [L, H];
+ *   - go to coarser grids (L = ceil(L/10), H = floor(H/10)) while one
+ *     still has a point inside; usually zero or one step;
+ *   - take the point of that grid nearest f, clamped into [L, H].
+ *
+ * That is the coarsest grid with a point in the interval, so no shorter
+ * decimal reads back (the unit tests check every result against the
+ * brute-force "%.{1..9}g" reference and strtof).  The scaled ends carry a
+ * relative error of ~2^-52, about 10^-7 in absolute terms, harmless unless
+ * an end is itself (nearly) on the grid, as for some integers and other
+ * short decimals: then the slow way decides.  It tries the
+ * correctly rounded p-digit decimal for p = 1..9 (bisecting p, which is
+ * monotone when the interval is symmetric) and settles each candidate
+ * that is within 2^-49 of an end exactly, with strtof on its text.  The
+ * result is written in whichever of plain or exponent notation is shorter
+ * ("0.001" is "1e-3", "100" stays "100").  About 45 ns per float here,
+ * against 110-150 ns for snprintf("%.9g"), which is also longer.
+ *
+ * float64 output is rare (FP64 models): "%.15g", "%.16g", "%.17g", the
+ * first that strtod reads back.
+ *
+ * THREADS: pure functions; [any].
+ */
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "server/kserve/internal.h"
+
+#define POW10_MIN (-53)
+#define POW10_MAX 53
+
+/* 10^k as the nearest double; exact for 0 <= k <= 22. */
+static const double pow10_tab[POW10_MAX - POW10_MIN + 1] = {
+    1e-53, 1e-52, 1e-51, 1e-50, 1e-49, 1e-48, 1e-47, 1e-46,
+    1e-45, 1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38,
+    1e-37, 1e-36, 1e-35, 1e-34, 1e-33, 1e-32, 1e-31, 1e-30,
+    1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22,
+    1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14,
+    1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6,
+    1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2,
+    1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+    1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26,
+    1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34,
+    1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41, 1e42,
+    1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50,
+    1e51, 1e52, 1e53,
+};
+
+static inline double
+p10(int k)
+{
+    return pow10_tab[k - POW10_MIN];
+}
+
+/* x * 10^k with one rounding where 10^|k| is exact. */
+static inline double
+scale10(double x, int k)
+{
+    if (k >= 0)
+        return x * p10(k);
+    if (k >= -22)
+        return x / p10(-k);
+    return x * p10(k);
+}
+
+static inline int
+isdig(char c)
+{
+    return (unsigned char)(c - '0') < 10;
+}
+
+typedef struct decimal {
+    uint64_t mant;      /* the significant digits */
+    int64_t exp10;      /* value = mant * 10^exp10, unless many */
+    bool neg;
+    bool many;          /* over 19 digits: mant is meaningless */
+} decimal_t;
+
+/* Checks the JSON number grammar from p; returns the end of the token, or
+ * NULL.  Digits accumulate without checks; past 19 significant digits the
+ * significand has wrapped and "many" sends the caller to strtod. */
+static const char *
+scan_decimal(const char *p, const char *end, decimal_t *d)
+{
+    uint64_t m = 0;
+    int64_t e = 0, ni = 0, nf = 0, z = 0;
+
+    d->neg = false;
+    if (p < end && *p == '-') {
+        d->neg = true;
+        p++;
+    }
+    if (p >= end || !isdig(*p))
+        return NULL;
+    if (*p == '0') {
+        p++;                /* JSON allows no other leading zero */
+    } else {
+        const char *s0 = p;
+
+        while (p < end && isdig(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        ni = p - s0;
+    }
+    if (p < end && *p == '.') {
+        const char *f0 = ++p;
+
+        if (ni == 0) {
+            while (p < end && *p == '0')
+                p++;
+            z = p - f0;     /* zeros before the first significant digit */
+        }
+        while (p < end && isdig(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        nf = p - f0;
+        if (nf == 0)
+            return NULL;
+        e = -nf;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        bool eneg = false;
+        int64_t x = 0;
+
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p >= end || !isdig(*p))
+            return NULL;
+        for (; p < end && isdig(*p); p++) {
+            if (x < 100000000)
+                x = x * 10 + (*p - '0');
+        }
+        e += eneg ? -x : x;
+    }
+    d->mant = m;
+    d->exp10 = e;
+    d->many = ni + nf - z > 19;
+    return p;
+}
+
+static bool
+fast_path(const decimal_t *d, double *out)
+{
+    double v;
+
+    if (d->mant == 0 && !d->many) {
+        *out = d->neg ? -0.0 : 0.0;
+        return true;
+    }
+    if (d->many || d->mant > ((uint64_t)1 << 53))
+        return false;
+    if (d->exp10 >= -22 && d->exp10 <= 22) {
+        v = scale10((double)(int64_t)d->mant, (int)d->exp10);
+    } else if (d->exp10 > 22 && d->exp10 <= 22 + 16) {
+        uint64_t m = d->mant;
+
+        for (int64_t i = 22; i < d->exp10; i++) {
+            if (m > ((uint64_t)1 << 53) / 10)
+                return false;
+            m *= 10;
+        }
+        v = (double)(int64_t)m * 1e22;
+    } else {
+        return false;
+    }
+    *out = d->neg ? -v : v;
+    return true;
+}
+
+bool
+ss__kserve_fast_f64(const char *p, const char *end, double *out)
+{
+    decimal_t d;
+
+    if (scan_decimal(p, end, &d) == NULL)
+        return false;
+    return fast_path(&d, out);
+}
+
+/* strtod/strtof on a copy of [p, q), which holds a valid JSON number.
+ * Returns 0, or -ENOMEM. */
+static int
+slow_parse(const char *p, const char *q, bool single, double *dout,
+           float *fout)
+{
+    char small[128];
+    char *s = small;
+    size_t n = (size_t)(q - p);
+
+    if (n >= sizeof(small) && (s = ss_malloc(n + 1)) == NULL)
+        return -ENOMEM;
+    memcpy(s, p, n);
+    s[n] = '\0';
+    if (single)
+        *fout = strtof(s, NULL);
+    else
+        *dout = strtod(s, NULL);
+    if (s != small)
+        ss_free(s);
+    return 0;
+}
+
+/* NaN, Infinity, -Infinity: 1 and *out set, or 0. */
+static int
+special(const char *p, const char *end, double *out, const char **next)
+{
+    size_t n = (size_t)(end - p);
+
+    if (n >= 3 && memcmp(p, "NaN", 3) == 0) {
+        *out = NAN;
+        *next = p + 3;
+        return 1;
+    }
+    if (n >= 8 && memcmp(p, "Infinity", 8) == 0) {
+        *out = INFINITY;
+        *next = p + 8;
+        return 1;
+    }
+    if (n >= 9 && memcmp(p, "-Infinity", 9) == 0) {
+        *out = -INFINITY;
+        *next = p + 9;
+        return 1;
+    }
+    return 0;
+}
+
+int
+ss__kserve_parse_f64(const char *p, const char *end, double *out,
+                     const char **next)
+{
+    decimal_t d;
+    const char *q;
+    double v;
+
+    *next = p;
+    if ((q = scan_decimal(p, end, &d)) == NULL)
+        return special(p, end, out, next) ? 0 : SS__KNUM_SYNTAX;
+    if (!fast_path(&d, &v) && slow_parse(p, q, false, &v, NULL) < 0)
+        return -ENOMEM;
+    if (isinf(v))
+        return SS__KNUM_RANGE;
+    *out = v;
+    *next = q;
+    return 0;
+}
+
+/* True when (float)d is the correctly rounded float of the decimal d was
+ * rounded from: d is in float's normal range and not on a float tie. */
+static inline bool
+no_double_rounding(double d)
+{
+    uint64_t b;
+    double a = fabs(d);
+
+    memcpy(&b, &d, sizeof(b));
+    if (a != 0.0 && a < 0x1p-126)
+        return false;
+    return (b & 0x1fffffffu) != 0x10000000u;
+}
+
+int
+ss__kserve_parse_f32(const char *p, const char *end, float *out,
+                     const char **next)
+{
+    decimal_t d;
+    const char *q;
+    double v;
+    float f;
+
+    *next = p;
+    if ((q = scan_decimal(p, end, &d)) == NULL) {
+        if (!special(p, end, &v, next))
+            return SS__KNUM_SYNTAX;
+        *out = (float)v;
+        return 0;
+    }
+    if (fast_path(&d, &v) && no_double_rounding(v))
+        f = (float)v;
+    else if (slow_parse(p, q, true, NULL, &f) < 0)
+        return -ENOMEM;
+    if (isinf(f))
+        return SS__KNUM_RANGE;
+    *out = f;
+    *next = q;
+    return 0;
+}
+
+int
+ss__kserve_parse_int(const char *p, const char *end, bool *neg,
+                     uint64_t *mag, const char **next)
+{
+    uint64_t m = 0;
+    bool over = false;
+
+    *next = p;
+    *neg = false;
+    if (p < end && *p == '-') {
+        *neg = true;
+        p++;
+    }
+    if (p >= end || !isdig(*p))
+        return SS__KNUM_SYNTAX;
+    if (*p == '0') {
+        p++;
+    } else {
+        for (; p < end && isdig(*p); p++) {
+            unsigned dg = (unsigned)(*p - '0');
+
+            if (m > (UINT64_MAX - dg) / 10)
+                over = true;
+            else
+                m = m * 10 + dg;
+        }
+    }
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E'))
+        return SS__KNUM_SYNTAX;
+    if (over)
+        return SS__KNUM_RANGE;
+    *mag = m;
+    *next = p;
+    return 0;
+}
+
+/* Writes v's digits; returns the count. */
+static int
+utoa(uint64_t v, char *buf)
+{
+    char tmp[20];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (int i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+int
+ss__kserve_format_u64(uint64_t v, char *buf)
+{
+    return utoa(v, buf);
+}
+
+int
+ss__kserve_format_i64(int64_t v, char *buf)
+{
+    if (v < 0) {
+        buf[0] = '-';
+        return 1 + utoa((uint64_t)0 - (uint64_t)v, buf + 1);
+    }
+    return utoa((uint64_t)v, buf);
+}
+
+static int
+format_special(double v, char *buf)
+{
+    if (isnan(v)) {
+        memcpy(buf, "NaN", 3);
+        return 3;
+    }
+    if (v > 0) {
+        memcpy(buf, "Infinity", 8);
+        return 8;
+    }
+    memcpy(buf, "-Infinity", 9);
+    return 9;
+}
+
+/* Writes the decimal c * 10^k (c > 0) in the shorter of plain and
+ * exponent notation. */
+static int
+emit(uint64_t c, int k, char *buf)
+{
+    char dg[20];
+    int n, e, plain, sci, o = 0;
+
+    while (c % 10 == 0) {
+        c /= 10;
+        k++;
+    }
+    n = utoa(c, dg);
+    e = k + n - 1;              /* exponent of the leading digit */
+    if (e >= n - 1)
+        plain = e + 1;
+    else if (e >= 0)
+        plain = n + 1;
+    else
+        plain = n + 1 - e;
+    sci = n + (n > 1) + 1 + (e < 0) + (abs(e) >= 10 ? 2 : 1);
+    if (plain <= sci) {
+        if (e >= n - 1) {
+            memcpy(buf, dg, (size_t)n);
+            memset(buf + n, '0', (size_t)(e - n + 1));
+        } else if (e >= 0) {
+            memcpy(buf, dg, (size_t)e + 1);
+            buf[e + 1] = '.';
+            memcpy(buf + e + 2, dg + e + 1, (size_t)(n - e - 1));
+        } else {
+            buf[0] = '0';
+            buf[1] = '.';
+            memset(buf + 2, '0', (size_t)(-e - 1));
+            memcpy(buf + 1 - e, dg, (size_t)n);
+        }
+        return plain;
+    }
+    buf[o++] = dg[0];
+    if (n > 1) {
+        buf[o++] = '.';
+        memcpy(buf + o, dg + 1, (size_t)n - 1);
+        o += n - 1;
+    }
+    buf[o++] = 'e';
+    if (e < 0) {
+        buf[o++] = '-';
+        e = -e;
+    }
+    o += utoa((uint64_t)e, buf + o);
+    return o;
+}
+
+/* Does c * 10^k read back as x?  1 yes, 0 no; the fast test in double,
+ * the exact one with strtof near the interval's ends. */
+static int
+reads_back(uint64_t c, int k, float x, double lo, double hi)
+{
+    double v = (double)c * p10(k);
+    double m = v * 0x1p-49;
+    char s[40];
+    int n;
+
+    if (v - m > lo && v + m < hi)
+        return 1;
+    if (v + m < lo || v - m > hi)
+        return 0;
+    /* On an end, strtof's ties-to-even decides. */
+    n = utoa(c, s);
+    s[n++] = 'e';
+    n += ss__kserve_format_i64(k, s + n);
+    s[n] = '\0';
+    return strtof(s, NULL) == x;
+}
+
+/* The p-digit decimal nearest x (and, near a rounding tie, its neighbour):
+ * 1 and *c, *k set when one reads back as a, else 0. */
+static int
+try_digits(float a, double x, double lo, double hi, int E, int p,
+           uint64_t *c, int *k)
+{
+    int s = p - 1 - E;
+    double sc = x * p10(s);
+    uint64_t fl = (uint64_t)sc;
+    double fr = sc - (double)fl;
+    uint64_t n = fl + (fr >= 0.5);
+
+    if (n != 0 && reads_back(n, -s, a, lo, hi)) {
+        *c = n;
+        *k = -s;
+        return 1;
+    }
+    if (fabs(fr - 0.5) < 0x1p-20) {
+        n = fr >= 0.5 ? fl : fl + 1;
+        if (n != 0 && reads_back(n, -s, a, lo, hi)) {
+            *c = n;
+            *k = -s;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline bool
+near_int(double v)
+{
+    return fabs(v - (double)(uint64_t)(v + 0.5)) < 0x1p-20;
+}
+
+/* The decimal on the coarsest grid 10^k that has a point inside (lo, hi),
+ * nearest x among those: 1 and *c, *k set, or 0 when an end is too close
+ * to a grid point to decide in double.  q is the binary exponent of f's
+ * ulp. */
+static int
+shortest_grid(double x, double lo, double hi, int q, uint64_t *c, int *k)
+{
+    double w = hi - lo, ls, hs, xs;
+    int g = (q * 78913) >> 18, j = 0;
+    uint64_t L, H, n;
+
+    /* 10^g <= w < 10^(g+1): the interval spans 1 to 10 grid steps. */
+    if (w < p10(g))
+        g--;
+    else if (w >= p10(g + 1))
+        g++;
+    ls = lo * p10(-g);
+    hs = hi * p10(-g);
+    if (near_int(ls) || near_int(hs))
+        return 0;
+    L = (uint64_t)ls + 1;
+    H = (uint64_t)hs;
+    if (L > H)
+        return 0;
+    /* Coarser grids while one still has a point inside. */
+    while (H / 10 >= (L + 9) / 10) {
+        L = (L + 9) / 10;
+        H /= 10;
+        j++;
+    }
+    if (j - g > POW10_MAX)
+        return 0;
+    xs = x * p10(j - g);
+    n = (uint64_t)(xs + 0.5);
+    *c = n < L ? L : n > H ? H : n;
+    *k = g + j;
+    return 1;
+}
+
+int
+ss_kserve_format_f32(float f, char *buf)
+{
+    uint32_t bits, mbits, ebits;
+    double x, ulp, lo, hi;
+    int o = 0, e2, E, k, q;
+    uint64_t c;
+    float a;
+
+    if (isnan(f) || isinf(f))
+        return format_special(f, buf);
+    memcpy(&bits, &f, sizeof(bits));
+    if (bits >> 31)
+        buf[o++] = '-';
+    mbits = bits & 0x7fffffu;
+    ebits = (bits >> 23) & 0xffu;
+    if (ebits == 0 && mbits == 0) {
+        buf[o++] = '0';
+        return o;
+    }
+    a = fabsf(f);
+    x = (double)a;
+    if (ebits == 0) {
+        ulp = 0x1p-149;
+        e2 = 31 - __builtin_clz(mbits) - 149;
+    } else {
+        uint64_t ub = (uint64_t)(ebits - 150 + 1023) << 52;
+
+        memcpy(&ulp, &ub, sizeof(ulp));
+        e2 = (int)ebits - 127;
+    }
+    hi = x + ulp / 2;
+    lo = (mbits == 0 && ebits > 1) ? x - ulp / 4 : x - ulp / 2;
+    /* floor(log10(x)): from the binary exponent, then corrected. */
+    E = (e2 * 78913) >> 18;
+    if (E + 1 <= POW10_MAX && x >= p10(E + 1))
+        E++;
+    else if (x < p10(E))
+        E--;
+    q = ebits ? (int)ebits - 150 : -149;     /* the ulp is 2^q */
+    if (shortest_grid(x, lo, hi, q, &c, &k))
+        return o + emit(c, k, buf + o);
+    /* An end of the interval is (nearly) a short decimal: decide by
+     * reading candidates back. */
+    if (mbits == 0) {
+        /* A power of two: the lopsided interval can let p digits read
+         * back while p + 1 do not, so search upward. */
+        for (int p = 1; p <= 9; p++)
+            if (try_digits(a, x, lo, hi, E, p, &c, &k))
+                return o + emit(c, k, buf + o);
+    } else {
+        /* A symmetric interval: if p digits read back, so do p + 1 (the
+         * nearest p + 1 digit decimal is no farther), so bisect. */
+        int pl = 1, ph = 9;
+        bool have = false;
+
+        while (pl < ph) {
+            int mid = (pl + ph) / 2;
+
+            if (try_digits(a, x, lo, hi, E, mid, &c, &k)) {
+                ph = mid;
+                have = true;
+            } else {
+                pl = mid + 1;
+            }
+        }
+        if (have || try_digits(a, x, lo, hi, E, 9, &c, &k))
+            return o + emit(c, k, buf + o);
+    }
+    /* Not reached: nine digits always read back.  Stay correct anyway. */
+    return o + snprintf(buf + o, 16, "%.9g", (double)a);
+}
+
+int
+ss__kserve_format_f64(double v, char *buf)
+{
+    char s[40];
+    int n = 0;
+
+    if (isnan(v) || isinf(v))
+        return format_special(v, buf);
+    for (int p = 15; p <= 17; p++) {
+        n = snprintf(s, sizeof(s), "%.*g", p, v);
+        if (strtod(s, NULL) == v)
+            break;
+    }
+    memcpy(buf, s, (size_t)n);
+    return n;
+}

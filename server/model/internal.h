@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_REGISTRY_INT_H
+#define SS_SERVER_REGISTRY_INT_H
+
+/* The registry's internals, shared by registry.c and registry_json.c. */
+
+#include <pthread.h>
+
+#include "server/model/registry.h"
+
+#define SS_MAX_LOADED 64
+#define SS_MAX_ON_DISK 256
+#define SS_MAX_HISTORY 32
+
+typedef enum { TASK_LOAD, TASK_ADD } task_kind_t;
+
+/* One load of a model: built on the loop thread, filled by a pool thread,
+ * published on the loop thread. */
+typedef struct task {
+    uv_work_t work;
+    ss_registry_t *reg;
+    ss_model_t *model;
+    task_kind_t kind;
+    char dir[4096];
+    ss_model_config_t cfg;
+    int64_t activate;           /* TASK_ADD: the version to activate */
+    int n_load;
+    int64_t load[SS_MAX_LOADED];
+    ss_version_t *loaded[SS_MAX_LOADED];
+    char verr[SS_MAX_LOADED][256];
+    ss_registry_cb cb;
+    void *cb_arg;
+} task_t;
+
+struct ss_model {
+    ss_registry_t *reg;
+    char *name;
+    char *dir;
+    ss_model_config_t cfg;      /* as last loaded */
+    ss_model_state_t state;
+    char reason[SS_ERR_MSG_MAX];
+    bool wanted;                /* should be loaded: counts for readiness */
+    ss_version_t *versions[SS_MAX_LOADED]; /* each holds one reference */
+    int n_versions;
+    ss_version_t *active;       /* borrowed from versions[] */
+    int64_t history[SS_MAX_HISTORY]; /* previously active, oldest first */
+    int n_history;
+    int64_t on_disk[SS_MAX_ON_DISK];
+    int n_on_disk;
+    task_t *task;               /* the operation running, or NULL */
+    int live;                   /* versions published and not yet freed */
+    int freed_pending;          /* guarded by reg->event_lock */
+    ss_registry_cb unload_cb;   /* waiting for live == 0 */
+    void *unload_arg;
+    ss_sampler_t *sampler;
+    ss_model_t *next;
+};
+
+struct ss_registry {
+    uv_loop_t *loop;
+    char *repo;
+    int default_threads;
+    ss_metrics_t *metrics;
+    const ss_batch_metrics_t *batch_metrics;
+    bool pin;
+    cpu_set_t cpus;
+    ss_metric_t *g_active, *g_loaded, *g_memory;
+    ss_model_t *models;
+    int tasks;                  /* operations in flight */
+    bool closing;
+
+    /* scan completion */
+    int scan_pending;
+    ss_registry_cb scan_cb;
+    void *scan_arg;
+
+    uv_async_t async;
+    pthread_mutex_t event_lock;
+
+    pthread_t reaper;
+    pthread_mutex_t reap_lock;
+    pthread_cond_t reap_cond;
+    ss_version_t *reap_head;    /* guarded by reap_lock */
+    bool reap_stop;             /* guarded by reap_lock */
+};
+
+ss_model_t *ss__registry_find(const ss_registry_t *r, const char *name);
+int ss__registry_valid_name(const char *name);
+ss_model_t *ss__registry_model_get(ss_registry_t *r, const char *name,
+                                   ss_err_t *err);
+int ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err);
+task_t *ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+                              task_kind_t kind, ss_registry_cb cb, void *arg,
+                              ss_err_t *err);
+int ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err);
+ss_version_t *ss__registry_find_loaded(ss_model_t *m, int64_t v);
+int ss__registry_switch_active(ss_model_t *m, ss_version_t *v,
+                               bool push_history, ss_err_t *err);
+void ss__registry_trim(ss_model_t *m);
+void ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n);
+void ss__registry_set_gauges(ss_model_t *m);
+int ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime,
+                            int64_t *size);
+void ss__registry_scan_step_done(ss_registry_t *r);
+int ss__registry_list_versions(const char *dir, int64_t *out, int max);
+
+#endif

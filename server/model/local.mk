@@ -1,0 +1,13 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# server/model: the model registry and hot swap (registry*.c; internal.h
+# is shared by them), per-model config.json, the traffic sampler.
+noinst_LIBRARIES += server/model/libssmodel.a
+server_model_libssmodel_a_SOURCES = \
+	server/model/registry.c server/model/registry.h \
+	server/model/internal.h server/model/registry_json.c \
+	server/model/registry_ops.c \
+	server/model/modelcfg.c server/model/modelcfg.h \
+	server/model/sampler.c server/model/sampler.h
+server_model_libssmodel_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(UV_CFLAGS)

@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Model configuration files.
+ *
+ * DESIGN: the file is JSON with flat keys plus three small objects
+ * (version_policy, queue, sampling).  Parsing walks the object and looks
+ * each key up, so a misspelt key is an error, not a silent default.
+ * Writing the active version re-reads the file as JSON, sets one key and
+ * writes it back atomically, so comments-free user content survives.
+ */
+#include "config.h"
+
+#include "server/model/modelcfg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/atomicfile.h"
+#include "engine/io/npy.h"
+
+void
+ss_model_config_default(ss_model_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->max_batch_size = 32;
+    c->max_queue_delay_us = 0;
+    c->instances = 1;
+    c->threads = 0;
+    c->policy = SS_POLICY_LATEST;
+    c->latest_n = 1;
+    c->max_queue_size = 1024;
+    c->timeout_us = 0;
+    c->sample_capacity = 0;
+    c->sample_probability = 1.0;
+    c->sample_max_bytes = 64 << 20;
+}
+
+static int
+get_int(json_t *v, const char *key, int64_t lo, int64_t hi, int64_t *out,
+        ss_err_t *err)
+{
+    int64_t x;
+
+    if (!json_is_integer(v))
+        return ss_err_set(err, SS_EINVAL, "'%s' must be an integer", key);
+    x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return ss_err_set(err, SS_EINVAL, "'%s' must be in %lld..%lld, not "
+                          "%lld", key, (long long)lo, (long long)hi,
+                          (long long)x);
+    *out = x;
+    return 0;
+}
+
+static int
+apply_policy(ss_model_config_t *c, json_t *v, ss_err_t *err)
+{
+    const char *key;
+    json_t *x;
+    int64_t n;
+    size_t i;
+    int rc;
+
+    if (!json_is_object(v) || json_object_size(v) != 1)
+        return ss_err_set(err, SS_EINVAL, "'version_policy' must be one of "
+                          "{\"latest\": N}, {\"all\": {}}, "
+                          "{\"specific\": [versions]}");
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "latest") == 0) {
+            /* Triton writes {"latest": {"num_versions": N}}. */
+            if (json_is_object(x))
+                x = json_object_get(x, "num_versions");
+            if ((rc = get_int(x, "version_policy.latest", 1, 1000, &n,
+                              err)) < 0)
+                return rc;
+            c->policy = SS_POLICY_LATEST;
+            c->latest_n = (int)n;
+        } else if (strcmp(key, "all") == 0) {
+            c->policy = SS_POLICY_ALL;
+        } else if (strcmp(key, "specific") == 0) {
+            if (json_is_object(x))
+                x = json_object_get(x, "versions");
+            if (!json_is_array(x) || json_array_size(x) == 0 ||
+                json_array_size(x) > SS_MAX_SPECIFIC)
+                return ss_err_set(err, SS_EINVAL, "'version_policy.specific'"
+                                  " must list 1..%d versions",
+                                  SS_MAX_SPECIFIC);
+            for (i = 0; i < json_array_size(x); i++) {
+                if ((rc = get_int(json_array_get(x, i),
+                                  "version_policy.specific", 1, INT64_MAX,
+                                  &c->specific[i], err)) < 0)
+                    return rc;
+            }
+            c->n_specific = (int)json_array_size(x);
+            c->policy = SS_POLICY_SPECIFIC;
+        } else {
+            return ss_err_set(err, SS_EINVAL, "'version_policy': unknown "
+                              "kind '%s'", key);
+        }
+    }
+    return 0;
+}
+
+static int
+apply_sub(ss_model_config_t *c, const char *obj, json_t *v, ss_err_t *err)
+{
+    const char *key;
+    json_t *x;
+    int64_t n;
+    int rc;
+
+    if (!json_is_object(v))
+        return ss_err_set(err, SS_EINVAL, "'%s' must be an object", obj);
+    json_object_foreach(v, key, x) {
+        char full[96];
+
+        snprintf(full, sizeof(full), "%s.%s", obj, key);
+        if (strcmp(obj, "queue") == 0 && strcmp(key, "max_size") == 0) {
+            if ((rc = get_int(x, full, 1, 1 << 24, &n, err)) < 0)
+                return rc;
+            c->max_queue_size = (int)n;
+        } else if (strcmp(obj, "queue") == 0 &&
+                   strcmp(key, "timeout_ms") == 0) {
+            if ((rc = get_int(x, full, 0, 86400000, &n, err)) < 0)
+                return rc;
+            c->timeout_us = n * 1000;
+        } else if (strcmp(obj, "sampling") == 0 &&
+                   strcmp(key, "capacity") == 0) {
+            if ((rc = get_int(x, full, 0, 1 << 24, &n, err)) < 0)
+                return rc;
+            c->sample_capacity = (int)n;
+        } else if (strcmp(obj, "sampling") == 0 &&
+                   strcmp(key, "max_bytes") == 0) {
+            if ((rc = get_int(x, full, 1, (int64_t)1 << 40, &n, err)) < 0)
+                return rc;
+            c->sample_max_bytes = n;
+        } else if (strcmp(obj, "sampling") == 0 &&
+                   strcmp(key, "probability") == 0) {
+            if (!json_is_number(x) || json_number_value(x) < 0 ||
+                json_number_value(x) > 1)
+                return ss_err_set(err, SS_EINVAL, "'%s' must be a number in "
+                                  "0..1", full);
+            c->sample_probability = json_number_value(x);
+        } else {
+            return ss_err_set(err, SS_EINVAL, "unknown key '%s'", full);
+        }
+    }
+    return 0;
+}
+
+int
+ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
+{
+    const char *key;
+    json_t *v;
+    int64_t n;
+    size_t i;
+    int rc;
+
+    if (!json_is_object(obj))
+        return ss_err_set(err, SS_EINVAL, "a model config must be a JSON "
+                          "object");
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "max_batch_size") == 0) {
+            if ((rc = get_int(v, key, 0, 4096, &n, err)) < 0)
+                return rc;
+            c->max_batch_size = (int)n;
+        } else if (strcmp(key, "max_queue_delay_us") == 0) {
+            if ((rc = get_int(v, key, 0, 10000000, &n, err)) < 0)
+                return rc;
+            c->max_queue_delay_us = n;
+        } else if (strcmp(key, "preferred_batch_sizes") == 0) {
+            if (!json_is_array(v) || json_array_size(v) > SS_MAX_PREFERRED)
+                return ss_err_set(err, SS_EINVAL, "'%s' must be an array of "
+                                  "at most %d sizes", key, SS_MAX_PREFERRED);
+            for (i = 0; i < json_array_size(v); i++) {
+                if ((rc = get_int(json_array_get(v, i), key, 1, 4096, &n,
+                                  err)) < 0)
+                    return rc;
+                c->preferred[i] = (int)n;
+            }
+            c->n_preferred = (int)json_array_size(v);
+        } else if (strcmp(key, "instances") == 0) {
+            if ((rc = get_int(v, key, 1, 64, &n, err)) < 0)
+                return rc;
+            c->instances = (int)n;
+        } else if (strcmp(key, "threads") == 0) {
+            if ((rc = get_int(v, key, 0, 1024, &n, err)) < 0)
+                return rc;
+            c->threads = (int)n;
+        } else if (strcmp(key, "active_version") == 0) {
+            if ((rc = get_int(v, key, 0, INT64_MAX, &n, err)) < 0)
+                return rc;
+            c->active_version = n;
+        } else if (strcmp(key, "version_policy") == 0) {
+            if ((rc = apply_policy(c, v, err)) < 0)
+                return rc;
+        } else if (strcmp(key, "queue") == 0 ||
+                   strcmp(key, "sampling") == 0) {
+            if ((rc = apply_sub(c, key, v, err)) < 0)
+                return rc;
+        } else {
+            return ss_err_set(err, SS_EINVAL, "unknown key '%s'", key);
+        }
+    }
+    for (i = 0; i < (size_t)c->n_preferred; i++)
+        if (c->max_batch_size > 0 && c->preferred[i] > c->max_batch_size)
+            return ss_err_set(err, SS_EINVAL, "'preferred_batch_sizes': %d "
+                              "exceeds max_batch_size %d", c->preferred[i],
+                              c->max_batch_size);
+    return 0;
+}
+
+static int
+load_json(const char *path, json_t **out, ss_err_t *err)
+{
+    json_error_t jerr;
+
+    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (*out != NULL)
+        return 0;
+    if (access(path, F_OK) != 0 && errno == ENOENT)
+        return 1;
+    return ss_err_set(err, SS_EINVAL, "%s: line %d: %s", path, jerr.line,
+                      jerr.text);
+}
+
+int
+ss_model_config_load(const char *dir, ss_model_config_t *c, ss_err_t *err)
+{
+    char path[4096];
+    json_t *root = NULL;
+    int rc;
+
+    ss_model_config_default(c);
+    if (snprintf(path, sizeof(path), "%s/config.json", dir) >=
+        (int)sizeof(path))
+        return ss_err_set(err, SS_EINVAL, "path too long: %s", dir);
+    if ((rc = load_json(path, &root, err)) != 0)
+        return rc > 0 ? 0 : rc;
+    rc = ss_model_config_apply(c, root, err);
+    if (rc < 0)
+        ss_err_wrap(err, rc, "%s", path);
+    json_decref(root);
+    return rc;
+}
+
+int
+ss_model_config_save_active(const char *dir, int64_t version, ss_err_t *err)
+{
+    ss_atomic_file_t af = { .fd = -1 };
+    char path[4096];
+    json_t *root = NULL;
+    char *text = NULL;
+    int rc;
+
+    if (snprintf(path, sizeof(path), "%s/config.json", dir) >=
+        (int)sizeof(path))
+        return ss_err_set(err, SS_EINVAL, "path too long: %s", dir);
+    if ((rc = load_json(path, &root, err)) < 0)
+        return rc;
+    if (root == NULL && (root = json_object()) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    if (version > 0)
+        rc = json_object_set_new(root, "active_version",
+                                 json_integer(version));
+    else
+        json_object_del(root, "active_version");
+    if (rc < 0 || (text = json_dumps(root, JSON_INDENT(4) |
+                                     JSON_PRESERVE_ORDER)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = ss_atomic_open(&af, path, err)) < 0 ||
+        (rc = ss_atomic_write(&af, text, strlen(text), err)) < 0 ||
+        (rc = ss_atomic_write(&af, "\n", 1, err)) < 0 ||
+        (rc = ss_atomic_commit(&af, err)) < 0)
+        goto done;
+done:
+    ss_atomic_abort(&af);
+    free(text);
+    json_decref(root);
+    return rc;
+}
+
+json_t *
+ss_model_config_json(const ss_model_config_t *c)
+{
+    json_t *pref = json_array(), *policy, *dyn;
+    int i;
+
+    for (i = 0; i < c->n_preferred; i++)
+        json_array_append_new(pref, json_integer(c->preferred[i]));
+    if (c->policy == SS_POLICY_ALL) {
+        policy = json_pack("{s:{}}", "all");
+    } else if (c->policy == SS_POLICY_SPECIFIC) {
+        json_t *vs = json_array();
+
+        for (i = 0; i < c->n_specific; i++)
+            json_array_append_new(vs, json_integer(c->specific[i]));
+        policy = json_pack("{s:{s:o}}", "specific", "versions", vs);
+    } else {
+        policy = json_pack("{s:{s:i}}", "latest", "num_versions",
+                           c->latest_n);
+    }
+    dyn = c->max_batch_size > 0
+              ? json_pack("{s:o,s:I,s:{s:I}}", "preferred_batch_size", pref,
+                          "max_queue_delay_microseconds",
+                          (json_int_t)c->max_queue_delay_us,
+                          "default_queue_policy",
+                          "default_timeout_microseconds",
+                          (json_int_t)c->timeout_us)
+              : (json_decref(pref), json_null());
+    return json_pack("{s:i,s:o,s:o,s:[{s:i,s:s}]}", "max_batch_size",
+                     c->max_batch_size, "dynamic_batching", dyn,
+                     "version_policy", policy, "instance_group", "count",
+                     c->instances, "kind", "KIND_CPU");
+}
+
+bool
+ss_model_config_wants(const ss_model_config_t *c, int64_t v,
+                      const int64_t *all, int n)
+{
+    int i;
+
+    switch (c->policy) {
+    case SS_POLICY_ALL:
+        return true;
+    case SS_POLICY_SPECIFIC:
+        for (i = 0; i < c->n_specific; i++)
+            if (c->specific[i] == v)
+                return true;
+        return false;
+    case SS_POLICY_LATEST:
+        for (i = 0; i < n && i < n - c->latest_n; i++)
+            if (all[i] == v)
+                return false;
+        return true;
+    }
+    return false;
+}

@@ -1,0 +1,826 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The model registry: loading, hot swap, unloading.
+ *
+ * The operations users call (load, activate, unload, scan, acquire) are in
+ * registry_ops.c; this file is the machinery under them.
+ *
+ * DESIGN: models live in a list owned by the loop thread and are never
+ * freed before the registry, so versions and tasks may point at them.  A
+ * model runs at most one operation (task) at a time.  A task reads the
+ * model's folder, loads the versions it needs on a libuv pool thread
+ * (graph import, batcher start, plan warm-up), and is published in the
+ * after-work callback on the loop thread: the new list of loaded versions
+ * and the active pointer are plain stores there.  Versions no longer
+ * listed lose the list's reference; in-flight requests hold theirs, so a
+ * version is freed only when its last batch is done.  Freeing happens on
+ * the reaper thread, which then tells the loop (uv_async) so that unloads
+ * can answer once the model's versions are really gone.
+ *
+ * The active version is persisted in config.json before it is switched,
+ * so a failed write changes nothing and a restart serves the same
+ * version.
+ *
+ * THREADS: [loop], except the load work (pool thread, touches only its
+ * task) and the reaper (its queue is guarded by reap_lock; the event list
+ * it feeds back by event_lock).
+ */
+#include "config.h"
+
+#include "server/model/registry.h"
+#include "server/model/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "server/model/sampler.h"
+
+/* ---- versions and the reaper ----------------------------------------- */
+
+void
+ss_version_ref(ss_version_t *v)
+{
+    ss_ref_get(&v->ref);
+}
+
+static void
+version_destroy(ss_version_t *v)
+{
+    ss_batcher_free(v->batcher);
+    ss_graph_free(v->graph);
+    ss_free(v);
+}
+
+void
+ss_version_unref(ss_version_t *v)
+{
+    ss_registry_t *r;
+
+    if (v == NULL || !ss_ref_put(&v->ref))
+        return;
+    r = v->model->reg;
+    pthread_mutex_lock(&r->reap_lock);
+    v->reap_next = r->reap_head;
+    r->reap_head = v;
+    pthread_cond_signal(&r->reap_cond);
+    pthread_mutex_unlock(&r->reap_lock);
+}
+
+static void *
+reaper_main(void *arg)
+{
+    ss_registry_t *r = arg;
+    ss_version_t *v;
+
+    pthread_mutex_lock(&r->reap_lock);
+    for (;;) {
+        while (r->reap_head == NULL && !r->reap_stop)
+            pthread_cond_wait(&r->reap_cond, &r->reap_lock);
+        if (r->reap_head == NULL)
+            break;
+        v = r->reap_head;
+        r->reap_head = v->reap_next;
+        pthread_mutex_unlock(&r->reap_lock);
+
+        ss_model_t *m = v->model;
+
+        ss_log_info("model=%s@%s freed", m->name, v->label);
+        version_destroy(v);
+        pthread_mutex_lock(&r->event_lock);
+        m->freed_pending++;
+        pthread_mutex_unlock(&r->event_lock);
+        uv_async_send(&r->async);
+
+        pthread_mutex_lock(&r->reap_lock);
+    }
+    pthread_mutex_unlock(&r->reap_lock);
+    return NULL;
+}
+
+/* ---- models ------------------------------------------------------------ */
+
+const char *
+ss_model_name(const ss_model_t *m)
+{
+    return m->name;
+}
+
+ss_sampler_t *
+ss_model_sampler(const ss_model_t *m)
+{
+    return m->sampler;
+}
+
+ss_model_t *
+ss__registry_find(const ss_registry_t *r, const char *name)
+{
+    ss_model_t *m;
+
+    for (m = r->models; m != NULL; m = m->next)
+        if (strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+int
+ss__registry_valid_name(const char *name)
+{
+    size_t n = strlen(name), i;
+
+    if (n == 0 || n > 200 || name[0] == '.')
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+ss_model_t *
+ss__registry_model_get(ss_registry_t *r, const char *name, ss_err_t *err)
+{
+    ss_model_t *m = ss__registry_find(r, name);
+    char dir[4096];
+
+    if (m != NULL)
+        return m;
+    if (snprintf(dir, sizeof(dir), "%s/%s", r->repo, name) >=
+        (int)sizeof(dir)) {
+        ss_err_set(err, SS_EINVAL, "model name too long");
+        return NULL;
+    }
+    if ((m = ss_calloc(1, sizeof(*m))) == NULL ||
+        (m->name = ss_strdup(name)) == NULL ||
+        (m->dir = ss_strdup(dir)) == NULL) {
+        if (m != NULL)
+            ss_free(m->name);
+        ss_free(m);
+        ss_err_set(err, SS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    m->reg = r;
+    ss_model_config_default(&m->cfg);
+    m->next = r->models;
+    r->models = m;
+    return m;
+}
+
+/* ---- scanning a model folder ------------------------------------------- */
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Lists the version folders holding a model.onnx, ascending. */
+int
+ss__registry_list_versions(const char *dir, int64_t *out, int max)
+{
+    struct dirent *e;
+    char path[4096];
+    struct stat st;
+    DIR *d;
+    int n = 0;
+
+    if ((d = opendir(dir)) == NULL)
+        return -errno;
+    while ((e = readdir(d)) != NULL && n < max) {
+        char *end;
+        long long v;
+
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        errno = 0;
+        v = strtoll(e->d_name, &end, 10);
+        if (errno != 0 || *end != '\0' || v <= 0)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s/model.onnx", dir,
+                     e->d_name) >= (int)sizeof(path))
+            continue;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            out[n++] = v;
+    }
+    closedir(d);
+    qsort(out, (size_t)n, sizeof(*out), cmp_i64);
+    return n;
+}
+
+int
+ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime, int64_t *size)
+{
+    char path[4096];
+    struct stat st;
+
+    if (snprintf(path, sizeof(path), "%s/%lld/model.onnx", dir,
+                 (long long)v) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    if (stat(path, &st) < 0)
+        return -errno;
+    *mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    *size = (int64_t)st.st_size;
+    return 0;
+}
+
+/* ---- loading (pool thread) --------------------------------------------- */
+
+/* A model whose graph inputs have a fixed first dim cannot batch. */
+static int
+effective_max_batch(const ss_graph_t *g, int configured)
+{
+    int i, n = ss_graph_num_inputs(g);
+
+    if (configured == 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        const ss_io_info_t *io = ss_graph_input(g, i);
+
+        if (io->ndim < 1 || io->dims[0] != -1)
+            return 0;
+    }
+    return configured;
+}
+
+static int
+load_version(task_t *t, int64_t number, ss_version_t **out, ss_err_t *err)
+{
+    ss_registry_t *r = t->reg;
+    ss_version_t *v;
+    char path[4096];
+    ss_batch_opts_t bo;
+    int warm[SS_MAX_PREFERRED + 2], nwarm = 0, i, rc;
+
+    *out = NULL;
+    if ((v = ss_calloc(1, sizeof(*v))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    ss_ref_init(&v->ref);
+    v->model = t->model;
+    v->number = number;
+    snprintf(v->label, sizeof(v->label), "%lld", (long long)number);
+    v->cfg = t->cfg;
+    if (snprintf(path, sizeof(path), "%s/%lld/model.onnx", t->dir,
+                 (long long)number) >= (int)sizeof(path)) {
+        rc = ss_err_set(err, SS_EINVAL, "path too long");
+        goto fail;
+    }
+    ss__registry_file_stamp(t->dir, number, &v->file_mtime_ns, &v->file_size);
+    if ((rc = ss_graph_load_onnx(path, &v->graph, err)) < 0)
+        goto fail;
+    v->weight_bytes = ss_graph_weight_bytes(v->graph);
+    v->cfg.max_batch_size = effective_max_batch(v->graph,
+                                                t->cfg.max_batch_size);
+    memset(&bo, 0, sizeof(bo));
+    bo.max_batch_size = v->cfg.max_batch_size;
+    bo.max_queue_delay_us = v->cfg.max_queue_delay_us;
+    bo.preferred_batch_sizes = v->cfg.preferred;
+    bo.n_preferred = v->cfg.n_preferred;
+    bo.instances = v->cfg.instances;
+    bo.threads = v->cfg.threads ? v->cfg.threads : r->default_threads;
+    bo.max_queue_size = v->cfg.max_queue_size;
+    bo.model = t->model->name;
+    bo.version = v->label;
+    bo.metrics = r->batch_metrics;
+    bo.cpus = r->pin ? &r->cpus : NULL;
+    if ((rc = ss_batcher_new(v->graph, &bo, &v->batcher, err)) < 0)
+        goto fail;
+    /* Warm-up: the sizes the batcher will form most. */
+    if (v->cfg.max_batch_size > 0) {
+        warm[nwarm++] = 1;
+        for (i = 0; i < v->cfg.n_preferred; i++)
+            warm[nwarm++] = v->cfg.preferred[i];
+        warm[nwarm++] = v->cfg.max_batch_size;
+    } else {
+        warm[nwarm++] = 1;
+    }
+    if ((rc = ss_batcher_warmup(v->batcher, warm, nwarm, err)) < 0)
+        goto fail;
+    *out = v;
+    return 0;
+fail:
+    ss_err_wrap(err, rc, "%s", path);
+    version_destroy(v);
+    return rc;
+}
+
+static void
+task_work(uv_work_t *w)
+{
+    task_t *t = w->data;
+    int i;
+
+    for (i = 0; i < t->n_load; i++) {
+        ss_err_t e = { 0 };
+        ss_version_t *v = NULL;
+
+        if (load_version(t, t->load[i], &v, &e) < 0) {
+            snprintf(t->verr[i], sizeof(t->verr[i]), "%.*s",
+                     (int)sizeof(t->verr[i]) - 1, e.msg);
+            continue;
+        }
+        t->loaded[i] = v;
+    }
+}
+
+/* ---- publishing (loop thread) ------------------------------------------ */
+
+static void
+complete(task_t *t, int rc, const ss_err_t *err)
+{
+    if (t->cb != NULL)
+        t->cb(t->cb_arg, rc, err);
+}
+
+static void
+task_free(task_t *t)
+{
+    int i;
+
+    for (i = 0; i < t->n_load; i++)
+        ss_version_unref(t->loaded[i]);
+    ss_free(t);
+}
+
+static int
+in_list(const int64_t *l, int n, int64_t v)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        if (l[i] == v)
+            return 1;
+    return 0;
+}
+
+ss_version_t *
+ss__registry_find_loaded(ss_model_t *m, int64_t v)
+{
+    int i;
+
+    for (i = 0; i < m->n_versions; i++)
+        if (m->versions[i]->number == v)
+            return m->versions[i];
+    return NULL;
+}
+
+void
+ss__registry_set_gauges(ss_model_t *m)
+{
+    ss_registry_t *r = m->reg;
+    const char *lv[2];
+    int i;
+
+    if (r->g_active == NULL)
+        return;
+    lv[0] = m->name;
+    ss_series_set(ss_metric_series(r->g_active, lv),
+                  m->active ? (double)m->active->number : 0);
+    for (i = 0; i < m->n_versions; i++) {
+        lv[1] = m->versions[i]->label;
+        ss_series_set(ss_metric_series(r->g_loaded, lv), 1);
+        ss_series_set(ss_metric_series(r->g_memory, lv),
+                      (double)m->versions[i]->weight_bytes);
+    }
+}
+
+static void
+drop_gauges(ss_model_t *m, ss_version_t *v)
+{
+    ss_registry_t *r = m->reg;
+    const char *lv[2] = { m->name, v->label };
+
+    if (r->g_loaded == NULL)
+        return;
+    ss_metric_series_remove(r->g_loaded, lv);
+    ss_metric_series_remove(r->g_memory, lv);
+}
+
+/* Replaces the loaded list with keep[] (references taken over). */
+void
+ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n)
+{
+    int i, j;
+
+    for (i = 0; i < m->n_versions; i++) {
+        int kept = 0;
+
+        for (j = 0; j < n; j++)
+            kept |= keep[j] == m->versions[i];
+        if (!kept) {
+            ss_log_info("model=%s@%s unloading (frees once idle)", m->name,
+                        m->versions[i]->label);
+            drop_gauges(m, m->versions[i]);
+            ss_version_unref(m->versions[i]);
+        }
+    }
+    if (n > 0)
+        memcpy(m->versions, keep, sizeof(*keep) * (size_t)n);
+    m->n_versions = n;
+}
+
+/* Chooses the active version: the configured one if loaded, else the
+ * newest loaded. */
+static void
+pick_active(ss_model_t *m)
+{
+    ss_version_t *a = NULL;
+    int i;
+
+    if (m->cfg.active_version > 0)
+        a = ss__registry_find_loaded(m, m->cfg.active_version);
+    if (a == NULL)
+        for (i = 0; i < m->n_versions; i++)
+            if (a == NULL || m->versions[i]->number > a->number)
+                a = m->versions[i];
+    if (a != m->active && a != NULL)
+        ss_log_notice("model=%s@%s active", m->name, a->label);
+    m->active = a;
+}
+
+/* Keeps the versions the policy wants, plus the active and the previous
+ * active one (so a rollback is instant). */
+void
+ss__registry_trim(ss_model_t *m)
+{
+    ss_version_t *keep[SS_MAX_LOADED];
+    int64_t prev = m->n_history ? m->history[m->n_history - 1] : 0;
+    int i, n = 0;
+
+    for (i = 0; i < m->n_versions; i++) {
+        ss_version_t *v = m->versions[i];
+
+        if (v == m->active || v->number == prev ||
+            ss_model_config_wants(&m->cfg, v->number, m->on_disk,
+                                  m->n_on_disk))
+            keep[n++] = v;
+    }
+    ss__registry_set_versions(m, keep, n);
+}
+
+/* Makes v active, persisting the choice first; push_history keeps the
+ * current one for rollback. */
+int
+ss__registry_switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
+              ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = ss_model_config_save_active(m->dir, v->number, err)) < 0)
+        return rc;
+    m->cfg.active_version = v->number;
+    if (m->active == v)
+        return 0;
+    if (push_history && m->active != NULL) {
+        if (m->n_history == SS_MAX_HISTORY) {
+            memmove(m->history, m->history + 1,
+                    sizeof(m->history[0]) * (SS_MAX_HISTORY - 1));
+            m->n_history--;
+        }
+        m->history[m->n_history++] = m->active->number;
+    }
+    ss_log_notice("model=%s@%s active (was %s)", m->name, v->label,
+                  m->active ? m->active->label : "none");
+    m->active = v;
+    ss__registry_trim(m);
+    ss__registry_set_gauges(m);
+    return 0;
+}
+
+void
+ss__registry_scan_step_done(ss_registry_t *r)
+{
+    if (r->scan_pending > 0 && --r->scan_pending == 0 && r->scan_cb) {
+        ss_registry_cb cb = r->scan_cb;
+
+        r->scan_cb = NULL;
+        cb(r->scan_arg, 0, NULL);
+    }
+}
+
+static void
+publish_load(task_t *t, ss_err_t *err, int *rc)
+{
+    ss_model_t *m = t->model;
+    ss_version_t *list[SS_MAX_LOADED];
+    int i, n = 0, failed = 0;
+    char msg[SS_ERR_MSG_MAX] = "";
+
+    for (i = 0; i < m->n_versions; i++) {
+        ss_version_t *v = m->versions[i];
+
+        /* Kept: still wanted and not reloaded by this task. */
+        if (!in_list(t->load, t->n_load, v->number) &&
+            (ss_model_config_wants(&t->cfg, v->number, m->on_disk,
+                                   m->n_on_disk) ||
+             v->number == t->cfg.active_version))
+            list[n++] = v;
+    }
+    for (i = 0; i < t->n_load; i++) {
+        if (t->loaded[i] != NULL) {
+            list[n++] = t->loaded[i];
+            t->loaded[i] = NULL;        /* the list owns it now */
+        } else {
+            failed++;
+            snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "%s%s",
+                     msg[0] ? "; " : "", t->verr[i]);
+        }
+    }
+    if (n == 0 && (failed > 0 || m->n_versions == 0)) {
+        if (failed == 0)
+            snprintf(msg, sizeof(msg), "no version folder with a model.onnx "
+                     "in %s", m->dir);
+        *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
+        ss_log_error("model=%s failed to load: %s", m->name, msg);
+        /* A reload that fails keeps serving what was there. */
+        if (m->n_versions == 0) {
+            m->state = SS_MODEL_UNAVAILABLE;
+            snprintf(m->reason, sizeof(m->reason), "%s", err->msg);
+        }
+        return;
+    }
+    m->cfg = t->cfg;
+    ss__registry_set_versions(m, list, n);
+    pick_active(m);
+    ss__registry_trim(m);
+    m->state = SS_MODEL_READY;
+    m->reason[0] = '\0';
+    ss__registry_set_gauges(m);
+    if (m->sampler == NULL && m->cfg.sample_capacity > 0)
+        m->sampler = ss_sampler_new(m->cfg.sample_capacity,
+                                    m->cfg.sample_probability,
+                                    m->cfg.sample_max_bytes,
+                                    m->reg->metrics, m->name);
+    if (failed > 0) {
+        *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
+        ss_log_error("model=%s: some versions failed: %s", m->name, msg);
+        snprintf(m->reason, sizeof(m->reason), "%s", err->msg);
+    }
+    ss_log_notice("model=%s ready: %d version(s) loaded, active %s",
+                  m->name, m->n_versions,
+                  m->active ? m->active->label : "none");
+}
+
+static void
+publish_add(task_t *t, ss_err_t *err, int *rc)
+{
+    ss_model_t *m = t->model;
+    ss_version_t *v = t->loaded[0];
+
+    if (v == NULL) {
+        *rc = ss_err_set(err, SS_EBADMODEL, "model '%s' version %lld: %s",
+                         m->name, (long long)t->load[0], t->verr[0]);
+        return;
+    }
+    if (m->n_versions == SS_MAX_LOADED) {
+        *rc = ss_err_set(err, SS_ECONFLICT, "model '%s' has too many loaded "
+                         "versions", m->name);
+        return;
+    }
+    m->versions[m->n_versions++] = v;
+    t->loaded[0] = NULL;
+    if ((*rc = ss__registry_switch_active(m, v, t->activate >= 0, err)) < 0) {
+        ss__registry_trim(m);        /* drops v again: nothing changed */
+        return;
+    }
+    m->state = SS_MODEL_READY;
+    ss__registry_set_gauges(m);
+}
+
+static void
+task_done(uv_work_t *w, int status)
+{
+    task_t *t = w->data;
+    ss_model_t *m = t->model;
+    ss_registry_t *r = t->reg;
+    ss_err_t err = { 0 };
+    int i, rc = 0;
+
+    r->tasks--;
+    m->task = NULL;
+    for (i = 0; i < t->n_load; i++)
+        if (t->loaded[i] != NULL)
+            m->live++;
+    if (r->closing || status == UV_ECANCELED) {
+        rc = ss_err_set(&err, SS_ENOTREADY, "the server is shutting down");
+    } else if (t->kind == TASK_LOAD) {
+        publish_load(t, &err, &rc);
+    } else {
+        publish_add(t, &err, &rc);
+    }
+    if (m->state == SS_MODEL_LOADING)
+        m->state = m->n_versions ? SS_MODEL_READY : SS_MODEL_UNAVAILABLE;
+    complete(t, rc, &err);
+    task_free(t);
+    ss__registry_scan_step_done(r);
+}
+
+int
+ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
+{
+    int rc;
+
+    t->work.data = t;
+    if ((rc = uv_queue_work(r->loop, &t->work, task_work, task_done)) < 0) {
+        task_free(t);
+        return ss_err_set(err, SS_EINTERNAL, "cannot queue the load: %s",
+                          uv_strerror(rc));
+    }
+    t->model->task = t;
+    r->tasks++;
+    return 0;
+}
+
+task_t *
+ss__registry_task_new(ss_registry_t *r, ss_model_t *m, task_kind_t kind,
+         ss_registry_cb cb, void *arg, ss_err_t *err)
+{
+    task_t *t;
+
+    if ((t = ss_calloc(1, sizeof(*t))) == NULL) {
+        ss_err_set(err, SS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    t->reg = r;
+    t->model = m;
+    t->kind = kind;
+    t->cb = cb;
+    t->cb_arg = arg;
+    t->activate = -1;
+    snprintf(t->dir, sizeof(t->dir), "%s", m->dir);
+    return t;
+}
+
+int
+ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err)
+{
+    if (r->closing)
+        return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
+    if (m->task != NULL || m->unload_cb != NULL)
+        return ss_err_set(err, SS_ECONFLICT, "model '%s' is busy with another "
+                          "load, unload or activation", m->name);
+    return 0;
+}
+
+/* ---- events from the reaper --------------------------------------------- */
+
+static void
+on_async(uv_async_t *a)
+{
+    ss_registry_t *r = a->data;
+    ss_model_t *m;
+
+    for (m = r->models; m != NULL; m = m->next) {
+        int n;
+
+        pthread_mutex_lock(&r->event_lock);
+        n = m->freed_pending;
+        m->freed_pending = 0;
+        pthread_mutex_unlock(&r->event_lock);
+        m->live -= n;
+        if (n > 0 && m->live == 0 && m->state == SS_MODEL_UNLOADING) {
+            ss_registry_cb cb = m->unload_cb;
+
+            m->state = SS_MODEL_UNAVAILABLE;
+            snprintf(m->reason, sizeof(m->reason), "unloaded");
+            m->unload_cb = NULL;
+            ss_log_notice("model=%s unloaded", m->name);
+            if (cb != NULL)
+                cb(m->unload_arg, 0, NULL);
+        }
+    }
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+static void on_async_closed(uv_handle_t *h);
+
+int
+ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
+                ss_err_t *err)
+{
+    static const char *const l1[] = { "model" };
+    static const char *const l2[] = { "model", "version" };
+    ss_registry_t *r;
+
+    *out = NULL;
+    if ((r = ss_calloc(1, sizeof(*r))) == NULL ||
+        (r->repo = ss_strdup(o->repository)) == NULL) {
+        ss_free(r);
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    }
+    r->loop = o->loop;
+    r->default_threads = o->default_threads;
+    r->metrics = o->metrics;
+    r->batch_metrics = o->batch_metrics;
+    if (o->cpus != NULL) {
+        r->pin = true;
+        r->cpus = *o->cpus;
+    }
+    if (o->metrics != NULL) {
+        r->g_active = ss_metrics_gauge(o->metrics,
+                                       "slimserve_model_active_version",
+                                       "The version each model serves.", 1,
+                                       l1);
+        r->g_loaded = ss_metrics_gauge(o->metrics,
+                                       "slimserve_model_version_loaded",
+                                       "1 for every loaded model version.",
+                                       2, l2);
+        r->g_memory = ss_metrics_gauge(o->metrics,
+                                       "slimserve_model_memory_bytes",
+                                       "Weight bytes of a loaded model "
+                                       "version.", 2, l2);
+        if (r->g_active == NULL || r->g_loaded == NULL ||
+            r->g_memory == NULL) {
+            ss_free(r->repo);
+            ss_free(r);
+            return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
+        }
+    }
+    pthread_mutex_init(&r->event_lock, NULL);
+    pthread_mutex_init(&r->reap_lock, NULL);
+    pthread_cond_init(&r->reap_cond, NULL);
+    uv_async_init(r->loop, &r->async, on_async);
+    r->async.data = r;
+    if (pthread_create(&r->reaper, NULL, reaper_main, r) != 0) {
+        /* No model yet: the close callback frees r once the loop runs. */
+        uv_close((uv_handle_t *)&r->async, on_async_closed);
+        return ss_err_set(err, SS_EINTERNAL, "cannot start the reaper "
+                          "thread");
+    }
+    *out = r;
+    return 0;
+}
+
+void
+ss_registry_close(ss_registry_t *r)
+{
+    ss_model_t *m;
+
+    if (r == NULL || r->closing)
+        return;
+    r->closing = true;
+    for (m = r->models; m != NULL; m = m->next) {
+        m->active = NULL;
+        ss__registry_set_versions(m, NULL, 0);
+    }
+}
+
+bool
+ss_registry_idle(const ss_registry_t *r)
+{
+    const ss_model_t *m;
+
+    if (r == NULL)
+        return true;
+    if (r->tasks > 0)
+        return false;
+    for (m = r->models; m != NULL; m = m->next)
+        if (m->live > 0)
+            return false;
+    return true;
+}
+
+static void
+on_async_closed(uv_handle_t *h)
+{
+    ss_registry_t *r = h->data;
+    ss_model_t *m, *next;
+
+    for (m = r->models; m != NULL; m = next) {
+        next = m->next;
+        ss_sampler_free(m->sampler);
+        ss_free(m->name);
+        ss_free(m->dir);
+        ss_free(m);
+    }
+    pthread_mutex_destroy(&r->event_lock);
+    pthread_mutex_destroy(&r->reap_lock);
+    pthread_cond_destroy(&r->reap_cond);
+    ss_free(r->repo);
+    ss_free(r);
+}
+
+void
+ss_registry_free(ss_registry_t *r)
+{
+    if (r == NULL)
+        return;
+    ss_registry_close(r);
+    pthread_mutex_lock(&r->reap_lock);
+    r->reap_stop = true;
+    pthread_cond_signal(&r->reap_cond);
+    pthread_mutex_unlock(&r->reap_lock);
+    pthread_join(r->reaper, NULL);
+    /* The struct goes once libuv is done with the handle. */
+    uv_close((uv_handle_t *)&r->async, on_async_closed);
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_REGISTRY_H
+#define SS_SERVER_REGISTRY_H
+
+/*
+ * The model registry: which models and versions are loaded, which version
+ * of each is active, and hot swap.
+ *
+ * A loaded version (ss_version_t) is immutable and reference-counted: the
+ * model's list of loaded versions holds one reference per version, and
+ * every admitted request holds one until its batch completes.  Loading
+ * compiles off the loop thread (uv_queue_work) and publishes on the loop
+ * thread, so the model's pointers need no lock: a swap is one pointer
+ * store on the loop thread.  Requests already running keep their version
+ * alive; the last reference hands the version to a reaper thread, which
+ * joins its executors and frees it (the last reference may drop on one of
+ * those executors, which must not join itself).
+ *
+ * At most one load/unload/activate runs per model at a time; another
+ * answers SS_EBUSY.
+ *
+ * THREADS: everything is [loop] except ss_version_ref/unref [any].
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "common/err.h"
+#include "common/refcount.h"
+#include "engine/engine.h"
+#include "server/batch/batch.h"
+#include "server/metrics.h"
+#include "server/model/modelcfg.h"
+
+typedef struct ss_registry ss_registry_t;
+typedef struct ss_model ss_model_t;
+typedef struct ss_sampler ss_sampler_t;
+
+typedef enum {
+    SS_MODEL_UNAVAILABLE = 0,
+    SS_MODEL_LOADING,
+    SS_MODEL_READY,
+    SS_MODEL_UNLOADING
+} ss_model_state_t;
+
+/* Immutable once published. */
+typedef struct ss_version {
+    ss_ref_t ref;
+    ss_model_t *model;          /* stable for the registry's life */
+    int64_t number;
+    char label[24];             /* the number as text */
+    ss_graph_t *graph;
+    ss_batcher_t *batcher;
+    ss_model_config_t cfg;      /* as loaded; max_batch_size is effective */
+    size_t weight_bytes;
+    int64_t file_mtime_ns;      /* to skip reloading an unchanged file */
+    int64_t file_size;
+    struct ss_version *reap_next;
+} ss_version_t;
+
+/* [any] The caller must already hold a reference. */
+void ss_version_ref(ss_version_t *v);
+/* [any] The last reference hands v to the reaper. Accepts NULL. */
+void ss_version_unref(ss_version_t *v);
+
+/* The name of a model; the sampler of its traffic (NULL when off). */
+const char *ss_model_name(const ss_model_t *m);
+ss_sampler_t *ss_model_sampler(const ss_model_t *m);
+
+/* [loop] Completion of an admin operation: rc 0 or negative with err. */
+typedef void (*ss_registry_cb)(void *arg, int rc, const ss_err_t *err);
+
+typedef struct ss_registry_opts {
+    uv_loop_t *loop;
+    const char *repository;
+    int default_threads;        /* per executor when a model says 0 */
+    ss_metrics_t *metrics;      /* may be NULL */
+    const ss_batch_metrics_t *batch_metrics;
+    const cpu_set_t *cpus;      /* executors' CPUs; NULL: any */
+} ss_registry_opts_t;
+
+int ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
+                    ss_err_t *err);
+/* Scans the repository: loads models not loaded yet, unloads models whose
+ * folder is gone.  cb (may be NULL) runs once every load it started has
+ * finished. */
+void ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg);
+/* Loads or reloads one model; override (borrowed, may be NULL) is applied
+ * over its config.json.  Unchanged versions already loaded are kept. */
+int ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
+                     ss_registry_cb cb, void *arg, ss_err_t *err);
+/* Stops serving the model; cb runs once its in-flight requests are done
+ * and its versions freed. */
+int ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
+                       void *arg, ss_err_t *err);
+/* Makes version v the one served (loading it first if needed) and
+ * persists the choice in config.json. */
+int ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
+                         ss_registry_cb cb, void *arg, ss_err_t *err);
+/* Activates the version that was active before the current one. */
+int ss_registry_rollback(ss_registry_t *r, const char *name,
+                         ss_registry_cb cb, void *arg, ss_err_t *err);
+
+/* A new reference to version v of the model (0: the active one), or NULL
+ * with *status 404 (unknown model or version) or 503 (not ready). */
+ss_version_t *ss_registry_acquire(ss_registry_t *r, const char *name,
+                                  int64_t v, int *status, ss_err_t *err);
+
+/* Triton's repository index: [{"name","version","state","reason"}]. */
+json_t *ss_registry_index(ss_registry_t *r, bool ready_only);
+/* {"name","versions","platform","inputs","outputs"} of a version. */
+json_t *ss_version_metadata(const ss_version_t *v);
+/* Triton's model configuration of a version. */
+json_t *ss_version_config(const ss_version_t *v);
+/* Every version of a model on disk and loaded, with lineage from
+ * variant.json when present (GET /admin/models/{m}/versions). */
+json_t *ss_registry_versions(ss_registry_t *r, const char *name,
+                             ss_err_t *err);
+
+/* True when every model that should be loaded is ready. */
+bool ss_registry_ready(const ss_registry_t *r);
+int ss_registry_model_count(const ss_registry_t *r);
+
+/* Begins closing: drops every version; pending operations are answered
+ * with SS_ENOTREADY as they finish. */
+void ss_registry_close(ss_registry_t *r);
+/* True once closing is complete (nothing loading, every version freed). */
+bool ss_registry_idle(const ss_registry_t *r);
+/* After ss_registry_idle(): joins the reaper, frees everything. */
+void ss_registry_free(ss_registry_t *r);
+
+#endif
