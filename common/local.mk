@@ -1,12 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# common: error codes and details, logging, allocation with a fault hook,
-# reference counts, CPU sets, atomic files.  Used by every folder.
+# common: error codes and details, logging, SS_ASSERT, allocation with a
+# fault hook, reference counts, CPU sets, atomic files.  Used by every folder.
 noinst_LIBRARIES += common/libsscommon.a
 common_libsscommon_a_SOURCES = \
 	common/alloc.c common/alloc.h \
+	common/assert.c common/assert.h \
 	common/atomicfile.c common/atomicfile.h \
 	common/cpus.c common/cpus.h \
 	common/err.c common/err.h \
 	common/log.c common/log.h \
 	common/refcount.h
+
+check_PROGRAMS += tests/unit/test_assert
+TESTS += tests/unit/test_assert
+tests_unit_test_assert_SOURCES = tests/unit/test_assert.c
+tests_unit_test_assert_LDADD = common/libsscommon.a

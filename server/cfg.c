@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "common/alloc.h"
+#include "common/assert.h"
 #include "common/log.h"
 
 #ifndef SS_DEFAULT_CONFIG
@@ -138,7 +139,7 @@ set_number(ss_config_t *cfg, const key_t_ *k, double v, ss_err_t *err)
         *(double *)(base + k->off) = v;
         break;
     default:
-        return ss_err_set(err, SS_EINTERNAL, "'%s' is not numeric", k->key);
+        SS_ASSERT(!"set_number called for a key that is not numeric");
     }
     return 0;
 }
@@ -187,7 +188,7 @@ set_text(ss_config_t *cfg, const key_t_ *k, const char *text, ss_err_t *err)
                               "debug, not '%s'", k->key, text);
         return 0;
     }
-    return ss_err_set(err, SS_EINTERNAL, "'%s': unknown type", k->key);
+    SS_ASSERT(!"a key of a type the switch above does not know");
 }
 
 /* Applies one value from the JSON file. */
@@ -219,7 +220,7 @@ set_json(ss_config_t *cfg, const key_t_ *k, json_t *v, ss_err_t *err)
         *(bool *)(base + k->off) = json_is_true(v);
         return 0;
     }
-    return ss_err_set(err, SS_EINTERNAL, "'%s': unknown type", k->key);
+    SS_ASSERT(!"a key of a type the switch above does not know");
 }
 
 static int
