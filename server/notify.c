@@ -35,6 +35,7 @@
 #endif
 
 #include "common/alloc.h"
+#include "common/err.h"
 
 int
 ss__notify_dgram(const char *path, const char *state)
@@ -144,7 +145,7 @@ ss_notify_status(const char *fmt, ...)
         goto done;
     }
     if ((msg = ss_malloc(sizeof prefix + (size_t)n)) == NULL) {
-        rc = -ENOMEM;
+        rc = SS_ENOMEM;
         goto done;
     }
     memcpy(msg, prefix, sizeof prefix - 1);

@@ -32,7 +32,8 @@ int ss_notify_reloading(void);
 int ss_notify_stopping(void);
 
 /* STATUS=<printf-formatted text>, shown by "systemctl status".  Newlines in
- * the text become spaces (a newline would start a new assignment). */
+ * the text become spaces (a newline would start a new assignment).
+ * Returns what ss_notify does, or SS_ENOMEM. */
 int ss_notify_status(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 

@@ -99,7 +99,7 @@ run_op(ss_req_t *r, ss_server_t *s, op_kind_t kind, const char *model,
     int rc;
 
     if (op == NULL) {
-        ss_req_respond_error(r, 500, "out of memory");
+        ss_req_fail(r, SS_ENOMEM, "out of memory");
         return;
     }
     op->req = r;
@@ -121,7 +121,7 @@ run_op(ss_req_t *r, ss_server_t *s, op_kind_t kind, const char *model,
     }
     op->in_handler = false;
     if (rc < 0) {
-        ss_req_respond_error(r, ss_http_status_of(rc), "%s", err.msg);
+        ss_req_fail(r, rc, "%s", err.msg);
         ss_free(op);
     } else if (op->done) {
         char *body = op_body(op, &len);
@@ -147,8 +147,8 @@ body_json(ss_req_t *r)
         return json_object();
     j = json_loadb(b, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL || !json_is_object(j)) {
-        ss_req_respond_error(r, 400, "request body: %s",
-                             j ? "must be a JSON object" : je.text);
+        ss_req_fail(r, SS_EINVAL, "request body: %s",
+                    j ? "must be a JSON object" : je.text);
         json_decref(j);
         return NULL;
     }
@@ -186,8 +186,8 @@ repo_load(ss_req_t *r, void *arg, const ss_route_match_t *m)
         if (!json_is_string(cfg) ||
             (override = json_loads(json_string_value(cfg),
                                    JSON_REJECT_DUPLICATES, &je)) == NULL) {
-            ss_req_respond_error(r, 400, "parameters.config must be a "
-                                 "string holding a JSON object");
+            ss_req_fail(r, SS_EINVAL, "parameters.config must be a string "
+                        "holding a JSON object");
             json_decref(body);
             return;
         }
@@ -213,8 +213,8 @@ activate(ss_req_t *r, void *arg, const ss_route_match_t *m)
     long long v = strtoll(m->cap[1], &end, 10);
 
     if (*end != '\0' || v <= 0) {
-        ss_req_respond_error(r, 404, "model '%s' has no version '%s'",
-                             m->cap[0], m->cap[1]);
+        ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
+                    m->cap[0], m->cap[1]);
         return;
     }
     run_op(r, s, OP_ACTIVATE, m->cap[0], v, NULL);
@@ -236,7 +236,7 @@ versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
     json_t *j = ss_registry_versions(s->registry, m->cap[0], &err);
 
     if (j == NULL)
-        ss_req_respond_error(r, 404, "%s", err.msg);
+        ss_req_fail(r, err.code, "%s", err.msg);
     else
         ss_req_respond_json(r, 200, j);
 }
@@ -264,7 +264,7 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     body = ss_req_body(r, &len);
     id = ss_jobs_submit(s->jobs, m->cap[0], body, len, &err);
     if (id < 0) {
-        ss_req_respond_error(r, ss_http_status_of((int)id), "%s", err.msg);
+        ss_req_fail(r, (int)id, "%s", err.msg);
         return;
     }
     ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
@@ -286,7 +286,7 @@ job_get(ss_req_t *r, void *arg, const ss_route_match_t *m)
     json_t *j = id > 0 ? ss_jobs_get(s->jobs, id) : NULL;
 
     if (j == NULL)
-        ss_req_respond_error(r, 404, "no job '%s'", m->cap[0]);
+        ss_req_fail(r, SS_ENOTFOUND, "no job '%s'", m->cap[0]);
     else
         ss_req_respond_json(r, 200, j);
 }
@@ -300,12 +300,11 @@ job_cancel(ss_req_t *r, void *arg, const ss_route_match_t *m)
     int rc;
 
     if (id <= 0) {
-        ss_req_respond_error(r, 404, "no job '%s'", m->cap[0]);
+        ss_req_fail(r, SS_ENOTFOUND, "no job '%s'", m->cap[0]);
         return;
     }
     if ((rc = ss_jobs_cancel(s->jobs, id, &err)) < 0) {
-        ss_req_respond_error(r, rc == SS_ENOTFOUND ? 404 : 409, "%s",
-                             err.msg);
+        ss_req_fail(r, rc, "%s", err.msg);
         return;
     }
     ss_req_respond_json(r, 200, ss_jobs_get(s->jobs, id));
@@ -339,7 +338,7 @@ ss_routes_admin(ss_req_t *r, void *arg)
                     ss_req_path(r));
         ss_req_add_header(r, "WWW-Authenticate",
                           "Bearer realm=\"slimserve-admin\"");
-        ss_req_respond_error(r, 401, "missing or invalid bearer token");
+        ss_req_fail(r, SS_EAUTH, "missing or invalid bearer token");
         return;
     }
     ss_router_dispatch(routes, sizeof(routes) / sizeof(routes[0]), r, arg);

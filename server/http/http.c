@@ -401,6 +401,19 @@ ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
 }
 
 void
+ss_req_fail(ss_req_t *r, int rc, const char *fmt, ...)
+{
+    char msg[SS_ERR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ss_req_respond_json(r, ss_http_status_of(rc),
+                        json_pack("{s:s}", "error", msg));
+}
+
+void
 ss_req_suspend(ss_req_t *r)
 {
     r->suspended = true;

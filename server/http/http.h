@@ -118,6 +118,10 @@ void ss_req_respond_json(ss_req_t *r, int status, json_t *body);
 /* Answers {"error": "..."}. */
 void ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Answers {"error": "..."} with the status of the error code rc
+ * (ss_http_status_of): how handlers answer a failure. */
+void ss_req_fail(ss_req_t *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Parks the connection until ss_req_finish(). */
 void ss_req_suspend(ss_req_t *r);

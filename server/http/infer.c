@@ -320,8 +320,8 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     if (version != NULL) {
         vnum = strtoll(version, &end, 10);
         if (*end != '\0' || vnum <= 0) {
-            ss_req_respond_error(r, 404, "model '%s' has no version '%s'",
-                                 model, version);
+            ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
+                        model, version);
             return;
         }
     }
@@ -338,7 +338,7 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
         if ((c = ss_malloc(sizeof(*c) + ni * sizeof(ss_tensor_t) +
                            no * (sizeof(int) + sizeof(bool)))) == NULL) {
             ss_version_unref(v);
-            ss_req_respond_error(r, 500, "out of memory");
+            ss_req_fail(r, SS_ENOMEM, "out of memory");
             return;
         }
         memset(c, 0, sizeof(*c));
@@ -389,6 +389,6 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     return;
 fail:
     count(im, v, result_name(rc), c->start_ns);
-    ss_req_respond_error(r, ss_http_status_of(rc), "%s", err.msg);
+    ss_req_fail(r, rc, "%s", err.msg);
     ctx_free(c);
 }

@@ -25,16 +25,16 @@ ready(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_server_t *s = arg;
 
     if (s->draining) {
-        ss_req_respond_error(r, 503, "not ready: shutting down");
+        ss_req_fail(r, SS_ENOTREADY, "not ready: shutting down");
         return;
     }
     if (!s->ready) {
-        ss_req_respond_error(r, 503, "not ready: loading models");
+        ss_req_fail(r, SS_ENOTREADY, "not ready: loading models");
         return;
     }
     if (!ss_registry_ready(s->registry)) {
-        ss_req_respond_error(r, 503, "not ready: a model is not loaded "
-                             "(see POST /v2/repository/index)");
+        ss_req_fail(r, SS_ENOTREADY, "not ready: a model is not loaded "
+                    "(see POST /v2/repository/index)");
         return;
     }
     ss_req_respond_json(r, 200, json_pack("{s:b}", "ready", 1));
@@ -58,9 +58,10 @@ metrics(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_server_t *s = arg;
     char *text = NULL;
     size_t len = 0;
+    int rc;
 
-    if (ss_metrics_render(s->metrics, &text, &len) < 0) {
-        ss_req_respond_error(r, 500, "cannot render metrics");
+    if ((rc = ss_metrics_render(s->metrics, &text, &len)) < 0) {
+        ss_req_fail(r, rc, "cannot render metrics");
         return;
     }
     ss_req_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text,
@@ -90,8 +91,8 @@ acquire(ss_req_t *r, ss_server_t *s, const ss_route_match_t *m)
     int status = 404;
 
     if (v < 0) {
-        ss_req_respond_error(r, 404, "model '%s' has no version '%s'",
-                             m->cap[0], m->cap[1]);
+        ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
+                    m->cap[0], m->cap[1]);
         return NULL;
     }
     if ((ver = ss_registry_acquire(s->registry, m->cap[0], v, &status,

@@ -871,7 +871,7 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
     } else if (j->state == JOB_RUNNING) {
         atomic_store(&j->cancel, 1);
     } else {
-        rc = ss_err_set(err, SS_EINVAL, "job %lld has finished (%s)",
+        rc = ss_err_set(err, SS_ECONFLICT, "job %lld has finished (%s)",
                         (long long)id, state_names[j->state]);
     }
     pthread_mutex_unlock(&js->lock);

@@ -6,7 +6,7 @@
  * Admin compression jobs.
  *
  * POST /admin/models/{m}/compress is parsed and checked on the loop
- * thread (bad bodies answer 400 and create no job); the job takes a
+ * thread (a bad body is SS_EINVAL and creates no job); the job takes a
  * reference to its source version and waits in a FIFO.  One job thread
  * runs jobs one at a time with its own oneDNN thread budget, so serving
  * goes on: it loads the data (an .npz in the model's folder, inline
@@ -38,16 +38,17 @@ int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
                 int threads, const cpu_set_t *cpus, ss_jobs_t **out,
                 ss_err_t *err);
 /* Parses a compress request for model and queues it.  Returns the job id
- * (> 0), or a negative code with err set (SS_EINVAL: 400, SS_ENOTFOUND:
- * 404, SS_ENOTREADY: 503). */
+ * (> 0), or a negative code with err set (SS_EINVAL a bad body,
+ * SS_ENOTFOUND an unknown model or version, SS_ENOTREADY not loaded or
+ * shutting down). */
 int64_t ss_jobs_submit(ss_jobs_t *j, const char *model, const char *body,
                        size_t len, ss_err_t *err);
 /* A job's state as JSON (new reference), or NULL when unknown. */
 json_t *ss_jobs_get(ss_jobs_t *j, int64_t id);
 /* Every job, newest first. */
 json_t *ss_jobs_list(ss_jobs_t *j);
-/* Cancels a queued or running job; SS_ENOTFOUND, or SS_EINVAL when it has
- * finished already. */
+/* Cancels a queued or running job; SS_ENOTFOUND, or SS_ECONFLICT when it
+ * has finished already. */
 int ss_jobs_cancel(ss_jobs_t *j, int64_t id, ss_err_t *err);
 /* Removes temporary variant folders left by an earlier run. */
 void ss_jobs_clean_repository(const char *repo);

@@ -2,7 +2,7 @@
 /*
  * Parsing a compress request (the loop thread half of a job).
  *
- * Every field is checked before a job exists, so a bad body answers 400
+ * Every field is checked before a job exists, so a bad body is SS_EINVAL
  * and leaves nothing behind: method names and parameters, data sources
  * (a file must be a plain name inside the model's folder), the gate.
  *
@@ -266,8 +266,8 @@ parse_data(job_t *j, json_t *v, const char *what, const ss_version_t *ver,
                               "not '%s'", what, file);
         snprintf(d->file, sizeof(d->file), "%s", file);
         d->kind = DATA_FILE;
-        /* Read now, so a missing file or a wrong shape is a 400 and no
-         * job; calibration files are small next to the model. */
+        /* Read now, so a missing file or a wrong shape is bad input and
+         * no job; calibration files are small next to the model. */
         if ((rc = ss__jobs_load_file(j, d, err)) < 0)
             return ss_err_wrap(err, rc, "%s", what);
         return 0;

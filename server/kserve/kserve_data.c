@@ -15,7 +15,6 @@
  * THREADS: pure functions; [any].
  */
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -163,7 +162,7 @@ scalar(const char **pp, const char *end, const ss_kserve_input_t *in,
     }
     excerpt(p, end, ex, sizeof(ex));
     tn = ss_dtype_kserve_name(in->dtype);
-    if (rc == -ENOMEM)
+    if (rc == SS_ENOMEM)
         return ss_err_set(err, SS_ENOMEM, "input '%s': no memory to read "
                           "element %zu", in->name, i);
     if (rc == SS__KNUM_RANGE)

@@ -54,7 +54,6 @@
  * THREADS: pure functions; [any].
  */
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +216,7 @@ ss__kserve_fast_f64(const char *p, const char *end, double *out)
 }
 
 /* strtod/strtof on a copy of [p, q), which holds a valid JSON number.
- * Returns 0, or -ENOMEM. */
+ * Returns 0, or SS_ENOMEM. */
 static int
 slow_parse(const char *p, const char *q, bool single, double *dout,
            float *fout)
@@ -227,7 +226,7 @@ slow_parse(const char *p, const char *q, bool single, double *dout,
     size_t n = (size_t)(q - p);
 
     if (n >= sizeof(small) && (s = ss_malloc(n + 1)) == NULL)
-        return -ENOMEM;
+        return SS_ENOMEM;
     memcpy(s, p, n);
     s[n] = '\0';
     if (single)
@@ -275,7 +274,7 @@ ss__kserve_parse_f64(const char *p, const char *end, double *out,
     if ((q = scan_decimal(p, end, &d)) == NULL)
         return special(p, end, out, next) ? 0 : SS__KNUM_SYNTAX;
     if (!fast_path(&d, &v) && slow_parse(p, q, false, &v, NULL) < 0)
-        return -ENOMEM;
+        return SS_ENOMEM;
     if (isinf(v))
         return SS__KNUM_RANGE;
     *out = v;
@@ -316,7 +315,7 @@ ss__kserve_parse_f32(const char *p, const char *end, float *out,
     if (fast_path(&d, &v) && no_double_rounding(v))
         f = (float)v;
     else if (slow_parse(p, q, true, NULL, &f) < 0)
-        return -ENOMEM;
+        return SS_ENOMEM;
     if (isinf(f))
         return SS__KNUM_RANGE;
     *out = f;
