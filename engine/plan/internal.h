@@ -3,18 +3,23 @@
 #define SS_ENGINE_PLAN_INT_H
 
 /*
- * The compiled plan's internals, shared by plan.c (compile), plan_fuse.c
- * (fusion onto oneDNN) and exec.c (run).
+ * engine/plan's one internal header: the compiled plan's internals (plan.c
+ * compiles, exec.c runs), the passes ss_plan_new runs, and the helpers
+ * the passes share.
  *
  * Plan values mirror the graph's values one to one (same ids), with the
  * concrete shape of this compile and where the bytes live at run time.
  * Steps are what runs: a reference kernel for one node, a oneDNN primitive
  * for one or several fused nodes, or a copy into a graph output.
  *
- * THREADS: immutable after ss_plan_new returns.
+ * THREADS: a plan is built inside ss_plan_new (everything below but the
+ * types is used there only) and immutable after it returns.
  */
 
+#include <string.h>
+
 #include "engine/dnnl/dnnl.h"
+#include "engine/dnnl/dnnl_q.h"
 #include "engine/ir/ir.h"
 
 /* Default budget of one plan: any one value, and the folded constants
@@ -86,6 +91,20 @@ ss__plan_root(const ss_plan_t *p, int v)
     return v;
 }
 
+/* Value v's tensor: its dtype and shape, and its data when constant. */
+static inline const ss_tensor_t *
+ss__plan_tensor(const ss_plan_t *p, int v)
+{
+    return &p->vals[v].t;
+}
+
+/* Step st is a reference step of ONNX op `op`. */
+static inline int
+ss__plan_is_op(const ss_step_t *st, const char *op)
+{
+    return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
+}
+
 /* Appends a step; takes the in/out arrays (ss_malloc'ed). */
 int ss__plan_add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err);
 void ss__plan_step_clear(ss_step_t *s);
@@ -103,5 +122,185 @@ int ss__plan_lowp(ss_plan_t *p, ss_err_t *err);
 /* After fusion: puts a reorder before every read of a value in a layout
  * other than the one its producer wrote (plan_layout.c). */
 int ss__plan_layout(ss_plan_t *p, ss_err_t *err);
+
+/* ---- fusion (plan_fuse.c: readers, chains, commit; plan_fuse_ops.c: the
+ * anchors; plan_fuse_ln.c: decomposed LayerNorm) ------------------------ */
+
+typedef struct ss__fz {
+    ss_plan_t *p;
+    int *start;     /* CSR of readers per root value: list[start[v]..] */
+    int *list;      /* step indices */
+    char *is_out;   /* value is (or is viewed by) a graph output */
+    int *prod;      /* step producing the value, or -1 */
+} ss__fz_t;
+
+#define SS_CHAIN_MAX 32
+
+/* A fusion in progress: the anchor step, absorbed steps, post-ops. */
+typedef struct ss__chain {
+    int steps[SS_CHAIN_MAX];
+    int n_steps;
+    int src;                /* the anchor's main source value */
+    int out;                /* the value the fused step writes */
+    int dst_ndim;           /* the primitive's dst, for operand mapping */
+    int64_t dst_dims[SS_DNN_MAX_DIMS];
+    int max_post;           /* 0: SS_DNN_MAX_POST */
+    ss_dnn_postops_t post;
+    int bin[SS_DNN_MAX_POST];   /* value per BINARY post-op */
+    int n_bin;
+    char what[48];
+} ss__chain_t;
+
+int ss__fz_init(ss__fz_t *fz, ss_plan_t *p);
+void ss__fz_close(ss__fz_t *fz);
+int ss__fz_single(const ss__fz_t *fz, int v);
+int ss__fz_is_const(const ss_plan_t *p, int v);
+int ss__fz_scalar(const ss_plan_t *p, int v, float *out);
+int ss__fz_commit(ss__fz_t *fz, ss_step_t *fused, const int *steps, int n,
+                  ss_err_t *err);
+/* A constant f32 vector of n elements (leading dims 1), or NULL. */
+const float *ss__fz_vec(const ss_plan_t *p, int v, int64_t n);
+/* The next step is Add of a constant [N] keeping the rank: a bias,
+ * absorbed into c; NULL when not. */
+const float *ss__fz_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n);
+/* Reads count ints of attribute name into out (all dflt when absent); 0
+ * when it has another count. */
+int ss__fz_attr_n(const ss_node_t *n, const char *name, int64_t dflt,
+                  int64_t *out, int count);
+/* auto_pad is NOTSET (or empty): the pads attribute says it all. */
+int ss__fz_notset(const ss_node_t *n);
+/* Folds BatchNormalization step bn (inputs scale, B, mean, var, each of
+ * oc constants) into conv weights w (oc rows of nw / oc) and bias (NULL:
+ * 0): new arrays in *wf and *bf, the caller's to free. */
+int ss__fz_fold_bn(const ss_plan_t *p, const ss_step_t *bn, int64_t oc,
+                   const float *w, int64_t nw, const float *bias,
+                   float **wf, float **bf, ss_err_t *err);
+void ss__fz_chain_start(ss__chain_t *c, int step, int src, int out,
+                        const char *what);
+/* Absorbs single-use consumers of c->out that map onto post-ops. */
+int ss__fz_chain(ss__fz_t *fz, ss__chain_t *c);
+/* ss__fz_chain for an inner product (any precision): absorbs post-ops up
+ * to, not including, a residual Add (a BINARY post-op of the full dst
+ * shape), which oneDNN 2.6 would run on its slower gemm kernel. */
+void ss__lp_linear_chain(ss__fz_t *fz, ss__chain_t *c);
+/* Commits the chain as one DNN step reading lead_in then c->bin. */
+int ss__fz_emit(ss__fz_t *fz, ss__chain_t *c, ss_dnn_prim_t *prim,
+                const int *lead_in, int n_lead, ss_err_t *err);
+
+/* Anchors: 1 fused, 0 left alone, < 0 a hard error. */
+int ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
+
+/* A oneDNN constructor's failure: ENOMEM stops the compile, anything
+ * else leaves the op on its reference kernel. */
+static inline int
+ss__fz_fallback(int rc, ss_err_t *err)
+{
+    if (rc == SS_ENOMEM)
+        return rc;
+    ss_err_clear(err);
+    return 0;
+}
+
+/* ---- activation layouts (plan_layout.c): what the fusion anchors ask
+ * when they create a primitive; ss__plan_layout makes every read agree
+ * with the write ----------------------------------------------------------- */
+
+/* The layout v's root is stored in (its producer's choice). */
+ss_dnn_layout_t ss__lay_of(const ss_plan_t *p, int v);
+
+/* Whether layouts a and b of t are the same bytes (they are when H * W
+ * is 1, for NHWC and NCHW when C is 1, for nChw16c and NHWC when C is
+ * 16): then no reorder is needed between them. */
+int ss__lay_same(ss_dnn_layout_t a, ss_dnn_layout_t b, const ss_tensor_t *t);
+
+/* The fast layout for a 4-D tensor t: BLOCKED when C % 16 == 0, else
+ * NHWC. */
+ss_dnn_layout_t ss__lay_natural(const ss_tensor_t *t);
+
+/* The layout a conv from x to y runs in: BLOCKED when both channel counts
+ * are multiples of 16, NHWC otherwise. */
+ss_dnn_layout_t ss__lay_conv_family(const ss_tensor_t *x,
+                                    const ss_tensor_t *y);
+
+/* The layout an anchor should write v in: PLAIN for a graph output, a
+ * value with views (a Flatten reads NCHW bytes) or one no reader wants
+ * otherwise; else the BLOCKED or NHWC layout most of its readers want
+ * (convs their family's, pools the natural one; a same-shape binary op
+ * takes any).  Always PLAIN with SS_ENGINE_NO_BLOCKED=1. */
+ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
+
+/* ---- low precision (plan_lowp.c: geometry, new values, inserted steps;
+ * plan_qdq.c: int8; plan_bf16.c: bf16) ----------------------------------- */
+
+/* v is a constant of type dt. */
+static inline int
+ss__fz_const_of(const ss_plan_t *p, int v, ss_dtype_t dt)
+{
+    return ss__fz_is_const(p, v) && ss__plan_tensor(p, v)->dtype == dt;
+}
+
+/* A MatMul/Gemm by a constant weight, as ss__lp_linear_shape reads it. */
+typedef struct ss__lp_lin {
+    int64_t m, k, n;
+    int w_nk;
+    int wv;                 /* the f32 weight value */
+    const float *bias;      /* real units, or NULL */
+    float *owned;           /* Gemm beta != 1: scaled copy */
+} ss__lp_lin_t;
+
+/* MatMul/Gemm by a constant 2-D weight, f32 activations: fills L and
+ * starts chain c (with a following bias Add taken); 1 when it applies,
+ * 0 when not, < 0 on errors.  L->owned is the caller's to free. */
+int ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L,
+                        ss__chain_t *c, ss_err_t *err);
+/* Conv geometry from the node into d; 0 when it is not a plain 2-D
+ * Conv with constant f32 weights. */
+int ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
+                      ss_dnn_qconv_desc_t *d);
+/* The chain's last step: where the fused step lands. */
+int ss__lp_chain_last(const ss__chain_t *c);
+/* Whether v is (or is viewed by) a graph output. */
+int ss__lp_is_graph_out(const ss_plan_t *p, int v);
+/* A new plan value: v's shape in type dt, in the arena, stored in layout
+ * l.  Returns its id or a negative code. */
+int ss__lp_add_pval(ss_plan_t *p, int v, ss_dtype_t dt, ss_dnn_layout_t l,
+                    ss_err_t *err);
+
+/* A step queued for insertion before (after = 0) or after step `at`. */
+typedef struct ss__lp_ins {
+    int at, after;
+    ss_step_t st;
+} ss__lp_ins_t;
+
+typedef struct ss__lp_inslist {
+    ss__lp_ins_t *v;
+    int n, cap;
+    int twin[2 * 64];       /* pairs (NCHW value, its NHWC copy) */
+    int n_twin;
+} ss__lp_inslist_t;
+
+/* The NHWC copy of v made so far, or -1; remembers one. */
+int ss__lp_twin_of(const ss__lp_inslist_t *l, int v);
+void ss__lp_twin_add(ss__lp_inslist_t *l, int v, int nhwc);
+/* Queues a conversion step in -> out (cd says how) before (after = 0) or
+ * after step `at`. */
+int ss__lp_ins_convert(ss_plan_t *p, ss__lp_inslist_t *l, int at,
+                       int after, const ss_dnn_convert_desc_t *cd, int in,
+                       int out, const char *what, ss_err_t *err);
+/* Rebuilds the step array with the queued steps in place, dropping the
+ * holes fusion left. */
+int ss__lp_ins_apply(ss_plan_t *p, ss__lp_inslist_t *l, ss_err_t *err);
+void ss__lp_ins_free(ss__lp_inslist_t *l);
+
+/* The passes. */
+int ss__lp_int8(ss_plan_t *p, ss_err_t *err);
+int ss__lp_bf16(ss_plan_t *p, ss_err_t *err);
 
 #endif

@@ -39,7 +39,7 @@
 #define ALIGN 64
 
 static int
-is_op(const ss_node_t *n, const char *op)
+node_is(const ss_node_t *n, const char *op)
 {
     return strcmp(n->op_type, op) == 0;
 }
@@ -170,7 +170,7 @@ fold_shape(ss_plan_t *p, const ss_node_t *n, const ss_tensor_t *in,
     int64_t *data = NULL, start = 0, end = in->ndim, numel = 1;
     int v = n->outputs[0], rc = 0;
 
-    if (is_op(n, "Size")) {
+    if (node_is(n, "Size")) {
         t.ndim = 0;
         for (int d = 0; d < in->ndim; d++)
             numel *= in->dims[d];
@@ -241,8 +241,8 @@ pass_through(ss_plan_t *p, const ss_node_t *n, int src, ss_err_t *err)
 static int
 is_view_op(const ss_node_t *n)
 {
-    return is_op(n, "Reshape") || is_op(n, "Flatten") || is_op(n, "Squeeze")
-           || is_op(n, "Unsqueeze");
+    return node_is(n, "Reshape") || node_is(n, "Flatten")
+           || node_is(n, "Squeeze") || node_is(n, "Unsqueeze");
 }
 
 static int
@@ -275,7 +275,7 @@ compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         if (p->vals[v].kind != SS_PV_CONST)
             all_const = 0;
     }
-    if (is_op(n, "Identity") || is_op(n, "Dropout")) {
+    if (node_is(n, "Identity") || node_is(n, "Dropout")) {
         if (n->n_inputs < 1 || n->inputs[0] < 0) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) has no "
                             "input", p->g->source, label(n), n->op_type);
@@ -284,7 +284,7 @@ compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         rc = pass_through(p, n, n->inputs[0], err);
         goto done;
     }
-    if ((is_op(n, "Shape") || is_op(n, "Size")) && n->n_inputs == 1
+    if ((node_is(n, "Shape") || node_is(n, "Size")) && n->n_inputs == 1
         && ins[0] != NULL && n->n_outputs >= 1) {
         rc = fold_shape(p, n, ins[0], err);
         goto done;

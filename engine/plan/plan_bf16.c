@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan/plan_lowp.h"
+#include "engine/plan/internal.h"
 
 typedef struct brec {
     int step;               /* the fused step */
@@ -67,7 +67,7 @@ bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     if ((rc = ss__lp_linear_shape(fz, s, &L, &c, err)) <= 0)
         goto done;
     snprintf(c.what, sizeof(c.what), "bf16 %s",
-             is_op(&fz->p->steps[s], "Gemm") ? "Gemm" : "MatMul");
+             ss__plan_is_op(&fz->p->steps[s], "Gemm") ? "Gemm" : "MatMul");
     ss__lp_linear_chain(fz, &c);
     d.src_dtype = SS_DTYPE_BF16;
     d.dst_dtype = SS_DTYPE_F32;
@@ -75,7 +75,7 @@ bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     d.m = L.m;
     d.k = L.k;
     d.n = L.n;
-    d.w = T(fz->p, L.wv)->data;
+    d.w = ss__plan_tensor(fz->p, L.wv)->data;
     d.w_nk = L.w_nk;
     d.bias = L.bias;
     d.post = c.post;
@@ -116,24 +116,24 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
 
     if (!ss__lp_conv_shape(p, st, &d))
         return 0;
-    d.w = T(p, st->in[1])->data;
+    d.w = ss__plan_tensor(p, st->in[1])->data;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "bf16 Conv");
     /* a BatchNormalization right after folds into weights and bias */
     bn = ss__fz_single(fz, st->out[0]);
-    if (bn >= 0 && is_op(&p->steps[bn], "BatchNormalization")
+    if (bn >= 0 && ss__plan_is_op(&p->steps[bn], "BatchNormalization")
         && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
         && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
         const ss_step_t *b = &p->steps[bn];
         int okc = 1;
 
         for (int k = 1; k < 5; k++)
-            okc = okc && cst(p, b->in[k], SS_DTYPE_F32)
-                  && ss_tensor_numel(T(p, b->in[k])) == d.oc;
+            okc = okc && ss__fz_const_of(p, b->in[k], SS_DTYPE_F32)
+                  && ss_tensor_numel(ss__plan_tensor(p, b->in[k])) == d.oc;
         for (int k = 1; k < b->n_out; k++)
             okc = okc && b->out[k] < 0;
         if (okc) {
-            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w,
-                                     ss_tensor_numel(T(p, st->in[1])),
+            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(
+                                         ss__plan_tensor(p, st->in[1])),
                                      d.bias, &wf, &bf, err)) < 0)
                 goto done;
             d.w = wf;
@@ -144,7 +144,8 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
         }
     }
     c.dst_ndim = 4;
-    memcpy(c.dst_dims, T(p, st->out[0])->dims, 4 * sizeof(int64_t));
+    memcpy(c.dst_dims, ss__plan_tensor(p, st->out[0])->dims,
+           4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.src_dtype = SS_DTYPE_BF16;
     d.dst_dtype = SS_DTYPE_F32;
@@ -278,14 +279,15 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
             p->vals[y].layout = SS_DNN_NHWC;
             continue;
         }
-        ys = ss__lp_add_pval(p, y, T(p, y)->dtype, SS_DNN_NHWC, err);
+        ys = ss__lp_add_pval(p, y, ss__plan_tensor(p, y)->dtype, SS_DNN_NHWC,
+                             err);
         if (ys < 0) {
             rc = ys;
             goto done;
         }
         st->out[0] = ys;
-        cd.src_dtype = cd.dst_dtype = T(p, y)->dtype;
-        memcpy(cd.dims, T(p, y)->dims, 4 * sizeof(int64_t));
+        cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
+        memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
         cd.src_nhwc = 1;
         if ((rc = ss__lp_ins_convert(p, &il, r->step, 1, &cd, ys, y, "to NCHW",
                               err)) < 0)
@@ -317,7 +319,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
     }
     for (int j = 0; j < n_cv; j++) {
         ss_dnn_convert_desc_t cd = { 0 };
-        const ss_tensor_t *t = T(p, cv[3 * j]);
+        const ss_tensor_t *t = ss__plan_tensor(p, cv[3 * j]);
         int first = -1;
 
         for (int i = 0; i < bp->n; i++)

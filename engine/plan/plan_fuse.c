@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan/plan_fuse_int.h"
+#include "engine/plan/internal.h"
 
 /* ---- reader index ----------------------------------------------------- */
 
@@ -260,11 +260,12 @@ gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
 
         if (st->kind != SS_STEP_REF || st->n_in != 2)
             return 0;
-        if (st->in[0] == x && ((is_op(st, "Div") && ss__fz_scalar(p, st->in[1], &c)
-                                && fabsf(c - 1.41421356f) < 1e-4f)
-                               || (is_op(st, "Mul")
-                                   && ss__fz_scalar(p, st->in[1], &c)
-                                   && fabsf(c - 0.70710678f) < 1e-4f)))
+        if (st->in[0] == x
+            && ((ss__plan_is_op(st, "Div") && ss__fz_scalar(p, st->in[1], &c)
+                 && fabsf(c - 1.41421356f) < 1e-4f)
+                || (ss__plan_is_op(st, "Mul")
+                    && ss__fz_scalar(p, st->in[1], &c)
+                    && fabsf(c - 0.70710678f) < 1e-4f)))
             sd = s;
         else
             other = s;
@@ -272,9 +273,9 @@ gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
     if (sd < 0 || other < 0)
         return 0;
     if ((e = ss__fz_single(fz, p->steps[sd].out[0])) < 0
-        || !is_op(&p->steps[e], "Erf")
+        || !ss__plan_is_op(&p->steps[e], "Erf")
         || (a = ss__fz_single(fz, p->steps[e].out[0])) < 0
-        || !is_op(&p->steps[a], "Add"))
+        || !ss__plan_is_op(&p->steps[a], "Add"))
         return 0;
     {
         const ss_step_t *st = &p->steps[a];
@@ -284,14 +285,14 @@ gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
             return 0;
     }
     if ((m = ss__fz_single(fz, p->steps[a].out[0])) < 0
-        || !is_op(&p->steps[m], "Mul"))
+        || !ss__plan_is_op(&p->steps[m], "Mul"))
         return 0;
     if (m == other) {
         /* (x * (1 + erf)) * 0.5 */
         const ss_step_t *st;
 
         if ((h = ss__fz_single(fz, p->steps[m].out[0])) < 0
-            || !is_op(&p->steps[h], "Mul"))
+            || !ss__plan_is_op(&p->steps[h], "Mul"))
             return 0;
         st = &p->steps[h];
         if (!ss__fz_scalar(p, st->in[st->in[0] == p->steps[m].out[0]], &c)
@@ -301,7 +302,8 @@ gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
         /* (x * 0.5) * (1 + erf) */
         const ss_step_t *so = &p->steps[other];
 
-        if (!is_op(so, "Mul") || !ss__fz_scalar(p, so->in[so->in[0] == x], &c)
+        if (!ss__plan_is_op(so, "Mul")
+            || !ss__fz_scalar(p, so->in[so->in[0] == x], &c)
             || c != 0.5f || ss__fz_single(fz, so->out[0]) != m)
             return 0;
         mx = other;
@@ -536,7 +538,7 @@ ss__fz_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n)
     const ss_step_t *st;
     const float *b;
 
-    if (s < 0 || !is_op(&p->steps[s], "Add"))
+    if (s < 0 || !ss__plan_is_op(&p->steps[s], "Add"))
         return NULL;
     st = &p->steps[s];
     other = st->in[0] == c->out ? st->in[1] : st->in[0];

@@ -14,7 +14,7 @@
 
 #include <string.h>
 
-#include "engine/plan/plan_fuse_int.h"
+#include "engine/plan/internal.h"
 
 /* ReduceMean over the last axis only, keeping dims. */
 static int
@@ -23,7 +23,7 @@ mean_last(const ss_plan_t *p, const ss_step_t *st)
     const int64_t *axes;
     int nd, n;
 
-    if (!is_op(st, "ReduceMean") || st->n_in != 1 || st->n_out != 1
+    if (!ss__plan_is_op(st, "ReduceMean") || st->n_in != 1 || st->n_out != 1
         || ss__attr_int(st->node, "keepdims", 1) != 1)
         return 0;
     nd = p->vals[st->in[0]].t.ndim;
@@ -54,8 +54,9 @@ ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
         return 0;
     x = st->in[0];
     m = st->out[0];
-    if ((sub = ss__fz_single(fz, m)) < 0 || !is_op(&p->steps[sub], "Sub")
-        || p->steps[sub].in[0] != x || p->steps[sub].in[1] != m)
+    if ((sub = ss__fz_single(fz, m)) < 0
+        || !ss__plan_is_op(&p->steps[sub], "Sub") || p->steps[sub].in[0] != x
+        || p->steps[sub].in[1] != m)
         return 0;
     {
         int dd = p->steps[sub].out[0];
@@ -66,10 +67,10 @@ ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
         for (int i = fz->start[dd]; i < fz->start[dd + 1]; i++) {
             const ss_step_t *r = &p->steps[fz->list[i]];
 
-            if (is_op(r, "Pow") && r->in[0] == dd
+            if (ss__plan_is_op(r, "Pow") && r->in[0] == dd
                 && ss__fz_scalar(p, r->in[1], &f) && f == 2.0f)
                 pw = fz->list[i];
-            else if (is_op(r, "Div") && r->in[0] == dd)
+            else if (ss__plan_is_op(r, "Div") && r->in[0] == dd)
                 dv = fz->list[i];
         }
         if (pw < 0 || dv < 0)
@@ -78,10 +79,10 @@ ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
     if ((s2 = ss__fz_single(fz, p->steps[pw].out[0])) < 0
         || !mean_last(p, &p->steps[s2])
         || (sa = ss__fz_single(fz, p->steps[s2].out[0])) < 0
-        || !is_op(&p->steps[sa], "Add")
+        || !ss__plan_is_op(&p->steps[sa], "Add")
         || !ss__fz_scalar(p, other_of(&p->steps[sa], p->steps[s2].out[0]), &f)
         || (ss = ss__fz_single(fz, p->steps[sa].out[0])) < 0
-        || !is_op(&p->steps[ss], "Sqrt")
+        || !ss__plan_is_op(&p->steps[ss], "Sqrt")
         || (sd = ss__fz_single(fz, p->steps[ss].out[0])) != dv
         || p->steps[dv].in[1] != p->steps[ss].out[0])
         return 0;
@@ -98,13 +99,16 @@ ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
     c.steps[c.n_steps++] = ss;
     c.steps[c.n_steps++] = sd;
     /* optional affine: * gamma, + beta */
-    if ((k = ss__fz_single(fz, c.out)) >= 0 && is_op(&p->steps[k], "Mul")
-        && (d.gamma = ss__fz_vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
+    if ((k = ss__fz_single(fz, c.out)) >= 0
+        && ss__plan_is_op(&p->steps[k], "Mul")
+        && (d.gamma = ss__fz_vec(p, other_of(&p->steps[k], c.out), cols))
+           != NULL
         && p->vals[p->steps[k].out[0]].t.ndim == p->vals[x].t.ndim) {
         c.steps[c.n_steps++] = k;
         c.out = p->steps[k].out[0];
     }
-    if ((k = ss__fz_single(fz, c.out)) >= 0 && is_op(&p->steps[k], "Add")
+    if ((k = ss__fz_single(fz, c.out)) >= 0
+        && ss__plan_is_op(&p->steps[k], "Add")
         && (d.beta = ss__fz_vec(p, other_of(&p->steps[k], c.out), cols)) != NULL
         && p->vals[p->steps[k].out[0]].t.ndim == p->vals[x].t.ndim) {
         c.steps[c.n_steps++] = k;

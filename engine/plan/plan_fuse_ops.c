@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan/plan_layout.h"
+#include "engine/plan/internal.h"
 
 /* A blocked or NHWC primitive that fell back to oneDNN's reference code
  * is slower than the plain one: the caller tries other layouts. */
@@ -87,16 +87,10 @@ make_in_layout(make_fn make, const void *d, ss_dnn_layout_t *layout,
     return make(d, prim, err);
 }
 
-static const ss_tensor_t *
-T(const ss__fz_t *fz, int v)
-{
-    return &fz->p->vals[v].t;
-}
-
 static int
 f32(const ss__fz_t *fz, int v)
 {
-    return v >= 0 && T(fz, v)->dtype == SS_DTYPE_F32;
+    return v >= 0 && ss__plan_tensor(fz->p, v)->dtype == SS_DTYPE_F32;
 }
 
 /* Only output 0 of the step is used (others omitted or unread). */
@@ -122,14 +116,15 @@ ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
     ss__chain_t c;
     const ss_tensor_t *a, *b;
     float *scaled = NULL;
-    int gemm = is_op(st, "Gemm"), rc = 0;
+    int gemm = ss__plan_is_op(st, "Gemm"), rc = 0;
 
-    if (!(gemm || is_op(st, "MatMul")) || st->n_in < 2 || !only_out0(fz, st)
+    if (!(gemm || ss__plan_is_op(st, "MatMul")) || st->n_in < 2
+        || !only_out0(fz, st)
         || !f32(fz, st->in[0]) || !f32(fz, st->in[1])
         || ss__fz_is_const(p, st->in[0]) || !ss__fz_is_const(p, st->in[1]))
         return 0;
-    a = T(fz, st->in[0]);
-    b = T(fz, st->in[1]);
+    a = ss__plan_tensor(p, st->in[0]);
+    b = ss__plan_tensor(p, st->in[1]);
     if (b->ndim != 2 || a->ndim < 2)
         return 0;
     if (gemm) {
@@ -149,7 +144,7 @@ ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
     c.dst_dims[0] = d.m;
     c.dst_dims[1] = d.n;
     if (gemm && st->n_in > 2 && st->in[2] >= 0) {
-        const ss_tensor_t *ct = T(fz, st->in[2]);
+        const ss_tensor_t *ct = ss__plan_tensor(p, st->in[2]);
         float beta = ss__attr_float(st->node, "beta", 1.0f);
 
         if (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])
@@ -195,12 +190,12 @@ ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     int64_t bstr[SS_DNN_MAX_DIMS];
     int lead[2], nd, ts = -1, rc = 0;
 
-    if (!is_op(st, "MatMul") || st->n_in != 2 || !f32(fz, st->in[0])
+    if (!ss__plan_is_op(st, "MatMul") || st->n_in != 2 || !f32(fz, st->in[0])
         || !f32(fz, st->in[1]) || ss__fz_is_const(p, st->in[0]))
         return 0;
-    a = T(fz, st->in[0]);
-    b = T(fz, st->in[1]);
-    y = T(fz, st->out[0]);
+    a = ss__plan_tensor(p, st->in[0]);
+    b = ss__plan_tensor(p, st->in[1]);
+    y = ss__plan_tensor(p, st->out[0]);
     if (a->ndim < 2 || b->ndim < 2 || y->ndim > SS_DNN_MAX_DIMS
         || ss_tensor_numel(y) == 0)
         return 0;
@@ -217,14 +212,16 @@ ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     if (ss__fz_is_const(p, st->in[1])) {
         d.b_const = b->data;
     } else if ((ts = fz->prod[st->in[1]]) >= 0
-               && is_op(&p->steps[ts], "Transpose")
+               && ss__plan_is_op(&p->steps[ts], "Transpose")
                && ss__fz_single(fz, st->in[1]) == s
-               && T(fz, p->steps[ts].in[0])->ndim == nd && b->ndim == nd) {
+               && ss__plan_tensor(p, p->steps[ts].in[0])->ndim == nd
+               && b->ndim == nd) {
         /* B = Transpose(src) with the last two axes swapped: read src
          * through strides instead of copying it */
         const int64_t *perm;
-        const ss_tensor_t *src = T(fz, p->steps[ts].in[0]);
-        int np = ss__attr_ints(p->steps[ts].node, "perm", &perm), okp = np == nd;
+        const ss_tensor_t *src = ss__plan_tensor(p, p->steps[ts].in[0]);
+        int np = ss__attr_ints(p->steps[ts].node, "perm", &perm);
+        int okp = np == nd;
         int64_t sstr[SS_DNN_MAX_DIMS];
 
         for (int i = 0; okp && i < nd - 2; i++)
@@ -325,13 +322,13 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
     float *wf = NULL, *bf = NULL;
     int bn, rc = 0;
 
-    if (!is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
+    if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
         || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1])
         || !ss__fz_notset(st->node))
         return 0;
-    x = T(fz, st->in[0]);
-    w = T(fz, st->in[1]);
-    y = T(fz, st->out[0]);
+    x = ss__plan_tensor(p, st->in[0]);
+    w = ss__plan_tensor(p, st->in[1]);
+    y = ss__plan_tensor(p, st->out[0]);
     if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
         return 0;
     if (st->n_in > 2 && st->in[2] >= 0
@@ -357,11 +354,12 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
     d.pad_end[0] = pads[2];
     d.pad_end[1] = pads[3];
     d.w = w->data;
-    d.bias = st->n_in > 2 && st->in[2] >= 0 ? T(fz, st->in[2])->data : NULL;
+    d.bias = st->n_in > 2 && st->in[2] >= 0
+             ? ss__plan_tensor(p, st->in[2])->data : NULL;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "Conv");
     /* BatchNormalization right after: fold into weights and bias */
     bn = ss__fz_single(fz, st->out[0]);
-    if (bn >= 0 && is_op(&p->steps[bn], "BatchNormalization")
+    if (bn >= 0 && ss__plan_is_op(&p->steps[bn], "BatchNormalization")
         && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
         && only_out0(fz, &p->steps[bn])
         && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
@@ -370,7 +368,7 @@ ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
 
         for (int k = 1; k < 5; k++)
             okc = okc && ss__fz_is_const(p, b->in[k]) && f32(fz, b->in[k])
-                  && ss_tensor_numel(T(fz, b->in[k])) == d.oc;
+                  && ss_tensor_numel(ss__plan_tensor(p, b->in[k])) == d.oc;
         if (okc) {
             if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(w),
                                      d.bias, &wf, &bf, err)) < 0)
@@ -413,10 +411,10 @@ ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err)
     int64_t axis;
     int rc;
 
-    if (!(is_op(st, "Softmax") || is_op(st, "LogSoftmax")) || !f32(fz, st->in[0])
-        || p->g->opset < 13)
+    if (!(ss__plan_is_op(st, "Softmax") || ss__plan_is_op(st, "LogSoftmax"))
+        || !f32(fz, st->in[0]) || p->g->opset < 13)
         return 0;
-    x = T(fz, st->in[0]);
+    x = ss__plan_tensor(p, st->in[0]);
     axis = ss__attr_int(st->node, "axis", -1);
     if (axis < 0)
         axis += x->ndim;
@@ -426,7 +424,7 @@ ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err)
     d.ndim = x->ndim;
     memcpy(d.dims, x->dims, (size_t)x->ndim * sizeof(int64_t));
     d.axis = (int)axis;
-    d.log = is_op(st, "LogSoftmax");
+    d.log = ss__plan_is_op(st, "LogSoftmax");
     if ((rc = ss_dnn_softmax_new(&d, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
@@ -447,11 +445,11 @@ ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
     int64_t axis, rows = 1, cols = 1;
     int rc;
 
-    if (!is_op(st, "LayerNormalization") || st->n_in < 2 || !f32(fz, st->in[0])
-        || !only_out0(fz, st) || !ss__fz_is_const(p, st->in[1])
-        || !f32(fz, st->in[1]))
+    if (!ss__plan_is_op(st, "LayerNormalization") || st->n_in < 2
+        || !f32(fz, st->in[0]) || !only_out0(fz, st)
+        || !ss__fz_is_const(p, st->in[1]) || !f32(fz, st->in[1]))
         return 0;
-    x = T(fz, st->in[0]);
+    x = ss__plan_tensor(p, st->in[0]);
     axis = ss__attr_int(st->node, "axis", -1);
     if (axis < 0)
         axis += x->ndim;
@@ -459,14 +457,15 @@ ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
         return 0;
     for (int i = 0; i < x->ndim; i++)
         *(i < axis ? &rows : &cols) *= x->dims[i];
-    if (rows == 0 || cols == 0 || ss_tensor_numel(T(fz, st->in[1])) != cols)
+    if (rows == 0 || cols == 0
+        || ss_tensor_numel(ss__plan_tensor(p, st->in[1])) != cols)
         return 0;
-    d.gamma = T(fz, st->in[1])->data;
+    d.gamma = ss__plan_tensor(p, st->in[1])->data;
     if (st->n_in > 2 && st->in[2] >= 0) {
         if (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])
-            || ss_tensor_numel(T(fz, st->in[2])) != cols)
+            || ss_tensor_numel(ss__plan_tensor(p, st->in[2])) != cols)
             return 0;
-        d.beta = T(fz, st->in[2])->data;
+        d.beta = ss__plan_tensor(p, st->in[2])->data;
     }
     d.ndim = 2;
     d.dims[0] = rows;
@@ -490,12 +489,14 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
     ss__chain_t c;
     const ss_tensor_t *x;
     int64_t pads[4];
-    int global = is_op(st, "GlobalAveragePool"), rc;
+    int global = ss__plan_is_op(st, "GlobalAveragePool"), rc;
 
-    if (!(global || is_op(st, "MaxPool") || is_op(st, "AveragePool"))
-        || !f32(fz, st->in[0]) || !only_out0(fz, st) || !ss__fz_notset(st->node))
+    if (!(global || ss__plan_is_op(st, "MaxPool")
+          || ss__plan_is_op(st, "AveragePool"))
+        || !f32(fz, st->in[0]) || !only_out0(fz, st)
+        || !ss__fz_notset(st->node))
         return 0;
-    x = T(fz, st->in[0]);
+    x = ss__plan_tensor(p, st->in[0]);
     if (x->ndim != 4 || ss_tensor_numel(x) == 0)
         return 0;
     d.n = x->dims[0];
@@ -518,7 +519,7 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
         d.pad_begin[1] = pads[1];
         d.pad_end[0] = pads[2];
         d.pad_end[1] = pads[3];
-        d.alg = is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
+        d.alg = ss__plan_is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
                 : ss__attr_int(st->node, "count_include_pad", 0)
                   ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
     }
@@ -553,9 +554,9 @@ ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
         return 0;
     lead[0] = st->in[0];
     lead[1] = st->in[1];
-    a = T(fz, lead[0]);
-    b = T(fz, lead[1]);
-    y = T(fz, st->out[0]);
+    a = ss__plan_tensor(p, lead[0]);
+    b = ss__plan_tensor(p, lead[1]);
+    y = ss__plan_tensor(p, st->out[0]);
     if (a->ndim != y->ndim || memcmp(a->dims, y->dims,
                                      (size_t)y->ndim * sizeof(int64_t))) {
         if (op[0] == 'S' || op[0] == 'D' || b->ndim != y->ndim
@@ -563,8 +564,8 @@ ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
             return 0;
         lead[0] = st->in[1];
         lead[1] = st->in[0];
-        a = T(fz, lead[0]);
-        b = T(fz, lead[1]);
+        a = ss__plan_tensor(p, lead[0]);
+        b = ss__plan_tensor(p, lead[1]);
     }
     if (y->ndim < 1 || y->ndim > SS_DNN_MAX_DIMS || b->ndim > y->ndim
         || ss_tensor_numel(y) == 0)

@@ -32,8 +32,8 @@
  * walks the steps and, wherever a step reads a value in a layout that
  * places its elements elsewhere than the one it was written in, inserts a
  * reorder into a new value (one per value and layout, shared by every
- * reader that wants it) just before the first such reader.  Reference kernels read
- * PLAIN; a oneDNN step reads what its primitive says
+ * reader that wants it) just before the first such reader.  Reference
+ * kernels read PLAIN; a oneDNN step reads what its primitive says
  * (ss_dnn_prim_layout).  Layouts that are the same bytes need none: H * W
  * == 1 (the GlobalAveragePool output before a Flatten), C == 1 for NHWC,
  * C == 16 for nChw16c and NHWC.  SS_ENGINE_NO_BLOCKED=1 keeps every value
@@ -46,7 +46,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan/plan_layout.h"
+#include "engine/plan/internal.h"
 
 static int
 blocked_off(void)

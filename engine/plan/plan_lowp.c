@@ -14,7 +14,7 @@
 
 #include "common/alloc.h"
 #include "engine/ir/edit.h"
-#include "engine/plan/plan_lowp.h"
+#include "engine/plan/internal.h"
 
 int
 ss__lp_chain_last(const ss__chain_t *c)
@@ -75,19 +75,19 @@ ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L, ss__chain_t *c,
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
     const ss_tensor_t *a, *b;
-    int gemm = is_op(st, "Gemm");
+    int gemm = ss__plan_is_op(st, "Gemm");
 
     memset(L, 0, sizeof(*L));
-    if (!(gemm || is_op(st, "MatMul")) || st->n_in < 2 || st->n_out < 1
+    if (!(gemm || ss__plan_is_op(st, "MatMul")) || st->n_in < 2 || st->n_out < 1
         || st->out[0] < 0 || st->in[0] < 0 || ss__fz_is_const(p, st->in[0])
-        || T(p, st->in[0])->dtype != SS_DTYPE_F32
-        || !cst(p, st->in[1], SS_DTYPE_F32))
+        || ss__plan_tensor(p, st->in[0])->dtype != SS_DTYPE_F32
+        || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32))
         return 0;
     for (int k = 1; k < st->n_out; k++)
         if (st->out[k] >= 0)
             return 0;
-    a = T(p, st->in[0]);
-    b = T(p, st->in[1]);
+    a = ss__plan_tensor(p, st->in[0]);
+    b = ss__plan_tensor(p, st->in[1]);
     if (b->ndim != 2 || a->ndim < 2)
         return 0;
     if (gemm) {
@@ -110,11 +110,11 @@ ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L, ss__chain_t *c,
     c->dst_dims[0] = L->m;
     c->dst_dims[1] = L->n;
     if (gemm && st->n_in > 2 && st->in[2] >= 0) {
-        const ss_tensor_t *ct = T(p, st->in[2]);
+        const ss_tensor_t *ct = ss__plan_tensor(p, st->in[2]);
         float beta = ss__attr_float(st->node, "beta", 1.0f);
 
-        if (!cst(p, st->in[2], SS_DTYPE_F32) || ss_tensor_numel(ct) != L->n
-            || ct->dims[ct->ndim - 1] != L->n)
+        if (!ss__fz_const_of(p, st->in[2], SS_DTYPE_F32)
+            || ss_tensor_numel(ct) != L->n || ct->dims[ct->ndim - 1] != L->n)
             return 0;
         L->bias = ct->data;
         if (beta != 1.0f) {
@@ -138,18 +138,20 @@ ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
     const ss_tensor_t *x, *w;
     int64_t pads[4], ks[2];
 
-    if (!is_op(st, "Conv") || st->n_in < 2 || st->in[0] < 0
+    if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || st->in[0] < 0
         || ss__fz_is_const(p, st->in[0])
-        || T(p, st->in[0])->dtype != SS_DTYPE_F32
-        || !cst(p, st->in[1], SS_DTYPE_F32))
+        || ss__plan_tensor(p, st->in[0])->dtype != SS_DTYPE_F32
+        || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32))
         return 0;
     if (!ss__fz_notset(st->node))
         return 0;
-    x = T(p, st->in[0]);
-    w = T(p, st->in[1]);
-    if (x->ndim != 4 || w->ndim != 4 || T(p, st->out[0])->ndim != 4)
+    x = ss__plan_tensor(p, st->in[0]);
+    w = ss__plan_tensor(p, st->in[1]);
+    if (x->ndim != 4 || w->ndim != 4
+        || ss__plan_tensor(p, st->out[0])->ndim != 4)
         return 0;
-    if (st->n_in > 2 && st->in[2] >= 0 && !cst(p, st->in[2], SS_DTYPE_F32))
+    if (st->n_in > 2 && st->in[2] >= 0
+        && !ss__fz_const_of(p, st->in[2], SS_DTYPE_F32))
         return 0;
     if (!ss__fz_attr_n(st->node, "strides", 1, d->stride, 2)
         || !ss__fz_attr_n(st->node, "dilations", 1, d->dilation, 2)
@@ -170,7 +172,8 @@ ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
     d->pad_begin[1] = pads[1];
     d->pad_end[0] = pads[2];
     d->pad_end[1] = pads[3];
-    d->bias = st->n_in > 2 && st->in[2] >= 0 ? T(p, st->in[2])->data : NULL;
+    d->bias = st->n_in > 2 && st->in[2] >= 0
+              ? ss__plan_tensor(p, st->in[2])->data : NULL;
     return 1;
 }
 

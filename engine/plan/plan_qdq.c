@@ -38,7 +38,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/plan/plan_lowp.h"
+#include "engine/plan/internal.h"
 
 typedef struct qw {
     const int8_t *w;        /* s8 weights, the layout of the f32 ones */
@@ -63,23 +63,23 @@ find_qweight(const ss_plan_t *p, int wv, int axis, int64_t n, qw_t *q,
     dq = &g->nodes[g->values[wv].producer];
     if (strcmp(dq->op_type, "DequantizeLinear") != 0 || dq->n_inputs < 2
         || dq->inputs[0] < 0 || dq->inputs[1] < 0
-        || !cst(p, dq->inputs[0], SS_DTYPE_I8)
-        || !cst(p, dq->inputs[1], SS_DTYPE_F32))
+        || !ss__fz_const_of(p, dq->inputs[0], SS_DTYPE_I8)
+        || !ss__fz_const_of(p, dq->inputs[1], SS_DTYPE_F32))
         return 0;
     if (dq->n_inputs > 2 && dq->inputs[2] >= 0) {
-        const ss_tensor_t *z = T(p, dq->inputs[2]);
+        const ss_tensor_t *z = ss__plan_tensor(p, dq->inputs[2]);
         const int8_t *zd = z->data;
 
-        if (!cst(p, dq->inputs[2], SS_DTYPE_I8))
+        if (!ss__fz_const_of(p, dq->inputs[2], SS_DTYPE_I8))
             return 0;
         for (int64_t i = 0; i < ss_tensor_numel(z); i++)
             if (zd[i] != 0)
                 return 0;
     }
-    ws = T(p, dq->inputs[1]);
+    ws = ss__plan_tensor(p, dq->inputs[1]);
     ns = ss_tensor_numel(ws);
     if (ns != 1) {
-        const ss_tensor_t *wq = T(p, dq->inputs[0]);
+        const ss_tensor_t *wq = ss__plan_tensor(p, dq->inputs[0]);
         int64_t ax = ss__attr_int(dq, "axis", 1);
 
         if (ax < 0)
@@ -91,7 +91,7 @@ find_qweight(const ss_plan_t *p, int wv, int axis, int64_t n, qw_t *q,
         return ss_err_set(err, SS_ENOMEM, "no memory for int8 scales");
     for (int64_t c = 0; c < n; c++)
         q->scale[c] = ((const float *)ws->data)[ns == 1 ? 0 : c];
-    q->w = T(p, dq->inputs[0])->data;
+    q->w = ss__plan_tensor(p, dq->inputs[0])->data;
     return 1;
 }
 
@@ -103,24 +103,26 @@ find_qsrc(const ss__fz_t *fz, int xv, float *sx, int32_t *zx)
     const ss_step_t *st;
     int s = xv >= 0 ? fz->prod[xv] : -1;
     int xq;
+    ss_dtype_t qt;
 
     if (s < 0 || p->vals[xv].alias >= 0)
         return -1;
     st = &p->steps[s];
-    if (!is_op(st, "DequantizeLinear") || st->n_in < 2 || st->in[0] < 0)
+    if (!ss__plan_is_op(st, "DequantizeLinear") || st->n_in < 2
+        || st->in[0] < 0)
         return -1;
     xq = st->in[0];
-    if (ss__fz_is_const(p, xq)
-        || (T(p, xq)->dtype != SS_DTYPE_U8 && T(p, xq)->dtype != SS_DTYPE_I8)
-        || !cst(p, st->in[1], SS_DTYPE_F32)
-        || ss_tensor_numel(T(p, st->in[1])) != 1)
+    qt = ss__plan_tensor(p, xq)->dtype;
+    if (ss__fz_is_const(p, xq) || (qt != SS_DTYPE_U8 && qt != SS_DTYPE_I8)
+        || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(ss__plan_tensor(p, st->in[1])) != 1)
         return -1;
-    *sx = *(const float *)T(p, st->in[1])->data;
+    *sx = *(const float *)ss__plan_tensor(p, st->in[1])->data;
     *zx = 0;
     if (st->n_in > 2 && st->in[2] >= 0) {
-        const ss_tensor_t *z = T(p, st->in[2]);
+        const ss_tensor_t *z = ss__plan_tensor(p, st->in[2]);
 
-        if (!cst(p, st->in[2], T(p, xq)->dtype) || ss_tensor_numel(z) != 1)
+        if (!ss__fz_const_of(p, st->in[2], qt) || ss_tensor_numel(z) != 1)
             return -1;
         *zx = z->dtype == SS_DTYPE_U8 ? *(const uint8_t *)z->data
                                       : *(const int8_t *)z->data;
@@ -145,13 +147,14 @@ take_q(ss__fz_t *fz, ss__chain_t *c)
     if (s < 0 || c->post.n >= SS_DNN_MAX_POST || c->n_steps >= SS_CHAIN_MAX)
         return SS_DTYPE_UNDEFINED;
     st = &p->steps[s];
-    if (!is_op(st, "QuantizeLinear") || st->in[0] != c->out || st->n_in < 2
-        || st->out[0] < 0 || !cst(p, st->in[1], SS_DTYPE_F32)
-        || ss_tensor_numel(T(p, st->in[1])) != 1)
+    if (!ss__plan_is_op(st, "QuantizeLinear") || st->in[0] != c->out
+        || st->n_in < 2 || st->out[0] < 0
+        || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(ss__plan_tensor(p, st->in[1])) != 1)
         return SS_DTYPE_UNDEFINED;
-    sy = *(const float *)T(p, st->in[1])->data;
+    sy = *(const float *)ss__plan_tensor(p, st->in[1])->data;
     if (st->n_in > 2 && st->in[2] >= 0) {
-        const ss_tensor_t *z = T(p, st->in[2]);
+        const ss_tensor_t *z = ss__plan_tensor(p, st->in[2]);
 
         if (!ss__fz_is_const(p, st->in[2]) || ss_tensor_numel(z) != 1)
             return SS_DTYPE_UNDEFINED;
@@ -173,7 +176,7 @@ take_q(ss__fz_t *fz, ss__chain_t *c)
 
         snprintf(c->what + l, sizeof(c->what) - l, "+Q");
     }
-    return T(p, st->out[0])->dtype;
+    return ss__plan_tensor(p, st->out[0])->dtype;
 }
 
 /* Bias in accumulator units and output scales. */
@@ -225,12 +228,12 @@ int8_linear(ss__fz_t *fz, int s, ss_err_t *err)
                         &bacc, &osc, err)) <= 0)
         goto done;
     snprintf(c.what, sizeof(c.what), "int8 %s",
-             is_op(&p->steps[s], "Gemm") ? "Gemm" : "MatMul");
+             ss__plan_is_op(&p->steps[s], "Gemm") ? "Gemm" : "MatMul");
     ss__lp_linear_chain(fz, &c);
     d.dst_dtype = take_q(fz, &c);
     if (d.dst_dtype == SS_DTYPE_UNDEFINED)
         d.dst_dtype = SS_DTYPE_F32;
-    d.src_dtype = T(p, xq)->dtype;
+    d.src_dtype = ss__plan_tensor(p, xq)->dtype;
     d.w_dtype = SS_DTYPE_I8;
     d.m = L.m;
     d.k = L.k;
@@ -278,12 +281,13 @@ nhwc_edges(ss__fz_t *fz, ss__lp_inslist_t *il, int last, int xq, int y,
     if ((xs = ss__lp_twin_of(il, xq)) >= 0) {
         p->steps[last].in[0] = xs;
     } else {
-        xs = ss__lp_add_pval(p, xq, T(p, xq)->dtype, SS_DNN_NHWC, err);
+        xs = ss__lp_add_pval(p, xq, ss__plan_tensor(p, xq)->dtype,
+                             SS_DNN_NHWC, err);
         if (xs < 0)
             return xs;
         p->steps[last].in[0] = xs;
-        cd.src_dtype = cd.dst_dtype = T(p, xq)->dtype;
-        memcpy(cd.dims, T(p, xq)->dims, 4 * sizeof(int64_t));
+        cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, xq)->dtype;
+        memcpy(cd.dims, ss__plan_tensor(p, xq)->dims, 4 * sizeof(int64_t));
         cd.dst_nhwc = 1;
         if ((rc = ss__lp_ins_convert(p, il, last, 0, &cd, xq, xs, "to NHWC",
                               err)) < 0)
@@ -292,15 +296,17 @@ nhwc_edges(ss__fz_t *fz, ss__lp_inslist_t *il, int last, int xq, int y,
     }
     for (int w = 0; w < p->n_vals; w++)
         views += p->vals[w].alias == y;
-    if (T(p, y)->dtype == SS_DTYPE_F32 && !fz->is_out[y] && views == 0) {
+    if (ss__plan_tensor(p, y)->dtype == SS_DTYPE_F32 && !fz->is_out[y]
+        && views == 0) {
         p->vals[y].layout = SS_DNN_NHWC;
         return 0;
     }
-    if ((ys = ss__lp_add_pval(p, y, T(p, y)->dtype, SS_DNN_NHWC, err)) < 0)
+    if ((ys = ss__lp_add_pval(p, y, ss__plan_tensor(p, y)->dtype,
+                              SS_DNN_NHWC, err)) < 0)
         return ys;
     p->steps[last].out[0] = ys;
-    cd.src_dtype = cd.dst_dtype = T(p, y)->dtype;
-    memcpy(cd.dims, T(p, y)->dims, 4 * sizeof(int64_t));
+    cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
+    memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
     cd.dst_nhwc = 0;
     cd.src_nhwc = 1;
     if ((rc = ss__lp_ins_convert(p, il, last, 1, &cd, ys, y, "to NCHW",
@@ -323,23 +329,23 @@ absorb_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, float *osc,
     const float *g, *beta, *mean, *var;
     float eps;
 
-    if (bn < 0 || !is_op(&p->steps[bn], "BatchNormalization"))
+    if (bn < 0 || !ss__plan_is_op(&p->steps[bn], "BatchNormalization"))
         return 0;
     b = &p->steps[bn];
     if (b->in[0] != c->out || b->n_in != 5
         || ss__attr_int(b->node, "training_mode", 0) != 0)
         return 0;
     for (int k = 1; k < 5; k++)
-        if (!cst(p, b->in[k], SS_DTYPE_F32)
-            || ss_tensor_numel(T(p, b->in[k])) != oc)
+        if (!ss__fz_const_of(p, b->in[k], SS_DTYPE_F32)
+            || ss_tensor_numel(ss__plan_tensor(p, b->in[k])) != oc)
             return 0;
     for (int k = 1; k < b->n_out; k++)
         if (b->out[k] >= 0)
             return 0;
-    g = T(p, b->in[1])->data;
-    beta = T(p, b->in[2])->data;
-    mean = T(p, b->in[3])->data;
-    var = T(p, b->in[4])->data;
+    g = ss__plan_tensor(p, b->in[1])->data;
+    beta = ss__plan_tensor(p, b->in[2])->data;
+    mean = ss__plan_tensor(p, b->in[3])->data;
+    var = ss__plan_tensor(p, b->in[4])->data;
     eps = ss__attr_float(b->node, "epsilon", 1e-5f);
     for (int64_t o = 0; o < oc; o++)
         if (g[o] == 0.f || !(var[o] + eps > 0.f))
@@ -377,19 +383,20 @@ int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
         goto done;
     /* per output channel: [OC, K] with K = IC/group * KH * KW */
     if ((rc = int8_bias(d.bias, q.w, 1, d.oc,
-                        ss_tensor_numel(T(p, st->in[1])) / d.oc, sx, zx,
-                        q.scale, &bacc, &osc, err)) <= 0)
+                        ss_tensor_numel(ss__plan_tensor(p, st->in[1])) / d.oc,
+                        sx, zx, q.scale, &bacc, &osc, err)) <= 0)
         goto done;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "int8 Conv");
     if ((rc = absorb_bn(fz, &c, d.oc, osc, bacc)) < 0)
         goto done;
     c.dst_ndim = 4;
-    memcpy(c.dst_dims, T(p, st->out[0])->dims, 4 * sizeof(int64_t));
+    memcpy(c.dst_dims, ss__plan_tensor(p, st->out[0])->dims,
+           4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.dst_dtype = take_q(fz, &c);
     if (d.dst_dtype == SS_DTYPE_UNDEFINED)
         d.dst_dtype = SS_DTYPE_F32;
-    d.src_dtype = T(p, xq)->dtype;
+    d.src_dtype = ss__plan_tensor(p, xq)->dtype;
     d.w_dtype = SS_DTYPE_I8;
     d.w = q.w;
     d.bias = bacc;
@@ -456,7 +463,7 @@ only_dead_dq(const ss_plan_t *p, int v, int self)
             reads |= st->in[k] == v;
         if (!reads || s == self)
             continue;
-        if (!is_op(st, "DequantizeLinear") || st->out[0] < 0)
+        if (!ss__plan_is_op(st, "DequantizeLinear") || st->out[0] < 0)
             return 0;
         for (int i = 0; i < p->g->n_outputs; i++)
             for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
@@ -475,7 +482,7 @@ static int
 qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
 {
     ss_step_t *st = &p->steps[s];
-    int q = is_op(st, "QuantizeLinear");
+    int q = ss__plan_is_op(st, "QuantizeLinear");
     ss_dnn_convert_desc_t cd = { 0 };
     ss_dnn_prim_t *prim = NULL;
     const ss_tensor_t *x, *y;
@@ -483,22 +490,22 @@ qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
     int32_t zp = 0;
     int rc, twin, skip = -1;
 
-    if (!(q || is_op(st, "DequantizeLinear")) || st->n_in < 2
+    if (!(q || ss__plan_is_op(st, "DequantizeLinear")) || st->n_in < 2
         || st->in[0] < 0 || st->out[0] < 0 || ss__fz_is_const(p, st->in[0])
-        || !cst(p, st->in[1], SS_DTYPE_F32)
-        || ss_tensor_numel(T(p, st->in[1])) != 1)
+        || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(ss__plan_tensor(p, st->in[1])) != 1)
         return 0;
-    x = T(p, st->in[0]);
-    y = T(p, st->out[0]);
+    x = ss__plan_tensor(p, st->in[0]);
+    y = ss__plan_tensor(p, st->out[0]);
     if ((q ? y : x)->dtype != SS_DTYPE_U8 && (q ? y : x)->dtype != SS_DTYPE_I8)
         return 0;
     if (x->ndim < 1 || x->ndim > SS_DNN_MAX_DIMS || ss_tensor_numel(x) < 1)
         return 0;
-    sc = *(const float *)T(p, st->in[1])->data;
+    sc = *(const float *)ss__plan_tensor(p, st->in[1])->data;
     if (!(sc > 0.f) || !isfinite(1.0f / sc))
         return 0;
     if (st->n_in > 2 && st->in[2] >= 0) {
-        const ss_tensor_t *z = T(p, st->in[2]);
+        const ss_tensor_t *z = ss__plan_tensor(p, st->in[2]);
 
         if (!ss__fz_is_const(p, st->in[2]) || ss_tensor_numel(z) != 1)
             return 0;
