@@ -156,30 +156,18 @@ int
 ss__dataset_check(const ss_graph_t *g, const ss_dataset_t *ds,
                   const char *what, ss_err_t *err)
 {
-    int i;
+    int64_t rows;
+    int rc;
 
     if (ds == NULL || ds->rows <= 0)
         return ss_err_set(err, SS_EINVAL, "%s data: no rows", what);
-    if (ds->n_inputs != g->n_inputs || (ds->n_inputs > 0 && !ds->inputs))
-        return ss_err_set(err, SS_EINVAL, "%s data: %d inputs, the model "
-                          "has %d", what, ds->n_inputs, g->n_inputs);
-    for (i = 0; i < ds->n_inputs; i++) {
-        const ss_io_info_t *ii = &g->input_info[i];
-        const ss_tensor_t *t = &ds->inputs[i];
-        int d;
-
-        if (t->dtype != ii->dtype || t->ndim != ii->ndim || t->ndim < 1
-            || t->dims[0] != ds->rows || t->data == NULL)
-            return ss_err_set(err, SS_EINVAL, "%s data: input '%s' does "
-                              "not match the model (type, rank or rows)",
-                              what, ii->name);
-        for (d = 1; d < t->ndim; d++)
-            if (ii->dims[d] >= 0 && ii->dims[d] != t->dims[d])
-                return ss_err_set(err, SS_EINVAL, "%s data: input '%s' "
-                                  "dim %d is %lld, the model wants %lld",
-                                  what, ii->name, d, (long long)t->dims[d],
-                                  (long long)ii->dims[d]);
-    }
+    if ((rc = ss_graph_check_inputs(g, ds->n_inputs, ds->inputs, NULL,
+                                    SS_INPUTS_ROWS, NULL, &rows, err)) < 0)
+        return ss_err_wrap(err, rc, "%s data", what);
+    if (g->n_inputs > 0 && rows != ds->rows)
+        return ss_err_set(err, SS_EINVAL, "%s data: the inputs have %lld "
+                          "rows, the dataset says %lld", what,
+                          (long long)rows, (long long)ds->rows);
     if (ds->labels != NULL
         && (ds->labels->dtype != SS_DTYPE_I64 || ds->labels->ndim != 1
             || ds->labels->dims[0] != ds->rows))

@@ -44,7 +44,8 @@ void ss__runner_close(ss__runner_t *r);
 int ss__runner_run(ss__runner_t *r, const ss_tensor_t *inputs,
                    const ss_tensor_t **outs, ss_err_t *err);
 
-/* Checks ds against g's inputs (count, dtype, rank, rows). */
+/* Checks ds against g's inputs (ss_graph_check_inputs, rows first) and
+ * its labels. */
 int ss__dataset_check(const ss_graph_t *g, const ss_dataset_t *ds,
                       const char *what, ss_err_t *err);
 /* Views of rows [r0, r0 + n) of every input (no copy). */

@@ -95,6 +95,39 @@ const ss_io_info_t *ss_graph_output(const ss_graph_t *g, int i);
 /* Bytes held by initializers (weights). */
 size_t ss_graph_weight_bytes(const ss_graph_t *g);
 
+/* Flags of ss_graph_check_inputs(). */
+enum {
+    /* Dim 0 counts rows (a batch, a dataset's samples): at least 1, the
+     * same in every input, and not compared with the graph's dim 0. */
+    SS_INPUTS_ROWS = 1 << 0,
+    /* Named tensors that are not graph inputs are skipped (an .npz with a
+     * labels array), not refused. */
+    SS_INPUTS_EXTRA_OK = 1 << 1
+};
+
+/* The one check of a caller's input tensors against g's inputs, for
+ * requests, batcher items and datasets alike.
+ *
+ * names NULL: inputs are in graph order, n of them, one per graph input.
+ * names given: names[i] names inputs[i] (any order); every graph input
+ * must be there, and, without SS_INPUTS_EXTRA_OK, nothing else.  Then for
+ * each graph input: the dtype, the rank (when the graph knows it), every
+ * dim (at least 1, and equal to the graph's where the graph fixes it),
+ * the data (present unless the tensor is empty), and with SS_INPUTS_ROWS
+ * the row count.
+ *
+ * ordered (may be NULL) gets one tensor per graph input in graph order,
+ * copied from the caller's (data borrowed).  *rows (may be NULL) gets the
+ * row count with SS_INPUTS_ROWS (0 for a graph without inputs), else 1.
+ * Returns 0, or SS_EINVAL with err naming the input and what is wrong
+ * ("input 'x': datatype INT64, expected FP32"; shapes written as [1,64],
+ * symbolic dims as -1).  Only dtype, ndim, dims and data are read. */
+int ss_graph_check_inputs(const ss_graph_t *g, int n,
+                          const ss_tensor_t *inputs,
+                          const char *const *names, unsigned flags,
+                          ss_tensor_t *ordered, int64_t *rows,
+                          ss_err_t *err);
+
 /* Compiles a plan for concrete input shapes (one ss_tensor_t per graph
  * input, in graph order; only dtype/ndim/dims are read).  Borrows g, which
  * must outlive the plan.  A plan's memory (any one value; folded

@@ -157,48 +157,16 @@ static int
 check_item(ss_batcher_t *b, const ss_work_t *w, int64_t *samples,
            ss_err_t *err)
 {
-    int64_t n = -1;
+    int64_t n;
+    int rc;
 
     *samples = 0;
     if (w->done == NULL)
         return ss_err_set(err, SS_EINVAL, "work item without a callback");
-    if (w->n_inputs != b->n_inputs || w->inputs == NULL)
-        return ss_err_set(err, SS_EINVAL, "expected %d inputs, got %d",
-                          b->n_inputs, w->n_inputs);
-    for (int i = 0; i < b->n_inputs; i++) {
-        const ss_io_info_t *io = ss_graph_input(b->g, i);
-        const ss_tensor_t *t = &w->inputs[i];
-        int64_t numel;
-
-        if (t->dtype != io->dtype)
-            return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
-                              "expected %s", io->name,
-                              ss_dtype_kserve_name(t->dtype) ?
-                              ss_dtype_kserve_name(t->dtype) : "?",
-                              ss_dtype_kserve_name(io->dtype) ?
-                              ss_dtype_kserve_name(io->dtype) : "?");
-        if (t->ndim != io->ndim)
-            return ss_err_set(err, SS_EINVAL, "input '%s': %d dims, "
-                              "expected %d", io->name, t->ndim, io->ndim);
-        for (int d = 0; d < t->ndim; d++)
-            if (t->dims[d] < 0 || (io->dims[d] >= 0 &&
-                                   t->dims[d] != io->dims[d]))
-                return ss_err_set(err, SS_EINVAL, "input '%s': dim %d is "
-                                  "%lld, expected %lld", io->name, d,
-                                  (long long)t->dims[d],
-                                  (long long)io->dims[d]);
-        if ((numel = ss_tensor_numel(t)) < 0 ||
-            (numel > 0 && t->data == NULL))
-            return ss_err_set(err, SS_EINVAL, "input '%s': no data or too "
-                              "large", io->name);
-        if (b->max_batch > 0) {
-            if (n >= 0 && t->dims[0] != n)
-                return ss_err_set(err, SS_EINVAL, "input '%s': batch %lld, "
-                                  "but other inputs have %lld", io->name,
-                                  (long long)t->dims[0], (long long)n);
-            n = t->dims[0];
-        }
-    }
+    if ((rc = ss_graph_check_inputs(b->g, w->n_inputs, w->inputs, NULL,
+                                    b->max_batch > 0 ? SS_INPUTS_ROWS : 0,
+                                    NULL, &n, err)) < 0)
+        return rc;
     if (b->max_batch == 0) {
         *samples = 1;
         return 0;

@@ -170,17 +170,6 @@ done(ss_work_t *w, void *arg)
     ctx_free(c);
 }
 
-static const ss_kserve_input_t *
-find_input(const ss_kserve_request_t *kr, const char *name)
-{
-    int i;
-
-    for (i = 0; i < kr->n_inputs; i++)
-        if (strcmp(kr->inputs[i].name, name) == 0)
-            return &kr->inputs[i];
-    return NULL;
-}
-
 static int
 find_output(const ss_graph_t *g, const char *name)
 {
@@ -192,20 +181,6 @@ find_output(const ss_graph_t *g, const char *name)
     return -1;
 }
 
-static void
-shape_text(char *buf, size_t n, int ndim, const int64_t *dims)
-{
-    size_t k = 0;
-    int i;
-
-    k += (size_t)snprintf(buf + k, n - k, "[");
-    for (i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "",
-                              (long long)dims[i]);
-    if (k < n)
-        snprintf(buf + k, n - k, "]");
-}
-
 /* Checks the decoded inputs against the graph and lays them out in graph
  * order.  Returns the batch (rows; 1 for models that do not batch). */
 static int64_t
@@ -213,65 +188,30 @@ validate(ctx_t *c, ss_err_t *err)
 {
     const ss_graph_t *g = c->v->graph;
     const ss_kserve_request_t *kr = c->kr;
-    int n = ss_graph_num_inputs(g), i, k, batched;
-    int64_t batch = -1;
-    char want[128], got[128];
+    ss_tensor_t given[MAX_IO];
+    const char *names[MAX_IO];
+    int i, batched, rc;
+    int64_t batch;
 
     batched = c->v->cfg.max_batch_size > 0;
-    if (n > MAX_IO || ss_graph_num_outputs(g) > MAX_IO)
+    if (ss_graph_num_inputs(g) > MAX_IO || ss_graph_num_outputs(g) > MAX_IO)
         return ss_err_set(err, SS_EUNSUPP, "model has too many inputs or "
                           "outputs");
+    if (kr->n_inputs > MAX_IO)
+        return ss_err_set(err, SS_EINVAL, "more than %d inputs", MAX_IO);
     for (i = 0; i < kr->n_inputs; i++) {
-        for (k = 0; k < n; k++)
-            if (strcmp(ss_graph_input(g, k)->name, kr->inputs[i].name) == 0)
-                break;
-        if (k == n)
-            return ss_err_set(err, SS_EINVAL, "unknown input '%s'",
-                              kr->inputs[i].name);
-    }
-    for (k = 0; k < n; k++) {
-        const ss_io_info_t *io = ss_graph_input(g, k);
-        const ss_kserve_input_t *in = find_input(kr, io->name);
+        const ss_kserve_input_t *in = &kr->inputs[i];
 
-        if (in == NULL)
-            return ss_err_set(err, SS_EINVAL, "missing input '%s'",
-                              io->name);
-        if (in->dtype != io->dtype)
-            return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
-                              "expected %s", io->name,
-                              ss_dtype_kserve_name(in->dtype),
-                              ss_dtype_kserve_name(io->dtype));
-        if (io->ndim >= 0 && in->ndim != io->ndim) {
-            shape_text(want, sizeof(want), io->ndim, io->dims);
-            shape_text(got, sizeof(got), in->ndim, in->dims);
-            return ss_err_set(err, SS_EINVAL, "input '%s': shape %s has %d "
-                              "dims, expected %s", io->name, got, in->ndim,
-                              want);
-        }
-        for (i = 0; io->ndim >= 0 && i < io->ndim; i++) {
-            if ((io->dims[i] >= 0 && in->dims[i] != io->dims[i]) ||
-                in->dims[i] <= 0) {
-                /* Shapes are written out only on this error path. */
-                shape_text(want, sizeof(want), io->ndim, io->dims);
-                shape_text(got, sizeof(got), in->ndim, in->dims);
-                return ss_err_set(err, SS_EINVAL, "input '%s': shape %s, "
-                                  "expected %s%s", io->name, got, want,
-                                  in->dims[i] <= 0 ? " (no empty dims)" : "");
-            }
-        }
-        if (batched) {
-            if (batch >= 0 && in->dims[0] != batch)
-                return ss_err_set(err, SS_EINVAL, "input '%s': batch %lld "
-                                  "differs from the other inputs' %lld",
-                                  io->name, (long long)in->dims[0],
-                                  (long long)batch);
-            batch = in->dims[0];
-        }
-        c->inputs[k].dtype = in->dtype;
-        c->inputs[k].ndim = in->ndim;
-        memcpy(c->inputs[k].dims, in->dims, sizeof(in->dims));
-        c->inputs[k].data = in->data;
+        names[i] = in->name;
+        given[i].dtype = in->dtype;
+        given[i].ndim = in->ndim;
+        memcpy(given[i].dims, in->dims, sizeof(in->dims));
+        given[i].data = in->data;
     }
+    if ((rc = ss_graph_check_inputs(g, kr->n_inputs, given, names,
+                                    batched ? SS_INPUTS_ROWS : 0, c->inputs,
+                                    &batch, err)) < 0)
+        return rc;
     if (batched && batch > c->v->cfg.max_batch_size)
         return ss_err_set(err, SS_EINVAL, "batch of %lld exceeds the "
                           "model's max_batch_size %d: split the request",

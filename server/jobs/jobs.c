@@ -102,70 +102,67 @@ job_free(job_t *j)
 
 /* ---- data ---------------------------------------------------------------- */
 
+/* Copies tensors checked against g (graph order) into d, which owns the
+ * copies. */
 static int
-bind_one(const ss_io_info_t *io, const ss_tensor_t *t, data_src_t *d, int k,
-         ss_err_t *err)
+take_inputs(const ss_graph_t *g, const ss_tensor_t *t, int64_t rows,
+            data_src_t *d, ss_err_t *err)
 {
-    size_t nb;
-    int i;
+    int n = ss_graph_num_inputs(g), k;
 
-    if (t->dtype != io->dtype)
-        return ss_err_set(err, SS_EINVAL, "input '%s': datatype %s, "
-                          "expected %s", io->name,
-                          ss_dtype_kserve_name(t->dtype),
-                          ss_dtype_kserve_name(io->dtype));
-    if (io->ndim >= 0 && t->ndim != io->ndim)
-        return ss_err_set(err, SS_EINVAL, "input '%s': %d dims, expected %d",
-                          io->name, t->ndim, io->ndim);
-    for (i = 1; i < t->ndim && io->ndim >= 0; i++)
-        if (io->dims[i] >= 0 && t->dims[i] != io->dims[i])
-            return ss_err_set(err, SS_EINVAL, "input '%s': dim %d is %lld, "
-                              "expected %lld", io->name, i,
-                              (long long)t->dims[i],
-                              (long long)io->dims[i]);
-    if (t->ndim < 1 || t->dims[0] <= 0)
-        return ss_err_set(err, SS_EINVAL, "input '%s': no rows", io->name);
-    if (k > 0 && t->dims[0] != d->rows)
-        return ss_err_set(err, SS_EINVAL, "input '%s': %lld rows, the others "
-                          "have %lld", io->name, (long long)t->dims[0],
-                          (long long)d->rows);
-    d->rows = t->dims[0];
-    nb = (size_t)ss_tensor_numel(t) * ss_dtype_size(t->dtype);
-    d->inputs[k] = *t;
-    if ((d->inputs[k].data = ss_aligned_alloc(nb)) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "out of memory for '%s'",
-                          io->name);
-    memcpy(d->inputs[k].data, t->data, nb);
-    d->n = k + 1;
+    for (k = 0; k < n; k++) {
+        size_t nb = (size_t)ss_tensor_numel(&t[k]) * ss_dtype_size(t[k].dtype);
+
+        d->inputs[k] = t[k];
+        if ((d->inputs[k].data = ss_aligned_alloc(nb)) == NULL)
+            return ss_err_set(err, SS_ENOMEM, "out of memory for '%s'",
+                              ss_graph_input(g, k)->name);
+        memcpy(d->inputs[k].data, t[k].data, nb);
+        d->n = k + 1;
+    }
+    d->rows = rows;
     return 0;
+}
+
+/* Checks n tensors (named, or in graph order when names is NULL) against
+ * g's inputs, rows first, and copies them into d.  Tensors the model does
+ * not take (labels) are skipped. */
+static int
+bind_data(const ss_graph_t *g, int n, const ss_tensor_t *given,
+          const char *const *names, data_src_t *d, ss_err_t *err)
+{
+    ss_tensor_t ordered[SS_JOB_MAX_INPUTS];
+    int64_t rows;
+    int rc;
+
+    if (ss_graph_num_inputs(g) > SS_JOB_MAX_INPUTS)
+        return ss_err_set(err, SS_EUNSUPP, "too many model inputs");
+    if ((rc = ss_graph_check_inputs(g, n, given, names,
+                                    SS_INPUTS_ROWS | SS_INPUTS_EXTRA_OK,
+                                    ordered, &rows, err)) < 0)
+        return rc;
+    return take_inputs(g, ordered, rows, d, err);
 }
 
 int
 ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
                      data_src_t *d, ss_err_t *err)
 {
-    int n = ss_graph_num_inputs(g), i, k, rc;
+    ss_tensor_t given[SS_JOB_MAX_INPUTS];
+    const char *names[SS_JOB_MAX_INPUTS];
+    int i;
 
-    if (n > SS_JOB_MAX_INPUTS)
-        return ss_err_set(err, SS_EUNSUPP, "too many model inputs");
-    for (k = 0; k < n; k++) {
-        const ss_io_info_t *io = ss_graph_input(g, k);
-        ss_tensor_t t;
-
-        for (i = 0; i < kr->n_inputs; i++)
-            if (strcmp(kr->inputs[i].name, io->name) == 0)
-                break;
-        if (i == kr->n_inputs)
-            return ss_err_set(err, SS_EINVAL, "missing input '%s'",
-                              io->name);
-        t.dtype = kr->inputs[i].dtype;
-        t.ndim = kr->inputs[i].ndim;
-        memcpy(t.dims, kr->inputs[i].dims, sizeof(t.dims));
-        t.data = kr->inputs[i].data;
-        if ((rc = bind_one(io, &t, d, k, err)) < 0)
-            return rc;
+    if (kr->n_inputs > SS_JOB_MAX_INPUTS)
+        return ss_err_set(err, SS_EINVAL, "more than %d inputs",
+                          SS_JOB_MAX_INPUTS);
+    for (i = 0; i < kr->n_inputs; i++) {
+        names[i] = kr->inputs[i].name;
+        given[i].dtype = kr->inputs[i].dtype;
+        given[i].ndim = kr->inputs[i].ndim;
+        memcpy(given[i].dims, kr->inputs[i].dims, sizeof(given[i].dims));
+        given[i].data = kr->inputs[i].data;
     }
-    return 0;
+    return bind_data(g, kr->n_inputs, given, names, d, err);
 }
 
 static int
@@ -201,9 +198,10 @@ ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err)
     const ss_graph_t *g = j->src->graph;
     char path[4096];
     ss_npz_t *z = NULL;
-    ss_tensor_t t = { 0 };
+    ss_tensor_t t = { 0 }, *given = NULL;
+    const char **names = NULL;
     size_t n = strlen(d->file);
-    int k, rc = 0;
+    int i, k, rc = 0;
 
     if (snprintf(path, sizeof(path), "%s/%s/%s", js->repo, j->model,
                  d->file) >= (int)sizeof(path))
@@ -214,28 +212,35 @@ ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err)
                               "models with one input", d->file);
         if ((rc = ss_npy_read(path, (size_t)4 << 30, &t, err)) < 0)
             return rc == SS_ENOMEM ? rc : SS_EINVAL;
-        rc = bind_one(ss_graph_input(g, 0), &t, d, 0, err);
+        if ((rc = bind_data(g, 1, &t, NULL, d, err)) < 0 && rc != SS_ENOMEM)
+            rc = ss_err_wrap(err, SS_EINVAL, "%s", d->file);
         ss_tensor_free_data(&t);
         return rc;
     }
     if ((rc = ss_npz_read(path, (size_t)4 << 30, &z, err)) < 0)
         return rc == SS_ENOMEM ? rc : SS_EINVAL;
-    for (k = 0; k < ss_graph_num_inputs(g); k++) {
-        const ss_io_info_t *io = ss_graph_input(g, k);
-        int i = ss_npz_find(z, io->name);
-
-        if (i < 0) {
-            rc = ss_err_set(err, SS_EINVAL, "%s has no array '%s' (arrays "
-                            "are named after the model's inputs)", d->file,
-                            io->name);
-            goto done;
-        }
-        if ((rc = bind_one(io, ss_npz_tensor(z, i), d, k, err)) < 0)
-            goto done;
+    /* Arrays are named after the model's inputs; "labels" is the one
+     * other array read. */
+    n = (size_t)ss_npz_count(z);
+    if ((given = ss_calloc(n + 1, sizeof(*given))) == NULL ||
+        (names = ss_calloc(n + 1, sizeof(*names))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < (int)n; i++) {
+        names[i] = ss_npz_name(z, i);
+        given[i] = *ss_npz_tensor(z, i);
+    }
+    if ((rc = bind_data(g, (int)n, given, names, d, err)) < 0) {
+        if (rc != SS_ENOMEM)
+            ss_err_wrap(err, rc, "%s", d->file);
+        goto done;
     }
     if ((k = ss_npz_find(z, "labels")) >= 0)
         rc = take_labels(ss_npz_tensor(z, k), d, err);
 done:
+    ss_free(given);
+    ss_free(names);
     ss_npz_free(z);
     /* A file the request names but that cannot be used is bad input. */
     if (rc < 0 && rc != SS_ENOMEM) {
