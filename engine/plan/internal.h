@@ -123,9 +123,14 @@ int ss__plan_lowp(ss_plan_t *p, ss_err_t *err);
  * other than the one its producer wrote (plan_layout.c). */
 int ss__plan_layout(ss_plan_t *p, ss_err_t *err);
 
-/* ---- fusion (plan_fuse.c: readers, chains, commit; plan_fuse_ops.c: the
- * anchors; plan_fuse_ln.c: decomposed LayerNorm) ------------------------ */
+/* ---- the fusion toolkit (plan_chain.c), for the anchors of every pass ----
+ *
+ * An anchor returns 1 when it fused step s, 0 when it left it alone and
+ * < 0 on an error that must stop the compile. */
 
+/* The reader index of a plan: built once per pass by ss__fz_init; not
+ * updated by commits (the steps it names may have become holes or fused
+ * steps since: ss__fz_single returns reference steps only). */
 typedef struct ss__fz {
     ss_plan_t *p;
     int *start;     /* CSR of readers per root value: list[start[v]..] */
@@ -151,30 +156,34 @@ typedef struct ss__chain {
     char what[48];
 } ss__chain_t;
 
+/* Builds fz for p's current steps: -1 when out of memory (ss__fz_close
+ * frees what was made either way). */
 int ss__fz_init(ss__fz_t *fz, ss_plan_t *p);
 void ss__fz_close(ss__fz_t *fz);
+/* The one step that reads v, directly and once; -1 when v has other
+ * readers, views, or is a graph output. */
 int ss__fz_single(const ss__fz_t *fz, int v);
+
+/* Constants and attributes. */
 int ss__fz_is_const(const ss_plan_t *p, int v);
+/* v is a constant of type dt. */
+static inline int
+ss__fz_const_of(const ss_plan_t *p, int v, ss_dtype_t dt)
+{
+    return ss__fz_is_const(p, v) && ss__plan_tensor(p, v)->dtype == dt;
+}
+/* A constant f32 or f64 scalar (any shape of one element) into *out. */
 int ss__fz_scalar(const ss_plan_t *p, int v, float *out);
-int ss__fz_commit(ss__fz_t *fz, ss_step_t *fused, const int *steps, int n,
-                  ss_err_t *err);
 /* A constant f32 vector of n elements (leading dims 1), or NULL. */
 const float *ss__fz_vec(const ss_plan_t *p, int v, int64_t n);
-/* The next step is Add of a constant [N] keeping the rank: a bias,
- * absorbed into c; NULL when not. */
-const float *ss__fz_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n);
 /* Reads count ints of attribute name into out (all dflt when absent); 0
  * when it has another count. */
 int ss__fz_attr_n(const ss_node_t *n, const char *name, int64_t dflt,
                   int64_t *out, int count);
 /* auto_pad is NOTSET (or empty): the pads attribute says it all. */
 int ss__fz_notset(const ss_node_t *n);
-/* Folds BatchNormalization step bn (inputs scale, B, mean, var, each of
- * oc constants) into conv weights w (oc rows of nw / oc) and bias (NULL:
- * 0): new arrays in *wf and *bf, the caller's to free. */
-int ss__fz_fold_bn(const ss_plan_t *p, const ss_step_t *bn, int64_t oc,
-                   const float *w, int64_t nw, const float *bias,
-                   float **wf, float **bf, ss_err_t *err);
+
+/* Post-op chains. */
 void ss__fz_chain_start(ss__chain_t *c, int step, int src, int out,
                         const char *what);
 /* Absorbs single-use consumers of c->out that map onto post-ops. */
@@ -182,21 +191,14 @@ int ss__fz_chain(ss__fz_t *fz, ss__chain_t *c);
 /* ss__fz_chain for an inner product (any precision): absorbs post-ops up
  * to, not including, a residual Add (a BINARY post-op of the full dst
  * shape), which oneDNN 2.6 would run on its slower gemm kernel. */
-void ss__lp_linear_chain(ss__fz_t *fz, ss__chain_t *c);
-/* Commits the chain as one DNN step reading lead_in then c->bin. */
+void ss__fz_linear_chain(ss__fz_t *fz, ss__chain_t *c);
+/* The chain's last step: where the fused step lands. */
+int ss__fz_chain_last(const ss__chain_t *c);
+/* Commits the chain as one DNN step reading lead_in then c->bin, at the
+ * chain's last step; the other steps become holes.  Takes prim, on
+ * failure too. */
 int ss__fz_emit(ss__fz_t *fz, ss__chain_t *c, ss_dnn_prim_t *prim,
                 const int *lead_in, int n_lead, ss_err_t *err);
-
-/* Anchors: 1 fused, 0 left alone, < 0 a hard error. */
-int ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
-
 /* A oneDNN constructor's failure: ENOMEM stops the compile, anything
  * else leaves the op on its reference kernel. */
 static inline int
@@ -207,6 +209,46 @@ ss__fz_fallback(int rc, ss_err_t *err)
     ss_err_clear(err);
     return 0;
 }
+
+/* What the anchors of every precision share. */
+/* The next step is Add of a constant [N] keeping the rank: a bias,
+ * absorbed into c; NULL when not. */
+const float *ss__fz_take_bias(ss__fz_t *fz, ss__chain_t *c, int64_t n);
+/* Folds BatchNormalization step bn (inputs scale, B, mean, var, each of
+ * oc constants) into conv weights w (oc rows of nw / oc) and bias (NULL:
+ * 0): new arrays in *wf and *bf, the caller's to free. */
+int ss__fz_fold_bn(const ss_plan_t *p, const ss_step_t *bn, int64_t oc,
+                   const float *w, int64_t nw, const float *bias,
+                   float **wf, float **bf, ss_err_t *err);
+/* A MatMul/Gemm by a constant weight, as ss__fz_linear_shape reads it. */
+typedef struct ss__fz_lin {
+    int64_t m, k, n;
+    int w_nk;
+    int wv;                 /* the f32 weight value */
+    const float *bias;      /* real units, or NULL */
+    float *owned;           /* Gemm beta != 1: scaled copy */
+} ss__fz_lin_t;
+/* MatMul/Gemm by a constant 2-D weight, f32 activations: fills L and
+ * starts chain c (with a following bias Add taken); 1 when it applies,
+ * 0 when not, < 0 on errors.  L->owned is the caller's to free. */
+int ss__fz_linear_shape(ss__fz_t *fz, int s, ss__fz_lin_t *L,
+                        ss__chain_t *c, ss_err_t *err);
+/* Conv geometry from the node into d; 0 when it is not a plain 2-D
+ * Conv with constant f32 weights. */
+int ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
+                      ss_dnn_qconv_desc_t *d);
+
+/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, plan_fuse_ln.c) ----
+ * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order. */
+
+int ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
 
 /* ---- activation layouts (plan_layout.c): what the fusion anchors ask
  * when they create a primitive; ss__plan_layout makes every read agree
@@ -236,36 +278,9 @@ ss_dnn_layout_t ss__lay_conv_family(const ss_tensor_t *x,
  * takes any).  Always PLAIN with SS_ENGINE_NO_BLOCKED=1. */
 ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
 
-/* ---- low precision (plan_lowp.c: geometry, new values, inserted steps;
+/* ---- low precision (plan_lowp.c: new values, inserted steps;
  * plan_qdq.c: int8; plan_bf16.c: bf16) ----------------------------------- */
 
-/* v is a constant of type dt. */
-static inline int
-ss__fz_const_of(const ss_plan_t *p, int v, ss_dtype_t dt)
-{
-    return ss__fz_is_const(p, v) && ss__plan_tensor(p, v)->dtype == dt;
-}
-
-/* A MatMul/Gemm by a constant weight, as ss__lp_linear_shape reads it. */
-typedef struct ss__lp_lin {
-    int64_t m, k, n;
-    int w_nk;
-    int wv;                 /* the f32 weight value */
-    const float *bias;      /* real units, or NULL */
-    float *owned;           /* Gemm beta != 1: scaled copy */
-} ss__lp_lin_t;
-
-/* MatMul/Gemm by a constant 2-D weight, f32 activations: fills L and
- * starts chain c (with a following bias Add taken); 1 when it applies,
- * 0 when not, < 0 on errors.  L->owned is the caller's to free. */
-int ss__lp_linear_shape(ss__fz_t *fz, int s, ss__lp_lin_t *L,
-                        ss__chain_t *c, ss_err_t *err);
-/* Conv geometry from the node into d; 0 when it is not a plain 2-D
- * Conv with constant f32 weights. */
-int ss__lp_conv_shape(const ss_plan_t *p, const ss_step_t *st,
-                      ss_dnn_qconv_desc_t *d);
-/* The chain's last step: where the fused step lands. */
-int ss__lp_chain_last(const ss__chain_t *c);
 /* Whether v is (or is viewed by) a graph output. */
 int ss__lp_is_graph_out(const ss_plan_t *p, int v);
 /* A new plan value: v's shape in type dt, in the arena, stored in layout

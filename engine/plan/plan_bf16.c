@@ -61,14 +61,14 @@ bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
     brec_t *r;
-    ss__lp_lin_t L;
+    ss__fz_lin_t L;
     int src = fz->p->steps[s].in[0], rc;
 
-    if ((rc = ss__lp_linear_shape(fz, s, &L, &c, err)) <= 0)
+    if ((rc = ss__fz_linear_shape(fz, s, &L, &c, err)) <= 0)
         goto done;
     snprintf(c.what, sizeof(c.what), "bf16 %s",
              ss__plan_is_op(&fz->p->steps[s], "Gemm") ? "Gemm" : "MatMul");
-    ss__lp_linear_chain(fz, &c);
+    ss__fz_linear_chain(fz, &c);
     d.src_dtype = SS_DTYPE_BF16;
     d.dst_dtype = SS_DTYPE_F32;
     d.w_dtype = SS_DTYPE_F32;
@@ -87,7 +87,7 @@ bf16_linear(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
         rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
         goto done;
     }
-    r->step = ss__lp_chain_last(&c);
+    r->step = ss__fz_chain_last(&c);
     r->src = src;
     r->lin = 1;
     r->ld = d;
@@ -114,7 +114,7 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     brec_t *r;
     int src = st->in[0], bn, rc = 0;
 
-    if (!ss__lp_conv_shape(p, st, &d))
+    if (!ss__fz_conv_shape(p, st, &d))
         return 0;
     d.w = ss__plan_tensor(p, st->in[1])->data;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "bf16 Conv");
@@ -172,7 +172,7 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
         rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
         goto done;
     }
-    r->step = ss__lp_chain_last(&c);
+    r->step = ss__fz_chain_last(&c);
     r->src = src;
     r->cd = d;
     r->nhwc = d.nhwc;

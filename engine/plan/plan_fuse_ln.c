@@ -39,7 +39,7 @@ other_of(const ss_step_t *st, int v)
 }
 
 int
-ss__fz_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];

@@ -107,7 +107,7 @@ only_out0(const ss__fz_t *fz, const ss_step_t *st)
 }
 
 int
-ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -162,8 +162,8 @@ ss__fz_linear(ss__fz_t *fz, int s, ss_err_t *err)
         d.bias = ss__fz_take_bias(fz, &c, d.n);
     }
     /* A residual Add stays a step of its own: fused as a full-size binary
-     * post-op it pushes oneDNN 2.6 off brgemm (see plan_lowp.c). */
-    ss__lp_linear_chain(fz, &c);
+     * post-op it pushes oneDNN 2.6 off brgemm (see plan_chain.c). */
+    ss__fz_linear_chain(fz, &c);
     d.post = c.post;
     if ((rc = ss_dnn_linear_new(&d, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
@@ -179,7 +179,7 @@ done:
 }
 
 int
-ss__fz_matmul(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -310,7 +310,7 @@ conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, const ss_tensor_t *x,
 }
 
 int
-ss__fz_conv(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -400,7 +400,7 @@ done:
 }
 
 int
-ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -434,7 +434,7 @@ ss__fz_softmax(ss__fz_t *fz, int s, ss_err_t *err)
 }
 
 int
-ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -480,7 +480,7 @@ ss__fz_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
 }
 
 int
-ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -536,7 +536,7 @@ ss__fz_pool(ss__fz_t *fz, int s, ss_err_t *err)
 }
 
 int
-ss__fz_binary(ss__fz_t *fz, int s, ss_err_t *err)
+ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];

@@ -13,7 +13,7 @@
  * folded into the bias (sum_k (x_q - z) w = sum_k x_q w - z sum_k w).
  * Output scales s_x * s_w[c], fixed at creation, turn the s32
  * accumulator back into real units; bias, activations and residual adds
- * follow as post-ops (the f32 chain of plan_fuse.c).  When the chain ends
+ * follow as post-ops (the f32 chain of plan_chain.c).  When the chain ends
  * in another QuantizeLinear (per-tensor), that Q becomes a last post-op
  * (y / s_y + z_y) and the primitive writes u8/s8 directly, so data stays
  * int8 between consecutive int8 layers.  (oneDNN rounds y / s_y + z_y
@@ -210,13 +210,13 @@ int8_linear(ss__fz_t *fz, int s, ss_err_t *err)
     ss_dnn_qlinear_desc_t d = { 0 };
     ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
-    ss__lp_lin_t L;
+    ss__fz_lin_t L;
     qw_t q = { 0 };
     float sx, *bacc = NULL, *osc = NULL;
     int32_t zx;
     int xq, rc;
 
-    if ((rc = ss__lp_linear_shape(fz, s, &L, &c, err)) <= 0)
+    if ((rc = ss__fz_linear_shape(fz, s, &L, &c, err)) <= 0)
         goto done;
     rc = 0;
     if ((xq = find_qsrc(fz, p->steps[s].in[0], &sx, &zx)) < 0)
@@ -229,7 +229,7 @@ int8_linear(ss__fz_t *fz, int s, ss_err_t *err)
         goto done;
     snprintf(c.what, sizeof(c.what), "int8 %s",
              ss__plan_is_op(&p->steps[s], "Gemm") ? "Gemm" : "MatMul");
-    ss__lp_linear_chain(fz, &c);
+    ss__fz_linear_chain(fz, &c);
     d.dst_dtype = take_q(fz, &c);
     if (d.dst_dtype == SS_DTYPE_UNDEFINED)
         d.dst_dtype = SS_DTYPE_F32;
@@ -375,7 +375,7 @@ int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
     int32_t zx;
     int xq, last, y, rc = 0;
 
-    if (!ss__lp_conv_shape(p, st, &d))
+    if (!ss__fz_conv_shape(p, st, &d))
         return 0;
     if ((xq = find_qsrc(fz, st->in[0], &sx, &zx)) < 0)
         return 0;
@@ -424,7 +424,7 @@ int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
             goto done;
         }
     }
-    last = ss__lp_chain_last(&c);
+    last = ss__fz_chain_last(&c);
     y = c.out;
     if ((rc = ss__fz_emit(fz, &c, prim, &xq, 1, err)) < 0) {
         prim = NULL;
