@@ -175,17 +175,57 @@ done:
     return rc;
 }
 
+/* A finite number, or null. */
 static json_t *
-eval_json(const ss_eval_t *e)
+number(double x)
 {
-    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:I}",
-                     "accuracy", e->accuracy, "agreement", e->agreement,
-                     "max_relative_error",
-                     isfinite(e->max_relative_error) ? e->max_relative_error
-                                                     : -1.0,
-                     "latency_ms_b1", e->latency_ms_b1,
-                     "latency_ms_b32", e->latency_ms_b32,
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+json_t *
+ss_eval_json(const ss_eval_t *e)
+{
+    return json_pack("{s:o, s:o, s:o, s:{s:o, s:o}, s:I}",
+                     "accuracy", e->accuracy >= 0 ? number(e->accuracy)
+                                                  : json_null(),
+                     "agreement", number(e->agreement),
+                     "max_relative_error", number(e->max_relative_error),
+                     "latency_ms", "batch1", number(e->latency_ms_b1),
+                     "batch32", number(e->latency_ms_b32),
                      "weight_bytes", (json_int_t)e->weight_bytes);
+}
+
+/* A gate bound, or null when unset (< 0). */
+static json_t *
+bound(double x)
+{
+    return x >= 0 ? number(x) : json_null();
+}
+
+json_t *
+ss_compress_result_json(const ss_compress_result_t *res,
+                        const ss_gate_t *gate)
+{
+    static const ss_gate_t none = { -1, -1, -1 };
+    json_t *g;
+
+    if (gate == NULL)
+        gate = &none;
+    g = json_pack("{s:b, s:o, s:o, s:o}", "passed", res->passed,
+                  "max_accuracy_drop", bound(gate->max_accuracy_drop),
+                  "min_agreement", bound(gate->min_agreement),
+                  "max_relative_error", bound(gate->max_relative_error));
+    if (g != NULL && !res->passed && res->gate_reason[0] != '\0'
+        && json_object_set_new(g, "reason",
+                               json_string(res->gate_reason)) < 0) {
+        json_decref(g);
+        g = NULL;
+    }
+    return json_pack("{s:o, s:o, s:o, s:O}",
+                     "source", ss_eval_json(&res->source),
+                     "variant", ss_eval_json(&res->variant_eval),
+                     "gate", g,
+                     "details", res->details ? res->details : json_null());
 }
 
 int
@@ -200,7 +240,6 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     ss__cx_t cx;
     ss_graph_t *g = NULL;
     json_t *notes = NULL;
-    char why[256];
     int i, rc = 0;
 
     memset(res, 0, sizeof(*res));
@@ -290,16 +329,11 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
                       err)) < 0)
         goto done;
     res->passed = ss__gate_ok(gate, res->source.accuracy, &res->variant_eval,
-                              why, sizeof(why));
+                              res->gate_reason, sizeof(res->gate_reason));
+    if (res->passed)
+        res->gate_reason[0] = '\0';
     json_object_set_new(res->details, "methods", notes);
     notes = NULL;
-    json_object_set_new(res->details, "source", eval_json(&res->source));
-    json_object_set_new(res->details, "variant",
-                        eval_json(&res->variant_eval));
-    json_object_set_new(res->details, "gate", res->passed
-                        ? json_pack("{s:b}", "passed", 1)
-                        : json_pack("{s:b, s:s}", "passed", 0, "reason",
-                                    why));
     ss__cx_progress(&cx, 1.0, "done");
     res->variant = g;
     g = NULL;

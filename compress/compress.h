@@ -111,10 +111,12 @@ typedef struct ss_eval {
 typedef struct ss_compress_result {
     ss_graph_t *variant;        /* owned by the result; NULL on failure */
     bool passed;                /* the gate held */
+    char gate_reason[256];      /* why it did not; "" when it held */
     ss_eval_t source;
     ss_eval_t variant_eval;
-    json_t *details;            /* per-method notes (layers quantized,
-                                 * fallen back, pruned, ranks...); owned */
+    json_t *details;            /* {"methods": [per-method notes: layers
+                                 * quantized, fallen back, pruned,
+                                 * ranks...]}; owned */
 } ss_compress_result_t;
 
 /* Runs the pipeline.  calib may be NULL for methods that need no data
@@ -129,6 +131,21 @@ int ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
                     const ss_compress_ctl_t *ctl, ss_compress_result_t *res,
                     ss_err_t *err);
 void ss_compress_result_clear(ss_compress_result_t *res);
+
+/* The measurements of one graph as JSON (new reference; NULL when out of
+ * memory): {"accuracy": a fraction, or null without labels, "agreement",
+ * "max_relative_error" (null when not finite), "latency_ms": {"batch1",
+ * "batch32"}, "weight_bytes"}. */
+json_t *ss_eval_json(const ss_eval_t *e);
+
+/* The one record of a run's results (new reference; NULL when out of
+ * memory): {"source": eval, "variant": eval, "gate": {"passed", "reason"
+ * (when it failed), "max_accuracy_drop", "min_agreement",
+ * "max_relative_error" (the bounds judged; null when unset)},
+ * "details": res->details}.  Admin jobs answer it (adding "version" and
+ * "activated") and variant.json keeps it as "measurements". */
+json_t *ss_compress_result_json(const ss_compress_result_t *res,
+                                const ss_gate_t *gate);
 
 /* Evaluates g alone on val (outputs of ref, when given, are the reference
  * for agreement and error); used by the run and by tests. */

@@ -322,21 +322,6 @@ remove_tree(const char *dir)
     rmdir(dir);
 }
 
-static json_t *
-eval_json(const ss_eval_t *e)
-{
-    json_t *o = json_pack("{s:f,s:f,s:{s:f,s:f},s:I}", "agreement",
-                          e->agreement, "max_relative_error",
-                          e->max_relative_error, "latency_ms", "batch1",
-                          e->latency_ms_b1, "batch32", e->latency_ms_b32,
-                          "weight_bytes", (json_int_t)e->weight_bytes);
-
-    json_object_set_new(o, "accuracy", e->accuracy >= 0
-                                           ? json_real(e->accuracy)
-                                           : json_null());
-    return o;
-}
-
 static int
 write_text(const char *path, const char *text, ss_err_t *err)
 {
@@ -537,14 +522,12 @@ run(ss_jobs_t *js, job_t *j)
                          &j->gate, &ctl, &res, &err);
     if (rc < 0)
         goto fail;
-    result = json_pack("{s:o,s:o,s:{s:b,s:f,s:f,s:f},s:O}", "source",
-                       eval_json(&res.source), "variant",
-                       eval_json(&res.variant_eval), "gate", "passed",
-                       res.passed, "max_accuracy_drop",
-                       j->gate.max_accuracy_drop, "min_agreement",
-                       j->gate.min_agreement, "max_relative_error",
-                       j->gate.max_relative_error, "details",
-                       res.details ? res.details : json_null());
+    /* One record of the measurements: the job's result and the variant's
+     * variant.json share it. */
+    if ((result = ss_compress_result_json(&res, &j->gate)) == NULL) {
+        rc = ss_err_set(&err, SS_ENOMEM, "out of memory for the results");
+        goto fail;
+    }
     if (!res.passed) {
         finish(js, j, JOB_REJECTED, result, "the variant did not pass the "
                "gate; nothing was written or activated");

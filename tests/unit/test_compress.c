@@ -491,6 +491,65 @@ test_cancel(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
     ss_compress_result_clear(&res);
 }
 
+/* The one writer of results: the shape admin jobs answer and
+ * variant.json keeps. */
+static void
+test_result_json(void)
+{
+    ss_compress_result_t res;
+    ss_gate_t gate = { -1, 0.99, -1 };
+    json_t *j, *src, *var, *g;
+
+    memset(&res, 0, sizeof(res));
+    snprintf(res.gate_reason, sizeof(res.gate_reason),
+             "agreement 0.9000 below 0.9900");
+    res.source = (ss_eval_t){ -1, 1.0, 0.0, 0.5, 4.0, 1000 };
+    res.variant_eval = (ss_eval_t){ 0.97, 0.9, INFINITY, 0.25, 2.0, 250 };
+    res.details = json_pack("{s:[{s:s}]}", "methods", "method", "ptq");
+    j = ss_compress_result_json(&res, &gate);
+    src = json_object_get(j, "source");
+    var = json_object_get(j, "variant");
+    g = json_object_get(j, "gate");
+    ok(j != NULL && json_is_object(src) && json_is_object(var)
+       && json_is_object(g), "result: source, variant and gate objects");
+    ok(json_is_null(json_object_get(src, "accuracy")),
+       "result: accuracy without labels is null");
+    is_close(json_real_value(json_object_get(var, "accuracy")), 0.97, 0,
+             1e-12, "result: the variant's accuracy");
+    is_close(json_real_value(json_object_get(var, "agreement")), 0.9, 0,
+             1e-12, "result: agreement");
+    ok(json_is_null(json_object_get(var, "max_relative_error")),
+       "result: a relative error that is not finite is null");
+    is_close(json_real_value(json_object_get(json_object_get(src,
+             "latency_ms"), "batch1")), 0.5, 0, 1e-12,
+             "result: latency_ms.batch1");
+    is_close(json_real_value(json_object_get(json_object_get(var,
+             "latency_ms"), "batch32")), 2.0, 0, 1e-12,
+             "result: latency_ms.batch32");
+    is_int(json_integer_value(json_object_get(var, "weight_bytes")), 250,
+           "result: weight_bytes");
+    ok(json_is_false(json_object_get(g, "passed")), "result: gate failed");
+    is_str(json_string_value(json_object_get(g, "reason")),
+           "agreement 0.9000 below 0.9900", "result: and why");
+    is_close(json_real_value(json_object_get(g, "min_agreement")), 0.99, 0,
+             1e-12, "result: the bound judged");
+    ok(json_is_null(json_object_get(g, "max_accuracy_drop")),
+       "result: an unset bound is null");
+    is_str(json_string_value(json_object_get(json_array_get(json_object_get(
+               json_object_get(j, "details"), "methods"), 0), "method")),
+           "ptq", "result: details carry the method notes");
+    json_decref(j);
+    res.passed = true;
+    res.gate_reason[0] = '\0';
+    j = ss_compress_result_json(&res, NULL);
+    g = json_object_get(j, "gate");
+    ok(json_is_true(json_object_get(g, "passed"))
+       && json_object_get(g, "reason") == NULL,
+       "result: a gate that held has no reason");
+    json_decref(j);
+    json_decref(res.details);
+}
+
 int
 main(void)
 {
@@ -499,6 +558,7 @@ main(void)
 
     test_quantize_weight();
     test_svd();
+    test_result_json();
     if ((g = tc_model_load("mlp")) == NULL
         || tc_data_load(&cal, "mlp", "calib", 0) < 0
         || tc_data_load(&val, "mlp", "heldout", 0) < 0) {
