@@ -10,6 +10,6 @@ $SUDO apt-get install -y --no-install-recommends \
     build-essential autoconf automake pkg-config \
     libmicrohttpd-dev libjansson-dev libuv1-dev libdnnl-dev \
     protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
-    zlib1g-dev libsystemd-dev libcmocka-dev \
+    zlib1g-dev libsystemd-dev \
     python3 python3-numpy prometheus systemd curl ca-certificates \
     clang libclang-rt-14-dev
