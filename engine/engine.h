@@ -128,6 +128,30 @@ int ss_graph_check_inputs(const ss_graph_t *g, int n,
                           ss_tensor_t *ordered, int64_t *rows,
                           ss_err_t *err);
 
+/* Value checks of one request's inputs, derived once from a graph: the
+ * values that would make a run fail where shapes and dtypes are fine.
+ * Today: an integer input that reaches the indices of a Gather or
+ * GatherElements (directly or through Identity, Cast to an integer type,
+ * Reshape, Flatten, Squeeze, Unsqueeze, Transpose or Expand) whose data
+ * has a size s fixed in the graph along the gathered axis must lie in
+ * [-s, s - 1]: a token id past an embedding table.  A server checks each
+ * request before it joins a batch, so one request's bad values never
+ * fail the others' (the run would report them too, for the whole batch).
+ * new borrows g, which must outlive the check; _run is [any]. */
+typedef struct ss_input_check ss_input_check_t;
+int ss_input_check_new(const ss_graph_t *g, ss_input_check_t **out,
+                       ss_err_t *err);
+void ss_input_check_free(ss_input_check_t *c);
+/* Graph inputs that have a check. */
+int ss_input_check_count(const ss_input_check_t *c);
+/* inputs: one tensor per graph input, in graph order, of the graph's
+ * dtypes (checked before).  Returns 0, or SS_EINVAL with err naming the
+ * input, the value, its position and the range ("input 'ids': value 1000
+ * at [0,3] is out of range: the model takes -1000 to 999 (node 'emb')").
+ * Cost: one pass over each checked input. */
+int ss_input_check_run(const ss_input_check_t *c, const ss_tensor_t *inputs,
+                       ss_err_t *err);
+
 /* Compiles a plan for concrete input shapes (one ss_tensor_t per graph
  * input, in graph order; only dtype/ndim/dims are read).  Borrows g, which
  * must outlive the plan.  A plan's memory (any one value; folded
