@@ -250,9 +250,9 @@ int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
 
-/* ---- activation layouts (plan_layout.c): what the fusion anchors ask
- * when they create a primitive; ss__plan_layout makes every read agree
- * with the write ----------------------------------------------------------- */
+/* ---- layout rules (plan_layout_rules.c): what the anchors ask when they
+ * create a primitive; the layout pass (ss__plan_layout) then makes every
+ * read agree with the write ---------------------------------------------- */
 
 /* The layout v's root is stored in (its producer's choice). */
 ss_dnn_layout_t ss__lay_of(const ss_plan_t *p, int v);
@@ -277,6 +277,10 @@ ss_dnn_layout_t ss__lay_conv_family(const ss_tensor_t *x,
  * (convs their family's, pools the natural one; a same-shape binary op
  * takes any).  Always PLAIN with SS_ENGINE_NO_BLOCKED=1. */
 ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
+
+/* The layout of an op that keeps one layout from src to dst (pooling,
+ * binary): the source's, when dst may be written in it; else PLAIN. */
+ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 
 /* ---- low precision (plan_lowp.c: new values, inserted steps;
  * plan_qdq.c: int8; plan_bf16.c: bf16) ----------------------------------- */

@@ -6,19 +6,19 @@
  * nothing in them.
  *
  * DESIGN: an anchor turns a reference step of an op oneDNN runs well (a
- * MatMul, a Conv...) into a oneDNN step.  A pass builds a reader index of the plan once (ss__fz_init:
- * who reads each value, who produces it, which values are graph
- * outputs), asks whether a step's operands are constants of the right
- * type and shape, starts a chain at the anchor (ss__fz_chain_start),
- * absorbs the single-use consumers that map onto oneDNN post-ops
- * (ss__fz_chain), creates the primitive, and commits the chain as one
- * step (ss__fz_emit).  The fused step takes the place of the chain's LAST
- * step, so every operand of a post-op has been computed by then; the
- * other steps of the chain become holes (kind 0) that the pass drops at
- * its end.  Commits do not update the reader index: a step it names may
- * have become a hole or a fused step since; ss__fz_single answers with
- * reference steps only, and ss__lay_dst, which needs every reader, walks
- * the steps instead.
+ * MatMul, a Conv...) into a oneDNN step.  A pass builds a reader index of
+ * the plan once (ss__fz_init: who reads each value, who produces it, which
+ * values are graph outputs), asks whether a step's operands are constants
+ * of the right type and shape, starts a chain at the anchor
+ * (ss__fz_chain_start), absorbs the single-use consumers that map onto
+ * oneDNN post-ops (ss__fz_chain), creates the primitive, and commits the
+ * chain as one step (ss__fz_emit).  The fused step takes the place of the
+ * chain's LAST step, so every operand of a post-op has been computed by
+ * then; the other steps of the chain become holes (kind 0) that the pass
+ * drops at its end.  Commits do not update the reader index: a step it
+ * names may have become a hole or a fused step since; ss__fz_single
+ * answers with reference steps only, and ss__lay_dst, which needs every
+ * reader, walks the steps instead.
  *
  * THREADS: runs inside ss_plan_new; no state of its own.
  */

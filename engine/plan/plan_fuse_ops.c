@@ -27,29 +27,6 @@ wrote(ss__fz_t *fz, int v, const ss_dnn_prim_t *prim)
     fz->p->vals[v].layout = ss_dnn_prim_layout(prim, -1);
 }
 
-/* The layout of an op that keeps one layout from src to dst (pooling,
- * binary): the source's, when dst may be written in it; else PLAIN. */
-static ss_dnn_layout_t
-follow(ss__fz_t *fz, int src, int dst)
-{
-    const ss_plan_t *p = fz->p;
-    ss_dnn_layout_t l = ss__lay_of(p, src);
-    ss_dnn_layout_t want = ss__lay_dst(fz, dst);
-    const ss_tensor_t *x = &p->vals[src].t, *y = &p->vals[dst].t;
-
-    if (x->ndim != 4 || y->ndim != 4)
-        return SS_DNN_PLAIN;
-    if (ss__lay_same(ss__lay_natural(x), SS_DNN_PLAIN, x))
-        l = want;   /* src's bytes read as any layout (H*W == 1) */
-    /* a plain src stays plain: reordering the (smaller) output for its
-     * readers is cheaper than the input */
-    if (l == SS_DNN_PLAIN
-        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(4, y->dims))
-        || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
-        return SS_DNN_PLAIN;
-    return l;
-}
-
 typedef int (*make_fn)(const void *d, ss_dnn_prim_t **out, ss_err_t *err);
 
 static int
@@ -525,7 +502,7 @@ ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
     }
     /* one layout for src and dst: the source's, when the output may
      * have it too */
-    d.layout = follow(fz, st->in[0], st->out[0]);
+    d.layout = ss__lay_follow(fz, st->in[0], st->out[0]);
     if ((rc = make_in_layout(make_pool, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, st->out[0], prim);
@@ -584,7 +561,7 @@ ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
-    d.layout = y->ndim == 4 ? follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
+    d.layout = y->ndim == 4 ? ss__lay_follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
     if ((rc = make_in_layout(make_binary, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, c.out, prim);

@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Layout rules: which layout a fusion anchor writes a 4-D value in, and
+ * when two layouts are the same bytes.  The anchors of every pass ask
+ * these as they create each primitive, in step order; the layout pass
+ * (plan_layout.c, where the design is) then makes every read agree with
+ * the write.  The rules:
+ *
+ *   - a conv runs in its family's layout: BLOCKED when its input and
+ *     output channels are both multiples of 16, NHWC otherwise; a first
+ *     layer (C < 16) reads NCHW straight into a blocked output, which
+ *     oneDNN's kernels do well;
+ *   - pooling and binary ops keep their source's layout;
+ *   - an op writes its output in the layout ss__lay_dst() picks from the
+ *     value's readers: PLAIN for a graph output or a value with views (a
+ *     Flatten reads NCHW bytes), else what most readers want (a conv its
+ *     family's layout, a pool the natural one, a oneDNN step what its
+ *     primitive reads), PLAIN if none wants another.
+ *
+ * SS_ENGINE_NO_BLOCKED=1 keeps every value PLAIN (for comparisons).
+ *
+ * THREADS: runs inside ss_plan_new; no state.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/plan/internal.h"
+
+static int
+blocked_off(void)
+{
+    const char *s = getenv("SS_ENGINE_NO_BLOCKED");
+
+    return s != NULL && s[0] != '\0' && strcmp(s, "0") != 0;
+}
+
+ss_dnn_layout_t
+ss__lay_of(const ss_plan_t *p, int v)
+{
+    return p->vals[ss__plan_root(p, v)].layout;
+}
+
+/* One name per arrangement of bytes: H * W == 1 makes all three layouts
+ * NCHW, C == 1 makes NHWC NCHW, and C == 16 makes nChw16c NHWC. */
+static ss_dnn_layout_t
+canon(ss_dnn_layout_t l, const ss_tensor_t *t)
+{
+    if (t->ndim != 4 || l == SS_DNN_PLAIN || t->dims[2] * t->dims[3] == 1)
+        return SS_DNN_PLAIN;
+    if (l == SS_DNN_NHWC && t->dims[1] == 1)
+        return SS_DNN_PLAIN;
+    if (l == SS_DNN_BLOCKED && t->dims[1] == 16)
+        return SS_DNN_NHWC;
+    return l;
+}
+
+int
+ss__lay_same(ss_dnn_layout_t a, ss_dnn_layout_t b, const ss_tensor_t *t)
+{
+    return a == b || canon(a, t) == canon(b, t);
+}
+
+ss_dnn_layout_t
+ss__lay_natural(const ss_tensor_t *t)
+{
+    return t->ndim == 4 && ss_dnn_blocked_ok(4, t->dims) ? SS_DNN_BLOCKED
+                                                         : SS_DNN_NHWC;
+}
+
+ss_dnn_layout_t
+ss__lay_conv_family(const ss_tensor_t *x, const ss_tensor_t *y)
+{
+    return ss_dnn_blocked_ok(4, x->dims) && ss_dnn_blocked_ok(4, y->dims)
+           ? SS_DNN_BLOCKED : SS_DNN_NHWC;
+}
+
+#define ANY (-1)
+
+/* The layout reader st would like v in: a conv its family's, a pool the
+ * natural one, a same-shape binary op ANY (it follows its first operand),
+ * a oneDNN step what its primitive reads, anything else PLAIN. */
+static int
+wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
+{
+    const ss_tensor_t *t = &p->vals[v].t;
+    const char *op;
+
+    if (st->kind == SS_STEP_DNN)
+        return ss_dnn_prim_layout(st->prim, k);
+    if (st->kind != SS_STEP_REF)
+        return SS_DNN_PLAIN;
+    op = st->node->op_type;
+    if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0
+        || strcmp(op, "AveragePool") == 0
+        || strcmp(op, "GlobalAveragePool") == 0) {
+        const ss_tensor_t *y;
+
+        if (k != 0 || st->n_out < 1 || st->out[0] < 0)
+            return SS_DNN_PLAIN;
+        y = &p->vals[st->out[0]].t;
+        if (y->ndim != 4 || y->dtype != SS_DTYPE_F32)
+            return SS_DNN_PLAIN;
+        return op[0] == 'C' ? ss__lay_conv_family(t, y) : ss__lay_natural(t);
+    }
+    if ((strcmp(op, "Add") == 0 || strcmp(op, "Sub") == 0
+         || strcmp(op, "Mul") == 0 || strcmp(op, "Div") == 0)
+        && st->n_in == 2 && st->n_out >= 1 && st->out[0] >= 0) {
+        const ss_tensor_t *y = &p->vals[st->out[0]].t;
+
+        if (y->ndim == t->ndim
+            && memcmp(y->dims, t->dims, (size_t)t->ndim * sizeof(int64_t))
+               == 0)
+            return ANY;
+    }
+    return SS_DNN_PLAIN;
+}
+
+ss_dnn_layout_t
+ss__lay_dst(const ss__fz_t *fz, int v)
+{
+    const ss_plan_t *p = fz->p;
+    const ss_tensor_t *t;
+    int n[3] = { 0, 0, 0 }, any = 0;
+
+    if (v < 0 || blocked_off())
+        return SS_DNN_PLAIN;
+    t = &p->vals[v].t;
+    if (t->dtype != SS_DTYPE_F32 || t->ndim != 4 || p->vals[v].alias >= 0)
+        return SS_DNN_PLAIN;
+    if (canon(ss__lay_natural(t), t) == SS_DNN_PLAIN)
+        return ss__lay_natural(t);      /* the same bytes as NCHW */
+    if (fz->is_out[v])
+        return SS_DNN_PLAIN;
+    for (int w = 0; w < p->n_vals; w++)
+        if (p->vals[w].alias == v)
+            return SS_DNN_PLAIN;
+    /* the current steps, not fz's reader index: steps fused since it was
+     * built moved (a chain lands on its last step's slot) */
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        for (int k = 0; k < st->n_in; k++) {
+            int w;
+
+            if (st->in[k] != v)
+                continue;
+            if ((w = wants(p, st, k, v)) == ANY)
+                any++;
+            else
+                n[w]++;
+        }
+    }
+    /* a reader that wants NCHW gets a reorder: cheaper than slowing the
+     * producer and every conv reader down */
+    if (n[SS_DNN_BLOCKED] + n[SS_DNN_NHWC] == 0)
+        return any > 0 && n[SS_DNN_PLAIN] == 0 ? ss__lay_natural(t)
+                                              : SS_DNN_PLAIN;
+    if (n[SS_DNN_BLOCKED] >= n[SS_DNN_NHWC] && ss_dnn_blocked_ok(4, t->dims))
+        return SS_DNN_BLOCKED;
+    return SS_DNN_NHWC;
+}
+
+ss_dnn_layout_t
+ss__lay_follow(const ss__fz_t *fz, int src, int dst)
+{
+    const ss_plan_t *p = fz->p;
+    ss_dnn_layout_t l = ss__lay_of(p, src);
+    ss_dnn_layout_t want = ss__lay_dst(fz, dst);
+    const ss_tensor_t *x = &p->vals[src].t, *y = &p->vals[dst].t;
+
+    if (x->ndim != 4 || y->ndim != 4)
+        return SS_DNN_PLAIN;
+    if (ss__lay_same(ss__lay_natural(x), SS_DNN_PLAIN, x))
+        l = want;   /* src's bytes read as any layout (H*W == 1) */
+    /* a plain src stays plain: reordering the (smaller) output for its
+     * readers is cheaper than the input */
+    if (l == SS_DNN_PLAIN
+        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(4, y->dims))
+        || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
+        return SS_DNN_PLAIN;
+    return l;
+}
