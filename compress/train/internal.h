@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_TRAIN_INTERNAL_H
+#define SS_TRAIN_INTERNAL_H
+
+/*
+ * What the files of compress/train/ share (see the top of build.c for the
+ * design): the training graph's values and steps, the builder the
+ * gradient rules emit steps through, the rule table, the kernels.
+ *
+ * THREADS: a trainer and everything it points to belong to the thread
+ * that runs it; kernels use OpenMP inside one call.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compress/train/train.h"
+#include "engine/dnnl/dnnl.h"
+#include "engine/ir/ir.h"
+
+/* ---- values ------------------------------------------------------------ */
+
+typedef enum {
+    SS__TV_CONST = 1,   /* known at build time (initializer, folded) */
+    SS__TV_INPUT,       /* a batch tensor, copied in at each step */
+    SS__TV_PARAM,       /* in the flat parameter array at offset */
+    SS__TV_PGRAD,       /* in the flat gradient array at offset */
+    SS__TV_STATE,       /* in the state array (BatchNorm running stats) */
+    SS__TV_ARENA,       /* in the arena at offset, planned by liveness */
+    SS__TV_VIEW         /* the bytes of value alias, another shape */
+} ss__tv_kind_t;
+
+typedef struct ss__tv {
+    const char *name;   /* graph value name (borrowed), or NULL */
+    ss__tv_kind_t kind;
+    ss_dtype_t dtype;
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+    int64_t numel;
+    size_t bytes;
+    int alias;          /* VIEW: the value whose bytes it uses */
+    size_t offset;      /* ARENA: bytes; PARAM/PGRAD/STATE: elements */
+    const ss_tensor_t *cdata; /* CONST: borrowed from the graph or owned */
+    ss_tensor_t *owned; /* CONST folded here */
+    int graph_id;       /* graph value id, or -1 */
+    int first, last;    /* steps that write first / read last */
+    void *data;         /* resolved when the build ends */
+} ss__tv_t;
+
+/* ---- steps ------------------------------------------------------------- */
+
+typedef struct ss_train ss__tr_t;
+typedef struct ss__step ss__step_t;
+
+/* Runs one step.  Returns 0 or a negative code (oneDNN can fail). */
+typedef int (*ss__kern_fn)(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+
+#define SS__STEP_IN 8
+#define SS__STEP_OUT 4
+
+struct ss__step {
+    ss__kern_fn fn;
+    const char *what;           /* "Relu'", for messages */
+    const ss_node_t *node;      /* the forward node it comes from, or NULL */
+    int n_in, n_out;
+    int in[SS__STEP_IN];        /* value ids, -1 when absent */
+    int out[SS__STEP_OUT];
+    unsigned acc;               /* bit k: out[k] accumulates (+=) */
+    int op;                     /* kernel-specific selector */
+    float f[4];                 /* kernel-specific scalars */
+    int64_t p[24];              /* kernel-specific integers */
+    void *aux;                  /* kernel-specific, owned (ss_free) */
+    ss_dnn_prim_t *prim;        /* owned */
+    const ss_op_t *ref;         /* engine reference kernel */
+    int phase;                  /* 0 forward, 1 loss, 2 backward */
+};
+
+/* ---- the trainer ------------------------------------------------------- */
+
+typedef struct ss__param {
+    int tv;                     /* its PARAM value */
+    int grad;                   /* its PGRAD value */
+    int graph_id;
+} ss__param_t;
+
+struct ss_train {
+    const ss_graph_t *g;
+    ss_train_opts_t o;
+    ss_train_opts_t o0;         /* as given (frozen list borrowed): build
+                                 * time only */
+    int64_t batch;
+    /* values and steps */
+    int n_tv, cap_tv;
+    ss__tv_t *tv;
+    int n_steps, cap_steps;
+    ss__step_t *steps;
+    int n_fwd;                  /* steps [0, n_fwd) are the forward */
+    int n_loss_end;             /* [n_fwd, n_loss_end) the loss */
+    /* io */
+    int n_inputs;
+    int *input_tv;              /* per graph input */
+    int out_tv;                 /* the loss output (logits) */
+    int labels_tv, teacher_tv;  /* INPUT values, or -1 */
+    int loss_tv;                /* f64 scalar */
+    /* flat arrays */
+    int n_params;
+    ss__param_t *params;
+    int64_t flat;               /* elements */
+    float *w, *gr;              /* parameters, gradients */
+    float *m, *v;               /* optimizer state (Sophia: v is h) */
+    int64_t n_state;
+    float *state;               /* BatchNorm running statistics */
+    /* memory */
+    size_t arena_bytes;
+    void *arena;
+    size_t scratch_bytes;
+    void *scratch;
+    ss_dnn_stream_t *stream;
+    /* running */
+    int64_t step;               /* optimizer steps done */
+    uint64_t rng;
+    int sample_labels;          /* Sophia: CE on labels drawn from softmax */
+    int infer_bn;               /* forward-only: BatchNorm on running stats */
+    double last_lr;
+    double *kbuf;               /* kernels' scratch (ss__kbuf) */
+    size_t kcap;
+};
+
+/* ---- the builder (build.c) --------------------------------------------- */
+
+typedef struct ss__tb {
+    ss__tr_t *t;
+    const ss_graph_t *g;
+    int *vmap;                  /* graph value id -> value id, -1 */
+    int *grad;                  /* value id -> its gradient value, -1 */
+    uint8_t *rg;                /* value id -> requires a gradient */
+    int cap;                    /* of grad and rg */
+    int **saved;                /* per node: values its forward saved */
+    int *n_saved;
+    int phase;
+} ss__tb_t;
+
+/* A new value (ARENA, f32 unless said) of the given shape; returns its id
+ * or a negative code. */
+int ss__tv_new(ss__tb_t *b, ss_dtype_t dt, int ndim, const int64_t *dims,
+               ss_err_t *err);
+/* A VIEW of value of with another shape (same element count). */
+int ss__tv_view(ss__tb_t *b, int of, int ndim, const int64_t *dims,
+                ss_err_t *err);
+/* Appends a step (copied; aux and prim taken, also on failure).  Returns
+ * its index. */
+int ss__step_add(ss__tb_t *b, ss__step_t *s, ss_err_t *err);
+/* The forward value of node input / output i (-1 when absent). */
+int ss__tb_in(const ss__tb_t *b, const ss_node_t *n, int i);
+int ss__tb_out(const ss__tb_t *b, const ss_node_t *n, int i);
+/* Whether forward value v needs a gradient. */
+bool ss__tb_needs(const ss__tb_t *b, int v);
+/* The gradient value of v, made on first use: *acc is 0 for the first
+ * contribution (the step writes it) and 1 after (the step adds). */
+int ss__tb_grad(ss__tb_t *b, int v, int *acc, ss_err_t *err);
+/* The gradient of v when some step produced one, else -1. */
+int ss__tb_grad_have(const ss__tb_t *b, int v);
+/* Saves values for node idx's backward (copied list). */
+int ss__tb_save(ss__tb_t *b, int node, const int *vals, int n,
+                ss_err_t *err);
+int ss__tb_saved(const ss__tb_t *b, int node, int k);
+int ss__tb_node_index(const ss__tb_t *b, const ss_node_t *n);
+
+/* ---- gradient rules (rules.c) ------------------------------------------ */
+
+/*
+ * One row per op.  diff: bit i set when input i can get a gradient.  fwd
+ * emits the forward steps for node (its outputs exist already, shaped by
+ * the engine's infer); NULL means the engine's reference kernel runs it.
+ * bwd emits the backward steps; it runs only when some output of the node
+ * has a gradient, and must add to the gradient of every input in diff
+ * that needs one (ss__tb_needs).
+ */
+typedef struct ss__rule {
+    const char *op;
+    unsigned diff;
+    int (*fwd)(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
+    int (*bwd)(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
+} ss__rule_t;
+
+const ss__rule_t *ss__rule_find(const char *op);
+/* The table itself (tests walk it). */
+const ss__rule_t *ss__rules(int *n);
+
+/* ---- kernels (kern*.c) ------------------------------------------------- */
+
+/* Data pointer of value v in trainer t. */
+#define SS__D(t, v) ((float *)(t)->tv[(v)].data)
+
+/* Scratch of n doubles for a kernel (grows, kept by the trainer). */
+double *ss__kbuf(ss__tr_t *t, size_t n);
+
+/* Every kernel has the ss__kern_fn signature; rules name them. */
+int ss__k_ref(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_unary(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_unary_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_binary(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_binary_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_copy(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_zero(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_softmax(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_softmax_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_batchnorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_im2col(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_col2im(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_chw_swap(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_expand(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_loss(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+
+/* Unary functions (ss__k_unary op). */
+enum {
+    SS__U_RELU = 1, SS__U_LEAKY, SS__U_ERF, SS__U_SQRT, SS__U_TANH,
+    SS__U_SIGMOID, SS__U_EXP, SS__U_LOG, SS__U_NEG, SS__U_RECIP,
+    SS__U_GELU, SS__U_GELU_TANH, SS__U_ABS, SS__U_SOFTPLUS, SS__U_POWC,
+    SS__U_IDENT
+};
+/* Binary functions (ss__k_binary op). */
+enum { SS__B_ADD = 1, SS__B_SUB, SS__B_MUL, SS__B_DIV, SS__B_POW };
+
+/*
+ * Broadcasting of up to three operands to one full shape (numpy rules,
+ * right-aligned), with adjacent dims merged where every operand walks
+ * them alike.  Kernels iterate rows of the last dim.
+ */
+typedef struct ss__bc {
+    int nd;
+    int64_t dims[SS_MAX_DIMS];
+    int64_t st[3][SS_MAX_DIMS]; /* element strides, 0 on broadcast dims */
+    int64_t rows;               /* product of dims[0..nd-1) */
+    int64_t numel;
+} ss__bc_t;
+
+/* full: the broadcast shape; shapes of n operands (n <= 3). */
+void ss__bc_init(ss__bc_t *bc, int fnd, const int64_t *fdims, int n,
+                 const int *nd, const int64_t *const *dims);
+/* Offsets of row r's first element for each operand. */
+void ss__bc_row(const ss__bc_t *bc, int64_t r, int64_t *off);
+
+/* Sums the gradient g (full shape of bc, operand 0) into x (operand 1,
+ * maybe broadcast), each term multiplied by fn's factor; see kern.c. */
+
+/* The loss (loss.c). */
+double ss__loss_value(const ss__tr_t *t);
+
+/* Optimizers (optim.c). */
+int ss__optim_alloc(ss__tr_t *t, ss_err_t *err);
+int ss__optim_step(ss__tr_t *t, ss_err_t *err);
+double ss__sched_lr(const ss_train_opts_t *o, int64_t step);
+/* Global L2 norm of g[0, n) (double, fixed order). */
+double ss__grad_norm(const float *g, int64_t n);
+
+/* Random numbers (splitmix64): deterministic from the seed. */
+static inline uint64_t
+ss__rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline double
+ss__rng_unit(uint64_t *s)
+{
+    return (double)(ss__rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+#endif

@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# The trainer (compress/train/train.h): a training graph derived from a
+# model's forward IR through per-op gradient rules, losses, optimizers.
+# compress/train/internal.h is shared by its files and its unit tests.
+# Kernels use OpenMP (libgomp, which oneDNN links anyway).
+
+noinst_LIBRARIES += compress/train/libsstrain.a
+compress_train_libsstrain_a_SOURCES = \
+	compress/train/train.h compress/train/internal.h \
+	compress/train/build.c compress/train/rules.c compress/train/kern.c \
+	compress/train/loss.c compress/train/optim.c compress/train/train.c
+compress_train_libsstrain_a_CFLAGS = $(AM_CFLAGS) -fopenmp
+
+# What a program that trains links, in order.  The trainer runs its own
+# training graph, not ss_plan_t, so the plan library is not among them.
+SS_TRAIN_LIBS = compress/train/libsstrain.a engine/ir/libssir.a \
+	engine/ops/libssops.a engine/dnnl/libssdnnl.a engine/io/libssio.a \
+	common/libsscommon.a $(PROTOBUF_C_LIBS) $(SSDNNL_LIBS) $(ZLIB_LIBS) -lm
+
+# Tests: every gradient rule against finite differences.
+check_PROGRAMS += tests/unit/test_train_grad
+TESTS += tests/unit/test_train_grad
+tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
+tests_unit_test_train_grad_LDADD = $(SS_TRAIN_LIBS)

@@ -1,0 +1,1399 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The gradient rules: one row per op (the table at the bottom), each a
+ * forward emitter and a backward emitter over the builder of build.c.
+ *
+ * Conventions.  A forward emitter finds its outputs made and shaped (by
+ * the engine's infer) and adds the steps that compute them, saving what
+ * its backward reads.  A backward emitter reads the output gradient(s)
+ * with ss__tb_grad_have() and, for each input in the row's diff mask that
+ * needs a gradient, asks ss__tb_grad() for the target and whether to
+ * write or add, and adds the steps.  Matrix products, forward and
+ * backward, are oneDNN matmuls on (possibly transposed, by strides)
+ * operands: dA = dC B^T, dB = A^T dC.  Conv is im2col + matmul, so its
+ * backward is two more matmuls and a col2im.
+ *
+ * THREADS: [worker], build time only.
+ */
+
+#include <math.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/train/internal.h"
+#include "engine/ops/ops.h"
+
+static const char *
+label(const ss_node_t *n)
+{
+    return n->name[0] ? n->name : n->op_type;
+}
+
+static const ss__tv_t *
+V(const ss__tb_t *b, int v)
+{
+    return &b->t->tv[v];
+}
+
+static void
+step_init(ss__step_t *s, ss__kern_fn fn, const char *what,
+          const ss_node_t *n)
+{
+    memset(s, 0, sizeof(*s));
+    s->fn = fn;
+    s->what = what;
+    s->node = n;
+}
+
+static int64_t
+prod(const int64_t *d, int from, int to)
+{
+    int64_t p = 1;
+
+    for (int i = from; i < to; i++)
+        p *= d[i];
+    return p;
+}
+
+/* ---- broadcasting helpers ------------------------------------------------ */
+
+/* aux for k_binary / k_binary_bwd / k_reduce / k_expand. */
+static int
+bc_aux(ss__step_t *s, int fnd, const int64_t *fdims, int n, const int *nd,
+       const int64_t *const *dims, ss_err_t *err)
+{
+    ss__bc_t *bc = ss_malloc(sizeof(*bc));
+
+    if (bc == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a step");
+    ss__bc_init(bc, fnd, fdims, n, nd, dims);
+    s->aux = bc;
+    return 0;
+}
+
+/* Sums src (full shape fdims) into dst of shape ddims (numpy-aligned to
+ * fdims), times scale.  */
+static int
+emit_reduce(ss__tb_t *b, const ss_node_t *n, int src, int fnd,
+            const int64_t *fdims, int dst, int dnd, const int64_t *ddims,
+            float scale, int acc, ss_err_t *err)
+{
+    ss__step_t s;
+    int nd[2] = { fnd, dnd };
+    const int64_t *dd[2] = { fdims, ddims };
+    int rc;
+
+    step_init(&s, ss__k_reduce, "reduce", n);
+    s.n_in = 1;
+    s.in[0] = src;
+    s.n_out = 1;
+    s.out[0] = dst;
+    s.acc = acc ? 1 : 0;
+    s.f[0] = scale;
+    if ((rc = bc_aux(&s, fnd, fdims, 2, nd, dd, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+/* dst (full shape fdims) = broadcast(src of shape sdims) * scale. */
+static int
+emit_expand(ss__tb_t *b, const ss_node_t *n, int src, int snd,
+            const int64_t *sdims, int dst, int fnd, const int64_t *fdims,
+            float scale, int acc, ss_err_t *err)
+{
+    ss__step_t s;
+    int nd[2] = { fnd, snd };
+    const int64_t *dd[2] = { fdims, sdims };
+    int rc;
+
+    step_init(&s, ss__k_expand, "expand", n);
+    s.n_in = 1;
+    s.in[0] = src;
+    s.n_out = 1;
+    s.out[0] = dst;
+    s.acc = acc ? 1 : 0;
+    s.f[0] = scale;
+    if ((rc = bc_aux(&s, fnd, fdims, 2, nd, dd, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+emit_copy(ss__tb_t *b, const ss_node_t *n, int src, int dst, int acc,
+          ss_err_t *err)
+{
+    ss__step_t s;
+
+    step_init(&s, ss__k_copy, "copy", n);
+    s.n_in = 1;
+    s.in[0] = src;
+    s.n_out = 1;
+    s.out[0] = dst;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- matmul emission ------------------------------------------------------ */
+
+typedef struct mmop {
+    int v;
+    int nd;
+    int64_t dims[SS_DNN_MAX_DIMS];
+    int64_t st[SS_DNN_MAX_DIMS];
+    int strided;
+} mmop_t;
+
+/* Value v seen as nd dims (leading 1s added to its own dims, or the dims
+ * given), transposed in its last two when trans. */
+static void
+mm_op(mmop_t *o, int v, int nd, const int64_t *dims, int dnd, int trans)
+{
+    int64_t d[SS_DNN_MAX_DIMS], st[SS_DNN_MAX_DIMS];
+    int i, off = nd - dnd;
+
+    for (i = 0; i < nd; i++)
+        d[i] = i < off ? 1 : dims[i - off];
+    st[nd - 1] = 1;
+    for (i = nd - 2; i >= 0; i--)
+        st[i] = st[i + 1] * d[i + 1];
+    o->v = v;
+    o->nd = nd;
+    memcpy(o->dims, d, sizeof(d));
+    memcpy(o->st, st, sizeof(st));
+    o->strided = 0;
+    if (trans) {
+        int64_t x = o->dims[nd - 1];
+
+        o->dims[nd - 1] = o->dims[nd - 2];
+        o->dims[nd - 2] = x;
+        x = o->st[nd - 1];
+        o->st[nd - 1] = o->st[nd - 2];
+        o->st[nd - 2] = x;
+        o->strided = 1;
+    }
+}
+
+/* out = A x B (+ bias broadcast, as a post-op), written or added. */
+static int
+emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
+        int out, int acc, int bias, const char *what, ss_err_t *err)
+{
+    ss_dnn_matmul_desc_t d;
+    ss__step_t s;
+    int rc;
+
+    memset(&d, 0, sizeof(d));
+    d.ndim = A->nd;
+    memcpy(d.a_dims, A->dims, sizeof(d.a_dims));
+    memcpy(d.b_dims, B->dims, sizeof(d.b_dims));
+    d.a_strides = A->strided ? A->st : NULL;
+    d.b_strides = B->strided ? B->st : NULL;
+    if (acc) {
+        d.post.op[d.post.n].kind = SS_DNN_PO_SUM;
+        d.post.op[d.post.n++].alpha = 1.0f;
+    }
+    if (bias >= 0) {
+        ss_dnn_postop_t *po = &d.post.op[d.post.n++];
+        const ss__tv_t *bv = V(b, bias);
+        int off = A->nd - bv->ndim;
+
+        if (off < 0)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s': bias "
+                              "of rank %d", label(n), bv->ndim);
+        po->kind = SS_DNN_PO_BINARY;
+        po->alg = SS_DNN_ADD;
+        po->ndim = A->nd;
+        for (int i = 0; i < A->nd; i++)
+            po->dims[i] = i < off ? 1 : bv->dims[i - off];
+    }
+    step_init(&s, ss__k_dnn, what, n);
+    if ((rc = ss_dnn_matmul_new(&d, &s.prim, err)) < 0)
+        return ss_err_wrap(err, rc, "trainer: node '%s' (%s): ", label(n),
+                           what);
+    s.n_in = bias >= 0 ? 3 : 2;
+    s.in[0] = A->v;
+    s.in[1] = B->v;
+    s.in[2] = bias;
+    s.n_out = 1;
+    s.out[0] = out;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- views ------------------------------------------------------------- */
+
+static int
+fwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    ss__tv_t *yv = &b->t->tv[y];
+
+    if (yv->numel != V(b, x)->numel)
+        return ss_err_set(err, SS_EINTERNAL, "trainer: node '%s' changes "
+                          "the element count", label(n));
+    yv->kind = SS__TV_VIEW;
+    yv->alias = x;
+    return 0;
+}
+
+static int
+bwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc;
+    ss__tv_kind_t rk;
+    int r = x;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    while (V(b, r)->kind == SS__TV_VIEW)
+        r = V(b, r)->alias;
+    rk = V(b, r)->kind;
+    if (ss__tb_grad_have(b, x) < 0 && rk != SS__TV_PARAM) {
+        /* nothing wrote dx yet: it is dy's bytes; later contributions
+         * add into them (dy has no other reader) */
+        if ((gx = ss__tv_view(b, gy, V(b, x)->ndim, V(b, x)->dims, err)) < 0)
+            return gx;
+        b->grad[x] = gx;
+        return 0;
+    }
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    return emit_copy(b, n, gy, gx, acc, err);
+}
+
+/* ---- unary ------------------------------------------------------------- */
+
+static int
+unary_code(const ss_node_t *n, float *alpha)
+{
+    static const struct { const char *op; int code; } map[] = {
+        { "Relu", SS__U_RELU }, { "LeakyRelu", SS__U_LEAKY },
+        { "Erf", SS__U_ERF }, { "Sqrt", SS__U_SQRT }, { "Tanh", SS__U_TANH },
+        { "Sigmoid", SS__U_SIGMOID }, { "Exp", SS__U_EXP },
+        { "Log", SS__U_LOG }, { "Neg", SS__U_NEG },
+        { "Reciprocal", SS__U_RECIP }, { "Abs", SS__U_ABS },
+        { "Softplus", SS__U_SOFTPLUS }, { "Gelu", SS__U_GELU },
+    };
+
+    *alpha = 0;
+    if (strcmp(n->op_type, "LeakyRelu") == 0)
+        *alpha = ss__attr_float(n, "alpha", 0.01f);
+    if (strcmp(n->op_type, "Gelu") == 0 &&
+        strcmp(ss__attr_string(n, "approximate", "none"), "tanh") == 0)
+        return SS__U_GELU_TANH;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(map[i].op, n->op_type) == 0)
+            return map[i].code;
+    return 0;
+}
+
+static int
+fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    ss__step_t s;
+
+    step_init(&s, ss__k_unary, n->op_type, n);
+    s.op = unary_code(n, &s.f[0]);
+    s.n_in = 1;
+    s.in[0] = ss__tb_in(b, n, 0);
+    s.n_out = 1;
+    s.out[0] = ss__tb_out(b, n, 0);
+    if (V(b, s.in[0])->dtype != SS_DTYPE_F32)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s) on "
+                          "non-float data", label(n), n->op_type);
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc;
+    ss__step_t s;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    step_init(&s, ss__k_unary_bwd, n->op_type, n);
+    s.op = unary_code(n, &s.f[0]);
+    s.n_in = 3;
+    s.in[0] = gy;
+    s.in[1] = x;
+    s.in[2] = y;
+    s.n_out = 1;
+    s.out[0] = gx;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- binary ------------------------------------------------------------ */
+
+static int
+binary_code(const ss_node_t *n)
+{
+    const char *op = n->op_type;
+
+    return strcmp(op, "Add") == 0 ? SS__B_ADD
+         : strcmp(op, "Sub") == 0 ? SS__B_SUB
+         : strcmp(op, "Mul") == 0 ? SS__B_MUL
+         : strcmp(op, "Div") == 0 ? SS__B_DIV
+         : SS__B_POW;
+}
+
+static int
+fwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), c = ss__tb_in(b, n, 1);
+    int y = ss__tb_out(b, n, 0);
+    int nd[2] = { V(b, a)->ndim, V(b, c)->ndim };
+    const int64_t *dd[2] = { V(b, a)->dims, V(b, c)->dims };
+    ss__step_t s;
+    int rc;
+
+    if (V(b, y)->dtype != SS_DTYPE_F32 || V(b, a)->dtype != SS_DTYPE_F32 ||
+        V(b, c)->dtype != SS_DTYPE_F32)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s) on "
+                          "non-float data", label(n), n->op_type);
+    step_init(&s, ss__k_binary, n->op_type, n);
+    s.op = binary_code(n);
+    s.n_in = 2;
+    s.in[0] = a;
+    s.in[1] = c;
+    s.n_out = 1;
+    s.out[0] = y;
+    if ((rc = bc_aux(&s, V(b, y)->ndim, V(b, y)->dims, 2, nd, dd, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), c = ss__tb_in(b, n, 1);
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    int op = binary_code(n);
+
+    if (gy < 0)
+        return 0;
+    for (int slot = 0; slot < 2; slot++) {
+        int x = slot ? c : a, gx, acc, rc;
+        int nd[3] = { V(b, a)->ndim, V(b, c)->ndim, V(b, x)->ndim };
+        const int64_t *dd[3] = { V(b, a)->dims, V(b, c)->dims,
+                                 V(b, x)->dims };
+        ss__step_t s;
+
+        if (!ss__tb_needs(b, x))
+            continue;
+        if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+            return gx;
+        /* d(a+b)/da = 1 etc.: a plain (reducing) copy */
+        if (op == SS__B_ADD || (op == SS__B_SUB && slot == 0)) {
+            if ((rc = emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims,
+                                  gx, V(b, x)->ndim, V(b, x)->dims, 1.0f,
+                                  acc, err)) < 0)
+                return rc;
+            continue;
+        }
+        if (op == SS__B_SUB) {
+            if ((rc = emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims,
+                                  gx, V(b, x)->ndim, V(b, x)->dims, -1.0f,
+                                  acc, err)) < 0)
+                return rc;
+            continue;
+        }
+        step_init(&s, ss__k_binary_bwd, n->op_type, n);
+        s.op = op;
+        s.p[0] = slot;
+        s.n_in = 4;
+        s.in[0] = gy;
+        s.in[1] = a;
+        s.in[2] = c;
+        s.in[3] = y;
+        s.n_out = 1;
+        s.out[0] = gx;
+        s.acc = acc ? 1 : 0;
+        if ((rc = bc_aux(&s, V(b, y)->ndim, V(b, y)->dims, 3, nd, dd,
+                         err)) < 0 ||
+            (rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- Gemm and MatMul --------------------------------------------------- */
+
+static int
+fwd_gemm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int c = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
+    int ta = (int)ss__attr_int(n, "transA", 0);
+    int tb = (int)ss__attr_int(n, "transB", 0);
+    mmop_t A, B;
+
+    if (ss__attr_float(n, "alpha", 1.0f) != 1.0f ||
+        (c >= 0 && ss__attr_float(n, "beta", 1.0f) != 1.0f))
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Gemm '%s' with alpha "
+                          "or beta other than 1", label(n));
+    mm_op(&A, a, 2, V(b, a)->dims, 2, ta);
+    mm_op(&B, w, 2, V(b, w)->dims, 2, tb);
+    return emit_mm(b, n, &A, &B, y, 0, c, "Gemm", err);
+}
+
+static int
+bwd_gemm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int c = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), g, acc, rc;
+    int ta = (int)ss__attr_int(n, "transA", 0);
+    int tb = (int)ss__attr_int(n, "transB", 0);
+    mmop_t X, Y;
+
+    if (gy < 0)
+        return 0;
+    if (ss__tb_needs(b, a)) {
+        if ((g = ss__tb_grad(b, a, &acc, err)) < 0)
+            return g;
+        if (!ta) {          /* dA = dY opB(B)^T */
+            mm_op(&X, gy, 2, V(b, gy)->dims, 2, 0);
+            mm_op(&Y, w, 2, V(b, w)->dims, 2, !tb);
+        } else {            /* dA = opB(B) dY^T */
+            mm_op(&X, w, 2, V(b, w)->dims, 2, tb);
+            mm_op(&Y, gy, 2, V(b, gy)->dims, 2, 1);
+        }
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "Gemm dA", err)) < 0)
+            return rc;
+    }
+    if (ss__tb_needs(b, w)) {
+        if ((g = ss__tb_grad(b, w, &acc, err)) < 0)
+            return g;
+        if (!tb) {          /* dB = opA(A)^T dY */
+            mm_op(&X, a, 2, V(b, a)->dims, 2, !ta);
+            mm_op(&Y, gy, 2, V(b, gy)->dims, 2, 0);
+        } else {            /* dB = dY^T opA(A) */
+            mm_op(&X, gy, 2, V(b, gy)->dims, 2, 1);
+            mm_op(&Y, a, 2, V(b, a)->dims, 2, ta);
+        }
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "Gemm dB", err)) < 0)
+            return rc;
+    }
+    if (c >= 0 && ss__tb_needs(b, c)) {
+        if ((g = ss__tb_grad(b, c, &acc, err)) < 0)
+            return g;
+        if ((rc = emit_reduce(b, n, gy, 2, V(b, gy)->dims, g, V(b, c)->ndim,
+                              V(b, c)->dims, 1.0f, acc, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int
+matmul_ranks(ss__tb_t *b, const ss_node_t *n, int a, int w, int *nd,
+             ss_err_t *err)
+{
+    int ra = V(b, a)->ndim, rb = V(b, w)->ndim;
+
+    if (ra < 2 || rb < 2)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: MatMul '%s' with a "
+                          "1-D operand", label(n));
+    *nd = ra > rb ? ra : rb;
+    if (*nd > SS_DNN_MAX_DIMS)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: MatMul '%s' of rank "
+                          "%d", label(n), *nd);
+    return 0;
+}
+
+static int
+fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int y = ss__tb_out(b, n, 0), nd, rc;
+    mmop_t A, B;
+
+    if ((rc = matmul_ranks(b, n, a, w, &nd, err)) < 0)
+        return rc;
+    mm_op(&A, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
+    mm_op(&B, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
+    return emit_mm(b, n, &A, &B, y, 0, -1, "MatMul", err);
+}
+
+/* out (shape od, numpy-aligned) gets the sum over the batch dims it
+ * broadcasts of X x Y, computed batch by batch into a temporary. */
+static int
+mm_reduced(ss__tb_t *b, const ss_node_t *n, const mmop_t *X, const mmop_t *Y,
+           int nd, const int64_t *bdims, int out, int acc, int ond,
+           const int64_t *od, ss_err_t *err)
+{
+    int64_t td[SS_DNN_MAX_DIMS];
+    int tmp, rc;
+
+    memcpy(td, bdims, sizeof(int64_t) * (size_t)(nd - 2));
+    td[nd - 2] = X->dims[nd - 2];
+    td[nd - 1] = Y->dims[nd - 1];
+    if ((tmp = ss__tv_new(b, SS_DTYPE_F32, nd, td, err)) < 0)
+        return tmp;
+    if ((rc = emit_mm(b, n, X, Y, tmp, 0, -1, "MatMul' batches", err)) < 0)
+        return rc;
+    return emit_reduce(b, n, tmp, nd, td, out, ond, od, 1.0f, acc, err);
+}
+
+static int
+bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    int nd, rc, g, acc, i;
+    mmop_t X, Y, O;
+
+    if (gy < 0)
+        return 0;
+    if ((rc = matmul_ranks(b, n, a, w, &nd, err)) < 0)
+        return rc;
+    mm_op(&O, y, nd, V(b, y)->dims, V(b, y)->ndim, 0);
+    if (ss__tb_needs(b, a)) {
+        int bcast = 0;
+
+        mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
+        for (i = 0; i < nd - 2; i++)
+            bcast |= X.dims[i] != O.dims[i];
+        if ((g = ss__tb_grad(b, a, &acc, err)) < 0)
+            return g;
+        mm_op(&X, gy, nd, V(b, gy)->dims, V(b, gy)->ndim, 0);
+        mm_op(&Y, w, nd, V(b, w)->dims, V(b, w)->ndim, 1);
+        if (bcast) {
+            /* every batch's product, then the sum over broadcast ones */
+            if ((rc = mm_reduced(b, n, &X, &Y, nd, O.dims, g, acc,
+                                 V(b, a)->ndim, V(b, a)->dims, err)) < 0)
+                return rc;
+        } else if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "MatMul dA",
+                                 err)) < 0) {
+            return rc;
+        }
+    }
+    if (ss__tb_needs(b, w)) {
+        int same = 1, ones = 1;
+
+        mm_op(&Y, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
+        mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
+        for (i = 0; i < nd - 2; i++) {
+            same &= Y.dims[i] == O.dims[i];
+            ones &= Y.dims[i] == 1 && X.dims[i] == O.dims[i];
+        }
+        if ((g = ss__tb_grad(b, w, &acc, err)) < 0)
+            return g;
+        if (same) {         /* dB = A^T dY, batch by batch */
+            mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 1);
+            mm_op(&Y, gy, nd, V(b, gy)->dims, V(b, gy)->ndim, 0);
+        } else if (ones) {  /* a shared weight: rows of every batch */
+            int64_t r = V(b, a)->numel / V(b, a)->dims[V(b, a)->ndim - 1];
+            int64_t ad[2] = { r, V(b, a)->dims[V(b, a)->ndim - 1] };
+            int64_t yd[2] = { r, V(b, gy)->dims[V(b, gy)->ndim - 1] };
+
+            mm_op(&X, a, 2, ad, 2, 1);
+            mm_op(&Y, gy, 2, yd, 2, 0);
+        } else {
+            mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 1);
+            mm_op(&Y, gy, nd, V(b, gy)->dims, V(b, gy)->ndim, 0);
+            return mm_reduced(b, n, &X, &Y, nd, O.dims, g, acc,
+                              V(b, w)->ndim, V(b, w)->dims, err);
+        }
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "MatMul dB", err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- Softmax ----------------------------------------------------------- */
+
+static int
+softmax_geom(ss__tb_t *b, const ss_node_t *n, int x, int64_t *p,
+             ss_err_t *err)
+{
+    const ss__tv_t *xv = V(b, x);
+    int r = xv->ndim;
+    int64_t axis = ss__attr_int(n, "axis", b->g->opset >= 13 ? -1 : 1);
+
+    if (axis < 0)
+        axis += r;
+    if (axis < 0 || axis >= r)
+        return ss_err_set(err, SS_EINVAL, "trainer: node '%s': axis out of "
+                          "range", label(n));
+    p[0] = prod(xv->dims, 0, (int)axis);
+    if (b->g->opset >= 13) {
+        p[1] = xv->dims[axis];
+        p[2] = prod(xv->dims, (int)axis + 1, r);
+    } else {
+        p[1] = prod(xv->dims, (int)axis, r);
+        p[2] = 1;
+    }
+    return 0;
+}
+
+static int
+fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    ss__step_t s;
+    int rc;
+
+    step_init(&s, ss__k_softmax, n->op_type, n);
+    s.op = strcmp(n->op_type, "LogSoftmax") == 0;
+    s.n_in = 1;
+    s.in[0] = ss__tb_in(b, n, 0);
+    s.n_out = 1;
+    s.out[0] = ss__tb_out(b, n, 0);
+    if ((rc = softmax_geom(b, n, s.in[0], s.p, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    ss__step_t s;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    step_init(&s, ss__k_softmax_bwd, n->op_type, n);
+    s.op = strcmp(n->op_type, "LogSoftmax") == 0;
+    s.n_in = 2;
+    s.in[0] = gy;
+    s.in[1] = y;
+    s.n_out = 1;
+    s.out[0] = gx;
+    s.acc = acc ? 1 : 0;
+    if ((rc = softmax_geom(b, n, x, s.p, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- LayerNormalization -------------------------------------------------- */
+
+static int
+fwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0);
+    const ss__tv_t *xv = V(b, x);
+    int64_t axis = ss__attr_int(n, "axis", -1);
+    int64_t rows, cols;
+    ss__step_t s;
+    int mean, rstd, rc, sv[2];
+
+    if (axis < 0)
+        axis += xv->ndim;
+    if (axis < 0 || axis >= xv->ndim)
+        return ss_err_set(err, SS_EINVAL, "trainer: node '%s': axis out of "
+                          "range", label(n));
+    rows = prod(xv->dims, 0, (int)axis);
+    cols = prod(xv->dims, (int)axis, xv->ndim);
+    for (int k = 1; k < 3; k++) {
+        int v = ss__tb_in(b, n, k);
+
+        if (v >= 0 && V(b, v)->numel != cols)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: LayerNormalization "
+                              "'%s' with a broadcast scale or bias",
+                              label(n));
+    }
+    if ((mean = ss__tb_out(b, n, 1)) < 0 &&
+        (mean = ss__tv_new(b, SS_DTYPE_F32, 1, &rows, err)) < 0)
+        return mean;
+    if ((rstd = ss__tb_out(b, n, 2)) < 0 &&
+        (rstd = ss__tv_new(b, SS_DTYPE_F32, 1, &rows, err)) < 0)
+        return rstd;
+    step_init(&s, ss__k_layernorm, "LayerNormalization", n);
+    s.n_in = 3;
+    s.in[0] = x;
+    s.in[1] = ss__tb_in(b, n, 1);
+    s.in[2] = ss__tb_in(b, n, 2);
+    s.n_out = 3;
+    s.out[0] = ss__tb_out(b, n, 0);
+    s.out[1] = mean;
+    s.out[2] = rstd;
+    s.p[0] = rows;
+    s.p[1] = cols;
+    s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
+    sv[0] = mean;
+    sv[1] = rstd;
+    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int idx = ss__tb_node_index(b, n);
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    ss__step_t s;
+    int k, any = 0;
+
+    if (gy < 0)
+        return 0;
+    step_init(&s, ss__k_layernorm_bwd, "LayerNormalization'", n);
+    s.n_in = 5;
+    s.in[0] = gy;
+    s.in[1] = ss__tb_in(b, n, 0);
+    s.in[2] = ss__tb_in(b, n, 1);
+    s.in[3] = ss__tb_saved(b, idx, 0);
+    s.in[4] = ss__tb_saved(b, idx, 1);
+    s.n_out = 3;
+    for (k = 0; k < 3; k++) {
+        int v = ss__tb_in(b, n, k), acc;
+
+        s.out[k] = -1;
+        if (v < 0 || !ss__tb_needs(b, v))
+            continue;
+        if ((s.out[k] = ss__tb_grad(b, v, &acc, err)) < 0)
+            return s.out[k];
+        s.acc |= acc ? 1u << k : 0;
+        any = 1;
+    }
+    s.p[0] = V(b, s.in[3])->numel;
+    s.p[1] = V(b, s.in[1])->numel / s.p[0];
+    return any ? ss__step_add(b, &s, err) : 0;
+}
+
+/* ---- BatchNormalization -------------------------------------------------- */
+
+static int
+fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0);
+    const ss__tv_t *xv = V(b, x);
+    int64_t c = xv->ndim >= 2 ? xv->dims[1] : 1;
+    ss__step_t s;
+    int mean, rstd, rc, sv[2];
+
+    if (xv->ndim < 2 || n->n_inputs < 5 ||
+        ss__attr_int(n, "training_mode", 0) != 0)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: BatchNormalization "
+                          "'%s' is not an inference-mode node with 5 "
+                          "inputs", label(n));
+    for (int k = 1; k < 5; k++) {
+        int v = ss__tb_in(b, n, k);
+
+        if (v < 0 || V(b, v)->numel != c)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: BatchNormalization"
+                              " '%s': input %d is not per channel", label(n),
+                              k);
+        if (k >= 3 && V(b, v)->kind != SS__TV_STATE &&
+            V(b, v)->kind != SS__TV_CONST)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: BatchNormalization"
+                              " '%s': statistics that are not initializers",
+                              label(n));
+    }
+    if ((mean = ss__tv_new(b, SS_DTYPE_F32, 1, &c, err)) < 0 ||
+        (rstd = ss__tv_new(b, SS_DTYPE_F32, 1, &c, err)) < 0)
+        return mean < 0 ? mean : rstd;
+    step_init(&s, ss__k_batchnorm, "BatchNormalization", n);
+    s.n_in = 5;
+    for (int k = 0; k < 5; k++)
+        s.in[k] = ss__tb_in(b, n, k);
+    s.n_out = 3;
+    s.out[0] = ss__tb_out(b, n, 0);
+    s.out[1] = mean;
+    s.out[2] = rstd;
+    s.op = b->t->o.bn;
+    s.p[0] = xv->dims[0];
+    s.p[1] = c;
+    s.p[2] = prod(xv->dims, 2, xv->ndim);
+    s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
+    s.f[1] = ss__attr_float(n, "momentum", 0.9f);
+    sv[0] = mean;
+    sv[1] = rstd;
+    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
+        return rc;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int idx = ss__tb_node_index(b, n);
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    ss__step_t s;
+    int k, any = 0;
+
+    if (gy < 0)
+        return 0;
+    step_init(&s, ss__k_batchnorm_bwd, "BatchNormalization'", n);
+    s.n_in = 5;
+    s.in[0] = gy;
+    s.in[1] = ss__tb_in(b, n, 0);
+    s.in[2] = ss__tb_in(b, n, 1);
+    s.in[3] = ss__tb_saved(b, idx, 0);
+    s.in[4] = ss__tb_saved(b, idx, 1);
+    s.n_out = 3;
+    for (k = 0; k < 3; k++) {
+        int v = ss__tb_in(b, n, k), acc;
+
+        s.out[k] = -1;
+        if (v < 0 || !ss__tb_needs(b, v))
+            continue;
+        if ((s.out[k] = ss__tb_grad(b, v, &acc, err)) < 0)
+            return s.out[k];
+        s.acc |= acc ? 1u << k : 0;
+        any = 1;
+    }
+    s.op = b->t->o.bn;
+    s.p[0] = V(b, s.in[1])->dims[0];
+    s.p[1] = V(b, s.in[1])->dims[1];
+    s.p[2] = prod(V(b, s.in[1])->dims, 2, V(b, s.in[1])->ndim);
+    return any ? ss__step_add(b, &s, err) : 0;
+}
+
+/* ---- Conv ------------------------------------------------------------- */
+
+/* p[] of im2col/col2im: N C H W G KH KW OH OW sh sw pt pl dh dw */
+static int
+conv_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    const ss__tv_t *xv = V(b, x), *wv = V(b, w);
+    int64_t g = ss__attr_int(n, "group", 1);
+    ss_window_t win;
+    int rc;
+
+    if (xv->ndim != 4 || wv->ndim != 4)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Conv '%s' is not 2-D",
+                          label(n));
+    if ((rc = ss__ops_window(n, 2, xv->dims + 2, wv->dims + 2, false, &win,
+                             err)) < 0)
+        return rc;
+    p[0] = xv->dims[0];
+    p[1] = xv->dims[1];
+    p[2] = xv->dims[2];
+    p[3] = xv->dims[3];
+    p[4] = g;
+    p[5] = wv->dims[2];
+    p[6] = wv->dims[3];
+    p[7] = win.out[0];
+    p[8] = win.out[1];
+    p[9] = win.s[0];
+    p[10] = win.s[1];
+    p[11] = win.pb[0];
+    p[12] = win.pb[1];
+    p[13] = win.d[0];
+    p[14] = win.d[1];
+    if (g < 1 || p[1] % g || wv->dims[0] % g || wv->dims[1] * g != p[1])
+        return ss_err_set(err, SS_EINVAL, "trainer: Conv '%s': bad group",
+                          label(n));
+    return 0;
+}
+
+static int
+fwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
+    int64_t p[15], oc = V(b, w)->dims[0], g, kg, np, cd[3], yd[3];
+    int col, yt, rc;
+    ss__step_t s;
+    mmop_t A, B;
+
+    if ((rc = conv_geom(b, n, p, err)) < 0)
+        return rc;
+    g = p[4];
+    kg = p[1] / g * p[5] * p[6];
+    np = p[0] * p[7] * p[8];
+    cd[0] = g; cd[1] = kg; cd[2] = np;
+    yd[0] = g; yd[1] = oc / g; yd[2] = np;
+    if ((col = ss__tv_new(b, SS_DTYPE_F32, 3, cd, err)) < 0 ||
+        (yt = ss__tv_new(b, SS_DTYPE_F32, 3, yd, err)) < 0)
+        return col < 0 ? col : yt;
+    step_init(&s, ss__k_im2col, "Conv im2col", n);
+    memcpy(s.p, p, sizeof(p));
+    s.n_in = 1;
+    s.in[0] = x;
+    s.n_out = 1;
+    s.out[0] = col;
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    {
+        int64_t wd[3] = { g, oc / g, kg };
+
+        mm_op(&A, w, 3, wd, 3, 0);
+        mm_op(&B, col, 3, cd, 3, 0);
+        if ((rc = emit_mm(b, n, &A, &B, yt, 0, -1, "Conv", err)) < 0)
+            return rc;
+    }
+    /* [OC][N][P] -> [N][OC][P], adding the bias */
+    step_init(&s, ss__k_chw_swap, "Conv layout", n);
+    s.n_in = 2;
+    s.in[0] = yt;
+    s.in[1] = bias;
+    s.n_out = 1;
+    s.out[0] = y;
+    s.p[0] = oc;
+    s.p[1] = p[0];
+    s.p[2] = p[7] * p[8];
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    return ss__tb_save(b, ss__tb_node_index(b, n), &col, 1, err);
+}
+
+static int
+bwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), col;
+    int64_t p[15], oc = V(b, w)->dims[0], g, kg, np, yd[3], cd[3], wd[3];
+    int gyt, g2, acc, rc;
+    ss__step_t s;
+    mmop_t A, B;
+
+    if (gy < 0)
+        return 0;
+    if ((rc = conv_geom(b, n, p, err)) < 0)
+        return rc;
+    col = ss__tb_saved(b, ss__tb_node_index(b, n), 0);
+    g = p[4];
+    kg = p[1] / g * p[5] * p[6];
+    np = p[0] * p[7] * p[8];
+    yd[0] = g; yd[1] = oc / g; yd[2] = np;
+    cd[0] = g; cd[1] = kg; cd[2] = np;
+    wd[0] = g; wd[1] = oc / g; wd[2] = kg;
+    if ((gyt = ss__tv_new(b, SS_DTYPE_F32, 3, yd, err)) < 0)
+        return gyt;
+    step_init(&s, ss__k_chw_swap, "Conv' layout", n);
+    s.n_in = 1;
+    s.in[0] = gy;
+    s.in[1] = -1;
+    s.n_out = 1;
+    s.out[0] = gyt;
+    s.p[0] = p[0];
+    s.p[1] = oc;
+    s.p[2] = p[7] * p[8];
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    if (bias >= 0 && ss__tb_needs(b, bias)) {
+        int64_t fd[2] = { oc, np }, bd[2] = { oc, 1 };
+
+        if ((g2 = ss__tb_grad(b, bias, &acc, err)) < 0)
+            return g2;
+        if ((rc = emit_reduce(b, n, gyt, 2, fd, g2, 2, bd, 1.0f, acc,
+                              err)) < 0)
+            return rc;
+    }
+    if (ss__tb_needs(b, w)) {
+        if ((g2 = ss__tb_grad(b, w, &acc, err)) < 0)
+            return g2;
+        mm_op(&A, gyt, 3, yd, 3, 0);
+        mm_op(&B, col, 3, cd, 3, 1);
+        if ((rc = emit_mm(b, n, &A, &B, g2, acc, -1, "Conv dW", err)) < 0)
+            return rc;
+    }
+    if (ss__tb_needs(b, x)) {
+        int dcol;
+
+        if ((dcol = ss__tv_new(b, SS_DTYPE_F32, 3, cd, err)) < 0)
+            return dcol;
+        mm_op(&A, w, 3, wd, 3, 1);
+        mm_op(&B, gyt, 3, yd, 3, 0);
+        if ((rc = emit_mm(b, n, &A, &B, dcol, 0, -1, "Conv dX", err)) < 0)
+            return rc;
+        if ((g2 = ss__tb_grad(b, x, &acc, err)) < 0)
+            return g2;
+        step_init(&s, ss__k_col2im, "Conv col2im", n);
+        memcpy(s.p, p, sizeof(p));
+        s.n_in = 1;
+        s.in[0] = dcol;
+        s.n_out = 1;
+        s.out[0] = g2;
+        s.acc = acc ? 1 : 0;
+        if ((rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- pooling ----------------------------------------------------------- */
+
+/* p[]: planes H W OH OW KH KW sh sw pt pl dh dw; op: 0 max, 1 avg
+ * excluding pads, 2 avg including them. */
+static int
+pool_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, int *op,
+          ss_err_t *err)
+{
+    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
+    bool global = strncmp(n->op_type, "Global", 6) == 0;
+    const int64_t *ks = NULL;
+    int64_t k[2];
+    ss_window_t win;
+    int rc;
+
+    if (xv->ndim != 4)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: %s '%s' is not 2-D",
+                          n->op_type, label(n));
+    *op = strstr(n->op_type, "Max") ? 0
+        : ss__attr_int(n, "count_include_pad", 0) ? 2 : 1;
+    if (global) {
+        k[0] = xv->dims[2];
+        k[1] = xv->dims[3];
+        memset(&win, 0, sizeof(win));
+        win.k[0] = k[0]; win.k[1] = k[1];
+        win.s[0] = win.s[1] = win.d[0] = win.d[1] = 1;
+        win.out[0] = win.out[1] = 1;
+    } else {
+        if (ss__attr_ints(n, "kernel_shape", &ks) != 2)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: %s '%s' without a "
+                              "2-D kernel_shape", n->op_type, label(n));
+        if ((rc = ss__ops_window(n, 2, xv->dims + 2, ks,
+                                 ss__attr_int(n, "ceil_mode", 0) != 0, &win,
+                                 err)) < 0)
+            return rc;
+    }
+    p[0] = xv->dims[0] * xv->dims[1];
+    p[1] = xv->dims[2];
+    p[2] = xv->dims[3];
+    p[3] = win.out[0];
+    p[4] = win.out[1];
+    p[5] = win.k[0];
+    p[6] = win.k[1];
+    p[7] = win.s[0];
+    p[8] = win.s[1];
+    p[9] = win.pb[0];
+    p[10] = win.pb[1];
+    p[11] = win.d[0];
+    p[12] = win.d[1];
+    return 0;
+}
+
+static int
+fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    ss__step_t s;
+    int rc, arg = -1;
+
+    step_init(&s, ss__k_pool, n->op_type, n);
+    if ((rc = pool_geom(b, n, s.p, &s.op, err)) < 0)
+        return rc;
+    if (ss__tb_out(b, n, 1) >= 0)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: MaxPool '%s' with "
+                          "Indices", label(n));
+    if (s.op == 0) {
+        const ss__tv_t *yv = V(b, ss__tb_out(b, n, 0));
+
+        if ((arg = ss__tv_new(b, SS_DTYPE_I32, yv->ndim, yv->dims, err)) < 0)
+            return arg;
+        if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), &arg, 1,
+                              err)) < 0)
+            return rc;
+    }
+    s.n_in = 1;
+    s.in[0] = ss__tb_in(b, n, 0);
+    s.n_out = 2;
+    s.out[0] = ss__tb_out(b, n, 0);
+    s.out[1] = arg;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    ss__step_t s;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    step_init(&s, ss__k_pool_bwd, n->op_type, n);
+    if ((rc = pool_geom(b, n, s.p, &s.op, err)) < 0)
+        return rc;
+    s.n_in = 2;
+    s.in[0] = gy;
+    s.in[1] = s.op == 0 ? ss__tb_saved(b, ss__tb_node_index(b, n), 0) : -1;
+    s.n_out = 1;
+    s.out[0] = gx;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- Transpose ---------------------------------------------------------- */
+
+/* aux for k_transpose: int64 [0] nd, [1..8] in dims, [9..16] perm */
+static int
+transpose_step(ss__tb_t *b, const ss_node_t *n, int x, const int64_t *perm,
+               int y, int acc, ss_err_t *err)
+{
+    const ss__tv_t *xv = V(b, x);
+    ss__step_t s;
+
+    step_init(&s, ss__k_transpose, "Transpose", n);
+    s.p[0] = xv->ndim;
+    for (int i = 0; i < xv->ndim; i++) {
+        s.p[1 + i] = xv->dims[i];
+        s.p[9 + i] = perm[i];
+    }
+    s.n_in = 1;
+    s.in[0] = x;
+    s.n_out = 1;
+    s.out[0] = y;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+read_perm(ss__tb_t *b, const ss_node_t *n, int r, int64_t *perm,
+          ss_err_t *err)
+{
+    const int64_t *pv;
+    int np = ss__attr_ints(n, "perm", &pv);
+
+    if (r > 8)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Transpose '%s' of rank "
+                          "%d", label(n), r);
+    for (int i = 0; i < r; i++)
+        perm[i] = np < 0 ? r - 1 - i : pv[i];
+    (void)b;
+    return 0;
+}
+
+static int
+fwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0);
+    int64_t perm[8];
+    int rc;
+
+    if ((rc = read_perm(b, n, V(b, x)->ndim, perm, err)) < 0)
+        return rc;
+    return transpose_step(b, n, x, perm, ss__tb_out(b, n, 0), 0, err);
+}
+
+static int
+bwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc, r = V(b, x)->ndim, rc;
+    int64_t perm[8], inv[8];
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((rc = read_perm(b, n, r, perm, err)) < 0)
+        return rc;
+    for (int i = 0; i < r; i++)
+        inv[perm[i]] = i;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    return transpose_step(b, n, gy, inv, gx, acc, err);
+}
+
+/* ---- Gather ----------------------------------------------------------- */
+
+static int
+bwd_gather(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), ix = ss__tb_in(b, n, 1);
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y), gx, acc;
+    const ss__tv_t *xv = V(b, x);
+    int64_t axis = ss__attr_int(n, "axis", 0);
+    ss__step_t s;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if (axis < 0)
+        axis += xv->ndim;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    step_init(&s, ss__k_gather_bwd, "Gather'", n);
+    s.n_in = 2;
+    s.in[0] = gy;
+    s.in[1] = ix;
+    s.n_out = 1;
+    s.out[0] = gx;
+    s.acc = acc ? 1 : 0;
+    s.p[0] = prod(xv->dims, 0, (int)axis);
+    s.p[1] = xv->dims[axis];
+    s.p[2] = prod(xv->dims, (int)axis + 1, xv->ndim);
+    s.p[3] = V(b, ix)->numel;
+    return ss__step_add(b, &s, err);
+}
+
+/* ---- ReduceMean / ReduceSum ----------------------------------------------- */
+
+/* The input's shape with reduced axes as 1 (keepdims) and the count. */
+static int
+reduce_geom(ss__tb_t *b, const ss_node_t *n, int64_t *kd, int64_t *count,
+            ss_err_t *err)
+{
+    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
+    int64_t axes[SS_MAX_DIMS];
+    int na = -1, r = xv->ndim, i;
+    const int64_t *av;
+    int ai = ss__tb_in(b, n, 1);
+
+    if (ai >= 0) {
+        const ss__tv_t *a = V(b, ai);
+
+        if (a->kind != SS__TV_CONST || a->numel > SS_MAX_DIMS)
+            return ss_err_set(err, SS_EUNSUPP, "trainer: %s '%s' with axes "
+                              "not constant", n->op_type, label(n));
+        na = (int)a->numel;
+        for (i = 0; i < na; i++)
+            axes[i] = ((const int64_t *)a->cdata->data)[i];
+    } else if ((na = ss__attr_ints(n, "axes", &av)) >= 0) {
+        if (na > SS_MAX_DIMS)
+            return ss_err_set(err, SS_EINVAL, "trainer: %s '%s': too many "
+                              "axes", n->op_type, label(n));
+        for (i = 0; i < na; i++)
+            axes[i] = av[i];
+    }
+    memcpy(kd, xv->dims, sizeof(int64_t) * (size_t)r);
+    *count = 1;
+    if (na <= 0) {
+        if (na == 0 && ss__attr_int(n, "noop_with_empty_axes", 0))
+            return 0;
+        for (i = 0; i < r; i++) {
+            *count *= kd[i];
+            kd[i] = 1;
+        }
+        return 0;
+    }
+    for (i = 0; i < na; i++) {
+        int64_t a = axes[i] < 0 ? axes[i] + r : axes[i];
+
+        if (a < 0 || a >= r)
+            return ss_err_set(err, SS_EINVAL, "trainer: %s '%s': axis out "
+                              "of range", n->op_type, label(n));
+        if (kd[a] != 1 || xv->dims[a] == 1) {
+            *count *= kd[a];
+            kd[a] = 1;
+        }
+    }
+    return 0;
+}
+
+static int
+fwd_reduce(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0), rc;
+    int64_t kd[SS_MAX_DIMS], count;
+    float scale;
+
+    if ((rc = reduce_geom(b, n, kd, &count, err)) < 0)
+        return rc;
+    scale = strcmp(n->op_type, "ReduceMean") == 0 ? 1.0f / (float)count
+                                                  : 1.0f;
+    return emit_reduce(b, n, x, V(b, x)->ndim, V(b, x)->dims, y,
+                       V(b, x)->ndim, kd, scale, 0, err);
+}
+
+static int
+bwd_reduce(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int64_t kd[SS_MAX_DIMS], count;
+    float scale;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((rc = reduce_geom(b, n, kd, &count, err)) < 0)
+        return rc;
+    scale = strcmp(n->op_type, "ReduceMean") == 0 ? 1.0f / (float)count
+                                                  : 1.0f;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    return emit_expand(b, n, gy, V(b, x)->ndim, kd, gx, V(b, x)->ndim,
+                       V(b, x)->dims, scale, acc, err);
+}
+
+/* ---- Expand ------------------------------------------------------------ */
+
+static int
+fwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+
+    return emit_expand(b, n, x, V(b, x)->ndim, V(b, x)->dims, y,
+                       V(b, y)->ndim, V(b, y)->dims, 1.0f, 0, err);
+}
+
+static int
+bwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc;
+
+    if (!ss__tb_needs(b, x) || gy < 0)
+        return 0;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+        return gx;
+    return emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims, gx,
+                       V(b, x)->ndim, V(b, x)->dims, 1.0f, acc, err);
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+#define D0 1u
+#define D01 3u
+#define D012 7u
+
+static const ss__rule_t rules[] = {
+    /* op                diff  forward          backward */
+    { "Add",             D01,  fwd_binary,      bwd_binary },
+    { "Sub",             D01,  fwd_binary,      bwd_binary },
+    { "Mul",             D01,  fwd_binary,      bwd_binary },
+    { "Div",             D01,  fwd_binary,      bwd_binary },
+    { "Pow",             D01,  fwd_binary,      bwd_binary },
+    { "Relu",            D0,   fwd_unary,       bwd_unary },
+    { "LeakyRelu",       D0,   fwd_unary,       bwd_unary },
+    { "Erf",             D0,   fwd_unary,       bwd_unary },
+    { "Sqrt",            D0,   fwd_unary,       bwd_unary },
+    { "Tanh",            D0,   fwd_unary,       bwd_unary },
+    { "Sigmoid",         D0,   fwd_unary,       bwd_unary },
+    { "Exp",             D0,   fwd_unary,       bwd_unary },
+    { "Log",             D0,   fwd_unary,       bwd_unary },
+    { "Neg",             D0,   fwd_unary,       bwd_unary },
+    { "Reciprocal",      D0,   fwd_unary,       bwd_unary },
+    { "Abs",             D0,   fwd_unary,       bwd_unary },
+    { "Softplus",        D0,   fwd_unary,       bwd_unary },
+    { "Gelu",            D0,   fwd_unary,       bwd_unary },
+    { "Gemm",            D012, fwd_gemm,        bwd_gemm },
+    { "MatMul",          D01,  fwd_matmul,      bwd_matmul },
+    { "Conv",            D012, fwd_conv,        bwd_conv },
+    { "Softmax",         D0,   fwd_softmax,     bwd_softmax },
+    { "LogSoftmax",      D0,   fwd_softmax,     bwd_softmax },
+    { "LayerNormalization", D012, fwd_layernorm, bwd_layernorm },
+    { "BatchNormalization", D012, fwd_batchnorm, bwd_batchnorm },
+    { "MaxPool",         D0,   fwd_pool,        bwd_pool },
+    { "AveragePool",     D0,   fwd_pool,        bwd_pool },
+    { "GlobalAveragePool", D0, fwd_pool,        bwd_pool },
+    { "Transpose",       D0,   fwd_transpose,   bwd_transpose },
+    { "Gather",          D0,   NULL,            bwd_gather },
+    { "ReduceMean",      D0,   fwd_reduce,      bwd_reduce },
+    { "ReduceSum",       D0,   fwd_reduce,      bwd_reduce },
+    { "Expand",          D0,   fwd_expand,      bwd_expand },
+    { "Reshape",         D0,   fwd_view,        bwd_view },
+    { "Flatten",         D0,   fwd_view,        bwd_view },
+    { "Squeeze",         D0,   fwd_view,        bwd_view },
+    { "Unsqueeze",       D0,   fwd_view,        bwd_view },
+    { "Identity",        D0,   fwd_view,        bwd_view },
+    { "Dropout",         D0,   fwd_view,        bwd_view },
+};
+
+const ss__rule_t *
+ss__rules(int *n)
+{
+    *n = (int)(sizeof(rules) / sizeof(rules[0]));
+    return rules;
+}
+
+const ss__rule_t *
+ss__rule_find(const char *op)
+{
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+        if (strcmp(rules[i].op, op) == 0)
+            return &rules[i];
+    return NULL;
+}

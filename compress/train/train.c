@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The trainer's public calls (train.h): running the training graph that
+ * build.c made, the optimizer step, parameter access and export.
+ *
+ * A step copies the batch into the trainer's own input buffers (the
+ * steps' pointers are fixed at build time, and a copy of a batch is
+ * noise next to its forward and backward), runs every step in order, and
+ * updates the parameters.  Sophia's Hessian estimate, every k steps, is
+ * one extra forward and backward on labels sampled from the model (the
+ * forward is run again rather than kept, because the arena reuses
+ * forward values once the backward has read them).
+ *
+ * THREADS: [worker]; a trainer belongs to one thread at a time.
+ */
+
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/train/internal.h"
+#include "engine/ir/edit.h"
+
+static int
+run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
+{
+    if (t->o.threads > 0)
+        omp_set_num_threads(t->o.threads);
+    for (int i = from; i < to; i++) {
+        const ss__step_t *s = &t->steps[i];
+        int rc = s->fn(t, s, err);
+
+        if (rc < 0) {
+            const char *nm = s->node && s->node->name[0] ? s->node->name
+                                                         : "-";
+            return ss_err_wrap(err, rc, "training step %d (%s, node '%s'): ",
+                               i, s->what, nm);
+        }
+    }
+    return 0;
+}
+
+static int
+same_shape(const ss_tensor_t *a, const ss__tv_t *v)
+{
+    if (a->ndim != v->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->dims[i] != v->dims[i])
+            return 0;
+    return 1;
+}
+
+static int
+copy_inputs(ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
+{
+    for (int i = 0; i < t->n_inputs; i++) {
+        ss__tv_t *v = &t->tv[t->input_tv[i]];
+
+        if (in[i].dtype != v->dtype || !same_shape(&in[i], v) ||
+            in[i].data == NULL)
+            return ss_err_set(err, SS_EINVAL, "training: input '%s' is not "
+                              "of the shape the trainer was built for",
+                              v->name);
+        memcpy(v->data, in[i].data, v->bytes);
+    }
+    return 0;
+}
+
+static int
+copy_batch(ss__tr_t *t, const ss_train_batch_t *b, ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = copy_inputs(t, b->inputs, err)) < 0)
+        return rc;
+    if (t->labels_tv >= 0 && t->o.loss != SS_LOSS_KL &&
+        t->o.loss != SS_LOSS_MSE) {
+        ss__tv_t *v = &t->tv[t->labels_tv];
+        const ss_tensor_t *l = b->labels;
+        int64_t classes = t->tv[t->out_tv].dims[t->tv[t->out_tv].ndim - 1];
+        int64_t *dst = v->data;
+
+        if (l == NULL || l->data == NULL || ss_tensor_numel(l) != v->numel ||
+            (l->dtype != SS_DTYPE_I64 && l->dtype != SS_DTYPE_I32))
+            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
+                              "%lld integer labels", (long long)v->numel);
+        for (int64_t i = 0; i < v->numel; i++) {
+            int64_t y = l->dtype == SS_DTYPE_I64
+                      ? ((const int64_t *)l->data)[i]
+                      : ((const int32_t *)l->data)[i];
+
+            if (y < 0 || y >= classes)
+                return ss_err_set(err, SS_EINVAL, "training: label %lld of "
+                                  "row %lld is not a class of %lld",
+                                  (long long)y, (long long)i,
+                                  (long long)classes);
+            dst[i] = y;
+        }
+    }
+    if (t->teacher_tv >= 0) {
+        ss__tv_t *v = &t->tv[t->teacher_tv];
+        const ss_tensor_t *tt = b->teacher;
+
+        if (tt == NULL || tt->data == NULL || tt->dtype != SS_DTYPE_F32 ||
+            ss_tensor_numel(tt) != v->numel)
+            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
+                              "f32 teacher outputs of %lld elements",
+                              (long long)v->numel);
+        memcpy(v->data, tt->data, v->bytes);
+    }
+    return 0;
+}
+
+/* Sophia: h = b2 h + (1 - b2) g^2 from a backward on sampled labels. */
+static int
+hessian(ss__tr_t *t, ss_err_t *err)
+{
+    float b2 = (float)t->o.beta2, *h = t->v, *g = t->gr;
+    int64_t n = t->flat, i;
+    int rc;
+
+    t->sample_labels = 1;
+    rc = run_steps(t, 0, t->n_steps, err);
+    t->sample_labels = 0;
+    if (rc < 0)
+        return rc;
+#pragma omp parallel for schedule(static) if (n > 16384)
+    for (i = 0; i < n; i++)
+        h[i] = b2 * h[i] + (1.0f - b2) * g[i] * g[i];
+    return 0;
+}
+
+int
+ss_train_grads_compute(ss_train_t *t, const ss_train_batch_t *b,
+                       double *loss, ss_err_t *err)
+{
+    int rc;
+
+    if (loss)
+        *loss = 0;
+    if ((rc = copy_batch(t, b, err)) < 0)
+        return rc;
+    if (t->o.opt == SS_OPT_SOPHIA && t->step % t->o.hessian_every == 0 &&
+        (rc = hessian(t, err)) < 0)
+        return rc;
+    if ((rc = run_steps(t, 0, t->n_steps, err)) < 0)
+        return rc;
+    if (loss)
+        *loss = ss__loss_value(t);
+    return 0;
+}
+
+int
+ss_train_apply(ss_train_t *t, ss_err_t *err)
+{
+    if (t->o.threads > 0)
+        omp_set_num_threads(t->o.threads);
+    return ss__optim_step(t, err);
+}
+
+int
+ss_train_step(ss_train_t *t, const ss_train_batch_t *b, double *loss,
+              ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = ss_train_grads_compute(t, b, loss, err)) < 0)
+        return rc;
+    return ss_train_apply(t, err);
+}
+
+int
+ss_train_forward(ss_train_t *t, const ss_tensor_t *inputs, float *out,
+                 ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = copy_inputs(t, inputs, err)) < 0)
+        return rc;
+    t->infer_bn = 1;
+    rc = run_steps(t, 0, t->n_fwd, err);
+    t->infer_bn = 0;
+    if (rc < 0)
+        return rc;
+    memcpy(out, t->tv[t->out_tv].data, t->tv[t->out_tv].bytes);
+    return 0;
+}
+
+/* ---- access --------------------------------------------------------------- */
+
+int
+ss_train_num_params(const ss_train_t *t)
+{
+    return t->n_params;
+}
+
+int
+ss_train_param(const ss_train_t *t, int i, ss_train_param_info_t *out)
+{
+    const ss__tv_t *v;
+
+    if (i < 0 || i >= t->n_params)
+        return SS_EINVAL;
+    v = &t->tv[t->params[i].tv];
+    memset(out, 0, sizeof(*out));
+    out->name = v->name;
+    out->ndim = v->ndim;
+    memcpy(out->dims, v->dims, sizeof(out->dims));
+    out->numel = v->numel;
+    out->offset = (int64_t)v->offset;
+    return 0;
+}
+
+float *
+ss_train_params(ss_train_t *t)
+{
+    return t->w;
+}
+
+float *
+ss_train_grads(ss_train_t *t)
+{
+    return t->gr;
+}
+
+int64_t
+ss_train_flat_size(const ss_train_t *t)
+{
+    return t->flat;
+}
+
+int64_t
+ss_train_steps_done(const ss_train_t *t)
+{
+    return t->step;
+}
+
+double
+ss_train_lr(const ss_train_t *t)
+{
+    return t->last_lr;
+}
+
+const char *
+ss_train_describe(const ss_train_t *t, char *buf, size_t len)
+{
+    int fwd = t->n_fwd, bwd = t->n_steps - t->n_loss_end, dnn = 0;
+
+    for (int i = 0; i < t->n_steps; i++)
+        dnn += t->steps[i].prim != NULL;
+    snprintf(buf, len, "%d parameters (%lld floats), %d forward + %d "
+             "backward steps (%d on oneDNN), arena %.1f MiB", t->n_params,
+             (long long)t->flat, fwd, bwd, dnn,
+             (double)t->arena_bytes / (1 << 20));
+    return buf;
+}
+
+/* ---- export ----------------------------------------------------------------- */
+
+static int
+put(ss_graph_t *g, const ss__tv_t *v, const float *data, ss_err_t *err)
+{
+    ss_tensor_t *c = NULL;
+    int id = ss_graph_find_value(g, v->name), rc;
+
+    if (id < 0)
+        return ss_err_set(err, SS_EINTERNAL, "training: value '%s' is gone "
+                          "from the copy", v->name);
+    /* an untied Identity output becomes an initializer of its own */
+    if (g->values[id].constant == NULL && g->values[id].producer >= 0)
+        ss_graph_kill_node(g, g->values[id].producer);
+    if ((rc = ss__tensor_new(SS_DTYPE_F32, v->ndim, v->dims, &c, err)) < 0)
+        return rc;
+    memcpy(c->data, data, v->bytes);
+    return ss_graph_set_constant(g, id, c, err);
+}
+
+int
+ss_train_export(const ss_train_t *t, ss_graph_t **out, ss_err_t *err)
+{
+    ss_graph_t *g = NULL;
+    int rc;
+
+    *out = NULL;
+    if ((rc = ss_graph_clone(t->g, &g, err)) < 0)
+        goto done;
+    for (int i = 0; i < t->n_tv; i++) {
+        const ss__tv_t *v = &t->tv[i];
+
+        if (v->kind == SS__TV_PARAM)
+            rc = put(g, v, t->w + v->offset, err);
+        else if (v->kind == SS__TV_STATE)
+            rc = put(g, v, t->state + v->offset, err);
+        if (rc < 0)
+            goto done;
+    }
+    if ((rc = ss_graph_finalize(g, err)) < 0)
+        goto done;
+    *out = g;
+    g = NULL;
+done:
+    ss_graph_free(g);
+    return rc;
+}

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_TRAIN_H
+#define SS_TRAIN_H
+
+/*
+ * The trainer: gradient descent on a model's own forward graph.
+ *
+ * ss_train_new() derives, once, a training graph from a forward graph for
+ * one fixed batch shape: the forward ops the loss needs, the loss, and the
+ * backward ops, each from the gradient rule of its forward op (an op that
+ * gradients must flow through and that has no rule is refused, naming the
+ * op and the node).  Memory is planned then: after that a step allocates
+ * nothing.  ss_train_step() runs forward, loss, backward and one optimizer
+ * update on one batch.  ss_train_export() writes the trained weights back
+ * into a copy of the graph, ready for ss_graph_save_onnx().
+ *
+ * Parameters are the float initializers with at least two elements that a
+ * differentiable input of an op reads, minus the frozen ones (opts.frozen,
+ * by initializer name).  Scalars are never parameters: exporters store
+ * literal numbers (0.5, sqrt(d), Pow's 2) as scalar initializers.  Frozen
+ * initializers stay constants, and get no gradient.  Parameters, their
+ * gradients and the optimizer state are flat f32 arrays, one each, with a
+ * per-parameter offset (ss_train_param()), so an optimizer is one loop and
+ * a data-parallel step is one all-reduce of ss_train_grads().
+ *
+ * BatchNormalization trains in batch mode by default (statistics of the
+ * batch, running statistics updated with the node's momentum and written
+ * back on export), as PyTorch's model.train() does; opts.bn = SS_BN_FROZEN
+ * keeps the running statistics and trains the affine part only (better
+ * for tiny batches).  Dropout is the identity (the exported graph is in
+ * eval mode, so is training: recovery fine-tuning and distillation do not
+ * need it).
+ *
+ * Losses read one model output (opts.output), seen as [rows, classes]
+ * with the last dim the classes: cross-entropy on integer labels, KL
+ * divergence to a teacher's logits at temperature T scaled by T^2, MSE to
+ * a target tensor, and the distillation mix alpha * KL + (1 - alpha) * CE.
+ *
+ * Optimizers: AdamW (decoupled weight decay, PyTorch's formula), SGD with
+ * momentum (PyTorch's, optionally Nesterov), and Sophia (SophiaG: a
+ * diagonal Gauss-Newton-Bartlett Hessian estimate every k steps, from the
+ * gradient of the cross-entropy against labels sampled from the model's
+ * own softmax, and a clipped update).  Learning rate: linear warm-up, then
+ * constant, cosine or linear decay to min_lr_ratio * lr at total_steps.
+ * Gradients can be clipped by their global L2 norm first.
+ *
+ * Determinism: the same graph, options, data and thread count on the same
+ * machine give the same bytes: every reduction has a fixed order for a
+ * given thread count, and the only randomness (Sophia's label sampling)
+ * comes from opts.seed.
+ *
+ * Hyper-parameters are described by a table (ss_train_params_table()): a
+ * job parser sets them by name with ss_train_opts_set(), which checks
+ * each value against its row's range; nothing else validates them.
+ *
+ * THREADS: a trainer belongs to one thread at a time (a job thread); it
+ * runs its kernels on opts.threads OpenMP/oneDNN threads.  The source graph
+ * is only read (it may be served at the same time) and must outlive the
+ * trainer.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engine/engine.h"
+
+typedef enum {
+    SS_LOSS_CE = 1,     /* labels */
+    SS_LOSS_KL,         /* teacher logits, temperature */
+    SS_LOSS_KD,         /* alpha * KL + (1 - alpha) * CE */
+    SS_LOSS_MSE         /* target tensor of the output's shape */
+} ss_loss_kind_t;
+
+typedef enum {
+    SS_OPT_ADAMW = 1,
+    SS_OPT_SGD,
+    SS_OPT_SOPHIA
+} ss_opt_kind_t;
+
+typedef enum {
+    SS_SCHED_CONSTANT = 0,
+    SS_SCHED_COSINE,
+    SS_SCHED_LINEAR
+} ss_sched_kind_t;
+
+typedef enum { SS_BN_BATCH = 0, SS_BN_FROZEN } ss_bn_mode_t;
+
+typedef struct ss_train_opts {
+    /* what to train */
+    int output;                 /* graph output the loss reads */
+    ss_loss_kind_t loss;
+    double temperature;         /* KL/KD */
+    double alpha;               /* KD: weight of KL */
+    ss_bn_mode_t bn;
+    const char *const *frozen;  /* initializer names; borrowed */
+    int n_frozen;
+    /* optimizer */
+    ss_opt_kind_t opt;
+    double lr;
+    double weight_decay;
+    double beta1, beta2;        /* AdamW, Sophia */
+    double eps;                 /* AdamW */
+    double momentum;            /* SGD */
+    int nesterov;               /* SGD */
+    double rho;                 /* Sophia: clip scale */
+    int hessian_every;          /* Sophia: k */
+    double clip_norm;           /* global L2 norm; 0: no clipping */
+    /* schedule */
+    ss_sched_kind_t sched;
+    int64_t warmup_steps;
+    int64_t total_steps;        /* decay horizon; 0: no decay */
+    double min_lr_ratio;
+    /* run */
+    uint64_t seed;
+    int threads;                /* 0: oneDNN's default */
+} ss_train_opts_t;
+
+/* One hyper-parameter: its name in a job body, its type, range and
+ * default, and where it lives in ss_train_opts_t. */
+typedef enum {
+    SS_TP_DOUBLE = 1,
+    SS_TP_INT,                  /* int or int64_t per size */
+    SS_TP_ENUM                  /* names in choices, value = index + base */
+} ss_train_ptype_t;
+
+typedef struct ss_train_param_row {
+    const char *name;
+    ss_train_ptype_t type;
+    size_t offset;              /* in ss_train_opts_t */
+    size_t size;                /* of the field */
+    double dflt, min, max;      /* inclusive; min_open: min excluded */
+    int min_open;
+    const char *const *choices; /* ENUM: NULL-terminated */
+    int base;                   /* ENUM: value of choices[0] */
+    const char *doc;
+} ss_train_param_row_t;
+
+/* The table (n rows).  [any] */
+const ss_train_param_row_t *ss_train_params_table(int *n);
+/* Every row's default. */
+void ss_train_opts_default(ss_train_opts_t *o);
+/* Sets a numeric parameter by name, checked against its row: SS_EINVAL
+ * with a sentence naming it and its range when out of it or unknown. */
+int ss_train_opts_set(ss_train_opts_t *o, const char *name, double v,
+                      ss_err_t *err);
+/* Sets an ENUM parameter ("opt": "adamw") by name. */
+int ss_train_opts_set_name(ss_train_opts_t *o, const char *name,
+                           const char *value, ss_err_t *err);
+/* Checks the options together (ranges, and e.g. KD's temperature). */
+int ss_train_opts_check(const ss_train_opts_t *o, ss_err_t *err);
+
+typedef struct ss_train ss_train_t;
+
+/* Builds a trainer for g at the fixed input shapes (one per graph input,
+ * only dtype/ndim/dims read; dims[0] is the batch).  Borrows g (it must
+ * outlive the trainer) and o (copied, except frozen, read now).  The
+ * initial parameters are g's initializers.  [worker] */
+int ss_train_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                 const ss_train_opts_t *o, ss_train_t **out, ss_err_t *err);
+void ss_train_free(ss_train_t *t);
+
+/* The data of one step, all borrowed for the call.  inputs: one per graph
+ * input, of the shapes given to ss_train_new.  labels: INT64 or INT32
+ * [rows] (CE, KD); teacher: F32 of the loss output's shape (KL, KD: the
+ * teacher's logits; MSE: the target). */
+typedef struct ss_train_batch {
+    const ss_tensor_t *inputs;
+    const ss_tensor_t *labels;
+    const ss_tensor_t *teacher;
+} ss_train_batch_t;
+
+/* Forward, loss, backward and one optimizer update; *loss (may be NULL)
+ * is the batch's loss before the update.  [worker] */
+int ss_train_step(ss_train_t *t, const ss_train_batch_t *b, double *loss,
+                  ss_err_t *err);
+/* The two halves of a step, for gradient checks and data-parallel runs:
+ * ss_train_grads_compute() leaves the gradients in ss_train_grads() (and
+ * updates BatchNorm running statistics); ss_train_apply() takes one
+ * optimizer step with whatever the gradient buffer holds then (e.g.
+ * after an all-reduce). */
+int ss_train_grads_compute(ss_train_t *t, const ss_train_batch_t *b,
+                           double *loss, ss_err_t *err);
+int ss_train_apply(ss_train_t *t, ss_err_t *err);
+
+/* Runs the forward graph alone with the current parameters (batch mode
+ * BatchNorm uses the running statistics here, as inference does) and
+ * copies the loss output into out (F32, the output's shape; caller's
+ * buffer). */
+int ss_train_forward(ss_train_t *t, const ss_tensor_t *inputs, float *out,
+                     ss_err_t *err);
+
+/* Parameters.  Names are borrowed from the graph. */
+typedef struct ss_train_param_info {
+    const char *name;
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+    int64_t numel;
+    int64_t offset;             /* in elements, into the flat arrays */
+} ss_train_param_info_t;
+
+int ss_train_num_params(const ss_train_t *t);
+int ss_train_param(const ss_train_t *t, int i, ss_train_param_info_t *out);
+/* The flat arrays (borrowed; the trainer owns them); their length in
+ * elements is ss_train_flat_size().  Writing parameters or gradients
+ * between steps is allowed ([worker], the trainer's thread). */
+float *ss_train_params(ss_train_t *t);
+float *ss_train_grads(ss_train_t *t);
+int64_t ss_train_flat_size(const ss_train_t *t);
+/* Optimizer steps taken, and the learning rate of the next one. */
+int64_t ss_train_steps_done(const ss_train_t *t);
+double ss_train_lr(const ss_train_t *t);
+/* A line about the training graph (steps, arena bytes, parameters) for
+ * logs, into buf; returns buf. */
+const char *ss_train_describe(const ss_train_t *t, char *buf, size_t len);
+
+/* A new copy of the source graph with the current parameters and
+ * BatchNorm running statistics in place of the initial ones (finalized,
+ * ready to plan or save).  [worker] */
+int ss_train_export(const ss_train_t *t, ss_graph_t **out, ss_err_t *err);
+
+#endif

@@ -1,0 +1,746 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Every gradient rule against central finite differences.
+ *
+ * Each case is a small graph built in C whose operands are all
+ * initializers (so all are parameters and every input gradient of the
+ * rule is checked through the parameter gradient), on random shapes and
+ * values from a fixed seed, with an MSE loss against a random target.
+ * The analytic gradient (the trainer's backward, f32) is compared with
+ * (L(w + h) - L(w - h)) / 2h for every parameter element, the loss
+ * evaluated by the trainer's forward and accumulated in double.  The
+ * tolerance, max |analytic - numeric| <= 2e-2 * max |numeric| + 1e-4,
+ * leaves room for f32 rounding in the forward (about 1e-7 / h relative)
+ * and fails on any wrong rule (their errors are of the gradient's size).
+ * A last set of cases checks that gradients accumulate over several uses
+ * of a value, that frozen initializers get none, and that an op without
+ * a rule is refused by name.
+ */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/train/internal.h"
+#include "engine/ir/edit.h"
+#include "tests/tap.h"
+
+static uint64_t seed = 12345;
+
+static double
+urand(void)
+{
+    return ss__rng_unit(&seed);
+}
+
+/* ---- building graphs ---------------------------------------------------- */
+
+typedef struct gb {
+    ss_graph_t *g;
+    ss_err_t err;
+    int n_attrs;
+    ss_attr_t attrs[8];
+    int64_t ibuf[8][8];
+} gb_t;
+
+static void
+gb_init(gb_t *b, int opset)
+{
+    memset(b, 0, sizeof(*b));
+    b->g = ss_calloc(1, sizeof(ss_graph_t));
+    b->g->source = ss_strdup("<test>");
+    b->g->opset = opset;
+}
+
+/* A float initializer with values in [lo, hi). */
+static int
+gb_param(gb_t *b, const char *name, int nd, const int64_t *dims, double lo,
+         double hi)
+{
+    ss_tensor_t *t = NULL;
+    int64_t n;
+
+    if (ss__tensor_new(SS_DTYPE_F32, nd, dims, &t, &b->err) < 0)
+        return -1;
+    n = ss_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        ((float *)t->data)[i] = (float)(lo + (hi - lo) * urand());
+    return ss_graph_add_value(b->g, name, t, &b->err);
+}
+
+/* Evenly spaced distinct values, shuffled: a max has no near tie within
+ * the finite-difference step. */
+static int
+gb_spread(gb_t *b, const char *name, int nd, const int64_t *dims)
+{
+    int v = gb_param(b, name, nd, dims, 0, 1);
+    ss_tensor_t *t = v >= 0 ? b->g->values[v].constant : NULL;
+    int64_t n = t ? ss_tensor_numel(t) : 0;
+    float *x = t ? t->data : NULL;
+
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(-1.0 + 2.0 * (double)i / (double)n);
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(urand() * (double)(i + 1));
+        float k = x[i];
+
+        x[i] = x[j];
+        x[j] = k;
+    }
+    return v;
+}
+
+static int
+gb_scalar(gb_t *b, const char *name, float v)
+{
+    ss_tensor_t *t = NULL;
+
+    if (ss__tensor_new(SS_DTYPE_F32, 0, NULL, &t, &b->err) < 0)
+        return -1;
+    *(float *)t->data = v;
+    return ss_graph_add_value(b->g, name, t, &b->err);
+}
+
+static int
+gb_ints(gb_t *b, const char *name, int nd, const int64_t *dims,
+        const int64_t *vals)
+{
+    ss_tensor_t *t = NULL;
+
+    if (ss__tensor_new(SS_DTYPE_I64, nd, dims, &t, &b->err) < 0)
+        return -1;
+    memcpy(t->data, vals, (size_t)ss_tensor_numel(t) * sizeof(int64_t));
+    return ss_graph_add_value(b->g, name, t, &b->err);
+}
+
+static void
+attr_i(gb_t *b, const char *name, int64_t v)
+{
+    ss_attr_t *a = &b->attrs[b->n_attrs++];
+
+    memset(a, 0, sizeof(*a));
+    a->name = (char *)name;
+    a->type = SS_ATTR_INT;
+    a->i = v;
+}
+
+static void
+attr_f(gb_t *b, const char *name, float v)
+{
+    ss_attr_t *a = &b->attrs[b->n_attrs++];
+
+    memset(a, 0, sizeof(*a));
+    a->name = (char *)name;
+    a->type = SS_ATTR_FLOAT;
+    a->f = v;
+}
+
+static void
+attr_ints(gb_t *b, const char *name, int n, const int64_t *v)
+{
+    int k = b->n_attrs;
+    ss_attr_t *a = &b->attrs[b->n_attrs++];
+
+    memset(a, 0, sizeof(*a));
+    a->name = (char *)name;
+    a->type = SS_ATTR_INTS;
+    a->n = n;
+    memcpy(b->ibuf[k], v, (size_t)n * sizeof(int64_t));
+    a->ints = b->ibuf[k];
+}
+
+/* A node; returns its output value id. */
+static int
+gb_node(gb_t *b, const char *op, int n_in, const int *in)
+{
+    int out = ss_graph_add_value(b->g, NULL, NULL, &b->err);
+
+    if (out < 0 || ss_graph_add_node(b->g, op, op, n_in, in, 1, &out,
+                                     b->n_attrs, b->attrs, &b->err) < 0)
+        out = -1;
+    b->n_attrs = 0;
+    return out;
+}
+
+static ss_graph_t *
+gb_done(gb_t *b, int out)
+{
+    if (out < 0 || ss_graph_add_output(b->g, out, &b->err) < 0 ||
+        ss_graph_finalize(b->g, &b->err) < 0) {
+        tap_diag("graph: %s", b->err.msg);
+        ss_graph_free(b->g);
+        return NULL;
+    }
+    return b->g;
+}
+
+/* ---- the check ---------------------------------------------------------- */
+
+static int
+loss_at(ss_train_t *t, const ss_train_batch_t *bt, double *l)
+{
+    ss_err_t err;
+
+    return ss_train_grads_compute(t, bt, l, &err);
+}
+
+static void
+check(const char *name, ss_graph_t *g, const ss_train_opts_t *base)
+{
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_err_t err;
+    ss_tensor_t target;
+    ss_train_batch_t bt = { 0 };
+    float *w, *grad = NULL, *tg = NULL;
+    double l, lp, lm, h = 3e-3, worst = 0, gmax = 0;
+    int64_t n;
+    const ss_io_info_t *oi;
+    int rc;
+
+    if (g == NULL) {
+        ok(0, "%s: graph built", name);
+        return;
+    }
+    if (base)
+        o = *base;
+    else
+        ss_train_opts_default(&o);
+    o.loss = SS_LOSS_MSE;
+    o.threads = 2;
+    rc = ss_train_new(g, NULL, &o, &t, &err);
+    if (!ok(rc == 0, "%s: trainer built", name)) {
+        tap_diag("%s", err.msg);
+        ss_graph_free(g);
+        return;
+    }
+    oi = ss_graph_output(g, 0);
+    memset(&target, 0, sizeof(target));
+    target.dtype = SS_DTYPE_F32;
+    {
+        const ss__tv_t *ov = &t->tv[t->out_tv];
+
+        target.ndim = ov->ndim;
+        memcpy(target.dims, ov->dims, sizeof(target.dims));
+        tg = ss_malloc((size_t)ov->numel * sizeof(float) + 4);
+        for (int64_t i = 0; i < ov->numel; i++)
+            tg[i] = (float)(urand() * 2 - 1);
+    }
+    (void)oi;
+    target.data = tg;
+    bt.teacher = &target;
+    n = ss_train_flat_size(t);
+    grad = ss_malloc((size_t)n * sizeof(float) + 4);
+    rc = loss_at(t, &bt, &l);
+    memcpy(grad, ss_train_grads(t), (size_t)n * sizeof(float));
+    w = ss_train_params(t);
+    for (int p = 0; p < ss_train_num_params(t) && rc == 0; p++) {
+        ss_train_param_info_t pi;
+
+        ss_train_param(t, p, &pi);
+        for (int64_t i = pi.offset; i < pi.offset + pi.numel; i++) {
+            float keep = w[i];
+            double fd, d;
+
+            w[i] = keep + (float)h;
+            rc |= loss_at(t, &bt, &lp);
+            w[i] = keep - (float)h;
+            rc |= loss_at(t, &bt, &lm);
+            w[i] = keep;
+            fd = (lp - lm) / (2 * h);
+            d = fabs(fd - grad[i]);
+            if (fabs(fd) > gmax)
+                gmax = fabs(fd);
+            if (d > worst)
+                worst = d;
+        }
+    }
+    ok(rc == 0 && ss_train_num_params(t) > 0 && gmax > 0 &&
+       worst <= 2e-2 * gmax + 1e-4,
+       "%s: gradient matches finite differences (max err %.2e, max |g| "
+       "%.2e, %d params)", name, worst, gmax, ss_train_num_params(t));
+    ss_free(grad);
+    ss_free(tg);
+    ss_train_free(t);
+    ss_graph_free(g);
+}
+
+/* ---- cases ------------------------------------------------------------------ */
+
+static void
+binary_cases(void)
+{
+    static const struct { const char *op; int64_t a[3], b[3]; int na, nb;
+                          double lo, hi; } c[] = {
+        { "Add", { 3, 4 }, { 4 }, 2, 1, -1, 1 },
+        { "Add", { 2, 3, 4 }, { 3, 1 }, 3, 2, -1, 1 },
+        { "Sub", { 3, 4 }, { 3, 1 }, 2, 2, -1, 1 },
+        { "Sub", { 4 }, { 3, 4 }, 1, 2, -1, 1 },
+        { "Mul", { 2, 3, 4 }, { 3, 1 }, 3, 2, -1, 1 },
+        { "Mul", { 3, 4 }, { 3, 4 }, 2, 2, -1, 1 },
+        { "Div", { 3, 4 }, { 4 }, 2, 1, 0.5, 1.5 },
+        { "Div", { 1, 4 }, { 3, 4 }, 2, 2, 0.5, 1.5 },
+        { "Pow", { 3, 4 }, { 3, 4 }, 2, 2, 0.5, 1.5 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int in[2];
+        char nm[64];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "a", c[i].na, c[i].a, c[i].lo, c[i].hi);
+        in[1] = gb_param(&b, "b", c[i].nb, c[i].b, c[i].lo, c[i].hi);
+        snprintf(nm, sizeof(nm), "%s [%dd] by [%dd]", c[i].op, c[i].na,
+                 c[i].nb);
+        check(nm, gb_done(&b, gb_node(&b, c[i].op, 2, in)), NULL);
+    }
+    {   /* Pow by a constant exponent (the decomposed LayerNorm's x^2) */
+        gb_t b;
+        int64_t d[2] = { 3, 5 };
+        int in[2];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "a", 2, d, -1, 1);
+        in[1] = gb_scalar(&b, "two", 2.0f);
+        check("Pow by a scalar constant",
+              gb_done(&b, gb_node(&b, "Pow", 2, in)), NULL);
+    }
+}
+
+static void
+unary_cases(void)
+{
+    static const struct { const char *op; double lo, hi; } c[] = {
+        { "Relu", -1, 1 }, { "LeakyRelu", -1, 1 }, { "Erf", -2, 2 },
+        { "Sqrt", 0.5, 2 }, { "Tanh", -2, 2 }, { "Sigmoid", -3, 3 },
+        { "Exp", -1, 1 }, { "Log", 0.5, 2 }, { "Neg", -1, 1 },
+        { "Reciprocal", 0.5, 2 }, { "Abs", -1, 1 }, { "Softplus", -3, 3 },
+        { "Identity", -1, 1 }, { "Dropout", -1, 1 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int64_t d[2] = { 3, 5 };
+        int in;
+
+        gb_init(&b, 17);
+        in = gb_param(&b, "x", 2, d, c[i].lo, c[i].hi);
+        if (strcmp(c[i].op, "LeakyRelu") == 0)
+            attr_f(&b, "alpha", 0.1f);
+        check(c[i].op, gb_done(&b, gb_node(&b, c[i].op, 1, &in)), NULL);
+    }
+    for (int tanh = 0; tanh < 2; tanh++) {
+        gb_t b;
+        int64_t d[2] = { 4, 6 };
+        int in;
+        ss_attr_t *a;
+
+        gb_init(&b, 20);
+        in = gb_param(&b, "x", 2, d, -3, 3);
+        if (tanh) {
+            a = &b.attrs[b.n_attrs++];
+            memset(a, 0, sizeof(*a));
+            a->name = (char *)"approximate";
+            a->type = SS_ATTR_STRING;
+            a->s = (char *)"tanh";
+        }
+        check(tanh ? "Gelu tanh" : "Gelu",
+              gb_done(&b, gb_node(&b, "Gelu", 1, &in)), NULL);
+    }
+}
+
+static void
+gemm_cases(void)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int full_c = 0; full_c < 2; full_c++) {
+                int64_t M = 3, K = 5, N = 4;
+                int64_t ad[2] = { ta ? K : M, ta ? M : K };
+                int64_t bd[2] = { tb ? N : K, tb ? K : N };
+                int64_t cd[2] = { M, N };
+                gb_t b;
+                int in[3];
+                char nm[64];
+
+                gb_init(&b, 17);
+                in[0] = gb_param(&b, "a", 2, ad, -1, 1);
+                in[1] = gb_param(&b, "b", 2, bd, -1, 1);
+                in[2] = full_c ? gb_param(&b, "c", 2, cd, -1, 1)
+                               : gb_param(&b, "c", 1, cd + 1, -1, 1);
+                attr_i(&b, "transA", ta);
+                attr_i(&b, "transB", tb);
+                snprintf(nm, sizeof(nm), "Gemm transA=%d transB=%d C %s",
+                         ta, tb, full_c ? "[M,N]" : "[N]");
+                check(nm, gb_done(&b, gb_node(&b, "Gemm", 3, in)), NULL);
+            }
+}
+
+static void
+matmul_cases(void)
+{
+    static const struct { int64_t a[4], b[4]; int na, nb; } c[] = {
+        { { 3, 4 }, { 4, 5 }, 2, 2 },
+        { { 2, 3, 4 }, { 4, 5 }, 3, 2 },
+        { { 2, 3, 4 }, { 2, 4, 5 }, 3, 3 },
+        { { 2, 2, 3, 4 }, { 2, 2, 4, 5 }, 4, 4 },
+        { { 2, 2, 3, 4 }, { 1, 2, 4, 5 }, 4, 4 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int in[2];
+        char nm[64];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "a", c[i].na, c[i].a, -1, 1);
+        in[1] = gb_param(&b, "b", c[i].nb, c[i].b, -1, 1);
+        snprintf(nm, sizeof(nm), "MatMul %dd x %dd (case %zu)", c[i].na,
+                 c[i].nb, i);
+        check(nm, gb_done(&b, gb_node(&b, "MatMul", 2, in)), NULL);
+    }
+}
+
+static void
+norm_cases(void)
+{
+    for (int k = 0; k < 4; k++) {
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 };
+        int in;
+        const char *op = k == 3 ? "LogSoftmax" : "Softmax";
+        char nm[64];
+
+        gb_init(&b, k == 2 ? 11 : 17);
+        in = gb_param(&b, "x", 3, d, -2, 2);
+        if (k == 1)
+            attr_i(&b, "axis", 1);
+        snprintf(nm, sizeof(nm), "%s %s", op,
+                 k == 1 ? "axis 1" : k == 2 ? "opset 11 (flattening)"
+                                            : "axis -1");
+        check(nm, gb_done(&b, gb_node(&b, op, 1, &in)), NULL);
+    }
+    {
+        gb_t b;
+        int64_t d[3] = { 2, 3, 8 };
+        int in[3];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -2, 2);
+        in[1] = gb_param(&b, "g", 1, d + 2, 0.5, 1.5);
+        in[2] = gb_param(&b, "b", 1, d + 2, -1, 1);
+        attr_f(&b, "epsilon", 1e-5f);
+        check("LayerNormalization",
+              gb_done(&b, gb_node(&b, "LayerNormalization", 3, in)), NULL);
+    }
+    for (int frozen = 0; frozen < 2; frozen++) {
+        gb_t b;
+        int64_t d[4] = { 4, 3, 2, 2 }, c = 3;
+        int in[5];
+        ss_train_opts_t o;
+
+        gb_init(&b, 15);
+        in[0] = gb_param(&b, "x", 4, d, -2, 2);
+        in[1] = gb_param(&b, "g", 1, &c, 0.5, 1.5);
+        in[2] = gb_param(&b, "b", 1, &c, -1, 1);
+        in[3] = gb_param(&b, "rm", 1, &c, -0.5, 0.5);
+        in[4] = gb_param(&b, "rv", 1, &c, 0.5, 1.5);
+        ss_train_opts_default(&o);
+        o.bn = frozen ? SS_BN_FROZEN : SS_BN_BATCH;
+        check(frozen ? "BatchNormalization (frozen statistics)"
+                     : "BatchNormalization (batch statistics)",
+              gb_done(&b, gb_node(&b, "BatchNormalization", 5, in)), &o);
+    }
+}
+
+static void
+conv_cases(void)
+{
+    static const struct { int64_t x[4], w[4]; int64_t g, s, p, d; int bias;
+                        } c[] = {
+        { { 2, 3, 5, 5 }, { 4, 3, 3, 3 }, 1, 1, 1, 1, 1 },
+        { { 2, 3, 5, 5 }, { 4, 3, 3, 3 }, 1, 2, 0, 1, 0 },
+        { { 2, 4, 5, 5 }, { 4, 2, 3, 3 }, 2, 1, 1, 1, 1 },
+        { { 1, 2, 6, 6 }, { 3, 2, 3, 3 }, 1, 1, 2, 2, 1 },
+        { { 2, 3, 4, 4 }, { 5, 3, 1, 1 }, 1, 2, 0, 1, 0 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int in[3];
+        int64_t s2[2] = { c[i].s, c[i].s }, d2[2] = { c[i].d, c[i].d };
+        int64_t p4[4] = { c[i].p, c[i].p, c[i].p, c[i].p };
+        char nm[80];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 4, c[i].x, -1, 1);
+        in[1] = gb_param(&b, "w", 4, c[i].w, -1, 1);
+        in[2] = c[i].bias ? gb_param(&b, "bias", 1, c[i].w, -1, 1) : -1;
+        attr_i(&b, "group", c[i].g);
+        attr_ints(&b, "strides", 2, s2);
+        attr_ints(&b, "pads", 4, p4);
+        attr_ints(&b, "dilations", 2, d2);
+        snprintf(nm, sizeof(nm), "Conv group %lld stride %lld pad %lld "
+                 "dilation %lld%s", (long long)c[i].g, (long long)c[i].s,
+                 (long long)c[i].p, (long long)c[i].d,
+                 c[i].bias ? " bias" : "");
+        check(nm, gb_done(&b, gb_node(&b, "Conv", c[i].bias ? 3 : 2, in)),
+              NULL);
+    }
+}
+
+static void
+pool_cases(void)
+{
+    static const struct { const char *op; int64_t k, s, p; int incl; } c[] = {
+        { "MaxPool", 2, 2, 0, 0 }, { "MaxPool", 3, 1, 1, 0 },
+        { "AveragePool", 2, 2, 0, 0 }, { "AveragePool", 3, 1, 1, 0 },
+        { "AveragePool", 3, 1, 1, 1 }, { "GlobalAveragePool", 0, 0, 0, 0 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int64_t d[4] = { 2, 3, 4, 4 };
+        int64_t k2[2] = { c[i].k, c[i].k }, s2[2] = { c[i].s, c[i].s };
+        int64_t p4[4] = { c[i].p, c[i].p, c[i].p, c[i].p };
+        int in;
+        char nm[80];
+
+        gb_init(&b, 17);
+        in = gb_spread(&b, "x", 4, d);
+        if (c[i].k) {
+            attr_ints(&b, "kernel_shape", 2, k2);
+            attr_ints(&b, "strides", 2, s2);
+            attr_ints(&b, "pads", 4, p4);
+            if (c[i].incl)
+                attr_i(&b, "count_include_pad", 1);
+        }
+        snprintf(nm, sizeof(nm), "%s kernel %lld stride %lld pad %lld%s",
+                 c[i].op, (long long)c[i].k, (long long)c[i].s,
+                 (long long)c[i].p, c[i].incl ? " count_include_pad" : "");
+        check(nm, gb_done(&b, gb_node(&b, c[i].op, 1, &in)), NULL);
+    }
+}
+
+static void
+shape_cases(void)
+{
+    {
+        gb_t b;
+        int64_t d[4] = { 2, 3, 4, 5 }, perm[4] = { 0, 2, 3, 1 };
+        int in;
+
+        gb_init(&b, 17);
+        in = gb_param(&b, "x", 4, d, -1, 1);
+        attr_ints(&b, "perm", 4, perm);
+        check("Transpose", gb_done(&b, gb_node(&b, "Transpose", 1, &in)),
+              NULL);
+    }
+    {   /* an embedding: repeated and negative indices */
+        gb_t b;
+        int64_t d[2] = { 6, 4 }, id[2] = { 2, 3 };
+        int64_t iv[6] = { 0, 5, 2, 2, -1, 3 };
+        int in[2];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "table", 2, d, -1, 1);
+        in[1] = gb_ints(&b, "ids", 2, id, iv);
+        check("Gather axis 0 (embedding)",
+              gb_done(&b, gb_node(&b, "Gather", 2, in)), NULL);
+    }
+    {   /* q = qkv[1] along axis 1, a scalar index */
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 }, one = 1;
+        int in[2];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -1, 1);
+        in[1] = gb_ints(&b, "i", 0, NULL, &one);
+        attr_i(&b, "axis", 1);
+        check("Gather axis 1, scalar index",
+              gb_done(&b, gb_node(&b, "Gather", 2, in)), NULL);
+    }
+    for (int k = 0; k < 3; k++) {
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 }, ax1[1] = { 1 }, ax2[2] = { 0, -1 };
+        int64_t two = 2;
+        int in[2];
+        const char *nm[] = { "ReduceMean axes [1] keepdims 0",
+                             "ReduceMean axes [0,-1]",
+                             "ReduceSum axes input [0,-1]" };
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -1, 1);
+        if (k == 0) {
+            attr_ints(&b, "axes", 1, ax1);
+            attr_i(&b, "keepdims", 0);
+        } else if (k == 1) {
+            attr_ints(&b, "axes", 2, ax2);
+        } else {
+            in[1] = gb_ints(&b, "axes", 1, &two, ax2);
+        }
+        check(nm[k], gb_done(&b, gb_node(&b, k == 2 ? "ReduceSum"
+                                                     : "ReduceMean",
+                                          k == 2 ? 2 : 1, in)), NULL);
+    }
+    {   /* reshape of a parameter and of an activation, Flatten,
+         * Unsqueeze/Squeeze, Expand */
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 }, sd[1] = { 2 }, sv[2] = { 6, 4 };
+        int64_t ed[1] = { 3 }, ev[3] = { 2, 6, 4 }, one = 1;
+        int x, sh, r, f, e, in[2], u, sq, ax;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 3, d, -1, 1);
+        sh = gb_ints(&b, "shape", 1, sd, sv);
+        r = gb_node(&b, "Reshape", 2, (int[]){ x, sh });
+        f = gb_node(&b, "Relu", 1, &r);
+        attr_i(&b, "axis", 1);
+        f = gb_node(&b, "Flatten", 1, &f);
+        ax = gb_ints(&b, "ax", 1, &one, (int64_t[]){ 0 });
+        u = gb_node(&b, "Unsqueeze", 2, (int[]){ f, ax });
+        e = gb_ints(&b, "eshape", 1, ed, ev);
+        in[0] = u;
+        in[1] = e;
+        e = gb_node(&b, "Expand", 2, in);
+        sq = gb_node(&b, "ReduceSum", 2,
+                     (int[]){ e, gb_ints(&b, "ax0", 1, &one,
+                                         (int64_t[]){ 0 }) });
+        check("Reshape, Flatten, Unsqueeze, Expand chain",
+              gb_done(&b, sq), NULL);
+    }
+}
+
+/* ---- accumulation, frozen, refusal ---------------------------------------- */
+
+static void
+structure_cases(void)
+{
+    {   /* y = x * x + relu(x) + reshape(x): four uses of one value */
+        gb_t b;
+        int64_t d[2] = { 3, 4 }, sv[2] = { 3, 4 }, two = 2;
+        int x, a, r, s, sh, y;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        a = gb_node(&b, "Mul", 2, (int[]){ x, x });
+        r = gb_node(&b, "Relu", 1, &x);
+        sh = gb_ints(&b, "shape", 1, &two, sv);
+        s = gb_node(&b, "Reshape", 2, (int[]){ x, sh });
+        y = gb_node(&b, "Add", 2, (int[]){ a, r });
+        y = gb_node(&b, "Add", 2, (int[]){ y, s });
+        check("one value used four times (accumulation)", gb_done(&b, y),
+              NULL);
+    }
+    {   /* an MLP: Gemm, Relu, Gemm, Softmax */
+        gb_t b;
+        int64_t xd[2] = { 4, 6 }, w1[2] = { 8, 6 }, b1[1] = { 8 };
+        int64_t w2[2] = { 8, 3 }, b2[1] = { 3 };
+        int x, h, y;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, xd, -1, 1);
+        attr_i(&b, "transB", 1);
+        h = gb_node(&b, "Gemm", 3, (int[]){ x, gb_param(&b, "w1", 2, w1,
+                                                         -1, 1),
+                                             gb_param(&b, "b1", 1, b1, -1,
+                                                      1) });
+        h = gb_node(&b, "Relu", 1, &h);
+        y = gb_node(&b, "Gemm", 3, (int[]){ h, gb_param(&b, "w2", 2, w2,
+                                                         -1, 1),
+                                             gb_param(&b, "b2", 1, b2, -1,
+                                                      1) });
+        y = gb_node(&b, "Softmax", 1, &y);
+        check("Gemm-Relu-Gemm-Softmax chain", gb_done(&b, y), NULL);
+    }
+    {   /* frozen: no slot, no gradient; the rest still trains */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int in[2];
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+        static const char *const fz[] = { "a" };
+        ss_train_param_info_t pi;
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "a", 2, d, -1, 1);
+        in[1] = gb_param(&b, "b", 2, d, -1, 1);
+        g = gb_done(&b, gb_node(&b, "Mul", 2, in));
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        o.frozen = fz;
+        o.n_frozen = 1;
+        ok(g && ss_train_new(g, NULL, &o, &t, &err) == 0 &&
+           ss_train_num_params(t) == 1 && ss_train_param(t, 0, &pi) == 0 &&
+           strcmp(pi.name, "b") == 0,
+           "a frozen initializer is no parameter");
+        ss_train_free(t);
+        t = NULL;
+        {
+            static const char *const both[] = { "a", "b" };
+
+            o.frozen = both;
+            o.n_frozen = 2;
+            ok(g && ss_train_new(g, NULL, &o, &t, &err) == SS_EINVAL &&
+               strstr(err.msg, "nothing to train") != NULL,
+               "everything frozen is refused (%s)", err.msg);
+        }
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+    {   /* no rule: refused, naming the op and the node */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int x;
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        x = gb_node(&b, "Floor", 1, &x);
+        g = gb_done(&b, x);
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        ok(g && ss_train_new(g, NULL, &o, &t, &err) == SS_EUNSUPP &&
+           strstr(err.msg, "no gradient rule for Floor (node 'Floor')"),
+           "an op without a rule is refused by name (%s)", err.msg);
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+}
+
+static void
+table_covers(void)
+{
+    int n;
+    const ss__rule_t *r = ss__rules(&n);
+    bool all = n > 30;
+
+    for (int i = 0; i < n; i++)
+        all &= r[i].bwd != NULL && r[i].diff != 0 &&
+               ss__op_find(r[i].op) != NULL;
+    ok(all, "every rule has a backward, a diff mask and an engine op (%d "
+       "rules)", n);
+}
+
+int
+main(void)
+{
+    table_covers();
+    binary_cases();
+    unary_cases();
+    gemm_cases();
+    matmul_cases();
+    norm_cases();
+    conv_cases();
+    pool_cases();
+    shape_cases();
+    structure_cases();
+    return tap_done();
+}
