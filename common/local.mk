@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # common: error codes and details, logging, SS_ASSERT, allocation with a
-# fault hook, reference counts, CPU sets, atomic files.  Used by every folder.
+# fault hook, reference counts, CPU sets, atomic files, the hand-off queue.
+# Used by every folder.
 noinst_LIBRARIES += common/libsscommon.a
 common_libsscommon_a_SOURCES = \
 	common/alloc.c common/alloc.h \
@@ -10,9 +11,15 @@ common_libsscommon_a_SOURCES = \
 	common/cpus.c common/cpus.h \
 	common/err.c common/err.h \
 	common/log.c common/log.h \
+	common/queue.c common/queue.h \
 	common/refcount.h
 
 check_PROGRAMS += tests/unit/test_assert
 TESTS += tests/unit/test_assert
 tests_unit_test_assert_SOURCES = tests/unit/test_assert.c
 tests_unit_test_assert_LDADD = common/libsscommon.a
+
+check_PROGRAMS += tests/unit/test_queue
+TESTS += tests/unit/test_queue
+tests_unit_test_queue_SOURCES = tests/unit/test_queue.c
+tests_unit_test_queue_LDADD = common/libsscommon.a

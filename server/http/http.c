@@ -20,7 +20,7 @@
  * hot path takes no lock.
  *
  * THREADS: [loop], except ss_req_finish() [any] and the done list it
- * feeds (guarded by done_lock).
+ * feeds (an ss_queue_t).
  */
 #include "config.h"
 
@@ -42,6 +42,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/queue.h"
 
 #define MAX_STATUS 600
 
@@ -66,7 +67,7 @@ struct ss_req {
     bool suspended;             /* [loop] parked, waiting for finish */
 
     /* The answer; written by the thread that answers, read by the loop
-     * after done_lock (or on the loop thread itself). */
+     * after the done queue (or on the loop thread itself). */
     bool resp_ready;
     bool queued;
     int status;
@@ -76,7 +77,7 @@ struct ss_req {
     hdr_t *hdrs;
     int nhdrs;
 
-    ss_req_t *next_done;        /* guarded by h->done_lock */
+    ss_qlink_t done_link;       /* in its loop's done queue */
 };
 
 struct ss_http {
@@ -97,8 +98,7 @@ struct ss_http {
     MHD_socket listen_fd;       /* kept after quiesce, closed by us */
     uint64_t next_id;
 
-    pthread_mutex_t done_lock;
-    ss_req_t *done_head;        /* guarded by done_lock */
+    ss_queue_t done;            /* answered by other threads, to resume */
 
     ss_metric_t *m_requests, *m_duration;
     ss_series_t *s_in_flight;
@@ -257,15 +257,14 @@ static void
 on_async(uv_async_t *a)
 {
     ss_http_t *h = a->data;
-    ss_req_t *list, *r;
+    ss_qlink_t *list;
+    ss_req_t *r;
 
-    pthread_mutex_lock(&h->done_lock);
-    list = h->done_head;
-    h->done_head = NULL;
-    pthread_mutex_unlock(&h->done_lock);
-    /* Wake-ups coalesce: drain the whole list each time. */
-    while ((r = list) != NULL) {
-        list = r->next_done;
+    /* Wake-ups coalesce: drain the whole queue each time. */
+    list = ss_queue_take_all(&h->done);
+    while (list != NULL) {
+        r = SS_QUEUE_ENTRY(list, ss_req_t, done_link);
+        list = list->next;
         r->suspended = false;
         MHD_resume_connection(r->conn);
     }
@@ -427,10 +426,7 @@ ss_req_finish(ss_req_t *r, int status, const char *ctype, char *body,
     ss_http_t *h = r->h;
 
     set_response(r, status, ctype, body, len);
-    pthread_mutex_lock(&h->done_lock);
-    r->next_done = h->done_head;
-    h->done_head = r;
-    pthread_mutex_unlock(&h->done_lock);
+    ss_queue_push(&h->done, &r->done_link);
     uv_async_send(&h->async);
 }
 
@@ -637,7 +633,7 @@ on_handle_closed(uv_handle_t *hd)
     ss_http_t *h = hd->data;
 
     if (--h->open_handles == 0) {
-        pthread_mutex_destroy(&h->done_lock);
+        ss_queue_destroy(&h->done);
         ss_free(h->name);
         ss_free(h->address);
         ss_free(h);
@@ -663,7 +659,7 @@ ss_http_start(uv_loop_t *loop, const ss_http_opts_t *opts, ss_http_t **out,
     h->name = ss_strdup(opts->name);
     h->address = ss_strdup(opts->address);
     h->listen_fd = MHD_INVALID_SOCKET;
-    pthread_mutex_init(&h->done_lock, NULL);
+    ss_queue_init(&h->done);
     if (h->name == NULL || h->address == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "out of memory");
         goto fail;
@@ -724,7 +720,7 @@ ss_http_start(uv_loop_t *loop, const ss_http_opts_t *opts, ss_http_t **out,
 fail:
     if (h->d != NULL)
         MHD_stop_daemon(h->d);
-    pthread_mutex_destroy(&h->done_lock);
+    ss_queue_destroy(&h->done);
     ss_free(h->name);
     ss_free(h->address);
     ss_free(h);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "common/queue.h"
 #include "compress/compress.h"
 #include "server/jobs/jobs.h"
 #include "server/kserve/kserve.h"
@@ -60,8 +61,9 @@ typedef struct job {
     double created, started, finished;
 
     struct job *next;           /* all jobs, newest first */
-    struct job *qnext;          /* queued, oldest first */
-    struct job *anext;          /* waiting for the loop to activate */
+    /* In the run queue while queued, then in the activation queue while
+     * its variant waits for the loop; owned by the queue it is in. */
+    ss_qlink_t qlink;
 } job_t;
 
 int ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err);

@@ -11,8 +11,10 @@
  * leaves only the temporary folder, which start-up removes.
  *
  * THREADS: the jobs list and every job's mutable state are guarded by
- * lock; the job thread owns the job it runs; activation requests cross to
- * the loop through an async handle.
+ * lock; the job thread owns the job it runs.  Jobs cross threads in two
+ * hand-off queues: runq (loop -> job thread, which waits on it) and actq
+ * (job thread -> loop, woken by an async handle).  Lock order: lock, then
+ * a queue's own lock.
  */
 #include "config.h"
 
@@ -44,12 +46,10 @@ struct ss_jobs {
     int threads;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    job_t *all;                 /* newest first */
-    job_t *qhead, *qtail;
-    job_t *running;
-    job_t *activate_head;       /* for the loop */
-    bool stop;
+    job_t *all;                 /* newest first; guarded by lock */
+    ss_queue_t runq;            /* queued jobs, oldest first */
+    ss_queue_t actq;            /* variants for the loop to activate */
+    bool stop;                  /* guarded by lock */
     int64_t next_id;
     pthread_t thread;
     uv_async_t async;
@@ -544,8 +544,7 @@ run(ss_jobs_t *js, job_t *j)
         snprintf(j->step, sizeof(j->step), "activating");
         json_decref(j->result);
         j->result = result;
-        j->anext = js->activate_head;
-        js->activate_head = j;
+        ss_queue_push(&js->actq, &j->qlink);
         pthread_mutex_unlock(&js->lock);
         uv_async_send(&js->async);
         result = NULL;
@@ -571,30 +570,28 @@ static void *
 job_thread(void *arg)
 {
     ss_jobs_t *js = arg;
+    ss_qlink_t *l;
     job_t *j;
 
     /* Jobs keep off the serving CPUs; OpenMP threads inherit the mask. */
     if (js->pin)
         ss_cpus_pin_self(&js->cpus);
-    pthread_mutex_lock(&js->lock);
-    for (;;) {
-        while (js->qhead == NULL && !js->stop)
-            pthread_cond_wait(&js->cond, &js->lock);
-        if (js->stop)
-            break;
-        j = js->qhead;
-        js->qhead = j->qnext;
-        if (js->qhead == NULL)
-            js->qtail = NULL;
+    /* NULL once ss_jobs_free closed the queue and it is empty. */
+    while ((l = ss_queue_pop_wait(&js->runq)) != NULL) {
+        j = SS_QUEUE_ENTRY(l, job_t, qlink);
+        pthread_mutex_lock(&js->lock);
+        /* Cancelled between the pop and here, or stopping: skip it. */
+        if (js->stop || j->state != JOB_QUEUED) {
+            pthread_mutex_unlock(&js->lock);
+            continue;
+        }
         j->state = JOB_RUNNING;
         j->started = wall();
-        js->running = j;
         pthread_mutex_unlock(&js->lock);
         ss_log_notice("job %lld (model=%s) running", (long long)j->id,
                       j->model);
         run(js, j);
         pthread_mutex_lock(&js->lock);
-        js->running = NULL;
         /* Nobody reads the source any more unless activation is pending:
          * the reference goes now (it may be the last). */
         if (j->state != JOB_RUNNING) {
@@ -605,8 +602,8 @@ job_thread(void *arg)
             ss_version_unref(v);
             pthread_mutex_lock(&js->lock);
         }
+        pthread_mutex_unlock(&js->lock);
     }
-    pthread_mutex_unlock(&js->lock);
     return NULL;
 }
 
@@ -637,17 +634,15 @@ static void
 on_async(uv_async_t *a)
 {
     ss_jobs_t *js = a->data;
-    job_t *list, *j;
+    ss_qlink_t *l, *next;
+    job_t *j;
 
-    pthread_mutex_lock(&js->lock);
-    list = js->activate_head;
-    js->activate_head = NULL;
-    pthread_mutex_unlock(&js->lock);
-    while ((j = list) != NULL) {
+    /* Wake-ups coalesce: take everything queued. */
+    for (l = ss_queue_take_all(&js->actq); l != NULL; l = next) {
         ss_err_t err = { 0 };
 
-        list = j->anext;
-        j->anext = NULL;
+        next = l->next;
+        j = SS_QUEUE_ENTRY(l, job_t, qlink);
         if (ss_registry_activate(js->reg, j->model, j->new_version,
                                  on_activated, j, &err) < 0)
             on_activated(j, err.code, &err);
@@ -679,7 +674,8 @@ ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
         js->cpus = *cpus;
     }
     pthread_mutex_init(&js->lock, NULL);
-    pthread_cond_init(&js->cond, NULL);
+    ss_queue_init(&js->runq);
+    ss_queue_init(&js->actq);
     uv_async_init(loop, &js->async, on_async);
     js->async.data = js;
     if (pthread_create(&js->thread, NULL, job_thread, js) != 0) {
@@ -764,12 +760,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     snprintf(j->step, sizeof(j->step), "queued");
     j->next = js->all;
     js->all = j;
-    if (js->qtail)
-        js->qtail->qnext = j;
-    else
-        js->qhead = j;
-    js->qtail = j;
-    pthread_cond_signal(&js->cond);
+    ss_queue_push(&js->runq, &j->qlink);
     pthread_mutex_unlock(&js->lock);
     ss_log_notice("job %lld (model=%s@%s) queued", (long long)j->id, model,
                   j->src->label);
@@ -834,7 +825,7 @@ int
 ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
 {
     ss_version_t *drop = NULL;
-    job_t *j, **pp;
+    job_t *j;
     int rc = 0;
 
     pthread_mutex_lock(&js->lock);
@@ -843,15 +834,9 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
     if (j == NULL) {
         rc = ss_err_set(err, SS_ENOTFOUND, "no job %lld", (long long)id);
     } else if (j->state == JOB_QUEUED) {
-        for (pp = &js->qhead; *pp != NULL; pp = &(*pp)->qnext) {
-            if (*pp == j) {
-                *pp = j->qnext;
-                break;
-            }
-        }
-        js->qtail = NULL;
-        for (job_t *q = js->qhead; q != NULL; q = q->qnext)
-            js->qtail = q;
+        /* When the job thread has just taken it, it skips it: the state
+         * is no longer queued when it gets the lock. */
+        ss_queue_remove(&js->runq, &j->qlink);
         j->state = JOB_CANCELLED;
         j->finished = wall();
         drop = j->src;
@@ -870,11 +855,13 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
 int
 ss_jobs_busy(ss_jobs_t *js)
 {
-    int busy;
+    const job_t *j;
+    int busy = 0;
 
+    /* A job waiting for activation is still running. */
     pthread_mutex_lock(&js->lock);
-    busy = js->qhead != NULL || js->running != NULL ||
-           js->activate_head != NULL;
+    for (j = js->all; j != NULL && !busy; j = j->next)
+        busy = j->state == JOB_QUEUED || j->state == JOB_RUNNING;
     pthread_mutex_unlock(&js->lock);
     return busy;
 }
@@ -890,7 +877,8 @@ on_closed(uv_handle_t *h)
         job_free(j);
     }
     pthread_mutex_destroy(&js->lock);
-    pthread_cond_destroy(&js->cond);
+    ss_queue_destroy(&js->runq);
+    ss_queue_destroy(&js->actq);
     ss_free(js->repo);
     ss_free(js);
 }
@@ -909,8 +897,9 @@ ss_jobs_free(ss_jobs_t *js)
         if (j->state == JOB_QUEUED)
             j->state = JOB_CANCELLED;
     }
-    pthread_cond_signal(&js->cond);
     pthread_mutex_unlock(&js->lock);
+    /* The job thread skips what is still queued and exits. */
+    ss_queue_close(&js->runq);
     pthread_join(js->thread, NULL);
     /* Jobs waiting for activation are dropped: release their versions. */
     for (j = js->all; j != NULL; j = j->next) {
@@ -919,6 +908,7 @@ ss_jobs_free(ss_jobs_t *js)
         if (j->state == JOB_RUNNING)
             j->state = JOB_CANCELLED;
     }
-    js->activate_head = NULL;
+    ss_queue_take_all(&js->runq);
+    ss_queue_take_all(&js->actq);
     uv_close((uv_handle_t *)&js->async, on_closed);
 }

@@ -49,7 +49,6 @@ struct ss_model {
     int n_on_disk;
     task_t *task;               /* the operation running, or NULL */
     int live;                   /* versions published and not yet freed */
-    int freed_pending;          /* guarded by reg->event_lock */
     ss_registry_cb unload_cb;   /* waiting for live == 0 */
     void *unload_arg;
     ss_sampler_t *sampler;
@@ -74,14 +73,14 @@ struct ss_registry {
     ss_registry_cb scan_cb;
     void *scan_arg;
 
+    /* A version whose last reference went is pushed on reap (any
+     * thread); the reaper frees its batcher and graph and hands the rest
+     * back on freed, waking the loop with async; the loop counts it off
+     * its model and frees it. */
     uv_async_t async;
-    pthread_mutex_t event_lock;
-
+    ss_queue_t reap;
+    ss_queue_t freed;
     pthread_t reaper;
-    pthread_mutex_t reap_lock;
-    pthread_cond_t reap_cond;
-    ss_version_t *reap_head;    /* guarded by reap_lock */
-    bool reap_stop;             /* guarded by reap_lock */
 };
 
 ss_model_t *ss__registry_find(const ss_registry_t *r, const char *name);

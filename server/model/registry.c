@@ -22,8 +22,8 @@
  * version.
  *
  * THREADS: [loop], except the load work (pool thread, touches only its
- * task) and the reaper (its queue is guarded by reap_lock; the event list
- * it feeds back by event_lock).
+ * task) and the reaper, which takes versions from the reap queue and hands
+ * them back on the freed queue (each an ss_queue_t with its own lock).
  */
 #include "config.h"
 
@@ -66,41 +66,29 @@ ss_version_unref(ss_version_t *v)
     if (v == NULL || !ss_ref_put(&v->ref))
         return;
     r = v->model->reg;
-    pthread_mutex_lock(&r->reap_lock);
-    v->reap_next = r->reap_head;
-    r->reap_head = v;
-    pthread_cond_signal(&r->reap_cond);
-    pthread_mutex_unlock(&r->reap_lock);
+    ss_queue_push(&r->reap, &v->reap_link);
 }
 
 static void *
 reaper_main(void *arg)
 {
     ss_registry_t *r = arg;
-    ss_version_t *v;
+    ss_qlink_t *l;
 
-    pthread_mutex_lock(&r->reap_lock);
-    for (;;) {
-        while (r->reap_head == NULL && !r->reap_stop)
-            pthread_cond_wait(&r->reap_cond, &r->reap_lock);
-        if (r->reap_head == NULL)
-            break;
-        v = r->reap_head;
-        r->reap_head = v->reap_next;
-        pthread_mutex_unlock(&r->reap_lock);
+    /* NULL once ss_registry_free closed the queue and it is empty. */
+    while ((l = ss_queue_pop_wait(&r->reap)) != NULL) {
+        ss_version_t *v = SS_QUEUE_ENTRY(l, ss_version_t, reap_link);
 
-        ss_model_t *m = v->model;
-
-        ss_log_info("model=%s@%s freed", m->name, v->label);
-        version_destroy(v);
-        pthread_mutex_lock(&r->event_lock);
-        m->freed_pending++;
-        pthread_mutex_unlock(&r->event_lock);
+        /* The heavy part here (joins executors, frees weights); the
+         * struct goes back to the loop, which counts it off its model. */
+        ss_log_info("model=%s@%s freed", v->model->name, v->label);
+        ss_batcher_free(v->batcher);
+        ss_graph_free(v->graph);
+        v->batcher = NULL;
+        v->graph = NULL;
+        ss_queue_push(&r->freed, &v->reap_link);
         uv_async_send(&r->async);
-
-        pthread_mutex_lock(&r->reap_lock);
     }
-    pthread_mutex_unlock(&r->reap_lock);
     return NULL;
 }
 
@@ -677,17 +665,16 @@ static void
 on_async(uv_async_t *a)
 {
     ss_registry_t *r = a->data;
-    ss_model_t *m;
+    ss_qlink_t *l, *next;
 
-    for (m = r->models; m != NULL; m = m->next) {
-        int n;
+    /* Wake-ups coalesce: take every version freed since the last one. */
+    for (l = ss_queue_take_all(&r->freed); l != NULL; l = next) {
+        ss_version_t *v = SS_QUEUE_ENTRY(l, ss_version_t, reap_link);
+        ss_model_t *m = v->model;
 
-        pthread_mutex_lock(&r->event_lock);
-        n = m->freed_pending;
-        m->freed_pending = 0;
-        pthread_mutex_unlock(&r->event_lock);
-        m->live -= n;
-        if (n > 0 && m->live == 0 && m->state == SS_MODEL_UNLOADING) {
+        next = l->next;
+        ss_free(v);
+        if (--m->live == 0 && m->state == SS_MODEL_UNLOADING) {
             ss_registry_cb cb = m->unload_cb;
 
             m->state = SS_MODEL_UNAVAILABLE;
@@ -746,9 +733,8 @@ ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
             return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
         }
     }
-    pthread_mutex_init(&r->event_lock, NULL);
-    pthread_mutex_init(&r->reap_lock, NULL);
-    pthread_cond_init(&r->reap_cond, NULL);
+    ss_queue_init(&r->reap);
+    ss_queue_init(&r->freed);
     uv_async_init(r->loop, &r->async, on_async);
     r->async.data = r;
     if (pthread_create(&r->reaper, NULL, reaper_main, r) != 0) {
@@ -795,6 +781,7 @@ on_async_closed(uv_handle_t *h)
 {
     ss_registry_t *r = h->data;
     ss_model_t *m, *next;
+    ss_qlink_t *l, *nl;
 
     for (m = r->models; m != NULL; m = next) {
         next = m->next;
@@ -803,9 +790,13 @@ on_async_closed(uv_handle_t *h)
         ss_free(m->dir);
         ss_free(m);
     }
-    pthread_mutex_destroy(&r->event_lock);
-    pthread_mutex_destroy(&r->reap_lock);
-    pthread_cond_destroy(&r->reap_cond);
+    /* Versions the reaper freed after the loop's last wake-up. */
+    for (l = ss_queue_take_all(&r->freed); l != NULL; l = nl) {
+        nl = l->next;
+        ss_free(SS_QUEUE_ENTRY(l, ss_version_t, reap_link));
+    }
+    ss_queue_destroy(&r->reap);
+    ss_queue_destroy(&r->freed);
     ss_free(r->repo);
     ss_free(r);
 }
@@ -816,10 +807,7 @@ ss_registry_free(ss_registry_t *r)
     if (r == NULL)
         return;
     ss_registry_close(r);
-    pthread_mutex_lock(&r->reap_lock);
-    r->reap_stop = true;
-    pthread_cond_signal(&r->reap_cond);
-    pthread_mutex_unlock(&r->reap_lock);
+    ss_queue_close(&r->reap);
     pthread_join(r->reaper, NULL);
     /* The struct goes once libuv is done with the handle. */
     uv_close((uv_handle_t *)&r->async, on_async_closed);

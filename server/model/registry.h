@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "common/queue.h"
 #include "common/refcount.h"
 #include "engine/engine.h"
 #include "server/batch/batch.h"
@@ -58,7 +59,8 @@ typedef struct ss_version {
     size_t weight_bytes;
     int64_t file_mtime_ns;      /* to skip reloading an unchanged file */
     int64_t file_size;
-    struct ss_version *reap_next;
+    ss_qlink_t reap_link;       /* in the reaper's queue, then the
+                                 * loop's (private to the registry) */
 } ss_version_t;
 
 /* [any] The caller must already hold a reference. */

@@ -7,20 +7,21 @@
  * decision to sample is a xorshift draw against the probability, on the
  * loop thread, so it costs nothing when a request is not taken.
  *
- * THREADS: offer [loop]; everything else [any]; lock guards the FIFO.
+ * THREADS: offer [loop]; everything else [any]; the FIFO is an
+ * ss_queue_t whose lock also guards rows and bytes.
  */
 #include "config.h"
 
 #include "server/model/sampler.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/queue.h"
 
 typedef struct sample {
-    struct sample *next;
+    ss_qlink_t link;
     int n;
     int64_t rows;
     size_t bytes;
@@ -28,15 +29,16 @@ typedef struct sample {
 } sample_t;
 
 struct ss_sampler {
-    pthread_mutex_t lock;
-    sample_t *head, *tail;      /* oldest first */
-    int64_t rows, cap_rows;
-    int64_t bytes, max_bytes;
+    ss_queue_t q;               /* samples, oldest first */
+    int64_t rows, cap_rows;     /* rows: q's lock */
+    int64_t bytes, max_bytes;   /* bytes: q's lock */
     uint64_t rng;               /* [loop] */
     uint64_t threshold;         /* probability scaled to 2^64 */
     bool always;
     ss_series_t *s_rows, *s_bytes, *s_taken;
 };
+
+#define SAMPLE(l) SS_QUEUE_ENTRY(l, sample_t, link)
 
 static void
 sample_free(sample_t *s)
@@ -59,7 +61,7 @@ ss_sampler_new(int capacity_rows, double probability, int64_t max_bytes,
 
     if ((s = ss_calloc(1, sizeof(*s))) == NULL)
         return NULL;
-    pthread_mutex_init(&s->lock, NULL);
+    ss_queue_init(&s->q);
     s->cap_rows = capacity_rows;
     s->max_bytes = max_bytes;
     s->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)s;
@@ -89,15 +91,15 @@ ss_sampler_new(int capacity_rows, double probability, int64_t max_bytes,
 void
 ss_sampler_free(ss_sampler_t *s)
 {
-    sample_t *x, *next;
+    ss_qlink_t *l, *next;
 
     if (s == NULL)
         return;
-    for (x = s->head; x != NULL; x = next) {
-        next = x->next;
-        sample_free(x);
+    for (l = ss_queue_take_all(&s->q); l != NULL; l = next) {
+        next = l->next;
+        sample_free(SAMPLE(l));
     }
-    pthread_mutex_destroy(&s->lock);
+    ss_queue_destroy(&s->q);
     ss_free(s);
 }
 
@@ -148,20 +150,13 @@ ss_sampler_offer(ss_sampler_t *s, int n, const ss_tensor_t *inputs,
         sample_free(x);
         return 0;
     }
-    pthread_mutex_lock(&s->lock);
-    if (s->tail)
-        s->tail->next = x;
-    else
-        s->head = x;
-    s->tail = x;
+    ss_queue_lock(&s->q);
+    ss_queue_push_locked(&s->q, &x->link);
     s->rows += rows;
     s->bytes += (int64_t)bytes;
-    while (s->head != NULL &&
+    while (s->q.head != NULL &&
            (s->rows > s->cap_rows || s->bytes > s->max_bytes)) {
-        old = s->head;
-        s->head = old->next;
-        if (s->head == NULL)
-            s->tail = NULL;
+        old = SAMPLE(ss_queue_pop_locked(&s->q));
         s->rows -= old->rows;
         s->bytes -= (int64_t)old->bytes;
         sample_free(old);
@@ -172,7 +167,7 @@ ss_sampler_offer(ss_sampler_t *s, int n, const ss_tensor_t *inputs,
         ss_series_set(s->s_bytes, (double)s->bytes);
     if (s->s_taken)
         ss_series_add(s->s_taken, 1);
-    pthread_mutex_unlock(&s->lock);
+    ss_queue_unlock(&s->q);
     return 1;
 }
 
@@ -198,17 +193,18 @@ ss_sampler_snapshot(ss_sampler_t *s, int64_t max_rows, int n,
                     ss_tensor_t *out, ss_err_t *err)
 {
     sample_t *x, *ref;
+    ss_qlink_t *l;
     int64_t rows = 0, skip, done = 0;
     int i, rc = 0;
 
     memset(out, 0, sizeof(*out) * (size_t)n);
-    pthread_mutex_lock(&s->lock);
-    ref = s->tail;
+    ss_queue_lock(&s->q);
+    ref = s->q.tail != NULL ? SAMPLE(s->q.tail) : NULL;
     if (ref == NULL || ref->n != n)
         goto unlock;
-    for (x = s->head; x != NULL; x = x->next)
-        if (same_shape(x, ref))
-            rows += x->rows;
+    for (l = s->q.head; l != NULL; l = l->next)
+        if (same_shape(SAMPLE(l), ref))
+            rows += SAMPLE(l)->rows;
     skip = rows > max_rows ? rows - max_rows : 0;
     rows -= skip;
     for (i = 0; i < n; i++) {
@@ -226,7 +222,8 @@ ss_sampler_snapshot(ss_sampler_t *s, int64_t max_rows, int n,
         }
     }
     /* Newest rows win: skip the oldest beyond max_rows, whole samples. */
-    for (x = s->head; x != NULL; x = x->next) {
+    for (l = s->q.head; l != NULL; l = l->next) {
+        x = SAMPLE(l);
         if (!same_shape(x, ref))
             continue;
         if (skip >= x->rows) {
@@ -247,7 +244,7 @@ ss_sampler_snapshot(ss_sampler_t *s, int64_t max_rows, int n,
         skip = 0;
     }
 unlock:
-    pthread_mutex_unlock(&s->lock);
+    ss_queue_unlock(&s->q);
     if (rc < 0) {
         for (i = 0; i < n; i++)
             ss_free(out[i].data);
@@ -262,9 +259,9 @@ ss_sampler_rows(ss_sampler_t *s)
 {
     int64_t r;
 
-    pthread_mutex_lock(&s->lock);
+    ss_queue_lock(&s->q);
     r = s->rows;
-    pthread_mutex_unlock(&s->lock);
+    ss_queue_unlock(&s->q);
     return r;
 }
 
@@ -273,8 +270,8 @@ ss_sampler_bytes(ss_sampler_t *s)
 {
     int64_t r;
 
-    pthread_mutex_lock(&s->lock);
+    ss_queue_lock(&s->q);
     r = s->bytes;
-    pthread_mutex_unlock(&s->lock);
+    ss_queue_unlock(&s->q);
     return r;
 }
