@@ -3,17 +3,38 @@
 #define SS_ENGINE_PLAN_INT_H
 
 /*
- * engine/plan's one internal header: the compiled plan's internals (plan.c
- * compiles, exec.c runs), the passes ss_plan_new runs, and the helpers
- * the passes share.
+ * engine/plan's one internal header: the compiled plan's internals, the
+ * passes that build it, and the helpers those passes share.
  *
- * Plan values mirror the graph's values one to one (same ids), with the
- * concrete shape of this compile and where the bytes live at run time.
- * Steps are what runs: a reference kernel for one node, a oneDNN primitive
- * for one or several fused nodes, or a copy into a graph output.
+ * Plan values mirror the graph's values one to one (same ids; passes may
+ * append more), with the concrete shape of this compile and where the
+ * bytes live at run time.  Steps are what runs: a reference kernel for
+ * one node, a oneDNN primitive for one or several fused nodes, or a copy
+ * into a graph output.
+ *
+ * Who calls whom: each layer calls only the layers below it, and no pass
+ * calls another pass.
+ *
+ *   driver   plan.c      ss_plan_new: shapes, constant folding, views;
+ *                        runs the passes; prunes, binds outputs, plans
+ *                        the arena.  exec.c runs a plan.
+ *   passes   plan_qdq.c  int8 (QDQ patterns)          ss__plan_int8
+ *            plan_bf16.c bf16 compute                 ss__plan_bf16
+ *            plan_fuse.c f32 fusion, with its anchors ss__plan_fuse
+ *                        (plan_fuse_ops.c, plan_fuse_ln.c: ss__fuse_*)
+ *            plan_layout.c reorders between layouts   ss__plan_layout
+ *   helpers  plan_chain.c the fusion toolkit          ss__fz_*
+ *            plan_layout_rules.c layout choices       ss__lay_*
+ *            plan_edit.c steps, values, insertions    ss__plan_*
+ *   below    engine/dnnl (oneDNN primitives), engine/ops (reference
+ *            kernels), engine/ir (graphs, attributes)
+ *
+ * Among the helpers, plan_chain.c and plan_layout_rules.c call
+ * plan_edit.c, which calls no other file of the folder.
  *
  * THREADS: a plan is built inside ss_plan_new (everything below but the
- * types is used there only) and immutable after it returns.
+ * types and ss__plan_root serves that build only) and is immutable once
+ * it returns; exec.c reads it from any number of threads.
  */
 
 #include <string.h>
@@ -105,23 +126,71 @@ ss__plan_is_op(const ss_step_t *st, const char *op)
     return st->kind == SS_STEP_REF && strcmp(st->node->op_type, op) == 0;
 }
 
-/* Appends a step; takes the in/out arrays (ss_malloc'ed). */
-int ss__plan_add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err);
-void ss__plan_step_clear(ss_step_t *s);
+/* ---- the passes: ss_plan_new (plan.c) runs them in this order -------------
+ * Each returns 0 with a valid plan (what it could not do stays as it
+ * was) or a negative code that stops the compile.  SS_ENGINE_NO_FUSION=1
+ * skips them all. */
 
-/* Replaces runs of reference steps by fused oneDNN steps where it can.
- * Leaves the plan valid (unchanged steps) on SS_EUNSUPP-type refusals;
- * fails only on errors that must stop the compile. */
+/* QDQ patterns onto int8 primitives, leftover Q/DQ onto oneDNN reorders
+ * (plan_qdq.c).  May append plan values (NHWC copies). */
+int ss__plan_int8(ss_plan_t *p, ss_err_t *err);
+
+/* bf16 compute when the graph asks for it (ss_graph_precision), else
+ * nothing (plan_bf16.c).  May append plan values (bf16 copies). */
+int ss__plan_bf16(ss_plan_t *p, ss_err_t *err);
+
+/* Replaces runs of reference steps by fused f32 oneDNN steps where it
+ * can (plan_fuse.c). */
 int ss__plan_fuse(ss_plan_t *p, ss_err_t *err);
 
-/* Before fusion: QDQ patterns onto int8 primitives, and bf16 compute when
- * the graph asks for it (plan_qdq.c).  May append plan values beyond the
- * graph's (bf16 copies of activations). */
-int ss__plan_lowp(ss_plan_t *p, ss_err_t *err);
-
-/* After fusion: puts a reorder before every read of a value in a layout
- * other than the one its producer wrote (plan_layout.c). */
+/* Puts a reorder before every read of a value in a layout other than the
+ * one its producer wrote (plan_layout.c). */
 int ss__plan_layout(ss_plan_t *p, ss_err_t *err);
+
+/* ---- plan edits (plan_edit.c), for every pass -------------------------- */
+
+/* Frees what s owns (in, out, prim) and zeroes it: a hole (kind 0). */
+void ss__plan_step_clear(ss_step_t *s);
+
+/* A new plan value: v's shape in type dt, in the arena, stored in layout
+ * l (the layout pass reads it).  Returns its id or a negative code;
+ * p->vals may move. */
+int ss__plan_add_value(ss_plan_t *p, int v, ss_dtype_t dt,
+                       ss_dnn_layout_t l, ss_err_t *err);
+
+/* Whether v is (or is viewed by) a graph output. */
+int ss__plan_is_graph_out(const ss_plan_t *p, int v);
+
+/* Whether some value is a view of v (shares its bytes directly). */
+int ss__plan_has_views(const ss_plan_t *p, int v);
+
+/* A step queued for insertion before (after = 0) or after step `at`. */
+typedef struct ss__plan_ins {
+    int at, after;
+    ss_step_t st;
+} ss__plan_ins_t;
+
+/* The queue of a pass; zero-initialize it. */
+typedef struct ss__plan_inslist {
+    ss__plan_ins_t *v;
+    int n, cap;
+} ss__plan_inslist_t;
+
+/* Queues st before (after = 0) or after step `at`; takes st (clears it,
+ * on failure too). */
+int ss__plan_ins_step(ss__plan_inslist_t *l, int at, int after,
+                      ss_step_t *st, ss_err_t *err);
+/* Queues a conversion step in -> out (cd says how) before (after = 0) or
+ * after step `at`. */
+int ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,
+                         int after, const ss_dnn_convert_desc_t *cd, int in,
+                         int out, const char *what, ss_err_t *err);
+/* Rebuilds the step array with the queued steps in place (taken), and
+ * without the holes fused chains left; with nothing queued, leaves the
+ * array as it is. */
+int ss__plan_ins_apply(ss_plan_t *p, ss__plan_inslist_t *l, ss_err_t *err);
+/* Frees the queue and the steps still in it. */
+void ss__plan_ins_free(ss__plan_inslist_t *l);
 
 /* ---- the fusion toolkit (plan_chain.c), for the anchors of every pass ----
  *
@@ -238,18 +307,6 @@ int ss__fz_linear_shape(ss__fz_t *fz, int s, ss__fz_lin_t *L,
 int ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                       ss_dnn_qconv_desc_t *d);
 
-/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, plan_fuse_ln.c) ----
- * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order. */
-
-int ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
-
 /* ---- layout rules (plan_layout_rules.c): what the anchors ask when they
  * create a primitive; the layout pass (ss__plan_layout) then makes every
  * read agree with the write ---------------------------------------------- */
@@ -282,44 +339,16 @@ ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
  * binary): the source's, when dst may be written in it; else PLAIN. */
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 
-/* ---- low precision (plan_lowp.c: new values, inserted steps;
- * plan_qdq.c: int8; plan_bf16.c: bf16) ----------------------------------- */
+/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, plan_fuse_ln.c) ----
+ * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order. */
 
-/* Whether v is (or is viewed by) a graph output. */
-int ss__lp_is_graph_out(const ss_plan_t *p, int v);
-/* A new plan value: v's shape in type dt, in the arena, stored in layout
- * l.  Returns its id or a negative code. */
-int ss__lp_add_pval(ss_plan_t *p, int v, ss_dtype_t dt, ss_dnn_layout_t l,
-                    ss_err_t *err);
-
-/* A step queued for insertion before (after = 0) or after step `at`. */
-typedef struct ss__lp_ins {
-    int at, after;
-    ss_step_t st;
-} ss__lp_ins_t;
-
-typedef struct ss__lp_inslist {
-    ss__lp_ins_t *v;
-    int n, cap;
-    int twin[2 * 64];       /* pairs (NCHW value, its NHWC copy) */
-    int n_twin;
-} ss__lp_inslist_t;
-
-/* The NHWC copy of v made so far, or -1; remembers one. */
-int ss__lp_twin_of(const ss__lp_inslist_t *l, int v);
-void ss__lp_twin_add(ss__lp_inslist_t *l, int v, int nhwc);
-/* Queues a conversion step in -> out (cd says how) before (after = 0) or
- * after step `at`. */
-int ss__lp_ins_convert(ss_plan_t *p, ss__lp_inslist_t *l, int at,
-                       int after, const ss_dnn_convert_desc_t *cd, int in,
-                       int out, const char *what, ss_err_t *err);
-/* Rebuilds the step array with the queued steps in place, dropping the
- * holes fusion left. */
-int ss__lp_ins_apply(ss_plan_t *p, ss__lp_inslist_t *l, ss_err_t *err);
-void ss__lp_ins_free(ss__lp_inslist_t *l);
-
-/* The passes. */
-int ss__lp_int8(ss_plan_t *p, ss_err_t *err);
-int ss__lp_bf16(ss_plan_t *p, ss_err_t *err);
+int ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
 
 #endif

@@ -7,10 +7,11 @@
 noinst_LIBRARIES += engine/plan/libssplan.a
 engine_plan_libssplan_a_SOURCES = \
 	engine/plan/internal.h engine/plan/plan.c engine/plan/exec.c \
-	engine/plan/plan_chain.c engine/plan/plan_fuse.c \
-	engine/plan/plan_fuse_ops.c engine/plan/plan_fuse_ln.c \
-	engine/plan/plan_layout.c engine/plan/plan_layout_rules.c \
-	engine/plan/plan_lowp.c engine/plan/plan_qdq.c engine/plan/plan_bf16.c
+	engine/plan/plan_qdq.c engine/plan/plan_bf16.c \
+	engine/plan/plan_fuse.c engine/plan/plan_fuse_ops.c \
+	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
+	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
+	engine/plan/plan_edit.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 
 # What a program that runs models links, in order.

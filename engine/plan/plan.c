@@ -11,17 +11,20 @@
  * Unsqueeze → Concat chains torch.onnx.export writes (Shape itself is
  * constant once input shapes are).  Identity and Dropout, and the
  * reshaping ops (Reshape, Flatten, Squeeze, Unsqueeze), become views that
- * share their input's bytes.  Every other node becomes a step.  Then
- * fusion (plan_fuse.c) replaces steps by oneDNN primitives, steps nobody
- * needs are dropped, graph outputs are bound to the caller's buffers, and
- * every remaining intermediate gets an offset in one arena by liveness
- * (first fit, 64-byte aligned), so running a plan allocates nothing.
+ * share their input's bytes.  Every other node becomes a step.  Then the
+ * passes replace steps by oneDNN primitives (int8 in plan_qdq.c, bf16 in
+ * plan_bf16.c, f32 fusion in plan_fuse.c, reorders between layouts in
+ * plan_layout.c; internal.h draws the map), steps nobody needs are
+ * dropped, graph outputs are bound to the caller's buffers, and every
+ * remaining intermediate gets an offset in one arena by liveness (first
+ * fit, 64-byte aligned), so running a plan allocates nothing.  This file
+ * calls the passes and is called by none of them.
  *
  * Memory is budgeted at compile time, so that a hostile model (a
  * ConstantOfShape whose shape input asks for gigabytes) fails here with
  * SS_ETOOBIG naming the node, not in an allocation at fold or run time:
  * every value must fit the budget, and so must the folded constants plus
- * the arena plus oneDNN's scratch, together (plan_int.h has the default;
+ * the arena plus oneDNN's scratch, together (internal.h has the default;
  * SS_ENGINE_MAX_PLAN_BYTES overrides it).
  *
  * Set SS_ENGINE_NO_FUSION=1 to compile with reference kernels only.
@@ -50,17 +53,9 @@ label(const ss_node_t *n)
     return n->name[0] ? n->name : n->op_type;
 }
 
-void
-ss__plan_step_clear(ss_step_t *s)
-{
-    ss_free(s->in);
-    ss_free(s->out);
-    ss_dnn_prim_free(s->prim);
-    memset(s, 0, sizeof(*s));
-}
-
-int
-ss__plan_add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
+/* Appends a step; takes the in/out arrays (ss_malloc'ed). */
+static int
+add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
 {
     if (p->n_steps == p->cap_steps) {
         int cap = p->cap_steps ? 2 * p->cap_steps : 64;
@@ -349,7 +344,7 @@ fold_fail:
     for (int k = 0; k < n->n_outputs; k++)
         if (n->outputs[k] >= 0)
             p->vals[n->outputs[k]].kind = SS_PV_ARENA;
-    if ((rc = ss__plan_add_step(p, &st, err)) < 0)
+    if ((rc = add_step(p, &st, err)) < 0)
         goto done;
     memset(&st, 0, sizeof(st));
 done:
@@ -480,7 +475,7 @@ bind_outputs(ss_plan_t *p, ss_err_t *err)
             ss__plan_step_clear(&st);
             return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
         }
-        if ((rc = ss__plan_add_step(p, &st, err)) < 0) {
+        if ((rc = add_step(p, &st, err)) < 0) {
             ss__plan_step_clear(&st);
             return rc;
         }
@@ -568,6 +563,14 @@ done:
     return rc;
 }
 
+/* The passes onto oneDNN, in order, after the walk over the nodes: int8
+ * and bf16 take what they can first, the f32 fusion the rest, and the
+ * layout pass reorders where a read and its write disagree.  Each leaves
+ * a valid plan; SS_ENGINE_NO_FUSION=1 skips them all. */
+static int (*const passes[])(ss_plan_t *, ss_err_t *) = {
+    ss__plan_int8, ss__plan_bf16, ss__plan_fuse, ss__plan_layout,
+};
+
 /* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */
 static void
 dump(const ss_plan_t *p)
@@ -628,10 +631,9 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     for (int i = 0; i < g->n_nodes; i++)
         if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
             goto done;
-    if (p->fuse && ((rc = ss__plan_lowp(p, err)) < 0
-                    || (rc = ss__plan_fuse(p, err)) < 0
-                    || (rc = ss__plan_layout(p, err)) < 0))
-        goto done;
+    for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]); i++)
+        if ((rc = passes[i](p, err)) < 0)
+            goto done;
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
         || (rc = plan_arena(p, err)) < 0)
         goto done;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bf16: compute in bf16 for graphs that ask for it (engine/ir/edit.h:
- * ss_graph_precision; plan_lowp.c runs it before the f32 fusion).
+ * ss_graph_precision).  ss_plan_new runs this pass after the int8 one and
+ * before the f32 fusion (plan_fuse.c), which takes what is left.
  *
  * DESIGN: Linear and Conv with constant weights run on bf16 primitives
  * (weights converted once, here; f32 accumulation, f32 bias and
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "engine/ir/edit.h"
 #include "engine/plan/internal.h"
 
 typedef struct brec {
@@ -197,11 +199,8 @@ only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
 {
     int readers = 0;
 
-    if (ss__lp_is_graph_out(p, v))
+    if (ss__plan_is_graph_out(p, v) || ss__plan_has_views(p, v))
         return 0;
-    for (int u = 0; u < p->n_vals; u++)
-        if (p->vals[u].alias == v)
-            return 0;
     for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *st = &p->steps[s];
 
@@ -222,7 +221,7 @@ static int
 bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
 {
     int *rec_at = NULL, *cv = NULL, n_cv = 0, rc = 0;
-    ss__lp_inslist_t il = { 0 };
+    ss__plan_inslist_t il = { 0 };
 
     if ((rec_at = ss_malloc(((size_t)p->n_steps + 1) * sizeof(int))) == NULL
         || (cv = ss_malloc(((size_t)bp->n + 1) * 3 * sizeof(int))) == NULL) {
@@ -268,19 +267,17 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
     for (int i = 0; i < bp->n; i++) {
         brec_t *r = &bp->r[i];
         ss_step_t *st = &p->steps[r->step];
-        int y = st->out[0], views = 0, ys;
+        int y = st->out[0], ys;
         ss_dnn_convert_desc_t cd = { .ndim = 4 };
 
         if (!r->nhwc)
             continue;
-        for (int w = 0; w < p->n_vals; w++)
-            views += p->vals[w].alias == y;
-        if (!ss__lp_is_graph_out(p, y) && views == 0) {
+        if (!ss__plan_is_graph_out(p, y) && !ss__plan_has_views(p, y)) {
             p->vals[y].layout = SS_DNN_NHWC;
             continue;
         }
-        ys = ss__lp_add_pval(p, y, ss__plan_tensor(p, y)->dtype, SS_DNN_NHWC,
-                             err);
+        ys = ss__plan_add_value(p, y, ss__plan_tensor(p, y)->dtype,
+                                SS_DNN_NHWC, err);
         if (ys < 0) {
             rc = ys;
             goto done;
@@ -289,8 +286,8 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
         memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
         cd.src_nhwc = 1;
-        if ((rc = ss__lp_ins_convert(p, &il, r->step, 1, &cd, ys, y, "to NCHW",
-                              err)) < 0)
+        if ((rc = ss__plan_ins_convert(p, &il, r->step, 1, &cd, ys, y,
+                                       "to NCHW", err)) < 0)
             goto done;
     }
     /* every source still f32 gets one conversion per layout, shared by
@@ -305,9 +302,9 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
             if (cv[3 * j] == src && cv[3 * j + 2] == r->nhwc)
                 break;
         if (j == n_cv) {
-            if ((rc = ss__lp_add_pval(p, src, SS_DTYPE_BF16,
-                               r->nhwc ? SS_DNN_NHWC : SS_DNN_PLAIN,
-                               err)) < 0)
+            if ((rc = ss__plan_add_value(p, src, SS_DTYPE_BF16,
+                                         r->nhwc ? SS_DNN_NHWC
+                                                 : SS_DNN_PLAIN, err)) < 0)
                 goto done;
             cv[3 * j] = src;
             cv[3 * j + 1] = rc;
@@ -339,24 +336,27 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
                             "%d-D tensor", t->ndim);
             goto done;
         }
-        if ((rc = ss__lp_ins_convert(p, &il, first, 0, &cd, cv[3 * j],
-                              cv[3 * j + 1], "to bf16", err)) < 0)
+        if ((rc = ss__plan_ins_convert(p, &il, first, 0, &cd, cv[3 * j],
+                                       cv[3 * j + 1], "to bf16", err)) < 0)
             goto done;
     }
-    rc = ss__lp_ins_apply(p, &il, err);
+    rc = ss__plan_ins_apply(p, &il, err);
 done:
-    ss__lp_ins_free(&il);
+    ss__plan_ins_free(&il);
     ss_free(rec_at);
     ss_free(cv);
     return rc;
 }
 
 int
-ss__lp_bf16(ss_plan_t *p, ss_err_t *err)
+ss__plan_bf16(ss_plan_t *p, ss_err_t *err)
 {
     ss__fz_t fz;
     bpass_t bp = { 0 };
     int rc = 0, kept = 0;
+
+    if (ss_graph_precision(p->g) != SS_DTYPE_BF16)
+        return 0;
 
     if (ss__fz_init(&fz, p) < 0) {
         ss__fz_close(&fz);

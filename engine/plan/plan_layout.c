@@ -42,34 +42,6 @@
 #include "common/alloc.h"
 #include "engine/plan/internal.h"
 
-typedef struct insert {
-    int before;             /* step index */
-    ss_step_t st;
-} insert_t;
-
-/* A new arena value: v's shape, in layout l.  Returns its id. */
-static int
-new_value(ss_plan_t *p, int v, ss_dnn_layout_t l, ss_err_t *err)
-{
-    ss_pval_t *vals = ss_realloc(p->vals,
-                                 ((size_t)p->n_vals + 2) * sizeof(*vals));
-    ss_pval_t *nv;
-
-    if (vals == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for a reorder");
-    p->vals = vals;
-    nv = &vals[p->n_vals];
-    memset(nv, 0, 2 * sizeof(*nv));
-    nv->t = vals[v].t;
-    nv->t.data = NULL;
-    nv->kind = SS_PV_ARENA;
-    nv->alias = -1;
-    nv->bytes = vals[v].bytes;
-    nv->layout = l;
-    nv[1].alias = -1;
-    return p->n_vals++;
-}
-
 /* The reorder step v (in layout from) → a new value in layout l. */
 static int
 make_reorder(ss_plan_t *p, const ss_step_t *reader, int v,
@@ -87,7 +59,7 @@ make_reorder(ss_plan_t *p, const ss_step_t *reader, int v,
     d.dst_layout = l;
     if ((rc = ss_dnn_reorder_new(&d, &out->prim, err)) < 0)
         goto done;
-    if ((rc = new_value(p, v, l, err)) < 0)
+    if ((rc = ss__plan_add_value(p, v, p->vals[v].t.dtype, l, err)) < 0)
         goto done;
     *nv = rc;
     out->kind = SS_STEP_DNN;
@@ -112,33 +84,13 @@ done:
     return rc;
 }
 
-/* Moves the inserted steps into place: ins is sorted by `before`. */
-static int
-splice(ss_plan_t *p, insert_t *ins, int n_ins, ss_err_t *err)
-{
-    int n = p->n_steps + n_ins, j = 0, k = 0;
-    ss_step_t *steps = ss_malloc((size_t)n * sizeof(*steps));
-
-    if (steps == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
-    for (int s = 0; s < p->n_steps; s++) {
-        while (j < n_ins && ins[j].before == s)
-            steps[k++] = ins[j++].st;
-        steps[k++] = p->steps[s];
-    }
-    ss_free(p->steps);
-    p->steps = steps;
-    p->n_steps = p->cap_steps = n;
-    return 0;
-}
-
 int
 ss__plan_layout(ss_plan_t *p, ss_err_t *err)
 {
-    int n0 = p->n_vals, n_ins = 0, rc = 0;
+    int n0 = p->n_vals, rc = 0;
     /* conv[3 * v + l]: the copy of v in layout l, once made */
     int *conv = ss_malloc(((size_t)n0 + 1) * 3 * sizeof(int));
-    insert_t *ins = NULL;
+    ss__plan_inslist_t il = { 0 };
 
     if (conv == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for the layout pass");
@@ -178,20 +130,12 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
                 goto done;
             }
             if (conv[3 * v + need] < 0) {
-                insert_t *grown = ss_realloc(ins, ((size_t)n_ins + 1)
-                                                  * sizeof(*ins));
+                ss_step_t ro;
 
-                if (grown == NULL) {
-                    rc = ss_err_set(err, SS_ENOMEM, "no memory for the "
-                                    "layout pass");
+                if ((rc = make_reorder(p, st, v, have, need, &ro,
+                                       &conv[3 * v + need], err)) < 0
+                    || (rc = ss__plan_ins_step(&il, s, 0, &ro, err)) < 0)
                     goto done;
-                }
-                ins = grown;
-                if ((rc = make_reorder(p, st, v, have, need,
-                                       &ins[n_ins].st, &conv[3 * v + need],
-                                       err)) < 0)
-                    goto done;
-                ins[n_ins++].before = s;
             }
             st->in[k] = conv[3 * v + need];
         }
@@ -207,13 +151,9 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
             goto done;
         }
     }
-    if (n_ins > 0 && (rc = splice(p, ins, n_ins, err)) < 0)
-        goto done;
-    n_ins = 0;
+    rc = ss__plan_ins_apply(p, &il, err);
 done:
-    for (int i = 0; i < n_ins; i++)
-        ss__plan_step_clear(&ins[i].st);
-    ss_free(ins);
+    ss__plan_ins_free(&il);
     ss_free(conv);
     return rc;
 }

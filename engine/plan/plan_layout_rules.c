@@ -130,11 +130,8 @@ ss__lay_dst(const ss__fz_t *fz, int v)
         return SS_DNN_PLAIN;
     if (canon(ss__lay_natural(t), t) == SS_DNN_PLAIN)
         return ss__lay_natural(t);      /* the same bytes as NCHW */
-    if (fz->is_out[v])
+    if (fz->is_out[v] || ss__plan_has_views(p, v))
         return SS_DNN_PLAIN;
-    for (int w = 0; w < p->n_vals; w++)
-        if (p->vals[w].alias == v)
-            return SS_DNN_PLAIN;
     /* the current steps, not fz's reader index: steps fused since it was
      * built moved (a chain lands on its last step's slot) */
     for (int s = 0; s < p->n_steps; s++) {

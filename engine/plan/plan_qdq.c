@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * int8: QDQ patterns of any ONNX model onto int8 oneDNN primitives
- * (plan_lowp.c runs it before the f32 fusion).
+ * int8: QDQ patterns of any ONNX model onto int8 oneDNN primitives.
+ * ss_plan_new runs this pass first; the bf16 pass and the f32 fusion
+ * (plan_fuse.c) take what is left.
  *
  * DESIGN: a QDQ model (ours or another tool's) reads
  *     x -Q-> x_q -DQ-> x' ; w_q -DQ-> w' ; MatMul/Gemm/Conv(x', w') ...
@@ -39,6 +40,36 @@
 
 #include "common/alloc.h"
 #include "engine/plan/internal.h"
+
+/* What the pass carries from step to step: the steps to insert, and the
+ * NHWC copies made so far, so that the next int8 conv reads a copy
+ * instead of converting again. */
+typedef struct qpass {
+    ss__plan_inslist_t il;
+    int twin[2 * 64];       /* pairs (NCHW value, its NHWC copy) */
+    int n_twin;
+} qpass_t;
+
+/* The NHWC copy of v made so far, or -1. */
+static int
+twin_of(const qpass_t *qp, int v)
+{
+    for (int i = 0; i < qp->n_twin; i++)
+        if (qp->twin[2 * i] == v)
+            return qp->twin[2 * i + 1];
+    return -1;
+}
+
+/* Remembers nhwc as v's NHWC copy (up to 64 of them). */
+static void
+twin_add(qpass_t *qp, int v, int nhwc)
+{
+    if (qp->n_twin < 64) {
+        qp->twin[2 * qp->n_twin] = v;
+        qp->twin[2 * qp->n_twin + 1] = nhwc;
+        qp->n_twin++;
+    }
+}
 
 typedef struct qw {
     const int8_t *w;        /* s8 weights, the layout of the f32 ones */
@@ -268,51 +299,50 @@ done:
  * pool reads NHWC directly).  A u8/s8 result, a graph output or a value
  * with views is converted back to NCHW here. */
 static int
-nhwc_edges(ss__fz_t *fz, ss__lp_inslist_t *il, int last, int xq, int y,
+nhwc_edges(ss__fz_t *fz, qpass_t *qp, int last, int xq, int y,
            ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
+    ss__plan_inslist_t *il = &qp->il;
     ss_dnn_convert_desc_t cd = { .ndim = 4 };
-    int xs, ys, views = 0, rc;
+    int xs, ys, rc;
 
     /* a source another int8 step wrote NHWC (or converted already) is
      * read as it is: the data stays int8 and NHWC between int8 convs, and
      * the NCHW copy is pruned when nothing else reads it */
-    if ((xs = ss__lp_twin_of(il, xq)) >= 0) {
+    if ((xs = twin_of(qp, xq)) >= 0) {
         p->steps[last].in[0] = xs;
     } else {
-        xs = ss__lp_add_pval(p, xq, ss__plan_tensor(p, xq)->dtype,
-                             SS_DNN_NHWC, err);
+        xs = ss__plan_add_value(p, xq, ss__plan_tensor(p, xq)->dtype,
+                                SS_DNN_NHWC, err);
         if (xs < 0)
             return xs;
         p->steps[last].in[0] = xs;
         cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, xq)->dtype;
         memcpy(cd.dims, ss__plan_tensor(p, xq)->dims, 4 * sizeof(int64_t));
         cd.dst_nhwc = 1;
-        if ((rc = ss__lp_ins_convert(p, il, last, 0, &cd, xq, xs, "to NHWC",
-                              err)) < 0)
+        if ((rc = ss__plan_ins_convert(p, il, last, 0, &cd, xq, xs,
+                                       "to NHWC", err)) < 0)
             return rc;
-        ss__lp_twin_add(il, xq, xs);
+        twin_add(qp, xq, xs);
     }
-    for (int w = 0; w < p->n_vals; w++)
-        views += p->vals[w].alias == y;
     if (ss__plan_tensor(p, y)->dtype == SS_DTYPE_F32 && !fz->is_out[y]
-        && views == 0) {
+        && !ss__plan_has_views(p, y)) {
         p->vals[y].layout = SS_DNN_NHWC;
         return 0;
     }
-    if ((ys = ss__lp_add_pval(p, y, ss__plan_tensor(p, y)->dtype,
-                              SS_DNN_NHWC, err)) < 0)
+    if ((ys = ss__plan_add_value(p, y, ss__plan_tensor(p, y)->dtype,
+                                 SS_DNN_NHWC, err)) < 0)
         return ys;
     p->steps[last].out[0] = ys;
     cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
     memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
     cd.dst_nhwc = 0;
     cd.src_nhwc = 1;
-    if ((rc = ss__lp_ins_convert(p, il, last, 1, &cd, ys, y, "to NCHW",
-                                 err)) < 0)
+    if ((rc = ss__plan_ins_convert(p, il, last, 1, &cd, ys, y, "to NCHW",
+                                   err)) < 0)
         return rc;
-    ss__lp_twin_add(il, y, ys);
+    twin_add(qp, y, ys);
     return 0;
 }
 
@@ -363,7 +393,7 @@ absorb_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, float *osc,
 }
 
 static int
-int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
+int8_conv(ss__fz_t *fz, int s, qpass_t *qp, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
@@ -432,7 +462,7 @@ int8_conv(ss__fz_t *fz, int s, ss__lp_inslist_t *il, ss_err_t *err)
     }
     prim = NULL;
     rc = 1;
-    if (d.nhwc && (rc = nhwc_edges(fz, il, last, xq, y, err)) < 0)
+    if (d.nhwc && (rc = nhwc_edges(fz, qp, last, xq, y, err)) < 0)
         goto done;
     rc = 1;
 done:
@@ -443,18 +473,13 @@ done:
     return rc;
 }
 
-/* A QuantizeLinear or DequantizeLinear left on its reference kernel, per
- * tensor with constant parameters: a oneDNN reorder with scales and zero
- * points instead (vectorized; the reference loop divides per element). */
 /* Whether every step but `self` that reads v is a reference DQ whose
  * result nothing reads any more (the int8 steps read v directly). */
 static int
 only_dead_dq(const ss_plan_t *p, int v, int self)
 {
-    for (int i = 0; i < p->g->n_outputs; i++)
-        for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
-            if (o == v)
-                return 0;
+    if (ss__plan_is_graph_out(p, v))
+        return 0;
     for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *st = &p->steps[s];
         int reads = 0;
@@ -463,12 +488,9 @@ only_dead_dq(const ss_plan_t *p, int v, int self)
             reads |= st->in[k] == v;
         if (!reads || s == self)
             continue;
-        if (!ss__plan_is_op(st, "DequantizeLinear") || st->out[0] < 0)
+        if (!ss__plan_is_op(st, "DequantizeLinear") || st->out[0] < 0
+            || ss__plan_is_graph_out(p, st->out[0]))
             return 0;
-        for (int i = 0; i < p->g->n_outputs; i++)
-            for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
-                if (o == st->out[0])
-                    return 0;
         for (int t = 0; t < p->n_steps; t++)
             for (int k = 0; k < p->steps[t].n_in; k++)
                 if (p->steps[t].in[k] >= 0
@@ -478,9 +500,13 @@ only_dead_dq(const ss_plan_t *p, int v, int self)
     return 1;
 }
 
+/* A QuantizeLinear or DequantizeLinear left on its reference kernel, per
+ * tensor with constant parameters: a oneDNN reorder with scales and zero
+ * points instead (vectorized; the reference loop divides per element). */
 static int
-qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
+qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
 {
+    ss__plan_inslist_t *il = &qp->il;
     ss_step_t *st = &p->steps[s];
     int q = ss__plan_is_op(st, "QuantizeLinear");
     ss_dnn_convert_desc_t cd = { 0 };
@@ -525,7 +551,7 @@ qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
     cd.src_zp = q ? 0 : zp;
     /* a Q whose result only an NHWC int8 conv reads: quantize straight
      * into the NHWC copy and drop the conversion queued for it */
-    if (q && x->ndim == 4 && (twin = ss__lp_twin_of(il, st->out[0])) >= 0
+    if (q && x->ndim == 4 && (twin = twin_of(qp, st->out[0])) >= 0
         && only_dead_dq(p, st->out[0], s)) {
         for (int i = 0; i < il->n; i++)
             if (il->v[i].st.n_out == 1 && il->v[i].st.out[0] == twin
@@ -556,10 +582,10 @@ qdq_reorder(ss_plan_t *p, int s, ss__lp_inslist_t *il, ss_err_t *err)
 }
 
 int
-ss__lp_int8(ss_plan_t *p, ss_err_t *err)
+ss__plan_int8(ss_plan_t *p, ss_err_t *err)
 {
     ss__fz_t fz;
-    ss__lp_inslist_t il = { 0 };
+    qpass_t qp = { 0 };
     int rc = 0;
 
     if (ss__fz_init(&fz, p) < 0) {
@@ -572,16 +598,16 @@ ss__lp_int8(ss_plan_t *p, ss_err_t *err)
         if ((rc = int8_linear(&fz, s, err)) < 0)
             goto done;
         if (rc == 0 && p->steps[s].kind == SS_STEP_REF
-            && (rc = int8_conv(&fz, s, &il, err)) < 0)
+            && (rc = int8_conv(&fz, s, &qp, err)) < 0)
             goto done;
     }
     for (int s = 0; s < p->n_steps; s++)
         if (p->steps[s].kind == SS_STEP_REF
-            && (rc = qdq_reorder(p, s, &il, err)) < 0)
+            && (rc = qdq_reorder(p, s, &qp, err)) < 0)
             goto done;
-    rc = ss__lp_ins_apply(p, &il, err);
+    rc = ss__plan_ins_apply(p, &qp.il, err);
 done:
     ss__fz_close(&fz);
-    ss__lp_ins_free(&il);
+    ss__plan_ins_free(&qp.il);
     return rc;
 }

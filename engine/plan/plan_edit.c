@@ -1,48 +1,37 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Low-precision compilation, the shared part: what the int8 pass
- * (plan_qdq.c) and the bf16 pass (plan_bf16.c) both need, and the entry
- * point.  Both run before the f32 fusion (plan_fuse.c), which then
- * handles whatever is left; values they add (converted copies) get their
- * layout recorded for the layout pass (plan_layout.c).
+ * Plan edits the passes share: clearing a step, appending a value, asking
+ * whether a value is a graph output or has views, and inserting steps
+ * (conversions, reorders).
  *
- * THREADS: runs inside ss_plan_new.
+ * DESIGN: a pass walks p->steps by index, so it cannot insert while it
+ * walks: it queues the new steps (ss__plan_ins_step, ss__plan_ins_convert)
+ * with the index they go before or after, and applies the queue at its
+ * end (ss__plan_ins_apply), one rebuild of the array whatever the number
+ * of insertions.  Values are appended, so ids stay stable, but p->vals
+ * may move: hold ids, not pointers, across ss__plan_add_value.
+ *
+ * THREADS: runs inside ss_plan_new; no state of its own.
  */
 
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
-#include "engine/ir/edit.h"
 #include "engine/plan/internal.h"
 
-/* ---- inserted steps --------------------------------------------------- */
-
-/* The NHWC copy of v made so far, or -1. */
-int
-ss__lp_twin_of(const ss__lp_inslist_t *l, int v)
-{
-    for (int i = 0; i < l->n_twin; i++)
-        if (l->twin[2 * i] == v)
-            return l->twin[2 * i + 1];
-    return -1;
-}
-
 void
-ss__lp_twin_add(ss__lp_inslist_t *l, int v, int nhwc)
+ss__plan_step_clear(ss_step_t *s)
 {
-    if (l->n_twin < 64) {
-        l->twin[2 * l->n_twin] = v;
-        l->twin[2 * l->n_twin + 1] = nhwc;
-        l->n_twin++;
-    }
+    ss_free(s->in);
+    ss_free(s->out);
+    ss_dnn_prim_free(s->prim);
+    memset(s, 0, sizeof(*s));
 }
 
-/* A new plan value: v's shape in type dt, in the arena, stored in layout
- * l (plan_layout.c reads it: it must not "fix" what we convert). */
 int
-ss__lp_add_pval(ss_plan_t *p, int v, ss_dtype_t dt, ss_dnn_layout_t l,
-         ss_err_t *err)
+ss__plan_add_value(ss_plan_t *p, int v, ss_dtype_t dt, ss_dnn_layout_t l,
+                   ss_err_t *err)
 {
     ss_pval_t *vals = ss_realloc(p->vals, ((size_t)p->n_vals + 1)
                                           * sizeof(*vals));
@@ -63,9 +52,8 @@ ss__lp_add_pval(ss_plan_t *p, int v, ss_dtype_t dt, ss_dnn_layout_t l,
     return p->n_vals++;
 }
 
-/* Whether v is (or is viewed by) a graph output. */
 int
-ss__lp_is_graph_out(const ss_plan_t *p, int v)
+ss__plan_is_graph_out(const ss_plan_t *p, int v)
 {
     for (int i = 0; i < p->g->n_outputs; i++)
         for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
@@ -74,24 +62,45 @@ ss__lp_is_graph_out(const ss_plan_t *p, int v)
     return 0;
 }
 
-/* Queues a conversion step in -> out (cd says how) before/after `at`. */
 int
-ss__lp_ins_convert(ss_plan_t *p, ss__lp_inslist_t *l, int at, int after,
-            const ss_dnn_convert_desc_t *cd, int in, int out,
-            const char *what, ss_err_t *err)
+ss__plan_has_views(const ss_plan_t *p, int v)
+{
+    for (int w = 0; w < p->n_vals; w++)
+        if (p->vals[w].alias == v)
+            return 1;
+    return 0;
+}
+
+/* ---- inserted steps --------------------------------------------------- */
+
+int
+ss__plan_ins_step(ss__plan_inslist_t *l, int at, int after, ss_step_t *st,
+                  ss_err_t *err)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 16;
+        ss__plan_ins_t *v = ss_realloc(l->v, (size_t)cap * sizeof(*v));
+
+        if (v == NULL) {
+            ss__plan_step_clear(st);
+            return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (ss__plan_ins_t){ at, after, *st };
+    memset(st, 0, sizeof(*st));
+    return 0;
+}
+
+int
+ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,
+                     int after, const ss_dnn_convert_desc_t *cd, int in,
+                     int out, const char *what, ss_err_t *err)
 {
     ss_step_t st = { 0 };
     int rc;
 
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 16;
-        ss__lp_ins_t *v = ss_realloc(l->v, (size_t)cap * sizeof(*v));
-
-        if (v == NULL)
-            return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
-        l->v = v;
-        l->cap = cap;
-    }
     st.kind = SS_STEP_DNN;
     st.node = p->steps[at].node;
     st.n_in = 1;
@@ -110,14 +119,11 @@ ss__lp_ins_convert(ss_plan_t *p, ss__lp_inslist_t *l, int at, int after,
     }
     if (ss_dnn_prim_scratch_size(st.prim) > p->scratch_bytes)
         p->scratch_bytes = ss_dnn_prim_scratch_size(st.prim);
-    l->v[l->n++] = (ss__lp_ins_t){ at, after, st };
-    return 0;
+    return ss__plan_ins_step(l, at, after, &st, err);
 }
 
-/* Rebuilds the step array with the queued steps in place; drops the
- * holes fusion left.  Takes the queued steps. */
 int
-ss__lp_ins_apply(ss_plan_t *p, ss__lp_inslist_t *l, ss_err_t *err)
+ss__plan_ins_apply(ss_plan_t *p, ss__plan_inslist_t *l, ss_err_t *err)
 {
     ss_step_t *steps;
     int n = 0;
@@ -149,21 +155,9 @@ ss__lp_ins_apply(ss_plan_t *p, ss__lp_inslist_t *l, ss_err_t *err)
 }
 
 void
-ss__lp_ins_free(ss__lp_inslist_t *l)
+ss__plan_ins_free(ss__plan_inslist_t *l)
 {
     for (int i = 0; i < l->n; i++)
         ss__plan_step_clear(&l->v[i].st);
     ss_free(l->v);
-}
-
-int
-ss__plan_lowp(ss_plan_t *p, ss_err_t *err)
-{
-    int rc;
-
-    if ((rc = ss__lp_int8(p, err)) < 0)
-        return rc;
-    if (ss_graph_precision(p->g) == SS_DTYPE_BF16)
-        rc = ss__lp_bf16(p, err);
-    return rc;
 }
