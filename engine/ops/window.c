@@ -16,8 +16,10 @@
 
 #define LIM SS_OPS_MAX_NUMEL
 
+/* Reads attribute name, want ints each in [lo, LIM], into v (all dflt
+ * when absent). */
 static int
-read_attr(const ss_node_t *n, const char *name, int want, int64_t dflt,
+read_ints(const ss_node_t *n, const char *name, int want, int64_t dflt,
           int64_t lo, int64_t *v, ss_err_t *err)
 {
     const int64_t *a;
@@ -51,9 +53,9 @@ ss__ops_window(const ss_node_t *n, int nsp, const int64_t *in_sp,
     if (nsp < 1 || nsp > 2)
         return ss__ops_failc(err, SS_EUNSUPP, n, "only 1-D and 2-D windows "
                              "are supported, not %d-D", nsp);
-    if ((rc = read_attr(n, "strides", nsp, 1, 1, s, err)) < 0 ||
-        (rc = read_attr(n, "dilations", nsp, 1, 1, d, err)) < 0 ||
-        (rc = read_attr(n, "pads", 2 * nsp, 0, 0, p, err)) < 0)
+    if ((rc = read_ints(n, "strides", nsp, 1, 1, s, err)) < 0 ||
+        (rc = read_ints(n, "dilations", nsp, 1, 1, d, err)) < 0 ||
+        (rc = read_ints(n, "pads", 2 * nsp, 0, 0, p, err)) < 0)
         return rc;
     for (int i = 0; i < 2; i++) {
         w->in[i] = w->k[i] = w->s[i] = w->d[i] = w->out[i] = 1;

@@ -159,9 +159,10 @@ check_io(const ss_plan_t *p, const ss_tensor_t *inputs,
  * ir.h: kernels never see NULL data); nothing reads or writes it. */
 static _Alignas(64) char empty[64];
 
+/* Points c->tab[v] at the bytes of every value v for this run. */
 static void
-resolve(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
-        const ss_tensor_t *outputs)
+resolve_values(const ss_plan_t *p, ss_exec_ctx_t *c,
+               const ss_tensor_t *inputs, const ss_tensor_t *outputs)
 {
     for (int v = 0; v < p->n_vals; v++) {
         const ss_pval_t *pv = &p->vals[v];
@@ -241,7 +242,7 @@ ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     if ((rc = check_io(p, inputs, outputs, err)) < 0
         || (rc = reserve(ctx, p, err)) < 0)
         goto done;
-    resolve(p, ctx, inputs, outputs);
+    resolve_values(p, ctx, inputs, outputs);
     for (int s = 0; s < p->n_steps; s++)
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)
             goto done;
