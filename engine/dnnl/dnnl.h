@@ -14,10 +14,11 @@
  * dtype means f32, NULL strides mean dense row-major, zero post-ops means
  * none.  dtype is the activations' type (src, dst, post-op tensors): F32,
  * or BF16 (tested for Linear only; constants stay f32 and are converted
- * when packed).  int8 will add scales here (issue 5).  Constant operands
- * (weights, bias, gamma/beta) are given as plain f32 arrays that are
- * BORROWED during the call only: the object reorders them into the layout
- * the kernel prefers and owns that copy.
+ * when packed).  Primitives that mix types (int8 with output scales,
+ * bf16 from f32 weights, type conversions) are in engine/dnnl/dnnl_q.h.
+ * Constant operands (weights, bias, gamma/beta) are given as plain f32
+ * arrays that are BORROWED during the call only: the object reorders them
+ * into the layout the kernel prefers and owns that copy.
  *
  * Layouts.  Activations (every pointer given to ss_dnn_run) are dense and
  * row-major: [M,K] for Linear, NCHW for Conv and pooling, and whatever dims
