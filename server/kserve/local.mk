@@ -27,3 +27,11 @@ tests_unit_test_kserve_num_LDADD = server/kserve/libsskserve.a $(SS_ENGINE_LIBS)
 EXTRA_DIST += tests/fuzz/fuzz_kserve.c
 EXTRA_DIST += tests/fuzz/seeds/kserve/s1 tests/fuzz/seeds/kserve/s2 \
 	tests/fuzz/seeds/kserve/s3
+
+# A measurement, not a test: built by make check, run by hand (see the
+# comment on top of the file).
+check_PROGRAMS += tests/unit/test_kserve_bench
+tests_unit_test_kserve_bench_SOURCES = tests/unit/test_kserve_bench.c
+tests_unit_test_kserve_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_unit_test_kserve_bench_LDADD = server/kserve/libsskserve.a \
+	$(SS_ENGINE_LIBS) $(JANSSON_LIBS)
