@@ -38,11 +38,14 @@ int ss__kserve_parse_f64(const char *p, const char *end, double *out,
 int ss__kserve_parse_int(const char *p, const char *end, bool *neg,
                          uint64_t *mag, const char **next);
 
-/* Clinger's fast path alone, on a token already known to be a valid JSON
- * number: true and *out exact when the significand fits in 53 bits and the
- * power of ten is small enough for one exact multiply or divide; false
- * when the caller must fall back to strtod.  Exposed for the tests. */
+/* The fast paths alone (Clinger's, then Eisel-Lemire's; see
+ * kserve_num.c), on a token already known to be a valid JSON number: true
+ * and *out exactly what strtod/strtof would give (infinity included) when
+ * they decide, false when the parsers above would fall back to
+ * strtod/strtof (more than 19 significant digits, or a product too close
+ * to a rounding boundary).  Exposed for the tests. */
 bool ss__kserve_fast_f64(const char *p, const char *end, double *out);
+bool ss__kserve_fast_f32(const char *p, const char *end, float *out);
 
 /* Shortest text that reads back (strtod) as v; at most 24 bytes, no NUL.
  * NaN and infinities as in ss_kserve_format_f32. */

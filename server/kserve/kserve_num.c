@@ -6,22 +6,54 @@
  *
  * Reading.  A token is first checked against the JSON grammar by hand
  * (strtod accepts hex, "inf", leading '+' and spaces, JSON does not), and
- * its digits are gathered into a uint64 with a power-of-ten exponent (more
- * than 19 significant digits overflow it and go the slow way).  Clinger's
- * fast path: when that significand is at most 2^53 and the exponent is within +-22, the significand
- * and 10^|e| are both exact doubles, so one IEEE multiply or divide gives
- * the correctly rounded double.  (Exponents a little over 22 still work
- * when the significand can absorb the excess and stay under 2^53.)
- * Everything else, rare in practice, goes to strtod on a NUL-terminated
- * copy of the token.  This relies on the C locale's decimal point, which
- * the daemon never changes.
+ * its digits are gathered into a uint64 w with a power-of-ten exponent q
+ * (more than 19 significant digits overflow it and go the slow way).  The
+ * value w * 10^q is then rounded to the target type by the first of:
  *
- * float32 is read through that double: rounding the exact value to double
- * and then to float ("double rounding") differs from rounding it to float
+ *   1. Clinger's fast path: when w <= 2^53 and |q| <= 22, w and 10^|q|
+ *      are exact doubles, so one IEEE multiply or divide gives the
+ *      correctly rounded double.  (Exponents a little over 22 still work
+ *      when w can absorb the excess and stay under 2^53.)  Short numbers,
+ *      the shortest float32 text included, end here.
+ *
+ *   2. Eisel-Lemire, for up to 19 digits and any exponent: the 17-digit
+ *      text of Python's json.dumps ends here.  With w normalised to
+ *      w' = w << lz in [2^63, 2^64) and 5^q = P * 2^b with P in [2^127,
+ *      2^128), the value is z * 2^(b + q - lz) where z = w' * P.  A table
+ *      (kserve_pow5.h, made by gen_pow5.py with exact integers) holds
+ *      T = floor(P) for q in [-342, 308]; the 192-bit product Z = w' * T
+ *      is exact, and since 0 <= P - T < 1, z lies in [Z, Z + 2^64) (Z = z
+ *      when 0 <= q <= 55, where T = P).  The result's significand plus one
+ *      rounding bit is the top bits of z down to bit sh (>= 128 for both
+ *      types), which Z gives whenever no multiple of 2^sh lies in
+ *      (Z, Z + 2^64): that fails only when Z's bits 64..sh-1 are all ones,
+ *      which happens for about 2^-73 of random inputs, and for decimals
+ *      that are exact binary fractions with q < 0: those (5^-q divides w)
+ *      are rounded exactly as (w / 5^-q) * 2^q instead.  Only the random
+ *      rest goes the slow way.  Ties to even can only happen when z is
+ *      exact, so they are settled on Z; with an inexact z, the bits below
+ *      the rounding bit are never all zero.
+ *      Subnormals are the same computation with a larger sh (the ulp is
+ *      fixed), and the rounding carry into the exponent field and into
+ *      infinity fall out of adding the rounded significand to the biased
+ *      exponent.  float32 runs the same code with its own significand
+ *      width, straight from the decimal: no double rounding.
+ *
+ *   3. strtod/strtof on a NUL-terminated copy of the token: more than 19
+ *      digits, and the ambiguous cases above.  Exponents outside the
+ *      table's range give zero or infinity without it.
+ *
+ * The results equal strtod's and strtof's for every input; the unit tests
+ * compare millions of random strings of every kind against them.  This
+ * relies on the C locale's decimal point, which the daemon never changes.
+ *
+ * float32 from Clinger's double: rounding the exact value to double and
+ * then to float ("double rounding") differs from rounding it to float
  * once only when the double lands exactly halfway between two floats --
- * its 29 low significand bits are 1000...0 -- or in the float subnormal
- * range where float has fewer bits.  Those cases (about 1 in 2^29 random
- * inputs) take strtof instead, so every result equals strtof's.
+ * its 29 low significand bits are 1000...0.  (Every float tie is a
+ * double, and rounding to double keeps the value on the same side of
+ * each.)  Those cases (about 1 in 2^29 random inputs) go to Eisel-Lemire
+ * for float32 instead, so every result equals strtof's.
  *
  * Writing float32.  A decimal reads back as f when it lies in f's rounding
  * interval (half-way to each neighbour, the lower half narrower at a
@@ -61,6 +93,7 @@
 
 #include "common/alloc.h"
 #include "server/kserve/internal.h"
+#include "server/kserve/kserve_pow5.h"
 
 #define POW10_MIN (-53)
 #define POW10_MAX 53
@@ -176,16 +209,14 @@ scan_decimal(const char *p, const char *end, decimal_t *d)
     return p;
 }
 
+/* Clinger: true and *out the correctly rounded double when w and 10^|q|
+ * are exact doubles (w != 0). */
 static bool
-fast_path(const decimal_t *d, double *out)
+clinger(const decimal_t *d, double *out)
 {
     double v;
 
-    if (d->mant == 0 && !d->many) {
-        *out = d->neg ? -0.0 : 0.0;
-        return true;
-    }
-    if (d->many || d->mant > ((uint64_t)1 << 53))
+    if (d->mant > ((uint64_t)1 << 53))
         return false;
     if (d->exp10 >= -22 && d->exp10 <= 22) {
         v = scale10((double)(int64_t)d->mant, (int)d->exp10);
@@ -205,6 +236,182 @@ fast_path(const decimal_t *d, double *out)
     return true;
 }
 
+/* An IEEE binary format: significand bits after the point, exponent bias,
+ * and the decimal exponents past which any 1..19 digit w * 10^q is zero
+ * (q < qmin: below half the least subnormal) or infinite (q > qmax). */
+typedef struct binfmt {
+    int mbits;
+    int bias;
+    int qmin, qmax;
+} binfmt_t;
+
+static const binfmt_t fmt64 = { 52, 1023, -342, 308 };
+static const binfmt_t fmt32 = { 23, 127, -64, 38 };
+
+/* The high and low halves of a * b. */
+static inline void
+mul64(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 p = (unsigned __int128)a * b;
+
+    *hi = (uint64_t)(p >> 64);
+    *lo = (uint64_t)p;
+#else
+    uint64_t al = (uint32_t)a, ah = a >> 32, bl = (uint32_t)b, bh = b >> 32;
+    uint64_t ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+    uint64_t mid = (ll >> 32) + (uint32_t)lh + (uint32_t)hl;
+
+    *lo = (mid << 32) | (uint32_t)ll;
+    *hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+#endif
+}
+
+/* Eisel-Lemire (see the top of the file): the bits of the binary number
+ * of format f nearest w * 10^q * 2^e2, sign excluded, infinity when it
+ * overflows.  w != 0; e2 is 0, or in [-27, -1] with q = 0 (then nothing
+ * overflows or underflows).  1 and *bits set, or 0 when the product
+ * cannot decide and the caller must use strtod/strtof. */
+static int
+eisel_lemire(uint64_t w, int64_t q, int e2, const binfmt_t *f,
+             uint64_t *bits)
+{
+    const uint64_t inf = (uint64_t)(2 * f->bias + 1) << f->mbits;
+    const struct pow5 *t;
+    uint64_t z2, z1, z0, h, l, r, a, mask;
+    int lz, top, eb, off, sh;
+    bool exact;
+
+    if (q < f->qmin) {
+        *bits = 0;
+        return 1;
+    }
+    if (q > f->qmax) {
+        *bits = inf;
+        return 1;
+    }
+    t = &pow5_tab[q - POW5_QMIN];
+    lz = __builtin_clzll(w);
+    w <<= lz;
+    /* Z = w * (t->hi * 2^64 + t->lo), 192 bits exact, as z2:z1:z0. */
+    mul64(w, t->lo, &h, &z0);
+    mul64(w, t->hi, &z2, &l);
+    z1 = l + h;
+    z2 += z1 < l;
+    /* Z >= 2^190: its top bit is bit 191 or 190.  If z crossed into 2^191
+     * while Z did not, Z's bits 64..190 are all ones and the check below
+     * refuses it. */
+    top = 190 + (int)(z2 >> 63);
+    off = t->b + (int)q + e2 - lz;      /* value = z * 2^off */
+    eb = top + off + f->bias;           /* biased exponent, if normal */
+    if (eb >= 2 * f->bias + 1) {
+        *bits = inf;
+        return 1;
+    }
+    /* sh: the bit of z that is the rounding bit; the ulp is bit sh + 1. */
+    if (eb >= 1)
+        sh = top - f->mbits - 1;
+    else
+        sh = 1 - f->bias - f->mbits - off - 1;
+    if (sh >= 192) {                    /* z < 2^192: under half the ulp */
+        *bits = 0;
+        return 1;
+    }
+    /* sh >= 128 here (normal: 190 - 53 for double, 190 - 24 for float). */
+    mask = ((uint64_t)1 << (sh - 128)) - 1;
+    exact = q >= 0 && q <= 55;
+    if (!exact && (z2 & mask) == mask && z1 == UINT64_MAX)
+        return 0;
+    r = z2 >> (sh - 128);
+    a = r >> 1;
+    /* Round half to even; an inexact z is never on the tie itself. */
+    if ((r & 1) && (!exact || (z2 & mask) != 0 || z1 != 0 || z0 != 0 ||
+                    (a & 1)))
+        a++;
+    if (eb >= 1)
+        a += (uint64_t)(eb - 1) << f->mbits;   /* a holds the hidden bit */
+    *bits = a >= inf ? inf : a;
+    return 1;
+}
+
+/* Eisel-Lemire for w * 10^q, and for the one kind of input it cannot
+ * decide often: with -27 <= q < 0 and 5^-q dividing w, the decimal is the
+ * binary fraction (w / 5^-q) * 2^q, maybe a tie, which the product
+ * approaches from below (e.g. 8095834033131405.5, 20% of 17-digit
+ * numbers with one decimal); rounding that exact value decides. */
+static int
+eisel_lemire_dec(uint64_t w, int64_t q, const binfmt_t *f, uint64_t *bits)
+{
+    uint64_t p5 = 1;
+
+    if (eisel_lemire(w, q, 0, f, bits))
+        return 1;
+    if (q >= 0 || q < -27)
+        return 0;
+    for (int64_t i = q; i < 0; i++)
+        p5 *= 5;
+    if (w % p5 != 0)
+        return 0;
+    return eisel_lemire(w / p5, 0, (int)q, f, bits);
+}
+
+/* The fast paths for a double: true and *out, or false for strtod. */
+static bool
+fast_f64(const decimal_t *d, double *out)
+{
+    uint64_t b;
+
+    if (d->many)
+        return false;
+    if (d->mant == 0) {
+        *out = d->neg ? -0.0 : 0.0;
+        return true;
+    }
+    if (clinger(d, out))
+        return true;
+    if (!eisel_lemire_dec(d->mant, d->exp10, &fmt64, &b))
+        return false;
+    b |= (uint64_t)d->neg << 63;
+    memcpy(out, &b, sizeof(*out));
+    return true;
+}
+
+/* True when (float)v, v from Clinger, is the correctly rounded float of
+ * the decimal: v is not exactly halfway between two floats. */
+static inline bool
+no_double_rounding(double v)
+{
+    uint64_t b;
+
+    memcpy(&b, &v, sizeof(b));
+    return (b & 0x1fffffffu) != 0x10000000u;
+}
+
+/* The fast paths for a float: true and *out, or false for strtof. */
+static bool
+fast_f32(const decimal_t *d, float *out)
+{
+    uint64_t b;
+    uint32_t b32;
+    double v;
+
+    if (d->many)
+        return false;
+    if (d->mant == 0) {
+        *out = d->neg ? -0.0f : 0.0f;
+        return true;
+    }
+    if (clinger(d, &v) && no_double_rounding(v)) {
+        *out = (float)v;
+        return true;
+    }
+    if (!eisel_lemire_dec(d->mant, d->exp10, &fmt32, &b))
+        return false;
+    b32 = (uint32_t)b | (uint32_t)d->neg << 31;
+    memcpy(out, &b32, sizeof(*out));
+    return true;
+}
+
 bool
 ss__kserve_fast_f64(const char *p, const char *end, double *out)
 {
@@ -212,7 +419,17 @@ ss__kserve_fast_f64(const char *p, const char *end, double *out)
 
     if (scan_decimal(p, end, &d) == NULL)
         return false;
-    return fast_path(&d, out);
+    return fast_f64(&d, out);
+}
+
+bool
+ss__kserve_fast_f32(const char *p, const char *end, float *out)
+{
+    decimal_t d;
+
+    if (scan_decimal(p, end, &d) == NULL)
+        return false;
+    return fast_f32(&d, out);
 }
 
 /* strtod/strtof on a copy of [p, q), which holds a valid JSON number.
@@ -273,27 +490,13 @@ ss__kserve_parse_f64(const char *p, const char *end, double *out,
     *next = p;
     if ((q = scan_decimal(p, end, &d)) == NULL)
         return special(p, end, out, next) ? 0 : SS__KNUM_SYNTAX;
-    if (!fast_path(&d, &v) && slow_parse(p, q, false, &v, NULL) < 0)
+    if (!fast_f64(&d, &v) && slow_parse(p, q, false, &v, NULL) < 0)
         return SS_ENOMEM;
     if (isinf(v))
         return SS__KNUM_RANGE;
     *out = v;
     *next = q;
     return 0;
-}
-
-/* True when (float)d is the correctly rounded float of the decimal d was
- * rounded from: d is in float's normal range and not on a float tie. */
-static inline bool
-no_double_rounding(double d)
-{
-    uint64_t b;
-    double a = fabs(d);
-
-    memcpy(&b, &d, sizeof(b));
-    if (a != 0.0 && a < 0x1p-126)
-        return false;
-    return (b & 0x1fffffffu) != 0x10000000u;
 }
 
 int
@@ -312,9 +515,7 @@ ss__kserve_parse_f32(const char *p, const char *end, float *out,
         *out = (float)v;
         return 0;
     }
-    if (fast_path(&d, &v) && no_double_rounding(v))
-        f = (float)v;
-    else if (slow_parse(p, q, true, NULL, &f) < 0)
+    if (!fast_f32(&d, &f) && slow_parse(p, q, true, NULL, &f) < 0)
         return SS_ENOMEM;
     if (isinf(f))
         return SS__KNUM_RANGE;

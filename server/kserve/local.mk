@@ -9,7 +9,8 @@ noinst_LIBRARIES += server/kserve/libsskserve.a
 server_kserve_libsskserve_a_SOURCES = \
 	server/kserve/kserve.h server/kserve/internal.h \
 	server/kserve/kserve.c server/kserve/kserve_data.c \
-	server/kserve/kserve_enc.c server/kserve/kserve_num.c
+	server/kserve/kserve_enc.c server/kserve/kserve_num.c \
+	server/kserve/kserve_pow5.h
 server_kserve_libsskserve_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 
 check_PROGRAMS += tests/unit/test_kserve tests/unit/test_kserve_num
@@ -35,3 +36,6 @@ tests_unit_test_kserve_bench_SOURCES = tests/unit/test_kserve_bench.c
 tests_unit_test_kserve_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 tests_unit_test_kserve_bench_LDADD = server/kserve/libsskserve.a \
 	$(SS_ENGINE_LIBS) $(JANSSON_LIBS)
+
+# The power-of-five table's generator (its output is committed).
+EXTRA_DIST += server/kserve/gen_pow5.py
