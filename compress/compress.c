@@ -21,32 +21,6 @@
 #include "common/alloc.h"
 #include "compress/internal.h"
 
-void
-ss_method_default(ss_method_t *m, ss_method_kind_t kind)
-{
-    memset(m, 0, sizeof(*m));
-    m->kind = kind;
-    switch (kind) {
-    case SS_METHOD_PTQ:
-        m->u.ptq.calib = SS_CALIB_MINMAX;
-        m->u.ptq.percentile = 99.99;
-        m->u.ptq.fallback = true;
-        break;
-    case SS_METHOD_PRUNE:
-        m->u.prune.kind = SS_PRUNE_UNSTRUCTURED;
-        m->u.prune.sparsity = 0.5;
-        m->u.prune.global = true;
-        m->u.prune.score = SS_SCORE_L2;
-        break;
-    case SS_METHOD_LOWRANK:
-        m->u.lowrank.energy = 0.9;
-        m->u.lowrank.ratio = 0.0;
-        break;
-    default:
-        break;
-    }
-}
-
 const char *
 ss_method_name(ss_method_kind_t kind)
 {
@@ -74,55 +48,33 @@ ss__cx_progress(const ss__cx_t *cx, double f, const char *step)
                           step);
 }
 
+/* The parameters against the table (params.c), then the rules between
+ * them and the data. */
 static int
 check_method(const ss_method_t *m, int i, bool have_calib, ss_err_t *err)
 {
-    const char *name = ss_method_name(m->kind);
+    int rc;
 
-    if (name == NULL)
+    if (ss_method_name(m->kind) == NULL)
         return ss_err_set(err, SS_EINVAL, "method %d: unknown method %d", i,
                           (int)m->kind);
+    if ((rc = ss_method_check_params(m, err)) < 0)
+        return rc;
     switch (m->kind) {
     case SS_METHOD_PTQ:
-        if (m->u.ptq.calib != SS_CALIB_MINMAX
-            && m->u.ptq.calib != SS_CALIB_PERCENTILE)
-            return ss_err_set(err, SS_EINVAL, "ptq: unknown calibration %d",
-                              (int)m->u.ptq.calib);
-        if (m->u.ptq.calib == SS_CALIB_PERCENTILE
-            && !(m->u.ptq.percentile > 50.0 && m->u.ptq.percentile <= 100.0))
-            return ss_err_set(err, SS_EINVAL, "ptq: percentile must be in "
-                              "(50, 100], not %g", m->u.ptq.percentile);
         if (!have_calib)
             return ss_err_set(err, SS_EINVAL, "ptq needs calibration data");
         break;
     case SS_METHOD_PRUNE:
-        if (m->u.prune.kind != SS_PRUNE_UNSTRUCTURED
-            && m->u.prune.kind != SS_PRUNE_STRUCTURED)
-            return ss_err_set(err, SS_EINVAL, "prune: unknown kind %d",
-                              (int)m->u.prune.kind);
-        if (!(m->u.prune.sparsity >= 0.0 && m->u.prune.sparsity < 1.0))
-            return ss_err_set(err, SS_EINVAL, "prune: sparsity must be in "
-                              "[0, 1), not %g", m->u.prune.sparsity);
-        if (m->u.prune.score != SS_SCORE_L1 && m->u.prune.score != SS_SCORE_L2
-            && m->u.prune.score != SS_SCORE_ACTIVATION)
-            return ss_err_set(err, SS_EINVAL, "prune: unknown score %d",
-                              (int)m->u.prune.score);
         if (m->u.prune.kind == SS_PRUNE_STRUCTURED
             && m->u.prune.score == SS_SCORE_ACTIVATION && !have_calib)
             return ss_err_set(err, SS_EINVAL, "prune: activation scores "
                               "need calibration data");
         break;
     case SS_METHOD_LOWRANK:
-        if (m->u.lowrank.energy > 0.0) {
-            if (!(m->u.lowrank.energy <= 1.0))
-                return ss_err_set(err, SS_EINVAL, "lowrank: energy must be "
-                                  "in (0, 1], not %g", m->u.lowrank.energy);
-        } else if (m->u.lowrank.energy < 0.0 || isnan(m->u.lowrank.energy)
-                   || !(m->u.lowrank.ratio > 0.0
-                        && m->u.lowrank.ratio <= 1.0)) {
+        if (m->u.lowrank.energy == 0.0 && m->u.lowrank.ratio == 0.0)
             return ss_err_set(err, SS_EINVAL, "lowrank: give an energy in "
                               "(0, 1] or a ratio in (0, 1]");
-        }
         break;
     case SS_METHOD_BF16:
         break;

@@ -30,6 +30,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -78,9 +79,70 @@ typedef struct ss_method {
     } u;
 } ss_method_t;
 
-/* Defaults for a method kind (what a bare "ptq" means). */
+/* Defaults for a method kind (what a bare "ptq" means), from the
+ * parameter table below. */
 void ss_method_default(ss_method_t *m, ss_method_kind_t kind);
 const char *ss_method_name(ss_method_kind_t kind);
+
+/* ---- method parameters: one table (compress/params.c) ------------------- */
+
+typedef enum {
+    SS_PARAM_NUMBER = 1,        /* a double */
+    SS_PARAM_BOOL,
+    SS_PARAM_CHOICE             /* one of named values (an enum) */
+} ss_param_type_t;
+
+typedef struct ss_param_choice {
+    const char *name;           /* as a request spells it */
+    int value;
+} ss_param_choice_t;
+
+enum {
+    /* 0 means "not given" (one of an either-or pair), not a value. */
+    SS_PARAM_ZERO_UNSET = 1 << 0
+};
+
+/* One parameter of one method: the one place its name, type, default,
+ * bounds and help are declared.  Requests name parameters as the rows
+ * do (the admin API's "params"). */
+typedef struct ss_method_param {
+    ss_method_kind_t method;
+    const char *name;
+    ss_param_type_t type;
+    double def;                 /* NUMBER; BOOL 0/1; CHOICE its value */
+    double min, max;            /* NUMBER: the bounds, */
+    bool min_open, max_open;    /* excluded when open */
+    const ss_param_choice_t *choices; /* CHOICE: ends with a NULL name */
+    const char *clears;         /* setting this one unsets that one */
+    unsigned flags;             /* SS_PARAM_ZERO_UNSET */
+    const char *help;
+    size_t offset, size;        /* where the value lives in ss_method_t */
+} ss_method_param_t;
+
+extern const ss_method_param_t ss_method_params[];
+extern const size_t ss_method_n_params;
+
+/* A method's parameter by name; NULL when it has none of that name. */
+const ss_method_param_t *ss_method_param_find(ss_method_kind_t kind,
+                                              const char *name);
+
+/* A value as a request gives it: type says which member holds it (0 when
+ * it is none of these, e.g. a JSON array). */
+typedef struct ss_param_value {
+    int type;                   /* ss_param_type_t, or 0 */
+    double number;
+    bool boolean;
+    const char *text;           /* CHOICE: the name */
+} ss_param_value_t;
+
+/* Sets p in m (m->kind must be p's method) after checking the value
+ * against the row.  Returns 0, or SS_EINVAL with err naming the method,
+ * the parameter and what it takes ("prune: sparsity must be a number in
+ * [0, 1), not 1.5"). */
+int ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
+                        const ss_param_value_t *v, ss_err_t *err);
+/* Checks every parameter of m against its row (ss_compress_run does). */
+int ss_method_check_params(const ss_method_t *m, ss_err_t *err);
 
 typedef struct ss_gate {
     double max_accuracy_drop;   /* relative (0.01 = 1% of the source's

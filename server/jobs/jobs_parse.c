@@ -35,6 +35,8 @@ get_fraction(json_t *v, const char *what, bool open_zero, double *out,
     return 0;
 }
 
+/* Parameters by the table compress/ owns (compress.h): names, types,
+ * bounds and defaults are declared there once. */
 static int
 parse_params(ss_method_t *m, json_t *params, ss_err_t *err)
 {
@@ -48,78 +50,24 @@ parse_params(ss_method_t *m, json_t *params, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL, "%s: params must be an object",
                           ss_method_name(m->kind));
     json_object_foreach(params, key, v) {
-        const char *s = json_string_value(v);
+        const ss_method_param_t *p = ss_method_param_find(m->kind, key);
+        ss_param_value_t val = { 0 };
 
-        if (m->kind == SS_METHOD_PTQ && strcmp(key, "calibration") == 0) {
-            if (s && strcmp(s, "minmax") == 0)
-                m->u.ptq.calib = SS_CALIB_MINMAX;
-            else if (s && strcmp(s, "percentile") == 0)
-                m->u.ptq.calib = SS_CALIB_PERCENTILE;
-            else
-                return ss_err_set(err, SS_EINVAL, "ptq: calibration must be "
-                                  "\"minmax\" or \"percentile\"");
-        } else if (m->kind == SS_METHOD_PTQ &&
-                   strcmp(key, "percentile") == 0) {
-            if (!json_is_number(v) || json_number_value(v) <= 50 ||
-                json_number_value(v) > 100)
-                return ss_err_set(err, SS_EINVAL, "ptq: percentile must be "
-                                  "in (50, 100]");
-            m->u.ptq.percentile = json_number_value(v);
-        } else if (m->kind == SS_METHOD_PTQ && strcmp(key, "fallback") == 0) {
-            if (!json_is_boolean(v))
-                return ss_err_set(err, SS_EINVAL, "ptq: fallback must be "
-                                  "true or false");
-            m->u.ptq.fallback = json_is_true(v);
-        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "kind") == 0) {
-            if (s && strcmp(s, "unstructured") == 0)
-                m->u.prune.kind = SS_PRUNE_UNSTRUCTURED;
-            else if (s && strcmp(s, "structured") == 0)
-                m->u.prune.kind = SS_PRUNE_STRUCTURED;
-            else
-                return ss_err_set(err, SS_EINVAL, "prune: kind must be "
-                                  "\"unstructured\" or \"structured\"");
-        } else if (m->kind == SS_METHOD_PRUNE &&
-                   strcmp(key, "sparsity") == 0) {
-            if ((rc = get_fraction(v, "prune: sparsity", false,
-                                   &m->u.prune.sparsity, err)) < 0)
-                return rc;
-            if (m->u.prune.sparsity >= 1)
-                return ss_err_set(err, SS_EINVAL, "prune: sparsity must be "
-                                  "below 1");
-        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "scope") == 0) {
-            if (s && strcmp(s, "global") == 0)
-                m->u.prune.global = true;
-            else if (s && strcmp(s, "layer") == 0)
-                m->u.prune.global = false;
-            else
-                return ss_err_set(err, SS_EINVAL, "prune: scope must be "
-                                  "\"global\" or \"layer\"");
-        } else if (m->kind == SS_METHOD_PRUNE && strcmp(key, "score") == 0) {
-            if (s && strcmp(s, "l1") == 0)
-                m->u.prune.score = SS_SCORE_L1;
-            else if (s && strcmp(s, "l2") == 0)
-                m->u.prune.score = SS_SCORE_L2;
-            else if (s && strcmp(s, "activation") == 0)
-                m->u.prune.score = SS_SCORE_ACTIVATION;
-            else
-                return ss_err_set(err, SS_EINVAL, "prune: score must be "
-                                  "\"l1\", \"l2\" or \"activation\"");
-        } else if (m->kind == SS_METHOD_LOWRANK &&
-                   strcmp(key, "energy") == 0) {
-            if ((rc = get_fraction(v, "lowrank: energy", true,
-                                   &m->u.lowrank.energy, err)) < 0)
-                return rc;
-            m->u.lowrank.ratio = 0;
-        } else if (m->kind == SS_METHOD_LOWRANK &&
-                   strcmp(key, "ratio") == 0) {
-            if ((rc = get_fraction(v, "lowrank: ratio", true,
-                                   &m->u.lowrank.ratio, err)) < 0)
-                return rc;
-            m->u.lowrank.energy = 0;
-        } else {
+        if (p == NULL)
             return ss_err_set(err, SS_EINVAL, "%s: unknown parameter '%s'",
                               ss_method_name(m->kind), key);
+        if (json_is_number(v)) {
+            val.type = SS_PARAM_NUMBER;
+            val.number = json_number_value(v);
+        } else if (json_is_boolean(v)) {
+            val.type = SS_PARAM_BOOL;
+            val.boolean = json_is_true(v);
+        } else if (json_is_string(v)) {
+            val.type = SS_PARAM_CHOICE;
+            val.text = json_string_value(v);
         }
+        if ((rc = ss_method_param_set(m, p, &val, err)) < 0)
+            return rc;
     }
     return 0;
 }

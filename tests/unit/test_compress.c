@@ -491,6 +491,88 @@ test_cancel(const ss_graph_t *g, tc_data_t *cal, tc_data_t *val)
     ss_compress_result_clear(&res);
 }
 
+/* The parameter table: defaults, bounds, choices and the either-or pair
+ * come from one row each. */
+static void
+test_params(void)
+{
+    const ss_method_param_t *p;
+    ss_param_value_t v = { 0 };
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    size_t i;
+    int rows_ok = 1;
+
+    for (i = 0; i < ss_method_n_params; i++)
+        rows_ok &= ss_method_params[i].help != NULL
+                   && ss_method_name(ss_method_params[i].method) != NULL
+                   && ss_method_param_find(ss_method_params[i].method,
+                                           ss_method_params[i].name)
+                          == &ss_method_params[i];
+    ok(ss_method_n_params >= 9 && rows_ok,
+       "every row has help, a method, and is found by name (%zu rows)",
+       ss_method_n_params);
+    ok(ss_method_param_find(SS_METHOD_PTQ, "sparsity") == NULL,
+       "another method's parameter is not found");
+
+    ss_method_default(&m, SS_METHOD_PRUNE);
+    ok(m.u.prune.sparsity == 0.5 && m.u.prune.global
+       && m.u.prune.kind == SS_PRUNE_UNSTRUCTURED
+       && m.u.prune.score == SS_SCORE_L2, "prune defaults from the table");
+    is_int(ss_method_check_params(&m, &err), 0, "defaults pass the checks");
+    p = ss_method_param_find(SS_METHOD_PRUNE, "sparsity");
+    v.type = SS_PARAM_NUMBER;
+    v.number = 1.5;
+    is_int(ss_method_param_set(&m, p, &v, &err), SS_EINVAL,
+           "sparsity 1.5 refused: %s", err.msg);
+    ok(strstr(err.msg, "sparsity") && strstr(err.msg, "[0, 1)"),
+       "the message names the parameter and its bounds");
+    v.number = 0.3;
+    is_int(ss_method_param_set(&m, p, &v, &err), 0, "sparsity 0.3 set");
+    ok(m.u.prune.sparsity == 0.3, "and stored");
+    v.type = SS_PARAM_CHOICE;
+    v.text = "layer";
+    is_int(ss_method_param_set(&m, ss_method_param_find(SS_METHOD_PRUNE,
+                                                        "scope"), &v, &err),
+           0, "scope \"layer\" set");
+    ok(!m.u.prune.global, "a choice stored in a bool");
+    m.u.prune.score = (ss_score_t)7;
+    is_int(ss_method_check_params(&m, &err), SS_EINVAL,
+           "a value outside the choices is refused: %s", err.msg);
+
+    ss_method_default(&m, SS_METHOD_PTQ);
+    ok(m.u.ptq.calib == SS_CALIB_MINMAX && m.u.ptq.percentile == 99.99
+       && m.u.ptq.fallback, "ptq defaults from the table");
+    v.text = "bogus";
+    p = ss_method_param_find(SS_METHOD_PTQ, "calibration");
+    is_int(ss_method_param_set(&m, p, &v, &err), SS_EINVAL,
+           "an unknown choice is refused: %s", err.msg);
+    ok(strstr(err.msg, "\"minmax\" or \"percentile\"") != NULL,
+       "the message lists the choices");
+    v.text = "percentile";
+    ss_method_param_set(&m, p, &v, &err);
+    ok(m.u.ptq.calib == SS_CALIB_PERCENTILE, "calibration percentile set");
+    v.type = SS_PARAM_NUMBER;
+    v.number = 1;
+    is_int(ss_method_param_set(&m, ss_method_param_find(SS_METHOD_PTQ,
+                                                        "fallback"), &v,
+                               &err),
+           SS_EINVAL, "a number for a bool is refused: %s", err.msg);
+
+    ss_method_default(&m, SS_METHOD_LOWRANK);
+    p = ss_method_param_find(SS_METHOD_LOWRANK, "energy");
+    v.number = 0;
+    is_int(ss_method_param_set(&m, p, &v, &err), SS_EINVAL,
+           "energy 0 given is refused: %s", err.msg);
+    v.number = 0.5;
+    ss_method_param_set(&m, ss_method_param_find(SS_METHOD_LOWRANK, "ratio"),
+                        &v, &err);
+    ok(m.u.lowrank.ratio == 0.5 && m.u.lowrank.energy == 0,
+       "giving a ratio unsets the energy");
+    is_int(ss_method_check_params(&m, &err), 0,
+           "an unset energy (0) passes the checks: %s", err.msg);
+}
+
 /* The one writer of results: the shape admin jobs answer and
  * variant.json keeps. */
 static void
@@ -559,6 +641,7 @@ main(void)
     test_quantize_weight();
     test_svd();
     test_result_json();
+    test_params();
     if ((g = tc_model_load("mlp")) == NULL
         || tc_data_load(&cal, "mlp", "calib", 0) < 0
         || tc_data_load(&val, "mlp", "heldout", 0) < 0) {
