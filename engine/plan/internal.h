@@ -12,25 +12,26 @@
  * one node, a oneDNN primitive for one or several fused nodes, or a copy
  * into a graph output.
  *
- * Who calls whom: each layer calls only the layers below it, and no pass
- * calls another pass.
+ * Who calls whom: each layer calls only the layers below it; no pass
+ * calls another pass (plan_fuse.c calls its own anchors); among the
+ * helpers, plan_chain.c and plan_layout_rules.c call plan_edit.c, which
+ * calls no other file of the folder.
  *
- *   driver   plan.c      ss_plan_new: shapes, constant folding, views;
- *                        runs the passes; prunes, binds outputs, plans
- *                        the arena.  exec.c runs a plan.
- *   passes   plan_qdq.c  int8 (QDQ patterns)          ss__plan_int8
- *            plan_bf16.c bf16 compute                 ss__plan_bf16
- *            plan_fuse.c f32 fusion, with its anchors ss__plan_fuse
- *                        (plan_fuse_ops.c, plan_fuse_ln.c: ss__fuse_*)
- *            plan_layout.c reorders between layouts   ss__plan_layout
- *   helpers  plan_chain.c the fusion toolkit          ss__fz_*
- *            plan_layout_rules.c layout choices       ss__lay_*
- *            plan_edit.c steps, values, insertions    ss__plan_*
+ *   driver   plan.c               compiles a plan: shapes,     ss_plan_new
+ *                                 folding, views, the passes,
+ *                                 pruning, the arena
+ *            exec.c               runs a plan                  ss_plan_run
+ *   passes   plan_qdq.c           int8 (QDQ patterns)          ss__plan_int8
+ *            plan_bf16.c          bf16 compute                 ss__plan_bf16
+ *            plan_fuse.c          f32 fusion: the pass,        ss__plan_fuse
+ *            plan_fuse_ops.c      its anchors                  ss__fuse_*
+ *            plan_fuse_ln.c
+ *            plan_layout.c        reorders between layouts     ss__plan_layout
+ *   helpers  plan_chain.c         the fusion toolkit           ss__fz_*
+ *            plan_layout_rules.c  layout choices               ss__lay_*
+ *            plan_edit.c          steps, values, insertions    ss__plan_*
  *   below    engine/dnnl (oneDNN primitives), engine/ops (reference
  *            kernels), engine/ir (graphs, attributes)
- *
- * Among the helpers, plan_chain.c and plan_layout_rules.c call
- * plan_edit.c, which calls no other file of the folder.
  *
  * THREADS: a plan is built inside ss_plan_new (everything below but the
  * types and ss__plan_root serves that build only) and is immutable once
@@ -192,10 +193,7 @@ int ss__plan_ins_apply(ss_plan_t *p, ss__plan_inslist_t *l, ss_err_t *err);
 /* Frees the queue and the steps still in it. */
 void ss__plan_ins_free(ss__plan_inslist_t *l);
 
-/* ---- the fusion toolkit (plan_chain.c), for the anchors of every pass ----
- *
- * An anchor returns 1 when it fused step s, 0 when it left it alone and
- * < 0 on an error that must stop the compile. */
+/* ---- the fusion toolkit (plan_chain.c), for the anchors of every pass ---- */
 
 /* The reader index of a plan: built once per pass by ss__fz_init; not
  * updated by commits (the steps it names may have become holes or fused
@@ -340,7 +338,9 @@ ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 
 /* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, plan_fuse_ln.c) ----
- * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order. */
+ * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order.  Each
+ * returns 1 when it fused step s, 0 when it left it alone and < 0 on an
+ * error that must stop the compile. */
 
 int ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);

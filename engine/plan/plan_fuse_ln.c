@@ -7,7 +7,8 @@
  *   y = Div(d, Sqrt(Add(v, eps)))     [* gamma]  [+ beta]
  *
  * recognized from its first ReduceMean and run as one oneDNN layer
- * normalization over the last axis.
+ * normalization over the last axis: an anchor of the f32 fusion pass
+ * (plan_fuse.c), like those of plan_fuse_ops.c.
  *
  * THREADS: used inside ss_plan_new only.
  */

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Fusion anchors: which reference steps become which oneDNN primitive,
- * and how their attributes map (see plan_fuse.c for the design).
+ * The f32 fusion pass's anchors: which reference steps become which
+ * oneDNN primitive, and how their attributes map.  plan_fuse.c runs them
+ * (and has the design); they build their steps with the fusion toolkit
+ * (plan_chain.c) and pick layouts by plan_layout_rules.c.
  *
  * THREADS: used inside ss_plan_new only.
  */
