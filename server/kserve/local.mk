@@ -27,7 +27,7 @@ tests_unit_test_kserve_num_LDADD = server/kserve/libsskserve.a $(SS_ENGINE_LIBS)
 # A libFuzzer target, built by tests/fuzz/run.sh (clang), not by make.
 EXTRA_DIST += tests/fuzz/fuzz_kserve.c
 EXTRA_DIST += tests/fuzz/seeds/kserve/s1 tests/fuzz/seeds/kserve/s2 \
-	tests/fuzz/seeds/kserve/s3
+	tests/fuzz/seeds/kserve/s3 tests/fuzz/seeds/kserve/s4
 
 # A measurement, not a test: built by make check, run by hand (see the
 # comment on top of the file).

@@ -7,7 +7,10 @@
  * past the body).  Every decoded request is encoded back as a response,
  * turned into a request again and decoded: the tensors must come back
  * identical (NaN payloads aside), which checks the number scanner against
- * the shortest-float formatter on whatever the fuzzer invents.
+ * the shortest-float formatter on whatever the fuzzer invents.  Every
+ * number token in the body is also read with the scanner's float32 and
+ * float64 parsers and their fast paths alone, and must give exactly what
+ * strtof and strtod give.
  *
  *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
  *       -D_GNU_SOURCE -I. tests/fuzz/fuzz_kserve.c server/kserve*.c \
@@ -17,10 +20,11 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/kserve/kserve.h"
+#include "server/kserve/internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -103,6 +107,71 @@ done:
     free(outs);
 }
 
+static bool
+numch(char c)
+{
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+           c == 'e' || c == 'E';
+}
+
+/* The number token at p (a JSON number, at most 511 bytes) read by the
+ * scanner equals strtof/strtod on a copy of it. */
+static void
+check_number(const char *p, const char *end)
+{
+    char tok[512];
+    const char *next;
+    size_t len;
+    double d, wd;
+    float f, wf;
+    int rc;
+
+    if (*p == '-' && end - p > 1 && p[1] == 'I')
+        return;         /* -Infinity, not a number for strtod */
+    if (ss__kserve_parse_f64(p, end, &d, &next) == SS__KNUM_SYNTAX)
+        return;
+    /* The token's extent: what the grammar scan accepted, also when the
+     * value was out of range. */
+    for (next = p + 1; next < end && numch(*next); next++)
+        ;
+    len = (size_t)(next - p);
+    if (len >= sizeof(tok))
+        return;
+    memcpy(tok, p, len);
+    tok[len] = '\0';
+    wd = strtod(tok, NULL);
+    wf = strtof(tok, NULL);
+    rc = ss__kserve_parse_f64(p, end, &d, &next);
+    if (rc == 0 && next == p + len) {
+        if (memcmp(&d, &wd, sizeof(d)) != 0)
+            __builtin_trap();
+    } else if (rc == SS__KNUM_RANGE) {
+        if (!isinf(wd))
+            __builtin_trap();
+    } else {
+        return;         /* a shorter valid prefix ("1.5e" reads "1.5") */
+    }
+    rc = ss__kserve_parse_f32(p, end, &f, &next);
+    if (rc == 0 ? memcmp(&f, &wf, sizeof(f)) != 0 || next != p + len :
+        rc != SS__KNUM_RANGE || !isinf(wf))
+        __builtin_trap();
+    if (ss__kserve_fast_f64(p, p + len, &d) &&
+        memcmp(&d, &wd, sizeof(d)) != 0)
+        __builtin_trap();
+    if (ss__kserve_fast_f32(p, p + len, &f) &&
+        memcmp(&f, &wf, sizeof(f)) != 0)
+        __builtin_trap();
+}
+
+static void
+check_numbers(const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((b[i] == '-' || (b[i] >= '0' && b[i] <= '9')) &&
+            (i == 0 || !numch(b[i - 1])))
+            check_number(b + i, b + n);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -122,6 +191,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((body = malloc(n ? n : 1)) == NULL)
         return 0;
     memcpy(body, data + 3, n);
+    check_numbers(body, n);
     if (ss_kserve_decode(body, n, hl, &lim, &r, &err) == 0) {
         round_trip(r);
         ss_kserve_request_free(r);
