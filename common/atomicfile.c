@@ -159,3 +159,17 @@ ss_atomic_abort(ss_atomic_file_t *af)
     ss_free(af->path);
     af->tmp = af->path = NULL;
 }
+
+int
+ss_atomic_rename(const char *from, const char *to, ss_err_t *err)
+{
+    int rc;
+
+    if (rename(from, to) < 0)
+        return ss_err_set(err, SS_EIO, "rename %s to %s: %s", from, to,
+                          strerror(errno));
+    if ((rc = fsync_dir(to)) < 0)
+        return ss_err_set(err, SS_EIO, "%s: fsync of its directory: %s", to,
+                          rc == SS_ENOMEM ? "no memory" : strerror(-rc));
+    return 0;
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Atomic files: the one writer every module uses for files that must
- * appear whole or not at all (models, npz, config.json, variant.json).
+ * appear whole or not at all (models, npz, config.json, variant.json),
+ * and for folders published whole (a model version).
  *
  * THREADS: [any]; an ss_atomic_file_t belongs to one thread.
  */
@@ -27,5 +28,11 @@ int ss_atomic_write(ss_atomic_file_t *af, const void *buf, size_t n,
 int ss_atomic_commit(ss_atomic_file_t *af, ss_err_t *err);
 /* Accepts a file already committed or aborted. */
 void ss_atomic_abort(ss_atomic_file_t *af);
+
+/* Publishes a whole folder (or file) built under a temporary name: renames
+ * from to to (same file system; to must not be a non-empty folder) and
+ * fsyncs to's directory so the rename survives a crash.  Files inside
+ * from should be written with ss_atomic_* (which syncs them and from). */
+int ss_atomic_rename(const char *from, const char *to, ss_err_t *err);
 
 #endif

@@ -23,3 +23,8 @@ check_PROGRAMS += tests/unit/test_queue
 TESTS += tests/unit/test_queue
 tests_unit_test_queue_SOURCES = tests/unit/test_queue.c
 tests_unit_test_queue_LDADD = common/libsscommon.a
+
+check_PROGRAMS += tests/unit/test_atomicfile
+TESTS += tests/unit/test_atomicfile
+tests_unit_test_atomicfile_SOURCES = tests/unit/test_atomicfile.c
+tests_unit_test_atomicfile_LDADD = common/libsscommon.a

@@ -22,7 +22,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/atomicfile.h"
 #include "common/cpus.h"
 #include "common/log.h"
 #include "engine/ir/edit.h"
@@ -290,19 +290,6 @@ as_dataset(const data_src_t *d, ss_dataset_t *out)
 
 /* ---- the variant folder --------------------------------------------------- */
 
-static int
-fsync_path(const char *path, int flags)
-{
-    int fd = open(path, flags | O_CLOEXEC), rc = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 static void
 remove_tree(const char *dir)
 {
@@ -320,21 +307,6 @@ remove_tree(const char *dir)
         closedir(d);
     }
     rmdir(dir);
-}
-
-static int
-write_text(const char *path, const char *text, ss_err_t *err)
-{
-    FILE *f = fopen(path, "w");
-    int rc = 0;
-
-    if (f == NULL)
-        return ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
-    if (fputs(text, f) < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0)
-        rc = ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
-    if (fclose(f) != 0 && rc == 0)
-        rc = ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
-    return rc;
 }
 
 static int64_t
@@ -358,14 +330,18 @@ next_version(const char *dir)
 }
 
 /* Writes model.onnx and variant.json into a temporary folder and renames
- * it to the next version number. */
+ * it to the next version number.  Both files are atomic files (synced,
+ * and the folder with them); the folder is published with
+ * ss_atomic_rename. */
 static int
 write_variant(ss_jobs_t *js, job_t *j, const ss_compress_result_t *res,
               json_t *result, int64_t *version, ss_err_t *err)
 {
     char mdir[4096], tmp[4200], path[4300], final[4200];
+    ss_atomic_file_t af = { .fd = -1 };
     json_t *variant = NULL;
     char *text = NULL;
+    struct stat st;
     int64_t v;
     int rc;
 
@@ -389,24 +365,24 @@ write_variant(ss_jobs_t *js, job_t *j, const ss_compress_result_t *res,
         goto fail;
     }
     snprintf(path, sizeof(path), "%s/variant.json", tmp);
-    if ((rc = write_text(path, text, err)) < 0)
+    if ((rc = ss_atomic_open(&af, path, err)) < 0 ||
+        (rc = ss_atomic_write(&af, text, strlen(text), err)) < 0 ||
+        (rc = ss_atomic_commit(&af, err)) < 0)
         goto fail;
-    if ((rc = fsync_path(tmp, O_RDONLY | O_DIRECTORY)) < 0) {
-        rc = ss_err_set(err, SS_EIO, "fsync %s: %s", tmp, strerror(-rc));
-        goto fail;
-    }
     if (atomic_load(&j->cancel)) {
         rc = ss_err_set(err, SS_ECANCELED, "cancelled");
         goto fail;
     }
     v = next_version(mdir);
     snprintf(final, sizeof(final), "%s/%lld", mdir, (long long)v);
-    if (rename(tmp, final) < 0) {
-        rc = ss_err_set(err, SS_EIO, "rename to %s: %s", final,
-                        strerror(errno));
-        goto fail;
+    if ((rc = ss_atomic_rename(tmp, final, err)) < 0) {
+        if (stat(final, &st) != 0)
+            goto fail;
+        /* In place, but the rename may not survive a crash. */
+        ss_log_warn("model=%s@%lld: %s", j->model, (long long)v,
+                    err != NULL ? err->msg : "directory not synced");
+        rc = 0;
     }
-    fsync_path(mdir, O_RDONLY | O_DIRECTORY);
     *version = v;
     ss_log_notice("model=%s@%lld written by job %lld", j->model,
                   (long long)v, (long long)j->id);
@@ -414,6 +390,7 @@ write_variant(ss_jobs_t *js, job_t *j, const ss_compress_result_t *res,
     json_decref(variant);
     return 0;
 fail:
+    ss_atomic_abort(&af);
     free(text);
     json_decref(variant);
     remove_tree(tmp);
