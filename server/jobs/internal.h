@@ -16,43 +16,48 @@
 #define SS_JOB_MAX_METHODS 8
 #define SS_JOB_MAX_INPUTS 64
 
-typedef enum { DATA_NONE = 0, DATA_FILE, DATA_INLINE, DATA_TRAFFIC } data_kind_t;
+typedef enum {
+    SS__JOB_DATA_NONE = 0,
+    SS__JOB_DATA_FILE,
+    SS__JOB_DATA_INLINE,
+    SS__JOB_DATA_TRAFFIC
+} ss__job_data_kind_t;
 
 /* A data source; after loading, inputs/labels hold the tensors (owned). */
-typedef struct data_src {
-    data_kind_t kind;
+typedef struct ss__job_data {
+    ss__job_data_kind_t kind;
     char file[256];
     int n;
     ss_tensor_t inputs[SS_JOB_MAX_INPUTS];
     int64_t rows;
     ss_tensor_t labels;
     bool has_labels;
-} data_src_t;
+} ss__job_data_t;
 
 typedef enum {
-    JOB_QUEUED = 0,
-    JOB_RUNNING,
-    JOB_SUCCEEDED,
-    JOB_REJECTED,
-    JOB_FAILED,
-    JOB_CANCELLED
-} job_state_t;
+    SS__JOB_QUEUED = 0,
+    SS__JOB_RUNNING,
+    SS__JOB_SUCCEEDED,
+    SS__JOB_REJECTED,
+    SS__JOB_FAILED,
+    SS__JOB_CANCELLED
+} ss__job_state_t;
 
-typedef struct job {
+typedef struct ss__job {
     struct ss_jobs *owner;
     int64_t id;
     char *model;
     ss_version_t *src;          /* held until the job ends */
     ss_method_t methods[SS_JOB_MAX_METHODS];
     int n_methods;
-    data_src_t calib, val;
+    ss__job_data_t calib, val;
     ss_gate_t gate;
     bool activate;
     json_t *request;            /* the body, for the record */
     atomic_int cancel;
 
     /* guarded by the jobs lock */
-    job_state_t state;
+    ss__job_state_t state;
     double progress;
     char step[64];
     char error[SS_ERR_MSG_MAX];
@@ -60,17 +65,17 @@ typedef struct job {
     int64_t new_version;
     double created, started, finished;
 
-    struct job *next;           /* all jobs, newest first */
+    struct ss__job *next;           /* all jobs, newest first */
     /* In the run queue while queued, then in the activation queue while
      * its variant waits for the loop; owned by the queue it is in. */
     ss_qlink_t qlink;
-} job_t;
+} ss__job_t;
 
-int ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err);
+int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
 /* Reads d->file from the model's folder into d. */
-int ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err);
+int ss__jobs_load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err);
 /* Lays decoded tensors out in graph input order into d. */
 int ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
-                         data_src_t *d, ss_err_t *err);
+                         ss__job_data_t *d, ss_err_t *err);
 
 #endif

@@ -46,7 +46,7 @@ struct ss_jobs {
     int threads;
 
     pthread_mutex_t lock;
-    job_t *all;                 /* newest first; guarded by lock */
+    ss__job_t *all;                 /* newest first; guarded by lock */
     ss_queue_t runq;            /* queued jobs, oldest first */
     ss_queue_t actq;            /* variants for the loop to activate */
     bool stop;                  /* guarded by lock */
@@ -58,9 +58,9 @@ struct ss_jobs {
 };
 
 static const char *const state_names[] = {
-    [JOB_QUEUED] = "queued",       [JOB_RUNNING] = "running",
-    [JOB_SUCCEEDED] = "succeeded", [JOB_REJECTED] = "rejected",
-    [JOB_FAILED] = "failed",       [JOB_CANCELLED] = "cancelled",
+    [SS__JOB_QUEUED] = "queued",       [SS__JOB_RUNNING] = "running",
+    [SS__JOB_SUCCEEDED] = "succeeded", [SS__JOB_REJECTED] = "rejected",
+    [SS__JOB_FAILED] = "failed",       [SS__JOB_CANCELLED] = "cancelled",
 };
 
 static double
@@ -73,7 +73,7 @@ wall(void)
 }
 
 static void
-data_clear(data_src_t *d)
+data_clear(ss__job_data_t *d)
 {
     int i;
 
@@ -87,7 +87,7 @@ data_clear(data_src_t *d)
 }
 
 static void
-job_free(job_t *j)
+job_free(ss__job_t *j)
 {
     if (j == NULL)
         return;
@@ -106,7 +106,7 @@ job_free(job_t *j)
  * copies. */
 static int
 take_inputs(const ss_graph_t *g, const ss_tensor_t *t, int64_t rows,
-            data_src_t *d, ss_err_t *err)
+            ss__job_data_t *d, ss_err_t *err)
 {
     int n = ss_graph_num_inputs(g), k;
 
@@ -129,7 +129,7 @@ take_inputs(const ss_graph_t *g, const ss_tensor_t *t, int64_t rows,
  * not take (labels) are skipped. */
 static int
 bind_data(const ss_graph_t *g, int n, const ss_tensor_t *given,
-          const char *const *names, data_src_t *d, ss_err_t *err)
+          const char *const *names, ss__job_data_t *d, ss_err_t *err)
 {
     ss_tensor_t ordered[SS_JOB_MAX_INPUTS];
     int64_t rows;
@@ -146,7 +146,7 @@ bind_data(const ss_graph_t *g, int n, const ss_tensor_t *given,
 
 int
 ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
-                     data_src_t *d, ss_err_t *err)
+                     ss__job_data_t *d, ss_err_t *err)
 {
     ss_tensor_t given[SS_JOB_MAX_INPUTS];
     const char *names[SS_JOB_MAX_INPUTS];
@@ -166,7 +166,7 @@ ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
 }
 
 static int
-take_labels(const ss_tensor_t *t, data_src_t *d, ss_err_t *err)
+take_labels(const ss_tensor_t *t, ss__job_data_t *d, ss_err_t *err)
 {
     int64_t *p, i, n;
 
@@ -192,7 +192,7 @@ take_labels(const ss_tensor_t *t, data_src_t *d, ss_err_t *err)
 }
 
 int
-ss__jobs_load_file(job_t *j, data_src_t *d, ss_err_t *err)
+ss__jobs_load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
 {
     ss_jobs_t *js = j->owner;
     const ss_graph_t *g = j->src->graph;
@@ -252,15 +252,15 @@ done:
 }
 
 static int
-load_data(ss_jobs_t *js, job_t *j, data_src_t *d, ss_err_t *err)
+load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
 {
     ss_sampler_t *s;
     int64_t rows;
 
     switch (d->kind) {
-    case DATA_FILE:
+    case SS__JOB_DATA_FILE:
         return d->n > 0 ? 0 : ss__jobs_load_file(j, d, err);
-    case DATA_TRAFFIC:
+    case SS__JOB_DATA_TRAFFIC:
         s = ss_model_sampler(j->src->model);
         rows = s ? ss_sampler_snapshot(s, 1 << 20,
                                        ss_graph_num_inputs(j->src->graph),
@@ -280,7 +280,7 @@ load_data(ss_jobs_t *js, job_t *j, data_src_t *d, ss_err_t *err)
 }
 
 static void
-as_dataset(const data_src_t *d, ss_dataset_t *out)
+as_dataset(const ss__job_data_t *d, ss_dataset_t *out)
 {
     out->n_inputs = d->n;
     out->inputs = (ss_tensor_t *)d->inputs;
@@ -334,7 +334,7 @@ next_version(const char *dir)
  * and the folder with them); the folder is published with
  * ss_atomic_rename. */
 static int
-write_variant(ss_jobs_t *js, job_t *j, const ss_compress_result_t *res,
+write_variant(ss_jobs_t *js, ss__job_t *j, const ss_compress_result_t *res,
               json_t *result, int64_t *version, ss_err_t *err)
 {
     char mdir[4096], tmp[4200], path[4300], final[4200];
@@ -430,7 +430,7 @@ ss_jobs_clean_repository(const char *repo)
 static void
 on_progress(void *arg, double fraction, const char *step)
 {
-    job_t *j = arg;
+    ss__job_t *j = arg;
     ss_jobs_t *js = j->owner;
 
     pthread_mutex_lock(&js->lock);
@@ -440,13 +440,13 @@ on_progress(void *arg, double fraction, const char *step)
 }
 
 static void
-finish(ss_jobs_t *js, job_t *j, job_state_t st, json_t *result,
+finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
        const char *error)
 {
     pthread_mutex_lock(&js->lock);
     j->state = st;
     j->finished = wall();
-    if (st == JOB_SUCCEEDED || st == JOB_REJECTED)
+    if (st == SS__JOB_SUCCEEDED || st == SS__JOB_REJECTED)
         j->progress = 1;
     if (error != NULL)
         snprintf(j->error, sizeof(j->error), "%s", error);
@@ -458,7 +458,7 @@ finish(ss_jobs_t *js, job_t *j, job_state_t st, json_t *result,
 }
 
 static void
-run(ss_jobs_t *js, job_t *j)
+run(ss_jobs_t *js, ss__job_t *j)
 {
     ss_compress_result_t res = { 0 };
     ss_compress_ctl_t ctl = { 0 };
@@ -479,7 +479,7 @@ run(ss_jobs_t *js, job_t *j)
         (rc = load_data(js, j, &j->val, &err)) < 0)
         goto fail;
     as_dataset(&j->calib, &calib);
-    as_dataset(j->val.kind != DATA_NONE ? &j->val : &j->calib, &val);
+    as_dataset(j->val.kind != SS__JOB_DATA_NONE ? &j->val : &j->calib, &val);
     if (j->gate.max_accuracy_drop < 0 && j->gate.min_agreement < 0 &&
         j->gate.max_relative_error < 0) {
         /* The default gate: 1% of the accuracy with labels, else 99%
@@ -495,8 +495,8 @@ run(ss_jobs_t *js, job_t *j)
         goto fail;
     }
     rc = ss_compress_run(j->src->graph, j->methods, j->n_methods,
-                         j->calib.kind != DATA_NONE ? &calib : NULL, &val,
-                         &j->gate, &ctl, &res, &err);
+                         j->calib.kind != SS__JOB_DATA_NONE ? &calib : NULL,
+                         &val, &j->gate, &ctl, &res, &err);
     if (rc < 0)
         goto fail;
     /* One record of the measurements: the job's result and the variant's
@@ -506,7 +506,7 @@ run(ss_jobs_t *js, job_t *j)
         goto fail;
     }
     if (!res.passed) {
-        finish(js, j, JOB_REJECTED, result, "the variant did not pass the "
+        finish(js, j, SS__JOB_REJECTED, result, "the variant did not pass the "
                "gate; nothing was written or activated");
         result = NULL;
         goto done;
@@ -529,13 +529,13 @@ run(ss_jobs_t *js, job_t *j)
     }
     pthread_mutex_unlock(&js->lock);
     json_object_set_new(result, "activated", json_false());
-    finish(js, j, JOB_SUCCEEDED, result, NULL);
+    finish(js, j, SS__JOB_SUCCEEDED, result, NULL);
     result = NULL;
     goto done;
 fail:
     finish(js, j, rc == SS_ECANCELED || atomic_load(&j->cancel)
-                      ? JOB_CANCELLED
-                      : JOB_FAILED, NULL, err.msg);
+                      ? SS__JOB_CANCELLED
+                      : SS__JOB_FAILED, NULL, err.msg);
 done:
     json_decref(result);
     ss_compress_result_clear(&res);
@@ -548,21 +548,21 @@ job_thread(void *arg)
 {
     ss_jobs_t *js = arg;
     ss_qlink_t *l;
-    job_t *j;
+    ss__job_t *j;
 
     /* Jobs keep off the serving CPUs; OpenMP threads inherit the mask. */
     if (js->pin)
         ss_cpus_pin_self(&js->cpus);
     /* NULL once ss_jobs_free closed the queue and it is empty. */
     while ((l = ss_queue_pop_wait(&js->runq)) != NULL) {
-        j = SS_QUEUE_ENTRY(l, job_t, qlink);
+        j = SS_QUEUE_ENTRY(l, ss__job_t, qlink);
         pthread_mutex_lock(&js->lock);
         /* Cancelled between the pop and here, or stopping: skip it. */
-        if (js->stop || j->state != JOB_QUEUED) {
+        if (js->stop || j->state != SS__JOB_QUEUED) {
             pthread_mutex_unlock(&js->lock);
             continue;
         }
-        j->state = JOB_RUNNING;
+        j->state = SS__JOB_RUNNING;
         j->started = wall();
         pthread_mutex_unlock(&js->lock);
         ss_log_notice("job %lld (model=%s) running", (long long)j->id,
@@ -571,7 +571,7 @@ job_thread(void *arg)
         pthread_mutex_lock(&js->lock);
         /* Nobody reads the source any more unless activation is pending:
          * the reference goes now (it may be the last). */
-        if (j->state != JOB_RUNNING) {
+        if (j->state != SS__JOB_RUNNING) {
             ss_version_t *v = j->src;
 
             j->src = NULL;
@@ -589,7 +589,7 @@ job_thread(void *arg)
 static void
 on_activated(void *arg, int rc, const ss_err_t *err)
 {
-    job_t *j = arg;
+    ss__job_t *j = arg;
     ss_jobs_t *js = j->owner;
     json_t *result;
 
@@ -601,7 +601,7 @@ on_activated(void *arg, int rc, const ss_err_t *err)
     if (rc < 0)
         json_object_set_new(result, "activation_error",
                             json_string(err ? err->msg : "failed"));
-    finish(js, j, rc == 0 ? JOB_SUCCEEDED : JOB_FAILED, result,
+    finish(js, j, rc == 0 ? SS__JOB_SUCCEEDED : SS__JOB_FAILED, result,
            rc == 0 ? NULL : "the variant was written but not activated");
     ss_version_unref(j->src);
     j->src = NULL;
@@ -612,14 +612,14 @@ on_async(uv_async_t *a)
 {
     ss_jobs_t *js = a->data;
     ss_qlink_t *l, *next;
-    job_t *j;
+    ss__job_t *j;
 
     /* Wake-ups coalesce: take everything queued. */
     for (l = ss_queue_take_all(&js->actq); l != NULL; l = next) {
         ss_err_t err = { 0 };
 
         next = l->next;
-        j = SS_QUEUE_ENTRY(l, job_t, qlink);
+        j = SS_QUEUE_ENTRY(l, ss__job_t, qlink);
         if (ss_registry_activate(js->reg, j->model, j->new_version,
                                  on_activated, j, &err) < 0)
             on_activated(j, err.code, &err);
@@ -670,7 +670,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
 {
     json_error_t je;
     json_t *root;
-    job_t *j;
+    ss__job_t *j;
     int status = 0, rc;
     int64_t sv = 0;
 
@@ -732,7 +732,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     }
     pthread_mutex_lock(&js->lock);
     j->id = ++js->next_id;
-    j->state = JOB_QUEUED;
+    j->state = SS__JOB_QUEUED;
     j->created = wall();
     snprintf(j->step, sizeof(j->step), "queued");
     j->next = js->all;
@@ -748,7 +748,7 @@ fail:
 }
 
 static json_t *
-job_json(const job_t *j)
+job_json(const ss__job_t *j)
 {
     json_t *o = json_pack("{s:I,s:s,s:s,s:f,s:s,s:f}", "id",
                           (json_int_t)j->id, "model", j->model, "state",
@@ -761,7 +761,7 @@ job_json(const job_t *j)
         json_object_set_new(o, "finished", json_real(j->finished));
     if (j->error[0])
         json_object_set_new(o, "error", json_string(j->error));
-    if (j->result != NULL && j->state != JOB_RUNNING)
+    if (j->result != NULL && j->state != SS__JOB_RUNNING)
         json_object_set(o, "result", j->result);
     if (j->new_version > 0)
         json_object_set_new(o, "version", json_integer(j->new_version));
@@ -773,7 +773,7 @@ json_t *
 ss_jobs_get(ss_jobs_t *js, int64_t id)
 {
     json_t *o = NULL;
-    job_t *j;
+    ss__job_t *j;
 
     pthread_mutex_lock(&js->lock);
     for (j = js->all; j != NULL; j = j->next)
@@ -789,7 +789,7 @@ json_t *
 ss_jobs_list(ss_jobs_t *js)
 {
     json_t *arr = json_array();
-    job_t *j;
+    ss__job_t *j;
 
     pthread_mutex_lock(&js->lock);
     for (j = js->all; j != NULL; j = j->next)
@@ -802,7 +802,7 @@ int
 ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
 {
     ss_version_t *drop = NULL;
-    job_t *j;
+    ss__job_t *j;
     int rc = 0;
 
     pthread_mutex_lock(&js->lock);
@@ -810,15 +810,15 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
         ;
     if (j == NULL) {
         rc = ss_err_set(err, SS_ENOTFOUND, "no job %lld", (long long)id);
-    } else if (j->state == JOB_QUEUED) {
+    } else if (j->state == SS__JOB_QUEUED) {
         /* When the job thread has just taken it, it skips it: the state
          * is no longer queued when it gets the lock. */
         ss_queue_remove(&js->runq, &j->qlink);
-        j->state = JOB_CANCELLED;
+        j->state = SS__JOB_CANCELLED;
         j->finished = wall();
         drop = j->src;
         j->src = NULL;
-    } else if (j->state == JOB_RUNNING) {
+    } else if (j->state == SS__JOB_RUNNING) {
         atomic_store(&j->cancel, 1);
     } else {
         rc = ss_err_set(err, SS_ECONFLICT, "job %lld has finished (%s)",
@@ -832,13 +832,13 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
 int
 ss_jobs_busy(ss_jobs_t *js)
 {
-    const job_t *j;
+    const ss__job_t *j;
     int busy = 0;
 
     /* A job waiting for activation is still running. */
     pthread_mutex_lock(&js->lock);
     for (j = js->all; j != NULL && !busy; j = j->next)
-        busy = j->state == JOB_QUEUED || j->state == JOB_RUNNING;
+        busy = j->state == SS__JOB_QUEUED || j->state == SS__JOB_RUNNING;
     pthread_mutex_unlock(&js->lock);
     return busy;
 }
@@ -847,7 +847,7 @@ static void
 on_closed(uv_handle_t *h)
 {
     ss_jobs_t *js = h->data;
-    job_t *j, *next;
+    ss__job_t *j, *next;
 
     for (j = js->all; j != NULL; j = next) {
         next = j->next;
@@ -863,7 +863,7 @@ on_closed(uv_handle_t *h)
 void
 ss_jobs_free(ss_jobs_t *js)
 {
-    job_t *j;
+    ss__job_t *j;
 
     if (js == NULL)
         return;
@@ -871,8 +871,8 @@ ss_jobs_free(ss_jobs_t *js)
     js->stop = true;
     for (j = js->all; j != NULL; j = j->next) {
         atomic_store(&j->cancel, 1);
-        if (j->state == JOB_QUEUED)
-            j->state = JOB_CANCELLED;
+        if (j->state == SS__JOB_QUEUED)
+            j->state = SS__JOB_CANCELLED;
     }
     pthread_mutex_unlock(&js->lock);
     /* The job thread skips what is still queued and exits. */
@@ -882,8 +882,8 @@ ss_jobs_free(ss_jobs_t *js)
     for (j = js->all; j != NULL; j = j->next) {
         ss_version_unref(j->src);
         j->src = NULL;
-        if (j->state == JOB_RUNNING)
-            j->state = JOB_CANCELLED;
+        if (j->state == SS__JOB_RUNNING)
+            j->state = SS__JOB_CANCELLED;
     }
     ss_queue_take_all(&js->runq);
     ss_queue_take_all(&js->actq);

@@ -109,7 +109,7 @@ parse_method(json_t *v, ss_method_t *m, ss_err_t *err)
 }
 
 static int
-parse_labels(json_t *arr, data_src_t *d, ss_err_t *err)
+parse_labels(json_t *arr, ss__job_data_t *d, ss_err_t *err)
 {
     int64_t *p;
     size_t i, n;
@@ -143,7 +143,7 @@ parse_labels(json_t *arr, data_src_t *d, ss_err_t *err)
 /* Inline tensors go through the KServe decoder, so they accept exactly
  * what an inference request accepts. */
 static int
-parse_inline(json_t *obj, const ss_version_t *v, data_src_t *d,
+parse_inline(json_t *obj, const ss_version_t *v, ss__job_data_t *d,
              ss_err_t *err)
 {
     static const ss_kserve_limits_t lim = { 64, (size_t)1 << 30 };
@@ -170,7 +170,7 @@ parse_inline(json_t *obj, const ss_version_t *v, data_src_t *d,
     if (json_object_get(obj, "labels") != NULL &&
         (rc = parse_labels(json_object_get(obj, "labels"), d, err)) < 0)
         goto done;
-    d->kind = DATA_INLINE;
+    d->kind = SS__JOB_DATA_INLINE;
 done:
     ss_kserve_request_free(kr);
     free(text);
@@ -179,8 +179,8 @@ done:
 }
 
 static int
-parse_data(job_t *j, json_t *v, const char *what, const ss_version_t *ver,
-           data_src_t *d, ss_err_t *err)
+parse_data(ss__job_t *j, json_t *v, const char *what, const ss_version_t *ver,
+           ss__job_data_t *d, ss_err_t *err)
 {
     const char *file;
     int rc;
@@ -192,7 +192,7 @@ parse_data(job_t *j, json_t *v, const char *what, const ss_version_t *ver,
             return ss_err_set(err, SS_EINVAL, "%s: \"traffic\" needs "
                               "traffic sampling in the model's config.json "
                               "(\"sampling\": {\"capacity\": N})", what);
-        d->kind = DATA_TRAFFIC;
+        d->kind = SS__JOB_DATA_TRAFFIC;
         return 0;
     }
     if (!json_is_object(v))
@@ -213,7 +213,7 @@ parse_data(job_t *j, json_t *v, const char *what, const ss_version_t *ver,
                               "an .npz or .npy file in the model's folder, "
                               "not '%s'", what, file);
         snprintf(d->file, sizeof(d->file), "%s", file);
-        d->kind = DATA_FILE;
+        d->kind = SS__JOB_DATA_FILE;
         /* Read now, so a missing file or a wrong shape is bad input and
          * no job; calibration files are small next to the model. */
         if ((rc = ss__jobs_load_file(j, d, err)) < 0)
@@ -268,7 +268,7 @@ parse_gate(json_t *v, ss_gate_t *g, ss_err_t *err)
 }
 
 int
-ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err)
+ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
 {
     static const char *const known[] = { "source_version", "methods",
                                          "calibration", "validation",
@@ -315,16 +315,16 @@ ss__jobs_parse(job_t *j, json_t *root, ss_err_t *err)
         return rc;
     /* Defaults: calibration from the traffic ring when the model samples;
      * validation from the calibration data. */
-    if (j->calib.kind == DATA_NONE && ss_model_sampler(j->src->model))
-        j->calib.kind = DATA_TRAFFIC;
-    if (j->val.kind == DATA_NONE && j->calib.kind == DATA_NONE)
+    if (j->calib.kind == SS__JOB_DATA_NONE && ss_model_sampler(j->src->model))
+        j->calib.kind = SS__JOB_DATA_TRAFFIC;
+    if (j->val.kind == SS__JOB_DATA_NONE && j->calib.kind == SS__JOB_DATA_NONE)
         return ss_err_set(err, SS_EINVAL, "validation data is required "
                           "(\"validation\": {\"file\": \"val.npz\"}, inline "
                           "inputs, or \"traffic\" with sampling on)");
     for (i = 0; i < (size_t)j->n_methods; i++) {
         const ss_method_t *m = &j->methods[i];
 
-        if (j->calib.kind == DATA_NONE &&
+        if (j->calib.kind == SS__JOB_DATA_NONE &&
             (m->kind == SS_METHOD_PTQ ||
              (m->kind == SS_METHOD_PRUNE &&
               m->u.prune.score == SS_SCORE_ACTIVATION)))

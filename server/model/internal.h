@@ -12,25 +12,29 @@
 #define SS_MAX_ON_DISK 256
 #define SS_MAX_HISTORY 32
 
-typedef enum { TASK_LOAD, TASK_ADD } task_kind_t;
+typedef enum {
+    SS__REGISTRY_TASK_LOAD,
+    SS__REGISTRY_TASK_ADD
+} ss__registry_task_kind_t;
 
 /* One load of a model: built on the loop thread, filled by a pool thread,
  * published on the loop thread. */
-typedef struct task {
+typedef struct ss__registry_task {
     uv_work_t work;
     ss_registry_t *reg;
     ss_model_t *model;
-    task_kind_t kind;
+    ss__registry_task_kind_t kind;
     char dir[4096];
     ss_model_config_t cfg;
-    int64_t activate;           /* TASK_ADD: the version to activate */
+    int64_t activate;           /* SS__REGISTRY_TASK_ADD: the version to
+                                 * activate */
     int n_load;
     int64_t load[SS_MAX_LOADED];
     ss_version_t *loaded[SS_MAX_LOADED];
     char verr[SS_MAX_LOADED][256];
     ss_registry_cb cb;
     void *cb_arg;
-} task_t;
+} ss__registry_task_t;
 
 struct ss_model {
     ss_registry_t *reg;
@@ -47,7 +51,7 @@ struct ss_model {
     int n_history;
     int64_t on_disk[SS_MAX_ON_DISK];
     int n_on_disk;
-    task_t *task;               /* the operation running, or NULL */
+    ss__registry_task_t *task;  /* the operation running, or NULL */
     int live;                   /* versions published and not yet freed */
     ss_registry_cb unload_cb;   /* waiting for live == 0 */
     void *unload_arg;
@@ -88,10 +92,12 @@ int ss__registry_valid_name(const char *name);
 ss_model_t *ss__registry_model_get(ss_registry_t *r, const char *name,
                                    ss_err_t *err);
 int ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err);
-task_t *ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
-                              task_kind_t kind, ss_registry_cb cb, void *arg,
-                              ss_err_t *err);
-int ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err);
+ss__registry_task_t *ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+                                           ss__registry_task_kind_t kind,
+                                           ss_registry_cb cb, void *arg,
+                                           ss_err_t *err);
+int ss__registry_start_task(ss_registry_t *r, ss__registry_task_t *t,
+                            ss_err_t *err);
 ss_version_t *ss__registry_find_loaded(ss_model_t *m, int64_t v);
 int ss__registry_switch_active(ss_model_t *m, ss_version_t *v,
                                bool push_history, ss_err_t *err);

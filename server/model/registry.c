@@ -241,7 +241,8 @@ effective_max_batch(const ss_graph_t *g, int configured)
 }
 
 static int
-load_version(task_t *t, int64_t number, ss_version_t **out, ss_err_t *err)
+load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
+             ss_err_t *err)
 {
     ss_registry_t *r = t->reg;
     ss_version_t *v;
@@ -304,7 +305,7 @@ fail:
 static void
 task_work(uv_work_t *w)
 {
-    task_t *t = w->data;
+    ss__registry_task_t *t = w->data;
     int i;
 
     for (i = 0; i < t->n_load; i++) {
@@ -323,14 +324,14 @@ task_work(uv_work_t *w)
 /* ---- publishing (loop thread) ------------------------------------------ */
 
 static void
-complete(task_t *t, int rc, const ss_err_t *err)
+complete(ss__registry_task_t *t, int rc, const ss_err_t *err)
 {
     if (t->cb != NULL)
         t->cb(t->cb_arg, rc, err);
 }
 
 static void
-task_free(task_t *t)
+task_free(ss__registry_task_t *t)
 {
     int i;
 
@@ -496,7 +497,7 @@ ss__registry_scan_step_done(ss_registry_t *r)
 }
 
 static void
-publish_load(task_t *t, ss_err_t *err, int *rc)
+publish_load(ss__registry_task_t *t, ss_err_t *err, int *rc)
 {
     ss_model_t *m = t->model;
     ss_version_t *list[SS_MAX_LOADED];
@@ -559,7 +560,7 @@ publish_load(task_t *t, ss_err_t *err, int *rc)
 }
 
 static void
-publish_add(task_t *t, ss_err_t *err, int *rc)
+publish_add(ss__registry_task_t *t, ss_err_t *err, int *rc)
 {
     ss_model_t *m = t->model;
     ss_version_t *v = t->loaded[0];
@@ -587,7 +588,7 @@ publish_add(task_t *t, ss_err_t *err, int *rc)
 static void
 task_done(uv_work_t *w, int status)
 {
-    task_t *t = w->data;
+    ss__registry_task_t *t = w->data;
     ss_model_t *m = t->model;
     ss_registry_t *r = t->reg;
     ss_err_t err = { 0 };
@@ -600,7 +601,7 @@ task_done(uv_work_t *w, int status)
             m->live++;
     if (r->closing || status == UV_ECANCELED) {
         rc = ss_err_set(&err, SS_ENOTREADY, "the server is shutting down");
-    } else if (t->kind == TASK_LOAD) {
+    } else if (t->kind == SS__REGISTRY_TASK_LOAD) {
         publish_load(t, &err, &rc);
     } else {
         publish_add(t, &err, &rc);
@@ -613,7 +614,8 @@ task_done(uv_work_t *w, int status)
 }
 
 int
-ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
+ss__registry_start_task(ss_registry_t *r, ss__registry_task_t *t,
+                        ss_err_t *err)
 {
     int rc;
 
@@ -628,11 +630,12 @@ ss__registry_start_task(ss_registry_t *r, task_t *t, ss_err_t *err)
     return 0;
 }
 
-task_t *
-ss__registry_task_new(ss_registry_t *r, ss_model_t *m, task_kind_t kind,
-         ss_registry_cb cb, void *arg, ss_err_t *err)
+ss__registry_task_t *
+ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+                      ss__registry_task_kind_t kind, ss_registry_cb cb,
+                      void *arg, ss_err_t *err)
 {
-    task_t *t;
+    ss__registry_task_t *t;
 
     if ((t = ss_calloc(1, sizeof(*t))) == NULL) {
         ss_err_set(err, SS_ENOMEM, "out of memory");

@@ -25,7 +25,7 @@ ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
 {
     ss_model_config_t cfg;
     ss_model_t *m;
-    task_t *t;
+    ss__registry_task_t *t;
     int i, n, rc;
 
     if (!ss__registry_valid_name(name))
@@ -46,7 +46,8 @@ ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
                           strerror(-n));
     }
     m->n_on_disk = n;
-    if ((t = ss__registry_task_new(r, m, TASK_LOAD, cb, arg, err)) == NULL)
+    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_LOAD, cb, arg,
+                                   err)) == NULL)
         return SS_ENOMEM;
     t->cfg = cfg;
     for (i = 0; i < n && t->n_load < SS_MAX_LOADED; i++) {
@@ -82,7 +83,7 @@ ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
 {
     ss_version_t *have;
     ss_model_t *m;
-    task_t *t;
+    ss__registry_task_t *t;
     char dir[4200];
     struct stat st;
     int rc;
@@ -102,7 +103,8 @@ ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
     if (v <= 0 || stat(dir, &st) < 0)
         return ss_err_set(err, SS_ENOTFOUND, "model '%s' has no version "
                           "%lld", name, (long long)v);
-    if ((t = ss__registry_task_new(r, m, TASK_ADD, cb, arg, err)) == NULL)
+    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_ADD, cb, arg,
+                                   err)) == NULL)
         return SS_ENOMEM;
     t->cfg = m->cfg;
     t->load[0] = v;
@@ -118,7 +120,7 @@ ss_registry_rollback(ss_registry_t *r, const char *name, ss_registry_cb cb,
     ss_version_t *have;
     ss_model_t *m;
     int64_t prev;
-    task_t *t;
+    ss__registry_task_t *t;
     int rc;
 
     if ((m = ss__registry_find(r, name)) == NULL)
@@ -138,7 +140,8 @@ ss_registry_rollback(ss_registry_t *r, const char *name, ss_registry_cb cb,
             cb(arg, 0, NULL);
         return 0;
     }
-    if ((t = ss__registry_task_new(r, m, TASK_ADD, cb, arg, err)) == NULL)
+    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_ADD, cb, arg,
+                                   err)) == NULL)
         return SS_ENOMEM;
     m->n_history--;
     t->cfg = m->cfg;
