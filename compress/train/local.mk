@@ -23,3 +23,15 @@ check_PROGRAMS += tests/unit/test_train_grad
 TESTS += tests/unit/test_train_grad
 tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
 tests_unit_test_train_grad_LDADD = $(SS_TRAIN_LIBS)
+
+# 20 steps of the fixture models against PyTorch's curves and weights
+# (tests/fixtures/train/make_train_refs.py made them; it needs torch, so
+# its outputs are committed).  Links the plan too: it reloads an export.
+check_PROGRAMS += tests/unit/test_train_models
+TESTS += tests/unit/test_train_models
+tests_unit_test_train_models_SOURCES = tests/unit/test_train_models.c
+tests_unit_test_train_models_LDADD = compress/train/libsstrain.a \
+	$(SS_ENGINE_LIBS)
+EXTRA_DIST += tests/fixtures/train/make_train_refs.py \
+	tests/fixtures/train/mlp_ref.npz tests/fixtures/train/cnn_ref.npz \
+	tests/fixtures/train/transformer_ref.npz
