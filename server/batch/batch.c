@@ -1,19 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * Dynamic batching and executor threads for one served model version.
+ * Dynamic batching for one served model version: the queue, how batches
+ * form, and the batcher's life on an executor pool.
  *
  * DESIGN.  Submitters append work items to a FIFO (a list threaded through
- * the items themselves, so queuing allocates nothing) and signal a
- * condition variable.  Each executor thread loops: under the lock it drops
- * items whose deadline has passed, looks at the oldest item, counts the
- * queued samples that could share its batch (same dims besides the batch
- * dim), and either takes a batch or sleeps until the oldest item's delay
- * expires (or the next deadline, or a new item).  The batch leaves the
- * queue as a list; everything else -- concatenating inputs into the
- * executor's buffers, the plan lookup (and a compile on a new shape),
- * the run, splitting outputs, the done callbacks -- happens without the
- * lock, so submitters never wait behind a run.
+ * the items themselves, so queuing allocates nothing).  The batcher does
+ * not own threads: it asks its pool for a visit (server/batch/pool.c) when
+ * it has work an executor could take, and the pool hands it to the next
+ * free executor, batchers with work taking turns.  A visit, under the
+ * lock, drops items whose deadline has passed, looks at the oldest item,
+ * counts the queued samples that could share its batch (same dims besides
+ * the batch dim), and either takes a batch or asks the pool to come back
+ * when the oldest item's delay expires (or the next deadline; a new item
+ * brings the visit forward).  The batch leaves the queue as a list;
+ * everything else -- concatenating inputs, the plan lookup (and a compile
+ * on a new shape), the run, splitting outputs, the done callbacks --
+ * happens without the lock (server/batch/batch_run.c), so submitters never
+ * wait behind a run.
+ *
+ * A batcher asks for a visit at most once at a time (`scheduled`): under
+ * load the submit path takes only the batcher's own lock, and the pool's
+ * lock once per visit.  `running` counts visits whose items are not yet
+ * completed; it is what `instances` caps and what free() waits for.
  *
  * The trigger and the size: a batch forms when the compatible samples
  * reach max_batch_size, or reach the largest preferred size (waiting can
@@ -24,14 +33,11 @@
  * The oldest item is always in the batch, so nothing starves; items that
  * would overflow the target are left for the next one.
  *
- * Running a batch is server/batch/batch_run.c's; plans come from
- * server/batch/plancache.c.
- *
- * THREADS: submit, queue_depth and pause are [any]; ss__batch_next_work
- * runs on the executor threads; new, warmup and free run on the owner's
- * thread (never an executor's).  b->lock guards the queue, depth, n_deadline,
- * closing and paused.  Everything in struct exec belongs to its thread.
- * Metric series are lock-free.
+ * THREADS: submit, queue_depth and pause are [any]; visits run on the
+ * executor threads; new, warmup and free run on the owner's thread (never
+ * in a done callback).  b->lock guards the queue, depth, n_deadline,
+ * running, scheduled, closing and paused; the pool's lock (taken inside
+ * b->lock) guards the pool lists.  Metric series are lock-free.
  */
 
 #include "server/batch/batch.h"
@@ -167,16 +173,37 @@ check_item(ss_batcher_t *b, const ss_work_t *w, int64_t *samples,
                                     b->max_batch > 0 ? SS_INPUTS_ROWS : 0,
                                     NULL, &n, err)) < 0)
         return rc;
-    if (b->max_batch == 0) {
-        *samples = 1;
-        return 0;
-    }
-    if (n < 1 || n > b->max_batch)
+    if (b->max_batch > 0 && (n < 1 || n > b->max_batch))
         return ss_err_set(err, SS_EINVAL, "batch of %lld samples, the "
                           "model takes 1 to %d per request", (long long)n,
                           b->max_batch);
-    *samples = n;
+    /* Values that would fail the run (an index out of range): refused
+     * here, alone, instead of failing a batch with others in it. */
+    if (b->check != NULL &&
+        (rc = ss_input_check_run(b->check, w->inputs, err)) < 0)
+        return rc;
+    *samples = b->max_batch == 0 ? 1 : n;
     return 0;
+}
+
+/* [locked] Asks the pool for a visit if b has work an executor may take
+ * now: not while paused (unless closing) or at its cap (the visit that
+ * frees a slot asks again).  A batcher waiting in the timed list is
+ * brought forward: new work may complete its batch. */
+static void
+kick(ss_batcher_t *b)
+{
+    if (b->head == NULL || (b->paused && !b->closing) ||
+        b->running >= b->cap)
+        return;
+    if (!b->scheduled) {
+        b->scheduled = true;
+        b->sched_timed = false;
+        ss__pool_push_ready(b->pool, b);
+    } else if (b->sched_timed) {
+        b->sched_timed = false;
+        ss__pool_promote(b->pool, b);
+    }
 }
 
 int
@@ -212,7 +239,7 @@ ss_batcher_submit(ss_batcher_t *b, ss_work_t *w, ss_err_t *err)
         if (w->deadline_ns > 0)
             b->n_deadline++;
         set_depth(b);
-        pthread_cond_signal(&b->cond);
+        kick(b);
     }
     pthread_mutex_unlock(&b->lock);
     return rc;
@@ -234,7 +261,7 @@ ss_batcher_pause(ss_batcher_t *b, bool paused)
 {
     pthread_mutex_lock(&b->lock);
     b->paused = paused;
-    pthread_cond_broadcast(&b->cond);
+    kick(b);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -358,54 +385,62 @@ take_batch(ss_batcher_t *b, int64_t now, int64_t *samples, int64_t *wake)
     return batch;
 }
 
+/* [locked] After a visit: when must the pool come back?  Now when work
+ * may be taken at once, at `when` (the delay of the oldest item, or the
+ * next deadline) when only time can make a batch, never when there is no
+ * work, while paused or at the cap. */
 static void
-wait_until(ss_batcher_t *b, int64_t when)
+reschedule(ss_batcher_t *b, bool took, int64_t when)
 {
-    struct timespec ts;
-
-    if (when <= 0) {
-        pthread_cond_wait(&b->cond, &b->lock);
+    if (b->head == NULL || (b->paused && !b->closing) ||
+        b->running >= b->cap)
         return;
+    b->scheduled = true;
+    if (took || when <= 0) {
+        b->sched_timed = false;
+        ss__pool_push_ready(b->pool, b);
+    } else {
+        b->sched_timed = true;
+        ss__pool_push_timed(b->pool, b, when);
     }
-    ts.tv_sec = when / 1000000000;
-    ts.tv_nsec = when % 1000000000;
-    pthread_cond_timedwait(&b->cond, &b->lock, &ts);
 }
 
 void
-ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
-                    ss_work_t **expired)
+ss__batch_visit(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
+                ss_work_t **expired)
 {
+    int64_t now, wake = 0, deadline = 0;
+
     *batch = *expired = NULL;
     *samples = 0;
     pthread_mutex_lock(&b->lock);
-    for (;;) {
-        int64_t now, wake = 0, deadline;
-
-        if (b->paused && !b->closing) {
-            wait_until(b, 0);
-            continue;
-        }
+    b->scheduled = false;
+    if (!b->paused || b->closing) {
         now = ss__batch_now_ns();
         deadline = reap_expired(b, now, expired);
-        if (*expired != NULL)
-            break;
-        if (b->head == NULL) {
-            if (b->closing)
-                break;
-            wait_until(b, 0);
-            continue;
-        }
-        if ((*batch = take_batch(b, now, samples, &wake)) != NULL)
-            break;
-        if (deadline > 0 && deadline < wake)
+        if (b->head != NULL && b->running < b->cap)
+            *batch = take_batch(b, now, samples, &wake);
+        if (*batch != NULL || *expired != NULL)
+            b->running++;
+        if (deadline > 0 && (wake == 0 || deadline < wake))
             wake = deadline;
-        wait_until(b, wake);
+        /* What is left may make a batch for another executor at once. */
+        reschedule(b, *batch != NULL || *expired != NULL, wake);
     }
-    /* What is left may already make a batch for an idle executor. */
-    if (b->head != NULL)
-        pthread_cond_signal(&b->cond);
     set_depth(b);
+    if (b->closing)
+        pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+void
+ss__batch_visit_done(ss_batcher_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    b->running--;
+    kick(b);
+    if (b->closing)
+        pthread_cond_broadcast(&b->cond);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -448,7 +483,7 @@ copy_preferred(ss_batcher_t *b, const ss_batch_opts_t *o, ss_err_t *err)
 static int
 check_opts(const ss_graph_t *g, const ss_batch_opts_t *o, ss_err_t *err)
 {
-    if (o->instances < 1 || o->max_batch_size < 0 ||
+    if (o->instances < (o->pool != NULL ? 0 : 1) || o->max_batch_size < 0 ||
         o->max_queue_delay_us < 0 || o->max_queue_size < 0 ||
         o->threads < 0 || o->n_preferred < 0)
         return ss_err_set(err, SS_EINVAL, "bad batching options (instances "
@@ -486,31 +521,42 @@ sync_init(ss_batcher_t *b, ss_err_t *err)
         pthread_cond_destroy(&b->cond);
         return ss_err_set(err, SS_ENOMEM, "cannot create a mutex");
     }
+    if (pthread_mutex_init(&b->log_lock, NULL) != 0) {
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->cond);
+        return ss_err_set(err, SS_ENOMEM, "cannot create a mutex");
+    }
     return 0;
 }
 
+/* Closes b: no new items, everything queued runs (the delay and a pause
+ * no longer hold it back), and this batcher's visits finish, done
+ * callbacks included; other batchers on the pool are not waited for.
+ * Then frees what b holds.  Copes with a batcher that ss_batcher_new left
+ * half built (synced: its locks exist; attached: the pool counts it). */
 static void
-destroy(ss_batcher_t *b, bool synced)
+destroy(ss_batcher_t *b, bool synced, bool attached)
 {
     if (synced) {
         pthread_mutex_lock(&b->lock);
         b->closing = true;
-        pthread_cond_broadcast(&b->cond);
+        kick(b);
+        while (b->head != NULL || b->running > 0 || b->scheduled)
+            pthread_cond_wait(&b->cond, &b->lock);
         pthread_mutex_unlock(&b->lock);
     }
-    for (int i = 0; b->execs != NULL && i < b->n_exec; i++)
-        if (b->execs[i].started)
-            pthread_join(b->execs[i].tid, NULL);
-    for (int i = 0; b->execs != NULL && i < b->n_exec; i++)
-        ss__batch_exec_close(b, &b->execs[i]);
-    ss_free(b->execs);
+    if (attached)
+        ss__pool_attach(b->pool, -1);
+    ss_exec_pool_free(b->own_pool);
     ss__plancache_free(b->plans);
+    ss_input_check_free(b->check);
     metrics_detach(b);
     ss_free(b->model);
     ss_free(b->version);
     ss_free(b->preferred);
     ss_free(b->out_batched);
     if (synced) {
+        pthread_mutex_destroy(&b->log_lock);
         pthread_cond_destroy(&b->cond);
         pthread_mutex_destroy(&b->lock);
     }
@@ -522,8 +568,8 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
                ss_batcher_t **out, ss_err_t *err)
 {
     ss_batcher_t *b = NULL;
-    bool synced = false;
-    int rc;
+    bool synced = false, attached = false;
+    int rc, size;
 
     *out = NULL;
     if ((rc = check_opts(g, opts, err)) < 0)
@@ -538,11 +584,6 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     b->max_batch = opts->max_batch_size;
     b->delay_ns = opts->max_queue_delay_us * 1000;
     b->max_queue = opts->max_queue_size;
-    b->threads = opts->threads;
-    if (opts->cpus != NULL) {
-        b->pin = true;
-        b->cpus = *opts->cpus;
-    }
     if ((b->out_batched = ss_calloc((size_t)b->n_outputs + 1, 1)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a batcher");
         goto done;
@@ -554,36 +595,37 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
                             io->ndim == 0 ? -1 : io->dims[0] < 0;
     }
     if ((rc = copy_preferred(b, opts, err)) < 0 ||
-        (rc = sync_init(b, err)) < 0)
+        (rc = ss_input_check_new(g, &b->check, err)) < 0)
+        goto done;
+    if (opts->pool != NULL) {
+        b->pool = opts->pool;
+        size = ss_exec_pool_size(b->pool);
+        b->cap = opts->instances > 0 && opts->instances < size
+                     ? opts->instances : size;
+        /* One executor per core already keeps every core busy. */
+        b->threads = opts->threads > 0 ? opts->threads : 1;
+    } else {
+        if ((rc = ss_exec_pool_new(opts->instances, opts->cpus, &b->own_pool,
+                                   err)) < 0)
+            goto done;
+        b->pool = b->own_pool;
+        b->cap = opts->instances;
+        b->threads = opts->threads;
+    }
+    if ((rc = sync_init(b, err)) < 0)
         goto done;
     synced = true;
     if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->plans, err)) < 0 ||
         (rc = metrics_attach(b, opts, err)) < 0)
         goto done;
-    if ((b->execs = ss_calloc((size_t)opts->instances,
-                              sizeof *b->execs)) == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory for executors");
-        goto done;
-    }
-    b->n_exec = opts->instances;
-    for (int i = 0; i < b->n_exec; i++)
-        if ((rc = ss__batch_exec_init(b, &b->execs[i], opts->threads, err)) < 0)
-            goto done;
-    for (int i = 0; i < b->n_exec; i++) {
-        if (pthread_create(&b->execs[i].tid, NULL, ss__batch_exec_main,
-                           &b->execs[i]) != 0) {
-            rc = ss_err_set(err, SS_ENOMEM, "cannot start an executor "
-                            "thread");
-            goto done;
-        }
-        b->execs[i].started = 1;
-    }
+    ss__pool_attach(b->pool, 1);
+    attached = true;
     set_depth(b);
     *out = b;
     b = NULL;
 done:
     if (b != NULL)
-        destroy(b, synced);
+        destroy(b, synced, attached);
     return rc;
 }
 
@@ -632,5 +674,5 @@ void
 ss_batcher_free(ss_batcher_t *b)
 {
     if (b != NULL)
-        destroy(b, true);
+        destroy(b, true, true);
 }

@@ -3,32 +3,52 @@
 #define SS_SERVER_BATCH_H
 
 /*
- * Dynamic batching and executors for one served model version.
+ * Dynamic batching for one served model version, run by a shared pool of
+ * executor threads.
  *
- * A batcher owns a queue of work items (one per inference request) and a
- * fixed set of executor threads ("instances"), each with its own engine
- * execution context (oneDNN stream, scratch arena) for life.  An executor
- * forms a batch when max_batch_size samples are queued or the oldest item
- * has waited max_queue_delay_us (preferring preferred_batch_sizes), groups
- * only items whose non-batch dims agree, concatenates their inputs, runs
- * the plan compiled for that batch size (plans are compiled on first use
- * and cached; ss_batcher_warmup() compiles the configured sizes ahead),
- * splits the outputs and calls each item's done callback on the executor
- * thread.  Items whose deadline passes while queued are completed with
- * SS_ETIMEDOUT and not run; a full queue refuses new items at once with
- * SS_EBUSY.
+ * An executor pool (ss_exec_pool_t) is a fixed set of threads, one per
+ * serving core, each with its own engine execution context (oneDNN stream,
+ * scratch arena) and batch buffers for life.  A batcher is a queue of work
+ * items (one per inference request) and a plan cache, registered with a
+ * pool: the pool's executors take batches from every batcher with work,
+ * round-robin, and at most `instances` of them run one batcher's batches
+ * at once.  Many batchers therefore cost memory, not threads.  Plans are
+ * immutable and shared: any executor runs any plan of any batcher.
+ *
+ * An executor forms a batch when max_batch_size samples are queued or the
+ * oldest item has waited max_queue_delay_us (preferring
+ * preferred_batch_sizes); with the default delay of 0 an executor that
+ * frees up takes everything compatible that is queued, so batches grow
+ * with load.  It groups only items whose non-batch dims agree,
+ * concatenates their inputs, runs the plan compiled for that batch size
+ * (plans are compiled on first use and cached; ss_batcher_warmup()
+ * compiles the configured sizes ahead), splits the outputs and calls each
+ * item's done callback on the executor thread.  Items whose deadline
+ * passes while queued are completed with SS_ETIMEDOUT and not run; a full
+ * queue refuses new items at once with SS_EBUSY.
+ *
+ * Request isolation: everything about one item that could fail a batch
+ * (datatypes, shapes, and the values the engine can check ahead --
+ * ss_input_check_run: index ranges) is checked at submit, so a bad item is
+ * refused alone.  Should a batch of several items still fail when run,
+ * each of its items is run again alone, so only the culprit fails, with
+ * its own error; no item ever receives another item's error or data.
+ * Failures are logged at most once a second per batcher, with a count of
+ * the ones not logged.
  *
  * A model without a batch dimension (max_batch_size == 0) runs each item
  * alone, as given.
  *
  * THREADS: ss_batcher_submit(), _queue_depth() and _pause() are [any]
- * (the loop thread in practice); done callbacks run on executor threads,
- * without any batcher lock held, so they may submit again (to this
- * batcher too; while it is being freed that returns SS_ENOTREADY);
- * ss_batcher_free() must not be called from an executor thread of the
- * same batcher (it joins them).  The queue is guarded by the batcher's
- * mutex; plans by the plan cache's; compiles and runs happen outside the
- * queue lock.
+ * (the loop threads in practice); done callbacks run on executor threads,
+ * without any batcher or pool lock held, so they may submit again (to this
+ * batcher too; while it is being freed that returns SS_ENOTREADY), but
+ * must not free a batcher.  ss_batcher_free() waits for the batcher's own
+ * queued and running batches only; it must not be called from a done
+ * callback.  A batcher's queue is guarded by its mutex; the pool's list of
+ * batchers with work by the pool's mutex (taken inside a batcher's, never
+ * the other way round); plans by the plan cache's; compiles and runs
+ * happen outside the queue locks.
  */
 
 #include <stdbool.h>
@@ -40,6 +60,7 @@
 #include "server/metrics.h"
 
 typedef struct ss_batcher ss_batcher_t;
+typedef struct ss_exec_pool ss_exec_pool_t;
 typedef struct ss_work ss_work_t;
 
 typedef void (*ss_work_done_fn)(ss_work_t *w, void *arg);
@@ -93,9 +114,20 @@ typedef struct ss_batch_opts {
      * there, up to max_batch_size. */
     const int *preferred_batch_sizes;
     int n_preferred;
-    int instances;              /* executor threads, >= 1 */
-    int threads;                /* oneDNN threads per executor, 0: default */
-    const cpu_set_t *cpus;      /* executors' CPUs (copied); NULL: any */
+    /* The shared executor pool to run on (borrowed; it must outlive the
+     * batcher).  NULL: the batcher starts a private pool of `instances`
+     * executors, pinned to cpus, and stops it when freed (tests, tools). */
+    ss_exec_pool_t *pool;
+    /* With a pool: how many of its executors may run this batcher's
+     * batches at once; 0 = as many as the pool has.  Without: the private
+     * pool's executors, >= 1. */
+    int instances;
+    /* oneDNN (OpenMP) threads a batch of this model runs with.  0: one
+     * with a shared pool (one executor per core already uses every core),
+     * the library default with a private one.  More than one on a shared
+     * pool adds an OpenMP team per executor that runs this model. */
+    int threads;
+    const cpu_set_t *cpus;      /* private pool's CPUs (copied); NULL: any */
     int max_queue_size;         /* queued items before SS_EBUSY; 0: no cap */
     /* Metrics labels and families; all may be NULL (no metrics).  The
      * batcher creates its series ({model, version}) at ss_batcher_new and
@@ -131,8 +163,20 @@ typedef struct ss_batch_metrics {
  * the names) or SS_ENOMEM. */
 int ss_batch_metrics_init(ss_metrics_t *m, ss_batch_metrics_t *out);
 
-/* Creates the batcher and starts its executors.  Borrows g, which must
- * outlive the batcher. */
+/* Starts a pool of `executors` threads (>= 1), pinned to cpus when given
+ * (copied), each with its own execution context.  [init] */
+int ss_exec_pool_new(int executors, const cpu_set_t *cpus,
+                     ss_exec_pool_t **out, ss_err_t *err);
+/* Executor threads of the pool. */
+int ss_exec_pool_size(const ss_exec_pool_t *p);
+/* Batchers registered with the pool (created and not yet freed). */
+int ss_exec_pool_batchers(ss_exec_pool_t *p);
+/* Stops and joins the executors and frees p.  Every batcher on the pool
+ * must have been freed.  Accepts NULL. */
+void ss_exec_pool_free(ss_exec_pool_t *p);
+
+/* Creates the batcher on opts->pool (or on a private pool it starts).
+ * Borrows g, which must outlive the batcher. */
 int ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
                    ss_batcher_t **out, ss_err_t *err);
 /* Compiles plans for the given batch sizes now (load-time warm-up).
@@ -144,8 +188,9 @@ int ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n,
                       ss_err_t *err);
 /* Queues w.  Returns 0 (done will be called exactly once, later, on an
  * executor thread) or a negative code (SS_EBUSY queue full, SS_EINVAL bad
- * shapes or a batch over max_batch_size or of 0 samples, SS_ENOTREADY
- * closing) with err set and done NOT called.  Outputs of a completed item
+ * shapes, values the model cannot take (an index out of range), a batch
+ * over max_batch_size or of 0 samples, SS_ENOTREADY closing) with err set
+ * and done NOT called.  Outputs of a completed item
  * are allocated with ss_aligned_alloc (64-byte aligned, freed by free()).
  * A deadline already past at submit still queues; the item then completes
  * with SS_ETIMEDOUT. */
@@ -157,7 +202,9 @@ int ss_batcher_queue_depth(ss_batcher_t *b);
  * checked when the pause ends.  ss_batcher_free overrides a pause.  For
  * tests, and for holding a queue while something else drains. */
 void ss_batcher_pause(ss_batcher_t *b, bool paused);
-/* Stops accepting, runs what is queued, joins the executors, frees. */
+/* Stops accepting, runs what is queued, waits for this batcher's batches
+ * (the done callbacks included) and frees it; a private pool is stopped
+ * too.  Accepts NULL. */
 void ss_batcher_free(ss_batcher_t *b);
 
 #endif

@@ -1,32 +1,50 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /*
- * The executor threads of the dynamic batcher (see server/batch/batch.c for the
- * queue and how batches form).
+ * Running one batch on an executor of the pool (see server/batch/batch.c
+ * for the queue and how batches form, server/batch/pool.c for the
+ * executors and their schedule).
  *
- * DESIGN.  An executor owns, for life, an engine execution context (oneDNN
- * stream, scratch arena) and buffers for one batch's inputs and outputs.
- * A batch of one item runs on the item's own input buffers and writes
- * straight into the item's freshly allocated outputs.  A larger batch is
- * copied into the executor's input buffers and run into its output
- * buffers, both grown to the largest batch seen and then reused, and the
- * outputs are split into per-item allocations: a warm batch allocates only
- * what it hands back.  An output whose first dim is not the batch (fixed
- * in the graph: a model that also returns a constant) is copied whole to
- * every item, even when that dim happens to equal the batch size.
+ * DESIGN.  An executor owns, for life, an engine execution context
+ * (oneDNN stream, scratch arena) and buffers for one batch's inputs and
+ * outputs, shared by every batcher it runs.  A batch of one item runs on
+ * the item's own input buffers and writes straight into the item's
+ * freshly allocated outputs.  A larger batch is copied into the
+ * executor's input buffers and run into its output buffers, both grown to
+ * the largest batch seen and then reused, and the outputs are split into
+ * per-item allocations: a warm batch allocates only what it hands back.
+ * An output whose first dim is not the batch (fixed in the graph: a model
+ * that also returns a constant) is copied whole to every item, even when
+ * that dim happens to equal the batch size.
+ *
+ * Isolation.  A batch of several items that fails is run again one item
+ * at a time, each into its own outputs and with its own error detail, so
+ * one request's bad values fail only that request (submit already
+ * refuses what the engine can check ahead: ss_input_check_run).  The
+ * batch's own error text goes to the debug log only, never to an item.
+ * Failures are logged at most once per second per batcher, the next line
+ * counting the ones left out: a client that sends a bad request in a loop
+ * must not flood the log (3,515 lines in 10 s were seen before).
+ *
+ * OpenMP: each batcher says how many threads its batches run with (its
+ * plans are compiled for that count); the executor sets its own count
+ * before a batcher's compile or run when it differs from the last one.
  *
  * THREADS: everything here runs on one executor thread, without the
- * batcher's lock; struct exec belongs to its thread.  The plan cache has
- * its own lock; metric series are lock-free.
+ * batcher's or the pool's lock; struct exec belongs to its thread.  The
+ * plan cache has its own lock; the log limiter b->log_lock; metric series
+ * are lock-free.
  */
 
 #include <omp.h>
 #include <string.h>
 
 #include "common/alloc.h"
-#include "common/cpus.h"
 #include "common/log.h"
 #include "server/batch/internal.h"
+
+/* At most one failure line per batcher per this interval. */
+#define LOG_INTERVAL_NS 1000000000LL
 
 static int
 grow(void **buf, size_t *cap, size_t need)
@@ -41,6 +59,65 @@ grow(void **buf, size_t *cap, size_t need)
     *buf = p;
     *cap = need;
     return 0;
+}
+
+/* Grows an array of n elements of size sz to want, zeroing the new part;
+ * the old elements are kept. */
+static int
+grow_array(void **arr, int n, int want, size_t sz)
+{
+    char *p;
+
+    if (want <= n)
+        return 0;
+    if ((p = ss_calloc((size_t)want, sz)) == NULL)
+        return SS_ENOMEM;
+    if (*arr != NULL)
+        memcpy(p, *arr, (size_t)n * sz);
+    ss_free(*arr);
+    *arr = p;
+    return 0;
+}
+
+/* Makes x's per-input and per-output arrays hold b's inputs and outputs. */
+static int
+ensure_io(struct exec *x, const ss_batcher_t *b, ss_err_t *err)
+{
+    int ni = b->n_inputs > 0 ? b->n_inputs : 1;
+    int no = b->n_outputs > 0 ? b->n_outputs : 1;
+
+    if (ni > x->cap_in) {
+        if (grow_array((void **)&x->in, x->cap_in, ni, sizeof *x->in) < 0 ||
+            grow_array((void **)&x->in_buf, x->cap_in, ni,
+                       sizeof *x->in_buf) < 0 ||
+            grow_array((void **)&x->in_cap, x->cap_in, ni,
+                       sizeof *x->in_cap) < 0)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a batch");
+        x->cap_in = ni;
+    }
+    if (no > x->cap_out) {
+        if (grow_array((void **)&x->out, x->cap_out, no,
+                       sizeof *x->out) < 0 ||
+            grow_array((void **)&x->out_buf, x->cap_out, no,
+                       sizeof *x->out_buf) < 0 ||
+            grow_array((void **)&x->out_cap, x->cap_out, no,
+                       sizeof *x->out_cap) < 0)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a batch");
+        x->cap_out = no;
+    }
+    return 0;
+}
+
+/* The OpenMP thread count b's plans were compiled for. */
+static void
+omp_for(struct exec *x, const ss_batcher_t *b)
+{
+    int want = b->threads > 0 ? b->threads : x->omp_default;
+
+    if (want != x->omp_now) {
+        omp_set_num_threads(want);
+        x->omp_now = want;
+    }
 }
 
 static size_t
@@ -63,10 +140,9 @@ info_bytes(const ss_io_info_t *io)
 /* Sets x->in to the batch's inputs: the item's own tensors for a batch of
  * one, else the items' rows concatenated in x's buffers. */
 static int
-gather(struct exec *x, ss_work_t *batch, int64_t samples, ss_err_t *err)
+gather(struct exec *x, const ss_batcher_t *b, ss_work_t *batch,
+       int64_t samples, ss_err_t *err)
 {
-    ss_batcher_t *b = x->b;
-
     if (batch->next_ == NULL) {
         memcpy(x->in, batch->inputs, (size_t)b->n_inputs * sizeof x->in[0]);
         return 0;
@@ -99,10 +175,9 @@ gather(struct exec *x, ss_work_t *batch, int64_t samples, ss_err_t *err)
  * every batch output whose first dim is the batch, a whole copy of any
  * other output. */
 static int
-split(struct exec *x, const ss_plan_t *plan, ss_work_t *w, int64_t row0,
-      int64_t samples)
+split(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
+      ss_work_t *w, int64_t row0, int64_t samples)
 {
-    ss_batcher_t *b = x->b;
     ss_tensor_t *outs;
 
     if ((outs = ss_calloc((size_t)b->n_outputs, sizeof *outs)) == NULL)
@@ -135,10 +210,9 @@ split(struct exec *x, const ss_plan_t *plan, ss_work_t *w, int64_t row0,
 
 /* Runs a batch of one item straight into its own new output buffers. */
 static int
-run_single(struct exec *x, const ss_plan_t *plan, ss_work_t *w,
-           ss_err_t *err)
+run_single(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
+           ss_work_t *w, ss_err_t *err)
 {
-    ss_batcher_t *b = x->b;
     ss_tensor_t *outs;
     int rc;
 
@@ -159,10 +233,9 @@ run_single(struct exec *x, const ss_plan_t *plan, ss_work_t *w,
 }
 
 static int
-run_many(struct exec *x, const ss_plan_t *plan, ss_err_t *err)
+run_many(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
+         ss_err_t *err)
 {
-    ss_batcher_t *b = x->b;
-
     for (int o = 0; o < b->n_outputs; o++) {
         if (grow(&x->out_buf[o], &x->out_cap[o],
                  info_bytes(ss_plan_output(plan, o))) < 0)
@@ -172,8 +245,82 @@ run_many(struct exec *x, const ss_plan_t *plan, ss_err_t *err)
     return ss_plan_run(plan, x->ctx, x->in, x->out, err);
 }
 
+/* Runs the items of batch (a list, samples in all) as one batch.  On
+ * success every item has its outputs, or its own status and error when
+ * splitting ran out of memory; on failure no item was given anything and
+ * err says why. */
+static int
+run_once(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples,
+         ss_err_t *err)
+{
+    ss__plan_entry_t *pin = NULL;
+    const ss_plan_t *plan = NULL;
+    int64_t row0 = 0;
+    int rc;
+
+    if ((rc = gather(x, b, batch, samples, err)) < 0 ||
+        (rc = ss__plancache_get(b->plans, x->in, &plan, &pin, err)) < 0)
+        goto done;
+    if (batch->next_ == NULL) {
+        rc = run_single(x, b, plan, batch, err);
+        goto done;
+    }
+    if ((rc = run_many(x, b, plan, err)) < 0)
+        goto done;
+    for (ss_work_t *w = batch; w != NULL; w = w->next_) {
+        w->status = split(x, b, plan, w, row0, samples);
+        row0 += w->samples_;
+    }
+done:
+    ss__plancache_release(b->plans, pin);
+    return rc;
+}
+
+/* Logs a failed request, at most once per LOG_INTERVAL_NS per batcher. */
 static void
-complete(ss_batcher_t *b, ss_work_t *list)
+log_failure(ss_batcher_t *b, const ss_work_t *w)
+{
+    int64_t now = ss__batch_now_ns();
+    uint64_t quiet = 0;
+    bool say = false;
+
+    pthread_mutex_lock(&b->log_lock);
+    if (b->log_last_ns == 0 || now - b->log_last_ns >= LOG_INTERVAL_NS) {
+        say = true;
+        quiet = b->log_quiet;
+        b->log_quiet = 0;
+        b->log_last_ns = now;
+    } else {
+        b->log_quiet++;
+    }
+    pthread_mutex_unlock(&b->log_lock);
+    if (!say)
+        return;
+    if (quiet > 0)
+        ss_log_warn("model=%s@%s request of %lld sample(s) failed: %s "
+                    "(%llu more failed since the last such line)",
+                    b->model ? b->model : "?", b->version ? b->version : "?",
+                    (long long)w->samples_, w->err.msg,
+                    (unsigned long long)quiet);
+    else
+        ss_log_warn("model=%s@%s request of %lld sample(s) failed: %s",
+                    b->model ? b->model : "?", b->version ? b->version : "?",
+                    (long long)w->samples_, w->err.msg);
+}
+
+static void
+count_run(ss_batcher_t *b, int64_t samples, int64_t ns)
+{
+    if (b->mf == NULL)
+        return;
+    ss_series_add(b->m_inferences, (double)samples);
+    ss_series_add(b->m_executions, 1);
+    ss_series_observe(b->m_compute, ns / 1e9);
+    ss_series_observe(b->m_batch, (double)samples);
+}
+
+static void
+complete(ss_work_t *list)
 {
     while (list != NULL) {
         ss_work_t *next = list->next_;
@@ -194,58 +341,81 @@ expire(ss_batcher_t *b, ss_work_t *list, int64_t now)
         if (b->m_queue != NULL)
             ss_series_observe(b->m_queue, w->queue_ns / 1e9);
     }
-    complete(b, list);
+    complete(list);
+}
+
+/* Runs each item of a failed batch alone: its outputs or its own error. */
+static void
+run_each(struct exec *x, ss_batcher_t *b, ss_work_t *batch)
+{
+    for (ss_work_t *w = batch, *next; w != NULL; w = next) {
+        int64_t t0 = ss__batch_now_ns();
+
+        next = w->next_;
+        w->next_ = NULL;
+        ss_err_clear(&w->err);
+        w->status = run_once(x, b, w, w->samples_, &w->err);
+        w->next_ = next;
+        w->batch_size = (int)w->samples_;
+        if (w->status == 0)
+            count_run(b, w->samples_, ss__batch_now_ns() - t0);
+    }
 }
 
 static void
-run_batch(struct exec *x, ss_work_t *batch, int64_t samples)
+run_batch(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples)
 {
-    ss_batcher_t *b = x->b;
-    ss__plan_entry_t *pin = NULL;
-    const ss_plan_t *plan = NULL;
-    int64_t t0 = ss__batch_now_ns(), t1, row0 = 0;
+    int64_t t0 = ss__batch_now_ns(), t1;
     int rc;
 
     ss_err_clear(&x->err);
-    for (ss_work_t *w = batch; w != NULL; w = w->next_)
+    for (ss_work_t *w = batch; w != NULL; w = w->next_) {
         w->queue_ns = t0 - w->enqueue_ns_;
-    if ((rc = gather(x, batch, samples, &x->err)) < 0 ||
-        (rc = ss__plancache_get(b->plans, x->in, &plan, &pin, &x->err)) < 0)
-        goto done;
-    if (batch->next_ == NULL) {
-        rc = run_single(x, plan, batch, &x->err);
-        goto done;
-    }
-    if ((rc = run_many(x, plan, &x->err)) < 0)
-        goto done;
-    for (ss_work_t *w = batch; w != NULL; w = w->next_) {
-        w->status = split(x, plan, w, row0, samples);
-        row0 += w->samples_;
-    }
-done:
-    ss__plancache_release(b->plans, pin);
-    t1 = ss__batch_now_ns();
-    for (ss_work_t *w = batch; w != NULL; w = w->next_) {
-        if (rc < 0) {
-            w->status = rc;
-            w->err = x->err;
-        }
-        w->compute_ns = t1 - t0;
         w->batch_size = (int)samples;
+    }
+    rc = run_once(x, b, batch, samples, &x->err);
+    t1 = ss__batch_now_ns();
+    if (rc == 0) {
+        count_run(b, samples, t1 - t0);
+    } else if (batch->next_ == NULL) {
+        batch->status = rc;
+        batch->err = x->err;
+    } else {
+        ss_log_debug("model=%s@%s batch of %lld failed (%s); running its "
+                     "requests one by one", b->model ? b->model : "?",
+                     b->version ? b->version : "?", (long long)samples,
+                     x->err.msg);
+        run_each(x, b, batch);
+        t1 = ss__batch_now_ns();
+    }
+    for (ss_work_t *w = batch; w != NULL; w = w->next_) {
+        w->compute_ns = t1 - t0;
         if (b->m_queue != NULL)
             ss_series_observe(b->m_queue, w->queue_ns / 1e9);
+        if (w->status < 0)
+            log_failure(b, w);
     }
-    if (rc < 0)
-        ss_log_warn("model=%s@%s batch of %lld failed: %s",
-                    b->model ? b->model : "?", b->version ? b->version : "?",
-                    (long long)samples, x->err.msg);
-    if (rc == 0 && b->mf != NULL) {
-        ss_series_add(b->m_inferences, (double)samples);
-        ss_series_add(b->m_executions, 1);
-        ss_series_observe(b->m_compute, (t1 - t0) / 1e9);
-        ss_series_observe(b->m_batch, (double)samples);
+    complete(batch);
+}
+
+void
+ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
+              int64_t samples, ss_work_t *expired)
+{
+    if (expired != NULL)
+        expire(b, expired, ss__batch_now_ns());
+    if (batch == NULL)
+        return;
+    if (ensure_io(x, b, &x->err) < 0) {
+        for (ss_work_t *w = batch; w != NULL; w = w->next_) {
+            w->status = SS_ENOMEM;
+            w->err = x->err;
+        }
+        complete(batch);
+        return;
     }
-    complete(b, batch);
+    omp_for(x, b);
+    run_batch(x, b, batch, samples);
 }
 
 int
@@ -265,60 +435,21 @@ ss__batch_omp_restore(const ss_batcher_t *b, int saved)
         omp_set_num_threads(saved);
 }
 
-void *
-ss__batch_exec_main(void *arg)
-{
-    struct exec *x = arg;
-
-    /* Executors keep to the serving CPUs (their OpenMP threads inherit
-     * the mask), away from compression jobs. */
-    if (x->b->pin)
-        ss_cpus_pin_self(&x->b->cpus);
-    /* Before the first compile on this thread, not just before the first
-     * run (where the engine's stream sets it). */
-    ss__batch_omp_enter(x->b);
-
-    for (;;) {
-        ss_work_t *batch, *expired;
-        int64_t samples;
-
-        ss__batch_next_work(x->b, &batch, &samples, &expired);
-        if (batch == NULL && expired == NULL)
-            break;
-        if (expired != NULL)
-            expire(x->b, expired, ss__batch_now_ns());
-        if (batch != NULL)
-            run_batch(x, batch, samples);
-    }
-    return NULL;
-}
-
 int
-ss__batch_exec_init(ss_batcher_t *b, struct exec *x, int threads,
-                    ss_err_t *err)
+ss__batch_exec_init(struct exec *x, ss_err_t *err)
 {
-    size_t ni = (size_t)b->n_inputs, no = (size_t)b->n_outputs;
-
-    x->b = b;
-    x->in = ss_calloc(ni ? ni : 1, sizeof *x->in);
-    x->in_buf = ss_calloc(ni ? ni : 1, sizeof *x->in_buf);
-    x->in_cap = ss_calloc(ni ? ni : 1, sizeof *x->in_cap);
-    x->out = ss_calloc(no ? no : 1, sizeof *x->out);
-    x->out_buf = ss_calloc(no ? no : 1, sizeof *x->out_buf);
-    x->out_cap = ss_calloc(no ? no : 1, sizeof *x->out_cap);
-    if (!x->in || !x->in_buf || !x->in_cap || !x->out || !x->out_buf ||
-        !x->out_cap)
-        return ss_err_set(err, SS_ENOMEM, "no memory for an executor");
-    return ss_exec_ctx_new(threads, &x->ctx, err);
+    /* threads 0: the stream does not set OpenMP's count; omp_for does,
+     * per batcher. */
+    return ss_exec_ctx_new(0, &x->ctx, err);
 }
 
 void
-ss__batch_exec_close(ss_batcher_t *b, struct exec *x)
+ss__batch_exec_close(struct exec *x)
 {
     ss_exec_ctx_free(x->ctx);
-    for (int i = 0; x->in_buf != NULL && i < b->n_inputs; i++)
+    for (int i = 0; x->in_buf != NULL && i < x->cap_in; i++)
         ss_free(x->in_buf[i]);
-    for (int i = 0; x->out_buf != NULL && i < b->n_outputs; i++)
+    for (int i = 0; x->out_buf != NULL && i < x->cap_out; i++)
         ss_free(x->out_buf[i]);
     ss_free(x->in);
     ss_free(x->in_buf);
@@ -327,6 +458,3 @@ ss__batch_exec_close(ss_batcher_t *b, struct exec *x)
     ss_free(x->out_buf);
     ss_free(x->out_cap);
 }
-
-/* Stops the executors after they drained the queue, and frees b.  Copes
- * with a batcher that ss_batcher_new left half built. */

@@ -3,26 +3,35 @@
 #define SS_SERVER_BATCH_INT_H
 
 /*
- * Internals shared by server/batch/batch.c (queue, batch formation, life cycle)
- * and server/batch/batch_run.c (the executor threads).  Nobody else includes
- * this.  THREADS: see the essays of those two files.
+ * Internals shared by server/batch/batch.c (queue, batch formation, life
+ * cycle), server/batch/pool.c (the executor threads and their schedule)
+ * and server/batch/batch_run.c (running one batch).  Nobody else includes
+ * this.  THREADS: see the essays of those files.
  */
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "server/batch/batch.h"
 #include "server/batch/plancache.h"
 
+/* One executor thread of a pool.  Everything here belongs to its thread
+ * (tid and started to the pool's owner, before and after the thread). */
 struct exec {
-    ss_batcher_t *b;
+    ss_exec_pool_t *pool;
     pthread_t tid;
     int started;
-    ss_exec_ctx_t *ctx;
+    ss_exec_ctx_t *ctx;         /* threads 0: the stream leaves OpenMP be */
+    int omp_default;            /* this thread's OpenMP count at start */
+    int omp_now;                /* the count last set */
+    /* Batch buffers, for any batcher: grown to the most inputs and
+     * outputs and the largest batch seen, then reused. */
+    int cap_in, cap_out;
     ss_tensor_t *in;            /* the batch's inputs */
-    void **in_buf;              /* concatenation buffers, reused */
+    void **in_buf;              /* concatenation buffers */
     size_t *in_cap;
     ss_tensor_t *out;           /* the batch's outputs */
     void **out_buf;             /* run into these, then split */
@@ -30,8 +39,30 @@ struct exec {
     ss_err_t err;
 };
 
+/* Where a batcher is in its pool's lists; guarded by the pool's lock. */
+enum { SS__IN_NONE, SS__IN_READY, SS__IN_TIMED };
+
+struct ss_exec_pool {
+    int n_exec;
+    struct exec *execs;
+    bool pin;
+    cpu_set_t cpus;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;        /* CLOCK_MONOTONIC; idle executors */
+    /* Batchers to visit now, oldest first (round-robin: a batcher that
+     * still has work after a visit goes to the back), and batchers to
+     * visit at their wake_ns (a delay or a deadline).  Linked through
+     * ss_batcher.pool_next. */
+    ss_batcher_t *ready_head, *ready_tail;
+    ss_batcher_t *timed;
+    int n_batchers;
+    bool stop;
+};
+
 struct ss_batcher {
     const ss_graph_t *g;
+    ss_input_check_t *check;    /* value checks at submit; NULL: none */
     int n_inputs;
     int n_outputs;
     /* Per output: 1 when its first dim is the batch (symbolic in the
@@ -44,21 +75,36 @@ struct ss_batcher {
     int *preferred;             /* ascending, unique, in 1..max_batch */
     int n_preferred;
     int max_queue;
-    int threads;                /* oneDNN threads per executor, 0: default */
-    bool pin;                   /* executors pinned to cpus */
-    cpu_set_t cpus;
+    int threads;                /* OpenMP threads per batch, 0: default */
+    int cap;                    /* executors at once */
     ss__plancache_t *plans;
+    ss_exec_pool_t *pool;
+    ss_exec_pool_t *own_pool;   /* private pool, stopped by free */
 
+    /* Guarded by lock. */
     pthread_mutex_t lock;
-    pthread_cond_t cond;        /* CLOCK_MONOTONIC */
+    pthread_cond_t cond;        /* free waits here for the queue to drain */
     ss_work_t *head, *tail;
     int depth;
     int n_deadline;             /* queued items with a deadline */
+    int running;                /* visits holding items (batch or expired)
+                                 * whose completions have not finished */
+    bool scheduled;             /* in the pool's lists, or popped from them
+                                 * and not yet visited: a visit will come */
+    bool sched_timed;           /* it went to the timed list (a hint: the
+                                 * pool may have moved it on since) */
     bool closing;
     bool paused;
 
-    int n_exec;
-    struct exec *execs;
+    /* Guarded by the pool's lock. */
+    ss_batcher_t *pool_next;
+    int where;                  /* SS__IN_* */
+    int64_t wake_ns;            /* SS__IN_TIMED: when */
+
+    /* Failure log rate limit; guarded by log_lock. */
+    pthread_mutex_t log_lock;
+    int64_t log_last_ns;
+    uint64_t log_quiet;         /* failures not logged since the last line */
 
     const ss_batch_metrics_t *mf;
     const char *labels[2];      /* model, version (copies) */
@@ -76,11 +122,29 @@ ss__batch_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* [worker] Waits for work: returns with *batch (a list, *samples in all)
- * and/or *expired (items past their deadline) set, or both NULL once the
- * batcher is closing and its queue is empty.  In batch.c. */
-void ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch,
-                         int64_t *samples, ss_work_t **expired);
+/* [worker] One visit of an executor to a batcher the pool handed it: under
+ * the batcher's lock, drops items past their deadline into *expired and
+ * takes a batch (*batch, *samples in all) if one is due and the batcher is
+ * under its cap, then tells the pool when to come back.  When either list
+ * is set, the caller must call ss__batch_visit_done after completing
+ * them.  In batch.c. */
+void ss__batch_visit(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
+                     ss_work_t **expired);
+/* [worker] The items of a visit are completed: frees the cap slot, asks
+ * for another visit if work is left, wakes a closing free().  The caller
+ * must not touch b afterwards.  In batch.c. */
+void ss__batch_visit_done(ss_batcher_t *b);
+
+/* [any] Pool lists (pool.c); called with b->lock held, take the pool's.
+ * A batcher is in them at most once, and only while b->scheduled: push
+ * only a batcher that is in neither (b->scheduled was false).  promote
+ * moves a batcher from the timed list to the ready one, and does nothing
+ * when the pool already did (or already popped it: a visit is coming). */
+void ss__pool_push_ready(ss_exec_pool_t *p, ss_batcher_t *b);
+void ss__pool_push_timed(ss_exec_pool_t *p, ss_batcher_t *b, int64_t when);
+void ss__pool_promote(ss_exec_pool_t *p, ss_batcher_t *b);
+/* Counts batchers for ss_exec_pool_batchers. */
+void ss__pool_attach(ss_exec_pool_t *p, int delta);
 
 /* Sets the calling thread's OpenMP thread count to b->threads (when set)
  * and returns the previous one, for ss__batch_omp_restore.  Plans must be
@@ -91,10 +155,12 @@ void ss__batch_next_work(ss_batcher_t *b, ss_work_t **batch,
 int ss__batch_omp_enter(const ss_batcher_t *b);
 void ss__batch_omp_restore(const ss_batcher_t *b, int saved);
 
-/* In batch_run.c. */
-void *ss__batch_exec_main(void *arg);
-int ss__batch_exec_init(ss_batcher_t *b, struct exec *x, int threads,
-                        ss_err_t *err);
-void ss__batch_exec_close(ss_batcher_t *b, struct exec *x);
+/* [worker] Runs the items of one visit on executor x and completes them
+ * (their done callbacks).  In batch_run.c. */
+void ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
+                   int64_t samples, ss_work_t *expired);
+/* In batch_run.c: an executor's context and buffers. */
+int ss__batch_exec_init(struct exec *x, ss_err_t *err);
+void ss__batch_exec_close(struct exec *x);
 
 #endif

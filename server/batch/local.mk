@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# server/batch: the dynamic batcher, its executor threads and the plan
-# cache (server/batch/batch.h), on top of the engine and the metrics
+# server/batch: the dynamic batcher, the shared executor pool and the
+# plan cache (server/batch/batch.h), on top of the engine and the metrics
 # registry.
 
 noinst_LIBRARIES += server/batch/libssbatch.a
 server_batch_libssbatch_a_SOURCES = \
 	server/batch/batch.h server/batch/internal.h server/batch/batch.c \
-	server/batch/batch_run.c \
+	server/batch/batch_run.c server/batch/pool.c \
 	server/batch/plancache.h server/batch/plancache.c
 
 # What a program that batches links, in order.
@@ -25,6 +25,20 @@ tests_unit_test_batch_shapes_SOURCES = tests/unit/test_batch_shapes.c \
 	tests/unit/test_batch.h tests/unit/onnx_build.h
 tests_unit_test_batch_shapes_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_batch_shapes_LDADD = $(SS_BATCH_LIBS)
+
+check_PROGRAMS += tests/unit/test_batch_pool
+TESTS += tests/unit/test_batch_pool
+tests_unit_test_batch_pool_SOURCES = tests/unit/test_batch_pool.c \
+	tests/unit/test_batch.h tests/unit/onnx_build.h
+tests_unit_test_batch_pool_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_batch_pool_LDADD = $(SS_BATCH_LIBS)
+
+# A --enable-tsan build's `make check` reads its suppressions (oneDNN and
+# libgomp are not instrumented; see the file).
+AM_TESTS_ENVIRONMENT += \
+	TSAN_OPTIONS=suppressions=$(abs_top_srcdir)/tests/tsan.supp:exitcode=66; \
+	export TSAN_OPTIONS;
+EXTRA_DIST += tests/tsan.supp
 
 # A measurement, not a test: built by make check, run by hand (see the
 # comment on top of the file).
