@@ -35,3 +35,5 @@ tests_unit_test_train_models_LDADD = compress/train/libsstrain.a \
 EXTRA_DIST += tests/fixtures/train/make_train_refs.py \
 	tests/fixtures/train/mlp_ref.npz tests/fixtures/train/cnn_ref.npz \
 	tests/fixtures/train/transformer_ref.npz
+EXTRA_DIST += tests/fixtures/train/make_optim_refs.py \
+	tests/fixtures/train/optim_ref.npz

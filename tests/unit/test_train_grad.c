@@ -23,6 +23,7 @@
 
 #include "common/alloc.h"
 #include "compress/train/internal.h"
+#include "engine/io/npy.h"
 #include "engine/ir/edit.h"
 #include "tests/tap.h"
 
@@ -729,6 +730,290 @@ table_covers(void)
        "rules)", n);
 }
 
+/* ---- losses against hand-computed values ---------------------------------- */
+
+/*
+ * z = [[1, 2, 3], [0, 0, 0]], labels [2, 1], teacher [[3, 2, 1], [1, 0, 0]],
+ * T = 2, target [[0.5, 1, -1], [0, 2, 0]]:
+ *   CE  = (log(1 + e^-1 + e^-2) + log 3) / 2            = 0.753109126556
+ *   KL  = T^2 mean_r sum_j p (log p - log q), p, q at T  = 0.700647136038
+ *   KD  = 0.3 KL + 0.7 CE (alpha 0.3)                    = 0.737370529401
+ *   MSE = (0.25 + 1 + 16 + 0 + 4 + 0) / 6                = 3.541666666667
+ * dCE = (softmax(z) - onehot) / 2, dKL = T (q - p) / 2.
+ */
+static void
+loss_cases(void)
+{
+    static const float z[6] = { 1, 2, 3, 0, 0, 0 };
+    static float tz[6] = { 3, 2, 1, 1, 0, 0 };
+    static float mt[6] = { 0.5f, 1, -1, 0, 2, 0 };
+    static int64_t lab[2] = { 2, 1 };
+    static const double dce[6] = { 0.04501529, 0.12236424, -0.16737952,
+                                   0.16666667, -0.33333333, 0.16666667 };
+    static const double dkl[6] = { -0.32015667, 0, 0.32015667,
+                                   -0.11852943, 0.05926471, 0.05926471 };
+    static const struct { ss_loss_kind_t k; const char *nm; double want;
+                        } c[] = {
+        { SS_LOSS_CE, "cross-entropy", 0.753109126556 },
+        { SS_LOSS_KL, "KL at T=2 (x T^2)", 0.700647136038 },
+        { SS_LOSS_KD, "KD 0.3 KL + 0.7 CE", 0.737370529401 },
+        { SS_LOSS_MSE, "MSE", 3.541666666667 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int64_t d[2] = { 2, 3 };
+        int v;
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+        ss_tensor_t lt = { SS_DTYPE_I64, 1, { 2 }, lab };
+        ss_tensor_t tt = { SS_DTYPE_F32, 2, { 2, 3 }, tz };
+        ss_train_batch_t bt = { NULL, &lt, &tt };
+        double l = 0, worst = 0;
+        ss_train_param_info_t pi;
+        const float *gr;
+
+        if (c[i].k == SS_LOSS_MSE)
+            tt.data = mt;
+        gb_init(&b, 17);
+        v = gb_param(&b, "z", 2, d, 0, 1);
+        memcpy(b.g->values[v].constant->data, z, sizeof(z));
+        g = gb_done(&b, gb_node(&b, "Identity", 1, &v));
+        ss_train_opts_default(&o);
+        o.loss = c[i].k;
+        o.temperature = 2;
+        o.alpha = 0.3;
+        if (!ok(g && ss_train_new(g, NULL, &o, &t, &err) == 0 &&
+                ss_train_grads_compute(t, &bt, &l, &err) == 0,
+                "%s: computed", c[i].nm)) {
+            tap_diag("%s", err.msg);
+            ss_train_free(t);
+            ss_graph_free(g);
+            continue;
+        }
+        is_close(l, c[i].want, 1e-6, 1e-9, "%s: loss", c[i].nm);
+        /* the untied Identity output is the parameter the loss reads */
+        ss_train_param(t, 1, &pi);
+        gr = ss_train_grads(t) + pi.offset;
+        for (int j = 0; j < 6; j++) {
+            double w = c[i].k == SS_LOSS_CE ? dce[j]
+                     : c[i].k == SS_LOSS_KL ? dkl[j]
+                     : c[i].k == SS_LOSS_KD ? 0.3 * dkl[j] + 0.7 * dce[j]
+                     : 2.0 * (z[j] - mt[j]) / 6.0;
+
+            if (fabs(gr[j] - w) > worst)
+                worst = fabs(gr[j] - w);
+        }
+        ok(worst < 1e-6, "%s: gradient (max err %.2e)", c[i].nm, worst);
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+}
+
+/* ---- optimizers against numpy ----------------------------------------------- */
+
+static ss_graph_t *
+optim_graph(void)
+{
+    gb_t b;
+    int64_t xd[2] = { 4, 5 }, wd[1] = { 5 };
+    int x, w;
+
+    gb_init(&b, 17);
+    x = ss_graph_add_value(b.g, "x", NULL, &b.err);
+    b.g->values[x].dtype = SS_DTYPE_F32;
+    b.g->values[x].ndim = 2;
+    memcpy(b.g->values[x].dims, xd, sizeof(xd));
+    b.g->n_inputs = 1;
+    b.g->inputs = ss_malloc(sizeof(int));
+    b.g->inputs[0] = x;
+    b.g->input_info = ss_calloc(1, sizeof(ss_io_info_t));
+    w = gb_param(&b, "w", 1, wd, -1, 1);
+    return gb_done(&b, gb_node(&b, "Mul", 2, (int[]){ x, w }));
+}
+
+static void
+optim_cases(void)
+{
+    static const double W0[5] = { 0.5, -1.0, 2.0, 0.0, -0.3 };
+    static const double H[5] = { 0.5, 1.0, 2.0, 0.1, 3.0 };
+    const char *top = getenv("top_srcdir");
+    char p[512];
+    ss_npz_t *ref = NULL;
+    ss_err_t err;
+    static const char *const names[] = { "adamw", "sgd", "sgd_nesterov",
+                                         "sophia" };
+
+    snprintf(p, sizeof(p), "%s/tests/fixtures/train/optim_ref.npz",
+             top ? top : ".");
+    if (!ok(ss_npz_read(p, 1 << 20, &ref, &err) == 0, "optim_ref.npz")) {
+        tap_diag("%s", err.msg);
+        return;
+    }
+    for (int c = 0; c < 4; c++) {
+        ss_graph_t *g = optim_graph();
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_tensor_t xs = { SS_DTYPE_F32, 2, { 4, 5 }, NULL };
+        const ss_tensor_t *r = ss_npz_tensor(ref, ss_npz_find(ref,
+                                                              names[c]));
+        double worst = 0;
+        int rc;
+
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        if (c == 0) {
+            o.opt = SS_OPT_ADAMW;
+            o.lr = 0.1; o.weight_decay = 0.1; o.beta1 = 0.9; o.beta2 = 0.99;
+            o.eps = 1e-8; o.warmup_steps = 2; o.total_steps = 6;
+            o.sched = SS_SCHED_COSINE; o.min_lr_ratio = 0.1;
+        } else if (c == 1) {
+            o.opt = SS_OPT_SGD;
+            o.lr = 0.1; o.weight_decay = 0.01; o.momentum = 0.9;
+            o.total_steps = 6; o.sched = SS_SCHED_LINEAR; o.clip_norm = 1;
+        } else if (c == 2) {
+            o.opt = SS_OPT_SGD;
+            o.lr = 0.05; o.weight_decay = 0; o.momentum = 0.8;
+            o.nesterov = 1;
+        } else {
+            o.opt = SS_OPT_SOPHIA;
+            o.lr = 0.05; o.weight_decay = 0.1; o.beta1 = 0.9; o.rho = 0.04;
+        }
+        rc = g ? ss_train_new(g, &xs, &o, &t, &err) : -1;
+        if (!ok(rc == 0 && r != NULL && r->dims[0] == 6,
+                "%s: trainer built", names[c])) {
+            tap_diag("%s", err.msg);
+            ss_train_free(t);
+            ss_graph_free(g);
+            continue;
+        }
+        for (int i = 0; i < 5; i++) {
+            ss_train_params(t)[i] = (float)W0[i];
+            if (c == 3)
+                t->v[i] = (float)H[i];
+        }
+        for (int s = 0; s < 6 && rc == 0; s++) {
+            for (int i = 0; i < 5; i++)
+                ss_train_grads(t)[i] = (float)(sin(1.3 * i + 0.7 * s) *
+                                               (1 + 0.5 * i));
+            rc = ss_train_apply(t, &err);
+            for (int i = 0; i < 5; i++) {
+                double want = ((const float *)r->data)[s * 5 + i];
+                double d = fabs(ss_train_params(t)[i] - want) /
+                           (fabs(want) + 1e-3);
+
+                if (d > worst)
+                    worst = d;
+            }
+        }
+        ok(rc == 0 && worst < 1e-5, "%s: 6 steps match numpy (max rel err "
+           "%.2e)", names[c], worst);
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+    ss_npz_free(ref);
+}
+
+/* ---- the hyper-parameter table ------------------------------------------ */
+
+static void
+table_cases(void)
+{
+    ss_train_opts_t o;
+    ss_err_t err;
+    int n, bad = 0;
+    const ss_train_param_row_t *r = ss_train_params_table(&n);
+
+    ss_train_opts_default(&o);
+    ok(ss_train_opts_check(&o, &err) == 0 && o.opt == SS_OPT_ADAMW &&
+       o.lr == 1e-3 && o.loss == SS_LOSS_CE, "defaults are valid (AdamW, "
+       "lr 1e-3, cross-entropy)");
+    for (int i = 0; i < n; i++)
+        bad += r[i].name == NULL || r[i].doc == NULL ||
+               (r[i].type != SS_TP_ENUM && (r[i].dflt < r[i].min ||
+                                            r[i].dflt > r[i].max));
+    ok(n >= 20 && bad == 0, "%d rows, defaults inside their ranges", n);
+    ok(ss_train_opts_set(&o, "lr", 0, &err) == SS_EINVAL &&
+       strstr(err.msg, "'lr'"), "lr 0 is refused (%s)", err.msg);
+    ok(ss_train_opts_set(&o, "lr", 0.5, &err) == 0 && o.lr == 0.5,
+       "lr 0.5 is taken");
+    ok(ss_train_opts_set(&o, "hessian_every", 2.5, &err) == SS_EINVAL,
+       "an integer parameter refuses 2.5");
+    ok(ss_train_opts_set(&o, "warmup_steps", 100, &err) == 0 &&
+       o.warmup_steps == 100, "warmup_steps (int64) is set");
+    ok(ss_train_opts_set(&o, "no_such", 1, &err) == SS_EINVAL,
+       "an unknown name is refused");
+    ok(ss_train_opts_set_name(&o, "optimizer", "sophia", &err) == 0 &&
+       o.opt == SS_OPT_SOPHIA, "optimizer sophia by name");
+    ok(ss_train_opts_set_name(&o, "optimizer", "lion", &err) == SS_EINVAL,
+       "an unknown optimizer is refused (%s)", err.msg);
+    o.beta1 = 1.0;
+    ok(ss_train_opts_check(&o, &err) == SS_EINVAL, "beta1 = 1 is refused");
+    ss_train_opts_default(&o);
+    o.warmup_steps = 10;
+    o.total_steps = 110;
+    o.sched = SS_SCHED_COSINE;
+    o.min_lr_ratio = 0.1;
+    is_close(ss__sched_lr(&o, 0), 1e-4, 1e-9, 0, "warm-up: step 0 is lr/10");
+    is_close(ss__sched_lr(&o, 9), 1e-3, 1e-9, 0, "warm-up ends at lr");
+    is_close(ss__sched_lr(&o, 60), 0.55e-3, 1e-9, 0, "cosine halfway");
+    is_close(ss__sched_lr(&o, 500), 1e-4, 1e-9, 0, "cosine floor");
+}
+
+/* Sophia end to end: Hessian estimates are taken (h > 0), the loss falls,
+ * and the same seed gives the same bytes. */
+static void
+sophia_run(void)
+{
+    float out[2][16];
+
+    for (int k = 0; k < 2; k++) {
+        gb_t b;
+        int64_t xd[2] = { 4, 6 }, w1[2] = { 6, 5 }, b1[1] = { 5 };
+        int x, y;
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+        static int64_t lab[4] = { 0, 1, 2, 4 };
+        ss_tensor_t lt = { SS_DTYPE_I64, 1, { 4 }, lab };
+        ss_train_batch_t bt = { NULL, &lt, NULL };
+        double l0 = 0, l = 0, hs = 0;
+        int rc;
+
+        seed = 99;
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, xd, -1, 1);
+        y = gb_node(&b, "Gemm", 3, (int[]){ x, gb_param(&b, "w", 2, w1, -1,
+                                                         1),
+                                             gb_param(&b, "b", 1, b1, -1,
+                                                      1) });
+        g = gb_done(&b, y);
+        ss_train_opts_default(&o);
+        o.opt = SS_OPT_SOPHIA;
+        o.lr = 0.02;
+        o.hessian_every = 3;
+        o.seed = 7;
+        rc = g ? ss_train_new(g, NULL, &o, &t, &err) : -1;
+        for (int s = 0; s < 30 && rc == 0; s++)
+            rc = ss_train_step(t, &bt, s == 0 ? &l0 : &l, &err);
+        if (rc == 0)
+            for (int64_t i = 0; i < ss_train_flat_size(t); i++)
+                hs += t->v[i];
+        if (k == 0)
+            ok(rc == 0 && hs > 0 && l < 0.5 * l0, "Sophia trains (loss %.4f "
+               "-> %.4f, sum h %.3g)", l0, l, hs);
+        if (rc == 0)
+            memcpy(out[k], ss_train_params(t), sizeof(out[k]));
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+    ok(memcmp(out[0], out[1], sizeof(out[0])) == 0,
+       "Sophia: the same seed gives the same bytes");
+}
+
 int
 main(void)
 {
@@ -742,5 +1027,9 @@ main(void)
     pool_cases();
     shape_cases();
     structure_cases();
+    loss_cases();
+    optim_cases();
+    table_cases();
+    sophia_run();
     return tap_done();
 }
