@@ -11,8 +11,7 @@
  * the importer's folded Constant nodes alike) become initializers; graph
  * inputs and outputs get ValueInfos from the io infos (a symbolic dim
  * becomes dim_param "batch" on axis 0, "d<k>" elsewhere); metadata goes to
- * metadata_props.  Saving writes through engine/io/npy.h's atomic files
- * (libssio.a).
+ * metadata_props.  Saving writes through common/atomicfile.h.
  *
  * THREADS: [any]; reads the graph only.
  */
@@ -23,7 +22,6 @@
 #include "common/alloc.h"
 #include "common/atomicfile.h"
 #include "engine/ir/edit.h"
-#include "engine/io/npy.h"
 #include "engine/ir/onnx.pb-c.h"
 
 typedef struct pool {
