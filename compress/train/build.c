@@ -852,6 +852,7 @@ ss_train_free(ss_train_t *t)
 {
     if (t == NULL)
         return;
+    ss__train_profile_dump(t);
     for (int i = 0; i < t->n_steps; i++) {
         ss_free(t->steps[i].aux);
         ss_dnn_prim_free(t->steps[i].prim);

@@ -253,6 +253,9 @@ void ss__bc_row(const ss__bc_t *bc, int64_t r, int64_t *off);
 /* Sums the gradient g (full shape of bc, operand 0) into x (operand 1,
  * maybe broadcast), each term multiplied by fn's factor; see kern.c. */
 
+/* SS_TRAIN_PROFILE set: prints time per step to stderr (train.c). */
+void ss__train_profile_dump(const ss__tr_t *t);
+
 /* The loss (loss.c). */
 double ss__loss_value(const ss__tr_t *t);
 

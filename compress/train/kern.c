@@ -22,7 +22,9 @@
 #include "common/alloc.h"
 #include "compress/train/internal.h"
 
-#define PAR_MIN 16384   /* elements below which a loop stays serial */
+#define PAR_MIN 262144  /* elements below which a loop stays serial: an
+                         * OpenMP region costs more than a short loop, and
+                         * far more on a loaded machine */
 
 static void *
 tv_data(ss__tr_t *t, int v)

@@ -37,3 +37,8 @@ EXTRA_DIST += tests/fixtures/train/make_train_refs.py \
 	tests/fixtures/train/transformer_ref.npz
 EXTRA_DIST += tests/fixtures/train/make_optim_refs.py \
 	tests/fixtures/train/optim_ref.npz
+
+# The measurement behind bench/train.py (not installed).
+noinst_PROGRAMS += compress/train/train-bench
+compress_train_train_bench_SOURCES = compress/train/bench_main.c
+compress_train_train_bench_LDADD = $(SS_TRAIN_LIBS)

@@ -16,21 +16,64 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/alloc.h"
 #include "compress/train/internal.h"
 #include "engine/ir/edit.h"
 
+static double
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* SS_TRAIN_PROFILE=1: milliseconds per step kind, printed to stderr
+ * when the trainer is freed (for benchmarks). */
+static void
+profile(const ss__tr_t *t, int i, double ms)
+{
+    static __thread double acc[4096];
+
+    if (i < 0) {
+        for (int k = 0; k < t->n_steps && k < 4096; k++)
+            if (acc[k] > 0)
+                fprintf(stderr, "%4d %-22s %-40s %9.2f ms\n", k,
+                        t->steps[k].what, t->steps[k].node ?
+                        t->steps[k].node->name : "", acc[k]);
+        memset(acc, 0, sizeof(acc));
+        return;
+    }
+    if (i < 4096)
+        acc[i] += ms;
+}
+
+void
+ss__train_profile_dump(const ss__tr_t *t)
+{
+    if (getenv("SS_TRAIN_PROFILE"))
+        profile(t, -1, 0);
+}
+
 static int
 run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
 {
+    int prof = getenv("SS_TRAIN_PROFILE") != NULL;
+
     if (t->o.threads > 0)
         omp_set_num_threads(t->o.threads);
     for (int i = from; i < to; i++) {
         const ss__step_t *s = &t->steps[i];
+        double t0 = prof ? now_ms() : 0;
         int rc = s->fn(t, s, err);
 
+        if (prof)
+            profile(t, i, now_ms() - t0);
         if (rc < 0) {
             const char *nm = s->node && s->node->name[0] ? s->node->name
                                                          : "-";
