@@ -33,6 +33,10 @@ tests_unit_test_batch_pool_SOURCES = tests/unit/test_batch_pool.c \
 tests_unit_test_batch_pool_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_batch_pool_LDADD = $(SS_BATCH_LIBS)
 
+# The pool and request isolation through the daemon.
+TESTS += tests/integration/test_pool.py
+EXTRA_DIST += tests/integration/test_pool.py
+
 # A --enable-tsan build's `make check` reads its suppressions (oneDNN and
 # libgomp are not instrumented; see the file).
 AM_TESTS_ENVIRONMENT += \

@@ -65,6 +65,7 @@ struct ss_registry {
     int default_threads;
     ss_metrics_t *metrics;
     const ss_batch_metrics_t *batch_metrics;
+    ss_exec_pool_t *pool;       /* runs every version's batches */
     bool pin;
     cpu_set_t cpus;
     ss_metric_t *g_active, *g_loaded, *g_memory;

@@ -27,7 +27,7 @@ ss_model_config_default(ss_model_config_t *c)
     memset(c, 0, sizeof(*c));
     c->max_batch_size = 32;
     c->max_queue_delay_us = 0;
-    c->instances = 1;
+    c->instances = 0;           /* every executor of the pool */
     c->threads = 0;
     c->policy = SS_POLICY_LATEST;
     c->latest_n = 1;
@@ -184,7 +184,7 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
             }
             c->n_preferred = (int)json_array_size(v);
         } else if (strcmp(key, "instances") == 0) {
-            if ((rc = get_int(v, key, 1, 64, &n, err)) < 0)
+            if ((rc = get_int(v, key, 0, 1024, &n, err)) < 0)
                 return rc;
             c->instances = (int)n;
         } else if (strcmp(key, "threads") == 0) {

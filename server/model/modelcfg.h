@@ -35,8 +35,8 @@ typedef struct ss_model_config {
     int64_t max_queue_delay_us;
     int preferred[SS_MAX_PREFERRED];
     int n_preferred;
-    int instances;
-    int threads;
+    int instances;              /* executors at once; 0: all of the pool */
+    int threads;                /* OpenMP threads per batch; 0: one */
     ss_policy_kind_t policy;
     int latest_n;
     int64_t specific[SS_MAX_SPECIFIC];

@@ -274,8 +274,12 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     bo.max_queue_delay_us = v->cfg.max_queue_delay_us;
     bo.preferred_batch_sizes = v->cfg.preferred;
     bo.n_preferred = v->cfg.n_preferred;
+    /* The registry's pool runs every version: instances caps how many of
+     * its executors run this one at once, threads (0: one) are OpenMP
+     * threads per batch. */
+    bo.pool = r->pool;
     bo.instances = v->cfg.instances;
-    bo.threads = v->cfg.threads ? v->cfg.threads : r->default_threads;
+    bo.threads = v->cfg.threads;
     bo.max_queue_size = v->cfg.max_queue_size;
     bo.model = t->model->name;
     bo.version = v->label;
@@ -736,12 +740,27 @@ ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
             return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
         }
     }
+    /* One executor pool for every model: threads follow the serving
+     * cores, not the number of models. */
+    {
+        int rc = ss_exec_pool_new(o->default_threads > 0 ? o->default_threads
+                                                        : 1,
+                                  o->cpus, &r->pool, err);
+
+        if (rc < 0) {
+            ss_free(r->repo);
+            ss_free(r);
+            return rc;
+        }
+    }
     ss_queue_init(&r->reap);
     ss_queue_init(&r->freed);
     uv_async_init(r->loop, &r->async, on_async);
     r->async.data = r;
     if (pthread_create(&r->reaper, NULL, reaper_main, r) != 0) {
         /* No model yet: the close callback frees r once the loop runs. */
+        ss_exec_pool_free(r->pool);
+        r->pool = NULL;
         uv_close((uv_handle_t *)&r->async, on_async_closed);
         return ss_err_set(err, SS_EINTERNAL, "cannot start the reaper "
                           "thread");
@@ -812,6 +831,9 @@ ss_registry_free(ss_registry_t *r)
     ss_registry_close(r);
     ss_queue_close(&r->reap);
     pthread_join(r->reaper, NULL);
+    /* Every version, and so every batcher on the pool, is freed now. */
+    ss_exec_pool_free(r->pool);
+    r->pool = NULL;
     /* The struct goes once libuv is done with the handle. */
     uv_close((uv_handle_t *)&r->async, on_async_closed);
 }

@@ -13,8 +13,9 @@
  * thread, so the model's pointers need no lock: a swap is one pointer
  * store on the loop thread.  Requests already running keep their version
  * alive; the last reference hands the version to a reaper thread, which
- * joins its executors and frees it (the last reference may drop on one of
- * those executors, which must not join itself).
+ * waits for the version's own batches and frees it (the last reference
+ * may drop in a done callback on an executor, which must not wait for
+ * itself).
  *
  * At most one load/unload/activate runs per model at a time; another
  * answers SS_EBUSY.
@@ -78,7 +79,9 @@ typedef void (*ss_registry_cb)(void *arg, int rc, const ss_err_t *err);
 typedef struct ss_registry_opts {
     uv_loop_t *loop;
     const char *repository;
-    int default_threads;        /* per executor when a model says 0 */
+    int default_threads;        /* executors of the shared pool: one per
+                                 * serving core (each batch runs OpenMP
+                                 * on one thread unless a model says) */
     ss_metrics_t *metrics;      /* may be NULL */
     const ss_batch_metrics_t *batch_metrics;
     const cpu_set_t *cpus;      /* executors' CPUs; NULL: any */
