@@ -112,15 +112,19 @@ tv_add(ss__tb_t *b, ss__tv_kind_t kind, ss_dtype_t dt, int ndim,
 {
     ss__tr_t *t = b->t;
     ss__tv_t *v;
-    int64_t n = 1;
+    int64_t n = 1, d[SS_MAX_DIMS];
     size_t es = ss_dtype_size(dt);
     int rc, i;
 
-    if ((rc = grow_tv(b, err)) < 0)
-        return rc;
     if (ndim < 0 || ndim > SS_MAX_DIMS || es == 0)
         return ss_err_set(err, SS_EUNSUPP, "trainer: a value of rank %d, "
                           "dtype %d", ndim, (int)dt);
+    /* dims may point into t->tv, which growing moves */
+    if (ndim > 0)
+        memcpy(d, dims, (size_t)ndim * sizeof(*dims));
+    dims = d;
+    if ((rc = grow_tv(b, err)) < 0)
+        return rc;
     for (i = 0; i < ndim; i++) {
         if (dims[i] < 0 || (dims[i] > 0 && n > ((int64_t)1 << 40) / dims[i]))
             return ss_err_set(err, SS_ETOOBIG, "trainer: a value too big");
