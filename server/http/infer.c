@@ -255,7 +255,7 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     size_t len;
     char *end;
     ctx_t *c;
-    int status = 0, rc;
+    int rc;
 
     if (version != NULL) {
         vnum = strtoll(version, &end, 10);
@@ -265,8 +265,8 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
             return;
         }
     }
-    if ((v = ss_registry_acquire(reg, model, vnum, &status, &err)) == NULL) {
-        ss_req_respond_error(r, status, "%s", err.msg);
+    if ((rc = ss_registry_acquire(reg, model, vnum, &v, &err)) < 0) {
+        ss_req_fail(r, rc, "%s", err.msg);
         return;
     }
     {

@@ -88,16 +88,16 @@ acquire(ss_req_t *r, ss_server_t *s, const ss_route_match_t *m)
     int64_t v = path_version(m);
     ss_err_t err = { 0 };
     ss_version_t *ver;
-    int status = 404;
+    int rc;
 
     if (v < 0) {
         ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
                     m->cap[0], m->cap[1]);
         return NULL;
     }
-    if ((ver = ss_registry_acquire(s->registry, m->cap[0], v, &status,
-                                   &err)) == NULL)
-        ss_req_respond_error(r, status, "%s", err.msg);
+    if ((rc = ss_registry_acquire(s->registry, m->cap[0], v, &ver,
+                                  &err)) < 0)
+        ss_req_fail(r, rc, "%s", err.msg);
     return ver;
 }
 

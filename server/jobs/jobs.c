@@ -671,7 +671,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     json_error_t je;
     json_t *root;
     ss__job_t *j;
-    int status = 0, rc;
+    int rc;
     int64_t sv = 0;
 
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
@@ -702,11 +702,8 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
         rc = ss_err_set(err, SS_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((j->src = ss_registry_acquire(js->reg, model, sv, &status, err)) ==
-        NULL) {
-        rc = status == 404 ? SS_ENOTFOUND : SS_ENOTREADY;
+    if ((rc = ss_registry_acquire(js->reg, model, sv, &j->src, err)) < 0)
         goto fail;
-    }
     if ((rc = ss__jobs_parse(j, root, err)) < 0)
         goto fail;
     /* A variant must never become the served version by accident: pin the
@@ -722,8 +719,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
             goto fail;
         }
         if (mc.active_version == 0 &&
-            (act = ss_registry_acquire(js->reg, model, 0, &status, NULL)) !=
-                NULL) {
+            ss_registry_acquire(js->reg, model, 0, &act, NULL) == 0) {
             rc = ss_model_config_save_active(dir, act->number, err);
             ss_version_unref(act);
             if (rc < 0)

@@ -2,9 +2,18 @@
 #ifndef SS_SERVER_REGISTRY_INT_H
 #define SS_SERVER_REGISTRY_INT_H
 
-/* The registry's internals, shared by registry.c and registry_json.c. */
+/* The registry's internals, shared by registry.c, registry_ops.c and
+ * registry_json.c.
+ *
+ * THREADS: the loop thread owns everything here.  Other threads (the HTTP
+ * loops) only find a model by name (the model list is prepend-only and
+ * published with a release store) and then read the fields marked
+ * "m->lock" while holding that model's lock; the loop thread takes it
+ * only to write them. */
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 #include "server/model/registry.h"
 
@@ -38,15 +47,20 @@ typedef struct ss__registry_task {
 
 struct ss_model {
     ss_registry_t *reg;
-    char *name;
-    char *dir;
+    char *name;                 /* immutable */
+    char *dir;                  /* immutable */
     ss_model_config_t cfg;      /* as last loaded */
-    ss_model_state_t state;
-    char reason[SS_ERR_MSG_MAX];
-    bool wanted;                /* should be loaded: counts for readiness */
-    ss_version_t *versions[SS_MAX_LOADED]; /* each holds one reference */
-    int n_versions;
-    ss_version_t *active;       /* borrowed from versions[] */
+    /* Read by other threads under lock; written by the loop thread under
+     * lock.  A version leaves versions[] (and active) under the lock
+     * before the list's reference is dropped, so a reader holding the
+     * lock can take a reference to whatever it finds there. */
+    pthread_mutex_t lock;
+    ss_model_state_t state;     /* m->lock */
+    char reason[SS_ERR_MSG_MAX]; /* m->lock */
+    bool wanted;                /* m->lock; should be loaded: readiness */
+    ss_version_t *versions[SS_MAX_LOADED]; /* m->lock; one reference each */
+    int n_versions;             /* m->lock */
+    ss_version_t *active;       /* m->lock; NULL or one of versions[] */
     int64_t history[SS_MAX_HISTORY]; /* previously active, oldest first */
     int n_history;
     int64_t on_disk[SS_MAX_ON_DISK];
@@ -55,8 +69,8 @@ struct ss_model {
     int live;                   /* versions published and not yet freed */
     ss_registry_cb unload_cb;   /* waiting for live == 0 */
     void *unload_arg;
-    ss_sampler_t *sampler;
-    ss_model_t *next;
+    ss_sampler_t *sampler;      /* set once (release store), then fixed */
+    ss_model_t *next;           /* immutable once published */
 };
 
 struct ss_registry {
@@ -69,9 +83,9 @@ struct ss_registry {
     bool pin;
     cpu_set_t cpus;
     ss_metric_t *g_active, *g_loaded, *g_memory;
-    ss_model_t *models;
+    ss_model_t *models;         /* prepend-only; [any] with acquire loads */
     int tasks;                  /* operations in flight */
-    bool closing;
+    _Atomic bool closing;       /* [any] */
 
     /* scan completion */
     int scan_pending;
@@ -103,7 +117,10 @@ ss_version_t *ss__registry_find_loaded(ss_model_t *m, int64_t v);
 int ss__registry_switch_active(ss_model_t *m, ss_version_t *v,
                                bool push_history, ss_err_t *err);
 void ss__registry_trim(ss_model_t *m);
-void ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n);
+void ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n,
+                               ss_version_t *active);
+void ss__registry_set_state(ss_model_t *m, ss_model_state_t st,
+                            const char *reason);
 void ss__registry_set_gauges(ss_model_t *m);
 int ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime,
                             int64_t *size);

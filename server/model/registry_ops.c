@@ -4,7 +4,8 @@
  * taking a version for a request.  The machinery they run on (tasks,
  * publishing, the reaper) is in registry.c.
  *
- * THREADS: [loop].
+ * THREADS: [loop], except ss_registry_acquire() and ss_registry_ready()
+ * [any], which read a model's serving state under its lock.
  */
 #include "config.h"
 
@@ -70,9 +71,11 @@ ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
             continue;
         t->load[t->n_load++] = v;
     }
+    pthread_mutex_lock(&m->lock);
     m->wanted = true;
     if (m->state != SS_MODEL_READY)
         m->state = SS_MODEL_LOADING;
+    pthread_mutex_unlock(&m->lock);
     ss_log_info("model=%s loading %d version(s)", name, t->n_load);
     return ss__registry_start_task(r, t, err);
 }
@@ -162,16 +165,16 @@ ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
         return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
     if ((rc = ss__registry_check_idle(r, m, err)) < 0)
         return rc;
+    pthread_mutex_lock(&m->lock);
     m->wanted = false;
     m->state = SS_MODEL_UNLOADING;
-    m->active = NULL;
-    ss__registry_set_versions(m, NULL, 0);
+    pthread_mutex_unlock(&m->lock);
+    ss__registry_set_versions(m, NULL, 0, NULL);
     ss__registry_set_gauges(m);
     ss_log_notice("model=%s unloading: %d version(s) draining", name,
                   m->live);
     if (m->live == 0) {
-        m->state = SS_MODEL_UNAVAILABLE;
-        snprintf(m->reason, sizeof(m->reason), "unloaded");
+        ss__registry_set_state(m, SS_MODEL_UNAVAILABLE, "unloaded");
         if (cb != NULL)
             cb(arg, 0, NULL);
         return 0;
@@ -236,57 +239,63 @@ ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg)
 
 /* ---- serving ------------------------------------------------------------- */
 
-ss_version_t *
+int
 ss_registry_acquire(ss_registry_t *r, const char *name, int64_t v,
-                    int *status, ss_err_t *err)
+                    ss_version_t **out, ss_err_t *err)
 {
     ss_model_t *m = ss__registry_find(r, name);
-    ss_version_t *ver;
+    ss_version_t *ver = NULL;
+    int rc = 0, i;
 
-    if (m == NULL || (!m->wanted && m->n_versions == 0 &&
-                      m->state != SS_MODEL_UNLOADING &&
-                      strcmp(m->reason, "unloaded") != 0)) {
-        *status = 404;
-        ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-        return NULL;
-    }
-    if (r->closing) {
-        *status = 503;
-        ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
-        return NULL;
-    }
-    if (v == 0) {
+    *out = NULL;
+    if (m == NULL)
+        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
+    if (atomic_load_explicit(&r->closing, memory_order_relaxed))
+        return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
+    /* Held for a few loads and one atomic increment (errors aside): a
+     * swap on the loop thread cannot drop the version between finding it
+     * and taking the reference. */
+    pthread_mutex_lock(&m->lock);
+    if (!m->wanted && m->n_versions == 0 && m->state != SS_MODEL_UNLOADING &&
+        strcmp(m->reason, "unloaded") != 0) {
+        /* A folder seen once and never loaded. */
+        rc = ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
+    } else if (v == 0) {
         ver = m->active;
     } else {
-        ver = ss__registry_find_loaded(m, v);
-        if (ver == NULL && m->active != NULL) {
-            *status = 404;
-            ss_err_set(err, SS_ENOTFOUND, "model '%s' has no loaded version "
-                       "%lld", name, (long long)v);
-            return NULL;
-        }
+        for (i = 0; i < m->n_versions && ver == NULL; i++)
+            if (m->versions[i]->number == v)
+                ver = m->versions[i];
+        if (ver == NULL && m->active != NULL)
+            rc = ss_err_set(err, SS_ENOTFOUND, "model '%s' has no loaded "
+                            "version %lld", name, (long long)v);
     }
-    if (ver == NULL) {
-        *status = 503;
-        ss_err_set(err, SS_ENOTREADY, "model '%s' is not ready%s%s", name,
-                   m->reason[0] ? ": " : "", m->reason);
-        return NULL;
-    }
-    ss_version_ref(ver);
-    return ver;
+    if (ver != NULL)
+        ss_version_ref(ver);
+    else if (rc == 0)
+        rc = ss_err_set(err, SS_ENOTREADY, "model '%s' is not ready%s%s",
+                        name, m->reason[0] ? ": " : "", m->reason);
+    pthread_mutex_unlock(&m->lock);
+    *out = ver;
+    return rc;
 }
 
 bool
 ss_registry_ready(const ss_registry_t *r)
 {
-    const ss_model_t *m;
+    ss_model_t *m;
+    bool ready = true;
 
-    if (r->closing)
+    if (atomic_load_explicit(&r->closing, memory_order_relaxed))
         return false;
-    for (m = r->models; m != NULL; m = m->next)
-        if (m->wanted && (m->state != SS_MODEL_READY || m->active == NULL))
-            return false;
-    return true;
+    for (m = __atomic_load_n(&r->models, __ATOMIC_ACQUIRE); m != NULL && ready;
+         m = m->next) {
+        pthread_mutex_lock(&m->lock);
+        ready = !m->wanted ||
+                (m->state == SS_MODEL_READY && m->active != NULL);
+        pthread_mutex_unlock(&m->lock);
+    }
+    return ready;
 }
 
 int

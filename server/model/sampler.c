@@ -5,10 +5,13 @@
  * DESIGN: a FIFO of copied requests (each with its inputs and row count),
  * trimmed from the old end whenever rows or bytes pass their bounds.  The
  * decision to sample is a xorshift draw against the probability, on the
- * loop thread, so it costs nothing when a request is not taken.
+ * HTTP loop that decodes the request, so it costs nothing when a request
+ * is not taken.  The generator's state is shared by the loops through
+ * relaxed atomic loads and stores: two loops may now and then draw the
+ * same number, which changes nothing for a sample, and no lock is taken.
  *
- * THREADS: offer [loop]; everything else [any]; the FIFO is an
- * ss_queue_t whose lock also guards rows and bytes.
+ * THREADS: [any]; the FIFO is an ss_queue_t whose lock also guards
+ * rows and bytes.
  */
 #include "config.h"
 
@@ -32,7 +35,7 @@ struct ss_sampler {
     ss_queue_t q;               /* samples, oldest first */
     int64_t rows, cap_rows;     /* rows: q's lock */
     int64_t bytes, max_bytes;   /* bytes: q's lock */
-    uint64_t rng;               /* [loop] */
+    uint64_t rng;               /* relaxed atomics, no lock */
     uint64_t threshold;         /* probability scaled to 2^64 */
     bool always;
     ss_series_t *s_rows, *s_bytes, *s_taken;
@@ -106,12 +109,12 @@ ss_sampler_free(ss_sampler_t *s)
 static uint64_t
 next_rand(ss_sampler_t *s)
 {
-    uint64_t x = s->rng;
+    uint64_t x = __atomic_load_n(&s->rng, __ATOMIC_RELAXED);
 
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
-    s->rng = x;
+    __atomic_store_n(&s->rng, x, __ATOMIC_RELAXED);
     return x;
 }
 

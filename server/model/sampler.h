@@ -11,8 +11,8 @@
  * the oldest requests are evicted first.  Nothing is written to disk.
  * Off unless a model's config asks for it.
  *
- * THREADS: ss_sampler_offer() is [loop]; ss_sampler_snapshot() and the
- * counters are [any]; a mutex guards the ring.
+ * THREADS: [any] (offers come from every HTTP loop); a mutex guards the
+ * ring.
  */
 
 #include <stddef.h>
