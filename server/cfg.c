@@ -61,6 +61,8 @@ static const key_t_ keys[] = {
       "serve the admin API without a token (explicit opt-in)" },
     { "threads", T_INT, OFF(threads), 0, 1024, "N",
       "compute threads; 0 means one per core" },
+    { "http_threads", T_INT, OFF(http_threads), 0, 1024, "N",
+      "HTTP loop threads of the data plane; 0 means one per serving core" },
     { "job_threads", T_INT, OFF(job_threads), 0, 1024, "N",
       "CPUs reserved for compression jobs, away from serving (0: no "
       "partition, jobs use every CPU)" },
@@ -68,12 +70,27 @@ static const key_t_ keys[] = {
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
       "N", "largest request body accepted (413 above)" },
+    { "max_buffered_bytes", T_INT64, OFF(max_buffered_bytes), 0,
+      1099511627776.0, "N", "request body bytes held in memory over all "
+      "connections; a body beyond it gets 503 (0: no cap)" },
     { "max_header_bytes", T_INT, OFF(max_header_bytes), 1024, 1048576, "N",
       "memory for a request's headers" },
     { "max_connections", T_INT, OFF(max_connections), 1, 1000000, "N",
       "simultaneous connections per listener" },
+    { "max_connections_per_ip", T_INT, OFF(max_connections_per_ip), 0,
+      1000000, "N", "simultaneous data-plane connections from one client "
+      "address (0: no limit)" },
     { "connection_timeout_s", T_INT, OFF(connection_timeout_s), 0, 86400,
-      "N", "idle connection timeout in seconds (0: none)" },
+      "N", "close a connection without I/O for this long (0: never)" },
+    { "keepalive_timeout_s", T_INT, OFF(keepalive_timeout_s), 0, 86400,
+      "N", "close a kept-alive connection idle this long between requests "
+      "(0: never)" },
+    { "header_timeout_s", T_INT, OFF(header_timeout_s), 0, 86400, "N",
+      "a request's headers must arrive within this time (0: no limit)" },
+    { "body_timeout_s", T_INT, OFF(body_timeout_s), 0, 86400, "N",
+      "a request's body must arrive within this time (0: no limit)" },
+    { "retry_after_s", T_INT, OFF(retry_after_s), 1, 3600, "N",
+      "the Retry-After of 503 answers (overload, not ready)" },
     { "shutdown_grace_s", T_DOUBLE, OFF(shutdown_grace_s), 0, 3600, "S",
       "how long SIGTERM waits for in-flight requests" },
 };
@@ -268,9 +285,15 @@ defaults(ss_config_t *cfg)
     cfg->job_threads = 1;
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
+    cfg->max_buffered_bytes = (int64_t)256 << 20;
     cfg->max_header_bytes = 32 << 10;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_ip = 256;
     cfg->connection_timeout_s = 60;
+    cfg->keepalive_timeout_s = 30;
+    cfg->header_timeout_s = 30;
+    cfg->body_timeout_s = 120;
+    cfg->retry_after_s = 1;
     cfg->shutdown_grace_s = 30;
 }
 
@@ -392,6 +415,13 @@ validate(ss_config_t *cfg, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL,
                           "'admin_port' must differ from 'http_port' (%d)",
                           cfg->http_port);
+    if (cfg->max_buffered_bytes > 0 &&
+        cfg->max_buffered_bytes < cfg->max_body_bytes)
+        return ss_err_set(err, SS_EINVAL,
+                          "'max_buffered_bytes' (%lld) must be 0 or at least "
+                          "'max_body_bytes' (%lld): the largest body allowed "
+                          "must fit", (long long)cfg->max_buffered_bytes,
+                          (long long)cfg->max_body_bytes);
     return 0;
 }
 

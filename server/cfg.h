@@ -29,12 +29,19 @@ typedef struct ss_config {
     char *admin_token_file;
     bool admin_insecure;
     int threads;                /* 0: one per core */
+    int http_threads;           /* HTTP loops; 0: one per serving core */
     int job_threads;            /* oneDNN threads of compression jobs */
     int log_level;              /* syslog number */
     int64_t max_body_bytes;
+    int64_t max_buffered_bytes; /* request bodies held, all connections */
     int max_header_bytes;
-    int max_connections;
-    int connection_timeout_s;
+    int max_connections;        /* per listener, over every HTTP loop */
+    int max_connections_per_ip; /* 0: no limit */
+    int connection_timeout_s;   /* idle I/O */
+    int keepalive_timeout_s;    /* idle between requests */
+    int header_timeout_s;       /* absolute, a request's headers */
+    int body_timeout_s;         /* absolute, a request's body */
+    int retry_after_s;          /* Retry-After of 503 answers */
     double shutdown_grace_s;
     bool check_only;            /* --check-config */
 } ss_config_t;

@@ -2,12 +2,17 @@
 /*
  * The daemon's life: start, signals, reload, graceful shutdown.
  *
- * DESIGN: one libuv loop owns everything here.  SIGTERM/SIGINT begin a
- * drain: readiness turns 503 at once, the listeners stop accepting,
- * requests already received are answered, and a timer polls until none is
- * left or the grace period is over; then every handle is closed and
- * uv_run() returns.  A second signal cuts the drain short.  SIGHUP rescans
- * the model repository and tells systemd it is reloading.
+ * DESIGN: the main libuv loop owns everything here: signals, the
+ * registry, jobs and the admin listener.  The data plane runs on its own
+ * loop threads (http_threads, one per serving core by default), which
+ * call into the registry and the batchers without a global lock.
+ * SIGTERM/SIGINT begin a drain: readiness turns 503 at once, the
+ * listeners stop accepting, requests already received are answered, and
+ * a timer polls until none is left or the grace period is over; then the
+ * HTTP loop threads are stopped and joined -- before the registry is
+ * freed, since they use it -- every handle is closed and uv_run()
+ * returns.  A second signal cuts the drain short.  SIGHUP rescans the
+ * model repository and tells systemd it is reloading.
  *
  * THREADS: [loop], except ss_server_uptime() [any].
  */
@@ -50,6 +55,12 @@ start_time_fn(void *arg)
     return s->start_wall;
 }
 
+static double
+buffered_fn(void *arg)
+{
+    return (double)ss_http_budget_used(arg);
+}
+
 static int
 setup_metrics(ss_server_t *s, ss_err_t *err)
 {
@@ -72,6 +83,9 @@ setup_metrics(ss_server_t *s, ss_err_t *err)
         ss_metrics_gauge_fn(s->metrics, "slimserve_start_time_seconds",
                             "Start time of the daemon since the Unix epoch.",
                             start_time_fn, s) < 0 ||
+        ss_metrics_gauge_fn(s->metrics, "slimserve_http_buffered_bytes",
+                            "Request body bytes held in memory, all "
+                            "listeners.", buffered_fn, s->budget) < 0 ||
         ss_http_metrics_init(s->metrics, &s->http_metrics) < 0 ||
         ss_batch_metrics_init(s->metrics, &s->batch_metrics) < 0 ||
         ss_infer_metrics_init(s->metrics, &s->infer_metrics) < 0)
@@ -93,11 +107,14 @@ finish(ss_server_t *s)
 {
     ss_jobs_free(s->jobs);
     s->jobs = NULL;
-    ss_registry_free(s->registry);
-    s->registry = NULL;
+    /* The loop threads use the registry: join them before it goes.  Every
+     * request they handed to a batcher has been answered by now (the
+     * registry is idle, or nothing was served). */
     ss_http_close(s->http);
     ss_http_close(s->admin);
     s->http = s->admin = NULL;
+    ss_registry_free(s->registry);
+    s->registry = NULL;
     uv_close((uv_handle_t *)&s->sig_term, on_closed);
     uv_close((uv_handle_t *)&s->sig_int, on_closed);
     uv_close((uv_handle_t *)&s->sig_hup, on_closed);
@@ -198,19 +215,29 @@ on_signal(uv_signal_t *h, int signum)
 
 /* ---- start ------------------------------------------------------------- */
 
+/* loops 0: on the main loop (admin); else that many loop threads. */
 static int
 start_listener(ss_server_t *s, const char *name, const char *addr, int port,
-               ss_http_handler_fn fn, ss_http_t **out, ss_err_t *err)
+               int loops, ss_http_handler_fn fn, ss_http_t **out,
+               ss_err_t *err)
 {
     const ss_config_t *c = s->cfg;
     ss_http_opts_t o = {
         .name = name,
         .address = addr,
         .port = port,
+        .loops = loops,
         .max_body_bytes = c->max_body_bytes,
         .max_header_bytes = c->max_header_bytes,
         .max_connections = c->max_connections,
-        .timeout_s = c->connection_timeout_s,
+        /* The admin listener is for a few local operators. */
+        .max_connections_per_ip = loops > 0 ? c->max_connections_per_ip : 0,
+        .idle_timeout_s = c->connection_timeout_s,
+        .header_timeout_s = c->header_timeout_s,
+        .body_timeout_s = c->body_timeout_s,
+        .keepalive_timeout_s = c->keepalive_timeout_s,
+        .retry_after_s = c->retry_after_s,
+        .budget = s->budget,
         .handler = fn,
         .arg = s,
         .metrics = &s->http_metrics,
@@ -223,13 +250,16 @@ int
 ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                 ss_err_t *err)
 {
-    int rc;
+    cpu_set_t serve_cpus;
+    int rc, loops;
 
     memset(s, 0, sizeof(*s));
     s->loop = loop;
     s->cfg = cfg;
     s->start_wall = wall_now();
     s->start_ms = uv_now(loop);
+    if ((s->budget = ss_http_budget_new(cfg->max_buffered_bytes)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
     if ((rc = setup_metrics(s, err)) < 0)
         return rc;
     if (cfg->admin_port >= 0) {
@@ -261,7 +291,7 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
 
     {
         /* Serving and jobs on disjoint CPUs when there are enough. */
-        cpu_set_t serve_cpus, job_cpus;
+        cpu_set_t job_cpus;
         bool split = ss_cpus_split(cfg->job_threads, &serve_cpus,
                                    &job_cpus) == 0;
         ss_registry_opts_t ro = {
@@ -292,13 +322,17 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
             goto fail;
     }
 
+    /* The loop threads inherit the serving CPUs from this thread. */
+    loops = cfg->http_threads ? cfg->http_threads : CPU_COUNT(&serve_cpus);
     if ((rc = start_listener(s, "http", cfg->http_address, cfg->http_port,
-                             ss_routes_data, &s->http, err)) < 0)
+                             loops, ss_routes_data, &s->http, err)) < 0)
         goto fail;
     if (cfg->admin_port >= 0 &&
         (rc = start_listener(s, "admin", cfg->admin_address, cfg->admin_port,
-                             ss_routes_admin, &s->admin, err)) < 0)
+                             0, ss_routes_admin, &s->admin, err)) < 0)
         goto fail;
+    ss_log_info("data plane: %d HTTP loop thread(s)%s", loops,
+                cfg->http_threads ? "" : " (one per serving core)");
     /* One machine-readable line, whatever the log level: tests and
      * scripts read the chosen ports from it. */
     ss_log_write(SS_LOG_NOTICE, "listening http=%s:%d admin=%s:%d",
@@ -318,4 +352,6 @@ ss_server_close(ss_server_t *s)
     ss_auth_close(&s->auth);
     ss_metrics_free(s->metrics);
     s->metrics = NULL;
+    ss_http_budget_free(s->budget);
+    s->budget = NULL;
 }

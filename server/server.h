@@ -5,10 +5,12 @@
 /*
  * The daemon's state, shared by its route handlers.
  *
- * THREADS: owned by the loop thread; fields are [loop] unless marked.
- * The metrics registry is [any].
+ * THREADS: owned by the main loop thread; fields are [loop] unless
+ * marked.  The data-plane routes run on the HTTP loop threads and read
+ * only the fields marked [any].
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -29,17 +31,18 @@ typedef struct ss_server {
     const ss_config_t *cfg;         /* borrowed from main */
     ss_metrics_t *metrics;          /* [any] */
     ss_http_metrics_t http_metrics;
-    ss_http_t *http;
-    ss_http_t *admin;               /* NULL when disabled */
+    ss_http_budget_t *budget;       /* [any] body bytes, both listeners */
+    ss_http_t *http;                /* its own loop threads */
+    ss_http_t *admin;               /* on this loop; NULL when disabled */
     ss_auth_t auth;                 /* token absent: --admin-insecure */
 
-    bool ready;
-    bool draining;
+    _Atomic bool ready;             /* [any] */
+    _Atomic bool draining;          /* [any] */
     double start_wall;              /* seconds since the epoch */
     uint64_t start_ms;              /* uv_now at start */
     uint64_t drain_deadline_ms;
 
-    ss_registry_t *registry;
+    ss_registry_t *registry;        /* [any] where the registry says */
     ss_jobs_t *jobs;
     ss_batch_metrics_t batch_metrics;
     ss_infer_metrics_t infer_metrics;
@@ -51,7 +54,8 @@ typedef struct ss_server {
     uv_timer_t drain_timer;
 } ss_server_t;
 
-/* Listener handlers (routes.c, admin.c). [loop] */
+/* Listener handlers (routes.c on the HTTP loops, admin.c on the main
+ * loop). [loop] */
 void ss_routes_data(ss_req_t *r, void *arg);
 void ss_routes_admin(ss_req_t *r, void *arg);
 
@@ -74,8 +78,8 @@ ss_server_uptime(const ss_server_t *s)
 int ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                     ss_err_t *err);
 /* [loop] Begins a graceful shutdown: readiness goes 503, listeners stop
- * accepting, in-flight requests get shutdown_grace_s to finish, then
- * every handle closes and uv_run returns. */
+ * accepting, in-flight requests get shutdown_grace_s to finish, then the
+ * HTTP loop threads are joined, every handle closes and uv_run returns. */
 void ss_server_shutdown(ss_server_t *s);
 /* After uv_run has returned: frees what is left. */
 void ss_server_close(ss_server_t *s);
