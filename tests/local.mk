@@ -12,3 +12,11 @@ EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \
 	tests/integration/data/make_v2.py tests/integration/data/mlp_v2.onnx
 TESTS += tests/integration/test_compress.py
 EXTRA_DIST += tests/integration/test_compress.py
+# HTTP loops and limits; the suites again with two loops (--http-threads=2
+# through SS_TEST_HTTP_THREADS, which tests/lib/daemon.py reads).
+LOOPS_TESTS = tests/integration/test_limits.py \
+	tests/integration/test_http_loops2.py \
+	tests/integration/test_admin_loops2.py \
+	tests/integration/test_serve_loops2.py
+TESTS += $(LOOPS_TESTS)
+EXTRA_DIST += $(LOOPS_TESTS)

@@ -8,6 +8,10 @@ The daemon listens on port 0; its "listening http=ADDR:PORT admin=ADDR:PORT"
 log line tells the ports.  stderr is collected in the background so tests
 can look for log lines.  stop() sends SIGTERM and returns the exit code;
 sanitizer reports make it non-zero (see ASAN_OPTIONS in Makefile.am).
+
+SS_TEST_HTTP_THREADS=N in the environment starts every daemon with
+--http-threads=N (the *_loops2.py tests run whole suites that way); a
+test's own --http-threads comes later and wins.
 """
 
 import http.client
@@ -54,6 +58,9 @@ class Daemon:
     def start(self):
         argv = [BINARY, "--http-address=127.0.0.1", "--http-port=0",
                 "--admin-port=0", "--model-repository=" + self.repository]
+        if os.environ.get("SS_TEST_HTTP_THREADS"):
+            argv.append("--http-threads=" +
+                        os.environ["SS_TEST_HTTP_THREADS"])
         argv += self.args
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
@@ -158,6 +165,22 @@ class Daemon:
     def post(self, path, body=None, **kw):
         return self.request("POST", path, body=body, **kw)
 
+    def metrics(self):
+        """{(name, ((label, value), ...)): value} from GET /metrics."""
+        st, _, body = self.get("/metrics")
+        if st != 200:
+            raise DaemonError("/metrics answered %d" % st)
+        return parse_metrics(body.decode())
+
+    def metric(self, name, **labels):
+        """The sum of the samples of name whose labels include labels."""
+        total = 0.0
+        for (n, lv), v in self.metrics().items():
+            if n == name and all((k, str(x)) in lv
+                                 for k, x in labels.items()):
+                total += v
+        return total
+
     def raw(self, data, admin=False, timeout=5.0, read=True):
         """Sends raw bytes; returns what the server answered (until it
         closes or the timeout passes)."""
@@ -182,6 +205,22 @@ class Daemon:
             return out
         finally:
             s.close()
+
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text format to {(name, ((label, value), ...)): value}."""
+    out = {}
+    for line in text.splitlines():
+        m = _SAMPLE_RE.match(line)
+        if not m or line.startswith("#"):
+            continue
+        labels = tuple(sorted(_LABEL_RE.findall(m.group(2) or "")))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
 
 
 def _complete(resp):
