@@ -37,13 +37,6 @@ tests_unit_test_batch_pool_LDADD = $(SS_BATCH_LIBS)
 TESTS += tests/integration/test_pool.py
 EXTRA_DIST += tests/integration/test_pool.py
 
-# A --enable-tsan build's `make check` reads its suppressions (oneDNN and
-# libgomp are not instrumented; see the file).
-AM_TESTS_ENVIRONMENT += \
-	TSAN_OPTIONS=suppressions=$(abs_top_srcdir)/tests/tsan.supp:exitcode=66; \
-	export TSAN_OPTIONS;
-EXTRA_DIST += tests/tsan.supp
-
 # A measurement, not a test: built by make check, run by hand (see the
 # comment on top of the file).
 check_PROGRAMS += tests/unit/test_batch_bench
