@@ -12,7 +12,8 @@ common_libsscommon_a_SOURCES = \
 	common/err.c common/err.h \
 	common/log.c common/log.h \
 	common/queue.c common/queue.h \
-	common/refcount.h
+	common/refcount.h \
+	common/utf8.c common/utf8.h
 
 check_PROGRAMS += tests/unit/test_assert
 TESTS += tests/unit/test_assert
@@ -28,3 +29,8 @@ check_PROGRAMS += tests/unit/test_atomicfile
 TESTS += tests/unit/test_atomicfile
 tests_unit_test_atomicfile_SOURCES = tests/unit/test_atomicfile.c
 tests_unit_test_atomicfile_LDADD = common/libsscommon.a
+
+check_PROGRAMS += tests/unit/test_utf8
+TESTS += tests/unit/test_utf8
+tests_unit_test_utf8_SOURCES = tests/unit/test_utf8.c
+tests_unit_test_utf8_LDADD = common/libsscommon.a

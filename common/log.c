@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "common/log.h"
 #include "common/err.h"
+#include "common/utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,7 @@ ss_log_init(int level)
 void
 ss_log_write(int level, const char *fmt, ...)
 {
-    char line[2048];
+    char line[2048], msg[2048];
     size_t n = 0;
     va_list ap;
     int k;
@@ -75,11 +76,14 @@ ss_log_write(int level, const char *fmt, ...)
     }
     n = k > 0 ? (size_t)k : 0;
     va_start(ap, fmt);
-    k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+    k = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* Messages quote names from files and clients: a newline must not
+     * start a forged line, and raw bytes are shown, not passed on. */
     if (k > 0)
-        n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k
-                                               : sizeof(line) - n - 2;
+        n += ss_utf8_escape(line + n, sizeof(line) - n - 1, msg,
+                            (size_t)k < sizeof(msg) ? (size_t)k
+                                                    : sizeof(msg) - 1);
     line[n++] = '\n';
     /* One write per line keeps concurrent lines whole. */
     if (write(STDERR_FILENO, line, n) < 0) {
