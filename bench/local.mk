@@ -15,6 +15,9 @@ EXTRA_DIST += \
 EXTRA_DIST += \
 	bench/serve.sh \
 	bench/serve.py \
+	bench/serve_scale.py \
+	bench/serve_models.py \
+	bench/serve_peer.js \
 	bench/serve/post.lua \
 	bench/serve/get.lua
 

@@ -1,6 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the server layer costs: slimserve under wrk vs the bare engine.
+"""Serving benchmarks: slimserve under wrk, in two parts.
 
+--part scale (the default; bench/serve_scale.py, issue 9): slimserve vs
+nginx `return 200` and a Node + onnxruntime-node peer on MNIST-sized
+models, JSON and binary bodies, batching on/off, 1 vs 2 HTTP loops and a
+per-core cost report.  See bench/serve_scale.py and bench/README.md.
+
+--part layer: what the server layer costs, slimserve vs the bare engine.
 For each fixture (MLP, CNN, transformer; opset 13) this starts slimserve on
 loopback twice -- dynamic batching on (max_batch_size 32, a small queue
 delay) and off (max_batch_size 1: every request is its own batch) -- and
@@ -20,9 +26,10 @@ generator runs on the same machine as the server (loopback), so on a
 small box they compete for the cores: the header says how many there are
 and what the load average was.
 
-    /usr/bin/python3 bench/serve.py --build BUILDDIR [--duration S] ...
+    /usr/bin/python3 bench/serve.py --build BUILDDIR [--part layer] ...
 
-(bench/serve.sh is the short form.)  Needs wrk and numpy.
+(bench/serve.sh is the short form.)  Needs wrk and numpy; the scale part
+needs more (bench/serve_scale.py).
 """
 
 import argparse
@@ -30,6 +37,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,14 +72,23 @@ def log(msg):
 class Server:
     """One slimserve process on loopback serving a throwaway repository."""
 
-    def __init__(self, build, repo, threads, admin=False):
+    def __init__(self, build, repo, threads, admin=False, http_threads=None,
+                 cpus=None):
+        """threads/http_threads None: the daemon's default (one per serving
+        core); cpus: a taskset CPU list the daemon is started on (taskset
+        execs it, so self.proc.pid is the daemon's)."""
         self.tmp = tempfile.mkdtemp(prefix="ss-bench-")
         self.logpath = os.path.join(self.tmp, "slimserve.log")
-        argv = [os.path.join(build, "server", "slimserve"),
-                "--http-address=127.0.0.1", "--http-port=0",
-                "--model-repository=" + repo, "--threads=%d" % threads,
-                # No compression jobs here: serving may use every CPU.
-                "--job-threads=0", "--log-level=notice"]
+        argv = ["taskset", "-c", cpus] if cpus else []
+        argv += [os.path.join(build, "server", "slimserve"),
+                 "--http-address=127.0.0.1", "--http-port=0",
+                 "--model-repository=" + repo,
+                 # No compression jobs here: serving may use every CPU.
+                 "--job-threads=0", "--log-level=notice"]
+        if threads is not None:
+            argv.append("--threads=%d" % threads)
+        if http_threads is not None:
+            argv.append("--http-threads=%d" % http_threads)
         argv += ["--admin-port=0", "--admin-insecure"] if admin else \
             ["--admin-port=-1"]
         self.logf = open(self.logpath, "wb")
@@ -158,14 +175,19 @@ def make_repo(root, model, versions, cfg):
 
 # ---- load ----------------------------------------------------------------
 
-def wrk(url, duration, conns, lua, args=()):
-    """-> dict of the SSBENCH summary (rps added)."""
-    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency",
-            "--timeout", "10s", "-s", lua, url]
+def wrk(url, duration, conns, lua, args=(), threads=1, cpus=None):
+    """-> dict of the SSBENCH summary (rps added; wrk_cpu_s: the CPU time
+    wrk itself used).  cpus: a taskset CPU list to pin wrk to."""
+    argv = ["taskset", "-c", cpus] if cpus else []
+    argv += ["wrk", "-t%d" % min(threads, conns), "-c%d" % conns,
+             "-d%ds" % duration, "--latency", "--timeout", "10s", "-s", lua,
+             url]
     if args:
         argv += ["--"] + list(args)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(argv, capture_output=True, text=True,
                        timeout=duration + 60)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = SUMMARY_RE.search(p.stdout)
     if p.returncode != 0 or not m:
         raise RuntimeError("wrk failed:\n%s%s" % (p.stdout, p.stderr))
@@ -174,6 +196,8 @@ def wrk(url, duration, conns, lua, args=()):
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["errors"] = int(r["connect"] + r["read"] + r["write"] + r["status"] +
                       r["timeout"])
+    r["wrk_cpu_s"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime +
+                                                      ru0.ru_stime)
     return r
 
 
@@ -495,7 +519,37 @@ def boost(nice):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--part", choices=("scale", "layer"), default="scale")
+    part, rest = pre.parse_known_args()
+    if part.part == "layer":
+        return main_layer(rest)
+    import serve_scale
+    p = argparse.ArgumentParser(
+        description=serve_scale.__doc__.split("\n")[0],
+        epilog="--part layer runs the other part (the engine vs the "
+        "server layer, hot swaps); see bench/README.md")
+    p.add_argument("--part", choices=("scale", "layer"), default="scale")
+    p.add_argument("--build", default=TOP, help="build directory")
+    p.add_argument("--duration", type=int, default=4,
+                   help="seconds per point and round")
+    p.add_argument("--concurrency", default="1,8,64")
+    p.add_argument("--threads", type=int, default=None,
+                   help="slimserve --threads (executors); default: the "
+                   "daemon's, one per serving core")
+    p.add_argument("--nice", type=int, default=-10,
+                   help="autogroup nice for this session (0: leave it)")
+    serve_scale.add_args(p)
+    a = p.parse_args(rest)
+    a.concurrency = [int(c) for c in a.concurrency.split(",") if c]
+    serve_scale.main(a)
+
+
+def main_layer(argv):
+    p = argparse.ArgumentParser(
+        description="What the server layer costs: slimserve under wrk vs "
+        "the bare engine.")
+    p.add_argument("--part", choices=("layer",), default="layer")
     p.add_argument("--build", default=TOP, help="build directory")
     p.add_argument("--duration", type=int, default=5,
                    help="seconds per cell")
@@ -517,7 +571,7 @@ def main():
                    help="autogroup nice for this session (0: leave it)")
     p.add_argument("--engine-seconds", type=float, default=1.5,
                    help="time budget per slimserve-infer measurement")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     a.concurrency = [int(c) for c in a.concurrency.split(",") if c]
     if shutil.which("wrk") is None:
