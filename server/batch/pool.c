@@ -35,6 +35,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -191,7 +192,12 @@ exec_main(void *arg)
 {
     struct exec *x = arg;
     ss_exec_pool_t *p = x->pool;
+    char name[16];
 
+    /* A name tells executors from OpenMP workers in top -H, perf and the
+     * benchmarks (15 characters at most, or the call fails). */
+    snprintf(name, sizeof name, "ss-exec-%d", (int)(x - p->execs));
+    pthread_setname_np(pthread_self(), name);
     /* Executors keep to the serving CPUs (their OpenMP threads inherit
      * the mask), away from compression jobs. */
     if (p->pin)
