@@ -16,6 +16,7 @@
 #include "common/alloc.h"
 
 #include "common/log.h"
+#include "common/utf8.h"
 #include "server/http/router.h"
 #include "server/server.h"
 
@@ -55,11 +56,20 @@ typedef struct op {
     ss_err_t err;
 } op_t;
 
+/* {"error": msg} with msg made valid UTF-8 (it may quote a model file). */
+static json_t *
+error_json(const char *msg)
+{
+    char buf[SS_ERR_MSG_MAX * 3];
+
+    ss_utf8_sanitize(buf, sizeof(buf), msg);
+    return json_pack("{s:s}", "error", buf);
+}
+
 static char *
 op_body(const op_t *op, size_t *len)
 {
-    json_t *j = op->rc == 0 ? json_object()
-                            : json_pack("{s:s}", "error", op->err.msg);
+    json_t *j = op->rc == 0 ? json_object() : error_json(op->err.msg);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
@@ -209,10 +219,9 @@ static void
 activate(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
-    char *end;
-    long long v = strtoll(m->cap[1], &end, 10);
+    int64_t v = ss_route_number(m->cap[1]);
 
-    if (*end != '\0' || v <= 0) {
+    if (v <= 0) {
         ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
                     m->cap[0], m->cap[1]);
         return;
@@ -246,10 +255,7 @@ versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
 static int64_t
 job_id(const char *text)
 {
-    char *end;
-    long long v = strtoll(text, &end, 10);
-
-    return *end == '\0' && v > 0 ? v : -1;
+    return ss_route_number(text);
 }
 
 static void

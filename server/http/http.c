@@ -82,6 +82,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/queue.h"
+#include "common/utf8.h"
 
 #define MAX_STATUS 600
 #define IP_BUCKETS 1024
@@ -656,6 +657,34 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     return NULL;
 }
 
+/* %HH decoding of paths and arguments, as MHD's own but for %00: a NUL
+ * would cut the path short ("/v2/models/mlp%00x" served as "mlp"), so it
+ * becomes C0 80 (modified UTF-8's NUL), which no route accepts. */
+static size_t
+on_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    static const char hex[] = "0123456789abcdef0123456789ABCDEF";
+    const char *in = s, *h1, *h2;
+    char *out = s;
+
+    while (*in != '\0') {
+        if (in[0] == '%' && in[1] != '\0' && in[2] != '\0' &&
+            (h1 = strchr(hex, in[1])) != NULL &&
+            (h2 = strchr(hex, in[2])) != NULL) {
+            int b = ((int)(h1 - hex) % 16) * 16 + (int)(h2 - hex) % 16;
+
+            *out++ = b ? (char)b : (char)0xc0;
+            if (b == 0)
+                *out++ = (char)0x80;
+            in += 3;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 /* Shutting the socket down makes MHD see a closed connection at its next
  * run; it then closes it as usual (and tells on_connection). */
 static void
@@ -883,6 +912,17 @@ ss_req_respond_json(ss_req_t *r, int status, json_t *body)
     set_response(r, status, "application/json", text, strlen(text));
 }
 
+/* {"error": msg}: messages quote paths and model files, and JSON wants
+ * UTF-8, so invalid bytes become U+FFFD. */
+static json_t *
+error_json(const char *msg)
+{
+    char buf[SS_ERR_MSG_MAX * 3];
+
+    ss_utf8_sanitize(buf, sizeof(buf), msg);
+    return json_pack("{s:s}", "error", buf);
+}
+
 void
 ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
 {
@@ -892,7 +932,7 @@ ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    ss_req_respond_json(r, status, json_pack("{s:s}", "error", msg));
+    ss_req_respond_json(r, status, error_json(msg));
 }
 
 void
@@ -904,8 +944,7 @@ ss_req_fail(ss_req_t *r, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    ss_req_respond_json(r, ss_http_status_of(rc),
-                        json_pack("{s:s}", "error", msg));
+    ss_req_respond_json(r, ss_http_status_of(rc), error_json(msg));
 }
 
 void
@@ -1397,6 +1436,7 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
         MHD_OPTION_END);
     if (l->d == NULL)

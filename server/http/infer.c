@@ -26,6 +26,8 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/utf8.h"
+#include "server/http/router.h"
 #include "server/kserve/kserve.h"
 #include "server/model/sampler.h"
 
@@ -104,7 +106,12 @@ result_name(int rc)
 static char *
 error_body(const char *msg, size_t *len)
 {
-    json_t *j = json_pack("{s:s}", "error", msg);
+    char buf[SS_ERR_MSG_MAX * 3];
+    json_t *j;
+
+    /* Messages may quote names from the model file: JSON wants UTF-8. */
+    ss_utf8_sanitize(buf, sizeof(buf), msg);
+    j = json_pack("{s:s}", "error", buf);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
@@ -258,8 +265,7 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     int rc;
 
     if (version != NULL) {
-        vnum = strtoll(version, &end, 10);
-        if (*end != '\0' || vnum <= 0) {
+        if ((vnum = ss_route_number(version)) <= 0) {
             ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
                         model, version);
             return;

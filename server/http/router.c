@@ -4,7 +4,44 @@
 #include "server/http/router.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
+
+#include "common/utf8.h"
+
+/* A captured segment names a model, a version or a job: valid UTF-8 (it
+ * goes into JSON and logs) without control characters.  A decoded %00
+ * never gets here as a NUL (http.c decodes it as the invalid C0 80), so
+ * "mlp%00x" cannot pass for "mlp". */
+static bool
+capture_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return ss_utf8_valid(s, len);
+}
+
+int64_t
+ss_route_number(const char *text)
+{
+    int64_t v = 0;
+    size_t i;
+
+    /* Digits only, no sign, no leading zero: one spelling per number, so
+     * "01" and "+1" are not version 1. */
+    if (text[0] < '1' || text[0] > '9')
+        return -1;
+    for (i = 0; text[i] != '\0'; i++) {
+        if (text[i] < '0' || text[i] > '9' ||
+            v > (INT64_MAX - (text[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (text[i] - '0');
+    }
+    return v;
+}
 
 int
 ss_route_match(const char *pattern, const char *path, ss_route_match_t *m)
@@ -17,7 +54,7 @@ ss_route_match(const char *pattern, const char *path, ss_route_match_t *m)
             size_t len = strcspn(s, "/");
 
             if (len == 0 || len >= SS_ROUTE_CAPTURE_MAX ||
-                m->n >= SS_ROUTE_MAX_CAPTURES)
+                m->n >= SS_ROUTE_MAX_CAPTURES || !capture_ok(s, len))
                 return 0;
             memcpy(m->cap[m->n], s, len);
             m->cap[m->n][len] = '\0';

@@ -73,13 +73,7 @@ metrics(ss_req_t *r, void *arg, const ss_route_match_t *m)
 static int64_t
 path_version(const ss_route_match_t *m)
 {
-    char *end;
-    long long v;
-
-    if (m->n < 2)
-        return 0;
-    v = strtoll(m->cap[1], &end, 10);
-    return *end == '\0' && v > 0 ? v : -1;
+    return m->n < 2 ? 0 : ss_route_number(m->cap[1]);
 }
 
 static ss_version_t *
