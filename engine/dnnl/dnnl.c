@@ -17,8 +17,20 @@
  * oneDNN) and drops it afterwards; the object cannot cache memory objects
  * because setting their data handle would be a write to shared state.
  *
+ * Packed constants are shared between objects.  A plan is compiled per
+ * input shape, so one model version holds several objects (batch 1, 8,
+ * 16, 32...) that pack the same initializer into the same layout; each
+ * kept its own copy, which cost more than the weights themselves.  A
+ * process-wide table keyed by (source address, source layout, packed
+ * layout, hash of the source bytes) hands out reference-counted packed
+ * buffers instead.  The hash guards against a freed source whose address
+ * is reused for different bytes while an old entry is still referenced;
+ * the address keeps sharing within one model (two models with equal
+ * weights still pack their own).  Entries are immutable once published.
+ *
  * THREADS: the engine is created under pthread_once; objects are
- * read-only after build; a stream is used by one thread at a time.  The
+ * read-only after build; a stream is used by one thread at a time.
+ * share_lock guards the packed-constant table and its reference counts.  The
  * OpenMP thread count is a per-thread setting (nthreads-var), so each
  * stream sets it on its own thread before a run.
  */
@@ -27,6 +39,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +50,23 @@ struct ss_dnn_stream {
     dnnl_stream_t stream;
     int threads;
 };
+
+/* A packed constant, shared by every object whose argument has the same
+ * key.  Owned by the table; refs counts the arguments pointing at it. */
+struct ss__dnn_packed {
+    struct ss__dnn_packed *next;    /* bucket chain */
+    const void *src;
+    dnnl_memory_desc_t src_md, md;
+    uint64_t hash;
+    long refs;                      /* share_lock */
+    dnnl_memory_t cmem;
+    void *cbuf;
+};
+
+#define SHARE_BUCKETS 1024
+
+static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ss__dnn_packed *share_table[SHARE_BUCKETS];
 
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static dnnl_engine_t engine;
@@ -223,6 +253,124 @@ ss__dnn_prim_alloc(const char *what, ss_dnn_prim_t **out, ss_err_t *err)
     return 0;
 }
 
+/* Hash of n bytes, 8 at a time (a multiply-xorshift mix): a content
+ * check for the table, not a cryptographic one. */
+static uint64_t
+bytes_hash(const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    size_t i;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    for (; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    h ^= h >> 29;
+    return h * 0xc4ceb9fe1a85ec53ULL;
+}
+
+static struct ss__dnn_packed **
+share_bucket(const void *src, uint64_t hash)
+{
+    uint64_t k = hash ^ (uint64_t)(uintptr_t)src;
+
+    return &share_table[(k ^ (k >> 17)) % SHARE_BUCKETS];
+}
+
+/* [locked] The entry for a key, or NULL. */
+static struct ss__dnn_packed *
+share_find(const void *src, const dnnl_memory_desc_t *src_md,
+           const dnnl_memory_desc_t *md, uint64_t hash)
+{
+    struct ss__dnn_packed *e;
+
+    for (e = *share_bucket(src, hash); e != NULL; e = e->next)
+        if (e->src == src && e->hash == hash &&
+            dnnl_memory_desc_equal(&e->src_md, src_md) &&
+            dnnl_memory_desc_equal(&e->md, md))
+            return e;
+    return NULL;
+}
+
+/* Takes a reference to an existing entry for a's key, or NULL. */
+static struct ss__dnn_packed *
+share_get(const ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
+          uint64_t hash)
+{
+    struct ss__dnn_packed *e;
+
+    pthread_mutex_lock(&share_lock);
+    if ((e = share_find(a->udata, &a->md, want, hash)) != NULL)
+        e->refs++;
+    pthread_mutex_unlock(&share_lock);
+    return e;
+}
+
+/* Publishes a's freshly packed buffer under its key, or, if another
+ * thread published the same key meanwhile, frees a's copy and takes a
+ * reference to that one.  Without memory for an entry a keeps its own
+ * copy (sharing is an optimisation, not a requirement). */
+static void
+share_put(ss__dnn_arg_t *a, const dnnl_memory_desc_t *want, uint64_t hash)
+{
+    struct ss__dnn_packed *e, *n = ss_calloc(1, sizeof *n);
+
+    pthread_mutex_lock(&share_lock);
+    if ((e = share_find(a->udata, &a->md, want, hash)) != NULL) {
+        e->refs++;
+        pthread_mutex_unlock(&share_lock);
+        ss_free(n);
+        dnnl_memory_destroy(a->cmem);
+        ss_free(a->cbuf);
+        a->cbuf = NULL;
+        a->cmem = e->cmem;
+        a->shared = e;
+        return;
+    }
+    if (n != NULL) {
+        struct ss__dnn_packed **bucket = share_bucket(a->udata, hash);
+
+        n->src = a->udata;
+        n->src_md = a->md;
+        n->md = *want;
+        n->hash = hash;
+        n->refs = 1;
+        n->cmem = a->cmem;
+        n->cbuf = a->cbuf;
+        n->next = *bucket;
+        *bucket = n;
+        a->cbuf = NULL;
+        a->shared = n;
+    }
+    pthread_mutex_unlock(&share_lock);
+}
+
+/* Drops a reference; the last one frees the packed buffer. */
+static void
+share_release(struct ss__dnn_packed *e)
+{
+    struct ss__dnn_packed **pp;
+    int last;
+
+    pthread_mutex_lock(&share_lock);
+    last = --e->refs == 0;
+    if (last) {
+        for (pp = share_bucket(e->src, e->hash); *pp != e; pp = &(*pp)->next)
+            ;
+        *pp = e->next;
+    }
+    pthread_mutex_unlock(&share_lock);
+    if (last) {
+        dnnl_memory_destroy(e->cmem);
+        ss_free(e->cbuf);
+        ss_free(e);
+    }
+}
+
 void
 ss_dnn_prim_free(ss_dnn_prim_t *p)
 {
@@ -231,38 +379,56 @@ ss_dnn_prim_free(ss_dnn_prim_t *p)
     if (p == NULL)
         return;
     for (i = 0; i < p->n_args; i++) {
+        if (p->args[i].shared) {
+            share_release(p->args[i].shared);
+            continue;
+        }
         if (p->args[i].cmem)
             dnnl_memory_destroy(p->args[i].cmem);
         ss_free(p->args[i].cbuf);
     }
     if (p->prim)
         dnnl_primitive_destroy(p->prim);
+    ss_free(p->args);
     ss_free(p);
 }
 
-static ss__dnn_arg_t *
-new_arg(ss_dnn_prim_t *p, int arg, ss_err_t *err)
+/* Appends an argument; *out points into p->args until the next one. */
+static int
+new_arg(ss_dnn_prim_t *p, int arg, ss__dnn_arg_t **out, ss_err_t *err)
 {
     ss__dnn_arg_t *a;
 
-    if (p->n_args >= SS__DNN_MAX_ARGS) {
-        ss_err_set(err, SS_EUNSUPP, "oneDNN %s: too many arguments",
-                   p->what);
-        return NULL;
+    *out = NULL;
+    if (p->n_args >= SS__DNN_MAX_ARGS)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: too many arguments",
+                          p->what);
+    if (p->n_args == p->cap_args) {
+        int cap = p->cap_args ? 2 * p->cap_args : 4;
+
+        if (cap > SS__DNN_MAX_ARGS)
+            cap = SS__DNN_MAX_ARGS;
+        if ((a = ss_realloc(p->args, (size_t)cap * sizeof(*a))) == NULL)
+            return ss_err_set(err, SS_ENOMEM, "oneDNN %s: no memory for "
+                              "an argument", p->what);
+        p->args = a;
+        p->cap_args = cap;
     }
     a = &p->args[p->n_args++];
     memset(a, 0, sizeof(*a));
     a->arg = arg;
-    return a;
+    *out = a;
+    return 0;
 }
 
 int
 ss__dnn_add_arg(ss_dnn_prim_t *p, int arg, int src, ss_err_t *err)
 {
     ss__dnn_arg_t *a;
+    int rc;
 
-    if ((a = new_arg(p, arg, err)) == NULL)
-        return SS_EUNSUPP;
+    if ((rc = new_arg(p, arg, &a, err)) < 0)
+        return rc;
     a->src = src;
     return 0;
 }
@@ -273,12 +439,13 @@ ss__dnn_add_const(ss_dnn_prim_t *p, int arg,
                   ss_err_t *err)
 {
     ss__dnn_arg_t *a;
+    int rc;
 
     if (data == NULL)
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: constant %d is NULL",
                           p->what, arg);
-    if ((a = new_arg(p, arg, err)) == NULL)
-        return SS_EUNSUPP;
+    if ((rc = new_arg(p, arg, &a, err)) < 0)
+        return rc;
     a->src = SS__DNN_SRC_CONST;
     a->md = *user_md;
     a->udata = data;
@@ -465,23 +632,30 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
     dnnl_stream_t s = NULL;
     dnnl_exec_arg_t args[2];
     size_t n = dnnl_memory_desc_get_size(want);
+    uint64_t hash = bytes_hash(a->udata, dnnl_memory_desc_get_size(&a->md));
     int rc, nt;
 
     if ((rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
+    /* The budget counts the bytes as if owned: a plan's size must not
+     * depend on which other plans are alive. */
+    p->const_bytes += n;
+    if ((a->shared = share_get(a, want, hash)) != NULL) {
+        a->cmem = a->shared->cmem;
+        goto set;
+    }
     if ((a->cbuf = ss_aligned_alloc(n ? n : 64)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "oneDNN %s: no memory for %zu bytes "
                         "of packed constants", p->what, n);
         goto done;
     }
-    p->const_bytes += n;
     rc = ss__dnn_check(dnnl_memory_create(&a->cmem, want, eng, a->cbuf),
                        err, "dnnl_memory_create", p->what);
     if (rc < 0)
         goto done;
     if (dnnl_memory_desc_equal(want, &a->md)) {
         memcpy(a->cbuf, a->udata, n);
-        goto set;
+        goto publish;
     }
     rc = ss__dnn_check(dnnl_memory_create(&from, &a->md, eng,
                                           (void *)a->udata),
@@ -518,6 +692,8 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
     omp_set_num_threads(nt);
     if (rc < 0)
         goto done;
+publish:
+    share_put(a, want, hash);
 set:
     a->md = *want;
     a->udata = NULL;

@@ -33,8 +33,9 @@ typedef struct ss__dnn_arg {
     int src;
     dnnl_memory_desc_t md;    /* the layout the primitive reads/writes */
     const void *udata;        /* CONST, until packed: the caller's data */
-    dnnl_memory_t cmem;       /* CONST: packed, owned */
-    void *cbuf;               /* CONST: its buffer, owned */
+    dnnl_memory_t cmem;       /* CONST: packed; owned, or shared's */
+    void *cbuf;               /* CONST: its buffer, owned (NULL if shared) */
+    struct ss__dnn_packed *shared; /* CONST: a reference, or NULL */
 } ss__dnn_arg_t;
 
 struct ss_dnn_prim {
@@ -47,8 +48,11 @@ struct ss_dnn_prim {
     int dst_ndim;
     int64_t dst_dims[SS_DNN_MAX_DIMS];
     size_t const_bytes;
-    int n_args;
-    ss__dnn_arg_t args[SS__DNN_MAX_ARGS];
+    int n_args, cap_args;
+    /* Grown as arguments are added: a memory descriptor is ~700 bytes,
+     * and a fixed table of SS__DNN_MAX_ARGS cost ~17 KB per object, per
+     * plan, per model. */
+    ss__dnn_arg_t *args;
 };
 
 /* The process-wide CPU engine, created on first use.  [any] */

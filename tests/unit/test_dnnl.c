@@ -328,6 +328,62 @@ done:
     ss_free(want);
 }
 
+/* Objects built from the same weights share one packed copy (a plan per
+ * batch size packs the same initializer).  Freeing one must leave the
+ * other's weights alive (ASan sees a use after free otherwise), and new
+ * bytes at the same address must be packed afresh, not served the old
+ * copy. */
+static void
+test_shared_weights(void)
+{
+    enum { K = 64, N = 24 };
+    ss_dnn_linear_desc_t d = { .k = K, .n = N, .w_nk = 1 };
+    ss_dnn_prim_t *p1 = NULL, *p8 = NULL, *q1 = NULL;
+    ss_err_t err = { 0 };
+    float *src = rnd(8 * K), *w = rnd(N * K), *bias = rnd(N);
+    float *want8 = zeros(8 * N), *want1 = zeros(N);
+    float *out8 = zeros(8 * N), *out1 = zeros(N);
+    const void *in[1] = { src };
+
+    d.w = w;
+    d.bias = bias;
+    d.m = 1;
+    if (!ok(ss_dnn_linear_new(&d, &p1, &err) == 0, "shared: create m=1"))
+        goto done;
+    d.m = 8;
+    if (!ok(ss_dnn_linear_new(&d, &p8, &err) == 0, "shared: create m=8"))
+        goto done;
+    ref_linear(src, w, 1, bias, want8, 8, K, N);
+    ss_dnn_prim_free(p1);
+    p1 = NULL;
+    ok(run(p8, in, out8) == 0, "shared: m=8 runs after m=1 is freed");
+    check_close(out8, want8, 8 * N, "shared: m=8 still has its weights");
+    /* Same address, new bytes: q1 must see them, p8 must not. */
+    for (int i = 0; i < N * K; i++)
+        w[i] = -w[i] + 0.25f;
+    d.m = 1;
+    if (!ok(ss_dnn_linear_new(&d, &q1, &err) == 0, "shared: create again"))
+        goto done;
+    ref_linear(src, w, 1, bias, want1, 1, K, N);
+    ok(run(q1, in, out1) == 0, "shared: run the new object");
+    check_close(out1, want1, N, "shared: changed bytes are packed afresh");
+    ok(run(p8, in, out8) == 0, "shared: run the old object again");
+    check_close(out8, want8, 8 * N, "shared: the old copy is unchanged");
+done:
+    if (err.msg[0])
+        printf("#   %s\n", err.msg);
+    ss_dnn_prim_free(p1);
+    ss_dnn_prim_free(p8);
+    ss_dnn_prim_free(q1);
+    ss_free(src);
+    ss_free(w);
+    ss_free(bias);
+    ss_free(want8);
+    ss_free(want1);
+    ss_free(out8);
+    ss_free(out1);
+}
+
 /* Two threads run one object at once, each with its own stream and
  * scratch; both must reproduce the single-threaded result exactly. */
 typedef struct worker {
@@ -575,6 +631,7 @@ main(void)
     }
     test_linear();
     test_linear_bf16();
+    test_shared_weights();
     test_matmul();
     test_threads();
     test_errors();
