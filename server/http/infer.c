@@ -76,17 +76,54 @@ ss_infer_metrics_init(ss_metrics_t *m, ss_infer_metrics_t *out)
     return out->requests && out->duration ? 0 : SS_ENOMEM;
 }
 
+/*
+ * Looking a series up by its labels takes the metrics registry's mutex:
+ * one global lock per request, on every loop and executor.  So each
+ * thread keeps the series it used last for a few (model, version,
+ * result) keys.  A model is stable for the registry's life and a
+ * version's number names the same series whatever ss_version_t carries
+ * it, and removed series are retired rather than freed, so a cached
+ * pointer stays right even after the version is gone.
+ */
+#define SERIES_CACHE 8
+
+typedef struct series_slot {
+    const ss_infer_metrics_t *im;
+    const ss_model_t *model;
+    int64_t number;
+    const char *result;         /* a string literal from result_name() */
+    ss_series_t *requests;
+    ss_series_t *duration;
+} series_slot_t;
+
+static __thread series_slot_t series_cache[SERIES_CACHE];
+
 static void
 count(const ss_infer_metrics_t *im, const ss_version_t *v,
       const char *result, int64_t start_ns)
 {
-    const char *lv[3] = { ss_model_name(v->model), v->label, result };
+    uintptr_t h = (uintptr_t)v->model ^ (uintptr_t)v->number * 31u ^
+                  (uintptr_t)result >> 3;
+    series_slot_t *slot = &series_cache[(h ^ h >> 7) % SERIES_CACHE];
 
     if (im == NULL || im->requests == NULL)
         return;
-    ss_series_add(ss_metric_series(im->requests, lv), 1);
+    if (slot->im != im || slot->model != v->model ||
+        slot->number != v->number || slot->result != result) {
+        const char *lv[3] = { ss_model_name(v->model), v->label, result };
+        ss_series_t *rq = ss_metric_series(im->requests, lv);
+        ss_series_t *du = ss_metric_series(im->duration, lv);
+
+        if (rq == NULL || du == NULL) {
+            /* Out of memory for a series: count nothing, cache nothing. */
+            slot->im = NULL;
+            return;
+        }
+        *slot = (series_slot_t){ im, v->model, v->number, result, rq, du };
+    }
+    ss_series_add(slot->requests, 1);
     if (start_ns > 0)
-        ss_series_observe(ss_metric_series(im->duration, lv),
+        ss_series_observe(slot->duration,
                           (double)(now_ns() - start_ns) / 1e9);
 }
 
