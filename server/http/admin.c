@@ -165,19 +165,42 @@ body_json(ss_req_t *r)
     return j;
 }
 
+/* The registry reads the repository on a pool thread and calls back on
+ * the loop: the request waits suspended. */
+static void
+json_done(void *arg, int rc, json_t *value, const ss_err_t *err)
+{
+    ss_req_t *r = arg;
+    json_t *j = rc == 0 ? value : error_json(err ? err->msg : "failed");
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    if (text == NULL)
+        rc = SS_ENOMEM;
+    ss_req_finish(r, rc == 0 ? 200 : ss_http_status_of(rc),
+                  "application/json",
+                  text ? text : strdup("{\"error\":\"out of memory\"}"),
+                  text ? strlen(text) : 25);
+}
+
 static void
 repo_index(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
     json_t *body = body_json(r);
+    ss_err_t err = { 0 };
+    int rc;
 
     if (body == NULL)
         return;
-    ss_req_respond_json(r, 200, ss_registry_index(
-                                    s->registry,
-                                    json_is_true(json_object_get(body,
-                                                                 "ready"))));
+    rc = ss_registry_index(s->registry,
+                           json_is_true(json_object_get(body, "ready")),
+                           json_done, r, &err);
     json_decref(body);
+    if (rc < 0)
+        ss_req_fail(r, rc, "%s", err.msg);
+    else
+        ss_req_suspend(r);
 }
 
 static void
@@ -242,12 +265,12 @@ versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
     ss_err_t err = { 0 };
-    json_t *j = ss_registry_versions(s->registry, m->cap[0], &err);
+    int rc = ss_registry_versions(s->registry, m->cap[0], json_done, r, &err);
 
-    if (j == NULL)
-        ss_req_fail(r, err.code, "%s", err.msg);
+    if (rc < 0)
+        ss_req_fail(r, rc, "%s", err.msg);
     else
-        ss_req_respond_json(r, 200, j);
+        ss_req_suspend(r);
 }
 
 /* ---- compression jobs ------------------------------------------------ */

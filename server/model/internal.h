@@ -9,7 +9,10 @@
  * loops) only find a model by name (the model list is prepend-only and
  * published with a release store) and then read the fields marked
  * "m->lock" while holding that model's lock; the loop thread takes it
- * only to write them. */
+ * only to write them.  Pool threads (uv_queue_work) run tasks and the
+ * repository reads of registry_json.c: they touch only their own struct,
+ * versions they hold references to, and a model's immutable name and
+ * dir. */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,27 +23,61 @@
 #define SS_MAX_LOADED 64
 #define SS_MAX_ON_DISK 256
 #define SS_MAX_HISTORY 32
+#define SS__REGISTRY_NAME_MAX 200
 
 typedef enum {
-    SS__REGISTRY_TASK_LOAD,
-    SS__REGISTRY_TASK_ADD
+    SS__REGISTRY_TASK_LOAD,     /* read config.json and the folder, load
+                                 * the versions that changed */
+    SS__REGISTRY_TASK_ADD       /* load one version when it is not, then
+                                 * persist it as the active one */
 } ss__registry_task_kind_t;
 
-/* One load of a model: built on the loop thread, filled by a pool thread,
- * published on the loop thread. */
+/* One operation on a model: built on the loop thread, run on a pool
+ * thread (every file it reads or writes: config.json, the folder, the
+ * model files), published on the loop thread.  The pool thread reads only
+ * the task and the versions it holds references to (immutable); the
+ * "out" fields are its results. */
 typedef struct ss__registry_task {
     uv_work_t work;
     ss_registry_t *reg;
+    /* A name the registry does not know yet gets a new model that only
+     * this task sees (newborn); it joins the list when the task finds
+     * the folder and is freed otherwise, so a load of a missing model
+     * leaves nothing behind.  Such a task is on reg->newborn meanwhile. */
     ss_model_t *model;
+    bool newborn;
+    bool started;               /* queued: task_done owns the outcome */
+    char name[SS__REGISTRY_NAME_MAX + 1];
     ss__registry_task_kind_t kind;
     char dir[4096];
+    bool from_scan;             /* counts in the scan's pending steps */
+    bool was_wanted;            /* LOAD: m->wanted before the task */
+
+    /* in */
+    json_t *override;           /* LOAD: own copy, freed on the loop */
+    ss_version_t *have[SS_MAX_LOADED]; /* a reference each: LOAD, the
+                                 * loaded versions; ADD, have[0] is the
+                                 * version when already loaded */
+    int n_have;
+    int64_t version;            /* ADD: the version to make active */
+    bool push_history;          /* ADD: keep the current one for rollback */
+    bool rollback;              /* ADD: pops the history on success */
+
+    /* out; ADD reads cfg as an input */
+    int rc;                     /* the task as a whole */
+    bool found;                 /* LOAD: the model's folder was listed */
+    ss_err_t err;
     ss_model_config_t cfg;
-    int64_t activate;           /* SS__REGISTRY_TASK_ADD: the version to
-                                 * activate */
+    int64_t on_disk[SS_MAX_ON_DISK];
+    int n_on_disk;
     int n_load;
     int64_t load[SS_MAX_LOADED];
     ss_version_t *loaded[SS_MAX_LOADED];
     char verr[SS_MAX_LOADED][256];
+    int persist_rc;             /* ADD: config.json written? */
+    ss_err_t persist_err;
+
+    struct ss__registry_task *next_newborn;
     ss_registry_cb cb;
     void *cb_arg;
 } ss__registry_task_t;
@@ -87,8 +124,11 @@ struct ss_registry {
     int tasks;                  /* operations in flight */
     _Atomic bool closing;       /* [any] */
 
-    /* scan completion */
+    ss__registry_task_t *newborn; /* loads of names not known yet */
+
+    /* scan completion: the scan's own step and the loads it started */
     int scan_pending;
+    bool scan_again;            /* a scan asked for while one runs */
     ss_registry_cb scan_cb;
     void *scan_arg;
 
@@ -104,18 +144,19 @@ struct ss_registry {
 
 ss_model_t *ss__registry_find(const ss_registry_t *r, const char *name);
 int ss__registry_valid_name(const char *name);
-ss_model_t *ss__registry_model_get(ss_registry_t *r, const char *name,
+ss_model_t *ss__registry_model_new(ss_registry_t *r, const char *name,
                                    ss_err_t *err);
 int ss__registry_check_idle(ss_registry_t *r, ss_model_t *m, ss_err_t *err);
 ss__registry_task_t *ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+                                           const char *name,
                                            ss__registry_task_kind_t kind,
                                            ss_registry_cb cb, void *arg,
                                            ss_err_t *err);
 int ss__registry_start_task(ss_registry_t *r, ss__registry_task_t *t,
                             ss_err_t *err);
 ss_version_t *ss__registry_find_loaded(ss_model_t *m, int64_t v);
-int ss__registry_switch_active(ss_model_t *m, ss_version_t *v,
-                               bool push_history, ss_err_t *err);
+void ss__registry_set_active(ss_model_t *m, ss_version_t *v,
+                             bool push_history);
 void ss__registry_trim(ss_model_t *m);
 void ss__registry_set_versions(ss_model_t *m, ss_version_t **keep, int n,
                                ss_version_t *active);
@@ -124,7 +165,13 @@ void ss__registry_set_state(ss_model_t *m, ss_model_state_t st,
 void ss__registry_set_gauges(ss_model_t *m);
 int ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime,
                             int64_t *size);
+void ss__registry_scan_start(ss_registry_t *r);
 void ss__registry_scan_step_done(ss_registry_t *r);
+/* [any] Lists the version folders holding a model.onnx, ascending;
+ * -errno when dir cannot be read. */
 int ss__registry_list_versions(const char *dir, int64_t *out, int max);
+/* [any] A JSON string of text with invalid UTF-8 replaced (U+FFFD):
+ * reasons quote file contents. */
+json_t *ss__registry_json_text(const char *text);
 
 #endif

@@ -13,13 +13,19 @@
 #include "server/model/modelcfg.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/atomicfile.h"
 #include "engine/io/npy.h"
+
+/* config.json is a few keys; anything larger is not one. */
+#define CONFIG_MAX (1 << 20)
 
 void
 ss_model_config_default(ss_model_config_t *c)
@@ -214,24 +220,48 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
     return 0;
 }
 
+/* Reads config.json: 1 when there is none.  Only a regular file of at
+ * most CONFIG_MAX bytes is read, and opening never waits (a FIFO under
+ * that name would hold a pool thread forever).  Messages name the model's
+ * config.json, not its path. */
 static int
-load_json(const char *path, json_t **out, ss_err_t *err)
+load_json(const char *path, const char *what, json_t **out, ss_err_t *err)
 {
     json_error_t jerr;
+    struct stat st;
+    int fd, rc = 0;
 
-    *out = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (*out != NULL)
-        return 0;
-    if (access(path, F_OK) != 0 && errno == ENOENT)
-        return 1;
-    return ss_err_set(err, SS_EINVAL, "%s: line %d: %s", path, jerr.line,
-                      jerr.text);
+    *out = NULL;
+    if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return errno == ENOENT ? 1
+                               : ss_err_set(err, SS_EIO, "%s: %s", what,
+                                            strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        rc = ss_err_set(err, SS_EINVAL, "%s: not a regular file", what);
+    else if (st.st_size > CONFIG_MAX)
+        rc = ss_err_set(err, SS_EINVAL, "%s: %lld bytes, more than %d",
+                        what, (long long)st.st_size, CONFIG_MAX);
+    else if ((*out = json_loadfd(fd, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
+        rc = ss_err_set(err, SS_EINVAL, "%s: line %d: %s", what, jerr.line,
+                        jerr.text);
+    close(fd);
+    return rc;
+}
+
+/* The name config.json is known by in messages: "<model>/config.json". */
+static const char *
+short_name(const char *dir, char *buf, size_t cap)
+{
+    const char *base = strrchr(dir, '/');
+
+    snprintf(buf, cap, "%s/config.json", base ? base + 1 : dir);
+    return buf;
 }
 
 int
 ss_model_config_load(const char *dir, ss_model_config_t *c, ss_err_t *err)
 {
-    char path[4096];
+    char path[4096], what[256];
     json_t *root = NULL;
     int rc;
 
@@ -239,20 +269,26 @@ ss_model_config_load(const char *dir, ss_model_config_t *c, ss_err_t *err)
     if (snprintf(path, sizeof(path), "%s/config.json", dir) >=
         (int)sizeof(path))
         return ss_err_set(err, SS_EINVAL, "path too long: %s", dir);
-    if ((rc = load_json(path, &root, err)) != 0)
+    short_name(dir, what, sizeof(what));
+    if ((rc = load_json(path, what, &root, err)) != 0)
         return rc > 0 ? 0 : rc;
     rc = ss_model_config_apply(c, root, err);
     if (rc < 0)
-        ss_err_wrap(err, rc, "%s", path);
+        ss_err_wrap(err, rc, "%s", what);
     json_decref(root);
     return rc;
 }
 
-int
-ss_model_config_save_active(const char *dir, int64_t version, ss_err_t *err)
+/* Sets active_version (0 removes it; only_if_absent leaves a version
+ * already named) under save_lock: config.json is read, changed and
+ * written back whole, and the registry (pool threads) and jobs (the job
+ * thread) both write it. */
+static int
+save_active(const char *dir, int64_t version, bool only_if_absent,
+            ss_err_t *err)
 {
     ss_atomic_file_t af = { .fd = -1 };
-    char path[4096];
+    char path[4096], what[256];
     json_t *root = NULL;
     char *text = NULL;
     int rc;
@@ -260,10 +296,15 @@ ss_model_config_save_active(const char *dir, int64_t version, ss_err_t *err)
     if (snprintf(path, sizeof(path), "%s/config.json", dir) >=
         (int)sizeof(path))
         return ss_err_set(err, SS_EINVAL, "path too long: %s", dir);
-    if ((rc = load_json(path, &root, err)) < 0)
+    short_name(dir, what, sizeof(what));
+    if ((rc = load_json(path, what, &root, err)) < 0)
         return rc;
+    rc = 0;
     if (root == NULL && (root = json_object()) == NULL)
         return ss_err_set(err, SS_ENOMEM, "out of memory");
+    if (only_if_absent &&
+        json_integer_value(json_object_get(root, "active_version")) > 0)
+        goto done;
     if (version > 0)
         rc = json_object_set_new(root, "active_version",
                                  json_integer(version));
@@ -283,6 +324,30 @@ done:
     ss_atomic_abort(&af);
     free(text);
     json_decref(root);
+    return rc;
+}
+
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int
+ss_model_config_save_active(const char *dir, int64_t version, ss_err_t *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&save_lock);
+    rc = save_active(dir, version, false, err);
+    pthread_mutex_unlock(&save_lock);
+    return rc;
+}
+
+int
+ss_model_config_pin_active(const char *dir, int64_t version, ss_err_t *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&save_lock);
+    rc = save_active(dir, version, true, err);
+    pthread_mutex_unlock(&save_lock);
     return rc;
 }
 

@@ -11,7 +11,11 @@
  * (temporary file, fsync, rename, fsync of the folder), preserving the
  * other keys as the user wrote them.
  *
- * THREADS: values are plain data; parse/write are [any].
+ * config.json is read only when it is a regular file of at most 1 MiB,
+ * and opening it never waits; messages call it "<model>/config.json".
+ *
+ * THREADS: values are plain data; parse/write are [any] and do file I/O:
+ * never on a loop thread.
  */
 
 #include <stdbool.h>
@@ -63,9 +67,13 @@ int ss_model_config_load(const char *dir, ss_model_config_t *c,
                          ss_err_t *err);
 
 /* Sets "active_version" in <dir>/config.json atomically, keeping every
- * other key; 0 removes it. */
+ * other key; 0 removes it.  Writers of config.json in this process are
+ * serialized. */
 int ss_model_config_save_active(const char *dir, int64_t version,
                                 ss_err_t *err);
+/* The same, but only when the file names no active version yet. */
+int ss_model_config_pin_active(const char *dir, int64_t version,
+                               ss_err_t *err);
 
 /* The Triton-style JSON of c (for GET .../config). New reference. */
 json_t *ss_model_config_json(const ss_model_config_t *c);

@@ -55,6 +55,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "server/model/sampler.h"
 
 /* ---- versions and the reaper ----------------------------------------- */
@@ -134,12 +135,16 @@ ss__registry_find(const ss_registry_t *r, const char *name)
     return NULL;
 }
 
+/* A model name is a folder name that is safe in a path, a URL, JSON and
+ * a log line: valid UTF-8 (JSON strings must be), no control characters,
+ * no separator, not hidden (".", "..", temporary files). */
 int
 ss__registry_valid_name(const char *name)
 {
     size_t n = strlen(name), i;
 
-    if (n == 0 || n > 200 || name[0] == '.')
+    if (n == 0 || n > SS__REGISTRY_NAME_MAX || name[0] == '.' ||
+        !ss_utf8_valid(name, n))
         return 0;
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
@@ -150,14 +155,14 @@ ss__registry_valid_name(const char *name)
     return 1;
 }
 
+/* A model not yet in the list: a load of a new name works on it and
+ * publishes it once its folder is found (model_free otherwise). */
 ss_model_t *
-ss__registry_model_get(ss_registry_t *r, const char *name, ss_err_t *err)
+ss__registry_model_new(ss_registry_t *r, const char *name, ss_err_t *err)
 {
-    ss_model_t *m = ss__registry_find(r, name);
+    ss_model_t *m;
     char dir[4096];
 
-    if (m != NULL)
-        return m;
     if (snprintf(dir, sizeof(dir), "%s/%s", r->repo, name) >=
         (int)sizeof(dir)) {
         ss_err_set(err, SS_EINVAL, "model name too long");
@@ -175,10 +180,25 @@ ss__registry_model_get(ss_registry_t *r, const char *name, ss_err_t *err)
     m->reg = r;
     ss_model_config_default(&m->cfg);
     pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+static void
+model_free(ss_model_t *m)
+{
+    ss_sampler_free(m->sampler);
+    pthread_mutex_destroy(&m->lock);
+    ss_free(m->name);
+    ss_free(m->dir);
+    ss_free(m);
+}
+
+static void
+model_publish(ss_registry_t *r, ss_model_t *m)
+{
     m->next = r->models;
     /* Other threads may walk the list now: publish m complete. */
     __atomic_store_n(&r->models, m, __ATOMIC_RELEASE);
-    return m;
 }
 
 /* ---- scanning a model folder ------------------------------------------- */
@@ -320,9 +340,87 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     *out = v;
     return 0;
 fail:
-    ss_err_wrap(err, rc, "%s", path);
+    /* The engine's messages name the file already. */
+    ss_err_wrap(err, rc, "version %lld", (long long)number);
     version_destroy(v);
     return rc;
+}
+
+static int
+find_have(const ss__registry_task_t *t, int64_t v)
+{
+    int i;
+
+    for (i = 0; i < t->n_have; i++)
+        if (t->have[i]->number == v)
+            return i;
+    return -1;
+}
+
+/* LOAD: the model's config.json (with the override over it), its version
+ * folders, and which versions to (re)load: those the policy wants, or the
+ * configured active one, unless already loaded from the same file with
+ * the same config. */
+static void
+plan_load(ss__registry_task_t *t)
+{
+    ss_model_config_t *cfg = &t->cfg;
+    int i, n;
+
+    n = ss__registry_list_versions(t->dir, t->on_disk, SS_MAX_ON_DISK);
+    if (n < 0) {
+        t->rc = ss_err_set(&t->err, SS_ENOTFOUND, "unknown model '%s'",
+                           t->name);
+        return;
+    }
+    t->n_on_disk = n;
+    t->found = true;
+    if ((t->rc = ss_model_config_load(t->dir, cfg, &t->err)) < 0)
+        return;
+    if (t->override != NULL &&
+        (t->rc = ss_model_config_apply(cfg, t->override, &t->err)) < 0) {
+        ss_err_wrap(&t->err, t->rc, "config override");
+        return;
+    }
+    for (i = 0; i < n && t->n_load < SS_MAX_LOADED; i++) {
+        int64_t v = t->on_disk[i], mt = 0, sz = 0;
+        int h = find_have(t, v);
+        const ss_version_t *have = h >= 0 ? t->have[h] : NULL;
+
+        if (!ss_model_config_wants(cfg, v, t->on_disk, n) &&
+            v != cfg->active_version)
+            continue;
+        ss__registry_file_stamp(t->dir, v, &mt, &sz);
+        /* Unchanged files keep their loaded version, unless the config
+         * changed how it runs. */
+        if (have != NULL && have->file_mtime_ns == mt &&
+            have->file_size == sz &&
+            memcmp(&have->cfg, cfg, sizeof(*cfg)) == 0)
+            continue;
+        if (have != NULL && have->file_mtime_ns == mt &&
+            have->file_size == sz && t->override == NULL &&
+            have->cfg.active_version != cfg->active_version)
+            continue;
+        t->load[t->n_load++] = v;
+    }
+}
+
+/* ADD: the version must exist before anything is loaded or written. */
+static void
+plan_add(ss__registry_task_t *t)
+{
+    int64_t mt, sz;
+
+    if (t->n_have == 0) {
+        if (ss__registry_file_stamp(t->dir, t->version, &mt, &sz) < 0) {
+            t->rc = ss_err_set(&t->err, SS_ENOTFOUND, "model '%s' has no "
+                               "version %lld", t->name,
+                               (long long)t->version);
+            return;
+        }
+        t->load[0] = t->version;
+        t->n_load = 1;
+    }
 }
 
 static void
@@ -331,6 +429,12 @@ task_work(uv_work_t *w)
     ss__registry_task_t *t = w->data;
     int i;
 
+    if (t->kind == SS__REGISTRY_TASK_LOAD)
+        plan_load(t);
+    else
+        plan_add(t);
+    if (t->rc < 0)
+        return;
     for (i = 0; i < t->n_load; i++) {
         ss_err_t e = { 0 };
         ss_version_t *v = NULL;
@@ -342,6 +446,12 @@ task_work(uv_work_t *w)
         }
         t->loaded[i] = v;
     }
+    /* The active version is persisted before it is switched: a failed
+     * write changes nothing, and a restart serves the same version. */
+    if (t->kind == SS__REGISTRY_TASK_ADD &&
+        (t->n_have > 0 || t->loaded[0] != NULL))
+        t->persist_rc = ss_model_config_save_active(t->dir, t->version,
+                                                    &t->persist_err);
 }
 
 /* ---- publishing (loop thread) ------------------------------------------ */
@@ -358,8 +468,15 @@ task_free(ss__registry_task_t *t)
 {
     int i;
 
+    /* A new model the task never published (it did not start). */
+    if (t->newborn && t->model != NULL && !t->started)
+        model_free(t->model);
+
     for (i = 0; i < t->n_load; i++)
         ss_version_unref(t->loaded[i]);
+    for (i = 0; i < t->n_have; i++)
+        ss_version_unref(t->have[i]);
+    json_decref(t->override);
     ss_free(t);
 }
 
@@ -498,19 +615,14 @@ ss__registry_trim(ss_model_t *m)
     ss__registry_set_versions(m, keep, n, m->active);
 }
 
-/* Makes v active, persisting the choice first; push_history keeps the
- * current one for rollback. */
-int
-ss__registry_switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
-              ss_err_t *err)
+/* Makes v (listed) active; push_history keeps the current one for
+ * rollback.  The choice is persisted already (task_work). */
+void
+ss__registry_set_active(ss_model_t *m, ss_version_t *v, bool push_history)
 {
-    int rc;
-
-    if ((rc = ss_model_config_save_active(m->dir, v->number, err)) < 0)
-        return rc;
     m->cfg.active_version = v->number;
     if (m->active == v)
-        return 0;
+        return;
     if (push_history && m->active != NULL) {
         if (m->n_history == SS_MAX_HISTORY) {
             memmove(m->history, m->history + 1,
@@ -527,18 +639,25 @@ ss__registry_switch_active(ss_model_t *m, ss_version_t *v, bool push_history,
     pthread_mutex_unlock(&m->lock);
     ss__registry_trim(m);
     ss__registry_set_gauges(m);
-    return 0;
 }
 
 void
 ss__registry_scan_step_done(ss_registry_t *r)
 {
-    if (r->scan_pending > 0 && --r->scan_pending == 0 && r->scan_cb) {
-        ss_registry_cb cb = r->scan_cb;
+    ss_registry_cb cb = r->scan_cb;
 
-        r->scan_cb = NULL;
-        cb(r->scan_arg, 0, NULL);
+    if (r->scan_pending == 0 || --r->scan_pending > 0)
+        return;
+    if (r->scan_again && !r->closing) {
+        /* Asked for while this one ran: its callback waits for it. */
+        r->scan_again = false;
+        ss__registry_scan_start(r);
+        return;
     }
+    r->scan_again = false;
+    r->scan_cb = NULL;
+    if (cb != NULL)
+        cb(r->scan_arg, 0, NULL);
 }
 
 static void
@@ -572,7 +691,7 @@ publish_load(ss__registry_task_t *t, ss_err_t *err, int *rc)
     if (n == 0 && (failed > 0 || m->n_versions == 0)) {
         if (failed == 0)
             snprintf(msg, sizeof(msg), "no version folder with a model.onnx "
-                     "in %s", m->dir);
+                     "in '%s'", m->name);
         *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
         ss_log_error("model=%s failed to load: %s", m->name, msg);
         /* A reload that fails keeps serving what was there. */
@@ -608,28 +727,47 @@ static void
 publish_add(ss__registry_task_t *t, ss_err_t *err, int *rc)
 {
     ss_model_t *m = t->model;
-    ss_version_t *v = t->loaded[0];
+    ss_version_t *v = t->n_have > 0 ? t->have[0] : t->loaded[0];
 
     if (v == NULL) {
         *rc = ss_err_set(err, SS_EBADMODEL, "model '%s' version %lld: %s",
-                         m->name, (long long)t->load[0], t->verr[0]);
+                         m->name, (long long)t->version, t->verr[0]);
         return;
     }
-    if (m->n_versions == SS_MAX_LOADED) {
-        *rc = ss_err_set(err, SS_ECONFLICT, "model '%s' has too many loaded "
-                         "versions", m->name);
+    if (t->persist_rc < 0) {
+        /* Nothing changed; a version loaded for it goes with the task. */
+        *rc = ss_err_set(err, t->persist_rc, "%s", t->persist_err.msg);
         return;
     }
-    pthread_mutex_lock(&m->lock);
-    m->versions[m->n_versions++] = v;
-    pthread_mutex_unlock(&m->lock);
-    t->loaded[0] = NULL;
-    if ((*rc = ss__registry_switch_active(m, v, t->activate >= 0, err)) < 0) {
-        ss__registry_trim(m);        /* drops v again: nothing changed */
-        return;
+    if (t->n_have == 0) {
+        if (m->n_versions == SS_MAX_LOADED) {
+            *rc = ss_err_set(err, SS_ECONFLICT, "model '%s' has too many "
+                             "loaded versions", m->name);
+            return;
+        }
+        pthread_mutex_lock(&m->lock);
+        m->versions[m->n_versions++] = v;
+        pthread_mutex_unlock(&m->lock);
+        t->loaded[0] = NULL;        /* the list owns it now */
     }
+    if (t->rollback && m->n_history > 0 &&
+        m->history[m->n_history - 1] == t->version)
+        m->n_history--;
+    ss__registry_set_active(m, v, t->push_history);
     ss__registry_set_state(m, SS_MODEL_READY, NULL);
     ss__registry_set_gauges(m);
+}
+
+static void
+newborn_remove(ss_registry_t *r, ss__registry_task_t *t)
+{
+    ss__registry_task_t **p;
+
+    for (p = &r->newborn; *p != NULL; p = &(*p)->next_newborn)
+        if (*p == t) {
+            *p = t->next_newborn;
+            return;
+        }
 }
 
 static void
@@ -639,26 +777,60 @@ task_done(uv_work_t *w, int status)
     ss_model_t *m = t->model;
     ss_registry_t *r = t->reg;
     ss_err_t err = { 0 };
-    int i, rc = 0;
+    int i, rc = 0, live = 0;
+    bool scan = t->from_scan;
 
     r->tasks--;
-    m->task = NULL;
     for (i = 0; i < t->n_load; i++)
-        if (t->loaded[i] != NULL)
-            m->live++;
+        live += t->loaded[i] != NULL;
+    if (t->newborn) {
+        newborn_remove(r, t);
+        if (!t->found) {
+            /* No folder: no model, nothing loaded (plan_load stopped). */
+            model_free(m);
+            m = t->model = NULL;
+        } else {
+            /* Known from now on, listed by the index even when its
+             * config.json is wrong; versions may point at it. */
+            if (t->rc == 0) {
+                m->wanted = true;
+                m->state = SS_MODEL_LOADING;
+            }
+            model_publish(r, m);
+        }
+    }
+    if (m != NULL) {
+        m->task = NULL;
+        m->live += live;
+    }
     if (r->closing || status == UV_ECANCELED) {
         rc = ss_err_set(&err, SS_ENOTREADY, "the server is shutting down");
+    } else if (t->rc < 0) {
+        rc = ss_err_set(&err, t->rc, "%s", t->err.msg);
+        /* A load that could not start (folder gone, config.json wrong)
+         * takes back what it claimed; the index says why. */
+        if (m != NULL && t->kind == SS__REGISTRY_TASK_LOAD) {
+            pthread_mutex_lock(&m->lock);
+            m->wanted = t->was_wanted;
+            pthread_mutex_unlock(&m->lock);
+            if (m->n_versions == 0)
+                ss__registry_set_state(m, SS_MODEL_UNAVAILABLE, err.msg);
+        }
     } else if (t->kind == SS__REGISTRY_TASK_LOAD) {
+        memcpy(m->on_disk, t->on_disk, sizeof(t->on_disk[0]) *
+               (size_t)t->n_on_disk);
+        m->n_on_disk = t->n_on_disk;
         publish_load(t, &err, &rc);
     } else {
         publish_add(t, &err, &rc);
     }
-    if (m->state == SS_MODEL_LOADING)
+    if (m != NULL && m->state == SS_MODEL_LOADING)
         ss__registry_set_state(m, m->n_versions ? SS_MODEL_READY
                                                 : SS_MODEL_UNAVAILABLE, NULL);
     complete(t, rc, &err);
     task_free(t);
-    ss__registry_scan_step_done(r);
+    if (scan)
+        ss__registry_scan_step_done(r);
 }
 
 int
@@ -673,13 +845,19 @@ ss__registry_start_task(ss_registry_t *r, ss__registry_task_t *t,
         return ss_err_set(err, SS_EINTERNAL, "cannot queue the load: %s",
                           uv_strerror(rc));
     }
+    t->started = true;
     t->model->task = t;
+    if (t->newborn) {
+        t->next_newborn = r->newborn;
+        r->newborn = t;
+    }
     r->tasks++;
     return 0;
 }
 
+/* m NULL: a name not known yet (LOAD only); the task makes its model. */
 ss__registry_task_t *
-ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
+ss__registry_task_new(ss_registry_t *r, ss_model_t *m, const char *name,
                       ss__registry_task_kind_t kind, ss_registry_cb cb,
                       void *arg, ss_err_t *err)
 {
@@ -689,12 +867,19 @@ ss__registry_task_new(ss_registry_t *r, ss_model_t *m,
         ss_err_set(err, SS_ENOMEM, "out of memory");
         return NULL;
     }
+    if (m == NULL) {
+        if ((m = ss__registry_model_new(r, name, err)) == NULL) {
+            ss_free(t);
+            return NULL;
+        }
+        t->newborn = true;
+    }
     t->reg = r;
     t->model = m;
     t->kind = kind;
     t->cb = cb;
     t->cb_arg = arg;
-    t->activate = -1;
+    snprintf(t->name, sizeof(t->name), "%s", m->name);
     snprintf(t->dir, sizeof(t->dir), "%s", m->dir);
     return t;
 }
@@ -848,11 +1033,7 @@ on_async_closed(uv_handle_t *h)
 
     for (m = r->models; m != NULL; m = next) {
         next = m->next;
-        ss_sampler_free(m->sampler);
-        pthread_mutex_destroy(&m->lock);
-        ss_free(m->name);
-        ss_free(m->dir);
-        ss_free(m);
+        model_free(m);
     }
     /* Versions the reaper freed after the loop's last wake-up. */
     for (l = ss_queue_take_all(&r->freed); l != NULL; l = nl) {

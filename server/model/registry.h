@@ -8,9 +8,11 @@
  *
  * A loaded version (ss_version_t) is immutable and reference-counted: the
  * model's list of loaded versions holds one reference per version, and
- * every admitted request holds one until its batch completes.  Loading
- * compiles off the loop thread (uv_queue_work) and publishes on the loop
- * thread: a swap is one pointer store there, under the model's lock,
+ * every admitted request holds one until its batch completes.  Every
+ * file the registry reads or writes (config.json, the repository and
+ * model folders, model files, variant.json) is read or written on a
+ * libuv pool thread (uv_queue_work), never on the loop thread: loading
+ * compiles there too, and publishes on the loop thread: a swap is one pointer store there, under the model's lock,
  * because requests take their reference on the HTTP loop threads
  * (ss_registry_acquire holds the same lock around finding the version and
  * taking the reference).  Requests already running keep their version
@@ -20,7 +22,9 @@
  * itself).
  *
  * At most one load/unload/activate runs per model at a time; another
- * answers SS_ECONFLICT.
+ * answers SS_ECONFLICT.  A load of a name the registry does not know
+ * creates the model only once its folder is found: loading a missing
+ * model leaves nothing behind (no index entry).
  *
  * THREADS: everything is [loop] (the thread that created the registry)
  * except ss_version_ref/unref, ss_registry_acquire, ss_registry_ready,
@@ -106,7 +110,9 @@ int ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
 int ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
                        void *arg, ss_err_t *err);
 /* Makes version v the one served (loading it first if needed) and
- * persists the choice in config.json. */
+ * persists the choice in config.json, before switching.  cb always runs
+ * later, from the loop, when 0 is returned (config.json is written on a
+ * pool thread). */
 int ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
                          ss_registry_cb cb, void *arg, ss_err_t *err);
 /* Activates the version that was active before the current one. */
@@ -121,16 +127,25 @@ int ss_registry_rollback(ss_registry_t *r, const char *name,
 int ss_registry_acquire(ss_registry_t *r, const char *name, int64_t v,
                         ss_version_t **out, ss_err_t *err);
 
-/* Triton's repository index: [{"name","version","state","reason"}]. */
-json_t *ss_registry_index(ss_registry_t *r, bool ready_only);
+/* [loop] Completion of a read of the repository: rc 0 with a new JSON
+ * value (the callback owns it), or a negative code with err. */
+typedef void (*ss_registry_json_cb)(void *arg, int rc, json_t *value,
+                                    const ss_err_t *err);
+
+/* Triton's repository index: [{"name","version","state","reason"}].  The
+ * folders are listed on a pool thread; cb runs later on the loop.
+ * Returns 0, or a negative code (cb is not called). */
+int ss_registry_index(ss_registry_t *r, bool ready_only,
+                      ss_registry_json_cb cb, void *arg, ss_err_t *err);
 /* [any] {"name","versions","platform","inputs","outputs"} of a version. */
 json_t *ss_version_metadata(const ss_version_t *v);
 /* [any] Triton's model configuration of a version. */
 json_t *ss_version_config(const ss_version_t *v);
 /* Every version of a model on disk and loaded, with lineage from
- * variant.json when present (GET /admin/models/{m}/versions). */
-json_t *ss_registry_versions(ss_registry_t *r, const char *name,
-                             ss_err_t *err);
+ * variant.json when present (GET /admin/models/{m}/versions); read and
+ * answered like ss_registry_index. */
+int ss_registry_versions(ss_registry_t *r, const char *name,
+                         ss_registry_json_cb cb, void *arg, ss_err_t *err);
 
 /* [any] True when every model that should be loaded is ready. */
 bool ss_registry_ready(const ss_registry_t *r);

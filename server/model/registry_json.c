@@ -6,15 +6,30 @@
  *
  * THREADS: [loop], except ss_version_metadata() and ss_version_config()
  * [any]: the version is immutable; the model's list is read under its
- * lock.
+ * lock.  The index and the versions list read the repository on a pool
+ * thread (rd_work) and are built on the loop (rd_done).
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "common/alloc.h"
+#include "common/utf8.h"
 #include "server/model/registry.h"
 #include "server/model/internal.h"
+
+json_t *
+ss__registry_json_text(const char *text)
+{
+    char buf[SS_ERR_MSG_MAX * 3];
+
+    ss_utf8_sanitize(buf, sizeof(buf), text);
+    return json_string(buf);
+}
 
 static const char *
 state_name(ss_model_state_t s)
@@ -38,45 +53,212 @@ is_loaded(const ss_model_t *m, int64_t v)
     return 0;
 }
 
-json_t *
-ss_registry_index(ss_registry_t *r, bool ready_only)
+/* ---- reads of the repository (pool thread), answered on the loop -------- */
+
+/* One index or versions request: the pool thread lists folders and reads
+ * variant.json files into its own arrays; the loop thread then joins them
+ * with the loaded state it owns.  Models are never freed before the
+ * registry, and the registry waits for these (r->tasks). */
+typedef struct rd_model {
+    ss_model_t *m;
+    int n;                      /* versions on disk, or -errno */
+    int64_t disk[SS_MAX_ON_DISK];
+    json_t *variant[SS_MAX_ON_DISK]; /* versions: each variant.json */
+} rd_model_t;
+
+typedef struct rd {
+    uv_work_t work;
+    ss_registry_t *reg;
+    bool versions;              /* else the index */
+    bool ready_only;
+    int n;
+    rd_model_t *models;
+    ss_registry_json_cb cb;
+    void *arg;
+} rd_t;
+
+static void
+rd_free(rd_t *q)
+{
+    int i, k;
+
+    if (q == NULL)
+        return;
+    for (i = 0; i < q->n; i++)
+        for (k = 0; k < SS_MAX_ON_DISK; k++)
+            json_decref(q->models[i].variant[k]);
+    ss_free(q->models);
+    ss_free(q);
+}
+
+/* variant.json of a version: a small regular file, or nothing. */
+static json_t *
+read_variant(const char *dir, int64_t v)
+{
+    char path[4200];
+    struct stat st;
+    json_error_t je;
+    json_t *j = NULL;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%lld/variant.json", dir, (long long)v);
+    if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= 1 << 20)
+        j = json_loadfd(fd, 0, &je);
+    close(fd);
+    return j;
+}
+
+static void
+rd_work(uv_work_t *w)
+{
+    rd_t *q = w->data;
+    int i, k;
+
+    for (i = 0; i < q->n; i++) {
+        rd_model_t *x = &q->models[i];
+
+        x->n = ss__registry_list_versions(x->m->dir, x->disk,
+                                          SS_MAX_ON_DISK);
+        for (k = 0; q->versions && k < x->n; k++)
+            x->variant[k] = read_variant(x->m->dir, x->disk[k]);
+    }
+}
+
+static json_t *
+index_json(const rd_t *q)
 {
     json_t *arr = json_array();
-    const ss_model_t *m;
     char vs[24];
-    int i;
+    int i, k;
 
-    for (m = r->models; m != NULL; m = m->next) {
-        int64_t disk[SS_MAX_ON_DISK];
-        int n = ss__registry_list_versions(m->dir, disk, SS_MAX_ON_DISK);
+    for (i = 0; i < q->n; i++) {
+        const rd_model_t *x = &q->models[i];
+        const ss_model_t *m = x->m;
 
-        for (i = 0; i < n; i++) {
-            int loaded = is_loaded(m, disk[i]);
+        for (k = 0; k < x->n; k++) {
+            int loaded = is_loaded(m, x->disk[k]);
             const char *st = loaded ? "READY" : state_name(m->state);
             json_t *e;
 
             if (!loaded && m->state == SS_MODEL_READY)
                 st = "UNAVAILABLE";
-            if (ready_only && !loaded)
+            if (q->ready_only && !loaded)
                 continue;
-            snprintf(vs, sizeof(vs), "%lld", (long long)disk[i]);
+            snprintf(vs, sizeof(vs), "%lld", (long long)x->disk[k]);
             e = json_pack("{s:s,s:s,s:s}", "name", m->name, "version", vs,
                           "state", st);
             if (!loaded && m->reason[0])
-                json_object_set_new(e, "reason", json_string(m->reason));
+                json_object_set_new(e, "reason",
+                                    ss__registry_json_text(m->reason));
             else if (!loaded && m->state == SS_MODEL_READY)
                 json_object_set_new(e, "reason",
                                     json_string("not wanted by the version "
                                                 "policy"));
             json_array_append_new(arr, e);
         }
-        if (n <= 0 && !ready_only)
+        if (x->n <= 0 && !q->ready_only)
             json_array_append_new(
-                arr, json_pack("{s:s,s:s,s:s}", "name", m->name, "state",
+                arr, json_pack("{s:s,s:s,s:o}", "name", m->name, "state",
                                "UNAVAILABLE", "reason",
-                               m->reason[0] ? m->reason : "no versions"));
+                               ss__registry_json_text(m->reason[0]
+                                                          ? m->reason
+                                                          : "no versions")));
     }
     return arr;
+}
+
+static json_t *
+versions_json(rd_t *q)
+{
+    rd_model_t *x = &q->models[0];
+    const ss_model_t *m = x->m;
+    json_t *arr = json_array(), *hist = json_array();
+    int i;
+
+    for (i = 0; i < x->n; i++) {
+        json_t *e = json_pack("{s:I,s:b,s:b}", "version",
+                              (json_int_t)x->disk[i], "loaded",
+                              is_loaded(m, x->disk[i]), "active",
+                              m->active != NULL &&
+                                  m->active->number == x->disk[i]);
+
+        if (x->variant[i] != NULL) {
+            json_object_set_new(e, "variant", x->variant[i]);
+            x->variant[i] = NULL;
+        }
+        json_array_append_new(arr, e);
+    }
+    for (i = 0; i < m->n_history; i++)
+        json_array_append_new(hist, json_integer(m->history[i]));
+    return json_pack("{s:s,s:s,s:I,s:o,s:o}", "name", m->name, "state",
+                     state_name(m->state), "active_version",
+                     (json_int_t)(m->active ? m->active->number : 0),
+                     "versions", arr, "history", hist);
+}
+
+static void
+rd_done(uv_work_t *w, int status)
+{
+    rd_t *q = w->data;
+    ss_registry_t *r = q->reg;
+    ss_err_t err = { 0 };
+    json_t *j = NULL;
+    int rc = 0;
+
+    r->tasks--;
+    if (r->closing || status != 0)
+        rc = ss_err_set(&err, SS_ENOTREADY, "the server is shutting down");
+    else if ((j = q->versions ? versions_json(q) : index_json(q)) == NULL)
+        rc = ss_err_set(&err, SS_ENOMEM, "out of memory");
+    q->cb(q->arg, rc, j, rc < 0 ? &err : NULL);
+    rd_free(q);
+}
+
+static int
+rd_start(ss_registry_t *r, ss_model_t *only, bool ready_only,
+         ss_registry_json_cb cb, void *arg, ss_err_t *err)
+{
+    ss_model_t *m;
+    rd_t *q;
+    int n = 0;
+
+    if (r->closing)
+        return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
+    for (m = r->models; m != NULL; m = m->next)
+        n++;
+    if (only != NULL)
+        n = 1;
+    if ((q = ss_calloc(1, sizeof(*q))) == NULL ||
+        (n > 0 && (q->models = ss_calloc((size_t)n,
+                                         sizeof(*q->models))) == NULL)) {
+        ss_free(q);
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    }
+    q->reg = r;
+    q->versions = only != NULL;
+    q->ready_only = ready_only;
+    q->cb = cb;
+    q->arg = arg;
+    if (only != NULL)
+        q->models[q->n++].m = only;
+    for (m = r->models; only == NULL && m != NULL; m = m->next)
+        q->models[q->n++].m = m;
+    q->work.data = q;
+    if (uv_queue_work(r->loop, &q->work, rd_work, rd_done) < 0) {
+        rd_free(q);
+        return ss_err_set(err, SS_EINTERNAL, "cannot queue the read");
+    }
+    r->tasks++;
+    return 0;
+}
+
+int
+ss_registry_index(ss_registry_t *r, bool ready_only, ss_registry_json_cb cb,
+                  void *arg, ss_err_t *err)
+{
+    return rd_start(r, NULL, ready_only, cb, arg, err);
 }
 
 static json_t *
@@ -151,40 +333,13 @@ ss_version_config(const ss_version_t *v)
     return c;
 }
 
-json_t *
-ss_registry_versions(ss_registry_t *r, const char *name, ss_err_t *err)
+int
+ss_registry_versions(ss_registry_t *r, const char *name,
+                     ss_registry_json_cb cb, void *arg, ss_err_t *err)
 {
-    const ss_model_t *m = ss__registry_find(r, name);
-    int64_t disk[SS_MAX_ON_DISK];
-    json_t *arr, *hist;
-    int i, n;
+    ss_model_t *m = ss__registry_find(r, name);
 
-    if (m == NULL) {
-        ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
-        return NULL;
-    }
-    n = ss__registry_list_versions(m->dir, disk, SS_MAX_ON_DISK);
-    arr = json_array();
-    for (i = 0; i < n; i++) {
-        char path[4200];
-        json_error_t je;
-        json_t *e, *lineage;
-
-        e = json_pack("{s:I,s:b,s:b}", "version", (json_int_t)disk[i],
-                      "loaded", is_loaded(m, disk[i]), "active",
-                      m->active != NULL && m->active->number == disk[i]);
-        snprintf(path, sizeof(path), "%s/%lld/variant.json", m->dir,
-                 (long long)disk[i]);
-        lineage = json_load_file(path, 0, &je);
-        if (lineage != NULL)
-            json_object_set_new(e, "variant", lineage);
-        json_array_append_new(arr, e);
-    }
-    hist = json_array();
-    for (i = 0; i < m->n_history; i++)
-        json_array_append_new(hist, json_integer(m->history[i]));
-    return json_pack("{s:s,s:s,s:I,s:o,s:o}", "name", m->name, "state",
-                     state_name(m->state), "active_version",
-                     (json_int_t)(m->active ? m->active->number : 0),
-                     "versions", arr, "history", hist);
+    if (m == NULL)
+        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
+    return rd_start(r, m, false, cb, arg, err);
 }

@@ -18,65 +18,95 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/alloc.h"
 #include "common/log.h"
+
+static ss__registry_task_t *
+find_newborn(const ss_registry_t *r, const char *name)
+{
+    ss__registry_task_t *t;
+
+    for (t = r->newborn; t != NULL; t = t->next_newborn)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+static int
+load(ss_registry_t *r, const char *name, json_t *override, bool from_scan,
+     ss_registry_cb cb, void *arg, ss_err_t *err)
+{
+    ss_model_t *m;
+    ss__registry_task_t *t;
+    json_t *copy = NULL;
+    int i, rc;
+
+    if (!ss__registry_valid_name(name))
+        return ss_err_set(err, SS_EINVAL, "invalid model name '%s'", name);
+    if (r->closing)
+        return ss_err_set(err, SS_ENOTREADY, "the server is shutting down");
+    /* A name not known yet gets its model only once its folder is found
+     * (task_done), so a load of a missing model leaves nothing. */
+    if ((m = ss__registry_find(r, name)) != NULL &&
+        (rc = ss__registry_check_idle(r, m, err)) < 0)
+        return rc;
+    if (m == NULL && find_newborn(r, name) != NULL)
+        return ss_err_set(err, SS_ECONFLICT, "model '%s' is busy with "
+                          "another load", name);
+    /* The pool thread reads its own copy. */
+    if (override != NULL && (copy = json_deep_copy(override)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "out of memory");
+    if ((t = ss__registry_task_new(r, m, name, SS__REGISTRY_TASK_LOAD, cb,
+                                   arg, err)) == NULL) {
+        json_decref(copy);
+        return err ? err->code : SS_ENOMEM;
+    }
+    t->from_scan = from_scan;
+    t->override = copy;
+    m = t->model;
+    if (!t->newborn) {
+        for (i = 0; i < m->n_versions; i++) {
+            ss_version_ref(m->versions[i]);
+            t->have[t->n_have++] = m->versions[i];
+        }
+        pthread_mutex_lock(&m->lock);
+        t->was_wanted = m->wanted;
+        m->wanted = true;
+        if (m->state != SS_MODEL_READY)
+            m->state = SS_MODEL_LOADING;
+        pthread_mutex_unlock(&m->lock);
+    }
+    ss_log_info("model=%s loading", name);
+    return ss__registry_start_task(r, t, err);
+}
 
 int
 ss_registry_load(ss_registry_t *r, const char *name, json_t *override,
                  ss_registry_cb cb, void *arg, ss_err_t *err)
 {
-    ss_model_config_t cfg;
-    ss_model_t *m;
+    return load(r, name, override, false, cb, arg, err);
+}
+
+/* Starts an ADD task: load version v when it is not, persist it as the
+ * active one, switch (task_done). */
+static int
+add(ss_registry_t *r, ss_model_t *m, int64_t v, bool push_history,
+    bool rollback, ss_registry_cb cb, void *arg, ss_err_t *err)
+{
     ss__registry_task_t *t;
-    int i, n, rc;
+    ss_version_t *have = ss__registry_find_loaded(m, v);
 
-    if (!ss__registry_valid_name(name))
-        return ss_err_set(err, SS_EINVAL, "invalid model name '%s'", name);
-    if ((m = ss__registry_model_get(r, name, err)) == NULL)
+    if ((t = ss__registry_task_new(r, m, m->name, SS__REGISTRY_TASK_ADD, cb,
+                                   arg, err)) == NULL)
         return err ? err->code : SS_ENOMEM;
-    if ((rc = ss__registry_check_idle(r, m, err)) < 0)
-        return rc;
-    if ((rc = ss_model_config_load(m->dir, &cfg, err)) < 0)
-        return rc;
-    if (override != NULL && (rc = ss_model_config_apply(&cfg, override,
-                                                        err)) < 0)
-        return ss_err_wrap(err, rc, "config override");
-    n = ss__registry_list_versions(m->dir, m->on_disk, SS_MAX_ON_DISK);
-    if (n < 0) {
-        m->n_on_disk = 0;
-        return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s': %s", name,
-                          strerror(-n));
+    t->cfg = m->cfg;
+    t->version = v;
+    t->push_history = push_history;
+    t->rollback = rollback;
+    if (have != NULL) {
+        ss_version_ref(have);
+        t->have[t->n_have++] = have;
     }
-    m->n_on_disk = n;
-    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_LOAD, cb, arg,
-                                   err)) == NULL)
-        return SS_ENOMEM;
-    t->cfg = cfg;
-    for (i = 0; i < n && t->n_load < SS_MAX_LOADED; i++) {
-        int64_t v = m->on_disk[i], mt = 0, sz = 0;
-        ss_version_t *have = ss__registry_find_loaded(m, v);
-
-        if (!ss_model_config_wants(&cfg, v, m->on_disk, n) &&
-            v != cfg.active_version)
-            continue;
-        ss__registry_file_stamp(m->dir, v, &mt, &sz);
-        /* Unchanged files keep their loaded version, unless the config
-         * changed how it runs. */
-        if (have != NULL && have->file_mtime_ns == mt &&
-            have->file_size == sz &&
-            memcmp(&have->cfg, &cfg, sizeof(cfg)) == 0)
-            continue;
-        if (have != NULL && have->file_mtime_ns == mt &&
-            have->file_size == sz && override == NULL &&
-            have->cfg.active_version != cfg.active_version)
-            continue;
-        t->load[t->n_load++] = v;
-    }
-    pthread_mutex_lock(&m->lock);
-    m->wanted = true;
-    if (m->state != SS_MODEL_READY)
-        m->state = SS_MODEL_LOADING;
-    pthread_mutex_unlock(&m->lock);
-    ss_log_info("model=%s loading %d version(s)", name, t->n_load);
     return ss__registry_start_task(r, t, err);
 }
 
@@ -84,46 +114,24 @@ int
 ss_registry_activate(ss_registry_t *r, const char *name, int64_t v,
                      ss_registry_cb cb, void *arg, ss_err_t *err)
 {
-    ss_version_t *have;
     ss_model_t *m;
-    ss__registry_task_t *t;
-    char dir[4200];
-    struct stat st;
     int rc;
 
     if ((m = ss__registry_find(r, name)) == NULL)
         return ss_err_set(err, SS_ENOTFOUND, "unknown model '%s'", name);
     if ((rc = ss__registry_check_idle(r, m, err)) < 0)
         return rc;
-    if ((have = ss__registry_find_loaded(m, v)) != NULL) {
-        if ((rc = ss__registry_switch_active(m, have, true, err)) < 0)
-            return rc;
-        if (cb != NULL)
-            cb(arg, 0, NULL);
-        return 0;
-    }
-    snprintf(dir, sizeof(dir), "%s/%lld/model.onnx", m->dir, (long long)v);
-    if (v <= 0 || stat(dir, &st) < 0)
+    if (v <= 0)
         return ss_err_set(err, SS_ENOTFOUND, "model '%s' has no version "
                           "%lld", name, (long long)v);
-    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_ADD, cb, arg,
-                                   err)) == NULL)
-        return SS_ENOMEM;
-    t->cfg = m->cfg;
-    t->load[0] = v;
-    t->n_load = 1;
-    t->activate = 1;
-    return ss__registry_start_task(r, t, err);
+    return add(r, m, v, true, false, cb, arg, err);
 }
 
 int
 ss_registry_rollback(ss_registry_t *r, const char *name, ss_registry_cb cb,
                      void *arg, ss_err_t *err)
 {
-    ss_version_t *have;
     ss_model_t *m;
-    int64_t prev;
-    ss__registry_task_t *t;
     int rc;
 
     if ((m = ss__registry_find(r, name)) == NULL)
@@ -133,25 +141,10 @@ ss_registry_rollback(ss_registry_t *r, const char *name, ss_registry_cb cb,
     if (m->n_history == 0)
         return ss_err_set(err, SS_EINVAL, "model '%s' has no previous "
                           "active version to roll back to", name);
-    prev = m->history[m->n_history - 1];
-    if ((have = ss__registry_find_loaded(m, prev)) != NULL) {
-        if ((rc = ss__registry_switch_active(m, have, false, err)) < 0)
-            return rc;
-        m->n_history--;
-        ss__registry_trim(m);
-        if (cb != NULL)
-            cb(arg, 0, NULL);
-        return 0;
-    }
-    if ((t = ss__registry_task_new(r, m, SS__REGISTRY_TASK_ADD, cb, arg,
-                                   err)) == NULL)
-        return SS_ENOMEM;
-    m->n_history--;
-    t->cfg = m->cfg;
-    t->load[0] = prev;
-    t->n_load = 1;
-    t->activate = -1;   /* do not push the current one again */
-    return ss__registry_start_task(r, t, err);
+    /* The current one is not pushed again; the history pops on
+     * success. */
+    return add(r, m, m->history[m->n_history - 1], false, true, cb, arg,
+               err);
 }
 
 int
@@ -187,54 +180,131 @@ ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
 
 /* ---- scanning ------------------------------------------------------------ */
 
-void
-ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg)
+/* The repository's model folders, read on a pool thread. */
+typedef struct scan {
+    uv_work_t work;
+    ss_registry_t *reg;
+    char *repo;                 /* borrowed from the registry */
+    char (*names)[SS__REGISTRY_NAME_MAX + 1];
+    int n, cap;
+    int rc;                     /* -errno when the repository is unreadable */
+} scan_t;
+
+static void
+scan_work(uv_work_t *w)
 {
+    scan_t *sc = w->data;
     struct dirent *e;
-    ss_model_t *m;
+    char dir[4096];
     DIR *d;
 
-    r->scan_cb = cb;
-    r->scan_arg = arg;
-    r->scan_pending = 1;        /* this call's own step */
-    if ((d = opendir(r->repo)) == NULL) {
-        ss_log_warn("model repository %s: %s", r->repo, strerror(errno));
-    } else {
-        while ((e = readdir(d)) != NULL) {
-            int64_t vs[SS_MAX_ON_DISK];
-            char dir[4096];
-            ss_err_t err = { 0 };
-
-            if (!ss__registry_valid_name(e->d_name))
-                continue;
-            if (snprintf(dir, sizeof(dir), "%s/%s", r->repo, e->d_name) >=
-                (int)sizeof(dir))
-                continue;
-            if (ss__registry_list_versions(dir, vs, SS_MAX_ON_DISK) <= 0)
-                continue;
-            m = ss__registry_find(r, e->d_name);
-            if (m != NULL && (m->wanted || m->task != NULL))
-                continue;
-            if (ss_registry_load(r, e->d_name, NULL, NULL, NULL, &err) < 0)
-                ss_log_error("model=%s: %s", e->d_name, err.msg);
-            else
-                r->scan_pending++;
-        }
-        closedir(d);
+    if ((d = opendir(sc->repo)) == NULL) {
+        sc->rc = -errno;
+        return;
     }
-    /* Models whose folder is gone are unloaded. */
-    for (m = r->models; m != NULL; m = m->next) {
+    while ((e = readdir(d)) != NULL) {
         int64_t vs[1];
 
-        if (m->wanted && m->task == NULL &&
-            ss__registry_list_versions(m->dir, vs, 1) <= 0) {
+        if (!ss__registry_valid_name(e->d_name) ||
+            snprintf(dir, sizeof(dir), "%s/%s", sc->repo, e->d_name) >=
+                (int)sizeof(dir) ||
+            ss__registry_list_versions(dir, vs, 1) <= 0)
+            continue;
+        if (sc->n == sc->cap) {
+            int cap = sc->cap ? 2 * sc->cap : 16;
+            void *p = ss_realloc(sc->names, (size_t)cap *
+                                 sizeof(sc->names[0]));
+
+            if (p == NULL)
+                break;          /* the models found so far still load */
+            sc->names = p;
+            sc->cap = cap;
+        }
+        /* valid_name() bounds the length. */
+        memcpy(sc->names[sc->n++], e->d_name, strlen(e->d_name) + 1);
+    }
+    closedir(d);
+}
+
+static bool
+scan_has(const scan_t *sc, const char *name)
+{
+    int i;
+
+    for (i = 0; i < sc->n; i++)
+        if (strcmp(sc->names[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void
+scan_done(uv_work_t *w, int status)
+{
+    scan_t *sc = w->data;
+    ss_registry_t *r = sc->reg;
+    ss_model_t *m;
+    int i;
+
+    r->tasks--;
+    if (sc->rc < 0)
+        ss_log_warn("model repository %s: %s", r->repo, strerror(-sc->rc));
+    for (i = 0; i < sc->n && !r->closing && status == 0; i++) {
+        ss_err_t err = { 0 };
+
+        m = ss__registry_find(r, sc->names[i]);
+        if ((m != NULL && (m->wanted || m->task != NULL)) ||
+            (m == NULL && find_newborn(r, sc->names[i]) != NULL))
+            continue;
+        if (load(r, sc->names[i], NULL, true, NULL, NULL, &err) < 0)
+            ss_log_error("model=%s: %s", sc->names[i], err.msg);
+        else
+            r->scan_pending++;
+    }
+    /* Models whose folder is gone (or holds no version) are unloaded. */
+    for (m = r->models; m != NULL && sc->rc == 0 && !r->closing; m = m->next) {
+        if (m->wanted && m->task == NULL && !scan_has(sc, m->name)) {
             ss_err_t err = { 0 };
 
             ss_log_notice("model=%s: folder gone, unloading", m->name);
             ss_registry_unload(r, m->name, NULL, NULL, &err);
         }
     }
+    ss_free(sc->names);
+    ss_free(sc);
     ss__registry_scan_step_done(r);
+}
+
+void
+ss__registry_scan_start(ss_registry_t *r)
+{
+    scan_t *sc = ss_calloc(1, sizeof(*sc));
+
+    r->scan_pending = 1;        /* the scan's own step */
+    if (sc != NULL) {
+        sc->reg = r;
+        sc->repo = r->repo;
+        sc->work.data = sc;
+        if (uv_queue_work(r->loop, &sc->work, scan_work, scan_done) == 0) {
+            r->tasks++;
+            return;
+        }
+        ss_free(sc);
+    }
+    ss_log_error("model repository %s: cannot start the scan", r->repo);
+    ss__registry_scan_step_done(r);
+}
+
+void
+ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg)
+{
+    r->scan_cb = cb;
+    r->scan_arg = arg;
+    if (r->scan_pending > 0) {
+        /* One scan at a time; the next starts when this one is done. */
+        r->scan_again = true;
+        return;
+    }
+    ss__registry_scan_start(r);
 }
 
 /* ---- serving ------------------------------------------------------------- */
