@@ -29,6 +29,9 @@ ss_method_name(ss_method_kind_t kind)
     case SS_METHOD_BF16: return "bf16";
     case SS_METHOD_PRUNE: return "prune";
     case SS_METHOD_LOWRANK: return "lowrank";
+    case SS_METHOD_FINETUNE: return "finetune";
+    case SS_METHOD_DISTILL: return "distill";
+    case SS_METHOD_QAT: return "qat";
     }
     return NULL;
 }
@@ -51,9 +54,10 @@ ss__cx_progress(const ss__cx_t *cx, double f, const char *step)
 /* The parameters against the table (params.c), then the rules between
  * them and the data. */
 static int
-check_method(const ss_method_t *m, int i, bool have_calib, ss_err_t *err)
+check_method(const ss_method_t *m, int i, bool have_calib, bool have_train,
+             const ss_method_t *methods, ss_err_t *err)
 {
-    int rc;
+    int rc, k;
 
     if (ss_method_name(m->kind) == NULL)
         return ss_err_set(err, SS_EINVAL, "method %d: unknown method %d", i,
@@ -77,6 +81,29 @@ check_method(const ss_method_t *m, int i, bool have_calib, ss_err_t *err)
                               "(0, 1] or a ratio in (0, 1]");
         break;
     case SS_METHOD_BF16:
+        break;
+    case SS_METHOD_FINETUNE:
+    case SS_METHOD_DISTILL:
+    case SS_METHOD_QAT:
+        if (!have_train)
+            return ss_err_set(err, SS_EINVAL, "%s needs training data",
+                              ss_method_name(m->kind));
+        if (m->kind == SS_METHOD_QAT && !have_calib)
+            return ss_err_set(err, SS_EINVAL, "qat needs calibration data "
+                              "(its activation scales)");
+        if (m->kind == SS_METHOD_DISTILL && m->u.train.student_file[0]
+            && m->u.train.student == NULL)
+            return ss_err_set(err, SS_EINVAL, "distill: the student %s was "
+                              "not loaded", m->u.train.student_file);
+        /* The trainer trains f32 weights: after int8 there are none, and
+         * a bf16 mark would be trained through in f32. */
+        for (k = 0; k < i; k++)
+            if (methods[k].kind == SS_METHOD_PTQ
+                || methods[k].kind == SS_METHOD_QAT
+                || methods[k].kind == SS_METHOD_BF16)
+                return ss_err_set(err, SS_EINVAL, "%s cannot follow %s: "
+                                  "put it before", ss_method_name(m->kind),
+                                  ss_method_name(methods[k].kind));
         break;
     }
     return 0;
@@ -215,14 +242,20 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     }
     for (i = 0; i < n_methods; i++)
         if ((rc = check_method(&methods[i], i,
-                               calib != NULL && calib->rows > 0, err)) < 0)
+                               calib != NULL && calib->rows > 0,
+                               ctl.train != NULL && ctl.train->rows > 0,
+                               methods, err)) < 0)
             goto done;
     if ((rc = check_gate(gate, val, err)) < 0
         || (rc = ss__dataset_check(src, val, "validation", err)) < 0
         || (calib != NULL
-            && (rc = ss__dataset_check(src, calib, "calibration", err)) < 0))
+            && (rc = ss__dataset_check(src, calib, "calibration", err)) < 0)
+        || (ctl.train != NULL
+            && (rc = ss__dataset_check(src, ctl.train, "training", err)) < 0))
         goto done;
 
+    cx.src = src;
+    cx.train = ctl.train;
     cx.calib = calib;
     cx.val = val;
     cx.gate = gate;
@@ -265,6 +298,15 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
             json_object_set_new(note, "note", json_string(
                 "f32 file with metadata slimserve.precision=bf16: the "
                 "engine runs weights and compute in bf16"));
+            break;
+        case SS_METHOD_FINETUNE:
+            rc = ss__finetune(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_DISTILL:
+            rc = ss__distill(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_QAT:
+            rc = ss_err_set(err, SS_EUNSUPP, "qat: not built yet");
             break;
         }
         if (rc < 0)

@@ -14,6 +14,14 @@
  * accuracy-aware: while the gate fails it returns the layers that hurt
  * most to f32, one at a time, until it holds or nothing is left.
  *
+ * Training methods (finetune, distill, qat) train through the trainer
+ * (compress/train/train.h) on ctl->train, with the source as the teacher:
+ * its logits over the training rows are the targets (KL at a
+ * temperature; with labels the KD mix), so unlabeled data is enough.
+ * finetune trains the variant the methods before it made; distill trains
+ * a smaller student (every hidden width scaled, or a user's graph).
+ * Progress arrives per step through ctl->train_progress.
+ *
  * The variant is standard ONNX once saved (ss_graph_save_onnx): int8 as
  * QuantizeLinear/DequantizeLinear around weights and activations; bf16 as
  * the f32 graph with metadata "slimserve.precision" = "bf16"; pruned and
@@ -36,6 +44,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "compress/train/train.h"
 #include "engine/engine.h"
 
 /* Calibration or validation data: one tensor per graph input, in graph
@@ -51,8 +60,17 @@ typedef enum {
     SS_METHOD_PTQ = 1,
     SS_METHOD_BF16,
     SS_METHOD_PRUNE,
-    SS_METHOD_LOWRANK
+    SS_METHOD_LOWRANK,
+    SS_METHOD_FINETUNE,         /* train the variant so far, teacher: the
+                                 * source */
+    SS_METHOD_DISTILL,          /* train a smaller student */
+    SS_METHOD_QAT               /* fake-quantized training, then int8 */
 } ss_method_kind_t;
+
+/* Is kind one of the methods that train (finetune, distill, qat)? */
+#define SS_METHOD_TRAINS(kind) ((kind) >= SS_METHOD_FINETUNE)
+
+typedef enum { SS_PRECISION_F32 = 0, SS_PRECISION_BF16 } ss_precision_t;
 
 typedef enum { SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE } ss_calib_kind_t;
 typedef enum { SS_PRUNE_UNSTRUCTURED = 0, SS_PRUNE_STRUCTURED } ss_prune_kind_t;
@@ -76,6 +94,21 @@ typedef struct ss_method {
             double energy;          /* retained spectral energy, 0..1; or */
             double ratio;           /* rank / min(m, n) when energy <= 0 */
         } lowrank;
+        /* finetune, distill, qat (compress/finetune.c) */
+        struct {
+            int epochs;
+            int batch_size;
+            int precision;          /* ss_precision_t */
+            double width;           /* distill: student width in (0, 1);
+                                     * 0: not given */
+            char student_file[256]; /* distill: a user's student, by the
+                                     * name the request gave; "" none */
+            const ss_graph_t *student; /* its graph: borrowed, loaded and
+                                     * checked by the caller (it must
+                                     * outlive the run) */
+            ss_train_opts_t opt;    /* loss weights, optimizer, schedule,
+                                     * seed: the trainer's own table */
+        } train;
     } u;
 } ss_method_t;
 
@@ -89,7 +122,13 @@ const char *ss_method_name(ss_method_kind_t kind);
 typedef enum {
     SS_PARAM_NUMBER = 1,        /* a double */
     SS_PARAM_BOOL,
-    SS_PARAM_CHOICE             /* one of named values (an enum) */
+    SS_PARAM_CHOICE,            /* one of named values (an enum) */
+    SS_PARAM_INT,               /* an integral number, stored in an int */
+    SS_PARAM_TRAIN,             /* a trainer hyper-parameter of the same
+                                 * name (train.h's table: its type and
+                                 * bounds), with this row's default */
+    SS_PARAM_OBJECT             /* an object: each key goes through the
+                                 * row's set_key */
 } ss_param_type_t;
 
 typedef struct ss_param_choice {
@@ -105,6 +144,15 @@ enum {
 /* One parameter of one method: the one place its name, type, default,
  * bounds and help are declared.  Requests name parameters as the rows
  * do (the admin API's "params"). */
+struct ss_param_value;
+struct ss_method;
+
+/* One key of an OBJECT parameter ("optimizer": {"lr": 1e-3}); checks and
+ * stores the value, or SS_EINVAL naming the key. */
+typedef int (*ss_param_key_fn)(struct ss_method *m, const char *key,
+                               const struct ss_param_value *v,
+                               ss_err_t *err);
+
 typedef struct ss_method_param {
     ss_method_kind_t method;
     const char *name;
@@ -117,6 +165,7 @@ typedef struct ss_method_param {
     unsigned flags;             /* SS_PARAM_ZERO_UNSET */
     const char *help;
     size_t offset, size;        /* where the value lives in ss_method_t */
+    ss_param_key_fn set_key;    /* OBJECT: sets one of its keys */
 } ss_method_param_t;
 
 extern const ss_method_param_t ss_method_params[];
@@ -135,14 +184,28 @@ typedef struct ss_param_value {
     const char *text;           /* CHOICE: the name */
 } ss_param_value_t;
 
+/* Sets key of OBJECT parameter p in m ("optimizer", "lr"). */
+int ss_method_param_set_key(ss_method_t *m, const ss_method_param_t *p,
+                            const char *key, const ss_param_value_t *v,
+                            ss_err_t *err);
+
 /* Sets p in m (m->kind must be p's method) after checking the value
  * against the row.  Returns 0, or SS_EINVAL with err naming the method,
  * the parameter and what it takes ("prune: sparsity must be a number in
  * [0, 1), not 1.5"). */
 int ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
                         const ss_param_value_t *v, ss_err_t *err);
-/* Checks every parameter of m against its row (ss_compress_run does). */
+/* Checks every parameter of m against its row (ss_compress_run does),
+ * and what the rows cannot say alone: the trainer's options together,
+ * and bf16 training on this CPU.  A request parser calls it too, so that
+ * a bad body is refused before a job exists. */
 int ss_method_check_params(const ss_method_t *m, ss_err_t *err);
+
+/* distill: checks that a user's student takes the inputs and gives the
+ * outputs of the source (names, dtypes, ranks, every dim but the batch);
+ * SS_EINVAL naming the first difference. */
+int ss_distill_check_student(const ss_graph_t *src,
+                             const ss_graph_t *student, ss_err_t *err);
 
 typedef struct ss_gate {
     double max_accuracy_drop;   /* relative (0.01 = 1% of the source's
@@ -151,14 +214,39 @@ typedef struct ss_gate {
     double max_relative_error;  /* max |a-b| / max |b| over outputs; < 0 */
 } ss_gate_t;
 
+/* Where a training method is, for a job's status: after every step, and
+ * after each epoch's validation. */
+typedef struct ss_train_progress {
+    const char *method;         /* "finetune", "distill", "qat" */
+    int epoch, epochs;          /* the current epoch, from 1 */
+    int64_t step, steps;        /* optimizer steps done, planned */
+    int64_t samples;            /* training samples seen */
+    double loss;                /* of the last step */
+    double epoch_loss;          /* mean over this epoch's steps so far */
+    double lr;                  /* of the next step */
+    double val_metric;          /* after the last finished epoch: accuracy
+                                 * (labels) or agreement with the source;
+                                 * < 0 before the first */
+    const char *val_name;       /* "accuracy" or "agreement" */
+    double samples_per_s;
+    double eta_s;               /* until the method ends */
+    bool epoch_end;             /* this call follows a validation */
+} ss_train_progress_t;
+
 typedef struct ss_compress_ctl {
     atomic_int *cancel;         /* may be NULL */
     /* Progress: fraction 0..1 and the current step ("calibrating"); may be
      * NULL.  Called on the running thread. */
     void (*progress)(void *arg, double fraction, const char *step);
     void *arg;
+    /* Training methods also report this (may be NULL; same thread and
+     * arg as progress). */
+    void (*train_progress)(void *arg, const ss_train_progress_t *p);
     int threads;                /* oneDNN threads; 0: default */
     int latency_runs;           /* per latency measurement; 0: 20 */
+    /* Training data of finetune, distill and qat (borrowed; NULL when
+     * none): one tensor per graph input, optional labels. */
+    const ss_dataset_t *train;
 } ss_compress_ctl_t;
 
 typedef struct ss_eval {

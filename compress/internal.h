@@ -122,6 +122,8 @@ int ss__fold_bn(ss_graph_t *g, int *n_folded, ss_err_t *err);
 
 /* What a method may use besides the graph. */
 typedef struct ss__cx {
+    const ss_graph_t *src;      /* the source: the teacher of training */
+    const ss_dataset_t *train;  /* training data, or NULL */
     const ss_dataset_t *calib;
     const ss_dataset_t *val;
     const ss_gate_t *gate;
@@ -142,6 +144,21 @@ int ss__prune(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
               json_t *note, ss_err_t *err);
 int ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 json_t *note, ss_err_t *err);
+int ss__finetune(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                 json_t *note, ss_err_t *err);
+int ss__distill(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                json_t *note, ss_err_t *err);
+int ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+            json_t *note, ss_err_t *err);
+
+/* The training loop of the three (finetune.c): trains *g against the
+ * source's outputs on cx->train (KL at the method's temperature; with
+ * labels the KD mix), validates after every epoch, and replaces *g by
+ * the trained graph.  frozen (may be NULL) names initializers left
+ * alone.  Adds "training" to note. */
+int ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                    const char *const *frozen, int n_frozen, json_t *note,
+                    ss_err_t *err);
 
 /* Tensor-level pieces, tested on their own (quant.c, lowrank.c). */
 /* Per-channel symmetric s8: scale[c] = max|w[c]| / 127 (1 when all

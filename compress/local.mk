@@ -10,12 +10,13 @@ compress_libsscompress_a_SOURCES = \
 	compress/compress.c compress/eval.c compress/layers.c \
 	compress/quant.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
-	compress/params.c
+	compress/params.c compress/finetune.c compress/distill.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
 
 # What a program that compresses links, in order.
-SS_COMPRESS_LIBS = compress/libsscompress.a $(SS_ENGINE_LIBS) \
+SS_COMPRESS_LIBS = compress/libsscompress.a compress/train/libsstrain.a \
+	$(SS_ENGINE_LIBS) \
 	$(LAPACKE_LIBS) $(JANSSON_LIBS)
 
 check_PROGRAMS += tests/unit/test_compress
@@ -35,6 +36,18 @@ tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
 tests_unit_test_compress_models_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS)
 tests_unit_test_compress_models_LDADD = $(SS_COMPRESS_LIBS)
+
+# The training methods (finetune, distill) on the digits MLP.
+check_PROGRAMS += tests/unit/test_compress_train
+TESTS += tests/unit/test_compress_train
+tests_unit_test_compress_train_SOURCES = tests/unit/test_compress_train.c \
+	tests/unit/test_compress.h tests/unit/test_compress_util.h \
+	tests/unit/test_compress_data.c
+tests_unit_test_compress_train_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+tests_unit_test_compress_train_LDADD = $(SS_COMPRESS_LIBS)
+EXTRA_DIST += tests/fixtures/make_train_data.py \
+	tests/fixtures/digits/mlp_train.npz
 
 # The measurements behind bench/compress (not installed).
 noinst_PROGRAMS += compress/compress-table
