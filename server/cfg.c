@@ -73,6 +73,9 @@ static const key_t_ keys[] = {
     { "max_buffered_bytes", T_INT64, OFF(max_buffered_bytes), 0,
       1099511627776.0, "N", "request body bytes held in memory over all "
       "connections; a body beyond it gets 503 (0: no cap)" },
+    { "max_job_data_bytes", T_INT64, OFF(max_job_data_bytes), 1,
+      1099511627776.0, "N", "largest calibration or validation file a "
+      "compression job reads (and the arrays in it)" },
     { "max_header_bytes", T_INT, OFF(max_header_bytes), 1024, 1048576, "N",
       "memory for a request's headers" },
     { "max_connections", T_INT, OFF(max_connections), 1, 1000000, "N",
@@ -286,6 +289,7 @@ defaults(ss_config_t *cfg)
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_buffered_bytes = (int64_t)256 << 20;
+    cfg->max_job_data_bytes = (int64_t)1 << 30;
     cfg->max_header_bytes = 32 << 10;
     cfg->max_connections = 1024;
     cfg->max_connections_per_ip = 256;

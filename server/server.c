@@ -317,8 +317,8 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
             goto fail;
         if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
-                              cfg->job_threads, split ? &job_cpus : NULL,
-                              &s->jobs, err)) < 0)
+                              cfg->job_threads, cfg->max_job_data_bytes,
+                              split ? &job_cpus : NULL, &s->jobs, err)) < 0)
             goto fail;
     }
 

@@ -547,20 +547,30 @@ ss_npy_read_buffer(const void *buf, size_t len, const char *what,
 }
 
 int
-ss_npy_read(const char *path, size_t max_bytes, ss_tensor_t *out,
-            ss_err_t *err)
+ss_npy_read_fd(int fd, const char *what, size_t max_bytes, ss_tensor_t *out,
+               ss_err_t *err)
 {
     ss__npy_src_t src = { fd_read, NULL, UINT64_MAX };
     struct stat st;
+
+    memset(out, 0, sizeof(*out));
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        src.left = (uint64_t)st.st_size;
+    src.ctx = &fd;
+    return ss__npy_parse(&src, what ? what : "file", max_bytes, out, NULL,
+                         err);
+}
+
+int
+ss_npy_read(const char *path, size_t max_bytes, ss_tensor_t *out,
+            ss_err_t *err)
+{
     int fd, rc;
 
     memset(out, 0, sizeof(*out));
     if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-        src.left = (uint64_t)st.st_size;
-    src.ctx = &fd;
-    rc = ss__npy_parse(&src, path, max_bytes, out, NULL, err);
+    rc = ss_npy_read_fd(fd, path, max_bytes, out, err);
     close(fd);
     return rc;
 }

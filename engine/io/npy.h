@@ -66,6 +66,10 @@ const char *ss_npy_descr(ss_dtype_t t);
  * cleared.  max_bytes caps the array's data. */
 int ss_npy_read(const char *path, size_t max_bytes, ss_tensor_t *out,
                 ss_err_t *err);
+/* The same from an open file (borrowed, read from its current offset);
+ * what names it in messages. */
+int ss_npy_read_fd(int fd, const char *what, size_t max_bytes,
+                   ss_tensor_t *out, ss_err_t *err);
 /* The same from memory; what names the buffer in messages ("upload"). The
  * buffer is borrowed and copied from. */
 int ss_npy_read_buffer(const void *buf, size_t len, const char *what,
@@ -86,6 +90,10 @@ typedef struct ss_npz ss_npz_t;
  * error).  Returns a new archive in *out (NULL on failure). */
 int ss_npz_read(const char *path, size_t max_bytes, ss_npz_t **out,
                 ss_err_t *err);
+/* The same from an open regular file (borrowed; read with pread);
+ * what names it in messages. */
+int ss_npz_read_fd(int fd, const char *what, size_t max_bytes,
+                   ss_npz_t **out, ss_err_t *err);
 int ss_npz_read_buffer(const void *buf, size_t len, const char *what,
                        size_t max_bytes, ss_npz_t **out, ss_err_t *err);
 void ss_npz_free(ss_npz_t *z);

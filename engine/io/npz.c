@@ -556,24 +556,30 @@ ss_npz_read_buffer(const void *buf, size_t len, const char *what,
 }
 
 int
+ss_npz_read_fd(int fd, const char *what, size_t max_bytes, ss_npz_t **out,
+               ss_err_t *err)
+{
+    zsrc_t z = { NULL, fd, 0, what ? what : "file" };
+    struct stat st;
+
+    *out = NULL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return ss_err_set(err, SS_EINVAL, "%s: not a regular file", z.what);
+    z.size = (uint64_t)st.st_size;
+    return npz_load(&z, max_bytes, out, err);
+}
+
+int
 ss_npz_read(const char *path, size_t max_bytes, ss_npz_t **out,
             ss_err_t *err)
 {
-    zsrc_t z = { NULL, -1, 0, path };
-    struct stat st;
-    int rc;
+    int fd, rc;
 
     *out = NULL;
-    if ((z.fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
-    if (fstat(z.fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        rc = ss_err_set(err, SS_EINVAL, "%s: not a regular file", path);
-        goto done;
-    }
-    z.size = (uint64_t)st.st_size;
-    rc = npz_load(&z, max_bytes, out, err);
-done:
-    close(z.fd);
+    rc = ss_npz_read_fd(fd, path, max_bytes, out, err);
+    close(fd);
     return rc;
 }
 

@@ -72,8 +72,6 @@ typedef struct ss__job {
 } ss__job_t;
 
 int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
-/* Reads d->file from the model's folder into d. */
-int ss__jobs_load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err);
 /* Lays decoded tensors out in graph input order into d. */
 int ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
                          ss__job_data_t *d, ss_err_t *err);

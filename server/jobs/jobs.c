@@ -22,6 +22,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ struct ss_jobs {
     ss_registry_t *reg;
     char *repo;
     int threads;
+    int64_t max_data_bytes;     /* a data file and its arrays */
 
     pthread_mutex_t lock;
     ss__job_t *all;                 /* newest first; guarded by lock */
@@ -191,34 +193,88 @@ take_labels(const ss_tensor_t *t, ss__job_data_t *d, ss_err_t *err)
     return 0;
 }
 
-int
-ss__jobs_load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
+/* Opens the data file name in the model's folder for reading: relative
+ * to the folder's descriptor, never through a symbolic link (O_NOFOLLOW),
+ * never waiting for a writer (O_NONBLOCK: a FIFO opens at once and is
+ * refused as not a regular file), and only a regular file within the size
+ * limit, which fstat tells without reading it.  Messages name the file
+ * as the request did, never its path. */
+static int
+open_data(const ss_jobs_t *js, const ss__job_t *j, const char *name,
+          int *out, ss_err_t *err)
+{
+    char dir[4096];
+    struct stat st;
+    int dfd, fd = -1, rc = 0;
+
+    *out = -1;
+    if (snprintf(dir, sizeof(dir), "%s/%s", js->repo, j->model) >=
+        (int)sizeof(dir))
+        return ss_err_set(err, SS_EINVAL, "%s: path too long", name);
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return ss_err_set(err, SS_ENOTFOUND, "%s: the model's folder cannot "
+                          "be opened: %s", name, strerror(errno));
+    if ((fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+                                    O_CLOEXEC)) < 0) {
+        if (errno == ELOOP)
+            rc = ss_err_set(err, SS_EINVAL, "%s is a symbolic link: data "
+                            "files must be regular files in the model's "
+                            "folder", name);
+        else if (errno == ENOENT)
+            rc = ss_err_set(err, SS_EINVAL, "%s: no such file in the "
+                            "model's folder", name);
+        else
+            rc = ss_err_set(err, SS_EINVAL, "%s: %s", name, strerror(errno));
+    } else if (fstat(fd, &st) < 0) {
+        rc = ss_err_set(err, SS_EIO, "%s: %s", name, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = ss_err_set(err, SS_EINVAL, "%s is not a regular file (a FIFO, "
+                        "device or folder): data files must be regular "
+                        "files", name);
+    } else if (st.st_size > js->max_data_bytes) {
+        rc = ss_err_set(err, SS_ETOOBIG, "%s: %lld bytes, over the limit of "
+                        "%lld (max_job_data_bytes)", name,
+                        (long long)st.st_size, (long long)js->max_data_bytes);
+    } else {
+        *out = fd;
+        fd = -1;
+    }
+    if (fd >= 0)
+        close(fd);
+    close(dfd);
+    return rc;
+}
+
+/* [worker: the job thread] Reads d->file into d. */
+static int
+load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
 {
     ss_jobs_t *js = j->owner;
     const ss_graph_t *g = j->src->graph;
-    char path[4096];
     ss_npz_t *z = NULL;
     ss_tensor_t t = { 0 }, *given = NULL;
     const char **names = NULL;
-    size_t n = strlen(d->file);
-    int i, k, rc = 0;
+    size_t n = strlen(d->file), cap = (size_t)js->max_data_bytes;
+    int i, k, fd = -1, rc = 0;
 
-    if (snprintf(path, sizeof(path), "%s/%s/%s", js->repo, j->model,
-                 d->file) >= (int)sizeof(path))
-        return ss_err_set(err, SS_EINVAL, "path too long");
+    if ((rc = open_data(js, j, d->file, &fd, err)) < 0)
+        return rc;
     if (strcmp(d->file + n - 4, ".npy") == 0) {
-        if (ss_graph_num_inputs(g) != 1)
-            return ss_err_set(err, SS_EINVAL, "%s: an .npy file serves only "
-                              "models with one input", d->file);
-        if ((rc = ss_npy_read(path, (size_t)4 << 30, &t, err)) < 0)
-            return rc == SS_ENOMEM ? rc : SS_EINVAL;
+        if (ss_graph_num_inputs(g) != 1) {
+            rc = ss_err_set(err, SS_EINVAL, "%s: an .npy file serves only "
+                            "models with one input", d->file);
+            goto done;
+        }
+        if ((rc = ss_npy_read_fd(fd, d->file, cap, &t, err)) < 0)
+            goto done;
         if ((rc = bind_data(g, 1, &t, NULL, d, err)) < 0 && rc != SS_ENOMEM)
             rc = ss_err_wrap(err, SS_EINVAL, "%s", d->file);
-        ss_tensor_free_data(&t);
-        return rc;
+        goto done;
     }
-    if ((rc = ss_npz_read(path, (size_t)4 << 30, &z, err)) < 0)
-        return rc == SS_ENOMEM ? rc : SS_EINVAL;
+    /* Arrays are capped like the file: a deflated entry cannot inflate
+     * past the limit either. */
+    if ((rc = ss_npz_read_fd(fd, d->file, cap, &z, err)) < 0)
+        goto done;
     /* Arrays are named after the model's inputs; "labels" is the one
      * other array read. */
     n = (size_t)ss_npz_count(z);
@@ -239,11 +295,14 @@ ss__jobs_load_file(ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
     if ((k = ss_npz_find(z, "labels")) >= 0)
         rc = take_labels(ss_npz_tensor(z, k), d, err);
 done:
+    if (fd >= 0)
+        close(fd);
+    ss_tensor_free_data(&t);
     ss_free(given);
     ss_free(names);
     ss_npz_free(z);
     /* A file the request names but that cannot be used is bad input. */
-    if (rc < 0 && rc != SS_ENOMEM) {
+    if (rc < 0 && rc != SS_ENOMEM && rc != SS_ETOOBIG) {
         rc = SS_EINVAL;
         if (err != NULL)
             err->code = rc;
@@ -259,7 +318,7 @@ load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
 
     switch (d->kind) {
     case SS__JOB_DATA_FILE:
-        return d->n > 0 ? 0 : ss__jobs_load_file(j, d, err);
+        return d->n > 0 ? 0 : load_file(j, d, err);
     case SS__JOB_DATA_TRAFFIC:
         s = ss_model_sampler(j->src->model);
         rows = s ? ss_sampler_snapshot(s, 1 << 20,
@@ -457,6 +516,29 @@ finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
                   state_names[st], error ? ": " : "", error ? error : "");
 }
 
+/* A variant must never become the served version by accident: under the
+ * "latest" policy a reload or a restart would pick the newest folder.  So
+ * before a new version number appears, config.json names the version
+ * served now (the job's source when none is), unless it names one
+ * already (an activation since the job was queued wins). */
+static int
+pin_active(ss_jobs_t *js, ss__job_t *j, ss_err_t *err)
+{
+    char dir[4096];
+    ss_version_t *act;
+    int64_t v = j->src->number;
+    int rc;
+
+    snprintf(dir, sizeof(dir), "%s/%s", js->repo, j->model);
+    if (ss_registry_acquire(js->reg, j->model, 0, &act, NULL) == 0) {
+        v = act->number;
+        ss_version_unref(act);
+    }
+    if ((rc = ss_model_config_pin_active(dir, v, err)) < 0)
+        ss_err_wrap(err, rc, "pinning the active version");
+    return rc;
+}
+
 static void
 run(ss_jobs_t *js, ss__job_t *j)
 {
@@ -475,9 +557,14 @@ run(ss_jobs_t *js, ss__job_t *j)
     pthread_mutex_lock(&js->lock);
     snprintf(j->step, sizeof(j->step), "loading data");
     pthread_mutex_unlock(&js->lock);
-    if ((rc = load_data(js, j, &j->calib, &err)) < 0 ||
-        (rc = load_data(js, j, &j->val, &err)) < 0)
+    if ((rc = load_data(js, j, &j->calib, &err)) < 0) {
+        ss_err_wrap(&err, rc, "calibration");
         goto fail;
+    }
+    if ((rc = load_data(js, j, &j->val, &err)) < 0) {
+        ss_err_wrap(&err, rc, "validation");
+        goto fail;
+    }
     as_dataset(&j->calib, &calib);
     as_dataset(j->val.kind != SS__JOB_DATA_NONE ? &j->val : &j->calib, &val);
     if (j->gate.max_accuracy_drop < 0 && j->gate.min_agreement < 0 &&
@@ -511,7 +598,8 @@ run(ss_jobs_t *js, ss__job_t *j)
         result = NULL;
         goto done;
     }
-    if ((rc = write_variant(js, j, &res, result, &version, &err)) < 0)
+    if ((rc = pin_active(js, j, &err)) < 0 ||
+        (rc = write_variant(js, j, &res, result, &version, &err)) < 0)
         goto fail;
     json_object_set_new(result, "version", json_integer(version));
     pthread_mutex_lock(&js->lock);
@@ -632,8 +720,8 @@ static void on_closed(uv_handle_t *h);
 
 int
 ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
-            int threads, const cpu_set_t *cpus, ss_jobs_t **out,
-            ss_err_t *err)
+            int threads, int64_t max_data_bytes, const cpu_set_t *cpus,
+            ss_jobs_t **out, ss_err_t *err)
 {
     ss_jobs_t *js;
 
@@ -646,6 +734,8 @@ ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
     js->loop = loop;
     js->reg = reg;
     js->threads = threads;
+    js->max_data_bytes = max_data_bytes > 0 ? max_data_bytes
+                                            : SS_JOBS_DATA_MAX_DEFAULT;
     if (cpus != NULL) {
         js->pin = true;
         js->cpus = *cpus;
@@ -706,26 +796,6 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
         goto fail;
     if ((rc = ss__jobs_parse(j, root, err)) < 0)
         goto fail;
-    /* A variant must never become the served version by accident: pin the
-     * current active version before a new version number appears. */
-    {
-        char dir[4096];
-        ss_model_config_t mc;
-        ss_version_t *act;
-
-        snprintf(dir, sizeof(dir), "%s/%s", js->repo, model);
-        if (ss_model_config_load(dir, &mc, err) < 0) {
-            rc = SS_EINVAL;
-            goto fail;
-        }
-        if (mc.active_version == 0 &&
-            ss_registry_acquire(js->reg, model, 0, &act, NULL) == 0) {
-            rc = ss_model_config_save_active(dir, act->number, err);
-            ss_version_unref(act);
-            if (rc < 0)
-                goto fail;
-        }
-    }
     pthread_mutex_lock(&js->lock);
     j->id = ++js->next_id;
     j->state = SS__JOB_QUEUED;

@@ -6,11 +6,14 @@
  * Admin compression jobs.
  *
  * POST /admin/models/{m}/compress is parsed and checked on the loop
- * thread (a bad body is SS_EINVAL and creates no job); the job takes a
- * reference to its source version and waits in a FIFO.  One job thread
- * runs jobs one at a time with its own oneDNN thread budget, so serving
- * goes on: it loads the data (an .npz in the model's folder, inline
- * tensors, or the traffic sample ring), runs the compression pipeline
+ * thread without touching a file (a bad body is SS_EINVAL and creates no
+ * job); the job takes a reference to its source version and waits in a
+ * FIFO.  One job thread runs jobs one at a time with its own oneDNN
+ * thread budget, so serving goes on: it loads the data (an .npy/.npz in
+ * the model's folder -- a regular file, not through a link, within
+ * max_data_bytes; a file that cannot be used fails the job with a message
+ * naming it -- inline tensors, or the traffic sample ring), runs the
+ * compression pipeline
  * (compress/compress.h), writes the variant as a new version folder
  * atomically (a temporary folder, fsync, rename, fsync of the model
  * folder), and, when the gate passed and activation was asked for, hands
@@ -32,11 +35,14 @@
 
 typedef struct ss_jobs ss_jobs_t;
 
+/* The default limit of a data file (and of the arrays in it): 1 GiB. */
+#define SS_JOBS_DATA_MAX_DEFAULT ((int64_t)1 << 30)
+
 /* cpus (copied; NULL: any) is where the job thread and its oneDNN
- * threads run. */
+ * threads run; max_data_bytes (<= 0: the default) caps a data file. */
 int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
-                int threads, const cpu_set_t *cpus, ss_jobs_t **out,
-                ss_err_t *err);
+                int threads, int64_t max_data_bytes, const cpu_set_t *cpus,
+                ss_jobs_t **out, ss_err_t *err);
 /* Parses a compress request for model and queues it.  Returns the job id
  * (> 0), or a negative code with err set (SS_EINVAL a bad body,
  * SS_ENOTFOUND an unknown model or version, SS_ENOTREADY not loaded or

@@ -4,7 +4,8 @@
  *
  * Every field is checked before a job exists, so a bad body is SS_EINVAL
  * and leaves nothing behind: method names and parameters, data sources
- * (a file must be a plain name inside the model's folder), the gate.
+ * (a file must be a plain name inside the model's folder; it is read by
+ * the job thread), the gate.  Nothing here touches a file.
  *
  * THREADS: [loop].
  */
@@ -212,12 +213,10 @@ parse_data(ss__job_t *j, json_t *v, const char *what, const ss_version_t *ver,
             return ss_err_set(err, SS_EINVAL, "%s: file must be the name of "
                               "an .npz or .npy file in the model's folder, "
                               "not '%s'", what, file);
+        /* Read by the job thread when the job runs: a file may be large
+         * or not a file at all, and the loop never waits for a disk. */
         snprintf(d->file, sizeof(d->file), "%s", file);
         d->kind = SS__JOB_DATA_FILE;
-        /* Read now, so a missing file or a wrong shape is bad input and
-         * no job; calibration files are small next to the model. */
-        if ((rc = ss__jobs_load_file(j, d, err)) < 0)
-            return ss_err_wrap(err, rc, "%s", what);
         return 0;
     }
     if (json_object_get(v, "inputs") != NULL) {

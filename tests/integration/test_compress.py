@@ -288,26 +288,32 @@ def test_kill_mid_job():
     d.tmp.cleanup()
     dirs = os.listdir(os.path.join(root, "mlp"))
     tap.ok(all(n.isdigit() or n.startswith(".slimserve-tmp") or
+               n.startswith(".config.json.tmp.") or
                n in ("config.json", "calib.npz", "val.npz") for n in dirs),
-           "after kill -9: only whole versions and temporary folders", dirs)
+           "after kill -9: only whole versions and temporary files", dirs)
     for n in dirs:
         if n.isdigit():
             tap.ok(os.path.exists(os.path.join(root, "mlp", n,
                                                "model.onnx")),
                    "version %s is complete" % n)
-    # The kill may land before or after the job activated its variant;
-    # either way config.json says which version is active (the job
-    # pinned version 1 when it was queued, activation writes 2), and a
-    # restart must serve exactly that one.
-    with open(os.path.join(root, "mlp", "config.json")) as f:
-        active = json.load(f).get("active_version")
-    tap.ok(active == 1 or (active == 2 and "2" in dirs),
-           "config.json names version 1, or the complete version 2 (%s)"
-           % active)
+    # The kill may land before the job pinned version 1 (no config.json,
+    # no version 2), after it (config.json names 1), or after the
+    # activation (it names the complete version 2); a restart must serve
+    # exactly that one.
+    cfg = os.path.join(root, "mlp", "config.json")
+    active = None
+    if os.path.exists(cfg):
+        with open(cfg) as f:
+            active = json.load(f).get("active_version")
+    tap.ok(active == 1 or (active == 2 and "2" in dirs) or
+           (active is None and "2" not in dirs),
+           "config.json names version 1, or the complete version 2, or "
+           "nothing before a version 2 exists (%s)" % active)
     with Daemon(ADMIN, repository=root) as d2:
-        tap.ok(not any(n.startswith(".slimserve-tmp")
+        tap.ok(not any(n.startswith(".slimserve-tmp") or ".tmp." in n
                        for n in os.listdir(os.path.join(root, "mlp"))),
-               "restart removes temporary folders")
+               "restart removes temporary folders and files")
+        active = active or 1
         tap.eq(served_version(d2), str(active),
                "restart serves the version config.json names")
     shutil.rmtree(tmp)
@@ -337,10 +343,6 @@ def test_bad_bodies():
              "file"),
             ({"methods": ["bf16"], "validation": {"file": "/etc/passwd"}},
              "file"),
-            ({"methods": ["bf16"], "validation": {"file": "missing.npz"}},
-             "missing.npz"),
-            ({"methods": ["bf16"], "validation": {"file": "wrong.npz"}},
-             "input"),
             ({"methods": ["ptq"], "validation": good_val}, "calibration"),
             ({"methods": ["bf16"], "validation": "traffic"}, "sampling"),
             ({"methods": ["bf16"]}, "validation"),
@@ -367,6 +369,20 @@ def test_bad_bodies():
         tap.eq(st, 404, "unknown model: 404")
         st, _, data = d.get("/admin/jobs", admin=True)
         tap.eq(json_body(data), [], "no job was created")
+        # Data files are read by the job thread, never at submit (the
+        # loop does not touch a file): one that cannot be used fails the
+        # job, with a message naming it.
+        for file, needle in (("missing.npz", "missing.npz: no such file"),
+                             ("wrong.npz", "input")):
+            st, js = submit(d, {"methods": ["bf16"],
+                                "validation": {"file": file}})
+            tap.eq(st, 202, "%s: accepted, read when the job runs" % file)
+            job = wait_job(d, js.get("job", 0), timeout=30)
+            tap.ok(job.get("state") == "failed" and
+                   needle in job.get("error", "") and
+                   "validation" in job.get("error", ""),
+                   "%s: the job fails naming the file (%s)"
+                   % (file, job.get("error")), job)
         tap.eq(versions_on_disk(root), [1], "nothing written")
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
