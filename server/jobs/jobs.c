@@ -20,6 +20,7 @@
 
 #include "server/jobs/internal.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -456,28 +457,78 @@ fail:
     return rc;
 }
 
+/* ".<name>.tmp.XXXXXX": a file ss_atomic_open made and nobody
+ * committed (common/atomicfile.c). */
+static bool
+is_atomic_leftover(const char *name)
+{
+    const char *t = strstr(name, ".tmp.");
+    size_t i;
+
+    if (name[0] != '.' || t == NULL || t == name)
+        return false;
+    while (strstr(t + 1, ".tmp.") != NULL)
+        t = strstr(t + 1, ".tmp.");
+    for (i = 0; i < 6; i++)
+        if (!isalnum((unsigned char)t[5 + i]))
+            return false;
+    return t[11] == '\0';
+}
+
+/* Removes what an interrupted writer left in dir: temporary variant
+ * folders (dirs) and uncommitted atomic files; not following links. */
+static void
+clean_dir(const char *dir, bool dirs)
+{
+    struct dirent *e;
+    char path[4400];
+    struct stat st;
+    DIR *d = opendir(dir);
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >=
+                (int)sizeof(path) ||
+            lstat(path, &st) < 0)
+            continue;
+        if (dirs && S_ISDIR(st.st_mode) &&
+            strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+            ss_log_notice("removing %s left by an interrupted job", path);
+            remove_tree(path);
+        } else if (S_ISREG(st.st_mode) && is_atomic_leftover(e->d_name)) {
+            ss_log_notice("removing %s left by an interrupted write", path);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
 void
 ss_jobs_clean_repository(const char *repo)
 {
-    struct dirent *m, *e;
-    char mdir[4096], path[4400];
+    struct dirent *m, *v;
+    char mdir[4096], vdir[4400];
     DIR *d = opendir(repo), *md;
 
     if (d == NULL)
         return;
+    clean_dir(repo, false);
     while ((m = readdir(d)) != NULL) {
-        if (m->d_name[0] == '.')
+        if (m->d_name[0] == '.' ||
+            snprintf(mdir, sizeof(mdir), "%s/%s", repo, m->d_name) >=
+                (int)sizeof(mdir))
             continue;
-        if (snprintf(mdir, sizeof(mdir), "%s/%s", repo, m->d_name) >=
-                (int)sizeof(mdir) ||
-            (md = opendir(mdir)) == NULL)
+        clean_dir(mdir, true);
+        /* Version folders: files written into them in place. */
+        if ((md = opendir(mdir)) == NULL)
             continue;
-        while ((e = readdir(md)) != NULL) {
-            if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
+        while ((v = readdir(md)) != NULL) {
+            if (v->d_name[0] < '1' || v->d_name[0] > '9' ||
+                snprintf(vdir, sizeof(vdir), "%s/%s", mdir, v->d_name) >=
+                    (int)sizeof(vdir))
                 continue;
-            snprintf(path, sizeof(path), "%s/%s", mdir, e->d_name);
-            ss_log_notice("removing %s left by an interrupted job", path);
-            remove_tree(path);
+            clean_dir(vdir, false);
         }
         closedir(md);
     }

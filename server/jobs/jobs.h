@@ -56,7 +56,11 @@ json_t *ss_jobs_list(ss_jobs_t *j);
 /* Cancels a queued or running job; SS_ENOTFOUND, or SS_ECONFLICT when it
  * has finished already. */
 int ss_jobs_cancel(ss_jobs_t *j, int64_t id, ss_err_t *err);
-/* Removes temporary variant folders left by an earlier run. */
+/* [init] Removes what an earlier run left half-written: temporary
+ * variant folders, and ".<name>.tmp.XXXXXX" files of atomic writes
+ * (config.json, variant files) in the repository, model and version
+ * folders.  Only before anything of this process writes there: the
+ * temporary names do not say whose they are. */
 void ss_jobs_clean_repository(const char *repo);
 /* Cancels everything, joins the job thread, frees (loop handles close
  * asynchronously: call while the loop still runs). */
