@@ -13,15 +13,18 @@
 
 #include "common/alloc.h"
 
+/* The token: 4096 bytes at most, like the header line that carries it;
+ * the file may add a line ending ("\r\n"). */
 #define TOKEN_MAX 4096
+#define FILE_MAX (TOKEN_MAX + 2)
 
 int
 ss_auth_load(ss_auth_t *a, const char *path, ss_err_t *err)
 {
-    char buf[TOKEN_MAX + 1];
+    char buf[FILE_MAX + 2];
     struct stat st;
-    ssize_t n;
-    size_t len;
+    ssize_t n = 0;
+    size_t len, got, i;
     int fd = -1, rc = 0;
 
     memset(a, 0, sizeof(*a));
@@ -46,18 +49,51 @@ ss_auth_load(ss_auth_t *a, const char *path, ss_err_t *err)
                         (unsigned)(st.st_mode & 07777));
         goto done;
     }
-    if ((n = read(fd, buf, TOKEN_MAX)) < 0) {
-        rc = ss_err_set(err, -errno, "admin token file %s: %s", path,
-                        strerror(errno));
+    /* One byte more than a file may hold: a longer file is refused, never
+     * cut (a cut token would still authenticate). */
+    for (got = 0; got < sizeof(buf) - 1; got += (size_t)n) {
+        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+            continue;
+        }
+        if (n < 0) {
+            rc = ss_err_set(err, -errno, "admin token file %s: %s", path,
+                            strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+    }
+    buf[got] = '\0';
+    if (got > FILE_MAX) {
+        rc = ss_err_set(err, SS_EINVAL, "admin token file %s is longer "
+                        "than %d bytes: the token is one line of at most "
+                        "%d bytes", path, FILE_MAX, TOKEN_MAX);
         goto done;
     }
-    buf[n] = '\0';
-    len = strcspn(buf, "\r\n");
+    /* The first line, by its bytes (a NUL inside must not end it). */
+    for (len = 0; len < got && buf[len] != '\n' && buf[len] != '\r'; len++)
+        ;
     while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t'))
         len--;
     if (len == 0) {
         rc = ss_err_set(err, SS_EINVAL, "admin token file %s is empty", path);
         goto done;
+    }
+    if (len > TOKEN_MAX) {
+        rc = ss_err_set(err, SS_EINVAL, "admin token file %s: the token is "
+                        "%zu bytes, more than %d", path, len, TOKEN_MAX);
+        goto done;
+    }
+    for (i = 0; i < len; i++) {
+        /* What a client can send in an Authorization header. */
+        if ((unsigned char)buf[i] <= 0x20 || buf[i] == 0x7f) {
+            rc = ss_err_set(err, SS_EINVAL, "admin token file %s: the token "
+                            "holds a space or control character at byte "
+                            "%zu", path, i);
+            goto done;
+        }
     }
     if ((a->token = ss_strndup(buf, len)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "out of memory");

@@ -24,7 +24,9 @@ typedef struct ss_auth {
 } ss_auth_t;
 
 /* Reads the first line of path as the token.  Refuses a file that others
- * can read or write, and an empty token. */
+ * can read or write, a file longer than 4098 bytes (a 4096-byte token and
+ * a line ending), an empty token, and a token with a space or control
+ * character (no client could send it). */
 int ss_auth_load(ss_auth_t *a, const char *path, ss_err_t *err);
 void ss_auth_close(ss_auth_t *a);
 
