@@ -12,10 +12,11 @@
 noinst_LIBRARIES += server/libssdaemon.a
 server_libssdaemon_a_SOURCES = \
 	server/cfg.c server/cfg.h \
+	server/looplag.c server/looplag.h \
 	server/metrics.c server/metrics.h \
 	server/notify.c server/notify.h
 server_libssdaemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) \
-	$(JANSSON_CFLAGS)
+	$(JANSSON_CFLAGS) $(UV_CFLAGS)
 
 # What a program that runs the whole daemon links, in order.
 SS_SERVER_LIBS = server/http/libsshttp.a server/jobs/libssjobs.a \

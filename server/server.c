@@ -115,6 +115,8 @@ finish(ss_server_t *s)
     s->http = s->admin = NULL;
     ss_registry_free(s->registry);
     s->registry = NULL;
+    ss_looplag_close(s->lag);
+    s->lag = NULL;
     uv_close((uv_handle_t *)&s->sig_term, on_closed);
     uv_close((uv_handle_t *)&s->sig_int, on_closed);
     uv_close((uv_handle_t *)&s->sig_hup, on_closed);
@@ -288,6 +290,11 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
     uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+    /* The admin API, the registry and jobs answer on this loop: nothing
+     * may block it, and the probe shows when something does. */
+    if ((rc = ss_looplag_start(loop, s->metrics, "main", 10, &s->lag,
+                               err)) < 0)
+        goto fail;
 
     {
         /* Serving and jobs on disjoint CPUs when there are enough. */

@@ -23,6 +23,7 @@
 #include "server/http/http.h"
 #include "server/http/infer.h"
 #include "server/jobs/jobs.h"
+#include "server/looplag.h"
 #include "server/model/registry.h"
 #include "server/metrics.h"
 
@@ -50,6 +51,7 @@ typedef struct ss_server {
     uint64_t reloads;
     ss_series_t *s_reloads;
 
+    ss_looplag_t *lag;              /* this loop's stall probe */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
 } ss_server_t;
