@@ -225,6 +225,65 @@ find_output(const ss_graph_t *g, const char *name)
     return -1;
 }
 
+/* The first element of t that is NaN or infinite, or -1.  Bit tests, so
+ * any float format is read the same way and nothing traps. */
+static int64_t
+non_finite(const ss_tensor_t *t)
+{
+    int64_t i, n = ss_tensor_numel(t);
+
+    switch (t->dtype) {
+    case SS_DTYPE_F32:
+        for (i = 0; i < n; i++)
+            if ((((const uint32_t *)t->data)[i] & 0x7f800000u) ==
+                0x7f800000u)
+                return i;
+        return -1;
+    case SS_DTYPE_F64:
+        for (i = 0; i < n; i++)
+            if ((((const uint64_t *)t->data)[i] &
+                 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
+                return i;
+        return -1;
+    case SS_DTYPE_F16:
+        for (i = 0; i < n; i++)
+            if ((((const uint16_t *)t->data)[i] & 0x7c00u) == 0x7c00u)
+                return i;
+        return -1;
+    case SS_DTYPE_BF16:
+        for (i = 0; i < n; i++)
+            if ((((const uint16_t *)t->data)[i] & 0x7f80u) == 0x7f80u)
+                return i;
+        return -1;
+    default:
+        return -1;
+    }
+}
+
+/* With reject_non_finite, a NaN or an infinity in any input is bad input:
+ * the kernels do not propagate NaN as PyTorch does (oneDNN's ReLU and
+ * max-pooling return the other operand), so the answer would be a
+ * finite number that means nothing. */
+static int
+check_finite(const ctx_t *c, ss_err_t *err)
+{
+    const ss_graph_t *g = c->v->graph;
+    int i;
+
+    if (!c->v->cfg.reject_non_finite)
+        return 0;
+    for (i = 0; i < ss_graph_num_inputs(g); i++) {
+        int64_t at = non_finite(&c->inputs[i]);
+
+        if (at >= 0)
+            return ss_err_set(err, SS_EINVAL, "input '%s': element %lld is "
+                              "NaN or infinite (the model sets "
+                              "reject_non_finite)", ss_graph_input(g, i)->name,
+                              (long long)at);
+    }
+    return 0;
+}
+
 /* Checks the decoded inputs against the graph and lays them out in graph
  * order.  Returns the batch (rows; 1 for models that do not batch). */
 static int64_t
@@ -348,6 +407,8 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
         rc = (int)rows;
         goto fail;
     }
+    if ((rc = check_finite(c, &err)) < 0)
+        goto fail;
     if (ss_model_sampler(v->model) != NULL)
         ss_sampler_offer(ss_model_sampler(v->model),
                          ss_graph_num_inputs(v->graph), c->inputs, rows);

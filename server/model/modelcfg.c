@@ -201,6 +201,11 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
             if ((rc = get_int(v, key, 0, INT64_MAX, &n, err)) < 0)
                 return rc;
             c->active_version = n;
+        } else if (strcmp(key, "reject_non_finite") == 0) {
+            if (!json_is_boolean(v))
+                return ss_err_set(err, SS_EINVAL, "'%s' must be true or "
+                                  "false", key);
+            c->reject_non_finite = json_is_true(v);
         } else if (strcmp(key, "version_policy") == 0) {
             if ((rc = apply_policy(c, v, err)) < 0)
                 return rc;

@@ -51,6 +51,7 @@ typedef struct ss_model_config {
     int sample_capacity;        /* traffic samples kept; 0: off */
     double sample_probability;
     int64_t sample_max_bytes;
+    bool reject_non_finite;     /* NaN/Inf inputs are refused (400) */
 } ss_model_config_t;
 
 /* The defaults: batching up to 32, no queue delay (a batch takes what is
