@@ -12,6 +12,9 @@ EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \
 	tests/integration/data/make_v2.py tests/integration/data/mlp_v2.onnx
 TESTS += tests/integration/test_compress.py
 EXTRA_DIST += tests/integration/test_compress.py
+# Hostile files and names, loop stalls, NaN/Inf inputs (issue 10).
+TESTS += tests/integration/test_safety.py
+EXTRA_DIST += tests/integration/test_safety.py
 # HTTP loops and limits; the suites again with two loops (--http-threads=2
 # through SS_TEST_HTTP_THREADS, which tests/lib/daemon.py reads).
 LOOPS_TESTS = tests/integration/test_limits.py \
