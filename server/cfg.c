@@ -145,7 +145,9 @@ set_number(ss_config_t *cfg, const key_t_ *k, double v, ss_err_t *err)
 {
     char *base = (char *)cfg;
 
-    if (v < k->min || v > k->max)
+    /* Written so that NaN ("--shutdown-grace-s=nan", strtod takes it)
+     * fails too: it compares false with everything. */
+    if (!(v >= k->min && v <= k->max))
         return ss_err_set(err, SS_EINVAL, "'%s' must be in %.15g..%.15g, not %.15g",
                           k->key, k->min, k->max, v);
     switch (k->type) {
