@@ -69,7 +69,10 @@ ss_sampler_new(int capacity_rows, double probability, int64_t max_bytes,
     s->max_bytes = max_bytes;
     s->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)s;
     s->always = probability >= 1.0;
-    s->threshold = (uint64_t)(probability * 18446744073709551615.0);
+    /* 1.0 scaled is 2^64, past uint64_t (undefined behaviour, found by
+     * fuzz_jobs under UBSan); always sampling never reads threshold. */
+    s->threshold = s->always ? UINT64_MAX :
+                   (uint64_t)(probability * 18446744073709551615.0);
     if (metrics != NULL) {
         const char *lv[] = { model };
         ss_metric_t *f;
