@@ -306,7 +306,7 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
             rc = ss__distill(&cx, m, &g, note, err);
             break;
         case SS_METHOD_QAT:
-            rc = ss_err_set(err, SS_EUNSUPP, "qat: not built yet");
+            rc = ss__qat(&cx, m, &g, note, err);
             break;
         }
         if (rc < 0)

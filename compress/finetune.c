@@ -424,6 +424,9 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
         goto done;
     }
+    /* The trainer reads the graph it was built from until it is freed. */
+    ss_train_free(L.t);
+    L.t = NULL;
     ss_graph_free(*g);
     *g = out;
     out = NULL;

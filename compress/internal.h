@@ -160,6 +160,20 @@ int ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                     const char *const *frozen, int n_frozen, json_t *note,
                     ss_err_t *err);
 
+/* PTQ's plan, which qat reuses (quant.c): the layers of g (f32, its
+ * BatchNorms folded; borrowed, read again by build, so its constants may
+ * be replaced in between) with calibrated activation ranges. */
+typedef struct ss__qplan ss__qplan_t;
+int ss__qplan_new(ss__cx_t *cx, const ss_method_t *ptq, const ss_graph_t *g,
+                  ss__qplan_t **out, ss_err_t *err);
+int ss__qplan_layers(const ss__qplan_t *q);
+/* A new QDQ graph of every layer: s8 weights, or with fake the f32
+ * weights behind QuantizeLinear + DequantizeLinear (trainable). */
+int ss__qplan_build(const ss__qplan_t *q, bool fake, ss_graph_t **out,
+                    ss_err_t *err);
+json_t *ss__qplan_list(const ss__qplan_t *q);
+void ss__qplan_free(ss__qplan_t *q);
+
 /* Tensor-level pieces, tested on their own (quant.c, lowrank.c). */
 /* Per-channel symmetric s8: scale[c] = max|w[c]| / 127 (1 when all
  * zero); w is f32 with dims, channels along axis. */

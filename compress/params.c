@@ -122,6 +122,7 @@ const ss_method_param_t ss_method_params[] = {
       NULL, NULL, 0, "{\"width\": w}: every hidden width times w, from "
       "the units structured pruning keeps; {\"file\": \"s.onnx\"}: a "
       "student with the source's inputs and outputs", 0, 0, student_key },
+    TRAIN_ROWS(SS_METHOD_QAT, 2, 1.0),
 };
 
 const size_t ss_method_n_params =

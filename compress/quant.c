@@ -30,6 +30,10 @@
  * graph with only that layer quantized, normalized squared error of the
  * outputs on the calibration set) and the worst one goes back to f32.
  *
+ * qat (qat.c) reuses the plan: the same layers and calibrated ranges,
+ * built once with the f32 weights behind QuantizeLinear + DequantizeLinear
+ * to train them, and once more as above from the trained weights.
+ *
  * THREADS: runs on the compress thread.
  */
 
@@ -58,7 +62,7 @@ typedef struct qlayer {
     bool on;
 } qlayer_t;
 
-typedef struct qstate {
+typedef struct ss__qplan {
     ss__cx_t *cx;
     const ss_method_t *m;
     const ss_graph_t *g;        /* the f32 graph */
@@ -385,10 +389,65 @@ add_weight_dq(ss_graph_t *g, const qlayer_t *q, ss_err_t *err)
     return dq;
 }
 
-/* A finalized copy of the f32 graph with the layers in mask quantized
- * (mask NULL: those with on set; only >= 0: just that layer). */
+/* QAT: layer l's f32 weight behind QuantizeLinear + DequantizeLinear
+ * (per output channel, the scales of the weight as it is now), so that
+ * the weight stays a trainable f32 initializer; returns DQ's id. */
 static int
-build(const qstate_t *s, int only, ss_graph_t **out, int *n_on,
+add_weight_fq(ss_graph_t *g, const qlayer_t *q, ss_err_t *err)
+{
+    const ss_tensor_t *w = g->values[q->l.w].constant;
+    int64_t C = w->dims[q->l.out_axis];
+    int sc, zp, qv, dq, in[3], out[1], rc;
+    int8_t *scratch;
+    float *sd;
+    void *zd;
+    ss_attr_t axis = { 0 };
+    char name[300];
+
+    if ((sc = ss__new_const(g, qname(g, q->l.w, "scale", name, sizeof(name)),
+                            SS_DTYPE_F32, 1, &C, (void **)&sd, err)) < 0)
+        return sc;
+    if ((zp = ss__new_const(g, qname(g, q->l.w, "zero_point", name,
+                                     sizeof(name)),
+                            SS_DTYPE_I8, 1, &C, &zd, err)) < 0)
+        return zp;
+    w = g->values[q->l.w].constant;
+    if ((scratch = ss_malloc((size_t)ss_tensor_numel(w))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to quantize");
+    ss__quantize_weight(w->data, w->ndim, w->dims, q->l.out_axis, scratch,
+                        sd);
+    ss_free(scratch);
+    if ((qv = ss_graph_add_value(g, qname(g, q->l.w, "quantized", name,
+                                          sizeof(name)), NULL, err)) < 0)
+        return qv;
+    if ((dq = ss_graph_add_value(g, qname(g, q->l.w, "dequantized", name,
+                                          sizeof(name)), NULL, err)) < 0)
+        return dq;
+    axis.name = (char *)"axis";
+    axis.type = SS_ATTR_INT;
+    axis.i = q->l.out_axis;
+    in[0] = q->l.w;
+    in[1] = sc;
+    in[2] = zp;
+    out[0] = qv;
+    snprintf(name, sizeof(name), "%s/weight/QuantizeLinear", q->label);
+    if ((rc = ss_graph_add_node(g, "QuantizeLinear", name, 3, in, 1, out, 1,
+                                &axis, err)) < 0)
+        return rc;
+    in[0] = qv;
+    out[0] = dq;
+    snprintf(name, sizeof(name), "%s/weight/DequantizeLinear", q->label);
+    if ((rc = ss_graph_add_node(g, "DequantizeLinear", name, 3, in, 1, out,
+                                1, &axis, err)) < 0)
+        return rc;
+    return dq;
+}
+
+/* A finalized copy of the f32 graph with the layers in mask quantized
+ * (mask NULL: those with on set; only >= 0: just that layer); fake: the
+ * weights stay f32 behind Q + DQ (add_weight_fq) for training. */
+static int
+build(const qstate_t *s, int only, bool fake, ss_graph_t **out, int *n_on,
       ss_err_t *err)
 {
     ss_graph_t *g = NULL;
@@ -413,7 +472,8 @@ build(const qstate_t *s, int only, ss_graph_t **out, int *n_on,
                 goto done;
             act_dq[q->act] = rc;
         }
-        if ((dq = add_weight_dq(g, q, err)) < 0) {
+        if ((dq = fake ? add_weight_fq(g, q, err)
+                       : add_weight_dq(g, q, err)) < 0) {
             rc = dq;
             goto done;
         }
@@ -481,7 +541,7 @@ measure_layers(qstate_t *s, ss_err_t *err)
         }
         ss__cx_progress(s->cx, 0.2 + 0.4 * i / s->n_layers,
                         "ptq: measuring layers");
-        if ((rc = build(s, i, &q, &n_on, err)) < 0
+        if ((rc = build(s, i, false, &q, &n_on, err)) < 0
             || (rc = outputs_of(s, q, s->cx->calib, &o, err)) < 0)
             goto done;
         s->layers[i].err = nmse(&o, &ref);
@@ -569,7 +629,7 @@ ss__ptq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
                         ? "ptq: quantizing" : "ptq: falling back");
         ss_graph_free(q);
         q = NULL;
-        if ((rc = build(&s, -1, &q, &n_on, err)) < 0)
+        if ((rc = build(&s, -1, false, &q, &n_on, err)) < 0)
             goto done;
         attempts++;
         if (!m->u.ptq.fallback || n_on == 0)
@@ -609,4 +669,55 @@ done:
     ss_graph_free(q);
     qstate_clear(&s);
     return rc;
+}
+
+/* ---- what qat reuses (internal.h) ----------------------------------------- */
+
+int
+ss__qplan_new(ss__cx_t *cx, const ss_method_t *m, const ss_graph_t *g,
+              ss__qplan_t **out, ss_err_t *err)
+{
+    qstate_t *s;
+    int rc;
+
+    *out = NULL;
+    if ((s = ss_calloc(1, sizeof(*s))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for quantization");
+    if ((rc = qstate_init(s, cx, m, g, err)) < 0
+        || (s->n_layers > 0 && (rc = calibrate(s, err)) < 0)) {
+        ss__qplan_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int
+ss__qplan_layers(const ss__qplan_t *q)
+{
+    return q->n_layers;
+}
+
+int
+ss__qplan_build(const ss__qplan_t *q, bool fake, ss_graph_t **out,
+                ss_err_t *err)
+{
+    int n_on;
+
+    return build(q, -1, fake, out, &n_on, err);
+}
+
+json_t *
+ss__qplan_list(const ss__qplan_t *q)
+{
+    return layer_list(q, true);
+}
+
+void
+ss__qplan_free(ss__qplan_t *q)
+{
+    if (q == NULL)
+        return;
+    qstate_clear(q);
+    ss_free(q);
 }

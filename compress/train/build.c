@@ -605,7 +605,10 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
         b->t->tv[id].name = g->values[n->outputs[k]].name;
         b->t->tv[id].graph_id = n->outputs[k];
         b->vmap[n->outputs[k]] = id;
-        b->rg[id] = any_rg && out[k].dtype == SS_DTYPE_F32;
+        /* QuantizeLinear's 8-bit output carries a straight-through
+         * gradient (rules_q.c); other integer values carry none. */
+        b->rg[id] = any_rg && (out[k].dtype == SS_DTYPE_F32
+                               || strcmp(n->op_type, "QuantizeLinear") == 0);
     }
     if (r != NULL && r->fwd != NULL)
         return r->fwd(b, n, err);

@@ -184,6 +184,9 @@ typedef struct ss__rule {
 } ss__rule_t;
 
 const ss__rule_t *ss__rule_find(const char *op);
+/* QuantizeLinear / DequantizeLinear backward: straight-through
+ * (rules_q.c). */
+int ss__bwd_qdq(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
 /* The table itself (tests walk it). */
 const ss__rule_t *ss__rules(int *n);
 

@@ -9,7 +9,8 @@ noinst_LIBRARIES += compress/train/libsstrain.a
 compress_train_libsstrain_a_SOURCES = \
 	compress/train/train.h compress/train/internal.h \
 	compress/train/build.c compress/train/rules.c compress/train/kern.c \
-	compress/train/loss.c compress/train/optim.c compress/train/train.c
+	compress/train/loss.c compress/train/optim.c compress/train/train.c \
+	compress/train/rules_q.c
 compress_train_libsstrain_a_CFLAGS = $(AM_CFLAGS) -fopenmp
 
 # What a program that trains links, in order.  The trainer runs its own

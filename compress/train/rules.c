@@ -1380,6 +1380,9 @@ static const ss__rule_t rules[] = {
     { "Unsqueeze",       D0,   fwd_view,        bwd_view },
     { "Identity",        D0,   fwd_view,        bwd_view },
     { "Dropout",         D0,   fwd_view,        bwd_view },
+    /* QAT: straight-through (rules_q.c); forward: the reference kernel */
+    { "QuantizeLinear",  D0,   NULL,            ss__bwd_qdq },
+    { "DequantizeLinear", D0,  NULL,            ss__bwd_qdq },
 };
 
 const ss__rule_t *

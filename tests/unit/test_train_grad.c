@@ -730,6 +730,74 @@ table_covers(void)
        "rules)", n);
 }
 
+/* ---- QuantizeLinear -> DequantizeLinear: straight-through ------------------ */
+
+/*
+ * y = DQ(Q(x)) at scale 0.1, s8: MSE to a target t.  The rule is not a
+ * derivative (rounding has none), so no finite differences: dx must be
+ * dL/dy = 2 (y - t) / n where x is inside [-12.8, 12.7] and 0 where Q
+ * clipped it.
+ */
+static void
+qdq_cases(void)
+{
+    static const float xs[10] = { -20.0f, -0.33f, 0.05f, 1.21f, 15.0f,
+                                  3.14f, -12.7f, 0.0f, 12.9f, -7.77f };
+    float tg[10], *gx;
+    int64_t d[2] = { 2, 5 };
+    ss_tensor_t *zt = NULL, target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
+    ss_train_batch_t batch = { NULL, NULL, &target };
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_graph_t *g;
+    ss_err_t err = { 0 };
+    double loss, worst = 0;
+    int x, sc, zp, q, y, in[3], i;
+    gb_t b;
+
+    gb_init(&b, 13);
+    x = gb_param(&b, "x", 2, d, 0, 1);
+    memcpy(b.g->values[x].constant->data, xs, sizeof(xs));
+    sc = gb_scalar(&b, "scale", 0.1f);
+    ss__tensor_new(SS_DTYPE_I8, 0, NULL, &zt, &b.err);
+    zp = ss_graph_add_value(b.g, "zero", zt, &b.err);
+    in[0] = x;
+    in[1] = sc;
+    in[2] = zp;
+    q = gb_node(&b, "QuantizeLinear", 3, in);
+    in[0] = q;
+    y = gb_node(&b, "DequantizeLinear", 3, in);
+    g = gb_done(&b, y);
+    for (i = 0; i < 10; i++)
+        tg[i] = 0.5f * (float)(i % 3) - 0.25f;
+    ss_train_opts_default(&o);
+    o.loss = SS_LOSS_MSE;
+    ok(g != NULL && ss_train_new(g, NULL, &o, &t, &err) == 0,
+       "a Q -> DQ pair trains (%s)", g ? err.msg : "no graph");
+    if (t == NULL) {
+        ss_graph_free(g);
+        return;
+    }
+    is_int(ss_train_grads_compute(t, &batch, &loss, &err), 0,
+           "gradients: %s", err.msg);
+    gx = ss_train_grads(t);
+    for (i = 0; i < 10; i++) {
+        float r = nearbyintf(xs[i] / 0.1f);
+        float qv = r < -128 ? -128 : r > 127 ? 127 : r;
+        double want = r >= -128 && r <= 127
+                      ? 2.0 * (qv * 0.1f - tg[i]) / 10.0 : 0.0;
+
+        if (fabs(gx[i] - want) > worst)
+            worst = fabs(gx[i] - want);
+    }
+    ok(worst < 1e-6, "straight through inside the range, 0 where "
+       "clipped (max error %g)", worst);
+    ok(gx[0] == 0 && gx[4] == 0 && gx[8] == 0 && gx[6] != 0,
+       "-20, 15 and 12.9 clipped; -12.7 not");
+    ss_train_free(t);
+    ss_graph_free(g);
+}
+
 /* ---- losses against hand-computed values ---------------------------------- */
 
 /*
@@ -1027,6 +1095,7 @@ main(void)
     pool_cases();
     shape_cases();
     structure_cases();
+    qdq_cases();
     loss_cases();
     optim_cases();
     table_cases();
