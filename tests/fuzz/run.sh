@@ -10,7 +10,8 @@
 #   tests/fuzz/run.sh [SECONDS_PER_TARGET]     (default 30)
 #
 # Environment: FUZZ_WORKDIR (default: a new temporary directory, removed
-# unless something crashed), FUZZ_TARGETS (default "fuzz_npy fuzz_onnx"),
+# unless something crashed), FUZZ_TARGETS (default: every target, "fuzz_npy
+# fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg"),
 # FUZZ_JOBS (parallel compiles, default 2), FUZZ_STRICT=1 (a target that
 # does not build is a failure, not a skip), CC (default clang).
 #
@@ -26,7 +27,7 @@ case $secs in ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${CC:-clang}
-targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx fuzz_kserve"}
+targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg"}
 jobs=${FUZZ_JOBS:-2}
 
 if ! command -v "$cc" >/dev/null 2>&1; then
@@ -49,6 +50,8 @@ cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer $san -D_GNU_SOURCE \
 libs="$(pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c) \
     $(pkg-config --libs jansson 2>/dev/null || echo -ljansson) \
     -ldnnl -lgomp -lpthread -lz -lm"
+# What fuzz_jobs links on top (the server folders and compress/).
+srv_libs="$(pkg-config --libs libuv lapacke 2>/dev/null || echo -luv -llapacke)"
 
 # config.h: the engine needs only the package identity from it.
 cat > "$work/gen/config.h" <<EOF
@@ -66,8 +69,16 @@ if [ -f "$src/engine/ir/onnx.proto" ] && command -v protoc-c >/dev/null; then
 fi
 
 # compile SRC OBJ: one object with -fsanitize=fuzzer-no-link.
+# clang 14 does not know the "amx-bf16" of __builtin_cpu_supports that
+# compress/params.c asks gcc for: there it asks fuzz_jobs.c's shim.
 compile() {
-    $cc $cflags -fsanitize=fuzzer-no-link -w -c "$1" -o "$2" \
+    set --  "$1" "$2" ""
+    case $1 in
+        */compress/params.c)
+            set -- "$1" "$2" \
+                "-D__builtin_cpu_supports(f)=ss_fuzz_cpu_supports(f)";;
+    esac
+    $cc $cflags -fsanitize=fuzzer-no-link -w ${3:+"$3"} -c "$1" -o "$2" \
         2>>"$work/build.log"
 }
 
@@ -112,6 +123,25 @@ done
 [ -f "$work/gen/engine/ir/onnx.pb-c.c" ] &&
     engine_srcs="$engine_srcs $work/gen/engine/ir/onnx.pb-c.c"
 
+# lib_srcs DIR VAR: the .c files of automake variable VAR in DIR/local.mk.
+lib_srcs() {
+    awk '/\\$/ { sub(/\\$/, ""); printf "%s ", $0; next } { print }' \
+        "$src/$1/local.mk" 2>/dev/null |
+    awk -v var="$2" '$1 == var {
+            for (i = 3; i <= NF; i++) if ($i ~ /\.c$/) print $i }' |
+    while read -r f; do [ -f "$src/$f" ] && echo "$src/$f"; done
+}
+# The parser of compress requests links the job runner (jobs.c), hence the
+# registry, batching, compress/ and the engine: built into an archive so
+# only what the parser reaches is linked.
+jobs_srcs="$(lib_srcs server/jobs server_jobs_libssjobs_a_SOURCES)
+    $(lib_srcs server/model server_model_libssmodel_a_SOURCES)
+    $(lib_srcs server/batch server_batch_libssbatch_a_SOURCES)
+    $(lib_srcs server/kserve server_kserve_libsskserve_a_SOURCES)
+    $(lib_srcs server server_libssdaemon_a_SOURCES)
+    $(lib_srcs compress compress_libsscompress_a_SOURCES)
+    $(lib_srcs compress/train compress_train_libsstrain_a_SOURCES)"
+
 summary=""
 crashes=0
 failed_build=0
@@ -124,6 +154,8 @@ build_target() {
         fuzz_kserve) srcs="$common_srcs $src/engine/ir/dtype.c \
             $src/server/kserve/kserve.c $src/server/kserve/kserve_data.c \
             $src/server/kserve/kserve_enc.c $src/server/kserve/kserve_num.c";;
+        fuzz_jobs) srcs="$common_srcs $io_srcs $engine_srcs $jobs_srcs";;
+        fuzz_cfg) srcs="$common_srcs $src/server/cfg.c";;
         *) echo "fuzz: unknown target $t" >&2; return 1;;
     esac
     # shellcheck disable=SC2086
@@ -132,8 +164,16 @@ build_target() {
         tail -n 20 "$work/build.log" >&2
         return 1
     }
+    extra=""
+    if [ "$t" = fuzz_jobs ]; then
+        rm -f "$work/$t.a"
+        # shellcheck disable=SC2086
+        ar rcs "$work/$t.a" $objs || return 1
+        objs="$work/$t.a"
+        extra="-DSS_FUZZ_SRCDIR=\"$src\" $srv_libs"
+    fi
     # shellcheck disable=SC2086
-    $cc $cflags -fsanitize=fuzzer -w "$here/$t.c" $objs $libs \
+    $cc $cflags -fsanitize=fuzzer -w "$here/$t.c" $objs $extra $libs \
         -o "$work/$t" 2>>"$work/build.log" || {
         echo "fuzz: $t: link failed:" >&2
         tail -n 20 "$work/build.log" >&2
@@ -161,8 +201,8 @@ seed() {
                 [ -f "$f" ] && cp "$f" \
                     "$work/seeds-$t/$(echo "$f" | sed "s|$src/||; s|/|_|g")"
             done;;
-        fuzz_kserve)
-            cp "$here"/seeds/kserve/* "$work/seeds-$t/" 2>/dev/null;;
+        fuzz_kserve|fuzz_jobs|fuzz_cfg)
+            cp "$here/seeds/${t#fuzz_}"/* "$work/seeds-$t/" 2>/dev/null;;
     esac
     echo "$d"
 }
