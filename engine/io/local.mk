@@ -51,7 +51,7 @@ EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/fuzz_onnx.c tests/fuzz/fuzz_npy.c \
 EXTRA_DIST += tests/fuzz/fuzz_jobs.c \
 	tests/fuzz/seeds/jobs/s1 tests/fuzz/seeds/jobs/s2 \
 	tests/fuzz/seeds/jobs/s3 tests/fuzz/seeds/jobs/s4 \
-	tests/fuzz/seeds/jobs/s5 \
+	tests/fuzz/seeds/jobs/s5 tests/fuzz/seeds/jobs/s6 \
 	tests/fuzz/seeds/cfg/s1 tests/fuzz/seeds/cfg/s2 tests/fuzz/seeds/cfg/s3 \
 	tests/fuzz/crashes/fuzz_cfg-nan-flag-in-bounds
 check_PROGRAMS += tests/fuzz/test_replay_cfg
