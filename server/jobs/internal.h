@@ -50,7 +50,9 @@ typedef struct ss__job {
     ss_version_t *src;          /* held until the job ends */
     ss_method_t methods[SS_JOB_MAX_METHODS];
     int n_methods;
-    ss__job_data_t calib, val;
+    ss__job_data_t calib, val, train;
+    ss_graph_t *students[SS_JOB_MAX_METHODS]; /* distill files, per method;
+                                 * owned, loaded by the job thread */
     ss_gate_t gate;
     bool activate;
     json_t *request;            /* the body, for the record */
@@ -63,6 +65,8 @@ typedef struct ss__job {
     char error[SS_ERR_MSG_MAX];
     json_t *result;
     int64_t new_version;
+    ss_train_progress_t tp;     /* training methods: the last report */
+    bool has_tp;
     double created, started, finished;
 
     struct ss__job *next;           /* all jobs, newest first */
@@ -72,6 +76,13 @@ typedef struct ss__job {
 } ss__job_t;
 
 int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
+/* Training methods (train_job.c): loads and checks distill's student
+ * files [job thread]; frees them; the last progress report as JSON
+ * (under the jobs lock; NULL when there is none). */
+int ss__jobs_train_load(ss__job_t *j, const char *repo, int64_t max_bytes,
+                        ss_err_t *err);
+void ss__jobs_train_clear(ss__job_t *j);
+json_t *ss__jobs_training_json(const ss__job_t *j);
 /* Lays decoded tensors out in graph input order into d. */
 int ss__jobs_bind_inputs(const ss_graph_t *g, const ss_kserve_request_t *kr,
                          ss__job_data_t *d, ss_err_t *err);

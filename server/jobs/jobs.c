@@ -96,6 +96,8 @@ job_free(ss__job_t *j)
         return;
     data_clear(&j->calib);
     data_clear(&j->val);
+    data_clear(&j->train);
+    ss__jobs_train_clear(j);
     ss_version_unref(j->src);
     json_decref(j->request);
     json_decref(j->result);
@@ -549,6 +551,19 @@ on_progress(void *arg, double fraction, const char *step)
     pthread_mutex_unlock(&js->lock);
 }
 
+/* Training methods: the last step's report, shown by GET (train_job.c). */
+static void
+on_train(void *arg, const ss_train_progress_t *p)
+{
+    ss__job_t *j = arg;
+    ss_jobs_t *js = j->owner;
+
+    pthread_mutex_lock(&js->lock);
+    j->tp = *p;
+    j->has_tp = true;
+    pthread_mutex_unlock(&js->lock);
+}
+
 static void
 finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
        const char *error)
@@ -595,7 +610,7 @@ run(ss_jobs_t *js, ss__job_t *j)
 {
     ss_compress_result_t res = { 0 };
     ss_compress_ctl_t ctl = { 0 };
-    ss_dataset_t calib, val;
+    ss_dataset_t calib, val, train;
     ss_err_t err = { 0 };
     json_t *result = NULL;
     int64_t version = 0;
@@ -603,6 +618,7 @@ run(ss_jobs_t *js, ss__job_t *j)
 
     ctl.cancel = &j->cancel;
     ctl.progress = on_progress;
+    ctl.train_progress = on_train;
     ctl.arg = j;
     ctl.threads = js->threads;
     pthread_mutex_lock(&js->lock);
@@ -616,6 +632,19 @@ run(ss_jobs_t *js, ss__job_t *j)
         ss_err_wrap(&err, rc, "validation");
         goto fail;
     }
+    if ((rc = load_data(js, j, &j->train, &err)) < 0) {
+        ss_err_wrap(&err, rc, "training");
+        goto fail;
+    }
+    if ((rc = ss__jobs_train_load(j, js->repo, js->max_data_bytes,
+                                  &err)) < 0)
+        goto fail;
+    /* Training methods without "training" learn from the calibration
+     * data (jobs_parse.c). */
+    as_dataset(j->train.kind != SS__JOB_DATA_NONE ? &j->train : &j->calib,
+               &train);
+    if (train.rows > 0)
+        ctl.train = &train;
     as_dataset(&j->calib, &calib);
     as_dataset(j->val.kind != SS__JOB_DATA_NONE ? &j->val : &j->calib, &val);
     if (j->gate.max_accuracy_drop < 0 && j->gate.min_agreement < 0 &&
@@ -680,6 +709,8 @@ done:
     ss_compress_result_clear(&res);
     data_clear(&j->calib);
     data_clear(&j->val);
+    data_clear(&j->train);
+    ss__jobs_train_clear(j);
 }
 
 static void *
@@ -882,6 +913,8 @@ job_json(const ss__job_t *j)
         json_object_set(o, "result", j->result);
     if (j->new_version > 0)
         json_object_set_new(o, "version", json_integer(j->new_version));
+    if (j->has_tp)
+        json_object_set_new(o, "training", ss__jobs_training_json(j));
     json_object_set(o, "request", j->request);
     return o;
 }

@@ -36,6 +36,47 @@ get_fraction(json_t *v, const char *what, bool open_zero, double *out,
     return 0;
 }
 
+/* A JSON scalar as the parameter table takes it (type 0: neither). */
+static ss_param_value_t
+value_of(json_t *v)
+{
+    ss_param_value_t val = { 0 };
+
+    if (json_is_number(v)) {
+        val.type = SS_PARAM_NUMBER;
+        val.number = json_number_value(v);
+    } else if (json_is_boolean(v)) {
+        val.type = SS_PARAM_BOOL;
+        val.boolean = json_is_true(v);
+    } else if (json_is_string(v)) {
+        val.type = SS_PARAM_CHOICE;
+        val.text = json_string_value(v);
+    }
+    return val;
+}
+
+/* An object parameter ("optimizer": {...}, "student": {...}): each key
+ * through the table's row. */
+static int
+parse_object(ss_method_t *m, const ss_method_param_t *p, json_t *obj,
+             ss_err_t *err)
+{
+    const char *key;
+    json_t *v;
+    int rc;
+
+    if (!json_is_object(obj))
+        return ss_err_set(err, SS_EINVAL, "%s: %s must be an object",
+                          ss_method_name(m->kind), p->name);
+    json_object_foreach(obj, key, v) {
+        ss_param_value_t val = value_of(v);
+
+        if ((rc = ss_method_param_set_key(m, p, key, &val, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Parameters by the table compress/ owns (compress.h): names, types,
  * bounds and defaults are declared there once. */
 static int
@@ -57,16 +98,12 @@ parse_params(ss_method_t *m, json_t *params, ss_err_t *err)
         if (p == NULL)
             return ss_err_set(err, SS_EINVAL, "%s: unknown parameter '%s'",
                               ss_method_name(m->kind), key);
-        if (json_is_number(v)) {
-            val.type = SS_PARAM_NUMBER;
-            val.number = json_number_value(v);
-        } else if (json_is_boolean(v)) {
-            val.type = SS_PARAM_BOOL;
-            val.boolean = json_is_true(v);
-        } else if (json_is_string(v)) {
-            val.type = SS_PARAM_CHOICE;
-            val.text = json_string_value(v);
+        if (p->type == SS_PARAM_OBJECT) {
+            if ((rc = parse_object(m, p, v, err)) < 0)
+                return rc;
+            continue;
         }
+        val = value_of(v);
         if ((rc = ss_method_param_set(m, p, &val, err)) < 0)
             return rc;
     }
@@ -78,10 +115,14 @@ parse_method(json_t *v, ss_method_t *m, ss_err_t *err)
 {
     static const ss_method_kind_t kinds[] = { SS_METHOD_PTQ, SS_METHOD_BF16,
                                               SS_METHOD_PRUNE,
-                                              SS_METHOD_LOWRANK };
+                                              SS_METHOD_LOWRANK,
+                                              SS_METHOD_FINETUNE,
+                                              SS_METHOD_DISTILL,
+                                              SS_METHOD_QAT };
     json_t *params = NULL;
     const char *name;
     size_t i;
+    int rc;
 
     if (json_is_object(v)) {
         const char *key;
@@ -102,11 +143,15 @@ parse_method(json_t *v, ss_method_t *m, ss_err_t *err)
     for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         if (strcmp(name, ss_method_name(kinds[i])) == 0) {
             ss_method_default(m, kinds[i]);
-            return parse_params(m, params, err);
+            if ((rc = parse_params(m, params, err)) < 0)
+                return rc;
+            /* What the rows cannot say alone (distill needs a student,
+             * bf16 training on this CPU), also for a bare name. */
+            return ss_method_check_params(m, err);
         }
     }
     return ss_err_set(err, SS_EINVAL, "unknown method '%s' (ptq, bf16, "
-                      "prune, lowrank)", name);
+                      "prune, lowrank, finetune, distill, qat)", name);
 }
 
 static int
@@ -271,7 +316,7 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
 {
     static const char *const known[] = { "source_version", "methods",
                                          "calibration", "validation",
-                                         "gate", "activate" };
+                                         "training", "gate", "activate" };
     const char *key;
     json_t *v, *methods;
     size_t i, k;
@@ -312,6 +357,9 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
     if ((rc = parse_data(j, json_object_get(root, "validation"),
                          "validation", j->src, &j->val, err)) < 0)
         return rc;
+    if ((rc = parse_data(j, json_object_get(root, "training"), "training",
+                         j->src, &j->train, err)) < 0)
+        return rc;
     /* Defaults: calibration from the traffic ring when the model samples;
      * validation from the calibration data. */
     if (j->calib.kind == SS__JOB_DATA_NONE && ss_model_sampler(j->src->model))
@@ -324,11 +372,23 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
         const ss_method_t *m = &j->methods[i];
 
         if (j->calib.kind == SS__JOB_DATA_NONE &&
-            (m->kind == SS_METHOD_PTQ ||
+            (m->kind == SS_METHOD_PTQ || m->kind == SS_METHOD_QAT ||
              (m->kind == SS_METHOD_PRUNE &&
               m->u.prune.score == SS_SCORE_ACTIVATION)))
             return ss_err_set(err, SS_EINVAL, "%s needs calibration data",
                               ss_method_name(m->kind));
+        /* Training data: "training", else the traffic ring when the model
+         * samples, else the calibration data (the job uses it). */
+        if (SS_METHOD_TRAINS(m->kind) && j->train.kind == SS__JOB_DATA_NONE) {
+            if (ss_model_sampler(j->src->model) != NULL)
+                j->train.kind = SS__JOB_DATA_TRAFFIC;
+            else if (j->calib.kind == SS__JOB_DATA_NONE)
+                return ss_err_set(err, SS_EINVAL, "%s needs training data "
+                                  "(\"training\": {\"file\": "
+                                  "\"train.npz\"}, inline inputs, or "
+                                  "\"traffic\" with sampling on)",
+                                  ss_method_name(m->kind));
+        }
     }
     return 0;
 }
