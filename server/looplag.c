@@ -13,12 +13,15 @@
 
 #include "server/looplag.h"
 
+#include <stdbool.h>
+
 #include "common/alloc.h"
 
 struct ss_looplag {
     uv_timer_t timer;
     uint64_t interval_ms;
     uint64_t armed_ns;          /* uv_hrtime when the timer was armed */
+    bool ticked;                /* the first tick measured nothing */
     double max;
     ss_series_t *hist, *gmax;
 };
@@ -30,11 +33,16 @@ on_tick(uv_timer_t *t)
     uint64_t now = uv_hrtime(), due = p->armed_ns + p->interval_ms * 1000000;
     double lag = now > due ? (double)(now - due) / 1e9 : 0.0;
 
-    ss_series_observe(p->hist, lag);
-    if (lag > p->max) {
-        p->max = lag;
-        ss_series_set(p->gmax, lag);
+    /* The first tick waits for the loop to start running (the rest of
+     * start-up): that is not a stall. */
+    if (p->ticked) {
+        ss_series_observe(p->hist, lag);
+        if (lag > p->max) {
+            p->max = lag;
+            ss_series_set(p->gmax, lag);
+        }
     }
+    p->ticked = true;
     p->armed_ns = now;
     uv_timer_start(&p->timer, on_tick, p->interval_ms, 0);
 }
