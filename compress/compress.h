@@ -201,6 +201,12 @@ int ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
  * a bad body is refused before a job exists. */
 int ss_method_check_params(const ss_method_t *m, ss_err_t *err);
 
+/* A method from JSON: a name ("ptq") or {"method": name, "params":
+ * {...}} (borrowed); m gets the defaults, then each parameter through
+ * the table, then ss_method_check_params().  SS_EINVAL naming the
+ * method and the parameter. */
+int ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err);
+
 /* distill: checks that a user's student takes the inputs and gives the
  * outputs of the source (names, dtypes, ranks, every dim but the batch);
  * SS_EINVAL naming the first difference. */
@@ -213,6 +219,10 @@ typedef struct ss_gate {
     double min_agreement;       /* top-1 agreement with the source; < 0 */
     double max_relative_error;  /* max |a-b| / max |b| over outputs; < 0 */
 } ss_gate_t;
+
+/* A gate from JSON ({"max_accuracy_drop": 0.01, "min_agreement": ...,
+ * "max_relative_error": ...}; NULL: every bound unset, -1). */
+int ss_gate_from_json(json_t *v, ss_gate_t *g, ss_err_t *err);
 
 /* Where a training method is, for a job's status: after every step, and
  * after each epoch's validation. */

@@ -10,7 +10,8 @@ compress_libsscompress_a_SOURCES = \
 	compress/compress.c compress/eval.c compress/layers.c \
 	compress/quant.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
-	compress/params.c compress/finetune.c compress/distill.c compress/qat.c
+	compress/params.c compress/params_json.c compress/finetune.c \
+	compress/distill.c compress/qat.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
 

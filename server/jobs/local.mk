@@ -12,3 +12,11 @@ server_jobs_libssjobs_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 # The training methods as jobs, through the daemon (finetune, distill).
 TESTS += tests/integration/test_train.py
 EXTRA_DIST += tests/integration/test_train.py
+
+# slimserve-train: a job file run on a model folder without the daemon.
+bin_PROGRAMS += server/slimserve-train
+server_slimserve_train_SOURCES = server/jobs/train_main.c
+server_slimserve_train_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+server_slimserve_train_LDADD = server/model/libssmodel.a $(SS_COMPRESS_LIBS) \
+	$(JANSSON_LIBS) -lpthread -lm

@@ -3,10 +3,16 @@
 distill and qat, on the digits MLP through the daemon (the variants pass the gate,
 are activated and serve: accuracy measured by inference against the
 fixture's labels); progress while a job trains; cancel mid-epoch leaves no
-version and the served model unchanged; bad bodies get 400 and no job."""
+version and the served model unchanged, and so does kill -9 mid-training;
+bad bodies get 400 and no job;
+slimserve-train runs the same job file on a model folder without the
+daemon, and the daemon then serves what it wrote."""
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +25,8 @@ import tap  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 
+TRAIN_BIN = os.path.join(os.environ.get("top_builddir", "."), "server",
+                         "slimserve-train")
 FIX = os.path.join(TOP_SRC, "tests", "fixtures")
 MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
 CNN = os.path.join(FIX, "cnn_op13", "model.onnx")
@@ -334,6 +342,97 @@ def test_bad_bodies(d, root):
         tap.eq(versions_on_disk(root), before, "%s: no version" % what)
 
 
+def test_kill(tmp):
+    """kill -9 while a job trains, then a restart: no partial version, the
+    served version unchanged."""
+    root = make_repo(os.path.join(tmp, "kill"))
+    d = Daemon(ADMIN, repository=root)
+    d.start()
+    try:
+        st, js = submit(d, {
+            "methods": [{"method": "finetune",
+                         "params": {"epochs": 1000}}],
+            "training": {"file": "train.npz"},
+            "validation": {"file": "val.npz"}, "activate": True})
+        tap.eq(st, 202, "a long finetune: accepted")
+        deadline = time.monotonic() + 60
+        j = job(d, js.get("job", 0))
+        while ((j.get("training") or {}).get("step", 0) < 10
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
+            j = job(d, js.get("job", 0))
+        tap.eq(j.get("state"), "running", "it trains (step %s)"
+               % (j.get("training") or {}).get("step"))
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+    finally:
+        d.kill()
+        d.tmp.cleanup()
+    tap.eq(versions_on_disk(root), [1], "after kill -9: no new version")
+    with Daemon(ADMIN, repository=root) as d2:
+        tap.ok(not any(n.startswith(".slimserve-tmp")
+                       for n in os.listdir(os.path.join(root, "mlp"))),
+               "nothing temporary left after the restart")
+        v, _ = served(d2)
+        tap.eq(v, "1", "version 1 serves after the restart")
+        tap.eq(d2.stop(), 0, "clean exit")
+
+
+def test_cli(tmp):
+    """slimserve-train: the same job file on a model folder, no daemon;
+    then the daemon serves what it wrote."""
+    root = make_repo(os.path.join(tmp, "cli"))
+    mdir = os.path.join(root, "mlp")
+    job = {"methods": [{"method": "prune",
+                        "params": {"kind": "structured", "sparsity": 0.5}},
+                       {"method": "finetune",
+                        "params": {"epochs": 3, "batch_size": 32}}],
+           "calibration": {"file": "calib.npz"},
+           "training": {"file": "train.npz"},
+           "validation": {"file": "val.npz"},
+           "gate": {"max_accuracy_drop": 0.01}}
+
+    def run(body):
+        p = os.path.join(tmp, "job.json")
+        with open(p, "w") as f:
+            json.dump(body, f)
+        r = subprocess.run([TRAIN_BIN, p, "--model-dir", mdir,
+                            "--threads", "1"], capture_output=True,
+                           timeout=120)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    rc, out, errs = run(job)
+    tap.eq(rc, 0, "slimserve-train: exit 0 (%s)" % errs.strip()[-200:])
+    res = json.loads(out) if rc == 0 else {}
+    tap.eq(res.get("version"), 2, "version 2 written")
+    tap.ok(os.path.exists(os.path.join(mdir, "2", "model.onnx")) and
+           os.path.exists(os.path.join(mdir, "2", "variant.json")),
+           "model.onnx and variant.json")
+    tap.eq(errs.count("finetune: epoch"), 3, "a progress line per epoch")
+    with open(os.path.join(mdir, "config.json")) as f:
+        tap.eq(json.load(f).get("active_version"), 1,
+               "the served version is pinned, not replaced")
+    acc = (res.get("variant") or {}).get("accuracy") or 0
+    rc, out, errs = run(dict(job, methods=["distill"]))
+    tap.eq(rc, 2, "a bad job: exit 2")
+    tap.ok("give one student" in errs, "with the daemon's message (%s)"
+           % errs.strip())
+    rc, out, errs = run(dict(job, gate={"min_agreement": 0.9999}))
+    tap.eq(rc, 1, "a rejected variant: exit 1")
+    tap.eq(versions_on_disk(root), [1, 2], "and nothing written")
+    with Daemon(ADMIN, repository=root) as d:
+        v, a1 = served(d)
+        tap.eq(v, "1", "the daemon serves version 1")
+        st, _, _ = d.post("/admin/models/mlp/versions/2/activate", b"",
+                          admin=True)
+        tap.eq(st, 200, "activate version 2")
+        v, a2 = served(d)
+        tap.eq(v, "2", "version 2 serves")
+        tap.ok(abs(a2 - acc) < 1e-9 and a2 >= 0.99 * a1, "at the accuracy "
+               "slimserve-train measured (%.4f; source %.4f)" % (a2, a1))
+        tap.eq(d.stop(), 0, "clean exit")
+
+
 def main():
     tmp = tempfile.mkdtemp()
     root = make_repo(os.path.join(tmp, "m"))
@@ -349,6 +448,8 @@ def main():
                     tap.ok(False, "%s raised %r" % (t.__name__, e),
                            traceback.format_exc())
             tap.eq(d.stop(), 0, "clean exit")
+        test_kill(tmp)
+        test_cli(tmp)
     finally:
         shutil.rmtree(tmp)
     return tap.done()
