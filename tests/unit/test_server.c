@@ -120,6 +120,75 @@ test_router(void)
         ok(!ss_route_match("/v2/models/*", longseg, &m),
            "an over-long segment is refused, not truncated");
     }
+    ok(!ss_route_match("/v2/models/*", "/v2/models/mlp\xc0\x80x", &m),
+       "a decoded %%00 (C0 80) is not a name");
+    ok(!ss_route_match("/v2/models/*", "/v2/models/a\xff", &m),
+       "invalid UTF-8 is not a name");
+    ok(!ss_route_match("/v2/models/*", "/v2/models/a\tb", &m),
+       "a control character is not a name");
+    ok(ss_route_match("/v2/models/*", "/v2/models/caf\xc3\xa9", &m),
+       "UTF-8 names match");
+    {
+        static const struct {
+            const char *text;
+            long long want;
+        } nums[] = {
+            { "1", 1 }, { "12", 12 }, { "9223372036854775807", INT64_MAX },
+            { "0", -1 }, { "01", -1 }, { "+1", -1 }, { "-1", -1 },
+            { "1a", -1 }, { " 1", -1 }, { "", -1 },
+            { "9223372036854775808", -1 }, { "99999999999999999999", -1 },
+        };
+        size_t i;
+
+        for (i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+            is_int((long long)ss_route_number(nums[i].text), nums[i].want,
+                   "ss_route_number(\"%s\")", nums[i].text);
+    }
+}
+
+/* Writes text (n bytes) as a 0600 token file; returns its path. */
+static const char *
+token_file(char *tmpl, const char *text, size_t n)
+{
+    int fd = mkstemp(tmpl);
+
+    if (fd < 0 || write(fd, text, n) != (ssize_t)n)
+        return NULL;
+    close(fd);
+    chmod(tmpl, 0600);
+    return tmpl;
+}
+
+static void
+test_auth_limits(void)
+{
+    static char big[4100];
+    char t1[] = "/tmp/ss-tok-XXXXXX", t2[] = "/tmp/ss-tok-XXXXXX",
+         t3[] = "/tmp/ss-tok-XXXXXX", t4[] = "/tmp/ss-tok-XXXXXX";
+    ss_auth_t a;
+    ss_err_t err;
+
+    memset(big, 'k', sizeof(big));
+    /* 4096 bytes and a CRLF: the largest file, and it loads whole. */
+    memcpy(big + 4096, "\r\n", 2);
+    is_int(ss_auth_load(&a, token_file(t1, big, 4098), &err), 0,
+           "a 4096-byte token with CRLF loads");
+    is_int((long long)a.len, 4096, "whole, not cut");
+    ss_auth_close(&a);
+    ok(ss_auth_load(&a, token_file(t2, big, 4099), &err) == SS_EINVAL &&
+       strstr(err.msg, "4098") != NULL, "a 4099-byte file is refused: %s",
+       err.msg);
+    ss_auth_close(&a);
+    ok(ss_auth_load(&a, token_file(t3, "abc\0def\n", 8), &err) ==
+       SS_EINVAL, "a NUL inside is refused, not a cut token: %s", err.msg);
+    ss_auth_close(&a);
+    ok(ss_auth_load(&a, token_file(t4, "ab cd\n", 6), &err) == SS_EINVAL,
+       "a space inside is refused: %s", err.msg);
+    ss_auth_close(&a);
+    unlink(t1);
+    unlink(t2);
+    unlink(t3);
+    unlink(t4);
 }
 
 static void
@@ -164,5 +233,6 @@ main(void)
     test_config();
     test_router();
     test_auth();
+    test_auth_limits();
     return tap_done();
 }
