@@ -72,6 +72,8 @@ typedef enum {
 
 typedef enum { SS_PRECISION_F32 = 0, SS_PRECISION_BF16 } ss_precision_t;
 
+#define SS_MAX_STUDENT_LAYERS 32
+
 typedef enum { SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE } ss_calib_kind_t;
 typedef enum { SS_PRUNE_UNSTRUCTURED = 0, SS_PRUNE_STRUCTURED } ss_prune_kind_t;
 typedef enum { SS_SCORE_L1 = 0, SS_SCORE_L2, SS_SCORE_ACTIVATION } ss_score_t;
@@ -106,6 +108,9 @@ typedef struct ss_method {
             const ss_graph_t *student; /* its graph: borrowed, loaded and
                                      * checked by the caller (it must
                                      * outlive the run) */
+            int layers[SS_MAX_STUDENT_LAYERS]; /* distill: the teacher's
+                                     * blocks the student keeps */
+            int n_layers;           /* 0: not given */
             ss_train_opts_t opt;    /* loss weights, optimizer, schedule,
                                      * seed: the trainer's own table */
         } train;
@@ -127,8 +132,10 @@ typedef enum {
     SS_PARAM_TRAIN,             /* a trainer hyper-parameter of the same
                                  * name (train.h's table: its type and
                                  * bounds), with this row's default */
-    SS_PARAM_OBJECT             /* an object: each key goes through the
+    SS_PARAM_OBJECT,            /* an object: each key goes through the
                                  * row's set_key */
+    SS_PARAM_LIST               /* a value only: a list of numbers, inside
+                                 * an object ("layers": [0, 2]) */
 } ss_param_type_t;
 
 typedef struct ss_param_choice {
@@ -182,6 +189,8 @@ typedef struct ss_param_value {
     double number;
     bool boolean;
     const char *text;           /* CHOICE: the name */
+    const double *list;         /* LIST: n_list numbers (borrowed) */
+    int n_list;
 } ss_param_value_t;
 
 /* Sets key of OBJECT parameter p in m ("optimizer", "lr"). */
@@ -212,6 +221,11 @@ int ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err);
  * SS_EINVAL naming the first difference. */
 int ss_distill_check_student(const ss_graph_t *src,
                              const ss_graph_t *student, ss_err_t *err);
+/* distill {"layers": [...]}: checks the block indices against the
+ * source's repeated residual blocks (compress/distill_layers.c); SS_EINVAL
+ * for an unknown block, a model without blocks, or every block kept. */
+int ss_distill_check_layers(const ss_graph_t *src, const ss_method_t *m,
+                            ss_err_t *err);
 
 typedef struct ss_gate {
     double max_accuracy_drop;   /* relative (0.01 = 1% of the source's

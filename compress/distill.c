@@ -2,10 +2,12 @@
 /*
  * distill: a smaller student, trained on the source's outputs.
  *
- * DESIGN: the student is either the graph so far with every hidden width
- * scaled ({"width": w}), or a user's own graph ({"file": "s.onnx"}, the
- * caller loads it and checks it with ss_distill_check_student()).  Then
- * it trains through the loop of finetune.c, the source as the teacher.
+ * DESIGN: the student is the graph so far with every hidden width scaled
+ * ({"width": w}), or with only some of its repeated blocks
+ * ({"layers": [0, 2]}, distill_layers.c), or a user's own graph
+ * ({"file": "s.onnx"}, the caller loads it and checks it with
+ * ss_distill_check_student()).  Then it trains through the loop of
+ * finetune.c, the source as the teacher.
  *
  * A width-w student is made by structured pruning at sparsity 1 - w
  * (prune.c, prune_cut.c): the same pairs, the same importance scores,
@@ -121,6 +123,9 @@ ss__distill(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         *g = s;
         json_object_set_new(snote, "file",
                             json_string(m->u.train.student_file));
+    } else if (m->u.train.n_layers > 0) {
+        if ((rc = ss__distill_layers(m, *g, snote, err)) < 0)
+            goto done;
     } else {
         json_object_set_new(snote, "width", json_real(m->u.train.width));
         if ((rc = scaled(cx, m, g, snote, err)) < 0)

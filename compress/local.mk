@@ -11,7 +11,7 @@ compress_libsscompress_a_SOURCES = \
 	compress/quant.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
 	compress/params.c compress/params_json.c compress/finetune.c \
-	compress/distill.c compress/qat.c
+	compress/distill.c compress/distill_layers.c compress/qat.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
 

@@ -121,8 +121,9 @@ const ss_method_param_t ss_method_params[] = {
     TRAIN_ROWS(SS_METHOD_DISTILL, 10, 4.0),
     { SS_METHOD_DISTILL, "student", SS_PARAM_OBJECT, 0, 0, 0, false, false,
       NULL, NULL, 0, "{\"width\": w}: every hidden width times w, from "
-      "the units structured pruning keeps; {\"file\": \"s.onnx\"}: a "
-      "student with the source's inputs and outputs", 0, 0, student_key },
+      "the units structured pruning keeps; {\"layers\": [0, 2]}: only "
+      "these repeated blocks; {\"file\": \"s.onnx\"}: a student with "
+      "the source's inputs and outputs", 0, 0, student_key },
     TRAIN_ROWS(SS_METHOD_QAT, 2, 1.0),
 };
 
@@ -220,6 +221,9 @@ describe(const ss_method_param_t *p, char *buf, size_t n)
     case SS_PARAM_OBJECT:
         snprintf(buf, n, "an object");
         break;
+    case SS_PARAM_LIST:         /* no row is a list: values inside objects */
+        snprintf(buf, n, "a list");
+        break;
     case SS_PARAM_BOOL:
         snprintf(buf, n, "true or false");
         break;
@@ -297,7 +301,7 @@ ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
 
     describe(p, want, sizeof(want));
     if (m->kind != p->method || v->type != want_type
-        || p->type == SS_PARAM_OBJECT)
+        || p->type == SS_PARAM_OBJECT || p->type == SS_PARAM_LIST)
         return ss_err_set(err, SS_EINVAL, "%s: %s must be %s", method,
                           p->name, want);
     switch (p->type) {
@@ -327,6 +331,7 @@ ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
         store(m, p, p->choices[i].value);
         break;
     case SS_PARAM_OBJECT:
+    case SS_PARAM_LIST:
         break;
     }
     /* An either-or pair: giving one unsets the other. */
@@ -419,10 +424,30 @@ student_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
         memcpy(m->u.train.student_file, f, n + 1);
         return 0;
     }
-    if (strcmp(key, "layers") == 0)
-        return ss_err_set(err, SS_EUNSUPP, "a student of chosen layers is "
-                          "not available yet: give \"width\" or \"file\"");
-    return ss_err_set(err, SS_EINVAL, "unknown key '%s' (width, file)", key);
+    if (strcmp(key, "layers") == 0) {
+        int i, k;
+
+        if (v->type != SS_PARAM_LIST || v->n_list < 1
+            || v->n_list > SS_MAX_STUDENT_LAYERS)
+            return ss_err_set(err, SS_EINVAL, "layers must be a list of 1 "
+                              "to %d block indices", SS_MAX_STUDENT_LAYERS);
+        for (i = 0; i < v->n_list; i++) {
+            double x = v->list[i];
+
+            if (!(x >= 0 && x < 1 << 20) || x != floor(x))
+                return ss_err_set(err, SS_EINVAL, "layers[%d] must be a "
+                                  "block index (an integer >= 0)", i);
+            for (k = 0; k < i; k++)
+                if (m->u.train.layers[k] == (int)x)
+                    return ss_err_set(err, SS_EINVAL, "layers: block %d "
+                                      "twice", (int)x);
+            m->u.train.layers[i] = (int)x;
+        }
+        m->u.train.n_layers = v->n_list;
+        return 0;
+    }
+    return ss_err_set(err, SS_EINVAL, "unknown key '%s' (width, file, "
+                      "layers)", key);
 }
 
 /* AMX-BF16: CPUID leaf 7, EDX bit 22 (asked directly: clang 14's
@@ -485,10 +510,11 @@ ss_method_check_params(const ss_method_t *m, ss_err_t *err)
     if ((rc = check_precision(m, err)) < 0)
         return rc;
     if (m->kind == SS_METHOD_DISTILL
-        && (m->u.train.width > 0) == (m->u.train.student_file[0] != '\0'))
+        && (m->u.train.width > 0) + (m->u.train.student_file[0] != '\0')
+               + (m->u.train.n_layers > 0) != 1)
         return ss_err_set(err, SS_EINVAL, "distill: give one student: "
-                          "{\"width\": w} with w in (0, 1), or {\"file\": "
-                          "\"student.onnx\"}");
+                          "{\"width\": w} with w in (0, 1), {\"layers\": "
+                          "[blocks kept]} or {\"file\": \"student.onnx\"}");
     if (m->kind == SS_METHOD_DISTILL && m->u.train.width != 0
         && !(m->u.train.width > 0 && m->u.train.width < 1))
         return ss_err_set(err, SS_EINVAL, "distill: student width must be "

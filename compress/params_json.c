@@ -51,6 +51,23 @@ parse_object(ss_method_t *m, const ss_method_param_t *p, json_t *obj,
                           ss_method_name(m->kind), p->name);
     json_object_foreach(obj, key, v) {
         ss_param_value_t val = value_of(v);
+        double list[SS_MAX_STUDENT_LAYERS];
+        size_t i;
+
+        if (json_is_array(v)) {
+            /* a list of numbers; longer ones are refused by the row */
+            val.type = SS_PARAM_LIST;
+            val.list = list;
+            val.n_list = (int)json_array_size(v);
+            for (i = 0; i < json_array_size(v); i++) {
+                if (i >= SS_MAX_STUDENT_LAYERS
+                    || !json_is_number(json_array_get(v, i))) {
+                    val.type = 0;
+                    break;
+                }
+                list[i] = json_number_value(json_array_get(v, i));
+            }
+        }
 
         if ((rc = ss_method_param_set_key(m, p, key, &val, err)) < 0)
             return rc;

@@ -382,6 +382,8 @@ main(int argc, char **argv)
     for (i = 0; i < n; i++) {
         ss_method_t *m = &methods[i];
 
+        if ((rc = ss_distill_check_layers(g, m, &err)) < 0)
+            goto done;
         if (m->kind != SS_METHOD_DISTILL || !m->u.train.student_file[0])
             continue;
         snprintf(path, sizeof(path), "%s/%s", dir, m->u.train.student_file);

@@ -52,11 +52,19 @@ def make_repo(root):
         np.savez(os.path.join(d, "wide.npz"),
                  input=np.zeros((64, 65), np.float32))
     shutil.copy(CNN, os.path.join(d, "cnn.onnx"))
+    # The transformer (two encoder layers) as "tr", for student layers.
+    t = os.path.join(root, "tr")
+    os.makedirs(os.path.join(t, "1"))
+    shutil.copy(os.path.join(FIX, "transformer_op17", "model.onnx"),
+                os.path.join(t, "1", "model.onnx"))
+    shutil.copy(os.path.join(DIGITS, "transformer_heldout.npz"),
+                os.path.join(t, "val.npz"))
     return root
 
 
-def submit(d, body):
-    st, _, data = d.post("/admin/models/mlp/compress", body, admin=True)
+def submit(d, body, model="mlp"):
+    st, _, data = d.post("/admin/models/%s/compress" % model, body,
+                         admin=True)
     return st, json_body(data) or {}
 
 
@@ -282,7 +290,11 @@ def test_bad_bodies(d, root):
         ([m("distill", student={"width": -0.5})], data, "width < 0"),
         ([m("distill", student={"width": "half"})], data, "width a string"),
         ([m("distill", student={"layers": [0, 7]})], data,
-         "a student of layers (not available)"),
+         "student layers of a model without repeated blocks"),
+        ([m("distill", student={"layers": "all"})], data,
+         "layers not a list"),
+        ([m("distill", student={"layers": [0.5]})], data,
+         "a fractional layer"),
         ([m("distill", student={"depth": 2})], data, "unknown student key"),
         ([m("distill")], data, "no student"),
         (["distill"], data, "a bare distill: no student"),
@@ -322,6 +334,14 @@ def test_bad_bodies(d, root):
     for methods, extra, what in cases:
         st, js = submit(d, dict(extra, methods=methods))
         tap.eq(st, 400, "%s: 400 (%s)" % (what, js.get("error")))
+    tr = {"calibration": {"file": "val.npz"},
+          "validation": {"file": "val.npz"}}
+    for layers, what in (([0, 5], "an unknown student layer"),
+                         ([1, 0], "every layer kept")):
+        st, js = submit(d, dict(tr, methods=[m("distill", student={
+            "layers": layers})]), model="tr")
+        tap.eq(st, 400, "transformer, %s: 400 (%s)" % (what,
+                                                       js.get("error")))
     st, _, body = d.get("/admin/jobs", admin=True)
     tap.eq(len(json_body(body) or []), n_jobs, "no job was made")
 

@@ -290,6 +290,79 @@ test_student_file(ss_graph_t *g, tc_data_t *tr, tc_data_t *cal,
     ss_compress_result_clear(&cut);
 }
 
+/* distill {"layers": [...]}: the transformer keeps one of its two
+ * encoder layers; the MLP has no blocks. */
+static void
+test_layers(ss_graph_t *mlp)
+{
+    ss_graph_t *g = tc_model_load("transformer");
+    tc_data_t cal, val;
+    ss_compress_result_t res = { 0 };
+    ss_method_t m;
+    ss_dataset_t train;
+    seen_t s = { .eta_ok = true, .metric_ok = true };
+    ss_compress_ctl_t c;
+    ss_err_t err = { 0 };
+    json_t *st;
+    int rc;
+
+    if (g == NULL || tc_data_load(&cal, "transformer", "calib", 0) < 0
+        || tc_data_load(&val, "transformer", "heldout", 0) < 0) {
+        ok(0, "the transformer fixture loads");
+        ss_graph_free(g);
+        return;
+    }
+    train = unlabeled(&cal);
+    c = ctl_with(&train, &s);
+    ss_method_default(&m, SS_METHOD_DISTILL);
+    m.u.train.n_layers = 1;
+    m.u.train.layers[0] = 2;
+    is_int(ss_distill_check_layers(g, &m, &err), SS_EINVAL,
+           "block 2 of 2: %s", err.msg);
+    m.u.train.n_layers = 2;
+    m.u.train.layers[0] = 0;
+    m.u.train.layers[1] = 1;
+    is_int(ss_distill_check_layers(g, &m, &err), SS_EINVAL,
+           "every block kept: %s", err.msg);
+    m.u.train.n_layers = 1;
+    m.u.train.layers[0] = 0;
+    is_int(ss_distill_check_layers(mlp, &m, &err), SS_EINVAL,
+           "the MLP has no blocks: %s", err.msg);
+    is_int(ss_distill_check_layers(g, &m, &err), 0, "block 0 of the "
+           "transformer: %s", err.msg);
+    is_int(ss_method_check_params(&m, &err), 0, "a student of layers: %s",
+           err.msg);
+    m.u.train.epochs = 20;
+    m.u.train.opt.lr = 3e-3;
+    rc = ss_compress_run(g, &m, 1, &cal.ds, &val.ds, &no_gate, &c, &res,
+                         &err);
+    is_int(rc, 0, "distill layers [0] of the transformer: %s", err.msg);
+    report("distill layers [0] transformer, 20 epochs", &res);
+    st = json_object_get(json_array_get(json_object_get(res.details,
+                                                        "methods"), 0),
+                         "student");
+    is_int(json_integer_value(json_object_get(st, "blocks")), 2,
+           "two blocks found");
+    is_int(json_integer_value(json_object_get(st, "steps_per_block")), 2,
+           "of two residual steps each (attention, feed-forward)");
+    ok(res.variant_eval.weight_bytes < res.source.weight_bytes * 3 / 4,
+       "one layer's weights fewer (%zu vs %zu)",
+       res.variant_eval.weight_bytes, res.source.weight_bytes);
+    ok(res.variant_eval.accuracy > 0.5, "the one-layer student learns "
+       "(%.4f; teacher %.4f)", res.variant_eval.accuracy,
+       res.source.accuracy);
+    if (res.variant != NULL) {
+        is_int(count_op(res.variant, "Softmax"), 1,
+               "one attention left (the teacher has %d)",
+               count_op(g, "Softmax"));
+        check_roundtrip(res.variant, &val, "layers");
+    }
+    ss_compress_result_clear(&res);
+    tc_data_free(&cal);
+    tc_data_free(&val);
+    ss_graph_free(g);
+}
+
 /* qat: the same QDQ graph as ptq, with trained weights. */
 static void
 test_qat(ss_graph_t *g, tc_data_t *tr, tc_data_t *cal, tc_data_t *val)
@@ -352,7 +425,7 @@ test_qat(ss_graph_t *g, tc_data_t *tr, tc_data_t *cal, tc_data_t *val)
 static int
 set_num(ss_method_t *m, const char *name, double x, ss_err_t *err)
 {
-    ss_param_value_t v = { SS_PARAM_NUMBER, x, false, NULL };
+    ss_param_value_t v = { .type = SS_PARAM_NUMBER, .number = x };
     const ss_method_param_t *p = ss_method_param_find(m->kind, name);
 
     if (p == NULL)
@@ -373,8 +446,8 @@ test_params(void)
 {
     ss_method_t m;
     ss_err_t err = { 0 };
-    ss_param_value_t num = { SS_PARAM_NUMBER, 0, false, NULL };
-    ss_param_value_t txt = { SS_PARAM_CHOICE, 0, false, NULL };
+    ss_param_value_t num = { .type = SS_PARAM_NUMBER };
+    ss_param_value_t txt = { .type = SS_PARAM_CHOICE };
     int rc;
 
     ss_method_default(&m, SS_METHOD_FINETUNE);
@@ -486,6 +559,7 @@ main(void)
     test_distill(g, &tr, &cal, &val);
     test_student_file(g, &tr, &cal, &val);
     test_qat(g, &tr, &cal, &val);
+    test_layers(g);
     tc_data_free(&tr);
     tc_data_free(&cal);
     tc_data_free(&val);
