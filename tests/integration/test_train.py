@@ -362,6 +362,39 @@ def test_bad_bodies(d, root):
         tap.eq(versions_on_disk(root), before, "%s: no version" % what)
 
 
+def test_traffic(tmp):
+    """"training": "traffic": the model's sampled requests, unlabeled,
+    labelled by the source."""
+    root = make_repo(os.path.join(tmp, "traffic"))
+    with open(os.path.join(root, "mlp", "config.json"), "w") as f:
+        json.dump({"sampling": {"capacity": 1024, "probability": 1.0}}, f)
+    with Daemon(ADMIN, repository=root) as d:
+        with np.load(os.path.join(DIGITS, "mlp_train.npz")) as z:
+            x = z["input"][:640]
+        for i in range(0, len(x), 32):
+            st, _, _ = d.post("/v2/models/mlp/infer",
+                              kserve.json_request({"input": x[i:i + 32]}))
+        st, js = submit(d, {
+            "methods": [{"method": "prune",
+                         "params": {"kind": "structured", "sparsity": 0.5}},
+                        {"method": "finetune", "params": {"epochs": 3,
+                                                          "batch_size": 32}}],
+            "training": "traffic", "calibration": "traffic",
+            "validation": {"file": "val.npz"},
+            "gate": {"max_accuracy_drop": 0.02}})
+        tap.eq(st, 202, "traffic-trained finetune: accepted")
+        j = wait_job(d, js.get("job", 0))
+        tap.eq(j.get("state"), "succeeded", "it succeeds (%s)"
+               % j.get("error", ""))
+        res = j.get("result") or {}
+        tr = methods_note(res, 1).get("training") or {}
+        tap.eq(tr.get("training_rows"), 640, "on the 640 sampled rows")
+        tap.eq(tr.get("labels"), False, "unlabeled: the source labels them")
+        tap.diag("traffic: %s -> %s" % ((res.get("source") or {}).get(
+            "accuracy"), (res.get("variant") or {}).get("accuracy")))
+        tap.eq(d.stop(), 0, "clean exit")
+
+
 def test_kill(tmp):
     """kill -9 while a job trains, then a restart: no partial version, the
     served version unchanged."""
@@ -468,6 +501,7 @@ def main():
                     tap.ok(False, "%s raised %r" % (t.__name__, e),
                            traceback.format_exc())
             tap.eq(d.stop(), 0, "clean exit")
+        test_traffic(tmp)
         test_kill(tmp)
         test_cli(tmp)
     finally:
