@@ -31,7 +31,8 @@ Five parts, one after the other:
    --job-threads=1 serves the MLP fixture under wrk (closed loop,
    bench/serve/post.lua, KServe JSON batch 1) for DURATION seconds, idle
    and while PTQ jobs on the transformer run back to back (two kept
-   queued or running all along); PAIRS pairs; the ratio is the median
+   queued or running all along; --job-method distill: training jobs, a
+   width-0.5 student for 20 epochs); PAIRS pairs; the ratio is the median
    busy p99 over the median idle p99.
 
 Then the issue's targets next to the measured values.  Needs wrk for 5,
@@ -543,6 +544,12 @@ def run_serve(a, tmp):
                 "calibration": {"file": "calib.npz"},
                 "validation": {"file": "val.npz"},
                 "gate": {"max_accuracy_drop": 0.01}, "activate": False}
+    if a.job_method == "distill":
+        # A training job: the trainer's steps instead of PTQ's runs; the
+        # gate is open, so every job ends by writing its variant.
+        job_body.update(methods=[{"method": "distill", "params": {
+            "student": {"width": 0.5}, "epochs": 20}}],
+            gate={"min_agreement": 0.0})
     srv = Daemon(a.build, repo, tmp)
     url = "http://127.0.0.1:%d/v2/models/mlp/infer" % srv.port
     cells = []
@@ -552,7 +559,7 @@ def run_serve(a, tmp):
         t0 = time.monotonic()
         srv.wait(srv.submit(jm, job_body))
         job_s = time.monotonic() - t0
-        log("serve: one %s PTQ job takes %.1f s" % (jm, job_s))
+        log("serve: one %s %s job takes %.1f s" % (jm, a.job_method, job_s))
         for _ in range(a.pairs):
             idle = wrk(url, a.duration, a.conns, body)
             feed = Feeder(srv, jm, job_body)
@@ -676,7 +683,8 @@ def p99_ratio(serve):
 
 
 def print_serve(a, serve):
-    print("\n## Serving the MLP while PTQ jobs run on the %s\n" % a.job_model)
+    print("\n## Serving the MLP while %s jobs run on the %s\n"
+          % (a.job_method, a.job_model))
     print("wrk -t1 -c%d, %d s per cell, KServe JSON batch 1, loopback; "
           "slimserve --job-threads=1 (serving and the job on disjoint CPUs); "
           "one job took %.1f s; two kept queued or running during each busy "
@@ -721,6 +729,10 @@ def main():
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--job-model", default="transformer",
                     choices=("cnn", "transformer"))
+    ap.add_argument("--job-method", default="ptq",
+                    choices=("ptq", "distill"),
+                    help="the job that runs while serving is measured "
+                         "(distill: a training job)")
     ap.add_argument("--quick", action="store_true",
                     help="few runs: checks that everything works")
     for part in ("torch", "wide", "serve"):
