@@ -111,6 +111,9 @@ typedef struct ss_method {
             int layers[SS_MAX_STUDENT_LAYERS]; /* distill: the teacher's
                                      * blocks the student keeps */
             int n_layers;           /* 0: not given */
+            int calib;              /* qat: ss_calib_kind_t of the
+                                     * activation scales */
+            double percentile;      /* qat: for SS_CALIB_PERCENTILE */
             ss_train_opts_t opt;    /* loss weights, optimizer, schedule,
                                      * seed: the trainer's own table */
         } train;

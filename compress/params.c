@@ -125,6 +125,12 @@ const ss_method_param_t ss_method_params[] = {
       "these repeated blocks; {\"file\": \"s.onnx\"}: a student with "
       "the source's inputs and outputs", 0, 0, student_key },
     TRAIN_ROWS(SS_METHOD_QAT, 2, 1.0),
+    { SS_METHOD_QAT, "calibration", SS_PARAM_CHOICE, SS_CALIB_MINMAX, 0, 0,
+      false, false, calibs, NULL, 0, "activation scales, as ptq's: min/max, "
+      "or a percentile of |x|", FIELD(train.calib) },
+    { SS_METHOD_QAT, "percentile", SS_PARAM_NUMBER, 99.99, 50, 100, true,
+      false, NULL, NULL, 0, "the percentile for calibration \"percentile\"",
+      FIELD(train.percentile) },
 };
 
 const size_t ss_method_n_params =

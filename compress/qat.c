@@ -4,7 +4,9 @@
  *
  * DESIGN: PTQ's plan (quant.c) is made as for ptq: BatchNorms folded into
  * their Convs, every MatMul/Gemm/Conv with a constant weight, activation
- * ranges calibrated (min/max) on the calibration data.  The training graph
+ * ranges calibrated on the calibration data (min/max, or with
+ * "calibration": "percentile" a percentile of |x|, as ptq's).  The
+ * training graph
  * is PTQ's QDQ graph with one difference: each weight stays an f32
  * initializer behind QuantizeLinear + DequantizeLinear (s8, per output
  * channel, scale max|w| / 127 of the weight before training) instead of
@@ -70,6 +72,10 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     int folded = 0, taken = 0, rc;
 
     ss_method_default(&ptq, SS_METHOD_PTQ);
+    ptq.u.ptq.calib = (ss_calib_kind_t)m->u.train.calib;
+    ptq.u.ptq.percentile = m->u.train.percentile;
+    ptq.u.ptq.calib = (ss_calib_kind_t)m->u.train.calib;
+    ptq.u.ptq.percentile = m->u.train.percentile;
     ss__cx_progress(cx, 0.0, "qat: calibrating");
     if ((rc = ss__fold_bn(*g, &folded, err)) < 0
         || (rc = ss__qplan_new(cx, &ptq, *g, &q, err)) < 0)
@@ -90,7 +96,9 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         "s8, symmetric, per output channel; trained behind fake "
         "quantization (straight-through)"));
     json_object_set_new(note, "activations", json_string(
-        "per tensor, symmetric, scales from min/max calibration"));
+        "per tensor, symmetric, scales from calibration"));
+    json_object_set_new(note, "calibration", json_string(
+        m->u.train.calib == SS_CALIB_PERCENTILE ? "percentile" : "minmax"));
     json_object_set_new(note, "quantized", ss__qplan_list(q));
     json_object_set_new(note, "trained_initializers", json_integer(taken));
     ss_graph_free(*g);
