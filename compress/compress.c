@@ -57,7 +57,7 @@ static int
 check_method(const ss_method_t *m, int i, bool have_calib, bool have_train,
              const ss_method_t *methods, ss_err_t *err)
 {
-    int rc, k;
+    int rc;
 
     if (ss_method_name(m->kind) == NULL)
         return ss_err_set(err, SS_EINVAL, "method %d: unknown method %d", i,
@@ -95,17 +95,27 @@ check_method(const ss_method_t *m, int i, bool have_calib, bool have_train,
             && m->u.train.student == NULL)
             return ss_err_set(err, SS_EINVAL, "distill: the student %s was "
                               "not loaded", m->u.train.student_file);
-        /* The trainer trains f32 weights: after int8 there are none, and
-         * a bf16 mark would be trained through in f32. */
-        for (k = 0; k < i; k++)
+        break;
+    }
+    return ss_method_check_order(methods, i + 1, err);
+}
+
+int
+ss_method_check_order(const ss_method_t *methods, int n, ss_err_t *err)
+{
+    int i, k;
+
+    /* The trainer trains f32 weights: after int8 there are none, and a
+     * bf16 mark would be trained through in f32. */
+    for (i = 0; i < n; i++)
+        for (k = 0; SS_METHOD_TRAINS(methods[i].kind) && k < i; k++)
             if (methods[k].kind == SS_METHOD_PTQ
                 || methods[k].kind == SS_METHOD_QAT
                 || methods[k].kind == SS_METHOD_BF16)
                 return ss_err_set(err, SS_EINVAL, "%s cannot follow %s: "
-                                  "put it before", ss_method_name(m->kind),
+                                  "put it before",
+                                  ss_method_name(methods[i].kind),
                                   ss_method_name(methods[k].kind));
-        break;
-    }
     return 0;
 }
 

@@ -207,6 +207,9 @@ int ss_method_param_set_key(ss_method_t *m, const ss_method_param_t *p,
  * [0, 1), not 1.5"). */
 int ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
                         const ss_param_value_t *v, ss_err_t *err);
+/* Checks the order of a pipeline: a training method after ptq, qat or
+ * bf16 is SS_EINVAL (ss_compress_run does; request parsers too). */
+int ss_method_check_order(const ss_method_t *methods, int n, ss_err_t *err);
 /* Checks every parameter of m against its row (ss_compress_run does),
  * and what the rows cannot say alone: the trainer's options together,
  * and bf16 training on this CPU.  A request parser calls it too, so that

@@ -172,6 +172,8 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL, "methods must be a method or a "
                           "list of 1..%d methods", SS_JOB_MAX_METHODS);
     }
+    if ((rc = ss_method_check_order(j->methods, j->n_methods, err)) < 0)
+        return rc;
     v = json_object_get(root, "activate");
     if (v != NULL && !json_is_boolean(v))
         return ss_err_set(err, SS_EINVAL, "activate must be true or false");

@@ -346,8 +346,9 @@ main(int argc, char **argv)
         rc = ss_err_set(&err, SS_EINVAL, "methods must be a method or a "
                         "list of 1..%d methods", MAX_METHODS);
     }
-    if (rc < 0 || (rc = ss_gate_from_json(json_object_get(job, "gate"),
-                                          &gate, &err)) < 0)
+    if (rc < 0 || (rc = ss_method_check_order(methods, n, &err)) < 0
+        || (rc = ss_gate_from_json(json_object_get(job, "gate"), &gate,
+                                   &err)) < 0)
         goto done;
     /* The source version. */
     v = json_object_get(job, "source_version");

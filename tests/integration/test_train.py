@@ -328,6 +328,9 @@ def test_bad_bodies(d, root):
          "shape"),
         ([m("finetune")], dict(data, training="traffic"),
          "traffic without sampling"),
+        (["ptq", m("finetune")], dict(data, calibration={"file":
+                                                         "calib.npz"}),
+         "finetune after ptq"),
     ]
     st, _, body = d.get("/admin/jobs", admin=True)
     n_jobs = len(json_body(body) or [])
