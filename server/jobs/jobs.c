@@ -843,8 +843,9 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     json_error_t je;
     json_t *root;
     ss__job_t *j;
+    char label[sizeof(((ss_version_t *)0)->label)];
     int rc;
-    int64_t sv = 0;
+    int64_t sv = 0, id;
 
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (root != NULL && !json_is_object(root)) {
@@ -878,8 +879,11 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
         goto fail;
     if ((rc = ss__jobs_parse(j, root, err)) < 0)
         goto fail;
+    /* Once queued, the job thread may run the job and drop j->src at
+     * once: what the log line needs is copied under the lock. */
+    snprintf(label, sizeof(label), "%s", j->src->label);
     pthread_mutex_lock(&js->lock);
-    j->id = ++js->next_id;
+    id = j->id = ++js->next_id;
     j->state = SS__JOB_QUEUED;
     j->created = wall();
     snprintf(j->step, sizeof(j->step), "queued");
@@ -887,9 +891,9 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     js->all = j;
     ss_queue_push(&js->runq, &j->qlink);
     pthread_mutex_unlock(&js->lock);
-    ss_log_notice("job %lld (model=%s@%s) queued", (long long)j->id, model,
-                  j->src->label);
-    return j->id;
+    ss_log_notice("job %lld (model=%s@%s) queued", (long long)id, model,
+                  label);
+    return id;
 fail:
     job_free(j);
     return rc;
