@@ -204,6 +204,24 @@ def run_load(a):
         shutil.rmtree(repo, ignore_errors=True)
 
 
+def cpu_line():
+    """The CPU model and the ISA flags that pick oneDNN's kernels: numbers
+    from different machines do not compare."""
+    model, flags = "unknown CPU", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = [x for x in line.split(":", 1)[1].split()
+                             if x.startswith(("avx512", "amx", "avx_vnni"))]
+    except OSError:
+        pass
+    return "%s, %d CPUs, ISA: %s" % (model, os.cpu_count() or 0,
+                                     " ".join(flags) or "no avx512/amx")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build", default=TOP, help="build directory")
@@ -217,6 +235,7 @@ def main():
     ld.add_argument("--duration", type=int, default=5)
     ld.add_argument("--instances", type=int, default=None)
     a = p.parse_args()
+    print("# " + cpu_line())
     if a.what == "models":
         a.count = [int(c) for c in a.count.split(",") if c]
         run_models(a)
