@@ -29,8 +29,11 @@ parse_labels(json_t *arr, ss__job_data_t *d, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL, "labels must be an array of "
                           "integers");
     n = json_array_size(arr);
-    if (n == 0 || n > (1u << 24))
-        return ss_err_set(err, SS_EINVAL, "labels: 1..%u values", 1u << 24);
+    /* One label per row, as a file's labels: a count that disagrees with
+     * the inputs would be read past the end (or silently cut) later. */
+    if ((int64_t)n != d->rows)
+        return ss_err_set(err, SS_EINVAL, "labels: %zu values for %lld "
+                          "rows", n, (long long)d->rows);
     if ((p = ss_aligned_alloc(n * sizeof(*p))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "out of memory");
     for (i = 0; i < n; i++) {

@@ -358,6 +358,11 @@ def test_bad_bodies():
                 "inputs": [{"name": "input", "shape": [1, 3],
                             "datatype": "FP32", "data": [1, 2, 3]}]}},
              "input"),
+            # One label per row (the fuzzer found two for one row).
+            ({"methods": ["bf16"], "validation": {
+                "inputs": [{"name": "input", "shape": [1, 64],
+                            "datatype": "FP32", "data": [0.5] * 64}],
+                "labels": [1, 2]}}, "labels: 2 values for 1 rows"),
         ]
         for body, needle, in cases:
             st, js = submit(d, body)
