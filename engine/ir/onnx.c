@@ -5,13 +5,15 @@
  * DESIGN: the file is parsed whole by protobuf-c (code generated at build
  * time from engine/ir/onnx.proto), with the project's allocator so allocation
  * failures are injectable.  Then, in order: the default-domain opset must be
- * 13..17; every node's op must have a kernel (one error lists them all, and
+ * 1..17; every node's op must have a kernel (one error lists them all, and
  * nothing is built); values are created for graph inputs, initializers and
  * node outputs, each name exactly once; Constant nodes turn into constant
  * values and vanish; node inputs and graph outputs are resolved by name
  * (a dangling name is an error); nodes are put in topological order (a
- * cycle is an error).  Names are looked up through a small open-addressing
- * hash table so hostile files with many nodes stay linear.
+ * cycle is an error); last, each node's op version must be one the
+ * engine runs (opset.c: 7..17, older ones when opset 7 kept them).  Names
+ * are looked up through a small open-addressing hash table so hostile
+ * files with many nodes stay linear.
  *
  * THREADS: [any]; a load touches only its own objects.
  */
@@ -210,9 +212,11 @@ check_opset(import_t *im, const Onnx__ModelProto *m, ss_err_t *err)
     if (v < 0)
         return ss_err_set(err, SS_EBADMODEL, "%s: imports no version of the "
                           "default ONNX opset", im->cx.source);
-    if (v < 13 || v > 17)
+    /* Below 7, only nodes whose version opset 7 has too run: opset.c */
+    if (v < 1 || v > 17)
         return ss_err_set(err, SS_EUNSUPP, "%s: opset %lld of the default "
-                          "ONNX domain is not supported (13 to 17 are)",
+                          "ONNX domain is not supported (7 to 17 are, and "
+                          "older models whose ops opset 7 still has)",
                           im->cx.source, (long long)v);
     im->g->opset = (int)v;
     return 0;
@@ -782,7 +786,8 @@ load(const void *buf, size_t len, const char *source, const char *dir,
     }
     if ((rc = make_values(&im, err)) < 0 || (rc = make_nodes(&im, err)) < 0
         || (rc = sort_nodes(&im, err)) < 0
-        || (rc = make_outputs(&im, err)) < 0)
+        || (rc = make_outputs(&im, err)) < 0
+        || (rc = ss__ir_check_versions(im.g, err)) < 0)
         goto done;
     /* metadata_props: e.g. slimserve.precision (engine/ir/edit.h) */
     for (size_t i = 0; i < m->n_metadata_props; i++)

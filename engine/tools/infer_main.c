@@ -45,7 +45,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-"Usage: %s --model M.onnx --input SPEC [--input SPEC]... [--output OUT.npz]\n"
+"Usage: %s --model M.onnx [--input SPEC]... [--output OUT.npz]\n"
 "                       [--repeat N] [--warmup N] [--threads N]\n"
 "\n"
 "Runs an ONNX model on numpy arrays and writes its outputs.\n"
@@ -53,7 +53,8 @@ usage(FILE *f)
 "  -m, --model FILE     the ONNX model\n"
 "  -i, --input SPEC     FILE.npz: every array, matched to inputs by name;\n"
 "                       NAME=FILE.npy: one input; FILE.npy: the model's\n"
-"                       only input.  Repeatable.\n"
+"                       only input.  Repeatable; none for a model\n"
+"                       without inputs.\n"
 "  -o, --output FILE    write one array per model output, named after it,\n"
 "                       to this .npz (optional when benchmarking)\n"
 "  -r, --repeat N       run N times (default 1); with N given, print each\n"
@@ -542,8 +543,8 @@ main(int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (o.model == NULL)
         return usage_error("%s", "--model is required");
-    if (o.ninputs == 0)
-        return usage_error("%s", "at least one --input is required");
+    /* No --input is fine for a model without inputs (all constants);
+     * bind_inputs() names the missing ones otherwise. */
     if (o.output == NULL && !o.timed)
         return usage_error("%s", "--output is required (unless --repeat)");
     if (!warmup_set)
