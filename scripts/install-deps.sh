@@ -11,5 +11,5 @@ $SUDO apt-get install -y --no-install-recommends \
     libmicrohttpd-dev libjansson-dev libuv1-dev libdnnl-dev \
     protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
     zlib1g-dev libsystemd-dev \
-    python3 python3-numpy prometheus systemd curl ca-certificates \
+    python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates \
     clang libclang-rt-14-dev

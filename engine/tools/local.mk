@@ -5,3 +5,10 @@
 bin_PROGRAMS += engine/tools/slimserve-infer
 engine_tools_slimserve_infer_SOURCES = engine/tools/infer_main.c
 engine_tools_slimserve_infer_LDADD = $(SS_ENGINE_LIBS)
+
+# ONNX's backend node test suite through slimserve-infer, generated at test
+# time by python3-onnx (skipped when it is missing): fails on any wrong or
+# crashed case, prints the pass rate and the refusals per op (issue 12).
+TESTS += tests/engine/test_onnx_node.py
+EXTRA_DIST += tests/engine/test_onnx_node.py tests/engine/onnx_node_gen.py
+CLEANFILES += onnx-node-summary.json
