@@ -9,6 +9,9 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/binary.c \
 	engine/ops/conv.c \
 	engine/ops/elementwise.c \
+	engine/ops/math.c \
+	engine/ops/dyn.h \
+	engine/ops/index.c \
 	engine/ops/matmul.c \
 	engine/ops/norm.c \
 	engine/ops/pool.c \

@@ -22,6 +22,8 @@ static const ss_op_t *const tables[] = {
     ss__ops_tensor,
     ss__ops_reduce,
     ss__ops_quant,
+    ss__ops_math,
+    ss__ops_index,
     NULL
 };
 
