@@ -27,8 +27,8 @@
  *     gradient" when a parameter reaches it through differentiable
  *     inputs; an op without a row that such a value enters is refused
  *     here, by op and node name.  Forward emitters save what their
- *     backward needs (LayerNorm's mean and 1/std, MaxPool's argmax,
- *     Conv's im2col matrix) as extra values.
+ *     backward needs (LayerNorm's mean and 1/std, MaxPool's argmax)
+ *     as extra values.
  *  4. The loss step reads the loss output and writes the loss and the
  *     output's gradient.
  *  5. A backward walk in reverse topological order calls each node's
@@ -52,10 +52,11 @@
  * change every step, forward values kept for the backward, and
  * gradient sums.  It reuses what does carry over: the IR, the engine's
  * infer functions and reference kernels (forward of ops without a rule,
- * constant folding), and the oneDNN glue (matmuls forward and backward,
- * Conv as im2col + matmul).  Gradient kernels live here, in
- * compress/train, not in engine/ops: they have no ONNX op to be looked
- * up by, the inference registry has no use for them, and they are tested
+ * constant folding), and the oneDNN glue (matmuls forward and backward;
+ * convolution forward, backward-data and backward-weights).  Gradient
+ * kernels live here, in compress/train, not in engine/ops: they have no
+ * ONNX op to be looked up by, the inference registry has no use for
+ * them, and they are tested
  * against finite differences through this builder, one rule at a time.
  *
  * THREADS: [worker]; a trainer belongs to one thread.

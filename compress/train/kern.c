@@ -476,14 +476,26 @@ ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         }
         return 0;
     }
-    if (!acc)
-        memset(y, 0, t->tv[s->out[0]].bytes);
-    for (r = 0; r < bc->rows; r++) {
-        int64_t off[3], j;
+    {
+        /* anything else (e.g. [N, C, P] -> [C]): serial, in double, so a
+         * sum that is zero in exact arithmetic (a conv bias before a
+         * BatchNorm) stays at rounding noise of the inputs' size */
+        int64_t ny = t->tv[s->out[0]].numel, i;
+        double *sum = ss__kbuf(t, (size_t)ny);
 
-        ss__bc_row(bc, r, off);
-        for (j = 0; j < inner; j++)
-            y[off[1] + j * sy] += x[r * inner + j] * scale;
+        if (sum == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a reduction");
+        memset(sum, 0, (size_t)ny * sizeof(double));
+        for (r = 0; r < bc->rows; r++) {
+            int64_t off[3], j;
+
+            ss__bc_row(bc, r, off);
+            for (j = 0; j < inner; j++)
+                sum[off[1] + j * sy] += x[r * inner + j];
+        }
+        for (i = 0; i < ny; i++)
+            y[i] = acc ? y[i] + (float)(sum[i] * scale)
+                       : (float)(sum[i] * scale);
     }
     return 0;
 }
@@ -799,106 +811,6 @@ ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
                 }
                 dx[k] = ACC(0) ? dx[k] + v : v;
             }
-    }
-    return 0;
-}
-
-/* ---- Conv pieces ----------------------------------------------------------- */
-
-/* p: N C H W G KH KW OH OW sh sw pt pl dh dw; col [C*KH*KW][N*OH*OW]. */
-int
-ss__k_im2col(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
-{
-    const float *x = IN(0);
-    float *col = OUT(0);
-    const int64_t *p = s->p;
-    int64_t N = p[0], C = p[1], H = p[2], W = p[3], KH = p[5], KW = p[6];
-    int64_t OH = p[7], OW = p[8], np = N * OH * OW, row;
-
-    (void)err;
-#pragma omp parallel for schedule(static) if (C * KH * KW * np > PAR_MIN)
-    for (row = 0; row < C * KH * KW; row++) {
-        int64_t c = row / (KH * KW), ki = row / KW % KH, kj = row % KW;
-        float *cr = col + row * np;
-
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t oh = 0; oh < OH; oh++) {
-                int64_t ih = oh * p[9] - p[11] + ki * p[13];
-                float *o = cr + (n * OH + oh) * OW;
-                const float *xr = x + ((n * C + c) * H + ih) * W;
-
-                if (ih < 0 || ih >= H) {
-                    memset(o, 0, (size_t)OW * sizeof(float));
-                    continue;
-                }
-                for (int64_t ow = 0; ow < OW; ow++) {
-                    int64_t iw = ow * p[10] - p[12] + kj * p[14];
-
-                    o[ow] = iw >= 0 && iw < W ? xr[iw] : 0.0f;
-                }
-            }
-    }
-    return 0;
-}
-
-int
-ss__k_col2im(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
-{
-    const float *col = IN(0);
-    float *dx = OUT(0);
-    const int64_t *p = s->p;
-    int64_t N = p[0], C = p[1], H = p[2], W = p[3], KH = p[5], KW = p[6];
-    int64_t OH = p[7], OW = p[8], np = N * OH * OW, c;
-
-    (void)err;
-#pragma omp parallel for schedule(static) if (C * KH * KW * np > PAR_MIN)
-    for (c = 0; c < C; c++) {
-        if (!ACC(0))
-            for (int64_t n = 0; n < N; n++)
-                memset(dx + (n * C + c) * H * W, 0,
-                       (size_t)(H * W) * sizeof(float));
-        for (int64_t k = 0; k < KH * KW; k++) {
-            int64_t ki = k / KW, kj = k % KW;
-            const float *cr = col + (c * KH * KW + k) * np;
-
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t oh = 0; oh < OH; oh++) {
-                    int64_t ih = oh * p[9] - p[11] + ki * p[13];
-                    const float *o = cr + (n * OH + oh) * OW;
-                    float *xr = dx + ((n * C + c) * H + ih) * W;
-
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    for (int64_t ow = 0; ow < OW; ow++) {
-                        int64_t iw = ow * p[10] - p[12] + kj * p[14];
-
-                        if (iw >= 0 && iw < W)
-                            xr[iw] += o[ow];
-                    }
-                }
-        }
-    }
-    return 0;
-}
-
-/* [A][B][P] -> [B][A][P], plus bias[a] when given. */
-int
-ss__k_chw_swap(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
-{
-    const float *x = IN(0), *bias = s->n_in > 1 ? IN(1) : NULL;
-    float *y = OUT(0);
-    int64_t A = s->p[0], B = s->p[1], P = s->p[2], l;
-
-    (void)err;
-#pragma omp parallel for schedule(static) if (A * B * P > PAR_MIN)
-    for (l = 0; l < A * B; l++) {
-        int64_t a = l / B, b = l % B, j;
-        const float *xr = x + (a * B + b) * P;
-        float *yr = y + (b * A + a) * P;
-        float bv = bias ? bias[a] : 0.0f;
-
-        for (j = 0; j < P; j++)
-            yr[j] = xr[j] + bv;
     }
     return 0;
 }

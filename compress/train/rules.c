@@ -10,8 +10,9 @@
  * needs a gradient, asks ss__tb_grad() for the target and whether to
  * write or add, and adds the steps.  Matrix products, forward and
  * backward, are oneDNN matmuls on (possibly transposed, by strides)
- * operands: dA = dC B^T, dB = A^T dC.  Conv is im2col + matmul, so its
- * backward is two more matmuls and a col2im.
+ * operands: dA = dC B^T, dB = A^T dC.  Conv runs oneDNN's convolution
+ * forward (training), backward-data and backward-weights on run-time
+ * weights.
  *
  * THREADS: [worker], build time only.
  */
@@ -850,13 +851,13 @@ bwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
 /* ---- Conv ------------------------------------------------------------- */
 
-/* p[] of im2col/col2im: N C H W G KH KW OH OW sh sw pt pl dh dw */
+/* The oneDNN descriptor of Conv node n (2-D, any group and dilation). */
 static int
-conv_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, ss_err_t *err)
+conv_desc(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_desc_t *d,
+          ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
-    const ss__tv_t *xv = V(b, x), *wv = V(b, w);
-    int64_t g = ss__attr_int(n, "group", 1);
+    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
+    const ss__tv_t *wv = V(b, ss__tb_in(b, n, 1));
     ss_window_t win;
     int rc;
 
@@ -866,76 +867,66 @@ conv_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, ss_err_t *err)
     if ((rc = ss__ops_window(n, 2, xv->dims + 2, wv->dims + 2, false, &win,
                              err)) < 0)
         return rc;
-    p[0] = xv->dims[0];
-    p[1] = xv->dims[1];
-    p[2] = xv->dims[2];
-    p[3] = xv->dims[3];
-    p[4] = g;
-    p[5] = wv->dims[2];
-    p[6] = wv->dims[3];
-    p[7] = win.out[0];
-    p[8] = win.out[1];
-    p[9] = win.s[0];
-    p[10] = win.s[1];
-    p[11] = win.pb[0];
-    p[12] = win.pb[1];
-    p[13] = win.d[0];
-    p[14] = win.d[1];
-    if (g < 1 || p[1] % g || wv->dims[0] % g || wv->dims[1] * g != p[1])
+    memset(d, 0, sizeof(*d));
+    d->n = xv->dims[0];
+    d->ic = xv->dims[1];
+    d->ih = xv->dims[2];
+    d->iw = xv->dims[3];
+    d->oc = wv->dims[0];
+    d->kh = wv->dims[2];
+    d->kw = wv->dims[3];
+    d->group = ss__attr_int(n, "group", 1);
+    for (int i = 0; i < 2; i++) {
+        d->stride[i] = win.s[i];
+        d->dilation[i] = win.d[i];
+        d->pad_begin[i] = win.pb[i];
+        d->pad_end[i] = win.pe[i];
+    }
+    if (d->group < 1 || d->ic % d->group || d->oc % d->group ||
+        wv->dims[1] * d->group != d->ic)
         return ss_err_set(err, SS_EINVAL, "trainer: Conv '%s': bad group",
                           label(n));
     return 0;
 }
 
+/* A oneDNN convolution step of the given pass: in0, in1 (and bias for
+ * the forward) to out.  oneDNN's backward cannot add into its result, so
+ * an accumulating one writes a new value that a copy step adds. */
+static int
+emit_conv(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_pass_t pass,
+          int in0, int in1, int bias, int out, int acc, const char *what,
+          ss_err_t *err)
+{
+    ss_dnn_conv_desc_t d;
+    ss__step_t s;
+    int tmp = out, rc;
+
+    if ((rc = conv_desc(b, n, &d, err)) < 0)
+        return rc;
+    if (acc && (tmp = ss__tv_new(b, SS_DTYPE_F32, V(b, out)->ndim,
+                                 V(b, out)->dims, err)) < 0)
+        return tmp;
+    step_init(&s, ss__k_dnn, what, n);
+    if ((rc = ss_dnn_conv_train_new(&d, pass, bias >= 0, &s.prim, err)) < 0)
+        return ss_err_wrap(err, rc, "trainer: node '%s' (%s): ", label(n),
+                           what);
+    s.n_in = bias >= 0 ? 3 : 2;
+    s.in[0] = in0;
+    s.in[1] = in1;
+    s.in[2] = bias;
+    s.n_out = 1;
+    s.out[0] = tmp;
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    return acc ? emit_copy(b, n, tmp, out, 1, err) : 0;
+}
+
 static int
 fwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
-    int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
-    int64_t p[15], oc = V(b, w)->dims[0], g, kg, np, cd[3], yd[3];
-    int col, yt, rc;
-    ss__step_t s;
-    mmop_t A, B;
-
-    if ((rc = conv_geom(b, n, p, err)) < 0)
-        return rc;
-    g = p[4];
-    kg = p[1] / g * p[5] * p[6];
-    np = p[0] * p[7] * p[8];
-    cd[0] = g; cd[1] = kg; cd[2] = np;
-    yd[0] = g; yd[1] = oc / g; yd[2] = np;
-    if ((col = ss__tv_new(b, SS_DTYPE_F32, 3, cd, err)) < 0 ||
-        (yt = ss__tv_new(b, SS_DTYPE_F32, 3, yd, err)) < 0)
-        return col < 0 ? col : yt;
-    step_init(&s, ss__k_im2col, "Conv im2col", n);
-    memcpy(s.p, p, sizeof(p));
-    s.n_in = 1;
-    s.in[0] = x;
-    s.n_out = 1;
-    s.out[0] = col;
-    if ((rc = ss__step_add(b, &s, err)) < 0)
-        return rc;
-    {
-        int64_t wd[3] = { g, oc / g, kg };
-
-        mm_op(&A, w, 3, wd, 3, 0);
-        mm_op(&B, col, 3, cd, 3, 0);
-        if ((rc = emit_mm(b, n, &A, &B, yt, 0, -1, "Conv", err)) < 0)
-            return rc;
-    }
-    /* [OC][N][P] -> [N][OC][P], adding the bias */
-    step_init(&s, ss__k_chw_swap, "Conv layout", n);
-    s.n_in = 2;
-    s.in[0] = yt;
-    s.in[1] = bias;
-    s.n_out = 1;
-    s.out[0] = y;
-    s.p[0] = oc;
-    s.p[1] = p[0];
-    s.p[2] = p[7] * p[8];
-    if ((rc = ss__step_add(b, &s, err)) < 0)
-        return rc;
-    return ss__tb_save(b, ss__tb_node_index(b, n), &col, 1, err);
+    return emit_conv(b, n, SS_DNN_CONV_FWD, ss__tb_in(b, n, 0),
+                     ss__tb_in(b, n, 1), ss__tb_in(b, n, 2),
+                     ss__tb_out(b, n, 0), 0, "Conv", err);
 }
 
 static int
@@ -943,72 +934,35 @@ bwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
     int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), col;
-    int64_t p[15], oc = V(b, w)->dims[0], g, kg, np, yd[3], cd[3], wd[3];
-    int gyt, g2, acc, rc;
-    ss__step_t s;
-    mmop_t A, B;
+    int gy = ss__tb_grad_have(b, y), g, acc, rc;
+    const ss__tv_t *yv = V(b, y);
 
     if (gy < 0)
         return 0;
-    if ((rc = conv_geom(b, n, p, err)) < 0)
-        return rc;
-    col = ss__tb_saved(b, ss__tb_node_index(b, n), 0);
-    g = p[4];
-    kg = p[1] / g * p[5] * p[6];
-    np = p[0] * p[7] * p[8];
-    yd[0] = g; yd[1] = oc / g; yd[2] = np;
-    cd[0] = g; cd[1] = kg; cd[2] = np;
-    wd[0] = g; wd[1] = oc / g; wd[2] = kg;
-    if ((gyt = ss__tv_new(b, SS_DTYPE_F32, 3, yd, err)) < 0)
-        return gyt;
-    step_init(&s, ss__k_chw_swap, "Conv' layout", n);
-    s.n_in = 1;
-    s.in[0] = gy;
-    s.in[1] = -1;
-    s.n_out = 1;
-    s.out[0] = gyt;
-    s.p[0] = p[0];
-    s.p[1] = oc;
-    s.p[2] = p[7] * p[8];
-    if ((rc = ss__step_add(b, &s, err)) < 0)
-        return rc;
     if (bias >= 0 && ss__tb_needs(b, bias)) {
-        int64_t fd[2] = { oc, np }, bd[2] = { oc, 1 };
+        /* the sum of dy over N, OH, OW */
+        int64_t fd[3] = { yv->dims[0], yv->dims[1],
+                          yv->dims[2] * yv->dims[3] };
+        int64_t bd[3] = { 1, yv->dims[1], 1 };
 
-        if ((g2 = ss__tb_grad(b, bias, &acc, err)) < 0)
-            return g2;
-        if ((rc = emit_reduce(b, n, gyt, 2, fd, g2, 2, bd, 1.0f, acc,
+        if ((g = ss__tb_grad(b, bias, &acc, err)) < 0)
+            return g;
+        if ((rc = emit_reduce(b, n, gy, 3, fd, g, 3, bd, 1.0f, acc,
                               err)) < 0)
             return rc;
     }
     if (ss__tb_needs(b, w)) {
-        if ((g2 = ss__tb_grad(b, w, &acc, err)) < 0)
-            return g2;
-        mm_op(&A, gyt, 3, yd, 3, 0);
-        mm_op(&B, col, 3, cd, 3, 1);
-        if ((rc = emit_mm(b, n, &A, &B, g2, acc, -1, "Conv dW", err)) < 0)
+        if ((g = ss__tb_grad(b, w, &acc, err)) < 0)
+            return g;
+        if ((rc = emit_conv(b, n, SS_DNN_CONV_BWD_WEIGHTS, x, gy, -1, g, acc,
+                            "Conv dW", err)) < 0)
             return rc;
     }
     if (ss__tb_needs(b, x)) {
-        int dcol;
-
-        if ((dcol = ss__tv_new(b, SS_DTYPE_F32, 3, cd, err)) < 0)
-            return dcol;
-        mm_op(&A, w, 3, wd, 3, 1);
-        mm_op(&B, gyt, 3, yd, 3, 0);
-        if ((rc = emit_mm(b, n, &A, &B, dcol, 0, -1, "Conv dX", err)) < 0)
-            return rc;
-        if ((g2 = ss__tb_grad(b, x, &acc, err)) < 0)
-            return g2;
-        step_init(&s, ss__k_col2im, "Conv col2im", n);
-        memcpy(s.p, p, sizeof(p));
-        s.n_in = 1;
-        s.in[0] = dcol;
-        s.n_out = 1;
-        s.out[0] = g2;
-        s.acc = acc ? 1 : 0;
-        if ((rc = ss__step_add(b, &s, err)) < 0)
+        if ((g = ss__tb_grad(b, x, &acc, err)) < 0)
+            return g;
+        if ((rc = emit_conv(b, n, SS_DNN_CONV_BWD_DATA, gy, w, -1, g, acc,
+                            "Conv dX", err)) < 0)
             return rc;
     }
     return 0;

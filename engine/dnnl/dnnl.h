@@ -298,6 +298,22 @@ int ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                        ss_err_t *err);
 void ss_dnn_prim_free(ss_dnn_prim_t *p);
 
+/* Training (dnnl_train.c): a convolution whose operands are all run-time
+ * and dense (d->w, d->bias, post-ops and layouts must be unset; f32):
+ *   FWD           in[0] src, in[1] weights, in[2] bias when bias; out dst
+ *   BWD_DATA      in[0] diff_dst, in[1] weights; out diff_src
+ *   BWD_WEIGHTS   in[0] src, in[1] diff_dst; out diff_weights
+ * Weights are [OC, IC/group, KH, KW].  [any] */
+typedef enum {
+    SS_DNN_CONV_FWD = 0,
+    SS_DNN_CONV_BWD_DATA,
+    SS_DNN_CONV_BWD_WEIGHTS
+} ss_dnn_conv_pass_t;
+
+int ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d,
+                          ss_dnn_conv_pass_t pass, int bias,
+                          ss_dnn_prim_t **out, ss_err_t *err);
+
 /* Bytes of scratch a run needs (0: pass NULL).  [any] */
 size_t ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p);
 /* How many in[] pointers ss_dnn_run reads.  [any] */
