@@ -112,7 +112,8 @@ gelu_tanh(double x)
 
 #define FLOAT_OPS(T, F)                                                    \
     switch (op) {                                                          \
-    case U_RELU: MAP(T, x > 0 ? x : 0); break;                             \
+    /* NaN stays NaN, as in PyTorch (x > 0 ? x : 0 would give 0). */     \
+    case U_RELU: MAP(T, x < 0 ? 0 : x); break;                             \
     case U_LEAKY: MAP(T, x >= 0 ? x : x * (T)alpha); break;                \
     case U_GELU:                                                           \
         if (tanh_gelu)                                                     \

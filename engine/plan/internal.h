@@ -38,6 +38,7 @@
  * it returns; exec.c reads it from any number of threads.
  */
 
+#include <pthread.h>
 #include <string.h>
 
 #include "engine/dnnl/dnnl.h"
@@ -102,7 +103,22 @@ struct ss_plan {
     int max_io;             /* most inputs or outputs of one step */
     int fuse;               /* fusion and oneDNN enabled */
     int n_fused;            /* nodes folded into oneDNN steps */
+    /* NaN/Inf: oneDNN's ReLU, clip, max pooling and softmax return the
+     * bound for a NaN where PyTorch returns NaN.  A run whose float
+     * inputs hold a non-finite value runs `ref` instead: the same graph
+     * on reference kernels, which propagate NaN as PyTorch does.  It is
+     * compiled on the first such run, under ref_lock (the one mutable
+     * part of a plan); ref_rc keeps a failed compile's code. */
+    int nan_guard;          /* oneDNN steps and a float input */
+    pthread_mutex_t ref_lock;
+    struct ss_plan *ref;    /* guarded by ref_lock */
+    int ref_rc;             /* guarded by ref_lock */
 };
+
+/* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
+ * reference kernels only (no oneDNN step, no NaN guard). */
+int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                   int fuse, ss_plan_t **out, ss_err_t *err);
 
 /* The value whose bytes v shares (v itself when it is no view). */
 static inline int

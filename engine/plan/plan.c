@@ -596,12 +596,37 @@ dump(const ss_plan_t *p)
     }
 }
 
+/* A float graph input (where a caller's NaN or Inf can enter). */
+static int
+float_input(const ss_plan_t *p)
+{
+    for (int i = 0; i < p->g->n_inputs; i++)
+        switch (p->vals[p->g->inputs[i]].t.dtype) {
+        case SS_DTYPE_F32: case SS_DTYPE_F64:
+        case SS_DTYPE_F16: case SS_DTYPE_BF16:
+            return 1;
+        default:
+            break;
+        }
+    return 0;
+}
+
 int
 ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             ss_plan_t **out, ss_err_t *err)
 {
-    ss_plan_t *p = NULL;
     const char *nf = getenv("SS_ENGINE_NO_FUSION");
+
+    return ss__plan_build(g, input_shapes,
+                          nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0,
+                          out, err);
+}
+
+int
+ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+               int fuse, ss_plan_t **out, ss_err_t *err)
+{
+    ss_plan_t *p = NULL;
     int rc = 0;
 
     *out = NULL;
@@ -614,7 +639,7 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     p->g = g;
     p->n_vals = g->n_values;
     p->max_bytes = max_bytes();
-    p->fuse = nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0;
+    p->fuse = fuse;
     for (int v = 0; v < g->n_values; v++) {
         ss_pval_t *pv = &p->vals[v];
 
@@ -637,6 +662,14 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
         || (rc = plan_arena(p, err)) < 0)
         goto done;
+    for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard; s++)
+        if (p->steps[s].kind == SS_STEP_DNN && float_input(p)) {
+            if (pthread_mutex_init(&p->ref_lock, NULL) != 0) {
+                rc = ss_err_set(err, SS_ENOMEM, "no mutex for a plan");
+                goto done;
+            }
+            p->nan_guard = 1;
+        }
     if (getenv("SS_ENGINE_DUMP") != NULL)
         dump(p);
     *out = p;
@@ -662,6 +695,10 @@ ss_plan_free(ss_plan_t *p)
                 ss_free(p->vals[v].t.data);
     ss_free(p->vals);
     ss_free(p->out_info);
+    if (p->nan_guard) {
+        ss_plan_free(p->ref);
+        pthread_mutex_destroy(&p->ref_lock);
+    }
     ss_free(p);
 }
 
