@@ -83,6 +83,7 @@
 #include "common/log.h"
 #include "common/queue.h"
 #include "common/utf8.h"
+#include "server/looplag.h"
 
 #define MAX_STATUS 600
 #define IP_BUCKETS 1024
@@ -195,6 +196,7 @@ struct loop {
     } pending;
 
     char label[16];             /* the loop's index as text */
+    ss_looplag_t *lag;          /* threaded: this loop's stall probe */
     ss_series_t *s_in_flight, *s_loop, *s_conns;
     ss_series_t *s_rej[REJ__COUNT], *s_slow_header, *s_slow_body;
     ss_series_t *s_req[SS_EP__COUNT][MAX_STATUS];
@@ -339,6 +341,7 @@ ss_http_metrics_init(ss_metrics_t *m, ss_http_metrics_t *out)
                                       0.05,   0.1,     0.25,   0.5,
                                       1,      2.5,     5,      10 };
 
+    out->registry = m;
     out->requests = ss_metrics_counter(
         m, "slimserve_http_requests_total",
         "HTTP requests answered, by listener, endpoint class and status "
@@ -1383,6 +1386,8 @@ loop_stop(loop_t *l)
     if (l->d != NULL)
         MHD_stop_daemon(l->d);
     l->d = NULL;
+    ss_looplag_close(l->lag);
+    l->lag = NULL;
     close_handles(l);
 }
 
@@ -1462,6 +1467,17 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
                           h->name);
     handle_added(l, (uv_handle_t *)&l->async);
     metrics_setup(h, l);
+    /* The main loop has its own probe (server.c); a loop thread gets one
+     * here: slimserve_loop_lag_seconds{loop="http-1"}. */
+    if (l->threaded && h->opts.metrics != NULL) {
+        char lname[40];
+        int rc;
+
+        snprintf(lname, sizeof(lname), "%s-%d", h->name, l->index);
+        if ((rc = ss_looplag_start(l->uv, h->opts.metrics->registry, lname,
+                                   10, &l->lag, err)) < 0)
+            return rc;
+    }
     uv_poll_start(&l->poll, UV_READABLE, on_poll);
     return 0;
 }

@@ -81,6 +81,7 @@ typedef void (*ss_http_handler_fn)(ss_req_t *r, void *arg);
  * registry with ss_http_metrics_init().  Each loop caches its series, so
  * counting a request takes no lock. */
 typedef struct ss_http_metrics {
+    ss_metrics_t *registry;     /* loop lag probes of loop threads */
     ss_metric_t *requests;      /* counter: listener, endpoint, code */
     ss_metric_t *duration;      /* histogram: listener, endpoint */
     ss_metric_t *in_flight;     /* gauge: listener */
