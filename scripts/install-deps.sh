@@ -8,8 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
     build-essential autoconf automake pkg-config \
-    libmicrohttpd-dev libjansson-dev libuv1-dev libdnnl-dev \
+    libmicrohttpd-dev libgnutls28-dev libjansson-dev libuv1-dev libdnnl-dev \
     protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
     zlib1g-dev libsystemd-dev \
-    python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates \
+    python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates openssl \
     clang libclang-rt-14-dev

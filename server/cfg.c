@@ -14,6 +14,7 @@
 
 #include "server/cfg.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -59,6 +60,21 @@ static const key_t_ keys[] = {
       "file holding the admin bearer token (not world-readable)" },
     { "admin_insecure", T_BOOL, OFF(admin_insecure), 0, 0, NULL,
       "serve the admin API without a token (explicit opt-in)" },
+    { "admin_allow_plaintext", T_BOOL, OFF(admin_allow_plaintext), 0, 0,
+      NULL, "let the admin listener serve plain HTTP on an address other "
+      "than loopback (refused without it)" },
+    { "http_tls_cert_file", T_STR, OFF(http_tls_cert_file), 0, 0, "FILE",
+      "PEM certificate chain of the data plane: serve HTTPS (with "
+      "--http-tls-key-file; reread on SIGHUP)" },
+    { "http_tls_key_file", T_STR, OFF(http_tls_key_file), 0, 0, "FILE",
+      "PEM private key of the data plane's certificate" },
+    { "admin_tls_cert_file", T_STR, OFF(admin_tls_cert_file), 0, 0, "FILE",
+      "PEM certificate chain of the admin listener: serve HTTPS (with "
+      "--admin-tls-key-file; reread on SIGHUP)" },
+    { "admin_tls_key_file", T_STR, OFF(admin_tls_key_file), 0, 0, "FILE",
+      "PEM private key of the admin listener's certificate" },
+    { "tls_min_version", T_STR, OFF(tls_min_version), 0, 0, "V",
+      "oldest TLS version accepted: 1.2 or 1.3" },
     { "threads", T_INT, OFF(threads), 0, 1024, "N",
       "compute threads; 0 means one per core" },
     { "http_threads", T_INT, OFF(http_threads), 0, 1024, "N",
@@ -315,6 +331,8 @@ default_strings(ss_config_t *cfg, ss_err_t *err)
         rc = set_str(&cfg->http_address, "0.0.0.0", err);
     if (rc == 0 && cfg->admin_address == NULL)
         rc = set_str(&cfg->admin_address, "127.0.0.1", err);
+    if (rc == 0 && cfg->tls_min_version == NULL)
+        rc = set_str(&cfg->tls_min_version, "1.2", err);
     return rc;
 }
 
@@ -413,9 +431,60 @@ apply_flags(ss_config_t *cfg, int argc, char **argv, ss_err_t *err)
     return 0;
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: traffic that never leaves
+ * the host. */
+static bool
+is_loopback(const char *addr)
+{
+    unsigned char a[16];
+    static const unsigned char one[16] = { [15] = 1 };
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+    if (inet_pton(AF_INET, addr, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, addr, a) == 1)
+        return memcmp(a, one, 16) == 0 ||
+               (memcmp(a, mapped, 12) == 0 && a[12] == 127);
+    return false;
+}
+
+/* A certificate needs its key and the other way round. */
+static int
+validate_tls(const char *listener, const char *cert, const char *key,
+             ss_err_t *err)
+{
+    if ((cert == NULL) != (key == NULL))
+        return ss_err_set(err, SS_EINVAL, "'%s_tls_%s_file' is set but not "
+                          "'%s_tls_%s_file': TLS needs both", listener,
+                          cert ? "cert" : "key", listener,
+                          cert ? "key" : "cert");
+    return 0;
+}
+
 static int
 validate(ss_config_t *cfg, ss_err_t *err)
 {
+    int rc;
+
+    if ((rc = validate_tls("http", cfg->http_tls_cert_file,
+                           cfg->http_tls_key_file, err)) < 0 ||
+        (rc = validate_tls("admin", cfg->admin_tls_cert_file,
+                           cfg->admin_tls_key_file, err)) < 0)
+        return rc;
+    if (strcmp(cfg->tls_min_version, "1.2") != 0 &&
+        strcmp(cfg->tls_min_version, "1.3") != 0)
+        return ss_err_set(err, SS_EINVAL, "'tls_min_version' must be 1.2 or "
+                          "1.3, not '%s'", cfg->tls_min_version);
+    /* The admin API can load and replace models: beyond loopback it must
+     * not travel in clear unless the operator says so. */
+    if (cfg->admin_port >= 0 && cfg->admin_tls_cert_file == NULL &&
+        !cfg->admin_allow_plaintext && !is_loopback(cfg->admin_address))
+        return ss_err_set(err, SS_EINVAL, "'admin_address' %s is not a "
+                          "loopback address: the admin listener needs TLS "
+                          "there ('admin_tls_cert_file' and "
+                          "'admin_tls_key_file'), or set "
+                          "'admin_allow_plaintext' to true",
+                          cfg->admin_address);
     if (cfg->admin_port >= 0 && cfg->admin_port == cfg->http_port &&
         cfg->http_port != 0)
         return ss_err_set(err, SS_EINVAL,
@@ -477,5 +546,10 @@ ss_config_close(ss_config_t *cfg)
     ss_free(cfg->http_address);
     ss_free(cfg->admin_address);
     ss_free(cfg->admin_token_file);
+    ss_free(cfg->http_tls_cert_file);
+    ss_free(cfg->http_tls_key_file);
+    ss_free(cfg->admin_tls_cert_file);
+    ss_free(cfg->admin_tls_key_file);
+    ss_free(cfg->tls_min_version);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -28,6 +28,12 @@ typedef struct ss_config {
     int admin_port;             /* -1 disables the admin listener */
     char *admin_token_file;
     bool admin_insecure;
+    bool admin_allow_plaintext; /* admin beyond loopback without TLS */
+    char *http_tls_cert_file;   /* PEM chain; with the key: HTTPS */
+    char *http_tls_key_file;
+    char *admin_tls_cert_file;
+    char *admin_tls_key_file;
+    char *tls_min_version;      /* "1.2" (default) or "1.3" */
     int threads;                /* 0: one per core */
     int http_threads;           /* HTTP loops; 0: one per serving core */
     int job_threads;            /* oneDNN threads of compression jobs */

@@ -23,13 +23,13 @@ SS_SERVER_LIBS = server/http/libsshttp.a server/jobs/libssjobs.a \
 	server/model/libssmodel.a server/batch/libssbatch.a \
 	server/kserve/libsskserve.a server/libssdaemon.a \
 	$(SS_COMPRESS_LIBS) \
-	$(MHD_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS) $(ZLIB_LIBS) \
+	$(MHD_LIBS) $(GNUTLS_LIBS) $(JANSSON_LIBS) $(UV_LIBS) $(SYSTEMD_LIBS) $(ZLIB_LIBS) \
 	$(LAPACKE_LIBS) -lpthread -lm
 
 bin_PROGRAMS += server/slimserve
 server_slimserve_SOURCES = server/main.c server/server.c server/server.h
-server_slimserve_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) \
-	$(UV_CFLAGS)
+server_slimserve_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(GNUTLS_CFLAGS) \
+	$(JANSSON_CFLAGS) $(UV_CFLAGS)
 server_slimserve_LDADD = $(SS_SERVER_LIBS)
 
 check_PROGRAMS += tests/unit/test_server

@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "server/http/auth.h"
+#include "server/http/tls.h"
 #include "server/cfg.h"
 #include "server/server.h"
 
@@ -34,6 +35,15 @@ check_config(const ss_config_t *cfg)
     } else if (cfg->admin_port >= 0 && !cfg->admin_insecure) {
         fprintf(stderr, "slimserve: the admin listener needs "
                 "--admin-token-file, --admin-insecure or --admin-port=-1\n");
+        return 2;
+    }
+    if ((cfg->http_tls_cert_file != NULL &&
+         ss_tls_check(cfg->http_tls_cert_file, cfg->http_tls_key_file,
+                      &err) < 0) ||
+        (cfg->admin_port >= 0 && cfg->admin_tls_cert_file != NULL &&
+         ss_tls_check(cfg->admin_tls_cert_file, cfg->admin_tls_key_file,
+                      &err) < 0)) {
+        fprintf(stderr, "slimserve: %s\n", err.msg);
         return 2;
     }
     printf("configuration OK%s%s\n", cfg->config_path ? ": " : "",

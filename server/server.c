@@ -12,7 +12,8 @@
  * HTTP loop threads are stopped and joined -- before the registry is
  * freed, since they use it -- every handle is closed and uv_run()
  * returns.  A second signal cuts the drain short.  SIGHUP rescans the
- * model repository and tells systemd it is reloading.
+ * model repository, rereads the listeners' TLS certificates and tells
+ * systemd it is reloading.
  *
  * THREADS: [loop], except ss_server_uptime() [any].
  */
@@ -88,7 +89,8 @@ setup_metrics(ss_server_t *s, ss_err_t *err)
                             "listeners.", buffered_fn, s->budget) < 0 ||
         ss_http_metrics_init(s->metrics, &s->http_metrics) < 0 ||
         ss_batch_metrics_init(s->metrics, &s->batch_metrics) < 0 ||
-        ss_infer_metrics_init(s->metrics, &s->infer_metrics) < 0)
+        ss_infer_metrics_init(s->metrics, &s->infer_metrics) < 0 ||
+        ss_tls_metrics_init(s->metrics, &s->tls_metrics) < 0)
         return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
     ss_series_set(ss_metric_series(build, bv), 1);
     s->s_reloads = ss_metric_series(reloads, NULL);
@@ -209,6 +211,10 @@ on_signal(uv_signal_t *h, int signum)
         s->reloads++;
         ss_series_add(s->s_reloads, 1);
         ss_registry_scan(s->registry, on_scanned, s);
+        /* Certificates are read on a pool thread and swapped in for new
+         * connections; open ones keep theirs. */
+        ss_tls_reload(s->http_tls, s->loop);
+        ss_tls_reload(s->admin_tls, s->loop);
         return;
     }
     ss_log_notice("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -220,8 +226,8 @@ on_signal(uv_signal_t *h, int signum)
 /* loops 0: on the main loop (admin); else that many loop threads. */
 static int
 start_listener(ss_server_t *s, const char *name, const char *addr, int port,
-               int loops, ss_http_handler_fn fn, ss_http_t **out,
-               ss_err_t *err)
+               int loops, ss_tls_t *tls, ss_http_handler_fn fn,
+               ss_http_t **out, ss_err_t *err)
 {
     const ss_config_t *c = s->cfg;
     ss_http_opts_t o = {
@@ -243,6 +249,7 @@ start_listener(ss_server_t *s, const char *name, const char *addr, int port,
         .handler = fn,
         .arg = s,
         .metrics = &s->http_metrics,
+        .tls = tls,
     };
 
     return ss_http_start(s->loop, &o, out, err);
@@ -279,6 +286,22 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                         "(--admin-insecure)");
         }
     }
+    /* Certificates before anything binds: a bad file fails the start
+     * with a message naming it. */
+    if (cfg->http_tls_cert_file != NULL &&
+        (rc = ss_tls_new("http", cfg->http_tls_cert_file,
+                         cfg->http_tls_key_file, cfg->tls_min_version,
+                         &s->tls_metrics, &s->http_tls, err)) < 0)
+        return rc;
+    if (cfg->admin_port >= 0 && cfg->admin_tls_cert_file != NULL &&
+        (rc = ss_tls_new("admin", cfg->admin_tls_cert_file,
+                         cfg->admin_tls_key_file, cfg->tls_min_version,
+                         &s->tls_metrics, &s->admin_tls, err)) < 0)
+        return rc;
+    if (cfg->admin_port >= 0 && cfg->admin_tls_cert_file == NULL &&
+        cfg->admin_allow_plaintext)
+        ss_log_warn("admin listener on %s serves plain HTTP "
+                    "(admin_allow_plaintext)", cfg->admin_address);
     /* Handles first: from here on every failure goes through finish(),
      * which closes what was opened so uv_run can return. */
     uv_signal_init(loop, &s->sig_term);
@@ -332,11 +355,13 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     /* The loop threads inherit the serving CPUs from this thread. */
     loops = cfg->http_threads ? cfg->http_threads : CPU_COUNT(&serve_cpus);
     if ((rc = start_listener(s, "http", cfg->http_address, cfg->http_port,
-                             loops, ss_routes_data, &s->http, err)) < 0)
+                             loops, s->http_tls, ss_routes_data, &s->http,
+                             err)) < 0)
         goto fail;
     if (cfg->admin_port >= 0 &&
         (rc = start_listener(s, "admin", cfg->admin_address, cfg->admin_port,
-                             0, ss_routes_admin, &s->admin, err)) < 0)
+                             0, s->admin_tls, ss_routes_admin, &s->admin,
+                             err)) < 0)
         goto fail;
     ss_log_info("data plane: %d HTTP loop thread(s)%s", loops,
                 cfg->http_threads ? "" : " (one per serving core)");
@@ -357,6 +382,11 @@ void
 ss_server_close(ss_server_t *s)
 {
     ss_auth_close(&s->auth);
+    /* Every listener is closed and uv_run has returned: no handshake and
+     * no reload can use them any more. */
+    ss_tls_free(s->http_tls);
+    ss_tls_free(s->admin_tls);
+    s->http_tls = s->admin_tls = NULL;
     ss_metrics_free(s->metrics);
     s->metrics = NULL;
     ss_http_budget_free(s->budget);

@@ -22,6 +22,7 @@
 #include "server/cfg.h"
 #include "server/http/http.h"
 #include "server/http/infer.h"
+#include "server/http/tls.h"
 #include "server/jobs/jobs.h"
 #include "server/looplag.h"
 #include "server/model/registry.h"
@@ -36,6 +37,9 @@ typedef struct ss_server {
     ss_http_t *http;                /* its own loop threads */
     ss_http_t *admin;               /* on this loop; NULL when disabled */
     ss_auth_t auth;                 /* token absent: --admin-insecure */
+    ss_tls_t *http_tls;             /* NULL: plain HTTP; see tls.h */
+    ss_tls_t *admin_tls;
+    ss_tls_metrics_t tls_metrics;
 
     _Atomic bool ready;             /* [any] */
     _Atomic bool draining;          /* [any] */

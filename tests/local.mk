@@ -23,6 +23,9 @@ LOOPS_TESTS = tests/integration/test_limits.py \
 	tests/integration/test_serve_loops2.py
 TESTS += $(LOOPS_TESTS)
 EXTRA_DIST += $(LOOPS_TESTS)
+# TLS on both listeners, certificate reload on SIGHUP (issue 10).
+TESTS += tests/integration/test_tls.py
+EXTRA_DIST += tests/integration/test_tls.py
 # Loop lag on every HTTP loop while jobs, reloads and activations run.
 TESTS += tests/integration/test_looplag.py
 EXTRA_DIST += tests/integration/test_looplag.py

@@ -83,6 +83,7 @@
 #include "common/log.h"
 #include "common/queue.h"
 #include "common/utf8.h"
+#include "server/http/tls.h"
 #include "server/looplag.h"
 
 #define MAX_STATUS 600
@@ -119,6 +120,7 @@ typedef struct conn {
     bool ip_counted;
     phase_t phase;
     uint64_t deadline_ms;       /* uv_now() time; 0: none */
+    ss_tls_hold_t tls;          /* the certificate its handshake got */
     struct conn *prev, *next;   /* the loop's list */
 } conn_t;
 
@@ -635,6 +637,7 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
     if (l->s_conns != NULL)
         ss_series_add(l->s_conns, -1);
     release_slot(l->h, &k->ip, k->ip_counted);
+    ss_tls_hold_release(&k->tls);
     ss_free(k);
 }
 
@@ -645,6 +648,25 @@ conn_of(struct MHD_Connection *c)
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
     return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* GnuTLS asks for the certificate during a handshake [loop]: the
+ * listener's current one, which the connection holds until it closes (a
+ * reload must not free what the session points at).  MHD sets the
+ * session's pointer to its connection. */
+static int
+on_cert(gnutls_session_t s, const gnutls_datum_t *req_ca_dn, int nreqs,
+        const gnutls_pk_algorithm_t *algos, int nalgos,
+        gnutls_pcert_st **pcert, unsigned int *npcert,
+        gnutls_privkey_t *key)
+{
+    struct MHD_Connection *c = gnutls_session_get_ptr(s);
+    conn_t *k = c != NULL ? conn_of(c) : NULL;
+
+    /* Untracked (no memory for its context): no certificate either. */
+    if (k == NULL)
+        return -1;
+    return ss_tls_select(k->l->h->opts.tls, &k->tls, pcert, npcert, key);
 }
 
 /* MHD read a request line: on a kept-alive connection the headers' clock
@@ -1430,7 +1452,19 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
     }
     flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
             MHD_USE_ERROR_LOG |
-            (strchr(h->address, ':') != NULL ? MHD_USE_IPv6 : 0);
+            (strchr(h->address, ':') != NULL ? MHD_USE_IPv6 : 0) |
+            (h->opts.tls != NULL ? MHD_USE_TLS : 0);
+    /* TLS: no certificate of MHD's own, the callback hands out the
+     * listener's current one (tls.c). */
+    struct MHD_OptionItem tls_opts[] = {
+        { MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)on_cert },
+        { MHD_OPTION_HTTPS_PRIORITIES, 0,
+          (void *)(h->opts.tls ? ss_tls_priorities(h->opts.tls) : "") },
+        { MHD_OPTION_END, 0, NULL },
+    };
+
+    if (h->opts.tls == NULL)
+        tls_opts[0].option = MHD_OPTION_END;
     l->d = MHD_start_daemon(
         flags, 0, on_accept, l, on_request, l,
         MHD_OPTION_LISTEN_SOCKET, l->fd,
@@ -1443,6 +1477,7 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
+        MHD_OPTION_ARRAY, tls_opts,
         MHD_OPTION_END);
     if (l->d == NULL)
         return ss_err_set(err, SS_EINTERNAL, "%s listener: libmicrohttpd "

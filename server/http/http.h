@@ -25,6 +25,11 @@
  * resumes the connection.  (Resuming from the other thread directly would
  * not wake an externally driven MHD.)
  *
+ * TLS, optional (opts.tls): every loop's daemon speaks HTTPS and takes
+ * its certificate from the store at each handshake, so a certificate
+ * reloaded there (tls.h) serves new connections on every loop while open
+ * ones keep theirs.
+ *
  * Limits, each optional: connections in total and per client address
  * (refused at accept, counted), an absolute deadline for a request's
  * headers and one for its body (slow clients are cut, counted), an idle
@@ -53,6 +58,7 @@
 typedef struct ss_http ss_http_t;
 typedef struct ss_req ss_req_t;
 typedef struct ss_http_budget ss_http_budget_t;
+typedef struct ss_tls ss_tls_t;         /* server/http/tls.h */
 
 /* Endpoint classes label the request metrics; only grow at the end. */
 typedef enum {
@@ -121,6 +127,7 @@ typedef struct ss_http_opts {
     ss_http_handler_fn handler;
     void *arg;
     const ss_http_metrics_t *metrics; /* borrowed; may be NULL */
+    ss_tls_t *tls;              /* borrowed; NULL: plain HTTP */
 } ss_http_opts_t;
 
 /* [init] Binds and starts serving: on loop when opts->loops is 0, else on

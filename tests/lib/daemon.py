@@ -9,6 +9,9 @@ log line tells the ports.  stderr is collected in the background so tests
 can look for log lines.  stop() sends SIGTERM and returns the exit code;
 sanitizer reports make it non-zero (see ASAN_OPTIONS in Makefile.am).
 
+Set d.ssl_context (an ssl.SSLContext) to speak HTTPS in request(), get(),
+post() and metrics(); raw() always speaks plain bytes.
+
 SS_TEST_HTTP_THREADS=N in the environment starts every daemon with
 --http-threads=N (the *_loops2.py tests run whole suites that way); a
 test's own --http-threads comes later and wins.
@@ -53,6 +56,7 @@ class Daemon:
         self.http_port = None
         self.admin_port = None
         self.returncode = None
+        self.ssl_context = None     # HTTPS when set
 
     # -- lifecycle ---------------------------------------------------------
     def start(self):
@@ -146,7 +150,12 @@ class Daemon:
     def request(self, method, path, body=None, headers=None, admin=False,
                 timeout=10.0):
         port = self.admin_port if admin else self.http_port
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if self.ssl_context is not None:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", port, timeout=timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port,
+                                              timeout=timeout)
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body).encode()
