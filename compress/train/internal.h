@@ -217,6 +217,7 @@ int ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_expand(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_loss(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);

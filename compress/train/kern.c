@@ -986,6 +986,36 @@ ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     return 0;
 }
 
+/* Through an index map (aux): op 0 gathers out[j] = in[map[j]], op 1
+ * scatters out[map[i]] = in[i] over a zeroed out (Concat' and Slice';
+ * the map's targets are distinct, so the scatter has no races). */
+int
+ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
+{
+    const float *x = IN(0);
+    float *y = OUT(0);
+    const int64_t *map = s->aux;
+    int64_t i;
+
+    (void)err;
+    if (s->op == 0) {
+        int64_t n = t->tv[s->out[0]].numel;
+
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (i = 0; i < n; i++)
+            y[i] = ACC(0) ? y[i] + x[map[i]] : x[map[i]];
+    } else {
+        int64_t n = t->tv[s->in[0]].numel;
+
+        if (!ACC(0))
+            memset(y, 0, t->tv[s->out[0]].bytes);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (i = 0; i < n; i++)
+            y[map[i]] += x[i];
+    }
+    return 0;
+}
+
 int
 ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {

@@ -1072,6 +1072,230 @@ bwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     return ss__step_add(b, &s, err);
 }
 
+/* ---- Concat, Slice: index maps ------------------------------------------ */
+
+/*
+ * Concat and Slice move elements without arithmetic, so their backward
+ * is a gather or scatter through an index map, and the map is made once,
+ * at build time, by running the op's own reference kernel on int64
+ * element ids in place of the data: whatever the engine's Slice does with
+ * negative, clamped or stepped ranges, the map does too, with no second
+ * reading of the attributes to keep in line.
+ */
+
+/* Runs node n's reference kernel with input k replaced by ids (and
+ * every other input as the graph has it, constant or a same-shaped id
+ * tensor when it is the data of another Concat input).  base[i] is the
+ * first id of input i (ids of input i run base[i] .. + numel).  *ys gets
+ * the output's ids (ss_free), numel(y) of them. */
+static int
+run_ids(ss__tb_t *b, const ss_node_t *n, int n_data, int64_t **ys,
+        ss_err_t *err)
+{
+    const ss_op_t *op = ss__op_find(n->op_type);
+    ss_tensor_t in[SS__STEP_IN], out;
+    const ss_tensor_t *inp[SS__STEP_IN];
+    const ss__tv_t *yv = V(b, ss__tb_out(b, n, 0));
+    int64_t base = 0;
+    int k, rc = 0;
+
+    *ys = NULL;
+    if (op == NULL || n->n_inputs > SS__STEP_IN)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s): no "
+                          "index map", label(n), n->op_type);
+    memset(in, 0, sizeof(in));
+    for (k = 0; k < n->n_inputs; k++) {
+        int v = ss__tb_in(b, n, k);
+        const ss__tv_t *xv;
+
+        inp[k] = NULL;
+        if (v < 0)
+            continue;
+        xv = V(b, v);
+        in[k].dtype = xv->dtype;
+        in[k].ndim = xv->ndim;
+        memcpy(in[k].dims, xv->dims, sizeof(in[k].dims));
+        inp[k] = &in[k];
+        if (k < n_data) {
+            int64_t *id = ss_malloc((size_t)(xv->numel ? xv->numel : 1) *
+                                    sizeof(int64_t));
+
+            if (id == NULL) {
+                rc = ss_err_set(err, SS_ENOMEM, "no memory for an index "
+                                "map");
+                goto done;
+            }
+            for (int64_t i = 0; i < xv->numel; i++)
+                id[i] = base + i;
+            base += xv->numel;
+            in[k].dtype = SS_DTYPE_I64;
+            in[k].data = id;
+        } else if (xv->kind == SS__TV_CONST) {
+            in[k].data = xv->cdata->data;
+        } else {
+            rc = ss_err_set(err, SS_EUNSUPP, "trainer: %s '%s': input %d "
+                            "is computed at run time, not a constant",
+                            n->op_type, label(n), k);
+            goto done;
+        }
+    }
+    memset(&out, 0, sizeof(out));
+    out.dtype = SS_DTYPE_I64;
+    out.ndim = yv->ndim;
+    memcpy(out.dims, yv->dims, sizeof(out.dims));
+    if ((out.data = ss_malloc((size_t)(yv->numel ? yv->numel : 1) *
+                              sizeof(int64_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for an index map");
+        goto done;
+    }
+    if ((rc = op->run(n, b->g->opset, inp, &out, err)) < 0) {
+        ss_free(out.data);
+        goto done;
+    }
+    *ys = out.data;
+done:
+    for (k = 0; k < n_data && k < n->n_inputs; k++)
+        if (inp[k] != NULL)
+            ss_free(in[k].data);
+    return rc;
+}
+
+/* out (+)= in through map (aux, taken): gather out[j] = in[map[j]], or
+ * scatter out[map[i]] = in[i] over a zeroed out. */
+static int
+emit_index(ss__tb_t *b, const ss_node_t *n, int scatter, int64_t *map,
+           int in, int out, int acc, ss_err_t *err)
+{
+    ss__step_t s;
+
+    step_init(&s, ss__k_index, scatter ? "scatter" : "gather", n);
+    s.aux = map;
+    s.op = scatter;
+    s.n_in = 1;
+    s.in[0] = in;
+    s.n_out = 1;
+    s.out[0] = out;
+    s.acc = acc ? 1 : 0;
+    return ss__step_add(b, &s, err);
+}
+
+static int
+bwd_concat(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    int64_t *ys = NULL, base = 0, ny = V(b, y)->numel;
+    int k, rc = 0;
+
+    if (gy < 0)
+        return 0;
+    if ((rc = run_ids(b, n, n->n_inputs, &ys, err)) < 0)
+        return rc;
+    for (k = 0; k < n->n_inputs; k++) {
+        int x = ss__tb_in(b, n, k), gx, acc;
+        int64_t nx = V(b, x)->numel, *map;
+
+        if (!ss__tb_needs(b, x)) {
+            base += nx;
+            continue;
+        }
+        if ((map = ss_malloc((size_t)(nx ? nx : 1) * sizeof(*map))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for an index map");
+            break;
+        }
+        /* input k's ids sit somewhere in y: invert */
+        for (int64_t o = 0; o < ny; o++)
+            if (ys[o] >= base && ys[o] < base + nx)
+                map[ys[o] - base] = o;
+        base += nx;
+        if ((gx = ss__tb_grad(b, x, &acc, err)) < 0) {
+            ss_free(map);
+            rc = gx;
+            break;
+        }
+        if ((rc = emit_index(b, n, 0, map, gy, gx, acc, err)) < 0)
+            break;
+    }
+    ss_free(ys);
+    return rc;
+}
+
+static int
+bwd_slice(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int64_t *ys;
+
+    if (gy < 0 || !ss__tb_needs(b, x))
+        return 0;
+    if ((rc = run_ids(b, n, 1, &ys, err)) < 0)
+        return rc;
+    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0) {
+        ss_free(ys);
+        return gx;
+    }
+    return emit_index(b, n, 1, ys, gy, gx, acc, err);
+}
+
+/* ---- Where ------------------------------------------------------------- */
+
+/* dX = reduce(Where(c, dy, 0)), dY = reduce(Where(c, 0, dy)): the
+ * engine's Where kernel on the condition the forward read. */
+static int
+bwd_where(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int c = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
+    int gy = ss__tb_grad_have(b, y), zero = -1;
+    const ss__tv_t *yv = V(b, y);
+    int64_t one = 1;
+    ss__step_t s;
+
+    if (gy < 0)
+        return 0;
+    for (int slot = 1; slot <= 2; slot++) {
+        int x = ss__tb_in(b, n, slot), gx, acc, tmp, rc;
+        const ss__tv_t *xv;
+
+        if (!ss__tb_needs(b, x))
+            continue;
+        if (zero < 0) {
+            if ((zero = ss__tv_new(b, SS_DTYPE_F32, 1, &one, err)) < 0)
+                return zero;
+            step_init(&s, ss__k_zero, "zero", n);
+            s.n_out = 1;
+            s.out[0] = zero;
+            if ((rc = ss__step_add(b, &s, err)) < 0)
+                return rc;
+        }
+        if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
+            return gx;
+        xv = V(b, x);
+        /* straight into dx when it has y's shape and is written */
+        tmp = gx;
+        if ((acc || xv->numel != yv->numel) &&
+            (tmp = ss__tv_new(b, SS_DTYPE_F32, yv->ndim, yv->dims,
+                              err)) < 0)
+            return tmp;
+        step_init(&s, ss__k_ref, "Where'", n);
+        s.ref = ss__op_find("Where");
+        s.n_in = 3;
+        s.in[0] = c;
+        s.in[1] = slot == 1 ? gy : zero;
+        s.in[2] = slot == 1 ? zero : gy;
+        s.n_out = 1;
+        s.out[0] = tmp;
+        if (s.ref == NULL)
+            return ss_err_set(err, SS_EINTERNAL, "trainer: no Where kernel");
+        if ((rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+        if (tmp != gx &&
+            (rc = emit_reduce(b, n, tmp, yv->ndim, yv->dims, gx, xv->ndim,
+                              xv->dims, 1.0f, acc, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ---- Transpose ---------------------------------------------------------- */
 
 /* aux for k_transpose: int64 [0] nd, [1..8] in dims, [9..16] perm */
@@ -1292,6 +1516,8 @@ bwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 #define D0 1u
 #define D01 3u
 #define D012 7u
+#define D12 6u
+#define DALL (~0u)
 
 static const ss__rule_t rules[] = {
     /* op                diff  forward          backward */
@@ -1325,6 +1551,9 @@ static const ss__rule_t rules[] = {
     { "GlobalAveragePool", D0, fwd_pool,        bwd_pool },
     { "Transpose",       D0,   fwd_transpose,   bwd_transpose },
     { "Gather",          D0,   NULL,            bwd_gather },
+    { "Concat",          DALL, NULL,            bwd_concat },
+    { "Slice",           D0,   NULL,            bwd_slice },
+    { "Where",           D12,  NULL,            bwd_where },
     { "ReduceMean",      D0,   fwd_reduce,      bwd_reduce },
     { "ReduceSum",       D0,   fwd_reduce,      bwd_reduce },
     { "Expand",          D0,   fwd_expand,      bwd_expand },

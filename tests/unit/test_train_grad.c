@@ -614,6 +614,102 @@ shape_cases(void)
     }
 }
 
+/* ---- Concat, Slice, Where ----------------------------------------------- */
+
+static int
+gb_bools(gb_t *b, const char *name, int nd, const int64_t *dims)
+{
+    ss_tensor_t *t = NULL;
+    int64_t n;
+
+    if (ss__tensor_new(SS_DTYPE_BOOL, nd, dims, &t, &b->err) < 0)
+        return -1;
+    n = ss_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        ((uint8_t *)t->data)[i] = urand() < 0.5;
+    return ss_graph_add_value(b->g, name, t, &b->err);
+}
+
+static void
+index_cases(void)
+{
+    {   /* x twice: its gradient is two gathers, the second adding */
+        gb_t b;
+        int64_t dx[3] = { 2, 3, 4 }, dz[3] = { 2, 2, 4 };
+        int in[3];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, dx, -1, 1);
+        in[1] = gb_param(&b, "z", 3, dz, -1, 1);
+        in[2] = in[0];
+        attr_i(&b, "axis", 1);
+        check("Concat axis 1 (x, z, x)",
+              gb_done(&b, gb_node(&b, "Concat", 3, in)), NULL);
+    }
+    {   /* negative start and step, two axes */
+        gb_t b;
+        int64_t d[3] = { 4, 6, 5 }, two = 2;
+        int64_t st[2] = { 1, -1 }, en[2] = { 4, -7 }, ax[2] = { 0, 1 };
+        int64_t sp[2] = { 2, -2 };
+        int in[5];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -1, 1);
+        in[1] = gb_ints(&b, "starts", 1, &two, st);
+        in[2] = gb_ints(&b, "ends", 1, &two, en);
+        in[3] = gb_ints(&b, "axes", 1, &two, ax);
+        in[4] = gb_ints(&b, "steps", 1, &two, sp);
+        check("Slice steps [2, -2], negative start",
+              gb_done(&b, gb_node(&b, "Slice", 5, in)), NULL);
+    }
+    {   /* x[:, 3:] ++ x[:, :4]: overlapping slices, the second adds */
+        gb_t b;
+        int64_t d[2] = { 3, 5 }, one = 1;
+        int x, s1, s2, in[3];
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        in[0] = x;
+        in[1] = gb_ints(&b, "s1", 1, &one, (int64_t[]){ 3 });
+        in[2] = gb_ints(&b, "e1", 1, &one, (int64_t[]){ 100 });
+        s1 = gb_node(&b, "Slice", 3, in);
+        in[1] = gb_ints(&b, "s2", 1, &one, (int64_t[]){ 0 });
+        in[2] = gb_ints(&b, "e2", 1, &one, (int64_t[]){ 4 });
+        s2 = gb_node(&b, "Slice", 3, in);
+        attr_i(&b, "axis", 0);
+        check("Slice twice of one value, then Concat",
+              gb_done(&b, gb_node(&b, "Concat", 2, (int[]){ s1, s2 })),
+              NULL);
+    }
+    {   /* Y broadcasts: its gradient sums over the rows it fills */
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 }, dy[2] = { 1, 4 };
+        int in[3];
+
+        gb_init(&b, 17);
+        in[0] = gb_bools(&b, "cond", 3, d);
+        in[1] = gb_param(&b, "x", 3, d, -1, 1);
+        in[2] = gb_param(&b, "y", 2, dy, -1, 1);
+        check("Where, Y [1, 4] broadcast",
+              gb_done(&b, gb_node(&b, "Where", 3, in)), NULL);
+    }
+    {   /* X used twice: the second Where' adds into its gradient */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int x, c, w, in[3];
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        c = gb_bools(&b, "cond", 2, d);
+        in[0] = c;
+        in[1] = x;
+        in[2] = gb_scalar(&b, "minus", -2.0f);
+        w = gb_node(&b, "Where", 3, in);
+        check("Where, scalar Y constant, X also added",
+              gb_done(&b, gb_node(&b, "Add", 2, (int[]){ w, x })), NULL);
+    }
+}
+
 /* ---- accumulation, frozen, refusal ---------------------------------------- */
 
 static void
@@ -1094,6 +1190,7 @@ main(void)
     conv_cases();
     pool_cases();
     shape_cases();
+    index_cases();
     structure_cases();
     qdq_cases();
     loss_cases();
