@@ -24,3 +24,6 @@ EXTRA_DIST += \
 EXTRA_DIST += \
 	bench/compress.py \
 	bench/compress_torch.py
+
+# Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
+EXTRA_DIST += bench/soak.py
