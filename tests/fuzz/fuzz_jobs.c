@@ -35,18 +35,6 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int ss_fuzz_cpu_supports(const char *feature);
-
-/* run.sh compiles compress/params.c with __builtin_cpu_supports(f) as
- * this, since clang 14 refuses the feature name "amx-bf16" that gcc
- * takes.  AVX512_BF16 is asked of the CPU; AMX is taken as absent. */
-int
-ss_fuzz_cpu_supports(const char *feature)
-{
-    if (strcmp(feature, "avx512bf16") == 0)
-        return __builtin_cpu_supports("avx512bf16");
-    return 0;
-}
 
 /* Built once, read-only afterwards: the parser only reads the version,
  * its graph and the model's sampler pointer. */
