@@ -57,6 +57,11 @@ void ss_graph_replace_uses(ss_graph_t *g, int from, int to);
  * intermediate tensor).  Returns its output index. */
 int ss_graph_add_output(ss_graph_t *g, int id, ss_err_t *err);
 
+/* Makes graph input `name` a constant holding a copy of value (same
+ * dtype and rank as declared): plans compiled from g are specialised to
+ * it, and the input is gone (bind.c). */
+int ss_graph_bind_input(ss_graph_t *g, const char *name,
+                        const ss_tensor_t *value, ss_err_t *err);
 /* Looks a value up by name; -1 when absent. */
 int ss_graph_find_value(const ss_graph_t *g, const char *name);
 

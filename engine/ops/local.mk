@@ -12,12 +12,15 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/math.c \
 	engine/ops/dyn.h \
 	engine/ops/index.c \
+	engine/ops/layout.c \
 	engine/ops/matmul.c \
 	engine/ops/norm.c \
 	engine/ops/pool.c \
 	engine/ops/quant.c \
 	engine/ops/reduce.c \
+	engine/ops/reduce_more.c \
 	engine/ops/registry.c \
+	engine/ops/resize.c \
 	engine/ops/shape.c \
 	engine/ops/tensor.c \
 	engine/ops/util.c \

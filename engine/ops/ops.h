@@ -36,6 +36,9 @@ extern const ss_op_t ss__ops_reduce[];
 extern const ss_op_t ss__ops_quant[];
 extern const ss_op_t ss__ops_math[];     /* math.c */
 extern const ss_op_t ss__ops_index[];    /* index.c */
+extern const ss_op_t ss__ops_reduce_more[]; /* reduce_more.c */
+extern const ss_op_t ss__ops_layout[];   /* layout.c */
+extern const ss_op_t ss__ops_resize[];   /* resize.c */
 
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */
 int ss__ops_fail(ss_err_t *err, const ss_node_t *n, const char *fmt, ...)

@@ -24,6 +24,9 @@ static const ss_op_t *const tables[] = {
     ss__ops_quant,
     ss__ops_math,
     ss__ops_index,
+    ss__ops_reduce_more,
+    ss__ops_layout,
+    ss__ops_resize,
     NULL
 };
 

@@ -9,7 +9,9 @@
  * shapes, run it (warm-up runs first, then --repeat timed runs), and write
  * one array per model output, named after it, into an .npz.  The only
  * conversions are the lossless-in-practice ones users hit with numpy
- * defaults: float64 to float32 and int32 to int64.
+ * defaults: float64 to float32 and int32 to int64.  --bind NAME makes an
+ * input a constant of the graph before the plan is compiled (the plan is
+ * specialised to its value), for inputs that decide shapes.
  *
  * With --repeat, each run's latency goes to stderr and one summary line to
  * stdout, for scripts:
@@ -35,6 +37,7 @@
 #include "common/alloc.h"
 #include "engine/engine.h"
 #include "engine/io/npy.h"
+#include "engine/ir/edit.h"
 
 #define EXIT_USAGE 2
 #define MAX_SPECS 256
@@ -47,6 +50,7 @@ usage(FILE *f)
     fprintf(f,
 "Usage: %s --model M.onnx [--input SPEC]... [--output OUT.npz]\n"
 "                       [--repeat N] [--warmup N] [--threads N]\n"
+"                       [--bind NAME]...\n"
 "\n"
 "Runs an ONNX model on numpy arrays and writes its outputs.\n"
 "\n"
@@ -64,6 +68,10 @@ usage(FILE *f)
 "  -w, --warmup N       untimed runs before the timed ones (default 0, or\n"
 "                       1 with --repeat)\n"
 "  -t, --threads N      engine threads (default 0: the library default)\n"
+"  -b, --bind NAME      specialise the plan to input NAME's array: it\n"
+"                       becomes a constant, so inputs that decide shapes\n"
+"                       (Reshape's shape, Slice's starts, TopK's K, ...)\n"
+"                       may be given here.  Repeatable.\n"
 "  -h, --help           this text\n"
 "  -V, --version        the version\n"
 "\n"
@@ -363,10 +371,35 @@ bind_inputs(const ss_graph_t *g, args_t *a, ss_tensor_t *in, ss_err_t *err)
     return 0;
 }
 
+/* --bind NAME: the array given for NAME becomes a constant of g (the
+ * plan is specialised to it) and leaves the inputs to bind. */
+static int
+bind_one(ss_graph_t *g, args_t *a, const char *name, ss_err_t *err)
+{
+    int j, rc;
+
+    for (j = 0; j < a->n; j++)
+        if (a->v[j].name != NULL && strcmp(a->v[j].name, name) == 0)
+            break;
+    if (j == a->n)
+        return ss_err_set(err, SS_EINVAL, "--bind %s: no array given for "
+                          "it (name it in an .npz or NAME=FILE.npy)", name);
+    if ((rc = ss_graph_bind_input(g, name, &a->v[j].t, err)) < 0)
+        return rc;
+    ss_free(a->v[j].name);
+    ss_free(a->v[j].from);
+    ss_tensor_free_data(&a->v[j].t);
+    memmove(&a->v[j], &a->v[j + 1], sizeof(*a->v) * (size_t)(a->n - j - 1));
+    a->n--;
+    return 0;
+}
+
 typedef struct {
     const char *model, *output;
     const char *inputs[MAX_SPECS];
     int ninputs;
+    const char *binds[MAX_SPECS];
+    int nbinds;
     long repeat, warmup, threads;
     int timed;
 } opts_t;
@@ -390,6 +423,9 @@ run(const opts_t *o)
     load_ms = now_ms() - t0;
     for (int i = 0; i < o->ninputs; i++)
         if ((rc = load_spec(o->inputs[i], &a, &err)) < 0)
+            goto done;
+    for (int i = 0; i < o->nbinds; i++)
+        if ((rc = bind_one(g, &a, o->binds[i], &err)) < 0)
             goto done;
     nin = ss_graph_num_inputs(g);
     nout = ss_graph_num_outputs(g);
@@ -486,6 +522,7 @@ main(int argc, char **argv)
         { "repeat", required_argument, NULL, 'r' },
         { "warmup", required_argument, NULL, 'w' },
         { "threads", required_argument, NULL, 't' },
+        { "bind", required_argument, NULL, 'b' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -496,7 +533,7 @@ main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.repeat = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:i:o:r:w:t:hV", longopts,
+    while ((c = getopt_long(argc, argv, ":m:i:o:r:w:t:b:hV", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'm':
@@ -509,6 +546,11 @@ main(int argc, char **argv)
             break;
         case 'o':
             o.output = optarg;
+            break;
+        case 'b':
+            if (o.nbinds == MAX_SPECS)
+                return usage_error("more than %d --bind options", MAX_SPECS);
+            o.binds[o.nbinds++] = optarg;
             break;
         case 'r':
             if (parse_count(optarg, 1, 100000000, &o.repeat) < 0)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "engine/ir/edit.h"
 #include "engine/ir/ir.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
@@ -251,6 +252,45 @@ test_versions(void)
     mb_output(b, "y", SS_DTYPE_F32, 1, (int64_t[]){ 4 });
     ok(load_mb(b, &g, &err) == 0 && g != NULL,
        "Dropout with training_mode false loads (%s)", err.msg);
+    ss_graph_free(g);
+    mb_free(b);
+}
+
+/* ss_graph_bind_input: the input becomes a constant and leaves the
+ * graph's inputs; a wrong name or type is refused. */
+static void
+test_bind(void)
+{
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    int64_t shape[2] = { 2, 2 };
+    ss_tensor_t v = { .dtype = SS_DTYPE_I64, .ndim = 1, .dims = { 2 },
+                      .data = shape };
+    ss_tensor_t bad = v;
+    mb_t *b = mb_new(13);
+    int id;
+
+    mb_input(b, "x", SS_DTYPE_F32, 1, (int64_t[]){ 4 });
+    mb_input(b, "s", SS_DTYPE_I64, 1, (int64_t[]){ 2 });
+    mb_node(b, "Reshape", "r", "x,s", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ 2, 2 });
+    ok(load_mb(b, &g, &err) == 0 && ss_graph_num_inputs(g) == 2,
+       "Reshape with a shape input loads (%s)", err.msg);
+    ok(g != NULL && ss_graph_bind_input(g, "nope", &v, &err) == SS_EINVAL
+       && strstr(err.msg, "no input 'nope'") != NULL, "unknown name: %s",
+       err.msg);
+    bad.dtype = SS_DTYPE_I32;
+    ok(g != NULL && ss_graph_bind_input(g, "s", &bad, &err) == SS_EINVAL,
+       "wrong dtype refused: %s", err.msg);
+    ok(g != NULL && ss_graph_bind_input(g, "s", &v, &err) == 0
+       && ss_graph_num_inputs(g) == 1
+       && strcmp(ss_graph_input(g, 0)->name, "x") == 0,
+       "bound: one input left (%s)", err.msg);
+    id = g != NULL ? ss_graph_find_value(g, "s") : -1;
+    ok(id >= 0 && g->values[id].constant != NULL
+       && ((int64_t *)g->values[id].constant->data)[1] == 2
+       && g->values[id].constant->data != (void *)shape,
+       "s is a constant holding a copy");
     ss_graph_free(g);
     mb_free(b);
 }
@@ -681,6 +721,7 @@ main(void)
     test_typed_fields();
     test_hostile();
     test_versions();
+    test_bind();
     test_truncated_and_corrupt();
     test_alloc_failures();
     test_external();
