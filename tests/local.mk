@@ -29,3 +29,6 @@ EXTRA_DIST += tests/integration/test_tls.py
 # Loop lag on every HTTP loop while jobs, reloads and activations run.
 TESTS += tests/integration/test_looplag.py
 EXTRA_DIST += tests/integration/test_looplag.py
+# 1,100 slow connections while a normal client is served (issue 10).
+TESTS += tests/integration/test_slow_clients.py
+EXTRA_DIST += tests/integration/test_slow_clients.py
