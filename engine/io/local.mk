@@ -42,22 +42,4 @@ NPY_TEST_FILES = \
 	tests/unit/data/npy/u4_3.npy \
 	tests/unit/data/npy/u8_3.npy
 
-# Fuzzing is not part of make: tests/fuzz/run.sh builds the targets with
-# clang and runs them for a bounded time (CI calls it).
-EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/fuzz_onnx.c tests/fuzz/fuzz_npy.c \
-	tests/fuzz/crashes/README
-# The admin job-body parser and the config parser (fuzz_cfg also runs in
-# make check, replaying its saved reproducers).
-EXTRA_DIST += tests/fuzz/fuzz_jobs.c \
-	tests/fuzz/seeds/jobs/s1 tests/fuzz/seeds/jobs/s2 \
-	tests/fuzz/seeds/jobs/s3 tests/fuzz/seeds/jobs/s4 \
-	tests/fuzz/seeds/jobs/s5 tests/fuzz/seeds/jobs/s6 \
-	tests/fuzz/seeds/cfg/s1 tests/fuzz/seeds/cfg/s2 tests/fuzz/seeds/cfg/s3 \
-	tests/fuzz/crashes/fuzz_cfg-nan-flag-in-bounds
-check_PROGRAMS += tests/fuzz/test_replay_cfg
-TESTS += tests/fuzz/test_replay_cfg
-tests_fuzz_test_replay_cfg_SOURCES = tests/fuzz/test_replay_cfg.c \
-	tests/fuzz/fuzz_cfg.c
-tests_fuzz_test_replay_cfg_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
-tests_fuzz_test_replay_cfg_LDADD = server/libssdaemon.a common/libsscommon.a \
-	$(JANSSON_LIBS) -lm
+# The fuzz targets of this folder (fuzz_npy, fuzz_onnx): tests/fuzz/local.mk.
