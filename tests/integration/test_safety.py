@@ -460,7 +460,9 @@ def binary_request(x, name="input"):
 def test_non_finite():
     """reject_non_finite refuses NaN and Inf inputs (JSON and binary) with
     400 naming the input and element; without it they pass to the
-    kernels (documented: ReLU maps NaN to 0, PyTorch keeps NaN)."""
+    kernels, and NaN propagates as in PyTorch: the row holding it gives
+    NaN logits, the other row finite ones (tests/engine/test_nan.py
+    compares op by op)."""
     tmp = tempfile.mkdtemp()
     root = os.path.join(tmp, "m")
     for name, cfg in (("strict", {"reject_non_finite": True}),
@@ -491,8 +493,14 @@ def test_non_finite():
                    "element %d" % at in err,
                    "strict, JSON %s: 400 naming the element (%s)"
                    % (what, err))
-            st, _, _ = d.post("/v2/models/lax/infer", text.encode())
+            st, hd, data = d.post("/v2/models/lax/infer", text.encode())
             tap.eq(st, 200, "lax, JSON %s: passed to the model" % what)
+            if what == "NaN" and st == 200:
+                _, outs = kserve.parse_response(data, hd)
+                y = next(iter(outs.values()))
+                tap.ok(np.isnan(y[1]).all() and np.isfinite(y[0]).all(),
+                       "lax, NaN in row 1: its logits are NaN, row 0's "
+                       "finite (as PyTorch)", y)
             body, hdrs = binary_request(arr)
             st, _, data = d.post("/v2/models/strict/infer", body,
                                  headers=hdrs)
