@@ -419,6 +419,30 @@ distinct_rows(const ss__bc_t *bc)
     return true;
 }
 
+/* A scaled copy between operand 0's full shape (dense) and operand 1's
+ * elements, one to one: to_full broadcasts x (operand 1) into y (full);
+ * otherwise x (full) goes to y (operand 1, same element count). */
+static void
+bc_copy(const ss__bc_t *bc, const float *x, float *y, float scale, int acc,
+        int to_full)
+{
+    int64_t inner = bc->dims[bc->nd - 1], s1 = bc->st[1][bc->nd - 1], r;
+
+#pragma omp parallel for schedule(static) if (bc->numel > PAR_MIN)
+    for (r = 0; r < bc->rows; r++) {
+        int64_t off[3], j;
+
+        ss__bc_row(bc, r, off);
+        for (j = 0; j < inner; j++) {
+            int64_t f = r * inner + j, o = off[1] + j * s1;
+            float v = x[to_full ? o : f] * scale;
+            float *p = &y[to_full ? f : o];
+
+            *p = acc ? *p + v : v;
+        }
+    }
+}
+
 int
 ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
@@ -430,21 +454,9 @@ ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     int64_t inner = bc->dims[bc->nd - 1], r;
     int64_t sy = bc->st[1][bc->nd - 1];
 
-    (void)err;
     if (t->tv[s->out[0]].numel == bc->numel) {
-        /* nothing reduced: a scaled copy */
-#pragma omp parallel for schedule(static) if (bc->numel > PAR_MIN)
-        for (r = 0; r < bc->rows; r++) {
-            int64_t off[3], j;
-
-            ss__bc_row(bc, r, off);
-            for (j = 0; j < inner; j++) {
-                float v = x[r * inner + j] * scale;
-                float *p = &y[off[1] + j * sy];
-
-                *p = acc ? *p + v : v;
-            }
-        }
+        /* nothing reduced */
+        bc_copy(bc, x, y, scale, acc, 0);
         return 0;
     }
     if (bc->nd == 2 && bc->st[1][0] == 0 && sy == 1) {
@@ -503,27 +515,8 @@ ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 int
 ss__k_expand(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
-    const ss__bc_t *bc = s->aux;
-    const float *x = IN(0);
-    float *y = OUT(0);
-    float scale = s->f[0];
-    int acc = ACC(0);
-    int64_t inner = bc->dims[bc->nd - 1], r;
-    int64_t sx = bc->st[1][bc->nd - 1];
-
     (void)err;
-#pragma omp parallel for schedule(static) if (bc->numel > PAR_MIN)
-    for (r = 0; r < bc->rows; r++) {
-        int64_t off[3], j;
-        float *yr = y + r * inner;
-
-        ss__bc_row(bc, r, off);
-        for (j = 0; j < inner; j++) {
-            float v = x[off[1] + j * sx] * scale;
-
-            yr[j] = acc ? yr[j] + v : v;
-        }
-    }
+    bc_copy(s->aux, IN(0), OUT(0), s->f[0], ACC(0), 1);
     return 0;
 }
 

@@ -72,19 +72,20 @@ bc_aux(ss__step_t *s, int fnd, const int64_t *fdims, int n, const int *nd,
     return 0;
 }
 
-/* Sums src (full shape fdims) into dst of shape ddims (numpy-aligned to
- * fdims), times scale.  */
+/* A one-input step between the full shape fdims and another shape
+ * odims (numpy-aligned to it): k_reduce sums src (full) into dst (odims),
+ * k_expand broadcasts src (odims) to dst (full); both times scale. */
 static int
-emit_reduce(ss__tb_t *b, const ss_node_t *n, int src, int fnd,
-            const int64_t *fdims, int dst, int dnd, const int64_t *ddims,
-            float scale, int acc, ss_err_t *err)
+emit_bc1(ss__tb_t *b, const ss_node_t *n, ss__kern_fn fn, const char *what,
+         int src, int dst, int fnd, const int64_t *fdims, int ond,
+         const int64_t *odims, float scale, int acc, ss_err_t *err)
 {
     ss__step_t s;
-    int nd[2] = { fnd, dnd };
-    const int64_t *dd[2] = { fdims, ddims };
+    int nd[2] = { fnd, ond };
+    const int64_t *dd[2] = { fdims, odims };
     int rc;
 
-    step_init(&s, ss__k_reduce, "reduce", n);
+    step_init(&s, fn, what, n);
     s.n_in = 1;
     s.in[0] = src;
     s.n_out = 1;
@@ -96,27 +97,24 @@ emit_reduce(ss__tb_t *b, const ss_node_t *n, int src, int fnd,
     return ss__step_add(b, &s, err);
 }
 
+/* Sums src (full shape fdims) into dst of shape ddims, times scale. */
+static int
+emit_reduce(ss__tb_t *b, const ss_node_t *n, int src, int fnd,
+            const int64_t *fdims, int dst, int dnd, const int64_t *ddims,
+            float scale, int acc, ss_err_t *err)
+{
+    return emit_bc1(b, n, ss__k_reduce, "reduce", src, dst, fnd, fdims, dnd,
+                    ddims, scale, acc, err);
+}
+
 /* dst (full shape fdims) = broadcast(src of shape sdims) * scale. */
 static int
 emit_expand(ss__tb_t *b, const ss_node_t *n, int src, int snd,
             const int64_t *sdims, int dst, int fnd, const int64_t *fdims,
             float scale, int acc, ss_err_t *err)
 {
-    ss__step_t s;
-    int nd[2] = { fnd, snd };
-    const int64_t *dd[2] = { fdims, sdims };
-    int rc;
-
-    step_init(&s, ss__k_expand, "expand", n);
-    s.n_in = 1;
-    s.in[0] = src;
-    s.n_out = 1;
-    s.out[0] = dst;
-    s.acc = acc ? 1 : 0;
-    s.f[0] = scale;
-    if ((rc = bc_aux(&s, fnd, fdims, 2, nd, dd, err)) < 0)
-        return rc;
-    return ss__step_add(b, &s, err);
+    return emit_bc1(b, n, ss__k_expand, "expand", src, dst, fnd, fdims, snd,
+                    sdims, scale, acc, err);
 }
 
 static int
@@ -132,6 +130,36 @@ emit_copy(ss__tb_t *b, const ss_node_t *n, int src, int dst, int acc,
     s.out[0] = dst;
     s.acc = acc ? 1 : 0;
     return ss__step_add(b, &s, err);
+}
+
+/* The start of a backward that writes input 0's gradient from output
+ * 0's: 1 with *gy, *gx and *acc set, or 0 when dy does not exist or x
+ * needs no gradient (nothing to emit), or a negative code. */
+static int
+dx_target(ss__tb_t *b, const ss_node_t *n, int *gy, int *gx, int *acc,
+          ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0);
+
+    *gy = ss__tb_grad_have(b, ss__tb_out(b, n, 0));
+    if (*gy < 0 || !ss__tb_needs(b, x))
+        return 0;
+    if ((*gx = ss__tb_grad(b, x, acc, err)) < 0)
+        return *gx;
+    return 1;
+}
+
+/* A step reading dy as in[0] and writing (acc: adding) dx as out[0]. */
+static void
+dx_step(ss__step_t *s, ss__kern_fn fn, const char *what, const ss_node_t *n,
+        int gy, int gx, int acc)
+{
+    step_init(s, fn, what, n);
+    s->n_in = 1;
+    s->in[0] = gy;
+    s->n_out = 1;
+    s->out[0] = gx;
+    s->acc = acc ? 1 : 0;
 }
 
 /* ---- matmul emission ------------------------------------------------------ */
@@ -309,23 +337,16 @@ fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc;
+    int gy, gx, acc, rc;
     ss__step_t s;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
-    step_init(&s, ss__k_unary_bwd, n->op_type, n);
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
+    dx_step(&s, ss__k_unary_bwd, n->op_type, n, gy, gx, acc);
     s.op = unary_code(n, &s.f[0]);
     s.n_in = 3;
-    s.in[0] = gy;
-    s.in[1] = x;
-    s.in[2] = y;
-    s.n_out = 1;
-    s.out[0] = gx;
-    s.acc = acc ? 1 : 0;
+    s.in[1] = ss__tb_in(b, n, 0);
+    s.in[2] = ss__tb_out(b, n, 0);
     return ss__step_add(b, &s, err);
 }
 
@@ -389,17 +410,11 @@ bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             continue;
         if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
             return gx;
-        /* d(a+b)/da = 1 etc.: a plain (reducing) copy */
-        if (op == SS__B_ADD || (op == SS__B_SUB && slot == 0)) {
+        /* d(a+b)/da = 1, d(a-b)/db = -1: a plain (reducing) copy */
+        if (op == SS__B_ADD || op == SS__B_SUB) {
             if ((rc = emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims,
-                                  gx, V(b, x)->ndim, V(b, x)->dims, 1.0f,
-                                  acc, err)) < 0)
-                return rc;
-            continue;
-        }
-        if (op == SS__B_SUB) {
-            if ((rc = emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims,
-                                  gx, V(b, x)->ndim, V(b, x)->dims, -1.0f,
+                                  gx, V(b, x)->ndim, V(b, x)->dims,
+                                  op == SS__B_SUB && slot ? -1.0f : 1.0f,
                                   acc, err)) < 0)
                 return rc;
             continue;
@@ -653,28 +668,38 @@ fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int gy, gx, acc, rc;
     ss__step_t s;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
-    step_init(&s, ss__k_softmax_bwd, n->op_type, n);
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
+    dx_step(&s, ss__k_softmax_bwd, n->op_type, n, gy, gx, acc);
     s.op = strcmp(n->op_type, "LogSoftmax") == 0;
     s.n_in = 2;
-    s.in[0] = gy;
-    s.in[1] = y;
-    s.n_out = 1;
-    s.out[0] = gx;
-    s.acc = acc ? 1 : 0;
-    if ((rc = softmax_geom(b, n, x, s.p, err)) < 0)
+    s.in[1] = ss__tb_out(b, n, 0);
+    if ((rc = softmax_geom(b, n, ss__tb_in(b, n, 0), s.p, err)) < 0)
         return rc;
     return ss__step_add(b, &s, err);
 }
 
 /* ---- LayerNormalization -------------------------------------------------- */
+
+/* The end of LayerNormalization's and BatchNormalization's forward: the
+ * step writes y, mean and 1/std, which the backward reads. */
+static int
+norm_fwd_add(ss__tb_t *b, const ss_node_t *n, ss__step_t *s, int mean,
+             int rstd, ss_err_t *err)
+{
+    int sv[2] = { mean, rstd }, rc;
+
+    s->n_out = 3;
+    s->out[0] = ss__tb_out(b, n, 0);
+    s->out[1] = mean;
+    s->out[2] = rstd;
+    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
+        return rc;
+    return ss__step_add(b, s, err);
+}
 
 static int
 fwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
@@ -684,7 +709,7 @@ fwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     int64_t axis = ss__attr_int(n, "axis", -1);
     int64_t rows, cols;
     ss__step_t s;
-    int mean, rstd, rc, sv[2];
+    int mean, rstd;
 
     if (axis < 0)
         axis += xv->ndim;
@@ -712,52 +737,61 @@ fwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.in[0] = x;
     s.in[1] = ss__tb_in(b, n, 1);
     s.in[2] = ss__tb_in(b, n, 2);
-    s.n_out = 3;
-    s.out[0] = ss__tb_out(b, n, 0);
-    s.out[1] = mean;
-    s.out[2] = rstd;
     s.p[0] = rows;
     s.p[1] = cols;
     s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
-    sv[0] = mean;
-    sv[1] = rstd;
-    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
-        return rc;
-    return ss__step_add(b, &s, err);
+    return norm_fwd_add(b, n, &s, mean, rstd, err);
+}
+
+/*
+ * The backward step of LayerNormalization and BatchNormalization: in
+ * dy, x, scale and the forward's saved mean and 1/std; out the
+ * gradients of x, scale and bias, each -1 when not needed.  *any is 0
+ * when none is (then the caller adds nothing).
+ */
+static int
+norm_bwd(ss__tb_t *b, const ss_node_t *n, ss__kern_fn fn, const char *what,
+         ss__step_t *s, int *any, ss_err_t *err)
+{
+    int idx = ss__tb_node_index(b, n);
+
+    *any = 0;
+    step_init(s, fn, what, n);
+    s->n_in = 5;
+    s->in[0] = ss__tb_grad_have(b, ss__tb_out(b, n, 0));
+    s->in[1] = ss__tb_in(b, n, 0);
+    s->in[2] = ss__tb_in(b, n, 1);
+    s->in[3] = ss__tb_saved(b, idx, 0);
+    s->in[4] = ss__tb_saved(b, idx, 1);
+    s->n_out = 3;
+    for (int k = 0; k < 3; k++) {
+        int v = ss__tb_in(b, n, k), acc;
+
+        s->out[k] = -1;
+        if (v < 0 || !ss__tb_needs(b, v))
+            continue;
+        if ((s->out[k] = ss__tb_grad(b, v, &acc, err)) < 0)
+            return s->out[k];
+        s->acc |= acc ? 1u << k : 0;
+        *any = 1;
+    }
+    return 0;
 }
 
 static int
 bwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int idx = ss__tb_node_index(b, n);
-    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
     ss__step_t s;
-    int k, any = 0;
+    int any, rc;
 
-    if (gy < 0)
+    if (ss__tb_grad_have(b, ss__tb_out(b, n, 0)) < 0)
         return 0;
-    step_init(&s, ss__k_layernorm_bwd, "LayerNormalization'", n);
-    s.n_in = 5;
-    s.in[0] = gy;
-    s.in[1] = ss__tb_in(b, n, 0);
-    s.in[2] = ss__tb_in(b, n, 1);
-    s.in[3] = ss__tb_saved(b, idx, 0);
-    s.in[4] = ss__tb_saved(b, idx, 1);
-    s.n_out = 3;
-    for (k = 0; k < 3; k++) {
-        int v = ss__tb_in(b, n, k), acc;
-
-        s.out[k] = -1;
-        if (v < 0 || !ss__tb_needs(b, v))
-            continue;
-        if ((s.out[k] = ss__tb_grad(b, v, &acc, err)) < 0)
-            return s.out[k];
-        s.acc |= acc ? 1u << k : 0;
-        any = 1;
-    }
+    if ((rc = norm_bwd(b, n, ss__k_layernorm_bwd, "LayerNormalization'", &s,
+                       &any, err)) < 0 || !any)
+        return rc;
     s.p[0] = V(b, s.in[3])->numel;
     s.p[1] = V(b, s.in[1])->numel / s.p[0];
-    return any ? ss__step_add(b, &s, err) : 0;
+    return ss__step_add(b, &s, err);
 }
 
 /* ---- BatchNormalization -------------------------------------------------- */
@@ -769,7 +803,7 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     const ss__tv_t *xv = V(b, x);
     int64_t c = xv->ndim >= 2 ? xv->dims[1] : 1;
     ss__step_t s;
-    int mean, rstd, rc, sv[2];
+    int mean, rstd;
 
     if (xv->ndim < 2 || n->n_inputs < 5 ||
         ss__attr_int(n, "training_mode", 0) != 0)
@@ -796,57 +830,31 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.n_in = 5;
     for (int k = 0; k < 5; k++)
         s.in[k] = ss__tb_in(b, n, k);
-    s.n_out = 3;
-    s.out[0] = ss__tb_out(b, n, 0);
-    s.out[1] = mean;
-    s.out[2] = rstd;
     s.op = b->t->o.bn;
     s.p[0] = xv->dims[0];
     s.p[1] = c;
     s.p[2] = prod(xv->dims, 2, xv->ndim);
     s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
     s.f[1] = ss__attr_float(n, "momentum", 0.9f);
-    sv[0] = mean;
-    sv[1] = rstd;
-    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
-        return rc;
-    return ss__step_add(b, &s, err);
+    return norm_fwd_add(b, n, &s, mean, rstd, err);
 }
 
 static int
 bwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int idx = ss__tb_node_index(b, n);
-    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
     ss__step_t s;
-    int k, any = 0;
+    int any, rc;
 
-    if (gy < 0)
+    if (ss__tb_grad_have(b, ss__tb_out(b, n, 0)) < 0)
         return 0;
-    step_init(&s, ss__k_batchnorm_bwd, "BatchNormalization'", n);
-    s.n_in = 5;
-    s.in[0] = gy;
-    s.in[1] = ss__tb_in(b, n, 0);
-    s.in[2] = ss__tb_in(b, n, 1);
-    s.in[3] = ss__tb_saved(b, idx, 0);
-    s.in[4] = ss__tb_saved(b, idx, 1);
-    s.n_out = 3;
-    for (k = 0; k < 3; k++) {
-        int v = ss__tb_in(b, n, k), acc;
-
-        s.out[k] = -1;
-        if (v < 0 || !ss__tb_needs(b, v))
-            continue;
-        if ((s.out[k] = ss__tb_grad(b, v, &acc, err)) < 0)
-            return s.out[k];
-        s.acc |= acc ? 1u << k : 0;
-        any = 1;
-    }
+    if ((rc = norm_bwd(b, n, ss__k_batchnorm_bwd, "BatchNormalization'",
+                       &s, &any, err)) < 0 || !any)
+        return rc;
     s.op = b->t->o.bn;
     s.p[0] = V(b, s.in[1])->dims[0];
     s.p[1] = V(b, s.in[1])->dims[1];
     s.p[2] = prod(V(b, s.in[1])->dims, 2, V(b, s.in[1])->ndim);
-    return any ? ss__step_add(b, &s, err) : 0;
+    return ss__step_add(b, &s, err);
 }
 
 /* ---- Conv ------------------------------------------------------------- */
@@ -1052,23 +1060,16 @@ fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int gy, gx, acc, rc;
     ss__step_t s;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
-    step_init(&s, ss__k_pool_bwd, n->op_type, n);
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
+    dx_step(&s, ss__k_pool_bwd, n->op_type, n, gy, gx, acc);
     if ((rc = pool_geom(b, n, s.p, &s.op, err)) < 0)
         return rc;
     s.n_in = 2;
-    s.in[0] = gy;
     s.in[1] = s.op == 0 ? ss__tb_saved(b, ss__tb_node_index(b, n), 0) : -1;
-    s.n_out = 1;
-    s.out[0] = gx;
-    s.acc = acc ? 1 : 0;
     return ss__step_add(b, &s, err);
 }
 
@@ -1168,14 +1169,10 @@ emit_index(ss__tb_t *b, const ss_node_t *n, int scatter, int64_t *map,
 {
     ss__step_t s;
 
-    step_init(&s, ss__k_index, scatter ? "scatter" : "gather", n);
+    dx_step(&s, ss__k_index, scatter ? "scatter" : "gather", n, in, out,
+            acc);
     s.aux = map;
     s.op = scatter;
-    s.n_in = 1;
-    s.in[0] = in;
-    s.n_out = 1;
-    s.out[0] = out;
-    s.acc = acc ? 1 : 0;
     return ss__step_add(b, &s, err);
 }
 
@@ -1222,18 +1219,12 @@ bwd_concat(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_slice(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int gy, gx, acc, rc;
     int64_t *ys;
 
-    if (gy < 0 || !ss__tb_needs(b, x))
-        return 0;
-    if ((rc = run_ids(b, n, 1, &ys, err)) < 0)
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0 ||
+        (rc = run_ids(b, n, 1, &ys, err)) < 0)
         return rc;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0) {
-        ss_free(ys);
-        return gx;
-    }
     return emit_index(b, n, 1, ys, gy, gx, acc, err);
 }
 
@@ -1351,18 +1342,15 @@ fwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc, r = V(b, x)->ndim, rc;
+    int gy, gx, acc, r = V(b, ss__tb_in(b, n, 0))->ndim, rc;
     int64_t perm[8], inv[8];
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
     if ((rc = read_perm(b, n, r, perm, err)) < 0)
         return rc;
     for (int i = 0; i < r; i++)
         inv[perm[i]] = i;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
     return transpose_step(b, n, gy, inv, gx, acc, err);
 }
 
@@ -1371,25 +1359,18 @@ bwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_gather(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), ix = ss__tb_in(b, n, 1);
-    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y), gx, acc;
-    const ss__tv_t *xv = V(b, x);
+    int ix = ss__tb_in(b, n, 1), gy, gx, acc, rc;
+    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
     int64_t axis = ss__attr_int(n, "axis", 0);
     ss__step_t s;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
     if (axis < 0)
         axis += xv->ndim;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
-    step_init(&s, ss__k_gather_bwd, "Gather'", n);
+    dx_step(&s, ss__k_gather_bwd, "Gather'", n, gy, gx, acc);
     s.n_in = 2;
-    s.in[0] = gy;
     s.in[1] = ix;
-    s.n_out = 1;
-    s.out[0] = gx;
-    s.acc = acc ? 1 : 0;
     s.p[0] = prod(xv->dims, 0, (int)axis);
     s.p[1] = xv->dims[axis];
     s.p[2] = prod(xv->dims, (int)axis + 1, xv->ndim);
@@ -1469,19 +1450,16 @@ fwd_reduce(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_reduce(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc, rc;
+    int x = ss__tb_in(b, n, 0), gy, gx, acc, rc;
     int64_t kd[SS_MAX_DIMS], count;
     float scale;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
     if ((rc = reduce_geom(b, n, kd, &count, err)) < 0)
         return rc;
     scale = strcmp(n->op_type, "ReduceMean") == 0 ? 1.0f / (float)count
                                                   : 1.0f;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
     return emit_expand(b, n, gy, V(b, x)->ndim, kd, gx, V(b, x)->ndim,
                        V(b, x)->dims, scale, acc, err);
 }
@@ -1500,13 +1478,10 @@ fwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
-    int gy = ss__tb_grad_have(b, y), gx, acc;
+    int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0), gy, gx, acc, rc;
 
-    if (!ss__tb_needs(b, x) || gy < 0)
-        return 0;
-    if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
-        return gx;
+    if ((rc = dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
     return emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims, gx,
                        V(b, x)->ndim, V(b, x)->dims, 1.0f, acc, err);
 }
