@@ -8,12 +8,15 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/ops.h \
 	engine/ops/binary.c \
 	engine/ops/conv.c \
+	engine/ops/convtranspose.c \
 	engine/ops/elementwise.c \
 	engine/ops/math.c \
 	engine/ops/dyn.h \
 	engine/ops/index.c \
 	engine/ops/layout.c \
 	engine/ops/matmul.c \
+	engine/ops/misc.c \
+	engine/ops/nd.c \
 	engine/ops/norm.c \
 	engine/ops/pool.c \
 	engine/ops/quant.c \
@@ -21,6 +24,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/reduce_more.c \
 	engine/ops/registry.c \
 	engine/ops/resize.c \
+	engine/ops/rnn.c \
 	engine/ops/shape.c \
 	engine/ops/tensor.c \
 	engine/ops/util.c \

@@ -39,6 +39,10 @@ extern const ss_op_t ss__ops_index[];    /* index.c */
 extern const ss_op_t ss__ops_reduce_more[]; /* reduce_more.c */
 extern const ss_op_t ss__ops_layout[];   /* layout.c */
 extern const ss_op_t ss__ops_resize[];   /* resize.c */
+extern const ss_op_t ss__ops_misc[];     /* misc.c */
+extern const ss_op_t ss__ops_nd[];       /* nd.c */
+extern const ss_op_t ss__ops_convtranspose[]; /* convtranspose.c */
+extern const ss_op_t ss__ops_rnn[];      /* rnn.c */
 
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */
 int ss__ops_fail(ss_err_t *err, const ss_node_t *n, const char *fmt, ...)

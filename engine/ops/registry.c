@@ -27,6 +27,10 @@ static const ss_op_t *const tables[] = {
     ss__ops_reduce_more,
     ss__ops_layout,
     ss__ops_resize,
+    ss__ops_misc,
+    ss__ops_nd,
+    ss__ops_convtranspose,
+    ss__ops_rnn,
     NULL
 };
 
