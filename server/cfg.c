@@ -110,6 +110,9 @@ static const key_t_ keys[] = {
       "a request's body must arrive within this time (0: no limit)" },
     { "retry_after_s", T_INT, OFF(retry_after_s), 1, 3600, "N",
       "the Retry-After of 503 answers (overload, not ready)" },
+    { "reject_non_finite", T_BOOL, OFF(reject_non_finite), 0, 0, NULL,
+      "refuse NaN and Inf inputs (400) for models whose config.json does "
+      "not say (its reject_non_finite wins)" },
     { "shutdown_grace_s", T_DOUBLE, OFF(shutdown_grace_s), 0, 3600, "S",
       "how long SIGTERM waits for in-flight requests" },
 };

@@ -49,6 +49,7 @@ typedef struct ss_config {
     int header_timeout_s;       /* absolute, a request's headers */
     int body_timeout_s;         /* absolute, a request's body */
     int retry_after_s;          /* Retry-After of 503 answers */
+    bool reject_non_finite;     /* default of the model key of that name */
     double shutdown_grace_s;
     bool check_only;            /* --check-config */
 } ss_config_t;

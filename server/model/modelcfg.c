@@ -27,10 +27,21 @@
 /* config.json is a few keys; anything larger is not one. */
 #define CONFIG_MAX (1 << 20)
 
+/* Set once at start (ss_model_config_set_reject_default), read by every
+ * load after. */
+static bool reject_default;
+
+void
+ss_model_config_set_reject_default(bool on)
+{
+    reject_default = on;
+}
+
 void
 ss_model_config_default(ss_model_config_t *c)
 {
     memset(c, 0, sizeof(*c));
+    c->reject_non_finite = reject_default;
     c->max_batch_size = 32;
     c->max_queue_delay_us = 0;
     c->instances = 0;           /* every executor of the pool */

@@ -58,6 +58,9 @@ typedef struct ss_model_config {
  * queued when an executor is free, so batches grow with load), one
  * instance, latest 1. */
 void ss_model_config_default(ss_model_config_t *c);
+/* [init] The default of reject_non_finite from now on (the daemon's
+ * --reject-non-finite); a model's config.json still overrides it. */
+void ss_model_config_set_reject_default(bool on);
 
 /* Applies the keys of obj over c. */
 int ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err);

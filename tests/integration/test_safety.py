@@ -519,9 +519,42 @@ def test_non_finite():
     shutil.rmtree(tmp)
 
 
+def test_non_finite_default():
+    """--reject-non-finite makes refusing NaN/Inf the default; a model's
+    config.json saying "reject_non_finite": false still wins."""
+    tmp = tempfile.mkdtemp()
+    root = os.path.join(tmp, "m")
+    for name, cfg in (("plain", None), ("optout",
+                                        {"reject_non_finite": False})):
+        d_ = os.path.join(root, name)
+        os.makedirs(os.path.join(d_, "1"))
+        shutil.copy(MLP, os.path.join(d_, "1", "model.onnx"))
+        if cfg is not None:
+            with open(os.path.join(d_, "config.json"), "w") as f:
+                json.dump(cfg, f)
+    with np.load(HELD) as z:
+        x = z["input"][:2].copy()
+    x[0, 7] = np.inf
+    body, hdrs = binary_request(x)
+    with Daemon(ADMIN + ["--reject-non-finite"], repository=root) as d:
+        st, _, data = d.post("/v2/models/plain/infer", body, headers=hdrs)
+        tap.ok(st == 400 and "element 7" in
+               (json_body(data) or {}).get("error", ""),
+               "--reject-non-finite: a model without the key refuses Inf "
+               "(%s)" % st, data)
+        st, _, _ = d.post("/v2/models/optout/infer", body, headers=hdrs)
+        tap.eq(st, 200, "a model saying reject_non_finite: false serves it")
+        tap.eq(d.stop(), 0, "clean exit")
+    with Daemon(ADMIN, repository=root) as d:
+        st, _, _ = d.post("/v2/models/plain/infer", body, headers=hdrs)
+        tap.eq(st, 200, "without the flag, the default is to serve it")
+        tap.eq(d.stop(), 0, "clean exit")
+    shutil.rmtree(tmp)
+
+
 def main():
     for t in (test_names, test_leftovers, test_token, test_non_utf8_model,
-              test_non_finite, test_symlinks, test_big_files, test_fifo,
+              test_non_finite, test_non_finite_default, test_symlinks, test_big_files, test_fifo,
               test_loop_lag):
         tap.diag(t.__name__)
         try:
