@@ -670,6 +670,18 @@ done:
     return rc;
 }
 
+int
+ss_batcher_drop_plans(ss_batcher_t *b)
+{
+    return ss__plancache_drop_idle(b->plans);
+}
+
+int
+ss_batcher_plan_count(ss_batcher_t *b)
+{
+    return ss__plancache_count(b->plans);
+}
+
 void
 ss_batcher_free(ss_batcher_t *b)
 {

@@ -186,6 +186,14 @@ int ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
  * own static shape and ignores sizes. */
 int ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n,
                       ss_err_t *err);
+/* [any] Frees the compiled plans no running batch holds, with the packed
+ * weights only they used; each compiles again on its next use.  A load
+ * that only checks that the model compiles calls it after the warm-up, so
+ * an idle model costs its graph, not its plans.  Returns how many were
+ * freed. */
+int ss_batcher_drop_plans(ss_batcher_t *b);
+/* [any] Plans compiled and cached now. */
+int ss_batcher_plan_count(ss_batcher_t *b);
 /* Queues w.  Returns 0 (done will be called exactly once, later, on an
  * executor thread) or a negative code (SS_EBUSY queue full, SS_EINVAL bad
  * shapes, values the model cannot take (an index out of range), a batch

@@ -250,6 +250,29 @@ ss__plancache_release(ss__plancache_t *c, ss__plan_entry_t *e)
 }
 
 int
+ss__plancache_drop_idle(ss__plancache_t *c)
+{
+    ss__plan_entry_t *v, *victims = NULL;
+    int n = 0;
+
+    pthread_mutex_lock(&c->lock);
+    while ((v = pick_victim(c)) != NULL) {
+        v->next = victims;
+        victims = v;
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* Outside the lock: freeing a plan releases its packed constants. */
+    while (victims != NULL) {
+        v = victims->next;
+        ss_plan_free(victims->plan);
+        ss_free(victims);
+        victims = v;
+        n++;
+    }
+    return n;
+}
+
+int
 ss__plancache_count(ss__plancache_t *c)
 {
     int n;

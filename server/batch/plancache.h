@@ -37,6 +37,9 @@ int ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
                       ss_err_t *err);
 /* Unpins; accepts NULL. */
 void ss__plancache_release(ss__plancache_t *c, ss__plan_entry_t *e);
+/* Frees every plan no batch holds (a pinned one stays); they compile
+ * again on their next use.  Returns how many were freed. */
+int ss__plancache_drop_idle(ss__plancache_t *c);
 /* Plans currently cached (for tests). */
 int ss__plancache_count(ss__plancache_t *c);
 

@@ -100,7 +100,10 @@ struct ss_model {
     ss_version_t *active;       /* m->lock; NULL or one of versions[] */
     int64_t history[SS_MAX_HISTORY]; /* previously active, oldest first */
     int n_history;
-    int64_t on_disk[SS_MAX_ON_DISK];
+    int64_t *on_disk;           /* n_on_disk entries, owned: a fixed
+                                 * table of SS_MAX_ON_DISK was 2 KB of the
+                                 * ~15 KB an idle model costs besides its
+                                 * weights */
     int n_on_disk;
     ss__registry_task_t *task;  /* the operation running, or NULL */
     int live;                   /* versions published and not yet freed */
@@ -138,6 +141,7 @@ struct ss_registry {
      * its model and frees it. */
     uv_async_t async;
     ss_queue_t reap;
+    ss_qlink_t trim_link;       /* on reap: the reaper trims the heap */
     ss_queue_t freed;
     pthread_t reaper;
 };

@@ -217,6 +217,13 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
                 return ss_err_set(err, SS_EINVAL, "'%s' must be true or "
                                   "false", key);
             c->reject_non_finite = json_is_true(v);
+        } else if (strcmp(key, "warmup") == 0) {
+            if (!json_is_string(v) ||
+                (strcmp(json_string_value(v), "all") != 0 &&
+                 strcmp(json_string_value(v), "check") != 0))
+                return ss_err_set(err, SS_EINVAL, "'%s' must be \"all\" or "
+                                  "\"check\"", key);
+            c->warmup_all = strcmp(json_string_value(v), "all") == 0;
         } else if (strcmp(key, "version_policy") == 0) {
             if ((rc = apply_policy(c, v, err)) < 0)
                 return rc;

@@ -52,6 +52,9 @@ typedef struct ss_model_config {
     double sample_probability;
     int64_t sample_max_bytes;
     bool reject_non_finite;     /* NaN/Inf inputs are refused (400) */
+    bool warmup_all;            /* keep the plans of batch 1, the preferred
+                                 * sizes and the max compiled at load; else
+                                 * batch 1 is compiled as a check and freed */
 } ss_model_config_t;
 
 /* The defaults: batching up to 32, no queue delay (a batch takes what is

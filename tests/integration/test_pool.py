@@ -3,6 +3,11 @@
 
 - Threads follow cores, not models: 50 copies of the example model cost
   the daemon no more threads than one, and at most cores + a constant.
+- Idle models cost their graph, not their plans: with "warmup": "check"
+  (the default) the load compiles batch 1 to check the model and frees
+  it, so 40 models hold less memory than with "warmup": "all", and their
+  first answers (compiled on use, batch 1 and a batch of 8) equal the
+  answers of models whose plans were kept.
 - One client's bad request never touches another's: the transformer
   fixture (token ids in 0..16) served to good and bad clients at once
   (threads, bounded): no good request fails, every bad one gets 400 with
@@ -85,6 +90,69 @@ def test_threads_follow_cores():
     cores = len(os.sched_getaffinity(0))
     tap.ok(many[0] <= cores + 12, "threads %d <= cores %d + 12"
            % (many[0], cores))
+
+
+def rss_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def serve_warmup(mode, n, bodies):
+    """(rss after ready, answers of m000 to bodies, status of a bad
+    "warmup" model) for n copies of digits-mlp with "warmup": mode."""
+    tmp = tempfile.mkdtemp(prefix="ss-warm-")
+    try:
+        repo = os.path.join(tmp, "models")
+        with open(os.path.join(DIGITS, "config.json")) as f:
+            cfg = json.load(f)
+        cfg["warmup"] = mode
+        for i in range(n):
+            copy_digits(repo, "m%03d" % i)
+            with open(os.path.join(repo, "m%03d" % i, "config.json"),
+                      "w") as f:
+                json.dump(cfg, f)
+        copy_digits(repo, "bad")
+        cfg["warmup"] = "sometimes"
+        with open(os.path.join(repo, "bad", "config.json"), "w") as f:
+            json.dump(cfg, f)
+        with Daemon(ARGS, repository=repo) as d:
+            d.get("/v2/health/ready")
+            time.sleep(0.3)
+            rss = rss_of(d.proc.pid)
+            answers = []
+            for b in bodies:
+                st, hd, data = d.post("/v2/models/m000/infer", b)
+                answers.append(kserve.parse_response(data, hd)
+                               if st == 200 else st)
+            st_bad, _, _ = d.get("/v2/models/bad/ready")
+            rc = d.stop()
+        return rss, answers, st_bad, rc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_idle_models_memory():
+    rng = np.random.default_rng(7)
+    bodies = [kserve.json_request({"input": rng.standard_normal(
+        (k, 64)).astype(np.float32)}) for k in (1, 8, 1)]
+    check = serve_warmup("check", 40, bodies)
+    full = serve_warmup("all", 40, bodies)
+    tap.eq((check[3], full[3]), (0, 0), "both daemons exit cleanly")
+    # "all" keeps 4 plans a model (packed weights ~70 KB and ~100 KB of
+    # primitives): ~6.8 MB on 40 models; "check" keeps none.
+    tap.ok(full[0] - check[0] > 3 << 20, "40 idle models: RSS %.1f MB with "
+           "check, %.1f MB with all" % (check[0] / 2**20, full[0] / 2**20))
+    same = len(check[1]) == 3 and all(
+        not isinstance(a, int) and not isinstance(b, int) and
+        np.array_equal(a[1]["logits"], b[1]["logits"])
+        for a, b in zip(check[1], full[1]))
+    tap.ok(same, "answers of plans compiled on first use (batch 1, 8, "
+           "1 again) equal those of plans kept from the load")
+    tap.ok(check[2] != 200, "a \"warmup\" other than all or check is "
+           "refused (%d)" % check[2])
 
 
 def ids_body(ids):
@@ -186,7 +254,8 @@ def test_isolation():
 
 
 def main():
-    for t in (test_threads_follow_cores, test_isolation):
+    for t in (test_threads_follow_cores, test_idle_models_memory,
+              test_isolation):
         tap.diag(t.__name__)
         try:
             t()

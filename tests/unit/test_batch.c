@@ -570,6 +570,61 @@ test_unbatched(void)
     ss_metrics_free(m);
 }
 
+/* ---- plans freed after a check-only warm-up compile again ------------ */
+
+static void
+test_drop_plans(void)
+{
+    static titem_t it[3];
+    ss_batch_opts_t o = tb_opts(8, 0);
+    ss_batcher_t *b;
+    ss_err_t err = {0};
+    int bad = 0;
+
+    if ((b = mk(&o)) == NULL) {
+        ok(0, "batcher created");
+        return;
+    }
+    is_int(ss_batcher_warmup(b, (const int[]){1, 8}, 2, &err), 0,
+           "warm-up compiles batch 1 and 8");
+    is_int(ss_batcher_plan_count(b), 2, "two plans cached");
+    is_int(ss_batcher_drop_plans(b), 2, "drop frees both");
+    is_int(ss_batcher_plan_count(b), 0, "no plan left");
+    is_int(ss_batcher_drop_plans(b), 0, "dropping again frees nothing");
+    /* Runs after the drop compile again and agree with the engine's
+     * batch-1 reference: the packed weights the freed plans shared were
+     * released with them and are packed anew from the graph. */
+    tb_reset();
+    tb_item_f32(&it[0], X, COLS, 3, 1);
+    ok(ss_batcher_submit(b, &it[0].w, &err) == 0, "submit batch 1");
+    is_int(tb_wait(1, 10), 1, "batch 1 completed after the drop");
+    tb_item_f32(&it[1], X, COLS, 20, 8);
+    ok(ss_batcher_submit(b, &it[1].w, &err) == 0, "submit batch 8");
+    is_int(tb_wait(2, 10), 2, "batch 8 completed after the drop");
+    for (int i = 0; i < 2; i++) {
+        bad += mismatches(&it[i]);
+        ss_work_clear_outputs(&it[i].w);
+    }
+    is_int(bad, 0, "results after the drop match the reference");
+    is_int(ss_batcher_plan_count(b), 2, "the two sizes compiled on use");
+    /* A drop while nothing runs, then a run with a plan that other
+     * batchers of the same graph still share packed constants with. */
+    ss_batcher_t *b2 = mk(&o);
+    ok(b2 != NULL && ss_batcher_warmup(b2, (const int[]){1}, 1, &err) == 0,
+       "a second batcher on the same graph warmed up");
+    is_int(ss_batcher_drop_plans(b), 2, "the first one drops its plans");
+    tb_reset();
+    tb_item_f32(&it[2], X, COLS, 40, 1);
+    ok(b2 != NULL && ss_batcher_submit(b2, &it[2].w, &err) == 0,
+       "submit to the second");
+    is_int(tb_wait(1, 10), 1, "completed");
+    is_int(mismatches(&it[2]), 0, "the second's shared packed weights "
+           "outlive the first's plans");
+    ss_work_clear_outputs(&it[2].w);
+    ss_batcher_free(b2);
+    ss_batcher_free(b);
+}
+
 int
 main(void)
 {
@@ -584,6 +639,7 @@ main(void)
     test_busy_and_free();
     test_concurrent();
     test_unbatched();
+    test_drop_plans();
     ss_npz_free(inputs_npz);
     ss_graph_free(g);
     return tap_done();
