@@ -161,6 +161,26 @@ op_supported(const Onnx__NodeProto *np)
     return ss__op_find(op) != NULL;
 }
 
+/* The name of output k of node i: NULL when omitted.  RNN, GRU and LSTM
+ * may omit Y (output 0) and keep Y_h; their kernels compute Y anyway, so
+ * it gets a value of its own, named "ss:<op>#<node index>:Y", that
+ * nothing reads. */
+static const char *
+out_name(const Onnx__NodeProto *np, size_t i, size_t k, char *buf,
+         size_t len)
+{
+    const char *op = nz(np->op_type);
+
+    if (np->output[k][0] != '\0')
+        return np->output[k];
+    if (k != 0 || !is_default_domain(np->domain)
+        || (strcmp(op, "RNN") != 0 && strcmp(op, "GRU") != 0
+            && strcmp(op, "LSTM") != 0))
+        return NULL;
+    snprintf(buf, len, "ss:%s#%zu:Y", op, i);
+    return buf;
+}
+
 /* One message for every unsupported op, so a user fixes them in one go. */
 static int
 check_ops(import_t *im, ss_err_t *err)
@@ -474,9 +494,12 @@ make_values(import_t *im, ss_err_t *err)
         const Onnx__NodeProto *np = gp->node[i];
 
         for (size_t k = 0; k < np->n_output; k++) {
-            if (np->output[k][0] == '\0')
+            char buf[64];
+            const char *name = out_name(np, i, k, buf, sizeof(buf));
+
+            if (name == NULL)
                 continue;
-            if ((rc = add_value(im, np->output[k], &id, err)) < 0)
+            if ((rc = add_value(im, name, &id, err)) < 0)
                 goto done;
         }
         if (strcmp(nz(np->op_type), "Constant") == 0) {
@@ -526,7 +549,7 @@ make_nodes(import_t *im, ss_err_t *err)
 {
     const Onnx__GraphProto *gp = im->gp;
     ss_graph_t *g = im->g;
-    char label[96], ctx[128];
+    char label[96], ctx[128], buf[64];
     int rc = 0;
 
     if (gp->n_node > 0
@@ -561,16 +584,18 @@ make_nodes(import_t *im, ss_err_t *err)
             if ((rc = resolve(im, np->input[k], ctx, &n->inputs[k], err)) < 0)
                 goto done;
         /* Output 0 is required by every op: kernels write it
-         * unconditionally. */
-        if (np->n_output == 0 || np->output[0][0] == '\0') {
+         * unconditionally (out_name() names the recurrent ops' Y). */
+        if (np->n_output == 0 || out_name(np, i, 0, buf, sizeof(buf))
+                                 == NULL) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: %s has no output",
                             im->cx.source, ctx);
             goto done;
         }
         n->n_outputs = (int)np->n_output;
         for (size_t k = 0; k < np->n_output; k++) {
-            n->outputs[k] = np->output[k][0] == '\0'
-                            ? -1 : names_get(&im->names, np->output[k]);
+            const char *name = out_name(np, i, k, buf, sizeof(buf));
+
+            n->outputs[k] = name == NULL ? -1 : names_get(&im->names, name);
         }
         for (size_t k = 0; k < np->n_attribute; k++) {
             n->n_attrs++;
