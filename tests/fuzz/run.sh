@@ -44,6 +44,8 @@ if [ -z "${FUZZ_WORKDIR:-}" ]; then
 fi
 work=$FUZZ_WORKDIR
 mkdir -p "$work/obj" "$work/gen/engine/ir" "$work/artifacts" || exit 2
+# A reused work directory may hold objects compiled against older headers.
+rm -f "$work"/obj/*.o
 
 san="-fsanitize=address,undefined -fno-sanitize-recover=all"
 cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer $san -D_GNU_SOURCE \
@@ -87,9 +89,12 @@ build_objs() {
     n=0
     for f in "$@"; do
         o="$work/obj/$(echo "$f" | sed "s|^$src/||; s|^$work/||; s|/|_|g").o"
+        # Once per list (two compiles of one object would race) and once
+        # per run (the targets share them), unless the source changed
+        # since.
+        case " $objs " in *" $o "*) continue;; esac
         objs="$objs $o"
-        # Always rebuilt: a reused work directory may hold objects
-        # compiled against older headers.
+        [ -f "$o" ] && [ "$o" -nt "$f" ] && continue
         rm -f "$o"
         compile "$f" "$o" &
         n=$((n + 1))
