@@ -33,8 +33,9 @@ now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* SS_TRAIN_PROFILE=1: milliseconds per step kind, printed to stderr
- * when the trainer is freed (for benchmarks). */
+/* SS_TRAIN_PROFILE=1: milliseconds per step kind and the oneDNN
+ * implementation it runs, printed to stderr when the trainer is freed
+ * (for benchmarks). */
 static void
 profile(const ss__tr_t *t, int i, double ms)
 {
@@ -43,9 +44,11 @@ profile(const ss__tr_t *t, int i, double ms)
     if (i < 0) {
         for (int k = 0; k < t->n_steps && k < 4096; k++)
             if (acc[k] > 0)
-                fprintf(stderr, "%4d %-22s %-40s %9.2f ms\n", k,
+                fprintf(stderr, "%4d %-22s %-40s %9.2f ms %s\n", k,
                         t->steps[k].what, t->steps[k].node ?
-                        t->steps[k].node->name : "", acc[k]);
+                        t->steps[k].node->name : "", acc[k],
+                        t->steps[k].prim ? ss_dnn_prim_impl(t->steps[k].prim)
+                                         : "");
         memset(acc, 0, sizeof(acc));
         return;
     }

@@ -313,6 +313,10 @@ typedef enum {
 int ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d,
                           ss_dnn_conv_pass_t pass, int bias,
                           ss_dnn_prim_t **out, ss_err_t *err);
+/* Softmax / LogSoftmax backward over d's dense dims (f32): in[0]
+ * diff_dst, in[1] the forward's dst; out diff_src.  [any] */
+int ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d,
+                           ss_dnn_prim_t **out, ss_err_t *err);
 
 /* Bytes of scratch a run needs (0: pass NULL).  [any] */
 size_t ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p);

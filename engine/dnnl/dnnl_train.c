@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The oneDNN primitive layer, training: convolution forward with run-time
- * weights, and its backward by data and by weights (the trainer of
- * compress/train/ calls these; inference packs its weights once and uses
- * ss_dnn_conv_new instead).
+ * weights, its backward by data and by weights, and softmax backward (the
+ * trainer of compress/train/ calls these; inference packs its weights
+ * once and uses ss_dnn_conv_new instead).
  *
  * Every argument is a run-time pointer in the dense layout the trainer
  * keeps (NCHW activations, [OC, IC/G, KH, KW] weights), so nothing is
@@ -162,5 +162,52 @@ ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
 done:
     if (m.fwd_pd)
         dnnl_primitive_desc_destroy(m.fwd_pd);
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
+                       ss_err_t *err)
+{
+    static const int in[] = { DNNL_ARG_DIFF_DST, DNNL_ARG_DST };
+    dnnl_softmax_v2_desc_t fwd, od;
+    dnnl_primitive_desc_t fwd_pd = NULL;
+    dnnl_alg_kind_t alg = d->log ? dnnl_softmax_log : dnnl_softmax_accurate;
+    dnnl_memory_desc_t md;
+    ss__dnn_build_t b;
+    int rc;
+
+    if ((rc = ss__dnn_build_start(&b, d->log ? "logsoftmax backward"
+                                             : "softmax backward",
+                                  err)) < 0)
+        goto done;
+    if ((d->dtype != SS_DTYPE_F32 && d->dtype != 0) || d->ndim < 1 ||
+        d->ndim > SS_DNN_MAX_DIMS || d->axis < 0 || d->axis >= d->ndim) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dtype %d, axis %d of "
+                        "%d dims", b.what, (int)d->dtype, d->axis, d->ndim);
+        goto done;
+    }
+    ss__dnn_set_dst(b.p, d->ndim, d->dims);
+    if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dnnl_f32, err,
+                               b.what)) < 0 ||
+        (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_softmax_v2_forward_desc_init(
+                           &fwd, dnnl_forward_training, alg, &md, &md,
+                           d->axis),
+                       err, "dnnl_softmax_v2_forward_desc_init", b.what);
+    if (rc < 0 || (rc = ss__dnn_pd(&fwd, NULL, &fwd_pd, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_softmax_v2_backward_desc_init(
+                           &od, alg, &md, &md, &md, d->axis),
+                       err, "dnnl_softmax_v2_backward_desc_init", b.what);
+    if (rc < 0 || (rc = bwd_pd(&b, &od, fwd_pd, err)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, NULL, in, 2, NULL, 0, DNNL_ARG_DIFF_SRC, NULL,
+                          err);
+done:
+    if (fwd_pd)
+        dnnl_primitive_desc_destroy(fwd_pd);
     return ss__dnn_build_end(&b, rc, out);
 }
