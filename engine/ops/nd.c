@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Plain C reference kernels for Pad (constant, reflect, edge), GatherND
- * and ScatterND.
+ * Plain C reference kernels for Pad (constant, reflect, edge), GatherND,
+ * ScatterND, and the ops whose output shape is their data's: Compress and
+ * NonZero (their condition / input must be constants when the plan is
+ * compiled).
  *
  * DESIGN.  Pad maps each output coordinate back to the input per axis
  * (negative pads crop); its pads decide the output's shape, so they must
@@ -330,9 +332,158 @@ run_scatternd(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     return 0;
 }
 
+/* ---- Compress, NonZero --------------------------------------------------- */
+
+static int
+need_data(const ss_node_t *n, const ss_tensor_t *t, const char *what,
+          ss_err_t *err)
+{
+    if (t->data == NULL)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "%s decides the output's "
+                             "shape: it must be a constant known when the "
+                             "plan is compiled", what);
+    return 0;
+}
+
+/* Compress: with axis, the slices along it whose condition is true;
+ * without, the true elements of the flattened input. */
+static int
+compress_geom(const ss_node_t *n, const ss_tensor_t *const *in, int *axis,
+              int64_t *kept, ss_err_t *err)
+{
+    const ss_attr_t *a = ss__attr_find(n, "axis");
+    int64_t len, cnt = ss__ops_numel(in[1]);
+    int rc;
+
+    if ((rc = need_data(n, in[1], "condition", err)) < 0)
+        return rc;
+    if (in[1]->ndim != 1 || !(in[1]->dtype == SS_DTYPE_BOOL
+                              || ss__ops_is_int(in[1]->dtype)))
+        return ss__ops_fail(err, n, "condition must be a 1-D bool tensor");
+    *axis = -1;
+    if (a != NULL && (rc = ss__ops_axis(n, a->i, in[0]->ndim, false, axis,
+                                        err)) < 0)
+        return rc;
+    len = *axis < 0 ? ss__ops_numel(in[0]) : in[0]->dims[*axis];
+    if (cnt > len)
+        return ss__ops_fail(err, n, "condition has %lld values for %lld",
+                            (long long)cnt, (long long)len);
+    *kept = 0;
+    for (int64_t i = 0; i < cnt; i++)
+        *kept += ss__dyn_geti(in[1]->data, in[1]->dtype, i) != 0;
+    return 0;
+}
+
+static int
+infer_compress(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+               ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[SS_MAX_DIMS], kept;
+    int axis, rc;
+
+    (void)opset;
+    if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0
+        || (rc = compress_geom(n, in, &axis, &kept, err)) < 0)
+        return rc;
+    if (axis < 0)
+        return ss__ops_set_out(n, &out[0], in[0]->dtype, 1, &kept, err);
+    memcpy(dims, in[0]->dims, sizeof(int64_t) * (size_t)in[0]->ndim);
+    dims[axis] = kept;
+    return ss__ops_set_out(n, &out[0], in[0]->dtype, in[0]->ndim, dims, err);
+}
+
+static int
+run_compress(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+             ss_tensor_t *out, ss_err_t *err)
+{
+    size_t es = ss__ops_dtype_size(in[0]->dtype);
+    int64_t kept, outer = 1, len, inner = 1, o = 0;
+    int64_t cnt = ss__ops_numel(in[1]);
+    int axis, rc;
+
+    (void)opset;
+    if ((rc = compress_geom(n, in, &axis, &kept, err)) < 0)
+        return rc;
+    if (axis < 0) {
+        len = ss__ops_numel(in[0]);
+    } else {
+        outer = ss__ops_prod(in[0]->dims, 0, axis);
+        len = in[0]->dims[axis];
+        inner = ss__ops_prod(in[0]->dims, axis + 1, in[0]->ndim);
+    }
+    for (int64_t a = 0; a < outer; a++)
+        for (int64_t i = 0; i < len && i < cnt; i++) {
+            if (ss__dyn_geti(in[1]->data, in[1]->dtype, i) == 0)
+                continue;
+            memcpy((char *)out[0].data + o * inner * (int64_t)es,
+                   (const char *)in[0]->data
+                   + (a * len + i) * inner * (int64_t)es,
+                   (size_t)inner * es);
+            o++;
+        }
+    return 0;
+}
+
+static int64_t
+count_nonzero(const ss_tensor_t *x)
+{
+    int64_t cnt = ss__ops_numel(x), nz = 0;
+
+    for (int64_t i = 0; i < cnt; i++)
+        nz += ss__dyn_get(x->data, x->dtype, i) != 0;
+    return nz;
+}
+
+static int
+infer_nonzero(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+              ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[2];
+    int rc;
+
+    (void)opset;
+    if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0
+        || (rc = need_data(n, in[0], "NonZero's input", err)) < 0)
+        return rc;
+    if (!ss__dyn_is_float(in[0]->dtype) && !ss__ops_is_int(in[0]->dtype)
+        && in[0]->dtype != SS_DTYPE_BOOL)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "NonZero on %s is not "
+                             "supported", ss__ops_dtype_name(in[0]->dtype));
+    dims[0] = in[0]->ndim;
+    dims[1] = count_nonzero(in[0]);
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_I64, 2, dims, err);
+}
+
+static int
+run_nonzero(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+            ss_tensor_t *out, ss_err_t *err)
+{
+    const ss_tensor_t *x = in[0];
+    int64_t cnt = ss__ops_numel(x), nz = count_nonzero(x), k = 0;
+    int r = x->ndim;
+
+    (void)n;
+    (void)opset;
+    (void)err;
+    for (int64_t i = 0; i < cnt; i++) {
+        int64_t rem = i;
+
+        if (ss__dyn_get(x->data, x->dtype, i) == 0)
+            continue;
+        for (int d = r - 1; d >= 0; d--) {
+            ((int64_t *)out[0].data)[d * nz + k] = rem % x->dims[d];
+            rem /= x->dims[d];
+        }
+        k++;
+    }
+    return 0;
+}
+
 const ss_op_t ss__ops_nd[] = {
     { "Pad", infer_pad, run_pad },
     { "GatherND", infer_gathernd, run_gathernd },
     { "ScatterND", infer_scatternd, run_scatternd },
+    { "Compress", infer_compress, run_compress },
+    { "NonZero", infer_nonzero, run_nonzero },
     { NULL, NULL, NULL }
 };
