@@ -25,7 +25,8 @@ and RSS, fds and threads flat after the warm-up (the first 20% of the
 minutes, at least 2; before the clock starts, every batch size of
 every model is compiled once): every later minute within +-5% of the
 first minute after it (fds also within +-(clients + 3) of it: each client's
-connection in flight is one).  Exit status 0 when the verdict is PASS, 1 otherwise.
+connection in flight is one).  Exit status 0 when the verdict is PASS,
+1 otherwise.
 
 Usage: bench/soak.py [--build DIR] [--minutes N] [--swap-s S]
                      [--clients N]
