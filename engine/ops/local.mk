@@ -12,6 +12,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/elementwise.c \
 	engine/ops/math.c \
 	engine/ops/dyn.h \
+	engine/ops/gridsample.c \
 	engine/ops/index.c \
 	engine/ops/layout.c \
 	engine/ops/matmul.c \

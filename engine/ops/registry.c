@@ -31,6 +31,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_nd,
     ss__ops_convtranspose,
     ss__ops_rnn,
+    ss__ops_gridsample,
     NULL
 };
 
