@@ -460,16 +460,30 @@ ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         return 0;
     }
     if (bc->nd == 2 && bc->st[1][0] == 0 && sy == 1) {
-        /* column sums [R, C] -> [C] (bias gradients) */
-        int64_t c;
+        /* column sums [R, C] -> [C] (bias gradients), by blocks of 64
+         * columns walked row after row: contiguous reads that
+         * vectorize, where a column at a time strides over rows; each
+         * column's sum keeps its order, whatever the threads */
+        double *sum = ss__kbuf(t, (size_t)inner);
+        int64_t cb;
 
+        if (sum == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a reduction");
 #pragma omp parallel for schedule(static) if (bc->numel > PAR_MIN)
-        for (c = 0; c < inner; c++) {
-            double sum = 0;
+        for (cb = 0; cb < inner; cb += 64) {
+            int64_t ce = cb + 64 < inner ? cb + 64 : inner, c;
 
-            for (r = 0; r < bc->rows; r++)
-                sum += x[r * inner + c];
-            y[c] = acc ? y[c] + (float)(sum * scale) : (float)(sum * scale);
+            for (c = cb; c < ce; c++)
+                sum[c] = 0;
+            for (r = 0; r < bc->rows; r++) {
+                const float *xr = x + r * inner;
+
+                for (c = cb; c < ce; c++)
+                    sum[c] += xr[c];
+            }
+            for (c = cb; c < ce; c++)
+                y[c] = acc ? y[c] + (float)(sum[c] * scale)
+                           : (float)(sum[c] * scale);
         }
         return 0;
     }
