@@ -18,6 +18,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/matmul.c \
 	engine/ops/misc.c \
 	engine/ops/nd.c \
+	engine/ops/nms.c \
 	engine/ops/norm.c \
 	engine/ops/pool.c \
 	engine/ops/quant.c \

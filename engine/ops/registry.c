@@ -32,6 +32,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_convtranspose,
     ss__ops_rnn,
     ss__ops_gridsample,
+    ss__ops_nms,
     NULL
 };
 
