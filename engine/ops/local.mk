@@ -29,6 +29,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/rnn.c \
 	engine/ops/shape.c \
 	engine/ops/tensor.c \
+	engine/ops/unique.c \
 	engine/ops/util.c \
 	engine/ops/window.c
 
