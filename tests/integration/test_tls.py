@@ -224,6 +224,51 @@ def test_min_13(certs, tmp):
             "min 1.3: the admin listener refuses TLS 1.2 too")
 
 
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_stalled_handshake(certs, tmp):
+    """A client that sends its ClientHello and then nothing must not make
+    a loop spin (libmicrohttpd 0.9.75 asks to be run again at once while
+    a handshake waits for its client; http.c backs off)."""
+    cdir = tempfile.mkdtemp(dir=tmp)
+    install(certs, "a", cdir)
+    ctx = client_ctx(os.path.join(certs, "ca.pem"))
+    with Daemon(["--admin-insecure", "--http-threads=2"] + tls_args(cdir),
+                wait_models=False) as d:
+        pid = d.proc.pid
+        time.sleep(0.5)
+        c0 = cpu_seconds(pid)
+        time.sleep(2)
+        idle = cpu_seconds(pid) - c0
+        socks = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", d.http_port),
+                                         timeout=5)
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            s.sendall(out.read())
+            s.recv(65536)       # the server's flight; never answered
+            socks.append(s)
+        c0 = cpu_seconds(pid)
+        time.sleep(2)
+        stalled = cpu_seconds(pid) - c0
+        tap.ok(stalled < idle + 0.15, "4 handshakes stalled by their "
+               "clients cost no loop spinning (%.2f s CPU in 2 s, idle "
+               "%.2f s)" % (stalled, idle))
+        for s in socks:
+            s.close()
+        tap.eq(new_serial(d.http_port, ctx), SERIAL_A,
+               "and new clients are served")
+
+
 def send_partial(port, ctx, path, body, keep):
     """A TLS socket that sent the headers and body[:keep]."""
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port),
@@ -416,6 +461,7 @@ def main():
         for loops in (1, 2):
             test_serve(certs, tmp, loops)
         test_min_13(certs, tmp)
+        test_stalled_handshake(certs, tmp)
         for loops in (1, 2):
             test_reload(certs, tmp, loops)
         test_start_failures(certs, tmp)
