@@ -16,12 +16,14 @@
  * THREADS: [any]; reads the graph only.
  */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "common/atomicfile.h"
 #include "engine/ir/edit.h"
+#include "engine/ir/internal.h"
 #include "engine/ir/onnx.pb-c.h"
 
 typedef struct pool {
@@ -305,6 +307,43 @@ nomem:
     return ss_err_set(err, SS_ENOMEM, "no memory to encode %s", g->source);
 }
 
+/*
+ * The opset to write.  QDQ with per-axis scales needs 13, so a graph
+ * below 13 is raised to 13 when that changes no node's op version (the
+ * same definitions, so the same meaning); otherwise it keeps its opset,
+ * and per-axis QDQ in it is refused: raising would silently change what
+ * its other nodes mean (Squeeze's axes attribute, Softmax's coercion).
+ */
+static int
+pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
+{
+    bool same = true, per_axis = false;
+
+    *out = g->opset;
+    if (g->opset >= 13)
+        return 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+        int v = ss__ir_op_version(n->op_type, g->opset);
+
+        if (v >= 0 && v != ss__ir_op_version(n->op_type, 13))
+            same = false;
+        if ((strcmp(n->op_type, "QuantizeLinear") == 0
+             || strcmp(n->op_type, "DequantizeLinear") == 0)
+            && n->n_inputs > 1 && n->inputs[1] >= 0
+            && g->values[n->inputs[1]].constant != NULL
+            && ss_tensor_numel(g->values[n->inputs[1]].constant) > 1)
+            per_axis = true;
+    }
+    if (same)
+        *out = 13;
+    else if (per_axis)
+        return ss_err_set(err, SS_EUNSUPP, "%s: per-axis quantization needs "
+                          "opset 13, and this opset %d graph has ops whose "
+                          "meaning changed by 13", g->source, g->opset);
+    return 0;
+}
+
 int
 ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
                      ss_err_t *err)
@@ -325,9 +364,9 @@ ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
 
     *buf = NULL;
     *len = 0;
-    /* QDQ with per-axis scales needs 13; the importer reads 13..17 */
     op.has_version = 1;
-    op.version = g->opset < 13 ? 13 : g->opset;
+    if ((rc = pick_opset(g, &op.version, err)) < 0)
+        goto done;
     m.has_ir_version = 1;
     m.ir_version = op.version >= 15 ? 8 : 7;
     m.producer_name = (char *)"slimserve";
