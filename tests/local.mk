@@ -5,7 +5,7 @@ EXTRA_DIST += tests/lib/daemon.py
 TESTS += tests/integration/test_http.py tests/integration/test_admin.py
 EXTRA_DIST += tests/integration/test_http.py tests/integration/test_admin.py
 EXTRA_DIST += scripts/install-deps.sh scripts/run-example.sh .ci/run
-EXTRA_DIST += bench/http.sh
+EXTRA_DIST += bench/http.sh bench/tls.sh
 
 TESTS += tests/integration/test_serve.py
 EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \

@@ -109,7 +109,7 @@ ss_tls_metrics_init(ss_metrics_t *m, ss_tls_metrics_t *out)
     return 0;
 }
 
-/* ---- pairs ---------------------------------------------------------------- */
+/* ---- pairs --------------------------------------------------------------- */
 
 static void
 pair_unref(ss_tls_pair_t *p)
@@ -319,7 +319,7 @@ published(ss_tls_t *t, const ss_tls_pair_t *p, const char *how)
         ss_series_set(t->s_not_after, (double)p->not_after);
 }
 
-/* ---- stores --------------------------------------------------------------- */
+/* ---- stores -------------------------------------------------------------- */
 
 static int
 tls_supported(ss_err_t *err)
