@@ -193,8 +193,11 @@ typedef struct decimal {
 
 /* Checks the JSON number grammar from p; returns the end of the token, or
  * NULL.  Digits accumulate without checks; past 19 significant digits the
- * significand has wrapped and "many" sends the caller to strtod. */
-static const char *
+ * significand has wrapped and "many" sends the caller to strtod.
+ * Forced inline, as clinger and fast_f32: gcc -O2 kept them as calls, and
+ * the decimal_t round trip through memory cost 15% of a 784-float decode
+ * (json17 body: 20.6 -> 17.4 us; shortest: 15.6 -> 13.4 us). */
+static inline __attribute__((always_inline)) const char *
 scan_decimal(const char *p, const char *end, decimal_t *d)
 {
     uint64_t m = 0;
@@ -254,7 +257,7 @@ scan_decimal(const char *p, const char *end, decimal_t *d)
 
 /* Clinger: true and *out the correctly rounded double when w and 10^|q|
  * are exact doubles (w != 0). */
-static bool
+static inline __attribute__((always_inline)) bool
 clinger(const decimal_t *d, double *out)
 {
     double v;
@@ -431,7 +434,7 @@ no_double_rounding(double v)
 }
 
 /* The fast paths for a float: true and *out, or false for strtof. */
-static bool
+static inline __attribute__((always_inline)) bool
 fast_f32(const decimal_t *d, float *out)
 {
     uint64_t b;
