@@ -107,6 +107,15 @@ rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
 }
 
 /* repo/mlp/1/model.onnx and nothing else. */
+/* At exit: the temporary repository and token go (the daemon's threads
+ * may still run; nothing reads these files by then but a job, which only
+ * fails). */
+static void
+remove_tmpdir(void)
+{
+    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void
 make_repo(void)
 {
@@ -251,6 +260,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/ss-fuzz-http.XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
         die("mkdtemp");
+    atexit(remove_tmpdir);
     snprintf(repo, sizeof(repo), "%s/repo", tmpdir);
     snprintf(mfolder, sizeof(mfolder), "%s/mlp", repo);
     snprintf(tok, sizeof(tok), "%s/token", tmpdir);
