@@ -32,3 +32,6 @@ EXTRA_DIST += tests/integration/test_looplag.py
 # 1,100 slow connections while a normal client is served (issue 10).
 TESTS += tests/integration/test_slow_clients.py
 EXTRA_DIST += tests/integration/test_slow_clients.py
+# 1,000 connections sending 1 MB bodies: RSS within the buffered cap.
+TESTS += tests/integration/test_body_flood.py
+EXTRA_DIST += tests/integration/test_body_flood.py
