@@ -8,7 +8,6 @@ holds the budget.  Under ASan (shadow memory, quarantine) RSS says nothing
 about the cap: there only the counters are checked."""
 
 import os
-import resource
 import select
 import socket
 import sys
@@ -20,7 +19,8 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "integration"))
 import tap  # noqa: E402
 from daemon import Daemon, status_of  # noqa: E402
-from test_limits import SRC2, get_from, read_response  # noqa: E402
+from test_limits import (SRC2, get_from, raise_nofile,  # noqa: E402
+                         read_response)
 
 N = 1000
 CAP = 32 << 20
@@ -42,12 +42,7 @@ def sanitized(pid):
 
 
 def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = N + 300
-    if soft < want:
-        if hard != resource.RLIM_INFINITY and hard < want:
-            tap.skip_all("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    raise_nofile(N + 300)
     with Daemon(["--admin-insecure", "--http-threads=2",
                  "--max-body-bytes=%d" % (2 * BODY),
                  "--max-buffered-bytes=%d" % CAP,

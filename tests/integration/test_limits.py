@@ -7,6 +7,7 @@ not count as "the same address" connect from 127.0.0.2."""
 
 import http.client
 import os
+import resource
 import select
 import shutil
 import signal
@@ -40,6 +41,16 @@ def other_source():
 
 
 SRC2 = other_source()
+
+
+def raise_nofile(want):
+    """Lets this process hold want descriptors, or skips the whole test
+    when the hard limit is below that."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            tap.skip_all("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def connect(d, source=None, timeout=10):

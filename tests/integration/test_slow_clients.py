@@ -15,7 +15,6 @@ header deadline and counted.
 """
 
 import os
-import resource
 import sys
 import threading
 import time
@@ -25,7 +24,8 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "integration"))
 import tap  # noqa: E402
 from daemon import Daemon  # noqa: E402
-from test_limits import SRC2, connect, get_from  # noqa: E402
+from test_limits import (SRC2, connect, get_from,  # noqa: E402
+                         raise_nofile)
 
 N_SLOW = 1100
 HOLD_S = 8.0
@@ -33,12 +33,7 @@ DEADLINE_S = 10
 
 
 def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = N_SLOW + 300
-    if soft < want:
-        if hard != resource.RLIM_INFINITY and hard < want:
-            tap.skip_all("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    raise_nofile(N_SLOW + 300)
     with Daemon(["--admin-insecure", "--http-threads=2",
                  "--header-timeout-s=%d" % DEADLINE_S,
                  "--max-connections=%d" % (N_SLOW + 100),
