@@ -44,6 +44,8 @@ import time
 
 import numpy as np
 
+from pool import cpu_line  # the CPU model and ISA, as every bench prints
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 import daemon as daemon_mod  # noqa: E402
@@ -294,6 +296,7 @@ class Soak:
             for t in threads:
                 t.start()
             printed = 0
+            print("CPU: " + cpu_line(), flush=True)
             print(header(), flush=True)
             end = self.t0 + 60 * a.minutes
             while time.monotonic() < end and d.proc.poll() is None:

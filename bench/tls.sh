@@ -85,6 +85,9 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 url_plain="http://127.0.0.1:$plain_port/v2/models/mlp/infer"
 url_tls="https://127.0.0.1:$tls_port/v2/models/mlp/infer"
+# The CPU model and ISA: only ratios from one run compare across machines.
+/usr/bin/python3 -c "import sys; sys.path.insert(0, '$top/bench'); \
+from pool import cpu_line; print('CPU: ' + cpu_line())"
 echo "MLP batch 1 JSON, wrk -t2 -c$conns -d${dur}s, median of $runs runs;" \
     "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for mode in ka close; do
