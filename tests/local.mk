@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 EXTRA_DIST += tests/tap.h tests/lib/tap.py
-EXTRA_DIST += tests/lib/daemon.py
+EXTRA_DIST += tests/lib/daemon.py tests/lib/repo.py
 
 TESTS += tests/integration/test_http.py tests/integration/test_admin.py
 EXTRA_DIST += tests/integration/test_http.py tests/integration/test_admin.py
@@ -29,9 +29,14 @@ EXTRA_DIST += tests/integration/test_tls.py
 # Loop lag on every HTTP loop while jobs, reloads and activations run.
 TESTS += tests/integration/test_looplag.py
 EXTRA_DIST += tests/integration/test_looplag.py
+TESTS += tests/integration/test_jobprio.py
+EXTRA_DIST += tests/integration/test_jobprio.py
 # 1,100 slow connections while a normal client is served (issue 10).
 TESTS += tests/integration/test_slow_clients.py
 EXTRA_DIST += tests/integration/test_slow_clients.py
 # 1,000 connections sending 1 MB bodies: RSS within the buffered cap.
 TESTS += tests/integration/test_body_flood.py
 EXTRA_DIST += tests/integration/test_body_flood.py
+# Inputs that decide shapes (a Reshape's shape, a TopK's K) per request.
+TESTS += tests/integration/test_shape_inputs.py
+EXTRA_DIST += tests/integration/test_shape_inputs.py

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
+import repo  # noqa: E402
 
 FIX = os.path.join(TOP_SRC, "tests", "fixtures")
 MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
@@ -28,38 +28,14 @@ ADMIN = ["--admin-insecure"]
 
 
 def repo_with_mlp(root, config=None):
-    d = os.path.join(root, "mlp")
-    os.makedirs(os.path.join(d, "1"))
-    shutil.copy(MLP, os.path.join(d, "1", "model.onnx"))
-    shutil.copy(CALIB, os.path.join(d, "calib.npz"))
-    shutil.copy(HELD, os.path.join(d, "val.npz"))
-    if config is not None:
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(config, f)
-    return root
+    return repo.with_model(root, files={"calib.npz": CALIB, "val.npz": HELD},
+                           config=config)
 
 
 def submit(d, body, model="mlp"):
     st, _, data = d.post("/admin/models/%s/compress" % model, body,
                          admin=True)
     return st, json_body(data) or {}
-
-
-def wait_job(d, jid, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
-        js = json_body(data) or {}
-        if js.get("state") in ("succeeded", "rejected", "failed",
-                               "cancelled"):
-            return js
-        time.sleep(0.1)
-    return {"state": "timeout"}
-
-
-def versions_on_disk(root, model="mlp"):
-    return sorted(int(n) for n in os.listdir(os.path.join(root, model))
-                  if n.isdigit())
 
 
 def served_version(d):
@@ -104,10 +80,10 @@ def test_methods():
         for body, what, activates in cases:
             # After the first case activates version 2, name the source.
             body["source_version"] = 1
-            before = versions_on_disk(root)
+            before = repo.versions_on_disk(root)
             st, js = submit(d, body)
             tap.eq(st, 202, "%s: job accepted" % what)
-            job = wait_job(d, js.get("job", 0))
+            job = d.wait_job(js.get("job", 0))
             tap.eq(job.get("state"), "succeeded", "%s: job succeeded (%s)"
                    % (what, job.get("error", "")))
             res = job.get("result") or {}
@@ -123,7 +99,7 @@ def test_methods():
                                    var.get("weight_bytes")))
             v = res.get("version")
             tap.ok(v is not None and v not in before and
-                   v in versions_on_disk(root), "%s: new version %s on "
+                   v in repo.versions_on_disk(root), "%s: new version %s on "
                    "disk" % (what, v))
             vj = os.path.join(root, "mlp", str(v), "variant.json")
             tap.ok(os.path.exists(vj), "%s: variant.json written" % what)
@@ -158,10 +134,10 @@ def test_gate():
                             "validation": {"file": "val.npz"},
                             "gate": {"min_agreement": 0.999},
                             "activate": True})
-        job = wait_job(d, js.get("job", 0))
+        job = d.wait_job(js.get("job", 0))
         tap.eq(job.get("state"), "rejected", "a variant under the gate is "
                "rejected")
-        tap.eq(versions_on_disk(root), [1], "a rejected variant writes "
+        tap.eq(repo.versions_on_disk(root), [1], "a rejected variant writes "
                "nothing")
         tap.eq(served_version(d), "1", "the served version is unchanged")
         tap.eq(d.stop(), 0, "clean exit")
@@ -239,7 +215,7 @@ def test_cancel():
                % a.get("step"))
         st, _, _ = d.request("DELETE", "/admin/jobs/%d" % j1, admin=True)
         tap.eq(st, 200, "cancel the running job: 200")
-        a = wait_job(d, j1)
+        a = d.wait_job(j1)
         tap.eq(a.get("state"), "cancelled", "the running job is cancelled")
         tap.eq(a.get("error"), "cancelled", "its error says so")
         tap.ok("version" not in a and "result" not in a,
@@ -248,7 +224,7 @@ def test_cancel():
                "(progress %s)" % a.get("progress"))
 
         # What a cancelled job leaves: nothing.
-        tap.eq(versions_on_disk(root, "tr"), [1], "no new version folder")
+        tap.eq(repo.versions_on_disk(root, "tr"), [1], "no new version folder")
         tap.ok(not any(n.startswith(".slimserve-tmp")
                        for n in os.listdir(os.path.join(root, "tr"))),
                "no temporary folder left")
@@ -382,13 +358,13 @@ def test_bad_bodies():
             st, js = submit(d, {"methods": ["bf16"],
                                 "validation": {"file": file}})
             tap.eq(st, 202, "%s: accepted, read when the job runs" % file)
-            job = wait_job(d, js.get("job", 0), timeout=30)
+            job = d.wait_job(js.get("job", 0), timeout=30)
             tap.ok(job.get("state") == "failed" and
                    needle in job.get("error", "") and
                    "validation" in job.get("error", ""),
                    "%s: the job fails naming the file (%s)"
                    % (file, job.get("error")), job)
-        tap.eq(versions_on_disk(root), [1], "nothing written")
+        tap.eq(repo.versions_on_disk(root), [1], "nothing written")
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
 
@@ -411,7 +387,7 @@ def test_traffic_calibration():
                             "validation": "traffic",
                             "gate": {"min_agreement": 0.9}})
         tap.eq(st, 202, "a traffic-calibrated job is accepted")
-        job = wait_job(d, js.get("job", 0))
+        job = d.wait_job(js.get("job", 0))
         tap.eq(job.get("state"), "succeeded",
                "traffic-calibrated PTQ succeeds (%s)" % job.get("error"))
         tap.eq(d.stop(), 0, "clean exit")

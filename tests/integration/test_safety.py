@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
 from daemon import BINARY, Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
+import repo  # noqa: E402
 
 FIX = os.path.join(TOP_SRC, "tests", "fixtures")
 MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
@@ -33,32 +33,13 @@ ADMIN = ["--admin-insecure"]
 
 
 def repo_with_mlp(root, config=None):
-    d = os.path.join(root, "mlp")
-    os.makedirs(os.path.join(d, "1"))
-    shutil.copy(MLP, os.path.join(d, "1", "model.onnx"))
-    shutil.copy(HELD, os.path.join(d, "val.npz"))
-    if config is not None:
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(config, f)
-    return root
+    return repo.with_model(root, files={"val.npz": HELD}, config=config)
 
 
 def submit(d, body, timeout=10.0):
     st, _, data = d.post("/admin/models/mlp/compress", body, admin=True,
                          timeout=timeout)
     return st, json_body(data) or {}
-
-
-def wait_job(d, jid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
-        js = json_body(data) or {}
-        if js.get("state") in ("succeeded", "rejected", "failed",
-                               "cancelled"):
-            return js
-        time.sleep(0.05)
-    return {"state": "timeout"}
 
 
 def infer_body(n=1):
@@ -147,7 +128,7 @@ def test_fifo():
             except (OSError, socket.timeout) as e:
                 st, js = None, {"error": repr(e)}
             tap.ok(st == 202, "a job naming a FIFO is accepted at once", js)
-            job = wait_job(d, js.get("job", 0), timeout=5) if st else {}
+            job = d.wait_job(js.get("job", 0), timeout=5) if st else {}
             time.sleep(0.3)
         err = job.get("error", "")
         tap.ok(job.get("state") == "failed" and "not a regular file" in err
@@ -183,7 +164,7 @@ def test_big_files():
         t0 = time.monotonic()
         st, js = submit(d, {"methods": ["bf16"],
                             "validation": {"file": "huge.npz"}})
-        job = wait_job(d, js.get("job", 0), timeout=10)
+        job = d.wait_job(js.get("job", 0), timeout=10)
         took = time.monotonic() - t0
         err = job.get("error", "")
         tap.ok(job.get("state") == "failed" and "huge.npz" in err and
@@ -197,7 +178,7 @@ def test_big_files():
                 repository=root) as d:
         st, js = submit(d, {"methods": ["bf16"],
                             "validation": {"file": "val.npz"}})
-        job = wait_job(d, js.get("job", 0), timeout=30)
+        job = d.wait_job(js.get("job", 0), timeout=30)
         tap.ok(job.get("state") == "failed" and
                "over the limit of %d" % (size - 1) in job.get("error", ""),
                "--max-job-data-bytes one below the file refuses it (%s)"
@@ -207,7 +188,7 @@ def test_big_files():
                 repository=root) as d:
         st, js = submit(d, {"methods": ["bf16"],
                             "validation": {"file": "val.npz"}})
-        job = wait_job(d, js.get("job", 0), timeout=120)
+        job = d.wait_job(js.get("job", 0), timeout=120)
         tap.eq(job.get("state"), "succeeded",
                "a file of exactly the limit is read (%s)" % job.get("error"))
         tap.eq(d.stop(), 0, "clean exit")
@@ -228,7 +209,7 @@ def test_symlinks():
         for name in ("out.npz", "pw.npy", "rel.npz"):
             st, js = submit(d, {"methods": ["bf16"],
                                 "validation": {"file": name}})
-            job = wait_job(d, js.get("job", 0), timeout=30)
+            job = d.wait_job(js.get("job", 0), timeout=30)
             err = job.get("error", "")
             tap.ok(job.get("state") == "failed" and
                    "symbolic link" in err and name in err,
@@ -295,7 +276,7 @@ def test_loop_lag():
         tap.ok(p.worst("admin") < 0.25, "admin answered within 250 ms "
                "(worst %.3fs)" % p.worst("admin"))
         d.request("DELETE", "/admin/jobs/%d" % js.get("job", 0), admin=True)
-        wait_job(d, js.get("job", 0), timeout=60)
+        d.wait_job(js.get("job", 0), timeout=60)
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
 

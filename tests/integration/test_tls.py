@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
 from daemon import BINARY, Daemon, DaemonError  # noqa: E402
 import kserve  # noqa: E402
+import repo  # noqa: E402
 
 FIX = os.path.join(TOP_SRC, "tests", "fixtures", "mlp_op13")
 MLP = os.path.join(FIX, "model.onnx")
@@ -106,10 +107,7 @@ def new_serial(port, ctx):
 
 
 def repo_with_mlp(tmp):
-    repo = os.path.join(tempfile.mkdtemp(dir=tmp), "models")
-    os.makedirs(os.path.join(repo, "mlp", "1"))
-    shutil.copy(MLP, os.path.join(repo, "mlp", "1", "model.onnx"))
-    return repo
+    return repo.with_model(os.path.join(tempfile.mkdtemp(dir=tmp), "models"))
 
 
 def infer_body():

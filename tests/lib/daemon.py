@@ -32,6 +32,8 @@ TOP_BUILDDIR = os.environ.get("top_builddir", ".")
 TOP_SRCDIR = os.environ.get("top_srcdir", ".")
 BINARY = os.path.join(TOP_BUILDDIR, "server", "slimserve")
 
+JOB_ENDS = ("succeeded", "rejected", "failed", "cancelled")
+
 _LISTEN_RE = re.compile(r"listening http=(\S+):(\d+) admin=(\S+):(-?\d+)")
 
 
@@ -189,6 +191,18 @@ class Daemon:
                                  for k, x in labels.items()):
                 total += v
         return total
+
+    def wait_job(self, jid, timeout=240.0, poll=0.05):
+        """GET /admin/jobs/JID until the job ends; its JSON, or
+        {"state": "timeout"} when it has not ended within timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, _, data = self.get("/admin/jobs/%d" % jid, admin=True)
+            js = json_body(data) or {}
+            if js.get("state") in JOB_ENDS:
+                return js
+            time.sleep(poll)
+        return {"state": "timeout"}
 
     def raw(self, data, admin=False, timeout=5.0, read=True):
         """Sends raw bytes; returns what the server answered (until it
