@@ -219,6 +219,12 @@ run_step(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
                         c->tab[st->out[0]].data,
                         p->scratch_bytes ? c->scratch : NULL, err);
         break;
+    case SS_STEP_MOE:
+        rc = ss__moe_run(st->moe, c->stream, c->tab[st->in[0]].data,
+                         c->tab[st->in[1]].data, c->tab[st->out[0]].data,
+                         c->tab[st->out[1]].data,
+                         p->scratch_bytes ? c->scratch : NULL, err);
+        break;
     case SS_STEP_COPY: {
         const ss_tensor_t *src = &c->tab[st->in[0]];
 

@@ -21,7 +21,10 @@
  *                                 folding, views, the passes,
  *                                 pruning, the arena
  *            exec.c               runs a plan                  ss_plan_run
- *   passes   plan_qdq.c           int8 (QDQ patterns)          ss__plan_int8
+ *   passes   pass_moe.c           sparse mixture of experts    ss__plan_moe
+ *                                 (runs first; its step is
+ *            moe_step.c           moe_step.c's)                ss__moe_*
+ *            plan_qdq.c           int8 (QDQ patterns)          ss__plan_int8
  *            plan_bf16.c          bf16 compute                 ss__plan_bf16
  *            plan_fuse.c          f32 fusion: the pass,        ss__plan_fuse
  *            plan_fuse_ops.c      its anchors                  ss__fuse_*
@@ -74,7 +77,8 @@ typedef struct ss_pval {
 typedef enum {
     SS_STEP_REF = 1,    /* node's reference kernel */
     SS_STEP_DNN,        /* a oneDNN primitive */
-    SS_STEP_COPY        /* in[0] → out[0], same bytes */
+    SS_STEP_COPY,       /* in[0] → out[0], same bytes */
+    SS_STEP_MOE         /* sparse mixture of experts (moe_step.c) */
 } ss_step_kind_t;
 
 #define SS_STEP_MAX_DNN_IN (2 + SS_DNN_MAX_POST)
@@ -86,6 +90,7 @@ typedef struct ss_step {
     int n_in, n_out;
     int *in, *out;          /* plan value ids, -1 when omitted */
     ss_dnn_prim_t *prim;    /* DNN */
+    struct ss__moe *moe;    /* MOE: in x, scores; out y, workspace */
     char what[48];          /* DNN: "Conv+Relu+Add", for logs */
 } ss_step_t;
 
@@ -156,6 +161,10 @@ int ss__plan_int8(ss_plan_t *p, ss_err_t *err);
  * nothing (plan_bf16.c).  May append plan values (bf16 copies). */
 int ss__plan_bf16(ss_plan_t *p, ss_err_t *err);
 
+/* Replaces the dense mixture-of-experts pattern PyTorch exports by one
+ * sparse MoE step (pass_moe.c); runs first, on reference steps. */
+int ss__plan_moe(ss_plan_t *p, ss_err_t *err);
+
 /* Replaces runs of reference steps by fused f32 oneDNN steps where it
  * can (plan_fuse.c). */
 int ss__plan_fuse(ss_plan_t *p, ss_err_t *err);
@@ -163,6 +172,49 @@ int ss__plan_fuse(ss_plan_t *p, ss_err_t *err);
 /* Puts a reorder before every read of a value in a layout other than the
  * one its producer wrote (plan_layout.c). */
 int ss__plan_layout(ss_plan_t *p, ss_err_t *err);
+
+/* ---- the MoE step (moe_step.c) ------------------------------------------
+ * Built by pass_moe.c, run by exec.c.  Descriptors are borrowed for the
+ * call; the weights are packed into the step's primitives. */
+
+#define SS_MOE_MAX_LAYERS 8
+#define SS_MOE_MAX_EXPERTS 256
+
+typedef struct ss__moe_layer_desc {
+    int64_t k, n;               /* in and out features */
+    const float *w;             /* see w_nk */
+    int w_nk;                   /* 1: w is [n,k]; 0: [k,n] */
+    const float *bias;          /* [n] or NULL */
+    ss_dnn_postops_t post;      /* ELTWISE only */
+} ss__moe_layer_desc_t;
+
+typedef struct ss__moe_expert_desc {
+    int n_layers;
+    ss__moe_layer_desc_t layers[SS_MOE_MAX_LAYERS];
+} ss__moe_expert_desc_t;
+
+typedef struct ss__moe_desc {
+    int n_exp, k;
+    int norm;                   /* gates divided by their sum */
+    int64_t rows, d_in, d_out;
+    const ss__moe_expert_desc_t *ex;    /* [n_exp] */
+} ss__moe_desc_t;
+
+typedef struct ss__moe ss__moe_t;
+
+int ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err);
+void ss__moe_free(ss__moe_t *m);
+/* Bytes of the workspace value and of oneDNN scratch a run needs. */
+size_t ss__moe_ws_bytes(const ss__moe_t *m);
+size_t ss__moe_scratch_bytes(const ss__moe_t *m);
+int ss__moe_experts(const ss__moe_t *m);
+/* Rows routed to expert e by every run so far.  [any] */
+uint64_t ss__moe_rows_seen(const ss__moe_t *m, int e);
+/* y[rows, d_out] = sum over each row's top k experts of gate * expert(x);
+ * score is [rows, E].  [worker] */
+int ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
+                const float *score, float *y, void *ws, void *scratch,
+                ss_err_t *err);
 
 /* ---- plan edits (plan_edit.c), for every pass -------------------------- */
 

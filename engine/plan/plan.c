@@ -568,7 +568,8 @@ done:
  * layout pass reorders where a read and its write disagree.  Each leaves
  * a valid plan; SS_ENGINE_NO_FUSION=1 skips them all. */
 static int (*const passes[])(ss_plan_t *, ss_err_t *) = {
-    ss__plan_int8, ss__plan_bf16, ss__plan_fuse, ss__plan_layout,
+    ss__plan_moe, ss__plan_int8, ss__plan_bf16, ss__plan_fuse,
+    ss__plan_layout,
 };
 
 /* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */

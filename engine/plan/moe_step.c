@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The sparse mixture-of-experts step: top-k routing, then each expert's
+ * layers on its own rows only.
+ *
+ * DESIGN: a dense MoE export runs all E experts on every row and zeroes
+ * all but k of them with the gates; this step pays for k.  Per run:
+ *   1. route: for each row, the k largest of its E router scores (ties
+ *      to the lower expert, as the TopK kernel breaks them), the gates
+ *      being those scores, divided by their sum when the model
+ *      renormalises them;
+ *   2. group: a counting sort of the (row, expert) slots by expert, rows
+ *      ascending within an expert: the permutation;
+ *   3. for each expert with rows: gather its rows into a dense buffer,
+ *      run its layers (oneDNN inner products with their bias and
+ *      activations as post-ops, weights packed at compile time), and add
+ *      gate * output into each row of the result, experts in ascending
+ *      order (the order the dense graph sums in, so the result is the
+ *      dense one up to rounding in the experts' GEMMs).
+ * oneDNN primitives have a fixed row count, and an expert's row count is
+ * known only at run time, so every layer has one primitive per bucket of
+ * rows: 1, 2, 3, 4, 6, 8, 12, ... (2^j and 3 * 2^(j-1)) up to the plan's
+ * row count, which is always a bucket.  An expert with r rows runs the
+ * smallest bucket >= r on its rows plus zeroed padding: at most a third
+ * of the work is padding, and packed weights are shared between the
+ * buckets of one layer (engine/dnnl shares packed constants by content).
+ * The alternative, oneDNN's matmul with a run-time M, takes its slower
+ * gemm kernels instead of brgemm.
+ *
+ * Everything a run needs beyond the input and output lives in one
+ * workspace value of the plan's arena (ss__moe_ws_bytes), so a warm run
+ * allocates nothing.
+ *
+ * THREADS: built inside ss_plan_new, immutable afterwards except the row
+ * counters (relaxed atomics); ss__moe_run is [worker] and any number of
+ * threads may run one step at once, each with its own stream, scratch
+ * and arena.
+ */
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "engine/plan/internal.h"
+
+#define ALIGN 64
+
+typedef struct moe_layer {
+    int64_t k, n;               /* in and out features */
+    ss_dnn_prim_t **prim;       /* one per bucket */
+} moe_layer_t;
+
+typedef struct moe_expert {
+    int n_layers;
+    moe_layer_t *layers;
+} moe_expert_t;
+
+struct ss__moe {
+    int n_exp, k;
+    int norm;                   /* gates / their sum over the top k */
+    int64_t rows, d_in, d_out;
+    int64_t width;              /* widest activation of any layer */
+    int n_buckets;
+    int64_t *bucket;            /* ascending; the last is rows */
+    moe_expert_t *ex;
+    size_t scratch;             /* largest oneDNN scratch of a layer */
+    _Atomic uint64_t *seen;     /* rows routed to each expert so far */
+};
+
+static size_t
+up(size_t n)
+{
+    return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+}
+
+/* Workspace: per slot (row, j) the expert and the gate, the slots
+ * grouped by expert (row and gate), E + 1 offsets, and two activation
+ * buffers of rows x width floats. */
+typedef struct ws {
+    int32_t *sel;
+    float *gate;
+    int32_t *prow;
+    float *pgate;
+    int64_t *off;
+    float *a, *b;
+} ws_t;
+
+static size_t
+ws_layout(const ss__moe_t *m, char *base, ws_t *w)
+{
+    size_t slots = (size_t)m->rows * (size_t)m->k, at = 0;
+
+#define TAKE(field, type, count)                                          \
+    do {                                                                  \
+        if (w != NULL)                                                    \
+            w->field = (type *)(void *)(base + at);                       \
+        at += up((size_t)(count) * sizeof(type));                         \
+    } while (0)
+    TAKE(sel, int32_t, slots);
+    TAKE(gate, float, slots);
+    TAKE(prow, int32_t, slots);
+    TAKE(pgate, float, slots);
+    TAKE(off, int64_t, m->n_exp + 1);
+    TAKE(a, float, (size_t)m->rows * (size_t)m->width);
+    TAKE(b, float, (size_t)m->rows * (size_t)m->width);
+#undef TAKE
+    return at;
+}
+
+size_t
+ss__moe_ws_bytes(const ss__moe_t *m)
+{
+    return ws_layout(m, NULL, NULL);
+}
+
+size_t
+ss__moe_scratch_bytes(const ss__moe_t *m)
+{
+    return m->scratch;
+}
+
+void
+ss__moe_free(ss__moe_t *m)
+{
+    if (m == NULL)
+        return;
+    for (int e = 0; m->ex != NULL && e < m->n_exp; e++) {
+        moe_expert_t *x = &m->ex[e];
+
+        for (int l = 0; x->layers != NULL && l < x->n_layers; l++) {
+            for (int b = 0; x->layers[l].prim != NULL && b < m->n_buckets;
+                 b++)
+                ss_dnn_prim_free(x->layers[l].prim[b]);
+            ss_free(x->layers[l].prim);
+        }
+        ss_free(x->layers);
+    }
+    ss_free(m->ex);
+    ss_free(m->bucket);
+    ss_free((void *)m->seen);
+    ss_free(m);
+}
+
+/* 1, 2, 3, 4, 6, 8, 12, ... below rows, then rows. */
+static int
+make_buckets(ss__moe_t *m)
+{
+    int n = 0;
+
+    if ((m->bucket = ss_malloc(2 * 64 * sizeof(int64_t))) == NULL)
+        return -1;
+    for (int64_t p = 1; p < m->rows; p *= 2) {
+        m->bucket[n++] = p;
+        if (p >= 2 && p + p / 2 < m->rows)
+            m->bucket[n++] = p + p / 2;
+    }
+    m->bucket[n++] = m->rows;
+    /* 3 * 2^(j-1) went in before 2^(j+1): sort the few there are */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && m->bucket[j - 1] > m->bucket[j]; j--) {
+            int64_t t = m->bucket[j];
+
+            m->bucket[j] = m->bucket[j - 1];
+            m->bucket[j - 1] = t;
+        }
+    m->n_buckets = n;
+    return 0;
+}
+
+int
+ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
+{
+    ss__moe_t *m = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    if (d->n_exp < 1 || d->k < 1 || d->k > d->n_exp || d->rows < 1
+        || d->d_in < 1 || d->d_out < 1)
+        return ss_err_set(err, SS_EINVAL, "MoE: bad geometry (E %d, k %d, "
+                          "rows %lld)", d->n_exp, d->k, (long long)d->rows);
+    if ((m = ss_calloc(1, sizeof(*m))) == NULL
+        || (m->ex = ss_calloc((size_t)d->n_exp, sizeof(*m->ex))) == NULL
+        || (m->seen = ss_calloc((size_t)d->n_exp, sizeof(*m->seen)))
+           == NULL
+        || (m->n_exp = d->n_exp, m->rows = d->rows, make_buckets(m) < 0)) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
+        goto done;
+    }
+    m->k = d->k;
+    m->norm = d->norm;
+    m->d_in = d->d_in;
+    m->d_out = d->d_out;
+    m->width = d->d_in;
+    for (int e = 0; e < d->n_exp; e++) {
+        const ss__moe_expert_desc_t *xd = &d->ex[e];
+        moe_expert_t *x = &m->ex[e];
+        int64_t feat = d->d_in;
+
+        if (xd->n_layers < 1 || xd->n_layers > SS_MOE_MAX_LAYERS) {
+            rc = ss_err_set(err, SS_EINVAL, "MoE: expert %d has %d layers",
+                            e, xd->n_layers);
+            goto done;
+        }
+        if ((x->layers = ss_calloc((size_t)xd->n_layers,
+                                   sizeof(*x->layers))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
+            goto done;
+        }
+        x->n_layers = xd->n_layers;
+        for (int l = 0; l < xd->n_layers; l++) {
+            const ss__moe_layer_desc_t *ld = &xd->layers[l];
+            moe_layer_t *L = &x->layers[l];
+
+            if (ld->k != feat || ld->n < 1) {
+                rc = ss_err_set(err, SS_EINVAL, "MoE: expert %d layer %d "
+                                "reads %lld features, gets %lld", e, l,
+                                (long long)ld->k, (long long)feat);
+                goto done;
+            }
+            L->k = ld->k;
+            L->n = ld->n;
+            feat = ld->n;
+            if (feat > m->width)
+                m->width = feat;
+            if ((L->prim = ss_calloc((size_t)m->n_buckets,
+                                     sizeof(*L->prim))) == NULL) {
+                rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
+                goto done;
+            }
+            for (int b = 0; b < m->n_buckets; b++) {
+                ss_dnn_linear_desc_t ln = { 0 };
+                size_t sc;
+
+                ln.m = m->bucket[b];
+                ln.k = ld->k;
+                ln.n = ld->n;
+                ln.w = ld->w;
+                ln.w_nk = ld->w_nk;
+                ln.bias = ld->bias;
+                ln.post = ld->post;
+                if ((rc = ss_dnn_linear_new(&ln, &L->prim[b], err)) < 0) {
+                    ss_err_wrap(err, rc, "MoE: expert %d layer %d", e, l);
+                    goto done;
+                }
+                if (ss_dnn_prim_num_inputs(L->prim[b]) != 1) {
+                    rc = ss_err_set(err, SS_EINTERNAL, "MoE: expert %d "
+                                    "layer %d reads a run-time operand", e,
+                                    l);
+                    goto done;
+                }
+                sc = ss_dnn_prim_scratch_size(L->prim[b]);
+                if (sc > m->scratch)
+                    m->scratch = sc;
+            }
+        }
+        if (feat != d->d_out) {
+            rc = ss_err_set(err, SS_EINVAL, "MoE: expert %d writes %lld "
+                            "features, the step %lld", e, (long long)feat,
+                            (long long)d->d_out);
+            goto done;
+        }
+    }
+    *out = m;
+    m = NULL;
+done:
+    ss__moe_free(m);
+    return rc;
+}
+
+int
+ss__moe_experts(const ss__moe_t *m)
+{
+    return m->n_exp;
+}
+
+uint64_t
+ss__moe_rows_seen(const ss__moe_t *m, int e)
+{
+    return e >= 0 && e < m->n_exp
+           ? atomic_load_explicit(&m->seen[e], memory_order_relaxed) : 0;
+}
+
+/* Step 1: the top k of each row's scores, ties to the lower expert. */
+static void
+route(const ss__moe_t *m, const float *score, ws_t *w)
+{
+    int k = m->k, E = m->n_exp;
+
+    for (int64_t r = 0; r < m->rows; r++) {
+        const float *s = score + r * E;
+        int32_t *sel = w->sel + r * k;
+        float *g = w->gate + r * k, sum = 0;
+
+        for (int j = 0; j < k; j++) {
+            int best = -1;
+
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+
+                for (int i = 0; i < j && !taken; i++)
+                    taken = sel[i] == e;
+                if (!taken && (best < 0 || s[e] > s[best]))
+                    best = e;
+            }
+            sel[j] = best;
+            g[j] = s[best];
+            sum += g[j];
+        }
+        if (m->norm)
+            for (int j = 0; j < k; j++)
+                g[j] = g[j] / sum;
+    }
+}
+
+/* Step 2: slots grouped by expert, rows ascending within one. */
+static void
+group(const ss__moe_t *m, ws_t *w)
+{
+    int64_t slots = m->rows * m->k;
+
+    memset(w->off, 0, (size_t)(m->n_exp + 1) * sizeof(int64_t));
+    for (int64_t i = 0; i < slots; i++)
+        w->off[w->sel[i] + 1]++;
+    for (int e = 0; e < m->n_exp; e++)
+        w->off[e + 1] += w->off[e];
+    for (int64_t i = 0; i < slots; i++) {
+        int64_t at = w->off[w->sel[i]]++;
+
+        w->prow[at] = (int32_t)(i / m->k);
+        w->pgate[at] = w->gate[i];
+    }
+    /* off[e] now ends expert e: shift back to starts */
+    for (int e = m->n_exp; e > 0; e--)
+        w->off[e] = w->off[e - 1];
+    w->off[0] = 0;
+}
+
+static int
+bucket_of(const ss__moe_t *m, int64_t rows)
+{
+    int b = 0;
+
+    while (m->bucket[b] < rows)
+        b++;
+    return b;
+}
+
+int
+ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
+            const float *score, float *y, void *wsp, void *scratch,
+            ss_err_t *err)
+{
+    ws_t w;
+    int rc = 0;
+
+    ws_layout(m, wsp, &w);
+    route(m, score, &w);
+    group(m, &w);
+    memset(y, 0, (size_t)(m->rows * m->d_out) * sizeof(float));
+    for (int e = 0; e < m->n_exp; e++) {
+        const moe_expert_t *ex = &m->ex[e];
+        int64_t lo = w.off[e], cnt = w.off[e + 1] - lo;
+        float *src = w.a, *dst = w.b;
+        int b;
+
+        if (cnt == 0)
+            continue;
+        atomic_fetch_add_explicit(&m->seen[e], (uint64_t)cnt,
+                                  memory_order_relaxed);
+        b = bucket_of(m, cnt);
+        for (int64_t i = 0; i < cnt; i++)
+            memcpy(src + i * m->d_in, x + (int64_t)w.prow[lo + i] * m->d_in,
+                   (size_t)m->d_in * sizeof(float));
+        memset(src + cnt * m->d_in, 0,
+               (size_t)((m->bucket[b] - cnt) * m->d_in) * sizeof(float));
+        for (int l = 0; l < ex->n_layers; l++) {
+            const void *in[1] = { src };
+            float *t;
+
+            if ((rc = ss_dnn_run(ex->layers[l].prim[b], s, in, dst, scratch,
+                                 err)) < 0) {
+                ss_err_wrap(err, rc, "MoE expert %d layer %d", e, l);
+                return rc;
+            }
+            t = src;
+            src = dst;
+            dst = t;
+        }
+        for (int64_t i = 0; i < cnt; i++) {
+            float g = w.pgate[lo + i], *yr = y + (int64_t)w.prow[lo + i]
+                                                 * m->d_out;
+            const float *o = src + i * m->d_out;
+
+            for (int64_t c = 0; c < m->d_out; c++)
+                yr[c] += g * o[c];
+        }
+    }
+    return rc;
+}
