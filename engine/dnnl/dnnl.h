@@ -299,7 +299,8 @@ int ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
 void ss_dnn_prim_free(ss_dnn_prim_t *p);
 
 /* Training (dnnl_train.c): a convolution whose operands are all run-time
- * and dense (d->w, d->bias, post-ops and layouts must be unset; f32):
+ * and dense (d->w, d->bias, post-ops and layouts must be unset; dtype F32,
+ * or BF16: the two operands a pass reads are bf16, what it writes f32):
  *   FWD           in[0] src, in[1] weights, in[2] bias when bias; out dst
  *   BWD_DATA      in[0] diff_dst, in[1] weights; out diff_src
  *   BWD_WEIGHTS   in[0] src, in[1] diff_dst; out diff_weights
@@ -313,6 +314,16 @@ typedef enum {
 int ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d,
                           ss_dnn_conv_pass_t pass, int bias,
                           ss_dnn_prim_t **out, ss_err_t *err);
+/* A matmul of two run-time operands (d->b_const and d->bias unset) that
+ * writes f32 whatever d->dtype is: BF16 reads A and B as bf16 (products
+ * in bf16, sums in f32).  Post-ops as ss_dnn_matmul_new (BINARY tensors
+ * f32).  [any] */
+int ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d,
+                            ss_dnn_prim_t **out, ss_err_t *err);
+/* 1 when oneDNN runs bf16 natively here (AVX512_BF16 or AMX, and
+ * ONEDNN_MAX_CPU_ISA does not cap it below); *isa (may be NULL) is the
+ * name of the ISA oneDNN runs at.  [any] */
+int ss_dnn_bf16_native(const char **isa);
 /* Softmax / LogSoftmax backward over d's dense dims (f32): in[0]
  * diff_dst, in[1] the forward's dst; out diff_src.  [any] */
 int ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d,

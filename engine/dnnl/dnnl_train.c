@@ -11,6 +11,13 @@
  * primitives need the forward one's descriptor as a hint; each
  * constructor makes it again (cheap: no primitive is created for it).
  *
+ * bf16 (mixed precision): the convolution passes and the matmul take
+ * bf16 operands and write f32 results (oneDNN accumulates in f32), so the
+ * trainer's gradients and master weights never round to bf16 more than
+ * once: only the operands of a product are rounded, which is what makes
+ * bf16 training track f32 without loss scaling (bf16 has f32's exponent
+ * range; what fp16 must scale to keep from underflowing, bf16 keeps).
+ *
  * THREADS: [any]; everything here touches only the object being built.
  */
 
@@ -30,19 +37,40 @@ typedef struct conv_mds {
     dnnl_primitive_desc_t fwd_pd;   /* owned */
 } conv_mds_t;
 
+/* The types of the pass's operands: bf16 rounds the two it reads, never
+ * what it writes (f32).  src, w, dst are the forward's names. */
+static void
+conv_types(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
+           dnnl_data_type_t *src, dnnl_data_type_t *w, dnnl_data_type_t *dst)
+{
+    dnnl_data_type_t lo = d->dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+
+    *src = *w = *dst = lo;
+    if (pass == SS_DNN_CONV_FWD)
+        *dst = dnnl_f32;
+    else if (pass == SS_DNN_CONV_BWD_DATA)
+        *src = dnnl_f32;
+    else
+        *w = dnnl_f32;
+}
+
 static int
-conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, int bias,
-         const char *what, ss_err_t *err)
+conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
+         int bias, const char *what, ss_err_t *err)
 {
     int64_t g = d->group ? d->group : 1;
     int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
     int64_t wd[5];
+    dnnl_data_type_t st, wt, dt;
+    dnnl_memory_desc_t hs, hw, hd;
     int wn, rc;
 
     memset(m, 0, sizeof(*m));
-    if (d->dtype != SS_DTYPE_F32 && d->dtype != 0)
+    if (d->dtype != SS_DTYPE_F32 && d->dtype != SS_DTYPE_BF16 &&
+        d->dtype != 0)
         return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: dtype %d", what,
                           (int)d->dtype);
+    conv_types(d, pass, &st, &wt, &dt);
     if (d->w || d->bias || d->post.n || d->src_layout || d->dst_layout)
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: weights, bias, "
                           "post-ops and layouts are not descriptor fields "
@@ -62,17 +90,22 @@ conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, int bias,
     m->dd[2] = m->win.out[0];
     m->dd[3] = m->win.out[1];
     wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
-    if ((rc = ss__dnn_md_dense(&m->src, 4, sd, dnnl_f32, err, what)) < 0 ||
-        (rc = ss__dnn_md_dense(&m->dst, 4, m->dd, dnnl_f32, err,
-                               what)) < 0 ||
-        (rc = ss__dnn_md_dense(&m->w, wn, wd, dnnl_f32, err, what)) < 0 ||
+    if ((rc = ss__dnn_md_dense(&m->src, 4, sd, st, err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&m->dst, 4, m->dd, dt, err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&m->w, wn, wd, wt, err, what)) < 0 ||
         (rc = ss__dnn_md_dense(&m->bias, 1, &d->oc, dnnl_f32, err,
                                what)) < 0)
         return rc;
+    /* the hint is the forward the trainer runs, whatever this pass is */
+    conv_types(d, SS_DNN_CONV_FWD, &st, &wt, &dt);
+    if ((rc = ss__dnn_md_dense(&hs, 4, sd, st, err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&hd, 4, m->dd, dt, err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&hw, wn, wd, wt, err, what)) < 0)
+        return rc;
     rc = ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
                            &m->fwd, dnnl_forward_training,
-                           dnnl_convolution_direct, &m->src, &m->w,
-                           bias ? &m->bias : NULL, &m->dst, m->win.strides,
+                           dnnl_convolution_direct, &hs, &hw,
+                           bias ? &m->bias : NULL, &hd, m->win.strides,
                            m->win.dil, m->win.pl, m->win.pr),
                        err, "dnnl_dilated_convolution_forward_desc_init",
                        what);
@@ -121,7 +154,7 @@ ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
     }
     if ((rc = ss__dnn_build_start(&b, names[pass], err)) < 0)
         goto done;
-    if ((rc = conv_mds(&m, d, pass == SS_DNN_CONV_FWD && bias, b.what,
+    if ((rc = conv_mds(&m, d, pass, pass == SS_DNN_CONV_FWD && bias, b.what,
                        err)) < 0 ||
         (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b.attr,
                            err, b.what)) < 0)
@@ -210,4 +243,96 @@ done:
     if (fwd_pd)
         dnnl_primitive_desc_destroy(fwd_pd);
     return ss__dnn_build_end(&b, rc, out);
+}
+
+int
+ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
+                        ss_err_t *err)
+{
+    static const int in[] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS };
+    dnnl_matmul_desc_t od;
+    dnnl_memory_desc_t a, bw, dst;
+    dnnl_data_type_t dt = d->dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+    int64_t dd[SS_DNN_MAX_DIMS];
+    int nd = d->ndim, i, rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, d->dtype == SS_DTYPE_BF16
+                                          ? "matmul (bf16 operands)"
+                                          : "matmul (training)",
+                                  err)) < 0)
+        goto done;
+    if ((d->dtype != SS_DTYPE_F32 && d->dtype != SS_DTYPE_BF16 &&
+         d->dtype != 0) || d->b_const || d->bias || nd < 2 ||
+        nd > SS_DNN_MAX_DIMS) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dtype %d, %d dims, "
+                        "constant B or bias", b.what, (int)d->dtype, nd);
+        goto done;
+    }
+    for (i = 0; i < nd; i++)
+        if (d->a_dims[i] < 1 || d->b_dims[i] < 1 ||
+            (i < nd - 2 && d->a_dims[i] != d->b_dims[i] &&
+             d->a_dims[i] != 1 && d->b_dims[i] != 1)) {
+            rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dims %d are %lld "
+                            "and %lld", b.what, i, (long long)d->a_dims[i],
+                            (long long)d->b_dims[i]);
+            goto done;
+        }
+    if (d->a_dims[nd - 1] != d->b_dims[nd - 2]) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: K is %lld and %lld",
+                        b.what, (long long)d->a_dims[nd - 1],
+                        (long long)d->b_dims[nd - 2]);
+        goto done;
+    }
+    for (i = 0; i < nd - 2; i++)
+        dd[i] = d->a_dims[i] > d->b_dims[i] ? d->a_dims[i] : d->b_dims[i];
+    dd[nd - 2] = d->a_dims[nd - 2];
+    dd[nd - 1] = d->b_dims[nd - 1];
+    ss__dnn_set_dst(b.p, nd, dd);
+    if ((rc = ss__dnn_md_strided(&a, nd, d->a_dims, d->a_strides, dt, err,
+                                 b.what)) < 0 ||
+        (rc = ss__dnn_md_strided(&bw, nd, d->b_dims, d->b_strides, dt, err,
+                                 b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&dst, nd, dd, dnnl_f32, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_matmul_desc_init(&od, &a, &bw, NULL, &dst),
+                       err, "dnnl_matmul_desc_init", b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, nd, dd, dnnl_f32, SS_DNN_PLAIN, &b.attr,
+                           err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, in, 2, NULL, 0, DNNL_ARG_DST, &d->post,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
+/* oneDNN's names of the ISAs it may run at (dnnl_cpu_isa_t). */
+static const char *
+isa_name(dnnl_cpu_isa_t isa)
+{
+    switch ((int)isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "another ISA";
+    }
+}
+
+int
+ss_dnn_bf16_native(const char **isa)
+{
+    /* The ISA oneDNN will use: the CPU's, capped by ONEDNN_MAX_CPU_ISA.
+     * Below avx512_core_bf16 oneDNN would emulate bf16 (or refuse it),
+     * several times slower than f32: not worth training in. */
+    dnnl_cpu_isa_t e = dnnl_get_effective_cpu_isa();
+    unsigned want = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+
+    if (isa != NULL)
+        *isa = isa_name(e);
+    return ((unsigned)e & want) == want;
 }
