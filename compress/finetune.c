@@ -285,7 +285,7 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     int64_t *perm = NULL, per_epoch, total, i;
     uint64_t rng;
     double t0, t_val = 0, metric = -1, loss;
-    int e, rc;
+    int e, rc, nbf, nf32;
     char step[64], desc[256];
 
     memset(&L, 0, sizeof(L));
@@ -304,6 +304,7 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     o.n_frozen = n_frozen;
     o.loss = cx->train->labels != NULL && o.alpha < 1.0 ? SS_LOSS_KD
                                                         : SS_LOSS_KL;
+    o.bf16 = m->u.train.precision == SS_PRECISION_BF16;
     if ((rc = loop_init(&L, err)) < 0)
         goto done;
     /* The schedule's horizon is the run, unless the request set one. */
@@ -403,8 +404,9 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     }
     if ((rc = ss_train_export(L.t, &out, err)) < 0)
         goto done;
+    nbf = ss_train_precision(L.t, &nf32);
     tr = json_pack("{s:s, s:s, s:f, s:i, s:I, s:I, s:I, s:b, s:s, s:f, "
-                   "s:f, s:s, s:O}",
+                   "s:s, s:i, s:i, s:f, s:s, s:O}",
                    "teacher", "the source version",
                    "loss", o.loss == SS_LOSS_KD ? "kd" : "kl",
                    "temperature", o.temperature,
@@ -417,6 +419,9 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                                 : o.opt == SS_OPT_SOPHIA ? "sophia"
                                                          : "adamw",
                    "lr", o.lr,
+                   "precision", o.bf16 ? "bf16" : "f32",
+                   "bf16_products", nbf,
+                   "f32_fallbacks", nf32,
                    "seconds", now_s() - t0,
                    "graph", ss_train_describe(L.t, desc, sizeof(desc)),
                    "history", hist);

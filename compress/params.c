@@ -18,12 +18,12 @@
  * THREADS: [any]; the table is constant.
  */
 
-#include <cpuid.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "compress/compress.h"
+#include "engine/dnnl/dnnl.h"
 
 /* Where a value lives; the last member (set_key) is for OBJECT rows. */
 #define FIELD(f) offsetof(ss_method_t, u.f), \
@@ -456,31 +456,18 @@ student_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
                       "layers)", key);
 }
 
-/* AMX-BF16: CPUID leaf 7, EDX bit 22 (asked directly: clang 14's
- * __builtin_cpu_supports does not know the name). */
-static bool
-has_amx_bf16(void)
-{
-    unsigned a, b, c, d;
-
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1u);
-}
-
-/* precision bf16: the CPU must compute in bf16 natively. */
+/* precision bf16: oneDNN must run bf16 natively here (the trainer checks
+ * again when it is built; asking now makes a bad body a 400). */
 static int
 check_precision(const ss_method_t *m, ss_err_t *err)
 {
-    const char *method = ss_method_name(m->kind);
+    const char *isa;
 
-    if (m->u.train.precision != SS_PRECISION_BF16)
+    if (m->u.train.precision != SS_PRECISION_BF16 || ss_dnn_bf16_native(&isa))
         return 0;
-    if (!__builtin_cpu_supports("avx512bf16") && !has_amx_bf16())
-        return ss_err_set(err, SS_EINVAL, "%s: precision \"bf16\" needs a "
-                          "CPU with AVX512_BF16 or AMX; this one has "
-                          "neither (use \"f32\")", method);
-    return ss_err_set(err, SS_EUNSUPP, "%s: the trainer computes in f32 "
-                      "only for now; precision \"bf16\" is not available "
-                      "yet (use \"f32\")", method);
+    return ss_err_set(err, SS_EINVAL, "%s: precision \"bf16\" needs a CPU "
+                      "with AVX512_BF16 or AMX; oneDNN runs at %s here (use "
+                      "\"f32\")", ss_method_name(m->kind), isa);
 }
 
 int

@@ -4,13 +4,14 @@
  * bench/train.py (which runs PyTorch eager on the same data in the same
  * run and prints the ratio).
  *
- *   train-bench MODEL.onnx DATA.npz [BATCH [STEPS [THREADS [OPT]]]]
+ *   train-bench MODEL.onnx DATA.npz [BATCH [STEPS [THREADS [OPT [PREC]]]]]
  *
  * DATA.npz holds the model's inputs (rows first) and int64 "labels".
  * Steps take consecutive batches, cycling.  Prints one JSON line: the
  * median milliseconds of a step (forward, loss, backward, AdamW or SGD
  * update) after 5 warm-up steps, samples per second from it, and the
- * first and last loss.
+ * first and last loss.  PREC "bf16" trains in mixed precision; the line
+ * then says how many products ran in bf16 and how many stayed f32.
  */
 
 #include <stdio.h>
@@ -49,14 +50,14 @@ main(int argc, char **argv)
     const ss_tensor_t *x, *y;
     ss_tensor_t xb, yb;
     int64_t batch = argc > 3 ? atoll(argv[3]) : 64;
-    int steps = argc > 4 ? atoi(argv[4]) : 50, rc = 1;
+    int steps = argc > 4 ? atoi(argv[4]) : 50, rc = 1, nbf, nf32;
     double *ms = NULL, l0 = 0, l = 0;
     size_t xrow;
     char d[256];
 
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.onnx DATA.npz [BATCH [STEPS "
-                "[THREADS [adamw|sgd]]]]\n", argv[0]);
+                "[THREADS [adamw|sgd [f32|bf16]]]]]\n", argv[0]);
         return 2;
     }
     ss_train_opts_default(&o);
@@ -64,6 +65,7 @@ main(int argc, char **argv)
     if (argc > 6 && ss_train_opts_set_name(&o, "optimizer", argv[6],
                                            &err) < 0)
         goto fail;
+    o.bf16 = argc > 7 && strcmp(argv[7], "bf16") == 0;
     if (ss_graph_load_onnx(argv[1], &g, &err) < 0 ||
         ss_npz_read(argv[2], (size_t)1 << 32, &z, &err) < 0)
         goto fail;
@@ -99,11 +101,14 @@ main(int argc, char **argv)
             l0 = l;
     }
     qsort(ms, (size_t)steps, sizeof(double), cmp);
+    nbf = ss_train_precision(t, &nf32);
     printf("{\"ms_per_step\": %.4f, \"samples_per_s\": %.1f, \"batch\": "
            "%lld, \"threads\": %d, \"loss_first\": %.6f, \"loss_last\": "
-           "%.6f, \"graph\": \"%s\"}\n", ms[steps / 2],
+           "%.6f, \"precision\": \"%s\", \"bf16_products\": %d, "
+           "\"f32_fallbacks\": %d, \"graph\": \"%s\"}\n", ms[steps / 2],
            (double)batch * 1e3 / ms[steps / 2], (long long)batch, o.threads,
-           l0, l, ss_train_describe(t, d, sizeof(d)));
+           l0, l, o.bf16 ? "bf16" : "f32", nbf, nf32,
+           ss_train_describe(t, d, sizeof(d)));
     rc = 0;
     goto done;
 fail:

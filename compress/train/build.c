@@ -70,6 +70,7 @@
 
 #include "common/alloc.h"
 #include "compress/train/internal.h"
+#include "engine/dnnl/dnnl_q.h"
 
 #define ALIGN 64
 
@@ -102,6 +103,9 @@ grow_tv(ss__tb_t *b, ss_err_t *err)
         if ((rg = ss_realloc(b->rg, (size_t)cap)) == NULL)
             return ss_err_set(err, SS_ENOMEM, "no memory for values");
         b->rg = rg;
+        if ((gr = ss_realloc(b->bf, (size_t)cap * sizeof(*gr))) == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for values");
+        b->bf = gr;
         b->cap = cap;
     }
     return 0;
@@ -146,6 +150,7 @@ tv_add(ss__tb_t *b, ss__tv_kind_t kind, ss_dtype_t dt, int ndim,
     v->last = -1;
     b->grad[t->n_tv] = -1;
     b->rg[t->n_tv] = 0;
+    b->bf[t->n_tv] = -1;
     return t->n_tv++;
 }
 
@@ -265,6 +270,41 @@ int
 ss__tb_grad_have(const ss__tb_t *b, int v)
 {
     return v >= 0 ? b->grad[v] : -1;
+}
+
+int
+ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err)
+{
+    ss_dnn_convert_desc_t d;
+    ss__step_t s;
+    int c, rc;
+
+    if (b->bf[v] >= 0)
+        return b->bf[v];
+    if (b->t->tv[v].dtype != SS_DTYPE_F32)
+        return ss_err_set(err, SS_EINTERNAL, "trainer: a bf16 copy of a "
+                          "value of dtype %d", (int)b->t->tv[v].dtype);
+    if ((c = ss__tv_new(b, SS_DTYPE_BF16, b->t->tv[v].ndim,
+                        b->t->tv[v].dims, err)) < 0)
+        return c;
+    memset(&d, 0, sizeof(d));
+    d.src_dtype = SS_DTYPE_F32;
+    d.dst_dtype = SS_DTYPE_BF16;
+    d.ndim = 1;
+    d.dims[0] = b->t->tv[v].numel;
+    memset(&s, 0, sizeof(s));
+    s.fn = ss__k_dnn;
+    s.what = "to bf16";
+    if ((rc = ss_dnn_convert_new(&d, &s.prim, err)) < 0)
+        return rc;
+    s.n_in = 1;
+    s.in[0] = v;
+    s.n_out = 1;
+    s.out[0] = c;
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    b->bf[v] = c;
+    return c;
 }
 
 int
@@ -853,6 +893,7 @@ tb_close(ss__tb_t *b, int n_nodes)
     ss_free(b->vmap);
     ss_free(b->grad);
     ss_free(b->rg);
+    ss_free(b->bf);
 }
 
 void

@@ -122,6 +122,7 @@ struct ss_train {
     int sample_labels;          /* Sophia: CE on labels drawn from softmax */
     int infer_bn;               /* forward-only: BatchNorm on running stats */
     double last_lr;
+    int n_bf16, n_bf16_fallback; /* products in bf16, left in f32 */
     double *kbuf;               /* kernels' scratch (ss__kbuf) */
     size_t kcap;
 };
@@ -135,6 +136,7 @@ typedef struct ss__tb {
     int *grad;                  /* value id -> its gradient value, -1 */
     uint8_t *rg;                /* value id -> requires a gradient */
     int cap;                    /* of grad and rg */
+    int *bf;                    /* value id -> its bf16 copy, -1 */
     int **saved;                /* per node: values its forward saved */
     int *n_saved;
     int phase;
@@ -160,6 +162,11 @@ bool ss__tb_needs(const ss__tb_t *b, int v);
 int ss__tb_grad(ss__tb_t *b, int v, int *acc, ss_err_t *err);
 /* The gradient of v when some step produced one, else -1. */
 int ss__tb_grad_have(const ss__tb_t *b, int v);
+/* The bf16 copy of f32 value v (opts.bf16): made by a conversion step
+ * added now, at the first request, then shared by every product that
+ * reads v.  A gradient must be complete when asked for (rules ask in
+ * their backward, after every reader's). */
+int ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err);
 /* Saves values for node idx's backward (copied list). */
 int ss__tb_save(ss__tb_t *b, int node, const int *vals, int n,
                 ss_err_t *err);

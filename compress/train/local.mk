@@ -43,3 +43,10 @@ EXTRA_DIST += tests/fixtures/train/make_optim_refs.py \
 noinst_PROGRAMS += compress/train/train-bench
 compress_train_train_bench_SOURCES = compress/train/bench_main.c
 compress_train_train_bench_LDADD = $(SS_TRAIN_LIBS)
+
+# Mixed precision: bf16 curves against PyTorch's f32, gradients against
+# the f32 trainer's, f32 master weights, and the refusal without bf16.
+check_PROGRAMS += tests/unit/test_train_bf16
+TESTS += tests/unit/test_train_bf16
+tests_unit_test_train_bf16_SOURCES = tests/unit/test_train_bf16.c
+tests_unit_test_train_bf16_LDADD = $(SS_TRAIN_LIBS)

@@ -227,6 +227,15 @@ ss_train_opts_check(const ss_train_opts_t *o, ss_err_t *err)
                           "momentum must be below 1");
     if (o->n_frozen < 0 || (o->n_frozen > 0 && o->frozen == NULL))
         return ss_err_set(err, SS_EINVAL, "training: bad frozen list");
+    if (o->bf16) {
+        const char *isa;
+
+        if (!ss_dnn_bf16_native(&isa))
+            return ss_err_set(err, SS_EUNSUPP, "training: precision "
+                              "\"bf16\" needs a CPU with AVX512_BF16 or "
+                              "AMX; oneDNN runs at %s here (use \"f32\")",
+                              isa);
+    }
     return 0;
 }
 

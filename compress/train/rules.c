@@ -202,6 +202,47 @@ mm_op(mmop_t *o, int v, int nd, const int64_t *dims, int dnd, int trans)
     }
 }
 
+/* Mixed precision: a product's primitive on bf16 operands (matmul d, or
+ * conv cd of pass), or *out = NULL and d->dtype / cd->dtype F32 when the
+ * trainer computes in f32 or oneDNN has no native bf16 kernel for this
+ * one (oneDNN's reference code would be far slower than f32). */
+static int
+low_prim(ss__tb_t *b, ss_dnn_matmul_desc_t *d, ss_dnn_conv_desc_t *cd,
+         ss_dnn_conv_pass_t pass, int bias, ss_dnn_prim_t **out,
+         ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    int rc;
+
+    *out = NULL;
+    if (!t->o.bf16)
+        return 0;
+    if (d != NULL) {
+        d->dtype = SS_DTYPE_BF16;
+        rc = ss_dnn_matmul_train_new(d, out, err);
+    } else {
+        cd->dtype = SS_DTYPE_BF16;
+        rc = ss_dnn_conv_train_new(cd, pass, bias, out, err);
+    }
+    if (rc == 0 && strncmp(ss_dnn_prim_impl(*out), "ref", 3) == 0) {
+        ss_dnn_prim_free(*out);
+        *out = NULL;
+        rc = SS_EUNSUPP;
+    }
+    if (rc == SS_EUNSUPP) {
+        ss_err_clear(err);
+        t->n_bf16_fallback++;
+        if (d != NULL)
+            d->dtype = SS_DTYPE_F32;
+        else
+            cd->dtype = SS_DTYPE_F32;
+        return 0;
+    }
+    if (rc == 0)
+        t->n_bf16++;
+    return rc;
+}
+
 /* out = A x B (+ bias broadcast, as a post-op), written or added. */
 static int
 emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
@@ -236,12 +277,20 @@ emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
             po->dims[i] = i < off ? 1 : bv->dims[i - off];
     }
     step_init(&s, ss__k_dnn, what, n);
-    if ((rc = ss_dnn_matmul_new(&d, &s.prim, err)) < 0)
+    if ((rc = low_prim(b, &d, NULL, 0, 0, &s.prim, err)) < 0)
+        return rc;
+    if (s.prim == NULL && (rc = ss_dnn_matmul_new(&d, &s.prim, err)) < 0)
         return ss_err_wrap(err, rc, "trainer: node '%s' (%s): ", label(n),
                            what);
     s.n_in = bias >= 0 ? 3 : 2;
     s.in[0] = A->v;
     s.in[1] = B->v;
+    if (d.dtype == SS_DTYPE_BF16 &&
+        ((s.in[0] = ss__tb_bf16(b, A->v, err)) < 0 ||
+         (s.in[1] = ss__tb_bf16(b, B->v, err)) < 0)) {
+        ss_dnn_prim_free(s.prim);
+        return s.in[0] < 0 ? s.in[0] : s.in[1];
+    }
     s.in[2] = bias;
     s.n_out = 1;
     s.out[0] = out;
@@ -945,13 +994,22 @@ emit_conv(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_pass_t pass,
                                  V(b, out)->dims, err)) < 0)
         return tmp;
     step_init(&s, ss__k_dnn, what, n);
-    if ((rc = ss_dnn_conv_train_new(&d, pass, bias >= 0, &s.prim, err)) < 0)
+    if ((rc = low_prim(b, NULL, &d, pass, bias >= 0, &s.prim, err)) < 0)
+        return rc;
+    if (s.prim == NULL &&
+        (rc = ss_dnn_conv_train_new(&d, pass, bias >= 0, &s.prim, err)) < 0)
         return ss_err_wrap(err, rc, "trainer: node '%s' (%s): ", label(n),
                            what);
     s.n_in = bias >= 0 ? 3 : 2;
     s.in[0] = in0;
     s.in[1] = in1;
     s.in[2] = bias;
+    if (d.dtype == SS_DTYPE_BF16 &&
+        ((s.in[0] = ss__tb_bf16(b, in0, err)) < 0 ||
+         (s.in[1] = ss__tb_bf16(b, in1, err)) < 0)) {
+        ss_dnn_prim_free(s.prim);
+        return s.in[0] < 0 ? s.in[0] : s.in[1];
+    }
     s.n_out = 1;
     s.out[0] = tmp;
     if ((rc = ss__step_add(b, &s, err)) < 0)

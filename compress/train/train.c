@@ -289,6 +289,14 @@ ss_train_lr(const ss_train_t *t)
     return t->last_lr;
 }
 
+int
+ss_train_precision(const ss_train_t *t, int *f32_fallbacks)
+{
+    if (f32_fallbacks != NULL)
+        *f32_fallbacks = t->n_bf16_fallback;
+    return t->n_bf16;
+}
+
 const char *
 ss_train_describe(const ss_train_t *t, char *buf, size_t len)
 {

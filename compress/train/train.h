@@ -44,6 +44,21 @@
  * constant, cosine or linear decay to min_lr_ratio * lr at total_steps.
  * Gradients can be clipped by their global L2 norm first.
  *
+ * Mixed precision (opts.bf16): the products (MatMul, Gemm, Conv forward,
+ * and their backward by data and by weights) read bf16 copies of their
+ * two operands and write f32; everything else (element-wise ops, norms,
+ * softmax, the loss, gradient sums, the optimizer) stays f32, and so do
+ * the master weights and the optimizer state in the flat arrays.  Each
+ * operand is rounded once per step, where it is made (a weight after the
+ * update, an activation after its forward op, a gradient when complete),
+ * and the copy serves both the forward and the backward products.  No
+ * loss scaling: bf16 keeps f32's exponent range, so the small gradients
+ * fp16 would flush to zero are representable (rounded to 8 bits of
+ * mantissa).  It needs a CPU where oneDNN runs bf16 natively
+ * (ss_dnn_bf16_native(): AVX512_BF16 or AMX); ss_train_new refuses it
+ * elsewhere (SS_EUNSUPP, saying why).  A product oneDNN has no native
+ * bf16 kernel for runs in f32 and is counted (ss_train_precision()).
+ *
  * Determinism: the same graph, options, data and thread count on the same
  * machine give the same bytes: every reduction has a fixed order for a
  * given thread count, and the only randomness (Sophia's label sampling)
@@ -114,6 +129,7 @@ typedef struct ss_train_opts {
     /* run */
     uint64_t seed;
     int threads;                /* 0: oneDNN's default */
+    int bf16;                   /* 1: mixed precision (see below) */
 } ss_train_opts_t;
 
 /* One hyper-parameter: its name in a job body, its type, range and
@@ -210,6 +226,9 @@ int64_t ss_train_flat_size(const ss_train_t *t);
 /* Optimizer steps taken, and the learning rate of the next one. */
 int64_t ss_train_steps_done(const ss_train_t *t);
 double ss_train_lr(const ss_train_t *t);
+/* Products computed in bf16 and, of those opts.bf16 asked for, products
+ * left in f32 (no native bf16 kernel for them); returns the first. */
+int ss_train_precision(const ss_train_t *t, int *f32_fallbacks);
 /* A line about the training graph (steps, arena bytes, parameters) for
  * logs, into buf; returns buf. */
 const char *ss_train_describe(const ss_train_t *t, char *buf, size_t len);
