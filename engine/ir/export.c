@@ -166,6 +166,11 @@ node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n)
     np->name = n->name[0] ? n->name : NULL;
     np->op_type = n->op_type;
     np->domain = n->domain != NULL && n->domain[0] ? n->domain : NULL;
+    /* another domain's op is held as "<domain>.<op_type>" (onnx.c) */
+    if (np->domain != NULL && strncmp(n->op_type, np->domain,
+                                      strlen(np->domain)) == 0
+        && n->op_type[strlen(np->domain)] == '.')
+        np->op_type = n->op_type + strlen(np->domain) + 1;
     np->n_input = (size_t)n->n_inputs;
     np->n_output = (size_t)n->n_outputs;
     np->n_attribute = (size_t)n->n_attrs;
@@ -356,7 +361,8 @@ ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
         ONNX__STRING_STRING_ENTRY_PROTO__INIT;
     Onnx__ModelProto m = minit;
     Onnx__GraphProto gp = ginit;
-    Onnx__OperatorSetIdProto op = oinit, *ops[1] = { &op };
+    Onnx__OperatorSetIdProto op = oinit, ms = oinit;
+    Onnx__OperatorSetIdProto *ops[2] = { &op, &ms };
     pool_t pl = { 0 };
     uint8_t *out = NULL;
     size_t n;
@@ -372,6 +378,14 @@ ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
     m.producer_name = (char *)"slimserve";
     m.n_opset_import = 1;
     m.opset_import = ops;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].domain != NULL
+            && strcmp(g->nodes[i].domain, "com.microsoft") == 0) {
+            ms.domain = (char *)"com.microsoft";
+            ms.has_version = 1;
+            ms.version = 1;
+            m.n_opset_import = 2;
+        }
     m.graph = &gp;
     if ((rc = fill_graph(&pl, g, &gp, err)) < 0)
         goto done;

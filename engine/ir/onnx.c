@@ -145,13 +145,27 @@ constant_supported(const Onnx__NodeProto *np)
     return 0;
 }
 
+/* Ops of another domain that the engine has a kernel for are registered,
+ * and kept in the graph, as "<domain>.<op_type>" (com.microsoft.MoE), so
+ * that a name never means two ops; the node's domain is kept too, for
+ * the exporter. */
+static const char *
+qualified(const Onnx__NodeProto *np, char *buf, size_t len)
+{
+    if (is_default_domain(np->domain))
+        return nz(np->op_type);
+    snprintf(buf, len, "%s.%s", nz(np->domain), nz(np->op_type));
+    return buf;
+}
+
 static int
 op_supported(const Onnx__NodeProto *np)
 {
     const char *op = nz(np->op_type);
+    char q[160];
 
     if (!is_default_domain(np->domain))
-        return 0;
+        return ss__op_find(qualified(np, q, sizeof(q))) != NULL;
     if (strcmp(op, "Constant") == 0)
         return constant_supported(np);
     /* the plan handles these itself */
@@ -549,7 +563,7 @@ make_nodes(import_t *im, ss_err_t *err)
 {
     const Onnx__GraphProto *gp = im->gp;
     ss_graph_t *g = im->g;
-    char label[96], ctx[128], buf[64];
+    char label[96], ctx[128], buf[64], qname[160];
     int rc = 0;
 
     if (gp->n_node > 0
@@ -567,8 +581,10 @@ make_nodes(import_t *im, ss_err_t *err)
         node_label(np, i, label, sizeof(label));
         snprintf(ctx, sizeof(ctx), "node %s (%s)", label, nz(np->op_type));
         if ((n->name = ss_strdup(nz(np->name))) == NULL
-            || (n->op_type = ss_strdup(nz(np->op_type))) == NULL
-            || (n->domain = ss_strdup("")) == NULL
+            || (n->op_type = ss_strdup(qualified(np, qname,
+                                                 sizeof(qname)))) == NULL
+            || (n->domain = ss_strdup(is_default_domain(np->domain)
+                                      ? "" : np->domain)) == NULL
             || (np->n_input > 0
                 && (n->inputs = ss_calloc(np->n_input, sizeof(int))) == NULL)
             || (np->n_output > 0

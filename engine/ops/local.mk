@@ -17,6 +17,8 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/layout.c \
 	engine/ops/matmul.c \
 	engine/ops/misc.c \
+	engine/ops/moe.c \
+	engine/ops/moe.h \
 	engine/ops/nd.c \
 	engine/ops/nms.c \
 	engine/ops/norm.c \

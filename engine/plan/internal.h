@@ -196,6 +196,9 @@ typedef struct ss__moe_expert_desc {
 typedef struct ss__moe_desc {
     int n_exp, k;
     int norm;                   /* gates divided by their sum */
+    int ort;                    /* com.microsoft.MoE: the scores are
+                                 * logits (softmax first), ties go to
+                                 * the higher expert, zero gates skip */
     int64_t rows, d_in, d_out;
     const ss__moe_expert_desc_t *ex;    /* [n_exp] */
 } ss__moe_desc_t;

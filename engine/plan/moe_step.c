@@ -37,6 +37,7 @@
  * and arena.
  */
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,7 @@ typedef struct moe_expert {
 struct ss__moe {
     int n_exp, k;
     int norm;                   /* gates / their sum over the top k */
+    int ort;                    /* see ss__moe_desc_t */
     int64_t rows, d_in, d_out;
     int64_t width;              /* widest activation of any layer */
     int n_buckets;
@@ -75,14 +77,15 @@ up(size_t n)
 }
 
 /* Workspace: per slot (row, j) the expert and the gate, the slots
- * grouped by expert (row and gate), E + 1 offsets, and two activation
- * buffers of rows x width floats. */
+ * grouped by expert (row and gate), E + 1 offsets, E softmax scores,
+ * and two activation buffers of rows x width floats. */
 typedef struct ws {
     int32_t *sel;
     float *gate;
     int32_t *prow;
     float *pgate;
     int64_t *off;
+    float *soft;
     float *a, *b;
 } ws_t;
 
@@ -102,6 +105,7 @@ ws_layout(const ss__moe_t *m, char *base, ws_t *w)
     TAKE(prow, int32_t, slots);
     TAKE(pgate, float, slots);
     TAKE(off, int64_t, m->n_exp + 1);
+    TAKE(soft, float, m->n_exp);
     TAKE(a, float, (size_t)m->rows * (size_t)m->width);
     TAKE(b, float, (size_t)m->rows * (size_t)m->width);
 #undef TAKE
@@ -189,6 +193,7 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
     }
     m->k = d->k;
     m->norm = d->norm;
+    m->ort = d->ort;
     m->d_in = d->d_in;
     m->d_out = d->d_out;
     m->width = d->d_in;
@@ -281,9 +286,11 @@ ss__moe_rows_seen(const ss__moe_t *m, int e)
            ? atomic_load_explicit(&m->seen[e], memory_order_relaxed) : 0;
 }
 
-/* Step 1: the top k of each row's scores, ties to the lower expert. */
+/* Step 1: the top k of each row's scores, ties to the lower expert
+ * (TopK's order), or for com.microsoft.MoE of the softmax of its logits,
+ * ties to the higher one (ORT's).  soft: E floats of room. */
 static void
-route(const ss__moe_t *m, const float *score, ws_t *w)
+route(const ss__moe_t *m, const float *score, float *soft, ws_t *w)
 {
     int k = m->k, E = m->n_exp;
 
@@ -292,6 +299,19 @@ route(const ss__moe_t *m, const float *score, ws_t *w)
         int32_t *sel = w->sel + r * k;
         float *g = w->gate + r * k, sum = 0;
 
+        if (m->ort) {
+            float mx = s[0], tot = 0;
+
+            for (int e = 1; e < E; e++)
+                mx = s[e] > mx ? s[e] : mx;
+            for (int e = 0; e < E; e++) {
+                soft[e] = expf(s[e] - mx);
+                tot += soft[e];
+            }
+            for (int e = 0; e < E; e++)
+                soft[e] /= tot;
+            s = soft;
+        }
         for (int j = 0; j < k; j++) {
             int best = -1;
 
@@ -300,7 +320,8 @@ route(const ss__moe_t *m, const float *score, ws_t *w)
 
                 for (int i = 0; i < j && !taken; i++)
                     taken = sel[i] == e;
-                if (!taken && (best < 0 || s[e] > s[best]))
+                if (!taken && (best < 0 || s[e] > s[best]
+                               || (m->ort && s[e] == s[best])))
                     best = e;
             }
             sel[j] = best;
@@ -320,12 +341,21 @@ group(const ss__moe_t *m, ws_t *w)
     int64_t slots = m->rows * m->k;
 
     memset(w->off, 0, (size_t)(m->n_exp + 1) * sizeof(int64_t));
+    /* ORT skips a zero gate (a softmax that underflowed) */
     for (int64_t i = 0; i < slots; i++)
-        w->off[w->sel[i] + 1]++;
+        if (m->ort && !(w->gate[i] > 0))
+            w->sel[i] = -1;
+    for (int64_t i = 0; i < slots; i++)
+        if (w->sel[i] >= 0)
+            w->off[w->sel[i] + 1]++;
     for (int e = 0; e < m->n_exp; e++)
         w->off[e + 1] += w->off[e];
     for (int64_t i = 0; i < slots; i++) {
-        int64_t at = w->off[w->sel[i]]++;
+        int64_t at;
+
+        if (w->sel[i] < 0)
+            continue;
+        at = w->off[w->sel[i]]++;
 
         w->prow[at] = (int32_t)(i / m->k);
         w->pgate[at] = w->gate[i];
@@ -355,7 +385,7 @@ ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
     int rc = 0;
 
     ws_layout(m, wsp, &w);
-    route(m, score, &w);
+    route(m, score, w.soft, &w);
     group(m, &w);
     memset(y, 0, (size_t)(m->rows * m->d_out) * sizeof(float));
     for (int e = 0; e < m->n_exp; e++) {

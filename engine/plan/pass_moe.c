@@ -32,6 +32,11 @@
  * axis) leaves the dense graph as it was, with one log line at info
  * level saying why.  The router stays in the graph: the step reads P.
  *
+ * ONNX Runtime's com.microsoft.MoE op (engine/ops/moe.c has its
+ * semantics) runs on the same step when its expert weights are
+ * constants: fc1, its activation and fc2 are the two layers, the scores
+ * are the router logits (softmax first), ties go to the higher expert.
+ *
  * SS_ENGINE_NO_MOE=1 turns the pass off (benchmarks, tests: the dense
  * graph is the reference).
  *
@@ -44,6 +49,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "engine/ops/moe.h"
 #include "engine/plan/internal.h"
 
 #define MAX_SET 4096
@@ -566,14 +572,55 @@ closed(match_t *m)
     return last == fz->prod[m->y_val] ? last : -1;
 }
 
+/* The MoE step of d, reading x and the scores and writing y, as a new
+ * step (*st) for the caller to place; 0 or < 0. */
+static int
+make_step(ss_plan_t *p, const ss__moe_desc_t *d, const ss_node_t *node,
+          int x, int score, int y, ss_step_t *st, ss_err_t *err)
+{
+    ss__moe_t *moe = NULL;
+    int ws, rc;
+
+    memset(st, 0, sizeof(*st));
+    if ((rc = ss__moe_new(d, &moe, err)) < 0)
+        return rc;
+    if ((ws = ss__plan_add_value(p, y, SS_DTYPE_U8, SS_DNN_PLAIN, err)) < 0) {
+        ss__moe_free(moe);
+        return ws;
+    }
+    p->vals[ws].t.ndim = 1;
+    p->vals[ws].t.dims[0] = (int64_t)ss__moe_ws_bytes(moe);
+    p->vals[ws].bytes = ss__moe_ws_bytes(moe);
+    st->kind = SS_STEP_MOE;
+    st->node = node;
+    st->moe = moe;
+    st->n_in = 2;
+    st->n_out = 2;
+    if ((st->in = ss_malloc(2 * sizeof(int))) == NULL
+        || (st->out = ss_malloc(2 * sizeof(int))) == NULL) {
+        ss__plan_step_clear(st);
+        return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
+    }
+    st->in[0] = x;
+    st->in[1] = score;
+    st->out[0] = y;
+    st->out[1] = ws;
+    snprintf(st->what, sizeof(st->what), "MoE E=%d k=%d", d->n_exp, d->k);
+    if (p->max_io < 2)
+        p->max_io = 2;
+    if (ss__moe_scratch_bytes(moe) > p->scratch_bytes)
+        p->scratch_bytes = ss__moe_scratch_bytes(moe);
+    p->vals[y].kind = SS_PV_ARENA;
+    return 0;
+}
+
 static int
 commit(match_t *m, int last, ss_err_t *err)
 {
     ss_plan_t *p = m->fz->p;
     ss__moe_desc_t d = { 0 };
-    ss__moe_t *moe = NULL;
-    ss_step_t st = { 0 };
-    int ws, rc;
+    ss_step_t st;
+    int rc;
 
     d.n_exp = m->n_exp;
     d.k = m->k;
@@ -582,31 +629,9 @@ commit(match_t *m, int last, ss_err_t *err)
     d.d_in = m->d_in;
     d.d_out = m->d_out;
     d.ex = m->ex;
-    if ((rc = ss__moe_new(&d, &moe, err)) < 0)
+    if ((rc = make_step(p, &d, p->steps[m->topk].node, m->x_val, m->p_val,
+                        m->y_val, &st, err)) < 0)
         return rc;
-    if ((ws = ss__plan_add_value(p, m->y_val, SS_DTYPE_U8, SS_DNN_PLAIN,
-                                 err)) < 0) {
-        ss__moe_free(moe);
-        return ws;
-    }
-    p->vals[ws].t.ndim = 1;
-    p->vals[ws].t.dims[0] = (int64_t)ss__moe_ws_bytes(moe);
-    p->vals[ws].bytes = ss__moe_ws_bytes(moe);
-    st.kind = SS_STEP_MOE;
-    st.node = p->steps[m->topk].node;
-    st.moe = moe;
-    st.n_in = 2;
-    st.n_out = 2;
-    if ((st.in = ss_malloc(2 * sizeof(int))) == NULL
-        || (st.out = ss_malloc(2 * sizeof(int))) == NULL) {
-        ss__plan_step_clear(&st);
-        return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
-    }
-    st.in[0] = m->x_val;
-    st.in[1] = m->p_val;
-    st.out[0] = m->y_val;
-    st.out[1] = ws;
-    snprintf(st.what, sizeof(st.what), "MoE E=%d k=%d", m->n_exp, m->k);
     for (int i = 0; i < m->n_set; i++) {
         ss_step_t *s = &p->steps[m->set[i]];
 
@@ -616,13 +641,105 @@ commit(match_t *m, int last, ss_err_t *err)
         ss__plan_step_clear(s);
     }
     p->steps[last] = st;
-    if (p->max_io < 2)
-        p->max_io = 2;
     p->vals[m->y_val].kind = SS_PV_ARENA;
-    if (ss__moe_scratch_bytes(moe) > p->scratch_bytes)
-        p->scratch_bytes = ss__moe_scratch_bytes(moe);
     p->n_fused += m->n_set;
     return 1;
+}
+
+/* ---- com.microsoft.MoE ------------------------------------------------- */
+
+/* ORT's MoE op with constant expert weights onto the same step (its
+ * semantics: engine/ops/moe.c). */
+static int
+try_ort(ss_plan_t *p, int s, ss_err_t *err)
+{
+    ss_step_t *st = &p->steps[s], ns;
+    const ss_tensor_t *in[8] = { 0 };
+    ss__moe_expert_desc_t *ex = NULL;
+    ss__moe_desc_t d = { 0 };
+    const float *w1, *w2, *b1 = NULL, *b2 = NULL;
+    const char *why = NULL;
+    ss_ort_moe_t g;
+    int rc = 0;
+
+    for (int k = 0; k < st->n_in && k < 8; k++)
+        in[k] = st->in[k] >= 0 ? ss__plan_tensor(p, st->in[k]) : NULL;
+    if (st->n_in < 5 || ss__ops_moe_geom(st->node, in, &g, err) < 0) {
+        ss_err_clear(err);
+        return 0;
+    }
+    for (int k = 2; k < 6 && k < st->n_in; k++)
+        if (st->in[k] >= 0 && !ss__fz_is_const(p, st->in[k]))
+            why = "its expert weights are not constants";
+    if (g.n_exp > SS_MOE_MAX_EXPERTS)
+        why = "too many experts";
+    if (why != NULL) {
+        ss_log_info("%s: MoE '%s' stays on its reference kernel: %s",
+                    p->g->source, st->node->name, why);
+        return 0;
+    }
+    if ((ex = ss_calloc((size_t)g.n_exp, sizeof(*ex))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for the MoE pass");
+    w1 = in[2]->data;
+    w2 = in[4]->data;
+    if (g.has_b1)
+        b1 = in[3]->data;
+    if (g.has_b2)
+        b2 = in[5]->data;
+    for (int64_t e = 0; e < g.n_exp; e++) {
+        ss__moe_layer_desc_t *l1 = &ex[e].layers[0], *l2 = &ex[e].layers[1];
+        ss_dnn_postop_t *po = &l1->post.op[0];
+
+        ex[e].n_layers = 2;
+        l1->k = g.hidden;
+        l1->n = g.inter;
+        l1->w = w1 + e * g.inter * g.hidden;
+        l1->w_nk = 1;      /* either shape: moe.h */
+        l1->bias = b1 != NULL ? b1 + e * g.inter : NULL;
+        po->kind = SS_DNN_PO_ELTWISE;
+        po->alpha = 0;
+        switch (g.act) {
+        case SS_ORT_MOE_RELU: po->alg = SS_DNN_RELU; break;
+        case SS_ORT_MOE_GELU: po->alg = SS_DNN_GELU_TANH; break;
+        case SS_ORT_MOE_SILU: po->alg = SS_DNN_SWISH; po->alpha = 1; break;
+        default: po->alg = 0; break;
+        }
+        l1->post.n = po->alg != 0;
+        l2->k = g.inter;
+        l2->n = g.hidden;
+        l2->w = w2 + e * g.hidden * g.inter;
+        l2->w_nk = 1;
+        l2->bias = b2 != NULL ? b2 + e * g.hidden : NULL;
+    }
+    d.n_exp = (int)g.n_exp;
+    d.k = (int)g.k;
+    d.norm = g.norm;
+    d.ort = 1;
+    d.rows = g.rows;
+    d.d_in = g.hidden;
+    d.d_out = g.hidden;
+    d.ex = ex;
+    if ((rc = make_step(p, &d, st->node, st->in[0], st->in[1], st->out[0],
+                        &ns, err)) < 0) {
+        if (rc != SS_ENOMEM) {
+            ss_log_info("%s: MoE '%s' stays on its reference kernel: %s",
+                        p->g->source, st->node->name,
+                        err != NULL ? err->msg : "oneDNN refused a layer");
+            ss_err_clear(err);
+            rc = 0;
+        }
+        goto done;
+    }
+    st = &p->steps[s];      /* make_step may have moved p->vals, not steps */
+    ss__plan_step_clear(st);
+    *st = ns;
+    p->n_fused++;
+    ss_log_info("%s: MoE '%s': %d experts, top %d, sparse", p->g->source,
+                st->node->name, d.n_exp, d.k);
+    rc = 1;
+done:
+    ss_free(ex);
+    return rc;
 }
 
 /* Tries the pattern at TopK step t: 1 rewritten, 0 left dense, < 0 an
@@ -701,6 +818,11 @@ ss__plan_moe(ss_plan_t *p, ss_err_t *err)
 
     if (off != NULL && off[0] != '\0' && strcmp(off, "0") != 0)
         return 0;
+    for (int s = 0; s < p->n_steps; s++)
+        if (ss__plan_is_op(&p->steps[s], "com.microsoft.MoE")
+            && (rc = try_ort(p, s, err)) < 0)
+            return rc;
+    rc = 0;
     for (int s = 0; s < p->n_steps && !any; s++)
         any = ss__plan_is_op(&p->steps[s], "TopK");
     if (!any)

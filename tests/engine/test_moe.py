@@ -4,10 +4,15 @@
 
 Each case of tests/fixtures/moe/ (make_moe.py: top-1 and top-2 of 4, 8 and
 16 experts, renormalised gates, mixed expert depths, a [N, 5, 16] input,
-the "loop" form of the weighted sum) runs through slimserve-infer at batch
-1, 7 and 64 twice: as compiled (the sparse pass rewrites the pattern into
-one MoE step, engine/plan/pass_moe.c) and with SS_ENGINE_NO_MOE=1 (the
-dense graph, every expert on every row, on the same oneDNN kernels).
+the "loop" form of the weighted sum) and of make_moe_ort.py (ONNX Runtime's
+com.microsoft.MoE op: relu/gelu/silu/identity, k 1 and 2, renormalised
+gates, with and without biases, the legacy weight shapes, a 3-D input)
+runs through slimserve-infer at batch 1, 7 and 64 twice: as compiled (the
+sparse pass rewrites the pattern, or the MoE op, into one MoE step,
+engine/plan/pass_moe.c) and with SS_ENGINE_NO_MOE=1 (the dense graph,
+every expert on every row, on the same oneDNN kernels; for the MoE op its
+reference kernel, engine/ops/moe.c).  The ORT cases' expected outputs are
+a float64 numpy reference, which onnxruntime 1.30 matched within 7e-7.
 Checks:
   - the pass rewrote the cases meant to be rewritten and logged why it
     left the other two dense (gate matrix also an output; an expert that
@@ -59,7 +64,8 @@ def main():
         return tap.done()
     root = os.path.join(infer.fixtures_dir(), "moe")
     cases = sorted(glob.glob(os.path.join(root, "*", "meta.json")))
-    tap.ok(len(cases) >= 12, "12 MoE fixtures", "found %d" % len(cases))
+    tap.ok(len(cases) >= 16, "16 MoE fixtures (12 PyTorch, 4 ORT MoE op)",
+           "found %d" % len(cases))
     with infer.Scratch() as tmp:
         for mpath in cases:
             d = os.path.dirname(mpath)
