@@ -6,14 +6,24 @@
 noinst_LIBRARIES += engine/io/libssio.a
 engine_io_libssio_a_SOURCES = \
 	engine/io/npy.h engine/io/internal.h \
-	engine/io/npy.c engine/io/npz.c engine/io/npz_write.c
-engine_io_libssio_a_CFLAGS = $(AM_CFLAGS) $(ZLIB_CFLAGS)
+	engine/io/npy.c engine/io/npz.c engine/io/npz_write.c \
+	engine/io/safetensors.h engine/io/safetensors.c
+engine_io_libssio_a_CFLAGS = $(AM_CFLAGS) $(ZLIB_CFLAGS) $(JANSSON_CFLAGS)
 
 check_PROGRAMS += tests/unit/test_npy
 TESTS += tests/unit/test_npy
 tests_unit_test_npy_SOURCES = tests/unit/test_npy.c
 tests_unit_test_npy_LDADD = engine/io/libssio.a common/libsscommon.a \
 	$(ZLIB_LIBS) -lm
+# safetensors (engine/io/safetensors.c): files written by Python by hand
+# (tests/unit/data/make_safetensors_data.py), valid and hostile.
+check_PROGRAMS += tests/unit/test_safetensors
+TESTS += tests/unit/test_safetensors
+tests_unit_test_safetensors_SOURCES = tests/unit/test_safetensors.c
+tests_unit_test_safetensors_LDADD = engine/io/libssio.a \
+	common/libsscommon.a $(JANSSON_LIBS) -lm
+EXTRA_DIST += tests/unit/data/make_safetensors_data.py \
+	tests/unit/data/safetensors
 TESTS += tests/unit/test_cli.py
 EXTRA_DIST += tests/unit/test_cli.py tests/unit/npy_check.py \
 	tests/unit/data/make_npy_data.py \
