@@ -28,10 +28,21 @@
  * handler only, as MHD requires: an answer given from the handler is
  * queued on return; an answer given later (ss_req_finish, any thread)
  * parks the request on its loop's mutex-guarded done list and wakes that
- * loop with uv_async_send; the async callback resumes each connection and
- * runs MHD, which calls the access handler again, which queues the answer.
- * The same async carries the owner's quiesce and stop requests to a loop
+ * loop (wake_loop); the wake callback resumes each connection and runs
+ * MHD, which calls the access handler again, which queues the answer.
+ * The same wake-up carries the owner's quiesce and stop requests to a loop
  * thread (ctl flags).
+ *
+ * The wake-up is an eventfd under a uv_poll and an atomic flag, not a
+ * uv_async_t: libuv 1.44's uv_async_send holds the handle "busy" across
+ * its write(2) to the loop's eventfd, and the loop, woken by that write,
+ * spins and then sched_yield()s until the sender leaves.  An executor
+ * preempted by the very loop it woke (2 cores, or any loaded machine)
+ * left the loop yielding: perf trace showed sched_yield calls of 3 to
+ * 4.7 ms on the HTTP loops of the loop-lag test, time the loop could not
+ * answer anything.  Here the sender sets the flag and, if it was clear,
+ * writes the eventfd; the loop reads the eventfd, clears the flag, then
+ * takes the done list: nothing waits for the other side.
  *
  * Limits.  Connections are counted per listener (an atomic) and per
  * client address (a hash table of 1024 buckets, each with its own mutex:
@@ -73,6 +84,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,7 +193,9 @@ struct loop {
     uv_poll_t poll;
     uv_timer_t timer;           /* MHD_get_timeout */
     uv_timer_t sweep;           /* deadlines */
-    uv_async_t async;
+    uv_poll_t wake;             /* wake_fd readable: see wake_loop */
+    int wake_fd;                /* eventfd, or -1 */
+    _Atomic int wake_pending;   /* set by wakers, cleared by the loop */
     int spins;                  /* timer-driven runs since the last I/O */
     int handles;                /* initialised, not yet closed */
     bool closing;
@@ -825,12 +839,36 @@ resume_done(loop_t *l)
 static void loop_quiesce(loop_t *l);
 static void loop_stop(loop_t *l);
 
+/* [any] Wakes l's thread for its done list and ctl flags: one write(2)
+ * when the loop has not been woken since it last looked, none otherwise.
+ * The caller publishes first (the done list's push, ctl's fetch_or): the
+ * loop clears the flag before it looks, so a waker that finds the flag
+ * set knows the loop has yet to look and will see what it published. */
 static void
-on_async(uv_async_t *a)
+wake_loop(loop_t *l)
 {
-    loop_t *l = a->data;
-    int ctl = atomic_exchange(&l->ctl, 0);
+    uint64_t one = 1;
 
+    if (atomic_exchange(&l->wake_pending, 1) != 0)
+        return;
+    while (write(l->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+static void
+on_wake(uv_poll_t *p, int status, int events)
+{
+    loop_t *l = p->data;
+    uint64_t n;
+    int ctl;
+
+    (void)status;
+    (void)events;
+    /* Drain (non-blocking), then clear the flag, then look. */
+    while (read(l->wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
+        ;
+    atomic_store(&l->wake_pending, 0);
+    ctl = atomic_exchange(&l->ctl, 0);
     if (l->closing)
         return;
     if (ctl & CTL_QUIESCE)
@@ -1010,7 +1048,7 @@ ss_req_finish(ss_req_t *r, int status, const char *ctype, char *body,
 
     set_response(r, status, ctype, body, len);
     ss_queue_push(&l->done, &r->done_link);
-    uv_async_send(&l->async);
+    wake_loop(l);
 }
 
 static bool
@@ -1358,6 +1396,8 @@ listener_free(ss_http_t *h)
 
         if (l->fd != MHD_INVALID_SOCKET)
             close(l->fd);
+        if (l->wake_fd >= 0)
+            close(l->wake_fd);
         ss_queue_destroy(&l->done);
     }
     ss_free(h->loops);
@@ -1384,7 +1424,7 @@ close_handles(loop_t *l)
 {
     uv_handle_t *hs[] = { (uv_handle_t *)&l->poll, (uv_handle_t *)&l->timer,
                           (uv_handle_t *)&l->sweep,
-                          (uv_handle_t *)&l->async };
+                          (uv_handle_t *)&l->wake };
     size_t i;
 
     for (i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
@@ -1520,10 +1560,14 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
     handle_added(l, (uv_handle_t *)&l->timer);
     uv_timer_init(l->uv, &l->sweep);
     handle_added(l, (uv_handle_t *)&l->sweep);
-    if (uv_async_init(l->uv, &l->async, on_async) < 0)
-        return ss_err_set(err, SS_EINTERNAL, "%s listener: uv_async_init",
+    if ((l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return ss_err_set(err, SS_EINTERNAL, "%s listener: eventfd: %s",
+                          h->name, strerror(errno));
+    if (uv_poll_init(l->uv, &l->wake, l->wake_fd) < 0)
+        return ss_err_set(err, SS_EINTERNAL, "%s listener: uv_poll_init",
                           h->name);
-    handle_added(l, (uv_handle_t *)&l->async);
+    handle_added(l, (uv_handle_t *)&l->wake);
+    uv_poll_start(&l->wake, UV_READABLE, on_wake);
     metrics_setup(h, l);
     /* The main loop has its own probe (server.c); a loop thread gets one
      * here: slimserve_loop_lag_seconds{loop="http-1"}. */
@@ -1610,6 +1654,8 @@ ss_http_start(uv_loop_t *loop, const ss_http_opts_t *opts, ss_http_t **out,
         l->index = i;
         l->threaded = opts->loops > 0;
         l->fd = MHD_INVALID_SOCKET;
+        l->wake_fd = -1;
+        atomic_init(&l->wake_pending, 0);
         atomic_init(&l->ctl, 0);
         atomic_init(&l->in_flight, 0);
         ss_queue_init(&l->done);
@@ -1633,7 +1679,7 @@ ss_http_start(uv_loop_t *loop, const ss_http_opts_t *opts, ss_http_t **out,
             continue;
         }
         /* The loop and its handles pass to the thread here; nothing on
-         * this thread touches them again but through ctl and the async. */
+         * this thread touches them again but through ctl and the wake-up. */
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
             rc = ss_err_set(err, SS_EINTERNAL, "%s listener: cannot start "
                             "loop thread %d", h->name, i);
@@ -1684,7 +1730,7 @@ signal_loops(ss_http_t *h, int ctl)
                 loop_stop(l);
         } else if (l->started) {
             atomic_fetch_or(&l->ctl, ctl);
-            uv_async_send(&l->async);
+            wake_loop(l);
         }
     }
 }
