@@ -82,6 +82,9 @@ static const key_t_ keys[] = {
     { "job_threads", T_INT, OFF(job_threads), 0, 1024, "N",
       "CPUs reserved for compression jobs, away from serving (0: no "
       "partition, jobs use every CPU)" },
+    { "job_priority", T_STR, OFF(job_priority), 0, 0, "P",
+      "scheduling of compression jobs' threads: idle (SCHED_IDLE: only "
+      "CPU time serving leaves), batch (SCHED_BATCH, nice +10) or normal" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
@@ -336,6 +339,8 @@ default_strings(ss_config_t *cfg, ss_err_t *err)
         rc = set_str(&cfg->admin_address, "127.0.0.1", err);
     if (rc == 0 && cfg->tls_min_version == NULL)
         rc = set_str(&cfg->tls_min_version, "1.2", err);
+    if (rc == 0 && cfg->job_priority == NULL)
+        rc = set_str(&cfg->job_priority, "idle", err);
     return rc;
 }
 
@@ -478,6 +483,11 @@ validate(ss_config_t *cfg, ss_err_t *err)
         strcmp(cfg->tls_min_version, "1.3") != 0)
         return ss_err_set(err, SS_EINVAL, "'tls_min_version' must be 1.2 or "
                           "1.3, not '%s'", cfg->tls_min_version);
+    if (strcmp(cfg->job_priority, "idle") != 0 &&
+        strcmp(cfg->job_priority, "batch") != 0 &&
+        strcmp(cfg->job_priority, "normal") != 0)
+        return ss_err_set(err, SS_EINVAL, "'job_priority' must be idle, "
+                          "batch or normal, not '%s'", cfg->job_priority);
     /* The admin API can load and replace models: beyond loopback it must
      * not travel in clear unless the operator says so. */
     if (cfg->admin_port >= 0 && cfg->admin_tls_cert_file == NULL &&
@@ -554,5 +564,6 @@ ss_config_close(ss_config_t *cfg)
     ss_free(cfg->admin_tls_cert_file);
     ss_free(cfg->admin_tls_key_file);
     ss_free(cfg->tls_min_version);
+    ss_free(cfg->job_priority);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -10,6 +10,16 @@
  *
  *   slimserve_loop_lag_seconds{loop}       histogram of each tick's delay
  *   slimserve_loop_lag_max_seconds{loop}   the largest delay since start
+ *   slimserve_loop_stall_seconds{loop}     each tick's delay less the time
+ *                                          the loop thread spent runnable
+ *                                          on a run queue (schedstat)
+ *   slimserve_loop_stall_max_seconds{loop} the largest of those
+ *   slimserve_loop_runqueue_seconds_total{loop}  run-queue wait in all
+ *
+ * The lag is what clients see; the stall is the loop's own part (work or
+ * a lock on the loop), without what the scheduler adds when other threads
+ * hold the CPUs (another process, or threads of ours of equal priority;
+ * compression jobs run below it: see job_priority in jobs.h).
  *
  * Precision: libuv timers have millisecond resolution on a clock cached
  * per loop iteration, so a tick may read up to ~1 ms late (or early,

@@ -323,6 +323,7 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     {
         /* Serving and jobs on disjoint CPUs when there are enough. */
         cpu_set_t job_cpus;
+        ss_jobs_prio_t prio;
         bool split = ss_cpus_split(cfg->job_threads, &serve_cpus,
                                    &job_cpus) == 0;
         ss_registry_opts_t ro = {
@@ -335,14 +336,17 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
             .cpus = split ? &serve_cpus : NULL,
         };
 
-        if (split) {
-            /* The loop thread too; threads it starts inherit the mask
-             * (the job thread moves itself to the job CPUs). */
-            ss_cpus_pin_self(&serve_cpus);
-            ss_log_info("CPUs: %d for serving, %d for compression jobs "
-                        "(--job-threads=0 shares them all)",
+        /* Executors and jobs are pinned to their sets; the loop threads
+         * are not: a loop is woken for microseconds at a time, and pinned
+         * to the serving CPUs it waited behind whatever else ran there
+         * (other processes: up to 30 ms measured with perf sched on the
+         * 2-core machine) while the job CPU was free or ran only an
+         * idle-priority job, which a waking loop preempts at once. */
+        if (split)
+            ss_log_info("CPUs: %d for serving executors, %d for "
+                        "compression jobs (--job-threads=0 shares them "
+                        "all); the loops run on any",
                         CPU_COUNT(&serve_cpus), CPU_COUNT(&job_cpus));
-        }
 
         ss_jobs_clean_repository(cfg->model_repository);
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
@@ -351,9 +355,13 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                               cfg->job_threads, cfg->max_job_data_bytes,
                               split ? &job_cpus : NULL, &s->jobs, err)) < 0)
             goto fail;
+        if ((rc = ss_jobs_prio_parse(cfg->job_priority, &prio)) < 0) {
+            ss_err_set(err, rc, "'job_priority' %s", cfg->job_priority);
+            goto fail;
+        }
+        ss_jobs_set_prio(s->jobs, prio);
     }
 
-    /* The loop threads inherit the serving CPUs from this thread. */
     loops = cfg->http_threads ? cfg->http_threads : CPU_COUNT(&serve_cpus);
     if ((rc = start_listener(s, "http", cfg->http_address, cfg->http_port,
                              loops, s->http_tls, ss_routes_data, &s->http,

@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -58,6 +60,8 @@ struct ss_jobs {
     uv_async_t async;
     bool pin;
     cpu_set_t cpus;
+    ss_jobs_prio_t prio;        /* [init]; applied by the job thread */
+    ss_jobs_prio_t applied;     /* job thread only */
 };
 
 static const char *const state_names[] = {
@@ -713,16 +717,78 @@ done:
     ss__jobs_train_clear(j);
 }
 
+int
+ss_jobs_prio_parse(const char *s, ss_jobs_prio_t *out)
+{
+    static const char *const names[] = {
+        [SS_JOBS_PRIO_IDLE] = "idle",
+        [SS_JOBS_PRIO_BATCH] = "batch",
+        [SS_JOBS_PRIO_NORMAL] = "normal",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (s != NULL && strcmp(s, names[i]) == 0) {
+            *out = (ss_jobs_prio_t)i;
+            return 0;
+        }
+    }
+    return SS_EINVAL;
+}
+
+void
+ss_jobs_set_prio(ss_jobs_t *js, ss_jobs_prio_t prio)
+{
+    pthread_mutex_lock(&js->lock);
+    js->prio = prio;
+    pthread_mutex_unlock(&js->lock);
+}
+
+/* [job thread] Applies prio to the calling thread (and so to the threads
+ * it starts from now on: its OpenMP team).  Both calls act on the calling
+ * thread only: sched_setscheduler(0) and setpriority on its own tid. */
+static void
+apply_prio(ss_jobs_prio_t prio)
+{
+    struct sched_param sp = { .sched_priority = 0 };
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    int policy = prio == SS_JOBS_PRIO_IDLE    ? SCHED_IDLE
+                 : prio == SS_JOBS_PRIO_BATCH ? SCHED_BATCH
+                                              : SCHED_OTHER;
+    int nice;
+
+    /* Only ever lower: 10 below the daemon's own nice (a daemon started
+     * at nice 5 gets 15), which needs no privilege.  IDLE and NORMAL
+     * keep the nice value; only the policy changes (allowed since Linux
+     * 2.6.39 for one's own threads). */
+    if (sched_setscheduler(0, policy, &sp) < 0)
+        ss_log_warn("job thread: cannot set the scheduling policy: %s",
+                    strerror(errno));
+    if (prio == SS_JOBS_PRIO_BATCH) {
+        errno = 0;
+        nice = getpriority(PRIO_PROCESS, (id_t)tid);
+        nice = errno != 0 ? 10 : nice + 10 > 19 ? 19 : nice + 10;
+        if (setpriority(PRIO_PROCESS, (id_t)tid, nice) < 0)
+            ss_log_warn("job thread: cannot set nice %d: %s", nice,
+                        strerror(errno));
+    }
+}
+
 static void *
 job_thread(void *arg)
 {
     ss_jobs_t *js = arg;
     ss_qlink_t *l;
     ss__job_t *j;
+    ss_jobs_prio_t prio;
 
+    /* The OpenMP threads of a job inherit the name, so that they can be
+     * told from the serving threads (top -H, /proc/PID/task). */
+    pthread_setname_np(pthread_self(), "ss-job");
     /* Jobs keep off the serving CPUs; OpenMP threads inherit the mask. */
     if (js->pin)
         ss_cpus_pin_self(&js->cpus);
+    js->applied = SS_JOBS_PRIO_NORMAL;
     /* NULL once ss_jobs_free closed the queue and it is empty. */
     while ((l = ss_queue_pop_wait(&js->runq)) != NULL) {
         j = SS_QUEUE_ENTRY(l, ss__job_t, qlink);
@@ -734,7 +800,12 @@ job_thread(void *arg)
         }
         j->state = SS__JOB_RUNNING;
         j->started = wall();
+        prio = js->prio;
         pthread_mutex_unlock(&js->lock);
+        if (prio != js->applied) {
+            apply_prio(prio);
+            js->applied = prio;
+        }
         ss_log_notice("job %lld (model=%s) running", (long long)j->id,
                       j->model);
         run(js, j);

@@ -43,6 +43,38 @@ typedef struct ss_jobs ss_jobs_t;
 int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
                 int threads, int64_t max_data_bytes, const cpu_set_t *cpus,
                 ss_jobs_t **out, ss_err_t *err);
+
+/*
+ * How the job thread and the OpenMP/oneDNN threads it starts are
+ * scheduled (config key job_priority).  A job is throughput work; the
+ * loops and executors are latency work, and on a machine with few cores
+ * they share CPUs with it (job_threads = 0, or a loop thread that the
+ * kernel wakes on a job CPU).  Threads inherit their creator's policy and
+ * nice value, so setting them on the job thread before its first parallel
+ * region covers its whole team.
+ *   IDLE    SCHED_IDLE (the default): runs only on CPU time this daemon's
+ *           other threads leave; a waking loop or executor preempts it at
+ *           once, and the kernel treats a CPU running only it as idle when
+ *           placing a waking thread.  Under full serving load on shared
+ *           CPUs a job waits for a quieter moment.
+ *   BATCH   SCHED_BATCH at the daemon's nice + 10: never preempts on
+ *           wake-up and gets about a tenth of a CPU a serving thread
+ *           also wants.
+ *   NORMAL  as every other thread of the daemon.
+ * Lowering one's own priority needs no privilege.
+ */
+typedef enum {
+    SS_JOBS_PRIO_IDLE = 0,
+    SS_JOBS_PRIO_BATCH,
+    SS_JOBS_PRIO_NORMAL
+} ss_jobs_prio_t;
+
+/* "idle", "batch" or "normal" -> 0 and *out, or SS_EINVAL. */
+int ss_jobs_prio_parse(const char *s, ss_jobs_prio_t *out);
+/* [init] Sets the scheduling of job threads; takes effect from the next
+ * job (call it right after ss_jobs_new so that the first job's OpenMP
+ * team inherits it). */
+void ss_jobs_set_prio(ss_jobs_t *js, ss_jobs_prio_t prio);
 /* Parses a compress request for model and queues it.  Returns the job id
  * (> 0), or a negative code with err set (SS_EINVAL a bad body,
  * SS_ENOTFOUND an unknown model or version, SS_ENOTREADY not loaded or

@@ -18,20 +18,29 @@ and over 25 ms, and asserts:
   - no tick over 100 ms on any loop (a file read, fsync or compile on a
     loop thread shows as one tick of its length);
   - ticks over 5 ms are no more common while busy than twice their
-    share in the quiet window, or twice a control timer's (a thread of
-    the test sleeping 10 ms at a time, outside the daemon), plus 2% of
+    share in the quiet window, or twice a control timer's (a process
+    of the test sleeping 10 ms at a time, outside the daemon), plus 2% of
     the ticks; ticks over 25 ms likewise plus 1%.  The issue's target is the
     max <= 5 ms; this machine has 2 cores shared with other work (load
     average 5 to 13 here), where late wake-ups of 5 to 20 ms hit every
     loop at once with no loop blocked, quiet or busy, and a job's own
     compute adds to them; a blocked loop shows as ticks of the stall's
     length on that loop alone.  The numbers are printed for the record.
+And on the issue's bound itself: every tick's stall (its lag less the
+loop thread's run-queue wait, slimserve_loop_stall_seconds) stays <= 5 ms
+on every loop through the busy window, but for as many as the control
+process also saw (lateness less its own run-queue wait: a pause of the
+whole virtual machine, which no thread inside can tell from work).  The
+scheduler's part is kept small by design (compression jobs run
+SCHED_IDLE, the loops unpinned: test_jobprio.py checks both); what other
+processes add is the machine's.
 """
 
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +60,7 @@ CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
 HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
 LOOPS = ("main", "http-0", "http-1")
 EDGES = ("0.005", "0.025", "0.1")
+STALL_EDGES = ("0.005", "0.01")
 
 
 def make_repo(root):
@@ -65,22 +75,24 @@ def make_repo(root):
             json.dump({"version_policy": {"all": {}}}, f)
 
 
-def lag_hist(d):
+def lag_hist(d, what="lag"):
     """{loop: {"count": n, "0.005": ticks <= 5 ms, ...}} and the max
-    gauges."""
+    gauges, of slimserve_loop_<what> (lag: the timer's delay; stall: the
+    delay less the loop thread's run-queue wait)."""
     out = {lp: {} for lp in LOOPS}
     mx = {}
+    pre = "slimserve_loop_%s_" % what
     for (name, labels), v in d.metrics().items():
         lv = dict(labels)
         lp = lv.get("loop")
         if lp not in out:
             continue
-        if name == "slimserve_loop_lag_seconds_count":
+        if name == pre + "seconds_count":
             out[lp]["count"] = v
-        elif name == "slimserve_loop_lag_seconds_bucket" and \
-                lv.get("le") in EDGES:
+        elif name == pre + "seconds_bucket" and \
+                lv.get("le") in EDGES + STALL_EDGES:
             out[lp][lv["le"]] = v
-        elif name == "slimserve_loop_lag_max_seconds":
+        elif name == pre + "max_seconds":
             mx[lp] = v
     return out, mx
 
@@ -95,23 +107,51 @@ def window(a, b):
     return res
 
 
+CONTROL = r"""
+import sys, time
+f = open("/proc/thread-self/schedstat")
+def rq():
+    f.seek(0)
+    return int(f.read().split()[1])
+w0 = rq()
+while True:
+    t = time.monotonic()
+    time.sleep(0.01)
+    late = max(0.0, time.monotonic() - t - 0.01)
+    w1 = rq()
+    stall = max(0.0, late - (w1 - w0) / 1e9)
+    w0 = w1
+    sys.stdout.write("%.6f %.6f\n" % (late, stall))
+    sys.stdout.flush()
+"""
+
+
 class Control:
-    """A timer outside the daemon: a thread of this process sleeping 10 ms
-    at a time, recording how late it wakes.  What this machine's
-    scheduler does to any thread (other work on the 2 cores, the job's
-    compute) shows here as much as on the loops; a blocked loop does
-    not."""
+    """A timer outside the daemon: a process of its own (no GIL to wait
+    for) sleeping 10 ms at a time, recording how late it wakes and, like
+    the loops' probes, that lateness less its run-queue wait.  What this
+    machine's scheduler does to any thread (other work on the 2 cores, the
+    job's compute) shows in its lateness as much as on the loops; what
+    stops the whole machine (the hypervisor not running a vCPU) shows in
+    its stall too; a blocked loop does not show here at all."""
 
     def __init__(self):
         self.late = []
-        self.stop_ev = threading.Event()
+        self.stall = []
+        self.proc = subprocess.Popen([sys.executable, "-c", CONTROL],
+                                     stdout=subprocess.PIPE)
         self.t = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
-        while not self.stop_ev.is_set():
-            t = time.monotonic()
-            time.sleep(0.01)
-            self.late.append(max(0.0, time.monotonic() - t - 0.01))
+        for line in self.proc.stdout:
+            late, stall = line.split()
+            self.late.append(float(late))
+            self.stall.append(float(stall))
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(5)
+        self.t.join(5)
 
     def mark(self):
         return len(self.late)
@@ -119,6 +159,12 @@ class Control:
     def share_over(self, a, b, limit):
         w = self.late[a:b]
         return sum(1 for x in w if x > limit) / max(len(w), 1)
+
+    def stalls_over(self, a, b, limit):
+        return sum(1 for x in self.stall[a:b] if x > limit)
+
+    def max_stall(self, a, b):
+        return max(self.stall[a:b] or [0.0])
 
 
 class Traffic:
@@ -177,6 +223,7 @@ def main():
             ca = ctl.mark()
             time.sleep(4.0)
             qb, _ = lag_hist(d)
+            sa, _ = lag_hist(d, "stall")
             cb = ctl.mark()
             st, _, data = d.post(
                 "/admin/models/mlp/compress",
@@ -221,9 +268,9 @@ def main():
                 time.sleep(0.2)
             busy = time.monotonic() - t0
             bb, mx1 = lag_hist(d)
+            sb, smx = lag_hist(d, "stall")
             cc = ctl.mark()
-        ctl.stop_ev.set()
-        ctl.t.join(5)
+        ctl.stop()
         tap.ok(state in ("succeeded", "rejected"),
                "the job finished (%s) in the %.1f s window" % (state, busy))
         tap.ok(not failed, "activations, rollbacks and loads answered "
@@ -258,6 +305,40 @@ def main():
                    "%s: %.2f%% of ticks over 5 ms while busy (bound "
                    "%.2f%%), %d over 25 ms (bound %.2f%%)"
                    % (lp, 100 * share, 100 * bound, o25, 100 * bound25))
+        # The target itself, on the loops' own part of each tick: the lag
+        # less the time the loop thread waited on a run queue (schedstat).
+        # What remains is work or blocking on the loop, which no other
+        # load on the machine adds to (the 1 ms of timer granularity
+        # aside), so the bound holds on a loaded CI box too.
+        ws = window(sa, sb)
+        tap.diag("stall (lag less run-queue wait), busy: %s; longest since "
+                 "start: %s" % (
+                     ", ".join("%s %d over 5 ms" % (lp, ws[lp][1])
+                               for lp in LOOPS),
+                     ", ".join("%s %.1f ms" % (lp, smx.get(lp, 0) * 1e3)
+                               for lp in LOOPS)))
+        # A pause of the whole machine (the hypervisor not running a vCPU:
+        # no run-queue wait inside the guest) reads as a stall on every
+        # loop and on the control alike, but the control, ticking at its
+        # own phase, catches a short pause only when it was due inside
+        # it.  So: over 5 ms, at most one tick per loop more than the
+        # control saw; over 10 ms (the target plus that margin), none
+        # unless the control saw as many.
+        c5 = ctl.stalls_over(cb, cc, 0.005)
+        c10 = ctl.stalls_over(cb, cc, 0.010)
+        o10 = {lp: int((sb[lp].get("count", 0) - sa[lp].get("count", 0)) -
+                       (sb[lp].get("0.01", 0) - sa[lp].get("0.01", 0)))
+               for lp in LOOPS}
+        tap.diag("control process: %d stalls over 5 ms, %d over 10 ms "
+                 "busy (longest %.1f ms)" % (c5, c10,
+                                             1e3 * ctl.max_stall(cb, cc)))
+        tap.ok(all(ws[lp][0] > 20 * busy and ws[lp][1] <= c5 + 1 and
+                   o10[lp] <= c10 for lp in LOOPS),
+               "no loop stalled over 5 ms of its own while the job, "
+               "reloads and activations ran (over 5 ms: %s; over 10 ms: "
+               "%s; the control process: %d, %d)"
+               % ([ws[lp][1] for lp in LOOPS], [o10[lp] for lp in LOOPS],
+                  c5, c10), ws)
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
     tap.done()
