@@ -178,4 +178,49 @@ int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                 const ss_tensor_t *inputs, ss_tensor_t *outputs,
                 ss_err_t *err);
 
+/* Taps: values of a run its caller sees, and may change, between two
+ * steps.  A server adding a per-request low-rank update to a MatMul's
+ * output (LoRA adapters, server/model/adapter.c) taps the MatMul's input
+ * and output; the engine knows nothing of what the caller does there.
+ *
+ * ss_graph_set_taps names the values (computed values, not weights) once,
+ * before any plan is compiled from g [init]; it replaces an earlier list.
+ * Returns SS_EINVAL naming an unknown name.  Plans from ss_plan_new
+ * ignore taps.  A plan from ss_plan_new_tapped keeps each tapped value
+ * whole: dense, row-major, in the graph's dtype, written by a step of its
+ * own (fusion and layout changes stop at it, as at a graph output: a
+ * tapped MatMul output is no longer fused with the Add and Relu after it,
+ * which is what a tap costs, so a caller keeps both kinds of plan and
+ * runs the tapped one only when it has something to do).
+ *
+ * ss_plan_run_tapped runs p as ss_plan_run does, and calls fn(user, k,
+ * value, err) once per tap k whose value the run computes: for a graph
+ * input before the first step, else right after the step that writes it
+ * and before any step reads it.  value (borrowed for the call) may be
+ * written in place (never a graph input's).  A value's bytes stay as
+ * they are until the last step reading it has run, so fn may keep an
+ * earlier tap's data pointer for a later tap whose step reads that value
+ * (a MatMul's input, at its output).  A tap folded to a constant is
+ * never called.  fn returns 0 or a negative code with err set, which
+ * ends the run.  fn NULL, or a plan without taps, is ss_plan_run.
+ * [worker] */
+int ss_graph_set_taps(ss_graph_t *g, int n, const char *const *names,
+                      ss_err_t *err);
+int ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                       ss_plan_t **out, ss_err_t *err);
+typedef int (*ss_tap_fn)(void *user, int tap, ss_tensor_t *value,
+                         ss_err_t *err);
+int ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                       const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                       ss_tap_fn fn, void *user, ss_err_t *err);
+
+/* Mixture of experts (docs/moe.md): the sparse MoE layers of p (its MoE
+ * steps, in plan order), the experts of one, and the rows routed to an
+ * expert since the last take: each routed row is reported once, whichever
+ * thread takes (the server's slimserve_moe_expert_rows_total).  0 for a
+ * plan, layer or expert that does not exist.  [any] */
+int ss_plan_moe_layers(const ss_plan_t *p);
+int ss_plan_moe_experts(const ss_plan_t *p, int layer);
+uint64_t ss_plan_moe_take(const ss_plan_t *p, int layer, int expert);
+
 #endif

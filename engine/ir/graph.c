@@ -81,6 +81,7 @@ ss_graph_free(ss_graph_t *g)
     }
     ss_free(g->meta_keys);
     ss_free(g->meta_values);
+    ss_free(g->taps);
     ss_free(g->source);
     ss_free(g);
 }
@@ -113,4 +114,31 @@ size_t
 ss_graph_weight_bytes(const ss_graph_t *g)
 {
     return g->weight_bytes;
+}
+
+int
+ss_graph_set_taps(ss_graph_t *g, int n, const char *const *names,
+                  ss_err_t *err)
+{
+    int *ids = NULL;
+
+    if (n > 0 && (ids = ss_calloc((size_t)n, sizeof(int))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for %d taps", n);
+    for (int k = 0; k < n; k++) {
+        int v = -1;
+
+        for (int i = 0; i < g->n_values && v < 0; i++)
+            if (strcmp(g->values[i].name, names[k]) == 0)
+                v = i;
+        if (v < 0 || g->values[v].constant != NULL) {
+            ss_free(ids);
+            return ss_err_set(err, SS_EINVAL, "%s: no computed value "
+                              "'%s' to tap", g->source, names[k]);
+        }
+        ids[k] = v;
+    }
+    ss_free(g->taps);
+    g->taps = ids;
+    g->n_taps = n;
+    return 0;
 }

@@ -91,6 +91,8 @@ struct ss_graph {
     int n_meta;         /* ModelProto.metadata_props, in file order */
     char **meta_keys;   /* owned; see engine/ir/edit.h */
     char **meta_values;
+    int n_taps;         /* values a run shows its caller (engine.h: */
+    int *taps;          /* ss_graph_set_taps); value ids, owned */
 };
 
 /* Empty tensors: a tensor that exists has data != NULL even with zero

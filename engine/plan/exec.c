@@ -286,7 +286,7 @@ nonfinite(ss_dtype_t dt, const void *data, int64_t n)
  * if no run has yet. */
 static int
 run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
-        ss_tensor_t *outputs, ss_err_t *err)
+        ss_tensor_t *outputs, ss_tap_fn fn, void *user, ss_err_t *err)
 {
     ss_plan_t *mp = (ss_plan_t *)p;     /* ref and ref_rc, under the lock */
     ss_tensor_t *shapes = NULL;
@@ -301,7 +301,9 @@ run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
         } else {
             for (int i = 0; i < n; i++)
                 shapes[i] = p->vals[p->g->inputs[i]].t;
-            if ((rc = ss__plan_build(p->g, shapes, 0, &mp->ref, err)) < 0)
+            if ((rc = ss__plan_build(p->g, shapes,
+                                     p->taps ? SS__PLAN_TAPS : 0, &mp->ref,
+                                     err)) < 0)
                 mp->ref_rc = rc;
             ss_free(shapes);
         }
@@ -311,27 +313,57 @@ run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
     }
     ref = mp->ref;
     pthread_mutex_unlock(&mp->ref_lock);
-    return rc < 0 ? rc : ss_plan_run(ref, ctx, inputs, outputs, err);
+    return rc < 0 ? rc : ss_plan_run_tapped(ref, ctx, inputs, outputs, fn,
+                                            user, err);
+}
+
+/* Calls the taps (engine.h) due after step s (-1: before the first). */
+static int
+run_taps(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
+         void *user, ss_err_t *err)
+{
+    int rc = 0;
+
+    for (int k = 0; k < p->g->n_taps && rc == 0; k++)
+        if (p->tap_after[k] == s)
+            rc = fn(user, k, &c->tab[p->g->taps[k]], err);
+    return rc;
 }
 
 int
 ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
             const ss_tensor_t *inputs, ss_tensor_t *outputs, ss_err_t *err)
 {
+    return ss_plan_run_tapped(p, ctx, inputs, outputs, NULL, NULL, err);
+}
+
+int
+ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                   const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                   ss_tap_fn fn, void *user, ss_err_t *err)
+{
     int rc;
+
+    if (p->tap_after == NULL)
+        fn = NULL;      /* g has no taps */
 
     if ((rc = check_io(p, inputs, outputs, err)) < 0)
         goto done;
     for (int i = 0; p->nan_guard && i < p->g->n_inputs; i++)
         if (nonfinite(inputs[i].dtype, inputs[i].data,
                       ss_tensor_numel(&inputs[i])))
-            return run_ref(p, ctx, inputs, outputs, err);
+            return run_ref(p, ctx, inputs, outputs, fn, user, err);
     if ((rc = reserve(ctx, p, err)) < 0)
         goto done;
     resolve_values(p, ctx, inputs, outputs);
-    for (int s = 0; s < p->n_steps; s++)
+    if (fn != NULL && (rc = run_taps(p, ctx, -1, fn, user, err)) < 0)
+        goto done;
+    for (int s = 0; s < p->n_steps; s++) {
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)
             goto done;
+        if (fn != NULL && (rc = run_taps(p, ctx, s, fn, user, err)) < 0)
+            goto done;
+    }
 done:
     if (rc < 0)
         ss__err_scrub(err);

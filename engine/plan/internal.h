@@ -118,10 +118,18 @@ struct ss_plan {
     pthread_mutex_t ref_lock;
     struct ss_plan *ref;    /* guarded by ref_lock */
     int ref_rc;             /* guarded by ref_lock */
+    /* Taps (engine.h, ss_graph_set_taps), honoured by plans from
+     * ss_plan_new_tapped only: per tap of g, the step after which it is
+     * called, -1 before the first step (a graph input), or n_steps:
+     * never (folded to a constant, or dead). */
+    int taps;
+    int *tap_after;
 };
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
- * reference kernels only (no oneDNN step, no NaN guard). */
+ * reference kernels only (no oneDNN step, no NaN guard).  fuse may carry
+ * SS__PLAN_TAPS: honour g's taps (ss_plan_new_tapped). */
+#define SS__PLAN_TAPS 2
 int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                    int fuse, ss_plan_t **out, ss_err_t *err);
 

@@ -563,6 +563,40 @@ done:
     return rc;
 }
 
+/* Where each tap (engine.h) is called: after the step writing its bytes
+ * (the root's, for a view), before the first step for a graph input.  A
+ * tapped value must be plain f32-or-other dense data the caller can
+ * index: one a pass left in a blocked layout fails the compile. */
+static int
+plan_taps(ss_plan_t *p, ss_err_t *err)
+{
+    const ss_graph_t *g = p->g;
+
+    if (!p->taps)
+        return 0;
+    if ((p->tap_after = ss_malloc((size_t)g->n_taps * sizeof(int))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for taps");
+    for (int k = 0; k < g->n_taps; k++) {
+        int r = ss__plan_root(p, g->taps[k]);
+
+        p->tap_after[k] = p->n_steps;
+        if (p->vals[r].kind == SS_PV_INPUT)
+            p->tap_after[k] = -1;
+        for (int s = 0; s < p->n_steps && p->tap_after[k] == p->n_steps;
+             s++)
+            for (int o = 0; o < p->steps[s].n_out; o++)
+                if (p->steps[s].kind != SS_STEP_COPY
+                    && p->steps[s].out[o] >= 0
+                    && ss__plan_root(p, p->steps[s].out[o]) == r)
+                    p->tap_after[k] = s;
+        if (p->tap_after[k] < p->n_steps && p->vals[r].layout != SS_DNN_PLAIN)
+            return ss_err_set(err, SS_EUNSUPP, "%s: tapped value '%s' is "
+                              "not stored row-major", g->source,
+                              g->values[g->taps[k]].name);
+    }
+    return 0;
+}
+
 /* The passes onto oneDNN, in order, after the walk over the nodes: int8
  * and bf16 take what they can first, the f32 fusion the rest, and the
  * layout pass reorders where a read and its write disagree.  Each leaves
@@ -624,6 +658,17 @@ ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
 }
 
 int
+ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                   ss_plan_t **out, ss_err_t *err)
+{
+    const char *nf = getenv("SS_ENGINE_NO_FUSION");
+
+    return ss__plan_build(g, input_shapes,
+                          (nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0)
+                          | SS__PLAN_TAPS, out, err);
+}
+
+int
 ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                int fuse, ss_plan_t **out, ss_err_t *err)
 {
@@ -640,7 +685,8 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     p->g = g;
     p->n_vals = g->n_values;
     p->max_bytes = max_bytes();
-    p->fuse = fuse;
+    p->fuse = fuse & 1;
+    p->taps = (fuse & SS__PLAN_TAPS) != 0 && g->n_taps > 0;
     for (int v = 0; v < g->n_values; v++) {
         ss_pval_t *pv = &p->vals[v];
 
@@ -661,7 +707,7 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
         if ((rc = passes[i](p, err)) < 0)
             goto done;
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
-        || (rc = plan_arena(p, err)) < 0)
+        || (rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
         goto done;
     for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard; s++)
         if (p->steps[s].kind == SS_STEP_DNN && float_input(p)) {
@@ -696,6 +742,7 @@ ss_plan_free(ss_plan_t *p)
                 ss_free(p->vals[v].t.data);
     ss_free(p->vals);
     ss_free(p->out_info);
+    ss_free(p->tap_after);
     if (p->nan_guard) {
         ss_plan_free(p->ref);
         pthread_mutex_destroy(&p->ref_lock);

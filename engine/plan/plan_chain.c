@@ -49,6 +49,10 @@ ss__fz_init(ss__fz_t *fz, ss_plan_t *p)
     for (int i = 0; i < p->g->n_outputs; i++)
         for (int v = p->g->outputs[i]; v >= 0; v = p->vals[v].alias)
             fz->is_out[v] = 1;
+    /* A tapped value stays whole and plain as a graph output does. */
+    for (int i = 0; p->taps && i < p->g->n_taps; i++)
+        for (int v = p->g->taps[i]; v >= 0; v = p->vals[v].alias)
+            fz->is_out[v] = 1;
     for (int s = 0; s < p->n_steps; s++) {
         for (int k = 0; k < p->steps[s].n_in; k++)
             if (p->steps[s].in[k] >= 0) {

@@ -60,6 +60,11 @@ ss__plan_is_graph_out(const ss_plan_t *p, int v)
         for (int o = p->g->outputs[i]; o >= 0; o = p->vals[o].alias)
             if (o == v)
                 return 1;
+    /* Taps (engine.h) are kept as graph outputs are. */
+    for (int i = 0; p->taps && i < p->g->n_taps; i++)
+        for (int o = p->g->taps[i]; o >= 0; o = p->vals[o].alias)
+            if (o == v)
+                return 1;
     return 0;
 }
 
