@@ -549,6 +549,7 @@ destroy(ss_batcher_t *b, bool synced, bool attached)
         ss__pool_attach(b->pool, -1);
     ss_exec_pool_free(b->own_pool);
     ss__plancache_free(b->plans);
+    ss__plancache_free(b->tplans);
     ss_input_check_free(b->check);
     metrics_detach(b);
     ss_free(b->model);
@@ -612,9 +613,17 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
         b->cap = opts->instances;
         b->threads = opts->threads;
     }
+    b->tap = opts->tap;
+    b->tap_user = opts->tap_user;
     if ((rc = sync_init(b, err)) < 0)
         goto done;
     synced = true;
+    if (b->tap != NULL) {
+        if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->tplans,
+                                    err)) < 0)
+            goto done;
+        ss__plancache_set_tapped(b->tplans);
+    }
     if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->plans, err)) < 0 ||
         (rc = metrics_attach(b, opts, err)) < 0)
         goto done;

@@ -76,6 +76,9 @@ struct ss_work {
     int64_t deadline_ns;        /* CLOCK_MONOTONIC; 0 = none */
     ss_work_done_fn done;
     void *arg;
+    /* Opaque, for the batcher's tap hook (ss_batch_opts_t.tap): the
+     * item's LoRA adapter (server/model/adapter.h).  NULL: none. */
+    void *tag;
 
     /* out: status 0 or a negative code with err set; on success one tensor
      * per graph output (array and data from ss_calloc/ss_aligned_alloc,
@@ -100,6 +103,28 @@ struct ss_work {
 
 /* Frees the outputs of a completed item (not the item). */
 void ss_work_clear_outputs(ss_work_t *w);
+
+/* For a tap hook: the next item of a batch (NULL after the last) and the
+ * item's samples (its rows of the batch, in list order). */
+static inline const ss_work_t *
+ss_work_next(const ss_work_t *w)
+{
+    return w->next_;
+}
+
+static inline int64_t
+ss_work_samples(const ss_work_t *w)
+{
+    return w->samples_;
+}
+
+/* A hook between plan steps (engine.h: ss_plan_run_tapped) for what
+ * differs per item inside one batch: LoRA adapters add each item's own
+ * low-rank update to a MatMul's output (server/model/adapter.c).  Called
+ * on the executor with the batch's first item; a batch none of whose
+ * items has a tag runs without it. */
+typedef int (*ss_batch_tap_fn)(void *user, const ss_work_t *batch, int tap,
+                               ss_tensor_t *value, ss_err_t *err);
 
 typedef struct ss_batch_opts {
     /* 0: the model has no batch dimension.  Otherwise every graph input
@@ -136,6 +161,10 @@ typedef struct ss_batch_opts {
     const char *model;
     const char *version;
     const struct ss_batch_metrics *metrics;
+    /* The tap hook and its user pointer (borrowed; must outlive the
+     * batcher); NULL: none.  The graph's taps are set by the caller. */
+    ss_batch_tap_fn tap;
+    void *tap_user;
 } ss_batch_opts_t;
 
 /* The batcher's metric families, created once per registry (by the first

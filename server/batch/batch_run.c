@@ -208,6 +208,45 @@ split(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
     return 0;
 }
 
+/* The batch's tap hook (ss_batch_opts_t.tap), as the engine calls it. */
+typedef struct tap_ctx {
+    const ss_batcher_t *b;
+    const ss_work_t *batch;
+} tap_ctx_t;
+
+static int
+on_tap(void *user, int tap, ss_tensor_t *value, ss_err_t *err)
+{
+    const tap_ctx_t *t = user;
+
+    return t->b->tap(t->b->tap_user, t->batch, tap, value, err);
+}
+
+/* Whether batch runs through b's tap hook: b has one and an item has a
+ * tag (LoRA: a batch of base-model requests runs the fused plans). */
+static bool
+tapped(const ss_batcher_t *b, const ss_work_t *batch)
+{
+    for (const ss_work_t *w = batch; b->tap != NULL && w != NULL;
+         w = w->next_)
+        if (w->tag != NULL)
+            return true;
+    return false;
+}
+
+/* Runs plan, from the tapped cache when tapped(b, batch). */
+static int
+run_plan(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
+         const ss_work_t *batch, ss_tensor_t *outs, ss_err_t *err)
+{
+    tap_ctx_t t = { b, batch };
+
+    if (tapped(b, batch))
+        return ss_plan_run_tapped(plan, x->ctx, x->in, outs, on_tap, &t,
+                                  err);
+    return ss_plan_run(plan, x->ctx, x->in, outs, err);
+}
+
 /* Runs a batch of one item straight into its own new output buffers. */
 static int
 run_single(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
@@ -227,14 +266,14 @@ run_single(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
             return ss_err_set(err, SS_ENOMEM, "no memory for outputs");
         }
     }
-    if ((rc = ss_plan_run(plan, x->ctx, x->in, outs, err)) < 0)
+    if ((rc = run_plan(x, b, plan, w, outs, err)) < 0)
         ss_work_clear_outputs(w);
     return rc;
 }
 
 static int
 run_many(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
-         ss_err_t *err)
+         const ss_work_t *batch, ss_err_t *err)
 {
     for (int o = 0; o < b->n_outputs; o++) {
         if (grow(&x->out_buf[o], &x->out_cap[o],
@@ -242,7 +281,7 @@ run_many(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
             return ss_err_set(err, SS_ENOMEM, "no memory for outputs");
         x->out[o].data = x->out_buf[o];
     }
-    return ss_plan_run(plan, x->ctx, x->in, x->out, err);
+    return run_plan(x, b, plan, batch, x->out, err);
 }
 
 /* Runs the items of batch (a list, samples in all) as one batch.  On
@@ -255,24 +294,25 @@ run_once(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples,
 {
     ss__plan_entry_t *pin = NULL;
     const ss_plan_t *plan = NULL;
+    ss__plancache_t *cache = tapped(b, batch) ? b->tplans : b->plans;
     int64_t row0 = 0;
     int rc;
 
     if ((rc = gather(x, b, batch, samples, err)) < 0 ||
-        (rc = ss__plancache_get(b->plans, x->in, &plan, &pin, err)) < 0)
+        (rc = ss__plancache_get(cache, x->in, &plan, &pin, err)) < 0)
         goto done;
     if (batch->next_ == NULL) {
         rc = run_single(x, b, plan, batch, err);
         goto done;
     }
-    if ((rc = run_many(x, b, plan, err)) < 0)
+    if ((rc = run_many(x, b, plan, batch, err)) < 0)
         goto done;
     for (ss_work_t *w = batch; w != NULL; w = w->next_) {
         w->status = split(x, b, plan, w, row0, samples);
         row0 += w->samples_;
     }
 done:
-    ss__plancache_release(b->plans, pin);
+    ss__plancache_release(cache, pin);
     return rc;
 }
 

@@ -76,6 +76,11 @@ struct ss_batcher {
     int n_preferred;
     int max_queue;
     int threads;                /* OpenMP threads per batch, 0: default */
+    ss_batch_tap_fn tap;        /* ss_batch_opts_t.tap; immutable */
+    void *tap_user;
+    /* With a tap hook: the plans compiled with the graph's taps, for
+     * batches with a tagged item (plans keeps the fused ones). */
+    ss__plancache_t *tplans;
     int cap;                    /* executors at once */
     ss__plancache_t *plans;
     ss_exec_pool_t *pool;

@@ -45,7 +45,14 @@ struct ss__plancache {
     ss__plan_entry_t *list;
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    int tapped;                 /* plans honour the graph's taps [init] */
 };
+
+void
+ss__plancache_set_tapped(ss__plancache_t *c)
+{
+    c->tapped = 1;
+}
 
 int
 ss__plancache_new(const ss_graph_t *g, int cap, ss__plancache_t **out,
@@ -203,7 +210,8 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
     c->list = e;
     pthread_mutex_unlock(&c->lock);
 
-    rc = ss_plan_new(c->g, e->key, &p, err);
+    rc = c->tapped ? ss_plan_new_tapped(c->g, e->key, &p, err)
+                   : ss_plan_new(c->g, e->key, &p, err);
 
     pthread_mutex_lock(&c->lock);
     e->compiling = 0;

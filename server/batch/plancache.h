@@ -26,6 +26,9 @@ typedef struct ss__plan_entry ss__plan_entry_t;
 /* Borrows g, which must outlive the cache.  cap >= 1. */
 int ss__plancache_new(const ss_graph_t *g, int cap, ss__plancache_t **out,
                       ss_err_t *err);
+/* Compiles with ss_plan_new_tapped from now on (engine.h taps; the LoRA
+ * hook's plans).  [init] */
+void ss__plancache_set_tapped(ss__plancache_t *c);
 /* Frees every plan; no entry may be pinned any more. */
 void ss__plancache_free(ss__plancache_t *c);
 
