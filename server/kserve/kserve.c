@@ -368,6 +368,7 @@ ss_kserve_request_free(ss_kserve_request_t *r)
     ss_free(r->inputs);
     ss_free(r->outputs);
     ss_free(r->id);
+    ss_free(r->adapter);
     ss_free(r);
 }
 
@@ -668,6 +669,7 @@ read_request(ctx_t *c, json_t *root, ss_kserve_request_t *r, ss_err_t *err)
     json_t *jid = json_object_get(root, "id");
     json_t *jp = json_object_get(root, "parameters");
     json_t *jb = json_object_get(jp, "binary_data_output");
+    json_t *ja;
     int rc = 0;
 
     if (jid != NULL) {
@@ -687,6 +689,18 @@ read_request(ctx_t *c, json_t *root, ss_kserve_request_t *r, ss_err_t *err)
         goto done;
     }
     r->binary_output = json_is_true(jb);
+    /* The LoRA adapter to run with (server/model/adapter.h). */
+    if ((ja = json_object_get(jp, "adapter")) != NULL) {
+        if (!json_is_string(ja) || json_string_length(ja) == 0) {
+            rc = ss_err_set(err, SS_EINVAL, "parameters.adapter must be a "
+                            "non-empty string");
+            goto done;
+        }
+        if ((r->adapter = ss_strdup(json_string_value(ja))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for the request");
+            goto done;
+        }
+    }
     if ((rc = read_inputs(c, root, r, err)) < 0)
         goto done;
     rc = read_outputs(root, r, err);

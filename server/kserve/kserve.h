@@ -51,6 +51,7 @@ typedef struct ss_kserve_request {
     int n_outputs;              /* 0: all outputs */
     ss_kserve_output_req_t *outputs;
     bool binary_output;         /* parameters.binary_data_output */
+    char *adapter;              /* parameters.adapter (LoRA), or NULL */
 } ss_kserve_request_t;
 
 /* Limits that bound what a request may allocate. */
