@@ -218,9 +218,6 @@ void ss__moe_free(ss__moe_t *m);
 /* Bytes of the workspace value and of oneDNN scratch a run needs. */
 size_t ss__moe_ws_bytes(const ss__moe_t *m);
 size_t ss__moe_scratch_bytes(const ss__moe_t *m);
-int ss__moe_experts(const ss__moe_t *m);
-/* Rows routed to expert e by every run so far.  [any] */
-uint64_t ss__moe_rows_seen(const ss__moe_t *m, int e);
 /* y[rows, d_out] = sum over each row's top k experts of gate * expert(x);
  * score is [rows, E].  [worker] */
 int ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,

@@ -31,6 +31,10 @@
  * workspace value of the plan's arena (ss__moe_ws_bytes), so a warm run
  * allocates nothing.
  *
+ * Each run adds the rows it routed to each expert to a pending counter
+ * that ss_plan_moe_take (engine.h) empties: the server's
+ * slimserve_moe_expert_rows_total.
+ *
  * THREADS: built inside ss_plan_new, immutable afterwards except the row
  * counters (relaxed atomics); ss__moe_run is [worker] and any number of
  * threads may run one step at once, each with its own stream, scratch
@@ -67,7 +71,8 @@ struct ss__moe {
     int64_t *bucket;            /* ascending; the last is rows */
     moe_expert_t *ex;
     size_t scratch;             /* largest oneDNN scratch of a layer */
-    _Atomic uint64_t *seen;     /* rows routed to each expert so far */
+    _Atomic uint64_t *pending;  /* rows routed to each expert, not yet
+                                 * taken by ss_plan_moe_take */
 };
 
 static size_t
@@ -142,7 +147,7 @@ ss__moe_free(ss__moe_t *m)
     }
     ss_free(m->ex);
     ss_free(m->bucket);
-    ss_free((void *)m->seen);
+    ss_free((void *)m->pending);
     ss_free(m);
 }
 
@@ -185,7 +190,7 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
                           "rows %lld)", d->n_exp, d->k, (long long)d->rows);
     if ((m = ss_calloc(1, sizeof(*m))) == NULL
         || (m->ex = ss_calloc((size_t)d->n_exp, sizeof(*m->ex))) == NULL
-        || (m->seen = ss_calloc((size_t)d->n_exp, sizeof(*m->seen)))
+        || (m->pending = ss_calloc((size_t)d->n_exp, sizeof(*m->pending)))
            == NULL
         || (m->n_exp = d->n_exp, m->rows = d->rows, make_buckets(m) < 0)) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
@@ -273,17 +278,45 @@ done:
     return rc;
 }
 
-int
-ss__moe_experts(const ss__moe_t *m)
+/* The MoE step of p's layer-th MoE step, or NULL. */
+static const ss__moe_t *
+layer_of(const ss_plan_t *p, int layer)
 {
-    return m->n_exp;
+    for (int s = 0; p != NULL && s < p->n_steps; s++)
+        if (p->steps[s].kind == SS_STEP_MOE && layer-- == 0)
+            return p->steps[s].moe;
+    return NULL;
+}
+
+int
+ss_plan_moe_layers(const ss_plan_t *p)
+{
+    int n = 0;
+
+    for (int s = 0; p != NULL && s < p->n_steps; s++)
+        n += p->steps[s].kind == SS_STEP_MOE;
+    return n;
+}
+
+int
+ss_plan_moe_experts(const ss_plan_t *p, int layer)
+{
+    const ss__moe_t *m = layer_of(p, layer);
+
+    return m != NULL ? m->n_exp : 0;
 }
 
 uint64_t
-ss__moe_rows_seen(const ss__moe_t *m, int e)
+ss_plan_moe_take(const ss_plan_t *p, int layer, int expert)
 {
-    return e >= 0 && e < m->n_exp
-           ? atomic_load_explicit(&m->seen[e], memory_order_relaxed) : 0;
+    const ss__moe_t *m = layer_of(p, layer);
+
+    if (m == NULL || expert < 0 || expert >= m->n_exp)
+        return 0;
+    /* an exchange: each routed row is reported once, whichever thread
+     * takes, while runs keep adding */
+    return atomic_exchange_explicit(&m->pending[expert], 0,
+                                    memory_order_relaxed);
 }
 
 /* Step 1: the top k of each row's scores, ties to the lower expert
@@ -396,7 +429,7 @@ ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
 
         if (cnt == 0)
             continue;
-        atomic_fetch_add_explicit(&m->seen[e], (uint64_t)cnt,
+        atomic_fetch_add_explicit(&m->pending[e], (uint64_t)cnt,
                                   memory_order_relaxed);
         b = bucket_of(m, cnt);
         for (int64_t i = 0; i < cnt; i++)

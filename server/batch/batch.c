@@ -87,9 +87,12 @@ ss_batch_metrics_init(ss_metrics_t *m, ss_batch_metrics_t *out)
         "Samples per executed batch.", 2, labels, sizes, 11);
     out->queue_depth = ss_metrics_gauge(m, "slimserve_queue_depth",
         "Requests queued for an executor.", 2, labels);
+    out->moe_rows = ss_metrics_counter(m, "slimserve_moe_expert_rows_total",
+        "Rows routed to each expert of a mixture-of-experts layer.", 4,
+        (const char *[]){"model", "version", "layer", "expert"});
     if (out->inference_count && out->execution_count &&
         out->queue_duration && out->compute_duration && out->batch_size &&
-        out->queue_depth)
+        out->queue_depth && out->moe_rows)
         rc = 0;
 done:
     return rc;
@@ -134,6 +137,7 @@ metrics_detach(ss_batcher_t *b)
     ss_metric_series_remove(mf->compute_duration, b->labels);
     ss_metric_series_remove(mf->batch_size, b->labels);
     ss_metric_series_remove(mf->queue_depth, b->labels);
+    ss__batch_moe_remove(b);
 }
 
 /* [locked] */

@@ -176,6 +176,9 @@ typedef struct ss_batch_opts {
  *   slimserve_compute_duration_seconds   per batch, histogram
  *   slimserve_batch_size                 per batch, buckets 1,2,4..1024
  *   slimserve_queue_depth                items queued, gauge
+ * and, labelled {model, version, layer, expert}, for models with sparse
+ * mixture-of-experts layers (docs/moe.md):
+ *   slimserve_moe_expert_rows_total      rows routed to each expert
  * The struct must outlive every batcher that points at it. */
 typedef struct ss_batch_metrics {
     ss_metric_t *inference_count;
@@ -184,6 +187,7 @@ typedef struct ss_batch_metrics {
     ss_metric_t *compute_duration;
     ss_metric_t *batch_size;
     ss_metric_t *queue_depth;
+    ss_metric_t *moe_rows;      /* slimserve_moe_expert_rows_total */
 } ss_batch_metrics_t;
 
 /* [any] Registers the families in m (or finds them, when registered

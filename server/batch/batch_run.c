@@ -37,6 +37,8 @@
  */
 
 #include <omp.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -312,6 +314,8 @@ run_once(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples,
         row0 += w->samples_;
     }
 done:
+    if (rc >= 0 && plan != NULL)
+        ss__batch_moe_count(b, plan);
     ss__plancache_release(cache, pin);
     return rc;
 }
@@ -346,6 +350,51 @@ log_failure(ss_batcher_t *b, const ss_work_t *w)
         ss_log_warn("model=%s@%s request of %lld sample(s) failed: %s",
                     b->model ? b->model : "?", b->version ? b->version : "?",
                     (long long)w->samples_, w->err.msg);
+}
+
+/* Each layer and expert gets its series on its first rows: a model
+ * without MoE layers has none. */
+void
+ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan)
+{
+    int nl = b->mf != NULL ? ss_plan_moe_layers(plan) : 0;
+
+    for (int l = 0; l < nl; l++) {
+        int ne = ss_plan_moe_experts(plan, l);
+
+        for (int e = 0; e < ne; e++) {
+            uint64_t rows = ss_plan_moe_take(plan, l, e);
+            char ls[16], es[16];
+            const char *v[4] = { b->labels[0], b->labels[1], ls, es };
+
+            if (rows == 0)
+                continue;
+            snprintf(ls, sizeof ls, "%d", l);
+            snprintf(es, sizeof es, "%d", e);
+            ss_series_add(ss_metric_series(b->mf->moe_rows, v),
+                          (double)rows);
+        }
+        if (ne > atomic_load(&b->moe_experts))
+            atomic_store(&b->moe_experts, ne);
+    }
+    if (nl > atomic_load(&b->moe_layers))
+        atomic_store(&b->moe_layers, nl);
+}
+
+void
+ss__batch_moe_remove(ss_batcher_t *b)
+{
+    int nl = atomic_load(&b->moe_layers), ne = atomic_load(&b->moe_experts);
+
+    for (int l = 0; l < nl; l++)
+        for (int e = 0; e < ne; e++) {
+            char ls[16], es[16];
+            const char *v[4] = { b->labels[0], b->labels[1], ls, es };
+
+            snprintf(ls, sizeof ls, "%d", l);
+            snprintf(es, sizeof es, "%d", e);
+            ss_metric_series_remove(b->mf->moe_rows, v);
+        }
 }
 
 static void

@@ -116,7 +116,16 @@ struct ss_batcher {
     char *model, *version;
     ss_series_t *m_inferences, *m_executions, *m_queue, *m_compute,
         *m_batch, *m_depth;
+    /* MoE layers and experts counted so far (largest seen), for
+     * ss__batch_moe_remove. */
+    _Atomic int moe_layers, moe_experts;
 };
+
+/* Adds the rows plan's MoE layers routed since the last call to
+ * slimserve_moe_expert_rows_total (batch_run.c).  [worker] */
+void ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan);
+/* Removes b's series of it.  [any] */
+void ss__batch_moe_remove(ss_batcher_t *b);
 
 static inline int64_t
 ss__batch_now_ns(void)
