@@ -207,6 +207,7 @@ typedef struct ss__moe_desc {
     int ort;                    /* com.microsoft.MoE: the scores are
                                  * logits (softmax first), ties go to
                                  * the higher expert, zero gates skip */
+    int bf16;                   /* layers compute in bf16 (f32 out) */
     int64_t rows, d_in, d_out;
     const ss__moe_expert_desc_t *ex;    /* [n_exp] */
 } ss__moe_desc_t;

@@ -27,6 +27,10 @@
  * The alternative, oneDNN's matmul with a run-time M, takes its slower
  * gemm kernels instead of brgemm.
  *
+ * A graph asking for bf16 compute gets bf16 primitives (as plan_bf16.c:
+ * weights converted once, f32 accumulation): the gather rounds rows to
+ * bf16, layers pass bf16 on, the last one writes f32.
+ *
  * Everything a run needs beyond the input and output lives in one
  * workspace value of the plan's arena (ss__moe_ws_bytes), so a warm run
  * allocates nothing.
@@ -65,6 +69,7 @@ struct ss__moe {
     int n_exp, k;
     int norm;                   /* gates / their sum over the top k */
     int ort;                    /* see ss__moe_desc_t */
+    int bf16;                   /* layers read bf16; the last writes f32 */
     int64_t rows, d_in, d_out;
     int64_t width;              /* widest activation of any layer */
     int n_buckets;
@@ -199,6 +204,7 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
     m->k = d->k;
     m->norm = d->norm;
     m->ort = d->ort;
+    m->bf16 = d->bf16;
     m->d_in = d->d_in;
     m->d_out = d->d_out;
     m->width = d->d_in;
@@ -240,16 +246,25 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
             }
             for (int b = 0; b < m->n_buckets; b++) {
                 ss_dnn_linear_desc_t ln = { 0 };
+                ss_dnn_qlinear_desc_t qn = { 0 };
                 size_t sc;
 
-                ln.m = m->bucket[b];
-                ln.k = ld->k;
-                ln.n = ld->n;
-                ln.w = ld->w;
-                ln.w_nk = ld->w_nk;
-                ln.bias = ld->bias;
-                ln.post = ld->post;
-                if ((rc = ss_dnn_linear_new(&ln, &L->prim[b], err)) < 0) {
+                ln.m = qn.m = m->bucket[b];
+                ln.k = qn.k = ld->k;
+                ln.n = qn.n = ld->n;
+                ln.w = qn.w = ld->w;
+                ln.w_nk = qn.w_nk = ld->w_nk;
+                ln.bias = qn.bias = ld->bias;
+                ln.post = qn.post = ld->post;
+                /* bf16: as plan_bf16.c, weights converted once, f32
+                 * accumulation; layers hand bf16 to each other */
+                qn.src_dtype = SS_DTYPE_BF16;
+                qn.w_dtype = SS_DTYPE_F32;
+                qn.dst_dtype = l == xd->n_layers - 1 ? SS_DTYPE_F32
+                                                     : SS_DTYPE_BF16;
+                if ((rc = m->bf16 ? ss_dnn_qlinear_new(&qn, &L->prim[b], err)
+                                  : ss_dnn_linear_new(&ln, &L->prim[b], err))
+                    < 0) {
                     ss_err_wrap(err, rc, "MoE: expert %d layer %d", e, l);
                     goto done;
                 }
@@ -399,6 +414,21 @@ group(const ss__moe_t *m, ws_t *w)
     w->off[0] = 0;
 }
 
+/* f32 -> bf16, round to nearest even (NaN stays NaN). */
+static void
+to_bf16(uint16_t *dst, const float *src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+
+        memcpy(&u, &src[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u)
+            dst[i] = (uint16_t)((u >> 16) | 0x40);
+        else
+            dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    }
+}
+
 static int
 bucket_of(const ss__moe_t *m, int64_t rows)
 {
@@ -432,11 +462,22 @@ ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
         atomic_fetch_add_explicit(&m->pending[e], (uint64_t)cnt,
                                   memory_order_relaxed);
         b = bucket_of(m, cnt);
-        for (int64_t i = 0; i < cnt; i++)
-            memcpy(src + i * m->d_in, x + (int64_t)w.prow[lo + i] * m->d_in,
-                   (size_t)m->d_in * sizeof(float));
-        memset(src + cnt * m->d_in, 0,
-               (size_t)((m->bucket[b] - cnt) * m->d_in) * sizeof(float));
+        if (m->bf16) {
+            uint16_t *h = (uint16_t *)(void *)src;
+
+            for (int64_t i = 0; i < cnt; i++)
+                to_bf16(h + i * m->d_in,
+                        x + (int64_t)w.prow[lo + i] * m->d_in, m->d_in);
+            memset(h + cnt * m->d_in, 0,
+                   (size_t)((m->bucket[b] - cnt) * m->d_in) * 2);
+        } else {
+            for (int64_t i = 0; i < cnt; i++)
+                memcpy(src + i * m->d_in,
+                       x + (int64_t)w.prow[lo + i] * m->d_in,
+                       (size_t)m->d_in * sizeof(float));
+            memset(src + cnt * m->d_in, 0,
+                   (size_t)((m->bucket[b] - cnt) * m->d_in) * sizeof(float));
+        }
         for (int l = 0; l < ex->n_layers; l++) {
             const void *in[1] = { src };
             float *t;

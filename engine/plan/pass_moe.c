@@ -49,6 +49,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "engine/ir/edit.h"
 #include "engine/ops/moe.h"
 #include "engine/plan/internal.h"
 
@@ -625,6 +626,7 @@ commit(match_t *m, int last, ss_err_t *err)
     d.n_exp = m->n_exp;
     d.k = m->k;
     d.norm = m->norm;
+    d.bf16 = ss_graph_precision(p->g) == SS_DTYPE_BF16;
     d.rows = m->rows;
     d.d_in = m->d_in;
     d.d_out = m->d_out;
@@ -715,6 +717,7 @@ try_ort(ss_plan_t *p, int s, ss_err_t *err)
     d.k = (int)g.k;
     d.norm = g.norm;
     d.ort = 1;
+    d.bf16 = ss_graph_precision(p->g) == SS_DTYPE_BF16;
     d.rows = g.rows;
     d.d_in = g.hidden;
     d.d_out = g.hidden;
