@@ -24,6 +24,8 @@
  * smallest bucket >= r on its rows plus zeroed padding: at most a third
  * of the work is padding, and packed weights are shared between the
  * buckets of one layer (engine/dnnl shares packed constants by content).
+ * Past MAX_PRIMS primitives in one step (64 experts of 2 layers at batch
+ * 256 would make 2048), the buckets are the powers of two only.
  * The alternative, oneDNN's matmul with a run-time M, takes its slower
  * gemm kernels instead of brgemm.
  *
@@ -48,12 +50,14 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "engine/plan/internal.h"
 
 #define ALIGN 64
+#define MAX_PRIMS 1024      /* per step, before coarser buckets */
 
 typedef struct moe_layer {
     int64_t k, n;               /* in and out features */
@@ -157,16 +161,26 @@ ss__moe_free(ss__moe_t *m)
 }
 
 /* 1, 2, 3, 4, 6, 8, 12, ... below rows, then rows. */
+/* MAX_PRIMS, or SS_ENGINE_MOE_MAX_PRIMS (tests: the coarse buckets). */
+static int64_t
+max_prims(void)
+{
+    const char *s = getenv("SS_ENGINE_MOE_MAX_PRIMS");
+
+    return s != NULL && *s >= '0' && *s <= '9' ? atoll(s) : MAX_PRIMS;
+}
+
 static int
-make_buckets(ss__moe_t *m)
+make_buckets(ss__moe_t *m, int fine)
 {
     int n = 0;
 
+    ss_free(m->bucket);
     if ((m->bucket = ss_malloc(2 * 64 * sizeof(int64_t))) == NULL)
         return -1;
     for (int64_t p = 1; p < m->rows; p *= 2) {
         m->bucket[n++] = p;
-        if (p >= 2 && p + p / 2 < m->rows)
+        if (fine && p >= 2 && p + p / 2 < m->rows)
             m->bucket[n++] = p + p / 2;
     }
     m->bucket[n++] = m->rows;
@@ -197,9 +211,22 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
         || (m->ex = ss_calloc((size_t)d->n_exp, sizeof(*m->ex))) == NULL
         || (m->pending = ss_calloc((size_t)d->n_exp, sizeof(*m->pending)))
            == NULL
-        || (m->n_exp = d->n_exp, m->rows = d->rows, make_buckets(m) < 0)) {
+        || (m->n_exp = d->n_exp, m->rows = d->rows,
+            make_buckets(m, 1) < 0)) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
         goto done;
+    }
+    {
+        /* past MAX_PRIMS primitives (many experts, a big batch), powers
+         * of two only: half the primitives, up to half the work padding */
+        int64_t layers = 0;
+
+        for (int e = 0; e < d->n_exp; e++)
+            layers += d->ex[e].n_layers;
+        if (layers * m->n_buckets > max_prims() && make_buckets(m, 0) < 0) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for a MoE step");
+            goto done;
+        }
     }
     m->k = d->k;
     m->norm = d->norm;

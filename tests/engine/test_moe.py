@@ -12,8 +12,9 @@ sparse pass rewrites the pattern, or the MoE op, into one MoE step,
 engine/plan/pass_moe.c) and with SS_ENGINE_NO_MOE=1 (the dense graph,
 every expert on every row, on the same oneDNN kernels; for the MoE op its
 reference kernel, engine/ops/moe.c).  k2_e8_bf16 is k2_e8 asking for
-bf16 compute: the MoE step's experts then run on bf16 primitives too.  The ORT cases' expected outputs are
-a float64 numpy reference, which onnxruntime 1.30 matched within 7e-7.
+bf16 compute: the MoE step's experts then run on bf16 primitives too.
+The ORT cases' expected outputs are a float64 numpy reference, which
+onnxruntime 1.30 matched within 7e-7.
 Checks:
   - the pass rewrote the cases meant to be rewritten and logged why it
     left the other two dense (gate matrix also an output; an expert that
@@ -22,7 +23,9 @@ Checks:
   - both vs PyTorch: |got - torch| <= 1e-4 * max|torch| + 1e-5;
   - the batches exercise what the step must get right: per meta.json
     (PyTorch's own routing), uneven loads and an expert without rows in
-    every batch of 7 or more, and batch 1.
+    every batch of 7 or more, and batch 1;
+  - k2_e16 at batch 64 once more with SS_ENGINE_MOE_MAX_PRIMS=1: the
+    coarse buckets (powers of two) a step with many experts gets.
 """
 
 import glob
@@ -42,8 +45,9 @@ import tap  # noqa: E402
 BATCHES = (1, 7, 64)
 
 
-def run(model, npz, out, dense):
+def run(model, npz, out, dense, extra_env=None):
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.pop("SS_ENGINE_NO_FUSION", None)
     if dense:
         env["SS_ENGINE_NO_MOE"] = "1"
@@ -118,6 +122,17 @@ def main():
                            and max(loads) > sum(loads) / len(loads),
                         name + ": uneven loads and an expert without rows",
                         "loads %s" % loads)
+        d = os.path.join(root, "k2_e16")
+        sp, slog = run(os.path.join(d, "model.onnx"),
+                       os.path.join(d, "batch64.npz"), tmp.file("s.npz"),
+                       False, {"SS_ENGINE_MOE_MAX_PRIMS": "1"})
+        with np.load(os.path.join(d, "expected64.npz")) as z:
+            want = z["y"]
+        if tap.ok(sp is not None and "sparse" in slog,
+                  "k2_e16 batch 64, coarse buckets: rewritten", slog):
+            good, detail = infer.compare(sp["y"], want, 1e-4, 1e-5)
+            tap.ok(good, "k2_e16 batch 64, coarse buckets: matches PyTorch",
+                   detail)
     return tap.done()
 
 
