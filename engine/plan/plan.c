@@ -621,8 +621,8 @@ dump(const ss_plan_t *p)
 
         fprintf(stderr, "  %3d %-4s %-32s %-24s %s\n", s,
                 st->kind == SS_STEP_REF ? "ref" : st->kind == SS_STEP_DNN
-                ? "dnn" : "copy",
-                st->kind == SS_STEP_DNN ? st->what
+                ? "dnn" : st->kind == SS_STEP_MOE ? "moe" : "copy",
+                st->kind == SS_STEP_DNN || st->kind == SS_STEP_MOE ? st->what
                 : st->node ? st->node->op_type : "",
                 st->node ? st->node->name : "",
                 v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
