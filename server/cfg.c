@@ -83,8 +83,8 @@ static const key_t_ keys[] = {
       "CPUs reserved for compression jobs, away from serving (0: no "
       "partition, jobs use every CPU)" },
     { "job_priority", T_STR, OFF(job_priority), 0, 0, "P",
-      "scheduling of compression jobs' threads: idle (SCHED_IDLE: only "
-      "CPU time serving leaves), batch (SCHED_BATCH, nice +10) or normal" },
+      "scheduling of compression jobs' threads: batch (SCHED_BATCH, nice "
+      "+10), idle (SCHED_IDLE: only CPU time serving leaves) or normal" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
@@ -340,7 +340,7 @@ default_strings(ss_config_t *cfg, ss_err_t *err)
     if (rc == 0 && cfg->tls_min_version == NULL)
         rc = set_str(&cfg->tls_min_version, "1.2", err);
     if (rc == 0 && cfg->job_priority == NULL)
-        rc = set_str(&cfg->job_priority, "idle", err);
+        rc = set_str(&cfg->job_priority, "batch", err);
     return rc;
 }
 
@@ -486,8 +486,8 @@ validate(ss_config_t *cfg, ss_err_t *err)
     if (strcmp(cfg->job_priority, "idle") != 0 &&
         strcmp(cfg->job_priority, "batch") != 0 &&
         strcmp(cfg->job_priority, "normal") != 0)
-        return ss_err_set(err, SS_EINVAL, "'job_priority' must be idle, "
-                          "batch or normal, not '%s'", cfg->job_priority);
+        return ss_err_set(err, SS_EINVAL, "'job_priority' must be batch, "
+                          "idle or normal, not '%s'", cfg->job_priority);
     /* The admin API can load and replace models: beyond loopback it must
      * not travel in clear unless the operator says so. */
     if (cfg->admin_port >= 0 && cfg->admin_tls_cert_file == NULL &&

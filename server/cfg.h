@@ -37,7 +37,7 @@ typedef struct ss_config {
     int threads;                /* 0: one per core */
     int http_threads;           /* HTTP loops; 0: one per serving core */
     int job_threads;            /* oneDNN threads of compression jobs */
-    char *job_priority;         /* "idle" (default), "batch", "normal" */
+    char *job_priority;         /* "batch" (default), "idle", "normal" */
     int log_level;              /* syslog number */
     int64_t max_body_bytes;
     int64_t max_buffered_bytes; /* request bodies held, all connections */

@@ -721,8 +721,8 @@ int
 ss_jobs_prio_parse(const char *s, ss_jobs_prio_t *out)
 {
     static const char *const names[] = {
-        [SS_JOBS_PRIO_IDLE] = "idle",
         [SS_JOBS_PRIO_BATCH] = "batch",
+        [SS_JOBS_PRIO_IDLE] = "idle",
         [SS_JOBS_PRIO_NORMAL] = "normal",
     };
     size_t i;

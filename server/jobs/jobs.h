@@ -52,20 +52,24 @@ int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
  * kernel wakes on a job CPU).  Threads inherit their creator's policy and
  * nice value, so setting them on the job thread before its first parallel
  * region covers its whole team.
- *   IDLE    SCHED_IDLE (the default): runs only on CPU time this daemon's
- *           other threads leave; a waking loop or executor preempts it at
- *           once, and the kernel treats a CPU running only it as idle when
- *           placing a waking thread.  Under full serving load on shared
- *           CPUs a job waits for a quieter moment.
- *   BATCH   SCHED_BATCH at the daemon's nice + 10: never preempts on
- *           wake-up and gets about a tenth of a CPU a serving thread
- *           also wants.
+ *   BATCH   SCHED_BATCH at the daemon's nice + 10 (the default): never
+ *           preempts on wake-up and gets about a tenth of a CPU a serving
+ *           thread also wants.
+ *   IDLE    SCHED_IDLE: runs only on CPU time this daemon's other
+ *           threads leave; a waking loop or executor preempts it at once.
+ *           But a job holds locks the loops also take (the allocator's,
+ *           the jobs list), and starved behind a busy thread of ours it
+ *           holds them for as long: with a job reading 128 MiB the main
+ *           loop's own stalls reached 54 and 72 ms under ASan (3 and 8
+ *           ms with BATCH), 10.7 ms in a plain build (6.0 ms).  So it is
+ *           the choice for a machine that serves first and has spare
+ *           cores, not the default.
  *   NORMAL  as every other thread of the daemon.
  * Lowering one's own priority needs no privilege.
  */
 typedef enum {
-    SS_JOBS_PRIO_IDLE = 0,
-    SS_JOBS_PRIO_BATCH,
+    SS_JOBS_PRIO_BATCH = 0,
+    SS_JOBS_PRIO_IDLE,
     SS_JOBS_PRIO_NORMAL
 } ss_jobs_prio_t;
 

@@ -3,11 +3,12 @@
 """Compression jobs run below the loops (issue 10: no loop stall while a
 job runs), checked on the threads themselves in /proc/PID/task:
 
-  - job_priority=idle (the default): the job thread and the OpenMP
-    threads it starts ("ss-job", the name is inherited) run SCHED_IDLE;
-    with --job-threads=2 the team has two threads, so the inheritance is
-    what the test sees, not only the first thread;
-  - job_priority=batch: SCHED_BATCH at 10 over the daemon's nice;
+  - job_priority=batch (the default): the job thread and the OpenMP
+    threads it starts ("ss-job", the name is inherited) run SCHED_BATCH
+    at 10 over the daemon's nice; with --job-threads=2 the team has two
+    threads, so the inheritance is what the test sees, not only the
+    first thread;
+  - job_priority=idle: SCHED_IDLE;
   - the loop threads (main, ss-http-*) stay SCHED_OTHER at the nice the
     daemon was started with (this test's: `nice make check`), and with
     the default CPU split (job_threads=1) they may run on every CPU the
@@ -131,13 +132,14 @@ def main():
     ncpu = len(os.sched_getaffinity(0))
     # job_threads=2: no CPU split on 2 cores; the job's OpenMP team of 2
     # shares the CPUs with the loops, the case the priority is for.
-    check(root, ["--job-threads=2"], "idle", SCHED_IDLE, BASE,
-          2 if ncpu >= 2 else 1)
-    check(root, ["--job-threads=2", "--job-priority=batch"], "batch",
-          SCHED_BATCH, min(19, BASE + 10), 2 if ncpu >= 2 else 1)
+    check(root, ["--job-threads=2"], "batch", SCHED_BATCH,
+          min(19, BASE + 10), 2 if ncpu >= 2 else 1)
+    check(root, ["--job-threads=2", "--job-priority=idle"], "idle",
+          SCHED_IDLE, BASE, 2 if ncpu >= 2 else 1)
     # The default split (job_threads=1): the job pinned to its CPU, the
     # loops free to run on any.
-    loops, job = check(root, [], "split", SCHED_IDLE, BASE, 1)
+    loops, job = check(root, [], "split", SCHED_BATCH, min(19, BASE + 10),
+                       1)
     allowed = os.sched_getaffinity(0)
     if ncpu >= 2:
         tap.ok(all(cpu_list(t[4]) == allowed for t in loops) and

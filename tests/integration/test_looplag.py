@@ -32,7 +32,7 @@ on every loop through the busy window, but for as many as the control
 process also saw (lateness less its own run-queue wait: a pause of the
 whole virtual machine, which no thread inside can tell from work).  The
 scheduler's part is kept small by design (compression jobs run
-SCHED_IDLE, the loops unpinned: test_jobprio.py checks both); what other
+SCHED_BATCH, the loops unpinned: test_jobprio.py checks both); what other
 processes add is the machine's.
 """
 
