@@ -206,6 +206,8 @@ match_gates(match_t *m)
     if (sc->n_in != 3 || sc->in[1] != idx || sc->n_out != 1)
         return -1;
     upd = sc->in[2];
+    /* a top-k scattered into a matrix: worth a log line from here on */
+    m->why = "the top-k values are used elsewhere, or transformed";
     if (upd != v) {
         const ss_step_t *d;
 
@@ -295,6 +297,11 @@ match_stack(match_t *m, int g)
     for (int e = 0; e < m->n_exp; e++) {
         int o = ss__plan_root(p, cs->in[e]);
 
+        const ss_tensor_t *ct = ss__plan_tensor(p, cs->in[e]);
+
+        if (ct->ndim != r + 1 || ct->dims[r - 1] != 1
+            || ct->dims[r] != m->d_out)
+            return 0;
         if (numel(p, o) != m->rows * m->d_out || n_readers(fz, o) != 1
             || fz->is_out[o]) {
             m->why = "an expert's output is used elsewhere";
