@@ -8,6 +8,8 @@ server_model_libssmodel_a_SOURCES = \
 	server/model/internal.h server/model/registry_json.c \
 	server/model/registry_ops.c \
 	server/model/modelcfg.c server/model/modelcfg.h \
-	server/model/sampler.c server/model/sampler.h
+	server/model/sampler.c server/model/sampler.h \
+	server/model/adapter.c server/model/adapter.h \
+	server/model/adapter_admin.c
 server_model_libssmodel_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)

@@ -57,6 +57,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "server/model/adapter.h"
 #include "server/model/sampler.h"
 
 /* ---- versions and the reaper ----------------------------------------- */
@@ -71,6 +72,7 @@ static void
 version_destroy(ss_version_t *v)
 {
     ss_batcher_free(v->batcher);
+    ss_lora_free(v->lora);      /* after the batcher: its hook uses it */
     ss_graph_free(v->graph);
     ss_free(v);
 }
@@ -121,8 +123,10 @@ reaper_main(void *arg)
          * struct goes back to the loop, which counts it off its model. */
         ss_log_info("model=%s@%s freed", v->model->name, v->label);
         ss_batcher_free(v->batcher);
+        ss_lora_free(v->lora);  /* after the batcher: its hook uses it */
         ss_graph_free(v->graph);
         v->batcher = NULL;
+        v->lora = NULL;
         v->graph = NULL;
         ss_queue_push(&r->freed, &v->reap_link);
         uv_async_send(&r->async);
@@ -346,6 +350,12 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     ss__registry_file_stamp(t->dir, number, &v->file_mtime_ns, &v->file_size);
     if ((rc = ss_graph_load_onnx(path, &v->graph, err)) < 0)
         goto fail;
+    /* LoRA adapters when the model has an adapters/ folder: taps the
+     * graph before its first plan (adapter.h). */
+    if ((rc = ss_lora_new(v->graph, t->dir, t->model->name, &v->lora,
+                          err)) < 0 && rc != SS_ENOTFOUND)
+        goto fail;
+    ss_err_clear(err);
     v->weight_bytes = ss_graph_weight_bytes(v->graph);
     v->cfg.max_batch_size = effective_max_batch(v->graph,
                                                 t->cfg.max_batch_size);
@@ -365,6 +375,8 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     bo.version = v->label;
     bo.metrics = r->batch_metrics;
     bo.cpus = r->pin ? &r->cpus : NULL;
+    bo.tap = v->lora != NULL ? ss_lora_tap : NULL;
+    bo.tap_user = v->lora;
     if ((rc = ss_batcher_new(v->graph, &bo, &v->batcher, err)) < 0)
         goto fail;
     /* Warm-up.  "all": the sizes the batcher will form most, kept.

@@ -64,6 +64,10 @@ typedef struct ss_version {
     char label[24];             /* the number as text */
     ss_graph_t *graph;
     ss_batcher_t *batcher;
+    /* LoRA adapters (server/model/adapter.h), NULL when the model folder
+     * has no adapters/ folder at load: the set inside is mutable and
+     * locked by itself. */
+    struct ss_lora *lora;
     ss_model_config_t cfg;      /* as loaded; max_batch_size is effective */
     size_t weight_bytes;
     int64_t file_mtime_ns;      /* to skip reloading an unchanged file */

@@ -1,0 +1,881 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * LoRA adapters: finding a graph's sites, reading PEFT adapters, and the
+ * per-batch low-rank update (adapter.h says what and why).
+ *
+ * DESIGN: the version's graph taps, per site k, its input x (tap 2k) and
+ * its output y (tap 2k + 1).  The x tap only remembers the tensor (its
+ * bytes stay until y's step has read them: engine.h); the y tap does the
+ * work.  For each distinct adapter in the batch that targets the site,
+ * its rows are found from the items' samples (an item's samples are
+ * consecutive rows of the batch, each of rows_per_sample rows of x: a
+ * [batch, seq, in] MatMul input has seq rows per sample).  When the
+ * adapter owns one contiguous run of rows (batch 1, or one adapter) the
+ * two GEMMs read x and accumulate into y in place; otherwise its rows of
+ * x are gathered, the update computed, and scattered-added into y.  The
+ * GEMMs are oneDNN's sgemm (row-major, OpenMP threads as the batch).
+ * The x of each site is remembered per executor thread (thread-local:
+ * an executor runs one batch at a time); the scratch for gathered rows
+ * is allocated per update (a few KB, against microseconds of GEMM).
+ *
+ * Cost, per adapter of the batch at a site: m rows * r * (in + out)
+ * multiply-adds, against the base GEMM's batch * in * out.
+ *
+ * THREADS: see adapter.h.  set_lock guards l->set and l->n_set.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/refcount.h"
+#include "engine/io/safetensors.h"
+#include "engine/ir/ir.h"
+#include "server/model/adapter.h"
+
+/* Most sites a graph may have tapped (a 48-layer encoder has ~200). */
+#define MAX_SITES 1024
+
+typedef struct site {
+    char *module;           /* "fc1", "layers.0.attn.qkv" */
+    char *alt;              /* the other name it answers to, or NULL */
+    int x, y;               /* value ids */
+    int64_t in, out;
+} site_t;
+
+/* A and B stored transposed, B scaled: both GEMMs then read their
+ * operands row-major, and the small-row loops are axpys over contiguous
+ * rows (vectorized; dot products would not be without -ffast-math). */
+typedef struct lmod {
+    int site;
+    float *at;              /* A^T [in, r] */
+    float *bt;              /* scale * B^T [r, out] */
+} lmod_t;
+
+struct ss_adapter {
+    ss_ref_t ref;
+    char *name;
+    int r;
+    float alpha, scale;
+    int n_mods;
+    lmod_t *mods;
+    int *of_site;           /* per site: index in mods, or -1 */
+    size_t bytes;
+};
+
+struct ss_lora {
+    const ss_graph_t *g;
+    int n_sites;
+    site_t *sites;
+    pthread_mutex_t set_lock;
+    int n_set;
+    ss_adapter_t *set[SS_LORA_MAX_ADAPTERS];    /* one reference each */
+};
+
+/* ---- adapters ----------------------------------------------------------- */
+
+static void
+adapter_free(ss_adapter_t *a)
+{
+    if (a == NULL)
+        return;
+    for (int i = 0; i < a->n_mods; i++) {
+        ss_free(a->mods[i].at);
+        ss_free(a->mods[i].bt);
+    }
+    ss_free(a->mods);
+    ss_free(a->of_site);
+    ss_free(a->name);
+    ss_free(a);
+}
+
+void
+ss_adapter_unref(ss_adapter_t *a)
+{
+    if (a != NULL && ss_ref_put(&a->ref))
+        adapter_free(a);
+}
+
+const char *
+ss_adapter_name(const ss_adapter_t *a)
+{
+    return a->name;
+}
+
+/* Adapter names are folder names: letters, digits, '_', '-', '.', not
+ * starting with '.', 1..64 bytes. */
+static int
+valid_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 64 || s[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'
+              || s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static int
+find_site(const ss_lora_t *l, const char *module)
+{
+    for (int k = 0; k < l->n_sites; k++)
+        if (strcmp(l->sites[k].module, module) == 0
+            || (l->sites[k].alt != NULL
+                && strcmp(l->sites[k].alt, module) == 0))
+            return k;
+    return -1;
+}
+
+/* PEFT's key for a module: "base_model.model.<module>.lora_A.weight"
+ * (older files: "...lora_A.default.weight").  Sets *module (new) and
+ * *which ('A' or 'B'); 0, or -1 when key is not a LoRA weight. */
+static int
+parse_key(const char *key, char **module, char *which)
+{
+    static const char pre[] = "base_model.model.";
+    static const char *const suf[] = {
+        ".lora_A.weight", ".lora_B.weight",
+        ".lora_A.default.weight", ".lora_B.default.weight"
+    };
+    size_t n = strlen(key);
+
+    if (strncmp(key, pre, sizeof(pre) - 1) != 0)
+        return -1;
+    for (size_t i = 0; i < 4; i++) {
+        size_t sn = strlen(suf[i]);
+
+        if (n > sizeof(pre) - 1 + sn && strcmp(key + n - sn, suf[i]) == 0) {
+            *which = i % 2 == 0 ? 'A' : 'B';
+            *module = ss_strndup(key + sizeof(pre) - 1,
+                                 n - (sizeof(pre) - 1) - sn);
+            return *module != NULL ? 0 : -1;
+        }
+    }
+    return -1;
+}
+
+/* f32 copy of 2-D t (F32, F16 or BF16) transposed and multiplied by
+ * scale, or NULL. */
+static float *
+to_f32_t(const ss_tensor_t *t, float scale)
+{
+    size_t rows = (size_t)t->dims[0], cols = (size_t)t->dims[1];
+    size_t n = rows * cols;
+    float *f = ss_aligned_alloc(n * sizeof(float) + 1);
+    float *tr = ss_aligned_alloc(n * sizeof(float) + 1);
+
+    if (f == NULL || tr == NULL) {
+        ss_free(f);
+        ss_free(tr);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (t->dtype == SS_DTYPE_F32) {
+            f[i] = ((const float *)t->data)[i];
+        } else if (t->dtype == SS_DTYPE_BF16) {
+            uint32_t u = (uint32_t)((const uint16_t *)t->data)[i] << 16;
+
+            memcpy(&f[i], &u, 4);
+        } else {
+            uint16_t h = ((const uint16_t *)t->data)[i];
+            int e = (h >> 10) & 31, m = h & 1023;
+            float v = e == 0 ? ldexpf((float)m, -24)
+                    : e == 31 ? (m ? NAN : INFINITY)
+                    : ldexpf((float)(m + 1024), e - 25);
+
+            f[i] = h & 0x8000 ? -v : v;
+        }
+    }
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++)
+            tr[j * rows + i] = f[i * cols + j] * scale;
+    ss_free(f);
+    return tr;
+}
+
+/* PEFT's target_modules: a list of names (a module matches when its name
+ * is one, or ends with "." and one), or a string (a regular expression
+ * in PEFT; here an exact name or "all-linear"). */
+static int
+targeted(const json_t *tm, const char *module)
+{
+    size_t n = strlen(module), i;
+    json_t *v;
+
+    if (json_is_string(tm)) {
+        return strcmp(json_string_value(tm), "all-linear") == 0
+               || strcmp(json_string_value(tm), module) == 0;
+    }
+    json_array_foreach(tm, i, v) {
+        const char *t = json_string_value(v);
+        size_t tn = t != NULL ? strlen(t) : 0;
+
+        if (t != NULL && (strcmp(t, module) == 0
+                          || (n > tn && module[n - tn - 1] == '.'
+                              && strcmp(module + n - tn, t) == 0)))
+            return 1;
+    }
+    return 0;
+}
+
+static int
+read_config(const char *dir, const char *name, ss_adapter_t *a,
+            json_t **tm_out, ss_err_t *err)
+{
+    char path[4200];
+    json_error_t je;
+    json_t *c = NULL, *r, *al, *bias, *tm, *rs, *pat;
+    int rc = 0;
+
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    if ((c = json_load_file(path, JSON_REJECT_DUPLICATES, &je)) == NULL
+        || !json_is_object(c)) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': adapter_config.json: "
+                        "%s", name, c == NULL ? je.text : "not an object");
+        goto done;
+    }
+    r = json_object_get(c, "r");
+    al = json_object_get(c, "lora_alpha");
+    bias = json_object_get(c, "bias");
+    tm = json_object_get(c, "target_modules");
+    rs = json_object_get(c, "use_rslora");
+    if (!json_is_integer(r) || json_integer_value(r) < 1
+        || json_integer_value(r) > SS_LORA_MAX_RANK) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': \"r\" must be an "
+                        "integer from 1 to %d", name, SS_LORA_MAX_RANK);
+        goto done;
+    }
+    a->r = (int)json_integer_value(r);
+    a->alpha = al == NULL ? (float)a->r : (float)json_number_value(al);
+    if ((al != NULL && !json_is_number(al)) || !isfinite(a->alpha)) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': \"lora_alpha\" must "
+                        "be a number", name);
+        goto done;
+    }
+    if (bias != NULL && !json_is_null(bias)
+        && !(json_is_string(bias)
+             && strcmp(json_string_value(bias), "none") == 0)) {
+        rc = ss_err_set(err, SS_EUNSUPP, "adapter '%s': \"bias\" must be "
+                        "\"none\" (trained biases are not supported)", name);
+        goto done;
+    }
+    if (!json_is_array(tm) && !json_is_string(tm)) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': \"target_modules\" "
+                        "must be a list of module names", name);
+        goto done;
+    }
+    /* Per-module ranks and alphas: not supported. */
+    pat = json_object_get(c, "rank_pattern");
+    if (json_object_size(pat) > 0
+        || json_object_size(json_object_get(c, "alpha_pattern")) > 0) {
+        rc = ss_err_set(err, SS_EUNSUPP, "adapter '%s': rank_pattern and "
+                        "alpha_pattern are not supported", name);
+        goto done;
+    }
+    a->scale = json_is_true(rs) ? a->alpha / sqrtf((float)a->r)
+                                : a->alpha / (float)a->r;
+    *tm_out = json_incref(tm);
+done:
+    json_decref(c);
+    return rc;
+}
+
+int
+ss_adapter_read(const ss_lora_t *l, const char *model_dir, const char *name,
+                ss_adapter_t **out, ss_err_t *err)
+{
+    ss_adapter_t *a = NULL;
+    ss_safetensors_t *st = NULL;
+    json_t *tm = NULL;
+    char dir[4096], path[4200];
+    int rc = 0;
+
+    *out = NULL;
+    if (!valid_name(name))
+        return ss_err_set(err, SS_EINVAL, "adapter name '%s' is not a "
+                          "plain name (letters, digits, _ - .)", name);
+    if (snprintf(dir, sizeof(dir), "%s/adapters/%s", model_dir, name)
+        >= (int)sizeof(dir))
+        return ss_err_set(err, SS_EINVAL, "adapter '%s': path too long",
+                          name);
+    if ((a = ss_calloc(1, sizeof(*a))) == NULL
+        || (a->name = ss_strdup(name)) == NULL
+        || (a->of_site = ss_malloc(((size_t)l->n_sites + 1)
+                                   * sizeof(int))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for adapter '%s'", name);
+        goto done;
+    }
+    ss_ref_init(&a->ref);
+    for (int k = 0; k < l->n_sites; k++)
+        a->of_site[k] = -1;
+    if ((rc = read_config(dir, name, a, &tm, err)) < 0)
+        goto done;
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    if ((rc = ss_safetensors_read(path, SS_LORA_MAX_FILE_BYTES, &st,
+                                  err)) < 0) {
+        ss_err_wrap(err, rc, "adapter '%s'", name);
+        goto done;
+    }
+    if ((a->mods = ss_calloc((size_t)ss_safetensors_count(st) + 1,
+                             sizeof(lmod_t))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for adapter '%s'", name);
+        goto done;
+    }
+    /* Every lora_A names a module; its lora_B must be there too. */
+    for (int i = 0; i < ss_safetensors_count(st); i++) {
+        const char *key = ss_safetensors_name(st, i);
+        const ss_tensor_t *ta = ss_safetensors_tensor(st, i), *tb;
+        char *module = NULL, which, bkey[600];
+        const site_t *s;
+        lmod_t *m;
+        int k, j;
+
+        if (parse_key(key, &module, &which) < 0) {
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': tensor '%s' is "
+                            "not a PEFT LoRA weight (base_model.model."
+                            "<module>.lora_A.weight)", name, key);
+            goto done;
+        }
+        if (which == 'B') {
+            ss_free(module);
+            continue;
+        }
+        k = find_site(l, module);
+        /* bkey: key with lora_A swapped for lora_B */
+        {
+            const char *p = strstr(key, ".lora_A.");
+
+            snprintf(bkey, sizeof(bkey), "%.*s.lora_B.%s",
+                     (int)(p - key), key, p + 8);
+        }
+        j = ss_safetensors_find(st, bkey);
+        tb = ss_safetensors_tensor(st, j);
+        if (k < 0) {
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' is "
+                            "not a Gemm or MatMul weight of the model",
+                            name, module);
+        } else if (!targeted(tm, module)
+                   && !(l->sites[k].alt != NULL
+                        && targeted(tm, l->sites[k].alt))
+                   && !targeted(tm, l->sites[k].module)) {
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' has "
+                            "weights but is not in target_modules", name,
+                            module);
+        } else if (a->of_site[k] >= 0) {
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' "
+                            "appears twice", name, module);
+        } else if (tb == NULL) {
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' has "
+                            "lora_A but no lora_B", name, module);
+        }
+        s = k >= 0 ? &l->sites[k] : NULL;
+        if (rc == 0
+            && ((ta->dtype != SS_DTYPE_F32 && ta->dtype != SS_DTYPE_F16
+                 && ta->dtype != SS_DTYPE_BF16) || tb->dtype != ta->dtype))
+            rc = ss_err_set(err, SS_EUNSUPP, "adapter '%s': module '%s': "
+                            "dtype %s (F32, F16 or BF16 expected)", name,
+                            module, ss_safetensors_dtype_name(ta->dtype));
+        if (rc == 0
+            && (ta->ndim != 2 || ta->dims[0] != a->r || ta->dims[1] != s->in
+                || tb->ndim != 2 || tb->dims[0] != s->out
+                || tb->dims[1] != a->r))
+            rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s': "
+                            "lora_A is [%lld, %lld] and lora_B [%lld, %lld] "
+                            "where r = %d and the weight's in = %lld, out = "
+                            "%lld need [%d, %lld] and [%lld, %d]", name,
+                            module, (long long)ta->dims[0],
+                            (long long)(ta->ndim > 1 ? ta->dims[1] : 0),
+                            (long long)(tb->ndim > 0 ? tb->dims[0] : 0),
+                            (long long)(tb->ndim > 1 ? tb->dims[1] : 0),
+                            a->r, (long long)s->in, (long long)s->out, a->r,
+                            (long long)s->in, (long long)s->out, a->r);
+        ss_free(module);
+        if (rc < 0)
+            goto done;
+        m = &a->mods[a->n_mods];
+        m->site = k;
+        m->at = to_f32_t(ta, 1.0f);
+        m->bt = to_f32_t(tb, a->scale);
+        a->n_mods++;
+        if (m->at == NULL || m->bt == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for adapter '%s'",
+                            name);
+            goto done;
+        }
+        a->of_site[k] = a->n_mods - 1;
+        a->bytes += (size_t)a->r * (size_t)(s->in + s->out) * sizeof(float);
+    }
+    /* Every lora_B has its lora_A (counted: each A took one B). */
+    if (2 * a->n_mods != ss_safetensors_count(st)) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': a lora_B without "
+                        "its lora_A", name);
+        goto done;
+    }
+    if (a->n_mods == 0) {
+        rc = ss_err_set(err, SS_EINVAL, "adapter '%s': no LoRA weights",
+                        name);
+        goto done;
+    }
+    *out = a;
+    a = NULL;
+done:
+    adapter_free(a);
+    ss_safetensors_free(st);
+    json_decref(tm);
+    return rc;
+}
+
+/* ---- sites ---------------------------------------------------------------- */
+
+/* The module a node's name gives: "/layers.0/attn/qkv/MatMul" is
+ * "layers.0.attn.qkv"; NULL when the name has no path. */
+static char *
+module_of_node(const char *name)
+{
+    const char *last;
+    char *m;
+
+    if (name == NULL || name[0] != '/' || (last = strrchr(name, '/')) == name)
+        return NULL;
+    if ((m = ss_strndup(name + 1, (size_t)(last - name - 1))) == NULL)
+        return NULL;
+    for (char *p = m; *p; p++)
+        if (*p == '/')
+            *p = '.';
+    return m;
+}
+
+static int
+add_site(ss_lora_t *l, const ss_node_t *n, ss_err_t *err)
+{
+    const ss_graph_t *g = l->g;
+    const ss_value_t *w;
+    const char *wn;
+    int gemm = strcmp(n->op_type, "Gemm") == 0;
+    size_t wl;
+    site_t *s;
+
+    if (n->n_inputs < 2 || n->inputs[0] < 0 || n->inputs[1] < 0
+        || n->n_outputs < 1 || n->outputs[0] < 0)
+        return 0;
+    w = &g->values[n->inputs[1]];
+    if (w->constant == NULL || w->constant->ndim != 2
+        || w->constant->dtype != SS_DTYPE_F32
+        || g->values[n->inputs[0]].constant != NULL
+        || (gemm && ss__attr_int(n, "transA", 0) != 0))
+        return 0;
+    if (l->n_sites == MAX_SITES)
+        return ss_err_set(err, SS_EUNSUPP, "%s: more than %d Gemm/MatMul "
+                          "weights", g->source, MAX_SITES);
+    s = &l->sites[l->n_sites];
+    memset(s, 0, sizeof(*s));
+    s->x = n->inputs[0];
+    s->y = n->outputs[0];
+    if (gemm && ss__attr_int(n, "transB", 0) != 0) {
+        s->out = w->constant->dims[0];
+        s->in = w->constant->dims[1];
+    } else {
+        s->in = w->constant->dims[0];
+        s->out = w->constant->dims[1];
+    }
+    wn = w->name;
+    wl = strlen(wn);
+    if (wl > 7 && strcmp(wn + wl - 7, ".weight") == 0) {
+        s->module = ss_strndup(wn, wl - 7);
+        s->alt = module_of_node(n->name);
+    } else {
+        s->module = module_of_node(n->name);
+    }
+    if (s->module == NULL) {
+        ss_free(s->alt);
+        return 0;       /* no name an adapter could use */
+    }
+    l->n_sites++;
+    return 0;
+}
+
+int
+ss_lora_sites(const ss_lora_t *l)
+{
+    return l->n_sites;
+}
+
+void
+ss_lora_free(ss_lora_t *l)
+{
+    if (l == NULL)
+        return;
+    for (int i = 0; i < l->n_set; i++)
+        ss_adapter_unref(l->set[i]);
+    for (int k = 0; l->sites != NULL && k < l->n_sites; k++) {
+        ss_free(l->sites[k].module);
+        ss_free(l->sites[k].alt);
+    }
+    ss_free(l->sites);
+    pthread_mutex_destroy(&l->set_lock);
+    ss_free(l);
+}
+
+int
+ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
+            ss_lora_t **out, ss_err_t *err)
+{
+    ss_lora_t *l = NULL;
+    const char **taps = NULL;
+    char dir[4200];
+    struct stat sb;
+    DIR *d = NULL;
+    struct dirent *de;
+    int rc = 0;
+
+    *out = NULL;
+    snprintf(dir, sizeof(dir), "%s/adapters", model_dir);
+    if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
+        return ss_err_set(err, SS_ENOTFOUND, "%s: no adapters folder",
+                          model_dir);
+    if ((l = ss_calloc(1, sizeof(*l))) == NULL
+        || (l->sites = ss_calloc(MAX_SITES, sizeof(site_t))) == NULL) {
+        ss_free(l);
+        return ss_err_set(err, SS_ENOMEM, "no memory for adapters");
+    }
+    pthread_mutex_init(&l->set_lock, NULL);
+    l->g = g;
+    for (int i = 0; i < g->n_nodes; i++)
+        if ((strcmp(g->nodes[i].op_type, "Gemm") == 0
+             || strcmp(g->nodes[i].op_type, "MatMul") == 0)
+            && (g->nodes[i].domain == NULL || g->nodes[i].domain[0] == '\0')
+            && (rc = add_site(l, &g->nodes[i], err)) < 0)
+            goto done;
+    if ((taps = ss_calloc(2 * (size_t)l->n_sites + 1, sizeof(char *)))
+        == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for taps");
+        goto done;
+    }
+    for (int k = 0; k < l->n_sites; k++) {
+        taps[2 * k] = g->values[l->sites[k].x].name;
+        taps[2 * k + 1] = g->values[l->sites[k].y].name;
+    }
+    if ((rc = ss_graph_set_taps(g, 2 * l->n_sites, taps, err)) < 0)
+        goto done;
+    /* Adapters found now; one that does not fit is logged and skipped:
+     * the base model and the other adapters still serve. */
+    if ((d = opendir(dir)) != NULL) {
+        while ((de = readdir(d)) != NULL) {
+            ss_err_t e = { 0 };
+
+            if (de->d_name[0] == '.')
+                continue;
+            if (ss_lora_load(l, model_dir, de->d_name, &e) < 0)
+                ss_log_warn("model=%s adapter '%s' not loaded: %s", what,
+                            de->d_name, e.msg);
+        }
+        closedir(d);
+    }
+    *out = l;
+    l = NULL;
+done:
+    ss_free(taps);
+    ss_lora_free(l);
+    return rc;
+}
+
+/* ---- the set -------------------------------------------------------------- */
+
+int
+ss_lora_acquire(ss_lora_t *l, const char *name, ss_adapter_t **out,
+                ss_err_t *err)
+{
+    *out = NULL;
+    if (l != NULL) {
+        pthread_mutex_lock(&l->set_lock);
+        for (int i = 0; i < l->n_set; i++)
+            if (strcmp(l->set[i]->name, name) == 0) {
+                ss_ref_get(&l->set[i]->ref);
+                *out = l->set[i];
+                break;
+            }
+        pthread_mutex_unlock(&l->set_lock);
+    }
+    if (*out != NULL)
+        return 0;
+    return ss_err_set(err, SS_ENOTFOUND, "adapter '%s' is not loaded", name);
+}
+
+int
+ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
+             ss_err_t *err)
+{
+    ss_adapter_t *a, *old = NULL;
+    int rc = 0, i;
+
+    if ((rc = ss_adapter_read(l, model_dir, name, &a, err)) < 0)
+        return rc;
+    pthread_mutex_lock(&l->set_lock);
+    for (i = 0; i < l->n_set; i++)
+        if (strcmp(l->set[i]->name, name) == 0)
+            break;
+    if (i < l->n_set) {
+        old = l->set[i];
+        l->set[i] = a;
+    } else if (l->n_set == SS_LORA_MAX_ADAPTERS) {
+        old = a;
+        rc = ss_err_set(err, SS_EBUSY, "adapter '%s': %d adapters are "
+                        "loaded already", name, SS_LORA_MAX_ADAPTERS);
+    } else {
+        l->set[l->n_set++] = a;
+    }
+    pthread_mutex_unlock(&l->set_lock);
+    ss_adapter_unref(old);
+    return rc;
+}
+
+int
+ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err)
+{
+    ss_adapter_t *old = NULL;
+
+    pthread_mutex_lock(&l->set_lock);
+    for (int i = 0; i < l->n_set; i++)
+        if (strcmp(l->set[i]->name, name) == 0) {
+            old = l->set[i];
+            l->set[i] = l->set[--l->n_set];
+            break;
+        }
+    pthread_mutex_unlock(&l->set_lock);
+    if (old == NULL)
+        return ss_err_set(err, SS_ENOTFOUND, "adapter '%s' is not loaded",
+                          name);
+    ss_adapter_unref(old);  /* requests holding it keep it alive */
+    return 0;
+}
+
+static int
+by_name(const void *x, const void *y)
+{
+    return strcmp(json_string_value(json_object_get(*(json_t *const *)x,
+                                                    "name")),
+                  json_string_value(json_object_get(*(json_t *const *)y,
+                                                    "name")));
+}
+
+json_t *
+ss_lora_list(ss_lora_t *l)
+{
+    json_t *items[SS_LORA_MAX_ADAPTERS];
+    json_t *arr = json_array();
+    int n = 0;
+
+    if (arr == NULL || l == NULL)
+        return arr;
+    pthread_mutex_lock(&l->set_lock);
+    for (int i = 0; i < l->n_set; i++) {
+        const ss_adapter_t *a = l->set[i];
+        json_t *mods = json_array();
+
+        for (int m = 0; mods != NULL && m < a->n_mods; m++)
+            json_array_append_new(mods, json_string(
+                l->sites[a->mods[m].site].module));
+        items[n++] = json_pack("{s:s, s:i, s:f, s:o*, s:I}", "name", a->name,
+                               "r", a->r, "alpha", (double)a->alpha,
+                               "modules", mods, "bytes",
+                               (json_int_t)a->bytes);
+        if (items[n - 1] == NULL)
+            n--;
+    }
+    pthread_mutex_unlock(&l->set_lock);
+    qsort(items, (size_t)n, sizeof(items[0]), by_name);
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, items[i]);
+    return arr;
+}
+
+/* ---- the update ----------------------------------------------------------- */
+
+/* Per executor thread: each site's x (data and element count) in the
+ * run in progress.  An executor runs one batch at a time. */
+static __thread struct {
+    const float *x[MAX_SITES];
+    int64_t xn[MAX_SITES];
+} ts;
+
+static int
+gemm(char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+     int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+     int64_t ldc, ss_err_t *err)
+{
+    if (dnnl_sgemm('N', tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        != dnnl_success)
+        return ss_err_set(err, SS_EDNNL, "LoRA: oneDNN sgemm failed");
+    return 0;
+}
+
+/* Below this many multiply-adds an update runs as plain loops: a call of
+ * oneDNN's sgemm costs microseconds of dispatch, more than the work of a
+ * few rows at r = 16 (measured on the MLP: 8 adapters x 3 sites x 2
+ * calls made a batch of 64 cost 3.2x the base; loops: see docs/lora.md). */
+#define SMALL_MACS 262144
+
+/* y_row += x_row A^T (s B^T) for each listed row: axpys over contiguous
+ * rows of A^T and B^T, which the compiler vectorizes (GCC's -O2 cost
+ * model leaves loops of unknown trip count scalar, hence O3 here). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O3")))
+#endif
+static void
+apply_small(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
+            const float *x, float *y, const int64_t *rows, int64_t nrows)
+{
+    int64_t r = a->r, in = s->in, out = s->out;
+    float t[SS_LORA_MAX_RANK];
+
+    for (int64_t i = 0; i < nrows; i++) {
+        const float *xr = x + rows[i] * in;
+        float *yr = y + rows[i] * out;
+
+        for (int64_t j = 0; j < r; j++)
+            t[j] = 0.0f;
+        for (int64_t k = 0; k < in; k++) {
+            const float *ak = m->at + k * r;
+            float xk = xr[k];
+
+            for (int64_t j = 0; j < r; j++)
+                t[j] += xk * ak[j];
+        }
+        for (int64_t j = 0; j < r; j++) {
+            const float *bj = m->bt + j * out;
+            float tj = t[j];
+
+            for (int64_t o = 0; o < out; o++)
+                yr[o] += tj * bj[o];
+        }
+    }
+}
+
+/* Adds adapter a's update at site s to the rows of y it owns: rows
+ * (nrows of them, ascending) of x [*, in] and y [*, out]. */
+static int
+apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
+      const float *x, float *y, const int64_t *rows, int64_t nrows,
+      float *buf, ss_err_t *err)
+{
+    int64_t r = a->r, in = s->in, out = s->out;
+    float *t, *xg, *d;
+    int rc;
+
+    if (nrows * r * (in + out) <= SMALL_MACS) {
+        apply_small(s, a, m, x, y, rows, nrows);
+        return 0;
+    }
+
+    if (rows[nrows - 1] - rows[0] == nrows - 1) {
+        /* One contiguous run: straight from x, accumulated into y. */
+        t = buf;
+        if ((rc = gemm('N', nrows, r, in, 1.0f, x + rows[0] * in, in, m->at,
+                       r, 0.0f, t, r, err)) < 0)
+            return rc;
+        return gemm('N', nrows, out, r, 1.0f, t, r, m->bt, out, 1.0f,
+                    y + rows[0] * out, out, err);
+    }
+    xg = buf;
+    t = xg + nrows * in;
+    d = t + nrows * r;
+    for (int64_t i = 0; i < nrows; i++)
+        memcpy(xg + i * in, x + rows[i] * in, (size_t)in * sizeof(float));
+    if ((rc = gemm('N', nrows, r, in, 1.0f, xg, in, m->at, r, 0.0f, t, r,
+                   err)) < 0
+        || (rc = gemm('N', nrows, out, r, 1.0f, t, r, m->bt, out, 0.0f, d,
+                      out, err)) < 0)
+        return rc;
+    for (int64_t i = 0; i < nrows; i++) {
+        float *yr = y + rows[i] * out;
+        const float *dr = d + i * out;
+
+        for (int64_t j = 0; j < out; j++)
+            yr[j] += dr[j];
+    }
+    return 0;
+}
+
+int
+ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
+            ss_err_t *err)
+{
+    const ss_lora_t *l = user;
+    const site_t *s = &l->sites[tap / 2];
+    int64_t samples = 0, total, per, yrows;
+    const float *x;
+    float *y;
+
+    if (tap % 2 == 0) {
+        ts.x[tap / 2] = value->data;
+        ts.xn[tap / 2] = ss_tensor_numel(value);
+        return 0;
+    }
+    x = ts.x[tap / 2];
+    ts.x[tap / 2] = NULL;
+    y = value->data;
+    for (const ss_work_t *w = batch; w != NULL; w = ss_work_next(w))
+        samples += ss_work_samples(w);
+    total = ss_tensor_numel(value);
+    if (x == NULL || value->dtype != SS_DTYPE_F32 || value->ndim < 1
+        || value->dims[value->ndim - 1] != s->out || samples <= 0
+        || total % (s->out * samples) != 0
+        || ts.xn[tap / 2] != total / s->out * s->in)
+        return ss_err_set(err, SS_EINTERNAL, "LoRA at '%s': the tapped "
+                          "values are not what the site needs", s->module);
+    yrows = total / s->out;
+    per = yrows / samples;      /* rows of x and y per sample */
+    /* Each distinct adapter of the batch that targets this site, once:
+     * the first item carrying it collects the rows of all its items. */
+    for (const ss_work_t *w = batch; w != NULL; w = ss_work_next(w)) {
+        const ss_adapter_t *a = w->tag;
+        int64_t n = 0, row = 0, *rows;
+        float *buf;
+        int rc, dup = 0;
+
+        if (a == NULL || a->of_site[tap / 2] < 0)
+            continue;
+        for (const ss_work_t *v = batch; v != w; v = ss_work_next(v))
+            dup |= v->tag == a;
+        if (dup)
+            continue;
+        for (const ss_work_t *v = batch; v != NULL; v = ss_work_next(v))
+            if (v->tag == a)
+                n += ss_work_samples(v) * per;
+        rows = ss_malloc((size_t)n * sizeof(int64_t) + 1);
+        buf = ss_aligned_alloc((size_t)(n * (s->in + a->r + s->out))
+                               * sizeof(float));
+        if (rows == NULL || buf == NULL) {
+            ss_free(rows);
+            ss_free(buf);
+            return ss_err_set(err, SS_ENOMEM, "no memory for LoRA rows");
+        }
+        n = 0;
+        for (const ss_work_t *v = batch; v != NULL; v = ss_work_next(v)) {
+            int64_t k = ss_work_samples(v) * per;
+
+            for (int64_t i = 0; v->tag == a && i < k; i++)
+                rows[n++] = row + i;
+            row += k;
+        }
+        rc = apply(s, a, &a->mods[a->of_site[tap / 2]], x, y, rows, n, buf,
+                   err);
+        ss_free(rows);
+        ss_free(buf);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_ADAPTER_H
+#define SS_SERVER_ADAPTER_H
+
+/*
+ * LoRA adapters on a served model version (docs/lora.md): many low-rank
+ * fine-tunes of one base model, chosen per request, sharing batches.
+ *
+ * On disk, PEFT's layout, so adapters move between slimserve and
+ * PyTorch/PEFT:
+ *   <model>/adapters/<name>/adapter_config.json
+ *       {"r": 8, "lora_alpha": 16, "target_modules": ["fc1", ...],
+ *        "lora_dropout": 0.0, "fan_in_fan_out": false, "bias": "none",
+ *        "use_rslora": false}
+ *   <model>/adapters/<name>/adapter_model.safetensors
+ *       base_model.model.<module>.lora_A.weight  [r, in]
+ *       base_model.model.<module>.lora_B.weight  [out, r]
+ * A request's output is the base model's with every targeted weight W
+ * replaced by W + s * B A (s = lora_alpha / r, or lora_alpha / sqrt(r)
+ * with use_rslora): PyTorch's nn.Linear convention, W [out, in].
+ *
+ * Modules are the graph's Gemm and MatMul nodes whose weight is an
+ * initializer (sites).  A site's module name is its weight's name without
+ * ".weight" (what torch.onnx.export writes for an nn.Linear exported as
+ * Gemm), or, for a MatMul whose weight export renamed ("onnx::MatMul_12",
+ * the transposed [in, out] form), the node's name without its last part
+ * ("/layers.0/attn/qkv/MatMul" is "layers.0.attn.qkv").  An adapter whose
+ * modules, ranks or shapes do not match is refused naming the first
+ * mismatch.
+ *
+ * Execution (engine.h taps): the version's graph taps each site's input
+ * x and output y; after the step that computes y, for each adapter in the
+ * batch, its rows of x are multiplied by A^T (shrink, [m, r]) and then by
+ * s B^T (expand, [m, out]) and added to its rows of y, in place, before
+ * the bias-add and activation that follow.  Rows of the base model (no
+ * adapter) cost nothing; a batch with no adapter runs without the hook.
+ *
+ * Lifetimes: an ss_lora_t belongs to one version (created with it on the
+ * pool thread that loads it, before its batcher; freed after).  Adapters
+ * are reference-counted: the set holds one reference per loaded adapter,
+ * each admitted request one until its batch is done, so unloading drops
+ * no request.
+ *
+ * THREADS: ss_lora_new/free [init] (the version's load and reaper);
+ * ss_lora_acquire, ss_adapter_unref, ss_lora_list [any];
+ * ss_lora_load/unload [any] but do file work (a pool thread);
+ * ss_lora_tap [worker].  The set of loaded adapters is guarded by the
+ * lora's mutex, held only to find, add or remove one.
+ */
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "common/err.h"
+#include "engine/engine.h"
+#include "server/batch/batch.h"
+
+typedef struct ss_lora ss_lora_t;
+typedef struct ss_adapter ss_adapter_t;
+
+/* Most adapters one version holds, and the largest rank. */
+#define SS_LORA_MAX_ADAPTERS 256
+#define SS_LORA_MAX_RANK 1024
+/* The largest adapter file read. */
+#define SS_LORA_MAX_FILE_BYTES ((size_t)1 << 30)
+
+/* Finds g's sites and taps them (ss_graph_set_taps: call before any plan
+ * is compiled from g), then loads every adapter folder under
+ * model_dir/adapters; one that fails is logged (what: "model@1") and
+ * skipped.  *out is a new lora; g is borrowed and must outlive it.
+ * Returns SS_ENOTFOUND when model_dir has no adapters folder (the
+ * version then has no LoRA and nothing is tapped). */
+int ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
+                ss_lora_t **out, ss_err_t *err);
+/* Drops the set's references.  Accepts NULL. */
+void ss_lora_free(ss_lora_t *l);
+
+/* A new reference to the loaded adapter called name, or SS_ENOTFOUND
+ * naming it.  l may be NULL (no adapters). */
+int ss_lora_acquire(ss_lora_t *l, const char *name, ss_adapter_t **out,
+                    ss_err_t *err);
+/* Accepts NULL. */
+void ss_adapter_unref(ss_adapter_t *a);
+const char *ss_adapter_name(const ss_adapter_t *a);
+
+/* Reads model_dir/adapters/<name> and checks it against the sites: a new
+ * adapter (one reference) or an error naming the first mismatch. */
+int ss_adapter_read(const ss_lora_t *l, const char *model_dir,
+                    const char *name, ss_adapter_t **out, ss_err_t *err);
+
+/* Loads (or replaces) adapter name from model_dir; SS_EBUSY past
+ * SS_LORA_MAX_ADAPTERS. */
+int ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
+                 ss_err_t *err);
+/* Forgets adapter name (requests holding it finish with it);
+ * SS_ENOTFOUND when not loaded. */
+int ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err);
+/* [{"name", "r", "alpha", "modules": [...], "bytes"}], sorted by name; a
+ * new value, or NULL without memory. */
+json_t *ss_lora_list(ss_lora_t *l);
+/* Sites found (LoRA-capable modules). */
+int ss_lora_sites(const ss_lora_t *l);
+
+/* The batch hook (ss_batch_opts_t.tap; user is the lora): items' tags are
+ * ss_adapter_t pointers. */
+int ss_lora_tap(void *user, const ss_work_t *batch, int tap,
+                ss_tensor_t *value, ss_err_t *err);
+
+/* ---- admin (adapter_admin.c), on the model's active version [loop] ---- */
+
+struct ss_registry;
+
+/* {"model", "version", "sites", "adapters": ss_lora_list} (new), or
+ * SS_ENOTFOUND (unknown model, or no adapters folder). */
+int ss_adapters_list(struct ss_registry *r, const char *model, json_t **out,
+                     ss_err_t *err);
+/* Reads and loads (or replaces) adapter name on a pool thread; cb runs
+ * later on the loop with {"loaded": name} or the error naming the first
+ * mismatch (when 0 is returned). */
+int ss_adapters_load(struct ss_registry *r, const char *model,
+                     const char *name,
+                     void (*cb)(void *arg, int rc, json_t *value,
+                                const ss_err_t *err),
+                     void *arg, ss_err_t *err);
+/* Takes adapter name out of the set at once (no file work): requests
+ * holding it finish with it; later ones get 404. */
+int ss_adapters_unload(struct ss_registry *r, const char *model,
+                       const char *name, ss_err_t *err);
+
+#endif
