@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "server/http/router.h"
+#include "server/model/adapter.h"
 #include "server/server.h"
 
 static void
@@ -273,6 +274,66 @@ versions(ss_req_t *r, void *arg, const ss_route_match_t *m)
         ss_req_suspend(r);
 }
 
+/* ---- LoRA adapters (server/model/adapter.h, docs/lora.md) ----------- */
+
+static void
+adapters_list(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    json_t *j;
+    char *text;
+    int rc = ss_adapters_list(s->registry, m->cap[0], &j, &err);
+
+    if (rc < 0) {
+        ss_req_fail(r, rc, "%s", err.msg);
+        return;
+    }
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (text == NULL)
+        ss_req_fail(r, SS_ENOMEM, "out of memory");
+    else
+        ss_req_respond(r, 200, "application/json", text, strlen(text));
+}
+
+/* The files are read on a pool thread: the request waits suspended. */
+static void
+adapter_load(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    int rc = ss_adapters_load(s->registry, m->cap[0], m->cap[1], json_done,
+                              r, &err);
+
+    if (rc < 0)
+        ss_req_fail(r, rc, "%s", err.msg);
+    else
+        ss_req_suspend(r);
+}
+
+static void
+adapter_unload(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    int rc = ss_adapters_unload(s->registry, m->cap[0], m->cap[1], &err);
+    json_t *j;
+    char *text;
+
+    if (rc < 0) {
+        ss_req_fail(r, rc, "%s", err.msg);
+        return;
+    }
+    j = json_pack("{s:s}", "unloaded", m->cap[1]);
+    text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL)
+        ss_req_fail(r, SS_ENOMEM, "out of memory");
+    else
+        ss_req_respond(r, 200, "application/json", text, strlen(text));
+}
+
 /* ---- compression jobs ------------------------------------------------ */
 
 static int64_t
@@ -352,6 +413,10 @@ static const ss_route_t routes[] = {
     { "GET", "/admin/models/*/versions", SS_EP_ADMIN, versions },
     { "POST", "/admin/models/*/versions/*/activate", SS_EP_ADMIN, activate },
     { "POST", "/admin/models/*/rollback", SS_EP_ADMIN, rollback },
+    { "GET", "/admin/models/*/adapters", SS_EP_ADMIN, adapters_list },
+    { "POST", "/admin/models/*/adapters/*/load", SS_EP_ADMIN, adapter_load },
+    { "POST", "/admin/models/*/adapters/*/unload", SS_EP_ADMIN,
+      adapter_unload },
 };
 
 void

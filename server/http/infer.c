@@ -29,6 +29,7 @@
 #include "common/utf8.h"
 #include "server/http/router.h"
 #include "server/kserve/kserve.h"
+#include "server/model/adapter.h"
 #include "server/model/sampler.h"
 
 typedef struct ctx {
@@ -163,6 +164,7 @@ ctx_free(ctx_t *c)
         return;
     ss_work_clear_outputs(&c->work);
     ss_kserve_request_free(c->kr);
+    ss_adapter_unref(c->work.tag);      /* LoRA: the request's adapter */
     ss_version_unref(c->v);
     ss_free(c);
 }
@@ -409,6 +411,18 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     }
     if ((rc = check_finite(c, &err)) < 0)
         goto fail;
+    /* LoRA: parameters.adapter names a loaded adapter of this version
+     * (404 naming it otherwise); the request holds a reference to it
+     * until ctx_free, so an unload drops no request. */
+    if (c->kr->adapter != NULL) {
+        ss_adapter_t *a;
+
+        if ((rc = ss_lora_acquire(v->lora, c->kr->adapter, &a, &err)) < 0) {
+            ss_err_wrap(&err, rc, "model '%s' version %s", model, v->label);
+            goto fail;
+        }
+        c->work.tag = a;
+    }
     if (ss_model_sampler(v->model) != NULL)
         ss_sampler_offer(ss_model_sampler(v->model),
                          ss_graph_num_inputs(v->graph), c->inputs, rows);
