@@ -27,3 +27,6 @@ EXTRA_DIST += \
 
 # Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
 EXTRA_DIST += bench/soak.py
+
+# LoRA adapters: compute per batch with and without (docs/lora.md).
+EXTRA_DIST += bench/lora.py

@@ -40,3 +40,7 @@ EXTRA_DIST += tests/integration/test_body_flood.py
 # Inputs that decide shapes (a Reshape's shape, a TopK's K) per request.
 TESTS += tests/integration/test_shape_inputs.py
 EXTRA_DIST += tests/integration/test_shape_inputs.py
+# LoRA adapters against PyTorch, JSON and binary, mixed batches, admin
+# load/unload under load (issue 14, docs/lora.md).
+TESTS += tests/integration/test_lora.py
+EXTRA_DIST += tests/integration/test_lora.py

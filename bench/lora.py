@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LoRA adapters (docs/lora.md): what adapters cost a batch.
+
+Serves the fixtures' MLP and transformer three ways from one daemon:
+  <m>_plain   no adapters/ folder: the model as before (fully fused)
+  <m>         an adapters/ folder with 8 adapters, r = 16, on every
+              Gemm/MatMul site
+and measures the executor's compute time per batch
+(slimserve_compute_duration_seconds: gather, plan, run, split; no HTTP,
+no JSON) for:
+  batch 64 = 8 concurrent requests of 8 rows: plain; tapped model without
+             adapters; each request with another of the 8 adapters
+  batch 1:   plain; one adapter
+Cases alternate round by round (R rounds of N batches each) so load
+drifts hit all alike; per case the median over rounds of the mean compute
+per batch is printed, with ratios to plain and the load average.
+
+    /usr/bin/python3 bench/lora.py --build BUILD [--rounds 7 --batches 40]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+
+
+def safetensors_bytes(tensors):
+    hdr, data = {}, b""
+    for name, a in tensors:
+        raw = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        hdr[name] = {"dtype": "F32", "shape": list(a.shape),
+                     "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def write_adapters(model_dir, sites, n, r, rng):
+    for i in range(n):
+        d = os.path.join(model_dir, "adapters", "a%d" % i)
+        os.makedirs(d)
+        with open(os.path.join(d, "adapter_config.json"), "w") as f:
+            json.dump({"r": r, "lora_alpha": 2 * r, "bias": "none",
+                       "target_modules": sorted(sites)}, f)
+        ts = []
+        for m, (fin, fout) in sorted(sites.items()):
+            ts.append(("base_model.model.%s.lora_A.weight" % m,
+                       rng.standard_normal((r, fin)) * 0.1))
+            ts.append(("base_model.model.%s.lora_B.weight" % m,
+                       rng.standard_normal((fout, r)) * 0.1))
+        with open(os.path.join(d, "adapter_model.safetensors"), "wb") as f:
+            f.write(safetensors_bytes(ts))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batches", type=int, default=40)
+    args = ap.parse_args()
+    os.environ["top_builddir"] = os.path.abspath(args.build)
+    sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+    from daemon import Daemon
+    import kserve
+    sys.path.insert(0, HERE)
+    from pool import cpu_line
+
+    rng = np.random.default_rng(1)
+    tmp = tempfile.TemporaryDirectory(prefix="ss-bench-lora-")
+    repo = os.path.join(tmp.name, "models")
+    fx = os.path.join(TOP, "tests", "fixtures")
+    sites = {
+        "mlp": {"fc1": (64, 128), "fc2": (128, 64), "fc3": (64, 10)},
+        "tf": dict([("layers.%d.attn.qkv" % i, (32, 96)) for i in (0, 1)] +
+                   [("layers.%d.attn.out" % i, (32, 32)) for i in (0, 1)] +
+                   [("layers.%d.ff1" % i, (32, 64)) for i in (0, 1)] +
+                   [("layers.%d.ff2" % i, (64, 32)) for i in (0, 1)] +
+                   [("head", (32, 10))]),
+    }
+    src = {"mlp": "mlp_op17", "tf": "transformer_op17"}
+    for m in ("mlp", "tf"):
+        for name in (m, m + "_plain"):
+            d = os.path.join(repo, name)
+            os.makedirs(os.path.join(d, "1"))
+            shutil.copy(os.path.join(fx, src[m], "model.onnx"),
+                        os.path.join(d, "1", "model.onnx"))
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump({"max_batch_size": 64,
+                           "max_queue_delay_us": 50000,
+                           "warmup": "all",
+                           "preferred_batch_sizes": [64]}, f)
+        write_adapters(os.path.join(repo, m), sites[m], 8, 16, rng)
+
+    def body(m, rows, adapter):
+        if m == "mlp":
+            x = {"input": (rng.integers(0, 17, (rows, 64)) / 16)
+                 .astype(np.float32)}
+        else:
+            x = {"input_ids": rng.integers(0, 17, (rows, 64))
+                 .astype(np.int64)}
+        b, h = kserve.binary_request(x)
+        if adapter is not None:
+            hl = int(h["Inference-Header-Content-Length"])
+            head = json.loads(b[:hl])
+            head["parameters"]["adapter"] = adapter
+            hb = json.dumps(head).encode()
+            b = hb + b[hl:]
+            h["Inference-Header-Content-Length"] = str(len(hb))
+        return b, h
+
+    with Daemon(["--threads=1", "--admin-insecure"], repository=repo) as d:
+        def compute(model):
+            s = c = 0.0
+            for (n, lv), v in d.metrics().items():
+                if ("model", model) not in lv:
+                    continue
+                if n == "slimserve_compute_duration_seconds_sum":
+                    s += v
+                elif n == "slimserve_compute_duration_seconds_count":
+                    c += v
+            return s, c
+
+        def one_batch(model, reqs):
+            out = [None] * len(reqs)
+
+            def go(i):
+                out[i] = d.post("/v2/models/%s/infer" % model,
+                                body=reqs[i][0], headers=reqs[i][1])[0]
+            ts = [threading.Thread(target=go, args=(i,))
+                  for i in range(len(reqs))]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert all(s == 200 for s in out), out
+
+        cases = []
+        for m in ("mlp", "tf"):
+            cases += [
+                (m, "batch 64, no adapters folder", m + "_plain",
+                 [body(m, 8, None) for _ in range(8)]),
+                (m, "batch 64, tapped, no adapter", m,
+                 [body(m, 8, None) for _ in range(8)]),
+                (m, "batch 64 over 8 adapters r=16", m,
+                 [body(m, 8, "a%d" % i) for i in range(8)]),
+                (m, "batch 1, no adapters folder", m + "_plain",
+                 [body(m, 1, None)]),
+                (m, "batch 1, one adapter r=16", m, [body(m, 1, "a3")]),
+            ]
+        res = {i: [] for i in range(len(cases))}
+        for _ in range(3):      # warm every plan and connection path
+            for c in cases:
+                one_batch(c[2], c[3])
+        for _ in range(args.rounds):
+            for i, c in enumerate(cases):
+                s0, n0 = compute(c[2])
+                for _ in range(args.batches):
+                    one_batch(c[2], c[3])
+                s1, n1 = compute(c[2])
+                res[i].append((s1 - s0) / max(1, n1 - n0))
+        print("# " + cpu_line())
+        print("# load average: %s" % open("/proc/loadavg").read().split()[:3])
+        print("%-4s %-32s %12s %8s" % ("", "case", "us/batch", "ratio"))
+        base = {}
+        for i, c in enumerate(cases):
+            med = statistics.median(res[i]) * 1e6
+            key = (c[0], c[1].split(" ")[1].rstrip(","))
+            if "no adapters folder" in c[1]:
+                base[key] = med
+            print("%-4s %-32s %12.1f %8.2f" % (c[0], c[1], med,
+                                               med / base[key]))
+    tmp.cleanup()
+
+
+main()
