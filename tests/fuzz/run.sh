@@ -12,7 +12,7 @@
 #
 # Environment: FUZZ_WORKDIR (default: a new temporary directory, removed
 # unless something crashed), FUZZ_TARGETS (default: every target, "fuzz_npy
-# fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg fuzz_http"),
+# fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg fuzz_http fuzz_safetensors"),
 # FUZZ_JOBS (parallel compiles, default 2), FUZZ_STRICT=1 (a target that
 # does not build is a failure, not a skip), CC (default clang).
 #
@@ -28,7 +28,7 @@ case $secs in ''|*[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 cc=${CC:-clang}
-targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg fuzz_http"}
+targets=${FUZZ_TARGETS:-"fuzz_npy fuzz_onnx fuzz_kserve fuzz_jobs fuzz_cfg fuzz_http fuzz_safetensors"}
 jobs=${FUZZ_JOBS:-2}
 
 if ! command -v "$cc" >/dev/null 2>&1; then
@@ -152,6 +152,7 @@ build_target() {
     t=$1
     case $t in
         fuzz_npy) srcs="$common_srcs $io_srcs";;
+        fuzz_safetensors) srcs="$common_srcs $src/engine/io/safetensors.c";;
         fuzz_onnx) srcs="$common_srcs $io_srcs $engine_srcs";;
         fuzz_kserve) srcs="$common_srcs $src/engine/ir/dtype.c \
             $src/server/kserve/kserve.c $src/server/kserve/kserve_data.c \
@@ -209,7 +210,7 @@ seed() {
                 [ -f "$f" ] && cp "$f" \
                     "$work/seeds-$t/$(echo "$f" | sed "s|$src/||; s|/|_|g")"
             done;;
-        fuzz_kserve|fuzz_jobs|fuzz_cfg|fuzz_http)
+        fuzz_kserve|fuzz_jobs|fuzz_cfg|fuzz_http|fuzz_safetensors)
             cp "$here/seeds/${t#fuzz_}"/* "$work/seeds-$t/" 2>/dev/null;;
     esac
     # The minimized corpus of the recorded campaigns (README).
