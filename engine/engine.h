@@ -152,9 +152,22 @@ int ss_input_check_count(const ss_input_check_t *c);
 int ss_input_check_run(const ss_input_check_t *c, const ss_tensor_t *inputs,
                        ss_err_t *err);
 
+/* Graph inputs whose values decide shapes: a value reaches an input an
+ * op reads when it infers shapes (Reshape's shape, Slice's starts, TopK's
+ * K, Resize's scales, the axes of Squeeze from opset 13, the data of
+ * NonZero or Unique, ...), through any ops but Shape and Size.  flags
+ * (may be NULL) gets 1 for each such input, 0 for the others, in graph
+ * order.  Returns how many there are.  A plan for such a graph is
+ * specialised to those inputs' values (ss_plan_new). */
+int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
+
 /* Compiles a plan for concrete input shapes (one ss_tensor_t per graph
- * input, in graph order; only dtype/ndim/dims are read).  Borrows g, which
- * must outlive the plan.  A plan's memory (any one value; folded
+ * input, in graph order; dtype/ndim/dims are read, and the data of the
+ * inputs ss_graph_shape_inputs names, which must be given: the plan is
+ * specialised to those values, copied, and ss_plan_run refuses other
+ * values with SS_EINVAL).  Values a shape cannot be made of fail with
+ * SS_EINVAL naming the input (SS_ETOOBIG when over the budget).  Borrows
+ * g, which must outlive the plan.  A plan's memory (any one value; folded
  * constants plus intermediates together) is capped at 4 GiB, or at what
  * the environment variable SS_ENGINE_MAX_PLAN_BYTES says ("512M", "8G");
  * past it the compile fails with SS_ETOOBIG naming the node. */

@@ -150,5 +150,9 @@ typedef struct ss_op {
 
 /* NULL when op_type (default domain) has no kernel. */
 const ss_op_t *ss__op_find(const char *op_type);
+/* The inputs of node n whose values its op's infer reads (bit k: input
+ * k) at this opset: Reshape's shape, TopK's K, Resize's scales, NonZero's
+ * input, ...  A plan needs them as constants (engine/ir/shapein.c). */
+unsigned ss__op_value_inputs(const ss_node_t *n, int opset);
 
 #endif

@@ -10,6 +10,7 @@ engine_ir_libssir_a_SOURCES = \
 	engine/ir/dtype_size.h engine/ir/dtype.c engine/ir/graph.c \
 	engine/ir/onnx.c engine/ir/onnx_tensor.c engine/ir/inputs.c \
 	engine/ir/valcheck.c engine/ir/opset.c engine/ir/bind.c \
+	engine/ir/shapein.c \
 	engine/ir/edit.h engine/ir/edit.c engine/ir/export.c
 nodist_engine_ir_libssir_a_SOURCES = engine/ir/onnx.pb-c.c \
 	engine/ir/onnx.pb-c.h

@@ -49,3 +49,50 @@ ss__op_find(const char *op_type)
                 return op;
     return NULL;
 }
+
+/* Inputs whose values the op's infer reads, per op and from which opset
+ * (ss__op_value_inputs).  Kept next to the tables: an op whose infer
+ * starts reading an input's data (ss__ops_read_ints, read_scalar, a
+ * data != NULL test) must be listed here, or a model feeding it from a
+ * graph input fails to compile with "must be a constant" instead of
+ * getting a plan specialised to the value. */
+static const struct {
+    const char *op_type;
+    int since;                  /* the opset the inputs became inputs */
+    unsigned mask;              /* bit k: input k */
+} value_inputs[] = {
+    { "Reshape", 5, 1u << 1 },
+    { "Expand", 8, 1u << 1 },
+    { "Tile", 6, 1u << 1 },
+    { "ConstantOfShape", 9, 1u << 0 },
+    { "Range", 11, 7u },
+    { "Slice", 10, 0xfu << 1 },        /* starts, ends, axes, steps */
+    { "Squeeze", 13, 1u << 1 },
+    { "Unsqueeze", 13, 1u << 1 },
+    { "Split", 13, 1u << 1 },
+    { "ReduceSum", 13, 1u << 1 },
+    { "TopK", 10, 1u << 1 },
+    { "OneHot", 9, 1u << 1 },
+    { "Pad", 11, 1u << 1 },
+    { "Resize", 10, 0xfu << 1 },       /* (10: scales) roi, scales, sizes */
+    { "Upsample", 9, 1u << 1 },
+    { "NonZero", 9, 1u << 0 },
+    { "Compress", 9, 1u << 1 },
+    { "Unique", 11, 1u << 0 },
+    { "NonMaxSuppression", 10, 0x1fu },
+    { "HannWindow", 17, 1u << 0 },
+    { "HammingWindow", 17, 1u << 0 },
+    { "BlackmanWindow", 17, 1u << 0 },
+};
+
+unsigned
+ss__op_value_inputs(const ss_node_t *n, int opset)
+{
+    if (n->domain != NULL && n->domain[0] != '\0')
+        return 0;
+    for (size_t i = 0; i < sizeof(value_inputs) / sizeof(value_inputs[0]);
+         i++)
+        if (strcmp(value_inputs[i].op_type, n->op_type) == 0)
+            return opset >= value_inputs[i].since ? value_inputs[i].mask : 0;
+    return 0;
+}

@@ -142,6 +142,14 @@ check_io(const ss_plan_t *p, const ss_tensor_t *inputs,
             return ss_err_set(err, SS_EINVAL, "input '%s' does not have the "
                               "shape the plan was compiled for",
                               g->input_info[i].name);
+        /* an input that decides shapes: the plan holds its value */
+        if (p->vals[g->inputs[i]].kind == SS_PV_CONST
+            && p->vals[g->inputs[i]].bytes > 0
+            && memcmp(got->data, want->data,
+                      p->vals[g->inputs[i]].bytes) != 0)
+            return ss_err_set(err, SS_EINVAL, "input '%s' decides shapes, "
+                              "and this plan was compiled for another "
+                              "value of it", g->input_info[i].name);
     }
     for (int i = 0; i < g->n_outputs; i++) {
         const ss_io_info_t *io = &p->out_info[i];

@@ -27,6 +27,21 @@
  * the arena plus oneDNN's scratch, together (internal.h has the default;
  * SS_ENGINE_MAX_PLAN_BYTES overrides it).
  *
+ * Inputs that decide shapes (ss_graph_shape_inputs: Reshape's shape,
+ * TopK's K, Resize's scales, NonZero's data, ... given as graph inputs)
+ * are taken by value: the plan copies their values in as constants, so
+ * everything downstream folds and infers exactly as with initializers,
+ * and ss_plan_run refuses a run whose values differ.  A caller keeps one
+ * plan per distinct value, as it keeps one per batch size (the daemon's
+ * plan cache keys on both; slimserve-infer compiles per call).  The other
+ * way, output shapes computed at run time, was not taken: every step
+ * would have to re-infer shapes, the arena could not be planned ahead,
+ * and oneDNN primitives (made for fixed shapes) would be created while
+ * running; for the values these inputs take in practice (a few reshape
+ * targets, a K, a resize scale) a handful of cached plans costs less and
+ * keeps runs allocation-free.  The price is a compile per new value,
+ * bounded by the caller's cache.
+ *
  * Set SS_ENGINE_NO_FUSION=1 to compile with reference kernels only.
  *
  * THREADS: ss_plan_new is [any]; the plan is immutable afterwards.
@@ -354,10 +369,35 @@ done:
     return rc;
 }
 
+/* Input i decides shapes: the plan holds a copy of its value as a
+ * constant (see "Inputs that decide shapes" at the top). */
 static int
-check_inputs(ss_plan_t *p, const ss_tensor_t *shapes, ss_err_t *err)
+bind_value(ss_plan_t *p, int i, const ss_tensor_t *s, ss_err_t *err)
+{
+    ss_pval_t *pv = &p->vals[p->g->inputs[i]];
+    void *data;
+
+    if (s->data == NULL && pv->bytes > 0)
+        return ss_err_set(err, SS_EINVAL, "input '%s' decides shapes: a "
+                          "plan is compiled for its value, and none was "
+                          "given", p->g->input_info[i].name);
+    if ((data = ss_aligned_alloc(pv->bytes + 1)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for input '%s'",
+                          p->g->input_info[i].name);
+    if (pv->bytes > 0)
+        memcpy(data, s->data, pv->bytes);
+    own_const(p, p->g->inputs[i], data);
+    pv->index = i;
+    p->const_bytes += pv->bytes;
+    return 0;
+}
+
+static int
+check_inputs(ss_plan_t *p, const ss_tensor_t *shapes,
+             const unsigned char *decides, ss_err_t *err)
 {
     const ss_graph_t *g = p->g;
+    int rc;
 
     for (int i = 0; i < g->n_inputs; i++) {
         const ss_io_info_t *io = &g->input_info[i];
@@ -384,8 +424,14 @@ check_inputs(ss_plan_t *p, const ss_tensor_t *shapes, ss_err_t *err)
         if (ss__tensor_bytes(&pv->t, &pv->bytes) < 0)
             return ss_err_set(err, SS_EINVAL, "input '%s' is too large",
                               io->name);
+        if (pv->bytes > p->max_bytes)
+            return ss_err_set(err, SS_ETOOBIG, "input '%s' is over the "
+                              "plan's %zu-byte budget", io->name,
+                              p->max_bytes);
         pv->kind = SS_PV_INPUT;
         pv->index = i;
+        if (decides[i] && (rc = bind_value(p, i, s, err)) < 0)
+            return rc;
     }
     return 0;
 }
@@ -646,6 +692,34 @@ float_input(const ss_plan_t *p)
     return 0;
 }
 
+/* Prefixes err with the inputs whose values decided shapes:
+ * "with the values given for inputs 'shape', 'k' (deciding shapes): ". */
+static int
+wrap_values(const ss_graph_t *g, const unsigned char *decides, ss_err_t *err)
+{
+    char names[160];
+    size_t len = 0;
+    int n = 0;
+
+    names[0] = '\0';
+    for (int i = 0; i < g->n_inputs; i++) {
+        int w;
+
+        if (!decides[i])
+            continue;
+        w = snprintf(names + len, sizeof(names) - len, "%s'%s'",
+                     n++ ? ", " : "", g->input_info[i].name);
+        if (w < 0 || (size_t)w >= sizeof(names) - len) {
+            snprintf(names + len, sizeof(names) - len, ", ...");
+            break;
+        }
+        len += (size_t)w;
+    }
+    return ss_err_wrap(err, SS_EINVAL, "with the value%s given for "
+                       "input%s %s (deciding shapes)", n > 1 ? "s" : "",
+                       n > 1 ? "s" : "", names);
+}
+
 int
 ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             ss_plan_t **out, ss_err_t *err)
@@ -673,12 +747,14 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                int fuse, ss_plan_t **out, ss_err_t *err)
 {
     ss_plan_t *p = NULL;
-    int rc = 0;
+    unsigned char *decides = NULL;
+    int rc = 0, n_decide = 0, walking = 0;
 
     *out = NULL;
     if ((p = ss_calloc(1, sizeof(*p))) == NULL
         || (p->vals = ss_calloc((size_t)g->n_values + 1,
-                                sizeof(ss_pval_t))) == NULL) {
+                                sizeof(ss_pval_t))) == NULL
+        || (decides = ss_calloc((size_t)g->n_inputs + 1, 1)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a plan");
         goto done;
     }
@@ -698,11 +774,14 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             (void)ss__tensor_bytes(&pv->t, &pv->bytes);
         }
     }
-    if ((rc = check_inputs(p, input_shapes, err)) < 0)
+    n_decide = ss_graph_shape_inputs(g, decides);
+    if ((rc = check_inputs(p, input_shapes, decides, err)) < 0)
         goto done;
+    walking = 1;
     for (int i = 0; i < g->n_nodes; i++)
         if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
             goto done;
+    walking = 0;
     for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]); i++)
         if ((rc = passes[i](p, err)) < 0)
             goto done;
@@ -723,6 +802,13 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     p = NULL;
 done:
     ss_plan_free(p);
+    /* With inputs that decide shapes, a shape the model cannot take comes
+     * from the caller's values (a Reshape to 5x7 of 12 elements): the
+     * caller's error, not the model's, and the message says which values
+     * took part. */
+    if (walking && n_decide > 0 && (rc == SS_EINVAL || rc == SS_EBADMODEL))
+        rc = wrap_values(g, decides, err);
+    ss_free(decides);
     if (rc < 0)
         ss__err_scrub(err);
     return rc;

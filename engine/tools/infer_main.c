@@ -9,9 +9,11 @@
  * shapes, run it (warm-up runs first, then --repeat timed runs), and write
  * one array per model output, named after it, into an .npz.  The only
  * conversions are the lossless-in-practice ones users hit with numpy
- * defaults: float64 to float32 and int32 to int64.  --bind NAME makes an
- * input a constant of the graph before the plan is compiled (the plan is
- * specialised to its value), for inputs that decide shapes.
+ * defaults: float64 to float32 and int32 to int64.  Inputs that decide
+ * shapes (Reshape's shape, TopK's K, ...) need nothing special: the plan
+ * is compiled for their values as for the others' shapes.  --bind NAME
+ * makes an input a constant of the graph itself (it is then no longer an
+ * input); --verbose names the inputs that decide shapes on stderr.
  *
  * With --repeat, each run's latency goes to stderr and one summary line to
  * stdout, for scripts:
@@ -68,10 +70,12 @@ usage(FILE *f)
 "  -w, --warmup N       untimed runs before the timed ones (default 0, or\n"
 "                       1 with --repeat)\n"
 "  -t, --threads N      engine threads (default 0: the library default)\n"
-"  -b, --bind NAME      specialise the plan to input NAME's array: it\n"
-"                       becomes a constant, so inputs that decide shapes\n"
-"                       (Reshape's shape, Slice's starts, TopK's K, ...)\n"
-"                       may be given here.  Repeatable.\n"
+"  -b, --bind NAME      make input NAME a constant of the graph holding\n"
+"                       its array (it is no longer an input).  Not needed\n"
+"                       for inputs that decide shapes (Reshape's shape,\n"
+"                       TopK's K, ...): plans take their values anyway.\n"
+"                       Repeatable.\n"
+"  -v, --verbose        name the inputs that decide shapes on stderr\n"
 "  -h, --help           this text\n"
 "  -V, --version        the version\n"
 "\n"
@@ -401,8 +405,31 @@ typedef struct {
     const char *binds[MAX_SPECS];
     int nbinds;
     long repeat, warmup, threads;
-    int timed;
+    int timed, verbose;
 } opts_t;
+
+/* --verbose: "inputs deciding shapes: shape, k" (or "none"). */
+static int
+say_shape_inputs(const ss_graph_t *g, ss_err_t *err)
+{
+    int n = ss_graph_num_inputs(g), first = 1;
+    unsigned char *f = ss_calloc((size_t)n + 1, 1);
+
+    if (f == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory");
+    fprintf(stderr, "%s: inputs deciding shapes:", prog);
+    if (ss_graph_shape_inputs(g, f) == 0)
+        fprintf(stderr, " none");
+    for (int i = 0; i < n; i++)
+        if (f[i]) {
+            fprintf(stderr, "%s %s", first ? "" : ",",
+                    ss_graph_input(g, i)->name);
+            first = 0;
+        }
+    fprintf(stderr, "\n");
+    ss_free(f);
+    return 0;
+}
 
 static int
 run(const opts_t *o)
@@ -437,6 +464,8 @@ run(const opts_t *o)
         goto done;
     }
     if ((rc = bind_inputs(g, &a, in, &err)) < 0)
+        goto done;
+    if (o->verbose && (rc = say_shape_inputs(g, &err)) < 0)
         goto done;
     /* The context first: plans compiled after it are tuned for its
      * thread count. */
@@ -523,6 +552,7 @@ main(int argc, char **argv)
         { "warmup", required_argument, NULL, 'w' },
         { "threads", required_argument, NULL, 't' },
         { "bind", required_argument, NULL, 'b' },
+        { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -533,7 +563,7 @@ main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.repeat = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:i:o:r:w:t:b:hV", longopts,
+    while ((c = getopt_long(argc, argv, ":m:i:o:r:w:t:b:vhV", longopts,
                             NULL)) != -1) {
         switch (c) {
         case 'm':
@@ -551,6 +581,9 @@ main(int argc, char **argv)
             if (o.nbinds == MAX_SPECS)
                 return usage_error("more than %d --bind options", MAX_SPECS);
             o.binds[o.nbinds++] = optarg;
+            break;
+        case 'v':
+            o.verbose = 1;
             break;
         case 'r':
             if (parse_count(optarg, 1, 100000000, &o.repeat) < 0)

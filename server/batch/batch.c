@@ -314,10 +314,16 @@ reap_expired(ss_batcher_t *b, int64_t now, ss_work_t **expired)
 }
 
 /* Whether w can share a batch with h: every non-batch dim agrees (dtypes
- * and ranks were checked against the graph at submit). */
+ * and ranks were checked against the graph at submit).  Never when an
+ * input decides shapes by its values (a TopK's K, a NonZero's data): the
+ * batch's concatenated values would decide them for every item at once,
+ * so each item runs alone, on the plan for its own values, and a value
+ * that makes no valid shape fails its own request only. */
 static bool
 compatible(const ss_batcher_t *b, const ss_work_t *h, const ss_work_t *w)
 {
+    if (b->shape_inputs > 0)
+        return false;
     for (int i = 0; i < b->n_inputs; i++) {
         const ss_tensor_t *x = &h->inputs[i], *y = &w->inputs[i];
 
@@ -587,6 +593,7 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     b->n_inputs = ss_graph_num_inputs(g);
     b->n_outputs = ss_graph_num_outputs(g);
     b->max_batch = opts->max_batch_size;
+    b->shape_inputs = ss_graph_shape_inputs(g, NULL);
     b->delay_ns = opts->max_queue_delay_us * 1000;
     b->max_queue = opts->max_queue_size;
     if ((b->out_batched = ss_calloc((size_t)b->n_outputs + 1, 1)) == NULL) {
@@ -645,12 +652,14 @@ done:
 int
 ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
 {
-    ss_tensor_t *shapes;
+    ss_tensor_t *shapes = NULL;
     ss__plan_entry_t *pin;
     const ss_plan_t *plan;
     int rc = 0, runs = b->max_batch == 0 ? 1 : n;
     int omp_saved = ss__batch_omp_enter(b);
 
+    if (b->shape_inputs > 0)
+        goto done;              /* plans need a request's values */
     shapes = ss_calloc((size_t)b->n_inputs + 1, sizeof *shapes);
     if (shapes == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for warm-up shapes");

@@ -71,6 +71,8 @@ struct ss_batcher {
      * whether the first dim equals the batch). */
     signed char *out_batched;
     int max_batch;
+    int shape_inputs;           /* inputs deciding shapes by value
+                                 * (ss_graph_shape_inputs) */
     int64_t delay_ns;
     int *preferred;             /* ascending, unique, in 1..max_batch */
     int n_preferred;

@@ -12,7 +12,10 @@
  * up.  A failed compile removes its placeholder, so the next request tries
  * again (and reports its own error).  Over capacity, the least recently
  * used unpinned plan is freed; pinned ones never are, so a plan cannot
- * disappear under a running batch.
+ * disappear under a running batch.  Inputs that decide shapes
+ * (ss_graph_shape_inputs: a Reshape's shape, a TopK's K) are part of the
+ * key by value: the engine compiles a plan per value (engine/plan/plan.c),
+ * and the entry keeps a copy of the values it was compiled for.
  *
  * THREADS: [any]; c->lock guards the list and every entry's bookkeeping.
  * Plans themselves are immutable once published.
@@ -33,12 +36,15 @@ struct ss__plan_entry {
     int pins;
     uint64_t used;              /* LRU tick */
     uint64_t hash;
-    ss_tensor_t key[];          /* one per graph input, data NULL */
+    ss_tensor_t key[];          /* one per graph input; data NULL but for
+                                 * inputs that decide shapes: a copy of
+                                 * their values, after key[] */
 };
 
 struct ss__plancache {
     const ss_graph_t *g;
     int n_inputs;
+    unsigned char *decides;     /* per input: its value is in the key */
     int cap;
     int count;                  /* entries with a plan */
     uint64_t tick;
@@ -69,13 +75,21 @@ ss__plancache_new(const ss_graph_t *g, int cap, ss__plancache_t **out,
     c->g = g;
     c->n_inputs = ss_graph_num_inputs(g);
     c->cap = cap < 1 ? 1 : cap;
+    if ((c->decides = ss_calloc((size_t)c->n_inputs + 1, 1)) == NULL) {
+        ss_free(c);
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a plan cache");
+        goto done;
+    }
+    (void)ss_graph_shape_inputs(g, c->decides);
     if (pthread_mutex_init(&c->lock, NULL) != 0) {
+        ss_free(c->decides);
         ss_free(c);
         rc = ss_err_set(err, SS_ENOMEM, "cannot create a mutex");
         goto done;
     }
     if (pthread_cond_init(&c->cond, NULL) != 0) {
         pthread_mutex_destroy(&c->lock);
+        ss_free(c->decides);
         ss_free(c);
         rc = ss_err_set(err, SS_ENOMEM, "cannot create a condition");
         goto done;
@@ -99,31 +113,54 @@ ss__plancache_free(ss__plancache_t *c)
     }
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
+    ss_free(c->decides);
     ss_free(c);
 }
 
+/* Bytes of input i's value in the key: 0 unless it decides shapes. */
+static size_t
+value_bytes(const ss__plancache_t *c, const ss_tensor_t *t, int i)
+{
+    int64_t n;
+
+    if (!c->decides[i] || t->data == NULL || (n = ss_tensor_numel(t)) <= 0)
+        return 0;
+    return (size_t)n * ss_dtype_size(t->dtype);
+}
+
 static uint64_t
-hash_shapes(const ss_tensor_t *t, int n)
+hash_shapes(const ss__plancache_t *c, const ss_tensor_t *t, int n)
 {
     uint64_t h = 14695981039346656037ULL;
 
     for (int i = 0; i < n; i++) {
+        const unsigned char *v = t[i].data;
+        size_t nb = value_bytes(c, &t[i], i);
+
         h = (h ^ (uint64_t)t[i].dtype) * 1099511628211ULL;
         h = (h ^ (uint64_t)t[i].ndim) * 1099511628211ULL;
         for (int d = 0; d < t[i].ndim; d++)
             h = (h ^ (uint64_t)t[i].dims[d]) * 1099511628211ULL;
+        for (size_t k = 0; k < nb; k++)
+            h = (h ^ v[k]) * 1099511628211ULL;
     }
     return h;
 }
 
 static int
-same_shapes(const ss_tensor_t *a, const ss_tensor_t *b, int n)
+same_shapes(const ss__plancache_t *c, const ss_tensor_t *a,
+            const ss_tensor_t *b, int n)
 {
     for (int i = 0; i < n; i++) {
+        size_t nb;
+
         if (a[i].dtype != b[i].dtype || a[i].ndim != b[i].ndim)
             return 0;
         if (memcmp(a[i].dims, b[i].dims,
                    (size_t)a[i].ndim * sizeof a[i].dims[0]) != 0)
+            return 0;
+        if ((nb = value_bytes(c, &a[i], i)) > 0
+            && memcmp(a[i].data, b[i].data, nb) != 0)
             return 0;
     }
     return 1;
@@ -134,7 +171,7 @@ static ss__plan_entry_t *
 find(ss__plancache_t *c, const ss_tensor_t *shapes, uint64_t hash)
 {
     for (ss__plan_entry_t *e = c->list; e != NULL; e = e->next)
-        if (e->hash == hash && same_shapes(e->key, shapes, c->n_inputs))
+        if (e->hash == hash && same_shapes(c, e->key, shapes, c->n_inputs))
             return e;
     return NULL;
 }
@@ -174,9 +211,11 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
                   const ss_plan_t **plan, ss__plan_entry_t **entry,
                   ss_err_t *err)
 {
-    uint64_t hash = hash_shapes(shapes, c->n_inputs);
+    uint64_t hash = hash_shapes(c, shapes, c->n_inputs);
     ss__plan_entry_t *e, *victims = NULL;
     ss_plan_t *p = NULL;
+    size_t head, values = 0;
+    char *at;
     int rc = 0;
 
     *plan = NULL;
@@ -192,7 +231,10 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
         *entry = e;
         goto done;
     }
-    e = ss_calloc(1, sizeof *e + (size_t)c->n_inputs * sizeof e->key[0]);
+    head = sizeof *e + (size_t)c->n_inputs * sizeof e->key[0];
+    for (int i = 0; i < c->n_inputs; i++)
+        values += (value_bytes(c, &shapes[i], i) + 15) & ~(size_t)15;
+    e = ss_calloc(1, head + values);
     if (e == NULL) {
         pthread_mutex_unlock(&c->lock);
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a plan cache entry");
@@ -202,6 +244,15 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
         e->key[i].dtype = shapes[i].dtype;
         e->key[i].ndim = shapes[i].ndim;
         memcpy(e->key[i].dims, shapes[i].dims, sizeof e->key[i].dims);
+    }
+    at = (char *)e + head;
+    for (int i = 0; i < c->n_inputs; i++) {
+        size_t nb = value_bytes(c, &shapes[i], i);
+
+        if (nb > 0) {
+            e->key[i].data = memcpy(at, shapes[i].data, nb);
+            at += (nb + 15) & ~(size_t)15;
+        }
     }
     e->hash = hash;
     e->compiling = 1;

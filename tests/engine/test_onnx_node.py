@@ -20,11 +20,11 @@ class:
   skipped  the classes issue 12 leaves out, with the reason: training-only
            ops and losses, random ops, sequences, strings, optional types
 
-A case refused because an input that decides a shape (Reshape's shape,
-Slice's starts, TopK's K, ...) is not a constant when the plan is compiled
-runs again with the plan specialised to those inputs' values
-(slimserve-infer --bind: integer inputs first, then all); such passes are
-counted and listed ("bound" in the summary).
+Inputs that decide a shape (Reshape's shape, Slice's starts, TopK's K,
+Resize's scales, NonZero's data, ...) are given as inputs, as the node
+tests give them, never bound into the graph (no --bind): the engine
+compiles the plan for their values.  slimserve-infer --verbose names them;
+passes of such cases are counted ("shape_inputs" in the summary).
 
 Wrong and crashed cases fail the test (one TAP line each, "not ok"); passes
 are "ok"; refused and skipped are "ok # SKIP" with the reason.  At the end:
@@ -77,7 +77,9 @@ SKIP_OPS = {
     "optional type": {"Optional", "OptionalHasElement",
                       "OptionalGetElement"},
 }
-NEEDS_CONST = "must be a constant known when the plan is compiled"
+# slimserve-infer --verbose's line naming the inputs that decide shapes
+SHAPE_INPUTS = re.compile(r"^slimserve-infer: inputs deciding shapes: "
+                          r"(.*)$\n?", re.M)
 SANITIZER = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|"
                        r"runtime error:")
 
@@ -177,9 +179,9 @@ def save_npz(path, arrays):
                                           allow_pickle=False)
 
 
-def run_data_set(model_path, model, ds, scratch, bind=()):
-    """Returns (class, detail) for one data set; bind: inputs to pass to
-    slimserve-infer --bind (the plan specialised to their values)."""
+def run_data_set(model_path, model, ds, scratch, shape_inputs):
+    """Returns (class, detail) for one data set; shape_inputs (a list)
+    gets the inputs slimserve-infer says decide shapes."""
     import onnx  # noqa: F401
     init = {i.name for i in model.graph.initializer}
     in_names = [i.name for i in model.graph.input if i.name not in init]
@@ -197,15 +199,18 @@ def run_data_set(model_path, model, ds, scratch, bind=()):
         save_npz(npz, arrays)
         cmd += ["--input", npz]
     out = os.path.join(scratch, "out.npz")
-    cmd += ["--output", out, "--threads", "1"]
-    for name in bind:
-        cmd += ["--bind", name]
+    cmd += ["--output", out, "--threads", "1", "--verbose"]
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return "crash", "no answer in %d s" % TIMEOUT
     err = p.stderr.decode("utf-8", "replace").strip()
+    m = SHAPE_INPUTS.search(err)
+    if m is not None:
+        shape_inputs[:] = [] if m.group(1) == "none" else \
+            m.group(1).split(", ")
+        err = SHAPE_INPUTS.sub("", err).strip()
     if SANITIZER.search(err):
         lines = [ln for ln in err.splitlines() if SANITIZER.search(ln)]
         return "crash", "sanitizer: " + lines[0][:300]
@@ -230,9 +235,10 @@ def run_data_set(model_path, model, ds, scratch, bind=()):
     return ("pass", "") if good else ("wrong", "; ".join(details))
 
 
-def run_sets(model_path, model, sets, scratch, bind):
+def run_sets(model_path, model, sets, scratch, shape_inputs):
     for ds in sets:
-        cls, detail = run_data_set(model_path, model, ds, scratch, bind)
+        cls, detail = run_data_set(model_path, model, ds, scratch,
+                                   shape_inputs)
         if cls != "pass":
             return cls, "%s: %s" % (os.path.basename(ds), detail)
     return "pass", ""
@@ -260,20 +266,11 @@ def run_case(case_dir):
         return res
     scratch = tempfile.mkdtemp(prefix="ss-onnx-node.")
     try:
-        cls, detail = run_sets(model_path, model, sets, scratch, ())
-        # Inputs that decide shapes must be constants when a plan is
-        # compiled; the node tests give them as inputs.  Retry once with
-        # the plan specialised to them (--bind), integer inputs first,
-        # then every input, and say so in the result.
-        init = {i.name for i in model.graph.initializer}
-        ins = [i for i in model.graph.input if i.name not in init]
-        ints = [i.name for i in ins if i.type.tensor_type.elem_type in
-                (onnx.TensorProto.INT64, onnx.TensorProto.INT32)]
-        for bind in (ints, [i.name for i in ins]):
-            if cls != "refused" or NEEDS_CONST not in detail or not bind:
-                continue
-            cls, detail = run_sets(model_path, model, sets, scratch, bind)
-            res["bound"] = bind
+        shape_inputs = []
+        cls, detail = run_sets(model_path, model, sets, scratch,
+                               shape_inputs)
+        if shape_inputs:
+            res["shape_inputs"] = shape_inputs
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     res.update({"class": cls, "detail": detail})
@@ -325,13 +322,14 @@ def report(results, verbose):
             tap.ok(False, "%s: %s" % (desc, c), r["detail"])
     runnable = sum(counts[c] for c in ("pass", "refused", "wrong", "crash"))
     rate = 100.0 * counts["pass"] / runnable if runnable else 0.0
-    bound = sum(1 for r in results if r["class"] == "pass" and "bound" in r)
+    shaped = sum(1 for r in results
+                 if r["class"] == "pass" and "shape_inputs" in r)
     tap.diag("ONNX node suite: %d cases, %d skipped, %d runnable: "
              "%d pass, %d refused, %d wrong, %d crash; pass rate %.1f%%"
              % (len(results), counts["skipped"], runnable, counts["pass"],
                 counts["refused"], counts["wrong"], counts["crash"], rate))
-    tap.diag("%d of the passes ran with shape-deciding inputs bound as "
-             "constants (slimserve-infer --bind)" % bound)
+    tap.diag("%d of the passes take shape-deciding inputs at run time "
+             "(no --bind)" % shaped)
     table = collections.defaultdict(list)
     for r in results:
         if r["class"] == "refused":
@@ -351,7 +349,7 @@ def report(results, verbose):
         "pass": counts["pass"], "refused": counts["refused"],
         "wrong": counts["wrong"], "crash": counts["crash"],
         "skipped": counts["skipped"], "pass_rate": round(rate, 2),
-        "pass_with_bind": bound,
+        "pass_with_shape_inputs": shaped,
         "rtol": RTOL, "atol": ATOL,
         "refusals_per_op": {k: len(v) for k, v in table.items()},
         "results": results,
