@@ -12,3 +12,9 @@ engine_tools_slimserve_infer_LDADD = $(SS_ENGINE_LIBS)
 TESTS += tests/engine/test_onnx_node.py
 EXTRA_DIST += tests/engine/test_onnx_node.py tests/engine/onnx_node_gen.py
 CLEANFILES += onnx-node-summary.json
+
+# torchvision-style blocks (densenet, swin, mobilenet_v3, convnext) with
+# random weights, exported by PyTorch at opsets 13 and 17, against
+# PyTorch's outputs (skipped without torch).
+TESTS += tests/engine/test_torch_blocks.py
+EXTRA_DIST += tests/engine/test_torch_blocks.py
