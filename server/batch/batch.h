@@ -238,6 +238,12 @@ int ss_batcher_plan_count(ss_batcher_t *b);
 int ss_batcher_submit(ss_batcher_t *b, ss_work_t *w, ss_err_t *err);
 /* Items queued and not yet taken by an executor. */
 int ss_batcher_queue_depth(ss_batcher_t *b);
+/* Rows b's runs routed to each expert of sparse MoE layer `layer`
+ * (docs/moe.md; layers in plan order), into rows[0..cap): returns the
+ * layer's expert count, 0 when there is no such layer or no row ran yet.
+ * Layers past 4 and experts past 128 are in the metric only.  [any] */
+int ss_batcher_moe_rows(const ss_batcher_t *b, int layer, uint64_t *rows,
+                        int cap);
 /* [any] While paused, executors finish the batch they run but take no
  * new one; submit still queues (and refuses when full), and deadlines are
  * checked when the pause ends.  ss_batcher_free overrides a pause.  For

@@ -357,7 +357,7 @@ log_failure(ss_batcher_t *b, const ss_work_t *w)
 void
 ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan)
 {
-    int nl = b->mf != NULL ? ss_plan_moe_layers(plan) : 0;
+    int nl = ss_plan_moe_layers(plan);
 
     for (int l = 0; l < nl; l++) {
         int ne = ss_plan_moe_experts(plan, l);
@@ -369,6 +369,10 @@ ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan)
 
             if (rows == 0)
                 continue;
+            if (l < SS__BATCH_MOE_LAYERS && e < SS__BATCH_MOE_EXPERTS)
+                atomic_fetch_add(&b->moe_rows[l][e], rows);
+            if (b->mf == NULL)
+                continue;
             snprintf(ls, sizeof ls, "%d", l);
             snprintf(es, sizeof es, "%d", e);
             ss_series_add(ss_metric_series(b->mf->moe_rows, v),
@@ -379,6 +383,22 @@ ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan)
     }
     if (nl > atomic_load(&b->moe_layers))
         atomic_store(&b->moe_layers, nl);
+}
+
+int
+ss_batcher_moe_rows(const ss_batcher_t *b, int layer, uint64_t *rows,
+                    int cap)
+{
+    int ne = atomic_load(&b->moe_experts);
+
+    if (layer < 0 || layer >= atomic_load(&b->moe_layers)
+        || layer >= SS__BATCH_MOE_LAYERS)
+        return 0;
+    if (ne > SS__BATCH_MOE_EXPERTS)
+        ne = SS__BATCH_MOE_EXPERTS;
+    for (int e = 0; e < ne && e < cap; e++)
+        rows[e] = atomic_load(&b->moe_rows[layer][e]);
+    return ne;
 }
 
 void

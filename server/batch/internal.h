@@ -121,6 +121,10 @@ struct ss_batcher {
     /* MoE layers and experts counted so far (largest seen), for
      * ss__batch_moe_remove. */
     _Atomic int moe_layers, moe_experts;
+    /* Rows per expert since the batcher started (ss_batcher_moe_rows). */
+#define SS__BATCH_MOE_LAYERS 4
+#define SS__BATCH_MOE_EXPERTS 128
+    _Atomic uint64_t moe_rows[SS__BATCH_MOE_LAYERS][SS__BATCH_MOE_EXPERTS];
 };
 
 /* Adds the rows plan's MoE layers routed since the last call to

@@ -169,6 +169,37 @@ index_json(const rd_t *q)
     return arr;
 }
 
+/* "moe_expert_rows": per sparse MoE layer of loaded version v, the rows
+ * routed to each expert (docs/moe.md); absent without MoE layers. */
+static void
+moe_rows(const ss_model_t *m, int64_t v, json_t *e)
+{
+    uint64_t rows[128];
+    json_t *layers;
+    int n;
+
+    for (int i = 0; i < m->n_versions; i++) {
+        const ss_version_t *ver = m->versions[i];
+
+        if (ver->number != v || ver->batcher == NULL
+            || (layers = json_array()) == NULL)
+            continue;
+        for (int l = 0;
+             (n = ss_batcher_moe_rows(ver->batcher, l, rows, 128)) > 0;
+             l++) {
+            json_t *a = json_array();
+
+            for (int k = 0; k < n && k < 128; k++)
+                json_array_append_new(a, json_integer((json_int_t)rows[k]));
+            json_array_append_new(layers, a);
+        }
+        if (json_array_size(layers) > 0)
+            json_object_set_new(e, "moe_expert_rows", layers);
+        else
+            json_decref(layers);
+    }
+}
+
 static json_t *
 versions_json(rd_t *q)
 {
@@ -188,6 +219,7 @@ versions_json(rd_t *q)
             json_object_set_new(e, "variant", x->variant[i]);
             x->variant[i] = NULL;
         }
+        moe_rows(m, x->disk[i], e);
         json_array_append_new(arr, e);
     }
     for (i = 0; i < m->n_history; i++)

@@ -8,7 +8,8 @@ After inference requests of 64 and 7 rows, each expert's series
 {model, version, layer, expert} must equal the rows PyTorch routed to it
 (meta.json, per batch), summed over the requests; an expert no row chose
 has no series, and the MLP (no MoE layer) has none at all.  The outputs
-must match PyTorch's too.
+must match PyTorch's too, and the admin view (GET /admin/models/NAME/
+versions) must give the same rows per expert as "moe_expert_rows".
 """
 
 import json
@@ -80,9 +81,19 @@ def main():
                            if want[e] == 0),
                    "a series for each expert with rows, none without",
                    rows)
+        st, _, data = d.get("/admin/models/moe/versions", admin=True)
+        vs = (json_body(data) or {}).get("versions", [])
+        tap.eq([v.get("moe_expert_rows") for v in vs],
+               [[want.astype(int).tolist()]],
+               "admin view: the loaded version's rows per expert")
         x = np.zeros((3, 64), np.float32)
         st, _, _ = infer(d, "mlp", x)
         tap.eq(st, 200, "the MLP infers")
+        st, _, data = d.get("/admin/models/mlp/versions", admin=True)
+        tap.ok(st == 200 and all("moe_expert_rows" not in v for v in
+                                 (json_body(data) or {}).get("versions",
+                                                             [])),
+               "admin view: no expert rows for a model without MoE", data)
         tap.eq(sum(1 for (n, lv) in d.metrics()
                    if n == NAME and dict(lv).get("model") == "mlp"), 0,
                "a model without MoE layers has no series")
