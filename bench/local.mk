@@ -30,3 +30,8 @@ EXTRA_DIST += bench/soak.py
 
 # LoRA adapters: compute per batch with and without (docs/lora.md).
 EXTRA_DIST += bench/lora.py
+# bench/lora_bench: LoRA in process, plan runs with and without adapters.
+noinst_PROGRAMS += bench/lora_bench
+bench_lora_bench_SOURCES = bench/lora_bench.c
+bench_lora_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)
+bench_lora_bench_LDADD = $(SS_SERVER_LIBS)

@@ -722,10 +722,11 @@ gemm(char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
 }
 
 /* Below this many multiply-adds an update runs as plain loops: a call of
- * oneDNN's sgemm costs microseconds of dispatch, more than the work of a
- * few rows at r = 16 (measured on the MLP: 8 adapters x 3 sites x 2
- * calls made a batch of 64 cost 3.2x the base; loops: see docs/lora.md). */
-#define SMALL_MACS 262144
+ * oneDNN's sgemm costs microseconds of dispatch, more than a row or two
+ * of work.  Measured with bench/lora_bench on the MLP, batch 64 over 8
+ * adapters r = 16: loops up to 256 K multiply-adds 15.5x the base, up to
+ * 16 K 7.2x (the loops run at a fraction of sgemm's rate). */
+#define SMALL_MACS 16384
 
 /* y_row += x_row A^T (s B^T) for each listed row: axpys over contiguous
  * rows of A^T and B^T, which the compiler vectorizes (GCC's -O2 cost

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * LoRA adapters, in process (docs/lora.md): the plan run of a batch with
+ * and without adapters, one thread, no HTTP, cases interleaved run by run
+ * so machine load hits them alike; medians.
+ *
+ *   bench/lora_bench MODEL_DIR [RUNS]
+ *
+ * MODEL_DIR holds 1/model.onnx and adapters/ with adapters named a0..a7
+ * (bench/lora.py writes such a repository; see docs/lora.md).  Cases:
+ *   base      ss_plan_new (fused), no hook
+ *   8 x B/8   ss_plan_new_tapped, 8 items of B/8 rows, adapters a0..a7
+ *   1 x B     ss_plan_new_tapped, one item, adapter a3
+ * at batch 64 and 1 (1 x 1 only).  Prints median microseconds and the
+ * ratio to base, and the bytes of the adapters against the weights.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "engine/engine.h"
+#include "server/model/adapter.h"
+
+typedef struct hook {
+    ss_lora_t *l;
+    const ss_work_t *batch;
+} hook_t;
+
+static int
+on_tap(void *user, int tap, ss_tensor_t *value, ss_err_t *err)
+{
+    hook_t *h = user;
+
+    return ss_lora_tap(h->l, h->batch, tap, value, err);
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+static double
+median_us(int64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_i64);
+    return v[n / 2] / 1e3;
+}
+
+/* One tensor per graph input, batch b, values in 0..16 (token ids) or
+ * their sixteenths (pixels). */
+static int
+make_inputs(const ss_graph_t *g, int64_t b, ss_tensor_t *in)
+{
+    for (int i = 0; i < ss_graph_num_inputs(g); i++) {
+        const ss_io_info_t *io = ss_graph_input(g, i);
+        int64_t n = 1;
+
+        in[i].dtype = io->dtype;
+        in[i].ndim = io->ndim;
+        for (int d = 0; d < io->ndim; d++) {
+            in[i].dims[d] = d == 0 ? b : io->dims[d];
+            n *= in[i].dims[d];
+        }
+        in[i].data = ss_aligned_alloc((size_t)n * 8);
+        if (in[i].data == NULL)
+            return -1;
+        for (int64_t k = 0; k < n; k++) {
+            if (io->dtype == SS_DTYPE_F32)
+                ((float *)in[i].data)[k] = (float)(rand() % 17) / 16.0f;
+            else
+                ((int64_t *)in[i].data)[k] = rand() % 17;
+        }
+    }
+    return 0;
+}
+
+static int
+out_bufs(const ss_plan_t *p, int n, ss_tensor_t *out)
+{
+    for (int o = 0; o < n; o++) {
+        const ss_io_info_t *io = ss_plan_output(p, o);
+        int64_t k = 1;
+
+        for (int d = 0; d < io->ndim; d++)
+            k *= io->dims[d];
+        if ((out[o].data = ss_aligned_alloc((size_t)k * 8)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    char path[4200];
+    ss_graph_t *g = NULL;
+    ss_lora_t *l = NULL;
+    ss_exec_ctx_t *ctx = NULL;
+    ss_err_t err = { 0 };
+    int runs = argc > 2 ? atoi(argv[2]) : 2000;
+    static const int64_t sizes[] = { 64, 1 };
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL_DIR [RUNS]\n", argv[0]);
+        return 2;
+    }
+    snprintf(path, sizeof(path), "%s/1/model.onnx", argv[1]);
+    if (ss_graph_load_onnx(path, &g, &err) < 0
+        || ss_lora_new(g, argv[1], "bench", &l, &err) < 0
+        || ss_exec_ctx_new(1, &ctx, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    {
+        json_t *list = ss_lora_list(l);
+        size_t i, bytes = 0;
+        json_t *a;
+
+        json_array_foreach(list, i, a)
+            bytes += (size_t)json_integer_value(json_object_get(a, "bytes"));
+        printf("# %s: %d sites, weights %zu bytes, %zu adapters %zu bytes "
+               "(%.1f%% each)\n", argv[1], ss_lora_sites(l),
+               ss_graph_weight_bytes(g), json_array_size(list), bytes,
+               json_array_size(list) ? 100.0 * (double)bytes
+               / (double)json_array_size(list)
+               / (double)ss_graph_weight_bytes(g) : 0.0);
+        json_decref(list);
+    }
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        int64_t b = sizes[si];
+        int nin = ss_graph_num_inputs(g), nout = ss_graph_num_outputs(g);
+        ss_tensor_t in[8], out[8];
+        ss_plan_t *p0 = NULL, *p1 = NULL;
+        ss_work_t items[8];
+        ss_adapter_t *ad[8];
+        int64_t *t[3];
+        int nitems = b >= 8 ? 8 : 1;
+
+        memset(in, 0, sizeof(in));
+        memset(out, 0, sizeof(out));
+        memset(items, 0, sizeof(items));
+        if (make_inputs(g, b, in) < 0
+            || ss_plan_new(g, in, &p0, &err) < 0
+            || ss_plan_new_tapped(g, in, &p1, &err) < 0
+            || out_bufs(p0, nout, out) < 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        for (int k = 0; k < 8; k++) {
+            char name[8];
+
+            snprintf(name, sizeof(name), "a%d", nitems == 1 ? 3 : k);
+            if (ss_lora_acquire(l, name, &ad[k], &err) < 0) {
+                fprintf(stderr, "%s\n", err.msg);
+                return 1;
+            }
+        }
+        for (int k = 0; k < 3; k++)
+            t[k] = ss_calloc((size_t)runs, sizeof(int64_t));
+        for (int r = -runs / 10; r < runs; r++) {
+            hook_t h = { l, items };
+            int64_t t0, t1, t2, t3;
+            int rc = 0;
+
+            /* 8 items of b/8 rows over a0..a7 */
+            for (int k = 0; k < nitems; k++) {
+                items[k].tag = ad[k];
+                items[k].samples_ = b / nitems;
+                items[k].next_ = k + 1 < nitems ? &items[k + 1] : NULL;
+            }
+            t0 = now_ns();
+            rc |= ss_plan_run(p0, ctx, in, out, &err);
+            t1 = now_ns();
+            rc |= ss_plan_run_tapped(p1, ctx, in, out, on_tap, &h, &err);
+            t2 = now_ns();
+            /* one item of b rows, one adapter */
+            items[0].samples_ = b;
+            items[0].tag = ad[3];
+            items[0].next_ = NULL;
+            rc |= ss_plan_run_tapped(p1, ctx, in, out, on_tap, &h, &err);
+            t3 = now_ns();
+            if (rc != 0) {
+                fprintf(stderr, "run: %s\n", err.msg);
+                return 1;
+            }
+            if (r >= 0) {
+                t[0][r] = t1 - t0;
+                t[1][r] = t2 - t1;
+                t[2][r] = t3 - t2;
+            }
+        }
+        {
+            double m0 = median_us(t[0], runs), m1 = median_us(t[1], runs),
+                   m2 = median_us(t[2], runs);
+
+            printf("batch %3lld  base %9.1f us   %d x %lld rows over %d "
+                   "adapters %9.1f us (%.2fx)   1 x %lld rows, one adapter "
+                   "%9.1f us (%.2fx)\n", (long long)b, m0, nitems,
+                   (long long)(b / nitems), nitems, m1, m1 / m0,
+                   (long long)b, m2, m2 / m0);
+        }
+        for (int k = 0; k < 8; k++)
+            ss_adapter_unref(ad[k]);
+        for (int k = 0; k < 3; k++)
+            ss_free(t[k]);
+        for (int i = 0; i < nin; i++)
+            ss_free(in[i].data);
+        for (int o = 0; o < nout; o++)
+            ss_free(out[o].data);
+        ss_plan_free(p0);
+        ss_plan_free(p1);
+    }
+    ss_exec_ctx_free(ctx);
+    ss_lora_free(l);
+    ss_graph_free(g);
+    return 0;
+}
