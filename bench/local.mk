@@ -19,7 +19,8 @@ EXTRA_DIST += \
 	bench/serve_models.py \
 	bench/serve_peer.js \
 	bench/serve/post.lua \
-	bench/serve/get.lua
+	bench/serve/get.lua \
+	bench/p99.py
 
 EXTRA_DIST += \
 	bench/compress.py \
