@@ -26,6 +26,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
@@ -230,6 +232,35 @@ targeted(const json_t *tm, const char *module)
     return 0;
 }
 
+/* adapter_config.json: a regular file of at most 1 MiB (as config.json),
+ * opened non-blocking so a FIFO cannot stall the pool thread. */
+#define MAX_CONFIG_BYTES ((size_t)1 << 20)
+
+static json_t *
+load_config(const char *path, json_error_t *je)
+{
+    struct stat sb;
+    char *buf = NULL;
+    json_t *c = NULL;
+    ssize_t n = 0;
+    int fd;
+
+    snprintf(je->text, sizeof(je->text), "cannot be read");
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
+        return NULL;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)
+        && (size_t)sb.st_size <= MAX_CONFIG_BYTES
+        && (buf = ss_malloc((size_t)sb.st_size + 1)) != NULL
+        && (n = read(fd, buf, (size_t)sb.st_size)) == (ssize_t)sb.st_size)
+        c = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, je);
+    else
+        snprintf(je->text, sizeof(je->text), "not a regular file of at "
+                 "most %zu bytes", MAX_CONFIG_BYTES);
+    ss_free(buf);
+    close(fd);
+    return c;
+}
+
 static int
 read_config(const char *dir, const char *name, ss_adapter_t *a,
             json_t **tm_out, ss_err_t *err)
@@ -240,8 +271,7 @@ read_config(const char *dir, const char *name, ss_adapter_t *a,
     int rc = 0;
 
     snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
-    if ((c = json_load_file(path, JSON_REJECT_DUPLICATES, &je)) == NULL
-        || !json_is_object(c)) {
+    if ((c = load_config(path, &je)) == NULL || !json_is_object(c)) {
         rc = ss_err_set(err, SS_EINVAL, "adapter '%s': adapter_config.json: "
                         "%s", name, c == NULL ? je.text : "not an object");
         goto done;

@@ -183,6 +183,12 @@ def main():
     write_adapter(mlp_dir, "badrank", 4, 8,
                   rand_mods(rng, {"fc1": (64, 128)}, 5))
     write_adapter(mlp_dir, "badfile", 4, 8, {}, raw=b"\xff" * 8 + b"{}")
+    # A FIFO as the config must not stall the loading thread.
+    write_adapter(mlp_dir, "fifo", 4, 8,
+                  rand_mods(rng, {"fc1": (64, 128)}, 4))
+    fifo = os.path.join(mlp_dir, "adapters", "fifo", "adapter_config.json")
+    os.unlink(fifo)
+    os.mkfifo(fifo)
     write_adapter(mlp_dir, "untargeted", 4, 8,
                   rand_mods(rng, {"fc1": (64, 128)}, 4), targets=["fc2"])
 
@@ -226,7 +232,8 @@ def main():
                           ("badmodule", "module 'fc9'"),
                           ("badrank", "[5, 64]"),
                           ("badfile", "header length"),
-                          ("untargeted", "not in target_modules")):
+                          ("untargeted", "not in target_modules"),
+                          ("fifo", "not a regular file")):
             st, data = infer(d, "mlp", x, "input", bad)
             tap.ok(st == 404 and ("adapter '%s'" % bad) in logs and
                    what in logs.split("adapter '%s'" % bad, 1)[1]
