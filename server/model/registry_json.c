@@ -19,6 +19,7 @@
 
 #include "common/alloc.h"
 #include "common/utf8.h"
+#include "server/model/adapter.h"
 #include "server/model/registry.h"
 #include "server/model/internal.h"
 
@@ -311,6 +312,7 @@ ss_version_metadata(const ss_version_t *v)
 {
     ss_model_t *m = v->model;
     json_t *ins = json_array(), *outs = json_array(), *vers = json_array();
+    json_t *md;
     int i;
 
     /* The list changes on the loop thread; this runs on an HTTP loop. */
@@ -322,9 +324,20 @@ ss_version_metadata(const ss_version_t *v)
         json_array_append_new(ins, io_json(ss_graph_input(v->graph, i)));
     for (i = 0; i < ss_graph_num_outputs(v->graph); i++)
         json_array_append_new(outs, io_json(ss_graph_output(v->graph, i)));
-    return json_pack("{s:s,s:o,s:s,s:o,s:o}", "name", m->name, "versions",
-                     vers, "platform", "onnxruntime_onnx", "inputs", ins,
-                     "outputs", outs);
+    md = json_pack("{s:s,s:o,s:s,s:o,s:o}", "name", m->name, "versions",
+                   vers, "platform", "onnxruntime_onnx", "inputs", ins,
+                   "outputs", outs);
+    /* LoRA: the names of the adapters a request may choose (adapter.h). */
+    if (md != NULL && v->lora != NULL) {
+        json_t *names = json_array(), *list = ss_lora_list(v->lora), *a;
+        size_t k;
+
+        json_array_foreach(list, k, a)
+            json_array_append(names, json_object_get(a, "name"));
+        json_object_set_new(md, "adapters", names);
+        json_decref(list);
+    }
+    return md;
 }
 
 static json_t *

@@ -224,6 +224,10 @@ def main():
         tap.ok(st == 200 and not np.allclose(got, base, atol=1e-3),
                "an adapter changes the outputs")
 
+        st, _, data = d.get("/v2/models/mlp")
+        md = json.loads(data) if st == 200 else {}
+        tap.ok(md.get("adapters") == sorted(names + ["rs"]),
+               "model metadata lists the loaded adapters")
         st, data = infer(d, "mlp", x, "input", "nosuch")
         tap.ok(st == 404 and b"nosuch" in data,
                "an unknown adapter is 404 naming it: %s" % data[:120])
