@@ -5,14 +5,17 @@
  * Mean), comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual),
  * logic (And, Or, Xor) and Where.
  *
- * Arithmetic runs on float32, float64, int64 and int32 (shape arithmetic
- * after Shape is int64).  Integer maths wraps instead of overflowing (the
+ * Arithmetic runs on float32, float64, float16 (in float32, rounded to
+ * nearest even once per op, as numpy's float16 does) and every integer
+ * type (shape arithmetic after Shape is int64); Pow on float32, float64,
+ * int64 and int32.  Integer maths wraps instead of overflowing (the
  * fuzzer feeds hostile constants and signed overflow is undefined) and
  * integer division by zero gives 0.  Variadic ops fold their inputs into
  * the output one at a time, so any number of inputs broadcasts.
  *
  * THREADS: [any]; no state.
  */
+#include "engine/ops/dyn.h"
 #include "engine/ops/ops.h"
 
 #include <math.h>
@@ -61,6 +64,13 @@ typedef struct {
     case B_GT: LOOP(uint8_t, T, T, x > y); break;                          \
     case B_LE: LOOP(uint8_t, T, T, x <= y); break;                         \
     case B_GE: LOOP(uint8_t, T, T, x >= y); break
+
+#define CMP_CASES_F16                                                      \
+    case B_EQ: LOOP(uint8_t, uint16_t, uint16_t, H(x) == H(y)); break;     \
+    case B_LT: LOOP(uint8_t, uint16_t, uint16_t, H(x) < H(y)); break;      \
+    case B_GT: LOOP(uint8_t, uint16_t, uint16_t, H(x) > H(y)); break;      \
+    case B_LE: LOOP(uint8_t, uint16_t, uint16_t, H(x) <= H(y)); break;     \
+    case B_GE: LOOP(uint8_t, uint16_t, uint16_t, H(x) >= H(y)); break
 
 static void
 row_f32(void *ctx, void *out, const void *const *in, const int64_t *st,
@@ -122,6 +132,64 @@ row_f64(void *ctx, void *out, const void *const *in, const int64_t *st,
 
 INT_ROW(row_i64, int64_t, uint64_t)
 INT_ROW(row_i32, int32_t, uint32_t)
+INT_ROW(row_i16, int16_t, uint16_t)
+INT_ROW(row_i8, int8_t, uint8_t)
+
+/* Unsigned: wrapping is the C semantics already (through unsigned int
+ * for the types int promotion would make signed). */
+#define UINT_ROW(NAME, T, W)                                              \
+    static void                                                            \
+    NAME(void *ctx, void *out, const void *const *in, const int64_t *st,  \
+         int64_t cnt)                                                      \
+    {                                                                      \
+        switch (((const bctx_t *)ctx)->op) {                               \
+        case B_ADD: LOOP(T, T, T, (T)((W)x + (W)y)); break;                \
+        case B_SUB: LOOP(T, T, T, (T)((W)x - (W)y)); break;                \
+        case B_MUL: LOOP(T, T, T, (T)((W)x * (W)y)); break;                \
+        case B_DIV: LOOP(T, T, T, y == 0 ? 0 : (T)(x / y)); break;        \
+        case B_MAX: LOOP(T, T, T, x > y ? x : y); break;                   \
+        case B_MIN: LOOP(T, T, T, x < y ? x : y); break;                   \
+        case B_COPY: LOOP(T, T, T, ((void)x, y)); break;                   \
+        CMP_CASES(T);                                                      \
+        default: break;                                                    \
+        }                                                                  \
+    }
+
+UINT_ROW(row_u64, uint64_t, uint64_t)
+UINT_ROW(row_u32, uint32_t, uint32_t)
+UINT_ROW(row_u16, uint16_t, unsigned)
+UINT_ROW(row_u8, uint8_t, unsigned)
+
+/* float16: each element to float32 and back (exact both ways but for the
+ * one rounding of the result). */
+#define H(v) ss__dyn_h2f(v)
+#define HR(e) ss__dyn_f2h(e)
+
+static void
+row_f16(void *ctx, void *out, const void *const *in, const int64_t *st,
+        int64_t cnt)
+{
+    switch (((const bctx_t *)ctx)->op) {
+    case B_ADD: LOOP(uint16_t, uint16_t, uint16_t, HR(H(x) + H(y))); break;
+    case B_SUB: LOOP(uint16_t, uint16_t, uint16_t, HR(H(x) - H(y))); break;
+    case B_MUL: LOOP(uint16_t, uint16_t, uint16_t, HR(H(x) * H(y))); break;
+    case B_DIV: LOOP(uint16_t, uint16_t, uint16_t, HR(H(x) / H(y))); break;
+    case B_MAX:
+        LOOP(uint16_t, uint16_t, uint16_t,
+             H(x) != H(x) || H(x) > H(y) ? x : y);
+        break;
+    case B_MIN:
+        LOOP(uint16_t, uint16_t, uint16_t,
+             H(x) != H(x) || H(x) < H(y) ? x : y);
+        break;
+    case B_COPY: LOOP(uint16_t, uint16_t, uint16_t, ((void)x, y)); break;
+    CMP_CASES_F16;
+    default: break;
+    }
+}
+
+#undef H
+#undef HR
 
 static void
 row_bool(void *ctx, void *out, const void *const *in, const int64_t *st,
@@ -176,6 +244,13 @@ pick_row(bop_t op, ss_dtype_t dt)
     case SS_DTYPE_F64: return row_f64;
     case SS_DTYPE_I64: return op == B_POW ? NULL : row_i64;
     case SS_DTYPE_I32: return op == B_POW ? NULL : row_i32;
+    case SS_DTYPE_I16: return op == B_POW ? NULL : row_i16;
+    case SS_DTYPE_I8: return op == B_POW ? NULL : row_i8;
+    case SS_DTYPE_U64: return op == B_POW ? NULL : row_u64;
+    case SS_DTYPE_U32: return op == B_POW ? NULL : row_u32;
+    case SS_DTYPE_U16: return op == B_POW ? NULL : row_u16;
+    case SS_DTYPE_U8: return op == B_POW ? NULL : row_u8;
+    case SS_DTYPE_F16: return op == B_POW ? NULL : row_f16;
     case SS_DTYPE_BOOL:
         return op == B_EQ || op == B_COPY ? row_bool : NULL;
     default: return NULL;
@@ -296,6 +371,12 @@ run_variadic(const ss_node_t *n, const ss_tensor_t *const *in,
             case SS_DTYPE_F64: ((double *)out[0].data)[i] /= k; break;
             case SS_DTYPE_I64: ((int64_t *)out[0].data)[i] /= k; break;
             case SS_DTYPE_I32: ((int32_t *)out[0].data)[i] /= k; break;
+            case SS_DTYPE_F16: {
+                uint16_t *h = out[0].data;
+
+                h[i] = ss__dyn_f2h(ss__dyn_h2f(h[i]) / (float)k);
+                break;
+            }
             default: break;
             }
         }

@@ -64,8 +64,8 @@ infer_unary(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
             return ss__ops_fail(err, n, "input must be bool, not %s",
                                 ss__ops_dtype_name(dt));
     } else if (!ss__ops_is_float(dt) &&
-               !(takes_int(op) &&
-                 (dt == SS_DTYPE_I64 || dt == SS_DTYPE_I32))) {
+               !(takes_int(op) && ss__ops_is_int(dt)
+                 && dt != SS_DTYPE_U64 && dt != SS_DTYPE_U32)) {
         return ss__ops_failc(err, SS_EUNSUPP, n, "input type %s is not "
                              "supported", ss__ops_dtype_name(dt));
     }
@@ -171,6 +171,18 @@ sat(double v, int64_t mn, int64_t mx)
         }                                                                  \
     } while (0)
 
+/* Unsigned: Relu and Abs are the identity, Neg wraps. */
+#define UINT_OPS(T, MX)                                                    \
+    do {                                                                   \
+        T ilo = (T)sat(lo, 0, MX), ihi = (T)sat(hi, 0, MX);                \
+        switch (op) {                                                      \
+        case U_RELU: case U_ABS: MAP(T, x); break;                         \
+        case U_NEG: MAP(T, (T)(0u - (unsigned)x)); break;                  \
+        case U_CLIP: MAP(T, x < ilo ? ilo : (x > ihi ? ihi : x)); break;   \
+        default: break;                                                    \
+        }                                                                  \
+    } while (0)
+
 static int
 run_unary(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
           ss_tensor_t *out, uop_t op, ss_err_t *err)
@@ -203,6 +215,10 @@ run_unary(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     case SS_DTYPE_F64: FLOAT_OPS(double, ); break;
     case SS_DTYPE_I64: INT_OPS(int64_t, uint64_t, INT64_MIN, INT64_MAX); break;
     case SS_DTYPE_I32: INT_OPS(int32_t, uint32_t, INT32_MIN, INT32_MAX); break;
+    case SS_DTYPE_I16: INT_OPS(int16_t, uint16_t, INT16_MIN, INT16_MAX); break;
+    case SS_DTYPE_I8: INT_OPS(int8_t, uint8_t, INT8_MIN, INT8_MAX); break;
+    case SS_DTYPE_U16: UINT_OPS(uint16_t, UINT16_MAX); break;
+    case SS_DTYPE_U8: UINT_OPS(uint8_t, UINT8_MAX); break;
     case SS_DTYPE_BOOL: MAP(uint8_t, !x); break;
     default:
         return ss__ops_failc(err, SS_EUNSUPP, n, "unsupported type");

@@ -10,6 +10,7 @@
  *
  * THREADS: [any]; no state.
  */
+#include "engine/ops/dyn.h"
 #include "engine/ops/ops.h"
 
 #include <math.h>
@@ -564,7 +565,8 @@ cast_ok(ss_dtype_t t)
     return t == SS_DTYPE_F32 || t == SS_DTYPE_F64 || t == SS_DTYPE_I64 ||
            t == SS_DTYPE_I32 || t == SS_DTYPE_I16 || t == SS_DTYPE_I8 ||
            t == SS_DTYPE_U8 || t == SS_DTYPE_U16 || t == SS_DTYPE_U32 ||
-           t == SS_DTYPE_U64 || t == SS_DTYPE_BOOL;
+           t == SS_DTYPE_U64 || t == SS_DTYPE_BOOL || t == SS_DTYPE_F16 ||
+           t == SS_DTYPE_BF16;
 }
 
 static int
@@ -619,6 +621,17 @@ run_cast(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     if (from == SS_DTYPE_I64 && to == SS_DTYPE_F32) {
         for (int64_t i = 0; i < cnt; i++)
             ((float *)y)[i] = (float)((const int64_t *)x)[i];
+        return 0;
+    }
+    /* float16 and bfloat16: through double (exact for both), rounded to
+     * nearest even on the way back (dyn.h) */
+    if (from == SS_DTYPE_F16 || from == SS_DTYPE_BF16 ||
+        to == SS_DTYPE_F16 || to == SS_DTYPE_BF16) {
+        for (int64_t i = 0; i < cnt; i++)
+            if (ss__dyn_is_float(from) || ss__dyn_is_float(to))
+                ss__dyn_set(y, to, i, ss__dyn_get(x, from, i));
+            else
+                ss__dyn_seti(y, to, i, ss__dyn_geti(x, from, i));
         return 0;
     }
     for (int64_t i = 0; i < cnt; i++) {
