@@ -366,7 +366,16 @@ is_frozen(const ss_train_opts_t *o, const char *name)
     return false;
 }
 
-enum { C_CONST = 0, C_PARAM = 1, C_STATE = 2 };
+static bool
+is_scale(const ss_train_opts_t *o, const char *name)
+{
+    for (int i = 0; i < o->n_scales; i++)
+        if (o->scales[i] && strcmp(o->scales[i], name) == 0)
+            return true;
+    return false;
+}
+
+enum { C_CONST = 0, C_PARAM = 1, C_STATE = 2, C_SCALE = 3 };
 
 /* Per graph value: C_PARAM, C_STATE or C_CONST (see the top). */
 static int
@@ -398,7 +407,18 @@ classify(const ss_graph_t *g, const ss_train_opts_t *o, const uint8_t *need,
                 cls[v] = C_STATE;
                 continue;
             }
-            if (ss_tensor_numel(gv->constant) < 2 || is_frozen(o, gv->name))
+            if (is_scale(o, gv->name)) {
+                /* the scale of a Q/DQ, learned (LSQ): scalars too */
+                if (r == NULL || r->bwd != ss__bwd_qdq || k != 1)
+                    return ss_err_set(err, SS_EINVAL, "trainer: step size "
+                                      "'%s' is read by node '%s' as input "
+                                      "%d, not as a Q/DQ scale", gv->name,
+                                      label(n), k);
+                cls[v] = C_SCALE;
+                continue;
+            }
+            if (ss_tensor_numel(gv->constant) < 2 || is_frozen(o, gv->name)
+                || (r != NULL && r->bwd == ss__bwd_qdq && k > 0))
                 continue;
             /* an op without a row: make it a parameter so that the
              * forward walk refuses the op by name */
@@ -476,22 +496,32 @@ make_constants(ss__tb_t *b, const uint8_t *cls, ss_err_t *err)
 {
     ss__tr_t *t = b->t;
     const ss_graph_t *g = b->g;
-    int n_params = 0, v;
+    int n_params = 0, v, pass, rc;
 
     for (v = 0; v < g->n_values; v++)
-        n_params += g->values[v].constant && cls[v] == C_PARAM;
+        n_params += g->values[v].constant &&
+                    (cls[v] == C_PARAM || cls[v] == C_SCALE);
     if ((t->params = ss_calloc((size_t)(n_params ? n_params : 1),
                                sizeof(*t->params))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for parameters");
+    /* weights first, learned step sizes last (after untie's copies) */
+    for (pass = 0; pass < 2; pass++)
     for (v = 0; v < g->n_values; v++) {
         const ss_tensor_t *c = g->values[v].constant;
-        ss__tv_kind_t kind = cls[v] == C_PARAM ? SS__TV_PARAM
+        ss__tv_kind_t kind = cls[v] == C_PARAM || cls[v] == C_SCALE
+                           ? SS__TV_PARAM
                            : cls[v] == C_STATE ? SS__TV_STATE
                            : SS__TV_CONST;
         int id;
 
-        if (c == NULL)
+        if (c == NULL || (pass == 1) != (cls[v] == C_SCALE))
             continue;
+        if (pass == 1 && t->flat_decay < 0) {
+            t->flat_decay = t->flat;
+            if ((rc = untie(b, cls, err)) < 0)
+                return rc;
+            t->flat_decay = t->flat;
+        }
         if ((id = tv_add(b, kind, c->dtype, c->ndim, c->dims, err)) < 0)
             return id;
         t->tv[id].name = g->values[v].name;
@@ -499,8 +529,16 @@ make_constants(ss__tb_t *b, const uint8_t *cls, ss_err_t *err)
         t->tv[id].cdata = c;
         b->vmap[v] = id;
         if (kind == SS__TV_PARAM) {
-            ss__param_t *p = &t->params[t->n_params++];
+            ss__param_t *p;
             int gid;
+
+            /* untie may have resized the table to what it holds */
+            if ((p = ss_realloc(t->params, (size_t)(t->n_params + 1) *
+                                           sizeof(*p))) == NULL)
+                return ss_err_set(err, SS_ENOMEM, "no memory for "
+                                  "parameters");
+            t->params = p;
+            p = &t->params[t->n_params++];
 
             p->tv = id;
             p->graph_id = v;
@@ -517,7 +555,12 @@ make_constants(ss__tb_t *b, const uint8_t *cls, ss_err_t *err)
             t->n_state += pad16(t->tv[id].numel);
         }
     }
-    return untie(b, cls, err);
+    if (t->flat_decay >= 0)
+        return 0;
+    if ((rc = untie(b, cls, err)) < 0)
+        return rc;
+    t->flat_decay = t->flat;
+    return 0;
 }
 
 /* ---- step 3: the forward walk ------------------------------------------- */
@@ -959,10 +1002,13 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         goto done;
     }
     t->g = g;
+    t->flat_decay = -1;
     t->o0 = *o;
     t->o = *o;
     t->o.frozen = NULL;
     t->o.n_frozen = 0;
+    t->o.scales = NULL;
+    t->o.n_scales = 0;
     t->rng = o->seed ^ 0x5eedf00dULL;
     b.t = t;
     b.g = g;

@@ -106,6 +106,9 @@ struct ss_train {
     int n_params;
     ss__param_t *params;
     int64_t flat;               /* elements */
+    int64_t flat_decay;         /* [0, flat_decay) weights; the rest are
+                                 * learned step sizes (no decay, Adam on
+                                 * log s) */
     float *w, *gr;              /* parameters, gradients */
     float *m, *v;               /* optimizer state (Sophia: v is h) */
     int64_t n_state;

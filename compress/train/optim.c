@@ -80,6 +80,9 @@ static const ss_train_param_row_t table[] = {
       0, "Sophia: steps between Hessian estimates (k)" },
     { "clip_norm", SS_TP_DOUBLE, F(clip_norm), 0, 0, 1e9, 0, NULL, 0,
       "clip gradients to this global L2 norm (0: no clipping)" },
+    { "scale_lr", SS_TP_DOUBLE, F(scale_lr), 0.05, 0, 1, 0, NULL, 0,
+      "learned quantization step sizes (qat): Adam's step on log s, "
+      "following the schedule; 0 keeps them as calibrated" },
     { "schedule", SS_TP_ENUM, F(sched), SS_SCHED_CONSTANT, 0, 0, 0,
       sched_names, SS_SCHED_CONSTANT, "after warm-up: constant, cosine or "
       "linear decay to min_lr_ratio * lr at total_steps" },
@@ -227,6 +230,8 @@ ss_train_opts_check(const ss_train_opts_t *o, ss_err_t *err)
                           "momentum must be below 1");
     if (o->n_frozen < 0 || (o->n_frozen > 0 && o->frozen == NULL))
         return ss_err_set(err, SS_EINVAL, "training: bad frozen list");
+    if (o->n_scales < 0 || (o->n_scales > 0 && o->scales == NULL))
+        return ss_err_set(err, SS_EINVAL, "training: bad step size list");
     if (o->bf16) {
         const char *isa;
 
@@ -288,7 +293,8 @@ ss__optim_alloc(ss__tr_t *t, ss_err_t *err)
     if ((t->m = ss_aligned_alloc(n)) == NULL)
         goto nomem;
     memset(t->m, 0, n);
-    if (t->o.opt == SS_OPT_ADAMW || t->o.opt == SS_OPT_SOPHIA) {
+    if (t->o.opt == SS_OPT_ADAMW || t->o.opt == SS_OPT_SOPHIA ||
+        t->flat_decay < t->flat) {
         if ((t->v = ss_aligned_alloc(n)) == NULL)
             goto nomem;
         memset(t->v, 0, n);
@@ -298,17 +304,41 @@ nomem:
     return ss_err_set(err, SS_ENOMEM, "no memory for the optimizer state");
 }
 
+/* Learned step sizes, w[nd, flat): Adam on u = log s (du = s * ds),
+ * s *= exp(-step); no weight decay.  A few hundred floats: one thread. */
+static void
+scales_step(ss__tr_t *t, double lr, double step)
+{
+    const ss_train_opts_t *o = &t->o;
+    float *w = t->w, *g = t->gr, *m = t->m, *v = t->v;
+    double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
+    double a = o->scale_lr * (o->lr > 0 ? lr / o->lr : 1) / bc1;
+    float b1 = (float)o->beta1, b2 = (float)o->beta2;
+
+    for (int64_t i = t->flat_decay; i < t->flat; i++) {
+        float gi = g[i] * w[i];
+
+        if (!(w[i] > 0))
+            continue;           /* padding between parameters */
+        m[i] = m[i] * b1 + gi * (1.0f - b1);
+        v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
+        w[i] *= expf(-(float)(a * m[i] / (sqrt(v[i] / bc2) + 1e-12)));
+    }
+}
+
 int
 ss__optim_step(ss__tr_t *t, ss_err_t *err)
 {
     const ss_train_opts_t *o = &t->o;
     float *w = t->w, *g = t->gr, *m = t->m, *v = t->v;
-    int64_t n = t->flat, i;
+    int64_t n = t->flat_decay, i;
     double lr = ss__sched_lr(o, t->step), step = (double)(t->step + 1);
     float lrf = (float)lr, wd = (float)o->weight_decay;
     float b1 = (float)o->beta1, b2 = (float)o->beta2;
 
     (void)err;
+    if (t->flat_decay < t->flat)
+        scales_step(t, lr, step);
     if (o->clip_norm > 0) {
         double norm = ss__grad_norm(g, n);
         double coef = o->clip_norm / (norm + 1e-6);

@@ -1627,8 +1627,8 @@ static const ss__rule_t rules[] = {
     { "Identity",        D0,   fwd_view,        bwd_view },
     { "Dropout",         D0,   fwd_view,        bwd_view },
     /* QAT: straight-through (rules_q.c); forward: the reference kernel */
-    { "QuantizeLinear",  D0,   NULL,            ss__bwd_qdq },
-    { "DequantizeLinear", D0,  NULL,            ss__bwd_qdq },
+    { "QuantizeLinear",  D01,  NULL,            ss__bwd_qdq },
+    { "DequantizeLinear", D01, NULL,            ss__bwd_qdq },
 };
 
 const ss__rule_t *

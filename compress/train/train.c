@@ -164,7 +164,7 @@ static int
 hessian(ss__tr_t *t, ss_err_t *err)
 {
     float b2 = (float)t->o.beta2, *h = t->v, *g = t->gr;
-    int64_t n = t->flat, i;
+    int64_t n = t->flat_decay, i;   /* step sizes keep Adam's v */
     int rc;
 
     t->sample_labels = 1;

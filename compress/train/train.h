@@ -59,6 +59,19 @@
  * elsewhere (SS_EUNSUPP, saying why).  A product oneDNN has no native
  * bf16 kernel for runs in f32 and is counted (ss_train_precision()).
  *
+ * Learned step sizes (opts.scales, LSQ after Esser et al.): the named
+ * initializers, read as the scale of QuantizeLinear / DequantizeLinear
+ * (per tensor or per axis), become parameters, scalars included.  Their
+ * gradient through a Q -> DQ pair is LSQ's: dy * (q - z - x / s) where
+ * x was not clipped, dy * (q - z) where it was (DequantizeLinear gives
+ * the (q - z) part, QuantizeLinear the -x / s part through its
+ * straight-through dq).  They take no weight decay, and they are updated
+ * by Adam on log s at opts.scale_lr, whatever the optimizer of the
+ * weights: a step size must stay positive, and how far it has to move
+ * is relative to itself (a scale calibrated on an outlier can be 100x
+ * too coarse), which an additive step at the weights' lr does not do.
+ * They sit at the end of the flat arrays, after the weights.
+ *
  * Determinism: the same graph, options, data and thread count on the same
  * machine give the same bytes: every reduction has a fixed order for a
  * given thread count, and the only randomness (Sophia's label sampling)
@@ -110,6 +123,9 @@ typedef struct ss_train_opts {
     ss_bn_mode_t bn;
     const char *const *frozen;  /* initializer names; borrowed */
     int n_frozen;
+    const char *const *scales;  /* learned step sizes (LSQ, below); names
+                                 * of f32 initializers; borrowed */
+    int n_scales;
     /* optimizer */
     ss_opt_kind_t opt;
     double lr;
@@ -121,6 +137,7 @@ typedef struct ss_train_opts {
     double rho;                 /* Sophia: clip scale */
     int hessian_every;          /* Sophia: k */
     double clip_norm;           /* global L2 norm; 0: no clipping */
+    double scale_lr;            /* learned step sizes: Adam on log s */
     /* schedule */
     ss_sched_kind_t sched;
     int64_t warmup_steps;
