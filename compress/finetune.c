@@ -276,6 +276,16 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 const char *const *frozen, int n_frozen, json_t *note,
                 ss_err_t *err)
 {
+    return ss__train_graph_lsq(cx, m, g, frozen, n_frozen, NULL, 0, note,
+                               err);
+}
+
+int
+ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                    const char *const *frozen, int n_frozen,
+                    const char *const *scales, int n_scales, json_t *note,
+                    ss_err_t *err)
+{
     const ss_compress_ctl_t *ctl = cx->ctl;
     loop_t L;
     ss_train_opts_t o = m->u.train.opt;
@@ -302,6 +312,8 @@ ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     o.threads = ctl->threads;
     o.frozen = frozen;
     o.n_frozen = n_frozen;
+    o.scales = scales;
+    o.n_scales = n_scales;
     o.loss = cx->train->labels != NULL && o.alpha < 1.0 ? SS_LOSS_KD
                                                         : SS_LOSS_KL;
     o.bf16 = m->u.train.precision == SS_PRECISION_BF16;

@@ -163,6 +163,12 @@ int ss__distill_layers(const ss_method_t *m, ss_graph_t *g, json_t *snote,
 int ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                     const char *const *frozen, int n_frozen, json_t *note,
                     ss_err_t *err);
+/* The same, learning the step sizes named in scales too (qat's LSQ; see
+ * compress/train/train.h). */
+int ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+                        const char *const *frozen, int n_frozen,
+                        const char *const *scales, int n_scales,
+                        json_t *note, ss_err_t *err);
 
 /* PTQ's plan, which qat reuses (quant.c): the layers of g (f32, its
  * BatchNorms folded; borrowed, read again by build, so its constants may
@@ -176,6 +182,14 @@ int ss__qplan_layers(const ss__qplan_t *q);
 int ss__qplan_build(const ss__qplan_t *q, bool fake, ss_graph_t **out,
                     ss_err_t *err);
 json_t *ss__qplan_list(const ss__qplan_t *q);
+/* The quantized activations: how many; the name build gives activation
+ * i's scale (-1 when it does not fit buf); its scale now; and a learned
+ * one (qat's LSQ) that the next build uses.  [the compress thread] */
+int ss__qplan_n_acts(const ss__qplan_t *q);
+int ss__qplan_act_scale_name(const ss__qplan_t *q, int i, char *buf,
+                             size_t len);
+float ss__qplan_act_scale(const ss__qplan_t *q, int i);
+void ss__qplan_set_act_scale(ss__qplan_t *q, int i, float scale);
 void ss__qplan_free(ss__qplan_t *q);
 
 /* Tensor-level pieces, tested on their own (quant.c, lowrank.c). */

@@ -391,8 +391,8 @@ optimizer_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
             return ss_err_set(err, SS_EINVAL, "unknown key '%s' (name, lr, "
                               "weight_decay, beta1, beta2, eps, momentum, "
                               "nesterov, rho, hessian_every, clip_norm, "
-                              "schedule, warmup_steps, total_steps, "
-                              "min_lr_ratio)", key);
+                              "scale_lr, schedule, warmup_steps, "
+                              "total_steps, min_lr_ratio)", key);
     if (v->type == SS_PARAM_CHOICE)
         return ss_train_opts_set_name(o, key, v->text, err);
     if (v->type == SS_PARAM_BOOL)

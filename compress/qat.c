@@ -21,14 +21,28 @@
  * from the trained ones, the same activation scales.
  *
  * Every layer is quantized (no accuracy-aware fallback: training is what
- * wins the accuracy back here).  The activation scales stay those of
- * calibration; learning them too (LSQ) is not done.
+ * wins the accuracy back here).
+ *
+ * Activation scales are learned (LSQ, Esser et al. 2020): each one starts
+ * where calibration put it and is a parameter of the training graph, with
+ * LSQ's gradient through its Q -> DQ pair, no weight decay, and Adam on
+ * log s at the optimizer's scale_lr (compress/train/train.h says why);
+ * "scale_lr": 0 keeps the calibrated ones.  The learned scales go into
+ * PTQ's plan before the int8 graph is built, so the served variant
+ * quantizes with them.  Why: a calibrated scale is set by the largest
+ * value seen (min/max) or by a fixed percentile, and on a tensor with a
+ * few outlier channels it rounds the others to a handful of levels; the
+ * loss knows how much clipping the outliers costs against resolving the
+ * rest, calibration does not.  Weight scales stay max|w| / 127 of the
+ * trained weights (per output channel, they have no outliers to trade).
  *
  * THREADS: runs on the compress thread.
  */
 
+#include <math.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "compress/internal.h"
 
 /* The trained float initializers of t into g, by name and shape. */
@@ -62,6 +76,65 @@ take_weights(ss_graph_t *g, const ss_graph_t *t, int *n, ss_err_t *err)
     return 0;
 }
 
+/* The names of the activation scales in fq (none when not learning). */
+static int
+scale_names(const ss__qplan_t *q, const ss_graph_t *fq, bool learn,
+            char ***out, int *n, ss_err_t *err)
+{
+    int na = ss__qplan_n_acts(q), i;
+    char buf[320], **names;
+
+    *out = NULL;
+    *n = 0;
+    if (!learn || na == 0)
+        return 0;
+    if ((names = ss_calloc((size_t)na, sizeof(*names))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for scale names");
+    *out = names;
+    for (i = 0; i < na; i++) {
+        if (ss__qplan_act_scale_name(q, i, buf, sizeof(buf)) < 0
+            || ss_graph_find_value(fq, buf) < 0)
+            return ss_err_set(err, SS_EINTERNAL, "qat: activation %d has "
+                              "no scale initializer", i);
+        if ((names[i] = ss_strdup(buf)) == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for scale names");
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/* The learned scales from the trained graph into the plan; *out lists
+ * each activation's calibrated and learned scale. */
+static int
+take_scales(ss__qplan_t *q, const ss_graph_t *fq, char **names, int n,
+            json_t **out, ss_err_t *err)
+{
+    json_t *a = json_array();
+
+    if (a == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for details");
+    *out = a;
+    for (int i = 0; i < n; i++) {
+        int v = ss_graph_find_value(fq, names[i]);
+        const ss_tensor_t *c = v >= 0 ? fq->values[v].constant : NULL;
+        float before = ss__qplan_act_scale(q, i), after;
+
+        if (c == NULL || c->dtype != SS_DTYPE_F32 || ss_tensor_numel(c) != 1)
+            return ss_err_set(err, SS_EINTERNAL, "qat: the trained graph "
+                              "lost scale '%s'", names[i]);
+        after = *(const float *)c->data;
+        if (!(after > 0.0f) || !isfinite(after))
+            return ss_err_set(err, SS_EINVAL, "qat: scale '%s' trained to "
+                              "%g: lower scale_lr", names[i], after);
+        ss__qplan_set_act_scale(q, i, after);
+        json_array_append_new(a, json_pack("{s:s, s:f, s:f}", "scale",
+                                           names[i], "calibrated",
+                                           (double)before, "learned",
+                                           (double)after));
+    }
+    return 0;
+}
+
 int
 ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         ss_err_t *err)
@@ -69,7 +142,9 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     ss__qplan_t *q = NULL;
     ss_graph_t *fq = NULL, *out = NULL;
     ss_method_t ptq;
-    int folded = 0, taken = 0, rc;
+    int folded = 0, taken = 0, n_names = 0, rc;
+    char **names = NULL;
+    json_t *scales = NULL;
 
     ss_method_default(&ptq, SS_METHOD_PTQ);
     ptq.u.ptq.calib = (ss_calib_kind_t)m->u.train.calib;
@@ -86,7 +161,12 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         goto done;
     }
     if ((rc = ss__qplan_build(q, true, &fq, err)) < 0
-        || (rc = ss__train_graph(cx, m, &fq, NULL, 0, note, err)) < 0
+        || (rc = scale_names(q, fq, m->u.train.opt.scale_lr > 0, &names,
+                             &n_names, err)) < 0
+        || (rc = ss__train_graph_lsq(cx, m, &fq, NULL, 0,
+                                     (const char *const *)names, n_names,
+                                     note, err)) < 0
+        || (rc = take_scales(q, fq, names, n_names, &scales, err)) < 0
         || (rc = take_weights(*g, fq, &taken, err)) < 0
         || (rc = ss_graph_finalize(*g, err)) < 0
         || (rc = ss__qplan_build(q, false, &out, err)) < 0)
@@ -96,7 +176,11 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         "s8, symmetric, per output channel; trained behind fake "
         "quantization (straight-through)"));
     json_object_set_new(note, "activations", json_string(
-        "per tensor, symmetric, scales from calibration"));
+        n_names > 0 ? "per tensor, symmetric, scales learned (LSQ) from "
+                      "the calibrated ones"
+                    : "per tensor, symmetric, scales from calibration"));
+    json_object_set_new(note, "activation_scales", scales);
+    scales = NULL;
     json_object_set_new(note, "calibration", json_string(
         m->u.train.calib == SS_CALIB_PERCENTILE ? "percentile" : "minmax"));
     json_object_set_new(note, "quantized", ss__qplan_list(q));
@@ -105,6 +189,10 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     *g = out;
     out = NULL;
 done:
+    for (int i = 0; i < n_names; i++)
+        ss_free(names[i]);
+    ss_free(names);
+    json_decref(scales);
     ss__qplan_free(q);
     ss_graph_free(fq);
     ss_graph_free(out);

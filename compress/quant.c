@@ -707,6 +707,41 @@ ss__qplan_build(const ss__qplan_t *q, bool fake, ss_graph_t **out,
     return build(q, -1, fake, out, &n_on, err);
 }
 
+int
+ss__qplan_n_acts(const ss__qplan_t *q)
+{
+    return q->n_acts;
+}
+
+/* qname()'s "<value>_scale": the name build gives activation i's scale
+ * in a graph that had no such value before. */
+int
+ss__qplan_act_scale_name(const ss__qplan_t *q, int i, char *buf,
+                         size_t len)
+{
+    int n = snprintf(buf, len, "%s_scale", q->g->values[q->acts[i].value].name);
+
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+float
+ss__qplan_act_scale(const ss__qplan_t *q, int i)
+{
+    const qact_t *a = &q->acts[i];
+
+    return a->absmax > 0.0f ? a->absmax / (a->lo >= 0.0f ? 255.0f : 127.0f)
+                            : 1.0f;
+}
+
+void
+ss__qplan_set_act_scale(ss__qplan_t *q, int i, float scale)
+{
+    qact_t *a = &q->acts[i];
+
+    if (scale > 0.0f && isfinite(scale))
+        a->absmax = scale * (a->lo >= 0.0f ? 255.0f : 127.0f);
+}
+
 json_t *
 ss__qplan_list(const ss__qplan_t *q)
 {
