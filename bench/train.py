@@ -5,7 +5,10 @@
     /usr/bin/python3 bench/train.py [--build DIR] [--steps N] [--threads T]
 
 For the MLP, CNN and transformer fixtures: batch 64 from the digits
-held-out set, cross-entropy, AdamW, T threads (default 2).  The C side is
+held-out set, cross-entropy, AdamW, T threads (default 2).  Where the CPU
+has AVX512_BF16 or AMX, the C trainer runs once more in bf16 mixed
+precision ("precision": "bf16") and the last column is its speed over
+its own f32 run.  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
@@ -75,12 +78,12 @@ def torch_run(name, steps, threads, batch):
     return {"ms_per_step": med, "samples_per_s": batch * 1e3 / med}
 
 
-def c_run(build, name, steps, threads, batch):
+def c_run(build, name, steps, threads, batch, precision="f32"):
     exe = os.path.join(build, "compress", "train", "train-bench")
     out = subprocess.run(
         [exe, os.path.join(FIX, name + "_op17", "model.onnx"),
          os.path.join(FIX, "digits", name + "_heldout.npz"), str(batch),
-         str(steps), str(threads), "adamw"],
+         str(steps), str(threads), "adamw", precision],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -93,17 +96,27 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     a = ap.parse_args()
     model, isa = cpu()
-    print("cpu: %s; isa: %s; threads %d, batch %d, AdamW" %
-          (model, isa or "-", a.threads, a.batch))
-    print("%-12s %12s %12s %8s" % ("model", "C samples/s", "torch s/s",
-                                   "ratio"))
+    bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
+    print("cpu: %s; isa: %s; threads %d, batch %d, AdamW; load average "
+          "%.1f at the start" % (model, isa or "-", a.threads, a.batch,
+                                 os.getloadavg()[0]))
+    print("%-12s %12s %12s %8s %12s %9s" % (
+        "model", "C samples/s", "torch s/s", "ratio", "C bf16 s/s",
+        "bf16/f32"))
     for name in ("mlp", "cnn", "transformer"):
         c = c_run(a.build, name, a.steps, a.threads, a.batch)
         t = torch_run(name, a.steps, a.threads, a.batch)
-        print("%-12s %12.0f %12.0f %7.2fx" %
-              (name, c["samples_per_s"], t["samples_per_s"],
-               c["samples_per_s"] / t["samples_per_s"]))
+        b = (c_run(a.build, name, a.steps, a.threads, a.batch, "bf16")
+             if bf16 else None)
+        print("%-12s %12.0f %12.0f %7.2fx %12s %9s" % (
+            name, c["samples_per_s"], t["samples_per_s"],
+            c["samples_per_s"] / t["samples_per_s"],
+            "%.0f" % b["samples_per_s"] if b else "-",
+            "%.2fx" % (b["samples_per_s"] / c["samples_per_s"]) if b
+            else "-"))
         sys.stdout.flush()
+    print("load average %.1f at the end; every column is the median step "
+          "after 5 warm-up steps" % os.getloadavg()[0])
 
 
 if __name__ == "__main__":
