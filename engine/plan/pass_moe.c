@@ -449,8 +449,14 @@ parse_expert(match_t *m, int s, int o, ss__moe_expert_desc_t *xd,
             return 0;
         if ((rc = ss__fz_linear_shape(fz, s, &L, &c, err)) <= 0)
             return rc;
-        if (L.owned != NULL)
+        if (L.owned != NULL) {
+            /* Gemm beta != 1: a scaled bias the layer points at */
+            if (m->n_owned == (int)(sizeof(m->owned) / sizeof(m->owned[0]))) {
+                ss_free(L.owned);
+                return 0;
+            }
             m->owned[m->n_owned++] = L.owned;
+        }
         if (L.m != m->rows)
             return 0;
         {
