@@ -9,6 +9,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/binary.c \
 	engine/ops/conv.c \
 	engine/ops/convtranspose.c \
+	engine/ops/einsum.c \
 	engine/ops/elementwise.c \
 	engine/ops/math.c \
 	engine/ops/dyn.h \

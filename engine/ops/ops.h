@@ -46,6 +46,7 @@ extern const ss_op_t ss__ops_rnn[];      /* rnn.c */
 extern const ss_op_t ss__ops_gridsample[]; /* gridsample.c */
 extern const ss_op_t ss__ops_nms[];      /* nms.c */
 extern const ss_op_t ss__ops_unique[];   /* unique.c */
+extern const ss_op_t ss__ops_einsum[];   /* einsum.c */
 extern const ss_op_t ss__ops_moe[];      /* moe.c: com.microsoft.MoE */
 
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */

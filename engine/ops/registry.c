@@ -34,6 +34,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_gridsample,
     ss__ops_nms,
     ss__ops_unique,
+    ss__ops_einsum,
     ss__ops_moe,
     NULL
 };

@@ -18,3 +18,7 @@ CLEANFILES += onnx-node-summary.json
 # PyTorch's outputs (skipped without torch).
 TESTS += tests/engine/test_torch_blocks.py
 EXTRA_DIST += tests/engine/test_torch_blocks.py
+
+# Einsum against numpy.einsum (implicit output, diagonals, ellipses).
+TESTS += tests/engine/test_einsum.py
+EXTRA_DIST += tests/engine/test_einsum.py
