@@ -894,6 +894,92 @@ qdq_cases(void)
     ss_graph_free(g);
 }
 
+/*
+ * The same pair with the scale learned (opts.scales, LSQ): its gradient
+ * must be LSQ's, sum_i dL/dy_i * (q_i - x_i / s) where x_i was not
+ * clipped and dL/dy_i * q_i where it was (z = 0), by hand in double; and
+ * the first update is Adam on log s with no weight decay: s * exp(-scale_lr
+ * * sign(g)) (Adam's first step is the sign), while weight decay 0.5
+ * would have shrunk it by 1 - lr * 0.5 on top.
+ */
+static void
+qdq_lsq_case(void)
+{
+    static const float xs[10] = { -20.0f, -0.33f, 0.05f, 1.21f, 15.0f,
+                                  3.14f, -12.7f, 0.0f, 12.9f, -7.77f };
+    static const char *const scales[] = { "scale" };
+    float tg[10];
+    int64_t d[2] = { 2, 5 };
+    ss_tensor_t *zt = NULL, target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
+    ss_train_batch_t batch = { NULL, NULL, &target };
+    ss_train_param_info_t pi = { 0 };
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_graph_t *g;
+    ss_err_t err = { 0 };
+    double loss, want = 0, got = 0, s1 = 0, s1_want;
+    int x, sc, zp, q, y, in[3], i, k = -1;
+    gb_t b;
+
+    gb_init(&b, 13);
+    x = gb_param(&b, "x", 2, d, 0, 1);
+    memcpy(b.g->values[x].constant->data, xs, sizeof(xs));
+    sc = gb_scalar(&b, "scale", 0.1f);
+    ss__tensor_new(SS_DTYPE_I8, 0, NULL, &zt, &b.err);
+    zp = ss_graph_add_value(b.g, "zero", zt, &b.err);
+    in[0] = x;
+    in[1] = sc;
+    in[2] = zp;
+    q = gb_node(&b, "QuantizeLinear", 3, in);
+    in[0] = q;
+    y = gb_node(&b, "DequantizeLinear", 3, in);
+    g = gb_done(&b, y);
+    for (i = 0; i < 10; i++)
+        tg[i] = 0.5f * (float)(i % 3) - 0.25f;
+    ss_train_opts_default(&o);
+    o.loss = SS_LOSS_MSE;
+    o.scales = scales;
+    o.n_scales = 1;
+    o.weight_decay = 0.5;
+    ok(g != NULL && ss_train_new(g, NULL, &o, &t, &err) == 0,
+       "a Q -> DQ pair with a learned scale trains (%s)",
+       g ? err.msg : "no graph");
+    if (t == NULL) {
+        ss_graph_free(g);
+        return;
+    }
+    for (i = 0; i < ss_train_num_params(t); i++)
+        if (ss_train_param(t, i, &pi) == 0 && strcmp(pi.name, "scale") == 0)
+            k = i;
+    ok(k >= 0 && pi.numel == 1 && ss_train_num_params(t) == 2,
+       "the scalar scale is a parameter, after x");
+    is_int(ss_train_grads_compute(t, &batch, &loss, &err), 0,
+           "gradients: %s", err.msg);
+    if (k < 0) {
+        ss_train_free(t);
+        ss_graph_free(g);
+        return;
+    }
+    ss_train_param(t, k, &pi);
+    for (i = 0; i < 10; i++) {
+        double r = nearbyint(xs[i] / 0.1f);
+        double qv = r < -128 ? -128 : r > 127 ? 127 : r;
+        double dy = 2.0 * (qv * 0.1f - tg[i]) / 10.0;
+
+        want += r >= -128 && r <= 127 ? dy * (qv - xs[i] / 0.1f) : dy * qv;
+    }
+    got = ss_train_grads(t)[pi.offset];
+    ok(fabs(got - want) <= 1e-5 * (fabs(want) + 1e-3), "dL/ds is LSQ's "
+       "(%.7g, by hand %.7g)", got, want);
+    is_int(ss_train_apply(t, &err), 0, "one update: %s", err.msg);
+    s1 = ss_train_params(t)[pi.offset];
+    s1_want = 0.1f * exp(-o.scale_lr * (got > 0 ? 1 : -1));
+    ok(fabs(s1 - s1_want) <= 1e-6 * s1_want, "s -> s * exp(-scale_lr * "
+       "sign g), no decay (%.7g, want %.7g)", s1, s1_want);
+    ss_train_free(t);
+    ss_graph_free(g);
+}
+
 /* ---- losses against hand-computed values ---------------------------------- */
 
 /*
@@ -1193,6 +1279,7 @@ main(void)
     index_cases();
     structure_cases();
     qdq_cases();
+    qdq_lsq_case();
     loss_cases();
     optim_cases();
     table_cases();
