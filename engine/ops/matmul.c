@@ -15,6 +15,8 @@
  */
 #include "engine/ops/ops.h"
 
+#include <math.h>
+
 /* C[M,N] = alpha * op(A) op(B) + (accumulate ? C : 0). */
 static void
 sgemm(int64_t m, int64_t nn, int64_t k, float alpha, const float *a,
@@ -275,8 +277,207 @@ run_matmul(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     return 0;
 }
 
+/* ---- MatMulInteger, QLinearMatMul ---------------------------------------
+ * Integer matmuls of uint8/int8 operands with zero points (and, for
+ * QLinearMatMul, scales): a's per tensor or per row (M values), b's per
+ * tensor or per column (N values).  Products summed exactly in int64;
+ * MatMulInteger writes them as int32 (wrapping, as int32 accumulators
+ * would), QLinearMatMul requantizes: round half to even of
+ * acc * a_scale * b_scale / y_scale, plus y's zero point, saturated. */
+
+static bool
+q8(ss_dtype_t t)
+{
+    return t == SS_DTYPE_U8 || t == SS_DTYPE_I8;
+}
+
+/* A zero point or scale of x (NULL: 0), per tensor or along `along`
+ * values; checks its size. */
+static int
+q_param_ok(const ss_node_t *n, const ss_tensor_t *q, int64_t along,
+           const char *what, ss_err_t *err)
+{
+    int64_t cnt;
+
+    if (q == NULL)
+        return 0;
+    cnt = ss__ops_numel(q);
+    if (q->ndim > 1 || (cnt != 1 && cnt != along))
+        return ss__ops_failc(err, SS_EUNSUPP, n, "%s must be a scalar or "
+                             "1-D of %lld values", what, (long long)along);
+    return 0;
+}
+
+static double
+q_at(const ss_tensor_t *q, int64_t i)
+{
+    if (q == NULL)
+        return 0;
+    return ss__ops_get_f64(q->data, q->dtype,
+                           ss__ops_numel(q) == 1 ? 0 : i);
+}
+
+typedef struct {
+    const ss_tensor_t *a, *b, *azp, *bzp, *as, *bs, *ys, *yzp;
+} qmm_t;
+
+static int
+qmm_check(const ss_node_t *n, const qmm_t *q, mm_shape_t *s, ss_err_t *err)
+{
+    int rc;
+
+    if (!q8(q->a->dtype) || !q8(q->b->dtype))
+        return ss__ops_failc(err, SS_EUNSUPP, n, "operands must be uint8 or "
+                             "int8, not %s x %s",
+                             ss__ops_dtype_name(q->a->dtype),
+                             ss__ops_dtype_name(q->b->dtype));
+    if ((q->azp && q->azp->dtype != q->a->dtype) ||
+        (q->bzp && q->bzp->dtype != q->b->dtype))
+        return ss__ops_fail(err, n, "a zero point's type differs from its "
+                            "operand's");
+    if ((rc = mm_shape(n, q->a, q->b, s, err)) < 0 ||
+        (rc = q_param_ok(n, q->azp, s->m, "a_zero_point", err)) < 0 ||
+        (rc = q_param_ok(n, q->bzp, s->nn, "b_zero_point", err)) < 0 ||
+        (rc = q_param_ok(n, q->as, s->m, "a_scale", err)) < 0 ||
+        (rc = q_param_ok(n, q->bs, s->nn, "b_scale", err)) < 0 ||
+        (rc = q_param_ok(n, q->ys, 1, "y_scale", err)) < 0 ||
+        (rc = q_param_ok(n, q->yzp, 1, "y_zero_point", err)) < 0)
+        return rc;
+    return 0;
+}
+
+static void
+qmm_run(const qmm_t *q, const mm_shape_t *s, ss_tensor_t *y)
+{
+    int64_t idx[SS_MAX_DIMS] = { 0 }, aoff = 0, boff = 0, t = 0;
+    int64_t batches = ss__ops_prod(s->bdims, 0, s->nb);
+
+    for (t = 0; t < batches; t++) {
+        for (int64_t i = 0; i < s->m; i++) {
+            int64_t za = (int64_t)q_at(q->azp, i);
+
+            for (int64_t j = 0; j < s->nn; j++) {
+                int64_t zb = (int64_t)q_at(q->bzp, j), acc = 0;
+                int64_t o = (t * s->m + i) * s->nn + j;
+
+                for (int64_t k = 0; k < s->k; k++)
+                    acc += (ss__ops_get_i64(q->a->data, q->a->dtype,
+                                            (aoff * s->m + i) * s->k + k)
+                            - za)
+                           * (ss__ops_get_i64(q->b->data, q->b->dtype,
+                                              (boff * s->k + k) * s->nn + j)
+                              - zb);
+                if (q->ys == NULL) {
+                    ((int32_t *)y->data)[o] = (int32_t)(uint32_t)acc;
+                } else {
+                    double v = nearbyint((double)acc * q_at(q->as, i)
+                                         * q_at(q->bs, j) / q_at(q->ys, 0))
+                               + q_at(q->yzp, 0);
+                    double lo = y->dtype == SS_DTYPE_U8 ? 0 : -128;
+                    double hi = y->dtype == SS_DTYPE_U8 ? 255 : 127;
+
+                    v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v;
+                    if (y->dtype == SS_DTYPE_U8)
+                        ((uint8_t *)y->data)[o] = (uint8_t)v;
+                    else
+                        ((int8_t *)y->data)[o] = (int8_t)v;
+                }
+            }
+        }
+        for (int d = s->nb - 1; d >= 0; d--) {
+            idx[d]++;
+            aoff += s->astr[d];
+            boff += s->bstr[d];
+            if (idx[d] < s->bdims[d])
+                break;
+            aoff -= s->astr[d] * s->bdims[d];
+            boff -= s->bstr[d] * s->bdims[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+static const ss_tensor_t *
+opt(const ss_node_t *n, const ss_tensor_t *const *in, int k)
+{
+    return ss__ops_has_input(n, in, k) ? in[k] : NULL;
+}
+
+static int
+infer_mmint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+            ss_tensor_t *out, ss_err_t *err)
+{
+    qmm_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
+                NULL, NULL };
+    mm_shape_t s;
+    int rc;
+
+    (void)opset;
+    if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0 ||
+        (rc = qmm_check(n, &q, &s, err)) < 0)
+        return rc;
+    return ss__ops_set_out(n, &out[0], SS_DTYPE_I32, s.out_ndim, s.out_dims,
+                           err);
+}
+
+static int
+run_mmint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+          ss_tensor_t *out, ss_err_t *err)
+{
+    qmm_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
+                NULL, NULL };
+    mm_shape_t s;
+    int rc;
+
+    (void)opset;
+    if ((rc = qmm_check(n, &q, &s, err)) < 0)
+        return rc;
+    qmm_run(&q, &s, &out[0]);
+    return 0;
+}
+
+static int
+infer_qlmm(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+           ss_tensor_t *out, ss_err_t *err)
+{
+    qmm_t q;
+    mm_shape_t s;
+    int rc;
+
+    (void)opset;
+    if ((rc = ss__ops_check_inputs(n, in, 8, err)) < 0)
+        return rc;
+    q = (qmm_t){ in[0], in[3], in[2], in[5], in[1], in[4], in[6], in[7] };
+    if (!ss__ops_is_float(in[1]->dtype) || !ss__ops_is_float(in[4]->dtype))
+        return ss__ops_fail(err, n, "scales must be floats");
+    if (!ss__ops_is_float(in[6]->dtype) || !q8(in[7]->dtype))
+        return ss__ops_fail(err, n, "y_scale must be a float and "
+                            "y_zero_point uint8 or int8");
+    if ((rc = qmm_check(n, &q, &s, err)) < 0)
+        return rc;
+    return ss__ops_set_out(n, &out[0], in[7]->dtype, s.out_ndim, s.out_dims,
+                           err);
+}
+
+static int
+run_qlmm(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+         ss_tensor_t *out, ss_err_t *err)
+{
+    qmm_t q = { in[0], in[3], in[2], in[5], in[1], in[4], in[6], in[7] };
+    mm_shape_t s;
+    int rc;
+
+    (void)opset;
+    if ((rc = qmm_check(n, &q, &s, err)) < 0)
+        return rc;
+    qmm_run(&q, &s, &out[0]);
+    return 0;
+}
+
 const ss_op_t ss__ops_matmul[] = {
     { "Gemm", infer_gemm, run_gemm },
     { "MatMul", infer_matmul, run_matmul },
+    { "MatMulInteger", infer_mmint, run_mmint },
+    { "QLinearMatMul", infer_qlmm, run_qlmm },
     { NULL, NULL, NULL }
 };

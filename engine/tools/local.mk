@@ -22,3 +22,6 @@ EXTRA_DIST += tests/engine/test_torch_blocks.py
 # Einsum against numpy.einsum (implicit output, diagonals, ellipses).
 TESTS += tests/engine/test_einsum.py
 EXTRA_DIST += tests/engine/test_einsum.py
+# MatMulInteger and QLinearMatMul against numpy (per-row/column params).
+TESTS += tests/engine/test_int_matmul.py
+EXTRA_DIST += tests/engine/test_int_matmul.py
