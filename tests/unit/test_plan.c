@@ -665,10 +665,108 @@ test_empty(void)
     ss_graph_free(g);
 }
 
+/* Inputs that decide shapes: Reshape's target and TopK's K as graph
+ * inputs.  The plan is compiled for their values, runs with them, and
+ * refuses other values; values no shape can be made of fail the compile
+ * with SS_EINVAL naming the inputs. */
+static void
+test_shape_inputs(void)
+{
+    mb_t *b = mb_new(13);
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    unsigned char flags[3] = { 9, 9, 9 };
+    float x[12], y[12], vals[4];
+    int64_t shp[2] = { 4, 3 }, k = 2, shp2[2] = { 2, 6 }, bad[2] = { 5, 5 };
+    int64_t idx[4];
+    ss_tensor_t in[3], out[3];
+    ss_plan_t *p = NULL, *q = NULL;
+    ss_exec_ctx_t *c = NULL;
+    ss_err_t err = { 0 };
+    int rc, good = 1;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ 2, 6 });
+    mb_input(b, "shape", SS_DTYPE_I64, 1, (int64_t[]){ 2 });
+    mb_input(b, "k", SS_DTYPE_I64, 1, (int64_t[]){ 1 });
+    mb_node(b, "Reshape", "reshape", "x,shape", "r0");
+    mb_node(b, "Neg", "neg", "r0", "r");
+    mb_node(b, "Flatten", "flat", "x", "xf");
+    n = mb_node(b, "TopK", "topk", "xf,k", "v,i");
+    mb_attr_int(b, n, "axis", 1);
+    mb_output(b, "r", SS_DTYPE_F32, -1, NULL);
+    mb_output(b, "v", SS_DTYPE_F32, -1, NULL);
+    mb_output(b, "i", SS_DTYPE_I64, -1, NULL);
+    if ((g = load_mb(b)) == NULL) {
+        ok(0, "shape-input model loads");
+        return;
+    }
+    is_int(ss_graph_shape_inputs(g, flags), 2, "two inputs decide shapes");
+    ok(flags[0] == 0 && flags[1] == 1 && flags[2] == 1,
+       "they are 'shape' and 'k', not 'x'");
+    fill(x, 12, 1);
+    in[0] = (ss_tensor_t){ SS_DTYPE_F32, 2, { 2, 6 }, x };
+    in[1] = (ss_tensor_t){ SS_DTYPE_I64, 1, { 2 }, shp };
+    in[2] = (ss_tensor_t){ SS_DTYPE_I64, 1, { 1 }, &k };
+    rc = ss_plan_new(g, in, &p, &err);
+    is_int(rc, 0, "compiles for shape [4,3], K 2 (%s)", err.msg);
+    if (rc == 0) {
+        const ss_io_info_t *o = ss_plan_output(p, 0);
+
+        ok(o->ndim == 2 && o->dims[0] == 4 && o->dims[1] == 3,
+           "Reshape's output is [4,3]");
+        o = ss_plan_output(p, 1);
+        ok(o->ndim == 2 && o->dims[0] == 2 && o->dims[1] == 2,
+           "TopK's values are [2,2]");
+        out[0] = (ss_tensor_t){ .data = y };
+        out[1] = (ss_tensor_t){ .data = vals };
+        out[2] = (ss_tensor_t){ .data = idx };
+        rc = ss_exec_ctx_new(1, &c, &err);
+        if (rc == 0)
+            rc = ss_plan_run(p, c, in, out, &err);
+        is_int(rc, 0, "runs with the values it was compiled for (%s)",
+               err.msg);
+        for (int i = 0; i < 12 && rc == 0; i++)
+            good = good && y[i] == -x[i];
+        for (int r = 0; r < 2 && rc == 0; r++) {
+            float m = -INFINITY;
+
+            for (int j = 0; j < 6; j++)
+                m = x[r * 6 + j] > m ? x[r * 6 + j] : m;
+            good = good && vals[r * 2] == m && x[r * 6 + idx[r * 2]] == m
+                   && vals[r * 2 + 1] <= m;
+        }
+        ok(rc == 0 && good, "outputs: -x as [4,3], each row's top 2");
+        in[1].data = shp2;
+        ss_err_clear(&err);
+        rc = ss_plan_run(p, c, in, out, &err);
+        ok(rc == SS_EINVAL && strstr(err.msg, "'shape'") != NULL,
+           "another shape value is refused: %s", err.msg);
+        in[1].data = shp;
+    }
+    in[1].data = NULL;
+    ss_err_clear(&err);
+    rc = ss_plan_new(g, in, &q, &err);
+    ok(rc == SS_EINVAL && strstr(err.msg, "decides shapes") != NULL,
+       "no value to compile for: %s", err.msg);
+    ss_plan_free(q);
+    q = NULL;
+    in[1].data = bad;
+    ss_err_clear(&err);
+    rc = ss_plan_new(g, in, &q, &err);
+    ok(rc == SS_EINVAL && strstr(err.msg, "deciding shapes") != NULL
+       && strstr(err.msg, "'shape'") != NULL,
+       "a 5x5 of 12 elements is the caller's error: %s", err.msg);
+    ss_plan_free(q);
+    ss_exec_ctx_free(c);
+    ss_plan_free(p);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
     test_mlp();
+    test_shape_inputs();
     test_shape_folding();
     test_arena();
     test_outputs();
