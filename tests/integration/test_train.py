@@ -228,6 +228,15 @@ def test_qat(d, root):
              % (src.get("accuracy") or 0, var.get("accuracy") or 0,
                 src.get("weight_bytes"), var.get("weight_bytes")))
     tap.ok(len(note.get("quantized", [])) == 3, "every layer int8")
+    sc = note.get("activation_scales") or []
+    tap.ok(len(sc) == 3 and all(e.get("calibrated", 0) > 0 and
+                                e.get("learned", 0) > 0 and
+                                e["learned"] != e["calibrated"]
+                                for e in sc),
+           "the details list 3 activation scales, learned from the "
+           "calibrated ones (%s)" % ", ".join(
+               "%.4g -> %.4g" % (e.get("calibrated", 0), e.get("learned", 0))
+               for e in sc))
     tap.ok((var.get("weight_bytes") or 1e9) * 3
            < (src.get("weight_bytes") or 0), "int8 weights")
     v, acc = served(d)
