@@ -116,6 +116,14 @@ static const key_t_ keys[] = {
     { "reject_non_finite", T_BOOL, OFF(reject_non_finite), 0, 0, NULL,
       "refuse NaN and Inf inputs (400) for models whose config.json does "
       "not say (its reject_non_finite wins)" },
+    { "role", T_STR, OFF(role), 0, 0, "ROLE",
+      "primary (runs jobs, writes versions and activations) or replica "
+      "(serves the shared repository read-only; admin writes get 409)" },
+    { "primary_url", T_STR, OFF(primary_url), 0, 0, "URL",
+      "the primary's admin URL, named in a replica's 409 answers" },
+    { "repository_poll_s", T_DOUBLE, OFF(repository_poll_s), 0, 86400, "S",
+      "look for new versions and activations in the repository this "
+      "often (0: only at start and on SIGHUP; replicas default to 2)" },
     { "shutdown_grace_s", T_DOUBLE, OFF(shutdown_grace_s), 0, 3600, "S",
       "how long SIGTERM waits for in-flight requests" },
 };
@@ -323,6 +331,7 @@ defaults(ss_config_t *cfg)
     cfg->body_timeout_s = 120;
     cfg->retry_after_s = 1;
     cfg->shutdown_grace_s = 30;
+    cfg->repository_poll_s = -1;        /* by role, see validate() */
 }
 
 /* Fills defaults that are strings (so every string is owned). */
@@ -341,6 +350,8 @@ default_strings(ss_config_t *cfg, ss_err_t *err)
         rc = set_str(&cfg->tls_min_version, "1.2", err);
     if (rc == 0 && cfg->job_priority == NULL)
         rc = set_str(&cfg->job_priority, "batch", err);
+    if (rc == 0 && cfg->role == NULL)
+        rc = set_str(&cfg->role, "primary", err);
     return rc;
 }
 
@@ -479,6 +490,18 @@ validate(ss_config_t *cfg, ss_err_t *err)
         (rc = validate_tls("admin", cfg->admin_tls_cert_file,
                            cfg->admin_tls_key_file, err)) < 0)
         return rc;
+    if (strcmp(cfg->role, "primary") == 0) {
+        cfg->replica = false;
+    } else if (strcmp(cfg->role, "replica") == 0) {
+        cfg->replica = true;
+    } else {
+        return ss_err_set(err, SS_EINVAL, "'role' must be primary or "
+                          "replica, not '%s'", cfg->role);
+    }
+    /* A replica only learns of the primary's versions and activations
+     * from the repository: polling is what makes it follow. */
+    if (cfg->repository_poll_s < 0)
+        cfg->repository_poll_s = cfg->replica ? 2.0 : 0.0;
     if (strcmp(cfg->tls_min_version, "1.2") != 0 &&
         strcmp(cfg->tls_min_version, "1.3") != 0)
         return ss_err_set(err, SS_EINVAL, "'tls_min_version' must be 1.2 or "
@@ -565,5 +588,7 @@ ss_config_close(ss_config_t *cfg)
     ss_free(cfg->admin_tls_key_file);
     ss_free(cfg->tls_min_version);
     ss_free(cfg->job_priority);
+    ss_free(cfg->role);
+    ss_free(cfg->primary_url);
     memset(cfg, 0, sizeof(*cfg));
 }

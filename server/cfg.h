@@ -51,6 +51,10 @@ typedef struct ss_config {
     int body_timeout_s;         /* absolute, a request's body */
     int retry_after_s;          /* Retry-After of 503 answers */
     bool reject_non_finite;     /* default of the model key of that name */
+    char *role;                 /* "primary" (default) or "replica" */
+    bool replica;               /* role is "replica" */
+    char *primary_url;          /* named in a replica's 409; may be NULL */
+    double repository_poll_s;   /* 0: start and SIGHUP only */
     double shutdown_grace_s;
     bool check_only;            /* --check-config */
 } ss_config_t;

@@ -123,6 +123,7 @@ finish(ss_server_t *s)
     uv_close((uv_handle_t *)&s->sig_int, on_closed);
     uv_close((uv_handle_t *)&s->sig_hup, on_closed);
     uv_close((uv_handle_t *)&s->drain_timer, on_closed);
+    uv_close((uv_handle_t *)&s->poll_timer, on_closed);
 }
 
 static int
@@ -175,6 +176,7 @@ ss_server_shutdown(ss_server_t *s)
         return;
     }
     s->draining = true;
+    uv_timer_stop(&s->poll_timer);
     ss_notify_stopping();
     ss_log_notice("shutting down: %d request(s) in flight, grace %gs",
                   in_flight(s), s->cfg->shutdown_grace_s);
@@ -219,6 +221,17 @@ on_signal(uv_signal_t *h, int signum)
     }
     ss_log_notice("%s received", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     ss_server_shutdown(s);
+}
+
+/* A replica follows what the primary writes to the shared repository: new
+ * versions, activations, removed models. */
+static void
+on_poll(uv_timer_t *t)
+{
+    ss_server_t *s = t->data;
+
+    if (!s->draining)
+        ss_registry_poll(s->registry);
 }
 
 /* ---- start ------------------------------------------------------------- */
@@ -309,8 +322,9 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     uv_signal_init(loop, &s->sig_int);
     uv_signal_init(loop, &s->sig_hup);
     uv_timer_init(loop, &s->drain_timer);
+    uv_timer_init(loop, &s->poll_timer);
     s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
-    s->drain_timer.data = s;
+    s->drain_timer.data = s->poll_timer.data = s;
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
     uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
@@ -348,7 +362,10 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                         "all); the loops run on any",
                         CPU_COUNT(&serve_cpus), CPU_COUNT(&job_cpus));
 
-        ss_jobs_clean_repository(cfg->model_repository);
+        /* A replica's repository is the primary's: what looks left over
+         * may be a version the primary is writing now. */
+        if (!cfg->replica)
+            ss_jobs_clean_repository(cfg->model_repository);
         if ((rc = ss_registry_new(&ro, &s->registry, err)) < 0)
             goto fail;
         if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
@@ -381,6 +398,17 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                  cfg->admin_address, s->admin ? ss_http_port(s->admin) : -1);
     /* Ready (and READY=1) once the models found are loaded. */
     ss_registry_scan(s->registry, on_scanned, s);
+    if (cfg->repository_poll_s > 0) {
+        uint64_t ms = (uint64_t)(cfg->repository_poll_s * 1000.0);
+
+        uv_timer_start(&s->poll_timer, on_poll, ms ? ms : 1, ms ? ms : 1);
+    }
+    if (cfg->repository_poll_s > 0)
+        ss_log_info("role %s: repository read every %gs", cfg->role,
+                    cfg->repository_poll_s);
+    else
+        ss_log_info("role %s: repository read at start and on SIGHUP",
+                    cfg->role);
     return 0;
 fail:
     finish(s);

@@ -58,6 +58,7 @@ typedef struct ss_server {
     ss_looplag_t *lag;              /* this loop's stall probe */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
+    uv_timer_t poll_timer;          /* repository_poll_s */
 } ss_server_t;
 
 /* Listener handlers (routes.c on the HTTP loops, admin.c on the main

@@ -29,7 +29,7 @@ status(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_req_respond_json(
         r, 200,
         json_pack("{s:s,s:s,s:f,s:b,s:b,s:{s:i,s:i},s:{s:i,s:i},s:s,s:i,"
-                  "s:I,s:b}",
+                  "s:I,s:b,s:s,s:f}",
                   "name", PACKAGE_NAME, "version", PACKAGE_VERSION,
                   "uptime_seconds", ss_server_uptime(s), "ready",
                   s->ready && !s->draining, "draining", s->draining,
@@ -39,7 +39,9 @@ status(ss_req_t *r, void *arg, const ss_route_match_t *m)
                   s->admin ? ss_http_in_flight(s->admin) : 0,
                   "model_repository", s->cfg->model_repository,
                   "models_loaded", ss_registry_model_count(s->registry), "reloads",
-                  (json_int_t)s->reloads, "auth", s->auth.token != NULL));
+                  (json_int_t)s->reloads, "auth", s->auth.token != NULL,
+                  "role", s->cfg->role, "repository_poll_s",
+                  s->cfg->repository_poll_s));
 }
 
 /* ---- registry operations: answered when the registry calls back ---- */
@@ -239,12 +241,31 @@ repo_unload(ss_req_t *r, void *arg, const ss_route_match_t *m)
     run_op(r, s, OP_UNLOAD, m->cap[0], 0, NULL);
 }
 
+/* A replica serves a repository another daemon writes: what would write
+ * a version or config.json there is the primary's to do (two writers
+ * would race on config.json).  True when r was refused. */
+static bool
+replica_refuses(ss_req_t *r, const ss_server_t *s)
+{
+    const ss_config_t *c = s->cfg;
+
+    if (!c->replica)
+        return false;
+    ss_req_fail(r, SS_ECONFLICT, "this server is a replica of the "
+                "repository: compression jobs, activations and rollbacks "
+                "go to the primary%s%s", c->primary_url ? " at " : "",
+                c->primary_url ? c->primary_url : "");
+    return true;
+}
+
 static void
 activate(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
     int64_t v = ss_route_number(m->cap[1]);
 
+    if (replica_refuses(r, s))
+        return;
     if (v <= 0) {
         ss_req_fail(r, SS_ENOTFOUND, "model '%s' has no version '%s'",
                     m->cap[0], m->cap[1]);
@@ -258,6 +279,8 @@ rollback(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
     ss_server_t *s = arg;
 
+    if (replica_refuses(r, s))
+        return;
     run_op(r, s, OP_ROLLBACK, m->cap[0], 0, NULL);
 }
 
@@ -351,6 +374,8 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     size_t len;
     int64_t id;
 
+    if (replica_refuses(r, s))
+        return;
     body = ss_req_body(r, &len);
     id = ss_jobs_submit(s->jobs, m->cap[0], body, len, &err);
     if (id < 0) {

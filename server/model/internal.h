@@ -51,6 +51,9 @@ typedef struct ss__registry_task {
     ss__registry_task_kind_t kind;
     char dir[4096];
     bool from_scan;             /* counts in the scan's pending steps */
+    uint64_t files_fp;          /* out: ss__registry_files_fp() of dir
+                                 * before the load read it (ADD: after
+                                 * writing config.json) */
     bool was_wanted;            /* LOAD: m->wanted before the task */
 
     /* in */
@@ -110,6 +113,9 @@ struct ss_model {
     ss_registry_cb unload_cb;   /* waiting for live == 0 */
     void *unload_arg;
     ss_sampler_t *sampler;      /* set once (release store), then fixed */
+    uint64_t files_fp;          /* [loop] ss__registry_files_fp() at the
+                                 * last scan: a scan reloads the model
+                                 * when it changes */
     ss_model_t *next;           /* immutable once published */
 };
 
@@ -132,6 +138,8 @@ struct ss_registry {
     /* scan completion: the scan's own step and the loads it started */
     int scan_pending;
     bool scan_again;            /* a scan asked for while one runs */
+    bool scan_poll;             /* the running scan is a poll: it leaves
+                                 * models unloaded by hand unloaded */
     ss_registry_cb scan_cb;
     void *scan_arg;
 
@@ -174,6 +182,10 @@ void ss__registry_scan_step_done(ss_registry_t *r);
 /* [any] Lists the version folders holding a model.onnx, ascending;
  * -errno when dir cannot be read. */
 int ss__registry_list_versions(const char *dir, int64_t *out, int max);
+/* [any] A fingerprint of what a load of the model in dir reads: its
+ * config.json and its versions' model.onnx (names, sizes, mtimes,
+ * inodes).  A primary writes both by rename, so a change shows here. */
+uint64_t ss__registry_files_fp(const char *dir);
 /* [any] A JSON string of text with invalid UTF-8 replaced (U+FFFD):
  * reasons quote file contents. */
 json_t *ss__registry_json_text(const char *text);

@@ -305,6 +305,53 @@ ss__registry_file_stamp(const char *dir, int64_t v, int64_t *mtime, int64_t *siz
     return 0;
 }
 
+/* FNV-1a over the bytes of v. */
+static uint64_t
+fp_mix(uint64_t h, const void *v, size_t n)
+{
+    const unsigned char *p = v;
+
+    while (n-- > 0)
+        h = (h ^ *p++) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t
+fp_stat(uint64_t h, const char *path)
+{
+    struct stat st;
+    int64_t f[4] = { 0 };
+
+    if (stat(path, &st) == 0) {
+        f[0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        f[1] = (int64_t)st.st_size;
+        f[2] = (int64_t)st.st_ino;
+        f[3] = 1;
+    }
+    return fp_mix(h, f, sizeof(f));
+}
+
+uint64_t
+ss__registry_files_fp(const char *dir)
+{
+    int64_t vs[SS_MAX_ON_DISK];
+    char path[4096];
+    uint64_t h = 14695981039346656037ull;
+    int i, n;
+
+    if (snprintf(path, sizeof(path), "%s/config.json", dir) <
+        (int)sizeof(path))
+        h = fp_stat(h, path);
+    n = ss__registry_list_versions(dir, vs, SS_MAX_ON_DISK);
+    for (i = 0; i < n; i++) {
+        h = fp_mix(h, &vs[i], sizeof(vs[i]));
+        if (snprintf(path, sizeof(path), "%s/%lld/model.onnx", dir,
+                     (long long)vs[i]) < (int)sizeof(path))
+            h = fp_stat(h, path);
+    }
+    return fp_mix(h, &n, sizeof(n));
+}
+
 /* ---- loading (pool thread) --------------------------------------------- */
 
 /* A model whose graph inputs have a fixed first dim cannot batch. */
@@ -489,6 +536,9 @@ task_work(uv_work_t *w)
     ss__registry_task_t *t = w->data;
     int i;
 
+    /* Before anything is read: a change made while this load reads is
+     * seen by the next scan. */
+    t->files_fp = ss__registry_files_fp(t->dir);
     if (t->kind == SS__REGISTRY_TASK_LOAD)
         plan_load(t);
     else
@@ -509,9 +559,12 @@ task_work(uv_work_t *w)
     /* The active version is persisted before it is switched: a failed
      * write changes nothing, and a restart serves the same version. */
     if (t->kind == SS__REGISTRY_TASK_ADD &&
-        (t->n_have > 0 || t->loaded[0] != NULL))
+        (t->n_have > 0 || t->loaded[0] != NULL)) {
         t->persist_rc = ss_model_config_save_active(t->dir, t->version,
                                                     &t->persist_err);
+        /* Our own write is not a change to pick up. */
+        t->files_fp = ss__registry_files_fp(t->dir);
+    }
 }
 
 /* ---- publishing (loop thread) ------------------------------------------ */
@@ -758,9 +811,11 @@ publish_load(ss__registry_task_t *t, ss_err_t *err, int *rc)
                      "in '%s'", m->name);
         *rc = ss_err_set(err, SS_EBADMODEL, "model '%s': %s", m->name, msg);
         ss_log_error("model=%s failed to load: %s", m->name, msg);
-        /* A reload that fails keeps serving what was there. */
-        if (m->n_versions == 0)
-            ss__registry_set_state(m, SS_MODEL_UNAVAILABLE, err->msg);
+        /* A reload that fails keeps serving what was there; the index
+         * says why the new files are not served. */
+        ss__registry_set_state(m, m->n_versions ? m->state
+                                                : SS_MODEL_UNAVAILABLE,
+                               err->msg);
         return;
     }
     m->cfg = t->cfg;
@@ -866,6 +921,7 @@ task_done(uv_work_t *w, int status)
     if (m != NULL) {
         m->task = NULL;
         m->live += live;
+        m->files_fp = t->files_fp;
     }
     if (r->closing || status == UV_ECANCELED) {
         rc = ss_err_set(&err, SS_ENOTREADY, "the server is shutting down");

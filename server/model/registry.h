@@ -101,10 +101,16 @@ typedef struct ss_registry_opts {
 
 int ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
                     ss_err_t *err);
-/* Scans the repository: loads models not loaded yet, unloads models whose
- * folder is gone.  cb (may be NULL) runs once every load it started has
- * finished. */
+/* Scans the repository: loads models not loaded yet, reloads loaded
+ * models whose files changed (config.json, a version's model.onnx, a
+ * version added or removed: what a primary writes), unloads models whose
+ * folder is gone.  A reload that fails keeps what was served.  cb (may be
+ * NULL) runs once every load it started has finished. */
 void ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg);
+/* The same for a periodic look (repository_poll_s): no callback, nothing
+ * if a scan runs already, and models unloaded through the API stay
+ * unloaded. */
+void ss_registry_poll(ss_registry_t *r);
 /* Loads or reloads one model; override (borrowed, may be NULL) is applied
  * over its config.json.  Unchanged versions already loaded are kept. */
 int ss_registry_load(ss_registry_t *r, const char *name, json_t *override,

@@ -181,13 +181,19 @@ ss_registry_unload(ss_registry_t *r, const char *name, ss_registry_cb cb,
 /* ---- scanning ------------------------------------------------------------ */
 
 /* The repository's model folders, read on a pool thread. */
+typedef struct scan_entry {
+    char name[SS__REGISTRY_NAME_MAX + 1];
+    uint64_t fp;                /* ss__registry_files_fp() */
+} scan_entry_t;
+
 typedef struct scan {
     uv_work_t work;
     ss_registry_t *reg;
     char *repo;                 /* borrowed from the registry */
-    char (*names)[SS__REGISTRY_NAME_MAX + 1];
+    scan_entry_t *e;
     int n, cap;
     int rc;                     /* -errno when the repository is unreadable */
+    bool poll;
 } scan_t;
 
 static void
@@ -212,16 +218,16 @@ scan_work(uv_work_t *w)
             continue;
         if (sc->n == sc->cap) {
             int cap = sc->cap ? 2 * sc->cap : 16;
-            void *p = ss_realloc(sc->names, (size_t)cap *
-                                 sizeof(sc->names[0]));
+            void *p = ss_realloc(sc->e, (size_t)cap * sizeof(sc->e[0]));
 
             if (p == NULL)
                 break;          /* the models found so far still load */
-            sc->names = p;
+            sc->e = p;
             sc->cap = cap;
         }
         /* valid_name() bounds the length. */
-        memcpy(sc->names[sc->n++], e->d_name, strlen(e->d_name) + 1);
+        memcpy(sc->e[sc->n].name, e->d_name, strlen(e->d_name) + 1);
+        sc->e[sc->n++].fp = ss__registry_files_fp(dir);
     }
     closedir(d);
 }
@@ -232,9 +238,26 @@ scan_has(const scan_t *sc, const char *name)
     int i;
 
     for (i = 0; i < sc->n; i++)
-        if (strcmp(sc->names[i], name) == 0)
+        if (strcmp(sc->e[i].name, name) == 0)
             return true;
     return false;
+}
+
+/* What the scan does with a folder it found: load it when it is new, or
+ * loaded and its files changed (a primary's new version or activation),
+ * or -- a full scan only -- known and not loaded. */
+static bool
+scan_wants(const scan_t *sc, const ss_model_t *m, uint64_t fp)
+{
+    if (m->task != NULL)
+        return false;           /* the next scan looks again */
+    if (m->wanted)
+        return m->files_fp != fp;
+    /* Unloaded by hand: a poll leaves it so; a model that failed is
+     * tried again when its files change. */
+    if (sc->poll)
+        return strcmp(m->reason, "unloaded") != 0 && m->files_fp != fp;
+    return true;
 }
 
 static void
@@ -249,16 +272,27 @@ scan_done(uv_work_t *w, int status)
     if (sc->rc < 0)
         ss_log_warn("model repository %s: %s", r->repo, strerror(-sc->rc));
     for (i = 0; i < sc->n && !r->closing && status == 0; i++) {
+        const scan_entry_t *e = &sc->e[i];
         ss_err_t err = { 0 };
 
-        m = ss__registry_find(r, sc->names[i]);
-        if ((m != NULL && (m->wanted || m->task != NULL)) ||
-            (m == NULL && find_newborn(r, sc->names[i]) != NULL))
+        m = ss__registry_find(r, e->name);
+        if (m == NULL && find_newborn(r, e->name) != NULL)
             continue;
-        if (load(r, sc->names[i], NULL, true, NULL, NULL, &err) < 0)
-            ss_log_error("model=%s: %s", sc->names[i], err.msg);
-        else
-            r->scan_pending++;
+        if (m != NULL && !scan_wants(sc, m, e->fp))
+            continue;
+        if (m != NULL) {
+            /* The load sets it again from what it reads; set now, a load
+             * that cannot start is not retried until the files change. */
+            m->files_fp = e->fp;
+            if (m->wanted)
+                ss_log_notice("model=%s: files changed, reloading",
+                              e->name);
+        }
+        if (load(r, e->name, NULL, true, NULL, NULL, &err) < 0) {
+            ss_log_error("model=%s: %s", e->name, err.msg);
+            continue;
+        }
+        r->scan_pending++;
     }
     /* Models whose folder is gone (or holds no version) are unloaded. */
     for (m = r->models; m != NULL && sc->rc == 0 && !r->closing; m = m->next) {
@@ -269,7 +303,7 @@ scan_done(uv_work_t *w, int status)
             ss_registry_unload(r, m->name, NULL, NULL, &err);
         }
     }
-    ss_free(sc->names);
+    ss_free(sc->e);
     ss_free(sc);
     ss__registry_scan_step_done(r);
 }
@@ -283,6 +317,7 @@ ss__registry_scan_start(ss_registry_t *r)
     if (sc != NULL) {
         sc->reg = r;
         sc->repo = r->repo;
+        sc->poll = r->scan_poll;
         sc->work.data = sc;
         if (uv_queue_work(r->loop, &sc->work, scan_work, scan_done) == 0) {
             r->tasks++;
@@ -299,11 +334,25 @@ ss_registry_scan(ss_registry_t *r, ss_registry_cb cb, void *arg)
 {
     r->scan_cb = cb;
     r->scan_arg = arg;
+    r->scan_poll = false;
     if (r->scan_pending > 0) {
         /* One scan at a time; the next starts when this one is done. */
         r->scan_again = true;
         return;
     }
+    ss__registry_scan_start(r);
+}
+
+void
+ss_registry_poll(ss_registry_t *r)
+{
+    /* A scan running (start-up, SIGHUP, the last poll) looks already;
+     * its callback stays its own. */
+    if (r->scan_pending > 0 || r->closing)
+        return;
+    r->scan_cb = NULL;
+    r->scan_arg = NULL;
+    r->scan_poll = true;
     ss__registry_scan_start(r);
 }
 

@@ -33,6 +33,15 @@ def diag(msg):
     sys.stdout.flush()
 
 
+def skip(reason, count=1):
+    """count checks that cannot run here, reported as TAP skips."""
+    global _n
+    for _ in range(count):
+        _n += 1
+        print("ok %d # SKIP %s" % (_n, reason))
+    sys.stdout.flush()
+
+
 def skip_all(reason):
     print("1..0 # SKIP " + reason)
     sys.exit(0)
