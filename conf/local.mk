@@ -7,3 +7,5 @@ EXTRA_DIST += conf/models/digits-mlp/config.json \
 # Load balancers in front of replicas (docs/scale-out.md).
 slimservelbdir = $(slimserveconfdir)/lb
 dist_slimservelb_DATA = conf/lb/nginx-slimserve.conf conf/lb/haproxy.cfg
+EXTRA_DIST += conf/k8s/config.yaml conf/k8s/primary.yaml \
+	conf/k8s/replicas.yaml conf/k8s/kserve.yaml conf/k8s/Dockerfile

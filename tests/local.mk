@@ -47,3 +47,6 @@ EXTRA_DIST += tests/integration/test_lora.py
 # Replicas on one repository behind nginx (issue 16).
 TESTS += tests/integration/test_replica.py
 EXTRA_DIST += tests/integration/test_replica.py
+# The Kubernetes manifests in conf/k8s, checked offline (issue 16).
+TESTS += tests/integration/test_k8s.py
+EXTRA_DIST += tests/integration/test_k8s.py
