@@ -12,5 +12,5 @@ $SUDO apt-get install -y --no-install-recommends \
     protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
     zlib1g-dev libsystemd-dev \
     python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates openssl \
-    nginx-light haproxy python3-yaml yamllint \
+    nginx-light haproxy python3-yaml yamllint chromium \
     clang libclang-rt-14-dev

@@ -50,3 +50,6 @@ EXTRA_DIST += tests/integration/test_replica.py
 # The Kubernetes manifests in conf/k8s, checked offline (issue 16).
 TESTS += tests/integration/test_k8s.py
 EXTRA_DIST += tests/integration/test_k8s.py
+# The admin page in headless Chromium (issue 17); skipped without it.
+TESTS += tests/integration/test_ui.py
+EXTRA_DIST += tests/integration/test_ui.py

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "server/http/router.h"
+#include "server/http/ui.h"
 #include "server/model/adapter.h"
 #include "server/server.h"
 
@@ -425,7 +426,29 @@ job_cancel(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_req_respond_json(r, 200, ss_jobs_get(s->jobs, id));
 }
 
+/* The admin page; its data comes from the routes below. */
+static void
+ui(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    size_t len;
+    const char *page = ss_ui_page(&len);
+    char *body = ss_malloc(len);
+
+    if (body == NULL) {
+        ss_req_fail(r, SS_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(body, page, len);
+    /* Nothing from elsewhere, and not inside another site's frame. */
+    ss_req_add_header(r, "Content-Security-Policy", "default-src 'self'; "
+                      "script-src 'unsafe-inline'; style-src "
+                      "'unsafe-inline'; frame-ancestors 'none'");
+    ss_req_add_header(r, "Cache-Control", "no-store");
+    ss_req_respond(r, 200, "text/html; charset=utf-8", body, len);
+}
+
 static const ss_route_t routes[] = {
+    { "GET", "/admin/ui", SS_EP_ADMIN, ui },
     { "POST", "/admin/models/*/compress", SS_EP_ADMIN, compress },
     { "GET", "/admin/jobs", SS_EP_ADMIN, jobs_list },
     { "GET", "/admin/jobs/*", SS_EP_ADMIN, job_get },
@@ -457,6 +480,11 @@ ss_routes_admin(ss_req_t *r, void *arg)
                     ss_req_path(r));
         ss_req_add_header(r, "WWW-Authenticate",
                           "Bearer realm=\"slimserve-admin\"");
+        /* Browsers (the admin page) answer this one, with the token as
+         * the password. */
+        ss_req_add_header(r, "WWW-Authenticate",
+                          "Basic realm=\"slimserve-admin\", "
+                          "charset=\"UTF-8\"");
         ss_req_fail(r, SS_EAUTH, "missing or invalid bearer token");
         return;
     }

@@ -4,6 +4,7 @@
 #include "server/http/auth.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -120,21 +121,83 @@ ss_auth_close(ss_auth_t *a)
     a->len = 0;
 }
 
+/* Compares the whole token whatever the offered value looks like, so
+ * the time taken does not tell how much of it matched. */
+static int
+same_token(const ss_auth_t *a, const unsigned char *given, size_t glen)
+{
+    const volatile unsigned char *g = given;
+    unsigned char diff = glen != a->len;
+    size_t i;
+
+    for (i = 0; i < a->len; i++)
+        diff |= (unsigned char)a->token[i] ^ (i < glen ? g[i] : 0);
+    return diff == 0;
+}
+
+static int
+b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decodes standard base64 (padding optional) into out; -1 when malformed
+ * or longer than cap. */
+static ssize_t
+b64_decode(const char *in, unsigned char *out, size_t cap)
+{
+    uint32_t acc = 0;
+    size_t n = 0;
+    int bits = 0, v;
+
+    for (; *in && *in != '='; in++) {
+        if ((v = b64_value((unsigned char)*in)) < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return -1;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    while (*in == '=')
+        in++;
+    return *in == '\0' ? (ssize_t)n : -1;
+}
+
 int
 ss_auth_check(const ss_auth_t *a, const char *header)
 {
-    const volatile unsigned char *given;
-    unsigned char diff;
-    size_t glen, i;
+    unsigned char buf[TOKEN_MAX + 256];
+    const unsigned char *colon;
+    ssize_t n;
+    int ok;
 
-    if (a->token == NULL || header == NULL ||
-        strncasecmp(header, "Bearer ", 7) != 0)
+    if (a->token == NULL || header == NULL)
         return 0;
-    given = (const unsigned char *)header + 7;
-    glen = strlen(header + 7);
-    /* Walk the whole token whatever the offered value looks like. */
-    diff = glen != a->len;
-    for (i = 0; i < a->len; i++)
-        diff |= (unsigned char)a->token[i] ^ (i < glen ? given[i] : 0);
-    return diff == 0;
+    if (strncasecmp(header, "Bearer ", 7) == 0)
+        return same_token(a, (const unsigned char *)header + 7,
+                          strlen(header + 7));
+    /* A browser (the admin page) sends the token as a Basic password;
+     * the user name is ignored. */
+    if (strncasecmp(header, "Basic ", 6) != 0 ||
+        (n = b64_decode(header + 6, buf, sizeof(buf))) < 0 ||
+        (colon = memchr(buf, ':', (size_t)n)) == NULL)
+        return 0;
+    colon++;
+    ok = same_token(a, colon, (size_t)(buf + n - colon));
+    memset(buf, 0, sizeof(buf));
+    return ok;
 }

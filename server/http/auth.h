@@ -30,7 +30,8 @@ typedef struct ss_auth {
 int ss_auth_load(ss_auth_t *a, const char *path, ss_err_t *err);
 void ss_auth_close(ss_auth_t *a);
 
-/* 1 when header is "Bearer <the token>", else 0. */
+/* 1 when header is "Bearer <the token>", or "Basic" with the token as
+ * the password (browsers; any user name), else 0. */
 int ss_auth_check(const ss_auth_t *a, const char *header);
 
 #endif

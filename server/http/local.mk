@@ -10,6 +10,7 @@ server_http_libsshttp_a_SOURCES = \
 	server/http/routes.c server/http/admin.c \
 	server/http/infer.c server/http/infer.h \
 	server/http/auth.c server/http/auth.h \
-	server/http/tls.c server/http/tls.h
+	server/http/tls.c server/http/tls.h \
+	server/http/ui.c server/http/ui.h
 server_http_libsshttp_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) \
 	$(GNUTLS_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS)

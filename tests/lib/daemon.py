@@ -10,7 +10,8 @@ can look for log lines.  stop() sends SIGTERM and returns the exit code;
 sanitizer reports make it non-zero (see ASAN_OPTIONS in Makefile.am).
 
 Set d.ssl_context (an ssl.SSLContext) to speak HTTPS in request(), get(),
-post() and metrics(); raw() always speaks plain bytes.
+post() and metrics(); raw() always speaks plain bytes.  Set d.admin_token
+to send it as the bearer token of admin requests.
 
 SS_TEST_HTTP_THREADS=N in the environment starts every daemon with
 --http-threads=N (the *_loops2.py tests run whole suites that way); a
@@ -59,6 +60,7 @@ class Daemon:
         self.admin_port = None
         self.returncode = None
         self.ssl_context = None     # HTTPS when set
+        self.admin_token = None     # sent as a bearer token to admin
 
     # -- lifecycle ---------------------------------------------------------
     def start(self):
@@ -163,6 +165,10 @@ class Daemon:
                 body = json.dumps(body).encode()
                 headers = dict(headers or {})
                 headers.setdefault("Content-Type", "application/json")
+            if admin and self.admin_token is not None:
+                headers = dict(headers or {})
+                headers.setdefault("Authorization",
+                                   "Bearer " + self.admin_token)
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             data = resp.read()
