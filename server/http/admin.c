@@ -478,13 +478,13 @@ ss_routes_admin(ss_req_t *r, void *arg)
         ss_log_info("admin: req=%llu %s %s refused: bad or missing token",
                     (unsigned long long)ss_req_id(r), ss_req_method(r),
                     ss_req_path(r));
-        ss_req_add_header(r, "WWW-Authenticate",
-                          "Bearer realm=\"slimserve-admin\"");
-        /* Browsers (the admin page) answer this one, with the token as
-         * the password. */
+        /* Browsers (the admin page) answer Basic, with the token as the
+         * password; API clients use Bearer. */
         ss_req_add_header(r, "WWW-Authenticate",
                           "Basic realm=\"slimserve-admin\", "
                           "charset=\"UTF-8\"");
+        ss_req_add_header(r, "WWW-Authenticate",
+                          "Bearer realm=\"slimserve-admin\"");
         ss_req_fail(r, SS_EAUTH, "missing or invalid bearer token");
         return;
     }
