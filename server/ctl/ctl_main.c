@@ -679,15 +679,19 @@ cmd_adapters(ss_ctl_client_t *c, const char *model)
     if (opt_json || !json_is_array(list)) {
         print_json(js);
     } else {
-        printf("%-24s %6s %8s  %s\n", "ADAPTER", "RANK", "ALPHA", "MODULES");
+        printf("%-24s %5s %8s %10s  %s\n", "ADAPTER", "RANK", "ALPHA",
+               "SIZE", "MODULES");
         json_array_foreach(list, i, a) {
-            json_t *mods = json_object_get(a, "target_modules"), *m;
+            json_t *mods = json_object_get(a, "modules"), *m;
+            char sz[24];
             size_t k;
 
-            printf("%-24s %6lld %8g  ",
+            printf("%-24s %5lld %8g %10s  ",
                    json_string_value(json_object_get(a, "name")),
                    (long long)json_integer_value(json_object_get(a, "r")),
-                   num(a, "lora_alpha"));
+                   num(a, "alpha"),
+                   size_text(json_is_number(json_object_get(a, "bytes"))
+                                 ? num(a, "bytes") : -1, sz, sizeof(sz)));
             json_array_foreach(mods, k, m)
                 printf("%s%s", k ? "," : "", json_string_value(m));
             putchar('\n');

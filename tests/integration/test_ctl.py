@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,31 @@ def ctl(d, *args, env=None, url=None, timeout=120):
     r = subprocess.run(argv + list(args), capture_output=True, text=True,
                        timeout=timeout, env=e)
     return r.returncode, r.stdout, r.stderr
+
+
+def write_adapter(model_dir, name, r=2):
+    """A PEFT adapter on fc1 ([128, 64]) in safetensors, by hand."""
+    d = os.path.join(model_dir, "adapters", name)
+    os.makedirs(d)
+    with open(os.path.join(d, "adapter_config.json"), "w") as f:
+        json.dump({"r": r, "lora_alpha": 2 * r, "target_modules": ["fc1"],
+                   "lora_dropout": 0.0, "fan_in_fan_out": False,
+                   "bias": "none"}, f)
+    rng = np.random.default_rng(0)
+    tensors = [("base_model.model.fc1.lora_A.weight",
+                rng.standard_normal((r, 64)).astype(np.float32)),
+               ("base_model.model.fc1.lora_B.weight",
+                rng.standard_normal((128, r)).astype(np.float32))]
+    hdr, data = {}, b""
+    for n, a in tensors:
+        raw = a.tobytes()
+        hdr[n] = {"dtype": "F32", "shape": list(a.shape),
+                  "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(d, "adapter_model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
 
 
 def served_version(d):
@@ -123,6 +149,11 @@ def test_commands(d, tf):
     rc, out, err = ctl(d, "cancel", "1", env=env)
     tap.ok(rc == 1 and "409" in err, "cancel of a finished job: 1, the "
            "server's 409", (rc, err))
+    rc, out, err = ctl(d, "adapters", "mlp", env=env)
+    rows = [l.split() for l in out.splitlines()]
+    tap.ok(rc == 0 and rows[0][:3] == ["ADAPTER", "RANK", "ALPHA"] and
+           rows[1][:3] == ["tenant-a", "2", "4"] and rows[1][-1] == "fc1",
+           "adapters lists the model's LoRA adapter", out + err)
     rc, out, err = ctl(d, "versions", "nosuch", env=env)
     tap.ok(rc == 1 and "404" in err and "nosuch" in err,
            "unknown model: 1 and the server's message", (rc, err))
@@ -192,6 +223,7 @@ def main():
     root = repo.with_model(os.path.join(tmp, "models"),
                            files={"calib.npz": CALIB, "val.npz": HELD},
                            config={"version_policy": {"all": {}}})
+    write_adapter(os.path.join(root, "mlp"), "tenant-a")
     with Daemon(["--admin-token-file=" + tf, "--job-threads=1"],
                 repository=root) as d:
         d.admin_token = TOKEN
