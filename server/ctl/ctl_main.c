@@ -162,6 +162,22 @@ path_of(const char *prefix, const char *model, const char *suffix)
     return out;
 }
 
+/* GET prefix + model + suffix: call() on a model's path. */
+static int
+model_get(ss_ctl_client_t *c, const char *model, const char *suffix,
+          json_t **out)
+{
+    char *path = path_of("/admin/models/", model, suffix);
+    int rc;
+
+    *out = NULL;
+    if (path == NULL)
+        return EXIT_NOANSWER;
+    rc = call(c, "GET", path, NULL, out);
+    free(path);
+    return rc;
+}
+
 /* ---- formatting ------------------------------------------------------ */
 
 static const char *
@@ -313,15 +329,10 @@ version_rows(json_t *vers, json_int_t parent, int depth, json_t *srcm)
 static int
 cmd_versions(ss_ctl_client_t *c, const char *model)
 {
-    char *path = path_of("/admin/models/", model, "/versions");
     json_t *js, *vers, *v, *srcm;
     size_t i;
-    int rc;
+    int rc = model_get(c, model, "/versions", &js);
 
-    if (path == NULL)
-        return EXIT_NOANSWER;
-    rc = call(c, "GET", path, NULL, &js);
-    free(path);
     if (rc)
         return rc;
     if (opt_json) {
@@ -664,15 +675,10 @@ simple_post(ss_ctl_client_t *c, const char *method, const char *path,
 static int
 cmd_adapters(ss_ctl_client_t *c, const char *model)
 {
-    char *path = path_of("/admin/models/", model, "/adapters");
     json_t *js, *a, *list;
     size_t i;
-    int rc;
+    int rc = model_get(c, model, "/adapters", &js);
 
-    if (path == NULL)
-        return EXIT_NOANSWER;
-    rc = call(c, "GET", path, NULL, &js);
-    free(path);
     if (rc)
         return rc;
     list = json_is_array(js) ? js : json_object_get(js, "adapters");

@@ -123,10 +123,7 @@ def main():
     if CHROMIUM is None:
         tap.skip_all("chromium is not installed")
     tmp = tempfile.mkdtemp(prefix="ss-ui-")
-    tf = os.path.join(tmp, "token")
-    with open(tf, "w") as f:
-        f.write(TOKEN + "\n")
-    os.chmod(tf, 0o600)
+    tf = repo.token_file(tmp, TOKEN)
     root = repo.with_model(os.path.join(tmp, "models"),
                            files={"calib.npz": CALIB, "val.npz": HELD},
                            config={"version_policy": {"all": {}}})

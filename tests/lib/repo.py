@@ -29,6 +29,16 @@ def with_model(root, name="mlp", onnx=MLP, files=None, config=None):
     return root
 
 
+def token_file(folder, token):
+    """Writes an admin token file (mode 0600, as the daemon wants) in
+    folder; returns its path."""
+    path = os.path.join(folder, "token")
+    with open(path, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def versions_on_disk(root, name="mlp"):
     """The version numbers of model name's folders, ascending."""
     return sorted(int(n) for n in os.listdir(os.path.join(root, name))
