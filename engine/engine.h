@@ -236,13 +236,4 @@ int ss_plan_moe_layers(const ss_plan_t *p);
 int ss_plan_moe_experts(const ss_plan_t *p, int layer);
 uint64_t ss_plan_moe_take(const ss_plan_t *p, int layer, int expert);
 
-/* Mixture of experts (docs/moe.md): the sparse MoE layers of p (its MoE
- * steps, in plan order), the experts of one, and the rows routed to an
- * expert since the last take: each routed row is reported once, whichever
- * thread takes (the server's slimserve_moe_expert_rows_total).  0 for a
- * plan, layer or expert that does not exist.  [any] */
-int ss_plan_moe_layers(const ss_plan_t *p);
-int ss_plan_moe_experts(const ss_plan_t *p, int layer);
-uint64_t ss_plan_moe_take(const ss_plan_t *p, int layer, int expert);
-
 #endif
