@@ -112,7 +112,6 @@ build_objs() {
 }
 
 common_srcs=$(ls "$src"/common/*.c)
-io_srcs="$src/engine/io/npy.c $src/engine/io/npz.c $src/engine/io/npz_write.c"
 # The engine's sources exactly as its automake fragments list them (the
 # tree may hold half-written files that are not built yet).
 engine_srcs=""
@@ -133,6 +132,8 @@ lib_srcs() {
             for (i = 3; i <= NF; i++) if ($i ~ /\.c$/) print $i }' |
     while read -r f; do [ -f "$src/$f" ] && echo "$src/$f"; done
 }
+# engine/io as its fragment lists it (npy, npz, safetensors, ...).
+io_srcs=$(lib_srcs engine/io engine_io_libssio_a_SOURCES)
 # The parser of compress requests links the job runner (jobs.c), hence the
 # registry, batching, compress/ and the engine: built into an archive so
 # only what the parser reaches is linked.
