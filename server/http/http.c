@@ -1161,15 +1161,19 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
     if (cl != NULL) {
         unsigned long long n;
         char *end;
+        bool valid;
 
+        /* Digits only: strtoull takes a sign ("-75" wraps to 2^64 - 75)
+         * and stops at junk, neither of which may size a buffer. */
         errno = 0;
         n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && *end == '\0' &&
-            n > (unsigned long long)h->opts.max_body_bytes) {
+        valid = cl[0] >= '0' && cl[0] <= '9' && errno == 0 && end != cl &&
+                *end == '\0';
+        if (valid && n > (unsigned long long)h->opts.max_body_bytes) {
             ss_req_fail(r, SS_ETOOBIG, "request body of %llu bytes exceeds "
                         "the limit of %lld bytes", n,
                         (long long)h->opts.max_body_bytes);
-        } else if (errno == 0 && end != cl && n > 0) {
+        } else if (valid && n > 0) {
             /* Reserve and size the buffer once for the whole body. */
             if (!budget_take(h->opts.budget, (int64_t)n + 1)) {
                 refuse_buffered(r);
