@@ -349,18 +349,12 @@ qconv_run(const ss_node_t *n, const qconv_t *q, ss_tensor_t *y,
     return 0;
 }
 
-static const ss_tensor_t *
-opt(const ss_node_t *n, const ss_tensor_t *const *in, int k)
-{
-    return ss__ops_has_input(n, in, k) ? in[k] : NULL;
-}
-
 static int
 infer_convint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
               ss_tensor_t *out, ss_err_t *err)
 {
-    qconv_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
-                  NULL, NULL, NULL };
+    qconv_t q = { in[0], in[1], ss__ops_opt_input(n, in, 2),
+                  ss__ops_opt_input(n, in, 3), NULL, NULL, NULL, NULL, NULL };
     int rc;
 
     (void)opset;
@@ -373,8 +367,8 @@ static int
 run_convint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
             ss_tensor_t *out, ss_err_t *err)
 {
-    qconv_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
-                  NULL, NULL, NULL };
+    qconv_t q = { in[0], in[1], ss__ops_opt_input(n, in, 2),
+                  ss__ops_opt_input(n, in, 3), NULL, NULL, NULL, NULL, NULL };
 
     (void)opset;
     return qconv_run(n, &q, &out[0], err);
@@ -391,7 +385,7 @@ infer_qlconv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     if ((rc = ss__ops_check_inputs(n, in, 8, err)) < 0)
         return rc;
     q = (qconv_t){ in[0], in[3], in[2], in[5], in[1], in[4], in[6], in[7],
-                   opt(n, in, 8) };
+                   ss__ops_opt_input(n, in, 8) };
     return qconv_infer(n, &q, in[7]->dtype, &out[0], err);
 }
 
@@ -400,7 +394,7 @@ run_qlconv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
            ss_tensor_t *out, ss_err_t *err)
 {
     qconv_t q = { in[0], in[3], in[2], in[5], in[1], in[4], in[6], in[7],
-                  opt(n, in, 8) };
+                  ss__ops_opt_input(n, in, 8) };
 
     (void)opset;
     return qconv_run(n, &q, &out[0], err);

@@ -397,18 +397,12 @@ qmm_run(const qmm_t *q, const mm_shape_t *s, ss_tensor_t *y)
     }
 }
 
-static const ss_tensor_t *
-opt(const ss_node_t *n, const ss_tensor_t *const *in, int k)
-{
-    return ss__ops_has_input(n, in, k) ? in[k] : NULL;
-}
-
 static int
 infer_mmint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
             ss_tensor_t *out, ss_err_t *err)
 {
-    qmm_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
-                NULL, NULL };
+    qmm_t q = { in[0], in[1], ss__ops_opt_input(n, in, 2),
+                ss__ops_opt_input(n, in, 3), NULL, NULL, NULL, NULL };
     mm_shape_t s;
     int rc;
 
@@ -424,8 +418,8 @@ static int
 run_mmint(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
           ss_tensor_t *out, ss_err_t *err)
 {
-    qmm_t q = { in[0], in[1], opt(n, in, 2), opt(n, in, 3), NULL, NULL,
-                NULL, NULL };
+    qmm_t q = { in[0], in[1], ss__ops_opt_input(n, in, 2),
+                ss__ops_opt_input(n, in, 3), NULL, NULL, NULL, NULL };
     mm_shape_t s;
     int rc;
 

@@ -85,6 +85,10 @@ int ss__ops_axis(const ss_node_t *n, int64_t axis, int r, bool allow_end,
 /* Input i counts as given when present in the node and in[]. */
 bool ss__ops_has_input(const ss_node_t *n, const ss_tensor_t *const *in,
                        int i);
+/* Input i when the node has it (ss__ops_has_input), else NULL: how an
+ * optional input (a bias, a zero point) is read. */
+const ss_tensor_t *ss__ops_opt_input(const ss_node_t *n,
+                                     const ss_tensor_t *const *in, int i);
 /* Output k is wanted when the node names it and the caller gave a buffer
  * (for run). */
 bool ss__ops_want_output(const ss_node_t *n, const ss_tensor_t *out, int k);

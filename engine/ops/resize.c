@@ -146,7 +146,7 @@ setup(const ss_node_t *n, int opset, const ss_tensor_t *const *in, rz_t *z,
         z->roi[z->r + d] = 1;
     }
     if (z->ct == CT_CROP) {
-        const ss_tensor_t *roi = ss__ops_has_input(n, in, 1) ? in[1] : NULL;
+        const ss_tensor_t *roi = ss__ops_opt_input(n, in, 1);
 
         if (roi == NULL || roi->data == NULL)
             return ss__ops_failc(err, SS_EUNSUPP, n, "roi must be a "

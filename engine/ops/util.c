@@ -217,6 +217,12 @@ ss__ops_has_input(const ss_node_t *n, const ss_tensor_t *const *in, int i)
     return i < n->n_inputs && n->inputs[i] >= 0 && in[i] != NULL;
 }
 
+const ss_tensor_t *
+ss__ops_opt_input(const ss_node_t *n, const ss_tensor_t *const *in, int i)
+{
+    return ss__ops_has_input(n, in, i) ? in[i] : NULL;
+}
+
 bool
 ss__ops_want_output(const ss_node_t *n, const ss_tensor_t *out, int k)
 {
