@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "engine/dnnl/dnnl.h"
 #include "engine/engine.h"
 #include "server/model/adapter.h"
 
@@ -104,6 +105,31 @@ out_bufs(const ss_plan_t *p, int n, ss_tensor_t *out)
     return 0;
 }
 
+/* The CPU model and the ISA oneDNN runs at: numbers from different
+ * machines do not compare (bench/pool.py prints the same for the Python
+ * benches). */
+static void
+print_cpu(void)
+{
+    char line[512], model[256] = "unknown CPU";
+    const char *isa = "?";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *c = strchr(line, ':');
+
+        if (strncmp(line, "model name", 10) == 0 && c != NULL) {
+            snprintf(model, sizeof(model), "%s", c + 2);
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    ss_dnn_bf16_native(&isa);
+    printf("# CPU: %s; oneDNN ISA %s\n", model, isa ? isa : "?");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -119,6 +145,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: %s MODEL_DIR [RUNS]\n", argv[0]);
         return 2;
     }
+    print_cpu();
     snprintf(path, sizeof(path), "%s/1/model.onnx", argv[1]);
     if (ss_graph_load_onnx(path, &g, &err) < 0
         || ss_lora_new(g, argv[1], "bench", &l, &err) < 0

@@ -22,6 +22,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
+import pool  # noqa: E402  (cpu_line)
 import serve  # noqa: E402
 import serve_models  # noqa: E402
 import serve_scale  # noqa: E402
@@ -72,6 +73,7 @@ def main():
         bodies = serve_scale.Bodies(tmp, models["image"])
         args = bodies.args("mlp", a.format)
         res = {b: [] for b in a.builds}
+        print("CPU: %s" % pool.cpu_line())
         print("load average before: %s; %s" % (serve.loadavg(), prio))
         for r in range(a.rounds):
             for b in a.builds:
