@@ -34,7 +34,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import Daemon, json_body  # noqa: E402
+from daemon import BINARY, Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
@@ -227,7 +227,19 @@ def test_refusals(rep, primary):
     tap.eq((st, json_body(data)), (200, []), "no job was created")
 
 
+def test_bad_config():
+    for arg, want in (("--role=secondary", "'role' must be primary or "
+                       "replica, not 'secondary'"),
+                      ("--repository-poll-s=-1", "repository_poll_s")):
+        r = subprocess.run([BINARY, arg, "--admin-insecure",
+                            "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        tap.ok(r.returncode == 2 and want in r.stderr,
+               "%s is refused at start, naming the key" % arg, r.stderr)
+
+
 def main():
+    test_bad_config()
     tmp = tempfile.mkdtemp(prefix="ss-replica-")
     root = repo.with_model(os.path.join(tmp, "models"),
                            files={"calib.npz": CALIB, "val.npz": HELD})
