@@ -118,6 +118,14 @@ typedef struct ss_method {
                                      * seed: the trainer's own table */
         } train;
     } u;
+    /* Per-layer choice, for the variant search (compress/search.h), not
+     * part of a request: called [the compress thread] with the label of
+     * each layer ptq, prune (structured) or lowrank would change (the
+     * node's name), it returns that layer's value -- prune's sparsity,
+     * lowrank's ratio, ptq's > 0 to quantize -- or <= 0 to leave the
+     * layer alone.  NULL: every layer, with the parameters above. */
+    double (*per_layer)(void *arg, const char *layer);
+    void *per_layer_arg;
 } ss_method_t;
 
 /* Defaults for a method kind (what a bare "ptq" means), from the

@@ -220,6 +220,7 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         ss__layer_t *l = &layers[i];
         const ss_tensor_t *w = (*g)->values[l->w].constant;
         char label[256];
+        double energy, ratio;
         int64_t r = 0;
 
         if ((rc = ss__cx_cancelled(cx)) < 0) {
@@ -230,8 +231,16 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         if (l->kind == SS__LAYER_CONV)
             continue;
         snprintf(label, sizeof(label), "%s", ss__node_label(*g, l->node));
-        if ((rc = factor_layer(*g, l, m->u.lowrank.energy,
-                               m->u.lowrank.ratio, &r, err)) < 0)
+        energy = m->u.lowrank.energy;
+        ratio = m->u.lowrank.ratio;
+        if (m->per_layer != NULL) {
+            /* The search's rank for this layer (compress.h). */
+            energy = 0.0;
+            if ((ratio = m->per_layer(m->per_layer_arg, label)) <= 0.0)
+                continue;
+            ratio = ratio > 1.0 ? 1.0 : ratio;
+        }
+        if ((rc = factor_layer(*g, l, energy, ratio, &r, err)) < 0)
             goto done;
         json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I}",
                                              "layer", label,

@@ -598,7 +598,8 @@ prune_heads(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     if (names == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for details");
     for (;;) {
-        heads_arg_t arg = { m, &h };
+        ss_method_t mm;
+        heads_arg_t arg = { &mm, &h };
         int64_t kept;
         bool found, comp;
         char label[256];
@@ -623,9 +624,20 @@ prune_heads(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 (*g)->values[(*g)->nodes[ls[h.a].node].outputs[0]].name));
             ss_free(ls);
         }
+        mm = *m;
+        if (m->per_layer != NULL) {
+            /* The search's share of heads for this block (compress.h). */
+            mm.u.prune.sparsity = m->per_layer(m->per_layer_arg, label);
+            if (mm.u.prune.sparsity <= 0.0) {
+                ss__heads_clear(&h);
+                continue;
+            }
+            if (mm.u.prune.sparsity > 0.99)
+                mm.u.prune.sparsity = 0.99;
+        }
         if (cx->calib != NULL && (rc = ss__heads_stats(cx, *g, &h, err)) < 0)
             goto done;
-        if (cx->calib != NULL && m->u.prune.score == SS_SCORE_ACTIVATION
+        if (cx->calib != NULL && mm.u.prune.score == SS_SCORE_ACTIVATION
             && (rc = ablate_heads(cx, *g, &h, ref, err)) < 0)
             goto done;
         if ((rc = cut_best(cx, g, cut_heads, &arg, h.mean != NULL, ref,
@@ -665,6 +677,7 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
         goto done;
     for (;;) {
         ss__layer_t *ls = NULL;
+        ss_method_t mm;
         int nl = 0;
         int64_t kept;
         bool found, comp = false;
@@ -691,8 +704,20 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
                  ss__node_label(g, ls[p.a].node));
         json_array_append_new(names, json_string(
             g->values[g->nodes[ls[p.a].node].outputs[0]].name));
+        mm = *m;
+        if (m->per_layer != NULL) {
+            /* The search's sparsity for this pair (compress.h). */
+            mm.u.prune.sparsity = m->per_layer(m->per_layer_arg, label);
+            if (mm.u.prune.sparsity <= 0.0) {
+                ss_free(ls);
+                pairs_free_one(&p);
+                continue;
+            }
+            if (mm.u.prune.sparsity > 0.99)
+                mm.u.prune.sparsity = 0.99;
+        }
         {
-            pair_arg_t arg = { m, ls, &p };
+            pair_arg_t arg = { &mm, ls, &p };
 
             rc = cut_best(cx, &g, cut_pair, &arg, p.mean != NULL, &ref,
                           &kept, &comp, err);

@@ -144,11 +144,13 @@ qstate_init(qstate_t *s, ss__cx_t *cx, const ss_method_t *m,
 
         q->l = l[i];
         q->err = -1.0;
-        q->on = true;
         if ((q->label = ss_strdup(ss__node_label(g, l[i].node))) == NULL) {
             rc = ss_err_set(err, SS_ENOMEM, "no memory for quantization");
             goto done;
         }
+        /* The search picks the layers (compress.h's per_layer). */
+        q->on = m->per_layer == NULL
+                || m->per_layer(m->per_layer_arg, q->label) > 0.0;
         s->n_layers++;
         for (j = 0; j < s->n_acts; j++)
             if (s->acts[j].value == l[i].x)
