@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# Compression: evaluation, PTQ int8 (QDQ), bf16, pruning, low-rank.
+# Compression: evaluation, PTQ int8 (QDQ), bf16, pruning, low-rank, and
+# the variant search over them (compress/search.h).
 # compress/compress.h is the public header; compress/internal.h is shared
 # by the files of this folder and their unit tests.
 
@@ -11,7 +12,9 @@ compress_libsscompress_a_SOURCES = \
 	compress/quant.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
 	compress/params.c compress/params_json.c compress/finetune.c \
-	compress/distill.c compress/distill_layers.c compress/qat.c
+	compress/distill.c compress/distill_layers.c compress/qat.c \
+	compress/search.h compress/search_int.h compress/search.c \
+	compress/search_cfg.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
 

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_COMPRESS_SEARCH_INT_H
+#define SS_COMPRESS_SEARCH_INT_H
+
+/*
+ * What search.c (the driver: phases, trials, the front, the state) and
+ * search_cfg.c (configurations: building one through the methods,
+ * measuring it, predicting it, proposing the next) share.
+ *
+ * THREADS: everything belongs to the thread of ss_search_run().
+ */
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compress/internal.h"
+#include "compress/search.h"
+
+#define SS__S_MAX_LAYERS 64
+
+/* Per-layer options besides int8: structured pruning at three
+ * sparsities, low-rank at three ratios (index 1..6; 0 is none). */
+#define SS__S_N_STRUCT 7
+#define SS__S_PRUNE0 1
+#define SS__S_RANK0 4
+extern const double ss__s_prune_levels[3];
+extern const double ss__s_rank_levels[3];
+
+/* One point of the space.  Compared with memcmp: always memset first. */
+typedef struct ss__scfg {
+    uint8_t st[SS__S_MAX_LAYERS];   /* structural option per layer */
+    uint8_t int8[SS__S_MAX_LAYERS];
+    uint8_t bf16;                   /* the rest of the graph in bf16 */
+    uint8_t finetune;               /* prune/lowrank -> finetune -> ptq */
+    uint8_t width;                  /* distilled student: width in
+                                     * quarters (2: 0.5); 0 none */
+    uint8_t pad;
+} ss__scfg_t;
+
+/* What one option does to the graph when applied alone: measured. */
+typedef struct ss__sens {
+    bool measured, usable;          /* usable: it changed the graph */
+    double damage;                  /* budget metric, see ss__s_damage */
+    double gain;                    /* objective reduction (ms or bytes) */
+} ss__sens_t;
+
+typedef struct ss__strial {
+    ss__scfg_t cfg;
+    ss_eval_t ev;
+    double damage;
+    double predicted;               /* the proxy's damage; < 0 none */
+    bool passed;
+    bool failed;                    /* a method refused it: no eval */
+    bool noop;                      /* the methods left the graph as it
+                                     * was: the source again */
+    json_t *json;                   /* its record (owned) */
+} ss__strial_t;
+
+typedef struct ss__search {
+    const ss_graph_t *src;
+    const ss_dataset_t *calib, *val, *train;
+    const ss_search_opts_t *o;
+    ss_compress_ctl_t ctl;          /* the caller's, with cancel and
+                                     * progress pointing here */
+    const ss_compress_ctl_t *outer;
+    atomic_int stop;                /* set by poll(): cancel or time */
+    const char *stopped;            /* why, once stopped */
+    double t0;                      /* monotonic seconds at start */
+    uint64_t rng;
+
+    int n_layers;
+    char *labels[SS__S_MAX_LAYERS];
+    ss__outputs_t src_out;
+    ss_eval_t src_ev;
+
+    ss__sens_t sens[SS__S_MAX_LAYERS][SS__S_N_STRUCT]; /* [l][0]: int8 */
+    ss__sens_t sens_bf16;
+
+    int n_trials, cap_trials;
+    ss__strial_t *trials;           /* [0] is the source */
+    int best;                       /* index into trials; -1 none */
+    ss_graph_t *best_graph;         /* owned */
+    double first_in_budget_s;
+    const char *phase;
+} ss__search_t;
+
+/* Seconds since the search started. */
+double ss__s_elapsed(const ss__search_t *s);
+/* Sets s->stop when cancelled or out of time; returns it. */
+int ss__s_poll(ss__search_t *s);
+/* The budget's metric of an evaluation: relative accuracy drop against
+ * the source (accuracy budget) or disagreement (agreement budget); the
+ * budget itself in the same unit. */
+double ss__s_damage(const ss__search_t *s, const ss_eval_t *ev);
+double ss__s_limit(const ss__search_t *s);
+/* The objective's value of an evaluation (lower is better). */
+double ss__s_objective(const ss__search_t *s, const ss_eval_t *ev);
+
+/* Builds cfg from the source through the methods (prune, lowrank,
+ * finetune or distill, ptq, bf16 mark); *out is new. */
+int ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
+                json_t *note, ss_err_t *err);
+/* Measures g on the validation data against the source's outputs. */
+int ss__s_measure(ss__search_t *s, const ss_graph_t *g, ss__outputs_t *o,
+                  ss_eval_t *ev, ss_err_t *err);
+/* The proxy: damage and gain of cfg summed over its options. */
+void ss__s_predict(const ss__search_t *s, const ss__scfg_t *cfg,
+                   double *damage, double *gain);
+/* Greedy: from base, adds the options with the best gain per damage
+ * while the predicted damage stays within cap; noise (>= 0) perturbs the
+ * damages (seeded, s->rng) for a different but nearby proposal. */
+void ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
+                  double noise, ss__scfg_t *out);
+/* The configuration as JSON (new): {"pipeline": [...], "layers": {...},
+ * "bf16", "student_width"}. */
+json_t *ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg);
+bool ss__s_cfg_empty(const ss__scfg_t *cfg);
+/* xorshift64*: the search's one random stream. */
+uint64_t ss__s_rand(ss__search_t *s);
+double ss__s_gauss(ss__search_t *s);
+
+#endif
