@@ -386,6 +386,27 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
 }
 
+/* A variant search (server/jobs/search_job.c). */
+static void
+optimize(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    ss_server_t *s = arg;
+    ss_err_t err = { 0 };
+    const char *body;
+    size_t len;
+    int64_t id;
+
+    if (replica_refuses(r, s))
+        return;
+    body = ss_req_body(r, &len);
+    id = ss_jobs_submit_search(s->jobs, m->cap[0], body, len, &err);
+    if (id < 0) {
+        ss_req_fail(r, (int)id, "%s", err.msg);
+        return;
+    }
+    ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
+}
+
 static void
 jobs_list(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
@@ -450,6 +471,7 @@ ui(ss_req_t *r, void *arg, const ss_route_match_t *m)
 static const ss_route_t routes[] = {
     { "GET", "/admin/ui", SS_EP_ADMIN, ui },
     { "POST", "/admin/models/*/compress", SS_EP_ADMIN, compress },
+    { "POST", "/admin/models/*/optimize", SS_EP_ADMIN, optimize },
     { "GET", "/admin/jobs", SS_EP_ADMIN, jobs_list },
     { "GET", "/admin/jobs/*", SS_EP_ADMIN, job_get },
     { "DELETE", "/admin/jobs/*", SS_EP_ADMIN, job_cancel },

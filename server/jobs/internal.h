@@ -2,7 +2,8 @@
 #ifndef SS_SERVER_JOBS_INT_H
 #define SS_SERVER_JOBS_INT_H
 
-/* Internals shared by jobs.c (running) and jobs_parse.c (parsing). */
+/* Internals shared by jobs.c (running), jobs_parse.c (parsing),
+ * train_job.c and search_job.c (optimize jobs). */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -10,6 +11,7 @@
 
 #include "common/queue.h"
 #include "compress/compress.h"
+#include "compress/search.h"
 #include "server/jobs/jobs.h"
 #include "server/kserve/kserve.h"
 
@@ -57,6 +59,8 @@ typedef struct ss__job {
     bool activate;
     json_t *request;            /* the body, for the record */
     atomic_int cancel;
+    bool search;                /* an optimize job (search_job.c) */
+    ss_search_opts_t sopts;     /* its options, set by the parser */
 
     /* guarded by the jobs lock */
     ss__job_state_t state;
@@ -67,6 +71,7 @@ typedef struct ss__job {
     int64_t new_version;
     ss_train_progress_t tp;     /* training methods: the last report */
     bool has_tp;
+    json_t *search_state;       /* optimize: the last report, or NULL */
     double created, started, finished;
 
     struct ss__job *next;           /* all jobs, newest first */
@@ -75,7 +80,60 @@ typedef struct ss__job {
     ss_qlink_t qlink;
 } ss__job_t;
 
+/* The jobs of a daemon (jobs.c). */
+struct ss_jobs {
+    uv_loop_t *loop;
+    ss_registry_t *reg;
+    char *repo;
+    int threads;
+    int64_t max_data_bytes;     /* a data file and its arrays */
+
+    pthread_mutex_t lock;
+    ss__job_t *all;                 /* newest first; guarded by lock */
+    ss_queue_t runq;            /* queued jobs, oldest first */
+    ss_queue_t actq;            /* variants for the loop to activate */
+    bool stop;                  /* guarded by lock */
+    int64_t next_id;
+    pthread_t thread;
+    uv_async_t async;
+    bool pin;
+    cpu_set_t cpus;
+    ss_jobs_prio_t prio;        /* [init]; applied by the job thread */
+    ss_jobs_prio_t applied;     /* job thread only */
+};
+
 int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
+/* A data source of a request body (jobs_parse.c): what is the source's
+ * name in messages ("calibration"). */
+int ss__jobs_parse_data(ss__job_t *j, json_t *v, const char *what,
+                        ss__job_data_t *d, ss_err_t *err);
+
+/* What search_job.c shares with jobs.c [job thread unless said]. */
+double ss__jobs_wall(void);
+void ss__jobs_data_clear(ss__job_data_t *d);
+int ss__jobs_load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d,
+                       ss_err_t *err);
+void ss__jobs_as_dataset(const ss__job_data_t *d, ss_dataset_t *out);
+void ss__jobs_on_progress(void *arg, double fraction, const char *step);
+void ss__jobs_on_train(void *arg, const ss_train_progress_t *p);
+/* Ends j in state st with result (taken) and error (NULL: none). */
+void ss__jobs_finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st,
+                     json_t *result, const char *error);
+int ss__jobs_pin_active(ss_jobs_t *js, ss__job_t *j, ss_err_t *err);
+/* Writes graph and variant (its variant.json, borrowed) as the next
+ * version folder; with stop_on_cancel a cancel before the rename aborts
+ * it (SS_ECANCELED). */
+int ss__jobs_write_version(ss_jobs_t *js, ss__job_t *j,
+                           const ss_graph_t *graph, json_t *variant,
+                           bool stop_on_cancel, int64_t *version,
+                           ss_err_t *err);
+/* After a version was written: hands it to the loop for activation when
+ * the job asked, else ends the job as succeeded; takes result. */
+void ss__jobs_written(ss_jobs_t *js, ss__job_t *j, json_t *result,
+                      int64_t version);
+/* Optimize jobs (search_job.c): the body [loop]; the run. */
+int ss__jobs_search_parse(ss__job_t *j, json_t *root, ss_err_t *err);
+void ss__jobs_search_run(ss_jobs_t *js, ss__job_t *j);
 /* Training methods (train_job.c): loads and checks distill's student
  * files [job thread]; frees them; the last progress report as JSON
  * (under the jobs lock; NULL when there is none). */

@@ -43,26 +43,6 @@
 
 #define TMP_PREFIX ".slimserve-tmp-"
 
-struct ss_jobs {
-    uv_loop_t *loop;
-    ss_registry_t *reg;
-    char *repo;
-    int threads;
-    int64_t max_data_bytes;     /* a data file and its arrays */
-
-    pthread_mutex_t lock;
-    ss__job_t *all;                 /* newest first; guarded by lock */
-    ss_queue_t runq;            /* queued jobs, oldest first */
-    ss_queue_t actq;            /* variants for the loop to activate */
-    bool stop;                  /* guarded by lock */
-    int64_t next_id;
-    pthread_t thread;
-    uv_async_t async;
-    bool pin;
-    cpu_set_t cpus;
-    ss_jobs_prio_t prio;        /* [init]; applied by the job thread */
-    ss_jobs_prio_t applied;     /* job thread only */
-};
 
 static const char *const state_names[] = {
     [SS__JOB_QUEUED] = "queued",       [SS__JOB_RUNNING] = "running",
@@ -70,8 +50,8 @@ static const char *const state_names[] = {
     [SS__JOB_FAILED] = "failed",       [SS__JOB_CANCELLED] = "cancelled",
 };
 
-static double
-wall(void)
+double
+ss__jobs_wall(void)
 {
     struct timeval tv;
 
@@ -79,8 +59,8 @@ wall(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-static void
-data_clear(ss__job_data_t *d)
+void
+ss__jobs_data_clear(ss__job_data_t *d)
 {
     int i;
 
@@ -98,13 +78,14 @@ job_free(ss__job_t *j)
 {
     if (j == NULL)
         return;
-    data_clear(&j->calib);
-    data_clear(&j->val);
-    data_clear(&j->train);
+    ss__jobs_data_clear(&j->calib);
+    ss__jobs_data_clear(&j->val);
+    ss__jobs_data_clear(&j->train);
     ss__jobs_train_clear(j);
     ss_version_unref(j->src);
     json_decref(j->request);
     json_decref(j->result);
+    json_decref(j->search_state);
     ss_free(j->model);
     ss_free(j);
 }
@@ -317,8 +298,9 @@ done:
     return rc;
 }
 
-static int
-load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
+int
+ss__jobs_load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d,
+                   ss_err_t *err)
 {
     ss_sampler_t *s;
     int64_t rows;
@@ -345,8 +327,8 @@ load_data(ss_jobs_t *js, ss__job_t *j, ss__job_data_t *d, ss_err_t *err)
     }
 }
 
-static void
-as_dataset(const ss__job_data_t *d, ss_dataset_t *out)
+void
+ss__jobs_as_dataset(const ss__job_data_t *d, ss_dataset_t *out)
 {
     out->n_inputs = d->n;
     out->inputs = (ss_tensor_t *)d->inputs;
@@ -399,13 +381,13 @@ next_version(const char *dir)
  * it to the next version number.  Both files are atomic files (synced,
  * and the folder with them); the folder is published with
  * ss_atomic_rename. */
-static int
-write_variant(ss_jobs_t *js, ss__job_t *j, const ss_compress_result_t *res,
-              json_t *result, int64_t *version, ss_err_t *err)
+int
+ss__jobs_write_version(ss_jobs_t *js, ss__job_t *j, const ss_graph_t *graph,
+                       json_t *variant, bool stop_on_cancel, int64_t *version,
+                       ss_err_t *err)
 {
     char mdir[4096], tmp[4200], path[4300], final[4200];
     ss_atomic_file_t af = { .fd = -1 };
-    json_t *variant = NULL;
     char *text = NULL;
     struct stat st;
     int64_t v;
@@ -418,12 +400,8 @@ write_variant(ss_jobs_t *js, ss__job_t *j, const ss_compress_result_t *res,
     if (mkdir(tmp, 0755) < 0)
         return ss_err_set(err, SS_EIO, "%s: %s", tmp, strerror(errno));
     snprintf(path, sizeof(path), "%s/model.onnx", tmp);
-    if ((rc = ss_graph_save_onnx(res->variant, path, err)) < 0)
+    if ((rc = ss_graph_save_onnx(graph, path, err)) < 0)
         goto fail;
-    variant = json_pack("{s:I,s:O,s:O,s:f}", "parent_version",
-                        (json_int_t)j->src->number, "methods",
-                        json_object_get(j->request, "methods"),
-                        "measurements", result, "created", wall());
     if (variant == NULL ||
         (text = json_dumps(variant, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) ==
             NULL) {
@@ -435,7 +413,7 @@ write_variant(ss_jobs_t *js, ss__job_t *j, const ss_compress_result_t *res,
         (rc = ss_atomic_write(&af, text, strlen(text), err)) < 0 ||
         (rc = ss_atomic_commit(&af, err)) < 0)
         goto fail;
-    if (atomic_load(&j->cancel)) {
+    if (stop_on_cancel && atomic_load(&j->cancel)) {
         rc = ss_err_set(err, SS_ECANCELED, "cancelled");
         goto fail;
     }
@@ -453,12 +431,10 @@ write_variant(ss_jobs_t *js, ss__job_t *j, const ss_compress_result_t *res,
     ss_log_notice("model=%s@%lld written by job %lld", j->model,
                   (long long)v, (long long)j->id);
     free(text);
-    json_decref(variant);
     return 0;
 fail:
     ss_atomic_abort(&af);
     free(text);
-    json_decref(variant);
     remove_tree(tmp);
     return rc;
 }
@@ -543,8 +519,8 @@ ss_jobs_clean_repository(const char *repo)
 
 /* ---- running ---------------------------------------------------------------- */
 
-static void
-on_progress(void *arg, double fraction, const char *step)
+void
+ss__jobs_on_progress(void *arg, double fraction, const char *step)
 {
     ss__job_t *j = arg;
     ss_jobs_t *js = j->owner;
@@ -556,8 +532,8 @@ on_progress(void *arg, double fraction, const char *step)
 }
 
 /* Training methods: the last step's report, shown by GET (train_job.c). */
-static void
-on_train(void *arg, const ss_train_progress_t *p)
+void
+ss__jobs_on_train(void *arg, const ss_train_progress_t *p)
 {
     ss__job_t *j = arg;
     ss_jobs_t *js = j->owner;
@@ -568,13 +544,13 @@ on_train(void *arg, const ss_train_progress_t *p)
     pthread_mutex_unlock(&js->lock);
 }
 
-static void
-finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
+void
+ss__jobs_finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
        const char *error)
 {
     pthread_mutex_lock(&js->lock);
     j->state = st;
-    j->finished = wall();
+    j->finished = ss__jobs_wall();
     if (st == SS__JOB_SUCCEEDED || st == SS__JOB_REJECTED)
         j->progress = 1;
     if (error != NULL)
@@ -591,8 +567,8 @@ finish(ss_jobs_t *js, ss__job_t *j, ss__job_state_t st, json_t *result,
  * before a new version number appears, config.json names the version
  * served now (the job's source when none is), unless it names one
  * already (an activation since the job was queued wins). */
-static int
-pin_active(ss_jobs_t *js, ss__job_t *j, ss_err_t *err)
+int
+ss__jobs_pin_active(ss_jobs_t *js, ss__job_t *j, ss_err_t *err)
 {
     char dir[4096];
     ss_version_t *act;
@@ -609,6 +585,28 @@ pin_active(ss_jobs_t *js, ss__job_t *j, ss_err_t *err)
     return rc;
 }
 
+void
+ss__jobs_written(ss_jobs_t *js, ss__job_t *j, json_t *result,
+                 int64_t version)
+{
+    json_object_set_new(result, "version", json_integer(version));
+    pthread_mutex_lock(&js->lock);
+    j->new_version = version;
+    if (j->activate && !js->stop) {
+        /* The loop activates and finishes the job. */
+        snprintf(j->step, sizeof(j->step), "activating");
+        json_decref(j->result);
+        j->result = result;
+        ss_queue_push(&js->actq, &j->qlink);
+        pthread_mutex_unlock(&js->lock);
+        uv_async_send(&js->async);
+        return;
+    }
+    pthread_mutex_unlock(&js->lock);
+    json_object_set_new(result, "activated", json_false());
+    ss__jobs_finish(js, j, SS__JOB_SUCCEEDED, result, NULL);
+}
+
 static void
 run(ss_jobs_t *js, ss__job_t *j)
 {
@@ -616,27 +614,31 @@ run(ss_jobs_t *js, ss__job_t *j)
     ss_compress_ctl_t ctl = { 0 };
     ss_dataset_t calib, val, train;
     ss_err_t err = { 0 };
-    json_t *result = NULL;
+    json_t *result = NULL, *variant = NULL;
     int64_t version = 0;
     int rc;
 
+    if (j->search) {
+        ss__jobs_search_run(js, j);
+        return;
+    }
     ctl.cancel = &j->cancel;
-    ctl.progress = on_progress;
-    ctl.train_progress = on_train;
+    ctl.progress = ss__jobs_on_progress;
+    ctl.train_progress = ss__jobs_on_train;
     ctl.arg = j;
     ctl.threads = js->threads;
     pthread_mutex_lock(&js->lock);
     snprintf(j->step, sizeof(j->step), "loading data");
     pthread_mutex_unlock(&js->lock);
-    if ((rc = load_data(js, j, &j->calib, &err)) < 0) {
+    if ((rc = ss__jobs_load_data(js, j, &j->calib, &err)) < 0) {
         ss_err_wrap(&err, rc, "calibration");
         goto fail;
     }
-    if ((rc = load_data(js, j, &j->val, &err)) < 0) {
+    if ((rc = ss__jobs_load_data(js, j, &j->val, &err)) < 0) {
         ss_err_wrap(&err, rc, "validation");
         goto fail;
     }
-    if ((rc = load_data(js, j, &j->train, &err)) < 0) {
+    if ((rc = ss__jobs_load_data(js, j, &j->train, &err)) < 0) {
         ss_err_wrap(&err, rc, "training");
         goto fail;
     }
@@ -645,12 +647,14 @@ run(ss_jobs_t *js, ss__job_t *j)
         goto fail;
     /* Training methods without "training" learn from the calibration
      * data (jobs_parse.c). */
-    as_dataset(j->train.kind != SS__JOB_DATA_NONE ? &j->train : &j->calib,
+    ss__jobs_as_dataset(j->train.kind != SS__JOB_DATA_NONE ? &j->train
+                                                          : &j->calib,
                &train);
     if (train.rows > 0)
         ctl.train = &train;
-    as_dataset(&j->calib, &calib);
-    as_dataset(j->val.kind != SS__JOB_DATA_NONE ? &j->val : &j->calib, &val);
+    ss__jobs_as_dataset(&j->calib, &calib);
+    ss__jobs_as_dataset(j->val.kind != SS__JOB_DATA_NONE ? &j->val
+                                                        : &j->calib, &val);
     if (j->gate.max_accuracy_drop < 0 && j->gate.min_agreement < 0 &&
         j->gate.max_relative_error < 0) {
         /* The default gate: 1% of the accuracy with labels, else 99%
@@ -677,43 +681,38 @@ run(ss_jobs_t *js, ss__job_t *j)
         goto fail;
     }
     if (!res.passed) {
-        finish(js, j, SS__JOB_REJECTED, result, "the variant did not pass the "
-               "gate; nothing was written or activated");
+        ss__jobs_finish(js, j, SS__JOB_REJECTED, result, "the variant did "
+                        "not pass the gate; nothing was written or "
+                        "activated");
         result = NULL;
         goto done;
     }
-    if ((rc = pin_active(js, j, &err)) < 0 ||
-        (rc = write_variant(js, j, &res, result, &version, &err)) < 0)
+    variant = json_pack("{s:I,s:O,s:O,s:f}", "parent_version",
+                        (json_int_t)j->src->number, "methods",
+                        json_object_get(j->request, "methods"),
+                        "measurements", result, "created", ss__jobs_wall());
+    if (variant == NULL) {
+        rc = ss_err_set(&err, SS_ENOMEM, "out of memory for the results");
         goto fail;
-    json_object_set_new(result, "version", json_integer(version));
-    pthread_mutex_lock(&js->lock);
-    j->new_version = version;
-    if (j->activate && !js->stop) {
-        /* The loop activates and finishes the job. */
-        snprintf(j->step, sizeof(j->step), "activating");
-        json_decref(j->result);
-        j->result = result;
-        ss_queue_push(&js->actq, &j->qlink);
-        pthread_mutex_unlock(&js->lock);
-        uv_async_send(&js->async);
-        result = NULL;
-        goto done;
     }
-    pthread_mutex_unlock(&js->lock);
-    json_object_set_new(result, "activated", json_false());
-    finish(js, j, SS__JOB_SUCCEEDED, result, NULL);
+    if ((rc = ss__jobs_pin_active(js, j, &err)) < 0 ||
+        (rc = ss__jobs_write_version(js, j, res.variant, variant, true,
+                                     &version, &err)) < 0)
+        goto fail;
+    ss__jobs_written(js, j, result, version);
     result = NULL;
     goto done;
 fail:
-    finish(js, j, rc == SS_ECANCELED || atomic_load(&j->cancel)
+    ss__jobs_finish(js, j, rc == SS_ECANCELED || atomic_load(&j->cancel)
                       ? SS__JOB_CANCELLED
                       : SS__JOB_FAILED, NULL, err.msg);
 done:
     json_decref(result);
+    json_decref(variant);
     ss_compress_result_clear(&res);
-    data_clear(&j->calib);
-    data_clear(&j->val);
-    data_clear(&j->train);
+    ss__jobs_data_clear(&j->calib);
+    ss__jobs_data_clear(&j->val);
+    ss__jobs_data_clear(&j->train);
     ss__jobs_train_clear(j);
 }
 
@@ -799,7 +798,7 @@ job_thread(void *arg)
             continue;
         }
         j->state = SS__JOB_RUNNING;
-        j->started = wall();
+        j->started = ss__jobs_wall();
         prio = js->prio;
         pthread_mutex_unlock(&js->lock);
         if (prio != js->applied) {
@@ -842,7 +841,7 @@ on_activated(void *arg, int rc, const ss_err_t *err)
     if (rc < 0)
         json_object_set_new(result, "activation_error",
                             json_string(err ? err->msg : "failed"));
-    finish(js, j, rc == 0 ? SS__JOB_SUCCEEDED : SS__JOB_FAILED, result,
+    ss__jobs_finish(js, j, rc == 0 ? SS__JOB_SUCCEEDED : SS__JOB_FAILED, result,
            rc == 0 ? NULL : "the variant was written but not activated");
     ss_version_unref(j->src);
     j->src = NULL;
@@ -907,9 +906,10 @@ ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
     return 0;
 }
 
-int64_t
-ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
-               size_t len, ss_err_t *err)
+/* A compress or (search) an optimize request. */
+static int64_t
+submit(ss_jobs_t *js, const char *model, const char *body, size_t len,
+       bool search, ss_err_t *err)
 {
     json_error_t je;
     json_t *root;
@@ -948,7 +948,9 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     }
     if ((rc = ss_registry_acquire(js->reg, model, sv, &j->src, err)) < 0)
         goto fail;
-    if ((rc = ss__jobs_parse(j, root, err)) < 0)
+    j->search = search;
+    if ((rc = search ? ss__jobs_search_parse(j, root, err)
+                     : ss__jobs_parse(j, root, err)) < 0)
         goto fail;
     /* Once queued, the job thread may run the job and drop j->src at
      * once: what the log line needs is copied under the lock. */
@@ -956,7 +958,7 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
     pthread_mutex_lock(&js->lock);
     id = j->id = ++js->next_id;
     j->state = SS__JOB_QUEUED;
-    j->created = wall();
+    j->created = ss__jobs_wall();
     snprintf(j->step, sizeof(j->step), "queued");
     j->next = js->all;
     js->all = j;
@@ -968,6 +970,20 @@ ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
 fail:
     job_free(j);
     return rc;
+}
+
+int64_t
+ss_jobs_submit(ss_jobs_t *js, const char *model, const char *body,
+               size_t len, ss_err_t *err)
+{
+    return submit(js, model, body, len, false, err);
+}
+
+int64_t
+ss_jobs_submit_search(ss_jobs_t *js, const char *model, const char *body,
+                      size_t len, ss_err_t *err)
+{
+    return submit(js, model, body, len, true, err);
 }
 
 static json_t *
@@ -990,6 +1006,8 @@ job_json(const ss__job_t *j)
         json_object_set_new(o, "version", json_integer(j->new_version));
     if (j->has_tp)
         json_object_set_new(o, "training", ss__jobs_training_json(j));
+    if (j->search_state != NULL)
+        json_object_set(o, "search", j->search_state);
     json_object_set(o, "request", j->request);
     return o;
 }
@@ -1040,7 +1058,7 @@ ss_jobs_cancel(ss_jobs_t *js, int64_t id, ss_err_t *err)
          * is no longer queued when it gets the lock. */
         ss_queue_remove(&js->runq, &j->qlink);
         j->state = SS__JOB_CANCELLED;
-        j->finished = wall();
+        j->finished = ss__jobs_wall();
         drop = j->src;
         j->src = NULL;
     } else if (j->state == SS__JOB_RUNNING) {

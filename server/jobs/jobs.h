@@ -3,7 +3,7 @@
 #define SS_SERVER_JOBS_H
 
 /*
- * Admin compression jobs.
+ * Admin compression jobs, and variant searches (optimize).
  *
  * POST /admin/models/{m}/compress is parsed and checked on the loop
  * thread without touching a file (a bad body is SS_EINVAL and creates no
@@ -85,6 +85,14 @@ void ss_jobs_set_prio(ss_jobs_t *js, ss_jobs_prio_t prio);
  * shutting down). */
 int64_t ss_jobs_submit(ss_jobs_t *j, const char *model, const char *body,
                        size_t len, ss_err_t *err);
+/* Parses an optimize request (a variant search, compress/search.h) for
+ * model and queues it; as ss_jobs_submit.  While it runs, the job's
+ * state has "search": trials, the best so far and the Pareto front.
+ * Cancelling it stops the search and keeps what it found: the best
+ * variant inside the budget is written (and activated when asked) and
+ * the job succeeds with "stopped": "cancelled" in its result. */
+int64_t ss_jobs_submit_search(ss_jobs_t *j, const char *model,
+                              const char *body, size_t len, ss_err_t *err);
 /* A job's state as JSON (new reference), or NULL when unknown. */
 json_t *ss_jobs_get(ss_jobs_t *j, int64_t id);
 /* Every job, newest first. */

@@ -92,10 +92,11 @@ done:
     return rc;
 }
 
-static int
-parse_data(ss__job_t *j, json_t *v, const char *what, const ss_version_t *ver,
-           ss__job_data_t *d, ss_err_t *err)
+int
+ss__jobs_parse_data(ss__job_t *j, json_t *v, const char *what,
+                    ss__job_data_t *d, ss_err_t *err)
 {
+    const ss_version_t *ver = j->src;
     const char *file;
     int rc;
 
@@ -183,14 +184,14 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
     j->activate = json_is_true(v);
     if ((rc = ss_gate_from_json(json_object_get(root, "gate"), &j->gate, err)) < 0)
         return rc;
-    if ((rc = parse_data(j, json_object_get(root, "calibration"),
-                         "calibration", j->src, &j->calib, err)) < 0)
+    if ((rc = ss__jobs_parse_data(j, json_object_get(root, "calibration"),
+                                  "calibration", &j->calib, err)) < 0)
         return rc;
-    if ((rc = parse_data(j, json_object_get(root, "validation"),
-                         "validation", j->src, &j->val, err)) < 0)
+    if ((rc = ss__jobs_parse_data(j, json_object_get(root, "validation"),
+                                  "validation", &j->val, err)) < 0)
         return rc;
-    if ((rc = parse_data(j, json_object_get(root, "training"), "training",
-                         j->src, &j->train, err)) < 0)
+    if ((rc = ss__jobs_parse_data(j, json_object_get(root, "training"),
+                                  "training", &j->train, err)) < 0)
         return rc;
     /* Defaults: calibration from the traffic ring when the model samples;
      * validation from the calibration data. */

@@ -5,13 +5,18 @@
 noinst_LIBRARIES += server/jobs/libssjobs.a
 server_jobs_libssjobs_a_SOURCES = \
 	server/jobs/jobs.c server/jobs/jobs.h server/jobs/internal.h \
-	server/jobs/jobs_parse.c server/jobs/train_job.c
+	server/jobs/jobs_parse.c server/jobs/train_job.c \
+	server/jobs/search_job.c
 server_jobs_libssjobs_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS) $(LAPACKE_CFLAGS)
 
 # The training methods as jobs, through the daemon (finetune, distill).
 TESTS += tests/integration/test_train.py
 EXTRA_DIST += tests/integration/test_train.py
+
+# Variant search (optimize jobs) through the daemon.
+TESTS += tests/integration/test_search.py
+EXTRA_DIST += tests/integration/test_search.py
 
 # slimserve-train: a job file run on a model folder without the daemon.
 bin_PROGRAMS += server/slimserve-train

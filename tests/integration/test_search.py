@@ -1,0 +1,286 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Variant search through the admin API (POST /admin/models/{m}/optimize):
+the budget holds on the written version measured independently through
+the data plane, the front is non-dominated, the lineage names the search,
+a DELETE stops the search and keeps its best, the time limit holds, bad
+bodies change nothing, a seed makes it reproducible, activate swaps it
+in."""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TOP_SRC = os.environ.get("top_srcdir", ".")
+sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
+import tap  # noqa: E402
+from daemon import Daemon, json_body  # noqa: E402
+import kserve  # noqa: E402
+import repo  # noqa: E402
+
+FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+ADMIN = ["--admin-insecure", "--job-threads=1"]
+
+
+def model_repo(root, kind="mlp"):
+    return repo.with_model(
+        root, onnx=os.path.join(FIX, "%s_op13" % kind, "model.onnx"),
+        files={"calib.npz": os.path.join(FIX, "digits",
+                                         "%s_calib.npz" % kind),
+               "val.npz": os.path.join(FIX, "digits",
+                                       "%s_heldout.npz" % kind)})
+
+
+def body(**kw):
+    b = {"calibration": {"file": "calib.npz"},
+         "validation": {"file": "val.npz"},
+         "budget": {"max_accuracy_drop": 0.01}, "time_limit_s": 60,
+         "seed": 1}
+    b.update(kw)
+    return b
+
+
+def optimize(d, b, model="mlp"):
+    st, _, data = d.post("/admin/models/%s/optimize" % model,
+                         b if isinstance(b, (bytes, str)) else json.dumps(b),
+                         admin=True)
+    return st, json_body(data) or {}
+
+
+def accuracy(d, version, kind="mlp"):
+    """Top-1 accuracy of model version over the held-out set, through the
+    data plane (not the search's own measurement)."""
+    with np.load(os.path.join(FIX, "digits", "%s_heldout.npz" % kind)) as z:
+        x, y = z["input"], z["labels"]
+    hits = 0
+    for i in range(0, len(x), 32):
+        st, hd, data = d.post("/v2/models/mlp/versions/%d/infer" % version,
+                              kserve.json_request({"input": x[i:i + 32]}))
+        if st != 200:
+            return None
+        _, outs = kserve.parse_response(data, hd)
+        out = list(outs.values())[0]
+        hits += int((out.argmax(axis=1) == y[i:i + 32]).sum())
+    return hits / len(x)
+
+
+def dominates(a, b):
+    ka = (a["accuracy"], -a["latency_ms"]["batch1"],
+          -a["latency_ms"]["batch32"], -a["weight_bytes"])
+    kb = (b["accuracy"], -b["latency_ms"]["batch1"],
+          -b["latency_ms"]["batch32"], -b["weight_bytes"])
+    return all(x >= y for x, y in zip(ka, kb)) and ka != kb
+
+
+def files_of(root, name="mlp"):
+    return sorted(os.listdir(os.path.join(root, name)))
+
+
+def test_search(d, root):
+    st, js = optimize(d, body())
+    tap.ok(st == 202 and js.get("job", 0) > 0, "optimize answers 202 with "
+           "a job id", "%s %s" % (st, js))
+    job = d.wait_job(js["job"], timeout=120)
+    res = job.get("result") or {}
+    tap.ok(job.get("state") == "succeeded", "the search succeeded",
+           "%s %s" % (job.get("state"), job.get("error")))
+    tap.eq(res.get("stopped"), "converged", "it converged")
+    tap.ok(res.get("trials", 0) >= 10, "it measured trials",
+           res.get("trials"))
+    best, front = res.get("best") or {}, res.get("front") or []
+    v = best.get("version")
+    tap.ok(isinstance(v, int) and v >= 2, "the best was written as a "
+           "version", v)
+    tap.ok(best.get("passed") and best["latency_ms"]["batch32"]
+           < res["source"]["latency_ms"]["batch32"],
+           "the best is inside the budget and faster than the source",
+           best.get("latency_ms"))
+    # The budget, measured independently on the written version: served
+    # for a moment, then the source again.
+    a_src = accuracy(d, 1)
+    st, _, _ = d.post("/admin/models/mlp/versions/%s/activate" % v, b"",
+                      admin=True)
+    a_best = accuracy(d, v) if st == 200 else None
+    st, _, _ = d.post("/admin/models/mlp/versions/1/activate", b"",
+                      admin=True)
+    tap.ok(a_best is not None and a_best >= a_src * (1 - 0.01) - 1e-9,
+           "the written version keeps the budget on the data plane",
+           "source %s best %s" % (a_src, a_best))
+    tap.ok(len(front) >= 2 and all(not dominates(a, b) for a in front
+                                   for b in front),
+           "the front is non-dominated", len(front))
+    tap.ok(any(f["trial"] == best.get("trial") for f in front)
+           or any(dominates(f, best) for f in front),
+           "the best is on the front or dominated by it")
+    # Lineage and the record on disk.
+    with open(os.path.join(root, "mlp", str(v), "variant.json")) as f:
+        var = json.load(f)
+    tap.eq((var.get("search") or {}).get("job"), js["job"],
+           "variant.json names the search")
+    tap.eq((var.get("search") or {}).get("trial"), best.get("trial"),
+           "variant.json names the trial")
+    tap.eq(var.get("parent_version"), 1, "variant.json names the parent")
+    tap.eq(var.get("methods"), best["config"]["pipeline"],
+           "variant.json lists the pipeline as its methods")
+    path = os.path.join(root, "mlp", "search-%d.json" % js["job"])
+    with open(path) as f:
+        rec = json.load(f)
+    tap.eq([t["trial"] for t in rec.get("front", [])],
+           [t["trial"] for t in front], "search-<id>.json keeps the front")
+    tap.eq(rec.get("best", {}).get("version"), v,
+           "search-<id>.json names the version")
+    st, _, data = d.get("/admin/models/mlp/versions", admin=True)
+    vs = json_body(data) or {}
+    tap.ok(st == 200 and str(v) in json.dumps(vs),
+           "the versions view lists it")
+    return res
+
+
+def test_reproducible(d):
+    runs = []
+    for _ in range(2):
+        st, js = optimize(d, body(objective="size", seed=7))
+        job = d.wait_job(js.get("job", 0), timeout=120)
+        res = job.get("result") or {}
+        runs.append((json.dumps(res.get("all_trials"), sort_keys=True),
+                     json.dumps((res.get("best") or {}).get("config"),
+                                sort_keys=True), res.get("trials")))
+    tap.ok(runs[0][0] == runs[1][0] and runs[0][2] > 5,
+           "the same seed gives the same trials, in order (size)",
+           "%s\n%s" % (runs[0][0][:300], runs[1][0][:300]))
+    tap.ok(runs[0][1] == runs[1][1] and runs[0][1] != "null",
+           "the same seed gives the same best (size)",
+           "%s\n%s" % runs[0][1:3])
+
+
+def test_bad_bodies(d, root):
+    before = files_of(root)
+    cases = [
+        (b"{", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (body(budget={"max_accuracy_drop": 0.01, "min_agreement": 0.9}),
+         "not both"),
+        (body(budget={"max_accuracy_drop": 1.5}), "max_accuracy_drop"),
+        (body(budget={"speed": 1}), "unknown key 'speed'"),
+        (body(objective="fast"), "objective"),
+        (body(time_limit_s=0), "time_limit_s"),
+        (body(time_limit_s="10"), "time_limit_s"),
+        (body(methods=["ptq", "magic"]), "methods[1]"),
+        (body(methods=[]), "methods"),
+        (body(seed=-1), "seed"),
+        (body(max_trials=0), "max_trials"),
+        (body(activate="yes"), "activate"),
+        (body(colour="red"), "unknown key 'colour'"),
+        (body(validation={"file": "../x.npz"}), "validation"),
+        (body(source_version=9), "9"),
+        (dict((k, v) for k, v in body().items()
+              if k not in ("validation", "calibration")), "validation"),
+    ]
+    for b, words in cases:
+        st, js = optimize(d, b)
+        tap.ok(st in (400, 404) and words in js.get("error", ""),
+               "bad body refused naming %r" % words, "%s %s" % (st, js))
+    st, _, data = d.post("/admin/models/nosuch/optimize",
+                         json.dumps(body()), admin=True)
+    tap.eq(st, 404, "an unknown model is 404")
+    tap.eq(files_of(root), before, "bad bodies changed nothing on disk")
+
+
+def test_stop_and_limit():
+    tmp = tempfile.mkdtemp()
+    root = model_repo(os.path.join(tmp, "m"), "cnn")
+    with Daemon(ADMIN, repository=root) as d:
+        # DELETE once a best exists: the search stops and keeps it.
+        st, js = optimize(d, body(time_limit_s=600))
+        jid = js.get("job", 0)
+        deadline, seen = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            _, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
+            j = json_body(data) or {}
+            seen = (j.get("search") or {}).get("best")
+            if seen or j.get("state") not in ("queued", "running"):
+                break
+            time.sleep(0.02)
+        running = (j.get("search") or {}).get("front")
+        tap.ok(seen is not None and running,
+               "a running search shows its best and front", j.get("state"))
+        t0 = time.monotonic()
+        st, _, _ = d.request("DELETE", "/admin/jobs/%d" % jid, admin=True)
+        job = d.wait_job(jid, timeout=60)
+        res = job.get("result") or {}
+        tap.ok(job.get("state") == "succeeded"
+               and res.get("stopped") == "cancelled",
+               "a stopped search succeeds with what it found",
+               "%s %s %s" % (job.get("state"), res.get("stopped"),
+                             job.get("error")))
+        tap.ok(time.monotonic() - t0 < 20, "it stops promptly",
+               time.monotonic() - t0)
+        v = (res.get("best") or {}).get("version")
+        tap.ok(v is not None and os.path.exists(
+            os.path.join(root, "mlp", str(v), "model.onnx")),
+            "the stopped search wrote its best", v)
+        tap.ok(os.path.exists(os.path.join(root, "mlp",
+                                           "search-%d.json" % jid))
+               and len(res.get("front") or []) >= 1,
+               "the stopped search keeps its front")
+        # The time limit.
+        t0 = time.monotonic()
+        st, js = optimize(d, body(time_limit_s=1.0))
+        job = d.wait_job(js.get("job", 0), timeout=60)
+        took = time.monotonic() - t0
+        res = job.get("result") or {}
+        tap.ok(res.get("stopped") == "time_limit" and took < 8.0,
+               "the time limit ends the search (1 s asked)",
+               "%s in %.1f s" % (res.get("stopped"), took))
+        tap.ok(res.get("elapsed_s", 99) < 3.0,
+               "the search's own clock agrees", res.get("elapsed_s"))
+        tap.ok(job.get("state") in ("succeeded", "rejected")
+               and os.path.exists(os.path.join(
+                   root, "mlp", "search-%d.json" % js["job"])),
+               "a timed-out search records what it found", job.get("state"))
+
+
+def test_activate():
+    tmp = tempfile.mkdtemp()
+    root = model_repo(os.path.join(tmp, "m"))
+    with Daemon(ADMIN, repository=root) as d:
+        st, js = optimize(d, body(activate=True, max_trials=12))
+        job = d.wait_job(js.get("job", 0), timeout=120)
+        res = job.get("result") or {}
+        v = (res.get("best") or {}).get("version")
+        with np.load(os.path.join(FIX, "digits", "mlp_heldout.npz")) as z:
+            x = {"input": z["input"][:4]}
+        st, hd, data = d.post("/v2/models/mlp/infer",
+                              kserve.json_request(x))
+        head, _ = kserve.parse_response(data, hd)
+        tap.ok(job.get("state") == "succeeded" and res.get("activated")
+               and head.get("model_version") == str(v),
+               "activate swaps the best in",
+               "%s %s %s" % (job.get("state"), v, head.get("model_version")))
+        tap.ok(res.get("trials", 99) <= 12, "max_trials holds",
+               res.get("trials"))
+
+
+def timed(f, *a):
+    t0 = time.monotonic()
+    f(*a)
+    tap.diag("%s: %.1f s" % (f.__name__, time.monotonic() - t0))
+
+
+def main():
+    tmp = tempfile.mkdtemp()
+    root = model_repo(os.path.join(tmp, "m"))
+    with Daemon(ADMIN, repository=root) as d:
+        timed(test_bad_bodies, d, root)
+        timed(test_search, d, root)
+        timed(test_reproducible, d)
+    timed(test_stop_and_limit)
+    timed(test_activate)
+    tap.done()
+
+
+if __name__ == "__main__":
+    main()
