@@ -32,6 +32,7 @@ ss_method_name(ss_method_kind_t kind)
     case SS_METHOD_FINETUNE: return "finetune";
     case SS_METHOD_DISTILL: return "distill";
     case SS_METHOD_QAT: return "qat";
+    case SS_METHOD_MOEFY: return "moefy";
     }
     return NULL;
 }
@@ -66,8 +67,10 @@ check_method(const ss_method_t *m, int i, bool have_calib, bool have_train,
         return rc;
     switch (m->kind) {
     case SS_METHOD_PTQ:
+    case SS_METHOD_MOEFY:
         if (!have_calib)
-            return ss_err_set(err, SS_EINVAL, "ptq needs calibration data");
+            return ss_err_set(err, SS_EINVAL, "%s needs calibration data",
+                              ss_method_name(m->kind));
         break;
     case SS_METHOD_PRUNE:
         if (m->u.prune.kind == SS_PRUNE_STRUCTURED
@@ -317,6 +320,9 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
             break;
         case SS_METHOD_QAT:
             rc = ss__qat(&cx, m, &g, note, err);
+            break;
+        case SS_METHOD_MOEFY:
+            rc = ss__moefy(&cx, m, &g, note, err);
             break;
         }
         if (rc < 0)

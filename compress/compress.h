@@ -64,11 +64,16 @@ typedef enum {
     SS_METHOD_FINETUNE,         /* train the variant so far, teacher: the
                                  * source */
     SS_METHOD_DISTILL,          /* train a smaller student */
-    SS_METHOD_QAT               /* fake-quantized training, then int8 */
+    SS_METHOD_QAT,              /* fake-quantized training, then int8 */
+    SS_METHOD_MOEFY             /* dense FFNs split into experts and a
+                                 * router (compress/moefy.c) */
 } ss_method_kind_t;
 
-/* Is kind one of the methods that train (finetune, distill, qat)? */
-#define SS_METHOD_TRAINS(kind) ((kind) >= SS_METHOD_FINETUNE)
+/* Is kind one of the methods that train the model on training data
+ * (finetune, distill, qat)?  (moefy trains its router alone, on the
+ * calibration data.) */
+#define SS_METHOD_TRAINS(kind) \
+    ((kind) >= SS_METHOD_FINETUNE && (kind) <= SS_METHOD_QAT)
 
 typedef enum { SS_PRECISION_F32 = 0, SS_PRECISION_BF16 } ss_precision_t;
 
@@ -117,6 +122,15 @@ typedef struct ss_method {
             ss_train_opts_t opt;    /* loss weights, optimizer, schedule,
                                      * seed: the trainer's own table */
         } train;
+        /* moefy (compress/moefy.c) */
+        struct {
+            int experts;            /* E per FFN */
+            int k;                  /* experts each row runs, < E */
+            int epochs;             /* router training passes over the
+                                     * calibration rows */
+            double lr;              /* router training */
+            int seed;               /* clustering and shuffling */
+        } moefy;
     } u;
     /* Per-layer choice, for the variant search (compress/search.h), not
      * part of a request: called [the compress thread] with the label of

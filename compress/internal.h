@@ -150,6 +150,10 @@ int ss__distill(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 json_t *note, ss_err_t *err);
 int ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             json_t *note, ss_err_t *err);
+/* MoEfication (moefy.c): notes say "changed": false when no FFN was
+ * found. */
+int ss__moefy(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+              json_t *note, ss_err_t *err);
 /* distill's layer student: g without the blocks m does not keep
  * (distill_layers.c); notes into snote. */
 int ss__distill_layers(const ss_method_t *m, ss_graph_t *g, json_t *snote,

@@ -131,6 +131,19 @@ const ss_method_param_t ss_method_params[] = {
     { SS_METHOD_QAT, "percentile", SS_PARAM_NUMBER, 99.99, 50, 100, true,
       false, NULL, NULL, 0, "the percentile for calibration \"percentile\"",
       FIELD(train.percentile) },
+    { SS_METHOD_MOEFY, "experts", SS_PARAM_INT, 8, 2, 256, false, false,
+      NULL, NULL, 0, "experts each FFN is split into (its hidden neurons, "
+      "clustered by co-activation)", FIELD(moefy.experts) },
+    { SS_METHOD_MOEFY, "k", SS_PARAM_INT, 2, 1, 255, false, false, NULL,
+      NULL, 0, "experts each row runs (below experts)", FIELD(moefy.k) },
+    { SS_METHOD_MOEFY, "epochs", SS_PARAM_INT, 30, 0, 1000, false, false,
+      NULL, NULL, 0, "router training passes over the calibration rows "
+      "(0: the centroid router)", FIELD(moefy.epochs) },
+    { SS_METHOD_MOEFY, "lr", SS_PARAM_NUMBER, 1e-2, 0, 1, true, false, NULL,
+      NULL, 0, "router training learning rate (AdamW, cosine)",
+      FIELD(moefy.lr) },
+    { SS_METHOD_MOEFY, "seed", SS_PARAM_INT, 0, 0, 2147483647, false, false,
+      NULL, NULL, 0, "clustering and shuffling", FIELD(moefy.seed) },
 };
 
 const size_t ss_method_n_params =
@@ -496,6 +509,9 @@ ss_method_check_params(const ss_method_t *m, ss_err_t *err)
                               method, p->name, want, x);
         }
     }
+    if (m->kind == SS_METHOD_MOEFY && m->u.moefy.k >= m->u.moefy.experts)
+        return ss_err_set(err, SS_EINVAL, "moefy: k must be below experts "
+                          "(%d), not %d", m->u.moefy.experts, m->u.moefy.k);
     if (!SS_METHOD_TRAINS(m->kind))
         return 0;
     if ((rc = ss_train_opts_check(&m->u.train.opt, err)) < 0)

@@ -116,7 +116,8 @@ ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err)
                                               SS_METHOD_LOWRANK,
                                               SS_METHOD_FINETUNE,
                                               SS_METHOD_DISTILL,
-                                              SS_METHOD_QAT };
+                                              SS_METHOD_QAT,
+                                              SS_METHOD_MOEFY };
     json_t *params = NULL;
     const char *name;
     size_t i;
@@ -149,7 +150,8 @@ ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err)
         }
     }
     return ss_err_set(err, SS_EINVAL, "unknown method '%s' (ptq, bf16, "
-                      "prune, lowrank, finetune, distill, qat)", name);
+                      "prune, lowrank, finetune, distill, qat, moefy)",
+                      name);
 }
 
 static int

@@ -12,6 +12,10 @@ EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \
 	tests/integration/data/make_v2.py tests/integration/data/mlp_v2.onnx
 TESTS += tests/integration/test_compress.py
 EXTRA_DIST += tests/integration/test_compress.py
+# MoEfication (issue 13): the compress method "moefy".
+TESTS += tests/integration/test_moefy.py
+EXTRA_DIST += tests/integration/test_moefy.py tests/fixtures/make_moefy.py \
+	tests/fixtures/moefy/ffn_mlp.onnx tests/fixtures/moefy/ffn_mlp.json
 # Hostile files and names, loop stalls, NaN/Inf inputs (issue 10).
 TESTS += tests/integration/test_safety.py
 EXTRA_DIST += tests/integration/test_safety.py

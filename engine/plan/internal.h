@@ -204,6 +204,8 @@ typedef struct ss__moe_expert_desc {
 typedef struct ss__moe_desc {
     int n_exp, k;
     int norm;                   /* gates divided by their sum */
+    int unit;                   /* every selected expert weighs 1 (a
+                                 * top-k mask, MoEfication) */
     int ort;                    /* com.microsoft.MoE: the scores are
                                  * logits (softmax first), ties go to
                                  * the higher expert, zero gates skip */

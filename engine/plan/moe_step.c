@@ -8,7 +8,7 @@
  *   1. route: for each row, the k largest of its E router scores (ties
  *      to the lower expert, as the TopK kernel breaks them), the gates
  *      being those scores, divided by their sum when the model
- *      renormalises them;
+ *      renormalises them, or 1 for a top-k mask (MoEfication);
  *   2. group: a counting sort of the (row, expert) slots by expert, rows
  *      ascending within an expert: the permutation;
  *   3. for each expert with rows: gather its rows into a dense buffer,
@@ -72,6 +72,7 @@ typedef struct moe_expert {
 struct ss__moe {
     int n_exp, k;
     int norm;                   /* gates / their sum over the top k */
+    int unit;                   /* gates are 1 (a top-k mask) */
     int ort;                    /* see ss__moe_desc_t */
     int bf16;                   /* layers read bf16; the last writes f32 */
     int64_t rows, d_in, d_out;
@@ -230,6 +231,7 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
     }
     m->k = d->k;
     m->norm = d->norm;
+    m->unit = d->unit;
     m->ort = d->ort;
     m->bf16 = d->bf16;
     m->d_in = d->d_in;
@@ -406,6 +408,9 @@ route(const ss__moe_t *m, const float *score, float *soft, ws_t *w)
         if (m->norm)
             for (int j = 0; j < k; j++)
                 g[j] = g[j] / sum;
+        else if (m->unit)
+            for (int j = 0; j < k; j++)
+                g[j] = 1.0f;
     }
 }
 

@@ -12,6 +12,9 @@
  *   V, I = TopK(P, k, axis -1, largest)
  *   [V = V / ReduceSum(V, -1, keepdims)]            renormalised gates
  *   G = ScatterElements(zeros [.., E], I, V, axis -1)
+ *    or G = ScatterElements(zeros [.., E], I, ones [.., k], axis -1)
+ *       (unit gates: a selection mask, what compress/moefy.c writes; V
+ *       is then read by nothing)
  *   O_e = expert_e(x) for e < E, each a chain of Linear layers (Gemm, or
  *         MatMul + Add) with element-wise activations between them
  *   Y = ReduceSum(Unsqueeze(G, -1) * Concat(Unsqueeze(O_e, -2)), -2)
@@ -57,7 +60,7 @@
 
 typedef struct match {
     ss__fz_t *fz;
-    int topk, k, n_exp, norm;
+    int topk, k, n_exp, norm, unit;
     int p_val, x_val, y_val;
     int64_t rows, d_in, d_out;
     int out_e[SS_MOE_MAX_EXPERTS];  /* O_e */
@@ -164,6 +167,21 @@ norm_axis(int64_t a, int r)
 
 /* ---- the gates --------------------------------------------------------- */
 
+/* Is v a constant f32 of n ones? */
+static int
+all_ones(const ss_plan_t *p, int v, int64_t n)
+{
+    const float *x;
+
+    if (!ss__fz_const_of(p, v, SS_DTYPE_F32) || numel(p, v) != n)
+        return 0;
+    x = ss__plan_tensor(p, v)->data;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] != 1.0f)
+            return 0;
+    return 1;
+}
+
 /* TopK → [ReduceSum → Div] → ScatterElements over zeros; returns the
  * scatter step or -1 (m->why set when it is worth a log line). */
 static int
@@ -208,7 +226,12 @@ match_gates(match_t *m)
     upd = sc->in[2];
     /* a top-k scattered into a matrix: worth a log line from here on */
     m->why = "the top-k values are used elsewhere, or transformed";
-    if (upd != v) {
+    if (upd != v && all_ones(p, upd, numel(p, idx))) {
+        /* a mask of the top k: V must be unused */
+        if (n_readers(fz, v) != 0 || fz->is_out[v])
+            return -1;
+        m->unit = 1;
+    } else if (upd != v) {
         const ss_step_t *d;
 
         if (n_readers(fz, v) != 2 || fz->is_out[v])
@@ -639,6 +662,7 @@ commit(match_t *m, int last, ss_err_t *err)
     d.n_exp = m->n_exp;
     d.k = m->k;
     d.norm = m->norm;
+    d.unit = m->unit;
     d.bf16 = ss_graph_precision(p->g) == SS_DTYPE_BF16;
     d.rows = m->rows;
     d.d_in = m->d_in;

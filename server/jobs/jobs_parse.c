@@ -206,6 +206,7 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
 
         if (j->calib.kind == SS__JOB_DATA_NONE &&
             (m->kind == SS_METHOD_PTQ || m->kind == SS_METHOD_QAT ||
+             m->kind == SS_METHOD_MOEFY ||
              (m->kind == SS_METHOD_PRUNE &&
               m->u.prune.score == SS_SCORE_ACTIVATION)))
             return ss_err_set(err, SS_EINVAL, "%s needs calibration data",
