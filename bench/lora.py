@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """LoRA adapters (docs/lora.md): what adapters cost a batch.
 
-Serves the fixtures' MLP and transformer three ways from one daemon:
+Serves the fixtures' MLP and transformer (and, with --write, an
+MNIST-sized MLP 784-512-256-10 exported from PyTorch here: the size the
+issue's targets name; the fixture MLP is so small that an r = 16 update
+is 43% of its multiply-adds) three ways from one daemon:
   <m>_plain   no adapters/ folder: the model as before (fully fused)
   <m>         an adapters/ folder with 8 adapters, r = 16, on every
               Gemm/MatMul site
@@ -22,6 +25,7 @@ The same without HTTP, in one process (quieter on a loaded machine):
     /usr/bin/python3 bench/lora.py --write /tmp/lora-repo
     BUILD/bench/lora_bench /tmp/lora-repo/mlp 3000
     BUILD/bench/lora_bench /tmp/lora-repo/tf 300
+    BUILD/bench/lora_bench /tmp/lora-repo/mnist 1000
 """
 
 import argparse
@@ -69,6 +73,36 @@ def write_adapters(model_dir, sites, n, r, rng):
             f.write(safetensors_bytes(ts))
 
 
+def write_mnist_mlp(repo, rng):
+    """An MNIST-sized MLP (784-512-256-10, GELU, random weights: only the
+    timing matters) exported as torch.onnx.export writes nn.Linear
+    (Gemm, fc1.weight...), with 8 adapters r = 16 on its three sites."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class MnistMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(784, 512)
+            self.fc2 = nn.Linear(512, 256)
+            self.fc3 = nn.Linear(256, 10)
+
+        def forward(self, x):
+            return self.fc3(F.gelu(self.fc2(F.gelu(self.fc1(x)))))
+
+    torch.manual_seed(0)
+    d = os.path.join(repo, "mnist")
+    os.makedirs(os.path.join(d, "1"))
+    torch.onnx.export(MnistMLP().eval(), (torch.zeros(1, 784),),
+                      os.path.join(d, "1", "model.onnx"), opset_version=17,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"},
+                                    "logits": {0: "batch"}})
+    write_adapters(d, {"fc1": (784, 512), "fc2": (512, 256),
+                       "fc3": (256, 10)}, 8, 16, rng)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build")
@@ -113,6 +147,7 @@ def main():
                            "preferred_batch_sizes": [64]}, f)
         write_adapters(os.path.join(repo, m), sites[m], 8, 16, rng)
     if args.write:
+        write_mnist_mlp(repo, rng)
         print(repo)
         return
 

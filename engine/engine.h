@@ -202,9 +202,10 @@ int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
  * ignore taps.  A plan from ss_plan_new_tapped keeps each tapped value
  * whole: dense, row-major, in the graph's dtype, written by a step of its
  * own (fusion and layout changes stop at it, as at a graph output: a
- * tapped MatMul output is no longer fused with the Add and Relu after it,
- * which is what a tap costs, so a caller keeps both kinds of plan and
- * runs the tapped one only when it has something to do).
+ * tapped MatMul output is no longer fused with the Add and Relu after it;
+ * they run as oneDNN steps of their own after the tap, which is what a
+ * tap costs, so a caller keeps both kinds of plan and runs the tapped one
+ * only when it has something to do).
  *
  * ss_plan_run_tapped runs p as ss_plan_run does, and calls fn(user, k,
  * value, err) once per tap k whose value the run computes: for a graph

@@ -429,5 +429,7 @@ int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
+/* Plans with taps only: the activation after a tapped value. */
+int ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err);
 
 #endif

@@ -571,3 +571,73 @@ ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err)
         return rc;
     return 1;
 }
+
+/* v is the bytes of a tap of p's graph (engine.h, taps) and of no graph
+ * output (ss__plan_is_graph_out counts both). */
+static int
+tapped(const ss_plan_t *p, int v)
+{
+    int t = 0;
+
+    for (int k = 0; p->taps && k < p->g->n_taps; k++)
+        t |= ss__plan_root(p, p->g->taps[k]) == v;
+    for (int i = 0; t && i < p->g->n_outputs; i++)
+        t &= ss__plan_root(p, p->g->outputs[i]) != v;
+    return t;
+}
+
+/* A tap ends its producer's fusion (the caller sees the value whole), so
+ * without this anchor the activation after a tapped Gemm would run on
+ * the reference kernels: a LoRA update (server/model/adapter.c) is added
+ * between the Gemm and its GELU, and the GELU's Div, Erf, Add, Mul, Mul
+ * took 38% of a tapped MLP's time.  Here the one element-wise function
+ * that reads a tapped value (GELU in either decomposition, Relu, Tanh,
+ * Sigmoid, Clip...) becomes one oneDNN eltwise step after the tap: the
+ * fused step's post-op split off.  An Add or Mul of a tensor after a tap
+ * is the binary anchor's (it keeps its own post-ops). */
+int
+ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_eltwise_desc_t d = { 0 };
+    ss_dnn_prim_t *prim = NULL;
+    const ss_tensor_t *t;
+    ss__chain_t c;
+    int v = -1, rc, has_s = 0;
+
+    if (!p->taps || st->kind != SS_STEP_REF)
+        return 0;
+    for (int k = 0; k < st->n_in && v < 0; k++)
+        if (st->in[k] >= 0 && p->vals[st->in[k]].alias < 0
+            && tapped(p, st->in[k]))
+            v = st->in[k];
+    if (v < 0 || !f32(fz, v) || ss__plan_has_views(p, v) || ss_tensor_numel(ss__plan_tensor(p, v))
+                                       == 0)
+        return 0;
+    t = ss__plan_tensor(p, v);
+    ss__fz_chain_start(&c, s, v, v, "Eltwise");
+    c.n_steps = 0;          /* no anchor step: v's producer wrote it */
+    c.max_post = 1;
+    c.dst_ndim = t->ndim;
+    memcpy(c.dst_dims, t->dims, (size_t)t->ndim * sizeof(int64_t));
+    /* v's readers may join this chain: v itself stays written whole by
+     * its producer (that is what kept it out of the producer's chain) */
+    fz->is_out[v] = 0;
+    ss__fz_chain(fz, &c);
+    fz->is_out[v] = 1;
+    for (int i = 0; i < c.n_steps; i++)
+        has_s |= c.steps[i] == s;
+    if (!has_s || c.post.n != 1 || c.post.op[0].kind != SS_DNN_PO_ELTWISE)
+        return 0;
+    d.numel = ss_tensor_numel(t);
+    d.alg = (ss_dnn_eltwise_alg_t)c.post.op[0].alg;
+    d.alpha = c.post.op[0].alpha;
+    d.beta = c.post.op[0].beta;
+    if ((rc = ss_dnn_eltwise_new(&d, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    wrote(fz, c.out, prim);
+    if ((rc = ss__fz_emit(fz, &c, prim, &v, 1, err)) < 0)
+        return rc;
+    return 1;
+}

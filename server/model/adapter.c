@@ -6,17 +6,21 @@
  * DESIGN: the version's graph taps, per site k, its input x (tap 2k) and
  * its output y (tap 2k + 1).  The x tap only remembers the tensor (its
  * bytes stay until y's step has read them: engine.h); the y tap does the
- * work.  For each distinct adapter in the batch that targets the site,
- * its rows are found from the items' samples (an item's samples are
- * consecutive rows of the batch, each of rows_per_sample rows of x: a
- * [batch, seq, in] MatMul input has seq rows per sample).  When the
- * adapter owns one contiguous run of rows (batch 1, or one adapter) the
- * two GEMMs read x and accumulate into y in place; otherwise its rows of
- * x are gathered, the update computed, and scattered-added into y.  The
- * GEMMs are oneDNN's sgemm (row-major, OpenMP threads as the batch).
- * The x of each site is remembered per executor thread (thread-local:
- * an executor runs one batch at a time); the scratch for gathered rows
- * is allocated per update (a few KB, against microseconds of GEMM).
+ * work.  Each item of the batch is a run of consecutive rows (its
+ * samples, each of rows_per_sample rows of x: a [batch, seq, in] MatMul
+ * input has seq rows per sample); for each run whose adapter targets the
+ * site, x's rows are multiplied by A^T (shrink, [n, r]) and by s B^T
+ * (expand, [n, out]) and added to y's rows in place: no gather, no
+ * scatter.  Short runs go through loops built for AVX-512 (eight rows
+ * at a time) or plain ones; runs of BIG_ROWS rows or more through
+ * oneDNN's sgemm.  The x of each site is remembered per executor thread
+ * (thread-local: an executor runs one batch at a time); scratch is
+ * allocated only for the sgemm runs.
+ *
+ * The tapped plan keeps the activation after the site on oneDNN (the
+ * engine's tapped-eltwise anchor runs it as its own step after the tap),
+ * so a batch with adapters pays the update plus one eltwise step per
+ * site, not the reference kernels.
  *
  * Cost, per adapter of the batch at a site: m rows * r * (in + out)
  * multiply-adds, against the base GEMM's batch * in * out.
@@ -751,41 +755,47 @@ gemm(char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
     return 0;
 }
 
-/* Below this many multiply-adds an update runs as plain loops: a call of
- * oneDNN's sgemm costs microseconds of dispatch, more than a row or two
- * of work.  Measured with bench/lora_bench on the MLP, batch 64 over 8
- * adapters r = 16: loops up to 256 K multiply-adds 15.5x the base, up to
- * 16 K 7.2x (the loops run at a fraction of sgemm's rate). */
-#define SMALL_MACS 16384
+/* The update of a run of rows, x [n, in] and y [n, out] (row-major,
+ * contiguous): y += (x A^T) (s B^T).  oneDNN's sgemm does this at a high
+ * rate once there are enough rows (BIG_ROWS), but a call costs
+ * microseconds of dispatch and its packing reads A and B again per call,
+ * so the runs requests make (a few samples each) go through loops here:
+ * with AVX-512, eight rows at a time in 16-lane registers, so each row
+ * of A^T and of s B^T is read once per eight rows of x; a plain build
+ * for other CPUs.  Measured with bench/lora_bench (load 6-8), batch 64
+ * over 8 adapters r = 16: sgemm per run 5.8x the base on the fixture MLP,
+ * these loops 1.9x (an r = 16 update there is 43% of the model's
+ * multiply-adds); on the MNIST-sized MLP see docs/lora.md. */
+#define BIG_ROWS 256
 
-/* y_row += x_row A^T (s B^T) for each listed row: axpys over contiguous
- * rows of A^T and B^T, which the compiler vectorizes (GCC's -O2 cost
- * model leaves loops of unknown trip count scalar, hence O3 here). */
+/* GCC's -O2 cost model leaves loops of unknown trip count scalar. */
 #if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("O3")))
+#define HOT __attribute__((optimize("O3")))
+#else
+#define HOT
 #endif
-static void
-apply_small(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
-            const float *x, float *y, const int64_t *rows, int64_t nrows)
+
+static HOT void
+rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
+           int64_t r, const float *at, const float *bt)
 {
-    int64_t r = a->r, in = s->in, out = s->out;
     float t[SS_LORA_MAX_RANK];
 
-    for (int64_t i = 0; i < nrows; i++) {
-        const float *xr = x + rows[i] * in;
-        float *yr = y + rows[i] * out;
+    for (int64_t i = 0; i < n; i++) {
+        const float *xr = x + i * in;
+        float *yr = y + i * out;
 
         for (int64_t j = 0; j < r; j++)
             t[j] = 0.0f;
         for (int64_t k = 0; k < in; k++) {
-            const float *ak = m->at + k * r;
+            const float *ak = at + k * r;
             float xk = xr[k];
 
             for (int64_t j = 0; j < r; j++)
                 t[j] += xk * ak[j];
         }
         for (int64_t j = 0; j < r; j++) {
-            const float *bj = m->bt + j * out;
+            const float *bj = bt + j * out;
             float tj = t[j];
 
             for (int64_t o = 0; o < out; o++)
@@ -794,49 +804,114 @@ apply_small(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
     }
 }
 
-/* Adds adapter a's update at site s to the rows of y it owns: rows
- * (nrows of them, ascending) of x [*, in] and y [*, out]. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512_BUILD 1
+
+/* Up to eight rows, one register each: X(q) for q = 0..7 (the code of
+ * rows past R, a constant once inlined, is dropped by the compiler). */
+#define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+/* R rows of the run from x, y (R = 1, 4 or 8). */
+static inline __attribute__((always_inline, target("avx512f"))) void
+block_avx512(const int R, const float *x, float *y, int64_t in,
+             int64_t out, int64_t r, const float *at, const float *bt,
+             float t[8][SS_LORA_MAX_RANK])
+{
+#define ROWP(q) \
+    const float *x##q = x + (q < R ? q : 0) * in; \
+    float *y##q = y + (q < R ? q : 0) * out;
+    EIGHT(ROWP)
+#undef ROWP
+
+    for (int64_t j0 = 0; j0 < r; j0 += 16) {
+        __mmask16 m = r - j0 >= 16 ? 0xffff
+                      : (__mmask16)((1u << (r - j0)) - 1);
+#define ZERO(q) __m512 c##q = _mm512_setzero_ps();
+        EIGHT(ZERO)
+#undef ZERO
+        for (int64_t k = 0; k < in; k++) {
+            __m512 a = _mm512_maskz_loadu_ps(m, at + k * r + j0);
+#define FMA(q) \
+            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(x##q[k]), a, c##q);
+            EIGHT(FMA)
+#undef FMA
+        }
+#define ST(q) if (q < R) _mm512_mask_storeu_ps(&t[q][j0], m, c##q);
+        EIGHT(ST)
+#undef ST
+    }
+    for (int64_t o0 = 0; o0 < out; o0 += 16) {
+        __mmask16 m = out - o0 >= 16 ? 0xffff
+                      : (__mmask16)((1u << (out - o0)) - 1);
+#define LD(q) __m512 c##q = q < R ? _mm512_maskz_loadu_ps(m, y##q + o0) \
+                                  : _mm512_setzero_ps();
+        EIGHT(LD)
+#undef LD
+        for (int64_t j = 0; j < r; j++) {
+            __m512 b = _mm512_maskz_loadu_ps(m, bt + j * out + o0);
+#define FMA(q) \
+            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(t[q][j]), b, c##q);
+            EIGHT(FMA)
+#undef FMA
+        }
+#define ST(q) if (q < R) _mm512_mask_storeu_ps(y##q + o0, m, c##q);
+        EIGHT(ST)
+#undef ST
+    }
+}
+
+static __attribute__((target("avx512f"))) void
+rows_avx512(const float *x, float *y, int64_t n, int64_t in, int64_t out,
+            int64_t r, const float *at, const float *bt)
+{
+    _Alignas(64) float t[8][SS_LORA_MAX_RANK];  /* 32 KB */
+    int64_t i = 0;
+
+    for (; n - i >= 8; i += 8)
+        block_avx512(8, x + i * in, y + i * out, in, out, r, at, bt, t);
+    for (; n - i >= 4; i += 4)
+        block_avx512(4, x + i * in, y + i * out, in, out, r, at, bt, t);
+    for (; i < n; i++)
+        block_avx512(1, x + i * in, y + i * out, in, out, r, at, bt, t);
+}
+#endif
+
+static void
+rows(const float *x, float *y, int64_t n, int64_t in, int64_t out,
+     int64_t r, const float *at, const float *bt)
+{
+#ifdef HAVE_AVX512_BUILD
+    if (__builtin_cpu_supports("avx512f")) {
+        rows_avx512(x, y, n, in, out, r, at, bt);
+        return;
+    }
+#endif
+    rows_plain(x, y, n, in, out, r, at, bt);
+}
+
+/* Adds adapter a's update at site s to one contiguous run of n rows
+ * starting at row: x [*, in], y [*, out]. */
 static int
 apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
-      const float *x, float *y, const int64_t *rows, int64_t nrows,
-      float *buf, ss_err_t *err)
+      const float *x, float *y, int64_t row, int64_t n, ss_err_t *err)
 {
     int64_t r = a->r, in = s->in, out = s->out;
-    float *t, *xg, *d;
+    float *t;
     int rc;
 
-    if (nrows * r * (in + out) <= SMALL_MACS) {
-        apply_small(s, a, m, x, y, rows, nrows);
+    if (n < BIG_ROWS) {
+        rows(x + row * in, y + row * out, n, in, out, r, m->at, m->bt);
         return 0;
     }
-
-    if (rows[nrows - 1] - rows[0] == nrows - 1) {
-        /* One contiguous run: straight from x, accumulated into y. */
-        t = buf;
-        if ((rc = gemm('N', nrows, r, in, 1.0f, x + rows[0] * in, in, m->at,
-                       r, 0.0f, t, r, err)) < 0)
-            return rc;
-        return gemm('N', nrows, out, r, 1.0f, t, r, m->bt, out, 1.0f,
-                    y + rows[0] * out, out, err);
-    }
-    xg = buf;
-    t = xg + nrows * in;
-    d = t + nrows * r;
-    for (int64_t i = 0; i < nrows; i++)
-        memcpy(xg + i * in, x + rows[i] * in, (size_t)in * sizeof(float));
-    if ((rc = gemm('N', nrows, r, in, 1.0f, xg, in, m->at, r, 0.0f, t, r,
-                   err)) < 0
-        || (rc = gemm('N', nrows, out, r, 1.0f, t, r, m->bt, out, 0.0f, d,
-                      out, err)) < 0)
-        return rc;
-    for (int64_t i = 0; i < nrows; i++) {
-        float *yr = y + rows[i] * out;
-        const float *dr = d + i * out;
-
-        for (int64_t j = 0; j < out; j++)
-            yr[j] += dr[j];
-    }
-    return 0;
+    if ((t = ss_aligned_alloc((size_t)(n * r) * sizeof(float))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for LoRA rows");
+    if ((rc = gemm('N', n, r, in, 1.0f, x + row * in, in, m->at, r, 0.0f, t,
+                   r, err)) == 0)
+        rc = gemm('N', n, out, r, 1.0f, t, r, m->bt, out, 1.0f,
+                  y + row * out, out, err);
+    ss_free(t);
+    return rc;
 }
 
 int
@@ -845,7 +920,7 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
 {
     const ss_lora_t *l = user;
     const site_t *s = &l->sites[tap / 2];
-    int64_t samples = 0, total, per, yrows;
+    int64_t samples = 0, total, per, row = 0;
     const float *x;
     float *y;
 
@@ -866,47 +941,27 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
         || ts.xn[tap / 2] != total / s->out * s->in)
         return ss_err_set(err, SS_EINTERNAL, "LoRA at '%s': the tapped "
                           "values are not what the site needs", s->module);
-    yrows = total / s->out;
-    per = yrows / samples;      /* rows of x and y per sample */
-    /* Each distinct adapter of the batch that targets this site, once:
-     * the first item carrying it collects the rows of all its items. */
-    for (const ss_work_t *w = batch; w != NULL; w = ss_work_next(w)) {
+    per = total / s->out / samples;     /* rows of x and y per sample */
+    /* An item's samples are consecutive rows: each item with an adapter
+     * that targets this site is one run, updated in place (runs of one
+     * adapter next to each other are joined, so one adapter over a
+     * whole batch is one run). */
+    for (const ss_work_t *w = batch; w != NULL;) {
         const ss_adapter_t *a = w->tag;
-        int64_t n = 0, row = 0, *rows;
-        float *buf;
-        int rc, dup = 0;
+        int64_t n = ss_work_samples(w) * per;
+        const ss_work_t *v = ss_work_next(w);
+        int rc;
 
-        if (a == NULL || a->of_site[tap / 2] < 0)
-            continue;
-        for (const ss_work_t *v = batch; v != w; v = ss_work_next(v))
-            dup |= v->tag == a;
-        if (dup)
-            continue;
-        for (const ss_work_t *v = batch; v != NULL; v = ss_work_next(v))
-            if (v->tag == a)
-                n += ss_work_samples(v) * per;
-        rows = ss_malloc((size_t)n * sizeof(int64_t) + 1);
-        buf = ss_aligned_alloc((size_t)(n * (s->in + a->r + s->out))
-                               * sizeof(float));
-        if (rows == NULL || buf == NULL) {
-            ss_free(rows);
-            ss_free(buf);
-            return ss_err_set(err, SS_ENOMEM, "no memory for LoRA rows");
+        while (v != NULL && v->tag == a) {
+            n += ss_work_samples(v) * per;
+            v = ss_work_next(v);
         }
-        n = 0;
-        for (const ss_work_t *v = batch; v != NULL; v = ss_work_next(v)) {
-            int64_t k = ss_work_samples(v) * per;
-
-            for (int64_t i = 0; v->tag == a && i < k; i++)
-                rows[n++] = row + i;
-            row += k;
-        }
-        rc = apply(s, a, &a->mods[a->of_site[tap / 2]], x, y, rows, n, buf,
-                   err);
-        ss_free(rows);
-        ss_free(buf);
-        if (rc < 0)
+        if (a != NULL && a->of_site[tap / 2] >= 0
+            && (rc = apply(s, a, &a->mods[a->of_site[tap / 2]], x, y, row, n,
+                           err)) < 0)
             return rc;
+        row += n;
+        w = v;
     }
     return 0;
 }
