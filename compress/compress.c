@@ -33,6 +33,7 @@ ss_method_name(ss_method_kind_t kind)
     case SS_METHOD_DISTILL: return "distill";
     case SS_METHOD_QAT: return "qat";
     case SS_METHOD_MOEFY: return "moefy";
+    case SS_METHOD_LORA: return "lora";
     }
     return NULL;
 }
@@ -88,6 +89,7 @@ check_method(const ss_method_t *m, int i, bool have_calib, bool have_train,
     case SS_METHOD_FINETUNE:
     case SS_METHOD_DISTILL:
     case SS_METHOD_QAT:
+    case SS_METHOD_LORA:
         if (!have_train)
             return ss_err_set(err, SS_EINVAL, "%s needs training data",
                               ss_method_name(m->kind));
@@ -119,6 +121,16 @@ ss_method_check_order(const ss_method_t *methods, int n, ss_err_t *err)
                                   "put it before",
                                   ss_method_name(methods[i].kind),
                                   ss_method_name(methods[k].kind));
+    /* An adapter is trained on, and applies to, the served model itself:
+     * nothing may change the model before it; one that writes an adapter
+     * (no merge) is the whole pipeline. */
+    for (i = 0; i < n; i++)
+        if (methods[i].kind == SS_METHOD_LORA
+            && (i > 0 || (!methods[i].u.train.merge && n > 1)))
+            return ss_err_set(err, SS_EINVAL, "lora must be the first "
+                              "method%s", methods[i].u.train.merge ? ""
+                              : ", and the only one when it writes an "
+                                "adapter (\"merge\": false)");
     return 0;
 }
 
@@ -324,6 +336,9 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
         case SS_METHOD_MOEFY:
             rc = ss__moefy(&cx, m, &g, note, err);
             break;
+        case SS_METHOD_LORA:
+            rc = ss__lora(&cx, m, &g, note, err);
+            break;
         }
         if (rc < 0)
             goto done;
@@ -347,7 +362,10 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     ss__cx_progress(&cx, 1.0, "done");
     res->variant = g;
     g = NULL;
+    res->adapter = cx.adapter;
+    cx.adapter = NULL;
 done:
+    ss_lora_adapter_free(cx.adapter);
     if (rc < 0 && res->details != NULL && notes != NULL) {
         json_object_set_new(res->details, "methods", notes);
         notes = NULL;
@@ -365,6 +383,7 @@ ss_compress_result_clear(ss_compress_result_t *res)
     if (res == NULL)
         return;
     ss_graph_free(res->variant);
+    ss_lora_adapter_free(res->adapter);
     json_decref(res->details);
     memset(res, 0, sizeof(*res));
 }

@@ -65,19 +65,25 @@ typedef enum {
                                  * source */
     SS_METHOD_DISTILL,          /* train a smaller student */
     SS_METHOD_QAT,              /* fake-quantized training, then int8 */
-    SS_METHOD_MOEFY             /* dense FFNs split into experts and a
+    SS_METHOD_MOEFY,            /* dense FFNs split into experts and a
                                  * router (compress/moefy.c) */
+    SS_METHOD_LORA              /* a LoRA adapter trained on the frozen
+                                 * model (compress/lora.c) */
 } ss_method_kind_t;
 
 /* Is kind one of the methods that train the model on training data
- * (finetune, distill, qat)?  (moefy trains its router alone, on the
- * calibration data.) */
+ * (finetune, distill, qat, lora)?  (moefy trains its router alone, on
+ * the calibration data.) */
 #define SS_METHOD_TRAINS(kind) \
-    ((kind) >= SS_METHOD_FINETUNE && (kind) <= SS_METHOD_QAT)
+    (((kind) >= SS_METHOD_FINETUNE && (kind) <= SS_METHOD_QAT) \
+     || (kind) == SS_METHOD_LORA)
 
 typedef enum { SS_PRECISION_F32 = 0, SS_PRECISION_BF16 } ss_precision_t;
 
 #define SS_MAX_STUDENT_LAYERS 32
+/* lora: most target names, and the longest name (module or adapter). */
+#define SS_LORA_MAX_TARGETS 32
+#define SS_LORA_NAME_MAX 128
 
 typedef enum { SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE } ss_calib_kind_t;
 typedef enum { SS_PRUNE_UNSTRUCTURED = 0, SS_PRUNE_STRUCTURED } ss_prune_kind_t;
@@ -119,6 +125,14 @@ typedef struct ss_method {
             int calib;              /* qat: ss_calib_kind_t of the
                                      * activation scales */
             double percentile;      /* qat: for SS_CALIB_PERCENTILE */
+            /* lora (compress/lora.c) */
+            char adapter[SS_LORA_NAME_MAX]; /* the adapter's name */
+            int rank;               /* r */
+            double lora_alpha;      /* the update is (alpha / r) B A */
+            int n_targets;          /* 0: every Gemm/MatMul weight */
+            char targets[SS_LORA_MAX_TARGETS][SS_LORA_NAME_MAX];
+            bool merge;             /* a version with the update folded
+                                     * into the weights, not an adapter */
             ss_train_opts_t opt;    /* loss weights, optimizer, schedule,
                                      * seed: the trainer's own table */
         } train;
@@ -159,8 +173,11 @@ typedef enum {
                                  * bounds), with this row's default */
     SS_PARAM_OBJECT,            /* an object: each key goes through the
                                  * row's set_key */
-    SS_PARAM_LIST               /* a value only: a list of numbers, inside
+    SS_PARAM_LIST,              /* a value only: a list of numbers, inside
                                  * an object ("layers": [0, 2]) */
+    SS_PARAM_STRINGS            /* a string or a list of strings: the
+                                 * row's set_key checks and stores it (key:
+                                 * the parameter's name) */
 } ss_param_type_t;
 
 typedef struct ss_param_choice {
@@ -216,6 +233,9 @@ typedef struct ss_param_value {
     const char *text;           /* CHOICE: the name */
     const double *list;         /* LIST: n_list numbers (borrowed) */
     int n_list;
+    const char *const *strings; /* STRINGS: a list of n_strings (borrowed;
+                                 * a lone string is CHOICE's text) */
+    int n_strings;
 } ss_param_value_t;
 
 /* Sets key of OBJECT parameter p in m ("optimizer", "lr"). */
@@ -310,8 +330,34 @@ typedef struct ss_eval {
     size_t weight_bytes;
 } ss_eval_t;
 
+/* A trained LoRA adapter in PEFT's terms (lora without merge): per
+ * module, A [r, in] and B [out, r], the update (alpha / r) B A. */
+typedef struct ss_lora_module {
+    char name[SS_LORA_NAME_MAX];    /* "fc1", "layers.0.attn.qkv" */
+    ss_tensor_t a, b;               /* F32; data owned */
+} ss_lora_module_t;
+
+typedef struct ss_lora_adapter {
+    char name[SS_LORA_NAME_MAX];
+    int r;
+    double alpha;
+    int n_modules;
+    ss_lora_module_t *modules;      /* owned */
+} ss_lora_adapter_t;
+
+void ss_lora_adapter_free(ss_lora_adapter_t *a);
+/* Writes a into dir (which must exist) as PEFT does:
+ * adapter_config.json and adapter_model.safetensors (keys
+ * base_model.model.<module>.lora_A.weight / lora_B.weight), each file
+ * atomically.  The caller makes the folder appear whole (jobs.c). */
+int ss_lora_adapter_write(const ss_lora_adapter_t *a, const char *dir,
+                          ss_err_t *err);
+
 typedef struct ss_compress_result {
     ss_graph_t *variant;        /* owned by the result; NULL on failure */
+    ss_lora_adapter_t *adapter; /* lora without merge: the adapter (owned;
+                                 * variant is then the base model with it
+                                 * merged, what the gate judged) */
     bool passed;                /* the gate held */
     char gate_reason[256];      /* why it did not; "" when it held */
     ss_eval_t source;

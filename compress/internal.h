@@ -131,6 +131,8 @@ typedef struct ss__cx {
     const ss__outputs_t *src_out; /* source outputs over val */
     double src_acc;
     double p0, p1;              /* progress range of this method */
+    ss_lora_adapter_t *adapter; /* lora without merge: what it trained
+                                 * (owned; the result takes it) */
 } ss__cx_t;
 
 int ss__cx_cancelled(const ss__cx_t *cx);
@@ -154,6 +156,10 @@ int ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
  * found. */
 int ss__moefy(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
               json_t *note, ss_err_t *err);
+/* lora.c: trains A and B on *g frozen; *g becomes g with the update
+ * merged, and without merge cx->adapter the adapter. */
+int ss__lora(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
+             json_t *note, ss_err_t *err);
 /* distill's layer student: g without the blocks m does not keep
  * (distill_layers.c); notes into snote. */
 int ss__distill_layers(const ss_method_t *m, ss_graph_t *g, json_t *snote,

@@ -33,6 +33,8 @@ static int optimizer_key(ss_method_t *m, const char *key,
                          const ss_param_value_t *v, ss_err_t *err);
 static int student_key(ss_method_t *m, const char *key,
                        const ss_param_value_t *v, ss_err_t *err);
+static int lora_key(ss_method_t *m, const char *key,
+                    const ss_param_value_t *v, ss_err_t *err);
 
 static const ss_param_choice_t calibs[] = {
     { "minmax", SS_CALIB_MINMAX },
@@ -124,6 +126,39 @@ const ss_method_param_t ss_method_params[] = {
       "the units structured pruning keeps; {\"layers\": [0, 2]}: only "
       "these repeated blocks; {\"file\": \"s.onnx\"}: a student with "
       "the source's inputs and outputs", 0, 0, student_key },
+    /* lora: the trainer's rows but "temperature" and "alpha" (here
+     * LoRA's alpha; the loss is cross-entropy on the labels) */
+    { SS_METHOD_LORA, "adapter", SS_PARAM_STRINGS, 0, 0, 0, false, false,
+      NULL, NULL, 0, "the adapter's name (its folder under adapters/)",
+      0, 0, lora_key },
+    { SS_METHOD_LORA, "rank", SS_PARAM_INT, 8, 1, 1024, false, false, NULL,
+      NULL, 0, "r: the rank of the update B A", FIELD(train.rank) },
+    { SS_METHOD_LORA, "alpha", SS_PARAM_NUMBER, 16, 0, 1e6, true, false,
+      NULL, NULL, 0, "lora_alpha: the update is scaled by alpha / r",
+      FIELD(train.lora_alpha) },
+    { SS_METHOD_LORA, "targets", SS_PARAM_STRINGS, 0, 0, 0, false, false,
+      NULL, NULL, 0, "module names (PEFT's target_modules: a module "
+      "matches a name it is or ends with after a dot); default: every "
+      "Gemm/MatMul weight", 0, 0, lora_key },
+    { SS_METHOD_LORA, "target_modules", SS_PARAM_STRINGS, 0, 0, 0, false,
+      false, NULL, NULL, 0, "the same as targets (PEFT's name)", 0, 0,
+      lora_key },
+    { SS_METHOD_LORA, "merge", SS_PARAM_BOOL, 0, 0, 0, false, false, NULL,
+      NULL, 0, "write a new version with the update folded into the "
+      "weights instead of an adapter", FIELD(train.merge) },
+    { SS_METHOD_LORA, "epochs", SS_PARAM_INT, 3, 1, 1000, false, false, NULL,
+      NULL, 0, "passes over the training data", FIELD(train.epochs) },
+    { SS_METHOD_LORA, "batch_size", SS_PARAM_INT, 64, 1, 4096, false, false,
+      NULL, NULL, 0, "samples per step (at most the training rows)",
+      FIELD(train.batch_size) },
+    { SS_METHOD_LORA, "seed", SS_PARAM_TRAIN, 0, 0, 0, false, false, NULL,
+      NULL, 0, "A's initialization, the shuffling", 0, 0, NULL },
+    { SS_METHOD_LORA, "precision", SS_PARAM_CHOICE, SS_PRECISION_F32, 0, 0,
+      false, false, precisions, NULL, 0, "arithmetic of the training steps",
+      FIELD(train.precision) },
+    { SS_METHOD_LORA, "optimizer", SS_PARAM_OBJECT, 0, 0, 0, false, false,
+      NULL, NULL, 0, "as finetune's: {\"name\": \"adamw\", \"lr\", ...}",
+      0, 0, optimizer_key },
     TRAIN_ROWS(SS_METHOD_QAT, 2, 1.0),
     { SS_METHOD_QAT, "calibration", SS_PARAM_CHOICE, SS_CALIB_MINMAX, 0, 0,
       false, false, calibs, NULL, 0, "activation scales, as ptq's: min/max, "
@@ -243,6 +278,9 @@ describe(const ss_method_param_t *p, char *buf, size_t n)
     case SS_PARAM_LIST:         /* no row is a list: values inside objects */
         snprintf(buf, n, "a list");
         break;
+    case SS_PARAM_STRINGS:
+        snprintf(buf, n, "a string or a list of strings");
+        break;
     case SS_PARAM_BOOL:
         snprintf(buf, n, "true or false");
         break;
@@ -298,7 +336,8 @@ ss_method_default(ss_method_t *m, ss_method_kind_t kind)
     for (i = 0; i < ss_method_n_params; i++) {
         const ss_method_param_t *p = &ss_method_params[i];
 
-        if (p->method != kind || p->type == SS_PARAM_OBJECT)
+        if (p->method != kind || p->type == SS_PARAM_OBJECT
+            || p->type == SS_PARAM_STRINGS)
             continue;
         if (p->type == SS_PARAM_TRAIN)
             ss_train_opts_set(&m->u.train.opt, p->name, p->def, NULL);
@@ -319,6 +358,11 @@ ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
     int rc;
 
     describe(p, want, sizeof(want));
+    if (m->kind == p->method && p->type == SS_PARAM_STRINGS) {
+        if ((rc = p->set_key(m, p->name, v, err)) < 0)
+            return ss_err_wrap(err, rc, "%s", method);
+        return 0;
+    }
     if (m->kind != p->method || v->type != want_type
         || p->type == SS_PARAM_OBJECT || p->type == SS_PARAM_LIST)
         return ss_err_set(err, SS_EINVAL, "%s: %s must be %s", method,
@@ -351,6 +395,7 @@ ss_method_param_set(ss_method_t *m, const ss_method_param_t *p,
         break;
     case SS_PARAM_OBJECT:
     case SS_PARAM_LIST:
+    case SS_PARAM_STRINGS:
         break;
     }
     /* An either-or pair: giving one unsets the other. */
@@ -469,6 +514,63 @@ student_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
                       "layers)", key);
 }
 
+/* An adapter's name is its folder's: letters, digits, '_', '-', '.',
+ * not starting with '.' (as server/model/adapter.c loads them). */
+static bool
+folder_name(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (n == 0 || n > 64 || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'
+              || s[i] == '.'))
+            return false;
+    return true;
+}
+
+/* lora's string parameters: "adapter" (a name), "targets" and its PEFT
+ * spelling "target_modules" (a name or a list of names). */
+static int
+lora_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
+         ss_err_t *err)
+{
+    const char *one[1];
+    const char *const *names = v->strings;
+    int n = v->n_strings;
+
+    if (strcmp(key, "adapter") == 0) {
+        if (v->type != SS_PARAM_CHOICE || !folder_name(v->text))
+            return ss_err_set(err, SS_EINVAL, "adapter must be a name of 1 "
+                              "to 64 letters, digits, '_', '-' or '.'");
+        snprintf(m->u.train.adapter, sizeof(m->u.train.adapter), "%s",
+                 v->text);
+        return 0;
+    }
+    if (v->type == SS_PARAM_CHOICE) {
+        one[0] = v->text;
+        names = one;
+        n = 1;
+    } else if (v->type != SS_PARAM_STRINGS) {
+        n = -1;
+    }
+    if (n < 1 || n > SS_LORA_MAX_TARGETS)
+        return ss_err_set(err, SS_EINVAL, "%s must be a module name or a "
+                          "list of 1 to %d", key, SS_LORA_MAX_TARGETS);
+    for (int i = 0; i < n; i++) {
+        if (names[i] == NULL || names[i][0] == '\0'
+            || strlen(names[i]) >= SS_LORA_NAME_MAX)
+            return ss_err_set(err, SS_EINVAL, "%s[%d] must be a module "
+                              "name of 1 to %d bytes", key, i,
+                              SS_LORA_NAME_MAX - 1);
+        snprintf(m->u.train.targets[i], SS_LORA_NAME_MAX, "%s", names[i]);
+    }
+    m->u.train.n_targets = n;
+    return 0;
+}
+
 /* precision bf16: oneDNN must run bf16 natively here (the trainer checks
  * again when it is built; asking now makes a bad body a 400). */
 static int
@@ -496,7 +598,7 @@ ss_method_check_params(const ss_method_t *m, ss_err_t *err)
         double x;
 
         if (p->method != m->kind || p->type == SS_PARAM_TRAIN
-            || p->type == SS_PARAM_OBJECT)
+            || p->type == SS_PARAM_OBJECT || p->type == SS_PARAM_STRINGS)
             continue;
         x = load(m, p);
         if ((p->flags & SS_PARAM_ZERO_UNSET) && x == 0)
@@ -528,5 +630,10 @@ ss_method_check_params(const ss_method_t *m, ss_err_t *err)
         && !(m->u.train.width > 0 && m->u.train.width < 1))
         return ss_err_set(err, SS_EINVAL, "distill: student width must be "
                           "in (0, 1), not %g", m->u.train.width);
+    if (m->kind == SS_METHOD_LORA && !m->u.train.merge
+        && m->u.train.adapter[0] == '\0')
+        return ss_err_set(err, SS_EINVAL, "lora: \"adapter\" names the "
+                          "adapter to write (or \"merge\": true for a "
+                          "version)");
     return 0;
 }

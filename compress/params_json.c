@@ -102,6 +102,26 @@ parse_params(ss_method_t *m, json_t *params, ss_err_t *err)
             continue;
         }
         val = value_of(v);
+        if (p->type == SS_PARAM_STRINGS && json_is_array(v)) {
+            const char *names[SS_LORA_MAX_TARGETS];
+            size_t i;
+
+            /* a list of strings; longer ones are refused by the row */
+            val.type = SS_PARAM_STRINGS;
+            val.strings = names;
+            val.n_strings = (int)json_array_size(v);
+            for (i = 0; i < json_array_size(v); i++) {
+                if (i >= SS_LORA_MAX_TARGETS
+                    || (names[i] = json_string_value(json_array_get(v, i)))
+                           == NULL) {
+                    val.type = 0;
+                    break;
+                }
+            }
+            if ((rc = ss_method_param_set(m, p, &val, err)) < 0)
+                return rc;
+            continue;
+        }
         if ((rc = ss_method_param_set(m, p, &val, err)) < 0)
             return rc;
     }
@@ -117,7 +137,8 @@ ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err)
                                               SS_METHOD_FINETUNE,
                                               SS_METHOD_DISTILL,
                                               SS_METHOD_QAT,
-                                              SS_METHOD_MOEFY };
+                                              SS_METHOD_MOEFY,
+                                              SS_METHOD_LORA };
     json_t *params = NULL;
     const char *name;
     size_t i;
@@ -150,7 +171,7 @@ ss_method_from_json(json_t *v, ss_method_t *m, ss_err_t *err)
         }
     }
     return ss_err_set(err, SS_EINVAL, "unknown method '%s' (ptq, bf16, "
-                      "prune, lowrank, finetune, distill, qat, moefy)",
+                      "prune, lowrank, finetune, distill, qat, moefy, lora)",
                       name);
 }
 

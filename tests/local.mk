@@ -48,6 +48,8 @@ EXTRA_DIST += tests/integration/test_shape_inputs.py
 # load/unload under load (issue 14, docs/lora.md).
 TESTS += tests/integration/test_lora.py
 EXTRA_DIST += tests/integration/test_lora.py
+TESTS += tests/integration/test_lora_train.py
+EXTRA_DIST += tests/integration/test_lora_train.py
 # Replicas on one repository behind nginx (issue 16).
 TESTS += tests/integration/test_replica.py
 EXTRA_DIST += tests/integration/test_replica.py

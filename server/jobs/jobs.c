@@ -39,6 +39,7 @@
 #include "common/log.h"
 #include "engine/ir/edit.h"
 #include "engine/io/npy.h"
+#include "server/model/adapter.h"
 #include "server/model/sampler.h"
 
 #define TMP_PREFIX ".slimserve-tmp-"
@@ -439,6 +440,67 @@ fail:
     return rc;
 }
 
+/* A lora job's adapter (docs/lora.md): written into a temporary folder
+ * under the model's adapters/ (hidden: the loader skips names starting
+ * with '.'), published as adapters/<name> by ss_atomic_rename.  An
+ * adapter of that name already there is renamed away first and removed
+ * after, so a reader sees the old files or the new ones, never a mix.
+ * Then, when the active version serves adapters (it had an adapters/
+ * folder when it loaded), the adapter is loaded into it at once, as an
+ * admin load would: result gets "adapter" and "loaded". */
+static int
+write_adapter(ss_jobs_t *js, ss__job_t *j, const ss_lora_adapter_t *a,
+              json_t *result, ss_err_t *err)
+{
+    char mdir[4096], adir[4200], tmp[4400], dst[4400], old[4400];
+    ss_version_t *act = NULL;
+    struct stat st;
+    bool loaded = false;
+    ss_err_t le = { 0 };
+    int rc;
+
+    snprintf(mdir, sizeof(mdir), "%s/%s", js->repo, j->model);
+    snprintf(adir, sizeof(adir), "%s/adapters", mdir);
+    snprintf(tmp, sizeof(tmp), "%s/" TMP_PREFIX "adapter-%lld", adir,
+             (long long)j->id);
+    snprintf(old, sizeof(old), "%s/" TMP_PREFIX "old-%lld", adir,
+             (long long)j->id);
+    snprintf(dst, sizeof(dst), "%s/%s", adir, a->name);
+    if ((mkdir(adir, 0755) < 0 && errno != EEXIST)
+        || (remove_tree(tmp), mkdir(tmp, 0755) < 0))
+        return ss_err_set(err, SS_EIO, "%s: %s", tmp, strerror(errno));
+    if ((rc = ss_lora_adapter_write(a, tmp, err)) < 0)
+        goto fail;
+    if (atomic_load(&j->cancel)) {
+        rc = ss_err_set(err, SS_ECANCELED, "cancelled");
+        goto fail;
+    }
+    if (stat(dst, &st) == 0 && rename(dst, old) < 0) {
+        rc = ss_err_set(err, SS_EIO, "%s: %s", dst, strerror(errno));
+        goto fail;
+    }
+    if ((rc = ss_atomic_rename(tmp, dst, err)) < 0 && stat(dst, &st) != 0)
+        goto fail;
+    remove_tree(old);
+    ss_log_notice("model=%s adapter '%s' written by job %lld", j->model,
+                  a->name, (long long)j->id);
+    if (ss_registry_acquire(js->reg, j->model, 0, &act, NULL) == 0
+        && act->lora != NULL) {
+        if (ss_lora_load(act->lora, mdir, a->name, &le) == 0)
+            loaded = true;
+        else
+            ss_log_warn("model=%s adapter '%s' written but not loaded: %s",
+                        j->model, a->name, le.msg);
+    }
+    ss_version_unref(act);
+    json_object_set_new(result, "adapter", json_string(a->name));
+    json_object_set_new(result, "loaded", json_boolean(loaded));
+    return 0;
+fail:
+    remove_tree(tmp);
+    return rc;
+}
+
 /* ".<name>.tmp.XXXXXX": a file ss_atomic_open made and nobody
  * committed (common/atomicfile.c). */
 static bool
@@ -684,6 +746,14 @@ run(ss_jobs_t *js, ss__job_t *j)
         ss__jobs_finish(js, j, SS__JOB_REJECTED, result, "the variant did "
                         "not pass the gate; nothing was written or "
                         "activated");
+        result = NULL;
+        goto done;
+    }
+    if (res.adapter != NULL) {
+        /* lora: an adapter, not a version */
+        if ((rc = write_adapter(js, j, res.adapter, result, &err)) < 0)
+            goto fail;
+        ss__jobs_finish(js, j, SS__JOB_SUCCEEDED, result, NULL);
         result = NULL;
         goto done;
     }
