@@ -319,6 +319,13 @@ typedef struct ss_compress_ctl {
     /* Training data of finetune, distill and qat (borrowed; NULL when
      * none): one tensor per graph input, optional labels. */
     const ss_dataset_t *train;
+    /* Data-parallel training (compress/train/train.h; may be NULL): each
+     * process runs the same pipeline on the same data, and the training
+     * methods train on its shard of every global batch ("batch_size"
+     * rows, cut in dp->size) with the trainer's collectives.  Every
+     * process ends with the same variant; the caller keeps one.  dp's
+     * weight is set by the loop.  Borrowed. */
+    const ss_train_dp_t *dp;
 } ss_compress_ctl_t;
 
 typedef struct ss_eval {

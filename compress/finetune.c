@@ -34,6 +34,13 @@
  * finetune defaults to T = 1 and distill, whose student starts far off,
  * to T = 4.
  *
+ * Data parallelism (ctl->dp, compress/train/train.h): every process
+ * shuffles with the same seed, so all see the same global batches, and
+ * trains on its rows [B r / N, B (r + 1) / N) of each; the trainer sums
+ * the gradients and losses, and each process updates its slice of the
+ * parameters with its slice of the optimizer state.  Validation runs on
+ * process 0 only (the weights are the same bytes everywhere).
+ *
  * Cancellation is checked before every step; a cancelled run leaves *g
  * as it was.
  *
@@ -110,6 +117,9 @@ typedef struct loop {
     const ss_dataset_t *ds;
     int n_in;
     int64_t B, rows, classes;   /* batch, training rows, output row size */
+    int64_t Bg, r0;             /* the global batch, this shard's first row
+                                 * in it (B = Bg, r0 = 0 in one process) */
+    ss_train_dp_t dp;           /* ctl->dp with this shard's weight */
     ss_tensor_t batch[MAX_INPUTS];
     ss_tensor_t labels, teacher;
     ss__outputs_t tout;         /* the source over the training data */
@@ -228,8 +238,21 @@ loop_init(loop_t *L, ss_err_t *err)
         return ss_err_set(err, SS_EUNSUPP, "%s: more than %d model inputs",
                           L->name, MAX_INPUTS);
     L->rows = ds->rows;
-    L->B = L->m->u.train.batch_size < L->rows ? L->m->u.train.batch_size
-                                              : L->rows;
+    L->Bg = L->m->u.train.batch_size < L->rows ? L->m->u.train.batch_size
+                                               : L->rows;
+    L->B = L->Bg;
+    if (L->cx->ctl->dp != NULL) {
+        int64_t hi;
+
+        L->dp = *L->cx->ctl->dp;
+        if (L->Bg < L->dp.size)
+            return ss_err_set(err, SS_EINVAL, "%s: a batch of %lld rows "
+                              "cannot be split over %d processes",
+                              L->name, (long long)L->Bg, L->dp.size);
+        ss_train_shard_range(L->Bg, L->dp.rank, L->dp.size, &L->r0, &hi);
+        L->B = hi - L->r0;
+        L->dp.weight = (double)L->B / (double)L->Bg;
+    }
     ss__cx_progress(L->cx, 0.0, "labelling the training data with the "
                     "source");
     if ((rc = ss__runner_init(&r, L->cx->src, L->cx->ctl->threads,
@@ -269,6 +292,23 @@ loop_init(loop_t *L, ss_err_t *err)
 done:
     ss__runner_close(&r);
     return rc;
+}
+
+/* "data_parallel": this process's share of the run. */
+static int
+dp_note(const loop_t *L, json_t *tr)
+{
+    int64_t lo, hi;
+    size_t bytes = ss_train_optim_bytes(L->t, &lo, &hi);
+
+    return json_object_set_new(tr, "data_parallel", json_pack(
+        "{s:i, s:i, s:I, s:I, s:I, s:[I, I], s:I}",
+        "processes", L->dp.size, "rank", L->dp.rank,
+        "rows_per_step", (json_int_t)L->B,
+        "first_row", (json_int_t)L->r0,
+        "flat_params", (json_int_t)ss_train_flat_size(L->t),
+        "slice", (json_int_t)lo, (json_int_t)hi,
+        "optimizer_state_bytes", (json_int_t)bytes));
 }
 
 int
@@ -319,8 +359,10 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     o.bf16 = m->u.train.precision == SS_PRECISION_BF16;
     if ((rc = loop_init(&L, err)) < 0)
         goto done;
+    if (ctl->dp != NULL)
+        o.dp = &L.dp;
     /* The schedule's horizon is the run, unless the request set one. */
-    per_epoch = L.rows / L.B;
+    per_epoch = L.rows / L.Bg;
     total = per_epoch * m->u.train.epochs;
     if (o.total_steps == 0 && o.sched != SS_SCHED_CONSTANT)
         o.total_steps = total;
@@ -362,8 +404,8 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 ss_err_set(err, rc, "cancelled");
                 goto done;
             }
-            gather(&L, L.ds, perm + s * L.B, 0, L.B);
-            gather_targets(&L, perm + s * L.B);
+            gather(&L, L.ds, perm + s * L.Bg + L.r0, 0, L.B);
+            gather_targets(&L, perm + s * L.Bg + L.r0);
             if ((rc = ss_train_step(L.t, &b, &loss, err)) < 0) {
                 ss_err_wrap(err, rc, "%s", L.name);
                 goto done;
@@ -376,7 +418,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             }
             sum += loss;
             pr.step = ss_train_steps_done(L.t);
-            pr.samples = pr.step * L.B;
+            pr.samples = pr.step * L.Bg;
             pr.loss = loss;
             pr.epoch_loss = sum / (double)(s + 1);
             pr.lr = ss_train_lr(L.t);
@@ -397,7 +439,8 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         }
         tv = now_s();
         metric = -1;
-        if (L.val_ok && (rc = validate(&L, &metric, err)) < 0)
+        if (L.val_ok && L.dp.rank == 0
+            && (rc = validate(&L, &metric, err)) < 0)
             goto done;
         t_val += now_s() - tv;
         pr.val_metric = metric;
@@ -423,7 +466,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                    "loss", o.loss == SS_LOSS_KD ? "kd" : "kl",
                    "temperature", o.temperature,
                    "epochs", m->u.train.epochs,
-                   "batch_size", (json_int_t)L.B,
+                   "batch_size", (json_int_t)L.Bg,
                    "steps", (json_int_t)ss_train_steps_done(L.t),
                    "training_rows", (json_int_t)L.rows,
                    "labels", cx->train->labels != NULL,
@@ -437,7 +480,8 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                    "seconds", now_s() - t0,
                    "graph", ss_train_describe(L.t, desc, sizeof(desc)),
                    "history", hist);
-    if (tr == NULL || json_object_set_new(note, "training", tr) < 0) {
+    if (tr == NULL || json_object_set_new(note, "training", tr) < 0
+        || (ctl->dp != NULL && (rc = dp_note(&L, tr)) < 0)) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
         goto done;
     }

@@ -110,7 +110,11 @@ struct ss_train {
                                  * learned step sizes (no decay, Adam on
                                  * log s) */
     float *w, *gr;              /* parameters, gradients */
-    float *m, *v;               /* optimizer state (Sophia: v is h) */
+    float *m, *v;               /* optimizer state (Sophia: v is h) of
+                                 * [shard_lo, shard_hi): m[i - shard_lo] */
+    int64_t shard_lo, shard_hi; /* this process's slice (opts.dp), else
+                                 * [0, flat) */
+    size_t optim_bytes;         /* m and v */
     int64_t n_state;
     float *state;               /* BatchNorm running statistics */
     /* memory */
@@ -276,6 +280,10 @@ int ss__optim_step(ss__tr_t *t, ss_err_t *err);
 double ss__sched_lr(const ss_train_opts_t *o, int64_t step);
 /* Global L2 norm of g[0, n) (double, fixed order). */
 double ss__grad_norm(const float *g, int64_t n);
+/* Data parallelism (train.c): the gradient and loss sums after a local
+ * backward, and the gather after the update of this slice. */
+int ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err);
+int ss__dp_gather(ss__tr_t *t, ss_err_t *err);
 
 /* Random numbers (splitmix64): deterministic from the seed. */
 static inline uint64_t

@@ -232,6 +232,20 @@ ss_train_opts_check(const ss_train_opts_t *o, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL, "training: bad frozen list");
     if (o->n_scales < 0 || (o->n_scales > 0 && o->scales == NULL))
         return ss_err_set(err, SS_EINVAL, "training: bad step size list");
+    if (o->dp != NULL) {
+        const ss_train_dp_t *dp = o->dp;
+
+        if (dp->size < 1 || dp->rank < 0 || dp->rank >= dp->size
+            || !(dp->weight > 0 && dp->weight <= 1) || dp->sum_f32 == NULL
+            || dp->sum_f64 == NULL || dp->gather_f32 == NULL)
+            return ss_err_set(err, SS_EINVAL, "training: bad data-parallel "
+                              "setup (rank %d of %d, weight %g)", dp->rank,
+                              dp->size, dp->weight);
+        if (dp->size > 1 && o->opt == SS_OPT_SOPHIA)
+            return ss_err_set(err, SS_EUNSUPP, "training: sophia is not "
+                              "data-parallel (its Hessian estimate samples "
+                              "labels in each process): use adamw or sgd");
+    }
     if (o->bf16) {
         const char *isa;
 
@@ -285,10 +299,30 @@ ss__grad_norm(const float *g, int64_t n)
 
 /* ---- the update ---------------------------------------------------------- */
 
+void
+ss_train_shard_range(int64_t n, int rank, int size, int64_t *lo,
+                     int64_t *hi)
+{
+    int64_t q = n / size, r = n % size;
+
+    *lo = q * rank + (rank < r ? rank : r);
+    *hi = *lo + q + (rank < r ? 1 : 0);
+}
+
+/* State for [shard_lo, shard_hi) only: ZeRO stage 1 (train.h). */
 int
 ss__optim_alloc(ss__tr_t *t, ss_err_t *err)
 {
-    size_t n = (size_t)(t->flat ? t->flat : 16) * sizeof(float);
+    size_t n;
+
+    t->shard_lo = 0;
+    t->shard_hi = t->flat;
+    if (t->o.dp != NULL)
+        ss_train_shard_range(t->flat, t->o.dp->rank, t->o.dp->size,
+                             &t->shard_lo, &t->shard_hi);
+    n = (size_t)(t->shard_hi > t->shard_lo ? t->shard_hi - t->shard_lo : 16)
+        * sizeof(float);
+    t->optim_bytes = n;
 
     if ((t->m = ss_aligned_alloc(n)) == NULL)
         goto nomem;
@@ -298,6 +332,7 @@ ss__optim_alloc(ss__tr_t *t, ss_err_t *err)
         if ((t->v = ss_aligned_alloc(n)) == NULL)
             goto nomem;
         memset(t->v, 0, n);
+        t->optim_bytes += n;
     }
     return 0;
 nomem:
@@ -310,19 +345,22 @@ static void
 scales_step(ss__tr_t *t, double lr, double step)
 {
     const ss_train_opts_t *o = &t->o;
+    int64_t lo = t->shard_lo;   /* m and v hold [lo, shard_hi) */
     float *w = t->w, *g = t->gr, *m = t->m, *v = t->v;
     double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
     double a = o->scale_lr * (o->lr > 0 ? lr / o->lr : 1) / bc1;
     float b1 = (float)o->beta1, b2 = (float)o->beta2;
 
-    for (int64_t i = t->flat_decay; i < t->flat; i++) {
+    for (int64_t i = t->flat_decay > lo ? t->flat_decay : lo;
+         i < t->shard_hi; i++) {
         float gi = g[i] * w[i];
+        int64_t k = i - lo;
 
         if (!(w[i] > 0))
             continue;           /* padding between parameters */
-        m[i] = m[i] * b1 + gi * (1.0f - b1);
-        v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
-        w[i] *= expf(-(float)(a * m[i] / (sqrt(v[i] / bc2) + 1e-12)));
+        m[k] = m[k] * b1 + gi * (1.0f - b1);
+        v[k] = v[k] * b2 + gi * gi * (1.0f - b2);
+        w[i] *= expf(-(float)(a * m[k] / (sqrt(v[k] / bc2) + 1e-12)));
     }
 }
 
@@ -330,8 +368,11 @@ int
 ss__optim_step(ss__tr_t *t, ss_err_t *err)
 {
     const ss_train_opts_t *o = &t->o;
-    float *w = t->w, *g = t->gr, *m = t->m, *v = t->v;
-    int64_t n = t->flat_decay, i;
+    /* The weights of this slice: [lo, hi), the state from m[0]. */
+    int64_t lo = t->shard_lo;
+    int64_t hi = t->shard_hi < t->flat_decay ? t->shard_hi : t->flat_decay;
+    int64_t n = hi > lo ? hi - lo : 0, i;
+    float *w = t->w + lo, *g = t->gr + lo, *m = t->m, *v = t->v;
     double lr = ss__sched_lr(o, t->step), step = (double)(t->step + 1);
     float lrf = (float)lr, wd = (float)o->weight_decay;
     float b1 = (float)o->beta1, b2 = (float)o->beta2;
@@ -340,7 +381,8 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
     if (t->flat_decay < t->flat)
         scales_step(t, lr, step);
     if (o->clip_norm > 0) {
-        double norm = ss__grad_norm(g, n);
+        /* The norm of the whole gradient (every process holds it). */
+        double norm = ss__grad_norm(t->gr, t->flat_decay);
         double coef = o->clip_norm / (norm + 1e-6);
 
         if (coef < 1) {

@@ -198,22 +198,74 @@ ss_train_grads_compute(ss_train_t *t, const ss_train_batch_t *b,
     return 0;
 }
 
+/* ---- data parallelism (train.h) ------------------------------------------ */
+
+int
+ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
+{
+    const ss_train_dp_t *dp = t->o.dp;
+    float wf = (float)dp->weight, *g = t->gr, *st = t->state;
+    int64_t n = t->flat, i;
+    double l = *loss * dp->weight;
+    int rc;
+
+    /* The gradient of the shard's mean loss, weighted by the shard's
+     * share: summed, the gradient of the global batch's mean loss. */
+    if (dp->weight != 1.0) {
+#pragma omp parallel for schedule(static) if (n > 16384)
+        for (i = 0; i < n; i++)
+            g[i] *= wf;
+    }
+    if ((rc = dp->sum_f32(dp->arg, g, n, err)) < 0
+        || (rc = dp->sum_f64(dp->arg, &l, 1, err)) < 0)
+        return rc;
+    *loss = l;
+    if (t->n_state > 0 && dp->size > 1) {
+        /* Running statistics: the mean over the processes. */
+        float inv = 1.0f / (float)dp->size;
+
+        for (i = 0; i < t->n_state; i++)
+            st[i] *= inv;
+        if ((rc = dp->sum_f32(dp->arg, st, t->n_state, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int
+ss__dp_gather(ss__tr_t *t, ss_err_t *err)
+{
+    const ss_train_dp_t *dp = t->o.dp;
+
+    return dp->gather_f32(dp->arg, t->w, t->flat, err);
+}
+
 int
 ss_train_apply(ss_train_t *t, ss_err_t *err)
 {
+    int rc;
+
     if (t->o.threads > 0)
         omp_set_num_threads(t->o.threads);
-    return ss__optim_step(t, err);
+    if ((rc = ss__optim_step(t, err)) < 0)
+        return rc;
+    return t->o.dp != NULL ? ss__dp_gather(t, err) : 0;
 }
 
 int
 ss_train_step(ss_train_t *t, const ss_train_batch_t *b, double *loss,
               ss_err_t *err)
 {
+    double l = 0;
     int rc;
 
-    if ((rc = ss_train_grads_compute(t, b, loss, err)) < 0)
+    if (loss)
+        *loss = 0;
+    if ((rc = ss_train_grads_compute(t, b, &l, err)) < 0
+        || (t->o.dp != NULL && (rc = ss__dp_reduce(t, &l, err)) < 0))
         return rc;
+    if (loss)
+        *loss = l;
     return ss_train_apply(t, err);
 }
 
@@ -275,6 +327,16 @@ int64_t
 ss_train_flat_size(const ss_train_t *t)
 {
     return t->flat;
+}
+
+size_t
+ss_train_optim_bytes(const ss_train_t *t, int64_t *lo, int64_t *hi)
+{
+    if (lo != NULL)
+        *lo = t->shard_lo;
+    if (hi != NULL)
+        *hi = t->shard_hi;
+    return t->optim_bytes;
 }
 
 int64_t

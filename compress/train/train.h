@@ -77,6 +77,27 @@
  * given thread count, and the only randomness (Sophia's label sampling)
  * comes from opts.seed.
  *
+ * Data parallelism (opts.dp, ZeRO stage 1): N processes each build a
+ * trainer for their shard of every global batch (rows [B r / N,
+ * B (r + 1) / N) of it; the caller cuts them).  A step computes the
+ * local gradient (of the shard's mean loss), scales it by the shard's
+ * share of the global batch (dp->weight), sums it over the processes
+ * in place (dp->sum_f32 over the flat gradient array: every process
+ * then holds the gradient of the global batch's mean loss, as one
+ * process would compute it up to the order of float sums), and sums
+ * the weighted losses the same way.  Each process keeps optimizer
+ * state for its own slice of the flat arrays only
+ * (ss_train_shard_range(): about 1/N of AdamW's 2 floats per
+ * parameter), updates the parameters of that slice, and dp->gather_f32
+ * hands every process every slice, so the parameters stay the same
+ * bytes everywhere.  Gradient clipping reads the whole summed gradient,
+ * so its norm is the global one.  BatchNorm running statistics are
+ * averaged across processes after each step (an average of moving
+ * averages is the moving average of the averages); batch statistics
+ * stay per shard, as in PyTorch's DDP without SyncBatchNorm.  Sophia is
+ * refused: its Hessian estimate samples labels per process.  The
+ * callbacks carry no MPI: the glue is compress/train/mpi/.
+ *
  * Hyper-parameters are described by a table (ss_train_params_table()): a
  * job parser sets them by name with ss_train_opts_set(), which checks
  * each value against its row's range; nothing else validates them.
@@ -114,6 +135,27 @@ typedef enum {
 
 typedef enum { SS_BN_BATCH = 0, SS_BN_FROZEN } ss_bn_mode_t;
 
+/* The collectives of a data-parallel run (see above); borrowed, must
+ * outlive the trainer.  Each returns 0 or a negative code with err set;
+ * a failure is fatal to the run (the other processes are stuck in the
+ * same call: the glue ends them). */
+typedef struct ss_train_dp {
+    int rank, size;             /* this process of size (size >= 1) */
+    double weight;              /* this shard's rows / the global batch */
+    void *arg;
+    /* buf[0, n) summed over the processes, in place, on every one. */
+    int (*sum_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);
+    int (*sum_f64)(void *arg, double *buf, int n, ss_err_t *err);
+    /* Every process passes all of buf[0, n) holding its own slice
+     * (ss_train_shard_range(n, rank, size)); on return every slice. */
+    int (*gather_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);
+} ss_train_dp_t;
+
+/* Slice [*lo, *hi) of n elements owned by rank of size: n / size each,
+ * the first n % size ranks one more.  [any] */
+void ss_train_shard_range(int64_t n, int rank, int size, int64_t *lo,
+                          int64_t *hi);
+
 typedef struct ss_train_opts {
     /* what to train */
     int output;                 /* graph output the loss reads */
@@ -147,6 +189,7 @@ typedef struct ss_train_opts {
     uint64_t seed;
     int threads;                /* 0: oneDNN's default */
     int bf16;                   /* 1: mixed precision (see below) */
+    const ss_train_dp_t *dp;    /* data parallelism; NULL: one process */
 } ss_train_opts_t;
 
 /* One hyper-parameter: its name in a job body, its type, range and
@@ -204,14 +247,16 @@ typedef struct ss_train_batch {
 } ss_train_batch_t;
 
 /* Forward, loss, backward and one optimizer update; *loss (may be NULL)
- * is the batch's loss before the update.  [worker] */
+ * is the batch's loss before the update (under opts.dp: the global
+ * batch's, the same on every process).  [worker] */
 int ss_train_step(ss_train_t *t, const ss_train_batch_t *b, double *loss,
                   ss_err_t *err);
 /* The two halves of a step, for gradient checks and data-parallel runs:
  * ss_train_grads_compute() leaves the gradients in ss_train_grads() (and
  * updates BatchNorm running statistics); ss_train_apply() takes one
  * optimizer step with whatever the gradient buffer holds then (e.g.
- * after an all-reduce). */
+ * after an all-reduce).  Under opts.dp, grads_compute stays local and
+ * apply updates this process's slice, then gathers every slice. */
 int ss_train_grads_compute(ss_train_t *t, const ss_train_batch_t *b,
                            double *loss, ss_err_t *err);
 int ss_train_apply(ss_train_t *t, ss_err_t *err);
@@ -240,6 +285,9 @@ int ss_train_param(const ss_train_t *t, int i, ss_train_param_info_t *out);
 float *ss_train_params(ss_train_t *t);
 float *ss_train_grads(ss_train_t *t);
 int64_t ss_train_flat_size(const ss_train_t *t);
+/* Bytes of optimizer state this process holds (its slice only under
+ * opts.dp), and its slice of the flat arrays. */
+size_t ss_train_optim_bytes(const ss_train_t *t, int64_t *lo, int64_t *hi);
 /* Optimizer steps taken, and the learning rate of the next one. */
 int64_t ss_train_steps_done(const ss_train_t *t);
 double ss_train_lr(const ss_train_t *t);
