@@ -13,4 +13,5 @@ $SUDO apt-get install -y --no-install-recommends \
     zlib1g-dev libsystemd-dev \
     python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates openssl \
     nginx-light haproxy python3-yaml yamllint chromium \
+    libopenmpi-dev openmpi-bin \
     clang libclang-rt-14-dev

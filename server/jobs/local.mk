@@ -23,5 +23,6 @@ bin_PROGRAMS += server/slimserve-train
 server_slimserve_train_SOURCES = server/jobs/train_main.c
 server_slimserve_train_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS)
-server_slimserve_train_LDADD = server/model/libssmodel.a $(SS_COMPRESS_LIBS) \
-	$(JANSSON_LIBS) -lpthread -lm
+server_slimserve_train_LDADD = server/model/libssmodel.a \
+	$(SS_TRAIN_MPI_LIBS) $(SS_COMPRESS_LIBS) $(JANSSON_LIBS) $(MPI_LIBS) \
+	-lpthread -lm

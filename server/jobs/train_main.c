@@ -16,10 +16,29 @@
  * config.json pins the served version so a daemon's "latest" policy does
  * not pick the new folder by itself.
  *
- * For a user's batch pipeline, and later for data-parallel runs across
+ * For a user's batch pipeline, and for data-parallel runs across
  * processes.  "traffic" and inline tensors need the daemon; "activate"
  * is the daemon's (POST .../versions/{v}/activate): both are refused.
  * SIGINT or SIGTERM cancels between steps: no version is written.
+ *
+ * Data parallelism (built when configure finds MPI):
+ *
+ *   mpirun -np N slimserve-train JOB.json --model-dir DIR
+ *
+ * Every process reads the job and the data and runs the same pipeline;
+ * the training methods train on its shard of every global batch, with
+ * the gradients summed over the processes and the optimizer state cut
+ * in N (ZeRO-1; compress/train/train.h, compress/train/mpi/).  All end
+ * with the same variant: process 0 alone writes it (the same atomic
+ * folder) and prints the result; the others print their share to
+ * stderr.  The processes agree after reading the job, so a bad job
+ * fails on all with the reason, and again after the write; a failure
+ * during the run ends the whole run (MPI_Abort: the others wait in a
+ * collective), and a process that dies makes mpirun end the others --
+ * either way before process 0 writes, so no version appears.  Under
+ * mpirun, signals are mpirun's: it forwards SIGINT/SIGTERM and ends the
+ * run, which writes nothing.  Without a launcher's environment MPI is
+ * not initialised and this is the one-process program above.
  *
  * Exit status: 0 a version was written, 1 the gate rejected the variant
  * (nothing written), 2 a bad job or a failure (a message on stderr).
@@ -28,6 +47,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -46,6 +66,9 @@
 #include "engine/io/npy.h"
 #include "engine/ir/edit.h"
 #include "server/model/modelcfg.h"
+#ifdef HAVE_MPI
+#include "compress/train/mpi/trainmpi.h"
+#endif
 
 #define MAX_METHODS 8
 #define MAX_INPUTS 64
@@ -256,7 +279,91 @@ usage(FILE *f)
             "  runs a compression job (the body of POST /admin/models/M/"
             "compress)\n  on the model folder DIR without the daemon; "
             "exit 0: a version was\n  written, 1: the gate rejected the "
-            "variant, 2: error\n");
+            "variant, 2: error\n"
+#ifdef HAVE_MPI
+            "  data parallel: MPI (mpirun -np N slimserve-train ...)\n"
+#else
+            "  data parallel: no (built without MPI)\n"
+#endif
+            );
+}
+
+#ifdef HAVE_MPI
+/* OpenMP/oneDNN threads of one of local processes: the CPUs this process
+ * may run on, shared by the processes unless mpirun bound each (then the
+ * set is already its share). */
+static int
+default_threads(int local)
+{
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int mine;
+
+    if (sched_getaffinity(0, sizeof(set), &set) < 0)
+        return 1;
+    mine = CPU_COUNT(&set);
+    if (mine < online)
+        return mine > 0 ? mine : 1;
+    return mine / local > 0 ? mine / local : 1;
+}
+#endif
+
+/* What a data-parallel run cannot do, said before any process trains:
+ * a batch smaller than the processes, Sophia. */
+static int
+check_parallel(const ss_method_t *methods, int n, const data_t *train,
+               int size, ss_err_t *err)
+{
+    for (int i = 0; i < n && size > 1; i++) {
+        const ss_method_t *m = &methods[i];
+        int64_t b;
+
+        if (!SS_METHOD_TRAINS(m->kind))
+            continue;
+        b = m->u.train.batch_size;
+        if (train->given && train->ds.rows < b)
+            b = train->ds.rows;
+        if (b < size)
+            return ss_err_set(err, SS_EINVAL, "%s: a batch of %lld rows "
+                              "cannot be split over %d processes",
+                              ss_method_name(m->kind), (long long)b, size);
+        if (m->u.train.opt.opt == SS_OPT_SOPHIA)
+            return ss_err_set(err, SS_EUNSUPP, "%s: sophia is not "
+                              "data-parallel (its Hessian estimate samples "
+                              "labels in each process): use adamw or sgd",
+                              ss_method_name(m->kind));
+    }
+    return 0;
+}
+
+/* A process other than 0: its share, from the training notes. */
+static void
+print_share(const ss_compress_result_t *res)
+{
+    json_t *ms = json_object_get(res->details, "methods"), *m, *dp;
+    size_t k;
+
+    json_array_foreach(ms, k, m) {
+        dp = json_object_get(json_object_get(m, "training"), "data_parallel");
+        if (dp == NULL)
+            continue;
+        fprintf(stderr, "slimserve-train: process %lld/%lld: %lld rows a "
+                "step, optimizer state %lld bytes for parameters "
+                "[%lld, %lld) of %lld\n",
+                (long long)json_integer_value(json_object_get(dp, "rank")),
+                (long long)json_integer_value(json_object_get(dp,
+                                                              "processes")),
+                (long long)json_integer_value(json_object_get(
+                    dp, "rows_per_step")),
+                (long long)json_integer_value(json_object_get(
+                    dp, "optimizer_state_bytes")),
+                (long long)json_integer_value(json_array_get(
+                    json_object_get(dp, "slice"), 0)),
+                (long long)json_integer_value(json_array_get(
+                    json_object_get(dp, "slice"), 1)),
+                (long long)json_integer_value(json_object_get(
+                    dp, "flat_params")));
+    }
 }
 
 int
@@ -287,6 +394,19 @@ main(int argc, char **argv)
     char path[4400];
     int n = 0, c, i, rc = -1, status = 2;
     size_t k;
+    ss_train_dp_t dp = { .rank = 0, .size = 1 };
+    bool mpi = false, quiet = false;
+#ifdef HAVE_MPI
+    int phase = 0;              /* 0 setting up, 1 agreed, 2 done */
+
+    if (ss_train_mpi_launched()) {
+        if (ss_train_mpi_init(&argc, &argv, &dp, &err) < 0) {
+            fprintf(stderr, "slimserve-train: %s\n", err.msg);
+            return 2;
+        }
+        mpi = true;
+    }
+#endif
 
     while ((c = getopt_long(argc, argv, "d:t:h", opts, NULL)) != -1) {
         switch (c) {
@@ -395,6 +515,8 @@ main(int argc, char **argv)
         }
         m->u.train.student = students[i];
     }
+    if ((rc = check_parallel(methods, n, &train, dp.size, &err)) < 0)
+        goto done;
     if (gate.max_accuracy_drop < 0 && gate.min_agreement < 0
         && gate.max_relative_error < 0) {
         /* The daemon's default gate. */
@@ -403,16 +525,50 @@ main(int argc, char **argv)
         else
             gate.min_agreement = 0.99;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    ctl.cancel = &cancel_flag;
-    ctl.train_progress = on_train;
     ctl.train = train.given ? &train.ds : calib.given ? &calib.ds : NULL;
+#ifdef HAVE_MPI
+    if (mpi) {
+        /* Every process read the same job: agree before any trains. */
+        phase = 1;
+        if (!ss_train_mpi_all_ok(true)) {
+            phase = 2;
+            quiet = dp.rank != 0;
+            rc = ss_err_set(&err, SS_EINVAL, "another process of the run "
+                            "could not set up (its message is above)");
+            goto done;
+        }
+        ctl.dp = &dp;
+        if (ctl.threads <= 0)
+            ctl.threads = default_threads(ss_train_mpi_local_size());
+        if (dp.rank != 0)
+            ctl.latency_runs = 2;   /* only process 0's are reported */
+    }
+#endif
+    if (!mpi) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        ctl.cancel = &cancel_flag;
+    }
+    if (dp.rank == 0)
+        ctl.train_progress = on_train;
     rc = ss_compress_run(g, methods, n, calib.given ? &calib.ds : NULL,
                          val.given ? &val.ds : &calib.ds, &gate, &ctl, &res,
                          &err);
+#ifdef HAVE_MPI
+    if (rc < 0 && mpi && dp.size > 1) {
+        /* The others may wait in a collective of the trainer. */
+        fprintf(stderr, "slimserve-train: process %d: %s; ending the run\n",
+                dp.rank, err.msg[0] ? err.msg : "failed");
+        ss_train_mpi_abort(2);
+    }
+#endif
     if (rc < 0)
         goto done;
+    if (dp.rank != 0) {
+        print_share(&res);
+        status = res.passed ? 0 : 1;
+        goto done;
+    }
     if ((result = ss_compress_result_json(&res, &gate)) == NULL) {
         rc = ss_err_set(&err, SS_ENOMEM, "out of memory");
         goto done;
@@ -438,7 +594,19 @@ main(int argc, char **argv)
                 res.gate_reason);
     status = res.passed ? 0 : 1;
 done:
-    if (status == 2)
+#ifdef HAVE_MPI
+    if (mpi) {
+        /* Before the run: this process failed to set up, tell the others.
+         * After it: process 0's write decides everyone's status. */
+        if (phase < 2 && !ss_train_mpi_all_ok(phase == 1 && status != 2)
+            && status != 2) {
+            status = 2;
+            quiet = true;
+        }
+        phase = 2;
+    }
+#endif
+    if (status == 2 && !quiet)
         fprintf(stderr, "slimserve-train: %s\n", err.msg[0] ? err.msg
                                                             : "failed");
     json_decref(result);
@@ -450,5 +618,8 @@ done:
     data_free(&train);
     ss_graph_free(g);
     json_decref(job);
+#ifdef HAVE_MPI
+    ss_train_mpi_finalize();
+#endif
     return status;
 }
