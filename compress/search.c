@@ -649,6 +649,125 @@ phase_distill(ss__search_t *s, ss_err_t *err)
     return 0;
 }
 
+/* The last phase of a search that was not stopped: the best few inside
+ * the budget (and the source) timed again, side by side in interleaved
+ * rounds, and the best chosen on the medians.  One measurement each is
+ * noisy on a busy machine, and the minimum of many noisy numbers is
+ * biased low (the winner's curse): at small latencies the "fastest" of a
+ * long search was otherwise often a lucky draw. */
+#define CONFIRM_N 6
+#define CONFIRM_ROUNDS 5
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static int
+phase_confirm(ss__search_t *s, ss_err_t *err)
+{
+    ss__runner_t r[CONFIRM_N + 1];
+    ss_graph_t *g[CONFIRM_N + 1] = { NULL };
+    double t1[CONFIRM_N + 1][CONFIRM_ROUNDS];
+    double t32[CONFIRM_N + 1][CONFIRM_ROUNDS];
+    int idx[CONFIRM_N + 1], n = 1, i, k, round, best = -1, rc = 0;
+    json_t *notes[CONFIRM_N + 1] = { NULL };
+
+    s->phase = "confirm";
+    memset(r, 0, sizeof(r));
+    idx[0] = 0;
+    /* The CONFIRM_N passing trials with the lowest objective. */
+    while (n < CONFIRM_N + 1) {
+        int pick = -1;
+
+        for (i = 1; i < s->n_trials; i++) {
+            const ss__strial_t *t = &s->trials[i];
+
+            for (k = 1; k < n && idx[k] != i; k++)
+                ;
+            if (k < n || !t->passed || t->noop || t->failed)
+                continue;
+            if (pick < 0 || ss__s_objective(s, &t->ev)
+                            < ss__s_objective(s, &s->trials[pick].ev))
+                pick = i;
+        }
+        if (pick < 0)
+            break;
+        idx[n++] = pick;
+    }
+    if (n < 2 || s->o->objective == SS_SEARCH_SIZE)
+        return 0;
+    for (k = 0; k < n; k++) {
+        if ((notes[k] = json_array()) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for a trial");
+            goto done;
+        }
+        if ((k > 0 && (rc = ss__s_build(s, &s->trials[idx[k]].cfg, &g[k],
+                                        notes[k], err)) < 0)
+            || (rc = ss__runner_init(&r[k], k > 0 ? g[k] : s->src,
+                                     s->ctl.threads, err)) < 0)
+            goto done;
+    }
+    for (round = 0; round < CONFIRM_ROUNDS; round++)
+        for (k = 0; k < n; k++)
+            if ((rc = ss__s_poll(s)) < 0
+                || (rc = ss__latency(&r[k], s->val, 1, s->ctl.latency_runs,
+                                     &s->stop, &t1[k][round], err)) < 0
+                || (rc = ss__latency(&r[k], s->val, 32,
+                                     s->ctl.latency_runs, &s->stop,
+                                     &t32[k][round], err)) < 0)
+                goto done;
+    for (k = 0; k < n; k++) {
+        ss__strial_t *t = &s->trials[idx[k]];
+
+        qsort(t1[k], CONFIRM_ROUNDS, sizeof(double), cmp_double);
+        qsort(t32[k], CONFIRM_ROUNDS, sizeof(double), cmp_double);
+        t->ev.latency_ms_b1 = t1[k][CONFIRM_ROUNDS / 2];
+        t->ev.latency_ms_b32 = t32[k][CONFIRM_ROUNDS / 2];
+        json_object_set_new(t->json, "latency_ms", json_pack(
+            "{s:f, s:f}", "batch1", t->ev.latency_ms_b1, "batch32",
+            t->ev.latency_ms_b32));
+        json_object_set_new(t->json, "confirmed", json_true());
+        if (k == 0)
+            s->src_ev = t->ev;
+    }
+    for (k = 1; k < n; k++)
+        if (ss__s_objective(s, &s->trials[idx[k]].ev)
+            < ss__s_objective(s, &s->src_ev)
+            && (best < 0 || ss__s_objective(s, &s->trials[idx[k]].ev)
+                            < ss__s_objective(s, &s->trials[idx[best]].ev)))
+            best = k;
+    if (best < 0) {
+        /* Timed again, nothing beats the source. */
+        s->best = -1;
+        ss_graph_free(s->best_graph);
+        s->best_graph = NULL;
+    } else if (idx[best] != s->best) {
+        if (s->best >= 0)
+            json_object_del(s->trials[s->best].json, "methods");
+        s->best = idx[best];
+        json_object_set_new(s->trials[s->best].json, "methods",
+                            notes[best]);
+        notes[best] = NULL;
+        ss_graph_free(s->best_graph);
+        s->best_graph = g[best];
+        g[best] = NULL;
+    }
+    report(s);
+done:
+    if (rc == SS_ECANCELED)
+        rc = 0;                 /* stopped: the best stands as it was */
+    for (k = 0; k < n; k++) {
+        json_decref(notes[k]);
+        ss__runner_close(&r[k]);
+        ss_graph_free(g[k]);
+    }
+    return rc;
+}
+
 /* ---- the run ------------------------------------------------------------- */
 
 static int
@@ -746,6 +865,8 @@ ss_search_run(const ss_graph_t *src, const ss_dataset_t *calib,
     for (p = 0; p < sizeof(phases) / sizeof(phases[0]) && rc >= 0; p++)
         rc = phases[p](s, err);
     if (rc < 0 && rc != SS_ECANCELED)
+        goto done;
+    if (rc >= 0 && (rc = phase_confirm(s, err)) < 0)
         goto done;
     rc = 0;
     s->phase = "done";
