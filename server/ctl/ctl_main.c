@@ -32,10 +32,10 @@
 
 #include "common/alloc.h"
 #include "server/ctl/client.h"
+#include "server/ctl/ctl.h"
 
-enum { EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_NOANSWER = 3, EXIT_JOB = 4 };
 
-static bool opt_json;
+bool ss__ctl_opt_json;
 static const char *prog = "slimserve-ctl";
 
 static void
@@ -54,6 +54,13 @@ usage(FILE *f)
 "           [--max-accuracy-drop X] [--activate] [--follow]\n"
 "                            submit a compression job (methods run in order;\n"
 "                            --param applies to the method before it)\n"
+"  optimize MODEL [--budget X] [--min-agreement A] [--objective O]\n"
+"           [--time-limit S] [--max-trials N] [--method M]... [--seed N]\n"
+"           [--calibration FILE] [--validation FILE] [--training FILE]\n"
+"           [--activate] [--follow]\n"
+"                            search the fastest variant inside an accuracy\n"
+"                            budget (X relative, 0.01 = 1%%; O latency_b32,\n"
+"                            latency_b1 or size; --method: the allowed set)\n"
 "  jobs                      every job, newest first\n"
 "  job ID [--follow]         one job; --follow shows its progress until it\n"
 "                            ends (a bar on a terminal, lines otherwise)\n"
@@ -75,11 +82,9 @@ usage(FILE *f)
 "4 a followed job did not succeed.\n", prog);
 }
 
-static int fail_usage(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
 
-static int
-fail_usage(const char *fmt, ...)
+int
+ss__ctl_fail_usage(const char *fmt, ...)
 {
     va_list ap;
 
@@ -96,9 +101,9 @@ fail_usage(const char *fmt, ...)
 /* One request; on 2xx *out (may be NULL) gets the parsed JSON.  Prints
  * the server's message or the transport's error and returns the exit
  * code otherwise. */
-static int
-call(ss_ctl_client_t *c, const char *method, const char *path,
-     json_t *body, json_t **out)
+int
+ss__ctl_call(ss_ctl_client_t *c, const char *method, const char *path,
+             json_t *body, json_t **out)
 {
     ss_ctl_resp_t r;
     ss_err_t err = { 0 };
@@ -134,8 +139,8 @@ call(ss_ctl_client_t *c, const char *method, const char *path,
     return 0;
 }
 
-static void
-print_json(json_t *js)
+void
+ss__ctl_print_json(json_t *js)
 {
     json_dumpf(js, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     putchar('\n');
@@ -143,8 +148,8 @@ print_json(json_t *js)
 
 /* prefix + the model name percent-encoded (names travel in paths) +
  * suffix, or NULL. */
-static char *
-path_of(const char *prefix, const char *model, const char *suffix)
+char *
+ss__ctl_path_of(const char *prefix, const char *model, const char *suffix)
 {
     char enc[3 * 256 + 1], *p = enc, *out = NULL;
     const unsigned char *s;
@@ -162,18 +167,18 @@ path_of(const char *prefix, const char *model, const char *suffix)
     return out;
 }
 
-/* GET prefix + model + suffix: call() on a model's path. */
+/* GET prefix + model + suffix: ss__ctl_call() on a model's path. */
 static int
 model_get(ss_ctl_client_t *c, const char *model, const char *suffix,
           json_t **out)
 {
-    char *path = path_of("/admin/models/", model, suffix);
+    char *path = ss__ctl_path_of("/admin/models/", model, suffix);
     int rc;
 
     *out = NULL;
     if (path == NULL)
         return EXIT_NOANSWER;
-    rc = call(c, "GET", path, NULL, out);
+    rc = ss__ctl_call(c, "GET", path, NULL, out);
     free(path);
     return rc;
 }
@@ -220,12 +225,12 @@ static int
 cmd_status(ss_ctl_client_t *c)
 {
     json_t *js;
-    int rc = call(c, "GET", "/admin/status", NULL, &js);
+    int rc = ss__ctl_call(c, "GET", "/admin/status", NULL, &js);
 
     if (rc)
         return rc;
-    if (opt_json) {
-        print_json(js);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(js);
     } else {
         json_t *ports = json_object_get(js, "ports");
 
@@ -253,12 +258,12 @@ cmd_models(ss_ctl_client_t *c)
 {
     json_t *js, *e;
     size_t i;
-    int rc = call(c, "POST", "/v2/repository/index", NULL, &js);
+    int rc = ss__ctl_call(c, "POST", "/v2/repository/index", NULL, &js);
 
     if (rc)
         return rc;
-    if (opt_json) {
-        print_json(js);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(js);
     } else {
         printf("%-24s %-8s %-12s %s\n", "MODEL", "VERSION", "STATE",
                "REASON");
@@ -335,8 +340,8 @@ cmd_versions(ss_ctl_client_t *c, const char *model)
 
     if (rc)
         return rc;
-    if (opt_json) {
-        print_json(js);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(js);
         json_decref(js);
         return 0;
     }
@@ -379,13 +384,13 @@ cmd_jobs(ss_ctl_client_t *c)
 {
     json_t *js, *j;
     size_t i;
-    int rc = call(c, "GET", "/admin/jobs", NULL, &js);
+    int rc = ss__ctl_call(c, "GET", "/admin/jobs", NULL, &js);
     char line[256];
 
     if (rc)
         return rc;
-    if (opt_json) {
-        print_json(js);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(js);
     } else {
         printf("%-5s %-16s %-10s %5s  %s\n", "ID", "MODEL", "STATE",
                "DONE", "STEP");
@@ -436,6 +441,8 @@ job_summary(json_t *j)
                                                              "version")),
                json_is_true(json_object_get(res, "activated"))
                    ? " (active)" : "");
+    if (src && !var && json_is_object(json_object_get(res, "best")))
+        var = json_object_get(res, "best");
     if (src && var)
         printf(", accuracy %.2f%% -> %.2f%%, batch 32 %.4f -> %.4f ms",
                100 * num(src, "accuracy"), 100 * num(var, "accuracy"),
@@ -444,13 +451,14 @@ job_summary(json_t *j)
     if (e)
         printf(": %s", e);
     putchar('\n');
+    ss__ctl_search_summary(res);
     return st && strcmp(st, "succeeded") == 0 ? 0 : EXIT_JOB;
 }
 
 /* Polls the job until it ends: a bar redrawn in place on a terminal,
  * a line per change of step or whole percent otherwise. */
-static int
-follow(ss_ctl_client_t *c, long long id)
+int
+ss__ctl_follow(ss_ctl_client_t *c, long long id)
 {
     bool tty = isatty(STDOUT_FILENO);
     char path[64], last[256] = "";
@@ -465,7 +473,7 @@ follow(ss_ctl_client_t *c, long long id)
         char line[256], tail[96] = "";
         int w = 30, k;
 
-        if ((rc = call(c, "GET", path, NULL, &j)) != 0)
+        if ((rc = ss__ctl_call(c, "GET", path, NULL, &j)) != 0)
             return rc;
         if (job_ended(j))
             break;
@@ -476,6 +484,7 @@ follow(ss_ctl_client_t *c, long long id)
         el = now_s() - t0;
         if (!isnan(num(j, "loss")))
             snprintf(tail, sizeof(tail), "  loss %.4g", num(j, "loss"));
+        ss__ctl_search_tail(j, tail, sizeof(tail));
         if (p > 0.02) {
             eta = el / p * (1 - p);
             snprintf(tail + strlen(tail), sizeof(tail) - strlen(tail),
@@ -505,8 +514,8 @@ follow(ss_ctl_client_t *c, long long id)
     }
     if (tty)
         printf("\r\033[K");
-    if (opt_json) {
-        print_json(j);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(j);
         rc = job_ended(j) && strcmp(json_string_value(json_object_get(
                                         j, "state")), "succeeded") == 0
                  ? 0 : EXIT_JOB;
@@ -541,17 +550,17 @@ cmd_job(ss_ctl_client_t *c, int argc, char **argv)
         else if (id < 0 && (id = job_id_arg(argv[i])) > 0)
             continue;
         else
-            return fail_usage("job: unexpected '%s'", argv[i]);
+            return ss__ctl_fail_usage("job: unexpected '%s'", argv[i]);
     }
     if (id < 0)
-        return fail_usage("job needs a job ID");
+        return ss__ctl_fail_usage("job needs a job ID");
     if (fol)
-        return follow(c, id);
+        return ss__ctl_follow(c, id);
     snprintf(path, sizeof(path), "/admin/jobs/%lld", id);
-    if ((rc = call(c, "GET", path, NULL, &j)) != 0)
+    if ((rc = ss__ctl_call(c, "GET", path, NULL, &j)) != 0)
         return rc;
-    if (opt_json) {
-        print_json(j);
+    if (ss__ctl_opt_json) {
+        ss__ctl_print_json(j);
     } else if (job_ended(j)) {
         job_summary(j);
     } else {
@@ -566,8 +575,8 @@ cmd_job(ss_ctl_client_t *c, int argc, char **argv)
 
 /* A --param value: JSON when it parses as a number, boolean or null
  * (sparsity=0.5, rank=8), a string otherwise (kind=structured). */
-static json_t *
-param_value(const char *s)
+json_t *
+ss__ctl_param_value(const char *s)
 {
     json_t *v = json_loads(s, JSON_DECODE_ANY, NULL);
 
@@ -596,7 +605,8 @@ cmd_compress(ss_ctl_client_t *c, const char *model, int argc, char **argv)
         } else if (strcmp(a, "--activate") == 0) {
             json_object_set_new(body, "activate", json_true());
         } else if (v == NULL) {
-            rc = fail_usage("compress: '%s' needs a value or is unknown", a);
+            rc = ss__ctl_fail_usage("compress: '%s' needs a value or is "
+                                    "unknown", a);
         } else if (strcmp(a, "--method") == 0) {
             cur = json_pack("{s:s,s:{}}", "method", v, "params");
             json_array_append_new(methods, cur);
@@ -607,14 +617,14 @@ cmd_compress(ss_ctl_client_t *c, const char *model, int argc, char **argv)
 
             if (cur == NULL || eq == NULL || eq == v ||
                 (size_t)(eq - v) >= sizeof(key)) {
-                rc = fail_usage("compress: --param K=V after a --method, "
-                                "not '%s'", v);
+                rc = ss__ctl_fail_usage("compress: --param K=V after a "
+                                        "--method, not '%s'", v);
                 break;
             }
             memcpy(key, v, (size_t)(eq - v));
             key[eq - v] = '\0';
             json_object_set_new(json_object_get(cur, "params"), key,
-                                param_value(eq + 1));
+                                ss__ctl_param_value(eq + 1));
             i++;
         } else if (strcmp(a, "--calibration") == 0 ||
                    strcmp(a, "--validation") == 0 ||
@@ -623,27 +633,28 @@ cmd_compress(ss_ctl_client_t *c, const char *model, int argc, char **argv)
             i++;
         } else if (strcmp(a, "--max-accuracy-drop") == 0) {
             json_object_set_new(body, "gate", json_pack(
-                "{s:o}", "max_accuracy_drop", param_value(v)));
+                "{s:o}", "max_accuracy_drop", ss__ctl_param_value(v)));
             i++;
         } else {
-            rc = fail_usage("compress: unknown option '%s'", a);
+            rc = ss__ctl_fail_usage("compress: unknown option '%s'", a);
         }
     }
     if (rc == 0 && json_array_size(methods) == 0)
-        rc = fail_usage("compress needs at least one --method");
+        rc = ss__ctl_fail_usage("compress needs at least one --method");
     if (rc == 0 &&
-        (path = path_of("/admin/models/", model, "/compress")) == NULL)
+        (path = ss__ctl_path_of("/admin/models/", model,
+                                "/compress")) == NULL)
         rc = EXIT_NOANSWER;
     if (rc == 0)
-        rc = call(c, "POST", path, body, &res);
+        rc = ss__ctl_call(c, "POST", path, body, &res);
     if (rc == 0) {
         long long id = (long long)json_integer_value(json_object_get(res,
                                                                      "job"));
 
         if (fol) {
-            rc = follow(c, id);
-        } else if (opt_json) {
-            print_json(res);
+            rc = ss__ctl_follow(c, id);
+        } else if (ss__ctl_opt_json) {
+            ss__ctl_print_json(res);
         } else {
             printf("job %lld queued\n", id);
         }
@@ -660,11 +671,11 @@ simple_post(ss_ctl_client_t *c, const char *method, const char *path,
             const char *done)
 {
     json_t *js;
-    int rc = call(c, method, path, NULL, &js);
+    int rc = ss__ctl_call(c, method, path, NULL, &js);
 
     if (rc == 0) {
-        if (opt_json)
-            print_json(js);
+        if (ss__ctl_opt_json)
+            ss__ctl_print_json(js);
         else
             puts(done);
     }
@@ -682,8 +693,8 @@ cmd_adapters(ss_ctl_client_t *c, const char *model)
     if (rc)
         return rc;
     list = json_is_array(js) ? js : json_object_get(js, "adapters");
-    if (opt_json || !json_is_array(list)) {
-        print_json(js);
+    if (ss__ctl_opt_json || !json_is_array(list)) {
+        ss__ctl_print_json(js);
     } else {
         printf("%-24s %5s %8s %10s  %s\n", "ADAPTER", "RANK", "ALPHA",
                "SIZE", "MODULES");
@@ -731,7 +742,7 @@ static int
 need(int argc, int want, const char *cmd)
 {
     if (argc != want)
-        return fail_usage("'%s' needs different arguments", cmd);
+        return ss__ctl_fail_usage("'%s' needs different arguments", cmd);
     return 0;
 }
 
@@ -758,11 +769,12 @@ main(int argc, char **argv)
             printf("slimserve-ctl %s\n", PACKAGE_VERSION);
             return 0;
         } else if (strcmp(a, "--json") == 0) {
-            opt_json = true;
+            ss__ctl_opt_json = true;
             continue;
         }
         if (v == NULL)
-            return fail_usage("option '%s' needs a value or is unknown", a);
+            return ss__ctl_fail_usage("option '%s' needs a value or is "
+                                      "unknown", a);
         if (strcmp(a, "--url") == 0)
             url = v;
         else if (strcmp(a, "--token-file") == 0)
@@ -772,11 +784,11 @@ main(int argc, char **argv)
         else if (strcmp(a, "--timeout") == 0 && atof(v) > 0)
             timeout = atof(v);
         else
-            return fail_usage("unknown option '%s'", a);
+            return ss__ctl_fail_usage("unknown option '%s'", a);
         i++;
     }
     if (i >= argc)
-        return fail_usage("no command");
+        return ss__ctl_fail_usage("no command");
     cmd = argv[i++];
     argc -= i;
     argv += i;
@@ -800,8 +812,11 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "versions") == 0) {
         rc = need(argc, 1, cmd) ?: cmd_versions(&c, argv[0]);
     } else if (strcmp(cmd, "compress") == 0) {
-        rc = argc < 1 ? fail_usage("compress needs a MODEL")
+        rc = argc < 1 ? ss__ctl_fail_usage("compress needs a MODEL")
                       : cmd_compress(&c, argv[0], argc - 1, argv + 1);
+    } else if (strcmp(cmd, "optimize") == 0) {
+        rc = argc < 1 ? ss__ctl_fail_usage("optimize needs a MODEL")
+                      : ss__ctl_optimize(&c, argv[0], argc - 1, argv + 1);
     } else if (strcmp(cmd, "jobs") == 0) {
         rc = need(argc, 0, cmd) ?: cmd_jobs(&c);
     } else if (strcmp(cmd, "job") == 0) {
@@ -809,7 +824,7 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "cancel") == 0) {
         rc = need(argc, 1, cmd);
         if (rc == 0 && job_id_arg(argv[0]) < 0)
-            rc = fail_usage("cancel: '%s' is not a job ID", argv[0]);
+            rc = ss__ctl_fail_usage("cancel: '%s' is not a job ID", argv[0]);
         if (rc == 0) {
             snprintf(rest, sizeof(rest), "/admin/jobs/%lld",
                      job_id_arg(argv[0]));
@@ -818,11 +833,11 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "activate") == 0) {
         rc = need(argc, 2, cmd);
         if (rc == 0 && job_id_arg(argv[1]) < 0)
-            rc = fail_usage("activate: '%s' is not a version", argv[1]);
+            rc = ss__ctl_fail_usage("activate: '%s' is not a version", argv[1]);
         if (rc == 0) {
             snprintf(rest, sizeof(rest), "/versions/%lld/activate",
                      job_id_arg(argv[1]));
-            path = path_of("/admin/models/", argv[0], rest);
+            path = ss__ctl_path_of("/admin/models/", argv[0], rest);
             rc = path ? simple_post(&c, "POST", path, "activated")
                       : EXIT_NOANSWER;
         }
@@ -831,9 +846,10 @@ main(int argc, char **argv)
         rc = need(argc, 1, cmd);
         if (rc == 0) {
             path = strcmp(cmd, "rollback") == 0
-                ? path_of("/admin/models/", argv[0], "/rollback")
-                : path_of("/v2/repository/models/", argv[0],
-                          strcmp(cmd, "load") == 0 ? "/load" : "/unload");
+                ? ss__ctl_path_of("/admin/models/", argv[0], "/rollback")
+                : ss__ctl_path_of("/v2/repository/models/", argv[0],
+                                  strcmp(cmd, "load") == 0 ? "/load"
+                                                           : "/unload");
             rc = path ? simple_post(&c, "POST", path,
                                     strcmp(cmd, "rollback") == 0
                                         ? "rolled back"
@@ -844,7 +860,7 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "adapters") == 0) {
         rc = need(argc, 1, cmd) ?: cmd_adapters(&c, argv[0]);
     } else {
-        rc = fail_usage("unknown command '%s'", cmd);
+        rc = ss__ctl_fail_usage("unknown command '%s'", cmd);
     }
     free(path);
     ss_ctl_client_free(&c);

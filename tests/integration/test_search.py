@@ -8,6 +8,7 @@ in."""
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +23,8 @@ import kserve  # noqa: E402
 import repo  # noqa: E402
 
 FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+CTL = os.path.join(os.environ.get("top_builddir", "."), "server",
+                   "slimserve-ctl")
 ADMIN = ["--admin-insecure", "--job-threads=1"]
 
 
@@ -270,6 +273,31 @@ def timed(f, *a):
     tap.diag("%s: %.1f s" % (f.__name__, time.monotonic() - t0))
 
 
+def test_ctl(d, root):
+    """slimserve-ctl optimize: the same API from a terminal."""
+    url = "http://127.0.0.1:%d" % d.admin_port
+    p = subprocess.run([CTL, "--url", url, "optimize", "mlp", "--budget",
+                        "0.01", "--calibration", "calib.npz",
+                        "--validation", "val.npz", "--max-trials", "8",
+                        "--method", "ptq", "--method", "prune",
+                        "--follow"], capture_output=True, text=True,
+                       timeout=120)
+    tap.ok(p.returncode == 0 and "search: " in p.stdout
+           and "TRIAL" in p.stdout and "version" in p.stdout,
+           "slimserve-ctl optimize --follow runs a search and prints "
+           "the front", p.stdout[-600:] + p.stderr[-300:])
+    p = subprocess.run([CTL, "--url", url, "--json", "optimize", "mlp",
+                        "--budget", "2"], capture_output=True, text=True,
+                       timeout=30)
+    tap.ok(p.returncode == 1 and "max_accuracy_drop" in p.stderr,
+           "slimserve-ctl optimize shows the server's refusal (exit 1)",
+           p.stderr)
+    p = subprocess.run([CTL, "--url", url, "optimize", "mlp", "--fast"],
+                       capture_output=True, text=True, timeout=30)
+    tap.ok(p.returncode == 2 and "--fast" in p.stderr,
+           "an unknown option is a usage error (exit 2)", p.stderr)
+
+
 def main():
     tmp = tempfile.mkdtemp()
     root = model_repo(os.path.join(tmp, "m"))
@@ -277,6 +305,7 @@ def main():
         timed(test_bad_bodies, d, root)
         timed(test_search, d, root)
         timed(test_reproducible, d)
+        timed(test_ctl, d, root)
     timed(test_stop_and_limit)
     timed(test_activate)
     tap.done()
