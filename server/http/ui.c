@@ -8,6 +8,8 @@
  * in the page from the versions' measurements: accuracy against latency
  * at batch 32, one point per measured version, the active one ringed, the
  * Pareto front (no other version both faster and more accurate) drawn.
+ * Variant searches (optimize jobs) get a table of their front as it
+ * grows, the best trial marked (the job's "search" state).
  */
 #include "config.h"
 
@@ -33,6 +35,7 @@ static const char page[] =
 "<h1>slimserve <span id=\"ver\"></span></h1>\n"
 "<div id=\"status\"></div><div id=\"err\"></div>\n"
 "<h2>Jobs</h2><table id=\"jobs\"></table>\n"
+"<div id=\"searches\"></div>\n"
 "<div id=\"models\"></div>\n"
 "<script>\n"
 "'use strict';\n"
@@ -93,6 +96,26 @@ static const char page[] =
 "      'stroke-width=\"2\"/>';\n"
 "    s+='<text x=\"'+(X(p.l)+9)+'\" y=\"'+(Y(p.a)-8)+'\">'+p.v+'</text>'}\n"
 "  return s+'</svg>'}\n"
+"function searchView(j){\n"
+"  // A variant search (optimize job): its front as it grows, best marked.\n"
+"  const r=j.result&&j.result.front?j.result:j.search;if(!r)return '';\n"
+"  const b=r.best||{};\n"
+"  let h='<h2>Search: job '+j.id+' <small>'+esc(j.model)+', '+\n"
+"    esc(r.stopped||r.phase)+', '+r.trials+' trials'+(b.trial!=null?\n"
+"    ', best trial '+b.trial+(b.version?' (version '+b.version+')':''):\n"
+"    '')+'</small></h2><table class=\"search\" data-job=\"'+j.id+\n"
+"    '\"><tr><th>trial</th><th>pipeline</th><th>accuracy</th>'+\n"
+"    '<th>batch 1 ms</th><th>batch 32 ms</th><th>size</th></tr>';\n"
+"  for(const t of r.front){const l=t.latency_ms||{};\n"
+"    h+='<tr class=\"'+(t.trial===b.trial?'active':'')+'\" '+\n"
+"      'data-trial=\"'+t.trial+'\"><td>'+t.trial+(t.trial===b.trial?\n"
+"      ' *':'')+'</td><td>'+esc(((t.config||{}).pipeline||[])\n"
+"      .join(' + ')||'source')+'</td><td class=\"n\">'+\n"
+"      pct(t.accuracy!=null?t.accuracy:t.agreement)+\n"
+"      '</td><td class=\"n\">'+ms(l.batch1)+'</td><td class=\"n\">'+\n"
+"      ms(l.batch32)+'</td><td class=\"n\">'+kib(t.weight_bytes)+\n"
+"      '</td></tr>'}\n"
+"  return h+'</table>'}\n"
 "async function act(name,what,v){\n"
 "  const q=what==='activate'?'Serve version '+v+' of '+name+'?':\n"
 "    'Roll '+name+' back to the version active before?';\n"
@@ -139,6 +162,8 @@ static const char page[] =
 "      '<span class=\"bar\"><i style=\"width:'+(100*(j.progress||0))+\n"
 "      '%\"></i></span> '+Math.round(100*(j.progress||0))+'%</td><td>'+\n"
 "      esc(j.step)+'</td></tr>').join('');\n"
+"    $('#searches').innerHTML=jobs.filter(j=>j.search).slice(0,3)\n"
+"      .map(searchView).join('');\n"
 "    const idx=await api('POST','/v2/repository/index');\n"
 "    const names=[...new Set(idx.map(e=>e.name))].sort();\n"
 "    const parts=await Promise.all(names.map(model));\n"

@@ -8,6 +8,7 @@ in."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -269,8 +270,9 @@ def test_activate():
 
 def timed(f, *a):
     t0 = time.monotonic()
-    f(*a)
+    r = f(*a)
     tap.diag("%s: %.1f s" % (f.__name__, time.monotonic() - t0))
+    return r
 
 
 def test_ctl(d, root):
@@ -298,12 +300,38 @@ def test_ctl(d, root):
            "an unknown option is a usage error (exit 2)", p.stderr)
 
 
+def test_ui(d, jid):
+    """The admin page's search view: one row per trial of the front."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import test_ui
+    if test_ui.CHROMIUM is None:
+        tap.skip("chromium is not installed")
+        return
+    _, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
+    front = [t["trial"] for t in
+             ((json_body(data) or {}).get("search") or {}).get("front", [])]
+    profile = tempfile.mkdtemp(prefix="ss-ui-search-")
+    r = subprocess.run(test_ui.chromium_args(profile) +
+                       ["--virtual-time-budget=8000", "--dump-dom",
+                        "http://127.0.0.1:%d/admin/ui" % d.admin_port],
+                       capture_output=True, timeout=120)
+    dom = r.stdout.decode("utf-8", "replace")
+    m = re.search(r'<table class="search" data-job="%d">.*?</table>' % jid,
+                  dom, re.S)
+    rows = [int(x) for x in re.findall(r'data-trial="(\d+)"',
+                                       m.group(0) if m else "")]
+    tap.ok(rows == front and len(rows) > 0,
+           "the admin page shows the search's front, one row per trial",
+           "%s vs %s" % (rows, front))
+
+
 def main():
     tmp = tempfile.mkdtemp()
     root = model_repo(os.path.join(tmp, "m"))
     with Daemon(ADMIN, repository=root) as d:
         timed(test_bad_bodies, d, root)
-        timed(test_search, d, root)
+        res = timed(test_search, d, root)
+        timed(test_ui, d, res.get("job", 1))
         timed(test_reproducible, d)
         timed(test_ctl, d, root)
     timed(test_stop_and_limit)
