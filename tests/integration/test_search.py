@@ -84,7 +84,9 @@ def files_of(root, name="mlp"):
 
 
 def test_search(d, root):
-    st, js = optimize(d, body())
+    # Size: whether a variant beats the source on latency depends on the
+    # build (ASan) and the machine's load; bytes do not.
+    st, js = optimize(d, body(objective="size"))
     tap.ok(st == 202 and js.get("job", 0) > 0, "optimize answers 202 with "
            "a job id", "%s %s" % (st, js))
     job = d.wait_job(js["job"], timeout=120)
@@ -98,10 +100,13 @@ def test_search(d, root):
     v = best.get("version")
     tap.ok(isinstance(v, int) and v >= 2, "the best was written as a "
            "version", v)
-    tap.ok(best.get("passed") and best["latency_ms"]["batch32"]
-           < res["source"]["latency_ms"]["batch32"],
-           "the best is inside the budget and faster than the source",
-           best.get("latency_ms"))
+    tap.ok(best.get("passed") and best.get("weight_bytes", 1 << 40)
+           < res["source"]["weight_bytes"],
+           "the best is inside the budget and smaller than the source",
+           best.get("weight_bytes"))
+    tap.ok(all(best["weight_bytes"] <= t["weight_bytes"]
+               for t in res.get("all_trials", []) if t["passed"]),
+           "no passing trial is smaller than the best")
     # The budget, measured independently on the written version: served
     # for a moment, then the source again.
     a_src = accuracy(d, 1)
@@ -198,7 +203,7 @@ def test_stop_and_limit():
     root = model_repo(os.path.join(tmp, "m"), "cnn")
     with Daemon(ADMIN, repository=root) as d:
         # DELETE once a best exists: the search stops and keeps it.
-        st, js = optimize(d, body(time_limit_s=600))
+        st, js = optimize(d, body(time_limit_s=600, objective="size"))
         jid = js.get("job", 0)
         deadline, seen = time.monotonic() + 60, None
         while time.monotonic() < deadline:
@@ -232,7 +237,8 @@ def test_stop_and_limit():
                "the stopped search keeps its front")
         # The time limit.
         t0 = time.monotonic()
-        st, js = optimize(d, body(time_limit_s=1.0))
+        st, js = optimize(d, body(time_limit_s=1.0,
+                                  objective="latency_b1"))
         job = d.wait_job(js.get("job", 0), timeout=60)
         took = time.monotonic() - t0
         res = job.get("result") or {}
@@ -251,7 +257,8 @@ def test_activate():
     tmp = tempfile.mkdtemp()
     root = model_repo(os.path.join(tmp, "m"))
     with Daemon(ADMIN, repository=root) as d:
-        st, js = optimize(d, body(activate=True, max_trials=12))
+        st, js = optimize(d, body(activate=True, max_trials=12,
+                                  objective="size"))
         job = d.wait_job(js.get("job", 0), timeout=120)
         res = job.get("result") or {}
         v = (res.get("best") or {}).get("version")
