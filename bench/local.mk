@@ -24,7 +24,8 @@ EXTRA_DIST += \
 
 EXTRA_DIST += \
 	bench/compress.py \
-	bench/compress_torch.py
+	bench/compress_torch.py \
+	bench/search.py
 
 # Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
 EXTRA_DIST += bench/soak.py

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Variant search vs the best single method, at the same accuracy budget.
+
+For each fixture (MLP, CNN, transformer on the digits data) one daemon
+runs, through the admin API:
+  - compress jobs for every single method at a few settings (ptq with its
+    accuracy-aware fallback, bf16, structured pruning 10-50%, low-rank by
+    ratio and by energy), each gated at the budget: the best single method
+    is the passing one with the lowest batch-32 latency;
+  - one optimize job (the search) at the same budget.
+The two winners and the source are then timed again side by side with
+slimserve-infer at batch 32 on one thread, as jobs measure (interleaved
+rounds, median of the rounds' medians), so the ratio compares
+measurements from one window of this machine's load.  Also printed: the search's time to its first variant
+inside the budget, its trials and how it stopped, and the load average.
+
+    python3 bench/search.py [--build DIR] [--budget 0.01] [--time-limit 180]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+sys.path.insert(0, HERE)
+from daemon import Daemon, json_body  # noqa: E402
+import repo  # noqa: E402
+from pool import cpu_line  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+FIX = os.path.join(TOP, "tests", "fixtures")
+
+SINGLES = [
+    ("ptq", "ptq"),
+    ("bf16", "bf16"),
+] + [("prune %d%%" % int(s * 100),
+      {"method": "prune", "params": {"kind": "structured", "sparsity": s}})
+     for s in (0.1, 0.2, 0.3, 0.5)] + [
+    ("lowrank ratio %g" % r, {"method": "lowrank", "params": {"ratio": r}})
+    for r in (0.25, 0.5)] + [
+    ("lowrank energy %g" % e, {"method": "lowrank", "params": {"energy": e}})
+    for e in (0.9, 0.99)]
+
+
+def load():
+    return "%.2f %.2f %.2f" % os.getloadavg()
+
+
+def job(d, path, body, timeout):
+    st, _, data = d.post(path, json.dumps(body), admin=True)
+    js = json_body(data) or {}
+    if st != 202:
+        return {"state": "refused", "error": js.get("error")}
+    return d.wait_job(js["job"], timeout=timeout)
+
+
+def time_b32(build, onnx, inputs, repeat):
+    out = subprocess.run(
+        [os.path.join(build, "engine", "tools", "slimserve-infer"),
+         "--model", onnx, "--input", inputs, "--repeat", str(repeat),
+         "--warmup", "5", "--threads", "1"], capture_output=True,
+        text=True, check=True)
+    for tok in out.stdout.split():
+        if tok.startswith("median="):
+            return float(tok.split("=")[1])
+    raise RuntimeError(out.stdout + out.stderr)
+
+
+def bench(kind, args):
+    tmp = tempfile.mkdtemp(prefix="ss-bench-search-")
+    try:
+        return run(kind, args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(kind, args, tmp):
+    data = {"calib.npz": os.path.join(FIX, "digits", "%s_calib.npz" % kind),
+            "val.npz": os.path.join(FIX, "digits", "%s_heldout.npz" % kind)}
+    root = repo.with_model(os.path.join(tmp, "m"), name=kind,
+                           onnx=os.path.join(FIX, "%s_op13" % kind,
+                                             "model.onnx"), files=data)
+    with np.load(data["val.npz"]) as z:
+        np.savez(os.path.join(tmp, "b32.npz"),
+                 **{k: z[k][:32] for k in z.files if k != "labels"})
+    gate = {"max_accuracy_drop": args.budget}
+    common = {"calibration": {"file": "calib.npz"},
+              "validation": {"file": "val.npz"}}
+    os.environ["top_builddir"] = args.build
+    with Daemon(["--admin-insecure"], repository=root) as d:
+        single = None
+        for name, method in SINGLES:
+            b = dict(common, methods=[method], gate=gate)
+            j = job(d, "/admin/models/%s/compress" % kind, b, 600)
+            r = j.get("result") or {}
+            v = j.get("version")
+            lat = ((r.get("variant") or {}).get("latency_ms") or {}).get(
+                "batch32")
+            ok = j.get("state") == "succeeded" and v
+            print("  %-22s %-9s b32 %s ms%s" % (
+                name, j.get("state"), "%.4f" % lat if lat else "-",
+                "" if ok else "  (%s)" % (j.get("error") or "")[:60]))
+            if ok and (single is None or lat < single[1]):
+                single = (name, lat, v)
+        t0 = time.monotonic()
+        b = dict(common, budget=gate, objective="latency_b32",
+                 time_limit_s=args.time_limit, seed=1)
+        j = job(d, "/admin/models/%s/optimize" % kind, b,
+                args.time_limit + 120)
+        wall = time.monotonic() - t0
+        r = j.get("result") or {}
+        best = r.get("best") or {}
+        print("  search: %s, %s trials, stopped %s, %.1f s, first in "
+              "budget %s s" % (j.get("state"), r.get("trials"),
+                               r.get("stopped"), wall,
+                               "%.2f" % r["first_in_budget_s"]
+                               if r.get("first_in_budget_s") is not None
+                               else "-"))
+        print("  search best: trial %s %s" % (
+            best.get("trial"), json.dumps(best.get("config"))[:300]))
+    # Side by side: source, best single, search's best.
+    onnx = {"source": os.path.join(root, kind, "1", "model.onnx")}
+    if single:
+        onnx["single"] = os.path.join(root, kind, str(single[2]),
+                                      "model.onnx")
+    if best.get("version"):
+        onnx["search"] = os.path.join(root, kind, str(best["version"]),
+                                      "model.onnx")
+    times = {k: [] for k in onnx}
+    for _ in range(args.rounds):
+        for k, path in onnx.items():
+            times[k].append(time_b32(args.build, path,
+                                     os.path.join(tmp, "b32.npz"),
+                                     args.repeat))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("  batch-32 ms (median of %d rounds x %d runs): %s" % (
+        args.rounds, args.repeat,
+        ", ".join("%s %.4f" % (k, v) for k, v in med.items())))
+    ratio = (med["single"] / med["search"]
+             if "single" in med and "search" in med else None)
+    print("  best single method: %s; search / single latency ratio: %s "
+          "(target >= 1.2x)" % (single[0] if single else "none",
+                                "%.2fx" % ratio if ratio else "-"))
+    return ratio, r.get("first_in_budget_s")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--build", default=os.environ.get("top_builddir", TOP))
+    p.add_argument("--budget", type=float, default=0.01)
+    p.add_argument("--time-limit", type=float, default=180)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=100)
+    p.add_argument("--fixtures", default="mlp,cnn,transformer")
+    args = p.parse_args()
+    print("bench/search: %s" % cpu_line())
+    print("budget %.3g relative accuracy drop; load %s" % (args.budget,
+                                                           load()))
+    summary = []
+    for kind in args.fixtures.split(","):
+        print("%s:" % kind)
+        ratio, first = bench(kind, args)
+        summary.append((kind, ratio, first))
+    print("summary (load %s):" % load())
+    for kind, ratio, first in summary:
+        print("  %-12s search/single b32 %s   first in budget %s s" % (
+            kind, "%.2fx" % ratio if ratio else "-",
+            "%.2f" % first if first is not None else "-"))
+
+
+if __name__ == "__main__":
+    main()
