@@ -13,7 +13,9 @@
  *   fc1_experts_bias     [E, inter], optional
  *   fc2_experts_weights  [E, hidden, inter] (legacy [E, inter, hidden])
  *   fc2_experts_bias     [E, hidden], optional
- *   fc3_*          refused (ORT's CPU kernel refuses it too)
+ *   fc3_experts_weights, fc3_experts_bias  optional, shaped as fc1: a
+ *                  gated FFN, fc2_e(act(fc1_e(x)) * fc3_e(x)) (Mixtral's
+ *                  w2(silu(w1 x) * w3 x) with activation_type silu)
  *   k              experts per row (default 1); the k largest softmax
  *                  probabilities, ties to the HIGHER expert index (ORT
  *                  sorts (probability, index) pairs descending)
@@ -22,6 +24,16 @@
  *                  identity; swiglu refused
  *   output[r] = sum over the chosen e, ascending, of
  *               gate * (fc2_e(act(fc1_e(x[r]) + b1_e)) + b2_e)
+ * com.microsoft.QMoE: the same with quantized expert weights: inputs
+ * input, router_probs, then fc1, fc2, fc3 each as (uint8 weights,
+ * float32 scales, optional bias); expert_weight_bits 8 (a byte per
+ * weight, zero point 128) or 4 (two per byte, the low nibble first, zero
+ * point 8); fc1/fc3 [E, inter, hidden / (8 / bits)], fc2 [E, hidden,
+ * inter / (8 / bits)] (rows are output features); scales [E, rows], or
+ * with block_size > 0 [E, rows, K / block_size]: w = (q - zp) * scale.
+ * This is our reading of ORT's contrib op docs and CPU kernel; it is
+ * checked against a numpy reference (tests/fixtures/make_moe_ort.py),
+ * not against onnxruntime, which was not installed when it was written.
  * The legacy shapes are recognised as ORT does (inter != hidden and fc2's
  * dim 1 is inter) and, as ORT's CPU kernel does, read as the same bytes:
  * each expert's fc1 is always [inter, hidden] in memory and fc2 [hidden,
@@ -47,21 +59,51 @@ int
 ss__ops_moe_geom(const ss_node_t *n, const ss_tensor_t *const *in,
                  ss_ort_moe_t *g, ss_err_t *err)
 {
-    const ss_tensor_t *x, *r, *w1, *w2;
+    const ss_tensor_t *x, *r, *w1, *w2, *w3;
     const char *act = ss__attr_string(n, "activation_type", "relu");
-    int64_t hin, hout;
-    int rc;
+    int q = strcmp(n->op_type, "com.microsoft.QMoE") == 0, rc;
+    int64_t hin, hout, pack;
 
     memset(g, 0, sizeof(*g));
-    for (int i = 0; i < 6 && i < n->n_inputs; i++)
-        if ((i != 3 && i != 5) || ss__ops_has_input(n, in, i))
+    if (q) {
+        /* input, router, then (weights, scales, bias) of fc1, fc2, fc3 */
+        for (int j = 0; j < 3; j++) {
+            g->w[j] = 2 + 3 * j;
+            g->s[j] = 3 + 3 * j;
+            g->b[j] = 4 + 3 * j;
+        }
+        g->bits = (int)ss__attr_int(n, "expert_weight_bits", 4);
+        g->block = ss__attr_int(n, "block_size", 0);
+        if (g->bits != 8 && g->bits != 4)
+            return ss__ops_fail(err, n, "expert_weight_bits must be 4 or "
+                                "8, not %d", g->bits);
+    } else {
+        /* input, router, fc1 w, b, fc2 w, b, fc3 w, b */
+        for (int j = 0; j < 3; j++) {
+            g->w[j] = 2 + 2 * j;
+            g->s[j] = -1;
+            g->b[j] = 3 + 2 * j;
+        }
+    }
+    if (n->n_inputs < g->w[1] + 1)
+        return ss__ops_fail(err, n, "needs at least %d inputs",
+                            g->w[1] + 1);
+    for (int i = 0; i < n->n_inputs; i++)
+        if (i <= 1 || ss__ops_has_input(n, in, i))
             if ((rc = ss__ops_check_input(n, in, i, err)) < 0)
                 return rc;
-    if (n->n_inputs < 5)
-        return ss__ops_fail(err, n, "needs at least 5 inputs");
-    if ((n->n_inputs > 6 && n->inputs[6] >= 0)
-        || (n->n_inputs > 7 && n->inputs[7] >= 0))
-        return ss__ops_failc(err, SS_EUNSUPP, n, "fc3 is not supported");
+    g->has_fc3 = g->w[2] < n->n_inputs && ss__ops_has_input(n, in, g->w[2]);
+    g->has_b1 = g->b[0] < n->n_inputs && ss__ops_has_input(n, in, g->b[0]);
+    g->has_b2 = g->b[1] < n->n_inputs && ss__ops_has_input(n, in, g->b[1]);
+    g->has_b3 = g->b[2] < n->n_inputs && ss__ops_has_input(n, in, g->b[2]);
+    if (g->has_b3 && !g->has_fc3)
+        return ss__ops_fail(err, n, "fc3_experts_bias without fc3 weights");
+    if (q)
+        for (int j = 0; j < 2 + g->has_fc3; j++)
+            if (g->s[j] >= n->n_inputs
+                || !ss__ops_has_input(n, in, g->s[j]))
+                return ss__ops_fail(err, n, "fc%d_scales are missing",
+                                    j + 1);
     if (ss__attr_int(n, "use_sparse_mixer", 0) != 0)
         return ss__ops_failc(err, SS_EUNSUPP, n, "the sparse mixer is not "
                              "supported");
@@ -78,16 +120,27 @@ ss__ops_moe_geom(const ss_node_t *n, const ss_tensor_t *const *in,
                              "not supported", act);
     x = in[0];
     r = in[1];
-    w1 = in[2];
-    w2 = in[4];
-    g->has_b1 = ss__ops_has_input(n, in, 3);
-    g->has_b2 = n->n_inputs > 5 && ss__ops_has_input(n, in, 5);
-    if (!is_f32(x) || !is_f32(r) || !is_f32(w1) || !is_f32(w2)
-        || (g->has_b1 && !is_f32(in[3])) || (g->has_b2 && !is_f32(in[5])))
+    w1 = in[g->w[0]];
+    w2 = in[g->w[1]];
+    w3 = g->has_fc3 ? in[g->w[2]] : NULL;
+    if (!is_f32(x) || !is_f32(r)
+        || (g->has_b1 && !is_f32(in[g->b[0]]))
+        || (g->has_b2 && !is_f32(in[g->b[1]]))
+        || (g->has_b3 && !is_f32(in[g->b[2]])))
         return ss__ops_failc(err, SS_EUNSUPP, n, "only float32 is "
                              "supported");
+    for (int j = 0; j < 2 + g->has_fc3; j++) {
+        const ss_tensor_t *w = in[g->w[j]];
+
+        if (q ? w->dtype != SS_DTYPE_U8 || !is_f32(in[g->s[j]])
+              : !is_f32(w))
+            return ss__ops_failc(err, SS_EUNSUPP, n, q
+                                 ? "QMoE takes uint8 weights and float32 "
+                                   "scales"
+                                 : "only float32 is supported");
+    }
     if ((x->ndim != 2 && x->ndim != 3) || r->ndim != 2 || w1->ndim != 3
-        || w2->ndim != 3)
+        || w2->ndim != 3 || (w3 != NULL && w3->ndim != 3))
         return ss__ops_fail(err, n, "input must be 2-D or 3-D, "
                             "router_probs 2-D, the expert weights 3-D");
     g->hidden = x->dims[x->ndim - 1];
@@ -101,20 +154,90 @@ ss__ops_moe_geom(const ss_node_t *n, const ss_tensor_t *const *in,
     if (g->k < 1 || g->k > g->n_exp)
         return ss__ops_fail(err, n, "k = %lld is out of [1, %lld]",
                             (long long)g->k, (long long)g->n_exp);
-    g->inter = w2->dims[1] * w2->dims[2] / g->hidden;
-    g->legacy = g->inter != g->hidden && w2->dims[1] == g->inter;
-    hin = g->legacy ? g->hidden : g->inter;
-    hout = g->legacy ? g->inter : g->hidden;
-    if (g->inter < 1 || w1->dims[0] != g->n_exp || w2->dims[0] != g->n_exp
-        || w1->dims[1] != hin || w1->dims[2] != hout
-        || w2->dims[1] != hout || w2->dims[2] != hin)
-        return ss__ops_fail(err, n, "fc1/fc2 weights do not match hidden "
-                            "%lld, %lld experts", (long long)g->hidden,
-                            (long long)g->n_exp);
-    if ((g->has_b1 && ss__ops_numel(in[3]) != g->n_exp * g->inter)
-        || (g->has_b2 && ss__ops_numel(in[5]) != g->n_exp * g->hidden))
+    if (q) {
+        /* fc1, fc3 [E, inter, hidden / pack], fc2 [E, hidden, inter /
+         * pack]: rows are output features, each packed along K */
+        pack = 8 / g->bits;
+        g->inter = w1->dims[1];
+        if (g->inter < 1 || w1->dims[0] != g->n_exp
+            || w1->dims[2] * pack != g->hidden || w2->dims[0] != g->n_exp
+            || w2->dims[1] != g->hidden || w2->dims[2] * pack != g->inter
+            || (w3 != NULL && memcmp(w3->dims, w1->dims,
+                                     3 * sizeof(int64_t)) != 0))
+            return ss__ops_fail(err, n, "QMoE weights must be fc1/fc3 [E, "
+                                "inter, hidden/%lld], fc2 [E, hidden, "
+                                "inter/%lld] uint8", (long long)pack,
+                                (long long)pack);
+        for (int j = 0; j < 2 + g->has_fc3; j++) {
+            int64_t rows_j = j == 1 ? g->hidden : g->inter;
+            int64_t k_j = j == 1 ? g->inter : g->hidden;
+
+            if (g->block < 0 || (g->block > 0 && k_j % g->block != 0)
+                || ss__ops_numel(in[g->s[j]])
+                   != g->n_exp * rows_j * (g->block > 0 ? k_j / g->block
+                                                        : 1))
+                return ss__ops_fail(err, n, "fc%d_scales must be [E, %lld%s]",
+                                    j + 1, (long long)rows_j,
+                                    g->block > 0 ? ", K / block_size" : "");
+        }
+    } else {
+        g->inter = w2->dims[1] * w2->dims[2] / g->hidden;
+        g->legacy = g->inter != g->hidden && w2->dims[1] == g->inter;
+        hin = g->legacy ? g->hidden : g->inter;
+        hout = g->legacy ? g->inter : g->hidden;
+        if (g->inter < 1 || w1->dims[0] != g->n_exp
+            || w2->dims[0] != g->n_exp
+            || w1->dims[1] != hin || w1->dims[2] != hout
+            || w2->dims[1] != hout || w2->dims[2] != hin
+            || (w3 != NULL && memcmp(w3->dims, w1->dims,
+                                     3 * sizeof(int64_t)) != 0))
+            return ss__ops_fail(err, n, "fc1/fc2 weights do not match "
+                                "hidden %lld, %lld experts",
+                                (long long)g->hidden, (long long)g->n_exp);
+    }
+    if ((g->has_b1 && ss__ops_numel(in[g->b[0]]) != g->n_exp * g->inter)
+        || (g->has_b2 && ss__ops_numel(in[g->b[1]])
+                         != g->n_exp * g->hidden)
+        || (g->has_b3 && ss__ops_numel(in[g->b[2]])
+                         != g->n_exp * g->inter))
         return ss__ops_fail(err, n, "expert biases must be [E, inter] and "
                             "[E, hidden]");
+    return 0;
+}
+
+int
+ss__ops_moe_weights(const ss_ort_moe_t *g, const ss_tensor_t *const *in,
+                    int j, const float **w, float **out, ss_err_t *err)
+{
+    int64_t N = j == 1 ? g->hidden : g->inter;
+    int64_t K = j == 1 ? g->inter : g->hidden, kb, per;
+    const uint8_t *q;
+    const float *sc;
+    float *f;
+    int zp = g->bits == 8 ? 128 : 8;
+
+    *out = NULL;
+    if (g->bits == 0) {
+        *w = in[g->w[j]]->data;
+        return 0;
+    }
+    if ((f = ss_malloc(sizeof(float) * (size_t)(g->n_exp * N * K)))
+        == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to dequantize QMoE "
+                          "weights");
+    q = in[g->w[j]]->data;
+    sc = in[g->s[j]]->data;
+    kb = g->block > 0 ? K / g->block : 1;
+    per = g->block > 0 ? g->block : K;
+    for (int64_t r = 0; r < g->n_exp * N; r++)
+        for (int64_t c = 0; c < K; c++) {
+            int v = g->bits == 8 ? q[r * K + c]
+                    : (q[r * (K / 2) + c / 2] >> (4 * (c & 1))) & 0xf;
+
+            f[r * K + c] = (float)(v - zp) * sc[r * kb + c / per];
+        }
+    *w = f;
+    *out = f;
     return 0;
 }
 
@@ -153,8 +276,9 @@ static int
 run_moe(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
         ss_tensor_t *out, ss_err_t *err)
 {
-    const float *x, *lg, *w1, *w2, *b1, *b2;
+    const float *x, *lg, *w1, *w2, *w3 = NULL, *b1, *b2, *b3;
     float *y = out[0].data, *p = NULL, *h = NULL, *gate = NULL;
+    float *own[3] = { NULL, NULL, NULL };
     int *sel = NULL;
     ss_ort_moe_t g;
     int64_t E, H, I, K;
@@ -169,10 +293,14 @@ run_moe(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     K = g.k;
     x = in[0]->data;
     lg = in[1]->data;
-    w1 = in[2]->data;
-    w2 = in[4]->data;
-    b1 = g.has_b1 ? in[3]->data : NULL;
-    b2 = g.has_b2 ? in[5]->data : NULL;
+    b1 = g.has_b1 ? in[g.b[0]]->data : NULL;
+    b2 = g.has_b2 ? in[g.b[1]]->data : NULL;
+    b3 = g.has_b3 ? in[g.b[2]]->data : NULL;
+    if ((rc = ss__ops_moe_weights(&g, in, 0, &w1, &own[0], err)) < 0
+        || (rc = ss__ops_moe_weights(&g, in, 1, &w2, &own[1], err)) < 0
+        || (g.has_fc3
+            && (rc = ss__ops_moe_weights(&g, in, 2, &w3, &own[2], err)) < 0))
+        goto done;
     if ((p = ss_malloc((size_t)E * sizeof(float))) == NULL
         || (h = ss_malloc((size_t)I * sizeof(float))) == NULL
         || (gate = ss_malloc((size_t)K * sizeof(float))) == NULL
@@ -226,6 +354,15 @@ run_moe(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
                 for (int64_t c = 0; c < H; c++)
                     acc += (double)xr[c] * e1[i * H + c];
                 h[i] = act(g.act, (float)acc);
+                if (w3 != NULL) {
+                    /* gated: act(fc1 x) * (fc3 x) */
+                    const float *e3 = w3 + e * I * H;
+
+                    acc = b3 ? b3[e * I + i] : 0;
+                    for (int64_t c = 0; c < H; c++)
+                        acc += (double)xr[c] * e3[i * H + c];
+                    h[i] *= (float)acc;
+                }
             }
             for (int64_t c = 0; c < H; c++) {
                 double acc = b2 ? b2[e * H + c] : 0;
@@ -237,6 +374,8 @@ run_moe(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
         }
     }
 done:
+    for (int j = 0; j < 3; j++)
+        ss_free(own[j]);
     ss_free(p);
     ss_free(h);
     ss_free(gate);
@@ -246,5 +385,6 @@ done:
 
 const ss_op_t ss__ops_moe[] = {
     { "com.microsoft.MoE", infer_moe, run_moe },
+    { "com.microsoft.QMoE", infer_moe, run_moe },
     { NULL, NULL, NULL }
 };

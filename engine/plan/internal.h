@@ -198,6 +198,10 @@ typedef struct ss__moe_layer_desc {
 
 typedef struct ss__moe_expert_desc {
     int n_layers;
+    int gated;          /* layers[1] also reads the expert's input, and
+                         * its output multiplies layers[0]'s before
+                         * layers[2] (a gated FFN: fc2(act(fc1 x) *
+                         * fc3 x)); needs 3 layers or more */
     ss__moe_layer_desc_t layers[SS_MOE_MAX_LAYERS];
 } ss__moe_expert_desc_t;
 

@@ -13,7 +13,9 @@
  *      ascending within an expert: the permutation;
  *   3. for each expert with rows: gather its rows into a dense buffer,
  *      run its layers (oneDNN inner products with their bias and
- *      activations as post-ops, weights packed at compile time), and add
+ *      activations as post-ops, weights packed at compile time; a gated
+ *      expert runs its second layer on the input too and multiplies the
+ *      first layer's output by it: fc2(act(fc1 x) * fc3 x)), and add
  *      gate * output into each row of the result, experts in ascending
  *      order (the order the dense graph sums in, so the result is the
  *      dense one up to rounding in the experts' GEMMs).
@@ -66,6 +68,7 @@ typedef struct moe_layer {
 
 typedef struct moe_expert {
     int n_layers;
+    int gated;                  /* see ss__moe_expert_desc_t */
     moe_layer_t *layers;
 } moe_expert_t;
 
@@ -75,6 +78,7 @@ struct ss__moe {
     int unit;                   /* gates are 1 (a top-k mask) */
     int ort;                    /* see ss__moe_desc_t */
     int bf16;                   /* layers read bf16; the last writes f32 */
+    int gated;                  /* an expert is gated: a third buffer */
     int64_t rows, d_in, d_out;
     int64_t width;              /* widest activation of any layer */
     int n_buckets;
@@ -101,7 +105,7 @@ typedef struct ws {
     float *pgate;
     int64_t *off;
     float *soft;
-    float *a, *b;
+    float *a, *b, *c;           /* c: gated experts only */
 } ws_t;
 
 static size_t
@@ -123,6 +127,7 @@ ws_layout(const ss__moe_t *m, char *base, ws_t *w)
     TAKE(soft, float, m->n_exp);
     TAKE(a, float, (size_t)m->rows * (size_t)m->width);
     TAKE(b, float, (size_t)m->rows * (size_t)m->width);
+    TAKE(c, float, m->gated ? (size_t)m->rows * (size_t)m->width : 1);
 #undef TAKE
     return at;
 }
@@ -253,10 +258,20 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
             goto done;
         }
         x->n_layers = xd->n_layers;
+        x->gated = xd->gated;
+        if (xd->gated && (xd->n_layers < 3
+                          || xd->layers[1].n != xd->layers[0].n)) {
+            rc = ss_err_set(err, SS_EINVAL, "MoE: gated expert %d needs "
+                            "two layers of the same width first", e);
+            goto done;
+        }
+        m->gated |= xd->gated;
         for (int l = 0; l < xd->n_layers; l++) {
             const ss__moe_layer_desc_t *ld = &xd->layers[l];
             moe_layer_t *L = &x->layers[l];
 
+            if (xd->gated && l == 1)
+                feat = d->d_in;     /* the gate reads the input too */
             if (ld->k != feat || ld->n < 1) {
                 rc = ss_err_set(err, SS_EINVAL, "MoE: expert %d layer %d "
                                 "reads %lld features, gets %lld", e, l,
@@ -461,6 +476,35 @@ to_bf16(uint16_t *dst, const float *src, int64_t n)
     }
 }
 
+static float
+from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* a *= c over n values: f32, or bf16 (the layers hand bf16 on). */
+static void
+gate_mul(const ss__moe_t *m, float *a, const float *c, int64_t n)
+{
+    if (m->bf16) {
+        uint16_t *ha = (uint16_t *)(void *)a;
+        const uint16_t *hc = (const uint16_t *)(const void *)c;
+
+        for (int64_t i = 0; i < n; i++) {
+            float v = from_bf16(ha[i]) * from_bf16(hc[i]);
+
+            to_bf16(&ha[i], &v, 1);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            a[i] *= c[i];
+    }
+}
+
 static int
 bucket_of(const ss__moe_t *m, int64_t rows)
 {
@@ -514,14 +558,30 @@ ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
             const void *in[1] = { src };
             float *t;
 
+            if (ex->gated && l == 1) {
+                /* the gate: fc3 on the input (still in src, which
+                 * layer 0 read), times layer 0's output (in dst) */
+                if ((rc = ss_dnn_run(ex->layers[1].prim[b], s, in, w.c,
+                                     scratch, err)) < 0) {
+                    ss_err_wrap(err, rc, "MoE expert %d layer 1", e);
+                    return rc;
+                }
+                gate_mul(m, dst, w.c, m->bucket[b] * ex->layers[1].n);
+                t = src;
+                src = dst;
+                dst = t;
+                continue;
+            }
             if ((rc = ss_dnn_run(ex->layers[l].prim[b], s, in, dst, scratch,
                                  err)) < 0) {
                 ss_err_wrap(err, rc, "MoE expert %d layer %d", e, l);
                 return rc;
             }
-            t = src;
-            src = dst;
-            dst = t;
+            if (!(ex->gated && l == 0)) {
+                t = src;
+                src = dst;
+                dst = t;
+            }
         }
         for (int64_t i = 0; i < cnt; i++) {
             float g = w.pgate[lo + i], *yr = y + (int64_t)w.prow[lo + i]

@@ -37,8 +37,12 @@
  *
  * ONNX Runtime's com.microsoft.MoE op (engine/ops/moe.c has its
  * semantics) runs on the same step when its expert weights are
- * constants: fc1, its activation and fc2 are the two layers, the scores
- * are the router logits (softmax first), ties go to the higher expert.
+ * constants: fc1, its activation and fc2 are the two layers (with fc3,
+ * a gated expert: fc1 + act, fc3, fc2), the scores are the router
+ * logits (softmax first), ties go to the higher expert.  QMoE's int8 or
+ * int4 weights are dequantized to f32 at compile time (the step then
+ * computes in f32, or bf16 when the graph asks): the file stays small,
+ * the plan holds f32 weights.
  *
  * SS_ENGINE_NO_MOE=1 turns the pass off (benchmarks, tests: the dense
  * graph is the reference).
@@ -687,27 +691,30 @@ commit(match_t *m, int last, ss_err_t *err)
 
 /* ---- com.microsoft.MoE ------------------------------------------------- */
 
-/* ORT's MoE op with constant expert weights onto the same step (its
- * semantics: engine/ops/moe.c). */
+/* ORT's MoE and QMoE ops with constant expert weights onto the same
+ * step (their semantics: engine/ops/moe.c); QMoE's weights are
+ * dequantized here, once, and packed like any others. */
 static int
 try_ort(ss_plan_t *p, int s, ss_err_t *err)
 {
     ss_step_t *st = &p->steps[s], ns;
-    const ss_tensor_t *in[8] = { 0 };
+    const ss_tensor_t *in[11] = { 0 };
     ss__moe_expert_desc_t *ex = NULL;
     ss__moe_desc_t d = { 0 };
-    const float *w1, *w2, *b1 = NULL, *b2 = NULL;
+    const float *w[3] = { NULL, NULL, NULL }, *bias[3] = { NULL };
+    float *own[3] = { NULL, NULL, NULL };
     const char *why = NULL;
     ss_ort_moe_t g;
     int rc = 0;
 
-    for (int k = 0; k < st->n_in && k < 8; k++)
+    for (int k = 0; k < st->n_in && k < 11; k++)
         in[k] = st->in[k] >= 0 ? ss__plan_tensor(p, st->in[k]) : NULL;
-    if (st->n_in < 5 || ss__ops_moe_geom(st->node, in, &g, err) < 0) {
+    if (st->n_in < 5 || st->n_in > 11
+        || ss__ops_moe_geom(st->node, in, &g, err) < 0) {
         ss_err_clear(err);
         return 0;
     }
-    for (int k = 2; k < 6 && k < st->n_in; k++)
+    for (int k = 2; k < st->n_in; k++)
         if (st->in[k] >= 0 && !ss__fz_is_const(p, st->in[k]))
             why = "its expert weights are not constants";
     if (g.n_exp > SS_MOE_MAX_EXPERTS)
@@ -719,22 +726,28 @@ try_ort(ss_plan_t *p, int s, ss_err_t *err)
     }
     if ((ex = ss_calloc((size_t)g.n_exp, sizeof(*ex))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for the MoE pass");
-    w1 = in[2]->data;
-    w2 = in[4]->data;
+    for (int j = 0; j < 2 + g.has_fc3; j++)
+        if ((rc = ss__ops_moe_weights(&g, in, j, &w[j], &own[j], err)) < 0)
+            goto done;
     if (g.has_b1)
-        b1 = in[3]->data;
+        bias[0] = in[g.b[0]]->data;
     if (g.has_b2)
-        b2 = in[5]->data;
+        bias[1] = in[g.b[1]]->data;
+    if (g.has_b3)
+        bias[2] = in[g.b[2]]->data;
     for (int64_t e = 0; e < g.n_exp; e++) {
-        ss__moe_layer_desc_t *l1 = &ex[e].layers[0], *l2 = &ex[e].layers[1];
+        ss__moe_layer_desc_t *l1 = &ex[e].layers[0];
+        ss__moe_layer_desc_t *l3 = &ex[e].layers[1];
+        ss__moe_layer_desc_t *l2 = &ex[e].layers[g.has_fc3 ? 2 : 1];
         ss_dnn_postop_t *po = &l1->post.op[0];
 
-        ex[e].n_layers = 2;
+        ex[e].n_layers = g.has_fc3 ? 3 : 2;
+        ex[e].gated = g.has_fc3;
         l1->k = g.hidden;
         l1->n = g.inter;
-        l1->w = w1 + e * g.inter * g.hidden;
+        l1->w = w[0] + e * g.inter * g.hidden;
         l1->w_nk = 1;      /* either shape: moe.h */
-        l1->bias = b1 != NULL ? b1 + e * g.inter : NULL;
+        l1->bias = bias[0] != NULL ? bias[0] + e * g.inter : NULL;
         po->kind = SS_DNN_PO_ELTWISE;
         po->alpha = 0;
         switch (g.act) {
@@ -744,11 +757,18 @@ try_ort(ss_plan_t *p, int s, ss_err_t *err)
         default: po->alg = 0; break;
         }
         l1->post.n = po->alg != 0;
+        if (g.has_fc3) {
+            l3->k = g.hidden;
+            l3->n = g.inter;
+            l3->w = w[2] + e * g.inter * g.hidden;
+            l3->w_nk = 1;
+            l3->bias = bias[2] != NULL ? bias[2] + e * g.inter : NULL;
+        }
         l2->k = g.inter;
         l2->n = g.hidden;
-        l2->w = w2 + e * g.hidden * g.inter;
+        l2->w = w[1] + e * g.hidden * g.inter;
         l2->w_nk = 1;
-        l2->bias = b2 != NULL ? b2 + e * g.hidden : NULL;
+        l2->bias = bias[1] != NULL ? bias[1] + e * g.hidden : NULL;
     }
     d.n_exp = (int)g.n_exp;
     d.k = (int)g.k;
@@ -774,10 +794,15 @@ try_ort(ss_plan_t *p, int s, ss_err_t *err)
     ss__plan_step_clear(st);
     *st = ns;
     p->n_fused++;
-    ss_log_info("%s: MoE '%s': %d experts, top %d, sparse", p->g->source,
-                st->node->name, d.n_exp, d.k);
+    ss_log_info("%s: MoE '%s': %d experts, top %d, sparse%s%s",
+                p->g->source, st->node->name, d.n_exp, d.k,
+                g.has_fc3 ? ", gated (fc3)" : "",
+                g.bits == 8 ? ", int8 weights dequantized"
+                : g.bits == 4 ? ", int4 weights dequantized" : "");
     rc = 1;
 done:
+    for (int j = 0; j < 3; j++)
+        ss_free(own[j]);
     ss_free(ex);
     return rc;
 }
@@ -859,7 +884,8 @@ ss__plan_moe(ss_plan_t *p, ss_err_t *err)
     if (off != NULL && off[0] != '\0' && strcmp(off, "0") != 0)
         return 0;
     for (int s = 0; s < p->n_steps; s++)
-        if (ss__plan_is_op(&p->steps[s], "com.microsoft.MoE")
+        if ((ss__plan_is_op(&p->steps[s], "com.microsoft.MoE")
+             || ss__plan_is_op(&p->steps[s], "com.microsoft.QMoE"))
             && (rc = try_ort(p, s, err)) < 0)
             return rc;
     rc = 0;

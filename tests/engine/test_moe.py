@@ -69,7 +69,7 @@ def main():
         return tap.done()
     root = os.path.join(infer.fixtures_dir(), "moe")
     cases = sorted(glob.glob(os.path.join(root, "*", "meta.json")))
-    tap.ok(len(cases) >= 17, "17 MoE fixtures (12 PyTorch, 4 ORT MoE op, "
+    tap.ok(len(cases) >= 21, "21 MoE fixtures (12 PyTorch, 8 ORT MoE/QMoE op, "
            "1 bf16)",
            "found %d" % len(cases))
     with infer.Scratch() as tmp:
