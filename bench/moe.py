@@ -23,11 +23,22 @@ and the largest difference of each engine's output from PyTorch's,
 relative to max|PyTorch|.  Prints the CPU and the load average: numbers
 from a loaded machine are noisy, so compare ratios from one run.
 
+--moefy adds MoEfication (compress method "moefy", issue 13's target
+">= 1.5x at batch 32 within 1% relative accuracy drop"): the FFN-heavy
+MLP of tests/fixtures/make_moefy.py at d = 256 (64 -> 256, FFN
+256-2048-256 with a residual, -> 10; digits, L1 on the FFN activations)
+is trained, moefied by a real daemon's admin job (8 experts, k 2,
+calibration = the digits training rows, validation = the held-out rows),
+and timed with slimserve-infer: the source, the variant as compiled
+(sparse), and the variant with SS_ENGINE_NO_MOE=1 (its dense mask
+graph).  --moefy-only skips the MoE table.
+
 Usage: bench/moe.py [--cli PATH] [--batches 1,32,256] [--threads 2]
-                    [--quick]
+                    [--quick] [--moefy | --moefy-only]
 """
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -122,12 +133,89 @@ def rel(y, ref):
     return float(np.abs(y - ref).max() / np.abs(ref).max())
 
 
+def moefy(cli, args, tmp):
+    """Trains the FFN MLP, moefies it through the daemon, times both."""
+    top = os.path.dirname(HERE)
+    build = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(cli))))
+    os.environ.setdefault("top_builddir", build)
+    os.environ.setdefault("top_srcdir", top)
+    sys.path.insert(0, os.path.join(top, "tests", "fixtures"))
+    sys.path.insert(0, os.path.join(top, "tests", "lib"))
+    import make_moefy  # noqa: E402
+    import repo  # noqa: E402
+    from daemon import Daemon, json_body  # noqa: E402
+
+    dig = os.path.join(top, "tests", "fixtures", "digits")
+    src = os.path.join(tmp, "ffn.onnx")
+    t0 = time.time()
+    _, acc = make_moefy.make(src, 256, 2048)
+    print("moefy: FFN MLP 64 -> 256, FFN 256-2048-256 (residual) -> 10; "
+          "PyTorch held-out accuracy %.4f (trained in %.0f s)"
+          % (acc, time.time() - t0))
+    root = repo.with_model(os.path.join(tmp, "repo"), "m", onnx=src,
+                           files={"calib.npz": os.path.join(
+                                      dig, "mlp_train.npz"),
+                                  "val.npz": os.path.join(
+                                      dig, "mlp_heldout.npz")})
+    with Daemon(["--admin-insecure", "--job-threads=1"],
+                repository=root) as d:
+        st, _, data = d.post("/admin/models/m/compress", {
+            "methods": [{"method": "moefy",
+                         "params": {"experts": 8, "k": 2}}],
+            "calibration": {"file": "calib.npz"},
+            "validation": {"file": "val.npz"},
+            "gate": {"max_accuracy_drop": 0.01}, "activate": False},
+            admin=True)
+        jid = (json_body(data) or {}).get("job", 0)
+        job = d.wait_job(jid, timeout=900) if st == 202 else {}
+    res = job.get("result") or {}
+    if job.get("state") not in ("succeeded", "rejected") or not res:
+        print("moefy: the job failed: %s" % json.dumps(job)[:800])
+        return
+    sa, va = res["source"]["accuracy"], res["variant"]["accuracy"]
+    note = res["details"]["methods"][0]
+    ffn = (note.get("ffns") or [{}])[0]
+    print("moefy job: %s in %.1f s; accuracy %.4f -> %.4f (relative drop "
+          "%.2f%%, gate 1%%: %s); mass captured %s"
+          % (job["state"], job["finished"] - job["started"], sa, va,
+             100 * (sa - va) / sa, "passed" if res["gate"]["passed"]
+             else "FAILED", ffn.get("mass_captured")))
+    var = os.path.join(tmp, "var.onnx")
+    if res.get("version") is not None:
+        var = os.path.join(root, "m", str(res["version"]), "model.onnx")
+    else:   # rejected: nothing written; time nothing
+        return
+    with np.load(os.path.join(dig, "mlp_heldout.npz")) as z:
+        held = z["input"]
+    print("median ms (1 engine at a time, %d threads):" % args.threads)
+    print("%5s %8s %8s %8s %8s %8s" % ("batch", "source", "moefy",
+                                       "mask", "src/moe", "rewritten"))
+    for b in [int(v) for v in args.batches.split(",")]:
+        n, w = REPEAT.get(b, (max(10, 3000 // b), 3))
+        if args.quick:
+            n, w = max(5, n // 10), 2
+        x = held[np.arange(b) % len(held)]
+        xf = os.path.join(tmp, "mx%d.npy" % b)
+        np.save(xf, x)
+        of = os.path.join(tmp, "mo.npz")
+        sl, _, _, _ = run_ss(cli, src, xf, of, n, w, args.threads, False)
+        ml, _, _, was = run_ss(cli, var, xf, of, n, w, args.threads, False)
+        dl, _, _, _ = run_ss(cli, var, xf, of, n, w, args.threads, True)
+        s, m = statistics.median(sl), statistics.median(ml)
+        print("%5d %8.3f %8.3f %8.3f %8.2f %8s"
+              % (b, s, m, statistics.median(dl), s / m,
+                 "yes" if was else "NO"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cli")
     ap.add_argument("--batches", default="1,32,256")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--moefy", action="store_true")
+    ap.add_argument("--moefy-only", action="store_true")
     args = ap.parse_args()
     cli = engine.find_cli(args.cli)
     if cli is None:
@@ -142,6 +230,11 @@ def main():
     print("model: %d -> %d, top-%d of %d experts %d-%d-%d GELU, head %d; "
           "%d threads per engine, one engine at a time"
           % (IN, D, K, E, D, D, D, OUT, args.threads))
+    if args.moefy_only:
+        with tempfile.TemporaryDirectory(prefix="ss-bench-moefy.") as tmp:
+            moefy(cli, args, tmp)
+        print("load average after: %.2f %.2f %.2f" % os.getloadavg())
+        return
     if not use_ort:
         print("ONNX Runtime: not installed (cd bench && npm ci)")
     hdr = ("batch", "sparse", "dense", "pytorch", "ort", "2experts",
@@ -197,6 +290,9 @@ def main():
                                                 for kv in errs.items())))
     for line in notes:
         print(line)
+    if args.moefy:
+        with tempfile.TemporaryDirectory(prefix="ss-bench-moefy.") as tmp:
+            moefy(cli, args, tmp)
     print("load average after: %.2f %.2f %.2f" % os.getloadavg())
 
 
