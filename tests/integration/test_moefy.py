@@ -7,7 +7,8 @@ accuracy (0.6% measured); the variant's experts partition the source FFN's neuro
 exactly (all experts summed = the dense FFN, checked in numpy from the
 saved file); served, it runs sparse (rows per expert in the metrics sum to
 k per row) and matches a numpy top-k reference and the dense graph
-(SS_ENGINE_NO_MOE=1); the same seed gives the same file.  On the
+(SS_ENGINE_NO_MOE=1); the same seed gives the same file; moefy then bf16
+serves sparse with bf16 experts.  On the
 transformer fixture both encoder FFNs (3-D activations) become sparse
 MoE layers.  A model without a dense FFN is left unchanged and the notes
 say so; bad parameters are refused before a job exists."""
@@ -233,6 +234,25 @@ def test_ffn_mlp(tmp):
                 same = a.read() == b.read()
         tap.ok(job2.get("state") == "succeeded" and same,
                "the same seed writes the same model bytes")
+        # then bf16: the experts run in bf16 on the MoE step
+        body["methods"] = [body["methods"][0], "bf16"]
+        body["activate"] = True
+        job3 = run_job(d, body)
+        res3 = job3.get("result") or {}
+        v3 = res3.get("version")
+        tap.ok(job3.get("state") == "succeeded"
+               and res3["variant"]["accuracy"]
+               >= res3["source"]["accuracy"] * 0.98,
+               "moefy then bf16: within 2%", res3.get("variant"))
+        before = d.metric(NAME, model="m", version=str(v3))
+        st, y3 = infer_rows(d, x)
+        tap.ok(st == 200 and d.metric(NAME, model="m", version=str(v3))
+               - before == len(x) * K,
+               "moefy + bf16 serves sparse (2 expert rows per row)")
+        if served is not None and y3 is not None:
+            err = np.abs(y3 - served).max() / np.abs(served).max()
+            tap.ok(err < 0.05, "bf16 outputs near the f32 variant's",
+                   "rel diff %g" % err)
         tap.eq(d.stop(), 0, "clean exit (FFN MLP)")
 
 
