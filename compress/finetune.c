@@ -302,13 +302,14 @@ dp_note(const loop_t *L, json_t *tr)
     size_t bytes = ss_train_optim_bytes(L->t, &lo, &hi);
 
     return json_object_set_new(tr, "data_parallel", json_pack(
-        "{s:i, s:i, s:I, s:I, s:I, s:[I, I], s:I}",
+        "{s:i, s:i, s:I, s:I, s:I, s:[I, I], s:I, s:f}",
         "processes", L->dp.size, "rank", L->dp.rank,
         "rows_per_step", (json_int_t)L->B,
         "first_row", (json_int_t)L->r0,
         "flat_params", (json_int_t)ss_train_flat_size(L->t),
         "slice", (json_int_t)lo, (json_int_t)hi,
-        "optimizer_state_bytes", (json_int_t)bytes));
+        "optimizer_state_bytes", (json_int_t)bytes,
+        "collective_seconds", ss_train_dp_seconds(L->t)));
 }
 
 int

@@ -115,6 +115,7 @@ struct ss_train {
     int64_t shard_lo, shard_hi; /* this process's slice (opts.dp), else
                                  * [0, flat) */
     size_t optim_bytes;         /* m and v */
+    double dp_seconds;          /* in opts.dp's collectives */
     int64_t n_state;
     float *state;               /* BatchNorm running statistics */
     /* memory */

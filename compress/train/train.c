@@ -206,7 +206,7 @@ ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
     const ss_train_dp_t *dp = t->o.dp;
     float wf = (float)dp->weight, *g = t->gr, *st = t->state;
     int64_t n = t->flat, i;
-    double l = *loss * dp->weight;
+    double l = *loss * dp->weight, t0;
     int rc;
 
     /* The gradient of the shard's mean loss, weighted by the shard's
@@ -216,8 +216,12 @@ ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
         for (i = 0; i < n; i++)
             g[i] *= wf;
     }
-    if ((rc = dp->sum_f32(dp->arg, g, n, err)) < 0
-        || (rc = dp->sum_f64(dp->arg, &l, 1, err)) < 0)
+    t0 = now_ms();
+    rc = dp->sum_f32(dp->arg, g, n, err);
+    if (rc == 0)
+        rc = dp->sum_f64(dp->arg, &l, 1, err);
+    t->dp_seconds += (now_ms() - t0) / 1e3;
+    if (rc < 0)
         return rc;
     *loss = l;
     if (t->n_state > 0 && dp->size > 1) {
@@ -236,8 +240,11 @@ int
 ss__dp_gather(ss__tr_t *t, ss_err_t *err)
 {
     const ss_train_dp_t *dp = t->o.dp;
+    double t0 = now_ms();
+    int rc = dp->gather_f32(dp->arg, t->w, t->flat, err);
 
-    return dp->gather_f32(dp->arg, t->w, t->flat, err);
+    t->dp_seconds += (now_ms() - t0) / 1e3;
+    return rc;
 }
 
 int
@@ -337,6 +344,12 @@ ss_train_optim_bytes(const ss_train_t *t, int64_t *lo, int64_t *hi)
     if (hi != NULL)
         *hi = t->shard_hi;
     return t->optim_bytes;
+}
+
+double
+ss_train_dp_seconds(const ss_train_t *t)
+{
+    return t->dp_seconds;
 }
 
 int64_t

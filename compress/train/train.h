@@ -288,6 +288,9 @@ int64_t ss_train_flat_size(const ss_train_t *t);
 /* Bytes of optimizer state this process holds (its slice only under
  * opts.dp), and its slice of the flat arrays. */
 size_t ss_train_optim_bytes(const ss_train_t *t, int64_t *lo, int64_t *hi);
+/* Seconds spent in opts.dp's collectives so far (waiting for the other
+ * processes included). */
+double ss_train_dp_seconds(const ss_train_t *t);
 /* Optimizer steps taken, and the learning rate of the next one. */
 int64_t ss_train_steps_done(const ss_train_t *t);
 double ss_train_lr(const ss_train_t *t);

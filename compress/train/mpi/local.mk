@@ -17,3 +17,4 @@ endif
 # with the reason when built without MPI or without mpirun.
 TESTS += tests/integration/test_train_mpi.py
 EXTRA_DIST += tests/integration/test_train_mpi.py
+EXTRA_DIST += bench/train_mpi.py
