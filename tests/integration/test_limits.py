@@ -22,7 +22,8 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import Daemon, json_body, status_of  # noqa: E402
+from daemon import (Daemon, DaemonError, json_body,  # noqa: E402
+                    parse_metrics, status_of)
 import kserve  # noqa: E402
 
 ADMIN = ["--admin-insecure"]
@@ -86,6 +87,36 @@ def closed_by_server(s, wait):
         except OSError:
             return True
     return False
+
+
+def accepted(d, source=None):
+    """A kept-alive connection the server has surely accepted: it answered
+    a request on it.  Each loop has its own SO_REUSEPORT listener, so
+    connections are not accepted in the order they were made; a test that
+    counts connections must know which ones the server holds."""
+    s = connect(d, source)
+    s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = read_response(s)
+    if head == b"":
+        s.close()
+        raise ConnectionResetError("closed by the server")
+    if status_of(head) != 200:
+        raise AssertionError("a held connection was not served: %r" % head)
+    return s
+
+
+def until(pred, wait=5.0):
+    """pred() once it is true, polling for up to wait seconds: a close the
+    client made is seen by the server a little later, later under load."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            v = pred()
+        except (OSError, http.client.HTTPException, DaemonError):
+            v = False        # refused while the server holds the slot
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(0.05)
 
 
 def read_response(s, timeout=10):
@@ -234,8 +265,7 @@ def test_body_deadline():
 def test_connection_limits():
     with Daemon(ADMIN + ["--http-threads=2", "--max-connections-per-ip=4",
                          "--max-connections=6"]) as d:
-        held = [connect(d) for _ in range(4)]
-        time.sleep(0.2)
+        held = [accepted(d) for _ in range(4)]
         extra = connect(d)
         tap.ok(closed_by_server(extra, 3), "a 5th connection from the same "
                "address is closed at once")
@@ -246,42 +276,52 @@ def test_connection_limits():
         else:
             tap.ok(True, "# SKIP no second loopback address")
         held.pop().close()
-        time.sleep(0.3)
-        tap.ok(d.metric("slimserve_http_rejected_total", listener="http",
-                        reason="per_ip_limit") >= 1,
+        # Every connection the test makes counts until the server has seen
+        # its close, which comes a little later (later under load): so each
+        # step below waits for the state it needs instead of sleeping.
+        tap.ok(until(lambda: d.metric("slimserve_http_rejected_total",
+                                      listener="http",
+                                      reason="per_ip_limit") >= 1),
                "the refusal is counted (per_ip_limit), on a slot freed by "
                "a close")
-        time.sleep(0.3)
-        s = connect(d)
-        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\n\r\n")
-        tap.eq(status_of(read_response(s)), 200,
-               "the freed slot serves a new connection")
-        held.append(s)
+        s = until(lambda: accepted(d))
+        tap.ok(s, "the freed slot serves a new connection")
+        if s:
+            held.append(s)
         if SRC2:
-            # 4 from 127.0.0.1 + 2 from 127.0.0.2 fill the 6 slots.
-            more = [connect(d, SRC2) for _ in range(2)]
-            time.sleep(0.2)
+            # A kept-alive /metrics connection from 127.0.0.2 reads the
+            # open-connections gauge without opening more.
+            probe = http.client.HTTPConnection(
+                "127.0.0.1", d.http_port, timeout=10,
+                source_address=(SRC2, 0))
+
+            def open_now():
+                probe.request("GET", "/metrics")
+                m = parse_metrics(probe.getresponse().read().decode())
+                return m.get(("slimserve_http_connections",
+                              (("listener", "http"),)))
+            # 4 from 127.0.0.1, the probe and one more fill the 6 slots.
+            until(lambda: open_now() == 5)
+            more = accepted(d, SRC2)
+            n = until(lambda: open_now() == 6) and 6
             seventh = connect(d, SRC2)
-            tap.ok(closed_by_server(seventh, 3),
+            tap.ok(n == 6 and closed_by_server(seventh, 3),
                    "the connection over the total limit is closed")
             seventh.close()
-            for c in more:
+            more.close()
+            for c in held:
                 c.close()
-        else:
-            tap.ok(True, "# SKIP no second loopback address")
-        for c in held:
-            c.close()
-        time.sleep(0.3)
-        m = d.metrics()
-        tap.eq(m.get(("slimserve_http_connections",
-                      (("listener", "http"),))), 1.0,
-               "open connections go back down (only this /metrics one)")
-        if SRC2:
-            tap.ok(m.get(("slimserve_http_rejected_total",
-                          (("listener", "http"),
-                           ("reason", "connection_limit"))), 0) >= 1,
+            n = until(lambda: open_now() == 1) and 1
+            tap.eq(n, 1, "open connections go back down (only the probe)")
+            tap.ok(d.metric("slimserve_http_rejected_total",
+                            listener="http", reason="connection_limit") >= 1,
                    "the total-limit refusal is counted (connection_limit)")
+            probe.close()
         else:
+            for c in held:
+                c.close()
+            tap.ok(True, "# SKIP no second loopback address")
+            tap.ok(True, "# SKIP no second loopback address")
             tap.ok(True, "# SKIP no second loopback address")
         tap.eq(d.stop(), 0, "clean exit")
 

@@ -15,8 +15,8 @@ through the repository API.  From the probes' histograms (deltas over
 each window) the test reports, per loop, the ticks, the ticks over 5 ms
 and over 25 ms, and asserts:
   - every loop's probe ticked through the busy window;
-  - no tick over 100 ms on any loop (a file read, fsync or compile on a
-    loop thread shows as one tick of its length);
+  - no stall over 100 ms of its own on any loop (a file read, fsync or
+    compile on a loop thread shows as one tick of its length);
   - ticks over 5 ms are no more common while busy than twice their
     share in the quiet window, or twice a control timer's (a process
     of the test sleeping 10 ms at a time, outside the daemon), plus 2% of
@@ -285,9 +285,14 @@ def main():
             "%s %.1f ms" % (lp, mx1[lp] * 1e3) for lp in LOOPS))
         tap.ok(all(w[lp][0] > 20 * busy for lp in LOOPS),
                "every loop's probe ticked through the busy window")
-        tap.ok(all(w[lp][3] == 0 for lp in LOOPS),
-               "no tick over 100 ms on any loop while the job, reloads "
-               "and activations ran")
+        # A file read, fsync or compile on a loop shows as one stall of
+        # its length.  Raw lag is not used here: at load 16 (CI under
+        # ASan) a loop waited over 100 ms for a CPU with nothing blocked.
+        ws = window(sa, sb)
+        tap.ok(all(ws[lp][3] == 0 for lp in LOOPS),
+               "no loop stalled over 100 ms of its own while the job, "
+               "reloads and activations ran (raw lag over 100 ms: %s)"
+               % [w[lp][3] for lp in LOOPS])
         c_quiet = ctl.share_over(ca, cb, 0.005)
         c_busy = ctl.share_over(cb, cc, 0.005)
         c_busy25 = ctl.share_over(cb, cc, 0.025)
@@ -310,7 +315,6 @@ def main():
         # What remains is work or blocking on the loop, which no other
         # load on the machine adds to (the 1 ms of timer granularity
         # aside), so the bound holds on a loaded CI box too.
-        ws = window(sa, sb)
         tap.diag("stall (lag less run-queue wait), busy: %s; longest since "
                  "start: %s" % (
                      ", ".join("%s %d over 5 ms" % (lp, ws[lp][1])
