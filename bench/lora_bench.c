@@ -148,7 +148,7 @@ main(int argc, char **argv)
     print_cpu();
     snprintf(path, sizeof(path), "%s/1/model.onnx", argv[1]);
     if (ss_graph_load_onnx(path, &g, &err) < 0
-        || ss_lora_new(g, argv[1], "bench", &l, &err) < 0
+        || ss_lora_new(g, argv[1], NULL, &l, &err) < 0
         || ss_exec_ctx_new(1, &ctx, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;

@@ -50,6 +50,8 @@ TESTS += tests/integration/test_lora.py
 EXTRA_DIST += tests/integration/test_lora.py
 TESTS += tests/integration/test_lora_train.py
 EXTRA_DIST += tests/integration/test_lora_train.py
+TESTS += tests/integration/test_lora_ops.py
+EXTRA_DIST += tests/integration/test_lora_ops.py
 # Replicas on one repository behind nginx (issue 16).
 TESTS += tests/integration/test_replica.py
 EXTRA_DIST += tests/integration/test_replica.py

@@ -422,6 +422,7 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
             goto fail;
         }
         c->work.tag = a;
+        ss_adapter_count(a, rows);
     }
     if (ss_model_sampler(v->model) != NULL)
         ss_sampler_offer(ss_model_sampler(v->model),

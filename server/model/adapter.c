@@ -34,6 +34,7 @@
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ struct ss_adapter {
     lmod_t *mods;
     int *of_site;           /* per site: index in mods, or -1 */
     size_t bytes;
+    ss_series_t *s_requests, *s_samples;    /* set when it enters a set */
 };
 
 struct ss_lora {
@@ -84,6 +86,10 @@ struct ss_lora {
     pthread_mutex_t set_lock;
     int n_set;
     ss_adapter_t *set[SS_LORA_MAX_ADAPTERS];    /* one reference each */
+    int64_t set_bytes;          /* of the set; guarded by set_lock */
+    ss_lora_opts_t o;           /* model and version are copies */
+    char model[128], version[32];
+    ss_series_t *s_loaded, *s_bytes;
 };
 
 /* ---- adapters ----------------------------------------------------------- */
@@ -101,6 +107,15 @@ adapter_free(ss_adapter_t *a)
     ss_free(a->of_site);
     ss_free(a->name);
     ss_free(a);
+}
+
+void
+ss_adapter_count(ss_adapter_t *a, int64_t samples)
+{
+    if (a == NULL)
+        return;
+    ss_series_add(a->s_requests, 1);
+    ss_series_add(a->s_samples, (double)samples);
 }
 
 void
@@ -212,8 +227,11 @@ to_f32_t(const ss_tensor_t *t, float scale)
 }
 
 /* PEFT's target_modules: a list of names (a module matches when its name
- * is one, or ends with "." and one), or a string (a regular expression
- * in PEFT; here an exact name or "all-linear"). */
+ * is one, or ends with "." and one), "all-linear", or any other string:
+ * a regular expression the whole module name must match (PEFT's
+ * re.fullmatch; here POSIX extended syntax, which covers what PEFT's
+ * configs write: "fc[12]", ".*\\.(q|v)_proj"; Python's \d and friends
+ * are not POSIX).  A pattern that does not compile matches nothing. */
 static int
 targeted(const json_t *tm, const char *module)
 {
@@ -221,8 +239,23 @@ targeted(const json_t *tm, const char *module)
     json_t *v;
 
     if (json_is_string(tm)) {
-        return strcmp(json_string_value(tm), "all-linear") == 0
-               || strcmp(json_string_value(tm), module) == 0;
+        const char *pat = json_string_value(tm);
+        size_t pn = strlen(pat);
+        char *full;
+        regex_t re;
+        int hit = 0;
+
+        if (strcmp(pat, "all-linear") == 0 || strcmp(pat, module) == 0)
+            return 1;
+        if (pn > 4096 || (full = ss_malloc(pn + 8)) == NULL)
+            return 0;
+        snprintf(full, pn + 8, "^(%s)$", pat);
+        if (regcomp(&re, full, REG_EXTENDED | REG_NOSUB) == 0) {
+            hit = regexec(&re, module, 0, NULL, 0) == 0;
+            regfree(&re);
+        }
+        ss_free(full);
+        return hit;
     }
     json_array_foreach(tm, i, v) {
         const char *t = json_string_value(v);
@@ -553,6 +586,12 @@ ss_lora_free(ss_lora_t *l)
         return;
     for (int i = 0; i < l->n_set; i++)
         ss_adapter_unref(l->set[i]);
+    if (l->o.loaded != NULL) {
+        const char *lv[] = { l->model, l->version };
+
+        ss_metric_series_remove(l->o.loaded, lv);
+        ss_metric_series_remove(l->o.bytes, lv);
+    }
     for (int k = 0; l->sites != NULL && k < l->n_sites; k++) {
         ss_free(l->sites[k].module);
         ss_free(l->sites[k].alt);
@@ -563,9 +602,33 @@ ss_lora_free(ss_lora_t *l)
 }
 
 int
-ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
+ss_lora_metrics_init(ss_metrics_t *m, ss_lora_opts_t *o)
+{
+    static const char *const la[] = { "model", "adapter" };
+    static const char *const lv[] = { "model", "version" };
+
+    o->requests = ss_metrics_counter(m, "slimserve_adapter_requests_total",
+                                     "Inference requests admitted per LoRA "
+                                     "adapter.", 2, la);
+    o->samples = ss_metrics_counter(m, "slimserve_adapter_samples_total",
+                                    "Samples (batch rows) of the requests "
+                                    "admitted per LoRA adapter.", 2, la);
+    o->loaded = ss_metrics_gauge(m, "slimserve_adapters_loaded",
+                                 "LoRA adapters loaded on a model version.",
+                                 2, lv);
+    o->bytes = ss_metrics_gauge(m, "slimserve_adapters_bytes",
+                                "Bytes of the LoRA adapters loaded on a "
+                                "model version (A^T and scaled B^T, f32).",
+                                2, lv);
+    return o->requests && o->samples && o->loaded && o->bytes ? 0
+                                                               : SS_ENOMEM;
+}
+
+int
+ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
             ss_lora_t **out, ss_err_t *err)
 {
+    const char *what = o != NULL && o->model != NULL ? o->model : "?";
     ss_lora_t *l = NULL;
     const char **taps = NULL;
     char dir[4200];
@@ -586,6 +649,21 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
     }
     pthread_mutex_init(&l->set_lock, NULL);
     l->g = g;
+    if (o != NULL)
+        l->o = *o;
+    snprintf(l->model, sizeof(l->model), "%s", what);
+    snprintf(l->version, sizeof(l->version), "%s",
+             o != NULL && o->version != NULL ? o->version : "");
+    if (l->o.max_adapters <= 0 || l->o.max_adapters > SS_LORA_MAX_ADAPTERS)
+        l->o.max_adapters = SS_LORA_MAX_ADAPTERS;
+    if (l->o.loaded != NULL && l->o.bytes != NULL) {
+        const char *lv[] = { l->model, l->version };
+
+        l->s_loaded = ss_metric_series(l->o.loaded, lv);
+        l->s_bytes = ss_metric_series(l->o.bytes, lv);
+        ss_series_set(l->s_loaded, 0);
+        ss_series_set(l->s_bytes, 0);
+    }
     for (int i = 0; i < g->n_nodes; i++)
         if ((strcmp(g->nodes[i].op_type, "Gemm") == 0
              || strcmp(g->nodes[i].op_type, "MatMul") == 0)
@@ -612,8 +690,8 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
             if (de->d_name[0] == '.')
                 continue;
             if (ss_lora_load(l, model_dir, de->d_name, &e) < 0)
-                ss_log_warn("model=%s adapter '%s' not loaded: %s", what,
-                            de->d_name, e.msg);
+                ss_log_warn("model=%s@%s adapter '%s' not loaded: %s", what,
+                            l->version, de->d_name, e.msg);
         }
         closedir(d);
     }
@@ -656,20 +734,42 @@ ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
 
     if ((rc = ss_adapter_read(l, model_dir, name, &a, err)) < 0)
         return rc;
+    if (l->o.requests != NULL) {
+        const char *la[] = { l->model, name };
+
+        a->s_requests = ss_metric_series(l->o.requests, la);
+        a->s_samples = ss_metric_series(l->o.samples, la);
+    }
     pthread_mutex_lock(&l->set_lock);
     for (i = 0; i < l->n_set; i++)
         if (strcmp(l->set[i]->name, name) == 0)
             break;
-    if (i < l->n_set) {
+    if (l->o.max_bytes > 0
+        && l->set_bytes - (i < l->n_set ? (int64_t)l->set[i]->bytes : 0)
+               + (int64_t)a->bytes > l->o.max_bytes) {
+        old = a;
+        rc = ss_err_set(err, SS_EBUSY, "adapter '%s': its %zu bytes would "
+                        "bring the loaded adapters to %lld bytes, over "
+                        "max_adapter_bytes %lld", name, a->bytes,
+                        (long long)(l->set_bytes + (int64_t)a->bytes
+                                    - (i < l->n_set
+                                       ? (int64_t)l->set[i]->bytes : 0)),
+                        (long long)l->o.max_bytes);
+    } else if (i < l->n_set) {
         old = l->set[i];
         l->set[i] = a;
-    } else if (l->n_set == SS_LORA_MAX_ADAPTERS) {
+        l->set_bytes += (int64_t)a->bytes - (int64_t)old->bytes;
+    } else if (l->n_set >= l->o.max_adapters) {
         old = a;
         rc = ss_err_set(err, SS_EBUSY, "adapter '%s': %d adapters are "
-                        "loaded already", name, SS_LORA_MAX_ADAPTERS);
+                        "loaded already (max_adapters %d)", name, l->n_set,
+                        l->o.max_adapters);
     } else {
         l->set[l->n_set++] = a;
+        l->set_bytes += (int64_t)a->bytes;
     }
+    ss_series_set(l->s_loaded, l->n_set);
+    ss_series_set(l->s_bytes, (double)l->set_bytes);
     pthread_mutex_unlock(&l->set_lock);
     ss_adapter_unref(old);
     return rc;
@@ -685,8 +785,11 @@ ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err)
         if (strcmp(l->set[i]->name, name) == 0) {
             old = l->set[i];
             l->set[i] = l->set[--l->n_set];
+            l->set_bytes -= (int64_t)old->bytes;
             break;
         }
+    ss_series_set(l->s_loaded, l->n_set);
+    ss_series_set(l->s_bytes, (double)l->set_bytes);
     pthread_mutex_unlock(&l->set_lock);
     if (old == NULL)
         return ss_err_set(err, SS_ENOTFOUND, "adapter '%s' is not loaded",

@@ -54,6 +54,7 @@
 #include "common/err.h"
 #include "engine/engine.h"
 #include "server/batch/batch.h"
+#include "server/metrics.h"
 
 typedef struct ss_lora ss_lora_t;
 typedef struct ss_adapter ss_adapter_t;
@@ -64,13 +65,34 @@ typedef struct ss_adapter ss_adapter_t;
 /* The largest adapter file read. */
 #define SS_LORA_MAX_FILE_BYTES ((size_t)1 << 30)
 
+/* Limits and metrics of one version's adapters (a model's config.json:
+ * max_adapters, max_adapter_bytes).  Zero-initialize: no limit but
+ * SS_LORA_MAX_ADAPTERS, no metrics. */
+typedef struct ss_lora_opts {
+    int max_adapters;           /* 0: SS_LORA_MAX_ADAPTERS */
+    int64_t max_bytes;          /* loaded adapters' bytes together; 0:
+                                 * no limit */
+    const char *model;          /* for logs and labels (copied) */
+    const char *version;
+    /* Families (ss_lora_metrics_init; NULL: none): per adapter
+     * {model, adapter} requests and samples; per version {model,
+     * version} adapters loaded and their bytes. */
+    ss_metric_t *requests, *samples, *loaded, *bytes;
+} ss_lora_opts_t;
+
+/* Registers the four families in m: slimserve_adapter_requests_total,
+ * slimserve_adapter_samples_total, slimserve_adapters_loaded,
+ * slimserve_adapters_bytes.  [init] */
+int ss_lora_metrics_init(ss_metrics_t *m, ss_lora_opts_t *o);
+
 /* Finds g's sites and taps them (ss_graph_set_taps: call before any plan
  * is compiled from g), then loads every adapter folder under
- * model_dir/adapters; one that fails is logged (what: "model@1") and
- * skipped.  *out is a new lora; g is borrowed and must outlive it.
- * Returns SS_ENOTFOUND when model_dir has no adapters folder (the
- * version then has no LoRA and nothing is tapped). */
-int ss_lora_new(ss_graph_t *g, const char *model_dir, const char *what,
+ * model_dir/adapters; one that fails (or does not fit the limits) is
+ * logged and skipped.  *out is a new lora; g is borrowed and must
+ * outlive it; o (may be NULL) is read now.  Returns SS_ENOTFOUND when
+ * model_dir has no adapters folder (the version then has no LoRA and
+ * nothing is tapped). */
+int ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
                 ss_lora_t **out, ss_err_t *err);
 /* Drops the set's references.  Accepts NULL. */
 void ss_lora_free(ss_lora_t *l);
@@ -81,6 +103,9 @@ int ss_lora_acquire(ss_lora_t *l, const char *name, ss_adapter_t **out,
                     ss_err_t *err);
 /* Accepts NULL. */
 void ss_adapter_unref(ss_adapter_t *a);
+/* Counts one admitted request of `samples` samples for a (the
+ * slimserve_adapter_*_total series).  [any] */
+void ss_adapter_count(ss_adapter_t *a, int64_t samples);
 const char *ss_adapter_name(const ss_adapter_t *a);
 
 /* Reads model_dir/adapters/<name> and checks it against the sites: a new
@@ -88,8 +113,9 @@ const char *ss_adapter_name(const ss_adapter_t *a);
 int ss_adapter_read(const ss_lora_t *l, const char *model_dir,
                     const char *name, ss_adapter_t **out, ss_err_t *err);
 
-/* Loads (or replaces) adapter name from model_dir; SS_EBUSY past
- * SS_LORA_MAX_ADAPTERS. */
+/* Loads (or replaces) adapter name from model_dir; SS_EBUSY naming the
+ * limit past max_adapters, or when the loaded adapters' bytes would pass
+ * max_bytes. */
 int ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
                  ss_err_t *err);
 /* Forgets adapter name (requests holding it finish with it);

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "server/model/adapter.h"
 #include "server/model/registry.h"
 
 #define SS_MAX_LOADED 64
@@ -129,6 +130,7 @@ struct ss_registry {
     bool pin;
     cpu_set_t cpus;
     ss_metric_t *g_active, *g_loaded, *g_memory;
+    ss_lora_opts_t lora_metrics;    /* the LoRA families, or zeroes */
     ss_model_t *models;         /* prepend-only; [any] with acquire loads */
     int tasks;                  /* operations in flight */
     _Atomic bool closing;       /* [any] */

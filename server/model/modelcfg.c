@@ -217,6 +217,15 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
                 return ss_err_set(err, SS_EINVAL, "'%s' must be true or "
                                   "false", key);
             c->reject_non_finite = json_is_true(v);
+        } else if (strcmp(key, "max_adapters") == 0) {
+            /* LoRA (docs/lora.md): adapter.h's SS_LORA_MAX_ADAPTERS */
+            if ((rc = get_int(v, key, 1, 256, &n, err)) < 0)
+                return rc;
+            c->max_adapters = (int)n;
+        } else if (strcmp(key, "max_adapter_bytes") == 0) {
+            if ((rc = get_int(v, key, 1, INT64_MAX, &n, err)) < 0)
+                return rc;
+            c->max_adapter_bytes = n;
         } else if (strcmp(key, "warmup") == 0) {
             if (!json_is_string(v) ||
                 (strcmp(json_string_value(v), "all") != 0 &&

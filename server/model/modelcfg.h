@@ -55,6 +55,8 @@ typedef struct ss_model_config {
     bool warmup_all;            /* keep the plans of batch 1, the preferred
                                  * sizes and the max compiled at load; else
                                  * batch 1 is compiled as a check and freed */
+    int max_adapters;           /* LoRA adapters loaded at once; 0: 256 */
+    int64_t max_adapter_bytes;  /* their bytes together; 0: no limit */
 } ss_model_config_t;
 
 /* The defaults: batching up to 32, no queue delay (a batch takes what is

@@ -379,6 +379,7 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     ss_version_t *v;
     char path[4096];
     ss_batch_opts_t bo;
+    ss_lora_opts_t lo;
     int warm[SS_MAX_PREFERRED + 2], nwarm = 0, i, rc;
 
     *out = NULL;
@@ -399,8 +400,13 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
         goto fail;
     /* LoRA adapters when the model has an adapters/ folder: taps the
      * graph before its first plan (adapter.h). */
-    if ((rc = ss_lora_new(v->graph, t->dir, t->model->name, &v->lora,
-                          err)) < 0 && rc != SS_ENOTFOUND)
+    lo = r->lora_metrics;
+    lo.max_adapters = v->cfg.max_adapters;
+    lo.max_bytes = v->cfg.max_adapter_bytes;
+    lo.model = t->model->name;
+    lo.version = v->label;
+    if ((rc = ss_lora_new(v->graph, t->dir, &lo, &v->lora, err)) < 0
+        && rc != SS_ENOTFOUND)
         goto fail;
     ss_err_clear(err);
     v->weight_bytes = ss_graph_weight_bytes(v->graph);
@@ -1084,7 +1090,8 @@ ss_registry_new(const ss_registry_opts_t *o, ss_registry_t **out,
                                        "Weight bytes of a loaded model "
                                        "version.", 2, l2);
         if (r->g_active == NULL || r->g_loaded == NULL ||
-            r->g_memory == NULL) {
+            r->g_memory == NULL ||
+            ss_lora_metrics_init(o->metrics, &r->lora_metrics) < 0) {
             ss_free(r->repo);
             ss_free(r);
             return ss_err_set(err, SS_ENOMEM, "out of memory for metrics");
