@@ -685,6 +685,14 @@ ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
         if ((rc = ss__plancache_get(b->plans, shapes, &plan, &pin, err)) < 0)
             goto done;
         ss__plancache_release(b->plans, pin);
+        /* LoRA: the tapped plan of the size too, so the first request
+         * with an adapter does not compile it (docs/lora.md) */
+        if (b->tap != NULL) {
+            if ((rc = ss__plancache_get(b->tplans, shapes, &plan, &pin,
+                                        err)) < 0)
+                goto done;
+            ss__plancache_release(b->tplans, pin);
+        }
     }
 done:
     ss__batch_omp_restore(b, omp_saved);
@@ -695,7 +703,8 @@ done:
 int
 ss_batcher_drop_plans(ss_batcher_t *b)
 {
-    return ss__plancache_drop_idle(b->plans);
+    return ss__plancache_drop_idle(b->plans)
+           + (b->tap != NULL ? ss__plancache_drop_idle(b->tplans) : 0);
 }
 
 int

@@ -216,7 +216,8 @@ int ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
  * Sizes out of 1..max_batch_size are skipped, and so is everything when an
  * input has a symbolic dim besides the batch dim (its shape is unknown
  * until a request comes).  With max_batch_size == 0, compiles the model's
- * own static shape and ignores sizes. */
+ * own static shape and ignores sizes.  With a tap hook, each size's tapped
+ * plan too (and ss_batcher_drop_plans drops both kinds). */
 int ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n,
                       ss_err_t *err);
 /* [any] Frees the compiled plans no running batch holds, with the packed

@@ -775,6 +775,43 @@ ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
     return rc;
 }
 
+void
+ss_lora_sync(ss_lora_t *l, const char *model_dir)
+{
+    char dir[4200], gone[SS_LORA_MAX_ADAPTERS][72];
+    struct stat sb;
+    struct dirent *de;
+    int n_gone = 0;
+    DIR *d;
+
+    snprintf(dir, sizeof(dir), "%s/adapters", model_dir);
+    if ((d = opendir(dir)) != NULL) {
+        while ((de = readdir(d)) != NULL) {
+            ss_err_t e = { 0 };
+
+            if (de->d_name[0] == '.')
+                continue;
+            if (ss_lora_load(l, model_dir, de->d_name, &e) < 0)
+                ss_log_warn("model=%s@%s adapter '%s' not loaded: %s",
+                            l->model, l->version, de->d_name, e.msg);
+        }
+        closedir(d);
+    }
+    pthread_mutex_lock(&l->set_lock);
+    for (int i = 0; i < l->n_set; i++) {
+        snprintf(dir, sizeof(dir), "%s/adapters/%s", model_dir,
+                 l->set[i]->name);
+        if (stat(dir, &sb) != 0)
+            snprintf(gone[n_gone++], sizeof(gone[0]), "%s", l->set[i]->name);
+    }
+    pthread_mutex_unlock(&l->set_lock);
+    for (int i = 0; i < n_gone; i++) {
+        ss_err_t e = { 0 };
+
+        ss_lora_unload(l, gone[i], &e);
+    }
+}
+
 int
 ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err)
 {

@@ -118,6 +118,12 @@ int ss_adapter_read(const ss_lora_t *l, const char *model_dir,
  * max_bytes. */
 int ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
                  ss_err_t *err);
+/* Makes the loaded set what model_dir/adapters holds now: loads (or
+ * reloads) every adapter folder, unloads the adapters whose folder is
+ * gone; one that fails is logged and left as it was.  A replica's scan
+ * calls it when the model's files changed but its version did not (the
+ * repository fingerprint covers adapters/).  File work: a pool thread. */
+void ss_lora_sync(ss_lora_t *l, const char *model_dir);
 /* Forgets adapter name (requests holding it finish with it);
  * SS_ENOTFOUND when not loaded. */
 int ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err);

@@ -185,8 +185,9 @@ void ss__registry_scan_step_done(ss_registry_t *r);
  * -errno when dir cannot be read. */
 int ss__registry_list_versions(const char *dir, int64_t *out, int max);
 /* [any] A fingerprint of what a load of the model in dir reads: its
- * config.json and its versions' model.onnx (names, sizes, mtimes,
- * inodes).  A primary writes both by rename, so a change shows here. */
+ * config.json, its versions' model.onnx and its LoRA adapters' two files
+ * (names, sizes, mtimes, inodes).  A primary writes all of them by
+ * rename, so a change shows here (a replica reloads the model). */
 uint64_t ss__registry_files_fp(const char *dir);
 /* [any] A JSON string of text with invalid UTF-8 replaced (U+FFFD):
  * reasons quote file contents. */

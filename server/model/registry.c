@@ -331,12 +331,43 @@ fp_stat(uint64_t h, const char *path)
     return fp_mix(h, f, sizeof(f));
 }
 
+/* The LoRA adapters a load reads (adapter.h): per folder of adapters/
+ * (not the hidden temporaries a job writes), its name and its two files.
+ * Summed, so the order readdir gives does not matter. */
+static uint64_t
+fp_adapters(const char *dir)
+{
+    char path[4400];
+    struct dirent *e;
+    uint64_t sum = 0;
+    DIR *d;
+
+    if (snprintf(path, sizeof(path), "%s/adapters", dir) >= (int)sizeof(path)
+        || (d = opendir(path)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t h = 14695981039346656037ull;
+
+        if (e->d_name[0] == '.')
+            continue;
+        h = fp_mix(h, e->d_name, strlen(e->d_name));
+        snprintf(path, sizeof(path), "%s/adapters/%s/adapter_config.json",
+                 dir, e->d_name);
+        h = fp_stat(h, path);
+        snprintf(path, sizeof(path),
+                 "%s/adapters/%s/adapter_model.safetensors", dir, e->d_name);
+        sum += fp_stat(h, path);
+    }
+    closedir(d);
+    return sum + 1;
+}
+
 uint64_t
 ss__registry_files_fp(const char *dir)
 {
     int64_t vs[SS_MAX_ON_DISK];
     char path[4096];
-    uint64_t h = 14695981039346656037ull;
+    uint64_t h = 14695981039346656037ull, ad = fp_adapters(dir);
     int i, n;
 
     if (snprintf(path, sizeof(path), "%s/config.json", dir) <
@@ -349,6 +380,7 @@ ss__registry_files_fp(const char *dir)
                      (long long)vs[i]) < (int)sizeof(path))
             h = fp_stat(h, path);
     }
+    h = fp_mix(h, &ad, sizeof(ad));
     return fp_mix(h, &n, sizeof(n));
 }
 
@@ -505,11 +537,14 @@ plan_load(ss__registry_task_t *t)
             continue;
         ss__registry_file_stamp(t->dir, v, &mt, &sz);
         /* Unchanged files keep their loaded version, unless the config
-         * changed how it runs. */
+         * changed how it runs; its LoRA adapters follow the folder. */
         if (have != NULL && have->file_mtime_ns == mt &&
             have->file_size == sz &&
-            memcmp(&have->cfg, cfg, sizeof(*cfg)) == 0)
+            memcmp(&have->cfg, cfg, sizeof(*cfg)) == 0) {
+            if (have->lora != NULL)
+                ss_lora_sync(have->lora, t->dir);
             continue;
+        }
         if (have != NULL && have->file_mtime_ns == mt &&
             have->file_size == sz && t->override == NULL &&
             have->cfg.active_version != cfg->active_version)

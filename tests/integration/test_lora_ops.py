@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """LoRA adapters, operations (issue 14, docs/lora.md): PEFT's regex
-target_modules, per-adapter metrics (Prometheus, promtool-checked) and
-the limits of a model's config.json (max_adapters, max_adapter_bytes)
-refused with errors naming them."""
+target_modules, per-adapter metrics (Prometheus, promtool-checked), the
+limits of a model's config.json (max_adapters, max_adapter_bytes)
+refused with errors naming them, tapped plans warmed up at load, and a
+replica that loads an adapter written into the repository."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -36,7 +38,9 @@ def main():
     rng = np.random.default_rng(1414)
     tmp = tempfile.TemporaryDirectory(prefix="ss-lora-ops-")
     root = os.path.join(tmp.name, "models")
-    repolib.with_model(root, "mlp", MLP)
+    # "all": batch 1, 4 and 8 compiled at load, tapped plans too
+    repolib.with_model(root, "mlp", MLP, config={
+        "warmup": "all", "max_batch_size": 8, "preferred_batch_sizes": [4]})
     # fc3 at r = 4: 4 x (64 + 10) floats = 1,184 bytes an adapter
     repolib.with_model(root, "lim", MLP, config={"max_adapters": 2})
     repolib.with_model(root, "limb", MLP, config={"max_adapter_bytes": 2000})
@@ -57,6 +61,8 @@ def main():
                           rand_mods(rng, {"fc3": SHAPES["fc3"]}, 4))
 
     with Daemon(["--admin-insecure"], repository=root) as d:
+        tap.ok(d.get("/v2/models/mlp/ready")[0] == 200,
+               "tapped plans warmed up at load (warmup \"all\"): ready")
         x = (rng.integers(0, 17, (2, 64)) / 16).astype(np.float32)
         st, got = infer(d, "mlp", x, "input", "re")
         ok, err = close(got, ref.run(x, "re")) if st == 200 else (False, -1)
@@ -137,6 +143,32 @@ def main():
         tap.ok(st != 200 and b"max_adapter_bytes 2000" in data,
                "loading the other is refused naming max_adapter_bytes "
                "(%d %s)" % (st, data[:200]))
+
+        # A replica polling the repository loads an adapter the primary's
+        # job (here: a rename, as jobs publish) wrote.
+        with Daemon(["--admin-insecure", "--role=replica",
+                     "--repository-poll-s=0.2",
+                     "--primary-url=http://127.0.0.1:%d" % d.admin_port],
+                    repository=root) as rd:
+            mods = rand_mods(rng, {"fc1": SHAPES["fc1"]}, 2)
+            write_adapter(mdir, ".tmp-late", 2, 4, mods, targets=["fc1"])
+            os.rename(os.path.join(mdir, "adapters", ".tmp-late"),
+                      os.path.join(mdir, "adapters", "late"))
+            ref.add("late", 2, 4, mods)
+            deadline, names = time.monotonic() + 20, []
+            while time.monotonic() < deadline and "late" not in names:
+                st, _, data = rd.get("/admin/models/mlp/adapters",
+                                     admin=True)
+                names = [a["name"] for a in json.loads(data)["adapters"]] \
+                    if st == 200 else []
+                time.sleep(0.1)
+            tap.ok("late" in names, "the replica loads an adapter written "
+                   "into the repository (%s)" % names)
+            st, got = infer(rd, "mlp", x, "input", "late")
+            ok, err = close(got, ref.run(x, "late")) if st == 200 \
+                else (False, -1)
+            tap.ok(ok, "and serves it: PyTorch's outputs (max err %.2g)"
+                   % err)
     tmp.cleanup()
     tap.done()
 
