@@ -32,6 +32,8 @@ EXTRA_DIST += bench/soak.py
 
 # LoRA adapters: compute per batch with and without (docs/lora.md).
 EXTRA_DIST += bench/lora.py
+# LoRA training against a full fine-tune (docs/lora.md).
+EXTRA_DIST += bench/lora_train.py
 # bench/lora_bench: LoRA in process, plan runs with and without adapters.
 noinst_PROGRAMS += bench/lora_bench
 bench_lora_bench_SOURCES = bench/lora_bench.c
