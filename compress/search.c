@@ -594,36 +594,58 @@ phase_refine(ss__search_t *s, ss_err_t *err)
     return 0;
 }
 
+/* Structural configurations that missed the budget but would beat the
+ * best, fine-tuned against the source before quantization (prune ->
+ * finetune -> ptq): the ones that missed by least first, then the
+ * greedy proposal at three times the budget (what recovery could buy). */
 static int
 phase_finetune(ss__search_t *s, ss_err_t *err)
 {
-    ss__scfg_t c;
+    ss__scfg_t c, base;
     double best_obj;
-    int i, n = 0, rc;
+    int picked[3], n = 0, i, k, rc;
 
     if (!HAS(s->o, SS_METHOD_FINETUNE))
         return 0;
     s->phase = "finetune";
     best_obj = s->best >= 0 ? ss__s_objective(s, &s->trials[s->best].ev)
                             : ss__s_objective(s, &s->src_ev);
-    /* The fastest structural trials that missed the budget, retrained. */
-    for (i = 1; i < s->n_trials && n < 3; i++) {
-        const ss__strial_t *t = &s->trials[i];
-        int l, st = 0;
+    while (n < 3) {
+        int pick = -1;
 
-        for (l = 0; l < s->n_layers; l++)
-            st |= t->cfg.st[l];
-        if (t->failed || t->passed || !st || t->cfg.finetune || t->cfg.width
-            || ss__s_objective(s, &t->ev) >= best_obj
-            || t->damage > 4.0 * ss__s_limit(s))
-            continue;
-        c = t->cfg;
+        for (i = 1; i < s->n_trials; i++) {
+            const ss__strial_t *t = &s->trials[i];
+            int l, st = 0;
+
+            for (l = 0; l < s->n_layers; l++)
+                st |= t->cfg.st[l];
+            for (k = 0; k < n && picked[k] != i; k++)
+                ;
+            if (k < n || t->failed || t->noop || t->passed || !st
+                || t->cfg.finetune || t->cfg.width || t->damage > 0.25
+                || ss__s_objective(s, &t->ev) >= best_obj)
+                continue;
+            if (pick < 0 || t->damage < s->trials[pick].damage)
+                pick = i;
+        }
+        if (pick < 0)
+            break;
+        picked[n++] = pick;
+    }
+    for (k = 0; k < n; k++) {
+        c = s->trials[picked[k]].cfg;
         c.finetune = 1;
-        if (seen(s, &c) >= 0)
-            continue;
         if ((rc = trial(s, &c, -1, err)) < 0)
             return rc;
-        n++;
+    }
+    memset(&base, 0, sizeof(base));
+    ss__s_greedy(s, &base, 3.0 * ss__s_limit(s), 0.0, &c);
+    for (i = 0; i < s->n_layers && !c.st[i]; i++)
+        ;
+    if (i < s->n_layers) {
+        c.finetune = 1;
+        if ((rc = trial(s, &c, -1, err)) < 0)
+            return rc;
     }
     return 0;
 }

@@ -30,12 +30,13 @@ ADMIN = ["--admin-insecure", "--job-threads=1"]
 
 
 def model_repo(root, kind="mlp"):
+    files = {"calib.npz": os.path.join(FIX, "digits", "%s_calib.npz" % kind),
+             "val.npz": os.path.join(FIX, "digits", "%s_heldout.npz" % kind)}
+    if kind == "mlp":
+        files["train.npz"] = os.path.join(FIX, "digits", "mlp_train.npz")
     return repo.with_model(
         root, onnx=os.path.join(FIX, "%s_op13" % kind, "model.onnx"),
-        files={"calib.npz": os.path.join(FIX, "digits",
-                                         "%s_calib.npz" % kind),
-               "val.npz": os.path.join(FIX, "digits",
-                                       "%s_heldout.npz" % kind)})
+        files=files)
 
 
 def body(**kw):
@@ -163,6 +164,30 @@ def test_reproducible(d):
     tap.ok(runs[0][1] == runs[1][1] and runs[0][1] != "null",
            "the same seed gives the same best (size)",
            "%s\n%s" % runs[0][1:3])
+
+
+def test_pipeline(d):
+    """prune -> finetune -> ptq: structural trials that missed the budget
+    are fine-tuned against the source before quantization."""
+    st, js = optimize(d, body(objective="size", training={
+        "file": "train.npz"}, methods=["prune", "finetune", "ptq"]))
+    job = d.wait_job(js.get("job", 0), timeout=120)
+    res = job.get("result") or {}
+    tuned = [t for t in res.get("all_trials", [])
+             if t["config"]["pipeline"][:2] == ["prune", "finetune"]]
+    tap.ok(job.get("state") == "succeeded" and tuned,
+           "the search fine-tunes pruned configurations (%d trials)"
+           % len(tuned), job.get("error"))
+    tap.ok(any(t["passed"] for t in tuned) and all(
+        t["accuracy"] is not None for t in tuned),
+        "a fine-tuned configuration is inside the budget")
+    st, js = optimize(d, body(methods=["finetune"]))
+    st2, js2 = optimize(d, dict((k, v) for k, v in body(
+        methods=["prune", "distill"]).items() if k != "calibration"))
+    tap.ok(st == 202 and st2 == 400 and "training data" in js2.get(
+        "error", ""), "distill without training data is refused", js2)
+    d.request("DELETE", "/admin/jobs/%d" % js.get("job", 0), admin=True)
+    d.wait_job(js.get("job", 0), timeout=60)
 
 
 def test_bad_bodies(d, root):
@@ -340,6 +365,7 @@ def main():
         res = timed(test_search, d, root)
         timed(test_ui, d, res.get("job", 1))
         timed(test_reproducible, d)
+        timed(test_pipeline, d)
         timed(test_ctl, d, root)
     timed(test_stop_and_limit)
     timed(test_activate)
