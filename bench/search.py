@@ -15,10 +15,19 @@ rounds, median of the rounds' medians), so the ratio compares
 measurements from one window of this machine's load.  Also printed: the search's time to its first variant
 inside the budget, its trials and how it stopped, and the load average.
 
+--p99 PAIRS: serving p99 idle vs during a search instead.  A daemon with
+--job-threads=1 serves the MLP under wrk (closed loop, bench/serve/post.lua,
+KServe JSON batch 1) for --duration seconds, idle and while a search on the
+transformer runs (time limit past the window, DELETEd after it); the
+ratio is the median busy p99 over the median idle p99 (bench/compress.py's
+wrk runner and the same method).
+
     python3 bench/search.py [--build DIR] [--budget 0.01] [--time-limit 180]
+    python3 bench/search.py --p99 3 [--duration 10]
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 sys.path.insert(0, HERE)
+import daemon  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import repo  # noqa: E402
 from pool import cpu_line  # noqa: E402
@@ -96,7 +106,6 @@ def run(kind, args, tmp):
     gate = {"max_accuracy_drop": args.budget}
     common = {"calibration": {"file": "calib.npz"},
               "validation": {"file": "val.npz"}}
-    os.environ["top_builddir"] = args.build
     with Daemon(["--admin-insecure"], repository=root) as d:
         single = None
         for name, method in SINGLES:
@@ -154,6 +163,59 @@ def run(kind, args, tmp):
     return ratio, r.get("first_in_budget_s")
 
 
+def p99(args):
+    spec = importlib.util.spec_from_file_location(
+        "bench_compress", os.path.join(HERE, "compress.py"))
+    bc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bc)
+    import kserve
+    tmp = tempfile.mkdtemp(prefix="ss-bench-search-p99-")
+    root = os.path.join(tmp, "m")
+    repo.with_model(root, name="mlp")
+    repo.with_model(root, name="transformer", onnx=os.path.join(
+        FIX, "transformer_op13", "model.onnx"), files={
+        "calib.npz": os.path.join(FIX, "digits", "transformer_calib.npz"),
+        "val.npz": os.path.join(FIX, "digits", "transformer_heldout.npz")})
+    with np.load(os.path.join(FIX, "digits", "mlp_heldout.npz")) as z:
+        x = z["input"][:1]
+    body = os.path.join(tmp, "mlp.json")
+    with open(body, "wb") as f:
+        f.write(kserve.json_request({"input": x}))
+    cells = []
+    try:
+        with Daemon(["--admin-insecure", "--job-threads=1"],
+                    repository=root) as d:
+            url = "http://127.0.0.1:%d/v2/models/mlp/infer" % d.http_port
+            bc.wrk(url, 1, 64, body)
+            for _ in range(args.p99):
+                idle = bc.wrk(url, args.duration, 64, body)
+                st, _, data = d.post(
+                    "/admin/models/transformer/optimize", json.dumps({
+                        "calibration": {"file": "calib.npz"},
+                        "validation": {"file": "val.npz"},
+                        "time_limit_s": args.duration + 30}), admin=True)
+                jid = (json_body(data) or {}).get("job", 0)
+                while (json_body(d.get("/admin/jobs/%d" % jid,
+                                       admin=True)[2]) or {}).get(
+                        "state") == "queued":
+                    time.sleep(0.02)
+                busy = bc.wrk(url, args.duration, 64, body)
+                j = json_body(d.get("/admin/jobs/%d" % jid, admin=True)[2])
+                trials = ((j or {}).get("search") or {}).get("trials")
+                d.request("DELETE", "/admin/jobs/%d" % jid, admin=True)
+                d.wait_job(jid, timeout=120)
+                cells.append((idle["p99_us"], busy["p99_us"], trials))
+                print("  idle p99 %.0f us, during a search %.0f us (%s "
+                      "trials in the window), load %s" % (
+                          idle["p99_us"], busy["p99_us"], trials, load()))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    r = (statistics.median(c[1] for c in cells)
+         / statistics.median(c[0] for c in cells))
+    print("serving p99 during a search / idle: %.2fx (median of %d pairs; "
+          "target <= 1.5x)" % (r, len(cells)))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build", default=os.environ.get("top_builddir", TOP))
@@ -162,8 +224,14 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeat", type=int, default=100)
     p.add_argument("--fixtures", default="mlp,cnn,transformer")
+    p.add_argument("--p99", type=int, default=0, metavar="PAIRS")
+    p.add_argument("--duration", type=int, default=10)
     args = p.parse_args()
+    daemon.BINARY = os.path.join(args.build, "server", "slimserve")
     print("bench/search: %s" % cpu_line())
+    if args.p99:
+        print("load %s" % load())
+        return p99(args)
     print("budget %.3g relative accuracy drop; load %s" % (args.budget,
                                                            load()))
     summary = []
