@@ -194,6 +194,13 @@ typedef struct ss__moe_layer_desc {
     int w_nk;                   /* 1: w is [n,k]; 0: [k,n] */
     const float *bias;          /* [n] or NULL */
     ss_dnn_postops_t post;      /* ELTWISE only */
+    int q;                      /* 1: the input is QDQ-quantized (per
+                                 * tensor in_scale, in_zp, in_dtype U8
+                                 * or I8): the layer runs int8, weights
+                                 * s8 per output channel, f32 out */
+    float in_scale;
+    int in_zp;
+    ss_dtype_t in_dtype;
 } ss__moe_layer_desc_t;
 
 typedef struct ss__moe_expert_desc {

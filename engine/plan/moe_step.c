@@ -31,6 +31,13 @@
  * The alternative, oneDNN's matmul with a run-time M, takes its slower
  * gemm kernels instead of brgemm.
  *
+ * A QDQ model's experts (PTQ after moefy: each layer reads a per-tensor
+ * QuantizeLinear -> DequantizeLinear of its input, weights on an s8
+ * grid) run int8: the gathered rows are quantized with the model's
+ * scale and zero point, the primitive reads them with s8 weights and
+ * writes f32 (bias, activation), the next layer quantizes again: the
+ * QDQ graph's arithmetic, on k experts instead of E.
+ *
  * A graph asking for bf16 compute gets bf16 primitives (as plan_bf16.c:
  * weights converted once, f32 accumulation): the gather rounds rows to
  * bf16, layers pass bf16 on, the last one writes f32.
@@ -64,6 +71,13 @@
 typedef struct moe_layer {
     int64_t k, n;               /* in and out features */
     ss_dnn_prim_t **prim;       /* one per bucket */
+    int q;                      /* int8: the input is quantized first */
+    float in_scale;
+    int in_zp;
+    ss_dtype_t in_dtype;
+    int8_t *wq;                 /* int8: s8 weights [n, k], their output */
+    float *scales, *qbias;      /* scales and the zero point's bias, kept
+                                 * for the primitives' lifetime */
 } moe_layer_t;
 
 typedef struct moe_expert {
@@ -79,6 +93,7 @@ struct ss__moe {
     int ort;                    /* see ss__moe_desc_t */
     int bf16;                   /* layers read bf16; the last writes f32 */
     int gated;                  /* an expert is gated: a third buffer */
+    int has_q;                  /* an int8 layer: a quantized buffer */
     int64_t rows, d_in, d_out;
     int64_t width;              /* widest activation of any layer */
     int n_buckets;
@@ -106,6 +121,7 @@ typedef struct ws {
     int64_t *off;
     float *soft;
     float *a, *b, *c;           /* c: gated experts only */
+    uint8_t *qb;                /* an int8 layer's quantized input */
 } ws_t;
 
 static size_t
@@ -128,6 +144,7 @@ ws_layout(const ss__moe_t *m, char *base, ws_t *w)
     TAKE(a, float, (size_t)m->rows * (size_t)m->width);
     TAKE(b, float, (size_t)m->rows * (size_t)m->width);
     TAKE(c, float, m->gated ? (size_t)m->rows * (size_t)m->width : 1);
+    TAKE(qb, uint8_t, m->has_q ? (size_t)m->rows * (size_t)m->width : 1);
 #undef TAKE
     return at;
 }
@@ -157,6 +174,9 @@ ss__moe_free(ss__moe_t *m)
                  b++)
                 ss_dnn_prim_free(x->layers[l].prim[b]);
             ss_free(x->layers[l].prim);
+            ss_free(x->layers[l].wq);
+            ss_free(x->layers[l].scales);
+            ss_free(x->layers[l].qbias);
         }
         ss_free(x->layers);
     }
@@ -199,6 +219,50 @@ make_buckets(ss__moe_t *m, int fine)
             m->bucket[j - 1] = t;
         }
     m->n_buckets = n;
+    return 0;
+}
+
+/* An int8 layer from ld (f32 weights on a QDQ model's grid): s8 weights
+ * per output channel (max |w| / 127: a PTQ weight's own grid comes back
+ * exactly), output scales in_scale * s_w, and the bias in accumulator
+ * units less the input zero point's share (sum_k (x_q - z) w = sum_k x_q
+ * w - z sum_k w). */
+static int
+quantize_layer(const ss__moe_layer_desc_t *ld, moe_layer_t *L, ss_err_t *err)
+{
+    int64_t K = ld->k, N = ld->n;
+
+    if ((L->wq = ss_malloc((size_t)(N * K))) == NULL
+        || (L->scales = ss_malloc(sizeof(float) * (size_t)N)) == NULL
+        || (L->qbias = ss_malloc(sizeof(float) * (size_t)N)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for an int8 expert");
+    for (int64_t n = 0; n < N; n++) {
+        float mx = 0, sw;
+        int64_t sum = 0;
+
+        for (int64_t k = 0; k < K; k++) {
+            float v = ld->w_nk ? ld->w[n * K + k] : ld->w[k * N + n];
+
+            mx = fabsf(v) > mx ? fabsf(v) : mx;
+        }
+        sw = mx > 0 ? mx / 127.0f : 1.0f;
+        for (int64_t k = 0; k < K; k++) {
+            float v = ld->w_nk ? ld->w[n * K + k] : ld->w[k * N + n];
+            float r = nearbyintf(v / sw);
+
+            r = r > 127 ? 127 : r < -127 ? -127 : r;
+            L->wq[n * K + k] = (int8_t)r;
+            sum += (int8_t)r;
+        }
+        /* bias in accumulator units (dnnl_q.h): b / scale - z sum w */
+        L->scales[n] = ld->in_scale * sw;
+        L->qbias[n] = (ld->bias != NULL ? ld->bias[n] / L->scales[n] : 0.0f)
+                      - (float)ld->in_zp * (float)sum;
+    }
+    L->q = 1;
+    L->in_scale = ld->in_scale;
+    L->in_zp = ld->in_zp;
+    L->in_dtype = ld->in_dtype;
     return 0;
 }
 
@@ -281,6 +345,9 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
             L->k = ld->k;
             L->n = ld->n;
             feat = ld->n;
+            if (ld->q && !m->bf16 && (rc = quantize_layer(ld, L, err)) < 0)
+                goto done;
+            m->has_q |= L->q;
             if (feat > m->width)
                 m->width = feat;
             if ((L->prim = ss_calloc((size_t)m->n_buckets,
@@ -306,8 +373,21 @@ ss__moe_new(const ss__moe_desc_t *d, ss__moe_t **out, ss_err_t *err)
                 qn.w_dtype = SS_DTYPE_F32;
                 qn.dst_dtype = l == xd->n_layers - 1 ? SS_DTYPE_F32
                                                      : SS_DTYPE_BF16;
-                if ((rc = m->bf16 ? ss_dnn_qlinear_new(&qn, &L->prim[b], err)
-                                  : ss_dnn_linear_new(&ln, &L->prim[b], err))
+                if (L->q) {
+                    /* int8: s8 weights, output scales in_scale * s_w,
+                     * f32 out; the next layer quantizes again */
+                    qn.src_dtype = L->in_dtype;
+                    qn.w_dtype = SS_DTYPE_I8;
+                    qn.w = L->wq;
+                    qn.w_nk = 1;
+                    qn.bias = L->qbias;
+                    qn.n_scales = (int)ld->n;
+                    qn.scales = L->scales;
+                    qn.dst_dtype = SS_DTYPE_F32;
+                }
+                if ((rc = m->bf16 || L->q
+                          ? ss_dnn_qlinear_new(&qn, &L->prim[b], err)
+                          : ss_dnn_linear_new(&ln, &L->prim[b], err))
                     < 0) {
                     ss_err_wrap(err, rc, "MoE: expert %d layer %d", e, l);
                     goto done;
@@ -505,6 +585,24 @@ gate_mul(const ss__moe_t *m, float *a, const float *c, int64_t n)
     }
 }
 
+/* QuantizeLinear's arithmetic: saturate(round_even(x / s) + z). */
+static void
+quantize_rows(const moe_layer_t *L, const float *x, int64_t n, uint8_t *q)
+{
+    float lo = L->in_dtype == SS_DTYPE_U8 ? 0 : -128;
+    float hi = L->in_dtype == SS_DTYPE_U8 ? 255 : 127;
+
+    for (int64_t i = 0; i < n; i++) {
+        float v = nearbyintf(x[i] / L->in_scale) + (float)L->in_zp;
+
+        v = v < lo ? lo : v > hi ? hi : v;
+        if (L->in_dtype == SS_DTYPE_U8)
+            q[i] = (uint8_t)v;
+        else
+            ((int8_t *)q)[i] = (int8_t)v;
+    }
+}
+
 static int
 bucket_of(const ss__moe_t *m, int64_t rows)
 {
@@ -571,6 +669,11 @@ ss__moe_run(const ss__moe_t *m, ss_dnn_stream_t *s, const float *x,
                 src = dst;
                 dst = t;
                 continue;
+            }
+            if (ex->layers[l].q) {
+                quantize_rows(&ex->layers[l], src,
+                              m->bucket[b] * ex->layers[l].k, w.qb);
+                in[0] = w.qb;
             }
             if ((rc = ss_dnn_run(ex->layers[l].prim[b], s, in, dst, scratch,
                                  err)) < 0) {

@@ -44,12 +44,19 @@
  * computes in f32, or bf16 when the graph asks): the file stays small,
  * the plan holds f32 weights.
  *
+ * In a QDQ model (PTQ after moefy) an expert layer whose input is a
+ * per-tensor DequantizeLinear(QuantizeLinear(v)) runs int8 on the step
+ * (moe_step.c); the Q -> DQ pairs between layers are taken into the
+ * expert, and experts are matched on v, so that one PTQ returned to f32
+ * (reading v itself) still belongs to the layer.
+ *
  * SS_ENGINE_NO_MOE=1 turns the pass off (benchmarks, tests: the dense
  * graph is the reference).
  *
  * THREADS: runs inside ss_plan_new.
  */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,8 +461,103 @@ is_linear(const ss_plan_t *p, int s)
            && !ss__fz_is_const(p, st->in[0]);
 }
 
+/* A per-tensor scale and zero point of Q/DQ step st (inputs 1, 2) into
+ * scale, zp, dt (U8 when the zero point is absent); 0 when they are not
+ * constants of one element. */
+static int
+qparams(const ss_plan_t *p, const ss_step_t *st, float *scale, int *zp,
+        ss_dtype_t *dt)
+{
+    const ss_tensor_t *z;
+
+    if (st->n_in < 2 || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32)
+        || numel(p, st->in[1]) != 1)
+        return 0;
+    *scale = *(const float *)ss__plan_tensor(p, st->in[1])->data;
+    *zp = 0;
+    *dt = SS_DTYPE_U8;
+    if (st->n_in > 2 && st->in[2] >= 0) {
+        if (!ss__fz_is_const(p, st->in[2]) || numel(p, st->in[2]) != 1)
+            return 0;
+        z = ss__plan_tensor(p, st->in[2]);
+        if (z->dtype == SS_DTYPE_U8)
+            *zp = *(const uint8_t *)z->data;
+        else if (z->dtype == SS_DTYPE_I8)
+            *zp = *(const int8_t *)z->data;
+        else
+            return 0;
+        *dt = z->dtype;
+    }
+    return *scale > 0 && isfinite(*scale);
+}
+
+/* Is v the output of a per-tensor DequantizeLinear of a u8/s8 tensor?
+ * Then the layer reading it may run int8 on that grid (ld->q...). */
+static void
+dq_input(const ss__fz_t *fz, int v, ss__moe_layer_desc_t *ld)
+{
+    const ss_plan_t *p = fz->p;
+    int s = fz->prod[ss__plan_root(p, v)];
+
+    ld->q = 0;
+    if (s >= 0 && is_op(p, s, "DequantizeLinear")
+        && qparams(p, &p->steps[s], &ld->in_scale, &ld->in_zp,
+                   &ld->in_dtype)
+        && ss__plan_tensor(p, p->steps[s].in[0])->dtype == ld->in_dtype)
+        ld->q = 1;
+}
+
+/* The f32 value a layer input x stands for: v when x = DQ(Q(v)) per
+ * tensor (a QDQ model's activation: the int8 layer quantizes v itself,
+ * as Q does), else x.  Experts must share it, not x: PTQ's fallback
+ * may leave one expert reading v while the others read DQ(Q(v)). */
+static int
+base_input(const ss__fz_t *fz, int x)
+{
+    const ss_plan_t *p = fz->p;
+    int s = fz->prod[ss__plan_root(p, x)], q;
+    float s1, s2;
+    int z1, z2;
+    ss_dtype_t d1, d2;
+
+    if (s < 0 || !is_op(p, s, "DequantizeLinear")
+        || !qparams(p, &p->steps[s], &s2, &z2, &d2))
+        return x;
+    q = fz->prod[ss__plan_root(p, p->steps[s].in[0])];
+    if (q < 0 || !is_op(p, q, "QuantizeLinear")
+        || !qparams(p, &p->steps[q], &s1, &z1, &d1) || s1 != s2
+        || z1 != z2 || d1 != d2)
+        return x;
+    return p->steps[q].in[0];
+}
+
+/* v -> QuantizeLinear -> DequantizeLinear (the same per-tensor scale and
+ * zero point), each read once: the DQ step, or -1; *qs the Q step. */
+static int
+qdq_pair(const ss__fz_t *fz, int v, int *qs)
+{
+    const ss_plan_t *p = fz->p;
+    float s1, s2;
+    int z1, z2, dq;
+    ss_dtype_t d1, d2;
+
+    *qs = ss__fz_single(fz, v);
+    if (*qs < 0 || !is_op(p, *qs, "QuantizeLinear")
+        || p->steps[*qs].in[0] != v
+        || !qparams(p, &p->steps[*qs], &s1, &z1, &d1))
+        return -1;
+    dq = ss__fz_single(fz, p->steps[*qs].out[0]);
+    if (dq < 0 || !is_op(p, dq, "DequantizeLinear")
+        || !qparams(p, &p->steps[dq], &s2, &z2, &d2) || s1 != s2
+        || z1 != z2 || d1 != d2)
+        return -1;
+    return dq;
+}
+
 /* Layers from Linear step s forward to value o: 1 and the expert filled
- * in, or 0. */
+ * in, or 0.  A QuantizeLinear -> DequantizeLinear pair between two
+ * layers (a QDQ model's activation) is taken into the expert: the next
+ * layer runs int8 on its grid. */
 static int
 parse_expert(match_t *m, int s, int o, ss__moe_expert_desc_t *xd,
              int *steps, int *n_steps, ss_err_t *err)
@@ -464,13 +566,16 @@ parse_expert(match_t *m, int s, int o, ss__moe_expert_desc_t *xd,
     ss_plan_t *p = fz->p;
     int rc;
 
+    ss__moe_layer_desc_t qin = { 0 };
+
     xd->n_layers = 0;
     *n_steps = 0;
+    dq_input(fz, p->steps[s].in[0], &qin);
     for (;;) {
         ss__fz_lin_t L;
         ss__chain_t c;
         ss__moe_layer_desc_t *ld;
-        int cut = -1;
+        int cut = -1, qs, dq;
 
         if (xd->n_layers == SS_MOE_MAX_LAYERS || !is_linear(p, s))
             return 0;
@@ -510,6 +615,11 @@ parse_expert(match_t *m, int s, int o, ss__moe_expert_desc_t *xd,
         ld->w_nk = L.w_nk;
         ld->bias = L.bias;
         ld->post = c.post;
+        ld->q = qin.q;
+        ld->in_scale = qin.in_scale;
+        ld->in_zp = qin.in_zp;
+        ld->in_dtype = qin.in_dtype;
+        qin.q = 0;
         for (int i = 0; i < c.n_steps; i++) {
             if (*n_steps == 64)
                 return 0;
@@ -517,6 +627,14 @@ parse_expert(match_t *m, int s, int o, ss__moe_expert_desc_t *xd,
         }
         if (c.out == o)
             return 1;
+        if ((dq = qdq_pair(fz, c.out, &qs)) >= 0) {
+            if (*n_steps > 62)
+                return 0;
+            steps[(*n_steps)++] = qs;
+            steps[(*n_steps)++] = dq;
+            dq_input(fz, p->steps[dq].out[0], &qin);
+            c.out = p->steps[dq].out[0];
+        }
         if ((s = ss__fz_single(fz, c.out)) < 0)
             return 0;
     }
@@ -557,7 +675,7 @@ match_expert(match_t *m, int e, ss_err_t *err)
     for (int c = n_cand - 1; c >= 0; c--) {
         int rc = parse_expert(m, cand[c], m->out_e[e], &m->ex[e], steps,
                               &n_steps, err);
-        int x = p->steps[cand[c]].in[0];
+        int x = base_input(fz, p->steps[cand[c]].in[0]);
 
         if (rc < 0)
             return rc;
@@ -862,8 +980,17 @@ try_moe(ss__fz_t *fz, int t, ss_err_t *err)
         rc = 0;
         goto done;
     }
-    ss_log_info("%s: MoE at TopK '%s': %d experts, top %d, sparse",
-                p->g->source, p->steps[last].node->name, m->n_exp, m->k);
+    {
+        int nq = 0;
+
+        for (int e = 0; e < m->n_exp; e++)
+            for (int l = 0; l < m->ex[e].n_layers; l++)
+                nq += m->ex[e].layers[l].q;
+        ss_log_info("%s: MoE at TopK '%s': %d experts, top %d, sparse%s",
+                    p->g->source, p->steps[last].node->name, m->n_exp, m->k,
+                    nq > 0 && ss_graph_precision(p->g) != SS_DTYPE_BF16
+                    ? ", int8 layers (QDQ)" : "");
+    }
 done:
     if (rc == 0 && m->why != NULL)
         ss_log_info("%s: MoE at TopK '%s' stays dense: %s", p->g->source,

@@ -8,7 +8,8 @@ exactly (all experts summed = the dense FFN, checked in numpy from the
 saved file); served, it runs sparse (rows per expert in the metrics sum to
 k per row) and matches a numpy top-k reference and the dense graph
 (SS_ENGINE_NO_MOE=1); the same seed gives the same file; moefy then bf16
-serves sparse with bf16 experts.  On the
+serves sparse with bf16 experts, moefy then ptq with int8 experts that
+give the dense QDQ graph's outputs.  On the
 transformer fixture both encoder FFNs (3-D activations) become sparse
 MoE layers.  A model without a dense FFN is left unchanged and the notes
 say so; bad parameters are refused before a job exists."""
@@ -224,6 +225,7 @@ def test_ffn_mlp(tmp):
                slog[-500:] + dlog[-500:])
         # the same seed again: the same file
         body["activate"] = False
+        body["source_version"] = 1
         job2 = run_job(d, body)
         v2 = (job2.get("result") or {}).get("version")
         same = False
@@ -253,6 +255,31 @@ def test_ffn_mlp(tmp):
             err = np.abs(y3 - served).max() / np.abs(served).max()
             tap.ok(err < 0.05, "bf16 outputs near the f32 variant's",
                    "rel diff %g" % err)
+        # then int8: PTQ's QDQ experts run int8 on the MoE step
+        body["methods"] = [body["methods"][0], "ptq"]
+        body["activate"] = True
+        job4 = run_job(d, body)
+        res4 = job4.get("result") or {}
+        v4 = res4.get("version")
+        tap.ok(job4.get("state") == "succeeded"
+               and res4["variant"]["accuracy"]
+               >= res4["source"]["accuracy"] * 0.98,
+               "moefy then ptq: within 2%", res4.get("variant"))
+        before = d.metric(NAME, model="m", version=str(v4))
+        st, _ = infer_rows(d, x)
+        tap.ok(st == 200 and d.metric(NAME, model="m", version=str(v4))
+               - before == len(x) * K,
+               "moefy + ptq serves sparse (2 expert rows per row)")
+        qmodel = os.path.join(root, "m", str(v4), "model.onnx")
+        sp, slog = cli_run(qmodel, os.path.join(tmp, "x.npz"),
+                           os.path.join(tmp, "qs.npz"), False)
+        dn, dlog = cli_run(qmodel, os.path.join(tmp, "x.npz"),
+                           os.path.join(tmp, "qd.npz"), True)
+        tap.ok(sp is not None and dn is not None
+               and "top 2, sparse, int8 layers" in slog
+               and np.abs(sp - dn).max() <= 1e-5 * np.abs(dn).max(),
+               "int8 experts on the step = the dense QDQ graph within 1e-5 "
+               "(500 rows)", slog[-600:] + dlog[-300:])
         tap.eq(d.stop(), 0, "clean exit (FFN MLP)")
 
 
