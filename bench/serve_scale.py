@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ import serve_models
 from serve import LUA_POST, TOP, log
 
 import kserve  # noqa: E402  (tests/lib, on the path through serve)
+from daemon import free_port  # noqa: E402
 
 FORMATS = ("json", "json17", "binary")
 FORMAT_HELP = {
@@ -222,14 +222,6 @@ def cpu_delta(s0, s1):
 
 
 # ---- servers ---------------------------------------------------------------
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def http_get(port, path, timeout=5):
     try:

@@ -34,7 +34,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import BINARY, Daemon, json_body  # noqa: E402
+from daemon import BINARY, Daemon, free_port, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
@@ -44,14 +44,6 @@ HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
 NGINX_CONF = os.path.join(TOP_SRC, "conf", "lb", "nginx-slimserve.conf")
 HAPROXY_CFG = os.path.join(TOP_SRC, "conf", "lb", "haproxy.cfg")
 POLL = "0.2"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def infer_body():

@@ -240,6 +240,17 @@ _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def free_port():
+    """A loopback port nobody listens on right now, for a server that
+    cannot be told to pick its own (nginx, HAProxy, a replica's primary
+    URL known before it starts)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def parse_metrics(text):
     """Prometheus text format to {(name, ((label, value), ...)): value}."""
     out = {}
