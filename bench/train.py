@@ -7,8 +7,14 @@
 For the MLP, CNN and transformer fixtures: batch 64 from the digits
 held-out set, cross-entropy, AdamW, T threads (default 2).  Where the CPU
 has AVX512_BF16 or AMX, the C trainer runs once more in bf16 mixed
-precision ("precision": "bf16") and the last column is its speed over
-its own f32 run.  The C side is
+precision ("precision": "bf16") and the last columns are its speed over
+its own f32 run: by wall time, and by the process's CPU time per step
+(with one thread, the figure a loaded machine disturbs least: time spent
+preempted is not in it).  f32 and bf16 alternate, --reps times each, and
+each column is the median of the runs' medians.  A fourth model, "wide"
+(784-1024-1024-10, He-initialized, random inputs and labels; needs
+python3-onnx to write it), is one where the products, which bf16
+speeds up, are most of a step.  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
@@ -20,8 +26,10 @@ only ratios from one run compare.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -78,14 +86,74 @@ def torch_run(name, steps, threads, batch):
     return {"ms_per_step": med, "samples_per_s": batch * 1e3 / med}
 
 
-def c_run(build, name, steps, threads, batch, precision="f32"):
+def wide_files(tmp, dims=(784, 1024, 1024, 10)):
+    """A wide MLP and random data for it, or None without python3-onnx."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rs = np.random.RandomState(0)
+    nodes, inits, x = [], [], "input"
+    for k, (i, o) in enumerate(zip(dims[:-1], dims[1:])):
+        w = (rs.standard_normal((o, i)) * np.sqrt(2.0 / i)).astype(
+            np.float32)
+        b = (rs.standard_normal(o) * 0.01).astype(np.float32)
+        inits += [numpy_helper.from_array(w, "w%d" % k),
+                  numpy_helper.from_array(b, "b%d" % k)]
+        last = k == len(dims) - 2
+        y = "logits" if last else "h%d" % k
+        nodes.append(helper.make_node("Gemm", [x, "w%d" % k, "b%d" % k],
+                                      [y if last else y + "_"], transB=1))
+        if not last:
+            nodes.append(helper.make_node("Relu", [y + "_"], [y]))
+        x = y
+    g = helper.make_graph(
+        nodes, "wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                       ["N", dims[0]])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                       ["N", dims[-1]])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.save(m, os.path.join(tmp, "wide.onnx"))
+    np.savez(os.path.join(tmp, "wide.npz"),
+             input=rs.standard_normal((1024, dims[0])).astype(np.float32),
+             labels=rs.randint(0, dims[-1], 1024).astype(np.int64))
+    return os.path.join(tmp, "wide.onnx"), os.path.join(tmp, "wide.npz")
+
+
+def files(name, wide):
+    if name == "wide":
+        return wide
+    return (os.path.join(FIX, name + "_op17", "model.onnx"),
+            os.path.join(FIX, "digits", name + "_heldout.npz"))
+
+
+def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
     exe = os.path.join(build, "compress", "train", "train-bench")
+    onnx_path, npz = files(name, wide)
     out = subprocess.run(
-        [exe, os.path.join(FIX, name + "_op17", "model.onnx"),
-         os.path.join(FIX, "digits", name + "_heldout.npz"), str(batch),
-         str(steps), str(threads), "adamw", precision],
+        [exe, onnx_path, npz, str(batch), str(steps), str(threads), "adamw",
+         precision],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def c_pair(a, name, bf16, wide):
+    """f32 and bf16 runs alternating: medians of ms and CPU ms."""
+    runs = {"f32": [], "bf16": []}
+    for _ in range(a.reps):
+        for p in ("f32", "bf16") if bf16 else ("f32",):
+            runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
+                                 p, wide))
+    med = {}
+    for p, rs in runs.items():
+        if rs:
+            med[p] = {k: float(np.median([r[k] for r in rs]))
+                      for k in ("ms_per_step", "cpu_ms_per_step")}
+            med[p]["samples_per_s"] = a.batch * 1e3 / med[p]["ms_per_step"]
+    return med
 
 
 def main():
@@ -94,29 +162,44 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--models", default="mlp,cnn,transformer,wide")
     a = ap.parse_args()
     model, isa = cpu()
     bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
     print("cpu: %s; isa: %s; threads %d, batch %d, AdamW; load average "
           "%.1f at the start" % (model, isa or "-", a.threads, a.batch,
                                  os.getloadavg()[0]))
-    print("%-12s %12s %12s %8s %12s %9s" % (
+    print("%-12s %12s %12s %8s %12s %9s %9s" % (
         "model", "C samples/s", "torch s/s", "ratio", "C bf16 s/s",
-        "bf16/f32"))
-    for name in ("mlp", "cnn", "transformer"):
-        c = c_run(a.build, name, a.steps, a.threads, a.batch)
-        t = torch_run(name, a.steps, a.threads, a.batch)
-        b = (c_run(a.build, name, a.steps, a.threads, a.batch, "bf16")
-             if bf16 else None)
-        print("%-12s %12.0f %12.0f %7.2fx %12s %9s" % (
-            name, c["samples_per_s"], t["samples_per_s"],
-            c["samples_per_s"] / t["samples_per_s"],
-            "%.0f" % b["samples_per_s"] if b else "-",
-            "%.2fx" % (b["samples_per_s"] / c["samples_per_s"]) if b
-            else "-"))
-        sys.stdout.flush()
+        "bf16/f32", "(cpu)"))
+    tmp = tempfile.mkdtemp(prefix="train-bench-")
+    try:
+        wide = wide_files(tmp) if "wide" in a.models else None
+        for name in a.models.split(","):
+            if name == "wide" and wide is None:
+                print("wide: python3-onnx is not installed, skipped")
+                continue
+            m = c_pair(a, name, bf16, wide)
+            c, b = m["f32"], m.get("bf16")
+            t = (torch_run(name, a.steps, a.threads, a.batch)
+                 if name != "wide" else None)
+            print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
+                name, c["samples_per_s"],
+                "%.0f" % t["samples_per_s"] if t else "-",
+                "%.2fx" % (c["samples_per_s"] / t["samples_per_s"]) if t
+                else "-",
+                "%.0f" % b["samples_per_s"] if b else "-",
+                "%.2fx" % (c["ms_per_step"] / b["ms_per_step"]) if b
+                else "-",
+                "%.2fx" % (c["cpu_ms_per_step"] / b["cpu_ms_per_step"])
+                if b else "-"))
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print("load average %.1f at the end; every column is the median step "
-          "after 5 warm-up steps" % os.getloadavg()[0])
+          "after 5 warm-up steps (C: median over %d runs)" % (
+              os.getloadavg()[0], a.reps))
 
 
 if __name__ == "__main__":

@@ -272,18 +272,53 @@ ss__tb_grad_have(const ss__tb_t *b, int v)
     return v >= 0 ? b->grad[v] : -1;
 }
 
+/* The bf16 copy of constant v (root r), rounded now. */
+static int
+const_bf16(ss__tb_t *b, int v, int r, ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    ss_tensor_t *o = NULL;
+    int c, rc;
+
+    if ((rc = ss__tensor_new(SS_DTYPE_BF16, t->tv[v].ndim, t->tv[v].dims,
+                             &o, err)) < 0)
+        return rc;
+    ss__bf16_round_n(t->tv[r].cdata->data, o->data, t->tv[v].numel);
+    if ((c = tv_add(b, SS__TV_CONST, SS_DTYPE_BF16, t->tv[v].ndim,
+                    t->tv[v].dims, err)) < 0) {
+        ss__tensor_free(o);
+        return c;
+    }
+    t->tv[c].owned = o;
+    t->tv[c].cdata = o;
+    b->bf[v] = c;
+    return c;
+}
+
 int
 ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err)
 {
     ss_dnn_convert_desc_t d;
     ss__step_t s;
-    int c, rc;
+    int c, r, rc;
 
     if (b->bf[v] >= 0)
         return b->bf[v];
     if (b->t->tv[v].dtype != SS_DTYPE_F32)
         return ss_err_set(err, SS_EINTERNAL, "trainer: a bf16 copy of a "
                           "value of dtype %d", (int)b->t->tv[v].dtype);
+    r = root(b->t, v);
+    if (b->t->tv[r].kind == SS__TV_PARAM) {
+        /* the update rounds it, in the same pass as the weight */
+        if ((c = tv_add(b, SS__TV_WBF16, SS_DTYPE_BF16, b->t->tv[v].ndim,
+                        b->t->tv[v].dims, err)) < 0)
+            return c;
+        b->t->tv[c].offset = b->t->tv[r].offset;
+        b->bf[v] = c;
+        return c;
+    }
+    if (b->t->tv[r].kind == SS__TV_CONST)   /* a frozen weight: once */
+        return const_bf16(b, v, r, err);
     if ((c = ss__tv_new(b, SS_DTYPE_BF16, b->t->tv[v].ndim,
                         b->t->tv[v].dims, err)) < 0)
         return c;
@@ -881,6 +916,7 @@ resolve(ss__tr_t *t, ss_err_t *err)
                 return ss_err_set(err, SS_ENOMEM, "no memory for inputs");
             memset(v->data, 0, v->bytes);
             break;
+        case SS__TV_WBF16: v->data = t->wbf + v->offset; break;
         case SS__TV_VIEW: break;
         }
     }
@@ -919,6 +955,12 @@ alloc_flat(ss__tr_t *t, ss_err_t *err)
             memcpy(t->w + v->offset, v->cdata->data, v->bytes);
         else if (v->kind == SS__TV_STATE)
             memcpy(t->state + v->offset, v->cdata->data, v->bytes);
+        else if (v->kind == SS__TV_WBF16 && t->wbf == NULL) {
+            if ((t->wbf = ss_aligned_alloc(n / 2)) == NULL)
+                return ss_err_set(err, SS_ENOMEM, "no memory for the bf16 "
+                                  "weights");
+            t->wbf_stale = 1;   /* rounded before the first step */
+        }
     }
     return ss__optim_alloc(t, err);
 }
@@ -959,6 +1001,7 @@ ss_train_free(ss_train_t *t)
     ss_free(t->input_tv);
     ss_free(t->params);
     ss_free(t->w);
+    ss_free(t->wbf);
     ss_free(t->gr);
     ss_free(t->m);
     ss_free(t->v);

@@ -27,7 +27,9 @@ typedef enum {
     SS__TV_PGRAD,       /* in the flat gradient array at offset */
     SS__TV_STATE,       /* in the state array (BatchNorm running stats) */
     SS__TV_ARENA,       /* in the arena at offset, planned by liveness */
-    SS__TV_VIEW         /* the bytes of value alias, another shape */
+    SS__TV_VIEW,        /* the bytes of value alias, another shape */
+    SS__TV_WBF16        /* bf16 copy of a parameter: in the flat bf16
+                         * array at offset, rounded by the update */
 } ss__tv_kind_t;
 
 typedef struct ss__tv {
@@ -116,6 +118,12 @@ struct ss_train {
                                  * [0, flat) */
     size_t optim_bytes;         /* m and v */
     double dp_seconds;          /* in opts.dp's collectives */
+    uint16_t *wbf;              /* bf16 copies of the parameters (mixed
+                                 * precision; NULL when no product reads
+                                 * one), kept by the update (the whole
+                                 * flat array, like w) */
+    int wbf_stale;              /* the caller may have written w
+                                 * (ss_train_params): round all again */
     int64_t n_state;
     float *state;               /* BatchNorm running statistics */
     /* memory */
@@ -279,6 +287,33 @@ double ss__loss_value(const ss__tr_t *t);
 int ss__optim_alloc(ss__tr_t *t, ss_err_t *err);
 int ss__optim_step(ss__tr_t *t, ss_err_t *err);
 double ss__sched_lr(const ss_train_opts_t *o, int64_t step);
+
+/* The fused update (update.c): one pass of an optimizer over n elements
+ * of the flat arrays, the scalars of this step precomputed. */
+enum { SS__UPD_AUTO = 0, SS__UPD_C, SS__UPD_AVX512 };
+typedef struct ss__upd {
+    int kind;                   /* SS_OPT_* */
+    int isa;                    /* SS__UPD_AUTO, or force SS__UPD_C */
+    float gscale;               /* gradient clipping's factor; 1: none
+                                 * (else g is scaled in place) */
+    float decay;                /* 1 - lr wd (AdamW, Sophia) */
+    float lr, wd;
+    float b1, b2;
+    float ssz, bc2s, eps;       /* AdamW: lr / (1 - b1^t), sqrt(1 - b2^t) */
+    float mu;                   /* SGD */
+    int first, nesterov;        /* SGD */
+    float rb;                   /* Sophia: rho * batch */
+} ss__upd_t;
+
+/* w, g, m (and v for AdamW/Sophia) are updated in place; wbf (may be
+ * NULL) gets the bf16 rounding of every new w. */
+void ss__upd_run(const ss__upd_t *u, float *w, float *g, float *m, float *v,
+                 uint16_t *wbf, int64_t n);
+/* Which path SS__UPD_AUTO takes on this CPU. */
+int ss__upd_isa(void);
+/* f32 -> bf16, round to nearest even (NaN stays NaN). */
+uint16_t ss__bf16_round(float x);
+void ss__bf16_round_n(const float *x, uint16_t *y, int64_t n);
 /* Global L2 norm of g[0, n) (double, fixed order). */
 double ss__grad_norm(const float *g, int64_t n);
 /* Data parallelism (train.c): the gradient and loss sums after a local

@@ -23,6 +23,9 @@
  * gradient by clip / (norm + 1e-6) when the norm exceeds clip, as
  * torch.nn.utils.clip_grad_norm_ does.
  *
+ * The loop itself is update.c's: one fused pass per element, which also
+ * rounds the bf16 copies of the weights in mixed precision.
+ *
  * THREADS: [worker]; loops over parameters use OpenMP (elementwise, no
  * reductions but the norm, which is summed in a fixed order).
  */
@@ -278,25 +281,6 @@ ss__sched_lr(const ss_train_opts_t *o, int64_t step)
     return lr - (lr - lo) * f;
 }
 
-double
-ss__grad_norm(const float *g, int64_t n)
-{
-    /* blocks summed in order: the same bytes for any thread count */
-    enum { BLK = 4096 };
-    int64_t nb = (n + BLK - 1) / BLK, b;
-    double total = 0;
-
-    for (b = 0; b < nb; b++) {
-        int64_t e = (b + 1) * BLK < n ? (b + 1) * BLK : n;
-        double s = 0;
-
-        for (int64_t i = b * BLK; i < e; i++)
-            s += (double)g[i] * g[i];
-        total += s;
-    }
-    return sqrt(total);
-}
-
 /* ---- the update ---------------------------------------------------------- */
 
 void
@@ -361,6 +345,8 @@ scales_step(ss__tr_t *t, double lr, double step)
         m[k] = m[k] * b1 + gi * (1.0f - b1);
         v[k] = v[k] * b2 + gi * gi * (1.0f - b2);
         w[i] *= expf(-(float)(a * m[k] / (sqrt(v[k] / bc2) + 1e-12)));
+        if (t->wbf != NULL)
+            t->wbf[i] = ss__bf16_round(w[i]);
     }
 }
 
@@ -371,79 +357,39 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
     /* The weights of this slice: [lo, hi), the state from m[0]. */
     int64_t lo = t->shard_lo;
     int64_t hi = t->shard_hi < t->flat_decay ? t->shard_hi : t->flat_decay;
-    int64_t n = hi > lo ? hi - lo : 0, i;
-    float *w = t->w + lo, *g = t->gr + lo, *m = t->m, *v = t->v;
     double lr = ss__sched_lr(o, t->step), step = (double)(t->step + 1);
-    float lrf = (float)lr, wd = (float)o->weight_decay;
-    float b1 = (float)o->beta1, b2 = (float)o->beta2;
+    double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
+    ss__upd_t u;
 
     (void)err;
     if (t->flat_decay < t->flat)
         scales_step(t, lr, step);
+    memset(&u, 0, sizeof(u));
+    u.kind = o->opt;
+    u.gscale = 1.0f;
     if (o->clip_norm > 0) {
         /* The norm of the whole gradient (every process holds it). */
-        double norm = ss__grad_norm(t->gr, t->flat_decay);
-        double coef = o->clip_norm / (norm + 1e-6);
+        double coef = o->clip_norm /
+                      (ss__grad_norm(t->gr, t->flat_decay) + 1e-6);
 
-        if (coef < 1) {
-            float c = (float)coef;
-
-#pragma omp parallel for schedule(static) if (n > 16384)
-            for (i = 0; i < n; i++)
-                g[i] *= c;
-        }
+        if (coef < 1)
+            u.gscale = (float)coef;
     }
-    switch (o->opt) {
-    case SS_OPT_ADAMW: {
-        double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
-        float ssz = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
-        float eps = (float)o->eps, decay = 1.0f - lrf * wd;
-
-#pragma omp parallel for schedule(static) if (n > 16384)
-        for (i = 0; i < n; i++) {
-            float gi = g[i];
-
-            w[i] *= decay;
-            m[i] = m[i] * b1 + gi * (1.0f - b1);
-            v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
-            w[i] -= ssz * m[i] / (sqrtf(v[i]) / bc2s + eps);
-        }
-        break;
-    }
-    case SS_OPT_SGD: {
-        float mu = (float)o->momentum;
-        int first = t->step == 0, nest = o->nesterov;
-
-#pragma omp parallel for schedule(static) if (n > 16384)
-        for (i = 0; i < n; i++) {
-            float d = g[i] + wd * w[i];
-
-            if (mu != 0.0f) {
-                m[i] = first ? d : mu * m[i] + d;
-                d = nest ? d + mu * m[i] : m[i];
-            }
-            w[i] -= lrf * d;
-        }
-        break;
-    }
-    case SS_OPT_SOPHIA: {
-        float rb = (float)(o->rho * (double)t->batch);
-        float decay = 1.0f - lrf * wd;
-
-#pragma omp parallel for schedule(static) if (n > 16384)
-        for (i = 0; i < n; i++) {
-            float r;
-
-            w[i] *= decay;
-            m[i] = m[i] * b1 + g[i] * (1.0f - b1);
-            r = fabsf(m[i]) / (rb * v[i] + 1e-15f);
-            if (r > 1.0f)
-                r = 1.0f;
-            w[i] -= lrf * (m[i] > 0 ? r : m[i] < 0 ? -r : 0.0f);
-        }
-        break;
-    }
-    }
+    u.lr = (float)lr;
+    u.wd = (float)o->weight_decay;
+    u.decay = 1.0f - u.lr * u.wd;
+    u.b1 = (float)o->beta1;
+    u.b2 = (float)o->beta2;
+    u.ssz = (float)(lr / bc1);
+    u.bc2s = (float)sqrt(bc2);
+    u.eps = (float)o->eps;
+    u.mu = (float)o->momentum;
+    u.first = t->step == 0;
+    u.nesterov = o->nesterov;
+    u.rb = (float)(o->rho * (double)t->batch);
+    if (hi > lo)
+        ss__upd_run(&u, t->w + lo, t->gr + lo, t->m, t->v,
+                    t->wbf ? t->wbf + lo : NULL, hi - lo);
     t->step++;
     t->last_lr = ss__sched_lr(o, t->step);
     return 0;

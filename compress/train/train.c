@@ -70,6 +70,10 @@ run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
 
     if (t->o.threads > 0)
         omp_set_num_threads(t->o.threads);
+    if (t->wbf_stale && t->wbf != NULL) {
+        ss__bf16_round_n(t->w, t->wbf, t->flat);
+        t->wbf_stale = 0;
+    }
     for (int i = from; i < to; i++) {
         const ss__step_t *s = &t->steps[i];
         double t0 = prof ? now_ms() : 0;
@@ -244,6 +248,13 @@ ss__dp_gather(ss__tr_t *t, ss_err_t *err)
     int rc = dp->gather_f32(dp->arg, t->w, t->flat, err);
 
     t->dp_seconds += (now_ms() - t0) / 1e3;
+    /* The other processes' slices arrived as f32: their bf16 copies
+     * (the update rounded this slice's). */
+    if (rc == 0 && t->wbf != NULL) {
+        ss__bf16_round_n(t->w, t->wbf, t->shard_lo);
+        ss__bf16_round_n(t->w + t->shard_hi, t->wbf + t->shard_hi,
+                         t->flat - t->shard_hi);
+    }
     return rc;
 }
 
@@ -321,6 +332,7 @@ ss_train_param(const ss_train_t *t, int i, ss_train_param_info_t *out)
 float *
 ss_train_params(ss_train_t *t)
 {
+    t->wbf_stale = 1;   /* the caller may write: round the copies again */
     return t->w;
 }
 

@@ -308,6 +308,70 @@ master_f32(void)
     unload(&r);
 }
 
+/* The products read bf16 copies of the weights that the update rounds
+ * in its own pass; weights a caller writes through ss_train_params()
+ * between steps must reach them too.  Scaling every parameter of the
+ * MLP by 0.5 (exact in bf16) halves the first layer's pre-activation,
+ * so the logits of a bf16 forward change; they must equal those of a
+ * trainer built from the halved weights. */
+static void
+written_weights(void)
+{
+    run_t r;
+    ss_train_t *t = NULL, *t2 = NULL;
+    ss_train_opts_t o;
+    ss_err_t err;
+    ss_tensor_t shape;
+    float *y1 = NULL, *y2 = NULL, *y0 = NULL, *w;
+    int64_t n, ny = 0, same = 0, moved = 0;
+    int rc;
+
+    if ((rc = load(&r, "mlp", &err)) == 0) {
+        shape = *r.x;
+        shape.dims[0] = BATCH;
+        opts(&o, 1);
+        rc = ss_train_new(r.g, &shape, &o, &t, &err);
+    }
+    if (rc == 0)
+        rc = ss_train_new(r.g, &shape, &o, &t2, &err);
+    if (rc == 0) {
+        ny = BATCH * 10;
+        y0 = calloc((size_t)ny, sizeof(float));
+        y1 = calloc((size_t)ny, sizeof(float));
+        y2 = calloc((size_t)ny, sizeof(float));
+        shape.data = r.x->data;
+        rc = ss_train_forward(t, &shape, y0, &err);
+    }
+    if (rc == 0) {
+        /* t: written after a forward; t2: written before its first */
+        n = ss_train_flat_size(t);
+        w = ss_train_params(t);
+        for (int64_t i = 0; i < n; i++)
+            w[i] *= 0.5f;
+        w = ss_train_params(t2);
+        for (int64_t i = 0; i < n; i++)
+            w[i] *= 0.5f;
+        if ((rc = ss_train_forward(t, &shape, y1, &err)) == 0)
+            rc = ss_train_forward(t2, &shape, y2, &err);
+    }
+    for (int64_t i = 0; rc == 0 && i < ny; i++) {
+        same += y1[i] == y2[i];
+        moved += y1[i] != y0[i];
+    }
+    if (!ok(rc == 0, "mlp: bf16 forwards around written weights"))
+        tap_diag("%s", err.msg);
+    ok(ny > 0 && same == ny && moved > ny / 2, "mlp: weights written "
+       "between steps reach the bf16 products (%lld of %lld logits as a "
+       "fresh trainer's, %lld moved)", (long long)same, (long long)ny,
+       (long long)moved);
+    free(y0);
+    free(y1);
+    free(y2);
+    ss_train_free(t);
+    ss_train_free(t2);
+    unload(&r);
+}
+
 int
 main(void)
 {
@@ -324,5 +388,6 @@ main(void)
     curve("cnn");
     curve("transformer");
     master_f32();
+    written_weights();
     return tap_done();
 }
