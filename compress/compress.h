@@ -125,6 +125,8 @@ typedef struct ss_method {
             int calib;              /* qat: ss_calib_kind_t of the
                                      * activation scales */
             double percentile;      /* qat: for SS_CALIB_PERCENTILE */
+            int weight_scales;      /* qat: 1 learned (LSQ), 0 max|w|/127
+                                     * of the trained weights */
             /* lora (compress/lora.c) */
             char adapter[SS_LORA_NAME_MAX]; /* the adapter's name */
             int rank;               /* r */

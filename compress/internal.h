@@ -200,6 +200,14 @@ int ss__qplan_act_scale_name(const ss__qplan_t *q, int i, char *buf,
                              size_t len);
 float ss__qplan_act_scale(const ss__qplan_t *q, int i);
 void ss__qplan_set_act_scale(ss__qplan_t *q, int i, float scale);
+/* Layer i's weight scales (per output channel): the name build gives
+ * them with fake (-1 when it does not fit buf), and learned ones (qat's
+ * LSQ; n of them, each > 0, copied) that later builds quantize the
+ * weight with, instead of max|w| / 127.  [the compress thread] */
+int ss__qplan_weight_scale_name(const ss__qplan_t *q, int i, char *buf,
+                                size_t len);
+int ss__qplan_set_weight_scale(ss__qplan_t *q, int i, const float *scale,
+                               int64_t n, ss_err_t *err);
 void ss__qplan_free(ss__qplan_t *q);
 
 /* Tensor-level pieces, tested on their own (quant.c, lowrank.c). */

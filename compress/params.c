@@ -58,6 +58,12 @@ static const ss_param_choice_t scores[] = {
     { NULL, 0 }
 };
 
+static const ss_param_choice_t wscales[] = {
+    { "learned", 1 },
+    { "maxabs", 0 },
+    { NULL, 0 }
+};
+
 static const ss_param_choice_t precisions[] = {
     { "f32", SS_PRECISION_F32 },
     { "bf16", SS_PRECISION_BF16 },
@@ -166,6 +172,10 @@ const ss_method_param_t ss_method_params[] = {
     { SS_METHOD_QAT, "percentile", SS_PARAM_NUMBER, 99.99, 50, 100, true,
       false, NULL, NULL, 0, "the percentile for calibration \"percentile\"",
       FIELD(train.percentile) },
+    { SS_METHOD_QAT, "weight_scales", SS_PARAM_CHOICE, 1, 0, 0, false,
+      false, wscales, NULL, 0, "per output channel: learned (LSQ, from "
+      "max|w| / 127, at the optimizer's scale_lr) or maxabs (max|w| / 127 "
+      "of the trained weights)", FIELD(train.weight_scales) },
     { SS_METHOD_MOEFY, "experts", SS_PARAM_INT, 8, 2, 256, false, false,
       NULL, NULL, 0, "experts each FFN is split into (its hidden neurons, "
       "clustered by co-activation)", FIELD(moefy.experts) },

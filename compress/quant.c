@@ -60,6 +60,8 @@ typedef struct qlayer {
     char *label;
     double err;         /* own damage; < 0 until measured */
     bool on;
+    float *wscale;      /* per output channel, learned by qat (LSQ);
+                         * owned; NULL: max|w| / 127 of the weight */
 } qlayer_t;
 
 typedef struct ss__qplan {
@@ -108,13 +110,46 @@ ss__quantize_weight(const float *w, int ndim, const int64_t *dims, int axis,
     return 0;
 }
 
+/* Layer q's weight w to s8 with its scales: learned ones (qat) when it
+ * has them, saturating at +-127 as ss__quantize_weight does, else
+ * max|w| / 127. */
+static void
+quantize_layer(const qlayer_t *q, const ss_tensor_t *w, int8_t *qd,
+               float *sd)
+{
+    int64_t outer = 1, inner = 1, C, o, c, i;
+    int axis = q->l.out_axis, d;
+
+    if (q->wscale == NULL) {
+        ss__quantize_weight(w->data, w->ndim, w->dims, axis, qd, sd);
+        return;
+    }
+    C = w->dims[axis];
+    for (d = 0; d < axis; d++)
+        outer *= w->dims[d];
+    for (d = axis + 1; d < w->ndim; d++)
+        inner *= w->dims[d];
+    for (o = 0; o < outer; o++)
+        for (c = 0; c < C; c++)
+            for (i = 0; i < inner; i++) {
+                int64_t k = (o * C + c) * inner + i;
+                float v = nearbyintf(((const float *)w->data)[k] /
+                                     q->wscale[c]);
+
+                qd[k] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+            }
+    memcpy(sd, q->wscale, (size_t)C * sizeof(float));
+}
+
 static void
 qstate_clear(qstate_t *s)
 {
     int i;
 
-    for (i = 0; i < s->n_layers; i++)
+    for (i = 0; i < s->n_layers; i++) {
         ss_free(s->layers[i].label);
+        ss_free(s->layers[i].wscale);
+    }
     for (i = 0; i < s->n_acts; i++)
         ss_free(s->acts[i].hist);
     ss_free(s->layers);
@@ -373,7 +408,7 @@ add_weight_dq(ss_graph_t *g, const qlayer_t *q, ss_err_t *err)
                             SS_DTYPE_I8, 1, &C, &zd, err)) < 0)
         return zp;
     w = g->values[q->l.w].constant;
-    ss__quantize_weight(w->data, w->ndim, w->dims, q->l.out_axis, qd, sd);
+    quantize_layer(q, w, qd, sd);
     if ((dq = ss_graph_add_value(g, qname(g, q->l.w, "dequantized", name,
                                           sizeof(name)), NULL, err)) < 0)
         return dq;
@@ -416,8 +451,7 @@ add_weight_fq(ss_graph_t *g, const qlayer_t *q, ss_err_t *err)
     w = g->values[q->l.w].constant;
     if ((scratch = ss_malloc((size_t)ss_tensor_numel(w))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory to quantize");
-    ss__quantize_weight(w->data, w->ndim, w->dims, q->l.out_axis, scratch,
-                        sd);
+    quantize_layer(q, w, scratch, sd);
     ss_free(scratch);
     if ((qv = ss_graph_add_value(g, qname(g, q->l.w, "quantized", name,
                                           sizeof(name)), NULL, err)) < 0)
@@ -707,6 +741,39 @@ ss__qplan_build(const ss__qplan_t *q, bool fake, ss_graph_t **out,
     int n_on;
 
     return build(q, -1, fake, out, &n_on, err);
+}
+
+/* "<weight>_scale", as add_weight_fq names layer i's weight scales. */
+int
+ss__qplan_weight_scale_name(const ss__qplan_t *q, int i, char *buf,
+                            size_t len)
+{
+    int n = snprintf(buf, len, "%s_scale",
+                     q->g->values[q->layers[i].l.w].name);
+
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int
+ss__qplan_set_weight_scale(ss__qplan_t *q, int i, const float *scale,
+                           int64_t n, ss_err_t *err)
+{
+    qlayer_t *l = &q->layers[i];
+    const ss_tensor_t *w = q->g->values[l->l.w].constant;
+
+    if (w == NULL || n != w->dims[l->l.out_axis])
+        return ss_err_set(err, SS_EINTERNAL, "qat: %lld weight scales for "
+                          "layer %s", (long long)n, l->label);
+    for (int64_t c = 0; c < n; c++)
+        if (!(scale[c] > 0.0f) || !isfinite(scale[c]))
+            return ss_err_set(err, SS_EINVAL, "qat: weight scale %lld of "
+                              "%s trained to %g: lower scale_lr",
+                              (long long)c, l->label, scale[c]);
+    ss_free(l->wscale);
+    if ((l->wscale = ss_malloc((size_t)n * sizeof(float))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for weight scales");
+    memcpy(l->wscale, scale, (size_t)n * sizeof(float));
+    return 0;
 }
 
 int

@@ -980,6 +980,114 @@ qdq_lsq_case(void)
     ss_graph_free(g);
 }
 
+/*
+ * Per output channel (qat's learned weight scales): w [3, 4] behind
+ * Q -> DQ on axis 0 with three scales and s8 zero points, MSE to a
+ * target.  Each channel's scale gradient must be LSQ's over that
+ * channel's row only (by hand, in double), and the first update moves
+ * each scale by exp(-scale_lr * sign of its own gradient).
+ */
+static void
+qdq_lsq_axis_case(void)
+{
+    static const float ws[12] = { -20.0f, -0.33f, 0.05f, 1.21f,
+                                  15.0f, 3.14f, -60.7f, 0.0f,
+                                  0.9f, -7.77f, 2.5f, -0.01f };
+    static const float s0[3] = { 0.1f, 0.5f, 0.02f };
+    static const char *const scales[] = { "wscale" };
+    float tg[12];
+    int64_t d[2] = { 3, 4 }, c3 = 3;
+    ss_tensor_t *st = NULL, *zt = NULL;
+    ss_tensor_t target = { SS_DTYPE_F32, 2, { 3, 4 }, tg };
+    ss_train_batch_t batch = { NULL, NULL, &target };
+    ss_train_param_info_t pi = { 0 };
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_graph_t *g;
+    ss_err_t err = { 0 };
+    double loss, want[3] = { 0 }, mag[3] = { 0 }, worst = 0, worst_s = 0;
+    int x, sc, zp, q, y, in[3], i, c, k = -1;
+    float got[3];
+    gb_t b;
+
+    gb_init(&b, 13);
+    x = gb_param(&b, "w", 2, d, 0, 1);
+    memcpy(b.g->values[x].constant->data, ws, sizeof(ws));
+    ss__tensor_new(SS_DTYPE_F32, 1, &c3, &st, &b.err);
+    memcpy(st->data, s0, sizeof(s0));
+    sc = ss_graph_add_value(b.g, "wscale", st, &b.err);
+    ss__tensor_new(SS_DTYPE_I8, 1, &c3, &zt, &b.err);
+    zp = ss_graph_add_value(b.g, "zero", zt, &b.err);
+    in[0] = x;
+    in[1] = sc;
+    in[2] = zp;
+    attr_i(&b, "axis", 0);
+    q = gb_node(&b, "QuantizeLinear", 3, in);
+    in[0] = q;
+    attr_i(&b, "axis", 0);
+    y = gb_node(&b, "DequantizeLinear", 3, in);
+    g = gb_done(&b, y);
+    for (i = 0; i < 12; i++)
+        tg[i] = 0.5f * (float)(i % 3) - 0.25f;
+    ss_train_opts_default(&o);
+    o.loss = SS_LOSS_MSE;
+    o.scales = scales;
+    o.n_scales = 1;
+    ok(g != NULL && ss_train_new(g, NULL, &o, &t, &err) == 0,
+       "a per-channel Q -> DQ pair with learned scales trains (%s)",
+       g ? err.msg : "no graph");
+    if (t == NULL) {
+        ss_graph_free(g);
+        return;
+    }
+    for (i = 0; i < ss_train_num_params(t); i++)
+        if (ss_train_param(t, i, &pi) == 0 && strcmp(pi.name, "wscale") == 0)
+            k = i;
+    is_int(ss_train_grads_compute(t, &batch, &loss, &err), 0,
+           "gradients: %s", err.msg);
+    if (k < 0 || pi.numel != 3) {
+        ok(0, "the three scales are one parameter");
+        ss_train_free(t);
+        ss_graph_free(g);
+        return;
+    }
+    for (i = 0; i < 12; i++) {
+        double sc_ = s0[i / 4];
+        double r = nearbyint(ws[i] / (float)sc_);
+        double qv = r < -128 ? -128 : r > 127 ? 127 : r;
+        double dy = 2.0 * (qv * (float)sc_ - tg[i]) / 12.0;
+
+        double term = r >= -128 && r <= 127 ? dy * (qv - ws[i] / sc_)
+                                            : dy * qv;
+
+        want[i / 4] += term;
+        mag[i / 4] += fabs(dy) * (fabs(qv) + fabs(ws[i] / sc_));
+    }
+    for (c = 0; c < 3; c++) {
+        double e;
+
+        got[c] = ss_train_grads(t)[pi.offset + c];
+        /* relative to the parts: q and x / s cancel, and the trainer
+         * passes dy through f32 (dq = dy s) */
+        e = fabs(got[c] - want[c]) / (mag[c] + 1e-3);
+        worst = e > worst ? e : worst;
+    }
+    ok(worst <= 1e-5, "each channel's dL/ds is LSQ's over its own row "
+       "(%.6g %.6g %.6g; by hand %.6g %.6g %.6g)", got[0], got[1], got[2],
+       want[0], want[1], want[2]);
+    is_int(ss_train_apply(t, &err), 0, "one update: %s", err.msg);
+    for (c = 0; c < 3; c++) {
+        double s1 = ss_train_params(t)[pi.offset + c];
+        double s1_want = s0[c] * exp(-o.scale_lr * (got[c] > 0 ? 1 : -1));
+
+        worst_s = fmax(worst_s, fabs(s1 - s1_want) / s1_want);
+    }
+    ok(worst_s <= 1e-6, "each scale moves by exp(-scale_lr * its own sign) "
+       "(worst %.2g)", worst_s);
+    ss_train_free(t);
+    ss_graph_free(g);
+}
+
 /* ---- losses against hand-computed values ---------------------------------- */
 
 /*
@@ -1280,6 +1388,7 @@ main(void)
     structure_cases();
     qdq_cases();
     qdq_lsq_case();
+    qdq_lsq_axis_case();
     loss_cases();
     optim_cases();
     table_cases();
