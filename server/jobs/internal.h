@@ -59,6 +59,10 @@ typedef struct ss__job {
     bool activate;
     json_t *request;            /* the body, for the record */
     atomic_int cancel;
+    char **mpirun;              /* "workers": {"mpirun": [...]}: its
+                                 * arguments (owned), n_mpirun of them;
+                                 * NULL: the job runs in the daemon */
+    int n_mpirun;
     bool search;                /* an optimize job (search_job.c) */
     ss_search_opts_t sopts;     /* its options, set by the parser */
 
@@ -103,6 +107,13 @@ struct ss_jobs {
 };
 
 int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
+/* "workers" (mpi_job.c): checks it and the job's data sources, refuses
+ * it without MPI, mpirun or slimserve-train [loop]; runs the job through
+ * mpirun and slimserve-train and ends it [job thread]; frees the
+ * arguments. */
+int ss__jobs_mpi_parse(ss__job_t *j, json_t *workers, ss_err_t *err);
+void ss__jobs_mpi_run(ss_jobs_t *js, ss__job_t *j);
+void ss__jobs_mpi_clear(ss__job_t *j);
 /* A data source of a request body (jobs_parse.c): what is the source's
  * name in messages ("calibration"). */
 int ss__jobs_parse_data(ss__job_t *j, json_t *v, const char *what,

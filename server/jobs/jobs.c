@@ -83,6 +83,7 @@ job_free(ss__job_t *j)
     ss__jobs_data_clear(&j->val);
     ss__jobs_data_clear(&j->train);
     ss__jobs_train_clear(j);
+    ss__jobs_mpi_clear(j);
     ss_version_unref(j->src);
     json_decref(j->request);
     json_decref(j->result);
@@ -682,6 +683,10 @@ run(ss_jobs_t *js, ss__job_t *j)
 
     if (j->search) {
         ss__jobs_search_run(js, j);
+        return;
+    }
+    if (j->mpirun != NULL) {
+        ss__jobs_mpi_run(js, j);
         return;
     }
     ctl.cancel = &j->cancel;

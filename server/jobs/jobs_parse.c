@@ -147,7 +147,8 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
 {
     static const char *const known[] = { "source_version", "methods",
                                          "calibration", "validation",
-                                         "training", "gate", "activate" };
+                                         "training", "gate", "activate",
+                                         "workers" };
     const char *key;
     json_t *v, *methods;
     size_t i, k;
@@ -227,5 +228,8 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
                                   ss_method_name(m->kind));
         }
     }
+    v = json_object_get(root, "workers");
+    if (v != NULL && (rc = ss__jobs_mpi_parse(j, v, err)) < 0)
+        return rc;
     return 0;
 }

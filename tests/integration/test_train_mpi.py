@@ -6,7 +6,10 @@ losses of 1 process within float summation order (max |dw| <= 1e-5,
 loss within 1e-6 relative), for SGD and AdamW; each process holds the
 optimizer state of its half of the parameters only; a process killed
 mid-run makes the run fail quickly with no version written; bad jobs
-fail on every process with one clear reason.
+fail on every process with one clear reason.  The daemon hands a job
+to mpirun ("workers": {"mpirun": [...]}): the variant it activates is the
+one 2 processes train offline; bad "workers" are 400 at submit; cancel
+ends the run with nothing written.
 
 Skipped (TAP skip, with the reason) only when slimserve-train was built
 without MPI or mpirun is missing: scripts/install-deps.sh installs
@@ -25,6 +28,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
+from daemon import Daemon, json_body  # noqa: E402
 
 TRAIN_BIN = os.path.join(os.environ.get("top_builddir", "."), "server",
                          "slimserve-train")
@@ -175,7 +179,7 @@ def test_parity(tmp, name, opt):
            "(%r vs %r)" % (name, a1, a2))
     tap.eq(err2.count("version 2 written"), 1, "%s: one process wrote "
            "the version" % name)
-    return t2, err2
+    return t2, err2, os.path.join(two, "2", "model.onnx")
 
 
 def test_state_split(t2, err2):
@@ -286,6 +290,77 @@ def test_bad_jobs(tmp):
     tap.eq(versions(mdir), ["1"], "no version written by the bad jobs")
 
 
+def test_daemon(tmp, offline):
+    """The daemon hands the AdamW job to mpirun -np 2: it succeeds, the
+    version it writes and activates has the weights of the same job run
+    offline (within 1e-5), and its result says 2 processes trained; bad
+    "workers" are 400 with no job; a cancelled run writes nothing."""
+    root = os.path.join(tmp, "daemon")
+    mdir = make_model(root, "mlp")
+    workers = {"mpirun": MPIRUN[1:] + ["-np", "2"]}
+    body = dict(job({"name": "adamw", "lr": 0.002}), workers=workers,
+                activate=True)
+    # The mpirun it starts inherits its environment: under ASan this one
+    # daemon runs without leak checks too (see MPI_ENV).
+    with Daemon(["--admin-insecure", "--job-threads=1"], repository=root,
+                env={"ASAN_OPTIONS": MPI_ENV.get("ASAN_OPTIONS", "")}) as d:
+        for what, bad in (("a string", "mpirun"),
+                          ("a number in the arguments",
+                           {"mpirun": ["-np", 2]}),
+                          ("an unknown key", {"mpiexec": []})):
+            st, _, data = d.post("/admin/models/mlp/compress",
+                                 dict(body, workers=bad), admin=True)
+            tap.ok(st == 400 and "workers" in (json_body(data) or {}).get(
+                "error", ""), "workers as %s: 400 naming it (%d %s)"
+                % (what, st, data[:120]))
+        st, _, data = d.post("/admin/models/mlp/compress", body, admin=True)
+        jid = (json_body(data) or {}).get("job", 0)
+        tap.eq(st, 202, "a job with workers.mpirun: accepted")
+        j = d.wait_job(jid, timeout=120)
+        res = j.get("result") or {}
+        tap.ok(j.get("state") == "succeeded" and res.get("activated"),
+               "it succeeds and activates (%s: %s)"
+               % (j.get("state"), j.get("error")))
+        tap.eq(res.get("version"), 2, "version 2 written")
+        dp = training(res).get("data_parallel") or {}
+        tap.eq(dp.get("processes"), 2, "2 processes trained it")
+        try:
+            dw = max_diff(weights(os.path.join(mdir, "2", "model.onnx")),
+                          weights(offline))
+        except Exception as e:  # noqa: BLE001 -- reported as a failure
+            dw = float("inf")
+            tap.diag("weights: %s" % e)
+        tap.ok(dw <= TOL_W, "the weights of the offline 2-process run "
+               "(max |dw| %.3g)" % dw)
+        tap.eq(temps(mdir), [], "no temporary file left")
+        # Cancel mid-run: mpirun ends, nothing is written.
+        long_body = dict(job({"name": "sgd", "lr": 0.01}, epochs=1000),
+                         workers=workers)
+        st, _, data = d.post("/admin/models/mlp/compress", long_body,
+                             admin=True)
+        jid = (json_body(data) or {}).get("job", 0)
+        deadline = time.monotonic() + 60
+        step = ""
+        while time.monotonic() < deadline:
+            _, _, data = d.get("/admin/jobs/%d" % jid, admin=True)
+            step = (json_body(data) or {}).get("step", "")
+            if step.startswith("mpirun: finetune: epoch"):
+                break
+            time.sleep(0.1)
+        tap.ok(step.startswith("mpirun: finetune: epoch"),
+               "while it runs, the step is slimserve-train's last line "
+               "(%s)" % step)
+        st, _, _ = d.request("DELETE", "/admin/jobs/%d" % jid, admin=True)
+        t0 = time.monotonic()
+        j = d.wait_job(jid, timeout=60)
+        tap.ok(j.get("state") == "cancelled" and time.monotonic() - t0 < 20,
+               "cancel: the job is cancelled within seconds (%s, %.1f s)"
+               % (j.get("state"), time.monotonic() - t0))
+        tap.eq(versions(mdir), ["1", "2"], "no version written by it")
+        tap.eq(temps(mdir), [], "no temporary file left by it")
+        tap.eq(d.stop(), 0, "clean exit")
+
+
 def main():
     try:
         h = subprocess.run([TRAIN_BIN, "--help"], capture_output=True,
@@ -303,7 +378,8 @@ def main():
                                      "momentum": 0.9})
         r2 = test_parity(tmp, "adamw", {"name": "adamw", "lr": 0.002})
         if r2 is not None:
-            test_state_split(*r2)
+            test_state_split(*r2[:2])
+            test_daemon(tmp, r2[2])
         else:
             tap.ok(False, "the AdamW run gave no shares to check")
         del r
