@@ -27,11 +27,12 @@ from a loaded machine are noisy, so compare ratios from one run.
 ">= 1.5x at batch 32 within 1% relative accuracy drop"): the FFN-heavy
 MLP of tests/fixtures/make_moefy.py at d = 256 (64 -> 256, FFN
 256-2048-256 with a residual, -> 10; digits, L1 on the FFN activations)
-is trained, moefied by a real daemon's admin job (8 experts, k 2,
-calibration = the digits training rows, validation = the held-out rows),
-and timed with slimserve-infer: the source, the variant as compiled
-(sparse), and the variant with SS_ENGINE_NO_MOE=1 (its dense mask
-graph).  --moefy-only skips the MoE table.
+is trained, moefied by a real daemon's admin jobs (8 experts, k 2,
+calibration = the digits training rows, validation = the held-out rows;
+also moefy then bf16, and moefy then ptq: int8 experts), and timed with
+slimserve-infer: the source, each variant as compiled (sparse), and the
+moefy variant with SS_ENGINE_NO_MOE=1 (its dense mask graph).
+--moefy-only skips the MoE table.
 
 Usage: bench/moe.py [--cli PATH] [--batches 1,32,256] [--threads 2]
                     [--quick] [--moefy | --moefy-only]
@@ -160,37 +161,45 @@ def moefy(cli, args, tmp):
                                       dig, "mlp_heldout.npz")})
     with Daemon(["--admin-insecure", "--job-threads=1"],
                 repository=root) as d:
-        st, _, data = d.post("/admin/models/m/compress", {
-            "methods": [{"method": "moefy",
-                         "params": {"experts": 8, "k": 2}}],
-            "calibration": {"file": "calib.npz"},
-            "validation": {"file": "val.npz"},
-            "gate": {"max_accuracy_drop": 0.01}, "activate": False},
-            admin=True)
-        jid = (json_body(data) or {}).get("job", 0)
-        job = d.wait_job(jid, timeout=900) if st == 202 else {}
-    res = job.get("result") or {}
-    if job.get("state") not in ("succeeded", "rejected") or not res:
-        print("moefy: the job failed: %s" % json.dumps(job)[:800])
-        return
-    sa, va = res["source"]["accuracy"], res["variant"]["accuracy"]
-    note = res["details"]["methods"][0]
-    ffn = (note.get("ffns") or [{}])[0]
-    print("moefy job: %s in %.1f s; accuracy %.4f -> %.4f (relative drop "
-          "%.2f%%, gate 1%%: %s); mass captured %s"
-          % (job["state"], job["finished"] - job["started"], sa, va,
-             100 * (sa - va) / sa, "passed" if res["gate"]["passed"]
-             else "FAILED", ffn.get("mass_captured")))
-    var = os.path.join(tmp, "var.onnx")
-    if res.get("version") is not None:
-        var = os.path.join(root, "m", str(res["version"]), "model.onnx")
-    else:   # rejected: nothing written; time nothing
+        jobs = {}
+        for name, extra in (("moefy", []), ("+bf16", ["bf16"]),
+                            ("+int8", ["ptq"])):
+            st, _, data = d.post("/admin/models/m/compress", {
+                "methods": [{"method": "moefy",
+                             "params": {"experts": 8, "k": 2}}] + extra,
+                "calibration": {"file": "calib.npz"},
+                "validation": {"file": "val.npz"}, "source_version": 1,
+                "gate": {"max_accuracy_drop": 0.01}, "activate": False},
+                admin=True)
+            jid = (json_body(data) or {}).get("job", 0)
+            jobs[name] = d.wait_job(jid, timeout=900) if st == 202 else {}
+    var = {}
+    for name, job in jobs.items():
+        res = job.get("result") or {}
+        if job.get("state") not in ("succeeded", "rejected") or not res:
+            print("%s: the job failed: %s" % (name, json.dumps(job)[:800]))
+            continue
+        sa, va = res["source"]["accuracy"], res["variant"]["accuracy"]
+        ffn = (res["details"]["methods"][0].get("ffns") or [{}])[0]
+        print("%s job: %s in %.1f s; accuracy %.4f -> %.4f (relative drop "
+              "%.2f%%, gate 1%%: %s)%s"
+              % (name, job["state"], job["finished"] - job["started"], sa,
+                 va, 100 * (sa - va) / sa,
+                 "passed" if res["gate"]["passed"] else "FAILED",
+                 "; mass captured %s" % ffn.get("mass_captured")
+                 if name == "moefy" else ""))
+        if res.get("version") is not None:
+            var[name] = os.path.join(root, "m", str(res["version"]),
+                                     "model.onnx")
+    if "moefy" not in var:
         return
     with np.load(os.path.join(dig, "mlp_heldout.npz")) as z:
         held = z["input"]
-    print("median ms (1 engine at a time, %d threads):" % args.threads)
-    print("%5s %8s %8s %8s %8s %8s" % ("batch", "source", "moefy",
-                                       "mask", "src/moe", "rewritten"))
+    print("median ms (1 engine at a time, %d threads); mask = the moefy "
+          "file with SS_ENGINE_NO_MOE=1:" % args.threads)
+    print("%5s %8s %8s %8s %8s %8s %8s %8s %8s %9s"
+          % ("batch", "source", "moefy", "mask", "+bf16", "+int8",
+             "src/moe", "src/bf16", "src/int8", "rewritten"))
     for b in [int(v) for v in args.batches.split(",")]:
         n, w = REPEAT.get(b, (max(10, 3000 // b), 3))
         if args.quick:
@@ -199,13 +208,31 @@ def moefy(cli, args, tmp):
         xf = os.path.join(tmp, "mx%d.npy" % b)
         np.save(xf, x)
         of = os.path.join(tmp, "mo.npz")
+        med, was = {}, []
         sl, _, _, _ = run_ss(cli, src, xf, of, n, w, args.threads, False)
-        ml, _, _, was = run_ss(cli, var, xf, of, n, w, args.threads, False)
-        dl, _, _, _ = run_ss(cli, var, xf, of, n, w, args.threads, True)
-        s, m = statistics.median(sl), statistics.median(ml)
-        print("%5d %8.3f %8.3f %8.3f %8.2f %8s"
-              % (b, s, m, statistics.median(dl), s / m,
-                 "yes" if was else "NO"))
+        med["source"] = statistics.median(sl)
+        dl, _, _, _ = run_ss(cli, var["moefy"], xf, of, n, w, args.threads,
+                             True)
+        med["mask"] = statistics.median(dl)
+        for name in ("moefy", "+bf16", "+int8"):
+            if name not in var:
+                continue
+            ml, _, _, sp = run_ss(cli, var[name], xf, of, n, w,
+                                  args.threads, False)
+            med[name] = statistics.median(ml)
+            was.append("%s %s" % (name, "yes" if sp else "NO"))
+
+        def f(k):
+            return "%8.3f" % med[k] if k in med else "%8s" % "-"
+
+        def r(k):
+            return ("%8.2f" % (med["source"] / med[k]) if k in med
+                    else "%8s" % "-")
+
+        print("%5d %s %s %s %s %s %s %s %s  %s"
+              % (b, f("source"), f("moefy"), f("mask"), f("+bf16"),
+                 f("+int8"), r("moefy"), r("+bf16"), r("+int8"),
+                 ", ".join(was)))
 
 
 def main():
