@@ -211,10 +211,11 @@ int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
  * value, err) once per tap k whose value the run computes: for a graph
  * input before the first step, else right after the step that writes it
  * and before any step reads it.  value (borrowed for the call) may be
- * written in place (never a graph input's).  A value's bytes stay as
- * they are until the last step reading it has run, so fn may keep an
- * earlier tap's data pointer for a later tap whose step reads that value
- * (a MatMul's input, at its output).  A tap folded to a constant is
+ * written in place (never a graph input's).  A tapped value's bytes stay
+ * as they are until the last step reading it has run and, after it, the
+ * first step writing a tapped value, so fn may keep an earlier tap's
+ * data pointer for that later tap (a MatMul's input, at the output of the
+ * bias Add after it, fused with it or not).  A tap folded to a constant is
  * never called.  fn returns 0 or a negative code with err set, which
  * ends the run.  fn NULL, or a plan without taps, is ss_plan_run.
  * [worker] */

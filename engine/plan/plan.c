@@ -554,6 +554,26 @@ plan_arena(ss_plan_t *p, ss_err_t *err)
         for (int k = 0; k < p->steps[s].n_in; k++)
             if (p->steps[s].in[k] >= 0)
                 last[ss__plan_root(p, p->steps[s].in[k])] = s;
+    /* A tapped value's bytes stay until the taps due after its last
+     * reader have run (engine.h): to the first step from then on that
+     * writes a tapped value.  A caller reads a MatMul's input at the tap
+     * of the bias Add after it: the same step when they fuse, the next
+     * in a plan without fusion. */
+    for (int k = 0; p->taps && k < p->g->n_taps; k++) {
+        int r = ss__plan_root(p, p->g->taps[k]), ext = -1;
+
+        for (int s = last[r] < 0 ? 0 : last[r]; s < p->n_steps && ext < 0;
+             s++)
+            for (int o = 0; o < p->steps[s].n_out && ext < 0; o++)
+                for (int t = 0; t < p->g->n_taps && ext < 0; t++)
+                    if (p->steps[s].out[o] >= 0
+                        && p->steps[s].kind != SS_STEP_COPY
+                        && ss__plan_root(p, p->steps[s].out[o])
+                               == ss__plan_root(p, p->g->taps[t]))
+                        ext = s;
+        if (ext > last[r])
+            last[r] = ext;
+    }
     for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *st = &p->steps[s];
 

@@ -524,6 +524,44 @@ module_of_node(const char *name)
     return m;
 }
 
+/* The output of the bias Add right after MatMul output y, when y's one
+ * reader is an Add of a constant f32 vector (what torch.onnx.export
+ * writes for an nn.Linear on 3-D input); else y.  The update commutes
+ * with the bias, and a tap after the Add leaves the MatMul fused with its
+ * bias in the tapped plan (measured on the transformer: see
+ * docs/lora.md). */
+static int
+past_bias(const ss_graph_t *g, int y, int64_t out)
+{
+    const ss_node_t *add = NULL;
+    int readers = 0;
+
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == y)
+            return y;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_inputs; k++)
+            if (g->nodes[i].inputs[k] == y) {
+                readers++;
+                add = &g->nodes[i];
+            }
+    if (readers != 1 || strcmp(add->op_type, "Add") != 0
+        || (add->domain != NULL && add->domain[0] != '\0')
+        || add->n_inputs != 2 || add->n_outputs < 1 || add->outputs[0] < 0)
+        return y;
+    {
+        int b = add->inputs[0] == y ? add->inputs[1] : add->inputs[0];
+        const ss_tensor_t *c = b >= 0 ? g->values[b].constant : NULL;
+
+        /* [out] (or [1, out]): the shape of y, whatever its rank */
+        if (c == NULL || c->dtype != SS_DTYPE_F32 || c->ndim < 1
+            || c->ndim > 2 || c->dims[c->ndim - 1] != out
+            || ss_tensor_numel(c) != out)
+            return y;
+    }
+    return add->outputs[0];
+}
+
 static int
 add_site(ss_lora_t *l, const ss_node_t *n, ss_err_t *err)
 {
@@ -557,6 +595,8 @@ add_site(ss_lora_t *l, const ss_node_t *n, ss_err_t *err)
         s->in = w->constant->dims[0];
         s->out = w->constant->dims[1];
     }
+    if (!gemm)
+        s->y = past_bias(g, s->y, s->out);
     wn = w->name;
     wl = strlen(wn);
     if (wl > 7 && strcmp(wn + wl - 7, ".weight") == 0) {
