@@ -14,10 +14,37 @@
 /* Everything a model's constants may hold together. */
 #define SS_MODEL_MAX_BYTES ((size_t)16 << 30)
 
+/* Where an initializer's raw_data lies in the source (onnx_strip.c). */
+typedef struct ss__onnx_raw {
+    size_t off, len;
+    int set;             /* 0: it has no raw_data */
+} ss__onnx_raw_t;
+
+/* A model without its initializers' raw_data payloads: buf (owned) for
+ * protobuf-c, refs[i] for gp->initializer[i]. */
+typedef struct ss__onnx_stripped {
+    uint8_t *buf;
+    size_t len;
+    ss__onnx_raw_t *refs;
+    size_t n_refs;
+} ss__onnx_stripped_t;
+
+/* Strips the model in buf (len bytes).  0: done; 1: the walk could not
+ * parse it (hand buf to protobuf-c as it is); -1: no memory.  Borrows
+ * buf. */
+int ss__onnx_strip(const void *buf, size_t len, ss__onnx_stripped_t *out);
+/* Frees what ss__onnx_strip made; accepts NULL. */
+void ss__onnx_stripped_free(ss__onnx_stripped_t *st);
+
 typedef struct ss__onnx_ctx {
     const char *source;  /* for messages */
     const char *dir;     /* external data directory; NULL: refused */
     size_t budget;       /* bytes of constants still allowed */
+    /* Set while an initializer whose raw_data was stripped is decoded:
+     * its payload is raw_src[raw->off ..], read instead of tp's. */
+    const uint8_t *raw_src;
+    const ss__onnx_raw_t *raw;
+    int raw_mapped;      /* raw_src is a file mapping: drop read pages */
 } ss__onnx_ctx_t;
 
 /* Decodes tp (raw_data, typed fields or external data) into a new tensor.

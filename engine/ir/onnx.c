@@ -113,6 +113,7 @@ typedef struct import {
     ss_graph_t *g;
     names_t names;
     int cap_values;
+    ss__onnx_stripped_t st;     /* the model protobuf-c saw, if stripped */
 } import_t;
 
 static void
@@ -473,8 +474,11 @@ make_values(import_t *im, ss_err_t *err)
         if ((rc = add_value(im, tp->name, &id, err)) < 0)
             goto done;
         snprintf(what, sizeof(what), "initializer '%s'", nz(tp->name));
-        if ((rc = ss__onnx_tensor(&im->cx, tp, what, &g->values[id].constant,
-                                  err)) < 0)
+        im->cx.raw = im->st.refs != NULL ? &im->st.refs[i] : NULL;
+        rc = ss__onnx_tensor(&im->cx, tp, what, &g->values[id].constant,
+                             err);
+        im->cx.raw = NULL;
+        if (rc < 0)
             goto done;
     }
     if ((g->inputs = ss_calloc(gp->n_input + 1, sizeof(int))) == NULL
@@ -789,13 +793,15 @@ check_counts(import_t *im, const Onnx__GraphProto *gp, ss_err_t *err)
     return 0;
 }
 
+/* mapped: buf is a file mapping whose pages may be dropped once read. */
 static int
 load(const void *buf, size_t len, const char *source, const char *dir,
-     ss_graph_t **out, ss_err_t *err)
+     int mapped, ss_graph_t **out, ss_err_t *err)
 {
     Onnx__ModelProto *m = NULL;
     import_t im = { .cx = { .source = source, .dir = dir,
-                            .budget = SS_MODEL_MAX_BYTES } };
+                            .budget = SS_MODEL_MAX_BYTES,
+                            .raw_src = buf, .raw_mapped = mapped } };
     int rc = 0;
 
     *out = NULL;
@@ -804,7 +810,18 @@ load(const void *buf, size_t len, const char *source, const char *dir,
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a graph");
         goto done;
     }
-    m = onnx__model_proto__unpack(&pb_allocator, len, buf);
+    /* Initializers' payloads are copied once, from buf, not through
+     * protobuf-c (onnx_strip.c); a model the walk cannot parse goes to
+     * protobuf-c whole, for its verdict. */
+    if ((rc = ss__onnx_strip(buf, len, &im.st)) < 0) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to read %s", source);
+        goto done;
+    }
+    if (rc == 0)
+        m = onnx__model_proto__unpack(&pb_allocator, im.st.len, im.st.buf);
+    else
+        m = onnx__model_proto__unpack(&pb_allocator, len, buf);
+    rc = 0;
     if (m == NULL) {
         rc = ss_err_set(err, SS_EBADMODEL, "%s: not a valid ONNX model "
                         "(truncated or corrupt protobuf)", source);
@@ -819,6 +836,12 @@ load(const void *buf, size_t len, const char *source, const char *dir,
     }
     if ((rc = check_ops(&im, err)) < 0 || (rc = check_counts(&im, im.gp, err)) < 0)
         goto done;
+    if (im.st.refs != NULL && im.st.n_refs != im.gp->n_initializer) {
+        rc = ss_err_set(err, SS_EBADMODEL, "%s: %zu initializers, but %zu "
+                        "in the wire format", source, im.gp->n_initializer,
+                        im.st.n_refs);
+        goto done;
+    }
     if ((im.g->values = ss_calloc((size_t)im.cap_values + 1,
                                   sizeof(ss_value_t))) == NULL
         || names_init(&im.names, (size_t)im.cap_values, im.g->values) < 0) {
@@ -843,6 +866,7 @@ done:
     if (m != NULL)
         onnx__model_proto__free_unpacked(m, &pb_allocator);
     ss_free(im.names.slot);
+    ss__onnx_stripped_free(&im.st);
     ss_graph_free(im.g);
     if (rc < 0)
         ss__err_scrub(err);
@@ -853,7 +877,7 @@ int
 ss_graph_load_onnx_buffer(const void *buf, size_t len, ss_graph_t **out,
                           ss_err_t *err)
 {
-    return load(buf, len, "<buffer>", NULL, out, err);
+    return load(buf, len, "<buffer>", NULL, 0, out, err);
 }
 
 int
@@ -897,7 +921,7 @@ ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
     } else {
         *slash = '\0';
     }
-    rc = load(map, (size_t)st.st_size, path, dir, out, err);
+    rc = load(map, (size_t)st.st_size, path, dir, 1, out, err);
 done:
     if (map != MAP_FAILED)
         munmap(map, (size_t)st.st_size);

@@ -19,7 +19,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,6 +175,35 @@ done:
     return rc;
 }
 
+/* Copies a stripped initializer's payload from the source.  From a file
+ * mapping, the copy goes in 4 MB pieces and the pages of each piece are
+ * dropped behind it (MADV_DONTNEED on a clean private mapping only
+ * forgets them: they are still the file's, and the page cache keeps
+ * them), so the mapping adds at most a piece to the resident set on top
+ * of the tensors, even for one tensor of hundreds of MB. */
+static void
+copy_stripped(const ss__onnx_ctx_t *cx, void *dst, size_t bytes)
+{
+    const size_t piece = (size_t)4 << 20;
+    const uint8_t *src = cx->raw_src + cx->raw->off;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
+    size_t done, n;
+
+    for (done = 0; done < bytes; done += n) {
+        n = bytes - done < piece ? bytes - done : piece;
+        memcpy((uint8_t *)dst + done, src + done, n);
+        if (!cx->raw_mapped)
+            continue;
+        /* Dropping a page that also holds other bytes is harmless: the
+         * mapping is never written, so a later read faults the file's
+         * same bytes back in. */
+        lo = ((uintptr_t)src + done) & ~(pg - 1);
+        hi = ((uintptr_t)src + done + n) & ~(pg - 1);
+        if (hi > lo)
+            (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
 /* Copies n typed elements into t's data, narrowing as t's dtype says. */
 static void
 narrow_i32(ss_tensor_t *t, const int32_t *src, size_t n)
@@ -217,6 +248,11 @@ ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
     int64_t dims[SS_MAX_DIMS];
     size_t bytes, numel, have = 0;
     int32_t dt = tp->has_data_type ? tp->data_type : 0;
+    /* raw_data's length, SIZE_MAX without one; a stripped initializer's
+     * lies in the source (onnx_strip.c) */
+    size_t raw_len = cx->raw != NULL ? (cx->raw->set ? cx->raw->len
+                                                     : SIZE_MAX)
+                     : tp->has_raw_data ? tp->raw_data.len : SIZE_MAX;
     int is_ext, rc = 0;
 
     *out = NULL;
@@ -268,11 +304,11 @@ ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
      * allocation sized by dims. */
     if (is_ext) {
         have = numel;
-    } else if (tp->has_raw_data) {
-        if (tp->raw_data.len != bytes) {
+    } else if (raw_len != SIZE_MAX) {
+        if (raw_len != bytes) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: %s: raw_data holds %zu "
                             "bytes, its shape needs %zu", cx->source, what,
-                            tp->raw_data.len, bytes);
+                            raw_len, bytes);
             goto done;
         }
         have = numel;
@@ -299,6 +335,8 @@ ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
     } else if (is_ext) {
         if ((rc = read_external(cx, tp, what, t, bytes, err)) < 0)
             goto done;
+    } else if (cx->raw != NULL && cx->raw->set) {
+        copy_stripped(cx, t->data, bytes);
     } else if (tp->has_raw_data) {
         memcpy(t->data, tp->raw_data.data, bytes);
     } else {

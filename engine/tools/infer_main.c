@@ -19,9 +19,13 @@
  * stdout, for scripts:
  *
  *   latency_ms median=0.123 min=0.101 mean=0.130 max=0.200 runs=N
- *       load_ms=3.2 compile_ms=1.7 threads=T
+ *       load_ms=3.2 compile_ms=1.7 threads=T load_rss_mb=12.0
+ *       peak_rss_mb=30.5
  *
- * (one line).  Exit status: 0 success, 1 error, 2 usage error.
+ * (one line).  load_rss_mb is the resident set once the model is loaded,
+ * peak_rss_mb its high-water mark (VmRSS and VmHWM of /proc/self/status:
+ * unlike getrusage's maxrss they do not count what the parent held before
+ * exec; 0 where /proc is missing).  Exit status: 0 success, 1 error, 2 usage error.
  *
  * THREADS: single-threaded, apart from the engine's own threads.
  */
@@ -66,7 +70,8 @@ usage(FILE *f)
 "  -r, --repeat N       run N times (default 1); with N given, print each\n"
 "                       run's latency on stderr and one summary line on\n"
 "                       stdout: latency_ms median= min= mean= max= runs=\n"
-"                       load_ms= compile_ms= threads=\n"
+"                       load_ms= compile_ms= threads= load_rss_mb=\n"
+"                       peak_rss_mb=\n"
 "  -w, --warmup N       untimed runs before the timed ones (default 0, or\n"
 "                       1 with --repeat)\n"
 "  -t, --threads N      engine threads (default 0: the library default)\n"
@@ -122,6 +127,26 @@ parse_count(const char *s, long lo, long hi, long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/* A "Vm...:" line of /proc/self/status in MB, or 0. */
+static double
+status_mb(const char *key)
+{
+    char line[256];
+    size_t kl = strlen(key);
+    double mb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            mb = strtod(line + kl + 1, NULL) / 1024.0;
+            break;
+        }
+    fclose(f);
+    return mb;
 }
 
 static int
@@ -439,7 +464,7 @@ run(const opts_t *o)
     ss_exec_ctx_t *ctx = NULL;
     ss_tensor_t *in = NULL, *out = NULL;
     const char **names = NULL;
-    double *lat = NULL, t0, load_ms, compile_ms;
+    double *lat = NULL, t0, load_ms, compile_ms, load_rss;
     args_t a = { 0 };
     ss_err_t err = { 0 };
     int nin, nout = 0, rc = 0;
@@ -448,6 +473,7 @@ run(const opts_t *o)
     if ((rc = ss_graph_load_onnx(o->model, &g, &err)) < 0)
         goto done;
     load_ms = now_ms() - t0;
+    load_rss = status_mb("VmRSS");
     for (int i = 0; i < o->ninputs; i++)
         if ((rc = load_spec(o->inputs[i], &a, &err)) < 0)
             goto done;
@@ -519,9 +545,10 @@ run(const opts_t *o)
         qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
         med = n % 2 ? lat[n / 2] : (lat[n / 2 - 1] + lat[n / 2]) / 2;
         printf("latency_ms median=%.4f min=%.4f mean=%.4f max=%.4f runs=%ld "
-               "load_ms=%.2f compile_ms=%.2f threads=%ld\n", med, lat[0],
-               sum / (double)n, lat[n - 1], n, load_ms, compile_ms,
-               o->threads);
+               "load_ms=%.2f compile_ms=%.2f threads=%ld load_rss_mb=%.1f "
+               "peak_rss_mb=%.1f\n", med, lat[0], sum / (double)n,
+               lat[n - 1], n, load_ms, compile_ms, o->threads, load_rss,
+               status_mb("VmHWM"));
         fflush(stdout);
     }
 done:

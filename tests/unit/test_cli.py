@@ -141,7 +141,8 @@ def test_inputs(tmp):
                       '--repeat', '5', '--threads', '1')
     m = re.fullmatch(r'latency_ms median=([\d.]+) min=([\d.]+) '
                      r'mean=([\d.]+) max=([\d.]+) runs=5 load_ms=[\d.]+ '
-                     r'compile_ms=[\d.]+ threads=1\n', so)
+                     r'compile_ms=[\d.]+ threads=1 load_rss_mb=[\d.]+ '
+                     r'peak_rss_mb=[\d.]+\n', so)
     tap.ok(rc == 0 and m is not None, '--repeat prints the summary line',
            so + err)
     if m:
