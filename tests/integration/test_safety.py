@@ -92,6 +92,10 @@ class Prober:
     def worst(self, name):
         return max(self.times[name]) if self.times[name] else float("inf")
 
+    def median(self, name):
+        t = sorted(self.times[name])
+        return t[len(t) // 2] if t else float("inf")
+
 
 def lag_over(d, limit, metric="slimserve_loop_stall_seconds"):
     """Main-loop ticks above limit seconds, from the histogram: by default
@@ -137,9 +141,10 @@ def test_fifo():
                "the job fails: not a regular file (%s)" % err, job)
         tap.ok(root not in err, "the error names no absolute path")
         tap.eq(p.errors, [], "no request failed meanwhile")
-        tap.ok(p.worst("admin") < 0.25,
-               "admin answered within 250 ms throughout (worst %.3fs)"
-               % p.worst("admin"))
+        # A FIFO read on the loop blocks it until a writer comes: seconds.
+        tap.ok(p.worst("admin") < 1.0 and p.median("admin") < 0.1,
+               "admin answered throughout (median %.3fs, worst %.3fs)"
+               % (p.median("admin"), p.worst("admin")))
         tap.ok(p.worst("data") < max(0.25, 5 * base.worst("data")),
                "data plane within its normal latency (worst %.3fs, "
                "baseline %.3fs)" % (p.worst("data"), base.worst("data")))
@@ -277,8 +282,12 @@ def test_loop_lag():
                "no loop stall while the job read 128 MiB: none over "
                "250 ms, %d over 50 ms (longest since start %.1f ms)"
                % (over1 - over0, worst * 1e3))
-        tap.ok(p.worst("admin") < 0.25, "admin answered within 250 ms "
-               "(worst %.3fs)" % p.worst("admin"))
+        # Round trips timed by this process include its own waits for a
+        # CPU (ASan at load 14-18: one of 324 ms).  A loop busy with the
+        # read shows as every request during it taking the read's seconds.
+        tap.ok(p.worst("admin") < 1.0 and p.median("admin") < 0.1,
+               "admin answered throughout (median %.3fs, worst %.3fs)"
+               % (p.median("admin"), p.worst("admin")))
         d.request("DELETE", "/admin/jobs/%d" % js.get("job", 0), admin=True)
         d.wait_job(js.get("job", 0), timeout=60)
         tap.eq(d.stop(), 0, "clean exit")
