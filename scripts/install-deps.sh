@@ -12,6 +12,6 @@ $SUDO apt-get install -y --no-install-recommends \
     protobuf-c-compiler libprotobuf-c-dev liblapacke-dev libopenblas-dev \
     zlib1g-dev libsystemd-dev \
     python3 python3-numpy python3-onnx prometheus systemd curl ca-certificates openssl \
-    nginx-light haproxy python3-yaml yamllint chromium \
+    nginx-light haproxy python3-yaml yamllint chromium tmux \
     libopenmpi-dev openmpi-bin \
     clang libclang-rt-14-dev

@@ -4,8 +4,9 @@
 
 Every command's output and exit code: status, models, versions (the
 lineage tree after two jobs), compress --follow without a TTY (plain
-lines, a summary, exit 0) and under a pseudo-terminal (script(1): the bar
-redrawn in place), jobs, job, activate (the data plane then serves that
+lines, a summary, exit 0), under a pseudo-terminal (script(1): the bar
+redrawn in place) and under tmux (capture-pane: the bar advances on one
+line through a training job), jobs, job, activate (the data plane then serves that
 version), rollback, cancel of a finished job (1, the server's 409),
 unknown model (1, 404), no server (3), usage errors (2), --json (parses),
 the token from a file and from the environment (401 without), and HTTPS
@@ -15,11 +16,13 @@ with --cacert.
 import json
 import os
 import re
+import shlex
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 TOP_SRC = os.environ.get("top_srcdir", ".")
 TOP_BUILD = os.environ.get("top_builddir", ".")
@@ -182,6 +185,50 @@ def test_commands(d, tf):
                "\r\x1b[Kjob 3 succeeded" in out,
                "compress --follow on a terminal draws a bar in place",
                repr(out[-400:]))
+
+    # Under tmux, as an operator sees it: the bar advances in place on one
+    # screen line while a training job runs, and the command exits 0.
+    if shutil.which("tmux") is None:
+        tap.skip("tmux is not installed")
+        return
+    follow_in_tmux(d, tf)
+
+
+def follow_in_tmux(d, tf):
+    work = tempfile.mkdtemp(prefix="ss-tmux-")
+    sock = os.path.join(work, "sock")
+    cmd = " ".join(shlex.quote(a) for a in [
+        CTL, "--url", "http://127.0.0.1:%d" % d.admin_port, "--token-file",
+        tf, "compress", "mlp", "--method", "finetune", "--param",
+        "epochs=20", "--param", "batch_size=8", "--training", "val.npz",
+        "--validation", "val.npz", "--follow"])
+    tmux = ["tmux", "-S", sock, "-f", "/dev/null"]
+    subprocess.run(tmux + ["new-session", "-d", "-x", "100", "-y", "12",
+                           "sh", "-c", cmd + "; echo EXIT=$?; sleep 60"],
+                   check=True, timeout=30)
+    seen, one_line, screen = [], True, ""
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            r = subprocess.run(tmux + ["capture-pane", "-p"],
+                               capture_output=True, text=True, timeout=30)
+            screen = r.stdout
+            bars = re.findall(r"job \d+ \[[#-]{30}\] +(\d+)%", screen)
+            one_line = one_line and len(bars) <= 1
+            if bars and (not seen or seen[-1] != int(bars[0])):
+                seen.append(int(bars[0]))
+            if "EXIT=" in screen:
+                break
+            time.sleep(0.05)
+    finally:
+        subprocess.run(tmux + ["kill-server"], timeout=30,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+    tap.ok(len(seen) >= 2 and seen == sorted(seen) and one_line,
+           "under tmux the bar advances in place on one line (%s)"
+           % seen[:12], screen)
+    tap.ok("EXIT=0" in screen and re.search(r"job \d+ succeeded", screen),
+           "and the follow ends with the job succeeded, exit 0", screen)
 
 
 def test_https(tmp):
