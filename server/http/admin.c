@@ -366,10 +366,13 @@ job_id(const char *text)
     return ss_route_number(text);
 }
 
+typedef int64_t (*submit_fn)(ss_jobs_t *, const char *, const char *, size_t,
+                             ss_err_t *);
+
+/* Queues a job from the body for the model in the route: 202 with its id. */
 static void
-compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
+submit(ss_req_t *r, ss_server_t *s, const ss_route_match_t *m, submit_fn fn)
 {
-    ss_server_t *s = arg;
     ss_err_t err = { 0 };
     const char *body;
     size_t len;
@@ -378,7 +381,7 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     if (replica_refuses(r, s))
         return;
     body = ss_req_body(r, &len);
-    id = ss_jobs_submit(s->jobs, m->cap[0], body, len, &err);
+    id = fn(s->jobs, m->cap[0], body, len, &err);
     if (id < 0) {
         ss_req_fail(r, (int)id, "%s", err.msg);
         return;
@@ -386,25 +389,17 @@ compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
     ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
 }
 
+static void
+compress(ss_req_t *r, void *arg, const ss_route_match_t *m)
+{
+    submit(r, arg, m, ss_jobs_submit);
+}
+
 /* A variant search (server/jobs/search_job.c). */
 static void
 optimize(ss_req_t *r, void *arg, const ss_route_match_t *m)
 {
-    ss_server_t *s = arg;
-    ss_err_t err = { 0 };
-    const char *body;
-    size_t len;
-    int64_t id;
-
-    if (replica_refuses(r, s))
-        return;
-    body = ss_req_body(r, &len);
-    id = ss_jobs_submit_search(s->jobs, m->cap[0], body, len, &err);
-    if (id < 0) {
-        ss_req_fail(r, (int)id, "%s", err.msg);
-        return;
-    }
-    ss_req_respond_json(r, 202, json_pack("{s:I}", "job", (json_int_t)id));
+    submit(r, arg, m, ss_jobs_submit_search);
 }
 
 static void
