@@ -187,7 +187,9 @@ def test_commands(d, tf):
                repr(out[-400:]))
 
     # Under tmux, as an operator sees it: the bar advances in place on one
-    # screen line while a training job runs, and the command exits 0.
+    # screen line while a training job runs, and the command exits 0.  The
+    # CLI polls every 200 ms: the job must last a few polls (20 epochs
+    # ended within one on a quiet machine).
     if shutil.which("tmux") is None:
         tap.skip("tmux is not installed")
         return
@@ -200,7 +202,7 @@ def follow_in_tmux(d, tf):
     cmd = " ".join(shlex.quote(a) for a in [
         CTL, "--url", "http://127.0.0.1:%d" % d.admin_port, "--token-file",
         tf, "compress", "mlp", "--method", "finetune", "--param",
-        "epochs=20", "--param", "batch_size=8", "--training", "val.npz",
+        "epochs=150", "--param", "batch_size=8", "--training", "val.npz",
         "--validation", "val.npz", "--follow"])
     tmux = ["tmux", "-S", sock, "-f", "/dev/null"]
     subprocess.run(tmux + ["new-session", "-d", "-x", "100", "-y", "12",
