@@ -265,14 +265,15 @@ def run_torch(a, tmp):
 class Daemon:
     """slimserve on loopback with the admin listener (no token)."""
 
-    def __init__(self, build, repo, tmp, job_threads=1):
+    def __init__(self, build, repo, tmp, job_threads=1, extra=()):
         self.logpath = os.path.join(tmp, "slimserve-%d.log" % time.time_ns())
         self.logf = open(self.logpath, "wb")
         self.proc = subprocess.Popen(
             [os.path.join(build, "server", "slimserve"),
              "--http-address=127.0.0.1", "--http-port=0", "--admin-port=0",
              "--admin-insecure", "--model-repository=" + repo,
-             "--job-threads=%d" % job_threads, "--log-level=notice"],
+             "--job-threads=%d" % job_threads, "--log-level=notice"]
+            + list(extra),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.logf, cwd=tmp)
         self.port = self.admin = None
@@ -550,7 +551,7 @@ def run_serve(a, tmp):
         job_body.update(methods=[{"method": "distill", "params": {
             "student": {"width": 0.5}, "epochs": 20}}],
             gate={"min_agreement": 0.0})
-    srv = Daemon(a.build, repo, tmp)
+    srv = Daemon(a.build, repo, tmp, extra=a.daemon_arg)
     url = "http://127.0.0.1:%d/v2/models/mlp/infer" % srv.port
     cells = []
     try:
@@ -686,10 +687,12 @@ def print_serve(a, serve):
     print("\n## Serving the MLP while %s jobs run on the %s\n"
           % (a.job_method, a.job_model))
     print("wrk -t1 -c%d, %d s per cell, KServe JSON batch 1, loopback; "
-          "slimserve --job-threads=1 (serving and the job on disjoint CPUs); "
+          "slimserve --job-threads=1%s (with the default job_priority=batch "
+          "serving and the job on disjoint CPUs); "
           "one job took %.1f s; two kept queued or running during each busy "
           "cell ('job running': share of 50 ms polls that saw one run)." % (
-              a.conns, a.duration, serve["job_s"]))
+              a.conns, a.duration,
+              "".join(" " + x for x in a.daemon_arg), serve["job_s"]))
     print("%-6s %9s %9s %9s %9s %9s %9s %8s %s" % (
         "pair", "idle rps", "idle p50", "idle p99", "busy rps", "busy p50",
         "busy p99", "p99 x", "job running"))
@@ -733,6 +736,10 @@ def main():
                     choices=("ptq", "distill"),
                     help="the job that runs while serving is measured "
                          "(distill: a training job)")
+    ap.add_argument("--daemon-arg", action="append", default=[],
+                    metavar="ARG", help="one more slimserve argument for "
+                    "the serving part (repeatable), e.g. "
+                    "--daemon-arg=--job-priority=batch")
     ap.add_argument("--quick", action="store_true",
                     help="few runs: checks that everything works")
     for part in ("torch", "wide", "serve"):

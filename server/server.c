@@ -335,11 +335,25 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
         goto fail;
 
     {
-        /* Serving and jobs on disjoint CPUs when there are enough. */
+        /* job_threads sizes both sides: the job's OpenMP team, and
+         * serving (executors, default model threads, HTTP loops) for the
+         * CPUs left.  Whether the sides are also pinned apart depends on
+         * the job's priority (jobs.h): an idle job gives a CPU up to any
+         * serving thread that wakes there, and the scheduler counts a CPU
+         * that runs only idle tasks as free when it places a wake-up, so
+         * serving keeps every CPU; a batch or normal job keeps its CPU
+         * for its time slice, so it is fenced off on the job CPUs. */
         cpu_set_t job_cpus;
         ss_jobs_prio_t prio;
-        bool split = ss_cpus_split(cfg->job_threads, &serve_cpus,
-                                   &job_cpus) == 0;
+        bool split, pin;
+
+        if ((rc = ss_jobs_prio_parse(cfg->job_priority, &prio)) < 0) {
+            ss_err_set(err, rc, "'job_priority' %s", cfg->job_priority);
+            goto fail;
+        }
+        split = ss_cpus_split(cfg->job_threads, &serve_cpus,
+                              &job_cpus) == 0;
+        pin = split && prio != SS_JOBS_PRIO_IDLE;
         ss_registry_opts_t ro = {
             .loop = loop,
             .repository = cfg->model_repository,
@@ -347,7 +361,7 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                                             : CPU_COUNT(&serve_cpus),
             .metrics = s->metrics,
             .batch_metrics = &s->batch_metrics,
-            .cpus = split ? &serve_cpus : NULL,
+            .cpus = pin ? &serve_cpus : NULL,
         };
 
         /* Executors and jobs are pinned to their sets; the loop threads
@@ -356,11 +370,16 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
          * (other processes: up to 30 ms measured with perf sched on the
          * 2-core machine) while the job CPU was free or ran only an
          * idle-priority job, which a waking loop preempts at once. */
-        if (split)
+        if (pin)
             ss_log_info("CPUs: %d for serving executors, %d for "
                         "compression jobs (--job-threads=0 shares them "
                         "all); the loops run on any",
                         CPU_COUNT(&serve_cpus), CPU_COUNT(&job_cpus));
+        else if (split)
+            ss_log_info("CPUs: serving sized for %d, compression jobs "
+                        "for %d, every thread on any CPU (job_priority "
+                        "idle)", CPU_COUNT(&serve_cpus),
+                        CPU_COUNT(&job_cpus));
 
         /* A replica's repository is the primary's: what looks left over
          * may be a version the primary is writing now. */
@@ -370,12 +389,8 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
             goto fail;
         if ((rc = ss_jobs_new(loop, s->registry, cfg->model_repository,
                               cfg->job_threads, cfg->max_job_data_bytes,
-                              split ? &job_cpus : NULL, &s->jobs, err)) < 0)
+                              pin ? &job_cpus : NULL, &s->jobs, err)) < 0)
             goto fail;
-        if ((rc = ss_jobs_prio_parse(cfg->job_priority, &prio)) < 0) {
-            ss_err_set(err, rc, "'job_priority' %s", cfg->job_priority);
-            goto fail;
-        }
         ss_jobs_set_prio(s->jobs, prio);
     }
 

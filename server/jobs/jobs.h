@@ -56,14 +56,23 @@ int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
  *           preempts on wake-up and gets about a tenth of a CPU a serving
  *           thread also wants.
  *   IDLE    SCHED_IDLE: runs only on CPU time this daemon's other
- *           threads leave; a waking loop or executor preempts it at once.
- *           But a job holds locks the loops also take (the allocator's,
- *           the jobs list), and starved behind a busy thread of ours it
- *           holds them for as long: with a job reading 128 MiB the main
- *           loop's own stalls reached 54 and 72 ms under ASan (3 and 8
- *           ms with BATCH), 10.7 ms in a plain build (6.0 ms).  So it is
- *           the choice for a machine that serves first and has spare
- *           cores, not the default.
+ *           threads leave; a waking loop or executor preempts it at once,
+ *           and the kernel places wake-ups on a CPU that runs only idle
+ *           tasks as on a free one.  With job_threads splitting the
+ *           machine, nothing is pinned (server.c): serving may use every
+ *           CPU, the job what serving leaves.  The choice for a machine
+ *           that serves first and runs little else: on the quiet 2-core
+ *           machine the pinned BATCH split cost serving 3.7x its p99 (the
+ *           loops, executor and client squeezed onto one CPU).  Not the
+ *           default, because beside other busy processes (other cgroups or
+ *           sessions) it measured worse (bench/compress.py at load 30:
+ *           busy p99 18-98 ms against 1-30 ms with BATCH; perf traces
+ *           show serving threads waiting behind other sessions' tasks,
+ *           rarely behind the job: probably the idle task's weight of 3
+ *           lowering its group's share of the CPU it runs on), and a
+ *           job starved that way holds what it locks for as long (with a
+ *           job reading 128 MiB the main loop's own stalls reached 54 and
+ *           72 ms under ASan, 3 and 8 ms with BATCH).
  *   NORMAL  as every other thread of the daemon.
  * Lowering one's own priority needs no privilege.
  */

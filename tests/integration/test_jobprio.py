@@ -8,7 +8,10 @@ job runs), checked on the threads themselves in /proc/PID/task:
     at 10 over the daemon's nice; with --job-threads=2 the team has two
     threads, so the inheritance is what the test sees, not only the
     first thread;
-  - job_priority=idle: SCHED_IDLE;
+  - job_priority=idle: SCHED_IDLE; with the default job_threads=1 the
+    CPUs are not split: the job and the executors may run on every CPU
+    (serving keeps them all, the job gets what serving leaves), where
+    batch pins the executors to the serving CPUs and the job to its own;
   - the loop threads (main, ss-http-*) stay SCHED_OTHER at the nice the
     daemon was started with (this test's: `nice make check`), and with
     the default CPU split (job_threads=1) they may run on every CPU the
@@ -102,7 +105,7 @@ def cpu_list(s):
 BASE = os.getpriority(os.PRIO_PROCESS, 0)     # the daemon inherits it
 
 
-def check(root, args, what, policy, nice, team):
+def check(root, args, what, policy, nice, team, execs=None):
     with Daemon(["--admin-insecure", "--http-threads=2"] + args,
                 repository=root) as d:
         state = run_job(d)
@@ -110,6 +113,8 @@ def check(root, args, what, policy, nice, team):
                % (what, state))
         ts = threads(d.proc.pid)
         job = [t for t in ts if t[1] == "ss-job"]
+        if execs is not None:
+            execs.extend(t for t in ts if t[1].startswith("ss-exec-"))
         loops = [t for t in ts if t[1].startswith("ss-http-") or
                  t[0] == d.proc.pid]
         tap.ok(len(job) >= team, "%s: %d job thread(s), at least %d"
@@ -138,16 +143,30 @@ def main():
           SCHED_IDLE, BASE, 2 if ncpu >= 2 else 1)
     # The default split (job_threads=1): the job pinned to its CPU, the
     # loops free to run on any.
+    execs = []
     loops, job = check(root, [], "split", SCHED_BATCH, min(19, BASE + 10),
-                       1)
+                       1, execs)
     allowed = os.sched_getaffinity(0)
     if ncpu >= 2:
+        jc = set().union(*(cpu_list(t[4]) for t in job))
         tap.ok(all(cpu_list(t[4]) == allowed for t in loops) and
-               all(cpu_list(t[4]) < allowed for t in job),
-               "split: loops may run on every CPU (%s), the job on its own"
-               % sorted(allowed), (loops, job))
+               jc < allowed and execs and
+               all(cpu_list(t[4]) == allowed - jc for t in execs),
+               "split: loops may run on every CPU (%s), the job on its own, "
+               "the executors on the others" % sorted(allowed),
+               (loops, job, execs))
     else:
         tap.ok(True, "split: # SKIP one CPU, no split")
+    # job_priority=idle with the default job_threads=1: SCHED_IDLE, and
+    # nothing pinned: serving may wake on the CPU the job runs on and
+    # preempt it there.
+    execs = []
+    loops, job = check(root, ["--job-priority=idle"], "idle split",
+                       SCHED_IDLE, BASE, 1, execs)
+    tap.ok(execs and all(cpu_list(t[4]) == allowed
+                         for t in loops + job + execs),
+           "idle split: loops, executors and the job may all run on every "
+           "CPU (%s)" % sorted(allowed), (loops, job, execs))
     refused = None
     try:
         with Daemon(["--admin-insecure", "--job-priority=high"],
