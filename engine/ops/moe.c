@@ -88,8 +88,11 @@ ss__ops_moe_geom(const ss_node_t *n, const ss_tensor_t *const *in,
     if (n->n_inputs < g->w[1] + 1)
         return ss__ops_fail(err, n, "needs at least %d inputs",
                             g->w[1] + 1);
+    /* input, router and the fc1/fc2 weights are required; the rest
+     * (biases, scales checked below, fc3) may be empty names */
     for (int i = 0; i < n->n_inputs; i++)
-        if (i <= 1 || ss__ops_has_input(n, in, i))
+        if (i <= 1 || i == g->w[0] || i == g->w[1]
+            || ss__ops_has_input(n, in, i))
             if ((rc = ss__ops_check_input(n, in, i, err)) < 0)
                 return rc;
     g->has_fc3 = g->w[2] < n->n_inputs && ss__ops_has_input(n, in, g->w[2]);
