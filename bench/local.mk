@@ -25,6 +25,7 @@ EXTRA_DIST += \
 EXTRA_DIST += \
 	bench/compress.py \
 	bench/compress_torch.py \
+	bench/qat.py \
 	bench/search.py
 
 # Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
