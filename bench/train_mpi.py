@@ -5,22 +5,29 @@ against one process, same job, same global batch.
 
     /usr/bin/python3 bench/train_mpi.py [--build DIR] [--batch B ...]
                                         [--steps N] [--repeat R]
+                                        [--path shm|coll ...]
 
 The model is an MLP 784-1024-1024-10 (1.86 M parameters, Gemm + Relu,
 written here with onnx.helper) on random inputs; the job is finetune
 (KL to the source's logits, AdamW) for N steps of the global batch B.
-Three configurations, each R times, the median reported:
+These configurations, each R times, the median reported:
 
-    1p1t   one process, --threads 1
-    1p2t   one process, --threads 2 (OpenMP/oneDNN inside the process)
-    2p1t   mpirun -np 2, one thread each (ZeRO-1, MPI_Allreduce +
-           MPI_Allgatherv every step)
+    1p1t        one process, --threads 1
+    1p2t        one process, --threads 2 (OpenMP/oneDNN inside it)
+    2p1t/shm    mpirun -np 2, one thread each, ZeRO-1 through the
+                shared-memory window (SS_TRAIN_MPI_PATH=shm)
+    2p1t/coll   the same through MPI_Reduce_scatter + MPI_Allgatherv
+                (SS_TRAIN_MPI_PATH=coll)
+
+The path column is the one the run reports having taken (the result's
+"data_parallel.path"), not the one asked for.
 
 samples/s is steps * B over the training loop's seconds (the job's
 "training" note: after the source labelled the data, before the
 variant's evaluation); "in MPI" is the share of process 0's training
-time spent in the collectives, waiting for the other process included.  Prints the CPU model and ISA and the load
-average before and after: on a shared machine only ratios from one run
+time spent in the collectives (the shared-memory path's barriers and
+sums included), waiting for the other process included.  Prints the
+CPU model and ISA and the load average before and after: on a shared machine only ratios from one run
 compare, and the issue's target (>= 1.6x for 2 processes over 1 on 2
 free cores) needs free cores.
 """
@@ -90,11 +97,13 @@ def make_mlp(path, dims, seed=1):
     onnx.save(m, path)
 
 
-def run(bin_, mdir, job, procs, threads):
+def run(bin_, mdir, job, procs, threads, path=None):
     cmd = [bin_, job, "--model-dir", mdir, "--threads", str(threads)]
+    env = dict(os.environ)
     if procs > 1:
         cmd = MPIRUN + ["-np", str(procs)] + cmd
-    r = subprocess.run(cmd, capture_output=True, timeout=1200)
+        env["SS_TRAIN_MPI_PATH"] = path or "auto"
+    r = subprocess.run(cmd, capture_output=True, timeout=1200, env=env)
     if r.returncode not in (0, 1):
         raise SystemExit("%s: exit %d\n%s" % (" ".join(cmd), r.returncode,
                                               r.stderr.decode()[-2000:]))
@@ -114,6 +123,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--confs", nargs="+", default=["1p1t", "1p2t", "2p1t"],
                     help="NpTt: N processes of T threads each")
+    ap.add_argument("--path", nargs="+", default=["shm", "coll"],
+                    choices=["shm", "coll", "auto"],
+                    help="data-parallel paths, each a row per NpTt with "
+                    "N > 1")
     a = ap.parse_args()
     bin_ = os.path.join(a.build, "server", "slimserve-train")
     model, isa = cpu()
@@ -126,9 +139,9 @@ def main():
         os.makedirs(os.path.join(src, "1"))
         make_mlp(os.path.join(src, "1", "model.onnx"), [784, 1024, 1024, 10])
         rng = np.random.default_rng(2)
-        print("%-6s %-5s %12s %12s %8s %7s" % ("batch", "conf", "samples/s",
-                                               "ms/step", "vs 1st",
-                                               "in MPI"))
+        print("%-6s %-10s %12s %12s %8s %7s %5s" % (
+            "batch", "conf", "samples/s", "ms/step", "vs 1st", "in MPI",
+            "path"))
         for batch in a.batch:
             rows = batch * a.steps
             np.savez(os.path.join(src, "train.npz"),
@@ -144,24 +157,30 @@ def main():
                     "validation": {"file": "val.npz"},
                     "gate": {"min_agreement": 0.0}}, f)
             base = None
+            rows_ = []
             for name in a.confs:
                 procs, threads = (int(x) for x in name[:-1].split("p"))
-                sps, coll = [], []
+                rows_ += [(name, procs, threads, p)
+                          for p in (a.path if procs > 1 else [None])]
+            for name, procs, threads, path in rows_:
+                sps, coll, took = [], [], set()
                 for _ in range(a.repeat):
                     mdir = os.path.join(tmp, "m")
                     shutil.rmtree(mdir, ignore_errors=True)
                     shutil.copytree(src, mdir)
-                    s, t = run(bin_, mdir, job, procs, threads)
+                    s, t = run(bin_, mdir, job, procs, threads, path)
                     sps.append(s)
                     dp = t.get("data_parallel") or {}
                     if dp:
                         coll.append(dp["collective_seconds"] / t["seconds"])
+                        took.add(dp.get("path", "?"))
                 med = statistics.median(sps)
                 base = base or med
-                print("%-6d %-5s %12.0f %12.2f %7.2fx %6s   (runs: %s)"
-                      % (batch, name, med, batch * 1e3 / med, med / base,
+                print("%-6d %-10s %12.0f %12.2f %7.2fx %6s %5s   (runs: %s)"
+                      % (batch, name + ("/" + path if path else ""), med,
+                         batch * 1e3 / med, med / base,
                          "%.0f%%" % (100 * statistics.median(coll))
-                         if coll else "-",
+                         if coll else "-", ",".join(sorted(took)) or "-",
                          ", ".join("%.0f" % s for s in sps)))
                 sys.stdout.flush()
     finally:

@@ -301,9 +301,12 @@ dp_note(const loop_t *L, json_t *tr)
     int64_t lo, hi;
     size_t bytes = ss_train_optim_bytes(L->t, &lo, &hi);
 
+    /* path: "shm" when the flat arrays were in memory the processes
+     * share, else "coll" (MPI collectives). */
     return json_object_set_new(tr, "data_parallel", json_pack(
-        "{s:i, s:i, s:I, s:I, s:I, s:[I, I], s:I, s:f}",
+        "{s:i, s:i, s:s, s:I, s:I, s:I, s:[I, I], s:I, s:f}",
         "processes", L->dp.size, "rank", L->dp.rank,
+        "path", ss_train_dp_shared(L->t) ? "shm" : "coll",
         "rows_per_step", (json_int_t)L->B,
         "first_row", (json_int_t)L->r0,
         "flat_params", (json_int_t)ss_train_flat_size(L->t),

@@ -938,30 +938,51 @@ alloc_flat(ss__tr_t *t, ss_err_t *err)
 {
     size_t n = (size_t)(t->flat ? t->flat : 16) * sizeof(float);
     size_t ns = (size_t)(t->n_state ? t->n_state : 16) * sizeof(float);
-    int i;
+    const ss_train_dp_t *dp = t->o.dp;
+    int i, bf = 0, rc;
 
-    if ((t->w = ss_aligned_alloc(n)) == NULL ||
-        (t->gr = ss_aligned_alloc(n)) == NULL ||
-        (t->state = ss_aligned_alloc(ns)) == NULL)
+    for (i = 0; i < t->n_tv; i++)
+        if (t->tv[i].kind == SS__TV_WBF16)
+            bf = 1;
+    /* Data parallel on one machine: the glue may hand out arrays the
+     * processes share (train.h); every process gets the same answer. */
+    if (dp != NULL && dp->size > 1 && dp->share != NULL) {
+        if ((rc = dp->share(dp->arg, t->flat ? t->flat : 16, &t->sh,
+                            err)) < 0)
+            return rc;
+        t->shared = rc == 1;
+    }
+    if (t->shared) {
+        t->w = t->sh.w;
+        t->gr = t->sh.g;
+    } else if ((t->w = ss_aligned_alloc(n)) == NULL
+               || (t->gr = ss_aligned_alloc(n)) == NULL) {
         return ss_err_set(err, SS_ENOMEM, "no memory for %lld parameters",
                           (long long)t->flat);
-    memset(t->w, 0, n);
+    }
+    if ((bf && (t->wbf = ss_aligned_alloc(n / 2)) == NULL)
+        || (t->state = ss_aligned_alloc(ns)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for the bf16 weights "
+                          "and running statistics");
+    t->wbf_stale = bf;          /* rounded before the first step */
     memset(t->gr, 0, n);
     memset(t->state, 0, ns);
+    /* Shared parameters: process 0 writes them while the others wait
+     * (they may be training already otherwise). */
+    if (!t->shared || dp->rank == 0)
+        memset(t->w, 0, n);
     for (i = 0; i < t->n_tv; i++) {
         const ss__tv_t *v = &t->tv[i];
 
-        if (v->kind == SS__TV_PARAM)
+        if (v->kind == SS__TV_PARAM && (!t->shared || dp->rank == 0))
             memcpy(t->w + v->offset, v->cdata->data, v->bytes);
         else if (v->kind == SS__TV_STATE)
             memcpy(t->state + v->offset, v->cdata->data, v->bytes);
-        else if (v->kind == SS__TV_WBF16 && t->wbf == NULL) {
-            if ((t->wbf = ss_aligned_alloc(n / 2)) == NULL)
-                return ss_err_set(err, SS_ENOMEM, "no memory for the bf16 "
-                                  "weights");
-            t->wbf_stale = 1;   /* rounded before the first step */
-        }
     }
+    if (t->shared && (rc = dp->gather_f32(dp->arg, t->w, t->flat ? t->flat
+                                                               : 16,
+                                          err)) < 0)
+        return rc;
     return ss__optim_alloc(t, err);
 }
 
@@ -1000,9 +1021,13 @@ ss_train_free(ss_train_t *t)
     ss_free(t->tv);
     ss_free(t->input_tv);
     ss_free(t->params);
-    ss_free(t->w);
+    if (t->shared) {
+        t->o.dp->unshare(t->o.dp->arg, &t->sh);
+    } else {
+        ss_free(t->w);
+        ss_free(t->gr);
+    }
     ss_free(t->wbf);
-    ss_free(t->gr);
     ss_free(t->m);
     ss_free(t->v);
     ss_free(t->state);

@@ -118,6 +118,12 @@ struct ss_train {
                                  * [0, flat) */
     size_t optim_bytes;         /* m and v */
     double dp_seconds;          /* in opts.dp's collectives */
+    int shared;                 /* w and gr are sh's (opts.dp's share),
+                                 * not ours to free */
+    ss_train_shared_t sh;
+    float *gsum;                /* the summed gradient of [shard_lo,
+                                 * shard_hi) after ss__dp_reduce (in gr or
+                                 * the glue's), else NULL: gr + shard_lo */
     uint16_t *wbf;              /* bf16 copies of the parameters (mixed
                                  * precision; NULL when no product reads
                                  * one), kept by the update (the whole
@@ -316,10 +322,15 @@ uint16_t ss__bf16_round(float x);
 void ss__bf16_round_n(const float *x, uint16_t *y, int64_t n);
 /* Global L2 norm of g[0, n) (double, fixed order). */
 double ss__grad_norm(const float *g, int64_t n);
-/* Data parallelism (train.c): the gradient and loss sums after a local
- * backward, and the gather after the update of this slice. */
+/* Data parallelism (train.c): the gradient's reduce-scatter and the
+ * loss sum after a local backward, and the gather after the update of
+ * this slice. */
 int ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err);
 int ss__dp_gather(ss__tr_t *t, ss_err_t *err);
+/* The squared norm of the whole gradient from g, this process's summed
+ * slice [shard_lo, shard_hi) (a collective). */
+int ss__dp_grad_norm2(ss__tr_t *t, const float *g, double *out,
+                      ss_err_t *err);
 
 /* Random numbers (splitmix64): deterministic from the seed. */
 static inline uint64_t

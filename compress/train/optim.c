@@ -240,7 +240,9 @@ ss_train_opts_check(const ss_train_opts_t *o, ss_err_t *err)
 
         if (dp->size < 1 || dp->rank < 0 || dp->rank >= dp->size
             || !(dp->weight > 0 && dp->weight <= 1) || dp->sum_f32 == NULL
-            || dp->sum_f64 == NULL || dp->gather_f32 == NULL)
+            || dp->sum_f64 == NULL || dp->reduce_f32 == NULL
+            || dp->gather_f32 == NULL
+            || (dp->share != NULL && dp->unshare == NULL))
             return ss_err_set(err, SS_EINVAL, "training: bad data-parallel "
                               "setup (rank %d of %d, weight %g)", dp->rank,
                               dp->size, dp->weight);
@@ -326,19 +328,19 @@ nomem:
 /* Learned step sizes, w[nd, flat): Adam on u = log s (du = s * ds),
  * s *= exp(-step); no weight decay.  A few hundred floats: one thread. */
 static void
-scales_step(ss__tr_t *t, double lr, double step)
+scales_step(ss__tr_t *t, const float *gs, double lr, double step)
 {
     const ss_train_opts_t *o = &t->o;
-    int64_t lo = t->shard_lo;   /* m and v hold [lo, shard_hi) */
-    float *w = t->w, *g = t->gr, *m = t->m, *v = t->v;
+    int64_t lo = t->shard_lo;   /* m, v and gs hold [lo, shard_hi) */
+    float *w = t->w, *m = t->m, *v = t->v;
     double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
     double a = o->scale_lr * (o->lr > 0 ? lr / o->lr : 1) / bc1;
     float b1 = (float)o->beta1, b2 = (float)o->beta2;
 
     for (int64_t i = t->flat_decay > lo ? t->flat_decay : lo;
          i < t->shard_hi; i++) {
-        float gi = g[i] * w[i];
         int64_t k = i - lo;
+        float gi = gs[k] * w[i];
 
         if (!(w[i] > 0))
             continue;           /* padding between parameters */
@@ -359,19 +361,30 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
     int64_t hi = t->shard_hi < t->flat_decay ? t->shard_hi : t->flat_decay;
     double lr = ss__sched_lr(o, t->step), step = (double)(t->step + 1);
     double bc1 = 1 - pow(o->beta1, step), bc2 = 1 - pow(o->beta2, step);
+    /* This slice's gradient: summed over the processes (ss__dp_reduce). */
+    float *gs = t->gsum != NULL ? t->gsum : t->gr + lo;
     ss__upd_t u;
+    int rc;
 
-    (void)err;
+    t->gsum = NULL;
     if (t->flat_decay < t->flat)
-        scales_step(t, lr, step);
+        scales_step(t, gs, lr, step);
     memset(&u, 0, sizeof(u));
     u.kind = o->opt;
     u.gscale = 1.0f;
     if (o->clip_norm > 0) {
-        /* The norm of the whole gradient (every process holds it). */
-        double coef = o->clip_norm /
-                      (ss__grad_norm(t->gr, t->flat_decay) + 1e-6);
+        /* The norm of the whole gradient: with data parallelism each
+         * process holds its slice, and the squares are summed. */
+        double norm, coef;
 
+        if (o->dp == NULL) {
+            norm = ss__grad_norm(t->gr, t->flat_decay);
+        } else {
+            if ((rc = ss__dp_grad_norm2(t, gs, &norm, err)) < 0)
+                return rc;
+            norm = sqrt(norm);
+        }
+        coef = o->clip_norm / (norm + 1e-6);
         if (coef < 1)
             u.gscale = (float)coef;
     }
@@ -388,7 +401,7 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
     u.nesterov = o->nesterov;
     u.rb = (float)(o->rho * (double)t->batch);
     if (hi > lo)
-        ss__upd_run(&u, t->w + lo, t->gr + lo, t->m, t->v,
+        ss__upd_run(&u, t->w + lo, gs, t->m, t->v,
                     t->wbf ? t->wbf + lo : NULL, hi - lo);
     t->step++;
     t->last_lr = ss__sched_lr(o, t->step);

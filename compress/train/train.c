@@ -208,7 +208,7 @@ int
 ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
 {
     const ss_train_dp_t *dp = t->o.dp;
-    float wf = (float)dp->weight, *g = t->gr, *st = t->state;
+    float wf = (float)dp->weight, *g = t->gr, *st = t->state, *sum = NULL;
     int64_t n = t->flat, i;
     double l = *loss * dp->weight, t0;
     int rc;
@@ -221,12 +221,13 @@ ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
             g[i] *= wf;
     }
     t0 = now_ms();
-    rc = dp->sum_f32(dp->arg, g, n, err);
+    rc = dp->reduce_f32(dp->arg, g, n, &sum, err);
     if (rc == 0)
         rc = dp->sum_f64(dp->arg, &l, 1, err);
     t->dp_seconds += (now_ms() - t0) / 1e3;
     if (rc < 0)
         return rc;
+    t->gsum = sum;
     *loss = l;
     if (t->n_state > 0 && dp->size > 1) {
         /* Running statistics: the mean over the processes. */
@@ -238,6 +239,28 @@ ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
             return rc;
     }
     return 0;
+}
+
+/* The squared L2 norm of the gradient's weights [0, flat_decay), over
+ * every process when each holds its slice only (gradient clipping). */
+int
+ss__dp_grad_norm2(ss__tr_t *t, const float *g, double *out, ss_err_t *err)
+{
+    const ss_train_dp_t *dp = t->o.dp;
+    int64_t lo = t->shard_lo;
+    int64_t hi = t->shard_hi < t->flat_decay ? t->shard_hi : t->flat_decay;
+    double s = 0, t0;
+    int rc;
+
+    if (hi > lo) {
+        s = ss__grad_norm(g, hi - lo);
+        s *= s;
+    }
+    t0 = now_ms();
+    rc = dp->sum_f64(dp->arg, &s, 1, err);
+    t->dp_seconds += (now_ms() - t0) / 1e3;
+    *out = s;
+    return rc;
 }
 
 int
@@ -362,6 +385,12 @@ double
 ss_train_dp_seconds(const ss_train_t *t)
 {
     return t->dp_seconds;
+}
+
+bool
+ss_train_dp_shared(const ss_train_t *t)
+{
+    return t->shared != 0;
 }
 
 int64_t

@@ -81,23 +81,28 @@
  * trainer for their shard of every global batch (rows [B r / N,
  * B (r + 1) / N) of it; the caller cuts them).  A step computes the
  * local gradient (of the shard's mean loss), scales it by the shard's
- * share of the global batch (dp->weight), sums it over the processes
- * in place (dp->sum_f32 over the flat gradient array: every process
- * then holds the gradient of the global batch's mean loss, as one
- * process would compute it up to the order of float sums), and sums
- * the weighted losses the same way.  Each process keeps optimizer
- * state for its own slice of the flat arrays only
- * (ss_train_shard_range(): about 1/N of AdamW's 2 floats per
+ * share of the global batch (dp->weight), and reduce-scatters it
+ * (dp->reduce_f32): each process receives the sum over the processes
+ * of its own slice of the flat arrays (ss_train_shard_range()) -- the
+ * gradient of the global batch's mean loss there, as one process
+ * would compute it up to the order of float sums.  The weighted losses
+ * are summed the same way (dp->sum_f64).  Each process keeps optimizer
+ * state for its own slice only (about 1/N of AdamW's 2 floats per
  * parameter), updates the parameters of that slice, and dp->gather_f32
  * hands every process every slice, so the parameters stay the same
- * bytes everywhere.  Gradient clipping reads the whole summed gradient,
- * so its norm is the global one.  BatchNorm running statistics are
- * averaged across processes after each step (an average of moving
- * averages is the moving average of the averages); batch statistics
- * stay per shard, as in PyTorch's DDP without SyncBatchNorm.  Sophia is
- * refused: its Hessian estimate samples labels per process.  The
- * callbacks carry no MPI: the glue is compress/train/mpi/.
- *
+ * bytes everywhere.  Gradient clipping needs the global norm: each
+ * process sums the squares of its slice and dp->sum_f64 adds them.
+ * BatchNorm running statistics are averaged across processes after
+ * each step (an average of moving averages is the moving average of
+ * the averages); batch statistics stay per shard, as in PyTorch's DDP
+ * without SyncBatchNorm.  Sophia is refused: its Hessian estimate
+ * samples labels per process.  The callbacks carry no MPI: the glue is
+ * compress/train/mpi/.  When dp->share is set, the trainer asks for
+ * its parameter and gradient arrays in memory the processes of one
+ * machine share (compress/train/mpi/: an MPI shared-memory window):
+ * the glue then sums slices straight from the other processes'
+ * gradients and the gather is a barrier, with no copies.
+
  * Hyper-parameters are described by a table (ss_train_params_table()): a
  * job parser sets them by name with ss_train_opts_set(), which checks
  * each value against its row's range; nothing else validates them.
@@ -135,6 +140,16 @@ typedef enum {
 
 typedef enum { SS_BN_BATCH = 0, SS_BN_FROZEN } ss_bn_mode_t;
 
+/* Flat arrays a data-parallel trainer keeps in memory its processes
+ * share (dp->share): w one array for all processes, g this process's
+ * own (the others' readable by the glue).  The bf16 copies of mixed
+ * precision stay each process's. */
+typedef struct ss_train_shared {
+    float *w;                   /* n parameters, shared */
+    float *g;                   /* n gradients, this process's */
+    void *h;                    /* the glue's */
+} ss_train_shared_t;
+
 /* The collectives of a data-parallel run (see above); borrowed, must
  * outlive the trainer.  Each returns 0 or a negative code with err set;
  * a failure is fatal to the run (the other processes are stuck in the
@@ -146,9 +161,28 @@ typedef struct ss_train_dp {
     /* buf[0, n) summed over the processes, in place, on every one. */
     int (*sum_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);
     int (*sum_f64)(void *arg, double *buf, int n, ss_err_t *err);
+    /* Reduce-scatter: buf[0, n) of every process summed; on return
+     * *sum points at this process's slice [lo, hi) of the sum
+     * (ss_train_shard_range(n, rank, size)): in buf, or in memory of
+     * the glue's valid until its next call.  The rest of buf is
+     * undefined. */
+    int (*reduce_f32)(void *arg, float *buf, int64_t n, float **sum,
+                      ss_err_t *err);
     /* Every process passes all of buf[0, n) holding its own slice
      * (ss_train_shard_range(n, rank, size)); on return every slice. */
     int (*gather_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);
+    /* Optional (NULL: never shared).  Called by every process at the
+     * same point of the build (a collective): 1 and *sh filled when
+     * the flat arrays of n elements can live in memory the processes
+     * share, 0 when not (the trainer allocates its own; every process
+     * gets the same answer), or a negative code.  Process 0 then
+     * writes the initial parameters and gather_f32 over sh->w is the
+     * barrier after which the others read them.  reduce_f32 and
+     * gather_f32 on sh's arrays move no bytes through MPI.  unshare
+     * (collective too) takes them back. */
+    int (*share)(void *arg, int64_t n, ss_train_shared_t *sh,
+                 ss_err_t *err);
+    void (*unshare)(void *arg, ss_train_shared_t *sh);
 } ss_train_dp_t;
 
 /* Slice [*lo, *hi) of n elements owned by rank of size: n / size each,
@@ -291,6 +325,9 @@ size_t ss_train_optim_bytes(const ss_train_t *t, int64_t *lo, int64_t *hi);
 /* Seconds spent in opts.dp's collectives so far (waiting for the other
  * processes included). */
 double ss_train_dp_seconds(const ss_train_t *t);
+/* Whether the flat arrays live in memory shared with the other
+ * processes (opts.dp->share said yes). */
+bool ss_train_dp_shared(const ss_train_t *t);
 /* Optimizer steps taken, and the learning rate of the next one. */
 int64_t ss_train_steps_done(const ss_train_t *t);
 double ss_train_lr(const ss_train_t *t);

@@ -204,12 +204,21 @@ highest_version(const char *dir)
 static void
 on_train(void *arg, const ss_train_progress_t *p)
 {
+    const char *path = "";
+
     (void)arg;
     if (!p->epoch_end)
         return;
+#ifdef HAVE_MPI
+    /* Data parallel: which way the gradients travel (trainmpi.h). */
+    if (ss_train_mpi_path(NULL) == SS_TRAIN_MPI_SHM)
+        path = "  [mpi: shared memory]";
+    else if (ss_train_mpi_path(NULL) == SS_TRAIN_MPI_COLL)
+        path = "  [mpi: collectives]";
+#endif
     fprintf(stderr, "%s: epoch %d/%d  loss %.5f  %s %.4f  %.0f samples/s  "
-            "ETA %.1f s\n", p->method, p->epoch, p->epochs, p->epoch_loss,
-            p->val_name, p->val_metric, p->samples_per_s, p->eta_s);
+            "ETA %.1f s%s\n", p->method, p->epoch, p->epochs, p->epoch_loss,
+            p->val_name, p->val_metric, p->samples_per_s, p->eta_s, path);
 }
 
 /* DIR/<next>/{model.onnx, variant.json} through a temporary folder. */

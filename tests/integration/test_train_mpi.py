@@ -3,8 +3,10 @@
 loopback train the digits MLP (structured pruning 50%, then 20 finetune
 steps of a global batch of 32, labels, KD loss) to the weights and
 losses of 1 process within float summation order (max |dw| <= 1e-5,
-loss within 1e-6 relative), for SGD and AdamW; each process holds the
-optimizer state of its half of the parameters only; a process killed
+loss within 1e-6 relative), for SGD and AdamW, through the
+shared-memory window (the default on one machine) and, for AdamW, through
+MPI's collectives (SS_TRAIN_MPI_PATH=coll: the same bytes); each process
+holds the optimizer state of its half of the parameters only; a process killed
 mid-run makes the run fail quickly with no version written; bad jobs
 fail on every process with one clear reason.  The daemon hands a job
 to mpirun ("workers": {"mpirun": [...]}): the variant it activates is the
@@ -48,6 +50,9 @@ MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe",
 MPI_ENV = dict(os.environ, ASAN_OPTIONS=os.environ.get(
     "ASAN_OPTIONS", "").replace("detect_leaks=1", "detect_leaks=0"))
 TOL_W = 1e-5
+# Clipping at 0.5 clips these steps: the global norm is summed from the
+# processes' slices.
+ADAMW = {"name": "adamw", "lr": 0.002, "clip_norm": 0.5}
 TOL_LOSS = 1e-6
 
 
@@ -78,8 +83,9 @@ def job(opt, epochs=1, batch=32, train=True):
             "gate": {"min_agreement": 0.5}}
 
 
-def run(tmp, body, mdir, np_=0, timeout=120, argv=None):
-    """slimserve-train on mdir, alone (np_ 0) or under mpirun -np np_:
+def run(tmp, body, mdir, np_=0, timeout=120, argv=None, path=None):
+    """slimserve-train on mdir, alone (np_ 0) or under mpirun -np np_
+    (path: SS_TRAIN_MPI_PATH for the processes):
     (exit status, result JSON or {}, stderr, seconds)."""
     p = os.path.join(tmp, "job-%d.json" % time.monotonic_ns())
     with open(p, "w") as f:
@@ -88,7 +94,10 @@ def run(tmp, body, mdir, np_=0, timeout=120, argv=None):
     env = None
     if np_:
         cmd = MPIRUN + ["-np", str(np_)] + cmd
-        env = MPI_ENV
+        env = dict(MPI_ENV)
+        env.pop("SS_TRAIN_MPI_PATH", None)
+        if path is not None:
+            env["SS_TRAIN_MPI_PATH"] = path
     else:
         cmd = cmd + ["--threads", "1"]
     t0 = time.monotonic()
@@ -179,7 +188,45 @@ def test_parity(tmp, name, opt):
            "(%r vs %r)" % (name, a1, a2))
     tap.eq(err2.count("version 2 written"), 1, "%s: one process wrote "
            "the version" % name)
-    return t2, err2, os.path.join(two, "2", "model.onnx")
+    # One machine: the shared-memory window, said in the result, in the
+    # job's log and on the progress line.
+    tap.ok(dp.get("path") == "shm"
+           and "data parallel over 2 processes: shared-memory window"
+           in err2 and "[mpi: shared memory]" in err2,
+           "%s: the processes on one machine share memory (path %r; %s)"
+           % (name, dp.get("path"), [ln for ln in err2.splitlines()
+                                     if "data parallel" in ln][:1]))
+    return t2, err2, os.path.join(two, "2", "model.onnx"), w1, w2
+
+
+def test_collective(tmp, name, opt, w1, w_shm):
+    """SS_TRAIN_MPI_PATH=coll: MPI_Reduce_scatter + MPI_Allgatherv give
+    the 1-process weights too, and for 2 processes the same bytes as
+    the shared-memory path (each element is the same sum of 2 floats);
+    a bad value is refused before any process trains."""
+    d = make_model(os.path.join(tmp, name + "-coll"), "coll")
+    rc, res, err, _ = run(tmp, job(opt), d, np_=2, path="coll")
+    tap.eq(rc, 0, "%s, collectives: mpirun -np 2 (%s)" % (name, err[-300:]))
+    dp = training(res).get("data_parallel") or {}
+    tap.ok(dp.get("path") == "coll" and "MPI collectives "
+           "(SS_TRAIN_MPI_PATH=coll)" in err and "[mpi: collectives]" in err,
+           "%s: SS_TRAIN_MPI_PATH=coll takes the collectives (path %r)"
+           % (name, dp.get("path")))
+    try:
+        wc = weights(os.path.join(d, "2", "model.onnx"))
+    except Exception as e:  # noqa: BLE001 -- reported as a failure
+        tap.ok(False, "%s, collectives: the version loads (%s)" % (name, e))
+        return
+    d1, ds = max_diff(w1, wc), max_diff(w_shm, wc)
+    tap.ok(d1 <= TOL_W, "%s, collectives: 1-process weights within %g "
+           "(max |dw| %.3g)" % (name, TOL_W, d1))
+    tap.ok(ds == 0, "%s: the collective and shared-memory paths give the "
+           "same weights (max |dw| %.3g)" % (name, ds))
+    rc, res, err, secs = run(tmp, job(opt), d, np_=2, path="fast")
+    tap.ok(rc == 2 and "SS_TRAIN_MPI_PATH is 'fast'" in err and secs < 30,
+           "SS_TRAIN_MPI_PATH=fast: exit 2 naming it (exit %d, %.1f s)"
+           % (rc, secs))
+    tap.eq(versions(d), ["1", "2"], "and nothing written by it")
 
 
 def test_state_split(t2, err2):
@@ -298,7 +345,7 @@ def test_daemon(tmp, offline):
     root = os.path.join(tmp, "daemon")
     mdir = make_model(root, "mlp")
     workers = {"mpirun": MPIRUN[1:] + ["-np", "2"]}
-    body = dict(job({"name": "adamw", "lr": 0.002}), workers=workers,
+    body = dict(job(ADAMW), workers=workers,
                 activate=True)
     # The mpirun it starts inherits its environment: under ASan this one
     # daemon runs without leak checks too (see MPI_ENV).
@@ -376,9 +423,11 @@ def main():
     try:
         r = test_parity(tmp, "sgd", {"name": "sgd", "lr": 0.05,
                                      "momentum": 0.9})
-        r2 = test_parity(tmp, "adamw", {"name": "adamw", "lr": 0.002})
+        r2 = test_parity(tmp, "adamw", ADAMW)
         if r2 is not None:
             test_state_split(*r2[:2])
+            test_collective(tmp, "adamw", ADAMW,
+                            *r2[3:])
             test_daemon(tmp, r2[2])
         else:
             tap.ok(False, "the AdamW run gave no shares to check")

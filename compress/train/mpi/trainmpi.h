@@ -9,15 +9,19 @@
  * mpicc), and only slimserve-train links it; the daemon and the other
  * libraries never link MPI.
  *
- * The sums are MPI_Allreduce(MPI_SUM) in place, the gather is
- * MPI_Allgatherv in place with the slices of ss_train_shard_range().
- * MPI_COMM_WORLD is set to return errors rather than abort inside MPI,
- * so a failed collective becomes an ss_err_t sentence; the caller then
- * ends the whole run with ss_train_mpi_abort(), because the other
- * processes may wait in a collective that will never complete.  A
- * process that dies (a signal, the OOM killer) makes mpirun end the
- * others.
- *
+ * Two paths for the gradient's reduce-scatter and the parameters'
+ * gather (the design is at the top of trainmpi.c): through a
+ * shared-memory window when every process is on one machine (the
+ * default there), else Open MPI's collectives (MPI_Reduce_scatter,
+ * MPI_Allgatherv).  SS_TRAIN_MPI_PATH in the environment of every
+ * process picks one: "auto" (the default), "shm" (fail rather than fall
+ * back), "coll" (always the collectives).  MPI_COMM_WORLD is set to
+ * return errors rather than abort inside MPI, so a failed collective
+ * becomes an ss_err_t sentence; the caller then ends the whole run
+ * with ss_train_mpi_abort(), because the other processes may wait in a
+ * collective that will never complete.  A process that dies (a signal,
+ * the OOM killer) makes mpirun end the others.
+
  * THREADS: [init] for init/finalize; the rest on the one thread that
  * called ss_train_mpi_init() (MPI_THREAD_FUNNELED: the trainer's OpenMP
  * threads never call MPI).
@@ -33,11 +37,22 @@
  * slimserve-train does not call MPI_Init at all.  [any] */
 bool ss_train_mpi_launched(void);
 
-/* MPI_Init; fills dp (rank, size, the callbacks; weight 1).  [init] */
+typedef enum {
+    SS_TRAIN_MPI_AUTO = 0,      /* no trainer yet; or: pick */
+    SS_TRAIN_MPI_SHM,           /* the shared-memory window */
+    SS_TRAIN_MPI_COLL           /* MPI collectives */
+} ss_train_mpi_path_t;
+
+/* MPI_Init; fills dp (rank, size, the callbacks; weight 1).  Refuses a
+ * bad SS_TRAIN_MPI_PATH before MPI_Init.  [init] */
 int ss_train_mpi_init(int *argc, char ***argv, ss_train_dp_t *dp,
                       ss_err_t *err);
 /* Processes of this run on this machine (>= 1). */
 int ss_train_mpi_local_size(void);
+/* The path the last trainer took (AUTO before any) and, in *why (may be
+ * NULL; a borrowed sentence), why; its name "shm", "coll" or "auto". */
+ss_train_mpi_path_t ss_train_mpi_path(const char **why);
+const char *ss_train_mpi_path_name(ss_train_mpi_path_t p);
 /* Every process passes whether it is fine; true when all are.  A
  * collective: every process must call it at the same point. */
 bool ss_train_mpi_all_ok(bool ok);
