@@ -208,20 +208,17 @@ int
 ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
 {
     const ss_train_dp_t *dp = t->o.dp;
-    float wf = (float)dp->weight, *g = t->gr, *st = t->state, *sum = NULL;
-    int64_t n = t->flat, i;
+    float *st = t->state, *sum = NULL;
+    int64_t i;
     double l = *loss * dp->weight, t0;
     int rc;
 
     /* The gradient of the shard's mean loss, weighted by the shard's
-     * share: summed, the gradient of the global batch's mean loss. */
-    if (dp->weight != 1.0) {
-#pragma omp parallel for schedule(static) if (n > 16384)
-        for (i = 0; i < n; i++)
-            g[i] *= wf;
-    }
+     * share: summed, the gradient of the global batch's mean loss.  The
+     * glue weights it as it reads it (no pass of its own here). */
     t0 = now_ms();
-    rc = dp->reduce_f32(dp->arg, g, n, &sum, err);
+    rc = dp->reduce_f32(dp->arg, t->gr, t->flat, (float)dp->weight, &sum,
+                        err);
     if (rc == 0)
         rc = dp->sum_f64(dp->arg, &l, 1, err);
     t->dp_seconds += (now_ms() - t0) / 1e3;

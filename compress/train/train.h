@@ -80,9 +80,9 @@
  * Data parallelism (opts.dp, ZeRO stage 1): N processes each build a
  * trainer for their shard of every global batch (rows [B r / N,
  * B (r + 1) / N) of it; the caller cuts them).  A step computes the
- * local gradient (of the shard's mean loss), scales it by the shard's
- * share of the global batch (dp->weight), and reduce-scatters it
- * (dp->reduce_f32): each process receives the sum over the processes
+ * local gradient (of the shard's mean loss) and reduce-scatters it
+ * weighted by the shard's share of the global batch (dp->weight;
+ * dp->reduce_f32): each process receives the sum over the processes
  * of its own slice of the flat arrays (ss_train_shard_range()) -- the
  * gradient of the global batch's mean loss there, as one process
  * would compute it up to the order of float sums.  The weighted losses
@@ -161,13 +161,14 @@ typedef struct ss_train_dp {
     /* buf[0, n) summed over the processes, in place, on every one. */
     int (*sum_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);
     int (*sum_f64)(void *arg, double *buf, int n, ss_err_t *err);
-    /* Reduce-scatter: buf[0, n) of every process summed; on return
-     * *sum points at this process's slice [lo, hi) of the sum
+    /* Reduce-scatter: buf[0, n) of every process times its weight
+     * (float products, then float sums), summed; on return *sum points
+     * at this process's slice [lo, hi) of the sum
      * (ss_train_shard_range(n, rank, size)): in buf, or in memory of
      * the glue's valid until its next call.  The rest of buf is
      * undefined. */
-    int (*reduce_f32)(void *arg, float *buf, int64_t n, float **sum,
-                      ss_err_t *err);
+    int (*reduce_f32)(void *arg, float *buf, int64_t n, float weight,
+                      float **sum, ss_err_t *err);
     /* Every process passes all of buf[0, n) holding its own slice
      * (ss_train_shard_range(n, rank, size)); on return every slice. */
     int (*gather_f32)(void *arg, float *buf, int64_t n, ss_err_t *err);

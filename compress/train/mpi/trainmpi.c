@@ -11,9 +11,12 @@
  * there).  The trainer's flat arrays live in one MPI shared-memory
  * window (MPI_Win_allocate_shared on the node communicator): one
  * parameter array all processes read and write, and one gradient array
- * per process.  Reduce: a barrier (every backward is done), then each
- * process sums its slice straight from every process's gradient, in
- * rank order, into its own gradient array.  Gather: a barrier (every
+ * per process.  Reduce: each process puts its gradient's weight (its
+ * share of the global batch) in its segment's header; a barrier (every
+ * backward is done); then each process sums its slice straight from
+ * every process's gradient, weighting each as it reads it, in rank
+ * order, into its own gradient array (so the trainer makes no
+ * weighting pass over the whole gradient).  Gather: a barrier (every
  * slice is updated).  Nothing is copied: the update writes the shared
  * parameters in place and every process's next forward reads them.  Why
  * the barriers are enough: a process writes only its own gradient array
@@ -24,11 +27,11 @@
  * (the "unified" memory model of shared windows).
  *
  * Collective (processes on several machines, a window that cannot be
- * allocated, or SS_TRAIN_MPI_PATH=coll).  MPI_Reduce_scatter of the flat
- * gradient with the slices of ss_train_shard_range() as counts (each
- * process receives its slice of the sum in a buffer of ours, half the
- * bytes of the MPI_Allreduce it replaced), then MPI_Allgatherv in place
- * of the parameters.
+ * allocated, or SS_TRAIN_MPI_PATH=coll).  The gradient weighted in
+ * place, then MPI_Reduce_scatter of it with the slices of
+ * ss_train_shard_range() as counts (each process receives its slice of
+ * the sum in a buffer of ours, half the bytes of the MPI_Allreduce it
+ * replaced), then MPI_Allgatherv in place of the parameters.
  *
  * Measured on a 2-core EPYC (bench/train_mpi.py, MLP 784-1024-1024-10,
  * 1.86 M parameters, 2 processes): the MPI_Allreduce + MPI_Allgatherv of
@@ -70,6 +73,9 @@ typedef struct shm {
     int64_t n;
     float *w;                   /* the parameters, shared */
     float **g;                  /* per process: its gradient array */
+    float **wt;                 /* per process: its gradient's weight
+                                 * this step (a header of 64 bytes
+                                 * before g) */
     struct shm *next;
 } shm_t;
 
@@ -149,32 +155,64 @@ shm_barrier(shm_t *s, ss_err_t *err)
     return 0;
 }
 
-/* out[i] = a[i] + b[i]; out may be a or b. */
+/* out[i] = x[i] * b[i] (+ out[i] when acc), float products then float
+ * sums as a separate multiply and add would give them (no fused
+ * multiply-add: x86-64's baseline has none, and the scalar tail must
+ * round as the vector body does); out may be b. */
 static void
-add2(float *out, const float *a, const float *b, int64_t n)
+axpy(float *out, float x, const float *b, int acc, int64_t n)
 {
     int64_t i = 0;
 
 #if defined(__x86_64__)
     /* SSE2 is in every x86-64, and 16 bytes a load already outrun the
      * memory this loop waits on. */
-    for (; i + 16 <= n; i += 16) {
-        __m128 x0 = _mm_add_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i));
-        __m128 x1 = _mm_add_ps(_mm_loadu_ps(a + i + 4),
-                               _mm_loadu_ps(b + i + 4));
-        __m128 x2 = _mm_add_ps(_mm_loadu_ps(a + i + 8),
-                               _mm_loadu_ps(b + i + 8));
-        __m128 x3 = _mm_add_ps(_mm_loadu_ps(a + i + 12),
-                               _mm_loadu_ps(b + i + 12));
+    const __m128 xv = _mm_set1_ps(x);
 
-        _mm_storeu_ps(out + i, x0);
-        _mm_storeu_ps(out + i + 4, x1);
-        _mm_storeu_ps(out + i + 8, x2);
-        _mm_storeu_ps(out + i + 12, x3);
+    for (; i + 8 <= n; i += 8) {
+        __m128 y0 = _mm_mul_ps(xv, _mm_loadu_ps(b + i));
+        __m128 y1 = _mm_mul_ps(xv, _mm_loadu_ps(b + i + 4));
+
+        if (acc) {
+            y0 = _mm_add_ps(_mm_loadu_ps(out + i), y0);
+            y1 = _mm_add_ps(_mm_loadu_ps(out + i + 4), y1);
+        }
+        _mm_storeu_ps(out + i, y0);
+        _mm_storeu_ps(out + i + 4, y1);
     }
 #endif
-    for (; i < n; i++)
-        out[i] = a[i] + b[i];
+    for (; i < n; i++) {
+        volatile float y = x * b[i];    /* rounded before the add */
+
+        out[i] = acc ? out[i] + y : y;
+    }
+}
+
+/* out[i] = x * a[i] + y * b[i] (each product rounded); out may be a. */
+static void
+sum2(float *out, float x, const float *a, float y, const float *b,
+     int64_t n)
+{
+    int64_t i = 0;
+
+#if defined(__x86_64__)
+    const __m128 xv = _mm_set1_ps(x), yv = _mm_set1_ps(y);
+
+    for (; i + 8 <= n; i += 8) {
+        __m128 p0 = _mm_mul_ps(xv, _mm_loadu_ps(a + i));
+        __m128 p1 = _mm_mul_ps(xv, _mm_loadu_ps(a + i + 4));
+        __m128 q0 = _mm_mul_ps(yv, _mm_loadu_ps(b + i));
+        __m128 q1 = _mm_mul_ps(yv, _mm_loadu_ps(b + i + 4));
+
+        _mm_storeu_ps(out + i, _mm_add_ps(p0, q0));
+        _mm_storeu_ps(out + i + 4, _mm_add_ps(p1, q1));
+    }
+#endif
+    for (; i < n; i++) {
+        volatile float p = x * a[i], q = y * b[i];
+
+        out[i] = p + q;
+    }
 }
 
 static int
@@ -206,7 +244,8 @@ sum_f64(void *arg, double *buf, int n, ss_err_t *err)
 }
 
 static int
-reduce_f32(void *arg, float *buf, int64_t n, float **sum, ss_err_t *err)
+reduce_f32(void *arg, float *buf, int64_t n, float weight, float **sum,
+           ss_err_t *err)
 {
     shm_t *s = find(buf);
     int64_t lo, hi;
@@ -215,21 +254,26 @@ reduce_f32(void *arg, float *buf, int64_t n, float **sum, ss_err_t *err)
     (void)arg;
     ss_train_shard_range(n, M.rank, M.size, &lo, &hi);
     if (s != NULL && s->n == n) {
-        /* Every backward is done: sum this slice in rank order. */
+        /* Every backward is done: sum this slice in rank order, each
+         * gradient weighted as it is read (no pass of its own). */
         float *out = s->g[M.rank] + lo;
 
+        *s->wt[M.rank] = weight;
         if ((rc = shm_barrier(s, err)) < 0)
             return rc;
         if (M.size == 1) {
-            *sum = out;
-            return 0;
+            axpy(out, weight, out, 0, hi - lo);
+        } else {
+            sum2(out, *s->wt[0], s->g[0] + lo, *s->wt[1], s->g[1] + lo,
+                 hi - lo);
+            for (int r = 2; r < M.size; r++)
+                axpy(out, *s->wt[r], s->g[r] + lo, 1, hi - lo);
         }
-        add2(out, s->g[0] + lo, s->g[1] + lo, hi - lo);
-        for (int r = 2; r < M.size; r++)
-            add2(out, out, s->g[r] + lo, hi - lo);
         *sum = out;
         return 0;
     }
+    if (weight != 1.0f)
+        axpy(buf, weight, buf, 0, n);
     if ((rc = slices(n, err)) < 0)
         return rc;
     if (M.recv_n < hi - lo) {
@@ -278,6 +322,7 @@ shm_free(shm_t *s)
         MPI_Win_free(&s->win);
     }
     ss_free(s->g);
+    ss_free(s->wt);
     ss_free(s);
 }
 
@@ -287,8 +332,9 @@ round_page(size_t n)
     return (n + PAGE - 1) / PAGE * PAGE;
 }
 
-/* A window: process 0's segment holds the parameters then its gradient
- * array, the others' their gradient array.  Collective over M.node:
+/* A window: each process's segment holds a header of 64 bytes (its
+ * gradient's weight), process 0's then the parameters, then each its
+ * gradient array.  Collective over M.node:
  * every process calls MPI_Win_allocate_shared whatever failed before. */
 static int
 shm_new(int64_t n, shm_t **out, ss_err_t *err)
@@ -304,7 +350,8 @@ shm_new(int64_t n, shm_t **out, ss_err_t *err)
 
     *out = NULL;
     if ((s = ss_calloc(1, sizeof(*s))) == NULL
-        || (s->g = ss_calloc((size_t)M.size, sizeof(float *))) == NULL) {
+        || (s->g = ss_calloc((size_t)M.size, sizeof(float *))) == NULL
+        || (s->wt = ss_calloc((size_t)M.size, sizeof(float *))) == NULL) {
         ok = false;
         rc = ss_err_set(err, SS_ENOMEM, "no memory");
     }
@@ -315,7 +362,7 @@ shm_new(int64_t n, shm_t **out, ss_err_t *err)
     /* A page more than asked: Open MPI need not start a segment on a
      * 64-byte boundary (the trainer's arrays are), we align it. */
     if ((du = MPI_Win_allocate_shared((MPI_Aint)((M.rank == 0 ? 2 * fl : fl)
-                                                 + PAGE),
+                                                 + 64 + PAGE),
                                       sizeof(float), info, M.node, &base,
                                       &win)) != MPI_SUCCESS) {
         win = MPI_WIN_NULL;
@@ -330,13 +377,15 @@ shm_new(int64_t n, shm_t **out, ss_err_t *err)
 
         if (MPI_Win_shared_query(win, r, &sz, &du, &p) != MPI_SUCCESS
             || p == NULL
-            || (size_t)sz < (r == 0 ? 2 * fl : fl) + PAGE) {
+            || (size_t)sz < (r == 0 ? 2 * fl : fl) + 64 + PAGE) {
             ok = false;
             rc = ss_err_set(err, SS_EIO, "MPI: process %d's segment of the "
                             "window is not usable", r);
             break;
         }
         p += (64 - (uintptr_t)p % 64) % 64;
+        s->wt[r] = (float *)p;
+        p += 64;
         if (r == 0) {
             s->w = (float *)p;
             p += fl;
@@ -357,8 +406,10 @@ shm_new(int64_t n, shm_t **out, ss_err_t *err)
             MPI_Win_unlock_all(win);
         if (win != MPI_WIN_NULL)
             MPI_Win_free(&win);
-        if (s != NULL)
+        if (s != NULL) {
             ss_free(s->g);
+            ss_free(s->wt);
+        }
         ss_free(s);
         return rc;
     }
