@@ -133,6 +133,10 @@ typedef struct ss_method {
             double lora_alpha;      /* the update is (alpha / r) B A */
             int n_targets;          /* 0: every Gemm/MatMul weight */
             char targets[SS_LORA_MAX_TARGETS][SS_LORA_NAME_MAX];
+            /* targets was one string: targets[0] is a regular
+             * expression (PEFT's target_modules as a string), not a
+             * name */
+            bool targets_pattern;
             bool merge;             /* a version with the update folded
                                      * into the weights, not an adapter */
             ss_train_opts_t opt;    /* loss weights, optimizer, schedule,

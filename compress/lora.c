@@ -19,11 +19,10 @@
  * (finetune.c's loop: batches, schedule, validation, progress).  A is
  * initialized as PEFT does (kaiming_uniform with a = sqrt(5): U(-1/sqrt
  * (in), 1/sqrt(in))) and B is zero, so training starts from the base
- * model's outputs exactly.  Sites and module names are found as the
- * server finds them (server/model/adapter.c): a Gemm or MatMul whose
- * weight is a 2-D f32 initializer; its module is the weight's name
- * without ".weight", or the node's name path ("/layers.0/attn/qkv/MatMul"
- * is "layers.0.attn.qkv").
+ * model's outputs exactly.  Sites, their module names and the matching
+ * of targets (PEFT's target_modules: a list of names, or one string, a
+ * regular expression) are the server's (engine/ir/sites.h), so what
+ * this trains is what the server loads.
  *
  * THREADS: runs inside ss_compress_run (a job thread); no state.
  */
@@ -38,16 +37,13 @@
 #include "compress/internal.h"
 #include "engine/io/safetensors.h"
 #include "engine/ir/edit.h"
+#include "engine/ir/sites.h"
 
-typedef struct site {
-    int node;
-    int x, y, w;            /* value ids */
-    int w_nk;               /* W stored [out, in] (Gemm transB=1) */
-    int64_t in, out;
-    char module[SS_LORA_NAME_MAX];
-    char alt[SS_LORA_NAME_MAX];     /* the node's path name, or "" */
-    char at[SS_LORA_NAME_MAX + 16], bt[SS_LORA_NAME_MAX + 16];
-} site_t;
+typedef ss_site_t site_t;     /* engine/ir/sites.h */
+
+/* The names of a site's trained initializers in the training graph. */
+#define AT_NAME(buf, s) snprintf(buf, sizeof(buf), "lora.%s.A_t", (s)->module)
+#define BT_NAME(buf, s) snprintf(buf, sizeof(buf), "lora.%s.B_t", (s)->module)
 
 void
 ss_lora_adapter_free(ss_lora_adapter_t *a)
@@ -62,88 +58,20 @@ ss_lora_adapter_free(ss_lora_adapter_t *a)
     ss_free(a);
 }
 
-/* "/layers.0/attn/qkv/MatMul" -> "layers.0.attn.qkv" into out; 0 when
- * the name has no path. */
+/* Whether m targets site s: PEFT's target_modules (ss_site_targeted);
+ * no targets: every site. */
 static int
-module_of_node(const char *name, char *out, size_t n)
+matches(const ss_method_t *m, const site_t *s)
 {
-    const char *last;
-    size_t k;
+    const char *names[SS_LORA_MAX_TARGETS];
 
-    if (name == NULL || name[0] != '/' || (last = strrchr(name, '/')) == name
-        || (size_t)(last - name - 1) >= n)
-        return 0;
-    k = (size_t)(last - name - 1);
-    memcpy(out, name + 1, k);
-    out[k] = '\0';
-    for (char *p = out; *p; p++)
-        if (*p == '/')
-            *p = '.';
-    return 1;
-}
-
-/* PEFT's matching of a list of target names: a module matches a name it
- * is, or ends with after a dot. */
-static int
-matches(const ss_method_t *m, const char *module)
-{
-    size_t n = strlen(module);
-
-    if (module[0] == '\0')
-        return 0;
     if (m->u.train.n_targets == 0)
         return 1;
-    for (int i = 0; i < m->u.train.n_targets; i++) {
-        const char *t = m->u.train.targets[i];
-        size_t tn = strlen(t);
-
-        if (strcmp(t, module) == 0
-            || (n > tn && module[n - tn - 1] == '.'
-                && strcmp(module + n - tn, t) == 0))
-            return 1;
-    }
-    return 0;
-}
-
-/* The site of node i of g, or 0 when it is none. */
-static int
-site_of(const ss_graph_t *g, int i, site_t *s)
-{
-    const ss_node_t *n = &g->nodes[i];
-    int gemm = strcmp(n->op_type, "Gemm") == 0;
-    const ss_value_t *w;
-    size_t wl;
-
-    memset(s, 0, sizeof(*s));
-    if ((!gemm && strcmp(n->op_type, "MatMul") != 0)
-        || (n->domain != NULL && n->domain[0] != '\0') || n->n_inputs < 2
-        || n->inputs[0] < 0 || n->inputs[1] < 0 || n->n_outputs < 1
-        || n->outputs[0] < 0)
-        return 0;
-    w = &g->values[n->inputs[1]];
-    if (w->constant == NULL || w->constant->ndim != 2
-        || w->constant->dtype != SS_DTYPE_F32
-        || g->values[n->inputs[0]].constant != NULL
-        || (gemm && (ss__attr_int(n, "transA", 0) != 0
-                     || ss__attr_float(n, "alpha", 1.0f) != 1.0f)))
-        return 0;
-    s->node = i;
-    s->x = n->inputs[0];
-    s->y = n->outputs[0];
-    s->w = n->inputs[1];
-    s->w_nk = gemm && ss__attr_int(n, "transB", 0) != 0;
-    s->out = s->w_nk ? w->constant->dims[0] : w->constant->dims[1];
-    s->in = s->w_nk ? w->constant->dims[1] : w->constant->dims[0];
-    wl = strlen(w->name);
-    if (wl > 7 && wl - 7 < SS_LORA_NAME_MAX
-        && strcmp(w->name + wl - 7, ".weight") == 0) {
-        memcpy(s->module, w->name, wl - 7);
-        s->module[wl - 7] = '\0';
-        module_of_node(n->name, s->alt, sizeof(s->alt));
-    } else if (!module_of_node(n->name, s->module, sizeof(s->module))) {
-        return 0;
-    }
-    return 1;
+    if (m->u.train.targets_pattern)
+        return ss_site_targeted(s, m->u.train.targets[0], NULL, 0);
+    for (int i = 0; i < m->u.train.n_targets; i++)
+        names[i] = m->u.train.targets[i];
+    return ss_site_targeted(s, NULL, names, m->u.train.n_targets);
 }
 
 /* splitmix64: A's initialization, from the method's seed. */
@@ -169,15 +97,16 @@ new_const(int ndim, int64_t d0, int64_t d1, ss_tensor_t **t, ss_err_t *err)
 
 /* Adds the branch of site s to g: y' = y + scale ((x At) Bt). */
 static int
-add_branch(ss_graph_t *g, site_t *s, int r, float scale, uint64_t *rng,
+add_branch(ss_graph_t *g, const site_t *s, int r, float scale, uint64_t *rng,
            ss_err_t *err)
 {
     ss_tensor_t *at = NULL, *bt = NULL, *sc = NULL;
     int vat, vbt, vsc, t, d, ds, y2, in[2], rc;
     double bound = 1.0 / sqrt((double)s->in);
+    char an[SS_SITE_NAME_MAX + 16], bn[SS_SITE_NAME_MAX + 16];
 
-    snprintf(s->at, sizeof(s->at), "lora.%s.A_t", s->module);
-    snprintf(s->bt, sizeof(s->bt), "lora.%s.B_t", s->module);
+    AT_NAME(an, s);
+    BT_NAME(bn, s);
     if ((rc = new_const(2, s->in, r, &at, err)) < 0
         || (rc = new_const(2, r, s->out, &bt, err)) < 0
         || (rc = new_const(0, 0, 0, &sc, err)) < 0) {
@@ -188,12 +117,12 @@ add_branch(ss_graph_t *g, site_t *s, int r, float scale, uint64_t *rng,
     for (int64_t i = 0; i < s->in * r; i++)
         ((float *)at->data)[i] = (float)((2.0 * uniform(rng) - 1.0) * bound);
     *(float *)sc->data = scale;     /* B (bt) stays zero */
-    if ((vat = ss_graph_add_value(g, s->at, at, err)) < 0) {
+    if ((vat = ss_graph_add_value(g, an, at, err)) < 0) {
         ss__tensor_free(bt);
         ss__tensor_free(sc);
         return vat;
     }
-    if ((vbt = ss_graph_add_value(g, s->bt, bt, err)) < 0) {
+    if ((vbt = ss_graph_add_value(g, bn, bt, err)) < 0) {
         ss__tensor_free(sc);
         return vbt;
     }
@@ -285,7 +214,7 @@ ss__lora(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     ss_lora_adapter_t *ad = NULL;
     site_t *sites = NULL;
     const char **frozen = NULL;
-    int n_sites = 0, n_frozen = 0, r = m->u.train.rank, rc = 0;
+    int n_sites = 0, n_all = 0, n_frozen = 0, r = m->u.train.rank, rc = 0;
     float scale = (float)(m->u.train.lora_alpha / r);
     uint64_t rng = m->u.train.opt.seed * 0x2545f4914f6cdd1dULL + 1;
     int64_t trainable = 0, base_params = 0;
@@ -297,19 +226,21 @@ ss__lora(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
                         "labels array)");
         goto done;
     }
-    if ((sites = ss_calloc((size_t)base->n_nodes + 1, sizeof(site_t))) == NULL
-        || (frozen = ss_calloc((size_t)base->n_values + 1,
-                               sizeof(char *))) == NULL
+    if ((frozen = ss_calloc((size_t)base->n_values + 1,
+                            sizeof(char *))) == NULL
         || (mods = json_array()) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for lora");
         goto done;
     }
-    for (int i = 0; i < base->n_nodes; i++)
-        if (site_of(base, i, &sites[n_sites])
-            && (matches(m, sites[n_sites].module)
-                || matches(m, sites[n_sites].alt)))
-            n_sites++;
+    if ((rc = ss_sites_find(base, &sites, &n_all, err)) < 0)
+        goto done;
     /* every target must name something: a typo would train nothing */
+    if (m->u.train.targets_pattern) {
+        if ((rc = ss_sites_pattern_ok(m->u.train.targets[0], err)) < 0) {
+            ss_err_wrap(err, rc, "lora");
+            goto done;
+        }
+    }
     for (int t = 0; t < m->u.train.n_targets; t++) {
         ss_method_t one = *m;
         int hit = 0;
@@ -317,16 +248,21 @@ ss__lora(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         one.u.train.n_targets = 1;
         memcpy(one.u.train.targets[0], m->u.train.targets[t],
                SS_LORA_NAME_MAX);
-        for (int k = 0; k < n_sites && !hit; k++)
-            hit = matches(&one, sites[k].module)
-                  || matches(&one, sites[k].alt);
+        for (int k = 0; k < n_all && !hit; k++)
+            hit = matches(&one, &sites[k]);
         if (!hit) {
-            rc = ss_err_set(err, SS_EINVAL, "lora: target '%s' is not a "
-                            "Gemm or MatMul weight of the model",
-                            m->u.train.targets[t]);
+            rc = ss_err_set(err, SS_EINVAL, "lora: target%s '%s' is not "
+                            "%sa Gemm or MatMul weight of the model",
+                            m->u.train.targets_pattern ? "_modules" : "",
+                            m->u.train.targets[t],
+                            m->u.train.targets_pattern ? "the name of " : "");
             goto done;
         }
     }
+    /* the targeted sites, in node order, first */
+    for (int k = 0; k < n_all; k++)
+        if (matches(m, &sites[k]))
+            sites[n_sites++] = sites[k];
     if (n_sites == 0) {
         rc = ss_err_set(err, SS_EINVAL, "lora: the model has no Gemm or "
                         "MatMul weight to adapt");
@@ -366,15 +302,21 @@ ss__lora(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         goto done;
     }
     for (int k = 0; k < n_sites; k++) {
-        int va = ss_graph_find_value(tg, sites[k].at);
-        int vb = ss_graph_find_value(tg, sites[k].bt);
-        const ss_tensor_t *ta = va >= 0 ? tg->values[va].constant : NULL;
-        const ss_tensor_t *tb = vb >= 0 ? tg->values[vb].constant : NULL;
+        char an[SS_SITE_NAME_MAX + 16], bn[SS_SITE_NAME_MAX + 16];
+        const ss_tensor_t *ta = NULL, *tb = NULL;
         ss_tensor_t *w = merged->values[sites[k].w].constant;
+        int va, vb;
+
+        AT_NAME(an, &sites[k]);
+        BT_NAME(bn, &sites[k]);
+        va = ss_graph_find_value(tg, an);
+        vb = ss_graph_find_value(tg, bn);
+        ta = va >= 0 ? tg->values[va].constant : NULL;
+        tb = vb >= 0 ? tg->values[vb].constant : NULL;
 
         if (ta == NULL || tb == NULL) {
             rc = ss_err_set(err, SS_EINTERNAL, "lora: the trained graph "
-                            "lost %s", sites[k].at);
+                            "lost %s", an);
             goto done;
         }
         merge_site(w->data, &sites[k], r, scale, ta->data, tb->data);

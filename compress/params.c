@@ -24,6 +24,7 @@
 
 #include "compress/compress.h"
 #include "engine/dnnl/dnnl.h"
+#include "engine/ir/sites.h"
 
 /* Where a value lives; the last member (set_key) is for OBJECT rows. */
 #define FIELD(f) offsetof(ss_method_t, u.f), \
@@ -143,9 +144,10 @@ const ss_method_param_t ss_method_params[] = {
       NULL, NULL, 0, "lora_alpha: the update is scaled by alpha / r",
       FIELD(train.lora_alpha) },
     { SS_METHOD_LORA, "targets", SS_PARAM_STRINGS, 0, 0, 0, false, false,
-      NULL, NULL, 0, "module names (PEFT's target_modules: a module "
-      "matches a name it is or ends with after a dot); default: every "
-      "Gemm/MatMul weight", 0, 0, lora_key },
+      NULL, NULL, 0, "PEFT's target_modules: a list of module names (a "
+      "module matches a name it is or ends with after a dot), or one "
+      "string, a regular expression the whole name must match, or "
+      "\"all-linear\"; default: every Gemm/MatMul weight", 0, 0, lora_key },
     { SS_METHOD_LORA, "target_modules", SS_PARAM_STRINGS, 0, 0, 0, false,
       false, NULL, NULL, 0, "the same as targets (PEFT's name)", 0, 0,
       lora_key },
@@ -542,7 +544,9 @@ folder_name(const char *s)
 }
 
 /* lora's string parameters: "adapter" (a name), "targets" and its PEFT
- * spelling "target_modules" (a name or a list of names). */
+ * spelling "target_modules" (as PEFT reads target_modules: a list of
+ * names, or one string, a regular expression the whole module name must
+ * match, or "all-linear"). */
 static int
 lora_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
          ss_err_t *err)
@@ -578,6 +582,9 @@ lora_key(ss_method_t *m, const char *key, const ss_param_value_t *v,
         snprintf(m->u.train.targets[i], SS_LORA_NAME_MAX, "%s", names[i]);
     }
     m->u.train.n_targets = n;
+    m->u.train.targets_pattern = v->type == SS_PARAM_CHOICE;
+    if (m->u.train.targets_pattern)
+        return ss_sites_pattern_ok(names[0], err);
     return 0;
 }
 

@@ -46,17 +46,13 @@
 #include "common/refcount.h"
 #include "engine/io/safetensors.h"
 #include "engine/ir/ir.h"
+#include "engine/ir/sites.h"
 #include "server/model/adapter.h"
 
 /* Most sites a graph may have tapped (a 48-layer encoder has ~200). */
 #define MAX_SITES 1024
 
-typedef struct site {
-    char *module;           /* "fc1", "layers.0.attn.qkv" */
-    char *alt;              /* the other name it answers to, or NULL */
-    int x, y;               /* value ids */
-    int64_t in, out;
-} site_t;
+typedef ss_site_t site_t;     /* engine/ir/sites.h */
 
 /* A and B stored transposed, B scaled: both GEMMs then read their
  * operands row-major, and the small-row loops are axpys over contiguous
@@ -153,8 +149,7 @@ find_site(const ss_lora_t *l, const char *module)
 {
     for (int k = 0; k < l->n_sites; k++)
         if (strcmp(l->sites[k].module, module) == 0
-            || (l->sites[k].alt != NULL
-                && strcmp(l->sites[k].alt, module) == 0))
+            || strcmp(l->sites[k].alt, module) == 0)
             return k;
     return -1;
 }
@@ -226,44 +221,26 @@ to_f32_t(const ss_tensor_t *t, float scale)
     return tr;
 }
 
-/* PEFT's target_modules: a list of names (a module matches when its name
- * is one, or ends with "." and one), "all-linear", or any other string:
- * a regular expression the whole module name must match (PEFT's
- * re.fullmatch; here POSIX extended syntax, which covers what PEFT's
- * configs write: "fc[12]", ".*\\.(q|v)_proj"; Python's \d and friends
- * are not POSIX).  A pattern that does not compile matches nothing. */
+/* PEFT's target_modules (a list, "all-linear" or a regular expression:
+ * ss_site_targeted) against site s. */
 static int
-targeted(const json_t *tm, const char *module)
+targeted(const json_t *tm, const site_t *s)
 {
-    size_t n = strlen(module), i;
+    const char *names[64];
+    size_t i, n = json_array_size(tm);
     json_t *v;
 
-    if (json_is_string(tm)) {
-        const char *pat = json_string_value(tm);
-        size_t pn = strlen(pat);
-        char *full;
-        regex_t re;
-        int hit = 0;
+    if (json_is_string(tm))
+        return ss_site_targeted(s, json_string_value(tm), NULL, 0);
+    /* a long list: checked in slices of 64 */
+    for (i = 0; i < n; i += 64) {
+        int k = 0;
 
-        if (strcmp(pat, "all-linear") == 0 || strcmp(pat, module) == 0)
-            return 1;
-        if (pn > 4096 || (full = ss_malloc(pn + 8)) == NULL)
-            return 0;
-        snprintf(full, pn + 8, "^(%s)$", pat);
-        if (regcomp(&re, full, REG_EXTENDED | REG_NOSUB) == 0) {
-            hit = regexec(&re, module, 0, NULL, 0) == 0;
-            regfree(&re);
+        for (size_t j = i; j < n && k < 64; j++) {
+            v = json_array_get(tm, j);
+            names[k++] = json_string_value(v);
         }
-        ss_free(full);
-        return hit;
-    }
-    json_array_foreach(tm, i, v) {
-        const char *t = json_string_value(v);
-        size_t tn = t != NULL ? strlen(t) : 0;
-
-        if (t != NULL && (strcmp(t, module) == 0
-                          || (n > tn && module[n - tn - 1] == '.'
-                              && strcmp(module + n - tn, t) == 0)))
+        if (ss_site_targeted(s, NULL, names, k))
             return 1;
     }
     return 0;
@@ -433,10 +410,7 @@ ss_adapter_read(const ss_lora_t *l, const char *model_dir, const char *name,
             rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' is "
                             "not a Gemm or MatMul weight of the model",
                             name, module);
-        } else if (!targeted(tm, module)
-                   && !(l->sites[k].alt != NULL
-                        && targeted(tm, l->sites[k].alt))
-                   && !targeted(tm, l->sites[k].module)) {
+        } else if (!targeted(tm, &l->sites[k])) {
             rc = ss_err_set(err, SS_EINVAL, "adapter '%s': module '%s' has "
                             "weights but is not in target_modules", name,
                             module);
@@ -506,113 +480,6 @@ done:
 
 /* ---- sites ---------------------------------------------------------------- */
 
-/* The module a node's name gives: "/layers.0/attn/qkv/MatMul" is
- * "layers.0.attn.qkv"; NULL when the name has no path. */
-static char *
-module_of_node(const char *name)
-{
-    const char *last;
-    char *m;
-
-    if (name == NULL || name[0] != '/' || (last = strrchr(name, '/')) == name)
-        return NULL;
-    if ((m = ss_strndup(name + 1, (size_t)(last - name - 1))) == NULL)
-        return NULL;
-    for (char *p = m; *p; p++)
-        if (*p == '/')
-            *p = '.';
-    return m;
-}
-
-/* The output of the bias Add right after MatMul output y, when y's one
- * reader is an Add of a constant f32 vector (what torch.onnx.export
- * writes for an nn.Linear on 3-D input); else y.  The update commutes
- * with the bias, and a tap after the Add leaves the MatMul fused with its
- * bias in the tapped plan (measured on the transformer: see
- * docs/lora.md). */
-static int
-past_bias(const ss_graph_t *g, int y, int64_t out)
-{
-    const ss_node_t *add = NULL;
-    int readers = 0;
-
-    for (int i = 0; i < g->n_outputs; i++)
-        if (g->outputs[i] == y)
-            return y;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_inputs; k++)
-            if (g->nodes[i].inputs[k] == y) {
-                readers++;
-                add = &g->nodes[i];
-            }
-    if (readers != 1 || strcmp(add->op_type, "Add") != 0
-        || (add->domain != NULL && add->domain[0] != '\0')
-        || add->n_inputs != 2 || add->n_outputs < 1 || add->outputs[0] < 0)
-        return y;
-    {
-        int b = add->inputs[0] == y ? add->inputs[1] : add->inputs[0];
-        const ss_tensor_t *c = b >= 0 ? g->values[b].constant : NULL;
-
-        /* [out] (or [1, out]): the shape of y, whatever its rank */
-        if (c == NULL || c->dtype != SS_DTYPE_F32 || c->ndim < 1
-            || c->ndim > 2 || c->dims[c->ndim - 1] != out
-            || ss_tensor_numel(c) != out)
-            return y;
-    }
-    return add->outputs[0];
-}
-
-static int
-add_site(ss_lora_t *l, const ss_node_t *n, ss_err_t *err)
-{
-    const ss_graph_t *g = l->g;
-    const ss_value_t *w;
-    const char *wn;
-    int gemm = strcmp(n->op_type, "Gemm") == 0;
-    size_t wl;
-    site_t *s;
-
-    if (n->n_inputs < 2 || n->inputs[0] < 0 || n->inputs[1] < 0
-        || n->n_outputs < 1 || n->outputs[0] < 0)
-        return 0;
-    w = &g->values[n->inputs[1]];
-    if (w->constant == NULL || w->constant->ndim != 2
-        || w->constant->dtype != SS_DTYPE_F32
-        || g->values[n->inputs[0]].constant != NULL
-        || (gemm && ss__attr_int(n, "transA", 0) != 0))
-        return 0;
-    if (l->n_sites == MAX_SITES)
-        return ss_err_set(err, SS_EUNSUPP, "%s: more than %d Gemm/MatMul "
-                          "weights", g->source, MAX_SITES);
-    s = &l->sites[l->n_sites];
-    memset(s, 0, sizeof(*s));
-    s->x = n->inputs[0];
-    s->y = n->outputs[0];
-    if (gemm && ss__attr_int(n, "transB", 0) != 0) {
-        s->out = w->constant->dims[0];
-        s->in = w->constant->dims[1];
-    } else {
-        s->in = w->constant->dims[0];
-        s->out = w->constant->dims[1];
-    }
-    if (!gemm)
-        s->y = past_bias(g, s->y, s->out);
-    wn = w->name;
-    wl = strlen(wn);
-    if (wl > 7 && strcmp(wn + wl - 7, ".weight") == 0) {
-        s->module = ss_strndup(wn, wl - 7);
-        s->alt = module_of_node(n->name);
-    } else {
-        s->module = module_of_node(n->name);
-    }
-    if (s->module == NULL) {
-        ss_free(s->alt);
-        return 0;       /* no name an adapter could use */
-    }
-    l->n_sites++;
-    return 0;
-}
-
 int
 ss_lora_sites(const ss_lora_t *l)
 {
@@ -631,10 +498,6 @@ ss_lora_free(ss_lora_t *l)
 
         ss_metric_series_remove(l->o.loaded, lv);
         ss_metric_series_remove(l->o.bytes, lv);
-    }
-    for (int k = 0; l->sites != NULL && k < l->n_sites; k++) {
-        ss_free(l->sites[k].module);
-        ss_free(l->sites[k].alt);
     }
     ss_free(l->sites);
     pthread_mutex_destroy(&l->set_lock);
@@ -682,11 +545,8 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
     if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
         return ss_err_set(err, SS_ENOTFOUND, "%s: no adapters folder",
                           model_dir);
-    if ((l = ss_calloc(1, sizeof(*l))) == NULL
-        || (l->sites = ss_calloc(MAX_SITES, sizeof(site_t))) == NULL) {
-        ss_free(l);
+    if ((l = ss_calloc(1, sizeof(*l))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for adapters");
-    }
     pthread_mutex_init(&l->set_lock, NULL);
     l->g = g;
     if (o != NULL)
@@ -704,12 +564,13 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
         ss_series_set(l->s_loaded, 0);
         ss_series_set(l->s_bytes, 0);
     }
-    for (int i = 0; i < g->n_nodes; i++)
-        if ((strcmp(g->nodes[i].op_type, "Gemm") == 0
-             || strcmp(g->nodes[i].op_type, "MatMul") == 0)
-            && (g->nodes[i].domain == NULL || g->nodes[i].domain[0] == '\0')
-            && (rc = add_site(l, &g->nodes[i], err)) < 0)
-            goto done;
+    if ((rc = ss_sites_find(g, &l->sites, &l->n_sites, err)) < 0)
+        goto done;
+    if (l->n_sites > MAX_SITES) {
+        rc = ss_err_set(err, SS_EUNSUPP, "%s: more than %d Gemm/MatMul "
+                        "weights", g->source, MAX_SITES);
+        goto done;
+    }
     if ((taps = ss_calloc(2 * (size_t)l->n_sites + 1, sizeof(char *)))
         == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for taps");
@@ -717,7 +578,7 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
     }
     for (int k = 0; k < l->n_sites; k++) {
         taps[2 * k] = g->values[l->sites[k].x].name;
-        taps[2 * k + 1] = g->values[l->sites[k].y].name;
+        taps[2 * k + 1] = g->values[l->sites[k].y_bias].name;
     }
     if ((rc = ss_graph_set_taps(g, 2 * l->n_sites, taps, err)) < 0)
         goto done;

@@ -89,6 +89,7 @@ def main():
                 ({"rank": 8}, "adapter"),
                 ({"adapter": "../x"}, "adapter must be a name"),
                 ({"adapter": "a", "targets": [1]}, "targets"),
+                ({"adapter": "a", "targets": "fc["}, "regular expression"),
                 ({"adapter": "a", "rank": 0}, "rank")):
             st, _, data = d.post("/admin/models/mlp/compress", body(params),
                                  admin=True)
@@ -185,6 +186,25 @@ def main():
                  "(job's validation: %s)" % (
                      base_acc, lora_acc,
                      (res.get("variant") or {}).get("accuracy")))
+
+        # A string is a regular expression over whole module names, as in
+        # PEFT (and as the server reads an adapter's target_modules).
+        st, _, data = d.post("/admin/models/mlp/compress", body(
+            {"adapter": "re", "targets": "fc[13]", "epochs": 1}),
+            admin=True)
+        j = d.wait_job((json_body(data) or {}).get("job", 0), timeout=180)
+        note = (((j.get("result") or {}).get("details") or {})
+                .get("methods") or [{}])[0]
+        tap.ok(j.get("state") == "succeeded"
+               and note.get("modules") == ["fc1", "fc3"],
+               "targets \"fc[13]\" is a pattern: fc1 and fc3 (%s %s %s)"
+               % (j.get("state"), note.get("modules"), j.get("error")))
+        st, _, data = d.post("/admin/models/mlp/compress", body(
+            {"adapter": "re2", "targets": "c1", "epochs": 1}), admin=True)
+        j = d.wait_job((json_body(data) or {}).get("job", 0), timeout=120)
+        tap.ok(j.get("state") == "failed" and "c1" in j.get("error", ""),
+               "targets \"c1\" matches no whole name: the job fails (%s: "
+               "%s)" % (j.get("state"), j.get("error")))
 
         # "merge": true: a version with the update folded, through the gate.
         st, _, data = d.post("/admin/models/mlp/compress", body(
