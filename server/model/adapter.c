@@ -54,13 +54,21 @@
 
 typedef ss_site_t site_t;     /* engine/ir/sites.h */
 
-/* A and B stored transposed, B scaled: both GEMMs then read their
- * operands row-major, and the small-row loops are axpys over contiguous
- * rows (vectorized; dot products would not be without -ffast-math). */
+/* A stored transposed, B transposed, scaled and packed in panels of 16
+ * outputs: the shrink reads A^T's rows in order, the expand each panel
+ * (r x 16 floats, contiguous) in order, so each reads one sequential
+ * stream (row-major B^T made the expand read r streams at once, `out`
+ * floats apart, and B is most of an adapter's bytes); the loops are axpys
+ * over contiguous rows (vectorized; dot products would not be without
+ * -ffast-math). */
+#define PANEL 16
+
 typedef struct lmod {
     int site;
     float *at;              /* A^T [in, r] */
-    float *bt;              /* scale * B^T [r, out] */
+    float *bp;              /* scale * B^T as [ceil(out / 16)][r][16],
+                             * zero past out */
+    int r;
 } lmod_t;
 
 struct ss_adapter {
@@ -97,7 +105,7 @@ adapter_free(ss_adapter_t *a)
         return;
     for (int i = 0; i < a->n_mods; i++) {
         ss_free(a->mods[i].at);
-        ss_free(a->mods[i].bt);
+        ss_free(a->mods[i].bp);
     }
     ss_free(a->mods);
     ss_free(a->of_site);
@@ -219,6 +227,25 @@ to_f32_t(const ss_tensor_t *t, float scale)
             tr[j * rows + i] = f[i * cols + j] * scale;
     ss_free(f);
     return tr;
+}
+
+/* bt [r, out] (row-major) packed as lmod_t.bp, or NULL; frees bt. */
+static float *
+pack_panels(float *bt, int64_t r, int64_t out)
+{
+    int64_t np = (out + PANEL - 1) / PANEL;
+    float *bp = bt == NULL ? NULL
+              : ss_aligned_alloc((size_t)(np * r * PANEL) * sizeof(float));
+
+    if (bp != NULL) {
+        memset(bp, 0, (size_t)(np * r * PANEL) * sizeof(float));
+        for (int64_t p = 0; p < np; p++)
+            for (int64_t j = 0; j < r; j++)
+                for (int64_t l = 0; l < PANEL && p * PANEL + l < out; l++)
+                    bp[(p * r + j) * PANEL + l] = bt[j * out + p * PANEL + l];
+    }
+    ss_free(bt);
+    return bp;
 }
 
 /* PEFT's target_modules (a list, "all-linear" or a regular expression:
@@ -447,10 +474,11 @@ ss_adapter_read(const ss_lora_t *l, const char *model_dir, const char *name,
             goto done;
         m = &a->mods[a->n_mods];
         m->site = k;
+        m->r = a->r;
         m->at = to_f32_t(ta, 1.0f);
-        m->bt = to_f32_t(tb, a->scale);
+        m->bp = pack_panels(to_f32_t(tb, a->scale), a->r, s->out);
         a->n_mods++;
-        if (m->at == NULL || m->bt == NULL) {
+        if (m->at == NULL || m->bp == NULL) {
             rc = ss_err_set(err, SS_ENOMEM, "no memory for adapter '%s'",
                             name);
             goto done;
@@ -816,15 +844,39 @@ gemm(char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
 #define HOT
 #endif
 
+/* y [n, out] += t [n, r] (row stride ldt) times the panels bp. */
+static HOT void
+expand_plain(const float *t, int64_t ldt, float *y, int64_t n, int64_t out,
+             int64_t r, const float *bp)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *ti = t + i * ldt;
+        float *yr = y + i * out;
+
+        for (int64_t o0 = 0; o0 < out; o0 += PANEL) {
+            const float *p = bp + o0 * r;
+            float acc[PANEL];
+            int64_t w = out - o0 < PANEL ? out - o0 : PANEL;
+
+            for (int64_t l = 0; l < PANEL; l++)
+                acc[l] = 0.0f;
+            for (int64_t j = 0; j < r; j++)
+                for (int64_t l = 0; l < PANEL; l++)
+                    acc[l] += ti[j] * p[j * PANEL + l];
+            for (int64_t l = 0; l < w; l++)
+                yr[o0 + l] += acc[l];
+        }
+    }
+}
+
 static HOT void
 rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-           int64_t r, const float *at, const float *bt)
+           int64_t r, const float *at, const float *bp)
 {
     float t[SS_LORA_MAX_RANK];
 
     for (int64_t i = 0; i < n; i++) {
         const float *xr = x + i * in;
-        float *yr = y + i * out;
 
         for (int64_t j = 0; j < r; j++)
             t[j] = 0.0f;
@@ -835,13 +887,7 @@ rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
             for (int64_t j = 0; j < r; j++)
                 t[j] += xk * ak[j];
         }
-        for (int64_t j = 0; j < r; j++) {
-            const float *bj = bt + j * out;
-            float tj = t[j];
-
-            for (int64_t o = 0; o < out; o++)
-                yr[o] += tj * bj[o];
-        }
+        expand_plain(t, r, y + i * out, 1, out, r, bp);
     }
 }
 
@@ -853,15 +899,18 @@ rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
  * rows past R, a constant once inlined, is dropped by the compiler). */
 #define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-/* R rows of the run from x, y (R = 1, 4 or 8). */
+/* t [R, r] (row stride ldt) = x [R, in] A^T, R = 1, 4 or 8. */
 static inline __attribute__((always_inline, target("avx512f"))) void
-block_avx512(const int R, const float *x, float *y, int64_t in,
-             int64_t out, int64_t r, const float *at, const float *bt,
-             float t[8][SS_LORA_MAX_RANK])
+shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
+              const float *at, float *t, int64_t ldt, const float *pf_at,
+              int64_t pf_r)
 {
-#define ROWP(q) \
-    const float *x##q = x + (q < R ? q : 0) * in; \
-    float *y##q = y + (q < R ? q : 0) * out;
+    /* pf_at [in, pf_r]: a line prefetched every 64 / (4 pf_r) steps of
+     * k (every step when pf_r >= 16) */
+    const char *pf = (const char *)pf_at;
+    int64_t pf_step = pf_r * 4, pf_end = in * pf_r * 4, pf_at_k = 0;
+
+#define ROWP(q) const float *x##q = x + (q < R ? q : 0) * in;
     EIGHT(ROWP)
 #undef ROWP
 
@@ -873,16 +922,40 @@ block_avx512(const int R, const float *x, float *y, int64_t in,
 #undef ZERO
         for (int64_t k = 0; k < in; k++) {
             __m512 a = _mm512_maskz_loadu_ps(m, at + k * r + j0);
+
+            if (j0 == 0 && pf_at_k < pf_end) {
+                _mm_prefetch(pf + pf_at_k, _MM_HINT_T1);
+                pf_at_k += pf_step > 64 ? pf_step : 64;
+            }
 #define FMA(q) \
             if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(x##q[k]), a, c##q);
             EIGHT(FMA)
 #undef FMA
         }
-#define ST(q) if (q < R) _mm512_mask_storeu_ps(&t[q][j0], m, c##q);
+#define ST(q) if (q < R) _mm512_mask_storeu_ps(t + q * ldt + j0, m, c##q);
         EIGHT(ST)
 #undef ST
     }
-    for (int64_t o0 = 0; o0 < out; o0 += 16) {
+}
+
+/* y [R, out] += t [R, r] (row stride ldt) times the panels bp: each panel
+ * read once per R rows, in order. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+expand_avx512(const int R, const float *t, int64_t ldt, float *y,
+              int64_t out, int64_t r, const float *bp, const float *pf_bp,
+              int64_t pf_r)
+{
+    /* pf_bp, the panels for pf_r: a line (one j of a panel) per step */
+    const char *pf = (const char *)pf_bp;
+    int64_t pf_end = (out + PANEL - 1) / PANEL * pf_r * 64, pf_o = 0;
+
+#define ROWP(q) float *y##q = y + (q < R ? q : 0) * out; \
+    const float *t##q = t + (q < R ? q : 0) * ldt;
+    EIGHT(ROWP)
+#undef ROWP
+
+    for (int64_t o0 = 0; o0 < out; o0 += PANEL) {
+        const float *p = bp + o0 * r;
         __mmask16 m = out - o0 >= 16 ? 0xffff
                       : (__mmask16)((1u << (out - o0)) - 1);
 #define LD(q) __m512 c##q = q < R ? _mm512_maskz_loadu_ps(m, y##q + o0) \
@@ -890,9 +963,14 @@ block_avx512(const int R, const float *x, float *y, int64_t in,
         EIGHT(LD)
 #undef LD
         for (int64_t j = 0; j < r; j++) {
-            __m512 b = _mm512_maskz_loadu_ps(m, bt + j * out + o0);
+            __m512 b = _mm512_load_ps(p + j * PANEL);
+
+            if (pf_o < pf_end) {
+                _mm_prefetch(pf + pf_o, _MM_HINT_T1);
+                pf_o += 64;
+            }
 #define FMA(q) \
-            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(t[q][j]), b, c##q);
+            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(t##q[j]), b, c##q);
             EIGHT(FMA)
 #undef FMA
         }
@@ -904,53 +982,107 @@ block_avx512(const int R, const float *x, float *y, int64_t in,
 
 static __attribute__((target("avx512f"))) void
 rows_avx512(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-            int64_t r, const float *at, const float *bt)
+            int64_t r, const float *at, const float *bp, const lmod_t *next)
 {
     _Alignas(64) float t[8][SS_LORA_MAX_RANK];  /* 32 KB */
+    const lmod_t self = { 0, (float *)at, (float *)bp, (int)r };
+    int64_t i = 0;
+
+    for (; n - i >= 8; i += 8) {
+        /* the first block prefetches the next run's weights, a line
+         * per step; the others their own again (in cache: no cost) */
+        const lmod_t *pf = i == 0 ? next : &self;
+
+        shrink_avx512(8, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
+                      pf->at, pf->r);
+        expand_avx512(8, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
+                      pf->bp, pf->r);
+    }
+    for (; n - i >= 4; i += 4) {
+        const lmod_t *pf = i == 0 ? next : &self;
+
+        shrink_avx512(4, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
+                      pf->at, pf->r);
+        expand_avx512(4, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
+                      pf->bp, pf->r);
+    }
+    for (; i < n; i++) {
+        const lmod_t *pf = i == 0 ? next : &self;
+
+        shrink_avx512(1, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
+                      pf->at, pf->r);
+        expand_avx512(1, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
+                      pf->bp, pf->r);
+    }
+}
+
+static __attribute__((target("avx512f"))) void
+expand_rows_avx512(const float *t, float *y, int64_t n, int64_t out,
+                   int64_t r, const float *bp)
+{
     int64_t i = 0;
 
     for (; n - i >= 8; i += 8)
-        block_avx512(8, x + i * in, y + i * out, in, out, r, at, bt, t);
-    for (; n - i >= 4; i += 4)
-        block_avx512(4, x + i * in, y + i * out, in, out, r, at, bt, t);
+        expand_avx512(8, t + i * r, r, y + i * out, out, r, bp, bp, r);
     for (; i < n; i++)
-        block_avx512(1, x + i * in, y + i * out, in, out, r, at, bt, t);
+        expand_avx512(1, t + i * r, r, y + i * out, out, r, bp, bp, r);
 }
 #endif
 
 static void
 rows(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-     int64_t r, const float *at, const float *bt)
+     int64_t r, const float *at, const float *bp, const lmod_t *next)
 {
 #ifdef HAVE_AVX512_BUILD
     if (__builtin_cpu_supports("avx512f")) {
-        rows_avx512(x, y, n, in, out, r, at, bt);
+        rows_avx512(x, y, n, in, out, r, at, bp, next);
         return;
     }
 #endif
-    rows_plain(x, y, n, in, out, r, at, bt);
+    (void)next;
+    rows_plain(x, y, n, in, out, r, at, bp);
+}
+
+/* y [n, out] += t [n, r] times the panels bp. */
+static void
+expand_rows(const float *t, float *y, int64_t n, int64_t out, int64_t r,
+            const float *bp)
+{
+#ifdef HAVE_AVX512_BUILD
+    if (__builtin_cpu_supports("avx512f")) {
+        expand_rows_avx512(t, y, n, out, r, bp);
+        return;
+    }
+#endif
+    expand_plain(t, r, y, n, out, r, bp);
 }
 
 /* Adds adapter a's update at site s to one contiguous run of n rows
- * starting at row: x [*, in], y [*, out]. */
+ * starting at row: x [*, in], y [*, out]; next (or NULL): the next run's
+ * weights at this site, prefetched meanwhile.  Long runs: the shrink by
+ * oneDNN's sgemm (in is long: it packs and blocks well), the expand
+ * (K = r: too short for sgemm to pay its packing) by the panel loops. */
 static int
 apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
-      const float *x, float *y, int64_t row, int64_t n, ss_err_t *err)
+      const lmod_t *next, const float *x, float *y, int64_t row, int64_t n,
+      ss_err_t *err)
 {
     int64_t r = a->r, in = s->in, out = s->out;
     float *t;
     int rc;
 
     if (n < BIG_ROWS) {
-        rows(x + row * in, y + row * out, n, in, out, r, m->at, m->bt);
+        /* next may be NULL or of another rank: prefetch is only a hint,
+         * and this run's own (cached) weights stand in for none */
+        rows(x + row * in, y + row * out, n, in, out, r, m->at, m->bp,
+             next != NULL ? next : m);
         return 0;
     }
     if ((t = ss_aligned_alloc((size_t)(n * r) * sizeof(float))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for LoRA rows");
     if ((rc = gemm('N', n, r, in, 1.0f, x + row * in, in, m->at, r, 0.0f, t,
                    r, err)) == 0)
-        rc = gemm('N', n, out, r, 1.0f, t, r, m->bt, out, 1.0f,
-                  y + row * out, out, err);
+        expand_rows(t, y + row * out, n, out, r, m->bp);
     ss_free(t);
     return rc;
 }
@@ -961,7 +1093,9 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
 {
     const ss_lora_t *l = user;
     const site_t *s = &l->sites[tap / 2];
-    int64_t samples = 0, total, per, row = 0;
+    int64_t samples = 0, total, per, row = 0, pend_row = 0, pend_n = 0;
+    const ss_adapter_t *pend_a = NULL;
+    const lmod_t *pend = NULL;
     const float *x;
     float *y;
 
@@ -987,22 +1121,41 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
      * that targets this site is one run, updated in place (runs of one
      * adapter next to each other are joined, so one adapter over a
      * whole batch is one run). */
-    for (const ss_work_t *w = batch; w != NULL;) {
-        const ss_adapter_t *a = w->tag;
-        int64_t n = ss_work_samples(w) * per;
-        const ss_work_t *v = ss_work_next(w);
+    /* Each run's update prefetches the next run's A^T and panels (the
+     * adapters of a batch are read once each, for a few rows: fetching
+     * them is most of the update's time, so the next one's comes in
+     * while this one computes). */
+    for (const ss_work_t *w = batch; w != NULL || pend != NULL;) {
+        const ss_adapter_t *a = w != NULL ? w->tag : NULL;
+        const lmod_t *m = NULL;
+        int64_t n = 0;
         int rc;
 
-        while (v != NULL && v->tag == a) {
-            n += ss_work_samples(v) * per;
-            v = ss_work_next(v);
+        if (w != NULL) {
+            const ss_work_t *v = ss_work_next(w);
+
+            n = ss_work_samples(w) * per;
+            while (v != NULL && v->tag == a) {
+                n += ss_work_samples(v) * per;
+                v = ss_work_next(v);
+            }
+            w = v;
+            if (a != NULL && a->of_site[tap / 2] >= 0)
+                m = &a->mods[a->of_site[tap / 2]];
+            if (m == NULL) {
+                row += n;
+                continue;
+            }
         }
-        if (a != NULL && a->of_site[tap / 2] >= 0
-            && (rc = apply(s, a, &a->mods[a->of_site[tap / 2]], x, y, row, n,
+        if (pend != NULL
+            && (rc = apply(s, pend_a, pend, m, x, y, pend_row, pend_n,
                            err)) < 0)
             return rc;
+        pend = m;
+        pend_a = a;
+        pend_row = row;
+        pend_n = n;
         row += n;
-        w = v;
     }
     return 0;
 }
