@@ -26,6 +26,12 @@ The same without HTTP, in one process (quieter on a loaded machine):
     BUILD/bench/lora_bench /tmp/lora-repo/mlp 3000
     BUILD/bench/lora_bench /tmp/lora-repo/tf 300
     BUILD/bench/lora_bench /tmp/lora-repo/mnist 1000
+    BUILD/bench/lora_bench /tmp/lora-repo/encoder 100
+
+--write also writes the encoder (d_model 256, 4 heads, FFN 1024, 2
+layers, 32 tokens: write_encoder says why) and prints what 100 adapters
+r = 8 cost on the MNIST-sized MLP against the model (issue 14's memory
+target: it cannot be met; docs/lora.md).
 """
 
 import argparse
@@ -103,6 +109,79 @@ def write_mnist_mlp(repo, rng):
                        "fc3": (256, 10)}, 8, 16, rng)
 
 
+def write_encoder(repo, rng):
+    """A transformer encoder of a realistic size for LoRA: 2 pre-norm
+    layers of BERT-mini's width (d_model 256, 4 heads, FFN 1024; BERT-mini
+    has 4 such layers), 32 tokens of a 1,000-word vocabulary, mean-pooled
+    into a 10-way head: 1.6 M weights (6.4 MB), the fixture encoder's
+    layers written out the way most exported encoders are
+    (tests/fixtures/models.py: Linear qkv/out/ff1/ff2, MatMul attention).
+    The fixture transformer (d 32, 80 KB) is so small that one r = 16
+    adapter is 64% of it, no fair case for "a transformer encoder".
+    8 adapters r = 16 on its nine sites."""
+    import torch
+    import torch.nn as nn
+    sys.path.insert(0, os.path.join(TOP, "tests", "fixtures"))
+    import models
+
+    d, heads, ff, layers, seq, vocab = 256, 4, 1024, 2, 32, 1000
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.randn(1, seq, d) * 0.02)
+            self.layers = nn.ModuleList(
+                [models.EncoderLayer(d, heads, ff) for _ in range(layers)])
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, 10)
+
+        def forward(self, ids):
+            x = self.tok(ids) + self.pos
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(self.ln(x).mean(dim=1))
+
+    torch.manual_seed(0)
+    path = os.path.join(repo, "encoder")
+    os.makedirs(os.path.join(path, "1"))
+    torch.onnx.export(Encoder().eval(),
+                      (torch.zeros(1, seq, dtype=torch.int64),),
+                      os.path.join(path, "1", "model.onnx"),
+                      opset_version=17, input_names=["input_ids"],
+                      output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "batch"},
+                                    "logits": {0: "batch"}})
+    sites = {"head": (d, 10)}
+    for i in range(layers):
+        sites["layers.%d.attn.qkv" % i] = (d, 3 * d)
+        sites["layers.%d.attn.out" % i] = (d, d)
+        sites["layers.%d.ff1" % i] = (d, ff)
+        sites["layers.%d.ff2" % i] = (ff, d)
+    write_adapters(path, sites, 8, 16, rng)
+
+
+def memory_table():
+    """Issue 14's memory target (100 adapters r = 8 on the MNIST-sized MLP
+    <= 15% of the base model), in bytes: f32 as slimserve holds them
+    (A [r, in] and B [out, r] per module, what PEFT stores), against the
+    base's weights and biases."""
+    layers = [("fc1", 784, 512), ("fc2", 512, 256), ("fc3", 256, 10)]
+    base = 4 * sum(i * o + o for _, i, o in layers)
+    print("# memory, MNIST-sized MLP 784-512-256-10: base %d bytes "
+          "(%d parameters)" % (base, base // 4))
+    for r, mods in ((8, ("fc1", "fc2", "fc3")), (8, ("fc3",)),
+                    (1, ("fc1", "fc2", "fc3"))):
+        one = 4 * sum(r * (i + o) for m, i, o in layers if m in mods)
+        print("#   r = %d on %-13s one adapter %7d bytes (%.2f%%), 100 "
+              "adapters %9d bytes = %.1f%% of the base (target 15%%)"
+              % (r, "+".join(mods), one, 100.0 * one / base, 100 * one,
+                 100.0 * 100 * one / base))
+    print("#   100 adapters within 15%% leave %d bytes (%d floats) each: "
+          "less than r = 8 on fc3 alone needs" % (base * 15 // 10000,
+                                                   base * 15 // 40000))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build")
@@ -148,6 +227,8 @@ def main():
         write_adapters(os.path.join(repo, m), sites[m], 8, 16, rng)
     if args.write:
         write_mnist_mlp(repo, rng)
+        write_encoder(repo, rng)
+        memory_table()
         print(repo)
         return
 
@@ -219,6 +300,7 @@ def main():
                 s1, n1 = compute(c[2])
                 res[i].append((s1 - s0) / max(1, n1 - n0))
         print("# " + cpu_line())
+        memory_table()
         print("# load average: %s" % open("/proc/loadavg").read().split()[:3])
         print("%-4s %-32s %12s %8s" % ("", "case", "us/batch", "ratio"))
         base = {}

@@ -9,10 +9,13 @@
  * MODEL_DIR holds 1/model.onnx and adapters/ with adapters named a0..a7
  * (bench/lora.py writes such a repository; see docs/lora.md).  Cases:
  *   base      ss_plan_new (fused), no hook
+ *   tapped    ss_plan_new_tapped, 8 items without adapter (what the
+ *             tapped plan costs by itself)
  *   8 x B/8   ss_plan_new_tapped, 8 items of B/8 rows, adapters a0..a7
  *   1 x B     ss_plan_new_tapped, one item, adapter a3
- * at batch 64 and 1 (1 x 1 only).  Prints median microseconds and the
- * ratio to base, and the bytes of the adapters against the weights.
+ * at batch 64 and 1 (1 x 1 only).  Prints median microseconds, the
+ * ratio to base and the time in the hook (the update), and the bytes of
+ * the adapters against the weights.
  */
 
 #include <stdio.h>
@@ -28,15 +31,12 @@
 typedef struct hook {
     ss_lora_t *l;
     const ss_work_t *batch;
+    int64_t ns;                 /* time in the hook (the update) */
 } hook_t;
 
-static int
-on_tap(void *user, int tap, ss_tensor_t *value, ss_err_t *err)
-{
-    hook_t *h = user;
-
-    return ss_lora_tap(h->l, h->batch, tap, value, err);
-}
+/* Timings per run: base, tapped without adapters, over 8 adapters, one
+ * adapter; and the update's share of the last two. */
+#define NT 6
 
 static int64_t
 now_ns(void)
@@ -45,6 +45,17 @@ now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+on_tap(void *user, int tap, ss_tensor_t *value, ss_err_t *err)
+{
+    hook_t *h = user;
+    int64_t t0 = now_ns();
+    int rc = ss_lora_tap(h->l, h->batch, tap, value, err);
+
+    h->ns += now_ns() - t0;
+    return rc;
 }
 
 static int
@@ -175,7 +186,7 @@ main(int argc, char **argv)
         ss_plan_t *p0 = NULL, *p1 = NULL;
         ss_work_t items[8];
         ss_adapter_t *ad[8];
-        int64_t *t[3];
+        int64_t *t[NT];
         int nitems = b >= 8 ? 8 : 1;
 
         memset(in, 0, sizeof(in));
@@ -197,53 +208,60 @@ main(int argc, char **argv)
                 return 1;
             }
         }
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < NT; k++)
             t[k] = ss_calloc((size_t)runs, sizeof(int64_t));
         for (int r = -runs / 10; r < runs; r++) {
-            hook_t h = { l, items };
-            int64_t t0, t1, t2, t3;
+            int64_t ts[5];
             int rc = 0;
 
-            /* 8 items of b/8 rows over a0..a7 */
-            for (int k = 0; k < nitems; k++) {
-                items[k].tag = ad[k];
-                items[k].samples_ = b / nitems;
-                items[k].next_ = k + 1 < nitems ? &items[k + 1] : NULL;
+            /* base; tapped without adapters; nitems over a0..a7; one
+             * item of b rows, one adapter */
+            for (int c = 0; c < 4; c++) {
+                hook_t h = { l, items, 0 };
+
+                for (int k = 0; k < nitems; k++) {
+                    items[k].tag = c == 1 ? NULL : ad[k];
+                    items[k].samples_ = b / nitems;
+                    items[k].next_ = k + 1 < nitems ? &items[k + 1] : NULL;
+                }
+                if (c == 3) {
+                    items[0].samples_ = b;
+                    items[0].tag = ad[3];
+                    items[0].next_ = NULL;
+                }
+                ts[c] = now_ns();
+                rc |= c == 0 ? ss_plan_run(p0, ctx, in, out, &err)
+                             : ss_plan_run_tapped(p1, ctx, in, out, on_tap,
+                                                  &h, &err);
+                ts[c + 1] = now_ns();
+                if (r >= 0 && c >= 2)
+                    t[c + 2][r] = h.ns;
             }
-            t0 = now_ns();
-            rc |= ss_plan_run(p0, ctx, in, out, &err);
-            t1 = now_ns();
-            rc |= ss_plan_run_tapped(p1, ctx, in, out, on_tap, &h, &err);
-            t2 = now_ns();
-            /* one item of b rows, one adapter */
-            items[0].samples_ = b;
-            items[0].tag = ad[3];
-            items[0].next_ = NULL;
-            rc |= ss_plan_run_tapped(p1, ctx, in, out, on_tap, &h, &err);
-            t3 = now_ns();
             if (rc != 0) {
                 fprintf(stderr, "run: %s\n", err.msg);
                 return 1;
             }
-            if (r >= 0) {
-                t[0][r] = t1 - t0;
-                t[1][r] = t2 - t1;
-                t[2][r] = t3 - t2;
-            }
+            for (int c = 0; r >= 0 && c < 4; c++)
+                t[c][r] = ts[c + 1] - ts[c];
         }
         {
-            double m0 = median_us(t[0], runs), m1 = median_us(t[1], runs),
-                   m2 = median_us(t[2], runs);
+            double m[NT];
 
-            printf("batch %3lld  base %9.1f us   %d x %lld rows over %d "
-                   "adapters %9.1f us (%.2fx)   1 x %lld rows, one adapter "
-                   "%9.1f us (%.2fx)\n", (long long)b, m0, nitems,
-                   (long long)(b / nitems), nitems, m1, m1 / m0,
-                   (long long)b, m2, m2 / m0);
+            for (int k = 0; k < NT; k++)
+                m[k] = median_us(t[k], runs);
+            printf("batch %3lld  base %9.1f us   tapped, no adapter %9.1f "
+                   "us (%.2fx)\n", (long long)b, m[0], m[1], m[1] / m[0]);
+            printf("           %d x %lld rows over %d adapters %9.1f us "
+                   "(%.2fx; update %.1f us)\n", nitems,
+                   (long long)(b / nitems), nitems, m[2], m[2] / m[0],
+                   m[4]);
+            printf("           1 x %lld rows, one adapter %9.1f us (%.2fx; "
+                   "update %.1f us)\n", (long long)b, m[3], m[3] / m[0],
+                   m[5]);
         }
         for (int k = 0; k < 8; k++)
             ss_adapter_unref(ad[k]);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < NT; k++)
             ss_free(t[k]);
         for (int i = 0; i < nin; i++)
             ss_free(in[i].data);
