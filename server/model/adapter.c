@@ -11,11 +11,10 @@
  * input has seq rows per sample); for each run whose adapter targets the
  * site, x's rows are multiplied by A^T (shrink, [n, r]) and by s B^T
  * (expand, [n, out]) and added to y's rows in place: no gather, no
- * scatter.  Short runs go through loops built for AVX-512 (eight rows
- * at a time) or plain ones; runs of BIG_ROWS rows or more through
- * oneDNN's sgemm.  The x of each site is remembered per executor thread
- * (thread-local: an executor runs one batch at a time); scratch is
- * allocated only for the sgemm runs.
+ * scatter.  Runs go through loops built for AVX-512 (eight rows at a
+ * time) or plain ones.  The x of each site is remembered per executor
+ * thread (thread-local: an executor runs one batch at a time); nothing
+ * is allocated per batch.
  *
  * The tapped plan keeps the activation after the site on oneDNN (the
  * engine's tapped-eltwise anchor runs it as its own step after the tap),
@@ -32,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
@@ -68,7 +66,7 @@ typedef struct lmod {
     float *at;              /* A^T [in, r] */
     float *bp;              /* scale * B^T as [ceil(out / 16)][r][16],
                              * zero past out */
-    int r;
+    int64_t at_bytes, bp_bytes;     /* of at and bp (for prefetching) */
 } lmod_t;
 
 struct ss_adapter {
@@ -474,7 +472,9 @@ ss_adapter_read(const ss_lora_t *l, const char *model_dir, const char *name,
             goto done;
         m = &a->mods[a->n_mods];
         m->site = k;
-        m->r = a->r;
+        m->at_bytes = a->r * s->in * (int64_t)sizeof(float);
+        m->bp_bytes = (s->out + PANEL - 1) / PANEL * PANEL * a->r
+                      * (int64_t)sizeof(float);
         m->at = to_f32_t(ta, 1.0f);
         m->bp = pack_panels(to_f32_t(tb, a->scale), a->r, s->out);
         a->n_mods++;
@@ -813,29 +813,19 @@ static __thread struct {
     int64_t xn[MAX_SITES];
 } ts;
 
-static int
-gemm(char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-     int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-     int64_t ldc, ss_err_t *err)
-{
-    if (dnnl_sgemm('N', tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-        != dnnl_success)
-        return ss_err_set(err, SS_EDNNL, "LoRA: oneDNN sgemm failed");
-    return 0;
-}
-
 /* The update of a run of rows, x [n, in] and y [n, out] (row-major,
- * contiguous): y += (x A^T) (s B^T).  oneDNN's sgemm does this at a high
- * rate once there are enough rows (BIG_ROWS), but a call costs
- * microseconds of dispatch and its packing reads A and B again per call,
- * so the runs requests make (a few samples each) go through loops here:
+ * contiguous): y += (x A^T) (s B^T).  oneDNN's sgemm costs microseconds
+ * of dispatch per call and its packing reads A and B again per call, so
+ * the runs requests make (a few samples each) go through loops here:
  * with AVX-512, eight rows at a time in 16-lane registers, so each row
- * of A^T and of s B^T is read once per eight rows of x; a plain build
- * for other CPUs.  Measured with bench/lora_bench (load 6-8), batch 64
+ * of A^T and each panel of s B^T is read once per eight rows of x; a
+ * plain build for other CPUs.  Measured with bench/lora_bench, batch 64
  * over 8 adapters r = 16: sgemm per run 5.8x the base on the fixture MLP,
  * these loops 1.9x (an r = 16 update there is 43% of the model's
- * multiply-adds); on the MNIST-sized MLP see docs/lora.md. */
-#define BIG_ROWS 256
+ * multiply-adds).  Long runs too (the encoder of docs/lora.md at batch
+ * 64, one adapter, 2,048 rows: an update of 64 ms with these loops, 128
+ * ms with sgemm for the shrink, at load 24-32): the expand's K = r is
+ * too short for sgemm's packing to pay, and the shrink gains little. */
 
 /* GCC's -O2 cost model leaves loops of unknown trip count scalar. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -902,13 +892,11 @@ rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
 /* t [R, r] (row stride ldt) = x [R, in] A^T, R = 1, 4 or 8. */
 static inline __attribute__((always_inline, target("avx512f"))) void
 shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
-              const float *at, float *t, int64_t ldt, const float *pf_at,
-              int64_t pf_r)
+              const float *at, float *t, int64_t ldt, const lmod_t *pf)
 {
-    /* pf_at [in, pf_r]: a line prefetched every 64 / (4 pf_r) steps of
-     * k (every step when pf_r >= 16) */
-    const char *pf = (const char *)pf_at;
-    int64_t pf_step = pf_r * 4, pf_end = in * pf_r * 4, pf_at_k = 0;
+    /* pf's A^T, a line per step of k */
+    const char *pfa = (const char *)pf->at;
+    int64_t pf_o = 0;
 
 #define ROWP(q) const float *x##q = x + (q < R ? q : 0) * in;
     EIGHT(ROWP)
@@ -923,9 +911,9 @@ shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
         for (int64_t k = 0; k < in; k++) {
             __m512 a = _mm512_maskz_loadu_ps(m, at + k * r + j0);
 
-            if (j0 == 0 && pf_at_k < pf_end) {
-                _mm_prefetch(pf + pf_at_k, _MM_HINT_T1);
-                pf_at_k += pf_step > 64 ? pf_step : 64;
+            if (j0 == 0 && pf_o < pf->at_bytes) {
+                _mm_prefetch(pfa + pf_o, _MM_HINT_T1);
+                pf_o += 64;
             }
 #define FMA(q) \
             if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(x##q[k]), a, c##q);
@@ -942,12 +930,11 @@ shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
  * read once per R rows, in order. */
 static inline __attribute__((always_inline, target("avx512f"))) void
 expand_avx512(const int R, const float *t, int64_t ldt, float *y,
-              int64_t out, int64_t r, const float *bp, const float *pf_bp,
-              int64_t pf_r)
+              int64_t out, int64_t r, const float *bp, const lmod_t *pf)
 {
-    /* pf_bp, the panels for pf_r: a line (one j of a panel) per step */
-    const char *pf = (const char *)pf_bp;
-    int64_t pf_end = (out + PANEL - 1) / PANEL * pf_r * 64, pf_o = 0;
+    /* pf's panels, a line per step of j */
+    const char *pfb = (const char *)pf->bp;
+    int64_t pf_o = 0;
 
 #define ROWP(q) float *y##q = y + (q < R ? q : 0) * out; \
     const float *t##q = t + (q < R ? q : 0) * ldt;
@@ -965,8 +952,8 @@ expand_avx512(const int R, const float *t, int64_t ldt, float *y,
         for (int64_t j = 0; j < r; j++) {
             __m512 b = _mm512_load_ps(p + j * PANEL);
 
-            if (pf_o < pf_end) {
-                _mm_prefetch(pf + pf_o, _MM_HINT_T1);
+            if (pf_o < pf->bp_bytes) {
+                _mm_prefetch(pfb + pf_o, _MM_HINT_T1);
                 pf_o += 64;
             }
 #define FMA(q) \
@@ -985,7 +972,7 @@ rows_avx512(const float *x, float *y, int64_t n, int64_t in, int64_t out,
             int64_t r, const float *at, const float *bp, const lmod_t *next)
 {
     _Alignas(64) float t[8][SS_LORA_MAX_RANK];  /* 32 KB */
-    const lmod_t self = { 0, (float *)at, (float *)bp, (int)r };
+    const lmod_t self = { 0, (float *)at, (float *)bp, 0, 0 };
     int64_t i = 0;
 
     for (; n - i >= 8; i += 8) {
@@ -993,40 +980,26 @@ rows_avx512(const float *x, float *y, int64_t n, int64_t in, int64_t out,
          * per step; the others their own again (in cache: no cost) */
         const lmod_t *pf = i == 0 ? next : &self;
 
-        shrink_avx512(8, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
-                      pf->at, pf->r);
+        shrink_avx512(8, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
         expand_avx512(8, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf->bp, pf->r);
+                      pf);
     }
     for (; n - i >= 4; i += 4) {
         const lmod_t *pf = i == 0 ? next : &self;
 
-        shrink_avx512(4, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
-                      pf->at, pf->r);
+        shrink_avx512(4, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
         expand_avx512(4, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf->bp, pf->r);
+                      pf);
     }
     for (; i < n; i++) {
         const lmod_t *pf = i == 0 ? next : &self;
 
-        shrink_avx512(1, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK,
-                      pf->at, pf->r);
+        shrink_avx512(1, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
         expand_avx512(1, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf->bp, pf->r);
+                      pf);
     }
 }
 
-static __attribute__((target("avx512f"))) void
-expand_rows_avx512(const float *t, float *y, int64_t n, int64_t out,
-                   int64_t r, const float *bp)
-{
-    int64_t i = 0;
-
-    for (; n - i >= 8; i += 8)
-        expand_avx512(8, t + i * r, r, y + i * out, out, r, bp, bp, r);
-    for (; i < n; i++)
-        expand_avx512(1, t + i * r, r, y + i * out, out, r, bp, bp, r);
-}
 #endif
 
 static void
@@ -1043,48 +1016,18 @@ rows(const float *x, float *y, int64_t n, int64_t in, int64_t out,
     rows_plain(x, y, n, in, out, r, at, bp);
 }
 
-/* y [n, out] += t [n, r] times the panels bp. */
-static void
-expand_rows(const float *t, float *y, int64_t n, int64_t out, int64_t r,
-            const float *bp)
-{
-#ifdef HAVE_AVX512_BUILD
-    if (__builtin_cpu_supports("avx512f")) {
-        expand_rows_avx512(t, y, n, out, r, bp);
-        return;
-    }
-#endif
-    expand_plain(t, r, y, n, out, r, bp);
-}
-
 /* Adds adapter a's update at site s to one contiguous run of n rows
  * starting at row: x [*, in], y [*, out]; next (or NULL): the next run's
- * weights at this site, prefetched meanwhile.  Long runs: the shrink by
- * oneDNN's sgemm (in is long: it packs and blocks well), the expand
- * (K = r: too short for sgemm to pay its packing) by the panel loops. */
-static int
+ * weights at this site, prefetched meanwhile (only a hint: of another
+ * rank, or none, which this run's own cached weights stand in for). */
+static void
 apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
-      const lmod_t *next, const float *x, float *y, int64_t row, int64_t n,
-      ss_err_t *err)
+      const lmod_t *next, const float *x, float *y, int64_t row, int64_t n)
 {
-    int64_t r = a->r, in = s->in, out = s->out;
-    float *t;
-    int rc;
+    int64_t in = s->in, out = s->out;
 
-    if (n < BIG_ROWS) {
-        /* next may be NULL or of another rank: prefetch is only a hint,
-         * and this run's own (cached) weights stand in for none */
-        rows(x + row * in, y + row * out, n, in, out, r, m->at, m->bp,
-             next != NULL ? next : m);
-        return 0;
-    }
-    if ((t = ss_aligned_alloc((size_t)(n * r) * sizeof(float))) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for LoRA rows");
-    if ((rc = gemm('N', n, r, in, 1.0f, x + row * in, in, m->at, r, 0.0f, t,
-                   r, err)) == 0)
-        expand_rows(t, y + row * out, n, out, r, m->bp);
-    ss_free(t);
-    return rc;
+    rows(x + row * in, y + row * out, n, in, out, a->r, m->at, m->bp,
+         next != NULL ? next : m);
 }
 
 int
@@ -1129,7 +1072,7 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
         const ss_adapter_t *a = w != NULL ? w->tag : NULL;
         const lmod_t *m = NULL;
         int64_t n = 0;
-        int rc;
+        int last = w == NULL;   /* only pend is left */
 
         if (w != NULL) {
             const ss_work_t *v = ss_work_next(w);
@@ -1147,10 +1090,10 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
                 continue;
             }
         }
-        if (pend != NULL
-            && (rc = apply(s, pend_a, pend, m, x, y, pend_row, pend_n,
-                           err)) < 0)
-            return rc;
+        if (pend != NULL)
+            apply(s, pend_a, pend, m, x, y, pend_row, pend_n);
+        if (last)
+            break;
         pend = m;
         pend_a = a;
         pend_row = row;

@@ -360,15 +360,15 @@ def main():
         st, got = infer(d, "tf", ids, "input_ids")
         good, e = close(got, tf.run(ids)) if st == 200 else (False, -1)
         tap.ok(good, "transformer base model unchanged (max err %.2g)" % e)
-        # Updates large enough for oneDNN's sgemm (more than 256 K
-        # multiply-adds): 8 samples of 64 rows alone (contiguous), and 6
-        # concurrent requests of 5 samples over t1, t2 and the base model
-        # (gathered rows).
+        # Long runs (blocks of eight rows, then four, then one): 8
+        # samples of 64 rows alone (contiguous), and 6 concurrent
+        # requests of 5 samples over t1, t2 and the base model (runs of
+        # 320 rows, one after the other: the next one's prefetch).
         ids8 = rng.integers(0, 17, (8, 64)).astype(np.int64)
         st, got = infer(d, "tf", ids8, "input_ids", "t2", binary=True)
         good, e = close(got, tf.run(ids8, "t2")) if st == 200 \
             else (False, -1)
-        tap.ok(good, "transformer, 512 rows of one adapter (sgemm path): "
+        tap.ok(good, "transformer, 512 rows of one adapter (a long run): "
                "PyTorch (max err %.2g)" % e)
         tids = [rng.integers(0, 17, (5, 64)).astype(np.int64)
                 for _ in range(6)]
