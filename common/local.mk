@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # common: error codes and details, logging, SS_ASSERT, allocation with a
-# fault hook, reference counts, CPU sets, atomic files, the hand-off queue.
+# fault hook, reference counts, read-only file mappings, CPU sets, atomic
+# files, the hand-off queue.
 # Used by every folder.
 noinst_LIBRARIES += common/libsscommon.a
 common_libsscommon_a_SOURCES = \
@@ -10,6 +11,7 @@ common_libsscommon_a_SOURCES = \
 	common/atomicfile.c common/atomicfile.h \
 	common/cpus.c common/cpus.h \
 	common/err.c common/err.h \
+	common/filemap.c common/filemap.h \
 	common/log.c common/log.h \
 	common/queue.c common/queue.h \
 	common/refcount.h \
@@ -34,3 +36,8 @@ check_PROGRAMS += tests/unit/test_utf8
 TESTS += tests/unit/test_utf8
 tests_unit_test_utf8_SOURCES = tests/unit/test_utf8.c
 tests_unit_test_utf8_LDADD = common/libsscommon.a
+
+check_PROGRAMS += tests/unit/test_filemap
+TESTS += tests/unit/test_filemap
+tests_unit_test_filemap_SOURCES = tests/unit/test_filemap.c
+tests_unit_test_filemap_LDADD = common/libsscommon.a

@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
 #include "engine/dnnl/internal.h"
 
 struct ss_dnn_stream {
@@ -695,6 +696,11 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
 publish:
     share_put(a, want, hash);
 set:
+    /* Packed: if the caller's copy is a model file's pages, they leave
+     * the resident set now (they fault back in for whoever reads the
+     * constant next: another plan, a compression job), so a compile
+     * never holds a weight twice (issue 12, common/filemap.h). */
+    ss_filemap_release(a->udata, dnnl_memory_desc_get_size(&a->md));
     a->md = *want;
     a->udata = NULL;
 done:

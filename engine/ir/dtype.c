@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
 #include "engine/ir/dtype_size.h"
 #include "engine/ir/ir.h"
 
@@ -144,12 +145,59 @@ done:
     return rc;
 }
 
+int
+ss__tensor_new_mapped(ss_dtype_t dtype, int ndim, const int64_t *dims,
+                      ss_filemap_t *m, const void *data, ss_tensor_t **out,
+                      ss_err_t *err)
+{
+    ss_tensor_t *t;
+
+    *out = NULL;
+    if (ndim < 0 || ndim > SS_MAX_DIMS)
+        return ss_err_set(err, SS_EINVAL, "tensor rank %d out of range "
+                          "0..%d", ndim, SS_MAX_DIMS);
+    if ((t = ss_calloc(1, sizeof(*t))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a tensor");
+    t->dtype = dtype;
+    t->ndim = ndim;
+    if (ndim > 0)
+        memcpy(t->dims, dims, (size_t)ndim * sizeof(dims[0]));
+    ss_filemap_ref(m);
+    /* read-only: the const is cast away only because tensors share one
+     * struct with writable ones; a write faults (filemap.h) */
+    t->data = (void *)data;
+    *out = t;
+    return 0;
+}
+
+int
+ss__tensor_writable(ss_tensor_t *t, ss_err_t *err)
+{
+    size_t bytes;
+    void *d;
+
+    if (!ss_filemap_contains(t->data))
+        return 0;
+    if (ss__tensor_bytes(t, &bytes) < 0)
+        return ss_err_set(err, SS_EINVAL, "tensor of unsized type");
+    if ((d = ss_aligned_alloc(bytes)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a tensor of %zu "
+                          "bytes", bytes);
+    memcpy(d, t->data, bytes);
+    ss_filemap_release(t->data, bytes);
+    (void)ss_filemap_put_at(t->data);
+    t->data = d;
+    return 0;
+}
+
 void
 ss__tensor_free(ss_tensor_t *t)
 {
     if (t == NULL)
         return;
-    ss_free(t->data);
+    /* data in a file mapping holds a reference on it, not an allocation */
+    if (!ss_filemap_put_at(t->data))
+        ss_free(t->data);
     ss_free(t);
 }
 

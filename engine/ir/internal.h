@@ -18,6 +18,8 @@
 typedef struct ss__onnx_raw {
     size_t off, len;
     int set;             /* 0: it has no raw_data */
+    int realigned;       /* 1: read it at side_off in cx->side instead */
+    size_t side_off;
 } ss__onnx_raw_t;
 
 /* A model without its initializers' raw_data payloads: buf (owned) for
@@ -45,7 +47,24 @@ typedef struct ss__onnx_ctx {
     const uint8_t *raw_src;
     const ss__onnx_raw_t *raw;
     int raw_mapped;      /* raw_src is a file mapping: drop read pages */
+    /* raw_src's mapping when it is a model file's: element-aligned
+     * payloads become tensors that point into it (onnx_tensor.c) */
+    ss_filemap_t *map;
+    /* the realigned copy of the payloads map cannot serve in place
+     * (ss__onnx_realign); NULL if none */
+    ss_filemap_t *side;
 } ss__onnx_ctx_t;
+
+/* For the stripped initializers of gp (refs[i] for gp->initializer[i])
+ * whose payload in cx->map is not aligned to its element: copies them,
+ * aligned, into an unlinked file next to the model and maps it as
+ * cx->side, so that they too become file pages rather than anonymous
+ * memory (onnx_tensor.c says why).  Sets cx->side and marks those
+ * refs, or leaves both alone (nothing to realign, or no disk-backed
+ * place for it: those payloads are then copied as before); it never
+ * fails the load. */
+void ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
+                      ss__onnx_raw_t *refs);
 
 /* Decodes tp (raw_data, typed fields or external data) into a new tensor.
  * what names it in messages ("initializer 'w'"). */

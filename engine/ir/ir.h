@@ -108,6 +108,19 @@ struct ss_graph {
 int ss__tensor_new(ss_dtype_t dtype, int ndim, const int64_t *dims,
                    ss_tensor_t **out, ss_err_t *err);
 void ss__tensor_free(ss_tensor_t *t);
+/* A tensor whose data is `data`, inside the read-only file mapping m
+ * (common/filemap.h): it takes a reference on m, which ss__tensor_free
+ * drops.  Its data is element-aligned (not necessarily 64-byte aligned)
+ * and READ-ONLY: code that changes a constant makes a new tensor (or a
+ * copy: ss__tensor_writable) instead of writing into it. */
+typedef struct ss_filemap ss_filemap_t;
+int ss__tensor_new_mapped(ss_dtype_t dtype, int ndim, const int64_t *dims,
+                          ss_filemap_t *m, const void *data,
+                          ss_tensor_t **out, ss_err_t *err);
+/* Makes t's data a private, writable, 64-byte aligned copy if it lies in
+ * a file mapping (for code that edits a constant in place); 0 or
+ * SS_ENOMEM. */
+int ss__tensor_writable(ss_tensor_t *t, ss_err_t *err);
 /* Bytes of t's data: 0 and *out, or -1 on overflow/negative dims/unsized
  * dtype. */
 int ss__tensor_bytes(const ss_tensor_t *t, size_t *out);

@@ -23,11 +23,11 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
 #include "engine/ir/edit.h"
 #include "engine/ir/internal.h"
 
@@ -793,15 +793,17 @@ check_counts(import_t *im, const Onnx__GraphProto *gp, ss_err_t *err)
     return 0;
 }
 
-/* mapped: buf is a file mapping whose pages may be dropped once read. */
+/* map: buf is this file mapping (NULL for a caller's buffer); its pages
+ * may be dropped once read, and tensors may point into it. */
 static int
 load(const void *buf, size_t len, const char *source, const char *dir,
-     int mapped, ss_graph_t **out, ss_err_t *err)
+     ss_filemap_t *map, ss_graph_t **out, ss_err_t *err)
 {
     Onnx__ModelProto *m = NULL;
     import_t im = { .cx = { .source = source, .dir = dir,
                             .budget = SS_MODEL_MAX_BYTES,
-                            .raw_src = buf, .raw_mapped = mapped } };
+                            .raw_src = buf, .raw_mapped = map != NULL,
+                            .map = map } };
     int rc = 0;
 
     *out = NULL;
@@ -842,6 +844,8 @@ load(const void *buf, size_t len, const char *source, const char *dir,
                         im.st.n_refs);
         goto done;
     }
+    /* payloads that cannot be read in place get an aligned file copy */
+    ss__onnx_realign(&im.cx, im.gp, im.st.refs);
     if ((im.g->values = ss_calloc((size_t)im.cap_values + 1,
                                   sizeof(ss_value_t))) == NULL
         || names_init(&im.names, (size_t)im.cap_values, im.g->values) < 0) {
@@ -868,6 +872,8 @@ done:
     ss_free(im.names.slot);
     ss__onnx_stripped_free(&im.st);
     ss_graph_free(im.g);
+    /* the tensors hold their own references on it */
+    ss_filemap_unref(im.cx.side);
     if (rc < 0)
         ss__err_scrub(err);
     return rc;
@@ -877,14 +883,14 @@ int
 ss_graph_load_onnx_buffer(const void *buf, size_t len, ss_graph_t **out,
                           ss_err_t *err)
 {
-    return load(buf, len, "<buffer>", NULL, 0, out, err);
+    return load(buf, len, "<buffer>", NULL, NULL, out, err);
 }
 
 int
 ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
 {
     struct stat st;
-    void *map = MAP_FAILED;
+    ss_filemap_t *map = NULL;
     char *dir = NULL, *slash;
     int fd = -1, rc = 0;
 
@@ -904,9 +910,18 @@ ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
                         "limit; keep weights in external data", path);
         goto done;
     }
-    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        rc = ss_err_set(err, SS_EIO, "%s: mmap: %s", path, strerror(errno));
+    /* The graph's large aligned initializers point into this mapping
+     * (onnx_tensor.c), each holding a reference on it.  That is safe
+     * because a model file is never rewritten in place: the only code
+     * in this repository that opens a file for writing is
+     * common/atomicfile.c (mkostemp next to the name, then rename), which
+     * every writer of models and versions uses (export.c, jobs.c,
+     * train_main.c, lora.c, ...), and versions are published by renaming
+     * folders; nothing truncates.  So the inode mapped here keeps its
+     * bytes until the last tensor is freed, even if the name is replaced
+     * or unlinked meanwhile. */
+    if ((rc = ss_filemap_open(fd, (size_t)st.st_size, &map)) < 0) {
+        rc = ss_err_set(err, SS_EIO, "%s: mmap: %s", path, strerror(-rc));
         goto done;
     }
     if ((dir = ss_strdup(path)) == NULL) {
@@ -921,10 +936,13 @@ ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
     } else {
         *slash = '\0';
     }
-    rc = load(map, (size_t)st.st_size, path, dir, 1, out, err);
+    rc = load(ss_filemap_base(map), (size_t)st.st_size, path, dir, map, out,
+              err);
+    /* what the import read (protobuf framing, copied payloads) leaves
+     * the resident set; the tensors' pages come back when read */
+    ss_filemap_release_all(map);
 done:
-    if (map != MAP_FAILED)
-        munmap(map, (size_t)st.st_size);
+    ss_filemap_unref(map);
     if (fd >= 0)
         close(fd);
     ss_free(dir);

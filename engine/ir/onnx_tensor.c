@@ -21,12 +21,17 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
 #include "engine/ir/internal.h"
+
+/* Smallest payload kept in the file mapping rather than copied. */
+#define MAP_MIN ((size_t)4096)
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "raw_data is little-endian; a big-endian host needs byte swapping"
@@ -186,22 +191,124 @@ copy_stripped(const ss__onnx_ctx_t *cx, void *dst, size_t bytes)
 {
     const size_t piece = (size_t)4 << 20;
     const uint8_t *src = cx->raw_src + cx->raw->off;
-    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
     size_t done, n;
 
     for (done = 0; done < bytes; done += n) {
         n = bytes - done < piece ? bytes - done : piece;
         memcpy((uint8_t *)dst + done, src + done, n);
-        if (!cx->raw_mapped)
-            continue;
         /* Dropping a page that also holds other bytes is harmless: the
          * mapping is never written, so a later read faults the file's
          * same bytes back in. */
-        lo = ((uintptr_t)src + done) & ~(pg - 1);
-        hi = ((uintptr_t)src + done + n) & ~(pg - 1);
-        if (hi > lo)
-            (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        if (cx->raw_mapped)
+            ss_filemap_release(src + done, n);
     }
+}
+
+/* Writes n bytes at src (in the model's mapping) to fd at off, dropping
+ * the source's pages behind like copy_stripped.  0 or -1. */
+static int
+write_piecewise(int fd, const uint8_t *src, size_t n, size_t off)
+{
+    const size_t piece = (size_t)4 << 20;
+    size_t done = 0;
+
+    while (done < n) {
+        size_t k = n - done < piece ? n - done : piece;
+        ssize_t w = pwrite(fd, src + done, k, (off_t)(off + done));
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        ss_filemap_release(src + done, (size_t)w);
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+/*
+ * The realigned copy.  Protobuf aligns nothing, so in a file written by
+ * another tool (torch.onnx.export, onnx.save) about three payloads in four
+ * sit at an address that is not a multiple of their element size and
+ * cannot be read in place (see maps()).  Copied into anonymous memory,
+ * they would stay in the resident set beside the packed copy a compile
+ * makes of them: 2x the weights at the end of a compile.  Copied instead,
+ * aligned, into an unlinked file in the model's own directory (O_TMPFILE:
+ * nothing to clean up, it disappears with its last mapping) and mapped
+ * read-only, they are file pages like the aligned ones: dropped after
+ * packing, faulted back in by any later reader.  The price is one write
+ * of those bytes per load (page cache speed; the kernel writes them back
+ * in the background) and their size on disk while the model is loaded.
+ * A directory on tmpfs or ramfs would keep them in memory anyway (as
+ * shared memory that cannot be dropped), so there they are copied into
+ * anonymous memory as before; so they are when the directory refuses a
+ * temporary file (read-only, full, unsupported).
+ */
+void
+ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
+                 ss__onnx_raw_t *refs)
+{
+    struct statfs sf;
+    size_t total = 0, i;
+    int fd = -1, ok = 0;
+
+    if (cx->map == NULL || cx->dir == NULL || refs == NULL
+        || getenv("SS_ENGINE_NO_REALIGN") != NULL)
+        return;
+    for (i = 0; i < gp->n_initializer; i++) {
+        ss__onnx_raw_t *r = &refs[i];
+        const Onnx__TensorProto *tp = gp->initializer[i];
+        size_t es = tp->has_data_type
+                    ? ss_dtype_size((ss_dtype_t)tp->data_type) : 0;
+
+        if (!r->set || r->len < MAP_MIN || es == 0
+            || ((uintptr_t)(cx->raw_src + r->off) % es) == 0)
+            continue;
+        total = (total + 63) & ~(size_t)63;
+        r->side_off = total;
+        r->realigned = 1;
+        total += r->len;
+    }
+    if (total == 0)
+        return;
+    if ((fd = open(cx->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0
+        || fstatfs(fd, &sf) < 0 || sf.f_type == TMPFS_MAGIC
+        || sf.f_type == RAMFS_MAGIC)
+        goto done;
+    for (i = 0; i < gp->n_initializer; i++)
+        if (refs[i].realigned
+            && write_piecewise(fd, cx->raw_src + refs[i].off, refs[i].len,
+                               refs[i].side_off) < 0)
+            goto done;
+    /* written once, never again: safe to map (common/filemap.h) */
+    ok = ss_filemap_open(fd, total, &cx->side) == 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (!ok)
+        for (i = 0; i < gp->n_initializer; i++)
+            refs[i].realigned = 0;
+}
+
+/* Whether a stripped initializer's payload becomes a tensor pointing into
+ * the model file's mapping instead of a copy (the weights are then the
+ * file's pages: clean, dropped after packing and faulted back in by any
+ * later reader, see common/filemap.h).  The payload must be aligned to
+ * its element size: kernels read constants through typed pointers, and a
+ * misaligned float is undefined behaviour (and a compiler that peels a
+ * loop to reach vector alignment would never get there).  Protobuf does
+ * not align anything, so in a file from another tool about one f32
+ * payload in four qualifies by chance; the others go through the
+ * realigned copy below.  Payloads under a page are copied: they cost
+ * nothing and are read often. */
+static int
+maps(const ss__onnx_ctx_t *cx, int32_t dt, size_t bytes)
+{
+    size_t es = ss_dtype_size((ss_dtype_t)dt);
+
+    return cx->map != NULL && bytes >= MAP_MIN && es != 0
+           && !cx->raw->realigned
+           && ((uintptr_t)(cx->raw_src + cx->raw->off) % es) == 0;
 }
 
 /* Copies n typed elements into t's data, narrowing as t's dtype says. */
@@ -326,6 +433,22 @@ ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
                             numel);
             goto done;
         }
+    }
+    if (!is_ext && cx->raw != NULL && cx->raw->set && bytes > 0
+        && (maps(cx, dt, bytes) || (cx->raw->realigned && cx->side))) {
+        rc = cx->raw->realigned
+             ? ss__tensor_new_mapped((ss_dtype_t)dt, (int)tp->n_dims, dims,
+                                     cx->side, (const uint8_t *)
+                                     ss_filemap_base(cx->side)
+                                     + cx->raw->side_off, &t, err)
+             : ss__tensor_new_mapped((ss_dtype_t)dt, (int)tp->n_dims, dims,
+                                     cx->map, cx->raw_src + cx->raw->off, &t,
+                                     err);
+        if (rc < 0)
+            goto done;
+        cx->budget -= bytes;
+        *out = t;
+        return 0;
     }
     if ((rc = ss__tensor_new((ss_dtype_t)dt, (int)tp->n_dims, dims, &t,
                              err)) < 0)

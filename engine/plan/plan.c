@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
 #include "engine/plan/internal.h"
 
 #define ALIGN 64
@@ -818,6 +819,17 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
         }
     if (getenv("SS_ENGINE_DUMP") != NULL)
         dump(p);
+    /* Constants that lie in a model file's mapping and were read while
+     * compiling (transposed, converted, folded, hashed) leave the
+     * resident set: the packed copies are what runs, and what a kernel
+     * still reads from the graph faults back in (common/filemap.h). */
+    for (int v = 0; v < g->n_values; v++) {
+        const ss_tensor_t *c = g->values[v].constant;
+        size_t n;
+
+        if (c != NULL && ss__tensor_bytes(c, &n) == 0)
+            ss_filemap_release(c->data, n);
+    }
     *out = p;
     p = NULL;
 done:
