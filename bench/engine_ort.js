@@ -8,7 +8,9 @@
 //            "inputs": [{"name", "dtype": "float32"|"int64", "shape",
 //                        "file": raw little-endian data}],
 //            "outputs_dir": optional: write each output as <name>.bin/.json}
-// Prints one JSON line: {"latencies_ms": [...]} (per run, after warm-up).
+// Prints one JSON line: {"latencies_ms": [...]} (per run, after warm-up),
+// with "base_rss_mb" (node's VmRSS before the session) and "peak_rss_mb"
+// (VmHWM at the end) to compare with slimserve-infer's peak_rss_mb.
 'use strict';
 
 const fs = require('fs');
@@ -23,8 +25,15 @@ function tensorOf(spec) {
     return new ort.Tensor(spec.dtype, data, spec.shape);
 }
 
+function statusMb(key) {
+    const m = fs.readFileSync('/proc/self/status', 'utf8')
+        .match(new RegExp('^' + key + ':\\s+(\\d+) kB', 'm'));
+    return m ? Number(m[1]) / 1024 : null;
+}
+
 async function main() {
     const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+    const baseRss = statusMb('VmRSS');
     const threads = job.threads || 2;
     const session = await ort.InferenceSession.create(job.model, {
         intraOpNumThreads: threads,
@@ -53,7 +62,8 @@ async function main() {
                 JSON.stringify({type: t.type, dims: t.dims}));
         }
     }
-    process.stdout.write(JSON.stringify({latencies_ms: lat}) + '\n');
+    process.stdout.write(JSON.stringify({latencies_ms: lat,
+        base_rss_mb: baseRss, peak_rss_mb: statusMb('VmHWM')}) + '\n');
 }
 
 main().catch((e) => {
