@@ -226,6 +226,30 @@ write_piecewise(int fd, const uint8_t *src, size_t n, size_t off)
     return 0;
 }
 
+/* An unlinked file on a disk-backed file system: in dir, else in
+ * $TMPDIR, else in /var/tmp (a daemon may see its repository read-only);
+ * -1 if none of them takes one. */
+static int
+disk_tmpfile(const char *dir)
+{
+    const char *env = getenv("TMPDIR");
+    const char *dirs[3] = { dir, env != NULL && env[0] != '\0' ? env
+                                                               : "/var/tmp",
+                            "/var/tmp" };
+    struct statfs sf;
+    int fd;
+
+    for (int i = 0; i < 3; i++) {
+        if ((fd = open(dirs[i], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0)
+            continue;
+        if (fstatfs(fd, &sf) == 0 && sf.f_type != TMPFS_MAGIC
+            && sf.f_type != RAMFS_MAGIC)
+            return fd;
+        close(fd);
+    }
+    return -1;
+}
+
 /*
  * The realigned copy.  Protobuf aligns nothing, so in a file written by
  * another tool (torch.onnx.export, onnx.save) about three payloads in four
@@ -240,15 +264,16 @@ write_piecewise(int fd, const uint8_t *src, size_t n, size_t off)
  * of those bytes per load (page cache speed; the kernel writes them back
  * in the background) and their size on disk while the model is loaded.
  * A directory on tmpfs or ramfs would keep them in memory anyway (as
- * shared memory that cannot be dropped), so there they are copied into
- * anonymous memory as before; so they are when the directory refuses a
- * temporary file (read-only, full, unsupported).
+ * shared memory that cannot be dropped), so the file goes to $TMPDIR or
+ * /var/tmp when the model's directory is one of those or refuses a
+ * temporary file (read-only, unsupported); where none works, or the
+ * write fails (disk full), they are copied into anonymous memory as
+ * before.
  */
 void
 ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
                  ss__onnx_raw_t *refs)
 {
-    struct statfs sf;
     size_t total = 0, i;
     int fd = -1, ok = 0;
 
@@ -271,9 +296,7 @@ ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
     }
     if (total == 0)
         return;
-    if ((fd = open(cx->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0
-        || fstatfs(fd, &sf) < 0 || sf.f_type == TMPFS_MAGIC
-        || sf.f_type == RAMFS_MAGIC)
+    if ((fd = disk_tmpfile(cx->dir)) < 0)
         goto done;
     for (i = 0; i < gp->n_initializer; i++)
         if (refs[i].realigned
