@@ -9,8 +9,9 @@ common/filemap.h).
    file size.  The graph's weights are the file's pages (in place, or in
    the realigned copy for payloads not aligned to their element), dropped
    once oneDNN has packed them: at most one layer's weights are held
-   twice.  Measured: 1.03-1.06x plain, about 1.15x under ASan (its shadow
-   of the packed copy).  With the graph's weights in anonymous memory
+   twice.  Measured: 1.06x plain; 1.28x under ASan (its shadow of the
+   packed copy, its quarantine of freed buffers), which gets a bound of
+   1.5x.  With the graph's weights in anonymous memory
    beside the packed copy it was 2.0x, and 3.0x before the raw_data
    payloads bypassed protobuf-c; both fail this bound.
 2. The wire-format walk keeps protobuf's merge rules: a raw_data field
@@ -39,6 +40,7 @@ except ImportError as e:  # pragma: no cover - the CI image has it
     sys.exit(0)
 
 BOUND = 1.3
+BOUND_ASAN = 1.5
 LAYERS = 16
 RNG = np.random.default_rng(12)
 
@@ -95,7 +97,14 @@ def run_rss(cmd):
         (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
+def asan_build(path):
+    """Whether the CLI was built with AddressSanitizer."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def rss_case(s):
+    bound = BOUND_ASAN if asan_build(infer.cli_path()) else BOUND
     peaks = {}
     for tag, n, layers in (("small", 128, 1), ("large", 1024, LAYERS)):
         m, ws, bs = chain_model(n, layers)
@@ -123,9 +132,9 @@ def rss_case(s):
     ratio = (big - base) * 1024.0 / size
     tap.diag("peak RSS: base %d KB, %.0f MB model %d KB: %.2fx its file"
              % (base, size / 1e6, big, ratio))
-    tap.ok(ratio <= BOUND,
+    tap.ok(ratio <= bound,
            "peak RSS of a %.0f MB model over the base is <= %.1fx its file"
-           % (size / 1e6, BOUND),
+           % (size / 1e6, bound),
            "base %d KB, large %d KB: %.2fx" % (base, big, ratio))
 
 
