@@ -2,8 +2,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """Variant search vs the best single method, at the same accuracy budget.
 
-For each fixture (MLP, CNN, transformer on the digits data) one daemon
-runs, through the admin API:
+Default (--models trained): three models large enough for a combination
+to matter, trained by bench/search_models.py (python3-torch) on the
+digits data: a 784-512-256-10 MLP, a wide CNN (64/128 channels) and a
+d_model 128 transformer encoder, each WITH its training data, so the
+search's space holds prune -> finetune -> ptq pipelines, distilled
+students and its learned channel masks.  The single-method baseline is
+the best that any one method reaches alone inside the budget in the same
+run, with the training that method owns: structured pruning and
+low-rank followed by finetune (their recovery; the same 2 epochs the
+search gives them), distill (6 epochs, as the search), ptq, bf16, and
+pruning/low-rank without recovery.  --models fixtures: the test
+fixtures (MLP, CNN, transformer) without training data, as before.
+
+For each model one daemon runs, through the admin API:
   - compress jobs for every single method at a few settings (ptq with its
     accuracy-aware fallback, bf16, structured pruning 10-50%, low-rank by
     ratio and by energy), each gated at the budget: the best single method
@@ -47,6 +59,11 @@ import repo  # noqa: E402
 from pool import cpu_line  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+try:
+    import search_models  # noqa: E402 (python3-torch)
+except ImportError:
+    search_models = None
 
 FIX = os.path.join(TOP, "tests", "fixtures")
 
@@ -94,22 +111,50 @@ def bench(kind, args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# What a method alone reaches when it owns its recovery training: the
+# same settings the search's pipelines use (compress/search_cfg.c).
+FT = {"method": "finetune", "params": {"epochs": 2}}
+TRAINED_SINGLES = SINGLES + [
+    ("prune %d%% + finetune" % int(s * 100),
+     [{"method": "prune", "params": {"kind": "structured", "sparsity": s}},
+      FT]) for s in (0.25, 0.5, 0.75)] + [
+    ("lowrank ratio %g + finetune" % r,
+     [{"method": "lowrank", "params": {"ratio": r}}, FT])
+    for r in (0.25, 0.5)] + [
+    ("distill width %g" % w,
+     {"method": "distill", "params": {"student": {"width": w},
+                                      "epochs": 6}})
+    for w in (0.5, 0.75)]
+
+
 def run(kind, args, tmp):
-    data = {"calib.npz": os.path.join(FIX, "digits", "%s_calib.npz" % kind),
-            "val.npz": os.path.join(FIX, "digits", "%s_heldout.npz" % kind)}
+    if args.models == "trained":
+        src = search_models.make(args.model_dir, kind)
+        data = {f: os.path.join(src, f)
+                for f in ("calib.npz", "val.npz", "train.npz")}
+        onnx_src = os.path.join(src, "model.onnx")
+    else:
+        data = {"calib.npz": os.path.join(FIX, "digits",
+                                          "%s_calib.npz" % kind),
+                "val.npz": os.path.join(FIX, "digits",
+                                        "%s_heldout.npz" % kind)}
+        onnx_src = os.path.join(FIX, "%s_op13" % kind, "model.onnx")
     root = repo.with_model(os.path.join(tmp, "m"), name=kind,
-                           onnx=os.path.join(FIX, "%s_op13" % kind,
-                                             "model.onnx"), files=data)
+                           onnx=onnx_src, files=data)
     with np.load(data["val.npz"]) as z:
         np.savez(os.path.join(tmp, "b32.npz"),
                  **{k: z[k][:32] for k in z.files if k != "labels"})
     gate = {"max_accuracy_drop": args.budget}
     common = {"calibration": {"file": "calib.npz"},
               "validation": {"file": "val.npz"}}
+    if "train.npz" in data:
+        common["training"] = {"file": "train.npz"}
+    singles = TRAINED_SINGLES if "train.npz" in data else SINGLES
     with Daemon(["--admin-insecure"], repository=root) as d:
         single = None
-        for name, method in SINGLES:
-            b = dict(common, methods=[method], gate=gate)
+        for name, method in singles:
+            b = dict(common, gate=gate, methods=method
+                     if isinstance(method, list) else [method])
             j = job(d, "/admin/models/%s/compress" % kind, b, 600)
             r = j.get("result") or {}
             v = j.get("version")
@@ -137,6 +182,8 @@ def run(kind, args, tmp):
                                else "-"))
         print("  search best: trial %s %s" % (
             best.get("trial"), json.dumps(best.get("config"))[:300]))
+        trial_log(os.path.join(root, kind, "search-%d.json" % j["id"])
+                  if j.get("id") else None)
     # Side by side: source, best single, search's best.
     onnx = {"source": os.path.join(root, kind, "1", "model.onnx")}
     if single:
@@ -161,6 +208,33 @@ def run(kind, args, tmp):
           "(target >= 1.2x)" % (single[0] if single else "none",
                                 "%.2fx" % ratio if ratio else "-"))
     return ratio, r.get("first_in_budget_s")
+
+
+def trial_log(path):
+    """What the search tried: its trials by phase, and the passing
+    pipelines (search-<id>.json's "all_trials" and front)."""
+    try:
+        with open(path) as f:
+            js = json.load(f)
+    except (OSError, TypeError, ValueError):
+        print("  (no trial log)")
+        return
+    trials = js.get("all_trials") or []
+    kinds = {}
+    for t in trials:
+        key = "+".join((t.get("config") or {}).get("pipeline") or [])
+        ok = kinds.setdefault(key or "none", [0, 0])
+        ok[0] += 1
+        ok[1] += 1 if t.get("passed") else 0
+    print("  trial log: %d trials; pipeline: tried/passed %s" % (
+        len(trials), ", ".join("%s %d/%d" % (k, v[0], v[1])
+                               for k, v in sorted(kinds.items()))))
+    for t in js.get("front") or []:
+        lat = t.get("latency_ms") or {}
+        print("    front: trial %3s acc %.4f b32 %.4f ms  %s%s" % (
+            t.get("trial"), t.get("accuracy") or 0, lat.get("batch32") or 0,
+            "+".join((t.get("config") or {}).get("pipeline") or []),
+            "" if t.get("passed", True) else " (out of budget)"))
 
 
 def p99(args):
@@ -223,7 +297,13 @@ def main():
     p.add_argument("--time-limit", type=float, default=180)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeat", type=int, default=100)
-    p.add_argument("--fixtures", default="mlp,cnn,transformer")
+    p.add_argument("--models", choices=("trained", "fixtures"),
+                   default="trained")
+    p.add_argument("--model-dir", default=os.path.join(
+        tempfile.gettempdir(), "ss-search-models"),
+        help="where bench/search_models.py keeps the trained models")
+    p.add_argument("--fixtures", default=None,
+                   help="comma-separated names (default: all of --models)")
     p.add_argument("--p99", type=int, default=0, metavar="PAIRS")
     p.add_argument("--duration", type=int, default=10)
     args = p.parse_args()
@@ -234,6 +314,10 @@ def main():
         return p99(args)
     print("budget %.3g relative accuracy drop; load %s" % (args.budget,
                                                            load()))
+    if args.fixtures is None:
+        args.fixtures = ("mlp784,cnn_wide,transformer128"
+                         if args.models == "trained"
+                         else "mlp,cnn,transformer")
     summary = []
     for kind in args.fixtures.split(","):
         print("%s:" % kind)

@@ -315,6 +315,20 @@ dp_note(const loop_t *L, json_t *tr)
         "collective_seconds", ss_train_dp_seconds(L->t)));
 }
 
+/* ss_train_step() with cx->step_hook around the update. */
+static int
+hooked_step(ss__cx_t *cx, ss_train_t *t, const ss_train_batch_t *b,
+            double *loss, ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = ss_train_grads_compute(t, b, loss, err)) < 0
+        || (rc = cx->step_hook(cx->step_hook_arg, t, 0, err)) < 0
+        || (rc = ss_train_apply(t, err)) < 0)
+        return rc;
+    return cx->step_hook(cx->step_hook_arg, t, 1, err);
+}
+
 int
 ss__train_graph(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                 const char *const *frozen, int n_frozen, json_t *note,
@@ -361,6 +375,11 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     o.loss = cx->train->labels != NULL && o.alpha < 1.0 ? SS_LOSS_KD
                                                         : SS_LOSS_KL;
     o.bf16 = m->u.train.precision == SS_PRECISION_BF16;
+    if (ctl->dp != NULL && cx->step_hook != NULL) {
+        rc = ss_err_set(err, SS_EUNSUPP, "%s: a step hook with data "
+                        "parallelism", L.name);
+        goto done;
+    }
     if ((rc = loop_init(&L, err)) < 0)
         goto done;
     if (ctl->dp != NULL)
@@ -410,7 +429,9 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             }
             gather(&L, L.ds, perm + s * L.Bg + L.r0, 0, L.B);
             gather_targets(&L, perm + s * L.Bg + L.r0);
-            if ((rc = ss_train_step(L.t, &b, &loss, err)) < 0) {
+            if ((rc = cx->step_hook == NULL
+                      ? ss_train_step(L.t, &b, &loss, err)
+                      : hooked_step(cx, L.t, &b, &loss, err)) < 0) {
                 ss_err_wrap(err, rc, "%s", L.name);
                 goto done;
             }

@@ -133,6 +133,13 @@ typedef struct ss__cx {
     double p0, p1;              /* progress range of this method */
     ss_lora_adapter_t *adapter; /* lora without merge: what it trained
                                  * (owned; the result takes it) */
+    /* Training runs (ss__train_graph) call it twice per step: with
+     * after 0 once the gradients are computed (it may add to
+     * ss_train_grads(): a penalty), with after 1 once the update is
+     * done (it may project ss_train_params()).  NULL: plain steps.  The
+     * search's width masks use it (search_mask.c); not with ctl->dp. */
+    int (*step_hook)(void *arg, ss_train_t *t, int after, ss_err_t *err);
+    void *step_hook_arg;
 } ss__cx_t;
 
 int ss__cx_cancelled(const ss__cx_t *cx);

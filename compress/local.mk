@@ -14,7 +14,7 @@ compress_libsscompress_a_SOURCES = \
 	compress/params.c compress/params_json.c compress/finetune.c \
 	compress/distill.c compress/distill_layers.c compress/qat.c \
 	compress/search.h compress/search_int.h compress/search.c \
-	compress/search_cfg.c compress/moefy.c \
+	compress/search_cfg.c compress/search_mask.c compress/moefy.c \
 	compress/lora.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)

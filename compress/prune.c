@@ -190,8 +190,8 @@ done:
 
 /* ---- structured: finding pairs ----------------------------------------- */
 
-static void
-pairs_free_one(ss__pair_t *p)
+void
+ss__pair_clear(ss__pair_t *p)
 {
     ss_free(p->b);
     ss_free(p->slots);
@@ -376,11 +376,9 @@ done:
     return rc;
 }
 
-/* The first qualifying pair (in node order) whose A does not write a
- * value named in done_names; *found false when none is left. */
-static int
-next_pair(const ss_graph_t *g, json_t *done_names, ss__pair_t *p,
-          bool *found, ss_err_t *err)
+int
+ss__prune_next_pair(const ss_graph_t *g, json_t *done_names, ss__pair_t *p,
+                    bool *found, ss_err_t *err)
 {
     ss__layer_t *ls = NULL;
     ss__uses_t u = {0};
@@ -403,7 +401,7 @@ next_pair(const ss_graph_t *g, json_t *done_names, ss__pair_t *p,
         if (k < json_array_size(done_names))
             continue;
         if ((rc = find_pair(g, &u, ls, nl, i, p, &ok, err)) < 0 || !ok) {
-            pairs_free_one(p);
+            ss__pair_clear(p);
             if (rc < 0)
                 goto done;
             continue;
@@ -687,7 +685,7 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
             ss_err_set(err, rc, "cancelled");
             goto done;
         }
-        if ((rc = next_pair(g, names, &p, &found, err)) < 0)
+        if ((rc = ss__prune_next_pair(g, names, &p, &found, err)) < 0)
             goto done;
         if (!found)
             break;
@@ -710,7 +708,7 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
             mm.u.prune.sparsity = m->per_layer(m->per_layer_arg, label);
             if (mm.u.prune.sparsity <= 0.0) {
                 ss_free(ls);
-                pairs_free_one(&p);
+                ss__pair_clear(&p);
                 continue;
             }
             if (mm.u.prune.sparsity > 0.99)
@@ -729,7 +727,7 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
             "{s:s, s:I, s:I, s:b}", "layer", label,
             "channels", (json_int_t)p.channels, "kept", (json_int_t)kept,
             "bias_compensation", comp));
-        pairs_free_one(&p);
+        ss__pair_clear(&p);
     }
     if ((rc = prune_heads(cx, m, &g, &ref, arr, err)) < 0)
         goto done;
@@ -743,7 +741,7 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
 done:
     *gp = g;
     ss__outputs_clear(&ref);
-    pairs_free_one(&p);
+    ss__pair_clear(&p);
     json_decref(arr);
     json_decref(names);
     return rc;

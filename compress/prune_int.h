@@ -28,6 +28,14 @@ typedef struct ss__pair {
                                  * or NULL without it */
 } ss__pair_t;
 
+/* The first qualifying pair (in node order) whose A does not write a
+ * value named in done_names; *found false when none is left.  p is
+ * filled (channels included) and must be cleared either way.  The
+ * search's width masks (search_mask.c) gate the same pairs. */
+int ss__prune_next_pair(const ss_graph_t *g, json_t *done_names,
+                        ss__pair_t *p, bool *found, ss_err_t *err);
+void ss__pair_clear(ss__pair_t *p);
+
 /* Mean and standard deviation of every pair's h over cx->calib. */
 int ss__prune_stats(ss__cx_t *cx, const ss_graph_t *g, ss__pair_t *ps,
                     int np, ss_err_t *err);

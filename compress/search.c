@@ -24,6 +24,11 @@
  *   finetune     pipelines prune/lowrank -> finetune -> ptq for the
  *                fastest proposals that missed the budget (training data
  *                and "finetune" allowed);
+ *   mask         the gradient-based width search (search_mask.c):
+ *                channel gates trained with an L1 penalty weighted by
+ *                each layer's measured cost choose per-layer widths;
+ *                mask -> prune -> finetune (-> ptq), the penalty's
+ *                strength bracketed by the results;
  *   distill      students of width 1/2 and 3/4, alone and in int8.
  * With the same seed and data the trials are the same, in the same
  * order, whenever the objective is size (bytes are exact); under a
@@ -350,7 +355,7 @@ trial(ss__search_t *s, const ss__scfg_t *cfg, double predicted,
     }
     t->failed = rc < 0;
     if (!t->failed) {
-        int l, q = cfg->bf16 | cfg->finetune | cfg->width;
+        int l, q = cfg->bf16 | cfg->finetune | cfg->width | cfg->mask;
 
         for (l = 0; l < s->n_layers; l++)
             q |= cfg->int8[l];
@@ -575,6 +580,8 @@ phase_refine(ss__search_t *s, ss_err_t *err)
         for (l = 0; l < s->n_layers; l++) {
             for (k = 0; k < SS__S_N_STRUCT; k++) {
                 c = b;
+                if (k == 0 && !HAS(s->o, SS_METHOD_PTQ))
+                    continue;   /* only the allowed methods */
                 if (k == 0)
                     c.int8[l] = !c.int8[l];
                 else if (c.st[l] == k)
@@ -646,6 +653,72 @@ phase_finetune(ss__search_t *s, ss_err_t *err)
         c.finetune = 1;
         if ((rc = trial(s, &c, -1, err)) < 0)
             return rc;
+    }
+    return 0;
+}
+
+/* The gradient-based width search (search_mask.c): a channel mask
+ * trained at a penalty strength, measured as mask -> prune -> finetune
+ * and with ptq after; the strength moves up after a passing result
+ * (more can go) and down after a failing one, bisecting once both are
+ * known. */
+#define MASK_RUNS 4
+
+static int
+phase_mask(ss__search_t *s, ss_err_t *err)
+{
+    double strength = 0.5, lo = 0.0, hi = 0.0;
+    int run, rc;
+
+    if (!HAS(s->o, SS_METHOD_FINETUNE) || !HAS(s->o, SS_METHOD_PRUNE)
+        || s->train == NULL)
+        return 0;
+    s->phase = "mask";
+    for (run = 0; run < MASK_RUNS && s->n_masks < SS__S_MAX_MASKS; run++) {
+        ss__smask_t *mk = &s->masks[s->n_masks];
+        ss_err_t merr = { 0 };
+        ss__scfg_t c;
+        bool narrower = false, passed = false;
+        int l, q;
+
+        if ((rc = ss__s_poll(s)) < 0)
+            return rc;
+        if ((rc = ss__s_mask_train(s, strength, mk, &merr)) < 0) {
+            if (rc == SS_ECANCELED || ss__s_poll(s) < 0)
+                return SS_ECANCELED;
+            if (rc == SS_ENOMEM)
+                return ss_err_set(err, rc, "%s", merr.msg);
+            /* No pair to gate, or a graph the trainer refuses: the
+             * other strategies go on. */
+            return 0;
+        }
+        s->n_masks++;
+        memset(&c, 0, sizeof(c));
+        c.mask = (uint8_t)s->n_masks;
+        c.finetune = 1;
+        for (l = 0; l < s->n_layers; l++)
+            if (mk->channels[l] > 0 && mk->kept[l] < mk->channels[l]) {
+                c.keep[l] = (uint16_t)mk->kept[l];
+                narrower = true;
+            }
+        if (narrower)
+            for (q = 0; q < 1 + (int)HAS(s->o, SS_METHOD_PTQ); q++) {
+                if (q)
+                    memset(c.int8, 1, (size_t)s->n_layers);
+                if ((rc = trial(s, &c, -1, err)) < 0)
+                    return rc;
+                passed |= s->trials[rc].passed;
+                json_object_set(s->trials[rc].json, "width_search",
+                                mk->note);
+            }
+        /* Bracket the strongest passing penalty: x4 / x0.25 until a
+         * pass and a miss are known, then their geometric mean. */
+        if (!narrower || passed)
+            lo = strength;
+        else
+            hi = strength;
+        strength = lo > 0.0 && hi > 0.0 ? sqrt(lo * hi)
+                   : lo > 0.0 ? 4.0 * lo : 0.25 * hi;
     }
     return 0;
 }
@@ -841,7 +914,8 @@ ss_search_run(const ss_graph_t *src, const ss_dataset_t *calib,
     static const ss_compress_ctl_t none;
     int (*const phases[])(ss__search_t *, ss_err_t *) = {
         phase_single, phase_sensitivity, phase_combine, phase_refine,
-        phase_finetune, phase_combine, phase_refine, phase_distill
+        phase_finetune, phase_mask, phase_combine, phase_refine,
+        phase_distill
     };
     ss__search_t *s;
     size_t p;
@@ -929,6 +1003,8 @@ done:
         json_decref(s->trials[i].json);
     for (i = 0; i < s->n_layers; i++)
         ss_free(s->labels[i]);
+    for (i = 0; i < s->n_masks; i++)
+        ss__s_mask_clear(&s->masks[i]);
     ss_free(s->trials);
     ss_graph_free(s->best_graph);
     ss__outputs_clear(&s->src_out);

@@ -93,6 +93,14 @@ hook_prune(void *arg, const char *label)
 
     if (l < 0)
         return 0.0;
+    if (h->cfg->mask && h->cfg->keep[l]) {
+        /* The mask's width: exactly keep channels of C (prune keeps
+         * C - round(sparsity C)). */
+        int64_t C = h->s->masks[h->cfg->mask - 1].channels[l];
+
+        return C > h->cfg->keep[l]
+               ? (double)(C - h->cfg->keep[l]) / (double)C : 0.0;
+    }
     st = h->cfg->st[l];
     return st >= SS__S_PRUNE0 && st < SS__S_RANK0
            ? ss__s_prune_levels[st - SS__S_PRUNE0] : 0.0;
@@ -134,6 +142,18 @@ any(const uint8_t *a, int n, int lo, int hi)
     return false;
 }
 
+/* Does cfg prune: a structural prune option or a mask's width? */
+static bool
+prunes(const ss__scfg_t *cfg, int n)
+{
+    int i;
+
+    for (i = 0; cfg->mask && i < n; i++)
+        if (cfg->keep[i])
+            return true;
+    return any(cfg->st, n, SS__S_PRUNE0, SS__S_RANK0);
+}
+
 /* One method on *g: the methods' own entry points (internal.h). */
 static int
 apply(ss__search_t *s, ss__cx_t *cx, ss_method_t *m, ss_graph_t **g,
@@ -160,14 +180,30 @@ apply(ss__search_t *s, ss__cx_t *cx, ss_method_t *m, ss_graph_t **g,
 
 /* The trainer's settings for the search's short runs: a few epochs,
  * seeded from the search's seed so that a trial is reproducible. */
-static void
-train_method(const ss__search_t *s, ss_method_kind_t kind, ss_method_t *m)
+void
+ss__s_train_method(const ss__search_t *s, ss_method_kind_t kind,
+                   ss_method_t *m)
 {
     ss_method_default(m, kind);
     m->u.train.epochs = kind == SS_METHOD_DISTILL ? 6 : 2;
     if (s->train != NULL && m->u.train.batch_size > s->train->rows)
         m->u.train.batch_size = (int)s->train->rows;
     m->u.train.opt.seed = s->o->seed;
+}
+
+void
+ss__s_cx(ss__search_t *s, ss__cx_t *cx)
+{
+    memset(cx, 0, sizeof(*cx));
+    cx->src = s->src;
+    cx->train = s->train;
+    cx->calib = s->calib != NULL ? s->calib : s->val;
+    cx->val = s->val;
+    cx->gate = &s->o->budget;
+    cx->ctl = &s->ctl;
+    cx->src_out = &s->src_out;
+    cx->src_acc = s->src_ev.accuracy;
+    cx->p1 = 1.0;
 }
 
 int
@@ -181,25 +217,35 @@ ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
     int n = s->n_layers, rc;
 
     *out = NULL;
-    memset(&cx, 0, sizeof(cx));
-    cx.src = s->src;
-    cx.train = s->train;
-    cx.calib = s->calib != NULL ? s->calib : s->val;
-    cx.val = s->val;
-    cx.gate = &s->o->budget;
-    cx.ctl = &s->ctl;
-    cx.src_out = &s->src_out;
-    cx.src_acc = s->src_ev.accuracy;
-    cx.p1 = 1.0;
-    if ((rc = ss_graph_clone(s->src, &g, err)) < 0)
+    ss__s_cx(s, &cx);
+    /* A mask configuration starts from the source with its mask's
+     * trained gates folded in: the channels it closed are the ones the
+     * pruning below scores lowest and removes. */
+    if (cfg->mask > s->n_masks) {
+        rc = ss_err_set(err, SS_EINTERNAL, "search: mask %d", cfg->mask);
+        goto done;
+    }
+    if (cfg->mask) {
+        json_t *note = json_pack("{s:s, s:f}", "method", "width_search",
+                                 "strength",
+                                 s->masks[cfg->mask - 1].strength);
+
+        if (note == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
+            goto done;
+        }
+        json_array_append_new(notes, note);
+    }
+    if ((rc = ss_graph_clone(cfg->mask ? s->masks[cfg->mask - 1].graph
+                                       : s->src, &g, err)) < 0)
         goto done;
     if (cfg->width) {
-        train_method(s, SS_METHOD_DISTILL, &m);
+        ss__s_train_method(s, SS_METHOD_DISTILL, &m);
         m.u.train.width = cfg->width / 4.0;
         if ((rc = apply(s, &cx, &m, &g, notes, err)) < 0)
             goto done;
     }
-    if (!cfg->width && any(cfg->st, n, SS__S_PRUNE0, SS__S_RANK0)) {
+    if (!cfg->width && prunes(cfg, n)) {
         ss_method_default(&m, SS_METHOD_PRUNE);
         m.u.prune.kind = SS_PRUNE_STRUCTURED;
         m.per_layer = hook_prune;
@@ -215,7 +261,7 @@ ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
             goto done;
     }
     if (cfg->finetune && !cfg->width) {
-        train_method(s, SS_METHOD_FINETUNE, &m);
+        ss__s_train_method(s, SS_METHOD_FINETUNE, &m);
         if ((rc = apply(s, &cx, &m, &g, notes, err)) < 0)
             goto done;
     }
@@ -391,7 +437,9 @@ ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
     }
     if (cfg->width)
         json_array_append_new(pipe, json_string("distill"));
-    if (!cfg->width && any(cfg->st, n, SS__S_PRUNE0, SS__S_RANK0))
+    if (cfg->mask)
+        json_array_append_new(pipe, json_string("width_search"));
+    if (!cfg->width && prunes(cfg, n))
         json_array_append_new(pipe, json_string("prune"));
     if (!cfg->width && any(cfg->st, n, SS__S_RANK0, SS__S_N_STRUCT))
         json_array_append_new(pipe, json_string("lowrank"));
@@ -405,11 +453,15 @@ ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
         json_t *l;
         int st = cfg->st[i];
 
-        if (st == 0 && !cfg->int8[i])
+        if (st == 0 && !cfg->int8[i] && !(cfg->mask && cfg->keep[i]))
             continue;
         l = json_pack("{s:s}", "precision", cfg->int8[i] ? "int8"
                                             : cfg->bf16 ? "bf16" : "f32");
-        if (st >= SS__S_PRUNE0 && st < SS__S_RANK0 && !cfg->width)
+        if (cfg->mask && cfg->keep[i]) {
+            json_object_set_new(l, "channels", json_integer(
+                s->masks[cfg->mask - 1].channels[i]));
+            json_object_set_new(l, "kept", json_integer(cfg->keep[i]));
+        } else if (st >= SS__S_PRUNE0 && st < SS__S_RANK0 && !cfg->width)
             json_object_set_new(l, "prune", json_real(
                 ss__s_prune_levels[st - SS__S_PRUNE0]));
         else if (st >= SS__S_RANK0 && !cfg->width)
@@ -422,5 +474,8 @@ ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
     json_object_set_new(o, "bf16", json_boolean(cfg->bf16));
     if (cfg->width)
         json_object_set_new(o, "student_width", json_real(cfg->width / 4.0));
+    if (cfg->mask)
+        json_object_set_new(o, "mask_strength", json_real(
+            s->masks[cfg->mask - 1].strength));
     return o;
 }

@@ -27,16 +27,33 @@
 extern const double ss__s_prune_levels[3];
 extern const double ss__s_rank_levels[3];
 
-/* One point of the space.  Compared with memcmp: always memset first. */
+/* One point of the space.  Compared with memcmp: always memset first
+ * (no padding: the members are laid out without holes). */
 typedef struct ss__scfg {
     uint8_t st[SS__S_MAX_LAYERS];   /* structural option per layer */
     uint8_t int8[SS__S_MAX_LAYERS];
+    uint16_t keep[SS__S_MAX_LAYERS]; /* with mask: channels a layer keeps
+                                     * (0: the st option instead) */
     uint8_t bf16;                   /* the rest of the graph in bf16 */
     uint8_t finetune;               /* prune/lowrank -> finetune -> ptq */
     uint8_t width;                  /* distilled student: width in
                                      * quarters (2: 0.5); 0 none */
-    uint8_t pad;
+    uint8_t mask;                   /* learned channel mask: index + 1
+                                     * into the search's masks; 0 none */
 } ss__scfg_t;
+
+/* A learned channel mask (search_mask.c): the widths it chose and the
+ * source with its trained gates folded into the layers that read the
+ * gated channels, which a mask configuration is built from. */
+#define SS__S_MAX_MASKS 6
+typedef struct ss__smask {
+    ss_graph_t *graph;              /* owned */
+    double strength;                /* the penalty it was trained at */
+    int64_t channels[SS__S_MAX_LAYERS]; /* per layer: gated channels (0:
+                                     * not gated) */
+    int64_t kept[SS__S_MAX_LAYERS]; /* of those, gates left open */
+    json_t *note;                   /* the training run's record (owned) */
+} ss__smask_t;
 
 /* What one option does to the graph when applied alone: measured. */
 typedef struct ss__sens {
@@ -77,6 +94,9 @@ typedef struct ss__search {
     ss__sens_t sens[SS__S_MAX_LAYERS][SS__S_N_STRUCT]; /* [l][0]: int8 */
     ss__sens_t sens_bf16;
 
+    ss__smask_t masks[SS__S_MAX_MASKS];
+    int n_masks;
+
     int n_trials, cap_trials;
     ss__strial_t *trials;           /* [0] is the source */
     int best;                       /* index into trials; -1 none */
@@ -101,6 +121,18 @@ double ss__s_objective(const ss__search_t *s, const ss_eval_t *ev);
  * finetune or distill, ptq, bf16 mark); *out is new. */
 int ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
                 json_t *note, ss_err_t *err);
+/* The methods' context for a build or a training run of the search. */
+void ss__s_cx(ss__search_t *s, ss__cx_t *cx);
+/* The trainer's settings for the search's short runs of kind. */
+void ss__s_train_method(const ss__search_t *s, ss_method_kind_t kind,
+                        ss_method_t *m);
+/* The width search (search_mask.c): trains a channel gate per hidden
+ * unit or channel of every prunable pair of the source, at penalty
+ * strength, and fills *out (cleared with ss__s_mask_clear).  SS_EUNSUPP
+ * when the source has no pair to gate. */
+int ss__s_mask_train(ss__search_t *s, double strength, ss__smask_t *out,
+                     ss_err_t *err);
+void ss__s_mask_clear(ss__smask_t *m);
 /* Measures g on the validation data against the source's outputs. */
 int ss__s_measure(ss__search_t *s, const ss_graph_t *g, ss__outputs_t *o,
                   ss_eval_t *ev, ss_err_t *err);

@@ -190,6 +190,58 @@ def test_pipeline(d):
     d.wait_job(js.get("job", 0), timeout=60)
 
 
+def mlp_params(k1, k2):
+    """Float parameters of the MLP fixture (64-k1-k2-10, Gemm biases)."""
+    return 64 * k1 + k1 + k1 * k2 + k2 + k2 * 10 + 10
+
+
+def width_runs(d):
+    st, js = optimize(d, body(objective="size", training={
+        "file": "train.npz"}, methods=["prune", "finetune"], seed=3))
+    job = d.wait_job(js.get("job", 0), timeout=120)
+    res = job.get("result") or {}
+    return job, res, [t for t in res.get("all_trials", [])
+                      if t["config"]["pipeline"][:1] == ["width_search"]]
+
+
+def test_width_search(d):
+    """The gradient-based width search: channel gates trained with an L1
+    penalty choose per-layer widths, the built variant has exactly those
+    widths, a stronger penalty chooses narrower layers, and a seed
+    reproduces it."""
+    job, res, runs = width_runs(d)
+    tap.ok(job.get("state") == "succeeded" and len(runs) >= 2,
+           "the search trains channel masks (%d trials)" % len(runs),
+           job.get("error"))
+    src = res.get("source") or {}
+    widths, exact = [], True
+    for t in runs:
+        layers = t["config"]["layers"]
+        k1 = (layers.get("/fc1/Gemm") or {}).get("kept", 128)
+        k2 = (layers.get("/fc2/Gemm") or {}).get("kept", 64)
+        widths.append((t["config"]["mask_strength"], k1 + k2, k1, k2))
+        # The variant's weights are the source's minus the removed
+        # channels' rows and columns, in f32: the mask's widths are the
+        # built structure's.
+        exact &= (t["weight_bytes"] == src.get("weight_bytes", 0)
+                  - 4 * (mlp_params(128, 64) - mlp_params(k1, k2)))
+    tap.ok(exact and all(w[1] < 192 and w[2] >= 1 and w[3] >= 1
+                         for w in widths),
+           "each mask closes channels; the variant has its widths",
+           widths)
+    widths.sort()
+    tap.ok(len(set(w[0] for w in widths)) >= 2 and all(
+        a[1] >= b[1] for a, b in zip(widths, widths[1:])),
+        "a stronger penalty keeps fewer channels", widths)
+    tap.ok(any(t["passed"] for t in runs),
+           "a mask's prune -> finetune variant is inside the budget",
+           [(t["accuracy"], t["passed"]) for t in runs])
+    job2, _, runs2 = width_runs(d)
+    tap.ok(json.dumps(runs2, sort_keys=True) == json.dumps(
+        runs, sort_keys=True), "the same seed trains the same masks",
+        "%s\n%s" % (json.dumps(runs)[:300], json.dumps(runs2)[:300]))
+
+
 def test_bad_bodies(d, root):
     before = files_of(root)
     cases = [
@@ -366,6 +418,7 @@ def main():
         timed(test_ui, d, res.get("job", 1))
         timed(test_reproducible, d)
         timed(test_pipeline, d)
+        timed(test_width_search, d)
         timed(test_ctl, d, root)
     timed(test_stop_and_limit)
     timed(test_activate)
