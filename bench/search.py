@@ -10,7 +10,7 @@ search's space holds prune -> finetune -> ptq pipelines, distilled
 students and its learned channel masks.  The single-method baseline is
 the best that any one method reaches alone inside the budget in the same
 run, with the training that method owns: structured pruning and
-low-rank followed by finetune (their recovery; the same 2 epochs the
+low-rank followed by finetune (their recovery; the same steps the
 search gives them), distill (6 epochs, as the search), ptq, bf16, and
 pruning/low-rank without recovery.  --models fixtures: the test
 fixtures (MLP, CNN, transformer) without training data, as before.
@@ -112,15 +112,23 @@ def bench(kind, args):
 
 
 # What a method alone reaches when it owns its recovery training: the
-# same settings the search's pipelines use (compress/search_cfg.c).
+# same settings the search's pipelines use (compress/search_cfg.c:
+# 120 steps of batch 64, 2 to 8 epochs), set per model in run().
 FT = {"method": "finetune", "params": {"epochs": 2}}
+
+
+def ft_epochs(rows, batch=64, steps=120):
+    per = rows // min(batch, rows)
+    return min(8, max(2, -(-steps // per) if per else 8))
 TRAINED_SINGLES = SINGLES + [
     ("prune %d%% + finetune" % int(s * 100),
      [{"method": "prune", "params": {"kind": "structured", "sparsity": s}},
       FT]) for s in (0.25, 0.5, 0.75)] + [
     ("lowrank ratio %g + finetune" % r,
      [{"method": "lowrank", "params": {"ratio": r}}, FT])
-    for r in (0.25, 0.5)] + [
+    for r in (0.125, 0.25, 0.5)] + [
+    ("lowrank ratio 0.125", {"method": "lowrank",
+                             "params": {"ratio": 0.125}})] + [
     ("distill width %g" % w,
      {"method": "distill", "params": {"student": {"width": w},
                                       "epochs": 6}})
@@ -150,6 +158,11 @@ def run(kind, args, tmp):
     if "train.npz" in data:
         common["training"] = {"file": "train.npz"}
     singles = TRAINED_SINGLES if "train.npz" in data else SINGLES
+    if "train.npz" in data:
+        with np.load(data["train.npz"]) as z:
+            FT["params"]["epochs"] = ft_epochs(len(z["labels"]))
+        print("  finetune (alone or in the search): %d epochs" %
+              FT["params"]["epochs"])
     with Daemon(["--admin-insecure"], repository=root) as d:
         single = None
         for name, method in singles:

@@ -178,8 +178,14 @@ apply(ss__search_t *s, ss__cx_t *cx, ss_method_t *m, ss_graph_t **g,
     }
 }
 
-/* The trainer's settings for the search's short runs: a few epochs,
- * seeded from the search's seed so that a trial is reproducible. */
+/* The trainer's settings for the search's short runs, seeded from the
+ * search's seed so that a trial is reproducible.  Recovery fine-tuning
+ * gets FT_STEPS optimizer steps (2 to 8 epochs): a fixed two epochs was
+ * 40 steps on 1300 rows, too few for a pruned layer to recover what it
+ * could, so aggressive configurations missed the budget for want of
+ * training, not of capacity. */
+#define FT_STEPS 120
+
 void
 ss__s_train_method(const ss__search_t *s, ss_method_kind_t kind,
                    ss_method_t *m)
@@ -188,6 +194,12 @@ ss__s_train_method(const ss__search_t *s, ss_method_kind_t kind,
     m->u.train.epochs = kind == SS_METHOD_DISTILL ? 6 : 2;
     if (s->train != NULL && m->u.train.batch_size > s->train->rows)
         m->u.train.batch_size = (int)s->train->rows;
+    if (s->train != NULL && kind == SS_METHOD_FINETUNE) {
+        int64_t per = s->train->rows / m->u.train.batch_size;
+        int64_t e = per > 0 ? (FT_STEPS + per - 1) / per : 8;
+
+        m->u.train.epochs = (int)(e < 2 ? 2 : e > 8 ? 8 : e);
+    }
     m->u.train.opt.seed = s->o->seed;
 }
 
