@@ -26,7 +26,8 @@ EXTRA_DIST += \
 	bench/compress.py \
 	bench/compress_torch.py \
 	bench/qat.py \
-	bench/search.py
+	bench/search.py \
+	bench/search_models.py
 
 # Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
 EXTRA_DIST += bench/soak.py

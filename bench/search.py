@@ -220,7 +220,11 @@ def run(kind, args, tmp):
     print("  best single method: %s; search / single latency ratio: %s "
           "(target >= 1.2x)" % (single[0] if single else "none",
                                 "%.2fx" % ratio if ratio else "-"))
-    return ratio, r.get("first_in_budget_s")
+    return {"ratio": ratio, "first": r.get("first_in_budget_s"),
+            "med": med, "single": single[0] if single else None,
+            "search": "+".join((best.get("config") or {}).get("pipeline")
+                               or []) or None,
+            "trials": r.get("trials"), "wall": wall}
 
 
 def trial_log(path):
@@ -327,20 +331,34 @@ def main():
         return p99(args)
     print("budget %.3g relative accuracy drop; load %s" % (args.budget,
                                                            load()))
+    if args.models == "trained" and search_models is None:
+        sys.exit("bench/search: --models trained needs python3-torch "
+                 "(or --models fixtures)")
     if args.fixtures is None:
         args.fixtures = ("mlp784,cnn_wide,transformer128"
                          if args.models == "trained"
                          else "mlp,cnn,transformer")
     summary = []
     for kind in args.fixtures.split(","):
-        print("%s:" % kind)
-        ratio, first = bench(kind, args)
-        summary.append((kind, ratio, first))
+        print("%s (load %s):" % (kind, load()), flush=True)
+        summary.append((kind, bench(kind, args)))
     print("summary (load %s):" % load())
-    for kind, ratio, first in summary:
-        print("  %-12s search/single b32 %s   first in budget %s s" % (
-            kind, "%.2fx" % ratio if ratio else "-",
-            "%.2f" % first if first is not None else "-"))
+    print("| model | source b32 | best single method | search's best | "
+          "single / search | trials, time | first in budget |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, x in summary:
+        m = x["med"]
+        print("| %s | %s ms | %s: %s ms | %s: %s ms | %s | %s, %.0f s | "
+              "%s s |" % (
+                  kind, fmt(m.get("source")), x["single"],
+                  fmt(m.get("single")), x["search"], fmt(m.get("search")),
+                  "%.2fx" % x["ratio"] if x["ratio"] else "-",
+                  x["trials"], x["wall"],
+                  "%.2f" % x["first"] if x["first"] is not None else "-"))
+
+
+def fmt(v):
+    return "%.4f" % v if v is not None else "-"
 
 
 if __name__ == "__main__":
