@@ -56,3 +56,9 @@ check_PROGRAMS += tests/unit/test_edit
 TESTS += tests/unit/test_edit
 tests_unit_test_edit_SOURCES = tests/unit/test_edit.c tests/unit/run_util.h
 tests_unit_test_edit_LDADD = $(SS_ENGINE_LIBS)
+
+# LoRA sites and PEFT's target_modules (engine/ir/sites.h).
+check_PROGRAMS += tests/unit/test_sites
+TESTS += tests/unit/test_sites
+tests_unit_test_sites_SOURCES = tests/unit/test_sites.c
+tests_unit_test_sites_LDADD = $(SS_ENGINE_LIBS)
