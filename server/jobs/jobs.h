@@ -65,8 +65,8 @@ int ss_jobs_new(uv_loop_t *loop, ss_registry_t *reg, const char *repo,
  *           machine the pinned BATCH split cost serving 3.7x its p99 (the
  *           loops, executor and client squeezed onto one CPU).  Not the
  *           default, because beside other busy processes (other cgroups or
- *           sessions) it measured worse (bench/compress.py at load 30:
- *           busy p99 17-98 ms against 1-48 ms with BATCH; perf traces
+ *           sessions) it was not better (bench/compress.py at load 16-35:
+ *           busy p99 10-98 ms against 1-54 ms with BATCH; perf traces
  *           show serving threads waiting behind other sessions' tasks,
  *           rarely behind the job: probably the idle task's weight of 3
  *           lowering its group's share of the CPU it runs on), and a
