@@ -6,6 +6,7 @@ against one process, same job, same global batch.
     /usr/bin/python3 bench/train_mpi.py [--build DIR] [--batch B ...]
                                         [--steps N] [--repeat R]
                                         [--path shm|coll ...]
+                                        [--mpirun-args "ARGS"]
 
 The model is an MLP 784-1024-1024-10 (1.86 M parameters, Gemm + Relu,
 written here with onnx.helper) on random inputs; the job is finetune
@@ -97,11 +98,11 @@ def make_mlp(path, dims, seed=1):
     onnx.save(m, path)
 
 
-def run(bin_, mdir, job, procs, threads, path=None):
+def run(bin_, mdir, job, procs, threads, path=None, extra=()):
     cmd = [bin_, job, "--model-dir", mdir, "--threads", str(threads)]
     env = dict(os.environ)
     if procs > 1:
-        cmd = MPIRUN + ["-np", str(procs)] + cmd
+        cmd = MPIRUN + list(extra) + ["-np", str(procs)] + cmd
         env["SS_TRAIN_MPI_PATH"] = path or "auto"
     r = subprocess.run(cmd, capture_output=True, timeout=1200, env=env)
     if r.returncode not in (0, 1):
@@ -127,12 +128,16 @@ def main():
                     choices=["shm", "coll", "auto"],
                     help="data-parallel paths, each a row per NpTt with "
                     "N > 1")
+    ap.add_argument("--mpirun-args", default="",
+                    help="more mpirun arguments, e.g. \"--bind-to core\" "
+                    "or \"--mca mpi_yield_when_idle 1\"")
     a = ap.parse_args()
     bin_ = os.path.join(a.build, "server", "slimserve-train")
     model, isa = cpu()
     print("CPU: %s; ISA: %s; %d CPUs online" % (model, isa or "-",
                                                 os.cpu_count()))
     print("load average before: %s" % load())
+    print("mpirun: %s" % " ".join(MPIRUN + a.mpirun_args.split()))
     tmp = tempfile.mkdtemp(prefix="ss-bench-mpi-")
     try:
         src = os.path.join(tmp, "src")
@@ -168,7 +173,8 @@ def main():
                     mdir = os.path.join(tmp, "m")
                     shutil.rmtree(mdir, ignore_errors=True)
                     shutil.copytree(src, mdir)
-                    s, t = run(bin_, mdir, job, procs, threads, path)
+                    s, t = run(bin_, mdir, job, procs, threads, path,
+                               a.mpirun_args.split())
                     sps.append(s)
                     dp = t.get("data_parallel") or {}
                     if dp:

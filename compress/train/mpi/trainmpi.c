@@ -510,6 +510,15 @@ ss_train_mpi_init(int *argc, char ***argv, ss_train_dp_t *dp, ss_err_t *err)
     else
         return ss_err_set(err, SS_EINVAL, "SS_TRAIN_MPI_PATH is '%s', not "
                           "auto, shm or coll", p);
+    /* A process waiting in a barrier or collective yields its core
+     * (sched_yield) instead of spinning on it: the other process may need
+     * that core, always so on a shared machine or beside the daemon's
+     * serving threads (bench/train_mpi.py at load average ~21 on 2
+     * cores: 2 processes 1.33x the samples/s with it, batch 64 and 256).
+     * On free cores it costs a system call per poll.  Open MPI's
+     * parameter; an explicit one (mpirun --mca mpi_yield_when_idle 0,
+     * or the environment) wins. */
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     if ((rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided))
         != MPI_SUCCESS)
         return ss_err_set(err, SS_EIO, "MPI_Init failed (%d)", rc);
