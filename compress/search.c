@@ -10,8 +10,9 @@
  * so a cancel or the time limit loses at most the trial under way.  The
  * phases, cheapest and most likely to pay first:
  *   single       each allowed method alone on every layer (int8, bf16,
- *                structured pruning 25/50%, low-rank 1/2, 1/4): the
- *                first variants inside the budget come from here;
+ *                structured pruning 25/50%, low-rank 1/2, 1/4, and with
+ *                finetune pruning 50/75% -> finetune): the first
+ *                variants inside the budget come from here;
  *   sensitivity  each per-layer option alone (search_cfg.c): its damage
  *                to the budget's metric and its gain on this machine's
  *                latency (or size), a table per layer;
@@ -473,6 +474,19 @@ phase_single(ss__search_t *s, ss_err_t *err)
         memset(&c, 0, sizeof(c));
         for (i = 0; i < s->n_layers; i++)
             c.st[i] = (uint8_t)opt[k];
+        if ((rc = trial(s, &c, -1, err)) < 0)
+            return rc;
+    }
+    /* Pruning with its recovery, as a user would run it alone: on a
+     * large model the per-layer phases can use up the time limit before
+     * the fine-tuning ones, and the search must not end worse than the
+     * best single method it was allowed. */
+    for (k = 1; k < 3 && HAS(s->o, SS_METHOD_PRUNE)
+                && HAS(s->o, SS_METHOD_FINETUNE); k++) {
+        memset(&c, 0, sizeof(c));
+        for (i = 0; i < s->n_layers; i++)
+            c.st[i] = (uint8_t)(SS__S_PRUNE0 + k);
+        c.finetune = 1;
         if ((rc = trial(s, &c, -1, err)) < 0)
             return rc;
     }
