@@ -80,29 +80,11 @@ def make_task(seed, n_train, n_heldout, n_rows, noise):
 
 def train_source(x, y, epochs):
     import torch
-    import torch.nn.functional as F
     import models
 
     torch.manual_seed(0)
-    model = models.MODELS["mlp"][0]()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * ((len(y) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3,
-                                                total_steps=steps)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(ty), generator=gen)
-        for i in range(0, len(ty), 64):
-            idx = order[i:i + 64]
-            loss = F.cross_entropy(model(tx[idx]), ty[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    return model
+    return models.fit(models.MODELS["mlp"][0](), x, y, epochs, 3e-3, 1e-4,
+                      seed=0)
 
 
 def outliers(model, units=4, factor=300.0):

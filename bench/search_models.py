@@ -95,25 +95,7 @@ def inputs(name, images):
 def train(name, x, y):
     torch.manual_seed(SEED)
     ctor, _, epochs, lr, wd = MODELS[name]
-    model = ctor()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    steps = epochs * ((len(y) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
-                                                total_steps=steps)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(SEED)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(yt), generator=gen)
-        for i in range(0, len(yt), 64):
-            idx = order[i:i + 64]
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    return model
+    return models.fit(ctor(), x, y, epochs, lr, wd, seed=SEED)
 
 
 def make(outdir, name):
