@@ -202,29 +202,42 @@ int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
  * ignore taps.  A plan from ss_plan_new_tapped keeps each tapped value
  * whole: dense, row-major, in the graph's dtype, written by a step of its
  * own (fusion and layout changes stop at it, as at a graph output: a
- * tapped MatMul output is no longer fused with the Add and Relu after it;
- * they run as oneDNN steps of their own after the tap, which is what a
- * tap costs, so a caller keeps both kinds of plan and runs the tapped one
- * only when it has something to do).
+ * tapped MatMul output is no longer fused with the activation after it,
+ * which runs as a oneDNN step of its own after the tap; so a caller
+ * keeps both kinds of plan and runs the tapped one only when it has
+ * something to do).
+ *
+ * Row chunks: a tapped value that a Gemm/MatMul by a constant weight
+ * writes (its bias included) and that is larger than a cache's worth
+ * (SS_TAP_CHUNK_BYTES of the step's input and output rows together) is
+ * computed in chunks of rows: the GEMM on a chunk, the tap on those rows,
+ * and the activation step right after it (when it reads the value) on
+ * them too, while they are in cache; then the next chunk.  Rows are those
+ * of the value flattened to [rows, last dim].  The environment variable
+ * SS_ENGINE_TAP_CHUNK_ROWS (a row count, for tests) replaces the rule.
  *
  * ss_plan_run_tapped runs p as ss_plan_run does, and calls fn(user, k,
- * value, err) once per tap k whose value the run computes: for a graph
- * input before the first step, else right after the step that writes it
- * and before any step reads it.  value (borrowed for the call) may be
- * written in place (never a graph input's).  A tapped value's bytes stay
- * as they are until the last step reading it has run and, after it, the
- * first step writing a tapped value, so fn may keep an earlier tap's
- * data pointer for that later tap (a MatMul's input, at the output of the
- * bias Add after it, fused with it or not).  A tap folded to a constant is
- * never called.  fn returns 0 or a negative code with err set, which
- * ends the run.  fn NULL, or a plan without taps, is ss_plan_run.
- * [worker] */
+ * value, row0, err) once per tap k whose value the run computes (per
+ * chunk of it, when chunked): for a graph input before the first step,
+ * else right after the step (or chunk) that writes it and before any
+ * step reads it.  value (borrowed for the call) holds rows row0 ..
+ * row0 + value->dims[0] - 1 of the tapped value, as [rows, last dim],
+ * when chunked; otherwise the whole value in its own shape and row0 = 0.
+ * It may be written in place (never a graph input's).  A tapped value's
+ * bytes stay as they are until the last step reading it has run and,
+ * after it, the first step writing a tapped value, so fn may keep an
+ * earlier tap's data pointer (minus row0 rows) for that later tap (a
+ * MatMul's input, at the output of the bias Add after it, fused with it
+ * or not).  A tap folded to a constant is never called.  fn returns 0 or
+ * a negative code with err set, which ends the run.  fn NULL, or a plan
+ * without taps, is ss_plan_run.  [worker] */
+#define SS_TAP_CHUNK_BYTES ((int64_t)512 << 10)
 int ss_graph_set_taps(ss_graph_t *g, int n, const char *const *names,
                       ss_err_t *err);
 int ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                        ss_plan_t **out, ss_err_t *err);
 typedef int (*ss_tap_fn)(void *user, int tap, ss_tensor_t *value,
-                         ss_err_t *err);
+                         int64_t row0, ss_err_t *err);
 int ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                        const ss_tensor_t *inputs, ss_tensor_t *outputs,
                        ss_tap_fn fn, void *user, ss_err_t *err);

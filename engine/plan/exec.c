@@ -325,16 +325,95 @@ run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
                                             user, err);
 }
 
-/* Calls the taps (engine.h) due after step s (-1: before the first). */
+/* Calls the taps (engine.h) due after step s (-1: before the first):
+ * with the whole value (n < 0), or with its rows row0 .. row0 + n - 1
+ * when step s ran them as a chunk. */
 static int
-run_taps(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
-         void *user, ss_err_t *err)
+run_taps(const ss_plan_t *p, ss_exec_ctx_t *c, int s, int64_t row0,
+         int64_t n, ss_tap_fn fn, void *user, ss_err_t *err)
 {
     int rc = 0;
 
-    for (int k = 0; k < p->g->n_taps && rc == 0; k++)
-        if (p->tap_after[k] == s)
-            rc = fn(user, k, &c->tab[p->g->taps[k]], err);
+    for (int k = 0; k < p->g->n_taps && rc == 0; k++) {
+        const ss_tensor_t *t = &c->tab[p->g->taps[k]];
+        ss_tensor_t rows;
+        int64_t cols;
+
+        if (p->tap_after[k] != s)
+            continue;
+        if (n < 0) {
+            rc = fn(user, k, &c->tab[p->g->taps[k]], 0, err);
+            continue;
+        }
+        cols = t->ndim > 0 ? t->dims[t->ndim - 1] : 1;
+        rows = *t;
+        rows.ndim = 2;
+        rows.dims[0] = n;
+        rows.dims[1] = cols;
+        rows.data = (char *)t->data
+                    + (size_t)(row0 * cols) * ss_dtype_size(t->dtype);
+        rc = fn(user, k, &rows, row0, err);
+    }
+    return rc;
+}
+
+/* Runs rows row0 .. row0 + n - 1 of a chunked step (internal.h). */
+static int
+run_rows(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
+         int64_t row0, int64_t n, ss_err_t *err)
+{
+    const ss_tensor_t *x = &c->tab[st->in[0]], *y = &c->tab[st->out[0]];
+    const void *in[1];
+    int rc;
+
+    in[0] = (const char *)x->data
+            + (size_t)(row0 * st->in_cols) * ss_dtype_size(x->dtype);
+    rc = ss_dnn_run(n == st->chunk ? st->prim : st->prim_tail, c->stream, in,
+                    (char *)y->data + (size_t)(row0 * st->out_cols)
+                                      * ss_dtype_size(y->dtype),
+                    p->scratch_bytes ? c->scratch : NULL, err);
+    if (rc < 0)
+        ss_err_wrap(err, rc, "running node '%s' (%s, rows %lld..%lld)",
+                    st->node->name[0] ? st->node->name : "?", st->what,
+                    (long long)row0, (long long)(row0 + n - 1));
+    return rc;
+}
+
+/* Runs chunked step s chunk by chunk, each chunk's taps after it and, when
+ * the next step is chunked alike and reads this one's output (the
+ * activation after a tapped GEMM), that step on the chunk too: the rows
+ * stay in cache from the GEMM through the tap to the activation.  *both
+ * is 1 when the next step ran here. */
+static int
+run_chunked(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
+            void *user, int *both, ss_err_t *err)
+{
+    const ss_step_t *st = &p->steps[s], *nx = NULL;
+    int rc = 0;
+
+    if (s + 1 < p->n_steps) {
+        const ss_step_t *t = &p->steps[s + 1];
+
+        if (t->kind == SS_STEP_DNN && t->chunk == st->chunk
+            && t->rows == st->rows && t->n_in == 1
+            && ss__plan_root(p, t->in[0]) == ss__plan_root(p, st->out[0]))
+            nx = t;
+    }
+    *both = nx != NULL;
+    for (int64_t r0 = 0; r0 < st->rows && rc == 0; r0 += st->chunk) {
+        int64_t n = st->rows - r0 < st->chunk ? st->rows - r0 : st->chunk;
+
+        if ((rc = run_rows(p, c, st, r0, n, err)) < 0
+            || (fn != NULL
+                && (rc = run_taps(p, c, s, r0, n, fn, user, err)) < 0))
+            break;
+        if (nx != NULL
+            && ((rc = run_rows(p, c, nx, r0, n, err)) < 0
+                || (fn != NULL
+                    && (rc = run_taps(p, c, s + 1, r0, n, fn, user,
+                                      err)) < 0)))
+            break;
+    }
     return rc;
 }
 
@@ -364,12 +443,21 @@ ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     if ((rc = reserve(ctx, p, err)) < 0)
         goto done;
     resolve_values(p, ctx, inputs, outputs);
-    if (fn != NULL && (rc = run_taps(p, ctx, -1, fn, user, err)) < 0)
+    if (fn != NULL && (rc = run_taps(p, ctx, -1, 0, -1, fn, user, err)) < 0)
         goto done;
     for (int s = 0; s < p->n_steps; s++) {
+        int both = 0;
+
+        if (p->steps[s].chunk > 0) {
+            if ((rc = run_chunked(p, ctx, s, fn, user, &both, err)) < 0)
+                goto done;
+            s += both;
+            continue;
+        }
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)
             goto done;
-        if (fn != NULL && (rc = run_taps(p, ctx, s, fn, user, err)) < 0)
+        if (fn != NULL
+            && (rc = run_taps(p, ctx, s, 0, -1, fn, user, err)) < 0)
             goto done;
     }
 done:

@@ -92,6 +92,13 @@ typedef struct ss_step {
     ss_dnn_prim_t *prim;    /* DNN */
     struct ss__moe *moe;    /* MOE: in x, scores; out y, workspace */
     char what[48];          /* DNN: "Conv+Relu+Add", for logs */
+    /* DNN steps of a tapped plan run in row chunks (engine.h, taps;
+     * ss__fuse_linear and ss__fuse_tapped_eltwise): prim runs on `chunk`
+     * rows at a time of in[0] [rows, in_cols] and out[0] [rows,
+     * out_cols], prim_tail on the last rows % chunk (NULL when none).
+     * chunk 0: the step runs whole. */
+    int64_t chunk, rows, in_cols, out_cols;
+    ss_dnn_prim_t *prim_tail;
 } ss_step_t;
 
 struct ss_plan {

@@ -555,6 +555,15 @@ plan_arena(ss_plan_t *p, ss_err_t *err)
         for (int k = 0; k < p->steps[s].n_in; k++)
             if (p->steps[s].in[k] >= 0)
                 last[ss__plan_root(p, p->steps[s].in[k])] = s;
+    /* A chunked step and a chunked step right after it run chunk by
+     * chunk together (exec.c): the first one's inputs are still read
+     * while the second writes its first chunks. */
+    for (int s = 0; s + 1 < p->n_steps; s++)
+        for (int k = 0; p->steps[s].chunk > 0 && p->steps[s + 1].chunk > 0
+                        && k < p->steps[s].n_in; k++)
+            if (p->steps[s].in[k] >= 0
+                && last[ss__plan_root(p, p->steps[s].in[k])] < s + 1)
+                last[ss__plan_root(p, p->steps[s].in[k])] = s + 1;
     /* A tapped value's bytes stay until the taps due after its last
      * reader have run (engine.h): to the first step from then on that
      * writes a tapped value.  A caller reads a MatMul's input at the tap
@@ -695,6 +704,9 @@ dump(const ss_plan_t *p)
                 v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
         if (st->kind == SS_STEP_DNN)
             fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
+        if (st->chunk > 0)
+            fprintf(stderr, "       in chunks of %lld of %lld rows\n",
+                    (long long)st->chunk, (long long)st->rows);
     }
 }
 

@@ -26,6 +26,7 @@ ss__plan_step_clear(ss_step_t *s)
     ss_free(s->in);
     ss_free(s->out);
     ss_dnn_prim_free(s->prim);
+    ss_dnn_prim_free(s->prim_tail);
     ss__moe_free(s->moe);
     memset(s, 0, sizeof(*s));
 }

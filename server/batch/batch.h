@@ -121,10 +121,12 @@ ss_work_samples(const ss_work_t *w)
 /* A hook between plan steps (engine.h: ss_plan_run_tapped) for what
  * differs per item inside one batch: LoRA adapters add each item's own
  * low-rank update to a MatMul's output (server/model/adapter.c).  Called
- * on the executor with the batch's first item; a batch none of whose
- * items has a tag runs without it. */
+ * on the executor with the batch's first item, and the tap's arguments
+ * (engine.h, ss_tap_fn: rows from row0 when the plan runs the value in
+ * chunks); a batch none of whose items has a tag runs without it. */
 typedef int (*ss_batch_tap_fn)(void *user, const ss_work_t *batch, int tap,
-                               ss_tensor_t *value, ss_err_t *err);
+                               ss_tensor_t *value, int64_t row0,
+                               ss_err_t *err);
 
 typedef struct ss_batch_opts {
     /* 0: the model has no batch dimension.  Otherwise every graph input

@@ -1032,46 +1032,54 @@ apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
 
 int
 ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
-            ss_err_t *err)
+            int64_t row0, ss_err_t *err)
 {
     const ss_lora_t *l = user;
     const site_t *s = &l->sites[tap / 2];
-    int64_t samples = 0, total, per, row = 0, pend_row = 0, pend_n = 0;
+    int64_t samples = 0, m, per, lo, hi, row = 0, pend_row = 0, pend_n = 0;
     const ss_adapter_t *pend_a = NULL;
     const lmod_t *pend = NULL;
     const float *x;
     float *y;
 
+    /* x: remember where its row 0 is, and how many rows are there so
+     * far (the plan may write it in chunks: engine.h) */
     if (tap % 2 == 0) {
-        ts.x[tap / 2] = value->data;
-        ts.xn[tap / 2] = ss_tensor_numel(value);
+        int64_t n = ss_tensor_numel(value);
+
+        ts.x[tap / 2] = (const float *)value->data - row0 * s->in;
+        ts.xn[tap / 2] = row0 == 0 ? n : ts.xn[tap / 2] + n;
         return 0;
     }
     x = ts.x[tap / 2];
-    ts.x[tap / 2] = NULL;
-    y = value->data;
     for (const ss_work_t *w = batch; w != NULL; w = ss_work_next(w))
         samples += ss_work_samples(w);
-    total = ss_tensor_numel(value);
+    m = ts.xn[tap / 2] / s->in;         /* rows of x and y */
+    lo = row0;                          /* the rows of y here */
+    hi = row0 + ss_tensor_numel(value) / s->out;
     if (x == NULL || value->dtype != SS_DTYPE_F32 || value->ndim < 1
         || value->dims[value->ndim - 1] != s->out || samples <= 0
-        || total % (s->out * samples) != 0
-        || ts.xn[tap / 2] != total / s->out * s->in)
+        || ts.xn[tap / 2] % s->in != 0 || m % samples != 0 || hi > m
+        || ss_tensor_numel(value) % s->out != 0)
         return ss_err_set(err, SS_EINTERNAL, "LoRA at '%s': the tapped "
                           "values are not what the site needs", s->module);
-    per = total / s->out / samples;     /* rows of x and y per sample */
+    y = (float *)value->data - row0 * s->out;   /* y's row 0 */
+    if (hi == m)
+        ts.x[tap / 2] = NULL;
+    per = m / samples;                  /* rows of x and y per sample */
     /* An item's samples are consecutive rows: each item with an adapter
      * that targets this site is one run, updated in place (runs of one
      * adapter next to each other are joined, so one adapter over a
-     * whole batch is one run). */
+     * whole batch is one run), clipped to the rows lo..hi-1 this call
+     * has. */
     /* Each run's update prefetches the next run's A^T and panels (the
      * adapters of a batch are read once each, for a few rows: fetching
      * them is most of the update's time, so the next one's comes in
      * while this one computes). */
     for (const ss_work_t *w = batch; w != NULL || pend != NULL;) {
         const ss_adapter_t *a = w != NULL ? w->tag : NULL;
-        const lmod_t *m = NULL;
-        int64_t n = 0;
+        const lmod_t *md = NULL;
+        int64_t n = 0, r0 = 0;
         int last = w == NULL;   /* only pend is left */
 
         if (w != NULL) {
@@ -1083,22 +1091,33 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
                 v = ss_work_next(v);
             }
             w = v;
+            r0 = row;
+            row += n;
             if (a != NULL && a->of_site[tap / 2] >= 0)
-                m = &a->mods[a->of_site[tap / 2]];
-            if (m == NULL) {
-                row += n;
+                md = &a->mods[a->of_site[tap / 2]];
+            /* the run's rows within lo..hi-1 */
+            if (r0 < lo) {
+                n -= lo - r0;
+                r0 = lo;
+            }
+            if (r0 + n > hi)
+                n = hi - r0;
+            if (md == NULL || n <= 0) {
+                if (row >= hi)
+                    w = NULL;   /* past this call's rows */
                 continue;
             }
+            if (row >= hi)
+                w = NULL;
         }
         if (pend != NULL)
-            apply(s, pend_a, pend, m, x, y, pend_row, pend_n);
+            apply(s, pend_a, pend, md, x, y, pend_row, pend_n);
         if (last)
             break;
-        pend = m;
+        pend = md;
         pend_a = a;
-        pend_row = row;
+        pend_row = r0;
         pend_n = n;
-        row += n;
     }
     return 0;
 }

@@ -134,9 +134,10 @@ json_t *ss_lora_list(ss_lora_t *l);
 int ss_lora_sites(const ss_lora_t *l);
 
 /* The batch hook (ss_batch_opts_t.tap; user is the lora): items' tags are
- * ss_adapter_t pointers. */
+ * ss_adapter_t pointers; value holds rows from row0 when the plan runs
+ * the site in row chunks (engine.h, taps). */
 int ss_lora_tap(void *user, const ss_work_t *batch, int tap,
-                ss_tensor_t *value, ss_err_t *err);
+                ss_tensor_t *value, int64_t row0, ss_err_t *err);
 
 /* ---- admin (adapter_admin.c), on the model's active version [loop] ---- */
 

@@ -203,8 +203,29 @@ def main():
                              "layers.1.attn.qkv": (32, 96)}, 16, scale=0.2)
     write_adapter(tf_dir, "t2", 16, 8, tmods2)
     tf.add("t2", 16, 8, tmods2)
+    # Eight more on the transformer, over the sites an activation (ff1:
+    # GELU) or a residual Add (out, ff2) follows, for batches that mix
+    # the base model, one adapter and eight.
+    tall = {"layers.%d.%s" % (layer, m): sh for layer in (0, 1)
+            for m, sh in (("attn.qkv", (32, 96)), ("attn.out", (32, 32)),
+                          ("ff1", (32, 64)), ("ff2", (64, 32)))}
+    tall["head"] = (32, 10)
+    tnames = []
+    for i in range(8):
+        r = [4, 8, 16, 2][i % 4]
+        pick = sorted(tall)[i % 3::1 + i % 2]
+        mods = rand_mods(rng, {m: tall[m] for m in pick}, r, scale=0.2)
+        write_adapter(tf_dir, "q%d" % i, r, 2 * r, mods, targets=pick)
+        tf.add("q%d" % i, r, 2 * r, mods)
+        tnames.append("q%d" % i)
 
-    with Daemon(["--admin-insecure"], repository=repo) as d:
+    # Tapped GEMMs run in row chunks (engine.h, taps) when their rows
+    # pass a cache's worth; these models are too small for that, so the
+    # chunks are made 7 rows here: every batch below runs chunked, with
+    # requests' rows split across chunks (the plans are dumped to check).
+    with Daemon(["--admin-insecure"], repository=repo,
+                env={"SS_ENGINE_TAP_CHUNK_ROWS": "7",
+                     "SS_ENGINE_DUMP": "1"}) as d:
         x = (rng.integers(0, 17, (5, 64)) / 16).astype(np.float32)
         st, base = infer(d, "mlp", x, "input")
         good, e = close(base, mlp.run(x)) if st == 200 else (False, -1)
@@ -388,6 +409,39 @@ def main():
         tap.ok(all(g for g, _ in errs), "transformer, 6 concurrent requests "
                "over t1, t2 and the base (gathered rows): PyTorch (max err "
                "%.2g)" % max(e for _, e in errs))
+
+        # Batches mixing 0, 1 and 8 adapters on the transformer (its
+        # ff1 has a GELU after it, out and ff2 a residual Add): the base
+        # alone, the base with one adapter, then 18 concurrent requests
+        # of 1-3 samples over the base model and q0..q7; each answer
+        # against PyTorch with that adapter's W + (alpha/r) B A merged.
+        tap.ok("in chunks of 7 of" in d.logs(),
+               "tapped plans run the sites in chunks of 7 rows")
+        for group in ([None], [None, "q3"],
+                      [None if i % 9 == 8 else tnames[i % 9]
+                       for i in range(18)]):
+            n = len(group)
+            gids = [rng.integers(0, 17, (1 + i % 3, 64)).astype(np.int64)
+                    for i in range(n)]
+            gres = [None] * n
+
+            def gworker(i):
+                gres[i] = infer(d, "tf", gids[i], "input_ids", group[i],
+                                binary=bool(i % 2))
+            gts = [threading.Thread(target=gworker, args=(i,))
+                   for i in range(n)]
+            for t in gts:
+                t.start()
+            for t in gts:
+                t.join(60)
+            errs = [close(gres[i][1], tf.run(gids[i], group[i]))
+                    if gres[i] and gres[i][0] == 200 else (False, -1)
+                    for i in range(n)]
+            tap.ok(all(g for g, _ in errs),
+                   "transformer, %d concurrent request(s) over %d "
+                   "adapter(s) and the base: PyTorch merged (max err %.2g)"
+                   % (n, len(set(group) - {None}),
+                      max(e for _, e in errs)))
     tmp.cleanup()
     tap.done()
 
