@@ -314,6 +314,38 @@ typedef enum {
 int ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d,
                           ss_dnn_conv_pass_t pass, int bias,
                           ss_dnn_prim_t **out, ss_err_t *err);
+/* The activation layouts a training convolution of d runs fastest in:
+ * oneDNN's forward-training primitive is asked with format any for src,
+ * weights and dst, and *src, *dst are its choices when they are PLAIN,
+ * BLOCKED or NHWC, else (channels padded to a block, blocks of 8) the
+ * nearest: BLOCKED where C % 16 == 0, NHWC otherwise.  d->dtype as for
+ * ss_dnn_conv_train_new; layouts in d are ignored.  [any] */
+int ss_dnn_conv_train_pick(const ss_dnn_conv_desc_t *d,
+                           ss_dnn_layout_t *src, ss_dnn_layout_t *dst,
+                           ss_err_t *err);
+/* A pass of ss_dnn_conv_train_new with the activations in
+ * d->src_layout / d->dst_layout (the forward's src and dst; the
+ * backward's diff_src and diff_dst take the same) and the weights in the
+ * layout the primitive picks (format any):
+ *   FWD           in[0] src, in[1] weights (w_bytes, prim's layout),
+ *                 in[2] bias when bias; out dst
+ *   BWD_DATA      in[0] diff_dst, in[1] weights (prim's layout); out
+ *                 diff_src
+ *   BWD_WEIGHTS   in[0] src, in[1] diff_dst; out diff_weights (prim's
+ *                 layout)
+ * w_reorder converts: FWD, BWD_DATA from dense f32 [OC, IC/G, KH, KW]
+ * to the prim's weights (bf16 when w_bf16); BWD_WEIGHTS from the prim's
+ * diff weights (f32) to dense f32, adding to what is there when acc. */
+typedef struct ss_dnn_conv_blk {
+    ss_dnn_prim_t *prim;        /* new */
+    ss_dnn_prim_t *w_reorder;   /* new */
+    size_t w_bytes;             /* of the prim-layout weights */
+    int w_bf16;
+} ss_dnn_conv_blk_t;
+
+int ss_dnn_conv_train_blk_new(const ss_dnn_conv_desc_t *d,
+                              ss_dnn_conv_pass_t pass, int bias, int acc,
+                              ss_dnn_conv_blk_t *out, ss_err_t *err);
 /* A matmul of two run-time operands (d->b_const and d->bias unset) that
  * writes f32 whatever d->dtype is: BF16 reads A and B as bf16 (products
  * in bf16, sums in f32).  Post-ops as ss_dnn_matmul_new (BINARY tensors
