@@ -106,6 +106,16 @@ grow_tv(ss__tb_t *b, ss_err_t *err)
         if ((gr = ss_realloc(b->bf, (size_t)cap * sizeof(*gr))) == NULL)
             return ss_err_set(err, SS_ENOMEM, "no memory for values");
         b->bf = gr;
+        if ((gr = ss_realloc(b->lc_of, (size_t)cap * sizeof(*gr))) == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for values");
+        b->lc_of = gr;
+        {
+            int (*lc)[3] = ss_realloc(b->lc, (size_t)cap * sizeof(*lc));
+
+            if (lc == NULL)
+                return ss_err_set(err, SS_ENOMEM, "no memory for values");
+            b->lc = lc;
+        }
         b->cap = cap;
     }
     return 0;
@@ -151,6 +161,9 @@ tv_add(ss__tb_t *b, ss__tv_kind_t kind, ss_dtype_t dt, int ndim,
     b->grad[t->n_tv] = -1;
     b->rg[t->n_tv] = 0;
     b->bf[t->n_tv] = -1;
+    b->lc_of[t->n_tv] = -1;
+    for (i = 0; i < 3; i++)
+        b->lc[t->n_tv][i] = -1;
     return t->n_tv++;
 }
 
@@ -220,9 +233,14 @@ ss__tb_node_index(const ss__tb_t *b, const ss_node_t *n)
 int
 ss__tb_in(const ss__tb_t *b, const ss_node_t *n, int i)
 {
+    int v;
+
     if (i >= n->n_inputs || n->inputs[i] < 0)
         return -1;
-    return b->vmap[n->inputs[i]];
+    v = b->vmap[n->inputs[i]];
+    if (b->plain_only && v >= 0 && b->lc[v][SS_DNN_PLAIN] >= 0)
+        return b->lc[v][SS_DNN_PLAIN];
+    return v;
 }
 
 int
@@ -262,6 +280,7 @@ ss__tb_grad(ss__tb_t *b, int v, int *acc, ss_err_t *err)
     if ((gv = ss__tv_new(b, SS_DTYPE_F32, t->tv[v].ndim, t->tv[v].dims,
                          err)) < 0)
         return gv;
+    t->tv[gv].lay = t->tv[v].lay;
     b->grad[v] = gv;
     return gv;
 }
@@ -322,6 +341,7 @@ ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err)
     if ((c = ss__tv_new(b, SS_DTYPE_BF16, b->t->tv[v].ndim,
                         b->t->tv[v].dims, err)) < 0)
         return c;
+    b->t->tv[c].lay = b->t->tv[v].lay;     /* a conversion keeps it */
     memset(&d, 0, sizeof(d));
     d.src_dtype = SS_DTYPE_F32;
     d.dst_dtype = SS_DTYPE_BF16;
@@ -340,6 +360,119 @@ ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err)
         return rc;
     b->bf[v] = c;
     return c;
+}
+
+/* ---- layouts ----------------------------------------------------------- */
+
+int64_t
+ss__tv_lanes(const ss__tv_t *v)
+{
+    if (v->ndim != 4 || v->lay == SS_DNN_PLAIN)
+        return 1;
+    return v->lay == SS_DNN_BLOCKED ? 16 : v->dims[1];
+}
+
+/* Whether value v's bytes read the same in layouts l1 and l2. */
+static bool
+lay_same(const ss__tv_t *v, ss_dnn_layout_t l1, ss_dnn_layout_t l2)
+{
+    if (l1 == l2 || v->ndim != 4 || v->dims[2] * v->dims[3] == 1)
+        return true;
+    /* NHWC with one channel is NCHW; nChw16c is neither unless H*W = 1 */
+    return l1 != SS_DNN_BLOCKED && l2 != SS_DNN_BLOCKED && v->dims[1] == 1;
+}
+
+/* A step reordering f32 value src into dst (same dims, their layouts);
+ * acc: dst += instead (through a temporary). */
+static int
+emit_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    ss_dnn_reorder_desc_t d;
+    ss__step_t s;
+    int tmp = dst, rc;
+
+    if (acc) {
+        if ((tmp = ss__tv_new(b, SS_DTYPE_F32, t->tv[dst].ndim,
+                              t->tv[dst].dims, err)) < 0)
+            return tmp;
+        t->tv[tmp].lay = t->tv[dst].lay;
+    }
+    memset(&d, 0, sizeof(d));
+    d.dtype = SS_DTYPE_F32;
+    d.ndim = t->tv[src].ndim;
+    memcpy(d.dims, t->tv[src].dims, (size_t)d.ndim * sizeof(d.dims[0]));
+    d.src_layout = t->tv[src].lay;
+    d.dst_layout = t->tv[dst].lay;
+    memset(&s, 0, sizeof(s));
+    s.fn = ss__k_dnn;
+    s.what = "relayout";
+    if ((rc = ss_dnn_reorder_new(&d, &s.prim, err)) < 0)
+        return rc;
+    s.n_in = 1;
+    s.in[0] = src;
+    s.n_out = 1;
+    s.out[0] = tmp;
+    if ((rc = ss__step_add(b, &s, err)) < 0 || !acc)
+        return rc;
+    memset(&s, 0, sizeof(s));
+    s.fn = ss__k_copy;
+    s.what = "relayout +";
+    s.n_in = 1;
+    s.in[0] = tmp;
+    s.n_out = 1;
+    s.out[0] = dst;
+    s.acc = 1;
+    return ss__step_add(b, &s, err);
+}
+
+int
+ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    int c, rc;
+
+    if (v < 0)
+        return v;
+    if (b->lc_of[v] >= 0)
+        v = b->lc_of[v];
+    if (lay_same(&t->tv[v], t->tv[v].lay, l))
+        return v;
+    if (b->lc[v][l] >= 0)
+        return b->lc[v][l];
+    if (t->tv[v].dtype != SS_DTYPE_F32)
+        return ss_err_set(err, SS_EINTERNAL, "trainer: a layout copy of a "
+                          "value of dtype %d", (int)t->tv[v].dtype);
+    if ((c = ss__tv_new(b, SS_DTYPE_F32, t->tv[v].ndim, t->tv[v].dims,
+                        err)) < 0)
+        return c;
+    t->tv[c].lay = l;
+    t->tv[c].name = t->tv[v].name;
+    if ((rc = emit_relayout(b, v, c, 0, err)) < 0)
+        return rc;
+    b->lc[v][l] = c;
+    b->lc_of[c] = v;
+    b->rg[c] = b->rg[v];
+    return c;
+}
+
+int
+ss__tb_merge(ss__tb_t *b, int v, ss_err_t *err)
+{
+    if (v < 0)
+        return 0;
+    for (int l = 0; l < 3; l++) {
+        int c = b->lc[v][l], gc, gv, acc, rc;
+
+        if (c < 0 || (gc = b->grad[c]) < 0)
+            continue;
+        if ((gv = ss__tb_grad(b, v, &acc, err)) < 0)
+            return gv;
+        if ((rc = emit_relayout(b, gc, gv, acc, err)) < 0)
+            return rc;
+        b->grad[c] = -1;        /* merged: nothing adds to it any more */
+    }
+    return 0;
 }
 
 int
@@ -713,6 +846,13 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
     if (any_rg && (r == NULL || r->bwd == NULL))
         return ss_err_set(err, SS_EUNSUPP, "trainer: no gradient rule for "
                           "%s (node '%s')", n->op_type, label(n));
+    if (r == NULL || !(r->flags & SS__R_LAYOUT))
+        for (k = 0; k < n->n_inputs; k++) {
+            int v = ss__tb_in(b, n, k);
+
+            if (v >= 0 && (rc = ss__tb_lay(b, v, SS_DNN_PLAIN, err)) < 0)
+                return rc;
+        }
     for (k = 0; k < n->n_outputs; k++) {
         int id;
 
@@ -729,8 +869,12 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
         b->rg[id] = any_rg && (out[k].dtype == SS_DTYPE_F32
                                || strcmp(n->op_type, "QuantizeLinear") == 0);
     }
-    if (r != NULL && r->fwd != NULL)
-        return r->fwd(b, n, err);
+    b->plain_only = r == NULL || !(r->flags & SS__R_LAYOUT);
+    if (r != NULL && r->fwd != NULL) {
+        rc = r->fwd(b, n, err);
+        b->plain_only = 0;
+        return rc;
+    }
     {
         ss__step_t s = { 0 };
 
@@ -744,6 +888,7 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
             s.in[k] = ss__tb_in(b, n, k);
         for (k = 0; k < n->n_outputs; k++)
             s.out[k] = ss__tb_out(b, n, k);
+        b->plain_only = 0;
         if (s.n_in > SS__STEP_IN || s.n_out > SS__STEP_OUT)
             return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' has too "
                               "many inputs or outputs", label(n));
@@ -1000,6 +1145,8 @@ tb_close(ss__tb_t *b, int n_nodes)
     ss_free(b->grad);
     ss_free(b->rg);
     ss_free(b->bf);
+    ss_free(b->lc);
+    ss_free(b->lc_of);
 }
 
 void
@@ -1128,12 +1275,16 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
     for (i = 0; i < g->n_nodes; i++)
         if (need[i] && (rc = forward_node(&b, i, err)) < 0)
             goto done;
-    t->n_fwd = t->n_steps;
     if ((t->out_tv = b.vmap[g->outputs[o->output]]) < 0) {
         rc = ss_err_set(err, SS_EINTERNAL, "trainer: the output was not "
                         "computed");
         goto done;
     }
+    /* the loss reads NCHW (a model whose output is a blocked conv's) */
+    if ((rc = ss__tb_lay(&b, t->out_tv, SS_DNN_PLAIN, err)) < 0)
+        goto done;
+    t->out_tv = rc;
+    t->n_fwd = t->n_steps;
     if ((rc = add_loss(&b, err)) < 0)
         goto done;
     t->n_loss_end = t->n_steps;
@@ -1146,9 +1297,12 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         if (!need[i] || (n->n_outputs > 0 && ss__tb_out(&b, n, 0) >= 0 &&
                          t->tv[ss__tb_out(&b, n, 0)].kind == SS__TV_PARAM))
             continue;   /* not run, or an untied Identity */
-        for (int k = 0; k < n->n_outputs; k++)
+        for (int k = 0; k < n->n_outputs; k++) {
+            if ((rc = ss__tb_merge(&b, ss__tb_out(&b, n, k), err)) < 0)
+                goto done;
             if (ss__tb_grad_have(&b, ss__tb_out(&b, n, k)) >= 0)
                 any = true;
+        }
         if (!any)
             continue;
         r = ss__rule_find(n->op_type);
@@ -1157,9 +1311,16 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
                             "%s (node '%s')", n->op_type, label(n));
             goto done;
         }
-        if ((rc = r->bwd(&b, n, err)) < 0)
+        b.plain_only = !(r->flags & SS__R_LAYOUT);
+        rc = r->bwd(&b, n, err);
+        b.plain_only = 0;
+        if (rc < 0)
             goto done;
     }
+    /* a parameter a rule read in another layout (a Conv's input) */
+    for (i = 0; i < t->n_params; i++)
+        if ((rc = ss__tb_merge(&b, t->params[i].tv, err)) < 0)
+            goto done;
     if ((rc = alloc_flat(t, err)) < 0 || (rc = plan_memory(t, err)) < 0 ||
         (rc = resolve(t, err)) < 0)
         goto done;

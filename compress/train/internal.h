@@ -45,6 +45,9 @@ typedef struct ss__tv {
     const ss_tensor_t *cdata; /* CONST: borrowed from the graph or owned */
     ss_tensor_t *owned; /* CONST folded here */
     int graph_id;       /* graph value id, or -1 */
+    ss_dnn_layout_t lay; /* of a 4-D activation or its gradient: PLAIN
+                         * (NCHW), BLOCKED (nChw16c) or NHWC, all the
+                         * same bytes (see ss__tb_lay) */
     int first, last;    /* steps that write first / read last */
     void *data;         /* resolved when the build ends */
 } ss__tv_t;
@@ -159,6 +162,12 @@ typedef struct ss__tb {
     uint8_t *rg;                /* value id -> requires a gradient */
     int cap;                    /* of grad and rg */
     int *bf;                    /* value id -> its bf16 copy, -1 */
+    int (*lc)[3];               /* value id -> its copy in each layout
+                                 * (ss_dnn_layout_t), -1 */
+    int *lc_of;                 /* a layout copy -> the value it copies,
+                                 * else -1 */
+    int plain_only;             /* the rule being emitted is not layout
+                                 * aware: ss__tb_in gives plain copies */
     int **saved;                /* per node: values its forward saved */
     int *n_saved;
     int phase;
@@ -189,6 +198,20 @@ int ss__tb_grad_have(const ss__tb_t *b, int v);
  * reads v.  A gradient must be complete when asked for (rules ask in
  * their backward, after every reader's). */
 int ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err);
+/* Value v (or the value v copies) in layout l: v itself when its bytes
+ * are already so (same layout, or one where they coincide: H*W = 1,
+ * NHWC with C = 1), else a copy, made by a reorder step added now at
+ * the first request and shared by later ones.  A copy needs a gradient
+ * when v does; the gradient a rule writes for the copy is reordered
+ * into v's when the backward reaches v's producer (ss__tb_merge).  Only
+ * f32 values. */
+int ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err);
+/* The backward walk calls this for each output v of a node before the
+ * node's rule: gradients of v's layout copies are added into v's. */
+int ss__tb_merge(ss__tb_t *b, int v, ss_err_t *err);
+/* Elements between channel c and c + 1 in value v's layout, which is
+ * [N][C / L][spatial][L] for L = 1 (PLAIN), 16 (BLOCKED), C (NHWC). */
+int64_t ss__tv_lanes(const ss__tv_t *v);
 /* Saves values for node idx's backward (copied list). */
 int ss__tb_save(ss__tb_t *b, int node, const int *vals, int n,
                 ss_err_t *err);
@@ -210,7 +233,13 @@ typedef struct ss__rule {
     unsigned diff;
     int (*fwd)(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
     int (*bwd)(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
+    unsigned flags;             /* SS__R_* */
 } ss__rule_t;
+
+/* The rule takes 4-D activations in any layout (ss__tv_t.lay), sets its
+ * outputs' and asks ss__tb_lay for what it needs; a rule without it
+ * sees (through ss__tb_in) plain copies of its inputs. */
+#define SS__R_LAYOUT 1u
 
 const ss__rule_t *ss__rule_find(const char *op);
 /* QuantizeLinear / DequantizeLinear backward: straight-through
@@ -242,6 +271,7 @@ int ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_batchnorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_chsum(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);

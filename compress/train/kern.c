@@ -781,6 +781,147 @@ ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
 /* ---- BatchNormalization ------------------------------------------------ */
 
+/*
+ * BatchNorm on a layout with L > 1 channels side by side ([N][C/L][HW][L]:
+ * nChw16c, NHWC): a work unit is a run of up to 16 adjacent channels,
+ * walked in memory order with one double sum per channel, so each
+ * channel's sums are taken in (n, hw) order whatever the thread count
+ * (the same bytes from run to run).
+ */
+#define BN_W 16
+
+static void
+bn_lanes_fwd(ss__tr_t *t, const ss__step_t *s)
+{
+    const float *x = IN(0), *g = IN(1), *b = IN(2);
+    float *rm = (float *)tv_data(t, s->in[3]);
+    float *rv = (float *)tv_data(t, s->in[4]);
+    float *y = OUT(0), *mean = OUT(1), *rstd = OUT(2);
+    int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
+    int64_t CB = C / L, nch = (L + BN_W - 1) / BN_W, u;
+    float eps = s->f[0], mom = s->f[1];
+    bool batch = s->op == SS_BN_BATCH && !t->infer_bn;
+    double cnt = (double)(n * hw);
+
+#pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
+    for (u = 0; u < CB * nch; u++) {
+        int64_t cb = u / nch, l0 = (u % nch) * BN_W, c0 = cb * L + l0;
+        int64_t w = L - l0 < BN_W ? L - l0 : BN_W, i, j, l;
+        double m[BN_W] = { 0 }, v[BN_W] = { 0 };
+        float sc[BN_W], sh[BN_W];
+
+        if (batch) {
+            for (i = 0; i < n; i++)
+                for (j = 0; j < hw; j++) {
+                    const float *xr = x + ((i * CB + cb) * hw + j) * L + l0;
+
+                    for (l = 0; l < w; l++)
+                        m[l] += xr[l];
+                }
+            for (l = 0; l < w; l++)
+                m[l] /= cnt;
+            for (i = 0; i < n; i++)
+                for (j = 0; j < hw; j++) {
+                    const float *xr = x + ((i * CB + cb) * hw + j) * L + l0;
+
+                    for (l = 0; l < w; l++) {
+                        double d = xr[l] - m[l];
+
+                        v[l] += d * d;
+                    }
+                }
+            for (l = 0; l < w; l++) {
+                v[l] /= cnt;
+                rm[c0 + l] = mom * rm[c0 + l] + (1.0f - mom) * (float)m[l];
+                rv[c0 + l] = mom * rv[c0 + l] + (1.0f - mom) *
+                    (float)(cnt > 1 ? v[l] * cnt / (cnt - 1) : v[l]);
+            }
+        } else {
+            for (l = 0; l < w; l++) {
+                m[l] = rm[c0 + l];
+                v[l] = rv[c0 + l];
+            }
+        }
+        for (l = 0; l < w; l++) {
+            float mf = (float)m[l], rs = (float)(1.0 / sqrt(v[l] + eps));
+
+            mean[c0 + l] = mf;
+            rstd[c0 + l] = rs;
+            sc[l] = g[c0 + l] * rs;
+            sh[l] = b[c0 + l] - mf * g[c0 + l] * rs;
+        }
+        for (i = 0; i < n; i++)
+            for (j = 0; j < hw; j++) {
+                int64_t o = ((i * CB + cb) * hw + j) * L + l0;
+
+                for (l = 0; l < w; l++)
+                    y[o + l] = x[o + l] * sc[l] + sh[l];
+            }
+    }
+}
+
+static void
+bn_lanes_bwd(ss__tr_t *t, const ss__step_t *s)
+{
+    const float *dy = IN(0), *x = IN(1), *g = IN(2);
+    const float *mean = IN(3), *rstd = IN(4);
+    float *dx = OUT(0), *dg = OUT(1), *db = OUT(2);
+    int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
+    int64_t CB = C / L, nch = (L + BN_W - 1) / BN_W, u;
+    bool batch = s->op == SS_BN_BATCH;
+    double cnt = (double)(n * hw);
+
+#pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
+    for (u = 0; u < CB * nch; u++) {
+        int64_t cb = u / nch, l0 = (u % nch) * BN_W, c0 = cb * L + l0;
+        int64_t w = L - l0 < BN_W ? L - l0 : BN_W, i, j, l;
+        double sdy[BN_W] = { 0 }, sdyh[BN_W] = { 0 };
+        float m[BN_W], rs[BN_W], gr[BN_W];
+        double a[BN_W], bq[BN_W];
+        int acc = ACC(0);
+
+        for (l = 0; l < w; l++) {
+            m[l] = mean[c0 + l];
+            rs[l] = rstd[c0 + l];
+        }
+        for (i = 0; i < n; i++)
+            for (j = 0; j < hw; j++) {
+                int64_t o = ((i * CB + cb) * hw + j) * L + l0;
+
+                for (l = 0; l < w; l++) {
+                    sdy[l] += dy[o + l];
+                    sdyh[l] += dy[o + l] * ((x[o + l] - m[l]) * rs[l]);
+                }
+            }
+        for (l = 0; l < w; l++) {
+            if (dg)
+                dg[c0 + l] = ACC(1) ? dg[c0 + l] + (float)sdyh[l]
+                                    : (float)sdyh[l];
+            if (db)
+                db[c0 + l] = ACC(2) ? db[c0 + l] + (float)sdy[l]
+                                    : (float)sdy[l];
+            a[l] = sdy[l] / cnt;
+            bq[l] = sdyh[l] / cnt;
+            gr[l] = g[c0 + l] * rs[l];
+        }
+        if (!dx)
+            continue;
+        for (i = 0; i < n; i++)
+            for (j = 0; j < hw; j++) {
+                int64_t o = ((i * CB + cb) * hw + j) * L + l0;
+
+                for (l = 0; l < w; l++) {
+                    float h = (x[o + l] - m[l]) * rs[l];
+                    float v = batch
+                        ? gr[l] * (float)(dy[o + l] - a[l] - h * bq[l])
+                        : gr[l] * dy[o + l];
+
+                    dx[o + l] = acc ? dx[o + l] + v : v;
+                }
+            }
+    }
+}
+
 int
 ss__k_batchnorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
@@ -794,6 +935,10 @@ ss__k_batchnorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     double cnt = (double)(n * hw);
 
     (void)err;
+    if (s->p[3] > 1) {
+        bn_lanes_fwd(t, s);
+        return 0;
+    }
 #pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
     for (c = 0; c < C; c++) {
         double m = 0, v = 0;
@@ -857,6 +1002,10 @@ ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     double cnt = (double)(n * hw);
 
     (void)err;
+    if (s->p[3] > 1) {
+        bn_lanes_bwd(t, s);
+        return 0;
+    }
 #pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
     for (c = 0; c < C; c++) {
         float m = mean[c], rs = rstd[c];
@@ -904,9 +1053,52 @@ ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     return 0;
 }
 
+/* out[0][c] (+)= the sum of in[0] over N and the spatial dims, in
+ * double, in (n, hw) order per channel; p: N C HW L (the layout's lanes,
+ * as for BatchNorm).  A convolution's bias gradient. */
+int
+ss__k_chsum(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
+{
+    const float *x = IN(0);
+    float *y = OUT(0);
+    int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
+    int64_t CB = C / L, nch = (L + BN_W - 1) / BN_W, u;
+    int acc = ACC(0);
+
+    (void)err;
+#pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
+    for (u = 0; u < CB * nch; u++) {
+        int64_t cb = u / nch, l0 = (u % nch) * BN_W, c0 = cb * L + l0;
+        int64_t w = L - l0 < BN_W ? L - l0 : BN_W, i, j, l;
+        double sum[BN_W] = { 0 };
+
+        for (i = 0; i < n; i++)
+            for (j = 0; j < hw; j++) {
+                const float *xr = x + ((i * CB + cb) * hw + j) * L + l0;
+
+                for (l = 0; l < w; l++)
+                    sum[l] += xr[l];
+            }
+        for (l = 0; l < w; l++)
+            y[c0 + l] = acc ? y[c0 + l] + (float)sum[l] : (float)sum[l];
+    }
+    return 0;
+}
+
 /* ---- pooling --------------------------------------------------------------- */
 
-/* p: planes H W OH OW KH KW sh sw pt pl dh dw. */
+/* Where plane pl (n * C + c) of a [N][C/L][sp][L] layout starts, for
+ * sp elements a plane: L = 1 is NCHW, 16 nChw16c, C NHWC; a plane's
+ * elements are L apart. */
+static inline int64_t
+plane_at(int64_t pl, int64_t C, int64_t L, int64_t sp)
+{
+    int64_t n = pl / C, c = pl % C;
+
+    return ((n * (C / L) + c / L) * sp) * L + c % L;
+}
+
+/* p: planes H W OH OW KH KW sh sw pt pl dh dw C L. */
 int
 ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
@@ -915,16 +1107,18 @@ ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     int32_t *arg = s->out[1] >= 0 ? tv_data(t, s->out[1]) : NULL;
     const int64_t *p = s->p;
     int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4], pl;
+    int64_t C = p[13], L = p[14];
     int op = s->op;
 
     (void)err;
 #pragma omp parallel for schedule(static) if (planes * H * W > PAR_MIN)
     for (pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * H * W;
+        const float *xp = x + plane_at(pl, C, L, H * W);
+        int64_t yb = plane_at(pl, C, L, OH * OW);
 
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t o = (pl * OH + oh) * OW + ow;
+                int64_t o = yb + (oh * OW + ow) * L;
                 float mx = -FLT_MAX;
                 double sum = 0;
                 int32_t best = -1;
@@ -941,7 +1135,7 @@ ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
                         if (iw < 0 || iw >= W)
                             continue;
-                        v = xp[ih * W + iw];
+                        v = xp[(ih * W + iw) * L];
                         cnt++;
                         sum += v;
                         if (v > mx || best < 0) {
@@ -971,23 +1165,30 @@ ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     float *dx = OUT(0);
     const int64_t *p = s->p;
     int64_t planes = p[0], H = p[1], W = p[2], OH = p[3], OW = p[4], pl;
+    int64_t C = p[13], L = p[14];
     int op = s->op;
 
     (void)err;
 #pragma omp parallel for schedule(static) if (planes * H * W > PAR_MIN)
     for (pl = 0; pl < planes; pl++) {
-        float *xp = dx + pl * H * W;
+        float *xp = dx + plane_at(pl, C, L, H * W);
+        int64_t yb = plane_at(pl, C, L, OH * OW);
 
-        if (!ACC(0))
-            memset(xp, 0, (size_t)(H * W) * sizeof(float));
+        if (!ACC(0)) {
+            if (L == 1)
+                memset(xp, 0, (size_t)(H * W) * sizeof(float));
+            else
+                for (int64_t i = 0; i < H * W; i++)
+                    xp[i * L] = 0;
+        }
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t o = (pl * OH + oh) * OW + ow, cnt = 0;
+                int64_t o = yb + (oh * OW + ow) * L, cnt = 0;
                 float g = dy[o];
 
                 if (op == 0) {
                     if (arg[o] >= 0)
-                        xp[arg[o]] += g;
+                        xp[(int64_t)arg[o] * L] += g;
                     continue;
                 }
                 if (op == 2) {
@@ -1015,7 +1216,7 @@ ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
                         int64_t iw = ow * p[8] - p[10] + kj * p[12];
 
                         if (iw >= 0 && iw < W)
-                            xp[ih * W + iw] += g;
+                            xp[(ih * W + iw) * L] += g;
                     }
                 }
             }

@@ -56,6 +56,14 @@ TESTS += tests/unit/test_train_bf16
 tests_unit_test_train_bf16_SOURCES = tests/unit/test_train_bf16.c
 tests_unit_test_train_bf16_LDADD = $(SS_TRAIN_LIBS)
 
+# Blocked-layout convolutions train as NCHW ones do (loss curves, weights,
+# determinism), on a CNN with grouped, depthwise, strided and dilated
+# convolutions.
+check_PROGRAMS += tests/unit/test_train_layout
+TESTS += tests/unit/test_train_layout
+tests_unit_test_train_layout_SOURCES = tests/unit/test_train_layout.c
+tests_unit_test_train_layout_LDADD = $(SS_TRAIN_LIBS)
+
 # The fused optimizer update, both paths, against a double reference.
 check_PROGRAMS += tests/unit/test_train_update
 TESTS += tests/unit/test_train_update

@@ -380,6 +380,8 @@ fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     if (V(b, s.in[0])->dtype != SS_DTYPE_F32)
         return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s) on "
                           "non-float data", label(n), n->op_type);
+    /* element by element: any layout, the output's is the input's */
+    b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
     return ss__step_add(b, &s, err);
 }
 
@@ -413,15 +415,55 @@ binary_code(const ss_node_t *n)
          : SS__B_POW;
 }
 
+/* The operands node n's binary step reads, and its output's layout:
+ * operands of one shape are taken in the layout of the first that is
+ * not plain (the step is element by element: a residual Add of two
+ * blocked activations stays blocked); broadcasting ones plain.  The
+ * forward makes the copies, the backward finds the same ones. */
+static int
+bin_operands(ss__tb_t *b, const ss_node_t *n, int *a, int *c,
+             ss_dnn_layout_t *l, ss_err_t *err)
+{
+    const ss__tv_t *av, *cv, *yv;
+
+    *a = ss__tb_in(b, n, 0);
+    *c = ss__tb_in(b, n, 1);
+    av = V(b, *a);
+    cv = V(b, *c);
+    yv = V(b, ss__tb_out(b, n, 0));
+    *l = SS_DNN_PLAIN;
+    if (av->ndim == 4 && av->ndim == cv->ndim && av->ndim == yv->ndim &&
+        av->dtype == SS_DTYPE_F32 && cv->dtype == SS_DTYPE_F32 &&
+        memcmp(av->dims, cv->dims, 4 * sizeof(av->dims[0])) == 0 &&
+        memcmp(av->dims, yv->dims, 4 * sizeof(av->dims[0])) == 0)
+        *l = av->lay != SS_DNN_PLAIN ? av->lay : cv->lay;
+    if (*l == SS_DNN_PLAIN && av->dtype != SS_DTYPE_F32)
+        return 0;       /* fwd_binary refuses it */
+    if ((*a = ss__tb_lay(b, *a, *l, err)) < 0)
+        return *a;
+    if (V(b, *c)->dtype == SS_DTYPE_F32 &&
+        (*c = ss__tb_lay(b, *c, *l, err)) < 0)
+        return *c;
+    return 0;
+}
+
 static int
 fwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int a = ss__tb_in(b, n, 0), c = ss__tb_in(b, n, 1);
-    int y = ss__tb_out(b, n, 0);
-    int nd[2] = { V(b, a)->ndim, V(b, c)->ndim };
-    const int64_t *dd[2] = { V(b, a)->dims, V(b, c)->dims };
+    int a, c, y = ss__tb_out(b, n, 0);
+    int nd[2];
+    const int64_t *dd[2];
+    ss_dnn_layout_t l;
     ss__step_t s;
     int rc;
+
+    if ((rc = bin_operands(b, n, &a, &c, &l, err)) < 0)
+        return rc;
+    b->t->tv[y].lay = l;
+    nd[0] = V(b, a)->ndim;
+    nd[1] = V(b, c)->ndim;
+    dd[0] = V(b, a)->dims;
+    dd[1] = V(b, c)->dims;
 
     if (V(b, y)->dtype != SS_DTYPE_F32 || V(b, a)->dtype != SS_DTYPE_F32 ||
         V(b, c)->dtype != SS_DTYPE_F32)
@@ -442,12 +484,15 @@ fwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 static int
 bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int a = ss__tb_in(b, n, 0), c = ss__tb_in(b, n, 1);
-    int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
+    int a, c, y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
     int op = binary_code(n);
+    ss_dnn_layout_t l;
+    int rc0;
 
     if (gy < 0)
         return 0;
+    if ((rc0 = bin_operands(b, n, &a, &c, &l, err)) < 0)
+        return rc0;
     for (int slot = 0; slot < 2; slot++) {
         int x = slot ? c : a, gx, acc, rc;
         int nd[3] = { V(b, a)->ndim, V(b, c)->ndim, V(b, x)->ndim };
@@ -910,9 +955,12 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     for (int k = 0; k < 5; k++)
         s.in[k] = ss__tb_in(b, n, k);
     s.op = b->t->o.bn;
+    xv = V(b, x);
     s.p[0] = xv->dims[0];
     s.p[1] = c;
     s.p[2] = prod(xv->dims, 2, xv->ndim);
+    s.p[3] = ss__tv_lanes(xv);      /* per channel: any layout */
+    b->t->tv[ss__tb_out(b, n, 0)].lay = xv->lay;
     s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
     s.f[1] = ss__attr_float(n, "momentum", 0.9f);
     return norm_fwd_add(b, n, &s, mean, rstd, err);
@@ -933,6 +981,7 @@ bwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.p[0] = V(b, s.in[1])->dims[0];
     s.p[1] = V(b, s.in[1])->dims[1];
     s.p[2] = prod(V(b, s.in[1])->dims, 2, V(b, s.in[1])->ndim);
+    s.p[3] = ss__tv_lanes(V(b, s.in[1]));
     return ss__step_add(b, &s, err);
 }
 
@@ -976,9 +1025,11 @@ conv_desc(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_desc_t *d,
     return 0;
 }
 
-/* A oneDNN convolution step of the given pass: in0, in1 (and bias for
- * the forward) to out.  oneDNN's backward cannot add into its result, so
- * an accumulating one writes a new value that a copy step adds. */
+/* A oneDNN convolution step of the given pass on dense NCHW / OIHW
+ * operands (opts.nchw, or a convolution oneDNN has no blocked kernel
+ * for): in0, in1 (and bias for the forward) to out.  oneDNN's backward
+ * cannot add into its result, so an accumulating one writes a new value
+ * that a copy step adds. */
 static int
 emit_conv(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_pass_t pass,
           int in0, int in1, int bias, int out, int acc, const char *what,
@@ -1017,17 +1068,270 @@ emit_conv(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_pass_t pass,
     return acc ? emit_copy(b, n, tmp, out, 1, err) : 0;
 }
 
+/*
+ * Blocked convolutions.  The forward asks oneDNN which activation
+ * layouts it runs fastest in (ss_dnn_conv_train_pick: nChw16c, or NHWC,
+ * or NCHW for a first layer of few channels), reads x in that layout
+ * (x's own, or a copy) and leaves y in oneDNN's: the next
+ * convolution, BatchNorm, pooling or element-wise step reads it as it
+ * is.  Weights stay dense f32 in the flat parameter array (the
+ * optimizer's); each pass that reads them gets them through a reorder
+ * step (to the primitive's blocked layout, and to bf16 in mixed
+ * precision), and backward by weights writes the primitive's layout,
+ * which a reorder step adds into the dense gradient.  The choice is
+ * saved for the backward: { x as read, src layout, dst layout, 1 }.
+ */
+
+/* A new value of bytes bytes (dtype dt) for a weight in a primitive's
+ * layout: only the conv steps read it, as a flat buffer. */
+static int
+wbuf_new(ss__tb_t *b, size_t bytes, int bf16, ss_err_t *err)
+{
+    int64_t nel = (int64_t)(bytes / (bf16 ? 2 : 4));
+
+    return ss__tv_new(b, bf16 ? SS_DTYPE_BF16 : SS_DTYPE_F32, 1, &nel,
+                      err);
+}
+
+/* The blocked primitive of pass (bf16 where it has a native kernel,
+ * else f32, counted as low_prim does). */
+static int
+blk_prim(ss__tb_t *b, ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
+         int bias, int acc, ss_dnn_conv_blk_t *cb, ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    int rc;
+
+    d->dtype = SS_DTYPE_F32;
+    if (t->o.bf16) {
+        d->dtype = SS_DTYPE_BF16;
+        rc = ss_dnn_conv_train_blk_new(d, pass, bias, acc, cb, err);
+        if (rc == 0 && strncmp(ss_dnn_prim_impl(cb->prim), "ref", 3) == 0) {
+            ss_dnn_prim_free(cb->prim);
+            ss_dnn_prim_free(cb->w_reorder);
+            rc = SS_EUNSUPP;
+        }
+        if (rc == 0) {
+            t->n_bf16++;
+            return 0;
+        }
+        if (rc != SS_EUNSUPP)
+            return rc;
+        ss_err_clear(err);
+        t->n_bf16_fallback++;
+        d->dtype = SS_DTYPE_F32;
+    }
+    return ss_dnn_conv_train_blk_new(d, pass, bias, acc, cb, err);
+}
+
+/* in0 / in1 of a blocked pass as it reads them: bf16 copies when the
+ * primitive takes bf16. */
+static int
+blk_operand(ss__tb_t *b, const ss_dnn_conv_desc_t *d, int v, ss_err_t *err)
+{
+    return d->dtype == SS_DTYPE_BF16 ? ss__tb_bf16(b, v, err) : v;
+}
+
+/* Weight w in pass's primitive layout: a reorder step, then its value. */
+static int
+blk_weights(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_blk_t *cb, int w,
+            ss_err_t *err)
+{
+    ss__step_t s;
+    int wb, rc;
+
+    if ((wb = wbuf_new(b, cb->w_bytes, cb->w_bf16, err)) < 0) {
+        ss_dnn_prim_free(cb->w_reorder);
+        cb->w_reorder = NULL;
+        return wb;
+    }
+    step_init(&s, ss__k_dnn, "Conv W reorder", n);
+    s.prim = cb->w_reorder;
+    cb->w_reorder = NULL;
+    s.n_in = 1;
+    s.in[0] = w;
+    s.n_out = 1;
+    s.out[0] = wb;
+    if ((rc = ss__step_add(b, &s, err)) < 0)
+        return rc;
+    return wb;
+}
+
+static int
+fwd_conv_blk(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_desc_t *d,
+             ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
+    ss_dnn_layout_t sl, dl;
+    ss_dnn_conv_blk_t cb;
+    ss__step_t s;
+    int xs = -1, wb = -1, sv[4], rc;
+
+    d->dtype = b->t->o.bf16 ? SS_DTYPE_BF16 : SS_DTYPE_F32;
+    if ((rc = ss_dnn_conv_train_pick(d, &sl, &dl, err)) < 0)
+        return rc;
+    d->src_layout = sl;
+    d->dst_layout = dl;
+    if ((rc = blk_prim(b, d, SS_DNN_CONV_FWD, bias >= 0, 0, &cb, err)) < 0)
+        return rc;
+    step_init(&s, ss__k_dnn, "Conv", n);
+    s.prim = cb.prim;
+    if ((xs = ss__tb_lay(b, x, sl, err)) < 0 ||
+        (wb = blk_weights(b, n, &cb, w, err)) < 0 ||
+        (s.in[0] = blk_operand(b, d, xs, err)) < 0) {
+        ss_dnn_prim_free(s.prim);
+        ss_dnn_prim_free(cb.w_reorder);
+        return xs < 0 ? xs : wb < 0 ? wb : s.in[0];
+    }
+    s.n_in = bias >= 0 ? 3 : 2;
+    s.in[1] = wb;
+    s.in[2] = bias;
+    s.n_out = 1;
+    s.out[0] = y;
+    b->t->tv[y].lay = dl;
+    sv[0] = xs;
+    sv[1] = (int)sl;
+    sv[2] = (int)dl;
+    sv[3] = 1;
+    if ((rc = ss__step_add(b, &s, err)) < 0 ||
+        (rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 4, err)) < 0)
+        return rc;
+    return 0;
+}
+
 static int
 fwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    return emit_conv(b, n, SS_DNN_CONV_FWD, ss__tb_in(b, n, 0),
-                     ss__tb_in(b, n, 1), ss__tb_in(b, n, 2),
-                     ss__tb_out(b, n, 0), 0, "Conv", err);
+    ss_dnn_conv_desc_t d;
+    int rc;
+
+    if (!b->t->o.nchw) {
+        if ((rc = conv_desc(b, n, &d, err)) < 0)
+            return rc;
+        rc = fwd_conv_blk(b, n, &d, err);
+        if (rc != SS_EUNSUPP)
+            return rc;
+        ss_err_clear(err);      /* no blocked kernel: NCHW as before */
+    }
+    if ((rc = ss__tb_lay(b, ss__tb_in(b, n, 0), SS_DNN_PLAIN, err)) < 0)
+        return rc;
+    return emit_conv(b, n, SS_DNN_CONV_FWD, rc, ss__tb_in(b, n, 1),
+                     ss__tb_in(b, n, 2), ss__tb_out(b, n, 0), 0, "Conv",
+                     err);
+}
+
+/* The backward of a blocked forward: dW by one primitive, dX by
+ * another, both on dy in the forward's dst layout; dB by the trainer's
+ * per-channel sum (in double, as the NCHW path's reduce: a bias before a
+ * BatchNorm has a gradient of rounding noise only, which AdamW turns
+ * into full steps, so the noise is kept as small as it was). */
+static int
+bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
+             ss_err_t *err)
+{
+    int idx = ss__tb_node_index(b, n);
+    int w = ss__tb_in(b, n, 1), bias = ss__tb_in(b, n, 2);
+    ss_dnn_conv_desc_t d;
+    ss_dnn_conv_blk_t cb;
+    ss__step_t s;
+    int g, acc, rc;
+
+    if ((rc = conv_desc(b, n, &d, err)) < 0)
+        return rc;
+    d.src_layout = (ss_dnn_layout_t)ss__tb_saved(b, idx, 1);
+    d.dst_layout = (ss_dnn_layout_t)ss__tb_saved(b, idx, 2);
+    if (bias >= 0 && ss__tb_needs(b, bias)) {
+        /* the sum of dy over N, OH, OW, per channel in dy's layout */
+        const ss__tv_t *yv = V(b, gy);
+
+        if ((g = ss__tb_grad(b, bias, &acc, err)) < 0)
+            return g;
+        step_init(&s, ss__k_chsum, "Conv dB", n);
+        s.n_in = 1;
+        s.in[0] = gy;
+        s.n_out = 1;
+        s.out[0] = g;
+        s.acc = acc ? 1 : 0;
+        s.p[0] = yv->dims[0];
+        s.p[1] = yv->dims[1];
+        s.p[2] = yv->dims[2] * yv->dims[3];
+        s.p[3] = ss__tv_lanes(yv);
+        if ((rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+    }
+    if (ss__tb_needs(b, w)) {
+        int dwt = -1;
+
+        if ((g = ss__tb_grad(b, w, &acc, err)) < 0)
+            return g;
+        if ((rc = blk_prim(b, &d, SS_DNN_CONV_BWD_WEIGHTS, 0, acc, &cb,
+                           err)) < 0)
+            return rc;
+        step_init(&s, ss__k_dnn, "Conv dW", n);
+        s.prim = cb.prim;
+        if ((dwt = wbuf_new(b, cb.w_bytes, 0, err)) < 0 ||
+            (s.in[0] = blk_operand(b, &d, xs, err)) < 0 ||
+            (s.in[1] = blk_operand(b, &d, gy, err)) < 0) {
+            ss_dnn_prim_free(s.prim);
+            ss_dnn_prim_free(cb.w_reorder);
+            return dwt < 0 ? dwt : s.in[0] < 0 ? s.in[0] : s.in[1];
+        }
+        s.n_in = 2;
+        s.n_out = 1;
+        s.out[0] = dwt;
+        if ((rc = ss__step_add(b, &s, err)) < 0) {
+            ss_dnn_prim_free(cb.w_reorder);
+            return rc;
+        }
+        /* the primitive's layout back to the dense gradient (adding) */
+        step_init(&s, ss__k_dnn, "Conv dW reorder", n);
+        s.prim = cb.w_reorder;
+        s.n_in = 1;
+        s.in[0] = dwt;
+        s.n_out = 1;
+        s.out[0] = g;
+        if ((rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+    }
+    if (ss__tb_needs(b, xs)) {
+        int tmp, wb = -1;
+
+        if ((g = ss__tb_grad(b, xs, &acc, err)) < 0)
+            return g;
+        tmp = g;
+        if (acc) {
+            if ((tmp = ss__tv_new(b, SS_DTYPE_F32, V(b, g)->ndim,
+                                  V(b, g)->dims, err)) < 0)
+                return tmp;
+            b->t->tv[tmp].lay = V(b, g)->lay;
+        }
+        if ((rc = blk_prim(b, &d, SS_DNN_CONV_BWD_DATA, 0, 0, &cb,
+                           err)) < 0)
+            return rc;
+        step_init(&s, ss__k_dnn, "Conv dX", n);
+        s.prim = cb.prim;
+        if ((wb = blk_weights(b, n, &cb, w, err)) < 0 ||
+            (s.in[0] = blk_operand(b, &d, gy, err)) < 0) {
+            ss_dnn_prim_free(s.prim);
+            return wb < 0 ? wb : s.in[0];
+        }
+        s.n_in = 2;
+        s.in[1] = wb;
+        s.n_out = 1;
+        s.out[0] = tmp;
+        if ((rc = ss__step_add(b, &s, err)) < 0)
+            return rc;
+        if (acc && (rc = emit_copy(b, n, tmp, g, 1, err)) < 0)
+            return rc;
+    }
+    return 0;
 }
 
 static int
 bwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
+    int idx = ss__tb_node_index(b, n);
     int x = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
     int bias = ss__tb_in(b, n, 2), y = ss__tb_out(b, n, 0);
     int gy = ss__tb_grad_have(b, y), g, acc, rc;
@@ -1035,6 +1339,11 @@ bwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
     if (gy < 0)
         return 0;
+    if (ss__tb_saved(b, idx, 3) == 1)
+        return bwd_conv_blk(b, n, ss__tb_saved(b, idx, 0), gy, err);
+    /* the forward read x's plain copy (x itself when it is plain) */
+    if ((x = ss__tb_lay(b, x, SS_DNN_PLAIN, err)) < 0)
+        return x;
     if (bias >= 0 && ss__tb_needs(b, bias)) {
         /* the sum of dy over N, OH, OW */
         int64_t fd[3] = { yv->dims[0], yv->dims[1],
@@ -1113,6 +1422,8 @@ pool_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, int *op,
     p[10] = win.pb[1];
     p[11] = win.d[0];
     p[12] = win.d[1];
+    p[13] = xv->dims[1];
+    p[14] = ss__tv_lanes(xv);   /* plane by plane: any layout */
     return 0;
 }
 
@@ -1142,6 +1453,9 @@ fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.n_out = 2;
     s.out[0] = ss__tb_out(b, n, 0);
     s.out[1] = arg;
+    b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
+    if (arg >= 0)
+        b->t->tv[arg].lay = V(b, s.in[0])->lay;
     return ss__step_add(b, &s, err);
 }
 
@@ -1581,55 +1895,57 @@ bwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 #define D012 7u
 #define D12 6u
 #define DALL (~0u)
+#define L SS__R_LAYOUT
 
 static const ss__rule_t rules[] = {
-    /* op                diff  forward          backward */
-    { "Add",             D01,  fwd_binary,      bwd_binary },
-    { "Sub",             D01,  fwd_binary,      bwd_binary },
-    { "Mul",             D01,  fwd_binary,      bwd_binary },
-    { "Div",             D01,  fwd_binary,      bwd_binary },
-    { "Pow",             D01,  fwd_binary,      bwd_binary },
-    { "Relu",            D0,   fwd_unary,       bwd_unary },
-    { "LeakyRelu",       D0,   fwd_unary,       bwd_unary },
-    { "Erf",             D0,   fwd_unary,       bwd_unary },
-    { "Sqrt",            D0,   fwd_unary,       bwd_unary },
-    { "Tanh",            D0,   fwd_unary,       bwd_unary },
-    { "Sigmoid",         D0,   fwd_unary,       bwd_unary },
-    { "Exp",             D0,   fwd_unary,       bwd_unary },
-    { "Log",             D0,   fwd_unary,       bwd_unary },
-    { "Neg",             D0,   fwd_unary,       bwd_unary },
-    { "Reciprocal",      D0,   fwd_unary,       bwd_unary },
-    { "Abs",             D0,   fwd_unary,       bwd_unary },
-    { "Softplus",        D0,   fwd_unary,       bwd_unary },
-    { "Gelu",            D0,   fwd_unary,       bwd_unary },
-    { "Gemm",            D012, fwd_gemm,        bwd_gemm },
-    { "MatMul",          D01,  fwd_matmul,      bwd_matmul },
-    { "Conv",            D012, fwd_conv,        bwd_conv },
-    { "Softmax",         D0,   fwd_softmax,     bwd_softmax },
-    { "LogSoftmax",      D0,   fwd_softmax,     bwd_softmax },
-    { "LayerNormalization", D012, fwd_layernorm, bwd_layernorm },
-    { "BatchNormalization", D012, fwd_batchnorm, bwd_batchnorm },
-    { "MaxPool",         D0,   fwd_pool,        bwd_pool },
-    { "AveragePool",     D0,   fwd_pool,        bwd_pool },
-    { "GlobalAveragePool", D0, fwd_pool,        bwd_pool },
-    { "Transpose",       D0,   fwd_transpose,   bwd_transpose },
-    { "Gather",          D0,   NULL,            bwd_gather },
-    { "Concat",          DALL, NULL,            bwd_concat },
-    { "Slice",           D0,   NULL,            bwd_slice },
-    { "Where",           D12,  NULL,            bwd_where },
-    { "ReduceMean",      D0,   fwd_reduce,      bwd_reduce },
-    { "ReduceSum",       D0,   fwd_reduce,      bwd_reduce },
-    { "Expand",          D0,   fwd_expand,      bwd_expand },
-    { "Reshape",         D0,   fwd_view,        bwd_view },
-    { "Flatten",         D0,   fwd_view,        bwd_view },
-    { "Squeeze",         D0,   fwd_view,        bwd_view },
-    { "Unsqueeze",       D0,   fwd_view,        bwd_view },
-    { "Identity",        D0,   fwd_view,        bwd_view },
-    { "Dropout",         D0,   fwd_view,        bwd_view },
+    /* op                diff  forward          backward          flags */
+    { "Add",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Sub",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Mul",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Div",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Pow",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Relu",            D0,   fwd_unary,       bwd_unary,      L },
+    { "LeakyRelu",       D0,   fwd_unary,       bwd_unary,      L },
+    { "Erf",             D0,   fwd_unary,       bwd_unary,      L },
+    { "Sqrt",            D0,   fwd_unary,       bwd_unary,      L },
+    { "Tanh",            D0,   fwd_unary,       bwd_unary,      L },
+    { "Sigmoid",         D0,   fwd_unary,       bwd_unary,      L },
+    { "Exp",             D0,   fwd_unary,       bwd_unary,      L },
+    { "Log",             D0,   fwd_unary,       bwd_unary,      L },
+    { "Neg",             D0,   fwd_unary,       bwd_unary,      L },
+    { "Reciprocal",      D0,   fwd_unary,       bwd_unary,      L },
+    { "Abs",             D0,   fwd_unary,       bwd_unary,      L },
+    { "Softplus",        D0,   fwd_unary,       bwd_unary,      L },
+    { "Gelu",            D0,   fwd_unary,       bwd_unary,      L },
+    { "Gemm",            D012, fwd_gemm,        bwd_gemm,       0 },
+    { "MatMul",          D01,  fwd_matmul,      bwd_matmul,     0 },
+    { "Conv",            D012, fwd_conv,        bwd_conv,       L },
+    { "Softmax",         D0,   fwd_softmax,     bwd_softmax,    0 },
+    { "LogSoftmax",      D0,   fwd_softmax,     bwd_softmax,    0 },
+    { "LayerNormalization", D012, fwd_layernorm, bwd_layernorm, 0 },
+    { "BatchNormalization", D012, fwd_batchnorm, bwd_batchnorm, L },
+    { "MaxPool",         D0,   fwd_pool,        bwd_pool,       L },
+    { "AveragePool",     D0,   fwd_pool,        bwd_pool,       L },
+    { "GlobalAveragePool", D0, fwd_pool,        bwd_pool,       L },
+    { "Transpose",       D0,   fwd_transpose,   bwd_transpose,  0 },
+    { "Gather",          D0,   NULL,            bwd_gather,     0 },
+    { "Concat",          DALL, NULL,            bwd_concat,     0 },
+    { "Slice",           D0,   NULL,            bwd_slice,      0 },
+    { "Where",           D12,  NULL,            bwd_where,      0 },
+    { "ReduceMean",      D0,   fwd_reduce,      bwd_reduce,     0 },
+    { "ReduceSum",       D0,   fwd_reduce,      bwd_reduce,     0 },
+    { "Expand",          D0,   fwd_expand,      bwd_expand,     0 },
+    { "Reshape",         D0,   fwd_view,        bwd_view,       0 },
+    { "Flatten",         D0,   fwd_view,        bwd_view,       0 },
+    { "Squeeze",         D0,   fwd_view,        bwd_view,       0 },
+    { "Unsqueeze",       D0,   fwd_view,        bwd_view,       0 },
+    { "Identity",        D0,   fwd_view,        bwd_view,       0 },
+    { "Dropout",         D0,   fwd_view,        bwd_view,       0 },
     /* QAT: straight-through (rules_q.c); forward: the reference kernel */
-    { "QuantizeLinear",  D01,  NULL,            ss__bwd_qdq },
-    { "DequantizeLinear", D01, NULL,            ss__bwd_qdq },
+    { "QuantizeLinear",  D01,  NULL,            ss__bwd_qdq,    0 },
+    { "DequantizeLinear", D01, NULL,            ss__bwd_qdq,    0 },
 };
+#undef L
 
 const ss__rule_t *
 ss__rules(int *n)

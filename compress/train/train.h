@@ -59,6 +59,20 @@
  * elsewhere (SS_EUNSUPP, saying why).  A product oneDNN has no native
  * bf16 kernel for runs in f32 and is counted (ss_train_precision()).
  *
+ * Layouts: convolutions run on oneDNN's blocked kernels.  Each Conv
+ * asks oneDNN which activation layouts it runs fastest in (nChw16c,
+ * NHWC, or NCHW for a first layer of few channels) and leaves its output
+ * in that layout; BatchNorm, pooling, element-wise ops and same-shape
+ * binary ops (a residual Add) take any layout and keep it, so a chain of
+ * them stays blocked; the backward's gradients take their values'
+ * layouts.  Other ops read NCHW copies (made once, by a reorder step),
+ * and the gradient they write for a copy is reordered into the value's.
+ * Weights stay dense f32 in the flat arrays (the optimizer's master
+ * copy): a reorder step per pass gives a convolution its own layout
+ * (bf16 in mixed precision), and one adds its weight gradient back.
+ * opts.nchw keeps everything NCHW with dense weights (oneDNN's
+ * gemm-based convolutions: the trainer as it was, for comparison).
+ *
  * Learned step sizes (opts.scales, LSQ after Esser et al.): the named
  * initializers, read as the scale of QuantizeLinear / DequantizeLinear
  * (per tensor or per axis), become parameters, scalars included.  Their
@@ -224,6 +238,10 @@ typedef struct ss_train_opts {
     uint64_t seed;
     int threads;                /* 0: oneDNN's default */
     int bf16;                   /* 1: mixed precision (see below) */
+    int nchw;                   /* 1: every activation stays NCHW and
+                                 * convolutions read dense weights (the
+                                 * trainer before blocked layouts; tests
+                                 * compare the two) */
     const ss_train_dp_t *dp;    /* data parallelism; NULL: one process */
 } ss_train_opts_t;
 
