@@ -3,6 +3,7 @@
 """Training throughput: the C trainer vs PyTorch eager, same data, same run.
 
     /usr/bin/python3 bench/train.py [--build DIR] [--steps N] [--threads T]
+                                    [--nchw]
 
 For the MLP, CNN and transformer fixtures: batch 64 from the digits
 held-out set, cross-entropy, AdamW, T threads (default 2).  Where the CPU
@@ -20,7 +21,10 @@ model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
 after 5 warm-up steps; the ratio is C samples/s over PyTorch samples/s.
 Needs python3-torch (Debian's 1.13); prints the CPU model and ISA, since
-only ratios from one run compare.
+only ratios from one run compare.  --nchw adds, in the same
+alternation, an f32 run with every activation kept NCHW (the trainer
+before blocked convolutions, opts.nchw) and a column of the default's
+speed over it.
 """
 
 import argparse
@@ -133,18 +137,22 @@ def files(name, wide):
 def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
     exe = os.path.join(build, "compress", "train", "train-bench")
     onnx_path, npz = files(name, wide)
+    prec, layout = (precision.split("-") + ["blocked"])[:2]
     out = subprocess.run(
         [exe, onnx_path, npz, str(batch), str(steps), str(threads), "adamw",
-         precision],
+         prec, layout],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
 def c_pair(a, name, bf16, wide):
-    """f32 and bf16 runs alternating: medians of ms and CPU ms."""
-    runs = {"f32": [], "bf16": []}
+    """f32 and bf16 (and f32 NCHW) runs alternating: medians of ms and
+    CPU ms."""
+    runs = {"f32": [], "bf16": [], "f32-nchw": []}
+    kinds = ["f32"] + (["bf16"] if bf16 else []) + (
+        ["f32-nchw"] if a.nchw else [])
     for _ in range(a.reps):
-        for p in ("f32", "bf16") if bf16 else ("f32",):
+        for p in kinds:
             runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
                                  p, wide))
     med = {}
@@ -164,15 +172,19 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--models", default="mlp,cnn,transformer,wide")
+    ap.add_argument("--nchw", action="store_true",
+                    help="also run f32 with NCHW activations (before "
+                    "blocked convolutions)")
     a = ap.parse_args()
     model, isa = cpu()
     bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
     print("cpu: %s; isa: %s; threads %d, batch %d, AdamW; load average "
           "%.1f at the start" % (model, isa or "-", a.threads, a.batch,
                                  os.getloadavg()[0]))
-    print("%-12s %12s %12s %8s %12s %9s %9s" % (
+    print("%-12s %12s %12s %8s %12s %9s %9s%s" % (
         "model", "C samples/s", "torch s/s", "ratio", "C bf16 s/s",
-        "bf16/f32", "(cpu)"))
+        "bf16/f32", "(cpu)", " %12s %9s %9s" % (
+            "C NCHW s/s", "blk/NCHW", "(cpu)") if a.nchw else ""))
     tmp = tempfile.mkdtemp(prefix="train-bench-")
     try:
         wide = wide_files(tmp) if "wide" in a.models else None
@@ -181,7 +193,7 @@ def main():
                 print("wide: python3-onnx is not installed, skipped")
                 continue
             m = c_pair(a, name, bf16, wide)
-            c, b = m["f32"], m.get("bf16")
+            c, b, n = m["f32"], m.get("bf16"), m.get("f32-nchw")
             t = (torch_run(name, a.steps, a.threads, a.batch)
                  if name != "wide" else None)
             print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
@@ -193,7 +205,11 @@ def main():
                 "%.2fx" % (c["ms_per_step"] / b["ms_per_step"]) if b
                 else "-",
                 "%.2fx" % (c["cpu_ms_per_step"] / b["cpu_ms_per_step"])
-                if b else "-"))
+                if b else "-") + (" %12.0f %9s %9s" % (
+                    n["samples_per_s"],
+                    "%.2fx" % (n["ms_per_step"] / c["ms_per_step"]),
+                    "%.2fx" % (n["cpu_ms_per_step"] / c["cpu_ms_per_step"]))
+                    if n else ""))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,8 @@
  * bench/train.py (which runs PyTorch eager on the same data in the same
  * run and prints the ratio).
  *
- *   train-bench MODEL.onnx DATA.npz [BATCH [STEPS [THREADS [OPT [PREC]]]]]
+ *   train-bench MODEL.onnx DATA.npz [BATCH [STEPS [THREADS [OPT [PREC
+ *               [LAYOUT]]]]]]
  *
  * DATA.npz holds the model's inputs (rows first) and int64 "labels".
  * Steps take consecutive batches, cycling.  Prints one JSON line: the
@@ -15,6 +16,9 @@
  * with more threads it includes OpenMP's spinning), and the first and
  * last loss.  PREC "bf16" trains in mixed precision; the line
  * then says how many products ran in bf16 and how many stayed f32.
+ * LAYOUT "nchw" keeps every activation NCHW (opts.nchw: the trainer
+ * before blocked convolutions), for comparison; "blocked" (default) is
+ * how the trainer runs.
  */
 
 #include <stdio.h>
@@ -60,7 +64,8 @@ main(int argc, char **argv)
 
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.onnx DATA.npz [BATCH [STEPS "
-                "[THREADS [adamw|sgd [f32|bf16]]]]]\n", argv[0]);
+                "[THREADS [adamw|sgd [f32|bf16 [blocked|nchw]]]]]]\n",
+                argv[0]);
         return 2;
     }
     ss_train_opts_default(&o);
@@ -69,6 +74,7 @@ main(int argc, char **argv)
                                            &err) < 0)
         goto fail;
     o.bf16 = argc > 7 && strcmp(argv[7], "bf16") == 0;
+    o.nchw = argc > 8 && strcmp(argv[8], "nchw") == 0;
     if (ss_graph_load_onnx(argv[1], &g, &err) < 0 ||
         ss_npz_read(argv[2], (size_t)1 << 32, &z, &err) < 0)
         goto fail;
@@ -113,11 +119,12 @@ main(int argc, char **argv)
     printf("{\"ms_per_step\": %.4f, \"cpu_ms_per_step\": %.4f, "
            "\"samples_per_s\": %.1f, \"batch\": "
            "%lld, \"threads\": %d, \"loss_first\": %.6f, \"loss_last\": "
-           "%.6f, \"precision\": \"%s\", \"bf16_products\": %d, "
-           "\"f32_fallbacks\": %d, \"graph\": \"%s\"}\n", ms[steps / 2],
-           cpu[steps / 2],
+           "%.6f, \"precision\": \"%s\", \"layout\": \"%s\", "
+           "\"bf16_products\": %d, \"f32_fallbacks\": %d, \"graph\": "
+           "\"%s\"}\n", ms[steps / 2], cpu[steps / 2],
            (double)batch * 1e3 / ms[steps / 2], (long long)batch, o.threads,
-           l0, l, o.bf16 ? "bf16" : "f32", nbf, nf32,
+           l0, l, o.bf16 ? "bf16" : "f32", o.nchw ? "nchw" : "blocked",
+           nbf, nf32,
            ss_train_describe(t, d, sizeof(d)));
     rc = 0;
     goto done;
