@@ -791,3 +791,65 @@ ss_graph_precision(const ss_graph_t *g)
     return p != NULL && strcmp(p, "bf16") == 0 ? SS_DTYPE_BF16
                                                : SS_DTYPE_F32;
 }
+
+/* 1 when name (len bytes) is an entry of the ','-joined list. */
+static int
+list_has(const char *list, const char *name, size_t len)
+{
+    const char *e;
+
+    if (list == NULL || len == 0)
+        return 0;
+    for (;; list = e + 1) {
+        e = strchr(list, ',');
+        if (e == NULL)
+            e = list + strlen(list);
+        if ((size_t)(e - list) == len && memcmp(list, name, len) == 0)
+            return 1;
+        if (*e == '\0')
+            return 0;
+    }
+}
+
+int
+ss_graph_node_bf16(const ss_graph_t *g, const char *name)
+{
+    if (ss_graph_precision(g) == SS_DTYPE_BF16)
+        return 1;
+    return name != NULL
+           && list_has(ss_graph_meta(g, SS_GRAPH_BF16_NODES), name,
+                           strlen(name));
+}
+
+int
+ss_graph_set_bf16_nodes(ss_graph_t *g, int n, const char *const *names,
+                        ss_err_t *err)
+{
+    size_t len = 1, at = 0;
+    char *v;
+    int rc;
+
+    for (int i = 0; i < n; i++) {
+        if (names[i] == NULL || names[i][0] == '\0'
+            || strchr(names[i], ',') != NULL)
+            return ss_err_set(err, SS_EINVAL, "bf16 nodes: cannot list "
+                              "node name '%s' (empty or with a ',')",
+                              names[i] ? names[i] : "(null)");
+        len += strlen(names[i]) + 1;
+    }
+    if ((v = ss_malloc(len)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for metadata");
+    v[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+
+        if (i > 0)
+            v[at++] = ',';
+        memcpy(v + at, names[i], l);
+        at += l;
+        v[at] = '\0';
+    }
+    rc = ss_graph_set_meta(g, SS_GRAPH_BF16_NODES, v, err);
+    ss_free(v);
+    return rc;
+}

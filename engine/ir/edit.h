@@ -17,7 +17,8 @@
  *
  * Metadata: key/value strings carried in ONNX's metadata_props, e.g.
  * "slimserve.precision" = "bf16" to run an f32 file in bf16 (see
- * ss_graph_precision()).
+ * ss_graph_precision()), "slimserve.bf16_nodes" to run only some of its
+ * layers in bf16 (ss_graph_node_bf16()).
  *
  * THREADS: a graph being edited belongs to one thread; a finalized graph is
  * immutable again.
@@ -75,6 +76,26 @@ const char *ss_graph_meta(const ss_graph_t *g, const char *key);
 
 /* SS_DTYPE_BF16 when the graph asks to run in bf16, else SS_DTYPE_F32. */
 ss_dtype_t ss_graph_precision(const ss_graph_t *g);
+
+/*
+ * Per-layer bf16: metadata "slimserve.bf16_nodes" lists node names joined
+ * by ',' (e.g. "/fc1/Gemm,/conv2/Conv"); the plan runs those Linear/Conv
+ * nodes in bf16 and every other node in f32 (engine/plan/plan_bf16.c).
+ * "slimserve.precision" = "bf16" still means every node.  A listed name
+ * that matches no node is ignored, with a warning when the graph is
+ * planned: a variant keeps loading, in f32 for that layer, after an edit
+ * renamed it.  Names are matched exactly (no trimming); empty entries
+ * are skipped.
+ */
+#define SS_GRAPH_BF16_NODES "slimserve.bf16_nodes"
+
+/* Sets the list to names[0..n-1] (n == 0: an empty list, no node).  A
+ * name that is empty or contains ',' cannot be listed: SS_EINVAL. */
+int ss_graph_set_bf16_nodes(ss_graph_t *g, int n, const char *const *names,
+                            ss_err_t *err);
+/* 1 when the node named name is to run in bf16: the whole graph is bf16,
+ * or the list names it; else 0. */
+int ss_graph_node_bf16(const ss_graph_t *g, const char *name);
 
 /* Serializes g as an ONNX ModelProto. */
 int ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bf16: compute in bf16 for graphs that ask for it (engine/ir/edit.h:
- * ss_graph_precision).  ss_plan_new runs this pass after the int8 one and
- * before the f32 fusion (plan_fuse.c), which takes what is left.
+ * ss_graph_precision), or for the layers they name (ss_graph_node_bf16:
+ * a step goes bf16 only when its anchor node, the Linear or Conv, is
+ * listed).  ss_plan_new runs this pass after the int8 one and before the
+ * f32 fusion (plan_fuse.c), which takes what is left.
  *
  * DESIGN: Linear and Conv with constant weights run on bf16 primitives
  * (weights converted once, here; f32 accumulation, f32 bias and
@@ -22,6 +24,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 #include "engine/ir/edit.h"
 #include "engine/plan/internal.h"
 
@@ -348,14 +351,46 @@ done:
     return rc;
 }
 
+/* Warns about the entries of the per-layer list that name no node: the
+ * plan runs them in f32 (a rename by an edit, or a typo).  Returns how
+ * many entries name a node. */
+static int
+bf16_list_check(const ss_graph_t *g, const char *list)
+{
+    int found = 0;
+
+    for (const char *e, *a = list; a != NULL; a = *e ? e + 1 : NULL) {
+        size_t len;
+        int hit = 0;
+
+        e = strchr(a, ',');
+        if (e == NULL)
+            e = a + strlen(a);
+        if ((len = (size_t)(e - a)) == 0)
+            continue;
+        for (int i = 0; i < g->n_nodes && !hit; i++)
+            hit = strlen(g->nodes[i].name) == len
+                  && memcmp(g->nodes[i].name, a, len) == 0;
+        if (hit)
+            found++;
+        else
+            ss_log_warn("%s: %s names '%.*s', which is no node: it stays "
+                        "f32", g->source ? g->source : "graph",
+                        SS_GRAPH_BF16_NODES, (int)len, a);
+    }
+    return found;
+}
+
 int
 ss__plan_bf16(ss_plan_t *p, ss_err_t *err)
 {
     ss__fz_t fz;
     bpass_t bp = { 0 };
+    const char *list = ss_graph_meta(p->g, SS_GRAPH_BF16_NODES);
     int rc = 0, kept = 0;
 
-    if (ss_graph_precision(p->g) != SS_DTYPE_BF16)
+    if (ss_graph_precision(p->g) != SS_DTYPE_BF16
+        && (list == NULL || bf16_list_check(p->g, list) == 0))
         return 0;
 
     if (ss__fz_init(&fz, p) < 0) {
@@ -363,7 +398,8 @@ ss__plan_bf16(ss_plan_t *p, ss_err_t *err)
         return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
     }
     for (int s = 0; s < p->n_steps; s++) {
-        if (p->steps[s].kind != SS_STEP_REF)
+        if (p->steps[s].kind != SS_STEP_REF
+            || !ss_graph_node_bf16(p->g, p->steps[s].node->name))
             continue;
         if ((rc = bf16_linear(&fz, s, &bp, err)) < 0)
             goto done;

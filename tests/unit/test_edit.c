@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * engine/ir/edit.h: ONNX round trips of the fixtures (encode, reload, same
- * outputs bit for bit), atomic save, clone + edit + finalize, metadata,
- * and finalize's refusals.
+ * outputs bit for bit), atomic save, clone + edit + finalize, metadata
+ * (the per-layer bf16 list through a saved file), and finalize's
+ * refusals.
  */
 
 #include <unistd.h>
@@ -201,6 +202,51 @@ refusals(void)
     ss_graph_free(g);
 }
 
+/* "slimserve.bf16_nodes": set, matched exactly, refused for names it
+ * cannot carry, and kept by ss_graph_save_onnx and a reload. */
+static void
+bf16_nodes(void)
+{
+    char path[1024], tmp[] = "/tmp/ss-test-edit.XXXXXX", file[1100];
+    const char *two[] = { "/fc1/Gemm", "fc2" }, *bad[] = { "a,b" };
+    ss_graph_t *g = NULL, *r = NULL;
+    ss_err_t err = { 0 };
+
+    if (!ok(ss_graph_load_onnx(fx_path(path, sizeof(path), "mlp_op13",
+                                       "model.onnx"), &g, &err) == 0,
+            "mlp_op13 loads: %s", err.msg)
+        || !ok(mkdtemp(tmp) != NULL, "temporary folder"))
+        goto done;
+    ok(!ss_graph_node_bf16(g, "fc2"), "no list: no node is bf16");
+    is_int(ss_graph_set_bf16_nodes(g, 2, two, &err), 0, "set the list");
+    is_str(ss_graph_meta(g, SS_GRAPH_BF16_NODES), "/fc1/Gemm,fc2",
+           "the list is the names joined by ','");
+    ok(ss_graph_node_bf16(g, "/fc1/Gemm") && ss_graph_node_bf16(g, "fc2")
+       && !ss_graph_node_bf16(g, "fc") && !ss_graph_node_bf16(g, "fc2 ")
+       && !ss_graph_node_bf16(g, "/fc1/Gemm,fc2")
+       && !ss_graph_node_bf16(g, ""), "names are matched exactly");
+    is_int(ss_graph_set_bf16_nodes(g, 1, bad, &err), SS_EINVAL,
+           "a name with a ',' is refused");
+    is_str(ss_graph_meta(g, SS_GRAPH_BF16_NODES), "/fc1/Gemm,fc2",
+           "a refused list leaves the old one");
+    snprintf(file, sizeof(file), "%s/m.onnx", tmp);
+    ss_err_clear(&err);
+    ok(ss_graph_save_onnx(g, file, &err) == 0
+       && ss_graph_load_onnx(file, &r, &err) == 0, "saved and reloaded: %s",
+       err.msg);
+    ok(r != NULL && ss_graph_node_bf16(r, "fc2")
+       && ss_graph_node_bf16(r, "/fc1/Gemm") && !ss_graph_node_bf16(r, "x")
+       && ss_graph_precision(r) == SS_DTYPE_F32,
+       "the list survives save and reload (and is not whole-graph bf16)");
+    ss_graph_set_meta(g, "slimserve.precision", "bf16", &err);
+    ok(ss_graph_node_bf16(g, "x"), "whole-graph bf16 means every node");
+    unlink(file);
+    rmdir(tmp);
+done:
+    ss_graph_free(g);
+    ss_graph_free(r);
+}
+
 /* One editing session; 0 or the first error (err set). */
 static int
 session(const ss_graph_t *g, ss_err_t *err)
@@ -274,6 +320,7 @@ main(void)
         round_trip(models[i]);
     edit_mlp();
     refusals();
+    bf16_nodes();
     alloc_failures();
     return tap_done();
 }

@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Per-layer bf16 (metadata "slimserve.bf16_nodes", engine/ir/edit.h).
+
+A two-layer MLP, fc1 (Gemm + Relu, whose result h is also a graph
+output) then fc2 (Gemm), run through slimserve-infer:
+  - only fc1 listed: h equals the numpy reference computed on fc1's
+    input and weights rounded to bf16 (round to nearest even, as oneDNN
+    converts), products summed in f64; y equals fc2 in f32 applied to
+    the h slimserve returned;
+  - only fc2 listed: h is bit for bit the all-f32 run's h (fc1 stays
+    exactly f32) and y equals the reference on bf16(h) and bf16(W2);
+  - whole-graph bf16 ("slimserve.precision") rounds both layers, as
+    before; a name that matches no node is ignored with a warning on
+    stderr and the model runs exactly as f32.
+Tolerance against a reference: |got - ref| <= 1e-5 * max|ref| + 1e-6
+(bf16 x bf16 products are exact in f32: only the f32 summation order
+differs).  Each bf16 case also checks that it is at least 20x that far
+from the all-f32 answer, so a layer that silently stayed f32 fails.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import infer  # noqa: E402
+import tap  # noqa: E402
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as e:  # pragma: no cover - the CI image has it
+    print("1..0 # SKIP needs python3-onnx: %s" % e)
+    sys.exit(0)
+
+RTOL, ATOL = 1e-5, 1e-6
+RNG = np.random.default_rng(15)
+X = RNG.standard_normal((8, 64)).astype(np.float32)
+W1 = (RNG.standard_normal((48, 64)) / 8).astype(np.float32)
+B1 = (RNG.standard_normal(48) * 0.1).astype(np.float32)
+W2 = (RNG.standard_normal((16, 48)) / 7).astype(np.float32)
+B2 = (RNG.standard_normal(16) * 0.1).astype(np.float32)
+
+
+def bf16(a):
+    """a rounded to bf16 (nearest, ties to even), back in f32."""
+    u = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def linear(x, w, b):
+    return (x.astype(np.float64) @ w.astype(np.float64).T
+            + b.astype(np.float64))
+
+
+def model(meta):
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["g1"], name="fc1",
+                              transB=1),
+             helper.make_node("Relu", ["g1"], ["h"], name="relu1"),
+             helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], name="fc2",
+                              transB=1)]
+    g = helper.make_graph(
+        nodes, "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 48])],
+        [numpy_helper.from_array(a, n) for n, a in
+         (("w1", W1), ("b1", B1), ("w2", W2), ("b2", B2))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    if meta:
+        helper.set_model_props(m, meta)
+    onnx.checker.check_model(m)
+    return m
+
+
+def run(meta):
+    """(outputs or None, stderr or the failure message)."""
+    with infer.Scratch() as s:
+        path = s.file("model.onnx")
+        onnx.save(model(meta), path)
+        np.save(s.file("x.npy"), X)
+        cmd = [infer.cli_path(), "--model", path, "--input",
+               "x=" + s.file("x.npy"), "--output", s.file("out.npz")]
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=infer.TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, str(e)
+        err = p.stderr.decode("utf-8", "replace")
+        if p.returncode != 0:
+            return None, "exit %d: %s" % (p.returncode, err[-800:])
+        with np.load(s.file("out.npz")) as z:
+            return {k: z[k] for k in z.files}, err
+
+
+def dist(got, ref):
+    return float(np.max(np.abs(got.astype(np.float64) - ref)))
+
+
+def tol(ref):
+    return RTOL * float(np.max(np.abs(ref))) + ATOL
+
+
+def near(name, got, ref, far_from=None):
+    d, t = dist(got, ref), tol(ref)
+    ok = d <= t
+    msg = "max |diff| %.3g <= %.3g" % (d, t)
+    if far_from is not None:
+        f = dist(got, far_from)
+        ok = ok and f >= 20 * t
+        msg += "; %.3g from f32 (>= %.3g)" % (f, 20 * t)
+    return tap.ok(ok, name, msg)
+
+
+def main():
+    f32, err = run(None)
+    if not tap.ok(f32 is not None, "the f32 model runs", err):
+        return tap.done()
+    h32 = np.maximum(linear(X, W1, B1), 0)
+    y32 = linear(f32["h"], W2, B2)
+    near("f32: h and y equal numpy", np.concatenate(
+        [f32["h"].ravel(), f32["y"].ravel()]),
+        np.concatenate([h32.ravel(), y32.ravel()]))
+
+    # only fc1 in bf16
+    got, err = run({"slimserve.bf16_nodes": "fc1"})
+    if got is None:
+        tap.ok(False, "fc1 bf16 runs", err)
+        tap.ok(False, "fc1 bf16: fc2 f32", err)
+    else:
+        h_ref = np.maximum(linear(bf16(X), bf16(W1), B1), 0)
+        near("fc1 bf16: h equals the bf16-rounded reference", got["h"],
+             h_ref, far_from=h32)
+        near("fc1 bf16: fc2 stays f32 (y = f32 fc2 of that h)", got["y"],
+             linear(got["h"], W2, B2),
+             far_from=linear(bf16(got["h"]), bf16(W2), B2))
+
+    # only fc2 in bf16
+    got, err = run({"slimserve.bf16_nodes": "fc2"})
+    if got is None:
+        tap.ok(False, "fc2 bf16 runs", err)
+        tap.ok(False, "fc2 bf16: fc1 f32", err)
+    else:
+        tap.ok(np.array_equal(got["h"], f32["h"]),
+               "fc2 bf16: fc1 stays exactly f32 (h bit for bit the f32 h)")
+        near("fc2 bf16: y equals the reference on bf16(h), bf16(W2)",
+             got["y"], linear(bf16(f32["h"]), bf16(W2), B2),
+             far_from=linear(f32["h"], W2, B2))
+
+    # whole graph, as before
+    got, err = run({"slimserve.precision": "bf16"})
+    if got is None:
+        tap.ok(False, "whole-graph bf16 runs", err)
+    else:
+        h_ref = np.maximum(linear(bf16(X), bf16(W1), B1), 0)
+        near("whole-graph bf16: both layers rounded",
+             np.concatenate([got["h"].ravel(), got["y"].ravel()]),
+             np.concatenate([h_ref.ravel(), linear(bf16(got["h"]),
+                                                   bf16(W2), B2).ravel()]),
+             far_from=np.concatenate([h32.ravel(), y32.ravel()]))
+
+    # a name that matches no node: ignored, said, the rest as asked
+    got, err = run({"slimserve.bf16_nodes": "nope"})
+    tap.ok(got is not None and np.array_equal(got["h"], f32["h"])
+           and np.array_equal(got["y"], f32["y"]),
+           "an unknown name alone: the model runs exactly as f32")
+    tap.ok(got is not None and "'nope'" in err and "no node" in err,
+           "the unknown name is logged at plan time", err.strip()[-300:])
+    got, err = run({"slimserve.bf16_nodes": "nope,fc2,"})
+    tap.ok(got is not None and np.array_equal(got["h"], f32["h"])
+           and dist(got["y"], linear(bf16(f32["h"]), bf16(W2), B2))
+           <= tol(y32), "unknown and empty entries do not stop the others")
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
