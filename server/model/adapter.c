@@ -11,8 +11,11 @@
  * input has seq rows per sample); for each run whose adapter targets the
  * site, x's rows are multiplied by A^T (shrink, [n, r]) and by s B^T
  * (expand, [n, out]) and added to y's rows in place: no gather, no
- * scatter.  Runs go through loops built for AVX-512 (eight rows at a
- * time) or plain ones.  The x of each site is remembered per executor
+ * scatter.  When the plan runs a site in row chunks (engine.h, taps:
+ * a large batch), each call holds some rows of y, from row0, and the
+ * runs are clipped to them: the update then finds x's and y's rows in
+ * cache, right after the GEMM wrote them.  Runs go through loops built
+ * for AVX-512 (eight rows at a time) or plain ones.  The x of each site is remembered per executor
  * thread (thread-local: an executor runs one batch at a time); nothing
  * is allocated per batch.
  *
