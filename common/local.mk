@@ -13,6 +13,7 @@ common_libsscommon_a_SOURCES = \
 	common/err.c common/err.h \
 	common/filemap.c common/filemap.h \
 	common/log.c common/log.h \
+	common/pace.c common/pace.h \
 	common/queue.c common/queue.h \
 	common/refcount.h \
 	common/utf8.c common/utf8.h

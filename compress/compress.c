@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/pace.h"
 #include "compress/internal.h"
 
 const char *
@@ -41,6 +42,8 @@ ss_method_name(ss_method_kind_t kind)
 int
 ss__cx_cancelled(const ss__cx_t *cx)
 {
+    /* Where a method can stop, it can also wait for serving. */
+    ss_pace_point();
     return cx->ctl->cancel != NULL && atomic_load(cx->ctl->cancel)
            ? SS_ECANCELED : 0;
 }

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/pace.h"
 #include "compress/internal.h"
 
 int
@@ -251,6 +252,7 @@ ss__collect(ss__runner_t *r, const ss_dataset_t *ds, atomic_int *cancel,
     for (r0 = 0; r0 < ds->rows; r0 += n) {
         const ss_tensor_t *o;
 
+        ss_pace_point();
         if (cancel != NULL && atomic_load(cancel)) {
             rc = ss_err_set(err, SS_ECANCELED, "cancelled");
             goto done;
@@ -429,6 +431,7 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
          k++) {
         const ss_tensor_t *o;
 
+        ss_pace_point();
         if (cancel != NULL && atomic_load(cancel)) {
             rc = ss_err_set(err, SS_ECANCELED, "cancelled");
             goto done;
@@ -441,6 +444,7 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
         const ss_tensor_t *o;
         double t0;
 
+        ss_pace_point();
         if (cancel != NULL && atomic_load(cancel)) {
             rc = ss_err_set(err, SS_ECANCELED, "cancelled");
             goto done;

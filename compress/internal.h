@@ -142,6 +142,8 @@ typedef struct ss__cx {
     void *step_hook_arg;
 } ss__cx_t;
 
+/* SS_ECANCELED once the job was cancelled, else 0; also a pacing point
+ * (common/pace.h): the calling thread may wait here for serving. */
 int ss__cx_cancelled(const ss__cx_t *cx);
 void ss__cx_progress(const ss__cx_t *cx, double f, const char *step);
 

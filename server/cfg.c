@@ -85,6 +85,10 @@ static const key_t_ keys[] = {
     { "job_priority", T_STR, OFF(job_priority), 0, 0, "P",
       "scheduling of compression jobs' threads: batch (SCHED_BATCH, nice "
       "+10), idle (SCHED_IDLE: only CPU time serving leaves) or normal" },
+    { "job_min_share", T_DOUBLE, OFF(job_min_share), 0, 1, "F",
+      "a compression job waits while requests are in flight, but keeps "
+      "this fraction of its time for computing (1: never waits; 0: waits "
+      "as long as the load lasts)" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
@@ -318,6 +322,7 @@ defaults(ss_config_t *cfg)
     cfg->admin_port = 8001;
     cfg->threads = 0;
     cfg->job_threads = 1;
+    cfg->job_min_share = 0.1;
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_buffered_bytes = (int64_t)256 << 20;

@@ -126,6 +126,17 @@ finish(ss_server_t *s)
     uv_close((uv_handle_t *)&s->poll_timer, on_closed);
 }
 
+/* [job thread] Is the data plane serving?  s->http is set before any job
+ * can run (jobs are submitted through the admin listener, started after
+ * it) and freed after the job thread is joined. */
+static int
+data_in_flight(void *arg)
+{
+    const ss_server_t *s = arg;
+
+    return s->http ? ss_http_in_flight(s->http) : 0;
+}
+
 static int
 in_flight(const ss_server_t *s)
 {
@@ -392,6 +403,7 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
                               pin ? &job_cpus : NULL, &s->jobs, err)) < 0)
             goto fail;
         ss_jobs_set_prio(s->jobs, prio);
+        ss_jobs_set_pace(s->jobs, data_in_flight, s, cfg->job_min_share);
     }
 
     loops = cfg->http_threads ? cfg->http_threads : CPU_COUNT(&serve_cpus);

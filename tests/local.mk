@@ -39,6 +39,8 @@ TESTS += tests/integration/test_looplag.py
 EXTRA_DIST += tests/integration/test_looplag.py
 TESTS += tests/integration/test_jobprio.py
 EXTRA_DIST += tests/integration/test_jobprio.py
+TESTS += tests/integration/test_pace.py
+EXTRA_DIST += tests/integration/test_pace.py
 # 1,100 slow connections while a normal client is served (issue 10).
 TESTS += tests/integration/test_slow_clients.py
 EXTRA_DIST += tests/integration/test_slow_clients.py

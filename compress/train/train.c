@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/pace.h"
 #include "compress/train/internal.h"
 #include "engine/ir/edit.h"
 
@@ -81,6 +82,8 @@ run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
 
         if (prof)
             profile(t, i, now_ms() - t0);
+        /* One op is the finest unit a job can stop at (common/pace.h). */
+        ss_pace_point();
         if (rc < 0) {
             const char *nm = s->node && s->node->name[0] ? s->node->name
                                                          : "-";

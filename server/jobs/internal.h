@@ -59,6 +59,8 @@ typedef struct ss__job {
     bool activate;
     json_t *request;            /* the body, for the record */
     atomic_int cancel;
+    _Atomic int64_t paced_ns;   /* waited for serving (pace.c); written by
+                                 * the job thread, read by the loop */
     char **mpirun;              /* "workers": {"mpirun": [...]}: its
                                  * arguments (owned), n_mpirun of them;
                                  * NULL: the job runs in the daemon */
@@ -104,7 +106,22 @@ struct ss_jobs {
     cpu_set_t cpus;
     ss_jobs_prio_t prio;        /* [init]; applied by the job thread */
     ss_jobs_prio_t applied;     /* job thread only */
+    int (*busy)(void *arg);     /* [init] pacing (jobs.h); NULL: none */
+    void *busy_arg;
+    double min_share;           /* [init] */
 };
+
+/* The pacing state of the running job (pace.c), job thread only. */
+typedef struct ss__pace {
+    ss_jobs_t *js;
+    ss__job_t *j;
+    int64_t last_ns;            /* when the job last went on computing */
+    int64_t run_ns, wait_ns;    /* computed, waited, since it started */
+} ss__pace_t;
+
+/* Installs (j != NULL) or removes the calling job thread's pace hook. */
+void ss__jobs_pace_begin(ss__pace_t *p, ss_jobs_t *js, ss__job_t *j);
+void ss__jobs_pace_end(ss__pace_t *p);
 
 int ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err);
 /* "workers" (mpi_job.c): checks it and the job's data sources, refuses

@@ -855,6 +855,7 @@ job_thread(void *arg)
     ss_qlink_t *l;
     ss__job_t *j;
     ss_jobs_prio_t prio;
+    ss__pace_t pace;
 
     /* The OpenMP threads of a job inherit the name, so that they can be
      * told from the serving threads (top -H, /proc/PID/task). */
@@ -882,7 +883,9 @@ job_thread(void *arg)
         }
         ss_log_notice("job %lld (model=%s) running", (long long)j->id,
                       j->model);
+        ss__jobs_pace_begin(&pace, js, j);
         run(js, j);
+        ss__jobs_pace_end(&pace);
         pthread_mutex_lock(&js->lock);
         /* Nobody reads the source any more unless activation is pending:
          * the reference goes now (it may be the last). */
@@ -1073,6 +1076,10 @@ job_json(const ss__job_t *j)
         json_object_set_new(o, "started", json_real(j->started));
     if (j->finished > 0)
         json_object_set_new(o, "finished", json_real(j->finished));
+    if (j->started > 0)
+        json_object_set_new(o, "paused_for_serving_s", json_real(
+            (double)atomic_load_explicit(&j->paced_ns,
+                                         memory_order_relaxed) / 1e9));
     if (j->error[0])
         json_object_set_new(o, "error", json_string(j->error));
     if (j->result != NULL && j->state != SS__JOB_RUNNING)

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_COMMON_PACE_H
+#define SS_COMMON_PACE_H
+
+/*
+ * Pacing: background work (a compression job, a search, a training run)
+ * yields to latency work (serving) at points where stopping costs
+ * nothing.  On the 2-vCPU machines slimserve runs on, a job running on
+ * the "free" CPU slowed serving on the other 5-7x at p99 even at
+ * SCHED_IDLE (the vCPUs share execution units); no scheduling policy
+ * fixes that, only not computing while a request is being served.
+ *
+ * A thread that does background work installs a hook for itself; the
+ * work calls ss_pace_point() between units (one op of a training step,
+ * one chunk of a calibration pass, one latency run).  The hook may sleep
+ * (server/jobs: while the data plane has requests in flight).  Threads
+ * without a hook -- serving threads, the command-line tools -- pay one
+ * thread-local load per point.
+ *
+ * THREADS: [any]; the hook is per thread and runs on it.
+ */
+
+typedef void (*ss_pace_fn)(void *arg);
+
+/* Installs fn (NULL: none) for the calling thread. */
+void ss_pace_set(ss_pace_fn fn, void *arg);
+
+/* A point where the calling thread's work may wait. */
+void ss_pace_point(void);
+
+#endif
