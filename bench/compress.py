@@ -465,11 +465,12 @@ def run_wide(a, infer, tmp):
 
 # ---- part 5: serving during a job ----------------------------------------
 
-def wrk(url, duration, conns, body):
+def wrk(url, duration, conns, body, think_ms=0):
+    env = dict(os.environ, SSBENCH_THINK_MS=str(think_ms))
     p = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration,
                         "--latency", "--timeout", "10s", "-s", LUA_POST, url,
                         "--", body], capture_output=True, text=True,
-                       timeout=duration + 60)
+                       timeout=duration + 60, env=env)
     m = SUMMARY_RE.search(p.stdout)
     if p.returncode != 0 or not m:
         raise RuntimeError("wrk failed:\n%s%s" % (p.stdout, p.stderr))
@@ -492,11 +493,15 @@ class Feeder(threading.Thread):
         self.stop = threading.Event()
         self.ids, self.polls, self.busy_polls, self.done = [], 0, 0, 0
         self.running_seen = False
+        self.paused = {}    # job id -> paused_for_serving_s (pacing)
 
     def run(self):
         live = []
         while not self.stop.is_set():
-            states = {i: (self.srv.job(i) or {}).get("state") for i in live}
+            jobs = {i: self.srv.job(i) or {} for i in live}
+            states = {i: j.get("state") for i, j in jobs.items()}
+            for i, j in jobs.items():
+                self.paused[i] = j.get("paused_for_serving_s", 0.0)
             live = [i for i in live if states[i] in ("queued", "running")]
             self.done += sum(s == "succeeded" for s in states.values())
             running = any(s == "running" for s in states.values())
@@ -562,16 +567,17 @@ def run_serve(a, tmp):
         job_s = time.monotonic() - t0
         log("serve: one %s %s job takes %.1f s" % (jm, a.job_method, job_s))
         for _ in range(a.pairs):
-            idle = wrk(url, a.duration, a.conns, body)
+            idle = wrk(url, a.duration, a.conns, body, a.think_ms)
             feed = Feeder(srv, jm, job_body)
             feed.start()
             while not feed.running_seen:
                 time.sleep(0.02)
-            busy = wrk(url, a.duration, a.conns, body)
+            busy = wrk(url, a.duration, a.conns, body, a.think_ms)
             feed.finish()
             cells.append({"idle": idle, "busy": busy,
                           "covered": feed.covered(),
-                          "jobs_done": feed.done})
+                          "jobs_done": feed.done,
+                          "paused_s": sum(feed.paused.values())})
     finally:
         srv.stop()
     return {"cells": cells, "job_s": job_s}, None
@@ -686,12 +692,13 @@ def p99_ratio(serve):
 def print_serve(a, serve):
     print("\n## Serving the MLP while %s jobs run on the %s\n"
           % (a.job_method, a.job_model))
-    print("wrk -t1 -c%d, %d s per cell, KServe JSON batch 1, loopback; "
+    print("wrk -t1 -c%d%s, %d s per cell, KServe JSON batch 1, loopback; "
           "slimserve --job-threads=1%s (with the default job_priority=batch "
           "serving and the job on disjoint CPUs); "
           "one job took %.1f s; two kept queued or running during each busy "
           "cell ('job running': share of 50 ms polls that saw one run)." % (
-              a.conns, a.duration,
+              a.conns, " (each connection waits %d ms between requests)"
+              % a.think_ms if a.think_ms else "", a.duration,
               "".join(" " + x for x in a.daemon_arg), serve["job_s"]))
     print("%-6s %9s %9s %9s %9s %9s %9s %8s %s" % (
         "pair", "idle rps", "idle p50", "idle p99", "busy rps", "busy p50",
@@ -699,11 +706,12 @@ def print_serve(a, serve):
     for i, c in enumerate(serve["cells"]):
         idle, busy = c["idle"], c["busy"]
         print("%-6d %9.0f %7.0fus %7.0fus %9.0f %7.0fus %7.0fus %7.2fx %3.0f%% "
-              "(%d jobs done)%s" % (
+              "(%d jobs done, waited for serving %.0f%% of the window)%s" % (
                   i + 1, idle["rps"], idle["p50_us"], idle["p99_us"],
                   busy["rps"], busy["p50_us"], busy["p99_us"],
                   busy["p99_us"] / idle["p99_us"],
                   100 * c["covered"], c["jobs_done"],
+                  100 * c["paused_s"] / a.duration,
                   " errors=%d/%d" % (idle["errors"], busy["errors"])
                   if idle["errors"] or busy["errors"] else ""))
     print("median busy p99 / median idle p99: %.2fx (median of the pairs' "
@@ -730,6 +738,10 @@ def main():
                     help="seconds per wrk cell")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--think-ms", type=int, default=0,
+                    help="serving part: each wrk connection waits this "
+                         "long after an answer (a load below saturation; "
+                         "default 0: back to back)")
     ap.add_argument("--job-model", default="transformer",
                     choices=("cnn", "transformer"))
     ap.add_argument("--job-method", default="ptq",

@@ -10,6 +10,16 @@
 -- wrk builds the request once per thread after init(), so the body is read
 -- once and no Lua runs per request.
 
+-- SSBENCH_THINK_MS=N (environment): each connection waits N ms after an
+-- answer before its next request (wrk's delay()), a load below
+-- saturation; without it nothing runs per request.
+local think = tonumber(os.getenv("SSBENCH_THINK_MS") or "0")
+if think > 0 then
+    function delay()
+        return think
+    end
+end
+
 function init(args)
     local f = assert(io.open(args[1], "rb"))
     wrk.method = "POST"
