@@ -54,8 +54,10 @@ pace(void *arg)
         d = mono_ns();
         p->wait_ns += d - now;
         now = d;
+        /* kept current: the job JSON shows a wait as it goes on */
+        atomic_store_explicit(&p->j->paced_ns, p->wait_ns,
+                              memory_order_relaxed);
     }
-    atomic_store_explicit(&p->j->paced_ns, p->wait_ns, memory_order_relaxed);
     p->last_ns = now;
 }
 
@@ -81,7 +83,11 @@ void
 ss_jobs_set_pace(ss_jobs_t *js, int (*busy)(void *arg), void *arg,
                  double min_share)
 {
+    /* The job thread reads these after taking a job off the queue under
+     * the same lock. */
+    pthread_mutex_lock(&js->lock);
     js->busy = busy;
     js->busy_arg = arg;
     js->min_share = min_share < 0 ? 0 : min_share;
+    pthread_mutex_unlock(&js->lock);
 }
