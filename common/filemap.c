@@ -15,6 +15,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -186,4 +187,53 @@ ss_filemap_release_all(ss_filemap_t *m)
 {
     if (m != NULL)
         drop(m, (uintptr_t)m->base, m->len);
+}
+
+ss_filemap_t *
+ss_filemap_at(const void *p)
+{
+    ss_filemap_t *m;
+
+    if (p == NULL || atomic_load(&n_live) == 0)
+        return NULL;
+    pthread_mutex_lock(&lock);
+    m = find(p);
+    pthread_mutex_unlock(&lock);
+    return m;
+}
+
+int
+ss_filemap_resident(const ss_filemap_t *m, size_t *out)
+{
+    /* pagemap: one little-endian u64 per virtual page, bit 63 "present
+     * in RAM" (readable without privileges; only the frame numbers are
+     * hidden).  A swapped-out page (bit 62) is not resident. */
+    enum { CHUNK = 512 };
+    uint64_t ent[CHUNK];
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t first = (uintptr_t)m->base / pg;
+    size_t n = (m->len + pg - 1) / pg, done = 0, present = 0;
+    int fd, rc = 0;
+
+    *out = 0;
+    if ((fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
+    while (done < n) {
+        size_t want = n - done < CHUNK ? n - done : CHUNK;
+        ssize_t got = pread(fd, ent, want * sizeof(ent[0]),
+                            (off_t)((first + done) * sizeof(ent[0])));
+
+        if (got <= 0) {
+            rc = got < 0 ? -errno : -EIO;
+            break;
+        }
+        want = (size_t)got / sizeof(ent[0]);
+        for (size_t i = 0; i < want; i++)
+            present += (ent[i] >> 63) & 1;
+        done += want;
+    }
+    close(fd);
+    if (rc == 0)
+        *out = present * pg;
+    return rc;
 }

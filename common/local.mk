@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # common: error codes and details, logging, SS_ASSERT, allocation with a
-# fault hook, reference counts, read-only file mappings, CPU sets, atomic
-# files, the hand-off queue.
+# fault hook, reference counts, read-only file mappings, memory accounts,
+# CPU sets, atomic files, the hand-off queue.
 # Used by every folder.
 noinst_LIBRARIES += common/libsscommon.a
 common_libsscommon_a_SOURCES = \
@@ -13,6 +13,7 @@ common_libsscommon_a_SOURCES = \
 	common/err.c common/err.h \
 	common/filemap.c common/filemap.h \
 	common/log.c common/log.h \
+	common/memacct.c common/memacct.h \
 	common/pace.c common/pace.h \
 	common/queue.c common/queue.h \
 	common/refcount.h \

@@ -95,6 +95,23 @@ const ss_io_info_t *ss_graph_output(const ss_graph_t *g, int i);
 /* Bytes held by initializers (weights). */
 size_t ss_graph_weight_bytes(const ss_graph_t *g);
 
+/* The memory a graph and the plans compiled from it hold now (issue 12;
+ * docs/architecture.md, "Model memory").  engine_bytes: what the engine
+ * allocated for it and counted where it allocated: the graph's
+ * constants on the heap, and per live plan its folded constants,
+ * bookkeeping and the weights oneDNN packed for it (a packing shared by
+ * several plans counted once).  mapped_bytes: the size of the file
+ * mappings its constants point into; mapped_resident_bytes: how much
+ * of those this process has resident now (ss_filemap_resident). */
+typedef struct ss_graph_memory {
+    size_t engine_bytes;
+    size_t mapped_bytes;
+    size_t mapped_resident_bytes;
+} ss_graph_memory_t;
+/* [any] Reads /proc (a few hundred microseconds per 300 MB mapped): for
+ * a scrape, not a request.  Safe while plans of g compile or run. */
+void ss_graph_memory(const ss_graph_t *g, ss_graph_memory_t *out);
+
 /* Flags of ss_graph_check_inputs(). */
 enum {
     /* Dim 0 counts rows (a batch, a dataset's samples): at least 1, the

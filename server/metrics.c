@@ -70,6 +70,13 @@ struct ss_metrics {
     pthread_mutex_t lock;
     ss_metric_t *families;
     ss_metric_t **families_tail;
+    /* render hooks; hook_lock guards them and serialises their runs */
+    pthread_mutex_t hook_lock;
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } hooks[SS_METRICS_MAX_HOOKS];
+    int n_hooks;
 };
 
 static const double latency_buckets[] = {
@@ -367,6 +374,11 @@ ss_metrics_new(void)
         ss_free(m);
         return NULL;
     }
+    if (pthread_mutex_init(&m->hook_lock, NULL) != 0) {
+        pthread_mutex_destroy(&m->lock);
+        ss_free(m);
+        return NULL;
+    }
     m->families_tail = &m->families;
     return m;
 }
@@ -382,6 +394,7 @@ ss_metrics_free(ss_metrics_t *m)
         next = f->next;
         free_family(f);
     }
+    pthread_mutex_destroy(&m->hook_lock);
     pthread_mutex_destroy(&m->lock);
     ss_free(m);
 }
@@ -809,6 +822,40 @@ render_family(struct buf *b, const ss_metric_t *f)
 }
 
 int
+ss_metrics_on_render(ss_metrics_t *m, void (*fn)(void *arg), void *arg)
+{
+    int rc = 0;
+
+    if (m == NULL || fn == NULL)
+        return SS_EINVAL;
+    pthread_mutex_lock(&m->hook_lock);
+    if (m->n_hooks == SS_METRICS_MAX_HOOKS) {
+        rc = SS_ENOMEM;
+    } else {
+        m->hooks[m->n_hooks].fn = fn;
+        m->hooks[m->n_hooks].arg = arg;
+        m->n_hooks++;
+    }
+    pthread_mutex_unlock(&m->hook_lock);
+    return rc;
+}
+
+void
+ss_metrics_on_render_remove(ss_metrics_t *m, void (*fn)(void *arg),
+                            void *arg)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->hook_lock);
+    for (int i = 0; i < m->n_hooks; i++)
+        if (m->hooks[i].fn == fn && m->hooks[i].arg == arg) {
+            m->hooks[i] = m->hooks[--m->n_hooks];
+            break;
+        }
+    pthread_mutex_unlock(&m->hook_lock);
+}
+
+int
 ss_metrics_render(ss_metrics_t *m, char **out, size_t *len)
 {
     struct buf b = {NULL, 0, 0, 0};
@@ -819,6 +866,10 @@ ss_metrics_render(ss_metrics_t *m, char **out, size_t *len)
     if (len != NULL)
         *len = 0;
     put(&b, "");
+    pthread_mutex_lock(&m->hook_lock);
+    for (int i = 0; i < m->n_hooks; i++)
+        m->hooks[i].fn(m->hooks[i].arg);
+    pthread_mutex_unlock(&m->hook_lock);
     pthread_mutex_lock(&m->lock);
     for (f = m->families; f != NULL; f = f->next)
         render_family(&b, f);

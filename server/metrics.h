@@ -73,6 +73,17 @@ ss_metric_t *ss_metrics_histogram(ss_metrics_t *m, const char *name,
 int ss_metrics_gauge_fn(ss_metrics_t *m, const char *name, const char *help,
                         double (*fn)(void *arg), void *arg);
 
+/* [any] fn(arg) runs at the start of every render, before the registry
+ * is locked, so it may set series (computed at scrape time: a model's
+ * resident memory).  Callbacks run one at a time, under a lock of their
+ * own that ss_metrics_on_render_remove takes too: once that returns, fn
+ * is not running and will not run with arg again.  0, SS_ENOMEM (too
+ * many: SS_METRICS_MAX_HOOKS) or SS_EINVAL. */
+#define SS_METRICS_MAX_HOOKS 8
+int ss_metrics_on_render(ss_metrics_t *m, void (*fn)(void *arg), void *arg);
+void ss_metrics_on_render_remove(ss_metrics_t *m, void (*fn)(void *arg),
+                                 void *arg);
+
 /* [any] Get or create the series for these label values (f's nlabels
  * strings; NULL when it has none).  Values may be any UTF-8; they are
  * escaped on output.  Takes the registry lock.  Returns a borrowed pointer

@@ -16,6 +16,8 @@ EXTRA_DIST += tests/integration/test_compress.py
 # after hot swaps (issue 12).
 TESTS += tests/integration/test_mapped_weights.py
 EXTRA_DIST += tests/integration/test_mapped_weights.py
+TESTS += tests/integration/test_model_memory.py
+EXTRA_DIST += tests/integration/test_model_memory.py
 # MoEfication (issue 13): the compress method "moefy".
 TESTS += tests/integration/test_moefy.py
 EXTRA_DIST += tests/integration/test_moefy.py tests/fixtures/make_moefy.py \

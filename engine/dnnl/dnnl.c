@@ -45,6 +45,7 @@
 
 #include "common/alloc.h"
 #include "common/filemap.h"
+#include "common/memacct.h"
 #include "engine/dnnl/internal.h"
 
 struct ss_dnn_stream {
@@ -62,6 +63,8 @@ struct ss__dnn_packed {
     long refs;                      /* share_lock */
     dnnl_memory_t cmem;
     void *cbuf;
+    struct ss_memacct *acct;        /* charged for cbuf: the account of */
+    size_t charged;                 /* the compile that packed it */
 };
 
 #define SHARE_BUCKETS 1024
@@ -297,6 +300,16 @@ share_find(const void *src, const dnnl_memory_desc_t *src_md,
     return NULL;
 }
 
+/* Credits a packed buffer's bytes to the account it was charged to
+ * (common/memacct.h) and drops that reference. */
+static void
+uncharge(struct ss_memacct **acct, size_t n)
+{
+    ss_memacct_credit(*acct, n);
+    ss_memacct_unref(*acct);
+    *acct = NULL;
+}
+
 /* Takes a reference to an existing entry for a's key, or NULL. */
 static struct ss__dnn_packed *
 share_get(const ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
@@ -328,6 +341,7 @@ share_put(ss__dnn_arg_t *a, const dnnl_memory_desc_t *want, uint64_t hash)
         dnnl_memory_destroy(a->cmem);
         ss_free(a->cbuf);
         a->cbuf = NULL;
+        uncharge(&a->acct, a->charged);
         a->cmem = e->cmem;
         a->shared = e;
         return;
@@ -342,6 +356,9 @@ share_put(ss__dnn_arg_t *a, const dnnl_memory_desc_t *want, uint64_t hash)
         n->refs = 1;
         n->cmem = a->cmem;
         n->cbuf = a->cbuf;
+        n->acct = a->acct;
+        n->charged = a->charged;
+        a->acct = NULL;
         n->next = *bucket;
         *bucket = n;
         a->cbuf = NULL;
@@ -368,6 +385,7 @@ share_release(struct ss__dnn_packed *e)
     if (last) {
         dnnl_memory_destroy(e->cmem);
         ss_free(e->cbuf);
+        uncharge(&e->acct, e->charged);
         ss_free(e);
     }
 }
@@ -387,6 +405,7 @@ ss_dnn_prim_free(ss_dnn_prim_t *p)
         if (p->args[i].cmem)
             dnnl_memory_destroy(p->args[i].cmem);
         ss_free(p->args[i].cbuf);
+        uncharge(&p->args[i].acct, p->args[i].charged);
     }
     if (p->prim)
         dnnl_primitive_destroy(p->prim);
@@ -649,6 +668,13 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
         rc = ss_err_set(err, SS_ENOMEM, "oneDNN %s: no memory for %zu bytes "
                         "of packed constants", p->what, n);
         goto done;
+    }
+    /* the model whose plan is compiling pays for it (plan.c sets the
+     * thread's account), for as long as the buffer lives */
+    if ((a->acct = ss_memacct_current()) != NULL) {
+        ss_memacct_ref(a->acct);
+        a->charged = n ? n : 64;
+        ss_memacct_charge(a->acct, a->charged);
     }
     rc = ss__dnn_check(dnnl_memory_create(&a->cmem, want, eng, a->cbuf),
                        err, "dnnl_memory_create", p->what);

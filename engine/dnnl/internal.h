@@ -36,6 +36,9 @@ typedef struct ss__dnn_arg {
     dnnl_memory_t cmem;       /* CONST: packed; owned, or shared's */
     void *cbuf;               /* CONST: its buffer, owned (NULL if shared) */
     struct ss__dnn_packed *shared; /* CONST: a reference, or NULL */
+    struct ss_memacct *acct;  /* CONST: what cbuf was charged to (a
+                               * reference), or NULL */
+    size_t charged;
 } ss__dnn_arg_t;
 
 struct ss_dnn_prim {

@@ -6,9 +6,12 @@
  * THREADS: [any]; a graph is immutable once loaded.
  */
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/filemap.h"
+#include "common/memacct.h"
 #include "engine/ir/ir.h"
 
 void
@@ -83,7 +86,65 @@ ss_graph_free(ss_graph_t *g)
     ss_free(g->meta_values);
     ss_free(g->taps);
     ss_free(g->source);
+    ss_memacct_unref(atomic_load(&g->acct));
     ss_free(g);
+}
+
+struct ss_memacct *
+ss__graph_acct(const ss_graph_t *g)
+{
+    /* the field is the one mutable part of a shared graph: plans of
+     * several batch sizes may compile at once, so the first to come
+     * publishes, and the others take its account */
+    ss_graph_t *w = (ss_graph_t *)g;
+    ss_memacct_t *a = atomic_load(&w->acct), *fresh, *none = NULL;
+
+    if (a != NULL || (fresh = ss_memacct_new()) == NULL)
+        return a;
+    if (atomic_compare_exchange_strong(&w->acct, &none, fresh))
+        return fresh;
+    ss_memacct_unref(fresh);
+    return none;
+}
+
+void
+ss_graph_memory(const ss_graph_t *g, ss_graph_memory_t *out)
+{
+    /* a graph's constants point into at most a few mappings (the model
+     * file, its realigned copy): each is measured once */
+    enum { MAX_MAPS = 8 };
+    ss_filemap_t *maps[MAX_MAPS];
+    int n_maps = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->engine_bytes = ss_memacct_bytes(atomic_load(&g->acct));
+    for (int v = 0; v < g->n_values; v++) {
+        const ss_tensor_t *c = g->values[v].constant;
+        ss_filemap_t *m;
+        size_t n;
+        int k;
+
+        if (c == NULL || ss__tensor_bytes(c, &n) < 0)
+            continue;
+        if ((m = ss_filemap_at(c->data)) == NULL) {
+            out->engine_bytes += n;
+            continue;
+        }
+        for (k = 0; k < n_maps && maps[k] != m; k++)
+            ;
+        if (k < n_maps || n_maps == MAX_MAPS)
+            continue;
+        maps[n_maps++] = m;
+    }
+    for (int k = 0; k < n_maps; k++) {
+        size_t r = 0;
+
+        out->mapped_bytes += ss_filemap_len(maps[k]);
+        /* without /proc, the whole mapping: an upper bound */
+        if (ss_filemap_resident(maps[k], &r) < 0)
+            r = ss_filemap_len(maps[k]);
+        out->mapped_resident_bytes += r;
+    }
 }
 
 int

@@ -93,7 +93,14 @@ struct ss_graph {
     char **meta_values;
     int n_taps;         /* values a run shows its caller (engine.h: */
     int *taps;          /* ss_graph_set_taps); value ids, owned */
+    /* What plans compiled from this graph charge (common/memacct.h):
+     * made on first use by ss__graph_acct, one reference owned. */
+    _Atomic(struct ss_memacct *) acct;
 };
+
+/* g's memory account (borrowed, lives as long as g), made on first use;
+ * NULL without memory (nothing is then counted).  [any] */
+struct ss_memacct *ss__graph_acct(const ss_graph_t *g);
 
 /* Empty tensors: a tensor that exists has data != NULL even with zero
  * elements (tensors get at least one aligned byte, plans and runs point

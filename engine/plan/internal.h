@@ -131,6 +131,11 @@ struct ss_plan {
      * never (folded to a constant, or dead). */
     int taps;
     int *tap_after;
+    /* What this plan charged to its graph's account (common/memacct.h)
+     * besides oneDNN's packed weights, which their buffers charge:
+     * credited, and the reference dropped, by ss_plan_free. */
+    struct ss_memacct *acct;
+    size_t charged;
 };
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives

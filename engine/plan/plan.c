@@ -53,6 +53,7 @@
 
 #include "common/alloc.h"
 #include "common/filemap.h"
+#include "common/memacct.h"
 #include "engine/plan/internal.h"
 
 #define ALIGN 64
@@ -775,6 +776,30 @@ ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                           | SS__PLAN_TAPS, out, err);
 }
 
+/* Charges acct with what p owns besides its steps' packed weights: the
+ * constants it folded and its tables.  The steps' oneDNN objects (their
+ * JIT code, descriptors) and the executor's arena are not counted: the
+ * first are oneDNN's, the second the executor's, shared by every plan
+ * it runs (docs/architecture.md, "Model memory"). */
+static void
+charge(ss_plan_t *p, ss_memacct_t *acct)
+{
+    size_t n = sizeof(*p) + (size_t)p->n_vals * sizeof(ss_pval_t)
+               + (size_t)p->cap_steps * sizeof(ss_step_t);
+
+    for (int v = 0; v < p->n_vals; v++)
+        if (p->vals[v].owned)
+            n += p->vals[v].bytes;
+    for (int s = 0; s < p->n_steps; s++)
+        n += (size_t)(p->steps[s].n_in + p->steps[s].n_out) * sizeof(int);
+    if (acct == NULL)
+        return;
+    ss_memacct_ref(acct);
+    ss_memacct_charge(acct, n);
+    p->acct = acct;
+    p->charged = n;
+}
+
 int
 ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                int fuse, ss_plan_t **out, ss_err_t *err)
@@ -782,6 +807,10 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     ss_plan_t *p = NULL;
     unsigned char *decides = NULL;
     int rc = 0, n_decide = 0, walking = 0;
+    /* oneDNN's packed weights are charged to g where they are allocated
+     * (engine/dnnl/dnnl.c), for as long as this compile runs */
+    ss_memacct_t *acct = ss__graph_acct(g);
+    ss_memacct_t *was = ss_memacct_swap_current(acct);
 
     *out = NULL;
     if ((p = ss_calloc(1, sizeof(*p))) == NULL
@@ -842,10 +871,12 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
         if (c != NULL && ss__tensor_bytes(c, &n) == 0)
             ss_filemap_release(c->data, n);
     }
+    charge(p, acct);
     *out = p;
     p = NULL;
 done:
     ss_plan_free(p);
+    (void)ss_memacct_swap_current(was);
     /* With inputs that decide shapes, a shape the model cannot take comes
      * from the caller's values (a Reshape to 5x7 of 12 elements): the
      * caller's error, not the model's, and the message says which values
@@ -877,6 +908,8 @@ ss_plan_free(ss_plan_t *p)
         ss_plan_free(p->ref);
         pthread_mutex_destroy(&p->ref_lock);
     }
+    ss_memacct_credit(p->acct, p->charged);
+    ss_memacct_unref(p->acct);
     ss_free(p);
 }
 

@@ -129,7 +129,7 @@ struct ss_registry {
     ss_exec_pool_t *pool;       /* runs every version's batches */
     bool pin;
     cpu_set_t cpus;
-    ss_metric_t *g_active, *g_loaded, *g_memory;
+    ss_metric_t *g_active, *g_loaded, *g_memory, *g_resident;
     ss_lora_opts_t lora_metrics;    /* the LoRA families, or zeroes */
     ss_model_t *models;         /* prepend-only; [any] with acquire loads */
     int tasks;                  /* operations in flight */

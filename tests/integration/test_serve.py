@@ -267,6 +267,7 @@ def test_metadata_and_repository():
         text = data.decode()
         for name in ("slimserve_model_active_version{model=\"mlp\"}",
                      "slimserve_model_memory_bytes",
+                     "slimserve_model_resident_bytes{model=\"mlp\"",
                      "slimserve_inference_count_total",
                      "slimserve_execution_count_total",
                      "slimserve_queue_duration_seconds_bucket",

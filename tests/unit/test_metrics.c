@@ -427,6 +427,51 @@ test_promtool(void)
     ss_metrics_free(m);
 }
 
+/* A render hook sets a gauge from what it samples at scrape time. */
+typedef struct {
+    ss_metric_t *g;
+    int calls;
+} hook_arg_t;
+
+static void
+hook(void *arg)
+{
+    hook_arg_t *h = arg;
+
+    h->calls++;
+    ss_series_set(ss_metric_series(h->g, L("m")), 100.0 * h->calls);
+}
+
+static void
+test_render_hook(void)
+{
+    ss_metrics_t *m = ss_metrics_new();
+    hook_arg_t h = { ss_metrics_gauge(m, "t_res_bytes", "R.", 1,
+                                      L("model")), 0 };
+    char *out;
+
+    is_int(ss_metrics_on_render(m, hook, &h), 0, "render hook registered");
+    out = render(m);
+    ok(out != NULL && strstr(out, "t_res_bytes{model=\"m\"} 100\n") != NULL,
+       "the hook's value is in the first render");
+    free(out);
+    out = render(m);
+    ok(out != NULL && strstr(out, "t_res_bytes{model=\"m\"} 200\n") != NULL,
+       "and sampled again at the next");
+    free(out);
+    ss_metrics_on_render_remove(m, hook, &h);
+    out = render(m);
+    is_int(h.calls, 2, "a removed hook no longer runs");
+    free(out);
+    is_int(ss_metrics_on_render(m, NULL, NULL), SS_EINVAL,
+           "a hook without a function");
+    for (int i = 0; i < SS_METRICS_MAX_HOOKS; i++)
+        (void)ss_metrics_on_render(m, hook, &h);
+    is_int(ss_metrics_on_render(m, hook, &h), SS_ENOMEM,
+           "at most SS_METRICS_MAX_HOOKS hooks");
+    ss_metrics_free(m);
+}
+
 int
 main(void)
 {
@@ -438,5 +483,6 @@ main(void)
     test_buckets();
     test_alloc_failures();
     test_promtool();
+    test_render_hook();
     return tap_done();
 }
