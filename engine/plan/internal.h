@@ -451,6 +451,12 @@ int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
+/* A channels-first/last Transpose whose source a oneDNN step wrote in
+ * the other order: absorbed into that step (plan_fuse_ops.c). */
+int ss__fuse_transpose(ss__fz_t *fz, int s, ss_err_t *err);
+/* st is a reference Transpose (0,2,3,1) of the 4-D f32 value v, which
+ * then reads v best as NHWC (the same bytes as its output). */
+int ss__lay_transpose_reader(const ss_plan_t *p, const ss_step_t *st, int v);
 int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
 /* Plans with taps only: the activation after a tapped value. */
 int ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err);

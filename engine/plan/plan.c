@@ -813,6 +813,10 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     ss_memacct_t *was = ss_memacct_swap_current(acct);
 
     *out = NULL;
+    if (acct == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a memory account");
+        goto done;
+    }
     if ((p = ss_calloc(1, sizeof(*p))) == NULL
         || (p->vals = ss_calloc((size_t)g->n_values + 1,
                                 sizeof(ss_pval_t))) == NULL

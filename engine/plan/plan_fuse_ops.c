@@ -730,3 +730,88 @@ ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err)
         set_chunks(p, at, chunk, rows, cols, cols, tail);
     return 1;
 }
+
+/* perm of a 4-D Transpose: 1 for (0,2,3,1), NCHW -> NHWC order; 2 for
+ * (0,3,1,2), back; 0 for anything else. */
+static int
+nhwc_perm(const ss_step_t *st)
+{
+    int64_t perm[4];
+
+    if (!ss__plan_is_op(st, "Transpose")
+        || !ss__fz_attr_n(st->node, "perm", -1, perm, 4))
+        return 0;
+    if (perm[0] == 0 && perm[1] == 2 && perm[2] == 3 && perm[3] == 1)
+        return 1;
+    if (perm[0] == 0 && perm[1] == 3 && perm[2] == 1 && perm[3] == 2)
+        return 2;
+    return 0;
+}
+
+int
+ss__lay_transpose_reader(const ss_plan_t *p, const ss_step_t *st, int v)
+{
+    const ss_tensor_t *t = &p->vals[v].t;
+
+    return st->kind == SS_STEP_REF && nhwc_perm(st) == 1 && t->ndim == 4
+           && t->dtype == SS_DTYPE_F32;
+}
+
+/* A Transpose between channels-first and channels-last order moves no
+ * byte when its source is already stored in the other order: a
+ * [N,C,H,W] value written NHWC holds the bytes of its (0,2,3,1)
+ * transpose, a plain [N,H,W,C] value those of its (0,3,1,2) transpose
+ * read as NHWC.  Such a Transpose whose source a oneDNN step wrote for
+ * it alone is absorbed: that step writes the transposed value instead
+ * (its primitive addresses bytes, not the plan's shapes), which is then
+ * PLAIN or NHWC respectively, and the readers of the channels-first
+ * side run in NHWC rather than on NCHW with reference transposes around
+ * them.  Convolution nets that normalise over channels (ConvNeXt's
+ * LayerNorm2d, its blocks' Permute -> LayerNorm -> Linear -> Permute)
+ * export exactly these pairs; ss__lay_dst asks producers for NHWC where
+ * a (0,2,3,1) Transpose reads them (plan_layout_rules.c). */
+int
+ss__fuse_transpose(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    ss_step_t *st = &p->steps[s];
+    int kind = nhwc_perm(st), x, y, prod = -1;
+    ss_dnn_layout_t have;
+
+    (void)err;
+    if (kind == 0 || st->n_in != 1 || st->n_out != 1 || p->taps)
+        return 0;
+    x = st->in[0];
+    y = st->out[0];
+    if (x < 0 || y < 0 || p->vals[x].t.ndim != 4
+        || p->vals[x].t.dtype != SS_DTYPE_F32 || ss__fz_single(fz, x) != s
+        || p->vals[y].alias >= 0)
+        return 0;
+    for (int q = s - 1; q >= 0 && prod < 0; q--)
+        if (p->steps[q].kind == SS_STEP_DNN && p->steps[q].n_out == 1
+            && p->steps[q].out[0] == x)
+            prod = q;
+    if (prod < 0)
+        return 0;
+    have = p->vals[x].layout;
+    if (kind == 1) {
+        if (!ss__lay_same(have, SS_DNN_NHWC, &p->vals[x].t))
+            return 0;
+        p->vals[y].layout = SS_DNN_PLAIN;
+    } else {
+        /* y NHWC: no graph output, no view (both read NCHW bytes) */
+        if (have != SS_DNN_PLAIN || fz->is_out[y]
+            || ss__plan_has_views(p, y))
+            return 0;
+        p->vals[y].layout = SS_DNN_NHWC;
+    }
+    p->steps[prod].out[0] = y;
+    p->vals[y].kind = SS_PV_ARENA;
+    p->vals[x].kind = SS_PV_UNSET;
+    fz->prod[y] = prod;
+    fz->prod[x] = -1;
+    ss__plan_step_clear(st);
+    st->kind = 0;
+    p->n_fused++;
+    return 1;
+}

@@ -90,6 +90,9 @@ wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
         return ss_dnn_prim_layout(st->prim, k);
     if (st->kind != SS_STEP_REF)
         return SS_DNN_PLAIN;
+    /* NHWC bytes are its output's: ss__fuse_transpose drops the copy */
+    if (ss__lay_transpose_reader(p, st, v))
+        return SS_DNN_NHWC;
     op = st->node->op_type;
     if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0
         || strcmp(op, "AveragePool") == 0
