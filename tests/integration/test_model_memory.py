@@ -34,6 +34,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
+import daemon as daemon_mod  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 
 try:
@@ -47,7 +48,23 @@ MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
 N, LAYERS = 1024, 8
 W = LAYERS * N * N * 4
 MIB = 1 << 20
+ASAN = False
 NAME = "slimserve_model_resident_bytes"
+
+
+def asan_build():
+    """Under ASan the process's RSS is its shadow and its quarantine of
+    freed blocks (256 MB by default, handed back late): the RSS
+    comparisons say nothing there, the gauge's own checks still run."""
+    with open(daemon_mod.BINARY, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def rss_ok(cond, desc, diag):
+    if ASAN:
+        tap.skip("ASan build: " + desc)
+    else:
+        tap.ok(cond, desc, diag)
 
 
 def big_model(path):
@@ -106,6 +123,8 @@ def settle(d, pid):
 
 
 def main():
+    global ASAN
+    ASAN = asan_build()
     tmp = tempfile.mkdtemp()
     root = os.path.join(tmp, "m")
     os.makedirs(os.path.join(root, "small", "1"))
@@ -144,7 +163,7 @@ def main():
             tap.ok(0 <= idle <= 0.2 * W,
                    "loaded and idle, big holds under 0.2 W",
                    "%.1f MiB" % (idle / MIB))
-            tap.ok(abs((rssl - rss0) - idle) <= 0.25 * W + 16 * MIB,
+            rss_ok(abs((rssl - rss0) - idle) <= 0.25 * W + 16 * MIB,
                    "idle: within 0.25 W + 16 MiB of the RSS delta",
                    "RSS +%.1f MiB, value %.1f MiB"
                    % ((rssl - rss0) / MIB, idle / MIB))
@@ -165,7 +184,7 @@ def main():
             tap.ok(0.9 * W <= big <= 1.5 * W,
                    "big's value is 0.9-1.5x its weights",
                    "%.1f MiB for %.1f MiB" % (big / MIB, W / MIB))
-            tap.ok(abs(grew - big) <= 0.25 * W + 16 * MIB,
+            rss_ok(abs(grew - big) <= 0.25 * W + 16 * MIB,
                    "within 0.25 W + 16 MiB of the RSS delta",
                    "RSS +%.1f MiB, value %.1f MiB" % (grew / MIB, big / MIB))
             tap.ok(abs(res1.get(("small", "1"), 0) - small0) <= MIB,
@@ -179,7 +198,7 @@ def main():
                    "%s" % res2)
             tap.diag("RSS after the unload: -%.1f MiB"
                      % ((rss1 - rss2) / MIB))
-            tap.ok(rss1 - rss2 >= 0.5 * big,
+            rss_ok(rss1 - rss2 >= 0.5 * big,
                    "RSS falls by at least half of big's value",
                    "RSS -%.1f MiB, value was %.1f MiB"
                    % ((rss1 - rss2) / MIB, big / MIB))
