@@ -22,9 +22,23 @@ argmax against PyTorch's, so a fast wrong answer cannot hide.
                 (Debian's OpenBLAS otherwise falls back to slow generic
                 kernels on this CPU, and PyTorch uses it for Linear layers)
 
+With --nets (default resnet18,mobilenet_v2,convnext_tiny; "none" for
+none) it also runs torchvision's classification nets at 224x224, built by
+hand in bench/engine_nets.py (torchvision is not installable here), random
+weights, exported at opset 17 into a temporary folder, at --net-batches
+(default 1,8), on the same random images in the three engines; those rows
+check the largest relative difference of the logits to PyTorch's
+(max |y - y_torch| / max |y_torch|, target 1e-4) instead of argmaxes.
+--cnn28 adds bench/serve_models.py's MNIST-sized CNN (28x28 input).
+
+The header prints the CPU model, oneDNN's effective ISA (what
+dnnl_get_effective_cpu_isa picks, from ONEDNN_VERBOSE's info line) and the
+load average before and after.
+
 Usage:  bench/engine.py [--cli PATH] [--models mlp,cnn,transformer]
                         [--opsets 13,17] [--batches 1,32,256] [--threads 2]
-                        [--quick]
+                        [--nets resnet18,...|none] [--net-batches 1,8]
+                        [--cnn28] [--quick]
 """
 
 import argparse
@@ -65,7 +79,8 @@ def repeats(batch, quick):
     return (max(5, n // 10), 2) if quick else (n, w)
 
 
-def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads):
+def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads,
+                  out_name="logits"):
     cmd = [cli, "--model", model, "--input", "%s=%s" % (in_name, x_npy),
            "--output", out, "--repeat", str(n), "--warmup", str(w),
            "--threads", str(threads)]
@@ -78,8 +93,85 @@ def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads):
     summary = p.stdout.decode()
     m = re.search(r"compile_ms=([0-9.]+)", summary)
     with np.load(out) as z:
-        y = z["logits"]
+        y = z[out_name if out_name is not None else z.files[0]]
     return lat, (float(m.group(1)) if m else None), y
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def onednn_isa(cli, model, x_npy, in_name):
+    """oneDNN's info line on the ISA it runs (dnnl_get_effective_cpu_isa),
+    from one run with ONEDNN_VERBOSE=1."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    p = subprocess.run([cli, "--model", model, "--input",
+                        "%s=%s" % (in_name, x_npy), "--repeat", "1"],
+                       env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    m = re.search(r"isa:([^\n,]+)", p.stdout.decode() + p.stderr.decode())
+    return m.group(1).strip() if m else "?"
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def rel_diff(y, ref):
+    """max |y - ref| / max |ref|."""
+    den = float(np.max(np.abs(ref))) or 1.0
+    return float(np.max(np.abs(y.astype(np.float64) - ref))) / den
+
+
+def export_nets(tmp, names):
+    p = subprocess.run([sys.executable, os.path.join(HERE, "engine_nets.py"),
+                        "export", tmp] + names, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError("engine_nets.py export failed: %s"
+                           % p.stderr.decode()[-800:])
+    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+
+def run_torch_nets(tmp, nets, inputs, batches, threads, quick):
+    runs = []
+    for net in nets:
+        for b in batches:
+            n, w = net_repeats(b, quick)
+            runs.append({"net": net, "batch": b, "input": inputs[b],
+                         "state": os.path.join(tmp, net + ".pt"),
+                         "repeat": n, "warmup": w,
+                         "output": os.path.join(tmp, "torch_%s_%d.npy"
+                                                % (net, b))})
+    jf = os.path.join(tmp, "torch_nets.json")
+    with open(jf, "w") as f:
+        json.dump({"threads": threads, "runs": runs}, f)
+    env = dict(os.environ, OPENBLAS_CORETYPE="SKYLAKEX")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "engine_nets.py"),
+                        "run", jf], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env)
+    if p.returncode != 0:
+        raise RuntimeError("torch failed: %s" % p.stderr.decode()[-800:])
+    lat = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    return {(r["net"], r["batch"]): (lat["%s/%d" % (r["net"], r["batch"])],
+                                     np.load(r["output"])) for r in runs}
+
+
+# timed and warm-up runs of the 224x224 nets, per batch size
+NET_REPEAT = {1: (30, 3), 8: (10, 2)}
+
+
+def net_repeats(batch, quick):
+    n, w = NET_REPEAT.get(batch, (max(5, 80 // batch), 2))
+    return (max(3, n // 5), 1) if quick else (n, w)
 
 
 def ort_available():
@@ -159,6 +251,11 @@ def main():
                     help="a tenth of the runs: a smoke test, not numbers")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--nets", default="resnet18,mobilenet_v2,convnext_tiny",
+                    help="224x224 nets of engine_nets.py, or none")
+    ap.add_argument("--net-batches", default="1,8")
+    ap.add_argument("--cnn28", action="store_true",
+                    help="serve_models.py's 28x28 CNN at --batches too")
     args = ap.parse_args()
 
     cli = find_cli(args.cli)
@@ -176,9 +273,45 @@ def main():
     if not args.no_ort and not use_ort:
         notes.append("ONNX Runtime: not installed (cd bench && "
                      "ONNXRUNTIME_NODE_INSTALL=skip npm ci)")
+    nets = [] if args.nets in ("", "none") else args.nets.split(",")
+    net_batches = [int(b) for b in args.net_batches.split(",")]
     rows = []
+    load_before = loadavg()
+    isa = None
     tmp = tempfile.mkdtemp(prefix="ss-bench-engine.")
     try:
+        if args.cnn28:
+            p = subprocess.run([sys.executable,
+                                os.path.join(HERE, "serve_models.py"), tmp],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if p.returncode != 0:
+                raise RuntimeError("serve_models.py failed: %s"
+                                   % p.stderr.decode()[-500:])
+            img = np.load(os.path.join(tmp, "image.npy")).astype(np.float32)
+            img = img.reshape(1, 1, 28, 28)
+            model = os.path.join(tmp, "cnn.onnx")
+            for b in batches:
+                n, w = repeats(b, args.quick)
+                x = np.ascontiguousarray(np.repeat(img, b, 0))
+                xf = os.path.join(tmp, "cnn28_%d.npy" % b)
+                np.save(xf, x)
+                if isa is None:
+                    isa = onednn_isa(cli, model, xf, "input")
+                lat, comp, y = run_slimserve(
+                    cli, model, xf, "input", os.path.join(tmp, "out.npz"),
+                    n, w, args.threads, out_name=None)
+                row = {"fixture": "cnn28_op17", "batch": b,
+                       "ss": statistics.median(lat), "compile": comp,
+                       "ort": None, "torch": None, "check": ""}
+                if use_ort:
+                    ol, oy = run_ort(tmp, model, x, "input", n, w,
+                                     args.threads)
+                    row["ort"] = statistics.median(ol)
+                    row["check"] = "vs ORT %.1e" % rel_diff(y, oy)
+                rows.append(row)
+                print("# %-16s batch %-4d slimserve %s ms  ORT %s ms"
+                      % ("cnn28_op17", b, fmt_ms(row["ss"]),
+                         fmt_ms(row["ort"])), file=sys.stderr, flush=True)
         for kind in kinds:
             in_name = "input_ids" if kind == "transformer" else "input"
             with np.load(os.path.join(FIX, "digits",
@@ -200,6 +333,8 @@ def main():
                 for b in batches:
                     n, w = repeats(b, args.quick)
                     x = np.load(inputs[b])
+                    if isa is None:
+                        isa = onednn_isa(cli, model, inputs[b], in_name)
                     lat, comp, y = run_slimserve(
                         cli, model, inputs[b], in_name,
                         os.path.join(tmp, "out.npz"), n, w, args.threads)
@@ -227,12 +362,61 @@ def main():
                                            fmt_ms(row["ort"]),
                                            fmt_ms(row["torch"])),
                           file=sys.stderr, flush=True)
+        if nets:
+            info = export_nets(tmp, nets)
+            rng = np.random.default_rng(0)
+            pool = rng.standard_normal((max(net_batches), 3, 224, 224),
+                                       dtype=np.float32)
+            inputs = {}
+            for b in net_batches:
+                inputs[b] = os.path.join(tmp, "img_%d.npy" % b)
+                np.save(inputs[b], np.ascontiguousarray(pool[:b]))
+            torch_res = {}
+            if not args.no_torch:
+                torch_res = run_torch_nets(tmp, nets, inputs, net_batches,
+                                           args.threads, args.quick)
+            for net in nets:
+                model = info[net]["onnx"]
+                for b in net_batches:
+                    n, w = net_repeats(b, args.quick)
+                    x = np.load(inputs[b])
+                    if isa is None:
+                        isa = onednn_isa(cli, model, inputs[b], "input")
+                    lat, comp, y = run_slimserve(
+                        cli, model, inputs[b], "input",
+                        os.path.join(tmp, "out.npz"), n, w, args.threads)
+                    row = {"fixture": net + "_op17", "batch": b,
+                           "ss": statistics.median(lat), "compile": comp,
+                           "ort": None, "torch": None, "check": ""}
+                    checks = []
+                    ref = None
+                    if (net, b) in torch_res:
+                        tl, ref = torch_res[(net, b)]
+                        row["torch"] = statistics.median(tl)
+                        checks.append("ss %.1e" % rel_diff(y, ref))
+                    if use_ort:
+                        ol, oy = run_ort(tmp, model, x, "input", n, w,
+                                         args.threads)
+                        row["ort"] = statistics.median(ol)
+                        if ref is not None:
+                            checks.append("ort %.1e" % rel_diff(oy, ref))
+                    row["check"] = " ".join(checks)
+                    rows.append(row)
+                    print("# %-16s batch %-4d slimserve %s ms  ORT %s ms  "
+                          "torch %s ms" % (net, b, fmt_ms(row["ss"]),
+                                           fmt_ms(row["ort"]),
+                                           fmt_ms(row["torch"])),
+                          file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    load_after = loadavg()
+    print("CPU: %s; oneDNN ISA: %s; %d CPUs online" % (
+        cpu_model(), isa or "?", os.cpu_count() or 0))
+    print("load average before: %s   after: %s" % (load_before, load_after))
 
     head = ("fixture", "batch", "ss ms", "ss /s", "ORT ms", "ORT /s",
             "torch ms", "torch /s", "ss/ORT", "ss/torch", "compile ms",
-            "argmax vs torch")
+            "check vs torch")
     table = [head]
     for r in rows:
         b = r["batch"]
@@ -252,6 +436,9 @@ def main():
     print("ms: median latency of one batch; /s: samples per second; "
           "ss/peer: slimserve throughput over the peer's (>1: slimserve "
           "faster).")
+    print("check: fixtures, argmaxes that agree with PyTorch's; nets, "
+          "max |y - y_torch| / max |y_torch| (target 1e-4); cnn28 "
+          "(no PyTorch model), the same against ORT.")
     for note in notes:
         print(note)
 
