@@ -15,7 +15,10 @@
  *                variants inside the budget come from here;
  *   sensitivity  each per-layer option alone (search_cfg.c): its damage
  *                to the budget's metric and its gain on this machine's
- *                latency (or size), a table per layer;
+ *                latency (or size), a table per layer; per-layer bf16
+ *                (the layer alone in bf16) is one of the options where
+ *                oneDNN runs bf16 natively, "bf16" is allowed and the
+ *                objective is a latency;
  *   combine      the greedy proxy (gain per damage, summed) at several
  *                fractions of the budget and, seeded, with the damages
  *                perturbed; a proposal is measured only when no measured
@@ -45,6 +48,7 @@
 
 #include "common/alloc.h"
 #include "compress/search_int.h"
+#include "engine/dnnl/dnnl.h"
 
 static double
 mono(void)
@@ -258,6 +262,9 @@ state_json(const ss__search_t *s)
     if (o != NULL && s->first_in_budget_s >= 0)
         json_object_set_new(o, "first_in_budget_s",
                             json_real(s->first_in_budget_s));
+    if (o != NULL)
+        json_object_set_new(o, "bf16_per_layer",
+                            json_boolean(s->bf16_layers));
     return o;
 }
 
@@ -359,7 +366,7 @@ trial(ss__search_t *s, const ss__scfg_t *cfg, double predicted,
         int l, q = cfg->bf16 | cfg->finetune | cfg->width | cfg->mask;
 
         for (l = 0; l < s->n_layers; l++)
-            q |= cfg->int8[l];
+            q |= cfg->int8[l] | cfg->bf16l[l];
         /* Nothing the structural methods could do (no prunable pair, a
          * rank that would not pay): the source again, not a point. */
         t->noop = !q && t->ev.weight_bytes == s->src_ev.weight_bytes;
@@ -537,6 +544,17 @@ phase_sensitivity(ss__search_t *s, ss_err_t *err)
                 return rc;
             sens_from(s, &s->sens[l][k], rc);
         }
+        /* this layer alone in bf16 (the rest f32): what it costs in
+         * accuracy and gains in time, as for int8 */
+        if (s->bf16_layers) {
+            memset(&c, 0, sizeof(c));
+            c.bf16l[l] = 1;
+            if ((rc = trial(s, &c, -1, err)) < 0)
+                return rc;
+            sens_from(s, &s->sens_bf16l[l], rc);
+            /* same bytes, another precision: usable when it built */
+            s->sens_bf16l[l].usable = !s->trials[rc].failed;
+        }
     }
     return 0;
 }
@@ -596,14 +614,24 @@ phase_refine(ss__search_t *s, ss_err_t *err)
                 c = b;
                 if (k == 0 && !HAS(s->o, SS_METHOD_PTQ))
                     continue;   /* only the allowed methods */
-                if (k == 0)
+                if (k == 0) {
                     c.int8[l] = !c.int8[l];
-                else if (c.st[l] == k)
+                    c.bf16l[l] = 0;
+                } else if (c.st[l] == k)
                     c.st[l] = 0;
                 else if (s->sens[l][k].usable)
                     c.st[l] = (uint8_t)k;
                 else
                     continue;
+                if ((rc = propose(s, &c, bi, err)) < 0)
+                    return rc;
+                better |= rc;
+            }
+            /* the layer's precision between f32, bf16 and int8 */
+            if (s->bf16_layers && !b.bf16 && s->sens_bf16l[l].usable) {
+                c = b;
+                c.bf16l[l] = !c.bf16l[l];
+                c.int8[l] = 0;
                 if ((rc = propose(s, &c, bi, err)) < 0)
                     return rc;
                 better |= rc;
@@ -965,6 +993,12 @@ ss_search_run(const ss_graph_t *src, const ss_dataset_t *calib,
     s->rng = o->seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
     s->best = -1;
     s->first_in_budget_s = -1;
+    /* per-layer bf16 only where oneDNN runs bf16 natively (AVX512_BF16 or
+     * AMX, as for bf16 training): emulated, a bf16 layer is slower than
+     * f32 and the choice only costs trials; nor for size, which a bf16
+     * mark does not change */
+    s->bf16_layers = HAS(o, SS_METHOD_BF16) && ss_dnn_bf16_native(NULL)
+                     && o->objective != SS_SEARCH_SIZE;
     if ((rc = setup(s, err)) < 0) {
         if (rc == SS_ECANCELED)
             ss_err_set(err, rc, "stopped before the source was measured");

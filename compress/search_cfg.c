@@ -5,8 +5,10 @@
  *
  * DESIGN: a configuration says, per layer of the source (by its node
  * name), one structural option (none, structured pruning at 25/50/75%,
- * low-rank at ratio 1/8, 1/4, 1/2) and whether it runs in int8; for the
- * graph, whether the other layers run in bf16, whether the pruned or
+ * low-rank at ratio 1/8, 1/4, 1/2) and whether it runs in int8 or bf16
+ * (per-layer bf16: the engine's "slimserve.bf16_nodes", engine/ir/edit.h,
+ * naming the layer's nodes); for the graph, whether the other layers run
+ * in bf16, whether the pruned or
  * factored graph is fine-tuned against the source before quantization,
  * or whether a distilled student of a given width replaces it.  It is
  * built by calling the methods themselves in the pipeline order
@@ -154,6 +156,38 @@ prunes(const ss__scfg_t *cfg, int n)
     return any(cfg->st, n, SS__S_PRUNE0, SS__S_RANK0);
 }
 
+/* The nodes of g the bf16l layers of cfg became (a low-rank layer: both
+ * factors), by name, as the engine's per-layer bf16 list; the int8
+ * layers stay int8 (the engine's int8 pass takes them first anyway). */
+static int
+mark_bf16_layers(const ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t *g,
+                 ss_err_t *err)
+{
+    const char **names;
+    int n = 0, rc;
+
+    if ((names = ss_calloc((size_t)g->n_nodes + 1, sizeof(*names))) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for the bf16 layers");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *nd = &g->nodes[i];
+        int l;
+
+        if (nd->name == NULL || nd->name[0] == '\0'
+            || (strcmp(nd->op_type, "MatMul") != 0
+                && strcmp(nd->op_type, "Gemm") != 0
+                && strcmp(nd->op_type, "Conv") != 0)
+            || (l = layer_of(s, nd->name)) < 0 || !cfg->bf16l[l]
+            || cfg->int8[l])
+            continue;
+        names[n++] = nd->name;
+    }
+    rc = n > 0 ? ss_graph_set_bf16_nodes(g, n, names, err)
+               : ss_err_set(err, SS_EUNSUPP, "bf16 per layer: none of the "
+                            "chosen layers is a named node");
+    ss_free(names);
+    return rc;
+}
+
 /* One method on *g: the methods' own entry points (internal.h). */
 static int
 apply(ss__search_t *s, ss__cx_t *cx, ss_method_t *m, ss_graph_t **g,
@@ -288,6 +322,9 @@ ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
     if (cfg->bf16 && (rc = ss_graph_set_meta(g, "slimserve.precision",
                                              "bf16", err)) < 0)
         goto done;
+    if (!cfg->bf16 && any(cfg->bf16l, n, 1, 2)
+        && (rc = mark_bf16_layers(s, cfg, g, err)) < 0)
+        goto done;
     *out = g;
     g = NULL;
 done:
@@ -353,6 +390,9 @@ ss__s_predict(const ss__search_t *s, const ss__scfg_t *cfg, double *damage,
         if (cfg->int8[i]) {
             *damage += pos(s->sens[i][0].damage);
             *gain += s->sens[i][0].gain;
+        } else if (cfg->bf16l[i] && !cfg->bf16) {
+            *damage += pos(s->sens_bf16l[i].damage);
+            *gain += s->sens_bf16l[i].gain;
         }
     }
     if (cfg->bf16) {
@@ -375,6 +415,7 @@ ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
              double noise, ss__scfg_t *out)
 {
     double dmg[SS__S_MAX_LAYERS][SS__S_N_STRUCT], dbf, total = 0.0;
+    double dbl[SS__S_MAX_LAYERS];
     int i, k;
 
     *out = *base;
@@ -384,9 +425,14 @@ ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
         for (k = 0; k < SS__S_N_STRUCT; k++)
             dmg[i][k] = noisy(s, &s->sens[i][k], noise);
     dbf = noisy(s, &s->sens_bf16, noise);
+    /* drawn after the others: a search without per-layer bf16 draws the
+     * same numbers as before it existed */
+    for (i = 0; i < s->n_layers; i++)
+        dbl[i] = s->bf16_layers ? noisy(s, &s->sens_bf16l[i], noise) : 0.0;
     for (i = 0; i < s->n_layers; i++) {
         total += out->st[i] ? dmg[i][out->st[i]] : 0.0;
         total += out->int8[i] ? dmg[i][0] : 0.0;
+        total += !out->int8[i] && out->bf16l[i] && !out->bf16 ? dbl[i] : 0.0;
     }
     total += out->bf16 ? dbf : 0.0;
     for (;;) {
@@ -401,7 +447,7 @@ ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
                 const ss__sens_t *e = &s->sens[i][k];
                 double dg, dd;
 
-                if (!e->usable || (k == 0 && out->int8[i])
+                if (!e->usable || (k == 0 && (out->int8[i] || out->bf16l[i]))
                     || (k > 0 && k == out->st[i]))
                     continue;
                 dg = k == 0 ? e->gain : e->gain - cur_g;
@@ -415,17 +461,38 @@ ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
                     bd = dd;
                 }
             }
+            /* per-layer bf16: one more option of the layer, bk =
+             * SS__S_N_STRUCT (not with int8, and implied by the whole
+             * graph's bf16) */
+            if (s->bf16_layers && s->sens_bf16l[i].usable && !out->bf16
+                && !out->bf16l[i] && !out->int8[i]
+                && s->sens_bf16l[i].gain > 0.0 && total + dbl[i] <= cap
+                && s->sens_bf16l[i].gain / (dbl[i] > 1e-6 ? dbl[i] : 1e-6)
+                   > best) {
+                best = s->sens_bf16l[i].gain
+                       / (dbl[i] > 1e-6 ? dbl[i] : 1e-6);
+                bl = i;
+                bk = SS__S_N_STRUCT;
+                bd = dbl[i];
+            }
         }
         if (s->sens_bf16.usable && !out->bf16 && s->sens_bf16.gain > 0.0
             && total + dbf <= cap
             && s->sens_bf16.gain / (dbf > 1e-6 ? dbf : 1e-6) > best) {
             out->bf16 = 1;
             total += dbf;
+            for (i = 0; i < s->n_layers; i++)
+                if (out->bf16l[i] && !out->int8[i]) {
+                    out->bf16l[i] = 0;  /* the whole graph covers it */
+                    total -= dbl[i];
+                }
             continue;
         }
         if (bl < 0)
             break;
-        if (bk == 0)
+        if (bk == SS__S_N_STRUCT)
+            out->bf16l[bl] = 1;
+        else if (bk == 0)
             out->int8[bl] = 1;
         else
             out->st[bl] = (uint8_t)bk;
@@ -439,12 +506,14 @@ json_t *
 ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
 {
     json_t *o = json_object(), *layers = json_object(), *pipe = json_array();
+    json_t *bfl = json_array();
     int i, n = s->n_layers;
 
-    if (o == NULL || layers == NULL || pipe == NULL) {
+    if (o == NULL || layers == NULL || pipe == NULL || bfl == NULL) {
         json_decref(o);
         json_decref(layers);
         json_decref(pipe);
+        json_decref(bfl);
         return NULL;
     }
     if (cfg->width)
@@ -459,16 +528,20 @@ ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
         json_array_append_new(pipe, json_string("finetune"));
     if (any(cfg->int8, n, 1, 2))
         json_array_append_new(pipe, json_string("ptq"));
-    if (cfg->bf16)
+    if (cfg->bf16 || any(cfg->bf16l, n, 1, 2))
         json_array_append_new(pipe, json_string("bf16"));
     for (i = 0; i < n; i++) {
         json_t *l;
         int st = cfg->st[i];
 
-        if (st == 0 && !cfg->int8[i] && !(cfg->mask && cfg->keep[i]))
+        if (cfg->bf16l[i] && !cfg->int8[i] && !cfg->bf16)
+            json_array_append_new(bfl, json_string(s->labels[i]));
+        if (st == 0 && !cfg->int8[i] && !cfg->bf16l[i]
+            && !(cfg->mask && cfg->keep[i]))
             continue;
         l = json_pack("{s:s}", "precision", cfg->int8[i] ? "int8"
-                                            : cfg->bf16 ? "bf16" : "f32");
+                                            : cfg->bf16 || cfg->bf16l[i]
+                                            ? "bf16" : "f32");
         if (cfg->mask && cfg->keep[i]) {
             json_object_set_new(l, "channels", json_integer(
                 s->masks[cfg->mask - 1].channels[i]));
@@ -484,6 +557,7 @@ ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg)
     json_object_set_new(o, "pipeline", pipe);
     json_object_set_new(o, "layers", layers);
     json_object_set_new(o, "bf16", json_boolean(cfg->bf16));
+    json_object_set_new(o, "bf16_layers", bfl);
     if (cfg->width)
         json_object_set_new(o, "student_width", json_real(cfg->width / 4.0));
     if (cfg->mask)

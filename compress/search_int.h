@@ -32,6 +32,8 @@ extern const double ss__s_rank_levels[3];
 typedef struct ss__scfg {
     uint8_t st[SS__S_MAX_LAYERS];   /* structural option per layer */
     uint8_t int8[SS__S_MAX_LAYERS];
+    uint8_t bf16l[SS__S_MAX_LAYERS]; /* this layer in bf16 (not with int8;
+                                     * implied by bf16) */
     uint16_t keep[SS__S_MAX_LAYERS]; /* with mask: channels a layer keeps
                                      * (0: the st option instead) */
     uint8_t bf16;                   /* the rest of the graph in bf16 */
@@ -93,6 +95,9 @@ typedef struct ss__search {
 
     ss__sens_t sens[SS__S_MAX_LAYERS][SS__S_N_STRUCT]; /* [l][0]: int8 */
     ss__sens_t sens_bf16;
+    bool bf16_layers;               /* per-layer bf16 is a choice: bf16
+                                     * allowed and native here */
+    ss__sens_t sens_bf16l[SS__S_MAX_LAYERS];
 
     ss__smask_t masks[SS__S_MAX_MASKS];
     int n_masks;
@@ -118,7 +123,9 @@ double ss__s_limit(const ss__search_t *s);
 double ss__s_objective(const ss__search_t *s, const ss_eval_t *ev);
 
 /* Builds cfg from the source through the methods (prune, lowrank,
- * finetune or distill, ptq, bf16 mark); *out is new. */
+ * finetune or distill, ptq, bf16 mark: the whole graph, or the nodes of
+ * the bf16l layers in "slimserve.bf16_nodes"); *out is new.  A cfg with
+ * bf16l layers none of whose nodes has a name is SS_EUNSUPP. */
 int ss__s_build(ss__search_t *s, const ss__scfg_t *cfg, ss_graph_t **out,
                 json_t *note, ss_err_t *err);
 /* The methods' context for a build or a training run of the search. */
@@ -145,7 +152,7 @@ void ss__s_predict(const ss__search_t *s, const ss__scfg_t *cfg,
 void ss__s_greedy(ss__search_t *s, const ss__scfg_t *base, double cap,
                   double noise, ss__scfg_t *out);
 /* The configuration as JSON (new): {"pipeline": [...], "layers": {...},
- * "bf16", "student_width"}. */
+ * "bf16", "bf16_layers", "student_width"}. */
 json_t *ss__s_cfg_json(const ss__search_t *s, const ss__scfg_t *cfg);
 bool ss__s_cfg_empty(const ss__scfg_t *cfg);
 /* xorshift64*: the search's one random stream. */

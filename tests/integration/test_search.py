@@ -4,7 +4,8 @@ the budget holds on the written version measured independently through
 the data plane, the front is non-dominated, the lineage names the search,
 a DELETE stops the search and keeps its best, the time limit holds, bad
 bodies change nothing, a seed makes it reproducible, activate swaps it
-in."""
+in, per-layer bf16 is measured layer by layer and written as the
+engine's "slimserve.bf16_nodes" naming only the chosen layers."""
 
 import json
 import os
@@ -164,6 +165,101 @@ def test_reproducible(d):
     tap.ok(runs[0][1] == runs[1][1] and runs[0][1] != "null",
            "the same seed gives the same best (size)",
            "%s\n%s" % runs[0][1:3])
+
+
+def onnx_meta(path):
+    """ModelProto.metadata_props (field 14) of an ONNX file as a dict,
+    read with a minimal protobuf walk (no onnx module needed)."""
+    with open(path, "rb") as f:
+        buf = f.read()
+
+    def varint(b, i):
+        v = s = 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7F) << s
+            s += 7
+            if c < 0x80:
+                return v, i
+
+    def fields(b):
+        i = 0
+        while i < len(b):
+            key, i = varint(b, i)
+            wt = key & 7
+            if wt == 0:
+                v, i = varint(b, i)
+            elif wt == 1:
+                v, i = b[i:i + 8], i + 8
+            elif wt == 5:
+                v, i = b[i:i + 4], i + 4
+            elif wt == 2:
+                n, i = varint(b, i)
+                v, i = b[i:i + n], i + n
+            else:
+                raise ValueError("wire type %d" % wt)
+            yield key >> 3, v
+
+    meta = {}
+    for num, v in fields(buf):
+        if num == 14:
+            kv = dict(fields(v))
+            meta[kv.get(1, b"").decode()] = kv.get(2, b"").decode()
+    return meta
+
+
+def test_bf16_layers(d, root):
+    """Per-layer bf16 where oneDNN runs bf16 natively: every layer alone
+    in bf16 is a sensitivity trial, and the written variant's metadata
+    says exactly what its configuration chose."""
+    st, js = optimize(d, body(methods=["bf16"], objective="latency_b32",
+                              max_trials=16, seed=5))
+    job = d.wait_job(js.get("job", 0), timeout=180)
+    res = job.get("result") or {}
+    if not res.get("bf16_per_layer"):
+        tap.skip("oneDNN runs bf16 emulated here: no per-layer bf16", 4)
+        return
+    layers = ["/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
+    trials = res.get("all_trials") or []
+    alone = {}
+    for t in trials:
+        c = t.get("config") or {}
+        bl = c.get("bf16_layers") or []
+        if len(bl) == 1 and not c.get("bf16") and not t.get("error"):
+            alone[bl[0]] = c
+    tap.ok(sorted(alone) == layers and all(
+        c["pipeline"] == ["bf16"]
+        and c["layers"] == {n: {"precision": "bf16"}}
+        for n, c in alone.items()),
+        "every layer alone in bf16 is a trial (the others f32)",
+        json.dumps([t.get("config") for t in trials])[:600])
+    tap.ok(all(set(t["config"].get("bf16_layers") or []) == {
+        n for n, ly in t["config"]["layers"].items()
+        if ly.get("precision") == "bf16"} for t in trials
+        if not t["config"].get("bf16")),
+        "a trial's bf16_layers are its layers with precision bf16")
+    best = res.get("best") or {}
+    v, c = best.get("version"), best.get("config") or {}
+    meta = onnx_meta(os.path.join(root, "mlp", str(v), "model.onnx")) \
+        if v else {}
+    chosen = c.get("bf16_layers") or []
+    want = ("bf16", None) if c.get("bf16") else (None, sorted(chosen))
+    got = (meta.get("slimserve.precision"),
+           sorted(meta["slimserve.bf16_nodes"].split(","))
+           if "slimserve.bf16_nodes" in meta else None)
+    if v is None:
+        # latency decides: on a loaded machine (or under ASan) no bf16
+        # variant may beat the source, and nothing is written
+        tap.skip("no bf16 variant beat the source here (%s)"
+                 % job.get("state"))
+    else:
+        tap.ok(got == want and (c.get("bf16") or 0 < len(chosen) <= 3),
+               "the variant's metadata names only the chosen layers",
+               "config %s, metadata %s" % (json.dumps(c), meta))
+    tap.ok(job.get("state") in ("succeeded", "rejected")
+           and res.get("trials", 0) >= 4, "the bf16-only search ended",
+           "%s %s" % (job.get("state"), job.get("error")))
 
 
 def test_pipeline(d):
@@ -417,6 +513,7 @@ def main():
         res = timed(test_search, d, root)
         timed(test_ui, d, res.get("job", 1))
         timed(test_reproducible, d)
+        timed(test_bf16_layers, d, root)
         timed(test_pipeline, d)
         timed(test_width_search, d)
         timed(test_ctl, d, root)
