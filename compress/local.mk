@@ -33,6 +33,15 @@ tests_unit_test_compress_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS)
 tests_unit_test_compress_LDADD = $(SS_COMPRESS_LIBS)
 
+# Search configurations: per-layer bf16 in the built variant (issue 15).
+check_PROGRAMS += tests/unit/test_search_cfg
+TESTS += tests/unit/test_search_cfg
+tests_unit_test_search_cfg_SOURCES = tests/unit/test_search_cfg.c \
+	tests/unit/run_util.h
+tests_unit_test_search_cfg_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+tests_unit_test_search_cfg_LDADD = $(SS_COMPRESS_LIBS)
+
 check_PROGRAMS += tests/unit/test_compress_models
 TESTS += tests/unit/test_compress_models
 tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
