@@ -11,6 +11,9 @@
  *     layer (C < 16) reads NCHW straight into a blocked output, which
  *     oneDNN's kernels do well;
  *   - pooling and binary ops keep their source's layout;
+ *   - a reference Transpose (0,2,3,1) wants its source NHWC: those bytes
+ *     are its output's, and ss__fuse_transpose (plan_fuse_ops.c) then
+ *     drops the copy (ConvNeXt's permutes around LayerNorm);
  *   - an op writes its output in the layout ss__lay_dst() picks from the
  *     value's readers: PLAIN for a graph output or a value with views (a
  *     Flatten reads NCHW bytes), else what most readers want (a conv its
