@@ -7,8 +7,11 @@
  * yields to latency work (serving) at points where stopping costs
  * nothing.  On the 2-vCPU machines slimserve runs on, a job running on
  * the "free" CPU slowed serving on the other 5-7x at p99 even at
- * SCHED_IDLE (the vCPUs share execution units); no scheduling policy
- * fixes that, only not computing while a request is being served.
+ * SCHED_IDLE (a plain spinner there costs as much: the vCPUs behave as
+ * siblings of one core); no scheduling policy fixes that, only not
+ * computing while a request is being served.  Measured, this polling
+ * form did not lower p99 either (docs/training.md), so the daemon
+ * leaves it off by default (job_min_share = 1).
  *
  * A thread that does background work installs a hook for itself; the
  * work calls ss_pace_point() between units (one op of a training step,

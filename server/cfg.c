@@ -322,7 +322,7 @@ defaults(ss_config_t *cfg)
     cfg->admin_port = 8001;
     cfg->threads = 0;
     cfg->job_threads = 1;
-    cfg->job_min_share = 0.1;
+    cfg->job_min_share = 1.0;
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_buffered_bytes = (int64_t)256 << 20;
