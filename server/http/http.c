@@ -1535,8 +1535,12 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
     l->d = MHD_start_daemon(
         flags, 0, on_accept, l, on_request, l,
         MHD_OPTION_LISTEN_SOCKET, l->fd,
-        /* A backstop: on_accept counts over every loop. */
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opts.max_connections,
+        /* on_accept counts over every loop and refuses; MHD's own limit
+         * is one higher so it is never reached: at its limit MHD stops
+         * polling the listener, and a connection the kernel hashed to
+         * this loop's SO_REUSEPORT socket would wait in the backlog
+         * instead of being refused. */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opts.max_connections + 1,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opts.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->opts.max_header_bytes,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
