@@ -173,19 +173,75 @@ bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
                          err, "dnnl_primitive_desc_create", b->what);
 }
 
-int
-ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
-                      int bias, ss_dnn_prim_t **out, ss_err_t *err)
+/* The names of the passes' primitives, dense (CM_DENSE) and blocked
+ * (CM_LAYOUT). */
+static const char *const pass_names[2][3] = {
+    { "convolution (training)", "convolution backward data",
+      "convolution backward weights" },
+    { "convolution (training, blocked)",
+      "convolution backward data (blocked)",
+      "convolution backward weights (blocked)" }
+};
+
+/* Builds pass's primitive into b (started, named by pass_names) with the
+ * tensors described as mode says (CM_DENSE or CM_LAYOUT); m keeps the
+ * descriptors (and the forward's pd: the caller destroys it) for the
+ * caller's queries.  Forward: src, weights (, bias) -> dst; backward by
+ * data: diff_dst, weights -> diff_src; by weights: src, diff_dst ->
+ * diff_weights (no bias: the trainer sums dB itself). */
+static int
+conv_pass(ss__dnn_build_t *b, conv_mds_t *m, const ss_dnn_conv_desc_t *d,
+          ss_dnn_conv_pass_t pass, int bias, int mode, ss_err_t *err)
 {
     static const int fwd_in[] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS,
                                   DNNL_ARG_BIAS };
     static const int bd_in[] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS };
     static const int bw_in[] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST };
-    static const char *const names[] = {
-        "convolution (training)", "convolution backward data",
-        "convolution backward weights"
-    };
     dnnl_convolution_desc_t od;
+    int rc;
+
+    bias = pass == SS_DNN_CONV_FWD && bias;
+    if ((rc = conv_mds(m, d, pass, bias, mode, b->what, err)) < 0 ||
+        (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b->attr,
+                           err, b->what)) < 0)
+        return rc;
+    switch (pass) {
+    case SS_DNN_CONV_FWD:
+        ss__dnn_set_dst(b->p, 4, m->dd);
+        return ss__dnn_build_op(b, &m->fwd, fwd_in, bias ? 3 : 2, NULL, 0,
+                                DNNL_ARG_DST, NULL, err);
+    case SS_DNN_CONV_BWD_DATA:
+        ss__dnn_set_dst(b->p, 4, m->src.dims);
+        rc = ss__dnn_check(dnnl_dilated_convolution_backward_data_desc_init(
+                               &od, dnnl_convolution_direct, &m->src, &m->w,
+                               &m->dst, m->win.strides, m->win.dil,
+                               m->win.pl, m->win.pr),
+                           err, "dnnl_dilated_convolution_backward_data_"
+                           "desc_init", b->what);
+        if (rc < 0 || (rc = bwd_pd(b, &od, m->fwd_pd, err)) < 0)
+            return rc;
+        return ss__dnn_build_op(b, NULL, bd_in, 2, NULL, 0,
+                                DNNL_ARG_DIFF_SRC, NULL, err);
+    default:
+        /* the dense weight dims: m->w's in every mode */
+        ss__dnn_set_dst(b->p, m->wn, m->wd);
+        rc = ss__dnn_check(
+            dnnl_dilated_convolution_backward_weights_desc_init(
+                &od, dnnl_convolution_direct, &m->src, &m->w, NULL, &m->dst,
+                m->win.strides, m->win.dil, m->win.pl, m->win.pr),
+            err, "dnnl_dilated_convolution_backward_weights_desc_init",
+            b->what);
+        if (rc < 0 || (rc = bwd_pd(b, &od, m->fwd_pd, err)) < 0)
+            return rc;
+        return ss__dnn_build_op(b, NULL, bw_in, 2, NULL, 0,
+                                DNNL_ARG_DIFF_WEIGHTS, NULL, err);
+    }
+}
+
+int
+ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
+                      int bias, ss_dnn_prim_t **out, ss_err_t *err)
+{
     ss__dnn_build_t b;
     conv_mds_t m = { 0 };
     int rc;
@@ -195,47 +251,8 @@ ss_dnn_conv_train_new(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
         return ss_err_set(err, SS_EINVAL, "oneDNN convolution: pass %d",
                           (int)pass);
     }
-    if ((rc = ss__dnn_build_start(&b, names[pass], err)) < 0)
-        goto done;
-    if ((rc = conv_mds(&m, d, pass, pass == SS_DNN_CONV_FWD && bias,
-                       CM_DENSE, b.what, err)) < 0 ||
-        (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0)
-        goto done;
-    switch (pass) {
-    case SS_DNN_CONV_FWD:
-        ss__dnn_set_dst(b.p, 4, m.dd);
-        rc = ss__dnn_build_op(&b, &m.fwd, fwd_in, bias ? 3 : 2, NULL, 0,
-                              DNNL_ARG_DST, NULL, err);
-        break;
-    case SS_DNN_CONV_BWD_DATA:
-        ss__dnn_set_dst(b.p, 4, m.src.dims);
-        rc = ss__dnn_check(dnnl_dilated_convolution_backward_data_desc_init(
-                               &od, dnnl_convolution_direct, &m.src, &m.w,
-                               &m.dst, m.win.strides, m.win.dil, m.win.pl,
-                               m.win.pr),
-                           err, "dnnl_dilated_convolution_backward_data_"
-                           "desc_init", b.what);
-        if (rc < 0 || (rc = bwd_pd(&b, &od, m.fwd_pd, err)) < 0)
-            goto done;
-        rc = ss__dnn_build_op(&b, NULL, bd_in, 2, NULL, 0,
-                              DNNL_ARG_DIFF_SRC, NULL, err);
-        break;
-    default:
-        ss__dnn_set_dst(b.p, m.w.ndims, m.w.dims);
-        rc = ss__dnn_check(
-            dnnl_dilated_convolution_backward_weights_desc_init(
-                &od, dnnl_convolution_direct, &m.src, &m.w, NULL, &m.dst,
-                m.win.strides, m.win.dil, m.win.pl, m.win.pr),
-            err, "dnnl_dilated_convolution_backward_weights_desc_init",
-            b.what);
-        if (rc < 0 || (rc = bwd_pd(&b, &od, m.fwd_pd, err)) < 0)
-            goto done;
-        rc = ss__dnn_build_op(&b, NULL, bw_in, 2, NULL, 0,
-                              DNNL_ARG_DIFF_WEIGHTS, NULL, err);
-        break;
-    }
-done:
+    if ((rc = ss__dnn_build_start(&b, pass_names[0][pass], err)) >= 0)
+        rc = conv_pass(&b, &m, d, pass, bias, CM_DENSE, err);
     if (m.fwd_pd)
         dnnl_primitive_desc_destroy(m.fwd_pd);
     return ss__dnn_build_end(&b, rc, out);
@@ -334,16 +351,6 @@ ss_dnn_conv_train_blk_new(const ss_dnn_conv_desc_t *d,
                           ss_dnn_conv_pass_t pass, int bias, int acc,
                           ss_dnn_conv_blk_t *out, ss_err_t *err)
 {
-    static const int fwd_in[] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS,
-                                  DNNL_ARG_BIAS };
-    static const int bd_in[] = { DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS };
-    static const int bw_in[] = { DNNL_ARG_SRC, DNNL_ARG_DIFF_DST };
-    static const char *const names[] = {
-        "convolution (training, blocked)",
-        "convolution backward data (blocked)",
-        "convolution backward weights (blocked)"
-    };
-    dnnl_convolution_desc_t od;
     dnnl_memory_desc_t dense;
     const dnnl_memory_desc_t *q;
     ss__dnn_build_t b;
@@ -354,46 +361,9 @@ ss_dnn_conv_train_blk_new(const ss_dnn_conv_desc_t *d,
     if (pass < SS_DNN_CONV_FWD || pass > SS_DNN_CONV_BWD_WEIGHTS)
         return ss_err_set(err, SS_EINVAL, "oneDNN convolution: pass %d",
                           (int)pass);
-    if ((rc = ss__dnn_build_start(&b, names[pass], err)) < 0)
+    if ((rc = ss__dnn_build_start(&b, pass_names[1][pass], err)) < 0)
         goto done;
-    if ((rc = conv_mds(&m, d, pass, pass == SS_DNN_CONV_FWD && bias,
-                       CM_LAYOUT, b.what, err)) < 0 ||
-        (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b.attr,
-                           err, b.what)) < 0)
-        goto done;
-    switch (pass) {
-    case SS_DNN_CONV_FWD:
-        ss__dnn_set_dst(b.p, 4, m.dd);
-        rc = ss__dnn_build_op(&b, &m.fwd, fwd_in, bias ? 3 : 2, NULL, 0,
-                              DNNL_ARG_DST, NULL, err);
-        break;
-    case SS_DNN_CONV_BWD_DATA:
-        ss__dnn_set_dst(b.p, 4, m.src.dims);
-        rc = ss__dnn_check(dnnl_dilated_convolution_backward_data_desc_init(
-                               &od, dnnl_convolution_direct, &m.src, &m.w,
-                               &m.dst, m.win.strides, m.win.dil, m.win.pl,
-                               m.win.pr),
-                           err, "dnnl_dilated_convolution_backward_data_"
-                           "desc_init", b.what);
-        if (rc < 0 || (rc = bwd_pd(&b, &od, m.fwd_pd, err)) < 0)
-            goto done;
-        rc = ss__dnn_build_op(&b, NULL, bd_in, 2, NULL, 0,
-                              DNNL_ARG_DIFF_SRC, NULL, err);
-        break;
-    default:
-        ss__dnn_set_dst(b.p, m.wn, m.wd);
-        rc = ss__dnn_check(
-            dnnl_dilated_convolution_backward_weights_desc_init(
-                &od, dnnl_convolution_direct, &m.src, &m.w, NULL, &m.dst,
-                m.win.strides, m.win.dil, m.win.pl, m.win.pr),
-            err, "dnnl_dilated_convolution_backward_weights_desc_init",
-            b.what);
-        if (rc < 0 || (rc = bwd_pd(&b, &od, m.fwd_pd, err)) < 0)
-            goto done;
-        rc = ss__dnn_build_op(&b, NULL, bw_in, 2, NULL, 0,
-                              DNNL_ARG_DIFF_WEIGHTS, NULL, err);
-        break;
-    }
+    rc = conv_pass(&b, &m, d, pass, bias, CM_LAYOUT, err);
     if (rc < 0)
         goto done;
     /* the weights as the primitive reads (writes) them, and the reorder
