@@ -215,6 +215,22 @@ registry_down(void)
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* At a normal exit (after libFuzzer's last run, before LeakSanitizer's
+ * exit-time check): the registry goes down as between inputs, so its
+ * threads (executors, their OpenMP workers, the reaper, the job thread)
+ * end and give back their per-thread state, libgomp's included.  Left
+ * running, a thread created after the process had used up the kernel's
+ * thread ids (every rebuild starts new ones: a long campaign makes
+ * millions) can be missed by LeakSanitizer, which then reports what only
+ * that thread's TLS points to (tests/fuzz/README, "Exit-time leak
+ * reports"); and the teardown's own frees are checked too. */
+static void
+teardown(void)
+{
+    if (srv.registry != NULL)
+        registry_down();
+}
+
 static void
 listener(const char *name, ss_http_handler_fn fn, ss_http_t **out)
 {
@@ -294,6 +310,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     listener("http", ss_routes_data, &srv.http);
     listener("admin", ss_routes_admin, &srv.admin);
     registry_up();
+    atexit(teardown);           /* runs before remove_tmpdir */
     return 0;
 }
 

@@ -9,6 +9,7 @@
 EXTRA_DIST += tests/fuzz/README tests/fuzz/run.sh \
 	tests/fuzz/fuzz_npy.c tests/fuzz/fuzz_onnx.c tests/fuzz/fuzz_jobs.c \
 	tests/fuzz/fuzz_http.c tests/fuzz/fuzz_safetensors.c \
+	tests/fuzz/lsan_tid_reuse.c \
 	tests/fuzz/crashes tests/fuzz/seeds tests/fuzz/corpus
 
 check_PROGRAMS += tests/fuzz/test_replay_cfg
