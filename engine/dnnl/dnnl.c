@@ -253,6 +253,7 @@ ss__dnn_prim_alloc(const char *what, ss_dnn_prim_t **out, ss_err_t *err)
         return ss_err_set(err, SS_ENOMEM, "no memory for a oneDNN %s", what);
     }
     p->what = what;
+    p->sum_in = -1;
     *out = p;
     return 0;
 }
@@ -854,6 +855,8 @@ ss_dnn_prim_layout(const ss_dnn_prim_t *p, int i)
 {
     int k;
 
+    if (i >= 0 && i == p->sum_in)
+        i = -1;             /* copied into dst: dst's layout */
     for (k = 0; k < p->n_args; k++) {
         const ss__dnn_arg_t *a = &p->args[k];
         const dnnl_blocking_desc_t *b = &a->md.format_desc.blocking;
@@ -894,6 +897,13 @@ ss_dnn_run(const ss_dnn_prim_t *p, ss_dnn_stream_t *s,
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: NULL buffer", p->what);
     if (s->threads > 0)
         omp_set_num_threads(s->threads);
+    if (p->sum_in >= 0) {
+        if (in[p->sum_in] == NULL)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: in[%d] is NULL",
+                              p->what, p->sum_in);
+        if (in[p->sum_in] != out)
+            memcpy(out, in[p->sum_in], p->sum_bytes);
+    }
     for (i = 0; i < p->n_args; i++) {
         const ss__dnn_arg_t *a = &p->args[i];
 

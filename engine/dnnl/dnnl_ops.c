@@ -185,7 +185,8 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     int64_t dd[4], wd[5];
     const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
                                  { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
-    int wn, rc;
+    ss_dnn_postops_t wpo;
+    int wn, sum, rc;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
@@ -230,6 +231,18 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
         (rc = ss__dnn_attr(&d->post, 4, dd, dt, d->dst_layout, &b.attr, err,
                            b.what)) < 0)
         goto done;
+    if (ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst, &win, dd, &wpo,
+                          &sum)) {
+        if ((rc = ss__dnn_build_op(&b, NULL, src_in, 1, c, 2, DNNL_ARG_DST,
+                                   &wpo, err)) < 0)
+            goto done;
+        if (sum) {
+            b.p->sum_in = 1;
+            b.p->n_in = 2;
+            b.p->sum_bytes = dnnl_memory_desc_get_size(&dst);
+        }
+        goto done;
+    }
     rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
                           err);
 done:

@@ -51,6 +51,10 @@ struct ss_dnn_prim {
     int dst_ndim;
     int64_t dst_dims[SS_DNN_MAX_DIMS];
     size_t const_bytes;
+    /* >= 0: in[sum_in] is a residual the SUM post-op adds: ss_dnn_run
+     * copies its sum_bytes into dst first (dnnl_wino.c) */
+    int sum_in;
+    size_t sum_bytes;
     int n_args, cap_args;
     /* Grown as arguments are added: a memory descriptor is ~700 bytes,
      * and a fixed table of SS__DNN_MAX_ARGS cost ~17 KB per object, per
@@ -176,5 +180,16 @@ int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
  * grouped); returns how many. */
 int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
                        int64_t kw, int64_t wd[5]);
+
+/* The Winograd form of conv d (dnnl_wino.c): 1 with b->pd and b->attr
+ * made for it and *po the post-ops to finish with (*sum: a residual ADD
+ * became a SUM, read from in[1]); 0 when d has none (b untouched). */
+int ss__dnn_conv_wino(ss__dnn_build_t *b, const ss_dnn_conv_desc_t *d,
+                      const dnnl_memory_desc_t *src,
+                      const dnnl_memory_desc_t *w,
+                      const dnnl_memory_desc_t *bias,
+                      const dnnl_memory_desc_t *dst,
+                      const ss__dnn_window_t *win, const int64_t dd[4],
+                      ss_dnn_postops_t *po, int *sum);
 
 #endif

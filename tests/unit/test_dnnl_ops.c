@@ -636,6 +636,86 @@ done:
     ss_free(outb);
 }
 
+/* A blocked 3x3 stride-1 conv with a residual add and relu, the shape of
+ * a ResNet block's second conv, built twice: as the layer picks it
+ * (Winograd where oneDNN has a kernel: the add becomes a SUM post-op over
+ * a copy of the residual in dst) and with SS_ENGINE_NO_WINOGRAD=1
+ * (direct).  Both against the naive loops, through reorders. */
+static void
+test_wino(void)
+{
+    ss_dnn_conv_desc_t c = { .n = 2, .ic = 32, .ih = 14, .iw = 14, .oc = 32,
+                             .kh = 3, .kw = 3, .pad_begin = { 1, 1 },
+                             .pad_end = { 1, 1 },
+                             .src_layout = SS_DNN_BLOCKED,
+                             .dst_layout = SS_DNN_BLOCKED };
+    int64_t yd[4] = { 2, 32, 14, 14 };
+    size_t n = (size_t)numel(4, yd);
+    ss_dnn_reorder_desc_t rb = { .ndim = 4, .dst_layout = SS_DNN_BLOCKED };
+    ss_dnn_reorder_desc_t ru = { .ndim = 4, .src_layout = SS_DNN_BLOCKED };
+    ss_dnn_prim_t *conv[2] = { NULL, NULL }, *to_b = NULL, *to_p = NULL;
+    ss_err_t err = { 0 };
+    float *x = rnd(n), *w = rnd(32 * 32 * 9), *b = rnd(32), *res = rnd(n);
+    float *xb = rnd(n), *resb = rnd(n), *resb0 = rnd(n), *yb = rnd(n);
+    float *y = rnd(n), *want = zeros(n);
+    const float *bin[1] = { res };
+    int k;
+
+    memcpy(rb.dims, yd, sizeof(yd));
+    memcpy(ru.dims, yd, sizeof(yd));
+    c.w = w;
+    c.bias = b;
+    c.post.n = 2;
+    c.post.op[0] = po_bin(SS_DNN_ADD, 4, yd);
+    c.post.op[1] = po_elt(SS_DNN_RELU, 0.f, 0.f);
+    ref_conv(&c, x, w, want, 14, 14);
+    ref_post(want, 4, yd, &c.post, bin, NULL);
+    mk(ss_dnn_reorder_new(&rb, &to_b, &err), "to blocked", &err);
+    mk(ss_dnn_reorder_new(&ru, &to_p, &err), "to plain", &err);
+    mk(ss_dnn_conv_new(&c, &conv[0], &err), "conv", &err);
+    setenv("SS_ENGINE_NO_WINOGRAD", "1", 1);
+    mk(ss_dnn_conv_new(&c, &conv[1], &err), "direct conv", &err);
+    unsetenv("SS_ENGINE_NO_WINOGRAD");
+    if (!to_b || !to_p || !conv[0] || !conv[1])
+        goto done;
+    ok(run(to_b, (const void *const[]){ x }, xb) == 0
+       && run(to_b, (const void *const[]){ res }, resb) == 0,
+       "wino: inputs to nChw16c");
+    memcpy(resb0, resb, n * sizeof(float));
+    ok(strstr(ss_dnn_prim_impl(conv[1]), "wino") == NULL,
+       "wino: SS_ENGINE_NO_WINOGRAD=1 keeps the direct kernel (%s)",
+       ss_dnn_prim_impl(conv[1]));
+    for (k = 0; k < 2; k++) {
+        const char *impl = ss_dnn_prim_impl(conv[k]);
+
+        tap_diag("wino: conv %d: %s", k, impl);
+        ok(ss_dnn_prim_num_inputs(conv[k]) == 2
+           && ss_dnn_prim_layout(conv[k], 1) == SS_DNN_BLOCKED,
+           "wino %s: reads the residual as in[1], nChw16c", impl);
+        ok(run(conv[k], (const void *const[]){ xb, resb }, yb) == 0
+           && run(to_p, (const void *const[]){ yb }, y) == 0,
+           "wino %s: runs", impl);
+        check_close(y, want, n, impl);
+        ok(memcmp(resb, resb0, n * sizeof(float)) == 0,
+           "wino %s: the residual is left as it was", impl);
+    }
+done:
+    for (k = 0; k < 2; k++)
+        ss_dnn_prim_free(conv[k]);
+    ss_dnn_prim_free(to_b);
+    ss_dnn_prim_free(to_p);
+    ss_free(x);
+    ss_free(w);
+    ss_free(b);
+    ss_free(res);
+    ss_free(xb);
+    ss_free(resb);
+    ss_free(resb0);
+    ss_free(yb);
+    ss_free(y);
+    ss_free(want);
+}
+
 int
 main(void)
 {
@@ -651,6 +731,7 @@ main(void)
     test_binary();
     test_reorder();
     test_blocked();
+    test_wino();
     ss_dnn_stream_free(test_stream);
     return tap_done();
 }
