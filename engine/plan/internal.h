@@ -435,6 +435,16 @@ ss_dnn_layout_t ss__lay_conv_family(const ss_tensor_t *x,
  * takes any).  Always PLAIN with SS_ENGINE_NO_BLOCKED=1. */
 ss_dnn_layout_t ss__lay_dst(const ss__fz_t *fz, int v);
 
+/* A conv from value src (tensor x) to y whose readers want another
+ * layout than its source is in: the source's layout, when running the
+ * conv in it and reordering the (smaller) output costs less than
+ * reordering the input (a stride-2 depthwise conv between a blocked
+ * expansion and a projection to 24 channels, NHWC, in MobileNetV2);
+ * else PLAIN (no such choice). */
+ss_dnn_layout_t ss__lay_conv_keep(const ss_plan_t *p, int src,
+                                  const ss_tensor_t *y,
+                                  ss_dnn_layout_t want_dst);
+
 /* The layout of an op that keeps one layout from src to dst (pooling,
  * binary): the source's, when dst may be written in it; else PLAIN. */
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);

@@ -319,17 +319,29 @@ done:
  * the wanted dst, with the src in the conv's family (oneDNN's blocked
  * kernels read NCHW only for a few input channels, a first layer; a
  * reorder costs less than the gemm fallback); then src and dst both in
- * the family; then both NHWC; then NCHW.  The layout pass reorders the
- * source to what the winner reads. */
+ * the family; then both NHWC; then NCHW.  Before them all, for a conv
+ * that shrinks its input, the source's layout for both when the readers
+ * want another (ss__lay_conv_keep).  The layout pass reorders the source
+ * to what the winner reads. */
 static int
-conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, const ss_tensor_t *x,
-             const ss_tensor_t *y, int out, ss_dnn_prim_t **prim,
-             ss_err_t *err)
+conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, int in,
+             const ss_tensor_t *x, const ss_tensor_t *y, int out,
+             ss_dnn_prim_t **prim, ss_err_t *err)
 {
-    ss_dnn_layout_t fam = ss__lay_conv_family(x, y), want[4][2];
-    int n = 0, rc = SS_EUNSUPP;
+    ss_dnn_layout_t fam = ss__lay_conv_family(x, y), want[5][2], keep;
+    int n = 0, f, rc = SS_EUNSUPP, bin = 0;
 
+    for (int i = 0; i < d->post.n; i++)
+        bin |= d->post.op[i].kind == SS_DNN_PO_BINARY;
     want[n][1] = ss__lay_dst(fz, out);
+    /* a binary post-op's tensor is in dst's layout: leave those alone */
+    keep = bin ? SS_DNN_PLAIN : ss__lay_conv_keep(fz->p, in, y, want[n][1]);
+    if (keep != SS_DNN_PLAIN) {
+        want[n + 1][1] = want[n][1];
+        want[n][0] = want[n][1] = keep;
+        n++;
+    }
+    f = n;
     if (want[n][1] != SS_DNN_PLAIN) {
         if (want[n][1] == SS_DNN_NHWC)
             want[n][0] = SS_DNN_NHWC;
@@ -338,13 +350,13 @@ conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, const ss_tensor_t *x,
         else    /* to blocked from C % 16 != 0: a first layer reads NCHW */
             want[n][0] = x->dims[1] < 16 ? SS_DNN_PLAIN : SS_DNN_NHWC;
         n++;
-        if (want[0][0] != fam || want[0][1] != fam) {
+        if (want[f][0] != fam || want[f][1] != fam) {
             want[n][0] = want[n][1] = fam;
             n++;
         }
         /* e.g. groups of 8 channels: no blocked kernel, a brgconv one */
         if (fam != SS_DNN_NHWC
-            && (want[0][0] != SS_DNN_NHWC || want[0][1] != SS_DNN_NHWC)) {
+            && (want[f][0] != SS_DNN_NHWC || want[f][1] != SS_DNN_NHWC)) {
             want[n][0] = want[n][1] = SS_DNN_NHWC;
             n++;
         }
@@ -441,7 +453,8 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
-    if ((rc = conv_layouts(fz, &d, x, y, c.out, &prim, err)) < 0) {
+    if ((rc = conv_layouts(fz, &d, st->in[0], x, y, c.out, &prim,
+                           err)) < 0) {
         rc = ss__fz_fallback(rc, err);
         goto done;
     }

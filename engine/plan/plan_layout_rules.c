@@ -10,6 +10,9 @@
  *     output channels are both multiples of 16, NHWC otherwise; a first
  *     layer (C < 16) reads NCHW straight into a blocked output, which
  *     oneDNN's kernels do well;
+ *   - a conv whose output is smaller than its input (stride 2) keeps
+ *     its source's layout when its readers want another: the output is
+ *     reordered instead of the input (ss__lay_conv_keep);
  *   - pooling and binary ops keep their source's layout;
  *   - a reference Transpose (0,2,3,1) wants its source NHWC: those bytes
  *     are its output's, and ss__fuse_transpose (plan_fuse_ops.c) then
@@ -183,4 +186,20 @@ ss__lay_follow(const ss__fz_t *fz, int src, int dst)
         || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
         return SS_DNN_PLAIN;
     return l;
+}
+
+ss_dnn_layout_t
+ss__lay_conv_keep(const ss_plan_t *p, int src, const ss_tensor_t *y,
+                  ss_dnn_layout_t want_dst)
+{
+    const ss_tensor_t *x = &p->vals[src].t;
+    ss_dnn_layout_t have = ss__lay_of(p, src);
+
+    if (have == SS_DNN_PLAIN || want_dst == SS_DNN_PLAIN
+        || ss__lay_same(have, want_dst, y)
+        || ss_tensor_numel(y) >= ss_tensor_numel(x))
+        return SS_DNN_PLAIN;
+    if (have == SS_DNN_BLOCKED && ss__lay_conv_family(x, y) != SS_DNN_BLOCKED)
+        return SS_DNN_PLAIN;
+    return have;
 }

@@ -490,6 +490,105 @@ done:
     free(x);
 }
 
+/* The elements of the reorders in p to layout what of a [*,c,h,*] value. */
+static int64_t
+reordered(const ss_plan_t *p, const char *what, int64_t c, int64_t h)
+{
+    int64_t n = 0;
+
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_tensor_t *t;
+
+        if (p->steps[s].kind != SS_STEP_DNN
+            || strcmp(p->steps[s].what, what) != 0)
+            continue;
+        t = &p->vals[p->steps[s].out[0]].t;
+        if (t->dims[1] == c && t->dims[2] == h)
+            n += ss_tensor_numel(t);
+    }
+    return n;
+}
+
+/*
+ * A MobileNetV2 block down to 24 channels (not a multiple of 16: NHWC):
+ *   x[N,16,16,16] → cE 16→96 1x1 +Relu   e  [N,96,16,16]  blocked
+ *   cD depthwise 96, stride 2 +Relu       d  [N,96,8,8]
+ *   cP 96→24 1x1                          q  [N,24,8,8]    NHWC family
+ *   cF 24→32 1x1, GlobalAveragePool, Flatten  y [N,32]
+ * The depthwise conv shrinks its input 4x: it runs in its source's
+ * layout and the layout pass reorders its output to NHWC, never the
+ * 4x larger expansion.
+ */
+static void
+test_shrink(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t batch = 2, nx = batch * 16 * 16 * 16;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    uint8_t *buf;
+    size_t len;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+    double e;
+
+    memset(y, 0, sizeof(y));
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 16, 16 });
+    init_rand(b, "we", 4, (int64_t[]){ 96, 16, 1, 1 }, 0.3f);
+    init_rand(b, "wd", 4, (int64_t[]){ 96, 1, 3, 3 }, 0.5f);
+    init_rand(b, "wp", 4, (int64_t[]){ 24, 96, 1, 1 }, 0.2f);
+    init_rand(b, "wf", 4, (int64_t[]){ 32, 24, 1, 1 }, 0.3f);
+    conv(b, "cE", "x,we", "ce", 0, 1, 1);
+    mb_node(b, "Relu", "relue", "ce", "e");
+    conv(b, "cD", "e,wd", "cd", 1, 2, 96);
+    mb_node(b, "Relu", "relud", "cd", "d");
+    conv(b, "cP", "d,wp", "q", 0, 1, 1);
+    conv(b, "cF", "q,wf", "f", 0, 1, 1);
+    mb_node(b, "GlobalAveragePool", "gap", "f", "gf");
+    mb_node(b, "Flatten", "fl", "gf", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 32 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 16, 16, 16 }, x, 1, y[m],
+                    n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
+       "shrink: the plans compile and run");
+    if (rc[REF] || rc[BLOCKED])
+        goto done;
+    e = max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]);
+    ok(n[BLOCKED][0] == n[REF][0] && e < 1e-5,
+       "shrink: blocked vs reference: max err %.2g of max |y|", e);
+    ok(reads_agree(p[BLOCKED]), "shrink: every read sees its value's "
+       "layout");
+    ok(layout_of(p[BLOCKED], "e") == SS_DNN_BLOCKED
+       && layout_of(p[BLOCKED], "d") == SS_DNN_BLOCKED,
+       "shrink: the expansion and the depthwise conv write nChw16c "
+       "(%d, %d)", (int)layout_of(p[BLOCKED], "e"),
+       (int)layout_of(p[BLOCKED], "d"));
+    ok(reordered(p[BLOCKED], "Reorder>NHWC", 96, 16) == 0
+       && reordered(p[BLOCKED], "Reorder>NHWC", 96, 8) == batch * 96 * 64,
+       "shrink: the depthwise output is reordered to NHWC (%lld "
+       "elements), not its input (%lld)",
+       (long long)reordered(p[BLOCKED], "Reorder>NHWC", 96, 8),
+       (long long)reordered(p[BLOCKED], "Reorder>NHWC", 96, 16));
+done:
+    for (int m = 0; m < 3; m++) {
+        for (int k = 0; k < N_OUT; k++)
+            free(y[m][k]);
+        ss_plan_free(p[m]);
+    }
+    ss_graph_free(g);
+    free(x);
+}
+
 int
 main(void)
 {
@@ -502,5 +601,6 @@ main(void)
     }
     ss_graph_free(g);
     test_view();
+    test_shrink();
     return tap_done();
 }
