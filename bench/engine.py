@@ -79,6 +79,10 @@ def repeats(batch, quick):
     return (max(5, n // 10), 2) if quick else (n, w)
 
 
+# the per-run CPU times of the last run_slimserve / run_ort call, by engine
+CPU_MS = {}
+
+
 def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads,
                   out_name="logits"):
     cmd = [cli, "--model", model, "--input", "%s=%s" % (in_name, x_npy),
@@ -88,8 +92,10 @@ def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads,
     if p.returncode != 0:
         raise RuntimeError("slimserve-infer failed: %s"
                            % p.stderr.decode()[-500:])
-    lat = [float(m) for m in re.findall(r"^run \d+: ([0-9.]+) ms",
-                                        p.stderr.decode(), re.M)]
+    runs = re.findall(r"^run \d+: ([0-9.]+) ms(?: cpu ([0-9.]+) ms)?",
+                      p.stderr.decode(), re.M)
+    lat = [float(r[0]) for r in runs]
+    CPU_MS[cli] = [float(r[1]) for r in runs if r[1]]
     summary = p.stdout.decode()
     m = re.search(r"compile_ms=([0-9.]+)", summary)
     with np.load(out) as z:
@@ -198,6 +204,7 @@ def run_ort(tmp, model, x, in_name, n, w, threads):
         raise RuntimeError("onnxruntime-node failed: %s"
                            % p.stderr.decode()[-500:])
     lat = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    CPU_MS["ort"] = lat.get("cpu_ms", [])
     with open(os.path.join(outdir, "logits.json")) as f:
         dims = json.load(f)["dims"]
     y = np.fromfile(os.path.join(outdir, "logits.bin"),
@@ -243,7 +250,8 @@ def fmt_ratio(peer, ours):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cli")
-    ap.add_argument("--models", default="mlp,cnn,transformer")
+    ap.add_argument("--models", default="mlp,cnn,transformer",
+                    help="fixtures, or none")
     ap.add_argument("--opsets", default="13,17")
     ap.add_argument("--batches", default="1,32,256")
     ap.add_argument("--threads", type=int, default=2)
@@ -254,6 +262,9 @@ def main():
     ap.add_argument("--nets", default="resnet18,mobilenet_v2,convnext_tiny",
                     help="224x224 nets of engine_nets.py, or none")
     ap.add_argument("--net-batches", default="1,8")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="nets: slimserve and ORT take turns this many "
+                    "times; medians over every round's runs")
     ap.add_argument("--cnn28", action="store_true",
                     help="serve_models.py's 28x28 CNN at --batches too")
     args = ap.parse_args()
@@ -262,7 +273,7 @@ def main():
     if cli is None:
         sys.exit("engine.py: slimserve-infer not found: build it and pass "
                  "--cli PATH (or set SLIMSERVE_INFER)")
-    kinds = args.models.split(",")
+    kinds = [] if args.models in ("", "none") else args.models.split(",")
     opsets = [int(o) for o in args.opsets.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     use_ort = not args.no_ort and ort_available()
@@ -382,12 +393,25 @@ def main():
                     x = np.load(inputs[b])
                     if isa is None:
                         isa = onednn_isa(cli, model, inputs[b], "input")
-                    lat, comp, y = run_slimserve(
-                        cli, model, inputs[b], "input",
-                        os.path.join(tmp, "out.npz"), n, w, args.threads)
+                    lat, olat, scpu, ocpu = [], [], [], []
+                    for _ in range(max(1, args.rounds)):
+                        sl, comp, y = run_slimserve(
+                            cli, model, inputs[b], "input",
+                            os.path.join(tmp, "out.npz"), n, w,
+                            args.threads)
+                        lat += sl
+                        scpu += CPU_MS.get(cli, [])
+                        if use_ort:
+                            ol, oy = run_ort(tmp, model, x, "input", n, w,
+                                             args.threads)
+                            olat += ol
+                            ocpu += CPU_MS.get("ort", [])
                     row = {"fixture": net + "_op17", "batch": b,
                            "ss": statistics.median(lat), "compile": comp,
                            "ort": None, "torch": None, "check": ""}
+                    if scpu and ocpu:
+                        row["ss_cpu"] = statistics.median(scpu)
+                        row["ort_cpu"] = statistics.median(ocpu)
                     checks = []
                     ref = None
                     if (net, b) in torch_res:
@@ -395,9 +419,7 @@ def main():
                         row["torch"] = statistics.median(tl)
                         checks.append("ss %.1e" % rel_diff(y, ref))
                     if use_ort:
-                        ol, oy = run_ort(tmp, model, x, "input", n, w,
-                                         args.threads)
-                        row["ort"] = statistics.median(ol)
+                        row["ort"] = statistics.median(olat)
                         if ref is not None:
                             checks.append("ort %.1e" % rel_diff(oy, ref))
                     row["check"] = " ".join(checks)
@@ -415,8 +437,8 @@ def main():
     print("load average before: %s   after: %s" % (load_before, load_after))
 
     head = ("fixture", "batch", "ss ms", "ss /s", "ORT ms", "ORT /s",
-            "torch ms", "torch /s", "ss/ORT", "ss/torch", "compile ms",
-            "check vs torch")
+            "torch ms", "torch /s", "ss/ORT", "ss/torch", "ss/ORT cpu",
+            "compile ms", "check vs torch")
     table = [head]
     for r in rows:
         b = r["batch"]
@@ -424,8 +446,9 @@ def main():
                       fmt_rate(b, r["ss"]), fmt_ms(r["ort"]),
                       fmt_rate(b, r["ort"]), fmt_ms(r["torch"]),
                       fmt_rate(b, r["torch"]), fmt_ratio(r["ort"], r["ss"]),
-                      fmt_ratio(r["torch"], r["ss"]), fmt_ms(r["compile"]),
-                      r["check"]))
+                      fmt_ratio(r["torch"], r["ss"]),
+                      fmt_ratio(r.get("ort_cpu"), r.get("ss_cpu")),
+                      fmt_ms(r["compile"]), r["check"]))
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -436,6 +459,12 @@ def main():
     print("ms: median latency of one batch; /s: samples per second; "
           "ss/peer: slimserve throughput over the peer's (>1: slimserve "
           "faster).")
+    print("ss/ORT cpu (nets): ORT's median CPU time per run over "
+          "slimserve's, every thread of each process; with --threads 1 the "
+          "cost of a run less the time other processes held the core (at "
+          "2 threads it counts OpenMP's spinning)."
+          + (" %d rounds, the engines taking turns." % args.rounds
+             if args.rounds > 1 else ""))
     print("check: fixtures, argmaxes that agree with PyTorch's; nets, "
           "max |y - y_torch| / max |y_torch| (target 1e-4); cnn28 "
           "(no PyTorch model), the same against ORT.")

@@ -9,6 +9,8 @@
 //                        "file": raw little-endian data}],
 //            "outputs_dir": optional: write each output as <name>.bin/.json}
 // Prints one JSON line: {"latencies_ms": [...]} (per run, after warm-up),
+// "cpu_ms" (the process's CPU time in each run: with one intra-op thread,
+// the run's cost less the time other processes held the core),
 // with "base_rss_mb" (node's VmRSS before the session) and "peak_rss_mb"
 // (VmHWM at the end) to compare with slimserve-infer's peak_rss_mb.
 'use strict';
@@ -47,11 +49,14 @@ async function main() {
     let out = null;
     for (let i = 0; i < (job.warmup || 0); i++)
         out = await session.run(feeds);
-    const lat = [];
+    const lat = [], cpu = [];
     for (let i = 0; i < (job.repeat || 1); i++) {
+        const c0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
         out = await session.run(feeds);
         lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        const c = process.cpuUsage(c0);
+        cpu.push((c.user + c.system) / 1e3);
     }
     if (job.outputs_dir) {
         for (const [name, t] of Object.entries(out)) {
@@ -62,7 +67,7 @@ async function main() {
                 JSON.stringify({type: t.type, dims: t.dims}));
         }
     }
-    process.stdout.write(JSON.stringify({latencies_ms: lat,
+    process.stdout.write(JSON.stringify({latencies_ms: lat, cpu_ms: cpu,
         base_rss_mb: baseRss, peak_rss_mb: statusMb('VmHWM')}) + '\n');
 }
 

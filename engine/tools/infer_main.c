@@ -15,8 +15,10 @@
  * makes an input a constant of the graph itself (it is then no longer an
  * input); --verbose names the inputs that decide shapes on stderr.
  *
- * With --repeat, each run's latency goes to stderr and one summary line to
- * stdout, for scripts:
+ * With --repeat, each run's latency and CPU time (every thread of the
+ * process: with one engine thread, the run's cost less the time others
+ * held the core) go to stderr, and one summary line to stdout, for
+ * scripts:
  *
  *   latency_ms median=0.123 min=0.101 mean=0.130 max=0.200 runs=N
  *       load_ms=3.2 compile_ms=1.7 threads=T load_rss_mb=12.0
@@ -68,7 +70,9 @@ usage(FILE *f)
 "  -o, --output FILE    write one array per model output, named after it,\n"
 "                       to this .npz (optional when benchmarking)\n"
 "  -r, --repeat N       run N times (default 1); with N given, print each\n"
-"                       run's latency on stderr and one summary line on\n"
+"                       run's latency and the process's CPU time in it on\n"
+"                       stderr (\"run I: MS ms cpu MS ms\") and one\n"
+"                       summary line on\n"
 "                       stdout: latency_ms median= min= mean= max= runs=\n"
 "                       load_ms= compile_ms= threads= load_rss_mb=\n"
 "                       peak_rss_mb=\n"
@@ -112,6 +116,17 @@ now_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time of every thread of the process: with one engine thread, a
+ * run's cost without the time other processes held the core. */
+static double
+cpu_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
@@ -526,12 +541,15 @@ run(const opts_t *o)
         if ((rc = ss_plan_run(p, ctx, in, out, &err)) < 0)
             goto done;
     for (long i = 0; i < o->repeat; i++) {
+        double c0 = cpu_ms();
+
         t0 = now_ms();
         if ((rc = ss_plan_run(p, ctx, in, out, &err)) < 0)
             goto done;
         lat[i] = now_ms() - t0;
         if (o->timed)
-            fprintf(stderr, "run %ld: %.3f ms\n", i + 1, lat[i]);
+            fprintf(stderr, "run %ld: %.3f ms cpu %.3f ms\n", i + 1, lat[i],
+                    cpu_ms() - c0);
     }
     if (o->output &&
         (rc = ss_npz_write(o->output, nout, names, out, &err)) < 0)

@@ -149,8 +149,9 @@ def test_inputs(tmp):
         med, lo, mean, hi = map(float, m.groups())
         tap.ok(0 < lo <= med <= hi and lo <= mean <= hi,
                'min <= median <= max and min <= mean <= max')
-    tap.eq(len(re.findall(r'^run \d+: [\d.]+ ms$', err, re.M)), 5,
-           'one latency line per run on stderr')
+    tap.eq(len(re.findall(r'^run \d+: [\d.]+ ms cpu [\d.]+ ms$', err,
+                          re.M)), 5,
+           'one latency and CPU time line per run on stderr')
 
 
 def test_usage(tmp):
