@@ -32,10 +32,12 @@ inside the budget, its trials and how it stopped, and the load average.
 KServe JSON batch 1) for --duration seconds, idle and while a search on the
 transformer runs (time limit past the window, DELETEd after it); the
 ratio is the median busy p99 over the median idle p99 (bench/compress.py's
-wrk runner and the same method).
+wrk runner and the same method).  --conns (default 64) and --think-ms
+(default 0: saturating) set the load: with a think time per connection the
+clients leave the server capacity, as bench/compress.py --think-ms does.
 
     python3 bench/search.py [--build DIR] [--budget 0.01] [--time-limit 180]
-    python3 bench/search.py --p99 3 [--duration 10]
+    python3 bench/search.py --p99 3 [--duration 10] [--conns 64] [--think-ms 0]
 """
 
 import argparse
@@ -277,9 +279,10 @@ def p99(args):
         with Daemon(["--admin-insecure", "--job-threads=1"],
                     repository=root) as d:
             url = "http://127.0.0.1:%d/v2/models/mlp/infer" % d.http_port
-            bc.wrk(url, 1, 64, body)
+            bc.wrk(url, 1, args.conns, body, args.think_ms)
             for _ in range(args.p99):
-                idle = bc.wrk(url, args.duration, 64, body)
+                idle = bc.wrk(url, args.duration, args.conns, body,
+                              args.think_ms)
                 st, _, data = d.post(
                     "/admin/models/transformer/optimize", json.dumps({
                         "calibration": {"file": "calib.npz"},
@@ -290,21 +293,25 @@ def p99(args):
                                        admin=True)[2]) or {}).get(
                         "state") == "queued":
                     time.sleep(0.02)
-                busy = bc.wrk(url, args.duration, 64, body)
+                busy = bc.wrk(url, args.duration, args.conns, body,
+                              args.think_ms)
                 j = json_body(d.get("/admin/jobs/%d" % jid, admin=True)[2])
                 trials = ((j or {}).get("search") or {}).get("trials")
                 d.request("DELETE", "/admin/jobs/%d" % jid, admin=True)
                 d.wait_job(jid, timeout=120)
                 cells.append((idle["p99_us"], busy["p99_us"], trials))
-                print("  idle p99 %.0f us, during a search %.0f us (%s "
-                      "trials in the window), load %s" % (
-                          idle["p99_us"], busy["p99_us"], trials, load()))
+                print("  idle p99 %.0f us (%.0f req/s), during a search "
+                      "%.0f us (%.0f req/s, %s trials in the window), load "
+                      "%s" % (idle["p99_us"], idle.get("rps", 0),
+                              busy["p99_us"], busy.get("rps", 0), trials,
+                              load()))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     r = (statistics.median(c[1] for c in cells)
          / statistics.median(c[0] for c in cells))
     print("serving p99 during a search / idle: %.2fx (median of %d pairs; "
-          "target <= 1.5x)" % (r, len(cells)))
+          "%d connections, think %d ms; target <= 1.5x)"
+          % (r, len(cells), args.conns, args.think_ms))
 
 
 def main():
@@ -323,6 +330,9 @@ def main():
                    help="comma-separated names (default: all of --models)")
     p.add_argument("--p99", type=int, default=0, metavar="PAIRS")
     p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--think-ms", type=int, default=0,
+                   help="--p99: each connection's pause between requests")
     args = p.parse_args()
     daemon.BINARY = os.path.join(args.build, "server", "slimserve")
     print("bench/search: %s" % cpu_line())
