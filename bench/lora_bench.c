@@ -4,8 +4,10 @@
  * and without adapters, one thread, no HTTP, cases interleaved run by run
  * so machine load hits them alike; medians.
  *
- *   bench/lora_bench MODEL_DIR [RUNS]
+ *   bench/lora_bench MODEL_DIR [RUNS [CASE]]
  *
+ * CASE (0-3, for a profiler: perf record ... lora_bench DIR 200 2) runs
+ * that case alone; its ratios then mean nothing.
  * MODEL_DIR holds 1/model.onnx and adapters/ with adapters named a0..a7
  * (bench/lora.py writes such a repository; see docs/lora.md).  Cases:
  *   base      ss_plan_new (fused), no hook
@@ -14,7 +16,10 @@
  *   8 x B/8   ss_plan_new_tapped, 8 items of B/8 rows, adapters a0..a7
  *   1 x B     ss_plan_new_tapped, one item, adapter a3
  * at batch 64 and 1 (1 x 1 only).  Prints median microseconds, the
- * ratio to base and the time in the hook (the update), and the bytes of
+ * ratio of the medians to base's, the median of each run's own ratio to
+ * base ("paired": the cases of a run ran back to back, so a load change
+ * hits both sides of it; steadier than the ratio of medians on a loaded
+ * machine), the time in the hook (the update), and the bytes of
  * the adapters against the weights.  Times are the thread's CPU time
  * (the runs use one thread): on a shared machine wall time also counts
  * the time other processes hold the core, which swung identical cases
@@ -64,11 +69,12 @@ wall_ns(void)
 }
 
 static int
-on_tap(void *user, int tap, ss_tensor_t *value, int64_t row0, ss_err_t *err)
+on_tap(void *user, int tap, ss_tensor_t *value, int64_t row0,
+       const ss_tap_act_t *act, ss_err_t *err)
 {
     hook_t *h = user;
     int64_t t0 = wall_ns();
-    int rc = ss_lora_tap(h->l, h->batch, tap, value, row0, err);
+    int rc = ss_lora_tap(h->l, h->batch, tap, value, row0, act, err);
 
     h->ns += wall_ns() - t0;
     return rc;
@@ -166,10 +172,11 @@ main(int argc, char **argv)
     ss_exec_ctx_t *ctx = NULL;
     ss_err_t err = { 0 };
     int runs = argc > 2 ? atoi(argv[2]) : 2000;
+    int only = argc > 3 ? atoi(argv[3]) : -1;
     static const int64_t sizes[] = { 64, 1 };
 
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [RUNS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR [RUNS [CASE]]\n", argv[0]);
         return 2;
     }
     print_cpu();
@@ -202,7 +209,7 @@ main(int argc, char **argv)
         ss_plan_t *p0 = NULL, *p1 = NULL;
         ss_work_t items[8];
         ss_adapter_t *ad[8];
-        int64_t *t[NT];
+        int64_t *t[NT + 1];     /* and one for ratios */
         int nitems = b >= 8 ? 8 : 1;
 
         memset(in, 0, sizeof(in));
@@ -224,17 +231,22 @@ main(int argc, char **argv)
                 return 1;
             }
         }
-        for (int k = 0; k < NT; k++)
-            t[k] = ss_calloc((size_t)runs, sizeof(int64_t));
+        for (int k = 0; k <= NT; k++)
+            if ((t[k] = ss_calloc((size_t)runs, sizeof(int64_t))) == NULL) {
+                fprintf(stderr, "no memory\n");
+                return 1;
+            }
         for (int r = -runs / 10; r < runs; r++) {
-            int64_t ts[5];
             int rc = 0;
 
             /* base; tapped without adapters; nitems over a0..a7; one
              * item of b rows, one adapter */
             for (int c = 0; c < 4; c++) {
                 hook_t h = { l, items, 0 };
+                int64_t t0;
 
+                if (only >= 0 && c != only)
+                    continue;
                 for (int k = 0; k < nitems; k++) {
                     items[k].tag = c == 1 ? NULL : ad[k];
                     items[k].samples_ = b / nitems;
@@ -245,11 +257,12 @@ main(int argc, char **argv)
                     items[0].tag = ad[3];
                     items[0].next_ = NULL;
                 }
-                ts[c] = now_ns();
+                t0 = now_ns();
                 rc |= c == 0 ? ss_plan_run(p0, ctx, in, out, &err)
                              : ss_plan_run_tapped(p1, ctx, in, out, on_tap,
                                                   &h, &err);
-                ts[c + 1] = now_ns();
+                if (r >= 0)
+                    t[c][r] = now_ns() - t0;
                 if (r >= 0 && c >= 2)
                     t[c + 2][r] = h.ns;
             }
@@ -257,27 +270,33 @@ main(int argc, char **argv)
                 fprintf(stderr, "run: %s\n", err.msg);
                 return 1;
             }
-            for (int c = 0; r >= 0 && c < 4; c++)
-                t[c][r] = ts[c + 1] - ts[c];
         }
         {
-            double m[NT];
+            double m[NT], q[4];
 
+            /* each case's time over base's in the same run (they ran
+             * back to back, so a load change hits both), as a median */
+            for (int c = 1; c < 4; c++) {
+                for (int r = 0; r < runs; r++)
+                    t[NT][r] = t[0][r] > 0 ? t[c][r] * 100000 / t[0][r] : 0;
+                q[c] = median_us(t[NT], runs) / 100.0;
+            }
             for (int k = 0; k < NT; k++)
                 m[k] = median_us(t[k], runs);
             printf("batch %3lld  base %9.1f us   tapped, no adapter %9.1f "
-                   "us (%.2fx)\n", (long long)b, m[0], m[1], m[1] / m[0]);
+                   "us (%.2fx; paired %.3fx)\n", (long long)b, m[0], m[1],
+                   m[1] / m[0], q[1]);
             printf("           %d x %lld rows over %d adapters %9.1f us "
-                   "(%.2fx; update %.1f us)\n", nitems,
-                   (long long)(b / nitems), nitems, m[2], m[2] / m[0],
+                   "(%.2fx; paired %.3fx; update %.1f us)\n", nitems,
+                   (long long)(b / nitems), nitems, m[2], m[2] / m[0], q[2],
                    m[4]);
             printf("           1 x %lld rows, one adapter %9.1f us (%.2fx; "
-                   "update %.1f us)\n", (long long)b, m[3], m[3] / m[0],
-                   m[5]);
+                   "paired %.3fx; update %.1f us)\n", (long long)b, m[3],
+                   m[3] / m[0], q[3], m[5]);
         }
         for (int k = 0; k < 8; k++)
             ss_adapter_unref(ad[k]);
-        for (int k = 0; k < NT; k++)
+        for (int k = 0; k <= NT; k++)
             ss_free(t[k]);
         for (int i = 0; i < nin; i++)
             ss_free(in[i].data);

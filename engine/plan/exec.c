@@ -325,36 +325,61 @@ run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
                                             user, err);
 }
 
+/* Where rows row0.. of value v ([rows, cols], at data) are: row0 rows
+ * in, or at data itself when v holds one chunk (plan_chunkbuf.c). */
+static void *
+chunk_at(const ss_plan_t *p, int v, void *data, int64_t row0, int64_t cols)
+{
+    if (p->vals[ss__plan_root(p, v)].one_chunk)
+        return data;
+    return (char *)data + (size_t)(row0 * cols)
+                          * ss_dtype_size(p->vals[v].t.dtype);
+}
+
 /* Calls the taps (engine.h) due after step s (-1: before the first):
  * with the whole value (n < 0), or with its rows row0 .. row0 + n - 1
- * when step s ran them as a chunk. */
+ * when step s ran them as a chunk.  e (or NULL): the activation step run
+ * next, offered to the tap it reads (internal.h: tap_act); *claimed is
+ * set when that tap's fn applied it. */
 static int
 run_taps(const ss_plan_t *p, ss_exec_ctx_t *c, int s, int64_t row0,
-         int64_t n, ss_tap_fn fn, void *user, ss_err_t *err)
+         int64_t n, const ss_step_t *e, int *claimed, ss_tap_fn fn,
+         void *user, ss_err_t *err)
 {
     int rc = 0;
 
-    for (int k = 0; k < p->g->n_taps && rc == 0; k++) {
+    for (int k = 0; k < p->g->n_taps && rc >= 0; k++) {
         const ss_tensor_t *t = &c->tab[p->g->taps[k]];
-        ss_tensor_t rows;
+        ss_tensor_t rows, *value = &rows;
+        ss_tap_act_t act, *a = NULL;
         int64_t cols;
 
         if (p->tap_after[k] != s)
             continue;
         if (n < 0) {
-            rc = fn(user, k, &c->tab[p->g->taps[k]], 0, err);
-            continue;
+            value = &c->tab[p->g->taps[k]];
+        } else {
+            cols = t->ndim > 0 ? t->dims[t->ndim - 1] : 1;
+            rows = *t;
+            rows.ndim = 2;
+            rows.dims[0] = n;
+            rows.dims[1] = cols;
+            rows.data = chunk_at(p, p->g->taps[k], t->data, row0, cols);
         }
-        cols = t->ndim > 0 ? t->dims[t->ndim - 1] : 1;
-        rows = *t;
-        rows.ndim = 2;
-        rows.dims[0] = n;
-        rows.dims[1] = cols;
-        rows.data = (char *)t->data
-                    + (size_t)(row0 * cols) * ss_dtype_size(t->dtype);
-        rc = fn(user, k, &rows, row0, err);
+        if (e != NULL && e->tap_act
+            && ss__plan_root(p, e->in[0]) == ss__plan_root(p, p->g->taps[k])) {
+            act.kind = (ss_tap_act_kind_t)e->tap_act;
+            act.alpha = e->tap_alpha;
+            act.dst = n < 0 ? c->tab[e->out[0]].data
+                            : chunk_at(p, e->out[0], c->tab[e->out[0]].data,
+                                       row0, e->out_cols);
+            a = &act;
+        }
+        rc = fn(user, k, value, n < 0 ? 0 : row0, a, err);
+        if (rc == 1 && a != NULL)
+            *claimed = 1;
     }
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
 /* Runs rows row0 .. row0 + n - 1 of a chunked step (internal.h). */
@@ -366,11 +391,9 @@ run_rows(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
     const void *in[1];
     int rc;
 
-    in[0] = (const char *)x->data
-            + (size_t)(row0 * st->in_cols) * ss_dtype_size(x->dtype);
+    in[0] = chunk_at(p, st->in[0], x->data, row0, st->in_cols);
     rc = ss_dnn_run(n == st->chunk ? st->prim : st->prim_tail, c->stream, in,
-                    (char *)y->data + (size_t)(row0 * st->out_cols)
-                                      * ss_dtype_size(y->dtype),
+                    chunk_at(p, st->out[0], y->data, row0, st->out_cols),
                     p->scratch_bytes ? c->scratch : NULL, err);
     if (rc < 0)
         ss_err_wrap(err, rc, "running node '%s' (%s, rows %lld..%lld)",
@@ -391,27 +414,23 @@ run_chunked(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
     const ss_step_t *st = &p->steps[s], *nx = NULL;
     int rc = 0;
 
-    if (s + 1 < p->n_steps) {
-        const ss_step_t *t = &p->steps[s + 1];
-
-        if (t->kind == SS_STEP_DNN && t->chunk == st->chunk
-            && t->rows == st->rows && t->n_in == 1
-            && ss__plan_root(p, t->in[0]) == ss__plan_root(p, st->out[0]))
-            nx = t;
-    }
+    if (ss__plan_chunk_pair(p, s))
+        nx = &p->steps[s + 1];
     *both = nx != NULL;
     for (int64_t r0 = 0; r0 < st->rows && rc == 0; r0 += st->chunk) {
         int64_t n = st->rows - r0 < st->chunk ? st->rows - r0 : st->chunk;
+        int claimed = 0;
 
         if ((rc = run_rows(p, c, st, r0, n, err)) < 0
             || (fn != NULL
-                && (rc = run_taps(p, c, s, r0, n, fn, user, err)) < 0))
+                && (rc = run_taps(p, c, s, r0, n, nx, &claimed, fn, user,
+                                  err)) < 0))
             break;
         if (nx != NULL
-            && ((rc = run_rows(p, c, nx, r0, n, err)) < 0
+            && ((!claimed && (rc = run_rows(p, c, nx, r0, n, err)) < 0)
                 || (fn != NULL
-                    && (rc = run_taps(p, c, s + 1, r0, n, fn, user,
-                                      err)) < 0)))
+                    && (rc = run_taps(p, c, s + 1, r0, n, NULL, NULL, fn,
+                                      user, err)) < 0)))
             break;
     }
     return rc;
@@ -443,10 +462,13 @@ ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     if ((rc = reserve(ctx, p, err)) < 0)
         goto done;
     resolve_values(p, ctx, inputs, outputs);
-    if (fn != NULL && (rc = run_taps(p, ctx, -1, 0, -1, fn, user, err)) < 0)
+    if (fn != NULL && (rc = run_taps(p, ctx, -1, 0, -1, NULL, NULL, fn,
+                                     user, err)) < 0)
         goto done;
     for (int s = 0; s < p->n_steps; s++) {
-        int both = 0;
+        const ss_step_t *e = s + 1 < p->n_steps && p->steps[s + 1].tap_act
+                             ? &p->steps[s + 1] : NULL;
+        int both = 0, claimed = 0;
 
         if (p->steps[s].chunk > 0) {
             if ((rc = run_chunked(p, ctx, s, fn, user, &both, err)) < 0)
@@ -457,7 +479,14 @@ ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)
             goto done;
         if (fn != NULL
-            && (rc = run_taps(p, ctx, s, 0, -1, fn, user, err)) < 0)
+            && (rc = run_taps(p, ctx, s, 0, -1, e, &claimed, fn, user,
+                              err)) < 0)
+            goto done;
+        /* the tap applied the activation: its step is done, not its
+         * taps */
+        if (claimed
+            && (rc = run_taps(p, ctx, ++s, 0, -1, NULL, NULL, fn, user,
+                              err)) < 0)
             goto done;
     }
 done:

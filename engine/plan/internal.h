@@ -72,6 +72,10 @@ typedef struct ss_pval {
     size_t offset;      /* SS_PV_ARENA */
     int n_uses;         /* steps that read it, after fusion */
     ss_dnn_layout_t layout; /* how its producer writes it (plan_layout.c) */
+    /* A chunked step's output only the chunked step after it reads
+     * (plan_chunkbuf.c): bytes holds one chunk, which every chunk's rows
+     * use from its start; t keeps the whole value's shape. */
+    int one_chunk;
 } ss_pval_t;
 
 typedef enum {
@@ -99,6 +103,12 @@ typedef struct ss_step {
      * chunk 0: the step runs whole. */
     int64_t chunk, rows, in_cols, out_cols;
     ss_dnn_prim_t *prim_tail;
+    /* DNN steps of a tapped plan: the activation after a tap, which the
+     * tap's fn may apply instead (engine.h: ss_tap_act_t; set by
+     * ss__fuse_tapped_eltwise, kept by ss__plan_chunk_bufs where the run
+     * can offer it): a ss_tap_act_kind_t, or 0. */
+    int tap_act;
+    float tap_alpha;
 } ss_step_t;
 
 struct ss_plan {
@@ -468,6 +478,11 @@ int ss__fuse_transpose(ss__fz_t *fz, int s, ss_err_t *err);
  * then reads v best as NHWC (the same bytes as its output). */
 int ss__lay_transpose_reader(const ss_plan_t *p, const ss_step_t *st, int v);
 int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
+/* Plans with taps only: one-chunk buffers (plan_chunkbuf.c), before the
+ * arena is laid out; whether chunked step s runs chunk by chunk together
+ * with step s + 1 (its output's one reader, exec.c: run_chunked). */
+void ss__plan_chunk_bufs(ss_plan_t *p);
+int ss__plan_chunk_pair(const ss_plan_t *p, int s);
 /* Plans with taps only: the activation after a tapped value. */
 int ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err);
 

@@ -705,9 +705,13 @@ dump(const ss_plan_t *p)
                 v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
         if (st->kind == SS_STEP_DNN)
             fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
+        if (st->tap_act)
+            fprintf(stderr, "       offered to the tap before it\n");
         if (st->chunk > 0)
-            fprintf(stderr, "       in chunks of %lld of %lld rows\n",
-                    (long long)st->chunk, (long long)st->rows);
+            fprintf(stderr, "       in chunks of %lld of %lld rows%s\n",
+                    (long long)st->chunk, (long long)st->rows,
+                    v >= 0 && p->vals[ss__plan_root(p, v)].one_chunk
+                    ? ", into one chunk's buffer" : "");
     }
 }
 
@@ -851,8 +855,10 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]); i++)
         if ((rc = passes[i](p, err)) < 0)
             goto done;
-    if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0
-        || (rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
+    if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0)
+        goto done;
+    ss__plan_chunk_bufs(p);
+    if ((rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
         goto done;
     for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard; s++)
         if (p->steps[s].kind == SS_STEP_DNN && float_input(p)) {

@@ -741,6 +741,12 @@ ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err)
     }
     if (chunk > 0)
         set_chunks(p, at, chunk, rows, cols, cols, tail);
+    /* the tap's fn may apply it instead (engine.h: activations) */
+    if (d.alg == SS_DNN_GELU_ERF)
+        p->steps[at].tap_act = SS_TAP_ACT_GELU_ERF;
+    else if (d.alg == SS_DNN_RELU)
+        p->steps[at].tap_act = SS_TAP_ACT_RELU;
+    p->steps[at].tap_alpha = d.alpha;
     return 1;
 }
 

@@ -123,10 +123,10 @@ ss_work_samples(const ss_work_t *w)
  * low-rank update to a MatMul's output (server/model/adapter.c).  Called
  * on the executor with the batch's first item, and the tap's arguments
  * (engine.h, ss_tap_fn: rows from row0 when the plan runs the value in
- * chunks); a batch none of whose items has a tag runs without it. */
+ * chunks; the activation after it, which it may apply); a batch none of whose items has a tag runs without it. */
 typedef int (*ss_batch_tap_fn)(void *user, const ss_work_t *batch, int tap,
                                ss_tensor_t *value, int64_t row0,
-                               ss_err_t *err);
+                               const ss_tap_act_t *act, ss_err_t *err);
 
 typedef struct ss_batch_opts {
     /* 0: the model has no batch dimension.  Otherwise every graph input

@@ -217,11 +217,12 @@ typedef struct tap_ctx {
 } tap_ctx_t;
 
 static int
-on_tap(void *user, int tap, ss_tensor_t *value, int64_t row0, ss_err_t *err)
+on_tap(void *user, int tap, ss_tensor_t *value, int64_t row0,
+       const ss_tap_act_t *act, ss_err_t *err)
 {
     const tap_ctx_t *t = user;
 
-    return t->b->tap(t->b->tap_user, t->batch, tap, value, row0, err);
+    return t->b->tap(t->b->tap_user, t->batch, tap, value, row0, act, err);
 }
 
 /* Whether batch runs through b's tap hook: b has one and an item has a

@@ -15,9 +15,9 @@
  * a large batch), each call holds some rows of y, from row0, and the
  * runs are clipped to them: the update then finds x's and y's rows in
  * cache, right after the GEMM wrote them.  Runs go through loops built
- * for AVX-512 (eight rows at a time) or plain ones.  The x of each site is remembered per executor
- * thread (thread-local: an executor runs one batch at a time); nothing
- * is allocated per batch.
+ * for AVX-512 or plain ones (lora_rows.c).  The x of each site is
+ * remembered per executor thread (thread-local: an executor runs one
+ * batch at a time); nothing is allocated per batch.
  *
  * The tapped plan keeps the activation after the site on oneDNN (the
  * engine's tapped-eltwise anchor runs it as its own step after the tap),
@@ -49,27 +49,20 @@
 #include "engine/ir/ir.h"
 #include "engine/ir/sites.h"
 #include "server/model/adapter.h"
+#include "server/model/lora_rows.h"
 
 /* Most sites a graph may have tapped (a 48-layer encoder has ~200). */
 #define MAX_SITES 1024
 
 typedef ss_site_t site_t;     /* engine/ir/sites.h */
 
-/* A stored transposed, B transposed, scaled and packed in panels of 16
- * outputs: the shrink reads A^T's rows in order, the expand each panel
- * (r x 16 floats, contiguous) in order, so each reads one sequential
- * stream (row-major B^T made the expand read r streams at once, `out`
- * floats apart, and B is most of an adapter's bytes); the loops are axpys
- * over contiguous rows (vectorized; dot products would not be without
- * -ffast-math). */
-#define PANEL 16
+#define PANEL SS_LORA_PANEL
 
+/* An adapter's weights at one site (lora_rows.h: A^T, and s B^T packed
+ * in panels of 16 outputs so the loops read each in order). */
 typedef struct lmod {
     int site;
-    float *at;              /* A^T [in, r] */
-    float *bp;              /* scale * B^T as [ceil(out / 16)][r][16],
-                             * zero past out */
-    int64_t at_bytes, bp_bytes;     /* of at and bp (for prefetching) */
+    ss_lora_w_t w;
 } lmod_t;
 
 struct ss_adapter {
@@ -105,8 +98,8 @@ adapter_free(ss_adapter_t *a)
     if (a == NULL)
         return;
     for (int i = 0; i < a->n_mods; i++) {
-        ss_free(a->mods[i].at);
-        ss_free(a->mods[i].bp);
+        ss_free(a->mods[i].w.at);
+        ss_free(a->mods[i].w.bp);
     }
     ss_free(a->mods);
     ss_free(a->of_site);
@@ -230,7 +223,7 @@ to_f32_t(const ss_tensor_t *t, float scale)
     return tr;
 }
 
-/* bt [r, out] (row-major) packed as lmod_t.bp, or NULL; frees bt. */
+/* bt [r, out] (row-major) packed as ss_lora_w_t.bp, or NULL; frees bt. */
 static float *
 pack_panels(float *bt, int64_t r, int64_t out)
 {
@@ -475,13 +468,13 @@ ss_adapter_read(const ss_lora_t *l, const char *model_dir, const char *name,
             goto done;
         m = &a->mods[a->n_mods];
         m->site = k;
-        m->at_bytes = a->r * s->in * (int64_t)sizeof(float);
-        m->bp_bytes = (s->out + PANEL - 1) / PANEL * PANEL * a->r
+        m->w.at_bytes = a->r * s->in * (int64_t)sizeof(float);
+        m->w.bp_bytes = (s->out + PANEL - 1) / PANEL * PANEL * a->r
                       * (int64_t)sizeof(float);
-        m->at = to_f32_t(ta, 1.0f);
-        m->bp = pack_panels(to_f32_t(tb, a->scale), a->r, s->out);
+        m->w.at = to_f32_t(ta, 1.0f);
+        m->w.bp = pack_panels(to_f32_t(tb, a->scale), a->r, s->out);
         a->n_mods++;
-        if (m->at == NULL || m->bp == NULL) {
+        if (m->w.at == NULL || m->w.bp == NULL) {
             rc = ss_err_set(err, SS_ENOMEM, "no memory for adapter '%s'",
                             name);
             goto done;
@@ -816,211 +809,9 @@ static __thread struct {
     int64_t xn[MAX_SITES];
 } ts;
 
-/* The update of a run of rows, x [n, in] and y [n, out] (row-major,
- * contiguous): y += (x A^T) (s B^T).  oneDNN's sgemm costs microseconds
- * of dispatch per call and its packing reads A and B again per call, so
- * the runs requests make (a few samples each) go through loops here:
- * with AVX-512, eight rows at a time in 16-lane registers, so each row
- * of A^T and each panel of s B^T is read once per eight rows of x; a
- * plain build for other CPUs.  Measured with bench/lora_bench, batch 64
- * over 8 adapters r = 16: sgemm per run 5.8x the base on the fixture MLP,
- * these loops 1.9x (an r = 16 update there is 43% of the model's
- * multiply-adds).  Long runs too (the encoder of docs/lora.md at batch
- * 64, one adapter, 2,048 rows: an update of 64 ms with these loops, 128
- * ms with sgemm for the shrink, at load 24-32): the expand's K = r is
- * too short for sgemm's packing to pay, and the shrink gains little. */
-
-/* GCC's -O2 cost model leaves loops of unknown trip count scalar. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define HOT __attribute__((optimize("O3")))
-#else
-#define HOT
-#endif
-
-/* y [n, out] += t [n, r] (row stride ldt) times the panels bp. */
-static HOT void
-expand_plain(const float *t, int64_t ldt, float *y, int64_t n, int64_t out,
-             int64_t r, const float *bp)
-{
-    for (int64_t i = 0; i < n; i++) {
-        const float *ti = t + i * ldt;
-        float *yr = y + i * out;
-
-        for (int64_t o0 = 0; o0 < out; o0 += PANEL) {
-            const float *p = bp + o0 * r;
-            float acc[PANEL];
-            int64_t w = out - o0 < PANEL ? out - o0 : PANEL;
-
-            for (int64_t l = 0; l < PANEL; l++)
-                acc[l] = 0.0f;
-            for (int64_t j = 0; j < r; j++)
-                for (int64_t l = 0; l < PANEL; l++)
-                    acc[l] += ti[j] * p[j * PANEL + l];
-            for (int64_t l = 0; l < w; l++)
-                yr[o0 + l] += acc[l];
-        }
-    }
-}
-
-static HOT void
-rows_plain(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-           int64_t r, const float *at, const float *bp)
-{
-    float t[SS_LORA_MAX_RANK];
-
-    for (int64_t i = 0; i < n; i++) {
-        const float *xr = x + i * in;
-
-        for (int64_t j = 0; j < r; j++)
-            t[j] = 0.0f;
-        for (int64_t k = 0; k < in; k++) {
-            const float *ak = at + k * r;
-            float xk = xr[k];
-
-            for (int64_t j = 0; j < r; j++)
-                t[j] += xk * ak[j];
-        }
-        expand_plain(t, r, y + i * out, 1, out, r, bp);
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_AVX512_BUILD 1
-
-/* Up to eight rows, one register each: X(q) for q = 0..7 (the code of
- * rows past R, a constant once inlined, is dropped by the compiler). */
-#define EIGHT(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-
-/* t [R, r] (row stride ldt) = x [R, in] A^T, R = 1, 4 or 8. */
-static inline __attribute__((always_inline, target("avx512f"))) void
-shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
-              const float *at, float *t, int64_t ldt, const lmod_t *pf)
-{
-    /* pf's A^T, a line per step of k */
-    const char *pfa = (const char *)pf->at;
-    int64_t pf_o = 0;
-
-#define ROWP(q) const float *x##q = x + (q < R ? q : 0) * in;
-    EIGHT(ROWP)
-#undef ROWP
-
-    for (int64_t j0 = 0; j0 < r; j0 += 16) {
-        __mmask16 m = r - j0 >= 16 ? 0xffff
-                      : (__mmask16)((1u << (r - j0)) - 1);
-#define ZERO(q) __m512 c##q = _mm512_setzero_ps();
-        EIGHT(ZERO)
-#undef ZERO
-        for (int64_t k = 0; k < in; k++) {
-            __m512 a = _mm512_maskz_loadu_ps(m, at + k * r + j0);
-
-            if (j0 == 0 && pf_o < pf->at_bytes) {
-                _mm_prefetch(pfa + pf_o, _MM_HINT_T1);
-                pf_o += 64;
-            }
-#define FMA(q) \
-            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(x##q[k]), a, c##q);
-            EIGHT(FMA)
-#undef FMA
-        }
-#define ST(q) if (q < R) _mm512_mask_storeu_ps(t + q * ldt + j0, m, c##q);
-        EIGHT(ST)
-#undef ST
-    }
-}
-
-/* y [R, out] += t [R, r] (row stride ldt) times the panels bp: each panel
- * read once per R rows, in order. */
-static inline __attribute__((always_inline, target("avx512f"))) void
-expand_avx512(const int R, const float *t, int64_t ldt, float *y,
-              int64_t out, int64_t r, const float *bp, const lmod_t *pf)
-{
-    /* pf's panels, a line per step of j */
-    const char *pfb = (const char *)pf->bp;
-    int64_t pf_o = 0;
-
-#define ROWP(q) float *y##q = y + (q < R ? q : 0) * out; \
-    const float *t##q = t + (q < R ? q : 0) * ldt;
-    EIGHT(ROWP)
-#undef ROWP
-
-    for (int64_t o0 = 0; o0 < out; o0 += PANEL) {
-        const float *p = bp + o0 * r;
-        __mmask16 m = out - o0 >= 16 ? 0xffff
-                      : (__mmask16)((1u << (out - o0)) - 1);
-#define LD(q) __m512 c##q = q < R ? _mm512_maskz_loadu_ps(m, y##q + o0) \
-                                  : _mm512_setzero_ps();
-        EIGHT(LD)
-#undef LD
-        for (int64_t j = 0; j < r; j++) {
-            __m512 b = _mm512_load_ps(p + j * PANEL);
-
-            if (pf_o < pf->bp_bytes) {
-                _mm_prefetch(pfb + pf_o, _MM_HINT_T1);
-                pf_o += 64;
-            }
-#define FMA(q) \
-            if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(t##q[j]), b, c##q);
-            EIGHT(FMA)
-#undef FMA
-        }
-#define ST(q) if (q < R) _mm512_mask_storeu_ps(y##q + o0, m, c##q);
-        EIGHT(ST)
-#undef ST
-    }
-}
-
-static __attribute__((target("avx512f"))) void
-rows_avx512(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-            int64_t r, const float *at, const float *bp, const lmod_t *next)
-{
-    _Alignas(64) float t[8][SS_LORA_MAX_RANK];  /* 32 KB */
-    const lmod_t self = { 0, (float *)at, (float *)bp, 0, 0 };
-    int64_t i = 0;
-
-    for (; n - i >= 8; i += 8) {
-        /* the first block prefetches the next run's weights, a line
-         * per step; the others their own again (in cache: no cost) */
-        const lmod_t *pf = i == 0 ? next : &self;
-
-        shrink_avx512(8, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
-        expand_avx512(8, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf);
-    }
-    for (; n - i >= 4; i += 4) {
-        const lmod_t *pf = i == 0 ? next : &self;
-
-        shrink_avx512(4, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
-        expand_avx512(4, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf);
-    }
-    for (; i < n; i++) {
-        const lmod_t *pf = i == 0 ? next : &self;
-
-        shrink_avx512(1, x + i * in, in, r, at, t[0], SS_LORA_MAX_RANK, pf);
-        expand_avx512(1, t[0], SS_LORA_MAX_RANK, y + i * out, out, r, bp,
-                      pf);
-    }
-}
-
-#endif
-
-static void
-rows(const float *x, float *y, int64_t n, int64_t in, int64_t out,
-     int64_t r, const float *at, const float *bp, const lmod_t *next)
-{
-#ifdef HAVE_AVX512_BUILD
-    if (__builtin_cpu_supports("avx512f")) {
-        rows_avx512(x, y, n, in, out, r, at, bp, next);
-        return;
-    }
-#endif
-    (void)next;
-    rows_plain(x, y, n, in, out, r, at, bp);
-}
-
 /* Adds adapter a's update at site s to one contiguous run of n rows
- * starting at row: x [*, in], y [*, out]; next (or NULL): the next run's
+ * starting at row: x [*, in] (row 0 of the value), y [n, out] (the run's
+ * first row); next (or NULL): the next run's
  * weights at this site, prefetched meanwhile (only a hint: of another
  * rank, or none, which this run's own cached weights stand in for). */
 static void
@@ -1029,13 +820,13 @@ apply(const site_t *s, const ss_adapter_t *a, const lmod_t *m,
 {
     int64_t in = s->in, out = s->out;
 
-    rows(x + row * in, y + row * out, n, in, out, a->r, m->at, m->bp,
-         next != NULL ? next : m);
+    ss_lora_rows(x + row * in, y, n, in, out, a->r, &m->w,
+                 next != NULL ? &next->w : &m->w);
 }
 
 int
 ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
-            int64_t row0, ss_err_t *err)
+            int64_t row0, const ss_tap_act_t *act, ss_err_t *err)
 {
     const ss_lora_t *l = user;
     const site_t *s = &l->sites[tap / 2];
@@ -1066,7 +857,9 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
         || ss_tensor_numel(value) % s->out != 0)
         return ss_err_set(err, SS_EINTERNAL, "LoRA at '%s': the tapped "
                           "values are not what the site needs", s->module);
-    y = (float *)value->data - row0 * s->out;   /* y's row 0 */
+    /* y: rows lo..hi-1 only (a plan may hold one chunk of them:
+     * engine.h) */
+    y = value->data;
     if (hi == m)
         ts.x[tap / 2] = NULL;
     per = m / samples;                  /* rows of x and y per sample */
@@ -1114,7 +907,8 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
                 w = NULL;
         }
         if (pend != NULL)
-            apply(s, pend_a, pend, md, x, y, pend_row, pend_n);
+            apply(s, pend_a, pend, md, x, y + (pend_row - lo) * s->out,
+                  pend_row, pend_n);
         if (last)
             break;
         pend = md;
@@ -1122,5 +916,10 @@ ss_lora_tap(void *user, const ss_work_t *batch, int tap, ss_tensor_t *value,
         pend_row = r0;
         pend_n = n;
     }
+    /* the activation after the site, on the rows while they are in
+     * cache: the plan then skips its own step (engine.h: activations) */
+    if (act != NULL)
+        return ss_lora_act(act->kind, act->alpha, y, act->dst,
+                           (hi - lo) * s->out);
     return 0;
 }

@@ -135,9 +135,12 @@ int ss_lora_sites(const ss_lora_t *l);
 
 /* The batch hook (ss_batch_opts_t.tap; user is the lora): items' tags are
  * ss_adapter_t pointers; value holds rows from row0 when the plan runs
- * the site in row chunks (engine.h, taps). */
+ * the site in row chunks (engine.h, taps).  An activation offered after
+ * a site's output (act) is applied to the updated rows and 1 returned
+ * (engine.h: activations). */
 int ss_lora_tap(void *user, const ss_work_t *batch, int tap,
-                ss_tensor_t *value, int64_t row0, ss_err_t *err);
+                ss_tensor_t *value, int64_t row0, const ss_tap_act_t *act,
+                ss_err_t *err);
 
 /* ---- admin (adapter_admin.c), on the model's active version [loop] ---- */
 

@@ -10,6 +10,7 @@ server_model_libssmodel_a_SOURCES = \
 	server/model/modelcfg.c server/model/modelcfg.h \
 	server/model/sampler.c server/model/sampler.h \
 	server/model/adapter.c server/model/adapter.h \
+	server/model/lora_rows.c server/model/lora_rows.h \
 	server/model/adapter_admin.c
 server_model_libssmodel_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
