@@ -114,7 +114,7 @@ lanes(int64_t r, int64_t j0)
 
 /* t [R, r] (row stride ldt) = x [R, in] A^T, R = 4 or 8: per row two
  * chains, even and odd k, added at the end.  pf's A^T is prefetched, a
- * line per two steps of k. */
+ * line per row of it (r = 16: 64 bytes), two per step of two rows. */
 static inline AVX512 void
 shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
               const float *at, float *t, int64_t ldt, const ss_lora_w_t *pf)
@@ -138,7 +138,8 @@ shrink_avx512(const int R, const float *x, int64_t in, int64_t r,
 
             if (j0 == 0 && pf_o < pf->at_bytes) {
                 _mm_prefetch(pfa + pf_o, _MM_HINT_T1);
-                pf_o += 64;
+                _mm_prefetch(pfa + pf_o + 64, _MM_HINT_T1);
+                pf_o += 128;
             }
 #define FMA(q) \
             if (q < R) { \
@@ -225,6 +226,11 @@ expand_avx512(const int R, const float *t, int64_t ldt, float *y,
 #undef LD
         for (int64_t j = 0; j < r; j++) {
             __m512 b = _mm512_load_ps(p + j * PANEL);
+
+            if (pf_o < pf->bp_bytes) {
+                _mm_prefetch(pfb + pf_o, _MM_HINT_T1);
+                pf_o += 64;
+            }
 #define FMA(q) \
             if (q < R) c##q = _mm512_fmadd_ps(_mm512_set1_ps(t##q[j]), b, c##q);
             EIGHT(FMA)
@@ -236,7 +242,8 @@ expand_avx512(const int R, const float *t, int64_t ldt, float *y,
     }
 }
 
-/* One row: t [r] = x [in] A^T in four chains (k mod 4). */
+/* One row: t [r] = x [in] A^T in four chains (k mod 4); pf's A^T
+ * prefetched four lines per step of four rows. */
 static inline AVX512 void
 shrink1_avx512(const float *x, int64_t in, int64_t r, const float *at,
                float *t, const ss_lora_w_t *pf)
@@ -252,10 +259,9 @@ shrink1_avx512(const float *x, int64_t in, int64_t r, const float *at,
         for (; k + 3 < in; k += 4) {
             const float *a = at + k * r + j0;
 
-            if (j0 == 0 && pf_o < pf->at_bytes) {
+            for (int u = 0; u < 4 && j0 == 0 && pf_o < pf->at_bytes; u++) {
                 _mm_prefetch(pfa + pf_o, _MM_HINT_T1);
-                _mm_prefetch(pfa + pf_o + 64, _MM_HINT_T1);
-                pf_o += 128;
+                pf_o += 64;
             }
             c0 = _mm512_fmadd_ps(_mm512_set1_ps(x[k]),
                                  _mm512_maskz_loadu_ps(m, a), c0);
@@ -316,9 +322,14 @@ expand1_avx512(const float *t, float *y, int64_t out, int64_t r,
         __mmask16 m = lanes(out, o0);
         __m512 c = _mm512_maskz_loadu_ps(m, y + o0);
 
-        for (int64_t j = 0; j < r; j++)
+        for (int64_t j = 0; j < r; j++) {
+            if (pf_o < pf->bp_bytes) {
+                _mm_prefetch(pfb + pf_o, _MM_HINT_T1);
+                pf_o += 64;
+            }
             c = _mm512_fmadd_ps(_mm512_set1_ps(t[j]),
                                 _mm512_load_ps(p + j * PANEL), c);
+        }
         _mm512_mask_storeu_ps(y + o0, m, c);
     }
 }
