@@ -69,6 +69,7 @@ act_ok(const ss_plan_t *p, int e, int paired)
         || ss__plan_root(p, pr->out[0]) != v || readers(p, v) != 1
         || p->vals[v].t.dtype != SS_DTYPE_F32
         || p->vals[st->out[0]].t.dtype != SS_DTYPE_F32
+        || p->vals[st->out[0]].layout != SS_DNN_PLAIN
         || ss_tensor_numel(&p->vals[v].t)
            != ss_tensor_numel(&p->vals[st->out[0]].t))
         return 0;
