@@ -5,7 +5,7 @@
  * run and prints the ratio).
  *
  *   train-bench MODEL.onnx DATA.npz [BATCH [STEPS [THREADS [OPT [PREC
- *               [LAYOUT]]]]]]
+ *               [LAYOUT [KERNELS]]]]]]]
  *
  * DATA.npz holds the model's inputs (rows first) and int64 "labels".
  * Steps take consecutive batches, cycling.  Prints one JSON line: the
@@ -18,7 +18,9 @@
  * then says how many products ran in bf16 and how many stayed f32.
  * LAYOUT "nchw" keeps every activation NCHW (opts.nchw: the trainer
  * before blocked convolutions), for comparison; "blocked" (default) is
- * how the trainer runs.
+ * how the trainer runs.  KERNELS (opts.nn) "c" runs BatchNorm, Relu and
+ * pooling on the trainer's portable-C kernels, "dnn" on oneDNN's, "auto"
+ * (default) oneDNN's in bf16 and C in f32.
  */
 
 #include <stdio.h>
@@ -64,7 +66,7 @@ main(int argc, char **argv)
 
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.onnx DATA.npz [BATCH [STEPS "
-                "[THREADS [adamw|sgd [f32|bf16 [blocked|nchw]]]]]]\n",
+                "[THREADS [adamw|sgd [f32|bf16 [blocked|nchw [auto|dnn|c]]]]]]]\n",
                 argv[0]);
         return 2;
     }
@@ -75,6 +77,10 @@ main(int argc, char **argv)
         goto fail;
     o.bf16 = argc > 7 && strcmp(argv[7], "bf16") == 0;
     o.nchw = argc > 8 && strcmp(argv[8], "nchw") == 0;
+    if (argc > 9)
+        o.nn = strcmp(argv[9], "c") == 0     ? SS_TRAIN_NN_C
+             : strcmp(argv[9], "dnn") == 0   ? SS_TRAIN_NN_DNN
+                                             : SS_TRAIN_NN_AUTO;
     if (ss_graph_load_onnx(argv[1], &g, &err) < 0 ||
         ss_npz_read(argv[2], (size_t)1 << 32, &z, &err) < 0)
         goto fail;
@@ -119,11 +125,13 @@ main(int argc, char **argv)
     printf("{\"ms_per_step\": %.4f, \"cpu_ms_per_step\": %.4f, "
            "\"samples_per_s\": %.1f, \"batch\": "
            "%lld, \"threads\": %d, \"loss_first\": %.6f, \"loss_last\": "
-           "%.6f, \"precision\": \"%s\", \"layout\": \"%s\", "
+           "%.6f, \"precision\": \"%s\", \"layout\": \"%s\", \"nn\": \"%s\", "
            "\"bf16_products\": %d, \"f32_fallbacks\": %d, \"graph\": "
            "\"%s\"}\n", ms[steps / 2], cpu[steps / 2],
            (double)batch * 1e3 / ms[steps / 2], (long long)batch, o.threads,
            l0, l, o.bf16 ? "bf16" : "f32", o.nchw ? "nchw" : "blocked",
+           o.nn == SS_TRAIN_NN_C ? "c" : o.nn == SS_TRAIN_NN_DNN ? "dnn"
+                                                                 : "auto",
            nbf, nf32,
            ss_train_describe(t, d, sizeof(d)));
     rc = 0;

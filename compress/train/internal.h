@@ -281,6 +281,22 @@ int ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_expand(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_loss(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 
+/* BatchNorm, Relu and pooling on oneDNN (nn_dnn.c).  The rules build
+ * their C step and pass it here: 1 when it now runs a primitive (s->fn,
+ * s->prim set), 0 when it stays the C kernel's, or a negative code.
+ * Batch-statistics BatchNorm forward (s->in[0] is x) and backward (its
+ * forward ran on oneDNN: s->in[4] is the batch variance); Relu forward
+ * and backward; pooling forward (*ws: a new value for max pooling's
+ * workspace, to add as out[1]) and backward (in[1]: that workspace). */
+int ss__nn_dnn_ok(const ss__tb_t *b, int x);
+int ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
+int ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
+int ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
+                ss_err_t *err);
+int ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_bn_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_bn_dnn_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+
 /* Unary functions (ss__k_unary op). */
 enum {
     SS__U_RELU = 1, SS__U_LEAKY, SS__U_ERF, SS__U_SQRT, SS__U_TANH,

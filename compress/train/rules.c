@@ -370,6 +370,7 @@ static int
 fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     ss__step_t s;
+    int rc;
 
     step_init(&s, ss__k_unary, n->op_type, n);
     s.op = unary_code(n, &s.f[0]);
@@ -382,6 +383,8 @@ fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
                           "non-float data", label(n), n->op_type);
     /* element by element: any layout, the output's is the input's */
     b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
+    if ((rc = ss__nn_relu(b, &s, 0, err)) < 0)
+        return rc;
     return ss__step_add(b, &s, err);
 }
 
@@ -398,6 +401,8 @@ bwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.n_in = 3;
     s.in[1] = ss__tb_in(b, n, 0);
     s.in[2] = ss__tb_out(b, n, 0);
+    if ((rc = ss__nn_relu(b, &s, 1, err)) < 0)
+        return rc;
     return ss__step_add(b, &s, err);
 }
 
@@ -504,6 +509,14 @@ bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             continue;
         if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
             return gx;
+        /* d(a+b)/da = 1: of the same shape (a residual), a copy */
+        if ((op == SS__B_ADD || (op == SS__B_SUB && !slot)) &&
+            V(b, x)->numel == V(b, y)->numel &&
+            V(b, x)->lay == V(b, y)->lay) {
+            if ((rc = emit_copy(b, n, gy, gx, acc, err)) < 0)
+                return rc;
+            continue;
+        }
         /* d(a+b)/da = 1, d(a-b)/db = -1: a plain (reducing) copy */
         if (op == SS__B_ADD || op == SS__B_SUB) {
             if ((rc = emit_reduce(b, n, gy, V(b, y)->ndim, V(b, y)->dims,
@@ -814,13 +827,15 @@ static int
 norm_fwd_add(ss__tb_t *b, const ss_node_t *n, ss__step_t *s, int mean,
              int rstd, ss_err_t *err)
 {
-    int sv[2] = { mean, rstd }, rc;
+    /* the third: 1 when oneDNN's primitive runs it (rstd is then the
+     * batch variance, which its backward reads) */
+    int sv[3] = { mean, rstd, s->fn == ss__k_bn_dnn }, rc;
 
     s->n_out = 3;
     s->out[0] = ss__tb_out(b, n, 0);
     s->out[1] = mean;
     s->out[2] = rstd;
-    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
+    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 3, err)) < 0)
         return rc;
     return ss__step_add(b, s, err);
 }
@@ -927,7 +942,7 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     const ss__tv_t *xv = V(b, x);
     int64_t c = xv->ndim >= 2 ? xv->dims[1] : 1;
     ss__step_t s;
-    int mean, rstd;
+    int mean, rstd, rc;
 
     if (xv->ndim < 2 || n->n_inputs < 5 ||
         ss__attr_int(n, "training_mode", 0) != 0)
@@ -963,6 +978,12 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     b->t->tv[ss__tb_out(b, n, 0)].lay = xv->lay;
     s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
     s.f[1] = ss__attr_float(n, "momentum", 0.9f);
+    s.n_out = 3;                /* as norm_fwd_add sets them */
+    s.out[0] = ss__tb_out(b, n, 0);
+    s.out[1] = mean;
+    s.out[2] = rstd;
+    if ((rc = ss__nn_bn(b, &s, 0, err)) < 0)
+        return rc;
     return norm_fwd_add(b, n, &s, mean, rstd, err);
 }
 
@@ -982,6 +1003,13 @@ bwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.p[1] = V(b, s.in[1])->dims[1];
     s.p[2] = prod(V(b, s.in[1])->dims, 2, V(b, s.in[1])->ndim);
     s.p[3] = ss__tv_lanes(V(b, s.in[1]));
+    if (ss__tb_saved(b, ss__tb_node_index(b, n), 2) == 1) {
+        s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
+        s.n_in = 6;             /* oneDNN's backward reads the shift */
+        s.in[5] = ss__tb_in(b, n, 2);
+        if ((rc = ss__nn_bn(b, &s, 1, err)) < 0)
+            return rc;
+    }
     return ss__step_add(b, &s, err);
 }
 
@@ -1431,7 +1459,7 @@ static int
 fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     ss__step_t s;
-    int rc, arg = -1;
+    int rc, arg = -1, dnn, sv[2];
 
     step_init(&s, ss__k_pool, n->op_type, n);
     if ((rc = pool_geom(b, n, s.p, &s.op, err)) < 0)
@@ -1439,22 +1467,29 @@ fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     if (ss__tb_out(b, n, 1) >= 0)
         return ss_err_set(err, SS_EUNSUPP, "trainer: MaxPool '%s' with "
                           "Indices", label(n));
-    if (s.op == 0) {
+    if ((rc = ss__nn_pool(b, &s, 0, ss__tb_in(b, n, 0), &arg, err)) < 0)
+        return rc;
+    dnn = rc;
+    if (s.op == 0 && !dnn) {
         const ss__tv_t *yv = V(b, ss__tb_out(b, n, 0));
 
         if ((arg = ss__tv_new(b, SS_DTYPE_I32, yv->ndim, yv->dims, err)) < 0)
             return arg;
-        if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), &arg, 1,
-                              err)) < 0)
-            return rc;
     }
+    /* saved: { the argmax or workspace, 1 on oneDNN } */
+    sv[0] = arg;
+    sv[1] = dnn;
+    if ((rc = ss__tb_save(b, ss__tb_node_index(b, n), sv, 2, err)) < 0)
+        return rc;
     s.n_in = 1;
     s.in[0] = ss__tb_in(b, n, 0);
     s.n_out = 2;
     s.out[0] = ss__tb_out(b, n, 0);
     s.out[1] = arg;
     b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
-    if (arg >= 0)
+    if (dnn)
+        s.n_out = arg >= 0 ? 2 : 1;
+    if (arg >= 0 && !dnn)
         b->t->tv[arg].lay = V(b, s.in[0])->lay;
     return ss__step_add(b, &s, err);
 }
@@ -1472,6 +1507,17 @@ bwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
         return rc;
     s.n_in = 2;
     s.in[1] = s.op == 0 ? ss__tb_saved(b, ss__tb_node_index(b, n), 0) : -1;
+    if (ss__tb_saved(b, ss__tb_node_index(b, n), 1) == 1) {
+        /* on oneDNN: dy and the forward's workspace (max only) */
+        if ((rc = ss__nn_pool(b, &s, 1, ss__tb_in(b, n, 0), NULL,
+                              err)) < 0)
+            return rc;
+        if (rc == 0)
+            return ss_err_set(err, SS_EINTERNAL, "trainer: %s '%s': "
+                              "oneDNN's forward without its backward",
+                              n->op_type, label(n));
+        s.n_in = s.op == 0 ? 2 : 1;
+    }
     return ss__step_add(b, &s, err);
 }
 

@@ -205,6 +205,19 @@ typedef struct ss_train_dp {
 void ss_train_shard_range(int64_t n, int rank, int size, int64_t *lo,
                           int64_t *hi);
 
+/* What runs BatchNorm (batch statistics), Relu and pooling.  AUTO:
+ * oneDNN's jit primitives in bf16 (mixed precision), the trainer's
+ * portable-C kernels in f32, which sum statistics and gradients in double
+ * and match PyTorch's f32 training within 1e-4 (oneDNN's f32 sums do not:
+ * a bias before a BatchNorm gets a gradient of rounding noise, which
+ * AdamW turns into full steps); C and DNN force one or the other
+ * (benchmarks compare them). */
+typedef enum {
+    SS_TRAIN_NN_AUTO = 0,
+    SS_TRAIN_NN_C,
+    SS_TRAIN_NN_DNN
+} ss_train_nn_t;
+
 typedef struct ss_train_opts {
     /* what to train */
     int output;                 /* graph output the loss reads */
@@ -242,6 +255,8 @@ typedef struct ss_train_opts {
                                  * convolutions read dense weights (the
                                  * trainer before blocked layouts; tests
                                  * compare the two) */
+    ss_train_nn_t nn;           /* what runs BatchNorm, Relu and pooling
+                                 * (below) */
     const ss_train_dp_t *dp;    /* data parallelism; NULL: one process */
 } ss_train_opts_t;
 

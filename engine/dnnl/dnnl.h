@@ -363,6 +363,38 @@ int ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d,
 
 /* Bytes of scratch a run needs (0: pass NULL).  [any] */
 size_t ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p);
+/* Training (dnnl_train_nn.c): batch normalization with batch statistics
+ * of a 4-D [N,C,H,W] activation in layout (scale and shift per channel,
+ * f32; dtype F32 or BF16 for the activations and their gradients).
+ *   forward   in[0] src, in[1] scale, in[2] shift; in[3] mean and in[4]
+ *             variance (biased) are WRITTEN; out dst
+ *   backward  in[0] diff_dst, in[1] src, in[2] mean, in[3] variance,
+ *             in[4] scale, in[5] shift; in[6] diff_scale and in[7]
+ *             diff_shift are WRITTEN; out diff_src
+ * [any] */
+typedef struct ss_dnn_bnorm_train_desc {
+    ss_dtype_t dtype;
+    int64_t n, c, h, w;
+    ss_dnn_layout_t layout;
+    float eps;
+} ss_dnn_bnorm_train_desc_t;
+
+int ss_dnn_bnorm_train_new(const ss_dnn_bnorm_train_desc_t *d, int bwd,
+                           ss_dnn_prim_t **out, ss_err_t *err);
+/* Pooling for training, d as for ss_dnn_pool_new (src, dst and the
+ * diffs in d->layout).  *ws_bytes: the workspace max pooling's forward
+ * WRITES to in[1] and its backward reads from in[1] (0 for average).
+ *   forward   in[0] src (, in[1] workspace); out dst
+ *   backward  in[0] diff_dst (, in[1] workspace); out diff_src
+ * [any] */
+int ss_dnn_pool_train_new(const ss_dnn_pool_desc_t *d, int bwd,
+                          ss_dnn_prim_t **out, size_t *ws_bytes,
+                          ss_err_t *err);
+/* Element-wise backward of d (numel elements, any layout):
+ * in[0] diff_dst, in[1] src; out diff_src.  [any] */
+int ss_dnn_eltwise_bwd_new(const ss_dnn_eltwise_desc_t *d,
+                           ss_dnn_prim_t **out, ss_err_t *err);
+
 /* How many in[] pointers ss_dnn_run reads.  [any] */
 int ss_dnn_prim_num_inputs(const ss_dnn_prim_t *p);
 /* The dst shape (dense, row-major); returns ndim.  [any] */

@@ -157,10 +157,8 @@ conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
     return ss__dnn_pd(&m->fwd, NULL, &m->fwd_pd, err, what);
 }
 
-/* The primitive descriptor of a backward op under b's attribute, with
- * the forward's as the hint. */
-static int
-bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
+int
+ss__dnn_bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
        const_dnnl_primitive_desc_t hint, ss_err_t *err)
 {
     dnnl_engine_t eng;
@@ -218,7 +216,7 @@ conv_pass(ss__dnn_build_t *b, conv_mds_t *m, const ss_dnn_conv_desc_t *d,
                                m->win.pl, m->win.pr),
                            err, "dnnl_dilated_convolution_backward_data_"
                            "desc_init", b->what);
-        if (rc < 0 || (rc = bwd_pd(b, &od, m->fwd_pd, err)) < 0)
+        if (rc < 0 || (rc = ss__dnn_bwd_pd(b, &od, m->fwd_pd, err)) < 0)
             return rc;
         return ss__dnn_build_op(b, NULL, bd_in, 2, NULL, 0,
                                 DNNL_ARG_DIFF_SRC, NULL, err);
@@ -231,7 +229,7 @@ conv_pass(ss__dnn_build_t *b, conv_mds_t *m, const ss_dnn_conv_desc_t *d,
                 m->win.strides, m->win.dil, m->win.pl, m->win.pr),
             err, "dnnl_dilated_convolution_backward_weights_desc_init",
             b->what);
-        if (rc < 0 || (rc = bwd_pd(b, &od, m->fwd_pd, err)) < 0)
+        if (rc < 0 || (rc = ss__dnn_bwd_pd(b, &od, m->fwd_pd, err)) < 0)
             return rc;
         return ss__dnn_build_op(b, NULL, bw_in, 2, NULL, 0,
                                 DNNL_ARG_DIFF_WEIGHTS, NULL, err);
@@ -433,7 +431,7 @@ ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
     rc = ss__dnn_check(dnnl_softmax_v2_backward_desc_init(
                            &od, alg, &md, &md, &md, d->axis),
                        err, "dnnl_softmax_v2_backward_desc_init", b.what);
-    if (rc < 0 || (rc = bwd_pd(&b, &od, fwd_pd, err)) < 0)
+    if (rc < 0 || (rc = ss__dnn_bwd_pd(&b, &od, fwd_pd, err)) < 0)
         goto done;
     rc = ss__dnn_build_op(&b, NULL, in, 2, NULL, 0, DNNL_ARG_DIFF_SRC, NULL,
                           err);

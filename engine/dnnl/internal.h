@@ -176,6 +176,11 @@ int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
                    const int64_t pad_end[2], ss_err_t *err,
                    const char *what);
 
+/* The primitive descriptor of backward op od into b->pd, under b->attr,
+ * with the forward's pd as the hint (dnnl_train.c). */
+int ss__dnn_bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
+                   const_dnnl_primitive_desc_t hint, ss_err_t *err);
+
 /* The weight dims of a convolution, [G,] OC/G, IC/G, KH, KW (G only when
  * grouped); returns how many. */
 int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,

@@ -186,6 +186,12 @@ loss_at(ss_train_t *t, const ss_train_batch_t *bt, double *l)
     return ss_train_grads_compute(t, bt, l, &err);
 }
 
+/* Steps of the last trainer check() built that run oneDNN's BatchNorm,
+ * Relu or pooling (compress/train/nn_dnn.c). */
+static int nn_dnn_steps;
+/* Its values kept nChw16c. */
+static int blocked_values;
+
 static void
 check(const char *name, ss_graph_t *g, const ss_train_opts_t *base)
 {
@@ -216,6 +222,13 @@ check(const char *name, ss_graph_t *g, const ss_train_opts_t *base)
         ss_graph_free(g);
         return;
     }
+    nn_dnn_steps = blocked_values = 0;
+    for (int i = 0; i < t->n_tv; i++)
+        blocked_values += t->tv[i].lay == SS_DNN_BLOCKED;
+    for (int i = 0; i < t->n_steps; i++)
+        nn_dnn_steps += t->steps[i].fn == ss__k_dnn_x ||
+                        t->steps[i].fn == ss__k_bn_dnn ||
+                        t->steps[i].fn == ss__k_bn_dnn_bwd;
     oi = ss_graph_output(g, 0);
     memset(&target, 0, sizeof(target));
     target.dtype = SS_DTYPE_F32;
@@ -522,6 +535,113 @@ pool_cases(void)
                  c[i].op, (long long)c[i].k, (long long)c[i].s,
                  (long long)c[i].p, c[i].incl ? " count_include_pad" : "");
         check(nm, gb_done(&b, gb_node(&b, c[i].op, 1, &in)), NULL);
+    }
+}
+
+/* BatchNorm, Relu and pooling on oneDNN's primitives (opts.nn DNN):
+ * on NCHW parameters, and after a 16-channel convolution, whose output
+ * the trainer keeps blocked (nChw16c), so the primitives run there. */
+static void
+nn_dnn_cases(void)
+{
+    static const struct { const char *op; int64_t k, s, p; int incl; } c[] = {
+        { "MaxPool", 2, 2, 0, 0 }, { "MaxPool", 3, 1, 1, 0 },
+        { "MaxPool", 2, 2, 0, 1 },  /* 5x5: the last row and column unread */
+        { "AveragePool", 2, 2, 0, 0 }, { "AveragePool", 3, 1, 1, 0 },
+        { "AveragePool", 3, 1, 1, 1 }, { "GlobalAveragePool", 0, 0, 0, 0 },
+    };
+    ss_train_opts_t o;
+    char nm[96];
+
+    ss_train_opts_default(&o);
+    o.bn = SS_BN_BATCH;
+    o.nn = SS_TRAIN_NN_DNN;
+    {
+        gb_t b;
+        int64_t d[4] = { 4, 3, 2, 2 }, c3 = 3;
+        int in[5];
+
+        gb_init(&b, 15);
+        in[0] = gb_param(&b, "x", 4, d, -2, 2);
+        in[1] = gb_param(&b, "g", 1, &c3, 0.5, 1.5);
+        in[2] = gb_param(&b, "b", 1, &c3, -1, 1);
+        in[3] = gb_param(&b, "rm", 1, &c3, -0.5, 0.5);
+        in[4] = gb_param(&b, "rv", 1, &c3, 0.5, 1.5);
+        check("oneDNN BatchNormalization (batch statistics)",
+              gb_done(&b, gb_node(&b, "BatchNormalization", 5, in)), &o);
+        ok(nn_dnn_steps == 2, "oneDNN BatchNormalization: forward and "
+           "backward on oneDNN (%d steps)", nn_dnn_steps);
+    }
+    {
+        gb_t b;
+        int64_t d[4] = { 2, 3, 4, 4 };
+        int in;
+
+        gb_init(&b, 17);
+        in = gb_param(&b, "x", 4, d, -1, 1);
+        check("oneDNN Relu", gb_done(&b, gb_node(&b, "Relu", 1, &in)), &o);
+        ok(nn_dnn_steps == 2, "oneDNN Relu: forward and backward on oneDNN "
+           "(%d steps)", nn_dnn_steps);
+    }
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        gb_t b;
+        int64_t d[4] = { 2, 3, 4, 4 };
+        int64_t k2[2] = { c[i].k, c[i].k }, s2[2] = { c[i].s, c[i].s };
+        int64_t p4[4] = { c[i].p, c[i].p, c[i].p, c[i].p };
+        int max = strcmp(c[i].op, "MaxPool") == 0, in;
+
+        if (max && c[i].incl)   /* the odd-sized case */
+            d[2] = d[3] = 5;
+        gb_init(&b, 17);
+        in = gb_spread(&b, "x", 4, d);
+        if (c[i].k) {
+            attr_ints(&b, "kernel_shape", 2, k2);
+            attr_ints(&b, "strides", 2, s2);
+            attr_ints(&b, "pads", 4, p4);
+            if (c[i].incl && !max)
+                attr_i(&b, "count_include_pad", 1);
+        }
+        snprintf(nm, sizeof(nm), "oneDNN %s kernel %lld stride %lld pad "
+                 "%lld on %lldx%lld%s", c[i].op, (long long)c[i].k,
+                 (long long)c[i].s, (long long)c[i].p, (long long)d[2],
+                 (long long)d[3],
+                 c[i].incl && !max ? " count_include_pad" : "");
+        check(nm, gb_done(&b, gb_node(&b, c[i].op, 1, &in)), &o);
+        ok(nn_dnn_steps == 2, "%s: forward and backward on oneDNN (%d "
+           "steps)", nm, nn_dnn_steps);
+    }
+    {   /* Conv(16) -> BatchNorm -> Relu -> Add(residual) -> AveragePool,
+         * blocked (not MaxPool: a near tie of two maxima moves the
+         * finite differences more than the tolerance, in the C kernels
+         * too; the CNN fixture's blocked MaxPool is compared with
+         * PyTorch in test_train_models) */
+        gb_t b;
+        int64_t xd[4] = { 2, 3, 6, 6 }, wd[4] = { 16, 3, 3, 3 }, c16 = 16;
+        int64_t k2[2] = { 2, 2 }, p4[4] = { 1, 1, 1, 1 };
+        int in[5], y, r;
+
+        gb_init(&b, 23);
+        in[0] = gb_param(&b, "x", 4, xd, -1, 1);
+        in[1] = gb_param(&b, "w", 4, wd, -0.5, 0.5);
+        attr_ints(&b, "pads", 4, p4);
+        y = gb_node(&b, "Conv", 2, in);
+        in[0] = y;
+        in[1] = gb_param(&b, "g", 1, &c16, 0.5, 1.5);
+        in[2] = gb_param(&b, "b", 1, &c16, -1, 1);
+        in[3] = gb_param(&b, "rm", 1, &c16, -0.5, 0.5);
+        in[4] = gb_param(&b, "rv", 1, &c16, 0.5, 1.5);
+        r = gb_node(&b, "BatchNormalization", 5, in);
+        r = gb_node(&b, "Relu", 1, &r);
+        r = gb_node(&b, "Add", 2, (int[]){ r, y });
+        attr_ints(&b, "kernel_shape", 2, k2);
+        attr_ints(&b, "strides", 2, k2);
+        r = gb_node(&b, "AveragePool", 1, &r);
+        check("oneDNN Conv, BatchNorm, Relu, Add, AveragePool (blocked)",
+              gb_done(&b, r), &o);
+        ok(nn_dnn_steps == 6 && blocked_values >= 8, "oneDNN Conv, "
+           "BatchNorm, Relu, Add, AveragePool: BatchNorm, Relu and pooling "
+           "forward and backward on oneDNN (%d steps), nChw16c (%d "
+           "values)", nn_dnn_steps, blocked_values);
     }
 }
 
@@ -1383,6 +1503,7 @@ main(void)
     norm_cases();
     conv_cases();
     pool_cases();
+    nn_dnn_cases();
     shape_cases();
     index_cases();
     structure_cases();

@@ -212,8 +212,12 @@ compare_weights(const char *what, const ss_graph_t *ini,
        worst, worst_name, noise);
 }
 
+/* One model and optimizer, 20 steps against PyTorch's.  nn: what runs
+ * BatchNorm, Relu and pooling (opts.nn); tol: the loss curve's relative
+ * bound; weights: compare the final tensors too. */
 static void
-run(const char *model, const char *opt_name)
+run_nn(const char *model, const char *opt_name, ss_train_nn_t nn,
+       double tol, int weights)
 {
     char p[512], what[64];
     ss_graph_t *g = NULL, *ini = NULL, *fin = NULL;
@@ -225,7 +229,9 @@ run(const char *model, const char *opt_name)
     double worst = 0, loss, first = 0, last = 0;
     int bad = 0, rc, same = 1;
 
-    snprintf(what, sizeof(what), "%s %s", model, opt_name);
+    snprintf(what, sizeof(what), "%s %s%s", model, opt_name,
+             nn == SS_TRAIN_NN_DNN ? " (oneDNN BatchNorm, Relu, pooling)"
+                                   : "");
     if (ss_graph_load_onnx(path(p, sizeof(p), "", model, "_op17/model.onnx"), &g, &err) < 0 ||
         ss_npz_read(path(p, sizeof(p), "digits/", model, "_calib.npz"), 1 << 28, &data, &err) < 0 ||
         ss_npz_read(path(p, sizeof(p), "train/", model, "_ref.npz"), 1 << 28, &ref, &err) < 0) {
@@ -239,6 +245,7 @@ run(const char *model, const char *opt_name)
     ss_train_opts_default(&o);
     o.loss = SS_LOSS_CE;
     o.threads = 2;
+    o.nn = nn;
     if (strcmp(opt_name, "sgd") == 0) {
         o.opt = SS_OPT_SGD;
         o.lr = 0.05;
@@ -281,7 +288,7 @@ run(const char *model, const char *opt_name)
             (rc = ss_train_step(t2, &b, &l2, &err)) < 0)
             break;
         same &= memcmp(&loss, &l2, sizeof(loss)) == 0;
-        if (fabs(loss - want) > 1e-4 * fabs(want))
+        if (fabs(loss - want) > tol * fabs(want))
             bad++;
         if (fabs(loss - want) / fabs(want) > worst)
             worst = fabs(loss - want) / fabs(want);
@@ -291,10 +298,11 @@ run(const char *model, const char *opt_name)
     }
     if (!ok(rc == 0, "%s: %d steps run", what, STEPS))
         tap_diag("%s", err.msg);
-    ok(rc == 0 && bad == 0, "%s: loss curve matches PyTorch within 1e-4 "
-       "relative (worst %.2e; %.6f -> %.6f)", what, worst, first, last);
+    ok(rc == 0 && bad == 0, "%s: loss curve matches PyTorch within %.0e "
+       "relative (worst %.2e; %.6f -> %.6f)", what, tol, worst, first,
+       last);
     ok(rc == 0 && last < first, "%s: the loss falls", what);
-    if (rc == 0 && (rc = ss_train_export(t, &fin, &err)) == 0)
+    if (weights && rc == 0 && (rc = ss_train_export(t, &fin, &err)) == 0)
         compare_weights(what, ini, fin, ref, opt_name, t, o.lr);
     ok(rc == 0 && same && memcmp(ss_train_params(t), ss_train_params(t2),
                                  (size_t)ss_train_flat_size(t) *
@@ -308,6 +316,12 @@ done:
     ss_npz_free(ref);
     ss_npz_free(data);
     ss_graph_free(g);
+}
+
+static void
+run(const char *model, const char *opt_name)
+{
+    run_nn(model, opt_name, SS_TRAIN_NN_AUTO, 1e-4, 1);
 }
 
 /* A trained, exported, saved and reloaded graph computes what the
@@ -397,6 +411,15 @@ main(void)
         run(models[i], "sgd");
         run(models[i], "adamw");
     }
+    /* The CNN's BatchNorm, Relu and pooling on oneDNN (what bf16 runs
+     * by default) in f32.  SGD is held to the same bounds.  AdamW is not:
+     * oneDNN sums in f32, and the stem convolution's bias, before a
+     * BatchNorm, has a gradient of rounding noise only, which Adam's
+     * normalized step turns into full steps of lr: the bias and the
+     * running mean drift from PyTorch's (measured 9e-3 relative) while
+     * the loss does not (3e-4). */
+    run_nn("cnn", "sgd", SS_TRAIN_NN_DNN, 1e-4, 1);
+    run_nn("cnn", "adamw", SS_TRAIN_NN_DNN, 1e-3, 0);
     roundtrip();
     return tap_done();
 }
