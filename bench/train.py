@@ -15,7 +15,11 @@ preempted is not in it).  f32 and bf16 alternate, --reps times each, and
 each column is the median of the runs' medians.  A fourth model, "wide"
 (784-1024-1024-10, He-initialized, random inputs and labels; needs
 python3-onnx to write it), is one where the products, which bf16
-speeds up, are most of a step.  The C side is
+speeds up, are most of a step.  bf16 runs BatchNorm, Relu and pooling
+on oneDNN's primitives, f32 on the trainer's C kernels (the default of
+opts.nn: they match PyTorch's f32 within 1e-4); --nn-dnn adds an f32
+run on oneDNN's too and a column of bf16's speed over it (the ratio of
+the precisions alone).  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
@@ -137,10 +141,10 @@ def files(name, wide):
 def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
     exe = os.path.join(build, "compress", "train", "train-bench")
     onnx_path, npz = files(name, wide)
-    prec, layout = (precision.split("-") + ["blocked"])[:2]
+    prec, layout, nn = (precision.split("-") + ["blocked", "auto"])[:3]
     out = subprocess.run(
         [exe, onnx_path, npz, str(batch), str(steps), str(threads), "adamw",
-         prec, layout],
+         prec, layout, nn],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -148,9 +152,10 @@ def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
 def c_pair(a, name, bf16, wide):
     """f32 and bf16 (and f32 NCHW) runs alternating: medians of ms and
     CPU ms."""
-    runs = {"f32": [], "bf16": [], "f32-nchw": []}
+    runs = {"f32": [], "bf16": [], "f32-nchw": [], "f32-blocked-dnn": []}
     kinds = ["f32"] + (["bf16"] if bf16 else []) + (
-        ["f32-nchw"] if a.nchw else [])
+        ["f32-nchw"] if a.nchw else []) + (
+        ["f32-blocked-dnn"] if a.nn_dnn else [])
     for _ in range(a.reps):
         for p in kinds:
             runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
@@ -175,6 +180,9 @@ def main():
     ap.add_argument("--nchw", action="store_true",
                     help="also run f32 with NCHW activations (before "
                     "blocked convolutions)")
+    ap.add_argument("--nn-dnn", action="store_true",
+                    help="also run f32 with BatchNorm, Relu and pooling on "
+                    "oneDNN (as bf16 runs them) and compare bf16 with it")
     a = ap.parse_args()
     model, isa = cpu()
     bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
@@ -184,7 +192,9 @@ def main():
     print("%-12s %12s %12s %8s %12s %9s %9s%s" % (
         "model", "C samples/s", "torch s/s", "ratio", "C bf16 s/s",
         "bf16/f32", "(cpu)", " %12s %9s %9s" % (
-            "C NCHW s/s", "blk/NCHW", "(cpu)") if a.nchw else ""))
+            "C NCHW s/s", "blk/NCHW", "(cpu)") if a.nchw else "") + (
+            " %12s %11s %9s" % ("C f32dnn s/s", "bf16/f32dnn", "(cpu)")
+            if a.nn_dnn else ""))
     tmp = tempfile.mkdtemp(prefix="train-bench-")
     try:
         wide = wide_files(tmp) if "wide" in a.models else None
@@ -194,6 +204,7 @@ def main():
                 continue
             m = c_pair(a, name, bf16, wide)
             c, b, n = m["f32"], m.get("bf16"), m.get("f32-nchw")
+            d = m.get("f32-blocked-dnn")
             t = (torch_run(name, a.steps, a.threads, a.batch)
                  if name != "wide" else None)
             print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
@@ -209,7 +220,12 @@ def main():
                     n["samples_per_s"],
                     "%.2fx" % (n["ms_per_step"] / c["ms_per_step"]),
                     "%.2fx" % (n["cpu_ms_per_step"] / c["cpu_ms_per_step"]))
-                    if n else ""))
+                    if n else "") + (" %12.0f %11s %9s" % (
+                        d["samples_per_s"],
+                        "%.2fx" % (d["ms_per_step"] / b["ms_per_step"])
+                        if b else "-",
+                        "%.2fx" % (d["cpu_ms_per_step"] / b["cpu_ms_per_step"])
+                        if b else "-") if d else ""))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -288,7 +288,9 @@ int ss__k_loss(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
  * forward ran on oneDNN: s->in[4] is the batch variance); Relu forward
  * and backward; pooling forward (*ws: a new value for max pooling's
  * workspace, to add as out[1]) and backward (in[1]: that workspace). */
-int ss__nn_dnn_ok(const ss__tb_t *b, int x);
+/* Whether value x can run on oneDNN as opts.nn asks; exact: the op's
+ * result does not depend on a summation order (Relu, max pooling). */
+int ss__nn_dnn_ok(const ss__tb_t *b, int x, int exact);
 int ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
 int ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
 int ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,

@@ -12,9 +12,10 @@
  *
  * The rules of rules.c build their C step as before and hand it here:
  * when the value is one oneDNN can take (4-D f32 in one of the three
- * layouts) and opts.nn asks for it (by default in bf16 only: see
- * ss_train_nn_t) the step gets a primitive and one of
- * the kernels below; else it stays as it was.  What the C kernels keep:
+ * layouts) and opts.nn asks for it (by default: Relu and max pooling
+ * always, their results are exact; BatchNorm and average pooling, which
+ * sum, in bf16 only: see ss_train_nn_t) the step gets a primitive and
+ * one of the kernels below; else it stays as it was.  What the C kernels keep:
  * frozen BatchNorm statistics (SS_BN_FROZEN), the forward-only pass on
  * running statistics (t->infer_bn: ss__k_bn_dnn calls the C kernel),
  * other unary functions.
@@ -143,14 +144,13 @@ ss__k_bn_dnn_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 /* ---- emitters ------------------------------------------------------------ */
 
 int
-ss__nn_dnn_ok(const ss__tb_t *b, int x)
+ss__nn_dnn_ok(const ss__tb_t *b, int x, int exact)
 {
     const ss__tv_t *v = &b->t->tv[x];
-
     ss_train_nn_t k = b->t->o.nn;
 
     if (k == SS_TRAIN_NN_AUTO)
-        k = b->t->o.bf16 ? SS_TRAIN_NN_DNN : SS_TRAIN_NN_C;
+        k = b->t->o.bf16 || exact ? SS_TRAIN_NN_DNN : SS_TRAIN_NN_C;
     return k == SS_TRAIN_NN_DNN && v->ndim == 4 &&
            v->dtype == SS_DTYPE_F32 &&
            (v->lay == SS_DNN_PLAIN || v->lay == SS_DNN_BLOCKED ||
@@ -164,7 +164,7 @@ ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
     ss_dnn_bnorm_train_desc_t d;
     int rc;
 
-    if (!bwd && (s->op != SS_BN_BATCH || !ss__nn_dnn_ok(b, s->in[0])))
+    if (!bwd && (s->op != SS_BN_BATCH || !ss__nn_dnn_ok(b, s->in[0], 0)))
         return 0;
     memset(&d, 0, sizeof(d));
     d.dtype = SS_DTYPE_F32;
@@ -199,7 +199,7 @@ ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
     ss_dnn_eltwise_desc_t d;
     int rc;
 
-    if (s->op != SS__U_RELU || s->f[0] != 0 || !ss__nn_dnn_ok(b, x))
+    if (s->op != SS__U_RELU || s->f[0] != 0 || !ss__nn_dnn_ok(b, x, 1))
         return 0;
     memset(&d, 0, sizeof(d));
     d.dtype = SS_DTYPE_F32;
@@ -266,7 +266,7 @@ ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
     size_t wsb = 0;
     int rc;
 
-    if (!ss__nn_dnn_ok(b, x) || !pool_desc(b, s, x, &d))
+    if (!ss__nn_dnn_ok(b, x, s->op == 0) || !pool_desc(b, s, x, &d))
         return 0;
     rc = ss_dnn_pool_train_new(&d, bwd, &s->prim, &wsb, err);
     if (rc == SS_EUNSUPP && !bwd) {

@@ -205,13 +205,14 @@ typedef struct ss_train_dp {
 void ss_train_shard_range(int64_t n, int rank, int size, int64_t *lo,
                           int64_t *hi);
 
-/* What runs BatchNorm (batch statistics), Relu and pooling.  AUTO:
- * oneDNN's jit primitives in bf16 (mixed precision), the trainer's
- * portable-C kernels in f32, which sum statistics and gradients in double
- * and match PyTorch's f32 training within 1e-4 (oneDNN's f32 sums do not:
- * a bias before a BatchNorm gets a gradient of rounding noise, which
- * AdamW turns into full steps); C and DNN force one or the other
- * (benchmarks compare them). */
+/* What runs BatchNorm (batch statistics), Relu and pooling of 4-D
+ * activations.  AUTO: oneDNN's jit primitives for Relu and max pooling
+ * (exact either way) and, in bf16 (mixed precision), for BatchNorm and
+ * average pooling too; in f32 those two stay on the trainer's portable-C
+ * kernels, which sum in double and match PyTorch's f32 AdamW within 1e-4
+ * (oneDNN's f32 sums do not: a bias before a BatchNorm gets a gradient of
+ * rounding noise, which AdamW turns into full steps).  C and DNN force
+ * one or the other for all four (benchmarks compare them). */
 typedef enum {
     SS_TRAIN_NN_AUTO = 0,
     SS_TRAIN_NN_C,
