@@ -15,11 +15,14 @@ preempted is not in it).  f32 and bf16 alternate, --reps times each, and
 each column is the median of the runs' medians.  A fourth model, "wide"
 (784-1024-1024-10, He-initialized, random inputs and labels; needs
 python3-onnx to write it), is one where the products, which bf16
-speeds up, are most of a step.  bf16 runs BatchNorm, Relu and pooling
-on oneDNN's primitives, f32 on the trainer's C kernels (the default of
-opts.nn: they match PyTorch's f32 within 1e-4); --nn-dnn adds an f32
-run on oneDNN's too and a column of bf16's speed over it (the ratio of
-the precisions alone).  The C side is
+speeds up, are most of a step; "widecnn" (3x32x32 random inputs, five
+3x3 convolutions of 32-128 channels with BatchNorm, Relu, two residual
+Adds, MaxPool, GAP; not in the default list) is the same for a CNN.
+Relu and max pooling run on oneDNN's primitives; BatchNorm and average
+pooling too in bf16, and on the trainer's C kernels in f32 (the default
+of opts.nn: they match PyTorch's f32 within 1e-4); --nn-dnn adds an f32
+run with those on oneDNN too and a column of bf16's speed over it (the
+ratio of the precisions alone).  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
@@ -131,9 +134,74 @@ def wide_files(tmp, dims=(784, 1024, 1024, 10)):
     return os.path.join(tmp, "wide.onnx"), os.path.join(tmp, "wide.npz")
 
 
+def widecnn_files(tmp):
+    """A CNN whose convolutions are most of a step (3x32x32 inputs, 32 to
+    128 channels: Conv, BatchNorm, Relu, a residual Add, MaxPool, GAP,
+    Gemm), He-initialized, and random data for it; None without
+    python3-onnx."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rs = np.random.RandomState(1)
+    nodes, inits = [], []
+
+    def conv_bn_relu(x, ci, co, k):
+        w = (rs.standard_normal((co, ci, 3, 3)) *
+             np.sqrt(2.0 / (ci * 9))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "w%d" % k))
+        for nm, v in (("g", np.ones(co)), ("b", np.zeros(co)),
+                      ("m", np.zeros(co)), ("v", np.ones(co))):
+            inits.append(numpy_helper.from_array(v.astype(np.float32),
+                                                 "%s%d" % (nm, k)))
+        nodes.append(helper.make_node("Conv", [x, "w%d" % k], ["c%d" % k],
+                                      pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node(
+            "BatchNormalization", ["c%d" % k] + ["%s%d" % (nm, k)
+                                                for nm in "gbmv"],
+            ["n%d" % k]))
+        nodes.append(helper.make_node("Relu", ["n%d" % k], ["r%d" % k]))
+        return "r%d" % k
+
+    x = conv_bn_relu("input", 3, 32, 0)
+    y = conv_bn_relu(x, 32, 32, 1)
+    nodes.append(helper.make_node("Add", [x, y], ["a1"]))
+    nodes.append(helper.make_node("MaxPool", ["a1"], ["p1"],
+                                  kernel_shape=[2, 2], strides=[2, 2]))
+    x = conv_bn_relu("p1", 32, 64, 2)
+    y = conv_bn_relu(x, 64, 64, 3)
+    nodes.append(helper.make_node("Add", [x, y], ["a3"]))
+    nodes.append(helper.make_node("MaxPool", ["a3"], ["p3"],
+                                  kernel_shape=[2, 2], strides=[2, 2]))
+    x = conv_bn_relu("p3", 64, 128, 4)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    w = (rs.standard_normal((10, 128)) * np.sqrt(1.0 / 128)).astype(
+        np.float32)
+    inits += [numpy_helper.from_array(w, "fw"),
+              numpy_helper.from_array(np.zeros(10, np.float32), "fb")]
+    nodes.append(helper.make_node("Gemm", ["flat", "fw", "fb"], ["logits"],
+                                  transB=1))
+    g = helper.make_graph(
+        nodes, "widecnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                       ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                       ["N", 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.save(m, os.path.join(tmp, "widecnn.onnx"))
+    np.savez(os.path.join(tmp, "widecnn.npz"),
+             input=rs.standard_normal((256, 3, 32, 32)).astype(np.float32),
+             labels=rs.randint(0, 10, 256).astype(np.int64))
+    return (os.path.join(tmp, "widecnn.onnx"),
+            os.path.join(tmp, "widecnn.npz"))
+
+
 def files(name, wide):
-    if name == "wide":
-        return wide
+    if name in wide:
+        return wide[name]
     return (os.path.join(FIX, name + "_op17", "model.onnx"),
             os.path.join(FIX, "digits", name + "_heldout.npz"))
 
@@ -197,16 +265,19 @@ def main():
             if a.nn_dnn else ""))
     tmp = tempfile.mkdtemp(prefix="train-bench-")
     try:
-        wide = wide_files(tmp) if "wide" in a.models else None
-        for name in a.models.split(","):
-            if name == "wide" and wide is None:
-                print("wide: python3-onnx is not installed, skipped")
+        names = a.models.split(",")
+        wide = {k: f(tmp) for k, f in (("wide", wide_files),
+                                       ("widecnn", widecnn_files))
+                if k in names}
+        for name in names:
+            if name in wide and wide[name] is None:
+                print("%s: python3-onnx is not installed, skipped" % name)
                 continue
             m = c_pair(a, name, bf16, wide)
             c, b, n = m["f32"], m.get("bf16"), m.get("f32-nchw")
             d = m.get("f32-blocked-dnn")
             t = (torch_run(name, a.steps, a.threads, a.batch)
-                 if name != "wide" else None)
+                 if name not in wide else None)
             print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
                 name, c["samples_per_s"],
                 "%.0f" % t["samples_per_s"] if t else "-",
