@@ -31,6 +31,11 @@ check the largest relative difference of the logits to PyTorch's
 (max |y - y_torch| / max |y_torch|, target 1e-4) instead of argmaxes.
 --cnn28 adds bench/serve_models.py's MNIST-sized CNN (28x28 input).
 
+--rounds N lets slimserve and ORT take turns N times on each net (medians
+over all runs); the nets' ss/ORT cpu column is the ratio of median CPU
+times per run (every thread of each process), the one to read at
+--threads 1 on a machine others load.
+
 The header prints the CPU model, oneDNN's effective ISA (what
 dnnl_get_effective_cpu_isa picks, from ONEDNN_VERBOSE's info line) and the
 load average before and after.
@@ -38,7 +43,7 @@ load average before and after.
 Usage:  bench/engine.py [--cli PATH] [--models mlp,cnn,transformer]
                         [--opsets 13,17] [--batches 1,32,256] [--threads 2]
                         [--nets resnet18,...|none] [--net-batches 1,8]
-                        [--cnn28] [--quick]
+                        [--rounds N] [--cnn28] [--quick]
 """
 
 import argparse
