@@ -285,7 +285,9 @@ def main():
     notes = ["slimserve: %s" % cli,
              "threads: %d per engine; one engine runs at a time"
              % args.threads,
-             "PyTorch: eager, OPENBLAS_CORETYPE=SKYLAKEX"]
+             "PyTorch: eager, OPENBLAS_CORETYPE=SKYLAKEX",
+             "slimserve's OpenMP: OMP_WAIT_POLICY=%s"
+             % os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)")]
     if not args.no_ort and not use_ort:
         notes.append("ONNX Runtime: not installed (cd bench && "
                      "ONNXRUNTIME_NODE_INSTALL=skip npm ci)")
