@@ -27,6 +27,14 @@ tests_unit_test_plan_SOURCES = tests/unit/test_plan.c tests/unit/onnx_build.h
 tests_unit_test_plan_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_plan_LDADD = $(SS_ENGINE_LIBS)
 
+# Taps: a hook changing a Gemm's output, the activation after it offered
+# to the hook, whole and in row chunks.
+check_PROGRAMS += tests/unit/test_taps
+TESTS += tests/unit/test_taps
+tests_unit_test_taps_SOURCES = tests/unit/test_taps.c tests/unit/onnx_build.h
+tests_unit_test_taps_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_taps_LDADD = $(SS_ENGINE_LIBS)
+
 # QDQ/int8 and bf16 plans; layouts.
 check_PROGRAMS += tests/unit/test_qdq tests/unit/test_layout
 TESTS += tests/unit/test_qdq tests/unit/test_layout
