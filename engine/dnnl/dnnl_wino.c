@@ -14,6 +14,12 @@
  * (16/9 or 36/9 of the 3x3 kernel); the outputs differ from direct
  * convolution's by rounding (4e-7 relative on resnet18's logits).
  *
+ * Transformed weights above WINO_MAX_BYTES keep the direct kernel: F(4x4,
+ * 3x3)'s are 4x the 3x3 kernel's, 37.7 MB for a 512x512 conv, where it
+ * ran only 1.3x faster than direct at batch 8 (the 64-256 channel convs:
+ * 1.9-2x); a plan per batch size may hold its own copy (the packed layout
+ * differs between some batch sizes), and a daemon holds many plans.
+ *
  * The Winograd kernels take eltwise and sum post-ops but no binary one, so
  * a residual Add (a BINARY ADD of a tensor of dst's shape, in[1]) becomes
  * a SUM: ss_dnn_run copies in[1] into dst before the conv (one pass over
@@ -29,6 +35,8 @@
 #include <string.h>
 
 #include "engine/dnnl/internal.h"
+
+#define WINO_MAX_BYTES ((size_t)32 << 20)
 
 static int
 wino_off(void)
@@ -101,6 +109,12 @@ ss__dnn_conv_wino(ss__dnn_build_t *b, const ss_dnn_conv_desc_t *d,
         if (attr)
             dnnl_primitive_attr_destroy(attr);
         ss_err_clear(&e);
+        return 0;
+    }
+    if (dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(
+            pd, dnnl_query_weights_md, 0)) > WINO_MAX_BYTES) {
+        dnnl_primitive_desc_destroy(pd);
+        dnnl_primitive_attr_destroy(attr);
         return 0;
     }
     dnnl_primitive_attr_destroy(b->attr);
