@@ -132,6 +132,34 @@ ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
 }
 
 int
+ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
+                  ss__dnn_window_t *win, int64_t dd[4], ss_err_t *err,
+                  const char *what)
+{
+    int rc;
+
+    switch (d->alg) {
+    case SS_DNN_POOL_MAX: *alg = dnnl_pooling_max; break;
+    case SS_DNN_POOL_AVG_INCLUDE: *alg = dnnl_pooling_avg_include_padding;
+        break;
+    case SS_DNN_POOL_AVG_EXCLUDE: *alg = dnnl_pooling_avg_exclude_padding;
+        break;
+    default:
+        return ss_err_set(err, SS_EINVAL, "oneDNN %s: alg %d", what,
+                          (int)d->alg);
+    }
+    if ((rc = ss__dnn_window(win, d->ih, d->iw, d->kernel, d->stride,
+                             d->dilation, d->pad_begin, d->pad_end, err,
+                             what)) < 0)
+        return rc;
+    dd[0] = d->n;
+    dd[1] = d->c;
+    dd[2] = win->out[0];
+    dd[3] = win->out[1];
+    return 0;
+}
+
+int
 ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
                    int64_t kw, int64_t wd[5])
 {

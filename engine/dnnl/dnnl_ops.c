@@ -267,26 +267,8 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(4, sd, err, b.what)) < 0)
         goto done;
-    switch (d->alg) {
-    case SS_DNN_POOL_MAX: alg = dnnl_pooling_max; break;
-    case SS_DNN_POOL_AVG_INCLUDE: alg = dnnl_pooling_avg_include_padding;
-        break;
-    case SS_DNN_POOL_AVG_EXCLUDE: alg = dnnl_pooling_avg_exclude_padding;
-        break;
-    default:
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN pooling: alg %d",
-                        (int)d->alg);
-        goto done;
-    }
-    if ((rc = ss__dnn_window(&win, d->ih, d->iw, d->kernel, d->stride,
-                             d->dilation, d->pad_begin, d->pad_end, err,
-                             b.what)) < 0)
-        goto done;
-    dd[0] = d->n;
-    dd[1] = d->c;
-    dd[2] = win.out[0];
-    dd[3] = win.out[1];
-    if ((rc = check_dims(4, dd, err, b.what)) < 0)
+    if ((rc = ss__dnn_pool_geom(d, &alg, &win, dd, err, b.what)) < 0 ||
+        (rc = check_dims(4, dd, err, b.what)) < 0)
         goto done;
     ss__dnn_set_dst(b.p, 4, dd);
     if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->layout, err,

@@ -127,25 +127,8 @@ ss_dnn_pool_train_new(const ss_dnn_pool_desc_t *d, int bwd,
         goto done;
     if ((rc = act_dtype(d->dtype, &dt, err, b.what)) < 0)
         goto done;
-    switch (d->alg) {
-    case SS_DNN_POOL_MAX: alg = dnnl_pooling_max; break;
-    case SS_DNN_POOL_AVG_INCLUDE: alg = dnnl_pooling_avg_include_padding;
-        break;
-    case SS_DNN_POOL_AVG_EXCLUDE: alg = dnnl_pooling_avg_exclude_padding;
-        break;
-    default:
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: alg %d", b.what,
-                        (int)d->alg);
+    if ((rc = ss__dnn_pool_geom(d, &alg, &win, dd, err, b.what)) < 0)
         goto done;
-    }
-    if ((rc = ss__dnn_window(&win, d->ih, d->iw, d->kernel, d->stride,
-                             d->dilation, d->pad_begin, d->pad_end, err,
-                             b.what)) < 0)
-        goto done;
-    dd[0] = d->n;
-    dd[1] = d->c;
-    dd[2] = win.out[0];
-    dd[3] = win.out[1];
     if (d->n < 1 || d->c < 1 || d->ih < 1 || d->iw < 1 || dd[2] < 1 ||
         dd[3] < 1) {
         rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: bad shape", b.what);

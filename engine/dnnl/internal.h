@@ -176,6 +176,12 @@ int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
                    const int64_t pad_end[2], ss_err_t *err,
                    const char *what);
 
+/* A pooling's oneDNN algorithm, window and output dims [N, C, OH, OW]
+ * (an OH or OW of 0: the window does not fit; callers check). */
+int ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
+                      ss__dnn_window_t *win, int64_t dd[4], ss_err_t *err,
+                      const char *what);
+
 /* The primitive descriptor of backward op od into b->pd, under b->attr,
  * with the forward's pd as the hint (dnnl_train.c). */
 int ss__dnn_bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
