@@ -338,6 +338,19 @@ reads_agree(const ss_plan_t *p)
     return 1;
 }
 
+/* The three plans of a test (REF, PLAIN, BLOCKED), their outputs and the
+ * input. */
+static void
+free_runs(ss_plan_t *p[3], float *y[3][N_OUT], float *x)
+{
+    for (int m = 0; m < 3; m++) {
+        for (int k = 0; k < N_OUT; k++)
+            free(y[m][k]);
+        ss_plan_free(p[m]);
+    }
+    free(x);
+}
+
 static void
 test_chain(const ss_graph_t *g, int64_t batch)
 {
@@ -409,12 +422,7 @@ test_chain(const ss_graph_t *g, int64_t batch)
             tap_diag("  %-24s %s", p[BLOCKED]->steps[s].what,
                      ss_dnn_prim_impl(p[BLOCKED]->steps[s].prim));
 done:
-    for (int m = 0; m < 3; m++) {
-        for (int k = 0; k < N_OUT; k++)
-            free(y[m][k]);
-        ss_plan_free(p[m]);
-    }
-    free(x);
+    free_runs(p, y, x);
 }
 
 /*
@@ -481,13 +489,8 @@ test_view(void)
        count_steps(p[BLOCKED], "Reorder>nChw16c"),
        count_steps(p[BLOCKED], "Reorder>NHWC"));
 done:
-    for (int m = 0; m < 3; m++) {
-        for (int k = 0; k < N_OUT; k++)
-            free(y[m][k]);
-        ss_plan_free(p[m]);
-    }
+    free_runs(p, y, x);
     ss_graph_free(g);
-    free(x);
 }
 
 /* The elements of the reorders in p to layout what of a [*,c,h,*] value. */
@@ -580,13 +583,8 @@ test_shrink(void)
        (long long)reordered(p[BLOCKED], "Reorder>NHWC", 96, 8),
        (long long)reordered(p[BLOCKED], "Reorder>NHWC", 96, 16));
 done:
-    for (int m = 0; m < 3; m++) {
-        for (int k = 0; k < N_OUT; k++)
-            free(y[m][k]);
-        ss_plan_free(p[m]);
-    }
+    free_runs(p, y, x);
     ss_graph_free(g);
-    free(x);
 }
 
 int
