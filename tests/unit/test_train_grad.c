@@ -176,6 +176,24 @@ gb_done(gb_t *b, int out)
     return b->g;
 }
 
+/* BatchNormalization over x [4, 3, 2, 2]: scale, bias and running
+ * statistics are parameters too. */
+static ss_graph_t *
+bn_graph(void)
+{
+    int64_t d[4] = { 4, 3, 2, 2 }, c = 3;
+    int in[5];
+    gb_t b;
+
+    gb_init(&b, 15);
+    in[0] = gb_param(&b, "x", 4, d, -2, 2);
+    in[1] = gb_param(&b, "g", 1, &c, 0.5, 1.5);
+    in[2] = gb_param(&b, "b", 1, &c, -1, 1);
+    in[3] = gb_param(&b, "rm", 1, &c, -0.5, 0.5);
+    in[4] = gb_param(&b, "rv", 1, &c, 0.5, 1.5);
+    return gb_done(&b, gb_node(&b, "BatchNormalization", 5, in));
+}
+
 /* ---- the check ---------------------------------------------------------- */
 
 static int
@@ -450,22 +468,13 @@ norm_cases(void)
               gb_done(&b, gb_node(&b, "LayerNormalization", 3, in)), NULL);
     }
     for (int frozen = 0; frozen < 2; frozen++) {
-        gb_t b;
-        int64_t d[4] = { 4, 3, 2, 2 }, c = 3;
-        int in[5];
         ss_train_opts_t o;
 
-        gb_init(&b, 15);
-        in[0] = gb_param(&b, "x", 4, d, -2, 2);
-        in[1] = gb_param(&b, "g", 1, &c, 0.5, 1.5);
-        in[2] = gb_param(&b, "b", 1, &c, -1, 1);
-        in[3] = gb_param(&b, "rm", 1, &c, -0.5, 0.5);
-        in[4] = gb_param(&b, "rv", 1, &c, 0.5, 1.5);
         ss_train_opts_default(&o);
         o.bn = frozen ? SS_BN_FROZEN : SS_BN_BATCH;
         check(frozen ? "BatchNormalization (frozen statistics)"
                      : "BatchNormalization (batch statistics)",
-              gb_done(&b, gb_node(&b, "BatchNormalization", 5, in)), &o);
+              bn_graph(), &o);
     }
 }
 
@@ -556,22 +565,9 @@ nn_dnn_cases(void)
     ss_train_opts_default(&o);
     o.bn = SS_BN_BATCH;
     o.nn = SS_TRAIN_NN_DNN;
-    {
-        gb_t b;
-        int64_t d[4] = { 4, 3, 2, 2 }, c3 = 3;
-        int in[5];
-
-        gb_init(&b, 15);
-        in[0] = gb_param(&b, "x", 4, d, -2, 2);
-        in[1] = gb_param(&b, "g", 1, &c3, 0.5, 1.5);
-        in[2] = gb_param(&b, "b", 1, &c3, -1, 1);
-        in[3] = gb_param(&b, "rm", 1, &c3, -0.5, 0.5);
-        in[4] = gb_param(&b, "rv", 1, &c3, 0.5, 1.5);
-        check("oneDNN BatchNormalization (batch statistics)",
-              gb_done(&b, gb_node(&b, "BatchNormalization", 5, in)), &o);
-        ok(nn_dnn_steps == 2, "oneDNN BatchNormalization: forward and "
-           "backward on oneDNN (%d steps)", nn_dnn_steps);
-    }
+    check("oneDNN BatchNormalization (batch statistics)", bn_graph(), &o);
+    ok(nn_dnn_steps == 2, "oneDNN BatchNormalization: forward and "
+       "backward on oneDNN (%d steps)", nn_dnn_steps);
     {
         gb_t b;
         int64_t d[4] = { 2, 3, 4, 4 };
