@@ -40,6 +40,7 @@ clients leave the server capacity, as bench/compress.py --think-ms does.
 
     python3 bench/search.py [--build DIR] [--budget 0.01] [--time-limit 180]
     python3 bench/search.py --p99 3 [--duration 10] [--conns 64] [--think-ms 0]
+                            [--daemon-arg=ARG]...
 """
 
 import argparse
@@ -284,8 +285,8 @@ def p99(args):
         f.write(kserve.json_request({"input": x}))
     cells = []
     try:
-        with Daemon(["--admin-insecure", "--job-threads=1"],
-                    repository=root) as d:
+        with Daemon(["--admin-insecure", "--job-threads=1"] +
+                    args.daemon_arg, repository=root) as d:
             url = "http://127.0.0.1:%d/v2/models/mlp/infer" % d.http_port
             bc.wrk(url, 1, args.conns, body, args.think_ms)
             for _ in range(args.p99):
@@ -341,6 +342,9 @@ def main():
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--think-ms", type=int, default=0,
                    help="--p99: each connection's pause between requests")
+    p.add_argument("--daemon-arg", action="append", default=[],
+                   metavar="ARG", help="--p99: one more slimserve argument "
+                   "(repeatable), e.g. --daemon-arg=--job-priority=idle")
     args = p.parse_args()
     daemon.BINARY = os.path.join(args.build, "server", "slimserve")
     print("bench/search: %s" % cpu_line())
