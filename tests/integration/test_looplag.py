@@ -51,6 +51,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
+import daemon as daemon_mod  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 
@@ -205,6 +206,11 @@ def report(what, w):
                  "100 ms" % (what, lp, n, o5, o25, o100))
 
 
+def tsan_build():
+    with open(daemon_mod.BINARY, "rb") as f:
+        return b"__tsan_init" in f.read()
+
+
 def main():
     tmp = tempfile.mkdtemp()
     root = os.path.join(tmp, "m")
@@ -336,13 +342,25 @@ def main():
         tap.diag("control process: %d stalls over 5 ms, %d over 10 ms "
                  "busy (longest %.1f ms)" % (c5, c10,
                                              1e3 * ctl.max_stall(cb, cc)))
-        tap.ok(all(ws[lp][0] > 20 * busy and ws[lp][1] <= c5 + 1 and
-                   o10[lp] <= c10 for lp in LOOPS),
-               "no loop stalled over 5 ms of its own while the job, "
-               "reloads and activations ran (over 5 ms: %s; over 10 ms: "
-               "%s; the control process: %d, %d)"
-               % ([ws[lp][1] for lp in LOOPS], [o10[lp] for lp in LOOPS],
-                  c5, c10), ws)
+        desc = ("no loop stalled over 5 ms of its own while the job, "
+                "reloads and activations ran (over 5 ms: %s; over 10 ms: "
+                "%s; the control process: %d, %d)"
+                % ([ws[lp][1] for lp in LOOPS], [o10[lp] for lp in LOOPS],
+                   c5, c10))
+        held = all(ws[lp][0] > 20 * busy and ws[lp][1] <= c5 + 1 and
+                   o10[lp] <= c10 for lp in LOOPS)
+        if tsan_build():
+            # ThreadSanitizer's runtime can hold up every thread of the
+            # process at once (its own locks; its shadow memory, four
+            # times each range, redone on mmap and munmap): seen in CI as
+            # one 10 ms stall on every loop at once and none on the
+            # control, where the plain and ASan runs of the same commit
+            # held the bound.  The 5 ms target is the production build's;
+            # under TSan this test is here for races.
+            tap.skip("TSan build, not checked (%s): %s"
+                     % ("held" if held else "did not hold", desc))
+        else:
+            tap.ok(held, desc, ws)
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
     tap.done()
