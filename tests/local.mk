@@ -60,6 +60,8 @@ TESTS += tests/integration/test_lora_train.py
 EXTRA_DIST += tests/integration/test_lora_train.py
 TESTS += tests/integration/test_lora_ops.py
 EXTRA_DIST += tests/integration/test_lora_ops.py
+TESTS += tests/integration/test_lora_cache.py
+EXTRA_DIST += tests/integration/test_lora_cache.py
 # Replicas on one repository behind nginx (issue 16).
 TESTS += tests/integration/test_replica.py
 EXTRA_DIST += tests/integration/test_replica.py

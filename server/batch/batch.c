@@ -626,6 +626,8 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     }
     b->tap = opts->tap;
     b->tap_user = opts->tap_user;
+    b->pin = opts->pin;
+    b->unpin = opts->unpin;
     if ((rc = sync_init(b, err)) < 0)
         goto done;
     synced = true;

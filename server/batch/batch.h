@@ -128,6 +128,16 @@ typedef int (*ss_batch_tap_fn)(void *user, const ss_work_t *batch, int tap,
                                ss_tensor_t *value, int64_t row0,
                                const ss_tap_act_t *act, ss_err_t *err);
 
+/* Hooks around a batch with tagged items (LoRA: the adapters' weights
+ * made resident and held while the batch runs; server/model/
+ * adapter_cache.c): pin is called on the executor for each tagged item
+ * before its batch runs, and may block (read a file); an item whose pin
+ * fails is completed alone with its error and the batch runs without it.
+ * unpin is called for each pinned item once the batch ran, before the
+ * done callbacks. */
+typedef int (*ss_batch_pin_fn)(void *user, void *tag, ss_err_t *err);
+typedef void (*ss_batch_unpin_fn)(void *user, void *tag);
+
 typedef struct ss_batch_opts {
     /* 0: the model has no batch dimension.  Otherwise every graph input
      * must have a symbolic first dim, and an item whose own batch is
@@ -167,6 +177,9 @@ typedef struct ss_batch_opts {
      * batcher); NULL: none.  The graph's taps are set by the caller. */
     ss_batch_tap_fn tap;
     void *tap_user;
+    /* Around a batch with tagged items (user: tap_user); NULL: none. */
+    ss_batch_pin_fn pin;
+    ss_batch_unpin_fn unpin;
 } ss_batch_opts_t;
 
 /* The batcher's metric families, created once per registry (by the first

@@ -504,8 +504,44 @@ run_batch(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples)
             ss_series_observe(b->m_queue, w->queue_ns / 1e9);
         if (w->status < 0)
             log_failure(b, w);
+        /* the done callback may drop the item's last hold on its tag */
+        if (b->unpin != NULL && w->tag != NULL)
+            b->unpin(b->tap_user, w->tag);
     }
     complete(batch);
+}
+
+/* Pins each tagged item's tag (ss_batch_opts_t.pin: LoRA makes the
+ * adapter's weights resident, maybe reading them): the items whose pin
+ * fails leave the batch (and *samples) and are completed with their own
+ * error, the others stay in order.  Returns what is left to run. */
+static ss_work_t *
+pin_items(ss_batcher_t *b, ss_work_t *batch, int64_t *samples)
+{
+    ss_work_t *keep = NULL, **kt = &keep, *failed = NULL, **ft = &failed;
+    int64_t now;
+
+    for (ss_work_t *w = batch, *next; w != NULL; w = next) {
+        next = w->next_;
+        w->next_ = NULL;
+        if (w->tag != NULL
+            && (w->status = b->pin(b->tap_user, w->tag, &w->err)) < 0) {
+            *samples -= w->samples_;
+            *ft = w;
+            ft = &w->next_;
+        } else {
+            *kt = w;
+            kt = &w->next_;
+        }
+    }
+    now = ss__batch_now_ns();
+    for (ss_work_t *w = failed; w != NULL; w = w->next_) {
+        w->queue_ns = now - w->enqueue_ns_;
+        w->batch_size = 0;
+        log_failure(b, w);
+    }
+    complete(failed);
+    return keep;
 }
 
 void
@@ -524,6 +560,9 @@ ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
         complete(batch);
         return;
     }
+    if (b->pin != NULL && tapped(b, batch)
+        && (batch = pin_items(b, batch, &samples)) == NULL)
+        return;
     omp_for(x, b);
     run_batch(x, b, batch, samples);
 }

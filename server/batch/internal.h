@@ -80,6 +80,8 @@ struct ss_batcher {
     int threads;                /* OpenMP threads per batch, 0: default */
     ss_batch_tap_fn tap;        /* ss_batch_opts_t.tap; immutable */
     void *tap_user;
+    ss_batch_pin_fn pin;        /* ss_batch_opts_t.pin, .unpin */
+    ss_batch_unpin_fn unpin;
     /* With a tap hook: the plans compiled with the graph's taps, for
      * batches with a tagged item (plans keeps the fused ones). */
     ss__plancache_t *tplans;

@@ -44,8 +44,10 @@
  * THREADS: ss_lora_new/free [init] (the version's load and reaper);
  * ss_lora_acquire, ss_adapter_unref, ss_lora_list [any];
  * ss_lora_load/unload [any] but do file work (a pool thread);
- * ss_lora_tap [worker].  The set of loaded adapters is guarded by the
- * lora's mutex, held only to find, add or remove one.
+ * ss_lora_tap, ss_lora_pin/unpin [worker] (pin may read files: it runs
+ * on an executor, never on a loop).  The set of loaded adapters and
+ * their residency are guarded by the lora's mutex, held only to find,
+ * add, remove, pin or evict one (never over a file read).
  */
 
 #include <jansson.h>
@@ -72,17 +74,32 @@ typedef struct ss_lora_opts {
     int max_adapters;           /* 0: SS_LORA_MAX_ADAPTERS */
     int64_t max_bytes;          /* loaded adapters' bytes together; 0:
                                  * no limit */
+    /* adapter_resident_bytes: the packed weights kept in memory (0: all,
+     * today's behaviour); past it the least recently used adapters no
+     * running batch holds are cold (metadata only) and read back from
+     * their folder when a batch needs them (ss_lora_pin). */
+    int64_t resident_bytes;
     const char *model;          /* for logs and labels (copied) */
     const char *version;
     /* Families (ss_lora_metrics_init; NULL: none): per adapter
      * {model, adapter} requests and samples; per version {model,
      * version} adapters loaded and their bytes. */
     ss_metric_t *requests, *samples, *loaded, *bytes;
+    /* Residency, per {model, version}: adapters and bytes resident,
+     * pins that found the weights resident (hits) or read them back
+     * (misses), evictions, read-back seconds, and times pinned adapters
+     * kept the resident bytes over the budget. */
+    ss_metric_t *resident, *res_bytes, *hits, *misses, *evictions,
+        *load_seconds, *over_budget;
 } ss_lora_opts_t;
 
-/* Registers the four families in m: slimserve_adapter_requests_total,
+/* Registers the families in m: slimserve_adapter_requests_total,
  * slimserve_adapter_samples_total, slimserve_adapters_loaded,
- * slimserve_adapters_bytes.  [init] */
+ * slimserve_adapters_bytes, slimserve_adapters_resident,
+ * slimserve_adapters_resident_bytes, slimserve_adapter_cache_hits_total,
+ * slimserve_adapter_cache_misses_total,
+ * slimserve_adapter_evictions_total, slimserve_adapter_load_seconds_total,
+ * slimserve_adapter_over_budget_total.  [init] */
 int ss_lora_metrics_init(ss_metrics_t *m, ss_lora_opts_t *o);
 
 /* Finds g's sites and taps them (ss_graph_set_taps: call before any plan
@@ -127,9 +144,28 @@ void ss_lora_sync(ss_lora_t *l, const char *model_dir);
 /* Forgets adapter name (requests holding it finish with it);
  * SS_ENOTFOUND when not loaded. */
 int ss_lora_unload(ss_lora_t *l, const char *name, ss_err_t *err);
-/* [{"name", "r", "alpha", "modules": [...], "bytes"}], sorted by name; a
- * new value, or NULL without memory. */
+/* [{"name", "r", "alpha", "modules": [...], "bytes", "resident"}],
+ * sorted by name; a new value, or NULL without memory. */
 json_t *ss_lora_list(ss_lora_t *l);
+/* [worker] Before a batch runs with adapter a (the batcher's pin hook,
+ * ss_batch_opts_t.pin; user is the lora): makes a's weights resident,
+ * reading them back from the adapter's folder when a is cold (one read
+ * for every executor that needs it at once: the others wait for it),
+ * evicting the least recently used unpinned adapters to stay within
+ * resident_bytes, and pins a (never evicted) until ss_lora_unpin.  A
+ * read-back checks the files' identities (size, mtime, inode) and the
+ * packed weights' checksum against the load's, so a served adapter is
+ * bit for bit the one loaded: a file removed, changed or corrupt is
+ * SS_EIO naming the adapter (for the requests with it only).  Without a
+ * budget every adapter is resident: 0 at once, nothing counted. */
+int ss_lora_pin(void *user, void *a, ss_err_t *err);
+/* [worker] The batch is done with a. */
+void ss_lora_unpin(void *user, void *a);
+/* Resident bytes now and the metadata every adapter keeps, of the set
+ * (for benchmarks and tests). */
+void ss_lora_memory(ss_lora_t *l, int64_t *resident, int64_t *meta,
+                    int *n_resident);
+
 /* Sites found (LoRA-capable modules). */
 int ss_lora_sites(const ss_lora_t *l);
 

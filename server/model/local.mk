@@ -11,6 +11,7 @@ server_model_libssmodel_a_SOURCES = \
 	server/model/sampler.c server/model/sampler.h \
 	server/model/adapter.c server/model/adapter.h \
 	server/model/lora_rows.c server/model/lora_rows.h \
-	server/model/adapter_admin.c
+	server/model/adapter_admin.c server/model/adapter_int.h \
+	server/model/adapter_read.c server/model/adapter_cache.c
 server_model_libssmodel_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)

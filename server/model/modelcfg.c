@@ -226,6 +226,10 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
             if ((rc = get_int(v, key, 1, INT64_MAX, &n, err)) < 0)
                 return rc;
             c->max_adapter_bytes = n;
+        } else if (strcmp(key, "adapter_resident_bytes") == 0) {
+            if ((rc = get_int(v, key, 1, INT64_MAX, &n, err)) < 0)
+                return rc;
+            c->adapter_resident_bytes = n;
         } else if (strcmp(key, "warmup") == 0) {
             if (!json_is_string(v) ||
                 (strcmp(json_string_value(v), "all") != 0 &&

@@ -57,6 +57,8 @@ typedef struct ss_model_config {
                                  * batch 1 is compiled as a check and freed */
     int max_adapters;           /* LoRA adapters loaded at once; 0: 256 */
     int64_t max_adapter_bytes;  /* their bytes together; 0: no limit */
+    int64_t adapter_resident_bytes; /* their weights kept in memory; 0:
+                                 * all (adapter_cache.c) */
 } ss_model_config_t;
 
 /* The defaults: batching up to 32, no queue delay (a batch takes what is

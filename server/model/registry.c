@@ -435,6 +435,7 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     lo = r->lora_metrics;
     lo.max_adapters = v->cfg.max_adapters;
     lo.max_bytes = v->cfg.max_adapter_bytes;
+    lo.resident_bytes = v->cfg.adapter_resident_bytes;
     lo.model = t->model->name;
     lo.version = v->label;
     if ((rc = ss_lora_new(v->graph, t->dir, &lo, &v->lora, err)) < 0
@@ -462,6 +463,8 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     bo.cpus = r->pin ? &r->cpus : NULL;
     bo.tap = v->lora != NULL ? ss_lora_tap : NULL;
     bo.tap_user = v->lora;
+    bo.pin = v->lora != NULL ? ss_lora_pin : NULL;
+    bo.unpin = v->lora != NULL ? ss_lora_unpin : NULL;
     if ((rc = ss_batcher_new(v->graph, &bo, &v->batcher, err)) < 0)
         goto fail;
     /* Warm-up.  "all": the sizes the batcher will form most, kept.
