@@ -5,6 +5,18 @@
  * so machine load hits them alike; medians.
  *
  *   bench/lora_bench MODEL_DIR [RUNS [CASE]]
+ *   bench/lora_bench MODEL_DIR RUNS cache [BUDGET_PERCENT]
+ *
+ * "cache" (docs/lora.md, many adapters; bench/lora.py --write writes
+ * mnist100, the MNIST-sized MLP with 100 adapters r = 8): loads every
+ * adapter with adapter_resident_bytes at BUDGET_PERCENT (default 15) of
+ * the model's weight bytes and prints the memory the adapters hold
+ * (resident packed weights + every adapter's metadata) against the
+ * weights, then batch 1 with one adapter: a hit (a0, resident) and a
+ * miss (a1..: cold, read back from its folder, evicting another)
+ * interleaved, pin + tapped plan run + unpin, medians of wall and
+ * thread CPU time (the read-back is file work: wall time counts it
+ * whole; the page cache holds the files), and base batch 1 for scale.
  *
  * CASE (0-3, for a profiler: perf record ... lora_bench DIR 200 2) runs
  * that case alone; its ratios then mean nothing.
@@ -163,6 +175,134 @@ print_cpu(void)
     printf("# CPU: %s; oneDNN ISA %s\n", model, isa ? isa : "?");
 }
 
+/* The "cache" mode (the top of the file). */
+static int
+cache_mode(const char *dir, int runs, double pct)
+{
+    char path[4200];
+    ss_graph_t *g = NULL;
+    ss_lora_t *l = NULL;
+    ss_exec_ctx_t *ctx = NULL;
+    ss_err_t err = { 0 };
+    ss_lora_opts_t o = { 0 };
+    ss_tensor_t in[8], out[8];
+    ss_plan_t *p0 = NULL, *p1 = NULL;
+    ss_adapter_t *ad[128];
+    ss_work_t item;
+    int64_t res, meta, *t[5], wbytes, peft = 0;
+    int n = 0, nres, rc = 1;
+
+    memset(in, 0, sizeof(in));
+    memset(out, 0, sizeof(out));
+    memset(t, 0, sizeof(t));
+    snprintf(path, sizeof(path), "%s/1/model.onnx", dir);
+    if (ss_graph_load_onnx(path, &g, &err) < 0)
+        goto fail;
+    wbytes = (int64_t)ss_graph_weight_bytes(g);
+    o.resident_bytes = (int64_t)((double)wbytes * pct / 100.0);
+    if (ss_lora_new(g, dir, &o, &l, &err) < 0
+        || ss_exec_ctx_new(1, &ctx, &err) < 0 || make_inputs(g, 1, in) < 0
+        || ss_plan_new(g, in, &p0, &err) < 0
+        || ss_plan_new_tapped(g, in, &p1, &err) < 0
+        || out_bufs(p0, ss_graph_num_outputs(g), out) < 0)
+        goto fail;
+    for (n = 0; n < 128; n++) {
+        char name[16];
+
+        snprintf(name, sizeof(name), "a%d", n);
+        if (ss_lora_acquire(l, name, &ad[n], &err) < 0)
+            break;
+    }
+    {
+        json_t *list = ss_lora_list(l);
+        size_t i;
+        json_t *a;
+
+        json_array_foreach(list, i, a)
+            peft += json_integer_value(json_object_get(a, "bytes"));
+        json_decref(list);
+    }
+    ss_lora_memory(l, &res, &meta, &nres);
+    printf("# %s: weights %lld bytes; %d adapters (%lld bytes as PEFT "
+           "stores them, %.1f%% of the weights)\n", dir, (long long)wbytes,
+           n, (long long)peft, 100.0 * (double)peft / (double)wbytes);
+    printf("# budget %.1f%% = %lld bytes: %d resident, %lld bytes packed "
+           "(%.2f%%) + metadata %lld bytes (%lld each, %.2f%%) = %.2f%% "
+           "of the weights\n", pct, (long long)o.resident_bytes, nres,
+           (long long)res, 100.0 * (double)res / (double)wbytes,
+           (long long)meta, n ? (long long)meta / n : 0,
+           100.0 * (double)meta / (double)wbytes,
+           100.0 * (double)(res + meta) / (double)wbytes);
+    if (n < 2) {
+        fprintf(stderr, "needs adapters a0, a1, ...\n");
+        goto fail;
+    }
+    for (int k = 0; k < 5; k++)
+        if ((t[k] = ss_calloc((size_t)runs, sizeof(int64_t))) == NULL)
+            goto fail;
+    memset(&item, 0, sizeof(item));
+    item.samples_ = 1;
+    for (int r = -runs / 10, next = 1; r < runs; r++) {
+        /* base; hit (a0); miss (the next cold one, round robin) */
+        for (int c = 0; c < 3; c++) {
+            hook_t h = { l, &item, 0 };
+            ss_adapter_t *a = c == 1 ? ad[0] : ad[next];
+            int64_t c0 = now_ns(), w0 = wall_ns();
+            int e;
+
+            item.tag = a;
+            if (c == 0) {
+                e = ss_plan_run(p0, ctx, in, out, &err);
+            } else if ((e = ss_lora_pin(l, a, &err)) == 0) {
+                e = ss_plan_run_tapped(p1, ctx, in, out, on_tap, &h, &err);
+                ss_lora_unpin(l, a);
+            }
+            if (e < 0) {
+                fprintf(stderr, "run: %s\n", err.msg);
+                goto fail;
+            }
+            if (r >= 0) {
+                t[c][r] = wall_ns() - w0;
+                if (c > 0)
+                    t[c + 2][r] = now_ns() - c0;
+            }
+        }
+        if (++next == n)
+            next = 1;
+    }
+    {
+        double base = median_us(t[0], runs), hit = median_us(t[1], runs);
+        double miss = median_us(t[2], runs);
+        double hc = median_us(t[3], runs), mc = median_us(t[4], runs);
+
+        printf("batch 1 wall: base %.1f us, hit %.1f us (%.2fx base), miss "
+               "%.1f us (%.2fx hit); thread CPU: hit %.1f us, miss %.1f us "
+               "(%.2fx)\n", base, hit, hit / base, miss, miss / hit, hc, mc,
+               mc / hc);
+    }
+    ss_lora_memory(l, &res, &meta, &nres);
+    printf("# after: %d resident, %lld bytes (budget %lld)\n", nres,
+           (long long)res, (long long)o.resident_bytes);
+    rc = 0;
+fail:
+    if (rc != 0 && err.msg[0] != '\0')
+        fprintf(stderr, "%s\n", err.msg);
+    for (int k = 0; k < n; k++)
+        ss_adapter_unref(ad[k]);
+    for (int k = 0; k < 5; k++)
+        ss_free(t[k]);
+    for (int i = 0; i < 8; i++) {
+        ss_free(in[i].data);
+        ss_free(out[i].data);
+    }
+    ss_plan_free(p0);
+    ss_plan_free(p1);
+    ss_exec_ctx_free(ctx);
+    ss_lora_free(l);
+    ss_graph_free(g);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -180,6 +320,8 @@ main(int argc, char **argv)
         return 2;
     }
     print_cpu();
+    if (argc > 3 && strcmp(argv[3], "cache") == 0)
+        return cache_mode(argv[1], runs, argc > 4 ? atof(argv[4]) : 15.0);
     snprintf(path, sizeof(path), "%s/1/model.onnx", argv[1]);
     if (ss_graph_load_onnx(path, &g, &err) < 0
         || ss_lora_new(g, argv[1], NULL, &l, &err) < 0

@@ -58,26 +58,36 @@ ss__adapter_drop_weights(ss_adapter_t *a)
     }
 }
 
-static uint64_t
-fnv(uint64_t h, const void *p, size_t n)
+/* FNV-1a's step over 8-byte words in four independent lanes (a byte at
+ * a time, one multiply chain, took ~100 us of a 230 us read-back of an
+ * r = 8 adapter on the MNIST-sized MLP). */
+static void
+mix(uint64_t h[4], const void *p, size_t n)
 {
     const unsigned char *b = p;
+    size_t i = 0;
 
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ULL;
-    return h;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+
+            memcpy(&w, b + i + 8 * k, 8);
+            h[k] = (h[k] ^ w) * 1099511628211ULL;
+        }
+    for (; i < n; i++)
+        h[0] = (h[0] ^ b[i]) * 1099511628211ULL;
 }
 
 uint64_t
 ss__adapter_sum(const ss_adapter_t *a)
 {
-    uint64_t h = 14695981039346656037ULL;
+    uint64_t h[4] = { 14695981039346656037ULL, 1, 2, 3 };
 
     for (int i = 0; i < a->n_mods; i++) {
-        h = fnv(h, a->mods[i].w.at, (size_t)a->mods[i].w.at_bytes);
-        h = fnv(h, a->mods[i].w.bp, (size_t)a->mods[i].w.bp_bytes);
+        mix(h, a->mods[i].w.at, (size_t)a->mods[i].w.at_bytes);
+        mix(h, a->mods[i].w.bp, (size_t)a->mods[i].w.bp_bytes);
     }
-    return h;
+    return h[0] ^ (h[1] * 31) ^ (h[2] * 961) ^ (h[3] * 29791);
 }
 
 static int
