@@ -15,3 +15,11 @@ server_model_libssmodel_a_SOURCES = \
 	server/model/adapter_read.c server/model/adapter_cache.c
 server_model_libssmodel_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
+
+# The LoRA residency budget (adapter_cache.c): LRU, pins, read-backs.
+check_PROGRAMS += tests/unit/test_adapter_cache
+TESTS += tests/unit/test_adapter_cache
+tests_unit_test_adapter_cache_SOURCES = tests/unit/test_adapter_cache.c
+tests_unit_test_adapter_cache_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(UV_CFLAGS)
+tests_unit_test_adapter_cache_LDADD = $(SS_SERVER_LIBS)
