@@ -225,10 +225,14 @@ read_back(ss_lora_t *l, ss_adapter_t *a, ss_err_t *err)
         return ss_err_set(err, SS_EIO, "adapter '%s' is cold and its files "
                           "changed since it was loaded (load it again to "
                           "serve the new ones)", a->name);
-    if ((rc = ss_adapter_read(l, l->dir, a->name, &t, err)) < 0)
-        return ss_err_wrap(err, rc == SS_ENOMEM ? rc : SS_EIO, "adapter "
-                           "'%s' is cold and reading it back failed",
-                           a->name);
+    if ((rc = ss_adapter_read(l, l->dir, a->name, &t, err)) < 0) {
+        /* the reader's detail names paths: the log's, not the client's */
+        ss_log_warn("model=%s@%s adapter '%s': read back: %s", l->model,
+                    l->version, a->name, err->msg);
+        return ss_err_set(err, rc == SS_ENOMEM ? rc : SS_EIO, "adapter "
+                          "'%s' is cold and reading it back failed (the "
+                          "log says why)", a->name);
+    }
     rc = 0;
     if (t->sum != a->sum || t->n_mods != a->n_mods || t->r != a->r
         || t->w_bytes != a->w_bytes || !same_file(&t->f_config, &fc)
