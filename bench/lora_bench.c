@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "engine/dnnl/dnnl.h"
 #include "engine/engine.h"
 #include "server/model/adapter.h"
@@ -58,37 +59,20 @@ typedef struct hook {
  * adapter; and the update's share of the last two. */
 #define NT 6
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Wall time, from the vDSO: the hook runs hundreds of times per batch
- * when the plan runs sites in row chunks, and a thread CPU-time read is
- * a system call (about a microsecond here: timing the hook with it added
- * 1-2 ms to a batch of the encoder and 35 us to the MLP at batch 1). */
-static int64_t
-wall_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int
 on_tap(void *user, int tap, ss_tensor_t *value, int64_t row0,
        const ss_tap_act_t *act, ss_err_t *err)
 {
     hook_t *h = user;
-    int64_t t0 = wall_ns();
+    /* Wall time, from the vDSO: the hook runs hundreds of times per batch
+     * when the plan runs sites in row chunks, and a thread CPU-time read is
+     * a system call (about a microsecond here: timing the hook with it
+     * added 1-2 ms to a batch of the encoder and 35 us to the MLP at
+     * batch 1). */
+    int64_t t0 = ss_clock_mono_ns();
     int rc = ss_lora_tap(h->l, h->batch, tap, value, row0, act, err);
 
-    h->ns += wall_ns() - t0;
+    h->ns += ss_clock_mono_ns() - t0;
     return rc;
 }
 
@@ -399,12 +383,12 @@ main(int argc, char **argv)
                     items[0].tag = ad[3];
                     items[0].next_ = NULL;
                 }
-                t0 = now_ns();
+                t0 = ss_clock_ns(CLOCK_THREAD_CPUTIME_ID);
                 rc |= c == 0 ? ss_plan_run(p0, ctx, in, out, &err)
                              : ss_plan_run_tapped(p1, ctx, in, out, on_tap,
                                                   &h, &err);
                 if (r >= 0)
-                    t[c][r] = now_ns() - t0;
+                    t[c][r] = ss_clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
                 if (r >= 0 && c >= 2)
                     t[c + 2][r] = h.ns;
             }

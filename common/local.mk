@@ -9,6 +9,7 @@ common_libsscommon_a_SOURCES = \
 	common/alloc.c common/alloc.h \
 	common/assert.c common/assert.h \
 	common/atomicfile.c common/atomicfile.h \
+	common/clock.h \
 	common/cpus.c common/cpus.h \
 	common/err.c common/err.h \
 	common/filemap.c common/filemap.h \

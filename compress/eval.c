@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/pace.h"
 #include "compress/internal.h"
 
@@ -368,15 +369,6 @@ ss__max_rel_error(const ss__outputs_t *a, const ss__outputs_t *b)
     return worst;
 }
 
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 #define LAT_WARM_RUNS 5
 #define LAT_WARM_MS 20.0
 #define LAT_WARM_MAX 1000
@@ -425,9 +417,10 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
                    (const char *)ds->inputs[i].data
                    + (size_t)(row % ds->rows) * rb, rb);
     }
-    warm0 = now_ms();
-    for (k = 0; k < LAT_WARM_MAX && (k < LAT_WARM_RUNS
-                                     || now_ms() - warm0 < LAT_WARM_MS);
+    warm0 = ss_clock_mono_ms();
+    for (k = 0; k < LAT_WARM_MAX
+                && (k < LAT_WARM_RUNS
+                    || ss_clock_mono_ms() - warm0 < LAT_WARM_MS);
          k++) {
         const ss_tensor_t *o;
 
@@ -449,10 +442,10 @@ ss__latency(ss__runner_t *r, const ss_dataset_t *ds, int64_t batch,
             rc = ss_err_set(err, SS_ECANCELED, "cancelled");
             goto done;
         }
-        t0 = now_ms();
+        t0 = ss_clock_mono_ms();
         if ((rc = ss__runner_run(r, in, &o, err)) < 0)
             goto done;
-        t[n] = now_ms() - t0;
+        t[n] = ss_clock_mono_ms() - t0;
         spent += t[n];
     }
     qsort(t, (size_t)n, sizeof(*t), cmp_double);

@@ -54,18 +54,10 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "compress/internal.h"
 
 #define MAX_INPUTS 16           /* model inputs a training run takes */
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* splitmix64: the shuffle is a function of the seed alone. */
 static uint64_t
@@ -410,9 +402,9 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     pr.steps = total;
     pr.val_metric = -1;
     pr.val_name = cx->val->labels != NULL ? "accuracy" : "agreement";
-    t0 = now_s();
+    t0 = ss_clock_mono_s();
     for (e = 0; e < m->u.train.epochs; e++) {
-        double sum = 0, te = now_s(), tv;
+        double sum = 0, te = ss_clock_mono_s(), tv;
         int64_t s;
 
         shuffle(perm, L.rows, &rng);
@@ -447,7 +439,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             pr.loss = loss;
             pr.epoch_loss = sum / (double)(s + 1);
             pr.lr = ss_train_lr(L.t);
-            el = now_s() - t0;
+            el = ss_clock_mono_s() - t0;
             pr.samples_per_s = (double)pr.samples / (el - t_val + 1e-9);
             /* Steps so far, and validations by the last one's cost. */
             pr.eta_s = (el - t_val) / (double)pr.step
@@ -462,15 +454,16 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             if (ctl->train_progress != NULL)
                 ctl->train_progress(ctl->arg, &pr);
         }
-        tv = now_s();
+        tv = ss_clock_mono_s();
         metric = -1;
         if (L.val_ok && L.dp.rank == 0
             && (rc = validate(&L, &metric, err)) < 0)
             goto done;
-        t_val += now_s() - tv;
+        t_val += ss_clock_mono_s() - tv;
         pr.val_metric = metric;
         pr.epoch_end = true;
-        pr.eta_s = (now_s() - t0 - t_val) / (double)(pr.step ? pr.step : 1)
+        pr.eta_s = (ss_clock_mono_s() - t0 - t_val)
+                   / (double)(pr.step ? pr.step : 1)
                    * (double)(total - pr.step)
                    + t_val / (e + 1) * (double)(m->u.train.epochs - e - 1);
         if (ctl->train_progress != NULL)
@@ -480,7 +473,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             "loss", per_epoch > 0 ? sum / (double)per_epoch : 0.0,
             cx->val->labels != NULL ? "val_accuracy" : "val_agreement",
             metric >= 0 ? json_real(metric) : json_null(),
-            "seconds", now_s() - te));
+            "seconds", ss_clock_mono_s() - te));
     }
     if ((rc = ss_train_export(L.t, &out, err)) < 0)
         goto done;
@@ -502,7 +495,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                    "precision", o.bf16 ? "bf16" : "f32",
                    "bf16_products", nbf,
                    "f32_fallbacks", nf32,
-                   "seconds", now_s() - t0,
+                   "seconds", ss_clock_mono_s() - t0,
                    "graph", ss_train_describe(L.t, desc, sizeof(desc)),
                    "history", hist);
     if (tr == NULL || json_object_set_new(note, "training", tr) < 0

@@ -47,17 +47,9 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "compress/search_int.h"
 #include "engine/dnnl/dnnl.h"
-
-static double
-mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 const char *
 ss_search_objective_name(ss_search_objective_t o)
@@ -129,7 +121,7 @@ ss_search_check(const ss_search_opts_t *o, const ss_dataset_t *calib,
 double
 ss__s_elapsed(const ss__search_t *s)
 {
-    return mono() - s->t0;
+    return ss_clock_mono_s() - s->t0;
 }
 
 int
@@ -989,7 +981,7 @@ ss_search_run(const ss_graph_t *src, const ss_dataset_t *calib,
     s->ctl.progress = on_progress;
     s->ctl.train_progress = on_train;
     s->ctl.arg = s;
-    s->t0 = mono();
+    s->t0 = ss_clock_mono_s();
     s->rng = o->seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
     s->best = -1;
     s->first_in_budget_s = -1;

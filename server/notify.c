@@ -35,6 +35,7 @@
 #endif
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/err.h"
 
 int
@@ -113,13 +114,10 @@ ss_notify_ready(void)
 int
 ss_notify_reloading(void)
 {
-    struct timespec ts;
     char msg[64];
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
-             (unsigned long long)ts.tv_sec * 1000000ULL +
-                 (unsigned long long)ts.tv_nsec / 1000ULL);
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%lld",
+             (long long)(ss_clock_mono_ns() / 1000));
     return ss_notify(msg);
 }
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 EXTRA_DIST += tests/tap.h tests/lib/tap.py
-EXTRA_DIST += tests/lib/daemon.py tests/lib/repo.py
+EXTRA_DIST += tests/lib/daemon.py tests/lib/repo.py tests/lib/paths.py
 
 TESTS += tests/integration/test_http.py tests/integration/test_admin.py
 EXTRA_DIST += tests/integration/test_http.py tests/integration/test_admin.py

@@ -28,17 +28,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "compress/train/train.h"
 #include "engine/io/npy.h"
-
-static double
-now_ms(clockid_t clk)
-{
-    struct timespec ts;
-
-    clock_gettime(clk, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int
 cmp(const void *a, const void *b)
@@ -108,13 +100,13 @@ main(int argc, char **argv)
 
         xb.data = (char *)x->data + (size_t)r0 * xrow;
         yb.data = (int64_t *)y->data + r0;
-        t0 = now_ms(CLOCK_MONOTONIC);
-        c0 = now_ms(CLOCK_PROCESS_CPUTIME_ID);
+        t0 = (double)ss_clock_ns(CLOCK_MONOTONIC) / 1e6;
+        c0 = (double)ss_clock_ns(CLOCK_PROCESS_CPUTIME_ID) / 1e6;
         if (ss_train_step(t, &b, &l, &err) < 0)
             goto fail;
         if (s >= 0) {
-            ms[s] = now_ms(CLOCK_MONOTONIC) - t0;
-            cpu[s] = now_ms(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            ms[s] = (double)ss_clock_ns(CLOCK_MONOTONIC) / 1e6 - t0;
+            cpu[s] = (double)ss_clock_ns(CLOCK_PROCESS_CPUTIME_ID) / 1e6 - c0;
         }
         if (s == -5)
             l0 = l;

@@ -43,6 +43,7 @@
 #include "config.h"
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "engine/engine.h"
 #include "engine/io/npy.h"
 #include "engine/ir/edit.h"
@@ -108,15 +109,6 @@ usage_error(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\nTry '%s --help'.\n", prog);
     return EXIT_USAGE;
-}
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* CPU time of every thread of the process: with one engine thread, a
@@ -484,10 +476,10 @@ run(const opts_t *o)
     ss_err_t err = { 0 };
     int nin, nout = 0, rc = 0;
 
-    t0 = now_ms();
+    t0 = ss_clock_mono_ms();
     if ((rc = ss_graph_load_onnx(o->model, &g, &err)) < 0)
         goto done;
-    load_ms = now_ms() - t0;
+    load_ms = ss_clock_mono_ms() - t0;
     load_rss = status_mb("VmRSS");
     for (int i = 0; i < o->ninputs; i++)
         if ((rc = load_spec(o->inputs[i], &a, &err)) < 0)
@@ -512,10 +504,10 @@ run(const opts_t *o)
      * thread count. */
     if ((rc = ss_exec_ctx_new((int)o->threads, &ctx, &err)) < 0)
         goto done;
-    t0 = now_ms();
+    t0 = ss_clock_mono_ms();
     if ((rc = ss_plan_new(g, in, &p, &err)) < 0)
         goto done;
-    compile_ms = now_ms() - t0;
+    compile_ms = ss_clock_mono_ms() - t0;
     for (int i = 0; i < nout; i++) {
         const ss_io_info_t *io = ss_plan_output(p, i);
 
@@ -543,10 +535,10 @@ run(const opts_t *o)
     for (long i = 0; i < o->repeat; i++) {
         double c0 = cpu_ms();
 
-        t0 = now_ms();
+        t0 = ss_clock_mono_ms();
         if ((rc = ss_plan_run(p, ctx, in, out, &err)) < 0)
             goto done;
-        lat[i] = now_ms() - t0;
+        lat[i] = ss_clock_mono_ms() - t0;
         if (o->timed)
             fprintf(stderr, "run %ld: %.3f ms cpu %.3f ms\n", i + 1, lat[i],
                     cpu_ms() - c0);

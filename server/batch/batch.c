@@ -233,7 +233,7 @@ ss_batcher_submit(ss_batcher_t *b, ss_work_t *w, ss_err_t *err)
         rc = ss_err_set(err, SS_EBUSY, "the queue is full (%d requests)",
                         b->depth);
     } else {
-        w->enqueue_ns_ = ss__batch_now_ns();
+        w->enqueue_ns_ = ss_clock_mono_ns();
         if (b->tail != NULL)
             b->tail->next_ = w;
         else
@@ -426,7 +426,7 @@ ss__batch_visit(ss_batcher_t *b, ss_work_t **batch, int64_t *samples,
     pthread_mutex_lock(&b->lock);
     b->scheduled = false;
     if (!b->paused || b->closing) {
-        now = ss__batch_now_ns();
+        now = ss_clock_mono_ns();
         deadline = reap_expired(b, now, expired);
         if (b->head != NULL && b->running < b->cap)
             *batch = take_batch(b, now, samples, &wake);

@@ -325,7 +325,7 @@ done:
 static void
 log_failure(ss_batcher_t *b, const ss_work_t *w)
 {
-    int64_t now = ss__batch_now_ns();
+    int64_t now = ss_clock_mono_ns();
     uint64_t quiet = 0;
     bool say = false;
 
@@ -459,7 +459,7 @@ static void
 run_each(struct exec *x, ss_batcher_t *b, ss_work_t *batch)
 {
     for (ss_work_t *w = batch, *next; w != NULL; w = next) {
-        int64_t t0 = ss__batch_now_ns();
+        int64_t t0 = ss_clock_mono_ns();
 
         next = w->next_;
         w->next_ = NULL;
@@ -468,14 +468,14 @@ run_each(struct exec *x, ss_batcher_t *b, ss_work_t *batch)
         w->next_ = next;
         w->batch_size = (int)w->samples_;
         if (w->status == 0)
-            count_run(b, w->samples_, ss__batch_now_ns() - t0);
+            count_run(b, w->samples_, ss_clock_mono_ns() - t0);
     }
 }
 
 static void
 run_batch(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples)
 {
-    int64_t t0 = ss__batch_now_ns(), t1;
+    int64_t t0 = ss_clock_mono_ns(), t1;
     int rc;
 
     ss_err_clear(&x->err);
@@ -484,7 +484,7 @@ run_batch(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples)
         w->batch_size = (int)samples;
     }
     rc = run_once(x, b, batch, samples, &x->err);
-    t1 = ss__batch_now_ns();
+    t1 = ss_clock_mono_ns();
     if (rc == 0) {
         count_run(b, samples, t1 - t0);
     } else if (batch->next_ == NULL) {
@@ -496,7 +496,7 @@ run_batch(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples)
                      b->version ? b->version : "?", (long long)samples,
                      x->err.msg);
         run_each(x, b, batch);
-        t1 = ss__batch_now_ns();
+        t1 = ss_clock_mono_ns();
     }
     for (ss_work_t *w = batch; w != NULL; w = w->next_) {
         w->compute_ns = t1 - t0;
@@ -549,7 +549,7 @@ ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
               int64_t samples, ss_work_t *expired)
 {
     if (expired != NULL)
-        expire(b, expired, ss__batch_now_ns());
+        expire(b, expired, ss_clock_mono_ns());
     if (batch == NULL)
         return;
     if (ensure_io(x, b, &x->err) < 0) {

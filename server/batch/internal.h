@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "server/batch/batch.h"
 #include "server/batch/plancache.h"
 
@@ -134,15 +135,6 @@ struct ss_batcher {
 void ss__batch_moe_count(ss_batcher_t *b, const ss_plan_t *plan);
 /* Removes b's series of it.  [any] */
 void ss__batch_moe_remove(ss_batcher_t *b);
-
-static inline int64_t
-ss__batch_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* [worker] One visit of an executor to a batcher the pool handed it: under
  * the batcher's lock, drops items past their deadline into *expired and

@@ -206,7 +206,7 @@ exec_main(void *arg)
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        int64_t wake = promote_due(p, ss__batch_now_ns());
+        int64_t wake = promote_due(p, ss_clock_mono_ns());
         ss_batcher_t *b = ready_pop(p);
 
         if (b != NULL) {

@@ -31,6 +31,7 @@
 #include <jansson.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "server/ctl/client.h"
 #include "server/ctl/ctl.h"
 
@@ -414,15 +415,6 @@ job_ended(json_t *j)
                   strcmp(st, "cancelled") == 0);
 }
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The job's last words: state, version made, accuracy before/after. */
 static int
 job_summary(json_t *j)
@@ -462,7 +454,7 @@ ss__ctl_follow(ss_ctl_client_t *c, long long id)
 {
     bool tty = isatty(STDOUT_FILENO);
     char path[64], last[256] = "";
-    double t0 = now_s();
+    double t0 = ss_clock_mono_s();
     json_t *j = NULL;
     int rc;
 
@@ -481,7 +473,7 @@ ss__ctl_follow(ss_ctl_client_t *c, long long id)
         if (isnan(p))
             p = 0;
         step = json_string_value(json_object_get(j, "step")) ?: "";
-        el = now_s() - t0;
+        el = ss_clock_mono_s() - t0;
         if (!isnan(num(j, "loss")))
             snprintf(tail, sizeof(tail), "  loss %.4g", num(j, "loss"));
         ss__ctl_search_tail(j, tail, sizeof(tail));

@@ -92,6 +92,7 @@
 #include <microhttpd.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/queue.h"
 #include "common/utf8.h"
@@ -144,7 +145,7 @@ struct ss_req {
     const char *method;         /* borrowed from MHD for the request's life */
     const char *url;
     uint64_t id;
-    uint64_t start_ns;
+    int64_t start_ns;
     ss_endpoint_t ep;
 
     char *body;
@@ -279,15 +280,6 @@ ss_http_status_of(int rc)
     case SS_ETIMEDOUT: return 504;
     default: return 500;
     }
-}
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- the body budget ----------------------------------------------------- */
@@ -451,7 +443,7 @@ metrics_done(loop_t *l, ss_req_t *r)
     }
     if (l->s_dur[ep] != NULL)
         ss_series_observe(l->s_dur[ep],
-                          (double)(now_ns() - r->start_ns) / 1e9);
+                          (double)(ss_clock_mono_ns() - r->start_ns) / 1e9);
 }
 
 /* ---- client addresses ---------------------------------------------------- */
@@ -1143,7 +1135,7 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
     r->url = url;
     r->method = method;
     r->id = l->next_id++ * (uint64_t)h->nloops + (uint64_t)l->index + 1;
-    r->start_ns = now_ns();
+    r->start_ns = ss_clock_mono_ns();
     r->ep = SS_EP_OTHER;
     atomic_fetch_add_explicit(&l->in_flight, 1, memory_order_relaxed);
     if (l->s_in_flight != NULL)

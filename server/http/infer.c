@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/utf8.h"
 #include "server/http/router.h"
@@ -47,15 +48,6 @@ typedef struct ctx {
 } ctx_t;
 
 #define MAX_IO 64
-
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 int
 ss_infer_metrics_init(ss_metrics_t *m, ss_infer_metrics_t *out)
@@ -125,7 +117,7 @@ count(const ss_infer_metrics_t *im, const ss_version_t *v,
     ss_series_add(slot->requests, 1);
     if (start_ns > 0)
         ss_series_observe(slot->duration,
-                          (double)(now_ns() - start_ns) / 1e9);
+                          (double)(ss_clock_mono_ns() - start_ns) / 1e9);
 }
 
 static const char *
@@ -393,7 +385,7 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     c->req = r;
     c->v = v;
     c->im = im;
-    c->start_ns = now_ns();
+    c->start_ns = ss_clock_mono_ns();
     if ((hl = ss_req_header(r, "Inference-Header-Content-Length")) != NULL) {
         hlen = strtoll(hl, &end, 10);
         if (*end != '\0' || hlen < 0) {

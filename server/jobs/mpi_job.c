@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #ifdef HAVE_MPI
@@ -156,15 +157,6 @@ ss__jobs_mpi_parse(ss__job_t *j, json_t *workers, ss_err_t *err)
     return 0;
 }
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The job file: the request without workers and activate, pinned to the
  * job's source version.  Returns 0 with path set. */
 static int
@@ -274,8 +266,8 @@ ss__jobs_mpi_run(ss_jobs_t *js, ss__job_t *j)
         if (atomic_load(&j->cancel) && !termed) {
             kill(pid, SIGTERM);
             termed = true;
-            t_term = now_s();
-        } else if (termed && now_s() - t_term > 10) {
+            t_term = ss_clock_mono_s();
+        } else if (termed && ss_clock_mono_s() - t_term > 10) {
             kill(pid, SIGKILL);
         }
         if (poll(pf, 2, 200) < 0 && errno != EINTR)

@@ -20,10 +20,7 @@ from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import FIX, CALIB, HELD  # noqa: E402
 ADMIN = ["--admin-insecure"]
 
 

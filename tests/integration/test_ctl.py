@@ -35,9 +35,7 @@ import repo  # noqa: E402
 import numpy as np  # noqa: E402
 
 CTL = os.path.join(TOP_BUILD, "server", "slimserve-ctl")
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import CALIB, HELD  # noqa: E402
 TOKEN = "ctl-test-token-0123456789abcdef"
 
 

@@ -32,10 +32,7 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
 from daemon import Daemon, DaemonError, json_body  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import MLP, CALIB, HELD  # noqa: E402
 
 SCHED_OTHER, SCHED_BATCH, SCHED_IDLE = 0, 3, 5
 

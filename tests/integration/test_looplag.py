@@ -55,10 +55,7 @@ import daemon as daemon_mod  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import MLP, CALIB, HELD  # noqa: E402
 LOOPS = ("main", "http-0", "http-1")
 EDGES = ("0.005", "0.025", "0.1")
 STALL_EDGES = ("0.005", "0.01")

@@ -30,7 +30,7 @@ try:
 except ImportError as e:     # pragma: no cover
     tap.skip_all("needs python3-torch: %s" % e)
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+from paths import FIX  # noqa: E402
 DIGITS = os.path.join(FIX, "digits")
 
 

@@ -43,8 +43,7 @@ except ImportError as e:  # pragma: no cover - the CI image has it
     print("1..0 # SKIP needs python3-onnx: %s" % e)
     sys.exit(0)
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
+from paths import MLP  # noqa: E402
 N, LAYERS = 1024, 8
 W = LAYERS * N * N * 4
 MIB = 1 << 20

@@ -31,7 +31,7 @@ import tap  # noqa: E402
 from daemon import Daemon  # noqa: E402
 import kserve  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+from paths import FIX  # noqa: E402
 DIGITS = os.path.join(TOP_SRC, "conf", "models", "digits-mlp")
 TRANSFORMER = os.path.join(FIX, "transformer_op17", "model.onnx")
 ARGS = ["--admin-insecure", "--job-threads=0"]

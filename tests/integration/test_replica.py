@@ -38,9 +38,7 @@ from daemon import BINARY, Daemon, free_port, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import CALIB, HELD  # noqa: E402
 NGINX_CONF = os.path.join(TOP_SRC, "conf", "lb", "nginx-slimserve.conf")
 HAPROXY_CFG = os.path.join(TOP_SRC, "conf", "lb", "haproxy.cfg")
 POLL = "0.2"

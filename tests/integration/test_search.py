@@ -24,7 +24,7 @@ from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+from paths import FIX  # noqa: E402
 CTL = os.path.join(os.environ.get("top_builddir", "."), "server",
                    "slimserve-ctl")
 ADMIN = ["--admin-insecure", "--job-threads=1"]

@@ -21,8 +21,7 @@ import tap  # noqa: E402
 from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
+from paths import FIX, MLP  # noqa: E402
 MLP_V2 = os.path.join(TOP_SRC, "tests", "integration", "data", "mlp_v2.onnx")
 CNN = os.path.join(FIX, "cnn_op13", "model.onnx")
 INFER = os.path.join(TOP_BUILD, "engine", "tools", "slimserve-infer")

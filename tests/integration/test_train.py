@@ -28,8 +28,7 @@ import kserve  # noqa: E402
 
 TRAIN_BIN = os.path.join(os.environ.get("top_builddir", "."), "server",
                          "slimserve-train")
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-MLP = os.path.join(FIX, "mlp_op13", "model.onnx")
+from paths import FIX, MLP  # noqa: E402
 CNN = os.path.join(FIX, "cnn_op13", "model.onnx")
 DIGITS = os.path.join(FIX, "digits")
 # One job thread: the MLP is tiny, and two OpenMP threads on a loaded

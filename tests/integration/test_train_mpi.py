@@ -34,7 +34,7 @@ from daemon import Daemon, json_body  # noqa: E402
 
 TRAIN_BIN = os.path.join(os.environ.get("top_builddir", "."), "server",
                          "slimserve-train")
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+from paths import FIX  # noqa: E402
 DIGITS = os.path.join(FIX, "digits")
 # Loopback only; no core binding: the machine is shared and a rank bound
 # to a busy core would wait for it.

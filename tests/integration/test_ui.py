@@ -34,9 +34,7 @@ from daemon import Daemon, json_body  # noqa: E402
 import kserve  # noqa: E402
 import repo  # noqa: E402
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
-CALIB = os.path.join(FIX, "digits", "mlp_calib.npz")
-HELD = os.path.join(FIX, "digits", "mlp_heldout.npz")
+from paths import CALIB, HELD  # noqa: E402
 TOKEN = "ui-test-token-0123456789abcdef"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -301,7 +301,7 @@ test_preferred(void)
         tb_item_f32(&it[i], X, COLS, i, 1);
         ss_batcher_submit(b, &it[i].w, NULL);
     }
-    t0 = tb_now();
+    t0 = ss_clock_mono_ns();
     ss_batcher_pause(b, false);
     is_int(tb_wait(6, 10), 6, "6 items with preferred {2, 4} completed");
     for (int i = 0; i < 6; i++) {
@@ -330,7 +330,7 @@ test_preferred(void)
         tb_item_f32(&it[i], X, COLS, i, 1);
         ss_batcher_submit(b, &it[i].w, NULL);
     }
-    t0 = tb_now();
+    t0 = ss_clock_mono_ns();
     ss_batcher_pause(b, false);
     is_int(tb_wait(6, 10), 6, "6 items without preferred sizes completed");
     late = 0;
@@ -384,9 +384,9 @@ test_timeout(void)
     ss_batcher_pause(b, true);
     tb_reset();
     tb_item_f32(&it[0], X, COLS, 0, 1);
-    it[0].w.deadline_ns = tb_now() + 20 * 1000000LL;
+    it[0].w.deadline_ns = ss_clock_mono_ns() + 20 * 1000000LL;
     tb_item_f32(&it[1], X, COLS, 1, 1);
-    it[1].w.deadline_ns = tb_now() + 60 * 1000000000LL;
+    it[1].w.deadline_ns = ss_clock_mono_ns() + 60 * 1000000000LL;
     ss_batcher_submit(b, &it[0].w, NULL);
     ss_batcher_submit(b, &it[1].w, NULL);
     usleep(50 * 1000);
@@ -409,7 +409,7 @@ test_timeout(void)
     b = mk(&o);
     tb_reset();
     tb_item_f32(&it[2], X, COLS, 2, 1);
-    it[2].w.deadline_ns = tb_now() + 30 * 1000000LL;
+    it[2].w.deadline_ns = ss_clock_mono_ns() + 30 * 1000000LL;
     ss_batcher_submit(b, &it[2].w, NULL);
     is_int(tb_wait(1, 5), 1, "an item waiting for the delay completed");
     ok(it[2].w.status == SS_ETIMEDOUT &&

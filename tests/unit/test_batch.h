@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "server/batch/batch.h"
 
 typedef struct titem {
@@ -29,15 +30,6 @@ static pthread_mutex_t tb_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tb_cond = PTHREAD_COND_INITIALIZER;
 static int tb_done;
 
-static inline int64_t
-tb_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 tb_on_done(ss_work_t *w, void *arg)
 {
@@ -46,7 +38,7 @@ tb_on_done(ss_work_t *w, void *arg)
     (void)w;
     pthread_mutex_lock(&tb_lock);
     it->calls++;
-    it->done_ns = tb_now();
+    it->done_ns = ss_clock_mono_ns();
     tb_done++;
     pthread_cond_broadcast(&tb_cond);
     pthread_mutex_unlock(&tb_lock);
@@ -64,11 +56,11 @@ tb_reset(void)
 static inline int
 tb_wait(int n, double seconds)
 {
-    int64_t until = tb_now() + (int64_t)(seconds * 1e9);
+    int64_t until = ss_clock_mono_ns() + (int64_t)(seconds * 1e9);
     int got;
 
     pthread_mutex_lock(&tb_lock);
-    while (tb_done < n && tb_now() < until) {
+    while (tb_done < n && ss_clock_mono_ns() < until) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -132,12 +132,12 @@ engine_us(int n, int threads)
     }
     for (int i = 0; i < 20; i++)
         ss_plan_run(p, ctx, &in, out, NULL);
-    t0 = tb_now();
-    while (tb_now() - t0 < (int64_t)(secs * 1e9) && iters < MAX_RUNS) {
-        int64_t t = tb_now();
+    t0 = ss_clock_mono_ns();
+    while (ss_clock_mono_ns() - t0 < (int64_t)(secs * 1e9) && iters < MAX_RUNS) {
+        int64_t t = ss_clock_mono_ns();
 
         ss_plan_run(p, ctx, &in, out, NULL);
-        times[iters++] = tb_now() - t;
+        times[iters++] = ss_clock_mono_ns() - t;
     }
     ss_plan_free(p);
     ss_exec_ctx_free(ctx);
@@ -169,14 +169,14 @@ roundtrip_us(int max_batch, double *queue_us, double *compute_us)
         ss_work_clear_outputs(&it.w);
     }
     tb_reset();
-    t0 = tb_now();
-    while (tb_now() - t0 < (int64_t)(secs * 1e9) && iters < MAX_RUNS) {
-        int64_t t = tb_now();
+    t0 = ss_clock_mono_ns();
+    while (ss_clock_mono_ns() - t0 < (int64_t)(secs * 1e9) && iters < MAX_RUNS) {
+        int64_t t = ss_clock_mono_ns();
 
         row_item(&it, 0, 1);
         ss_batcher_submit(b, &it.w, NULL);
         tb_wait((int)iters + 1, 10);
-        rt[iters] = tb_now() - t;
+        rt[iters] = ss_clock_mono_ns() - t;
         qt[iters] = it.w.queue_ns;
         ct[iters] = it.w.compute_ns;
         ss_work_clear_outputs(&it.w);
@@ -231,8 +231,8 @@ engine_thread(void *arg)
     }
     ss_plan_run(p, ctx, &in, out, NULL);
     a->cpu_ns = -thread_cpu_ns();
-    t0 = tb_now();
-    while (tb_now() - t0 < (int64_t)(secs * 1e9)) {
+    t0 = ss_clock_mono_ns();
+    while (ss_clock_mono_ns() - t0 < (int64_t)(secs * 1e9)) {
         ss_plan_run(p, ctx, &in, out, NULL);
         a->runs++;
     }
@@ -308,16 +308,16 @@ closed_loop(int conc, int max_batch, int64_t delay_us, int instances,
         it[i].w.done = on_done_again;
     }
     int64_t c0 = cpu_ns();
-    t0 = tb_now();
+    t0 = ss_clock_mono_ns();
     atomic_store(&loop_items, 0);
     atomic_store(&loop_samples_in_batches, 0);
     atomic_store(&loop_compute_ns, 0);
     for (int i = 0; i < conc; i++)
         ss_batcher_submit(loop_b, &it[i].w, NULL);
-    while (tb_now() - t0 < (int64_t)(secs * 1e9))
+    while (ss_clock_mono_ns() - t0 < (int64_t)(secs * 1e9))
         tb_wait(conc, 0.05);
     items = atomic_load(&loop_items);
-    t1 = tb_now();
+    t1 = ss_clock_mono_ns();
     *cpu_us_per_sample = (cpu_ns() - c0) / 1e3 / (double)items;
     *avg_batch = (double)atomic_load(&loop_samples_in_batches) /
                  (double)items;

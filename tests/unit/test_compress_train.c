@@ -12,17 +12,9 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "engine/dnnl/dnnl.h"
 #include "tests/unit/test_compress_util.h"
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* The training rows without their labels: the normal case. */
 static ss_dataset_t
@@ -108,10 +100,10 @@ test_prune_finetune(ss_graph_t *g, tc_data_t *tr, tc_data_t *cal,
     ss_method_default(&m[1], SS_METHOD_FINETUNE);
     m[1].u.train.epochs = 3;
     m[1].u.train.batch_size = 32;
-    t0 = now_s();
+    t0 = ss_clock_mono_s();
     rc = ss_compress_run(g, m, 2, &cal->ds, &val->ds, &no_gate, &c, &res,
                          &err);
-    secs = now_s() - t0;
+    secs = ss_clock_mono_s() - t0;
     is_int(rc, 0, "prune 50%% + finetune: %s", err.msg);
     report("prune structured 50% + finetune 3 epochs mlp", &res);
     tap_diag("prune+finetune: %.2f s; %d steps, loss %.4f -> %.4f, last "
@@ -223,10 +215,10 @@ test_distill(ss_graph_t *g, tc_data_t *tr, tc_data_t *cal, tc_data_t *val)
 
     ss_method_default(&m, SS_METHOD_DISTILL);
     m.u.train.width = 0.25;
-    t0 = now_s();
+    t0 = ss_clock_mono_s();
     rc = ss_compress_run(g, &m, 1, &cal->ds, &val->ds, &no_gate, &c, &res,
                          &err);
-    secs = now_s() - t0;
+    secs = ss_clock_mono_s() - t0;
     is_int(rc, 0, "distill width 0.25: %s", err.msg);
     report("distill width 0.25 mlp, 10 epochs", &res);
     tap_diag("distill: %.2f s, %d steps", secs, s.steps);

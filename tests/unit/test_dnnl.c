@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "tests/unit/test_dnnl.h"
 
 /* dst[M,N] = src[M,K] x W + bias; W is [N,K] when w_nk, else [K,N]. */
@@ -540,15 +541,6 @@ test_alloc_failures(void)
     ss_free(bias);
 }
 
-static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Diagnostics only: speed depends on the machine and its load. */
 static void
 bench(void)
@@ -577,9 +569,9 @@ bench(void)
         scratch = ss_aligned_alloc(ss_dnn_prim_scratch_size(p));
     ss_dnn_run(p, s, in, out, scratch, NULL);
     for (i = 0; i < reps; i++) {
-        t0 = now();
+        t0 = ss_clock_mono_s();
         ss_dnn_run(p, s, in, out, scratch, NULL);
-        dt = now() - t0;
+        dt = ss_clock_mono_s() - t0;
         if (dt < best)
             best = dt;
     }
@@ -587,9 +579,9 @@ bench(void)
              "(best of %d, impl %s)", (long long)M, (long long)K,
              (long long)N, 2.0 * M * K * N / best * 1e-9, reps,
              ss_dnn_prim_impl(p));
-    t0 = now();
+    t0 = ss_clock_mono_s();
     ref_linear(src, w, 1, NULL, want, MN, K, N);
-    naive = now() - t0;
+    naive = ss_clock_mono_s() - t0;
     /* The big shape takes another kernel than the small cases: check its
      * first rows too, with an absolute term for K = 1024 sums of ~10. */
     for (i = 0, bad = 0; i < MN * N; i++)
@@ -605,11 +597,11 @@ bench(void)
     if (ss_dnn_stream_new(1, &s, NULL) == 0 &&
         ss_dnn_eltwise_new(&e, &q, NULL) == 0) {
         ss_dnn_run(q, s, in, out, NULL, NULL);
-        t0 = now();
+        t0 = ss_clock_mono_s();
         for (i = 0; i < 1000; i++)
             ss_dnn_run(q, s, in, out, NULL, NULL);
         tap_diag("per-run overhead (relu of 16 floats, 1 thread): %.2f us",
-                 (now() - t0) * 1e6 / 1000);
+                 (ss_clock_mono_s() - t0) * 1e6 / 1000);
     }
 done:
     ss_dnn_prim_free(p);
