@@ -130,10 +130,11 @@ finish(ss_server_t *s)
  * can run (jobs are submitted through the admin listener, started after
  * it) and freed after the job thread is joined. */
 static int
-data_in_flight(void *arg)
+data_in_flight(void *arg, uint64_t *arrivals)
 {
     const ss_server_t *s = arg;
 
+    *arrivals = s->http ? ss_http_arrivals(s->http) : 0;
     return s->http ? ss_http_in_flight(s->http) : 0;
 }
 

@@ -204,6 +204,7 @@ struct loop {
     _Atomic int ctl;            /* CTL_* from the owner */
     ss_queue_t done;            /* answered by other threads, to resume */
     _Atomic int in_flight;
+    _Atomic uint64_t arrivals;  /* requests begun; read by job pacing */
     uint64_t next_id;
 
     conn_t *conns;              /* every tracked connection */
@@ -1138,6 +1139,7 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
     r->start_ns = ss_clock_mono_ns();
     r->ep = SS_EP_OTHER;
     atomic_fetch_add_explicit(&l->in_flight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->arrivals, 1, memory_order_relaxed);
     if (l->s_in_flight != NULL)
         ss_series_add(l->s_in_flight, 1);
     count(l->s_loop);
@@ -1711,6 +1713,18 @@ ss_http_in_flight(const ss_http_t *h)
 
     for (i = 0; i < h->nloops; i++)
         n += atomic_load_explicit(&h->loops[i].in_flight,
+                                  memory_order_relaxed);
+    return n;
+}
+
+uint64_t
+ss_http_arrivals(const ss_http_t *h)
+{
+    uint64_t n = 0;
+    int i;
+
+    for (i = 0; i < h->nloops; i++)
+        n += atomic_load_explicit(&h->loops[i].arrivals,
                                   memory_order_relaxed);
     return n;
 }

@@ -146,6 +146,8 @@ int ss_http_loops(const ss_http_t *h);
 void ss_http_quiesce(ss_http_t *h);
 /* [any] Requests received and not yet fully answered, over all loops. */
 int ss_http_in_flight(const ss_http_t *h);
+/* Requests begun since the start, over every loop.  [any] */
+uint64_t ss_http_arrivals(const ss_http_t *h);
 /* [owner] Stops every loop and closes the daemons and their handles:
  * loop threads are joined before it returns (requests handed to other
  * threads must have been finished by then); a listener on the caller's

@@ -106,7 +106,8 @@ struct ss_jobs {
     cpu_set_t cpus;
     ss_jobs_prio_t prio;        /* [init]; applied by the job thread */
     ss_jobs_prio_t applied;     /* job thread only */
-    int (*busy)(void *arg);     /* [init] pacing (jobs.h); NULL: none */
+    /* [init] pacing (jobs.h); NULL: none */
+    int (*busy)(void *arg, uint64_t *arrivals);
     void *busy_arg;
     double min_share;           /* [init] */
 };
@@ -117,6 +118,8 @@ typedef struct ss__pace {
     ss__job_t *j;
     int64_t last_ns;            /* when the job last went on computing */
     int64_t run_ns, wait_ns;    /* computed, waited, since it started */
+    uint64_t seen;              /* serving's arrivals at the last look */
+    int64_t active_ns;          /* when serving was last seen active */
 } ss__pace_t;
 
 /* Installs (j != NULL) or removes the calling job thread's pace hook. */

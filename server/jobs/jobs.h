@@ -92,19 +92,20 @@ void ss_jobs_set_prio(ss_jobs_t *js, ss_jobs_prio_t prio);
 /*
  * Pacing (common/pace.h): a job computes while serving is idle and
  * waits, at its pacing points (one op of a training step, one chunk of a
- * calibration or evaluation pass), while busy(arg) says requests are in
- * flight -- except that it keeps min_share of its wall time: once the
- * time it waited reaches (1 - min_share) / min_share of the time it
- * computed, it computes on however busy serving is, so that a job ends
- * under any load.  min_share 1 turns pacing off; 0 lets a saturated
- * server hold a job for as long as the load lasts (cancel still stops
- * it).  Why scheduling policy alone is not enough: common/pace.h; the
- * default is 1 (off): measured on the 2-vCPU machine, pacing did not
- * lower serving p99 (docs/training.md).
+ * calibration or evaluation pass), while serving is active: busy(arg)
+ * returns the requests in flight and sets *arrivals to the requests begun
+ * so far; the job goes on only after a slice (1 ms) with none in flight
+ * and none begun.  It keeps min_share of its wall time: once the time it
+ * waited reaches (1 - min_share) / min_share of the time it computed, it
+ * computes on however busy serving is, so that a job ends under any
+ * load.  min_share 1 turns pacing off; 0 lets a busy server hold a job
+ * for as long as the load lasts (cancel still stops it).  Why scheduling
+ * policy alone is not enough: common/pace.h.
  * busy is called on the job thread and must be safe there.  [init]
  */
-void ss_jobs_set_pace(ss_jobs_t *js, int (*busy)(void *arg), void *arg,
-                      double min_share);
+void ss_jobs_set_pace(ss_jobs_t *js,
+                      int (*busy)(void *arg, uint64_t *arrivals),
+                      void *arg, double min_share);
 /* Parses a compress request for model and queues it.  Returns the job id
  * (> 0), or a negative code with err set (SS_EINVAL a bad body,
  * SS_ENOTFOUND an unknown model or version, SS_ENOTREADY not loaded or

@@ -26,3 +26,12 @@ server_slimserve_train_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 server_slimserve_train_LDADD = server/model/libssmodel.a \
 	$(SS_TRAIN_MPI_LIBS) $(SS_COMPRESS_LIBS) $(JANSSON_LIBS) $(MPI_LIBS) \
 	-lpthread -lm
+
+# The pace hook against a scripted data plane.
+check_PROGRAMS += tests/unit/test_pace
+TESTS += tests/unit/test_pace
+tests_unit_test_pace_SOURCES = tests/unit/test_pace.c
+tests_unit_test_pace_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS) \
+	$(LAPACKE_CFLAGS)
+tests_unit_test_pace_LDADD = server/jobs/libssjobs.a common/libsscommon.a \
+	-lpthread
