@@ -231,7 +231,8 @@ cache_mode(const char *dir, int runs, double pct)
         for (int c = 0; c < 3; c++) {
             hook_t h = { l, &item, 0 };
             ss_adapter_t *a = c == 1 ? ad[0] : ad[next];
-            int64_t c0 = now_ns(), w0 = wall_ns();
+            int64_t c0 = ss_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+            int64_t w0 = ss_clock_mono_ns();
             int e;
 
             item.tag = a;
@@ -246,9 +247,9 @@ cache_mode(const char *dir, int runs, double pct)
                 goto fail;
             }
             if (r >= 0) {
-                t[c][r] = wall_ns() - w0;
+                t[c][r] = ss_clock_mono_ns() - w0;
                 if (c > 0)
-                    t[c + 2][r] = now_ns() - c0;
+                    t[c + 2][r] = ss_clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
             }
         }
         if (++next == n)

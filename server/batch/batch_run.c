@@ -534,7 +534,7 @@ pin_items(ss_batcher_t *b, ss_work_t *batch, int64_t *samples)
             kt = &w->next_;
         }
     }
-    now = ss__batch_now_ns();
+    now = ss_clock_mono_ns();
     for (ss_work_t *w = failed; w != NULL; w = w->next_) {
         w->queue_ns = now - w->enqueue_ns_;
         w->batch_size = 0;

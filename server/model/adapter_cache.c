@@ -48,17 +48,9 @@
 
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "server/model/adapter_int.h"
-
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 int
 ss__lora_cache_metrics_init(ss_metrics_t *m, ss_lora_opts_t *o)
@@ -190,7 +182,7 @@ ss__lora_cache_make_room(ss_lora_t *l)
     /* everything left is pinned by running batches: over the budget
      * until they finish (the next unpin evicts) */
     ss_series_add(l->s_over, 1);
-    t = now_ns();
+    t = ss_clock_mono_ns();
     if (t - l->over_log_ns >= 1000000000) {
         l->over_log_ns = t;
         ss_log_warn("model=%s@%s adapters resident: %lld bytes, over "
@@ -286,7 +278,7 @@ ss_lora_pin(void *user, void *tag, ss_err_t *err)
     a->loading = true;
     pthread_mutex_unlock(&l->set_lock);
 
-    t0 = now_ns();
+    t0 = ss_clock_mono_ns();
     rc = read_back(l, a, err);
 
     pthread_mutex_lock(&l->set_lock);
@@ -296,7 +288,7 @@ ss_lora_pin(void *user, void *tag, ss_err_t *err)
     ss_free(a->load_msg);
     a->load_msg = rc < 0 ? ss_strdup(err->msg) : NULL;
     ss_series_add(l->s_misses, 1);
-    ss_series_add(l->s_load_s, (double)(now_ns() - t0) / 1e9);
+    ss_series_add(l->s_load_s, (double)(ss_clock_mono_ns() - t0) / 1e9);
     if (rc == 0) {
         a->resident = true;
         a->pins++;
