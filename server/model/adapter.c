@@ -266,6 +266,28 @@ ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
     return rc;
 }
 
+/* Whether the set holds adapter name read from the files that are there
+ * now (same identities): a sync then leaves it as it is, resident or
+ * cold, instead of reading it again. */
+static int
+unchanged(ss_lora_t *l, const char *model_dir, const char *name)
+{
+    ss__file_id_t fc, fw;
+    int same = 0;
+
+    if (ss__adapter_file_ids(model_dir, name, &fc, &fw) < 0)
+        return 0;
+    pthread_mutex_lock(&l->set_lock);
+    for (int i = 0; i < l->n_set; i++)
+        if (strcmp(l->set[i]->name, name) == 0) {
+            same = ss__file_id_same(&fc, &l->set[i]->f_config)
+                   && ss__file_id_same(&fw, &l->set[i]->f_weights);
+            break;
+        }
+    pthread_mutex_unlock(&l->set_lock);
+    return same;
+}
+
 void
 ss_lora_sync(ss_lora_t *l, const char *model_dir)
 {
@@ -280,7 +302,7 @@ ss_lora_sync(ss_lora_t *l, const char *model_dir)
         while ((de = readdir(d)) != NULL) {
             ss_err_t e = { 0 };
 
-            if (de->d_name[0] == '.')
+            if (de->d_name[0] == '.' || unchanged(l, model_dir, de->d_name))
                 continue;
             if (ss_lora_load(l, model_dir, de->d_name, &e) < 0)
                 ss_log_warn("model=%s@%s adapter '%s' not loaded: %s",

@@ -136,8 +136,10 @@ int ss_adapter_read(const ss_lora_t *l, const char *model_dir,
 int ss_lora_load(ss_lora_t *l, const char *model_dir, const char *name,
                  ss_err_t *err);
 /* Makes the loaded set what model_dir/adapters holds now: loads (or
- * reloads) every adapter folder, unloads the adapters whose folder is
- * gone; one that fails is logged and left as it was.  A replica's scan
+ * reloads) every adapter folder whose files are not the ones loaded
+ * (size, mtime, inode: an unchanged one stays as it is, resident or
+ * cold), unloads the adapters whose folder is gone; one that fails is
+ * logged and left as it was.  A replica's scan
  * calls it when the model's files changed but its version did not (the
  * repository fingerprint covers adapters/).  File work: a pool thread. */
 void ss_lora_sync(ss_lora_t *l, const char *model_dir);

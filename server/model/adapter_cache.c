@@ -192,13 +192,6 @@ ss__lora_cache_make_room(ss_lora_t *l)
     }
 }
 
-static bool
-same_file(const ss__file_id_t *x, const ss__file_id_t *y)
-{
-    return x->dev == y->dev && x->ino == y->ino && x->size == y->size
-           && x->mtime_ns == y->mtime_ns;
-}
-
 /* Reads a's weights back into a (outside the lock: a->loading is set, so
  * nobody else touches a's weights).  SS_EIO naming a when its files are
  * not the ones loaded. */
@@ -213,7 +206,7 @@ read_back(ss_lora_t *l, ss_adapter_t *a, ss_err_t *err)
         return ss_err_set(err, SS_EIO, "adapter '%s' is cold and its files "
                           "cannot be read back: %s", a->name,
                           strerror(-rc));
-    if (!same_file(&fc, &a->f_config) || !same_file(&fw, &a->f_weights))
+    if (!ss__file_id_same(&fc, &a->f_config) || !ss__file_id_same(&fw, &a->f_weights))
         return ss_err_set(err, SS_EIO, "adapter '%s' is cold and its files "
                           "changed since it was loaded (load it again to "
                           "serve the new ones)", a->name);
@@ -227,8 +220,8 @@ read_back(ss_lora_t *l, ss_adapter_t *a, ss_err_t *err)
     }
     rc = 0;
     if (t->sum != a->sum || t->n_mods != a->n_mods || t->r != a->r
-        || t->w_bytes != a->w_bytes || !same_file(&t->f_config, &fc)
-        || !same_file(&t->f_weights, &fw))
+        || t->w_bytes != a->w_bytes || !ss__file_id_same(&t->f_config, &fc)
+        || !ss__file_id_same(&t->f_weights, &fw))
         rc = ss_err_set(err, SS_EIO, "adapter '%s' is cold and its weights "
                         "read back differ from those loaded (the file "
                         "changed)", a->name);

@@ -99,6 +99,8 @@ int ss__lora_find_site(const ss_lora_t *l, const char *module);
 /* a's two files' identities now (0, or -errno). */
 int ss__adapter_file_ids(const char *model_dir, const char *name,
                          ss__file_id_t *config, ss__file_id_t *weights);
+/* Whether two identities are the same file, unchanged. */
+bool ss__file_id_same(const ss__file_id_t *x, const ss__file_id_t *y);
 /* A checksum of a's packed weights (FNV-1a over their bytes). */
 uint64_t ss__adapter_sum(const ss_adapter_t *a);
 /* Frees a's packed weights (it is cold afterwards). */

@@ -106,6 +106,13 @@ file_id(const char *path, ss__file_id_t *id)
     return 0;
 }
 
+bool
+ss__file_id_same(const ss__file_id_t *x, const ss__file_id_t *y)
+{
+    return x->dev == y->dev && x->ino == y->ino && x->size == y->size
+           && x->mtime_ns == y->mtime_ns;
+}
+
 int
 ss__adapter_file_ids(const char *model_dir, const char *name,
                      ss__file_id_t *config, ss__file_id_t *weights)

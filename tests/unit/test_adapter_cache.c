@@ -310,6 +310,28 @@ main(void)
            (long long)res);
     }
 
+    /* A sync (a replica's scan) reads only what changed. */
+    {
+        ss_adapter_t *c1 = NULL, *c3 = NULL, *c2 = NULL, *c0 = NULL;
+        int64_t m0 = 0;
+
+        write_adapter(3, 0.25f);
+        ss_lora_sync(l, dir);
+        ss_lora_acquire(l, "c1", &c1, &err);
+        ss_lora_acquire(l, "c3", &c3, &err);
+        ss_lora_acquire(l, "c0", &c0, &err);
+        rc = ss_lora_acquire(l, "c2", &c2, &err);
+        ss_lora_memory(l, &res, &m0, &nres);
+        ok(c1 == ad[1] && c3 != NULL && c3 != ad[3] && c0 != NULL
+           && rc == SS_ENOTFOUND && res <= 3 * W_BYTES,
+           "sync: c1 unchanged kept, c3 rewritten read again, c0 (its new "
+           "file) loaded, c2 (garbled) refused; %lld bytes resident",
+           (long long)res);
+        ss_adapter_unref(c0);
+        ss_adapter_unref(c1);
+        ss_adapter_unref(c3);
+    }
+
     for (int i = 0; i < N; i++)
         ss_adapter_unref(ad[i]);
     ss_lora_free(l);
