@@ -251,22 +251,29 @@ ss_lora_pin(void *user, void *tag, ss_err_t *err)
     if (l->o.resident_bytes <= 0)
         return 0;
     pthread_mutex_lock(&l->set_lock);
-    /* another executor reading it back: its read is ours too */
-    gen = a->load_gen;
-    while (!a->resident && a->loading)
-        pthread_cond_wait(&l->load_cond, &l->set_lock);
-    if (!a->resident && a->load_gen != gen) {
-        rc = ss_err_set(err, a->load_rc, "%s", a->load_msg != NULL
-                        ? a->load_msg : "adapter could not be read back");
-        pthread_mutex_unlock(&l->set_lock);
-        return rc;
-    }
-    if (a->resident) {
-        a->pins++;
-        a->last_use = ++l->tick;
-        ss_series_add(l->s_hits, 1);
-        pthread_mutex_unlock(&l->set_lock);
-        return 0;
+    for (;;) {
+        if (a->resident) {
+            a->pins++;
+            a->last_use = ++l->tick;
+            ss_series_add(l->s_hits, 1);
+            pthread_mutex_unlock(&l->set_lock);
+            return 0;
+        }
+        if (!a->loading)
+            break;              /* ours to read back */
+        /* another executor reads it back: its read is ours too */
+        gen = a->load_gen;
+        while (a->loading)
+            pthread_cond_wait(&l->load_cond, &l->set_lock);
+        if (a->load_gen != gen && a->load_rc < 0) {
+            rc = ss_err_set(err, a->load_rc, "%s", a->load_msg != NULL
+                            ? a->load_msg : "adapter could not be read "
+                            "back");
+            pthread_mutex_unlock(&l->set_lock);
+            return rc;
+        }
+        /* read: resident now, or evicted again meanwhile (the loop
+         * reads it once more) */
     }
     a->loading = true;
     pthread_mutex_unlock(&l->set_lock);
