@@ -43,7 +43,7 @@ try:
 except ImportError as e:     # pragma: no cover
     tap.skip_all("needs python3-torch: %s" % e)
 
-FIX = os.path.join(TOP_SRC, "tests", "fixtures")
+from paths import FIX  # noqa: E402
 MLP = os.path.join(FIX, "mlp_op17", "model.onnx")
 SHAPES = {"fc1": (64, 128), "fc2": (128, 64), "fc3": (64, 10)}
 # Per adapter, by i % 4: packed bytes r (in + ceil(out/16)*16) * 4 at
