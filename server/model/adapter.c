@@ -179,6 +179,7 @@ ss_lora_new(ss_graph_t *g, const char *model_dir, const ss_lora_opts_t *o,
         }
         closedir(d);
     }
+    ss__lora_cache_trim(l);
     *out = l;
     l = NULL;
 done:
@@ -323,6 +324,7 @@ ss_lora_sync(ss_lora_t *l, const char *model_dir)
 
         ss_lora_unload(l, gone[i], &e);
     }
+    ss__lora_cache_trim(l);
 }
 
 int

@@ -115,6 +115,10 @@ void ss__lora_cache_enter(ss_lora_t *l, ss_adapter_t *a);
 void ss__lora_cache_leave(ss_lora_t *l, ss_adapter_t *a);
 void ss__lora_cache_make_room(ss_lora_t *l);
 void ss__lora_cache_publish(ss_lora_t *l);
+/* With a budget, after reading many adapters (start, sync; a pool
+ * thread): hands the heap's free pages back (malloc_trim), so the
+ * process holds what stayed resident, not every adapter once read. */
+void ss__lora_cache_trim(ss_lora_t *l);
 /* Registers the residency families (ss_lora_metrics_init). */
 int ss__lora_cache_metrics_init(ss_metrics_t *m, ss_lora_opts_t *o);
 /* Looks up the residency metric series ([init], ss_lora_new). */
