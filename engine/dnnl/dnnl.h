@@ -145,9 +145,11 @@ typedef struct ss_dnn_postops {
     ss_dnn_postop_t op[SS_DNN_MAX_POST];
 } ss_dnn_postops_t;
 
-/* Linear / Gemm with a constant weight, as an inner product:
- * dst[M,N] = src[M,K] x W + bias, then post-ops.  A MatMul of [B,T,K] by a
- * constant [K,N] is this with M = B*T. */
+/* Linear / Gemm with a constant weight: dst[M,N] = src[M,K] x W + bias,
+ * then post-ops.  A MatMul of [B,T,K] by a constant [K,N] is this with
+ * M = B*T.  Runs as oneDNN's 2-D matmul (its brgemm kernel is faster than
+ * the inner product's from a few hundred rows, equal below; dnnl_ops.c),
+ * as an inner product where oneDNN has no matmul for it. */
 typedef struct ss_dnn_linear_desc {
     ss_dtype_t dtype;     /* src/dst; 0 = F32 */
     int64_t m, k, n;
