@@ -257,6 +257,34 @@ is_view_op(const ss_node_t *n)
            || node_is(n, "Squeeze") || node_is(n, "Unsqueeze");
 }
 
+/* A Transpose that moves only dims of size 1 keeps every element where it
+ * was: a view, like a Reshape.  torch's nn.MultiheadAttention writes two
+ * per layer, [B,T,C] <-> [T,B,C], which at batch 1 were copies of the
+ * whole activation (ViT-B/16: 24 per run). */
+static int
+is_view_transpose(const ss_plan_t *p, const ss_node_t *n)
+{
+    const ss_tensor_t *x;
+    const int64_t *perm;
+    int np, last = -1;
+
+    if (!node_is(n, "Transpose") || n->n_inputs < 1 || n->inputs[0] < 0)
+        return 0;
+    x = &p->vals[n->inputs[0]].t;
+    if ((np = ss__attr_ints(n, "perm", &perm)) != x->ndim)
+        return 0;
+    for (int d = 0; d < np; d++) {
+        if (perm[d] < 0 || perm[d] >= x->ndim)
+            return 0;
+        if (x->dims[perm[d]] == 1)
+            continue;
+        if (perm[d] < last)
+            return 0;
+        last = (int)perm[d];
+    }
+    return 1;
+}
+
 static int
 compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
 {
@@ -343,7 +371,8 @@ fold_fail:
             ss_free(outs[k].data);
         goto done;
     }
-    if (is_view_op(n) && n->n_outputs == 1 && n->outputs[0] >= 0
+    if ((is_view_op(n) || is_view_transpose(p, n))
+        && n->n_outputs == 1 && n->outputs[0] >= 0
         && p->vals[n->outputs[0]].bytes == p->vals[n->inputs[0]].bytes) {
         p->vals[n->outputs[0]].alias = n->inputs[0];
         goto done;

@@ -539,6 +539,68 @@ test_fusion_attention(void)
     ss_graph_free(g);
 }
 
+/* Steps of p that run node op's reference kernel. */
+static int
+ref_steps(const ss_plan_t *p, const char *op)
+{
+    int n = 0;
+
+    for (int s = 0; p != NULL && s < p->n_steps; s++)
+        n += p->steps[s].kind == SS_STEP_REF
+             && strcmp(p->steps[s].node->op_type, op) == 0;
+    return n;
+}
+
+/* x [B,5,4] -> Transpose (1,0,2) -> Neg -> Transpose (1,0,2) -> Transpose
+ * (2,1,0) -> y [4,5,B]: the nn.MultiheadAttention pair [B,T,C] <-> [T,B,C]
+ * is a view when B is 1 (no step, no copy), a step when B is 2; the
+ * (2,1,0) one moves the 4 before the 5 whatever B is.  y against the
+ * element-by-element answer, fused and not. */
+static void
+test_view_transpose(void)
+{
+    mb_t *b = mb_new(17);
+    const int64_t p102[3] = { 1, 0, 2 }, p210[3] = { 2, 1, 0 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    float x[2 * 5 * 4];
+
+    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+    n = mb_node(b, "Transpose", "t1", "x", "xt");
+    mb_attr_ints(b, n, "perm", 3, p102);
+    mb_node(b, "Neg", "neg", "xt", "nt");
+    n = mb_node(b, "Transpose", "t2", "nt", "n2");
+    mb_attr_ints(b, n, "perm", 3, p102);
+    n = mb_node(b, "Transpose", "t3", "n2", "y");
+    mb_attr_ints(b, n, "perm", 3, p210);
+    mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ 4, 5, -1 });
+    g = load_mb(b);
+    fill(x, sizeof(x) / 4, 3);
+    ok(g != NULL, "transposes model loads");
+    for (int bs = 1; g != NULL && bs <= 2; bs++)
+        for (int fuse = 0; fuse <= 1; fuse++) {
+            ss_plan_t *p = NULL;
+            int64_t ny = 0, bad = 0;
+            float *y = run1(g, fuse, 3, (int64_t[]){ bs, 5, 4 }, x, &ny, &p);
+
+            for (int c = 0; y != NULL && c < 4; c++)
+                for (int i = 0; i < bs; i++)
+                    for (int t = 0; t < 5; t++)
+                        bad += y[(c * 5 + t) * bs + i]
+                               != -x[(i * 5 + t) * 4 + c];
+            ok(y != NULL && ny == bs * 5 * 4 && bad == 0,
+               "transposes, batch %d, fusion %d: y[c,t,b] = -x[b,t,c] "
+               "(%lld wrong)", bs, fuse, (long long)bad);
+            is_int(ref_steps(p, "Transpose"), bs == 1 ? 1 : 3,
+                   "transposes, batch %d, fusion %d: %s", bs, fuse,
+                   bs == 1 ? "the two that move only the 1 are views"
+                           : "all three are copies");
+            free(y);
+            ss_plan_free(p);
+        }
+    ss_graph_free(g);
+}
+
 /* Compiles g for one f32 input of shape [rows, 64] under the budget
  * SS_ENGINE_MAX_PLAN_BYTES=budget (NULL: the default). */
 static int
@@ -773,6 +835,7 @@ main(void)
     test_plan_alloc_failures();
     test_fusion_cnn_ln_gelu();
     test_fusion_attention();
+    test_view_transpose();
     test_budget();
     test_empty();
     return tap_done();
