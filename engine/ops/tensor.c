@@ -5,7 +5,9 @@
  *
  * Transpose and Slice share one strided copy: every output axis has a
  * (possibly negative) stride into the input, the innermost axis is a
- * plain loop.  Gather checks its indices again at run time, since they
+ * plain loop, or a memcpy where it is contiguous in the input (the
+ * loop with a run-time stride is not vectorised: a Slice of 768-float
+ * rows ran at ~8 GB/s).  Gather checks its indices again at run time, since they
  * are data.
  *
  * THREADS: [any]; no state.
@@ -20,8 +22,11 @@
         T *y_ = out;                                                       \
         for (int64_t r = 0; r < rows; r++) {                               \
             const T *xr = x_ + off;                                        \
-            for (int64_t i = 0; i < inner; i++)                            \
-                y_[i] = xr[i * ist];                                       \
+            if (ist == 1)                                                  \
+                memcpy(y_, xr, (size_t)inner * sizeof(T));                 \
+            else                                                           \
+                for (int64_t i = 0; i < inner; i++)                        \
+                    y_[i] = xr[i * ist];                                   \
             y_ += inner;                                                   \
             for (int d = ndim - 2; d >= 0; d--) {                          \
                 idx[d]++;                                                  \
