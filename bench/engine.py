@@ -34,7 +34,9 @@ check the largest relative difference of the logits to PyTorch's
 --rounds N lets slimserve and ORT take turns N times on each net (medians
 over all runs); the nets' ss/ORT cpu column is the ratio of median CPU
 times per run (every thread of each process), the one to read at
---threads 1 on a machine others load.
+--threads 1 on a machine others load.  The nets' last column is each
+engine's peak RSS (VmHWM) with the model loaded and run, over the ONNX
+file's size (issue 12's memory target is slimserve's ratio).
 
 The header prints the CPU model, oneDNN's effective ISA (what
 dnnl_get_effective_cpu_isa picks, from ONEDNN_VERBOSE's info line) and the
@@ -86,6 +88,9 @@ def repeats(batch, quick):
 
 # the per-run CPU times of the last run_slimserve / run_ort call, by engine
 CPU_MS = {}
+# the peak RSS (MiB) of the last run_slimserve / run_ort call, by engine;
+# ORT's as (peak, node's own RSS before the session)
+RSS_MB = {}
 
 
 def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads,
@@ -102,6 +107,8 @@ def run_slimserve(cli, model, x_npy, in_name, out, n, w, threads,
     lat = [float(r[0]) for r in runs]
     CPU_MS[cli] = [float(r[1]) for r in runs if r[1]]
     summary = p.stdout.decode()
+    r = re.search(r"peak_rss_mb=([0-9.]+)", summary)
+    RSS_MB[cli] = float(r.group(1)) if r else None
     m = re.search(r"compile_ms=([0-9.]+)", summary)
     with np.load(out) as z:
         y = z[out_name if out_name is not None else z.files[0]]
@@ -210,6 +217,7 @@ def run_ort(tmp, model, x, in_name, n, w, threads):
                            % p.stderr.decode()[-500:])
     lat = json.loads(p.stdout.decode().strip().splitlines()[-1])
     CPU_MS["ort"] = lat.get("cpu_ms", [])
+    RSS_MB["ort"] = (lat.get("peak_rss_mb"), lat.get("base_rss_mb"))
     with open(os.path.join(outdir, "logits.json")) as f:
         dims = json.load(f)["dims"]
     y = np.fromfile(os.path.join(outdir, "logits.bin"),
@@ -401,6 +409,7 @@ def main():
                     if isa is None:
                         isa = onednn_isa(cli, model, inputs[b], "input")
                     lat, olat, scpu, ocpu = [], [], [], []
+                    srss, orss = [], []
                     for _ in range(max(1, args.rounds)):
                         sl, comp, y = run_slimserve(
                             cli, model, inputs[b], "input",
@@ -408,17 +417,33 @@ def main():
                             args.threads)
                         lat += sl
                         scpu += CPU_MS.get(cli, [])
+                        if RSS_MB.get(cli) is not None:
+                            srss.append(RSS_MB[cli])
                         if use_ort:
                             ol, oy = run_ort(tmp, model, x, "input", n, w,
                                              args.threads)
                             olat += ol
                             ocpu += CPU_MS.get("ort", [])
+                            if RSS_MB["ort"][0] is not None:
+                                orss.append(RSS_MB["ort"])
                     row = {"fixture": net + "_op17", "batch": b,
                            "ss": statistics.median(lat), "compile": comp,
                            "ort": None, "torch": None, "check": ""}
                     if scpu and ocpu:
                         row["ss_cpu"] = statistics.median(scpu)
                         row["ort_cpu"] = statistics.median(ocpu)
+                    mib = os.path.getsize(model) / 2**20
+                    if srss:
+                        row["mem"] = "ss %.0f (%.2fx)" % (
+                            max(srss), max(srss) / mib)
+                    if orss:
+                        pk = max(o[0] for o in orss)
+                        base = min(o[1] or 0 for o in orss)
+                        row["mem"] = (row.get("mem", "") +
+                                      "; ORT %.0f (%.2fx; %.2fx over "
+                                      "node's %.0f)" % (pk, pk / mib,
+                                                        (pk - base) / mib,
+                                                        base))
                     checks = []
                     ref = None
                     if (net, b) in torch_res:
@@ -445,7 +470,7 @@ def main():
 
     head = ("fixture", "batch", "ss ms", "ss /s", "ORT ms", "ORT /s",
             "torch ms", "torch /s", "ss/ORT", "ss/torch", "ss/ORT cpu",
-            "compile ms", "check vs torch")
+            "compile ms", "check vs torch", "peak RSS MiB (/ file)")
     table = [head]
     for r in rows:
         b = r["batch"]
@@ -455,7 +480,7 @@ def main():
                       fmt_rate(b, r["torch"]), fmt_ratio(r["ort"], r["ss"]),
                       fmt_ratio(r["torch"], r["ss"]),
                       fmt_ratio(r.get("ort_cpu"), r.get("ss_cpu")),
-                      fmt_ms(r["compile"]), r["check"]))
+                      fmt_ms(r["compile"]), r["check"], r.get("mem", "")))
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -472,6 +497,10 @@ def main():
           "2 threads it counts OpenMP's spinning)."
           + (" %d rounds, the engines taking turns." % args.rounds
              if args.rounds > 1 else ""))
+    print("peak RSS (nets): the largest VmHWM of slimserve-infer's and "
+          "node's processes over the rounds, MiB, and over the ONNX "
+          "file's size; ORT's also less node's own VmRSS before the "
+          "session.")
     print("check: fixtures, argmaxes that agree with PyTorch's; nets, "
           "max |y - y_torch| / max |y_torch| (target 1e-4); cnn28 "
           "(no PyTorch model), the same against ORT.")
