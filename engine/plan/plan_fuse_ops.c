@@ -8,6 +8,7 @@
  * THREADS: used inside ss_plan_new only.
  */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +236,36 @@ done:
     return rc;
 }
 
+/* A of MatMul step s is x / c or x * c, c a scalar constant, and s reads
+ * it alone: the step that scales, with *a = x and *scale = 1/c or c, or
+ * -1.  The scale then runs on the product instead, as its first post-op:
+ * (x/c) B = (x B)/c, exactly so for c a power of two (torch's attention
+ * divides q by sqrt(64) = 8 before q k^T; ViT-B/16 paid a pass over q
+ * for it in each of its 12 layers). */
+static int
+matmul_prescale(const ss__fz_t *fz, int s, int *a, float *scale)
+{
+    const ss_plan_t *p = fz->p;
+    const ss_step_t *st;
+    int ps = fz->prod[*a];
+    float f;
+
+    if (ps < 0 || ss__fz_single(fz, *a) != s)
+        return -1;
+    st = &p->steps[ps];
+    if (st->kind != SS_STEP_REF || st->n_in != 2 || st->n_out != 1
+        || !(ss__plan_is_op(st, "Div") || ss__plan_is_op(st, "Mul"))
+        || !f32(fz, st->in[0]) || ss__fz_is_const(p, st->in[0])
+        || !ss__fz_scalar(p, st->in[1], &f) || f == 0.0f || !isfinite(f)
+        || p->vals[st->in[0]].t.ndim != p->vals[*a].t.ndim
+        || memcmp(p->vals[st->in[0]].t.dims, p->vals[*a].t.dims,
+                  (size_t)p->vals[*a].t.ndim * sizeof(int64_t)) != 0)
+        return -1;
+    *scale = ss__plan_is_op(st, "Div") ? 1.0f / f : f;
+    *a = st->in[0];
+    return ps;
+}
+
 int
 ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
 {
@@ -245,7 +276,8 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     ss__chain_t c;
     const ss_tensor_t *a, *b, *y;
     int64_t bstr[SS_DNN_MAX_DIMS];
-    int lead[2], nd, ts = -1, rc = 0;
+    int lead[2], nd, ts = -1, pre, rc = 0;
+    float scale = 1.0f;
 
     if (!ss__plan_is_op(st, "MatMul") || st->n_in != 2 || !f32(fz, st->in[0])
         || !f32(fz, st->in[1]) || ss__fz_is_const(p, st->in[0]))
@@ -266,6 +298,7 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     }
     lead[0] = st->in[0];
     lead[1] = st->in[1];
+    pre = matmul_prescale(fz, s, &lead[0], &scale);
     if (ss__fz_is_const(p, st->in[1])) {
         d.b_const = b->data;
     } else if ((ts = fz->prod[st->in[1]]) >= 0
@@ -294,10 +327,19 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
             lead[1] = p->steps[ts].in[0];
         }
     }
-    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "MatMul");
+    ss__fz_chain_start(&c, s, lead[0], st->out[0], "MatMul");
     if (d.b_strides != NULL) {
         c.steps[c.n_steps++] = ts;
         snprintf(c.what, sizeof(c.what), "Transpose+MatMul");
+    }
+    if (pre >= 0) {
+        c.steps[c.n_steps++] = pre;
+        c.post.n = 1;
+        c.post.op[0].kind = SS_DNN_PO_ELTWISE;
+        c.post.op[0].alg = SS_DNN_LINEAR;
+        c.post.op[0].alpha = scale;
+        snprintf(c.what + strlen(c.what), sizeof(c.what) - strlen(c.what),
+                 "(%s A)", p->steps[pre].node->op_type);
     }
     c.dst_ndim = nd;
     memcpy(c.dst_dims, y->dims, (size_t)nd * sizeof(int64_t));

@@ -551,6 +551,55 @@ ref_steps(const ss_plan_t *p, const char *op)
     return n;
 }
 
+/* softmax((q / c) k^T) v as torch's attention writes it, q scaled before
+ * the product: the scale becomes the product's first post-op (Div by 8,
+ * exact; Mul by 0.3, within rounding) and q / c is not computed. */
+static void
+test_fusion_prescale(void)
+{
+    static const struct {
+        const char *op, *what;
+        float c;
+    } cases[] = { { "Div", "Transpose+MatMul(Div A)", 8.0f },
+                  { "Mul", "Transpose+MatMul(Mul A)", 0.3f } };
+    const int64_t perm[3] = { 0, 2, 1 };
+    float x[2 * 5 * 4];
+
+    fill(x, sizeof(x) / 4, 4);
+    for (int i = 0; i < 2; i++) {
+        mb_t *b = mb_new(17);
+        Onnx__NodeProto *n;
+        ss_graph_t *g;
+        const char *want[] = { cases[i].what, "Softmax", "MatMul", NULL };
+
+        mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+        mb_const(b, "c", SS_DTYPE_F32, 0, NULL, &cases[i].c, 4);
+        mb_node(b, cases[i].op, "scale", "x,c", "q");
+        n = mb_node(b, "Transpose", "kt", "x", "xt");
+        mb_attr_ints(b, n, "perm", 3, perm);
+        mb_node(b, "MatMul", "qk", "q,xt", "s");
+        n = mb_node(b, "Softmax", "sm", "s", "a");
+        mb_attr_int(b, n, "axis", -1);
+        mb_node(b, "MatMul", "av", "a,x", "y");
+        mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+        g = load_mb(b);
+        ok(g != NULL, "prescaled attention (%s) loads", cases[i].op);
+        if (g != NULL) {
+            ss_plan_t *p = NULL;
+            int64_t ny = 0;
+            float *y = run1(g, 1, 3, (int64_t[]){ 2, 5, 4 }, x, &ny, &p);
+
+            fused_vs_ref(g, 3, (int64_t[]){ 2, 5, 4 }, x, want,
+                         cases[i].what);
+            is_int(ref_steps(p, cases[i].op), 0, "%s: no %s step left",
+                   cases[i].what, cases[i].op);
+            free(y);
+            ss_plan_free(p);
+        }
+        ss_graph_free(g);
+    }
+}
+
 /* x [B,5,4] -> Transpose (1,0,2) -> Neg -> Transpose (1,0,2) -> Transpose
  * (2,1,0) -> y [4,5,B]: the nn.MultiheadAttention pair [B,T,C] <-> [T,B,C]
  * is a view when B is 1 (no step, no copy), a step when B is 2; the
@@ -836,6 +885,7 @@ main(void)
     test_fusion_cnn_ln_gelu();
     test_fusion_attention();
     test_view_transpose();
+    test_fusion_prescale();
     test_budget();
     test_empty();
     return tap_done();
