@@ -28,6 +28,7 @@
  *            plan_bf16.c          bf16 compute                 ss__plan_bf16
  *            plan_fuse.c          f32 fusion: the pass,        ss__plan_fuse
  *            plan_fuse_ops.c      its anchors                  ss__fuse_*
+ *            plan_fuse_move.c     (Transpose as a reorder)
  *            plan_fuse_ln.c
  *            plan_layout.c        reorders between layouts     ss__plan_layout
  *   helpers  plan_chain.c         the fusion toolkit           ss__fz_*
@@ -459,7 +460,7 @@ ss_dnn_layout_t ss__lay_conv_keep(const ss_plan_t *p, int src,
  * binary): the source's, when dst may be written in it; else PLAIN. */
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 
-/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, plan_fuse_ln.c) ----
+/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, _ln.c, _move.c) ---
  * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order.  Each
  * returns 1 when it fused step s, 0 when it left it alone and < 0 on an
  * error that must stop the compile. */
@@ -474,6 +475,9 @@ int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
 /* A channels-first/last Transpose whose source a oneDNN step wrote in
  * the other order: absorbed into that step (plan_fuse_ops.c). */
 int ss__fuse_transpose(ss__fz_t *fz, int s, ss_err_t *err);
+/* Any other f32 Transpose of 64 KB or more, but of 4 dims: a oneDNN
+ * reorder (plan_fuse_move.c). */
+int ss__fuse_transpose_reorder(ss__fz_t *fz, int s, ss_err_t *err);
 /* st is a reference Transpose (0,2,3,1) of the 4-D f32 value v, which
  * then reads v best as NHWC (the same bytes as its output). */
 int ss__lay_transpose_reader(const ss_plan_t *p, const ss_step_t *st, int v);

@@ -9,6 +9,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/internal.h engine/plan/plan.c engine/plan/exec.c \
 	engine/plan/plan_qdq.c engine/plan/plan_bf16.c \
 	engine/plan/plan_fuse.c engine/plan/plan_fuse_ops.c \
+	engine/plan/plan_fuse_move.c \
 	engine/plan/plan_chunkbuf.c \
 	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \

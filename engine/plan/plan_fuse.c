@@ -18,7 +18,8 @@
  * primitive at creation.
  *
  * This file is the pass: it offers each reference step, in order, to the
- * anchors of the table below (plan_fuse_ops.c, plan_fuse_ln.c); the first
+ * anchors of the table below (plan_fuse_ops.c, plan_fuse_ln.c,
+ * plan_fuse_move.c); the first
  * that takes it builds the fused step with the fusion toolkit
  * (plan_chain.c).  It runs after the int8 and bf16 passes, on what they
  * left, and before the layout pass.
@@ -36,6 +37,7 @@ ss__plan_fuse(ss_plan_t *p, ss_err_t *err)
         ss__fuse_conv,
         ss__fuse_matmul, ss__fuse_softmax, ss__fuse_layernorm,
         ss__fuse_pool, ss__fuse_binary, ss__fuse_transpose,
+        ss__fuse_transpose_reorder,
     };
     ss__fz_t fz;
     int rc = 0;

@@ -600,6 +600,50 @@ test_fusion_prescale(void)
     }
 }
 
+/* x [B,64,160] -> Transpose (1,2,0) -> y [64,160,B], the K^T of torch's
+ * attention: a oneDNN reorder from 16384 elements (batch 2), the
+ * reference copy below (batch 1); y against the element-by-element
+ * answer either way. */
+static void
+test_transpose_reorder(void)
+{
+    mb_t *b = mb_new(17);
+    const int64_t perm[3] = { 1, 2, 0 };
+    Onnx__NodeProto *n;
+    ss_graph_t *g;
+    float *x = malloc(2 * 64 * 160 * sizeof(float));
+
+    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 64, 160 });
+    n = mb_node(b, "Transpose", "kt", "x", "y");
+    mb_attr_ints(b, n, "perm", 3, perm);
+    mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ 64, 160, -1 });
+    g = load_mb(b);
+    ok(g != NULL && x != NULL, "transpose model loads");
+    if (x != NULL)
+        fill(x, 2 * 64 * 160, 5);
+    for (int bs = 1; g != NULL && x != NULL && bs <= 2; bs++) {
+        ss_plan_t *p = NULL;
+        int64_t ny = 0, bad = 0;
+        float *y = run1(g, 1, 3, (int64_t[]){ bs, 64, 160 }, x, &ny, &p);
+
+        for (int i = 0; y != NULL && i < bs; i++)
+            for (int c = 0; c < 64; c++)
+                for (int t = 0; t < 160; t++)
+                    bad += y[(c * 160 + t) * bs + i]
+                           != x[(i * 64 + c) * 160 + t];
+        ok(y != NULL && ny == bs * 64 * 160 && bad == 0,
+           "transpose (1,2,0), batch %d: y[c,t,b] = x[b,c,t] (%lld wrong)",
+           bs, (long long)bad);
+        is_int(has_step(p, "Transpose"), bs == 2,
+               "transpose, batch %d: %s", bs,
+               bs == 2 ? "a oneDNN reorder" : "the reference copy");
+        free(y);
+        ss_plan_free(p);
+    }
+    free(x);
+    ss_graph_free(g);
+}
+
 /* x [B,5,4] -> Transpose (1,0,2) -> Neg -> Transpose (1,0,2) -> Transpose
  * (2,1,0) -> y [4,5,B]: the nn.MultiheadAttention pair [B,T,C] <-> [T,B,C]
  * is a view when B is 1 (no step, no copy), a step when B is 2; the
@@ -886,6 +930,7 @@ main(void)
     test_fusion_attention();
     test_view_transpose();
     test_fusion_prescale();
+    test_transpose_reorder();
     test_budget();
     test_empty();
     return tap_done();
