@@ -508,30 +508,41 @@ test_fusion_cnn_ln_gelu(void)
     ss_graph_free(g);
 }
 
+/* softmax(q k^T) v over x [B,5,4] (q = k = v = x) with k^T an explicit
+ * Transpose; q scaled by c before the product when pre names the op
+ * (Div, Mul), the product after it when post does. */
+static ss_graph_t *
+attention_graph(const char *pre, const char *post, float c)
+{
+    mb_t *b = mb_new(17);
+    const int64_t perm[3] = { 0, 2, 1 };
+    Onnx__NodeProto *n;
+
+    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+    mb_const(b, "c", SS_DTYPE_F32, 0, NULL, &c, 4);
+    if (pre != NULL)
+        mb_node(b, pre, "prescale", "x,c", "q");
+    n = mb_node(b, "Transpose", "kt", "x", "xt");
+    mb_attr_ints(b, n, "perm", 3, perm);
+    mb_node(b, "MatMul", "qk", pre ? "q,xt" : "x,xt", post ? "s0" : "s");
+    if (post != NULL)
+        mb_node(b, post, "scale", "s0,c", "s");
+    n = mb_node(b, "Softmax", "sm", "s", "a");
+    mb_attr_int(b, n, "axis", -1);
+    mb_node(b, "MatMul", "av", "a,x", "y");
+    mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
+    return load_mb(b);
+}
+
 /* softmax(q k^T / sqrt(d)) v with k^T an explicit Transpose. */
 static void
 test_fusion_attention(void)
 {
-    mb_t *b = mb_new(17);
-    const float sd = 2.0f;
-    const int64_t perm[3] = { 0, 2, 1 };
-    Onnx__NodeProto *n;
-    ss_graph_t *g;
+    ss_graph_t *g = attention_graph(NULL, "Div", 2.0f);
     float x[2 * 5 * 4];
     static const char *const want[] = { "Transpose+MatMul+Div", "Softmax",
                                         "MatMul", NULL };
 
-    mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
-    mb_const(b, "sd", SS_DTYPE_F32, 0, NULL, &sd, 4);
-    n = mb_node(b, "Transpose", "kt", "x", "xt");
-    mb_attr_ints(b, n, "perm", 3, perm);
-    mb_node(b, "MatMul", "qk", "x,xt", "s");
-    mb_node(b, "Div", "scale", "s,sd", "s2");
-    n = mb_node(b, "Softmax", "sm", "s2", "a");
-    mb_attr_int(b, n, "axis", -1);
-    mb_node(b, "MatMul", "av", "a,x", "y");
-    mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
-    g = load_mb(b);
     fill(x, sizeof(x) / 4, 2);
     ok(g != NULL, "attention model loads");
     if (g != NULL)
@@ -562,27 +573,13 @@ test_fusion_prescale(void)
         float c;
     } cases[] = { { "Div", "Transpose+MatMul(Div A)", 8.0f },
                   { "Mul", "Transpose+MatMul(Mul A)", 0.3f } };
-    const int64_t perm[3] = { 0, 2, 1 };
     float x[2 * 5 * 4];
 
     fill(x, sizeof(x) / 4, 4);
     for (int i = 0; i < 2; i++) {
-        mb_t *b = mb_new(17);
-        Onnx__NodeProto *n;
-        ss_graph_t *g;
+        ss_graph_t *g = attention_graph(cases[i].op, NULL, cases[i].c);
         const char *want[] = { cases[i].what, "Softmax", "MatMul", NULL };
 
-        mb_input(b, "x", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
-        mb_const(b, "c", SS_DTYPE_F32, 0, NULL, &cases[i].c, 4);
-        mb_node(b, cases[i].op, "scale", "x,c", "q");
-        n = mb_node(b, "Transpose", "kt", "x", "xt");
-        mb_attr_ints(b, n, "perm", 3, perm);
-        mb_node(b, "MatMul", "qk", "q,xt", "s");
-        n = mb_node(b, "Softmax", "sm", "s", "a");
-        mb_attr_int(b, n, "axis", -1);
-        mb_node(b, "MatMul", "av", "a,x", "y");
-        mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){ -1, 5, 4 });
-        g = load_mb(b);
         ok(g != NULL, "prescaled attention (%s) loads", cases[i].op);
         if (g != NULL) {
             ss_plan_t *p = NULL;
