@@ -46,9 +46,10 @@ check_PROGRAMS += tests/unit/test_compress_models
 TESTS += tests/unit/test_compress_models
 tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
 	tests/unit/test_compress.h tests/unit/test_compress_util.h \
+	tests/unit/onnx_build.h \
 	tests/unit/test_compress_data.c
 tests_unit_test_compress_models_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
-	$(LAPACKE_CFLAGS)
+	$(LAPACKE_CFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_compress_models_LDADD = $(SS_COMPRESS_LIBS)
 
 # The training methods (finetune, distill) on the digits MLP.

@@ -238,6 +238,61 @@ channel_axis(const ss_tensor_t *t, int64_t C, bool conv)
     return ax;
 }
 
+/* A pooling op that works on each channel alone: slicing channels before
+ * it slices its output the same way. */
+static bool
+is_channel_pool(const ss_node_t *nd)
+{
+    static const char *const ops[] = { "MaxPool", "AveragePool", "LpPool",
+                                       "GlobalAveragePool", "GlobalMaxPool",
+                                       "GlobalLpPool", NULL };
+    int i;
+
+    /* MaxPool's Indices output would index the unpruned channels. */
+    if (nd->n_outputs != 1)
+        return false;
+    for (i = 0; ops[i] != NULL; i++)
+        if (strcmp(nd->op_type, ops[i]) == 0)
+            return true;
+    return false;
+}
+
+/* ReduceMean/ReduceMax over exactly the spatial axes (2 .. rank - 1) of a
+ * conv activation of that rank: 1 keeping the dims, 2 dropping them
+ * ([N, C]: read like a Flatten's output), 0 anything else. */
+static int
+spatial_reduce(const ss_graph_t *g, const ss_node_t *nd, int rank)
+{
+    const int64_t *ax = NULL;
+    bool hit[SS_MAX_DIMS] = { false };
+    int n, i;
+
+    if ((strcmp(nd->op_type, "ReduceMean") != 0
+         && strcmp(nd->op_type, "ReduceMax") != 0) || rank < 3
+        || rank > SS_MAX_DIMS)
+        return 0;
+    if (nd->n_inputs > 1 && nd->inputs[1] >= 0) {
+        const ss_tensor_t *t = g->values[nd->inputs[1]].constant;
+
+        if (t == NULL || t->dtype != SS_DTYPE_I64)
+            return 0;
+        ax = t->data;
+        n = (int)ss_tensor_numel(t);
+    } else {
+        n = ss__attr_ints(nd, "axes", &ax);
+    }
+    if (n != rank - 2)
+        return 0;
+    for (i = 0; i < n; i++) {
+        int64_t a = ax[i] < 0 ? ax[i] + rank : ax[i];
+
+        if (a < 2 || a >= rank || hit[a])
+            return 0;
+        hit[a] = true;
+    }
+    return ss__attr_int(nd, "keepdims", 1) ? 1 : 2;
+}
+
 /* Tries to build the pair whose producer is layer ai. */
 static int
 find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
@@ -246,6 +301,8 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
     const ss__layer_t *A = &ls[ai];
     bool conv = A->kind == SS__LAYER_CONV;
     int *queue = NULL, *layer_of = NULL, qh = 0, qt = 0, i, j, k, rc = 0;
+    int flat = -1;              /* the Flatten's output, once crossed */
+    int rank = g->values[A->w].constant->ndim;
     char *in_s = NULL, *seen = NULL;
 
     memset(p, 0, sizeof(*p));
@@ -288,11 +345,12 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
                 goto done;
             if (li >= 0) {
                 const ss__layer_t *B = &ls[li];
+                bool bconv = conv && v != flat;
 
                 /* B contracts over the channels: its input 0 only. */
                 if (B->x != v || nd->inputs[1] == v
-                    || (B->kind == SS__LAYER_CONV) != conv
-                    || (conv && ss__attr_int(nd, "group", 1) != 1))
+                    || (B->kind == SS__LAYER_CONV) != bconv
+                    || (bconv && ss__attr_int(nd, "group", 1) != 1))
                     goto done;
                 if (p->h >= 0 && p->h != v)
                     goto done;  /* keep one chain end: simpler scores */
@@ -300,9 +358,19 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
                 p->b[p->n_b++] = li;
                 continue;
             }
-            if (nd->n_outputs != 1 || nd->outputs[0] < 0)
-                goto done;
-            if (is_unary(nd->op_type)) {
+            if (nd->n_outputs != 1 || nd->outputs[0] < 0 || v == flat)
+                goto done;  /* the flattened channels go to Bs only */
+            if (conv && nd->inputs[0] == v && (is_channel_pool(nd)
+                    || spatial_reduce(g, nd, rank) == 1)) {
+                /* per channel: the chain goes on */
+            } else if (conv && nd->inputs[0] == v && flat < 0
+                       && (spatial_reduce(g, nd, rank) == 2
+                           || (strcmp(nd->op_type, "Flatten") == 0
+                               && ss__attr_int(nd, "axis", 1) == 1))) {
+                /* [N, C * S], channel-major: Linear Bs read S columns per
+                 * channel (S from their input size, below). */
+                flat = nd->outputs[0];
+            } else if (is_unary(nd->op_type)) {
                 if (nd->inputs[0] != v)
                     goto done;
                 for (k = 1; k < nd->n_inputs; k++)
@@ -367,6 +435,16 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
         }
     }
     /* And every B must read the chain end only. */
+    if (p->n_b > 0 && p->h == flat) {
+        int64_t K = ls[p->b[0]].n_in;
+
+        if (K % A->n_out != 0)
+            goto done;
+        for (i = 1; i < p->n_b; i++)
+            if (ls[p->b[i]].n_in != K)
+                goto done;
+        p->spatial = K / A->n_out;
+    }
     *ok = p->n_b > 0;
 done:
     ss_free(queue);

@@ -83,6 +83,26 @@ in_axis(const ss__layer_t *l)
     return l->kind == SS__LAYER_CONV ? 1 : l->out_axis == 0 ? 1 : 0;
 }
 
+/* The norm (p = 1 or 2) of B's weights over channel c: over the S
+ * columns a flattened channel has (p->spatial), each times its
+ * activation's standard deviation when sd is given. */
+static double
+b_norm(const ss_graph_t *g, const ss__layer_t *B, const ss__pair_t *p,
+       int64_t c, const double *sd, int pn)
+{
+    const ss_tensor_t *w = g->values[B->w].constant;
+    int64_t S = p->spatial > 0 ? p->spatial : 1, s;
+    double t = 0.0;
+
+    for (s = 0; s < S; s++) {
+        double n = ss__slice_norm(w, in_axis(B), c * S + s, pn)
+                   * (sd != NULL ? sd[c * S + s] : 1.0);
+
+        t += pn == 1 ? n : n * n;
+    }
+    return pn == 1 ? t : sqrt(t);
+}
+
 /* |gamma_c| / sqrt(var_c + eps) of a BatchNormalization on the chain. */
 static double
 bn_scale(const ss_graph_t *g, const ss__pair_t *p, int64_t c)
@@ -220,8 +240,8 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
     const ss__layer_t *A = &ls[p->a];
     int64_t C = A->n_out, nk, c;
     scored_t *sc = NULL;
-    int64_t *keep = NULL;
-    bool *gone = NULL;
+    int64_t *keep = NULL, *kcol = NULL;
+    bool *gone = NULL, *gcol = NULL;
     double *delta = NULL;
     int pn = score == SS_SCORE_L1 ? 1 : 2, i, id, rc = 0;
 
@@ -238,15 +258,17 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
         goto done;
     }
     for (c = 0; c < C; c++) {
+        bool act = score == SS_SCORE_ACTIVATION && p->sd != NULL;
+        /* Flattened, each column has its own spread: inside the norm. */
+        const double *sd = act && p->spatial > 0 ? p->sd : NULL;
         double b = 0.0, a;
 
-        for (i = 0; i < p->n_b; i++) {
-            const ss__layer_t *B = &ls[p->b[i]];
-
-            b += ss__slice_norm(g->values[B->w].constant, in_axis(B), c,
-                            score == SS_SCORE_ACTIVATION ? 2 : pn);
-        }
-        if (score == SS_SCORE_ACTIVATION && p->sd != NULL)
+        for (i = 0; i < p->n_b; i++)
+            b += b_norm(g, &ls[p->b[i]], p, c, sd,
+                        score == SS_SCORE_ACTIVATION ? 2 : pn);
+        if (sd != NULL)
+            a = 1.0;
+        else if (act)
             a = p->sd[c];
         else
             a = ss__slice_norm(g->values[A->w].constant, A->out_axis, c, pn)
@@ -260,6 +282,21 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
     for (c = nk; c < C; c++)
         gone[sc[c].c] = true;
     qsort(keep, (size_t)nk, sizeof(*keep), cmp_i64);
+    /* The Bs' side: a flattened channel c is columns c S .. c S + S - 1. */
+    if (p->spatial > 0) {
+        int64_t S = p->spatial, j;
+
+        if ((kcol = ss_calloc((size_t)(C * S), sizeof(*kcol))) == NULL
+            || (gcol = ss_calloc((size_t)(C * S), sizeof(*gcol))) == NULL) {
+            rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
+            goto done;
+        }
+        for (c = 0; c < nk; c++)
+            for (j = 0; j < S; j++)
+                kcol[c * S + j] = keep[c] * S + j;
+        for (c = 0; c < C * S; c++)
+            gcol[c] = gone[c / S];
+    }
     /* Fold the removed channels' means into every B's bias first, while
      * B's weight still has them. */
     for (i = 0; p->mean != NULL && i < p->n_b; i++) {
@@ -271,8 +308,8 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
             rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
             goto done;
         }
-        ss__lost_bias(g->values[B->w].constant, B->out_axis, in_axis(B), gone,
-                  p->mean, delta);
+        ss__lost_bias(g->values[B->w].constant, B->out_axis, in_axis(B),
+                      gcol != NULL ? gcol : gone, p->mean, delta);
         if ((rc = ss__add_bias(g, B, delta, err)) < 0)
             goto done;
     }
@@ -309,8 +346,10 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
     for (i = 0; i < p->n_b; i++) {
         const ss__layer_t *B = &ls[p->b[i]];
 
-        if ((id = ss__slice_const(g, g->values[B->w].constant, in_axis(B), keep,
-                              nk, err)) < 0) {
+        if ((id = ss__slice_const(g, g->values[B->w].constant, in_axis(B),
+                                  kcol != NULL ? kcol : keep,
+                                  kcol != NULL ? nk * p->spatial : nk,
+                                  err)) < 0) {
             rc = id;
             goto done;
         }
@@ -319,9 +358,19 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
 done:
     ss_free(sc);
     ss_free(keep);
+    ss_free(kcol);
     ss_free(gone);
+    ss_free(gcol);
     ss_free(delta);
     return rc;
+}
+
+/* Entries of h's channel axis: A's channels, times the columns of each
+ * when flattened. */
+static int64_t
+h_cols(const ss__pair_t *p)
+{
+    return p->spatial > 0 ? p->channels * p->spatial : p->channels;
 }
 
 /* Adds tensor t's per-channel sums into sum/sq; *count gets the number of
@@ -373,9 +422,9 @@ ss__prune_stats(ss__cx_t *cx, const ss_graph_t *g, ss__pair_t *ps, int np,
         || (count = ss_calloc((size_t)np, sizeof(double))) == NULL)
         goto nomem;
     for (k = 0; k < np; k++)
-        if ((ps[k].mean = ss_calloc((size_t)ps[k].channels + 1,
+        if ((ps[k].mean = ss_calloc((size_t)h_cols(&ps[k]) + 1,
                                     sizeof(double))) == NULL
-            || (ps[k].sd = ss_calloc((size_t)ps[k].channels + 1,
+            || (ps[k].sd = ss_calloc((size_t)h_cols(&ps[k]) + 1,
                                      sizeof(double))) == NULL)
             goto nomem;
     for (r0 = 0; r0 < ds->rows; r0 += n) {
@@ -391,20 +440,20 @@ ss__prune_stats(ss__cx_t *cx, const ss_graph_t *g, ss__pair_t *ps, int np,
             goto done;
         for (k = 0; k < np; k++) {
             const ss_tensor_t *t = &o[g->n_outputs + k];
-            int ax = ps[k].conv ? 1 : t->ndim - 1;
+            int ax = ps[k].conv && ps[k].spatial == 0 ? 1 : t->ndim - 1;
 
             if (t->dtype != SS_DTYPE_F32 || ax < 0 || ax >= t->ndim
-                || t->dims[ax] != ps[k].channels) {
+                || t->dims[ax] != h_cols(&ps[k])) {
                 rc = ss_err_set(err, SS_EUNSUPP, "pruning: hidden tensor "
                                 "%d is not f32 with %lld channels", k,
-                                (long long)ps[k].channels);
+                                (long long)h_cols(&ps[k]));
                 goto done;
             }
             accumulate(t, ax, ps[k].mean, ps[k].sd, &count[k]);
         }
     }
     for (k = 0; k < np; k++)
-        for (ch = 0; ch < ps[k].channels; ch++) {
+        for (ch = 0; ch < h_cols(&ps[k]); ch++) {
             double m = ps[k].mean[ch] / count[k];
             double v = ps[k].sd[ch] / count[k] - m * m;
 

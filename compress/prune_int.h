@@ -24,8 +24,13 @@ typedef struct ss__pair {
     int h;                      /* B's input value (chain end) */
     bool conv;
     int64_t channels;
-    double *mean, *sd;          /* of h per channel on calibration data,
-                                 * or NULL without it */
+    int64_t spatial;            /* > 0: the Bs are Linear layers reading A's
+                                 * channels flattened (Flatten, or a mean
+                                 * over H, W), spatial columns per channel:
+                                 * h is [N, channels * spatial] */
+    double *mean, *sd;          /* of h per channel (per column of h when
+                                 * spatial) on calibration data, or NULL
+                                 * without it */
 } ss__pair_t;
 
 /* The first qualifying pair (in node order) whose A does not write a

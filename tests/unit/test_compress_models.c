@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "tests/unit/onnx_build.h"
 #include "tests/unit/test_compress_util.h"
 
 static void
@@ -142,6 +143,157 @@ test_prune_heads_exact(const ss_graph_t *src, tc_data_t *val)
     ss_graph_free(g);
 }
 
+static uint32_t cnn_seed = 5;
+
+static float
+cnn_rand(void)
+{
+    cnn_seed = cnn_seed * 1664525u + 1013904223u;
+    return (float)((cnn_seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+/* n random floats in [-s, s); channels dead % 2 == odd of a [C, ...]
+ * conv weight (or its bias) are dead: 0 (-1 for a bias: ReLU gives 0). */
+static float *
+cnn_param(int64_t n, int64_t C, float s, int dead, bool bias)
+{
+    float *v = malloc((size_t)n * sizeof(float));
+    int64_t i;
+
+    for (i = 0; v != NULL && i < n; i++) {
+        int64_t c = i / (n / C);
+
+        v[i] = dead >= 0 && c % 2 == dead ? (bias ? -1.0f : 0.0f)
+                                          : cnn_rand() * s;
+    }
+    return v;
+}
+
+/*
+ * x[N,1,8,8] -> c1 1->8 (+b) -> Relu -> MaxPool 2 -> c2 8->8 (+b) -> Relu
+ *   -> Flatten [N,128] -> fc 128->10                       (output y)
+ * c1's odd and c2's even channels are dead (zero weights, bias -1), and
+ *   x -> c3 1->8 (+b) -> Relu -> ReduceMean(H, W) [N,8] -> fc2 8->10 (z)
+ * with c3's odd channels dead.  Structured 50% must remove exactly the
+ * dead channels through the MaxPool, the Flatten (16 columns of fc per
+ * channel) and the spatial mean, leaving the outputs as they were.
+ */
+static ss_graph_t *
+dead_cnn(void)
+{
+    static const struct { const char *n; int64_t d[4]; int nd, dead;
+                           bool bias; float s; } p[] = {
+        { "w1", { 8, 1, 3, 3 }, 4, 1, false, 0.6f },
+        { "b1", { 8 }, 1, 1, true, 0.3f },
+        { "w2", { 8, 8, 3, 3 }, 4, 0, false, 0.3f },
+        { "b2", { 8 }, 1, 0, true, 0.3f },
+        { "wf", { 10, 128 }, 2, -1, false, 0.2f },
+        { "bf", { 10 }, 1, -1, false, 0.1f },
+        { "w3", { 8, 1, 3, 3 }, 4, 1, false, 0.6f },
+        { "b3", { 8 }, 1, 1, true, 0.3f },
+        { "wg", { 10, 8 }, 2, -1, false, 0.5f },
+    };
+    const int64_t k2[2] = { 2, 2 }, pads[4] = { 1, 1, 1, 1 }, hw[2] = { 2, 3 };
+    mb_t *b = mb_new(13);
+    Onnx__NodeProto *n;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    uint8_t *buf;
+    size_t len, i;
+
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, 8, 8 });
+    for (i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+        int64_t numel = 1;
+        float *v;
+        int d;
+
+        for (d = 0; d < p[i].nd; d++)
+            numel *= p[i].d[d];
+        v = cnn_param(numel, p[i].d[0], p[i].s, p[i].dead, p[i].bias);
+        mb_init_f32(b, p[i].n, p[i].nd, p[i].d, v);
+        free(v);
+    }
+    n = mb_node(b, "Conv", "c1", "x,w1,b1", "c1");
+    mb_attr_ints(b, n, "pads", 4, pads);
+    mb_node(b, "Relu", "r1", "c1", "r1");
+    n = mb_node(b, "MaxPool", "mp", "r1", "p1");
+    mb_attr_ints(b, n, "kernel_shape", 2, k2);
+    mb_attr_ints(b, n, "strides", 2, k2);
+    n = mb_node(b, "Conv", "c2", "p1,w2,b2", "c2");
+    mb_attr_ints(b, n, "pads", 4, pads);
+    mb_node(b, "Relu", "r2", "c2", "r2");
+    mb_node(b, "Flatten", "fl", "r2", "f");
+    n = mb_node(b, "Gemm", "fc", "f,wf,bf", "y");
+    mb_attr_int(b, n, "transB", 1);
+    n = mb_node(b, "Conv", "c3", "x,w3,b3", "c3");
+    mb_attr_ints(b, n, "pads", 4, pads);
+    mb_node(b, "Relu", "r3", "c3", "r3");
+    n = mb_node(b, "ReduceMean", "gap", "r3", "m3");
+    mb_attr_ints(b, n, "axes", 2, hw);
+    mb_attr_int(b, n, "keepdims", 0);
+    n = mb_node(b, "Gemm", "fc2", "m3,wg", "z");
+    mb_attr_int(b, n, "transB", 1);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    mb_output(b, "z", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("dead_cnn: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    return g;
+}
+
+static void
+test_prune_cnn_flatten(void)
+{
+    ss_graph_t *g = dead_cnn();
+    ss_tensor_t x = { .dtype = SS_DTYPE_F32, .ndim = 4,
+                      .dims = { 64, 1, 8, 8 } };
+    ss_dataset_t ds = { .n_inputs = 1, .inputs = &x, .rows = 64 };
+    ss_compress_result_t res;
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    int64_t i;
+    int sc, rc;
+
+    if (g == NULL || (x.data = malloc(64 * 64 * sizeof(float))) == NULL) {
+        ok(0, "the dead-channel CNN builds");
+        ss_graph_free(g);
+        return;
+    }
+    for (i = 0; i < 64 * 64; i++)
+        ((float *)x.data)[i] = cnn_rand() * 2.0f;
+    /* Activation scores need the calibration data; weight norms do not. */
+    for (sc = 0; sc < 2; sc++) {
+        ss_method_default(&m, SS_METHOD_PRUNE);
+        m.u.prune.kind = SS_PRUNE_STRUCTURED;
+        m.u.prune.sparsity = 0.5;
+        m.u.prune.score = sc ? SS_SCORE_ACTIVATION : SS_SCORE_L2;
+        rc = run1(g, &m, 1, sc ? &ds : NULL, &ds, &no_gate, &res, &err);
+        is_int(rc, 0, "structured 50%% through pools and Flatten: %s",
+               err.msg);
+        if (res.variant != NULL) {
+            is_int(weight_dim(res.variant, "c1", 0), 4, "c1 keeps 4 of 8");
+            is_int(weight_dim(res.variant, "c2", 1), 4,
+                   "c2 reads 4 channels through the MaxPool");
+            is_int(weight_dim(res.variant, "c2", 0), 4, "c2 keeps 4 of 8");
+            is_int(weight_dim(res.variant, "fc", 1), 64,
+                   "fc reads 4 channels x 16 through the Flatten");
+            is_int(weight_dim(res.variant, "c3", 0), 4, "c3 keeps 4 of 8");
+            is_int(weight_dim(res.variant, "fc2", 1), 4,
+                   "fc2 reads 4 channels through the spatial mean");
+            ok(res.variant_eval.agreement == 1.0
+               && res.variant_eval.max_relative_error < 1e-5,
+               "removing the dead channels changes nothing (%s scores, "
+               "rel err %g)", sc ? "activation" : "weight",
+               res.variant_eval.max_relative_error);
+        }
+        ss_compress_result_clear(&res);
+    }
+    free(x.data);
+    ss_graph_free(g);
+}
+
 static void
 test_lowrank(void)
 {
@@ -203,6 +355,7 @@ int
 main(void)
 {
     test_prune_cnn();
+    test_prune_cnn_flatten();
     test_lowrank();
     return tap_done();
 }
