@@ -302,8 +302,14 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
 
     if ((rc = ss__dnn_build_start(&b, "pooling", err)) < 0)
         goto done;
-    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
-        (rc = check_dims(4, sd, err, b.what)) < 0)
+    /* max pooling also on int8: the maximum of quantized values is the
+     * quantized maximum (plan_qdq.c moves a QuantizeLinear before it) */
+    if (d->alg == SS_DNN_POOL_MAX && (d->dtype == SS_DTYPE_U8
+                                      || d->dtype == SS_DTYPE_I8))
+        dt = ss__dnn_dtype(d->dtype);
+    else if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0)
+        goto done;
+    if ((rc = check_dims(4, sd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_pool_geom(d, &alg, &win, dd, err, b.what)) < 0 ||
         (rc = check_dims(4, dd, err, b.what)) < 0)

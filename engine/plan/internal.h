@@ -471,6 +471,11 @@ int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
+/* The oneDNN pooling of a MaxPool/AveragePool/GlobalAveragePool step over
+ * its 4-D source (dtype the source's, layout PLAIN): 1, or 0 when the
+ * step has another op or attributes oneDNN does not take. */
+int ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
+                     ss_dnn_pool_desc_t *d);
 int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
 /* A channels-first/last Transpose whose source a oneDNN step wrote in
  * the other order: absorbed into that step (plan_fuse_ops.c). */

@@ -45,3 +45,9 @@ tests_unit_test_layout_SOURCES = tests/unit/test_layout.c \
 	tests/unit/onnx_build.h
 tests_unit_test_layout_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_layout_LDADD = $(SS_ENGINE_LIBS)
+check_PROGRAMS += tests/unit/test_qdq_pool
+TESTS += tests/unit/test_qdq_pool
+tests_unit_test_qdq_pool_SOURCES = tests/unit/test_qdq_pool.c \
+	tests/unit/onnx_build.h
+tests_unit_test_qdq_pool_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_qdq_pool_LDADD = $(SS_ENGINE_LIBS)

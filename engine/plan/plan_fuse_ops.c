@@ -592,6 +592,47 @@ ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
 }
 
 int
+ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
+                 ss_dnn_pool_desc_t *d)
+{
+    const ss_tensor_t *x = ss__plan_tensor(p, st->in[0]);
+    int global = ss__plan_is_op(st, "GlobalAveragePool");
+    int64_t pads[4];
+
+    memset(d, 0, sizeof(*d));
+    if (!(global || ss__plan_is_op(st, "MaxPool")
+          || ss__plan_is_op(st, "AveragePool"))
+        || x->ndim != 4 || ss_tensor_numel(x) == 0)
+        return 0;
+    d->dtype = x->dtype;
+    d->n = x->dims[0];
+    d->c = x->dims[1];
+    d->ih = x->dims[2];
+    d->iw = x->dims[3];
+    if (global) {
+        d->alg = SS_DNN_POOL_AVG_EXCLUDE;
+        d->kernel[0] = d->ih;
+        d->kernel[1] = d->iw;
+        return 1;
+    }
+    if (ss__attr_int(st->node, "ceil_mode", 0) != 0
+        || ss__attr_int(st->node, "storage_order", 0) != 0
+        || !ss__fz_attr_n(st->node, "kernel_shape", 0, d->kernel, 2)
+        || !ss__fz_attr_n(st->node, "strides", 1, d->stride, 2)
+        || !ss__fz_attr_n(st->node, "dilations", 1, d->dilation, 2)
+        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4) || d->kernel[0] <= 0)
+        return 0;
+    d->pad_begin[0] = pads[0];
+    d->pad_begin[1] = pads[1];
+    d->pad_end[0] = pads[2];
+    d->pad_end[1] = pads[3];
+    d->alg = ss__plan_is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
+             : ss__attr_int(st->node, "count_include_pad", 0)
+               ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
+    return 1;
+}
+
+int
 ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
 {
     ss_plan_t *p = fz->p;
@@ -599,42 +640,11 @@ ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
     ss_dnn_pool_desc_t d = { 0 };
     ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
-    const ss_tensor_t *x;
-    int64_t pads[4];
-    int global = ss__plan_is_op(st, "GlobalAveragePool"), rc;
+    int rc;
 
-    if (!(global || ss__plan_is_op(st, "MaxPool")
-          || ss__plan_is_op(st, "AveragePool"))
-        || !f32(fz, st->in[0]) || !only_out0(fz, st)
-        || !ss__fz_notset(st->node))
+    if (!f32(fz, st->in[0]) || !only_out0(fz, st)
+        || !ss__fz_notset(st->node) || !ss__fz_pool_desc(p, st, &d))
         return 0;
-    x = ss__plan_tensor(p, st->in[0]);
-    if (x->ndim != 4 || ss_tensor_numel(x) == 0)
-        return 0;
-    d.n = x->dims[0];
-    d.c = x->dims[1];
-    d.ih = x->dims[2];
-    d.iw = x->dims[3];
-    if (global) {
-        d.alg = SS_DNN_POOL_AVG_EXCLUDE;
-        d.kernel[0] = d.ih;
-        d.kernel[1] = d.iw;
-    } else {
-        if (ss__attr_int(st->node, "ceil_mode", 0) != 0
-            || ss__attr_int(st->node, "storage_order", 0) != 0
-            || !ss__fz_attr_n(st->node, "kernel_shape", 0, d.kernel, 2)
-            || !ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
-            || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
-            || !ss__fz_attr_n(st->node, "pads", 0, pads, 4) || d.kernel[0] <= 0)
-            return 0;
-        d.pad_begin[0] = pads[0];
-        d.pad_begin[1] = pads[1];
-        d.pad_end[0] = pads[2];
-        d.pad_end[1] = pads[3];
-        d.alg = ss__plan_is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
-                : ss__attr_int(st->node, "count_include_pad", 0)
-                  ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
-    }
     /* one layout for src and dst: the source's, when the output may
      * have it too */
     d.layout = ss__lay_follow(fz, st->in[0], st->out[0]);

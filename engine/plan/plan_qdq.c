@@ -581,18 +581,150 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
     return 1;
 }
 
+/* The one step that reads v (not a graph output, no views), or -1. */
+static int
+sole_reader(const ss_plan_t *p, int v)
+{
+    int r = -1;
+
+    if (ss__plan_is_graph_out(p, v) || ss__plan_has_views(p, v))
+        return -1;
+    for (int s = 0; s < p->n_steps; s++)
+        for (int k = 0; k < p->steps[s].n_in; k++)
+            if (p->steps[s].in[k] == v) {
+                if (r >= 0 && r != s)
+                    return -1;
+                r = s;
+            }
+    return r;
+}
+
+/* MaxPool -> QuantizeLinear (per tensor) becomes QuantizeLinear ->
+ * MaxPool on int8: Q(max x) = max Q(x) exactly, Q being monotone.  The Q
+ * then ends the chain of the conv before the pool (take_q), which writes
+ * int8, the pool runs on int8 (a quarter of the bytes) and the data stay
+ * int8 up to the next int8 layer, where otherwise the conv wrote f32, the
+ * pool ran on f32 and a reorder quantized its result.  The pool becomes
+ * an int8 oneDNN step here (NCHW; int8_pool moves it to NHWC behind an
+ * NHWC int8 conv); where oneDNN cannot build it nothing moves.  The two
+ * steps trade places in the step array: nothing between them reads the
+ * pool's f32 result (the Q was its only reader). */
+static int
+hoist_q(ss_plan_t *p, int s, ss_err_t *err)
+{
+    ss_step_t *pool = &p->steps[s], *q, tmp;
+    ss_dnn_pool_desc_t d;
+    ss_dnn_prim_t *prim = NULL;
+    const ss_tensor_t *z;
+    int sq, x, m, y, xq, rc;
+
+    if (pool->kind != SS_STEP_REF || !ss__plan_is_op(pool, "MaxPool")
+        || pool->n_in != 1 || pool->out[0] < 0
+        || (pool->n_out > 1 && pool->out[1] >= 0)
+        || !ss__fz_pool_desc(p, pool, &d) || d.dtype != SS_DTYPE_F32)
+        return 0;
+    x = pool->in[0];
+    m = pool->out[0];
+    if ((sq = sole_reader(p, m)) < 0)
+        return 0;
+    q = &p->steps[sq];
+    if (q->kind != SS_STEP_REF || !ss__plan_is_op(q, "QuantizeLinear")
+        || q->in[0] != m || q->n_in < 2 || q->out[0] < 0
+        || !ss__fz_const_of(p, q->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(ss__plan_tensor(p, q->in[1])) != 1)
+        return 0;
+    if (q->n_in > 2 && q->in[2] >= 0
+        && (!ss__fz_is_const(p, q->in[2])
+            || ss_tensor_numel(ss__plan_tensor(p, q->in[2])) != 1))
+        return 0;
+    y = q->out[0];
+    z = ss__plan_tensor(p, y);
+    d.dtype = z->dtype;
+    if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    if ((xq = ss__plan_add_value(p, x, d.dtype, SS_DNN_PLAIN, err)) < 0) {
+        ss_dnn_prim_free(prim);
+        return xq;
+    }
+    pool = &p->steps[s];
+    q = &p->steps[sq];
+    tmp = *pool;
+    *pool = *q;
+    *q = tmp;
+    pool = &p->steps[sq];       /* the pool, now after the Q */
+    q = &p->steps[s];
+    q->in[0] = x;
+    q->out[0] = xq;
+    pool->in[0] = xq;
+    pool->out[0] = y;
+    pool->kind = SS_STEP_DNN;
+    pool->prim = prim;
+    snprintf(pool->what, sizeof(pool->what), "int8 MaxPool");
+    if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+        p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+    return 1;
+}
+
+/* An int8 MaxPool (hoist_q) whose source an int8 conv wrote NHWC: pools
+ * that NHWC copy into an NHWC result, the next int8 conv's source
+ * (twin), with a conversion to NCHW for any other reader. */
+static int
+int8_pool(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
+{
+    ss_step_t *st = &p->steps[s], ref;
+    ss_dnn_convert_desc_t cd = { .ndim = 4, .src_nhwc = 1 };
+    ss_dnn_pool_desc_t d;
+    ss_dnn_prim_t *prim = NULL;
+    int xs, ys, y, rc;
+
+    if (st->kind != SS_STEP_DNN || strcmp(st->what, "int8 MaxPool") != 0
+        || (xs = twin_of(qp, st->in[0])) < 0)
+        return 0;
+    ref = *st;                  /* the node's geometry, read as hoist_q did */
+    ref.kind = SS_STEP_REF;
+    if (!ss__fz_pool_desc(p, &ref, &d))
+        return 0;
+    y = st->out[0];
+    d.layout = SS_DNN_NHWC;
+    if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);   /* stays NCHW */
+    if ((ys = ss__plan_add_value(p, y, d.dtype, SS_DNN_NHWC, err)) < 0) {
+        ss_dnn_prim_free(prim);
+        return ys;
+    }
+    st = &p->steps[s];
+    ss_dnn_prim_free(st->prim);
+    st->prim = prim;
+    st->in[0] = xs;
+    st->out[0] = ys;
+    if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+        p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+    cd.src_dtype = cd.dst_dtype = d.dtype;
+    memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
+    if ((rc = ss__plan_ins_convert(p, &qp->il, s, 1, &cd, ys, y, "to NCHW",
+                                   err)) < 0)
+        return rc;
+    twin_add(qp, y, ys);
+    return 1;
+}
+
 int
 ss__plan_int8(ss_plan_t *p, ss_err_t *err)
 {
-    ss__fz_t fz;
+    ss__fz_t fz = { 0 };
     qpass_t qp = { 0 };
     int rc = 0;
 
+    for (int s = 0; s < p->n_steps; s++)
+        if ((rc = hoist_q(p, s, err)) < 0)
+            goto done;
     if (ss__fz_init(&fz, p) < 0) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");
         goto done;
     }
     for (int s = 0; s < p->n_steps; s++) {
+        if ((rc = int8_pool(p, s, &qp, err)) < 0)
+            goto done;
         if (p->steps[s].kind != SS_STEP_REF)
             continue;
         if ((rc = int8_linear(&fz, s, err)) < 0)

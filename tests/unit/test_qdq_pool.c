@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * int8 max pooling between int8 convs (plan_qdq.c, hoist_q/int8_pool):
+ * the QDQ pattern every CNN quantizer writes,
+ *
+ *   Q -> DQ -> Conv -> Relu -> MaxPool -> Q -> DQ -> Conv ...
+ *
+ * must compile to convs that write u8 and pools that run on u8 NHWC
+ * (one step each, no f32 pool and no quantizing reorder between them),
+ * and give the reference kernels' answer (SS_ENGINE_NO_FUSION=1: each
+ * Q, DQ, Conv, MaxPool as ONNX defines it) within the int8 path's usual
+ * bound: two quantization steps of the last conv's input through its
+ * weights.  A MaxPool read by more than the Q stays f32.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/plan/internal.h"
+#include "tests/tap.h"
+#include "tests/unit/onnx_build.h"
+
+#define N 32
+#define HW 12
+
+static uint32_t seed = 11;
+
+static float
+frand(void)
+{
+    seed = seed * 1664525u + 1013904223u;
+    return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+/* An s8 conv weight [oc, ic, k, k] behind a DequantizeLinear with one
+ * scale per output channel: value name "<name>" (f32); returns max over
+ * output channels of sum |w| (real units). */
+static double
+qweight(mb_t *b, const char *name, int64_t oc, int64_t ic, int64_t k)
+{
+    int64_t dims[4] = { oc, ic, k, k }, n = oc * ic * k * k, per = n / oc;
+    int8_t *w = malloc((size_t)n);
+    float *sc = malloc((size_t)oc * sizeof(float));
+    char wq[64], ws[64];
+    Onnx__NodeProto *nd;
+    double worst = 0;
+
+    for (int64_t o = 0; o < oc; o++) {
+        double row = 0;
+
+        sc[o] = (0.5f + 0.5f * fabsf(frand())) / (float)(8 * per);
+        for (int64_t i = 0; i < per; i++) {
+            w[o * per + i] = (int8_t)lrintf(frand() * 127.0f);
+            row += fabs((double)w[o * per + i] * sc[o]);
+        }
+        worst = row > worst ? row : worst;
+    }
+    snprintf(wq, sizeof(wq), "%s_q", name);
+    snprintf(ws, sizeof(ws), "%s_s", name);
+    mb_init(b, wq, SS_DTYPE_I8, 4, dims, w, (size_t)n);
+    mb_init_f32(b, ws, 1, &oc, sc);
+    snprintf(wq, sizeof(wq), "%s_q,%s_s", name, name);
+    nd = mb_node(b, "DequantizeLinear", NULL, wq, name);
+    mb_attr_int(b, nd, "axis", 0);
+    free(w);
+    free(sc);
+    return worst;
+}
+
+/* x -> Q/DQ (u8 zero point 0 after a ReLU, s8 for the input) named
+ * "<x>_dq"; the scale s. */
+static void
+qdq(mb_t *b, const char *x, float s, int u8)
+{
+    char in[256], out[64], sn[32], zn[32];
+    uint8_t z = 0;
+
+    snprintf(sn, sizeof(sn), "%s_sc", x);
+    snprintf(zn, sizeof(zn), "%s_zp", x);
+    mb_init_f32(b, sn, 0, NULL, &s);
+    mb_init(b, zn, u8 ? SS_DTYPE_U8 : SS_DTYPE_I8, 0, NULL, &z, 1);
+    snprintf(in, sizeof(in), "%s,%s,%s", x, sn, zn);
+    snprintf(out, sizeof(out), "%s_q", x);
+    mb_node(b, "QuantizeLinear", NULL, in, out);
+    snprintf(in, sizeof(in), "%s_q,%s,%s", x, sn, zn);
+    snprintf(out, sizeof(out), "%s_dq", x);
+    mb_node(b, "DequantizeLinear", NULL, in, out);
+}
+
+static void
+conv(mb_t *b, const char *ins, const char *out, int64_t pad)
+{
+    Onnx__NodeProto *n = mb_node(b, "Conv", NULL, ins, out);
+    const int64_t pads[4] = { pad, pad, pad, pad };
+
+    if (pad)
+        mb_attr_ints(b, n, "pads", 4, pads);
+}
+
+static void
+maxpool(mb_t *b, const char *in, const char *out)
+{
+    const int64_t k2[2] = { 2, 2 };
+    Onnx__NodeProto *n = mb_node(b, "MaxPool", NULL, in, out);
+
+    mb_attr_ints(b, n, "kernel_shape", 2, k2);
+    mb_attr_ints(b, n, "strides", 2, k2);
+}
+
+/* x[N,1,12,12] -> c1 1->16 -> Relu -> MaxPool -> c2 16->32 -> Relu ->
+ * MaxPool -> c3 32->8 1x1 -> y[N,8,3,3], Q/DQ before every conv.  With
+ * tap, pool 1's f32 result is also a graph output (it must stay f32).
+ * *bound: two steps of c3's input scale through c3's weights. */
+static ss_graph_t *
+build(int tap, double *bound)
+{
+    mb_t *b = mb_new(13);
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    uint8_t *buf;
+    size_t len;
+    float bias[32];
+    int64_t c16 = 16, c32 = 32, c8 = 8;
+    const float s2 = 1.0f / 64;
+    double w3;
+
+    for (int i = 0; i < 32; i++)
+        bias[i] = 0.05f * frand();
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, HW, HW });
+    qweight(b, "w1", 16, 1, 3);
+    qweight(b, "w2", 32, 16, 3);
+    w3 = qweight(b, "w3", 8, 32, 1);
+    mb_init_f32(b, "b1", 1, &c16, bias);
+    mb_init_f32(b, "b2", 1, &c32, bias);
+    mb_init_f32(b, "b3", 1, &c8, bias);
+    qdq(b, "x", 1.0f / 64, 0);
+    conv(b, "x_dq,w1,b1", "c1", 1);
+    mb_node(b, "Relu", NULL, "c1", "r1");
+    maxpool(b, "r1", "p1");
+    qdq(b, "p1", 1.0f / 64, 1);
+    conv(b, "p1_dq,w2,b2", "c2", 1);
+    mb_node(b, "Relu", NULL, "c2", "r2");
+    maxpool(b, "r2", "p2");
+    qdq(b, "p2", s2, 1);
+    conv(b, "p2_dq,w3,b3", "y", 0);
+    mb_output(b, "y", SS_DTYPE_F32, 4, (int64_t[]){ -1, 8, 3, 3 });
+    if (tap)
+        mb_output(b, "p1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 6, 6 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    *bound = 2.0 * s2 * w3 + 1e-5;
+    return g;
+}
+
+/* Compiles g (reference kernels only when ref) for x and runs it: y gets
+ * output 0 (N * 72 floats); the plan is kept in *keep. */
+static int
+run(const ss_graph_t *g, int ref, const float *x, float *y, ss_plan_t **keep)
+{
+    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 4,
+                       .dims = { N, 1, HW, HW } };
+    ss_tensor_t out[2];
+    float *extra = NULL;
+    ss_exec_ctx_t *c = NULL;
+    ss_err_t err = { 0 };
+    int rc;
+
+    memset(out, 0, sizeof(out));
+    in.data = (void *)x;
+    if (ref)
+        setenv("SS_ENGINE_NO_FUSION", "1", 1);
+    rc = ss_plan_new(g, &in, keep, &err);
+    unsetenv("SS_ENGINE_NO_FUSION");
+    if (rc < 0 || (rc = ss_exec_ctx_new(1, &c, &err)) < 0) {
+        tap_diag("compile: %s", err.msg);
+        goto done;
+    }
+    for (int k = 0; k < g->n_outputs && k < 2; k++) {
+        const ss_io_info_t *oi = ss_plan_output(*keep, k);
+
+        out[k].dtype = oi->dtype;
+        out[k].ndim = oi->ndim;
+        memcpy(out[k].dims, oi->dims, sizeof(oi->dims));
+    }
+    out[0].data = y;
+    if (g->n_outputs > 1
+        && (out[1].data = extra = calloc((size_t)ss_tensor_numel(&out[1]),
+                                         sizeof(float))) == NULL)
+        abort();
+    if ((rc = ss_plan_run(*keep, c, &in, out, &err)) < 0)
+        tap_diag("run: %s", err.msg);
+done:
+    free(extra);
+    ss_exec_ctx_free(c);
+    return rc;
+}
+
+static int
+count_steps(const ss_plan_t *p, const char *what, int exact)
+{
+    int n = 0;
+
+    for (int s = 0; s < p->n_steps; s++)
+        if (p->steps[s].kind == SS_STEP_DNN
+            && (exact ? strcmp(p->steps[s].what, what) == 0
+                      : strstr(p->steps[s].what, what) != NULL))
+            n++;
+    return n;
+}
+
+static void
+test_pool(int tap)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float yi[N * 72], yr[N * 72];
+    ss_plan_t *pi = NULL, *pr = NULL;
+    ss_graph_t *g;
+    double bound, d = 0, m = 0;
+
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
+    g = build(tap, &bound);
+    if (g == NULL || run(g, 0, x, yi, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
+        ok(0, "the QDQ CNN compiles and runs");
+        goto done;
+    }
+    for (int s = 0; s < pi->n_steps; s++)
+        if (pi->steps[s].kind == SS_STEP_DNN)
+            tap_diag("%s: %s on %s", tap ? "tapped" : "plain",
+                     pi->steps[s].what, ss_dnn_prim_impl(pi->steps[s].prim));
+    if (!tap) {
+        is_int(count_steps(pi, "int8 MaxPool", 1), 2,
+               "both pools run on int8");
+        is_int(count_steps(pi, "+Q", 0), 2,
+               "the convs before them write int8 (Q as a post-op)");
+        is_int(count_steps(pi, "Quantize", 0), 1,
+               "no quantizing reorder but the input's");
+    } else {
+        is_int(count_steps(pi, "int8 MaxPool", 1), 1,
+               "a pool whose f32 result is an output stays f32");
+    }
+    for (int i = 0; i < N * 72; i++) {
+        double e = fabs((double)yi[i] - yr[i]);
+
+        d = e > d ? e : d;
+        m = fabs(yr[i]) > m ? fabs(yr[i]) : m;
+    }
+    ok(m > 0.1 && d <= bound, "%s: int8 plan vs reference QDQ max |diff| "
+       "%.3g <= %.3g (max |y| %.3g)", tap ? "tapped" : "plain", d, bound, m);
+done:
+    ss_plan_free(pi);
+    ss_plan_free(pr);
+    ss_graph_free(g);
+    free(x);
+}
+
+int
+main(void)
+{
+    test_pool(0);
+    test_pool(1);
+    return tap_done();
+}
