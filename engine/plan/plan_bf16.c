@@ -36,6 +36,7 @@ typedef struct brec {
     ss_dnn_qconv_desc_t cd;
     float *owned[2];        /* buffers the descriptors point at */
     int nhwc;               /* conv reading and writing NHWC */
+    int pool;               /* a MaxPool behind a bf16 conv (bf16_pools) */
 } brec_t;
 
 typedef struct bpass {
@@ -194,7 +195,30 @@ done:
     return rc;
 }
 
+/* A MaxPool step: recorded as a candidate to run on bf16 (bf16_pools
+ * decides). */
+static int
+bf16_pool_rec(ss_plan_t *p, int s, bpass_t *bp, ss_err_t *err)
+{
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_pool_desc_t d;
+    brec_t *r;
+
+    if (!ss__plan_is_op(st, "MaxPool") || st->n_in != 1 || st->out[0] < 0
+        || (st->n_out > 1 && st->out[1] >= 0)
+        || !ss__fz_pool_desc(p, st, &d) || d.dtype != SS_DTYPE_F32)
+        return 0;
+    if ((r = brec_new(bp)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
+    r->step = s;
+    r->src = st->in[0];
+    r->nhwc = 1;
+    r->pool = 1;
+    return 1;
+}
+
 /* Whether v (written by a bf16 step in NHWC or not) is read only by bf16
+ * steps, as their source, in the same layout. *//* Whether v (written by a bf16 step in NHWC or not) is read only by bf16
  * steps, as their source, in the same layout. */
 static int
 only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
@@ -218,6 +242,94 @@ only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
     return readers > 0;
 }
 
+/* Steps reading v, graph outputs and views counted as readers too. */
+static int
+readers(const ss_plan_t *p, int v)
+{
+    int n = ss__plan_is_graph_out(p, v) || ss__plan_has_views(p, v);
+
+    for (int s = 0; s < p->n_steps; s++)
+        for (int k = 0; k < p->steps[s].n_in; k++)
+            n += p->steps[s].in[k] == v;
+    return n;
+}
+
+/* A pool of bf16_pools whose source stayed f32 (its conv could not write
+ * bf16) goes back to the f32 fusion; the others write bf16. */
+static void
+bf16_pools_settle(ss_plan_t *p, bpass_t *bp, int *rec_at)
+{
+    for (int i = 0; i < bp->n; i++) {
+        brec_t *r = &bp->r[i];
+        ss_step_t *st = &p->steps[r->step];
+        int y = st->out[0];
+
+        if (!r->pool || rec_at[r->step] != i)
+            continue;
+        if (p->vals[r->src].t.dtype != SS_DTYPE_BF16) {
+            ss_dnn_prim_free(st->prim);
+            st->prim = NULL;
+            st->kind = SS_STEP_REF;
+            st->what[0] = '\0';
+            rec_at[r->step] = -1;
+            continue;
+        }
+        p->vals[y].t.dtype = SS_DTYPE_BF16;
+        (void)ss__tensor_bytes(&p->vals[y].t, &p->vals[y].bytes);
+    }
+}
+
+/* A MaxPool between an NHWC bf16 conv (its only reader) and bf16 steps
+ * (its only readers) runs on bf16 NHWC: max(bf16(x)) = bf16(max x), the
+ * rounding being monotone, so the conv writes bf16 and the pool reads
+ * it, where the conv wrote f32, the layout pass reordered it to NCHW for
+ * an f32 pool and a conversion made bf16 NHWC again for the next conv
+ * (the 28x28 CNN: 3 of those per pool).  The pool's primitive is built
+ * here, before anything depends on it; a candidate that does not qualify
+ * is dropped (rec_at -1: its step stays for the f32 fusion). */
+static int
+bf16_pools(ss_plan_t *p, bpass_t *bp, int *rec_at, ss_err_t *err)
+{
+    /* a pool reading a pool's result: not counted as a bf16 reader */
+    for (int i = 0; i < bp->n; i++)
+        if (bp->r[i].pool)
+            rec_at[bp->r[i].step] = -1;
+    for (int i = 0; i < bp->n; i++) {
+        brec_t *r = &bp->r[i];
+        ss_step_t *st = &p->steps[r->step], ref;
+        ss_dnn_pool_desc_t d;
+        ss_dnn_prim_t *prim = NULL;
+        int prod = -1, rc;
+
+        if (!r->pool)
+            continue;
+        for (int j = 0; j < bp->n; j++)
+            if (!bp->r[j].pool && bp->r[j].nhwc
+                && p->steps[bp->r[j].step].out[0] == r->src)
+                prod = j;
+        ref = *st;
+        if (prod < 0 || readers(p, r->src) != 1
+            || !only_bf16_readers(p, bp, rec_at, st->out[0], 1)
+            || !ss__fz_pool_desc(p, &ref, &d))
+            continue;
+        d.dtype = SS_DTYPE_BF16;
+        d.layout = SS_DNN_NHWC;
+        if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0) {
+            if ((rc = ss__fz_fallback(rc, err)) < 0)
+                return rc;
+            continue;
+        }
+        st->kind = SS_STEP_DNN;
+        st->prim = prim;
+        st->n_in = 1;
+        snprintf(st->what, sizeof(st->what), "bf16 MaxPool");
+        if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+            p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+        rec_at[r->step] = i;
+    }
+    return 0;
+}
+
 /* Decides which results stay bf16, where NHWC results go, then inserts
  * the conversions. */
 static int
@@ -235,6 +347,8 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         rec_at[s] = -1;
     for (int i = 0; i < bp->n; i++)
         rec_at[bp->r[i].step] = i;
+    if ((rc = bf16_pools(p, bp, rec_at, err)) < 0)
+        goto done;
     /* results read only by bf16 steps: rebuild their producer with a bf16
      * destination */
     for (int i = 0; i < bp->n; i++) {
@@ -243,7 +357,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         int y = st->out[0];
         ss_dnn_prim_t *prim = NULL;
 
-        if (!only_bf16_readers(p, bp, rec_at, y, r->nhwc))
+        if (r->pool || !only_bf16_readers(p, bp, rec_at, y, r->nhwc))
             continue;
         if (r->lin) {
             r->ld.dst_dtype = SS_DTYPE_BF16;
@@ -264,6 +378,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
             p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
     }
+    bf16_pools_settle(p, bp, rec_at);
     /* NHWC results: recorded as such (the layout pass, plan_layout.c,
      * converts f32 ones for readers that want another layout); a graph
      * output or a value with views is converted back here */
@@ -273,7 +388,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         int y = st->out[0], ys;
         ss_dnn_convert_desc_t cd = { .ndim = 4 };
 
-        if (!r->nhwc)
+        if (!r->nhwc || rec_at[r->step] != i)
             continue;
         if (!ss__plan_is_graph_out(p, y) && !ss__plan_has_views(p, y)) {
             p->vals[y].layout = SS_DNN_NHWC;
@@ -299,7 +414,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         brec_t *r = &bp->r[i];
         int j, src = r->src;
 
-        if (p->vals[src].t.dtype == SS_DTYPE_BF16)
+        if (r->pool || p->vals[src].t.dtype == SS_DTYPE_BF16)
             continue;
         for (j = 0; j < n_cv; j++)
             if (cv[3 * j] == src && cv[3 * j + 2] == r->nhwc)
@@ -402,6 +517,9 @@ ss__plan_bf16(ss_plan_t *p, ss_err_t *err)
             || !ss_graph_node_bf16(p->g, p->steps[s].node->name))
             continue;
         if ((rc = bf16_linear(&fz, s, &bp, err)) < 0)
+            goto done;
+        if (rc == 0 && p->steps[s].kind == SS_STEP_REF
+            && (rc = bf16_pool_rec(p, s, &bp, err)) < 0)
             goto done;
         if (rc == 0 && p->steps[s].kind == SS_STEP_REF
             && (rc = bf16_conv(&fz, s, &bp, err)) < 0)

@@ -10,7 +10,8 @@
  * and give the reference kernels' answer (SS_ENGINE_NO_FUSION=1: each
  * Q, DQ, Conv, MaxPool as ONNX defines it) within the int8 path's usual
  * bound: two quantization steps of the last conv's input through its
- * weights.  A MaxPool read by more than the Q stays f32.
+ * weights.  A MaxPool read by more than the Q stays f32.  The same
+ * for bf16 (plan_bf16.c, bf16_pools): the pools run on bf16 NHWC.
  */
 
 #include <math.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/ir/edit.h"
 #include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
@@ -111,11 +113,12 @@ maxpool(mb_t *b, const char *in, const char *out)
 }
 
 /* x[N,1,12,12] -> c1 1->16 -> Relu -> MaxPool -> c2 16->32 -> Relu ->
- * MaxPool -> c3 32->8 1x1 -> y[N,8,3,3], Q/DQ before every conv.  With
- * tap, pool 1's f32 result is also a graph output (it must stay f32).
- * *bound: two steps of c3's input scale through c3's weights. */
+ * MaxPool -> c3 32->8 1x1 -> y[N,8,3,3], Q/DQ before every conv (f32
+ * weights and no Q/DQ with bf16).  With tap, pool 1's f32 result is also
+ * a graph output (it must stay f32).  *bound: two steps of c3's input
+ * scale through c3's weights. */
 static ss_graph_t *
-build(int tap, double *bound)
+build(int tap, int bf16, double *bound)
 {
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
@@ -127,6 +130,7 @@ build(int tap, double *bound)
     const float s2 = 1.0f / 64;
     double w3;
 
+    seed = 11;                  /* the same weights in every variant */
     for (int i = 0; i < 32; i++)
         bias[i] = 0.05f * frand();
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, HW, HW });
@@ -136,21 +140,26 @@ build(int tap, double *bound)
     mb_init_f32(b, "b1", 1, &c16, bias);
     mb_init_f32(b, "b2", 1, &c32, bias);
     mb_init_f32(b, "b3", 1, &c8, bias);
-    qdq(b, "x", 1.0f / 64, 0);
-    conv(b, "x_dq,w1,b1", "c1", 1);
+    if (!bf16)
+        qdq(b, "x", 1.0f / 64, 0);
+    conv(b, bf16 ? "x,w1,b1" : "x_dq,w1,b1", "c1", 1);
     mb_node(b, "Relu", NULL, "c1", "r1");
     maxpool(b, "r1", "p1");
-    qdq(b, "p1", 1.0f / 64, 1);
-    conv(b, "p1_dq,w2,b2", "c2", 1);
+    if (!bf16)
+        qdq(b, "p1", 1.0f / 64, 1);
+    conv(b, bf16 ? "p1,w2,b2" : "p1_dq,w2,b2", "c2", 1);
     mb_node(b, "Relu", NULL, "c2", "r2");
     maxpool(b, "r2", "p2");
-    qdq(b, "p2", s2, 1);
-    conv(b, "p2_dq,w3,b3", "y", 0);
+    if (!bf16)
+        qdq(b, "p2", s2, 1);
+    conv(b, bf16 ? "p2,w3,b3" : "p2_dq,w3,b3", "y", 0);
     mb_output(b, "y", SS_DTYPE_F32, 4, (int64_t[]){ -1, 8, 3, 3 });
     if (tap)
         mb_output(b, "p1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 6, 6 });
     buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0
+        || (bf16 && ss_graph_set_meta(g, "slimserve.precision", "bf16",
+                                      &err) < 0))
         tap_diag("load: %s", err.msg);
     free(buf);
     mb_free(b);
@@ -225,7 +234,7 @@ test_pool(int tap)
 
     for (int i = 0; i < N * HW * HW; i++)
         x[i] = 1.5f * frand();
-    g = build(tap, &bound);
+    g = build(tap, 0, &bound);
     if (g == NULL || run(g, 0, x, yi, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
         ok(0, "the QDQ CNN compiles and runs");
         goto done;
@@ -260,10 +269,62 @@ done:
     free(x);
 }
 
+/* The same CNN in bf16: both pools on bf16 NHWC between convs that
+ * write bf16, the same output bit for bit as with pool 1 on f32 (its
+ * result tapped: the conv writes f32, the pool runs f32, a conversion
+ * rounds it; rounding to bf16 commutes with the max), and within bf16's
+ * precision of the f32 reference kernels. */
+static void
+test_bf16_pool(void)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float yb[N * 72], yt[N * 72], yr[N * 72];
+    ss_plan_t *pb = NULL, *pt = NULL, *pr = NULL;
+    ss_graph_t *g, *gt;
+    double bound, d = 0, m = 0;
+
+    if (!ss_dnn_bf16_native(NULL)) {
+        tap_diag("no native bf16 on this CPU: the bf16 pools are not "
+                 "checked");
+        free(x);
+        return;
+    }
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
+    g = build(0, 1, &bound);
+    gt = build(1, 1, &bound);
+    if (g == NULL || gt == NULL || run(g, 0, x, yb, &pb) < 0
+        || run(gt, 0, x, yt, &pt) < 0 || run(g, 1, x, yr, &pr) < 0) {
+        ok(0, "the bf16 CNN compiles and runs");
+        goto done;
+    }
+    is_int(count_steps(pb, "bf16 MaxPool", 1), 2, "bf16: both pools on bf16");
+    is_int(count_steps(pt, "bf16 MaxPool", 1), 1,
+           "bf16: a pool whose f32 result is an output stays f32");
+    for (int i = 0; i < N * 72; i++) {
+        double e = fabs((double)yb[i] - yr[i]);
+
+        d = e > d ? e : d;
+        m = fabs(yr[i]) > m ? fabs(yr[i]) : m;
+    }
+    ok(memcmp(yb, yt, sizeof(yb)) == 0,
+       "bf16: pooling on bf16 gives the f32 pool's answer bit for bit");
+    ok(m > 0.1 && d <= 2e-2 * m, "bf16 plan vs f32 reference max |diff| "
+       "%.3g <= 2e-2 x %.3g", d, m);
+done:
+    ss_plan_free(pb);
+    ss_plan_free(pt);
+    ss_plan_free(pr);
+    ss_graph_free(g);
+    ss_graph_free(gt);
+    free(x);
+}
+
 int
 main(void)
 {
     test_pool(0);
     test_pool(1);
+    test_bf16_pool();
     return tap_done();
 }
