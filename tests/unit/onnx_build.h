@@ -17,6 +17,7 @@
  * Memory errors abort: this is test scaffolding.
  */
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,15 @@ mb_alloc(mb_t *b, size_t n)
     }
     b->ptrs[b->n_ptrs++] = p;
     return p;
+}
+
+/* A uniform float in [-1, 1) from a 32-bit LCG state: test weights and
+ * inputs, the same on every machine. */
+static inline float
+mb_rand(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return (float)((*state >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
 static inline char *

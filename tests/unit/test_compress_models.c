@@ -148,8 +148,7 @@ static uint32_t cnn_seed = 5;
 static float
 cnn_rand(void)
 {
-    cnn_seed = cnn_seed * 1664525u + 1013904223u;
-    return (float)((cnn_seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    return mb_rand(&cnn_seed);
 }
 
 /* n random floats in [-s, s); channels dead % 2 == odd of a [C, ...]

@@ -33,8 +33,7 @@ static uint32_t seed = 11;
 static float
 frand(void)
 {
-    seed = seed * 1664525u + 1013904223u;
-    return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    return mb_rand(&seed);
 }
 
 /* An s8 conv weight [oc, ic, k, k] behind a DequantizeLinear with one
@@ -223,6 +222,22 @@ count_steps(const ss_plan_t *p, const char *what, int exact)
     return n;
 }
 
+/* max |got - want| over n, and *m the largest |want|. */
+static double
+max_diff(const float *got, const float *want, int n, double *m)
+{
+    double d = 0;
+
+    *m = 0;
+    for (int i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+
+        d = e > d ? e : d;
+        *m = fabs(want[i]) > *m ? fabs(want[i]) : *m;
+    }
+    return d;
+}
+
 static void
 test_pool(int tap)
 {
@@ -230,7 +245,7 @@ test_pool(int tap)
     float yi[N * 72], yr[N * 72];
     ss_plan_t *pi = NULL, *pr = NULL;
     ss_graph_t *g;
-    double bound, d = 0, m = 0;
+    double bound, d, m;
 
     for (int i = 0; i < N * HW * HW; i++)
         x[i] = 1.5f * frand();
@@ -254,12 +269,7 @@ test_pool(int tap)
         is_int(count_steps(pi, "int8 MaxPool", 1), 1,
                "a pool whose f32 result is an output stays f32");
     }
-    for (int i = 0; i < N * 72; i++) {
-        double e = fabs((double)yi[i] - yr[i]);
-
-        d = e > d ? e : d;
-        m = fabs(yr[i]) > m ? fabs(yr[i]) : m;
-    }
+    d = max_diff(yi, yr, N * 72, &m);
     ok(m > 0.1 && d <= bound, "%s: int8 plan vs reference QDQ max |diff| "
        "%.3g <= %.3g (max |y| %.3g)", tap ? "tapped" : "plain", d, bound, m);
 done:
@@ -281,7 +291,7 @@ test_bf16_pool(void)
     float yb[N * 72], yt[N * 72], yr[N * 72];
     ss_plan_t *pb = NULL, *pt = NULL, *pr = NULL;
     ss_graph_t *g, *gt;
-    double bound, d = 0, m = 0;
+    double bound, d, m;
 
     if (!ss_dnn_bf16_native(NULL)) {
         tap_diag("no native bf16 on this CPU: the bf16 pools are not "
@@ -301,12 +311,7 @@ test_bf16_pool(void)
     is_int(count_steps(pb, "bf16 MaxPool", 1), 2, "bf16: both pools on bf16");
     is_int(count_steps(pt, "bf16 MaxPool", 1), 1,
            "bf16: a pool whose f32 result is an output stays f32");
-    for (int i = 0; i < N * 72; i++) {
-        double e = fabs((double)yb[i] - yr[i]);
-
-        d = e > d ? e : d;
-        m = fabs(yr[i]) > m ? fabs(yr[i]) : m;
-    }
+    d = max_diff(yb, yr, N * 72, &m);
     ok(memcmp(yb, yt, sizeof(yb)) == 0,
        "bf16: pooling on bf16 gives the f32 pool's answer bit for bit");
     ok(m > 0.1 && d <= 2e-2 * m, "bf16 plan vs f32 reference max |diff| "
