@@ -11,8 +11,10 @@
  *
  * Structured pruning works on "pairs": a producer layer A (its output
  * channels), the elementwise chain after it (activations, bias Adds,
- * scalar Mul/Div, GELU's Div/Erf/Add/Mul, BatchNormalization after a
- * Conv), and the consumer layers B that contract over those channels.  A
+ * scalar Mul/Div, GELU's Div/Erf/Add/Mul, BatchNormalization and pooling
+ * after a Conv), and the consumer layers B that contract over those
+ * channels: Convs, or Linear layers behind a Flatten or a mean over H, W
+ * (channel c is then B's S input columns c S .. c S + S - 1).  A
  * pair qualifies only if every tensor on the chain is read by nothing
  * else: no residual Add, LayerNorm, Reshape or graph output sees the
  * hidden dimension, so removing channel c of A (its weight slice and

@@ -14,8 +14,9 @@
  * itself and no conversion runs.  Convs run NHWC (oneDNN 2.6 has brgconv
  * bf16 kernels for NHWC, only gemm ones for NCHW): their f32 results are
  * left NHWC for the layout pass (plan_layout.c) to convert where a reader
- * wants NCHW.  Everything else (LayerNorm, Softmax, attention's batched
- * MatMuls) stays f32.
+ * wants NCHW.  A MaxPool between such a conv and bf16 readers runs on
+ * bf16 NHWC (bf16_pools).  Everything else (LayerNorm, Softmax,
+ * attention's batched MatMuls) stays f32.
  *
  * THREADS: runs inside ss_plan_new.
  */

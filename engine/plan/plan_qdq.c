@@ -31,6 +31,11 @@
  * an f32 result is recorded NHWC for the layout pass (plan_layout.c) to
  * convert where a reader wants NCHW.
  *
+ * Pools: quantizers put the Q after a MaxPool (Conv -> Relu -> MaxPool ->
+ * Q -> DQ -> Conv).  Max commutes with a per-tensor Q, so hoist_q moves
+ * the Q before the pool: the conv then ends in it and writes u8, and the
+ * pool runs on u8 NHWC between the two int8 convs (int8_pool).
+ *
  * THREADS: runs inside ss_plan_new.
  */
 
