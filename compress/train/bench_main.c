@@ -15,7 +15,10 @@
  * steadier figure with one thread: time spent preempted is not in it;
  * with more threads it includes OpenMP's spinning), and the first and
  * last loss.  PREC "bf16" trains in mixed precision; the line
- * then says how many products ran in bf16 and how many stayed f32.
+ * then says how many products ran in bf16, how many stayed f32, and how
+ * many activations were kept in bf16; "bf16-f32acts" is mixed precision
+ * with f32 activations (opts.f32_acts: the trainer before bf16
+ * activations), for comparison.
  * LAYOUT "nchw" keeps every activation NCHW (opts.nchw: the trainer
  * before blocked convolutions), for comparison; "blocked" (default) is
  * how the trainer runs.  KERNELS (opts.nn) "c" runs BatchNorm, Relu and
@@ -58,7 +61,8 @@ main(int argc, char **argv)
 
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.onnx DATA.npz [BATCH [STEPS "
-                "[THREADS [adamw|sgd [f32|bf16 [blocked|nchw [auto|dnn|c]]]]]]]\n",
+                "[THREADS [adamw|sgd [f32|bf16|bf16-f32acts [blocked|nchw "
+                "[auto|dnn|c]]]]]]]\n",
                 argv[0]);
         return 2;
     }
@@ -67,7 +71,8 @@ main(int argc, char **argv)
     if (argc > 6 && ss_train_opts_set_name(&o, "optimizer", argv[6],
                                            &err) < 0)
         goto fail;
-    o.bf16 = argc > 7 && strcmp(argv[7], "bf16") == 0;
+    o.bf16 = argc > 7 && strncmp(argv[7], "bf16", 4) == 0;
+    o.f32_acts = argc > 7 && strcmp(argv[7], "bf16-f32acts") == 0;
     o.nchw = argc > 8 && strcmp(argv[8], "nchw") == 0;
     if (argc > 9)
         o.nn = strcmp(argv[9], "c") == 0     ? SS_TRAIN_NN_C
@@ -118,13 +123,15 @@ main(int argc, char **argv)
            "\"samples_per_s\": %.1f, \"batch\": "
            "%lld, \"threads\": %d, \"loss_first\": %.6f, \"loss_last\": "
            "%.6f, \"precision\": \"%s\", \"layout\": \"%s\", \"nn\": \"%s\", "
-           "\"bf16_products\": %d, \"f32_fallbacks\": %d, \"graph\": "
-           "\"%s\"}\n", ms[steps / 2], cpu[steps / 2],
+           "\"bf16_products\": %d, \"f32_fallbacks\": %d, "
+           "\"bf16_acts\": %d, \"graph\": \"%s\"}\n", ms[steps / 2],
+           cpu[steps / 2],
            (double)batch * 1e3 / ms[steps / 2], (long long)batch, o.threads,
-           l0, l, o.bf16 ? "bf16" : "f32", o.nchw ? "nchw" : "blocked",
+           l0, l, !o.bf16 ? "f32" : o.f32_acts ? "bf16-f32acts" : "bf16",
+           o.nchw ? "nchw" : "blocked",
            o.nn == SS_TRAIN_NN_C ? "c" : o.nn == SS_TRAIN_NN_DNN ? "dnn"
                                                                  : "auto",
-           nbf, nf32,
+           nbf, nf32, ss_train_bf16_acts(t),
            ss_train_describe(t, d, sizeof(d)));
     rc = 0;
     goto done;

@@ -115,6 +115,9 @@ grow_tv(ss__tb_t *b, ss_err_t *err)
             if (lc == NULL)
                 return ss_err_set(err, SS_ENOMEM, "no memory for values");
             b->lc = lc;
+            if ((lc = ss_realloc(b->fc, (size_t)cap * sizeof(*lc))) == NULL)
+                return ss_err_set(err, SS_ENOMEM, "no memory for values");
+            b->fc = lc;
         }
         b->cap = cap;
     }
@@ -163,7 +166,7 @@ tv_add(ss__tb_t *b, ss__tv_kind_t kind, ss_dtype_t dt, int ndim,
     b->bf[t->n_tv] = -1;
     b->lc_of[t->n_tv] = -1;
     for (i = 0; i < 3; i++)
-        b->lc[t->n_tv][i] = -1;
+        b->lc[t->n_tv][i] = b->fc[t->n_tv][i] = -1;
     return t->n_tv++;
 }
 
@@ -238,6 +241,12 @@ ss__tb_in(const ss__tb_t *b, const ss_node_t *n, int i)
     if (i >= n->n_inputs || n->inputs[i] < 0)
         return -1;
     v = b->vmap[n->inputs[i]];
+    if (v >= 0 && b->t->tv[v].act16 && b->nf32[ss__tb_node_index(b, n)]) {
+        /* the f32 copy forward_node or the rule made */
+        int c = b->fc[v][b->plain_only ? SS_DNN_PLAIN : b->t->tv[v].lay];
+
+        return c >= 0 ? c : b->fc[v][SS_DNN_PLAIN];
+    }
     if (b->plain_only && v >= 0 && b->lc[v][SS_DNN_PLAIN] >= 0)
         return b->lc[v][SS_DNN_PLAIN];
     return v;
@@ -277,10 +286,12 @@ ss__tb_grad(ss__tb_t *b, int v, int *acc, ss_err_t *err)
         return ss_err_set(err, SS_EINTERNAL, "trainer: a parameter "
                           "without a gradient slot");
     }
-    if ((gv = ss__tv_new(b, SS_DTYPE_F32, t->tv[v].ndim, t->tv[v].dims,
-                         err)) < 0)
+    /* a bf16 activation's gradient is bf16 (act16.c) */
+    if ((gv = ss__tv_new(b, t->tv[v].act16 ? SS_DTYPE_BF16 : SS_DTYPE_F32,
+                         t->tv[v].ndim, t->tv[v].dims, err)) < 0)
         return gv;
     t->tv[gv].lay = t->tv[v].lay;
+    t->tv[gv].act16 = t->tv[v].act16;
     b->grad[v] = gv;
     return gv;
 }
@@ -323,6 +334,8 @@ ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err)
 
     if (b->bf[v] >= 0)
         return b->bf[v];
+    if (b->t->tv[v].act16)      /* a bf16 activation or its gradient */
+        return v;
     if (b->t->tv[v].dtype != SS_DTYPE_F32)
         return ss_err_set(err, SS_EINTERNAL, "trainer: a bf16 copy of a "
                           "value of dtype %d", (int)b->t->tv[v].dtype);
@@ -372,9 +385,8 @@ ss__tv_lanes(const ss__tv_t *v)
     return v->lay == SS_DNN_BLOCKED ? 16 : v->dims[1];
 }
 
-/* Whether value v's bytes read the same in layouts l1 and l2. */
-static bool
-lay_same(const ss__tv_t *v, ss_dnn_layout_t l1, ss_dnn_layout_t l2)
+bool
+ss__tv_lay_same(const ss__tv_t *v, int l1, int l2)
 {
     if (l1 == l2 || v->ndim != 4 || v->dims[2] * v->dims[3] == 1)
         return true;
@@ -382,10 +394,8 @@ lay_same(const ss__tv_t *v, ss_dnn_layout_t l1, ss_dnn_layout_t l2)
     return l1 != SS_DNN_BLOCKED && l2 != SS_DNN_BLOCKED && v->dims[1] == 1;
 }
 
-/* A step reordering f32 value src into dst (same dims, their layouts);
- * acc: dst += instead (through a temporary). */
-static int
-emit_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err)
+int
+ss__tb_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err)
 {
     ss__tr_t *t = b->t;
     ss_dnn_reorder_desc_t d;
@@ -393,20 +403,22 @@ emit_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err)
     int tmp = dst, rc;
 
     if (acc) {
-        if ((tmp = ss__tv_new(b, SS_DTYPE_F32, t->tv[dst].ndim,
+        if ((tmp = ss__tv_new(b, t->tv[dst].dtype, t->tv[dst].ndim,
                               t->tv[dst].dims, err)) < 0)
             return tmp;
         t->tv[tmp].lay = t->tv[dst].lay;
     }
     memset(&d, 0, sizeof(d));
-    d.dtype = SS_DTYPE_F32;
+    d.dtype = t->tv[src].dtype;
+    d.dst_dtype = t->tv[dst].dtype;
     d.ndim = t->tv[src].ndim;
     memcpy(d.dims, t->tv[src].dims, (size_t)d.ndim * sizeof(d.dims[0]));
     d.src_layout = t->tv[src].lay;
     d.dst_layout = t->tv[dst].lay;
     memset(&s, 0, sizeof(s));
     s.fn = ss__k_dnn;
-    s.what = "relayout";
+    s.what = d.dtype == d.dst_dtype ? "relayout"
+           : d.dst_dtype == SS_DTYPE_F32 ? "bf16 -> f32" : "f32 -> bf16";
     if ((rc = ss_dnn_reorder_new(&d, &s.prim, err)) < 0)
         return rc;
     s.n_in = 1;
@@ -416,7 +428,7 @@ emit_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err)
     if ((rc = ss__step_add(b, &s, err)) < 0 || !acc)
         return rc;
     memset(&s, 0, sizeof(s));
-    s.fn = ss__k_copy;
+    s.fn = t->tv[dst].act16 ? ss__k_copy16 : ss__k_copy;
     s.what = "relayout +";
     s.n_in = 1;
     s.in[0] = tmp;
@@ -434,21 +446,28 @@ ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
 
     if (v < 0)
         return v;
-    if (b->lc_of[v] >= 0)
-        v = b->lc_of[v];
-    if (lay_same(&t->tv[v], t->tv[v].lay, l))
+    if (b->lc_of[v] >= 0) {
+        int o = b->lc_of[v];
+
+        /* an f32 copy of a bf16 activation: its f32 copy in l */
+        if (t->tv[o].act16 && !t->tv[v].act16)
+            return ss__tb_f32(b, o, l, err);
+        v = o;
+    }
+    if (ss__tv_lay_same(&t->tv[v], (int)t->tv[v].lay, (int)l))
         return v;
     if (b->lc[v][l] >= 0)
         return b->lc[v][l];
-    if (t->tv[v].dtype != SS_DTYPE_F32)
+    if (t->tv[v].dtype != SS_DTYPE_F32 && !t->tv[v].act16)
         return ss_err_set(err, SS_EINTERNAL, "trainer: a layout copy of a "
                           "value of dtype %d", (int)t->tv[v].dtype);
-    if ((c = ss__tv_new(b, SS_DTYPE_F32, t->tv[v].ndim, t->tv[v].dims,
+    if ((c = ss__tv_new(b, t->tv[v].dtype, t->tv[v].ndim, t->tv[v].dims,
                         err)) < 0)
         return c;
     t->tv[c].lay = l;
     t->tv[c].name = t->tv[v].name;
-    if ((rc = emit_relayout(b, v, c, 0, err)) < 0)
+    t->tv[c].act16 = t->tv[v].act16;
+    if ((rc = ss__tb_relayout(b, v, c, 0, err)) < 0)
         return rc;
     b->lc[v][l] = c;
     b->lc_of[c] = v;
@@ -461,14 +480,14 @@ ss__tb_merge(ss__tb_t *b, int v, ss_err_t *err)
 {
     if (v < 0)
         return 0;
-    for (int l = 0; l < 3; l++) {
-        int c = b->lc[v][l], gc, gv, acc, rc;
+    for (int k = 0; k < 6; k++) {
+        int c = k < 3 ? b->lc[v][k] : b->fc[v][k - 3], gc, gv, acc, rc;
 
         if (c < 0 || (gc = b->grad[c]) < 0)
             continue;
         if ((gv = ss__tb_grad(b, v, &acc, err)) < 0)
             return gv;
-        if ((rc = emit_relayout(b, gc, gv, acc, err)) < 0)
+        if ((rc = ss__tb_relayout(b, gc, gv, acc, err)) < 0)
             return rc;
         b->grad[c] = -1;        /* merged: nothing adds to it any more */
     }
@@ -737,7 +756,8 @@ static void
 shape_of(const ss__tv_t *v, ss_tensor_t *t)
 {
     memset(t, 0, sizeof(*t));
-    t->dtype = v->dtype;
+    /* a bf16 activation is an f32 value of the model (act16.c) */
+    t->dtype = v->act16 ? SS_DTYPE_F32 : v->dtype;
     t->ndim = v->ndim;
     memcpy(t->dims, v->dims, sizeof(t->dims));
     if (v->kind == SS__TV_CONST)
@@ -846,6 +866,11 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
     if (any_rg && (r == NULL || r->bwd == NULL))
         return ss_err_set(err, SS_EUNSUPP, "trainer: no gradient rule for "
                           "%s (node '%s')", n->op_type, label(n));
+    b->plain_only = r == NULL || !(r->flags & SS__R_LAYOUT);
+    if ((r == NULL || !(r->flags & SS__R_BF16)) &&
+        (rc = ss__tb_node_f32(b, n, err)) < 0)
+        return rc;
+    b->plain_only = 0;
     if (r == NULL || !(r->flags & SS__R_LAYOUT))
         for (k = 0; k < n->n_inputs; k++) {
             int v = ss__tb_in(b, n, k);
@@ -1146,7 +1171,9 @@ tb_close(ss__tb_t *b, int n_nodes)
     ss_free(b->rg);
     ss_free(b->bf);
     ss_free(b->lc);
+    ss_free(b->fc);
     ss_free(b->lc_of);
+    ss_free(b->nf32);
 }
 
 void
@@ -1210,6 +1237,7 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         (b.n_saved = ss_calloc((size_t)g->n_nodes + 1, sizeof(int))) ==
             NULL ||
         (need = ss_calloc((size_t)g->n_nodes + 1, 1)) == NULL ||
+        (b.nf32 = ss_calloc((size_t)g->n_nodes + 1, 1)) == NULL ||
         (cls = ss_calloc((size_t)g->n_values + 1, 1)) == NULL ||
         (t->input_tv = ss_calloc((size_t)g->n_inputs + 1, sizeof(int))) ==
             NULL) {
@@ -1280,8 +1308,8 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
                         "computed");
         goto done;
     }
-    /* the loss reads NCHW (a model whose output is a blocked conv's) */
-    if ((rc = ss__tb_lay(&b, t->out_tv, SS_DNN_PLAIN, err)) < 0)
+    /* the loss reads f32 NCHW (a model whose output is a blocked conv's) */
+    if ((rc = ss__tb_f32(&b, t->out_tv, SS_DNN_PLAIN, err)) < 0)
         goto done;
     t->out_tv = rc;
     t->n_fwd = t->n_steps;

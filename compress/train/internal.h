@@ -48,6 +48,8 @@ typedef struct ss__tv {
     ss_dnn_layout_t lay; /* of a 4-D activation or its gradient: PLAIN
                          * (NCHW), BLOCKED (nChw16c) or NHWC, all the
                          * same bytes (see ss__tb_lay) */
+    int act16;          /* an activation kept in bf16 (opts.bf16; its
+                         * gradient is bf16 too): see act16.c */
     int first, last;    /* steps that write first / read last */
     void *data;         /* resolved when the build ends */
 } ss__tv_t;
@@ -148,6 +150,7 @@ struct ss_train {
     int infer_bn;               /* forward-only: BatchNorm on running stats */
     double last_lr;
     int n_bf16, n_bf16_fallback; /* products in bf16, left in f32 */
+    int n_act16;                /* activations kept in bf16 (act16.c) */
     double *kbuf;               /* kernels' scratch (ss__kbuf) */
     size_t kcap;
 };
@@ -165,7 +168,11 @@ typedef struct ss__tb {
     int (*lc)[3];               /* value id -> its copy in each layout
                                  * (ss_dnn_layout_t), -1 */
     int *lc_of;                 /* a layout copy -> the value it copies,
-                                 * else -1 */
+                                 * else -1 (also an f32 copy's) */
+    int (*fc)[3];               /* bf16 activation -> its f32 copy in
+                                 * each layout, -1 (act16.c) */
+    uint8_t *nf32;              /* per node: it reads f32 copies of its
+                                 * bf16 activations (ss__tb_in) */
     int plain_only;             /* the rule being emitted is not layout
                                  * aware: ss__tb_in gives plain copies */
     int **saved;                /* per node: values its forward saved */
@@ -207,11 +214,38 @@ int ss__tb_bf16(ss__tb_t *b, int v, ss_err_t *err);
  * f32 values. */
 int ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err);
 /* The backward walk calls this for each output v of a node before the
- * node's rule: gradients of v's layout copies are added into v's. */
+ * node's rule: gradients of v's layout copies (and f32 copies) are added
+ * into v's. */
 int ss__tb_merge(ss__tb_t *b, int v, ss_err_t *err);
+/* A step reordering value src into dst (same dims; their layouts and
+ * dtypes, f32 <-> bf16 converting); acc: dst += instead (through a
+ * temporary). */
+int ss__tb_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err);
+
+/* bf16 activations (act16.c).  In mixed precision a convolution whose
+ * primitive runs bf16 writes its output in bf16, and the rules flagged
+ * SS__R_BF16 (Conv, BatchNormalization, Relu, the poolings, Add) keep
+ * such values bf16 where oneDNN takes them; every other reader gets an
+ * f32 copy, made once, whose gradient converts back when the backward
+ * reaches the producer.  Whether mixed precision keeps activations
+ * bf16 (opts.bf16 and not opts.f32_acts). */
+bool ss__tb_act16_on(const ss__tb_t *b);
+/* Makes forward value v (an f32 activation just made, nothing reads
+ * it yet) a bf16 one. */
+void ss__tv_set_act16(ss__tb_t *b, int v);
+/* The f32 copy of bf16 activation v (or of the value v copies) in layout
+ * l, made by a conversion step at the first request; for any other
+ * value, ss__tb_lay(v, l). */
+int ss__tb_f32(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err);
+/* Node n reads f32 copies of its bf16 inputs from now on (forward and
+ * backward, through ss__tb_in): for a rule that finds it cannot take
+ * them (the copies are made now, in its layout or plain). */
+int ss__tb_node_f32(ss__tb_t *b, const ss_node_t *n, ss_err_t *err);
 /* Elements between channel c and c + 1 in value v's layout, which is
  * [N][C / L][spatial][L] for L = 1 (PLAIN), 16 (BLOCKED), C (NHWC). */
 int64_t ss__tv_lanes(const ss__tv_t *v);
+/* Whether value v's bytes read the same in layouts l1 and l2. */
+bool ss__tv_lay_same(const ss__tv_t *v, int l1, int l2);
 /* Saves values for node idx's backward (copied list). */
 int ss__tb_save(ss__tb_t *b, int node, const int *vals, int n,
                 ss_err_t *err);
@@ -240,6 +274,9 @@ typedef struct ss__rule {
  * outputs' and asks ss__tb_lay for what it needs; a rule without it
  * sees (through ss__tb_in) plain copies of its inputs. */
 #define SS__R_LAYOUT 1u
+/* The rule may take bf16 activations (ss__tb_act16_on): its emitters
+ * see them as they are and call ss__tb_node_f32 where they cannot. */
+#define SS__R_BF16 2u
 
 const ss__rule_t *ss__rule_find(const char *op);
 /* QuantizeLinear / DequantizeLinear backward: straight-through
@@ -296,6 +333,15 @@ int ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
 int ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
                 ss_err_t *err);
 int ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+
+/* bf16 activation kernels (act16.c): the copy (acc: y = bf16(y + x),
+ * summed in f32), the per-channel sum of a bf16 gradient (in double, as
+ * ss__k_chsum), BatchNorm on running statistics of a bf16 x (the
+ * forward-only pass), and dst += src over n elements of dtype dt. */
+int ss__k_copy16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_chsum16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_bn16_infer(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+void ss__add_into(void *dst, const void *src, ss_dtype_t dt, int64_t n);
 int ss__k_bn_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_bn_dnn_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 

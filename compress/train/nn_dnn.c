@@ -45,20 +45,14 @@ tv_data(ss__tr_t *t, int v)
 }
 
 /* Where a destination that may be absent or added to is written first:
- * dst itself, or the kernels' scratch (numel floats). */
+ * dst itself, or the kernels' scratch (numel floats: room for either
+ * dtype). */
 static float *
 dst_or_tmp(ss__tr_t *t, float *dst, int acc, int64_t numel)
 {
     if (dst != NULL && !acc)
         return dst;
     return (float *)ss__kbuf(t, (size_t)(numel + 1) / 2);
-}
-
-static void
-add_into(float *dst, const float *src, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        dst[i] += src[i];
 }
 
 /* ---- kernels --------------------------------------------------------------- */
@@ -83,7 +77,7 @@ ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     if ((rc = ss_dnn_run(s->prim, t->stream, in, dst, t->scratch, err)) < 0)
         return rc;
     if (dst != OUT(0))
-        add_into(OUT(0), dst, y->numel);
+        ss__add_into(OUT(0), dst, y->dtype, y->numel);
     return 0;
 }
 
@@ -102,7 +96,8 @@ ss__k_bn_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     int rc;
 
     if (t->infer_bn)            /* running statistics: no backward */
-        return ss__k_batchnorm(t, s, err);
+        return t->tv[s->in[0]].act16 ? ss__k_bn16_infer(t, s, err)
+                                     : ss__k_batchnorm(t, s, err);
     if ((rc = ss_dnn_run(s->prim, t->stream, in, OUT(0), t->scratch,
                          err)) < 0)
         return rc;
@@ -131,7 +126,7 @@ ss__k_bn_dnn_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     if ((rc = ss_dnn_run(s->prim, t->stream, in, dx, t->scratch, err)) < 0)
         return rc;
     if (OUT(0) != NULL && dx != OUT(0))
-        add_into(OUT(0), dx, numel);
+        ss__add_into(OUT(0), dx, t->tv[s->in[0]].dtype, numel);
     for (int64_t c = 0; c < C; c++) {
         if (dg)
             dg[c] = ACC(1) ? dg[c] + tmp[c] : tmp[c];
@@ -152,7 +147,7 @@ ss__nn_dnn_ok(const ss__tb_t *b, int x, int exact)
     if (k == SS_TRAIN_NN_AUTO)
         k = b->t->o.bf16 || exact ? SS_TRAIN_NN_DNN : SS_TRAIN_NN_C;
     return k == SS_TRAIN_NN_DNN && v->ndim == 4 &&
-           v->dtype == SS_DTYPE_F32 &&
+           (v->dtype == SS_DTYPE_F32 || v->act16) &&
            (v->lay == SS_DNN_PLAIN || v->lay == SS_DNN_BLOCKED ||
             v->lay == SS_DNN_NHWC);
 }
@@ -167,7 +162,7 @@ ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
     if (!bwd && (s->op != SS_BN_BATCH || !ss__nn_dnn_ok(b, s->in[0], 0)))
         return 0;
     memset(&d, 0, sizeof(d));
-    d.dtype = SS_DTYPE_F32;
+    d.dtype = x->dtype;         /* a bf16 activation's: dy and dx too */
     d.n = x->dims[0];
     d.c = x->dims[1];
     d.h = x->dims[2];
@@ -179,7 +174,7 @@ ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
             return ss_err_set(err, SS_ENOMEM, "no memory for %s", s->what);
     }
     rc = ss_dnn_bnorm_train_new(&d, bwd, &s->prim, err);
-    if (rc == SS_EUNSUPP && !bwd) {
+    if (rc == SS_EUNSUPP && !bwd && d.dtype == SS_DTYPE_F32) {
         ss_err_clear(err);      /* the C kernel, as before */
         return 0;
     }
@@ -202,12 +197,12 @@ ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
     if (s->op != SS__U_RELU || s->f[0] != 0 || !ss__nn_dnn_ok(b, x, 1))
         return 0;
     memset(&d, 0, sizeof(d));
-    d.dtype = SS_DTYPE_F32;
+    d.dtype = b->t->tv[x].dtype;
     d.numel = b->t->tv[x].numel;
     d.alg = SS_DNN_RELU;
     rc = bwd ? ss_dnn_eltwise_bwd_new(&d, &s->prim, err)
              : ss_dnn_eltwise_new(&d, &s->prim, err);
-    if (rc == SS_EUNSUPP) {
+    if (rc == SS_EUNSUPP && d.dtype == SS_DTYPE_F32) {
         ss_err_clear(err);
         return 0;
     }
@@ -228,7 +223,7 @@ pool_desc(const ss__tb_t *b, const ss__step_t *s, int x,
     const int64_t *p = s->p;
 
     memset(d, 0, sizeof(*d));
-    d->dtype = SS_DTYPE_F32;
+    d->dtype = v->dtype;
     d->alg = s->op == 0 ? SS_DNN_POOL_MAX
            : s->op == 2 ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
     d->n = v->dims[0];
@@ -269,7 +264,7 @@ ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
     if (!ss__nn_dnn_ok(b, x, s->op == 0) || !pool_desc(b, s, x, &d))
         return 0;
     rc = ss_dnn_pool_train_new(&d, bwd, &s->prim, &wsb, err);
-    if (rc == SS_EUNSUPP && !bwd) {
+    if (rc == SS_EUNSUPP && !bwd && d.dtype == SS_DTYPE_F32) {
         ss_err_clear(err);
         return 0;
     }

@@ -123,7 +123,7 @@ emit_copy(ss__tb_t *b, const ss_node_t *n, int src, int dst, int acc,
 {
     ss__step_t s;
 
-    step_init(&s, ss__k_copy, "copy", n);
+    step_init(&s, V(b, dst)->act16 ? ss__k_copy16 : ss__k_copy, "copy", n);
     s.n_in = 1;
     s.in[0] = src;
     s.n_out = 1;
@@ -378,13 +378,21 @@ fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.in[0] = ss__tb_in(b, n, 0);
     s.n_out = 1;
     s.out[0] = ss__tb_out(b, n, 0);
-    if (V(b, s.in[0])->dtype != SS_DTYPE_F32)
+    if (V(b, s.in[0])->dtype != SS_DTYPE_F32 && !V(b, s.in[0])->act16)
         return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s) on "
                           "non-float data", label(n), n->op_type);
     /* element by element: any layout, the output's is the input's */
     b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
     if ((rc = ss__nn_relu(b, &s, 0, err)) < 0)
         return rc;
+    if (V(b, s.in[0])->act16) {
+        /* bf16 in, bf16 out on oneDNN; else the C kernel on f32 */
+        if (rc == 1)
+            ss__tv_set_act16(b, s.out[0]);
+        else if ((rc = ss__tb_node_f32(b, n, err)) < 0)
+            return rc;
+        s.in[0] = ss__tb_in(b, n, 0);
+    }
     return ss__step_add(b, &s, err);
 }
 
@@ -438,18 +446,50 @@ bin_operands(ss__tb_t *b, const ss_node_t *n, int *a, int *c,
     yv = V(b, ss__tb_out(b, n, 0));
     *l = SS_DNN_PLAIN;
     if (av->ndim == 4 && av->ndim == cv->ndim && av->ndim == yv->ndim &&
-        av->dtype == SS_DTYPE_F32 && cv->dtype == SS_DTYPE_F32 &&
+        (av->dtype == SS_DTYPE_F32 || av->act16) &&
+        (cv->dtype == SS_DTYPE_F32 || cv->act16) &&
         memcmp(av->dims, cv->dims, 4 * sizeof(av->dims[0])) == 0 &&
         memcmp(av->dims, yv->dims, 4 * sizeof(av->dims[0])) == 0)
         *l = av->lay != SS_DNN_PLAIN ? av->lay : cv->lay;
-    if (*l == SS_DNN_PLAIN && av->dtype != SS_DTYPE_F32)
+    if (*l == SS_DNN_PLAIN && av->dtype != SS_DTYPE_F32 && !av->act16)
         return 0;       /* fwd_binary refuses it */
     if ((*a = ss__tb_lay(b, *a, *l, err)) < 0)
         return *a;
-    if (V(b, *c)->dtype == SS_DTYPE_F32 &&
+    if ((V(b, *c)->dtype == SS_DTYPE_F32 || V(b, *c)->act16) &&
         (*c = ss__tb_lay(b, *c, *l, err)) < 0)
         return *c;
     return 0;
+}
+
+/* A residual Add of two bf16 activations of one shape and layout:
+ * oneDNN's binary in bf16 (sums in f32, rounds once). */
+static int
+fwd_add16(ss__tb_t *b, const ss_node_t *n, int a, int c, ss_dnn_layout_t l,
+          ss_err_t *err)
+{
+    int y = ss__tb_out(b, n, 0);
+    ss_dnn_binary_desc_t d;
+    ss__step_t s;
+    int rc;
+
+    memset(&d, 0, sizeof(d));
+    d.dtype = SS_DTYPE_BF16;
+    d.alg = SS_DNN_ADD;
+    d.a_ndim = d.b_ndim = 4;
+    memcpy(d.a_dims, V(b, a)->dims, 4 * sizeof(d.a_dims[0]));
+    memcpy(d.b_dims, V(b, c)->dims, 4 * sizeof(d.b_dims[0]));
+    d.layout = l;
+    step_init(&s, ss__k_dnn, "Add", n);
+    if ((rc = ss_dnn_binary_new(&d, &s.prim, err)) < 0)
+        return ss_err_wrap(err, rc, "trainer: node '%s' (Add): ", label(n));
+    s.n_in = 2;
+    s.in[0] = a;
+    s.in[1] = c;
+    s.n_out = 1;
+    s.out[0] = y;
+    b->t->tv[y].lay = l;
+    ss__tv_set_act16(b, y);
+    return ss__step_add(b, &s, err);
 }
 
 static int
@@ -464,6 +504,17 @@ fwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
     if ((rc = bin_operands(b, n, &a, &c, &l, err)) < 0)
         return rc;
+    if (V(b, a)->act16 || V(b, c)->act16) {
+        if (binary_code(n) == SS__B_ADD && V(b, a)->act16 &&
+            V(b, c)->act16 && V(b, a)->lay == l && V(b, c)->lay == l &&
+            V(b, a)->numel == V(b, y)->numel &&
+            V(b, c)->numel == V(b, y)->numel)
+            return fwd_add16(b, n, a, c, l, err);
+        /* the C kernel on f32 copies */
+        if ((rc = ss__tb_node_f32(b, n, err)) < 0 ||
+            (rc = bin_operands(b, n, &a, &c, &l, err)) < 0)
+            return rc;
+    }
     b->t->tv[y].lay = l;
     nd[0] = V(b, a)->ndim;
     nd[1] = V(b, c)->ndim;
@@ -512,7 +563,8 @@ bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
         /* d(a+b)/da = 1: of the same shape (a residual), a copy */
         if ((op == SS__B_ADD || (op == SS__B_SUB && !slot)) &&
             V(b, x)->numel == V(b, y)->numel &&
-            V(b, x)->lay == V(b, y)->lay) {
+            V(b, x)->lay == V(b, y)->lay &&
+            V(b, gx)->dtype == V(b, gy)->dtype) {
             if ((rc = emit_copy(b, n, gy, gx, acc, err)) < 0)
                 return rc;
             continue;
@@ -962,6 +1014,12 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
                               " '%s': statistics that are not initializers",
                               label(n));
     }
+    /* a bf16 x on oneDNN's batch statistics; else f32 for the C kernel */
+    if (xv->act16 && (b->t->o.bn != SS_BN_BATCH || !ss__nn_dnn_ok(b, x, 0))) {
+        if ((rc = ss__tb_node_f32(b, n, err)) < 0)
+            return rc;
+        x = ss__tb_in(b, n, 0);
+    }
     if ((mean = ss__tv_new(b, SS_DTYPE_F32, 1, &c, err)) < 0 ||
         (rstd = ss__tv_new(b, SS_DTYPE_F32, 1, &c, err)) < 0)
         return mean < 0 ? mean : rstd;
@@ -984,6 +1042,8 @@ fwd_batchnorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.out[2] = rstd;
     if ((rc = ss__nn_bn(b, &s, 0, err)) < 0)
         return rc;
+    if (V(b, x)->act16)
+        ss__tv_set_act16(b, ss__tb_out(b, n, 0));
     return norm_fwd_add(b, n, &s, mean, rstd, err);
 }
 
@@ -1153,11 +1213,14 @@ blk_prim(ss__tb_t *b, ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
 }
 
 /* in0 / in1 of a blocked pass as it reads them: bf16 copies when the
- * primitive takes bf16. */
+ * primitive takes bf16 (a bf16 activation as it is), f32 copies of a
+ * bf16 activation when it takes f32. */
 static int
 blk_operand(ss__tb_t *b, const ss_dnn_conv_desc_t *d, int v, ss_err_t *err)
 {
-    return d->dtype == SS_DTYPE_BF16 ? ss__tb_bf16(b, v, err) : v;
+    if (d->dtype == SS_DTYPE_BF16)
+        return ss__tb_bf16(b, v, err);
+    return V(b, v)->act16 ? ss__tb_f32(b, v, V(b, v)->lay, err) : v;
 }
 
 /* Weight w in pass's primitive layout: a reorder step, then its value. */
@@ -1197,12 +1260,23 @@ fwd_conv_blk(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_desc_t *d,
     int xs = -1, wb = -1, sv[4], rc;
 
     d->dtype = b->t->o.bf16 ? SS_DTYPE_BF16 : SS_DTYPE_F32;
+    d->out_dtype = ss__tb_act16_on(b) ? SS_DTYPE_BF16 : SS_DTYPE_F32;
     if ((rc = ss_dnn_conv_train_pick(d, &sl, &dl, err)) < 0)
         return rc;
     d->src_layout = sl;
     d->dst_layout = dl;
     if ((rc = blk_prim(b, d, SS_DNN_CONV_FWD, bias >= 0, 0, &cb, err)) < 0)
         return rc;
+    if (d->dtype != SS_DTYPE_BF16) {
+        /* an f32 primitive: f32 in (copies of bf16 activations), out */
+        d->out_dtype = SS_DTYPE_F32;
+        if ((rc = ss__tb_node_f32(b, n, err)) < 0) {
+            ss_dnn_prim_free(cb.prim);
+            ss_dnn_prim_free(cb.w_reorder);
+            return rc;
+        }
+        x = ss__tb_in(b, n, 0);
+    }
     step_init(&s, ss__k_dnn, "Conv", n);
     s.prim = cb.prim;
     if ((xs = ss__tb_lay(b, x, sl, err)) < 0 ||
@@ -1218,6 +1292,8 @@ fwd_conv_blk(ss__tb_t *b, const ss_node_t *n, ss_dnn_conv_desc_t *d,
     s.n_out = 1;
     s.out[0] = y;
     b->t->tv[y].lay = dl;
+    if (d->out_dtype == SS_DTYPE_BF16)
+        ss__tv_set_act16(b, y);
     sv[0] = xs;
     sv[1] = (int)sl;
     sv[2] = (int)dl;
@@ -1242,7 +1318,9 @@ fwd_conv(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             return rc;
         ss_err_clear(err);      /* no blocked kernel: NCHW as before */
     }
-    if ((rc = ss__tb_lay(b, ss__tb_in(b, n, 0), SS_DNN_PLAIN, err)) < 0)
+    /* on f32 activations (copies of bf16 ones) */
+    if ((rc = ss__tb_node_f32(b, n, err)) < 0 ||
+        (rc = ss__tb_lay(b, ss__tb_in(b, n, 0), SS_DNN_PLAIN, err)) < 0)
         return rc;
     return emit_conv(b, n, SS_DNN_CONV_FWD, rc, ss__tb_in(b, n, 1),
                      ss__tb_in(b, n, 2), ss__tb_out(b, n, 0), 0, "Conv",
@@ -1275,7 +1353,8 @@ bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
 
         if ((g = ss__tb_grad(b, bias, &acc, err)) < 0)
             return g;
-        step_init(&s, ss__k_chsum, "Conv dB", n);
+        step_init(&s, yv->act16 ? ss__k_chsum16 : ss__k_chsum, "Conv dB",
+                  n);
         s.n_in = 1;
         s.in[0] = gy;
         s.n_out = 1;
@@ -1324,19 +1403,28 @@ bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
     }
     if (ss__tb_needs(b, xs)) {
         int tmp, wb = -1;
+        ss_dtype_t ot;
 
         if ((g = ss__tb_grad(b, xs, &acc, err)) < 0)
             return g;
-        tmp = g;
-        if (acc) {
-            if ((tmp = ss__tv_new(b, SS_DTYPE_F32, V(b, g)->ndim,
-                                  V(b, g)->dims, err)) < 0)
-                return tmp;
-            b->t->tv[tmp].lay = V(b, g)->lay;
-        }
+        /* a bf16 gradient for a bf16 activation; an f32 primitive
+         * writes f32, converted below */
+        d.out_dtype = V(b, g)->dtype;
         if ((rc = blk_prim(b, &d, SS_DNN_CONV_BWD_DATA, 0, 0, &cb,
                            err)) < 0)
             return rc;
+        ot = d.dtype == SS_DTYPE_BF16 ? d.out_dtype : SS_DTYPE_F32;
+        tmp = g;
+        if (acc || ot != V(b, g)->dtype) {
+            if ((tmp = ss__tv_new(b, ot, V(b, g)->ndim, V(b, g)->dims,
+                                  err)) < 0) {
+                ss_dnn_prim_free(cb.prim);
+                ss_dnn_prim_free(cb.w_reorder);
+                return tmp;
+            }
+            b->t->tv[tmp].lay = V(b, g)->lay;
+            b->t->tv[tmp].act16 = ot == SS_DTYPE_BF16;
+        }
         step_init(&s, ss__k_dnn, "Conv dX", n);
         s.prim = cb.prim;
         if ((wb = blk_weights(b, n, &cb, w, err)) < 0 ||
@@ -1350,6 +1438,8 @@ bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
         s.out[0] = tmp;
         if ((rc = ss__step_add(b, &s, err)) < 0)
             return rc;
+        if (tmp != g && ot != V(b, g)->dtype)
+            return ss__tb_relayout(b, tmp, g, acc, err);
         if (acc && (rc = emit_copy(b, n, tmp, g, 1, err)) < 0)
             return rc;
     }
@@ -1470,6 +1560,13 @@ fwd_pool(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     if ((rc = ss__nn_pool(b, &s, 0, ss__tb_in(b, n, 0), &arg, err)) < 0)
         return rc;
     dnn = rc;
+    if (V(b, ss__tb_in(b, n, 0))->act16) {
+        /* bf16 in, bf16 out on oneDNN; else the C kernel on f32 */
+        if (dnn)
+            ss__tv_set_act16(b, ss__tb_out(b, n, 0));
+        else if ((rc = ss__tb_node_f32(b, n, err)) < 0)
+            return rc;
+    }
     if (s.op == 0 && !dnn) {
         const ss__tv_t *yv = V(b, ss__tb_out(b, n, 0));
 
@@ -1942,15 +2039,16 @@ bwd_expand(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 #define D12 6u
 #define DALL (~0u)
 #define L SS__R_LAYOUT
+#define LB (SS__R_LAYOUT | SS__R_BF16)
 
 static const ss__rule_t rules[] = {
     /* op                diff  forward          backward          flags */
-    { "Add",             D01,  fwd_binary,      bwd_binary,     L },
+    { "Add",             D01,  fwd_binary,      bwd_binary,     LB },
     { "Sub",             D01,  fwd_binary,      bwd_binary,     L },
     { "Mul",             D01,  fwd_binary,      bwd_binary,     L },
     { "Div",             D01,  fwd_binary,      bwd_binary,     L },
     { "Pow",             D01,  fwd_binary,      bwd_binary,     L },
-    { "Relu",            D0,   fwd_unary,       bwd_unary,      L },
+    { "Relu",            D0,   fwd_unary,       bwd_unary,      LB },
     { "LeakyRelu",       D0,   fwd_unary,       bwd_unary,      L },
     { "Erf",             D0,   fwd_unary,       bwd_unary,      L },
     { "Sqrt",            D0,   fwd_unary,       bwd_unary,      L },
@@ -1965,14 +2063,14 @@ static const ss__rule_t rules[] = {
     { "Gelu",            D0,   fwd_unary,       bwd_unary,      L },
     { "Gemm",            D012, fwd_gemm,        bwd_gemm,       0 },
     { "MatMul",          D01,  fwd_matmul,      bwd_matmul,     0 },
-    { "Conv",            D012, fwd_conv,        bwd_conv,       L },
+    { "Conv",            D012, fwd_conv,        bwd_conv,       LB },
     { "Softmax",         D0,   fwd_softmax,     bwd_softmax,    0 },
     { "LogSoftmax",      D0,   fwd_softmax,     bwd_softmax,    0 },
     { "LayerNormalization", D012, fwd_layernorm, bwd_layernorm, 0 },
-    { "BatchNormalization", D012, fwd_batchnorm, bwd_batchnorm, L },
-    { "MaxPool",         D0,   fwd_pool,        bwd_pool,       L },
-    { "AveragePool",     D0,   fwd_pool,        bwd_pool,       L },
-    { "GlobalAveragePool", D0, fwd_pool,        bwd_pool,       L },
+    { "BatchNormalization", D012, fwd_batchnorm, bwd_batchnorm, LB },
+    { "MaxPool",         D0,   fwd_pool,        bwd_pool,       LB },
+    { "AveragePool",     D0,   fwd_pool,        bwd_pool,       LB },
+    { "GlobalAveragePool", D0, fwd_pool,        bwd_pool,       LB },
     { "Transpose",       D0,   fwd_transpose,   bwd_transpose,  0 },
     { "Gather",          D0,   NULL,            bwd_gather,     0 },
     { "Concat",          DALL, NULL,            bwd_concat,     0 },
@@ -1992,6 +2090,7 @@ static const ss__rule_t rules[] = {
     { "DequantizeLinear", D01, NULL,            ss__bwd_qdq,    0 },
 };
 #undef L
+#undef LB
 
 const ss__rule_t *
 ss__rules(int *n)

@@ -413,6 +413,12 @@ ss_train_precision(const ss_train_t *t, int *f32_fallbacks)
     return t->n_bf16;
 }
 
+int
+ss_train_bf16_acts(const ss_train_t *t)
+{
+    return t->n_act16;
+}
+
 const char *
 ss_train_describe(const ss_train_t *t, char *buf, size_t len)
 {

@@ -46,8 +46,12 @@
  *
  * Mixed precision (opts.bf16): the products (MatMul, Gemm, Conv forward,
  * and their backward by data and by weights) read bf16 copies of their
- * two operands and write f32; everything else (element-wise ops, norms,
- * softmax, the loss, gradient sums, the optimizer) stays f32, and so do
+ * two operands and write f32, except that a convolution writes a bf16
+ * activation, which BatchNorm, Relu, pooling and residual Adds (on
+ * oneDNN) keep bf16, forward and backward, up to the first op that needs
+ * f32 (ss_train_bf16_acts(); opts.f32_acts turns it off); everything
+ * else (other element-wise ops, norms, softmax, the loss, parameter
+ * gradients, the optimizer) stays f32, and so do
  * the master weights and the optimizer state in the flat arrays.  Each
  * operand is rounded once per step, where it is made (a weight after the
  * update, an activation after its forward op, a gradient when complete),
@@ -258,6 +262,10 @@ typedef struct ss_train_opts {
                                  * compare the two) */
     ss_train_nn_t nn;           /* what runs BatchNorm, Relu and pooling
                                  * (below) */
+    int f32_acts;               /* mixed precision: 1 keeps activations
+                                 * f32 (only the products' operands in
+                                 * bf16: the trainer before bf16
+                                 * activations; benchmarks compare) */
     const ss_train_dp_t *dp;    /* data parallelism; NULL: one process */
 } ss_train_opts_t;
 
@@ -369,6 +377,9 @@ double ss_train_lr(const ss_train_t *t);
 /* Products computed in bf16 and, of those opts.bf16 asked for, products
  * left in f32 (no native bf16 kernel for them); returns the first. */
 int ss_train_precision(const ss_train_t *t, int *f32_fallbacks);
+/* Activations (forward values) the trainer keeps in bf16: 0 in f32, with
+ * opts.f32_acts, or for a model without convolutions. */
+int ss_train_bf16_acts(const ss_train_t *t);
 /* A line about the training graph (steps, arena bytes, parameters) for
  * logs, into buf; returns buf. */
 const char *ss_train_describe(const ss_train_t *t, char *buf, size_t len);

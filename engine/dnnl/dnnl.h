@@ -194,6 +194,9 @@ typedef struct ss_dnn_conv_desc {
     const float *bias;          /* [OC] or NULL, borrowed */
     ss_dnn_layout_t src_layout, dst_layout;
     ss_dnn_postops_t post;
+    ss_dtype_t out_dtype;       /* training (ss_dnn_conv_train_*): what
+                                 * FWD and BWD_DATA write; 0 = F32, or
+                                 * BF16 with dtype BF16 */
 } ss_dnn_conv_desc_t;
 
 typedef enum {
@@ -260,12 +263,15 @@ typedef struct ss_dnn_binary_desc {
  * NCHW <-> blocked: a *_layout BLOCKED (then that side's strides must be
  * NULL). */
 typedef struct ss_dnn_reorder_desc {
-    ss_dtype_t dtype;           /* both sides, for now */
+    ss_dtype_t dtype;           /* the source's (and the destination's
+                                 * unless dst_dtype says otherwise) */
     int ndim;
     int64_t dims[SS_DNN_MAX_DIMS];
     const int64_t *src_strides; /* borrowed, or NULL = dense */
     const int64_t *dst_strides;
     ss_dnn_layout_t src_layout, dst_layout;
+    ss_dtype_t dst_dtype;       /* 0: dtype; F32 <-> BF16 converts on the
+                                 * way (round to nearest even) */
 } ss_dnn_reorder_desc_t;
 
 /* Whether a tensor of these dims can be BLOCKED: 4-D, C % 16 == 0.
@@ -302,7 +308,9 @@ void ss_dnn_prim_free(ss_dnn_prim_t *p);
 
 /* Training (dnnl_train.c): a convolution whose operands are all run-time
  * and dense (d->w, d->bias, post-ops and layouts must be unset; dtype F32,
- * or BF16: the two operands a pass reads are bf16, what it writes f32):
+ * or BF16: the two operands a pass reads are bf16, what it writes f32
+ * unless d->out_dtype is BF16: then FWD's dst and BWD_DATA's diff_src
+ * are bf16 too, and BWD_WEIGHTS still writes f32):
  *   FWD           in[0] src, in[1] weights, in[2] bias when bias; out dst
  *   BWD_DATA      in[0] diff_dst, in[1] weights; out diff_src
  *   BWD_WEIGHTS   in[0] src, in[1] diff_dst; out diff_weights

@@ -514,7 +514,7 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
 {
     static const int in[] = { DNNL_ARG_FROM };
     dnnl_memory_desc_t src, dst;
-    dnnl_data_type_t dt;
+    dnnl_data_type_t dt, ddt;
     dnnl_engine_t eng;
     ss__dnn_build_t b;
     int rc;
@@ -522,6 +522,8 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
     if ((rc = ss__dnn_build_start(&b, "reorder", err)) < 0)
         goto done;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = check_dtype(d->dst_dtype ? d->dst_dtype : d->dtype, &ddt, err,
+                          b.what)) < 0 ||
         (rc = check_dims(d->ndim, d->dims, err, b.what)) < 0 ||
         (rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
@@ -538,10 +540,10 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                   : ss__dnn_md_strided(&src, d->ndim, d->dims,
                                        d->src_strides, dt, err, b.what)) < 0 ||
         (rc = d->dst_layout
-                  ? ss__dnn_md_layout(&dst, d->ndim, d->dims, dt,
+                  ? ss__dnn_md_layout(&dst, d->ndim, d->dims, ddt,
                                       d->dst_layout, err, b.what)
                   : ss__dnn_md_strided(&dst, d->ndim, d->dims,
-                                       d->dst_strides, dt, err, b.what)) < 0 ||
+                                       d->dst_strides, ddt, err, b.what)) < 0 ||
         (rc = plain_attr(&b, err)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&b.pd, &src, eng,

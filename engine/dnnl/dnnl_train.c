@@ -51,19 +51,23 @@ typedef struct conv_mds {
     dnnl_primitive_desc_t fwd_pd;   /* owned */
 } conv_mds_t;
 
-/* The types of the pass's operands: bf16 rounds the two it reads, never
- * what it writes (f32).  src, w, dst are the forward's names. */
+/* The types of the pass's operands: bf16 rounds the two it reads; what
+ * it writes is f32, or for an activation (FWD's dst, BWD_DATA's
+ * diff_src) bf16 when d->out_dtype asks (the trainer's bf16
+ * activations).  src, w, dst are the forward's names. */
 static void
 conv_types(const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
            dnnl_data_type_t *src, dnnl_data_type_t *w, dnnl_data_type_t *dst)
 {
     dnnl_data_type_t lo = d->dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t out = lo == dnnl_bf16 && d->out_dtype == SS_DTYPE_BF16
+                         ? dnnl_bf16 : dnnl_f32;
 
     *src = *w = *dst = lo;
     if (pass == SS_DNN_CONV_FWD)
-        *dst = dnnl_f32;
+        *dst = out;
     else if (pass == SS_DNN_CONV_BWD_DATA)
-        *src = dnnl_f32;
+        *src = out;
     else
         *w = dnnl_f32;
 }
