@@ -179,26 +179,35 @@ ss__k_copy16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 }
 
 /* As ss__k_chsum (p: N, C, H*W, L of the layout [N][C/L][H*W][L]), on a
- * bf16 x: one double sum per channel, in (n, hw) order. */
+ * bf16 x: a work unit is a run of up to 16 adjacent channels, walked in
+ * memory order with one double sum per channel, in (n, hw) order. */
+#define CS_W 16
+
 int
 ss__k_chsum16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
     const uint16_t *x = t->tv[s->in[0]].data;
     float *y = t->tv[s->out[0]].data;
     int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
-    int64_t CB = C / L, c;
+    int64_t CB = C / L, nch = (L + CS_W - 1) / CS_W, u;
     int acc = s->acc & 1u;
 
     (void)err;
 #pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
-    for (c = 0; c < C; c++) {
-        int64_t cb = c / L, l = c % L, i, j;
-        double sum = 0;
+    for (u = 0; u < CB * nch; u++) {
+        int64_t cb = u / nch, l0 = (u % nch) * CS_W, c0 = cb * L + l0;
+        int64_t w = L - l0 < CS_W ? L - l0 : CS_W, i, j, l;
+        double sum[CS_W] = { 0 };
 
         for (i = 0; i < n; i++)
-            for (j = 0; j < hw; j++)
-                sum += bf2f(x[((i * CB + cb) * hw + j) * L + l]);
-        y[c] = acc ? y[c] + (float)sum : (float)sum;
+            for (j = 0; j < hw; j++) {
+                const uint16_t *xr = x + ((i * CB + cb) * hw + j) * L + l0;
+
+                for (l = 0; l < w; l++)
+                    sum[l] += bf2f(xr[l]);
+            }
+        for (l = 0; l < w; l++)
+            y[c0 + l] = acc ? y[c0 + l] + (float)sum[l] : (float)sum[l];
     }
     return 0;
 }
