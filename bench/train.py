@@ -3,7 +3,7 @@
 """Training throughput: the C trainer vs PyTorch eager, same data, same run.
 
     /usr/bin/python3 bench/train.py [--build DIR] [--steps N] [--threads T]
-                                    [--nchw]
+                                    [--nchw] [--nn-dnn] [--f32-acts]
 
 For the MLP, CNN and transformer fixtures: batch 64 from the digits
 held-out set, cross-entropy, AdamW, T threads (default 2).  Where the CPU
@@ -22,7 +22,11 @@ Relu and max pooling run on oneDNN's primitives; BatchNorm and average
 pooling too in bf16, and on the trainer's C kernels in f32 (the default
 of opts.nn: they match PyTorch's f32 within 1e-4); --nn-dnn adds an f32
 run with those on oneDNN too and a column of bf16's speed over it (the
-ratio of the precisions alone).  The C side is
+ratio of the precisions alone).  bf16 keeps a CNN's activations in bf16
+(the convolutions write them, BatchNorm, Relu, pooling and residual Adds
+keep them); --f32-acts adds a bf16 run with f32 activations (only the
+products' operands bf16, opts.f32_acts) and a column of bf16's speed
+over it (what the bf16 activations gain).  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
@@ -209,7 +213,7 @@ def files(name, wide):
 def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
     exe = os.path.join(build, "compress", "train", "train-bench")
     onnx_path, npz = files(name, wide)
-    prec, layout, nn = (precision.split("-") + ["blocked", "auto"])[:3]
+    prec, layout, nn = (precision.split(":") + ["blocked", "auto"])[:3]
     out = subprocess.run(
         [exe, onnx_path, npz, str(batch), str(steps), str(threads), "adamw",
          prec, layout, nn],
@@ -220,10 +224,12 @@ def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
 def c_pair(a, name, bf16, wide):
     """f32 and bf16 (and f32 NCHW) runs alternating: medians of ms and
     CPU ms."""
-    runs = {"f32": [], "bf16": [], "f32-nchw": [], "f32-blocked-dnn": []}
+    runs = {"f32": [], "bf16": [], "f32:nchw": [], "f32:blocked:dnn": [],
+            "bf16-f32acts": []}
     kinds = ["f32"] + (["bf16"] if bf16 else []) + (
-        ["f32-nchw"] if a.nchw else []) + (
-        ["f32-blocked-dnn"] if a.nn_dnn else [])
+        ["f32:nchw"] if a.nchw else []) + (
+        ["f32:blocked:dnn"] if a.nn_dnn else []) + (
+        ["bf16-f32acts"] if a.f32_acts and bf16 else [])
     for _ in range(a.reps):
         for p in kinds:
             runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
@@ -251,6 +257,9 @@ def main():
     ap.add_argument("--nn-dnn", action="store_true",
                     help="also run f32 with BatchNorm, Relu and pooling on "
                     "oneDNN (as bf16 runs them) and compare bf16 with it")
+    ap.add_argument("--f32-acts", action="store_true",
+                    help="also run bf16 with f32 activations (only the "
+                    "products' operands bf16) and compare bf16 with it")
     a = ap.parse_args()
     model, isa = cpu()
     bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
@@ -262,7 +271,9 @@ def main():
         "bf16/f32", "(cpu)", " %12s %9s %9s" % (
             "C NCHW s/s", "blk/NCHW", "(cpu)") if a.nchw else "") + (
             " %12s %11s %9s" % ("C f32dnn s/s", "bf16/f32dnn", "(cpu)")
-            if a.nn_dnn else ""))
+            if a.nn_dnn else "") + (
+            " %12s %12s %9s" % ("bf16f32a s/s", "bf16/f32acts", "(cpu)")
+            if a.f32_acts else ""))
     tmp = tempfile.mkdtemp(prefix="train-bench-")
     try:
         names = a.models.split(",")
@@ -274,8 +285,8 @@ def main():
                 print("%s: python3-onnx is not installed, skipped" % name)
                 continue
             m = c_pair(a, name, bf16, wide)
-            c, b, n = m["f32"], m.get("bf16"), m.get("f32-nchw")
-            d = m.get("f32-blocked-dnn")
+            c, b, n = m["f32"], m.get("bf16"), m.get("f32:nchw")
+            d, e = m.get("f32:blocked:dnn"), m.get("bf16-f32acts")
             t = (torch_run(name, a.steps, a.threads, a.batch)
                  if name not in wide else None)
             print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
@@ -296,7 +307,11 @@ def main():
                         "%.2fx" % (d["ms_per_step"] / b["ms_per_step"])
                         if b else "-",
                         "%.2fx" % (d["cpu_ms_per_step"] / b["cpu_ms_per_step"])
-                        if b else "-") if d else ""))
+                        if b else "-") if d else "") + (" %12.0f %12s %9s" % (
+                            e["samples_per_s"],
+                            "%.2fx" % (e["ms_per_step"] / b["ms_per_step"]),
+                            "%.2fx" % (e["cpu_ms_per_step"] /
+                                       b["cpu_ms_per_step"])) if e else ""))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,15 +48,7 @@
 
 #define PAR_MIN 32768
 
-static inline float
-bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
+#define bf2f ss__bf16_f32
 
 /* Round to nearest even, as ss__bf16_round (NaN stays NaN), inline so
  * the loops below vectorize. */
@@ -94,7 +86,7 @@ int
 ss__tb_f32(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
 {
     ss__tr_t *t = b->t;
-    int c, rc;
+    int c;
 
     if (v < 0)
         return v;
@@ -107,16 +99,9 @@ ss__tb_f32(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
     for (int k = 0; k < 3; k++)
         if (b->fc[v][k] >= 0 && ss__tv_lay_same(&t->tv[v], (int)l, k))
             return b->fc[v][l] = b->fc[v][k];
-    if ((c = ss__tv_new(b, SS_DTYPE_F32, t->tv[v].ndim, t->tv[v].dims,
-                        err)) < 0)
+    if ((c = ss__tb_copy_new(b, v, SS_DTYPE_F32, l, err)) < 0)
         return c;
-    t->tv[c].lay = l;
-    t->tv[c].name = t->tv[v].name;
-    if ((rc = ss__tb_relayout(b, v, c, 0, err)) < 0)
-        return rc;
     b->fc[v][l] = c;
-    b->lc_of[c] = v;
-    b->rg[c] = b->rg[v];
     return c;
 }
 
@@ -175,40 +160,6 @@ ss__k_copy16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         ss__add_into(y->data, x, SS_DTYPE_BF16, y->numel);
     else if (x != y->data)
         memcpy(y->data, x, y->bytes);
-    return 0;
-}
-
-/* As ss__k_chsum (p: N, C, H*W, L of the layout [N][C/L][H*W][L]), on a
- * bf16 x: a work unit is a run of up to 16 adjacent channels, walked in
- * memory order with one double sum per channel, in (n, hw) order. */
-#define CS_W 16
-
-int
-ss__k_chsum16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
-{
-    const uint16_t *x = t->tv[s->in[0]].data;
-    float *y = t->tv[s->out[0]].data;
-    int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
-    int64_t CB = C / L, nch = (L + CS_W - 1) / CS_W, u;
-    int acc = s->acc & 1u;
-
-    (void)err;
-#pragma omp parallel for schedule(static) if (n * C * hw > PAR_MIN)
-    for (u = 0; u < CB * nch; u++) {
-        int64_t cb = u / nch, l0 = (u % nch) * CS_W, c0 = cb * L + l0;
-        int64_t w = L - l0 < CS_W ? L - l0 : CS_W, i, j, l;
-        double sum[CS_W] = { 0 };
-
-        for (i = 0; i < n; i++)
-            for (j = 0; j < hw; j++) {
-                const uint16_t *xr = x + ((i * CB + cb) * hw + j) * L + l0;
-
-                for (l = 0; l < w; l++)
-                    sum[l] += bf2f(xr[l]);
-            }
-        for (l = 0; l < w; l++)
-            y[c0 + l] = acc ? y[c0 + l] + (float)sum[l] : (float)sum[l];
-    }
     return 0;
 }
 

@@ -442,7 +442,7 @@ int
 ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
 {
     ss__tr_t *t = b->t;
-    int c, rc;
+    int c;
 
     if (v < 0)
         return v;
@@ -461,15 +461,26 @@ ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err)
     if (t->tv[v].dtype != SS_DTYPE_F32 && !t->tv[v].act16)
         return ss_err_set(err, SS_EINTERNAL, "trainer: a layout copy of a "
                           "value of dtype %d", (int)t->tv[v].dtype);
-    if ((c = ss__tv_new(b, t->tv[v].dtype, t->tv[v].ndim, t->tv[v].dims,
-                        err)) < 0)
+    if ((c = ss__tb_copy_new(b, v, t->tv[v].dtype, l, err)) < 0)
+        return c;
+    b->lc[v][l] = c;
+    return c;
+}
+
+int
+ss__tb_copy_new(ss__tb_t *b, int v, ss_dtype_t dt, ss_dnn_layout_t l,
+                ss_err_t *err)
+{
+    ss__tr_t *t = b->t;
+    int c, rc;
+
+    if ((c = ss__tv_new(b, dt, t->tv[v].ndim, t->tv[v].dims, err)) < 0)
         return c;
     t->tv[c].lay = l;
     t->tv[c].name = t->tv[v].name;
-    t->tv[c].act16 = t->tv[v].act16;
+    t->tv[c].act16 = t->tv[v].act16 && dt == SS_DTYPE_BF16;
     if ((rc = ss__tb_relayout(b, v, c, 0, err)) < 0)
         return rc;
-    b->lc[v][l] = c;
     b->lc_of[c] = v;
     b->rg[c] = b->rg[v];
     return c;

@@ -217,6 +217,10 @@ int ss__tb_lay(ss__tb_t *b, int v, ss_dnn_layout_t l, ss_err_t *err);
  * node's rule: gradients of v's layout copies (and f32 copies) are added
  * into v's. */
 int ss__tb_merge(ss__tb_t *b, int v, ss_err_t *err);
+/* A new copy of value v of dtype dt in layout l, made by a step added
+ * now; it needs a gradient when v does and maps back to v (lc_of). */
+int ss__tb_copy_new(ss__tb_t *b, int v, ss_dtype_t dt, ss_dnn_layout_t l,
+                    ss_err_t *err);
 /* A step reordering value src into dst (same dims; their layouts and
  * dtypes, f32 <-> bf16 converting); acc: dst += instead (through a
  * temporary). */
@@ -335,11 +339,10 @@ int ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
 int ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 
 /* bf16 activation kernels (act16.c): the copy (acc: y = bf16(y + x),
- * summed in f32), the per-channel sum of a bf16 gradient (in double, as
- * ss__k_chsum), BatchNorm on running statistics of a bf16 x (the
- * forward-only pass), and dst += src over n elements of dtype dt. */
+ * summed in f32), BatchNorm on running statistics of a bf16 x (the
+ * forward-only pass), and dst += src over n elements of dtype dt.
+ * (ss__k_chsum takes a bf16 gradient as it is.) */
 int ss__k_copy16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
-int ss__k_chsum16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_bn16_infer(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 void ss__add_into(void *dst, const void *src, ss_dtype_t dt, int64_t n);
 int ss__k_bn_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
@@ -425,6 +428,17 @@ int ss__dp_gather(ss__tr_t *t, ss_err_t *err);
  * slice [shard_lo, shard_hi) (a collective). */
 int ss__dp_grad_norm2(ss__tr_t *t, const float *g, double *out,
                       ss_err_t *err);
+
+/* bf16 -> f32 (exact). */
+static inline float
+ss__bf16_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+
+    __builtin_memcpy(&f, &u, sizeof(f));
+    return f;
+}
 
 /* Random numbers (splitmix64): deterministic from the seed. */
 static inline uint64_t

@@ -1055,11 +1055,14 @@ ss__k_batchnorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
 /* out[0][c] (+)= the sum of in[0] over N and the spatial dims, in
  * double, in (n, hw) order per channel; p: N C HW L (the layout's lanes,
- * as for BatchNorm).  A convolution's bias gradient. */
+ * as for BatchNorm).  A convolution's bias gradient; in[0] f32, or bf16
+ * (a bf16 activation's gradient, act16.c). */
 int
 ss__k_chsum(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
     const float *x = IN(0);
+    const uint16_t *xh = (const uint16_t *)IN(0);
+    int bf = t->tv[s->in[0]].dtype == SS_DTYPE_BF16;
     float *y = OUT(0);
     int64_t n = s->p[0], C = s->p[1], hw = s->p[2], L = s->p[3];
     int64_t CB = C / L, nch = (L + BN_W - 1) / BN_W, u;
@@ -1074,10 +1077,14 @@ ss__k_chsum(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
         for (i = 0; i < n; i++)
             for (j = 0; j < hw; j++) {
-                const float *xr = x + ((i * CB + cb) * hw + j) * L + l0;
+                int64_t o = ((i * CB + cb) * hw + j) * L + l0;
 
-                for (l = 0; l < w; l++)
-                    sum[l] += xr[l];
+                if (bf)
+                    for (l = 0; l < w; l++)
+                        sum[l] += ss__bf16_f32(xh[o + l]);
+                else
+                    for (l = 0; l < w; l++)
+                        sum[l] += x[o + l];
             }
         for (l = 0; l < w; l++)
             y[c0 + l] = acc ? y[c0 + l] + (float)sum[l] : (float)sum[l];

@@ -1353,8 +1353,7 @@ bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
 
         if ((g = ss__tb_grad(b, bias, &acc, err)) < 0)
             return g;
-        step_init(&s, yv->act16 ? ss__k_chsum16 : ss__k_chsum, "Conv dB",
-                  n);
+        step_init(&s, ss__k_chsum, "Conv dB", n);
         s.n_in = 1;
         s.in[0] = gy;
         s.n_out = 1;
