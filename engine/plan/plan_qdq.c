@@ -34,7 +34,8 @@
  * Pools: quantizers put the Q after a MaxPool (Conv -> Relu -> MaxPool ->
  * Q -> DQ -> Conv).  Max commutes with a per-tensor Q, so hoist_q moves
  * the Q before the pool: the conv then ends in it and writes u8, and the
- * pool runs on u8 NHWC between the two int8 convs (int8_pool).
+ * pool runs on u8 NHWC between the two int8 convs (int8_pool); a Q
+ * behind a Flatten moves before it the same way (hoist_q_view).
  *
  * THREADS: runs inside ss_plan_new.
  */
@@ -604,6 +605,59 @@ sole_reader(const ss_plan_t *p, int v)
     return r;
 }
 
+/* Whether q is a QuantizeLinear on its reference kernel with one
+ * constant scale (and zero point). */
+static int
+q_per_tensor(const ss_plan_t *p, const ss_step_t *q)
+{
+    if (q->kind != SS_STEP_REF || !ss__plan_is_op(q, "QuantizeLinear")
+        || q->n_in < 2 || q->in[0] < 0 || q->out[0] < 0
+        || !ss__fz_const_of(p, q->in[1], SS_DTYPE_F32)
+        || ss_tensor_numel(ss__plan_tensor(p, q->in[1])) != 1)
+        return 0;
+    return !(q->n_in > 2 && q->in[2] >= 0
+             && (!ss__fz_is_const(p, q->in[2])
+                 || ss_tensor_numel(ss__plan_tensor(p, q->in[2])) != 1));
+}
+
+/* x -> Flatten/Reshape (a view f) -> QuantizeLinear (per tensor) becomes
+ * x -> QuantizeLinear -> the same view of the int8 result: an
+ * element-wise Q commutes with any reshaping.  The conv writing x then
+ * ends in the Q (the 28x28 CNN's last conv before its Flatten wrote f32,
+ * reordered it to NCHW and a reorder quantized it for the Linear).  Only
+ * where f is x's one reader and the Q f's. */
+static int
+hoist_q_view(ss_plan_t *p, int s, ss_err_t *err)
+{
+    ss_step_t *q = &p->steps[s];
+    int f, x, xq, y;
+
+    if (!q_per_tensor(p, q))
+        return 0;
+    f = q->in[0];
+    x = p->vals[f].alias;
+    y = q->out[0];
+    if (x < 0 || p->vals[x].alias >= 0 || ss__fz_is_const(p, x)
+        || sole_reader(p, f) != s || ss__plan_is_graph_out(p, x)
+        || ss__plan_tensor(p, y)->dtype == SS_DTYPE_UNDEFINED)
+        return 0;
+    for (int v = 0; v < p->n_vals; v++)
+        if (v != f && p->vals[v].alias == x)
+            return 0;
+    for (int t = 0; t < p->n_steps; t++)
+        for (int k = 0; k < p->steps[t].n_in; k++)
+            if (p->steps[t].in[k] == x)
+                return 0;
+    if ((xq = ss__plan_add_value(p, x, ss__plan_tensor(p, y)->dtype,
+                                 SS_DNN_PLAIN, err)) < 0)
+        return xq;
+    q = &p->steps[s];
+    q->in[0] = x;
+    q->out[0] = xq;
+    p->vals[y].alias = xq;
+    return 1;
+}
+
 /* MaxPool -> QuantizeLinear (per tensor) becomes QuantizeLinear ->
  * MaxPool on int8: Q(max x) = max Q(x) exactly, Q being monotone.  The Q
  * then ends the chain of the conv before the pool (take_q), which writes
@@ -633,14 +687,7 @@ hoist_q(ss_plan_t *p, int s, ss_err_t *err)
     if ((sq = sole_reader(p, m)) < 0)
         return 0;
     q = &p->steps[sq];
-    if (q->kind != SS_STEP_REF || !ss__plan_is_op(q, "QuantizeLinear")
-        || q->in[0] != m || q->n_in < 2 || q->out[0] < 0
-        || !ss__fz_const_of(p, q->in[1], SS_DTYPE_F32)
-        || ss_tensor_numel(ss__plan_tensor(p, q->in[1])) != 1)
-        return 0;
-    if (q->n_in > 2 && q->in[2] >= 0
-        && (!ss__fz_is_const(p, q->in[2])
-            || ss_tensor_numel(ss__plan_tensor(p, q->in[2])) != 1))
+    if (!q_per_tensor(p, q) || q->in[0] != m)
         return 0;
     y = q->out[0];
     z = ss__plan_tensor(p, y);
@@ -721,7 +768,8 @@ ss__plan_int8(ss_plan_t *p, ss_err_t *err)
     int rc = 0;
 
     for (int s = 0; s < p->n_steps; s++)
-        if ((rc = hoist_q(p, s, err)) < 0)
+        if ((rc = hoist_q(p, s, err)) < 0
+            || (rc = hoist_q_view(p, s, err)) < 0)
             goto done;
     if (ss__fz_init(&fz, p) < 0) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory to fuse");

@@ -36,13 +36,15 @@ frand(void)
     return mb_rand(&seed);
 }
 
-/* An s8 conv weight [oc, ic, k, k] behind a DequantizeLinear with one
- * scale per output channel: value name "<name>" (f32); returns max over
- * output channels of sum |w| (real units). */
+/* An s8 conv weight [oc, ic, k, k] (a Linear's [oc, ic] for k 0) behind
+ * a DequantizeLinear with one scale per output channel: value name
+ * "<name>" (f32); returns max over output channels of sum |w| (real
+ * units). */
 static double
 qweight(mb_t *b, const char *name, int64_t oc, int64_t ic, int64_t k)
 {
-    int64_t dims[4] = { oc, ic, k, k }, n = oc * ic * k * k, per = n / oc;
+    int64_t dims[4] = { oc, ic, k, k }, n = oc * ic * (k ? k * k : 1);
+    int64_t per = n / oc;
     int8_t *w = malloc((size_t)n);
     float *sc = malloc((size_t)oc * sizeof(float));
     char wq[64], ws[64];
@@ -61,7 +63,7 @@ qweight(mb_t *b, const char *name, int64_t oc, int64_t ic, int64_t k)
     }
     snprintf(wq, sizeof(wq), "%s_q", name);
     snprintf(ws, sizeof(ws), "%s_s", name);
-    mb_init(b, wq, SS_DTYPE_I8, 4, dims, w, (size_t)n);
+    mb_init(b, wq, SS_DTYPE_I8, k ? 4 : 2, dims, w, (size_t)n);
     mb_init_f32(b, ws, 1, &oc, sc);
     snprintf(wq, sizeof(wq), "%s_q,%s_s", name, name);
     nd = mb_node(b, "DequantizeLinear", NULL, wq, name);
@@ -167,7 +169,7 @@ build(int tap, int bf16, double *bound)
 }
 
 /* Compiles g (reference kernels only when ref) for x and runs it: y gets
- * output 0 (N * 72 floats); the plan is kept in *keep. */
+ * output 0 (room for it); the plan is kept in *keep. */
 static int
 run(const ss_graph_t *g, int ref, const float *x, float *y, ss_plan_t **keep)
 {
@@ -279,6 +281,66 @@ done:
     free(x);
 }
 
+/* x -> Q/DQ -> c1 1->16 -> Relu -> Flatten -> Q/DQ -> fc [10, 2304]: the
+ * Q moves before the Flatten (a view), so the conv writes u8 and the
+ * Linear reads it through the view; the reference QDQ's answer within
+ * two steps of fc's input. */
+static void
+test_flatten(void)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float y[N * 10], yr[N * 10];
+    ss_plan_t *pi = NULL, *pr = NULL;
+    mb_t *b = mb_new(13);
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    Onnx__NodeProto *n;
+    uint8_t *buf;
+    size_t len;
+    float bias[16];
+    int64_t c16 = 16;
+    double bound, d, m;
+
+    seed = 5;
+    for (int i = 0; i < 16; i++)
+        bias[i] = 0.05f * frand();
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, HW, HW });
+    qweight(b, "w1", 16, 1, 3);
+    bound = 2.0 / 64 * qweight(b, "wf", 10, 16 * HW * HW, 0) + 1e-5;
+    mb_init_f32(b, "b1", 1, &c16, bias);
+    qdq(b, "x", 1.0f / 64, 0);
+    conv(b, "x_dq,w1,b1", "c1", 1);
+    mb_node(b, "Relu", NULL, "c1", "r1");
+    mb_node(b, "Flatten", NULL, "r1", "f");
+    qdq(b, "f", 1.0f / 64, 1);
+    n = mb_node(b, "Gemm", NULL, "f_dq,wf", "y");
+    mb_attr_int(b, n, "transB", 1);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    if (g == NULL || run(g, 0, x, y, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
+        ok(0, "the Flatten QDQ net compiles and runs");
+        goto done;
+    }
+    is_int(count_steps(pi, "int8 Conv+Relu+Q", 1), 1,
+           "flatten: the conv writes int8 through the Flatten");
+    is_int(count_steps(pi, "Quantize", 0), 1,
+           "flatten: no quantizing reorder but the input's");
+    d = max_diff(y, yr, N * 10, &m);
+    ok(m > 0.1 && d <= bound, "flatten: int8 plan vs reference QDQ max "
+       "|diff| %.3g <= %.3g (max |y| %.3g)", d, bound, m);
+done:
+    ss_plan_free(pi);
+    ss_plan_free(pr);
+    ss_graph_free(g);
+    free(x);
+}
+
 /* The same CNN in bf16: both pools on bf16 NHWC between convs that
  * write bf16, the same output bit for bit as with pool 1 on f32 (its
  * result tapped: the conv writes f32, the pool runs f32, a conversion
@@ -330,6 +392,7 @@ main(void)
 {
     test_pool(0);
     test_pool(1);
+    test_flatten();
     test_bf16_pool();
     return tap_done();
 }
