@@ -621,11 +621,9 @@ q_per_tensor(const ss_plan_t *p, const ss_step_t *q)
 }
 
 /* x -> Flatten/Reshape (a view f) -> QuantizeLinear (per tensor) becomes
- * x -> QuantizeLinear -> the same view of the int8 result: an
- * element-wise Q commutes with any reshaping.  The conv writing x then
- * ends in the Q (the 28x28 CNN's last conv before its Flatten wrote f32,
- * reordered it to NCHW and a reorder quantized it for the Linear).  Only
- * where f is x's one reader and the Q f's. */
+ * x -> QuantizeLinear -> the same view of the int8 result (Q is element-
+ * wise), so the conv writing x ends in the Q.  Only where f is x's one
+ * reader and the Q f's. */
 static int
 hoist_q_view(ss_plan_t *p, int s, ss_err_t *err)
 {
@@ -659,15 +657,11 @@ hoist_q_view(ss_plan_t *p, int s, ss_err_t *err)
 }
 
 /* MaxPool -> QuantizeLinear (per tensor) becomes QuantizeLinear ->
- * MaxPool on int8: Q(max x) = max Q(x) exactly, Q being monotone.  The Q
- * then ends the chain of the conv before the pool (take_q), which writes
- * int8, the pool runs on int8 (a quarter of the bytes) and the data stay
- * int8 up to the next int8 layer, where otherwise the conv wrote f32, the
- * pool ran on f32 and a reorder quantized its result.  The pool becomes
- * an int8 oneDNN step here (NCHW; int8_pool moves it to NHWC behind an
- * NHWC int8 conv); where oneDNN cannot build it nothing moves.  The two
- * steps trade places in the step array: nothing between them reads the
- * pool's f32 result (the Q was its only reader). */
+ * MaxPool on int8 (Q(max x) = max Q(x), Q being monotone): the Q ends the
+ * conv's chain (take_q), the pool runs on int8 (int8_pool), where the
+ * conv wrote f32, the pool ran f32 and a reorder quantized it.  Where
+ * oneDNN cannot build the pool nothing moves.  The steps trade places:
+ * nothing between them reads the pool's f32 result (the Q's alone). */
 static int
 hoist_q(ss_plan_t *p, int s, ss_err_t *err)
 {
@@ -717,8 +711,9 @@ hoist_q(ss_plan_t *p, int s, ss_err_t *err)
     return 1;
 }
 
-/* An int8 MaxPool (hoist_q) whose source an int8 conv wrote NHWC: pools
- * that NHWC copy into an NHWC result, the next int8 conv's source
+/* An int8 MaxPool (hoist_q) runs NHWC (oneDNN 2.6 pools int8 NCHW on its
+ * reference code only): on the NHWC copy an int8 conv wrote, or else on
+ * one converted here, into an NHWC result, the next int8 conv's source
  * (twin), with a conversion to NCHW for any other reader. */
 static int
 int8_pool(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
@@ -729,8 +724,7 @@ int8_pool(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
     ss_dnn_prim_t *prim = NULL;
     int xs, ys, y, rc;
 
-    if (st->kind != SS_STEP_DNN || strcmp(st->what, "int8 MaxPool") != 0
-        || (xs = twin_of(qp, st->in[0])) < 0)
+    if (st->kind != SS_STEP_DNN || strcmp(st->what, "int8 MaxPool") != 0)
         return 0;
     ref = *st;                  /* the node's geometry, read as hoist_q did */
     ref.kind = SS_STEP_REF;
@@ -740,6 +734,25 @@ int8_pool(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
     d.layout = SS_DNN_NHWC;
     if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);   /* stays NCHW */
+    if ((xs = twin_of(qp, st->in[0])) < 0) {
+        ss_dnn_convert_desc_t to = { .ndim = 4, .dst_nhwc = 1 };
+
+        if ((xs = ss__plan_add_value(p, st->in[0], d.dtype, SS_DNN_NHWC,
+                                     err)) < 0) {
+            ss_dnn_prim_free(prim);
+            return xs;
+        }
+        st = &p->steps[s];
+        to.src_dtype = to.dst_dtype = d.dtype;
+        memcpy(to.dims, ss__plan_tensor(p, st->in[0])->dims,
+               4 * sizeof(int64_t));
+        if ((rc = ss__plan_ins_convert(p, &qp->il, s, 0, &to, st->in[0], xs,
+                                       "to NHWC", err)) < 0) {
+            ss_dnn_prim_free(prim);
+            return rc;
+        }
+        twin_add(qp, st->in[0], xs);
+    }
     if ((ys = ss__plan_add_value(p, y, d.dtype, SS_DNN_NHWC, err)) < 0) {
         ss_dnn_prim_free(prim);
         return ys;

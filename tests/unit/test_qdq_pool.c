@@ -116,10 +116,11 @@ maxpool(mb_t *b, const char *in, const char *out)
 /* x[N,1,12,12] -> c1 1->16 -> Relu -> MaxPool -> c2 16->32 -> Relu ->
  * MaxPool -> c3 32->8 1x1 -> y[N,8,3,3], Q/DQ before every conv (f32
  * weights and no Q/DQ with bf16).  With tap, pool 1's f32 result is also
- * a graph output (it must stay f32).  *bound: two steps of c3's input
- * scale through c3's weights. */
+ * a graph output (it must stay f32); with f32first, c1 reads x as it is
+ * (a layer PTQ left f32).  *bound: two steps of c3's input scale through
+ * c3's weights. */
 static ss_graph_t *
-build(int tap, int bf16, double *bound)
+build3(int tap, int bf16, int f32first, double *bound)
 {
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
@@ -141,9 +142,9 @@ build(int tap, int bf16, double *bound)
     mb_init_f32(b, "b1", 1, &c16, bias);
     mb_init_f32(b, "b2", 1, &c32, bias);
     mb_init_f32(b, "b3", 1, &c8, bias);
-    if (!bf16)
+    if (!bf16 && !f32first)
         qdq(b, "x", 1.0f / 64, 0);
-    conv(b, bf16 ? "x,w1,b1" : "x_dq,w1,b1", "c1", 1);
+    conv(b, bf16 || f32first ? "x,w1,b1" : "x_dq,w1,b1", "c1", 1);
     mb_node(b, "Relu", NULL, "c1", "r1");
     maxpool(b, "r1", "p1");
     if (!bf16)
@@ -166,6 +167,12 @@ build(int tap, int bf16, double *bound)
     mb_free(b);
     *bound = 2.0 * s2 * w3 + 1e-5;
     return g;
+}
+
+static ss_graph_t *
+build(int tap, int bf16, double *bound)
+{
+    return build3(tap, bf16, 0, bound);
 }
 
 /* Compiles g (reference kernels only when ref) for x and runs it: y gets
@@ -274,6 +281,44 @@ test_pool(int tap)
     d = max_diff(yi, yr, N * 72, &m);
     ok(m > 0.1 && d <= bound, "%s: int8 plan vs reference QDQ max |diff| "
        "%.3g <= %.3g (max |y| %.3g)", tap ? "tapped" : "plain", d, bound, m);
+done:
+    ss_plan_free(pi);
+    ss_plan_free(pr);
+    ss_graph_free(g);
+    free(x);
+}
+
+/* c1 left f32: its pool still runs on int8, NHWC (oneDNN's int8 NCHW
+ * pooling is its reference code, ~100x slower), behind a conversion. */
+static void
+test_f32_first(void)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float yi[N * 72], yr[N * 72];
+    ss_plan_t *pi = NULL, *pr = NULL;
+    ss_graph_t *g;
+    double bound, d, m;
+    int slow = 0;
+
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
+    g = build3(0, 0, 1, &bound);
+    if (g == NULL || run(g, 0, x, yi, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
+        ok(0, "the QDQ CNN with an f32 first conv runs");
+        goto done;
+    }
+    for (int s = 0; s < pi->n_steps; s++)
+        if (pi->steps[s].kind == SS_STEP_DNN
+            && strcmp(pi->steps[s].what, "int8 MaxPool") == 0)
+            slow += strncmp(ss_dnn_prim_impl(pi->steps[s].prim), "ref", 3)
+                    == 0;
+    is_int(count_steps(pi, "int8 MaxPool", 1), 2,
+           "f32 first conv: both pools on int8");
+    is_int(slow, 0, "f32 first conv: no int8 pool on oneDNN's reference "
+           "code");
+    d = max_diff(yi, yr, N * 72, &m);
+    ok(m > 0.1 && d <= bound, "f32 first conv: int8 plan vs reference QDQ "
+       "max |diff| %.3g <= %.3g", d, bound);
 done:
     ss_plan_free(pi);
     ss_plan_free(pr);
@@ -392,6 +437,7 @@ main(void)
 {
     test_pool(0);
     test_pool(1);
+    test_f32_first();
     test_flatten();
     test_bf16_pool();
     return tap_done();
