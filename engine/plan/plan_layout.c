@@ -84,6 +84,37 @@ done:
     return rc;
 }
 
+/* A step that writes value v (with views, or a graph output: NCHW bytes
+ * wanted) in another layout writes a new value instead, reordered into v
+ * right after it; readers wanting the written layout read the new value
+ * (conv[]).  A conv whose readers want NCHW runs in its family when its
+ * source is in it already (conv_layouts, plan_fuse_ops.c). */
+static int
+plain_out(ss_plan_t *p, ss_step_t *st, int s, int k, int *conv,
+          ss__plan_inslist_t *il, ss_err_t *err)
+{
+    int v = st->out[k], nv, rc;
+    ss_dnn_layout_t l;
+    ss_step_t ro;
+
+    if (v < 0 || p->vals[v].alias >= 0)
+        return 0;
+    l = p->vals[v].layout;
+    if (ss__lay_same(l, SS_DNN_PLAIN, &p->vals[v].t)
+        || (!ss__plan_has_views(p, v) && !ss__plan_is_graph_out(p, v)))
+        return 0;
+    if ((rc = make_reorder(p, st, v, l, SS_DNN_PLAIN, &ro, &nv, err)) < 0)
+        return rc;
+    /* the reorder reads the new value and writes v */
+    ro.in[0] = nv;
+    ro.out[0] = v;
+    p->vals[nv].layout = l;
+    p->vals[v].layout = SS_DNN_PLAIN;
+    st->out[k] = nv;
+    conv[3 * v + l] = nv;
+    return ss__plan_ins_step(il, s, 1, &ro, err);
+}
+
 int
 ss__plan_layout(ss_plan_t *p, ss_err_t *err)
 {
@@ -139,6 +170,9 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
             }
             st->in[k] = conv[3 * v + need];
         }
+        for (int k = 0; k < st->n_out; k++)
+            if ((rc = plain_out(p, st, s, k, conv, &il, err)) < 0)
+                goto done;
     }
     for (int i = 0; i < p->g->n_outputs; i++) {
         int r = ss__plan_root(p, p->g->outputs[i]);

@@ -587,6 +587,109 @@ done:
     ss_graph_free(g);
 }
 
+/* Whether every conv step of p runs a real blocked or brgconv kernel
+ * (not oneDNN's gemm fallback over NCHW, nor its reference code). */
+static int
+convs_direct(const ss_plan_t *p)
+{
+    for (int s = 0; s < p->n_steps; s++) {
+        const char *impl;
+
+        if (p->steps[s].kind != SS_STEP_DNN
+            || strncmp(p->steps[s].what, "Conv", 4) != 0)
+            continue;
+        impl = ss_dnn_prim_impl(p->steps[s].prim);
+        if (strstr(impl, "gemm") != NULL || strncmp(impl, "ref", 3) == 0) {
+            tap_diag("step %d (%s) runs %s", s, p->steps[s].what, impl);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Convs whose readers want NCHW bytes, behind a blocked source (the
+ * 28x28 CNN's last conv before its Flatten):
+ *   x[N,16,7,7] → cA 16→32 +Relu   a  [N,32,7,7]   blocked
+ *   cB 32→48 +Relu (a) → Flatten → Gemm             y [N,10]
+ *   cC 32→16 (a)                                     z [N,16,7,7] (output)
+ * cB and cC run blocked, and their outputs (48 and 16 channels) are
+ * reordered to NCHW after them, never a (32 channels) before them.
+ */
+static void
+test_flatten(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t batch = 3, nx = batch * 16 * 7 * 7;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    Onnx__NodeProto *nd;
+    uint8_t *buf;
+    size_t len;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+
+    memset(y, 0, sizeof(y));
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 7, 7 });
+    init_rand(b, "wa", 4, (int64_t[]){ 32, 16, 3, 3 }, 0.3f);
+    init_rand(b, "wb", 4, (int64_t[]){ 48, 32, 3, 3 }, 0.2f);
+    init_rand(b, "wc", 4, (int64_t[]){ 16, 32, 3, 3 }, 0.2f);
+    init_rand(b, "wf", 2, (int64_t[]){ 10, 48 * 49 }, 0.05f);
+    init_rand(b, "bf", 1, (int64_t[]){ 10 }, 1);
+    conv(b, "cA", "x,wa", "ca", 1, 1, 1);
+    mb_node(b, "Relu", "relua", "ca", "a");
+    conv(b, "cB", "a,wb", "cb", 1, 1, 1);
+    mb_node(b, "Relu", "relub", "cb", "rb");
+    mb_node(b, "Flatten", "fl", "rb", "f");
+    nd = mb_node(b, "Gemm", "fc", "f,wf,bf", "y");
+    mb_attr_int(b, nd, "transB", 1);
+    conv(b, "cC", "a,wc", "z", 1, 1, 1);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 7, 7 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 16, 7, 7 }, x, 2, y[m],
+                    n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
+       "flatten: the plans compile and run");
+    if (rc[REF] || rc[BLOCKED])
+        goto done;
+    for (int k = 0; k < 2; k++) {
+        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
+
+        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "flatten: output %d, "
+           "blocked vs reference: max err %.2g of max |y|", k, e);
+    }
+    ok(reads_agree(p[BLOCKED]), "flatten: every read sees its value's "
+       "layout");
+    ok(convs_direct(p[BLOCKED]), "flatten: every conv runs a blocked "
+       "kernel");
+    ok(layout_of(p[BLOCKED], "rb") == SS_DNN_PLAIN
+       && layout_of(p[BLOCKED], "z") == SS_DNN_PLAIN,
+       "flatten: the flattened value and the graph output are NCHW bytes "
+       "(%d, %d)", (int)layout_of(p[BLOCKED], "rb"),
+       (int)layout_of(p[BLOCKED], "z"));
+    ok(reordered(p[BLOCKED], "Reorder>NCHW", 32, 7) == 0
+       && reordered(p[BLOCKED], "Reorder>NCHW", 48, 7) == batch * 48 * 49
+       && reordered(p[BLOCKED], "Reorder>NCHW", 16, 7) == batch * 16 * 49,
+       "flatten: the outputs are reordered to NCHW (%lld, %lld elements), "
+       "not the convs' source (%lld)",
+       (long long)reordered(p[BLOCKED], "Reorder>NCHW", 48, 7),
+       (long long)reordered(p[BLOCKED], "Reorder>NCHW", 16, 7),
+       (long long)reordered(p[BLOCKED], "Reorder>NCHW", 32, 7));
+done:
+    free_runs(p, y, x);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -600,5 +703,6 @@ main(void)
     ss_graph_free(g);
     test_view();
     test_shrink();
+    test_flatten();
     return tap_done();
 }
