@@ -455,6 +455,10 @@ ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
 
     if ((rc = check_io(p, inputs, outputs, err)) < 0)
         goto done;
+    if (p->slice != NULL) {
+        rc = ss__plan_run_sliced(p, ctx, inputs, outputs, err);
+        goto done;
+    }
     for (int i = 0; p->nan_guard && i < p->g->n_inputs; i++)
         if (nonfinite(inputs[i].dtype, inputs[i].data,
                       ss_tensor_numel(&inputs[i])))

@@ -147,14 +147,33 @@ struct ss_plan {
      * credited, and the reference dropped, by ss_plan_free. */
     struct ss_memacct *acct;
     size_t charged;
+    /* Batch slices (plan_slice.c): when set, this plan has no steps and
+     * runs as slice on slice_rows rows at a time, slice_tail on the rest
+     * (NULL when slice_rows divides the batch). */
+    struct ss_plan *slice, *slice_tail;
+    int64_t slice_rows;
 };
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
  * reference kernels only (no oneDNN step, no NaN guard).  fuse may carry
  * SS__PLAN_TAPS: honour g's taps (ss_plan_new_tapped). */
 #define SS__PLAN_TAPS 2
+/* ... or SS__PLAN_NOSLICE: no batch slices (a slice's own compile). */
+#define SS__PLAN_NOSLICE 4
 int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                    int fuse, ss_plan_t **out, ss_err_t *err);
+
+/* Batch slices (plan_slice.c): at the end of ss__plan_build, makes p (its
+ * steps compiled for shapes, with fuse as given) run as a plan for fewer
+ * rows, slice after slice, when its graph computes sample by sample and
+ * one sample's activations are small; leaves p whole otherwise.  Only
+ * SS_ENOMEM fails. */
+int ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
+                   ss_err_t *err);
+/* Runs a sliced plan (p->slice set) on inputs already checked. */
+int ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                        const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                        ss_err_t *err);
 
 /* The value whose bytes v shares (v itself when it is no view). */
 static inline int

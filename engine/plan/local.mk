@@ -14,7 +14,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_chunkbuf.c \
 	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
-	engine/plan/plan_edit.c \
+	engine/plan/plan_edit.c engine/plan/plan_slice.c \
 	engine/plan/pass_moe.c engine/plan/moe_step.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 

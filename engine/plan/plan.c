@@ -721,6 +721,9 @@ dump(const ss_plan_t *p)
     fprintf(stderr, "plan for %s: %d steps, %d nodes fused, arena %zu "
             "bytes, scratch %zu\n", p->g->source, p->n_steps, p->n_fused,
             p->arena_bytes, p->scratch_bytes);
+    if (p->slice != NULL)
+        fprintf(stderr, "  runs in batch slices of %lld rows (the plans "
+                "above)\n", (long long)p->slice_rows);
     for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *st = &p->steps[s];
         int v = st->kind == SS_STEP_COPY ? st->in[0] : st->out[0];
@@ -889,6 +892,9 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     ss__plan_chunk_bufs(p);
     if ((rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
         goto done;
+    /* (a sliced plan has no steps: its slices guard themselves) */
+    if ((rc = ss__plan_slice(p, input_shapes, fuse, err)) < 0)
+        goto done;
     for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard; s++)
         if (p->steps[s].kind == SS_STEP_DNN && float_input(p)) {
             if (pthread_mutex_init(&p->ref_lock, NULL) != 0) {
@@ -943,6 +949,8 @@ ss_plan_free(ss_plan_t *p)
     ss_free(p->vals);
     ss_free(p->out_info);
     ss_free(p->tap_after);
+    ss_plan_free(p->slice);
+    ss_plan_free(p->slice_tail);
     if (p->nan_guard) {
         ss_plan_free(p->ref);
         pthread_mutex_destroy(&p->ref_lock);
