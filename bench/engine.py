@@ -31,10 +31,10 @@ check the largest relative difference of the logits to PyTorch's
 (max |y - y_torch| / max |y_torch|, target 1e-4) instead of argmaxes.
 --cnn28 adds bench/serve_models.py's MNIST-sized CNN (28x28 input).
 
---rounds N lets slimserve and ORT take turns N times on each net (medians
-over all runs); the nets' ss/ORT cpu column is the ratio of median CPU
-times per run (every thread of each process), the one to read at
---threads 1 on a machine others load.  The nets' last column is each
+--rounds N lets slimserve and ORT take turns N times on each net and
+cnn28 row (medians over all runs); their ss/ORT cpu column is the ratio
+of median CPU times per run (every thread of each process), the one to
+read at --threads 1 on a machine others load.  Their last column is each
 engine's peak RSS (VmHWM) with the model loaded and run, over the ONNX
 file's size (issue 12's memory target is slimserve's ratio).
 
@@ -225,6 +225,43 @@ def run_ort(tmp, model, x, in_name, n, w, threads):
     return lat["latencies_ms"], y
 
 
+def take_turns(tmp, cli, model, xf, x, n, w, args, use_ort, out_name):
+    """slimserve and ORT in turns, args.rounds times: -> row (medians over
+    every round's runs: latency, CPU time), ss's and ORT's last outputs."""
+    lat, olat, scpu, ocpu, oy = [], [], [], [], None
+    srss, orss = [], []
+    for _ in range(max(1, args.rounds)):
+        sl, comp, y = run_slimserve(cli, model, xf, "input",
+                                    os.path.join(tmp, "out.npz"), n, w,
+                                    args.threads, out_name=out_name)
+        lat += sl
+        scpu += CPU_MS.get(cli, [])
+        if RSS_MB.get(cli) is not None:
+            srss.append(RSS_MB[cli])
+        if use_ort:
+            ol, oy = run_ort(tmp, model, x, "input", n, w, args.threads)
+            olat += ol
+            ocpu += CPU_MS.get("ort", [])
+            if RSS_MB["ort"][0] is not None:
+                orss.append(RSS_MB["ort"])
+    row = {"ss": statistics.median(lat), "compile": comp,
+           "ort": statistics.median(olat) if olat else None, "torch": None,
+           "check": ""}
+    if scpu and ocpu:
+        row["ss_cpu"] = statistics.median(scpu)
+        row["ort_cpu"] = statistics.median(ocpu)
+    mib = os.path.getsize(model) / 2**20
+    if srss:
+        row["mem"] = "ss %.0f (%.2fx)" % (max(srss), max(srss) / mib)
+    if orss:
+        pk = max(o[0] for o in orss)
+        base = min(o[1] or 0 for o in orss)
+        row["mem"] = (row.get("mem", "") +
+                      "; ORT %.0f (%.2fx; %.2fx over node's %.0f)"
+                      % (pk, pk / mib, (pk - base) / mib, base))
+    return row, y, oy
+
+
 def run_torch(tmp, kind, inputs, batches, threads, quick):
     """One process per model for every batch size: returns {b: (lat, y)}."""
     runs = []
@@ -276,7 +313,7 @@ def main():
                     help="224x224 nets of engine_nets.py, or none")
     ap.add_argument("--net-batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=1,
-                    help="nets: slimserve and ORT take turns this many "
+                    help="nets, cnn28: slimserve and ORT take turns this many "
                     "times; medians over every round's runs")
     ap.add_argument("--cnn28", action="store_true",
                     help="serve_models.py's 28x28 CNN at --batches too")
@@ -323,16 +360,10 @@ def main():
                 np.save(xf, x)
                 if isa is None:
                     isa = onednn_isa(cli, model, xf, "input")
-                lat, comp, y = run_slimserve(
-                    cli, model, xf, "input", os.path.join(tmp, "out.npz"),
-                    n, w, args.threads, out_name=None)
-                row = {"fixture": "cnn28_op17", "batch": b,
-                       "ss": statistics.median(lat), "compile": comp,
-                       "ort": None, "torch": None, "check": ""}
+                row, y, oy = take_turns(tmp, cli, model, xf, x, n, w, args,
+                                        use_ort, None)
+                row.update(fixture="cnn28_op17", batch=b)
                 if use_ort:
-                    ol, oy = run_ort(tmp, model, x, "input", n, w,
-                                     args.threads)
-                    row["ort"] = statistics.median(ol)
                     row["check"] = "vs ORT %.1e" % rel_diff(y, oy)
                 rows.append(row)
                 print("# %-16s batch %-4d slimserve %s ms  ORT %s ms"
@@ -408,52 +439,17 @@ def main():
                     x = np.load(inputs[b])
                     if isa is None:
                         isa = onednn_isa(cli, model, inputs[b], "input")
-                    lat, olat, scpu, ocpu = [], [], [], []
-                    srss, orss = [], []
-                    for _ in range(max(1, args.rounds)):
-                        sl, comp, y = run_slimserve(
-                            cli, model, inputs[b], "input",
-                            os.path.join(tmp, "out.npz"), n, w,
-                            args.threads)
-                        lat += sl
-                        scpu += CPU_MS.get(cli, [])
-                        if RSS_MB.get(cli) is not None:
-                            srss.append(RSS_MB[cli])
-                        if use_ort:
-                            ol, oy = run_ort(tmp, model, x, "input", n, w,
-                                             args.threads)
-                            olat += ol
-                            ocpu += CPU_MS.get("ort", [])
-                            if RSS_MB["ort"][0] is not None:
-                                orss.append(RSS_MB["ort"])
-                    row = {"fixture": net + "_op17", "batch": b,
-                           "ss": statistics.median(lat), "compile": comp,
-                           "ort": None, "torch": None, "check": ""}
-                    if scpu and ocpu:
-                        row["ss_cpu"] = statistics.median(scpu)
-                        row["ort_cpu"] = statistics.median(ocpu)
-                    mib = os.path.getsize(model) / 2**20
-                    if srss:
-                        row["mem"] = "ss %.0f (%.2fx)" % (
-                            max(srss), max(srss) / mib)
-                    if orss:
-                        pk = max(o[0] for o in orss)
-                        base = min(o[1] or 0 for o in orss)
-                        row["mem"] = (row.get("mem", "") +
-                                      "; ORT %.0f (%.2fx; %.2fx over "
-                                      "node's %.0f)" % (pk, pk / mib,
-                                                        (pk - base) / mib,
-                                                        base))
+                    row, y, oy = take_turns(tmp, cli, model, inputs[b], x, n,
+                                            w, args, use_ort, "logits")
+                    row.update(fixture=net + "_op17", batch=b)
                     checks = []
                     ref = None
                     if (net, b) in torch_res:
                         tl, ref = torch_res[(net, b)]
                         row["torch"] = statistics.median(tl)
                         checks.append("ss %.1e" % rel_diff(y, ref))
-                    if use_ort:
-                        row["ort"] = statistics.median(olat)
-                        if ref is not None:
-                            checks.append("ort %.1e" % rel_diff(oy, ref))
+                    if use_ort and ref is not None:
+                        checks.append("ort %.1e" % rel_diff(oy, ref))
                     row["check"] = " ".join(checks)
                     rows.append(row)
                     print("# %-16s batch %-4d slimserve %s ms  ORT %s ms  "
@@ -491,7 +487,7 @@ def main():
     print("ms: median latency of one batch; /s: samples per second; "
           "ss/peer: slimserve throughput over the peer's (>1: slimserve "
           "faster).")
-    print("ss/ORT cpu (nets): ORT's median CPU time per run over "
+    print("ss/ORT cpu (nets, cnn28): ORT's median CPU time per run over "
           "slimserve's, every thread of each process; with --threads 1 the "
           "cost of a run less the time other processes held the core (at "
           "2 threads it counts OpenMP's spinning)."

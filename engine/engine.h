@@ -187,7 +187,17 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * g, which must outlive the plan.  A plan's memory (any one value; folded
  * constants plus intermediates together) is capped at 4 GiB, or at what
  * the environment variable SS_ENGINE_MAX_PLAN_BYTES says ("512M", "8G");
- * past it the compile fails with SS_ETOOBIG naming the node. */
+ * past it the compile fails with SS_ETOOBIG naming the node.
+ *
+ * Batch slices: a plan for a batch whose graph computes each sample on
+ * its own (convs, pools, element-wise ops, Flatten, Gemm/MatMul by
+ * constant weights, Softmax over a later axis...), with at most 16 MB of
+ * weights and a largest activation past 2 MB, is also compiled for S
+ * rows (the largest power of two from 2 whose activation still fits
+ * 2 MB, and once more for the batch % S left) and runs as that, slice
+ * after slice, so activations stay in cache: the compile costs two or
+ * three plans' time, the batch's own steps are dropped.  The environment
+ * variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the rule. */
 int ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                 ss_plan_t **out, ss_err_t *err);
 void ss_plan_free(ss_plan_t *p);
