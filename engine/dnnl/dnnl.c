@@ -233,6 +233,15 @@ done:
     return rc;
 }
 
+int
+ss_dnn_stream_threads(ss_dnn_stream_t *s, int threads)
+{
+    int was = s->threads;
+
+    s->threads = threads;
+    return was;
+}
+
 void
 ss_dnn_stream_free(ss_dnn_stream_t *s)
 {

@@ -282,6 +282,10 @@ int ss_dnn_blocked_ok(int ndim, const int64_t *dims);
  * count of the calling thread before each run (0: leave it).  [any] */
 int ss_dnn_stream_new(int threads, ss_dnn_stream_t **out, ss_err_t *err);
 void ss_dnn_stream_free(ss_dnn_stream_t *s);
+/* Sets the thread count s runs with (as ss_dnn_stream_new's); returns
+ * the one it had.  A plan whose primitives were made for one thread runs
+ * them on one (engine/plan/plan_threads.c).  [worker: s's thread] */
+int ss_dnn_stream_threads(ss_dnn_stream_t *s, int threads);
 
 /* Constructors: return 0 and a new object, or a negative code and *out =
  * NULL.  Descriptors and the arrays they point to are borrowed for the

@@ -443,10 +443,33 @@ ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     return ss_plan_run_tapped(p, ctx, inputs, outputs, NULL, NULL, err);
 }
 
+static int run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                    const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                    ss_tap_fn fn, void *user, ss_err_t *err);
+
 int
 ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                    const ss_tensor_t *inputs, ss_tensor_t *outputs,
                    ss_tap_fn fn, void *user, ss_err_t *err)
+{
+    int was, st, rc;
+
+    if (!p->one_thread)
+        return run_plan(p, ctx, inputs, outputs, fn, user, err);
+    /* a small plan's primitives were made for one thread (plan_threads.c):
+     * they run on one, and the caller's count is put back */
+    was = omp_get_max_threads();
+    st = ss_dnn_stream_threads(ctx->stream, 1);
+    omp_set_num_threads(1);
+    rc = run_plan(p, ctx, inputs, outputs, fn, user, err);
+    ss_dnn_stream_threads(ctx->stream, st);
+    omp_set_num_threads(was);
+    return rc;
+}
+
+static int
+run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
+         ss_tensor_t *outputs, ss_tap_fn fn, void *user, ss_err_t *err)
 {
     int rc;
 

@@ -152,6 +152,8 @@ struct ss_plan {
      * (NULL when slice_rows divides the batch). */
     struct ss_plan *slice, *slice_tail;
     int64_t slice_rows;
+    /* Compiled, and run, on one OpenMP thread (plan_threads.c). */
+    int one_thread;
 };
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
@@ -170,6 +172,13 @@ int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
  * SS_ENOMEM fails. */
 int ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
                    ss_err_t *err);
+/* Small plans on one thread (plan_threads.c): before p's primitives are
+ * made, sets p->one_thread and the calling thread's OpenMP count to 1
+ * when p's work is small; returns the count to give back to _end (0:
+ * none changed). */
+int ss__plan_threads_begin(ss_plan_t *p);
+void ss__plan_threads_end(int was);
+
 /* Runs a sliced plan (p->slice set) on inputs already checked. */
 int ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                         const ss_tensor_t *inputs, ss_tensor_t *outputs,

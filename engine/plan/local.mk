@@ -15,6 +15,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
 	engine/plan/plan_edit.c engine/plan/plan_slice.c \
+	engine/plan/plan_threads.c \
 	engine/plan/pass_moe.c engine/plan/moe_step.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 
@@ -43,7 +44,7 @@ TESTS += tests/unit/test_qdq tests/unit/test_layout
 tests_unit_test_qdq_SOURCES = tests/unit/test_qdq.c tests/unit/run_util.h
 tests_unit_test_qdq_LDADD = $(SS_ENGINE_LIBS)
 tests_unit_test_layout_SOURCES = tests/unit/test_layout.c \
-	tests/unit/onnx_build.h
+	tests/unit/onnx_build.h tests/unit/plan_runs.h
 tests_unit_test_layout_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_layout_LDADD = $(SS_ENGINE_LIBS)
 check_PROGRAMS += tests/unit/test_qdq_pool
@@ -52,3 +53,11 @@ tests_unit_test_qdq_pool_SOURCES = tests/unit/test_qdq_pool.c \
 	tests/unit/onnx_build.h
 tests_unit_test_qdq_pool_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_qdq_pool_LDADD = $(SS_ENGINE_LIBS)
+
+# Batch slices and small plans on one thread.
+check_PROGRAMS += tests/unit/test_slice
+TESTS += tests/unit/test_slice
+tests_unit_test_slice_SOURCES = tests/unit/test_slice.c \
+	tests/unit/onnx_build.h tests/unit/plan_runs.h
+tests_unit_test_slice_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_slice_LDADD = $(SS_ENGINE_LIBS)

@@ -721,6 +721,8 @@ dump(const ss_plan_t *p)
     fprintf(stderr, "plan for %s: %d steps, %d nodes fused, arena %zu "
             "bytes, scratch %zu\n", p->g->source, p->n_steps, p->n_fused,
             p->arena_bytes, p->scratch_bytes);
+    if (p->one_thread)
+        fprintf(stderr, "  compiled and run on one thread\n");
     if (p->slice != NULL)
         fprintf(stderr, "  runs in batch slices of %lld rows (the plans "
                 "above)\n", (long long)p->slice_rows);
@@ -842,7 +844,7 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
 {
     ss_plan_t *p = NULL;
     unsigned char *decides = NULL;
-    int rc = 0, n_decide = 0, walking = 0;
+    int rc = 0, n_decide = 0, walking = 0, threads_was = 0;
     /* oneDNN's packed weights are charged to g where they are allocated
      * (engine/dnnl/dnnl.c), for as long as this compile runs */
     ss_memacct_t *acct = ss__graph_acct(g);
@@ -884,9 +886,12 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
         if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
             goto done;
     walking = 0;
+    threads_was = ss__plan_threads_begin(p);
     for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]); i++)
         if ((rc = passes[i](p, err)) < 0)
             goto done;
+    ss__plan_threads_end(threads_was);
+    threads_was = 0;
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0)
         goto done;
     ss__plan_chunk_bufs(p);
@@ -920,6 +925,7 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     *out = p;
     p = NULL;
 done:
+    ss__plan_threads_end(threads_was);
     ss_plan_free(p);
     (void)ss_memacct_swap_current(was);
     /* With inputs that decide shapes, a shape the model cannot take comes

@@ -8,9 +8,7 @@
  * plain fused plan (SS_ENGINE_NO_BLOCKED=1), keep the values it should
  * blocked (nChw16c) or channels-last (NHWC) and graph outputs plain, and
  * never let a step read a value in a layout that puts its elements
- * elsewhere than the one it was written in.  Also: batch slices
- * (engine/plan/plan_slice.c), which a layout-heavy conv net is the case
- * for.
+ * elsewhere than the one it was written in.
  */
 
 #include <math.h>
@@ -22,35 +20,7 @@
 #include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
-
-enum { REF, PLAIN, BLOCKED };
-
-#define N_OUT 3
-
-static uint32_t seed = 77;
-
-static float
-frand(void)
-{
-    seed = seed * 1664525u + 1013904223u;
-    return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static void
-init_rand(mb_t *b, const char *name, int ndim, const int64_t *dims,
-          float scale)
-{
-    int64_t n = 1;
-    float *v;
-
-    for (int i = 0; i < ndim; i++)
-        n *= dims[i];
-    v = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++)
-        v[i] = frand() * scale;
-    mb_init_f32(b, name, ndim, dims, v);
-    free(v);
-}
+#include "tests/unit/plan_runs.h"
 
 static void
 bn_params(mb_t *b, const char *prefix, int64_t c)
@@ -68,22 +38,6 @@ bn_params(mb_t *b, const char *prefix, int64_t c)
         var[i] = fabsf(frand()) + 0.5f;
     snprintf(name, sizeof(name), "%s_v", prefix);
     mb_init_f32(b, name, 1, &c, var);
-}
-
-static Onnx__NodeProto *
-conv(mb_t *b, const char *name, const char *ins, const char *out,
-     int64_t pad, int64_t stride, int64_t group)
-{
-    Onnx__NodeProto *n = mb_node(b, "Conv", name, ins, out);
-    const int64_t pads[4] = { pad, pad, pad, pad }, st[2] = { stride, stride };
-
-    if (pad)
-        mb_attr_ints(b, n, "pads", 4, pads);
-    if (stride != 1)
-        mb_attr_ints(b, n, "strides", 2, st);
-    if (group != 1)
-        mb_attr_int(b, n, "group", group);
-    return n;
 }
 
 /*
@@ -169,77 +123,6 @@ build(void)
     free(buf);
     mb_free(b);
     return g;
-}
-
-static void
-set_mode(int mode)
-{
-    if (mode == REF)
-        setenv("SS_ENGINE_NO_FUSION", "1", 1);
-    else
-        unsetenv("SS_ENGINE_NO_FUSION");
-    if (mode == PLAIN)
-        setenv("SS_ENGINE_NO_BLOCKED", "1", 1);
-    else
-        unsetenv("SS_ENGINE_NO_BLOCKED");
-}
-
-/* Compiles g in mode for x (ndim dims) and runs it; y[k] get the n_out
- * outputs (malloc'ed), n[k] their sizes.  The plan is kept in *keep. */
-static int
-run(const ss_graph_t *g, int mode, int ndim, const int64_t *dims,
-    const float *x, int n_out, float **y, int64_t *n, ss_plan_t **keep)
-{
-    ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = ndim };
-    ss_tensor_t out[N_OUT];
-    ss_exec_ctx_t *c = NULL;
-    ss_err_t err = { 0 };
-    int rc;
-
-    memset(out, 0, sizeof(out));
-    memcpy(in.dims, dims, (size_t)ndim * sizeof(int64_t));
-    in.data = (void *)x;
-    set_mode(mode);
-    rc = ss_plan_new(g, &in, keep, &err);
-    set_mode(BLOCKED);
-    if (rc < 0 || (rc = ss_exec_ctx_new(1, &c, &err)) < 0) {
-        tap_diag("compile: %s", err.msg);
-        goto done;
-    }
-    for (int k = 0; k < n_out; k++) {
-        const ss_io_info_t *oi = ss_plan_output(*keep, k);
-
-        out[k].dtype = oi->dtype;
-        out[k].ndim = oi->ndim;
-        memcpy(out[k].dims, oi->dims, sizeof(oi->dims));
-        n[k] = ss_tensor_numel(&out[k]);
-        y[k] = calloc((size_t)n[k] + 1, sizeof(float));
-        out[k].data = y[k];
-    }
-    if ((rc = ss_plan_run(*keep, c, &in, out, &err)) < 0)
-        tap_diag("run: %s", err.msg);
-done:
-    ss_exec_ctx_free(c);
-    return rc;
-}
-
-/* The largest difference relative to the largest |want|: a ReLU output
- * near 0 makes an element-wise relative error meaningless. */
-static double
-max_rel_err(const float *got, const float *want, int64_t n)
-{
-    double m = 0, scale = 1e-6;
-
-    for (int64_t i = 0; i < n; i++)
-        if (fabs(want[i]) > scale)
-            scale = fabs(want[i]);
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]) / scale;
-
-        if (!(d <= m))
-            m = d;
-    }
-    return m;
 }
 
 static int
@@ -338,19 +221,6 @@ reads_agree(const ss_plan_t *p)
         }
     }
     return 1;
-}
-
-/* The three plans of a test (REF, PLAIN, BLOCKED), their outputs and the
- * input. */
-static void
-free_runs(ss_plan_t *p[3], float *y[3][N_OUT], float *x)
-{
-    for (int m = 0; m < 3; m++) {
-        for (int k = 0; k < N_OUT; k++)
-            free(y[m][k]);
-        ss_plan_free(p[m]);
-    }
-    free(x);
 }
 
 static void
@@ -692,94 +562,6 @@ done:
     ss_graph_free(g);
 }
 
-/*
- * Batch slices (engine/plan/plan_slice.c), softmax over axis `ax`:
- *   x[N,3,12,12] → c1 3→32 +Relu → MaxPool 2x2 → c2 32→16 → Flatten
- *   → Gemm 576→10 → Softmax                                y [N,10]
- * One sample's largest activation is 18 KB: at batch 256 (4.7 MB) the
- * rule runs it in slices of 64 (1.2 MB); SS_ENGINE_BATCH_SLICE=4 at
- * batch 10 in 4 + 4 + 2.  Softmax over the batch mixes samples: never
- * sliced.
- */
-static ss_graph_t *
-build_slices(int64_t ax)
-{
-    mb_t *b = mb_new(13);
-    const int64_t k2[2] = { 2, 2 };
-    Onnx__NodeProto *n;
-    ss_graph_t *g = NULL;
-    ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
-
-    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 3, 12, 12 });
-    init_rand(b, "w1", 4, (int64_t[]){ 32, 3, 3, 3 }, 0.5f);
-    init_rand(b, "w2", 4, (int64_t[]){ 16, 32, 3, 3 }, 0.2f);
-    init_rand(b, "wf", 2, (int64_t[]){ 10, 576 }, 0.1f);
-    init_rand(b, "bf", 1, (int64_t[]){ 10 }, 1);
-    conv(b, "c1", "x,w1", "c1", 1, 1, 1);
-    mb_node(b, "Relu", "relu1", "c1", "r1");
-    n = mb_node(b, "MaxPool", "mp", "r1", "p1");
-    mb_attr_ints(b, n, "kernel_shape", 2, k2);
-    mb_attr_ints(b, n, "strides", 2, k2);
-    conv(b, "c2", "p1,w2", "c2", 1, 1, 1);
-    mb_node(b, "Flatten", "fl", "c2", "f");
-    n = mb_node(b, "Gemm", "fc", "f,wf,bf", "l");
-    mb_attr_int(b, n, "transB", 1);
-    n = mb_node(b, "Softmax", "sm", "l", "y");
-    mb_attr_int(b, n, "axis", ax);
-    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
-        tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
-    return g;
-}
-
-/* Runs g at batch (SS_ENGINE_BATCH_SLICE=env, NULL: the rule) against
- * its reference plan; want: the rows of a slice, 0 for none. */
-static void
-slice_case(int64_t ax, int64_t batch, const char *env, int64_t want)
-{
-    ss_graph_t *g = build_slices(ax);
-    const int64_t nx = batch * 3 * 12 * 12;
-    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
-    int64_t n[3][N_OUT];
-    ss_plan_t *p[3] = { NULL, NULL, NULL };
-    int rc[3] = { -1, -1, -1 };
-    double e;
-
-    memset(y, 0, sizeof(y));
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;     /* every sample its own */
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
-        if (env != NULL)
-            setenv("SS_ENGINE_BATCH_SLICE", env, 1);
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 12, 12 }, x, 1, y[m],
-                    n[m], &p[m]);
-        unsetenv("SS_ENGINE_BATCH_SLICE");
-    }
-    ok(rc[REF] == 0 && rc[BLOCKED] == 0, "slices: axis %lld, batch %lld, "
-       "SS_ENGINE_BATCH_SLICE=%s: the plans compile and run",
-       (long long)ax, (long long)batch, env ? env : "(unset)");
-    if (rc[REF] || rc[BLOCKED])
-        goto done;
-    e = max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]);
-    ok(n[BLOCKED][0] == n[REF][0] && e < 1e-5 && y[BLOCKED][0][n[REF][0]]
-       == 0, "slices: vs reference: max err %.2g of max |y|, the guard "
-       "after the output untouched", e);
-    ok((want == 0 ? p[BLOCKED]->slice == NULL
-        : p[BLOCKED]->slice != NULL && p[BLOCKED]->slice_rows == want
-          && (p[BLOCKED]->slice_tail != NULL) == (batch % want != 0)),
-       "slices: %lld rows a slice (want %lld), %s tail",
-       (long long)(p[BLOCKED]->slice ? p[BLOCKED]->slice_rows : 0),
-       (long long)want, p[BLOCKED]->slice_tail ? "a" : "no");
-done:
-    free_runs(p, y, x);
-    ss_graph_free(g);
-}
-
 int
 main(void)
 {
@@ -794,10 +576,5 @@ main(void)
     test_view();
     test_shrink();
     test_flatten();
-    slice_case(1, 10, "4", 4);
-    slice_case(1, 256, NULL, 64);
-    slice_case(1, 256, "0", 0);
-    slice_case(1, 16, NULL, 0);
-    slice_case(0, 10, "4", 0);
     return tap_done();
 }
