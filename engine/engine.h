@@ -197,7 +197,13 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * 2 MB, and once more for the batch % S left) and runs as that, slice
  * after slice, so activations stay in cache: the compile costs two or
  * three plans' time, the batch's own steps are dropped.  The environment
- * variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the rule. */
+ * variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the rule.
+ *
+ * Small plans: a plan of at most 8 M multiply-adds (convs, Gemm, MatMul;
+ * a 28x28 CNN at batch 1) is compiled and run on one OpenMP thread
+ * whatever the context's count (waking a team costs more than it
+ * saves); the calling thread's count is the same after compile and run.
+ * SS_ENGINE_ONE_THREAD_MACS=N replaces the bound (0: never). */
 int ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                 ss_plan_t **out, ss_err_t *err);
 void ss_plan_free(ss_plan_t *p);
