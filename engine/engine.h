@@ -192,9 +192,9 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * Batch slices: a plan for a batch whose graph computes each sample on
  * its own (convs, pools, element-wise ops, Flatten, Gemm/MatMul by
  * constant weights, Softmax over a later axis...), with at most 16 MB of
- * weights and a largest activation past 2 MB, is also compiled for S
- * rows (the largest power of two from 2 whose activation still fits
- * 2 MB, and once more for the batch % S left) and runs as that, slice
+ * weights and a largest activation past 2 MB per OpenMP thread, is also
+ * compiled for S rows (the largest power of two from 2 whose activation
+ * still fits, and once more for the batch % S left) and runs as that, slice
  * after slice, so activations stay in cache: the compile costs two or
  * three plans' time, the batch's own steps are dropped.  The environment
  * variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the rule.

@@ -17,13 +17,14 @@
  * rows of every input and output.  Each slice reads all the weights
  * again, so only nets with few of them (SS_SLICE_WEIGHTS) are sliced,
  * and only when the whole batch's largest activation passes
- * SS_SLICE_BYTES; S is the largest power of two (from 2) whose slice's
- * still fits it.  MobileNetV2 at batch 8 (4.8 MB a sample at 112x112)
- * runs in slices of 2: 12-14% less CPU (as in 1s or 4s).
- * SS_ENGINE_BATCH_SLICE=S (for tests and measurements; 0 = never)
- * replaces the rule.  The plan for N
- * keeps its value shapes (ss_plan_output, the inputs' check) and drops
- * its steps: the slices' packed weights are the ones held.
+ * SS_SLICE_BYTES per thread; S is the largest power of two (from 2)
+ * whose slice's still fits it.  MobileNetV2 at batch 8 (4.8 MB a sample
+ * at 112x112) runs in slices of 2: 4-13% less CPU on one thread than
+ * the whole batch, the more the busier the machine (slices of 1 or 4
+ * the same).  SS_ENGINE_BATCH_SLICE=S (for tests and measurements; 0 =
+ * never) replaces the rule.  The plan for N keeps its value shapes
+ * (ss_plan_output, the inputs' check) and drops its steps: the slices'
+ * packed weights are the ones held.
  *
  * The test is on the plan compiled for N and the one for S, node by
  * node: each non-constant value a node reads or writes has N rows in the
@@ -35,14 +36,19 @@
  * (immutable once compiled).
  */
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "engine/plan/internal.h"
 
-/* One slice's largest activation: about L2's size on the machines here,
- * where the per-sample cost of the 28x28 CNN is lowest (batch 8-16). */
+/* One slice's largest activation per OpenMP thread (the count the plan
+ * is compiled for): about L2's size on the machines here, where the
+ * per-sample cost of the 28x28 CNN is lowest (batch 8-16, one thread).
+ * At 2 threads (passive wait, load 10) its batch 32 in two slices of 16
+ * took twice the wall time of the whole batch: each step's team waits
+ * at twice as many barriers, and two cores hold twice the L2. */
 #define SS_SLICE_BYTES ((size_t)2 << 20)
 /* Each slice reads every weight again: past L3's share (16 MB) they come
  * from memory each time.  resnet18's 46 MB in slices of 1, 2 or 4 at
@@ -149,13 +155,13 @@ sliceable(const ss_plan_t *p, const ss_plan_t *q, int64_t n, int64_t s)
 
 /* S for a plan of n rows: the environment's, or 0 (none) when the
  * weights pass SS_SLICE_WEIGHTS or the whole batch's largest activation
- * fits SS_SLICE_BYTES, else the largest power of two from 2 whose
+ * fits SS_SLICE_BYTES per thread, else the largest power of two from 2 whose
  * slice's fits it. */
 static int64_t
 slice_rows(const ss_plan_t *p, int64_t n)
 {
     const char *e = getenv("SS_ENGINE_BATCH_SLICE");
-    size_t big = 0, w = 0, b;
+    size_t big = 0, w = 0, b, fit;
     int64_t s;
 
     if (e != NULL && e[0] != '\0') {
@@ -169,10 +175,13 @@ slice_rows(const ss_plan_t *p, int64_t n)
     for (int v = 0; v < p->n_vals; v++)
         if (p->vals[v].kind == SS_PV_ARENA && p->vals[v].bytes > big)
             big = p->vals[v].bytes;
-    if (w > SS_SLICE_WEIGHTS || big <= SS_SLICE_BYTES)
+    /* each thread's share of a step is in its own core's L2 */
+    fit = SS_SLICE_BYTES * (size_t)(omp_get_max_threads() > 1
+                                    ? omp_get_max_threads() : 1);
+    if (w > SS_SLICE_WEIGHTS || big <= fit)
         return 0;
     big /= (size_t)n;   /* one sample's */
-    for (s = 2; s * 2 < n && (size_t)(s * 2) * big <= SS_SLICE_BYTES; s *= 2)
+    for (s = 2; s * 2 < n && (size_t)(s * 2) * big <= fit; s *= 2)
         ;
     return s < n ? s : 0;
 }

@@ -22,7 +22,8 @@
  *   x[N,3,12,12] → c1 3→32 +Relu → MaxPool 2x2 → c2 32→16 → Flatten
  *   → Gemm 576→10 → Softmax                                y [N,10]
  * One sample's largest activation is 18 KB: at batch 256 (4.7 MB) the
- * rule runs it in slices of 64 (1.2 MB); SS_ENGINE_BATCH_SLICE=4 at
+ * rule runs it in slices of 64 (1.2 MB; compiled for one thread: 2 MB
+ * a thread); SS_ENGINE_BATCH_SLICE=4 at
  * batch 10 in 4 + 4 + 2.  Softmax over the batch mixes samples: never
  * sliced.
  */
@@ -78,6 +79,7 @@ slice_case(int64_t ax, int64_t batch, const char *env, int64_t want)
     memset(y, 0, sizeof(y));
     for (int64_t i = 0; i < nx; i++)
         x[i] = frand() * 2;     /* every sample its own */
+    omp_set_num_threads(1);     /* the rule's budget is per thread */
     for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
         if (env != NULL)
             setenv("SS_ENGINE_BATCH_SLICE", env, 1);
