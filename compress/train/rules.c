@@ -314,20 +314,25 @@ fwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     return 0;
 }
 
+/* Whether value x's bytes are a parameter's (its gradient is the flat
+ * array's slot, never a view of another gradient). */
+static bool
+param_root(const ss__tb_t *b, int x)
+{
+    while (V(b, x)->kind == SS__TV_VIEW)
+        x = V(b, x)->alias;
+    return V(b, x)->kind == SS__TV_PARAM;
+}
+
 static int
 bwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     int x = ss__tb_in(b, n, 0), y = ss__tb_out(b, n, 0);
     int gy = ss__tb_grad_have(b, y), gx, acc;
-    ss__tv_kind_t rk;
-    int r = x;
 
     if (!ss__tb_needs(b, x) || gy < 0)
         return 0;
-    while (V(b, r)->kind == SS__TV_VIEW)
-        r = V(b, r)->alias;
-    rk = V(b, r)->kind;
-    if (ss__tb_grad_have(b, x) < 0 && rk != SS__TV_PARAM) {
+    if (ss__tb_grad_have(b, x) < 0 && !param_root(b, x)) {
         /* nothing wrote dx yet: it is dy's bytes; later contributions
          * add into them (dy has no other reader) */
         if ((gx = ss__tv_view(b, gy, V(b, x)->ndim, V(b, x)->dims, err)) < 0)
@@ -558,6 +563,21 @@ bwd_binary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
         if (!ss__tb_needs(b, x))
             continue;
+        /* d(a+b)/db = 1, b of dy's shape and layout, nothing wrote db
+         * yet: db is dy's bytes (a's copy was taken first; dy has no
+         * other reader, later contributions add into them) */
+        if (op == SS__B_ADD && slot && ss__tb_grad_have(b, x) < 0 &&
+            V(b, x)->numel == V(b, y)->numel &&
+            V(b, x)->lay == V(b, gy)->lay &&
+            V(b, x)->act16 == V(b, gy)->act16 && !param_root(b, x)) {
+            if ((gx = ss__tv_view(b, gy, V(b, x)->ndim, V(b, x)->dims,
+                                  err)) < 0)
+                return gx;
+            b->t->tv[gx].lay = V(b, gy)->lay;
+            b->t->tv[gx].act16 = V(b, gy)->act16;
+            b->grad[x] = gx;
+            continue;
+        }
         if ((gx = ss__tb_grad(b, x, &acc, err)) < 0)
             return gx;
         /* d(a+b)/da = 1: of the same shape (a residual), a copy */
