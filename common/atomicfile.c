@@ -9,6 +9,12 @@
  * fsyncs the directory so the rename itself survives a crash.  Any failure
  * unlinks the temporary file.
  *
+ * A target that exists and is not a regular file -- /dev/null, a FIFO, a
+ * terminal, /dev/stdout -- is written in place: it cannot be replaced
+ * atomically, and renaming over it would replace the device or pipe with
+ * a plain file (as root, a tool told to write to /dev/null would destroy
+ * /dev/null for the whole machine).  A folder is refused.
+ *
  * THREADS: [any]; an ss_atomic_file_t belongs to one thread.
  */
 
@@ -31,6 +37,7 @@ ss_atomic_open(ss_atomic_file_t *af, const char *path, ss_err_t *err)
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     const char *base = path + dirlen;
     size_t n = strlen(path) + 16;
+    struct stat st;
     int rc = 0;
 
     af->fd = -1;
@@ -40,8 +47,18 @@ ss_atomic_open(ss_atomic_file_t *af, const char *path, ss_err_t *err)
         rc = ss_err_set(err, SS_EINVAL, "%s: not a file name", path);
         goto done;
     }
-    if ((af->path = ss_strdup(path)) == NULL ||
-        (af->tmp = ss_malloc(n)) == NULL) {
+    if ((af->path = ss_strdup(path)) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "%s: no memory", path);
+        goto done;
+    }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode))
+            rc = ss_err_set(err, SS_EINVAL, "%s: is a folder", path);
+        else if ((af->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+            rc = ss_err_set(err, SS_EIO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if ((af->tmp = ss_malloc(n)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "%s: no memory", path);
         goto done;
     }
@@ -111,6 +128,14 @@ ss_atomic_commit(ss_atomic_file_t *af, ss_err_t *err)
 
     if (af->fd < 0)
         return ss_err_set(err, SS_EINVAL, "atomic file already closed");
+    if (af->tmp == NULL) {
+        /* written in place (a device or a pipe): nothing to publish */
+        if (close(af->fd) < 0)
+            rc = ss_err_set(err, SS_EIO, "%s: close: %s", af->path,
+                            strerror(errno));
+        af->fd = -1;
+        goto done;
+    }
     if (fsync(af->fd) < 0) {
         rc = ss_err_set(err, SS_EIO, "%s: fsync: %s", af->path,
                         strerror(errno));

@@ -2,9 +2,12 @@
 /*
  * common/atomicfile.h: a file appears whole on commit and not at all on
  * abort; a folder built under a temporary name is published by
- * ss_atomic_rename, which refuses to replace a folder that has content.
+ * ss_atomic_rename, which refuses to replace a folder that has content;
+ * a target that is not a regular file (a FIFO here, as /dev/null would be)
+ * is written in place and stays what it was; a folder is refused.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,46 @@ count_entries(const char *dir)
         n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     closedir(d);
     return n;
+}
+
+static void
+test_not_regular(const char *root)
+{
+    char fifo[300], dir[300], buf[64];
+    ss_atomic_file_t af = { .fd = -1 };
+    ss_err_t err = { 0 };
+    struct stat st;
+    ssize_t n = -1;
+    int rfd;
+
+    /* the read end opened first, non-blocking: the writer's open does not
+     * wait, the bytes stay in the pipe, and a writer that went elsewhere
+     * leaves the read empty instead of a test that hangs */
+    snprintf(fifo, sizeof(fifo), "%s/pipe", root);
+    if (mkfifo(fifo, 0600) != 0 ||
+        (rfd = open(fifo, O_RDONLY | O_NONBLOCK)) < 0) {
+        ok(0, "a FIFO and its read end");
+        return;
+    }
+    is_int(ss_atomic_open(&af, fifo, &err), 0, "open a FIFO: %s", err.msg);
+    is_int(ss_atomic_write(&af, "through", 7, &err), 0, "write to it");
+    is_int(ss_atomic_commit(&af, &err), 0, "commit: %s", err.msg);
+    n = read(rfd, buf, sizeof(buf));
+    close(rfd);
+    ok(n == 7 && memcmp(buf, "through", 7) == 0,
+       "the reader got the bytes (%zd)", n);
+    ok(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode),
+       "the FIFO is still a FIFO, not a file renamed over it");
+    is_int(count_entries(root), 1, "no temporary file next to it");
+    unlink(fifo);
+
+    snprintf(dir, sizeof(dir), "%s/folder", root);
+    mkdir(dir, 0755);
+    is_int(ss_atomic_open(&af, dir, &err), SS_EINVAL, "a folder is "
+           "refused: %s", err.msg);
+    ok(stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && count_entries(root) == 1,
+       "and left as it was, nothing created");
+    rmdir(dir);
 }
 
 int
@@ -89,6 +132,7 @@ main(void)
     unlink(path);
     rmdir(final);
     rmdir(busy);
+    test_not_regular(root);
     rmdir(root);
     return tap_done();
 }
