@@ -69,6 +69,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/pace.h"
 #include "compress/train/internal.h"
 #include "engine/dnnl/dnnl_q.h"
 
@@ -1310,10 +1311,14 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         b.vmap[g->inputs[i]] = id;
         t->input_tv[i] = id;
     }
+    /* building creates a primitive or two per op: a job's thread may
+     * wait for serving between ops here as while training (pace.h) */
     b.phase = 0;
-    for (i = 0; i < g->n_nodes; i++)
+    for (i = 0; i < g->n_nodes; i++) {
         if (need[i] && (rc = forward_node(&b, i, err)) < 0)
             goto done;
+        ss_pace_point();
+    }
     if ((t->out_tv = b.vmap[g->outputs[o->output]]) < 0) {
         rc = ss_err_set(err, SS_EINTERNAL, "trainer: the output was not "
                         "computed");
@@ -1355,6 +1360,7 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         b.plain_only = 0;
         if (rc < 0)
             goto done;
+        ss_pace_point();
     }
     /* a parameter a rule read in another layout (a Conv's input) */
     for (i = 0; i < t->n_params; i++)

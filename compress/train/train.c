@@ -21,18 +21,10 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/pace.h"
 #include "compress/train/internal.h"
 #include "engine/ir/edit.h"
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 /* SS_TRAIN_PROFILE=1: milliseconds per step kind and the oneDNN
  * implementation it runs, printed to stderr when the trainer is freed
@@ -77,11 +69,11 @@ run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
     }
     for (int i = from; i < to; i++) {
         const ss__step_t *s = &t->steps[i];
-        double t0 = prof ? now_ms() : 0;
+        double t0 = prof ? ss_clock_mono_ms() : 0;
         int rc = s->fn(t, s, err);
 
         if (prof)
-            profile(t, i, now_ms() - t0);
+            profile(t, i, ss_clock_mono_ms() - t0);
         /* One op is the finest unit a job can stop at (common/pace.h). */
         ss_pace_point();
         if (rc < 0) {
@@ -219,12 +211,12 @@ ss__dp_reduce(ss__tr_t *t, double *loss, ss_err_t *err)
     /* The gradient of the shard's mean loss, weighted by the shard's
      * share: summed, the gradient of the global batch's mean loss.  The
      * glue weights it as it reads it (no pass of its own here). */
-    t0 = now_ms();
+    t0 = ss_clock_mono_ms();
     rc = dp->reduce_f32(dp->arg, t->gr, t->flat, (float)dp->weight, &sum,
                         err);
     if (rc == 0)
         rc = dp->sum_f64(dp->arg, &l, 1, err);
-    t->dp_seconds += (now_ms() - t0) / 1e3;
+    t->dp_seconds += (ss_clock_mono_ms() - t0) / 1e3;
     if (rc < 0)
         return rc;
     t->gsum = sum;
@@ -256,9 +248,9 @@ ss__dp_grad_norm2(ss__tr_t *t, const float *g, double *out, ss_err_t *err)
         s = ss__grad_norm(g, hi - lo);
         s *= s;
     }
-    t0 = now_ms();
+    t0 = ss_clock_mono_ms();
     rc = dp->sum_f64(dp->arg, &s, 1, err);
-    t->dp_seconds += (now_ms() - t0) / 1e3;
+    t->dp_seconds += (ss_clock_mono_ms() - t0) / 1e3;
     *out = s;
     return rc;
 }
@@ -267,10 +259,10 @@ int
 ss__dp_gather(ss__tr_t *t, ss_err_t *err)
 {
     const ss_train_dp_t *dp = t->o.dp;
-    double t0 = now_ms();
+    double t0 = ss_clock_mono_ms();
     int rc = dp->gather_f32(dp->arg, t->w, t->flat, err);
 
-    t->dp_seconds += (now_ms() - t0) / 1e3;
+    t->dp_seconds += (ss_clock_mono_ms() - t0) / 1e3;
     /* The other processes' slices arrived as f32: their bf16 copies
      * (the update rounded this slice's). */
     if (rc == 0 && t->wbf != NULL) {

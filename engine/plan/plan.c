@@ -54,6 +54,7 @@
 #include "common/alloc.h"
 #include "common/filemap.h"
 #include "common/memacct.h"
+#include "common/pace.h"
 #include "engine/plan/internal.h"
 
 #define ALIGN 64
@@ -881,15 +882,23 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     n_decide = ss_graph_shape_inputs(g, decides);
     if ((rc = check_inputs(p, input_shapes, decides, err)) < 0)
         goto done;
+    /* A compile on a job's thread is background work like its runs: it
+     * may wait for serving between nodes and between passes (a no-op on
+     * serving threads, common/pace.h). */
     walking = 1;
-    for (int i = 0; i < g->n_nodes; i++)
+    for (int i = 0; i < g->n_nodes; i++) {
         if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
             goto done;
+        ss_pace_point();
+    }
     walking = 0;
     threads_was = ss__plan_threads_begin(p);
-    for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]); i++)
+    for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]);
+         i++) {
         if ((rc = passes[i](p, err)) < 0)
             goto done;
+        ss_pace_point();
+    }
     ss__plan_threads_end(threads_was);
     threads_was = 0;
     if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0)
