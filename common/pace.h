@@ -9,16 +9,19 @@
  * the "free" CPU slowed serving on the other 5-7x at p99 even at
  * SCHED_IDLE (a plain spinner there costs as much: the vCPUs behave as
  * siblings of one core); no scheduling policy fixes that, only not
- * computing while a request is being served.  Measured, this polling
- * form did not lower p99 either (docs/training.md), so the daemon
- * leaves it off by default (job_min_share = 1).
+ * computing while requests are being served.  With the daemon's hook
+ * (server/jobs/pace.c: wait until serving has been idle a whole
+ * millisecond) at job_min_share 0, serving p99 at saturation stayed
+ * within 1.25x of idle during a training job (docs/training.md); the
+ * default leaves pacing off (job_min_share = 1) so that a job ends at
+ * its own speed.
  *
  * A thread that does background work installs a hook for itself; the
  * work calls ss_pace_point() between units (one op of a training step,
- * one chunk of a calibration pass, one latency run).  The hook may sleep
- * (server/jobs: while the data plane has requests in flight).  Threads
- * without a hook -- serving threads, the command-line tools -- pay one
- * thread-local load per point.
+ * one chunk of a calibration pass, one latency run, one node or pass of a
+ * plan's compile).  The hook may sleep (server/jobs: while serving is
+ * active).  Threads without a hook -- serving threads, the command-line
+ * tools -- pay one thread-local load per point.
  *
  * THREADS: [any]; the hook is per thread and runs on it.
  */

@@ -103,7 +103,11 @@ BASE = os.getpriority(os.PRIO_PROCESS, 0)     # the daemon inherits it
 
 
 def check(root, args, what, policy, nice, team, execs=None):
+    # The fixture MLP's plans are small enough to run on one thread
+    # (engine.h, SS_ENGINE_ONE_THREAD_MACS); 0 keeps the job's OpenMP
+    # team, whose threads must inherit the job's scheduling.
     with Daemon(["--admin-insecure", "--http-threads=2"] + args,
+                env={"SS_ENGINE_ONE_THREAD_MACS": "0"},
                 repository=root) as d:
         state = run_job(d)
         tap.ok(state in ("succeeded", "rejected"), "%s: the job ran (%s)"
