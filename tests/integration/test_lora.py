@@ -30,7 +30,7 @@ TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "fixtures"))
 import tap  # noqa: E402
-from daemon import Daemon, json_body  # noqa: E402
+from daemon import Daemon  # noqa: E402
 import kserve  # noqa: E402
 
 try:
@@ -41,6 +41,10 @@ except ImportError as e:     # pragma: no cover
 
 from paths import FIX  # noqa: E402
 RTOL = 1e-5
+# The fixtures' MLP at opset 17 and its LoRA sites (in, out): the other
+# LoRA suites import these with the helpers below.
+MLP17 = os.path.join(FIX, "mlp_op17", "model.onnx")
+SHAPES = {"fc1": (64, 128), "fc2": (128, 64), "fc3": (64, 10)}
 
 
 def safetensors_bytes(tensors, meta=None):
