@@ -12,6 +12,7 @@
  *   Onnx__NodeProto *n = mb_node(b, "MatMul", "mm", "x,w", "y");
  *   mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){-1, 3});
  *   buf = mb_pack(b, &len);  ...  free(buf); mb_free(b);
+ * or, for a graph:  if (mb_load(b, &g, &err) < 0) ...   (frees b)
  *
  * Every allocation is recorded in the builder and freed by mb_free.
  * Memory errors abort: this is test scaffolding.
@@ -352,6 +353,22 @@ mb_write(mb_t *b, const char *path)
     if (f != NULL && fclose(f) != 0)
         rc = -1;
     free(buf);
+    return rc;
+}
+
+static inline void mb_free(mb_t *b);
+
+/* Loads the model into *g (ss_graph_load_onnx_buffer's contract) and
+ * frees the builder either way. */
+static inline int
+mb_load(mb_t *b, ss_graph_t **g, ss_err_t *err)
+{
+    size_t len;
+    uint8_t *buf = mb_pack(b, &len);
+    int rc = ss_graph_load_onnx_buffer(buf, len, g, err);
+
+    free(buf);
+    mb_free(b);
     return rc;
 }
 

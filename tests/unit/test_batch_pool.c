@@ -431,8 +431,6 @@ checked_model(void)
     ss_graph_t *m = NULL;
     ss_err_t err = {0};
     Onnx__NodeProto *n;
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "ids", SS_DTYPE_I64, 2, (int64_t[]){-1, 3});
     mb_input(b, "pos", SS_DTYPE_I64, 2, (int64_t[]){-1, 3});
@@ -448,11 +446,8 @@ checked_model(void)
     mb_node(b, "Relu", "relu", "x", "xr");
     mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){-1, 3, 4});
     mb_output(b, "xr", SS_DTYPE_F32, 2, (int64_t[]){-1, 3});
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &m, &err) < 0)
+    if (mb_load(b, &m, &err) < 0)
         tap_diag("checked model: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return m;
 }
 
@@ -465,8 +460,6 @@ hidden_model(void)
     mb_t *b = mb_new(13);
     ss_graph_t *m = NULL;
     ss_err_t err = {0};
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "ids", SS_DTYPE_I64, 2, (int64_t[]){-1, 3});
     mb_init_f32(b, "table", 2, (int64_t[]){10, 4}, TABLE);
@@ -474,11 +467,8 @@ hidden_model(void)
     mb_node(b, "Add", "add", "ids,zero", "idx");
     mb_node(b, "Gather", "embed", "table,idx", "y");
     mb_output(b, "y", SS_DTYPE_F32, 3, (int64_t[]){-1, 3, 4});
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &m, &err) < 0)
+    if (mb_load(b, &m, &err) < 0)
         tap_diag("hidden model: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return m;
 }
 

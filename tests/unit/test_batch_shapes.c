@@ -28,8 +28,6 @@ pair_model(void)
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
     ss_err_t err = {0};
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){-1, -1});
     mb_input(b, "y", SS_DTYPE_F32, 2, (int64_t[]){-1, -1});
@@ -37,11 +35,8 @@ pair_model(void)
     mb_const(b, "k", SS_DTYPE_F32, 1, (int64_t[]){3}, KONST, sizeof KONST);
     mb_output(b, "z", SS_DTYPE_F32, 2, (int64_t[]){-1, -1});
     mb_output(b, "k", SS_DTYPE_F32, 1, (int64_t[]){3});
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("pair model: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 
@@ -52,17 +47,12 @@ static_model(void)
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
     ss_err_t err = {0};
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){2, 4});
     mb_node(b, "Relu", "relu", "x", "y");
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){2, 4});
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("static model: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 

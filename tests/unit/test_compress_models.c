@@ -196,9 +196,8 @@ dead_cnn(void)
     mb_t *b = mb_new(13);
     Onnx__NodeProto *n;
     ss_graph_t *g = NULL;
+    size_t i;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len, i;
 
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, 8, 8 });
     for (i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
@@ -234,11 +233,8 @@ dead_cnn(void)
     mb_attr_int(b, n, "transB", 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
     mb_output(b, "z", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("dead_cnn: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 

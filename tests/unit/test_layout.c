@@ -63,8 +63,6 @@ build(void)
     Onnx__NodeProto *n;
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 3, 10, 10 });
     init_rand(b, "w1", 4, (int64_t[]){ 16, 3, 3, 3 }, 0.5f);
@@ -117,11 +115,8 @@ build(void)
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
     mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 10, 10 });
     mb_output(b, "r1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 10, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 
@@ -311,8 +306,6 @@ test_view(void)
     const int64_t shape[4] = { -1, 32, 4, 4 }, batch = 5;
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
     float *x = malloc((size_t)batch * 512 * sizeof(float)), *y[3][N_OUT];
     int64_t n[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
@@ -333,11 +326,8 @@ test_view(void)
     conv(b, "cC", "vb,wc", "y3", 1, 1, 1);
     mb_output(b, "y2", SS_DTYPE_F32, 2, (int64_t[]){ -1, 32 });
     mb_output(b, "y3", SS_DTYPE_F32, 4, (int64_t[]){ -1, 24, 4, 4 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     for (int64_t i = 0; i < batch * 512; i++)
         x[i] = frand() * 2;
     for (int m = REF; g != NULL && m <= BLOCKED; m++)
@@ -401,8 +391,6 @@ test_shrink(void)
     const int64_t batch = 2, nx = batch * 16 * 16 * 16;
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
     float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
     int64_t n[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
@@ -424,11 +412,8 @@ test_shrink(void)
     mb_node(b, "GlobalAveragePool", "gap", "f", "gf");
     mb_node(b, "Flatten", "fl", "gf", "y");
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 32 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     for (int64_t i = 0; i < nx; i++)
         x[i] = frand() * 2;
     for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
@@ -496,8 +481,6 @@ test_flatten(void)
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
     Onnx__NodeProto *nd;
-    uint8_t *buf;
-    size_t len;
     float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
     int64_t n[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
@@ -520,11 +503,8 @@ test_flatten(void)
     conv(b, "cC", "a,wc", "z", 1, 1, 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
     mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 7, 7 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     for (int64_t i = 0; i < nx; i++)
         x[i] = frand() * 2;
     for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)

@@ -34,15 +34,11 @@ fill(float *x, size_t n, float scale)
 static ss_graph_t *
 load_mb(mb_t *b)
 {
-    size_t len;
-    uint8_t *buf = mb_pack(b, &len);
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
 
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 

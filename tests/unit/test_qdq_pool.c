@@ -125,8 +125,6 @@ build3(int tap, int bf16, int f32first, double *bound)
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
     float bias[32];
     int64_t c16 = 16, c32 = 32, c8 = 8;
     const float s2 = 1.0f / 64;
@@ -158,13 +156,10 @@ build3(int tap, int bf16, int f32first, double *bound)
     mb_output(b, "y", SS_DTYPE_F32, 4, (int64_t[]){ -1, 8, 3, 3 });
     if (tap)
         mb_output(b, "p1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 6, 6 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0
+    if (mb_load(b, &g, &err) < 0
         || (bf16 && ss_graph_set_meta(g, "slimserve.precision", "bf16",
                                       &err) < 0))
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     *bound = 2.0 * s2 * w3 + 1e-5;
     return g;
 }
@@ -340,8 +335,6 @@ test_flatten(void)
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
     Onnx__NodeProto *n;
-    uint8_t *buf;
-    size_t len;
     float bias[16];
     int64_t c16 = 16;
     double bound, d, m;
@@ -363,11 +356,8 @@ test_flatten(void)
     n = mb_node(b, "Gemm", NULL, "f_dq,wf", "y");
     mb_attr_int(b, n, "transB", 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     if (g == NULL || run(g, 0, x, y, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
         ok(0, "the Flatten QDQ net compiles and runs");
         goto done;

@@ -35,8 +35,6 @@ build_slices(int64_t ax)
     Onnx__NodeProto *n;
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 3, 12, 12 });
     init_rand(b, "w1", 4, (int64_t[]){ 32, 3, 3, 3 }, 0.5f);
@@ -55,11 +53,8 @@ build_slices(int64_t ax)
     n = mb_node(b, "Softmax", "sm", "l", "y");
     mb_attr_int(b, n, "axis", ax);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+    if (mb_load(b, &g, &err) < 0)
         tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
     return g;
 }
 

@@ -105,8 +105,6 @@ build(int gelu)
     Onnx__NodeProto *n;
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
-    uint8_t *buf;
-    size_t len;
 
     mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, IN });
     mb_init_f32(b, "w1", 2, (int64_t[]){ HID, IN }, w1);
@@ -131,16 +129,13 @@ build(int gelu)
     n = mb_node(b, "Gemm", "fc2", "g,w2,b2", "y");
     mb_attr_int(b, n, "transB", 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, OUT });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0
+    if (mb_load(b, &g, &err) < 0
         || ss_graph_set_taps(g, 2, (const char *const[]){ "h", "g" },
                              &err) < 0) {
         tap_diag("graph: %s", err.msg);
         ss_graph_free(g);
         g = NULL;
     }
-    free(buf);
-    mb_free(b);
     return g;
 }
 
