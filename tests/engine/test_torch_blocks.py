@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 """torchvision-style architectures, small and with random weights, exported
-by PyTorch at opsets 13 and 17 and run through slimserve-infer (issue 12:
+by PyTorch at opsets 11, 13 and 17 and run through slimserve-infer (issue 12:
 "every one loads and matches PyTorch within 1e-4 relative").
 
 torchvision is not installed here (Debian's torch 1.13 has no matching
@@ -19,10 +19,19 @@ torch, each as torchvision writes it:
              HardSigmoid-Mul), a HardSwish classifier
   convnext   depthwise 7x7, permute, LayerNorm over channels, Linear,
              GELU, layer scale, residual, a LayerNorm2d downsample
+  shufflenet_v2  channel split (Split), depthwise convs, channel shuffle
+             (Reshape-Transpose-Reshape)
+  squeezenet fire modules (Concat), ceil_mode max pools, a conv head
+  efficientnet  MBConv: SiLU, depthwise 5x5, sigmoid squeeze-excitation
+  resnext    bottlenecks with grouped 3x3 convs (8 and 16 groups),
+             projection shortcuts
+  googlenet  inception branches: ceil_mode max pool, 1x7 / 7x1 convs,
+             average pool without padding in the count
 
 Each is compared with PyTorch's own output on the same input:
 |got - want| <= 1e-4 * max|want| + 1e-5 per element.  Batch 2 of 3x32x32
-(swin: 3x30x30, so the padding path runs); the whole test takes seconds.
+(swin: 3x30x30, so the padding path runs; the five after convnext
+3x64x64); the whole test takes seconds.
 """
 
 import os
@@ -203,14 +212,14 @@ def models():
             return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
     class SE(nn.Module):
-        def __init__(self, c, s):
+        def __init__(self, c, s, act=nn.ReLU, gate=nn.Hardsigmoid):
             super().__init__()
             self.fc1, self.fc2 = nn.Conv2d(c, s, 1), nn.Conv2d(s, c, 1)
+            self.act, self.gate = act(), gate()
 
         def forward(self, x):
             s = F.adaptive_avg_pool2d(x, 1)
-            s = F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
-            return x * s
+            return x * self.gate(self.fc2(self.act(self.fc1(s))))
 
     class InvRes(nn.Module):
         def __init__(self, cin, exp, cout, k, stride, se, hs):
@@ -285,10 +294,160 @@ def models():
             x = self.norm(F.adaptive_avg_pool2d(x, 1))
             return self.head(x.flatten(1))
 
+    def cbr(cin, cout, k, stride=1, groups=1, act=nn.ReLU, pad=None):
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, k, stride,
+                      (k // 2 if isinstance(k, int) else 0) if pad is None
+                      else pad, groups=groups, bias=False), bn(cout), act())
+
+    class ShuffleUnit(nn.Module):
+        def __init__(self, c, stride):
+            super().__init__()
+            h = c // 2
+            self.stride = stride
+            self.b1 = nn.Sequential(
+                nn.Conv2d(c, c, 3, 2, 1, groups=c, bias=False), bn(c),
+                cbr(c, h, 1)) if stride > 1 else None
+            self.b2 = nn.Sequential(
+                cbr(c if stride > 1 else h, h, 1),
+                nn.Conv2d(h, h, 3, stride, 1, groups=h, bias=False), bn(h),
+                cbr(h, h, 1))
+
+        def forward(self, x):
+            if self.stride == 1:
+                x1, x2 = x.chunk(2, dim=1)          # Split
+                y = torch.cat((x1, self.b2(x2)), 1)
+            else:
+                y = torch.cat((self.b1(x), self.b2(x)), 1)
+            n, c, h, w = y.shape                    # channel shuffle
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous()
+            return y.view(n, c, h, w)
+
+    class ShuffleNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(cbr(3, 24, 3, 2), nn.MaxPool2d(3, 2, 1))
+            self.units = nn.Sequential(*(ShuffleUnit(24, s)
+                                         for s in (2, 1, 2, 1)))
+            self.fc = nn.Linear(24, 10)
+
+        def forward(self, x):
+            return self.fc(self.units(self.stem(x)).mean([2, 3]))
+
+    class Fire(nn.Module):
+        def __init__(self, cin, sq, e):
+            super().__init__()
+            self.sq = nn.Conv2d(cin, sq, 1)
+            self.e1, self.e3 = nn.Conv2d(sq, e, 1), nn.Conv2d(sq, e, 3,
+                                                             padding=1)
+
+        def forward(self, x):
+            x = F.relu(self.sq(x))
+            return torch.cat([F.relu(self.e1(x)), F.relu(self.e3(x))], 1)
+
+    class SqueezeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(
+                nn.Conv2d(3, 32, 3, 2), nn.ReLU(),
+                nn.MaxPool2d(3, 2, ceil_mode=True), Fire(32, 8, 16),
+                Fire(32, 8, 16), nn.MaxPool2d(3, 2, ceil_mode=True),
+                Fire(32, 16, 32), nn.Dropout(0.5), nn.Conv2d(64, 10, 1),
+                nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)))
+
+        def forward(self, x):
+            return torch.flatten(self.f(x), 1)
+
+    class MBConv(nn.Module):            # EfficientNet: SiLU, SE (sigmoid)
+        def __init__(self, cin, cout, e, k, stride):
+            super().__init__()
+            m = cin * e
+            self.block = nn.Sequential(
+                cbr(cin, m, 1, act=nn.SiLU),
+                cbr(m, m, k, stride, groups=m, act=nn.SiLU),
+                SE(m, max(1, cin // 4), nn.SiLU, nn.Sigmoid),
+                nn.Conv2d(m, cout, 1, bias=False), bn(cout))
+            self.res = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.block(x)
+            return x + y if self.res else y
+
+    class EfficientNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(
+                cbr(3, 16, 3, 2, act=nn.SiLU), MBConv(16, 16, 1, 3, 1),
+                MBConv(16, 24, 6, 5, 2), MBConv(24, 24, 6, 5, 1),
+                cbr(24, 64, 1, act=nn.SiLU))
+            self.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, 10))
+
+        def forward(self, x):
+            return self.fc(F.adaptive_avg_pool2d(self.f(x), 1).flatten(1))
+
+    class Bottleneck(nn.Module):        # ResNeXt / RegNet: grouped 3x3
+        def __init__(self, cin, cout, stride, groups):
+            super().__init__()
+            w = cout // 2
+            self.block = nn.Sequential(
+                cbr(cin, w, 1), cbr(w, w, 3, stride, groups),
+                nn.Conv2d(w, cout, 1, bias=False), bn(cout))
+            self.down = nn.Identity() if stride == 1 and cin == cout else \
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                              bn(cout))
+
+        def forward(self, x):
+            return F.relu(self.block(x) + self.down(x))
+
+    class ResNeXt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(
+                cbr(3, 32, 7, 2), nn.MaxPool2d(3, 2, 1),
+                Bottleneck(32, 64, 1, 8), Bottleneck(64, 64, 1, 8),
+                Bottleneck(64, 128, 2, 16))
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.fc(F.adaptive_avg_pool2d(self.f(x), 1).flatten(1))
+
+    class Inception(nn.Module):         # GoogLeNet / Inception v3 branches
+        def __init__(self, cin):
+            super().__init__()
+            self.br = nn.ModuleList([
+                cbr(cin, 16, 1),
+                nn.Sequential(cbr(cin, 8, 1), cbr(8, 16, 3)),
+                nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True),
+                              cbr(cin, 16, 1)),
+                nn.Sequential(cbr(cin, 8, 1), cbr(8, 8, (1, 7), pad=(0, 3)),
+                              cbr(8, 16, (7, 1), pad=(3, 0))),
+                nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+                              cbr(cin, 16, 1))])
+
+        def forward(self, x):
+            return torch.cat([b(x) for b in self.br], 1)
+
+    class GoogLeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(
+                cbr(3, 32, 7, 2), nn.MaxPool2d(3, 2, ceil_mode=True),
+                Inception(32), nn.MaxPool2d(2, 2, ceil_mode=True),
+                Inception(80))
+            self.fc = nn.Linear(80, 10)
+
+        def forward(self, x):
+            return self.fc(F.adaptive_avg_pool2d(self.f(x), 1).flatten(1))
+
     return [("densenet", DenseNet, (2, 3, 32, 32)),
             ("swin", Swin, (2, 3, 30, 30)),
             ("mobilenet_v3", MobileNetV3, (2, 3, 32, 32)),
-            ("convnext", ConvNeXt, (2, 3, 32, 32))]
+            ("convnext", ConvNeXt, (2, 3, 32, 32)),
+            ("shufflenet_v2", ShuffleNetV2, (2, 3, 64, 64)),
+            ("squeezenet", SqueezeNet, (2, 3, 64, 64)),
+            ("efficientnet", EfficientNet, (2, 3, 64, 64)),
+            ("resnext", ResNeXt, (2, 3, 64, 64)),
+            ("googlenet", GoogLeNet, (2, 3, 64, 64))]
 
 
 def main():
@@ -311,7 +470,7 @@ def main():
             with torch.no_grad():
                 want = m(x).numpy()
             np.savez(s.file("x.npz"), x=x.numpy())
-            for opset in (13, 17):
+            for opset in (11, 13, 17):
                 path = s.file("%s_%d.onnx" % (name, opset))
                 torch.onnx.export(m, (x,), path, input_names=["x"],
                                   output_names=["y"], opset_version=opset,
