@@ -12,9 +12,10 @@
  * computing while requests are being served.  With the daemon's hook
  * (server/jobs/pace.c: wait until serving has been idle a whole
  * millisecond) at job_min_share 0, serving p99 at saturation stayed
- * within 1.25x of idle during a training job (docs/training.md); the
- * default leaves pacing off (job_min_share = 1) so that a job ends at
- * its own speed.
+ * within 1.25x of idle during a training job (docs/training.md), and
+ * that is the default: a job computes in serving's idle time and stands
+ * still while serving is saturated (job_min_share = 1: pacing off, a job
+ * ends at its own speed).
  *
  * A thread that does background work installs a hook for itself; the
  * work calls ss_pace_point() between units (one op of a training step,

@@ -88,7 +88,7 @@ static const key_t_ keys[] = {
     { "job_min_share", T_DOUBLE, OFF(job_min_share), 0, 1, "F",
       "a compression job waits while requests are in flight, but keeps "
       "this fraction of its time for computing (1: never waits; 0: waits "
-      "as long as the load lasts)" },
+      "as long as the load lasts, the default)" },
     { "log_level", T_LEVEL, OFF(log_level), 0, 0, "LEVEL",
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
@@ -322,7 +322,7 @@ defaults(ss_config_t *cfg)
     cfg->admin_port = 8001;
     cfg->threads = 0;
     cfg->job_threads = 1;
-    cfg->job_min_share = 1.0;
+    cfg->job_min_share = 0.0;
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_buffered_bytes = (int64_t)256 << 20;

@@ -38,7 +38,7 @@ typedef struct ss_config {
     int http_threads;           /* HTTP loops; 0: one per serving core */
     int job_threads;            /* oneDNN threads of compression jobs */
     char *job_priority;         /* "batch" (default), "idle", "normal" */
-    double job_min_share;       /* pacing (server/jobs/jobs.h); 1: off */
+    double job_min_share;       /* pacing (server/jobs/jobs.h); 1: off, 0 (default): serving first */
     int log_level;              /* syslog number */
     int64_t max_body_bytes;
     int64_t max_buffered_bytes; /* request bodies held, all connections */

@@ -236,7 +236,9 @@ def main():
     body = infer_body()
     ports = [free_port(), free_port()]
     nginx = load = None
-    with Daemon(["--admin-insecure", "--job-threads=1"],
+    # Pacing off: the job computes under the load (at the default,
+    # job_min_share 0, it would wait for the load to stop).
+    with Daemon(["--admin-insecure", "--job-threads=1", "--job-min-share=1"],
                 repository=root) as primary, \
             Daemon(replica_args(primary) + ["--http-port=%d" % ports[0]],
                    repository=root) as ra, \

@@ -26,7 +26,9 @@ import kserve  # noqa: E402
 import repo  # noqa: E402
 
 from paths import MLP, HELD  # noqa: E402
-ADMIN = ["--admin-insecure"]
+# The jobs here run while probes keep the data plane busy: pacing off, or
+# they would wait for the probes to stop (job_min_share's default, 0).
+ADMIN = ["--admin-insecure", "--job-min-share=1"]
 
 
 def repo_with_mlp(root, config=None):
