@@ -20,7 +20,8 @@ bench makes a task with as many rows as it likes:
     training method does; validation: the held-out rows with labels),
     qat with SEEDS seeds per setting.
 
-It prints the source's accuracy, PTQ's, and per qat setting each seed's
+It prints the source's accuracy, PTQ's (min/max and "mse" calibration),
+and per qat setting (SETTINGS: default, the old defaults, ...) each seed's
 accuracy and relative drop, their mean and median, and the binomial
 standard error of one accuracy on HELDOUT rows.  Needs python3-torch and
 python3-onnx (Debian's).
@@ -46,6 +47,9 @@ sys.path.insert(0, os.path.join(TOP, "tests", "fixtures"))
 # name -> qat params (merged over the defaults of compress/params.c).
 SETTINGS = {
     "default": {},
+    "old": {"calibration": "minmax", "min_steps": 0},
+    "minmax": {"calibration": "minmax"},
+    "steps0": {"min_steps": 0},
     "e6": {"epochs": 6},
     "e6-lr3e-4": {"epochs": 6, "optimizer": {"name": "adamw",
                                              "lr": 3e-4}},
@@ -57,6 +61,35 @@ SETTINGS = {
     "e20-lr1e-4": {"epochs": 20, "optimizer": {"name": "adamw",
                                                "lr": 1e-4}},
     "e6-alpha1": {"epochs": 6, "alpha": 1.0},
+    "lr3e-4": {"optimizer": {"name": "adamw", "lr": 3e-4}},
+    "slr0.2": {"optimizer": {"name": "adamw", "scale_lr": 0.2}},
+    "lr3e-4-slr0.2": {"optimizer": {"name": "adamw", "lr": 3e-4,
+                                    "scale_lr": 0.2}},
+    "e20": {"epochs": 20},
+    "mse": {"calibration": "mse"},
+    "mse-e6": {"epochs": 6, "calibration": "mse"},
+    "mse-e6-lr3e-4": {"epochs": 6, "calibration": "mse",
+                      "optimizer": {"name": "adamw", "lr": 3e-4}},
+    "mse-lr1e-4": {"calibration": "mse",
+                   "optimizer": {"name": "adamw", "lr": 1e-4}},
+    "mse-lr3e-4": {"calibration": "mse",
+                   "optimizer": {"name": "adamw", "lr": 3e-4}},
+    "mse-slr0": {"calibration": "mse",
+                 "optimizer": {"name": "adamw", "scale_lr": 0}},
+    "e6-slr0.2": {"epochs": 6, "optimizer": {"name": "adamw",
+                                             "scale_lr": 0.2}},
+    "e10-slr0.2": {"epochs": 10, "optimizer": {"name": "adamw",
+                                               "scale_lr": 0.2}},
+    "e10": {"epochs": 10},
+    "p99.9": {"calibration": "percentile", "percentile": 99.9},
+    "p99": {"calibration": "percentile", "percentile": 99.0},
+    "e10-p99": {"epochs": 10, "calibration": "percentile",
+                "percentile": 99.0},
+    "e20-slr0": {"epochs": 20, "optimizer": {"name": "adamw", "lr": 3e-4,
+                                             "scale_lr": 0}},
+    "e6-lr3e-4-slr0.2": {"epochs": 6, "optimizer": {"name": "adamw",
+                                                    "lr": 3e-4,
+                                                    "scale_lr": 0.2}},
 }
 
 
@@ -152,7 +185,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=6,
                     help="epochs that train the source")
-    ap.add_argument("--settings", default="default,e6,e6-lr3e-4",
+    ap.add_argument("--settings", default="default,old,minmax,steps0",
                     help="qat settings, of: " + ",".join(SETTINGS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--task-seed", type=int, default=1)
@@ -201,6 +234,10 @@ def main():
         print("slimserve source %.4f (one accuracy's standard error on "
               "%d rows: %.4f); ptq %.4f, relative drop %.2f%%"
               % (src, a.heldout, se, ptq, 100 * (src - ptq) / src))
+        res, secs = run_job(a.build, d, dict(base, methods=[
+            {"method": "ptq", "params": {"calibration": "mse"}}]), a.threads)
+        print("ptq with \"calibration\": \"mse\" %.4f, relative drop "
+              "%.2f%%" % (accs(res)[1], 100 * (src - accs(res)[1]) / src))
         print()
         print("%-12s %s  %8s %8s %8s" % ("qat", "per seed (acc / drop %)",
                                         "mean", "median", "s/job"))

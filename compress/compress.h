@@ -85,7 +85,9 @@ typedef enum { SS_PRECISION_F32 = 0, SS_PRECISION_BF16 } ss_precision_t;
 #define SS_LORA_MAX_TARGETS 32
 #define SS_LORA_NAME_MAX 128
 
-typedef enum { SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE } ss_calib_kind_t;
+typedef enum {
+    SS_CALIB_MINMAX = 0, SS_CALIB_PERCENTILE, SS_CALIB_MSE
+} ss_calib_kind_t;
 typedef enum { SS_PRUNE_UNSTRUCTURED = 0, SS_PRUNE_STRUCTURED } ss_prune_kind_t;
 typedef enum { SS_SCORE_L1 = 0, SS_SCORE_L2, SS_SCORE_ACTIVATION } ss_score_t;
 
@@ -127,6 +129,8 @@ typedef struct ss_method {
             double percentile;      /* qat: for SS_CALIB_PERCENTILE */
             int weight_scales;      /* qat: 1 learned (LSQ), 0 max|w|/127
                                      * of the trained weights */
+            int min_steps;          /* qat: more epochs than asked while
+                                     * the run would take fewer steps */
             /* lora (compress/lora.c) */
             char adapter[SS_LORA_NAME_MAX]; /* the adapter's name */
             int rank;               /* r */

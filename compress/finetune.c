@@ -345,7 +345,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     int64_t *perm = NULL, per_epoch, total, i;
     uint64_t rng;
     double t0, t_val = 0, metric = -1, loss;
-    int e, rc, nbf, nf32;
+    int e, rc, nbf, nf32, epochs = m->u.train.epochs;
     char step[64], desc[256];
 
     memset(&L, 0, sizeof(L));
@@ -378,7 +378,10 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         o.dp = &L.dp;
     /* The schedule's horizon is the run, unless the request set one. */
     per_epoch = L.rows / L.Bg;
-    total = per_epoch * m->u.train.epochs;
+    /* qat's step budget (params.c says why): whole epochs up to it */
+    if (per_epoch > 0 && (int64_t)epochs * per_epoch < m->u.train.min_steps)
+        epochs = (int)((m->u.train.min_steps + per_epoch - 1) / per_epoch);
+    total = per_epoch * epochs;
     if (o.total_steps == 0 && o.sched != SS_SCHED_CONSTANT)
         o.total_steps = total;
     if ((rc = ss_train_new(*g, L.batch, &o, &L.t, err)) < 0) {
@@ -398,12 +401,12 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         perm[i] = i;
     rng = o.seed ^ 0x5eedf00dULL;
     pr.method = L.name;
-    pr.epochs = m->u.train.epochs;
+    pr.epochs = epochs;
     pr.steps = total;
     pr.val_metric = -1;
     pr.val_name = cx->val->labels != NULL ? "accuracy" : "agreement";
     t0 = ss_clock_mono_s();
-    for (e = 0; e < m->u.train.epochs; e++) {
+    for (e = 0; e < epochs; e++) {
         double sum = 0, te = ss_clock_mono_s(), tv;
         int64_t s;
 
@@ -445,9 +448,9 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             pr.eta_s = (el - t_val) / (double)pr.step
                        * (double)(total - pr.step)
                        + (t_val / (e > 0 ? e : 1))
-                         * (double)(m->u.train.epochs - e);
+                         * (double)(epochs - e);
             snprintf(step, sizeof(step), "%s: epoch %d/%d, step %lld/%lld",
-                     L.name, e + 1, m->u.train.epochs, (long long)pr.step,
+                     L.name, e + 1, epochs, (long long)pr.step,
                      (long long)total);
             ss__cx_progress(cx, 0.05 + 0.9 * (double)pr.step
                                 / (double)(total > 0 ? total : 1), step);
@@ -465,7 +468,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         pr.eta_s = (ss_clock_mono_s() - t0 - t_val)
                    / (double)(pr.step ? pr.step : 1)
                    * (double)(total - pr.step)
-                   + t_val / (e + 1) * (double)(m->u.train.epochs - e - 1);
+                   + t_val / (e + 1) * (double)(epochs - e - 1);
         if (ctl->train_progress != NULL)
             ctl->train_progress(ctl->arg, &pr);
         json_array_append_new(hist, json_pack(
@@ -483,7 +486,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                    "teacher", "the source version",
                    "loss", o.loss == SS_LOSS_KD ? "kd" : "kl",
                    "temperature", o.temperature,
-                   "epochs", m->u.train.epochs,
+                   "epochs", epochs,
                    "batch_size", (json_int_t)L.Bg,
                    "steps", (json_int_t)ss_train_steps_done(L.t),
                    "training_rows", (json_int_t)L.rows,

@@ -189,6 +189,23 @@ int ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
                         const char *const *scales, int n_scales,
                         json_t *note, ss_err_t *err);
 
+/* Calibration "mse" (calib_mse.c): scores clips of one activation by
+ * the squared quantization error its readers (the quantized layers
+ * reading it, n >= 1) see, each input channel weighted by the squared
+ * norm of the weight columns reading it.  sample: one calibration
+ * output of the tensor (its shape); absmax: its min/max clip; u8: the
+ * build quantizes it unsigned; total: values the passes will show.  Add
+ * every calibration output, then take the best clip. */
+typedef struct ss__mse ss__mse_t;
+/* "minmax", "percentile" or "mse" (the details' name) */
+const char *ss__calib_name(ss_calib_kind_t kind);
+int ss__mse_new(const ss_graph_t *g, const ss__layer_t *const *readers,
+                int n, const ss_tensor_t *sample, float absmax, bool u8,
+                double total, ss__mse_t **out, ss_err_t *err);
+void ss__mse_add(ss__mse_t *a, const ss_tensor_t *t);
+float ss__mse_clip(const ss__mse_t *a);
+void ss__mse_free(ss__mse_t *a);
+
 /* PTQ's plan, which qat reuses (quant.c): the layers of g (f32, its
  * BatchNorms folded; borrowed, read again by build, so its constants may
  * be replaced in between) with calibrated activation ranges. */

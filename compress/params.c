@@ -40,6 +40,7 @@ static int lora_key(ss_method_t *m, const char *key,
 static const ss_param_choice_t calibs[] = {
     { "minmax", SS_CALIB_MINMAX },
     { "percentile", SS_CALIB_PERCENTILE },
+    { "mse", SS_CALIB_MSE },
     { NULL, 0 }
 };
 static const ss_param_choice_t prune_kinds[] = {
@@ -99,7 +100,8 @@ static const ss_param_choice_t precisions[] = {
 const ss_method_param_t ss_method_params[] = {
     { SS_METHOD_PTQ, "calibration", SS_PARAM_CHOICE, SS_CALIB_MINMAX, 0, 0,
       false, false, calibs, NULL, 0,
-      "activation ranges: min/max, or a percentile of |x|",
+      "activation ranges: min/max, a percentile of |x|, or mse (the "
+      "clip with the least error in the layers reading the tensor)",
       FIELD(ptq.calib) },
     { SS_METHOD_PTQ, "percentile", SS_PARAM_NUMBER, 99.99, 50, 100, true,
       false, NULL, NULL, 0, "the percentile for calibration \"percentile\"",
@@ -168,9 +170,9 @@ const ss_method_param_t ss_method_params[] = {
       NULL, NULL, 0, "as finetune's: {\"name\": \"adamw\", \"lr\", ...}",
       0, 0, optimizer_key },
     TRAIN_ROWS(SS_METHOD_QAT, 2, 1.0),
-    { SS_METHOD_QAT, "calibration", SS_PARAM_CHOICE, SS_CALIB_MINMAX, 0, 0,
-      false, false, calibs, NULL, 0, "activation scales, as ptq's: min/max, "
-      "or a percentile of |x|", FIELD(train.calib) },
+    { SS_METHOD_QAT, "calibration", SS_PARAM_CHOICE, SS_CALIB_MSE, 0, 0,
+      false, false, calibs, NULL, 0, "initial activation scales, as ptq's: "
+      "min/max, a percentile of |x|, or mse", FIELD(train.calib) },
     { SS_METHOD_QAT, "percentile", SS_PARAM_NUMBER, 99.99, 50, 100, true,
       false, NULL, NULL, 0, "the percentile for calibration \"percentile\"",
       FIELD(train.percentile) },
@@ -178,6 +180,14 @@ const ss_method_param_t ss_method_params[] = {
       false, wscales, NULL, 0, "per output channel: learned (LSQ, from "
       "max|w| / 127, at the optimizer's scale_lr) or maxabs (max|w| / 127 "
       "of the trained weights)", FIELD(train.weight_scales) },
+    /* qat starts from a trained model and moves its weights and scales
+     * to where rounding costs least; 2 epochs of a small set are a few
+     * dozen steps, too few (bench/qat.py, 2 000 rows: 62 steps drop
+     * 0.16-0.28%, 217 steps -0.13..0.15%; docs/training.md). */
+    { SS_METHOD_QAT, "min_steps", SS_PARAM_INT, 200, 0, 1000000, false,
+      false, NULL, NULL, 0, "at least this many steps: more epochs than "
+      "\"epochs\" when the training data is small (0: exactly epochs)",
+      FIELD(train.min_steps) },
     { SS_METHOD_MOEFY, "experts", SS_PARAM_INT, 8, 2, 256, false, false,
       NULL, NULL, 0, "experts each FFN is split into (its hidden neurons, "
       "clustered by co-activation)", FIELD(moefy.experts) },

@@ -4,9 +4,12 @@
  *
  * DESIGN: PTQ's plan (quant.c) is made as for ptq: BatchNorms folded into
  * their Convs, every MatMul/Gemm/Conv with a constant weight, activation
- * ranges calibrated on the calibration data (min/max, or with
- * "calibration": "percentile" a percentile of |x|, as ptq's).  The
- * training graph
+ * ranges calibrated on the calibration data: by default "mse", the clip
+ * with the least error in the layers reading each tensor
+ * (calib_mse.c), the start LSQ needs (from min/max scales 100x too
+ * coarse, 2 epochs of 2 000 rows did not get there: bench/qat.py,
+ * docs/training.md); "minmax" or "percentile" as ptq's.  The training
+ * graph
  * is PTQ's QDQ graph with one difference: each weight stays an f32
  * initializer behind QuantizeLinear + DequantizeLinear (s8, per output
  * channel, scale max|w| / 127 of the weight before training) instead of
@@ -15,7 +18,8 @@
  * trainer's rules for those two ops are straight-through
  * (compress/train/rules_q.c): the forward is int8 inference, rounding and
  * saturation included, and the gradient passes where nothing was clipped.
- * It trains through the loop of finetune.c against the source's outputs.
+ * It trains through the loop of finetune.c against the source's outputs,
+ * for at least min_steps steps (whole epochs; params.c says why).
  * Then the trained f32 weights go back into the f32 graph (by initializer
  * name) and PTQ's builder writes the int8 variant: s8 weights quantized
  * from the trained ones, the same activation scales.
@@ -233,8 +237,6 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     ss_method_default(&ptq, SS_METHOD_PTQ);
     ptq.u.ptq.calib = (ss_calib_kind_t)m->u.train.calib;
     ptq.u.ptq.percentile = m->u.train.percentile;
-    ptq.u.ptq.calib = (ss_calib_kind_t)m->u.train.calib;
-    ptq.u.ptq.percentile = m->u.train.percentile;
     ss__cx_progress(cx, 0.0, "qat: calibrating");
     if ((rc = ss__fold_bn(*g, &folded, err)) < 0
         || (rc = ss__qplan_new(cx, &ptq, *g, &q, err)) < 0)
@@ -277,7 +279,7 @@ ss__qat(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
     json_object_set_new(note, "activation_scales", scales);
     scales = NULL;
     json_object_set_new(note, "calibration", json_string(
-        m->u.train.calib == SS_CALIB_PERCENTILE ? "percentile" : "minmax"));
+        ss__calib_name((ss_calib_kind_t)m->u.train.calib)));
     json_object_set_new(note, "quantized", ss__qplan_list(q));
     json_object_set_new(note, "trained_initializers", json_integer(taken));
     ss_graph_free(*g);

@@ -10,7 +10,8 @@
  * activation input of every layer an extra output, and runs it over the
  * calibration set: min/max per tensor, and for the percentile method a
  * second pass that fills a histogram of |x| (2048 bins up to the max) and
- * clips at the asked percentile.  Activations are quantized per tensor,
+ * clips at the asked percentile; for "mse" a second pass that scores
+ * clips by the error of the layers reading the tensor (calib_mse.c).  Activations are quantized per tensor,
  * symmetric, zero point 0 (oneDNN's fast kernels want fixed, per-tensor
  * scales and no zero point on the weights): s8, or u8 when the
  * calibrated minimum is >= 0 (after a ReLU: one more bit for free, and
@@ -52,6 +53,8 @@ typedef struct qact {
     float absmax;       /* clip point */
     double *hist;
     double count;
+    double total;       /* values seen by the min/max pass */
+    ss__mse_t *mse;     /* calibration "mse" (calib_mse.c) */
 } qact_t;
 
 typedef struct qlayer {
@@ -150,8 +153,10 @@ qstate_clear(qstate_t *s)
         ss_free(s->layers[i].label);
         ss_free(s->layers[i].wscale);
     }
-    for (i = 0; i < s->n_acts; i++)
+    for (i = 0; i < s->n_acts; i++) {
         ss_free(s->acts[i].hist);
+        ss__mse_free(s->acts[i].mse);
+    }
     ss_free(s->layers);
     ss_free(s->acts);
 }
@@ -203,7 +208,23 @@ done:
     return rc;
 }
 
-/* One pass over the calibration set: min/max (pass 0) or histogram. */
+/* Activation k's clip search (calib_mse.c), t its first output. */
+static int
+mse_start(qstate_t *s, int k, const ss_tensor_t *t, ss_err_t *err)
+{
+    const ss__layer_t *readers[64];
+    qact_t *a = &s->acts[k];
+    int n = 0;
+
+    for (int i = 0; i < s->n_layers && n < 64; i++)
+        if (s->layers[i].act == k)
+            readers[n++] = &s->layers[i].l;
+    return ss__mse_new(s->g, readers, n, t, a->absmax, a->lo >= 0.0f,
+                       a->total, &a->mse, err);
+}
+
+/* One pass over the calibration set: min/max (pass 0), histogram (1) or
+ * the clip search (2). */
 static int
 calib_pass(qstate_t *s, ss__runner_t *r, int pass, ss_err_t *err)
 {
@@ -237,6 +258,13 @@ calib_pass(qstate_t *s, ss__runner_t *r, int pass, ss_err_t *err)
                                 "f32", s->g->values[a->value].name);
                 goto done;
             }
+            if (pass == 2) {
+                if (a->mse == NULL && (rc = mse_start(s, k, t, err)) < 0)
+                    goto done;
+                ss__mse_add(a->mse, t);
+                continue;
+            }
+            a->total += pass == 0 ? (double)numel : 0.0;
             for (i = 0; i < numel; i++) {
                 if (pass == 0) {
                     if (v[i] < a->lo)
@@ -306,6 +334,12 @@ calibrate(qstate_t *s, ss_err_t *err)
             }
             a->absmax = a->absmax * (float)(b + 1) / HIST_BINS;
         }
+    } else if (s->m->u.ptq.calib == SS_CALIB_MSE) {
+        if ((rc = calib_pass(s, &r, 2, err)) < 0)
+            goto done;
+        for (k = 0; k < s->n_acts; k++)
+            if (s->acts[k].mse != NULL)
+                s->acts[k].absmax = ss__mse_clip(s->acts[k].mse);
     }
     rc = 0;
 done:
@@ -691,7 +725,7 @@ ss__ptq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
         "per tensor, symmetric (zero point 0): u8 where the calibrated "
         "minimum is >= 0, else s8"));
     json_object_set_new(note, "calibration", json_string(
-        m->u.ptq.calib == SS_CALIB_PERCENTILE ? "percentile" : "minmax"));
+        ss__calib_name(m->u.ptq.calib)));
     if (m->u.ptq.calib == SS_CALIB_PERCENTILE)
         json_object_set_new(note, "percentile",
                             json_real(m->u.ptq.percentile));

@@ -547,7 +547,7 @@ test_params(void)
     p = ss_method_param_find(SS_METHOD_PTQ, "calibration");
     is_int(ss_method_param_set(&m, p, &v, &err), SS_EINVAL,
            "an unknown choice is refused: %s", err.msg);
-    ok(strstr(err.msg, "\"minmax\" or \"percentile\"") != NULL,
+    ok(strstr(err.msg, "\"minmax\", \"percentile\" or \"mse\"") != NULL,
        "the message lists the choices");
     v.text = "percentile";
     ss_method_param_set(&m, p, &v, &err);
