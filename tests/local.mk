@@ -49,6 +49,9 @@ EXTRA_DIST += tests/integration/test_slow_clients.py
 # 1,000 connections sending 1 MB bodies: RSS within the buffered cap.
 TESTS += tests/integration/test_body_flood.py
 EXTRA_DIST += tests/integration/test_body_flood.py
+# Bodies as Python clients send them: gzip/deflate Content-Encoding.
+TESTS += tests/integration/test_clients.py
+EXTRA_DIST += tests/integration/test_clients.py
 # Inputs that decide shapes (a Reshape's shape, a TopK's K) per request.
 TESTS += tests/integration/test_shape_inputs.py
 EXTRA_DIST += tests/integration/test_shape_inputs.py

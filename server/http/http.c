@@ -96,6 +96,7 @@
 #include "common/log.h"
 #include "common/queue.h"
 #include "common/utf8.h"
+#include "server/http/coding.h"
 #include "server/http/tls.h"
 #include "server/looplag.h"
 
@@ -151,6 +152,7 @@ struct ss_req {
     char *body;
     size_t len, cap;
     int64_t reserved;           /* bytes taken from the budget */
+    ss__http_inflate_t *inf;    /* Content-Encoding gzip/deflate: decoder */
     bool too_big;
     bool over_budget;
     bool dispatched;
@@ -884,6 +886,7 @@ req_free(ss_req_t *r)
     if (r == NULL)
         return;
     budget_put(r->l->h->opts.budget, r->reserved);
+    ss__http_inflate_free(r->inf);
     free(r->body);
     free(r->resp_body);
     for (i = 0; i < r->nhdrs; i++) {
@@ -1112,6 +1115,50 @@ append_body(ss_req_t *r, const char *data, size_t n)
     return 0;
 }
 
+/* Body bytes as the handler will see them (decoded): into the buffer, or
+ * a flag saying why not.  Returns 0, or a negative code once refused. */
+static int
+take_body(void *arg, const char *data, size_t n)
+{
+    ss_req_t *r = arg;
+    int rc;
+
+    if (r->len + n > (size_t)r->l->h->opts.max_body_bytes) {
+        r->too_big = true;
+        return SS_ETOOBIG;
+    }
+    if ((rc = append_body(r, data, n)) == SS_EBUSY)
+        r->over_budget = true;
+    else if (rc < 0)
+        ss_req_fail(r, SS_ENOMEM, "out of memory for the body");
+    return rc;
+}
+
+/* Content-Encoding: 0 to go on (r->inf set for gzip/deflate), -1 when r
+ * is answered (415 for a coding we cannot decode). */
+static int
+body_coding(ss_req_t *r)
+{
+    const char *v = MHD_lookup_connection_value(
+        r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+
+    switch (ss__http_coding(v)) {
+    case SS__HTTP_CODING_IDENTITY:
+        return 0;
+    case SS__HTTP_CODING_ZLIB:
+        if ((r->inf = ss__http_inflate_new()) != NULL)
+            return 0;
+        ss_req_fail(r, SS_ENOMEM, "out of memory for a body decoder");
+        return -1;
+    default:
+        ss_req_add_header(r, "Accept-Encoding", SS__HTTP_CODINGS);
+        ss_req_respond_error(r, 415, "Content-Encoding '%s' is not "
+                             "supported; use %s or none", v,
+                             SS__HTTP_CODINGS);
+        return -1;
+    }
+}
+
 static void
 refuse_buffered(ss_req_t *r)
 {
@@ -1150,6 +1197,8 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
         ss_req_fail(r, SS_ENOTREADY, "server is shutting down");
         return r;
     }
+    if (body_coding(r) < 0)
+        return r;
     cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL) {
@@ -1167,8 +1216,9 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
             ss_req_fail(r, SS_ETOOBIG, "request body of %llu bytes exceeds "
                         "the limit of %lld bytes", n,
                         (long long)h->opts.max_body_bytes);
-        } else if (valid && n > 0) {
-            /* Reserve and size the buffer once for the whole body. */
+        } else if (valid && n > 0 && r->inf == NULL) {
+            /* Reserve and size the buffer once for the whole body (an
+             * encoded one grows as it is decoded). */
             if (!budget_take(h->opts.budget, (int64_t)n + 1)) {
                 refuse_buffered(r);
                 return r;
@@ -1189,7 +1239,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
     loop_t *l = cls;
     ss_http_t *h = l->h;
     ss_req_t *r = *con_cls;
-    int rc;
+    char msg[160];
 
     if (r == NULL) {
         if ((r = req_new(l, c, url, method)) == NULL)
@@ -1201,13 +1251,12 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
     }
     if (*upload_size > 0) {
         if (!r->resp_ready && !r->too_big && !r->over_budget) {
-            if (r->len + *upload_size > (size_t)h->opts.max_body_bytes)
-                r->too_big = true;
-            else if ((rc = append_body(r, upload, *upload_size)) ==
-                     SS_EBUSY)
-                r->over_budget = true;
-            else if (rc < 0)
-                ss_req_fail(r, SS_ENOMEM, "out of memory for the body");
+            if (r->inf == NULL)
+                take_body(r, upload, *upload_size);
+            else if (ss__http_inflate_feed(r->inf, upload, *upload_size,
+                                           take_body, r, msg,
+                                           sizeof(msg)) == SS_EINVAL)
+                ss_req_fail(r, SS_EINVAL, "%s", msg);
         }
         *upload_size = 0;
         return MHD_YES;
@@ -1216,7 +1265,12 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
         return MHD_YES;
     if (!r->resp_ready && r->too_big)
         ss_req_fail(r, SS_ETOOBIG, "request body exceeds the limit of %lld "
-                    "bytes", (long long)h->opts.max_body_bytes);
+                    "bytes%s", (long long)h->opts.max_body_bytes,
+                    r->inf != NULL ? " once decoded" : "");
+    if (!r->resp_ready && !r->over_budget && r->inf != NULL &&
+        !ss__http_inflate_done(r->inf))
+        ss_req_fail(r, SS_EINVAL, "the body ends inside its gzip or "
+                    "deflate stream");
     if (!r->resp_ready && r->over_budget)
         refuse_buffered(r);
     if (!r->resp_ready && !r->dispatched) {

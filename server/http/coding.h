@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef SS_SERVER_HTTP_CODING_H
+#define SS_SERVER_HTTP_CODING_H
+
+/*
+ * Request bodies sent with Content-Encoding gzip or deflate (tritonclient's
+ * request_compression_algorithm), decoded as they arrive.  Internal to
+ * server/http.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct ss__http_inflate ss__http_inflate_t;
+
+/* What a Content-Encoding value asks for. */
+typedef enum {
+    SS__HTTP_CODING_IDENTITY = 0,   /* absent, empty or "identity" */
+    SS__HTTP_CODING_ZLIB,           /* gzip, x-gzip or deflate */
+    SS__HTTP_CODING_UNSUPPORTED     /* anything else, or a list */
+} ss__http_coding_t;
+
+/* The codings a 415 names in Accept-Encoding. */
+#define SS__HTTP_CODINGS "gzip, deflate"
+
+ss__http_coding_t ss__http_coding(const char *value);
+
+/* A new decoder, or NULL without memory. */
+ss__http_inflate_t *ss__http_inflate_new(void);
+void ss__http_inflate_free(ss__http_inflate_t *z);
+
+/* Where decoded bytes go: 0, or a negative code that stops the decoding
+ * and is returned by ss__http_inflate_feed. */
+typedef int (*ss__http_sink_fn)(void *arg, const char *data, size_t n);
+
+/* Decodes n more body bytes into sink.  Returns 0, the sink's negative
+ * code, or SS_EINVAL with msg (len bytes) saying what is wrong with the
+ * encoded data. */
+int ss__http_inflate_feed(ss__http_inflate_t *z, const char *in, size_t n,
+                          ss__http_sink_fn sink, void *arg, char *msg,
+                          size_t len);
+
+/* At the end of the body: true when the encoded data was complete. */
+bool ss__http_inflate_done(const ss__http_inflate_t *z);
+
+#endif

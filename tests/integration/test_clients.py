@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Request bodies as real Python clients send them, on the real daemon on
+127.0.0.1.
+
+Content-Encoding: tritonclient's request_compression_algorithm "gzip"
+sends gzip.compress of the whole body, "deflate" zlib.compress, with
+Inference-Header-Content-Length counting the uncompressed JSON header.
+They are served like the plain body (the same logits, bit for bit, and
+PyTorch's within 1e-4), with a fixed length or chunked (requests with a
+generator), and concatenated gzip members too.  A coding the server
+cannot decode is 415 with Accept-Encoding; a broken or truncated stream
+is 400; a small body that decodes past max_body_bytes is 413, and its
+bytes are given back to the buffered-bytes budget."""
+
+import gzip
+import http.client
+import os
+import sys
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+TOP_SRC = os.environ.get("top_srcdir", ".")
+sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
+import tap  # noqa: E402
+from daemon import Daemon, json_body  # noqa: E402
+import kserve  # noqa: E402
+from paths import FIX  # noqa: E402
+import repo  # noqa: E402
+
+MAX_BODY = 1000000
+TOL = 1e-4
+
+
+def post(d, body, headers=None, chunked=False):
+    """(status, headers, body) of one infer on a new connection; chunked
+    sends the body in 50-byte chunks as requests does for a generator."""
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+    try:
+        hd = dict(headers or {})
+        if chunked:
+            hd["Transfer-Encoding"] = "chunked"
+            c.request("POST", "/v2/models/mlp/infer",
+                      (body[i:i + 50] for i in range(0, len(body), 50)),
+                      hd, encode_chunked=True)
+        else:
+            c.request("POST", "/v2/models/mlp/infer", body, hd)
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def test_content_encoding(d):
+    with np.load(os.path.join(FIX, "mlp_op13", "batch7.npz")) as z:
+        x = z["input"]
+    with np.load(os.path.join(FIX, "mlp_op13", "expected7.npz")) as z:
+        want = z["logits"]
+    plain = {"json": (kserve.json_request({"input": x}), {})}
+    plain["binary"] = kserve.binary_request({"input": x})
+    ref = {}
+    for kind, (body, hd) in plain.items():
+        st, h, data = post(d, body, hd)
+        tap.eq(st, 200, "plain %s body served" % kind)
+        ref[kind] = kserve.parse_response(data, h)[1]["logits"]
+        tap.ok(np.allclose(ref[kind], want, atol=TOL),
+               "plain %s: PyTorch's logits within %g" % (kind, TOL))
+    codings = [("gzip", "gzip", gzip.compress),
+               ("x-gzip", "X-Gzip", gzip.compress),
+               ("deflate", "deflate", zlib.compress),
+               ("two gzip members", "gzip",
+                lambda b: gzip.compress(b[:100]) + gzip.compress(b[100:]))]
+    for name, enc, comp in codings:
+        for kind, (body, hd) in plain.items():
+            for chunked in (False, True):
+                st, h, data = post(d, comp(body),
+                                   dict(hd, **{"Content-Encoding": enc}),
+                                   chunked)
+                got = (kserve.parse_response(data, h)[1]["logits"]
+                       if st == 200 else None)
+                tap.ok(st == 200 and np.array_equal(got, ref[kind]),
+                       "%s %s body%s: the plain body's logits"
+                       % (name, kind, ", chunked" if chunked else ""),
+                       data[:200])
+
+    body = plain["json"][0]
+    for enc in ("br", "gzip, gzip", "compress"):
+        st, h, data = post(d, gzip.compress(body),
+                           {"Content-Encoding": enc})
+        err = (json_body(data) or {}).get("error", "")
+        tap.ok(st == 415 and enc in err,
+               "Content-Encoding %r: 415 naming it: %s" % (enc, err), data)
+        tap.eq(h.get("Accept-Encoding"), "gzip, deflate",
+               "the 415 says which codings are accepted")
+    bad = [("truncated", gzip.compress(body)[:-12], "ends inside"),
+           ("trailing junk", gzip.compress(body) + b"xx", "not valid"),
+           ("plain bytes", body, "not valid"),
+           ("raw deflate without the zlib header",
+            zlib.compress(body)[2:-4], "not valid")]
+    for name, data, needle in bad:
+        st, _, resp = post(d, data, {"Content-Encoding": "gzip"})
+        err = (json_body(resp) or {}).get("error", "")
+        tap.ok(st == 400 and needle in err, "%s: 400: %s" % (name, err),
+               resp)
+    for n in (5 * MAX_BODY, 100 * MAX_BODY):
+        bomb = gzip.compress(b" " * n)
+        st, _, resp = post(d, bomb, {"Content-Encoding": "gzip"})
+        err = (json_body(resp) or {}).get("error", "")
+        tap.ok(st == 413 and "once decoded" in err,
+               "%d-byte gzip body of %d bytes: 413: %s"
+               % (len(bomb), n, err), resp)
+    deadline = time.monotonic() + 5
+    while (d.metric("slimserve_http_buffered_bytes") != 0 and
+           time.monotonic() < deadline):
+        time.sleep(0.05)
+    tap.eq(d.metric("slimserve_http_buffered_bytes"), 0.0,
+           "the decoded bytes are given back to the budget")
+    st, _, _ = post(d, *plain["json"])
+    tap.eq(st, 200, "served after the bad bodies")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        root = repo.with_model(tmp)
+        with Daemon(["--admin-insecure", "--max-body-bytes=%d" % MAX_BODY],
+                    repository=root) as d:
+            try:
+                test_content_encoding(d)
+            finally:
+                tap.eq(d.stop(), 0, "clean exit")
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
