@@ -1,8 +1,26 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Content-Encoding of request bodies: gzip and deflate.
+ * Request body framing (Content-Length, Transfer-Encoding) and coding
+ * (Content-Encoding gzip and deflate).
  *
- * DESIGN.  Triton's Python and C++ clients compress request bodies when
+ * DESIGN.  Framing.  libmicrohttpd 0.9.75 reads a body "chunked" when the
+ * first Transfer-Encoding header is exactly that, by the first
+ * Content-Length otherwise, and until the connection closes when
+ * Transfer-Encoding names anything else ("gzip, chunked", "identity"):
+ * such a request sat until body_timeout_s (120 s) and was cut without an
+ * answer.  Two Content-Length headers that disagree were served by the
+ * first, and a Content-Length beside chunked left the connection open for
+ * the bytes after the chunks: both are how a proxy in front, reading the
+ * other header, is made to see a different next request ("request
+ * smuggling", RFC 9112 6.3 and 11.2).  So before the body is read:
+ * Transfer-Encoding other than chunked is 501 when chunked is last (we do
+ * not decode the codings before it; Content-Encoding is the header for a
+ * compressed body) and 400 when it is not (the length cannot be known);
+ * more than one Transfer-Encoding header, Content-Length beside it, or
+ * differing Content-Length values are 400.  The answer closes the
+ * connection, whose remaining bytes cannot be framed.
+ *
+ * Coding.  Triton's Python and C++ clients compress request bodies when
  * asked (request_compression_algorithm "gzip" writes gzip.compress of the
  * whole body, "deflate" zlib.compress), and Triton decodes both.  Without
  * this the compressed bytes reached the JSON parser, and the client got
@@ -41,6 +59,73 @@ struct ss__http_inflate {
     z_stream zs;
     bool ended;                 /* the last stream ended */
 };
+
+void
+ss__http_framing_add(ss__http_framing_t *f, const char *name,
+                     const char *value)
+{
+    if (value == NULL)
+        value = "";
+    if (strcasecmp(name, "Content-Length") == 0) {
+        if (f->n_length++ == 0)
+            f->length = value;
+        else if (strcmp(f->length, value) != 0)
+            f->lengths_differ = true;
+    } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+        if (f->n_transfer++ == 0)
+            f->transfer = value;
+    }
+}
+
+/* [p, end) without the blanks around it. */
+static void
+trim(const char **p, const char **end)
+{
+    while (*p < *end && (**p == ' ' || **p == '\t'))
+        (*p)++;
+    while (*end > *p && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
+        (*end)--;
+}
+
+int
+ss__http_framing_check(const ss__http_framing_t *f, char *msg, size_t len)
+{
+    const char *p, *end, *last;
+
+    if (f->lengths_differ) {
+        snprintf(msg, len, "conflicting Content-Length headers");
+        return 400;
+    }
+    if (f->n_transfer == 0)
+        return 0;
+    if (f->n_transfer > 1) {
+        snprintf(msg, len, "more than one Transfer-Encoding header");
+        return 400;
+    }
+    if (f->n_length > 0) {
+        snprintf(msg, len, "both Content-Length and Transfer-Encoding");
+        return 400;
+    }
+    p = f->transfer;
+    end = p + strlen(p);
+    trim(&p, &end);
+    last = end;
+    while (last > p && last[-1] != ',')
+        last--;
+    trim(&last, &end);
+    if (end - last != 7 || strncasecmp(last, "chunked", 7) != 0) {
+        snprintf(msg, len, "Transfer-Encoding '%s' does not end in "
+                 "chunked: the body's length is unknown", f->transfer);
+        return 400;
+    }
+    if (last != p) {             /* codings before chunked */
+        snprintf(msg, len, "Transfer-Encoding '%s' is not supported; send "
+                 "chunked alone (Content-Encoding gzip or deflate for a "
+                 "compressed body)", f->transfer);
+        return 501;
+    }
+    return 0;
+}
 
 ss__http_coding_t
 ss__http_coding(const char *value)

@@ -3,8 +3,9 @@
 #define SS_SERVER_HTTP_CODING_H
 
 /*
- * Request bodies sent with Content-Encoding gzip or deflate (tritonclient's
- * request_compression_algorithm), decoded as they arrive.  Internal to
+ * How a request's body is framed (Content-Length, Transfer-Encoding) and
+ * coded (Content-Encoding gzip or deflate, tritonclient's
+ * request_compression_algorithm, decoded as it arrives).  Internal to
  * server/http.
  */
 
@@ -12,6 +13,23 @@
 #include <stddef.h>
 
 typedef struct ss__http_inflate ss__http_inflate_t;
+
+/* The framing headers of a request, gathered one header at a time. */
+typedef struct ss__http_framing {
+    int n_length, n_transfer;   /* Content-Length, Transfer-Encoding */
+    const char *length;         /* the first of each; borrowed */
+    const char *transfer;
+    bool lengths_differ;
+} ss__http_framing_t;
+
+/* Adds one request header (any: others are passed over). */
+void ss__http_framing_add(ss__http_framing_t *f, const char *name,
+                          const char *value);
+
+/* 0 when the body's length is known one way only, else the status to
+ * answer (400, 501) before reading the body, with msg (len bytes). */
+int ss__http_framing_check(const ss__http_framing_t *f, char *msg,
+                           size_t len);
 
 /* What a Content-Encoding value asks for. */
 typedef enum {

@@ -1134,6 +1134,32 @@ take_body(void *arg, const char *data, size_t n)
     return rc;
 }
 
+static enum MHD_Result
+add_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+            const char *value)
+{
+    (void)kind;
+    ss__http_framing_add(cls, key, value);
+    return MHD_YES;
+}
+
+/* Content-Length and Transfer-Encoding (coding.c): 0 to go on, -1 when r
+ * is answered (400, 501) and its connection is to close. */
+static int
+body_framing(ss_req_t *r)
+{
+    ss__http_framing_t f = {0};
+    char msg[256];
+    int status;
+
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_framing, &f);
+    if ((status = ss__http_framing_check(&f, msg, sizeof(msg))) == 0)
+        return 0;
+    ss_req_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    ss_req_respond_error(r, status, "%s", msg);
+    return -1;
+}
+
 /* Content-Encoding: 0 to go on (r->inf set for gzip/deflate), -1 when r
  * is answered (415 for a coding we cannot decode). */
 static int
@@ -1197,7 +1223,7 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
         ss_req_fail(r, SS_ENOTREADY, "server is shutting down");
         return r;
     }
-    if (body_coding(r) < 0)
+    if (body_framing(r) < 0 || body_coding(r) < 0)
         return r;
     cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                      MHD_HTTP_HEADER_CONTENT_LENGTH);

@@ -11,11 +11,20 @@ PyTorch's within 1e-4), with a fixed length or chunked (requests with a
 generator), and concatenated gzip members too.  A coding the server
 cannot decode is 415 with Accept-Encoding; a broken or truncated stream
 is 400; a small body that decodes past max_body_bytes is 413, and its
-bytes are given back to the buffered-bytes budget."""
+bytes are given back to the buffered-bytes budget.
+
+Framing: a Transfer-Encoding other than chunked alone is answered at once
+(501 when chunked is last, 400 when it is not), and so are the headers a
+proxy in front could read differently (two Transfer-Encoding headers,
+Content-Length beside Transfer-Encoding, two different Content-Lengths):
+400 and the connection closed, so that the bytes after the body are never
+served as a request of their own."""
 
 import gzip
 import http.client
 import os
+import re
+import socket
 import sys
 import tempfile
 import time
@@ -122,13 +131,73 @@ def test_content_encoding(d):
     tap.eq(st, 200, "served after the bad bodies")
 
 
+def raw_exchange(d, data, wait=5.0):
+    """Sends data on a new connection; (the statuses answered, whether the
+    server closed the connection) within wait seconds."""
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=wait)
+    got, closed = b"", False
+    deadline = time.monotonic() + wait
+    try:
+        s.sendall(data)
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    finally:
+        s.close()
+    return [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)], closed
+
+
+def test_framing(d):
+    post_ = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: a\r\n"
+    chunks = b"2\r\n{}\r\n0\r\n\r\n"
+    # A second request after the body: it must never be answered.
+    then = b"GET /v2/health/live HTTP/1.1\r\nHost: a\r\n\r\n"
+    cases = [
+        ("Transfer-Encoding: gzip, chunked", 501,
+         b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunks),
+        ("Transfer-Encoding: identity", 400,
+         b"Transfer-Encoding: identity\r\n\r\n{}"),
+        ("Transfer-Encoding: chunked, gzip", 400,
+         b"Transfer-Encoding: chunked, gzip\r\n\r\n" + chunks),
+        ("two Transfer-Encoding headers", 400,
+         b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+         + chunks),
+        ("Content-Length beside chunked", 400,
+         b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +
+         chunks),
+        ("two different Content-Lengths", 400,
+         b"Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}" +
+         b"x" * 28),
+    ]
+    for name, want, rest in cases:
+        t0 = time.monotonic()
+        codes, closed = raw_exchange(d, post_ + rest + then)
+        tap.ok(codes == [want] and closed,
+               "%s: %d at once (%.1f s), connection closed, the request "
+               "after it not served" % (name, want, time.monotonic() - t0),
+               (codes, closed))
+    codes, closed = raw_exchange(
+        d, post_ + b"Transfer-Encoding: Chunked\r\n\r\n" + chunks + then,
+        wait=2.0)
+    tap.eq(codes, [400, 200], "chunked alone (any case) frames the body "
+           "and keeps the connection (400: {} has no inputs)")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = repo.with_model(tmp)
-        with Daemon(["--admin-insecure", "--max-body-bytes=%d" % MAX_BODY],
-                    repository=root) as d:
+        # The body deadline is far past the framing cases' 5 s wait.
+        with Daemon(["--admin-insecure", "--max-body-bytes=%d" % MAX_BODY,
+                     "--body-timeout-s=60"], repository=root) as d:
             try:
                 test_content_encoding(d)
+                test_framing(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
     return tap.done()
