@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ss__http_inflate ss__http_inflate_t;
 
@@ -38,6 +39,11 @@ typedef enum {
     SS__HTTP_CODING_UNSUPPORTED     /* anything else, or a list */
 } ss__http_coding_t;
 
+/* A compressed body may decode to at most SS__HTTP_MAX_RATIO times the
+ * bytes sent once past SS__HTTP_RATIO_FREE decoded bytes (coding.c). */
+#define SS__HTTP_MAX_RATIO 64
+#define SS__HTTP_RATIO_FREE ((uint64_t)1 << 20)
+
 /* The codings a 415 names in Accept-Encoding. */
 #define SS__HTTP_CODINGS "gzip, deflate"
 
@@ -52,8 +58,8 @@ void ss__http_inflate_free(ss__http_inflate_t *z);
 typedef int (*ss__http_sink_fn)(void *arg, const char *data, size_t n);
 
 /* Decodes n more body bytes into sink.  Returns 0, the sink's negative
- * code, or SS_EINVAL with msg (len bytes) saying what is wrong with the
- * encoded data. */
+ * code, or with msg (len bytes): SS_EINVAL, the encoded data is wrong;
+ * SS_ETOOBIG, it decodes past SS__HTTP_MAX_RATIO. */
 int ss__http_inflate_feed(ss__http_inflate_t *z, const char *in, size_t n,
                           ss__http_sink_fn sink, void *arg, char *msg,
                           size_t len);

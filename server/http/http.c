@@ -1266,6 +1266,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
     ss_http_t *h = l->h;
     ss_req_t *r = *con_cls;
     char msg[160];
+    int rc;
 
     if (r == NULL) {
         if ((r = req_new(l, c, url, method)) == NULL)
@@ -1279,10 +1280,11 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
         if (!r->resp_ready && !r->too_big && !r->over_budget) {
             if (r->inf == NULL)
                 take_body(r, upload, *upload_size);
-            else if (ss__http_inflate_feed(r->inf, upload, *upload_size,
-                                           take_body, r, msg,
-                                           sizeof(msg)) == SS_EINVAL)
-                ss_req_fail(r, SS_EINVAL, "%s", msg);
+            else if ((rc = ss__http_inflate_feed(r->inf, upload,
+                                                 *upload_size, take_body, r,
+                                                 msg, sizeof(msg))) ==
+                         SS_EINVAL || (rc == SS_ETOOBIG && !r->too_big))
+                ss_req_fail(r, rc, "%s", msg);
         }
         *upload_size = 0;
         return MHD_YES;

@@ -10,8 +10,9 @@ They are served like the plain body (the same logits, bit for bit, and
 PyTorch's within 1e-4), with a fixed length or chunked (requests with a
 generator), and concatenated gzip members too.  A coding the server
 cannot decode is 415 with Accept-Encoding; a broken or truncated stream
-is 400; a small body that decodes past max_body_bytes is 413, and its
-bytes are given back to the buffered-bytes budget.
+is 400; a body that decodes past max_body_bytes, or to more than 64 times
+its size past its first MiB (a "zip bomb": the loop would parse it), is
+413 at once, and its bytes are given back to the buffered-bytes budget.
 
 Framing: a Transfer-Encoding other than chunked alone is answered at once
 (501 when chunked is last, 400 when it is not), and so are the headers a
@@ -40,7 +41,7 @@ import kserve  # noqa: E402
 from paths import FIX  # noqa: E402
 import repo  # noqa: E402
 
-MAX_BODY = 1000000
+MAX_BODY = 4000000
 TOL = 1e-4
 
 
@@ -114,13 +115,22 @@ def test_content_encoding(d):
         err = (json_body(resp) or {}).get("error", "")
         tap.ok(st == 400 and needle in err, "%s: 400: %s" % (name, err),
                resp)
-    for n in (5 * MAX_BODY, 100 * MAX_BODY):
+    for n in (3 << 20, 100 * MAX_BODY):
         bomb = gzip.compress(b" " * n)
+        t0 = time.monotonic()
         st, _, resp = post(d, bomb, {"Content-Encoding": "gzip"})
         err = (json_body(resp) or {}).get("error", "")
-        tap.ok(st == 413 and "once decoded" in err,
-               "%d-byte gzip body of %d bytes: 413: %s"
-               % (len(bomb), n, err), resp)
+        tap.ok(st == 413 and "more than 64 times" in err,
+               "%d-byte gzip body of %d bytes: 413 in %.0f ms: %s"
+               % (len(bomb), n, (time.monotonic() - t0) * 1e3, err), resp)
+    # Random digits compress ~2x: within the ratio, past the limit.
+    digits = np.random.default_rng(0).integers(0, 10, MAX_BODY + 100000)
+    big = gzip.compress((digits + ord("0")).astype(np.uint8).tobytes())
+    st, _, resp = post(d, big, {"Content-Encoding": "gzip"})
+    err = (json_body(resp) or {}).get("error", "")
+    tap.ok(st == 413 and "once decoded" in err,
+           "%d-byte gzip body of %d bytes: 413: %s"
+           % (len(big), MAX_BODY + 100000, err), resp)
     deadline = time.monotonic() + 5
     while (d.metric("slimserve_http_buffered_bytes") != 0 and
            time.monotonic() < deadline):
