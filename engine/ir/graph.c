@@ -28,7 +28,18 @@ ss__attr_clear(ss_attr_t *a)
         for (int i = 0; i < a->n; i++)
             ss_free(a->strings[i]);
     ss_free(a->strings);
+    ss_graph_free(a->g);
     memset(a, 0, sizeof(*a));
+}
+
+const ss_graph_t *
+ss__attr_graph(const ss_node_t *n, const char *name)
+{
+    for (int i = 0; i < n->n_attrs; i++)
+        if (n->attrs[i].type == SS_ATTR_GRAPH
+            && strcmp(n->attrs[i].name, name) == 0)
+            return n->attrs[i].g;
+    return NULL;
 }
 
 void
@@ -63,7 +74,7 @@ ss_graph_free(ss_graph_t *g)
 {
     if (g == NULL)
         return;
-    if (g->values != NULL) {
+    if (g->values != NULL && g->parent == NULL) {
         for (int i = 0; i < g->n_values; i++) {
             ss_free(g->values[i].name);
             ss__tensor_free(g->values[i].constant);
@@ -72,7 +83,9 @@ ss_graph_free(ss_graph_t *g)
     if (g->nodes != NULL)
         for (int i = 0; i < g->n_nodes; i++)
             ss__node_clear(&g->nodes[i]);
-    ss_free(g->values);
+    if (g->parent == NULL)
+        ss_free(g->values);
+    ss_free(g->outer);
     ss_free(g->nodes);
     ss_free(g->inputs);
     ss_free(g->input_info);

@@ -22,6 +22,7 @@ typedef enum {
     SS_ATTR_INT = 2,
     SS_ATTR_STRING = 3,
     SS_ATTR_TENSOR = 4,
+    SS_ATTR_GRAPH = 5,      /* If's branches, Loop's and Scan's body */
     SS_ATTR_FLOATS = 6,
     SS_ATTR_INTS = 7,
     SS_ATTR_STRINGS = 8
@@ -38,6 +39,7 @@ typedef struct ss_attr {
     float *floats;
     int64_t *ints;
     char **strings;
+    struct ss_graph *g; /* GRAPH: owned subgraph (see struct ss_graph) */
 } ss_attr_t;
 
 typedef struct ss_node {
@@ -64,6 +66,7 @@ typedef struct ss_value {
 } ss_value_t;
 
 /* Attribute look-ups: NULL / the default when absent or of another type. */
+const struct ss_graph *ss__attr_graph(const ss_node_t *n, const char *name);
 const ss_attr_t *ss__attr_find(const ss_node_t *n, const char *name);
 int64_t ss__attr_int(const ss_node_t *n, const char *name, int64_t dflt);
 float ss__attr_float(const ss_node_t *n, const char *name, float dflt);
@@ -93,6 +96,17 @@ struct ss_graph {
     char **meta_values;
     int n_taps;         /* values a run shows its caller (engine.h: */
     int *taps;          /* ss_graph_set_taps); value ids, owned */
+    /* Subgraphs (an If's branches, a Loop's or Scan's body; the GRAPH
+     * attribute of their node owns them): one value table serves a model
+     * and all its subgraphs, so a value id means the same value at every
+     * depth, and a subgraph reads an enclosing graph's value by its id.
+     * A subgraph's `values` and `n_values` are its root's (borrowed, not
+     * freed with it); `inputs` are its formal inputs, and `outer` lists
+     * the values of enclosing graphs it (or a graph nested in it) reads,
+     * which a plan of the subgraph takes as extra inputs. */
+    const struct ss_graph *parent;  /* NULL for a model's graph */
+    int n_outer;
+    int *outer;
     /* What plans compiled from this graph charge (common/memacct.h):
      * made on first use by ss__graph_acct, one reference owned. */
     _Atomic(struct ss_memacct *) acct;

@@ -114,6 +114,10 @@ typedef struct import {
     names_t names;
     int cap_values;
     ss__onnx_stripped_t st;     /* the model protobuf-c saw, if stripped */
+    /* Subgraphs (ir.h, struct ss_graph): a subgraph's import has its own
+     * names (its scope) and g, and shares its root's value table. */
+    struct import *up;          /* the enclosing graph's import, or NULL */
+    ss_graph_t *root;           /* the model's graph */
 } import_t;
 
 static void
@@ -171,7 +175,8 @@ op_supported(const Onnx__NodeProto *np)
         return constant_supported(np);
     /* the plan handles these itself */
     if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0
-        || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0)
+        || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0
+        || strcmp(op, "If") == 0 || strcmp(op, "Loop") == 0)
         return 1;
     return ss__op_find(op) != NULL;
 }
@@ -261,7 +266,7 @@ check_opset(import_t *im, const Onnx__ModelProto *m, ss_err_t *err)
 static int
 add_value(import_t *im, const char *name, int *id, ss_err_t *err)
 {
-    ss_graph_t *g = im->g;
+    ss_graph_t *g = im->root;
     size_t slot;
     ss_value_t *v;
 
@@ -285,6 +290,8 @@ add_value(import_t *im, const char *name, int *id, ss_err_t *err)
         v->dims[d] = -1;
     im->names.slot[slot] = g->n_values;
     *id = g->n_values++;
+    for (import_t *s = im; s != NULL; s = s->up)
+        s->g->n_values = g->n_values;     /* subgraphs share the table */
     return 0;
 }
 
@@ -340,6 +347,10 @@ bytes_dup(const ProtobufCBinaryData *b)
     return ss_strndup(b->len > 0 ? (const char *)b->data : "", b->len);
 }
 
+static int import_sub(import_t *im, const Onnx__GraphProto *gp,
+                      const char *label, const char *attr, ss_graph_t **out,
+                      ss_err_t *err);
+
 static int
 read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
           ss_attr_t *a, ss_err_t *err)
@@ -373,6 +384,14 @@ read_attr(import_t *im, const Onnx__AttributeProto *ap, const char *label,
         }
         snprintf(what, sizeof(what), "node %s attribute '%s'", label, a->name);
         rc = ss__onnx_tensor(&im->cx, ap->t, what, &a->t, err);
+        break;
+    case SS_ATTR_GRAPH:
+        if (ap->g == NULL) {
+            rc = ss_err_set(err, SS_EBADMODEL, "%s: node %s: attribute '%s' "
+                            "has no graph", im->cx.source, label, a->name);
+            break;
+        }
+        rc = import_sub(im, ap->g, label, a->name, &a->g, err);
         break;
     case SS_ATTR_FLOATS:
         a->n = (int)ap->n_floats;
@@ -499,7 +518,9 @@ make_values(import_t *im, ss_err_t *err)
         if ((rc = add_value(im, vi->name, &id, err)) < 0)
             goto done;
         v = &g->values[id];
-        if ((rc = read_type(im, vi, &v->dtype, &v->ndim, v->dims, err)) < 0)
+        if ((im->up == NULL || vi->type != NULL)
+            && (rc = read_type(im, vi, &v->dtype, &v->ndim, v->dims,
+                               err)) < 0)
             goto done;
         g->inputs[g->n_inputs] = id;
         g->input_info[g->n_inputs] = (ss_io_info_t){
@@ -547,6 +568,34 @@ done:
     return rc;
 }
 
+/* The value a graph reads as name: its own, or the nearest enclosing
+ * graph's, which then goes on the `outer` list of every graph between
+ * (ir.h); -1 when nothing defines it, -2 without memory. */
+static int
+lookup(import_t *im, const char *name)
+{
+    import_t *s = im;
+    int id = -1;
+
+    while (s != NULL && (id = names_get(&s->names, name)) < 0)
+        s = s->up;
+    for (import_t *t = im; id >= 0 && t != s; t = t->up) {
+        ss_graph_t *g = t->g;
+        int k = 0, *o;
+
+        while (k < g->n_outer && g->outer[k] != id)
+            k++;
+        if (k < g->n_outer)
+            continue;
+        if ((o = ss_realloc(g->outer, (size_t)(g->n_outer + 1)
+                                      * sizeof(int))) == NULL)
+            return -2;
+        g->outer = o;
+        g->outer[g->n_outer++] = id;
+    }
+    return id;
+}
+
 static int
 resolve(import_t *im, const char *name, const char *label, int *id,
         ss_err_t *err)
@@ -555,7 +604,9 @@ resolve(import_t *im, const char *name, const char *label, int *id,
         *id = -1;
         return 0;
     }
-    if ((*id = names_get(&im->names, name)) < 0)
+    if ((*id = lookup(im, name)) == -2)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a subgraph");
+    if (*id < 0)
         return ss_err_set(err, SS_EBADMODEL, "%s: %s reads '%s', which "
                           "nothing defines", im->cx.source, label, name);
     return 0;
@@ -628,6 +679,37 @@ done:
     return rc;
 }
 
+/* The values node n reads: its inputs, then what its subgraphs read of
+ * the enclosing graphs (which orders it after their producers). */
+static int
+n_reads(const ss_node_t *n)
+{
+    int c = n->n_inputs;
+
+    for (int a = 0; a < n->n_attrs; a++)
+        if (n->attrs[a].g != NULL)
+            c += n->attrs[a].g->n_outer;
+    return c;
+}
+
+static int
+read_at(const ss_node_t *n, int j)
+{
+    if (j < n->n_inputs)
+        return n->inputs[j];
+    j -= n->n_inputs;
+    for (int a = 0; a < n->n_attrs; a++) {
+        const ss_graph_t *sg = n->attrs[a].g;
+
+        if (sg == NULL)
+            continue;
+        if (j < sg->n_outer)
+            return sg->outer[j];
+        j -= sg->n_outer;
+    }
+    return -1;
+}
+
 /* Puts nodes in topological order and sets each value's producer. */
 static int
 sort_nodes(import_t *im, ss_err_t *err)
@@ -652,8 +734,8 @@ sort_nodes(import_t *im, ss_err_t *err)
                 prod[g->nodes[i].outputs[k]] = i;
     /* edges producer → consumer, as CSR on the producer */
     for (int i = 0; i < g->n_nodes; i++) {
-        for (int k = 0; k < g->nodes[i].n_inputs; k++) {
-            int v = g->nodes[i].inputs[k];
+        for (int k = 0; k < n_reads(&g->nodes[i]); k++) {
+            int v = read_at(&g->nodes[i], k);
 
             if (v >= 0 && prod[v] >= 0) {
                 start[prod[v] + 1]++;
@@ -676,8 +758,8 @@ sort_nodes(import_t *im, ss_err_t *err)
         for (int i = 0; i < g->n_nodes; i++)
             fill[i] = start[i];
         for (int i = 0; i < g->n_nodes; i++)
-            for (int k = 0; k < g->nodes[i].n_inputs; k++) {
-                int v = g->nodes[i].inputs[k];
+            for (int k = 0; k < n_reads(&g->nodes[i]); k++) {
+                int v = read_at(&g->nodes[i], k);
 
                 if (v >= 0 && prod[v] >= 0)
                     users[fill[prod[v]]++] = i;
@@ -746,7 +828,7 @@ make_outputs(import_t *im, ss_err_t *err)
         int id;
 
         if (vi->name == NULL || vi->name[0] == '\0'
-            || (id = names_get(&im->names, vi->name)) < 0) {
+            || (id = lookup(im, vi->name)) < 0) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: graph output '%s' is "
                             "not defined by anything", im->cx.source,
                             nz(vi->name));
@@ -755,13 +837,97 @@ make_outputs(import_t *im, ss_err_t *err)
         g->outputs[i] = id;
         g->n_outputs++;
         io->name = g->values[id].name;
+        io->ndim = -1;
         for (int d = 0; d < SS_MAX_DIMS; d++)
             io->dims[d] = -1;
+        if (im->up != NULL && vi->type == NULL)
+            continue;   /* a subgraph's may say nothing: the plan infers */
         if ((rc = read_type(im, vi, &io->dtype, &io->ndim, io->dims,
                             err)) < 0)
             goto done;
     }
 done:
+    return rc;
+}
+
+#define MAX_DEPTH 16            /* subgraphs in subgraphs */
+
+/* Values gp's subgraphs define, nested ones included, added to *total
+ * (past MAX_COUNT: stop); depth past MAX_DEPTH makes it MAX_COUNT + 1. */
+static void
+count_sub(const Onnx__GraphProto *gp, int depth, size_t *total)
+{
+    for (size_t i = 0; i < gp->n_node && *total <= MAX_COUNT; i++)
+        for (size_t k = 0; k < gp->node[i]->n_attribute; k++) {
+            const Onnx__GraphProto *sg = gp->node[i]->attribute[k]->g;
+
+            if (sg == NULL)
+                continue;
+            if (depth >= MAX_DEPTH || sg->n_node > MAX_COUNT
+                || sg->n_input > MAX_COUNT || sg->n_initializer > MAX_COUNT) {
+                *total = (size_t)MAX_COUNT + 1;
+                return;
+            }
+            *total += sg->n_input + sg->n_initializer;
+            for (size_t j = 0; j < sg->n_node; j++)
+                *total += sg->node[j]->n_output > MAX_COUNT
+                          ? (size_t)MAX_COUNT + 1 : sg->node[j]->n_output;
+            count_sub(sg, depth + 1, total);
+        }
+}
+
+/* Gives every subgraph of g the root's final value count. */
+static void
+share_values(ss_graph_t *g, int n_values)
+{
+    g->n_values = n_values;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int a = 0; a < g->nodes[i].n_attrs; a++)
+            if (g->nodes[i].attrs[a].g != NULL)
+                share_values(g->nodes[i].attrs[a].g, n_values);
+}
+
+/* Imports subgraph gp (attribute attr of node label) into *out: its own
+ * scope of names, the root's value table (ir.h, struct ss_graph). */
+static int
+import_sub(import_t *im, const Onnx__GraphProto *gp, const char *label,
+           const char *attr, ss_graph_t **out, ss_err_t *err)
+{
+    import_t sub = { .cx = im->cx, .gp = gp, .cap_values = im->cap_values,
+                     .up = im, .root = im->root };
+    ss_graph_t *g = NULL;
+    size_t own = gp->n_input + gp->n_initializer;
+    int rc = 0;
+
+    *out = NULL;
+    sub.cx.raw = NULL;          /* only the root's payloads are stripped */
+    for (size_t j = 0; j < gp->n_node; j++)
+        own += gp->node[j]->n_output;
+    if ((g = ss_calloc(1, sizeof(*g))) == NULL
+        || (g->source = ss_strdup(im->root->source)) == NULL
+        || names_init(&sub.names, own, im->root->values) < 0) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a subgraph");
+        goto done;
+    }
+    g->parent = im->g;
+    g->values = im->root->values;
+    g->n_values = im->root->n_values;
+    g->opset = im->root->opset;
+    sub.g = g;
+    if ((rc = check_ops(&sub, err)) < 0 || (rc = make_values(&sub, err)) < 0
+        || (rc = make_nodes(&sub, err)) < 0
+        || (rc = sort_nodes(&sub, err)) < 0
+        || (rc = make_outputs(&sub, err)) < 0
+        || (rc = ss__ir_check_versions(g, err)) < 0)
+        goto done;
+    *out = g;
+    g = NULL;
+done:
+    im->cx.budget = sub.cx.budget;
+    ss_free(sub.names.slot);
+    ss_graph_free(g);
+    if (rc < 0)
+        ss_err_wrap(err, rc, "node %s, subgraph '%s'", label, attr);
     return rc;
 }
 
@@ -786,8 +952,11 @@ check_counts(import_t *im, const Onnx__GraphProto *gp, ss_err_t *err)
         if (total > MAX_COUNT)
             break;
     }
+    if (total <= MAX_COUNT)
+        count_sub(gp, 0, &total);
     if (gp->n_node > MAX_COUNT || total > MAX_COUNT)
-        return ss_err_set(err, SS_EBADMODEL, "%s: too many nodes or values",
+        return ss_err_set(err, SS_EBADMODEL, "%s: too many nodes or values "
+                          "(or subgraphs nested too deep)",
                           im->cx.source);
     im->cap_values = (int)total;
     return 0;
@@ -812,6 +981,7 @@ load(const void *buf, size_t len, const char *source, const char *dir,
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a graph");
         goto done;
     }
+    im.root = im.g;
     /* Initializers' payloads are copied once, from buf, not through
      * protobuf-c (onnx_strip.c); a model the walk cannot parse goes to
      * protobuf-c whole, for its verdict. */
@@ -857,6 +1027,7 @@ load(const void *buf, size_t len, const char *source, const char *dir,
         || (rc = make_outputs(&im, err)) < 0
         || (rc = ss__ir_check_versions(im.g, err)) < 0)
         goto done;
+    share_values(im.g, im.g->n_values);
     /* metadata_props: e.g. slimserve.precision (engine/ir/edit.h) */
     for (size_t i = 0; i < m->n_metadata_props; i++)
         if (m->metadata_props[i]->key != NULL

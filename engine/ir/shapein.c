@@ -12,7 +12,10 @@
  * computed at run time).  One walk over the nodes in reverse topological
  * order marks the values whose values are needed: a marked node output
  * marks all its node's inputs, except through Shape and Size, whose
- * outputs depend on their input's shape alone (known per plan).
+ * outputs depend on their input's shape alone (known per plan).  The
+ * walk goes into subgraphs (If's branches, Loop's body), whose nodes read
+ * the enclosing graphs' values by the same ids: a Reshape in a branch
+ * whose shape is a graph input marks that input.
  *
  * THREADS: [any]; reads the graph only.
  */
@@ -20,6 +23,37 @@
 
 #include "common/alloc.h"
 #include "engine/ir/ir.h"
+
+/* Marks in need what g's nodes need the values of, in reverse
+ * topological order; a subgraph's outputs are needed when its node's
+ * are. */
+static void
+walk(const ss_graph_t *g, unsigned char *need)
+{
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        const ss_node_t *n = &g->nodes[i];
+        unsigned mask = ss__op_value_inputs(n, g->opset);
+        int all = 0;
+
+        if (strcmp(n->op_type, "Shape") != 0
+            && strcmp(n->op_type, "Size") != 0)
+            for (int k = 0; k < n->n_outputs && !all; k++)
+                all = n->outputs[k] >= 0 && need[n->outputs[k]];
+        for (int k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0
+                && (all || (k < 32 && (mask >> k & 1u))))
+                need[n->inputs[k]] = 1;
+        for (int a = 0; a < n->n_attrs; a++) {
+            const ss_graph_t *sg = n->attrs[a].g;
+
+            if (sg == NULL)
+                continue;
+            for (int k = 0; all && k < sg->n_outputs; k++)
+                need[sg->outputs[k]] = 1;
+            walk(sg, need);
+        }
+    }
+}
 
 int
 ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags)
@@ -38,20 +72,7 @@ ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags)
             memset(flags, 1, (size_t)g->n_inputs);
         return g->n_inputs;
     }
-    for (int i = g->n_nodes - 1; i >= 0; i--) {
-        const ss_node_t *n = &g->nodes[i];
-        unsigned mask = ss__op_value_inputs(n, g->opset);
-        int all = 0;
-
-        if (strcmp(n->op_type, "Shape") != 0
-            && strcmp(n->op_type, "Size") != 0)
-            for (int k = 0; k < n->n_outputs && !all; k++)
-                all = n->outputs[k] >= 0 && need[n->outputs[k]];
-        for (int k = 0; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0
-                && (all || (k < 32 && (mask >> k & 1u))))
-                need[n->inputs[k]] = 1;
-    }
+    walk(g, need);
     for (int i = 0; i < g->n_inputs; i++) {
         int v = g->inputs[i];
 

@@ -91,6 +91,11 @@ ss__op_value_inputs(const ss_node_t *n, int opset)
 {
     if (n->domain != NULL && n->domain[0] != '\0')
         return 0;
+    /* A Loop's trip count and condition decide how many rows its scan
+     * outputs get (engine/plan/plan_ctrl.c); without scan outputs the
+     * loop runs them at run time. */
+    if (strcmp(n->op_type, "Loop") == 0)
+        return n->n_outputs > n->n_inputs - 2 ? 3u : 0u;
     for (size_t i = 0; i < sizeof(value_inputs) / sizeof(value_inputs[0]);
          i++)
         if (strcmp(value_inputs[i].op_type, n->op_type) == 0)

@@ -35,6 +35,12 @@ struct ss_exec_ctx {
     ss_tensor_t *out;
     const void **dnn_in;
     int io_cap;
+    /* Control flow (plan_ctrl.c): the context a CTRL step runs its
+     * subgraphs' plans in (made at the first such step, one per depth of
+     * nesting), and the step's own buffer (loop-carried values). */
+    struct ss_exec_ctx *sub;
+    void *cbuf;
+    size_t cbuf_cap;
 };
 
 int
@@ -74,6 +80,8 @@ ss_exec_ctx_free(ss_exec_ctx_t *c)
     ss_free(c->in);
     ss_free(c->out);
     ss_free(c->dnn_in);
+    ss_exec_ctx_free(c->sub);
+    ss_free(c->cbuf);
     ss_free(c);
 }
 
@@ -232,6 +240,13 @@ run_step(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
                          c->tab[st->in[1]].data, c->tab[st->out[0]].data,
                          c->tab[st->out[1]].data,
                          p->scratch_bytes ? c->scratch : NULL, err);
+        break;
+    case SS_STEP_CTRL:
+        if (c->sub == NULL
+            && (rc = ss_exec_ctx_new(c->threads, &c->sub, err)) < 0)
+            break;
+        rc = ss__ctrl_run(st->ctrl, c->tab, c->sub, &c->cbuf, &c->cbuf_cap,
+                          err);
         break;
     case SS_STEP_COPY: {
         const ss_tensor_t *src = &c->tab[st->in[0]];

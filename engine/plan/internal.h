@@ -83,7 +83,8 @@ typedef enum {
     SS_STEP_REF = 1,    /* node's reference kernel */
     SS_STEP_DNN,        /* a oneDNN primitive */
     SS_STEP_COPY,       /* in[0] → out[0], same bytes */
-    SS_STEP_MOE         /* sparse mixture of experts (moe_step.c) */
+    SS_STEP_MOE,        /* sparse mixture of experts (moe_step.c) */
+    SS_STEP_CTRL        /* If / Loop running subgraph plans (plan_ctrl.c) */
 } ss_step_kind_t;
 
 #define SS_STEP_MAX_DNN_IN (2 + SS_DNN_MAX_POST)
@@ -96,6 +97,8 @@ typedef struct ss_step {
     int *in, *out;          /* plan value ids, -1 when omitted */
     ss_dnn_prim_t *prim;    /* DNN */
     struct ss__moe *moe;    /* MOE: in x, scores; out y, workspace */
+    struct ss__ctrl *ctrl;  /* CTRL: the subgraphs' plans; in: the node's
+                             * inputs, then the outer values they read */
     char what[48];          /* DNN: "Conv+Relu+Add", for logs */
     /* DNN steps of a tapped plan run in row chunks (engine.h, taps;
      * ss__fuse_linear and ss__fuse_tapped_eltwise): prim runs on `chunk`
@@ -164,6 +167,43 @@ struct ss_plan {
 #define SS__PLAN_NOSLICE 4
 int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                    int fuse, ss_plan_t **out, ss_err_t *err);
+
+/* ... or SS__PLAN_SUB: a subgraph's plan (plan_ctrl.c), which its outer
+ * plan runs: no NaN guard of its own (the outer plan's guards it). */
+#define SS__PLAN_SUB 8
+/* A subgraph's plan: as ss__plan_build, and the values outer (the plan
+ * running it) holds as constants are constants here too (borrowed: outer
+ * outlives it); inputs i with bind[i] (NULL: none) are taken by value as
+ * shape-deciding inputs are. */
+int ss__plan_build_sub(const ss_graph_t *g, const ss_plan_t *outer,
+                       const ss_tensor_t *input_shapes,
+                       const unsigned char *bind, int fuse, ss_plan_t **out,
+                       ss_err_t *err);
+/* The walk's step for one node (plan.c): infers, folds, or appends a
+ * step; plan_ctrl.c compiles an inlined If branch's nodes through it. */
+int ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
+/* Appends step s (taken on success; the caller clears it on failure). */
+int ss__plan_append(ss_plan_t *p, const ss_step_t *s, ss_err_t *err);
+/* Sets value v's shape (node n's output) to t's, within the budget. */
+int ss__plan_set_shape(ss_plan_t *p, const ss_node_t *n, int v,
+                       const ss_tensor_t *t, ss_err_t *err);
+/* Node n's output v is value src (Identity): its shape, and its bytes or
+ * constant data. */
+int ss__plan_alias(ss_plan_t *p, const ss_node_t *n, int v, int src,
+                   ss_err_t *err);
+
+/* ---- control flow (plan_ctrl.c) -------------------------------------------
+ * If and Loop: an If whose condition is a constant of the plan (folded
+ * from shapes, or a shape-deciding input) is replaced by its branch's
+ * nodes; otherwise the node becomes a CTRL step running the subgraphs'
+ * own plans, compiled here for the shapes they see. */
+int ss__plan_ctrl(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
+void ss__ctrl_free(struct ss__ctrl *c);
+/* Runs a CTRL step: tab holds every value of the outer plan's run (by
+ * value id), sub is a context for the subgraphs' plans, *buf (*cap bytes)
+ * a buffer of the outer context the step may grow.  [worker] */
+int ss__ctrl_run(const struct ss__ctrl *c, ss_tensor_t *tab,
+                 ss_exec_ctx_t *sub, void **buf, size_t *cap, ss_err_t *err);
 
 /* Batch slices (plan_slice.c): at the end of ss__plan_build, makes p (its
  * steps compiled for shapes, with fuse as given) run as a plan for fewer

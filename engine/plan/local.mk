@@ -16,7 +16,8 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
 	engine/plan/plan_edit.c engine/plan/plan_slice.c \
 	engine/plan/plan_threads.c \
-	engine/plan/pass_moe.c engine/plan/moe_step.c
+	engine/plan/pass_moe.c engine/plan/moe_step.c \
+	engine/plan/plan_ctrl.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 
 # What a program that runs models links, in order.

@@ -127,6 +127,22 @@ max_bytes(void)
     return (size_t)v << shift;
 }
 
+static int set_shape(ss_plan_t *p, int v, const ss_tensor_t *t,
+                     const ss_node_t *n, ss_err_t *err);
+
+int
+ss__plan_append(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
+{
+    return add_step(p, s, err);
+}
+
+int
+ss__plan_set_shape(ss_plan_t *p, const ss_node_t *n, int v,
+                   const ss_tensor_t *t, ss_err_t *err)
+{
+    return set_shape(p, v, t, n, err);
+}
+
 static int
 set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
           ss_err_t *err)
@@ -216,6 +232,24 @@ done:
     return rc;
 }
 
+int
+ss__plan_alias(ss_plan_t *p, const ss_node_t *n, int v, int src,
+               ss_err_t *err)
+{
+    ss_pval_t *in = &p->vals[src];
+    int rc;
+
+    if ((rc = set_shape(p, v, &in->t, n, err)) < 0)
+        return rc;
+    if (in->kind == SS_PV_CONST) {
+        p->vals[v].kind = SS_PV_CONST;
+        p->vals[v].t.data = in->t.data;  /* borrowed from src */
+    } else {
+        p->vals[v].alias = src;
+    }
+    return 0;
+}
+
 /* Identity and Dropout (inference): output 0 is the input; Dropout's
  * mask, when named, is all true. */
 static int
@@ -224,16 +258,8 @@ pass_through(ss_plan_t *p, const ss_node_t *n, int src, ss_err_t *err)
     int v = n->n_outputs > 0 ? n->outputs[0] : -1, rc = 0;
     ss_pval_t *in = &p->vals[src];
 
-    if (v >= 0) {
-        if ((rc = set_shape(p, v, &in->t, n, err)) < 0)
-            return rc;
-        if (in->kind == SS_PV_CONST) {
-            p->vals[v].kind = SS_PV_CONST;
-            p->vals[v].t.data = in->t.data;  /* borrowed from src */
-        } else {
-            p->vals[v].alias = src;
-        }
-    }
+    if (v >= 0 && (rc = ss__plan_alias(p, n, v, src, err)) < 0)
+        return rc;
     if (n->n_outputs > 1 && n->outputs[1] >= 0) {
         ss_tensor_t m = in->t;
         void *data;
@@ -286,8 +312,8 @@ is_view_transpose(const ss_plan_t *p, const ss_node_t *n)
     return 1;
 }
 
-static int
-compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
+int
+ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
 {
     const ss_tensor_t **ins = NULL;
     ss_tensor_t *outs = NULL;
@@ -328,6 +354,11 @@ compile_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     if ((node_is(n, "Shape") || node_is(n, "Size")) && n->n_inputs == 1
         && ins[0] != NULL && n->n_outputs >= 1) {
         rc = fold_shape(p, n, ins[0], err);
+        goto done;
+    }
+    if (n->domain[0] == '\0'
+        && (node_is(n, "If") || node_is(n, "Loop"))) {
+        rc = ss__plan_ctrl(p, n, err);
         goto done;
     }
     if ((op = ss__op_find(n->op_type)) == NULL) {
@@ -733,7 +764,8 @@ dump(const ss_plan_t *p)
 
         fprintf(stderr, "  %3d %-4s %-32s %-24s %s\n", s,
                 st->kind == SS_STEP_REF ? "ref" : st->kind == SS_STEP_DNN
-                ? "dnn" : st->kind == SS_STEP_MOE ? "moe" : "copy",
+                ? "dnn" : st->kind == SS_STEP_MOE ? "moe"
+                : st->kind == SS_STEP_CTRL ? "ctrl" : "copy",
                 st->kind == SS_STEP_DNN || st->kind == SS_STEP_MOE ? st->what
                 : st->node ? st->node->op_type : "",
                 st->node ? st->node->name : "",
@@ -839,9 +871,31 @@ charge(ss_plan_t *p, ss_memacct_t *acct)
     p->charged = n;
 }
 
+static int build(const ss_graph_t *g, const ss_plan_t *outer,
+                 const ss_tensor_t *input_shapes, const unsigned char *bind,
+                 int fuse, ss_plan_t **out, ss_err_t *err);
+
 int
 ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                int fuse, ss_plan_t **out, ss_err_t *err)
+{
+    return build(g, NULL, input_shapes, NULL, fuse, out, err);
+}
+
+int
+ss__plan_build_sub(const ss_graph_t *g, const ss_plan_t *outer,
+                   const ss_tensor_t *input_shapes,
+                   const unsigned char *bind, int fuse, ss_plan_t **out,
+                   ss_err_t *err)
+{
+    return build(g, outer, input_shapes, bind, fuse | SS__PLAN_SUB
+                 | SS__PLAN_NOSLICE, out, err);
+}
+
+static int
+build(const ss_graph_t *g, const ss_plan_t *outer,
+      const ss_tensor_t *input_shapes, const unsigned char *bind, int fuse,
+      ss_plan_t **out, ss_err_t *err)
 {
     ss_plan_t *p = NULL;
     unsigned char *decides = NULL;
@@ -877,9 +931,21 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             pv->t = *g->values[v].constant;   /* data borrowed */
             pv->kind = SS_PV_CONST;
             (void)ss__tensor_bytes(&pv->t, &pv->bytes);
+        } else if (outer != NULL && v < outer->n_vals
+                   && outer->vals[ss__plan_root(outer, v)].kind
+                      == SS_PV_CONST) {
+            pv->t = outer->vals[v].t;   /* data borrowed from outer */
+            pv->t.data = outer->vals[ss__plan_root(outer, v)].t.data;
+            pv->kind = SS_PV_CONST;
+            pv->bytes = outer->vals[v].bytes;
         }
     }
     n_decide = ss_graph_shape_inputs(g, decides);
+    for (int i = 0; bind != NULL && i < g->n_inputs; i++)
+        if (bind[i] && !decides[i]) {
+            decides[i] = 1;
+            n_decide++;
+        }
     if ((rc = check_inputs(p, input_shapes, decides, err)) < 0)
         goto done;
     /* A compile on a job's thread is background work like its runs: it
@@ -887,7 +953,7 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
      * serving threads, common/pace.h). */
     walking = 1;
     for (int i = 0; i < g->n_nodes; i++) {
-        if ((rc = compile_node(p, &g->nodes[i], err)) < 0)
+        if ((rc = ss__plan_node(p, &g->nodes[i], err)) < 0)
             goto done;
         ss_pace_point();
     }
@@ -909,8 +975,10 @@ ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
     /* (a sliced plan has no steps: its slices guard themselves) */
     if ((rc = ss__plan_slice(p, input_shapes, fuse, err)) < 0)
         goto done;
-    for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard; s++)
-        if (p->steps[s].kind == SS_STEP_DNN && float_input(p)) {
+    for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard
+                    && !(fuse & SS__PLAN_SUB); s++)
+        if ((p->steps[s].kind == SS_STEP_DNN
+             || p->steps[s].kind == SS_STEP_CTRL) && float_input(p)) {
             if (pthread_mutex_init(&p->ref_lock, NULL) != 0) {
                 rc = ss_err_set(err, SS_ENOMEM, "no mutex for a plan");
                 goto done;

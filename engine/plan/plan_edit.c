@@ -28,6 +28,7 @@ ss__plan_step_clear(ss_step_t *s)
     ss_dnn_prim_free(s->prim);
     ss_dnn_prim_free(s->prim_tail);
     ss__moe_free(s->moe);
+    ss__ctrl_free(s->ctrl);
     memset(s, 0, sizeof(*s));
 }
 
