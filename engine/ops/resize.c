@@ -19,6 +19,11 @@
  * scale an axis uses is scales, or sizes / input.  Both must be constants
  * when the plan is compiled.  float32, float64 and float16.
  *
+ * Resize version 10 and Upsample (versions 7 and 9; deprecated at opset
+ * 10) are the same kernel: modes nearest and linear only, scales (an
+ * input; Upsample-7's attribute), asymmetric coordinates, nearest taking
+ * the floor -- what both specify (x_original = x_resized / scale).
+ *
  * THREADS: [any]; no state.
  */
 #include "engine/ops/dyn.h"
@@ -69,22 +74,39 @@ setup(const ss_node_t *n, int opset, const ss_tensor_t *const *in, rz_t *z,
     static const char *const nms[] = {
         "round_prefer_floor", "round_prefer_ceil", "floor", "ceil"
     };
+    bool up = strcmp(n->op_type, "Upsample") == 0, legacy = up || opset < 11;
     const char *m = ss__attr_string(n, "mode", "nearest");
-    const char *c = ss__attr_string(n, "coordinate_transformation_mode",
-                                    "half_pixel");
-    const char *nm = ss__attr_string(n, "nearest_mode",
-                                     "round_prefer_floor");
-    const ss_tensor_t *x = in[0];
+    const char *c = legacy ? "asymmetric"
+                    : ss__attr_string(n, "coordinate_transformation_mode",
+                                      "half_pixel");
+    const char *nm = legacy ? "floor"
+                     : ss__attr_string(n, "nearest_mode",
+                                       "round_prefer_floor");
+    const ss_tensor_t *x = in[0], *scales = NULL;
+    ss_tensor_t attr_scales = { .dtype = SS_DTYPE_F32, .ndim = 1 };
+    const float *f;
     bool has_scales, has_sizes;
     int k, rc;
 
     memset(z, 0, sizeof(*z));
-    if (opset < 11)
-        return ss__ops_failc(err, SS_EUNSUPP, n, "Resize version 10 (opset "
-                             "%d) is not supported (11 and later are)",
+    if (up && opset >= 10)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "Upsample is deprecated "
+                             "from opset 10 (%d here): Resize replaces it",
                              opset);
     if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0)
         return rc;
+    if (legacy && strcmp(m, "bilinear") == 0)
+        m = "linear";           /* Upsample-7's name for it */
+    if (legacy && strcmp(m, "nearest") != 0 && strcmp(m, "linear") != 0)
+        return ss__ops_fail(err, n, "mode '%s' is invalid", m);
+    if (up && opset < 9) {
+        if ((attr_scales.dims[0] = ss__attr_floats(n, "scales", &f)) < 0)
+            return ss__ops_fail(err, n, "the scales attribute is missing");
+        attr_scales.data = (void *)f;
+        scales = &attr_scales;
+    } else if (ss__ops_has_input(n, in, legacy ? 1 : 2)) {
+        scales = in[legacy ? 1 : 2];
+    }
     if (!ss__dyn_is_float(x->dtype))
         return ss__ops_failc(err, SS_EUNSUPP, n, "Resize on %s is not "
                              "supported", ss__ops_dtype_name(x->dtype));
@@ -102,13 +124,14 @@ setup(const ss_node_t *n, int opset, const ss_tensor_t *const *in, rz_t *z,
     z->extrap = ss__attr_float(n, "extrapolation_value", 0.0f);
     z->exclude = ss__attr_int(n, "exclude_outside", 0) != 0;
     z->r = x->ndim;
-    has_scales = ss__ops_has_input(n, in, 2) && ss__ops_numel(in[2]) > 0;
-    has_sizes = ss__ops_has_input(n, in, 3) && ss__ops_numel(in[3]) > 0;
+    has_scales = scales != NULL && ss__ops_numel(scales) > 0;
+    has_sizes = !legacy && ss__ops_has_input(n, in, 3)
+                && ss__ops_numel(in[3]) > 0;
     if (has_scales == has_sizes)
         return ss__ops_fail(err, n, "exactly one of scales and sizes must "
                             "be given");
     if (has_scales) {
-        const ss_tensor_t *s = in[2];
+        const ss_tensor_t *s = scales;
 
         if (s->data == NULL)
             return ss__ops_failc(err, SS_EUNSUPP, n, "scales must be a "
@@ -334,5 +357,6 @@ done:
 
 const ss_op_t ss__ops_resize[] = {
     { "Resize", infer_resize, run_resize },
+    { "Upsample", infer_resize, run_resize },
     { NULL, NULL, NULL }
 };
