@@ -19,6 +19,11 @@ CLEANFILES += onnx-node-summary.json
 TESTS += tests/engine/test_torch_blocks.py
 EXTRA_DIST += tests/engine/test_torch_blocks.py
 
+# If and Loop as torch.jit.script + torch.onnx.export write them (opsets
+# 13 and 17), against PyTorch (skipped without torch).
+TESTS += tests/engine/test_control_flow.py
+EXTRA_DIST += tests/engine/test_control_flow.py
+
 # Einsum against numpy.einsum (implicit output, diagonals, ellipses).
 TESTS += tests/engine/test_einsum.py
 EXTRA_DIST += tests/engine/test_einsum.py
