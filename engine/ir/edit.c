@@ -48,6 +48,10 @@ attr_copy(ss_attr_t *d, const ss_attr_t *s, ss_err_t *err)
     int rc = 0;
 
     memset(d, 0, sizeof(*d));
+    if (s->type == SS_ATTR_GRAPH)     /* ids inside would need remapping */
+        return ss_err_set(err, SS_EUNSUPP, "editing a graph with control "
+                          "flow (attribute '%s' is a subgraph) is not "
+                          "supported", s->name);
     d->type = s->type;
     d->f = s->f;
     d->i = s->i;

@@ -371,6 +371,15 @@ ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
     *buf = NULL;
     *len = 0;
     op.has_version = 1;
+    /* subgraphs share the model's value table (ir.h): not written yet */
+    for (int i = 0; i < g->n_nodes; i++)
+        if (ss__attr_graph_any(&g->nodes[i]) != NULL) {
+            rc = ss_err_set(err, SS_EUNSUPP, "%s: node '%s' (%s) has a "
+                            "subgraph; writing models with control flow "
+                            "is not supported", g->source,
+                            g->nodes[i].name, g->nodes[i].op_type);
+            goto done;
+        }
     if ((rc = pick_opset(g, &op.version, err)) < 0)
         goto done;
     m.has_ir_version = 1;

@@ -42,6 +42,15 @@ ss__attr_graph(const ss_node_t *n, const char *name)
     return NULL;
 }
 
+const ss_graph_t *
+ss__attr_graph_any(const ss_node_t *n)
+{
+    for (int i = 0; i < n->n_attrs; i++)
+        if (n->attrs[i].type == SS_ATTR_GRAPH)
+            return n->attrs[i].g;
+    return NULL;
+}
+
 void
 ss__node_clear(ss_node_t *n)
 {

@@ -71,10 +71,6 @@ void ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
 int ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
                     const char *what, ss_tensor_t **out, ss_err_t *err);
 
-/* The version of op_type a model importing `opset` of the default domain
- * runs (the newest since_version <= opset); 0 when the op came later, -1
- * for an op opset.c does not know. */
-int ss__ir_op_version(const char *op_type, int opset);
 /* Refuses op versions and training-mode nodes the engine does not run,
  * naming op, version and node (opset.c). */
 int ss__ir_check_versions(const ss_graph_t *g, ss_err_t *err);

@@ -67,6 +67,8 @@ typedef struct ss_value {
 
 /* Attribute look-ups: NULL / the default when absent or of another type. */
 const struct ss_graph *ss__attr_graph(const ss_node_t *n, const char *name);
+/* Node n's first subgraph (any GRAPH attribute), or NULL. */
+const struct ss_graph *ss__attr_graph_any(const ss_node_t *n);
 const ss_attr_t *ss__attr_find(const ss_node_t *n, const char *name);
 int64_t ss__attr_int(const ss_node_t *n, const char *name, int64_t dflt);
 float ss__attr_float(const ss_node_t *n, const char *name, float dflt);
@@ -181,6 +183,11 @@ typedef struct ss_op {
     int (*run)(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
                ss_tensor_t *out, ss_err_t *err);
 } ss_op_t;
+
+/* The version of op_type a model importing `opset` of the default domain
+ * runs (engine/ir/opset.c; the newest since_version <= opset); 0 when the op came later, -1
+ * for an op opset.c does not know. */
+int ss__ir_op_version(const char *op_type, int opset);
 
 /* NULL when op_type (default domain) has no kernel. */
 const ss_op_t *ss__op_find(const char *op_type);

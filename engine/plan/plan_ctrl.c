@@ -47,7 +47,6 @@
 
 #include "common/alloc.h"
 #include "common/memacct.h"
-#include "engine/ir/internal.h"
 #include "engine/plan/internal.h"
 
 #define MAX_BODY_PLANS 64       /* distinct shapes/iteration numbers */
