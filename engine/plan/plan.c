@@ -356,7 +356,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         rc = fold_shape(p, n, ins[0], err);
         goto done;
     }
-    if (n->domain[0] == '\0'
+    if ((n->domain == NULL || n->domain[0] == '\0')
         && (node_is(n, "If") || node_is(n, "Loop"))) {
         rc = ss__plan_ctrl(p, n, err);
         goto done;

@@ -550,6 +550,15 @@ dynamic(loop_cx_t *L, ss_err_t *err)
         return refuse(L->p, L->n, err, "a loop-carried value changes shape, "
                       "and the number of iterations is known only at run "
                       "time");
+    {
+        const ss_plan_t *q = c->plans[k];
+        int cr = ss__plan_root(q, L->body->outputs[0]);
+
+        if (L->n->inputs[0] < 0 && q->vals[cr].kind == SS_PV_CONST
+            && truth(&q->vals[cr].t))
+            return refuse(L->p, L->n, err, "the loop has no trip count "
+                          "and its body's condition is always true");
+    }
     c->trips = -1;
     return 0;
 }
