@@ -391,7 +391,17 @@ test_hostile(void)
 
         (void)a;
     }
-    expect_fail(b, SS_EUNSUPP, "type 5", "graph attribute");
+    /* subgraphs are read (If, Loop): one that is missing is an error */
+    expect_fail(b, SS_EBADMODEL, "has no graph", "graph attribute without "
+                "a graph");
+
+    b = id_model(17);
+    {
+        Onnx__NodeProto *n = mb_node(b, "Identity", "sub", "x", "z");
+
+        (void)mb_attr(b, n, "bodies", 10);
+    }
+    expect_fail(b, SS_EUNSUPP, "type 10", "graphs attribute");
 
     b = id_model(17);
     {
