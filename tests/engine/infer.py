@@ -16,6 +16,25 @@ import numpy as np
 TIMEOUT = 300       # seconds per run: generous for ASan on a busy machine
 
 
+def torch_for_test():
+    """torch, for a test against PyTorch: skips the whole test (TAP) when
+    torch is missing; warnings off, seed 12, one thread.  None (reported
+    as a failure) when slimserve-infer is not built."""
+    import tap
+    try:
+        import torch
+    except ImportError as e:
+        tap.skip_all("torch is not installed (%s)" % e)
+    import warnings
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(12)
+    torch.set_num_threads(1)
+    if not tap.ok(os.access(cli_path(), os.X_OK), "slimserve-infer is built",
+                  cli_path()):
+        return None
+    return torch
+
+
 def cli_path():
     """Where the build put slimserve-infer (SLIMSERVE_INFER overrides)."""
     p = os.environ.get("SLIMSERVE_INFER")

@@ -182,16 +182,8 @@ def plan_dump(path, npz):
 
 
 def main():
-    try:
-        import torch
-    except ImportError as e:
-        tap.skip_all("torch is not installed (%s)" % e)
-    import warnings
-    warnings.filterwarnings("ignore")
-    torch.manual_seed(12)
-    torch.set_num_threads(1)
-    if not tap.ok(os.access(infer.cli_path(), os.X_OK),
-                  "slimserve-infer is built", infer.cli_path()):
+    torch = infer.torch_for_test()
+    if torch is None:
         return tap.done()
     with infer.Scratch() as s:
         for name, cls, example, in_names, runs in models():

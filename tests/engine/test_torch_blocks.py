@@ -451,16 +451,8 @@ def models():
 
 
 def main():
-    try:
-        import torch
-    except ImportError as e:
-        tap.skip_all("torch is not installed (%s)" % e)
-    import warnings
-    warnings.filterwarnings("ignore")
-    torch.manual_seed(12)
-    torch.set_num_threads(1)
-    if not tap.ok(os.access(infer.cli_path(), os.X_OK),
-                  "slimserve-infer is built", infer.cli_path()):
+    torch = infer.torch_for_test()
+    if torch is None:
         return tap.done()
     with infer.Scratch() as s:
         for name, cls, shape in models():
