@@ -19,6 +19,7 @@
 
 #include "server/http/infer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,8 +388,11 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     c->im = im;
     c->start_ns = ss_clock_mono_ns();
     if ((hl = ss_req_header(r, "Inference-Header-Content-Length")) != NULL) {
+        /* Digits only, in range: strtoll takes "", blanks, a sign, and
+         * clamps what overflows, none of which is a length. */
+        errno = 0;
         hlen = strtoll(hl, &end, 10);
-        if (*end != '\0' || hlen < 0) {
+        if (hl[0] < '0' || hl[0] > '9' || *end != '\0' || errno != 0) {
             rc = ss_err_set(&err, SS_EINVAL, "bad "
                             "Inference-Header-Content-Length '%s'", hl);
             goto fail;

@@ -14,6 +14,10 @@ is 400; a body that decodes past max_body_bytes, or to more than 64 times
 its size past its first MiB (a "zip bomb": the loop would parse it), is
 413 at once, and its bytes are given back to the buffered-bytes budget.
 
+Inference-Header-Content-Length: a value that is not a length (empty,
+signed, past 2^63, junk after the digits) is a 400 that quotes it, like
+one that does not fit the body.
+
 Framing: a Transfer-Encoding other than chunked alone is answered at once
 (501 when chunked is last, 400 when it is not), and so are the headers a
 proxy in front could read differently (two Transfer-Encoding headers,
@@ -141,6 +145,23 @@ def test_content_encoding(d):
     tap.eq(st, 200, "served after the bad bodies")
 
 
+def test_header_length(d):
+    with np.load(os.path.join(FIX, "mlp_op13", "batch1.npz")) as z:
+        body, hd = kserve.binary_request({"input": z["input"]})
+    n = int(hd["Inference-Header-Content-Length"])
+    st, _, _ = post(d, body, hd)
+    tap.eq(st, 200, "the binary extension as tritonclient sends it")
+    for bad in ("", "+%d" % n, "-1",
+                "18446744073709551616", "%dx" % n, "99999"):
+        st, _, resp = post(d, body, dict(
+            hd, **{"Inference-Header-Content-Length": bad}))
+        err = (json_body(resp) or {}).get("error", "")
+        tap.ok(st == 400 and "Inference-Header-Content-Length" in err and
+               bad in err,
+               "Inference-Header-Content-Length %r: 400 quoting it: %s"
+               % (bad, err), resp)
+
+
 def raw_exchange(d, data, wait=5.0):
     """Sends data on a new connection; (the statuses answered, whether the
     server closed the connection) within wait seconds."""
@@ -208,6 +229,7 @@ def main():
             try:
                 test_content_encoding(d)
                 test_framing(d)
+                test_header_length(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
     return tap.done()
