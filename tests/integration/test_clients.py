@@ -23,7 +23,12 @@ Framing: a Transfer-Encoding other than chunked alone is answered at once
 proxy in front could read differently (two Transfer-Encoding headers,
 Content-Length beside Transfer-Encoding, two different Content-Lengths):
 400 and the connection closed, so that the bytes after the body are never
-served as a request of their own."""
+served as a request of their own.
+
+Together: for 4 s two clients cycle through these bodies (gzip bombs,
+broken streams, bad framing, connections reset mid-body) while a normal
+client, from 127.0.0.2 when it can be bound, sends a JSON infer every
+20 ms: each of its requests is answered 200, within 2 s."""
 
 import gzip
 import http.client
@@ -32,6 +37,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -220,6 +226,88 @@ def test_framing(d):
            "and keeps the connection (400: {} has no inputs)")
 
 
+def test_flood(d):
+    with np.load(os.path.join(FIX, "mlp_op13", "batch1.npz")) as z:
+        good = kserve.json_request({"input": z["input"]})
+    head = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: a\r\n"
+    bomb = gzip.compress(b" " * (8 << 20))
+    hostile = [
+        head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+        % len(bomb) + bomb,
+        head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+        % (len(good) // 2) + gzip.compress(good)[:len(good) // 2],
+        head + b"Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nab",
+        head + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n" + head + b"Content-Length: 2\r\n\r\n{}",
+        head + b"Content-Length: 100000\r\n\r\n" + good,   # then reset
+    ]
+    stop = threading.Event()
+    sent = [0, 0]
+
+    def attacker(k):
+        i = k
+        while not stop.is_set():
+            data = hostile[i % len(hostile)]
+            i += 1
+            try:
+                s = socket.create_connection(("127.0.0.1", d.http_port),
+                                             timeout=2)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.sendall(data)
+                s.settimeout(0.2)
+                try:
+                    s.recv(4096)
+                except OSError:
+                    pass
+                s.close()       # SO_LINGER 0: a reset
+                sent[k] += 1
+            except OSError:
+                pass
+
+    src = "127.0.0.2"
+    try:
+        socket.socket().bind((src, 0))
+    except OSError:
+        src = "127.0.0.1"
+    threads = [threading.Thread(target=attacker, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    codes, lat = [], []
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 4.0:
+            t = time.monotonic()
+            c = http.client.HTTPConnection("127.0.0.1", d.http_port,
+                                           timeout=10,
+                                           source_address=(src, 0))
+            try:
+                c.request("POST", "/v2/models/mlp/infer", good)
+                r = c.getresponse()
+                r.read()
+                codes.append(r.status)
+            except (OSError, http.client.HTTPException) as e:
+                codes.append(repr(e))
+            finally:
+                c.close()
+            lat.append(time.monotonic() - t)
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    lat.sort()
+    tap.diag("flood: %d hostile requests; the normal client's p50 %.1f ms, "
+             "max %.1f ms" % (sum(sent), lat[len(lat) // 2] * 1e3,
+                              lat[-1] * 1e3))
+    tap.ok(sum(sent) > 20, "the hostile clients ran (%d requests)"
+           % sum(sent))
+    tap.ok(codes and all(c == 200 for c in codes),
+           "the normal client got 200 for each of its %d requests"
+           % len(codes), [c for c in codes if c != 200][:5])
+    tap.ok(lat[-1] < 2.0, "each within 2 s (max %.0f ms)" % (lat[-1] * 1e3))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = repo.with_model(tmp)
@@ -230,6 +318,7 @@ def main():
                 test_content_encoding(d)
                 test_framing(d)
                 test_header_length(d)
+                test_flood(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
     return tap.done()
