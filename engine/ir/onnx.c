@@ -176,7 +176,8 @@ op_supported(const Onnx__NodeProto *np)
     /* the plan handles these itself */
     if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0
         || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0
-        || strcmp(op, "If") == 0 || strcmp(op, "Loop") == 0)
+        || strcmp(op, "If") == 0 || strcmp(op, "Loop") == 0
+        || strcmp(op, "Scan") == 0)
         return 1;
     return ss__op_find(op) != NULL;
 }

@@ -32,7 +32,8 @@
  *            plan_fuse_ln.c
  *            plan_layout.c        reorders between layouts     ss__plan_layout
  *   (walk)   plan_ctrl.c          If and Loop: inlined, or     ss__plan_ctrl
- *                                 steps running subgraph plans
+ *            plan_ctrl_scan.c     steps running subgraph plans;
+ *                                 Scan (plan_ctrl.h shared)
  *   helpers  plan_chain.c         the fusion toolkit           ss__fz_*
  *            plan_layout_rules.c  layout choices               ss__lay_*
  *            plan_edit.c          steps, values, insertions    ss__plan_*

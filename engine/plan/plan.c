@@ -357,7 +357,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         goto done;
     }
     if ((n->domain == NULL || n->domain[0] == '\0')
-        && (node_is(n, "If") || node_is(n, "Loop"))) {
+        && (node_is(n, "If") || node_is(n, "Loop") || node_is(n, "Scan"))) {
         rc = ss__plan_ctrl(p, n, err);
         goto done;
     }

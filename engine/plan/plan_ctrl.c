@@ -47,36 +47,14 @@
 
 #include "common/alloc.h"
 #include "common/memacct.h"
-#include "engine/plan/internal.h"
+#include "engine/plan/plan_ctrl.h"
 
 #define MAX_BODY_PLANS 64       /* distinct shapes/iteration numbers */
 #define ALIGN 64
 
-typedef struct view {
-    ss_graph_t g;           /* nodes, outputs borrowed from the subgraph */
-} view_t;
-
-struct ss__ctrl {
-    int loop;               /* 0: If, 1: Loop */
-    view_t *view[2];        /* If: then, else; Loop: body in [0] */
-    ss_plan_t **plans;      /* If: [then, else]; Loop: the body's */
-    int n_plans;
-    /* Loop */
-    int n_carried, n_scan;
-    int64_t trips;          /* iterations known at compile time, or -1 */
-    int *sched;             /* plan of iteration i (the last repeats) */
-    int n_sched;
-    size_t carried_bytes;   /* both buffers of every carried value */
-    int max_in;             /* inputs of the largest view */
-    const ss_node_t *node;
-    size_t *carried_off;    /* carried value j: buffers at off, off + max */
-    size_t *carried_max;
-    size_t *scan_bytes;     /* scan output k: one iteration's */
-};
-
 /* A condition's value: any bit set in its one element. */
-static int
-truth(const ss_tensor_t *t)
+int
+ss__ctrl_truth(const ss_tensor_t *t)
 {
     const unsigned char *b = t->data;
 
@@ -92,8 +70,8 @@ label(const ss_node_t *n)
     return n->name[0] ? n->name : n->op_type;
 }
 
-static int
-refuse(const ss_plan_t *p, const ss_node_t *n, ss_err_t *err,
+int
+ss__ctrl_refuse(const ss_plan_t *p, const ss_node_t *n, ss_err_t *err,
        const char *why)
 {
     return ss_err_set(err, SS_EUNSUPP, "%s: node '%s' (%s version %d, "
@@ -127,13 +105,16 @@ ss__ctrl_free(struct ss__ctrl *c)
     ss_free(c->carried_off);
     ss_free(c->carried_max);
     ss_free(c->scan_bytes);
+    ss_free(c->scan_in_bytes);
+    ss_free(c->in_rev);
+    ss_free(c->out_rev);
     ss_free(c);
 }
 
 /* sg as a plan's graph: its formal inputs, then the outer values it
  * reads that p does not hold as constants. */
-static int
-view_new(const ss_plan_t *p, const ss_graph_t *sg, view_t **out,
+int
+ss__ctrl_view(const ss_plan_t *p, const ss_graph_t *sg, view_t **out,
          ss_err_t *err)
 {
     view_t *v = ss_calloc(1, sizeof(*v));
@@ -179,8 +160,8 @@ view_new(const ss_plan_t *p, const ss_graph_t *sg, view_t **out,
 
 /* Shapes for v's inputs: formal ones from first (n_first of them), the
  * outer ones as p has them; input_info's dtypes follow. */
-static int
-view_shapes(const ss_plan_t *p, view_t *v, const ss_tensor_t *first,
+int
+ss__ctrl_view_shapes(const ss_plan_t *p, view_t *v, const ss_tensor_t *first,
             int n_first, ss_tensor_t *shapes, const ss_node_t *n,
             ss_err_t *err)
 {
@@ -203,8 +184,8 @@ view_shapes(const ss_plan_t *p, view_t *v, const ss_tensor_t *first,
     return 0;
 }
 
-static int
-add_plan(struct ss__ctrl *c, ss_plan_t *pl, ss_err_t *err)
+int
+ss__ctrl_add_plan(struct ss__ctrl *c, ss_plan_t *pl, ss_err_t *err)
 {
     ss_plan_t **np = ss_realloc(c->plans, (size_t)(c->n_plans + 1)
                                           * sizeof(*np));
@@ -218,8 +199,8 @@ add_plan(struct ss__ctrl *c, ss_plan_t *pl, ss_err_t *err)
     return 0;
 }
 
-static int
-same_shape(const ss_io_info_t *a, const ss_io_info_t *b)
+int
+ss__ctrl_same_shape(const ss_io_info_t *a, const ss_io_info_t *b)
 {
     return a->dtype == b->dtype && a->ndim == b->ndim
            && memcmp(a->dims, b->dims, (size_t)a->ndim * sizeof(int64_t))
@@ -229,8 +210,8 @@ same_shape(const ss_io_info_t *a, const ss_io_info_t *b)
 /* The step: in = the node's inputs, then the view inputs past the n_formal
  * formal ones (outer values) of each view; out = the node's outputs.
  * Takes c, on failure too. */
-static int
-add_step(ss_plan_t *p, const ss_node_t *n, struct ss__ctrl *c, int n_formal,
+int
+ss__ctrl_step(ss_plan_t *p, const ss_node_t *n, struct ss__ctrl *c, int n_formal,
          ss_err_t *err)
 {
     ss_step_t st = { .kind = SS_STEP_CTRL, .node = n, .ctrl = c };
@@ -264,8 +245,8 @@ done:
 }
 
 /* Sets the shape of node n's output v to io's. */
-static int
-set_out(ss_plan_t *p, const ss_node_t *n, int v, const ss_io_info_t *io,
+int
+ss__ctrl_set_out(ss_plan_t *p, const ss_node_t *n, int v, const ss_io_info_t *io,
         int64_t lead, ss_err_t *err)
 {
     ss_tensor_t t = { .dtype = io->dtype, .ndim = io->ndim };
@@ -273,7 +254,7 @@ set_out(ss_plan_t *p, const ss_node_t *n, int v, const ss_io_info_t *io,
     memcpy(t.dims, io->dims, sizeof(t.dims));
     if (lead >= 0) {            /* a scan output: iterations first */
         if (t.ndim + 1 > SS_MAX_DIMS)
-            return refuse(p, n, err, "a scan output has too many dims");
+            return ss__ctrl_refuse(p, n, err, "a scan output has too many dims");
         memmove(&t.dims[1], &t.dims[0], (size_t)t.ndim * sizeof(int64_t));
         t.dims[0] = lead;
         t.ndim++;
@@ -281,8 +262,8 @@ set_out(ss_plan_t *p, const ss_node_t *n, int v, const ss_io_info_t *io,
     return ss__plan_set_shape(p, n, v, &t, err);
 }
 
-static int
-all_outputs_named(const ss_node_t *n)
+int
+ss__ctrl_named(const ss_node_t *n)
 {
     for (int k = 0; k < n->n_outputs; k++)
         if (n->outputs[k] < 0)
@@ -315,8 +296,8 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
                               "node %d outputs", p->g->source, label(n),
                               b ? "else" : "then", br[b]->n_inputs,
                               br[b]->n_outputs, n->n_outputs);
-    if (!all_outputs_named(n))
-        return refuse(p, n, err, "an omitted output is not supported");
+    if (!ss__ctrl_named(n))
+        return ss__ctrl_refuse(p, n, err, "an omitted output is not supported");
     cv = &p->vals[ss__plan_root(p, n->inputs[0])];
     if (ss_tensor_numel(&cv->t) != 1)
         return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (If): the "
@@ -325,7 +306,7 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
                           (long long)ss_tensor_numel(&cv->t));
     if (cv->kind == SS_PV_CONST) {
         /* inline the branch taken: the other is never compiled */
-        const ss_graph_t *g = br[truth(&cv->t) ? 0 : 1];
+        const ss_graph_t *g = br[ss__ctrl_truth(&cv->t) ? 0 : 1];
 
         for (int i = 0; i < g->n_nodes; i++)
             if ((rc = ss__plan_node(p, &g->nodes[i], err)) < 0)
@@ -342,7 +323,7 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     for (int b = 0; b < 2; b++) {
         ss_plan_t *pl = NULL;
 
-        if ((rc = view_new(p, br[b], &c->view[b], err)) < 0)
+        if ((rc = ss__ctrl_view(p, br[b], &c->view[b], err)) < 0)
             goto done;
         ss_free(shapes);
         if ((shapes = ss_calloc((size_t)c->view[b]->g.n_inputs + 1,
@@ -350,10 +331,10 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
             rc = ss_err_set(err, SS_ENOMEM, "no memory for an If");
             goto done;
         }
-        if ((rc = view_shapes(p, c->view[b], NULL, 0, shapes, n, err)) < 0
+        if ((rc = ss__ctrl_view_shapes(p, c->view[b], NULL, 0, shapes, n, err)) < 0
             || (rc = ss__plan_build_sub(&c->view[b]->g, p, shapes, NULL,
                                         p->fuse, &pl, err)) < 0
-            || (rc = add_plan(c, pl, err)) < 0)
+            || (rc = ss__ctrl_add_plan(c, pl, err)) < 0)
             goto done;
         if (c->view[b]->g.n_inputs > c->max_in)
             c->max_in = c->view[b]->g.n_inputs;
@@ -362,7 +343,7 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         const ss_io_info_t *a = ss_plan_output(c->plans[0], k);
         const ss_io_info_t *b = ss_plan_output(c->plans[1], k);
 
-        if (!same_shape(a, b)) {
+        if (!ss__ctrl_same_shape(a, b)) {
             char sa[64], sb[64];
             ss_tensor_t ta = { .dtype = a->dtype, .ndim = a->ndim };
             ss_tensor_t tb = { .dtype = b->dtype, .ndim = b->ndim };
@@ -374,14 +355,14 @@ compile_if(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
                      "known only at run time", k,
                      ss__tensor_str(&ta, sa, sizeof(sa)),
                      ss__tensor_str(&tb, sb, sizeof(sb)));
-            rc = refuse(p, n, err, why);
+            rc = ss__ctrl_refuse(p, n, err, why);
             goto done;
         }
-        if ((rc = set_out(p, n, n->outputs[k], a, -1, err)) < 0)
+        if ((rc = ss__ctrl_set_out(p, n, n->outputs[k], a, -1, err)) < 0)
             goto done;
     }
     ss_free(shapes);
-    return add_step(p, n, c, 0, err);
+    return ss__ctrl_step(p, n, c, 0, err);
 done:
     ss_free(shapes);
     ss__ctrl_free(c);
@@ -431,14 +412,14 @@ body_plan(loop_cx_t *L, int64_t i, int *out, ss_err_t *err)
         }
     }
     if (c->n_plans == MAX_BODY_PLANS)
-        return refuse(L->p, L->n, err, "the body needs more than 64 plans "
+        return ss__ctrl_refuse(L->p, L->n, err, "the body needs more than 64 plans "
                       "(its shapes change with every iteration)");
     L->iv = i;
-    if ((rc = view_shapes(L->p, c->view[0], L->first, L->N + 2, L->shapes,
+    if ((rc = ss__ctrl_view_shapes(L->p, c->view[0], L->first, L->N + 2, L->shapes,
                           L->n, err)) < 0
         || (rc = ss__plan_build_sub(L->vg, L->p, L->shapes, L->bind,
                                     L->p->fuse, &pl, err)) < 0
-        || (rc = add_plan(c, pl, err)) < 0)
+        || (rc = ss__ctrl_add_plan(c, pl, err)) < 0)
         return rc < 0 ? ss_err_wrap(err, rc, "node '%s' (Loop): the body",
                                     label(L->n)) : rc;
     *out = c->n_plans - 1;
@@ -504,13 +485,13 @@ simulate(loop_cx_t *L, int64_t m, int cond, ss_err_t *err)
         cr = ss__plan_root(q, L->body->outputs[0]);
         if (q->vals[cr].kind != SS_PV_CONST)
             return 0;           /* computed at run time */
-        cond = truth(&q->vals[cr].t);
+        cond = ss__ctrl_truth(&q->vals[cr].t);
         changed = next_shapes(L, k);
         i++;
         if (cond && i < m && !changed && !L->bind[0]) {
             /* the same plan from here on, until m */
             if (m == INT64_MAX)
-                return refuse(L->p, L->n, err, "the loop has no trip "
+                return ss__ctrl_refuse(L->p, L->n, err, "the loop has no trip "
                               "count and its condition is always true");
             i = m;
         }
@@ -527,11 +508,11 @@ dynamic(loop_cx_t *L, ss_err_t *err)
     int rc, k;
 
     if (L->K > 0)
-        return refuse(L->p, L->n, err, "the body's condition is computed "
+        return ss__ctrl_refuse(L->p, L->n, err, "the body's condition is computed "
                       "at run time, and the loop has scan outputs, whose "
                       "shapes depend on the number of iterations");
     if (L->bind[0])
-        return refuse(L->p, L->n, err, "the body's shapes depend on the "
+        return ss__ctrl_refuse(L->p, L->n, err, "the body's shapes depend on the "
                       "iteration number, and the number of iterations is "
                       "known only at run time");
     for (int i = 0; i < c->n_plans; i++)
@@ -547,7 +528,7 @@ dynamic(loop_cx_t *L, ss_err_t *err)
         || (rc = sched_add(c, k, err)) < 0)
         return rc;
     if (next_shapes(L, k))
-        return refuse(L->p, L->n, err, "a loop-carried value changes shape, "
+        return ss__ctrl_refuse(L->p, L->n, err, "a loop-carried value changes shape, "
                       "and the number of iterations is known only at run "
                       "time");
     {
@@ -555,8 +536,8 @@ dynamic(loop_cx_t *L, ss_err_t *err)
         int cr = ss__plan_root(q, L->body->outputs[0]);
 
         if (L->n->inputs[0] < 0 && q->vals[cr].kind == SS_PV_CONST
-            && truth(&q->vals[cr].t))
-            return refuse(L->p, L->n, err, "the loop has no trip count "
+            && ss__ctrl_truth(&q->vals[cr].t))
+            return ss__ctrl_refuse(L->p, L->n, err, "the loop has no trip count "
                           "and its body's condition is always true");
     }
     c->trips = -1;
@@ -586,7 +567,7 @@ loop_outputs(loop_cx_t *L, ss_err_t *err)
                             .ndim = L->first[2 + j].ndim };
 
         memcpy(io.dims, L->first[2 + j].dims, sizeof(io.dims));
-        if ((rc = set_out(L->p, n, n->outputs[j], &io, -1, err)) < 0)
+        if ((rc = ss__ctrl_set_out(L->p, n, n->outputs[j], &io, -1, err)) < 0)
             return rc;
         for (int q = 0; q < c->n_plans; q++) {
             const ss_io_info_t *o = ss_plan_output(c->plans[q], 1 + j);
@@ -608,12 +589,12 @@ loop_outputs(loop_cx_t *L, ss_err_t *err)
         ss_tensor_t t = { .dtype = o->dtype, .ndim = o->ndim };
 
         for (int q = 1; q < c->n_plans; q++)
-            if (!same_shape(o, ss_plan_output(c->plans[q], 1 + L->N + s)))
-                return refuse(L->p, n, err, "a scan output changes shape "
+            if (!ss__ctrl_same_shape(o, ss_plan_output(c->plans[q], 1 + L->N + s)))
+                return ss__ctrl_refuse(L->p, n, err, "a scan output changes shape "
                               "from one iteration to the next");
         memcpy(t.dims, o->dims, sizeof(t.dims));
         (void)ss__tensor_bytes(&t, &c->scan_bytes[s]);
-        if ((rc = set_out(L->p, n, n->outputs[L->N + s], o,
+        if ((rc = ss__ctrl_set_out(L->p, n, n->outputs[L->N + s], o,
                           c->trips, err)) < 0)
             return rc;
     }
@@ -635,8 +616,8 @@ compile_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (Loop): its "
                           "inputs, outputs and body's do not agree",
                           p->g->source, label(n));
-    if (!all_outputs_named(n))
-        return refuse(p, n, err, "an omitted output is not supported");
+    if (!ss__ctrl_named(n))
+        return ss__ctrl_refuse(p, n, err, "an omitted output is not supported");
     L.N = n->n_inputs - 2;
     L.K = n->n_outputs - L.N;
     for (int j = 0; j < L.N; j++)
@@ -660,7 +641,7 @@ compile_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     if (n->inputs[1] < 0)
         cond = 1;
     else if (p->vals[ss__plan_root(p, n->inputs[1])].kind == SS_PV_CONST)
-        cond = truth(&p->vals[ss__plan_root(p, n->inputs[1])].t);
+        cond = ss__ctrl_truth(&p->vals[ss__plan_root(p, n->inputs[1])].t);
     if ((L.c = ss_calloc(1, sizeof(*L.c))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a Loop");
         goto done;
@@ -670,7 +651,7 @@ compile_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     L.c->n_carried = L.N;
     L.c->n_scan = L.K;
     L.c->trips = -1;
-    if ((rc = view_new(p, body, &L.c->view[0], err)) < 0)
+    if ((rc = ss__ctrl_view(p, body, &L.c->view[0], err)) < 0)
         goto done;
     L.vg = &L.c->view[0]->g;
     L.c->max_in = L.vg->n_inputs;
@@ -686,7 +667,7 @@ compile_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     (void)ss_graph_shape_inputs(L.vg, decides);
     for (int i = 2; i < L.vg->n_inputs; i++)
         if (decides[i]) {
-            rc = refuse(p, n, err, "the body's shapes depend on the value "
+            rc = ss__ctrl_refuse(p, n, err, "the body's shapes depend on the value "
                         "of a loop-carried or outer value");
             goto done;
         }
@@ -709,7 +690,7 @@ compile_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         goto done;
     if ((rc = loop_outputs(&L, err)) < 0)
         goto done;
-    rc = add_step(p, n, L.c, L.N + 2, err);
+    rc = ss__ctrl_step(p, n, L.c, L.N + 2, err);
     L.c = NULL;
 done:
     ss__ctrl_free(L.c);
@@ -724,15 +705,16 @@ int
 ss__plan_ctrl(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
 {
     return n->op_type[0] == 'I' ? compile_if(p, n, err)
-                                : compile_loop(p, n, err);
+           : n->op_type[0] == 'L' ? compile_loop(p, n, err)
+                                  : ss__ctrl_scan(p, n, err);
 }
 
 /* ---- running --------------------------------------------------------- */
 
 /* The step's buffer: in and out tensor tables, then the carried values
  * (aligned). */
-static int
-run_buf(const struct ss__ctrl *c, void **buf, size_t *cap, ss_tensor_t **ins,
+int
+ss__ctrl_buf(const struct ss__ctrl *c, void **buf, size_t *cap, ss_tensor_t **ins,
         ss_tensor_t **outs, char **carried, ss_err_t *err)
 {
     int n_out = c->node->n_outputs + 1;
@@ -761,7 +743,7 @@ run_if(const struct ss__ctrl *c, ss_tensor_t *tab, ss_exec_ctx_t *sub,
        ss_tensor_t *ins, ss_tensor_t *outs, ss_err_t *err)
 {
     const ss_node_t *n = c->node;
-    int b = truth(&tab[n->inputs[0]]) ? 0 : 1;
+    int b = ss__ctrl_truth(&tab[n->inputs[0]]) ? 0 : 1;
     const ss_graph_t *vg = &c->view[b]->g;
 
     for (int i = 0; i < vg->n_inputs; i++)
@@ -784,7 +766,7 @@ run_loop(const struct ss__ctrl *c, ss_tensor_t *tab, ss_exec_ctx_t *sub,
 
     if (m < 0) {
         m = n->inputs[0] < 0 ? INT64_MAX : *(int64_t *)tab[n->inputs[0]].data;
-        cb = n->inputs[1] < 0 ? 1 : (unsigned char)truth(&tab[n->inputs[1]]);
+        cb = n->inputs[1] < 0 ? 1 : (unsigned char)ss__ctrl_truth(&tab[n->inputs[1]]);
     }
     for (int j = 0; j < N; j++)
         ins[2 + j] = tab[n->inputs[2 + j]];
@@ -829,8 +811,10 @@ ss__ctrl_run(const struct ss__ctrl *c, ss_tensor_t *tab, ss_exec_ctx_t *sub,
     char *carried = NULL;
     int rc;
 
-    if ((rc = run_buf(c, buf, cap, &ins, &outs, &carried, err)) < 0)
+    if ((rc = ss__ctrl_buf(c, buf, cap, &ins, &outs, &carried, err)) < 0)
         return rc;
-    return c->loop ? run_loop(c, tab, sub, ins, outs, carried, err)
-                   : run_if(c, tab, sub, ins, outs, err);
+    return c->loop == 2 ? ss__ctrl_run_scan(c, tab, sub, ins, outs, carried,
+                                            err)
+           : c->loop ? run_loop(c, tab, sub, ins, outs, carried, err)
+                     : run_if(c, tab, sub, ins, outs, err);
 }

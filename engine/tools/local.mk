@@ -23,6 +23,10 @@ EXTRA_DIST += tests/engine/test_torch_blocks.py
 # 13 and 17), against PyTorch (skipped without torch).
 TESTS += tests/engine/test_control_flow.py
 EXTRA_DIST += tests/engine/test_control_flow.py
+# Scan: reversed directions, version 8's batch axis, two scan inputs, an
+# outer value in the body, against numpy (skipped without python3-onnx).
+TESTS += tests/engine/test_scan.py
+EXTRA_DIST += tests/engine/test_scan.py
 
 # Einsum against numpy.einsum (implicit output, diagonals, ellipses).
 TESTS += tests/engine/test_einsum.py
