@@ -379,15 +379,19 @@ conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, int in,
     /* a binary post-op's tensor is in dst's layout: leave those alone */
     keep = bin ? SS_DNN_PLAIN : ss__lay_conv_keep(fz->p, in, y, want[n][1]);
     /* readers that want NCHW bytes (a Flatten's view, a graph output)
-     * behind a source already in the family: run in the family and let
-     * the layout pass reorder the output (ss__plan_layout) -- the 28x28
-     * CNN's last conv ran on oneDNN's gemm fallback over an NCHW copy
-     * of its input, 18-33 ms of a 30 ms run at batch 256 */
+     * behind a source in a family layout: run in the source's family, or
+     * NHWC (a kernel for any channel count) when the source is in the
+     * other one, and let the layout pass reorder the output
+     * (ss__plan_layout) -- the 28x28 CNN's last conv ran on oneDNN's gemm
+     * fallback over an NCHW copy of its input, 18-33 ms of a 30 ms run at
+     * batch 256; pruned to 24/48/48 channels its NHWC pool fed a conv of
+     * the blocked family, and that conv took the fallback again */
     if (!bin && keep == SS_DNN_PLAIN && want[n][1] == SS_DNN_PLAIN
         && !ss__lay_same(fam, SS_DNN_PLAIN, y)
-        && ss__lay_same(ss__lay_of(fz->p, in), fam, x)
+        && !ss__lay_same(ss__lay_of(fz->p, in), SS_DNN_PLAIN, x)
         && !ss__lay_same(fam, SS_DNN_PLAIN, x))
-        want[n][1] = fam;
+        want[n][1] = ss__lay_same(ss__lay_of(fz->p, in), fam, x)
+                     ? fam : SS_DNN_NHWC;
     if (keep != SS_DNN_PLAIN) {
         want[n + 1][1] = want[n][1];
         want[n][0] = want[n][1] = keep;

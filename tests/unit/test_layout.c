@@ -542,6 +542,83 @@ done:
     ss_graph_free(g);
 }
 
+/*
+ * Pruned widths (the 28x28 CNN pruned to 24/48/48): NHWC values before a
+ * conv of the blocked family whose output a Flatten reads:
+ *   x[N,1,12,12] → cA 1→24 +Relu, MaxPool     [N,24,6,6]  NHWC
+ *   cB 24→48 +Relu, MaxPool                   [N,48,3,3]  NHWC
+ *   cC 48→48 +Relu → Flatten → Gemm           y [N,10]
+ * cC runs NHWC (its source's layout), not oneDNN's gemm fallback on NCHW.
+ */
+static void
+test_flatten_nhwc(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t batch = 4, nx = batch * 144, k2[2] = { 2, 2 };
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    Onnx__NodeProto *nd;
+    uint8_t *buf;
+    size_t len;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+
+    memset(y, 0, sizeof(y));
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, 12, 12 });
+    init_rand(b, "wa", 4, (int64_t[]){ 24, 1, 3, 3 }, 0.5f);
+    init_rand(b, "wb", 4, (int64_t[]){ 48, 24, 3, 3 }, 0.2f);
+    init_rand(b, "wc", 4, (int64_t[]){ 48, 48, 3, 3 }, 0.1f);
+    init_rand(b, "wf", 2, (int64_t[]){ 10, 48 * 9 }, 0.05f);
+    conv(b, "cA", "x,wa", "ca", 1, 1, 1);
+    mb_node(b, "Relu", "relua", "ca", "ra");
+    conv(b, "cB", "pa,wb", "cb", 1, 1, 1);
+    mb_node(b, "Relu", "relub", "cb", "rb");
+    conv(b, "cC", "pb,wc", "cc", 1, 1, 1);
+    mb_node(b, "Relu", "reluc", "cc", "rc");
+    for (int i = 0; i < 2; i++) {
+        nd = mb_node(b, "MaxPool", i ? "mpb" : "mpa", i ? "rb" : "ra",
+                     i ? "pb" : "pa");
+        mb_attr_ints(b, nd, "kernel_shape", 2, k2);
+        mb_attr_ints(b, nd, "strides", 2, k2);
+    }
+    mb_node(b, "Flatten", "fl", "rc", "f");
+    nd = mb_node(b, "Gemm", "fc", "f,wf", "y");
+    mb_attr_int(b, nd, "transB", 1);
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 1, 12, 12 }, x, 1, y[m],
+                    n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
+       "flatten nhwc: the plans compile and run");
+    if (rc[REF] || rc[BLOCKED])
+        goto done;
+    ok(n[BLOCKED][0] == n[REF][0]
+       && max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]) < 1e-5,
+       "flatten nhwc: blocked vs reference: max err %.2g of max |y|",
+       max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]));
+    ok(reads_agree(p[BLOCKED]), "flatten nhwc: every read sees its "
+       "value's layout");
+    ok(convs_direct(p[BLOCKED]), "flatten nhwc: every conv runs a direct "
+       "kernel (the last one NHWC, no gemm fallback)");
+    ok(layout_of(p[BLOCKED], "pb") == SS_DNN_NHWC
+       && reordered(p[BLOCKED], "Reorder>NCHW", 48, 3) == batch * 48 * 9,
+       "flatten nhwc: the source stays NHWC (%d), the output is reordered "
+       "(%lld elements)", (int)layout_of(p[BLOCKED], "pb"),
+       (long long)reordered(p[BLOCKED], "Reorder>NCHW", 48, 3));
+done:
+    free_runs(p, y, x);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -556,5 +633,6 @@ main(void)
     test_view();
     test_shrink();
     test_flatten();
+    test_flatten_nhwc();
     return tap_done();
 }
