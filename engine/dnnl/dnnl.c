@@ -419,6 +419,7 @@ ss_dnn_prim_free(ss_dnn_prim_t *p)
     }
     if (p->prim)
         dnnl_primitive_destroy(p->prim);
+    ss_free(p->kern);
     ss_free(p->args);
     ss_free(p);
 }
@@ -904,6 +905,13 @@ ss_dnn_run(const ss_dnn_prim_t *p, ss_dnn_stream_t *s,
     if (out == NULL || (p->scratch && scratch == NULL) ||
         (p->n_in > 0 && in == NULL))
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: NULL buffer", p->what);
+    if (p->kern != NULL) {
+        if (in[0] == NULL)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: in[0] is NULL",
+                              p->what);
+        ss__dnn_kern_run(p->kern, in[0], out);
+        return 0;
+    }
     if (s->threads > 0)
         omp_set_num_threads(s->threads);
     if (p->sum_in >= 0) {

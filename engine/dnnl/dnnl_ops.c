@@ -326,8 +326,10 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_pooling_v2_forward_desc_init", b.what);
     if (rc < 0 || (rc = plain_attr(&b, err)) < 0)
         goto done;
-    rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST, NULL,
-                          err);
+    if ((rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST,
+                               NULL, err)) < 0)
+        goto done;
+    rc = ss__dnn_pool8_attach(b.p, d, &win, err);
 done:
     return ss__dnn_build_end(&b, rc, out);
 }

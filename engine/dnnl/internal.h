@@ -41,6 +41,9 @@ typedef struct ss__dnn_arg {
     size_t charged;
 } ss__dnn_arg_t;
 
+/* A run done by our own code instead of oneDNN's (dnnl_pool8.c). */
+typedef struct ss__dnn_kern ss__dnn_kern_t;
+
 struct ss_dnn_prim {
     const char *what;         /* "inner product", for messages */
     dnnl_primitive_t prim;
@@ -60,6 +63,8 @@ struct ss_dnn_prim {
      * and a fixed table of SS__DNN_MAX_ARGS cost ~17 KB per object, per
      * plan, per model. */
     ss__dnn_arg_t *args;
+    /* non-NULL: ss_dnn_run runs this instead of prim (in[0] -> out) */
+    ss__dnn_kern_t *kern;
 };
 
 /* The process-wide CPU engine, created on first use.  [any] */
@@ -175,6 +180,12 @@ int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
                    const int64_t dilation[2], const int64_t pad_begin[2],
                    const int64_t pad_end[2], ss_err_t *err,
                    const char *what);
+
+/* Max pooling on 8-bit NHWC: p (the oneDNN pooling of d) runs our loop
+ * instead (dnnl_pool8.c); other pools are left as they are. */
+int ss__dnn_pool8_attach(ss_dnn_prim_t *p, const ss_dnn_pool_desc_t *d,
+                         const ss__dnn_window_t *win, ss_err_t *err);
+void ss__dnn_kern_run(const ss__dnn_kern_t *k, const void *in, void *out);
 
 /* A pooling's oneDNN algorithm, window and output dims [N, C, OH, OW]
  * (an OH or OW of 0: the window does not fit; callers check). */

@@ -235,6 +235,86 @@ test_pool(void)
     pool_case("global average pool", d, 1, 1);
 }
 
+/* Max pooling on 8-bit NHWC (our loop, dnnl_pool8.c): byte for byte the
+ * reference's maximum of the same values, windows in the padding
+ * included; a guard byte after the output stays. */
+static void
+pool8_case(const char *name, ss_dnn_pool_desc_t d)
+{
+    ss_dnn_prim_t *p = NULL;
+    ss_err_t err = { 0 };
+    int64_t dd[SS_DNN_MAX_DIMS], bad = 0;
+    size_t nx = (size_t)(d.n * d.c * d.ih * d.iw), n;
+    float *src = rnd(nx), *want = NULL;
+    uint8_t *x = ss_malloc(nx), *y = NULL;
+    const void *in[1] = { x };
+    const int s8 = d.dtype == SS_DTYPE_I8;
+
+    d.alg = SS_DNN_POOL_MAX;
+    d.layout = SS_DNN_NHWC;
+    /* whole values in the type's range, NCHW for ref_pool, NHWC bytes */
+    for (int64_t b = 0; b < d.n; b++)
+        for (int64_t c = 0; c < d.c; c++)
+            for (int64_t h = 0; h < d.ih; h++)
+                for (int64_t w = 0; w < d.iw; w++) {
+                    float *v = &src[((b * d.c + c) * d.ih + h) * d.iw + w];
+                    int q = (int)floorf(*v * 128.0f) + (s8 ? 0 : 128);
+
+                    *v = (float)q;
+                    x[((b * d.ih + h) * d.iw + w) * d.c + c] = (uint8_t)q;
+                }
+    if (!ok(ss_dnn_pool_new(&d, &p, &err) == 0, "%s: create", name)) {
+        printf("#   %s\n", err.msg);
+        goto done;
+    }
+    ok(strncmp(ss_dnn_prim_impl(p), "ss:", 3) == 0, "%s: runs our loop "
+       "(%s)", name, ss_dnn_prim_impl(p));
+    ok(ss_dnn_prim_layout(p, 0) == SS_DNN_NHWC
+       && ss_dnn_prim_layout(p, -1) == SS_DNN_NHWC, "%s: NHWC", name);
+    ss_dnn_prim_dst_dims(p, dd);
+    n = numel(4, dd);
+    want = zeros(n);
+    y = ss_malloc(n + 1);
+    memset(y, 0x5a, n + 1);
+    ref_pool(&d, src, want, dd[2], dd[3]);
+    if (!ok(run(p, in, y) == 0, "%s: run", name))
+        goto done;
+    for (int64_t b = 0; b < dd[0]; b++)
+        for (int64_t c = 0; c < dd[1]; c++)
+            for (int64_t h = 0; h < dd[2]; h++)
+                for (int64_t w = 0; w < dd[3]; w++) {
+                    uint8_t o = y[((b * dd[2] + h) * dd[3] + w) * dd[1] + c];
+
+                    bad += (s8 ? (float)(int8_t)o : (float)o)
+                           != want[((b * dd[1] + c) * dd[2] + h) * dd[3] + w];
+                }
+    ok(bad == 0 && y[n] == 0x5a, "%s: %lld of %zu outputs differ from the "
+       "reference", name, (long long)bad, n);
+done:
+    ss_dnn_prim_free(p);
+    ss_free(src);
+    ss_free(want);
+    ss_free(x);
+    ss_free(y);
+}
+
+static void
+test_pool8(void)
+{
+    pool8_case("u8 maxpool 2x2 s2, 32 channels", (ss_dnn_pool_desc_t){
+        .dtype = SS_DTYPE_U8, .n = 3, .c = 32, .ih = 28, .iw = 28,
+        .kernel = { 2, 2 }, .stride = { 2, 2 } });
+    pool8_case("s8 maxpool 3x3 s2 p1, 5 channels", (ss_dnn_pool_desc_t){
+        .dtype = SS_DTYPE_I8, .n = 2, .c = 5, .ih = 11, .iw = 10,
+        .kernel = { 3, 3 }, .stride = { 2, 2 }, .pad_begin = { 1, 1 },
+        .pad_end = { 1, 1 } });
+    pool8_case("u8 maxpool dilation 2, asym pads, 67 channels",
+               (ss_dnn_pool_desc_t){
+        .dtype = SS_DTYPE_U8, .n = 1, .c = 67, .ih = 12, .iw = 9,
+        .kernel = { 2, 3 }, .dilation = { 2, 2 }, .stride = { 1, 2 },
+        .pad_begin = { 0, 2 }, .pad_end = { 1, 1 } });
+}
+
 static void
 softmax_case(const char *name, int nd, const int64_t *dims, int axis,
              int log_, int in_place)
@@ -725,6 +805,7 @@ main(void)
     }
     test_conv();
     test_pool();
+    test_pool8();
     test_softmax();
     test_layernorm();
     test_eltwise();
