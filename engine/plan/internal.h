@@ -527,6 +527,11 @@ ss_dnn_layout_t ss__lay_conv_keep(const ss_plan_t *p, int src,
                                   const ss_tensor_t *y,
                                   ss_dnn_layout_t want_dst);
 
+/* A ReduceMean or ReduceMax over exactly H and W of a 4-D value (torch's
+ * x.mean((2, 3))), axes by attribute or constant input: its pooling
+ * algorithm (a global pool, ss__fuse_pool), else 0. */
+int ss__plan_reduce_hw(const ss_plan_t *p, const ss_step_t *st);
+
 /* The layout of an op that keeps one layout from src to dst (pooling,
  * binary): the source's, when dst may be written in it; else PLAIN. */
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);

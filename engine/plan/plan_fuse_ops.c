@@ -611,10 +611,11 @@ ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
 {
     const ss_tensor_t *x = ss__plan_tensor(p, st->in[0]);
     int global = ss__plan_is_op(st, "GlobalAveragePool");
+    int red = ss__plan_reduce_hw(p, st);
     int64_t pads[4];
 
     memset(d, 0, sizeof(*d));
-    if (!(global || ss__plan_is_op(st, "MaxPool")
+    if (!(global || red || ss__plan_is_op(st, "MaxPool")
           || ss__plan_is_op(st, "AveragePool"))
         || x->ndim != 4 || ss_tensor_numel(x) == 0)
         return 0;
@@ -623,8 +624,8 @@ ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
     d->c = x->dims[1];
     d->ih = x->dims[2];
     d->iw = x->dims[3];
-    if (global) {
-        d->alg = SS_DNN_POOL_AVG_EXCLUDE;
+    if (global || red) {
+        d->alg = red ? (ss_dnn_pool_alg_t)red : SS_DNN_POOL_AVG_EXCLUDE;
         d->kernel[0] = d->ih;
         d->kernel[1] = d->iw;
         return 1;
@@ -653,6 +654,7 @@ ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
     const ss_step_t *st = &p->steps[s];
     ss_dnn_pool_desc_t d = { 0 };
     ss_dnn_prim_t *prim = NULL;
+    const ss_tensor_t *y;
     ss__chain_t c;
     int rc;
 
@@ -660,11 +662,16 @@ ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
         || !ss__fz_notset(st->node) || !ss__fz_pool_desc(p, st, &d))
         return 0;
     /* one layout for src and dst: the source's, when the output may
-     * have it too */
-    d.layout = ss__lay_follow(fz, st->in[0], st->out[0]);
+     * have it too; a reduce without kept dims writes [N, C], the bytes of
+     * [N, C, 1, 1] in any layout */
+    y = ss__plan_tensor(p, st->out[0]);
+    d.layout = y->ndim == 4 ? ss__lay_follow(fz, st->in[0], st->out[0])
+                            : ss__lay_of(p, st->in[0]);
     if ((rc = make_in_layout(make_pool, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, st->out[0], prim);
+    if (y->ndim != 4)
+        p->vals[st->out[0]].layout = SS_DNN_PLAIN;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
     if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
         return rc;

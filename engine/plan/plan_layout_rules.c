@@ -13,7 +13,8 @@
  *   - a conv whose output is smaller than its input (stride 2) keeps
  *     its source's layout when its readers want another: the output is
  *     reordered instead of the input (ss__lay_conv_keep);
- *   - pooling and binary ops keep their source's layout;
+ *   - pooling and binary ops keep their source's layout; a ReduceMean
+ *     or ReduceMax over H and W is a global pool;
  *   - a reference Transpose (0,2,3,1) wants its source NHWC: those bytes
  *     are its output's, and ss__fuse_transpose (plan_fuse_ops.c) then
  *     drops the copy (ConvNeXt's permutes around LayerNorm);
@@ -83,6 +84,32 @@ ss__lay_conv_family(const ss_tensor_t *x, const ss_tensor_t *y)
 
 #define ANY (-1)
 
+int
+ss__plan_reduce_hw(const ss_plan_t *p, const ss_step_t *st)
+{
+    int mean = ss__plan_is_op(st, "ReduceMean");
+    const int64_t *av;
+    int64_t a[2];
+
+    if (!(mean || ss__plan_is_op(st, "ReduceMax")) || st->n_in < 1
+        || st->in[0] < 0 || st->n_out != 1 || st->out[0] < 0
+        || ss__plan_tensor(p, st->in[0])->ndim != 4)
+        return 0;
+    if (st->n_in > 1 && st->in[1] >= 0) {   /* opset 18: an input */
+        if (!ss__fz_const_of(p, st->in[1], SS_DTYPE_I64)
+            || ss_tensor_numel(ss__plan_tensor(p, st->in[1])) != 2)
+            return 0;
+        av = ss__plan_tensor(p, st->in[1])->data;
+    } else if (ss__attr_ints(st->node, "axes", &av) != 2) {
+        return 0;
+    }
+    for (int i = 0; i < 2; i++)
+        a[i] = av[i] < 0 ? av[i] + 4 : av[i];
+    if (!((a[0] == 2 && a[1] == 3) || (a[0] == 3 && a[1] == 2)))
+        return 0;
+    return mean ? SS_DNN_POOL_AVG_EXCLUDE : SS_DNN_POOL_MAX;
+}
+
 /* The layout reader st would like v in: a conv its family's, a pool the
  * natural one, a same-shape binary op ANY (it follows its first operand),
  * a oneDNN step what its primitive reads, anything else PLAIN. */
@@ -100,6 +127,9 @@ wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
     if (ss__lay_transpose_reader(p, st, v))
         return SS_DNN_NHWC;
     op = st->node->op_type;
+    /* a mean or max over H, W: a global pool (ss__fuse_pool) */
+    if (k == 0 && t->dtype == SS_DTYPE_F32 && ss__plan_reduce_hw(p, st))
+        return ss__lay_natural(t);
     if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0
         || strcmp(op, "AveragePool") == 0
         || strcmp(op, "GlobalAveragePool") == 0) {

@@ -619,6 +619,92 @@ done:
     ss_graph_free(g);
 }
 
+/* Steps of p on the reference kernel running op. */
+static int
+ref_steps(const ss_plan_t *p, const char *op)
+{
+    int n = 0;
+
+    for (int s = 0; s < p->n_steps; s++)
+        n += p->steps[s].kind == SS_STEP_REF
+             && strcmp(p->steps[s].node->op_type, op) == 0;
+    return n;
+}
+
+/*
+ * A mean and a max over H, W (torch's x.mean((2, 3)), the search CNN's
+ * head) as global pools on the conv's blocked output:
+ *   x[N,16,6,6] → cA 16→32 +Relu   a [N,32,6,6]  blocked
+ *   ReduceMean(a, axes 2,3, keepdims 0) → Gemm   y [N,10]
+ *   ReduceMax(a, axes -1,-2)                      z [N,32,1,1]
+ * No reference reduce, no reorder of a.
+ */
+static void
+test_reduce_hw(void)
+{
+    mb_t *b = mb_new(13);
+    const int64_t batch = 3, nx = batch * 16 * 36;
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    Onnx__NodeProto *nd;
+    uint8_t *buf;
+    size_t len;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+
+    memset(y, 0, sizeof(y));
+    mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 6, 6 });
+    init_rand(b, "wa", 4, (int64_t[]){ 32, 16, 3, 3 }, 0.3f);
+    init_rand(b, "wf", 2, (int64_t[]){ 10, 32 }, 0.5f);
+    conv(b, "cA", "x,wa", "ca", 1, 1, 1);
+    mb_node(b, "Relu", "relua", "ca", "a");
+    nd = mb_node(b, "ReduceMean", "mean", "a", "m");
+    mb_attr_ints(b, nd, "axes", 2, (int64_t[]){ 2, 3 });
+    mb_attr_int(b, nd, "keepdims", 0);
+    nd = mb_node(b, "Gemm", "fc", "m,wf", "y");
+    mb_attr_int(b, nd, "transB", 1);
+    nd = mb_node(b, "ReduceMax", "max", "a", "z");
+    mb_attr_ints(b, nd, "axes", 2, (int64_t[]){ -1, -2 });
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
+    mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 32, 1, 1 });
+    buf = mb_pack(b, &len);
+    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    free(buf);
+    mb_free(b);
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 16, 6, 6 }, x, 2, y[m],
+                    n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
+       "reduce hw: the plans compile and run");
+    if (rc[REF] || rc[BLOCKED])
+        goto done;
+    for (int k = 0; k < 2; k++) {
+        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
+
+        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "reduce hw: output %d "
+           "vs reference: max err %.2g of max |y|", k, e);
+    }
+    ok(reads_agree(p[BLOCKED]), "reduce hw: every read sees its value's "
+       "layout");
+    ok(ref_steps(p[BLOCKED], "ReduceMean") == 0
+       && ref_steps(p[BLOCKED], "ReduceMax") == 0
+       && layout_of(p[BLOCKED], "a") == SS_DNN_BLOCKED
+       && reordered(p[BLOCKED], "Reorder>NCHW", 32, 6) == 0,
+       "reduce hw: both reduces run as pools on the blocked conv output "
+       "(ref %d/%d, layout %d, %lld reordered)",
+       ref_steps(p[BLOCKED], "ReduceMean"), ref_steps(p[BLOCKED], "ReduceMax"),
+       (int)layout_of(p[BLOCKED], "a"),
+       (long long)reordered(p[BLOCKED], "Reorder>NCHW", 32, 6));
+done:
+    free_runs(p, y, x);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
@@ -634,5 +720,6 @@ main(void)
     test_shrink();
     test_flatten();
     test_flatten_nhwc();
+    test_reduce_hw();
     return tap_done();
 }
