@@ -464,6 +464,40 @@ convs_direct(const ss_plan_t *p)
     return 1;
 }
 
+/* Loads b (freed), runs it on random x of dims xd in the reference and
+ * the blocked modes and checks that both compile and that its n_out
+ * outputs agree within 1e-5 of max |y|; returns whether the plans ran
+ * (p[REF], p[BLOCKED] then kept for the caller's checks). */
+static int
+ref_vs_blocked(const char *name, mb_t *b, const int64_t xd[4], int n_out,
+               ss_graph_t **g, ss_plan_t *p[3], float *y[3][N_OUT],
+               float **x)
+{
+    int64_t nx = xd[0] * xd[1] * xd[2] * xd[3], n[3][N_OUT];
+    ss_err_t err = { 0 };
+    int rc[3] = { -1, -1, -1 };
+
+    memset(y, 0, 3 * N_OUT * sizeof(float *));
+    *x = malloc((size_t)nx * sizeof(float));
+    if (mb_load(b, g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    for (int64_t i = 0; i < nx; i++)
+        (*x)[i] = frand() * 2;
+    for (int m = REF; *g != NULL && m <= BLOCKED; m += BLOCKED - REF)
+        rc[m] = run(*g, m, 4, xd, *x, n_out, y[m], n[m], &p[m]);
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0, "%s: the plans compile and run",
+       name);
+    if (rc[REF] || rc[BLOCKED])
+        return 0;
+    for (int k = 0; k < n_out; k++) {
+        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
+
+        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "%s: output %d, "
+           "blocked vs reference: max err %.2g of max |y|", name, k, e);
+    }
+    return 1;
+}
+
 /*
  * Convs whose readers want NCHW bytes, behind a blocked source (the
  * 28x28 CNN's last conv before its Flatten):
@@ -477,16 +511,12 @@ static void
 test_flatten(void)
 {
     mb_t *b = mb_new(13);
-    const int64_t batch = 3, nx = batch * 16 * 7 * 7;
+    const int64_t batch = 3;
     ss_graph_t *g = NULL;
-    ss_err_t err = { 0 };
     Onnx__NodeProto *nd;
-    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
-    int64_t n[3][N_OUT];
+    float *x = NULL, *y[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
-    int rc[3] = { -1, -1, -1 };
 
-    memset(y, 0, sizeof(y));
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 7, 7 });
     init_rand(b, "wa", 4, (int64_t[]){ 32, 16, 3, 3 }, 0.3f);
     init_rand(b, "wb", 4, (int64_t[]){ 48, 32, 3, 3 }, 0.2f);
@@ -503,23 +533,9 @@ test_flatten(void)
     conv(b, "cC", "a,wc", "z", 1, 1, 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
     mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 7, 7 });
-    if (mb_load(b, &g, &err) < 0)
-        tap_diag("load: %s", err.msg);
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 16, 7, 7 }, x, 2, y[m],
-                    n[m], &p[m]);
-    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
-       "flatten: the plans compile and run");
-    if (rc[REF] || rc[BLOCKED])
+    if (!ref_vs_blocked("flatten", b, (int64_t[]){ batch, 16, 7, 7 }, 2, &g,
+                        p, y, &x))
         goto done;
-    for (int k = 0; k < 2; k++) {
-        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
-
-        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "flatten: output %d, "
-           "blocked vs reference: max err %.2g of max |y|", k, e);
-    }
     ok(reads_agree(p[BLOCKED]), "flatten: every read sees its value's "
        "layout");
     ok(convs_direct(p[BLOCKED]), "flatten: every conv runs a blocked "
@@ -554,18 +570,12 @@ static void
 test_flatten_nhwc(void)
 {
     mb_t *b = mb_new(13);
-    const int64_t batch = 4, nx = batch * 144, k2[2] = { 2, 2 };
+    const int64_t batch = 4, k2[2] = { 2, 2 };
     ss_graph_t *g = NULL;
-    ss_err_t err = { 0 };
     Onnx__NodeProto *nd;
-    uint8_t *buf;
-    size_t len;
-    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
-    int64_t n[3][N_OUT];
+    float *x = NULL, *y[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
-    int rc[3] = { -1, -1, -1 };
 
-    memset(y, 0, sizeof(y));
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, 12, 12 });
     init_rand(b, "wa", 4, (int64_t[]){ 24, 1, 3, 3 }, 0.5f);
     init_rand(b, "wb", 4, (int64_t[]){ 48, 24, 3, 3 }, 0.2f);
@@ -587,24 +597,9 @@ test_flatten_nhwc(void)
     nd = mb_node(b, "Gemm", "fc", "f,wf", "y");
     mb_attr_int(b, nd, "transB", 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
-        tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 1, 12, 12 }, x, 1, y[m],
-                    n[m], &p[m]);
-    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
-       "flatten nhwc: the plans compile and run");
-    if (rc[REF] || rc[BLOCKED])
+    if (!ref_vs_blocked("flatten nhwc", b, (int64_t[]){ batch, 1, 12, 12 },
+                        1, &g, p, y, &x))
         goto done;
-    ok(n[BLOCKED][0] == n[REF][0]
-       && max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]) < 1e-5,
-       "flatten nhwc: blocked vs reference: max err %.2g of max |y|",
-       max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]));
     ok(reads_agree(p[BLOCKED]), "flatten nhwc: every read sees its "
        "value's layout");
     ok(convs_direct(p[BLOCKED]), "flatten nhwc: every conv runs a direct "
@@ -643,18 +638,12 @@ static void
 test_reduce_hw(void)
 {
     mb_t *b = mb_new(13);
-    const int64_t batch = 3, nx = batch * 16 * 36;
+    const int64_t batch = 3;
     ss_graph_t *g = NULL;
-    ss_err_t err = { 0 };
     Onnx__NodeProto *nd;
-    uint8_t *buf;
-    size_t len;
-    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
-    int64_t n[3][N_OUT];
+    float *x = NULL, *y[3][N_OUT];
     ss_plan_t *p[3] = { NULL, NULL, NULL };
-    int rc[3] = { -1, -1, -1 };
 
-    memset(y, 0, sizeof(y));
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, 6, 6 });
     init_rand(b, "wa", 4, (int64_t[]){ 32, 16, 3, 3 }, 0.3f);
     init_rand(b, "wf", 2, (int64_t[]){ 10, 32 }, 0.5f);
@@ -669,26 +658,9 @@ test_reduce_hw(void)
     mb_attr_ints(b, nd, "axes", 2, (int64_t[]){ -1, -2 });
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
     mb_output(b, "z", SS_DTYPE_F32, 4, (int64_t[]){ -1, 32, 1, 1 });
-    buf = mb_pack(b, &len);
-    if (ss_graph_load_onnx_buffer(buf, len, &g, &err) < 0)
-        tap_diag("load: %s", err.msg);
-    free(buf);
-    mb_free(b);
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF)
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 16, 6, 6 }, x, 2, y[m],
-                    n[m], &p[m]);
-    ok(rc[REF] == 0 && rc[BLOCKED] == 0,
-       "reduce hw: the plans compile and run");
-    if (rc[REF] || rc[BLOCKED])
+    if (!ref_vs_blocked("reduce hw", b, (int64_t[]){ batch, 16, 6, 6 }, 2,
+                        &g, p, y, &x))
         goto done;
-    for (int k = 0; k < 2; k++) {
-        double e = max_rel_err(y[BLOCKED][k], y[REF][k], n[REF][k]);
-
-        ok(n[BLOCKED][k] == n[REF][k] && e < 1e-5, "reduce hw: output %d "
-           "vs reference: max err %.2g of max |y|", k, e);
-    }
     ok(reads_agree(p[BLOCKED]), "reduce hw: every read sees its value's "
        "layout");
     ok(ref_steps(p[BLOCKED], "ReduceMean") == 0
