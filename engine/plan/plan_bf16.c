@@ -10,11 +10,12 @@
  * (weights converted once, here; f32 accumulation, f32 bias and
  * post-ops).  A bf16 source is made by a conversion step inserted before
  * the first reader and shared by every reader of the same value; when a
- * bf16 step's result is read only by other bf16 steps, it writes bf16
- * itself and no conversion runs.  Convs run NHWC (oneDNN 2.6 has brgconv
- * bf16 kernels for NHWC, only gemm ones for NCHW): their f32 results are
- * left NHWC for the layout pass (plan_layout.c) to convert where a reader
- * wants NCHW.  A MaxPool between such a conv and bf16 readers runs on
+ * bf16 step's result is read only by other bf16 steps (itself or
+ * through views: a Flatten between the last conv and a Linear), it
+ * writes bf16 itself and no conversion runs.  Convs run NHWC (oneDNN 2.6
+ * has brgconv bf16 kernels for NHWC, only gemm ones for NCHW): their f32
+ * results are left NHWC for the layout pass (plan_layout.c) to convert
+ * where a reader wants NCHW.  A MaxPool between such a conv and bf16 readers runs on
  * bf16 NHWC (bf16_pools).  Everything else (LayerNorm, Softmax,
  * attention's batched MatMuls) stays f32.
  *
@@ -255,6 +256,39 @@ readers(const ss_plan_t *p, int v)
     return n;
 }
 
+/* Whether v is read through views only (no step reads it, it is no graph
+ * output), each view read only by bf16 steps of v's layout: a conv before
+ * a Flatten into a bf16 Linear (the 28x28 CNN) then writes bf16, and
+ * bf16_finish converts it to NCHW bytes as it would have f32. */
+static int
+views_bf16(const ss_plan_t *p, const bpass_t *bp, const int *rec_at, int v)
+{
+    int n = 0;
+
+    if (ss__plan_is_graph_out(p, v) || !ss__plan_has_views(p, v)
+        || readers(p, v) != 1)
+        return 0;
+    for (int f = 0; f < p->n_vals; f++) {
+        if (p->vals[f].alias != v)
+            continue;
+        if (!only_bf16_readers(p, bp, rec_at, f, 0))
+            return 0;
+        n++;
+    }
+    return n > 0;
+}
+
+/* v and its views (views_bf16) hold bf16 from here on. */
+static void
+set_bf16(ss_plan_t *p, int v)
+{
+    for (int f = 0; f < p->n_vals; f++)
+        if (f == v || p->vals[f].alias == v) {
+            p->vals[f].t.dtype = SS_DTYPE_BF16;
+            (void)ss__tensor_bytes(&p->vals[f].t, &p->vals[f].bytes);
+        }
+}
+
 /* A pool of bf16_pools whose source stayed f32 (its conv could not write
  * bf16) goes back to the f32 fusion; the others write bf16. */
 static void
@@ -358,7 +392,8 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         int y = st->out[0];
         ss_dnn_prim_t *prim = NULL;
 
-        if (r->pool || !only_bf16_readers(p, bp, rec_at, y, r->nhwc))
+        if (r->pool || !(only_bf16_readers(p, bp, rec_at, y, r->nhwc)
+                         || views_bf16(p, bp, rec_at, y)))
             continue;
         if (r->lin) {
             r->ld.dst_dtype = SS_DTYPE_BF16;
@@ -374,8 +409,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         }
         ss_dnn_prim_free(st->prim);
         st->prim = prim;
-        p->vals[y].t.dtype = SS_DTYPE_BF16;
-        (void)ss__tensor_bytes(&p->vals[y].t, &p->vals[y].bytes);
+        set_bf16(p, y);
         if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
             p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
     }

@@ -321,43 +321,61 @@ done:
     free(x);
 }
 
-/* x -> Q/DQ -> c1 1->16 -> Relu -> Flatten -> Q/DQ -> fc [10, 2304]: the
- * Q moves before the Flatten (a view), so the conv writes u8 and the
- * Linear reads it through the view; the reference QDQ's answer within
- * two steps of fc's input. */
-static void
-test_flatten(void)
+/* x -> c1 1->16 -> Relu -> Flatten -> Gemm 10 (y): with QDQ before the
+ * conv and the Gemm, or for bf16 none (the graph's precision bf16);
+ * with tap, the conv's result r1 is also an output (it stays f32).
+ * *bound: two steps of fc's input scale through fc's weights. */
+static ss_graph_t *
+build_flat(int bf16, int tap, double *bound)
 {
-    float *x = malloc(sizeof(float) * N * HW * HW);
-    float y[N * 10], yr[N * 10];
-    ss_plan_t *pi = NULL, *pr = NULL;
     mb_t *b = mb_new(13);
     ss_graph_t *g = NULL;
     ss_err_t err = { 0 };
     Onnx__NodeProto *n;
     float bias[16];
     int64_t c16 = 16;
-    double bound, d, m;
 
     seed = 5;
     for (int i = 0; i < 16; i++)
         bias[i] = 0.05f * frand();
-    for (int i = 0; i < N * HW * HW; i++)
-        x[i] = 1.5f * frand();
     mb_input(b, "x", SS_DTYPE_F32, 4, (int64_t[]){ -1, 1, HW, HW });
     qweight(b, "w1", 16, 1, 3);
-    bound = 2.0 / 64 * qweight(b, "wf", 10, 16 * HW * HW, 0) + 1e-5;
+    *bound = 2.0 / 64 * qweight(b, "wf", 10, 16 * HW * HW, 0) + 1e-5;
     mb_init_f32(b, "b1", 1, &c16, bias);
-    qdq(b, "x", 1.0f / 64, 0);
-    conv(b, "x_dq,w1,b1", "c1", 1);
+    if (!bf16)
+        qdq(b, "x", 1.0f / 64, 0);
+    conv(b, bf16 ? "x,w1,b1" : "x_dq,w1,b1", "c1", 1);
     mb_node(b, "Relu", NULL, "c1", "r1");
     mb_node(b, "Flatten", NULL, "r1", "f");
-    qdq(b, "f", 1.0f / 64, 1);
-    n = mb_node(b, "Gemm", NULL, "f_dq,wf", "y");
+    if (!bf16)
+        qdq(b, "f", 1.0f / 64, 1);
+    n = mb_node(b, "Gemm", NULL, bf16 ? "f,wf" : "f_dq,wf", "y");
     mb_attr_int(b, n, "transB", 1);
     mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, 10 });
-    if (mb_load(b, &g, &err) < 0)
+    if (tap)
+        mb_output(b, "r1", SS_DTYPE_F32, 4, (int64_t[]){ -1, 16, HW, HW });
+    if (mb_load(b, &g, &err) < 0
+        || (bf16 && ss_graph_set_meta(g, "slimserve.precision", "bf16",
+                                      &err) < 0))
         tap_diag("load: %s", err.msg);
+    return g;
+}
+
+/* int8 through a Flatten: Q moves before the Flatten (a view), so the
+ * conv writes u8 and the Linear reads it through the view; the reference
+ * QDQ's answer within two steps of fc's input. */
+static void
+test_flatten(void)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float y[N * 10], yr[N * 10];
+    ss_plan_t *pi = NULL, *pr = NULL;
+    ss_graph_t *g;
+    double bound, d, m;
+
+    g = build_flat(0, 0, &bound);
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
     if (g == NULL || run(g, 0, x, y, &pi) < 0 || run(g, 1, x, yr, &pr) < 0) {
         ok(0, "the Flatten QDQ net compiles and runs");
         goto done;
@@ -373,6 +391,51 @@ done:
     ss_plan_free(pi);
     ss_plan_free(pr);
     ss_graph_free(g);
+    free(x);
+}
+
+/* bf16 through a Flatten: the conv writes bf16, converted to NCHW on its
+ * way to the Linear, where it wrote f32 that a second conversion made
+ * bf16 for the Linear: the same answer bit for bit as with r1 tapped
+ * (f32), both rounding the conv's f32 result once. */
+static void
+test_bf16_flatten(void)
+{
+    float *x = malloc(sizeof(float) * N * HW * HW);
+    float yb[N * 10], yt[N * 10], yr[N * 10];
+    ss_plan_t *pb = NULL, *pt = NULL, *pr = NULL;
+    ss_graph_t *g, *gt;
+    double bound, d, m;
+
+    g = build_flat(1, 0, &bound);
+    gt = build_flat(1, 1, &bound);
+    for (int i = 0; i < N * HW * HW; i++)
+        x[i] = 1.5f * frand();
+    if (!ss_dnn_bf16_native(NULL)) {
+        tap_diag("no native bf16 on this CPU: bf16 through a Flatten is not "
+                 "checked");
+        goto done;
+    }
+    if (g == NULL || gt == NULL || run(g, 0, x, yb, &pb) < 0
+        || run(gt, 0, x, yt, &pt) < 0 || run(g, 1, x, yr, &pr) < 0) {
+        ok(0, "the bf16 Flatten net compiles and runs");
+        goto done;
+    }
+    is_int(count_steps(pb, "to bf16", 1), 1,
+           "bf16 flatten: the input's conversion only (the conv writes bf16)");
+    is_int(count_steps(pt, "to bf16", 1), 2,
+           "bf16 flatten: a tapped conv result is converted for the Linear");
+    ok(memcmp(yb, yt, sizeof(yb)) == 0,
+       "bf16 flatten: the tapped plan's answer bit for bit");
+    d = max_diff(yb, yr, N * 10, &m);
+    ok(m > 0.1 && d <= 2e-2 * m, "bf16 flatten vs f32 reference max |diff| "
+       "%.3g <= 2e-2 x %.3g", d, m);
+done:
+    ss_plan_free(pb);
+    ss_plan_free(pt);
+    ss_plan_free(pr);
+    ss_graph_free(g);
+    ss_graph_free(gt);
     free(x);
 }
 
@@ -430,5 +493,6 @@ main(void)
     test_f32_first();
     test_flatten();
     test_bf16_pool();
+    test_bf16_flatten();
     return tap_done();
 }
