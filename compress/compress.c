@@ -345,6 +345,27 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
         }
         if (rc < 0)
             goto done;
+        if (json_is_false(json_object_get(note, "changed"))) {
+            /* Never an identical version: the job ends rejected, with
+             * the method's reason. */
+            const char *why = json_string_value(json_object_get(note,
+                                                                "reason"));
+
+            if (why == NULL)
+                why = json_string_value(json_object_get(note, "note"));
+
+            snprintf(res->gate_reason, sizeof(res->gate_reason),
+                     "%s changed nothing: %s", ss_method_name(m->kind),
+                     why != NULL ? why : "no layer qualified");
+            res->unchanged = true;
+            res->passed = false;
+            res->variant_eval = res->source;
+            json_object_set_new(res->details, "methods", notes);
+            notes = NULL;
+            res->variant = g;
+            g = NULL;
+            goto done;
+        }
     }
     if ((rc = ss__cx_cancelled(&cx)) < 0) {
         ss_err_set(err, rc, "cancelled");

@@ -376,6 +376,10 @@ typedef struct ss_compress_result {
                                  * variant is then the base model with it
                                  * merged, what the gate judged) */
     bool passed;                /* the gate held */
+    bool unchanged;             /* a method changed nothing (its note says
+                                 * "changed": false): not passed, whatever
+                                 * the gate, with gate_reason saying which
+                                 * and why; variant_eval is the source's */
     char gate_reason[256];      /* why it did not; "" when it held */
     ss_eval_t source;
     ss_eval_t variant_eval;

@@ -11,6 +11,7 @@ compress_libsscompress_a_SOURCES = \
 	compress/compress.c compress/eval.c compress/layers.c \
 	compress/quant.c compress/calib_mse.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
+	compress/lowrank_conv.c compress/prune_flat.c \
 	compress/params.c compress/params_json.c compress/finetune.c \
 	compress/distill.c compress/distill_layers.c compress/qat.c \
 	compress/search.h compress/search_int.h compress/search.c \
@@ -51,6 +52,17 @@ tests_unit_test_compress_models_SOURCES = tests/unit/test_compress_models.c \
 tests_unit_test_compress_models_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_compress_models_LDADD = $(SS_COMPRESS_LIBS)
+
+# Convolution architectures (issue 12): mobilenet/grouped/resnet pruning,
+# conv low-rank, methods that change nothing.
+check_PROGRAMS += tests/unit/test_compress_cnn
+TESTS += tests/unit/test_compress_cnn
+tests_unit_test_compress_cnn_SOURCES = tests/unit/test_compress_cnn.c \
+	tests/unit/test_compress.h tests/unit/test_compress_util.h \
+	tests/unit/onnx_build.h tests/unit/test_compress_data.c
+tests_unit_test_compress_cnn_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(LAPACKE_CFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_compress_cnn_LDADD = $(SS_COMPRESS_LIBS)
 
 # The training methods (finetune, distill) on the digits MLP.
 check_PROGRAMS += tests/unit/test_compress_train

@@ -12,7 +12,7 @@
  * when r (m + n) >= m n: the two products would cost more than one.
  * Gemm's bias, alpha and beta stay on the second product; the first is a
  * plain MatMul, which also covers Gemm with transB (then x W^T =
- * (x B^T) A^T).  Convolutions are not factored.
+ * (x B^T) A^T).  Convolutions: lowrank_conv.c (channel or spatial).
  *
  * THREADS: runs on the compress thread; LAPACK's own threads are
  * OpenBLAS's business.
@@ -228,8 +228,6 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             goto done;
         }
         ss__cx_progress(cx, (double)i / n, "low-rank: factoring");
-        if (l->kind == SS__LAYER_CONV)
-            continue;
         snprintf(label, sizeof(label), "%s", ss__node_label(*g, l->node));
         energy = m->u.lowrank.energy;
         ratio = m->u.lowrank.ratio;
@@ -239,6 +237,22 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             if ((ratio = m->per_layer(m->per_layer_arg, label)) <= 0.0)
                 continue;
             ratio = ratio > 1.0 ? 1.0 : ratio;
+        }
+        if (l->kind == SS__LAYER_CONV) {
+            json_t *e = json_pack("{s:s, s:I, s:I, s:I}", "layer", label,
+                                  "out", (json_int_t)w->dims[0],
+                                  "in", (json_int_t)w->dims[1], "rank",
+                                  (json_int_t)0);
+
+            if (e == NULL) {
+                rc = ss_err_set(err, SS_ENOMEM, "no memory for details");
+                goto done;
+            }
+            json_array_append_new(arr, e);
+            if ((rc = ss__lowrank_conv(*g, l, energy, ratio, e, err)) < 0)
+                goto done;
+            done_n += json_integer_value(json_object_get(e, "rank")) > 0;
+            continue;
         }
         if ((rc = factor_layer(*g, l, energy, ratio, &r, err)) < 0)
             goto done;
@@ -254,8 +268,15 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     json_object_set_new(note, "layers", arr);
     arr = NULL;
     json_object_set_new(note, "factored", json_integer(done_n));
+    json_object_set_new(note, "changed", json_boolean(done_n > 0));
+    if (done_n == 0)
+        json_object_set_new(note, "reason", json_string(n == 0
+            ? "no MatMul, Gemm or Conv with a constant weight"
+            : "at this energy/ratio no layer's factors cost fewer "
+              "multiply-adds than the layer"));
     json_object_set_new(note, "note", json_string(
-        "rank 0: the layer was kept (r(m+n) >= mn)"));
+        "rank 0: the layer was kept (its factors cost at least its "
+        "multiply-adds: r(m+n) >= mn, for a conv per output pixel)"));
     rc = 0;
 done:
     json_decref(arr);

@@ -46,7 +46,8 @@
  *      notes say how many.
  * FFNs are handled one at a time, each on the graph the previous left,
  * found again by the name of A's output.  A model without an FFN is left
- * unchanged and the notes say so ("changed": false).
+ * unchanged and the notes say so ("changed": false): compress.c then
+ * ends the job rejected, writing nothing.
  *
  * What it costs: per FFN one pass of the model over the calibration data,
  * k-means on hidden x MAX_FEAT floats, the router's training steps, and

@@ -1,34 +1,46 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Pruning: unstructured (zeros in place) and structured (whole hidden
- * neurons and conv channels removed, so the matrices shrink).
+ * Pruning: structured (whole hidden neurons and conv channels removed, so
+ * the matrices shrink) here; unstructured (zeros in place) in
+ * prune_flat.c.
  *
- * DESIGN: unstructured magnitude pruning zeroes the smallest |w| of every
- * layer weight, with one threshold over all layers (global) or one per
- * layer.  The engine has no sparse kernels (oneDNN 2.6 has none), so the
- * variant runs at the same speed; it is only smaller once compressed
- * (zeros deflate), and the details say so.
+ * DESIGN: structured pruning works on "pairs": a producer layer A (its
+ * output channels), the elementwise chain after it (activations, Clip,
+ * bias Adds, scalar Mul/Div, GELU's Div/Erf/Add/Mul, BatchNormalization,
+ * pooling and depthwise convs after a Conv), and the consumer layers B
+ * that contract over those channels: Convs, or Linear layers behind a
+ * Flatten or a mean over H, W (channel c is then B's S input columns
+ * c S .. c S + S - 1).  A pair qualifies only if every tensor on the
+ * chain is read by nothing else: no residual Add, LayerNorm, Reshape or
+ * graph output sees the hidden dimension, so removing channel c of A
+ * (its weight slice and bias), of every per-channel constant on the
+ * chain, and of B's input dimension leaves the graph valid and computes
+ * exactly what the kept neurons computed before.  So in a torchvision
+ * resnet only the widths inside a block shrink (conv1's outputs, conv2's
+ * inputs; a bottleneck's conv1 and conv2), never the ones an Add reads.
+ * Attention heads are removed the same way where the block matches the
+ * pattern prune_heads.c knows.
  *
- * Structured pruning works on "pairs": a producer layer A (its output
- * channels), the elementwise chain after it (activations, bias Adds,
- * scalar Mul/Div, GELU's Div/Erf/Add/Mul, BatchNormalization and pooling
- * after a Conv), and the consumer layers B that contract over those
- * channels: Convs, or Linear layers behind a Flatten or a mean over H, W
- * (channel c is then B's S input columns c S .. c S + S - 1).  A
- * pair qualifies only if every tensor on the chain is read by nothing
- * else: no residual Add, LayerNorm, Reshape or graph output sees the
- * hidden dimension, so removing channel c of A (its weight slice and
- * bias), of every per-channel constant on the chain, and of B's input
- * dimension leaves the graph valid and computes exactly what the kept
- * neurons computed before.  Attention heads are removed the same way
- * where the block matches the pattern prune_heads.c knows.
+ * Convs with groups: a depthwise conv (group = channels, one filter per
+ * channel) maps channel c to channel c, so it is part of the chain, its
+ * filters and bias sliced and its group set to the kept count: mobilenet
+ * v2's expand -> depthwise -> project is one pair, the project's inputs
+ * its Bs.  A depthwise conv is never an A (its outputs are its inputs).
+ * A grouped conv (g groups) as B reads channel c as column c mod C/g of
+ * its group's rows, and as A writes C/g channels per group: either way
+ * the pair keeps the same number of channels in every group (one
+ * grouping for A and the Bs, else the pair is skipped), and the Bs'
+ * weights keep, row by row, their group's kept columns.
  *
- * Each pair keeps round((1 - sparsity) C) of its C channels, at least
- * one, chosen and cut by prune_cut.c (importance scores, and with
+ * Each pair keeps round((1 - sparsity) C) of its C channels (per group:
+ * round((1 - sparsity) C/g) of each group's C/g), at least one, chosen
+ * and cut by prune_cut.c (importance scores, and with
  * calibration data the removed channels' mean folded into B's bias when
  * that agrees better with the unpruned graph on the calibration set).
  * Pairs are cut one at a time, each on the graph the previous cuts left,
- * so a B that is the next pair's A is measured as it now is.
+ * so a B that is the next pair's A is measured as it now is.  A run that
+ * cuts nothing says "changed": false and why (compress.c then rejects
+ * the job rather than write the source again).
  *
  * THREADS: runs on the compress thread.
  */
@@ -38,157 +50,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "common/alloc.h"
 #include "compress/prune_int.h"
-
-/* ---- unstructured ----------------------------------------------------- */
-
-static int
-cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/* Bytes of the layer weights once deflated (what a zip or a compressed
- * file system makes of them), or 0 when zlib fails. */
-static size_t
-deflated_bytes(const ss_graph_t *g, const ss__layer_t *l, int n)
-{
-    size_t total = 0;
-    int i;
-
-    for (i = 0; i < n; i++) {
-        const ss_tensor_t *w = g->values[l[i].w].constant;
-        uLong len = (uLong)ss_tensor_numel(w) * sizeof(float);
-        uLongf cap = compressBound(len);
-        Bytef *buf = ss_malloc(cap);
-
-        if (buf == NULL || compress2(buf, &cap, w->data, len, 6) != Z_OK) {
-            ss_free(buf);
-            return 0;
-        }
-        total += cap;
-        ss_free(buf);
-    }
-    return total;
-}
-
-/* Zeroes exactly k entries of w: those below thr, then ties at thr. */
-static int64_t
-zero_below(float *w, int64_t n, float thr, int64_t k)
-{
-    int64_t i, z = 0;
-
-    for (i = 0; i < n && z < k; i++)
-        if (fabsf(w[i]) < thr) {
-            w[i] = 0.0f;
-            z++;
-        }
-    for (i = 0; i < n && z < k; i++)
-        if (fabsf(w[i]) == thr && w[i] != 0.0f) {
-            w[i] = 0.0f;
-            z++;
-        }
-    return z;
-}
-
-static int
-unstructured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t *g,
-             json_t *note, ss_err_t *err)
-{
-    ss__layer_t *l = NULL;
-    float *mag = NULL;
-    json_t *arr = json_array();
-    int64_t total = 0, off, zeros = 0;
-    size_t z_before, dense = 0;
-    int n = 0, i, rc;
-
-    if (arr == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for details");
-    if ((rc = ss__find_layers(g, &l, &n, err)) < 0)
-        goto done;
-    for (i = 0; i < n; i++)
-        total += ss_tensor_numel(g->values[l[i].w].constant);
-    z_before = deflated_bytes(g, l, n);
-    if ((mag = ss_malloc(sizeof(float) * (size_t)(total + 1))) == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
-        goto done;
-    }
-    for (off = 0, i = 0; i < n; i++) {
-        const ss_tensor_t *w = g->values[l[i].w].constant;
-        int64_t k, e = ss_tensor_numel(w);
-
-        for (k = 0; k < e; k++)
-            mag[off + k] = fabsf(((const float *)w->data)[k]);
-        off += e;
-    }
-    if (m->u.prune.global && total > 0) {
-        /* One threshold; ties at it are split in layer order. */
-        int64_t k = (int64_t)llround(m->u.prune.sparsity * (double)total);
-        float thr;
-
-        qsort(mag, (size_t)total, sizeof(float), cmp_float);
-        thr = k > 0 ? mag[k - 1] : -1.0f;
-        for (i = 0; i < n && k > 0; i++) {
-            ss_tensor_t *w = g->values[l[i].w].constant;
-            int64_t e = ss_tensor_numel(w), below = 0, j;
-
-            for (j = 0; j < e; j++)
-                below += fabsf(((float *)w->data)[j]) <= thr;
-            below = zero_below(w->data, e, thr, below < k ? below : k);
-            zeros += below;
-            k -= below;
-        }
-    } else {
-        for (off = 0, i = 0; i < n; i++) {
-            ss_tensor_t *w = g->values[l[i].w].constant;
-            int64_t e = ss_tensor_numel(w);
-            int64_t k = (int64_t)llround(m->u.prune.sparsity * (double)e);
-
-            qsort(mag + off, (size_t)e, sizeof(float), cmp_float);
-            if (k > 0)
-                zeros += zero_below(w->data, e, mag[off + k - 1], k);
-            off += e;
-        }
-    }
-    for (i = 0; i < n; i++) {
-        const ss_tensor_t *w = g->values[l[i].w].constant;
-        int64_t e = ss_tensor_numel(w), z = 0, j;
-
-        for (j = 0; j < e; j++)
-            z += ((const float *)w->data)[j] == 0.0f;
-        json_array_append_new(arr, json_pack(
-            "{s:s, s:I, s:f}", "layer", ss__node_label(g, l[i].node),
-            "weights", (json_int_t)e, "sparsity", e ? (double)z / e : 0.0));
-    }
-    json_object_set_new(note, "kind", json_string("unstructured"));
-    json_object_set_new(note, "layers", arr);
-    arr = NULL;
-    json_object_set_new(note, "zeroed", json_integer(zeros));
-    for (i = 0; i < n; i++)
-        dense += (size_t)ss_tensor_numel(g->values[l[i].w].constant)
-                 * sizeof(float);
-    json_object_set_new(note, "layer_bytes", json_integer((json_int_t)dense));
-    json_object_set_new(note, "deflated_bytes_before",
-                        json_integer((json_int_t)z_before));
-    json_object_set_new(note, "deflated_bytes_after",
-                        json_integer((json_int_t)deflated_bytes(g, l, n)));
-    json_object_set_new(note, "sparsity", json_real(
-        total ? (double)zeros / (double)total : 0.0));
-    json_object_set_new(note, "note", json_string(
-        "zeros in place: same speed (no sparse kernels), smaller only when "
-        "the file is compressed"));
-    (void)cx;
-done:
-    json_decref(arr);
-    ss_free(mag);
-    ss_free(l);
-    return rc;
-}
 
 /* ---- structured: finding pairs ----------------------------------------- */
 
@@ -197,6 +60,7 @@ ss__pair_clear(ss__pair_t *p)
 {
     ss_free(p->b);
     ss_free(p->slots);
+    ss_free(p->dw);
     ss_free(p->mean);
     ss_free(p->sd);
     memset(p, 0, sizeof(*p));
@@ -209,7 +73,8 @@ is_unary(const char *op)
                                        "Identity", "LeakyRelu", "Elu",
                                        "Softplus", "Neg", "Abs", "Gelu",
                                        "Dropout",
-                                       "HardSigmoid", "HardSwish", NULL };
+                                       "HardSigmoid", "HardSwish", "Clip",
+                                       NULL };
     int i;
 
     for (i = 0; ops[i] != NULL; i++)
@@ -312,14 +177,23 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
     p->a = ai;
     p->conv = conv;
     p->h = -1;
-    if (conv && ss__attr_int(&g->nodes[A->node], "group", 1) != 1)
-        return 0;
+    p->groups = p->b_groups = 1;
+    if (conv) {
+        /* A grouped A keeps the same number of outputs in every group
+         * (its inputs stay); a depthwise one (one output per group) is
+         * cut only as part of the chain of the layer before it. */
+        p->groups = ss__attr_int(&g->nodes[A->node], "group", 1);
+        if (p->groups < 1 || A->n_out % p->groups != 0
+            || A->n_out / p->groups < 2)
+            return 0;
+    }
     if ((queue = ss_calloc((size_t)g->n_values + 1, sizeof(int))) == NULL
         || (in_s = ss_calloc((size_t)g->n_values + 1, 1)) == NULL
         || (seen = ss_calloc((size_t)g->n_nodes + 1, 1)) == NULL
         || (layer_of = ss_malloc(sizeof(int) * ((size_t)g->n_nodes + 1)))
            == NULL
         || (p->b = ss_calloc((size_t)nl + 1, sizeof(int))) == NULL
+        || (p->dw = ss_calloc((size_t)nl + 1, sizeof(int))) == NULL
         || (p->slots = ss_calloc((size_t)g->n_nodes * 4 + 1,
                                  sizeof(ss__slot_t))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory to prune");
@@ -348,14 +222,36 @@ find_pair(const ss_graph_t *g, const ss__uses_t *u, const ss__layer_t *ls,
             if (li >= 0) {
                 const ss__layer_t *B = &ls[li];
                 bool bconv = conv && v != flat;
+                int64_t bg = bconv ? ss__attr_int(nd, "group", 1) : 1;
 
                 /* B contracts over the channels: its input 0 only. */
                 if (B->x != v || nd->inputs[1] == v
-                    || (B->kind == SS__LAYER_CONV) != bconv
-                    || (bconv && ss__attr_int(nd, "group", 1) != 1))
+                    || (B->kind == SS__LAYER_CONV) != bconv || bg < 1
+                    || A->n_out % bg != 0)
                     goto done;
+                if (bg == A->n_out && B->n_out == A->n_out
+                    && g->values[B->w].constant->dims[1] == 1) {
+                    /* Depthwise: channel c in, channel c out, so it is
+                     * part of the chain (mobilenet's expand -> depthwise
+                     * -> project), cut along with A. */
+                    p->dw[p->n_dw++] = ni;
+                    if (!in_s[nd->outputs[0]]) {
+                        in_s[nd->outputs[0]] = 1;
+                        queue[qt++] = nd->outputs[0];
+                    }
+                    continue;
+                }
                 if (p->h >= 0 && p->h != v)
                     goto done;  /* keep one chain end: simpler scores */
+                /* Grouped Bs: channels go in equal numbers per group, one
+                 * grouping for A and all Bs. */
+                if ((p->n_b > 0 && bg != p->b_groups)
+                    || (bg > 1 && ((p->groups > 1 && p->groups != bg)
+                                   || A->n_out / bg < 2)))
+                    goto done;
+                p->b_groups = bg;
+                if (bg > 1)
+                    p->groups = bg;
                 p->h = v;
                 p->b[p->n_b++] = li;
                 continue;
@@ -797,7 +693,9 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
         {
             pair_arg_t arg = { &mm, ls, &p };
 
-            rc = cut_best(cx, &g, cut_pair, &arg, p.mean != NULL, &ref,
+            /* A grouped B's columns are per group: no mean to fold. */
+            rc = cut_best(cx, &g, cut_pair, &arg,
+                          p.mean != NULL && p.b_groups == 1, &ref,
                           &kept, &comp, err);
         }
         ss_free(ls);
@@ -812,6 +710,28 @@ structured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **gp,
     if ((rc = prune_heads(cx, m, &g, &ref, arr, err)) < 0)
         goto done;
     json_object_set_new(note, "kind", json_string("structured"));
+    {
+        size_t k, cut = 0;
+
+        for (k = 0; k < json_array_size(arr); k++) {
+            json_t *e = json_array_get(arr, k);
+            json_t *all = json_object_get(e, "channels");
+
+            if (all == NULL)
+                all = json_object_get(e, "heads");
+            cut += json_integer_value(json_object_get(e, "kept"))
+                   < json_integer_value(all);
+        }
+        json_object_set_new(note, "changed", json_boolean(cut > 0));
+        if (cut == 0)
+            json_object_set_new(note, "reason", json_string(
+                json_array_size(arr) == 0
+                ? "no prunable channels: every layer's output reaches a "
+                  "residual Add, a normalization, a reshape or a graph "
+                  "output, or a depthwise conv alone"
+                : "the sparsity rounds to no channel or head in any "
+                  "layer"));
+    }
     json_object_set_new(note, "pruned", arr);
     arr = NULL;
     json_object_set_new(note, "note", json_string(
@@ -833,5 +753,5 @@ ss__prune(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
 {
     if (m->u.prune.kind == SS_PRUNE_STRUCTURED)
         return structured(cx, m, g, note, err);
-    return unstructured(cx, m, *g, note, err);
+    return ss__prune_unstructured(cx, m, *g, note, err);
 }

@@ -11,7 +11,10 @@
  * it is folded into the bias (a neuron that is nearly constant after a
  * ReLU, e.g. a large BatchNorm shift, costs nothing to remove).  Without
  * data the score is ||W_A[c]|| ||W_B[:, c]|| (L1 or L2), with A's slice
- * scaled by |gamma| / sqrt(var + eps) when a BatchNormalization follows A.
+ * scaled by |gamma| / sqrt(var + eps) when a BatchNormalization follows A
+ * and by the filter norms of the depthwise convs on the chain.  A grouped
+ * B's norm is over its group's rows only, and its bias gets no fold (its
+ * columns are per group).
  * For a Conv B the bias term sums the kernel's taps, exact away from the
  * zero-padded border.  A B without a bias gets one: a third input for
  * Gemm/Conv, an Add after a MatMul.
@@ -94,6 +97,21 @@ b_norm(const ss_graph_t *g, const ss__layer_t *B, const ss__pair_t *p,
     int64_t S = p->spatial > 0 ? p->spatial : 1, s;
     double t = 0.0;
 
+    if (p->b_groups > 1) {
+        /* Grouped: column c % Cg of the rows of c's group only. */
+        int64_t Cg = p->channels / p->b_groups, Og = B->n_out / p->b_groups;
+        int64_t taps = ss_tensor_numel(w) / (B->n_out * Cg), o, k;
+        const float *x = w->data;
+
+        for (o = (c / Cg) * Og; o < (c / Cg + 1) * Og; o++)
+            for (k = 0; k < taps; k++) {
+                double v = x[(o * Cg + c % Cg) * taps + k];
+
+                t += pn == 1 ? fabs(v) : v * v;
+            }
+        t *= sd != NULL ? (pn == 1 ? sd[c] : sd[c] * sd[c]) : 1.0;
+        return pn == 1 ? t : sqrt(t);
+    }
     for (s = 0; s < S; s++) {
         double n = ss__slice_norm(w, in_axis(B), c * S + s, pn)
                    * (sd != NULL ? sd[c * S + s] : 1.0);
@@ -122,6 +140,46 @@ bn_scale(const ss_graph_t *g, const ss__pair_t *p, int64_t c)
         }
     }
     return 1.0;
+}
+
+/* The depthwise convs' filter norms of channel c: they scale it. */
+static double
+dw_scale(const ss_graph_t *g, const ss__pair_t *p, int64_t c, int pn)
+{
+    double f = 1.0;
+    int i;
+
+    for (i = 0; i < p->n_dw; i++)
+        f *= ss__slice_norm(g->values[g->nodes[p->dw[i]].inputs[1]].constant,
+                            0, c, pn);
+    return f;
+}
+
+/* B's weight with, in the rows of group q, the columns of the kept
+ * channels of that group (keep sorted, nk / b_groups per group). */
+static int
+slice_grouped(ss_graph_t *g, const ss_tensor_t *t, const ss__pair_t *p,
+              const int64_t *keep, int64_t nk, ss_err_t *err)
+{
+    int64_t dims[SS_MAX_DIMS], G = p->b_groups, Cg = p->channels / G;
+    int64_t kg = nk / G, Og = t->dims[0] / G, taps = 1, o, j;
+    const float *src = t->data;
+    float *dst;
+    int d, id;
+
+    memcpy(dims, t->dims, sizeof(dims));
+    dims[1] = kg;
+    for (d = 2; d < t->ndim; d++)
+        taps *= t->dims[d];
+    if ((id = ss__new_const(g, NULL, t->dtype, t->ndim, dims, (void **)&dst,
+                            err)) < 0)
+        return id;
+    for (o = 0; o < t->dims[0]; o++)
+        for (j = 0; j < kg; j++)
+            memcpy(dst + (o * kg + j) * taps,
+                   src + (o * Cg + keep[(o / Og) * kg + j] % Cg) * taps,
+                   sizeof(float) * (size_t)taps);
+    return id;
 }
 
 typedef struct scored {
@@ -238,16 +296,19 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
               double sp, ss_score_t score, int64_t *kept, ss_err_t *err)
 {
     const ss__layer_t *A = &ls[p->a];
-    int64_t C = A->n_out, nk, c;
+    int64_t C = A->n_out, G = p->groups > 1 ? p->groups : 1, Cg = C / G;
+    int64_t nk, c, q;
     scored_t *sc = NULL;
     int64_t *keep = NULL, *kcol = NULL;
     bool *gone = NULL, *gcol = NULL;
     double *delta = NULL;
     int pn = score == SS_SCORE_L1 ? 1 : 2, i, id, rc = 0;
 
-    nk = C - (int64_t)llround(sp * (double)C);
+    /* Equal numbers per group (G == 1: all channels are one group). */
+    nk = Cg - (int64_t)llround(sp * (double)Cg);
     if (nk < 1)
         nk = 1;
+    nk *= G;
     *kept = nk;
     if (nk >= C)
         return 0;
@@ -272,15 +333,20 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
             a = p->sd[c];
         else
             a = ss__slice_norm(g->values[A->w].constant, A->out_axis, c, pn)
-                * bn_scale(g, p, c);
+                * bn_scale(g, p, c) * dw_scale(g, p, c, pn);
         sc[c].s = a * b;
         sc[c].c = c;
     }
-    qsort(sc, (size_t)C, sizeof(*sc), cmp_scored);
-    for (c = 0; c < nk; c++)
-        keep[c] = sc[c].c;
-    for (c = nk; c < C; c++)
-        gone[sc[c].c] = true;
+    for (q = 0; q < G; q++) {
+        scored_t *sg = sc + q * Cg;
+        int64_t kg = nk / G;
+
+        qsort(sg, (size_t)Cg, sizeof(*sc), cmp_scored);
+        for (c = 0; c < kg; c++)
+            keep[q * kg + c] = sg[c].c;
+        for (c = kg; c < Cg; c++)
+            gone[sg[c].c] = true;
+    }
     qsort(keep, (size_t)nk, sizeof(*keep), cmp_i64);
     /* The Bs' side: a flattened channel c is columns c S .. c S + S - 1. */
     if (p->spatial > 0) {
@@ -299,7 +365,7 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
     }
     /* Fold the removed channels' means into every B's bias first, while
      * B's weight still has them. */
-    for (i = 0; p->mean != NULL && i < p->n_b; i++) {
+    for (i = 0; p->mean != NULL && p->b_groups == 1 && i < p->n_b; i++) {
         const ss__layer_t *B = &ls[p->b[i]];
 
         ss_free(delta);
@@ -343,13 +409,37 @@ ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
         }
         g->nodes[s->node].inputs[s->input] = id;
     }
+    /* Depthwise convs on the chain: filters, biases, and group. */
+    for (i = 0; i < p->n_dw; i++) {
+        ss_node_t *nd = &g->nodes[p->dw[i]];
+        int k, a;
+
+        for (k = 1; k < nd->n_inputs && k < 3; k++) {
+            if (nd->inputs[k] < 0)
+                continue;
+            if ((id = ss__slice_const(g, g->values[nd->inputs[k]].constant,
+                                      0, keep, nk, err)) < 0) {
+                rc = id;
+                goto done;
+            }
+            nd = &g->nodes[p->dw[i]];
+            nd->inputs[k] = id;
+        }
+        for (a = 0; a < nd->n_attrs; a++)
+            if (strcmp(nd->attrs[a].name, "group") == 0)
+                nd->attrs[a].i = nk;
+    }
     for (i = 0; i < p->n_b; i++) {
         const ss__layer_t *B = &ls[p->b[i]];
 
-        if ((id = ss__slice_const(g, g->values[B->w].constant, in_axis(B),
-                                  kcol != NULL ? kcol : keep,
-                                  kcol != NULL ? nk * p->spatial : nk,
-                                  err)) < 0) {
+        if (p->b_groups > 1)
+            id = slice_grouped(g, g->values[B->w].constant, p, keep, nk,
+                               err);
+        else
+            id = ss__slice_const(g, g->values[B->w].constant, in_axis(B),
+                                 kcol != NULL ? kcol : keep,
+                                 kcol != NULL ? nk * p->spatial : nk, err);
+        if (id < 0) {
             rc = id;
             goto done;
         }

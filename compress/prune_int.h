@@ -31,6 +31,17 @@ typedef struct ss__pair {
     double *mean, *sd;          /* of h per channel (per column of h when
                                  * spatial) on calibration data, or NULL
                                  * without it */
+    int64_t groups;             /* channels are kept in equal numbers per
+                                 * group of channels / groups (a grouped
+                                 * conv A or B); 1 otherwise */
+    int64_t b_groups;           /* the Bs' group attribute: > 1, a B reads
+                                 * channel c as input column c % (C /
+                                 * b_groups) of its group's output rows */
+    int n_dw;
+    int *dw;                    /* depthwise convs on the chain (node
+                                 * indices): one filter per channel, so
+                                 * their weight and bias are sliced and
+                                 * their group is the kept count */
 } ss__pair_t;
 
 /* The first qualifying pair (in node order) whose A does not write a
@@ -49,6 +60,10 @@ int ss__prune_stats(ss__cx_t *cx, const ss_graph_t *g, ss__pair_t *ps,
 int ss__prune_cut(ss_graph_t *g, const ss__layer_t *ls, const ss__pair_t *p,
                   double sparsity, ss_score_t score, int64_t *kept,
                   ss_err_t *err);
+
+/* Unstructured pruning (prune_flat.c). */
+int ss__prune_unstructured(ss__cx_t *cx, const ss_method_t *m, ss_graph_t *g,
+                           json_t *note, ss_err_t *err);
 
 /* Helpers shared with prune_heads.c. */
 double ss__slice_norm(const ss_tensor_t *t, int axis, int64_t c, int p);

@@ -116,9 +116,11 @@ find_gates(const ss__search_t *s, const ss_graph_t *g, run_t *r,
             g->values[g->nodes[ls[p.a].node].outputs[0]].name));
         l = label_layer(s, ss__node_label(g, ls[p.a].node));
         /* A flattened chain end (p.spatial) has no per-channel axis to
-         * gate: such a pair is left to the prune method. */
+         * gate, and a grouped B no column per channel to fold a gate
+         * into: such pairs are left to the prune method. */
         if (l >= 0 && r->n < SS__S_MAX_LAYERS && p.n_b <= MAX_B
-            && p.spatial == 0 && p.channels >= 2 && p.channels <= 65535) {
+            && p.spatial == 0 && p.groups == 1 && p.channels >= 2
+            && p.channels <= 65535) {
             memset(gt, 0, sizeof(*gt));
             gt->layer = l;
             snprintf(gt->name, sizeof(gt->name), "slimserve.mask.%d", r->n);

@@ -12,6 +12,8 @@ EXTRA_DIST += tests/integration/test_serve.py tests/lib/kserve.py \
 	tests/integration/data/make_v2.py tests/integration/data/mlp_v2.onnx
 TESTS += tests/integration/test_compress.py
 EXTRA_DIST += tests/integration/test_compress.py
+TESTS += tests/integration/test_compress_cnn.py
+EXTRA_DIST += tests/integration/test_compress_cnn.py
 # Weights served from the model file's mapping, read again by jobs and
 # after hot swaps (issue 12).
 TESTS += tests/integration/test_mapped_weights.py

@@ -748,9 +748,12 @@ run(ss_jobs_t *js, ss__job_t *j)
         goto fail;
     }
     if (!res.passed) {
-        ss__jobs_finish(js, j, SS__JOB_REJECTED, result, "the variant did "
-                        "not pass the gate; nothing was written or "
-                        "activated");
+        char why[320];
+
+        snprintf(why, sizeof(why), "%s; nothing was written or activated",
+                 res.unchanged ? res.gate_reason
+                               : "the variant did not pass the gate");
+        ss__jobs_finish(js, j, SS__JOB_REJECTED, result, why);
         result = NULL;
         goto done;
     }

@@ -11,8 +11,9 @@ k per row) and matches a numpy top-k reference and the dense graph
 serves sparse with bf16 experts, moefy then ptq with int8 experts that
 give the dense QDQ graph's outputs.  On the
 transformer fixture both encoder FFNs (3-D activations) become sparse
-MoE layers.  A model without a dense FFN is left unchanged and the notes
-say so; bad parameters are refused before a job exists."""
+MoE layers.  A model without a dense FFN is left unchanged, the notes
+say so and the job ends rejected; bad parameters are refused before a
+job exists."""
 
 import json
 import os
@@ -319,12 +320,13 @@ def test_unchanged_and_bad(tmp):
                           "calibration": {"file": "calib.npz"},
                           "activate": False})
         note = method_note(job)
-        tap.ok(job.get("state") == "succeeded"
+        tap.ok(job.get("state") == "rejected"
+               and "moefy changed nothing" in job.get("error", "")
                and note.get("changed") is False
                and note.get("moefied") == 0
                and "unchanged" in note.get("note", ""),
-               "a CNN (no dense FFN): unchanged, and the notes say so",
-               note)
+               "a CNN (no dense FFN): unchanged, rejected, and the notes "
+               "and the job's error say so", job)
         for params, what in (({"experts": 4, "k": 4}, "k must be below experts"),
                              ({"experts": 1}, "experts must be"),
                              ({"k": 0}, "k must be"),
