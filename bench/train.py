@@ -17,7 +17,11 @@ each column is the median of the runs' medians.  A fourth model, "wide"
 python3-onnx to write it), is one where the products, which bf16
 speeds up, are most of a step; "widecnn" (3x32x32 random inputs, five
 3x3 convolutions of 32-128 channels with BatchNorm, Relu, two residual
-Adds, MaxPool, GAP; not in the default list) is the same for a CNN.
+Adds, MaxPool, GAP; not in the default list) is the same for a CNN, and
+"widetr" (the transformer fixture at d 256, FFN 1024, random weights
+from PyTorch's export; not in the default list) for a transformer.
+--profile prints, after each model, CPU ms per step kind of one f32 and
+one bf16 run on one thread (SS_TRAIN_PROFILE=cpu).
 Relu and max pooling run on oneDNN's primitives; BatchNorm and average
 pooling too in bf16, and on the trainer's C kernels in f32 (the default
 of opts.nn: they match PyTorch's f32 within 1e-4); --nn-dnn adds an f32
@@ -203,6 +207,63 @@ def widecnn_files(tmp):
             os.path.join(tmp, "widecnn.npz"))
 
 
+def widetr_files(tmp, d=256, ff=1024):
+    """The transformer fixture's architecture at d 256, FFN 1024 (the
+    fixture: 32, 64), randomly initialized (seed 0), on the fixture's
+    data: one where the products are a larger part of a step."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    sys.path.insert(0, FIX)
+    import models
+    torch.manual_seed(0)
+    m = models.Transformer(d=d, heads=4, ff=ff, layers=2)
+    data = np.load(os.path.join(FIX, "digits", "transformer_heldout.npz"))
+    path = os.path.join(tmp, "widetr.onnx")
+    torch.onnx.export(m, (torch.from_numpy(data["input_ids"][:2]),), path,
+                      opset_version=17, input_names=["input_ids"],
+                      output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "batch"},
+                                    "logits": {0: "batch"}},
+                      do_constant_folding=True)
+    npz = os.path.join(tmp, "widetr.npz")
+    np.savez(npz, input_ids=data["input_ids"], labels=data["labels"])
+    return path, npz
+
+
+def profile(a, name, wide):
+    """Per step kind, CPU ms per step of one f32 and one bf16 run
+    (SS_TRAIN_PROFILE=cpu: the trainer's thread, so one thread only)."""
+    exe = os.path.join(a.build, "compress", "train", "train-bench")
+    onnx_path, npz = files(name, wide)
+    agg = {}
+    for p in ("f32", "bf16"):
+        r = subprocess.run([exe, onnx_path, npz, str(a.batch), str(a.steps),
+                            "1", "adamw", p], check=True, capture_output=True,
+                           text=True, env=dict(os.environ,
+                                               SS_TRAIN_PROFILE="cpu"))
+        agg[p] = {}
+        for line in r.stderr.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0].isdigit() and "ms" in f:
+                k = f.index("ms")
+                agg[p][f[1]] = (agg[p].get(f[1], 0)
+                                + float(f[k - 1]) / (a.steps + 5))
+    tot = {p: sum(v.values()) for p, v in agg.items()}
+    print("  %s, CPU ms per step by step kind (one thread, one run each):"
+          % name)
+    for k in sorted(set(agg["f32"]) | set(agg["bf16"]),
+                    key=lambda k: -agg["f32"].get(k, 0)):
+        f, b = agg["f32"].get(k, 0), agg["bf16"].get(k, 0)
+        if f + b >= 0.01 * (tot["f32"] + tot["bf16"]) / 2:
+            print("    %-22s f32 %8.3f (%4.1f%%)  bf16 %8.3f  %s" % (
+                k, f, 100 * f / tot["f32"], b,
+                "%.2fx" % (f / b) if b > 0 else "(bf16 only)"))
+    print("    %-22s f32 %8.3f          bf16 %8.3f  %.2fx" % (
+        "all", tot["f32"], tot["bf16"], tot["f32"] / tot["bf16"]))
+
+
 def files(name, wide):
     if name in wide:
         return wide[name]
@@ -257,6 +318,9 @@ def main():
     ap.add_argument("--nn-dnn", action="store_true",
                     help="also run f32 with BatchNorm, Relu and pooling on "
                     "oneDNN (as bf16 runs them) and compare bf16 with it")
+    ap.add_argument("--profile", action="store_true",
+                    help="after each model, CPU ms per step kind of an f32 "
+                    "and a bf16 run (one thread)")
     ap.add_argument("--f32-acts", action="store_true",
                     help="also run bf16 with f32 activations (only the "
                     "products' operands bf16) and compare bf16 with it")
@@ -278,7 +342,8 @@ def main():
     try:
         names = a.models.split(",")
         wide = {k: f(tmp) for k, f in (("wide", wide_files),
-                                       ("widecnn", widecnn_files))
+                                       ("widecnn", widecnn_files),
+                                       ("widetr", widetr_files))
                 if k in names}
         for name in names:
             if name in wide and wide[name] is None:
@@ -312,6 +377,8 @@ def main():
                             "%.2fx" % (e["ms_per_step"] / b["ms_per_step"]),
                             "%.2fx" % (e["cpu_ms_per_step"] /
                                        b["cpu_ms_per_step"])) if e else ""))
+            if a.profile and bf16:
+                profile(a, name, wide)
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
