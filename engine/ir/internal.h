@@ -71,6 +71,16 @@ void ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
 int ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
                     const char *what, ss_tensor_t **out, ss_err_t *err);
 
+/* Imports the model in buf (len bytes) named source (messages); dir is
+ * where its external data lies (NULL: refused), map buf's file mapping
+ * (NULL for a caller's buffer): onnx.c. */
+int ss__onnx_load(const void *buf, size_t len, const char *source,
+                  const char *dir, ss_filemap_t *map, ss_graph_t **out,
+                  ss_err_t *err);
+/* Puts g's nodes in topological order (its subgraphs' reads count) and
+ * sets each value's producer; a cycle is SS_EBADMODEL (toposort.c). */
+int ss__ir_sort_nodes(ss_graph_t *g, const char *source, ss_err_t *err);
+
 /* Refuses op versions and training-mode nodes the engine does not run,
  * naming op, version and node (opset.c). */
 int ss__ir_check_versions(const ss_graph_t *g, ss_err_t *err);

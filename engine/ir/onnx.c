@@ -18,13 +18,8 @@
  * THREADS: [any]; a load touches only its own objects.
  */
 
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/filemap.h"
@@ -680,131 +675,6 @@ done:
     return rc;
 }
 
-/* The values node n reads: its inputs, then what its subgraphs read of
- * the enclosing graphs (which orders it after their producers). */
-static int
-n_reads(const ss_node_t *n)
-{
-    int c = n->n_inputs;
-
-    for (int a = 0; a < n->n_attrs; a++)
-        if (n->attrs[a].g != NULL)
-            c += n->attrs[a].g->n_outer;
-    return c;
-}
-
-static int
-read_at(const ss_node_t *n, int j)
-{
-    if (j < n->n_inputs)
-        return n->inputs[j];
-    j -= n->n_inputs;
-    for (int a = 0; a < n->n_attrs; a++) {
-        const ss_graph_t *sg = n->attrs[a].g;
-
-        if (sg == NULL)
-            continue;
-        if (j < sg->n_outer)
-            return sg->outer[j];
-        j -= sg->n_outer;
-    }
-    return -1;
-}
-
-/* Puts nodes in topological order and sets each value's producer. */
-static int
-sort_nodes(import_t *im, ss_err_t *err)
-{
-    ss_graph_t *g = im->g;
-    int *prod = NULL, *pending = NULL, *start = NULL, *users = NULL;
-    int *queue = NULL, head = 0, tail = 0, n_edges = 0, rc = 0;
-    ss_node_t *sorted = NULL;
-
-    if ((prod = ss_malloc((size_t)(g->n_values + 1) * sizeof(int))) == NULL
-        || (pending = ss_calloc((size_t)g->n_nodes + 1, sizeof(int))) == NULL
-        || (start = ss_calloc((size_t)g->n_nodes + 2, sizeof(int))) == NULL
-        || (queue = ss_malloc(((size_t)g->n_nodes + 1) * sizeof(int))) == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory to sort nodes");
-        goto done;
-    }
-    for (int i = 0; i < g->n_values; i++)
-        prod[i] = -1;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int k = 0; k < g->nodes[i].n_outputs; k++)
-            if (g->nodes[i].outputs[k] >= 0)
-                prod[g->nodes[i].outputs[k]] = i;
-    /* edges producer → consumer, as CSR on the producer */
-    for (int i = 0; i < g->n_nodes; i++) {
-        for (int k = 0; k < n_reads(&g->nodes[i]); k++) {
-            int v = read_at(&g->nodes[i], k);
-
-            if (v >= 0 && prod[v] >= 0) {
-                start[prod[v] + 1]++;
-                pending[i]++;
-                n_edges++;
-            }
-        }
-    }
-    for (int i = 0; i < g->n_nodes; i++)
-        start[i + 1] += start[i];
-    if ((users = ss_malloc(((size_t)n_edges + 1) * sizeof(int))) == NULL
-        || (sorted = ss_calloc((size_t)g->n_nodes + 1,
-                               sizeof(ss_node_t))) == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory to sort nodes");
-        goto done;
-    }
-    {
-        int *fill = queue;  /* borrowed as a cursor per producer */
-
-        for (int i = 0; i < g->n_nodes; i++)
-            fill[i] = start[i];
-        for (int i = 0; i < g->n_nodes; i++)
-            for (int k = 0; k < n_reads(&g->nodes[i]); k++) {
-                int v = read_at(&g->nodes[i], k);
-
-                if (v >= 0 && prod[v] >= 0)
-                    users[fill[prod[v]]++] = i;
-            }
-    }
-    for (int i = 0; i < g->n_nodes; i++)
-        if (pending[i] == 0)
-            queue[tail++] = i;
-    while (head < tail) {
-        int i = queue[head++];
-
-        for (int e = start[i]; e < start[i + 1]; e++)
-            if (--pending[users[e]] == 0)
-                queue[tail++] = users[e];
-    }
-    if (tail < g->n_nodes) {
-        int stuck = 0;
-
-        while (pending[stuck] == 0)
-            stuck++;
-        rc = ss_err_set(err, SS_EBADMODEL, "%s: the graph has a cycle "
-                        "through node '%s' (%s)", im->cx.source,
-                        g->nodes[stuck].name, g->nodes[stuck].op_type);
-        goto done;
-    }
-    for (int i = 0; i < g->n_nodes; i++) {
-        sorted[i] = g->nodes[queue[i]];
-        for (int k = 0; k < sorted[i].n_outputs; k++)
-            if (sorted[i].outputs[k] >= 0)
-                g->values[sorted[i].outputs[k]].producer = i;
-    }
-    ss_free(g->nodes);
-    g->nodes = sorted;
-    sorted = NULL;
-done:
-    ss_free(prod);
-    ss_free(pending);
-    ss_free(start);
-    ss_free(users);
-    ss_free(queue);
-    ss_free(sorted);
-    return rc;
-}
-
 static int
 make_outputs(import_t *im, ss_err_t *err)
 {
@@ -917,7 +787,7 @@ import_sub(import_t *im, const Onnx__GraphProto *gp, const char *label,
     sub.g = g;
     if ((rc = check_ops(&sub, err)) < 0 || (rc = make_values(&sub, err)) < 0
         || (rc = make_nodes(&sub, err)) < 0
-        || (rc = sort_nodes(&sub, err)) < 0
+        || (rc = ss__ir_sort_nodes(sub.g, sub.cx.source, err)) < 0
         || (rc = make_outputs(&sub, err)) < 0
         || (rc = ss__ir_check_versions(g, err)) < 0)
         goto done;
@@ -965,9 +835,10 @@ check_counts(import_t *im, const Onnx__GraphProto *gp, ss_err_t *err)
 
 /* map: buf is this file mapping (NULL for a caller's buffer); its pages
  * may be dropped once read, and tensors may point into it. */
-static int
-load(const void *buf, size_t len, const char *source, const char *dir,
-     ss_filemap_t *map, ss_graph_t **out, ss_err_t *err)
+int
+ss__onnx_load(const void *buf, size_t len, const char *source,
+              const char *dir, ss_filemap_t *map, ss_graph_t **out,
+              ss_err_t *err)
 {
     Onnx__ModelProto *m = NULL;
     import_t im = { .cx = { .source = source, .dir = dir,
@@ -1024,7 +895,7 @@ load(const void *buf, size_t len, const char *source, const char *dir,
         goto done;
     }
     if ((rc = make_values(&im, err)) < 0 || (rc = make_nodes(&im, err)) < 0
-        || (rc = sort_nodes(&im, err)) < 0
+        || (rc = ss__ir_sort_nodes(im.g, im.cx.source, err)) < 0
         || (rc = make_outputs(&im, err)) < 0
         || (rc = ss__ir_check_versions(im.g, err)) < 0)
         goto done;
@@ -1055,68 +926,5 @@ int
 ss_graph_load_onnx_buffer(const void *buf, size_t len, ss_graph_t **out,
                           ss_err_t *err)
 {
-    return load(buf, len, "<buffer>", NULL, NULL, out, err);
-}
-
-int
-ss_graph_load_onnx(const char *path, ss_graph_t **out, ss_err_t *err)
-{
-    struct stat st;
-    ss_filemap_t *map = NULL;
-    char *dir = NULL, *slash;
-    int fd = -1, rc = 0;
-
-    *out = NULL;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0) {
-        rc = ss_err_set(err, errno == ENOENT ? SS_ENOTFOUND : SS_EIO,
-                        "%s: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
-        rc = ss_err_set(err, SS_EBADMODEL, "%s: not a regular, non-empty "
-                        "file", path);
-        goto done;
-    }
-    if ((uint64_t)st.st_size > ((uint64_t)2 << 30)) {
-        rc = ss_err_set(err, SS_ETOOBIG, "%s: larger than protobuf's 2 GiB "
-                        "limit; keep weights in external data", path);
-        goto done;
-    }
-    /* The graph's large aligned initializers point into this mapping
-     * (onnx_tensor.c), each holding a reference on it.  That is safe
-     * because a model file is never rewritten in place: the only code
-     * in this repository that opens a file for writing is
-     * common/atomicfile.c (mkostemp next to the name, then rename), which
-     * every writer of models and versions uses (export.c, jobs.c,
-     * train_main.c, lora.c, ...), and versions are published by renaming
-     * folders; nothing truncates.  So the inode mapped here keeps its
-     * bytes until the last tensor is freed, even if the name is replaced
-     * or unlinked meanwhile. */
-    if ((rc = ss_filemap_open(fd, (size_t)st.st_size, &map)) < 0) {
-        rc = ss_err_set(err, SS_EIO, "%s: mmap: %s", path, strerror(-rc));
-        goto done;
-    }
-    if ((dir = ss_strdup(path)) == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory");
-        goto done;
-    }
-    if ((slash = strrchr(dir, '/')) == NULL) {
-        dir[0] = '.';
-        dir[1] = '\0';  /* path is at least one character long */
-    } else if (slash == dir) {
-        slash[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    rc = load(ss_filemap_base(map), (size_t)st.st_size, path, dir, map, out,
-              err);
-    /* what the import read (protobuf framing, copied payloads) leaves
-     * the resident set; the tensors' pages come back when read */
-    ss_filemap_release_all(map);
-done:
-    ss_filemap_unref(map);
-    if (fd >= 0)
-        close(fd);
-    ss_free(dir);
-    return rc;
+    return ss__onnx_load(buf, len, "<buffer>", NULL, NULL, out, err);
 }
