@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The oneDNN primitive layer, core: engine, streams, status mapping, the
- * generic object (arguments, constant packing, scratchpad) and the run
- * path.  The per-kind constructors live in dnnl_ops.c.
+ * generic object (arguments, constant packing, scratchpad).  The run
+ * path is dnnl_run.c, the per-kind constructors dnnl_ops.c.
  *
  * DESIGN.  One CPU engine per process.  A primitive object is built once
  * for concrete shapes and never changes: constants (weights, bias, gamma)
@@ -13,9 +13,8 @@
  * reports its size and the caller passes memory from its own arena.  This
  * is what makes one object safe to run from several threads at once.
  *
- * A run wraps each pointer in a dnnl_memory_t (a small allocation inside
- * oneDNN) and drops it afterwards; the object cannot cache memory objects
- * because setting their data handle would be a write to shared state.
+ * A run wraps each pointer in a dnnl_memory_t; the object keeps one spare
+ * set of them that a run takes for itself (dnnl_run.c).
  *
  * Packed constants are shared between objects.  A plan is compiled per
  * input shape, so one model version holds several objects (batch 1, 8,
@@ -41,17 +40,13 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "common/filemap.h"
 #include "common/memacct.h"
 #include "engine/dnnl/internal.h"
-
-struct ss_dnn_stream {
-    dnnl_stream_t stream;
-    int threads;
-};
 
 /* A packed constant, shared by every object whose argument has the same
  * key.  Owned by the table; refs counts the arguments pointing at it. */
@@ -417,6 +412,7 @@ ss_dnn_prim_free(ss_dnn_prim_t *p)
         ss_free(p->args[i].cbuf);
         uncharge(&p->args[i].acct, p->args[i].charged);
     }
+    ss__dnn_mems_free(atomic_load(&p->spare));
     if (p->prim)
         dnnl_primitive_destroy(p->prim);
     ss_free(p->kern);
@@ -888,76 +884,4 @@ const char *
 ss_dnn_prim_impl(const ss_dnn_prim_t *p)
 {
     return p->impl;
-}
-
-int
-ss_dnn_run(const ss_dnn_prim_t *p, ss_dnn_stream_t *s,
-           const void *const *in, void *out, void *scratch, ss_err_t *err)
-{
-    dnnl_exec_arg_t args[SS__DNN_MAX_ARGS + 1];
-    dnnl_memory_t mems[SS__DNN_MAX_ARGS + 1];
-    dnnl_engine_t eng;
-    int i, n = 0, nm = 0, rc;
-    void *h;
-
-    if ((rc = ss__dnn_engine(&eng, err)) < 0)
-        return rc;
-    if (out == NULL || (p->scratch && scratch == NULL) ||
-        (p->n_in > 0 && in == NULL))
-        return ss_err_set(err, SS_EINVAL, "oneDNN %s: NULL buffer", p->what);
-    if (p->kern != NULL) {
-        if (in[0] == NULL)
-            return ss_err_set(err, SS_EINVAL, "oneDNN %s: in[0] is NULL",
-                              p->what);
-        ss__dnn_kern_run(p->kern, in[0], out);
-        return 0;
-    }
-    if (s->threads > 0)
-        omp_set_num_threads(s->threads);
-    if (p->sum_in >= 0) {
-        if (in[p->sum_in] == NULL)
-            return ss_err_set(err, SS_EINVAL, "oneDNN %s: in[%d] is NULL",
-                              p->what, p->sum_in);
-        if (in[p->sum_in] != out)
-            memcpy(out, in[p->sum_in], p->sum_bytes);
-    }
-    for (i = 0; i < p->n_args; i++) {
-        const ss__dnn_arg_t *a = &p->args[i];
-
-        args[n].arg = a->arg;
-        if (a->src == SS__DNN_SRC_CONST) {
-            args[n++].memory = a->cmem;
-            continue;
-        }
-        h = a->src == SS__DNN_SRC_OUT ? out : (void *)in[a->src];
-        if (h == NULL) {
-            rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: in[%d] is NULL",
-                            p->what, a->src);
-            goto done;
-        }
-        rc = ss__dnn_check(dnnl_memory_create(&mems[nm], &a->md, eng, h),
-                           err, "dnnl_memory_create", p->what);
-        if (rc < 0)
-            goto done;
-        args[n++].memory = mems[nm++];
-    }
-    if (p->scratch) {
-        rc = ss__dnn_check(dnnl_memory_create(&mems[nm], &p->scratch_md, eng,
-                                              scratch),
-                           err, "dnnl_memory_create", p->what);
-        if (rc < 0)
-            goto done;
-        args[n].arg = DNNL_ARG_SCRATCHPAD;
-        args[n++].memory = mems[nm++];
-    }
-    rc = ss__dnn_check(dnnl_primitive_execute(p->prim, s->stream, n, args),
-                       err, "dnnl_primitive_execute", p->what);
-    if (rc < 0)
-        goto done;
-    rc = ss__dnn_check(dnnl_stream_wait(s->stream), err, "dnnl_stream_wait",
-                       p->what);
-done:
-    for (i = 0; i < nm; i++)
-        dnnl_memory_destroy(mems[i]);
-    return rc;
 }

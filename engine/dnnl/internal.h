@@ -13,8 +13,11 @@
  * here.  ss_dnn_run turns that table into dnnl_exec_arg_t.
  *
  * THREADS: objects are written only while they are built (one thread);
- * afterwards they are read-only.
+ * afterwards they are read-only but for the spare set of memory objects,
+ * which one run at a time holds (atomic exchange).
  */
+
+#include <stdatomic.h>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -44,6 +47,19 @@ typedef struct ss__dnn_arg {
 /* A run done by our own code instead of oneDNN's (dnnl_pool8.c). */
 typedef struct ss__dnn_kern ss__dnn_kern_t;
 
+struct ss_dnn_stream {
+    dnnl_stream_t stream;
+    int threads;
+};
+
+/* The memory objects one run of an object wraps its run-time pointers in
+ * (dnnl_run.c): one per argument that is not a constant, in argument
+ * order, then the scratchpad's. */
+typedef struct ss__dnn_mems {
+    int n;
+    dnnl_memory_t m[SS__DNN_MAX_ARGS + 1];
+} ss__dnn_mems_t;
+
 struct ss_dnn_prim {
     const char *what;         /* "inner product", for messages */
     dnnl_primitive_t prim;
@@ -65,7 +81,20 @@ struct ss_dnn_prim {
     ss__dnn_arg_t *args;
     /* non-NULL: ss_dnn_run runs this instead of prim (in[0] -> out) */
     ss__dnn_kern_t *kern;
+    /* A set of memory objects no run is using, or NULL: a run takes it
+     * (atomic exchange) and puts it back after, so that no two runs share
+     * one; a run that finds none makes its own (dnnl_run.c).  0: not yet
+     * known whether sets can be kept, 1 yes, -1 no (a padded argument). */
+    _Atomic(ss__dnn_mems_t *) spare;
+    _Atomic int keep_mems;
 };
+
+/* Sets of memory objects made so far, process-wide (tests: a thread
+ * running one object again and again makes one).  [any] */
+extern _Atomic long ss__dnn_mems_made;
+
+/* Destroys a set of memory objects (NULL: nothing).  [any] */
+void ss__dnn_mems_free(ss__dnn_mems_t *m);
 
 /* The process-wide CPU engine, created on first use.  [any] */
 int ss__dnn_engine(dnnl_engine_t *out, ss_err_t *err);

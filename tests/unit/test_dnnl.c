@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "engine/dnnl/internal.h"
 #include "tests/unit/test_dnnl.h"
 
 /* dst[M,N] = src[M,K] x W + bias; W is [N,K] when w_nk, else [K,N]. */
@@ -454,6 +455,24 @@ test_linear_is_matmul(void)
     ss_free(out);
 }
 
+/* A Linear src[m,k] x W[n,k]^T + bias, then eltwise alg. */
+static int
+linear_elt(int64_t m, int64_t k, int64_t n, const float *wt,
+           const float *bias, int alg, ss_dnn_prim_t **out)
+{
+    ss_dnn_linear_desc_t d = { 0 };
+
+    d.m = m;
+    d.k = k;
+    d.n = n;
+    d.w = wt;
+    d.w_nk = 1;
+    d.bias = bias;
+    d.post.n = 1;
+    d.post.op[0] = po_elt(alg, 0.f, 0.f);
+    return ss_dnn_linear_new(&d, out, NULL);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -485,7 +504,6 @@ done:
 static void
 test_threads(void)
 {
-    ss_dnn_linear_desc_t d = { 0 };
     ss_dnn_prim_t *p = NULL;
     worker_t w[2];
     pthread_t t[2];
@@ -494,15 +512,8 @@ test_threads(void)
     const void *in[1] = { src };
     int i;
 
-    d.m = 64;
-    d.k = 256;
-    d.n = 192;
-    d.w = wt;
-    d.w_nk = 1;
-    d.bias = bias;
-    d.post.n = 1;
-    d.post.op[0] = po_elt(SS_DNN_GELU_ERF, 0.f, 0.f);
-    if (!ok(ss_dnn_linear_new(&d, &p, NULL) == 0, "threads: create"))
+    if (!ok(linear_elt(64, 256, 192, wt, bias, SS_DNN_GELU_ERF, &p) == 0,
+            "threads: create"))
         goto done;
     ok(run(p, in, want) == 0, "threads: reference run");
     for (i = 0; i < 2; i++) {
@@ -519,6 +530,54 @@ test_threads(void)
 done:
     ss_dnn_prim_free(p);
     ss_free(src);
+    ss_free(wt);
+    ss_free(bias);
+    ss_free(want);
+}
+
+/* A run keeps its memory objects for the next (dnnl_run.c): runs of one
+ * object on one thread, each on other buffers (inputs, output and scratch
+ * at new addresses), all right, make one set between them. */
+static void
+test_kept_mems(void)
+{
+    enum { M = 8, K = 32, N = 48, RUNS = 6 };
+    ss_dnn_prim_t *p = NULL;
+    float *wt = rnd(K * N), *bias = rnd(N), *src[RUNS], *out[RUNS];
+    float *want = zeros(M * N);
+    long made;
+    int i, bad = 0, rc = 0;
+
+    for (i = 0; i < RUNS; i++) {
+        src[i] = rnd(M * K);
+        out[i] = zeros(M * N);
+    }
+    if (!ok(linear_elt(M, K, N, wt, bias, SS_DNN_RELU, &p) == 0,
+            "kept mems: create"))
+        goto done;
+    made = atomic_load(&ss__dnn_mems_made);
+    for (i = 0; i < RUNS; i++) {
+        const void *in[1] = { src[i] };
+
+        rc |= run(p, in, out[i]);     /* fresh scratch each run */
+    }
+    is_int(rc, 0, "kept mems: %d runs", RUNS);
+    is_int((int)(atomic_load(&ss__dnn_mems_made) - made), 1,
+           "kept mems: one set of memory objects made for %d runs", RUNS);
+    for (i = 0; i < RUNS; i++) {
+        ref_linear(src[i], wt, 1, bias, want, M, K, N);
+        for (int j = 0; j < M * N; j++)
+            want[j] = want[j] > 0.f ? want[j] : 0.f;
+        bad += !check_close(out[i], want, M * N, "kept mems: a run read "
+                            "its own input and wrote its own output");
+    }
+    is_int(bad, 0, "kept mems: all %d runs right", RUNS);
+done:
+    ss_dnn_prim_free(p);
+    for (i = 0; i < RUNS; i++) {
+        ss_free(src[i]);
+        ss_free(out[i]);
+    }
     ss_free(wt);
     ss_free(bias);
     ss_free(want);
@@ -684,6 +743,7 @@ main(void)
     test_linear_is_matmul();
     test_matmul();
     test_threads();
+    test_kept_mems();
     test_errors();
     test_alloc_failures();
     bench();
