@@ -471,6 +471,14 @@ read_input(ctx_t *c, json_t *ji, int i, ss_kserve_input_t *in, ss_err_t *err)
                         "an object", in->name);
         goto done;
     }
+    if (json_object_get(jp, "shared_memory_region") != NULL) {
+        /* Triton's shared-memory extension: ignoring it would run the
+         * model on whatever "data" came along, or say "no data". */
+        rc = ss_err_set(err, SS_EUNSUPP, "input '%s': shared memory "
+                        "(shared_memory_region) is not supported; send "
+                        "\"data\" or binary data", in->name);
+        goto done;
+    }
     if (jp != NULL && (jb = json_object_get(jp, "binary_data_size")) != NULL) {
         if (!json_is_integer(jb) || json_integer_value(jb) < 0) {
             rc = ss_err_set(err, SS_EINVAL, "input '%s': binary_data_size "
@@ -643,6 +651,17 @@ read_outputs(json_t *root, ss_kserve_request_t *r, ss_err_t *err)
             rc = ss_err_set(err, SS_EINVAL, "output '%s': \"parameters\" "
                             "must be an object and binary_data a boolean",
                             name);
+            goto done;
+        }
+        /* Triton extensions that change the answer: ignored, the client
+         * would read logits as class labels, or wait on a region. */
+        if (json_object_get(jp, "classification") != NULL ||
+            json_object_get(jp, "shared_memory_region") != NULL) {
+            rc = ss_err_set(err, SS_EUNSUPP, "output '%s': %s is not "
+                            "supported", name,
+                            json_object_get(jp, "classification") ?
+                            "the classification extension" :
+                            "shared memory (shared_memory_region)");
             goto done;
         }
         for (size_t j = 0; j < i; j++) {

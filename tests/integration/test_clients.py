@@ -18,6 +18,9 @@ Inference-Header-Content-Length: a value that is not a length (empty,
 signed, past 2^63, junk after the digits) is a 400 that quotes it, like
 one that does not fit the body.
 
+Triton's extensions that would change what the answer means if ignored
+(classification, shared memory) are refused with a 400 naming them.
+
 Framing: a Transfer-Encoding other than chunked alone is answered at once
 (501 when chunked is last, 400 when it is not), and so are the headers a
 proxy in front could read differently (two Transfer-Encoding headers,
@@ -32,6 +35,7 @@ client, from 127.0.0.2 when it can be bound, sends a JSON infer every
 
 import gzip
 import http.client
+import json
 import os
 import re
 import socket
@@ -166,6 +170,37 @@ def test_header_length(d):
                bad in err,
                "Inference-Header-Content-Length %r: 400 quoting it: %s"
                % (bad, err), resp)
+
+
+def test_extensions(d):
+    with np.load(os.path.join(FIX, "mlp_op13", "batch1.npz")) as z:
+        x = z["input"]
+    base = json.loads(kserve.json_request({"input": x}))
+    cases = [
+        ("classification", "classification",
+         {"outputs": [{"name": "logits",
+                       "parameters": {"classification": 3}}]}),
+        ("an output in shared memory", "shared_memory_region",
+         {"outputs": [{"name": "logits", "parameters": {
+             "shared_memory_region": "out", "shared_memory_byte_size": 40}}]}),
+    ]
+    shm_in = json.loads(json.dumps(base))
+    shm_in["inputs"][0]["parameters"] = {"shared_memory_region": "in",
+                                         "shared_memory_byte_size": 256}
+    for name, needle, extra in cases:
+        body = dict(base, **extra)
+        st, _, resp = post(d, json.dumps(body).encode())
+        err = (json_body(resp) or {}).get("error", "")
+        tap.ok(st == 400 and needle in err, "%s: 400 naming it: %s"
+               % (name, err), resp[:200])
+    for name, body in (("an input in shared memory, with data", shm_in),
+                       ("an input in shared memory", dict(shm_in, inputs=[
+                           {k: v for k, v in shm_in["inputs"][0].items()
+                            if k != "data"}]))):
+        st, _, resp = post(d, json.dumps(body).encode())
+        err = (json_body(resp) or {}).get("error", "")
+        tap.ok(st == 400 and "shared_memory_region" in err,
+               "%s: 400 naming it: %s" % (name, err), resp[:200])
 
 
 def raw_exchange(d, data, wait=5.0):
@@ -318,6 +353,7 @@ def main():
                 test_content_encoding(d)
                 test_framing(d)
                 test_header_length(d)
+                test_extensions(d)
                 test_flood(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
