@@ -94,6 +94,11 @@ const ss_io_info_t *ss_graph_input(const ss_graph_t *g, int i);
 const ss_io_info_t *ss_graph_output(const ss_graph_t *g, int i);
 /* Bytes held by initializers (weights). */
 size_t ss_graph_weight_bytes(const ss_graph_t *g);
+/* The first node of g's top level that runs a subgraph (If, Loop, Scan),
+ * or NULL.  Its branch or trip count may depend on the values or the
+ * number of every row of a run, so the daemon does not batch such a
+ * model across requests.  Borrowed, valid while g lives. */
+const char *ss_graph_control_node(const ss_graph_t *g, const char **op);
 
 /* The memory a graph and the plans compiled from it hold now (issue 12;
  * docs/architecture.md, "Model memory").  engine_bytes: what the engine

@@ -45,6 +45,8 @@ TESTS += tests/integration/test_jobprio.py
 EXTRA_DIST += tests/integration/test_jobprio.py
 TESTS += tests/integration/test_pace.py
 EXTRA_DIST += tests/integration/test_pace.py
+TESTS += tests/integration/test_control_batch.py
+EXTRA_DIST += tests/integration/test_control_batch.py
 # 1,100 slow connections while a normal client is served (issue 10).
 TESTS += tests/integration/test_slow_clients.py
 EXTRA_DIST += tests/integration/test_slow_clients.py

@@ -199,6 +199,18 @@ ss_graph_weight_bytes(const ss_graph_t *g)
     return g->weight_bytes;
 }
 
+const char *
+ss_graph_control_node(const ss_graph_t *g, const char **op)
+{
+    for (int i = 0; i < g->n_nodes; i++)
+        if (ss__attr_graph_any(&g->nodes[i]) != NULL) {
+            if (op != NULL)
+                *op = g->nodes[i].op_type;
+            return g->nodes[i].name;
+        }
+    return NULL;
+}
+
 int
 ss_graph_set_taps(ss_graph_t *g, int n, const char *const *names,
                   ss_err_t *err)

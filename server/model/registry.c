@@ -386,14 +386,24 @@ ss__registry_files_fp(const char *dir)
 
 /* ---- loading (pool thread) --------------------------------------------- */
 
-/* A model whose graph inputs have a fixed first dim cannot batch. */
+/* A model whose graph inputs have a fixed first dim cannot batch; nor
+ * one with control flow: an If's branch or a Loop's trip count may be
+ * decided by the whole batch (x.sum() > 0, x.size(0) == 1), so one
+ * client's rows would change another's answer. */
 static int
-effective_max_batch(const ss_graph_t *g, int configured)
+effective_max_batch(const ss_graph_t *g, int configured, const char *model)
 {
     int i, n = ss_graph_num_inputs(g);
+    const char *node, *op = "";
 
     if (configured == 0)
         return 0;
+    if ((node = ss_graph_control_node(g, &op)) != NULL) {
+        ss_log_notice("model=%s runs each request on its own (max_batch_size "
+                      "0): its %s node '%s' may decide by the whole batch",
+                      model, op, node);
+        return 0;
+    }
     for (i = 0; i < n; i++) {
         const ss_io_info_t *io = ss_graph_input(g, i);
 
@@ -444,7 +454,8 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     ss_err_clear(err);
     v->weight_bytes = ss_graph_weight_bytes(v->graph);
     v->cfg.max_batch_size = effective_max_batch(v->graph,
-                                                t->cfg.max_batch_size);
+                                                t->cfg.max_batch_size,
+                                                t->model->name);
     memset(&bo, 0, sizeof(bo));
     bo.max_batch_size = v->cfg.max_batch_size;
     bo.max_queue_delay_us = v->cfg.max_queue_delay_us;
