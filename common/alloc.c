@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static atomic_long fail_after;
 
@@ -83,5 +84,22 @@ ss_aligned_alloc(size_t n)
         return NULL;
     if (posix_memalign(&p, 64, n ? n : 1) != 0)
         return NULL;
+    return p;
+}
+
+void *
+ss_aligned_alloc_huge(size_t n)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+
+    if (n < huge)
+        return ss_aligned_alloc(n);
+    if (should_fail())
+        return NULL;
+    if (posix_memalign(&p, huge, n) != 0)
+        return NULL;
+    /* advice only: without THP (or with "never") the pages stay 4 KB */
+    (void)madvise(p, n, MADV_HUGEPAGE);
     return p;
 }

@@ -671,7 +671,7 @@ pack(ss_dnn_prim_t *p, ss__dnn_arg_t *a, const dnnl_memory_desc_t *want,
         a->cmem = a->shared->cmem;
         goto set;
     }
-    if ((a->cbuf = ss_aligned_alloc(n ? n : 64)) == NULL) {
+    if ((a->cbuf = ss_aligned_alloc_huge(n ? n : 64)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "oneDNN %s: no memory for %zu bytes "
                         "of packed constants", p->what, n);
         goto done;

@@ -403,10 +403,13 @@ run_rows(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
          int64_t row0, int64_t n, ss_err_t *err)
 {
     const ss_tensor_t *x = &c->tab[st->in[0]], *y = &c->tab[st->out[0]];
-    const void *in[1];
+    const void *in[2];
     int rc;
 
     in[0] = chunk_at(p, st->in[0], x->data, row0, st->in_cols);
+    if (st->n_in > 1)   /* a batched MatMul's B (internal.h: in1_cols) */
+        in[1] = chunk_at(p, st->in[1], c->tab[st->in[1]].data, row0,
+                         st->in1_cols);
     rc = ss_dnn_run(n == st->chunk ? st->prim : st->prim_tail, c->stream, in,
                     chunk_at(p, st->out[0], y->data, row0, st->out_cols),
                     p->scratch_bytes ? c->scratch : NULL, err);
@@ -419,34 +422,35 @@ run_rows(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
 
 /* Runs chunked step s chunk by chunk, each chunk's taps after it and, when
  * the next step is chunked alike and reads this one's output (the
- * activation after a tapped GEMM), that step on the chunk too: the rows
- * stay in cache from the GEMM through the tap to the activation.  *both
- * is 1 when the next step ran here. */
+ * activation after a tapped GEMM; the Softmax and MatMul after an
+ * attention MatMul, plan_fuse_mm.c), that step on the chunk too, and so
+ * on along the chain: the rows stay in cache from step to step.  *more
+ * is the number of steps after s that ran here. */
 static int
 run_chunked(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
-            void *user, int *both, ss_err_t *err)
+            void *user, int *more, ss_err_t *err)
 {
-    const ss_step_t *st = &p->steps[s], *nx = NULL;
-    int rc = 0;
+    const ss_step_t *st = &p->steps[s];
+    int e = s, rc = 0;
 
-    if (ss__plan_chunk_pair(p, s))
-        nx = &p->steps[s + 1];
-    *both = nx != NULL;
+    while (ss__plan_chunk_pair(p, e))
+        e++;
+    *more = e - s;
     for (int64_t r0 = 0; r0 < st->rows && rc == 0; r0 += st->chunk) {
         int64_t n = st->rows - r0 < st->chunk ? st->rows - r0 : st->chunk;
         int claimed = 0;
 
-        if ((rc = run_rows(p, c, st, r0, n, err)) < 0
-            || (fn != NULL
-                && (rc = run_taps(p, c, s, r0, n, nx, &claimed, fn, user,
-                                  err)) < 0))
-            break;
-        if (nx != NULL
-            && ((!claimed && (rc = run_rows(p, c, nx, r0, n, err)) < 0)
-                || (fn != NULL
-                    && (rc = run_taps(p, c, s + 1, r0, n, NULL, NULL, fn,
-                                      user, err)) < 0)))
-            break;
+        for (int t = s; t <= e && rc == 0; t++) {
+            /* the tap before t applied t's activation: only its taps */
+            int skip = claimed;
+
+            claimed = 0;
+            if (!skip && (rc = run_rows(p, c, &p->steps[t], r0, n, err)) < 0)
+                break;
+            if (fn != NULL)
+                rc = run_taps(p, c, t, r0, n, t < e ? &p->steps[t + 1] : NULL,
+                              &claimed, fn, user, err);
+        }
     }
     return rc;
 }
@@ -510,12 +514,12 @@ run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
     for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *e = s + 1 < p->n_steps && p->steps[s + 1].tap_act
                              ? &p->steps[s + 1] : NULL;
-        int both = 0, claimed = 0;
+        int more = 0, claimed = 0;
 
         if (p->steps[s].chunk > 0) {
-            if ((rc = run_chunked(p, ctx, s, fn, user, &both, err)) < 0)
+            if ((rc = run_chunked(p, ctx, s, fn, user, &more, err)) < 0)
                 goto done;
-            s += both;
+            s += more;
             continue;
         }
         if ((rc = run_step(p, ctx, &p->steps[s], outputs, err)) < 0)

@@ -28,6 +28,8 @@
  *            plan_bf16.c          bf16 compute                 ss__plan_bf16
  *            plan_fuse.c          f32 fusion: the pass,        ss__plan_fuse
  *            plan_fuse_ops.c      its anchors                  ss__fuse_*
+ *            plan_fuse_mm.c       (batched MatMul, Softmax:
+ *                                 attention in groups)
  *            plan_fuse_move.c     (Transpose as a reorder)
  *            plan_fuse_ln.c
  *            plan_layout.c        reorders between layouts     ss__plan_layout
@@ -110,6 +112,10 @@ typedef struct ss_step {
      * chunk 0: the step runs whole. */
     int64_t chunk, rows, in_cols, out_cols;
     ss_dnn_prim_t *prim_tail;
+    /* A chunked batched MatMul's runtime B (in[1]) advances in1_cols
+     * elements per row (a batch entry) as in[0] does in_cols
+     * (plan_fuse_mm.c: attention chunks); 0: in[1] is not chunked. */
+    int64_t in1_cols;
     /* DNN steps of a tapped plan: the activation after a tap, which the
      * tap's fn may apply instead (engine.h: ss_tap_act_t; set by
      * ss__fuse_tapped_eltwise, kept by ss__plan_chunk_bufs where the run
@@ -536,7 +542,8 @@ int ss__plan_reduce_hw(const ss_plan_t *p, const ss_step_t *st);
  * binary): the source's, when dst may be written in it; else PLAIN. */
 ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 
-/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, _ln.c, _move.c) ---
+/* ---- the f32 fusion pass's anchors (plan_fuse_ops.c, _mm.c, _ln.c,
+ * _move.c) ---
  * Called by ss__plan_fuse (plan_fuse.c) only, in its table's order.  Each
  * returns 1 when it fused step s, 0 when it left it alone and < 0 on an
  * error that must stop the compile. */
@@ -563,9 +570,10 @@ int ss__fuse_transpose_reorder(ss__fz_t *fz, int s, ss_err_t *err);
  * then reads v best as NHWC (the same bytes as its output). */
 int ss__lay_transpose_reader(const ss_plan_t *p, const ss_step_t *st, int v);
 int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
-/* Plans with taps only: one-chunk buffers (plan_chunkbuf.c), before the
- * arena is laid out; whether chunked step s runs chunk by chunk together
- * with step s + 1 (its output's one reader, exec.c: run_chunked). */
+/* One-chunk buffers (plan_chunkbuf.c: tapped GEMMs, attention groups),
+ * before the arena is laid out; whether chunked step s runs chunk by
+ * chunk together with step s + 1 (its output's one reader, exec.c:
+ * run_chunked; a chain when s + 1 pairs with s + 2 in turn). */
 void ss__plan_chunk_bufs(ss_plan_t *p);
 int ss__plan_chunk_pair(const ss_plan_t *p, int s);
 /* Plans with taps only: the activation after a tapped value. */

@@ -10,6 +10,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_qdq.c engine/plan/plan_qdq.h \
 	engine/plan/plan_qdq_pool.c engine/plan/plan_bf16.c \
 	engine/plan/plan_fuse.c engine/plan/plan_fuse_ops.c \
+	engine/plan/plan_fuse_mm.c \
 	engine/plan/plan_fuse_move.c \
 	engine/plan/plan_chunkbuf.c \
 	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
@@ -63,3 +64,11 @@ tests_unit_test_slice_SOURCES = tests/unit/test_slice.c \
 	tests/unit/onnx_build.h tests/unit/plan_runs.h
 tests_unit_test_slice_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_slice_LDADD = $(SS_ENGINE_LIBS)
+
+# Attention in groups of batch entries (plan_fuse_mm.c).
+check_PROGRAMS += tests/unit/test_attn
+TESTS += tests/unit/test_attn
+tests_unit_test_attn_SOURCES = tests/unit/test_attn.c \
+	tests/unit/onnx_build.h tests/unit/plan_runs.h
+tests_unit_test_attn_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_attn_LDADD = $(SS_ENGINE_LIBS)

@@ -626,6 +626,24 @@ plan_arena(ss_plan_t *p, ss_err_t *err)
             if (p->steps[s].in[k] >= 0
                 && last[ss__plan_root(p, p->steps[s].in[k])] < s + 1)
                 last[ss__plan_root(p, p->steps[s].in[k])] = s + 1;
+    /* Along a longer chain (attention groups, plan_fuse_mm.c) every value
+     * its steps read or write is in use until the chain's last step: the
+     * next group's first step runs after that one. */
+    for (int s = 0; s < p->n_steps; s++) {
+        int e = s;
+
+        while (ss__plan_chunk_pair(p, e))
+            e++;
+        for (int t = s; e > s + 1 && t <= e; t++)
+            for (int k = 0; k < p->steps[t].n_in + p->steps[t].n_out; k++) {
+                int v = k < p->steps[t].n_in ? p->steps[t].in[k]
+                        : p->steps[t].out[k - p->steps[t].n_in];
+
+                if (v >= 0 && last[ss__plan_root(p, v)] < e)
+                    last[ss__plan_root(p, v)] = e;
+            }
+        s = e;
+    }
     /* A tapped value's bytes stay until the taps due after its last
      * reader have run (engine.h): to the first step from then on that
      * writes a tapped value.  A caller reads a MatMul's input at the tap

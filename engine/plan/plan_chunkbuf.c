@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * One-chunk buffers in tapped plans (engine.h, taps; exec.c runs them).
+ * One-chunk buffers in tapped plans (engine.h, taps; exec.c runs them)
+ * and between the steps of attention groups (plan_fuse_mm.c).
  *
  * A tapped GEMM that runs in row chunks with the activation after it
  * chunked alike (ss__fuse_linear, ss__fuse_tapped_eltwise) writes its
@@ -42,8 +43,10 @@ ss__plan_chunk_pair(const ss_plan_t *p, int s)
         || st->out[0] < 0)
         return 0;
     t = &p->steps[s + 1];
+    /* a second input is a batched MatMul's B, chunked alike */
     return t->kind == SS_STEP_DNN && t->chunk == st->chunk
-           && t->rows == st->rows && t->n_in == 1 && t->in[0] >= 0
+           && t->rows == st->rows && t->in[0] >= 0
+           && (t->n_in == 1 || (t->n_in == 2 && t->in1_cols > 0))
            && ss__plan_root(p, t->in[0]) == ss__plan_root(p, st->out[0]);
 }
 
@@ -79,20 +82,18 @@ act_ok(const ss_plan_t *p, int e, int paired)
 void
 ss__plan_chunk_bufs(ss_plan_t *p)
 {
-    for (int s = 0; p->taps && s < p->n_steps; s++) {
+    for (int s = 0; s < p->n_steps; s++) {
         const ss_step_t *st = &p->steps[s], *nx;
         int v;
         size_t es;
 
-        if (!ss__plan_chunk_pair(p, s)) {
-            if (p->steps[s].tap_act && !act_ok(p, s, 0))
-                p->steps[s].tap_act = 0;
-            continue;
-        }
-        nx = &p->steps[s + 1];
-        s++;            /* the pair runs as one (exec.c): skip its second */
-        if (p->steps[s].tap_act && !act_ok(p, s, 1))
+        /* runs with the step before it, chunk by chunk (exec.c) */
+        if (p->steps[s].tap_act
+            && !act_ok(p, s, s > 0 && ss__plan_chunk_pair(p, s - 1)))
             p->steps[s].tap_act = 0;
+        if (!ss__plan_chunk_pair(p, s))
+            continue;
+        nx = &p->steps[s + 1];
         v = ss__plan_root(p, st->out[0]);
         if (st->kind != SS_STEP_DNN || st->n_out != 1 || v != st->out[0]
             || p->vals[v].kind != SS_PV_ARENA || ss__plan_has_views(p, v)

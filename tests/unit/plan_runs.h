@@ -31,7 +31,7 @@ frand(void)
     return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
-static void
+static inline void
 init_rand(mb_t *b, const char *name, int ndim, const int64_t *dims,
           float scale)
 {
@@ -47,7 +47,7 @@ init_rand(mb_t *b, const char *name, int ndim, const int64_t *dims,
     free(v);
 }
 
-static Onnx__NodeProto *
+static inline Onnx__NodeProto *
 conv(mb_t *b, const char *name, const char *ins, const char *out,
      int64_t pad, int64_t stride, int64_t group)
 {

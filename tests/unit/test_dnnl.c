@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * oneDNN layer: inner product (Linear) and matmul against naive loops,
- * with post-op combinations; two threads sharing one object; errors; and,
+ * with post-op combinations; packed weights on huge pages; two threads
+ * sharing one object; errors; and,
  * as diagnostics only, the speed of a 256x1024x1024 Linear.
  * Tolerance: |got - want| <= 1e-5 + 1e-4 |want| per element (f32).
  */
@@ -386,6 +387,73 @@ done:
     ss_free(out1);
 }
 
+/* Bytes of this process's mappings advised as huge pages (VmFlags "hg"
+ * in /proc/self/smaps), or -1 when the file cannot be read. */
+static long long
+huge_advised(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    long long total = 0, size = 0;
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "Size: %lld kB", &size) == 1)
+            continue;
+        if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " hg") != NULL)
+            total += size << 10;
+    }
+    fclose(f);
+    return total;
+}
+
+/* Packed weights of 2 MB and more live on memory advised as transparent
+ * huge pages (common/alloc.h: ss_aligned_alloc_huge): a 1024x1024 Linear
+ * (4 MB packed) adds at least that much advised memory, and computes
+ * what the naive loop does. */
+static void
+test_huge_weights(void)
+{
+    enum { M = 3, K = 1024, N = 1024 };
+    ss_dnn_linear_desc_t d = { .m = M, .k = K, .n = N, .w_nk = 1 };
+    ss_dnn_prim_t *p = NULL;
+    ss_err_t err = { 0 };
+    float *src = rnd(M * K), *w = rnd(N * K), *want = zeros(M * N);
+    float *out = zeros(M * N);
+    const void *in[1] = { src };
+    long long before = huge_advised(), after;
+    FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char mode[128] = "";
+
+    if (thp != NULL) {
+        if (fgets(mode, sizeof(mode), thp) == NULL)
+            mode[0] = '\0';
+        fclose(thp);
+    }
+    d.w = w;
+    if (!ok(ss_dnn_linear_new(&d, &p, &err) == 0, "huge: create"))
+        goto done;
+    after = huge_advised();
+    if (before < 0 || strstr(mode, "[never]") != NULL || mode[0] == '\0')
+        tap_diag("huge: no THP here (%s): advice not checked", mode);
+    else
+        ok(after - before >= (long long)K * N * 4, "huge: the packed 4 MB "
+           "are advised as huge pages (%lld bytes more advised)",
+           after - before);
+    ref_linear(src, w, 1, NULL, want, M, K, N);
+    ok(run(p, in, out) == 0, "huge: runs");
+    check_close(out, want, M * N, "huge: 1024x1024 Linear");
+done:
+    if (err.msg[0])
+        printf("#   %s\n", err.msg);
+    ss_dnn_prim_free(p);
+    ss_free(src);
+    ss_free(w);
+    ss_free(want);
+    ss_free(out);
+}
+
 /* Two threads run one object at once, each with its own stream and
  * scratch; both must reproduce the single-threaded result exactly. */
 typedef struct worker {
@@ -740,6 +808,7 @@ main(void)
     test_linear();
     test_linear_bf16();
     test_shared_weights();
+    test_huge_weights();
     test_linear_is_matmul();
     test_matmul();
     test_threads();
