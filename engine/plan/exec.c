@@ -431,10 +431,9 @@ run_chunked(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
             void *user, int *more, ss_err_t *err)
 {
     const ss_step_t *st = &p->steps[s];
-    int e = s, rc = 0;
+    int e, rc = 0;
 
-    while (ss__plan_chunk_pair(p, e))
-        e++;
+    e = ss__plan_chunk_end(p, s);
     *more = e - s;
     for (int64_t r0 = 0; r0 < st->rows && rc == 0; r0 += st->chunk) {
         int64_t n = st->rows - r0 < st->chunk ? st->rows - r0 : st->chunk;

@@ -576,6 +576,8 @@ int ss__fuse_ln_decomposed(ss__fz_t *fz, int s, ss_err_t *err);
  * run_chunked; a chain when s + 1 pairs with s + 2 in turn). */
 void ss__plan_chunk_bufs(ss_plan_t *p);
 int ss__plan_chunk_pair(const ss_plan_t *p, int s);
+/* The last step of the chain chunked step s heads (s: none). */
+int ss__plan_chunk_end(const ss_plan_t *p, int s);
 /* Plans with taps only: the activation after a tapped value. */
 int ss__fuse_tapped_eltwise(ss__fz_t *fz, int s, ss_err_t *err);
 

@@ -630,10 +630,8 @@ plan_arena(ss_plan_t *p, ss_err_t *err)
      * its steps read or write is in use until the chain's last step: the
      * next group's first step runs after that one. */
     for (int s = 0; s < p->n_steps; s++) {
-        int e = s;
+        int e = ss__plan_chunk_end(p, s);
 
-        while (ss__plan_chunk_pair(p, e))
-            e++;
         for (int t = s; e > s + 1 && t <= e; t++)
             for (int k = 0; k < p->steps[t].n_in + p->steps[t].n_out; k++) {
                 int v = k < p->steps[t].n_in ? p->steps[t].in[k]

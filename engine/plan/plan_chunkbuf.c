@@ -83,26 +83,41 @@ void
 ss__plan_chunk_bufs(ss_plan_t *p)
 {
     for (int s = 0; s < p->n_steps; s++) {
-        const ss_step_t *st = &p->steps[s], *nx;
-        int v;
-        size_t es;
+        int e = ss__plan_chunk_end(p, s);
 
-        /* runs with the step before it, chunk by chunk (exec.c) */
-        if (p->steps[s].tap_act
-            && !act_ok(p, s, s > 0 && ss__plan_chunk_pair(p, s - 1)))
+        if (e == s && p->steps[s].tap_act && !act_ok(p, s, 0))
             p->steps[s].tap_act = 0;
-        if (!ss__plan_chunk_pair(p, s))
-            continue;
-        nx = &p->steps[s + 1];
-        v = ss__plan_root(p, st->out[0]);
-        if (st->kind != SS_STEP_DNN || st->n_out != 1 || v != st->out[0]
-            || p->vals[v].kind != SS_PV_ARENA || ss__plan_has_views(p, v)
-            || nx->in_cols != st->out_cols || readers(p, v) != 1)
-            continue;
-        es = ss_dtype_size(p->vals[v].t.dtype);
-        if ((size_t)(st->chunk * st->out_cols) * es >= p->vals[v].bytes)
-            continue;
-        p->vals[v].bytes = (size_t)(st->chunk * st->out_cols) * es;
-        p->vals[v].one_chunk = 1;
+        for (int t = s; t < e; t++) {
+            const ss_step_t *st = &p->steps[t], *nx = &p->steps[t + 1];
+            int v = ss__plan_root(p, st->out[0]);
+            size_t es;
+
+            /* runs with the step before it, chunk by chunk (exec.c) */
+            if (nx->tap_act && !act_ok(p, t + 1, 1))
+                p->steps[t + 1].tap_act = 0;
+            if (st->kind != SS_STEP_DNN || st->n_out != 1 || v != st->out[0]
+                || p->vals[v].kind != SS_PV_ARENA || ss__plan_has_views(p, v)
+                || nx->in_cols != st->out_cols || readers(p, v) != 1)
+                continue;
+            es = ss_dtype_size(p->vals[v].t.dtype);
+            if ((size_t)(st->chunk * st->out_cols) * es >= p->vals[v].bytes)
+                continue;
+            p->vals[v].bytes = (size_t)(st->chunk * st->out_cols) * es;
+            p->vals[v].one_chunk = 1;
+        }
+        s = e;
     }
+}
+
+int
+ss__plan_chunk_end(const ss_plan_t *p, int s)
+{
+    int e = s;
+
+    /* A tap after a tapped GEMM reads the GEMM's whole input (its rows
+     * at their places): in a tapped plan a pair's second step heads no
+     * chain, so its output stays whole for the next GEMM's tap. */
+    while (ss__plan_chunk_pair(p, e) && (e == s || !p->taps))
+        e++;
+    return e;
 }
