@@ -248,7 +248,8 @@ int ss__svd_factor(const float *a, int64_t m, int64_t n, double energy,
                    double ratio, int64_t *r, float **A, float **B,
                    ss_err_t *err);
 /* Replaces 2-D conv layer l by the cheaper of its channel and spatial
- * factorizations (lowrank_conv.c) when one costs fewer multiply-adds;
+ * factorizations (lowrank_conv.c) when one costs at most 1/2 (channel)
+ * or 1/3 (spatial) of its multiply-adds;
  * info gets "factorization", "rank" and the costs, and nothing when the
  * layer was kept. */
 int ss__lowrank_conv(ss_graph_t *g, const ss__layer_t *l, double energy,

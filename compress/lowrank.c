@@ -272,11 +272,12 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     if (done_n == 0)
         json_object_set_new(note, "reason", json_string(n == 0
             ? "no MatMul, Gemm or Conv with a constant weight"
-            : "at this energy/ratio no layer's factors cost fewer "
-              "multiply-adds than the layer"));
+            : "at this energy/ratio no layer's factors save enough "
+              "multiply-adds (see the layers' ranks)"));
     json_object_set_new(note, "note", json_string(
         "rank 0: the layer was kept (its factors cost at least its "
-        "multiply-adds: r(m+n) >= mn, for a conv per output pixel)"));
+        "multiply-adds: r(m+n) >= mn; a conv's more than 1/2 of them as "
+        "channel factors, 1/3 as spatial ones)"));
     rc = 0;
 done:
     json_decref(arr);

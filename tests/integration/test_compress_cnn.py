@@ -199,9 +199,10 @@ def test_prune(tmp):
 
 def test_lowrank(tmp):
     p = params()
-    # conv1 and conv2 of channel rank 2: 3x3 [O, I*9] = A [O, 2] B [2, I*9]
-    for k, (o, i) in (("wc1", (8, 4)), ("wc2", (4, 8))):
-        a, b = RNG.uniform(-1, 1, (o, 2)), RNG.uniform(-0.5, 0.5, (2, i * 9))
+    # conv1 of channel rank 2, conv2 of rank 1: 3x3 [O, I*9] = A [O, r]
+    # B [r, I*9] (conv2 has 4 outputs: rank 2 would save only half)
+    for k, (o, i, r) in (("wc1", (8, 4, 2)), ("wc2", (4, 8, 1))):
+        a, b = RNG.uniform(-1, 1, (o, r)), RNG.uniform(-0.5, 0.5, (r, i * 9))
         p[k] = (a @ b).reshape(o, i, 3, 3).astype(np.float32)
     p["wc1"] = np.concatenate([p["wc1"]] * 4)      # 32 outputs, rank 2
     p["bc1"] = np.concatenate([p["bc1"]] * 4)
@@ -215,7 +216,7 @@ def test_lowrank(tmp):
                             "gate": {"min_agreement": 0.0},
                             "activate": True})
         job = d.wait_job(js.get("job", 0), timeout=300)
-        tap.eq(job.get("state"), "succeeded", "lowrank on rank-2 convs (%s)"
+        tap.eq(job.get("state"), "succeeded", "lowrank on low-rank convs (%s)"
                % job.get("error", ""))
         res = job.get("result") or {}
         layers = {e["layer"]: e for e in
@@ -224,7 +225,7 @@ def test_lowrank(tmp):
                 ("c1", "c2")], ["channel", "channel"],
                "conv1 and conv2: channel factorization")
         tap.eq([(layers.get(n) or {}).get("rank") for n in ("c1", "c2")],
-               [2, 2], "at rank 2")
+               [2, 1], "at ranks 2 and 1")
         nodes = weights(root, res.get("version")) if res else {}
         tap.ok("c1/lowrank_a" in nodes and "c1/lowrank_b" in nodes
                and "c1" not in nodes, "c1 became two convs")
