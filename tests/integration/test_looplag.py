@@ -330,24 +330,31 @@ def main():
         # no run-queue wait inside the guest) reads as a stall on every
         # loop and on the control alike, but the control, ticking at its
         # own phase, catches a short pause only when it was due inside
-        # it.  So: over 5 ms, at most one tick per loop more than the
-        # control saw; over 10 ms (the target plus that margin), none
-        # unless the control saw as many.
+        # it, and sees it shortened by its phase.  So: over 5 ms, at most
+        # one tick per loop more than the control saw; over 10 ms (the
+        # target plus that margin), none unless the control saw as many,
+        # or one when the loop's longest stall is within the control's
+        # longest plus 2 ms of timer granularity (CI once saw a 10.0 ms
+        # stall on one loop and 8.5 ms on the control, the ASan run of
+        # the same commit clean).
         c5 = ctl.stalls_over(cb, cc, 0.005)
         c10 = ctl.stalls_over(cb, cc, 0.010)
+        cmax = ctl.max_stall(cb, cc)
         o10 = {lp: int((sb[lp].get("count", 0) - sa[lp].get("count", 0)) -
                        (sb[lp].get("0.01", 0) - sa[lp].get("0.01", 0)))
                for lp in LOOPS}
         tap.diag("control process: %d stalls over 5 ms, %d over 10 ms "
                  "busy (longest %.1f ms)" % (c5, c10,
-                                             1e3 * ctl.max_stall(cb, cc)))
+                                             1e3 * cmax))
         desc = ("no loop stalled over 5 ms of its own while the job, "
                 "reloads and activations ran (over 5 ms: %s; over 10 ms: "
                 "%s; the control process: %d, %d)"
                 % ([ws[lp][1] for lp in LOOPS], [o10[lp] for lp in LOOPS],
                    c5, c10))
         held = all(ws[lp][0] > 20 * busy and ws[lp][1] <= c5 + 1 and
-                   o10[lp] <= c10 for lp in LOOPS)
+                   (o10[lp] <= c10 or (o10[lp] == 1 and
+                                       smx.get(lp, 1) <= cmax + 0.002))
+                   for lp in LOOPS)
         if tsan_build():
             # ThreadSanitizer's runtime can hold up every thread of the
             # process at once (its own locks; its shadow memory, four
