@@ -9,7 +9,8 @@ noinst_LIBRARIES += compress/libsscompress.a
 compress_libsscompress_a_SOURCES = \
 	compress/compress.h compress/internal.h \
 	compress/compress.c compress/eval.c compress/layers.c \
-	compress/quant.c compress/calib_mse.c compress/prune_int.h compress/prune.c \
+	compress/quant.c compress/quant_calib.c compress/quant_int.h \
+	compress/calib_mse.c compress/prune_int.h compress/prune.c \
 	compress/prune_cut.c compress/prune_heads.c compress/lowrank.c \
 	compress/lowrank_conv.c compress/prune_flat.c \
 	compress/params.c compress/params_json.c compress/finetune.c \

@@ -6,12 +6,9 @@
  * DESIGN: BatchNormalizations after Convs are folded into them first (as
  * quantization tools do: the int8 Conv carries the BN in its scales and
  * the engine sees a plain Conv).  The layers are the MatMul/Gemm/Conv
- * nodes with a constant weight (layers.c).  Calibration clones the f32 graph, makes the
- * activation input of every layer an extra output, and runs it over the
- * calibration set: min/max per tensor, and for the percentile method a
- * second pass that fills a histogram of |x| (2048 bins up to the max) and
- * clips at the asked percentile; for "mse" a second pass that scores
- * clips by the error of the layers reading the tensor (calib_mse.c).  Activations are quantized per tensor,
+ * nodes with a constant weight (layers.c).  Calibration (quant_calib.c)
+ * runs the f32 graph over the calibration set for each activation's
+ * range: min/max, percentile or mse.  Activations are quantized per tensor,
  * symmetric, zero point 0 (oneDNN's fast kernels want fixed, per-tensor
  * scales and no zero point on the weights): s8, or u8 when the
  * calibrated minimum is >= 0 (after a ReLU: one more bit for free, and
@@ -43,39 +40,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "compress/internal.h"
-
-#define HIST_BINS 2048
-
-typedef struct qact {
-    int value;          /* activation value id in the f32 graph */
-    float lo, hi;       /* calibrated range */
-    float absmax;       /* clip point */
-    double *hist;
-    double count;
-    double total;       /* values seen by the min/max pass */
-    ss__mse_t *mse;     /* calibration "mse" (calib_mse.c) */
-} qact_t;
-
-typedef struct qlayer {
-    ss__layer_t l;
-    int act;            /* index into the qact array */
-    char *label;
-    double err;         /* own damage; < 0 until measured */
-    bool on;
-    float *wscale;      /* per output channel, learned by qat (LSQ);
-                         * owned; NULL: max|w| / 127 of the weight */
-} qlayer_t;
-
-typedef struct ss__qplan {
-    ss__cx_t *cx;
-    const ss_method_t *m;
-    const ss_graph_t *g;        /* the f32 graph */
-    int n_layers;
-    qlayer_t *layers;
-    int n_acts;
-    qact_t *acts;
-} qstate_t;
+#include "compress/quant_int.h"
 
 int
 ss__quantize_weight(const float *w, int ndim, const int64_t *dims, int axis,
@@ -205,146 +170,6 @@ qstate_init(qstate_t *s, ss__cx_t *cx, const ss_method_t *m,
     }
 done:
     ss_free(l);
-    return rc;
-}
-
-/* Activation k's clip search (calib_mse.c), t its first output. */
-static int
-mse_start(qstate_t *s, int k, const ss_tensor_t *t, ss_err_t *err)
-{
-    const ss__layer_t *readers[64];
-    qact_t *a = &s->acts[k];
-    int n = 0;
-
-    for (int i = 0; i < s->n_layers && n < 64; i++)
-        if (s->layers[i].act == k)
-            readers[n++] = &s->layers[i].l;
-    return ss__mse_new(s->g, readers, n, t, a->absmax, a->lo >= 0.0f,
-                       a->total, &a->mse, err);
-}
-
-/* One pass over the calibration set: min/max (pass 0), histogram (1) or
- * the clip search (2). */
-static int
-calib_pass(qstate_t *s, ss__runner_t *r, int pass, ss_err_t *err)
-{
-    const ss_dataset_t *ds = s->cx->calib;
-    int base = s->g->n_outputs, k, rc = 0;
-    ss_tensor_t *views = NULL;
-    int64_t r0, n, i;
-
-    if ((views = ss_calloc((size_t)ds->n_inputs + 1, sizeof(*views)))
-        == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory to calibrate");
-    for (r0 = 0; r0 < ds->rows; r0 += n) {
-        const ss_tensor_t *o;
-
-        if ((rc = ss__cx_cancelled(s->cx)) < 0) {
-            ss_err_set(err, rc, "cancelled");
-            goto done;
-        }
-        n = ds->rows - r0 < SS__CX_CHUNK ? ds->rows - r0 : SS__CX_CHUNK;
-        ss__dataset_slice(ds, r0, n, views);
-        if ((rc = ss__runner_run(r, views, &o, err)) < 0)
-            goto done;
-        for (k = 0; k < s->n_acts; k++) {
-            const ss_tensor_t *t = &o[base + k];
-            const float *v = t->data;
-            int64_t numel = ss_tensor_numel(t);
-            qact_t *a = &s->acts[k];
-
-            if (t->dtype != SS_DTYPE_F32) {
-                rc = ss_err_set(err, SS_EUNSUPP, "layer input '%s' is not "
-                                "f32", s->g->values[a->value].name);
-                goto done;
-            }
-            if (pass == 2) {
-                if (a->mse == NULL && (rc = mse_start(s, k, t, err)) < 0)
-                    goto done;
-                ss__mse_add(a->mse, t);
-                continue;
-            }
-            a->total += pass == 0 ? (double)numel : 0.0;
-            for (i = 0; i < numel; i++) {
-                if (pass == 0) {
-                    if (v[i] < a->lo)
-                        a->lo = v[i];
-                    if (v[i] > a->hi)
-                        a->hi = v[i];
-                } else if (a->absmax > 0.0f) {
-                    int64_t b = (int64_t)(fabsf(v[i]) / a->absmax
-                                          * HIST_BINS);
-
-                    a->hist[b >= HIST_BINS ? HIST_BINS - 1 : b] += 1.0;
-                    a->count += 1.0;
-                }
-            }
-        }
-    }
-done:
-    ss_free(views);
-    return rc;
-}
-
-static int
-calibrate(qstate_t *s, ss_err_t *err)
-{
-    ss_graph_t *c = NULL;
-    ss__runner_t r = {0};
-    int k, rc;
-
-    ss__cx_progress(s->cx, 0.0, "ptq: calibrating");
-    if ((rc = ss_graph_clone(s->g, &c, err)) < 0)
-        goto done;
-    for (k = 0; k < s->n_acts; k++)
-        if ((rc = ss_graph_add_output(c, s->acts[k].value, err)) < 0)
-            goto done;
-    if ((rc = ss_graph_finalize(c, err)) < 0
-        || (rc = ss__runner_init(&r, c, s->cx->ctl->threads, err)) < 0
-        || (rc = calib_pass(s, &r, 0, err)) < 0)
-        goto done;
-    for (k = 0; k < s->n_acts; k++) {
-        qact_t *a = &s->acts[k];
-
-        a->absmax = fmaxf(fabsf(a->lo), fabsf(a->hi));
-        if (!isfinite(a->absmax)) {
-            rc = ss_err_set(err, SS_EINVAL, "calibration: '%s' is not "
-                            "finite", s->g->values[a->value].name);
-            goto done;
-        }
-    }
-    if (s->m->u.ptq.calib == SS_CALIB_PERCENTILE) {
-        for (k = 0; k < s->n_acts; k++)
-            if ((s->acts[k].hist = ss_calloc(HIST_BINS, sizeof(double)))
-                == NULL) {
-                rc = ss_err_set(err, SS_ENOMEM, "no memory to calibrate");
-                goto done;
-            }
-        if ((rc = calib_pass(s, &r, 1, err)) < 0)
-            goto done;
-        for (k = 0; k < s->n_acts; k++) {
-            qact_t *a = &s->acts[k];
-            double want = a->count * s->m->u.ptq.percentile / 100.0, acc = 0;
-            int b;
-
-            for (b = 0; b < HIST_BINS - 1; b++) {
-                acc += a->hist[b];
-                if (acc >= want)
-                    break;
-            }
-            a->absmax = a->absmax * (float)(b + 1) / HIST_BINS;
-        }
-    } else if (s->m->u.ptq.calib == SS_CALIB_MSE) {
-        if ((rc = calib_pass(s, &r, 2, err)) < 0)
-            goto done;
-        for (k = 0; k < s->n_acts; k++)
-            if (s->acts[k].mse != NULL)
-                s->acts[k].absmax = ss__mse_clip(s->acts[k].mse);
-    }
-    rc = 0;
-done:
-    ss__runner_close(&r);
-    ss_graph_free(c);
     return rc;
 }
 
@@ -686,7 +511,7 @@ ss__ptq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *note,
             "quantize"));
         goto done;
     }
-    if ((rc = calibrate(&s, err)) < 0)
+    if ((rc = ss__quant_calibrate(&s, err)) < 0)
         goto done;
     for (;;) {
         int worst = -1;
@@ -754,7 +579,7 @@ ss__qplan_new(ss__cx_t *cx, const ss_method_t *m, const ss_graph_t *g,
     if ((s = ss_calloc(1, sizeof(*s))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for quantization");
     if ((rc = qstate_init(s, cx, m, g, err)) < 0
-        || (s->n_layers > 0 && (rc = calibrate(s, err)) < 0)) {
+        || (s->n_layers > 0 && (rc = ss__quant_calibrate(s, err)) < 0)) {
         ss__qplan_free(s);
         return rc;
     }

@@ -3,7 +3,8 @@
 #define SS_ENGINE_ONNX_INT_H
 
 /*
- * Shared between the ONNX importer's files (onnx.c, onnx_tensor.c).
+ * Shared between the ONNX importer's files (onnx.c, onnx_ops.c,
+ * onnx_tensor.c, onnx_strip.c).
  *
  * THREADS: [any]; an import context belongs to one load call.
  */
@@ -70,6 +71,23 @@ void ss__onnx_realign(ss__onnx_ctx_t *cx, const Onnx__GraphProto *gp,
  * what names it in messages ("initializer 'w'"). */
 int ss__onnx_tensor(ss__onnx_ctx_t *cx, const Onnx__TensorProto *tp,
                     const char *what, ss_tensor_t **out, ss_err_t *err);
+
+/* What the import accepts (onnx_ops.c).  "'name'" or "#idx" into buf. */
+void ss__onnx_node_label(const Onnx__NodeProto *np, size_t idx, char *buf,
+                         size_t len);
+/* Whether d names the default ONNX domain ("", NULL or "ai.onnx"). */
+int ss__onnx_default_domain(const char *d);
+/* np's op as the engine registers it: "<domain>.<op_type>" outside the
+ * default domain (into buf), else its op_type. */
+const char *ss__onnx_qualified(const Onnx__NodeProto *np, char *buf,
+                               size_t len);
+/* Fails naming every node of gp whose op the engine has no kernel for
+ * (source and g->opset in the message). */
+int ss__onnx_check_ops(const Onnx__GraphProto *gp, const ss_graph_t *g,
+                       const char *source, ss_err_t *err);
+/* Sets g->opset from m's default-domain import; fails outside 1..17. */
+int ss__onnx_check_opset(const Onnx__ModelProto *m, ss_graph_t *g,
+                         const char *source, ss_err_t *err);
 
 /* Imports the model in buf (len bytes) named source (messages); dir is
  * where its external data lies (NULL: refused), map buf's file mapping

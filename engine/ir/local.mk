@@ -8,7 +8,8 @@ noinst_LIBRARIES += engine/ir/libssir.a
 engine_ir_libssir_a_SOURCES = \
 	engine/engine.h engine/ir/ir.h engine/ir/internal.h \
 	engine/ir/dtype_size.h engine/ir/dtype.c engine/ir/graph.c \
-	engine/ir/onnx.c engine/ir/onnx_file.c engine/ir/toposort.c \
+	engine/ir/onnx.c engine/ir/onnx_ops.c engine/ir/onnx_file.c \
+	engine/ir/toposort.c \
 	engine/ir/onnx_tensor.c engine/ir/onnx_strip.c \
 	engine/ir/inputs.c \
 	engine/ir/valcheck.c engine/ir/opset.c engine/ir/bind.c \

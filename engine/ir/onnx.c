@@ -5,9 +5,9 @@
  * DESIGN: the file is parsed whole by protobuf-c (code generated at build
  * time from engine/ir/onnx.proto), with the project's allocator so allocation
  * failures are injectable.  Then, in order: the default-domain opset must be
- * 1..17; every node's op must have a kernel (one error lists them all, and
- * nothing is built); values are created for graph inputs, initializers and
- * node outputs, each name exactly once; Constant nodes turn into constant
+ * 1..17; every node's op must have a kernel (onnx_ops.c: one error lists
+ * them all, and nothing is built); values are created for graph inputs,
+ * initializers and node outputs, each name exactly once; Constant nodes turn into constant
  * values and vanish; node inputs and graph outputs are resolved by name
  * (a dangling name is an error); nodes are put in topological order (a
  * cycle is an error); last, each node's op version must be one the
@@ -115,68 +115,6 @@ typedef struct import {
     ss_graph_t *root;           /* the model's graph */
 } import_t;
 
-static void
-node_label(const Onnx__NodeProto *np, size_t idx, char *buf, size_t len)
-{
-    if (np->name != NULL && np->name[0] != '\0')
-        snprintf(buf, len, "'%s'", np->name);
-    else
-        snprintf(buf, len, "#%zu", idx);
-}
-
-static int
-is_default_domain(const char *d)
-{
-    return d == NULL || d[0] == '\0' || strcmp(d, "ai.onnx") == 0;
-}
-
-static int
-constant_supported(const Onnx__NodeProto *np)
-{
-    static const char *const ok_attrs[] = {
-        "value", "value_float", "value_floats", "value_int", "value_ints"
-    };
-
-    if (np->n_attribute != 1 || np->n_output != 1)
-        return 0;
-    for (size_t i = 0; i < sizeof(ok_attrs) / sizeof(ok_attrs[0]); i++)
-        if (strcmp(nz(np->attribute[0]->name), ok_attrs[i]) == 0)
-            return 1;
-    return 0;
-}
-
-/* Ops of another domain that the engine has a kernel for are registered,
- * and kept in the graph, as "<domain>.<op_type>" (com.microsoft.MoE), so
- * that a name never means two ops; the node's domain is kept too, for
- * the exporter. */
-static const char *
-qualified(const Onnx__NodeProto *np, char *buf, size_t len)
-{
-    if (is_default_domain(np->domain))
-        return nz(np->op_type);
-    snprintf(buf, len, "%s.%s", nz(np->domain), nz(np->op_type));
-    return buf;
-}
-
-static int
-op_supported(const Onnx__NodeProto *np)
-{
-    const char *op = nz(np->op_type);
-    char q[160];
-
-    if (!is_default_domain(np->domain))
-        return ss__op_find(qualified(np, q, sizeof(q))) != NULL;
-    if (strcmp(op, "Constant") == 0)
-        return constant_supported(np);
-    /* the plan handles these itself */
-    if (strcmp(op, "Identity") == 0 || strcmp(op, "Dropout") == 0
-        || strcmp(op, "Shape") == 0 || strcmp(op, "Size") == 0
-        || strcmp(op, "If") == 0 || strcmp(op, "Loop") == 0
-        || strcmp(op, "Scan") == 0)
-        return 1;
-    return ss__op_find(op) != NULL;
-}
-
 /* The name of output k of node i: NULL when omitted.  RNN, GRU and LSTM
  * may omit Y (output 0) and keep Y_h; their kernels compute Y anyway, so
  * it gets a value of its own, named "ss:<op>#<node index>:Y", that
@@ -189,73 +127,12 @@ out_name(const Onnx__NodeProto *np, size_t i, size_t k, char *buf,
 
     if (np->output[k][0] != '\0')
         return np->output[k];
-    if (k != 0 || !is_default_domain(np->domain)
+    if (k != 0 || !ss__onnx_default_domain(np->domain)
         || (strcmp(op, "RNN") != 0 && strcmp(op, "GRU") != 0
             && strcmp(op, "LSTM") != 0))
         return NULL;
     snprintf(buf, len, "ss:%s#%zu:Y", op, i);
     return buf;
-}
-
-/* One message for every unsupported op, so a user fixes them in one go. */
-static int
-check_ops(import_t *im, ss_err_t *err)
-{
-    char msg[SS_ERR_MSG_MAX], label[96];
-    size_t off = 0, n_bad = 0, n_listed = 0;
-    int n;
-
-    msg[0] = '\0';
-    for (size_t i = 0; i < im->gp->n_node; i++) {
-        const Onnx__NodeProto *np = im->gp->node[i];
-
-        if (op_supported(np))
-            continue;
-        n_bad++;
-        node_label(np, i, label, sizeof(label));
-        n = snprintf(msg + off, sizeof(msg) - off, "%s%s%s%s (node %s)",
-                     n_listed ? ", " : "",
-                     is_default_domain(np->domain) ? "" : nz(np->domain),
-                     is_default_domain(np->domain) ? "" : "::",
-                     nz(np->op_type), label);
-        if (n > 0 && (size_t)n < sizeof(msg) - off - 48) {
-            off += (size_t)n;
-            n_listed++;
-        } else {
-            msg[off] = '\0';
-        }
-    }
-    if (n_bad == 0)
-        return 0;
-    if (n_listed < n_bad)
-        snprintf(msg + off, sizeof(msg) - off, " and %zu more",
-                 n_bad - n_listed);
-    return ss_err_set(err, SS_EUNSUPP, "%s (opset %d): unsupported op%s: %s",
-                      im->cx.source, im->g->opset, n_bad > 1 ? "s" : "", msg);
-}
-
-static int
-check_opset(import_t *im, const Onnx__ModelProto *m, ss_err_t *err)
-{
-    int64_t v = -1;
-
-    for (size_t i = 0; i < m->n_opset_import; i++) {
-        const Onnx__OperatorSetIdProto *o = m->opset_import[i];
-
-        if (is_default_domain(o->domain))
-            v = o->has_version ? o->version : -1;
-    }
-    if (v < 0)
-        return ss_err_set(err, SS_EBADMODEL, "%s: imports no version of the "
-                          "default ONNX opset", im->cx.source);
-    /* Below 7, only nodes whose version opset 7 has too run: opset.c */
-    if (v < 1 || v > 17)
-        return ss_err_set(err, SS_EUNSUPP, "%s: opset %lld of the default "
-                          "ONNX domain is not supported (7 to 17 are, and "
-                          "older models whose ops opset 7 still has)",
-                          im->cx.source, (long long)v);
-    im->g->opset = (int)v;
-    return 0;
 }
 
 /* Adds a value named name; fails when the name is taken. */
@@ -538,7 +415,7 @@ make_values(import_t *im, ss_err_t *err)
                 goto done;
         }
         if (strcmp(nz(np->op_type), "Constant") == 0) {
-            node_label(np, i, label, sizeof(label));
+            ss__onnx_node_label(np, i, label, sizeof(label));
             if (np->output[0][0] == '\0') {
                 rc = ss_err_set(err, SS_EBADMODEL, "%s: Constant %s has no "
                                 "output name", im->cx.source, label);
@@ -629,12 +506,12 @@ make_nodes(import_t *im, ss_err_t *err)
         if (strcmp(nz(np->op_type), "Constant") == 0)
             continue;
         n = &g->nodes[g->n_nodes++];
-        node_label(np, i, label, sizeof(label));
+        ss__onnx_node_label(np, i, label, sizeof(label));
         snprintf(ctx, sizeof(ctx), "node %s (%s)", label, nz(np->op_type));
         if ((n->name = ss_strdup(nz(np->name))) == NULL
-            || (n->op_type = ss_strdup(qualified(np, qname,
+            || (n->op_type = ss_strdup(ss__onnx_qualified(np, qname,
                                                  sizeof(qname)))) == NULL
-            || (n->domain = ss_strdup(is_default_domain(np->domain)
+            || (n->domain = ss_strdup(ss__onnx_default_domain(np->domain)
                                       ? "" : np->domain)) == NULL
             || (np->n_input > 0
                 && (n->inputs = ss_calloc(np->n_input, sizeof(int))) == NULL)
@@ -785,7 +662,8 @@ import_sub(import_t *im, const Onnx__GraphProto *gp, const char *label,
     g->n_values = im->root->n_values;
     g->opset = im->root->opset;
     sub.g = g;
-    if ((rc = check_ops(&sub, err)) < 0 || (rc = make_values(&sub, err)) < 0
+    if ((rc = ss__onnx_check_ops(sub.gp, sub.g, sub.cx.source, err)) < 0
+        || (rc = make_values(&sub, err)) < 0
         || (rc = make_nodes(&sub, err)) < 0
         || (rc = ss__ir_sort_nodes(sub.g, sub.cx.source, err)) < 0
         || (rc = make_outputs(&sub, err)) < 0
@@ -871,14 +749,15 @@ ss__onnx_load(const void *buf, size_t len, const char *source,
                         "(truncated or corrupt protobuf)", source);
         goto done;
     }
-    if ((rc = check_opset(&im, m, err)) < 0)
+    if ((rc = ss__onnx_check_opset(m, im.g, im.cx.source, err)) < 0)
         goto done;
     if ((im.gp = m->graph) == NULL) {
         rc = ss_err_set(err, SS_EBADMODEL, "%s: the model has no graph",
                         source);
         goto done;
     }
-    if ((rc = check_ops(&im, err)) < 0 || (rc = check_counts(&im, im.gp, err)) < 0)
+    if ((rc = ss__onnx_check_ops(im.gp, im.g, im.cx.source, err)) < 0
+        || (rc = check_counts(&im, im.gp, err)) < 0)
         goto done;
     if (im.st.refs != NULL && im.st.n_refs != im.gp->n_initializer) {
         rc = ss_err_set(err, SS_EBADMODEL, "%s: %zu initializers, but %zu "

@@ -19,7 +19,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_threads.c \
 	engine/plan/pass_moe.c engine/plan/moe_step.c \
 	engine/plan/plan_ctrl.c engine/plan/plan_ctrl.h \
-	engine/plan/plan_ctrl_scan.c
+	engine/plan/plan_ctrl_loop.c engine/plan/plan_ctrl_scan.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 
 # What a program that runs models links, in order.

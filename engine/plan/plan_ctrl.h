@@ -72,6 +72,15 @@ int ss__ctrl_buf(const struct ss__ctrl *c, void **buf, size_t *cap,
                  ss_tensor_t **ins, ss_tensor_t **outs, char **carried,
                  ss_err_t *err);
 
+/* Node n's name, or its op when it has none (messages). */
+const char *ss__ctrl_label(const ss_node_t *n);
+
+/* Loop (plan_ctrl_loop.c). */
+int ss__ctrl_loop(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
+int ss__ctrl_run_loop(const struct ss__ctrl *c, ss_tensor_t *tab,
+                      ss_exec_ctx_t *sub, ss_tensor_t *ins,
+                      ss_tensor_t *outs, char *carried, ss_err_t *err);
+
 /* Scan (plan_ctrl_scan.c). */
 int ss__ctrl_scan(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
 int ss__ctrl_run_scan(const struct ss__ctrl *c, ss_tensor_t *tab,
