@@ -17,6 +17,8 @@ compress_libsscompress_a_SOURCES = \
 	compress/distill.c compress/distill_layers.c compress/qat.c \
 	compress/search.h compress/search_int.h compress/search.c \
 	compress/search_cfg.c compress/search_mask.c compress/moefy.c \
+	compress/moefy_int.h compress/moefy_router.c \
+	compress/moefy_graph.c \
 	compress/lora.c
 compress_libsscompress_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(LAPACKE_CFLAGS) $(ZLIB_CFLAGS)
