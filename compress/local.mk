@@ -16,7 +16,8 @@ compress_libsscompress_a_SOURCES = \
 	compress/params.c compress/params_json.c compress/finetune.c \
 	compress/distill.c compress/distill_layers.c compress/qat.c \
 	compress/search.h compress/search_int.h compress/search.c \
-	compress/search_cfg.c compress/search_mask.c compress/moefy.c \
+	compress/search_phase.c compress/search_cfg.c compress/search_mask.c \
+	compress/moefy.c \
 	compress/moefy_int.h compress/moefy_router.c \
 	compress/moefy_graph.c \
 	compress/lora.c

@@ -159,4 +159,31 @@ bool ss__s_cfg_empty(const ss__scfg_t *cfg);
 uint64_t ss__s_rand(ss__search_t *s);
 double ss__s_gauss(ss__search_t *s);
 
+
+/* Whether the options o allow method kind k. */
+#define SS__S_HAS(o, k) (((o)->methods >> (k)) & 1u)
+
+/* Trials (search.c).  ss__s_trial builds and measures cfg as the next
+ * trial: its index, or SS_ECANCELED (stop; the trial is lost) or
+ * SS_ENOMEM.  ss__s_propose measures cfg unless seen or hopeless against
+ * its prediction from trial `anchor`: 1 when it became the best, else 0,
+ * or SS_ECANCELED / SS_ENOMEM.  ss__s_report sends the state to the
+ * caller's on_update. */
+int ss__s_trial(ss__search_t *s, const ss__scfg_t *cfg, double predicted,
+                ss_err_t *err);
+int ss__s_propose(ss__search_t *s, const ss__scfg_t *cfg, int anchor,
+                  ss_err_t *err);
+void ss__s_report(ss__search_t *s);
+
+/* The phases (search_phase.c), in search.c's order; each returns 0 or
+ * SS_ECANCELED / SS_ENOMEM. */
+int ss__s_phase_single(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_sensitivity(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_combine(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_refine(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_finetune(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_mask(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_distill(ss__search_t *s, ss_err_t *err);
+int ss__s_phase_confirm(ss__search_t *s, ss_err_t *err);
+
 #endif
