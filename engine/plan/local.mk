@@ -17,7 +17,8 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
 	engine/plan/plan_edit.c engine/plan/plan_slice.c \
 	engine/plan/plan_threads.c \
-	engine/plan/pass_moe.c engine/plan/moe_step.c \
+	engine/plan/pass_moe.c engine/plan/pass_moe_int.h \
+	engine/plan/pass_moe_match.c engine/plan/moe_step.c \
 	engine/plan/plan_ctrl.c engine/plan/plan_ctrl.h \
 	engine/plan/plan_ctrl_loop.c engine/plan/plan_ctrl_scan.c
 engine_plan_libssplan_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
