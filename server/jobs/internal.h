@@ -158,6 +158,12 @@ int ss__jobs_write_version(ss_jobs_t *js, ss__job_t *j,
                            const ss_graph_t *graph, json_t *variant,
                            bool stop_on_cancel, int64_t *version,
                            ss_err_t *err);
+/* Writes adapter a into the active version's adapters/ folder (replacing
+ * one of that name atomically) and loads it where the version serves
+ * adapters; result gets "adapter" and "loaded". */
+int ss__jobs_write_adapter(ss_jobs_t *js, ss__job_t *j,
+                           const ss_lora_adapter_t *a, json_t *result,
+                           ss_err_t *err);
 /* After a version was written: hands it to the loop for activation when
  * the job asked, else ends the job as succeeded; takes result. */
 void ss__jobs_written(ss_jobs_t *js, ss__job_t *j, json_t *result,

@@ -5,6 +5,7 @@
 noinst_LIBRARIES += server/jobs/libssjobs.a
 server_jobs_libssjobs_a_SOURCES = \
 	server/jobs/jobs.c server/jobs/jobs.h server/jobs/internal.h \
+	server/jobs/jobs_data.c server/jobs/jobs_store.c \
 	server/jobs/jobs_parse.c server/jobs/train_job.c server/jobs/mpi_job.c \
 	server/jobs/search_job.c server/jobs/pace.c
 server_jobs_libssjobs_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
