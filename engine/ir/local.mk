@@ -14,7 +14,8 @@ engine_ir_libssir_a_SOURCES = \
 	engine/ir/inputs.c \
 	engine/ir/valcheck.c engine/ir/opset.c engine/ir/bind.c \
 	engine/ir/shapein.c \
-	engine/ir/edit.h engine/ir/edit.c engine/ir/export.c \
+	engine/ir/edit.h engine/ir/edit.c engine/ir/edit_finalize.c \
+	engine/ir/export.c \
 	engine/ir/sites.h engine/ir/sites.c
 nodist_engine_ir_libssir_a_SOURCES = engine/ir/onnx.pb-c.c \
 	engine/ir/onnx.pb-c.h
