@@ -4,8 +4,8 @@
 
 /*
  * What the commands of slimserve-ctl share (ctl_main.c): talking to the
- * server, printing, following a job.  optimize.c holds the search's
- * command and how a search job is shown.
+ * server, printing; ctl_jobs.c the job commands and following a job;
+ * optimize.c the search's command and how a search job is shown.
  *
  * THREADS: one (the program's).
  */
@@ -32,6 +32,17 @@ void ss__ctl_print_json(json_t *js);
 /* prefix + the model name percent-encoded + suffix (new), or NULL. */
 char *ss__ctl_path_of(const char *prefix, const char *model,
                       const char *suffix);
+/* Member k of o as a number, NaN when it is not one. */
+double ss__ctl_num(json_t *o, const char *k);
+
+/* The job commands (ctl_jobs.c): jobs; job ID [--follow | --cancel];
+ * compress MODEL METHOD... [--param K=V]... [--follow].  Exit codes. */
+int ss__ctl_cmd_jobs(ss_ctl_client_t *c);
+int ss__ctl_cmd_job(ss_ctl_client_t *c, int argc, char **argv);
+int ss__ctl_cmd_compress(ss_ctl_client_t *c, const char *model, int argc,
+                         char **argv);
+/* A job id argument: > 0, or -1 when s is not one. */
+long long ss__ctl_job_id(const char *s);
 /* Polls job id until it ends; its exit code. */
 int ss__ctl_follow(ss_ctl_client_t *c, long long id);
 /* A --param value: a number, boolean or null when it parses as one,
