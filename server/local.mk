@@ -13,7 +13,8 @@ noinst_LIBRARIES += server/libssdaemon.a
 server_libssdaemon_a_SOURCES = \
 	server/cfg.c server/cfg.h \
 	server/looplag.c server/looplag.h \
-	server/metrics.c server/metrics.h \
+	server/metrics.c server/metrics.h server/metrics_int.h \
+	server/metrics_render.c \
 	server/notify.c server/notify.h
 server_libssdaemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) \
 	$(JANSSON_CFLAGS) $(UV_CFLAGS)
