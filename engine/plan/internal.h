@@ -24,6 +24,8 @@
  *   passes   pass_moe.c           sparse mixture of experts    ss__plan_moe
  *                                 (runs first; its step is
  *            moe_step.c           moe_step.c's)                ss__moe_*
+ *            plan_rows.c          dead rows: only the prefix   ss__plan_rows
+ *                                 a Gather/Slice reads
  *            plan_qdq.c           int8 (QDQ patterns)          ss__plan_int8
  *            plan_bf16.c          bf16 compute                 ss__plan_bf16
  *            plan_fuse.c          f32 fusion: the pass,        ss__plan_fuse
@@ -261,6 +263,11 @@ ss__plan_is_op(const ss_step_t *st, const char *op)
  * was) or a negative code that stops the compile.  SS_ENGINE_NO_FUSION=1
  * skips them all. */
 
+/* Values a Gather or Slice reads only a prefix of are computed only for
+ * that prefix (plan_rows.c); runs on reference steps, before fusion.  May
+ * append plan values (views, copies of rows). */
+int ss__plan_rows(ss_plan_t *p, ss_err_t *err);
+
 /* QDQ patterns onto int8 primitives, leftover Q/DQ onto oneDNN reorders
  * (plan_qdq.c).  May append plan values (NHWC copies). */
 int ss__plan_int8(ss_plan_t *p, ss_err_t *err);
@@ -371,6 +378,12 @@ typedef struct ss__plan_inslist {
  * on failure too). */
 int ss__plan_ins_step(ss__plan_inslist_t *l, int at, int after,
                       ss_step_t *st, ss_err_t *err);
+/* Queues a oneDNN step running prim (one input, one output: a reorder
+ * or conversion; taken, on failure too) in -> out before (after = 0) or
+ * after step `at`. */
+int ss__plan_ins_prim(ss_plan_t *p, ss__plan_inslist_t *l, int at, int after,
+                      ss_dnn_prim_t *prim, int in, int out, const char *what,
+                      ss_err_t *err);
 /* Queues a conversion step in -> out (cd says how) before (after = 0) or
  * after step `at`. */
 int ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,

@@ -751,13 +751,14 @@ plan_taps(ss_plan_t *p, ss_err_t *err)
     return 0;
 }
 
-/* The passes onto oneDNN, in order, after the walk over the nodes: int8
- * and bf16 take what they can first, the f32 fusion the rest, and the
+/* The passes onto oneDNN, in order, after the walk over the nodes: dead
+ * rows shrink the shapes the others see, int8 and bf16 take what they
+ * can first, the f32 fusion the rest, and the
  * layout pass reorders where a read and its write disagree.  Each leaves
  * a valid plan; SS_ENGINE_NO_FUSION=1 skips them all. */
 static int (*const passes[])(ss_plan_t *, ss_err_t *) = {
-    ss__plan_moe, ss__plan_int8, ss__plan_bf16, ss__plan_fuse,
-    ss__plan_layout,
+    ss__plan_moe, ss__plan_rows, ss__plan_int8, ss__plan_bf16,
+    ss__plan_fuse, ss__plan_layout,
 };
 
 /* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */

@@ -102,17 +102,17 @@ ss__plan_ins_step(ss__plan_inslist_t *l, int at, int after, ss_step_t *st,
 }
 
 int
-ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,
-                     int after, const ss_dnn_convert_desc_t *cd, int in,
-                     int out, const char *what, ss_err_t *err)
+ss__plan_ins_prim(ss_plan_t *p, ss__plan_inslist_t *l, int at, int after,
+                  ss_dnn_prim_t *prim, int in, int out, const char *what,
+                  ss_err_t *err)
 {
     ss_step_t st = { 0 };
-    int rc;
 
     st.kind = SS_STEP_DNN;
     st.node = p->steps[at].node;
     st.n_in = 1;
     st.n_out = 1;
+    st.prim = prim;
     snprintf(st.what, sizeof(st.what), "%s", what);
     if ((st.in = ss_malloc(sizeof(int))) == NULL
         || (st.out = ss_malloc(sizeof(int))) == NULL) {
@@ -121,13 +121,22 @@ ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,
     }
     st.in[0] = in;
     st.out[0] = out;
-    if ((rc = ss_dnn_convert_new(cd, &st.prim, err)) < 0) {
-        ss__plan_step_clear(&st);
-        return rc;
-    }
     if (ss_dnn_prim_scratch_size(st.prim) > p->scratch_bytes)
         p->scratch_bytes = ss_dnn_prim_scratch_size(st.prim);
     return ss__plan_ins_step(l, at, after, &st, err);
+}
+
+int
+ss__plan_ins_convert(ss_plan_t *p, ss__plan_inslist_t *l, int at,
+                     int after, const ss_dnn_convert_desc_t *cd, int in,
+                     int out, const char *what, ss_err_t *err)
+{
+    ss_dnn_prim_t *prim = NULL;
+    int rc;
+
+    if ((rc = ss_dnn_convert_new(cd, &prim, err)) < 0)
+        return rc;
+    return ss__plan_ins_prim(p, l, at, after, prim, in, out, what, err);
 }
 
 int
