@@ -547,6 +547,40 @@ po_md(const ss_dnn_postop_t *o, int dst_ndim, const int64_t *dst_dims,
                              err, what);
 }
 
+/* Whether eltwise post-ops a and b would share one injector with
+ * different parameters (ss_dnn_postops_add_eltwise says why). */
+static int
+eltwise_clash(const ss_dnn_postop_t *a, const ss_dnn_postop_t *b)
+{
+    return a->kind == SS_DNN_PO_ELTWISE && b->kind == SS_DNN_PO_ELTWISE
+           && a->alg == b->alg && (a->alpha != b->alpha || a->beta != b->beta);
+}
+
+int
+ss_dnn_postops_add_eltwise(ss_dnn_postops_t *po, int alg, float alpha,
+                           float beta)
+{
+    ss_dnn_postop_t o = { .kind = SS_DNN_PO_ELTWISE, .alg = alg,
+                          .alpha = alpha, .beta = beta };
+    ss_dnn_postop_t *last = po->n > 0 ? &po->op[po->n - 1] : NULL;
+    int n = po->n;
+
+    if (alg == SS_DNN_LINEAR && last != NULL
+        && last->kind == SS_DNN_PO_ELTWISE && last->alg == SS_DNN_LINEAR) {
+        o.alpha = alpha * last->alpha;
+        o.beta = alpha * last->beta + beta;
+        n--;                    /* o replaces the last */
+    } else if (n >= SS_DNN_MAX_POST) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (eltwise_clash(&po->op[i], &o))
+            return 0;
+    po->op[n] = o;
+    po->n = n + 1;
+    return 1;
+}
+
 int
 ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
              const int64_t *dst_dims, dnnl_data_type_t dt, ss_dnn_layout_t l,
@@ -579,6 +613,15 @@ ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
     for (i = 0; i < n; i++) {
         const ss_dnn_postop_t *o = &po->op[i];
 
+        for (int j = 0; j < i; j++)
+            if (eltwise_clash(&po->op[j], o)) {
+                /* a list not built by ss_dnn_postops_add_eltwise */
+                rc = ss_err_set(err, SS_EUNSUPP, "oneDNN %s: eltwise post-"
+                                "ops %d and %d of one algorithm with other "
+                                "parameters (oneDNN 2.6 would run both with "
+                                "the first's)", what, j, i);
+                goto done;
+            }
         switch (o->kind) {
         case SS_DNN_PO_ELTWISE:
             if (ss__dnn_eltwise_alg(o->alg) == dnnl_alg_kind_undef) {

@@ -145,6 +145,20 @@ typedef struct ss_dnn_postops {
     ss_dnn_postop_t op[SS_DNN_MAX_POST];
 } ss_dnn_postops_t;
 
+/* Appends the eltwise post-op (alg, alpha, beta) to po: 1 when done, 0
+ * when po is full or oneDNN 2.6 would run it wrong.  Its post-op
+ * injector keeps ONE eltwise injector per algorithm (a map keyed by the
+ * algorithm kind), so a second eltwise of an algorithm already in the
+ * list runs with the first one's alpha and beta: x B * 0.7 * 0.5 came
+ * out as x B * 0.49 (a MatMul, fused or with a constant weight, f32 and
+ * int8 alike), Mul-Relu-Mul and Clip-Mul-Clip too, and so did
+ * nn.MultiheadAttention's scores.  A linear right after a linear is
+ * folded into it (alpha2 (alpha1 x + beta1) + beta2, exact up to one
+ * rounding); any other repeat with other parameters is refused, and the
+ * caller ends its fusion there. */
+int ss_dnn_postops_add_eltwise(ss_dnn_postops_t *po, int alg, float alpha,
+                               float beta);
+
 /* Linear / Gemm with a constant weight: dst[M,N] = src[M,K] x W + bias,
  * then post-ops.  A MatMul of [B,T,K] by a constant [K,N] is this with
  * M = B*T.  Runs as oneDNN's 2-D matmul (its brgemm kernel is faster than

@@ -250,20 +250,12 @@ add_what(ss__chain_t *c, const char *op)
     snprintf(c->what + l, sizeof(c->what) - l, "%s%s", l ? "+" : "", op);
 }
 
+/* 0 when the post-op cannot join (dnnl.h: ss_dnn_postops_add_eltwise):
+ * the chain then ends before the step. */
 static int
 push_elt(ss__chain_t *c, int alg, float alpha, float beta)
 {
-    ss_dnn_postop_t *po;
-
-    if (c->post.n >= SS_DNN_MAX_POST)
-        return 0;
-    po = &c->post.op[c->post.n++];
-    memset(po, 0, sizeof(*po));
-    po->kind = SS_DNN_PO_ELTWISE;
-    po->alg = alg;
-    po->alpha = alpha;
-    po->beta = beta;
-    return 1;
+    return ss_dnn_postops_add_eltwise(&c->post, alg, alpha, beta);
 }
 
 /* x / sqrt(2) → Erf → + 1 → * x → * 0.5 (or x * 0.5 first): Gelu. */
@@ -375,19 +367,24 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
             if (st->out[kk] >= 0)
                 goto stop;
         if (strcmp(op, "Relu") == 0) {
-            push_elt(c, SS_DNN_RELU, 0, 0);
+            if (!push_elt(c, SS_DNN_RELU, 0, 0))
+                break;
         } else if (strcmp(op, "LeakyRelu") == 0) {
-            push_elt(c, SS_DNN_RELU, ss__attr_float(st->node, "alpha", 0.01f),
-                     0);
+            if (!push_elt(c, SS_DNN_RELU,
+                          ss__attr_float(st->node, "alpha", 0.01f), 0))
+                break;
         } else if (strcmp(op, "Tanh") == 0) {
-            push_elt(c, SS_DNN_TANH, 0, 0);
+            if (!push_elt(c, SS_DNN_TANH, 0, 0))
+                break;
         } else if (strcmp(op, "Sigmoid") == 0) {
-            push_elt(c, SS_DNN_LOGISTIC, 0, 0);
+            if (!push_elt(c, SS_DNN_LOGISTIC, 0, 0))
+                break;
         } else if (strcmp(op, "Gelu") == 0) {
             const char *ap = ss__attr_string(st->node, "approximate", "none");
 
-            push_elt(c, strcmp(ap, "tanh") == 0 ? SS_DNN_GELU_TANH
-                                                : SS_DNN_GELU_ERF, 0, 0);
+            if (!push_elt(c, strcmp(ap, "tanh") == 0 ? SS_DNN_GELU_TANH
+                                                     : SS_DNN_GELU_ERF, 0, 0))
+                break;
         } else if (strcmp(op, "Clip") == 0) {
             float lo = -FLT_MAX, hi = FLT_MAX;
 
@@ -396,7 +393,8 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
                 || (st->n_in > 2 && st->in[2] >= 0
                     && !ss__fz_scalar(p, st->in[2], &hi)))
                 break;
-            push_elt(c, SS_DNN_CLIP, lo, hi);
+            if (!push_elt(c, SS_DNN_CLIP, lo, hi))
+                break;
         } else if ((strcmp(op, "Add") == 0 || strcmp(op, "Sub") == 0
                     || strcmp(op, "Mul") == 0 || strcmp(op, "Div") == 0)
                    && st->n_in == 2) {
@@ -413,15 +411,15 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
                           (size_t)p->vals[v].t.ndim * sizeof(int64_t)) != 0)
                 break;
             if (ss__fz_scalar(p, other, &f)) {
-                if (op[0] == 'A')
-                    push_elt(c, SS_DNN_LINEAR, 1, f);
-                else if (op[0] == 'S')
-                    push_elt(c, SS_DNN_LINEAR, 1, -f);
-                else if (op[0] == 'M')
-                    push_elt(c, SS_DNN_LINEAR, f, 0);
-                else if (f != 0)
-                    push_elt(c, SS_DNN_LINEAR, 1.0f / f, 0);
-                else
+                float a = op[0] == 'M' ? f : 1.0f;
+                float b = op[0] == 'A' ? f : op[0] == 'S' ? -f : 0.0f;
+
+                if (op[0] == 'D') {
+                    if (f == 0)
+                        break;
+                    a = 1.0f / f;
+                }
+                if (!push_elt(c, SS_DNN_LINEAR, a, b))
                     break;
             } else {
                 int64_t dims[SS_MAX_DIMS];

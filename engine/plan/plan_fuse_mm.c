@@ -252,10 +252,7 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     }
     if (pre >= 0) {
         c.steps[c.n_steps++] = pre;
-        c.post.n = 1;
-        c.post.op[0].kind = SS_DNN_PO_ELTWISE;
-        c.post.op[0].alg = SS_DNN_LINEAR;
-        c.post.op[0].alpha = scale;
+        ss_dnn_postops_add_eltwise(&c.post, SS_DNN_LINEAR, scale, 0);
         snprintf(c.what + strlen(c.what), sizeof(c.what) - strlen(c.what),
                  "(%s A)", p->steps[pre].node->op_type);
     }

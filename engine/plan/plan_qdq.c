@@ -150,7 +150,6 @@ take_q(ss__fz_t *fz, ss__chain_t *c)
     const ss_step_t *st;
     float sy;
     int32_t zy = 0;
-    ss_dnn_postop_t *po;
 
     if (s < 0 || c->post.n >= SS_DNN_MAX_POST || c->n_steps >= SS_CHAIN_MAX)
         return SS_DTYPE_UNDEFINED;
@@ -171,12 +170,9 @@ take_q(ss__fz_t *fz, ss__chain_t *c)
     }
     if (!(sy > 0.f) || !isfinite(sy))
         return SS_DTYPE_UNDEFINED;
-    po = &c->post.op[c->post.n++];
-    memset(po, 0, sizeof(*po));
-    po->kind = SS_DNN_PO_ELTWISE;
-    po->alg = SS_DNN_LINEAR;
-    po->alpha = 1.0f / sy;
-    po->beta = (float)zy;
+    if (!ss_dnn_postops_add_eltwise(&c->post, SS_DNN_LINEAR, 1.0f / sy,
+                                    (float)zy))
+        return SS_DTYPE_UNDEFINED;
     c->steps[c->n_steps++] = s;
     c->out = st->out[0];
     {
