@@ -24,7 +24,7 @@
  *   passes   pass_moe.c           sparse mixture of experts    ss__plan_moe
  *                                 (runs first; its step is
  *            moe_step.c           moe_step.c's)                ss__moe_*
- *            plan_rows.c          dead rows: only the prefix   ss__plan_rows
+ *            plan_deadrows.c      dead rows: only the prefix   ss__plan_dead_rows
  *                                 a Gather/Slice reads
  *            plan_qdq.c           int8 (QDQ patterns)          ss__plan_int8
  *            plan_bf16.c          bf16 compute                 ss__plan_bf16
@@ -264,9 +264,9 @@ ss__plan_is_op(const ss_step_t *st, const char *op)
  * skips them all. */
 
 /* Values a Gather or Slice reads only a prefix of are computed only for
- * that prefix (plan_rows.c); runs on reference steps, before fusion.  May
+ * that prefix (plan_deadrows.c); runs on reference steps, before fusion.  May
  * append plan values (views, copies of rows). */
-int ss__plan_rows(ss_plan_t *p, ss_err_t *err);
+int ss__plan_dead_rows(ss_plan_t *p, ss_err_t *err);
 
 /* QDQ patterns onto int8 primitives, leftover Q/DQ onto oneDNN reorders
  * (plan_qdq.c).  May append plan values (NHWC copies). */

@@ -16,7 +16,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_fuse_ln.c engine/plan/plan_layout.c \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
 	engine/plan/plan_edit.c engine/plan/plan_slice.c \
-	engine/plan/plan_rows.c \
+	engine/plan/plan_deadrows.c \
 	engine/plan/plan_threads.c \
 	engine/plan/pass_moe.c engine/plan/pass_moe_int.h \
 	engine/plan/pass_moe_match.c engine/plan/moe_step.c \
@@ -67,13 +67,13 @@ tests_unit_test_slice_SOURCES = tests/unit/test_slice.c \
 tests_unit_test_slice_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_slice_LDADD = $(SS_ENGINE_LIBS)
 
-# Dead rows: only what a Gather or Slice reads (plan_rows.c).
-check_PROGRAMS += tests/unit/test_rows
-TESTS += tests/unit/test_rows
-tests_unit_test_rows_SOURCES = tests/unit/test_rows.c \
+# Dead rows: only what a Gather or Slice reads (plan_deadrows.c).
+check_PROGRAMS += tests/unit/test_deadrows
+TESTS += tests/unit/test_deadrows
+tests_unit_test_deadrows_SOURCES = tests/unit/test_deadrows.c \
 	tests/unit/onnx_build.h tests/unit/plan_runs.h
-tests_unit_test_rows_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
-tests_unit_test_rows_LDADD = $(SS_ENGINE_LIBS)
+tests_unit_test_deadrows_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_deadrows_LDADD = $(SS_ENGINE_LIBS)
 
 # Attention in groups of batch entries (plan_fuse_mm.c).
 check_PROGRAMS += tests/unit/test_attn

@@ -757,7 +757,7 @@ plan_taps(ss_plan_t *p, ss_err_t *err)
  * layout pass reorders where a read and its write disagree.  Each leaves
  * a valid plan; SS_ENGINE_NO_FUSION=1 skips them all. */
 static int (*const passes[])(ss_plan_t *, ss_err_t *) = {
-    ss__plan_moe, ss__plan_rows, ss__plan_int8, ss__plan_bf16,
+    ss__plan_moe, ss__plan_dead_rows, ss__plan_int8, ss__plan_bf16,
     ss__plan_fuse, ss__plan_layout,
 };
 

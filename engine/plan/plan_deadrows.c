@@ -463,7 +463,7 @@ apply(rows_t *r, ss_err_t *err)
 }
 
 int
-ss__plan_rows(ss_plan_t *p, ss_err_t *err)
+ss__plan_dead_rows(ss_plan_t *p, ss_err_t *err)
 {
     const ss_graph_t *g = p->g;
     rows_t r = { .p = p, .g = g };

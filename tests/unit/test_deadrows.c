@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Dead rows (engine/plan/plan_rows.c) on a transformer block's tail as
+ * Dead rows (engine/plan/plan_deadrows.c) on a transformer block's tail as
  * torch's nn.MultiheadAttention writes it: x [B, 5, 16] -> qkv MatMul ->
  * q/k/v Slices -> q k^T (k^T an explicit Transpose) -> Softmax -> P v ->
  * [T, B, C] Transpose -> Reshape -> out-projection Gemm -> Reshape ->
