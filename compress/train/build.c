@@ -231,6 +231,9 @@ ss__step_add(ss__tb_t *b, ss__step_t *s, ss_err_t *err)
 int
 ss__tb_node_index(const ss__tb_t *b, const ss_node_t *n)
 {
+    for (int i = 0; i < b->t->n_fused; i++)
+        if (n == &b->t->fused[i].n)
+            return b->t->fused[i].idx;
     return (int)(n - b->g->nodes);
 }
 
@@ -836,7 +839,7 @@ static int
 forward_node(ss__tb_t *b, int idx, ss_err_t *err)
 {
     const ss_graph_t *g = b->g;
-    const ss_node_t *n = &g->nodes[idx];
+    const ss_node_t *n = ss__tb_node(b, idx);
     const ss__rule_t *r = ss__rule_find(n->op_type);
     const ss_op_t *op = ss__op_find(n->op_type);
     ss_tensor_t in[16], out[8];
@@ -1186,6 +1189,7 @@ tb_close(ss__tb_t *b, int n_nodes)
     ss_free(b->fc);
     ss_free(b->lc_of);
     ss_free(b->nf32);
+    ss_free(b->subst);
 }
 
 void
@@ -1206,6 +1210,7 @@ ss_train_free(ss_train_t *t)
     }
     ss_free(t->tv);
     ss_free(t->input_tv);
+    ss_free(t->fused);
     ss_free(t->params);
     if (t->shared) {
         t->o.dp->unshare(t->o.dp->arg, &t->sh);
@@ -1276,7 +1281,8 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         goto done;
     if ((rc = mark_needed(g, g->outputs[o->output], need, err)) < 0 ||
         (rc = classify(g, o, need, cls, err)) < 0 ||
-        (rc = make_constants(&b, cls, err)) < 0)
+        (rc = make_constants(&b, cls, err)) < 0 ||
+        (rc = ss__tb_fuse_gelu(&b, need, err)) < 0)
         goto done;
     t->n_inputs = g->n_inputs;
     for (i = 0; i < g->n_inputs; i++) {
@@ -1334,7 +1340,7 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
     t->n_loss_end = t->n_steps;
     b.phase = 2;
     for (i = g->n_nodes - 1; i >= 0; i--) {
-        const ss_node_t *n = &g->nodes[i];
+        const ss_node_t *n = ss__tb_node(&b, i);
         const ss__rule_t *r;
         bool any = false;
 

@@ -84,6 +84,15 @@ struct ss__step {
 
 /* ---- the trainer ------------------------------------------------------- */
 
+/* A node of the trainer's own standing for several of the graph's (a
+ * GELU written out in element-wise ops: fuse.c). */
+typedef struct ss__fnode {
+    ss_node_t n;
+    int idx;                    /* the graph node it takes the place of */
+    int in[1], out[1];
+    ss_attr_t attr;
+} ss__fnode_t;
+
 typedef struct ss__param {
     int tv;                     /* its PARAM value */
     int grad;                   /* its PGRAD value */
@@ -151,6 +160,8 @@ struct ss_train {
     double last_lr;
     int n_bf16, n_bf16_fallback; /* products in bf16, left in f32 */
     int n_act16;                /* activations kept in bf16 (act16.c) */
+    ss__fnode_t *fused;         /* fuse.c's nodes (steps point at them) */
+    int n_fused;
     double *kbuf;               /* kernels' scratch (ss__kbuf) */
     size_t kcap;
 };
@@ -175,6 +186,8 @@ typedef struct ss__tb {
                                  * bf16 activations (ss__tb_in) */
     int plain_only;             /* the rule being emitted is not layout
                                  * aware: ss__tb_in gives plain copies */
+    const ss_node_t **subst;    /* per node: the node that runs in its
+                                 * place (fuse.c), or NULL */
     int **saved;                /* per node: values its forward saved */
     int *n_saved;
     int phase;
@@ -228,7 +241,7 @@ int ss__tb_relayout(ss__tb_t *b, int src, int dst, int acc, ss_err_t *err);
 
 /* bf16 activations (act16.c).  In mixed precision a convolution whose
  * primitive runs bf16 writes its output in bf16, and the rules flagged
- * SS__R_BF16 (Conv, BatchNormalization, Relu, the poolings, Add) keep
+ * SS__R_BF16 (Conv, BatchNormalization, Relu, Gelu, the poolings, Add) keep
  * such values bf16 where oneDNN takes them; every other reader gets an
  * f32 copy, made once, whose gradient converts back when the backward
  * reaches the producer.  Whether mixed precision keeps activations
@@ -255,6 +268,12 @@ int ss__tb_save(ss__tb_t *b, int node, const int *vals, int n,
                 ss_err_t *err);
 int ss__tb_saved(const ss__tb_t *b, int node, int k);
 int ss__tb_node_index(const ss__tb_t *b, const ss_node_t *n);
+/* Graph node i, or the node that runs in its place (fuse.c). */
+const ss_node_t *ss__tb_node(const ss__tb_t *b, int i);
+/* Finds GELUs written out in element-wise ops among the nodes the loss
+ * needs and makes each one Gelu node (fuse.c): its other nodes are then
+ * no longer needed. */
+int ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err);
 
 /* ---- gradient rules (rules.c) ------------------------------------------ */
 
@@ -326,14 +345,15 @@ int ss__k_loss(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
  * their C step and pass it here: 1 when it now runs a primitive (s->fn,
  * s->prim set), 0 when it stays the C kernel's, or a negative code.
  * Batch-statistics BatchNorm forward (s->in[0] is x) and backward (its
- * forward ran on oneDNN: s->in[4] is the batch variance); Relu forward
- * and backward; pooling forward (*ws: a new value for max pooling's
+ * forward ran on oneDNN: s->in[4] is the batch variance); Relu and Gelu
+ * (ss__k_unary's SS__U_GELU*: any shape, not held to opts.nn's AUTO
+ * choice, only C turns it off) forward and backward; pooling forward (*ws: a new value for max pooling's
  * workspace, to add as out[1]) and backward (in[1]: that workspace). */
 /* Whether value x can run on oneDNN as opts.nn asks; exact: the op's
  * result does not depend on a summation order (Relu, max pooling). */
 int ss__nn_dnn_ok(const ss__tb_t *b, int x, int exact);
 int ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
-int ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
+int ss__nn_eltwise(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err);
 int ss__nn_pool(ss__tb_t *b, ss__step_t *s, int bwd, int x, int *ws,
                 ss_err_t *err);
 int ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);

@@ -11,7 +11,7 @@ compress_train_libsstrain_a_SOURCES = \
 	compress/train/build.c compress/train/rules.c compress/train/kern.c \
 	compress/train/loss.c compress/train/optim.c compress/train/train.c \
 	compress/train/rules_q.c compress/train/update.c compress/train/nn_dnn.c \
-	compress/train/act16.c
+	compress/train/act16.c compress/train/fuse.c
 # -fvect-cost-model=dynamic: the kernels are elementwise loops of run-time
 # length, which GCC's -O2 (very-cheap model) leaves scalar; vectorized
 # they take 1.3-4x less time (docs/training.md).  -fno-math-errno lets

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * BatchNorm (batch statistics), Relu and pooling on oneDNN's training
+ * BatchNorm (batch statistics), Relu, Gelu and pooling on oneDNN's training
  * primitives (engine/dnnl/dnnl_train_nn.c) instead of the trainer's
  * portable-C kernels of kern.c.
  *
@@ -188,18 +188,29 @@ ss__nn_bn(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
 }
 
 int
-ss__nn_relu(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
+ss__nn_eltwise(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
 {
     int x = s->in[bwd ? 1 : 0];
+    const ss__tv_t *v = &b->t->tv[x];
+    int gelu = s->op == SS__U_GELU || s->op == SS__U_GELU_TANH;
     ss_dnn_eltwise_desc_t d;
     int rc;
 
-    if (s->op != SS__U_RELU || s->f[0] != 0 || !ss__nn_dnn_ok(b, x, 1))
+    if (gelu) {
+        /* element by element: any shape and layout; oneDNN's erf and
+         * tanh are within a few ulp of libm's, which no sum amplifies */
+        if (b->t->o.nn == SS_TRAIN_NN_C || v->numel < 1 ||
+            (v->dtype != SS_DTYPE_F32 && !v->act16))
+            return 0;
+    } else if (s->op != SS__U_RELU || s->f[0] != 0 ||
+               !ss__nn_dnn_ok(b, x, 1)) {
         return 0;
+    }
     memset(&d, 0, sizeof(d));
-    d.dtype = b->t->tv[x].dtype;
-    d.numel = b->t->tv[x].numel;
-    d.alg = SS_DNN_RELU;
+    d.dtype = v->dtype;
+    d.numel = v->numel;
+    d.alg = s->op == SS__U_GELU ? SS_DNN_GELU_ERF
+          : s->op == SS__U_GELU_TANH ? SS_DNN_GELU_TANH : SS_DNN_RELU;
     rc = bwd ? ss_dnn_eltwise_bwd_new(&d, &s->prim, err)
              : ss_dnn_eltwise_new(&d, &s->prim, err);
     if (rc == SS_EUNSUPP && d.dtype == SS_DTYPE_F32) {

@@ -388,7 +388,7 @@ fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
                           "non-float data", label(n), n->op_type);
     /* element by element: any layout, the output's is the input's */
     b->t->tv[s.out[0]].lay = V(b, s.in[0])->lay;
-    if ((rc = ss__nn_relu(b, &s, 0, err)) < 0)
+    if ((rc = ss__nn_eltwise(b, &s, 0, err)) < 0)
         return rc;
     if (V(b, s.in[0])->act16) {
         /* bf16 in, bf16 out on oneDNN; else the C kernel on f32 */
@@ -414,7 +414,7 @@ bwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.n_in = 3;
     s.in[1] = ss__tb_in(b, n, 0);
     s.in[2] = ss__tb_out(b, n, 0);
-    if ((rc = ss__nn_relu(b, &s, 1, err)) < 0)
+    if ((rc = ss__nn_eltwise(b, &s, 1, err)) < 0)
         return rc;
     return ss__step_add(b, &s, err);
 }
@@ -2079,7 +2079,7 @@ static const ss__rule_t rules[] = {
     { "Reciprocal",      D0,   fwd_unary,       bwd_unary,      L },
     { "Abs",             D0,   fwd_unary,       bwd_unary,      L },
     { "Softplus",        D0,   fwd_unary,       bwd_unary,      L },
-    { "Gelu",            D0,   fwd_unary,       bwd_unary,      L },
+    { "Gelu",            D0,   fwd_unary,       bwd_unary,      LB },
     { "Gemm",            D012, fwd_gemm,        bwd_gemm,       0 },
     { "MatMul",          D01,  fwd_matmul,      bwd_matmul,     0 },
     { "Conv",            D012, fwd_conv,        bwd_conv,       LB },

@@ -16,7 +16,8 @@ engine_ir_libssir_a_SOURCES = \
 	engine/ir/shapein.c \
 	engine/ir/edit.h engine/ir/edit.c engine/ir/edit_finalize.c \
 	engine/ir/export.c \
-	engine/ir/sites.h engine/ir/sites.c
+	engine/ir/sites.h engine/ir/sites.c \
+	engine/ir/gelu_pat.h engine/ir/gelu_pat.c
 nodist_engine_ir_libssir_a_SOURCES = engine/ir/onnx.pb-c.c \
 	engine/ir/onnx.pb-c.h
 engine_ir_libssir_a_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)

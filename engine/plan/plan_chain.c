@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "engine/ir/gelu_pat.h"
 #include "engine/plan/internal.h"
 
 /* ---- reader index ------------------------------------------------------ */
@@ -258,79 +259,70 @@ push_elt(ss__chain_t *c, int alg, float alpha, float beta)
     return ss_dnn_postops_add_eltwise(&c->post, alg, alpha, beta);
 }
 
-/* x / sqrt(2) → Erf → + 1 → * x → * 0.5 (or x * 0.5 first): Gelu. */
+/* The plan as the GELU matcher (engine/ir/gelu_pat.h) sees it: nodes
+ * are reference steps, readers come from the reader index. */
+static int
+pv_readers(const void *ctx, int v, int *r, int max)
+{
+    const ss__fz_t *fz = ctx;
+
+    if (v < 0 || fz->p->vals[v].alias >= 0 || fz->is_out[v])
+        return -1;
+    return ss_gelu_csr_readers(fz->start, fz->list, v, r, max);
+}
+
+static const char *
+pv_op(const void *ctx, int h)
+{
+    const ss_step_t *st = &((const ss__fz_t *)ctx)->p->steps[h];
+
+    return st->kind == SS_STEP_REF ? st->node->op_type : NULL;
+}
+
+static int
+pv_n_in(const void *ctx, int h)
+{
+    return ((const ss__fz_t *)ctx)->p->steps[h].n_in;
+}
+
+static int
+pv_in(const void *ctx, int h, int i)
+{
+    const ss_step_t *st = &((const ss__fz_t *)ctx)->p->steps[h];
+
+    return i < st->n_in ? st->in[i] : -1;
+}
+
+static int
+pv_out(const void *ctx, int h)
+{
+    const ss_step_t *st = &((const ss__fz_t *)ctx)->p->steps[h];
+
+    return st->n_out > 0 ? st->out[0] : -1;
+}
+
+static int
+pv_scalar(const void *ctx, int v, float *c)
+{
+    return ss__fz_scalar(((const ss__fz_t *)ctx)->p, v, c);
+}
+
+/* The Erf decomposition of GELU on x, read by nothing else: its 5 steps
+ * (the chain absorbs them as one gelu_erf post-op).  The constants as
+ * before the matcher was shared: within 1e-4. */
 static int
 gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
 {
-    const ss_plan_t *p = fz->p;
-    int sd = -1, e, a, m, h, mx = -1, other = -1;
-    float c;
+    const ss_gelu_view_t view = { fz, pv_readers, pv_op, pv_n_in, pv_in,
+                                  pv_out, pv_scalar, 1e-4 };
+    ss_gelu_match_t m;
+    int r[1];
 
-    if (p->vals[x].alias >= 0 || fz->is_out[x]
-        || fz->start[x + 1] - fz->start[x] != 2)
+    if (!ss_gelu_match(&view, x, 1u << SS_GELU_ERF, &m)
+        || pv_readers(fz, x, r, 1) != m.x_reads)
         return 0;
-    for (int i = fz->start[x]; i < fz->start[x + 1]; i++) {
-        int s = fz->list[i];
-        const ss_step_t *st = &p->steps[s];
-
-        if (st->kind != SS_STEP_REF || st->n_in != 2)
-            return 0;
-        if (st->in[0] == x
-            && ((ss__plan_is_op(st, "Div") && ss__fz_scalar(p, st->in[1], &c)
-                 && fabsf(c - 1.41421356f) < 1e-4f)
-                || (ss__plan_is_op(st, "Mul")
-                    && ss__fz_scalar(p, st->in[1], &c)
-                    && fabsf(c - 0.70710678f) < 1e-4f)))
-            sd = s;
-        else
-            other = s;
-    }
-    if (sd < 0 || other < 0)
-        return 0;
-    if ((e = ss__fz_single(fz, p->steps[sd].out[0])) < 0
-        || !ss__plan_is_op(&p->steps[e], "Erf")
-        || (a = ss__fz_single(fz, p->steps[e].out[0])) < 0
-        || !ss__plan_is_op(&p->steps[a], "Add"))
-        return 0;
-    {
-        const ss_step_t *st = &p->steps[a];
-        int k = st->in[0] == p->steps[e].out[0] ? 1 : 0;
-
-        if (!ss__fz_scalar(p, st->in[k], &c) || c != 1.0f)
-            return 0;
-    }
-    if ((m = ss__fz_single(fz, p->steps[a].out[0])) < 0
-        || !ss__plan_is_op(&p->steps[m], "Mul"))
-        return 0;
-    if (m == other) {
-        /* (x * (1 + erf)) * 0.5 */
-        const ss_step_t *st;
-
-        if ((h = ss__fz_single(fz, p->steps[m].out[0])) < 0
-            || !ss__plan_is_op(&p->steps[h], "Mul"))
-            return 0;
-        st = &p->steps[h];
-        if (!ss__fz_scalar(p, st->in[st->in[0] == p->steps[m].out[0]], &c)
-            || c != 0.5f)
-            return 0;
-    } else {
-        /* (x * 0.5) * (1 + erf) */
-        const ss_step_t *so = &p->steps[other];
-
-        if (!ss__plan_is_op(so, "Mul")
-            || !ss__fz_scalar(p, so->in[so->in[0] == x], &c)
-            || c != 0.5f || ss__fz_single(fz, so->out[0]) != m)
-            return 0;
-        mx = other;
-        h = m;
-        m = -1;
-    }
-    steps[0] = sd;
-    steps[1] = e;
-    steps[2] = a;
-    steps[3] = h;
-    steps[4] = m >= 0 ? m : mx;
-    *out = p->steps[h].out[0];
+    memcpy(steps, m.nodes, 5 * sizeof(int));
+    *out = m.y;
     return 5;
 }
 

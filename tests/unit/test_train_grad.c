@@ -1585,6 +1585,187 @@ sophia_run(void)
        "Sophia: the same seed gives the same bytes");
 }
 
+/* ---- GELU written out in element-wise ops (compress/train/fuse.c) -------- */
+
+enum {
+    GE_DIV,             /* PyTorch's nn.GELU(): x / sqrt 2 ... * x * 0.5 */
+    GE_HALF_FIRST,      /* (x * 0.5) * (1 + erf((1/sqrt 2) * x)) */
+    GT_MUL,             /* PyTorch 1.13's approximate='tanh' */
+    GT_POW,             /* tanh with Pow(x, 3) and the half first */
+    GE_X_READ,          /* x + GELU(x): x has another reader */
+    GE_BAD_CONST,       /* x / 1.5: not GELU, left alone */
+    GE_SHARED,          /* the Erf's output read again: left alone */
+    GE_N
+};
+
+static const char *const gelu_names[GE_N] = {
+    "GELU Div/Erf/Add/Mul/Mul", "GELU half first, Mul by 1/sqrt 2",
+    "GELU tanh (PyTorch 1.13)", "GELU tanh, Pow and half first",
+    "x + GELU(x)", "Div by 1.5 (not GELU)", "Erf output read twice",
+};
+
+/* Variant v of GELU written out on x; returns the result. */
+static int
+gelu_pattern(gb_t *b, int x, int v)
+{
+    int s, u, e, y, tanh = v == GT_MUL || v == GT_POW;
+    int first = v == GE_HALF_FIRST || v == GT_POW;
+
+    if (tanh) {
+        if (v == GT_MUL) {
+            s = gb_node(b, "Mul", 2, (int[]){ x, x });
+            s = gb_node(b, "Mul", 2, (int[]){ x, s });
+        } else {
+            s = gb_node(b, "Pow", 2, (int[]){ x, gb_scalar(b, "three",
+                                                           3.0f) });
+        }
+        u = gb_node(b, "Mul", 2, (int[]){ gb_scalar(b, "k", 0.044715f), s });
+        u = gb_node(b, "Add", 2, (int[]){ x, u });
+        u = gb_node(b, "Mul", 2, (int[]){ gb_scalar(b, "beta",
+                                                    0.7978845608f), u });
+        e = gb_node(b, "Tanh", 1, &u);
+    } else {
+        s = v == GE_HALF_FIRST
+                ? gb_node(b, "Mul", 2, (int[]){ gb_scalar(b, "r",
+                                                          0.70710678f), x })
+                : gb_node(b, "Div", 2, (int[]){ x, gb_scalar(b, "s",
+                          v == GE_BAD_CONST ? 1.5f : 1.41421356f) });
+        e = gb_node(b, "Erf", 1, &s);
+    }
+    u = gb_node(b, "Add", 2, (int[]){ e, gb_scalar(b, "one", 1.0f) });
+    if (first) {
+        s = gb_node(b, "Mul", 2, (int[]){ x, gb_scalar(b, "half", 0.5f) });
+        y = gb_node(b, "Mul", 2, (int[]){ s, u });
+    } else {
+        y = gb_node(b, "Mul", 2, (int[]){ x, u });
+        y = gb_node(b, "Mul", 2, (int[]){ gb_scalar(b, "half", 0.5f), y });
+    }
+    if (v == GE_SHARED)
+        y = gb_node(b, "Add", 2, (int[]){ y, e });
+    if (v == GE_X_READ)
+        y = gb_node(b, "Add", 2, (int[]){ y, x });
+    return y;
+}
+
+/* Variant v on a [4, 6] parameter, or (conv) on a 16-channel Conv's
+ * output (bf16 in mixed precision). */
+static ss_graph_t *
+gelu_graph(int v, int conv)
+{
+    gb_t b;
+    int64_t d[2] = { 4, 6 }, xd[4] = { 2, 3, 4, 4 }, wd[4] = { 16, 3, 3, 3 };
+    int64_t p4[4] = { 1, 1, 1, 1 };
+    int x;
+
+    gb_init(&b, 17);
+    if (conv) {
+        int in[2];
+
+        in[0] = gb_param(&b, "x", 4, xd, -2, 2);
+        in[1] = gb_param(&b, "w", 4, wd, -0.5, 0.5);
+        attr_ints(&b, "pads", 4, p4);
+        x = gb_node(&b, "Conv", 2, in);
+    } else {
+        x = gb_param(&b, "x", 2, d, -3, 3);
+    }
+    return gb_done(&b, gelu_pattern(&b, x, v));
+}
+
+/* Variant v's loss and gradient against the unfused trainer's (opts.nn
+ * C: the element-wise ops on the C kernels), and the steps: fused, one
+ * Gelu step on oneDNN forward and one backward, and fewer steps. */
+static void
+gelu_vs_unfused(int v, int fused)
+{
+    const char *nm = gelu_names[v];
+    ss_graph_t *g = gelu_graph(v, 0);
+    ss_train_t *t[2] = { NULL, NULL };
+    ss_train_opts_t o;
+    ss_train_batch_t bt = { 0 };
+    ss_tensor_t target;
+    ss_err_t err;
+    double l[2] = { 0, 0 }, gd = 0, gmax = 0;
+    float *gr = NULL, *tg = NULL;
+    int rc = g ? 0 : -1, n_gelu = 0;
+    int64_t n = 0;
+
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        o.threads = 2;
+        o.nn = k ? SS_TRAIN_NN_C : SS_TRAIN_NN_AUTO;
+        rc = ss_train_new(g, NULL, &o, &t[k], &err);
+    }
+    if (!ok(rc == 0, "%s: trainers built", nm)) {
+        tap_diag("%s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < t[0]->n_steps; i++)
+        n_gelu += t[0]->steps[i].fn == ss__k_dnn_x &&
+                  strcmp(t[0]->steps[i].what, "Gelu") == 0;
+    ok(fused ? n_gelu == 2 && t[0]->n_steps < t[1]->n_steps
+             : n_gelu == 0 && t[0]->n_steps == t[1]->n_steps,
+       "%s: %s (%d Gelu steps on oneDNN; %d steps, unfused %d)", nm,
+       fused ? "one Gelu step forward and one backward" : "left as it is",
+       n_gelu, t[0]->n_steps, t[1]->n_steps);
+    memset(&target, 0, sizeof(target));
+    target.dtype = SS_DTYPE_F32;
+    target.ndim = t[0]->tv[t[0]->out_tv].ndim;
+    memcpy(target.dims, t[0]->tv[t[0]->out_tv].dims, sizeof(target.dims));
+    n = t[0]->tv[t[0]->out_tv].numel;
+    tg = ss_malloc((size_t)n * sizeof(float) + 4);
+    for (int64_t i = 0; i < n; i++)
+        tg[i] = (float)(urand() * 2 - 1);
+    target.data = tg;
+    bt.teacher = &target;
+    n = ss_train_flat_size(t[0]);
+    gr = ss_malloc((size_t)n * sizeof(float) + 4);
+    rc = ss_train_grads_compute(t[1], &bt, &l[1], &err);
+    if (rc == 0) {
+        memcpy(gr, ss_train_grads(t[1]), (size_t)n * sizeof(float));
+        rc = ss_train_grads_compute(t[0], &bt, &l[0], &err);
+    }
+    for (int64_t i = 0; rc == 0 && i < n; i++) {
+        double d = fabs((double)ss_train_grads(t[0])[i] - gr[i]);
+
+        gd = d > gd ? d : gd;
+        gmax = fabs(gr[i]) > gmax ? fabs(gr[i]) : gmax;
+    }
+    /* oneDNN's erf and tanh against libm's: a few ulp per element */
+    ok(rc == 0 && gmax > 0 && fabs(l[0] - l[1]) <= 1e-6 * fabs(l[1]) &&
+       gd <= 1e-5 * gmax, "%s: loss and gradient as the unfused ops' "
+       "(loss %.6g vs %.6g, gradient off by %.1e of its largest %.2e)", nm,
+       l[0], l[1], gmax > 0 ? gd / gmax : 0.0, gmax);
+done:
+    ss_free(gr);
+    ss_free(tg);
+    ss_train_free(t[0]);
+    ss_train_free(t[1]);
+    ss_graph_free(g);
+}
+
+static void
+gelu_cases(void)
+{
+    for (int v = 0; v < GE_N; v++) {
+        gelu_vs_unfused(v, v < GE_BAD_CONST);
+        check(gelu_names[v], gelu_graph(v, 0), NULL);
+    }
+    if (!ss_dnn_bf16_native(NULL)) {
+        ok(1, "# SKIP GELU on bf16: oneDNN does not run bf16 here");
+        return;
+    }
+    /* after a bf16 convolution: the Gelu steps read and write bf16 */
+    for (int v = GE_DIV; v <= GT_MUL; v += GT_MUL - GE_DIV) {
+        char nm[96];
+
+        snprintf(nm, sizeof(nm), "bf16 Conv(16) then %s", gelu_names[v]);
+        check_bf16(nm, gelu_graph(v, 1), NULL, 3e-2);
+        ok(bf16_acts == 2 && bf16_nn_steps == 2, "%s: %d activations and "
+           "%d Gelu steps in bf16", nm, bf16_acts, bf16_nn_steps);
+    }
+}
+
 int
 main(void)
 {
@@ -1608,5 +1789,6 @@ main(void)
     table_cases();
     sophia_run();
     bf16_cases();
+    gelu_cases();
     return tap_done();
 }
