@@ -287,6 +287,25 @@ int ss_graph_set_taps(ss_graph_t *g, int n, const char *const *names,
                       ss_err_t *err);
 int ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                        ss_plan_t **out, ss_err_t *err);
+
+/* Compile options; all zero is ss_plan_new.
+ *
+ * max_output_bytes: a graph output larger than this (times output_rows
+ * when that is > 0: a batch's rows, for a limit per sample) fails the
+ * compile with SS_ETOOBIG naming the node and the output, at shape
+ * inference: before a fold computes it, before the arena is planned.  It
+ * is what a server puts between a request's values and an output whose
+ * size they choose (Range's limit, ConstantOfShape's or Expand's shape
+ * taken from an input); intermediates stay under the plan's budget
+ * only. */
+typedef struct ss_plan_opts {
+    int tapped;                 /* as ss_plan_new_tapped */
+    size_t max_output_bytes;    /* 0: no limit but the budget */
+    int64_t output_rows;
+} ss_plan_opts_t;
+int ss_plan_new_opts(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                     const ss_plan_opts_t *o, ss_plan_t **out,
+                     ss_err_t *err);
 typedef enum {
     SS_TAP_ACT_GELU_ERF = 1,    /* 0.5 x (1 + erf(x / sqrt 2)) */
     SS_TAP_ACT_RELU             /* x > 0 ? x : alpha * x */

@@ -93,6 +93,10 @@ static const key_t_ keys[] = {
       "error, warning, notice, info or debug" },
     { "max_body_bytes", T_INT64, OFF(max_body_bytes), 1, 1099511627776.0,
       "N", "largest request body accepted (413 above)" },
+    { "max_response_bytes", T_INT64, OFF(max_response_bytes), 0,
+      1099511627776.0, "N", "largest inference response, counted before "
+      "it is computed or written (413 above; 0: no limit; default 4 times "
+      "max_body_bytes); a model's config.json may set its own" },
     { "max_buffered_bytes", T_INT64, OFF(max_buffered_bytes), 0,
       1099511627776.0, "N", "request body bytes held in memory over all "
       "connections; a body beyond it gets 503 (0: no cap)" },
@@ -326,6 +330,7 @@ defaults(ss_config_t *cfg)
     cfg->log_level = SS_LOG_INFO;
     cfg->max_body_bytes = 64 << 20;
     cfg->max_buffered_bytes = (int64_t)256 << 20;
+    cfg->max_response_bytes = -1;       /* 4 x max_body_bytes, validate() */
     cfg->max_job_data_bytes = (int64_t)1 << 30;
     cfg->max_header_bytes = 32 << 10;
     cfg->max_connections = 1024;
@@ -531,6 +536,13 @@ validate(ss_config_t *cfg, ss_err_t *err)
         return ss_err_set(err, SS_EINVAL,
                           "'admin_port' must differ from 'http_port' (%d)",
                           cfg->http_port);
+    /* A response's JSON text runs to 17 bytes per FP32 element against
+     * 4 in binary: 4x lets a model whose answer is as large as its
+     * request (an autoencoder, a per-pixel mask) answer a request of the
+     * largest size, in binary, or in JSON one sent as JSON, while one
+     * request still cannot make the daemon write gigabytes. */
+    if (cfg->max_response_bytes < 0)
+        cfg->max_response_bytes = cfg->max_body_bytes * 4;
     if (cfg->max_buffered_bytes > 0 &&
         cfg->max_buffered_bytes < cfg->max_body_bytes)
         return ss_err_set(err, SS_EINVAL,

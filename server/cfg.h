@@ -42,6 +42,7 @@ typedef struct ss_config {
     int log_level;              /* syslog number */
     int64_t max_body_bytes;
     int64_t max_buffered_bytes; /* request bodies held, all connections */
+    int64_t max_response_bytes; /* an inference answer; 0: no limit */
     int64_t max_job_data_bytes; /* a job's data file */
     int max_header_bytes;
     int max_connections;        /* per listener, over every HTTP loop */

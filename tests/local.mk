@@ -59,6 +59,10 @@ EXTRA_DIST += tests/integration/test_clients.py
 # Inputs that decide shapes (a Reshape's shape, a TopK's K) per request.
 TESTS += tests/integration/test_shape_inputs.py
 EXTRA_DIST += tests/integration/test_shape_inputs.py
+# max_response_bytes against PyTorch models whose output size a client
+# chooses (Range, Expand, ConstantOfShape, a batched outer product).
+TESTS += tests/integration/test_response_limit.py
+EXTRA_DIST += tests/integration/test_response_limit.py
 # LoRA adapters against PyTorch, JSON and binary, mixed batches, admin
 # load/unload under load (issue 14, docs/lora.md).
 TESTS += tests/integration/test_lora.py

@@ -84,6 +84,9 @@ typedef struct ss_pval {
      * (plan_chunkbuf.c): bytes holds one chunk, which every chunk's rows
      * use from its start; t keeps the whole value's shape. */
     int one_chunk;
+    /* Computed from a request's values or shapes (a graph input's,
+     * through any op): what ss_plan_opts_t's limit holds to when folded. */
+    int from_req;
 } ss_pval_t;
 
 typedef enum {
@@ -136,6 +139,9 @@ struct ss_plan {
     size_t arena_bytes;
     size_t scratch_bytes;
     size_t max_bytes;       /* the budget (SS_PLAN_MAX_BYTES) */
+    size_t max_out;         /* a graph output's limit (ss_plan_opts_t,
+                             * times its rows); 0: none */
+    int64_t out_rows;       /* those rows; 0: the limit is whole */
     size_t const_bytes;     /* constants folded so far */
     int max_io;             /* most inputs or outputs of one step */
     int fuse;               /* fusion and oneDNN enabled */

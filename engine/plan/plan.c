@@ -129,6 +129,47 @@ max_bytes(void)
 
 static int set_shape(ss_plan_t *p, int v, const ss_tensor_t *t,
                      const ss_node_t *n, ss_err_t *err);
+static int build(const ss_graph_t *g, const ss_plan_t *outer,
+                 const ss_tensor_t *input_shapes, const unsigned char *bind,
+                 int fuse, const ss_plan_opts_t *o, ss_plan_t **out,
+                 ss_err_t *err);
+
+/* A graph output over the caller's limit (ss_plan_opts_t) fails here,
+ * when its shape is known and before a fold or a run allocates it: a
+ * request whose values choose an output's size (Range's limit,
+ * ConstantOfShape's or Expand's shape) must not make the daemon compute
+ * gigabytes it would refuse to send. */
+static size_t
+out_limit(const ss_plan_t *p)
+{
+    size_t lim = p->max_out;
+
+    if (lim == 0 || (p->out_rows > 0
+                     && ss_mul_overflow(lim, (size_t)p->out_rows, &lim) < 0))
+        return SIZE_MAX;
+    return lim;
+}
+
+static int
+check_output(const ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
+{
+    int k;
+
+    for (k = 0; k < p->g->n_outputs && p->g->outputs[k] != v; k++)
+        ;
+    if (k == p->g->n_outputs || p->vals[v].bytes <= out_limit(p))
+        return 0;
+    if (p->out_rows > 0)
+        return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): output '%s' "
+                          "needs %zu bytes for %lld rows, over the limit "
+                          "of %zu bytes per row", label(n), n->op_type,
+                          p->g->values[v].name, p->vals[v].bytes,
+                          (long long)p->out_rows, p->max_out);
+    return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): output '%s' needs "
+                      "%zu bytes, over the limit of %zu bytes on an output",
+                      label(n), n->op_type, p->g->values[v].name,
+                      p->vals[v].bytes, p->max_out);
+}
 
 int
 ss__plan_append(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
@@ -149,6 +190,9 @@ set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
 {
     ss_pval_t *pv = &p->vals[v];
 
+    for (int k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0 && p->vals[n->inputs[k]].from_req)
+            pv->from_req = 1;
     pv->t.dtype = t->dtype;
     pv->t.ndim = t->ndim;
     memcpy(pv->t.dims, t->dims, sizeof(t->dims));
@@ -162,14 +206,25 @@ set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
                           "'%s' needs %zu bytes, over the plan's %zu-byte "
                           "budget", p->g->source, label(n), n->op_type,
                           p->g->values[v].name, pv->bytes, p->max_bytes);
-    return 0;
+    return check_output(p, v, n, err);
 }
 
-/* Charges a constant of v's size that node n folds to the budget. */
+/* Charges a constant of v's size that node n folds to the budget.  One
+ * folded from a request's values (Range's limit, ConstantOfShape's shape
+ * given as inputs) is held to the output limit too: the request chose
+ * its size, and the fold would compute it now. */
 static int
 charge_const(ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
 {
     size_t total = p->const_bytes + p->vals[v].bytes;   /* both <= 2^48 */
+
+    if (p->vals[v].from_req && p->vals[v].bytes > out_limit(p))
+        return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): folding '%s' "
+                          "from the request's values takes %zu bytes, over "
+                          "the limit of %zu bytes on an output%s",
+                          label(n), n->op_type, p->g->values[v].name,
+                          p->vals[v].bytes, p->max_out,
+                          p->out_rows > 0 ? " per row" : "");
 
     if (total > p->max_bytes)
         return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): folding "
@@ -843,25 +898,31 @@ wrap_values(const ss_graph_t *g, const unsigned char *decides, ss_err_t *err)
 }
 
 int
+ss_plan_new_opts(const ss_graph_t *g, const ss_tensor_t *input_shapes,
+                 const ss_plan_opts_t *o, ss_plan_t **out, ss_err_t *err)
+{
+    const char *nf = getenv("SS_ENGINE_NO_FUSION");
+    int fuse = nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0;
+
+    if (o != NULL && o->tapped)
+        fuse |= SS__PLAN_TAPS;
+    return build(g, NULL, input_shapes, NULL, fuse, o, out, err);
+}
+
+int
 ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
             ss_plan_t **out, ss_err_t *err)
 {
-    const char *nf = getenv("SS_ENGINE_NO_FUSION");
-
-    return ss__plan_build(g, input_shapes,
-                          nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0,
-                          out, err);
+    return ss_plan_new_opts(g, input_shapes, NULL, out, err);
 }
 
 int
 ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                    ss_plan_t **out, ss_err_t *err)
 {
-    const char *nf = getenv("SS_ENGINE_NO_FUSION");
+    const ss_plan_opts_t o = { .tapped = 1 };
 
-    return ss__plan_build(g, input_shapes,
-                          (nf == NULL || nf[0] == '\0' || strcmp(nf, "0") == 0)
-                          | SS__PLAN_TAPS, out, err);
+    return ss_plan_new_opts(g, input_shapes, &o, out, err);
 }
 
 /* Charges acct with what p owns besides its steps' packed weights: the
@@ -888,15 +949,11 @@ charge(ss_plan_t *p, ss_memacct_t *acct)
     p->charged = n;
 }
 
-static int build(const ss_graph_t *g, const ss_plan_t *outer,
-                 const ss_tensor_t *input_shapes, const unsigned char *bind,
-                 int fuse, ss_plan_t **out, ss_err_t *err);
-
 int
 ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                int fuse, ss_plan_t **out, ss_err_t *err)
 {
-    return build(g, NULL, input_shapes, NULL, fuse, out, err);
+    return build(g, NULL, input_shapes, NULL, fuse, NULL, out, err);
 }
 
 int
@@ -906,13 +963,13 @@ ss__plan_build_sub(const ss_graph_t *g, const ss_plan_t *outer,
                    ss_err_t *err)
 {
     return build(g, outer, input_shapes, bind, fuse | SS__PLAN_SUB
-                 | SS__PLAN_NOSLICE, out, err);
+                 | SS__PLAN_NOSLICE, NULL, out, err);
 }
 
 static int
 build(const ss_graph_t *g, const ss_plan_t *outer,
       const ss_tensor_t *input_shapes, const unsigned char *bind, int fuse,
-      ss_plan_t **out, ss_err_t *err)
+      const ss_plan_opts_t *o, ss_plan_t **out, ss_err_t *err)
 {
     ss_plan_t *p = NULL;
     unsigned char *decides = NULL;
@@ -937,6 +994,10 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
     p->g = g;
     p->n_vals = g->n_values;
     p->max_bytes = max_bytes();
+    if (o != NULL) {
+        p->max_out = o->max_output_bytes;
+        p->out_rows = o->output_rows;
+    }
     p->fuse = fuse & 1;
     p->taps = (fuse & SS__PLAN_TAPS) != 0 && g->n_taps > 0;
     for (int v = 0; v < g->n_values; v++) {
@@ -965,6 +1026,8 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
         }
     if ((rc = check_inputs(p, input_shapes, decides, err)) < 0)
         goto done;
+    for (int i = 0; i < g->n_inputs; i++)
+        p->vals[g->inputs[i]].from_req = 1;
     /* A compile on a job's thread is background work like its runs: it
      * may wait for serving between nodes and between passes (a no-op on
      * serving threads, common/pace.h). */

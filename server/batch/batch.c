@@ -593,6 +593,8 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
     b->n_inputs = ss_graph_num_inputs(g);
     b->n_outputs = ss_graph_num_outputs(g);
     b->max_batch = opts->max_batch_size;
+    b->max_out = opts->max_output_bytes > 0
+                 ? (size_t)opts->max_output_bytes : 0;
     b->shape_inputs = ss_graph_shape_inputs(g, NULL);
     b->delay_ns = opts->max_queue_delay_us * 1000;
     b->max_queue = opts->max_queue_size;
@@ -636,10 +638,13 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
                                     err)) < 0)
             goto done;
         ss__plancache_set_tapped(b->tplans);
+        ss__plancache_set_output_limit(b->tplans, b->max_out,
+                                       b->max_batch > 0);
     }
     if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->plans, err)) < 0 ||
         (rc = metrics_attach(b, opts, err)) < 0)
         goto done;
+    ss__plancache_set_output_limit(b->plans, b->max_out, b->max_batch > 0);
     ss__pool_attach(b->pool, 1);
     attached = true;
     set_depth(b);

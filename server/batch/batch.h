@@ -180,6 +180,13 @@ typedef struct ss_batch_opts {
     /* Around a batch with tagged items (user: tap_user); NULL: none. */
     ss_batch_pin_fn pin;
     ss_batch_unpin_fn unpin;
+    /* 0: none.  Else an item whose share of an output would take more
+     * bytes than this fails alone with SS_ETOOBIG naming the output,
+     * before the batch runs; and a plan is not compiled (the engine stops
+     * at shape inference, ss_plan_opts_t) for an output over it per row
+     * of the batch: an item whose values choose an output's size
+     * cannot make the executor compute gigabytes. */
+    int64_t max_output_bytes;
 } ss_batch_opts_t;
 
 /* The batcher's metric families, created once per registry (by the first

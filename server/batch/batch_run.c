@@ -173,6 +173,51 @@ gather(struct exec *x, const ss_batcher_t *b, ss_work_t *batch,
     return 0;
 }
 
+/* Whether output o (io as compiled for samples) has the batch as its
+ * first dim: split into rows, not copied whole to each item. */
+static bool
+batch_first(const ss_batcher_t *b, const ss_io_info_t *io, int o,
+            int64_t samples)
+{
+    return io->ndim >= 1 && io->dims[0] == samples && b->out_batched[o] != 0;
+}
+
+/* The bytes of output o an item of rows samples gets from a batch of
+ * samples. */
+static size_t
+item_bytes(const ss_batcher_t *b, const ss_io_info_t *io, int o,
+           int64_t rows, int64_t samples)
+{
+    size_t all = info_bytes(io);
+
+    return batch_first(b, io, o, samples)
+           ? all / (size_t)samples * (size_t)rows : all;
+}
+
+/* An item whose share of an output is over b->max_out fails before the
+ * batch runs (the outputs are not even allocated).  In a batch of several
+ * the batch fails, and run_each runs the items one by one: each gets its
+ * own verdict, and the others are served. */
+static int
+check_sizes(const ss_batcher_t *b, const ss_plan_t *plan,
+            const ss_work_t *batch, int64_t samples, ss_err_t *err)
+{
+    for (const ss_work_t *w = batch; b->max_out > 0 && w != NULL;
+         w = w->next_)
+        for (int o = 0; o < b->n_outputs; o++) {
+            size_t n = item_bytes(b, ss_plan_output(plan, o), o, w->samples_,
+                                  samples);
+
+            if (n > b->max_out)
+                return ss_err_set(err, SS_ETOOBIG, "output '%s' would take "
+                                  "%zu bytes, over the limit of %zu bytes "
+                                  "on a response", ss_graph_output(b->g,
+                                                                   o)->name,
+                                  n, b->max_out);
+        }
+    return 0;
+}
+
 /* Gives w its outputs: the slice of rows [row0, row0 + w->samples_) of
  * every batch output whose first dim is the batch, a whole copy of any
  * other output. */
@@ -188,17 +233,13 @@ split(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
     w->n_outputs = b->n_outputs;
     for (int o = 0; o < b->n_outputs; o++) {
         const ss_io_info_t *io = ss_plan_output(plan, o);
-        size_t all = info_bytes(io), off = 0, n = all;
+        size_t off = 0, n = item_bytes(b, io, o, w->samples_, samples);
 
         outs[o].dtype = io->dtype;
         outs[o].ndim = io->ndim;
         memcpy(outs[o].dims, io->dims, sizeof outs[o].dims);
-        if (io->ndim >= 1 && io->dims[0] == samples &&
-            b->out_batched[o] != 0) {
-            size_t row = all / (size_t)samples;
-
-            off = row * (size_t)row0;
-            n = row * (size_t)w->samples_;
+        if (batch_first(b, io, o, samples)) {
+            off = n / (size_t)w->samples_ * (size_t)row0;
             outs[o].dims[0] = w->samples_;
         }
         if ((outs[o].data = ss_aligned_alloc(n)) == NULL) {
@@ -302,7 +343,8 @@ run_once(struct exec *x, ss_batcher_t *b, ss_work_t *batch, int64_t samples,
     int rc;
 
     if ((rc = gather(x, b, batch, samples, err)) < 0 ||
-        (rc = ss__plancache_get(cache, x->in, &plan, &pin, err)) < 0)
+        (rc = ss__plancache_get(cache, x->in, &plan, &pin, err)) < 0 ||
+        (rc = check_sizes(b, plan, batch, samples, err)) < 0)
         goto done;
     if (batch->next_ == NULL) {
         rc = run_single(x, b, plan, batch, err);

@@ -72,6 +72,7 @@ struct ss_batcher {
      * whether the first dim equals the batch). */
     signed char *out_batched;
     int max_batch;
+    size_t max_out;             /* ss_batch_opts_t.max_output_bytes */
     int shape_inputs;           /* inputs deciding shapes by value
                                  * (ss_graph_shape_inputs) */
     int64_t delay_ns;

@@ -52,12 +52,22 @@ struct ss__plancache {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int tapped;                 /* plans honour the graph's taps [init] */
+    size_t max_out;             /* an output's limit, per row when */
+    int batched;                /* batched [init] */
 };
 
 void
 ss__plancache_set_tapped(ss__plancache_t *c)
 {
     c->tapped = 1;
+}
+
+void
+ss__plancache_set_output_limit(ss__plancache_t *c, size_t bytes,
+                               int batched)
+{
+    c->max_out = bytes;
+    c->batched = batched;
 }
 
 int
@@ -261,8 +271,17 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
     c->list = e;
     pthread_mutex_unlock(&c->lock);
 
-    rc = c->tapped ? ss_plan_new_tapped(c->g, e->key, &p, err)
-                   : ss_plan_new(c->g, e->key, &p, err);
+    {
+        /* a batch's rows are the first dim of its inputs */
+        const ss_plan_opts_t o = {
+            .tapped = c->tapped,
+            .max_output_bytes = c->max_out,
+            .output_rows = c->batched && c->n_inputs > 0
+                           && e->key[0].ndim > 0 ? e->key[0].dims[0] : 0,
+        };
+
+        rc = ss_plan_new_opts(c->g, e->key, &o, &p, err);
+    }
 
     pthread_mutex_lock(&c->lock);
     e->compiling = 0;

@@ -29,6 +29,10 @@ int ss__plancache_new(const ss_graph_t *g, int cap, ss__plancache_t **out,
 /* Compiles with ss_plan_new_tapped from now on (engine.h taps; the LoRA
  * hook's plans).  [init] */
 void ss__plancache_set_tapped(ss__plancache_t *c);
+/* Compiles with a limit on each graph output (ss_plan_opts_t): bytes, or
+ * bytes per row of the batch when batched.  0: none.  [init] */
+void ss__plancache_set_output_limit(ss__plancache_t *c, size_t bytes,
+                                    int batched);
 /* Frees every plan; no entry may be pinned any more. */
 void ss__plancache_free(ss__plancache_t *c);
 

@@ -127,7 +127,8 @@ result_name(int rc)
     switch (rc) {
     case 0: return "success";
     case SS_EINVAL:
-    case SS_EUNSUPP: return "bad_input";
+    case SS_EUNSUPP:
+    case SS_ETOOBIG: return "bad_input";   /* the request's sizes */
     case SS_EBUSY: return "queue_full";
     case SS_ETIMEDOUT: return "timeout";
     default: return "error";
@@ -185,9 +186,10 @@ done(ss_work_t *w, void *arg)
             outs[i].data = t->data;
             outs[i].binary = c->out_bin[i];
         }
-        rc = ss_kserve_encode(ss_model_name(c->v->model), c->v->label,
-                              c->kr->id, outs, c->n_out, &body, &len, &hlen,
-                              &err);
+        rc = ss_kserve_encode_max(ss_model_name(c->v->model), c->v->label,
+                                  c->kr->id, outs, c->n_out,
+                                  (size_t)c->v->cfg.max_response_bytes,
+                                  &body, &len, &hlen, &err);
     } else {
         err = w->err;
     }

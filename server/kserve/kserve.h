@@ -88,6 +88,16 @@ typedef struct ss_kserve_output {
 int ss_kserve_encode(const char *model, const char *version, const char *id,
                      const ss_kserve_output_t *outs, int n, char **body,
                      size_t *len, size_t *header_len, ss_err_t *err);
+/* As ss_kserve_encode, refusing with SS_ETOOBIG (nothing allocated) a
+ * response whose size bound is over max_len (0: no limit).  The bound is
+ * the one the body is allocated by: a JSON element counted at its type's
+ * longest text (FP32 16 bytes, FP64 24, integers 20, BOOL 5) plus its
+ * comma, binary data at its bytes.  The message names the output that
+ * weighs most and what it would take. */
+int ss_kserve_encode_max(const char *model, const char *version,
+                         const char *id, const ss_kserve_output_t *outs,
+                         int n, size_t max_len, char **body, size_t *len,
+                         size_t *header_len, ss_err_t *err);
 
 /* Writes the shortest decimal text that reads back as f (no NUL); returns
  * its length (at most 16).  NaN and infinities are written as the bare

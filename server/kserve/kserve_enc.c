@@ -209,14 +209,43 @@ done:
     return rc;
 }
 
+/* The limit passed: names x, the output that weighs most (numel
+ * elements, nbytes of data). */
+static int
+over_limit(const ss_kserve_output_t *x, size_t numel, size_t nbytes,
+           size_t total, size_t max_len, ss_err_t *err)
+{
+    if (x->binary)
+        return ss_err_set(err, SS_ETOOBIG, "the response would take %zu "
+                          "bytes, over the limit of %zu bytes on a response "
+                          "(output '%s': %zu bytes of binary data)", total,
+                          max_len, x->name, nbytes);
+    return ss_err_set(err, SS_ETOOBIG, "the response would take up to %zu "
+                      "bytes, over the limit of %zu bytes on a response "
+                      "(output '%s': %zu %s elements as JSON text, up to "
+                      "%zu bytes each; binary data takes %zu each)", total,
+                      max_len, x->name, numel, ss_dtype_kserve_name(x->dtype),
+                      elem_max(x->dtype) + 1, ss_dtype_size(x->dtype));
+}
+
 int
 ss_kserve_encode(const char *model, const char *version, const char *id,
                  const ss_kserve_output_t *outs, int n, char **body,
                  size_t *len, size_t *header_len, ss_err_t *err)
 {
-    size_t total, *numel = NULL, *bytes = NULL, o = 0;
+    return ss_kserve_encode_max(model, version, id, outs, n, 0, body, len,
+                                header_len, err);
+}
+
+int
+ss_kserve_encode_max(const char *model, const char *version, const char *id,
+                     const ss_kserve_output_t *outs, int n, size_t max_len,
+                     char **body, size_t *len, size_t *header_len,
+                     ss_err_t *err)
+{
+    size_t total, *numel = NULL, *bytes = NULL, o = 0, big_n = 0;
     char *b = NULL;
-    int rc = 0;
+    int rc = 0, big = 0;
 
     *body = NULL;
     *len = *header_len = 0;
@@ -233,9 +262,20 @@ ss_kserve_encode(const char *model, const char *version, const char *id,
     total = 96 + 6 * strlen(model) + (version ? 6 * strlen(version) : 0) +
             (id ? 6 * strlen(id) : 0);
     for (int i = 0; i < n; i++) {
+        size_t was = total;
+
         if ((rc = size_output(&outs[i], &numel[i], &bytes[i], &total,
                               err)) < 0)
             goto done;
+        if (total - was > big_n) {
+            big_n = total - was;
+            big = i;
+        }
+    }
+    if (max_len > 0 && total > max_len) {
+        rc = over_limit(&outs[big], numel[big], bytes[big], total, max_len,
+                        err);
+        goto done;
     }
     if ((b = ss_malloc(total)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a %zu-byte response",
