@@ -390,11 +390,17 @@ ss_infer_handle(ss_req_t *r, ss_registry_t *reg,
     c->im = im;
     c->start_ns = ss_clock_mono_ns();
     if ((hl = ss_req_header(r, "Inference-Header-Content-Length")) != NULL) {
-        /* Digits only, in range: strtoll takes "", blanks, a sign, and
-         * clamps what overflows, none of which is a length. */
+        /* Digits only, in range, with blanks (SP, HTAB) around them: a
+         * header value's optional whitespace (RFC 9110 5.5), which
+         * libmicrohttpd strips before the value but not after.  strtoll
+         * alone takes "", a sign, blanks in front only, and clamps what
+         * overflows, none of which is a length. */
+        const char *at = hl + strspn(hl, " \t");
+
         errno = 0;
-        hlen = strtoll(hl, &end, 10);
-        if (hl[0] < '0' || hl[0] > '9' || *end != '\0' || errno != 0) {
+        hlen = strtoll(at, &end, 10);
+        end += strspn(end, " \t");
+        if (at[0] < '0' || at[0] > '9' || *end != '\0' || errno != 0) {
             rc = ss_err_set(&err, SS_EINVAL, "bad "
                             "Inference-Header-Content-Length '%s'", hl);
             goto fail;

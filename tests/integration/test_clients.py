@@ -161,7 +161,15 @@ def test_header_length(d):
     n = int(hd["Inference-Header-Content-Length"])
     st, _, _ = post(d, body, hd)
     tap.eq(st, 200, "the binary extension as tritonclient sends it")
-    for bad in ("", "+%d" % n, "-1",
+    # HTTP's optional whitespace around a value (RFC 9110 5.5): blanks
+    # after the digits were refused before.
+    for good in ("%d " % n, "%d\t" % n, " %d \t " % n, "\t%d" % n):
+        st, _, _ = post(d, body, dict(
+            hd, **{"Inference-Header-Content-Length": good}))
+        tap.eq(st, 200, "Inference-Header-Content-Length %r: blanks around "
+               "the digits are allowed" % good)
+    for bad in ("", "+%d" % n, "-1", " ", "%d %d" % (n // 10, n % 10),
+                "%d x" % n, "%d\x0b" % n,
                 "18446744073709551616", "%dx" % n, "99999"):
         st, _, resp = post(d, body, dict(
             hd, **{"Inference-Header-Content-Length": bad}))
