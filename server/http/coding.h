@@ -49,6 +49,32 @@ typedef enum {
 
 ss__http_coding_t ss__http_coding(const char *value);
 
+/* Answers (coding.c, "Answers"): the coding an Accept-Encoding value
+ * (NULL: none) prefers by q-values among gzip (x-gzip) and deflate, "*"
+ * standing for those it does not name; identity when neither is
+ * acceptable (q=0, or not named). */
+typedef enum {
+    SS__HTTP_ANSWER_IDENTITY = 0,
+    SS__HTTP_ANSWER_GZIP,
+    SS__HTTP_ANSWER_DEFLATE
+} ss__http_answer_t;
+
+/* Bodies shorter than this go as they are; longer ones are coded on the
+ * loop thread only up to SS__HTTP_GZIP_LOOP_MAX (an inference answer is
+ * coded on the executor that wrote it, whatever its size).  Level 1. */
+#define SS__HTTP_GZIP_MIN 1024
+#define SS__HTTP_GZIP_LOOP_MAX ((size_t)64 << 10)
+#define SS__HTTP_GZIP_LEVEL 1
+
+ss__http_answer_t ss__http_accept(const char *value);
+/* "gzip", "deflate" or "identity". */
+const char *ss__http_answer_name(ss__http_answer_t a);
+/* in (n bytes) coded as a: 0 with *out (ss_malloc; the caller frees) and
+ * *out_len when that is shorter than n, else -1 (identity, no memory, or
+ * no gain: the caller sends in as it is).  [any] */
+int ss__http_compress(ss__http_answer_t a, const char *in, size_t n,
+                      char **out, size_t *out_len);
+
 /* A new decoder, or NULL without memory. */
 ss__http_inflate_t *ss__http_inflate_new(void);
 void ss__http_inflate_free(ss__http_inflate_t *z);

@@ -153,6 +153,7 @@ struct ss_req {
     size_t len, cap;
     int64_t reserved;           /* bytes taken from the budget */
     ss__http_inflate_t *inf;    /* Content-Encoding gzip/deflate: decoder */
+    ss__http_answer_t accept;   /* the answer's coding (Accept-Encoding) */
     bool too_big;
     bool over_budget;
     bool dispatched;
@@ -956,15 +957,33 @@ ss_req_add_header(ss_req_t *r, const char *name, const char *value)
     return 0;
 }
 
+/* Sets the answer, coded as the client accepts when it is at least
+ * SS__HTTP_GZIP_MIN and at most max bytes (coding.c, "Answers"). */
 static void
 set_response(ss_req_t *r, int status, const char *ctype, char *body,
-             size_t len)
+             size_t len, size_t max)
 {
+    char *z;
+    size_t zlen;
+
     if (r->resp_ready) {
         /* Answering twice is a bug; keep the first answer. */
         ss_log_error("req=%llu answered twice", (unsigned long long)r->id);
         free(body);
         return;
+    }
+    if (body != NULL && r->accept != SS__HTTP_ANSWER_IDENTITY
+        && len >= SS__HTTP_GZIP_MIN && len <= max
+        && ss__http_compress(r->accept, body, len, &z, &zlen) == 0) {
+        if (ss_req_add_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
+                              ss__http_answer_name(r->accept)) == 0) {
+            free(body);
+            body = z;
+            len = zlen;
+            ss_req_add_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+        } else {
+            free(z);
+        }
     }
     r->status = status;
     r->ctype = ctype;
@@ -977,7 +996,7 @@ void
 ss_req_respond(ss_req_t *r, int status, const char *ctype, char *body,
                size_t len)
 {
-    set_response(r, status, ctype, body, len);
+    set_response(r, status, ctype, body, len, SS__HTTP_GZIP_LOOP_MAX);
 }
 
 void
@@ -988,10 +1007,11 @@ ss_req_respond_json(ss_req_t *r, int status, json_t *body)
     json_decref(body);
     if (text == NULL) {
         set_response(r, 500, "application/json",
-                     strdup("{\"error\":\"out of memory\"}"), 25);
+                     strdup("{\"error\":\"out of memory\"}"), 25, 0);
         return;
     }
-    set_response(r, status, "application/json", text, strlen(text));
+    set_response(r, status, "application/json", text, strlen(text),
+                 SS__HTTP_GZIP_LOOP_MAX);
 }
 
 /* {"error": msg}: messages quote paths and model files, and JSON wants
@@ -1042,7 +1062,8 @@ ss_req_finish(ss_req_t *r, int status, const char *ctype, char *body,
 {
     loop_t *l = r->l;
 
-    set_response(r, status, ctype, body, len);
+    /* the answering thread codes it: an executor, for inference */
+    set_response(r, status, ctype, body, len, SIZE_MAX);
     ss_queue_push(&l->done, &r->done_link);
     wake_loop(l);
 }
@@ -1211,6 +1232,8 @@ req_new(loop_t *l, struct MHD_Connection *c, const char *url,
     r->id = l->next_id++ * (uint64_t)h->nloops + (uint64_t)l->index + 1;
     r->start_ns = ss_clock_mono_ns();
     r->ep = SS_EP_OTHER;
+    r->accept = ss__http_accept(MHD_lookup_connection_value(
+        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     atomic_fetch_add_explicit(&l->in_flight, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&l->arrivals, 1, memory_order_relaxed);
     if (l->s_in_flight != NULL)

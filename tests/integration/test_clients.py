@@ -18,6 +18,11 @@ Inference-Header-Content-Length: a value that is not a length (empty,
 signed, past 2^63, junk after the digits) is a 400 that quotes it, like
 one that does not fit the body.
 
+Answers: with Accept-Encoding gzip or deflate (tritonclient's
+response_compression_algorithm), q-values and "*" honoured, an answer of
+1 KiB or more comes coded (Content-Encoding, Vary), and decodes to the
+plain answer byte for byte; binary outputs too.
+
 Triton's extensions that would change what the answer means if ignored
 (classification, shared memory) are refused with a 400 naming them.
 
@@ -351,6 +356,88 @@ def test_flood(d):
     tap.ok(lat[-1] < 2.0, "each within 2 s (max %.0f ms)" % (lat[-1] * 1e3))
 
 
+def decode(h, data):
+    """The body as tritonclient reads it: gzip.decompress or
+    zlib.decompress by Content-Encoding."""
+    enc = h.get("Content-Encoding")
+    if enc == "gzip":
+        return gzip.decompress(data)
+    if enc == "deflate":
+        return zlib.decompress(data)
+    return data
+
+
+def test_response_coding(d):
+    with np.load(os.path.join(FIX, "mlp_op13", "batch7.npz")) as z:
+        x = np.concatenate([z["input"]] * 4)[:24]
+    body = kserve.json_request({"input": x})
+    st, h, plain = post(d, body)
+    ref = kserve.parse_response(plain, h)[1]["logits"]
+    tap.ok(st == 200 and "Content-Encoding" not in h and len(plain) > 1024,
+           "no Accept-Encoding: a %d-byte answer as it is" % len(plain))
+    # (Accept-Encoding, the coding of the answer)
+    cases = [("gzip", "gzip"), ("deflate", "deflate"), ("GZIP", "gzip"),
+             ("x-gzip", "gzip"), ("gzip, deflate", "gzip"),
+             ("deflate;q=0.9, gzip;q=0.8", "deflate"),
+             ("deflate ; q=0.5 , gzip ; Q=0.8", "gzip"),
+             ("gzip;q=0, deflate", "deflate"), ("gzip;q=0", None),
+             ("gzip;q=0.000", None), ("*", "gzip"), ("*;q=0", None),
+             ("deflate;q=0.2, *;q=0.5", "gzip"), ("identity", None),
+             ("br", None), ("gzip;q=abc", None), ("gzip;q=2", None),
+             ("gzipx", None), ("", None)]
+    for accept, want in cases:
+        st, h, data = post(d, body, {"Accept-Encoding": accept})
+        got = decode(h, data)
+        tap.ok(st == 200 and h.get("Content-Encoding") == want
+               and got == plain
+               and int(h.get("Content-Length", -1)) == len(data)
+               and (want is None or len(data) < len(plain) // 2),
+               "Accept-Encoding %r: answered %s (%d bytes), decoding to the "
+               "plain answer" % (accept, want or "as it is", len(data)),
+               "%s %s" % (st, h))
+    # tritonclient with response_compression_algorithm and binary outputs:
+    # Inference-Header-Content-Length counts the decoded JSON header.
+    bbody, bhd = kserve.binary_request({"input": x})
+    for enc in ("gzip", "deflate"):
+        st, h, data = post(d, bbody, dict(bhd, **{"Accept-Encoding": enc}))
+        got = (kserve.parse_response(decode(h, data), h)[1]["logits"]
+               if st == 200 else None)
+        tap.ok(st == 200 and h.get("Content-Encoding") == enc and
+               h.get("Vary") == "Accept-Encoding" and
+               np.array_equal(got, ref),
+               "binary outputs, Accept-Encoding %s: the same logits" % enc,
+               "%s %s" % (st, h))
+    # gzip-coded request, gzip-coded answer (both of tritonclient's
+    # options at once)
+    st, h, data = post(d, gzip.compress(body), {"Content-Encoding": "gzip",
+                                               "Accept-Encoding": "gzip"})
+    tap.ok(st == 200 and decode(h, data) == plain,
+           "a gzip request with a gzip answer", "%s %s" % (st, h))
+    with np.load(os.path.join(FIX, "mlp_op13", "batch1.npz")) as z:
+        small = kserve.json_request({"input": z["input"]})
+    st, h, data = post(d, small, {"Accept-Encoding": "gzip"})
+    tap.ok(st == 200 and "Content-Encoding" not in h and len(data) < 1024,
+           "a %d-byte answer goes as it is" % len(data), h)
+    # requests decodes by itself (urllib3).
+    import requests
+    r = requests.post("http://127.0.0.1:%d/v2/models/mlp/infer"
+                      % d.http_port, data=body,
+                      headers={"Accept-Encoding": "gzip, deflate"})
+    tap.ok(r.status_code == 200 and
+           r.headers.get("Content-Encoding") == "gzip" and
+           r.content == plain, "requests reads the gzip answer")
+    # The loop's own answers: /metrics as text, decoded.
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+    c.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    resp = c.getresponse()
+    h, data = dict(resp.getheaders()), resp.read()
+    c.close()
+    text = decode(h, data)
+    tap.ok(resp.status == 200 and b"slimserve_model_requests_total" in text,
+           "/metrics with Accept-Encoding gzip (%s, %d -> %d bytes)"
+           % (h.get("Content-Encoding", "as it is"), len(text), len(data)))
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = repo.with_model(tmp)
@@ -362,6 +449,7 @@ def main():
                 test_framing(d)
                 test_header_length(d)
                 test_extensions(d)
+                test_response_coding(d)
                 test_flood(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
