@@ -28,21 +28,13 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, proc_status  # noqa: E402
 import kserve  # noqa: E402
 
 from paths import FIX  # noqa: E402
 DIGITS = os.path.join(TOP_SRC, "conf", "models", "digits-mlp")
 TRANSFORMER = os.path.join(FIX, "transformer_op17", "model.onnx")
 ARGS = ["--admin-insecure", "--job-threads=0"]
-
-
-def threads_of(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return -1
 
 
 def copy_digits(repo, name):
@@ -71,7 +63,7 @@ def serve_threads(n):
             for i in range(n):
                 s, _, _ = d.post("/v2/models/m%03d/infer" % i, body)
                 fails += s != 200
-            th = threads_of(d.proc.pid)
+            th = proc_status(d.proc.pid, "Threads")
             rc = d.stop()
         return th, st, fails, rc
     finally:

@@ -27,7 +27,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, proc_status  # noqa: E402
 import kserve  # noqa: E402
 
 try:
@@ -99,14 +99,6 @@ def infer(d, model, inputs, binary=False):
     if st != 200:
         return st, data, dt
     return st, kserve.parse_response(data, hd)[1]["y"], dt
-
-
-def vm_hwm_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return -1
 
 
 def refused(st, data, dt, what, *words):
@@ -218,7 +210,7 @@ def main():
                 repository=tmp) as d:
         limited(d)
         batched(d)
-        hwm = vm_hwm_kb(d.proc.pid)
+        hwm = proc_status(d.proc.pid, "VmHWM")
         tap.ok(0 < hwm < 200 << 10,
                "peak RSS %d MB, under 200 MB (the refused outputs: 0.8 to "
                "3.6 GB)" % (hwm >> 10))

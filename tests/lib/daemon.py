@@ -240,6 +240,16 @@ _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def proc_status(pid, key):
+    """The number of a /proc/PID/status line ("Threads", "VmHWM" in kB),
+    or -1."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
 def free_port():
     """A loopback port nobody listens on right now, for a server that
     cannot be told to pick its own (nginx, HAProxy, a replica's primary
