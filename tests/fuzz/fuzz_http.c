@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include <netinet/in.h>
+#include <zlib.h>
 
 #include "common/log.h"
 #include "server/server.h"
@@ -393,6 +394,37 @@ check_json(const char *p, size_t n)
     json_decref(j);
 }
 
+/* A body with Content-Encoding (gzip or deflate, as Accept-Encoding
+ * asked): decoded, in a new buffer (*n its length), or abort. */
+static char *
+decode_body(const char *p, size_t len, size_t *n)
+{
+    z_stream z;
+    size_t cap = 1 << 16;
+    char *out = malloc(cap);
+    int zr = Z_OK;
+
+    memset(&z, 0, sizeof(z));
+    if (out == NULL || inflateInit2(&z, 15 + 32) != Z_OK)
+        die("out of memory");
+    z.next_in = (Bytef *)(uintptr_t)p;
+    z.avail_in = (uInt)len;
+    while (zr == Z_OK) {
+        if (z.total_out == cap && (out = realloc(out, cap *= 2)) == NULL)
+            die("out of memory");
+        z.next_out = (Bytef *)out + z.total_out;
+        z.avail_out = (uInt)(cap - z.total_out);
+        zr = inflate(&z, Z_FINISH);
+        if (zr == Z_BUF_ERROR && z.avail_out == 0)
+            zr = Z_OK;
+    }
+    if (zr != Z_STREAM_END || z.avail_in != 0)
+        die("a coded body does not decode");
+    *n = z.total_out;
+    inflateEnd(&z);
+    return out;
+}
+
 /* Every response in buf, in order.  A body missing its bytes ends the
  * check (a HEAD answer has a Content-Length and no body). */
 static void
@@ -421,17 +453,25 @@ check_responses(const char *buf, size_t len)
         if (clen > (unsigned long long)(end - p) ||
             (clen >= 5 && memcmp(p, "HTTP/", 5) == 0))
             return;             /* HEAD: no body follows */
-        if ((v = header(start, hend, "Content-Type", &vlen)) != NULL &&
-            vlen >= 16 && strncmp(v, "application/json", 16) == 0) {
-            check_json(p, (size_t)clen);
-        } else if ((v = header(start, hend,
-                               "Inference-Header-Content-Length",
-                               &vlen)) != NULL) {
-            unsigned long long jl = strtoull(v, NULL, 10);
+        {
+            size_t bn = (size_t)clen;
+            char *dec = header(start, hend, "Content-Encoding", &vlen)
+                        ? decode_body(p, bn, &bn) : NULL;
+            const char *b = dec != NULL ? dec : p;
 
-            if (jl > clen)
-                die("Inference-Header-Content-Length beyond the body");
-            check_json(p, (size_t)jl);
+            if ((v = header(start, hend, "Content-Type", &vlen)) != NULL &&
+                vlen >= 16 && strncmp(v, "application/json", 16) == 0) {
+                check_json(b, bn);
+            } else if ((v = header(start, hend,
+                                   "Inference-Header-Content-Length",
+                                   &vlen)) != NULL) {
+                unsigned long long jl = strtoull(v, NULL, 10);
+
+                if (jl > bn)
+                    die("Inference-Header-Content-Length beyond the body");
+                check_json(b, (size_t)jl);
+            }
+            free(dec);
         }
         p += clen;
     }
