@@ -11,7 +11,9 @@
  * what the int8 primitive packs (per-output-channel scales, zero point 0:
  * the fast path).  The activation DQ is skipped: the primitive reads x_q
  * (u8 or s8) directly, with one per-tensor scale; a u8 zero point is
- * folded into the bias (sum_k (x_q - z) w = sum_k x_q w - z sum_k w).
+ * folded into the bias (sum_k (x_q - z) w = sum_k x_q w - z sum_k w),
+ * except in a padded conv, whose padding reads x_q = 0 where it should
+ * read z: that conv stays f32 (int8_conv).
  * Output scales s_x * s_w[c], fixed at creation, turn the s32
  * accumulator back into real units; bias, activations and residual adds
  * follow as post-ops (the f32 chain of plan_chain.c).  When the chain ends
@@ -381,6 +383,16 @@ int8_conv(ss__fz_t *fz, int s, qpass_t *qp, ss_err_t *err)
     if (!ss__fz_conv_shape(p, st, &d))
         return 0;
     if ((xq = find_qsrc(fz, st->in[0], &sx, &zx)) < 0)
+        return 0;
+    /* The zero point folds into the bias as z sum_k w over the whole
+     * kernel, but a padded tap reads x_q = 0, i.e. the real value -z s_x,
+     * where ONNX pads the real x with 0: every output the padding touches
+     * would be off by z s_x times its padded taps' weights (a 3x3 conv
+     * with pads 1 on a u8 activation of zero point 128: 55% of a 6x6
+     * output wrong, up to 85% of its range).  Such a conv runs as the
+     * f32 conv of the dequantized source (the plain fusion) instead. */
+    if (zx != 0 && (d.pad_begin[0] || d.pad_begin[1] || d.pad_end[0]
+                    || d.pad_end[1]))
         return 0;
     if ((rc = find_qweight(p, st->in[1], 0, d.oc, &q, err)) <= 0)
         goto done;

@@ -9,6 +9,7 @@ so these tests go through the same .npz reading and writing they do.
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -33,6 +34,17 @@ def torch_for_test():
                   cli_path()):
         return None
     return torch
+
+
+def import_onnx():
+    """The onnx module, or the whole test skipped (TAP) when it is
+    missing (the CI image has python3-onnx)."""
+    try:
+        import onnx
+    except ImportError as e:
+        print("1..0 # SKIP needs python3-onnx: %s" % e)
+        sys.exit(0)
+    return onnx
 
 
 def cli_path():
