@@ -198,11 +198,15 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * its own (convs, pools, element-wise ops, Flatten, Gemm/MatMul by
  * constant weights, Softmax over a later axis...), with at most 16 MB of
  * weights and a largest activation past 2 MB per OpenMP thread, is also
- * compiled for S rows (the largest power of two from 2 whose activation
- * still fits, and once more for the batch % S left) and runs as that, slice
- * after slice, so activations stay in cache: the compile costs two or
- * three plans' time, the batch's own steps are dropped.  The environment
- * variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the rule.
+ * compiled for S rows (the largest power of two whose activation still
+ * fits, 1 if none, and once more for the batch % S left) and runs as that,
+ * slice after slice, so activations stay in cache: the compile costs two
+ * or three plans' time.  The slices stop at the first point after which
+ * the whole batch's activations fit (one value crossing it), and the
+ * batch's own plan runs the rest, else they run the whole graph.  The
+ * environment variable SS_ENGINE_BATCH_SLICE=S (0: never) replaces the
+ * rule for S; SS_ENGINE_SLICE_PREFIX=0 makes the slices run the whole
+ * graph.
  *
  * Small plans: a plan of at most 8 M multiply-adds (convs, Gemm, MatMul;
  * a 28x28 CNN at batch 1) is compiled and run on one OpenMP thread

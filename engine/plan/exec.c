@@ -100,25 +100,62 @@ grow_buf(void **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* Where a prefix-sliced plan's slices keep their arena: after p's. */
+static size_t
+slice_arena_at(const ss_plan_t *p)
+{
+    return (p->arena_bytes + 63) & ~(size_t)63;
+}
+
+/* The most any of p, and its prefix slices (internal.h: slice_prefix),
+ * need of each of a context's buffers. */
+static void
+needs(const ss_plan_t *p, size_t *arena, size_t *scratch, int *n_vals,
+      int *max_io)
+{
+    const ss_plan_t *sl[2] = { p->slice, p->slice_tail };
+
+    *arena = p->arena_bytes;
+    *scratch = p->scratch_bytes;
+    *n_vals = p->n_vals;
+    *max_io = p->max_io;
+    for (int i = 0; p->slice_prefix && i < 2; i++) {
+        if (sl[i] == NULL)
+            continue;
+        if (slice_arena_at(p) + sl[i]->arena_bytes > *arena)
+            *arena = slice_arena_at(p) + sl[i]->arena_bytes;
+        if (sl[i]->scratch_bytes > *scratch)
+            *scratch = sl[i]->scratch_bytes;
+        if (sl[i]->n_vals > *n_vals)
+            *n_vals = sl[i]->n_vals;
+        if (sl[i]->max_io > *max_io)
+            *max_io = sl[i]->max_io;
+    }
+}
+
 static int
 reserve(ss_exec_ctx_t *c, const ss_plan_t *p, ss_err_t *err)
 {
-    if (grow_buf(&c->arena, &c->arena_cap, p->arena_bytes) < 0
-        || grow_buf(&c->scratch, &c->scratch_cap, p->scratch_bytes) < 0)
+    size_t arena, scratch;
+    int n_vals, max_io;
+
+    needs(p, &arena, &scratch, &n_vals, &max_io);
+    if (grow_buf(&c->arena, &c->arena_cap, arena) < 0
+        || grow_buf(&c->scratch, &c->scratch_cap, scratch) < 0)
         return ss_err_set(err, SS_ENOMEM, "no memory for a %zu-byte arena",
-                          p->arena_bytes + p->scratch_bytes);
-    if (p->n_vals > c->tab_cap) {
-        ss_tensor_t *t = ss_malloc((size_t)p->n_vals * sizeof(*t));
+                          arena + scratch);
+    if (n_vals > c->tab_cap) {
+        ss_tensor_t *t = ss_malloc((size_t)n_vals * sizeof(*t));
 
         if (t == NULL)
             return ss_err_set(err, SS_ENOMEM, "no memory for a run");
         ss_free(c->tab);
         c->tab = t;
-        c->tab_cap = p->n_vals;
+        c->tab_cap = n_vals;
     }
-    if (p->max_io + 1 > c->io_cap) {
-        int n = p->max_io + 1 > SS_STEP_MAX_DNN_IN ? p->max_io + 1
-                                                    : SS_STEP_MAX_DNN_IN;
+    if (max_io + 1 > c->io_cap) {
+        int n = max_io + 1 > SS_STEP_MAX_DNN_IN ? max_io + 1
+                                                : SS_STEP_MAX_DNN_IN;
 
         ss_free(c->in);
         ss_free(c->out);
@@ -177,9 +214,10 @@ check_io(const ss_plan_t *p, const ss_tensor_t *inputs,
  * ir.h: kernels never see NULL data); nothing reads or writes it. */
 static _Alignas(64) char empty[64];
 
-/* Points c->tab[v] at the bytes of every value v for this run. */
+/* Points c->tab[v] at the bytes of every value v for this run, p's
+ * arena at arena. */
 static void
-resolve_values(const ss_plan_t *p, ss_exec_ctx_t *c,
+resolve_values(const ss_plan_t *p, ss_exec_ctx_t *c, char *arena,
                const ss_tensor_t *inputs, const ss_tensor_t *outputs)
 {
     for (int v = 0; v < p->n_vals; v++) {
@@ -196,7 +234,7 @@ resolve_values(const ss_plan_t *p, ss_exec_ctx_t *c,
             t->data = outputs[r->index].data;
             break;
         case SS_PV_ARENA:
-            t->data = (char *)c->arena + r->offset;
+            t->data = arena + r->offset;
             break;
         case SS_PV_CONST:
             t->data = r->t.data;
@@ -454,6 +492,46 @@ run_chunked(const ss_plan_t *p, ss_exec_ctx_t *c, int s, ss_tap_fn fn,
     return rc;
 }
 
+/* The slices of a prefix-sliced plan (internal.h: slice_prefix), one
+ * after the other, each writing its rows of p's value slice_cut in p's
+ * arena; their own values live after p's (slice_arena_at). */
+static int
+run_prefix(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
+           ss_tensor_t *outputs, ss_err_t *err)
+{
+    const ss_graph_t *g = p->g;
+    const ss_pval_t *cut = &p->vals[p->slice_cut];
+    int64_t n = p->vals[g->inputs[0]].t.dims[0];
+    ss_tensor_t *io = ss_malloc(((size_t)g->n_inputs + g->n_outputs + 1)
+                                * sizeof(*io));
+    char *qa = (char *)c->arena + slice_arena_at(p);
+    int rc = 0;
+
+    if (io == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a run");
+    for (int64_t r0 = 0; r0 < n && rc == 0; r0 += p->slice_rows) {
+        const ss_plan_t *q = ss__plan_slice_at(p, r0, inputs, outputs, io);
+
+        resolve_values(q, c, qa, io, io + g->n_inputs);
+        for (int v = 0; v < q->n_vals; v++)
+            if (ss__plan_root(q, v) == p->slice_cut)
+                c->tab[v].data = (char *)c->arena + cut->offset
+                                 + cut->bytes / (size_t)n * (size_t)r0;
+        for (int s = 0; s < q->n_steps && rc == 0; s++) {
+            int more = 0;
+
+            if (q->steps[s].chunk > 0) {
+                rc = run_chunked(q, c, s, NULL, NULL, &more, err);
+                s += more;
+            } else {
+                rc = run_step(q, c, &q->steps[s], io + g->n_inputs, err);
+            }
+        }
+    }
+    ss_free(io);
+    return rc;
+}
+
 int
 ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,
             const ss_tensor_t *inputs, ss_tensor_t *outputs, ss_err_t *err)
@@ -496,7 +574,7 @@ run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
 
     if ((rc = check_io(p, inputs, outputs, err)) < 0)
         goto done;
-    if (p->slice != NULL) {
+    if (p->slice != NULL && !p->slice_prefix) {
         rc = ss__plan_run_sliced(p, ctx, inputs, outputs, err);
         goto done;
     }
@@ -506,7 +584,10 @@ run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
             return run_ref(p, ctx, inputs, outputs, fn, user, err);
     if ((rc = reserve(ctx, p, err)) < 0)
         goto done;
-    resolve_values(p, ctx, inputs, outputs);
+    if (p->slice_prefix
+        && (rc = run_prefix(p, ctx, inputs, outputs, err)) < 0)
+        goto done;
+    resolve_values(p, ctx, ctx->arena, inputs, outputs);
     if (fn != NULL && (rc = run_taps(p, ctx, -1, 0, -1, NULL, NULL, fn,
                                      user, err)) < 0)
         goto done;

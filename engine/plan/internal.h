@@ -172,6 +172,12 @@ struct ss_plan {
      * (NULL when slice_rows divides the batch). */
     struct ss_plan *slice, *slice_tail;
     int64_t slice_rows;
+    /* ... or, with slice_prefix set, only the slices' steps (cut short
+     * after the last writing value slice_cut) run slice by slice, each
+     * writing its rows of slice_cut in this plan's arena, and this
+     * plan's own steps (those after it) then run on the whole batch. */
+    int slice_prefix;
+    int slice_cut;
     /* Compiled, and run, on one OpenMP thread (plan_threads.c). */
     int one_thread;
 };
@@ -236,6 +242,13 @@ int ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
 int ss__plan_threads_begin(ss_plan_t *p);
 void ss__plan_threads_end(int was);
 
+/* The plan for the slice of a sliced plan p's run at row r0 (the slice
+ * or the tail), io[0 .. n_inputs + n_outputs - 1] pointed at its rows of
+ * inputs and outputs. */
+const ss_plan_t *ss__plan_slice_at(const ss_plan_t *p, int64_t r0,
+                                   const ss_tensor_t *inputs,
+                                   const ss_tensor_t *outputs,
+                                   ss_tensor_t *io);
 /* Runs a sliced plan (p->slice set) on inputs already checked. */
 int ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                         const ss_tensor_t *inputs, ss_tensor_t *outputs,

@@ -816,6 +816,19 @@ static int (*const passes[])(ss_plan_t *, ss_err_t *) = {
     ss__plan_fuse, ss__plan_layout,
 };
 
+/* p runs a oneDNN or control-flow step -- or its prefix slices do,
+ * which its run calls (plan_slice.c) -- so a NaN could come out as a
+ * bound (internal.h: nan_guard). */
+static int
+guarded_steps(const ss_plan_t *p)
+{
+    for (int s = 0; s < p->n_steps; s++)
+        if (p->steps[s].kind == SS_STEP_DNN
+            || p->steps[s].kind == SS_STEP_CTRL)
+            return 1;
+    return p->slice_prefix && p->slice->nan_guard;
+}
+
 /* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */
 static void
 dump(const ss_plan_t *p)
@@ -827,7 +840,11 @@ dump(const ss_plan_t *p)
             p->arena_bytes, p->scratch_bytes);
     if (p->one_thread)
         fprintf(stderr, "  compiled and run on one thread\n");
-    if (p->slice != NULL)
+    if (p->slice != NULL && p->slice_prefix)
+        fprintf(stderr, "  the plans above run first, in batch slices of "
+                "%lld rows, as far as '%s'; then the steps below\n",
+                (long long)p->slice_rows, p->g->values[p->slice_cut].name);
+    else if (p->slice != NULL)
         fprintf(stderr, "  runs in batch slices of %lld rows (the plans "
                 "above)\n", (long long)p->slice_rows);
     for (int s = 0; s < p->n_steps; s++) {
@@ -1052,19 +1069,17 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
     ss__plan_chunk_bufs(p);
     if ((rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
         goto done;
-    /* (a sliced plan has no steps: its slices guard themselves) */
+    /* (a plan sliced whole has no steps: its slices guard themselves) */
     if ((rc = ss__plan_slice(p, input_shapes, fuse, err)) < 0)
         goto done;
-    for (int s = 0; s < p->n_steps && p->fuse && !p->nan_guard
-                    && !(fuse & SS__PLAN_SUB); s++)
-        if ((p->steps[s].kind == SS_STEP_DNN
-             || p->steps[s].kind == SS_STEP_CTRL) && float_input(p)) {
-            if (pthread_mutex_init(&p->ref_lock, NULL) != 0) {
-                rc = ss_err_set(err, SS_ENOMEM, "no mutex for a plan");
-                goto done;
-            }
-            p->nan_guard = 1;
+    if (p->fuse && !(fuse & SS__PLAN_SUB) && guarded_steps(p)
+        && float_input(p)) {
+        if (pthread_mutex_init(&p->ref_lock, NULL) != 0) {
+            rc = ss_err_set(err, SS_ENOMEM, "no mutex for a plan");
+            goto done;
         }
+        p->nan_guard = 1;
+    }
     if (getenv("SS_ENGINE_DUMP") != NULL)
         dump(p);
     /* Constants that lie in a model file's mapping and were read while

@@ -17,14 +17,33 @@
  * rows of every input and output.  Each slice reads all the weights
  * again, so only nets with few of them (SS_SLICE_WEIGHTS) are sliced,
  * and only when the whole batch's largest activation passes
- * SS_SLICE_BYTES per thread; S is the largest power of two (from 2)
- * whose slice's still fits it.  MobileNetV2 at batch 8 (4.8 MB a sample
- * at 112x112) runs in slices of 2: 4-13% less CPU on one thread than
- * the whole batch, the more the busier the machine (slices of 1 or 4
- * the same).  SS_ENGINE_BATCH_SLICE=S (for tests and measurements; 0 =
- * never) replaces the rule.  The plan for N keeps its value shapes
- * (ss_plan_output, the inputs' check) and drops its steps: the slices'
- * packed weights are the ones held.
+ * SS_SLICE_BYTES per thread; S is the largest power of two whose
+ * slice's still fits it (1 when one sample's does not).
+ * SS_ENGINE_BATCH_SLICE=S (for tests and measurements; 0 = never)
+ * replaces the rule.
+ *
+ * Prefix slices: a net's activations shrink layer by layer, and once
+ * the whole batch's fit the budget, slices only lose -- each reads the
+ * layer's weights again and gives the kernels fewer rows.  MobileNetV2
+ * at batch 8, one thread, per image: its 112x112 and 56x56 layers cost
+ * 1.55 ms in slices of 1 and 1.93 whole, its 7x7 layers and classifier
+ * 1.21 in slices and 0.84 whole (the 1280x1000 Gemm 0.15 against 0.03).
+ * So the slices run only as far as the first step k of the plan for N
+ * after which every value written, and the one value c that the steps
+ * up to k write and those after read, fit the budget for the whole
+ * batch: each slice's steps end at the last one writing c, which they
+ * write as their rows of c in the plan for N's arena (so c must be
+ * stored alike in both: same layout, batch outermost), and the plan for
+ * N then runs its steps after k on the whole batch.  No such k (a value
+ * crossing the cut beside c, a graph output written before it): the
+ * slices run the whole graph, and the plan for N keeps its value shapes
+ * (ss_plan_output, the inputs' check) and drops its steps.  Either way
+ * each step's packed weights are held once.  Measured (MobileNetV2 b8,
+ * one thread, CPU medians interleaved with ORT, load 12-14): whole-graph
+ * slices of 2 38.2 ms, prefix slices of 2 37.0, of 1 34.9-36.0 (cut
+ * after features.14's depthwise conv; at 2 threads after features.7's);
+ * the 28x28 CNN at batch 32 and 256 the same either way.
+ * SS_ENGINE_SLICE_PREFIX=0 keeps the slices whole.
  *
  * The test is on the plan compiled for N and the one for S, node by
  * node: each non-constant value a node reads or writes has N rows in the
@@ -153,6 +172,15 @@ sliceable(const ss_plan_t *p, const ss_plan_t *q, int64_t n, int64_t s)
     return 1;
 }
 
+/* What a step's activations may take: SS_SLICE_BYTES per thread (each
+ * thread's share of a step is in its own core's L2). */
+static size_t
+slice_fit(void)
+{
+    return SS_SLICE_BYTES * (size_t)(omp_get_max_threads() > 1
+                                     ? omp_get_max_threads() : 1);
+}
+
 /* S for a plan of n rows: the environment's, or 0 (none) when the
  * weights pass SS_SLICE_WEIGHTS or the whole batch's largest activation
  * fits SS_SLICE_BYTES per thread, else the largest power of two from 2 whose
@@ -175,15 +203,175 @@ slice_rows(const ss_plan_t *p, int64_t n)
     for (int v = 0; v < p->n_vals; v++)
         if (p->vals[v].kind == SS_PV_ARENA && p->vals[v].bytes > big)
             big = p->vals[v].bytes;
-    /* each thread's share of a step is in its own core's L2 */
-    fit = SS_SLICE_BYTES * (size_t)(omp_get_max_threads() > 1
-                                    ? omp_get_max_threads() : 1);
+    fit = slice_fit();
     if (w > SS_SLICE_WEIGHTS || big <= fit)
         return 0;
     big /= (size_t)n;   /* one sample's */
-    for (s = 2; s * 2 < n && (size_t)(s * 2) * big <= fit; s *= 2)
+    for (s = 1; s * 2 < n && (size_t)(s * 2) * big <= fit; s *= 2)
         ;
     return s < n ? s : 0;
+}
+
+/* The first and last step of p writing each value's root (n_steps:
+ * none, -1), in first[] and last[] of p->n_vals; -1 when p has a step
+ * the prefix cut does not follow (control flow, experts). */
+static int
+writers(const ss_plan_t *p, int *first, int *last)
+{
+    for (int v = 0; v < p->n_vals; v++) {
+        first[v] = p->n_steps;
+        last[v] = -1;
+    }
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        if (st->kind == SS_STEP_CTRL || st->kind == SS_STEP_MOE)
+            return -1;
+        for (int o = 0; st->kind != SS_STEP_COPY && o < st->n_out; o++) {
+            int r;
+
+            if (st->out[o] < 0)
+                continue;
+            r = ss__plan_root(p, st->out[o]);
+            if (first[r] > s)
+                first[r] = s;
+            last[r] = s;
+        }
+    }
+    return 0;
+}
+
+/* The one value c whose bytes the steps of p up to k write and the steps
+ * after k read -- or -1: none or more than one, a value written on both
+ * sides, a graph input read after k, a graph output written up to k. */
+static int
+cut_after(const ss_plan_t *p, int k, const int *first, const int *last)
+{
+    int c = -1;
+
+    for (int v = 0; v < p->n_vals; v++)
+        if (first[v] <= k && last[v] > k)
+            return -1;
+    for (int s = 0; s < p->n_steps; s++) {
+        const ss_step_t *st = &p->steps[s];
+
+        if (s <= k) {
+            if (st->kind == SS_STEP_COPY)
+                return -1;
+            for (int o = 0; o < st->n_out; o++)
+                if (st->out[o] >= 0 && p->vals[ss__plan_root(p, st->out[o])]
+                                       .kind == SS_PV_OUTPUT)
+                    return -1;
+            continue;
+        }
+        for (int i = 0; i < st->n_in; i++) {
+            int r = st->in[i] >= 0 ? ss__plan_root(p, st->in[i]) : -1;
+
+            if (r < 0 || p->vals[r].kind == SS_PV_CONST)
+                continue;
+            if (p->vals[r].kind == SS_PV_INPUT)
+                return -1;
+            if (first[r] > k)
+                continue;
+            if (p->vals[r].kind != SS_PV_ARENA || (c >= 0 && c != r))
+                return -1;
+            c = r;
+        }
+    }
+    return c;
+}
+
+/* Where the plan for n rows (p) takes over from the slices: the first
+ * step k after which every value written, and the one value c crossing
+ * the cut, fit the activation budget for the whole batch.  Returns c and
+ * sets *k, or -1. */
+static int
+find_cut(const ss_plan_t *p, int *k)
+{
+    size_t fit = slice_fit(), *after;
+    int *first = ss_malloc((size_t)p->n_vals * 2 * sizeof(int));
+    int c = -1;
+
+    after = ss_malloc(((size_t)p->n_steps + 1) * sizeof(*after));
+    if (first == NULL || after == NULL || writers(p, first,
+                                                  first + p->n_vals) < 0)
+        goto done;
+    /* after[s]: the largest value steps s.. write */
+    after[p->n_steps] = 0;
+    for (int s = p->n_steps - 1; s >= 0; s--) {
+        const ss_step_t *st = &p->steps[s];
+
+        after[s] = after[s + 1];
+        for (int o = 0; st->kind != SS_STEP_COPY && o < st->n_out; o++)
+            if (st->out[o] >= 0) {
+                const ss_pval_t *r = &p->vals[ss__plan_root(p, st->out[o])];
+
+                if (r->kind == SS_PV_ARENA && r->bytes > after[s])
+                    after[s] = r->bytes;
+            }
+    }
+    for (int s = 0; s + 1 < p->n_steps && c < 0; s++) {
+        if (after[s + 1] > fit)
+            continue;
+        c = cut_after(p, s, first, first + p->n_vals);
+        if (c >= 0 && (c >= p->g->n_values || p->vals[c].bytes > fit
+                       || p->vals[c].one_chunk))
+            c = -1;
+        *k = s;
+    }
+done:
+    ss_free(first);
+    ss_free(after);
+    return c;
+}
+
+/* The last step of q (the plan for s of p's n rows) writing c, when q
+ * stores c as p does and its steps up to there write no graph output;
+ * else -1. */
+static int
+cut_slice(const ss_plan_t *p, const ss_plan_t *q, int c, int64_t n,
+          int64_t s)
+{
+    int k = -1;
+
+    if (q == NULL || c >= q->n_vals || ss__plan_root(q, c) != c
+        || q->vals[c].kind != SS_PV_ARENA || q->vals[c].one_chunk
+        || q->vals[c].layout != p->vals[c].layout
+        || q->vals[c].bytes * (size_t)n != p->vals[c].bytes * (size_t)s
+        || q->one_thread != p->one_thread)
+        return -1;
+    for (int i = 0; i < q->n_steps; i++) {
+        const ss_step_t *st = &q->steps[i];
+
+        if (st->kind == SS_STEP_CTRL || st->kind == SS_STEP_MOE)
+            return -1;
+        for (int o = 0; st->kind != SS_STEP_COPY && o < st->n_out; o++)
+            if (st->out[o] >= 0 && ss__plan_root(q, st->out[o]) == c)
+                k = i;
+    }
+    for (int i = 0; i <= k; i++) {
+        const ss_step_t *st = &q->steps[i];
+
+        if (st->kind == SS_STEP_COPY)
+            return -1;
+        for (int o = 0; o < st->n_out; o++)
+            if (st->out[o] >= 0
+                && q->vals[ss__plan_root(q, st->out[o])].kind == SS_PV_OUTPUT)
+                return -1;
+    }
+    return k;
+}
+
+/* Keeps steps [from, to) of p, first. */
+static void
+keep_steps(ss_plan_t *p, int from, int to)
+{
+    for (int s = 0; s < p->n_steps; s++)
+        if (s < from || s >= to)
+            ss__plan_step_clear(&p->steps[s]);
+    memmove(p->steps, p->steps + from, (size_t)(to - from)
+                                        * sizeof(*p->steps));
+    p->n_steps = to - from;
 }
 
 static int
@@ -210,8 +398,9 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
 {
     const ss_graph_t *g = p->g;
     ss_plan_t *q = NULL, *t = NULL;
+    const char *e;
     int64_t n, s;
-    int rc = 0;
+    int rc = 0, c, k = -1, kq = -1, kt = -1;
 
     if (!p->fuse || p->taps || (fuse & SS__PLAN_NOSLICE) || g->n_inputs < 1
         || ss_graph_shape_inputs(g, NULL) > 0)
@@ -228,12 +417,23 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
         goto done;
     if (n % s != 0 && (rc = build_rows(p, shapes, n % s, fuse, &t, err)) < 0)
         goto skip;
-    /* the plan for n keeps its shapes, not its steps */
-    for (int k = 0; k < p->n_steps; k++)
-        ss__plan_step_clear(&p->steps[k]);
-    p->n_steps = 0;
-    p->arena_bytes = 0;
-    p->scratch_bytes = 0;
+    e = getenv("SS_ENGINE_SLICE_PREFIX");
+    if ((e == NULL || strcmp(e, "0") != 0) && (c = find_cut(p, &k)) >= 0
+        && (kq = cut_slice(p, q, c, n, s)) >= 0
+        && (t == NULL || (kt = cut_slice(p, t, c, n, n % s)) >= 0)) {
+        /* the slices run up to c, the plan for n after it */
+        keep_steps(q, 0, kq + 1);
+        if (t != NULL)
+            keep_steps(t, 0, kt + 1);
+        keep_steps(p, k + 1, p->n_steps);
+        p->slice_prefix = 1;
+        p->slice_cut = c;
+    } else {
+        /* the plan for n keeps its shapes, not its steps */
+        keep_steps(p, 0, 0);
+        p->arena_bytes = 0;
+        p->scratch_bytes = 0;
+    }
     p->slice = q;
     p->slice_tail = t;
     p->slice_rows = s;
@@ -264,6 +464,21 @@ rows_of(const ss_tensor_t *x, int64_t n, int64_t r0, int64_t rows,
     out->data = (char *)x->data + bytes / (size_t)n * (size_t)r0;
 }
 
+const ss_plan_t *
+ss__plan_slice_at(const ss_plan_t *p, int64_t r0, const ss_tensor_t *inputs,
+                  const ss_tensor_t *outputs, ss_tensor_t *io)
+{
+    const ss_graph_t *g = p->g;
+    int64_t n = p->vals[g->inputs[0]].t.dims[0];
+    int64_t rows = n - r0 < p->slice_rows ? n - r0 : p->slice_rows;
+
+    for (int i = 0; i < g->n_inputs; i++)
+        rows_of(&inputs[i], n, r0, rows, &io[i]);
+    for (int i = 0; i < g->n_outputs; i++)
+        rows_of(&outputs[i], n, r0, rows, &io[g->n_inputs + i]);
+    return rows == p->slice_rows ? p->slice : p->slice_tail;
+}
+
 int
 ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                     const ss_tensor_t *inputs, ss_tensor_t *outputs,
@@ -278,14 +493,8 @@ ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     if (io == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for a run");
     for (int64_t r0 = 0; r0 < n && rc == 0; r0 += p->slice_rows) {
-        int64_t rows = n - r0 < p->slice_rows ? n - r0 : p->slice_rows;
-        const ss_plan_t *q = rows == p->slice_rows ? p->slice
-                                                   : p->slice_tail;
+        const ss_plan_t *q = ss__plan_slice_at(p, r0, inputs, outputs, io);
 
-        for (int i = 0; i < g->n_inputs; i++)
-            rows_of(&inputs[i], n, r0, rows, &io[i]);
-        for (int i = 0; i < g->n_outputs; i++)
-            rows_of(&outputs[i], n, r0, rows, &io[g->n_inputs + i]);
         rc = ss_plan_run(q, ctx, io, io + g->n_inputs, err);
     }
     ss_free(io);
