@@ -27,7 +27,9 @@ EXTRA_DIST += \
 	bench/compress_torch.py \
 	bench/qat.py \
 	bench/search.py \
-	bench/search_models.py
+	bench/search_models.py \
+	bench/compress_cnn.py \
+	bench/lowrank_cost.py
 
 # Mixed load, hot swaps and jobs for 30 minutes; leak and error verdict.
 EXTRA_DIST += bench/soak.py

@@ -242,16 +242,28 @@ void ss__qplan_free(ss__qplan_t *q);
 int ss__quantize_weight(const float *w, int ndim, const int64_t *dims,
                         int axis, int8_t *q, float *scale);
 /* Truncated SVD of row-major a (m x n): a ~ A (m x r) B (r x n), rank by
- * energy (>0) or ratio.  *r = 0 means "not worth it" (r(m+n) >= mn);
- * A and B are new (ss_free) otherwise. */
+ * energy (>0) or ratio, 1 <= r <= min(m, n); A and B are new (ss_free).
+ * Whether the factors pay is the caller's question (ss__lowrank_pays). */
 int ss__svd_factor(const float *a, int64_t m, int64_t n, double energy,
                    double ratio, int64_t *r, float **A, float **B,
                    ss_err_t *err);
+/* The ways a layer is factored, each with the largest share of the
+ * layer's multiply-adds its factors may cost (lowrank.c's table, from
+ * measurements: two products and the tensor between them cost more per
+ * multiply-add than one). */
+typedef enum {
+    SS__LR_LINEAR,              /* MatMul/Gemm: x A then B */
+    SS__LR_CHANNEL,             /* conv to r channels, then 1x1 */
+    SS__LR_SPATIAL,             /* kh x 1 conv, then 1 x kw */
+    SS__LR_N
+} ss__lr_kind_t;
+/* True when factors costing after multiply-adds (per row or per output
+ * pixel) pay for a layer costing before. */
+bool ss__lowrank_pays(ss__lr_kind_t kind, int64_t after, int64_t before);
 /* Replaces 2-D conv layer l by the cheaper of its channel and spatial
- * factorizations (lowrank_conv.c) when one costs at most 1/2 (channel)
- * or 1/3 (spatial) of its multiply-adds;
- * info gets "factorization", "rank" and the costs, and nothing when the
- * layer was kept. */
+ * factorizations (lowrank_conv.c) when it pays (ss__lowrank_pays);
+ * info gets "factorization", "rank" and the costs when it was replaced,
+ * "macs_fraction" (the cheaper candidate's share) either way. */
 int ss__lowrank_conv(ss_graph_t *g, const ss__layer_t *l, double energy,
                      double ratio, json_t *info, ss_err_t *err);
 

@@ -8,8 +8,21 @@
  * whose leading singular values keep the asked fraction of the spectral
  * energy (sum of s^2), or ratio * min(m, n).  The singular values are
  * split as sqrt(S) into both factors so neither has a much larger range
- * than the other (what a later int8 pass wants).  A layer is left alone
- * when r (m + n) >= m n: the two products would cost more than one.
+ * than the other (what a later int8 pass wants).  A layer is factored
+ * only when its factors cost at most a share of its multiply-adds
+ * (lr_limit, ss__lowrank_pays): 2/3 for MatMul/Gemm, not merely fewer --
+ * two products and the r-wide tensor between them cost more per
+ * multiply-add than one, and the first product's kernel call is a fixed
+ * cost.  Measured on the 2-vCPU EPYC (AVX-512, 1 thread, one Gemm against
+ * MatMul + Gemm at rank r, 4 copies of each layer per run, 3-5 rounds,
+ * load 11-14; ratios of CPU time): at batch 32 the factors ran at their
+ * share of the MACs plus 0.05-0.1 (0.9 of them: 0.91-1.05x the time, 0.7:
+ * 0.65-0.80x); at batch 1 small layers (256x256, 784x128, 512x1000 at
+ * ~5-30 us) ran 1.06-1.2x at 0.8, 0.92-1.0x at 0.7, 0.77-1.05x at 2/3,
+ * 0.77-0.92x at 0.6; 768x768..1280x1000 0.58-0.88x at 2/3.  So 2/3
+ * keeps every case near or below break-even and most at ~0.75x; above
+ * it the saving is noise at best and the factors still cost accuracy.
+ * Convs (lowrank_conv.c) are in the same table at 1/2 and 1/3.
  * Gemm's bias, alpha and beta stay on the second product; the first is a
  * plain MatMul, which also covers Gemm with transB (then x W^T =
  * (x B^T) A^T).  Convolutions: lowrank_conv.c (channel or spatial).
@@ -25,6 +38,7 @@
 #include <lapacke.h>
 
 #include "common/alloc.h"
+#include "common/assert.h"
 #include "compress/internal.h"
 
 int
@@ -76,8 +90,6 @@ ss__svd_factor(const float *a, int64_t m, int64_t n, double energy,
         rank = 1;
     if (rank > k)
         rank = k;
-    if (rank * (m + n) >= m * n)
-        goto done;              /* not worth it: *r stays 0 */
     if ((fa = ss_malloc(sizeof(float) * (size_t)(m * rank))) == NULL
         || (fb = ss_malloc(sizeof(float) * (size_t)(rank * n))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for low-rank factors");
@@ -105,10 +117,29 @@ done:
     return rc;
 }
 
-/* Replaces layer l by two products; *rank_out is 0 when it was skipped. */
+/* The largest share of a layer's multiply-adds its factors may cost
+ * (DESIGN above), as num / den. */
+static const struct {
+    const char *name;
+    int64_t num, den;
+} lr_limit[SS__LR_N] = {
+    [SS__LR_LINEAR] = { "Linear", 2, 3 },
+    [SS__LR_CHANNEL] = { "conv channel", 1, 2 },
+    [SS__LR_SPATIAL] = { "conv spatial", 1, 3 },
+};
+
+bool
+ss__lowrank_pays(ss__lr_kind_t kind, int64_t after, int64_t before)
+{
+    SS_ASSERT(kind >= 0 && kind < SS__LR_N);
+    return after * lr_limit[kind].den <= before * lr_limit[kind].num;
+}
+
+/* Replaces layer l by two products; *rank_out is 0 when it was kept, and
+ * *frac the share of its multiply-adds the factors would cost. */
 static int
 factor_layer(ss_graph_t *g, const ss__layer_t *l, double energy,
-             double ratio, int64_t *rank_out, ss_err_t *err)
+             double ratio, int64_t *rank_out, double *frac, ss_err_t *err)
 {
     const ss_tensor_t *wt = g->values[l->w].constant;
     const ss_node_t *nd = &g->nodes[l->node];
@@ -121,8 +152,12 @@ factor_layer(ss_graph_t *g, const ss__layer_t *l, double energy,
     char *base = NULL;
 
     *rank_out = 0;
+    *frac = 0.0;
     if ((rc = ss__svd_factor(wt->data, m, n, energy, ratio, &r, &A, &B,
-                             err)) < 0 || r == 0)
+                             err)) < 0)
+        goto done;
+    *frac = (double)(r * (m + n)) / (double)(m * n);
+    if (!ss__lowrank_pays(SS__LR_LINEAR, r * (m + n), m * n))
         goto done;
     if ((base = ss_strdup(ss__node_label(g, node))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a name");
@@ -204,12 +239,47 @@ done:
     return rc;
 }
 
+/* The limits as text: "Linear 2/3, conv channel 1/2, ...". */
+static void
+limits(char *buf, size_t len)
+{
+    size_t o = 0;
+    int k;
+
+    buf[0] = '\0';
+    for (k = 0; k < SS__LR_N && o < len; k++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s %lld/%lld",
+                              k > 0 ? ", " : "", lr_limit[k].name,
+                              (long long)lr_limit[k].num,
+                              (long long)lr_limit[k].den);
+}
+
+/* Tracks the kept layer whose factors came closest to paying: the last
+ * entry of arr (its label is borrowed from arr). */
+static void
+closest_to(json_t *arr, const char **best, double *best_frac)
+{
+    json_t *e = json_array_get(arr, json_array_size(arr) - 1);
+    json_t *f = json_object_get(e, "macs_fraction");
+
+    if (e == NULL || f == NULL
+        || json_integer_value(json_object_get(e, "rank")) > 0)
+        return;
+    if (*best == NULL || json_number_value(f) < *best_frac) {
+        *best = json_string_value(json_object_get(e, "layer"));
+        *best_frac = json_number_value(f);
+    }
+}
+
 int
 ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             json_t *note, ss_err_t *err)
 {
     ss__layer_t *layers = NULL;
     json_t *arr = json_array();
+    const char *best = NULL;
+    double best_frac = 0.0;
+    char lim[160];
     int n = 0, i, done_n = 0, rc;
 
     if (arr == NULL)
@@ -220,7 +290,7 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
         ss__layer_t *l = &layers[i];
         const ss_tensor_t *w = (*g)->values[l->w].constant;
         char label[256];
-        double energy, ratio;
+        double energy, ratio, frac;
         int64_t r = 0;
 
         if ((rc = ss__cx_cancelled(cx)) < 0) {
@@ -252,16 +322,19 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
             if ((rc = ss__lowrank_conv(*g, l, energy, ratio, e, err)) < 0)
                 goto done;
             done_n += json_integer_value(json_object_get(e, "rank")) > 0;
+            closest_to(arr, &best, &best_frac);
             continue;
         }
-        if ((rc = factor_layer(*g, l, energy, ratio, &r, err)) < 0)
+        if ((rc = factor_layer(*g, l, energy, ratio, &r, &frac, err)) < 0)
             goto done;
-        json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I}",
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I, s:f}",
                                              "layer", label,
                                              "m", (json_int_t)w->dims[0],
                                              "n", (json_int_t)w->dims[1],
-                                             "rank", (json_int_t)r));
+                                             "rank", (json_int_t)r,
+                                             "macs_fraction", frac));
         done_n += r > 0;
+        closest_to(arr, &best, &best_frac);
     }
     if (done_n > 0 && (rc = ss_graph_finalize(*g, err)) < 0)
         goto done;
@@ -269,15 +342,22 @@ ss__lowrank(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     arr = NULL;
     json_object_set_new(note, "factored", json_integer(done_n));
     json_object_set_new(note, "changed", json_boolean(done_n > 0));
-    if (done_n == 0)
-        json_object_set_new(note, "reason", json_string(n == 0
-            ? "no MatMul, Gemm or Conv with a constant weight"
-            : "at this energy/ratio no layer's factors save enough "
-              "multiply-adds (see the layers' ranks)"));
-    json_object_set_new(note, "note", json_string(
-        "rank 0: the layer was kept (its factors cost at least its "
-        "multiply-adds: r(m+n) >= mn; a conv's more than 1/2 of them as "
-        "channel factors, 1/3 as spatial ones)"));
+    limits(lim, sizeof(lim));
+    if (done_n == 0 && n == 0)
+        json_object_set_new(note, "reason", json_string(
+            "no MatMul, Gemm or Conv with a constant weight"));
+    else if (done_n == 0 && best == NULL)
+        json_object_set_new(note, "reason", json_string(
+            "no layer here can be factored (grouped, non-2-D and auto_pad "
+            "convs are kept)"));
+    else if (done_n == 0)
+        json_object_set_new(note, "reason", json_sprintf(
+            "no layer's factors cost at most the share of its "
+            "multiply-adds that pays (%s); the closest: '%s' at %.3f",
+            lim, best, best_frac));
+    json_object_set_new(note, "note", json_sprintf(
+        "rank 0: the layer was kept: its factors would cost macs_fraction "
+        "of its multiply-adds, more than pays (%s)", lim));
     rc = 0;
 done:
     json_decref(arr);

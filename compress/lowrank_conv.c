@@ -18,9 +18,9 @@
  *    first would have made of zero-padded input.  r I kh sw + r O kw per
  *    output pixel (the first conv runs over every input column, sw per
  *    output column).
- * The cheaper view wins if it costs at most half the multiply-adds of W
- * (channel), a third (spatial); else the layer is kept (rank 0 in the
- * details).  Not merely fewer: two convs and the r-channel tensor between
+ * The cheaper view wins if it pays (ss__lowrank_pays: at most half the
+ * multiply-adds of W as channel factors, a third as spatial ones); else
+ * the layer is kept (rank 0 in the details).  Not merely fewer: two convs and the r-channel tensor between
  * them cost more per multiply-add than one.  Measured on the 2-vCPU EPYC
  * (AVX-512, 1 thread, batch 32, 128->128 3x3 at 28x28 between 1x1 convs):
  * channel rank 96/64/32 (0.83/0.56/0.28 of the MACs) ran 1.14/1.02/0.72x
@@ -140,12 +140,14 @@ ss__lowrank_conv(ss_graph_t *g, const ss__layer_t *l, double energy,
             goto done;
         c_sp = r_sp * (I * kh * st[1] + O * kw);
     }
-    if (r_sp > 0 && 3 * c_sp > orig)
+    json_object_set_new(info, "macs_fraction", json_real(
+        (double)(r_sp > 0 && c_sp < c_ch ? c_sp : c_ch) / (double)orig));
+    if (r_sp > 0 && !ss__lowrank_pays(SS__LR_SPATIAL, c_sp, orig))
         r_sp = 0;
-    if (r_ch > 0 && 2 * c_ch > orig)
+    if (!ss__lowrank_pays(SS__LR_CHANNEL, c_ch, orig))
         r_ch = 0;
     if (r_ch == 0 && r_sp == 0)
-        goto done;              /* neither saves: the layer stays */
+        goto done;              /* neither pays: the layer stays */
     spatial = r_sp > 0 && (r_ch == 0 || c_sp < c_ch);
     if ((base = ss_strdup(ss__node_label(g, node))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for a name");

@@ -68,8 +68,10 @@ def test_methods():
               "validation": {"file": "val.npz"},
               "gate": {"max_accuracy_drop": 0.05}, "activate": False},
              "unstructured prune 50%", False),
+            # (energy 0.9: at 0.95 no layer's factors cost at most the
+            # 2/3 of its multiply-adds that pays -- test_gate)
             ({"methods": [{"method": "lowrank",
-                           "params": {"energy": 0.95}}],
+                           "params": {"energy": 0.9}}],
               "validation": {"file": "val.npz"},
               "gate": {"max_accuracy_drop": 0.05}, "activate": False},
              "low-rank", False),
@@ -137,6 +139,29 @@ def test_gate():
         tap.eq(repo.versions_on_disk(root), [1], "a rejected variant writes "
                "nothing")
         tap.eq(served_version(d), "1", "the served version is unchanged")
+        # Ratio 0.6: every layer's factors cost fewer multiply-adds than
+        # the layer (fc3 10x64 at rank 6: 0.69 of them) but more than the
+        # 2/3 that pays (compress/lowrank.c): nothing is factored, and the
+        # job ends rejected with that reason, whatever the gate.
+        st, js = submit(d, {"methods": [{"method": "lowrank",
+                                         "params": {"ratio": 0.6}}],
+                            "validation": {"file": "val.npz"},
+                            "gate": {"min_agreement": 0.0},
+                            "activate": True})
+        job = d.wait_job(js.get("job", 0))
+        tap.eq(job.get("state"), "rejected", "low-rank that pays nowhere "
+               "is rejected")
+        tap.ok("lowrank changed nothing" in job.get("error", "")
+               and "Linear 2/3" in job.get("error", ""),
+               "with the reason (%s)" % job.get("error"))
+        layers = (((job.get("result") or {}).get("details") or {})
+                  .get("methods") or [{}])[0].get("layers", [])
+        tap.ok(len(layers) == 3 and all(e.get("rank") == 0 and
+                                        2 / 3 < e.get("macs_fraction", 0) < 1
+                                        for e in layers),
+               "each layer kept at a share in (2/3, 1) (%s)"
+               % [e.get("macs_fraction") for e in layers])
+        tap.eq(repo.versions_on_disk(root), [1], "and writes nothing")
         tap.eq(d.stop(), 0, "clean exit")
     shutil.rmtree(tmp)
 

@@ -83,7 +83,23 @@ test_svd(void)
     ss_free(A);
     ss_free(B);
     rc = ss__svd_factor(a, M, N, 0, 1.0, &r, &A, &B, NULL);
-    ok(rc == 0 && r == 0 && A == NULL, "full rank is not worth factoring");
+    ok(rc == 0 && r == N && A != NULL, "ratio 1 keeps the full rank (%lld)",
+       (long long)r);
+    ok(!ss__lowrank_pays(SS__LR_LINEAR, r * (M + N), M * N),
+       "full rank is not worth factoring");
+    ss_free(A);
+    ss_free(B);
+    /* The measured limits (lowrank.c): at most 2/3 of a Linear's
+     * multiply-adds, 1/2 of a conv's as channel factors, 1/3 spatial. */
+    ok(ss__lowrank_pays(SS__LR_LINEAR, 200, 300)
+       && !ss__lowrank_pays(SS__LR_LINEAR, 201, 300),
+       "Linear: factors pay at 2/3 of the multiply-adds, not above");
+    ok(ss__lowrank_pays(SS__LR_CHANNEL, 150, 300)
+       && !ss__lowrank_pays(SS__LR_CHANNEL, 151, 300),
+       "conv channel: at 1/2, not above");
+    ok(ss__lowrank_pays(SS__LR_SPATIAL, 100, 300)
+       && !ss__lowrank_pays(SS__LR_SPATIAL, 101, 300),
+       "conv spatial: at 1/3, not above");
 }
 
 /* ---- parameters ------------------------------------------------------ */
@@ -406,6 +422,32 @@ test_lowrank_mlp(const ss_graph_t *g, tc_data_t *val)
            "fc3 (10x64) gets rank ceil(2.5) = 3");
     is_int(count_op(res.variant, "MatMul"), 3, "first factors as MatMul");
     is_int(count_op(res.variant, "Gemm"), 3, "second factors keep Gemm");
+    ss_compress_result_clear(&res);
+
+    /* Ratio 0.6: fc1 rank 39 of 64 would cost 39 (128 + 64) / (128 64)
+     * = 0.91 of its multiply-adds, fc3 rank 6 6 (10 + 64) / 640 = 0.69:
+     * fewer, but more than 2/3, which does not pay (lowrank.c).  Nothing
+     * is factored, and the job says so instead of writing the source. */
+    ss_method_default(&m, SS_METHOD_LOWRANK);
+    m.u.lowrank.energy = 0;
+    m.u.lowrank.ratio = 0.6;
+    rc = run1(g, &m, 1, NULL, &val->ds, &no_gate, &res, &err);
+    is_int(rc, 0, "low-rank ratio 0.6 on the MLP: %s", err.msg);
+    ls = json_object_get(json_array_get(json_object_get(res.details,
+                                                        "methods"), 0),
+                         "layers");
+    is_int((int)json_integer_value(json_object_get(json_array_get(ls, 2),
+                                                   "rank")), 0,
+           "ratio 0.6: fc3 is kept");
+    is_close(json_number_value(json_object_get(json_array_get(ls, 2),
+                                               "macs_fraction")),
+             6.0 * 74 / 640, 1e-9, 0, "fc3: its factors' share is given");
+    ok(!res.passed && res.unchanged
+       && strstr(res.gate_reason, "lowrank changed nothing") != NULL
+       && strstr(res.gate_reason, "Linear 2/3") != NULL
+       && strstr(res.gate_reason, "at 0.694") != NULL,
+       "ratio 0.6: rejected, unchanged, with the reason (%s)",
+       res.gate_reason);
     ss_compress_result_clear(&res);
 
     ss_method_default(&m, SS_METHOD_LOWRANK);
