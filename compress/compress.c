@@ -16,6 +16,7 @@
  */
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -154,11 +155,13 @@ check_gate(const ss_gate_t *gate, const ss_dataset_t *val, ss_err_t *err)
 
 /* Source (ref NULL) or variant measurements; o gets the outputs. */
 static int
-measure(const ss_graph_t *g, const ss_dataset_t *val,
-        const ss__outputs_t *ref, const ss_compress_ctl_t *ctl,
-        ss__outputs_t *o, ss_eval_t *ev, ss_err_t *err)
+measure(const ss__cx_t *cx, const char *what, const ss_graph_t *g,
+        const ss_dataset_t *val, const ss__outputs_t *ref,
+        const ss_compress_ctl_t *ctl, ss__outputs_t *o, ss_eval_t *ev,
+        ss_err_t *err)
 {
     ss__runner_t r = {0};
+    char step[64];
     int rc;
 
     memset(ev, 0, sizeof(*ev));
@@ -171,6 +174,8 @@ measure(const ss_graph_t *g, const ss_dataset_t *val,
         ev->agreement = ss__agreement(o, ref);
         ev->max_relative_error = ss__max_rel_error(o, ref);
     }
+    snprintf(step, sizeof(step), "%s: timing batches 1 and 32", what);
+    ss__cx_progress(cx, 0.5, step);
     if ((rc = ss__latency(&r, val, 1, ctl->latency_runs, ctl->cancel,
                           &ev->latency_ms_b1, err)) < 0
         || (rc = ss__latency(&r, val, 32, ctl->latency_runs, ctl->cancel,
@@ -290,7 +295,8 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     cx.src_out = &src_out;
     cx.p1 = 0.1;
     ss__cx_progress(&cx, 0.0, "evaluating the source");
-    if ((rc = measure(src, val, NULL, &ctl, &src_out, &res->source, err)) < 0)
+    if ((rc = measure(&cx, "evaluating the source", src, val, NULL, &ctl,
+                      &src_out, &res->source, err)) < 0)
         goto done;
     cx.src_acc = res->source.accuracy;
     if ((rc = ss_graph_clone(src, &g, err)) < 0)
@@ -374,8 +380,8 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     cx.p0 = 0.85;
     cx.p1 = 1.0;
     ss__cx_progress(&cx, 0.0, "evaluating the variant");
-    if ((rc = measure(g, val, &src_out, &ctl, &var_out, &res->variant_eval,
-                      err)) < 0)
+    if ((rc = measure(&cx, "evaluating the variant", g, val, &src_out,
+                      &ctl, &var_out, &res->variant_eval, err)) < 0)
         goto done;
     res->passed = ss__gate_ok(gate, res->source.accuracy, &res->variant_eval,
                               res->gate_reason, sizeof(res->gate_reason));

@@ -3,6 +3,7 @@
  * slimserve-train: a compression job without the daemon.
  *
  *   slimserve-train JOB.json --model-dir DIR [--threads N]
+ *                   [--latency-runs N]
  *
  * JOB.json is the body of POST /admin/models/{m}/compress, read by the
  * same parsers (compress/params_json.c): "methods" (finetune, distill and
@@ -62,6 +63,7 @@
 
 #include "common/alloc.h"
 #include "common/atomicfile.h"
+#include "common/clock.h"
 #include "compress/compress.h"
 #include "engine/io/npy.h"
 #include "engine/ir/edit.h"
@@ -221,6 +223,39 @@ on_train(void *arg, const ss_train_progress_t *p)
             p->val_name, p->val_metric, p->samples_per_s, p->eta_s, path);
 }
 
+/* A line on stderr each time the job enters a new step ("ptq:
+ * calibrating", "evaluating the variant"...), with the wall and CPU
+ * seconds since the job started: where a long job spends its time.  A
+ * step is named by its text up to the first digit ("finetune: epoch 1/3,
+ * step 7/120" is one step with its counters). */
+static void
+on_progress(void *arg, double fraction, const char *step)
+{
+    static char last[128];
+    static double t0, c0;
+    double t = ss_clock_mono_s();
+    double c = (double)ss_clock_ns(CLOCK_PROCESS_CPUTIME_ID) / 1e9;
+    size_t n;
+
+    (void)arg;
+    (void)fraction;
+    if (step == NULL)
+        return;
+    n = strcspn(step, "0123456789");
+    if (n >= sizeof(last))
+        n = sizeof(last) - 1;
+    if (last[0] != '\0' && strlen(last) == n && strncmp(step, last, n) == 0)
+        return;
+    if (last[0] == '\0') {
+        t0 = t;
+        c0 = c;
+    }
+    memcpy(last, step, n);
+    last[n] = '\0';
+    fprintf(stderr, "slimserve-train: step at %.1f s (cpu %.1f s): %s\n",
+            t - t0, c - c0, step);
+}
+
 /* DIR/<next>/{model.onnx, variant.json} through a temporary folder. */
 static int
 write_version(const char *dir, int64_t parent, json_t *methods,
@@ -284,11 +319,14 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: slimserve-train JOB.json --model-dir DIR "
-            "[--threads N]\n"
+            "[--threads N] [--latency-runs N]\n"
             "  runs a compression job (the body of POST /admin/models/M/"
             "compress)\n  on the model folder DIR without the daemon; "
             "exit 0: a version was\n  written, 1: the gate rejected the "
             "variant, 2: error\n"
+            "  --latency-runs N: timed runs of each latency in the result "
+            "(default 20)\n  stderr: a line per step with the seconds "
+            "since the start (wall, CPU)\n"
 #ifdef HAVE_MPI
             "  data parallel: MPI (mpirun -np N slimserve-train ...)\n"
 #else
@@ -381,6 +419,7 @@ main(int argc, char **argv)
     static const struct option opts[] = {
         { "model-dir", required_argument, NULL, 'd' },
         { "threads", required_argument, NULL, 't' },
+        { "latency-runs", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -417,13 +456,16 @@ main(int argc, char **argv)
     }
 #endif
 
-    while ((c = getopt_long(argc, argv, "d:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:t:l:h", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             dir = optarg;
             break;
         case 't':
             ctl.threads = atoi(optarg);
+            break;
+        case 'l':
+            ctl.latency_runs = atoi(optarg);
             break;
         case 'h':
             usage(stdout);
@@ -558,8 +600,10 @@ main(int argc, char **argv)
         signal(SIGTERM, on_signal);
         ctl.cancel = &cancel_flag;
     }
-    if (dp.rank == 0)
+    if (dp.rank == 0) {
         ctl.train_progress = on_train;
+        ctl.progress = on_progress;
+    }
     rc = ss_compress_run(g, methods, n, calib.given ? &calib.ds : NULL,
                          val.given ? &val.ds : &calib.ds, &gate, &ctl, &res,
                          &err);

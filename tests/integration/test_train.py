@@ -11,6 +11,7 @@ to f32's accuracy, and is refused where oneDNN cannot run it."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -532,23 +533,36 @@ def test_cli(tmp):
            "validation": {"file": "val.npz"},
            "gate": {"max_accuracy_drop": 0.01}}
 
-    def run(body):
+    def run(body, extra=()):
         p = os.path.join(tmp, "job.json")
         with open(p, "w") as f:
             json.dump(body, f)
         r = subprocess.run([TRAIN_BIN, p, "--model-dir", mdir,
-                            "--threads", "1"], capture_output=True,
-                           timeout=120)
+                            "--threads", "1"] + list(extra),
+                           capture_output=True, timeout=120)
         return r.returncode, r.stdout.decode(), r.stderr.decode()
 
-    rc, out, errs = run(job)
+    rc, out, errs = run(job, ["--latency-runs", "3"])
     tap.eq(rc, 0, "slimserve-train: exit 0 (%s)" % errs.strip()[-200:])
+    steps = re.findall(r"step at ([0-9.]+) s \(cpu ([0-9.]+) s\): (.*)",
+                       errs)
+    tap.eq([s[2] for s in steps if s[2].startswith("evaluating")],
+           ["evaluating the source",
+            "evaluating the source: timing batches 1 and 32",
+            "evaluating the variant",
+            "evaluating the variant: timing batches 1 and 32"],
+           "a line per step (%s)" % [s[2] for s in steps])
+    tap.ok(len(steps) >= 6 and steps[-1][2] == "done"
+           and all(float(a[0]) <= float(b[0]) and float(a[1]) <= float(b[1])
+                   for a, b in zip(steps, steps[1:])),
+           "with the wall and CPU seconds since the start, in order")
     res = json.loads(out) if rc == 0 else {}
     tap.eq(res.get("version"), 2, "version 2 written")
     tap.ok(os.path.exists(os.path.join(mdir, "2", "model.onnx")) and
            os.path.exists(os.path.join(mdir, "2", "variant.json")),
            "model.onnx and variant.json")
-    tap.eq(errs.count("finetune: epoch"), 3, "a progress line per epoch")
+    tap.eq(len(re.findall(r"finetune: epoch \d+/\d+  loss", errs)), 3,
+           "a progress line per epoch")
     with open(os.path.join(mdir, "config.json")) as f:
         tap.eq(json.load(f).get("active_version"), 1,
                "the served version is pinned, not replaced")
