@@ -485,9 +485,88 @@ only_dead_dq(const ss_plan_t *p, int v, int self)
     return 1;
 }
 
+static int
+graph_output(const ss_plan_t *p, int v)
+{
+    for (int i = 0; i < p->g->n_outputs; i++)
+        if (p->g->outputs[i] == v)
+            return 1;
+    return 0;
+}
+
+/* When f32 value v is a Conv's result, through element-wise activations
+ * the conv will fuse (Relu, Clip), the conv's input value; else -1. */
+static int
+conv_source(const ss_plan_t *p, int v)
+{
+    static const char *const acts[] = { "Relu", "Clip", "LeakyRelu" };
+    const ss_graph_t *g = p->g;
+
+    for (int hops = 0; hops < 4 && v >= 0 && v < g->n_values; hops++) {
+        const ss_node_t *nd;
+        size_t i;
+
+        if (g->values[v].producer < 0)
+            return -1;
+        nd = &g->nodes[g->values[v].producer];
+        if (strcmp(nd->op_type, "Conv") == 0)
+            return nd->n_inputs > 0 ? nd->inputs[0] : -1;
+        for (i = 0; i < sizeof(acts) / sizeof(acts[0]); i++)
+            if (strcmp(nd->op_type, acts[i]) == 0)
+                break;
+        if (i == sizeof(acts) / sizeof(acts[0]) || nd->n_inputs < 1)
+            return -1;
+        v = nd->inputs[0];
+    }
+    return -1;
+}
+
+/* True when value v will be NHWC: recorded so by the int8 pass (an int8
+ * conv's f32 result, a DQ of this pass), or a pool's or activation's
+ * result whose source is (they keep their source's layout). */
+static int
+nhwc_behind(const ss_plan_t *p, int v)
+{
+    static const char *const follow[] = { "MaxPool", "AveragePool", "Relu",
+                                          "Clip" };
+    const ss_graph_t *g = p->g;
+
+    for (int hops = 0; hops < 4 && v >= 0; hops++) {
+        const ss_node_t *nd;
+        size_t i;
+
+        if (p->vals[ss__plan_root(p, v)].layout == SS_DNN_NHWC)
+            return 1;
+        if (v >= g->n_values || g->values[v].producer < 0)
+            return 0;
+        nd = &g->nodes[g->values[v].producer];
+        for (i = 0; i < sizeof(follow) / sizeof(follow[0]); i++)
+            if (strcmp(nd->op_type, follow[i]) == 0)
+                break;
+        if (i == sizeof(follow) / sizeof(follow[0]) || nd->n_inputs < 1)
+            return 0;
+        v = nd->inputs[0];
+    }
+    return 0;
+}
+
 /* A QuantizeLinear or DequantizeLinear left on its reference kernel, per
  * tensor with constant parameters: a oneDNN reorder with scales and zero
- * points instead (vectorized; the reference loop divides per element). */
+ * points instead (vectorized; the reference loop divides per element).
+ *
+ * An f32 conv behind a DQ (int8 activations, f32 weights: a layer some
+ * tool left f32) read NCHW f32 and took oneDNN's gemm fallback: the
+ * 28x28 CNN's conv 32 -> 64 at batch 32 ran 2.76 ms (0.35 in int8, 0.7
+ * in f32 Winograd), the whole model 2.5x slower than f32.  So the DQ of
+ * an int8 step's NHWC result reads that NHWC copy and writes f32 NHWC,
+ * the conv runs NHWC (brgconv, 1.0-1.2 ms there), and the Q of its
+ * result reads NHWC too (no reorder to NCHW between them).  The same Q
+ * rule serves PTQ's own fallback (no Q/DQ before the f32 layer): that
+ * conv reads an int8 conv's f32 NHWC result, through a pool, and runs
+ * NHWC already; its result went to NCHW and was quantized back to NHWC
+ * (0.16 + 0.34 ms of the same CNN's 1.9 with conv 2 in f32; now 0.06).
+ * A first layer left f32 (one input channel) ran gemm and a 0.8 ms
+ * quantizing reorder: 2.1 ms, now 0.27 + 0.12 (int8: 0.14). */
 static int
 qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
 {
@@ -534,6 +613,28 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
     cd.scale = q ? 1.0f / sc : sc;
     cd.dst_zp = q ? zp : 0;
     cd.src_zp = q ? 0 : zp;
+    /* a DQ of an int8 step's NHWC result, for an f32 conv: NHWC in and
+     * out (graph outputs and views need NCHW bytes) */
+    if (!q && x->ndim == 4 && (twin = twin_of(qp, st->in[0])) >= 0
+        && !graph_output(p, st->out[0])
+        && !ss__plan_has_views(p, st->out[0])) {
+        st->in[0] = twin;
+        cd.src_nhwc = cd.dst_nhwc = 1;
+        p->vals[st->out[0]].layout = SS_DNN_NHWC;
+    }
+    /* the result of an f32 conv reading NHWC (such a DQ's, or a pool's
+     * behind an int8 conv: the conv runs NHWC then, conv_layouts) or few
+     * channels (a first layer PTQ left f32): read NHWC, which the conv
+     * then writes, instead of a reorder to NCHW and a quantizing one
+     * back to NHWC.  Not when the source's NHWC bytes are nChw16c's (16
+     * channels): the conv runs blocked, Winograd for a 3x3. */
+    if (q && x->ndim == 4 && (twin = conv_source(p, st->in[0])) >= 0
+        && ss__plan_tensor(p, twin)->ndim == 4
+        && ((nhwc_behind(p, twin)
+             && !ss__lay_same(SS_DNN_NHWC, SS_DNN_BLOCKED,
+                              ss__plan_tensor(p, twin)))
+            || ss__plan_tensor(p, twin)->dims[1] < 16))
+        cd.src_nhwc = 1;
     /* a Q whose result only an NHWC int8 conv reads: quantize straight
      * into the NHWC copy and drop the conversion queued for it */
     if (q && x->ndim == 4 && (twin = twin_of(qp, st->out[0])) >= 0
@@ -543,8 +644,8 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
                 && il->v[i].st.in[0] == st->out[0]) {
                 cd.dst_nhwc = 1;
                 /* an int8 conv's f32 result is NHWC already */
-                cd.src_nhwc = p->vals[ss__plan_root(p, st->in[0])].layout
-                              == SS_DNN_NHWC;
+                cd.src_nhwc |= p->vals[ss__plan_root(p, st->in[0])].layout
+                               == SS_DNN_NHWC;
                 skip = i;
                 break;
             }
