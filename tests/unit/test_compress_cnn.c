@@ -434,9 +434,85 @@ test_prune_nothing(void)
     ss_graph_free(g);
 }
 
+/* The scales of g's QuantizeLinear nodes in node order (up to n), and
+ * whether each quantizes to u8; returns how many. */
+static int
+q_scales(const ss_graph_t *g, double *sc, bool *u8, int n)
+{
+    int i, k = 0;
+
+    for (i = 0; g != NULL && i < g->n_nodes && k < n; i++) {
+        const ss_node_t *nd = &g->nodes[i];
+        const ss_tensor_t *s, *z;
+
+        if (strcmp(nd->op_type, "QuantizeLinear") != 0 || nd->n_inputs < 3)
+            continue;
+        s = g->values[nd->inputs[1]].constant;
+        z = g->values[nd->inputs[2]].constant;
+        if (s == NULL || z == NULL)
+            continue;
+        sc[k] = *(const float *)s->data;
+        u8[k++] = z->dtype == SS_DTYPE_U8;
+    }
+    return k;
+}
+
+/* minmax calibration reads ReduceMin/ReduceMax of each activation (the
+ * convs of its graph keep their layouts), the other calibrations the
+ * tensors whole: at percentile 100 both give the same ranges (up to the
+ * kernels' rounding, the plans differ), and the input's scale is its
+ * max |x| / 127 (s8: x has negatives). */
+static void
+test_calib_minmax(void)
+{
+    ss_graph_t *g = cnn(false);
+    ss_compress_result_t r1 = { 0 }, r2 = { 0 };
+    ss_tensor_t x;
+    ss_dataset_t ds;
+    ss_method_t m;
+    ss_err_t err = { 0 };
+    double s1[32], s2[32], worst = 0, xmax = 0;
+    bool u1[32], u2[32], same = true;
+    int n1, n2, i;
+
+    if (g == NULL) {
+        ok(0, "the calibration test net builds");
+        return;
+    }
+    data(&x, &ds, 16, 4, 6);
+    for (i = 0; i < 16 * 4 * 6 * 6; i++)
+        xmax = fmax(xmax, fabs(((const float *)x.data)[i]));
+    ss_method_default(&m, SS_METHOD_PTQ);
+    m.u.ptq.calib = SS_CALIB_MINMAX;
+    is_int(run1(g, &m, 1, &ds, &ds, &no_gate, &r1, &err), 0,
+           "ptq minmax on the CNN: %s", err.msg);
+    ss_method_default(&m, SS_METHOD_PTQ);
+    m.u.ptq.calib = SS_CALIB_PERCENTILE;
+    m.u.ptq.percentile = 100;
+    is_int(run1(g, &m, 1, &ds, &ds, &no_gate, &r2, &err), 0,
+           "ptq percentile 100 on the CNN: %s", err.msg);
+    n1 = q_scales(r1.variant, s1, u1, 32);
+    n2 = q_scales(r2.variant, s2, u2, 32);
+    ok(n1 >= 4 && n1 == n2, "both quantize the same activations (%d, %d)",
+       n1, n2);
+    for (i = 0; i < n1 && i < n2; i++) {
+        worst = fmax(worst, fabs(s1[i] - s2[i]) / s2[i]);
+        same &= u1[i] == u2[i];
+    }
+    ok(worst < 1e-4 && same, "minmax from reductions = the whole tensors' "
+       "ranges (max rel diff %g, u8/s8 alike: %d)", worst, same);
+    is_close(s1[0], xmax / 127.0, 1e-6, 0, "the input's scale: max |x| "
+             "/ 127");
+    ss_compress_result_clear(&r1);
+    ss_compress_result_clear(&r2);
+    free(x.data);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
+    test_calib_minmax();
     test_prune_cnn();
     test_lowrank_conv();
     test_prune_nothing();
