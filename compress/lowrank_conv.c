@@ -20,13 +20,14 @@
  *    output column).
  * The cheaper view wins if it pays (ss__lowrank_pays: at most half the
  * multiply-adds of W as channel factors, a third as spatial ones); else
- * the layer is kept (rank 0 in the details).  Not merely fewer: two convs and the r-channel tensor between
- * them cost more per multiply-add than one.  Measured on the 2-vCPU EPYC
- * (AVX-512, 1 thread, batch 32, 128->128 3x3 at 28x28 between 1x1 convs):
+ * the layer is kept (rank 0 in the details).  Not merely fewer: two convs
+ * and the r-channel tensor between them cost more per multiply-add than
+ * one.  Measured on the 2-vCPU EPYC (AVX-512, 1 thread, batch 32, 128->128
+ * 3x3 at 28x28 between 1x1 convs; bench/lowrank_cost.py --kind conv):
  * channel rank 96/64/32 (0.83/0.56/0.28 of the MACs) ran 1.14/1.02/0.72x
  * the conv's time, spatial 0.67/0.33 ran 1.36/0.91x; resnet18 with every
- * conv factored at energy 0.9 (MACs -20..25%) ran 0.88x.  Grouped convs, 1-D/3-D
- * ones and auto_pad are kept as they are.  The two new nodes are named
+ * conv factored at energy 0.9 (MACs -20..25%) ran 0.88x.  Grouped convs,
+ * 1-D/3-D ones and auto_pad are kept as they are.  The two new nodes are named
  * "<name>/lowrank_a" and "<name>/lowrank_b" like the MatMul factors (the
  * search maps them back to the layer).
  *
