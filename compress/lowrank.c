@@ -19,9 +19,10 @@
  * share of the MACs plus 0.05-0.1 (0.9 of them: 0.91-1.05x the time, 0.7:
  * 0.65-0.80x); at batch 1 small layers (256x256, 784x128, 512x1000 at
  * ~5-30 us) ran 1.06-1.2x at 0.8, 0.92-1.0x at 0.7, 0.77-1.05x at 2/3,
- * 0.77-0.92x at 0.6; 768x768..1280x1000 0.58-0.88x at 2/3.  So 2/3
- * keeps every case near or below break-even and most at ~0.75x; above
- * it the saving is noise at best and the factors still cost accuracy.
+ * 0.77-0.92x at 0.6; 768x768 and 1280x1000 0.57-0.78x at 2/3
+ * (bench/lowrank_cost.py).  So 2/3 keeps every case near or below
+ * break-even and most at ~0.75x; above it the saving is noise at best
+ * and the factors still cost accuracy.
  * Convs (lowrank_conv.c) are in the same table at 1/2 and 1/3.
  * Gemm's bias, alpha and beta stay on the second product; the first is a
  * plain MatMul, which also covers Gemm with transB (then x W^T =
