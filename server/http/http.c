@@ -22,9 +22,9 @@
  * SO_REUSEPORT makes a port held by another process fail as it always
  * did, instead of silently sharing it.
  *
- * The access handler gathers the body into one buffer (refusing more than
- * max_body_bytes with 413, early when Content-Length says so) and calls
- * the listener's handler once.  Answers are queued from the access
+ * The access handler (http_req.c) gathers the body into one buffer
+ * (refusing more than max_body_bytes with 413, early when Content-Length
+ * says so) and calls the listener's handler once.  Answers are queued from the access
  * handler only, as MHD requires: an answer given from the handler is
  * queued on return; an answer given later (ss_req_finish, any thread)
  * parks the request on its loop's mutex-guarded done list and wakes that
@@ -100,158 +100,10 @@
 #include "server/http/tls.h"
 #include "server/looplag.h"
 
-#define MAX_STATUS 600
-#define IP_BUCKETS 1024
-#define SWEEP_MS 200            /* deadline granularity */
-#define BACKLOG 1024
-#define TLS_SPINS 3             /* timer-driven 0 ms runs before backing off */
+#include "server/http/http_int.h"
 
-typedef struct hdr {
-    char *name;
-    char *value;
-} hdr_t;
-
-/* A client address as a hash key: 4 or 16 bytes. */
-typedef struct ipkey {
-    uint8_t len;
-    uint8_t a[16];
-} ipkey_t;
-
-typedef enum {
-    PH_HEADER,                  /* waiting for a request's headers */
-    PH_BODY,                    /* headers in, body arriving */
-    PH_BUSY,                    /* handled, answering: no deadline */
-    PH_IDLE,                    /* kept alive between requests */
-    PH_CUT                      /* shut down, MHD closes it next */
-} phase_t;
-
-typedef struct loop loop_t;
-
-/* One connection: MHD's socket context, [loop]. */
-typedef struct conn {
-    loop_t *l;
-    struct MHD_Connection *c;
-    ipkey_t ip;
-    bool ip_counted;
-    phase_t phase;
-    uint64_t deadline_ms;       /* uv_now() time; 0: none */
-    ss_tls_hold_t tls;          /* the certificate its handshake got */
-    struct conn *prev, *next;   /* the loop's list */
-} conn_t;
-
-struct ss_req {
-    loop_t *l;
-    struct MHD_Connection *conn;
-    conn_t *k;                  /* NULL when MHD could not tell */
-    const char *method;         /* borrowed from MHD for the request's life */
-    const char *url;
-    uint64_t id;
-    int64_t start_ns;
-    ss_endpoint_t ep;
-
-    char *body;
-    size_t len, cap;
-    int64_t reserved;           /* bytes taken from the budget */
-    ss__http_inflate_t *inf;    /* Content-Encoding gzip/deflate: decoder */
-    ss__http_answer_t accept;   /* the answer's coding (Accept-Encoding) */
-    bool too_big;
-    bool over_budget;
-    bool dispatched;
-    bool suspended;             /* [loop] parked, waiting for finish */
-
-    /* The answer; written by the thread that answers, read by the loop
-     * after the done queue (or on the loop thread itself). */
-    bool resp_ready;
-    bool queued;
-    int status;
-    const char *ctype;          /* static string */
-    char *resp_body;
-    size_t resp_len;
-    hdr_t *hdrs;
-    int nhdrs;
-
-    ss_qlink_t done_link;       /* in its loop's done queue */
-};
-
-struct ss_http_budget {
-    _Atomic int64_t used;
-    int64_t cap;
-};
-
-enum { CTL_QUIESCE = 1, CTL_STOP = 2 };
-enum { REJ_LIMIT, REJ_PER_IP, REJ_BUFFERED, REJ__COUNT };
 static const char *const rej_names[REJ__COUNT] = {
     "connection_limit", "per_ip_limit", "buffered_bytes"
-};
-
-struct loop {
-    ss_http_t *h;
-    int index;
-    bool threaded;              /* its own thread and uv loop */
-    uv_loop_t own;              /* threaded only */
-    uv_loop_t *uv;
-    pthread_t thread;
-    bool started;               /* the thread runs */
-    struct MHD_Daemon *d;
-    MHD_socket fd;              /* listening socket until quiesced */
-    uv_poll_t poll;
-    uv_timer_t timer;           /* MHD_get_timeout */
-    uv_timer_t sweep;           /* deadlines */
-    uv_poll_t wake;             /* wake_fd readable: see wake_loop */
-    int wake_fd;                /* eventfd, or -1 */
-    _Atomic int wake_pending;   /* set by wakers, cleared by the loop */
-    int spins;                  /* timer-driven runs since the last I/O */
-    int handles;                /* initialised, not yet closed */
-    bool closing;
-
-    _Atomic int ctl;            /* CTL_* from the owner */
-    ss_queue_t done;            /* answered by other threads, to resume */
-    _Atomic int in_flight;
-    _Atomic uint64_t arrivals;  /* requests begun; read by job pacing */
-    uint64_t next_id;
-
-    conn_t *conns;              /* every tracked connection */
-    int nconns;
-    struct {                    /* accepted, not yet started by MHD */
-        bool active;
-        ipkey_t ip;
-        bool ip_counted;
-    } pending;
-
-    char label[16];             /* the loop's index as text */
-    ss_looplag_t *lag;          /* threaded: this loop's stall probe */
-    ss_series_t *s_in_flight, *s_loop, *s_conns;
-    ss_series_t *s_rej[REJ__COUNT], *s_slow_header, *s_slow_body;
-    ss_series_t *s_req[SS_EP__COUNT][MAX_STATUS];
-    ss_series_t *s_dur[SS_EP__COUNT];
-};
-
-typedef struct ip_ent {
-    struct ip_ent *next;
-    ipkey_t ip;
-    int n;
-} ip_ent_t;
-
-typedef struct ip_bucket {
-    pthread_mutex_t lock;
-    ip_ent_t *head;             /* guarded by lock */
-} ip_bucket_t;
-
-struct ss_http {
-    uv_loop_t *owner;
-    char *name;
-    char *address;
-    ss_http_opts_t opts;        /* strings point at name/address above */
-    int port;
-    int nloops;
-    loop_t *loops;
-    int handles;                /* over every loop, when not threaded */
-    bool closing;
-    _Atomic bool quiesced;
-    _Atomic int conns;          /* connections admitted, every loop */
-    ip_bucket_t *ipt;           /* NULL when there is no per-IP limit */
-    char retry_after[16];
-    ss_metric_t *m_requests, *m_duration;
 };
 
 static const char *const ep_names[SS_EP__COUNT] = {
@@ -315,8 +167,8 @@ ss_http_budget_free(ss_http_budget_t *b)
 }
 
 /* Reserves n bytes; false when that would pass the cap. */
-static bool
-budget_take(ss_http_budget_t *b, int64_t n)
+bool
+ss__http_budget_take(ss_http_budget_t *b, int64_t n)
 {
     int64_t u;
 
@@ -331,8 +183,8 @@ budget_take(ss_http_budget_t *b, int64_t n)
     return true;
 }
 
-static void
-budget_put(ss_http_budget_t *b, int64_t n)
+void
+ss__http_budget_put(ss_http_budget_t *b, int64_t n)
 {
     if (b != NULL && n > 0)
         atomic_fetch_sub_explicit(&b->used, n, memory_order_relaxed);
@@ -412,15 +264,15 @@ metrics_setup(ss_http_t *h, loop_t *l)
     l->s_slow_body = ss_metric_series(m->slow_clients, lv);
 }
 
-static void
-count(ss_series_t *s)
+void
+ss__http_count(ss_series_t *s)
 {
     if (s != NULL)
         ss_series_add(s, 1);
 }
 
-static void
-metrics_done(loop_t *l, ss_req_t *r)
+void
+ss__http_metrics_done(loop_t *l, ss_req_t *r)
 {
     ss_http_t *h = l->h;
     char code[16];
@@ -439,7 +291,7 @@ metrics_done(loop_t *l, ss_req_t *r)
         lv[2] = st ? code : "aborted";
         l->s_req[ep][st] = ss_metric_series(h->m_requests, lv);
     }
-    count(l->s_req[ep][st]);
+    ss__http_count(l->s_req[ep][st]);
     if (h->m_duration != NULL && l->s_dur[ep] == NULL) {
         lv[0] = h->name;
         lv[1] = ep_names[ep];
@@ -558,7 +410,7 @@ on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
     if (atomic_fetch_add_explicit(&h->conns, 1, memory_order_relaxed) >=
         h->opts.max_connections) {
         atomic_fetch_sub_explicit(&h->conns, 1, memory_order_relaxed);
-        count(l->s_rej[REJ_LIMIT]);
+        ss__http_count(l->s_rej[REJ_LIMIT]);
         return MHD_NO;
     }
     ipkey_of(addr, &ip);
@@ -567,7 +419,7 @@ on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
     if (h->ipt != NULL && ip.len > 0) {
         if ((rc = ip_take(h, &ip)) == SS_EBUSY) {
             atomic_fetch_sub_explicit(&h->conns, 1, memory_order_relaxed);
-            count(l->s_rej[REJ_PER_IP]);
+            ss__http_count(l->s_rej[REJ_PER_IP]);
             return MHD_NO;
         }
         l->pending.ip_counted = rc == 0;
@@ -580,8 +432,8 @@ on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
 
 static void on_sweep(uv_timer_t *t);
 
-static void
-set_phase(conn_t *k, phase_t ph, int timeout_s)
+void
+ss__http_set_phase(conn_t *k, phase_t ph, int timeout_s)
 {
     if (k == NULL || k->phase == PH_CUT)
         return;
@@ -623,7 +475,7 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
             atomic_fetch_add_explicit(&l->h->conns, 1,
                                       memory_order_relaxed);
         }
-        set_phase(k, PH_HEADER, l->h->opts.header_timeout_s);
+        ss__http_set_phase(k, PH_HEADER, l->h->opts.header_timeout_s);
         k->next = l->conns;
         if (l->conns != NULL)
             l->conns->prev = k;
@@ -653,8 +505,8 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
     ss_free(k);
 }
 
-static conn_t *
-conn_of(struct MHD_Connection *c)
+conn_t *
+ss__http_conn_of(struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -673,7 +525,7 @@ on_cert(gnutls_session_t s, const gnutls_datum_t *req_ca_dn, int nreqs,
         gnutls_privkey_t *key)
 {
     struct MHD_Connection *c = gnutls_session_get_ptr(s);
-    conn_t *k = c != NULL ? conn_of(c) : NULL;
+    conn_t *k = c != NULL ? ss__http_conn_of(c) : NULL;
 
     /* Untracked (no memory for its context): no certificate either. */
     if (k == NULL)
@@ -687,10 +539,10 @@ static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
     loop_t *l = cls;
-    conn_t *k = conn_of(c);
+    conn_t *k = ss__http_conn_of(c);
 
     if (k != NULL && k->phase == PH_IDLE)
-        set_phase(k, PH_HEADER, l->h->opts.header_timeout_s);
+        ss__http_set_phase(k, PH_HEADER, l->h->opts.header_timeout_s);
     return NULL;
 }
 
@@ -750,9 +602,9 @@ on_sweep(uv_timer_t *t)
         if (k->deadline_ms == 0 || k->deadline_ms > now)
             continue;
         if (k->phase == PH_HEADER)
-            count(l->s_slow_header);
+            ss__http_count(l->s_slow_header);
         else if (k->phase == PH_BODY)
-            count(l->s_slow_body);
+            ss__http_count(l->s_slow_body);
         cut(k);
         n++;
     }
@@ -840,8 +692,8 @@ static void loop_stop(loop_t *l);
  * The caller publishes first (the done list's push, ctl's fetch_or): the
  * loop clears the flag before it looks, so a waker that finds the flag
  * set knows the loop has yet to look and will see what it published. */
-static void
-wake_loop(loop_t *l)
+void
+ss__http_wake_loop(loop_t *l)
 {
     uint64_t one = 1;
 
@@ -875,501 +727,6 @@ on_wake(uv_poll_t *p, int status, int events)
     }
     resume_done(l);
     drive(l);
-}
-
-/* ---- requests ------------------------------------------------------------ */
-
-static void
-req_free(ss_req_t *r)
-{
-    int i;
-
-    if (r == NULL)
-        return;
-    budget_put(r->l->h->opts.budget, r->reserved);
-    ss__http_inflate_free(r->inf);
-    free(r->body);
-    free(r->resp_body);
-    for (i = 0; i < r->nhdrs; i++) {
-        ss_free(r->hdrs[i].name);
-        ss_free(r->hdrs[i].value);
-    }
-    ss_free(r->hdrs);
-    ss_free(r);
-}
-
-const char *
-ss_req_method(const ss_req_t *r)
-{
-    return r->method;
-}
-
-const char *
-ss_req_path(const ss_req_t *r)
-{
-    return r->url;
-}
-
-const char *
-ss_req_header(const ss_req_t *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-const char *
-ss_req_body(const ss_req_t *r, size_t *len)
-{
-    if (len != NULL)
-        *len = r->len;
-    return r->body != NULL ? r->body : "";
-}
-
-uint64_t
-ss_req_id(const ss_req_t *r)
-{
-    return r->id;
-}
-
-void
-ss_req_set_endpoint(ss_req_t *r, ss_endpoint_t ep)
-{
-    if (ep >= 0 && ep < SS_EP__COUNT)
-        r->ep = ep;
-}
-
-int
-ss_req_add_header(ss_req_t *r, const char *name, const char *value)
-{
-    hdr_t *n;
-
-    n = ss_realloc(r->hdrs, sizeof(*n) * (size_t)(r->nhdrs + 1));
-    if (n == NULL)
-        return SS_ENOMEM;
-    r->hdrs = n;
-    n[r->nhdrs].name = ss_strdup(name);
-    n[r->nhdrs].value = ss_strdup(value);
-    if (n[r->nhdrs].name == NULL || n[r->nhdrs].value == NULL) {
-        ss_free(n[r->nhdrs].name);
-        ss_free(n[r->nhdrs].value);
-        return SS_ENOMEM;
-    }
-    r->nhdrs++;
-    return 0;
-}
-
-/* Sets the answer, coded as the client accepts when it is at least
- * SS__HTTP_GZIP_MIN and at most max bytes (coding.c, "Answers"). */
-static void
-set_response(ss_req_t *r, int status, const char *ctype, char *body,
-             size_t len, size_t max)
-{
-    char *z;
-    size_t zlen;
-
-    if (r->resp_ready) {
-        /* Answering twice is a bug; keep the first answer. */
-        ss_log_error("req=%llu answered twice", (unsigned long long)r->id);
-        free(body);
-        return;
-    }
-    if (body != NULL && r->accept != SS__HTTP_ANSWER_IDENTITY
-        && len >= SS__HTTP_GZIP_MIN && len <= max
-        && ss__http_compress(r->accept, body, len, &z, &zlen) == 0) {
-        if (ss_req_add_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING,
-                              ss__http_answer_name(r->accept)) == 0) {
-            free(body);
-            body = z;
-            len = zlen;
-            ss_req_add_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
-        } else {
-            free(z);
-        }
-    }
-    r->status = status;
-    r->ctype = ctype;
-    r->resp_body = body;
-    r->resp_len = body != NULL ? len : 0;
-    r->resp_ready = true;
-}
-
-void
-ss_req_respond(ss_req_t *r, int status, const char *ctype, char *body,
-               size_t len)
-{
-    set_response(r, status, ctype, body, len, SS__HTTP_GZIP_LOOP_MAX);
-}
-
-void
-ss_req_respond_json(ss_req_t *r, int status, json_t *body)
-{
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-
-    json_decref(body);
-    if (text == NULL) {
-        set_response(r, 500, "application/json",
-                     strdup("{\"error\":\"out of memory\"}"), 25, 0);
-        return;
-    }
-    set_response(r, status, "application/json", text, strlen(text),
-                 SS__HTTP_GZIP_LOOP_MAX);
-}
-
-/* {"error": msg}: messages quote paths and model files, and JSON wants
- * UTF-8, so invalid bytes become U+FFFD. */
-static json_t *
-error_json(const char *msg)
-{
-    char buf[SS_ERR_MSG_MAX * 3];
-
-    ss_utf8_sanitize(buf, sizeof(buf), msg);
-    return json_pack("{s:s}", "error", buf);
-}
-
-void
-ss_req_respond_error(ss_req_t *r, int status, const char *fmt, ...)
-{
-    char msg[SS_ERR_MSG_MAX];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ss_req_respond_json(r, status, error_json(msg));
-}
-
-void
-ss_req_fail(ss_req_t *r, int rc, const char *fmt, ...)
-{
-    char msg[SS_ERR_MSG_MAX];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ss_req_respond_json(r, ss_http_status_of(rc), error_json(msg));
-}
-
-void
-ss_req_suspend(ss_req_t *r)
-{
-    r->suspended = true;
-    MHD_suspend_connection(r->conn);
-}
-
-void
-ss_req_finish(ss_req_t *r, int status, const char *ctype, char *body,
-              size_t len)
-{
-    loop_t *l = r->l;
-
-    /* the answering thread codes it: an executor, for inference */
-    set_response(r, status, ctype, body, len, SIZE_MAX);
-    ss_queue_push(&l->done, &r->done_link);
-    wake_loop(l);
-}
-
-static bool
-has_header(const ss_req_t *r, const char *name)
-{
-    int i;
-
-    for (i = 0; i < r->nhdrs; i++)
-        if (strcasecmp(r->hdrs[i].name, name) == 0)
-            return true;
-    return false;
-}
-
-static enum MHD_Result
-queue(ss_req_t *r)
-{
-    struct MHD_Response *resp;
-    enum MHD_Result ok;
-    int i;
-
-    resp = MHD_create_response_from_buffer(r->resp_len, r->resp_body,
-                                           MHD_RESPMEM_MUST_FREE);
-    if (resp == NULL)
-        return MHD_NO;
-    r->resp_body = NULL;        /* MHD owns it now */
-    if (r->ctype != NULL)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
-    for (i = 0; i < r->nhdrs; i++)
-        MHD_add_response_header(resp, r->hdrs[i].name, r->hdrs[i].value);
-    /* Overload and not-ready answers say when to come back, whichever
-     * layer gave them. */
-    if (r->status == 503 && !has_header(r, MHD_HTTP_HEADER_RETRY_AFTER))
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
-                                r->l->h->retry_after);
-    ok = MHD_queue_response(r->conn, (unsigned)r->status, resp);
-    MHD_destroy_response(resp);
-    if (ok == MHD_YES)
-        r->queued = true;
-    set_phase(r->k, PH_BUSY, 0);
-    return ok;
-}
-
-/* Grows the body buffer, reserving the growth in the budget first. */
-static int
-append_body(ss_req_t *r, const char *data, size_t n)
-{
-    ss_http_budget_t *b = r->l->h->opts.budget;
-    size_t need = r->len + n + 1, cap;
-    char *p;
-
-    if (need > r->cap) {
-        cap = r->cap ? r->cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        if ((int64_t)cap > r->reserved) {
-            if (!budget_take(b, (int64_t)cap - r->reserved))
-                return SS_EBUSY;
-            r->reserved = (int64_t)cap;
-        }
-        if ((p = realloc(r->body, cap)) == NULL)
-            return SS_ENOMEM;
-        r->body = p;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return 0;
-}
-
-/* Body bytes as the handler will see them (decoded): into the buffer, or
- * a flag saying why not.  Returns 0, or a negative code once refused. */
-static int
-take_body(void *arg, const char *data, size_t n)
-{
-    ss_req_t *r = arg;
-    int rc;
-
-    if (r->len + n > (size_t)r->l->h->opts.max_body_bytes) {
-        r->too_big = true;
-        return SS_ETOOBIG;
-    }
-    if ((rc = append_body(r, data, n)) == SS_EBUSY)
-        r->over_budget = true;
-    else if (rc < 0)
-        ss_req_fail(r, SS_ENOMEM, "out of memory for the body");
-    return rc;
-}
-
-static enum MHD_Result
-add_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-            const char *value)
-{
-    (void)kind;
-    ss__http_framing_add(cls, key, value);
-    return MHD_YES;
-}
-
-/* Content-Length and Transfer-Encoding (coding.c): 0 to go on, -1 when r
- * is answered (400, 501) and its connection is to close. */
-static int
-body_framing(ss_req_t *r)
-{
-    ss__http_framing_t f = {0};
-    char msg[256];
-    int status;
-
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_framing, &f);
-    if ((status = ss__http_framing_check(&f, msg, sizeof(msg))) == 0)
-        return 0;
-    ss_req_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    ss_req_respond_error(r, status, "%s", msg);
-    return -1;
-}
-
-/* Content-Encoding: 0 to go on (r->inf set for gzip/deflate), -1 when r
- * is answered (415 for a coding we cannot decode). */
-static int
-body_coding(ss_req_t *r)
-{
-    const char *v = MHD_lookup_connection_value(
-        r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
-
-    switch (ss__http_coding(v)) {
-    case SS__HTTP_CODING_IDENTITY:
-        return 0;
-    case SS__HTTP_CODING_ZLIB:
-        if ((r->inf = ss__http_inflate_new()) != NULL)
-            return 0;
-        ss_req_fail(r, SS_ENOMEM, "out of memory for a body decoder");
-        return -1;
-    default:
-        ss_req_add_header(r, "Accept-Encoding", SS__HTTP_CODINGS);
-        ss_req_respond_error(r, 415, "Content-Encoding '%s' is not "
-                             "supported; use %s or none", v,
-                             SS__HTTP_CODINGS);
-        return -1;
-    }
-}
-
-static void
-refuse_buffered(ss_req_t *r)
-{
-    count(r->l->s_rej[REJ_BUFFERED]);
-    ss_req_fail(r, SS_EBUSY, "the server holds too many request bytes; "
-                "retry later");
-}
-
-static ss_req_t *
-req_new(loop_t *l, struct MHD_Connection *c, const char *url,
-        const char *method)
-{
-    ss_http_t *h = l->h;
-    const char *cl;
-    ss_req_t *r;
-
-    if ((r = ss_calloc(1, sizeof(*r))) == NULL)
-        return NULL;
-    r->l = l;
-    r->conn = c;
-    r->k = conn_of(c);
-    r->url = url;
-    r->method = method;
-    r->id = l->next_id++ * (uint64_t)h->nloops + (uint64_t)l->index + 1;
-    r->start_ns = ss_clock_mono_ns();
-    r->ep = SS_EP_OTHER;
-    r->accept = ss__http_accept(MHD_lookup_connection_value(
-        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
-    atomic_fetch_add_explicit(&l->in_flight, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&l->arrivals, 1, memory_order_relaxed);
-    if (l->s_in_flight != NULL)
-        ss_series_add(l->s_in_flight, 1);
-    count(l->s_loop);
-    set_phase(r->k, PH_BODY, h->opts.body_timeout_s);
-
-    if (atomic_load_explicit(&h->quiesced, memory_order_relaxed)) {
-        ss_req_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-        ss_req_fail(r, SS_ENOTREADY, "server is shutting down");
-        return r;
-    }
-    if (body_framing(r) < 0 || body_coding(r) < 0)
-        return r;
-    cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL) {
-        unsigned long long n;
-        char *end;
-        bool valid;
-
-        /* Digits only: strtoull takes a sign ("-75" wraps to 2^64 - 75)
-         * and stops at junk, neither of which may size a buffer. */
-        errno = 0;
-        n = strtoull(cl, &end, 10);
-        valid = cl[0] >= '0' && cl[0] <= '9' && errno == 0 && end != cl &&
-                *end == '\0';
-        if (valid && n > (unsigned long long)h->opts.max_body_bytes) {
-            ss_req_fail(r, SS_ETOOBIG, "request body of %llu bytes exceeds "
-                        "the limit of %lld bytes", n,
-                        (long long)h->opts.max_body_bytes);
-        } else if (valid && n > 0 && r->inf == NULL) {
-            /* Reserve and size the buffer once for the whole body (an
-             * encoded one grows as it is decoded). */
-            if (!budget_take(h->opts.budget, (int64_t)n + 1)) {
-                refuse_buffered(r);
-                return r;
-            }
-            r->reserved = (int64_t)n + 1;
-            if ((r->body = malloc((size_t)n + 1)) != NULL)
-                r->cap = (size_t)n + 1;
-        }
-    }
-    return r;
-}
-
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *c, const char *url,
-           const char *method, const char *version, const char *upload,
-           size_t *upload_size, void **con_cls)
-{
-    loop_t *l = cls;
-    ss_http_t *h = l->h;
-    ss_req_t *r = *con_cls;
-    char msg[160];
-    int rc;
-
-    if (r == NULL) {
-        if ((r = req_new(l, c, url, method)) == NULL)
-            return MHD_NO;      /* out of memory: drop the connection */
-        *con_cls = r;
-        /* An early answer (413, 503) is sent without reading the body;
-         * MHD then closes the connection. */
-        return r->resp_ready ? queue(r) : MHD_YES;
-    }
-    if (*upload_size > 0) {
-        if (!r->resp_ready && !r->too_big && !r->over_budget) {
-            if (r->inf == NULL)
-                take_body(r, upload, *upload_size);
-            else if ((rc = ss__http_inflate_feed(r->inf, upload,
-                                                 *upload_size, take_body, r,
-                                                 msg, sizeof(msg))) ==
-                         SS_EINVAL || (rc == SS_ETOOBIG && !r->too_big))
-                ss_req_fail(r, rc, "%s", msg);
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (r->queued)
-        return MHD_YES;
-    if (!r->resp_ready && r->too_big)
-        ss_req_fail(r, SS_ETOOBIG, "request body exceeds the limit of %lld "
-                    "bytes%s", (long long)h->opts.max_body_bytes,
-                    r->inf != NULL ? " once decoded" : "");
-    if (!r->resp_ready && !r->over_budget && r->inf != NULL &&
-        !ss__http_inflate_done(r->inf))
-        ss_req_fail(r, SS_EINVAL, "the body ends inside its gzip or "
-                    "deflate stream");
-    if (!r->resp_ready && r->over_budget)
-        refuse_buffered(r);
-    if (!r->resp_ready && !r->dispatched) {
-        r->dispatched = true;
-        set_phase(r->k, PH_BUSY, 0);
-        h->opts.handler(r, h->opts.arg);
-        /* A suspended request may already be answered by another thread;
-         * its answer is queued when the loop resumes it. */
-        if (r->suspended)
-            return MHD_YES;
-    }
-    if (r->resp_ready)
-        return queue(r);
-    return MHD_YES;
-}
-
-static void
-on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-             enum MHD_RequestTerminationCode toe)
-{
-    loop_t *l = cls;
-    ss_req_t *r = *con_cls;
-
-    if (r == NULL)
-        return;
-    *con_cls = NULL;
-    metrics_done(l, r);
-    /* Kept alive, the connection now waits for its next request. */
-    set_phase(r->k, PH_IDLE, l->h->opts.keepalive_timeout_s);
-    atomic_fetch_sub_explicit(&l->in_flight, 1, memory_order_relaxed);
-    if (l->s_in_flight != NULL)
-        ss_series_add(l->s_in_flight, -1);
-    req_free(r);
-}
-
-static void
-on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    loop_t *l = cls;
-    char msg[512];
-    size_t n;
-
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    ss_log_debug("%s: loop %d: libmicrohttpd: %s", l->h->name, l->index,
-                 msg);
 }
 
 /* ---- listening sockets --------------------------------------------------- */
@@ -1632,7 +989,7 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
     if (h->opts.tls == NULL)
         tls_opts[0].option = MHD_OPTION_END;
     l->d = MHD_start_daemon(
-        flags, 0, on_accept, l, on_request, l,
+        flags, 0, on_accept, l, ss__http_on_request, l,
         MHD_OPTION_LISTEN_SOCKET, l->fd,
         /* on_accept counts over every loop and refuses; MHD's own limit
          * is one higher so it is never reached: at its limit MHD stops
@@ -1642,11 +999,11 @@ loop_init(ss_http_t *h, loop_t *l, uv_loop_t *owner, ss_err_t *err)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opts.max_connections + 1,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opts.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->opts.max_header_bytes,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+        MHD_OPTION_NOTIFY_COMPLETED, ss__http_on_completed, l,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
         MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
+        MHD_OPTION_EXTERNAL_LOGGER, ss__http_on_mhd_log, l,
         MHD_OPTION_ARRAY, tls_opts,
         MHD_OPTION_END);
     if (l->d == NULL)
@@ -1849,7 +1206,7 @@ signal_loops(ss_http_t *h, int ctl)
                 loop_stop(l);
         } else if (l->started) {
             atomic_fetch_or(&l->ctl, ctl);
-            wake_loop(l);
+            ss__http_wake_loop(l);
         }
     }
 }

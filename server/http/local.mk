@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 #
-# server/http: libmicrohttpd under libuv (http.c), gzip/deflate request
+# server/http: libmicrohttpd under libuv (http.c; a request: http_req.c), gzip/deflate request
 # bodies (coding.c), the router, the data plane and admin routes, the
 # inference glue between the codec and the batcher (infer.c), bearer-token
 # auth, TLS certificates (tls.c).
 noinst_LIBRARIES += server/http/libsshttp.a
 server_http_libsshttp_a_SOURCES = \
-	server/http/http.c server/http/http.h \
+	server/http/http.c server/http/http.h server/http/http_int.h \
+	server/http/http_req.c \
 	server/http/coding.c server/http/coding.h \
 	server/http/router.c server/http/router.h \
 	server/http/routes.c server/http/admin.c \
