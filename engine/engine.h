@@ -100,6 +100,25 @@ size_t ss_graph_weight_bytes(const ss_graph_t *g);
  * model across requests.  Borrowed, valid while g lives. */
 const char *ss_graph_control_node(const ss_graph_t *g, const char **op);
 
+/* Rows (request isolation): whether g computes every row of a batch
+ * along axis 0 on its own, so that requests batched together get the
+ * answers each would get alone.  Not so when a node mixes rows (a mean
+ * or a softmax over axis 0, x @ x.T, x.reshape(1, -1), a Gather of row
+ * 0, the batch size x.size(0) used as a number, ...) or runs an op the
+ * analysis does not know: `node` and `op` name the first such node ("" 
+ * for a graph input or output), `why` says how.  The analysis is
+ * engine/plan/plan_indep.c's, on a plan compiled without fusion for 3
+ * rows (unknown dims past the batch 5, else 1); a graph that does not
+ * compile so is reported not independent, with the compiler's message.
+ * 0 or SS_ENOMEM.  [any] */
+typedef struct ss_rows {
+    int independent;
+    char node[128];
+    char op[64];
+    char why[320];
+} ss_rows_t;
+int ss_graph_rows(const ss_graph_t *g, ss_rows_t *out, ss_err_t *err);
+
 /* The memory a graph and the plans compiled from it hold now (issue 12;
  * docs/architecture.md, "Model memory").  engine_bytes: what the engine
  * allocated for it and counted where it allocated: the graph's

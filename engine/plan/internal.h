@@ -180,6 +180,15 @@ struct ss_plan {
     int slice_cut;
     /* Compiled, and run, on one OpenMP thread (plan_threads.c). */
     int one_thread;
+    /* Row independence (plan_indep.c): -1 when the graph computes every
+     * row of the batch on its own, else the node that mixes them
+     * (g->n_nodes: a graph input or output) and why; not computed for a
+     * subgraph's plan (-1 there). */
+    int mix_node;
+    char mix_why[200];
+    /* ... and every value computed from the rows holds them along axis
+     * 0, unmerged (what batch slices were measured on). */
+    int samples_first;
 };
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
@@ -235,6 +244,10 @@ int ss__ctrl_run(const struct ss__ctrl *c, ss_tensor_t *tab,
  * SS_ENOMEM fails. */
 int ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
                    ss_err_t *err);
+/* Row independence (plan_indep.c): sets p->mix_node, p->mix_why and
+ * p->samples_first from p's graph and the shapes and constants of this
+ * compile.  0 or SS_ENOMEM. */
+int ss__plan_indep(ss_plan_t *p);
 /* Small plans on one thread (plan_threads.c): before p's primitives are
  * made, sets p->one_thread and the calling thread's OpenMP count to 1
  * when p's work is small; returns the count to give back to _end (0:

@@ -17,6 +17,8 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_chain.c engine/plan/plan_layout_rules.c \
 	engine/plan/plan_edit.c engine/plan/plan_slice.c \
 	engine/plan/plan_deadrows.c \
+	engine/plan/plan_indep.c engine/plan/plan_indep.h \
+	engine/plan/plan_indep_ops.c engine/plan/plan_indep_shape.c \
 	engine/plan/plan_threads.c \
 	engine/plan/pass_moe.c engine/plan/pass_moe_int.h \
 	engine/plan/pass_moe_match.c engine/plan/moe_step.c \
@@ -74,6 +76,14 @@ tests_unit_test_deadrows_SOURCES = tests/unit/test_deadrows.c \
 	tests/unit/onnx_build.h tests/unit/plan_runs.h
 tests_unit_test_deadrows_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_deadrows_LDADD = $(SS_ENGINE_LIBS)
+
+# Row independence (plan_indep*.c): the verdict on small graphs; those
+# independent run batched against each row alone.
+check_PROGRAMS += tests/unit/test_indep
+TESTS += tests/unit/test_indep
+tests_unit_test_indep_SOURCES = tests/unit/test_indep.c tests/unit/onnx_build.h
+tests_unit_test_indep_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_indep_LDADD = $(SS_ENGINE_LIBS)
 
 # Attention in groups of batch entries (plan_fuse_mm.c).
 check_PROGRAMS += tests/unit/test_attn

@@ -1055,6 +1055,11 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
         ss_pace_point();
     }
     walking = 0;
+    p->mix_node = -1;
+    if (!(fuse & SS__PLAN_SUB) && (rc = ss__plan_indep(p)) < 0) {
+        rc = ss_err_set(err, rc, "no memory for the rows' analysis");
+        goto done;
+    }
     threads_was = ss__plan_threads_begin(p);
     for (size_t i = 0; p->fuse && i < sizeof(passes) / sizeof(passes[0]);
          i++) {

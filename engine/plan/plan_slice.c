@@ -45,11 +45,12 @@
  * the 28x28 CNN at batch 32 and 256 the same either way.
  * SS_ENGINE_SLICE_PREFIX=0 keeps the slices whole.
  *
- * The test is on the plan compiled for N and the one for S, node by
- * node: each non-constant value a node reads or writes has N rows in the
- * first and S in the second (a value that mixes samples -- a reduction
- * over the batch, a Reshape that moves it -- has neither), and the op is
- * one of those above with the batch axis untouched by its attributes.
+ * Whether the graph computes sample by sample is the row-independence
+ * analysis' (plan_indep.c, p->mix_node), the same that decides whether
+ * the daemon batches requests together; slices also want every value computed from
+ * the samples to hold them first (p->samples_first: the nets the sizes
+ * above were measured on), and a Reshape to (B, ...) whose B is read
+ * from Shape(x)[0] keeps that (each slice's plan folds its own Shape).
  *
  * THREADS: runs inside ss_plan_new; the slices are plans like any other
  * (immutable once compiled).
@@ -74,103 +75,6 @@
  * batch 8 cost 5-12% more CPU than the whole batch; mobilenet_v2's 14 MB
  * gained 12-14% (one thread, load 10). */
 #define SS_SLICE_WEIGHTS ((size_t)16 << 20)
-
-/* Ops that treat each row along axis 0 on its own when every tensor
- * they read and write (constants aside) has the batch first. */
-static const char *const per_sample_ops[] = {
-    "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "BatchNormalization", "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu",
-    "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Erf", "Gelu",
-    "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow",
-    "Sqrt", "Exp", "Neg", "Abs", "Flatten", "Reshape", "Gemm", "MatMul",
-    "Softmax", "LogSoftmax", "Transpose", "Concat",
-};
-
-static int
-is_const(const ss_plan_t *p, int v)
-{
-    return v < 0 || p->vals[v].kind == SS_PV_CONST;
-}
-
-/* The attributes of node n leave axis 0 alone (the op is on the list). */
-static int
-batch_kept(const ss_plan_t *p, const ss_node_t *n)
-{
-    const char *op = n->op_type;
-    const int64_t *perm;
-    int rank = n->n_outputs > 0 && n->outputs[0] >= 0
-               ? p->vals[n->outputs[0]].t.ndim : 0;
-    size_t i;
-
-    for (i = 0; i < sizeof(per_sample_ops) / sizeof(per_sample_ops[0]); i++)
-        if (strcmp(op, per_sample_ops[i]) == 0)
-            break;
-    if (i == sizeof(per_sample_ops) / sizeof(per_sample_ops[0])
-        || n->domain[0] != '\0')
-        return 0;
-    if (strcmp(op, "BatchNormalization") == 0)
-        return ss__attr_int(n, "training_mode", 0) == 0;
-    if (strcmp(op, "Dropout") == 0)
-        return n->n_inputs < 3 || is_const(p, n->inputs[2]);
-    if (strcmp(op, "Flatten") == 0)
-        return ss__attr_int(n, "axis", 1) != 0;
-    if (strcmp(op, "Gemm") == 0)
-        return ss__attr_int(n, "transA", 0) == 0 && n->n_inputs >= 2
-               && is_const(p, n->inputs[1]);
-    if (strcmp(op, "MatMul") == 0)
-        return n->n_inputs == 2 && is_const(p, n->inputs[1]);
-    if (strcmp(op, "Softmax") == 0 || strcmp(op, "LogSoftmax") == 0
-        || strcmp(op, "Concat") == 0) {
-        int64_t ax = ss__attr_int(n, "axis", op[0] == 'C' ? 0 : -1);
-
-        return ax != 0 && ax != -rank;
-    }
-    if (strcmp(op, "Transpose") == 0)
-        return ss__attr_ints(n, "perm", &perm) == rank && rank > 0
-               && perm[0] == 0;
-    return 1;
-}
-
-/* Every node of g computes sample by sample: compiled for n rows in p
- * and s in q. */
-static int
-sliceable(const ss_plan_t *p, const ss_plan_t *q, int64_t n, int64_t s)
-{
-    const ss_graph_t *g = p->g;
-
-    for (int i = 0; i < g->n_nodes; i++) {
-        const ss_node_t *nd = &g->nodes[i];
-        int live = 0;
-
-        for (int k = 0; k < nd->n_outputs; k++)
-            live |= !is_const(p, nd->outputs[k]);
-        /* a batch size computed with is the slice's in the slices */
-        if (strcmp(nd->op_type, "Shape") == 0
-            || strcmp(nd->op_type, "Size") == 0)
-            return 0;
-        if (!live)
-            continue;   /* folded at compile time */
-        if (!batch_kept(p, nd))
-            return 0;
-        for (int k = 0; k < nd->n_inputs + nd->n_outputs; k++) {
-            int v = k < nd->n_inputs ? nd->inputs[k]
-                                     : nd->outputs[k - nd->n_inputs];
-
-            if (is_const(p, v))
-                continue;
-            if (p->vals[v].t.ndim < 1 || q->vals[v].t.ndim < 1
-                || p->vals[v].t.dims[0] != n || q->vals[v].t.dims[0] != s)
-                return 0;
-        }
-    }
-    for (int i = 0; i < g->n_outputs; i++) {
-        int v = g->outputs[i];
-
-        if (p->vals[v].t.ndim < 1 || p->vals[v].t.dims[0] != n)
-            return 0;
-    }
-    return 1;
-}
 
 /* What a step's activations may take: SS_SLICE_BYTES per thread (each
  * thread's share of a step is in its own core's L2). */
@@ -409,12 +313,11 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
     for (int i = 0; i < g->n_inputs; i++)
         if (shapes[i].ndim < 1 || shapes[i].dims[0] != n)
             return 0;
-    if (n < 2 || (s = slice_rows(p, n)) <= 0)
+    if (n < 2 || p->mix_node >= 0 || !p->samples_first
+        || (s = slice_rows(p, n)) <= 0)
         return 0;
     if ((rc = build_rows(p, shapes, s, fuse, &q, err)) < 0)
         goto skip;
-    if (!sliceable(p, q, n, s))
-        goto done;
     if (n % s != 0 && (rc = build_rows(p, shapes, n % s, fuse, &t, err)) < 0)
         goto skip;
     e = getenv("SS_ENGINE_SLICE_PREFIX");
