@@ -47,6 +47,9 @@ TESTS += tests/integration/test_pace.py
 EXTRA_DIST += tests/integration/test_pace.py
 TESTS += tests/integration/test_control_batch.py
 EXTRA_DIST += tests/integration/test_control_batch.py
+# Rows that mix (x - x.mean(0), x @ x.T, ...): one request at a time.
+TESTS += tests/integration/test_row_isolation.py
+EXTRA_DIST += tests/integration/test_row_isolation.py
 # 1,100 slow connections while a normal client is served (issue 10).
 TESTS += tests/integration/test_slow_clients.py
 EXTRA_DIST += tests/integration/test_slow_clients.py

@@ -386,23 +386,31 @@ ss__registry_files_fp(const char *dir)
 
 /* ---- loading (pool thread) --------------------------------------------- */
 
-/* A model whose graph inputs have a fixed first dim cannot batch; nor
- * one with control flow: an If's branch or a Loop's trip count may be
- * decided by the whole batch (x.sum() > 0, x.size(0) == 1), so one
- * client's rows would change another's answer. */
+/* A model whose graph inputs have a fixed first dim cannot batch.  Nor
+ * may one whose rows mix (request isolation, docs/architecture.md,
+ * "Request path"): one with control flow (an If's branch or a Loop's
+ * trip count may be decided by the whole batch: x.sum() > 0,
+ * x.size(0) == 1), or one where a node computes a row from others (a
+ * mean over axis 0, x @ x.T, x.reshape(1, -1), the batch size read as a
+ * number: ss_graph_rows), so that one client's rows would change
+ * another's answer.  Those run each request on its own, with a notice
+ * and the reason in v->unbatched.  Models that decide shapes by their
+ * inputs' values never batch (the batcher), so need no analysis. */
 static int
-effective_max_batch(const ss_graph_t *g, int configured, const char *model)
+effective_max_batch(ss_version_t *v, int configured, ss_err_t *err)
 {
-    int i, n = ss_graph_num_inputs(g);
-    const char *node, *op = "";
+    const ss_graph_t *g = v->graph;
+    const char *model = v->model->name, *node, *op = "";
+    int i, n = ss_graph_num_inputs(g), rc;
+    ss_rows_t rows;
 
+    v->unbatched[0] = '\0';
     if (configured == 0)
         return 0;
     if ((node = ss_graph_control_node(g, &op)) != NULL) {
-        ss_log_notice("model=%s runs each request on its own (max_batch_size "
-                      "0): its %s node '%s' may decide by the whole batch",
-                      model, op, node);
-        return 0;
+        snprintf(v->unbatched, sizeof(v->unbatched), "its %s node '%s' "
+                 "may decide by the whole batch", op, node);
+        goto alone;
     }
     for (i = 0; i < n; i++) {
         const ss_io_info_t *io = ss_graph_input(g, i);
@@ -410,7 +418,22 @@ effective_max_batch(const ss_graph_t *g, int configured, const char *model)
         if (io->ndim < 1 || io->dims[0] != -1)
             return 0;
     }
-    return configured;
+    if (ss_graph_shape_inputs(g, NULL) > 0)
+        return configured;
+    if ((rc = ss_graph_rows(g, &rows, err)) < 0)
+        return rc;
+    if (rows.independent)
+        return configured;
+    if (rows.node[0] != '\0' || rows.op[0] != '\0')
+        snprintf(v->unbatched, sizeof(v->unbatched), "its %s node '%s' "
+                 "mixes the batch's rows: %s", rows.op, rows.node, rows.why);
+    else
+        snprintf(v->unbatched, sizeof(v->unbatched), "its rows may mix: %s",
+                 rows.why);
+alone:
+    ss_log_notice("model=%s runs each request on its own (max_batch_size "
+                  "0): %s", model, v->unbatched);
+    return 0;
 }
 
 static int
@@ -453,9 +476,9 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
         goto fail;
     ss_err_clear(err);
     v->weight_bytes = ss_graph_weight_bytes(v->graph);
-    v->cfg.max_batch_size = effective_max_batch(v->graph,
-                                                t->cfg.max_batch_size,
-                                                t->model->name);
+    if ((rc = effective_max_batch(v, t->cfg.max_batch_size, err)) < 0)
+        goto fail;
+    v->cfg.max_batch_size = rc;
     memset(&bo, 0, sizeof(bo));
     bo.max_batch_size = v->cfg.max_batch_size;
     bo.max_queue_delay_us = v->cfg.max_queue_delay_us;

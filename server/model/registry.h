@@ -69,6 +69,10 @@ typedef struct ss_version {
      * locked by itself. */
     struct ss_lora *lora;
     ss_model_config_t cfg;      /* as loaded; max_batch_size is effective */
+    /* Why max_batch_size is 0 though the config batches (request
+     * isolation: control flow, rows that mix), "" otherwise; the
+     * version's config response shows it as "batching_disabled". */
+    char unbatched[640];
     size_t weight_bytes;
     int64_t file_mtime_ns;      /* to skip reloading an unchanged file */
     int64_t file_size;

@@ -375,6 +375,9 @@ ss_version_config(const ss_version_t *v)
     json_object_set_new(c, "backend", json_string("slimserve"));
     json_object_set_new(c, "input", ins);
     json_object_set_new(c, "output", outs);
+    if (v->unbatched[0] != '\0')
+        json_object_set_new(c, "batching_disabled",
+                            json_string(v->unbatched));
     return c;
 }
 
