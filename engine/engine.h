@@ -105,12 +105,13 @@ const char *ss_graph_control_node(const ss_graph_t *g, const char **op);
  * answers each would get alone.  Not so when a node mixes rows (a mean
  * or a softmax over axis 0, x @ x.T, x.reshape(1, -1), a Gather of row
  * 0, the batch size x.size(0) used as a number, ...) or runs an op the
- * analysis does not know: `node` and `op` name the first such node ("" 
+ * analysis does not know: `node` and `op` name the first such node (""
  * for a graph input or output), `why` says how.  The analysis is
  * engine/plan/plan_indep.c's, on a plan compiled without fusion for 3
- * rows (unknown dims past the batch 5, else 1); a graph that does not
- * compile so is reported not independent, with the compiler's message.
- * 0 or SS_ENOMEM.  [any] */
+ * rows (unknown dims past the batch 5, else 1, 32, 64, 224 or 512, the
+ * first that compiles); a graph that does not compile so is reported
+ * not independent, with the compiler's message.  0 or SS_ENOMEM.
+ * [any] */
 typedef struct ss_rows {
     int independent;
     char node[128];

@@ -459,8 +459,9 @@ int
 ss_graph_rows(const ss_graph_t *g, ss_rows_t *out, ss_err_t *err)
 {
     /* unknown dims past the batch: a size no model's rows look like,
-     * then the one every model takes */
-    static const int64_t fills[] = { 5, 1 };
+     * then sizes convs and pools need (a CNN exported with dynamic H and
+     * W does not compile at 5x5 after a 7x7 stride-2 conv) */
+    static const int64_t fills[] = { 5, 1, 32, 64, 224, 512 };
     ss_tensor_t *sh = ss_calloc((size_t)g->n_inputs + 1, sizeof(*sh));
     ss_plan_t *p = NULL;
     ss_err_t e;
