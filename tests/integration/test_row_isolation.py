@@ -15,9 +15,10 @@ concurrent one-row requests each get exactly their own row's answer
 8 rows run together would have given another (checked on PyTorch too,
 so the test can fail).  A row-independent encoder (attention with
 view(B, S, H, D) from x.size(0), and torch's nn.MultiheadAttention on
-(S, B, E)) stays batched: max_batch_size 8 in its config, 16 concurrent
-one-row requests in fewer than 16 runs (its batch-size histogram), each
-within 1e-4 of its own row's answer."""
+(S, B, E)) and a CNN exported with dynamic H and W stay batched:
+max_batch_size 8 in their config, 16 concurrent one-row requests in
+fewer than 16 runs (the batch-size histogram), each within 1e-4 of its
+own row's answer."""
 
 import os
 import sys
@@ -83,13 +84,33 @@ class Encoder(torch.nn.Module):
         return h + m.transpose(0, 1)
 
 
-def export(model, shape, path):
+class DynCNN(torch.nn.Module):
+    """Row-independent, exported with dynamic H and W (the analysis
+    compiles it at a size its 7x7 stride-2 conv and pool take)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(28)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 7, stride=2, padding=3),
+            torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+            torch.nn.MaxPool2d(3, stride=2, padding=1),
+            torch.nn.Conv2d(4, 4, 3, padding=1),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def export(model, shape, path, axes=None):
     warnings.filterwarnings("ignore")
     model.eval()
     with torch.no_grad():
         torch.onnx.export(model, (torch.ones(*shape),), path,
                           input_names=["x"], output_names=["y"],
-                          opset_version=14, dynamic_axes={"x": {0: "n"}})
+                          opset_version=14,
+                          dynamic_axes={"x": axes or {0: "n"}})
 
 
 def body(x):
@@ -140,6 +161,11 @@ def main():
     export(enc, (2, 5, 8), os.path.join(tmp.name, "enc.onnx"))
     repolib.with_model(root, "enc", os.path.join(tmp.name, "enc.onnx"),
                        config=BATCHING)
+    cnn = DynCNN()
+    export(cnn, (2, 3, 32, 32), os.path.join(tmp.name, "cnn.onnx"),
+           {0: "n", 2: "h", 3: "w"})
+    repolib.with_model(root, "cnn", os.path.join(tmp.name, "cnn.onnx"),
+                       config=BATCHING)
 
     with Daemon(["--admin-insecure"], repository=root) as d:
         for name, (fn, op) in MIXING.items():
@@ -169,24 +195,27 @@ def main():
                    "their own row's answer" % (name, N),
                    "wrong: %s" % bad[:4])
 
-        st, _, data = d.get("/v2/models/enc/config")
-        cfg = json_body(data) or {}
-        tap.ok(st == 200 and cfg.get("max_batch_size") == 8 and
-               "batching_disabled" not in cfg,
-               "encoder: batched (max_batch_size 8)", cfg)
-        xs = [rng.standard_normal((1, 5, 8)).astype(np.float32)
-              for _ in range(16)]
-        before = d.metric("slimserve_batch_size_count", model="enc")
-        rows_before = d.metric("slimserve_batch_size_sum", model="enc")
-        got = send_all(d, "enc", xs)
-        runs = d.metric("slimserve_batch_size_count", model="enc") - before
-        rows = d.metric("slimserve_batch_size_sum", model="enc") - rows_before
-        bad = [i for i in range(16) if not close(got[i], ref(enc, xs[i]),
-                                                 1e-4)]
-        tap.ok(not bad, "encoder: 16 concurrent one-row requests each get "
-               "their own row's answer", "wrong: %s" % bad[:4])
-        tap.ok(rows == 16 and 0 < runs < 16, "encoder: the 16 rows ran in "
-               "%d runs (batched)" % runs)
+        for name, model, shape in (("enc", enc, (1, 5, 8)),
+                                   ("cnn", cnn, (1, 3, 40, 24))):
+            st, _, data = d.get("/v2/models/%s/config" % name)
+            cfg = json_body(data) or {}
+            tap.ok(st == 200 and cfg.get("max_batch_size") == 8 and
+                   "batching_disabled" not in cfg,
+                   "%s: batched (max_batch_size 8)" % name, cfg)
+            xs = [rng.standard_normal(shape).astype(np.float32)
+                  for _ in range(16)]
+            before = d.metric("slimserve_batch_size_count", model=name)
+            rows_before = d.metric("slimserve_batch_size_sum", model=name)
+            got = send_all(d, name, xs)
+            runs = d.metric("slimserve_batch_size_count", model=name) - before
+            rows = (d.metric("slimserve_batch_size_sum", model=name) -
+                    rows_before)
+            bad = [i for i in range(16)
+                   if not close(got[i], ref(model, xs[i]), 1e-4)]
+            tap.ok(not bad, "%s: 16 concurrent one-row requests each get "
+                   "their own row's answer" % name, "wrong: %s" % bad[:4])
+            tap.ok(rows == 16 and 0 < runs < 16, "%s: the 16 rows ran in "
+                   "%d runs (batched)" % (name, runs))
     return tap.done()
 
 
