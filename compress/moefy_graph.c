@@ -442,9 +442,9 @@ ss__moefy_copy_w2(const ss_graph_t *g, const ffn_t *f, float **out, ss_err_t *er
  * the constant that minimises the squared error of the FFN's output
  * (as structured pruning folds a removed neuron's mean). */
 int
-ss__moefy_compensate(ss_graph_t *g, const ffn_t *f, const float *H, int64_t tokens,
-                     const float *P, const int *assign, int E, int k, const float *W2,
-                     json_t *fnote, ss_err_t *err)
+ss__moefy_compensate(ss_graph_t *g, const ffn_t *f, const float *H,
+                     int64_t tokens, const float *P, const int *assign, int E,
+                     int k, const float *W2, json_t *fnote, ss_err_t *err)
 {
     double *mh = ss_calloc((size_t)f->hidden, sizeof(double)), n2 = 0;
     char name[320];
@@ -459,17 +459,9 @@ ss__moefy_compensate(ss_graph_t *g, const ffn_t *f, const float *H, int64_t toke
         goto done;
     }
     for (int64_t t = 0; t < tokens; t++) {
-        const float *s = P + t * E;
-        char taken[256] = { 0 };
+        char taken[256];
 
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-
-            for (int e = 0; e < E; e++)
-                if (!taken[e] && (best < 0 || s[e] > s[best]))
-                    best = e;
-            taken[best] = 1;
-        }
+        ss__moefy_top_k(P + t * E, E, k, taken);
         for (int64_t i = 0; i < f->hidden; i++)
             if (!taken[assign[i]])
                 mh[i] += H[t * f->hidden + i];

@@ -44,6 +44,9 @@ int ss__moefy_kmeans(const float *F, int64_t n, int64_t S, int E,
 void ss__moefy_mass_shares(const float *H, int64_t tokens, int64_t hidden,
                            const int *assign, const double *w2n, int E,
                            float *T);
+/* taken[e] = 1 for the k largest of s [E] (ties: the lower e), else 0;
+ * E <= 256. */
+void ss__moefy_top_k(const float *s, int E, int k, char *taken);
 /* Mean share of the mass the top k experts carry: by the router's logits
  * P, or by T itself (the oracle) when P is NULL. */
 double ss__moefy_captured(const float *P, const float *T, int64_t tokens,

@@ -180,26 +180,34 @@ ss__moefy_mass_shares(const float *H, int64_t tokens, int64_t hidden, const int 
     }
 }
 
+void
+ss__moefy_top_k(const float *s, int E, int k, char *taken)
+{
+    memset(taken, 0, (size_t)E);
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+
+        for (int e = 0; e < E; e++)
+            if (!taken[e] && (best < 0 || s[e] > s[best]))
+                best = e;
+        taken[best] = 1;
+    }
+}
+
 /* Fraction of the mass the top k of the logits P [tokens, E] select, and
  * (P NULL) the best any router could. */
 double
-ss__moefy_captured(const float *P, const float *T, int64_t tokens, int E, int k)
+ss__moefy_captured(const float *P, const float *T, int64_t tokens, int E,
+                   int k)
 {
     double got = 0;
 
     for (int64_t t = 0; t < tokens; t++) {
-        const float *s = P != NULL ? P + t * E : T + t * E;
-        char taken[256] = { 0 };
+        char taken[256];
 
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-
-            for (int e = 0; e < E; e++)
-                if (!taken[e] && (best < 0 || s[e] > s[best]))
-                    best = e;
-            taken[best] = 1;
-            got += T[t * E + best];
-        }
+        ss__moefy_top_k(P != NULL ? P + t * E : T + t * E, E, k, taken);
+        for (int e = 0; e < E; e++)
+            got += taken[e] ? T[t * E + e] : 0.0;
     }
     return tokens > 0 ? got / (double)tokens : 0;
 }
