@@ -18,7 +18,9 @@ same x in one run, so the run's fixed cost weighs less.  conv: a 3x3 conv
 multiply-adds are the given shares.  Random weights (the cost does not
 depend on them).  A cell is the factors' CPU time over the layer's, the
 median over rounds (versions interleaved) of the median per-run CPU time
-of engine/tools/slimserve-infer at 1 thread.
+of engine/tools/slimserve-infer at 1 thread.  The header names the CPU and
+oneDNN's effective ISA (from one ONEDNN_VERBOSE run of a Gemm), as
+bench/engine.py's does.
 """
 
 import argparse
@@ -35,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from engine import cpu_model, loadavg  # noqa: E402
+from engine import cpu_model, loadavg, onednn_isa  # noqa: E402
 
 COPIES = 4
 RNG = np.random.default_rng(0)
@@ -178,10 +180,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     cli = os.path.join(a.build, "engine", "tools", "slimserve-infer")
-    print("# CPU %s, 1 thread, CPU time of the factors / the layer's, "
-          "median of %d rounds, load %s" % (cpu_model(), a.rounds,
-                                            loadavg()), flush=True)
     with tempfile.TemporaryDirectory(prefix="ss-lowrank-") as tmp:
+        probe, x = os.path.join(tmp, "isa.onnx"), os.path.join(tmp, "x.npy")
+        linear(probe, 64, 64, 0)
+        np.save(x, RNG.standard_normal((1, 64)).astype(np.float32))
+        print("# CPU %s, oneDNN ISA %s, 1 thread, CPU time of the factors / "
+              "the layer's, median of %d rounds, load %s"
+              % (cpu_model(), onednn_isa(cli, probe, x, "x"), a.rounds,
+                 loadavg()), flush=True)
         (run_linear if a.kind == "linear" else run_conv)(a, cli, tmp)
 
 
