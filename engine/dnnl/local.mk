@@ -6,7 +6,8 @@
 # with the OpenMP runtime, so that is where its thread count lives).
 noinst_LIBRARIES += engine/dnnl/libssdnnl.a
 engine_dnnl_libssdnnl_a_SOURCES = \
-	engine/dnnl/dnnl.c engine/dnnl/dnnl.h engine/dnnl/internal.h \
+	engine/dnnl/dnnl.c engine/dnnl/dnnl_postops.c engine/dnnl/dnnl.h \
+	engine/dnnl/internal.h \
 	engine/dnnl/dnnl_build.c engine/dnnl/dnnl_ops.c engine/dnnl/dnnl_q.h \
 	engine/dnnl/dnnl_q.c engine/dnnl/dnnl_train.c \
 	engine/dnnl/dnnl_wino.c engine/dnnl/dnnl_train_nn.c \

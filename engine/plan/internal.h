@@ -216,6 +216,19 @@ int ss__plan_build_sub(const ss_graph_t *g, const ss_plan_t *outer,
 int ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
 /* Appends step s (taken on success; the caller clears it on failure). */
 int ss__plan_append(ss_plan_t *p, const ss_step_t *s, ss_err_t *err);
+/* A node's name for messages: its name, else its op type. */
+const char *ss__plan_label(const ss_node_t *n);
+/* A ss_malloc'ed copy of n ids (at least one slot); NULL without memory. */
+int *ss__plan_dup_ids(const int *ids, int n);
+/* The phases after the passes (plan_finish.c), in the order build calls
+ * them: drop unneeded steps and count uses; bind graph outputs to the
+ * caller's buffers; give intermediates arena offsets within the budget;
+ * place the taps.  ss__plan_dump prints the result (SS_ENGINE_DUMP=1). */
+int ss__plan_prune(ss_plan_t *p, ss_err_t *err);
+int ss__plan_bind_outputs(ss_plan_t *p, ss_err_t *err);
+int ss__plan_arena(ss_plan_t *p, ss_err_t *err);
+int ss__plan_taps(ss_plan_t *p, ss_err_t *err);
+void ss__plan_dump(const ss_plan_t *p);
 /* Sets value v's shape (node n's output) to t's, within the budget. */
 int ss__plan_set_shape(ss_plan_t *p, const ss_node_t *n, int v,
                        const ss_tensor_t *t, ss_err_t *err);

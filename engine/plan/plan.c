@@ -18,7 +18,8 @@
  * dropped, graph outputs are bound to the caller's buffers, and every
  * remaining intermediate gets an offset in one arena by liveness (first
  * fit, 64-byte aligned), so running a plan allocates nothing.  This file
- * calls the passes and is called by none of them.
+ * calls the passes and is called by none of them; the phases after them
+ * are in plan_finish.c.
  *
  * Memory is budgeted at compile time, so that a hostile model (a
  * ConstantOfShape whose shape input asks for gigabytes) fails here with
@@ -57,16 +58,14 @@
 #include "common/pace.h"
 #include "engine/plan/internal.h"
 
-#define ALIGN 64
-
 static int
 node_is(const ss_node_t *n, const char *op)
 {
     return strcmp(n->op_type, op) == 0;
 }
 
-static const char *
-label(const ss_node_t *n)
+const char *
+ss__plan_label(const ss_node_t *n)
 {
     return n->name[0] ? n->name : n->op_type;
 }
@@ -92,8 +91,8 @@ add_step(ss_plan_t *p, const ss_step_t *s, ss_err_t *err)
     return 0;
 }
 
-static int *
-dup_ids(const int *ids, int n)
+int *
+ss__plan_dup_ids(const int *ids, int n)
 {
     int *c = ss_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
 
@@ -162,12 +161,12 @@ check_output(const ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
     if (p->out_rows > 0)
         return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): output '%s' "
                           "needs %zu bytes for %lld rows, over the limit "
-                          "of %zu bytes per row", label(n), n->op_type,
+                          "of %zu bytes per row", ss__plan_label(n), n->op_type,
                           p->g->values[v].name, p->vals[v].bytes,
                           (long long)p->out_rows, p->max_out);
     return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): output '%s' needs "
                       "%zu bytes, over the limit of %zu bytes on an output",
-                      label(n), n->op_type, p->g->values[v].name,
+                      ss__plan_label(n), n->op_type, p->g->values[v].name,
                       p->vals[v].bytes, p->max_out);
 }
 
@@ -199,12 +198,12 @@ set_shape(ss_plan_t *p, int v, const ss_tensor_t *t, const ss_node_t *n,
     if (t->ndim < 0 || t->ndim > SS_MAX_DIMS
         || ss__tensor_bytes(&pv->t, &pv->bytes) < 0)
         return ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s): output "
-                          "'%s' has a bad shape", p->g->source, label(n),
+                          "'%s' has a bad shape", p->g->source, ss__plan_label(n),
                           n->op_type, p->g->values[v].name);
     if (pv->bytes > p->max_bytes)
         return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): output "
                           "'%s' needs %zu bytes, over the plan's %zu-byte "
-                          "budget", p->g->source, label(n), n->op_type,
+                          "budget", p->g->source, ss__plan_label(n), n->op_type,
                           p->g->values[v].name, pv->bytes, p->max_bytes);
     return check_output(p, v, n, err);
 }
@@ -222,14 +221,14 @@ charge_const(ss_plan_t *p, int v, const ss_node_t *n, ss_err_t *err)
         return ss_err_set(err, SS_ETOOBIG, "node '%s' (%s): folding '%s' "
                           "from the request's values takes %zu bytes, over "
                           "the limit of %zu bytes on an output%s",
-                          label(n), n->op_type, p->g->values[v].name,
+                          ss__plan_label(n), n->op_type, p->g->values[v].name,
                           p->vals[v].bytes, p->max_out,
                           p->out_rows > 0 ? " per row" : "");
 
     if (total > p->max_bytes)
         return ss_err_set(err, SS_ETOOBIG, "%s: node '%s' (%s): folding "
                           "'%s' takes the plan's constants over its "
-                          "%zu-byte budget", p->g->source, label(n),
+                          "%zu-byte budget", p->g->source, ss__plan_label(n),
                           n->op_type, p->g->values[v].name, p->max_bytes);
     p->const_bytes = total;
     return 0;
@@ -390,7 +389,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
         if (p->vals[v].t.ndim < 0) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) reads "
                             "'%s', whose shape is unknown", p->g->source,
-                            label(n), n->op_type, p->g->values[v].name);
+                            ss__plan_label(n), n->op_type, p->g->values[v].name);
             goto done;
         }
         ins[k] = &p->vals[v].t;
@@ -400,7 +399,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     if (node_is(n, "Identity") || node_is(n, "Dropout")) {
         if (n->n_inputs < 1 || n->inputs[0] < 0) {
             rc = ss_err_set(err, SS_EBADMODEL, "%s: node '%s' (%s) has no "
-                            "input", p->g->source, label(n), n->op_type);
+                            "input", p->g->source, ss__plan_label(n), n->op_type);
             goto done;
         }
         rc = pass_through(p, n, n->inputs[0], err);
@@ -418,7 +417,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
     }
     if ((op = ss__op_find(n->op_type)) == NULL) {
         rc = ss_err_set(err, SS_EUNSUPP, "%s: node '%s': no kernel for %s",
-                        p->g->source, label(n), n->op_type);
+                        p->g->source, ss__plan_label(n), n->op_type);
         goto done;
     }
     if ((rc = op->infer(n, p->g->opset, ins, outs, err)) < 0) {
@@ -441,7 +440,7 @@ ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
             if (v >= 0 && (outs[k].data = ss_aligned_alloc(p->vals[v].bytes
                                                            + 1)) == NULL) {
                 rc = ss_err_set(err, SS_ENOMEM, "no memory to fold '%s'",
-                                label(n));
+                                ss__plan_label(n));
                 goto fold_fail;
             }
         }
@@ -469,8 +468,8 @@ fold_fail:
     st.op = op;
     st.n_in = n->n_inputs;
     st.n_out = n->n_outputs;
-    if ((st.in = dup_ids(n->inputs, n->n_inputs)) == NULL
-        || (st.out = dup_ids(n->outputs, n->n_outputs)) == NULL) {
+    if ((st.in = ss__plan_dup_ids(n->inputs, n->n_inputs)) == NULL
+        || (st.out = ss__plan_dup_ids(n->outputs, n->n_outputs)) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
         goto done;
     }
@@ -554,258 +553,6 @@ check_inputs(ss_plan_t *p, const ss_tensor_t *shapes,
     return 0;
 }
 
-/* Marks v needed, and what it is a view of. */
-static void
-mark(const ss_plan_t *p, char *need, int v)
-{
-    for (; v >= 0; v = p->vals[v].alias)
-        need[v] = 1;
-}
-
-/* Drops steps whose outputs nothing needs; counts uses. */
-static int
-prune(ss_plan_t *p, ss_err_t *err)
-{
-    char *need = ss_calloc((size_t)p->n_vals + 1, 1);
-    int kept = 0;
-
-    if (need == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory to prune the plan");
-    for (int i = 0; i < p->g->n_outputs; i++)
-        mark(p, need, p->g->outputs[i]);
-    for (int s = p->n_steps - 1; s >= 0; s--) {
-        ss_step_t *st = &p->steps[s];
-        int live = 0;
-
-        for (int k = 0; k < st->n_out && !live; k++)
-            live = st->out[k] >= 0 && need[st->out[k]];
-        if (!live) {
-            for (int k = 0; k < st->n_out; k++)
-                if (st->out[k] >= 0)
-                    p->vals[st->out[k]].kind = SS_PV_UNSET;
-            ss__plan_step_clear(st);
-            continue;
-        }
-        for (int k = 0; k < st->n_in; k++)
-            if (st->in[k] >= 0)
-                mark(p, need, st->in[k]);
-    }
-    for (int s = 0; s < p->n_steps; s++)
-        if (p->steps[s].kind != 0)
-            p->steps[kept++] = p->steps[s];
-    p->n_steps = kept;
-    for (int s = 0; s < p->n_steps; s++)
-        for (int k = 0; k < p->steps[s].n_in; k++)
-            if (p->steps[s].in[k] >= 0)
-                p->vals[ss__plan_root(p, p->steps[s].in[k])].n_uses++;
-    ss_free(need);
-    return 0;
-}
-
-/* Graph outputs: computed values are written straight into the caller's
- * buffers; an output that is an input, a constant, or a second name for
- * another output's bytes gets a copy step. */
-static int
-bind_outputs(ss_plan_t *p, ss_err_t *err)
-{
-    const ss_graph_t *g = p->g;
-    int rc = 0;
-
-    if ((p->out_info = ss_calloc((size_t)g->n_outputs + 1,
-                                 sizeof(ss_io_info_t))) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for plan outputs");
-    for (int i = 0; i < g->n_outputs; i++) {
-        int v = g->outputs[i], r = ss__plan_root(p, v);
-        ss_pval_t *pv = &p->vals[v];
-        ss_step_t st = { 0 };
-
-        p->out_info[i].name = g->values[v].name;
-        p->out_info[i].dtype = pv->t.dtype;
-        p->out_info[i].ndim = pv->t.ndim;
-        memcpy(p->out_info[i].dims, pv->t.dims, sizeof(pv->t.dims));
-        if (pv->t.ndim < 0)
-            return ss_err_set(err, SS_EBADMODEL, "%s: output '%s' has no "
-                              "known shape", g->source, g->values[v].name);
-        if (p->vals[r].kind == SS_PV_ARENA) {
-            p->vals[r].kind = SS_PV_OUTPUT;
-            p->vals[r].index = i;
-            continue;
-        }
-        st.kind = SS_STEP_COPY;
-        st.n_in = 1;
-        st.n_out = 1;
-        if ((st.in = dup_ids(&v, 1)) == NULL
-            || (st.out = dup_ids(&i, 1)) == NULL) {
-            ss__plan_step_clear(&st);
-            return ss_err_set(err, SS_ENOMEM, "no memory for plan steps");
-        }
-        if ((rc = add_step(p, &st, err)) < 0) {
-            ss__plan_step_clear(&st);
-            return rc;
-        }
-        p->vals[r].n_uses++;
-    }
-    return rc;
-}
-
-typedef struct block {
-    size_t off, size;
-    int last;
-} block_t;
-
-/* First-fit offsets by liveness. */
-static int
-plan_arena(ss_plan_t *p, ss_err_t *err)
-{
-    int *last = ss_malloc((size_t)(p->n_vals + 1) * sizeof(int));
-    block_t *live = ss_malloc((size_t)(p->n_vals + 1) * sizeof(block_t));
-    int n_live = 0, rc = 0;
-    size_t top = 0;
-
-    if (last == NULL || live == NULL) {
-        rc = ss_err_set(err, SS_ENOMEM, "no memory to plan the arena");
-        goto done;
-    }
-    for (int v = 0; v < p->n_vals; v++)
-        last[v] = -1;
-    for (int s = 0; s < p->n_steps; s++)
-        for (int k = 0; k < p->steps[s].n_in; k++)
-            if (p->steps[s].in[k] >= 0)
-                last[ss__plan_root(p, p->steps[s].in[k])] = s;
-    /* A chunked step and a chunked step right after it run chunk by
-     * chunk together (exec.c): the first one's inputs are still read
-     * while the second writes its first chunks. */
-    for (int s = 0; s + 1 < p->n_steps; s++)
-        for (int k = 0; p->steps[s].chunk > 0 && p->steps[s + 1].chunk > 0
-                        && k < p->steps[s].n_in; k++)
-            if (p->steps[s].in[k] >= 0
-                && last[ss__plan_root(p, p->steps[s].in[k])] < s + 1)
-                last[ss__plan_root(p, p->steps[s].in[k])] = s + 1;
-    /* Along a longer chain (attention groups, plan_fuse_mm.c) every value
-     * its steps read or write is in use until the chain's last step: the
-     * next group's first step runs after that one. */
-    for (int s = 0; s < p->n_steps; s++) {
-        int e = ss__plan_chunk_end(p, s);
-
-        for (int t = s; e > s + 1 && t <= e; t++)
-            for (int k = 0; k < p->steps[t].n_in + p->steps[t].n_out; k++) {
-                int v = k < p->steps[t].n_in ? p->steps[t].in[k]
-                        : p->steps[t].out[k - p->steps[t].n_in];
-
-                if (v >= 0 && last[ss__plan_root(p, v)] < e)
-                    last[ss__plan_root(p, v)] = e;
-            }
-        s = e;
-    }
-    /* A tapped value's bytes stay until the taps due after its last
-     * reader have run (engine.h): to the first step from then on that
-     * writes a tapped value.  A caller reads a MatMul's input at the tap
-     * of the bias Add after it: the same step when they fuse, the next
-     * in a plan without fusion. */
-    for (int k = 0; p->taps && k < p->g->n_taps; k++) {
-        int r = ss__plan_root(p, p->g->taps[k]), ext = -1;
-
-        for (int s = last[r] < 0 ? 0 : last[r]; s < p->n_steps && ext < 0;
-             s++)
-            for (int o = 0; o < p->steps[s].n_out && ext < 0; o++)
-                for (int t = 0; t < p->g->n_taps && ext < 0; t++)
-                    if (p->steps[s].out[o] >= 0
-                        && p->steps[s].kind != SS_STEP_COPY
-                        && ss__plan_root(p, p->steps[s].out[o])
-                               == ss__plan_root(p, p->g->taps[t]))
-                        ext = s;
-        if (ext > last[r])
-            last[r] = ext;
-    }
-    for (int s = 0; s < p->n_steps; s++) {
-        const ss_step_t *st = &p->steps[s];
-
-        for (int k = 0; k < st->n_out && st->kind != SS_STEP_COPY; k++) {
-            int v = st->out[k];
-            size_t size, off = 0;
-            int at = 0;
-
-            if (v < 0 || p->vals[v].kind != SS_PV_ARENA
-                || p->vals[v].alias >= 0)
-                continue;
-            size = (p->vals[v].bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-            if (size == 0)
-                size = ALIGN;
-            /* live is sorted by offset: take the first gap that fits */
-            for (at = 0; at < n_live; at++) {
-                if (live[at].off >= off + size)
-                    break;
-                if (live[at].off + live[at].size > off)
-                    off = live[at].off + live[at].size;
-            }
-            memmove(&live[at + 1], &live[at],
-                    (size_t)(n_live - at) * sizeof(block_t));
-            live[at] = (block_t){ off, size, last[v] < s ? s : last[v] };
-            n_live++;
-            p->vals[v].offset = off;
-            if (off + size > top)
-                top = off + size;
-            if (top > p->max_bytes || p->scratch_bytes > p->max_bytes
-                || top + p->const_bytes + p->scratch_bytes > p->max_bytes) {
-                rc = ss_err_set(err, SS_ETOOBIG, "%s: node '%s': "
-                                "intermediates and constants need more than "
-                                "the plan's %zu-byte budget", p->g->source,
-                                st->node != NULL ? label(st->node) : "?",
-                                p->max_bytes);
-                goto done;
-            }
-        }
-        for (int b = 0; b < n_live;) {
-            if (live[b].last <= s) {
-                memmove(&live[b], &live[b + 1],
-                        (size_t)(n_live - b - 1) * sizeof(block_t));
-                n_live--;
-            } else {
-                b++;
-            }
-        }
-    }
-    p->arena_bytes = top;
-done:
-    ss_free(last);
-    ss_free(live);
-    return rc;
-}
-
-/* Where each tap (engine.h) is called: after the step writing its bytes
- * (the root's, for a view), before the first step for a graph input.  A
- * tapped value must be plain f32-or-other dense data the caller can
- * index: one a pass left in a blocked layout fails the compile. */
-static int
-plan_taps(ss_plan_t *p, ss_err_t *err)
-{
-    const ss_graph_t *g = p->g;
-
-    if (!p->taps)
-        return 0;
-    if ((p->tap_after = ss_malloc((size_t)g->n_taps * sizeof(int))) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for taps");
-    for (int k = 0; k < g->n_taps; k++) {
-        int r = ss__plan_root(p, g->taps[k]);
-
-        p->tap_after[k] = p->n_steps;
-        if (p->vals[r].kind == SS_PV_INPUT)
-            p->tap_after[k] = -1;
-        for (int s = 0; s < p->n_steps && p->tap_after[k] == p->n_steps;
-             s++)
-            for (int o = 0; o < p->steps[s].n_out; o++)
-                if (p->steps[s].kind != SS_STEP_COPY
-                    && p->steps[s].out[o] >= 0
-                    && ss__plan_root(p, p->steps[s].out[o]) == r)
-                    p->tap_after[k] = s;
-        if (p->tap_after[k] < p->n_steps && p->vals[r].layout != SS_DNN_PLAIN)
-            return ss_err_set(err, SS_EUNSUPP, "%s: tapped value '%s' is "
-                              "not stored row-major", g->source,
-                              g->values[g->taps[k]].name);
-    }
-    return 0;
-}
-
 /* The passes onto oneDNN, in order, after the walk over the nodes: dead
  * rows shrink the shapes the others see, int8 and bf16 take what they
  * can first, the f32 fusion the rest, and the
@@ -827,48 +574,6 @@ guarded_steps(const ss_plan_t *p)
             || p->steps[s].kind == SS_STEP_CTRL)
             return 1;
     return p->slice_prefix && p->slice->nan_guard;
-}
-
-/* SS_ENGINE_DUMP=1: the compiled steps on stderr, for humans. */
-static void
-dump(const ss_plan_t *p)
-{
-    char buf[96];
-
-    fprintf(stderr, "plan for %s: %d steps, %d nodes fused, arena %zu "
-            "bytes, scratch %zu\n", p->g->source, p->n_steps, p->n_fused,
-            p->arena_bytes, p->scratch_bytes);
-    if (p->one_thread)
-        fprintf(stderr, "  compiled and run on one thread\n");
-    if (p->slice != NULL && p->slice_prefix)
-        fprintf(stderr, "  the plans above run first, in batch slices of "
-                "%lld rows, as far as '%s'; then the steps below\n",
-                (long long)p->slice_rows, p->g->values[p->slice_cut].name);
-    else if (p->slice != NULL)
-        fprintf(stderr, "  runs in batch slices of %lld rows (the plans "
-                "above)\n", (long long)p->slice_rows);
-    for (int s = 0; s < p->n_steps; s++) {
-        const ss_step_t *st = &p->steps[s];
-        int v = st->kind == SS_STEP_COPY ? st->in[0] : st->out[0];
-
-        fprintf(stderr, "  %3d %-4s %-32s %-24s %s\n", s,
-                st->kind == SS_STEP_REF ? "ref" : st->kind == SS_STEP_DNN
-                ? "dnn" : st->kind == SS_STEP_MOE ? "moe"
-                : st->kind == SS_STEP_CTRL ? "ctrl" : "copy",
-                st->kind == SS_STEP_DNN || st->kind == SS_STEP_MOE ? st->what
-                : st->node ? st->node->op_type : "",
-                st->node ? st->node->name : "",
-                v >= 0 ? ss__tensor_str(&p->vals[v].t, buf, sizeof(buf)) : "");
-        if (st->kind == SS_STEP_DNN)
-            fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
-        if (st->tap_act)
-            fprintf(stderr, "       offered to the tap before it\n");
-        if (st->chunk > 0)
-            fprintf(stderr, "       in chunks of %lld of %lld rows%s\n",
-                    (long long)st->chunk, (long long)st->rows,
-                    v >= 0 && p->vals[ss__plan_root(p, v)].one_chunk
-                    ? ", into one chunk's buffer" : "");
-    }
 }
 
 /* A float graph input (where a caller's NaN or Inf can enter). */
@@ -1069,10 +774,10 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
     }
     ss__plan_threads_end(threads_was);
     threads_was = 0;
-    if ((rc = prune(p, err)) < 0 || (rc = bind_outputs(p, err)) < 0)
+    if ((rc = ss__plan_prune(p, err)) < 0 || (rc = ss__plan_bind_outputs(p, err)) < 0)
         goto done;
     ss__plan_chunk_bufs(p);
-    if ((rc = plan_arena(p, err)) < 0 || (rc = plan_taps(p, err)) < 0)
+    if ((rc = ss__plan_arena(p, err)) < 0 || (rc = ss__plan_taps(p, err)) < 0)
         goto done;
     /* (a plan sliced whole has no steps: its slices guard themselves) */
     if ((rc = ss__plan_slice(p, input_shapes, fuse, err)) < 0)
@@ -1086,7 +791,7 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
         p->nan_guard = 1;
     }
     if (getenv("SS_ENGINE_DUMP") != NULL)
-        dump(p);
+        ss__plan_dump(p);
     /* Constants that lie in a model file's mapping and were read while
      * compiling (transposed, converted, folded, hashed) leave the
      * resident set: the packed copies are what runs, and what a kernel
