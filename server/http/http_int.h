@@ -194,6 +194,25 @@ conn_t *ss__http_conn_of(struct MHD_Connection *c);
 /* Wakes loop l to resume its done list [any thread]. */
 void ss__http_wake_loop(loop_t *l);
 
+/* http_conn.c, for http.c: connection limits, deadlines and MHD's
+ * per-connection callbacks. */
+/* Releases a connection slot reserved by on_accept that MHD never
+ * reported started. */
+void ss__http_release_pending(loop_t *l);
+enum MHD_Result ss__http_on_accept(void *cls, const struct sockaddr *addr,
+                                   socklen_t len);
+void ss__http_on_connection(void *cls, struct MHD_Connection *c,
+                            void **socket_context,
+                            enum MHD_ConnectionNotificationCode code);
+int ss__http_on_cert(gnutls_session_t s, const gnutls_datum_t *req_ca_dn,
+                     int nreqs, const gnutls_pk_algorithm_t *algos,
+                     int nalgos, gnutls_pcert_st **pcert,
+                     unsigned int *npcert, gnutls_privkey_t *key);
+void *ss__http_on_uri(void *cls, const char *uri, struct MHD_Connection *c);
+size_t ss__http_on_unescape(void *cls, struct MHD_Connection *c, char *s);
+/* http.c: runs loop l's MHD daemon and re-arms its timer. */
+void ss__http_drive(loop_t *l);
+
 /* http_req.c, MHD's callbacks for http.c. */
 enum MHD_Result ss__http_on_request(void *cls, struct MHD_Connection *c,
                                     const char *url, const char *method,

@@ -189,6 +189,11 @@ int ss__registry_list_versions(const char *dir, int64_t *out, int max);
  * (names, sizes, mtimes, inodes).  A primary writes all of them by
  * rename, so a change shows here (a replica reloads the model). */
 uint64_t ss__registry_files_fp(const char *dir);
+/* [pool] A task's work (registry_load.c): reads the folder, loads the
+ * versions the task needs, persists an ADD's active version. */
+void ss__registry_task_work(uv_work_t *w);
+/* Frees a version whose last reference is gone (its batcher first). */
+void ss__version_destroy(ss_version_t *v);
 /* [any] A JSON string of text with invalid UTF-8 replaced (U+FFFD):
  * reasons quote file contents. */
 json_t *ss__registry_json_text(const char *text);

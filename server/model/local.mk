@@ -4,7 +4,8 @@
 # is shared by them), per-model config.json, the traffic sampler.
 noinst_LIBRARIES += server/model/libssmodel.a
 server_model_libssmodel_a_SOURCES = \
-	server/model/registry.c server/model/registry.h \
+	server/model/registry.c server/model/registry_load.c \
+	server/model/registry.h \
 	server/model/internal.h server/model/registry_json.c \
 	server/model/registry_ops.c \
 	server/model/modelcfg.c server/model/modelcfg.h \
