@@ -307,23 +307,27 @@ pv_scalar(const void *ctx, int v, float *c)
     return ss__fz_scalar(((const ss__fz_t *)ctx)->p, v, c);
 }
 
-/* The Erf decomposition of GELU on x, read by nothing else: its 5 steps
- * (the chain absorbs them as one gelu_erf post-op).  The constants as
- * before the matcher was shared: within 1e-4. */
+/* GELU written out on x, read by nothing else: the Erf form (5 steps) or
+ * the tanh form (8 or 9), every decomposition engine/ir/gelu_pat.h
+ * knows; the chain absorbs its steps as one gelu_erf or gelu_tanh
+ * post-op (*alg).  The constants as before the matcher was shared:
+ * within 1e-4. */
 static int
-gelu_erf(ss__fz_t *fz, int x, int *steps, int *out)
+gelu(ss__fz_t *fz, int x, int *steps, int *out, int *alg)
 {
     const ss_gelu_view_t view = { fz, pv_readers, pv_op, pv_n_in, pv_in,
                                   pv_out, pv_scalar, 1e-4 };
     ss_gelu_match_t m;
     int r[1];
 
-    if (!ss_gelu_match(&view, x, 1u << SS_GELU_ERF, &m)
+    if (!ss_gelu_match(&view, x, 1u << SS_GELU_ERF | 1u << SS_GELU_TANH,
+                       &m)
         || pv_readers(fz, x, r, 1) != m.x_reads)
         return 0;
-    memcpy(steps, m.nodes, 5 * sizeof(int));
+    memcpy(steps, m.nodes, (size_t)m.n * sizeof(int));
     *out = m.y;
-    return 5;
+    *alg = m.kind == SS_GELU_TANH ? SS_DNN_GELU_TANH : SS_DNN_GELU_ERF;
+    return m.n;
 }
 
 int
@@ -332,20 +336,20 @@ ss__fz_chain(ss__fz_t *fz, ss__chain_t *c)
     ss_plan_t *p = fz->p;
 
     for (;;) {
-        int v = c->out, s, k, gsteps[5], gout;
+        int v = c->out, s, k, gsteps[SS_GELU_MAX_NODES], gn, gout, galg;
         const ss_step_t *st;
         const char *op;
         float f;
 
-        if (c->n_steps + 5 > SS_CHAIN_MAX || c->post.n >= SS_DNN_MAX_POST
+        if (c->n_steps >= SS_CHAIN_MAX || c->post.n >= SS_DNN_MAX_POST
             || (c->max_post > 0 && c->post.n >= c->max_post))
             break;
-        if (gelu_erf(fz, v, gsteps, &gout) && push_elt(c, SS_DNN_GELU_ERF, 0,
-                                                     0)) {
-            memcpy(&c->steps[c->n_steps], gsteps, sizeof(gsteps));
-            c->n_steps += 5;
+        if ((gn = gelu(fz, v, gsteps, &gout, &galg)) > 0
+            && c->n_steps + gn <= SS_CHAIN_MAX && push_elt(c, galg, 0, 0)) {
+            memcpy(&c->steps[c->n_steps], gsteps, (size_t)gn * sizeof(int));
+            c->n_steps += gn;
             c->out = gout;
-            add_what(c, "GeluErf");
+            add_what(c, galg == SS_DNN_GELU_TANH ? "GeluTanh" : "GeluErf");
             continue;
         }
         if ((s = ss__fz_single(fz, v)) < 0)

@@ -272,6 +272,81 @@ def int8_requant():
           want, tol=float(sy) * 1.001)
 
 
+def gelu_nodes(form, x, inits):
+    """GELU of x written out as exporters write it; output "y"."""
+    c = {"half": 0.5, "one": 1.0, "three": 3.0, "k": 0.044715,
+         "beta": 0.7978845608028654, "sqrt2": 1.4142135381698608,
+         "rsqrt2": 0.7071067690849304, "kbad": 0.04}
+    inits += [(n, np.array(v, np.float32)) for n, v in c.items()]
+
+    def mk(op, ins, out):
+        return helper.make_node(op, ins, [out])
+    if form == "tanh":          # PyTorch 1.13, approximate='tanh'
+        return [mk("Mul", [x, x], "t0"), mk("Mul", [x, "t0"], "t1"),
+                mk("Mul", ["k", "t1"], "t2"), mk("Add", [x, "t2"], "t3"),
+                mk("Mul", ["beta", "t3"], "t4"), mk("Tanh", ["t4"], "t5"),
+                mk("Add", ["one", "t5"], "t6"), mk("Mul", [x, "t6"], "t7"),
+                mk("Mul", ["half", "t7"], "y")]
+    if form in ("tanh-pow", "tanh-bad"):   # x^3 as Pow, 0.5 x first
+        k = "k" if form == "tanh-pow" else "kbad"
+        return [mk("Pow", [x, "three"], "t0"), mk("Mul", ["t0", k], "t1"),
+                mk("Add", ["t1", x], "t2"), mk("Mul", ["t2", "beta"], "t3"),
+                mk("Tanh", ["t3"], "t4"), mk("Add", ["t4", "one"], "t5"),
+                mk("Mul", [x, "half"], "t6"), mk("Mul", ["t6", "t5"], "y")]
+    if form == "erf":           # PyTorch, nn.GELU()
+        return [mk("Div", [x, "sqrt2"], "t0"), mk("Erf", ["t0"], "t1"),
+                mk("Add", ["t1", "one"], "t2"), mk("Mul", [x, "t2"], "t3"),
+                mk("Mul", ["t3", "half"], "y")]
+    # erf by Mul 1/sqrt 2, 0.5 on x first
+    return [mk("Mul", [x, "rsqrt2"], "t0"), mk("Erf", ["t0"], "t1"),
+            mk("Add", ["one", "t1"], "t2"), mk("Mul", ["half", x], "t3"),
+            mk("Mul", ["t3", "t2"], "y")]
+
+
+def gelu_ref(form, h):
+    h = h.astype(np.float64)
+    if form.startswith("tanh"):
+        k = 0.04 if form == "tanh-bad" else 0.044715
+        return 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + k * h ** 3)))
+    from math import erf
+    return 0.5 * h * (1 + np.vectorize(erf)(h / np.sqrt(2)))
+
+
+def gelu_forms():
+    """Every GELU decomposition engine/ir/gelu_pat.h knows becomes the
+    Linear's gelu_erf / gelu_tanh post-op: one oneDNN step, within
+    1e-5 of float64 numpy; a near-GELU (0.04 for 0.044715) is left to
+    the reference kernels."""
+    x = RNG.standard_normal((2, 16, 24)).astype(np.float32)
+    w = (RNG.standard_normal((24, 40)) * 0.4).astype(np.float32)
+    b = RNG.standard_normal(40).astype(np.float32)
+    want_step = {"tanh": "MatMul+GeluTanh", "tanh-pow": "MatMul+GeluTanh",
+                 "erf": "MatMul+GeluErf", "erf-mul": "MatMul+GeluErf",
+                 "tanh-bad": None}
+    for form, what in want_step.items():
+        inits = [("w", w), ("b", b)]
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+                 helper.make_node("Add", ["m", "b"], ["h"])] + \
+            gelu_nodes(form, "h", inits)
+        want = gelu_ref(form, x @ w + b)
+        got, msg, text = run(model(nodes, [("x", x.shape)], inits,
+                                   want.shape), {"x": x}, dump=True)
+        if got is None:
+            tap.ok(False, "MatMul + GELU (%s) runs" % form, msg)
+            continue
+        close("MatMul + bias + GELU (%s)" % form, got["y"], want)
+        steps = [ln for ln in text.splitlines()
+                 if re.match(r"\s+\d+ (ref|dnn) ", ln)]
+        if what is None:
+            tap.ok(len(steps) > 1 and "Gelu" not in text,
+                   "GELU (%s): not GELU, not fused" % form,
+                   "steps: %s" % steps)
+        else:
+            tap.ok(len(steps) == 1 and " dnn " in steps[0]
+                   and what in steps[0], "GELU (%s) is one fused step %s"
+                   % (form, what), "steps: %s" % steps)
+
+
 def multihead_attention():
     torch = infer.torch_for_test()
     if torch is None:
@@ -318,6 +393,7 @@ def main():
     still_fused()
     prescaled_scores()
     int8_requant()
+    gelu_forms()
     multihead_attention()
     return tap.done()
 
