@@ -661,6 +661,12 @@ ss_dnn_prim_num_inputs(const ss_dnn_prim_t *p)
 }
 
 int
+ss_dnn_prim_sum_input(const ss_dnn_prim_t *p)
+{
+    return p->sum_in;
+}
+
+int
 ss_dnn_prim_dst_dims(const ss_dnn_prim_t *p, int64_t dims[SS_DNN_MAX_DIMS])
 {
     memcpy(dims, p->dst_dims, sizeof(p->dst_dims));

@@ -57,7 +57,8 @@
  *              slow reference code (ss_dnn_prim_impl says "ref:any").
  *     SUM      dst = alpha * (old dst) + dst: out must already hold the
  *              residual (no extra in[] pointer; saves one read stream when
- *              the plan can write the residual there in place).
+ *              the plan can write the residual there in place), except
+ *              for a Linear, which reads it from in[] (ss_dnn_linear_desc_t).
  * For Linear the dst is 2-D [M,N]; for Conv it is [N,OC,OH,OW]; for matmul
  * the dst dims of the descriptor.
  *
@@ -163,7 +164,10 @@ int ss_dnn_postops_add_eltwise(ss_dnn_postops_t *po, int alg, float alpha,
  * then post-ops.  A MatMul of [B,T,K] by a constant [K,N] is this with
  * M = B*T.  Runs as oneDNN's 2-D matmul (its brgemm kernel is faster than
  * the inner product's from a few hundred rows, equal below; dnnl_ops.c),
- * as an inner product where oneDNN has no matmul for it. */
+ * as an inner product where oneDNN has no matmul for it.  A SUM post-op
+ * reads its residual from in[] too, after the binary post-ops' tensors:
+ * ss_dnn_run copies it into out first, or adds it in place when it is
+ * out (ss_dnn_prim_sum_input). */
 typedef struct ss_dnn_linear_desc {
     ss_dtype_t dtype;     /* src/dst; 0 = F32 */
     int64_t m, k, n;
@@ -425,6 +429,9 @@ int ss_dnn_eltwise_bwd_new(const ss_dnn_eltwise_desc_t *d,
 
 /* How many in[] pointers ss_dnn_run reads.  [any] */
 int ss_dnn_prim_num_inputs(const ss_dnn_prim_t *p);
+/* The in[] index of the residual a SUM post-op adds (a Linear's), which
+ * may be out itself; -1 when none.  [any] */
+int ss_dnn_prim_sum_input(const ss_dnn_prim_t *p);
 /* The dst shape (dense, row-major); returns ndim.  [any] */
 int ss_dnn_prim_dst_dims(const ss_dnn_prim_t *p, int64_t dims[SS_DNN_MAX_DIMS]);
 /* Bytes of packed constants the object owns (weights, bias...).  [any] */

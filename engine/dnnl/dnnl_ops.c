@@ -97,6 +97,27 @@ done:
     return ss__dnn_build_end(&b, rc, out);
 }
 
+/* A SUM post-op of a Linear adds a run-time residual: the input after
+ * the binary post-ops' (dnnl.h), which ss_dnn_run copies into dst first
+ * unless the caller gives dst as that input (in place). */
+static void
+sum_input(ss_dnn_prim_t *p, const ss_dnn_postops_t *po)
+{
+    int nbin = 0, sum = 0;
+
+    for (int i = 0; i < po->n; i++) {
+        nbin += po->op[i].kind == SS_DNN_PO_BINARY;
+        sum |= po->op[i].kind == SS_DNN_PO_SUM;
+    }
+    if (!sum)
+        return;
+    for (int i = 0; i < p->n_args; i++)
+        if (p->args[i].src == SS__DNN_SRC_OUT)
+            p->sum_bytes = dnnl_memory_desc_get_size(&p->args[i].md);
+    p->sum_in = 1 + nbin;
+    p->n_in = p->sum_in + 1;
+}
+
 /* Linear runs as a 2-D matmul with the weights packed in the layout its
  * brgemm kernel wants (format any; oneDNN 2.6 picks the same blocked
  * layout for every M, so the plans of several batch sizes still share one
@@ -129,10 +150,13 @@ ss_dnn_linear_new(const ss_dnn_linear_desc_t *d, ss_dnn_prim_t **out,
     md.bias = d->bias;
     md.post = d->post;
     rc = ss_dnn_matmul_new(&md, out, err);
-    if (rc != SS_EUNSUPP)
-        return rc;
-    ss_err_clear(err);
-    return linear_ip(d, out, err);
+    if (rc == SS_EUNSUPP) {
+        ss_err_clear(err);
+        rc = linear_ip(d, out, err);
+    }
+    if (rc == 0)
+        sum_input(*out, &d->post);
+    return rc;
 }
 
 int

@@ -127,6 +127,11 @@ typedef struct ss_step {
      * can offer it): a ss_tap_act_kind_t, or 0. */
     int tap_act;
     float tap_alpha;
+    /* DNN: bit k set when in[k] is read as the bytes it is stored in,
+     * whatever its layout (a 2-D Linear adding a 4-D NHWC residual as
+     * its [N*H*W, C] rows, plan_fuse_scale.c): the layout pass inserts
+     * no reorder for it. */
+    unsigned raw_in;
 } ss_step_t;
 
 struct ss_plan {
@@ -621,6 +626,20 @@ int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);
 /* A channels-first/last Transpose whose source a oneDNN step wrote in
  * the other order: absorbed into that step (plan_fuse_ops.c). */
 int ss__fuse_transpose(ss__fz_t *fz, int s, ss_err_t *err);
+/* The f32 Linear of chain c (desc d) followed by a (0,3,1,2) Transpose,
+ * a per-channel constant Mul and a residual Add stored NHWC (ConvNeXt's
+ * block tail): the scale folded into new weights and bias (*wown, *bown,
+ * the caller's to free; d points at them), the three steps and the Add
+ * as a binary post-op joined to c: 1; 0 when the steps are not that
+ * (plan_fuse_scale.c).  The caller marks the output NHWC and the
+ * residual, in[1], raw. */
+int ss__fz_layer_scale(ss__fz_t *fz, ss__chain_t *c,
+                       ss_dnn_linear_desc_t *d, float **wown, float **bown,
+                       ss_err_t *err);
+/* The Add of chain c's output (a Linear without post-ops) and a plain
+ * residual of its shape, joined to c as a SUM post-op: 1, else 0
+ * (plan_fuse_scale.c).  SS_ENGINE_NO_RESIDUAL_SUM=1 turns both off. */
+int ss__fz_residual_sum(ss__fz_t *fz, ss__chain_t *c);
 /* Any other f32 Transpose of 64 KB or more, but of 4 dims: a oneDNN
  * reorder (plan_fuse_move.c). */
 int ss__fuse_transpose_reorder(ss__fz_t *fz, int s, ss_err_t *err);

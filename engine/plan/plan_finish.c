@@ -118,6 +118,35 @@ typedef struct block {
     int last;
 } block_t;
 
+/* The live block of the residual a Linear's SUM adds (dnnl.h) when the
+ * output may take its bytes: the residual is an arena value of the same
+ * size read by nothing after step s, nor by the step otherwise.  The
+ * GEMM then adds in place
+ * instead of ss_dnn_run copying the residual into the output first
+ * (ConvNeXt's block tail, plan_fuse_scale.c); -1 when not. */
+static int
+sum_block(const ss_plan_t *p, const ss_step_t *st, int s, int v,
+          const int *last, const block_t *live, int n_live)
+{
+    int k, r;
+
+    if (st->kind != SS_STEP_DNN || st->chunk > 0 || st->prim == NULL
+        || (k = ss_dnn_prim_sum_input(st->prim)) < 0 || k >= st->n_in
+        || (r = st->in[k]) < 0 || p->vals[r].alias >= 0
+        || p->vals[r].kind != SS_PV_ARENA || last[r] != s
+        || p->vals[r].bytes != p->vals[v].bytes)
+        return -1;
+    /* the GEMM must not read r as its source too: it would read rows it
+     * has already added into */
+    for (int i = 0; i < st->n_in; i++)
+        if (i != k && st->in[i] >= 0 && ss__plan_root(p, st->in[i]) == r)
+            return -1;
+    for (int b = 0; b < n_live; b++)
+        if (live[b].off == p->vals[r].offset && live[b].last == s)
+            return b;
+    return -1;
+}
+
 /* First-fit offsets by liveness. */
 int
 ss__plan_arena(ss_plan_t *p, ss_err_t *err)
@@ -193,6 +222,13 @@ ss__plan_arena(ss_plan_t *p, ss_err_t *err)
             if (v < 0 || p->vals[v].kind != SS_PV_ARENA
                 || p->vals[v].alias >= 0)
                 continue;
+            if (k == 0 && (at = sum_block(p, st, s, v, last, live,
+                                          n_live)) >= 0) {
+                p->vals[v].offset = live[at].off;
+                if (last[v] > live[at].last)
+                    live[at].last = last[v];
+                continue;
+            }
             size = (p->vals[v].bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
             if (size == 0)
                 size = ALIGN;
@@ -305,6 +341,16 @@ ss__plan_dump(const ss_plan_t *p)
             fprintf(stderr, "       impl %s\n", ss_dnn_prim_impl(st->prim));
         if (st->tap_act)
             fprintf(stderr, "       offered to the tap before it\n");
+        if (st->kind == SS_STEP_DNN && ss_dnn_prim_sum_input(st->prim) >= 0
+            && v >= 0) {
+            int r = st->in[ss_dnn_prim_sum_input(st->prim)];
+
+            fprintf(stderr, "       adds its residual %s\n",
+                    p->vals[r].kind == SS_PV_ARENA
+                    && p->vals[v].kind == SS_PV_ARENA
+                    && p->vals[r].offset == p->vals[v].offset
+                    ? "in place" : "copied first");
+        }
         if (st->chunk > 0)
             fprintf(stderr, "       in chunks of %lld of %lld rows%s\n",
                     (long long)st->chunk, (long long)st->rows,

@@ -152,8 +152,8 @@ ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err)
     ss_dnn_prim_t *prim = NULL, *tail = NULL;
     ss__chain_t c;
     const ss_tensor_t *a, *b;
-    float *scaled = NULL;
-    int gemm = ss__plan_is_op(st, "Gemm"), rc = 0, at;
+    float *scaled = NULL, *wsc = NULL, *bsc = NULL;
+    int gemm = ss__plan_is_op(st, "Gemm"), rc = 0, at, lscale = 0;
     int64_t m, chunk = 0;
 
     if (!(gemm || ss__plan_is_op(st, "MatMul")) || st->n_in < 2
@@ -199,9 +199,18 @@ ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err)
     } else {
         d.bias = ss__fz_take_bias(fz, &c, d.n);
     }
-    /* A residual Add stays a step of its own: fused as a full-size binary
-     * post-op it pushes oneDNN 2.6 off brgemm (see plan_chain.c). */
-    ss__fz_linear_chain(fz, &c);
+    if (!gemm && (lscale = ss__fz_layer_scale(fz, &c, &d, &wsc, &bsc,
+                                              err)) < 0) {
+        rc = lscale;
+        goto done;
+    }
+    /* A residual Add is not a binary post-op: fused as a full-size one
+     * it pushes oneDNN 2.6 off brgemm (see plan_chain.c); it is a SUM
+     * after a chain without post-ops (plan_fuse_scale.c). */
+    if (!lscale) {
+        ss__fz_linear_chain(fz, &c);
+        ss__fz_residual_sum(fz, &c);
+    }
     d.post = c.post;
     /* A tapped output (the chain stops there) runs in row chunks, the
      * tap called per chunk (tap_chunk says why) */
@@ -224,6 +233,10 @@ ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err)
     at = ss__fz_chain_last(&c);
     if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0) {
         rc = 1;
+        if (lscale) {
+            p->vals[c.out].layout = SS_DNN_NHWC;
+            p->steps[at].raw_in |= 1u << 1;
+        }
         if (chunk > 0)
             set_chunks(p, at, chunk, m, d.k, d.n, tail);
         tail = NULL;
@@ -233,6 +246,8 @@ done:
     ss_dnn_prim_free(prim);
     ss_dnn_prim_free(tail);
     ss_free(scaled);
+    ss_free(wsc);
+    ss_free(bsc);
     return rc;
 }
 

@@ -136,7 +136,8 @@ ss__plan_layout(ss_plan_t *p, ss_err_t *err)
             int v = st->in[k], r;
             ss_dnn_layout_t need, have;
 
-            if (v < 0)
+            if (v < 0 || (st->kind == SS_STEP_DNN && k < 32
+                          && (st->raw_in >> k & 1u)))
                 continue;
             need = st->kind == SS_STEP_DNN ? ss_dnn_prim_layout(st->prim, k)
                                            : SS_DNN_PLAIN;

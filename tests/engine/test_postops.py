@@ -347,6 +347,51 @@ def gelu_forms():
                    % (form, what), "steps: %s" % steps)
 
 
+def residual_sums():
+    """A Linear's residual Add is its SUM post-op (plan_fuse_scale.c):
+    z = sigmoid(r) W1 + b + r with r = tanh(a W0) dead after the Add adds
+    into r's own bytes (y = sigmoid(z)).  The run copies r into z first
+    where r is read again later (y = z * r) or is the GEMM's source too
+    (z = r W1 + b + r: in place it would read rows already added into).
+    Within 1e-5 of float64 numpy each way."""
+    a = RNG.standard_normal((2, 16, 24)).astype(np.float32)
+    w0 = (RNG.standard_normal((24, 40)) * 0.3).astype(np.float32)
+    w1 = (RNG.standard_normal((40, 40)) * 0.3).astype(np.float32)
+    b = RNG.standard_normal(40).astype(np.float32)
+    r = np.tanh(a.astype(np.float64) @ w0)
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+    for case, where in (("dead", "in place"), ("later", "copied first"),
+                        ("source", "copied first")):
+        src = "r" if case == "source" else "s"
+        z = (r if case == "source" else sig(r)) @ w1 + b + r
+        want = z * r if case == "later" else sig(z)
+        nodes = [helper.make_node("MatMul", ["a", "w0"], ["m0"]),
+                 helper.make_node("Tanh", ["m0"], ["r"]),
+                 helper.make_node("Sigmoid", ["r"], ["s"]),
+                 helper.make_node("MatMul", [src, "w1"], ["m1"]),
+                 helper.make_node("Add", ["m1", "b"], ["h"]),
+                 helper.make_node("Add", ["h", "r"], ["z"])]
+        nodes.append(helper.make_node("Mul", ["z", "r"], ["y"])
+                     if case == "later"
+                     else helper.make_node("Sigmoid", ["z"], ["y"]))
+        if case == "source":
+            nodes = nodes[:2] + nodes[3:]
+        got, msg, text = run(model(nodes, [("a", a.shape)],
+                                   [("w0", w0), ("w1", w1), ("b", b)],
+                                   want.shape), {"a": a}, dump=True)
+        if got is None:
+            tap.ok(False, "residual Add (%s) runs" % case, msg)
+            continue
+        close("MatMul + bias + residual (%s)" % case, got["y"], want)
+        lines = text.splitlines()
+        at = [i for i, ln in enumerate(lines) if "MatMul+Add " in ln]
+        tap.ok(len(at) == 1 and at[0] + 2 < len(lines)
+               and "adds its residual " + where in lines[at[0] + 2],
+               "residual (%s): the GEMM's SUM, %s" % (case, where),
+               "\n".join(lines[:14]))
+
 def multihead_attention():
     torch = infer.torch_for_test()
     if torch is None:
@@ -394,6 +439,7 @@ def main():
     prescaled_scores()
     int8_requant()
     gelu_forms()
+    residual_sums()
     multihead_attention()
     return tap.done()
 

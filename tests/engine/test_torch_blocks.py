@@ -479,6 +479,8 @@ def main():
                 tap.diag("%s opset %d: %s" % (name, opset, detail))
                 if name == "convnext":
                     transposes_absorbed(path, s.file("x.npz"))
+                    residual_sums(path, s.file("x.npz"), got.get("y"),
+                                  want, opset)
     return tap.done()
 
 
@@ -502,6 +504,41 @@ def transposes_absorbed(path, x):
     tap.ok(p.returncode == 0 and steps and not left,
            "convnext: no Transpose left in the plan (%d steps)" % len(steps),
            "left: %s" % left[:4])
+
+
+def residual_sums(path, x, got, want, opset):
+    """Each CNBlock's tail -- fc2, the permute back, the layer scale, the
+    residual Add -- is one GEMM (plan_fuse_scale.c): the scale folded
+    into fc2's weights, the residual added as a SUM post-op into its own
+    bytes; within 1e-5 of PyTorch, and of the unfused plan
+    (SS_ENGINE_NO_RESIDUAL_SUM=1), which keeps the Mul+Add steps."""
+    def dump(extra):
+        env = dict(os.environ, SS_ENGINE_DUMP="1", **extra)
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "o.npz")
+            p = subprocess.run([infer.cli_path(), "--model", path, "--input",
+                                x, "--output", out, "--threads", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env, timeout=120)
+            y = np.load(out)["y"] if p.returncode == 0 else None
+        return (p.stdout + p.stderr).decode("utf-8", "replace"), y
+
+    text, _ = dump({})
+    lines = text.splitlines()
+    tails = [i for i, ln in enumerate(lines) if "MatMul+Scale+Add" in ln]
+    inplace = [i for i in tails if i + 2 < len(lines)
+               and "adds its residual in place" in lines[i + 2]]
+    tap.ok(len(tails) == 3 and len(inplace) == 3,
+           "convnext opset %d: 3 block tails are one GEMM each, adding the "
+           "residual in place" % opset, "tails %d, in place %d"
+           % (len(tails), len(inplace)))
+    ok, detail = infer.compare(got, want, 1e-5, 1e-6)
+    tap.ok(ok, "convnext opset %d: within 1e-5 of PyTorch" % opset, detail)
+    text0, y0 = dump({"SS_ENGINE_NO_RESIDUAL_SUM": "1"})
+    tap.ok("Scale+Add" not in text0 and y0 is not None
+           and infer.compare(got, y0, 1e-5, 1e-6)[0],
+           "convnext opset %d: SS_ENGINE_NO_RESIDUAL_SUM=1 keeps the steps, "
+           "same answer" % opset)
 
 
 if __name__ == "__main__":
