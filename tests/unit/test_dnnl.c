@@ -45,9 +45,9 @@ linear_case(const char *name, int64_t m, int64_t k, int64_t n, int w_nk,
     float *bias = rnd((size_t)n), *out = rnd((size_t)(m * n));
     float *want = zeros((size_t)(m * n)), *old = NULL;
     float *bin[SS_DNN_MAX_POST];
-    const void *in[1 + SS_DNN_MAX_POST];
+    const void *in[2 + SS_DNN_MAX_POST];
     int64_t dd[2] = { m, n };
-    int i, nb = 0, rc;
+    int i, nb = 0, sum = 0, rc;
 
     d.m = m;
     d.k = k;
@@ -64,20 +64,41 @@ linear_case(const char *name, int64_t m, int64_t k, int64_t n, int w_nk,
             in[1 + nb] = bin[nb];
             nb++;
         }
+    for (i = 0; i < d.post.n; i++)
+        sum |= d.post.op[i].kind == SS_DNN_PO_SUM;
     old = rnd((size_t)(m * n));
-    memcpy(out, old, (size_t)(m * n) * sizeof(float));
+    /* a Linear's SUM reads its residual from in[], after the binary
+     * post-ops' tensors: copied into out first (out holds other bytes) */
+    if (sum)
+        in[1 + nb] = old;
+    else
+        memcpy(out, old, (size_t)(m * n) * sizeof(float));
     rc = ss_dnn_linear_new(&d, &p, &err);
     if (!ok(rc == 0, "%s: create", name)) {
         printf("#   %s\n", err.msg);
         goto done;
     }
-    is_int(ss_dnn_prim_num_inputs(p), 1 + nb, "%s: inputs", name);
+    is_int(ss_dnn_prim_num_inputs(p), 1 + nb + sum, "%s: inputs", name);
+    is_int(ss_dnn_prim_sum_input(p), sum ? 1 + nb : -1, "%s: sum input",
+           name);
     ref_linear(src, w, w_nk, d.bias, want, m, k, n);
     ref_post(want, 2, dd, &d.post, (const float *const *)bin, old);
     if (run(p, in, out) == 0)
         check_close(out, want, (size_t)(m * n), name);
     else
         ok(0, "%s: run", name);
+    if (sum) {
+        char nm[96];
+
+        /* in place: the residual is out itself */
+        snprintf(nm, sizeof(nm), "%s in place", name);
+        memcpy(out, old, (size_t)(m * n) * sizeof(float));
+        in[1 + nb] = out;
+        if (run(p, in, out) == 0)
+            check_close(out, want, (size_t)(m * n), nm);
+        else
+            ok(0, "%s: run", nm);
+    }
 done:
     ss_dnn_prim_free(p);
     for (i = 0; i < nb; i++)
