@@ -153,12 +153,119 @@ attr(pool_t *pl, const ss_attr_t *a)
     return ap;
 }
 
+/*
+ * Raising a graph below opset 13 to 13 (pick_opset).  ONNX's version 13
+ * of most ops only added types (bfloat16) to the version before, and the
+ * versions between 7 and 12 of the ops below only added types, negative
+ * axes or optional inputs: a node of one of these ops whose own version is
+ * at least `from` means the same at 13.  Older versions had other
+ * attributes or defaults (Resize 10's coordinates, Clip 6's min/max, Pad
+ * 2's pads, Slice 1's starts/ends attributes), and an op not listed
+ * (Upsample, Scan 8, ...) is never raised.  Three kinds change at 13 and
+ * are written in 13's form: Squeeze, Unsqueeze and ReduceSum take their
+ * axes, Split its sizes, as an input (RAISE_TO_INPUT: the attribute is
+ * written as an int64 initializer); Softmax, LogSoftmax and Hardmax
+ * coerced their input to 2-D at the axis before 13 (RAISE_LAST_AXIS: the
+ * same only when the axis is the last one: -1, or the rank less one where
+ * the IR knows the rank -- a graph output's, as a classifier's softmax).
+ */
+enum { RAISE_SAME, RAISE_TO_INPUT, RAISE_LAST_AXIS };
+
+static const struct {
+    const char *op;
+    unsigned char from, how;
+} raise13[] = {
+    { "Abs", 6, 0 }, { "Add", 7, 0 }, { "And", 7, 0 }, { "ArgMax", 1, 0 },
+    { "ArgMin", 1, 0 }, { "Cast", 6, 0 }, { "Ceil", 6, 0 },
+    { "Clip", 11, 0 }, { "Concat", 4, 0 }, { "Constant", 9, 0 },
+    { "DepthToSpace", 1, 0 }, { "DequantizeLinear", 10, 0 },
+    { "Div", 7, 0 }, { "Dropout", 7, 0 }, { "Equal", 7, 0 },
+    { "Erf", 9, 0 }, { "Exp", 6, 0 }, { "Expand", 8, 0 },
+    { "Flatten", 9, 0 }, { "Floor", 6, 0 }, { "Gather", 1, 0 },
+    { "GatherElements", 11, 0 }, { "GatherND", 11, 0 }, { "Gemm", 7, 0 },
+    { "Greater", 7, 0 }, { "Hardmax", 11, RAISE_LAST_AXIS },
+    { "Identity", 1, 0 }, { "IsNaN", 9, 0 }, { "LRN", 1, 0 },
+    { "Less", 7, 0 }, { "Log", 6, 0 }, { "LogSoftmax", 11, RAISE_LAST_AXIS },
+    { "MatMul", 1, 0 }, { "Max", 8, 0 }, { "Mean", 8, 0 },
+    { "MeanVarianceNormalization", 9, 0 }, { "Min", 8, 0 },
+    { "Mod", 10, 0 }, { "Mul", 7, 0 }, { "Neg", 6, 0 }, { "NonZero", 9, 0 },
+    { "Pad", 11, 0 }, { "Pow", 7, 0 }, { "QuantizeLinear", 10, 0 },
+    { "Reciprocal", 6, 0 }, { "ReduceL1", 1, 0 }, { "ReduceL2", 1, 0 },
+    { "ReduceLogSum", 1, 0 }, { "ReduceLogSumExp", 1, 0 },
+    { "ReduceMax", 1, 0 }, { "ReduceMean", 1, 0 }, { "ReduceMin", 1, 0 },
+    { "ReduceProd", 1, 0 }, { "ReduceSum", 1, RAISE_TO_INPUT },
+    { "ReduceSumSquare", 1, 0 }, { "Relu", 6, 0 }, { "Reshape", 5, 0 },
+    { "Resize", 11, 0 }, { "ScatterElements", 11, 0 },
+    { "ScatterND", 11, 0 }, { "Shape", 1, 0 }, { "Sigmoid", 6, 0 },
+    { "Sign", 9, 0 }, { "Size", 1, 0 }, { "Slice", 10, 0 },
+    { "Softmax", 11, RAISE_LAST_AXIS }, { "SpaceToDepth", 1, 0 },
+    { "Split", 2, RAISE_TO_INPUT }, { "Sqrt", 6, 0 },
+    { "Squeeze", 1, RAISE_TO_INPUT }, { "Sub", 7, 0 }, { "Sum", 8, 0 },
+    { "Tanh", 6, 0 }, { "Tile", 6, 0 }, { "Transpose", 1, 0 },
+    { "Unsqueeze", 1, RAISE_TO_INPUT },
+};
+
+/* The attribute of n that 13 reads as input 1 instead, or NULL. */
+static const ss_attr_t *
+to_input_attr(const ss_node_t *n)
+{
+    const char *name = strcmp(n->op_type, "Split") == 0 ? "split" : "axes";
+    const ss_attr_t *a = ss__attr_find(n, name);
+
+    return a != NULL && a->type == SS_ATTR_INTS && n->n_inputs == 1 ? a
+                                                                   : NULL;
+}
+
+static int
+raise_how(const char *op)
+{
+    for (size_t i = 0; i < sizeof(raise13) / sizeof(raise13[0]); i++)
+        if (strcmp(raise13[i].op, op) == 0)
+            return raise13[i].how;
+    return RAISE_SAME;
+}
+
+/* The int64 initializer holding a's values as input 1 of n (written at
+ * 13), named after n's first output and unused by any value of g. */
+static Onnx__TensorProto *
+attr_tensor(pool_t *pl, const ss_graph_t *g, const ss_node_t *n,
+            const ss_attr_t *a)
+{
+    static const Onnx__TensorProto init = ONNX__TENSOR_PROTO__INIT;
+    Onnx__TensorProto *tp = pnew(pl, sizeof(*tp));
+    int64_t *dims = pnew(pl, sizeof(int64_t));
+    const char *base = g->values[n->outputs[0]].name;
+    char *name = pnew(pl, strlen(base) + 32);
+
+    if (tp == NULL || dims == NULL || name == NULL)
+        return NULL;
+    for (int k = 0;; k++) {
+        snprintf(name, strlen(base) + 32, "%s_%s%d", base, a->name, k);
+        if (ss_graph_find_value(g, name) < 0)
+            break;
+    }
+    *tp = init;
+    *dims = a->n;
+    tp->name = name;
+    tp->n_dims = 1;
+    tp->dims = dims;
+    tp->has_data_type = 1;
+    tp->data_type = (int32_t)SS_DTYPE_I64;
+    tp->has_raw_data = 1;
+    tp->raw_data.len = (size_t)a->n * sizeof(int64_t);
+    tp->raw_data.data = (uint8_t *)(a->n > 0 ? (void *)a->ints
+                                             : (void *)dims);
+    return tp;
+}
+
 static Onnx__NodeProto *
-node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n)
+node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n, bool raise,
+     Onnx__GraphProto *gp)
 {
     static const Onnx__NodeProto init = ONNX__NODE_PROTO__INIT;
     Onnx__NodeProto *np = pnew(pl, sizeof(*np));
     static char empty[] = "";
+    const ss_attr_t *moved;
 
     if (np == NULL)
         return NULL;
@@ -171,13 +278,15 @@ node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n)
                                       strlen(np->domain)) == 0
         && n->op_type[strlen(np->domain)] == '.')
         np->op_type = n->op_type + strlen(np->domain) + 1;
-    np->n_input = (size_t)n->n_inputs;
+    moved = raise && raise_how(n->op_type) == RAISE_TO_INPUT
+            ? to_input_attr(n) : NULL;
+    np->n_input = (size_t)n->n_inputs + (moved != NULL);
     np->n_output = (size_t)n->n_outputs;
-    np->n_attribute = (size_t)n->n_attrs;
+    np->n_attribute = 0;
     if ((np->input = pnew(pl, (np->n_input + 1) * sizeof(char *))) == NULL
         || (np->output = pnew(pl, (np->n_output + 1) * sizeof(char *)))
            == NULL
-        || (np->attribute = pnew(pl, (np->n_attribute + 1)
+        || (np->attribute = pnew(pl, ((size_t)n->n_attrs + 1)
                                      * sizeof(void *))) == NULL)
         return NULL;
     for (int k = 0; k < n->n_inputs; k++)
@@ -187,8 +296,18 @@ node(pool_t *pl, const ss_graph_t *g, const ss_node_t *n)
         np->output[k] = n->outputs[k] >= 0 ? g->values[n->outputs[k]].name
                                            : empty;
     for (int a = 0; a < n->n_attrs; a++)
-        if ((np->attribute[a] = attr(pl, &n->attrs[a])) == NULL)
+        if (&n->attrs[a] != moved
+            && (np->attribute[np->n_attribute++] = attr(pl, &n->attrs[a]))
+               == NULL)
             return NULL;
+    if (moved != NULL) {
+        Onnx__TensorProto *tp = attr_tensor(pl, g, n, moved);
+
+        if (tp == NULL)
+            return NULL;
+        np->input[1] = tp->name;
+        gp->initializer[gp->n_initializer++] = tp;
+    }
     return np;
 }
 
@@ -260,10 +379,14 @@ value_info(pool_t *pl, const ss_io_info_t *io)
 }
 
 static int
-fill_graph(pool_t *pl, const ss_graph_t *g, Onnx__GraphProto *gp,
-           ss_err_t *err)
+fill_graph(pool_t *pl, const ss_graph_t *g, bool raise,
+           Onnx__GraphProto *gp, ss_err_t *err)
 {
     size_t n_init = 0;
+
+    for (int i = 0; raise && i < g->n_nodes; i++)
+        n_init += raise_how(g->nodes[i].op_type) == RAISE_TO_INPUT
+                  && to_input_attr(&g->nodes[i]) != NULL;
 
     for (int v = 0; v < g->n_values; v++) {
         const ss_tensor_t *t = g->values[v].constant;
@@ -297,7 +420,8 @@ fill_graph(pool_t *pl, const ss_graph_t *g, Onnx__GraphProto *gp,
             gp->initializer[gp->n_initializer++] = tp;
         }
     for (int i = 0; i < g->n_nodes; i++)
-        if ((gp->node[gp->n_node++] = node(pl, g, &g->nodes[i])) == NULL)
+        if ((gp->node[gp->n_node++] = node(pl, g, &g->nodes[i], raise, gp))
+            == NULL)
             goto nomem;
     for (int i = 0; i < g->n_inputs; i++)
         if ((gp->input[gp->n_input++] = value_info(pl, &g->input_info[i]))
@@ -312,17 +436,56 @@ nomem:
     return ss_err_set(err, SS_ENOMEM, "no memory to encode %s", g->source);
 }
 
+/* The rank of n's input (of the same shape as its output 0), or -1: the
+ * IR knows it for graph inputs, constants and graph outputs only. */
+static int
+rank(const ss_graph_t *g, const ss_node_t *n, int ndim)
+{
+    for (int i = 0; ndim < 0 && i < g->n_outputs; i++)
+        if (g->outputs[i] == n->outputs[0])
+            ndim = g->output_info[i].ndim;
+    return ndim;
+}
+
+/* Whether node n, of version v at g's opset, means the same at 13 when
+ * written as node() writes it (the table above). */
+static bool
+raisable(const ss_graph_t *g, const ss_node_t *n, int v)
+{
+    for (size_t i = 0; i < sizeof(raise13) / sizeof(raise13[0]); i++) {
+        const ss_value_t *x;
+        int64_t axis;
+
+        if (strcmp(raise13[i].op, n->op_type) != 0)
+            continue;
+        if (v < raise13[i].from)
+            return false;
+        if (raise13[i].how != RAISE_LAST_AXIS)
+            return true;
+        if (n->n_inputs < 1 || n->inputs[0] < 0)
+            return false;
+        x = &g->values[n->inputs[0]];
+        axis = ss__attr_int(n, "axis", 1);
+        return axis == -1 || axis == rank(g, n, x->ndim) - 1;
+    }
+    return false;
+}
+
 /*
  * The opset to write.  QDQ with per-axis scales needs 13, so a graph
- * below 13 is raised to 13 when that changes no node's op version (the
- * same definitions, so the same meaning); otherwise it keeps its opset,
- * and per-axis QDQ in it is refused: raising would silently change what
- * its other nodes mean (Squeeze's axes attribute, Softmax's coercion).
+ * below 13 with such nodes is raised to 13 when every node means the same
+ * there (raisable); a graph where some node would not is refused, naming
+ * it: raising would silently change what it computes (Upsample, Resize
+ * 10, Softmax's coercion on an axis that is not the last).  Any other
+ * graph is raised only when that changes no node's version (the same
+ * definitions), else keeps its opset.
  */
 static int
 pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
 {
     bool same = true, per_axis = false;
+    const ss_node_t *block = NULL;
+    int block_v = 0;
 
     *out = g->opset;
     if (g->opset >= 13)
@@ -331,8 +494,13 @@ pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
         const ss_node_t *n = &g->nodes[i];
         int v = ss__ir_op_version(n->op_type, g->opset);
 
-        if (v >= 0 && v != ss__ir_op_version(n->op_type, 13))
+        if (v >= 0 && v != ss__ir_op_version(n->op_type, 13)) {
             same = false;
+            if (block == NULL && !raisable(g, n, v)) {
+                block = n;
+                block_v = v;
+            }
+        }
         if ((strcmp(n->op_type, "QuantizeLinear") == 0
              || strcmp(n->op_type, "DequantizeLinear") == 0)
             && n->n_inputs > 1 && n->inputs[1] >= 0
@@ -340,12 +508,16 @@ pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
             && ss_tensor_numel(g->values[n->inputs[1]].constant) > 1)
             per_axis = true;
     }
-    if (same)
+    if (same || (per_axis && block == NULL))
         *out = 13;
     else if (per_axis)
         return ss_err_set(err, SS_EUNSUPP, "%s: per-axis quantization needs "
-                          "opset 13, and this opset %d graph has ops whose "
-                          "meaning changed by 13", g->source, g->opset);
+                          "opset 13, and node '%s' (%s, version %d at this "
+                          "graph's opset %d) would mean something else "
+                          "there", g->source,
+                          block->name[0] ? block->name
+                          : g->values[block->outputs[0]].name,
+                          block->op_type, block_v, g->opset);
     return 0;
 }
 
@@ -396,7 +568,7 @@ ss_graph_encode_onnx(const ss_graph_t *g, void **buf, size_t *len,
             m.n_opset_import = 2;
         }
     m.graph = &gp;
-    if ((rc = fill_graph(&pl, g, &gp, err)) < 0)
+    if ((rc = fill_graph(&pl, g, op.version > g->opset, &gp, err)) < 0)
         goto done;
     if (g->n_meta > 0) {
         if ((m.metadata_props = pnew(&pl, (size_t)g->n_meta
