@@ -16,7 +16,8 @@
  *
  * Training-mode computations are refused, never run as inference: Dropout
  * with a training_mode input that is not a constant false (a run-time
- * input may be true), BatchNormalization asking for its running
+ * input may be true) unless its ratio is a constant 0 (the identity then
+ * too), BatchNormalization asking for its running
  * statistics outputs (training mode before version 14).
  *
  * The table below lists the since_version of every default-domain op up to
@@ -313,9 +314,14 @@ check_node(const ss_graph_t *g, const ss_node_t *n, ss_err_t *err)
                           "engine runs %s from version %d (opset 7)",
                           g->source, label(g, n, lb, sizeof(lb)),
                           n->op_type, v, g->opset, n->op_type, v7);
+    /* training_mode with a constant ratio of 0 drops nothing and scales
+     * by 1/(1-0): the identity, as in inference.  torchvision 0.14's
+     * swin_t calls F.dropout(attn, p=0.0) without training=, so every
+     * export of it at opset 12 or later has such nodes. */
     if (strcmp(n->op_type, "Dropout") == 0 && v >= 12
         && n->n_inputs > 2 && n->inputs[2] >= 0
-        && !const_false(g, n->inputs[2]))
+        && !const_false(g, n->inputs[2])
+        && !(n->inputs[1] >= 0 && const_false(g, n->inputs[1])))
         return ss_err_set(err, SS_EUNSUPP, "%s: node %s (Dropout version "
                           "%d, opset %d): training_mode is %s; training-"
                           "mode Dropout is not supported (inference only)",

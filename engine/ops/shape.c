@@ -53,10 +53,14 @@ infer_dropout(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
 {
     int rc;
 
-    /* ratio and training_mode inputs are ignored: inference only. */
+    /* Inference only: training_mode true is refused unless the ratio is
+     * a constant 0, which drops nothing (the identity in both modes). */
     if (ss__ops_has_input(n, in, 2) && in[2]->data != NULL &&
         ss__ops_numel(in[2]) == 1 &&
-        ss__ops_get_i64(in[2]->data, in[2]->dtype, 0) != 0)
+        ss__ops_get_i64(in[2]->data, in[2]->dtype, 0) != 0 &&
+        !(ss__ops_has_input(n, in, 1) && in[1]->data != NULL &&
+          ss__ops_numel(in[1]) == 1 &&
+          ss__ops_get_f64(in[1]->data, in[1]->dtype, 0) == 0.0))
         return ss__ops_failc(err, SS_EUNSUPP, n, "training_mode=true is not "
                              "supported (inference only)");
     if ((rc = infer_identity(n, opset, in, out, err)) < 0)
