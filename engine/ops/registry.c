@@ -36,6 +36,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_unique,
     ss__ops_einsum,
     ss__ops_moe,
+    ss__ops_roi,
     NULL
 };
 
@@ -81,6 +82,7 @@ static const struct {
     { "Compress", 9, 1u << 1 },
     { "Unique", 11, 1u << 0 },
     { "NonMaxSuppression", 10, 0x1fu },
+    { "MaxUnpool", 9, 1u << 2 },       /* output_shape */
     { "HannWindow", 17, 1u << 0 },
     { "HammingWindow", 17, 1u << 0 },
     { "BlackmanWindow", 17, 1u << 0 },

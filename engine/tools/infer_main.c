@@ -382,7 +382,8 @@ bind_inputs(const ss_graph_t *g, args_t *a, ss_tensor_t *in, ss_err_t *err)
         }
         shape_str(s1, sizeof(s1), m->t.ndim, m->t.dims);
         shape_str(s2, sizeof(s2), io->ndim, io->dims);
-        if (m->t.ndim != io->ndim)
+        /* io->ndim < 0: the model says nothing of its rank */
+        if (io->ndim >= 0 && m->t.ndim != io->ndim)
             return ss_err_set(err, SS_EINVAL, "input '%s' (%s): shape %s, "
                               "the model wants %s", io->name, m->from, s1,
                               s2);

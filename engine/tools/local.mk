@@ -31,6 +31,9 @@ EXTRA_DIST += tests/engine/test_scan.py
 # Einsum against numpy.einsum (implicit output, diagonals, ellipses).
 TESTS += tests/engine/test_einsum.py
 EXTRA_DIST += tests/engine/test_einsum.py
+# RoiAlign against torchvision/ONNX's definition, MaxUnpool against numpy.
+TESTS += tests/engine/test_roi.py
+EXTRA_DIST += tests/engine/test_roi.py
 # MatMulInteger and QLinearMatMul against numpy (per-row/column params).
 TESTS += tests/engine/test_int_matmul.py
 EXTRA_DIST += tests/engine/test_int_matmul.py

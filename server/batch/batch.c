@@ -675,6 +675,8 @@ ss_batcher_warmup(ss_batcher_t *b, const int *sizes, int n, ss_err_t *err)
     for (int i = 0; i < b->n_inputs; i++) {
         const ss_io_info_t *io = ss_graph_input(b->g, i);
 
+        if (io->ndim < 0)
+            goto done;          /* rank unknown until a request */
         shapes[i].dtype = io->dtype;
         shapes[i].ndim = io->ndim;
         memcpy(shapes[i].dims, io->dims, sizeof shapes[i].dims);
