@@ -167,7 +167,7 @@ attr(pool_t *pl, const ss_attr_t *a)
  * written as an int64 initializer); Softmax, LogSoftmax and Hardmax
  * coerced their input to 2-D at the axis before 13 (RAISE_LAST_AXIS: the
  * same only when the axis is the last one: -1, or the rank less one where
- * the IR knows the rank -- a graph output's, as a classifier's softmax).
+ * the rank can be derived, engine/ir/rank.c).
  */
 enum { RAISE_SAME, RAISE_TO_INPUT, RAISE_LAST_AXIS };
 
@@ -436,24 +436,12 @@ nomem:
     return ss_err_set(err, SS_ENOMEM, "no memory to encode %s", g->source);
 }
 
-/* The rank of n's input (of the same shape as its output 0), or -1: the
- * IR knows it for graph inputs, constants and graph outputs only. */
-static int
-rank(const ss_graph_t *g, const ss_node_t *n, int ndim)
-{
-    for (int i = 0; ndim < 0 && i < g->n_outputs; i++)
-        if (g->outputs[i] == n->outputs[0])
-            ndim = g->output_info[i].ndim;
-    return ndim;
-}
-
 /* Whether node n, of version v at g's opset, means the same at 13 when
  * written as node() writes it (the table above). */
 static bool
-raisable(const ss_graph_t *g, const ss_node_t *n, int v)
+raisable(const ss_graph_t *g, const ss_node_t *n, int v, int *memo)
 {
     for (size_t i = 0; i < sizeof(raise13) / sizeof(raise13[0]); i++) {
-        const ss_value_t *x;
         int64_t axis;
 
         if (strcmp(raise13[i].op, n->op_type) != 0)
@@ -464,9 +452,10 @@ raisable(const ss_graph_t *g, const ss_node_t *n, int v)
             return true;
         if (n->n_inputs < 1 || n->inputs[0] < 0)
             return false;
-        x = &g->values[n->inputs[0]];
         axis = ss__attr_int(n, "axis", 1);
-        return axis == -1 || axis == rank(g, n, x->ndim) - 1;
+        return axis == -1
+               || (memo != NULL
+                   && axis == ss__ir_rank(g, n->inputs[0], memo) - 1);
     }
     return false;
 }
@@ -485,18 +474,22 @@ pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
 {
     bool same = true, per_axis = false;
     const ss_node_t *block = NULL;
-    int block_v = 0;
+    int block_v = 0, *memo;
 
     *out = g->opset;
     if (g->opset >= 13)
         return 0;
+    /* without memory a Softmax is just not raised (refused, not wrong) */
+    if ((memo = ss_malloc((size_t)g->n_values * sizeof(int) + 1)) != NULL)
+        for (int i = 0; i < g->n_values; i++)
+            memo[i] = -2;
     for (int i = 0; i < g->n_nodes; i++) {
         const ss_node_t *n = &g->nodes[i];
         int v = ss__ir_op_version(n->op_type, g->opset);
 
         if (v >= 0 && v != ss__ir_op_version(n->op_type, 13)) {
             same = false;
-            if (block == NULL && !raisable(g, n, v)) {
+            if (block == NULL && !raisable(g, n, v, memo)) {
                 block = n;
                 block_v = v;
             }
@@ -508,6 +501,7 @@ pick_opset(const ss_graph_t *g, int64_t *out, ss_err_t *err)
             && ss_tensor_numel(g->values[n->inputs[1]].constant) > 1)
             per_axis = true;
     }
+    ss_free(memo);
     if (same || (per_axis && block == NULL))
         *out = 13;
     else if (per_axis)

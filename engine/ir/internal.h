@@ -103,4 +103,9 @@ int ss__ir_sort_nodes(ss_graph_t *g, const char *source, ss_err_t *err);
  * naming op, version and node (opset.c). */
 int ss__ir_check_versions(const ss_graph_t *g, ss_err_t *err);
 
+/* The rank of value id, derived from its producers where the IR does not
+ * hold it (engine/ir/rank.c), or -1.  memo: g->n_values ints set to -2
+ * by the caller, shared by calls on the same graph. */
+int ss__ir_rank(const ss_graph_t *g, int id, int *memo);
+
 #endif

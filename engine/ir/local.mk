@@ -15,7 +15,7 @@ engine_ir_libssir_a_SOURCES = \
 	engine/ir/valcheck.c engine/ir/opset.c engine/ir/bind.c \
 	engine/ir/shapein.c \
 	engine/ir/edit.h engine/ir/edit.c engine/ir/edit_finalize.c \
-	engine/ir/export.c \
+	engine/ir/export.c engine/ir/rank.c \
 	engine/ir/sites.h engine/ir/sites.c \
 	engine/ir/gelu_pat.h engine/ir/gelu_pat.c
 nodist_engine_ir_libssir_a_SOURCES = engine/ir/onnx.pb-c.c \
