@@ -160,8 +160,10 @@ attr(pool_t *pl, const ss_attr_t *a)
  * axes or optional inputs: a node of one of these ops whose own version is
  * at least `from` means the same at 13.  Older versions had other
  * attributes or defaults (Resize 10's coordinates, Clip 6's min/max, Pad
- * 2's pads, Slice 1's starts/ends attributes), and an op not listed
- * (Upsample, Scan 8, ...) is never raised.  Three kinds change at 13 and
+ * 2's pads, Slice 1's starts/ends attributes, TopK 1's k), and an op
+ * not listed (Upsample, Scan 8, Conv and pooling before 11, ...) is never
+ * raised.  MaxPool 12 only added int8 types to 11 (every CNN exported at
+ * opset 11 has one).  Three kinds change at 13 and
  * are written in 13's form: Squeeze, Unsqueeze and ReduceSum take their
  * axes, Split its sizes, as an input (RAISE_TO_INPUT: the attribute is
  * written as an int64 initializer); Softmax, LogSoftmax and Hardmax
@@ -176,8 +178,9 @@ static const struct {
     unsigned char from, how;
 } raise13[] = {
     { "Abs", 6, 0 }, { "Add", 7, 0 }, { "And", 7, 0 }, { "ArgMax", 1, 0 },
-    { "ArgMin", 1, 0 }, { "Cast", 6, 0 }, { "Ceil", 6, 0 },
-    { "Clip", 11, 0 }, { "Concat", 4, 0 }, { "Constant", 9, 0 },
+    { "ArgMin", 1, 0 }, { "AveragePool", 11, 0 }, { "Cast", 6, 0 },
+    { "Ceil", 6, 0 }, { "Clip", 11, 0 }, { "Concat", 4, 0 },
+    { "Constant", 9, 0 },
     { "DepthToSpace", 1, 0 }, { "DequantizeLinear", 10, 0 },
     { "Div", 7, 0 }, { "Dropout", 7, 0 }, { "Equal", 7, 0 },
     { "Erf", 9, 0 }, { "Exp", 6, 0 }, { "Expand", 8, 0 },
@@ -186,7 +189,8 @@ static const struct {
     { "Greater", 7, 0 }, { "Hardmax", 11, RAISE_LAST_AXIS },
     { "Identity", 1, 0 }, { "IsNaN", 9, 0 }, { "LRN", 1, 0 },
     { "Less", 7, 0 }, { "Log", 6, 0 }, { "LogSoftmax", 11, RAISE_LAST_AXIS },
-    { "MatMul", 1, 0 }, { "Max", 8, 0 }, { "Mean", 8, 0 },
+    { "MatMul", 1, 0 }, { "Max", 8, 0 }, { "MaxPool", 11, 0 },
+    { "Mean", 8, 0 },
     { "MeanVarianceNormalization", 9, 0 }, { "Min", 8, 0 },
     { "Mod", 10, 0 }, { "Mul", 7, 0 }, { "Neg", 6, 0 }, { "NonZero", 9, 0 },
     { "Pad", 11, 0 }, { "Pow", 7, 0 }, { "QuantizeLinear", 10, 0 },
@@ -201,7 +205,8 @@ static const struct {
     { "Softmax", 11, RAISE_LAST_AXIS }, { "SpaceToDepth", 1, 0 },
     { "Split", 2, RAISE_TO_INPUT }, { "Sqrt", 6, 0 },
     { "Squeeze", 1, RAISE_TO_INPUT }, { "Sub", 7, 0 }, { "Sum", 8, 0 },
-    { "Tanh", 6, 0 }, { "Tile", 6, 0 }, { "Transpose", 1, 0 },
+    { "Tanh", 6, 0 }, { "Tile", 6, 0 }, { "TopK", 10, 0 },
+    { "Transpose", 1, 0 },
     { "Unsqueeze", 1, RAISE_TO_INPUT },
 };
 
