@@ -21,7 +21,7 @@ engine_ops_libssops_a_SOURCES = \
 	engine/ops/moe.c \
 	engine/ops/moe.h \
 	engine/ops/nd.c \
-	engine/ops/nms.c engine/ops/roi.c \
+	engine/ops/nms.c engine/ops/roi.c engine/ops/spectral.c \
 	engine/ops/norm.c \
 	engine/ops/pool.c \
 	engine/ops/quant.c \

@@ -49,6 +49,7 @@ extern const ss_op_t ss__ops_unique[];   /* unique.c */
 extern const ss_op_t ss__ops_einsum[];   /* einsum.c */
 extern const ss_op_t ss__ops_moe[];      /* moe.c: com.microsoft.MoE */
 extern const ss_op_t ss__ops_roi[];      /* roi.c: RoiAlign, MaxUnpool */
+extern const ss_op_t ss__ops_spectral[]; /* spectral.c: DFT, STFT, MelWeightMatrix */
 
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */
 int ss__ops_fail(ss_err_t *err, const ss_node_t *n, const char *fmt, ...)

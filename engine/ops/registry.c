@@ -37,6 +37,7 @@ static const ss_op_t *const tables[] = {
     ss__ops_einsum,
     ss__ops_moe,
     ss__ops_roi,
+    ss__ops_spectral,
     NULL
 };
 
@@ -83,6 +84,9 @@ static const struct {
     { "Unique", 11, 1u << 0 },
     { "NonMaxSuppression", 10, 0x1fu },
     { "MaxUnpool", 9, 1u << 2 },       /* output_shape */
+    { "DFT", 17, 1u << 1 },            /* dft_length */
+    { "STFT", 17, (1u << 1) | (1u << 3) }, /* frame_step, frame_length */
+    { "MelWeightMatrix", 17, 3u },     /* num_mel_bins, dft_length */
     { "HannWindow", 17, 1u << 0 },
     { "HammingWindow", 17, 1u << 0 },
     { "BlackmanWindow", 17, 1u << 0 },

@@ -34,6 +34,9 @@ EXTRA_DIST += tests/engine/test_einsum.py
 # RoiAlign against torchvision/ONNX's definition, MaxUnpool against numpy.
 TESTS += tests/engine/test_roi.py
 EXTRA_DIST += tests/engine/test_roi.py
+# DFT/STFT/MelWeightMatrix against numpy.fft, torch.stft, a log-mel front end.
+TESTS += tests/engine/test_spectral.py
+EXTRA_DIST += tests/engine/test_spectral.py
 # MatMulInteger and QLinearMatMul against numpy (per-row/column params).
 TESTS += tests/engine/test_int_matmul.py
 EXTRA_DIST += tests/engine/test_int_matmul.py
