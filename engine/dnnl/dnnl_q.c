@@ -76,6 +76,18 @@ make_attr(ss__dnn_build_t *b, const ss_dnn_postops_t *po, int ndim,
                          b->what);
 }
 
+/* A zero point of arg, set when it is not 0. */
+static int
+set_zp(ss__dnn_build_t *b, int arg, const int32_t *zp, ss_err_t *err)
+{
+    if (*zp == 0)
+        return 0;
+    return ss__dnn_check(dnnl_primitive_attr_set_zero_points(b->attr, arg, 1,
+                                                             0, zp),
+                         err, "dnnl_primitive_attr_set_zero_points",
+                         b->what);
+}
+
 int
 ss_dnn_qlinear_new(const ss_dnn_qlinear_desc_t *d, ss_dnn_prim_t **out,
                    ss_err_t *err)
@@ -185,24 +197,13 @@ ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
                        b.what);
     if (rc < 0 ||
         (rc = make_attr(&b, &d->post, 4, dd, d->nhwc, d->n_scales,
-                        d->scales, err)) < 0)
+                        d->scales, err)) < 0 ||
+        (rc = set_zp(&b, DNNL_ARG_SRC, &d->src_zp, err)) < 0)
         goto done;
     rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
                           err);
 done:
     return ss__dnn_build_end(&b, rc, out);
-}
-
-/* A zero point of arg, set when it is not 0. */
-static int
-set_zp(ss__dnn_build_t *b, int arg, const int32_t *zp, ss_err_t *err)
-{
-    if (*zp == 0)
-        return 0;
-    return ss__dnn_check(dnnl_primitive_attr_set_zero_points(b->attr, arg, 1,
-                                                             0, zp),
-                         err, "dnnl_primitive_attr_set_zero_points",
-                         b->what);
 }
 
 int

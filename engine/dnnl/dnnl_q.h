@@ -51,6 +51,9 @@ typedef struct ss_dnn_qconv_desc {
     int nhwc;                   /* 1: src and dst are NHWC in memory (the
                                  * dims stay N,C,H,W), and so are BINARY
                                  * post-op tensors of the full dst shape */
+    int32_t src_zp;             /* oneDNN's source zero point: the conv
+                                 * sums (src - src_zp) w, and padded taps
+                                 * count as real zeros (0 = none) */
     ss_dnn_postops_t post;
 } ss_dnn_qconv_desc_t;
 

@@ -13,7 +13,8 @@
  * (u8 or s8) directly, with one per-tensor scale; a u8 zero point is
  * folded into the bias (sum_k (x_q - z) w = sum_k x_q w - z sum_k w),
  * except in a padded conv, whose padding reads x_q = 0 where it should
- * read z: that conv stays f32 (int8_conv).
+ * read z: that conv gives z to oneDNN as its source zero point, which
+ * compensates the padded taps (int8_conv).
  * Output scales s_x * s_w[c], fixed at creation, turn the s32
  * accumulator back into real units; bias, activations and residual adds
  * follow as post-ops (the f32 chain of plan_chain.c).  When the chain ends
@@ -389,11 +390,16 @@ int8_conv(ss__fz_t *fz, int s, qpass_t *qp, ss_err_t *err)
      * where ONNX pads the real x with 0: every output the padding touches
      * would be off by z s_x times its padded taps' weights (a 3x3 conv
      * with pads 1 on a u8 activation of zero point 128: 55% of a 6x6
-     * output wrong, up to 85% of its range).  Such a conv runs as the
-     * f32 conv of the dequantized source (the plain fusion) instead. */
+     * output wrong, up to 85% of its range).  A padded conv hands z to
+     * oneDNN as its source zero point instead: its int8 kernels subtract
+     * the weights' sums once (a compensation made with the packed
+     * weights) and correct the border outputs for the taps that fall in
+     * the padding, so padding counts as a real 0 as in ONNX. */
     if (zx != 0 && (d.pad_begin[0] || d.pad_begin[1] || d.pad_end[0]
-                    || d.pad_end[1]))
-        return 0;
+                    || d.pad_end[1])) {
+        d.src_zp = zx;
+        zx = 0;
+    }
     if ((rc = find_qweight(p, st->in[1], 0, d.oc, &q, err)) <= 0)
         goto done;
     /* per output channel: [OC, K] with K = IC/group * KH * KW */
