@@ -240,6 +240,30 @@ ss_compress_result_json(const ss_compress_result_t *res,
                      "details", res->details ? res->details : json_null());
 }
 
+/* Whether g has a layer the bf16 plan (engine/plan/plan_bf16.c) can take:
+ * a MatMul or Gemm, or a Conv of rank 3 or 4 -- a 3-D conv has no bf16
+ * kernel there and stays float32, so a net of only those would be
+ * written again unchanged. */
+static bool
+bf16_layers(const ss_graph_t *g)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+        const ss_tensor_t *w;
+
+        if (strcmp(n->op_type, "MatMul") == 0
+            || strcmp(n->op_type, "Gemm") == 0)
+            return true;
+        if (strcmp(n->op_type, "Conv") != 0 || n->n_inputs < 2
+            || n->inputs[1] < 0)
+            continue;
+        w = g->values[n->inputs[1]].constant;
+        if (w == NULL || w->ndim <= 4)
+            return true;
+    }
+    return false;
+}
+
 int
 ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
                 int n_methods, const ss_dataset_t *calib,
@@ -332,6 +356,12 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
             json_object_set_new(note, "note", json_string(
                 "f32 file with metadata slimserve.precision=bf16: the "
                 "engine runs weights and compute in bf16"));
+            if (!bf16_layers(g)) {
+                json_object_set_new(note, "changed", json_false());
+                json_object_set_new(note, "reason", json_string(
+                    "no MatMul, Gemm or 1-D/2-D Conv: the engine's bf16 "
+                    "kernels run only those (3-D convs stay float32)"));
+            }
             break;
         case SS_METHOD_FINETUNE:
             rc = ss__finetune(&cx, m, &g, note, err);

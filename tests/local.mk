@@ -14,6 +14,10 @@ TESTS += tests/integration/test_compress.py
 EXTRA_DIST += tests/integration/test_compress.py
 TESTS += tests/integration/test_compress_cnn.py
 EXTRA_DIST += tests/integration/test_compress_cnn.py
+# ptq, bf16, structured pruning and low-rank of a 3-D conv net: right
+# against PyTorch, or refused with the reason (issue 12).
+TESTS += tests/integration/test_compress_3d.py
+EXTRA_DIST += tests/integration/test_compress_3d.py
 # Weights served from the model file's mapping, read again by jobs and
 # after hot swaps (issue 12).
 TESTS += tests/integration/test_mapped_weights.py

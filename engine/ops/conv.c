@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Conv (1-D and 2-D, float32): groups, strides, dilations, pads,
+ * Conv (1-D to 3-D, float32): groups, strides, dilations, pads,
  * auto_pad, optional bias.
  *
- * A direct convolution with no scratch: for each output plane, each input
- * channel of its group and each kernel tap, one pass over the output rows
+ * A direct convolution with no scratch: for each output plane (of each
+ * output depth), each input channel of its group and each kernel tap
+ * (whose depth lands inside the input), one pass over the output rows
  * adds w * the shifted input row.  The valid output column range of a tap
  * is computed once, so the inner loop has no bounds checks and vectorizes
  * for stride 1.  oneDNN runs the hot shapes; this is the reference.
@@ -29,10 +30,10 @@ conv_shape(const ss_node_t *n, const ss_tensor_t *const *in, conv_t *cv,
     const int64_t *ks;
     int nk;
 
-    if (x->ndim < 3 || x->ndim > 4)
+    if (x->ndim < 3 || x->ndim > 5)
         return ss__ops_failc(err, x->ndim < 3 ? SS_EINVAL : SS_EUNSUPP, n,
-                             "X must be [N, C, W] or [N, C, H, W], not rank "
-                             "%d", x->ndim);
+                             "X must be [N, C, W], [N, C, H, W] or [N, C, D, "
+                             "H, W], not rank %d", x->ndim);
     if (wt->ndim != x->ndim)
         return ss__ops_fail(err, n, "W has rank %d, X has rank %d", wt->ndim,
                             x->ndim);
@@ -77,9 +78,9 @@ static int
 infer_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
            ss_tensor_t *out, ss_err_t *err)
 {
-    int64_t dims[4];
+    int64_t dims[5];
     conv_t cv;
-    int rc, nsp;
+    int rc;
 
     if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0)
         return rc;
@@ -90,15 +91,8 @@ infer_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
                                  ss__ops_dtype_name(in[i]->dtype));
     if ((rc = conv_shape(n, in, &cv, err)) < 0)
         return rc;
-    nsp = in[0]->ndim - 2;
-    dims[0] = cv.n;
+    ss__ops_window_dims(&cv.w, in[0], dims);
     dims[1] = cv.m;
-    if (nsp == 1) {
-        dims[2] = cv.w.out[1];
-    } else {
-        dims[2] = cv.w.out[0];
-        dims[3] = cv.w.out[1];
-    }
     return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
 }
 
@@ -119,6 +113,46 @@ valid_range(int64_t len, int64_t out, int64_t s, int64_t p, int64_t t,
         *hi = *lo;
 }
 
+/* yp[oh, ow] += the 2-D convolution of one input plane xp[ih, iw] with
+ * one kernel plane wp[kh, kw]. */
+static void
+plane(const conv_t *cv, const float *xp, const float *wp, float *yp)
+{
+    int64_t ih = cv->w.in[0], iw = cv->w.in[1];
+    int64_t oh = cv->w.out[0], ow = cv->w.out[1];
+    int64_t kh = cv->w.k[0], kw = cv->w.k[1];
+
+    for (int64_t ty = 0; ty < kh; ty++) {
+        int64_t ylo, yhi;
+
+        valid_range(ih, oh, cv->w.s[0], cv->w.pb[0], ty * cv->w.d[0], &ylo,
+                    &yhi);
+        for (int64_t tx = 0; tx < kw; tx++) {
+            float wv = wp[ty * kw + tx];
+            int64_t xlo, xhi, sx = cv->w.s[1];
+            int64_t shx = tx * cv->w.d[1] - cv->w.pb[1];
+
+            valid_range(iw, ow, sx, cv->w.pb[1], tx * cv->w.d[1], &xlo,
+                        &xhi);
+            for (int64_t r = ylo; r < yhi; r++) {
+                int64_t irow = r * cv->w.s[0] + ty * cv->w.d[0] - cv->w.pb[0];
+                const float *xr = xp + irow * iw;
+                float *yr = yp + r * ow;
+
+                if (sx == 1) {
+                    const float *xs = xr + xlo + shx;
+
+                    for (int64_t c = 0; c < xhi - xlo; c++)
+                        yr[xlo + c] += wv * xs[c];
+                } else {
+                    for (int64_t c = xlo; c < xhi; c++)
+                        yr[c] += wv * xr[c * sx + shx];
+                }
+            }
+        }
+    }
+}
+
 static int
 run_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
          ss_tensor_t *out, ss_err_t *err)
@@ -126,7 +160,7 @@ run_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     const float *x = in[0]->data, *wt = in[1]->data;
     const float *bias = ss__ops_has_input(n, in, 2) ? in[2]->data : NULL;
     float *y = out[0].data;
-    int64_t ih, iw, oh, ow, kh, kw;
+    int64_t ih, iw, oh, ow, kh, kw, id, od, kd;
     conv_t cv;
     int rc;
 
@@ -134,50 +168,33 @@ run_conv(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
         return rc;
     ih = cv.w.in[0];
     iw = cv.w.in[1];
+    id = cv.w.in[2];
     oh = cv.w.out[0];
     ow = cv.w.out[1];
+    od = cv.w.out[2];
     kh = cv.w.k[0];
     kw = cv.w.k[1];
+    kd = cv.w.k[2];
     for (int64_t b = 0; b < cv.n; b++) {
         for (int64_t oc = 0; oc < cv.m; oc++) {
-            int64_t g = oc / cv.mg;
-            float *yp = y + (b * cv.m + oc) * oh * ow;
-            float b0 = bias ? bias[oc] : 0.0f;
+            for (int64_t oz = 0; oz < od; oz++) {
+                int64_t g = oc / cv.mg;
+                float *yp = y + ((b * cv.m + oc) * od + oz) * oh * ow;
+                float b0 = bias ? bias[oc] : 0.0f;
 
-            for (int64_t i = 0; i < oh * ow; i++)
-                yp[i] = b0;
-            for (int64_t ic = 0; ic < cv.cg; ic++) {
-                const float *xp = x + (b * cv.c + g * cv.cg + ic) * ih * iw;
-                const float *wp = wt + (oc * cv.cg + ic) * kh * kw;
+                for (int64_t i = 0; i < oh * ow; i++)
+                    yp[i] = b0;
+                for (int64_t ic = 0; ic < cv.cg; ic++) {
+                    for (int64_t tz = 0; tz < kd; tz++) {
+                        int64_t iz = oz * cv.w.s[2] + tz * cv.w.d[2]
+                                     - cv.w.pb[2];
 
-                for (int64_t ty = 0; ty < kh; ty++) {
-                    int64_t ylo, yhi;
-
-                    valid_range(ih, oh, cv.w.s[0], cv.w.pb[0],
-                                ty * cv.w.d[0], &ylo, &yhi);
-                    for (int64_t tx = 0; tx < kw; tx++) {
-                        float wv = wp[ty * kw + tx];
-                        int64_t xlo, xhi, sx = cv.w.s[1];
-                        int64_t shx = tx * cv.w.d[1] - cv.w.pb[1];
-
-                        valid_range(iw, ow, sx, cv.w.pb[1], tx * cv.w.d[1],
-                                    &xlo, &xhi);
-                        for (int64_t r = ylo; r < yhi; r++) {
-                            int64_t irow = r * cv.w.s[0] + ty * cv.w.d[0] -
-                                           cv.w.pb[0];
-                            const float *xr = xp + irow * iw;
-                            float *yr = yp + r * ow;
-
-                            if (sx == 1) {
-                                const float *xs = xr + xlo + shx;
-
-                                for (int64_t c = 0; c < xhi - xlo; c++)
-                                    yr[xlo + c] += wv * xs[c];
-                            } else {
-                                for (int64_t c = xlo; c < xhi; c++)
-                                    yr[c] += wv * xr[c * sx + shx];
-                            }
-                        }
+                        if (iz < 0 || iz >= id)
+                            continue;
+                        plane(&cv, x + (((b * cv.c + g * cv.cg + ic) * id
+                                         + iz) * ih * iw),
+                              wt + ((oc * cv.cg + ic) * kd + tz) * kh * kw,
+                              yp);
                     }
                 }
             }
@@ -241,6 +258,9 @@ qconv_shape(const ss_node_t *n, const qconv_t *q, conv_t *cv, ss_err_t *err)
                              "int8, not %s and %s",
                              ss__ops_dtype_name(q->x->dtype),
                              ss__ops_dtype_name(q->w->dtype));
+    if (q->x->ndim == 5)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "3-D %s is not supported",
+                             n->op_type);
     if ((rc = conv_shape(n, xw, cv, err)) < 0 ||
         (rc = q_ok(n, q->xzp, 1, true, "x_zero_point", err)) < 0 ||
         (rc = q_ok(n, q->wzp, cv->m, true, "w_zero_point", err)) < 0 ||

@@ -146,14 +146,34 @@ void ss__bcast_run(const ss_bcast_t *b, void *out, size_t osize,
 /* ---- sliding windows (Conv, pooling) ---------------------------------- */
 
 /*
- * The geometry of a window sliding over 1 or 2 spatial axes, from the
+ * The geometry of a window sliding over 1 to 3 spatial axes, from the
  * attributes strides, dilations, pads and auto_pad, and for pooling
- * ceil_mode.  Rank-1 inputs are handled as 2-D with a unit height, so
- * index 0 is height and 1 is width.
+ * ceil_mode.  Index 0 is height and 1 is width; a rank-1 input is handled
+ * as 2-D with a unit height.  Index 2 is the depth of a 3-D window (the
+ * first spatial axis of an [N, C, D, H, W] tensor), a unit axis for 1-D
+ * and 2-D ones: it is last so that 1-D and 2-D users keep their indices.
  */
 typedef struct ss_window {
-    int64_t in[2], k[2], s[2], d[2], pb[2], pe[2], out[2];
+    int64_t in[3], k[3], s[3], d[3], pb[3], pe[3], out[3];
 } ss_window_t;
+
+/* The index into ss_window_t's arrays of spatial axis i of nsp. */
+static inline int
+ss__ops_window_axis(int nsp, int i)
+{
+    return nsp == 3 ? (i == 0 ? 2 : i - 1) : i + 2 - nsp;
+}
+
+/* Writes the output dims [N, C, spatial...] of a window over x. */
+static inline void
+ss__ops_window_dims(const ss_window_t *w, const ss_tensor_t *x,
+                    int64_t *dims)
+{
+    dims[0] = x->dims[0];
+    dims[1] = x->dims[1];
+    for (int i = 0; i < x->ndim - 2; i++)
+        dims[2 + i] = w->out[ss__ops_window_axis(x->ndim - 2, i)];
+}
 
 int ss__ops_window(const ss_node_t *n, int nsp, const int64_t *in_sp,
                    const int64_t *kernel, bool ceil_mode, ss_window_t *w,

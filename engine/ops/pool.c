@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Pooling on float32, 1-D and 2-D: MaxPool (with the optional Indices
+ * Pooling on float32, 1-D to 3-D: MaxPool (with the optional Indices
  * output, row-major), AveragePool (count_include_pad, ceil_mode),
  * GlobalAveragePool and GlobalMaxPool.
  *
@@ -27,10 +27,10 @@ pool_shape(const ss_node_t *n, const ss_tensor_t *const *in, bool ceil_ok,
         return ss__ops_failc(err, SS_EUNSUPP, n, "only float32 is "
                              "supported, not %s",
                              ss__ops_dtype_name(x->dtype));
-    if (x->ndim < 3 || x->ndim > 4)
+    if (x->ndim < 3 || x->ndim > 5)
         return ss__ops_failc(err, x->ndim < 3 ? SS_EINVAL : SS_EUNSUPP, n,
-                             "X must be [N, C, W] or [N, C, H, W], not rank "
-                             "%d", x->ndim);
+                             "X must be [N, C, W], [N, C, H, W] or [N, C, D, "
+                             "H, W], not rank %d", x->ndim);
     nk = ss__attr_ints(n, "kernel_shape", &ks);
     if (nk < 0)
         return ss__ops_fail(err, n, "kernel_shape is required");
@@ -40,14 +40,7 @@ pool_shape(const ss_node_t *n, const ss_tensor_t *const *in, bool ceil_ok,
     if ((rc = ss__ops_window(n, nsp, x->dims + 2, ks, ceil_mode != 0, w,
                              err)) < 0)
         return rc;
-    dims[0] = x->dims[0];
-    dims[1] = x->dims[1];
-    if (nsp == 1) {
-        dims[2] = w->out[1];
-    } else {
-        dims[2] = w->out[0];
-        dims[3] = w->out[1];
-    }
+    ss__ops_window_dims(w, x, dims);
     return 0;
 }
 
@@ -55,7 +48,7 @@ static int
 infer_maxpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
               ss_tensor_t *out, ss_err_t *err)
 {
-    int64_t dims[4];
+    int64_t dims[5];
     ss_window_t w;
     int rc;
 
@@ -78,7 +71,7 @@ static int
 infer_avgpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
               ss_tensor_t *out, ss_err_t *err)
 {
-    int64_t dims[4];
+    int64_t dims[5];
     ss_window_t w;
     int rc;
 
@@ -88,6 +81,17 @@ infer_avgpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
 }
 
+/* The taps along axis a of a window starting at i0, clipped to the padded
+ * extent (count_include_pad; a ceil_mode window's overhang past the end
+ * padding does not count). */
+static int64_t
+clipped(const ss_window_t *w, int a, int64_t i0)
+{
+    int64_t e = i0 + (w->k[a] - 1) * w->d[a] + 1, h = w->in[a] + w->pe[a];
+
+    return ((e < h ? e : h) - i0 + w->d[a] - 1) / w->d[a];
+}
+
 static int
 run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
          bool is_max, ss_err_t *err)
@@ -95,7 +99,7 @@ run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
     bool incl = ss__attr_int(n, "count_include_pad", 0) != 0;
     const float *x = in[0]->data;
     float *y = out[0].data;
-    int64_t *ind = NULL, dims[4], planes;
+    int64_t *ind = NULL, dims[5], planes, hw;
     ss_window_t w;
     int rc;
 
@@ -104,57 +108,58 @@ run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
     if (is_max && ss__ops_want_output(n, out, 1))
         ind = out[1].data;
     planes = in[0]->dims[0] * in[0]->dims[1];
+    hw = w.in[0] * w.in[1];
     for (int64_t p = 0; p < planes; p++) {
-        const float *xp = x + p * w.in[0] * w.in[1];
+        const float *xp = x + p * w.in[2] * hw;
 
+        for (int64_t oz = 0; oz < w.out[2]; oz++)
         for (int64_t oy = 0; oy < w.out[0]; oy++) {
             for (int64_t ox = 0; ox < w.out[1]; ox++) {
+                int64_t z0 = oz * w.s[2] - w.pb[2];
                 int64_t y0 = oy * w.s[0] - w.pb[0];
                 int64_t x0 = ox * w.s[1] - w.pb[1];
                 float best = -INFINITY;
                 int64_t arg = -1, cnt = 0;
                 double sum = 0.0;
 
-                for (int64_t ky = 0; ky < w.k[0]; ky++) {
-                    int64_t iy = y0 + ky * w.d[0];
+                for (int64_t kz = 0; kz < w.k[2]; kz++) {
+                    int64_t iz = z0 + kz * w.d[2];
 
-                    if (iy < 0 || iy >= w.in[0])
+                    if (iz < 0 || iz >= w.in[2])
                         continue;
-                    for (int64_t kx = 0; kx < w.k[1]; kx++) {
-                        int64_t ix = x0 + kx * w.d[1];
-                        float v;
+                    for (int64_t ky = 0; ky < w.k[0]; ky++) {
+                        int64_t iy = y0 + ky * w.d[0];
 
-                        if (ix < 0 || ix >= w.in[1])
+                        if (iy < 0 || iy >= w.in[0])
                             continue;
-                        v = xp[iy * w.in[1] + ix];
-                        if (arg < 0 || v > best || v != v) {
-                            if (best == best) {
-                                best = v;
-                                arg = iy * w.in[1] + ix;
+                        for (int64_t kx = 0; kx < w.k[1]; kx++) {
+                            int64_t ix = x0 + kx * w.d[1];
+                            int64_t at = iz * hw + iy * w.in[1] + ix;
+                            float v;
+
+                            if (ix < 0 || ix >= w.in[1])
+                                continue;
+                            v = xp[at];
+                            if (arg < 0 || v > best || v != v) {
+                                if (best == best) {
+                                    best = v;
+                                    arg = at;
+                                }
                             }
+                            sum += v;
+                            cnt++;
                         }
-                        sum += v;
-                        cnt++;
                     }
                 }
                 if (is_max) {
                     *y++ = best;
                     if (ind)
-                        *ind++ = p * w.in[0] * w.in[1] + (arg < 0 ? 0 : arg);
+                        *ind++ = p * w.in[2] * hw + (arg < 0 ? 0 : arg);
                     continue;
                 }
-                if (incl) {
-                    /* The window clipped to the padded extent. */
-                    int64_t ey0 = y0 + (w.k[0] - 1) * w.d[0] + 1;
-                    int64_t ex0 = x0 + (w.k[1] - 1) * w.d[1] + 1;
-                    int64_t hy = w.in[0] + w.pe[0], hx = w.in[1] + w.pe[1];
-                    int64_t ny = ((ey0 < hy ? ey0 : hy) - y0 + w.d[0] - 1) /
-                                 w.d[0];
-                    int64_t nx = ((ex0 < hx ? ex0 : hx) - x0 + w.d[1] - 1) /
-                                 w.d[1];
-
-                    cnt = ny * nx;
-                }
+                if (incl)
+                    cnt = clipped(&w, 0, y0) * clipped(&w, 1, x0)
+                          * clipped(&w, 2, z0);
                 *y++ = cnt > 0 ? (float)(sum / (double)cnt) : 0.0f;
             }
         }

@@ -47,22 +47,22 @@ ss__ops_window(const ss_node_t *n, int nsp, const int64_t *in_sp,
                ss_err_t *err)
 {
     const char *ap = ss__attr_string(n, "auto_pad", "NOTSET");
-    int64_t s[2], d[2], p[4];
-    int rc, off = 2 - nsp;
+    int64_t s[3], d[3], p[6];
+    int rc;
 
-    if (nsp < 1 || nsp > 2)
-        return ss__ops_failc(err, SS_EUNSUPP, n, "only 1-D and 2-D windows "
+    if (nsp < 1 || nsp > 3)
+        return ss__ops_failc(err, SS_EUNSUPP, n, "only 1-D to 3-D windows "
                              "are supported, not %d-D", nsp);
     if ((rc = read_ints(n, "strides", nsp, 1, 1, s, err)) < 0 ||
         (rc = read_ints(n, "dilations", nsp, 1, 1, d, err)) < 0 ||
         (rc = read_ints(n, "pads", 2 * nsp, 0, 0, p, err)) < 0)
         return rc;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         w->in[i] = w->k[i] = w->s[i] = w->d[i] = w->out[i] = 1;
         w->pb[i] = w->pe[i] = 0;
     }
     for (int i = 0; i < nsp; i++) {
-        int j = i + off;
+        int j = ss__ops_window_axis(nsp, i);
         int64_t eff, span;
 
         w->in[j] = in_sp[i];

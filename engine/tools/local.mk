@@ -19,6 +19,12 @@ CLEANFILES += onnx-node-summary.json
 TESTS += tests/engine/test_torch_blocks.py
 EXTRA_DIST += tests/engine/test_torch_blocks.py
 
+# 3-D convolution and pooling (r3d_18-like, a 3-D U-Net block, dilated/
+# grouped/ceil_mode cases) at opsets 11/13/17, batch 1 and 3, against
+# PyTorch (skipped without torch).
+TESTS += tests/engine/test_conv3d.py
+EXTRA_DIST += tests/engine/test_conv3d.py
+
 # If and Loop as torch.jit.script + torch.onnx.export write them (opsets
 # 13 and 17), against PyTorch (skipped without torch).
 TESTS += tests/engine/test_control_flow.py

@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""3-D convolution and pooling (rank-5 tensors) against PyTorch (issue 12).
+
+Video and volume nets: Conv3d, ConvTranspose3d, MaxPool3d, AvgPool3d,
+BatchNorm3d, AdaptiveAvgPool3d(1) (GlobalAveragePool), residual adds,
+Concat.  torchvision is not installed here, so r3d_18 is rebuilt small
+in plain torch as torchvision writes it (a (3, 7, 7) stem with stride
+(1, 2, 2), basic blocks with projection shortcuts), next to a 3-D
+U-Net-like block (encoder, 2x max pool, ConvTranspose3d up, skip
+concat, an AvgPool3d without the padding in its count) and a net of the
+odd cases (dilated and grouped Conv3d, a ceil_mode MaxPool3d, an
+AvgPool3d counting its padding, asymmetric strides).
+
+Each is exported at opsets 11, 13 and 17 with a dynamic batch, run at
+batch 1 and 3 and compared with PyTorch's own output on the same input:
+|got - want| <= 1e-4 * max|want| + 1e-5 per element.
+
+Compression of such a net (ptq, bf16, structured pruning) is checked in
+tests/integration/test_compress_3d.py.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import infer  # noqa: E402
+import tap  # noqa: E402
+
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+def models():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def bn(c):
+        b = nn.BatchNorm3d(c)
+        with torch.no_grad():       # non-trivial running statistics
+            b.running_mean.uniform_(-0.5, 0.5)
+            b.running_var.uniform_(0.5, 2.0)
+            b.weight.uniform_(0.5, 1.5)
+            b.bias.uniform_(-0.2, 0.2)
+        return b
+
+    class Block(nn.Module):         # torchvision.models.video BasicBlock
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = bn(cout)
+            self.c2 = nn.Conv3d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = bn(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(
+                    nn.Conv3d(cin, cout, 1, stride, bias=False), bn(cout))
+
+        def forward(self, x):
+            r = x if self.down is None else self.down(x)
+            return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + r)
+
+    class R3D(nn.Module):           # r3d_18's shape, two stages
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, 16, (3, 7, 7), (1, 2, 2), (1, 3, 3),
+                          bias=False), bn(16), nn.ReLU())
+            self.l1 = Block(16, 16, 1)
+            self.l2 = Block(16, 32, 2)
+            self.pool = nn.MaxPool3d(3, 2, 1)
+            self.l3 = Block(32, 32, 1)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = self.l3(self.pool(self.l2(self.l1(self.stem(x)))))
+            return self.fc(F.adaptive_avg_pool3d(x, 1).flatten(1))
+
+    class UNet3(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+            def cbr(a, b):
+                return nn.Sequential(nn.Conv3d(a, b, 3, 1, 1), bn(b),
+                                     nn.ReLU())
+            self.e1, self.e2, self.mid = cbr(2, 8), cbr(8, 16), cbr(16, 16)
+            self.up = nn.ConvTranspose3d(16, 8, 2, 2)
+            self.d1 = cbr(16, 8)
+            self.avg = nn.AvgPool3d(3, 1, 1, count_include_pad=False)
+            self.out = nn.Conv3d(8, 3, 1)
+
+        def forward(self, x):
+            a = self.e1(x)
+            b = self.mid(self.e2(F.max_pool3d(a, 2)))
+            y = self.d1(torch.cat([self.up(b), a], 1))
+            return self.out(self.avg(y))
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv3d(4, 8, 3, (2, 1, 1), 2, dilation=2)
+            self.c2 = nn.Conv3d(8, 8, (1, 3, 3), 1, (0, 1, 1), groups=4)
+            self.c3 = nn.Conv3d(8, 8, 3, 1, 1, groups=8)    # depthwise
+            self.mp = nn.MaxPool3d((2, 3, 3), (1, 2, 2), (1, 1, 0),
+                                   ceil_mode=True)
+            self.ap = nn.AvgPool3d(2, 2, 1, count_include_pad=True)
+            self.ct = nn.ConvTranspose3d(8, 4, 3, (1, 2, 2), 1,
+                                         output_padding=(0, 1, 1))
+
+        def forward(self, x):
+            x = F.relu(self.c1(x))
+            x = self.mp(self.c3(self.c2(x)) + x)
+            return self.ct(torch.sigmoid(self.ap(x)))
+
+    return [("r3d", R3D, (3, 8, 56, 56)),
+            ("unet3d", UNet3, (2, 8, 16, 16)),
+            ("odd3d", Odd, (4, 9, 13, 11))]
+
+
+def main():
+    torch = infer.torch_for_test()
+    if torch is None:
+        return tap.done()
+    with infer.Scratch() as s:
+        for name, cls, shape in models():
+            torch.manual_seed(len(name))
+            m = cls().eval()
+            xs = {b: torch.randn(b, *shape) for b in (1, 3)}
+            with torch.no_grad():
+                want = {b: m(x).numpy() for b, x in xs.items()}
+            for b, x in xs.items():
+                np.savez(s.file("x%d.npz" % b), x=x.numpy())
+            for opset in (11, 13, 17):
+                path = s.file("%s_%d.onnx" % (name, opset))
+                torch.onnx.export(m, (xs[1],), path, input_names=["x"],
+                                  output_names=["y"], opset_version=opset,
+                                  dynamic_axes={"x": {0: "n"},
+                                                "y": {0: "n"}})
+                for b in (1, 3):
+                    what = "%s opset %d batch %d" % (name, opset, b)
+                    got, msg = infer.run(path, [s.file("x%d.npz" % b)],
+                                         s.file("out.npz"),
+                                         ("--threads", "1"))
+                    if not tap.ok(got is not None, what + " runs", msg):
+                        continue
+                    ok, detail = infer.compare(got.get("y"), want[b], RTOL,
+                                               ATOL)
+                    tap.ok(ok, "%s matches PyTorch (rtol %g)" % (what, RTOL),
+                           detail)
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
