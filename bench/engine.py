@@ -81,6 +81,27 @@ def find_cli(arg):
     return None
 
 
+def ab_options(doc, batches, rounds):
+    """The options of a bench that times this build against PyTorch or an
+    older build in one run (bench/qdq_zp.py, conv3d.py): --cli, --base,
+    --batches, --rounds, --threads; the caller adds its own."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--cli", help="slimserve-infer (default: this build)")
+    ap.add_argument("--base", help="another slimserve-infer to compare")
+    ap.add_argument("--batches", default=batches)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--threads", type=int, default=1)
+    return ap
+
+
+def ab_cli(a, name):
+    """slimserve-infer for options a (ab_options), or exits saying why."""
+    cli = find_cli(a.cli)
+    if cli is None:
+        sys.exit("%s: no slimserve-infer (--cli or SLIMSERVE_INFER)" % name)
+    return cli
+
+
 def repeats(batch, quick):
     n, w = REPEAT.get(batch, (max(10, 3000 // batch), 3))
     return (max(5, n // 10), 2) if quick else (n, w)

@@ -23,7 +23,6 @@ the same run.  Prints CPU model, oneDNN ISA and load.
                   [--channels 64] [--size 28] [--rounds 5] [--threads 1]
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -37,7 +36,6 @@ import engine  # noqa: E402  (find_cli, run_slimserve, cpu_model, ...)
 
 
 def build(c, size, zp, qdq, seed=5):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -86,18 +84,11 @@ def build(c, size, zp, qdq, seed=5):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cli")
-    ap.add_argument("--base")
-    ap.add_argument("--batches", default="1,32")
+    ap = engine.ab_options(__doc__, "1,32", 5)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--size", type=int, default=28)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    cli = engine.find_cli(a.cli)
-    if cli is None:
-        sys.exit("qdq_zp: no slimserve-infer (--cli or SLIMSERVE_INFER)")
+    cli = engine.ab_cli(a, "qdq_zp")
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp:

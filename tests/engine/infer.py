@@ -143,3 +143,16 @@ def compare(got, want, rtol, atol):
         "tolerance %.3g = %g * max|want| %.4g + %g" % (
             diff[i], i, g[i], w[i], tol, rtol, scale, atol)
     return bool(diff[i] <= tol), detail
+
+
+def random_norm(b):
+    """BatchNorm module b with non-trivial running statistics and affine
+    parameters (a fresh one has mean 0, var 1, weight 1, bias 0, which
+    folding errors would not show); returns b."""
+    import torch
+    with torch.no_grad():
+        b.running_mean.uniform_(-0.5, 0.5)
+        b.running_var.uniform_(0.5, 2.0)
+        b.weight.uniform_(0.5, 1.5)
+        b.bias.uniform_(-0.2, 0.2)
+    return b

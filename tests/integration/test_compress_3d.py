@@ -161,8 +161,7 @@ def main():
     if not tap.ok(os.access(TRAIN_BIN, os.X_OK), "slimserve-train is built",
                   TRAIN_BIN):
         return tap.done()
-    import onnx  # noqa: F401
-
+    infer.import_onnx()     # the prune check reads the variant's file
     m = net(torch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3,) + SHAPE).astype(np.float32)
