@@ -129,7 +129,10 @@ typedef enum {
 typedef enum {
     SS_DNN_PO_ELTWISE = 1,
     SS_DNN_PO_BINARY,
-    SS_DNN_PO_SUM
+    SS_DNN_PO_SUM,
+    SS_DNN_PO_DW          /* conv only: a depthwise 3x3 pad-1 conv of dst
+                           * (ss_dnn_conv_desc_t's dw_* fields); the
+                           * post-ops after it, and dst, are that conv's */
 } ss_dnn_po_kind_t;
 
 typedef struct ss_dnn_postop {
@@ -215,6 +218,13 @@ typedef struct ss_dnn_conv_desc {
     ss_dtype_t out_dtype;       /* training (ss_dnn_conv_train_*): what
                                  * FWD and BWD_DATA write; 0 = F32, or
                                  * BF16 with dtype BF16 */
+    /* With a DW post-op (a 1x1 f32 conv): the depthwise conv after it,
+     * weights [OC,1,3,3] and bias [OC] (borrowed), stride 1 or 2, pads
+     * 1; dst is its output.  oneDNN computes it from rows of the 1x1's
+     * output held in cache: the expanded tensor of a MobileNetV2 block
+     * is never written whole (plan_fuse_dw.c). */
+    const float *dw_w, *dw_bias;
+    int64_t dw_stride;
 } ss_dnn_conv_desc_t;
 
 typedef enum {

@@ -244,11 +244,15 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     ss__dnn_window_t win;
     int64_t g = d->group ? d->group : 1;
     int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
-    int64_t dd[4], wd[5];
-    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
-                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
-    ss_dnn_postops_t wpo;
-    int wn, sum, rc;
+    int64_t dd[4], wd[5], fd[4], dwd[5] = { d->oc, 1, 1, 3, 3 };
+    dnnl_memory_desc_t dww, dwb;
+    const ss__dnn_carg_t c[] = {
+        { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+        { DNNL_ARG_BIAS, &bias, d->bias, 1 },
+        { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS, &dww, d->dw_w, 0 },
+        { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, &dwb, d->dw_bias, 0 } };
+    ss_dnn_postops_t wpo, po = d->post;
+    int wn, sum, rc, ndw = 0;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
@@ -272,7 +276,29 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     dd[3] = win.out[1];
     if ((rc = check_dims(4, dd, err, b.what)) < 0)
         goto done;
-    ss__dnn_set_dst(b.p, 4, dd);
+    memcpy(fd, dd, sizeof(fd));
+    for (int i = 0; i < po.n; i++) {
+        int64_t s = d->dw_stride ? d->dw_stride : 1;
+
+        if (po.op[i].kind != SS_DNN_PO_DW)
+            continue;
+        if (ndw++ || (s != 1 && s != 2) || d->dw_w == NULL
+            || d->dw_bias == NULL) {
+            rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: a depthwise post-op "
+                            "needs one stride of 1 or 2, weights and bias",
+                            b.what);
+            goto done;
+        }
+        po.op[i].alpha = (float)s;
+        fd[2] = (dd[2] - 1) / s + 1;
+        fd[3] = (dd[3] - 1) / s + 1;
+    }
+    ss__dnn_set_dst(b.p, 4, fd);
+    if (ndw && ((rc = ss__dnn_md_dense(&dww, 5, dwd, dnnl_f32, err,
+                                       b.what)) < 0
+                || (rc = ss__dnn_md_dense(&dwb, 1, &d->oc, dnnl_f32, err,
+                                          b.what)) < 0))
+        goto done;
     wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
     if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->src_layout, err,
                                 b.what)) < 0 ||
@@ -290,10 +316,10 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_dilated_convolution_forward_desc_init",
                        b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&d->post, 4, dd, dt, d->dst_layout, &b.attr, err,
+        (rc = ss__dnn_attr(&po, 4, fd, dt, d->dst_layout, &b.attr, err,
                            b.what)) < 0)
         goto done;
-    if (ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst, &win, dd, &wpo,
+    if (!ndw && ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst, &win, dd, &wpo,
                           &sum)) {
         if ((rc = ss__dnn_build_op(&b, NULL, src_in, 1, c, 2, DNNL_ARG_DST,
                                    &wpo, err)) < 0)
@@ -305,8 +331,8 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
         }
         goto done;
     }
-    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
-                          err);
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, ndw ? 4 : 2, DNNL_ARG_DST,
+                          &po, err);
 done:
     return ss__dnn_build_end(&b, rc, out);
 }

@@ -181,6 +181,13 @@ ss__dnn_attr(const ss_dnn_postops_t *po, int dst_ndim,
                                           o->alpha == 0.f ? 1.f : o->alpha);
             rc = ss__dnn_check(st, err, "dnnl_post_ops_append_sum", what);
             break;
+        case SS_DNN_PO_DW:
+            /* the stride in alpha (1 or 2), set by ss_dnn_conv_new */
+            st = dnnl_post_ops_append_dw(ops, dt, dt, dt, 3,
+                                         (dnnl_dim_t)o->alpha, 1, 0, 0,
+                                         NULL);
+            rc = ss__dnn_check(st, err, "dnnl_post_ops_append_dw", what);
+            break;
         case SS_DNN_PO_BINARY:
             if (ss__dnn_binary_alg(o->alg) == dnnl_alg_kind_undef) {
                 rc = ss_err_set(err, SS_EINVAL,

@@ -403,6 +403,8 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
+    if ((rc = ss__fuse_conv_dw(fz, &c, &d, st->in[0], err)) != 0)
+        goto done;
     if ((rc = conv_layouts(fz, &d, st->in[0], x, y, c.out, &prim,
                            err)) < 0) {
         rc = ss__fz_fallback(rc, err);
