@@ -56,6 +56,12 @@ tests_unit_test_layout_SOURCES = tests/unit/test_layout.c \
 	tests/unit/onnx_build.h tests/unit/plan_runs.h
 tests_unit_test_layout_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_layout_LDADD = $(SS_ENGINE_LIBS)
+check_PROGRAMS += tests/unit/test_dw_fusion
+TESTS += tests/unit/test_dw_fusion
+tests_unit_test_dw_fusion_SOURCES = tests/unit/test_dw_fusion.c \
+	tests/unit/onnx_build.h tests/unit/plan_runs.h
+tests_unit_test_dw_fusion_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_dw_fusion_LDADD = $(SS_ENGINE_LIBS)
 check_PROGRAMS += tests/unit/test_qdq_pool
 TESTS += tests/unit/test_qdq_pool
 tests_unit_test_qdq_pool_SOURCES = tests/unit/test_qdq_pool.c \
