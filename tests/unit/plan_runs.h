@@ -137,6 +137,18 @@ max_rel_err(const float *got, const float *want, int64_t n)
     return m;
 }
 
+/* The oneDNN steps of p whose fused ops read what ("Conv+Clip"). */
+static inline int
+count_steps(const ss_plan_t *p, const char *what)
+{
+    int n = 0;
+
+    for (int s = 0; s < p->n_steps; s++)
+        n += p->steps[s].kind == SS_STEP_DNN
+             && strcmp(p->steps[s].what, what) == 0;
+    return n;
+}
+
 /* The three plans of a test (REF, PLAIN, BLOCKED), their outputs and the
  * input. */
 static void

@@ -21,18 +21,6 @@
 
 #include "tests/unit/plan_runs.h"
 
-/* Steps of p whose fused ops read what. */
-static int
-steps_named(const ss_plan_t *p, const char *what)
-{
-    int n = 0;
-
-    for (int s = 0; s < p->n_steps; s++)
-        n += p->steps[s].kind == SS_STEP_DNN
-             && strcmp(p->steps[s].what, what) == 0;
-    return n;
-}
-
 static const char *
 impl_of(const ss_plan_t *p, const char *what)
 {
@@ -102,15 +90,15 @@ block(int64_t batch, int64_t c, int64_t e, int64_t h, int64_t s, int bias,
            "of max |y| vs the reference kernels", name,
            m == PLAIN ? "off" : "on", d);
     }
-    ok(steps_named(p[PLAIN], fused) == 0, "%s: SS_ENGINE_NO_DW_FUSION=1 "
+    ok(count_steps(p[PLAIN], fused) == 0, "%s: SS_ENGINE_NO_DW_FUSION=1 "
        "keeps the convs apart", name);
     if (want_fused)
-        ok(steps_named(p[BLOCKED], fused) == 1
+        ok(count_steps(p[BLOCKED], fused) == 1
            && strncmp(impl_of(p[BLOCKED], fused), "jit_1x1", 7) == 0,
            "%s: one fused step (%d), on %s", name,
-           steps_named(p[BLOCKED], fused), impl_of(p[BLOCKED], fused));
+           count_steps(p[BLOCKED], fused), impl_of(p[BLOCKED], fused));
     else
-        ok(steps_named(p[BLOCKED], fused) == 0, "%s: not fused (NHWC: "
+        ok(count_steps(p[BLOCKED], fused) == 0, "%s: not fused (NHWC: "
            "oneDNN 2.6's fused kernel is wrong there)", name);
 done:
     free_runs(p, y, x);

@@ -138,17 +138,6 @@ layout_of(const ss_plan_t *p, const char *name)
 }
 
 static int
-count_steps(const ss_plan_t *p, const char *what)
-{
-    int n = 0;
-
-    for (int s = 0; s < p->n_steps; s++)
-        n += p->steps[s].kind == SS_STEP_DNN
-             && strcmp(p->steps[s].what, what) == 0;
-    return n;
-}
-
-static int
 n_blocked(const ss_plan_t *p)
 {
     int n = 0;
