@@ -2,7 +2,7 @@
 #
 # common: error codes and details, logging, SS_ASSERT, allocation with a
 # fault hook, reference counts, read-only file mappings, memory accounts,
-# CPU sets, atomic files, the hand-off queue.
+# CPU sets, atomic files, the hand-off queue, work buffers that shrink.
 # Used by every folder.
 noinst_LIBRARIES += common/libsscommon.a
 common_libsscommon_a_SOURCES = \
@@ -18,7 +18,8 @@ common_libsscommon_a_SOURCES = \
 	common/pace.c common/pace.h \
 	common/queue.c common/queue.h \
 	common/refcount.h \
-	common/utf8.c common/utf8.h
+	common/utf8.c common/utf8.h \
+	common/workbuf.c common/workbuf.h
 
 check_PROGRAMS += tests/unit/test_assert
 TESTS += tests/unit/test_assert

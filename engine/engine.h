@@ -247,6 +247,18 @@ const ss_io_info_t *ss_plan_output(const ss_plan_t *p, int i);
 int ss_exec_ctx_new(int threads, ss_exec_ctx_t **out, ss_err_t *err);
 void ss_exec_ctx_free(ss_exec_ctx_t *c);
 
+/* The bytes c's buffers hold (arena, oneDNN scratch, control flow's).
+ * They grow to what a run needs; every SS_WORKBUF_WINDOW (16) runs one
+ * over twice the largest need of the last 16 to 31 runs shrinks to that
+ * need (common/workbuf.h), so an outlier's memory is given back 32 to 47
+ * runs after it.
+ * ss_exec_ctx_release frees them all now, between runs (a caller whose
+ * thread went idle), and returns the bytes freed; the caller may then
+ * return them to the system (ss_workbuf_trim); the next run allocates
+ * afresh.  Both [c's thread]. */
+size_t ss_exec_ctx_held(const ss_exec_ctx_t *c);
+size_t ss_exec_ctx_release(ss_exec_ctx_t *c);
+
 /* Runs p.  inputs are borrowed; outputs[i].data must point to a buffer of
  * the size ss_plan_output() gives (the caller owns it).  [worker] */
 int ss_plan_run(const ss_plan_t *p, ss_exec_ctx_t *ctx,

@@ -4,8 +4,14 @@
  *
  * DESIGN: a context (one per executor thread) owns a oneDNN stream, the
  * arena the plan's intermediates live in, the scratch oneDNN primitives
- * need, and a table of tensor views; all are grown on demand to the
- * largest plan it has run and reused, so a warm run allocates nothing.
+ * need, and a table of tensor views; all are grown on demand and
+ * reused, so a warm run allocates nothing.  The arena and scratch give
+ * back what an outlier left (common/workbuf.h): every SS_WORKBUF_WINDOW
+ * runs, a buffer over twice the largest need of the last one or two
+ * windows shrinks to that need, and the heap is trimmed, so one request
+ * of 10x the usual rows does not leave its executor holding 10x the
+ * memory (a control-flow step's context is rolled with its parent's,
+ * never inside a run).
  * A run resolves every plan value to a pointer (caller's input or output
  * buffer, a constant, or arena + offset; views take their root's
  * pointer), then runs the steps in order.
@@ -20,15 +26,16 @@
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/workbuf.h"
 #include "engine/plan/internal.h"
 
 struct ss_exec_ctx {
     int threads;
     ss_dnn_stream_t *stream;
-    void *arena;
-    size_t arena_cap;
-    void *scratch;
-    size_t scratch_cap;
+    ss_workbuf_t arena;
+    ss_workbuf_t scratch;
+    int runs;           /* top-level runs in this window */
+    int busy;           /* inside a run: nested runs do not roll */
     ss_tensor_t *tab;
     int tab_cap;
     const ss_tensor_t **in;
@@ -74,8 +81,8 @@ ss_exec_ctx_free(ss_exec_ctx_t *c)
     if (c == NULL)
         return;
     ss_dnn_stream_free(c->stream);
-    ss_free(c->arena);
-    ss_free(c->scratch);
+    ss_workbuf_free(&c->arena);
+    ss_workbuf_free(&c->scratch);
     ss_free(c->tab);
     ss_free(c->in);
     ss_free(c->out);
@@ -83,21 +90,6 @@ ss_exec_ctx_free(ss_exec_ctx_t *c)
     ss_exec_ctx_free(c->sub);
     ss_free(c->cbuf);
     ss_free(c);
-}
-
-static int
-grow_buf(void **buf, size_t *cap, size_t need)
-{
-    void *b;
-
-    if (need <= *cap)
-        return 0;
-    if ((b = ss_aligned_alloc(need)) == NULL)
-        return -1;
-    ss_free(*buf);
-    *buf = b;
-    *cap = need;
-    return 0;
 }
 
 /* Where a prefix-sliced plan's slices keep their arena: after p's. */
@@ -140,8 +132,8 @@ reserve(ss_exec_ctx_t *c, const ss_plan_t *p, ss_err_t *err)
     int n_vals, max_io;
 
     needs(p, &arena, &scratch, &n_vals, &max_io);
-    if (grow_buf(&c->arena, &c->arena_cap, arena) < 0
-        || grow_buf(&c->scratch, &c->scratch_cap, scratch) < 0)
+    if (ss_workbuf_reserve(&c->arena, arena) < 0
+        || ss_workbuf_reserve(&c->scratch, scratch) < 0)
         return ss_err_set(err, SS_ENOMEM, "no memory for a %zu-byte arena",
                           arena + scratch);
     if (n_vals > c->tab_cap) {
@@ -271,18 +263,21 @@ run_step(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
             c->dnn_in[k] = c->tab[st->in[k]].data;
         rc = ss_dnn_run(st->prim, c->stream, c->dnn_in,
                         c->tab[st->out[0]].data,
-                        p->scratch_bytes ? c->scratch : NULL, err);
+                        p->scratch_bytes ? c->scratch.p : NULL, err);
         break;
     case SS_STEP_MOE:
         rc = ss__moe_run(st->moe, c->stream, c->tab[st->in[0]].data,
                          c->tab[st->in[1]].data, c->tab[st->out[0]].data,
                          c->tab[st->out[1]].data,
-                         p->scratch_bytes ? c->scratch : NULL, err);
+                         p->scratch_bytes ? c->scratch.p : NULL, err);
         break;
     case SS_STEP_CTRL:
         if (c->sub == NULL
             && (rc = ss_exec_ctx_new(c->threads, &c->sub, err)) < 0)
             break;
+        /* its runs are inside this one: it rolls with c (roll), not on
+         * its own in the middle of a loop */
+        c->sub->busy = 1;
         rc = ss__ctrl_run(st->ctrl, c->tab, c->sub, &c->cbuf, &c->cbuf_cap,
                           err);
         break;
@@ -450,7 +445,7 @@ run_rows(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
                          st->in1_cols);
     rc = ss_dnn_run(n == st->chunk ? st->prim : st->prim_tail, c->stream, in,
                     chunk_at(p, st->out[0], y->data, row0, st->out_cols),
-                    p->scratch_bytes ? c->scratch : NULL, err);
+                    p->scratch_bytes ? c->scratch.p : NULL, err);
     if (rc < 0)
         ss_err_wrap(err, rc, "running node '%s' (%s, rows %lld..%lld)",
                     st->node->name[0] ? st->node->name : "?", st->what,
@@ -504,7 +499,7 @@ run_prefix(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
     int64_t n = p->vals[g->inputs[0]].t.dims[0];
     ss_tensor_t *io = ss_malloc(((size_t)g->n_inputs + g->n_outputs + 1)
                                 * sizeof(*io));
-    char *qa = (char *)c->arena + slice_arena_at(p);
+    char *qa = (char *)c->arena.p + slice_arena_at(p);
     int rc = 0;
 
     if (io == NULL)
@@ -515,7 +510,7 @@ run_prefix(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_tensor_t *inputs,
         resolve_values(q, c, qa, io, io + g->n_inputs);
         for (int v = 0; v < q->n_vals; v++)
             if (ss__plan_root(q, v) == p->slice_cut)
-                c->tab[v].data = (char *)c->arena + cut->offset
+                c->tab[v].data = (char *)c->arena.p + cut->offset
                                  + cut->bytes / (size_t)n * (size_t)r0;
         for (int s = 0; s < q->n_steps && rc == 0; s++) {
             int more = 0;
@@ -543,10 +538,47 @@ static int run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                     const ss_tensor_t *inputs, ss_tensor_t *outputs,
                     ss_tap_fn fn, void *user, ss_err_t *err);
 
-int
-ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
-                   const ss_tensor_t *inputs, ss_tensor_t *outputs,
-                   ss_tap_fn fn, void *user, ss_err_t *err)
+size_t
+ss_exec_ctx_held(const ss_exec_ctx_t *c)
+{
+    if (c == NULL)
+        return 0;
+    return c->arena.cap + c->scratch.cap + c->cbuf_cap
+           + ss_exec_ctx_held(c->sub);
+}
+
+/* Ends c's window (and its control-flow context's): the bytes given
+ * back. */
+static size_t
+roll(ss_exec_ctx_t *c)
+{
+    if (c == NULL)
+        return 0;
+    c->runs = 0;
+    return ss_workbuf_roll(&c->arena) + ss_workbuf_roll(&c->scratch)
+           + roll(c->sub);
+}
+
+size_t
+ss_exec_ctx_release(ss_exec_ctx_t *c)
+{
+    size_t n;
+
+    if (c == NULL)
+        return 0;
+    n = c->arena.cap + c->scratch.cap + c->cbuf_cap;
+    ss_workbuf_free(&c->arena);
+    ss_workbuf_free(&c->scratch);
+    ss_free(c->cbuf);           /* a control-flow step's, per run */
+    c->cbuf = NULL;
+    c->cbuf_cap = 0;
+    c->runs = 0;
+    return n + ss_exec_ctx_release(c->sub);
+}
+
+static int
+run_top(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
+        ss_tensor_t *outputs, ss_tap_fn fn, void *user, ss_err_t *err)
 {
     int was, st, rc;
 
@@ -560,6 +592,25 @@ ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
     rc = run_plan(p, ctx, inputs, outputs, fn, user, err);
     ss_dnn_stream_threads(ctx->stream, st);
     omp_set_num_threads(was);
+    return rc;
+}
+
+int
+ss_plan_run_tapped(const ss_plan_t *p, ss_exec_ctx_t *ctx,
+                   const ss_tensor_t *inputs, ss_tensor_t *outputs,
+                   ss_tap_fn fn, void *user, ss_err_t *err)
+{
+    int rc;
+
+    /* a run inside a run (batch slices, the reference twin) shares the
+     * buffers of the one around it: only the outermost counts */
+    if (ctx->busy)
+        return run_top(p, ctx, inputs, outputs, fn, user, err);
+    ctx->busy = 1;
+    rc = run_top(p, ctx, inputs, outputs, fn, user, err);
+    ctx->busy = 0;
+    if (++ctx->runs >= SS_WORKBUF_WINDOW)
+        ss_workbuf_trim(roll(ctx));
     return rc;
 }
 
@@ -587,7 +638,7 @@ run_plan(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
     if (p->slice_prefix
         && (rc = run_prefix(p, ctx, inputs, outputs, err)) < 0)
         goto done;
-    resolve_values(p, ctx, ctx->arena, inputs, outputs);
+    resolve_values(p, ctx, ctx->arena.p, inputs, outputs);
     if (fn != NULL && (rc = run_taps(p, ctx, -1, 0, -1, NULL, NULL, fn,
                                      user, err)) < 0)
         goto done;

@@ -100,3 +100,11 @@ tests_unit_test_attn_SOURCES = tests/unit/test_attn.c \
 	tests/unit/onnx_build.h tests/unit/plan_runs.h
 tests_unit_test_attn_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_attn_LDADD = $(SS_ENGINE_LIBS)
+
+# Execution contexts give an outlier's arena back (common/workbuf.h).
+check_PROGRAMS += tests/unit/test_workbuf
+TESTS += tests/unit/test_workbuf
+tests_unit_test_workbuf_SOURCES = tests/unit/test_workbuf.c \
+	tests/unit/onnx_build.h
+tests_unit_test_workbuf_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_workbuf_LDADD = $(SS_ENGINE_LIBS)

@@ -13,6 +13,10 @@
  * executor's input buffers and run into its output buffers, both grown to
  * the largest batch seen and then reused, and the outputs are split into
  * per-item allocations: a warm batch allocates only what it hands back.
+ * After an outlier (a batch of 10x the usual rows) those buffers, and the
+ * context's arena, shrink back (common/workbuf.h: every
+ * SS_WORKBUF_WINDOW batches to the largest need of the last 16 to 31;
+ * all of them once the executor has been idle, pool.c).
  * An output whose first dim is not the batch (fixed in the graph: a model
  * that also returns a constant) is copied whole to every item, even when
  * that dim happens to equal the batch size.
@@ -48,21 +52,6 @@
 /* At most one failure line per batcher per this interval. */
 #define LOG_INTERVAL_NS 1000000000LL
 
-static int
-grow(void **buf, size_t *cap, size_t need)
-{
-    void *p;
-
-    if (need <= *cap)
-        return 0;
-    if ((p = ss_aligned_alloc(need)) == NULL)
-        return SS_ENOMEM;
-    ss_free(*buf);
-    *buf = p;
-    *cap = need;
-    return 0;
-}
-
 /* Grows an array of n elements of size sz to want, zeroing the new part;
  * the old elements are kept. */
 static int
@@ -91,9 +80,7 @@ ensure_io(struct exec *x, const ss_batcher_t *b, ss_err_t *err)
     if (ni > x->cap_in) {
         if (grow_array((void **)&x->in, x->cap_in, ni, sizeof *x->in) < 0 ||
             grow_array((void **)&x->in_buf, x->cap_in, ni,
-                       sizeof *x->in_buf) < 0 ||
-            grow_array((void **)&x->in_cap, x->cap_in, ni,
-                       sizeof *x->in_cap) < 0)
+                       sizeof *x->in_buf) < 0)
             return ss_err_set(err, SS_ENOMEM, "no memory for a batch");
         x->cap_in = ni;
     }
@@ -101,9 +88,7 @@ ensure_io(struct exec *x, const ss_batcher_t *b, ss_err_t *err)
         if (grow_array((void **)&x->out, x->cap_out, no,
                        sizeof *x->out) < 0 ||
             grow_array((void **)&x->out_buf, x->cap_out, no,
-                       sizeof *x->out_buf) < 0 ||
-            grow_array((void **)&x->out_cap, x->cap_out, no,
-                       sizeof *x->out_cap) < 0)
+                       sizeof *x->out_buf) < 0)
             return ss_err_set(err, SS_ENOMEM, "no memory for a batch");
         x->cap_out = no;
     }
@@ -156,10 +141,10 @@ gather(struct exec *x, const ss_batcher_t *b, ss_work_t *batch,
         char *dst;
 
         if (ss_mul_overflow(row, (size_t)samples, &need) < 0 ||
-            grow(&x->in_buf[i], &x->in_cap[i], need) < 0)
+            ss_workbuf_reserve(&x->in_buf[i], need) < 0)
             return ss_err_set(err, SS_ENOMEM, "no memory for a batch of %lld",
                               (long long)samples);
-        dst = x->in_buf[i];
+        dst = x->in_buf[i].p;
         for (ss_work_t *w = batch; w != NULL; w = w->next_) {
             size_t n = row * (size_t)w->samples_;
 
@@ -246,7 +231,7 @@ split(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
             ss_work_clear_outputs(w);
             return ss_err_set(&w->err, SS_ENOMEM, "no memory for outputs");
         }
-        memcpy(outs[o].data, (const char *)x->out_buf[o] + off, n);
+        memcpy(outs[o].data, (const char *)x->out_buf[o].p + off, n);
     }
     return 0;
 }
@@ -320,10 +305,10 @@ run_many(struct exec *x, const ss_batcher_t *b, const ss_plan_t *plan,
          const ss_work_t *batch, ss_err_t *err)
 {
     for (int o = 0; o < b->n_outputs; o++) {
-        if (grow(&x->out_buf[o], &x->out_cap[o],
-                 info_bytes(ss_plan_output(plan, o))) < 0)
+        if (ss_workbuf_reserve(&x->out_buf[o],
+                               info_bytes(ss_plan_output(plan, o))) < 0)
             return ss_err_set(err, SS_ENOMEM, "no memory for outputs");
-        x->out[o].data = x->out_buf[o];
+        x->out[o].data = x->out_buf[o].p;
     }
     return run_plan(x, b, plan, batch, x->out, err);
 }
@@ -586,6 +571,40 @@ pin_items(ss_batcher_t *b, ss_work_t *batch, int64_t *samples)
     return keep;
 }
 
+/* Ends the window of x's batch buffers (the context rolls its own, per
+ * run: engine.h). */
+static void
+roll(struct exec *x)
+{
+    size_t n = 0;
+
+    for (int i = 0; i < x->cap_in; i++)
+        n += ss_workbuf_roll(&x->in_buf[i]);
+    for (int o = 0; o < x->cap_out; o++)
+        n += ss_workbuf_roll(&x->out_buf[o]);
+    x->runs = 0;
+    ss_workbuf_trim(n);
+}
+
+size_t
+ss__batch_exec_release(struct exec *x)
+{
+    size_t n = ss_exec_ctx_release(x->ctx);
+
+    for (int i = 0; i < x->cap_in; i++) {
+        n += x->in_buf[i].cap;
+        ss_workbuf_free(&x->in_buf[i]);
+    }
+    for (int o = 0; o < x->cap_out; o++) {
+        n += x->out_buf[o].cap;
+        ss_workbuf_free(&x->out_buf[o]);
+    }
+    x->runs = 0;
+    x->last_ns = 0;
+    ss_workbuf_trim(n);
+    return n;
+}
+
 void
 ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
               int64_t samples, ss_work_t *expired)
@@ -607,6 +626,9 @@ ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
         return;
     omp_for(x, b);
     run_batch(x, b, batch, samples);
+    x->last_ns = ss_clock_mono_ns();
+    if (++x->runs >= SS_WORKBUF_WINDOW)
+        roll(x);
 }
 
 int
@@ -639,13 +661,11 @@ ss__batch_exec_close(struct exec *x)
 {
     ss_exec_ctx_free(x->ctx);
     for (int i = 0; x->in_buf != NULL && i < x->cap_in; i++)
-        ss_free(x->in_buf[i]);
+        ss_workbuf_free(&x->in_buf[i]);
     for (int i = 0; x->out_buf != NULL && i < x->cap_out; i++)
-        ss_free(x->out_buf[i]);
+        ss_workbuf_free(&x->out_buf[i]);
     ss_free(x->in);
     ss_free(x->in_buf);
-    ss_free(x->in_cap);
     ss_free(x->out);
     ss_free(x->out_buf);
-    ss_free(x->out_cap);
 }

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/workbuf.h"
 #include "server/batch/batch.h"
 #include "server/batch/plancache.h"
 
@@ -29,14 +30,17 @@ struct exec {
     int omp_default;            /* this thread's OpenMP count at start */
     int omp_now;                /* the count last set */
     /* Batch buffers, for any batcher: grown to the most inputs and
-     * outputs and the largest batch seen, then reused. */
+     * outputs and the largest batch seen, then reused; shrunk after an
+     * outlier (common/workbuf.h: rolled every SS_WORKBUF_WINDOW batches,
+     * freed when the executor is idle, pool.c). */
     int cap_in, cap_out;
     ss_tensor_t *in;            /* the batch's inputs */
-    void **in_buf;              /* concatenation buffers */
-    size_t *in_cap;
+    ss_workbuf_t *in_buf;       /* concatenation buffers */
     ss_tensor_t *out;           /* the batch's outputs */
-    void **out_buf;             /* run into these, then split */
-    size_t *out_cap;
+    ss_workbuf_t *out_buf;      /* run into these, then split */
+    int runs;                   /* batches in this window */
+    int64_t last_ns;            /* the last batch's end (0: none since
+                                 * the buffers were released) */
     ss_err_t err;
 };
 
@@ -177,5 +181,8 @@ void ss__batch_run(struct exec *x, ss_batcher_t *b, ss_work_t *batch,
 /* In batch_run.c: an executor's context and buffers. */
 int ss__batch_exec_init(struct exec *x, ss_err_t *err);
 void ss__batch_exec_close(struct exec *x);
+/* [worker] Frees what x's context and batch buffers hold (x is idle) and
+ * returns it to the system; the bytes freed. */
+size_t ss__batch_exec_release(struct exec *x);
 
 #endif

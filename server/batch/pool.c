@@ -24,7 +24,14 @@
  * lists; the visit that frees a slot puts it back.
  *
  * Idle executors sleep on one condition variable until a push or the
- * earliest timed wake; a push signals one of them.
+ * earliest timed wake; a push signals one of them.  An executor that has
+ * had nothing to do for IDLE_RELEASE_NS since its last batch frees its
+ * context's arena and its batch buffers (ss__batch_exec_release): an
+ * outlier followed by silence would otherwise keep its memory until 32
+ * to 47 more batches came (common/workbuf.h).  10 s, as jemalloc's default
+ * decay of unused pages: long enough that a steady load, even a slow
+ * one, keeps its buffers warm; the run after pays one allocation and
+ * its page faults (a 100 MB arena ~25 ms, measured in docs/ops.md).
  *
  * THREADS: p->lock guards the lists, each batcher's pool_next, where and
  * wake_ns, n_batchers and stop.  It is taken inside a batcher's lock (the
@@ -173,6 +180,8 @@ ss_exec_pool_size(const ss_exec_pool_t *p)
 
 /* ---- executors ----------------------------------------------------------- */
 
+#define IDLE_RELEASE_NS (10 * 1000000000LL)
+
 static void
 wait_until(ss_exec_pool_t *p, int64_t when)
 {
@@ -224,6 +233,18 @@ exec_main(void *arg)
         }
         if (p->stop)
             break;
+        if (x->last_ns > 0) {
+            int64_t idle_at = x->last_ns + IDLE_RELEASE_NS;
+
+            if (ss_clock_mono_ns() >= idle_at) {
+                pthread_mutex_unlock(&p->lock);
+                ss__batch_exec_release(x);
+                pthread_mutex_lock(&p->lock);
+                continue;
+            }
+            if (wake == 0 || idle_at < wake)
+                wake = idle_at;
+        }
         wait_until(p, wake);
     }
     pthread_mutex_unlock(&p->lock);
