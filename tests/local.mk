@@ -70,6 +70,10 @@ EXTRA_DIST += tests/integration/test_shape_inputs.py
 # chooses (Range, Expand, ConstantOfShape, a batched outer product).
 TESTS += tests/integration/test_response_limit.py
 EXTRA_DIST += tests/integration/test_response_limit.py
+# An outlier request's arena and batch buffers are given back (RSS from
+# /proc) after usual requests and after 10 s idle (common/workbuf.h).
+TESTS += tests/integration/test_outlier.py
+EXTRA_DIST += tests/integration/test_outlier.py
 # LoRA adapters against PyTorch, JSON and binary, mixed batches, admin
 # load/unload under load (issue 14, docs/lora.md).
 TESTS += tests/integration/test_lora.py

@@ -31,7 +31,8 @@
  * to 47 more batches came (common/workbuf.h).  10 s, as jemalloc's default
  * decay of unused pages: long enough that a steady load, even a slow
  * one, keeps its buffers warm; the run after pays one allocation and
- * its page faults (a 100 MB arena ~25 ms, measured in docs/ops.md).
+ * its page faults (~1.1 ms per MiB: 46 ms for a 40 MiB arena, measured
+ * at load 20 on the 2-vCPU test machine; docs/architecture.md).
  *
  * THREADS: p->lock guards the lists, each batcher's pool_next, where and
  * wake_ns, n_batchers and stop.  It is taken inside a batcher's lock (the

@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One outlier request must not leave the daemon holding its memory.
+
+An executor's arena (the plan's intermediates) and batch buffers grow to
+what a run needs; before session 28 they stayed at the largest run ever
+seen, so one request of 10x the usual rows kept 10x the arena for good.
+Now (common/workbuf.h) they shrink back after 32-47 smaller runs, and all
+of it is freed when the executor has been idle 10 s (server/batch/pool.c).
+
+The model: an MLP x[N, 64] -> MatMul [64, 16384] -> Relu -> MatMul
+[16384, 256], whose hidden layer is 64 KiB a row (20 MB of weights: no
+batch slices).  One executor (--threads=1), so every run counts in the
+same windows.  Usual requests are 64 rows (a 4 MiB arena), the outlier
+640 (40 MiB).  Checked, from /proc/PID/status VmRSS: the outlier raises
+the RSS by more than 30 MiB (so the check below can fail), 48 usual
+requests later it is back within MARGIN of where it was before the
+outlier; the same after a batch of 8 concurrent 80-row requests (640
+rows through the batch buffers); and after an outlier followed by 11 s
+of silence, without any further request.  Every usual answer is
+bit-identical to the first one and matches numpy (rtol 1e-4)."""
+
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+TOP_SRC = os.environ.get("top_srcdir", ".")
+sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
+import tap  # noqa: E402
+from daemon import Daemon, proc_status  # noqa: E402
+import kserve  # noqa: E402
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as e:     # pragma: no cover
+    tap.skip_all("needs python3-onnx: %s" % e)
+
+IN, HID, OUT = 64, 16384, 256
+USUAL, BIG = 64, 640
+MIB = 1 << 20
+# What the RSS may stay above its level before the outlier: the outlier's
+# plan stays in the plan cache (its oneDNN primitives), and the heap moves
+# by a few MiB between any two samples.
+MARGIN = 12 * MIB
+
+RNG = np.random.default_rng(7)
+W1 = (RNG.standard_normal((IN, HID)) / 8).astype(np.float32)
+W2 = (RNG.standard_normal((HID, OUT)) / 128).astype(np.float32)
+
+
+def make_repo(repo):
+    d = os.path.join(repo, "mlp", "1")
+    os.makedirs(d)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", OUT])],
+        [numpy_helper.from_array(W1, "w1"), numpy_helper.from_array(W2, "w2")])
+    onnx.save(helper.make_model(g, opset_imports=[
+        helper.make_opsetid("", 13)]), os.path.join(d, "model.onnx"))
+    with open(os.path.join(repo, "mlp", "config.json"), "w") as f:
+        f.write('{"max_batch_size": 1024, "max_queue_delay_us": 100000}')
+
+
+def ref(x):
+    return np.maximum(x.astype(np.float64) @ W1, 0) @ W2
+
+
+def infer(d, x):
+    body, hdrs = kserve.binary_request({"x": x})
+    st, hd, data = d.post("/v2/models/mlp/infer", body, headers=hdrs,
+                          timeout=120)
+    if st != 200:
+        return st, data
+    return st, kserve.parse_response(data, hd)[1]["y"]
+
+
+def rss(d):
+    # a sample a little after the answer: the executor finishes (rolls
+    # its buffers) after it hands the answer over
+    time.sleep(0.2)
+    return proc_status(d.proc.pid, "VmRSS") * 1024
+
+
+class Usual:
+    """The usual request, its first answer, and whether every answer since
+    was that one."""
+
+    def __init__(self):
+        self.x = RNG.standard_normal((USUAL, IN)).astype(np.float32)
+        self.first = None
+        self.same = True
+        self.fail = []
+
+    def run(self, d, n):
+        for _ in range(n):
+            st, y = infer(d, self.x)
+            if st != 200:
+                self.fail.append((st, y[:200]))
+                continue
+            if self.first is None:
+                self.first = y
+            self.same &= np.array_equal(y, self.first)
+
+
+def outlier_then_usual(d, u, what, outlier):
+    r0 = rss(d)
+    outlier()
+    r1 = rss(d)
+    u.run(d, 48)
+    r2 = rss(d)
+    tap.ok(r1 - r0 > 30 * MIB,
+           "%s: the outlier raised the RSS by %.1f MiB (over 30)"
+           % (what, (r1 - r0) / MIB))
+    tap.ok(r2 - r0 < MARGIN,
+           "%s: 48 usual requests later the RSS is %.1f MiB over its level "
+           "before (%.1f MiB; under %d)" % (what, (r2 - r0) / MIB, r0 / MIB,
+                                            MARGIN // MIB))
+    return r0
+
+
+def one_big(d):
+    x = RNG.standard_normal((BIG, IN)).astype(np.float32)
+    st, y = infer(d, x)
+    tap.ok(st == 200 and np.allclose(y, ref(x), rtol=1e-4, atol=1e-4),
+           "a %d-row request is served and matches numpy" % BIG)
+
+
+def concurrent_big(d):
+    xs = [RNG.standard_normal((BIG // 8, IN)).astype(np.float32)
+          for _ in range(8)]
+    out = [None] * 8
+
+    def client(k):
+        out[k] = infer(d, xs[k])
+
+    ths = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(120)
+    tap.ok(all(o is not None and o[0] == 200
+               and np.allclose(o[1], ref(x), rtol=1e-4, atol=1e-4)
+               for o, x in zip(out, xs)),
+           "8 concurrent %d-row requests are served and match numpy"
+           % (BIG // 8))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ss-outlier.")
+    make_repo(tmp)
+    with Daemon(["--admin-insecure", "--threads=1"], repository=tmp) as d:
+        u = Usual()
+        u.run(d, 40)
+        outlier_then_usual(d, u, "one 640-row request", lambda: one_big(d))
+        outlier_then_usual(d, u, "a batch of 8 x 80 rows",
+                           lambda: concurrent_big(d))
+        batches = d.metric("slimserve_batch_size_sum", model="mlp")
+        tap.ok(batches is not None, "batch sizes counted (%s rows)"
+               % batches)
+        r0 = rss(d)
+        one_big(d)
+        r1 = rss(d)
+        time.sleep(11)
+        r2 = rss(d)
+        tap.ok(r1 - r0 > 30 * MIB and r2 - r0 < MARGIN,
+               "an outlier then 11 s idle: +%.1f MiB, then %.1f MiB over "
+               "(under %d)" % ((r1 - r0) / MIB, (r2 - r0) / MIB,
+                               MARGIN // MIB))
+        u.run(d, 2)
+        tap.ok(not u.fail, "every usual request served", u.fail[:3])
+        tap.ok(u.same, "every usual answer is bit-identical to the first")
+        tap.ok(u.first is not None
+               and np.allclose(u.first, ref(u.x), rtol=1e-4, atol=1e-4),
+               "and matches numpy (rtol 1e-4)")
+        tap.eq(d.stop(), 0, "clean exit")
+    return tap.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
