@@ -34,8 +34,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-import daemon as daemon_mod  # noqa: E402
-from daemon import Daemon, json_body  # noqa: E402
+from daemon import Daemon, asan_build, json_body  # noqa: E402
 
 try:
     from onnx import TensorProto, helper, numpy_helper, save
@@ -49,14 +48,6 @@ W = LAYERS * N * N * 4
 MIB = 1 << 20
 ASAN = False
 NAME = "slimserve_model_resident_bytes"
-
-
-def asan_build():
-    """Under ASan the process's RSS is its shadow and its quarantine of
-    freed blocks (256 MB by default, handed back late): the RSS
-    comparisons say nothing there, the gauge's own checks still run."""
-    with open(daemon_mod.BINARY, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def rss_ok(cond, desc, diag):

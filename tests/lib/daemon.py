@@ -250,6 +250,14 @@ def proc_status(pid, key):
     return -1
 
 
+def asan_build():
+    """Whether the daemon under test is built with ASan.  Its RSS is then
+    its shadow and its quarantine of freed blocks (256 MB by default,
+    handed back late): RSS comparisons say nothing there."""
+    with open(BINARY, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def free_port():
     """A loopback port nobody listens on right now, for a server that
     cannot be told to pick its own (nginx, HAProxy, a replica's primary
