@@ -211,7 +211,8 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * SS_EINVAL naming the input (SS_ETOOBIG when over the budget).  Borrows
  * g, which must outlive the plan.  A plan's memory (any one value; folded
  * constants plus intermediates together) is capped at 4 GiB, or at what
- * the environment variable SS_ENGINE_MAX_PLAN_BYTES says ("512M", "8G");
+ * the environment variable SS_ENGINE_MAX_PLAN_BYTES says ("512M", "8G"),
+ * or ss_plan_opts_t.max_plan_bytes;
  * past it the compile fails with SS_ETOOBIG naming the node.
  *
  * Batch slices: a plan for a batch whose graph computes each sample on
@@ -326,6 +327,14 @@ int ss_plan_new_tapped(const ss_graph_t *g, const ss_tensor_t *input_shapes,
 
 /* Compile options; all zero is ss_plan_new.
  *
+ * max_plan_bytes: the plan's budget (any one value; folded constants plus
+ * intermediates plus oneDNN scratch together) instead of the default
+ * (SS_ENGINE_MAX_PLAN_BYTES, or 4 GiB); past it the compile fails with
+ * SS_ETOOBIG naming the node, before anything is allocated for it.  The
+ * plans a plan makes for itself (batch slices, subgraphs, the NaN
+ * guard's reference twin) have the same budget.  A daemon sets it from
+ * its max_plan_bytes: what one request may make an executor hold.
+ *
  * max_output_bytes: a graph output larger than this (times output_rows
  * when that is > 0: a batch's rows, for a limit per sample) fails the
  * compile with SS_ETOOBIG naming the node and the output, at shape
@@ -338,6 +347,7 @@ typedef struct ss_plan_opts {
     int tapped;                 /* as ss_plan_new_tapped */
     size_t max_output_bytes;    /* 0: no limit but the budget */
     int64_t output_rows;
+    size_t max_plan_bytes;      /* 0: the default budget */
 } ss_plan_opts_t;
 int ss_plan_new_opts(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                      const ss_plan_opts_t *o, ss_plan_t **out,

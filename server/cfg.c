@@ -97,6 +97,12 @@ static const key_t_ keys[] = {
       1099511627776.0, "N", "largest inference response, counted before "
       "it is computed or written (413 above; 0: no limit; default 4 times "
       "max_body_bytes); a model's config.json may set its own" },
+    { "max_plan_bytes", T_INT64, OFF(max_plan_bytes), 0, 1099511627776.0,
+      "N", "memory one request's compiled plan may take: any one value, "
+      "and its intermediates plus folded constants together; over it the "
+      "request gets 413 naming the node and nothing is computed or kept "
+      "(0: the engine's default, SS_ENGINE_MAX_PLAN_BYTES or 4 GiB); a "
+      "model's config.json may set its own" },
     { "max_buffered_bytes", T_INT64, OFF(max_buffered_bytes), 0,
       1099511627776.0, "N", "request body bytes held in memory over all "
       "connections; a body beyond it gets 503 (0: no cap)" },

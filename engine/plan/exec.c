@@ -358,7 +358,8 @@ run_ref(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
             for (int i = 0; i < n; i++)
                 shapes[i] = p->vals[p->g->inputs[i]].t;
             if ((rc = ss__plan_build(p->g, shapes,
-                                     p->taps ? SS__PLAN_TAPS : 0, &mp->ref,
+                                     p->taps ? SS__PLAN_TAPS : 0,
+                                     p->max_bytes, &mp->ref,
                                      err)) < 0)
                 mp->ref_rc = rc;
             ss_free(shapes);

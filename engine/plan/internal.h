@@ -143,7 +143,8 @@ struct ss_plan {
     ss_io_info_t *out_info;
     size_t arena_bytes;
     size_t scratch_bytes;
-    size_t max_bytes;       /* the budget (SS_PLAN_MAX_BYTES) */
+    size_t max_bytes;       /* the budget (ss_plan_opts_t, else
+                             * SS_PLAN_MAX_BYTES) */
     size_t max_out;         /* a graph output's limit (ss_plan_opts_t,
                              * times its rows); 0: none */
     int64_t out_rows;       /* those rows; 0: the limit is whole */
@@ -198,12 +199,14 @@ struct ss_plan {
 
 /* Compiles g for input_shapes as ss_plan_new does; fuse = 0 gives
  * reference kernels only (no oneDNN step, no NaN guard).  fuse may carry
- * SS__PLAN_TAPS: honour g's taps (ss_plan_new_tapped). */
+ * SS__PLAN_TAPS: honour g's taps (ss_plan_new_tapped).  budget: as
+ * ss_plan_opts_t.max_plan_bytes (0: the default; a plan's own slices and
+ * twin pass its max_bytes). */
 #define SS__PLAN_TAPS 2
 /* ... or SS__PLAN_NOSLICE: no batch slices (a slice's own compile). */
 #define SS__PLAN_NOSLICE 4
 int ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
-                   int fuse, ss_plan_t **out, ss_err_t *err);
+                   int fuse, size_t budget, ss_plan_t **out, ss_err_t *err);
 
 /* ... or SS__PLAN_SUB: a subgraph's plan (plan_ctrl.c), which its outer
  * plan runs: no NaN guard of its own (the outer plan's guards it). */

@@ -101,6 +101,10 @@ ss__plan_dup_ids(const int *ids, int n)
     return c;
 }
 
+/* Budgets past this are taken as this: sums of a few budget-sized terms
+ * cannot wrap. */
+#define BUDGET_CAP ((size_t)1 << 48)
+
 /* The budget: SS_ENGINE_MAX_PLAN_BYTES if set and valid, else the
  * default. */
 static size_t
@@ -120,8 +124,7 @@ max_bytes(void)
     case 'G': case 'g': shift = 30; end++; break;
     default: break;
     }
-    /* under 2^48, so sums of a few budget-sized terms cannot wrap */
-    if (*end != '\0' || v == 0 || v > ((uint64_t)1 << 48 >> shift))
+    if (*end != '\0' || v == 0 || v > (BUDGET_CAP >> shift))
         return SS_PLAN_MAX_BYTES;
     return (size_t)v << shift;
 }
@@ -673,9 +676,11 @@ charge(ss_plan_t *p, ss_memacct_t *acct)
 
 int
 ss__plan_build(const ss_graph_t *g, const ss_tensor_t *input_shapes,
-               int fuse, ss_plan_t **out, ss_err_t *err)
+               int fuse, size_t budget, ss_plan_t **out, ss_err_t *err)
 {
-    return build(g, NULL, input_shapes, NULL, fuse, NULL, out, err);
+    const ss_plan_opts_t o = { .max_plan_bytes = budget };
+
+    return build(g, NULL, input_shapes, NULL, fuse, &o, out, err);
 }
 
 int
@@ -715,7 +720,10 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
     }
     p->g = g;
     p->n_vals = g->n_values;
-    p->max_bytes = max_bytes();
+    p->max_bytes = o != NULL && o->max_plan_bytes > 0
+                   ? (o->max_plan_bytes < BUDGET_CAP ? o->max_plan_bytes
+                                                     : BUDGET_CAP)
+                   : outer != NULL ? outer->max_bytes : max_bytes();
     if (o != NULL) {
         p->max_out = o->max_output_bytes;
         p->out_rows = o->output_rows;

@@ -478,7 +478,7 @@ ss_graph_rows(const ss_graph_t *g, ss_rows_t *out, ss_err_t *err)
             goto done;
         }
         ss_err_clear(&e);
-        rc = ss__plan_build(g, sh, SS__PLAN_NOSLICE, &p, &e);
+        rc = ss__plan_build(g, sh, SS__PLAN_NOSLICE, 0, &p, &e);
         if (rc != SS_EINVAL && rc != SS_EBADMODEL)
             break;
     }

@@ -291,7 +291,8 @@ build_rows(const ss_plan_t *p, const ss_tensor_t *shapes, int64_t rows,
     memcpy(sh, shapes, (size_t)g->n_inputs * sizeof(*sh));
     for (int i = 0; i < g->n_inputs; i++)
         sh[i].dims[0] = rows;
-    rc = ss__plan_build(g, sh, fuse | SS__PLAN_NOSLICE, out, err);
+    rc = ss__plan_build(g, sh, fuse | SS__PLAN_NOSLICE, p->max_bytes, out,
+                        err);
     ss_free(sh);
     return rc;
 }

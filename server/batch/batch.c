@@ -580,6 +580,8 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
 {
     ss_batcher_t *b = NULL;
     bool synced = false, attached = false;
+    size_t budget = opts->max_plan_bytes > 0 ? (size_t)opts->max_plan_bytes
+                                             : 0;
     int rc, size;
 
     *out = NULL;
@@ -640,11 +642,13 @@ ss_batcher_new(const ss_graph_t *g, const ss_batch_opts_t *opts,
         ss__plancache_set_tapped(b->tplans);
         ss__plancache_set_output_limit(b->tplans, b->max_out,
                                        b->max_batch > 0);
+        ss__plancache_set_plan_budget(b->tplans, budget);
     }
     if ((rc = ss__plancache_new(g, PLAN_CACHE_CAP, &b->plans, err)) < 0 ||
         (rc = metrics_attach(b, opts, err)) < 0)
         goto done;
     ss__plancache_set_output_limit(b->plans, b->max_out, b->max_batch > 0);
+    ss__plancache_set_plan_budget(b->plans, budget);
     ss__pool_attach(b->pool, 1);
     attached = true;
     set_depth(b);

@@ -187,6 +187,11 @@ typedef struct ss_batch_opts {
      * of the batch: an item whose values choose an output's size
      * cannot make the executor compute gigabytes. */
     int64_t max_output_bytes;
+    /* 0: the engine's default.  Else the budget of every plan compiled
+     * (ss_plan_opts_t.max_plan_bytes): a request whose plan needs more
+     * fails alone with SS_ETOOBIG naming the node, and nothing is kept
+     * (no plan cached, no buffer grown). */
+    int64_t max_plan_bytes;
 } ss_batch_opts_t;
 
 /* The batcher's metric families, created once per registry (by the first

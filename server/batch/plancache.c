@@ -54,6 +54,7 @@ struct ss__plancache {
     int tapped;                 /* plans honour the graph's taps [init] */
     size_t max_out;             /* an output's limit, per row when */
     int batched;                /* batched [init] */
+    size_t budget;              /* max_plan_bytes [init] */
 };
 
 void
@@ -68,6 +69,12 @@ ss__plancache_set_output_limit(ss__plancache_t *c, size_t bytes,
 {
     c->max_out = bytes;
     c->batched = batched;
+}
+
+void
+ss__plancache_set_plan_budget(ss__plancache_t *c, size_t bytes)
+{
+    c->budget = bytes;
 }
 
 int
@@ -278,6 +285,7 @@ ss__plancache_get(ss__plancache_t *c, const ss_tensor_t *shapes,
             .max_output_bytes = c->max_out,
             .output_rows = c->batched && c->n_inputs > 0
                            && e->key[0].ndim > 0 ? e->key[0].dims[0] : 0,
+            .max_plan_bytes = c->budget,
         };
 
         rc = ss_plan_new_opts(c->g, e->key, &o, &p, err);

@@ -33,6 +33,9 @@ void ss__plancache_set_tapped(ss__plancache_t *c);
  * bytes per row of the batch when batched.  0: none.  [init] */
 void ss__plancache_set_output_limit(ss__plancache_t *c, size_t bytes,
                                     int batched);
+/* Compiles with this plan budget (ss_plan_opts_t.max_plan_bytes; 0: the
+ * engine's default).  [init] */
+void ss__plancache_set_plan_budget(ss__plancache_t *c, size_t bytes);
 /* Frees every plan; no entry may be pinned any more. */
 void ss__plancache_free(ss__plancache_t *c);
 

@@ -46,12 +46,22 @@ ss_model_config_set_response_default(int64_t bytes)
     response_default = bytes;
 }
 
+/* As reject_default: ss_model_config_set_plan_default. */
+static int64_t plan_default;
+
+void
+ss_model_config_set_plan_default(int64_t bytes)
+{
+    plan_default = bytes;
+}
+
 void
 ss_model_config_default(ss_model_config_t *c)
 {
     memset(c, 0, sizeof(*c));
     c->reject_non_finite = reject_default;
     c->max_response_bytes = response_default;
+    c->max_plan_bytes = plan_default;
     c->max_batch_size = 32;
     c->max_queue_delay_us = 0;
     c->instances = 0;           /* every executor of the pool */
@@ -231,6 +241,10 @@ ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err)
             if ((rc = get_int(v, key, 0, (int64_t)1 << 40, &n, err)) < 0)
                 return rc;
             c->max_response_bytes = n;
+        } else if (strcmp(key, "max_plan_bytes") == 0) {
+            if ((rc = get_int(v, key, 0, (int64_t)1 << 40, &n, err)) < 0)
+                return rc;
+            c->max_plan_bytes = n;
         } else if (strcmp(key, "max_adapters") == 0) {
             /* LoRA (docs/lora.md): adapter.h's SS_LORA_MAX_ADAPTERS */
             if ((rc = get_int(v, key, 1, 256, &n, err)) < 0)

@@ -53,6 +53,7 @@ typedef struct ss_model_config {
     int64_t sample_max_bytes;
     bool reject_non_finite;     /* NaN/Inf inputs are refused (400) */
     int64_t max_response_bytes; /* an answer's bytes; 0: no limit */
+    int64_t max_plan_bytes;     /* a plan's budget; 0: the engine's */
     bool warmup_all;            /* keep the plans of batch 1, the preferred
                                  * sizes and the max compiled at load; else
                                  * batch 1 is compiled as a check and freed */
@@ -72,6 +73,9 @@ void ss_model_config_set_reject_default(bool on);
 /* [init] The default of max_response_bytes from now on (the daemon's
  * --max-response-bytes); a model's config.json still overrides it. */
 void ss_model_config_set_response_default(int64_t bytes);
+/* [init] The default of max_plan_bytes from now on (the daemon's
+ * --max-plan-bytes); a model's config.json still overrides it. */
+void ss_model_config_set_plan_default(int64_t bytes);
 
 /* Applies the keys of obj over c. */
 int ss_model_config_apply(ss_model_config_t *c, json_t *obj, ss_err_t *err);

@@ -272,6 +272,7 @@ load_version(ss__registry_task_t *t, int64_t number, ss_version_t **out,
     bo.threads = v->cfg.threads;
     bo.max_queue_size = v->cfg.max_queue_size;
     bo.max_output_bytes = v->cfg.max_response_bytes;
+    bo.max_plan_bytes = v->cfg.max_plan_bytes;
     bo.model = t->model->name;
     bo.version = v->label;
     bo.metrics = r->batch_metrics;

@@ -688,21 +688,30 @@ test_view_transpose(void)
 }
 
 /* Compiles g for one f32 input of shape [rows, 64] under the budget
- * SS_ENGINE_MAX_PLAN_BYTES=budget (NULL: the default). */
+ * SS_ENGINE_MAX_PLAN_BYTES=budget (NULL: the default), or the caller's
+ * (ss_plan_opts_t.max_plan_bytes = opt, when not 0). */
 static int
-plan_with_budget(const ss_graph_t *g, int64_t rows, const char *budget,
-                 ss_err_t *err)
+plan_opt_budget(const ss_graph_t *g, int64_t rows, const char *budget,
+                size_t opt, ss_err_t *err)
 {
     ss_tensor_t in = { .dtype = SS_DTYPE_F32, .ndim = 2, .dims = { rows, 64 } };
+    const ss_plan_opts_t o = { .max_plan_bytes = opt };
     ss_plan_t *p = NULL;
     int rc;
 
     if (budget != NULL)
         setenv("SS_ENGINE_MAX_PLAN_BYTES", budget, 1);
-    rc = ss_plan_new(g, &in, &p, err);
+    rc = ss_plan_new_opts(g, &in, &o, &p, err);
     unsetenv("SS_ENGINE_MAX_PLAN_BYTES");
     ss_plan_free(p);
     return rc;
+}
+
+static int
+plan_with_budget(const ss_graph_t *g, int64_t rows, const char *budget,
+                 ss_err_t *err)
+{
+    return plan_opt_budget(g, rows, budget, 0, err);
 }
 
 /* The plan's memory budget: folded constants (a ConstantOfShape of
@@ -749,6 +758,16 @@ test_budget(void)
     is_int(plan_with_budget(g, 4096, "8M", &err), 0, "8M budget: both fit");
     is_int(plan_with_budget(g, 4, "lots", &err), 0, "a bad budget value "
            "falls back to the default");
+    /* the caller's budget (a daemon's max_plan_bytes) wins over both */
+    rc = plan_opt_budget(g, 4, NULL, (size_t)1 << 20, &err);
+    ok(rc == SS_ETOOBIG && strstr(err.msg, "node 'cos' (ConstantOfShape)")
+       && strstr(err.msg, "1048576-byte budget"),
+       "opts 1 MiB: refused as under the variable (%s)", err.msg);
+    is_int(plan_opt_budget(g, 4096, "1M", (size_t)8 << 20, &err), 0,
+           "opts 8 MiB over the variable's 1M: compiles (%s)", err.msg);
+    rc = plan_opt_budget(g, 4096, NULL, (size_t)5 << 20, &err);
+    ok(rc == SS_ETOOBIG && strstr(err.msg, "intermediates"),
+       "opts 5 MiB, 4096 rows: the arena is charged too (%s)", err.msg);
     ss_graph_free(g);
 }
 
