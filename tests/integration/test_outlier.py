@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""One outlier request must not leave the daemon holding its memory.
+"""One outlier request must not leave the daemon holding its memory, and
+one over the plan budget (max_plan_bytes) is refused before it takes any.
 
 An executor's arena (the plan's intermediates) and batch buffers grow to
 what a run needs; before session 28 they stayed at the largest run ever
@@ -58,16 +59,18 @@ W2 = (RNG.standard_normal((HID, OUT)) / 128).astype(np.float32)
 def make_repo(repo):
     # mlp serves the usual requests at once; mlpb, the same net, gathers
     # a batch for 1 s: both run on the one executor, so mlpb's outlier
-    # batch grows the arena mlp's requests run in
+    # batch grows the arena mlp's requests run in; mlpbig has a plan
+    # budget of its own (64 MiB)
     for name, delay in (("mlp", 0), ("mlpb", 1000000)):
         save(repo, name, delay)
+    save(repo, "mlpbig", 0, ', "max_plan_bytes": %d' % (64 * MIB))
 
 
-def save(repo, name, delay):
+def save(repo, name, delay, extra=""):
     d = os.path.join(repo, name, "1")
     os.makedirs(d)
     g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
          helper.make_node("Relu", ["h"], ["r"]),
          helper.make_node("MatMul", ["r", "w2"], ["y"])], "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", IN])],
@@ -76,8 +79,8 @@ def save(repo, name, delay):
     onnx.save(helper.make_model(g, opset_imports=[
         helper.make_opsetid("", 13)]), os.path.join(d, "model.onnx"))
     with open(os.path.join(repo, name, "config.json"), "w") as f:
-        f.write('{"max_batch_size": 1024, "max_queue_delay_us": %d}'
-                % delay)
+        f.write('{"max_batch_size": 1024, "max_queue_delay_us": %d%s}'
+                % (delay, extra))
 
 
 def ref(x):
@@ -171,6 +174,53 @@ def concurrent_big(d):
            % (BIG // 8))
 
 
+def budget(tmp):
+    """--max-plan-bytes=8M: the 640-row plan (40 MiB hidden layer) is
+    refused with 413 naming the node and the budget, before anything is
+    allocated (the peak RSS does not move); the others of its batch and
+    the requests after are served; a model's own budget wins."""
+    with Daemon(["--admin-insecure", "--threads=1",
+                 "--max-plan-bytes=%d" % (8 * MIB)], repository=tmp) as d:
+        u = Usual()
+        u.run(d, 3)
+        st, _ = infer(d, u.x[:1], "mlpb")
+        hwm0 = proc_status(d.proc.pid, "VmHWM") * 1024
+        x = RNG.standard_normal((BIG, IN)).astype(np.float32)
+        st, body = infer(d, x)
+        msg = body.decode(errors="replace") if st != 200 else ""
+        tap.ok(st == 413 and "node 'mm1'" in msg
+               and "%d-byte budget" % (8 * MIB) in msg,
+               "a 640-row request over an 8 MiB plan budget: 413 naming "
+               "the node and the budget", "%s %s" % (st, msg[:300]))
+        out = [None] * 4
+        xs = [x] + [u.x] * 3
+
+        def client(k):
+            out[k] = infer(d, xs[k], "mlpb")
+
+        ths = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(120)
+        tap.ok(out[0] is not None and out[0][0] == 413
+               and all(o is not None and o[0] == 200
+                       and np.array_equal(o[1], u.first) for o in out[1:]),
+               "in a batch with 3 usual requests it fails alone, the "
+               "others get their answers", [o and o[0] for o in out])
+        u.run(d, 3)
+        hwm1 = proc_status(d.proc.pid, "VmHWM") * 1024
+        rss_ok(hwm1 - hwm0 < 8 * MIB, "the refused plans allocated nothing: "
+               "peak RSS +%.1f MiB (its hidden layer: 40)"
+               % ((hwm1 - hwm0) / MIB))
+        st, y = infer(d, x, "mlpbig")
+        tap.ok(st == 200 and np.allclose(y, ref(x), rtol=1e-4, atol=1e-4),
+               "mlpbig (config.json max_plan_bytes 64 MiB) serves it", st)
+        tap.ok(not u.fail and u.same, "the usual requests around it: "
+               "served, the same answer", u.fail[:2])
+        tap.eq(d.stop(), 0, "clean exit")
+
+
 def main():
     global ASAN
     ASAN = asan_build()
@@ -205,6 +255,7 @@ def main():
                and np.allclose(u.first, ref(u.x), rtol=1e-4, atol=1e-4),
                "and matches numpy (rtol 1e-4)")
         tap.eq(d.stop(), 0, "clean exit")
+    budget(tmp)
     return tap.done()
 
 
