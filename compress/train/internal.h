@@ -275,6 +275,35 @@ const ss_node_t *ss__tb_node(const ss__tb_t *b, int i);
  * no longer needed. */
 int ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err);
 
+/* ---- the build's own steps (build_*.c) ----------------------------------- */
+
+/* A node's name for messages, or its op when it has none. */
+static inline const char *
+label(const ss_node_t *n)
+{
+    return n->name[0] ? n->name : n->op_type;
+}
+
+/* A new value of kind (build_tv.c): its id, or a negative code. */
+int ss__tv_add(ss__tb_t *b, ss__tv_kind_t kind, ss_dtype_t dt, int ndim,
+               const int64_t *dims, ss_err_t *err);
+/* The value whose bytes view v reads (v itself when not a view). */
+int ss__tv_root(const ss__tr_t *t, int v);
+/* Step 1 (build_params.c): need[i] = 1 for the nodes out_value depends
+ * on. */
+int ss__tb_mark_needed(const ss_graph_t *g, int out_value, uint8_t *need,
+                       ss_err_t *err);
+/* Step 2: what each graph value is (a parameter, BatchNorm state, a
+ * learned scale or a constant), in cls; then the trainer's values for
+ * them, parameters with slots in the flat arrays. */
+int ss__tb_classify(const ss_graph_t *g, const ss_train_opts_t *o,
+                    const uint8_t *need, uint8_t *cls, ss_err_t *err);
+int ss__tb_constants(ss__tb_t *b, const uint8_t *cls, ss_err_t *err);
+/* Step 6 (build_mem.c): the flat arrays, the arena plan, the pointers. */
+int ss__mem_flat(ss__tr_t *t, ss_err_t *err);
+int ss__mem_plan(ss__tr_t *t, ss_err_t *err);
+int ss__mem_resolve(ss__tr_t *t, ss_err_t *err);
+
 /* ---- gradient rules (rules.c) ------------------------------------------ */
 
 /*

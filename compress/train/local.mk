@@ -8,7 +8,14 @@
 noinst_LIBRARIES += compress/train/libsstrain.a
 compress_train_libsstrain_a_SOURCES = \
 	compress/train/train.h compress/train/internal.h \
-	compress/train/build.c compress/train/rules.c compress/train/kern.c \
+	compress/train/rules.h compress/train/kern.h \
+	compress/train/build.c compress/train/build_tv.c \
+	compress/train/build_params.c compress/train/build_mem.c \
+	compress/train/rules.c compress/train/kern.c \
+	compress/train/rules_elt.c compress/train/rules_mat.c \
+	compress/train/rules_norm.c compress/train/rules_conv.c \
+	compress/train/rules_shape.c compress/train/kern_elt.c \
+	compress/train/kern_norm.c \
 	compress/train/loss.c compress/train/optim.c compress/train/train.c \
 	compress/train/rules_q.c compress/train/update.c compress/train/nn_dnn.c \
 	compress/train/act16.c compress/train/fuse.c

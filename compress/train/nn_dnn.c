@@ -2,7 +2,7 @@
 /*
  * BatchNorm (batch statistics), Relu, Gelu and pooling on oneDNN's training
  * primitives (engine/dnnl/dnnl_train_nn.c) instead of the trainer's
- * portable-C kernels of kern.c.
+ * portable-C kernels of kern*.c.
  *
  * Why: with the convolutions blocked, the C kernels of these ops were
  * the larger part of a CNN step (the fixture's, one thread: about 1.5 of
@@ -10,7 +10,7 @@
  * training near 1.1x f32.  oneDNN runs them with jit kernels in the
  * activations' own layout (NCHW, nChw16c, NHWC), with no reorder.
  *
- * The rules of rules.c build their C step as before and hand it here:
+ * The rules (rules_*.c) build their C step as before and hand it here:
  * when the value is one oneDNN can take (4-D f32 in one of the three
  * layouts) and opts.nn asks for it (by default: Relu and max pooling
  * always, their results are exact; BatchNorm and average pooling, which
@@ -33,16 +33,7 @@
 
 #include "common/alloc.h"
 #include "compress/train/internal.h"
-
-#define IN(k) ((const float *)tv_data(t, s->in[k]))
-#define OUT(k) ((float *)tv_data(t, s->out[k]))
-#define ACC(k) ((s->acc >> (k)) & 1u)
-
-static void *
-tv_data(ss__tr_t *t, int v)
-{
-    return v >= 0 ? t->tv[v].data : NULL;
-}
+#include "compress/train/kern.h"
 
 /* Where a destination that may be absent or added to is written first:
  * dst itself, or the kernels' scratch (numel floats: room for either
@@ -224,7 +215,7 @@ ss__nn_eltwise(ss__tb_t *b, ss__step_t *s, int bwd, ss_err_t *err)
     return 1;
 }
 
-/* The pooling descriptor of a step's p (see pool_geom in rules.c: planes
+/* The pooling descriptor of a step's p (see pool_geom in rules_conv.c: planes
  * H W OH OW KH KW sh sw pt pl dh dw C L) on value x. */
 static int
 pool_desc(const ss__tb_t *b, const ss__step_t *s, int x,
