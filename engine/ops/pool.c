@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pooling on float32, 1-D to 3-D: MaxPool (with the optional Indices
- * output, row-major), AveragePool (count_include_pad, ceil_mode),
- * GlobalAveragePool and GlobalMaxPool.
+ * output, row-major or, storage_order 1, column-major within each plane),
+ * AveragePool (count_include_pad, ceil_mode), GlobalAveragePool and
+ * GlobalMaxPool.  MaxPool also takes int8, uint8 and float16 (version
+ * 12's types; each converts to float and back exactly) through a float
+ * copy of its input.
  *
  * AveragePool with count_include_pad divides by the window clipped to
  * the padded input (a ceil_mode window that hangs past the end padding
@@ -10,23 +13,32 @@
  *
  * THREADS: [any]; no state.
  */
-#include "engine/ops/ops.h"
+#include "engine/ops/dyn.h"
 
 #include <math.h>
 
+#include "common/alloc.h"
+
+/* The types MaxPool takes besides float32: exact in float. */
+static bool
+max_type(ss_dtype_t t)
+{
+    return t == SS_DTYPE_I8 || t == SS_DTYPE_U8 || t == SS_DTYPE_F16;
+}
+
 static int
-pool_shape(const ss_node_t *n, const ss_tensor_t *const *in, bool ceil_ok,
+pool_shape(const ss_node_t *n, const ss_tensor_t *const *in, bool is_max,
            ss_window_t *w, int64_t *dims, ss_err_t *err)
 {
     const ss_tensor_t *x = in[0];
     const int64_t *ks;
     int nk, nsp = x->ndim - 2, rc;
-    int64_t ceil_mode = ceil_ok ? ss__attr_int(n, "ceil_mode", 0) : 0;
+    int64_t ceil_mode = ss__attr_int(n, "ceil_mode", 0);
 
-    if (x->dtype != SS_DTYPE_F32)
-        return ss__ops_failc(err, SS_EUNSUPP, n, "only float32 is "
-                             "supported, not %s",
-                             ss__ops_dtype_name(x->dtype));
+    if (x->dtype != SS_DTYPE_F32 && !(is_max && max_type(x->dtype)))
+        return ss__ops_failc(err, SS_EUNSUPP, n, "%s is not supported "
+                             "(float32%s)", ss__ops_dtype_name(x->dtype),
+                             is_max ? ", float16, int8, uint8" : "");
     if (x->ndim < 3 || x->ndim > 5)
         return ss__ops_failc(err, x->ndim < 3 ? SS_EINVAL : SS_EUNSUPP, n,
                              "X must be [N, C, W], [N, C, H, W] or [N, C, D, "
@@ -54,16 +66,12 @@ infer_maxpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
 
     if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0 ||
         (rc = pool_shape(n, in, true, &w, dims, err)) < 0 ||
-        (rc = ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims,
+        (rc = ss__ops_set_out(n, &out[0], in[0]->dtype, in[0]->ndim, dims,
                               err)) < 0)
         return rc;
-    if (n->n_outputs > 1 && n->outputs[1] >= 0) {
-        if (ss__attr_int(n, "storage_order", 0) != 0)
-            return ss__ops_failc(err, SS_EUNSUPP, n, "Indices with "
-                                 "storage_order=1 are not supported");
+    if (n->n_outputs > 1 && n->outputs[1] >= 0)
         rc = ss__ops_set_out(n, &out[1], SS_DTYPE_I64, in[0]->ndim, dims,
                              err);
-    }
     return rc;
 }
 
@@ -76,7 +84,7 @@ infer_avgpool(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     int rc;
 
     if ((rc = ss__ops_check_inputs(n, in, 1, err)) < 0 ||
-        (rc = pool_shape(n, in, true, &w, dims, err)) < 0)
+        (rc = pool_shape(n, in, false, &w, dims, err)) < 0)
         return rc;
     return ss__ops_set_out(n, &out[0], SS_DTYPE_F32, in[0]->ndim, dims, err);
 }
@@ -92,22 +100,16 @@ clipped(const ss_window_t *w, int a, int64_t i0)
     return ((e < h ? e : h) - i0 + w->d[a] - 1) / w->d[a];
 }
 
-static int
-run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
-         bool is_max, ss_err_t *err)
+/* The pooling of float32 x into y (and the Indices ind, or NULL). */
+static void
+pool_f32(const ss_node_t *n, const ss_window_t *wp, int64_t planes,
+         const float *x, float *y, int64_t *ind, bool is_max)
 {
     bool incl = ss__attr_int(n, "count_include_pad", 0) != 0;
-    const float *x = in[0]->data;
-    float *y = out[0].data;
-    int64_t *ind = NULL, dims[5], planes, hw;
-    ss_window_t w;
-    int rc;
+    bool colmaj = ss__attr_int(n, "storage_order", 0) != 0;
+    ss_window_t w = *wp;
+    int64_t hw;
 
-    if ((rc = pool_shape(n, in, true, &w, dims, err)) < 0)
-        return rc;
-    if (is_max && ss__ops_want_output(n, out, 1))
-        ind = out[1].data;
-    planes = in[0]->dims[0] * in[0]->dims[1];
     hw = w.in[0] * w.in[1];
     for (int64_t p = 0; p < planes; p++) {
         const float *xp = x + p * w.in[2] * hw;
@@ -135,6 +137,7 @@ run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
                         for (int64_t kx = 0; kx < w.k[1]; kx++) {
                             int64_t ix = x0 + kx * w.d[1];
                             int64_t at = iz * hw + iy * w.in[1] + ix;
+                            int64_t cm = (ix * w.in[0] + iy) * w.in[2] + iz;
                             float v;
 
                             if (ix < 0 || ix >= w.in[1])
@@ -143,7 +146,7 @@ run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
                             if (arg < 0 || v > best || v != v) {
                                 if (best == best) {
                                     best = v;
-                                    arg = at;
+                                    arg = colmaj ? cm : at;
                                 }
                             }
                             sum += v;
@@ -164,7 +167,45 @@ run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
             }
         }
     }
-    return 0;
+}
+
+static int
+run_pool(const ss_node_t *n, const ss_tensor_t *const *in, ss_tensor_t *out,
+         bool is_max, ss_err_t *err)
+{
+    const ss_tensor_t *x = in[0];
+    int64_t *ind = NULL, dims[5], planes, nx, ny;
+    float *xf = NULL, *yf = NULL;
+    ss_window_t w;
+    int rc;
+
+    if ((rc = pool_shape(n, in, is_max, &w, dims, err)) < 0)
+        return rc;
+    if (is_max && ss__ops_want_output(n, out, 1))
+        ind = out[1].data;
+    planes = x->dims[0] * x->dims[1];
+    if (x->dtype == SS_DTYPE_F32) {
+        pool_f32(n, &w, planes, x->data, out[0].data, ind, is_max);
+        return 0;
+    }
+    nx = ss__ops_numel(x);
+    ny = ss__ops_numel(&out[0]);
+    xf = ss_malloc(sizeof(float) * (size_t)(nx + 1));
+    yf = ss_malloc(sizeof(float) * (size_t)(ny + 1));
+    if (xf == NULL || yf == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory to pool %s",
+                        ss__ops_dtype_name(x->dtype));
+        goto done;
+    }
+    for (int64_t i = 0; i < nx; i++)
+        xf[i] = (float)ss__dyn_get(x->data, x->dtype, i);
+    pool_f32(n, &w, planes, xf, yf, ind, is_max);
+    for (int64_t i = 0; i < ny; i++)
+        ss__dyn_set(out[0].data, out[0].dtype, i, yf[i]);
+done:
+    ss_free(xf);
+    ss_free(yf);
+    return rc;
 }
 
 static int

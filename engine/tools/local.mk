@@ -40,6 +40,9 @@ EXTRA_DIST += tests/engine/test_einsum.py
 # RoiAlign against torchvision/ONNX's definition, MaxUnpool against numpy.
 TESTS += tests/engine/test_roi.py
 EXTRA_DIST += tests/engine/test_roi.py
+# MaxPool on int8/uint8/float16, Indices in both storage orders, vs numpy.
+TESTS += tests/engine/test_pool_types.py
+EXTRA_DIST += tests/engine/test_pool_types.py
 # DFT/STFT/MelWeightMatrix against numpy.fft, torch.stft, a log-mel front end.
 TESTS += tests/engine/test_spectral.py
 EXTRA_DIST += tests/engine/test_spectral.py
