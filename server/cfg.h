@@ -43,6 +43,7 @@ typedef struct ss_config {
     int64_t max_body_bytes;
     int64_t max_buffered_bytes; /* request bodies held, all connections */
     int64_t max_response_bytes; /* an inference answer; 0: no limit */
+    int64_t max_coded_response_bytes; /* gzip/deflate only up to; 0: any */
     int64_t max_plan_bytes;     /* a compiled plan's budget; 0: the
                                  * engine's (SS_ENGINE_MAX_PLAN_BYTES, or
                                  * 4 GiB) */

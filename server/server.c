@@ -261,6 +261,7 @@ start_listener(ss_server_t *s, const char *name, const char *addr, int port,
         .port = port,
         .loops = loops,
         .max_body_bytes = c->max_body_bytes,
+        .max_coded_bytes = c->max_coded_response_bytes,
         .max_header_bytes = c->max_header_bytes,
         .max_connections = c->max_connections,
         /* The admin listener is for a few local operators. */

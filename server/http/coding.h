@@ -61,7 +61,8 @@ typedef enum {
 
 /* Bodies shorter than this go as they are; longer ones are coded on the
  * loop thread only up to SS__HTTP_GZIP_LOOP_MAX (an inference answer is
- * coded on the executor that wrote it, whatever its size).  Level 1. */
+ * coded on the executor that wrote it, up to the listener's
+ * max_coded_bytes: the daemon's max_coded_response_bytes).  Level 1. */
 #define SS__HTTP_GZIP_MIN 1024
 #define SS__HTTP_GZIP_LOOP_MAX ((size_t)64 << 10)
 #define SS__HTTP_GZIP_LEVEL 1

@@ -115,6 +115,9 @@ typedef struct ss_http_opts {
     int port;                   /* 0 picks a free port */
     int loops;                  /* 0: the caller's loop; N: N threads */
     int64_t max_body_bytes;
+    /* An executor's answer (ss_req_finish) is coded (Accept-Encoding)
+     * only up to this many bytes, sent identity above (0: no cap). */
+    int64_t max_coded_bytes;
     int max_header_bytes;
     int max_connections;        /* over all loops of this listener */
     int max_connections_per_ip; /* 0: no limit */

@@ -212,8 +212,11 @@ ss_req_finish(ss_req_t *r, int status, const char *ctype, char *body,
 {
     loop_t *l = r->l;
 
-    /* the answering thread codes it: an executor, for inference */
-    set_response(r, status, ctype, body, len, SIZE_MAX);
+    /* the answering thread codes it: an executor, for inference, up to
+     * max_coded_bytes (a larger answer would hold it for seconds) */
+    set_response(r, status, ctype, body, len,
+                 l->h->opts.max_coded_bytes > 0
+                 ? (size_t)l->h->opts.max_coded_bytes : SIZE_MAX);
     ss_queue_push(&l->done, &r->done_link);
     ss__http_wake_loop(l);
 }

@@ -438,6 +438,32 @@ def test_response_coding(d):
            % (h.get("Content-Encoding", "as it is"), len(text), len(data)))
 
 
+def test_coding_cap(root):
+    """--max-coded-response-bytes: an executor codes an answer only up to
+    it; a larger one goes as it is, without Content-Encoding or Vary."""
+    with np.load(os.path.join(FIX, "mlp_op13", "batch7.npz")) as z:
+        x = np.concatenate([z["input"]] * 4)[:24]
+    big, small = (kserve.json_request({"input": x[:n]}) for n in (24, 12))
+    with Daemon(["--admin-insecure"], repository=root) as d:
+        st, h, plain = post(d, big)
+        cap = len(plain) - 1
+        tap.eq(d.stop(), 0, "clean exit")
+    with Daemon(["--admin-insecure", "--max-coded-response-bytes=%d" % cap],
+                repository=root) as d:
+        for enc in ("gzip", "deflate"):
+            st, h, data = post(d, big, {"Accept-Encoding": enc})
+            tap.ok(st == 200 and "Content-Encoding" not in h
+                   and "Vary" not in h and data == plain,
+                   "cap %d, Accept-Encoding %s: the %d-byte answer goes as "
+                   "it is" % (cap, enc, len(plain)), "%s %s" % (st, h))
+            st, h, data = post(d, small, {"Accept-Encoding": enc})
+            tap.ok(st == 200 and h.get("Content-Encoding") == enc
+                   and len(decode(h, data)) > 1024,
+                   "the 12-row answer (%d bytes) under it is coded %s"
+                   % (len(decode(h, data)), enc), "%s %s" % (st, h))
+        tap.eq(d.stop(), 0, "clean exit")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = repo.with_model(tmp)
@@ -453,6 +479,7 @@ def main():
                 test_flood(d)
             finally:
                 tap.eq(d.stop(), 0, "clean exit")
+        test_coding_cap(root)
     return tap.done()
 
 
