@@ -623,6 +623,17 @@ int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
  * everything as it was, < 0 on failure. */
 int ss__fuse_conv_dw(ss__fz_t *fz, const ss__chain_t *c,
                      const ss_dnn_conv_desc_t *d, int src, ss_err_t *err);
+/* A BatchNormalization right after the conv chain c starts, folded into
+ * its weights and bias (new arrays in *wf, *bf, the caller's to free, and
+ * *w, *bias pointed at them) and added to c: 1, 0 when there is none to
+ * fold, < 0 on errors (plan_fuse_ops.c). */
+int ss__fz_conv_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, const float **w,
+                   int64_t nw, const float **bias, float **wf, float **bf,
+                   ss_err_t *err);
+/* 3-D (rank-5) Conv, called by ss__fuse_conv, and MaxPool/AveragePool/
+ * GlobalAveragePool on plain [N, C, D, H, W] (plan_fuse_3d.c). */
+int ss__fuse_conv3d(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__fuse_pool3d(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);

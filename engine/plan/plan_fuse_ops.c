@@ -328,6 +328,41 @@ conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, int in,
     return rc;
 }
 
+/* A BatchNormalization right after the conv that chain c starts (oc
+ * output channels, weights *w of nw values, bias *bias or NULL): folded
+ * into new weights and bias (*wf, *bf, the caller's to free; *w and *bias
+ * point at them) and added to c. */
+int
+ss__fz_conv_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, const float **w,
+               int64_t nw, const float **bias, float **wf, float **bf,
+               ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    int bn = ss__fz_single(fz, c->out), rc;
+    const ss_step_t *b;
+    size_t l;
+
+    if (bn < 0 || !ss__plan_is_op(&p->steps[bn], "BatchNormalization"))
+        return 0;
+    b = &p->steps[bn];
+    if (b->in[0] != c->out || b->n_in != 5 || !only_out0(fz, b)
+        || ss__attr_int(b->node, "training_mode", 0) != 0)
+        return 0;
+    for (int k = 1; k < 5; k++)
+        if (!ss__fz_is_const(p, b->in[k]) || !f32(fz, b->in[k])
+            || ss_tensor_numel(ss__plan_tensor(p, b->in[k])) != oc)
+            return 0;
+    if ((rc = ss__fz_fold_bn(p, b, oc, *w, nw, *bias, wf, bf, err)) < 0)
+        return rc;
+    *w = *wf;
+    *bias = *bf;
+    c->steps[c->n_steps++] = bn;
+    c->out = b->out[0];
+    l = strlen(c->what);
+    snprintf(c->what + l, sizeof(c->what) - l, "+BN");
+    return 1;
+}
+
 int
 ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
 {
@@ -339,7 +374,7 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     const ss_tensor_t *x, *w, *y;
     int64_t pads[4], ks[2];
     float *wf = NULL, *bf = NULL;
-    int bn, rc = 0;
+    int rc = 0;
 
     if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
         || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1])
@@ -348,10 +383,12 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     x = ss__plan_tensor(p, st->in[0]);
     w = ss__plan_tensor(p, st->in[1]);
     y = ss__plan_tensor(p, st->out[0]);
-    if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
-        return 0;
     if (st->n_in > 2 && st->in[2] >= 0
         && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
+        return 0;
+    if (x->ndim == 5 && w->ndim == 5 && y->ndim == 5)
+        return ss__fuse_conv3d(fz, s, err);
+    if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
         return 0;
     if (!ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
         || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
@@ -376,29 +413,9 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     d.bias = st->n_in > 2 && st->in[2] >= 0
              ? ss__plan_tensor(p, st->in[2])->data : NULL;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "Conv");
-    /* BatchNormalization right after: fold into weights and bias */
-    bn = ss__fz_single(fz, st->out[0]);
-    if (bn >= 0 && ss__plan_is_op(&p->steps[bn], "BatchNormalization")
-        && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
-        && only_out0(fz, &p->steps[bn])
-        && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
-        const ss_step_t *b = &p->steps[bn];
-        int okc = 1;
-
-        for (int k = 1; k < 5; k++)
-            okc = okc && ss__fz_is_const(p, b->in[k]) && f32(fz, b->in[k])
-                  && ss_tensor_numel(ss__plan_tensor(p, b->in[k])) == d.oc;
-        if (okc) {
-            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(w),
-                                     d.bias, &wf, &bf, err)) < 0)
-                goto done;
-            d.w = wf;
-            d.bias = bf;
-            c.steps[c.n_steps++] = bn;
-            c.out = b->out[0];
-            snprintf(c.what, sizeof(c.what), "Conv+BN");
-        }
-    }
+    if ((rc = ss__fz_conv_bn(fz, &c, d.oc, &d.w, ss_tensor_numel(w), &d.bias,
+                             &wf, &bf, err)) < 0)
+        goto done;
     c.dst_ndim = 4;
     memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
     ss__fz_chain(fz, &c);

@@ -14,13 +14,17 @@ AvgPool3d counting its padding, asymmetric strides).
 
 Each is exported at opsets 11, 13 and 17 with a dynamic batch, run at
 batch 1 and 3 and compared with PyTorch's own output on the same input:
-|got - want| <= 1e-4 * max|want| + 1e-5 per element.
+|got - want| <= 1e-4 * max|want| + 1e-5 per element.  The plan must run
+the 3-D convs and pools on oneDNN (plain ncdhw, plan_fuse_3d.c), but a
+ceil_mode pool, which stays on the reference kernel as in 2-D.
 
 Compression of such a net (ptq, bf16, structured pruning) is checked in
 tests/integration/test_compress_3d.py.
 """
 
 import os
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -146,7 +150,32 @@ def main():
                                                ATOL)
                     tap.ok(ok, "%s matches PyTorch (rtol %g)" % (what, RTOL),
                            detail)
+                on_onednn(name, path, s.file("x3.npz"))
     return tap.done()
+
+
+def on_onednn(name, path, x):
+    """The plan runs every 3-D Conv, MaxPool, AveragePool and
+    GlobalAveragePool on oneDNN (engine/plan/plan_fuse_3d.c) but ceil_mode
+    pools (odd3d's MaxPool), which stay on the reference kernels as in
+    2-D; ConvTranspose has no oneDNN step in 2-D or 3-D."""
+    env = dict(os.environ, SS_ENGINE_DUMP="1")
+    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
+                        "--repeat", "1", "--threads", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, timeout=infer.TIMEOUT)
+    text = (p.stdout + p.stderr).decode("utf-8", "replace")
+    steps = [ln for ln in text.splitlines()
+             if re.match(r"\s+\d+ (ref|dnn) ", ln)]
+    want = 1 if name == "odd3d" else 0
+    ref = [ln.split()[2] for ln in steps if " ref " in ln
+           and re.search(r" ref\s+(Conv|MaxPool|AveragePool|"
+                         r"GlobalAveragePool)\s", ln)]
+    dnn = [ln for ln in steps if " dnn " in ln and "Conv3d" in ln]
+    tap.ok(p.returncode == 0 and dnn and len(ref) == want,
+           "%s: 3-D convs and pools on oneDNN (%d fused convs, %d left on "
+           "the reference kernels, want %d)" % (name, len(dnn), len(ref),
+                                                want), "\n".join(steps))
 
 
 if __name__ == "__main__":
