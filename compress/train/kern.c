@@ -17,6 +17,7 @@
  */
 
 #include <float.h>
+#include <omp.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -449,14 +450,66 @@ ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
 /* ---- Transpose, Gather ---------------------------------------------------- */
 
-/* p: [0] nd, [1..8] input dims, [9..16] perm. */
+/* Output rows [r0, r1) of a transpose (od, ost: the output's dims and
+ * the input strides along them; inner: the last dim's length).  The
+ * first row's input offset comes from divisions, the next ones from an
+ * odometer: dividing per row cost more than copying a short row (the
+ * attention's [B, L, 3, H, 8] -> [3, B, H, L, 8]: 8 floats a row). */
+static void
+transpose_rows(const void *xv, void *yv, size_t es, int nd,
+               const int64_t *od, const int64_t *ost, int64_t inner,
+               int acc, int64_t r0, int64_t r1)
+{
+    int64_t idx[8], q = r0, off = 0, r, j, sj = ost[nd - 1];
+    int d;
+
+    for (d = nd - 2; d >= 0; d--) {
+        idx[d] = q % od[d];
+        off += idx[d] * ost[d];
+        q /= od[d];
+    }
+    for (r = r0; r < r1; r++) {
+        if (es == 4) {
+            const float *xr = (const float *)xv + off;
+            float *yr = (float *)yv + r * inner;
+
+            if (sj == 1 && !acc) {      /* the last dim stays last */
+#pragma omp simd
+                for (j = 0; j < inner; j++)
+                    yr[j] = xr[j];
+            } else if (sj == 1) {
+#pragma omp simd
+                for (j = 0; j < inner; j++)
+                    yr[j] += xr[j];
+            } else if (acc) {
+                for (j = 0; j < inner; j++)
+                    yr[j] += xr[j * sj];
+            } else {
+                for (j = 0; j < inner; j++)
+                    yr[j] = xr[j * sj];
+            }
+        } else {
+            for (j = 0; j < inner; j++)
+                memcpy((char *)yv + (size_t)(r * inner + j) * es,
+                       (const char *)xv + (size_t)(off + j * sj) * es, es);
+        }
+        for (d = nd - 2; d >= 0; d--) {     /* the next row */
+            off += ost[d];
+            if (++idx[d] < od[d])
+                break;
+            off -= idx[d] * ost[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/* p: [0] nd, [1..8] input dims, [9..16] perm.  Threads take contiguous
+ * blocks of output rows. */
 int
 ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
-    const float *x = IN(0);
-    float *y = OUT(0);
     int nd = (int)s->p[0], i;
-    int64_t ist[8], od[8], ost[8], rows = 1, inner, r;
+    int64_t ist[8], od[8], ost[8], rows = 1, inner;
     size_t es = ss_dtype_size(t->tv[s->in[0]].dtype);
 
     (void)err;
@@ -470,38 +523,15 @@ ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     for (i = 0; i < nd - 1; i++)
         rows *= od[i];
     inner = od[nd - 1];
-#pragma omp parallel for schedule(static) if (rows * inner > PAR_MIN)
-    for (r = 0; r < rows; r++) {
-        int64_t q = r, off = 0, j;
+#pragma omp parallel if (rows * inner > PAR_MIN)
+    {
+        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t per = (rows + nt - 1) / nt, r0 = tid * per;
+        int64_t r1 = r0 + per < rows ? r0 + per : rows;
 
-        for (int d = nd - 2; d >= 0; d--) {
-            off += q % od[d] * ost[d];
-            q /= od[d];
-        }
-        if (es == 4) {
-            const float *xr = x + off;
-            float *yr = y + r * inner;
-            int64_t sj = ost[nd - 1];
-
-            if (sj == 1 && !ACC(0)) {   /* the last dim stays last */
-                memcpy(yr, xr, (size_t)inner * sizeof(float));
-            } else if (sj == 1) {
-#pragma omp simd
-                for (j = 0; j < inner; j++)
-                    yr[j] += xr[j];
-            } else if (ACC(0)) {
-                for (j = 0; j < inner; j++)
-                    yr[j] += xr[j * sj];
-            } else {
-                for (j = 0; j < inner; j++)
-                    yr[j] = xr[j * sj];
-            }
-        } else {
-            for (j = 0; j < inner; j++)
-                memcpy((char *)y + (size_t)(r * inner + j) * es,
-                       (const char *)x + (size_t)(off + j * ost[nd - 1]) * es,
-                       es);
-        }
+        if (r0 < r1)
+            transpose_rows(IN(0), OUT(0), es, nd, od, ost, inner,
+                           (int)ACC(0), r0, r1);
     }
     return 0;
 }

@@ -235,33 +235,40 @@ ss__k_binary_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
             ar = a + off[0];
             br = b + off[1];
             dr = dx + off[2];
-#define PUT(V) dr[j] = acc ? dr[j] + (V) : (V)
+/* dr[j] = V, or += V when the gradient accumulates: one loop per case,
+ * as a test of acc inside the loop kept GCC from vectorizing it (the
+ * attention's Div backward ran scalar divisions) */
+#define PUT(V, X)                                                       \
+    do {                                                                \
+        if (acc)                                                        \
+            ROW(dr[j] = dr[j] + (V); X);                                \
+        else                                                            \
+            ROW(dr[j] = (V); X);                                        \
+    } while (0)
             switch (op) {
-            case SS__B_ADD: ROW(PUT(gr[j]); (void)A; (void)B); break;
+            case SS__B_ADD: PUT(gr[j], (void)A; (void)B); break;
             case SS__B_SUB:
                 if (slot)
-                    ROW(PUT(-gr[j]); (void)A; (void)B);
+                    PUT(-gr[j], (void)A; (void)B);
                 else
-                    ROW(PUT(gr[j]); (void)A; (void)B);
+                    PUT(gr[j], (void)A; (void)B);
                 break;
             case SS__B_MUL:
                 if (slot)
-                    ROW(PUT(gr[j] * A); (void)B);
+                    PUT(gr[j] * A, (void)B);
                 else
-                    ROW(PUT(gr[j] * B); (void)A);
+                    PUT(gr[j] * B, (void)A);
                 break;
             case SS__B_DIV:
                 /* dbin's g / b without its switch, which kept the loop
-                 * scalar: the attention's division by sqrt(d) was 1.3 ms
-                 * of the transformer fixture's 22 ms step */
-                if (!slot) {
-                    ROW(PUT(gr[j] / B); (void)A);
-                    break;
-                }
-                ROW(PUT(dbin(op, slot, gr[j], A, B, yr[j])));
+                 * scalar */
+                if (!slot)
+                    PUT(gr[j] / B, (void)A);
+                else
+                    PUT(dbin(op, slot, gr[j], A, B, yr[j]), (void)0);
                 break;
             default:
-                ROW(PUT(dbin(op, slot, gr[j], A, B, yr[j])));
+                PUT(dbin(op, slot, gr[j], A, B, yr[j]), (void)0);
                 break;
             }
 #undef PUT

@@ -88,6 +88,10 @@ ss__k_softmax_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
 /* ---- LayerNormalization --------------------------------------------------- */
 
+/* The row sums are vector reductions (omp simd: a fixed order for a
+ * given build), and the loops test g and b outside: a sequential double
+ * sum and a per-element test kept both kernels scalar, 15% of the
+ * transformer fixture's step. */
 int
 ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
@@ -105,9 +109,11 @@ ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         float mf, rs;
         int64_t j;
 
+#pragma omp simd reduction(+:m)
         for (j = 0; j < c; j++)
             m += xr[j];
         m /= (double)c;
+#pragma omp simd reduction(+:v)
         for (j = 0; j < c; j++)
             v += (xr[j] - m) * (xr[j] - m);
         v /= (double)c;
@@ -115,14 +121,55 @@ ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         rs = (float)(1.0 / sqrt(v + eps));
         mean[r] = mf;
         rstd[r] = rs;
-        for (j = 0; j < c; j++) {
-            float h = (xr[j] - mf) * rs;
+        if (g != NULL && b != NULL) {
+#pragma omp simd
+            for (j = 0; j < c; j++)
+                yr[j] = (xr[j] - mf) * rs * g[j] + b[j];
+        } else {
+            for (j = 0; j < c; j++) {
+                float h = (xr[j] - mf) * rs;
 
-            yr[j] = h * (g ? g[j] : 1.0f) + (b ? b[j] : 0.0f);
+                yr[j] = h * (g ? g[j] : 1.0f) + (b ? b[j] : 0.0f);
+            }
         }
     }
     return 0;
 }
+
+/* One row of dx: the sums of dh = dy * G and dh * h, then dx (+)=
+ * rs * (dh - mean dh - h * mean dh h); G is g[j] or 1, a macro so that
+ * neither loop tests g per element. */
+#define ROW_BWD(G)                                                      \
+    do {                                                                \
+        _Pragma("omp simd reduction(+:s1, s2)")                         \
+        for (j = 0; j < c; j++) {                                       \
+            float h = (xr[j] - m) * rs, dh = dyr[j] * (G);              \
+                                                                        \
+            s1 += dh;                                                   \
+            s2 += dh * h;                                               \
+        }                                                               \
+        if (dx) {                                                       \
+            float a1 = (float)(s1 / (double)c);                         \
+            float a2 = (float)(s2 / (double)c);                         \
+            float *dxr = dx + r * c;                                    \
+                                                                        \
+            if (ACC(0)) {                                               \
+                _Pragma("omp simd")                                     \
+                for (j = 0; j < c; j++) {                               \
+                    float h = (xr[j] - m) * rs, dh = dyr[j] * (G);      \
+                                                                        \
+                    dxr[j] += rs * (dh - a1 - h * a2);                  \
+                }                                                       \
+            } else {                                                    \
+                _Pragma("omp simd")                                     \
+                for (j = 0; j < c; j++) {                               \
+                    float h = (xr[j] - m) * rs, dh = dyr[j] * (G);      \
+                                                                        \
+                    dxr[j] = rs * (dh - a1 - h * a2);                   \
+                }                                                       \
+            }                                                           \
+        }                                                               \
+    } while (0)
 
 int
 ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
@@ -154,32 +201,22 @@ ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
             double s1 = 0, s2 = 0;
             int64_t j;
 
-            for (j = 0; j < c; j++) {
-                float h = (xr[j] - m) * rs;
-                float dh = dyr[j] * (g ? g[j] : 1.0f);
+            if (pg) {
+#pragma omp simd
+                for (j = 0; j < c; j++) {
+                    float h = (xr[j] - m) * rs;
 
-                s1 += dh;
-                s2 += dh * h;
-                if (pg) {
                     pg[j] += dyr[j] * h;
                     pg[c + j] += dyr[j];
                 }
             }
-            if (dx) {
-                float a1 = (float)(s1 / (double)c);
-                float a2 = (float)(s2 / (double)c);
-                float *dxr = dx + r * c;
-
-                for (j = 0; j < c; j++) {
-                    float h = (xr[j] - m) * rs;
-                    float dh = dyr[j] * (g ? g[j] : 1.0f);
-                    float v = rs * (dh - a1 - h * a2);
-
-                    dxr[j] = ACC(0) ? dxr[j] + v : v;
-                }
-            }
+            if (g != NULL)
+                ROW_BWD(g[j]);
+            else
+                ROW_BWD(1.0f);
         }
     }
+#undef ROW_BWD
     if (part) {
         for (int64_t j = 0; j < c; j++) {
             double sg = 0, sb = 0;

@@ -1766,6 +1766,68 @@ gelu_cases(void)
     }
 }
 
+/*
+ * The vector loops of session 28's kernels: LayerNorm with a channel
+ * count that leaves a tail, with dx added to, without bias; Transposes
+ * that keep or move the last dim, twice into one dx (the added path).
+ * Last in main, as bf16_cases: they draw from the shared random
+ * sequence, and the cases before them keep their draws.
+ */
+static void
+vector_cases(void)
+{
+    for (int k = 0; k < 2; k++) {
+        /* 7 channels (vector loops with a tail); k 0: x also read by a
+         * Mul, so one of dx's two contributions adds; k 1: no bias */
+        gb_t b;
+        int64_t d[3] = { 2, 3, 7 };
+        int in[3], y;
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -2, 2);
+        in[1] = gb_param(&b, "g", 1, d + 2, 0.5, 1.5);
+        if (k == 0)
+            in[2] = gb_param(&b, "b", 1, d + 2, -1, 1);
+        attr_f(&b, "epsilon", 1e-5f);
+        y = gb_node(&b, "LayerNormalization", k ? 2 : 3, in);
+        if (k == 0)
+            y = gb_node(&b, "Mul", 2, (int[]){ y, in[0] });
+        check(k ? "LayerNormalization, 7 channels, no bias"
+                : "LayerNormalization, 7 channels, x read twice",
+              gb_done(&b, y), NULL);
+    }
+    {   /* the attention's qkv split: [B, L, 3, H, dh] -> [3, B, H, L, dh],
+         * the last dim staying last (rows copied whole) */
+        gb_t b;
+        int64_t d[5] = { 2, 3, 3, 2, 4 }, perm[5] = { 2, 0, 3, 1, 4 };
+        int in;
+
+        gb_init(&b, 17);
+        in = gb_param(&b, "x", 5, d, -1, 1);
+        attr_ints(&b, "perm", 5, perm);
+        check("Transpose 5-D, last dim kept",
+              gb_done(&b, gb_node(&b, "Transpose", 1, &in)), NULL);
+    }
+    for (int k = 0; k < 2; k++) {
+        /* x read by two Transposes: the second backward adds into dx
+         * (the last dim moved, k 0, or kept, k 1) */
+        gb_t b;
+        int64_t d[4] = { 2, 3, 4, 5 }, p0[4] = { 0, 2, 3, 1 };
+        int64_t p1[4] = { 2, 0, 1, 3 };
+        int in, y0, y1;
+
+        gb_init(&b, 17);
+        in = gb_param(&b, "x", 4, d, -1, 1);
+        attr_ints(&b, "perm", 4, k ? p1 : p0);
+        y0 = gb_node(&b, "Transpose", 1, &in);
+        attr_ints(&b, "perm", 4, k ? p1 : p0);
+        y1 = gb_node(&b, "Transpose", 1, &in);
+        check(k ? "Transpose twice, last dim kept (dx added)"
+                : "Transpose twice, last dim moved (dx added)",
+              gb_done(&b, gb_node(&b, "Mul", 2, (int[]){ y0, y1 })), NULL);
+    }
+}
+
 int
 main(void)
 {
@@ -1790,5 +1852,6 @@ main(void)
     sophia_run();
     bf16_cases();
     gelu_cases();
+    vector_cases();
     return tap_done();
 }
