@@ -34,7 +34,9 @@ over it (what the bf16 activations gain).  The C side is
 compress/train/train-bench (one process per model); PyTorch runs the same
 model, initialized from the same state_dict, in train mode with dropout
 off, with torch.set_num_threads(T).  Both report the median step time
-after 5 warm-up steps; the ratio is C samples/s over PyTorch samples/s.
+after 5 warm-up steps; the ratio is C samples/s over PyTorch samples/s,
+"(cpu)" the same by process CPU time per step (PyTorch runs once per rep,
+interleaved with the C runs; medians of the reps).
 Needs python3-torch (Debian's 1.13); prints the CPU model and ISA, since
 only ratios from one run compare.  --nchw adds, in the same
 alternation, an f32 run with every activation kept NCHW (the trainer
@@ -89,20 +91,22 @@ def torch_run(name, steps, threads, batch):
     m.train()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)
     nb = x.shape[0] // batch
-    ms = []
+    ms, cpu = [], []
     for s in range(-5, steps):
         r0 = ((s + 5) % nb) * batch
         xb = torch.from_numpy(x[r0:r0 + batch])
         yb = torch.from_numpy(y[r0:r0 + batch])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad()
         loss = F.cross_entropy(m(xb), yb)
         loss.backward()
         opt.step()
         if s >= 0:
             ms.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
     med = float(np.median(ms))
-    return {"ms_per_step": med, "samples_per_s": batch * 1e3 / med}
+    return {"ms_per_step": med, "samples_per_s": batch * 1e3 / med,
+            "cpu_ms_per_step": float(np.median(cpu))}
 
 
 def wide_files(tmp, dims=(784, 1024, 1024, 10)):
@@ -286,7 +290,7 @@ def c_pair(a, name, bf16, wide):
     """f32 and bf16 (and f32 NCHW) runs alternating: medians of ms and
     CPU ms."""
     runs = {"f32": [], "bf16": [], "f32:nchw": [], "f32:blocked:dnn": [],
-            "bf16-f32acts": []}
+            "bf16-f32acts": [], "torch": []}
     kinds = ["f32"] + (["bf16"] if bf16 else []) + (
         ["f32:nchw"] if a.nchw else []) + (
         ["f32:blocked:dnn"] if a.nn_dnn else []) + (
@@ -295,6 +299,9 @@ def c_pair(a, name, bf16, wide):
         for p in kinds:
             runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
                                  p, wide))
+        if name not in wide:
+            runs["torch"].append(torch_run(name, a.steps, a.threads,
+                                           a.batch))
     med = {}
     for p, rs in runs.items():
         if rs:
@@ -330,8 +337,8 @@ def main():
     print("cpu: %s; isa: %s; threads %d, batch %d, AdamW; load average "
           "%.1f at the start" % (model, isa or "-", a.threads, a.batch,
                                  os.getloadavg()[0]))
-    print("%-12s %12s %12s %8s %12s %9s %9s%s" % (
-        "model", "C samples/s", "torch s/s", "ratio", "C bf16 s/s",
+    print("%-12s %12s %12s %8s %8s %12s %9s %9s%s" % (
+        "model", "C samples/s", "torch s/s", "ratio", "(cpu)", "C bf16 s/s",
         "bf16/f32", "(cpu)", " %12s %9s %9s" % (
             "C NCHW s/s", "blk/NCHW", "(cpu)") if a.nchw else "") + (
             " %12s %11s %9s" % ("C f32dnn s/s", "bf16/f32dnn", "(cpu)")
@@ -352,12 +359,13 @@ def main():
             m = c_pair(a, name, bf16, wide)
             c, b, n = m["f32"], m.get("bf16"), m.get("f32:nchw")
             d, e = m.get("f32:blocked:dnn"), m.get("bf16-f32acts")
-            t = (torch_run(name, a.steps, a.threads, a.batch)
-                 if name not in wide else None)
-            print("%-12s %12.0f %12s %8s %12s %9s %9s" % (
+            t = m.get("torch")
+            print("%-12s %12.0f %12s %8s %8s %12s %9s %9s" % (
                 name, c["samples_per_s"],
                 "%.0f" % t["samples_per_s"] if t else "-",
                 "%.2fx" % (c["samples_per_s"] / t["samples_per_s"]) if t
+                else "-",
+                "%.2fx" % (t["cpu_ms_per_step"] / c["cpu_ms_per_step"]) if t
                 else "-",
                 "%.0f" % b["samples_per_s"] if b else "-",
                 "%.2fx" % (c["ms_per_step"] / b["ms_per_step"]) if b
