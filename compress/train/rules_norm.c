@@ -40,6 +40,26 @@ softmax_geom(ss__tb_t *b, const ss_node_t *n, int x, int64_t *p,
     return 0;
 }
 
+/* Step s (geometry in p, op LogSoftmax) on oneDNN's vectorized softmax
+ * over the middle of [outer, n, inner], forward or backward, when oneDNN
+ * takes it: the trainer's loop cost a fifth of a transformer step
+ * (attention); its own kernel stays for what oneDNN refuses. */
+static void
+softmax_dnn(ss__step_t *s, int bwd)
+{
+    ss_dnn_softmax_desc_t d;
+    ss_err_t e2;
+
+    memset(&d, 0, sizeof(d));
+    d.ndim = 3;
+    memcpy(d.dims, s->p, 3 * sizeof(int64_t));
+    d.axis = 1;
+    d.log = s->op;
+    if ((bwd ? ss_dnn_softmax_bwd_new(&d, &s->prim, &e2)
+             : ss_dnn_softmax_new(&d, &s->prim, &e2)) == 0)
+        s->fn = ss__k_dnn;
+}
+
 int
 ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
@@ -54,22 +74,7 @@ ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.out[0] = ss__tb_out(b, n, 0);
     if ((rc = softmax_geom(b, n, s.in[0], s.p, err)) < 0)
         return rc;
-    {
-        /* oneDNN's vectorized softmax over the middle of [outer, n,
-         * inner]: the trainer's loop costs a fifth of a transformer
-         * step (attention); its own kernel stays for what oneDNN
-         * refuses */
-        ss_dnn_softmax_desc_t d;
-        ss_err_t e2;
-
-        memset(&d, 0, sizeof(d));
-        d.ndim = 3;
-        memcpy(d.dims, s.p, 3 * sizeof(int64_t));
-        d.axis = 1;
-        d.log = s.op;
-        if (ss_dnn_softmax_new(&d, &s.prim, &e2) == 0)
-            s.fn = ss__k_dnn;
-    }
+    softmax_dnn(&s, 0);
     return ss__step_add(b, &s, err);
 }
 
@@ -87,20 +92,9 @@ ss__bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.in[1] = ss__tb_out(b, n, 0);
     if ((rc = softmax_geom(b, n, ss__tb_in(b, n, 0), s.p, err)) < 0)
         return rc;
-    if (!acc) {
-        /* oneDNN's, as the forward; it cannot add, so a second
-         * contribution keeps the trainer's kernel */
-        ss_dnn_softmax_desc_t d;
-        ss_err_t e2;
-
-        memset(&d, 0, sizeof(d));
-        d.ndim = 3;
-        memcpy(d.dims, s.p, 3 * sizeof(int64_t));
-        d.axis = 1;
-        d.log = s.op;
-        if (ss_dnn_softmax_bwd_new(&d, &s.prim, &e2) == 0)
-            s.fn = ss__k_dnn;
-    }
+    if (!acc)   /* oneDNN cannot add: a second contribution keeps the
+                 * trainer's kernel */
+        softmax_dnn(&s, 1);
     return ss__step_add(b, &s, err);
 }
 
