@@ -539,7 +539,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* MHD (turbo mode) puts an added connection on its ready list, not
      * in its epoll set: nothing wakes the loop until it runs once. */
-    drive(&h->loops[0]);
+    ss__http_drive(&h->loops[0]);
     t0 = ms_now();
     for (;;) {
         ssize_t n;
