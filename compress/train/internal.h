@@ -402,7 +402,10 @@ enum {
     SS__U_RELU = 1, SS__U_LEAKY, SS__U_ERF, SS__U_SQRT, SS__U_TANH,
     SS__U_SIGMOID, SS__U_EXP, SS__U_LOG, SS__U_NEG, SS__U_RECIP,
     SS__U_GELU, SS__U_GELU_TANH, SS__U_ABS, SS__U_SOFTPLUS, SS__U_POWC,
-    SS__U_IDENT
+    SS__U_IDENT,
+    SS__U_CLIP,         /* f[0] min, f[1] max (ReLU6) */
+    SS__U_HSIGMOID,     /* clamp(f[0] x + f[1], 0, 1) */
+    SS__U_HSWISH        /* x * clamp(x / 6 + 1 / 2, 0, 1) */
 };
 /* Binary functions (ss__k_binary op). */
 enum { SS__B_ADD = 1, SS__B_SUB, SS__B_MUL, SS__B_DIV, SS__B_POW };

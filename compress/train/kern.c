@@ -554,7 +554,7 @@ ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (i = 0; i < n; i++)
             y[i] = ACC(0) ? y[i] + x[map[i]] : x[map[i]];
-    } else {
+    } else if (s->op == 1) {
         int64_t n = t->tv[s->in[0]].numel;
 
         if (!ACC(0))
@@ -562,6 +562,15 @@ ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (i = 0; i < n; i++)
             y[map[i]] += x[i];
+    } else {
+        /* a map that may send two elements to one place: in order */
+        int64_t n = t->tv[s->in[0]].numel;
+
+        if (!ACC(0))
+            memset(y, 0, t->tv[s->out[0]].bytes);
+        for (i = 0; i < n; i++)
+            if (map[i] >= 0)
+                y[map[i]] += x[i];
     }
     return 0;
 }

@@ -18,6 +18,15 @@
 #define SQRT1_2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
 
+/* min(max(x, lo), hi) as ONNX's Clip orders them. */
+static inline float
+clampf(float x, float lo, float hi)
+{
+    float y = x < lo ? lo : x;
+
+    return y > hi ? hi : y;
+}
+
 static inline float
 gelu_tanh_u(float x)
 {
@@ -30,7 +39,7 @@ ss__k_unary(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     const float *x = IN(0);
     float *y = OUT(0);
     int64_t n = t->tv[s->out[0]].numel, i;
-    float a = s->f[0];
+    float a = s->f[0], c = s->f[1];
 
 #define MAP(expr)                                                   \
     _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")   \
@@ -54,6 +63,10 @@ ss__k_unary(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     case SS__U_SOFTPLUS: MAP(v > 20.0f ? v : log1pf(expf(v)))
     case SS__U_GELU: MAP(0.5f * v * (1.0f + erff(v * (float)SQRT1_2)))
     case SS__U_GELU_TANH: MAP(0.5f * v * (1.0f + tanhf(gelu_tanh_u(v))))
+    /* ONNX: min(max(x, min), max), so max wins when min > max */
+    case SS__U_CLIP: MAP(clampf(v, a, c))
+    case SS__U_HSIGMOID: MAP(clampf(a * v + c, 0.0f, 1.0f))
+    case SS__U_HSWISH: MAP(v * clampf(v * (1.0f / 6) + 0.5f, 0.0f, 1.0f))
     default:
         return ss_err_set(err, SS_EINTERNAL, "trainer: unary op %d", s->op);
     }
@@ -67,7 +80,7 @@ ss__k_unary_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     const float *dy = IN(0), *x = IN(1), *y = IN(2);
     float *dx = OUT(0);
     int64_t n = t->tv[s->out[0]].numel, i;
-    float a = s->f[0];
+    float a = s->f[0], c = s->f[1];
     int acc = ACC(0);
 
 #define DMAP(expr)                                                  \
@@ -99,6 +112,18 @@ ss__k_unary_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
                   0.5f * v * (1.0f - tanhf(gelu_tanh_u(v)) *
                                      tanhf(gelu_tanh_u(v))) *
                   0.7978845608028654f * (1.0f + 3.0f * 0.044715f * v * v)))
+    /* At the kinks PyTorch's convention (hardtanh_backward,
+     * hardsigmoid_backward, hardswish_backward of 1.13): Clip and
+     * HardSigmoid pass the gradient only strictly inside the range (0 at
+     * x == min or max; torch.clamp's own backward would pass it there),
+     * HardSwish takes the middle piece on [-3, 3) as PyTorch's vector
+     * loop does (its scalar loop, which only runs the tail of a tensor
+     * shorter than a vector, takes [-3, 3]). */
+    case SS__U_CLIP: DMAP(v > a && v < c ? g : 0)
+    case SS__U_HSIGMOID:
+        DMAP(a * v + c > 0.0f && a * v + c < 1.0f ? g * a : 0)
+    case SS__U_HSWISH:
+        DMAP(v < -3.0f ? 0 : v < 3.0f ? g * (v * (1.0f / 3) + 0.5f) : g)
     default:
         return ss_err_set(err, SS_EINTERNAL, "trainer: unary op %d", s->op);
     }

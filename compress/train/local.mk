@@ -51,6 +51,11 @@ EXTRA_DIST += tests/fixtures/train/make_train_refs.py \
 	tests/fixtures/train/transformer_ref.npz
 EXTRA_DIST += tests/fixtures/train/make_optim_refs.py \
 	tests/fixtures/train/optim_ref.npz
+# mobilenet-style nets and the activations' kinks (make_mbnet_refs.py)
+EXTRA_DIST += tests/fixtures/train/make_mbnet_refs.py \
+	tests/fixtures/train/mbnet_ref.npz tests/fixtures/train/hsnet_ref.npz \
+	tests/fixtures/train/act_ref.npz tests/fixtures/mbnet_op13/model.onnx \
+	tests/fixtures/hsnet_op17/model.onnx
 
 # The measurement behind bench/train.py (not installed).
 noinst_PROGRAMS += compress/train/train-bench

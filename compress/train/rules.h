@@ -6,11 +6,12 @@
  *
  *   rules.c        helpers (broadcast steps, dx targets, copies), views,
  *                  the table                                     ss__r_*
- *   rules_elt.c    unary, binary, Where, ReduceMean/Sum, Expand
+ *   rules_elt.c    unary (Clip, HardSigmoid, HardSwish too), binary,
+ *                  Where, ReduceMean/Sum, Expand
  *   rules_mat.c    Gemm, MatMul; oneDNN matmul emission, bf16 primitives
  *   rules_norm.c   Softmax, LogSoftmax, LayerNorm, BatchNorm
  *   rules_conv.c   Conv (dense and blocked), pooling
- *   rules_shape.c  Concat, Slice, Transpose, Gather
+ *   rules_shape.c  Concat, Slice, Pad, Transpose, Gather
  *   rules_q.c      QuantizeLinear, DequantizeLinear (internal.h)
  *
  * THREADS: [worker], build time only.
@@ -114,6 +115,7 @@ SS__R_EMIT(ss__fwd_pool);
 SS__R_EMIT(ss__bwd_pool);
 SS__R_EMIT(ss__bwd_concat);
 SS__R_EMIT(ss__bwd_slice);
+SS__R_EMIT(ss__bwd_pad);
 SS__R_EMIT(ss__fwd_transpose);
 SS__R_EMIT(ss__bwd_transpose);
 SS__R_EMIT(ss__bwd_gather);

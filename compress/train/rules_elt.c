@@ -17,8 +17,31 @@
 
 /* ---- unary ------------------------------------------------------------- */
 
+/* A Clip bound (opset >= 11: an optional input, which must be a
+ * constant) into *v; absent, *v stays what it was. */
 static int
-unary_code(const ss_node_t *n, float *alpha)
+clip_bound(const ss__tb_t *b, const ss_node_t *n, int i, float *v,
+           ss_err_t *err)
+{
+    int x = ss__tb_in(b, n, i);
+    const ss__tv_t *xv;
+
+    if (x < 0)
+        return 0;
+    xv = V(b, x);
+    if (xv->kind != SS__TV_CONST || xv->numel != 1 ||
+        xv->dtype != SS_DTYPE_F32)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Clip '%s' with a %s "
+                          "bound that is not a float constant", label(n),
+                          i == 1 ? "min" : "max");
+    *v = *(const float *)xv->cdata->data;
+    return 0;
+}
+
+/* The ss__k_unary code of node n and its scalars f[0], f[1], or a
+ * negative code. */
+static int
+unary_code(const ss__tb_t *b, const ss_node_t *n, float *f, ss_err_t *err)
 {
     static const struct { const char *op; int code; } map[] = {
         { "Relu", SS__U_RELU }, { "LeakyRelu", SS__U_LEAKY },
@@ -27,18 +50,36 @@ unary_code(const ss_node_t *n, float *alpha)
         { "Log", SS__U_LOG }, { "Neg", SS__U_NEG },
         { "Reciprocal", SS__U_RECIP }, { "Abs", SS__U_ABS },
         { "Softplus", SS__U_SOFTPLUS }, { "Gelu", SS__U_GELU },
+        { "Clip", SS__U_CLIP }, { "HardSigmoid", SS__U_HSIGMOID },
+        { "HardSwish", SS__U_HSWISH },
     };
+    const char *op = n->op_type;
+    int rc;
 
-    *alpha = 0;
-    if (strcmp(n->op_type, "LeakyRelu") == 0)
-        *alpha = ss__attr_float(n, "alpha", 0.01f);
-    if (strcmp(n->op_type, "Gelu") == 0 &&
+    f[0] = f[1] = 0;
+    if (strcmp(op, "LeakyRelu") == 0)
+        f[0] = ss__attr_float(n, "alpha", 0.01f);
+    if (strcmp(op, "HardSigmoid") == 0) {
+        f[0] = ss__attr_float(n, "alpha", 0.2f);
+        f[1] = ss__attr_float(n, "beta", 0.5f);
+    }
+    if (strcmp(op, "Clip") == 0) {
+        /* bounds: attributes before opset 11, optional inputs since;
+         * either may be absent (no bound on that side) */
+        f[0] = ss__attr_float(n, "min", -INFINITY);
+        f[1] = ss__attr_float(n, "max", INFINITY);
+        if ((rc = clip_bound(b, n, 1, &f[0], err)) < 0 ||
+            (rc = clip_bound(b, n, 2, &f[1], err)) < 0)
+            return rc;
+    }
+    if (strcmp(op, "Gelu") == 0 &&
         strcmp(ss__attr_string(n, "approximate", "none"), "tanh") == 0)
         return SS__U_GELU_TANH;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strcmp(map[i].op, n->op_type) == 0)
+        if (strcmp(map[i].op, op) == 0)
             return map[i].code;
-    return 0;
+    return ss_err_set(err, SS_EINTERNAL, "trainer: no unary kernel for %s",
+                      op);
 }
 
 int
@@ -48,7 +89,8 @@ ss__fwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     int rc;
 
     step_init(&s, ss__k_unary, n->op_type, n);
-    s.op = unary_code(n, &s.f[0]);
+    if ((s.op = unary_code(b, n, s.f, err)) < 0)
+        return s.op;
     s.n_in = 1;
     s.in[0] = ss__tb_in(b, n, 0);
     s.n_out = 1;
@@ -80,7 +122,8 @@ ss__bwd_unary(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     if ((rc = ss__r_dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
         return rc;
     ss__r_dx_step(&s, ss__k_unary_bwd, n->op_type, n, gy, gx, acc);
-    s.op = unary_code(n, &s.f[0]);
+    if ((s.op = unary_code(b, n, s.f, err)) < 0)
+        return s.op;
     s.n_in = 3;
     s.in[1] = ss__tb_in(b, n, 0);
     s.in[2] = ss__tb_out(b, n, 0);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Gradient rules of the ops that move elements without arithmetic:
- * Concat, Slice (index maps), Transpose, Gather.  Conventions:
+ * Concat, Slice, Pad (index maps), Transpose, Gather.  Conventions:
  * rules.c.
  *
  * THREADS: [worker], build time only.
@@ -28,18 +28,18 @@
 
 /* Runs node n's reference kernel with input k replaced by ids (and
  * every other input as the graph has it, constant or a same-shaped id
- * tensor when it is the data of another Concat input).  base[i] is the
- * first id of input i (ids of input i run base[i] .. + numel).  *ys gets
- * the output's ids (ss_free), numel(y) of them. */
+ * tensor when it is the data of another Concat input, or left out when
+ * bit k of omit is set).  Ids start at base: input i's run from base +
+ * the numel of the inputs before it.  *ys gets the output's ids
+ * (ss_free), numel(y) of them. */
 static int
-run_ids(ss__tb_t *b, const ss_node_t *n, int n_data, int64_t **ys,
-        ss_err_t *err)
+run_ids(ss__tb_t *b, const ss_node_t *n, int n_data, int64_t base,
+        unsigned omit, int64_t **ys, ss_err_t *err)
 {
     const ss_op_t *op = ss__op_find(n->op_type);
     ss_tensor_t in[SS__STEP_IN], out;
     const ss_tensor_t *inp[SS__STEP_IN];
     const ss__tv_t *yv = V(b, ss__tb_out(b, n, 0));
-    int64_t base = 0;
     int k, rc = 0;
 
     *ys = NULL;
@@ -52,7 +52,7 @@ run_ids(ss__tb_t *b, const ss_node_t *n, int n_data, int64_t **ys,
         const ss__tv_t *xv;
 
         inp[k] = NULL;
-        if (v < 0)
+        if (v < 0 || (omit & (1u << k)))
             continue;
         xv = V(b, v);
         in[k].dtype = xv->dtype;
@@ -103,16 +103,18 @@ done:
     return rc;
 }
 
-/* out (+)= in through map (aux, taken): gather out[j] = in[map[j]], or
- * scatter out[map[i]] = in[i] over a zeroed out. */
+/* out (+)= in through map (aux, taken): gather out[j] = in[map[j]]
+ * (scatter 0), or over a zeroed out scatter out[map[i]] = in[i] (1), or
+ * out[map[i]] += in[i] where map[i] >= 0 (2: a map that may repeat or
+ * skip). */
 static int
 emit_index(ss__tb_t *b, const ss_node_t *n, int scatter, int64_t *map,
            int in, int out, int acc, ss_err_t *err)
 {
     ss__step_t s;
 
-    ss__r_dx_step(&s, ss__k_index, scatter ? "scatter" : "gather", n, in, out,
-                  acc);
+    ss__r_dx_step(&s, ss__k_index, scatter ? "scatter" : "gather", n, in,
+                  out, acc);
     s.aux = map;
     s.op = scatter;
     return ss__step_add(b, &s, err);
@@ -127,7 +129,7 @@ ss__bwd_concat(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
     if (gy < 0)
         return 0;
-    if ((rc = run_ids(b, n, n->n_inputs, &ys, err)) < 0)
+    if ((rc = run_ids(b, n, n->n_inputs, 0, 0, &ys, err)) < 0)
         return rc;
     for (k = 0; k < n->n_inputs; k++) {
         int x = ss__tb_in(b, n, k), gx, acc;
@@ -165,9 +167,33 @@ ss__bwd_slice(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     int64_t *ys;
 
     if ((rc = ss__r_dx_target(b, n, &gy, &gx, &acc, err)) <= 0 ||
-        (rc = run_ids(b, n, 1, &ys, err)) < 0)
+        (rc = run_ids(b, n, 1, 0, 0, &ys, err)) < 0)
         return rc;
     return emit_index(b, n, 1, ys, gy, gx, acc, err);
+}
+
+/* Pad: dx sums dy over the outputs that copy each input element (one
+ * in constant mode, several at the borders in edge and reflect mode).
+ * The map runs the engine's Pad on ids from 1 with the pad value left
+ * at 0, so a padded output reads id 0: no input.  (Before opset 11 the
+ * value is an attribute, which would read as an id: refused unless 0.) */
+int
+ss__bwd_pad(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    int gy, gx, acc, rc;
+    int64_t *ys, ny = V(b, ss__tb_out(b, n, 0))->numel;
+
+    if ((rc = ss__r_dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
+        return rc;
+    if (b->g->opset < 11 && ss__attr_float(n, "value", 0) != 0)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Pad '%s' with a "
+                          "value attribute of %g (opset %d)", label(n),
+                          ss__attr_float(n, "value", 0), b->g->opset);
+    if ((rc = run_ids(b, n, 1, 1, 1u << 2, &ys, err)) < 0)
+        return rc;
+    for (int64_t i = 0; i < ny; i++)
+        ys[i] -= 1;
+    return emit_index(b, n, 2, ys, gy, gx, acc, err);
 }
 
 /* ---- Transpose ---------------------------------------------------------- */

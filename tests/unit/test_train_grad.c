@@ -1828,6 +1828,220 @@ vector_cases(void)
     }
 }
 
+/* Pad: constant (densenet's exports), a crop by negative pads, the
+ * borders of edge and reflect mode (several outputs read one input). */
+static void
+pad_cases(void)
+{
+    static const struct { const char *name, *mode; int64_t pads[6]; } c[] = {
+        { "Pad constant", "constant", { 0, 1, 2, 0, 2, 1 } },
+        { "Pad constant, negative pads (crop)", "constant",
+          { 0, -1, 1, 0, 1, -2 } },
+        { "Pad edge", "edge", { 0, 2, 1, 0, 1, 2 } },
+        { "Pad reflect", "reflect", { 0, 1, 2, 0, 2, 1 } },
+        { "Pad constant, no-op (all 0)", "constant", { 0 } },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        int64_t d[3] = { 2, 4, 5 }, np = 6;
+        int in[3];
+        gb_t b;
+        ss_attr_t *a;
+
+        gb_init(&b, 13);
+        in[0] = gb_param(&b, "x", 3, d, -1, 1);
+        in[1] = gb_ints(&b, "pads", 1, &np, c[i].pads);
+        in[2] = gb_scalar(&b, "value", 0.25f);
+        a = &b.attrs[b.n_attrs++];
+        memset(a, 0, sizeof(*a));
+        a->name = (char *)"mode";
+        a->type = SS_ATTR_STRING;
+        a->s = (char *)c[i].mode;
+        check(c[i].name, gb_done(&b, gb_node(&b, "Pad", 3, in)), NULL);
+    }
+}
+
+/* ---- Clip (ReLU6), HardSigmoid, HardSwish ---------------------------------- */
+
+/* x [3, 6] uniform in [lo, hi), every element at least 0.02 (> the step
+ * h) away from the kinks k[0..nk): finite differences across a kink
+ * measure neither side. */
+static int
+gb_off_kinks(gb_t *b, double lo, double hi, const double *k, int nk)
+{
+    int64_t d[2] = { 3, 6 };
+    int v = gb_param(b, "x", 2, d, lo, hi);
+    float *x = v >= 0 ? b->g->values[v].constant->data : NULL;
+
+    for (int i = 0; x && i < 18; i++)
+        for (int j = 0; j < nk; j++)
+            if (fabs(x[i] - k[j]) < 0.02)
+                x[i] = (float)(k[j] + (x[i] < k[j] ? -0.02 : 0.02));
+    return v;
+}
+
+static void
+clip_cases(void)
+{
+    /* bounds: attributes (opset 6), inputs (13), one side absent */
+    static const struct { const char *name; int opset, lo, hi; } c[] = {
+        { "Clip min/max attributes (opset 6)", 6, 1, 1 },
+        { "Clip min/max inputs (ReLU6, opset 13)", 13, 1, 1 },
+        { "Clip max input only (min absent)", 13, 0, 1 },
+        { "Clip min input only (max absent)", 13, 1, 0 },
+        { "Clip without bounds", 13, 0, 0 },
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        double k[2] = { -0.5, 0.7 };
+        int in[3] = { -1, -1, -1 }, n_in = 1;
+        gb_t b;
+
+        gb_init(&b, c[i].opset);
+        in[0] = gb_off_kinks(&b, -1.5, 1.5, k, 2);
+        if (c[i].opset < 11) {
+            attr_f(&b, "min", (float)k[0]);
+            attr_f(&b, "max", (float)k[1]);
+        } else {
+            if (c[i].lo)
+                in[1] = gb_scalar(&b, "min", (float)k[0]);
+            if (c[i].hi)
+                in[2] = gb_scalar(&b, "max", (float)k[1]);
+            n_in = c[i].hi ? 3 : c[i].lo ? 2 : 1;
+        }
+        check(c[i].name, gb_done(&b, gb_node(&b, "Clip", n_in, in)), NULL);
+    }
+    for (int v = 0; v < 3; v++) {
+        /* HardSigmoid at ONNX's defaults and at PyTorch's alpha 1/6 */
+        double a = v == 1 ? 1.0 / 6 : 0.2, k[2] = { -0.5 / a, 0.5 / a };
+        int in;
+        gb_t b;
+
+        gb_init(&b, 14);
+        in = gb_off_kinks(&b, -5, 5, v == 2 ? (const double[]){ -3, 3 } : k,
+                          2);
+        if (v == 1)
+            attr_f(&b, "alpha", (float)a);
+        check(v == 0 ? "HardSigmoid (alpha 0.2)"
+              : v == 1 ? "HardSigmoid (alpha 1/6)" : "HardSwish",
+              gb_done(&b, gb_node(&b, v == 2 ? "HardSwish" : "HardSigmoid",
+                                  1, &in)), NULL);
+    }
+}
+
+/*
+ * At the kinks the derivative is a convention: the trainer's must be
+ * PyTorch's (tests/fixtures/train/make_mbnet_refs.py wrote x, y = f(x)
+ * and f'(x) by autograd for F.relu6 (exported as Clip(0, 6)), F.hardtanh
+ * (-1, 1), F.hardsigmoid and F.hardswish, on x with every kink and
+ * random values).  With an MSE loss against t, dx = 2 (y - t) / n f'(x).
+ */
+static const ss_tensor_t *
+ref_get(const ss_npz_t *z, const char *key)
+{
+    int i = ss_npz_find(z, key);
+
+    return i >= 0 ? ss_npz_tensor(z, i) : NULL;
+}
+
+static void
+act_ref_cases(void)
+{
+    static const struct { const char *key, *op; float lo, hi; } c[] = {
+        { "relu6", "Clip", 0, 6 }, { "hardtanh", "Clip", -1, 1 },
+        { "hardsigmoid", "HardSigmoid", 0, 0 },
+        { "hardswish", "HardSwish", 0, 0 },
+    };
+    const char *top = getenv("top_srcdir");
+    char p[512];
+    ss_npz_t *ref = NULL;
+    ss_err_t err = { 0 };
+
+    snprintf(p, sizeof(p), "%s/tests/fixtures/train/act_ref.npz",
+             top ? top : ".");
+    if (!ok(ss_npz_read(p, 1 << 24, &ref, &err) == 0, "act_ref.npz loads "
+            "(%s)", err.msg))
+        return;
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        char k[64];
+        const ss_tensor_t *xr, *yr, *dr;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_graph_t *g;
+        ss_tensor_t target;
+        ss_train_batch_t batch = { NULL, NULL, &target };
+        float *tg, *y;
+        double loss, worst = 0, yworst = 0;
+        int64_t n;
+        int in[3], at = 0;
+        gb_t b;
+
+        snprintf(k, sizeof(k), "%s.x", c[i].key);
+        xr = ref_get(ref, k);
+        snprintf(k, sizeof(k), "%s.y", c[i].key);
+        yr = ref_get(ref, k);
+        snprintf(k, sizeof(k), "%s.dx", c[i].key);
+        dr = ref_get(ref, k);
+        if (!ok(xr && yr && dr, "%s: reference arrays", c[i].key))
+            continue;
+        n = ss_tensor_numel(xr);
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 2, (const int64_t[]){ 1, n }, 0, 1);
+        memcpy(b.g->values[in[0]].constant->data, xr->data,
+               (size_t)n * sizeof(float));
+        if (strcmp(c[i].op, "Clip") == 0) {
+            in[1] = gb_scalar(&b, "min", c[i].lo);
+            in[2] = gb_scalar(&b, "max", c[i].hi);
+        } else if (strcmp(c[i].op, "HardSigmoid") == 0) {
+            attr_f(&b, "alpha", 1.0f / 6);
+        }
+        g = gb_done(&b, gb_node(&b, c[i].op,
+                                strcmp(c[i].op, "Clip") == 0 ? 3 : 1, in));
+        tg = ss_malloc((size_t)n * sizeof(float));
+        y = ss_malloc((size_t)n * sizeof(float));
+        for (int64_t j = 0; j < n; j++)
+            tg[j] = (float)(urand() * 2 - 1);
+        memset(&target, 0, sizeof(target));
+        target.dtype = SS_DTYPE_F32;
+        target.ndim = 2;
+        target.dims[0] = 1;
+        target.dims[1] = n;
+        target.data = tg;
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        if (g && ss_train_new(g, NULL, &o, &t, &err) == 0 &&
+            ss_train_forward(t, NULL, y, &err) == 0 &&
+            ss_train_grads_compute(t, &batch, &loss, &err) == 0) {
+            const float *gx = ss_train_grads(t);
+
+            for (int64_t j = 0; j < n; j++) {
+                float xv = ((const float *)xr->data)[j];
+                double yw = ((const float *)yr->data)[j];
+                double want = 2.0 * (yw - tg[j]) / (double)n *
+                              ((const float *)dr->data)[j];
+
+                if (fabs(y[j] - yw) > yworst)
+                    yworst = fabs(y[j] - yw);
+                if (fabs(gx[j] - want) > worst)
+                    worst = fabs(gx[j] - want);
+                at += xv == c[i].lo || xv == c[i].hi || xv == -3.0f ||
+                      xv == 3.0f;
+            }
+            ok(worst < 1e-6 && yworst < 1e-6 && at >= 2, "%s (%s): forward "
+               "and gradient are PyTorch's at %d kink points and %d "
+               "others (max error %.2e, forward %.2e)", c[i].key, c[i].op,
+               at, (int)n - at, worst, yworst);
+        } else {
+            ok(0, "%s: trainer runs (%s)", c[i].key, err.msg);
+        }
+        ss_free(tg);
+        ss_free(y);
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+    ss_npz_free(ref);
+}
+
 int
 main(void)
 {
@@ -1853,5 +2067,8 @@ main(void)
     bf16_cases();
     gelu_cases();
     vector_cases();
+    clip_cases();
+    act_ref_cases();
+    pad_cases();
     return tap_done();
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * 20 training steps of the MLP, CNN and transformer fixtures, with SGD and
- * AdamW, against PyTorch 1.13 (tests/fixtures/train/make_train_refs.py
- * wrote the curves and the final weights): the loss of every step within
+ * 20 training steps of the MLP, CNN and transformer fixtures and of two
+ * mobilenet-style nets (ReLU6 as Clip; HardSwish with a squeeze-excitation
+ * gate), with SGD and AdamW, against PyTorch 1.13
+ * (tests/fixtures/train/make_train_refs.py and make_mbnet_refs.py wrote
+ * the curves and the final weights): the loss of every step within
  * 1e-4 relative, every final parameter and BatchNorm statistic within
  * 1e-4 of its tensor's largest magnitude (plus 1e-6).  The ONNX
  * initializers are matched to PyTorch's state_dict keys by their initial
@@ -232,8 +234,15 @@ run_nn(const char *model, const char *opt_name, ss_train_nn_t nn,
     snprintf(what, sizeof(what), "%s %s%s", model, opt_name,
              nn == SS_TRAIN_NN_DNN ? " (oneDNN BatchNorm, Relu, pooling)"
                                    : "");
-    if (ss_graph_load_onnx(path(p, sizeof(p), "", model, "_op17/model.onnx"), &g, &err) < 0 ||
-        ss_npz_read(path(p, sizeof(p), "digits/", model, "_calib.npz"), 1 << 28, &data, &err) < 0 ||
+    /* the mobilenet-style nets (make_mbnet_refs.py) train on the CNN's
+     * digits; mbnet is the opset-13 export (Clip's bounds as inputs) */
+    if (ss_graph_load_onnx(path(p, sizeof(p), "", model,
+                                strcmp(model, "mbnet") == 0
+                                ? "_op13/model.onnx" : "_op17/model.onnx"),
+                           &g, &err) < 0 ||
+        ss_npz_read(path(p, sizeof(p), "digits/",
+                         strstr(model, "net") ? "cnn" : model,
+                         "_calib.npz"), 1 << 28, &data, &err) < 0 ||
         ss_npz_read(path(p, sizeof(p), "train/", model, "_ref.npz"), 1 << 28, &ref, &err) < 0) {
         ok(0, "%s: fixtures load (%s)", what, err.msg);
         goto done;
@@ -405,9 +414,10 @@ roundtrip(void)
 int
 main(void)
 {
-    static const char *const models[] = { "mlp", "cnn", "transformer" };
+    static const char *const models[] = { "mlp", "cnn", "transformer",
+                                          "mbnet", "hsnet" };
 
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         run(models[i], "sgd");
         run(models[i], "adamw");
     }
