@@ -17,9 +17,10 @@
  * helpers, plan_chain.c and plan_layout_rules.c call plan_edit.c, which
  * calls no other file of the folder.
  *
- *   driver   plan.c               compiles a plan: shapes,     ss_plan_new
- *                                 folding, views, the passes,
- *                                 pruning, the arena
+ *   driver   plan.c               compiles a plan: inputs,     ss_plan_new
+ *                                 the passes, pruning, arena
+ *            plan_node.c          one node: shapes, folding,   ss__plan_node
+ *                                 views, reference steps
  *            exec.c               runs a plan                  ss_plan_run
  *   passes   pass_moe.c           sparse mixture of experts    ss__plan_moe
  *                                 (runs first; its step is
@@ -219,9 +220,12 @@ int ss__plan_build_sub(const ss_graph_t *g, const ss_plan_t *outer,
                        const ss_tensor_t *input_shapes,
                        const unsigned char *bind, int fuse, ss_plan_t **out,
                        ss_err_t *err);
-/* The walk's step for one node (plan.c): infers, folds, or appends a
+/* The walk's step for one node (plan_node.c): infers, folds, or appends a
  * step; plan_ctrl.c compiles an inlined If branch's nodes through it. */
 int ss__plan_node(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
+/* Makes value v a constant the plan owns (data, ss_aligned_alloc'ed, is
+ * taken). */
+void ss__plan_own_const(ss_plan_t *p, int v, void *data);
 /* Appends step s (taken on success; the caller clears it on failure). */
 int ss__plan_append(ss_plan_t *p, const ss_step_t *s, ss_err_t *err);
 /* A node's name for messages: its name, else its op type. */

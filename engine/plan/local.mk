@@ -6,7 +6,8 @@
 
 noinst_LIBRARIES += engine/plan/libssplan.a
 engine_plan_libssplan_a_SOURCES = \
-	engine/plan/internal.h engine/plan/plan.c engine/plan/plan_finish.c \
+	engine/plan/internal.h engine/plan/plan.c engine/plan/plan_node.c \
+	engine/plan/plan_finish.c \
 	engine/plan/exec.c \
 	engine/plan/plan_qdq.c engine/plan/plan_qdq.h \
 	engine/plan/plan_qdq_pool.c engine/plan/plan_bf16.c \
