@@ -4,7 +4,8 @@
 
 /*
  * Internals of the KServe V2 codec (server/kserve*.c), shared by its files
- * and its unit tests: the number scanner and formatter (kserve_num.c) and
+ * and its unit tests: the structural scanner (kserve_scan.c), the number
+ * scanner (kserve_num.c), the formatter (kserve_fmt.c), and
  * the tensor data scanner (kserve_data.c).
  *
  * Scanners take [p, end) (the text need not be NUL-terminated), return 0
@@ -24,6 +25,18 @@ enum {
     SS__KNUM_SYNTAX = -1,   /* not a token of the expected kind */
     SS__KNUM_RANGE = -2     /* a number, but not representable */
 };
+
+/* 10^k as the nearest double for k in [MIN, MAX] (kserve_num.c); exact
+ * for 0 <= k <= 22.  The scanner and the formatter both scale by it. */
+#define SS__KNUM_POW10_MIN (-53)
+#define SS__KNUM_POW10_MAX 53
+extern const double ss__kserve_pow10_tab[];
+
+static inline double
+ss__kserve_p10(int k)
+{
+    return ss__kserve_pow10_tab[k - SS__KNUM_POW10_MIN];
+}
 
 /* A JSON number, or the bare tokens NaN, Infinity, -Infinity.  A finite
  * number too large for the type is SS__KNUM_RANGE; one too small rounds to
@@ -53,6 +66,29 @@ int ss__kserve_format_f64(double v, char *buf);
 /* Decimal integers; at most 20 bytes, no NUL. */
 int ss__kserve_format_i64(int64_t v, char *buf);
 int ss__kserve_format_u64(uint64_t v, char *buf);
+
+/* Step 1 of decoding (kserve_scan.c): walks the JSON header [hdr, hdr +
+ * n) just far enough to find the top-level "inputs" array and each input
+ * object's "data" value; spans[i] (max_inputs of them, zeroed by the
+ * caller) gets input i's span, p NULL when it has none.  0 and *n_inputs
+ * set, or one of the codes below (malformed: the caller lets jansson say
+ * where). */
+enum {
+    SS__KSCAN_BAD = -1,         /* malformed */
+    SS__KSCAN_TOO_MANY = -2     /* more inputs than max_inputs */
+};
+
+typedef struct ss__kspan {
+    const char *p;              /* NULL: this input has no "data" */
+    size_t n;
+} ss__kspan_t;
+
+int ss__kserve_scan(const char *hdr, size_t n, ss__kspan_t *spans,
+                    int max_inputs, int *n_inputs);
+/* Step 2: the header with each span replaced by its input's index, its
+ * length in *outn (ss_malloc'ed; NULL without memory). */
+char *ss__kserve_envelope(const char *hdr, size_t n, const ss__kspan_t *spans,
+                          int n_inputs, size_t *outn);
 
 /* Scans one input's JSON "data" value, [p, p + n), into in->data, which
  * holds numel elements of in->dtype: flat (exactly numel scalars) or

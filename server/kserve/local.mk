@@ -10,6 +10,7 @@ server_kserve_libsskserve_a_SOURCES = \
 	server/kserve/kserve.h server/kserve/internal.h \
 	server/kserve/kserve.c server/kserve/kserve_data.c \
 	server/kserve/kserve_enc.c server/kserve/kserve_num.c \
+	server/kserve/kserve_fmt.c server/kserve/kserve_scan.c \
 	server/kserve/kserve_pow5.h
 server_kserve_libsskserve_a_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 

@@ -157,7 +157,8 @@ build_target() {
         fuzz_onnx) srcs="$common_srcs $io_srcs $engine_srcs";;
         fuzz_kserve) srcs="$common_srcs $src/engine/ir/dtype.c \
             $src/server/kserve/kserve.c $src/server/kserve/kserve_data.c \
-            $src/server/kserve/kserve_enc.c $src/server/kserve/kserve_num.c";;
+            $src/server/kserve/kserve_enc.c $src/server/kserve/kserve_num.c \
+            $src/server/kserve/kserve_fmt.c $src/server/kserve/kserve_scan.c";;
         fuzz_jobs) srcs="$common_srcs $io_srcs $engine_srcs $jobs_srcs";;
         fuzz_cfg) srcs="$common_srcs $src/server/cfg.c";;
         # http.c is compiled into the harness itself (it reaches the MHD
