@@ -185,6 +185,8 @@ bool ss__http_budget_take(ss_http_budget_t *b, int64_t n);
 void ss__http_budget_put(ss_http_budget_t *b, int64_t n);
 /* +1 on a counter series (NULL: none). */
 void ss__http_count(ss_series_t *s);
+/* Caches loop l's series of the listener's metrics (http_metrics.c). */
+void ss__http_metrics_setup(ss_http_t *h, loop_t *l);
 /* A request's end in loop l's metrics: count, duration, in flight. */
 void ss__http_metrics_done(loop_t *l, ss_req_t *r);
 /* Connection k enters phase ph, with a deadline timeout_s from now. */

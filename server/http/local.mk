@@ -6,7 +6,8 @@
 # auth, TLS certificates (tls.c).
 noinst_LIBRARIES += server/http/libsshttp.a
 server_http_libsshttp_a_SOURCES = \
-	server/http/http.c server/http/http_conn.c server/http/http.h server/http/http_int.h \
+	server/http/http.c server/http/http_conn.c server/http/http_metrics.c \
+	server/http/http.h server/http/http_int.h \
 	server/http/http_req.c \
 	server/http/coding.c server/http/coding.h \
 	server/http/router.c server/http/router.h \
