@@ -194,6 +194,8 @@ uint64_t ss__registry_files_fp(const char *dir);
 void ss__registry_task_work(uv_work_t *w);
 /* Frees a version whose last reference is gone (its batcher first). */
 void ss__version_destroy(ss_version_t *v);
+/* [loop] Frees a model (no version may point at it any more). */
+void ss__registry_model_free(ss_model_t *m);
 /* [any] A JSON string of text with invalid UTF-8 replaced (U+FFFD):
  * reasons quote file contents. */
 json_t *ss__registry_json_text(const char *text);

@@ -5,6 +5,7 @@
 noinst_LIBRARIES += server/model/libssmodel.a
 server_model_libssmodel_a_SOURCES = \
 	server/model/registry.c server/model/registry_load.c \
+	server/model/registry_life.c \
 	server/model/registry.h \
 	server/model/internal.h server/model/registry_json.c \
 	server/model/registry_ops.c \
