@@ -352,6 +352,9 @@ typedef struct ss_plan_opts {
 int ss_plan_new_opts(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                      const ss_plan_opts_t *o, ss_plan_t **out,
                      ss_err_t *err);
+/* The budget of a plan compiled with max_plan_bytes 0:
+ * SS_ENGINE_MAX_PLAN_BYTES when set and valid, else 4 GiB. */
+size_t ss_plan_default_budget(void);
 typedef enum {
     SS_TAP_ACT_GELU_ERF = 1,    /* 0.5 x (1 + erf(x / sqrt 2)) */
     SS_TAP_ACT_RELU             /* x > 0 ? x : alpha * x */

@@ -99,10 +99,8 @@ ss__plan_dup_ids(const int *ids, int n)
  * cannot wrap. */
 #define BUDGET_CAP ((size_t)1 << 48)
 
-/* The budget: SS_ENGINE_MAX_PLAN_BYTES if set and valid, else the
- * default. */
-static size_t
-max_bytes(void)
+size_t
+ss_plan_default_budget(void)
 {
     const char *s = getenv("SS_ENGINE_MAX_PLAN_BYTES");
     unsigned long long v;
@@ -363,7 +361,7 @@ build(const ss_graph_t *g, const ss_plan_t *outer,
     p->max_bytes = o != NULL && o->max_plan_bytes > 0
                    ? (o->max_plan_bytes < BUDGET_CAP ? o->max_plan_bytes
                                                      : BUDGET_CAP)
-                   : outer != NULL ? outer->max_bytes : max_bytes();
+                   : outer != NULL ? outer->max_bytes : ss_plan_default_budget();
     if (o != NULL) {
         p->max_out = o->max_output_bytes;
         p->out_rows = o->output_rows;

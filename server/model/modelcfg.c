@@ -22,7 +22,9 @@
 
 #include "common/alloc.h"
 #include "common/atomicfile.h"
+#include "engine/engine.h"
 #include "engine/io/npy.h"
+#include "server/model/adapter.h"
 
 /* config.json is a few keys; anything larger is not one. */
 #define CONFIG_MAX (1 << 20)
@@ -418,7 +420,7 @@ ss_model_config_pin_active(const char *dir, int64_t version, ss_err_t *err)
 json_t *
 ss_model_config_json(const ss_model_config_t *c)
 {
-    json_t *pref = json_array(), *policy, *dyn;
+    json_t *pref = json_array(), *policy, *dyn, *limits;
     int i;
 
     for (i = 0; i < c->n_preferred; i++)
@@ -443,10 +445,30 @@ ss_model_config_json(const ss_model_config_t *c)
                           "default_timeout_microseconds",
                           (json_int_t)c->timeout_us)
               : (json_decref(pref), json_null());
-    return json_pack("{s:i,s:o,s:o,s:[{s:i,s:s}]}", "max_batch_size",
+    /* What one request may make the daemon do, with the defaults
+     * resolved: an operator reads here the numbers a 413 or a 503 came
+     * from. */
+    limits = json_pack("{s:i,s:I,s:I,s:I,s:b,s:i,s:I,s:I}",
+                       "max_queue_size", c->max_queue_size,
+                       "queue_timeout_us", (json_int_t)c->timeout_us,
+                       "max_response_bytes",
+                       (json_int_t)c->max_response_bytes,
+                       "max_plan_bytes",
+                       (json_int_t)(c->max_plan_bytes > 0
+                                        ? (size_t)c->max_plan_bytes
+                                        : ss_plan_default_budget()),
+                       "reject_non_finite", c->reject_non_finite,
+                       "max_adapters",
+                       c->max_adapters > 0 ? c->max_adapters
+                                           : SS_LORA_MAX_ADAPTERS,
+                       "max_adapter_bytes",
+                       (json_int_t)c->max_adapter_bytes,
+                       "adapter_resident_bytes",
+                       (json_int_t)c->adapter_resident_bytes);
+    return json_pack("{s:i,s:o,s:o,s:[{s:i,s:s}],s:o}", "max_batch_size",
                      c->max_batch_size, "dynamic_batching", dyn,
                      "version_policy", policy, "instance_group", "count",
-                     c->instances, "kind", "KIND_CPU");
+                     c->instances, "kind", "KIND_CPU", "limits", limits);
 }
 
 bool

@@ -205,6 +205,10 @@ def test_metadata_and_repository():
                "config dims leave out the batch dim")
         tap.eq(cfg.get("dynamic_batching", {}).get("preferred_batch_size"),
                [4, 8], "config preferred sizes")
+        lim = cfg.get("limits", {})
+        tap.eq((lim.get("max_plan_bytes"), lim.get("max_queue_size"),
+                lim.get("max_adapters")), (4 << 30, 1024, 256),
+               "config limits resolve the defaults")
         st, _, data = d.get("/v2/models/mlp/ready")
         tap.eq(st, 200, "model ready")
         st, _, data = d.get("/v2/models/broken/ready")
@@ -245,14 +249,19 @@ def test_metadata_and_repository():
         x = {"input": np.zeros((1, 1, 8, 8), np.float32)}
         st, _, _ = infer(d, "cnn", kserve.json_request(x))
         tap.eq(st, 503, "inference on an unloaded model is 503")
-        override = json.dumps({"max_batch_size": 4})
+        override = json.dumps({"max_batch_size": 4,
+                               "max_plan_bytes": 8 << 20,
+                               "max_response_bytes": 123456})
         st, _, data = d.post("/v2/repository/models/cnn/load",
                              {"parameters": {"config": override}},
                              admin=True)
         tap.eq(st, 200, "load cnn with a config override")
         st, _, data = d.get("/v2/models/cnn/config")
-        tap.eq((json_body(data) or {}).get("max_batch_size"), 4,
-               "override applied")
+        cfg = json_body(data) or {}
+        tap.eq(cfg.get("max_batch_size"), 4, "override applied")
+        lim = cfg.get("limits", {})
+        tap.eq((lim.get("max_plan_bytes"), lim.get("max_response_bytes")),
+               (8 << 20, 123456), "the override's limits in the config")
         st, _, data = d.post("/v2/repository/models/cnn/load",
                              {"parameters": {"config": "{bad"}}, admin=True)
         tap.eq(st, 400, "bad override is 400")
