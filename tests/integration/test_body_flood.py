@@ -84,7 +84,7 @@ def main():
             # A normal client during the flood.
             st, hdr, _ = get_from(d, "/v2/health/ready", SRC2, timeout=10)
             tap.eq(st, 200, "a normal client is served during the flood")
-            refused = 0
+            refused, other = 0, {}
             # The 503s went out while the flood arrived; on a loaded
             # machine some are still on their way: wait (up to 10 s in
             # all) until as many connections as are over the budget have
@@ -108,6 +108,12 @@ def main():
                 if (status_of(resp) == 503 and
                         b"retry-after:" in resp.lower()):
                     refused += 1
+                else:
+                    # Say what else came back (a status, or the
+                    # connection closed: b''), so a failure explains
+                    # itself.
+                    other[resp.split(b"\r\n", 1)[0][:40]] = other.get(
+                        resp.split(b"\r\n", 1)[0][:40], 0) + 1
             held = d.metric("slimserve_http_buffered_bytes")
         finally:
             stop.set()
@@ -117,7 +123,8 @@ def main():
                % (held, CAP))
         tap.ok(refused >= N - CAP // BODY - 8,
                "the connections over the budget got 503 + Retry-After "
-               "(%d of %d)" % (refused, N))
+               "(%d of %d; %d read in all, others: %r)"
+               % (refused, N, len(readable), other))
         if sanitized(pid):
             tap.ok(True, "RSS under the flood # SKIP ASan build (shadow "
                    "memory and quarantine; grew %.1f MiB)" % (grown / 2**20))
