@@ -297,6 +297,9 @@ typedef struct ss_dnn_reorder_desc {
     int64_t dims[SS_DNN_MAX_DIMS];
     const int64_t *src_strides; /* borrowed, or NULL = dense */
     const int64_t *dst_strides;
+    int64_t src_offset;         /* elements from in[0] to the first one
+                                 * read (a slice of in[0]); strided or
+                                 * dense sources only */
     ss_dnn_layout_t src_layout, dst_layout;
     ss_dtype_t dst_dtype;       /* 0: dtype; F32 <-> BF16 converts on the
                                  * way (round to nearest even) */

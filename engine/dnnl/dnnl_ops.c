@@ -580,10 +580,11 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
         (rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
     ss__dnn_set_dst(b.p, d->ndim, d->dims);
-    if ((d->src_layout && d->src_strides) ||
-        (d->dst_layout && d->dst_strides)) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN reorder: strides and a "
-                        "blocked layout");
+    if ((d->src_layout && (d->src_strides || d->src_offset)) ||
+        (d->dst_layout && d->dst_strides) || d->src_offset < 0) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN reorder: strides or an "
+                        "offset with a blocked layout, or a negative "
+                        "offset");
         goto done;
     }
     if ((rc = d->src_layout
@@ -598,6 +599,8 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                                        d->dst_strides, ddt, err, b.what)) < 0 ||
         (rc = plain_attr(&b, err)) < 0)
         goto done;
+    /* oneDNN's reorders start at offset0 of the source handle */
+    src.offset0 = d->src_offset;
     rc = ss__dnn_check(dnnl_reorder_primitive_desc_create(&b.pd, &src, eng,
                                                           &dst, eng, b.attr),
                        err, "dnnl_reorder_primitive_desc_create", b.what);

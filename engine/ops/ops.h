@@ -103,6 +103,13 @@ int ss__ops_read_ints(const ss_node_t *n, const ss_tensor_t *t,
 /* Reads a scalar (or one-element tensor) of any numeric type as double. */
 int ss__ops_read_scalar(const ss_node_t *n, const ss_tensor_t *t,
                         const char *what, double *v, ss_err_t *err);
+/* A Slice's output as a view of its input (in[0] dense; the other
+ * inputs constants, as the kernel reads them): its dims, the stride of
+ * each in input elements (negative for a negative step) and the element
+ * offset of its first element.  [any] */
+int ss__ops_slice_view(const ss_node_t *n, int opset,
+                       const ss_tensor_t *const *in, int64_t *dims,
+                       int64_t *str, int64_t *off, ss_err_t *err);
 /* Element i of a numeric tensor as double / int64. */
 double ss__ops_get_f64(const void *data, ss_dtype_t dt, int64_t i);
 int64_t ss__ops_get_i64(const void *data, ss_dtype_t dt, int64_t i);

@@ -256,23 +256,38 @@ infer_slice(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
                            err);
 }
 
-static int
-run_slice(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
-          ss_tensor_t *out, ss_err_t *err)
+int
+ss__ops_slice_view(const ss_node_t *n, int opset,
+                   const ss_tensor_t *const *in, int64_t *dims,
+                   int64_t *str, int64_t *off, ss_err_t *err)
 {
-    int64_t ist[SS_MAX_DIMS], str[SS_MAX_DIMS], off = 0;
+    int64_t ist[SS_MAX_DIMS];
     slice_t s;
     int rc;
 
     if ((rc = slice_params(n, opset, in, &s, err)) < 0)
         return rc;
     row_strides(in[0], ist);
+    *off = 0;
     for (int d = 0; d < in[0]->ndim; d++) {
+        dims[d] = s.dims[d];
         str[d] = ist[d] * s.step[d];
-        off += s.start[d] * ist[d];
+        *off += s.start[d] * ist[d];
     }
+    return 0;
+}
+
+static int
+run_slice(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
+          ss_tensor_t *out, ss_err_t *err)
+{
+    int64_t dims[SS_MAX_DIMS], str[SS_MAX_DIMS], off;
+    int rc;
+
+    if ((rc = ss__ops_slice_view(n, opset, in, dims, str, &off, err)) < 0)
+        return rc;
     strided_copy(out[0].data, in[0]->data, ss__ops_dtype_size(in[0]->dtype),
-                 in[0]->ndim, s.dims, str, off);
+                 in[0]->ndim, dims, str, off);
     return 0;
 }
 
