@@ -67,19 +67,44 @@ same_shape(const ss_tensor_t *a, const ss_tensor_t *b)
               == 0;
 }
 
-/* The Add step reading u (the chain's output) and a residual r of u's
- * shape stored in layout lay, which the GEMM can add as a SUM post-op:
- * the step, r in *r; -1 when not. */
+/* The one step that reads u, and the value it reads in *via: u itself,
+ * or (plain only) a view of u -- torchvision's out-projection writes
+ * [T*B, C] rows that its residual Add reads as [B, T, C] through a
+ * Reshape and, at batch 1, a Transpose moving a dim of 1: the same
+ * bytes.  -1 when u has other readers or is a graph output. */
+static int
+single_reader(const ss__fz_t *fz, int u, ss_dnn_layout_t lay, int *via)
+{
+    const ss_plan_t *p = fz->p;
+    int s;
+
+    *via = u;
+    if ((s = ss__fz_single(fz, u)) >= 0 || lay != SS_DNN_PLAIN
+        || p->vals[u].alias >= 0 || fz->is_out[u]
+        || fz->start[u + 1] - fz->start[u] != 1)
+        return s;
+    s = fz->list[fz->start[u]];
+    for (int k = 0; k < p->steps[s].n_in; k++)
+        if (p->steps[s].in[k] >= 0 && ss__plan_root(p, p->steps[s].in[k]) == u)
+            *via = p->steps[s].in[k];
+    return s;
+}
+
+/* The Add step reading u (the chain's output, or a view of it) and a
+ * residual r of that shape stored in layout lay, which the GEMM can add
+ * as a SUM post-op: the step, r in *r; -1 when not. */
 static int
 residual_add(ss__fz_t *fz, const ss__chain_t *c, int u, ss_dnn_layout_t lay,
              int *r)
 {
     const ss_plan_t *p = fz->p;
-    const ss_tensor_t *ut = ss__plan_tensor(p, u);
+    const ss_tensor_t *ut;
     int as, z;
 
-    if ((as = ss__fz_single(fz, u)) < 0 || !binary_of(p, as, "Add", u))
+    if ((as = single_reader(fz, u, lay, &u)) < 0
+        || !binary_of(p, as, "Add", u))
         return -1;
+    ut = ss__plan_tensor(p, u);
     *r = p->steps[as].in[0] == u ? p->steps[as].in[1] : p->steps[as].in[0];
     z = p->steps[as].out[0];
     if (p->vals[*r].alias >= 0 || ss__fz_is_const(p, *r)

@@ -392,6 +392,51 @@ def residual_sums():
                "residual (%s): the GEMM's SUM, %s" % (case, where),
                "\n".join(lines[:14]))
 
+def residual_through_views():
+    """torchvision's out-projection: a Gemm's [T, C] rows, Reshape [T, B,
+    C], Transpose (1, 0, 2) to [B, T, C] -- a view at B = 1 (it moves a
+    dim of 1) -- then the residual Add.  At B = 1 the Add is the Gemm's
+    SUM through the views; not when the view is also read by another step,
+    nor at B = 2 (a real Transpose between them).  Within 1e-5 of float64
+    numpy each way."""
+    c = 48
+    w = (RNG.standard_normal((c, c)) * 0.3).astype(np.float32)
+    bias = RNG.standard_normal(c).astype(np.float32)
+    for b, other, fused in ((1, False, True), (1, True, False),
+                            (2, False, False)):
+        t = 20
+        a = RNG.standard_normal((t * b, c)).astype(np.float32)
+        r = RNG.standard_normal((b, t, c)).astype(np.float32)
+        h = (a.astype(np.float64) @ w.T + bias).reshape(t, b, c) \
+            .transpose(1, 0, 2)
+        want = 1 / (1 + np.exp(-(h + r)))
+        nodes = [helper.make_node("Gemm", ["a", "w", "bias"], ["g"],
+                                  transB=1),
+                 helper.make_node("Reshape", ["g", "shape"], ["g3"]),
+                 helper.make_node("Transpose", ["g3"], ["gt"],
+                                  perm=[1, 0, 2]),
+                 helper.make_node("Add", ["gt", "r"], ["z"]),
+                 helper.make_node("Sigmoid", ["z"], ["y"])]
+        if other:
+            want = want * h
+            nodes[-1].output[0] = "y0"
+            nodes.append(helper.make_node("Mul", ["y0", "gt"], ["y"]))
+        inits = [("w", w), ("bias", bias),
+                 ("shape", np.array([t, b, c], dtype=np.int64))]
+        got, msg, text = run(model(nodes, [("a", a.shape), ("r", r.shape)],
+                                   inits, want.shape),
+                             {"a": a, "r": r}, dump=True)
+        what = "batch %d%s" % (b, ", the view read twice" if other else "")
+        if got is None:
+            tap.ok(False, "out-projection residual (%s) runs" % what, msg)
+            continue
+        close("out-projection residual (%s)" % what, got["y"], want)
+        tap.ok(("Gemm+Add " in text) == fused,
+               "out-projection residual (%s): %s" % (
+                   what, "the Gemm's SUM" if fused else "a separate Add"),
+               "\n".join(text.splitlines()[:14]))
+
+
 def multihead_attention():
     torch = infer.torch_for_test()
     if torch is None:
@@ -440,6 +485,7 @@ def main():
     int8_requant()
     gelu_forms()
     residual_sums()
+    residual_through_views()
     multihead_attention()
     return tap.done()
 
