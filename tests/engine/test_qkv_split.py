@@ -18,78 +18,47 @@ negative step; a Reshape whose axes do not refine the slice's).
 
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-import infer  # noqa: E402
-import tap  # noqa: E402
-
-try:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-except ImportError as e:  # pragma: no cover - the CI image has it
-    print("1..0 # SKIP needs python3-onnx: %s" % e)
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# test_postops's runner and tolerance (it skips the run without onnx)
+from test_postops import (TensorProto, close, helper, numpy_helper,  # noqa
+                          onnx, run, tap)
 
 RNG = np.random.default_rng(29)
-RTOL, ATOL = 1e-5, 1e-6
 
 
 def i64(*v):
     return np.array(v, dtype=np.int64)
 
 
-def run(nodes, inputs, inits, outputs, feeds):
-    """(outputs, message, plan dump lines) of slimserve-infer."""
+def check(what, nodes, inputs, inits, feeds, outs, n_fused, n_slices):
+    """Runs the graph (outs: name -> float64 reference) and checks each
+    output within 1e-5 and the plan's Slice+Transpose and Slice steps."""
     g = helper.make_graph(
         nodes, "qkv",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
-         for n, s in inputs],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
-         for n, s in outputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(sh))
+         for n, sh in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(r.shape))
+         for n, r in outs.items()],
         [numpy_helper.from_array(a, n) for n, a in inits])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m)
-    with infer.Scratch() as s:
-        path = s.file("model.onnx")
-        onnx.save(m, path)
-        specs = []
-        for k, v in feeds.items():
-            np.save(s.file(k + ".npy"), v)
-            specs.append("%s=%s" % (k, s.file(k + ".npy")))
-        got, msg = infer.run(path, specs, s.file("out.npz"),
-                             ("--threads", "1"))
-        args = [infer.cli_path(), "--model", path, "--output",
-                s.file("o2.npz"), "--threads", "1"]
-        for sp in specs:
-            args += ["--input", sp]
-        p = subprocess.run(args, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=120,
-                           env=dict(os.environ, SS_ENGINE_DUMP="1"))
-        text = (p.stdout + p.stderr).decode("utf-8", "replace")
+    got, msg, text = run(m, feeds, dump=True)
+    if got is None:
+        return tap.ok(False, "%s runs" % what, msg)
+    for n, ref in outs.items():
+        close("%s: %s" % (what, n), got[n], ref)
     steps = [ln for ln in text.splitlines()
              if re.match(r"\s+\d+ (ref|dnn) ", ln)]
-    return got, msg, steps
-
-
-def close(name, got, want):
-    if got is None or got.shape != want.shape:
-        return tap.ok(False, name, "shape %s, want %s"
-                      % (None if got is None else got.shape, want.shape))
-    t = RTOL * float(np.max(np.abs(want))) + ATOL
-    d = float(np.max(np.abs(got.astype(np.float64) - want)))
-    return tap.ok(d <= t, name, "max |diff| %.3g (tolerance %.3g)" % (d, t))
-
-
-def count(steps, kind, what):
-    return sum(1 for ln in steps
-               if re.match(r"\s+\d+ %s\s+%s\s" % (kind, re.escape(what)), ln))
+    fused = sum(1 for ln in steps if re.match(r"\s+\d+ dnn\s+Slice\+", ln))
+    kept = sum(1 for ln in steps if re.match(r"\s+\d+ ref\s+Slice\s", ln))
+    return tap.ok(fused == n_fused and kept == n_slices,
+                  "%s: %d Slice+Transpose reorders, %d Slices left"
+                  % (what, n_fused, n_slices), "\n".join(steps))
 
 
 def softmax(s):
@@ -140,16 +109,8 @@ def fused_cases():
             ("batch 2 (batch and heads merged)", (64, 2, 128, 4, 1)),
             ("Slice step 2", (128, 1, 128, 4, 2))):
         nodes, ins, inits, feeds, want = attention(t, b, c, h, step)
-        got, msg, steps = run(nodes, ins, inits, [("y", want.shape)],
-                              feeds)
-        if got is None:
-            tap.ok(False, "q/k/v split, %s, runs" % what, msg)
-            continue
-        close("q/k/v split, %s: attention output" % what, got["y"], want)
-        tap.ok(count(steps, "dnn", "Slice+Transpose") == 3
-               and count(steps, "ref", "Slice") == 0,
-               "q/k/v split, %s: three Slice+Transpose reorders, no Slice"
-               % what, "\n".join(steps))
+        check("q/k/v split, " + what, nodes, ins, inits, feeds,
+              {"y": want}, 3, 0)
 
 
 def kept_cases():
@@ -159,35 +120,12 @@ def kept_cases():
     slice's ([192, 96] as [128, 144]).  The Slice stays a reference step,
     the Transpose a plain reorder of its copy, and the answers are right."""
     nodes, ins, inits, feeds, want = attention(128, 1, 128, 4)
-    got, msg, steps = run(nodes, ins, inits,
-                          [("y", want.shape), ("qs", (128, 1, 128))], feeds)
-    x = feeds["x"].astype(np.float64)
-    w = dict(inits)["w"]
-    if got is None:
-        tap.ok(False, "q Slice as a graph output runs", msg)
-    else:
-        close("q Slice as a graph output: attention output", got["y"], want)
-        close("q Slice as a graph output: the slice", got["qs"],
-              (x @ w)[:, :, :128])
-        tap.ok(count(steps, "dnn", "Slice+Transpose") == 2
-               and count(steps, "ref", "Slice") == 1,
-               "q Slice as a graph output: kept, k and v fused",
-               "\n".join(steps))
-
-    nodes, ins, inits, feeds, want = attention(128, 1, 128, 4)
+    xw = feeds["x"].astype(np.float64) @ dict(inits)["w"]
+    check("q Slice as a graph output", nodes, ins, inits, feeds,
+          {"y": want, "qs": xw[:, :, :128]}, 2, 1)
     nodes.append(helper.make_node("Add", ["ks", "ks"], ["k2"]))
-    got, msg, steps = run(nodes, ins, inits,
-                          [("y", want.shape), ("k2", (128, 1, 128))], feeds)
-    if got is None:
-        tap.ok(False, "k Slice read twice runs", msg)
-    else:
-        close("k Slice read twice: attention output", got["y"], want)
-        close("k Slice read twice: its other reader", got["k2"],
-              2 * (feeds["x"].astype(np.float64) @ dict(inits)["w"])
-              [:, :, 128:256])
-        tap.ok(count(steps, "dnn", "Slice+Transpose") == 2
-               and count(steps, "ref", "Slice") == 1,
-               "k Slice read twice: kept, q and v fused", "\n".join(steps))
+    check("k Slice read twice", nodes, ins, inits, feeds,
+          {"y": want, "k2": 2 * xw[:, :, 128:256]}, 2, 1)
 
     # a negative step and a Reshape that does not refine: one Slice each
     x = RNG.standard_normal((192, 64)).astype(np.float32)
@@ -208,15 +146,8 @@ def kept_cases():
                  helper.make_node("Reshape", ["s", "shape"], ["r"]),
                  helper.make_node("Transpose", ["r"], ["y"],
                                   perm=[1, 0, 2])]
-        got, msg, steps = run(nodes, [("x", x.shape)], inits,
-                              [("y", ref.shape)], {"x": x})
-        if got is None:
-            tap.ok(False, "Slice with %s runs" % what, msg)
-            continue
-        close("Slice with %s: output" % what, got["y"], ref)
-        tap.ok(count(steps, "dnn", "Slice+Transpose") == 0
-               and count(steps, "ref", "Slice") == 1,
-               "Slice with %s: kept" % what, "\n".join(steps))
+        check("Slice with " + what, nodes, [("x", x.shape)], inits,
+              {"x": x}, {"y": ref}, 0, 1)
 
 
 def main():
