@@ -90,14 +90,17 @@ def versions_on_disk(root):
                   if n.isdigit())
 
 
-def served(d):
-    """The served version and its accuracy on the 500 held-out digits,
-    by inference through the daemon."""
+def served(d, model="mlp", shape=None):
+    """The served version of model and its accuracy on the 500 held-out
+    digits (reshaped to [N] + shape when given), by inference through
+    the daemon."""
     with np.load(os.path.join(DIGITS, "mlp_heldout.npz")) as z:
         x, y = z["input"], z["labels"]
+    if shape is not None:
+        x = x.reshape([-1] + list(shape))
     hits, version = 0, None
     for i in range(0, len(y), 25):
-        st, hd, data = d.post("/v2/models/mlp/infer",
+        st, hd, data = d.post("/v2/models/%s/infer" % model,
                               kserve.json_request({"input": x[i:i + 25]}))
         head, outs = kserve.parse_response(data, hd)
         if st != 200:
