@@ -284,6 +284,12 @@ int ss_distill_check_student(const ss_graph_t *src,
  * for an unknown block, a model without blocks, or every block kept. */
 int ss_distill_check_layers(const ss_graph_t *src, const ss_method_t *m,
                             ss_err_t *err);
+/* distill {"width": w}: SS_EINVAL when no hidden width of the source can
+ * be scaled (no pair of layers structured pruning can cut: every width
+ * reaches a residual Add, a normalization or a reshape, as in a ResNet
+ * or a DenseNet), before a job exists. */
+int ss_distill_check_width(const ss_graph_t *src, const ss_method_t *m,
+                           ss_err_t *err);
 
 typedef struct ss_gate {
     double max_accuracy_drop;   /* relative (0.01 = 1% of the source's

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "compress/internal.h"
+#include "compress/prune_int.h"
 
 static int
 same_io(const char *what, int i, const ss_io_info_t *a,
@@ -78,6 +79,10 @@ ss_distill_check_student(const ss_graph_t *src, const ss_graph_t *student,
     return 0;
 }
 
+#define NO_WIDTH "distill: no hidden width of this model can be scaled " \
+    "(each reaches a residual, normalization or reshape): give a student " \
+    "file or {\"layers\": [...]}"
+
 /* *g with every prunable hidden width times w. */
 static int
 scaled(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *snote,
@@ -99,10 +104,31 @@ scaled(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *snote,
         return ss_err_wrap(err, rc, "distill: making the student");
     cut = json_object_get(snote, "pruned");
     if (json_array_size(cut) == 0)
-        return ss_err_set(err, SS_EINVAL, "distill: no hidden width of this "
-                          "model can be scaled (each reaches a residual, "
-                          "normalization or reshape): give a student file");
+        return ss_err_set(err, SS_EINVAL, "%s", NO_WIDTH);
     return 0;
+}
+
+/* At submit (the source is in memory): a width student needs a pair of
+ * layers structured pruning can cut (no data needed to find one). */
+int
+ss_distill_check_width(const ss_graph_t *src, const ss_method_t *m,
+                       ss_err_t *err)
+{
+    ss__pair_t p;
+    json_t *none;
+    bool found = false;
+    int rc;
+
+    if (m->kind != SS_METHOD_DISTILL || !(m->u.train.width > 0))
+        return 0;
+    if ((none = json_array()) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a check");
+    rc = ss__prune_next_pair(src, none, &p, &found, err);
+    ss__pair_clear(&p);
+    json_decref(none);
+    if (rc < 0)
+        return rc;
+    return found ? 0 : ss_err_set(err, SS_EINVAL, "%s", NO_WIDTH);
 }
 
 int

@@ -213,7 +213,8 @@ ss__jobs_parse(ss__job_t *j, json_t *root, ss_err_t *err)
             return ss_err_set(err, SS_EINVAL, "%s needs calibration data",
                               ss_method_name(m->kind));
         /* The source is in memory: its blocks are known now. */
-        if ((rc = ss_distill_check_layers(j->src->graph, m, err)) < 0)
+        if ((rc = ss_distill_check_layers(j->src->graph, m, err)) < 0 ||
+            (rc = ss_distill_check_width(j->src->graph, m, err)) < 0)
             return ss_err_wrap(err, rc, "methods[%zu]", i);
         /* Training data: "training", else the traffic ring when the model
          * samples, else the calibration data (the job uses it). */

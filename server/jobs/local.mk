@@ -17,7 +17,8 @@ EXTRA_DIST += tests/integration/test_train.py
 # distill and qat of a mobilenet_v2-like net (tests/fixtures/make_mbv2.py)
 TESTS += tests/integration/test_train_mbnet.py
 EXTRA_DIST += tests/integration/test_train_mbnet.py \
-	tests/fixtures/make_mbv2.py tests/fixtures/mbv2_op13/model.onnx
+	tests/fixtures/make_mbv2.py tests/fixtures/mbv2_op13/model.onnx \
+	tests/fixtures/res_op13/model.onnx
 
 # Variant search (optimize jobs) through the daemon.
 TESTS += tests/integration/test_search.py

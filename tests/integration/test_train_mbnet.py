@@ -5,8 +5,11 @@ inverted residuals, GAP (tests/fixtures/make_mbv2.py: 0.938 on the 500
 held-out digits, BatchNorm folded as torchvision exports are).  A distill
 job (student width 0.5) and a qat job each produce a version that passes
 the gate, is activated and serves: accuracy measured by inference
-against the labels."""
+against the labels.  A width student of a net whose every hidden width
+reaches a residual Add (tests/fixtures/res_op13) is refused at submit
+(400, naming the reason), and no job exists."""
 
+import json
 import os
 import shutil
 import sys
@@ -39,7 +42,26 @@ def make_repo(root):
             if labels:
                 arrays["labels"] = z["labels"]
             np.savez(os.path.join(d, dst + ".npz"), **arrays)
+    r = os.path.join(root, "res")
+    os.makedirs(os.path.join(r, "1"))
+    shutil.copy(os.path.join(FIX, "res_op13", "model.onnx"),
+                os.path.join(r, "1", "model.onnx"))
+    shutil.copy(os.path.join(d, "calib.npz"), os.path.join(r, "calib.npz"))
+    shutil.copy(os.path.join(d, "val.npz"), os.path.join(r, "val.npz"))
     return root
+
+
+def test_refused(d):
+    st, js = submit(d, {
+        "source_version": 1, "methods": [{
+            "method": "distill",
+            "params": {"student": {"width": 0.5}, "epochs": 1}}],
+        "calibration": {"file": "calib.npz"},
+        "validation": {"file": "val.npz"}}, "res")
+    tap.eq(st, 400, "a width student of a residual-only net: 400")
+    tap.ok("no hidden width" in json.dumps(js) and "job" not in js,
+           "the answer names the reason, and no job exists (%s)"
+           % json.dumps(js)[:300])
 
 
 def run_job(d, name, methods, drop):
@@ -71,6 +93,7 @@ def main():
     root = make_repo(os.path.join(tmp, "m"))
     try:
         with Daemon(ADMIN, repository=root) as d:
+            test_refused(d)
             res, src, var = run_job(d, "distill width 0.5", [{
                 "method": "distill",
                 "params": {"student": {"width": 0.5}, "epochs": 10,
