@@ -4,6 +4,7 @@
 
     /usr/bin/python3 bench/train.py [--build DIR] [--steps N] [--threads T]
                                     [--nchw] [--nn-dnn] [--f32-acts]
+                                    [--ceiling] [--models mlp,...]
 
 For the MLP, CNN and transformer fixtures: batch 64 from the digits
 held-out set, cross-entropy, AdamW, T threads (default 2).  Where the CPU
@@ -19,7 +20,12 @@ speeds up, are most of a step; "widecnn" (3x32x32 random inputs, five
 3x3 convolutions of 32-128 channels with BatchNorm, Relu, two residual
 Adds, MaxPool, GAP; not in the default list) is the same for a CNN, and
 "widetr" (the transformer fixture at d 256, FFN 1024, random weights
-from PyTorch's export; not in the default list) for a transformer.
+from PyTorch's export; not in the default list) for a transformer, and
+"mnist" (784-512-256-10, the issue's MNIST-sized MLP, random; not in the
+default list) for an MLP.  --ceiling first prints bf16 over f32 of an
+MLP step's oneDNN products alone (compress/train/mm-ceiling: the
+fixture's widths and 784-512-256-10), what a bf16 step could gain if
+all else were free.
 --profile prints, after each model, CPU ms per step kind of one f32 and
 one bf16 run on one thread (SS_TRAIN_PROFILE=cpu).
 Relu and max pooling run on oneDNN's primitives; BatchNorm and average
@@ -109,7 +115,7 @@ def torch_run(name, steps, threads, batch):
             "cpu_ms_per_step": float(np.median(cpu))}
 
 
-def wide_files(tmp, dims=(784, 1024, 1024, 10)):
+def wide_files(tmp, dims=(784, 1024, 1024, 10), name="wide"):
     """A wide MLP and random data for it, or None without python3-onnx."""
     try:
         import onnx
@@ -139,11 +145,33 @@ def wide_files(tmp, dims=(784, 1024, 1024, 10)):
                                        ["N", dims[-1]])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 7
-    onnx.save(m, os.path.join(tmp, "wide.onnx"))
-    np.savez(os.path.join(tmp, "wide.npz"),
+    onnx.save(m, os.path.join(tmp, name + ".onnx"))
+    np.savez(os.path.join(tmp, name + ".npz"),
              input=rs.standard_normal((1024, dims[0])).astype(np.float32),
              labels=rs.randint(0, dims[-1], 1024).astype(np.int64))
-    return os.path.join(tmp, "wide.onnx"), os.path.join(tmp, "wide.npz")
+    return os.path.join(tmp, name + ".onnx"), os.path.join(tmp, name + ".npz")
+
+
+def mnist_files(tmp):
+    """The issue's MNIST-sized MLP (784-512-256-10, Relu), random."""
+    return wide_files(tmp, (784, 512, 256, 10), "mnist")
+
+
+def ceiling(a):
+    """bf16's ceiling on an MLP's products (compress/train/mm-ceiling):
+    the oneDNN matmuls of a training step of the MLP fixture's widths
+    and of the MNIST-sized MLP's, f32 against bf16, one thread."""
+    exe = os.path.join(a.build, "compress", "train", "mm-ceiling")
+    print("bf16 ceiling of the products alone (one thread, thread CPU "
+          "us per step, median of 200 rounds alternating f32 / bf16):")
+    for widths in ("64,128,64,10", "784,512,256,10"):
+        r = json.loads(subprocess.run(
+            [exe, str(a.batch), "200", widths], check=True,
+            capture_output=True, text=True).stdout.splitlines()[-1])
+        print("  %-16s %d products: f32 %7.1f us, bf16 %7.1f us (%.2fx); "
+              "+ conversions %.1f us: %.2fx" % (
+                  widths, r["products"], r["f32_us"], r["bf16_us"],
+                  r["ceiling"], r["conversions_us"], r["with_conversions"]))
 
 
 def widecnn_files(tmp):
@@ -331,12 +359,17 @@ def main():
     ap.add_argument("--f32-acts", action="store_true",
                     help="also run bf16 with f32 activations (only the "
                     "products' operands bf16) and compare bf16 with it")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="first, bf16 over f32 of an MLP step's products "
+                    "alone (the fixture's widths and 784-512-256-10)")
     a = ap.parse_args()
     model, isa = cpu()
     bf16 = "avx512_bf16" in isa.split() or "amx_bf16" in isa.split()
     print("cpu: %s; isa: %s; threads %d, batch %d, AdamW; load average "
           "%.1f at the start" % (model, isa or "-", a.threads, a.batch,
                                  os.getloadavg()[0]))
+    if a.ceiling and bf16:
+        ceiling(a)
     print("%-12s %12s %12s %8s %8s %12s %9s %9s%s" % (
         "model", "C samples/s", "torch s/s", "ratio", "(cpu)", "C bf16 s/s",
         "bf16/f32", "(cpu)", " %12s %9s %9s" % (
@@ -349,6 +382,7 @@ def main():
     try:
         names = a.models.split(",")
         wide = {k: f(tmp) for k, f in (("wide", wide_files),
+                                       ("mnist", mnist_files),
                                        ("widecnn", widecnn_files),
                                        ("widetr", widetr_files))
                 if k in names}

@@ -83,3 +83,8 @@ TESTS += tests/unit/test_train_update
 tests_unit_test_train_update_SOURCES = tests/unit/test_train_update.c
 tests_unit_test_train_update_CFLAGS = $(AM_CFLAGS) -fopenmp
 tests_unit_test_train_update_LDADD = $(SS_TRAIN_LIBS)
+
+# bf16's ceiling on an MLP's products (bench/train.py --ceiling).
+noinst_PROGRAMS += compress/train/mm-ceiling
+compress_train_mm_ceiling_SOURCES = compress/train/mm_ceiling.c
+compress_train_mm_ceiling_LDADD = $(SS_TRAIN_LIBS)

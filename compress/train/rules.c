@@ -189,6 +189,7 @@ bwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 #define DALL (~0u)
 #define L SS__R_LAYOUT
 #define LB (SS__R_LAYOUT | SS__R_BF16)
+#define B SS__R_BF16
 
 static const ss__rule_t rules[] = {
     /* op                 diff  forward            backward           flags */
@@ -214,10 +215,10 @@ static const ss__rule_t rules[] = {
     { "HardSigmoid",      D0,   ss__fwd_unary,     ss__bwd_unary,     L },
     { "HardSwish",        D0,   ss__fwd_unary,     ss__bwd_unary,     L },
     { "Gemm",             D012, ss__fwd_gemm,      ss__bwd_gemm,      0 },
-    { "MatMul",           D01,  ss__fwd_matmul,    ss__bwd_matmul,    0 },
+    { "MatMul",           D01,  ss__fwd_matmul,    ss__bwd_matmul,    B },
     { "Conv",             D012, ss__fwd_conv,      ss__bwd_conv,      LB },
-    { "Softmax",          D0,   ss__fwd_softmax,   ss__bwd_softmax,   0 },
-    { "LogSoftmax",       D0,   ss__fwd_softmax,   ss__bwd_softmax,   0 },
+    { "Softmax",          D0,   ss__fwd_softmax,   ss__bwd_softmax,   B },
+    { "LogSoftmax",       D0,   ss__fwd_softmax,   ss__bwd_softmax,   B },
     { "LayerNormalization", D012, ss__fwd_layernorm, ss__bwd_layernorm, 0 },
     { "BatchNormalization", D012, ss__fwd_batchnorm, ss__bwd_batchnorm, LB },
     { "MaxPool",          D0,   ss__fwd_pool,      ss__bwd_pool,      LB },
@@ -244,6 +245,7 @@ static const ss__rule_t rules[] = {
 };
 #undef L
 #undef LB
+#undef B
 
 const ss__rule_t *
 ss__rules(int *n)

@@ -129,9 +129,17 @@ emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
         for (int i = 0; i < A->nd; i++)
             po->dims[i] = i < off ? 1 : bv->dims[i - off];
     }
+    /* a bf16 activation's gradient (act16.c) is written in bf16 */
+    d.out_dtype = V(b, out)->dtype == SS_DTYPE_BF16 ? SS_DTYPE_BF16
+                                                    : SS_DTYPE_F32;
     step_init(&s, ss__k_dnn, what, n);
     if ((rc = ss__r_low_prim(b, &d, NULL, 0, 0, &s.prim, err)) < 0)
         return rc;
+    if (s.prim == NULL &&
+        (V(b, A->v)->act16 || V(b, B->v)->act16 || V(b, out)->act16))
+        return ss_err_set(err, SS_EUNSUPP, "trainer: node '%s' (%s): no "
+                          "bf16 kernel for a product of bf16 activations",
+                          label(n), what);
     if (s.prim == NULL && (rc = ss_dnn_matmul_new(&d, &s.prim, err)) < 0)
         return ss_err_wrap(err, rc, "trainer: node '%s' (%s): ", label(n),
                            what);
@@ -235,6 +243,29 @@ matmul_ranks(ss__tb_t *b, const ss_node_t *n, int a, int w, int *nd,
     return 0;
 }
 
+/* Which of MatMul's backward products sum over batches it broadcasts
+ * (mm_reduced): bit 0 dA's, bit 1 dB's. */
+static unsigned
+matmul_reduced(ss__tb_t *b, int a, int w, int y, int nd)
+{
+    unsigned r = 0;
+    int same = 1, ones = 1;
+    mmop_t X, Y, O;
+
+    mm_op(&O, y, nd, V(b, y)->dims, V(b, y)->ndim, 0);
+    mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
+    mm_op(&Y, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
+    for (int i = 0; i < nd - 2; i++) {
+        if (X.dims[i] != O.dims[i])
+            r |= 1u;
+        same &= Y.dims[i] == O.dims[i];
+        ones &= Y.dims[i] == 1 && X.dims[i] == O.dims[i];
+    }
+    if (!same && !ones)
+        r |= 2u;
+    return r;
+}
+
 int
 ss__fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
@@ -244,6 +275,17 @@ ss__fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
     if ((rc = matmul_ranks(b, n, a, w, &nd, err)) < 0)
         return rc;
+    /* bf16 activations (a Softmax's output) are bf16 operands as they
+     * are, and their gradients are written in bf16; a gradient summed
+     * over broadcast batches (an f32 temporary) takes an f32 copy */
+    if ((V(b, a)->act16 || V(b, w)->act16) &&
+        ((V(b, a)->act16 && (matmul_reduced(b, a, w, y, nd) & 1u)) ||
+         (V(b, w)->act16 && (matmul_reduced(b, a, w, y, nd) & 2u)))) {
+        if ((rc = ss__tb_node_f32(b, n, err)) < 0)
+            return rc;
+        a = ss__tb_in(b, n, 0);
+        w = ss__tb_in(b, n, 1);
+    }
     mm_op(&A, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
     mm_op(&B, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
     return emit_mm(b, n, &A, &B, y, 0, -1, "MatMul", err);
@@ -283,11 +325,8 @@ ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
         return rc;
     mm_op(&O, y, nd, V(b, y)->dims, V(b, y)->ndim, 0);
     if (ss__tb_needs(b, a)) {
-        int bcast = 0;
+        int bcast = (int)(matmul_reduced(b, a, w, y, nd) & 1u);
 
-        mm_op(&X, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
-        for (i = 0; i < nd - 2; i++)
-            bcast |= X.dims[i] != O.dims[i];
         if ((g = ss__tb_grad(b, a, &acc, err)) < 0)
             return g;
         mm_op(&X, gy, nd, V(b, gy)->dims, V(b, gy)->ndim, 0);

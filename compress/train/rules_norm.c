@@ -43,9 +43,11 @@ softmax_geom(ss__tb_t *b, const ss_node_t *n, int x, int64_t *p,
 /* Step s (geometry in p, op LogSoftmax) on oneDNN's vectorized softmax
  * over the middle of [outer, n, inner], forward or backward, when oneDNN
  * takes it: the trainer's loop cost a fifth of a transformer step
- * (attention); its own kernel stays for what oneDNN refuses. */
-static void
-softmax_dnn(ss__step_t *s, int bwd)
+ * (attention); its own kernel stays for what oneDNN refuses.  y16: the
+ * output (and its gradient) is a bf16 activation; then the step must
+ * run on oneDNN (returns 0 when it cannot). */
+static int
+softmax_dnn(ss__step_t *s, int bwd, int y16)
 {
     ss_dnn_softmax_desc_t d;
     ss_err_t e2;
@@ -55,17 +57,40 @@ softmax_dnn(ss__step_t *s, int bwd)
     memcpy(d.dims, s->p, 3 * sizeof(int64_t));
     d.axis = 1;
     d.log = s->op;
-    if ((bwd ? ss_dnn_softmax_bwd_new(&d, &s->prim, &e2)
-             : ss_dnn_softmax_new(&d, &s->prim, &e2)) == 0)
-        s->fn = ss__k_dnn;
+    d.y_dtype = y16 ? SS_DTYPE_BF16 : SS_DTYPE_F32;
+    if (ss_dnn_softmax_train_new(&d, bwd, &s->prim, &e2) < 0)
+        return 0;
+    /* ss__k_dnn_x adds into a second contribution's dx; ss__k_dnn
+     * cannot, so an f32 one keeps the trainer's kernel (bwd_softmax) */
+    s->fn = y16 ? ss__k_dnn_x : ss__k_dnn;
+    return 1;
+}
+
+/* Mixed precision: Softmax writes its output in bf16 (act16.c) where a
+ * product reads it (attention's probabilities times V): oneDNN computes
+ * in f32 from the f32 scores and rounds once, and the product and the
+ * backward (oneDNN's, on the bf16 output and gradient) read it as it is,
+ * so the two [N, heads, T, T] conversions a step of attention made go.
+ * Not the loss's input (f32), not LogSoftmax. */
+static int
+softmax_y16(const ss__tb_t *b, const ss_node_t *n, int x)
+{
+    const ss_graph_t *g = b->g;
+
+    return ss__tb_act16_on(b) && !V(b, x)->act16 &&
+           strcmp(n->op_type, "Softmax") == 0 &&
+           n->outputs[0] != g->outputs[b->t->o.output];
 }
 
 int
 ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     ss__step_t s;
-    int rc;
+    int rc, y16;
 
+    if (V(b, ss__tb_in(b, n, 0))->act16 &&
+        (rc = ss__tb_node_f32(b, n, err)) < 0)
+        return rc;
     step_init(&s, ss__k_softmax, n->op_type, n);
     s.op = strcmp(n->op_type, "LogSoftmax") == 0;
     s.n_in = 1;
@@ -74,14 +99,18 @@ ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.out[0] = ss__tb_out(b, n, 0);
     if ((rc = softmax_geom(b, n, s.in[0], s.p, err)) < 0)
         return rc;
-    softmax_dnn(&s, 0);
+    y16 = softmax_y16(b, n, s.in[0]);
+    if (y16 && softmax_dnn(&s, 0, 1))
+        ss__tv_set_act16(b, s.out[0]);
+    else
+        softmax_dnn(&s, 0, 0);
     return ss__step_add(b, &s, err);
 }
 
 int
 ss__bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
-    int gy, gx, acc, rc;
+    int gy, gx, acc, rc, y;
     ss__step_t s;
 
     if ((rc = ss__r_dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
@@ -89,12 +118,17 @@ ss__bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     ss__r_dx_step(&s, ss__k_softmax_bwd, n->op_type, n, gy, gx, acc);
     s.op = strcmp(n->op_type, "LogSoftmax") == 0;
     s.n_in = 2;
-    s.in[1] = ss__tb_out(b, n, 0);
+    s.in[1] = y = ss__tb_out(b, n, 0);
     if ((rc = softmax_geom(b, n, ss__tb_in(b, n, 0), s.p, err)) < 0)
         return rc;
-    if (!acc)   /* oneDNN cannot add: a second contribution keeps the
-                 * trainer's kernel */
-        softmax_dnn(&s, 1);
+    if (V(b, y)->act16) {
+        if (!softmax_dnn(&s, 1, 1))
+            return ss_err_set(err, SS_EUNSUPP, "trainer: Softmax '%s': "
+                              "oneDNN has no bf16 backward for it",
+                              label(n));
+    } else if (!acc) {
+        softmax_dnn(&s, 1, 0);
+    }
     return ss__step_add(b, &s, err);
 }
 

@@ -198,6 +198,8 @@ typedef struct ss_dnn_matmul_desc {
                                  * b_dims), packed now; else in[1] */
     const float *bias;          /* [N] or NULL, borrowed */
     ss_dnn_postops_t post;
+    ss_dtype_t out_dtype;       /* ss_dnn_matmul_train_new: dst's dtype,
+                                 * 0 = F32, BF16 with dtype BF16 */
 } ss_dnn_matmul_desc_t;
 
 /* 2-D convolution, ONNX conventions: src NCHW, w [OC, IC/group, KH, KW],
@@ -253,6 +255,8 @@ typedef struct ss_dnn_softmax_desc {
     int64_t dims[SS_DNN_MAX_DIMS];
     int axis;                   /* 0..ndim-1 (normalize negatives first) */
     int log;                    /* 1: LogSoftmax */
+    ss_dtype_t y_dtype;         /* ss_dnn_softmax_train_new: dst's (and
+                                 * diff_dst's) dtype, 0 = dtype */
 } ss_dnn_softmax_desc_t;
 
 /* Layer normalization over the LAST dim: dims {rows, C} or any leading
@@ -392,19 +396,24 @@ int ss_dnn_conv_train_blk_new(const ss_dnn_conv_desc_t *d,
                               ss_dnn_conv_pass_t pass, int bias, int acc,
                               ss_dnn_conv_blk_t *out, ss_err_t *err);
 /* A matmul of two run-time operands (d->b_const and d->bias unset) that
- * writes f32 whatever d->dtype is: BF16 reads A and B as bf16 (products
- * in bf16, sums in f32).  Post-ops as ss_dnn_matmul_new (BINARY tensors
- * f32).  [any] */
+ * writes f32 (or bf16 when d->out_dtype is BF16: the trainer's bf16
+ * activations and their gradients) whatever d->dtype is: BF16 reads A and
+ * B as bf16 (products in bf16, sums in f32).  Post-ops as
+ * ss_dnn_matmul_new (BINARY tensors f32).  [any] */
 int ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d,
                             ss_dnn_prim_t **out, ss_err_t *err);
 /* 1 when oneDNN runs bf16 natively here (AVX512_BF16 or AMX, and
  * ONEDNN_MAX_CPU_ISA does not cap it below); *isa (may be NULL) is the
  * name of the ISA oneDNN runs at.  [any] */
 int ss_dnn_bf16_native(const char **isa);
-/* Softmax / LogSoftmax backward over d's dense dims (f32): in[0]
- * diff_dst, in[1] the forward's dst; out diff_src.  [any] */
-int ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d,
-                           ss_dnn_prim_t **out, ss_err_t *err);
+/* Softmax / LogSoftmax for training over d's dense dims: src and
+ * diff_src f32, dst and diff_dst d->y_dtype (F32, or BF16: the trainer's
+ * bf16 activations).
+ *   forward   in[0] src; out dst
+ *   backward  in[0] diff_dst, in[1] the forward's dst; out diff_src
+ * [any] */
+int ss_dnn_softmax_train_new(const ss_dnn_softmax_desc_t *d, int bwd,
+                             ss_dnn_prim_t **out, ss_err_t *err);
 
 /* Bytes of scratch a run needs (0: pass NULL).  [any] */
 size_t ss_dnn_prim_scratch_size(const ss_dnn_prim_t *p);

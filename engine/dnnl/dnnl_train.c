@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The oneDNN primitive layer, training: convolution forward with run-time
- * weights, its backward by data and by weights, and softmax backward (the
- * trainer of compress/train/ calls these; inference packs its weights
- * once and uses ss_dnn_conv_new instead).
+ * weights, its backward by data and by weights, matmuls of run-time
+ * operands, and softmax forward and backward for training (the trainer
+ * of compress/train/ calls these; inference packs its weights once and
+ * uses ss_dnn_conv_new instead).
  *
  * Every argument is a run-time pointer in the dense layout the trainer
  * keeps (NCHW activations, [OC, IC/G, KH, KW] weights), so nothing is
@@ -399,41 +400,57 @@ done:
 }
 
 int
-ss_dnn_softmax_bwd_new(const ss_dnn_softmax_desc_t *d, ss_dnn_prim_t **out,
-                       ss_err_t *err)
+ss_dnn_softmax_train_new(const ss_dnn_softmax_desc_t *d, int bwd,
+                         ss_dnn_prim_t **out, ss_err_t *err)
 {
     static const int in[] = { DNNL_ARG_DIFF_DST, DNNL_ARG_DST };
+    static const int fin[] = { DNNL_ARG_SRC };
     dnnl_softmax_v2_desc_t fwd, od;
     dnnl_primitive_desc_t fwd_pd = NULL;
     dnnl_alg_kind_t alg = d->log ? dnnl_softmax_log : dnnl_softmax_accurate;
-    dnnl_memory_desc_t md;
+    dnnl_data_type_t yt = d->y_dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t md, ymd;
     ss__dnn_build_t b;
     int rc;
 
-    if ((rc = ss__dnn_build_start(&b, d->log ? "logsoftmax backward"
-                                             : "softmax backward",
+    if ((rc = ss__dnn_build_start(&b, bwd ? (d->log ? "logsoftmax backward"
+                                                    : "softmax backward")
+                                          : (d->log ? "logsoftmax training"
+                                                    : "softmax training"),
                                   err)) < 0)
         goto done;
-    if ((d->dtype != SS_DTYPE_F32 && d->dtype != 0) || d->ndim < 1 ||
+    if ((d->dtype != SS_DTYPE_F32 && d->dtype != 0) ||
+        (d->y_dtype != SS_DTYPE_F32 && d->y_dtype != SS_DTYPE_BF16 &&
+         d->y_dtype != 0) || d->ndim < 1 ||
         d->ndim > SS_DNN_MAX_DIMS || d->axis < 0 || d->axis >= d->ndim) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dtype %d, axis %d of "
-                        "%d dims", b.what, (int)d->dtype, d->axis, d->ndim);
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dtype %d / %d, axis %d "
+                        "of %d dims", b.what, (int)d->dtype,
+                        (int)d->y_dtype, d->axis, d->ndim);
         goto done;
     }
     ss__dnn_set_dst(b.p, d->ndim, d->dims);
     if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dnnl_f32, err,
                                b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&ymd, d->ndim, d->dims, yt, err,
+                               b.what)) < 0 ||
         (rc = ss__dnn_attr(NULL, 0, NULL, dnnl_f32, SS_DNN_PLAIN, &b.attr,
                            err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_softmax_v2_forward_desc_init(
-                           &fwd, dnnl_forward_training, alg, &md, &md,
+                           &fwd, dnnl_forward_training, alg, &md, &ymd,
                            d->axis),
                        err, "dnnl_softmax_v2_forward_desc_init", b.what);
-    if (rc < 0 || (rc = ss__dnn_pd(&fwd, NULL, &fwd_pd, err, b.what)) < 0)
+    if (rc < 0)
+        goto done;
+    if (!bwd) {
+        rc = ss__dnn_build_op(&b, &fwd, fin, 1, NULL, 0, DNNL_ARG_DST, NULL,
+                              err);
+        goto done;
+    }
+    if ((rc = ss__dnn_pd(&fwd, NULL, &fwd_pd, err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_softmax_v2_backward_desc_init(
-                           &od, alg, &md, &md, &md, d->axis),
+                           &od, alg, &md, &ymd, &ymd, d->axis),
                        err, "dnnl_softmax_v2_backward_desc_init", b.what);
     if (rc < 0 || (rc = ss__dnn_bwd_pd(&b, &od, fwd_pd, err)) < 0)
         goto done;
@@ -453,6 +470,8 @@ ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
     dnnl_matmul_desc_t od;
     dnnl_memory_desc_t a, bw, dst;
     dnnl_data_type_t dt = d->dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t ot = dt == dnnl_bf16 && d->out_dtype == SS_DTYPE_BF16
+                        ? dnnl_bf16 : dnnl_f32;
     int64_t dd[SS_DNN_MAX_DIMS];
     int nd = d->ndim, i, rc;
     ss__dnn_build_t b;
@@ -493,7 +512,7 @@ ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d, ss_dnn_prim_t **out,
                                  b.what)) < 0 ||
         (rc = ss__dnn_md_strided(&bw, nd, d->b_dims, d->b_strides, dt, err,
                                  b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&dst, nd, dd, dnnl_f32, err, b.what)) < 0)
+        (rc = ss__dnn_md_dense(&dst, nd, dd, ot, err, b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_matmul_desc_init(&od, &a, &bw, NULL, &dst),
                        err, "dnnl_matmul_desc_init", b.what);

@@ -2042,6 +2042,55 @@ act_ref_cases(void)
     ss_npz_free(ref);
 }
 
+/*
+ * Mixed precision through attention (rules_norm.c, rules_mat.c): a
+ * Softmax between two MatMuls writes its output in bf16, the second
+ * MatMul reads it as its bf16 operand and writes its gradient in bf16,
+ * and the Softmax's backward runs on oneDNN from the bf16 output and
+ * gradient.  The bf16 trainer's gradient against finite differences of
+ * the f32 one (3e-2 of the largest, as bf16_cases), and the one bf16
+ * activation.  k 1: the probabilities are read by a Mul too (an f32
+ * copy, whose gradient adds into the bf16 one); k 2: the second MatMul
+ * broadcasts them over a batch dim of V (their gradient is summed over
+ * it in f32: an f32 copy).  Last in main, after vector_cases.
+ */
+static void
+attention16_cases(void)
+{
+    static const char *const nm[3] = {
+        "bf16 attention: MatMul, Softmax (bf16), MatMul",
+        "bf16 attention: the probabilities also read by a Mul",
+        "bf16 attention: the probabilities broadcast over V's batch" };
+
+    if (!ss_dnn_bf16_native(NULL)) {
+        ok(1, "# SKIP bf16 attention: oneDNN does not run bf16 here");
+        return;
+    }
+    for (int k = 0; k < 3; k++) {
+        gb_t b;
+        int64_t dq[4] = { k == 2 ? 1 : 2, 2, 5, 4 }, dv[4] = { 2, 2, 5, 4 };
+        int64_t perm[4] = { 0, 1, 3, 2 };
+        int q, kk, v, s, p, y;
+
+        gb_init(&b, 17);
+        q = gb_param(&b, "q", 4, dq, -1, 1);
+        kk = gb_param(&b, "k", 4, dq, -1, 1);
+        v = gb_param(&b, "v", 4, dv, -1, 1);
+        attr_ints(&b, "perm", 4, perm);
+        kk = gb_node(&b, "Transpose", 1, &kk);
+        s = gb_node(&b, "MatMul", 2, (int[]){ q, kk });
+        p = gb_node(&b, "Softmax", 1, &s);
+        y = gb_node(&b, "MatMul", 2, (int[]){ p, v });
+        if (k == 1)
+            y = gb_node(&b, "Add", 2, (int[]){
+                y, gb_node(&b, "MatMul", 2, (int[]){
+                       gb_node(&b, "Mul", 2, (int[]){ p, p }), v }) });
+        check_bf16(nm[k], gb_done(&b, y), NULL, 3e-2);
+        ok(bf16_acts == 1, "%s: %d activation in bf16 (the "
+           "probabilities)", nm[k], bf16_acts);
+    }
+}
+
 int
 main(void)
 {
@@ -2070,5 +2119,6 @@ main(void)
     clip_cases();
     act_ref_cases();
     pad_cases();
+    attention16_cases();
     return tap_done();
 }
