@@ -22,9 +22,21 @@
  * as for an ONNX Gelu node.  opts.nn = C leaves the pattern unfused (the
  * trainer as it was: tests compare the two).
  *
+ * Scaled MatMul.  Attention's scores, MatMul(q, k^T) / sqrt(d), were a
+ * MatMul and a Div step forward and backward over [N, heads, T, T] (the
+ * Div 1.1 ms of a 21 ms transformer step, f32 or bf16); and in mixed
+ * precision the Div, an f32 C kernel, kept the scores and their gradient
+ * f32, so the gradient was converted for the backward products.  A
+ * MatMul whose only reader is a Div by a scalar constant c (or a Mul by
+ * one) becomes a fused MatMul node with attribute alpha = 1/c (or c):
+ * rules_mat.c runs it as one oneDNN matmul with an eltwise linear
+ * post-op, forward and both backward products (dA = alpha dY B^T, dB =
+ * alpha A^T dY).  1/c and the division differ by an ulp of f32.
+ *
  * THREADS: [worker]; build time only.
  */
 
+#include <math.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -131,7 +143,44 @@ index_readers(gview_t *w, ss_err_t *err)
 }
 
 static char gelu_op[] = "Gelu", gelu_dom[] = "", approx[] = "approximate",
-            tanh_s[] = "tanh";
+            tanh_s[] = "tanh", matmul_op[] = "MatMul", alpha_s[] = "alpha";
+
+/* Node j (needed, not yet fused) scales value x by a scalar constant:
+ * *alpha its factor. */
+static int
+scale_node(const gview_t *w, int j, int x, float *alpha)
+{
+    const ss_node_t *n = &w->b->g->nodes[j];
+    float c;
+
+    if (!w->need[j] || (w->b->subst && w->b->subst[j]) ||
+        gv_op(w, j) == NULL || n->n_inputs != 2)
+        return 0;
+    if (strcmp(n->op_type, "Div") == 0)
+        return n->inputs[0] == x && n->inputs[1] != x &&
+               gv_scalar(w, n->inputs[1], &c) && c != 0.0f &&
+               (*alpha = 1.0f / c, isfinite(*alpha));
+    if (strcmp(n->op_type, "Mul") == 0)
+        return (n->inputs[0] == x) != (n->inputs[1] == x) &&
+               gv_scalar(w, n->inputs[n->inputs[0] == x], &c) &&
+               (*alpha = c, 1);
+    return 0;
+}
+
+/* MatMul node i whose one reader scales it: the reader's index, else
+ * -1. */
+static int
+scaled_matmul(const gview_t *w, int i, float *alpha)
+{
+    const ss_node_t *n = &w->b->g->nodes[i];
+    int r[2];
+
+    if (gv_op(w, i) == NULL || strcmp(n->op_type, "MatMul") != 0 ||
+        n->n_inputs != 2 || gv_readers(w, n->outputs[0], r, 2) != 1 ||
+        !scale_node(w, r[0], n->outputs[0], alpha))
+        return -1;
+    return r[0];
+}
 
 int
 ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
@@ -186,6 +235,37 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
             for (int i = 0; i < m.n; i++)
                 need[m.nodes[i]] = m.nodes[i] == m.last;
             b->subst[m.last] = &f->n;
+        }
+        for (int i = 0; i < g->n_nodes; i++) {
+            ss__fnode_t *f;
+            float alpha;
+            int j = scaled_matmul(&w, i, &alpha);
+
+            if (j < 0)
+                continue;
+            if (pass == 0) {
+                n++;
+                continue;
+            }
+            f = &t->fused[t->n_fused++];
+            f->idx = j;
+            f->in[0] = g->nodes[i].inputs[0];
+            f->in[1] = g->nodes[i].inputs[1];
+            f->out[0] = g->nodes[j].outputs[0];
+            f->n.name = g->nodes[i].name;
+            f->n.op_type = matmul_op;
+            f->n.domain = gelu_dom;
+            f->n.n_inputs = 2;
+            f->n.inputs = f->in;
+            f->n.n_outputs = 1;
+            f->n.outputs = f->out;
+            f->attr.name = alpha_s;
+            f->attr.type = SS_ATTR_FLOAT;
+            f->attr.f = alpha;
+            f->n.n_attrs = 1;
+            f->n.attrs = &f->attr;
+            need[i] = 0;
+            b->subst[j] = &f->n;
         }
         if (pass == 0) {
             if (n == 0)

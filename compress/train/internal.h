@@ -85,11 +85,12 @@ struct ss__step {
 /* ---- the trainer ------------------------------------------------------- */
 
 /* A node of the trainer's own standing for several of the graph's (a
- * GELU written out in element-wise ops: fuse.c). */
+ * GELU written out in element-wise ops, a MatMul scaled by a constant:
+ * fuse.c). */
 typedef struct ss__fnode {
     ss_node_t n;
     int idx;                    /* the graph node it takes the place of */
-    int in[1], out[1];
+    int in[2], out[1];
     ss_attr_t attr;
 } ss__fnode_t;
 
@@ -271,8 +272,9 @@ int ss__tb_node_index(const ss__tb_t *b, const ss_node_t *n);
 /* Graph node i, or the node that runs in its place (fuse.c). */
 const ss_node_t *ss__tb_node(const ss__tb_t *b, int i);
 /* Finds GELUs written out in element-wise ops among the nodes the loss
- * needs and makes each one Gelu node (fuse.c): its other nodes are then
- * no longer needed. */
+ * needs and makes each one Gelu node, and a MatMul whose one reader
+ * divides or multiplies it by a scalar constant one MatMul with an
+ * "alpha" (fuse.c): their other nodes are then no longer needed. */
 int ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err);
 
 /* ---- the build's own steps (build_*.c) ----------------------------------- */

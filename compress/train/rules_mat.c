@@ -96,10 +96,12 @@ ss__r_low_prim(ss__tb_t *b, ss_dnn_matmul_desc_t *d, ss_dnn_conv_desc_t *cd,
     return rc;
 }
 
-/* out = A x B (+ bias broadcast, as a post-op), written or added. */
+/* out = alpha A x B (+ bias broadcast, as a post-op), written or
+ * added. */
 static int
 emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
-        int out, int acc, int bias, const char *what, ss_err_t *err)
+        int out, int acc, int bias, float alpha, const char *what,
+        ss_err_t *err)
 {
     ss_dnn_matmul_desc_t d;
     ss__step_t s;
@@ -111,6 +113,12 @@ emit_mm(ss__tb_t *b, const ss_node_t *n, const mmop_t *A, const mmop_t *B,
     memcpy(d.b_dims, B->dims, sizeof(d.b_dims));
     d.a_strides = A->strided ? A->st : NULL;
     d.b_strides = B->strided ? B->st : NULL;
+    /* a fused MatMul's scale (fuse.c), before the sum of acc */
+    if (alpha != 1.0f &&
+        (rc = ss_dnn_postops_add_eltwise(&d.post, SS_DNN_LINEAR, alpha,
+                                         0.0f)) < 0)
+        return ss_err_set(err, rc, "trainer: node '%s': scale post-op",
+                          label(n));
     if (acc) {
         d.post.op[d.post.n].kind = SS_DNN_PO_SUM;
         d.post.op[d.post.n++].alpha = 1.0f;
@@ -176,7 +184,7 @@ ss__fwd_gemm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
                           "or beta other than 1", label(n));
     mm_op(&A, a, 2, V(b, a)->dims, 2, ta);
     mm_op(&B, w, 2, V(b, w)->dims, 2, tb);
-    return emit_mm(b, n, &A, &B, y, 0, c, "Gemm", err);
+    return emit_mm(b, n, &A, &B, y, 0, c, 1.0f, "Gemm", err);
 }
 
 int
@@ -201,7 +209,8 @@ ss__bwd_gemm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             mm_op(&X, w, 2, V(b, w)->dims, 2, tb);
             mm_op(&Y, gy, 2, V(b, gy)->dims, 2, 1);
         }
-        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "Gemm dA", err)) < 0)
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, 1.0f, "Gemm dA",
+                          err)) < 0)
             return rc;
     }
     if (ss__tb_needs(b, w)) {
@@ -214,7 +223,8 @@ ss__bwd_gemm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             mm_op(&X, gy, 2, V(b, gy)->dims, 2, 1);
             mm_op(&Y, a, 2, V(b, a)->dims, 2, ta);
         }
-        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "Gemm dB", err)) < 0)
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, 1.0f, "Gemm dB",
+                          err)) < 0)
             return rc;
     }
     if (c >= 0 && ss__tb_needs(b, c)) {
@@ -288,7 +298,8 @@ ss__fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     }
     mm_op(&A, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
     mm_op(&B, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
-    return emit_mm(b, n, &A, &B, y, 0, -1, "MatMul", err);
+    return emit_mm(b, n, &A, &B, y, 0, -1, ss__attr_float(n, "alpha", 1.0f),
+                   "MatMul", err);
 }
 
 /* out (shape od, numpy-aligned) gets the sum over the batch dims it
@@ -306,7 +317,9 @@ mm_reduced(ss__tb_t *b, const ss_node_t *n, const mmop_t *X, const mmop_t *Y,
     td[nd - 1] = Y->dims[nd - 1];
     if ((tmp = ss__tv_new(b, SS_DTYPE_F32, nd, td, err)) < 0)
         return tmp;
-    if ((rc = emit_mm(b, n, X, Y, tmp, 0, -1, "MatMul' batches", err)) < 0)
+    if ((rc = emit_mm(b, n, X, Y, tmp, 0, -1,
+                      ss__attr_float(n, "alpha", 1.0f), "MatMul' batches",
+                      err)) < 0)
         return rc;
     return ss__r_reduce(b, n, tmp, nd, td, out, ond, od, 1.0f, acc, err);
 }
@@ -317,6 +330,7 @@ ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
     int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
     int nd, rc, g, acc, i;
+    float alpha = ss__attr_float(n, "alpha", 1.0f);  /* fuse.c */
     mmop_t X, Y, O;
 
     if (gy < 0)
@@ -336,8 +350,8 @@ ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             if ((rc = mm_reduced(b, n, &X, &Y, nd, O.dims, g, acc,
                                  V(b, a)->ndim, V(b, a)->dims, err)) < 0)
                 return rc;
-        } else if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "MatMul dA",
-                                 err)) < 0) {
+        } else if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, alpha,
+                                 "MatMul dA", err)) < 0) {
             return rc;
         }
     }
@@ -368,7 +382,8 @@ ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
             return mm_reduced(b, n, &X, &Y, nd, O.dims, g, acc,
                               V(b, w)->ndim, V(b, w)->dims, err);
         }
-        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, "MatMul dB", err)) < 0)
+        if ((rc = emit_mm(b, n, &X, &Y, g, acc, -1, alpha, "MatMul dB",
+                          err)) < 0)
             return rc;
     }
     return 0;

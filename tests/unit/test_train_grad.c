@@ -212,6 +212,8 @@ static int blocked_values;
 /* Of the last check_bf16's trainer: activations kept in bf16, and steps
  * of oneDNN's BatchNorm, Relu, pooling or Add that read one. */
 static int bf16_acts, bf16_nn_steps;
+/* Steps of the last check's f32 trainer from a Div or Mul node. */
+static int divmul_steps;
 
 /* The analytic gradient of a trainer built with gopts (NULL: the same
  * as the finite differences') against central finite differences of
@@ -281,6 +283,11 @@ check_tol(const char *name, ss_graph_t *g, const ss_train_opts_t *base,
         return;
     }
     nn_dnn_steps = blocked_values = bf16_acts = bf16_nn_steps = 0;
+    divmul_steps = 0;
+    for (int i = 0; i < t->n_steps; i++)
+        divmul_steps += t->steps[i].node &&
+                        (strcmp(t->steps[i].node->op_type, "Div") == 0 ||
+                         strcmp(t->steps[i].node->op_type, "Mul") == 0);
     for (int i = 0; i < t->n_tv; i++)
         blocked_values += t->tv[i].lay == SS_DNN_BLOCKED;
     if (tb) {
@@ -2058,7 +2065,7 @@ static void
 attention16_cases(void)
 {
     static const char *const nm[3] = {
-        "bf16 attention: MatMul, Softmax (bf16), MatMul",
+        "bf16 attention: MatMul / 2, Softmax (bf16), MatMul",
         "bf16 attention: the probabilities also read by a Mul",
         "bf16 attention: the probabilities broadcast over V's batch" };
 
@@ -2079,6 +2086,9 @@ attention16_cases(void)
         attr_ints(&b, "perm", 4, perm);
         kk = gb_node(&b, "Transpose", 1, &kk);
         s = gb_node(&b, "MatMul", 2, (int[]){ q, kk });
+        if (k == 0)     /* scaled, as attention's scores (fuse.c) */
+            s = gb_node(&b, "Div", 2, (int[]){
+                s, gb_scalar(&b, "c", 2.0f) });
         p = gb_node(&b, "Softmax", 1, &s);
         y = gb_node(&b, "MatMul", 2, (int[]){ p, v });
         if (k == 1)
@@ -2088,6 +2098,47 @@ attention16_cases(void)
         check_bf16(nm[k], gb_done(&b, y), NULL, 3e-2);
         ok(bf16_acts == 1, "%s: %d activation in bf16 (the "
            "probabilities)", nm[k], bf16_acts);
+    }
+}
+
+/*
+ * A MatMul whose one reader divides it by a scalar constant (attention's
+ * 1 / sqrt(d)) or multiplies it by one trains as one scaled MatMul
+ * (fuse.c): against finite differences in f32, and no Div or Mul step
+ * left.  k 2: q is read by a second MatMul too, so dq's second
+ * contribution adds (the scale before the sum); k 3: the MatMul's
+ * output is read by the Div and by an Add: not fused.  Last in main.
+ */
+static void
+scaled_matmul_cases(void)
+{
+    static const char *const nm[4] = {
+        "MatMul / constant (fused)", "MatMul * constant (fused)",
+        "MatMul / constant, q read twice (fused, dq added)",
+        "MatMul / constant, also read by an Add (not fused)" };
+
+    for (int k = 0; k < 4; k++) {
+        gb_t b;
+        int64_t d[4] = { 2, 2, 5, 4 }, perm[4] = { 0, 1, 3, 2 };
+        int q, kk, s, c, y;
+
+        gb_init(&b, 17);
+        q = gb_param(&b, "q", 4, d, -1, 1);
+        kk = gb_param(&b, "k", 4, d, -1, 1);
+        c = gb_scalar(&b, "c", k == 1 ? 0.35f : 2.83f);
+        attr_ints(&b, "perm", 4, perm);
+        kk = gb_node(&b, "Transpose", 1, &kk);
+        s = gb_node(&b, "MatMul", 2, (int[]){ q, kk });
+        y = gb_node(&b, k == 1 ? "Mul" : "Div", 2,
+                    k == 1 ? (int[]){ c, s } : (int[]){ s, c });
+        if (k == 2)
+            y = gb_node(&b, "Add", 2, (int[]){
+                y, gb_node(&b, "MatMul", 2, (int[]){ q, kk }) });
+        if (k == 3)
+            y = gb_node(&b, "Add", 2, (int[]){ y, s });
+        check(nm[k], gb_done(&b, y), NULL);
+        ok(divmul_steps == (k == 3 ? 2 : 0), "%s: %d Div / Mul steps",
+           nm[k], divmul_steps);
     }
 }
 
@@ -2120,5 +2171,6 @@ main(void)
     act_ref_cases();
     pad_cases();
     attention16_cases();
+    scaled_matmul_cases();
     return tap_done();
 }
