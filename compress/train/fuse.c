@@ -145,6 +145,28 @@ index_readers(gview_t *w, ss_err_t *err)
 static char gelu_op[] = "Gelu", gelu_dom[] = "", approx[] = "approximate",
             tanh_s[] = "tanh", matmul_op[] = "MatMul", alpha_s[] = "alpha";
 
+/* The next fused node: op in place of node idx, reading n_in of a, b
+ * and writing y. */
+static ss__fnode_t *
+fnode(ss__tr_t *t, int idx, char *op, char *name, int n_in, int a, int b,
+      int y)
+{
+    ss__fnode_t *f = &t->fused[t->n_fused++];
+
+    f->idx = idx;
+    f->in[0] = a;
+    f->in[1] = b;
+    f->out[0] = y;
+    f->n.name = name;
+    f->n.op_type = op;
+    f->n.domain = gelu_dom;
+    f->n.n_inputs = n_in;
+    f->n.inputs = f->in;
+    f->n.n_outputs = 1;
+    f->n.outputs = f->out;
+    return f;
+}
+
 /* Node j (needed, not yet fused) scales value x by a scalar constant:
  * *alpha its factor. */
 static int
@@ -214,17 +236,8 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
                 n++;
                 continue;
             }
-            f = &t->fused[t->n_fused++];
-            f->idx = m.last;
-            f->in[0] = x;
-            f->out[0] = m.y;
-            f->n.name = g->nodes[m.last].name;
-            f->n.op_type = gelu_op;
-            f->n.domain = gelu_dom;
-            f->n.n_inputs = 1;
-            f->n.inputs = f->in;
-            f->n.n_outputs = 1;
-            f->n.outputs = f->out;
+            f = fnode(t, m.last, gelu_op, g->nodes[m.last].name, 1, x, -1,
+                      m.y);
             if (m.kind == SS_GELU_TANH) {
                 f->attr.name = approx;
                 f->attr.type = SS_ATTR_STRING;
@@ -247,18 +260,9 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
                 n++;
                 continue;
             }
-            f = &t->fused[t->n_fused++];
-            f->idx = j;
-            f->in[0] = g->nodes[i].inputs[0];
-            f->in[1] = g->nodes[i].inputs[1];
-            f->out[0] = g->nodes[j].outputs[0];
-            f->n.name = g->nodes[i].name;
-            f->n.op_type = matmul_op;
-            f->n.domain = gelu_dom;
-            f->n.n_inputs = 2;
-            f->n.inputs = f->in;
-            f->n.n_outputs = 1;
-            f->n.outputs = f->out;
+            f = fnode(t, j, matmul_op, g->nodes[i].name, 2,
+                      g->nodes[i].inputs[0], g->nodes[i].inputs[1],
+                      g->nodes[j].outputs[0]);
             f->attr.name = alpha_s;
             f->attr.type = SS_ATTR_FLOAT;
             f->attr.f = alpha;
