@@ -276,7 +276,7 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
     ss__cx_t cx;
     ss_graph_t *g = NULL;
     json_t *notes = NULL;
-    int i, rc = 0;
+    int i, n_untied, rc = 0;
 
     memset(res, 0, sizeof(*res));
     if (ctl_in != NULL)
@@ -323,7 +323,8 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
                       &src_out, &res->source, err)) < 0)
         goto done;
     cx.src_acc = res->source.accuracy;
-    if ((rc = ss_graph_clone(src, &g, err)) < 0)
+    if ((rc = ss_graph_clone(src, &g, err)) < 0
+        || (rc = ss__untie_consts(g, &n_untied, err)) < 0)
         goto done;
     for (i = 0; i < n_methods; i++) {
         const ss_method_t *m = &methods[i];

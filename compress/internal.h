@@ -117,6 +117,10 @@ const char *ss__node_label(const ss_graph_t *g, int node);
 /* Folds every BatchNormalization that alone reads a Conv's output into
  * that Conv; finalizes g when anything changed. */
 int ss__fold_bn(ss_graph_t *g, int *n_folded, ss_err_t *err);
+/* Gives every Identity of a constant (torch's exporter ties parameters of
+ * equal value that way) a copy of its own as a plain constant; finalizes
+ * g when anything changed. */
+int ss__untie_consts(ss_graph_t *g, int *n_untied, ss_err_t *err);
 
 /* ---- methods ------------------------------------------------------------ */
 

@@ -287,3 +287,56 @@ done:
     ss__uses_clear(&u);
     return rc;
 }
+
+/* Torch's exporter writes parameters of equal value once and each other
+ * as an Identity node of it (every zero-initialized bias of a squeezenet
+ * or vgg, equal BatchNorm vectors): a Conv whose bias is such an Identity
+ * is no layer to ss__find_layers ("a bias we cannot see"), so no method
+ * touched it -- structured pruning of squeezenet1_0 cut one conv of 26.
+ * Each Identity of a constant becomes a constant of its own, a copy (the
+ * methods replace one layer's constants with new ones, never the others'
+ * they were tied to), except one a graph output reads.  Finalizes g when
+ * anything changed. */
+int
+ss__untie_consts(ss_graph_t *g, int *n_untied, ss_err_t *err)
+{
+    bool again = true;
+    int i, rc = 0;
+
+    *n_untied = 0;
+    while (again) {             /* chains: Identity(Identity(c)) */
+        again = false;
+        for (i = 0; i < g->n_nodes; i++) {
+            const ss_node_t *n = &g->nodes[i];
+            const ss_tensor_t *c;
+            ss_tensor_t *t = NULL;
+            size_t bytes;
+            int out, k;
+
+            if (strcmp(n->op_type, "Identity") != 0 || n->n_inputs != 1
+                || n->n_outputs != 1 || n->inputs[0] < 0
+                || (n->domain != NULL && n->domain[0] != '\0')
+                || (c = g->values[n->inputs[0]].constant) == NULL)
+                continue;
+            out = n->outputs[0];
+            for (k = 0; k < g->n_outputs; k++)
+                if (g->outputs[k] == out)
+                    break;
+            if (k < g->n_outputs)
+                continue;
+            if (ss__tensor_bytes(c, &bytes) < 0)
+                return ss_err_set(err, SS_EINVAL, "a constant of bad size");
+            if ((rc = ss__tensor_new(c->dtype, c->ndim, c->dims, &t,
+                                     err)) < 0)
+                return rc;
+            memcpy(t->data, c->data, bytes);
+            ss_graph_kill_node(g, i);
+            if ((rc = ss_graph_set_constant(g, out, t, err)) < 0)
+                return rc;
+            g->values[out].producer = -1;
+            ++*n_untied;
+            again = true;
+        }
+    }
+    return *n_untied > 0 ? ss_graph_finalize(g, err) : 0;
+}

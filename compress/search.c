@@ -516,7 +516,16 @@ ss_search_run(const ss_graph_t *src, const ss_dataset_t *calib,
         return rc;
     if ((s = ss_calloc(1, sizeof(*s))) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for the search");
-    s->src = src;
+    /* Constants tied by Identity nodes untied, as for a job
+     * (ss__untie_consts): else their layers are no layers to the
+     * methods. */
+    if ((rc = ss_graph_clone(src, &s->src_own, err)) < 0
+        || (rc = ss__untie_consts(s->src_own, &i, err)) < 0) {
+        ss_graph_free(s->src_own);
+        ss_free(s);
+        return rc;
+    }
+    s->src = s->src_own;
     s->calib = calib;
     s->val = val;
     s->train = ctl->train;
@@ -594,6 +603,7 @@ done:
     ss_free(s->trials);
     ss_graph_free(s->best_graph);
     ss__outputs_clear(&s->src_out);
+    ss_graph_free(s->src_own);
     ss_free(s);
     return rc;
 }

@@ -77,7 +77,8 @@ typedef struct ss__strial {
 } ss__strial_t;
 
 typedef struct ss__search {
-    const ss_graph_t *src;
+    const ss_graph_t *src;          /* src_own: the caller's, untied */
+    ss_graph_t *src_own;
     const ss_dataset_t *calib, *val, *train;
     const ss_search_opts_t *o;
     ss_compress_ctl_t ctl;          /* the caller's, with cancel and
