@@ -7,7 +7,10 @@
 // job.json: {"model": path, "threads": 2, "repeat": N, "warmup": W,
 //            "inputs": [{"name", "dtype": "float32"|"int64", "shape",
 //                        "file": raw little-endian data}],
-//            "outputs_dir": optional: write each output as <name>.bin/.json}
+//            "outputs_dir": optional: write each output as <name>.bin/.json,
+//            "optimization": ORT's graphOptimizationLevel, default "all";
+//            "disabled" runs a QDQ model as the ONNX spec reads it: each
+//            DequantizeLinear, the float op, each QuantizeLinear)}
 // Prints one JSON line: {"latencies_ms": [...]} (per run, after warm-up),
 // "cpu_ms" (the process's CPU time in each run: with one intra-op thread,
 // the run's cost less the time other processes held the core),
@@ -41,7 +44,7 @@ async function main() {
         intraOpNumThreads: threads,
         interOpNumThreads: 1,
         executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
+        graphOptimizationLevel: job.optimization || 'all',
     });
     const feeds = {};
     for (const spec of job.inputs)
