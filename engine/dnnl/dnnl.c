@@ -172,7 +172,7 @@ ss__dnn_md_dense(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
 int
 ss_dnn_blocked_ok(int ndim, const int64_t *dims)
 {
-    return ndim == 4 && dims[1] > 0 && dims[1] % 16 == 0;
+    return ndim >= 3 && ndim <= 5 && dims[1] > 0 && dims[1] % 16 == 0;
 }
 
 int
@@ -180,25 +180,31 @@ ss__dnn_md_layout(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
                   dnnl_data_type_t dt, ss_dnn_layout_t l, ss_err_t *err,
                   const char *what)
 {
+    /* by spatial rank 1, 2, 3 */
+    static const dnnl_format_tag_t blk[3] = { dnnl_nCw16c, dnnl_nChw16c,
+                                              dnnl_nCdhw16c };
+    static const dnnl_format_tag_t last[3] = { dnnl_nwc, dnnl_nhwc,
+                                               dnnl_ndhwc };
     dnnl_dims_t d;
     int i;
 
     if (l == SS_DNN_PLAIN)
         return ss__dnn_md_dense(md, ndim, dims, dt, err, what);
-    if ((l != SS_DNN_BLOCKED && l != SS_DNN_NHWC) || ndim != 4 ||
+    if ((l != SS_DNN_BLOCKED && l != SS_DNN_NHWC) || ndim < 3 || ndim > 5 ||
         (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(ndim, dims)))
         return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: layout %d for %d "
-                          "dims (blocked needs 4 and C %% 16 == 0, NHWC "
-                          "4)", what, (int)l, ndim);
-    for (i = 0; i < 4; i++) {
+                          "dims (blocked needs 3-5 and C %% 16 == 0, NHWC "
+                          "3-5)", what, (int)l, ndim);
+    for (i = 0; i < ndim; i++) {
         if (dims[i] < 1)
             return ss_err_set(err, SS_EINVAL, "oneDNN %s: dim %d is %lld",
                               what, i, (long long)dims[i]);
         d[i] = dims[i];
     }
     return ss__dnn_check(dnnl_memory_desc_init_by_tag(
-                             md, 4, d, dt,
-                             l == SS_DNN_NHWC ? dnnl_nhwc : dnnl_nChw16c),
+                             md, ndim, d, dt,
+                             l == SS_DNN_NHWC ? last[ndim - 3]
+                                              : blk[ndim - 3]),
                          err, "dnnl_memory_desc_init_by_tag", what);
 }
 
@@ -679,7 +685,7 @@ ss_dnn_prim_const_bytes(const ss_dnn_prim_t *p)
     return p->const_bytes;
 }
 
-/* Dense strides of a 4-D md in the dim order ord (outermost first). */
+/* Dense strides of an md in the dim order ord (outermost first). */
 static int
 dense_in(const dnnl_memory_desc_t *md, const int *ord)
 {
@@ -687,7 +693,7 @@ dense_in(const dnnl_memory_desc_t *md, const int *ord)
     dnnl_dim_t want = 1;
     int k;
 
-    for (k = 3; k >= 0; k--) {
+    for (k = md->ndims - 1; k >= 0; k--) {
         if (md->dims[ord[k]] != 1 && (*s)[ord[k]] != want)
             return 0;
         want *= md->dims[ord[k]];
@@ -695,19 +701,14 @@ dense_in(const dnnl_memory_desc_t *md, const int *ord)
     return 1;
 }
 
+/* Channels first (NCHW) or channels last (NHWC) order of md's ndims. */
 static int
-is_nchw(const dnnl_memory_desc_t *md)
+is_order(const dnnl_memory_desc_t *md, int last)
 {
-    static const int ord[4] = { 0, 1, 2, 3 };
+    int ord[SS_DNN_MAX_DIMS], n = md->ndims;
 
-    return dense_in(md, ord);
-}
-
-static int
-is_nhwc(const dnnl_memory_desc_t *md)
-{
-    static const int ord[4] = { 0, 2, 3, 1 };
-
+    for (int k = 0; k < n; k++)
+        ord[k] = !last || k == 0 ? k : k == n - 1 ? 1 : k + 1;
     return dense_in(md, ord);
 }
 
@@ -721,16 +722,18 @@ ss_dnn_prim_layout(const ss_dnn_prim_t *p, int i)
     for (k = 0; k < p->n_args; k++) {
         const ss__dnn_arg_t *a = &p->args[k];
         const dnnl_blocking_desc_t *b = &a->md.format_desc.blocking;
+        int nd = a->md.ndims;
 
         if (a->src != (i < 0 ? SS__DNN_SRC_OUT : i))
             continue;
-        if (a->md.ndims != 4 || a->md.format_kind != dnnl_blocked)
+        if (!(nd == 4 || (p->layouts && (nd == 3 || nd == 5)))
+            || a->md.format_kind != dnnl_blocked)
             return SS_DNN_PLAIN;
         if (b->inner_nblks == 1 && b->inner_idxs[0] == 1 &&
             b->inner_blks[0] == 16)
             return SS_DNN_BLOCKED;
-        return b->inner_nblks == 0 && is_nhwc(&a->md) && !is_nchw(&a->md)
-               ? SS_DNN_NHWC : SS_DNN_PLAIN;
+        return b->inner_nblks == 0 && is_order(&a->md, 1)
+               && !is_order(&a->md, 0) ? SS_DNN_NHWC : SS_DNN_PLAIN;
     }
     return SS_DNN_PLAIN;
 }

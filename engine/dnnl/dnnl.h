@@ -120,10 +120,12 @@ typedef enum {
     SS_DNN_MIN
 } ss_dnn_binary_alg_t;
 
+/* Activation layouts, of any spatial rank (3- to 5-D tensors [N, C, ...]:
+ * NCW, NCHW, NCDHW).  The names say the 2-D form. */
 typedef enum {
     SS_DNN_PLAIN = 0,     /* dense row-major (NCHW) */
-    SS_DNN_BLOCKED,       /* nChw16c; 4-D with C % 16 == 0 only */
-    SS_DNN_NHWC           /* channels last; 4-D, any C */
+    SS_DNN_BLOCKED,       /* nCw16c, nChw16c, nCdhw16c: C % 16 == 0 only */
+    SS_DNN_NHWC           /* channels last (nwc, nhwc, ndhwc); any C */
 } ss_dnn_layout_t;
 
 typedef enum {
@@ -202,13 +204,24 @@ typedef struct ss_dnn_matmul_desc {
                                  * 0 = F32, BF16 with dtype BF16 */
 } ss_dnn_matmul_desc_t;
 
-/* 2-D convolution, ONNX conventions: src NCHW, w [OC, IC/group, KH, KW],
+/* The depth axis of a 3-D (volumetric) convolution or pooling: [N, C, D,
+ * H, W] tensors, a kernel [.., KD, KH, KW]; 0 stride or dilation = 1. */
+typedef struct ss_dnn_depth {
+    int64_t in, k, stride, dilation, pad_begin, pad_end;
+} ss_dnn_depth_t;
+
+/* Convolution, ONNX conventions: src NCHW, w [OC, IC/group, KH, KW],
  * dilation >= 1 (ONNX's; converted to oneDNN's d-1 inside), pads
- * {top, left} and {bottom, right}.  A 1-D conv is KH = IH = 1. */
+ * {top, left} and {bottom, right}.  nsp, the spatial rank, makes it 1-D
+ * (src [N, C, W], w [OC, IC/group, KW]: ih and kh 1, the H entries of the
+ * arrays unused) or 3-D (src [N, C, D, H, W] and w [.., KD, KH, KW], the
+ * depth axis in depth); training and the DW post-op are 2-D only. */
 typedef struct ss_dnn_conv_desc {
     ss_dtype_t dtype;
+    int nsp;                    /* 1, 2 or 3; 0 = 2 */
     int64_t n, ic, ih, iw;
     int64_t oc, kh, kw;
+    ss_dnn_depth_t depth;       /* nsp 3 */
     int64_t group;              /* 0 = 1 */
     int64_t stride[2];          /* 0 = 1 */
     int64_t dilation[2];        /* 0 = 1 */
@@ -235,12 +248,15 @@ typedef enum {
     SS_DNN_POOL_AVG_EXCLUDE     /* AveragePool default */
 } ss_dnn_pool_alg_t;
 
-/* 2-D pooling over NCHW.  GlobalAveragePool: kernel = {IH, IW}, no pads.
- * ceil_mode: the caller adds to pad_end what makes the last window fit. */
+/* Pooling over NCHW.  GlobalAveragePool: kernel = {IH, IW}, no pads.
+ * ceil_mode: the caller adds to pad_end what makes the last window fit.
+ * nsp as for a conv: 1-D [N, C, W] or 3-D [N, C, D, H, W] (depth). */
 typedef struct ss_dnn_pool_desc {
     ss_dtype_t dtype;
     ss_dnn_pool_alg_t alg;
+    int nsp;                    /* 1, 2 or 3; 0 = 2 */
     int64_t n, c, ih, iw;
+    ss_dnn_depth_t depth;       /* nsp 3 */
     int64_t kernel[2];
     int64_t stride[2];          /* 0 = 1 */
     int64_t dilation[2];        /* 0 = 1, ONNX convention */
@@ -309,8 +325,8 @@ typedef struct ss_dnn_reorder_desc {
                                  * way (round to nearest even) */
 } ss_dnn_reorder_desc_t;
 
-/* Whether a tensor of these dims can be BLOCKED: 4-D, C % 16 == 0.
- * (NHWC takes any 4-D tensor.)  [any] */
+/* Whether a tensor of these dims can be BLOCKED: 3- to 5-D, C % 16 == 0.
+ * (NHWC takes any 3- to 5-D tensor.)  [any] */
 int ss_dnn_blocked_ok(int ndim, const int64_t *dims);
 
 /* Streams: one per executor thread.  threads > 0 sets the OpenMP thread
@@ -461,7 +477,10 @@ size_t ss_dnn_prim_const_bytes(const ss_dnn_prim_t *p);
 /* The layout p reads in[i] in (i >= 0) or writes its dst in (i == -1):
  * BLOCKED for an nChw16c argument, NHWC for a channels-last one that is
  * not also dense NCHW (C or H*W of 1), PLAIN for anything else, including
- * a strided view of a dense tensor and an index p does not read.  [any] */
+ * a strided view of a dense tensor and an index p does not read.  3- and
+ * 5-D arguments only of an object made with a layout (conv, pooling,
+ * binary, a reorder between layouts): a 3-D Transpose's strided reorder
+ * (plan_fuse_move.c) reads a channels-last-looking source.  [any] */
 ss_dnn_layout_t ss_dnn_prim_layout(const ss_dnn_prim_t *p, int i);
 /* The oneDNN implementation chosen, e.g. "brgemm:avx512_core" (borrowed,
  * lives as long as p), for logs and benchmarks.  [any] */

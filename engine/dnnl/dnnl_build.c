@@ -107,35 +107,87 @@ out_len(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t pb,
 }
 
 int
-ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
-               const int64_t kernel[2], const int64_t stride[2],
-               const int64_t dilation[2], const int64_t pad_begin[2],
-               const int64_t pad_end[2], ss_err_t *err, const char *what)
+ss__dnn_geom(ss__dnn_geom_t *g, int nsp, const ss_dnn_depth_t *depth,
+             int64_t ih, int64_t iw, const int64_t k[2],
+             const int64_t stride[2], const int64_t dilation[2],
+             const int64_t pad_begin[2], const int64_t pad_end[2],
+             ss_err_t *err, const char *what)
 {
-    const int64_t in[2] = { ih, iw };
-    int i;
+    int h = 0, o = 0;
 
-    for (i = 0; i < 2; i++) {
-        w->kernel[i] = kernel[i];
-        w->strides[i] = or1(stride[i]);
-        w->dil[i] = or1(dilation[i]) - 1;
-        w->pl[i] = pad_begin[i];
-        w->pr[i] = pad_end[i];
+    memset(g, 0, sizeof(*g));
+    g->nsp = nsp ? nsp : 2;
+    if (g->nsp < 1 || g->nsp > 3)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: %d spatial dims",
+                          what, nsp);
+    if (g->nsp == 3) {      /* depth first */
+        g->in[0] = depth->in;
+        g->k[0] = depth->k;
+        g->stride[0] = depth->stride;
+        g->dil[0] = depth->dilation;
+        g->pb[0] = depth->pad_begin;
+        g->pe[0] = depth->pad_end;
+        o = 1;
+    }
+    if (g->nsp == 1) {      /* W only */
+        if (ih != 1 || k[0] != 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: a 1-D window "
+                              "with height %lld, kernel %lld", what,
+                              (long long)ih, (long long)k[0]);
+        h = 1;
+    }
+    for (int i = h; i < 2; i++, o++) {
+        g->in[o] = i ? iw : ih;
+        g->k[o] = k[i];
+        g->stride[o] = stride[i];
+        g->dil[o] = dilation[i];
+        g->pb[o] = pad_begin[i];
+        g->pe[o] = pad_end[i];
+    }
+    return 0;
+}
+
+int
+ss__dnn_window_of(ss__dnn_window_t *w, const ss__dnn_geom_t *g,
+                  ss_err_t *err, const char *what)
+{
+    for (int i = 0; i < g->nsp; i++) {
+        w->kernel[i] = g->k[i];
+        w->strides[i] = or1(g->stride[i]);
+        w->dil[i] = or1(g->dil[i]) - 1;
+        w->pl[i] = g->pb[i];
+        w->pr[i] = g->pe[i];
         if (w->kernel[i] < 1 || w->strides[i] < 1 || w->dil[i] < 0 ||
             w->pl[i] < 0 || w->pr[i] < 0)
             return ss_err_set(err, SS_EINVAL, "oneDNN %s: bad kernel, "
                               "stride, dilation or pad", what);
-        w->out[i] = out_len(in[i], w->kernel[i], w->strides[i],
+        w->out[i] = out_len(g->in[i], w->kernel[i], w->strides[i],
                             w->dil[i] + 1, w->pl[i], w->pr[i]);
     }
     return 0;
 }
 
 int
+ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
+               const int64_t kernel[2], const int64_t stride[2],
+               const int64_t dilation[2], const int64_t pad_begin[2],
+               const int64_t pad_end[2], ss_err_t *err, const char *what)
+{
+    ss__dnn_geom_t g;
+    int rc;
+
+    if ((rc = ss__dnn_geom(&g, 2, NULL, ih, iw, kernel, stride, dilation,
+                           pad_begin, pad_end, err, what)) < 0)
+        return rc;
+    return ss__dnn_window_of(w, &g, err, what);
+}
+
+int
 ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
-                  ss__dnn_window_t *win, int64_t dd[4], ss_err_t *err,
+                  ss__dnn_window_t *win, int64_t *dd, ss_err_t *err,
                   const char *what)
 {
+    ss__dnn_geom_t g;
     int rc;
 
     switch (d->alg) {
@@ -148,20 +200,21 @@ ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: alg %d", what,
                           (int)d->alg);
     }
-    if ((rc = ss__dnn_window(win, d->ih, d->iw, d->kernel, d->stride,
-                             d->dilation, d->pad_begin, d->pad_end, err,
-                             what)) < 0)
+    if ((rc = ss__dnn_geom(&g, d->nsp, &d->depth, d->ih, d->iw, d->kernel,
+                           d->stride, d->dilation, d->pad_begin, d->pad_end,
+                           err, what)) < 0 ||
+        (rc = ss__dnn_window_of(win, &g, err, what)) < 0)
         return rc;
     dd[0] = d->n;
     dd[1] = d->c;
-    dd[2] = win->out[0];
-    dd[3] = win->out[1];
+    for (int i = 0; i < g.nsp; i++)
+        dd[2 + i] = win->out[i];
     return 0;
 }
 
 int
-ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
-                   int64_t kw, int64_t wd[5])
+ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int nsp,
+                   const int64_t *k, int64_t wd[6])
 {
     int64_t g = or1(group);
     int wn = 0;
@@ -170,7 +223,7 @@ ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
         wd[wn++] = g;
     wd[wn++] = oc / g;
     wd[wn++] = ic / g;
-    wd[wn++] = kh;
-    wd[wn++] = kw;
+    for (int i = 0; i < nsp; i++)
+        wd[wn++] = k[i];
     return wn;
 }

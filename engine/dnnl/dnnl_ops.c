@@ -234,6 +234,8 @@ done:
     return ss__dnn_build_end(&b, rc, out);
 }
 
+/* Convolution of any spatial rank (d->nsp): one constructor for 1-D, 2-D
+ * (and its Winograd and depthwise-post-op forms) and 3-D convs. */
 int
 ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                 ss_err_t *err)
@@ -241,10 +243,10 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     dnnl_convolution_desc_t od;
     dnnl_memory_desc_t src, w, wuser, bias, dst;
     dnnl_data_type_t dt;
+    ss__dnn_geom_t sp;
     ss__dnn_window_t win;
-    int64_t g = d->group ? d->group : 1;
-    int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
-    int64_t dd[4], wd[5], fd[4], dwd[5] = { d->oc, 1, 1, 3, 3 };
+    int64_t g = d->group ? d->group : 1, k[2] = { d->kh, d->kw };
+    int64_t sd[5], dd[5], wd[6], fd[5], dwd[5] = { d->oc, 1, 1, 3, 3 };
     dnnl_memory_desc_t dww, dwb;
     const ss__dnn_carg_t c[] = {
         { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
@@ -252,29 +254,35 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
         { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS, &dww, d->dw_w, 0 },
         { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, &dwb, d->dw_bias, 0 } };
     ss_dnn_postops_t wpo, po = d->post;
-    int wn, sum, rc, ndw = 0;
+    int nd, wn, sum, rc, ndw = 0;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
         goto done;
+    b.p->layouts = 1;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
-        (rc = check_dims(4, sd, err, b.what)) < 0)
+        (rc = ss__dnn_geom(&sp, d->nsp, &d->depth, d->ih, d->iw, k,
+                           d->stride, d->dilation, d->pad_begin, d->pad_end,
+                           err, b.what)) < 0)
         goto done;
-    if (g < 1 || d->oc < 1 || d->kh < 1 || d->kw < 1 || d->ic % g ||
-        d->oc % g) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN convolution: oc %lld, "
-                        "kernel %lldx%lld, group %lld", (long long)d->oc,
-                        (long long)d->kh, (long long)d->kw, (long long)g);
+    nd = sp.nsp + 2;
+    sd[0] = dd[0] = d->n;
+    sd[1] = d->ic;
+    dd[1] = d->oc;
+    memcpy(sd + 2, sp.in, (size_t)sp.nsp * sizeof(*sd));
+    if ((rc = check_dims(nd, sd, err, b.what)) < 0)
+        goto done;
+    if (g < 1 || d->oc < 1 || d->ic % g || d->oc % g) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN convolution: oc %lld, ic "
+                        "%lld, group %lld", (long long)d->oc,
+                        (long long)d->ic, (long long)g);
         goto done;
     }
-    if ((rc = ss__dnn_window(&win, d->ih, d->iw, k, d->stride, d->dilation,
-                             d->pad_begin, d->pad_end, err, b.what)) < 0)
+    /* (a kernel dim < 1 is the window's error) */
+    if ((rc = ss__dnn_window_of(&win, &sp, err, b.what)) < 0)
         goto done;
-    dd[0] = d->n;
-    dd[1] = d->oc;
-    dd[2] = win.out[0];
-    dd[3] = win.out[1];
-    if ((rc = check_dims(4, dd, err, b.what)) < 0)
+    memcpy(dd + 2, win.out, (size_t)sp.nsp * sizeof(*dd));
+    if ((rc = check_dims(nd, dd, err, b.what)) < 0)
         goto done;
     memcpy(fd, dd, sizeof(fd));
     for (int i = 0; i < po.n; i++) {
@@ -283,26 +291,26 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
         if (po.op[i].kind != SS_DNN_PO_DW)
             continue;
         if (ndw++ || (s != 1 && s != 2) || d->dw_w == NULL
-            || d->dw_bias == NULL) {
+            || d->dw_bias == NULL || nd != 4) {
             rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: a depthwise post-op "
-                            "needs one stride of 1 or 2, weights and bias",
-                            b.what);
+                            "needs a 2-D conv, one stride of 1 or 2, weights "
+                            "and bias", b.what);
             goto done;
         }
         po.op[i].alpha = (float)s;
         fd[2] = (dd[2] - 1) / s + 1;
         fd[3] = (dd[3] - 1) / s + 1;
     }
-    ss__dnn_set_dst(b.p, 4, fd);
+    ss__dnn_set_dst(b.p, nd, fd);
     if (ndw && ((rc = ss__dnn_md_dense(&dww, 5, dwd, dnnl_f32, err,
                                        b.what)) < 0
                 || (rc = ss__dnn_md_dense(&dwb, 1, &d->oc, dnnl_f32, err,
                                           b.what)) < 0))
         goto done;
-    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
-    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->src_layout, err,
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, sp.nsp, sp.k, wd);
+    if ((rc = ss__dnn_md_layout(&src, nd, sd, dt, d->src_layout, err,
                                 b.what)) < 0 ||
-        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->dst_layout, err,
+        (rc = ss__dnn_md_layout(&dst, nd, dd, dt, d->dst_layout, err,
                                 b.what)) < 0 ||
         (rc = ss__dnn_md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&wuser, wn, wd, dnnl_f32, err, b.what)) < 0 ||
@@ -316,11 +324,11 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                        err, "dnnl_dilated_convolution_forward_desc_init",
                        b.what);
     if (rc < 0 ||
-        (rc = ss__dnn_attr(&po, 4, fd, dt, d->dst_layout, &b.attr, err,
+        (rc = ss__dnn_attr(&po, nd, fd, dt, d->dst_layout, &b.attr, err,
                            b.what)) < 0)
         goto done;
-    if (!ndw && ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst, &win, dd, &wpo,
-                          &sum)) {
+    if (!ndw && nd == 4 && ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst,
+                                             &win, dd, &wpo, &sum)) {
         if ((rc = ss__dnn_build_op(&b, NULL, src_in, 1, c, 2, DNNL_ARG_DST,
                                    &wpo, err)) < 0)
             goto done;
@@ -346,12 +354,13 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
     dnnl_data_type_t dt;
     dnnl_alg_kind_t alg;
     ss__dnn_window_t win;
-    int64_t sd[4] = { d->n, d->c, d->ih, d->iw }, dd[4];
-    int rc;
+    int64_t sd[5] = { d->n, d->c, d->ih, d->iw }, dd[5];
+    int nd = d->nsp ? d->nsp + 2 : 4, rc;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "pooling", err)) < 0)
         goto done;
+    b.p->layouts = 1;
     /* max pooling also on int8: the maximum of quantized values is the
      * quantized maximum (plan_qdq.c moves a QuantizeLinear before it) */
     if (d->alg == SS_DNN_POOL_MAX && (d->dtype == SS_DTYPE_U8
@@ -359,15 +368,22 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
         dt = ss__dnn_dtype(d->dtype);
     else if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0)
         goto done;
-    if ((rc = check_dims(4, sd, err, b.what)) < 0)
+    if (nd == 3)
+        sd[2] = d->iw;
+    if (nd == 5) {
+        sd[2] = d->depth.in;
+        sd[3] = d->ih;
+        sd[4] = d->iw;
+    }
+    if ((rc = check_dims(nd, sd, err, b.what)) < 0)
         goto done;
     if ((rc = ss__dnn_pool_geom(d, &alg, &win, dd, err, b.what)) < 0 ||
-        (rc = check_dims(4, dd, err, b.what)) < 0)
+        (rc = check_dims(nd, dd, err, b.what)) < 0)
         goto done;
-    ss__dnn_set_dst(b.p, 4, dd);
-    if ((rc = ss__dnn_md_layout(&src, 4, sd, dt, d->layout, err,
+    ss__dnn_set_dst(b.p, nd, dd);
+    if ((rc = ss__dnn_md_layout(&src, nd, sd, dt, d->layout, err,
                                 b.what)) < 0 ||
-        (rc = ss__dnn_md_layout(&dst, 4, dd, dt, d->layout, err,
+        (rc = ss__dnn_md_layout(&dst, nd, dd, dt, d->layout, err,
                                 b.what)) < 0)
         goto done;
     rc = ss__dnn_check(dnnl_pooling_v2_forward_desc_init(
@@ -379,7 +395,8 @@ ss_dnn_pool_new(const ss_dnn_pool_desc_t *d, ss_dnn_prim_t **out,
     if ((rc = ss__dnn_build_op(&b, &od, src_in, 1, NULL, 0, DNNL_ARG_DST,
                                NULL, err)) < 0)
         goto done;
-    rc = ss__dnn_pool8_attach(b.p, d, &win, err);
+    if (nd == 4)
+        rc = ss__dnn_pool8_attach(b.p, d, &win, err);
 done:
     return ss__dnn_build_end(&b, rc, out);
 }
@@ -516,6 +533,7 @@ ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
 
     if ((rc = ss__dnn_build_start(&b, "binary", err)) < 0)
         goto done;
+    b.p->layouts = d->layout != SS_DNN_PLAIN;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dims(d->a_ndim, d->a_dims, err, b.what)) < 0 ||
         (rc = check_dims(d->b_ndim, d->b_dims, err, b.what)) < 0)
@@ -573,6 +591,8 @@ ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
 
     if ((rc = ss__dnn_build_start(&b, "reorder", err)) < 0)
         goto done;
+    b.p->layouts = d->src_layout != SS_DNN_PLAIN
+                   || d->dst_layout != SS_DNN_PLAIN;
     if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
         (rc = check_dtype(d->dst_dtype ? d->dst_dtype : d->dtype, &ddt, err,
                           b.what)) < 0 ||

@@ -147,7 +147,7 @@ ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
     ss__dnn_window_t win;
     int64_t g = d->group ? d->group : 1;
     int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
-    int64_t dd[4], wd[5];
+    int64_t dd[4], wd[6];
     const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
                                  { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
     int wn, rc;
@@ -176,7 +176,7 @@ ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
         goto done;
     }
     ss__dnn_set_dst(b.p, 4, dd);
-    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, 2, k, wd);
     if ((rc = ss__dnn_md_layout(&src, 4, sd, sdt, layout(d->nhwc), err,
                                 b.what)) < 0 ||
         (rc = ss__dnn_md_layout(&dst, 4, dd, ddt, layout(d->nhwc), err,

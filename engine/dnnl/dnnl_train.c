@@ -46,7 +46,7 @@ typedef struct conv_mds {
     dnnl_memory_desc_t src, w, bias, dst;
     ss__dnn_window_t win;
     int64_t dd[4];
-    int64_t wd[5];                  /* dense weight dims, wn of them */
+    int64_t wd[6];                  /* dense weight dims, wn of them */
     int wn;
     dnnl_convolution_desc_t fwd;
     dnnl_primitive_desc_t fwd_pd;   /* owned */
@@ -105,7 +105,7 @@ conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
     ss_dnn_layout_t sl = d->src_layout, dl = d->dst_layout;
     int64_t g = d->group ? d->group : 1;
     int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
-    int64_t wd[5];
+    int64_t wd[6];
     dnnl_data_type_t st, wt, dt;
     dnnl_memory_desc_t hs, hw, hd;
     int wn, rc;
@@ -121,6 +121,8 @@ conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: weights, bias, "
                           "post-ops and layouts are not descriptor fields "
                           "here", what);
+    if (d->nsp != 0 && d->nsp != 2)
+        return ss_err_set(err, SS_EUNSUPP, "oneDNN %s: 2-D only", what);
     if (g < 1 || d->n < 1 || d->ic < 1 || d->ih < 1 || d->iw < 1 ||
         d->oc < 1 || d->kh < 1 || d->kw < 1 || d->ic % g || d->oc % g)
         return ss_err_set(err, SS_EINVAL, "oneDNN %s: bad shape", what);
@@ -135,7 +137,7 @@ conv_mds(conv_mds_t *m, const ss_dnn_conv_desc_t *d, ss_dnn_conv_pass_t pass,
     m->dd[1] = d->oc;
     m->dd[2] = m->win.out[0];
     m->dd[3] = m->win.out[1];
-    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, d->kh, d->kw, wd);
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, 2, k, wd);
     memcpy(m->wd, wd, sizeof(wd));
     m->wn = wn;
     if ((rc = act_md(&m->src, sd, st, mode, sl, err, what)) < 0 ||

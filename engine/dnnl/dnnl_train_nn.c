@@ -127,6 +127,10 @@ ss_dnn_pool_train_new(const ss_dnn_pool_desc_t *d, int bwd,
         goto done;
     if ((rc = act_dtype(d->dtype, &dt, err, b.what)) < 0)
         goto done;
+    if (d->nsp != 0 && d->nsp != 2) {
+        rc = ss_err_set(err, SS_EUNSUPP, "oneDNN %s: 2-D only", b.what);
+        goto done;
+    }
     if ((rc = ss__dnn_pool_geom(d, &alg, &win, dd, err, b.what)) < 0)
         goto done;
     if (d->n < 1 || d->c < 1 || d->ih < 1 || d->iw < 1 || dd[2] < 1 ||

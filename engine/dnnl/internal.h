@@ -87,6 +87,9 @@ struct ss_dnn_prim {
      * known whether sets can be kept, 1 yes, -1 no (a padded argument). */
     _Atomic(ss__dnn_mems_t *) spare;
     _Atomic int keep_mems;
+    /* 1: made with activation layouts (ss__dnn_md_layout), so its 3-
+     * and 5-D arguments have one (ss_dnn_prim_layout) */
+    int layouts;
 };
 
 /* Sets of memory objects made so far, process-wide (tests: a thread
@@ -196,14 +199,33 @@ int ss__dnn_build_op(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
 int ss__dnn_md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims,
                    dnnl_data_type_t dt, ss_err_t *err, const char *what);
 
-/* The 2-D window of a convolution or pooling in oneDNN's terms (dil is
- * dilation - 1; a 0 stride or dilation in the descriptor means 1), and
- * the output height and width (0 when the window does not fit). */
+/* The spatial geometry of a convolution or pooling, ONNX's terms and
+ * order (depth, height, width; nsp of them): input, kernel, stride and
+ * dilation (0 = 1), pads. */
+typedef struct ss__dnn_geom {
+    int nsp;
+    int64_t in[3], k[3], stride[3], dil[3], pb[3], pe[3];
+} ss__dnn_geom_t;
+
+/* The geometry of a conv or pool descriptor's fields (nsp 0 = 2: ih, iw
+ * and the [2] arrays; 1: iw and the W entries; 3: depth first). */
+int ss__dnn_geom(ss__dnn_geom_t *g, int nsp, const ss_dnn_depth_t *depth,
+                 int64_t ih, int64_t iw, const int64_t k[2],
+                 const int64_t stride[2], const int64_t dilation[2],
+                 const int64_t pad_begin[2], const int64_t pad_end[2],
+                 ss_err_t *err, const char *what);
+
+/* The window of a convolution or pooling in oneDNN's terms (dil is
+ * dilation - 1), and the output's spatial dims (0 when the window does
+ * not fit). */
 typedef struct ss__dnn_window {
     dnnl_dims_t kernel, strides, dil, pl, pr;
-    int64_t out[2];
+    int64_t out[3];
 } ss__dnn_window_t;
 
+int ss__dnn_window_of(ss__dnn_window_t *w, const ss__dnn_geom_t *g,
+                      ss_err_t *err, const char *what);
+/* The same for a 2-D window. */
 int ss__dnn_window(ss__dnn_window_t *w, int64_t ih, int64_t iw,
                    const int64_t kernel[2], const int64_t stride[2],
                    const int64_t dilation[2], const int64_t pad_begin[2],
@@ -217,9 +239,10 @@ int ss__dnn_pool8_attach(ss_dnn_prim_t *p, const ss_dnn_pool_desc_t *d,
 void ss__dnn_kern_run(const ss__dnn_kern_t *k, const void *in, void *out);
 
 /* A pooling's oneDNN algorithm, window and output dims [N, C, OH, OW]
- * (an OH or OW of 0: the window does not fit; callers check). */
+ * (d's nsp + 2 of them; an output dim of 0: the window does not fit;
+ * callers check). */
 int ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
-                      ss__dnn_window_t *win, int64_t dd[4], ss_err_t *err,
+                      ss__dnn_window_t *win, int64_t *dd, ss_err_t *err,
                       const char *what);
 
 /* The primitive descriptor of backward op od into b->pd, under b->attr,
@@ -227,10 +250,10 @@ int ss__dnn_pool_geom(const ss_dnn_pool_desc_t *d, dnnl_alg_kind_t *alg,
 int ss__dnn_bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
                    const_dnnl_primitive_desc_t hint, ss_err_t *err);
 
-/* The weight dims of a convolution, [G,] OC/G, IC/G, KH, KW (G only when
- * grouped); returns how many. */
-int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int64_t kh,
-                       int64_t kw, int64_t wd[5]);
+/* The weight dims of a convolution, [G,] OC/G, IC/G, then the nsp
+ * kernel dims k (G only when grouped); returns how many. */
+int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int nsp,
+                       const int64_t *k, int64_t wd[6]);
 
 /* The Winograd form of conv d (dnnl_wino.c): 1 with b->pd and b->attr
  * made for it and *po the post-ops to finish with (*sum: a residual ADD

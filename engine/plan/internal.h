@@ -571,6 +571,8 @@ int ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
 
 /* The layout v's root is stored in (its producer's choice). */
 ss_dnn_layout_t ss__lay_of(const ss_plan_t *p, int v);
+/* t's rank has layouts: 4-D or 5-D (plan_layout_rules.c). */
+int ss__lay_rank(const ss_tensor_t *t);
 
 /* Whether layouts a and b of t are the same bytes (they are when H * W
  * is 1, for NHWC and NCHW when C is 1, for nChw16c and NHWC when C is
@@ -630,20 +632,29 @@ int ss__fuse_conv_dw(ss__fz_t *fz, const ss__chain_t *c,
 /* A BatchNormalization right after the conv chain c starts, folded into
  * its weights and bias (new arrays in *wf, *bf, the caller's to free, and
  * *w, *bias pointed at them) and added to c: 1, 0 when there is none to
- * fold, < 0 on errors (plan_fuse_ops.c). */
+ * fold, < 0 on errors (plan_fuse_conv.c). */
 int ss__fz_conv_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, const float **w,
                    int64_t nw, const float **bias, float **wf, float **bf,
                    ss_err_t *err);
-/* 3-D (rank-5) Conv, called by ss__fuse_conv, and MaxPool/AveragePool/
- * GlobalAveragePool on plain [N, C, D, H, W] (plan_fuse_3d.c). */
-int ss__fuse_conv3d(ss__fz_t *fz, int s, ss_err_t *err);
-int ss__fuse_pool3d(ss__fz_t *fz, int s, ss_err_t *err);
+/* The window attributes of an nsp-D (1-3) Conv or pooling node in the
+ * terms of ss_dnn_conv_desc_t / ss_dnn_pool_desc_t (plan_fuse_conv.c):
+ * stride, dilation, pads of H and W, the depth axis's in depth;
+ * kernel_shape in ks (0 when not given).  0 when malformed. */
+int ss__fz_window(const ss_node_t *n, int nsp, int64_t stride[2],
+                  int64_t dilation[2], int64_t pad_begin[2],
+                  int64_t pad_end[2], int64_t ks[3], ss_dnn_depth_t *depth);
+/* Only output 0 of step st is used (others omitted or unread). */
+int ss__fz_only_out0(const ss__fz_t *fz, const ss_step_t *st);
+/* prim runs oneDNN's reference code: a blocked or NHWC one is slower than
+ * the plain one (callers try other layouts), a 1-D or 3-D one no faster
+ * than our reference kernels. */
+int ss__fz_slow(const ss_dnn_prim_t *prim);
 int ss__fuse_softmax(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err);
 /* The oneDNN pooling of a MaxPool/AveragePool/GlobalAveragePool step over
- * its 4-D source (dtype the source's, layout PLAIN): 1, or 0 when the
- * step has another op or attributes oneDNN does not take. */
+ * its 3- to 5-D source (nsp 1-3; dtype the source's, layout PLAIN): 1, or
+ * 0 when the step has another op or attributes oneDNN does not take. */
 int ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
                      ss_dnn_pool_desc_t *d);
 int ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err);

@@ -208,7 +208,8 @@ bf16_pool_rec(ss_plan_t *p, int s, bpass_t *bp, ss_err_t *err)
 
     if (!ss__plan_is_op(st, "MaxPool") || st->n_in != 1 || st->out[0] < 0
         || (st->n_out > 1 && st->out[1] >= 0)
-        || !ss__fz_pool_desc(p, st, &d) || d.dtype != SS_DTYPE_F32)
+        || !ss__fz_pool_desc(p, st, &d) || d.dtype != SS_DTYPE_F32
+        || d.nsp != 2)
         return 0;
     if ((r = brec_new(bp)) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory to fuse");

@@ -16,10 +16,8 @@
 #include "common/alloc.h"
 #include "engine/plan/internal.h"
 
-/* A blocked or NHWC primitive that fell back to oneDNN's reference code
- * is slower than the plain one: the caller tries other layouts. */
-static int
-slow_blocked(const ss_dnn_prim_t *prim)
+int
+ss__fz_slow(const ss_dnn_prim_t *prim)
 {
     return strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0;
 }
@@ -58,7 +56,7 @@ make_in_layout(make_fn make, const void *d, ss_dnn_layout_t *layout,
     if (*layout != SS_DNN_PLAIN) {
         if ((rc = make(d, prim, err)) == SS_ENOMEM)
             return rc;
-        if (rc == 0 && !slow_blocked(*prim))
+        if (rc == 0 && !ss__fz_slow(*prim))
             return 0;
         ss_dnn_prim_free(*prim);
         *prim = NULL;
@@ -74,9 +72,8 @@ f32(const ss__fz_t *fz, int v)
     return v >= 0 && ss__plan_tensor(fz->p, v)->dtype == SS_DTYPE_F32;
 }
 
-/* Only output 0 of the step is used (others omitted or unread). */
-static int
-only_out0(const ss__fz_t *fz, const ss_step_t *st)
+int
+ss__fz_only_out0(const ss__fz_t *fz, const ss_step_t *st)
 {
     for (int k = 1; k < st->n_out; k++) {
         int v = st->out[k];
@@ -157,7 +154,7 @@ ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err)
     int64_t m, chunk = 0;
 
     if (!(gemm || ss__plan_is_op(st, "MatMul")) || st->n_in < 2
-        || !only_out0(fz, st)
+        || !ss__fz_only_out0(fz, st)
         || !f32(fz, st->in[0]) || !f32(fz, st->in[1])
         || ss__fz_is_const(p, st->in[0]) || !ss__fz_is_const(p, st->in[1]))
         return 0;
@@ -251,193 +248,6 @@ done:
     return rc;
 }
 
-/* Creates the conv in the first layouts oneDNN has a real kernel for:
- * the wanted dst, with the src in the conv's family (oneDNN's blocked
- * kernels read NCHW only for a few input channels, a first layer; a
- * reorder costs less than the gemm fallback); then src and dst both in
- * the family; then both NHWC; then NCHW.  Before them all, for a conv
- * that shrinks its input, the source's layout for both when the readers
- * want another (ss__lay_conv_keep).  The layout pass reorders the source
- * to what the winner reads. */
-static int
-conv_layouts(ss__fz_t *fz, ss_dnn_conv_desc_t *d, int in,
-             const ss_tensor_t *x, const ss_tensor_t *y, int out,
-             ss_dnn_prim_t **prim, ss_err_t *err)
-{
-    ss_dnn_layout_t fam = ss__lay_conv_family(x, y), want[5][2], keep;
-    int n = 0, f, rc = SS_EUNSUPP, bin = 0;
-
-    for (int i = 0; i < d->post.n; i++)
-        bin |= d->post.op[i].kind == SS_DNN_PO_BINARY;
-    want[n][1] = ss__lay_dst(fz, out);
-    /* a binary post-op's tensor is in dst's layout: leave those alone */
-    keep = bin ? SS_DNN_PLAIN : ss__lay_conv_keep(fz->p, in, y, want[n][1]);
-    /* readers that want NCHW bytes (a Flatten's view, a graph output)
-     * behind a source in a family layout: run in the source's family, or
-     * NHWC (a kernel for any channel count) when the source is in the
-     * other one, and let the layout pass reorder the output
-     * (ss__plan_layout) -- the 28x28 CNN's last conv ran on oneDNN's gemm
-     * fallback over an NCHW copy of its input, 18-33 ms of a 30 ms run at
-     * batch 256; pruned to 24/48/48 channels its NHWC pool fed a conv of
-     * the blocked family, and that conv took the fallback again */
-    if (!bin && keep == SS_DNN_PLAIN && want[n][1] == SS_DNN_PLAIN
-        && !ss__lay_same(fam, SS_DNN_PLAIN, y)
-        && !ss__lay_same(ss__lay_of(fz->p, in), SS_DNN_PLAIN, x)
-        && !ss__lay_same(fam, SS_DNN_PLAIN, x))
-        want[n][1] = ss__lay_same(ss__lay_of(fz->p, in), fam, x)
-                     ? fam : SS_DNN_NHWC;
-    if (keep != SS_DNN_PLAIN) {
-        want[n + 1][1] = want[n][1];
-        want[n][0] = want[n][1] = keep;
-        n++;
-    }
-    f = n;
-    if (want[n][1] != SS_DNN_PLAIN) {
-        if (want[n][1] == SS_DNN_NHWC)
-            want[n][0] = SS_DNN_NHWC;
-        else if (fam == SS_DNN_BLOCKED)
-            want[n][0] = SS_DNN_BLOCKED;
-        else    /* to blocked from C % 16 != 0: a first layer reads NCHW */
-            want[n][0] = x->dims[1] < 16 ? SS_DNN_PLAIN : SS_DNN_NHWC;
-        n++;
-        if (want[f][0] != fam || want[f][1] != fam) {
-            want[n][0] = want[n][1] = fam;
-            n++;
-        }
-        /* e.g. groups of 8 channels: no blocked kernel, a brgconv one */
-        if (fam != SS_DNN_NHWC
-            && (want[f][0] != SS_DNN_NHWC || want[f][1] != SS_DNN_NHWC)) {
-            want[n][0] = want[n][1] = SS_DNN_NHWC;
-            n++;
-        }
-    }
-    want[n][0] = want[n][1] = SS_DNN_PLAIN;
-    n++;
-    for (int i = 0; i < n; i++) {
-        d->src_layout = want[i][0];
-        d->dst_layout = want[i][1];
-        if ((rc = ss_dnn_conv_new(d, prim, err)) == SS_ENOMEM)
-            return rc;
-        if (rc == 0 && (i == n - 1 || !slow_blocked(*prim)))
-            return 0;
-        ss_dnn_prim_free(*prim);
-        *prim = NULL;
-        if (i < n - 1)
-            ss_err_clear(err);
-    }
-    return rc;
-}
-
-/* A BatchNormalization right after the conv that chain c starts (oc
- * output channels, weights *w of nw values, bias *bias or NULL): folded
- * into new weights and bias (*wf, *bf, the caller's to free; *w and *bias
- * point at them) and added to c. */
-int
-ss__fz_conv_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, const float **w,
-               int64_t nw, const float **bias, float **wf, float **bf,
-               ss_err_t *err)
-{
-    ss_plan_t *p = fz->p;
-    int bn = ss__fz_single(fz, c->out), rc;
-    const ss_step_t *b;
-    size_t l;
-
-    if (bn < 0 || !ss__plan_is_op(&p->steps[bn], "BatchNormalization"))
-        return 0;
-    b = &p->steps[bn];
-    if (b->in[0] != c->out || b->n_in != 5 || !only_out0(fz, b)
-        || ss__attr_int(b->node, "training_mode", 0) != 0)
-        return 0;
-    for (int k = 1; k < 5; k++)
-        if (!ss__fz_is_const(p, b->in[k]) || !f32(fz, b->in[k])
-            || ss_tensor_numel(ss__plan_tensor(p, b->in[k])) != oc)
-            return 0;
-    if ((rc = ss__fz_fold_bn(p, b, oc, *w, nw, *bias, wf, bf, err)) < 0)
-        return rc;
-    *w = *wf;
-    *bias = *bf;
-    c->steps[c->n_steps++] = bn;
-    c->out = b->out[0];
-    l = strlen(c->what);
-    snprintf(c->what + l, sizeof(c->what) - l, "+BN");
-    return 1;
-}
-
-int
-ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
-{
-    ss_plan_t *p = fz->p;
-    const ss_step_t *st = &p->steps[s];
-    ss_dnn_conv_desc_t d = { 0 };
-    ss_dnn_prim_t *prim = NULL;
-    ss__chain_t c;
-    const ss_tensor_t *x, *w, *y;
-    int64_t pads[4], ks[2];
-    float *wf = NULL, *bf = NULL;
-    int rc = 0;
-
-    if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
-        || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1])
-        || !ss__fz_notset(st->node))
-        return 0;
-    x = ss__plan_tensor(p, st->in[0]);
-    w = ss__plan_tensor(p, st->in[1]);
-    y = ss__plan_tensor(p, st->out[0]);
-    if (st->n_in > 2 && st->in[2] >= 0
-        && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
-        return 0;
-    if (x->ndim == 5 && w->ndim == 5 && y->ndim == 5)
-        return ss__fuse_conv3d(fz, s, err);
-    if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4)
-        return 0;
-    if (!ss__fz_attr_n(st->node, "strides", 1, d.stride, 2)
-        || !ss__fz_attr_n(st->node, "dilations", 1, d.dilation, 2)
-        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4)
-        || !ss__fz_attr_n(st->node, "kernel_shape", 0, ks, 2))
-        return 0;
-    if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
-        return 0;
-    d.n = x->dims[0];
-    d.ic = x->dims[1];
-    d.ih = x->dims[2];
-    d.iw = x->dims[3];
-    d.oc = w->dims[0];
-    d.kh = w->dims[2];
-    d.kw = w->dims[3];
-    d.group = ss__attr_int(st->node, "group", 1);
-    d.pad_begin[0] = pads[0];
-    d.pad_begin[1] = pads[1];
-    d.pad_end[0] = pads[2];
-    d.pad_end[1] = pads[3];
-    d.w = w->data;
-    d.bias = st->n_in > 2 && st->in[2] >= 0
-             ? ss__plan_tensor(p, st->in[2])->data : NULL;
-    ss__fz_chain_start(&c, s, st->in[0], st->out[0], "Conv");
-    if ((rc = ss__fz_conv_bn(fz, &c, d.oc, &d.w, ss_tensor_numel(w), &d.bias,
-                             &wf, &bf, err)) < 0)
-        goto done;
-    c.dst_ndim = 4;
-    memcpy(c.dst_dims, y->dims, 4 * sizeof(int64_t));
-    ss__fz_chain(fz, &c);
-    d.post = c.post;
-    if ((rc = ss__fuse_conv_dw(fz, &c, &d, st->in[0], err)) != 0)
-        goto done;
-    if ((rc = conv_layouts(fz, &d, st->in[0], x, y, c.out, &prim,
-                           err)) < 0) {
-        rc = ss__fz_fallback(rc, err);
-        goto done;
-    }
-    wrote(fz, c.out, prim);
-    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0)
-        rc = 1;
-    prim = NULL;
-done:
-    ss_dnn_prim_free(prim);
-    ss_free(wf);
-    ss_free(bf);
-    return rc;
-}
-
 int
 ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
 {
@@ -451,7 +261,7 @@ ss__fuse_layernorm(ss__fz_t *fz, int s, ss_err_t *err)
     int rc;
 
     if (!ss__plan_is_op(st, "LayerNormalization") || st->n_in < 2
-        || !f32(fz, st->in[0]) || !only_out0(fz, st)
+        || !f32(fz, st->in[0]) || !ss__fz_only_out0(fz, st)
         || !ss__fz_is_const(p, st->in[1]) || !f32(fz, st->in[1]))
         return 0;
     x = ss__plan_tensor(p, st->in[0]);
@@ -490,36 +300,39 @@ ss__fz_pool_desc(const ss_plan_t *p, const ss_step_t *st,
 {
     const ss_tensor_t *x = ss__plan_tensor(p, st->in[0]);
     int global = ss__plan_is_op(st, "GlobalAveragePool");
-    int red = ss__plan_reduce_hw(p, st);
-    int64_t pads[4];
+    int red = ss__plan_reduce_hw(p, st), nsp = x->ndim - 2;
+    int64_t ks[3];
 
     memset(d, 0, sizeof(*d));
     if (!(global || red || ss__plan_is_op(st, "MaxPool")
           || ss__plan_is_op(st, "AveragePool"))
-        || x->ndim != 4 || ss_tensor_numel(x) == 0)
+        || nsp < 1 || nsp > 3 || ss_tensor_numel(x) == 0)
         return 0;
     d->dtype = x->dtype;
+    d->nsp = nsp;
     d->n = x->dims[0];
     d->c = x->dims[1];
-    d->ih = x->dims[2];
-    d->iw = x->dims[3];
+    d->ih = nsp == 1 ? 1 : x->dims[x->ndim - 2];
+    d->iw = x->dims[x->ndim - 1];
+    d->depth.in = nsp == 3 ? x->dims[2] : 0;
     if (global || red) {
         d->alg = red ? (ss_dnn_pool_alg_t)red : SS_DNN_POOL_AVG_EXCLUDE;
         d->kernel[0] = d->ih;
         d->kernel[1] = d->iw;
+        d->depth.k = d->depth.in;
         return 1;
     }
     if (ss__attr_int(st->node, "ceil_mode", 0) != 0
         || ss__attr_int(st->node, "storage_order", 0) != 0
-        || !ss__fz_attr_n(st->node, "kernel_shape", 0, d->kernel, 2)
-        || !ss__fz_attr_n(st->node, "strides", 1, d->stride, 2)
-        || !ss__fz_attr_n(st->node, "dilations", 1, d->dilation, 2)
-        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4) || d->kernel[0] <= 0)
+        || !ss__fz_window(st->node, nsp, d->stride, d->dilation,
+                          d->pad_begin, d->pad_end, ks, &d->depth))
         return 0;
-    d->pad_begin[0] = pads[0];
-    d->pad_begin[1] = pads[1];
-    d->pad_end[0] = pads[2];
-    d->pad_end[1] = pads[3];
+    for (int i = 0; i < nsp; i++)
+        if (ks[i] <= 0)
+            return 0;
+    d->kernel[0] = nsp == 1 ? 1 : ks[nsp - 2];
+    d->kernel[1] = ks[nsp - 1];
+    d->depth.k = nsp == 3 ? ks[0] : 0;
     d->alg = ss__plan_is_op(st, "MaxPool") ? SS_DNN_POOL_MAX
              : ss__attr_int(st->node, "count_include_pad", 0)
                ? SS_DNN_POOL_AVG_INCLUDE : SS_DNN_POOL_AVG_EXCLUDE;
@@ -535,21 +348,27 @@ ss__fuse_pool(ss__fz_t *fz, int s, ss_err_t *err)
     ss_dnn_prim_t *prim = NULL;
     const ss_tensor_t *y;
     ss__chain_t c;
-    int rc;
+    int rc, same;
 
-    if (!f32(fz, st->in[0]) || !only_out0(fz, st)
+    if (!f32(fz, st->in[0]) || !ss__fz_only_out0(fz, st)
         || !ss__fz_notset(st->node) || !ss__fz_pool_desc(p, st, &d))
         return 0;
     /* one layout for src and dst: the source's, when the output may
      * have it too; a reduce without kept dims writes [N, C], the bytes of
      * [N, C, 1, 1] in any layout */
     y = ss__plan_tensor(p, st->out[0]);
-    d.layout = y->ndim == 4 ? ss__lay_follow(fz, st->in[0], st->out[0])
-                            : ss__lay_of(p, st->in[0]);
+    same = y->ndim == d.nsp + 2;
+    d.layout = same ? ss__lay_follow(fz, st->in[0], st->out[0])
+                    : ss__lay_of(p, st->in[0]);
     if ((rc = make_in_layout(make_pool, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
+    /* oneDNN's reference code for a 1-D or 3-D pool: ours is as good */
+    if (d.nsp != 2 && ss__fz_slow(prim)) {
+        ss_dnn_prim_free(prim);
+        return 0;
+    }
     wrote(fz, st->out[0], prim);
-    if (y->ndim != 4)
+    if (!same)
         p->vals[st->out[0]].layout = SS_DNN_PLAIN;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], st->node->op_type);
     if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) < 0)
@@ -606,7 +425,8 @@ ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err)
     memcpy(c.dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.post = c.post;
-    d.layout = y->ndim == 4 ? ss__lay_follow(fz, lead[0], c.out) : SS_DNN_PLAIN;
+    d.layout = ss__lay_rank(y) ? ss__lay_follow(fz, lead[0], c.out)
+                              : SS_DNN_PLAIN;
     if ((rc = make_in_layout(make_binary, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
     wrote(fz, c.out, prim);

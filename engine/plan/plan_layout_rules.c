@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Layout rules: which layout a fusion anchor writes a 4-D value in, and
- * when two layouts are the same bytes.  The anchors of every pass ask
+ * Layout rules: which layout a fusion anchor writes a 4-D or 5-D value
+ * in, and when two layouts are the same bytes.  A 5-D value (a 3-D conv
+ * net's [N, C, D, H, W]) follows the rules of a 4-D one, nCdhw16c and
+ * ndhwc for nChw16c and NHWC; 3-D values ([N, C, W] of a 1-D conv, a
+ * transformer's [B, T, C]) stay PLAIN.  The anchors of every pass ask
  * these as they create each primitive, in step order; the layout pass
  * (plan_layout.c, where the design is) then makes every read agree with
  * the write.  The rules:
@@ -48,12 +51,23 @@ ss__lay_of(const ss_plan_t *p, int v)
     return p->vals[ss__plan_root(p, v)].layout;
 }
 
-/* One name per arrangement of bytes: H * W == 1 makes all three layouts
- * NCHW, C == 1 makes NHWC NCHW, and C == 16 makes nChw16c NHWC. */
+int
+ss__lay_rank(const ss_tensor_t *t)
+{
+    return t->ndim == 4 || t->ndim == 5;
+}
+
+/* One name per arrangement of bytes: H * W (D * H * W) == 1 makes all
+ * three layouts NCHW, C == 1 makes NHWC NCHW, and C == 16 makes nChw16c
+ * NHWC. */
 static ss_dnn_layout_t
 canon(ss_dnn_layout_t l, const ss_tensor_t *t)
 {
-    if (t->ndim != 4 || l == SS_DNN_PLAIN || t->dims[2] * t->dims[3] == 1)
+    int64_t sp = 1;
+
+    for (int i = 2; i < t->ndim; i++)
+        sp *= t->dims[i];
+    if (!ss__lay_rank(t) || l == SS_DNN_PLAIN || sp == 1)
         return SS_DNN_PLAIN;
     if (l == SS_DNN_NHWC && t->dims[1] == 1)
         return SS_DNN_PLAIN;
@@ -71,15 +85,16 @@ ss__lay_same(ss_dnn_layout_t a, ss_dnn_layout_t b, const ss_tensor_t *t)
 ss_dnn_layout_t
 ss__lay_natural(const ss_tensor_t *t)
 {
-    return t->ndim == 4 && ss_dnn_blocked_ok(4, t->dims) ? SS_DNN_BLOCKED
-                                                         : SS_DNN_NHWC;
+    return ss__lay_rank(t) && ss_dnn_blocked_ok(t->ndim, t->dims)
+           ? SS_DNN_BLOCKED : SS_DNN_NHWC;
 }
 
 ss_dnn_layout_t
 ss__lay_conv_family(const ss_tensor_t *x, const ss_tensor_t *y)
 {
-    return ss_dnn_blocked_ok(4, x->dims) && ss_dnn_blocked_ok(4, y->dims)
-           ? SS_DNN_BLOCKED : SS_DNN_NHWC;
+    return ss_dnn_blocked_ok(x->ndim, x->dims)
+           && ss_dnn_blocked_ok(y->ndim, y->dims) ? SS_DNN_BLOCKED
+                                                  : SS_DNN_NHWC;
 }
 
 #define ANY (-1)
@@ -138,7 +153,8 @@ wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
         if (k != 0 || st->n_out < 1 || st->out[0] < 0)
             return SS_DNN_PLAIN;
         y = &p->vals[st->out[0]].t;
-        if (y->ndim != 4 || y->dtype != SS_DTYPE_F32)
+        if (!ss__lay_rank(y) || y->ndim != t->ndim
+            || y->dtype != SS_DTYPE_F32)
             return SS_DNN_PLAIN;
         return op[0] == 'C' ? ss__lay_conv_family(t, y) : ss__lay_natural(t);
     }
@@ -165,7 +181,7 @@ ss__lay_dst(const ss__fz_t *fz, int v)
     if (v < 0 || blocked_off())
         return SS_DNN_PLAIN;
     t = &p->vals[v].t;
-    if (t->dtype != SS_DTYPE_F32 || t->ndim != 4 || p->vals[v].alias >= 0)
+    if (t->dtype != SS_DTYPE_F32 || !ss__lay_rank(t) || p->vals[v].alias >= 0)
         return SS_DNN_PLAIN;
     if (canon(ss__lay_natural(t), t) == SS_DNN_PLAIN)
         return ss__lay_natural(t);      /* the same bytes as NCHW */
@@ -192,7 +208,8 @@ ss__lay_dst(const ss__fz_t *fz, int v)
     if (n[SS_DNN_BLOCKED] + n[SS_DNN_NHWC] == 0)
         return any > 0 && n[SS_DNN_PLAIN] == 0 ? ss__lay_natural(t)
                                               : SS_DNN_PLAIN;
-    if (n[SS_DNN_BLOCKED] >= n[SS_DNN_NHWC] && ss_dnn_blocked_ok(4, t->dims))
+    if (n[SS_DNN_BLOCKED] >= n[SS_DNN_NHWC]
+        && ss_dnn_blocked_ok(t->ndim, t->dims))
         return SS_DNN_BLOCKED;
     return SS_DNN_NHWC;
 }
@@ -205,14 +222,14 @@ ss__lay_follow(const ss__fz_t *fz, int src, int dst)
     ss_dnn_layout_t want = ss__lay_dst(fz, dst);
     const ss_tensor_t *x = &p->vals[src].t, *y = &p->vals[dst].t;
 
-    if (x->ndim != 4 || y->ndim != 4)
+    if (!ss__lay_rank(x) || x->ndim != y->ndim)
         return SS_DNN_PLAIN;
     if (ss__lay_same(ss__lay_natural(x), SS_DNN_PLAIN, x))
         l = want;   /* src's bytes read as any layout (H*W == 1) */
     /* a plain src stays plain: reordering the (smaller) output for its
      * readers is cheaper than the input */
     if (l == SS_DNN_PLAIN
-        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(4, y->dims))
+        || (l == SS_DNN_BLOCKED && !ss_dnn_blocked_ok(y->ndim, y->dims))
         || (want == SS_DNN_PLAIN && !ss__lay_same(l, SS_DNN_PLAIN, y)))
         return SS_DNN_PLAIN;
     return l;

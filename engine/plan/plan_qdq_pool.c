@@ -105,7 +105,8 @@ hoist_q(ss_plan_t *p, int s, ss_err_t *err)
     if (pool->kind != SS_STEP_REF || !ss__plan_is_op(pool, "MaxPool")
         || pool->n_in != 1 || pool->out[0] < 0
         || (pool->n_out > 1 && pool->out[1] >= 0)
-        || !ss__fz_pool_desc(p, pool, &d) || d.dtype != SS_DTYPE_F32)
+        || !ss__fz_pool_desc(p, pool, &d) || d.dtype != SS_DTYPE_F32
+        || d.nsp != 2)
         return 0;
     x = pool->in[0];
     m = pool->out[0];
