@@ -15,8 +15,13 @@ AvgPool3d counting its padding, asymmetric strides).
 Each is exported at opsets 11, 13 and 17 with a dynamic batch, run at
 batch 1 and 3 and compared with PyTorch's own output on the same input:
 |got - want| <= 1e-4 * max|want| + 1e-5 per element.  The plan must run
-the 3-D convs and pools on oneDNN (plain ncdhw, plan_fuse_3d.c), but a
-ceil_mode pool, which stays on the reference kernel as in 2-D.
+the 3-D convs and pools on oneDNN (plan_fuse_conv.c, plan_fuse_ops.c),
+but a ceil_mode pool, which stays on the reference kernel as in 2-D.
+A fourth net (mix3d) turns 3-D features into a 2-D head: a residual
+3-D block, a 3-D max pool, a Reshape of [N, C, D, H, W] to [N, C*D, H,
+W] into a Conv2d, and a Flatten of the 5-D pool output into a Linear.
+The layout pass keeps 3-D convs of 16k channels in nCdhw16c on oneDNN's
+direct kernels with reorders only where the chain ends (blocked_chain).
 
 Compression of such a net (ptq, bf16, structured pruning) is checked in
 tests/integration/test_compress_3d.py.
@@ -115,9 +120,28 @@ def models():
             x = self.mp(self.c3(self.c2(x)) + x)
             return self.ct(torch.sigmoid(self.ap(x)))
 
+    class Mix(nn.Module):           # 3-D convs into a 2-D head
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv3d(4, 16, 3, 1, 1)
+            self.b1 = bn(16)
+            self.c2 = nn.Conv3d(16, 16, 3, 1, 1, bias=False)
+            self.c3 = nn.Conv2d(32, 32, 3, 1, 1)
+            self.fc = nn.Linear(32, 5)
+            self.fc5 = nn.Linear(16 * 2 * 4 * 4, 5)
+
+        def forward(self, x):
+            a = F.relu(self.b1(self.c1(x)))
+            a = F.max_pool3d(F.relu(self.c2(a) + a), 2)
+            n, c, d, h, w = a.shape
+            b = F.relu(self.c3(a.reshape(n, c * d, h, w)))
+            return (self.fc(F.adaptive_avg_pool2d(b, 1).flatten(1))
+                    + self.fc5(a.flatten(1)))
+
     return [("r3d", R3D, (3, 8, 56, 56)),
             ("unet3d", UNet3, (2, 8, 16, 16)),
-            ("odd3d", Odd, (4, 9, 13, 11))]
+            ("odd3d", Odd, (4, 9, 13, 11)),
+            ("mix3d", Mix, (4, 4, 8, 8))]
 
 
 def main():
@@ -151,12 +175,14 @@ def main():
                     tap.ok(ok, "%s matches PyTorch (rtol %g)" % (what, RTOL),
                            detail)
                 on_onednn(name, path, s.file("x3.npz"))
+                if name in CHAIN:
+                    blocked_chain(name, path, s.file("x3.npz"))
     return tap.done()
 
 
 def on_onednn(name, path, x):
     """The plan runs every 3-D Conv, MaxPool, AveragePool and
-    GlobalAveragePool on oneDNN (engine/plan/plan_fuse_3d.c) but ceil_mode
+    GlobalAveragePool on oneDNN (engine/plan/plan_fuse_conv.c) but ceil_mode
     pools (odd3d's MaxPool), which stay on the reference kernels as in
     2-D; ConvTranspose has no oneDNN step in 2-D or 3-D."""
     env = dict(os.environ, SS_ENGINE_DUMP="1")
@@ -168,6 +194,8 @@ def on_onednn(name, path, x):
     steps = [ln for ln in text.splitlines()
              if re.match(r"\s+\d+ (ref|dnn) ", ln)]
     want = 1 if name == "odd3d" else 0
+    if name == "mix3d":     # its one 2-D conv is the 2-D anchor's "Conv"
+        steps = [ln for ln in steps if "Conv+" not in ln]
     ref = [ln.split()[2] for ln in steps if " ref " in ln
            and re.search(r" ref\s+(Conv|MaxPool|AveragePool|"
                          r"GlobalAveragePool)\s", ln)]
@@ -176,6 +204,48 @@ def on_onednn(name, path, x):
            "%s: 3-D convs and pools on oneDNN (%d fused convs, %d left on "
            "the reference kernels, want %d)" % (name, len(dnn), len(ref),
                                                 want), "\n".join(steps))
+
+
+# The reorder steps of the plan (SS_ENGINE_DUMP): r3d's chain is blocked
+# from its first conv (which reads the plain input) to the global pool,
+# whose [N, C, 1, 1, 1] output is the same bytes in every layout; mix3d's
+# pool writes NCHW for the Reshape (a view) into its 2-D conv (one
+# reorder before it), and the 2-D conv reads nChw16c (one after).
+CHAIN = {"r3d": 0, "mix3d": 2}
+
+
+def blocked_chain(name, path, x):
+    """The 3-D convs of 16k channels run oneDNN's direct kernels on
+    nCdhw16c (the layout pass, plan_layout_rules.c), not gemm over
+    ncdhw, with reorders only at the chain's edges (CHAIN)."""
+    env = dict(os.environ, SS_ENGINE_DUMP="1", ONEDNN_VERBOSE="1")
+    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
+                        "--repeat", "1", "--threads", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, timeout=infer.TIMEOUT)
+    text = (p.stdout + p.stderr).decode("utf-8", "replace")
+    reorders = [ln for ln in text.splitlines()
+                if re.match(r"\s+\d+ dnn\s+Reorder>", ln)]
+    bad, n3 = [], 0
+    for ln in text.splitlines():
+        f = ln.split(",")
+        if len(f) < 10 or f[1] != "exec" or f[3] != "convolution" \
+                or "_id" not in ln:
+            continue
+        m = re.search(r"_ic(\d+)oc(\d+)_", ln)
+        ic, oc = int(m.group(1)), int(m.group(2))
+        n3 += 1
+        src = "src_f32::blocked:%s:" % ("aBcde16b" if ic % 16 == 0
+                                        else "abcde")
+        if oc % 16 == 0 and (src not in ln
+                             or "dst_f32::blocked:aBcde16b:" not in ln
+                             or f[4].startswith(("gemm", "ref"))):
+            bad.append(ln)
+    tap.ok(p.returncode == 0 and n3 > 0 and not bad
+           and len(reorders) == CHAIN[name],
+           "%s: %d 3-D conv runs in nCdhw16c on direct kernels, %d reorder "
+           "steps (want %d)" % (name, n3, len(reorders), CHAIN[name]),
+           "\n".join(bad + reorders))
 
 
 if __name__ == "__main__":
