@@ -2,7 +2,10 @@
 /*
  * Activation layouts: which 4-D values live blocked (nChw16c) or
  * channels-last (NHWC) between oneDNN primitives, and the reorders at the
- * edges of those runs.
+ * edges of those runs.  5-D values (3-D convs' [N, C, D, H, W]) follow
+ * the same rules in nCdhw16c and ndhwc: measured on an r3d_18-like net
+ * (bench/conv3d.py), oneDNN's direct 3-D kernels on nCdhw16c run ~8x
+ * faster than its im2col + GEMM one on plain ncdhw.
  *
  * DESIGN: oneDNN's convolutions run 2-3x faster on nChw16c than on NCHW
  * (jit / brgconv kernels instead of gemm over im2col; measured here), and
