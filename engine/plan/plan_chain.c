@@ -680,14 +680,13 @@ ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                   ss_dnn_qconv_desc_t *d)
 {
     const ss_tensor_t *x, *w;
-    int64_t pads[4], ks[2];
+    ss_dnn_depth_t depth;
+    int64_t ks[3];
 
     if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || st->in[0] < 0
         || ss__fz_is_const(p, st->in[0])
         || ss__plan_tensor(p, st->in[0])->dtype != SS_DTYPE_F32
         || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32))
-        return 0;
-    if (!ss__fz_notset(st->node))
         return 0;
     x = ss__plan_tensor(p, st->in[0]);
     w = ss__plan_tensor(p, st->in[1]);
@@ -697,10 +696,8 @@ ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
     if (st->n_in > 2 && st->in[2] >= 0
         && !ss__fz_const_of(p, st->in[2], SS_DTYPE_F32))
         return 0;
-    if (!ss__fz_attr_n(st->node, "strides", 1, d->stride, 2)
-        || !ss__fz_attr_n(st->node, "dilations", 1, d->dilation, 2)
-        || !ss__fz_attr_n(st->node, "pads", 0, pads, 4)
-        || !ss__fz_attr_n(st->node, "kernel_shape", 0, ks, 2))
+    if (!ss__fz_window(st->node, 2, d->stride, d->dilation, d->pad_begin,
+                       d->pad_end, ks, &depth))
         return 0;
     if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
         return 0;
@@ -712,10 +709,6 @@ ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
     d->kh = w->dims[2];
     d->kw = w->dims[3];
     d->group = ss__attr_int(st->node, "group", 1);
-    d->pad_begin[0] = pads[0];
-    d->pad_begin[1] = pads[1];
-    d->pad_end[0] = pads[2];
-    d->pad_end[1] = pads[3];
     d->bias = st->n_in > 2 && st->in[2] >= 0
               ? ss__plan_tensor(p, st->in[2])->data : NULL;
     return 1;
