@@ -246,9 +246,9 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
         goto done;
     }
     p->vals[c.out].layout = ss_dnn_prim_layout(prim, -1);
-    if ((rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err)) == 0)
-        rc = 1;
-    prim = NULL;
+    rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err);
+    prim = NULL;            /* the plan's now, emitted or freed */
+    rc = rc < 0 ? rc : 1;
 done:
     ss_dnn_prim_free(prim);
     ss_free(wf);

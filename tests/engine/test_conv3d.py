@@ -180,17 +180,23 @@ def main():
     return tap.done()
 
 
+def dump(path, x, **env):
+    """One run of the CLI with the plan's steps printed (SS_ENGINE_DUMP)
+    and env added: (exit status, stdout + stderr)."""
+    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
+                        "--repeat", "1", "--threads", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=dict(os.environ, SS_ENGINE_DUMP="1", **env),
+                       timeout=infer.TIMEOUT)
+    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+
 def on_onednn(name, path, x):
     """The plan runs every 3-D Conv, MaxPool, AveragePool and
     GlobalAveragePool on oneDNN (engine/plan/plan_fuse_conv.c) but ceil_mode
     pools (odd3d's MaxPool), which stay on the reference kernels as in
     2-D; ConvTranspose has no oneDNN step in 2-D or 3-D."""
-    env = dict(os.environ, SS_ENGINE_DUMP="1")
-    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
-                        "--repeat", "1", "--threads", "1"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=env, timeout=infer.TIMEOUT)
-    text = (p.stdout + p.stderr).decode("utf-8", "replace")
+    rc, text = dump(path, x)
     steps = [ln for ln in text.splitlines()
              if re.match(r"\s+\d+ (ref|dnn) ", ln)]
     want = 1 if name == "odd3d" else 0
@@ -200,7 +206,7 @@ def on_onednn(name, path, x):
            and re.search(r" ref\s+(Conv|MaxPool|AveragePool|"
                          r"GlobalAveragePool)\s", ln)]
     dnn = [ln for ln in steps if " dnn " in ln and "Conv3d" in ln]
-    tap.ok(p.returncode == 0 and dnn and len(ref) == want,
+    tap.ok(rc == 0 and dnn and len(ref) == want,
            "%s: 3-D convs and pools on oneDNN (%d fused convs, %d left on "
            "the reference kernels, want %d)" % (name, len(dnn), len(ref),
                                                 want), "\n".join(steps))
@@ -218,12 +224,7 @@ def blocked_chain(name, path, x):
     """The 3-D convs of 16k channels run oneDNN's direct kernels on
     nCdhw16c (the layout pass, plan_layout_rules.c), not gemm over
     ncdhw, with reorders only at the chain's edges (CHAIN)."""
-    env = dict(os.environ, SS_ENGINE_DUMP="1", ONEDNN_VERBOSE="1")
-    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
-                        "--repeat", "1", "--threads", "1"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=env, timeout=infer.TIMEOUT)
-    text = (p.stdout + p.stderr).decode("utf-8", "replace")
+    rc, text = dump(path, x, ONEDNN_VERBOSE="1")
     reorders = [ln for ln in text.splitlines()
                 if re.match(r"\s+\d+ dnn\s+Reorder>", ln)]
     bad, n3 = [], 0
@@ -241,7 +242,7 @@ def blocked_chain(name, path, x):
                              or "dst_f32::blocked:aBcde16b:" not in ln
                              or f[4].startswith(("gemm", "ref"))):
             bad.append(ln)
-    tap.ok(p.returncode == 0 and n3 > 0 and not bad
+    tap.ok(rc == 0 and n3 > 0 and not bad
            and len(reorders) == CHAIN[name],
            "%s: %d 3-D conv runs in nCdhw16c on direct kernels, %d reorder "
            "steps (want %d)" % (name, n3, len(reorders), CHAIN[name]),
