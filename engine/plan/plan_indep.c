@@ -197,7 +197,8 @@ ss__indep_axes(ss__indep_t *c, const char *attr, int since, int k,
             return 0;
         if (n > SS_MAX_DIMS)
             return -1;
-        memcpy(ax, a, (size_t)n * sizeof(*ax));
+        if (n > 0)      /* an empty ints attribute has no array */
+            memcpy(ax, a, (size_t)n * sizeof(*ax));
         return n;
     }
     if (ss__indep_in(c, k) == NULL)
