@@ -286,8 +286,13 @@ def mark(method, src, var):
 
 
 def torch_bf16_err(m, x, y):
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        yb = m(torch.from_numpy(x)).float().numpy()
+    """PyTorch's own bf16 (autocast) error, or None where autocast fails
+    (torch 1.13: convnext's LayerNorm2d on bf16)."""
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            yb = m(torch.from_numpy(x)).float().numpy()
+    except RuntimeError:
+        return None
     return rel(yb, y)
 
 
@@ -410,8 +415,12 @@ def judge(d, root, n, meth, key, rc, out, took, log, m, p, hw):
         with torch.no_grad():
             y = m(torch.from_numpy(x)).numpy()
         te = torch_bf16_err(m, x, y)
-        text += " torch-bf16 %.1e" % te
-        bad = rel(got, src) > 3 * te + 1e-3
+        if te is None:
+            text += " torch-bf16 n/a"
+            bad = rel(got, src) > 0.05
+        else:
+            text += " torch-bf16 %.1e" % te
+            bad = rel(got, src) > 3 * te + 1e-3
     else:
         ref = ort_run(vp, x)
         if ref is not None:
