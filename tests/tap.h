@@ -20,7 +20,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef SS_TAP_EXTERN
+/* A test program of several files (CFLAGS -DSS_TAP_EXTERN): one count for
+ * all of them, defined by the file with main (SS_TAP_COUNTERS). */
+extern int tap_n_, tap_failed_;
+#define SS_TAP_COUNTERS int tap_n_, tap_failed_
+#else
 static int tap_n_, tap_failed_;
+#endif
 
 static inline int
 tap_ok_(int cond, const char *file, int line, const char *fmt, ...)

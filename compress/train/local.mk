@@ -32,10 +32,17 @@ SS_TRAIN_LIBS = compress/train/libsstrain.a engine/ir/libssir.a \
 	engine/ops/libssops.a engine/dnnl/libssdnnl.a engine/io/libssio.a \
 	common/libsscommon.a $(PROTOBUF_C_LIBS) $(SSDNNL_LIBS) $(ZLIB_LIBS) -lm
 
+# Small training graphs built in C, for the trainer's unit tests.
+SS_TRAIN_GB = tests/unit/train_gb.h tests/unit/train_gb.c
+
 # Tests: every gradient rule against finite differences.
 check_PROGRAMS += tests/unit/test_train_grad
 TESTS += tests/unit/test_train_grad
-tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
+tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c \
+	tests/unit/train_grad.h tests/unit/train_grad_check.c \
+	tests/unit/train_grad_shape.c tests/unit/train_grad_q.c \
+	tests/unit/train_grad_act.c $(SS_TRAIN_GB)
+tests_unit_test_train_grad_CFLAGS = $(AM_CFLAGS) -DSS_TAP_EXTERN
 tests_unit_test_train_grad_LDADD = $(SS_TRAIN_LIBS)
 
 # 20 steps of the fixture models against PyTorch's curves and weights
@@ -74,7 +81,8 @@ tests_unit_test_train_bf16_LDADD = $(SS_TRAIN_LIBS)
 # convolutions.
 check_PROGRAMS += tests/unit/test_train_layout
 TESTS += tests/unit/test_train_layout
-tests_unit_test_train_layout_SOURCES = tests/unit/test_train_layout.c
+tests_unit_test_train_layout_SOURCES = tests/unit/test_train_layout.c \
+	$(SS_TRAIN_GB)
 tests_unit_test_train_layout_LDADD = $(SS_TRAIN_LIBS)
 
 # The fused optimizer update, both paths, against a double reference.

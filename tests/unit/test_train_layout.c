@@ -36,82 +36,13 @@
 #include "compress/train/internal.h"
 #include "engine/ir/edit.h"
 #include "tests/tap.h"
+#include "tests/unit/train_gb.h"
 
 #define STEPS 12
 #define NB 8        /* rows a batch */
 #define NBATCH 3    /* batches, cycled */
 
-static uint64_t seed = 777;
-
 /* ---- building the graph -------------------------------------------------- */
-
-typedef struct gb {
-    ss_graph_t *g;
-    ss_err_t err;
-    int n_attrs;
-    ss_attr_t attrs[8];
-    int64_t ibuf[8][8];
-} gb_t;
-
-static int
-param(gb_t *b, const char *name, int nd, const int64_t *dims, double lo,
-      double hi)
-{
-    ss_tensor_t *t = NULL;
-    int64_t n;
-
-    if (ss__tensor_new(SS_DTYPE_F32, nd, dims, &t, &b->err) < 0)
-        return -1;
-    n = ss_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++)
-        ((float *)t->data)[i] = (float)(lo + (hi - lo) *
-                                        ss__rng_unit(&seed));
-    return ss_graph_add_value(b->g, name, t, &b->err);
-}
-
-static void
-attr_i(gb_t *b, const char *name, int64_t v)
-{
-    ss_attr_t *a = &b->attrs[b->n_attrs++];
-
-    memset(a, 0, sizeof(*a));
-    a->name = (char *)name;
-    a->type = SS_ATTR_INT;
-    a->i = v;
-}
-
-static void
-attr_ints(gb_t *b, const char *name, int n, const int64_t *v)
-{
-    int k = b->n_attrs;
-    ss_attr_t *a = &b->attrs[b->n_attrs++];
-
-    memset(a, 0, sizeof(*a));
-    a->name = (char *)name;
-    a->type = SS_ATTR_INTS;
-    a->n = n;
-    memcpy(b->ibuf[k], v, (size_t)n * sizeof(int64_t));
-    a->ints = b->ibuf[k];
-}
-
-static int
-node_named(gb_t *b, const char *name, const char *op, int n_in,
-           const int *in)
-{
-    int out = ss_graph_add_value(b->g, NULL, NULL, &b->err);
-
-    if (out < 0 || ss_graph_add_node(b->g, op, name, n_in, in, 1, &out,
-                                     b->n_attrs, b->attrs, &b->err) < 0)
-        out = -1;
-    b->n_attrs = 0;
-    return out;
-}
-
-static int
-node(gb_t *b, const char *op, int n_in, const int *in)
-{
-    return node_named(b, op, op, n_in, in);
-}
 
 /* Conv of x by a new [oc, ic / group, k, k] weight (and bias). */
 static int
@@ -127,14 +58,14 @@ conv(gb_t *b, const char *name, int x, int64_t ic, int64_t oc, int64_t k,
 
     snprintf(nm, sizeof(nm), "%s.w", name);
     in[0] = x;
-    in[1] = param(b, nm, 4, wd, -r, r);
+    in[1] = gb_param(b, nm, 4, wd, -r, r);
     snprintf(nm, sizeof(nm), "%s.b", name);
-    in[2] = bias ? param(b, nm, 1, &oc, -0.1, 0.1) : -1;
+    in[2] = bias ? gb_param(b, nm, 1, &oc, -0.1, 0.1) : -1;
     attr_i(b, "group", group);
     attr_ints(b, "strides", 2, s2);
     attr_ints(b, "pads", 4, p4);
     attr_ints(b, "dilations", 2, d2);
-    return node_named(b, name, "Conv", bias ? 3 : 2, in);
+    return gb_node_named(b, name, "Conv", bias ? 3 : 2, in);
 }
 
 static int
@@ -148,17 +79,17 @@ bn(gb_t *b, const char *name, int x, int64_t c)
     snprintf(nm[2], 64, "%s.rm", name);
     snprintf(nm[3], 64, "%s.rv", name);
     in[0] = x;
-    in[1] = param(b, nm[0], 1, &c, 0.8, 1.2);
-    in[2] = param(b, nm[1], 1, &c, -0.1, 0.1);
-    in[3] = param(b, nm[2], 1, &c, -0.1, 0.1);
-    in[4] = param(b, nm[3], 1, &c, 0.9, 1.1);
-    return node(b, "BatchNormalization", 5, in);
+    in[1] = gb_param(b, nm[0], 1, &c, 0.8, 1.2);
+    in[2] = gb_param(b, nm[1], 1, &c, -0.1, 0.1);
+    in[3] = gb_param(b, nm[2], 1, &c, -0.1, 0.1);
+    in[4] = gb_param(b, nm[3], 1, &c, 0.9, 1.1);
+    return gb_node(b, "BatchNormalization", 5, in);
 }
 
 static int
 relu(gb_t *b, int x)
 {
-    return node(b, "Relu", 1, &x);
+    return gb_node(b, "Relu", 1, &x);
 }
 
 /*
@@ -176,10 +107,7 @@ net(void)
     int64_t k2[2] = { 2, 2 };
     int x, r1, r2, r3, a, s, y, in[3];
 
-    memset(&b, 0, sizeof(b));
-    b.g = ss_calloc(1, sizeof(ss_graph_t));
-    b.g->source = ss_strdup("<test>");
-    b.g->opset = 17;
+    gb_init(&b, 17);
     x = ss_graph_add_value(b.g, "x", NULL, &b.err);
     b.g->values[x].dtype = SS_DTYPE_F32;
     b.g->values[x].ndim = 4;
@@ -195,24 +123,18 @@ net(void)
             24);
     a = conv(&b, "conv4", r3, 24, 32, 1, 1, 1, 0, 1, 0);
     s = conv(&b, "conv5", r1, 16, 32, 1, 1, 2, 0, 1, 0);
-    y = relu(&b, node(&b, "Add", 2, (int[]){ a, s }));
+    y = relu(&b, gb_node(&b, "Add", 2, (int[]){ a, s }));
     attr_ints(&b, "kernel_shape", 2, k2);
     attr_ints(&b, "strides", 2, k2);
-    y = node(&b, "MaxPool", 1, &y);
-    y = node(&b, "GlobalAveragePool", 1, &y);
-    y = node(&b, "Flatten", 1, &y);
+    y = gb_node(&b, "MaxPool", 1, &y);
+    y = gb_node(&b, "GlobalAveragePool", 1, &y);
+    y = gb_node(&b, "Flatten", 1, &y);
     in[0] = y;
-    in[1] = param(&b, "fc.w", 2, fw, -0.3, 0.3);
-    in[2] = param(&b, "fc.b", 1, &fb, -0.1, 0.1);
+    in[1] = gb_param(&b, "fc.w", 2, fw, -0.3, 0.3);
+    in[2] = gb_param(&b, "fc.b", 1, &fb, -0.1, 0.1);
     attr_i(&b, "transB", 1);
-    y = node(&b, "Gemm", 3, in);
-    if (y < 0 || ss_graph_add_output(b.g, y, &b.err) < 0 ||
-        ss_graph_finalize(b.g, &b.err) < 0) {
-        tap_diag("graph: %s", b.err.msg);
-        ss_graph_free(b.g);
-        return NULL;
-    }
-    return b.g;
+    y = gb_node(&b, "Gemm", 3, in);
+    return gb_done(&b, y);
 }
 
 /* ---- training it ------------------------------------------------------- */
@@ -439,6 +361,7 @@ grad_compare(const ss_graph_t *g, const float *xs, const float *ts)
 int
 main(void)
 {
+    gb_seed = 777;
     ss_graph_t *g = net();
     size_t nx = (size_t)NBATCH * NB * 3 * 81, nt = (size_t)NBATCH * NB * 10;
     float *xs = ss_malloc(nx * sizeof(float));
@@ -448,9 +371,9 @@ main(void)
     if (!ok(g != NULL && xs && ts, "the test CNN is built"))
         return tap_done();
     for (size_t i = 0; i < nx; i++)
-        xs[i] = (float)(2 * ss__rng_unit(&seed) - 1);
+        xs[i] = (float)(2 * gb_urand() - 1);
     for (size_t i = 0; i < nt; i++)
-        ts[i] = (float)(2 * ss__rng_unit(&seed) - 1);
+        ts[i] = (float)(2 * gb_urand() - 1);
     compare(g, "f32 SGD", 0, SS_OPT_SGD, xs, ts, 1e-4);
     compare(g, "f32 AdamW", 0, SS_OPT_ADAMW, xs, ts, 1e-4);
     if (ss_dnn_bf16_native(NULL)) {

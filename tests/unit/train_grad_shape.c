@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_train_grad's cases: Concat, Slice, Where; accumulation, frozen initializers, refusals; the
+ * rule table's coverage.
+ */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/train/internal.h"
+#include "engine/io/npy.h"
+#include "engine/ir/edit.h"
+#include "tests/tap.h"
+#include "tests/unit/train_gb.h"
+#include "tests/unit/train_grad.h"
+
+/* ---- Concat, Slice, Where ----------------------------------------------- */
+
+static int
+gb_bools(gb_t *b, const char *name, int nd, const int64_t *dims)
+{
+    ss_tensor_t *t = NULL;
+    int64_t n;
+
+    if (ss__tensor_new(SS_DTYPE_BOOL, nd, dims, &t, &b->err) < 0)
+        return -1;
+    n = ss_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        ((uint8_t *)t->data)[i] = gb_urand() < 0.5;
+    return ss_graph_add_value(b->g, name, t, &b->err);
+}
+
+void
+index_cases(void)
+{
+    {   /* x twice: its gradient is two gathers, the second adding */
+        gb_t b;
+        int64_t dx[3] = { 2, 3, 4 }, dz[3] = { 2, 2, 4 };
+        int in[3];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, dx, -1, 1);
+        in[1] = gb_param(&b, "z", 3, dz, -1, 1);
+        in[2] = in[0];
+        attr_i(&b, "axis", 1);
+        check("Concat axis 1 (x, z, x)",
+              gb_done(&b, gb_node(&b, "Concat", 3, in)), NULL);
+    }
+    {   /* negative start and step, two axes */
+        gb_t b;
+        int64_t d[3] = { 4, 6, 5 }, two = 2;
+        int64_t st[2] = { 1, -1 }, en[2] = { 4, -7 }, ax[2] = { 0, 1 };
+        int64_t sp[2] = { 2, -2 };
+        int in[5];
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "x", 3, d, -1, 1);
+        in[1] = gb_ints(&b, "starts", 1, &two, st);
+        in[2] = gb_ints(&b, "ends", 1, &two, en);
+        in[3] = gb_ints(&b, "axes", 1, &two, ax);
+        in[4] = gb_ints(&b, "steps", 1, &two, sp);
+        check("Slice steps [2, -2], negative start",
+              gb_done(&b, gb_node(&b, "Slice", 5, in)), NULL);
+    }
+    {   /* x[:, 3:] ++ x[:, :4]: overlapping slices, the second adds */
+        gb_t b;
+        int64_t d[2] = { 3, 5 }, one = 1;
+        int x, s1, s2, in[3];
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        in[0] = x;
+        in[1] = gb_ints(&b, "s1", 1, &one, (int64_t[]){ 3 });
+        in[2] = gb_ints(&b, "e1", 1, &one, (int64_t[]){ 100 });
+        s1 = gb_node(&b, "Slice", 3, in);
+        in[1] = gb_ints(&b, "s2", 1, &one, (int64_t[]){ 0 });
+        in[2] = gb_ints(&b, "e2", 1, &one, (int64_t[]){ 4 });
+        s2 = gb_node(&b, "Slice", 3, in);
+        attr_i(&b, "axis", 0);
+        check("Slice twice of one value, then Concat",
+              gb_done(&b, gb_node(&b, "Concat", 2, (int[]){ s1, s2 })),
+              NULL);
+    }
+    {   /* Y broadcasts: its gradient sums over the rows it fills */
+        gb_t b;
+        int64_t d[3] = { 2, 3, 4 }, dy[2] = { 1, 4 };
+        int in[3];
+
+        gb_init(&b, 17);
+        in[0] = gb_bools(&b, "cond", 3, d);
+        in[1] = gb_param(&b, "x", 3, d, -1, 1);
+        in[2] = gb_param(&b, "y", 2, dy, -1, 1);
+        check("Where, Y [1, 4] broadcast",
+              gb_done(&b, gb_node(&b, "Where", 3, in)), NULL);
+    }
+    {   /* X used twice: the second Where' adds into its gradient */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int x, c, w, in[3];
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        c = gb_bools(&b, "cond", 2, d);
+        in[0] = c;
+        in[1] = x;
+        in[2] = gb_scalar(&b, "minus", -2.0f);
+        w = gb_node(&b, "Where", 3, in);
+        check("Where, scalar Y constant, X also added",
+              gb_done(&b, gb_node(&b, "Add", 2, (int[]){ w, x })), NULL);
+    }
+}
+
+/* ---- accumulation, frozen, refusal ---------------------------------------- */
+
+void
+structure_cases(void)
+{
+    {   /* y = x * x + relu(x) + reshape(x): four uses of one value */
+        gb_t b;
+        int64_t d[2] = { 3, 4 }, sv[2] = { 3, 4 }, two = 2;
+        int x, a, r, s, sh, y;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        a = gb_node(&b, "Mul", 2, (int[]){ x, x });
+        r = gb_node(&b, "Relu", 1, &x);
+        sh = gb_ints(&b, "shape", 1, &two, sv);
+        s = gb_node(&b, "Reshape", 2, (int[]){ x, sh });
+        y = gb_node(&b, "Add", 2, (int[]){ a, r });
+        y = gb_node(&b, "Add", 2, (int[]){ y, s });
+        check("one value used four times (accumulation)", gb_done(&b, y),
+              NULL);
+    }
+    {   /* an MLP: Gemm, Relu, Gemm, Softmax */
+        gb_t b;
+        int64_t xd[2] = { 4, 6 }, w1[2] = { 8, 6 }, b1[1] = { 8 };
+        int64_t w2[2] = { 8, 3 }, b2[1] = { 3 };
+        int x, h, y;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, xd, -1, 1);
+        attr_i(&b, "transB", 1);
+        h = gb_node(&b, "Gemm", 3, (int[]){ x, gb_param(&b, "w1", 2, w1,
+                                                         -1, 1),
+                                             gb_param(&b, "b1", 1, b1, -1,
+                                                      1) });
+        h = gb_node(&b, "Relu", 1, &h);
+        y = gb_node(&b, "Gemm", 3, (int[]){ h, gb_param(&b, "w2", 2, w2,
+                                                         -1, 1),
+                                             gb_param(&b, "b2", 1, b2, -1,
+                                                      1) });
+        y = gb_node(&b, "Softmax", 1, &y);
+        check("Gemm-Relu-Gemm-Softmax chain", gb_done(&b, y), NULL);
+    }
+    {   /* frozen: no slot, no gradient; the rest still trains */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int in[2];
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+        static const char *const fz[] = { "a" };
+        ss_train_param_info_t pi;
+
+        gb_init(&b, 17);
+        in[0] = gb_param(&b, "a", 2, d, -1, 1);
+        in[1] = gb_param(&b, "b", 2, d, -1, 1);
+        g = gb_done(&b, gb_node(&b, "Mul", 2, in));
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        o.frozen = fz;
+        o.n_frozen = 1;
+        ok(g && ss_train_new(g, NULL, &o, &t, &err) == 0 &&
+           ss_train_num_params(t) == 1 && ss_train_param(t, 0, &pi) == 0 &&
+           strcmp(pi.name, "b") == 0,
+           "a frozen initializer is no parameter");
+        ss_train_free(t);
+        t = NULL;
+        {
+            static const char *const both[] = { "a", "b" };
+
+            o.frozen = both;
+            o.n_frozen = 2;
+            ok(g && ss_train_new(g, NULL, &o, &t, &err) == SS_EINVAL &&
+               strstr(err.msg, "nothing to train") != NULL,
+               "everything frozen is refused (%s)", err.msg);
+        }
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+    {   /* no rule: refused, naming the op and the node */
+        gb_t b;
+        int64_t d[2] = { 3, 4 };
+        int x;
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 2, d, -1, 1);
+        x = gb_node(&b, "Floor", 1, &x);
+        g = gb_done(&b, x);
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        ok(g && ss_train_new(g, NULL, &o, &t, &err) == SS_EUNSUPP &&
+           strstr(err.msg, "no gradient rule for Floor (node 'Floor')"),
+           "an op without a rule is refused by name (%s)", err.msg);
+        ss_train_free(t);
+        ss_graph_free(g);
+    }
+}
+
+void
+table_covers(void)
+{
+    int n;
+    const ss__rule_t *r = ss__rules(&n);
+    bool all = n > 30;
+
+    for (int i = 0; i < n; i++)
+        all &= r[i].bwd != NULL && r[i].diff != 0 &&
+               ss__op_find(r[i].op) != NULL;
+    ok(all, "every rule has a backward, a diff mask and an engine op (%d "
+       "rules)", n);
+}
