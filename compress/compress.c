@@ -241,7 +241,7 @@ ss_compress_result_json(const ss_compress_result_t *res,
 }
 
 /* Whether g has a layer the bf16 plan (engine/plan/plan_bf16.c) can take:
- * a MatMul or Gemm, or a Conv of rank 3 or 4 -- a 3-D conv has no bf16
+ * a MatMul or Gemm, or a 2-D or 3-D Conv -- a 1-D conv has no bf16
  * kernel there and stays float32, so a net of only those would be
  * written again unchanged. */
 static bool
@@ -258,7 +258,7 @@ bf16_layers(const ss_graph_t *g)
             || n->inputs[1] < 0)
             continue;
         w = g->values[n->inputs[1]].constant;
-        if (w == NULL || w->ndim <= 4)
+        if (w == NULL || w->ndim == 4 || w->ndim == 5)
             return true;
     }
     return false;
@@ -360,8 +360,8 @@ ss_compress_run(const ss_graph_t *src, const ss_method_t *methods,
             if (!bf16_layers(g)) {
                 json_object_set_new(note, "changed", json_false());
                 json_object_set_new(note, "reason", json_string(
-                    "no MatMul, Gemm or 1-D/2-D Conv: the engine's bf16 "
-                    "kernels run only those (3-D convs stay float32)"));
+                    "no MatMul, Gemm or 2-D/3-D Conv: the engine's bf16 "
+                    "kernels run only those (1-D convs stay float32)"));
             }
             break;
         case SS_METHOD_FINETUNE:

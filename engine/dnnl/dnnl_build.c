@@ -227,3 +227,60 @@ ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int nsp,
         wd[wn++] = k[i];
     return wn;
 }
+
+int
+ss__dnn_conv_md(ss__dnn_conv_md_t *m, const ss_dnn_conv_desc_t *g,
+                const dnnl_data_type_t dt[4], ss_dnn_layout_t src_layout,
+                ss_dnn_layout_t dst_layout, int has_bias, ss_err_t *err,
+                const char *what)
+{
+    ss__dnn_geom_t sp;
+    int64_t grp = or1(g->group), sd[5], wd[6];
+    int wn, rc;
+
+    memset(m, 0, sizeof(*m));
+    if ((rc = ss__dnn_geom(&sp, g->nsp, &g->depth, g->ih, g->iw,
+                           (const int64_t[2]){ g->kh, g->kw }, g->stride,
+                           g->dilation, g->pad_begin, g->pad_end, err,
+                           what)) < 0)
+        return rc;
+    m->nd = sp.nsp + 2;
+    sd[0] = m->dd[0] = g->n;
+    sd[1] = g->ic;
+    m->dd[1] = g->oc;
+    memcpy(sd + 2, sp.in, (size_t)sp.nsp * sizeof(*sd));
+    for (int i = 0; i < m->nd; i++)
+        if (sd[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: input dim %d is "
+                              "%lld", what, i, (long long)sd[i]);
+    if (grp < 1 || g->oc < 1 || g->ic % grp || g->oc % grp)
+        return ss_err_set(err, SS_EINVAL, "oneDNN %s: oc %lld, ic %lld, "
+                          "group %lld", what, (long long)g->oc,
+                          (long long)g->ic, (long long)grp);
+    /* (a kernel dim < 1 is the window's error) */
+    if ((rc = ss__dnn_window_of(&m->win, &sp, err, what)) < 0)
+        return rc;
+    memcpy(m->dd + 2, m->win.out, (size_t)sp.nsp * sizeof(*m->dd));
+    for (int i = 2; i < m->nd; i++)
+        if (m->dd[i] < 1)
+            return ss_err_set(err, SS_EINVAL, "oneDNN %s: empty output",
+                              what);
+    wn = ss__dnn_conv_wdims(grp, g->oc, g->ic, sp.nsp, sp.k, wd);
+    if ((rc = ss__dnn_md_layout(&m->src, m->nd, sd, dt[0], src_layout, err,
+                                what)) < 0 ||
+        (rc = ss__dnn_md_layout(&m->dst, m->nd, m->dd, dt[1], dst_layout,
+                                err, what)) < 0 ||
+        (rc = ss__dnn_md_any(&m->w, wn, wd, dt[2], err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&m->wuser, wn, wd, dt[3], err, what)) < 0 ||
+        (rc = ss__dnn_md_dense(&m->bias, 1, &g->oc, dnnl_f32, err,
+                               what)) < 0)
+        return rc;
+    return ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
+                             &m->od, dnnl_forward_inference,
+                             dnnl_convolution_direct, &m->src, &m->w,
+                             has_bias ? &m->bias : NULL, &m->dst,
+                             m->win.strides, m->win.dil, m->win.pl,
+                             m->win.pr),
+                         err, "dnnl_dilated_convolution_forward_desc_init",
+                         what);
+}

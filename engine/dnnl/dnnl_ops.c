@@ -240,106 +240,69 @@ int
 ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                 ss_err_t *err)
 {
-    dnnl_convolution_desc_t od;
-    dnnl_memory_desc_t src, w, wuser, bias, dst;
-    dnnl_data_type_t dt;
-    ss__dnn_geom_t sp;
-    ss__dnn_window_t win;
-    int64_t g = d->group ? d->group : 1, k[2] = { d->kh, d->kw };
-    int64_t sd[5], dd[5], wd[6], fd[5], dwd[5] = { d->oc, 1, 1, 3, 3 };
+    ss__dnn_conv_md_t m;
+    dnnl_data_type_t dt[4];
+    int64_t fd[5], dwd[5] = { d->oc, 1, 1, 3, 3 };
     dnnl_memory_desc_t dww, dwb;
     const ss__dnn_carg_t c[] = {
-        { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
-        { DNNL_ARG_BIAS, &bias, d->bias, 1 },
+        { DNNL_ARG_WEIGHTS, &m.wuser, d->w, 0 },
+        { DNNL_ARG_BIAS, &m.bias, d->bias, 1 },
         { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS, &dww, d->dw_w, 0 },
         { DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, &dwb, d->dw_bias, 0 } };
     ss_dnn_postops_t wpo, po = d->post;
-    int nd, wn, sum, rc, ndw = 0;
+    int sum, rc, ndw = 0;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
         goto done;
     b.p->layouts = 1;
-    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_geom(&sp, d->nsp, &d->depth, d->ih, d->iw, k,
-                           d->stride, d->dilation, d->pad_begin, d->pad_end,
-                           err, b.what)) < 0)
+    if ((rc = check_dtype(d->dtype, &dt[0], err, b.what)) < 0)
         goto done;
-    nd = sp.nsp + 2;
-    sd[0] = dd[0] = d->n;
-    sd[1] = d->ic;
-    dd[1] = d->oc;
-    memcpy(sd + 2, sp.in, (size_t)sp.nsp * sizeof(*sd));
-    if ((rc = check_dims(nd, sd, err, b.what)) < 0)
+    dt[1] = dt[2] = dt[0];
+    dt[3] = dnnl_f32;
+    if ((rc = ss__dnn_conv_md(&m, d, dt, d->src_layout, d->dst_layout,
+                              d->bias != NULL, err, b.what)) < 0)
         goto done;
-    if (g < 1 || d->oc < 1 || d->ic % g || d->oc % g) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN convolution: oc %lld, ic "
-                        "%lld, group %lld", (long long)d->oc,
-                        (long long)d->ic, (long long)g);
-        goto done;
-    }
-    /* (a kernel dim < 1 is the window's error) */
-    if ((rc = ss__dnn_window_of(&win, &sp, err, b.what)) < 0)
-        goto done;
-    memcpy(dd + 2, win.out, (size_t)sp.nsp * sizeof(*dd));
-    if ((rc = check_dims(nd, dd, err, b.what)) < 0)
-        goto done;
-    memcpy(fd, dd, sizeof(fd));
+    memcpy(fd, m.dd, sizeof(fd));
     for (int i = 0; i < po.n; i++) {
         int64_t s = d->dw_stride ? d->dw_stride : 1;
 
         if (po.op[i].kind != SS_DNN_PO_DW)
             continue;
         if (ndw++ || (s != 1 && s != 2) || d->dw_w == NULL
-            || d->dw_bias == NULL || nd != 4) {
+            || d->dw_bias == NULL || m.nd != 4) {
             rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: a depthwise post-op "
                             "needs a 2-D conv, one stride of 1 or 2, weights "
                             "and bias", b.what);
             goto done;
         }
         po.op[i].alpha = (float)s;
-        fd[2] = (dd[2] - 1) / s + 1;
-        fd[3] = (dd[3] - 1) / s + 1;
+        fd[2] = (m.dd[2] - 1) / s + 1;
+        fd[3] = (m.dd[3] - 1) / s + 1;
     }
-    ss__dnn_set_dst(b.p, nd, fd);
+    ss__dnn_set_dst(b.p, m.nd, fd);
     if (ndw && ((rc = ss__dnn_md_dense(&dww, 5, dwd, dnnl_f32, err,
                                        b.what)) < 0
                 || (rc = ss__dnn_md_dense(&dwb, 1, &d->oc, dnnl_f32, err,
                                           b.what)) < 0))
         goto done;
-    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, sp.nsp, sp.k, wd);
-    if ((rc = ss__dnn_md_layout(&src, nd, sd, dt, d->src_layout, err,
-                                b.what)) < 0 ||
-        (rc = ss__dnn_md_layout(&dst, nd, dd, dt, d->dst_layout, err,
-                                b.what)) < 0 ||
-        (rc = ss__dnn_md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&wuser, wn, wd, dnnl_f32, err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
+    if ((rc = ss__dnn_attr(&po, m.nd, fd, dt[0], d->dst_layout, &b.attr,
+                           err, b.what)) < 0)
         goto done;
-    rc = ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
-                           &od, dnnl_forward_inference,
-                           dnnl_convolution_direct, &src, &w,
-                           d->bias ? &bias : NULL, &dst, win.strides,
-                           win.dil, win.pl, win.pr),
-                       err, "dnnl_dilated_convolution_forward_desc_init",
-                       b.what);
-    if (rc < 0 ||
-        (rc = ss__dnn_attr(&po, nd, fd, dt, d->dst_layout, &b.attr, err,
-                           b.what)) < 0)
-        goto done;
-    if (!ndw && nd == 4 && ss__dnn_conv_wino(&b, d, &src, &w, &bias, &dst,
-                                             &win, dd, &wpo, &sum)) {
+    if (!ndw && m.nd == 4 && ss__dnn_conv_wino(&b, d, &m.src, &m.w, &m.bias,
+                                               &m.dst, &m.win, m.dd, &wpo,
+                                               &sum)) {
         if ((rc = ss__dnn_build_op(&b, NULL, src_in, 1, c, 2, DNNL_ARG_DST,
                                    &wpo, err)) < 0)
             goto done;
         if (sum) {
             b.p->sum_in = 1;
             b.p->n_in = 2;
-            b.p->sum_bytes = dnnl_memory_desc_get_size(&dst);
+            b.p->sum_bytes = dnnl_memory_desc_get_size(&m.dst);
         }
         goto done;
     }
-    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, ndw ? 4 : 2, DNNL_ARG_DST,
+    rc = ss__dnn_build_op(&b, &m.od, src_in, 1, c, ndw ? 4 : 2, DNNL_ARG_DST,
                           &po, err);
 done:
     return ss__dnn_build_end(&b, rc, out);

@@ -43,7 +43,7 @@ types(ss_dtype_t src, ss_dtype_t dst, ss_dtype_t w, dnnl_data_type_t *sdt,
     return 0;
 }
 
-/* NCHW dims, NHWC in memory when nhwc. */
+/* NC.. dims, channels-last in memory when nhwc. */
 static ss_dnn_layout_t
 layout(int nhwc)
 {
@@ -141,66 +141,34 @@ int
 ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
                  ss_err_t *err)
 {
-    dnnl_convolution_desc_t od;
-    dnnl_memory_desc_t src, w, wuser, bias, dst;
-    dnnl_data_type_t sdt, ddt, wdt;
-    ss__dnn_window_t win;
-    int64_t g = d->group ? d->group : 1;
-    int64_t sd[4] = { d->n, d->ic, d->ih, d->iw }, k[2] = { d->kh, d->kw };
-    int64_t dd[4], wd[6];
-    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
-                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
-    int wn, rc;
+    ss__dnn_conv_md_t m;
+    dnnl_data_type_t dt[4];
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &m.wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &m.bias, d->bias, 1 } };
+    int rc;
     ss__dnn_build_t b;
 
     if ((rc = ss__dnn_build_start(&b, "low-precision convolution",
                                   err)) < 0)
         goto done;
-    if ((rc = types(d->src_dtype, d->dst_dtype, d->w_dtype, &sdt, &ddt, &wdt,
-                    err, b.what)) < 0)
+    b.p->layouts = 1;       /* 3-D: ndhwc is channels-last, not plain */
+    if ((rc = types(d->src_dtype, d->dst_dtype, d->w_dtype, &dt[0], &dt[1],
+                    &dt[2], err, b.what)) < 0)
         goto done;
-    if (g < 1 || d->oc < 1 || d->kh < 1 || d->kw < 1 || d->ic % g
-        || d->oc % g || d->w == NULL) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: bad geometry", b.what);
-        goto done;
-    }
-    if ((rc = ss__dnn_window(&win, d->ih, d->iw, k, d->stride, d->dilation,
-                             d->pad_begin, d->pad_end, err, b.what)) < 0)
-        goto done;
-    dd[0] = d->n;
-    dd[1] = d->oc;
-    dd[2] = win.out[0];
-    dd[3] = win.out[1];
-    if (dd[2] < 1 || dd[3] < 1 || d->n < 1 || d->ih < 1 || d->iw < 1) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: empty output", b.what);
+    if (d->w == NULL) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: no weights", b.what);
         goto done;
     }
-    ss__dnn_set_dst(b.p, 4, dd);
-    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, 2, k, wd);
-    if ((rc = ss__dnn_md_layout(&src, 4, sd, sdt, layout(d->nhwc), err,
-                                b.what)) < 0 ||
-        (rc = ss__dnn_md_layout(&dst, 4, dd, ddt, layout(d->nhwc), err,
-                                b.what)) < 0 ||
-        (rc = ss__dnn_md_any(&w, wn, wd, wdt, err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&wuser, wn, wd,
-                               d->w_dtype == SS_DTYPE_I8 ? dnnl_s8
-                                                         : dnnl_f32,
-                               err, b.what)) < 0 ||
-        (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
+    dt[3] = d->w_dtype == SS_DTYPE_I8 ? dnnl_s8 : dnnl_f32;
+    if ((rc = ss__dnn_conv_md(&m, &d->g, dt, layout(d->nhwc), layout(d->nhwc),
+                              d->bias != NULL, err, b.what)) < 0)
         goto done;
-    rc = ss__dnn_check(dnnl_dilated_convolution_forward_desc_init(
-                           &od, dnnl_forward_inference,
-                           dnnl_convolution_direct, &src, &w,
-                           d->bias ? &bias : NULL, &dst, win.strides,
-                           win.dil, win.pl, win.pr),
-                       err, "dnnl_dilated_convolution_forward_desc_init",
-                       b.what);
-    if (rc < 0 ||
-        (rc = make_attr(&b, &d->post, 4, dd, d->nhwc, d->n_scales,
+    ss__dnn_set_dst(b.p, m.nd, m.dd);
+    if ((rc = make_attr(&b, &d->post, m.nd, m.dd, d->nhwc, d->n_scales,
                         d->scales, err)) < 0 ||
         (rc = set_zp(&b, DNNL_ARG_SRC, &d->src_zp, err)) < 0)
         goto done;
-    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+    rc = ss__dnn_build_op(&b, &m.od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
                           err);
 done:
     return ss__dnn_build_end(&b, rc, out);
@@ -219,6 +187,7 @@ ss_dnn_convert_new(const ss_dnn_convert_desc_t *d, ss_dnn_prim_t **out,
     if ((rc = ss__dnn_build_start(&b, "type conversion", err)) < 0 ||
         (rc = ss__dnn_engine(&eng, err)) < 0)
         goto done;
+    b.p->layouts = 1;       /* its mds are plain or channels-last */
     if (ss__dnn_dtype(d->src_dtype) == dnnl_data_type_undef ||
         ss__dnn_dtype(d->dst_dtype) == dnnl_data_type_undef) {
         rc = ss_err_set(err, SS_EUNSUPP, "oneDNN %s: types %d -> %d", b.what,
@@ -228,9 +197,9 @@ ss_dnn_convert_new(const ss_dnn_convert_desc_t *d, ss_dnn_prim_t **out,
     b.p->dst_ndim = d->ndim;
     if (d->ndim >= 1 && d->ndim <= SS_DNN_MAX_DIMS)
         ss__dnn_set_dst(b.p, d->ndim, d->dims);
-    if ((d->src_nhwc || d->dst_nhwc) && d->ndim != 4) {
-        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: NHWC needs 4 dims",
-                        b.what);
+    if ((d->src_nhwc || d->dst_nhwc) && (d->ndim < 3 || d->ndim > 5)) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: channels-last needs "
+                        "3 to 5 dims", b.what);
         goto done;
     }
     if ((rc = ss__dnn_md_layout(&src, d->ndim, d->dims,

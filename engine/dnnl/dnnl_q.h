@@ -40,17 +40,18 @@ typedef struct ss_dnn_qlinear_desc {
 
 typedef struct ss_dnn_qconv_desc {
     ss_dtype_t src_dtype, dst_dtype, w_dtype;
-    int64_t n, ic, ih, iw;
-    int64_t oc, kh, kw;
-    int64_t group;              /* 0 = 1 */
-    int64_t stride[2], dilation[2], pad_begin[2], pad_end[2];
-    const void *w;              /* [OC, IC/group, KH, KW] */
+    ss_dnn_conv_desc_t g;       /* the geometry: nsp, n, ic, ih, iw, oc,
+                                 * kh, kw, depth, group, stride, dilation,
+                                 * pads (1-D, 2-D or 3-D; nothing else of
+                                 * it read) */
+    const void *w;              /* [OC, IC/group, (KD,) KH, KW] */
     const float *bias;
     int n_scales;
     const float *scales;
-    int nhwc;                   /* 1: src and dst are NHWC in memory (the
-                                 * dims stay N,C,H,W), and so are BINARY
-                                 * post-op tensors of the full dst shape */
+    int nhwc;                   /* 1: src and dst are channels-last in
+                                 * memory (nwc, nhwc, ndhwc; the dims stay
+                                 * N,C,..), and so are BINARY post-op
+                                 * tensors of the full dst shape */
     int32_t src_zp;             /* oneDNN's source zero point: the conv
                                  * sums (src - src_zp) w, and padded taps
                                  * count as real zeros (0 = none) */
@@ -63,7 +64,8 @@ typedef struct ss_dnn_convert_desc {
     ss_dtype_t src_dtype, dst_dtype;
     int ndim;
     int64_t dims[SS_DNN_MAX_DIMS];
-    int src_nhwc, dst_nhwc;     /* 4-D: that side is NHWC in memory */
+    int src_nhwc, dst_nhwc;     /* 3-5-D: that side is channels-last in
+                                 * memory (nwc, nhwc, ndhwc) */
     /* Quantize/dequantize on the way (per tensor, oneDNN reorder
      * semantics): dst = scale * (src - src_zp) + dst_zp, rounded half to
      * even and saturated for an integer dst.  scale 0 means 1. */

@@ -255,6 +255,24 @@ int ss__dnn_bwd_pd(ss__dnn_build_t *b, const_dnnl_op_desc_t od,
 int ss__dnn_conv_wdims(int64_t group, int64_t oc, int64_t ic, int nsp,
                        const int64_t *k, int64_t wd[6]);
 
+/* A forward convolution's memory and op descriptors (ss_dnn_conv_new,
+ * ss_dnn_qconv_new): g's geometry (nsp, n, ic, ih, iw, oc, kh, kw, depth,
+ * group, stride, dilation, pads; nothing else read), src and dst in their
+ * layouts, weights in the kernel's choice, wuser the dense ONNX-order
+ * weights, bias f32 [OC].  dt: src, dst, weights, user weights. */
+typedef struct ss__dnn_conv_md {
+    dnnl_convolution_desc_t od;
+    dnnl_memory_desc_t src, w, wuser, bias, dst;
+    ss__dnn_window_t win;
+    int nd;                     /* rank of src and dst (nsp + 2) */
+    int64_t dd[5];              /* dst dims */
+} ss__dnn_conv_md_t;
+
+int ss__dnn_conv_md(ss__dnn_conv_md_t *m, const ss_dnn_conv_desc_t *g,
+                    const dnnl_data_type_t dt[4], ss_dnn_layout_t src_layout,
+                    ss_dnn_layout_t dst_layout, int has_bias, ss_err_t *err,
+                    const char *what);
+
 /* The Winograd form of conv d (dnnl_wino.c): 1 with b->pd and b->attr
  * made for it and *po the post-ops to finish with (*sum: a residual ADD
  * became a SUM, read from in[1]); 0 when d has none (b untouched). */

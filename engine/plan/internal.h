@@ -560,8 +560,8 @@ typedef struct ss__fz_lin {
  * 0 when not, < 0 on errors.  L->owned is the caller's to free. */
 int ss__fz_linear_shape(ss__fz_t *fz, int s, ss__fz_lin_t *L,
                         ss__chain_t *c, ss_err_t *err);
-/* Conv geometry from the node into d; 0 when it is not a plain 2-D
- * Conv with constant f32 weights. */
+/* Conv geometry (2-D or 3-D) and bias from the node into d; 0
+ * when it is not a plain Conv with constant f32 weights. */
 int ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                       ss_dnn_qconv_desc_t *d);
 
@@ -643,6 +643,11 @@ int ss__fz_conv_bn(ss__fz_t *fz, ss__chain_t *c, int64_t oc, const float **w,
 int ss__fz_window(const ss_node_t *n, int nsp, int64_t stride[2],
                   int64_t dilation[2], int64_t pad_begin[2],
                   int64_t pad_end[2], int64_t ks[3], ss_dnn_depth_t *depth);
+/* The geometry of Conv step st (rank 3-5: 1-D, 2-D, 3-D) into d's nsp,
+ * n, ic, ih, iw, oc, kh, kw, depth, group, stride, dilation and pads; 0
+ * when its attributes or shapes do not fit. */
+int ss__fz_conv_geom(const ss_plan_t *p, const ss_step_t *st,
+                     ss_dnn_conv_desc_t *d);
 /* Only output 0 of step st is used (others omitted or unread). */
 int ss__fz_only_out0(const ss__fz_t *fz, const ss_step_t *st);
 /* prim runs oneDNN's reference code: a blocked or NHWC one is slower than

@@ -118,49 +118,34 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     ss_dnn_qconv_desc_t d = { 0 };
     ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
+    const ss_tensor_t *wt;
+    const float *w, *bias;
     float *wf = NULL, *bf = NULL;
     brec_t *r;
-    int src = st->in[0], bn, rc = 0;
+    int src = st->in[0], rc = 0;
 
     if (!ss__fz_conv_shape(p, st, &d))
         return 0;
-    d.w = ss__plan_tensor(p, st->in[1])->data;
+    wt = ss__plan_tensor(p, st->in[1]);
+    w = wt->data;
+    bias = d.bias;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "bf16 Conv");
     /* a BatchNormalization right after folds into weights and bias */
-    bn = ss__fz_single(fz, st->out[0]);
-    if (bn >= 0 && ss__plan_is_op(&p->steps[bn], "BatchNormalization")
-        && p->steps[bn].in[0] == st->out[0] && p->steps[bn].n_in == 5
-        && ss__attr_int(p->steps[bn].node, "training_mode", 0) == 0) {
-        const ss_step_t *b = &p->steps[bn];
-        int okc = 1;
-
-        for (int k = 1; k < 5; k++)
-            okc = okc && ss__fz_const_of(p, b->in[k], SS_DTYPE_F32)
-                  && ss_tensor_numel(ss__plan_tensor(p, b->in[k])) == d.oc;
-        for (int k = 1; k < b->n_out; k++)
-            okc = okc && b->out[k] < 0;
-        if (okc) {
-            if ((rc = ss__fz_fold_bn(p, b, d.oc, d.w, ss_tensor_numel(
-                                         ss__plan_tensor(p, st->in[1])),
-                                     d.bias, &wf, &bf, err)) < 0)
-                goto done;
-            d.w = wf;
-            d.bias = bf;
-            c.steps[c.n_steps++] = bn;
-            c.out = b->out[0];
-            snprintf(c.what, sizeof(c.what), "bf16 Conv+BN");
-        }
-    }
-    c.dst_ndim = 4;
+    if ((rc = ss__fz_conv_bn(fz, &c, d.g.oc, &w, ss_tensor_numel(wt), &bias,
+                             &wf, &bf, err)) < 0)
+        goto done;
+    d.w = w;
+    d.bias = bias;
+    c.dst_ndim = wt->ndim;
     memcpy(c.dst_dims, ss__plan_tensor(p, st->out[0])->dims,
-           4 * sizeof(int64_t));
+           (size_t)wt->ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.src_dtype = SS_DTYPE_BF16;
     d.dst_dtype = SS_DTYPE_F32;
     d.w_dtype = SS_DTYPE_F32;
     d.post = c.post;
-    /* bf16 convs run on brgconv for NHWC, on gemm (slower than f32) for
-     * NCHW: NHWC when oneDNN has a real kernel for it */
+    /* bf16 convs run on brgconv for channels-last, on gemm (slower than
+     * f32) for NCHW: channels-last when oneDNN has a real kernel for it */
     d.nhwc = 1;
     if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0
         || strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0) {
@@ -209,7 +194,7 @@ bf16_pool_rec(ss_plan_t *p, int s, bpass_t *bp, ss_err_t *err)
     if (!ss__plan_is_op(st, "MaxPool") || st->n_in != 1 || st->out[0] < 0
         || (st->n_out > 1 && st->out[1] >= 0)
         || !ss__fz_pool_desc(p, st, &d) || d.dtype != SS_DTYPE_F32
-        || d.nsp != 2)
+        || d.nsp < 2)
         return 0;
     if ((r = brec_new(bp)) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
@@ -422,7 +407,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         brec_t *r = &bp->r[i];
         ss_step_t *st = &p->steps[r->step];
         int y = st->out[0], ys;
-        ss_dnn_convert_desc_t cd = { .ndim = 4 };
+        ss_dnn_convert_desc_t cd = { 0 };
 
         if (!r->nhwc || rec_at[r->step] != i)
             continue;
@@ -438,7 +423,9 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         }
         st->out[0] = ys;
         cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
-        memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
+        cd.ndim = ss__plan_tensor(p, y)->ndim;
+        memcpy(cd.dims, ss__plan_tensor(p, y)->dims,
+               (size_t)cd.ndim * sizeof(int64_t));
         cd.src_nhwc = 1;
         if ((rc = ss__plan_ins_convert(p, &il, r->step, 1, &cd, ys, y,
                                        "to NCHW", err)) < 0)
@@ -482,7 +469,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         cd.ndim = t->ndim;
         memcpy(cd.dims, t->dims, sizeof(cd.dims));
         cd.dst_nhwc = cv[3 * j + 2];
-        cd.src_nhwc = t->ndim == 4
+        cd.src_nhwc = (t->ndim == 4 || t->ndim == 5)
                       && p->vals[ss__plan_root(p, cv[3 * j])].layout
                          == SS_DNN_NHWC;
         if (t->ndim < 1 || t->ndim > SS_DNN_MAX_DIMS || first < 0) {

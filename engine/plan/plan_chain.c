@@ -674,41 +674,24 @@ ss__fz_linear_shape(ss__fz_t *fz, int s, ss__fz_lin_t *L, ss__chain_t *c,
     return 1;
 }
 
-/* Conv geometry from the node; 0 when it is not a plain 2-D Conv. */
+/* Conv geometry from the node; 0 when it is not a plain 2-D or 3-D
+ * Conv. */
 int
 ss__fz_conv_shape(const ss_plan_t *p, const ss_step_t *st,
                   ss_dnn_qconv_desc_t *d)
 {
-    const ss_tensor_t *x, *w;
-    ss_dnn_depth_t depth;
-    int64_t ks[3];
-
     if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || st->in[0] < 0
         || ss__fz_is_const(p, st->in[0])
         || ss__plan_tensor(p, st->in[0])->dtype != SS_DTYPE_F32
         || !ss__fz_const_of(p, st->in[1], SS_DTYPE_F32))
         return 0;
-    x = ss__plan_tensor(p, st->in[0]);
-    w = ss__plan_tensor(p, st->in[1]);
-    if (x->ndim != 4 || w->ndim != 4
-        || ss__plan_tensor(p, st->out[0])->ndim != 4)
-        return 0;
     if (st->n_in > 2 && st->in[2] >= 0
         && !ss__fz_const_of(p, st->in[2], SS_DTYPE_F32))
         return 0;
-    if (!ss__fz_window(st->node, 2, d->stride, d->dilation, d->pad_begin,
-                       d->pad_end, ks, &depth))
+    /* 1-D values have no layouts in the layout pass (ss__lay_rank): the
+     * channels-last int8/bf16 kernels would leave it one it cannot read */
+    if (!ss__fz_conv_geom(p, st, &d->g) || d->g.nsp < 2)
         return 0;
-    if ((ks[0] && ks[0] != w->dims[2]) || (ks[1] && ks[1] != w->dims[3]))
-        return 0;
-    d->n = x->dims[0];
-    d->ic = x->dims[1];
-    d->ih = x->dims[2];
-    d->iw = x->dims[3];
-    d->oc = w->dims[0];
-    d->kh = w->dims[2];
-    d->kw = w->dims[3];
-    d->group = ss__attr_int(st->node, "group", 1);
     d->bias = st->n_in > 2 && st->in[2] >= 0
               ? ss__plan_tensor(p, st->in[2])->data : NULL;
     return 1;

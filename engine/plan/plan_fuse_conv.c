@@ -177,6 +177,39 @@ ss__fz_window(const ss_node_t *n, int nsp, int64_t stride[2],
 }
 
 int
+ss__fz_conv_geom(const ss_plan_t *p, const ss_step_t *st,
+                 ss_dnn_conv_desc_t *d)
+{
+    const ss_tensor_t *x = ss__plan_tensor(p, st->in[0]);
+    const ss_tensor_t *w = ss__plan_tensor(p, st->in[1]);
+    int64_t ks[3];
+    int nd = x->ndim, nsp = nd - 2;
+
+    if (nd < 3 || nd > 5 || w->ndim != nd
+        || ss__plan_tensor(p, st->out[0])->ndim != nd
+        || !ss__fz_window(st->node, nsp, d->stride, d->dilation,
+                          d->pad_begin, d->pad_end, ks, &d->depth))
+        return 0;
+    for (int i = 0; i < nsp; i++)
+        if (ks[i] && ks[i] != w->dims[2 + i])
+            return 0;
+    d->nsp = nsp;
+    d->n = x->dims[0];
+    d->ic = x->dims[1];
+    d->ih = nsp == 1 ? 1 : x->dims[nd - 2];
+    d->iw = x->dims[nd - 1];
+    d->oc = w->dims[0];
+    d->kh = nsp == 1 ? 1 : w->dims[nd - 2];
+    d->kw = w->dims[nd - 1];
+    if (nsp == 3) {
+        d->depth.in = x->dims[2];
+        d->depth.k = w->dims[2];
+    }
+    d->group = ss__attr_int(st->node, "group", 1);
+    return 1;
+}
+
+int
 ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
 {
     static const char *const what[4] = { "", "Conv1d", "Conv", "Conv3d" };
@@ -186,7 +219,6 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
     const ss_tensor_t *x, *w, *y;
-    int64_t ks[3];
     float *wf = NULL, *bf = NULL;
     int rc = 0, nd, nsp;
 
@@ -201,26 +233,8 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
         return 0;
     nd = x->ndim;
     nsp = nd - 2;
-    if (nd < 3 || nd > 5 || w->ndim != nd || y->ndim != nd
-        || !ss__fz_window(st->node, nsp, d.stride, d.dilation, d.pad_begin,
-                          d.pad_end, ks, &d.depth))
+    if (!ss__fz_conv_geom(p, st, &d))
         return 0;
-    for (int i = 0; i < nsp; i++)
-        if (ks[i] && ks[i] != w->dims[2 + i])
-            return 0;
-    d.nsp = nsp;
-    d.n = x->dims[0];
-    d.ic = x->dims[1];
-    d.ih = nsp == 1 ? 1 : x->dims[nd - 2];
-    d.iw = x->dims[nd - 1];
-    d.oc = w->dims[0];
-    d.kh = nsp == 1 ? 1 : w->dims[nd - 2];
-    d.kw = w->dims[nd - 1];
-    if (nsp == 3) {
-        d.depth.in = x->dims[2];
-        d.depth.k = w->dims[2];
-    }
-    d.group = ss__attr_int(st->node, "group", 1);
     d.w = w->data;
     d.bias = st->n_in > 2 && st->in[2] >= 0
              ? ss__plan_tensor(p, st->in[2])->data : NULL;

@@ -280,7 +280,7 @@ nhwc_edges(ss__fz_t *fz, qpass_t *qp, int last, int xq, int y,
 {
     ss_plan_t *p = fz->p;
     ss__plan_inslist_t *il = &qp->il;
-    ss_dnn_convert_desc_t cd = { .ndim = 4 };
+    ss_dnn_convert_desc_t cd = { .ndim = ss__plan_tensor(p, y)->ndim };
     int xs, ys, rc;
 
     /* a source another int8 step wrote NHWC (or converted already) is
@@ -295,7 +295,8 @@ nhwc_edges(ss__fz_t *fz, qpass_t *qp, int last, int xq, int y,
             return xs;
         p->steps[last].in[0] = xs;
         cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, xq)->dtype;
-        memcpy(cd.dims, ss__plan_tensor(p, xq)->dims, 4 * sizeof(int64_t));
+        memcpy(cd.dims, ss__plan_tensor(p, xq)->dims,
+               (size_t)cd.ndim * sizeof(int64_t));
         cd.dst_nhwc = 1;
         if ((rc = ss__plan_ins_convert(p, il, last, 0, &cd, xq, xs,
                                        "to NHWC", err)) < 0)
@@ -312,7 +313,8 @@ nhwc_edges(ss__fz_t *fz, qpass_t *qp, int last, int xq, int y,
         return ys;
     p->steps[last].out[0] = ys;
     cd.src_dtype = cd.dst_dtype = ss__plan_tensor(p, y)->dtype;
-    memcpy(cd.dims, ss__plan_tensor(p, y)->dims, 4 * sizeof(int64_t));
+    memcpy(cd.dims, ss__plan_tensor(p, y)->dims,
+           (size_t)cd.ndim * sizeof(int64_t));
     cd.dst_nhwc = 0;
     cd.src_nhwc = 1;
     if ((rc = ss__plan_ins_convert(p, il, last, 1, &cd, ys, y, "to NCHW",
@@ -395,24 +397,26 @@ int8_conv(ss__fz_t *fz, int s, qpass_t *qp, ss_err_t *err)
      * the weights' sums once (a compensation made with the packed
      * weights) and correct the border outputs for the taps that fall in
      * the padding, so padding counts as a real 0 as in ONNX. */
-    if (zx != 0 && (d.pad_begin[0] || d.pad_begin[1] || d.pad_end[0]
-                    || d.pad_end[1])) {
+    if (zx != 0 && (d.g.pad_begin[0] || d.g.pad_begin[1] || d.g.pad_end[0]
+                    || d.g.pad_end[1] || d.g.depth.pad_begin
+                    || d.g.depth.pad_end)) {
         d.src_zp = zx;
         zx = 0;
     }
-    if ((rc = find_qweight(p, st->in[1], 0, d.oc, &q, err)) <= 0)
+    if ((rc = find_qweight(p, st->in[1], 0, d.g.oc, &q, err)) <= 0)
         goto done;
     /* per output channel: [OC, K] with K = IC/group * KH * KW */
-    if ((rc = int8_bias(d.bias, q.w, 1, d.oc,
-                        ss_tensor_numel(ss__plan_tensor(p, st->in[1])) / d.oc,
+    if ((rc = int8_bias(d.bias, q.w, 1, d.g.oc,
+                        ss_tensor_numel(ss__plan_tensor(p, st->in[1]))
+                        / d.g.oc,
                         sx, zx, q.scale, &bacc, &osc, err)) <= 0)
         goto done;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], "int8 Conv");
-    if ((rc = absorb_bn(fz, &c, d.oc, osc, bacc)) < 0)
+    if ((rc = absorb_bn(fz, &c, d.g.oc, osc, bacc)) < 0)
         goto done;
-    c.dst_ndim = 4;
+    c.dst_ndim = d.g.nsp + 2;
     memcpy(c.dst_dims, ss__plan_tensor(p, st->out[0])->dims,
-           4 * sizeof(int64_t));
+           (size_t)c.dst_ndim * sizeof(int64_t));
     ss__fz_chain(fz, &c);
     d.dst_dtype = take_q(fz, &c);
     if (d.dst_dtype == SS_DTYPE_UNDEFINED)
@@ -421,7 +425,7 @@ int8_conv(ss__fz_t *fz, int s, qpass_t *qp, ss_err_t *err)
     d.w_dtype = SS_DTYPE_I8;
     d.w = q.w;
     d.bias = bacc;
-    d.n_scales = (int)d.oc;
+    d.n_scales = (int)d.g.oc;
     d.scales = osc;
     d.post = c.post;
     if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0) {
@@ -621,7 +625,7 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
     cd.src_zp = q ? 0 : zp;
     /* a DQ of an int8 step's NHWC result, for an f32 conv: NHWC in and
      * out (graph outputs and views need NCHW bytes) */
-    if (!q && x->ndim == 4 && (twin = twin_of(qp, st->in[0])) >= 0
+    if (!q && ss__lay_rank(x) && (twin = twin_of(qp, st->in[0])) >= 0
         && !graph_output(p, st->out[0])
         && !ss__plan_has_views(p, st->out[0])) {
         st->in[0] = twin;
@@ -634,8 +638,8 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
      * then writes, instead of a reorder to NCHW and a quantizing one
      * back to NHWC.  Not when the source's NHWC bytes are nChw16c's (16
      * channels): the conv runs blocked, Winograd for a 3x3. */
-    if (q && x->ndim == 4 && (twin = conv_source(p, st->in[0])) >= 0
-        && ss__plan_tensor(p, twin)->ndim == 4
+    if (q && ss__lay_rank(x) && (twin = conv_source(p, st->in[0])) >= 0
+        && ss__plan_tensor(p, twin)->ndim == x->ndim
         && ((nhwc_behind(p, twin)
              && !ss__lay_same(SS_DNN_NHWC, SS_DNN_BLOCKED,
                               ss__plan_tensor(p, twin)))
@@ -643,7 +647,7 @@ qdq_reorder(ss_plan_t *p, int s, qpass_t *qp, ss_err_t *err)
         cd.src_nhwc = 1;
     /* a Q whose result only an NHWC int8 conv reads: quantize straight
      * into the NHWC copy and drop the conversion queued for it */
-    if (q && x->ndim == 4 && (twin = twin_of(qp, st->out[0])) >= 0
+    if (q && ss__lay_rank(x) && (twin = twin_of(qp, st->out[0])) >= 0
         && only_dead_dq(p, st->out[0], s)) {
         for (int i = 0; i < il->n; i++)
             if (il->v[i].st.n_out == 1 && il->v[i].st.out[0] == twin
