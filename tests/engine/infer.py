@@ -156,3 +156,30 @@ def random_norm(b):
         b.weight.uniform_(0.5, 1.5)
         b.bias.uniform_(-0.2, 0.2)
     return b
+
+
+def conv_ref(x, w, pads, strides, group=1):
+    """ONNX Conv in float64 for any spatial rank: x [N, C, *sp], w [OC,
+    C/group, *k], pads [begin..., end...], strides per axis."""
+    import itertools
+
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    nsp = x.ndim - 2
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[nsp + i])
+                                       for i in range(nsp)])
+    k = w.shape[2:]
+    out = [(xp.shape[2 + i] - k[i]) // strides[i] + 1 for i in range(nsp)]
+    oc, cg = w.shape[0], x.shape[1] // group
+    og = oc // group
+    y = np.zeros((x.shape[0], oc) + tuple(out))
+    for gi in range(group):
+        src = xp[:, gi * cg:(gi + 1) * cg]
+        for tap in itertools.product(*(range(kk) for kk in k)):
+            win = src[(slice(None), slice(None)) + tuple(
+                slice(tap[i], tap[i] + strides[i] * out[i], strides[i])
+                for i in range(nsp))]
+            y[:, gi * og:(gi + 1) * og] += np.tensordot(
+                w[(slice(gi * og, (gi + 1) * og), slice(None)) + tap], win,
+                axes=([1], [1])).swapaxes(0, 1)
+    return y

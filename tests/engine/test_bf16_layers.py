@@ -13,6 +13,10 @@ output) then fc2 (Gemm), run through slimserve-infer:
   - whole-graph bf16 ("slimserve.precision") rounds both layers, as
     before; a name that matches no node is ignored with a warning on
     stderr and the model runs exactly as f32.
+A 3-D conv pair (conv1 + Relu -> h, a graph output -> conv2, stride 2)
+under whole-graph bf16: h and y against the same bf16-rounded float64
+references (numpy convolution), and ONEDNN_VERBOSE shows both on bf16
+jit kernels over 5-D tensors, not reference code.
 Tolerance against a reference: |got - ref| <= 1e-5 * max|ref| + 1e-6
 (bf16 x bf16 products are exact in f32: only the f32 summation order
 differs).  Each bf16 case also checks that it is at least 20x that far
@@ -119,7 +123,80 @@ def near(name, got, ref, far_from=None):
     return tap.ok(ok, name, msg)
 
 
+X3 = RNG.standard_normal((2, 4, 4, 6, 6)).astype(np.float32)
+C1 = (RNG.standard_normal((16, 4, 3, 3, 3)) / 10).astype(np.float32)
+CB1 = (RNG.standard_normal(16) * 0.1).astype(np.float32)
+C2 = (RNG.standard_normal((8, 16, 3, 3, 3)) / 20).astype(np.float32)
+CB2 = (RNG.standard_normal(8) * 0.1).astype(np.float32)
+
+
+def conv3d_run(meta):
+    """3-D: conv1 (pads 1) + Relu -> h (a graph output) -> conv2 (stride
+    2, pads 1) -> y, through the CLI with ONEDNN_VERBOSE: (outputs or
+    None, stdout + stderr)."""
+    nodes = [helper.make_node("Conv", ["x", "c1", "cb1"], ["g1"],
+                              name="conv1", pads=[1] * 6),
+             helper.make_node("Relu", ["g1"], ["h"], name="relu1"),
+             helper.make_node("Conv", ["h", "c2", "cb2"], ["y"],
+                              name="conv2", pads=[1] * 6, strides=[2] * 3)]
+    g = helper.make_graph(
+        nodes, "conv3d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       ["N", 4, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       ["N", 8, 2, 3, 3]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT,
+                                       ["N", 16, 4, 6, 6])],
+        [numpy_helper.from_array(a, n) for n, a in
+         (("c1", C1), ("cb1", CB1), ("c2", C2), ("cb2", CB2))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    if meta:
+        helper.set_model_props(m, meta)
+    with infer.Scratch() as s:
+        path = s.file("model.onnx")
+        onnx.save(m, path)
+        np.save(s.file("x.npy"), X3)
+        p = subprocess.run([infer.cli_path(), "--model", path, "--input",
+                            "x=" + s.file("x.npy"), "--output",
+                            s.file("out.npz")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=infer.TIMEOUT,
+                           env=dict(os.environ, ONEDNN_VERBOSE="1"))
+        text = (p.stdout + p.stderr).decode("utf-8", "replace")
+        if p.returncode != 0:
+            return None, "exit %d: %s" % (p.returncode, text[-800:])
+        with np.load(s.file("out.npz")) as z:
+            return {k: z[k] for k in z.files}, text
+
+
+def conv3d_case():
+    """The 3-D convs in bf16 as the 2-D ones: h on bf16(x), bf16(C1); y
+    on bf16(h), bf16(C2); both on oneDNN's bf16 jit kernels."""
+    got, text = conv3d_run({"slimserve.precision": "bf16"})
+    if got is None:
+        return tap.ok(False, "3-D bf16 convs run", text)
+    h32 = np.maximum(infer.conv_ref(X3, C1, [1] * 6, [1] * 3)
+                     + CB1[:, None, None, None], 0)
+    h_ref = np.maximum(infer.conv_ref(bf16(X3), bf16(C1), [1] * 6, [1] * 3)
+                       + CB1[:, None, None, None], 0)
+    near("3-D bf16: h equals the bf16-rounded reference", got["h"], h_ref,
+         far_from=h32)
+    near("3-D bf16: y equals the reference on bf16(h), bf16(C2)", got["y"],
+         infer.conv_ref(bf16(got["h"]), bf16(C2), [1] * 6, [2] * 3)
+         + CB2[:, None, None, None],
+         far_from=infer.conv_ref(got["h"], C2, [1] * 6, [2] * 3)
+         + CB2[:, None, None, None])
+    convs = [ln.split(",") for ln in text.splitlines()
+             if ln.startswith("onednn_verbose,exec,cpu,convolution,")]
+    tap.ok(len(convs) == 2 and all(
+        not f[4].startswith("ref") and f[6].startswith("src_bf16")
+        and "_id" in ",".join(f) for f in convs),
+        "3-D bf16: both convs on oneDNN bf16 jit kernels (%s)"
+        % [f[4] for f in convs], text[-1500:])
+
+
 def main():
+    conv3d_case()
     f32, err = run(None)
     if not tap.ok(f32 is not None, "the f32 model runs", err):
         return tap.done()

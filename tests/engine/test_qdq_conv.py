@@ -17,6 +17,9 @@ Each graph is QuantizeLinear -> DequantizeLinear -> Conv with s8
 per-output-channel weights (DequantizeLinear, axis 0), built with
 onnx.helper; the reference dequantizes as ONNX does and convolves in
 float64:  |slimserve - reference| <= 1e-5 * max|reference| + 1e-6.
+3-D convs (x [N, C, D, H, W], a 3x3x3 kernel) take the same int8 path on
+ndhwc: checked the same way, plus ONEDNN_VERBOSE shows one int8 jit
+convolution (not a reference kernel).
 """
 
 import os
@@ -53,13 +56,27 @@ CASES = [
     (np.uint8, 100, [1, 2, 1, 0], 1, 2, 32, 48),
 ]
 
+# 3-D (pads [d, h, w begin, d, h, w end]): the same int8 conv on ndhwc;
+# the second pads only the depth axis, whose padded taps need oneDNN's
+# source zero point as H and W's do
+CASES3 = [
+    (np.uint8, 128, [1, 1, 1, 1, 1, 1], 1, 1, 4, 8),
+    (np.uint8, 37, [1, 0, 0, 1, 0, 0], 1, 1, 4, 8),
+    (np.int8, 0, [0, 0, 0, 0, 0, 0], 2, 2, 8, 16),
+    (np.uint8, 100, [1, 1, 1, 1, 1, 1], 1, 2, 32, 48),
+]
+
 
 def build(xshape, zt, zp, pads, group, stride, oc=8):
-    """(model, weights dequantized, activation scale)."""
-    ic = xshape[1]
-    w = RNG.standard_normal((oc, ic // group, 3, 3)).astype(np.float32)
-    ws = (np.abs(w).max(axis=(1, 2, 3)) / 127).astype(np.float32)
-    wq = np.round(w / ws[:, None, None, None]).astype(np.int8)
+    """(model, weights dequantized, activation scale); a 3^nsp kernel,
+    nsp = len(xshape) - 2."""
+    ic, nsp = xshape[1], len(xshape) - 2
+    w = RNG.standard_normal((oc, ic // group) + (3,) * nsp).astype(
+        np.float32)
+    ax = tuple(range(1, nsp + 2))
+    ws = (np.abs(w).max(axis=ax) / 127).astype(np.float32)
+    wsb = ws.reshape((oc,) + (1,) * (nsp + 1))
+    wq = np.round(w / wsb).astype(np.int8)
     sx = np.float32(2.0 / 255)
     inits = [numpy_helper.from_array(np.array(sx, np.float32), "sx"),
              numpy_helper.from_array(np.array(zp, zt), "zx"),
@@ -72,41 +89,27 @@ def build(xshape, zt, zp, pads, group, stride, oc=8):
              helper.make_node("DequantizeLinear", ["wq", "ws", "wz"],
                               ["wd"], axis=0),
              helper.make_node("Conv", ["xd", "wd"], ["y"], pads=pads,
-                              group=group, strides=[stride, stride])]
+                              group=group, strides=[stride] * nsp)]
     g = helper.make_graph(
         nodes, "qdq_conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                        list(xshape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [
-            xshape[0], oc,
-            (xshape[2] + pads[0] + pads[2] - 3) // stride + 1,
-            (xshape[3] + pads[1] + pads[3] - 3) // stride + 1])],
+            xshape[0], oc] + [
+                (xshape[2 + i] + pads[i] + pads[nsp + i] - 3) // stride + 1
+                for i in range(nsp)])],
         inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.checker.check_model(m)
-    return m, wq.astype(np.float64) * ws[:, None, None, None], sx
+    return m, wq.astype(np.float64) * wsb, sx
 
 
 def reference(x, zt, zp, sx, wd, pads, group, stride):
     lo, hi = (0, 255) if zt == np.uint8 else (-128, 127)
     xq = np.clip(np.round(x / sx) + zp, lo, hi)      # ties to even
     xd = (xq - zp) * np.float64(sx)
-    xp = np.pad(xd, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    n, c, h, w = xp.shape
-    oc = wd.shape[0]
-    ho, wo = (h - 3) // stride + 1, (w - 3) // stride + 1
-    cg, og = c // group, oc // group
-    y = np.zeros((n, oc, ho, wo))
-    for gi in range(group):
-        src = xp[:, gi * cg:(gi + 1) * cg]
-        for i in range(3):
-            for j in range(3):
-                win = src[:, :, i:i + stride * ho:stride,
-                          j:j + stride * wo:stride]
-                y[:, gi * og:(gi + 1) * og] += np.einsum(
-                    "nchw,oc->nohw", win, wd[gi * og:(gi + 1) * og, :, i, j])
-    return y
+    return infer.conv_ref(xd, wd, pads, [stride] * (x.ndim - 2), group)
 
 
 def run(m, x):
@@ -121,15 +124,29 @@ def run(m, x):
                             s.file("x.npy"), "--output", s.file("o2.npz"),
                             "--threads", "1"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=infer.TIMEOUT,
-                           env=dict(os.environ, SS_ENGINE_DUMP="1"))
+                           env=dict(os.environ, SS_ENGINE_DUMP="1",
+                                    ONEDNN_VERBOSE="1"))
     return got, msg, (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
+def int8_kernels(dump):
+    """The oneDNN convolutions the run executed (ONEDNN_VERBOSE exec
+    lines): [(implementation, source type)]."""
+    out = []
+    for ln in dump.splitlines():
+        f = ln.split(",")
+        if len(f) > 6 and f[:2] == ["onednn_verbose", "exec"] \
+                and f[3] == "convolution":
+            out.append((f[4], f[6].split(":")[0]))
+    return out
+
+
 def main():
-    for zt, zp, pads, group, stride, ic, oc in CASES:
+    for zt, zp, pads, group, stride, ic, oc in CASES + CASES3:
         what = "%s zero point %d, pads %s, group %d, stride %d, %d -> %d" % (
             np.dtype(zt).name, zp, pads, group, stride, ic, oc)
-        x = RNG.uniform(-1, 1, (2, ic, 7, 7)).astype(np.float32)
+        sp = (7, 7) if len(pads) == 4 else (4, 6, 6)
+        x = RNG.uniform(-1, 1, (2, ic) + sp).astype(np.float32)
         m, wd, sx = build(x.shape, zt, zp, pads, group, stride, oc)
         got, msg, dump = run(m, x)
         if got is None:
@@ -149,6 +166,11 @@ def main():
         # every one runs on an int8 kernel: the zero point folded into
         # the bias (unpadded), or oneDNN's source zero point (padded)
         tap.ok("int8 Conv" in dump, what + ": int8 conv", "plan:\n" + dump)
+        if len(pads) == 6:      # 3-D: on oneDNN's int8 jit kernels
+            k = int8_kernels(dump)
+            tap.ok(len(k) == 1 and k[0][1] in ("src_u8", "src_s8")
+                   and not k[0][0].startswith("ref"),
+                   what + ": one oneDNN int8 kernel (%s)" % k, dump[-1500:])
     return tap.done()
 
 
