@@ -5,7 +5,8 @@ pruning at 50% against f32, in one run.
 
     /usr/bin/python3 bench/compress_cnn.py BUILDDIR [--rounds R]
         [--repeat N] [--threads T]
-        [--models cnn28,cnn_wide,resnet18,mobilenet_v2] [--verbose]
+        [--models cnn28,cnn_wide,resnet18,mobilenet_v2,r3d,unet3d]
+        [--verbose]
 
 cnn28 is bench/serve_models.py's MNIST-sized CNN (3x3 convs 1-32-64-64,
 max pools, 28x28, random He weights) with the digits resized to 28x28 as
@@ -16,7 +17,10 @@ bench/engine_nets.py's torchvision-equivalent nets (random seeded weights
 and BatchNorm statistics, exported at opset 17: needs PyTorch) at 224x224
 with structured random images as data (smooth colour fields: 8x8 normal
 noise upsampled bilinearly, plus a little white noise; calibration,
-validation and the timing batch drawn separately).  Each method runs as a
+validation and the timing batch drawn separately).  r3d and unet3d are
+tests/engine/test_conv3d.py's 3-D conv nets (r3d_18's shape at 3x8x56x56,
+a 3-D U-Net block at 2x8x16x16; random weights, PyTorch needed) on random
+normal rows, timed at batch 3 and 8.  Each method runs as a
 job file through server/slimserve-train (the daemon's pipeline) with a
 gate that always holds (min_agreement 0: this measures speed); the
 accuracy proxy is the job's own, on its validation rows (held out from
@@ -113,6 +117,30 @@ def make_net(d, net, onnx_dir, n_calib, n_val):
     return "input", images224(32, 3)
 
 
+def make_3d(d, net, n_calib, n_val):
+    """tests/engine/test_conv3d.py's r3d or unet3d (random weights, opset
+    13, dynamic batch; needs PyTorch) with random normal rows."""
+    import torch
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "engine"))
+    import test_conv3d
+
+    cls, shape = {n: (c, s) for n, c, s in test_conv3d.models()}[net]
+    torch.manual_seed(len(net))
+    os.makedirs(os.path.join(d, "1"))
+    torch.onnx.export(cls().eval(), (torch.randn(1, *shape),),
+                      os.path.join(d, "1", "model.onnx"),
+                      input_names=["input"], output_names=["y"],
+                      opset_version=13,
+                      dynamic_axes={"input": {0: "n"}, "y": {0: "n"}})
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((n_calib + n_val + 8,) + tuple(shape))
+    rows = rows.astype(np.float32)
+    np.savez(os.path.join(d, "calib.npz"), input=rows[:n_calib])
+    np.savez(os.path.join(d, "val.npz"),
+             input=rows[n_calib:n_calib + n_val])
+    return "input", rows[-8:]
+
+
 def export_nets(nets, out):
     """bench/engine_nets.py's nets as ONNX in out (needs PyTorch)."""
     p = subprocess.run([sys.executable, os.path.join(HERE, "engine_nets.py"),
@@ -192,6 +220,7 @@ def kernels(cli, onnx, npz, threads):
 
 
 NETS = ("resnet18", "mobilenet_v2")
+NETS3D = ("r3d", "unet3d")      # timed at batch 3 and 8
 
 
 def main():
@@ -227,9 +256,11 @@ def main():
             export_nets(nets, onnx_dir)
         for m in models:
             d = os.path.join(tmp, m)
-            big = m in NETS
+            big = m in NETS or m in NETS3D
             if m == "cnn28":
                 name, x = make_cnn28(d)
+            elif m in NETS3D:
+                name, x = make_3d(d, m, a.calib, a.val)
             elif big:
                 name, x = make_net(d, m, onnx_dir, a.calib, a.val)
             elif os.path.exists(os.path.join(wide, "model.onnx")):
@@ -238,7 +269,7 @@ def main():
                 print("## %s: no %s (bench/search_models.py writes it)" % (
                     m, wide))
                 continue
-            batches = (8, 32) if big else (32,)
+            batches = (3, 8) if m in NETS3D else (8, 32) if big else (32,)
             rounds = a.rounds or (3 if big else 5)
             repeat = a.repeat or (3 if big else 20)
             npz = {}
@@ -254,7 +285,7 @@ def main():
                 except RuntimeError as e:
                     print("## %s %s failed: %s" % (m, label, e))
             if isa_line is None:
-                isa_line = kernels(cli, files["f32"], npz[32],
+                isa_line = kernels(cli, files["f32"], npz[batches[-1]],
                                    a.threads)[0]
                 print("# CPU %s, oneDNN ISA %s, %d thread(s), load %s" % (
                     cpu_model(), isa_line, a.threads, loadavg()))
