@@ -240,6 +240,14 @@ typedef struct ss_dnn_conv_desc {
      * is never written whole (plan_fuse_dw.c). */
     const float *dw_w, *dw_bias;
     int64_t dw_stride;
+    /* ConvTranspose as oneDNN's deconvolution (f32/bf16 inference): ic
+     * the source's channels, oc the output's, w ONNX's [IC, OC/group,
+     * (KD,) KH, KW]; tout the output's spatial sizes (nsp of them, depth
+     * first), which output_padding / output_shape may make longer than
+     * the window reaches (pad_end is unused): the rows past it are the
+     * bias.  SS_EUNSUPP when they are a stride or more. */
+    int transposed;
+    int64_t tout[3];
 } ss_dnn_conv_desc_t;
 
 typedef enum {

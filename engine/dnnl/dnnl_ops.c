@@ -236,6 +236,104 @@ done:
 
 /* Convolution of any spatial rank (d->nsp): one constructor for 1-D, 2-D
  * (and its Winograd and depthwise-post-op forms) and 3-D convs. */
+/* The deconvolution of a transposed d (ss_dnn_conv_desc_t).  oneDNN
+ * runs it as the backward-data pass of the convolution it transposes
+ * (its jit kernels, blocked or channels-last), bias and post-ops after.
+ * The window relation must give back the source's size from tout: a
+ * longer output (output_padding, output_shape) is the pad_end of that
+ * convolution shrunk, which may not reach -stride. */
+static int
+deconv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out, ss_err_t *err)
+{
+    dnnl_deconvolution_desc_t od;
+    dnnl_memory_desc_t src, w, wuser, bias, dst;
+    dnnl_data_type_t dt;
+    ss__dnn_geom_t sp;
+    dnnl_dims_t st, dil, pl, pr;
+    int64_t g = d->group ? d->group : 1, k[2] = { d->kh, d->kw };
+    int64_t sd[5], dd[5], wd[6], ws[6], ksz = 1;
+    const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
+                                 { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
+    int nd, wn, rc;
+    ss__dnn_build_t b;
+
+    if ((rc = ss__dnn_build_start(&b, "deconvolution", err)) < 0)
+        goto done;
+    b.p->layouts = 1;
+    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_geom(&sp, d->nsp, &d->depth, d->ih, d->iw, k,
+                           d->stride, d->dilation, d->pad_begin,
+                           d->pad_begin, err, b.what)) < 0)
+        goto done;
+    nd = sp.nsp + 2;
+    sd[0] = dd[0] = d->n;
+    sd[1] = d->ic;
+    dd[1] = d->oc;
+    memcpy(sd + 2, sp.in, (size_t)sp.nsp * sizeof(*sd));
+    memcpy(dd + 2, d->tout, (size_t)sp.nsp * sizeof(*dd));
+    if ((rc = check_dims(nd, sd, err, b.what)) < 0 ||
+        (rc = check_dims(nd, dd, err, b.what)) < 0)
+        goto done;
+    if (g < 1 || d->ic % g || d->oc % g) {
+        rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: oc %lld, ic %lld, "
+                        "group %lld", b.what, (long long)d->oc,
+                        (long long)d->ic, (long long)g);
+        goto done;
+    }
+    for (int i = 0; i < sp.nsp; i++) {
+        int64_t s = sp.stride[i] ? sp.stride[i] : 1;
+        int64_t dl = sp.dil[i] ? sp.dil[i] : 1;
+        int64_t r = (sp.in[i] - 1) * s + (sp.k[i] - 1) * dl + 1 - sp.pb[i]
+                    - dd[2 + i];
+
+        if (sp.k[i] < 1 || sp.pb[i] < 0 || r <= -s) {
+            rc = ss_err_set(err, SS_EUNSUPP, "oneDNN %s: axis %d's output "
+                            "of %lld is a stride or more past the window",
+                            b.what, i, (long long)dd[2 + i]);
+            goto done;
+        }
+        st[i] = s;
+        dil[i] = dl - 1;
+        pl[i] = sp.pb[i];
+        pr[i] = r < 0 ? 0 : r;
+        ksz *= sp.k[i];
+    }
+    ss__dnn_set_dst(b.p, nd, dd);
+    /* oneDNN's [G, OC/G, IC/G, k..] over ONNX's [IC, OC/G, k..] bytes */
+    wn = ss__dnn_conv_wdims(g, d->oc, d->ic, sp.nsp, sp.k, wd);
+    for (int i = wn - 1, m = 1; i >= wn - sp.nsp; i--) {
+        ws[i] = m;
+        m *= wd[i];
+    }
+    ws[wn - sp.nsp - 2] = ksz;                          /* OC/G */
+    ws[wn - sp.nsp - 1] = ksz * (d->oc / g);            /* IC/G */
+    if (g > 1)
+        ws[0] = ksz * (d->oc / g) * (d->ic / g);
+    if ((rc = ss__dnn_md_layout(&src, nd, sd, dt, d->src_layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_layout(&dst, nd, dd, dt, d->dst_layout, err,
+                                b.what)) < 0 ||
+        (rc = ss__dnn_md_any(&w, wn, wd, dt, err, b.what)) < 0 ||
+        (rc = ss__dnn_md_strided(&wuser, wn, wd, ws, dnnl_f32, err,
+                                 b.what)) < 0 ||
+        (rc = ss__dnn_md_dense(&bias, 1, &d->oc, dnnl_f32, err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_check(dnnl_dilated_deconvolution_forward_desc_init(
+                           &od, dnnl_forward_inference,
+                           dnnl_deconvolution_direct, &src, &w,
+                           d->bias ? &bias : NULL, &dst, st, dil, pl, pr),
+                       err, "dnnl_dilated_deconvolution_forward_desc_init",
+                       b.what);
+    if (rc < 0 ||
+        (rc = ss__dnn_attr(&d->post, nd, dd, dt, d->dst_layout, &b.attr,
+                           err, b.what)) < 0)
+        goto done;
+    rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
+                          err);
+done:
+    return ss__dnn_build_end(&b, rc, out);
+}
+
 int
 ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
                 ss_err_t *err)
@@ -253,6 +351,8 @@ ss_dnn_conv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out,
     int sum, rc, ndw = 0;
     ss__dnn_build_t b;
 
+    if (d->transposed)
+        return deconv_new(d, out, err);
     if ((rc = ss__dnn_build_start(&b, "convolution", err)) < 0)
         goto done;
     b.p->layouts = 1;

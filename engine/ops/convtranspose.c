@@ -23,14 +23,9 @@
 
 #include "common/alloc.h"
 
-#define MAX_SP 6
+#define MAX_SP SS_OPS_CONVT_MAX_SP
 
-typedef struct {
-    int nsp;
-    int64_t group, in[MAX_SP], k[MAX_SP], s[MAX_SP], d[MAX_SP];
-    int64_t pb[MAX_SP], out[MAX_SP];
-    int64_t N, C, M;
-} ct_t;
+typedef ss__ops_convt_t ct_t;
 
 static int
 ints_attr(const ss_node_t *n, const char *name, int count, int64_t dflt,
@@ -51,11 +46,10 @@ ints_attr(const ss_node_t *n, const char *name, int count, int64_t dflt,
     return 1;
 }
 
-static int
-geometry(const ss_node_t *n, const ss_tensor_t *const *in, ct_t *g,
-         ss_err_t *err)
+int
+ss__ops_convt_geom(const ss_node_t *n, const ss_tensor_t *x,
+                   const ss_tensor_t *w, ss__ops_convt_t *g, ss_err_t *err)
 {
-    const ss_tensor_t *x = in[0], *w = in[1];
     const char *ap = ss__attr_string(n, "auto_pad", "NOTSET");
     int64_t pads[2 * MAX_SP], op[MAX_SP], os[MAX_SP];
     int rc, has_os;
@@ -129,7 +123,7 @@ infer_convt(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
 
     (void)opset;
     if ((rc = ss__ops_check_inputs(n, in, 2, err)) < 0
-        || (rc = geometry(n, in, &g, err)) < 0)
+        || (rc = ss__ops_convt_geom(n, in[0], in[1], &g, err)) < 0)
         return rc;
     if ((in[0]->dtype != SS_DTYPE_F32 && in[0]->dtype != SS_DTYPE_F64)
         || in[1]->dtype != in[0]->dtype)
@@ -158,7 +152,7 @@ run_convt(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
     int rc;
 
     (void)opset;
-    if ((rc = geometry(n, in, &g, err)) < 0)
+    if ((rc = ss__ops_convt_geom(n, in[0], in[1], &g, err)) < 0)
         return rc;
     isz = ss__ops_prod(g.in, 0, g.nsp);
     ksz = ss__ops_prod(g.k, 0, g.nsp);

@@ -51,6 +51,24 @@ extern const ss_op_t ss__ops_moe[];      /* moe.c: com.microsoft.MoE */
 extern const ss_op_t ss__ops_roi[];      /* roi.c: RoiAlign, MaxUnpool */
 extern const ss_op_t ss__ops_spectral[]; /* spectral.c: DFT, STFT, MelWeightMatrix */
 
+/* ConvTranspose's geometry as the spec reads it (convtranspose.c): nsp
+ * spatial axes, N, C (X's channels), M (Y's), the kernel k, strides s,
+ * dilations d, the begin pads pb and the output sizes out, resolved from
+ * pads, output_padding, output_shape and auto_pad.  The reference kernel
+ * and the oneDNN deconvolution step (engine/plan/plan_fuse_conv.c) read
+ * it, so both compute the same output.  [any] */
+#define SS_OPS_CONVT_MAX_SP 6
+typedef struct ss__ops_convt {
+    int nsp;
+    int64_t group, in[SS_OPS_CONVT_MAX_SP], k[SS_OPS_CONVT_MAX_SP];
+    int64_t s[SS_OPS_CONVT_MAX_SP], d[SS_OPS_CONVT_MAX_SP];
+    int64_t pb[SS_OPS_CONVT_MAX_SP], out[SS_OPS_CONVT_MAX_SP];
+    int64_t N, C, M;
+} ss__ops_convt_t;
+int ss__ops_convt_geom(const ss_node_t *n, const ss_tensor_t *x,
+                       const ss_tensor_t *w, ss__ops_convt_t *g,
+                       ss_err_t *err);
+
 /* Sets err to SS_EINVAL with "node 'name' (Op): <message>"; returns it. */
 int ss__ops_fail(ss_err_t *err, const ss_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -623,6 +623,8 @@ ss_dnn_layout_t ss__lay_follow(const ss__fz_t *fz, int src, int dst);
 int ss__fuse_linear(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
+/* ConvTranspose as a oneDNN deconvolution (plan_fuse_conv.c). */
+int ss__fuse_convt(ss__fz_t *fz, int s, ss_err_t *err);
 /* Called by ss__fuse_conv with its chain c and conv d (post-ops set) of
  * source value src: fuses the depthwise conv that reads c's output into
  * it (plan_fuse_dw.c); 1 when it emitted the fused step, 0 when it left

@@ -34,7 +34,7 @@ ss__plan_fuse(ss_plan_t *p, ss_err_t *err)
 {
     static int (*const anchors[])(ss__fz_t *, int, ss_err_t *) = {
         ss__fuse_tapped_eltwise, ss__fuse_ln_decomposed, ss__fuse_linear,
-        ss__fuse_conv,
+        ss__fuse_conv, ss__fuse_convt,
         ss__fuse_matmul, ss__fuse_softmax, ss__fuse_layernorm,
         ss__fuse_pool, ss__fuse_binary, ss__fuse_transpose,
         ss__fuse_transpose_reorder,

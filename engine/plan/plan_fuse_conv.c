@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "engine/ops/ops.h"
 #include "engine/plan/internal.h"
 
 static int
@@ -176,6 +177,86 @@ ss__fz_window(const ss_node_t *n, int nsp, int64_t stride[2],
     return 1;
 }
 
+/* The post-op chain of c (the conv or deconv d from step s, x to y
+ * before its chain; d's weights and bias set) and the primitive, emitted
+ * as one step: 1 when emitted, 0 when the op stays on its reference
+ * kernel. */
+static int
+conv_finish(ss__fz_t *fz, ss__chain_t *c, ss_dnn_conv_desc_t *d, int s,
+            const ss_tensor_t *x, const ss_tensor_t *y, ss_err_t *err)
+{
+    ss_plan_t *p = fz->p;
+    int in = p->steps[s].in[0], rc;
+    ss_dnn_prim_t *prim = NULL;
+
+    c->dst_ndim = y->ndim;
+    memcpy(c->dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
+    ss__fz_chain(fz, c);
+    d->post = c->post;
+    if (d->nsp == 2 && !d->transposed
+        && (rc = ss__fuse_conv_dw(fz, c, d, in, err)) != 0)
+        return rc;
+    if ((rc = conv_layouts(fz, d, in, x, y, c->out, &prim, err)) < 0)
+        return ss__fz_fallback(rc, err);
+    /* oneDNN's reference code for a 1-D or 3-D conv (or any deconv) is no
+     * faster than ours (engine/ops/conv.c, convtranspose.c), which
+     * computes the same values */
+    if ((d->nsp != 2 || d->transposed) && ss__fz_slow(prim)) {
+        ss_dnn_prim_free(prim);
+        return 0;
+    }
+    p->vals[c->out].layout = ss_dnn_prim_layout(prim, -1);
+    rc = ss__fz_emit(fz, c, prim, &in, 1, err);
+    return rc < 0 ? rc : 1;
+}
+
+/* The shape fields every rank shares: n, ic, ih, iw, kh, kw of x and w
+ * (1-D: ih, kh 1; 3-D: the depth axis's in and k). */
+static void
+conv_dims(ss_dnn_conv_desc_t *d, const ss_tensor_t *x, const ss_tensor_t *w)
+{
+    int nd = x->ndim;
+
+    d->nsp = nd - 2;
+    d->n = x->dims[0];
+    d->ic = x->dims[1];
+    d->ih = d->nsp == 1 ? 1 : x->dims[nd - 2];
+    d->iw = x->dims[nd - 1];
+    d->kh = d->nsp == 1 ? 1 : w->dims[nd - 2];
+    d->kw = w->dims[nd - 1];
+    if (d->nsp == 3) {
+        d->depth.in = x->dims[2];
+        d->depth.k = w->dims[2];
+    }
+}
+
+/* Step s's Conv input 0 and weights, f32 with the weights (and a bias)
+ * constant, and its output; NULL x when it is no such node. */
+static void
+conv_operands(ss__fz_t *fz, int s, const char *op, const ss_tensor_t **x,
+              const ss_tensor_t **w, const ss_tensor_t **y,
+              const float **bias)
+{
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+
+    *x = NULL;
+    if (!ss__plan_is_op(st, op) || st->n_in < 2 || !f32(fz, st->in[0])
+        || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1]))
+        return;
+    if (st->n_in > 2 && st->in[2] >= 0
+        && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
+        return;
+    *w = ss__plan_tensor(p, st->in[1]);
+    *y = ss__plan_tensor(p, st->out[0]);
+    *bias = st->n_in > 2 && st->in[2] >= 0
+            ? ss__plan_tensor(p, st->in[2])->data : NULL;
+    *x = ss__plan_tensor(p, st->in[0]);
+    if ((*x)->ndim < 3 || (*x)->ndim > 5 || (*w)->ndim != (*x)->ndim
+        || (*y)->ndim != (*x)->ndim)
+        *x = NULL;
+}
+
 int
 ss__fz_conv_geom(const ss_plan_t *p, const ss_step_t *st,
                  ss_dnn_conv_desc_t *d)
@@ -193,18 +274,8 @@ ss__fz_conv_geom(const ss_plan_t *p, const ss_step_t *st,
     for (int i = 0; i < nsp; i++)
         if (ks[i] && ks[i] != w->dims[2 + i])
             return 0;
-    d->nsp = nsp;
-    d->n = x->dims[0];
-    d->ic = x->dims[1];
-    d->ih = nsp == 1 ? 1 : x->dims[nd - 2];
-    d->iw = x->dims[nd - 1];
+    conv_dims(d, x, w);
     d->oc = w->dims[0];
-    d->kh = nsp == 1 ? 1 : w->dims[nd - 2];
-    d->kw = w->dims[nd - 1];
-    if (nsp == 3) {
-        d->depth.in = x->dims[2];
-        d->depth.k = w->dims[2];
-    }
     d->group = ss__attr_int(st->node, "group", 1);
     return 1;
 }
@@ -216,56 +287,73 @@ ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err)
     ss_plan_t *p = fz->p;
     const ss_step_t *st = &p->steps[s];
     ss_dnn_conv_desc_t d = { 0 };
-    ss_dnn_prim_t *prim = NULL;
     ss__chain_t c;
     const ss_tensor_t *x, *w, *y;
     float *wf = NULL, *bf = NULL;
-    int rc = 0, nd, nsp;
+    int rc = 0, nsp;
 
-    if (!ss__plan_is_op(st, "Conv") || st->n_in < 2 || !f32(fz, st->in[0])
-        || !f32(fz, st->in[1]) || !ss__fz_is_const(p, st->in[1]))
+    conv_operands(fz, s, "Conv", &x, &w, &y, &d.bias);
+    if (x == NULL)
         return 0;
-    x = ss__plan_tensor(p, st->in[0]);
-    w = ss__plan_tensor(p, st->in[1]);
-    y = ss__plan_tensor(p, st->out[0]);
-    if (st->n_in > 2 && st->in[2] >= 0
-        && (!ss__fz_is_const(p, st->in[2]) || !f32(fz, st->in[2])))
-        return 0;
-    nd = x->ndim;
-    nsp = nd - 2;
+    nsp = x->ndim - 2;
     if (!ss__fz_conv_geom(p, st, &d))
         return 0;
     d.w = w->data;
-    d.bias = st->n_in > 2 && st->in[2] >= 0
-             ? ss__plan_tensor(p, st->in[2])->data : NULL;
     ss__fz_chain_start(&c, s, st->in[0], st->out[0], what[nsp]);
     if ((rc = ss__fz_conv_bn(fz, &c, d.oc, &d.w, ss_tensor_numel(w), &d.bias,
-                             &wf, &bf, err)) < 0)
-        goto done;
-    c.dst_ndim = nd;
-    memcpy(c.dst_dims, y->dims, (size_t)nd * sizeof(int64_t));
-    ss__fz_chain(fz, &c);
-    d.post = c.post;
-    if (nsp == 2 && (rc = ss__fuse_conv_dw(fz, &c, &d, st->in[0], err)) != 0)
-        goto done;
-    if ((rc = conv_layouts(fz, &d, st->in[0], x, y, c.out, &prim,
-                           err)) < 0) {
-        rc = ss__fz_fallback(rc, err);
-        goto done;
-    }
-    /* oneDNN's reference code for a 1-D or 3-D conv is no faster than
-     * ours (engine/ops/conv.c), which computes the same values */
-    if (nsp != 2 && ss__fz_slow(prim)) {
-        rc = 0;
-        goto done;
-    }
-    p->vals[c.out].layout = ss_dnn_prim_layout(prim, -1);
-    rc = ss__fz_emit(fz, &c, prim, &st->in[0], 1, err);
-    prim = NULL;            /* the plan's now, emitted or freed */
-    rc = rc < 0 ? rc : 1;
-done:
-    ss_dnn_prim_free(prim);
+                             &wf, &bf, err)) >= 0)
+        rc = conv_finish(fz, &c, &d, s, x, y, err);
     ss_free(wf);
     ss_free(bf);
     return rc;
+}
+
+/* ConvTranspose as oneDNN's deconvolution, in the layouts a Conv of the
+ * same shapes gets, so a decoder's upsampling chains blocked with its
+ * convs.  The geometry (pads from auto_pad / output_shape, output sizes)
+ * is the reference kernel's, ss__ops_convt_geom; what oneDNN cannot run
+ * (an output a stride or more past the window, its reference code for a
+ * shape) stays on that kernel, which the plan dump names "ref
+ * ConvTranspose". */
+int
+ss__fuse_convt(ss__fz_t *fz, int s, ss_err_t *err)
+{
+    static const char *const what[4] = { "", "ConvTranspose1d",
+                                         "ConvTranspose", "ConvTranspose3d" };
+    ss_plan_t *p = fz->p;
+    const ss_step_t *st = &p->steps[s];
+    ss_dnn_conv_desc_t d = { 0 };
+    ss__ops_convt_t g;
+    ss__chain_t c;
+    const ss_tensor_t *x, *w, *y;
+    ss_err_t e = { 0 };
+    int nsp, h;
+
+    conv_operands(fz, s, "ConvTranspose", &x, &w, &y, &d.bias);
+    if (x == NULL || ss__ops_convt_geom(st->node, x, w, &g, &e) < 0)
+        return 0;
+    nsp = g.nsp;
+    h = nsp - 2;            /* H's index in g's arrays (-1: none) */
+    conv_dims(&d, x, w);
+    for (int i = 0; i < 2; i++) {
+        int o = h + i;
+
+        d.stride[i] = o < 0 ? 1 : g.s[o];
+        d.dilation[i] = o < 0 ? 1 : g.d[o];
+        d.pad_begin[i] = o < 0 ? 0 : g.pb[o];
+    }
+    if (nsp == 3) {
+        d.depth.stride = g.s[0];
+        d.depth.dilation = g.d[0];
+        d.depth.pad_begin = g.pb[0];
+    }
+    for (int i = 0; i < nsp; i++)
+        if ((d.tout[i] = g.out[i]) != y->dims[2 + i])
+            return 0;
+    d.transposed = 1;
+    d.oc = g.M;
+    d.group = g.group;
+    d.w = w->data;
+    ss__fz_chain_start(&c, s, st->in[0], st->out[0], what[nsp]);
+    return conv_finish(fz, &c, &d, s, x, y, err);
 }

@@ -145,7 +145,8 @@ wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
     /* a mean or max over H, W: a global pool (ss__fuse_pool) */
     if (k == 0 && t->dtype == SS_DTYPE_F32 && ss__plan_reduce_hw(p, st))
         return ss__lay_natural(t);
-    if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0
+    if (strcmp(op, "Conv") == 0 || strcmp(op, "ConvTranspose") == 0
+        || strcmp(op, "MaxPool") == 0
         || strcmp(op, "AveragePool") == 0
         || strcmp(op, "GlobalAveragePool") == 0) {
         const ss_tensor_t *y;

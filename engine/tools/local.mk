@@ -23,6 +23,8 @@ EXTRA_DIST += tests/engine/test_torch_blocks.py
 # grouped/ceil_mode cases) at opsets 11/13/17, batch 1 and 3, against
 # PyTorch (skipped without torch).
 TESTS += tests/engine/test_conv3d.py
+TESTS += tests/engine/test_convt.py
+EXTRA_DIST += tests/engine/test_convt.py
 EXTRA_DIST += tests/engine/test_conv3d.py
 
 # If and Loop as torch.jit.script + torch.onnx.export write them (opsets
