@@ -4,7 +4,9 @@
 
 The nets of tests/engine/test_conv3d.py (random weights): r3d (r3d_18's
 shape, two stages, input 3x8x56x56) and unet3d (a 3-D U-Net block,
-2x8x16x16), exported at opset 13 with a dynamic batch.  Per batch, in
+2x8x16x16), and of tests/engine/test_convt.py: unet2d (a small 2-D U-Net,
+two levels of 16/32/64 channels, ConvTranspose2d up, skip Concats, input
+3x128x128), exported at opset 13 with a dynamic batch.  Per batch, in
 one run and interleaved (rounds x runs): slimserve-infer (this build),
 PyTorch (eager, no_grad) and, with --base CLI, another slimserve-infer
 (e.g. one whose 3-D steps ran on the C reference kernels).  Medians of
@@ -13,6 +15,7 @@ model, oneDNN ISA and load.
 
   bench/conv3d.py [--cli PATH] [--base PATH] [--batches 1,3]
                   [--rounds 3] [--runs 5] [--threads 1]
+                  [--nets r3d,unet3d,unet2d]
 """
 
 import os
@@ -43,14 +46,16 @@ def torch_cpu_ms(torch, m, x, n):
 def main():
     ap = engine.ab_options(__doc__, "1,3", 3)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--nets", default="r3d,unet3d,unet2d")
     a = ap.parse_args()
     cli = engine.ab_cli(a, "conv3d")
     import torch
     import test_conv3d
+    import test_convt
 
     torch.set_num_threads(a.threads)
-    nets = {n: (c, s) for n, c, s in test_conv3d.models()
-            if n in ("r3d", "unet3d")}
+    nets = {n: (c, s) for n, c, s in test_conv3d.models() + test_convt.models()
+            if n in a.nets.split(",")}
     print("conv3d: %s, %d thread(s), load %s"
           % (engine.cpu_model(), a.threads, engine.loadavg()))
     with tempfile.TemporaryDirectory() as tmp:

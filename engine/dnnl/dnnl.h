@@ -367,6 +367,25 @@ int ss_dnn_binary_new(const ss_dnn_binary_desc_t *d, ss_dnn_prim_t **out,
                       ss_err_t *err);
 int ss_dnn_reorder_new(const ss_dnn_reorder_desc_t *d, ss_dnn_prim_t **out,
                        ss_err_t *err);
+
+/* Concat of n run-time inputs along axis 1 (channels) of 3-D to 5-D
+ * f32/bf16 tensors, each read in its own layout, dst written in
+ * dst_layout (dnnl_concat.c).  oneDNN copies each input into its channel
+ * range of dst: one pass, no reorder around it, when the layouts agree;
+ * an input in another layout, or a blocked dst at a channel offset that
+ * is no multiple of 16, goes through a reorder into its part of dst.
+ * SS_EUNSUPP where oneDNN has no way.  [any] */
+#define SS_DNN_CONCAT_MAX 16
+typedef struct ss_dnn_concat_desc {
+    ss_dtype_t dtype;
+    int ndim, n;
+    int64_t dims[SS_DNN_CONCAT_MAX][5];     /* input i's */
+    ss_dnn_layout_t src_layout[SS_DNN_CONCAT_MAX], dst_layout;
+} ss_dnn_concat_desc_t;
+
+int ss_dnn_concat_new(const ss_dnn_concat_desc_t *d, ss_dnn_prim_t **out,
+                      ss_err_t *err);
+
 void ss_dnn_prim_free(ss_dnn_prim_t *p);
 
 /* Training (dnnl_train.c): a convolution whose operands are all run-time

@@ -11,7 +11,7 @@ engine_dnnl_libssdnnl_a_SOURCES = \
 	engine/dnnl/dnnl_build.c engine/dnnl/dnnl_ops.c engine/dnnl/dnnl_q.h \
 	engine/dnnl/dnnl_q.c engine/dnnl/dnnl_train.c \
 	engine/dnnl/dnnl_wino.c engine/dnnl/dnnl_train_nn.c \
-	engine/dnnl/dnnl_pool8.c \
+	engine/dnnl/dnnl_pool8.c engine/dnnl/dnnl_concat.c \
 	engine/dnnl/dnnl_run.c
 
 SSDNNL_LIBS = $(DNNL_LIBS) -lgomp -lpthread

@@ -625,6 +625,12 @@ int ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err);
 int ss__fuse_conv(ss__fz_t *fz, int s, ss_err_t *err);
 /* ConvTranspose as a oneDNN deconvolution (plan_fuse_conv.c). */
 int ss__fuse_convt(ss__fz_t *fz, int s, ss_err_t *err);
+/* Concat along the channels of 4-D/5-D f32 values as oneDNN's concat in
+ * its inputs' layouts (plan_fuse_cat.c); ss__lay_concat says whether
+ * step st is one the anchor takes (its inputs then want their natural
+ * layout, plan_layout_rules.c). */
+int ss__fuse_concat(ss__fz_t *fz, int s, ss_err_t *err);
+int ss__lay_concat(const ss_plan_t *p, const ss_step_t *st);
 /* Called by ss__fuse_conv with its chain c and conv d (post-ops set) of
  * source value src: fuses the depthwise conv that reads c's output into
  * it (plan_fuse_dw.c); 1 when it emitted the fused step, 0 when it left

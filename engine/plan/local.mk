@@ -12,7 +12,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_qdq.c engine/plan/plan_qdq.h \
 	engine/plan/plan_qdq_pool.c engine/plan/plan_bf16.c \
 	engine/plan/plan_fuse.c engine/plan/plan_fuse_ops.c \
-	engine/plan/plan_fuse_conv.c \
+	engine/plan/plan_fuse_conv.c engine/plan/plan_fuse_cat.c \
 	engine/plan/plan_fuse_mm.c engine/plan/plan_fuse_scale.c \
 	engine/plan/plan_fuse_dw.c \
 	engine/plan/plan_fuse_move.c \

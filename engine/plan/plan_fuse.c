@@ -37,7 +37,7 @@ ss__plan_fuse(ss_plan_t *p, ss_err_t *err)
         ss__fuse_conv, ss__fuse_convt,
         ss__fuse_matmul, ss__fuse_softmax, ss__fuse_layernorm,
         ss__fuse_pool, ss__fuse_binary, ss__fuse_transpose,
-        ss__fuse_transpose_reorder,
+        ss__fuse_transpose_reorder, ss__fuse_concat,
     };
     ss__fz_t fz;
     int rc = 0;

@@ -142,6 +142,9 @@ wants(const ss_plan_t *p, const ss_step_t *st, int k, int v)
     if (ss__lay_transpose_reader(p, st, v))
         return SS_DNN_NHWC;
     op = st->node->op_type;
+    /* a channel Concat on oneDNN reads any layout (plan_fuse_cat.c) */
+    if (ss__lay_concat(p, st))
+        return ANY;
     /* a mean or max over H, W: a global pool (ss__fuse_pool) */
     if (k == 0 && t->dtype == SS_DTYPE_F32 && ss__plan_reduce_hw(p, st))
         return ss__lay_natural(t);

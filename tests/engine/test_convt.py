@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""ConvTranspose on oneDNN's deconvolution (issue 12) against PyTorch.
+"""ConvTranspose and channel Concat on oneDNN (issue 12) against PyTorch.
 
 Each case is one ConvTranspose node (written with onnx.helper, so every
 attribute the spec has can be set: group, strides, pads, output_padding,
@@ -21,6 +21,13 @@ stride or more, which oneDNN cannot express, must stay on the reference
 kernel (and still match).  A decoder chain (Conv 16 -> 32, ConvTranspose
 32 -> 16 stride 2, Conv) runs the deconvolution in nChw16c / nCdhw16c
 with no reorder between the convs.
+
+Concat along channels runs as oneDNN's concat in its inputs' layouts
+(plan_fuse_cat.c): convs of 16+16, 24+40 (a blocked output at offset 24
+falls back to NHWC), 8+8 (NHWC), 16+5+11 channels and a 3-D 32+16 join,
+then a conv; and a small 2-D U-Net (the bench's unet2d) -- each against
+PyTorch (rtol 1e-4 of max|want| + 1e-5, BatchNorm folded), with its
+Concats as dnn steps and reorder steps only at the net's edges.
 """
 
 import os
@@ -243,6 +250,105 @@ def chain(torch, s, nsp):
            "\n".join(ex + reorders))
 
 
+def models():
+    """The nets of the concat checks and of bench/conv3d.py: cat2d joins
+    convs of odd channel counts, unet2d is a small 2-D U-Net (two levels,
+    ConvTranspose 2x2 stride 2 up, skip Concats) at 128x128."""
+    import torch
+    import torch.nn as nn
+
+    class Cat(nn.Module):
+        def __init__(self, cin, outs, nsp):
+            super().__init__()
+            C = nn.Conv2d if nsp == 2 else nn.Conv3d
+            self.convs = nn.ModuleList(C(cin, o, 3, 1, 1) for o in outs)
+            self.head = C(sum(outs), 16, 3, 1, 1)
+
+        def forward(self, x):
+            y = torch.cat([torch.relu(c(x)) for c in self.convs], 1)
+            return self.head(y)
+
+    def cbr(a, b):
+        return nn.Sequential(nn.Conv2d(a, b, 3, 1, 1),
+                             infer.random_norm(nn.BatchNorm2d(b)), nn.ReLU())
+
+    class UNet2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1 = nn.Sequential(cbr(3, 16), cbr(16, 16))
+            self.e2 = nn.Sequential(cbr(16, 32), cbr(32, 32))
+            self.mid = nn.Sequential(cbr(32, 64), cbr(64, 64))
+            self.up2 = nn.ConvTranspose2d(64, 32, 2, 2)
+            self.d2 = nn.Sequential(cbr(64, 32), cbr(32, 32))
+            self.up1 = nn.ConvTranspose2d(32, 16, 2, 2)
+            self.d1 = nn.Sequential(cbr(32, 16), cbr(16, 16))
+            self.out = nn.Conv2d(16, 2, 1)
+
+        def forward(self, x):
+            a = self.e1(x)
+            b = self.e2(nn.functional.max_pool2d(a, 2))
+            c = self.mid(nn.functional.max_pool2d(b, 2))
+            y = self.d2(torch.cat([self.up2(c), b], 1))
+            return self.out(self.d1(torch.cat([self.up1(y), a], 1)))
+
+    return [("cat16_16", lambda: Cat(16, (16, 16), 2), (16, 10, 12)),
+            ("cat24_40", lambda: Cat(16, (24, 40), 2), (16, 9, 7)),
+            ("cat8_8", lambda: Cat(4, (8, 8), 2), (4, 8, 8)),
+            ("cat16_5_11", lambda: Cat(16, (16, 5, 11), 2), (16, 6, 6)),
+            ("cat3d_32_16", lambda: Cat(16, (32, 16), 3), (16, 3, 5, 5)),
+            ("unet2d", UNet2, (3, 128, 128))]
+
+
+# The reorder steps of each net's plan: none around a Concat, only at the
+# net's edges -- the output's back to NCHW, and the input's to the layouts
+# its convs read: nChw16c for a conv of 16 channels in and out, NHWC for
+# one with 8, 5 or 11 out (cat8_8's 4-channel input; cat16_5_11's input
+# both ways); unet2d's first conv reads its 3 channels as NCHW.
+CAT_REORDERS = {"cat16_16": 2, "cat24_40": 2, "cat8_8": 2, "cat16_5_11": 3,
+                "cat3d_32_16": 2, "unet2d": 1}
+
+
+def concats(torch, s):
+    """Each net vs PyTorch at batch 1 and 3 (opset 13), its Concats on
+    oneDNN (a dnn Concat step, oneDNN's concat executed) with no reorder
+    step but at the net's edges (CAT_REORDERS)."""
+    for name, make, shape in models():
+        torch.manual_seed(len(name))
+        m = make().eval()
+        path = s.file(name + ".onnx")
+        torch.onnx.export(m, (torch.randn(1, *shape),), path,
+                          input_names=["x"], output_names=["y"],
+                          opset_version=13,
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+        for b in (1, 3):
+            x = torch.randn(b, *shape)
+            xf = s.file("%s%d.npz" % (name, b))
+            np.savez(xf, x=x.numpy())
+            with torch.no_grad():
+                want = m(x).numpy()
+            got, msg = infer.run(path, [xf], s.file("out.npz"),
+                                 ("--threads", "1"))
+            ok, detail = infer.compare(
+                None if got is None else got.get("y"), want, 1e-4, 1e-5)
+            tap.ok(ok, "%s batch %d matches PyTorch" % (name, b),
+                   detail or msg)
+        rc, text = dump(path, xf, ONEDNN_VERBOSE="1")
+        lines = text.splitlines()
+        cats = [ln for ln in lines if re.match(r"\s+\d+ dnn\s+Concat\s", ln)]
+        refs = [ln for ln in lines
+                if re.match(r"\s+\d+ ref\s+(Concat|ConvTranspose)\s", ln)]
+        ex = [ln for ln in lines if ",exec," in ln and ",concat," in ln]
+        reorders = [ln for ln in lines
+                    if re.match(r"\s+\d+ dnn\s+Reorder>", ln)]
+        ncat = 2 if name == "unet2d" else 1
+        tap.ok(rc == 0 and len(cats) == ncat and not refs and ex
+               and len(reorders) == CAT_REORDERS[name],
+               "%s: %d Concat steps on oneDNN (want %d), %d reorder steps "
+               "(want %d)" % (name, len(cats), ncat, len(reorders),
+                              CAT_REORDERS[name]),
+               "\n".join(cats + refs + reorders + ex[:4]))
+
+
 def main():
     torch = infer.torch_for_test()
     if torch is None:
@@ -266,6 +372,7 @@ def main():
             which_ran(name, path, xf, dnn)
         chain(torch, s, 2)
         chain(torch, s, 3)
+        concats(torch, s)
     return tap.done()
 
 
