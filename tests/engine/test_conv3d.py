@@ -192,10 +192,10 @@ def dump(path, x, **env):
 
 
 def on_onednn(name, path, x):
-    """The plan runs every 3-D Conv, MaxPool, AveragePool and
-    GlobalAveragePool on oneDNN (engine/plan/plan_fuse_conv.c) but ceil_mode
-    pools (odd3d's MaxPool), which stay on the reference kernels as in
-    2-D; ConvTranspose has no oneDNN step in 2-D or 3-D."""
+    """The plan runs every 3-D Conv, ConvTranspose, MaxPool, AveragePool
+    and GlobalAveragePool on oneDNN (engine/plan/plan_fuse_conv.c) but
+    ceil_mode pools (odd3d's MaxPool), which stay on the reference kernels
+    as in 2-D."""
     rc, text = dump(path, x)
     steps = [ln for ln in text.splitlines()
              if re.match(r"\s+\d+ (ref|dnn) ", ln)]
@@ -203,9 +203,10 @@ def on_onednn(name, path, x):
     if name == "mix3d":     # its one 2-D conv is the 2-D anchor's "Conv"
         steps = [ln for ln in steps if "Conv+" not in ln]
     ref = [ln.split()[2] for ln in steps if " ref " in ln
-           and re.search(r" ref\s+(Conv|MaxPool|AveragePool|"
+           and re.search(r" ref\s+(Conv|ConvTranspose|MaxPool|AveragePool|"
                          r"GlobalAveragePool)\s", ln)]
-    dnn = [ln for ln in steps if " dnn " in ln and "Conv3d" in ln]
+    dnn = [ln for ln in steps if " dnn " in ln
+           and ("Conv3d" in ln or "ConvTranspose3d" in ln)]
     tap.ok(rc == 0 and dnn and len(ref) == want,
            "%s: 3-D convs and pools on oneDNN (%d fused convs, %d left on "
            "the reference kernels, want %d)" % (name, len(dnn), len(ref),
