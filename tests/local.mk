@@ -18,6 +18,9 @@ EXTRA_DIST += tests/integration/test_compress_cnn.py
 # against PyTorch, or refused with the reason (issue 12).
 TESTS += tests/integration/test_compress_3d.py
 EXTRA_DIST += tests/integration/test_compress_3d.py
+# The same with a ConvTranspose (on oneDNN's deconvolution) in the net.
+TESTS += tests/integration/test_compress_convt.py
+EXTRA_DIST += tests/integration/test_compress_convt.py
 # Weights served from the model file's mapping, read again by jobs and
 # after hot swaps (issue 12).
 TESTS += tests/integration/test_mapped_weights.py
