@@ -236,6 +236,34 @@ done:
 
 /* Convolution of any spatial rank (d->nsp): one constructor for 1-D, 2-D
  * (and its Winograd and depthwise-post-op forms) and 3-D convs. */
+/* How deconv_new starts: the build of what, d's dtype and geometry
+ * (pad_end unused), src's dims in sd and dst's first two in dd.  Returns
+ * the rank or a negative code. */
+static int
+conv_start(ss__dnn_build_t *b, const char *what, const ss_dnn_conv_desc_t *d,
+           dnnl_data_type_t *dt, ss__dnn_geom_t *sp, int64_t sd[5],
+           int64_t dd[5], ss_err_t *err)
+{
+    int64_t k[2] = { d->kh, d->kw };
+    int rc;
+
+    if ((rc = ss__dnn_build_start(b, what, err)) < 0)
+        return rc;
+    b->p->layouts = 1;
+    if ((rc = check_dtype(d->dtype, dt, err, b->what)) < 0 ||
+        (rc = ss__dnn_geom(sp, d->nsp, &d->depth, d->ih, d->iw, k,
+                           d->stride, d->dilation, d->pad_begin, d->pad_end,
+                           err, b->what)) < 0)
+        return rc;
+    sd[0] = dd[0] = d->n;
+    sd[1] = d->ic;
+    dd[1] = d->oc;
+    memcpy(sd + 2, sp->in, (size_t)sp->nsp * sizeof(*sd));
+    if ((rc = check_dims(sp->nsp + 2, sd, err, b->what)) < 0)
+        return rc;
+    return sp->nsp + 2;
+}
+
 /* The deconvolution of a transposed d (ss_dnn_conv_desc_t).  oneDNN
  * runs it as the backward-data pass of the convolution it transposes
  * (its jit kernels, blocked or channels-last), bias and post-ops after.
@@ -250,29 +278,18 @@ deconv_new(const ss_dnn_conv_desc_t *d, ss_dnn_prim_t **out, ss_err_t *err)
     dnnl_data_type_t dt;
     ss__dnn_geom_t sp;
     dnnl_dims_t st, dil, pl, pr;
-    int64_t g = d->group ? d->group : 1, k[2] = { d->kh, d->kw };
+    int64_t g = d->group ? d->group : 1;
     int64_t sd[5], dd[5], wd[6], ws[6], ksz = 1;
     const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &wuser, d->w, 0 },
                                  { DNNL_ARG_BIAS, &bias, d->bias, 1 } };
     int nd, wn, rc;
     ss__dnn_build_t b;
 
-    if ((rc = ss__dnn_build_start(&b, "deconvolution", err)) < 0)
+    if ((rc = nd = conv_start(&b, "deconvolution", d, &dt, &sp, sd, dd,
+                              err)) < 0)
         goto done;
-    b.p->layouts = 1;
-    if ((rc = check_dtype(d->dtype, &dt, err, b.what)) < 0 ||
-        (rc = ss__dnn_geom(&sp, d->nsp, &d->depth, d->ih, d->iw, k,
-                           d->stride, d->dilation, d->pad_begin,
-                           d->pad_begin, err, b.what)) < 0)
-        goto done;
-    nd = sp.nsp + 2;
-    sd[0] = dd[0] = d->n;
-    sd[1] = d->ic;
-    dd[1] = d->oc;
-    memcpy(sd + 2, sp.in, (size_t)sp.nsp * sizeof(*sd));
     memcpy(dd + 2, d->tout, (size_t)sp.nsp * sizeof(*dd));
-    if ((rc = check_dims(nd, sd, err, b.what)) < 0 ||
-        (rc = check_dims(nd, dd, err, b.what)) < 0)
+    if ((rc = check_dims(nd, dd, err, b.what)) < 0)
         goto done;
     if (g < 1 || d->ic % g || d->oc % g) {
         rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: oc %lld, ic %lld, "
