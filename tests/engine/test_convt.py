@@ -32,7 +32,6 @@ Concats as dnn steps and reorder steps only at the net's edges.
 
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -42,6 +41,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import infer  # noqa: E402
 import tap  # noqa: E402
+from test_conv3d import dump  # noqa: E402  (the CLI with the plan dumped)
 
 RTOL = 1e-5
 
@@ -173,17 +173,6 @@ def model(onnx, path, xs, cout, ks, a, bias, relu, rng):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     onnx.save(m, path)
     return w, b
-
-
-def dump(path, x, **env):
-    """One run of the CLI with the plan dumped and env added: (status,
-    output)."""
-    p = subprocess.run([infer.cli_path(), "--model", path, "--input", x,
-                        "--repeat", "1", "--threads", "1"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=dict(os.environ, SS_ENGINE_DUMP="1", **env),
-                       timeout=infer.TIMEOUT)
-    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
 def deconv_execs(text):

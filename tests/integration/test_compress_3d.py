@@ -167,6 +167,57 @@ def test_prune(torch, m, d, tmp, x):
            "channels (max |diff| %.3g <= %.3g)" % (d_, tol))
 
 
+def each_method(torch, m, shape, rng, x, tmp, prune, after):
+    """Exports m (opset 13, dynamic batch) and runs ptq, bf16, prune and
+    lowrank jobs on it, each in its own model dir under tmp with random
+    calibration and validation rows of shape: a ptq/bf16 variant must be
+    written and match PyTorch on x (5e-2 / 2e-2 of max|y|), then
+    after(name, path) checks more; lowrank must be rejected with its
+    reason; prune(d, src) runs the prune checks in dir d."""
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    src = os.path.join(tmp, "src.onnx")
+    torch.onnx.export(m, (torch.from_numpy(x),), src,
+                      input_names=["x"], output_names=["y"],
+                      opset_version=13,
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    for name, method, rtol in (("ptq", "ptq", 5e-2),
+                               ("bf16", "bf16", 2e-2),
+                               ("prune", None, None),
+                               ("lowrank", {"method": "lowrank",
+                                            "params": {"ratio": 0.5}},
+                                None)):
+        d = os.path.join(tmp, name)
+        os.makedirs(os.path.join(d, "1"))
+        shutil.copy(src, os.path.join(d, "1", "model.onnx"))
+        np.savez(os.path.join(d, "calib.npz"),
+                 x=rng.standard_normal((16,) + shape).astype(np.float32))
+        np.savez(os.path.join(d, "val.npz"),
+                 x=rng.standard_normal((8,) + shape).astype(np.float32))
+        if name == "prune":
+            prune(d, src)
+            continue
+        rc, out, errs, new = job(d, method)
+        if name == "lowrank":
+            tap.ok(rc == 1 and new is None
+                   and "changed nothing" in errs,
+                   "%s: rejected with its reason" % name,
+                   (out + errs)[-400:])
+            tap.diag("%s: %s" % (name, errs.strip().splitlines()[-1]))
+            continue
+        if not tap.ok(rc == 0 and new, "%s: a version is written" % name,
+                      (out + errs)[-400:]):
+            continue
+        got, msg = run(new, x, tmp)
+        if not tap.ok(got is not None, "%s: the variant runs" % name,
+                      msg):
+            continue
+        rel = float(np.abs(got - want).max() / np.abs(want).max())
+        tap.ok(rel <= rtol, "%s: the variant matches PyTorch (max rel "
+               "%.2e <= %g)" % (name, rel, rtol))
+        after(name, new)
+
+
 def main():
     torch = infer.torch_for_test()
     if torch is None:
@@ -178,58 +229,21 @@ def main():
     m = net(torch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3,) + SHAPE).astype(np.float32)
-    with torch.no_grad():
-        want = m(torch.from_numpy(x)).numpy()
     tmp = tempfile.mkdtemp(prefix="ss-c3d-")
+
+    def steps3(name, new):
+        steps = plan_steps(new, tmp)
+        kind = "int8 Conv" if name == "ptq" else "bf16 Conv"
+        tap.ok(sum(kind in ln for ln in steps) == 3,
+               "%s: the plan runs the 3 convs as %s steps" % (name, kind),
+               "\n".join(steps))
+
     try:
-        src = os.path.join(tmp, "src.onnx")
-        torch.onnx.export(m, (torch.from_numpy(x),), src,
-                          input_names=["x"], output_names=["y"],
-                          opset_version=13,
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-        for name, method, rtol in (("ptq", "ptq", 5e-2),
-                                   ("bf16", "bf16", 2e-2),
-                                   ("prune", None, None),
-                                   ("lowrank", {"method": "lowrank",
-                                                "params": {"ratio": 0.5}},
-                                    None)):
-            d = os.path.join(tmp, name)
-            os.makedirs(os.path.join(d, "1"))
-            shutil.copy(src, os.path.join(d, "1", "model.onnx"))
-            np.savez(os.path.join(d, "calib.npz"),
-                     x=rng.standard_normal((16,) + SHAPE).astype(np.float32))
-            np.savez(os.path.join(d, "val.npz"),
-                     x=rng.standard_normal((8,) + SHAPE).astype(np.float32))
-            if name == "prune":
-                test_prune(torch, m, d, tmp, x)
-                continue
-            rc, out, errs, new = job(d, method)
-            if name == "lowrank":
-                tap.ok(rc == 1 and new is None
-                       and "changed nothing" in errs,
-                       "%s: rejected with its reason" % name,
-                       (out + errs)[-400:])
-                tap.diag("%s: %s" % (name, errs.strip().splitlines()[-1]))
-                continue
-            if not tap.ok(rc == 0 and new, "%s: a version is written" % name,
-                          (out + errs)[-400:]):
-                continue
-            got, msg = run(new, x, tmp)
-            if not tap.ok(got is not None, "%s: the variant runs" % name,
-                          msg):
-                continue
-            rel = float(np.abs(got - want).max() / np.abs(want).max())
-            tap.ok(rel <= rtol, "%s: the variant matches PyTorch (max rel "
-                   "%.2e <= %g)" % (name, rel, rtol))
-            steps = plan_steps(new, tmp)
-            kind = "int8 Conv" if name == "ptq" else "bf16 Conv"
-            tap.ok(sum(kind in ln for ln in steps) == 3,
-                   "%s: the plan runs the 3 convs as %s steps" % (name, kind),
-                   "\n".join(steps))
+        each_method(torch, m, SHAPE, rng, x, tmp,
+                    lambda d, src: test_prune(torch, m, d, tmp, x), steps3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tap.done()
-
 
 if __name__ == "__main__":
     sys.exit(main())
