@@ -103,6 +103,11 @@ static const key_t_ keys[] = {
       "bytes, on the executor; a larger one is sent as it is, without "
       "Content-Encoding (0: no cap; default 8 MiB, ~0.3 s of an executor "
       "for JSON floats at zlib level 1)" },
+    { "idle_release_ms", T_INT64, OFF(idle_release_ms), 0, 86400000.0,
+      "MS", "an executor idle this long since its last batch gives back "
+      "its buffers (intermediates, batch copies: what an outlier left); "
+      "the next request pays their allocation and page faults, ~1 ms per "
+      "MiB (0: never; default 10000)" },
     { "max_plan_bytes", T_INT64, OFF(max_plan_bytes), 0, 1099511627776.0,
       "N", "memory one request's compiled plan may take: any one value, "
       "and its intermediates plus folded constants together; over it the "
@@ -348,6 +353,7 @@ defaults(ss_config_t *cfg)
      * executor 0.3-0.7 s; max_response_bytes' 256 MiB uncapped 8-21 s */
     cfg->max_coded_response_bytes = (int64_t)8 << 20;
     cfg->max_job_data_bytes = (int64_t)1 << 30;
+    cfg->idle_release_ms = 10000;     /* SS_EXEC_IDLE_RELEASE_MS, pool.c */
     cfg->max_header_bytes = 32 << 10;
     cfg->max_connections = 1024;
     cfg->max_connections_per_ip = 256;

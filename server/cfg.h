@@ -48,6 +48,8 @@ typedef struct ss_config {
                                  * engine's (SS_ENGINE_MAX_PLAN_BYTES, or
                                  * 4 GiB) */
     int64_t max_job_data_bytes; /* a job's data file */
+    int64_t idle_release_ms;    /* an idle executor frees its buffers
+                                 * after; 0: never */
     int max_header_bytes;
     int max_connections;        /* per listener, over every HTTP loop */
     int max_connections_per_ip; /* 0: no limit */

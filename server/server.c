@@ -296,6 +296,7 @@ ss_server_start(ss_server_t *s, const ss_config_t *cfg, uv_loop_t *loop,
     ss_model_config_set_reject_default(cfg->reject_non_finite);
     ss_model_config_set_response_default(cfg->max_response_bytes);
     ss_model_config_set_plan_default(cfg->max_plan_bytes);
+    ss_exec_pool_set_idle_release(cfg->idle_release_ms);
     if ((s->budget = ss_http_budget_new(cfg->max_buffered_bytes)) == NULL)
         return ss_err_set(err, SS_ENOMEM, "out of memory");
     if ((rc = setup_metrics(s, err)) < 0)

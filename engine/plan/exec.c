@@ -6,7 +6,8 @@
  * arena the plan's intermediates live in, the scratch oneDNN primitives
  * need, and a table of tensor views; all are grown on demand and
  * reused, so a warm run allocates nothing.  The arena and scratch give
- * back what an outlier left (common/workbuf.h): every SS_WORKBUF_WINDOW
+ * back what an outlier left (common/workbuf.h), and so does a control-flow
+ * step's buffer of loop-carried values: every SS_WORKBUF_WINDOW
  * runs, a buffer over twice the largest need of the last one or two
  * windows shrinks to that need, and the heap is trimmed, so one request
  * of 10x the usual rows does not leave its executor holding 10x the
@@ -46,8 +47,7 @@ struct ss_exec_ctx {
      * subgraphs' plans in (made at the first such step, one per depth of
      * nesting), and the step's own buffer (loop-carried values). */
     struct ss_exec_ctx *sub;
-    void *cbuf;
-    size_t cbuf_cap;
+    ss_workbuf_t cbuf;
 };
 
 int
@@ -88,7 +88,7 @@ ss_exec_ctx_free(ss_exec_ctx_t *c)
     ss_free(c->out);
     ss_free(c->dnn_in);
     ss_exec_ctx_free(c->sub);
-    ss_free(c->cbuf);
+    ss_workbuf_free(&c->cbuf);
     ss_free(c);
 }
 
@@ -278,8 +278,7 @@ run_step(const ss_plan_t *p, ss_exec_ctx_t *c, const ss_step_t *st,
         /* its runs are inside this one: it rolls with c (roll), not on
          * its own in the middle of a loop */
         c->sub->busy = 1;
-        rc = ss__ctrl_run(st->ctrl, c->tab, c->sub, &c->cbuf, &c->cbuf_cap,
-                          err);
+        rc = ss__ctrl_run(st->ctrl, c->tab, c->sub, &c->cbuf, err);
         break;
     case SS_STEP_COPY: {
         const ss_tensor_t *src = &c->tab[st->in[0]];
@@ -544,7 +543,7 @@ ss_exec_ctx_held(const ss_exec_ctx_t *c)
 {
     if (c == NULL)
         return 0;
-    return c->arena.cap + c->scratch.cap + c->cbuf_cap
+    return c->arena.cap + c->scratch.cap + c->cbuf.cap
            + ss_exec_ctx_held(c->sub);
 }
 
@@ -557,7 +556,7 @@ roll(ss_exec_ctx_t *c)
         return 0;
     c->runs = 0;
     return ss_workbuf_roll(&c->arena) + ss_workbuf_roll(&c->scratch)
-           + roll(c->sub);
+           + ss_workbuf_roll(&c->cbuf) + roll(c->sub);
 }
 
 size_t
@@ -567,12 +566,10 @@ ss_exec_ctx_release(ss_exec_ctx_t *c)
 
     if (c == NULL)
         return 0;
-    n = c->arena.cap + c->scratch.cap + c->cbuf_cap;
+    n = c->arena.cap + c->scratch.cap + c->cbuf.cap;
     ss_workbuf_free(&c->arena);
     ss_workbuf_free(&c->scratch);
-    ss_free(c->cbuf);           /* a control-flow step's, per run */
-    c->cbuf = NULL;
-    c->cbuf_cap = 0;
+    ss_workbuf_free(&c->cbuf);  /* a control-flow step's, per run */
     c->runs = 0;
     return n + ss_exec_ctx_release(c->sub);
 }

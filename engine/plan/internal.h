@@ -53,6 +53,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "common/workbuf.h"
 #include "engine/dnnl/dnnl.h"
 #include "engine/dnnl/dnnl_q.h"
 #include "engine/ir/ir.h"
@@ -257,10 +258,12 @@ int ss__plan_alias(ss_plan_t *p, const ss_node_t *n, int v, int src,
 int ss__plan_ctrl(ss_plan_t *p, const ss_node_t *n, ss_err_t *err);
 void ss__ctrl_free(struct ss__ctrl *c);
 /* Runs a CTRL step: tab holds every value of the outer plan's run (by
- * value id), sub is a context for the subgraphs' plans, *buf (*cap bytes)
- * a buffer of the outer context the step may grow.  [worker] */
+ * value id), sub is a context for the subgraphs' plans, buf a buffer of
+ * the outer context the step may grow (rolled with that context's arena:
+ * a Loop with outsized carried values once does not keep them).
+ * [worker] */
 int ss__ctrl_run(const struct ss__ctrl *c, ss_tensor_t *tab,
-                 ss_exec_ctx_t *sub, void **buf, size_t *cap, ss_err_t *err);
+                 ss_exec_ctx_t *sub, ss_workbuf_t *buf, ss_err_t *err);
 
 /* Batch slices (plan_slice.c): at the end of ss__plan_build, makes p (its
  * steps compiled for shapes, with fuse as given) run as a plan for fewer

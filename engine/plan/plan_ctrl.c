@@ -383,27 +383,20 @@ ss__plan_ctrl(ss_plan_t *p, const ss_node_t *n, ss_err_t *err)
 /* The step's buffer: in and out tensor tables, then the carried values
  * (aligned). */
 int
-ss__ctrl_buf(const struct ss__ctrl *c, void **buf, size_t *cap, ss_tensor_t **ins,
-        ss_tensor_t **outs, char **carried, ss_err_t *err)
+ss__ctrl_buf(const struct ss__ctrl *c, ss_workbuf_t *buf, ss_tensor_t **ins,
+             ss_tensor_t **outs, char **carried, ss_err_t *err)
 {
     int n_out = c->node->n_outputs + 1;
     size_t tabs = ((size_t)(c->max_in + n_out) * sizeof(ss_tensor_t)
                    + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     size_t need = tabs + ALIGN + c->carried_bytes;
 
-    if (need > *cap) {
-        void *b = ss_aligned_alloc(need);
-
-        if (b == NULL)
-            return ss_err_set(err, SS_ENOMEM, "no memory for a Loop's "
-                              "values");
-        ss_free(*buf);
-        *buf = b;
-        *cap = need;
-    }
-    *ins = *buf;
+    if (ss_workbuf_reserve(buf, need) < 0)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a Loop's "
+                          "values");
+    *ins = buf->p;
     *outs = *ins + c->max_in;
-    *carried = (char *)*buf + tabs;
+    *carried = (char *)buf->p + tabs;
     return 0;
 }
 
@@ -424,13 +417,13 @@ run_if(const struct ss__ctrl *c, ss_tensor_t *tab, ss_exec_ctx_t *sub,
 
 int
 ss__ctrl_run(const struct ss__ctrl *c, ss_tensor_t *tab, ss_exec_ctx_t *sub,
-             void **buf, size_t *cap, ss_err_t *err)
+             ss_workbuf_t *buf, ss_err_t *err)
 {
     ss_tensor_t *ins = NULL, *outs = NULL;
     char *carried = NULL;
     int rc;
 
-    if ((rc = ss__ctrl_buf(c, buf, cap, &ins, &outs, &carried, err)) < 0)
+    if ((rc = ss__ctrl_buf(c, buf, &ins, &outs, &carried, err)) < 0)
         return rc;
     return c->loop == 2 ? ss__ctrl_run_scan(c, tab, sub, ins, outs, carried,
                                             err)

@@ -68,7 +68,7 @@ int ss__ctrl_set_out(ss_plan_t *p, const ss_node_t *n, int v,
 /* Every output of n is named (omitted ones are not supported). */
 int ss__ctrl_named(const ss_node_t *n);
 /* A run's buffer: in and out tensor tables, the carried values. */
-int ss__ctrl_buf(const struct ss__ctrl *c, void **buf, size_t *cap,
+int ss__ctrl_buf(const struct ss__ctrl *c, ss_workbuf_t *buf,
                  ss_tensor_t **ins, ss_tensor_t **outs, char **carried,
                  ss_err_t *err);
 

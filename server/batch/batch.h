@@ -227,6 +227,11 @@ int ss_batch_metrics_init(ss_metrics_t *m, ss_batch_metrics_t *out);
  * (copied), each with its own execution context.  [init] */
 int ss_exec_pool_new(int executors, const cpu_set_t *cpus,
                      ss_exec_pool_t **out, ss_err_t *err);
+/* [init] How long an executor of a pool created from now on waits, idle
+ * since its last batch, before it frees its buffers (pool.c); 0: never.
+ * The default is 10 s (SS_EXEC_IDLE_RELEASE_MS). */
+#define SS_EXEC_IDLE_RELEASE_MS 10000
+void ss_exec_pool_set_idle_release(int64_t ms);
 /* Executor threads of the pool. */
 int ss_exec_pool_size(const ss_exec_pool_t *p);
 /* Batchers registered with the pool (created and not yet freed). */

@@ -52,6 +52,7 @@ struct ss_exec_pool {
     struct exec *execs;
     bool pin;
     cpu_set_t cpus;
+    int64_t idle_ns;            /* release after; 0: never [const] */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;        /* CLOCK_MONOTONIC; idle executors */

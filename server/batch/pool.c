@@ -25,7 +25,8 @@
  *
  * Idle executors sleep on one condition variable until a push or the
  * earliest timed wake; a push signals one of them.  An executor that has
- * had nothing to do for IDLE_RELEASE_NS since its last batch frees its
+ * had nothing to do for the idle-release time (10 s unless the daemon's
+ * idle_release_ms says otherwise) since its last batch frees its
  * context's arena and its batch buffers (ss__batch_exec_release): an
  * outlier followed by silence would otherwise keep its memory until 32
  * to 47 more batches came (common/workbuf.h).  10 s, as jemalloc's default
@@ -181,7 +182,13 @@ ss_exec_pool_size(const ss_exec_pool_t *p)
 
 /* ---- executors ----------------------------------------------------------- */
 
-#define IDLE_RELEASE_NS (10 * 1000000000LL)
+static int64_t idle_release_ns = SS_EXEC_IDLE_RELEASE_MS * 1000000LL;
+
+void
+ss_exec_pool_set_idle_release(int64_t ms)
+{
+    idle_release_ns = ms * 1000000;
+}
 
 static void
 wait_until(ss_exec_pool_t *p, int64_t when)
@@ -234,8 +241,8 @@ exec_main(void *arg)
         }
         if (p->stop)
             break;
-        if (x->last_ns > 0) {
-            int64_t idle_at = x->last_ns + IDLE_RELEASE_NS;
+        if (x->last_ns > 0 && p->idle_ns > 0) {
+            int64_t idle_at = x->last_ns + p->idle_ns;
 
             if (ss_clock_mono_ns() >= idle_at) {
                 pthread_mutex_unlock(&p->lock);
@@ -319,6 +326,7 @@ ss_exec_pool_new(int executors, const cpu_set_t *cpus, ss_exec_pool_t **out,
         goto done;
     }
     p->n_exec = executors;
+    p->idle_ns = idle_release_ns;
     if (cpus != NULL) {
         p->pin = true;
         p->cpus = *cpus;

@@ -6,7 +6,8 @@ An executor's arena (the plan's intermediates) and batch buffers grow to
 what a run needs; before session 28 they stayed at the largest run ever
 seen, so one request of 10x the usual rows kept 10x the arena for good.
 Now (common/workbuf.h) they shrink back after 32-47 smaller runs, and all
-of it is freed when the executor has been idle 10 s (server/batch/pool.c).
+of it is freed when the executor has been idle 10 s (server/batch/pool.c;
+idle_release_ms sets the time).
 
 The model: an MLP x[N, 64] -> MatMul [64, 16384] -> Relu -> MatMul
 [16384, 256], whose hidden layer is 64 KiB a row (20 MB of weights: no
@@ -32,7 +33,7 @@ import numpy as np
 TOP_SRC = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(TOP_SRC, "tests", "lib"))
 import tap  # noqa: E402
-from daemon import Daemon, asan_build, proc_status  # noqa: E402
+from daemon import Daemon, DaemonError, asan_build, proc_status  # noqa: E402
 import kserve  # noqa: E402
 
 try:
@@ -174,6 +175,49 @@ def concurrent_big(d):
            % (BIG // 8))
 
 
+def idle_knob(tmp):
+    """--idle-release-ms=2500: an outlier's memory goes after 2.5 s of
+    silence (the default would keep it 10 s: the check at 5 s fails
+    with it); an out-of-range value is refused at start."""
+    with Daemon(["--admin-insecure", "--threads=1",
+                 "--idle-release-ms=2500"], repository=tmp) as d:
+        u = Usual()
+        u.run(d, 3)
+        # a first outlier and its release: what loading left free in the
+        # heap (unpacked weights) would otherwise take the first outlier
+        # without moving the RSS
+        one_big(d)
+        time.sleep(5)
+        r0 = rss(d)
+        # RSS sampled at once, the answer checked after: numpy's reference
+        # for 640 rows can take longer than the 2.5 s under load
+        x = RNG.standard_normal((BIG, IN)).astype(np.float32)
+        st, y = infer(d, x)
+        r1 = rss(d)
+        tap.ok(st == 200 and np.allclose(y, ref(x), rtol=1e-4, atol=1e-4),
+               "a %d-row request is served and matches numpy" % BIG)
+        time.sleep(5)
+        r2 = rss(d)
+        rss_ok(r1 - r0 > 30 * MIB and r2 - r0 < MARGIN,
+               "idle_release_ms 2500: an outlier +%.1f MiB, 5 s later "
+               "%.1f MiB over (under %d)"
+               % ((r1 - r0) / MIB, (r2 - r0) / MIB, MARGIN // MIB))
+        u.run(d, 2)
+        tap.ok(not u.fail and u.same, "the usual requests after it: "
+               "served, the same answer", u.fail[:2])
+        tap.eq(d.stop(), 0, "clean exit")
+    refused = None
+    try:
+        with Daemon(["--admin-insecure", "--idle-release-ms=-1"],
+                    repository=tmp):
+            pass
+    except DaemonError as e:
+        refused = str(e)
+    tap.ok(refused is not None and "idle_release_ms" in refused,
+           "--idle-release-ms=-1 is refused at start, naming the option",
+           refused)
+
+
 def budget(tmp):
     """--max-plan-bytes=8M: the 640-row plan (40 MiB hidden layer) is
     refused with 413 naming the node and the budget, before anything is
@@ -256,6 +300,7 @@ def main():
                "and matches numpy (rtol 1e-4)")
         tap.eq(d.stop(), 0, "clean exit")
     budget(tmp)
+    idle_knob(tmp)
     return tap.done()
 
 

@@ -33,6 +33,8 @@ typedef struct mb {
     Onnx__GraphProto g;
     Onnx__OperatorSetIdProto opset;
     Onnx__OperatorSetIdProto *opsets[1];
+    Onnx__GraphProto saved[4];  /* mb_graph_begin's stack (MB_DEPTH) */
+    int depth;
 } mb_t;
 
 static inline void *
@@ -354,6 +356,37 @@ mb_write(mb_t *b, const char *path)
         rc = -1;
     free(buf);
     return rc;
+}
+
+/* Subgraphs (If branches, Loop and Scan bodies): mb_graph_begin saves
+ * the graph being built and starts an empty one, which mb_input,
+ * mb_node, mb_init... then fill; mb_graph_end attaches it to node n as
+ * graph attribute `name` and goes back to the saved graph.  Saved
+ * graphs nest up to MB_DEPTH.  */
+#define MB_DEPTH 4
+
+static inline void
+mb_graph_begin(mb_t *b, const char *gname)
+{
+    if (b->depth >= MB_DEPTH)
+        abort();
+    b->saved[b->depth++] = b->g;
+    onnx__graph_proto__init(&b->g);
+    b->g.name = mb_str(b, gname);
+}
+
+static inline void
+mb_graph_end(mb_t *b, Onnx__NodeProto *n, const char *name)
+{
+    Onnx__GraphProto *sub = mb_alloc(b, sizeof(*sub));
+    Onnx__AttributeProto *a;
+
+    if (b->depth == 0)
+        abort();
+    *sub = b->g;
+    b->g = b->saved[--b->depth];
+    a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH);
+    a->g = sub;
 }
 
 static inline void mb_free(mb_t *b);

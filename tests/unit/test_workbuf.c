@@ -261,10 +261,122 @@ done:
     ss_graph_free(g);
 }
 
+/* x[N,LW] -> Loop 3 times { v + 1 } -> y: the loop-carried v lives in
+ * the control-flow step's buffer of the outer context. */
+#define LW 16384
+
+static ss_graph_t *
+build_loop(void)
+{
+    mb_t *b = mb_new(13);
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+    Onnx__NodeProto *loop;
+    const int64_t trip = 3;
+    const uint8_t yes = 1;
+    const float one = 1.0f;
+
+    mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, LW });
+    mb_init(b, "trip", SS_DTYPE_I64, 0, NULL, &trip, sizeof(trip));
+    mb_init(b, "cond", SS_DTYPE_BOOL, 0, NULL, &yes, sizeof(yes));
+    loop = mb_node(b, "Loop", "loop", "trip,cond,x", "y");
+    mb_graph_begin(b, "body");
+    mb_input(b, "i", SS_DTYPE_I64, 0, NULL);
+    mb_input(b, "cin", SS_DTYPE_BOOL, 0, NULL);
+    mb_input(b, "v", SS_DTYPE_F32, 2, (int64_t[]){ -1, LW });
+    mb_init_f32(b, "one", 1, (int64_t[]){ 1 }, &one);
+    mb_node(b, "Identity", "keep", "cin", "cout");
+    mb_node(b, "Add", "inc", "v,one", "vout");
+    mb_output(b, "cout", SS_DTYPE_BOOL, 0, NULL);
+    mb_output(b, "vout", SS_DTYPE_F32, 2, (int64_t[]){ -1, LW });
+    mb_graph_end(b, loop, "body");
+    mb_output(b, "y", SS_DTYPE_F32, 2, (int64_t[]){ -1, LW });
+    if (mb_load(b, &g, &err) < 0)
+        tap_diag("load: %s", err.msg);
+    return g;
+}
+
+static int
+loop_plan(const ss_graph_t *g, int64_t rows, mlp_run_t *r)
+{
+    ss_err_t err = { 0 };
+    float *x = malloc((size_t)rows * LW * sizeof(float));
+    int rc;
+
+    for (int64_t i = 0; i < rows * LW; i++)
+        x[i] = (float)(i % 97) - 48.0f;
+    r->in = (ss_tensor_t){ .dtype = SS_DTYPE_F32, .ndim = 2,
+                           .dims = { rows, LW }, .data = x };
+    r->out = r->in;
+    r->out.data = calloc((size_t)rows * LW, sizeof(float));
+    if ((rc = ss_plan_new(g, &r->in, &r->p, &err)) < 0)
+        tap_diag("compile the Loop for %lld rows: %s", (long long)rows,
+                 err.msg);
+    return rc;
+}
+
+/* Every y equals x + 3 exactly (small integers in f32). */
+static int
+loop_right(const mlp_run_t *r)
+{
+    const float *x = r->in.data, *y = r->out.data;
+
+    for (int64_t i = 0; i < r->in.dims[0] * LW; i++)
+        if (y[i] != x[i] + 3.0f)
+            return 0;
+    return 1;
+}
+
+/* A Loop's carried values in an outlier run are given back like the
+ * arena's (they were kept for good before). */
+static void
+test_loop(void)
+{
+    ss_graph_t *g = build_loop();
+    mlp_run_t small = { 0 }, big = { 0 };
+    ss_exec_ctx_t *c = NULL;
+    ss_err_t err = { 0 };
+    size_t h0, h1, held;
+    int fail = 0, right = 1;
+
+    if (g == NULL || ss_exec_ctx_new(1, &c, &err) < 0
+        || loop_plan(g, 8, &small) < 0 || loop_plan(g, 80, &big) < 0) {
+        ok(0, "the Loop model compiles at 8 and 80 rows");
+        goto done;
+    }
+    for (int i = 0; i < 4; i++)
+        fail |= mlp_run(&small, c) < 0;
+    h0 = ss_exec_ctx_held(c);
+    fail |= mlp_run(&big, c) < 0;
+    right &= loop_right(&big);
+    h1 = ss_exec_ctx_held(c);
+    ok(h1 >= h0 + 72 * LW * sizeof(float),
+       "the outlier's carried values are held: %zu bytes, %zu before",
+       h1, h0);
+    for (int i = 0; i < 43; i++) {
+        fail |= mlp_run(&small, c) < 0;
+        right &= loop_right(&small);
+    }
+    held = ss_exec_ctx_held(c);
+    ok(!fail && right, "every run succeeds with y = x + 3");
+    ok(held == h0, "48 runs on, the outlier's buffers are given back: "
+       "%zu bytes held, %zu before it", held, h0);
+done:
+    free(small.in.data);
+    free(small.out.data);
+    free(big.in.data);
+    free(big.out.data);
+    ss_plan_free(small.p);
+    ss_plan_free(big.p);
+    ss_exec_ctx_free(c);
+    ss_graph_free(g);
+}
+
 int
 main(void)
 {
     test_rule();
     test_ctx();
+    test_loop();
     return tap_done();
 }
