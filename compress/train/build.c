@@ -410,6 +410,7 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         (rc = ss__tb_constants(&b, cls, err)) < 0 ||
         (rc = ss__tb_fuse_gelu(&b, need, err)) < 0)
         goto done;
+    b.need = need;
     t->n_inputs = g->n_inputs;
     for (i = 0; i < g->n_inputs; i++) {
         const ss_io_info_t *ii = &g->input_info[i];

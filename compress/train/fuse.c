@@ -145,17 +145,18 @@ index_readers(gview_t *w, ss_err_t *err)
 static char gelu_op[] = "Gelu", gelu_dom[] = "", approx[] = "approximate",
             tanh_s[] = "tanh", matmul_op[] = "MatMul", alpha_s[] = "alpha";
 
-/* The next fused node: op in place of node idx, reading n_in of a, b
- * and writing y. */
+/* The next fused node: op in place of node idx, reading n_in of a, b,
+ * c and writing y. */
 static ss__fnode_t *
 fnode(ss__tr_t *t, int idx, char *op, char *name, int n_in, int a, int b,
-      int y)
+      int c, int y)
 {
     ss__fnode_t *f = &t->fused[t->n_fused++];
 
     f->idx = idx;
     f->in[0] = a;
     f->in[1] = b;
+    f->in[2] = c;
     f->out[0] = y;
     f->n.name = name;
     f->n.op_type = op;
@@ -189,19 +190,51 @@ scale_node(const gview_t *w, int j, int x, float *alpha)
     return 0;
 }
 
-/* MatMul node i whose one reader scales it: the reader's index, else
- * -1. */
+/* Node j (needed, not yet fused) adds to x, the output of MatMul node i,
+ * a bias: a parameter or constant [N], N the last dim of the MatMul's
+ * weight (known: a parameter or constant), so the sum has x's shape.
+ * *c: the bias. */
 static int
-scaled_matmul(const gview_t *w, int i, float *alpha)
+bias_node(const gview_t *w, int j, int i, int x, int *c)
+{
+    const ss__tb_t *b = w->b;
+    const ss_node_t *n = &b->g->nodes[j];
+    int wv = b->vmap[b->g->nodes[i].inputs[1]], cv;
+
+    if (!w->need[j] || (b->subst && b->subst[j]) || gv_op(w, j) == NULL ||
+        strcmp(n->op_type, "Add") != 0 || n->n_inputs != 2 ||
+        (n->inputs[0] == x) == (n->inputs[1] == x))
+        return 0;
+    *c = n->inputs[n->inputs[0] == x];
+    cv = b->vmap[*c];
+    if (wv < 0 || cv < 0 || b->t->tv[wv].ndim < 2 ||
+        b->t->tv[cv].ndim != 1 ||
+        (b->t->tv[cv].kind != SS__TV_PARAM &&
+         b->t->tv[cv].kind != SS__TV_CONST) ||
+        b->t->tv[cv].dtype != SS_DTYPE_F32 ||
+        b->t->tv[cv].dims[0] != b->t->tv[wv].dims[b->t->tv[wv].ndim - 1])
+        return 0;
+    return 1;
+}
+
+/* MatMul node i whose one reader scales it (*alpha its factor, *c -1)
+ * or adds a bias to it (*c the bias, *alpha 1): the reader's index,
+ * else -1. */
+static int
+fused_matmul(const gview_t *w, int i, float *alpha, int *c)
 {
     const ss_node_t *n = &w->b->g->nodes[i];
     int r[2];
 
+    *alpha = 1.0f;
+    *c = -1;
     if (gv_op(w, i) == NULL || strcmp(n->op_type, "MatMul") != 0 ||
-        n->n_inputs != 2 || gv_readers(w, n->outputs[0], r, 2) != 1 ||
-        !scale_node(w, r[0], n->outputs[0], alpha))
+        n->n_inputs != 2 || gv_readers(w, n->outputs[0], r, 2) != 1)
         return -1;
-    return r[0];
+    if (scale_node(w, r[0], n->outputs[0], alpha) ||
+        bias_node(w, r[0], i, n->outputs[0], c))
+        return r[0];
+    return -1;
 }
 
 int
@@ -237,7 +270,7 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
                 continue;
             }
             f = fnode(t, m.last, gelu_op, g->nodes[m.last].name, 1, x, -1,
-                      m.y);
+                      -1, m.y);
             if (m.kind == SS_GELU_TANH) {
                 f->attr.name = approx;
                 f->attr.type = SS_ATTR_STRING;
@@ -252,7 +285,7 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
         for (int i = 0; i < g->n_nodes; i++) {
             ss__fnode_t *f;
             float alpha;
-            int j = scaled_matmul(&w, i, &alpha);
+            int c, j = fused_matmul(&w, i, &alpha, &c);
 
             if (j < 0)
                 continue;
@@ -260,14 +293,16 @@ ss__tb_fuse_gelu(ss__tb_t *b, uint8_t *need, ss_err_t *err)
                 n++;
                 continue;
             }
-            f = fnode(t, j, matmul_op, g->nodes[i].name, 2,
-                      g->nodes[i].inputs[0], g->nodes[i].inputs[1],
+            f = fnode(t, j, matmul_op, g->nodes[i].name, c >= 0 ? 3 : 2,
+                      g->nodes[i].inputs[0], g->nodes[i].inputs[1], c,
                       g->nodes[j].outputs[0]);
-            f->attr.name = alpha_s;
-            f->attr.type = SS_ATTR_FLOAT;
-            f->attr.f = alpha;
-            f->n.n_attrs = 1;
-            f->n.attrs = &f->attr;
+            if (c < 0) {
+                f->attr.name = alpha_s;
+                f->attr.type = SS_ATTR_FLOAT;
+                f->attr.f = alpha;
+                f->n.n_attrs = 1;
+                f->n.attrs = &f->attr;
+            }
             need[i] = 0;
             b->subst[j] = &f->n;
         }

@@ -90,7 +90,7 @@ struct ss__step {
 typedef struct ss__fnode {
     ss_node_t n;
     int idx;                    /* the graph node it takes the place of */
-    int in[2], out[1];
+    int in[3], out[1];
     ss_attr_t attr;
 } ss__fnode_t;
 
@@ -189,6 +189,8 @@ typedef struct ss__tb {
                                  * aware: ss__tb_in gives plain copies */
     const ss_node_t **subst;    /* per node: the node that runs in its
                                  * place (fuse.c), or NULL */
+    const uint8_t *need;        /* per node: the loss needs it (after
+                                 * fuse.c) */
     int **saved;                /* per node: values its forward saved */
     int *n_saved;
     int phase;

@@ -215,7 +215,7 @@ static const ss__rule_t rules[] = {
     { "HardSigmoid",      D0,   ss__fwd_unary,     ss__bwd_unary,     L },
     { "HardSwish",        D0,   ss__fwd_unary,     ss__bwd_unary,     L },
     { "Gemm",             D012, ss__fwd_gemm,      ss__bwd_gemm,      0 },
-    { "MatMul",           D01,  ss__fwd_matmul,    ss__bwd_matmul,    B },
+    { "MatMul",           D012, ss__fwd_matmul,    ss__bwd_matmul,    B },
     { "Conv",             D012, ss__fwd_conv,      ss__bwd_conv,      LB },
     { "Softmax",          D0,   ss__fwd_softmax,   ss__bwd_softmax,   B },
     { "LogSoftmax",       D0,   ss__fwd_softmax,   ss__bwd_softmax,   B },

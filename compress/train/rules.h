@@ -85,6 +85,11 @@ int ss__r_low_prim(ss__tb_t *b, ss_dnn_matmul_desc_t *d,
                    ss_dnn_conv_desc_t *cd, ss_dnn_conv_pass_t pass, int bias,
                    ss_dnn_prim_t **out, ss_err_t *err);
 
+/* ---- helpers (rules_norm.c) ---------------------------------------------- */
+
+/* Whether Softmax node n writes its output in bf16 (mixed precision). */
+int ss__r_softmax_y16(const ss__tb_t *b, const ss_node_t *n);
+
 /* ---- the emitters of the table (ss__rule_t.fwd / .bwd) ------------------ */
 
 #define SS__R_EMIT(name) \

@@ -276,6 +276,44 @@ matmul_reduced(ss__tb_t *b, int a, int w, int y, int nd)
     return r;
 }
 
+/* Mixed precision: a MatMul's output whose one reader takes bf16 as it
+ * comes is written in bf16, as PyTorch's autocast makes it: attention's
+ * scores, read by a Softmax writing bf16 probabilities (rules_norm.c),
+ * and a Linear's output (its bias fused, fuse.c) read by a Gelu on
+ * oneDNN (bf16 in and out, forward and backward).  The reader's backward
+ * writes the gradient in bf16, which the backward products read as it
+ * is (a fused bias sums it in double, ss__k_chsum), so the f32 output,
+ * its f32 gradient and that gradient's bf16 copy go; the Gelu's output
+ * is bf16 too, so the next product's copy of it goes.  Any other reader
+ * or a graph output keeps it f32. */
+static int
+matmul_y16(const ss__tb_t *b, const ss_node_t *n)
+{
+    const ss_graph_t *g = b->g;
+    const ss_node_t *r = NULL;
+    int y = n->outputs[0], i, k;
+
+    if (!ss__tb_act16_on(b) || y < 0)
+        return 0;
+    for (i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == y)
+            return 0;
+    for (i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *m = ss__tb_node(b, i);
+
+        for (k = 0; (!b->need || b->need[i]) && k < m->n_inputs; k++)
+            if (m->inputs[k] == y) {
+                if (r != NULL && r != m)
+                    return 0;
+                r = m;
+            }
+    }
+    return r != NULL &&
+           (ss__r_softmax_y16(b, r) ||
+            (strcmp(r->op_type, "Gelu") == 0 &&
+             b->t->o.nn != SS_TRAIN_NN_C));
+}
+
 int
 ss__fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
@@ -296,10 +334,13 @@ ss__fwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
         a = ss__tb_in(b, n, 0);
         w = ss__tb_in(b, n, 1);
     }
+    if (matmul_y16(b, n))
+        ss__tv_set_act16(b, y);
     mm_op(&A, a, nd, V(b, a)->dims, V(b, a)->ndim, 0);
     mm_op(&B, w, nd, V(b, w)->dims, V(b, w)->ndim, 0);
-    return emit_mm(b, n, &A, &B, y, 0, -1, ss__attr_float(n, "alpha", 1.0f),
-                   "MatMul", err);
+    /* a fused bias (fuse.c): input 2, a binary post-op */
+    return emit_mm(b, n, &A, &B, y, 0, ss__tb_in(b, n, 2),
+                   ss__attr_float(n, "alpha", 1.0f), "MatMul", err);
 }
 
 /* out (shape od, numpy-aligned) gets the sum over the batch dims it
@@ -324,10 +365,36 @@ mm_reduced(ss__tb_t *b, const ss_node_t *n, const mmop_t *X, const mmop_t *Y,
     return ss__r_reduce(b, n, tmp, nd, td, out, ond, od, 1.0f, acc, err);
 }
 
+/* A fused bias's gradient g (fuse.c): dy summed over its rows, by the
+ * reduce an Add's backward ran (f32), or in double from a bf16 dy (a
+ * [rows, N] layout of N lanes for ss__k_chsum). */
+static int
+bias_grad(ss__tb_t *b, const ss_node_t *n, int gy, int c, int g, int acc,
+          ss_err_t *err)
+{
+    const ss__tv_t *yv = V(b, gy);
+    ss__step_t s;
+
+    if (!yv->act16)
+        return ss__r_reduce(b, n, gy, yv->ndim, yv->dims, g, V(b, c)->ndim,
+                            V(b, c)->dims, 1.0f, acc, err);
+    step_init(&s, ss__k_chsum, "MatMul dbias", n);
+    s.n_in = 1;
+    s.in[0] = gy;
+    s.n_out = 1;
+    s.out[0] = g;
+    s.acc = acc ? 1 : 0;
+    s.p[1] = s.p[3] = V(b, c)->numel;
+    s.p[0] = yv->numel / s.p[1];
+    s.p[2] = 1;
+    return ss__step_add(b, &s, err);
+}
+
 int
 ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     int a = ss__tb_in(b, n, 0), w = ss__tb_in(b, n, 1);
+    int c = ss__tb_in(b, n, 2);                       /* fuse.c's bias */
     int y = ss__tb_out(b, n, 0), gy = ss__tb_grad_have(b, y);
     int nd, rc, g, acc, i;
     float alpha = ss__attr_float(n, "alpha", 1.0f);  /* fuse.c */
@@ -337,6 +404,12 @@ ss__bwd_matmul(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
         return 0;
     if ((rc = matmul_ranks(b, n, a, w, &nd, err)) < 0)
         return rc;
+    if (c >= 0 && ss__tb_needs(b, c)) {
+        if ((g = ss__tb_grad(b, c, &acc, err)) < 0)
+            return g;
+        if ((rc = bias_grad(b, n, gy, c, g, acc, err)) < 0)
+            return rc;
+    }
     mm_op(&O, y, nd, V(b, y)->dims, V(b, y)->ndim, 0);
     if (ss__tb_needs(b, a)) {
         int bcast = (int)(matmul_reduced(b, a, w, y, nd) & 1u);

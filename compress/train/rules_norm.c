@@ -45,9 +45,10 @@ softmax_geom(ss__tb_t *b, const ss_node_t *n, int x, int64_t *p,
  * takes it: the trainer's loop cost a fifth of a transformer step
  * (attention); its own kernel stays for what oneDNN refuses.  y16: the
  * output (and its gradient) is a bf16 activation; then the step must
- * run on oneDNN (returns 0 when it cannot). */
+ * run on oneDNN (returns 0 when it cannot); x16: so is the input (and
+ * its gradient). */
 static int
-softmax_dnn(ss__step_t *s, int bwd, int y16)
+softmax_dnn(ss__step_t *s, int bwd, int y16, int x16)
 {
     ss_dnn_softmax_desc_t d;
     ss_err_t e2;
@@ -57,6 +58,7 @@ softmax_dnn(ss__step_t *s, int bwd, int y16)
     memcpy(d.dims, s->p, 3 * sizeof(int64_t));
     d.axis = 1;
     d.log = s->op;
+    d.dtype = x16 ? SS_DTYPE_BF16 : SS_DTYPE_F32;
     d.y_dtype = y16 ? SS_DTYPE_BF16 : SS_DTYPE_F32;
     if (ss_dnn_softmax_train_new(&d, bwd, &s->prim, &e2) < 0)
         return 0;
@@ -68,17 +70,19 @@ softmax_dnn(ss__step_t *s, int bwd, int y16)
 
 /* Mixed precision: Softmax writes its output in bf16 (act16.c) where a
  * product reads it (attention's probabilities times V): oneDNN computes
- * in f32 from the f32 scores and rounds once, and the product and the
- * backward (oneDNN's, on the bf16 output and gradient) read it as it is,
- * so the two [N, heads, T, T] conversions a step of attention made go.
- * Not the loss's input (f32), not LogSoftmax. */
-static int
-softmax_y16(const ss__tb_t *b, const ss_node_t *n, int x)
+ * in f32 and rounds once, and the product and the backward (oneDNN's,
+ * on the bf16 output and gradient) read it as it is, so the two [N,
+ * heads, T, T] conversions a step of attention made go.  Not the loss's
+ * input (f32), not LogSoftmax.  Its input may be bf16 too: the scores
+ * of a MatMul whose one reader it is (rules_mat.c), as PyTorch's
+ * autocast makes them; the backward then writes their gradient in bf16,
+ * which the scores' backward products read as it is. */
+int
+ss__r_softmax_y16(const ss__tb_t *b, const ss_node_t *n)
 {
     const ss_graph_t *g = b->g;
 
-    return ss__tb_act16_on(b) && !V(b, x)->act16 &&
-           strcmp(n->op_type, "Softmax") == 0 &&
+    return ss__tb_act16_on(b) && strcmp(n->op_type, "Softmax") == 0 &&
            n->outputs[0] != g->outputs[b->t->o.output];
 }
 
@@ -86,11 +90,13 @@ int
 ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     ss__step_t s;
-    int rc, y16;
+    int rc, y16 = ss__r_softmax_y16(b, n);
+    int x16 = V(b, ss__tb_in(b, n, 0))->act16;
 
-    if (V(b, ss__tb_in(b, n, 0))->act16 &&
-        (rc = ss__tb_node_f32(b, n, err)) < 0)
+    /* bf16 scores (rules_mat.c) where the probabilities are bf16 too */
+    if (x16 && !y16 && (rc = ss__tb_node_f32(b, n, err)) < 0)
         return rc;
+    x16 = x16 && y16;
     step_init(&s, ss__k_softmax, n->op_type, n);
     s.op = strcmp(n->op_type, "LogSoftmax") == 0;
     s.n_in = 1;
@@ -99,11 +105,14 @@ ss__fwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.out[0] = ss__tb_out(b, n, 0);
     if ((rc = softmax_geom(b, n, s.in[0], s.p, err)) < 0)
         return rc;
-    y16 = softmax_y16(b, n, s.in[0]);
-    if (y16 && softmax_dnn(&s, 0, 1))
+    if (y16 && softmax_dnn(&s, 0, 1, x16))
         ss__tv_set_act16(b, s.out[0]);
+    else if (x16)
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Softmax '%s': oneDNN "
+                          "has no bf16 softmax for its bf16 scores",
+                          label(n));
     else
-        softmax_dnn(&s, 0, 0);
+        softmax_dnn(&s, 0, 0, 0);
     return ss__step_add(b, &s, err);
 }
 
@@ -122,12 +131,12 @@ ss__bwd_softmax(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     if ((rc = softmax_geom(b, n, ss__tb_in(b, n, 0), s.p, err)) < 0)
         return rc;
     if (V(b, y)->act16) {
-        if (!softmax_dnn(&s, 1, 1))
+        if (!softmax_dnn(&s, 1, 1, V(b, gx)->act16))
             return ss_err_set(err, SS_EUNSUPP, "trainer: Softmax '%s': "
                               "oneDNN has no bf16 backward for it",
                               label(n));
     } else if (!acc) {
-        softmax_dnn(&s, 1, 0);
+        softmax_dnn(&s, 1, 0, 0);
     }
     return ss__step_add(b, &s, err);
 }

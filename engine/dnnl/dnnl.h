@@ -280,7 +280,9 @@ typedef struct ss_dnn_softmax_desc {
     int axis;                   /* 0..ndim-1 (normalize negatives first) */
     int log;                    /* 1: LogSoftmax */
     ss_dtype_t y_dtype;         /* ss_dnn_softmax_train_new: dst's (and
-                                 * diff_dst's) dtype, 0 = dtype */
+                                 * diff_dst's) dtype, 0 = dtype; there
+                                 * dtype (src's and diff_src's) may be
+                                 * BF16 when y_dtype is */
 } ss_dnn_softmax_desc_t;
 
 /* Layer normalization over the LAST dim: dims {rows, C} or any leading
@@ -450,8 +452,9 @@ int ss_dnn_matmul_train_new(const ss_dnn_matmul_desc_t *d,
  * name of the ISA oneDNN runs at.  [any] */
 int ss_dnn_bf16_native(const char **isa);
 /* Softmax / LogSoftmax for training over d's dense dims: src and
- * diff_src f32, dst and diff_dst d->y_dtype (F32, or BF16: the trainer's
- * bf16 activations).
+ * diff_src d->dtype (F32, or BF16 when y_dtype is: attention's scores),
+ * dst and diff_dst d->y_dtype (F32, or BF16: the trainer's bf16
+ * activations).
  *   forward   in[0] src; out dst
  *   backward  in[0] diff_dst, in[1] the forward's dst; out diff_src
  * [any] */

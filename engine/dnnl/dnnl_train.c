@@ -411,6 +411,7 @@ ss_dnn_softmax_train_new(const ss_dnn_softmax_desc_t *d, int bwd,
     dnnl_primitive_desc_t fwd_pd = NULL;
     dnnl_alg_kind_t alg = d->log ? dnnl_softmax_log : dnnl_softmax_accurate;
     dnnl_data_type_t yt = d->y_dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t xt = d->dtype == SS_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t md, ymd;
     ss__dnn_build_t b;
     int rc;
@@ -421,9 +422,11 @@ ss_dnn_softmax_train_new(const ss_dnn_softmax_desc_t *d, int bwd,
                                                     : "softmax training"),
                                   err)) < 0)
         goto done;
-    if ((d->dtype != SS_DTYPE_F32 && d->dtype != 0) ||
+    if ((d->dtype != SS_DTYPE_F32 && d->dtype != SS_DTYPE_BF16 &&
+         d->dtype != 0) ||
         (d->y_dtype != SS_DTYPE_F32 && d->y_dtype != SS_DTYPE_BF16 &&
-         d->y_dtype != 0) || d->ndim < 1 ||
+         d->y_dtype != 0) || (xt == dnnl_bf16 && yt != dnnl_bf16) ||
+        d->ndim < 1 ||
         d->ndim > SS_DNN_MAX_DIMS || d->axis < 0 || d->axis >= d->ndim) {
         rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: dtype %d / %d, axis %d "
                         "of %d dims", b.what, (int)d->dtype,
@@ -431,7 +434,7 @@ ss_dnn_softmax_train_new(const ss_dnn_softmax_desc_t *d, int bwd,
         goto done;
     }
     ss__dnn_set_dst(b.p, d->ndim, d->dims);
-    if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, dnnl_f32, err,
+    if ((rc = ss__dnn_md_dense(&md, d->ndim, d->dims, xt, err,
                                b.what)) < 0 ||
         (rc = ss__dnn_md_dense(&ymd, d->ndim, d->dims, yt, err,
                                b.what)) < 0 ||

@@ -555,5 +555,6 @@ main(void)
     pad_cases();
     attention16_cases();
     scaled_matmul_cases();
+    bias_matmul_cases();
     return tap_done();
 }

@@ -66,5 +66,6 @@ void clip_cases(void);
 void act_ref_cases(void);
 void attention16_cases(void);
 void scaled_matmul_cases(void);
+void bias_matmul_cases(void);
 
 #endif

@@ -478,26 +478,32 @@ act_ref_cases(void)
  * Softmax between two MatMuls writes its output in bf16, the second
  * MatMul reads it as its bf16 operand and writes its gradient in bf16,
  * and the Softmax's backward runs on oneDNN from the bf16 output and
- * gradient.  The bf16 trainer's gradient against finite differences of
- * the f32 one (3e-2 of the largest, as bf16_cases), and the one bf16
- * activation.  k 1: the probabilities are read by a Mul too (an f32
+ * gradient; the first MatMul, the Softmax's only reader, writes the
+ * scores in bf16, which the Softmax reads, and the Softmax's backward
+ * writes their gradient in bf16, which the first MatMul's backward
+ * products read.  The bf16 trainer's gradient against finite differences
+ * of the f32 one (3e-2 of the largest, as bf16_cases), and the two bf16
+ * activations.  k 1: the probabilities are read by a Mul too (an f32
  * copy, whose gradient adds into the bf16 one); k 2: the second MatMul
  * broadcasts them over a batch dim of V (their gradient is summed over
- * it in f32: an f32 copy).  Last in main, after vector_cases.
+ * it in f32: an f32 copy); k 3: the scores are read by a Mul too, so
+ * they stay f32 (one bf16 activation).  Last in main, after
+ * vector_cases.
  */
 void
 attention16_cases(void)
 {
-    static const char *const nm[3] = {
+    static const char *const nm[4] = {
         "bf16 attention: MatMul / 2, Softmax (bf16), MatMul",
         "bf16 attention: the probabilities also read by a Mul",
-        "bf16 attention: the probabilities broadcast over V's batch" };
+        "bf16 attention: the probabilities broadcast over V's batch",
+        "bf16 attention: the scores also read by a Mul (f32 scores)" };
 
     if (!ss_dnn_bf16_native(NULL)) {
         ok(1, "# SKIP bf16 attention: oneDNN does not run bf16 here");
         return;
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         gb_t b;
         int64_t dq[4] = { k == 2 ? 1 : 2, 2, 5, 4 }, dv[4] = { 2, 2, 5, 4 };
         int64_t perm[4] = { 0, 1, 3, 2 };
@@ -515,13 +521,18 @@ attention16_cases(void)
                 s, gb_scalar(&b, "c", 2.0f) });
         p = gb_node(&b, "Softmax", 1, &s);
         y = gb_node(&b, "MatMul", 2, (int[]){ p, v });
-        if (k == 1)
+        if (k == 1 || k == 3) {
+            int m = k == 1 ? p : s;
+
             y = gb_node(&b, "Add", 2, (int[]){
                 y, gb_node(&b, "MatMul", 2, (int[]){
-                       gb_node(&b, "Mul", 2, (int[]){ p, p }), v }) });
+                       gb_node(&b, "Mul", 2, (int[]){ m, m }), v }) });
+        }
         check_bf16(nm[k], gb_done(&b, y), NULL, 3e-2);
-        ok(bf16_acts == 1, "%s: %d activation in bf16 (the "
-           "probabilities)", nm[k], bf16_acts);
+        ok(bf16_acts == (k == 3 ? 1 : 2), "%s: %d activations in bf16 "
+           "(want %s)", nm[k], bf16_acts,
+           k == 3 ? "1, the probabilities" : "2, the scores and the "
+           "probabilities");
     }
 }
 
@@ -563,5 +574,72 @@ scaled_matmul_cases(void)
         check(nm[k], gb_done(&b, y), NULL);
         ok(divmul_steps == (k == 3 ? 2 : 0), "%s: %d Div / Mul steps",
            nm[k], divmul_steps);
+    }
+}
+
+/*
+ * A MatMul whose one reader adds a bias (a parameter [N], N its weight's
+ * last dim; PyTorch's Linear on 3-D input) trains as one MatMul with the
+ * bias as a post-op and its gradient summed over the rows (fuse.c):
+ * against finite differences in f32, and no Add step left (k 0, k 1 the
+ * operands the other way); k 2: a [1, N] bias stays an Add.  k 3, mixed
+ * precision: Linear, GELU (fused), Linear: the first Linear writes its
+ * output in bf16, the Gelu reads it and writes bf16, the second Linear
+ * reads that as its operand; backward the same way, the first bias's
+ * gradient summed from the bf16 dy (against finite differences of the
+ * f32 trainer, 3e-2 as bf16_cases; two bf16 activations).  Last in main.
+ */
+void
+bias_matmul_cases(void)
+{
+    static const char *const nm[4] = {
+        "MatMul + bias (fused)", "bias + MatMul (fused)",
+        "MatMul + [1, N] bias (an Add)",
+        "bf16 Linear, GELU, Linear (bf16 activations)" };
+
+    for (int k = 0; k < 4; k++) {
+        gb_t b;
+        int64_t xd[3] = { 2, 3, 4 }, wd[2] = { 4, 6 }, bd[2] = { 1, 6 };
+        int64_t w2d[2] = { 6, 5 };
+        int x, w, c, y, adds = 0;
+        ss_graph_t *g;
+        ss_train_opts_t o;
+        ss_train_t *t = NULL;
+        ss_err_t err;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 3, xd, -1, 1);
+        w = gb_param(&b, "w", 2, wd, -1, 1);
+        c = k == 2 ? gb_param(&b, "b", 2, bd, -1, 1)
+                   : gb_param(&b, "b", 1, &bd[1], -1, 1);
+        y = gb_node(&b, "MatMul", 2, (int[]){ x, w });
+        y = gb_node(&b, "Add", 2, k == 1 ? (int[]){ c, y } : (int[]){ y, c });
+        if (k == 3) {
+            y = gelu_pattern(&b, y, GE_DIV);
+            y = gb_node(&b, "MatMul", 2, (int[]){
+                y, gb_param(&b, "w2", 2, w2d, -1, 1) });
+            y = gb_node(&b, "Add", 2, (int[]){
+                y, gb_param(&b, "b2", 1, &w2d[1], -1, 1) });
+        }
+        g = gb_done(&b, y);
+        ss_train_opts_default(&o);
+        o.loss = SS_LOSS_MSE;
+        if (g && ss_train_new(g, NULL, &o, &t, &err) == 0)
+            for (int i = 0; i < t->n_steps; i++)
+                adds += t->steps[i].node &&
+                        strcmp(t->steps[i].node->op_type, "Add") == 0;
+        ss_train_free(t);
+        if (k == 3 && !ss_dnn_bf16_native(NULL)) {
+            ok(1, "# SKIP %s: oneDNN does not run bf16 here", nm[k]);
+            ss_graph_free(g);
+        } else if (k == 3) {
+            check_bf16(nm[k], g, NULL, 3e-2);
+            ok(bf16_acts == 2 && adds == 0, "%s: %d activations in bf16 "
+               "(want 2), %d Add steps", nm[k], bf16_acts, adds);
+        } else {
+            check(nm[k], g, NULL);
+            ok(k == 2 ? adds > 0 : adds == 0, "%s: %d Add steps", nm[k],
+               adds);
+        }
     }
 }
