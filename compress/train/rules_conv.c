@@ -295,12 +295,7 @@ bwd_conv_blk(ss__tb_t *b, const ss_node_t *n, int xs, int gy,
 
         if ((g = ss__tb_grad(b, bias, &acc, err)) < 0)
             return g;
-        step_init(&s, ss__k_chsum, "Conv dB", n);
-        s.n_in = 1;
-        s.in[0] = gy;
-        s.n_out = 1;
-        s.out[0] = g;
-        s.acc = acc ? 1 : 0;
+        ss__r_dx_step(&s, ss__k_chsum, "Conv dB", n, gy, g, acc);
         s.p[0] = yv->dims[0];
         s.p[1] = yv->dims[1];
         s.p[2] = yv->dims[2] * yv->dims[3];

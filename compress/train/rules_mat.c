@@ -378,12 +378,7 @@ bias_grad(ss__tb_t *b, const ss_node_t *n, int gy, int c, int g, int acc,
     if (!yv->act16)
         return ss__r_reduce(b, n, gy, yv->ndim, yv->dims, g, V(b, c)->ndim,
                             V(b, c)->dims, 1.0f, acc, err);
-    step_init(&s, ss__k_chsum, "MatMul dbias", n);
-    s.n_in = 1;
-    s.in[0] = gy;
-    s.n_out = 1;
-    s.out[0] = g;
-    s.acc = acc ? 1 : 0;
+    ss__r_dx_step(&s, ss__k_chsum, "MatMul dbias", n, gy, g, acc);
     s.p[1] = s.p[3] = V(b, c)->numel;
     s.p[0] = yv->numel / s.p[1];
     s.p[2] = 1;
