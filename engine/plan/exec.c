@@ -48,6 +48,10 @@ struct ss_exec_ctx {
      * nesting), and the step's own buffer (loop-carried values). */
     struct ss_exec_ctx *sub;
     ss_workbuf_t cbuf;
+    /* Parallel slices (plan_slice.c): a context per slice, rolled with
+     * this one (never inside a run). */
+    struct ss_exec_ctx **part;
+    int n_part;
 };
 
 int
@@ -89,7 +93,34 @@ ss_exec_ctx_free(ss_exec_ctx_t *c)
     ss_free(c->dnn_in);
     ss_exec_ctx_free(c->sub);
     ss_workbuf_free(&c->cbuf);
+    for (int i = 0; i < c->n_part; i++)
+        ss_exec_ctx_free(c->part[i]);
+    ss_free(c->part);
     ss_free(c);
+}
+
+int
+ss__exec_ctx_parts(ss_exec_ctx_t *c, int n, ss_exec_ctx_t **out,
+                   ss_err_t *err)
+{
+    int rc;
+
+    if (n > c->n_part) {
+        ss_exec_ctx_t **a = ss_realloc(c->part, (size_t)n * sizeof(*a));
+
+        if (a == NULL)
+            return ss_err_set(err, SS_ENOMEM, "no memory for a run");
+        c->part = a;
+        for (; c->n_part < n; c->n_part++) {
+            /* threads 0: its stream leaves OpenMP's count be (one, on
+             * the threads that run slices) */
+            if ((rc = ss_exec_ctx_new(0, &a[c->n_part], err)) < 0)
+                return rc;
+            a[c->n_part]->busy = 1;     /* rolled by c, not by itself */
+        }
+    }
+    memcpy(out, c->part, (size_t)n * sizeof(*out));
+    return 0;
 }
 
 /* Where a prefix-sliced plan's slices keep their arena: after p's. */
@@ -543,8 +574,12 @@ ss_exec_ctx_held(const ss_exec_ctx_t *c)
 {
     if (c == NULL)
         return 0;
-    return c->arena.cap + c->scratch.cap + c->cbuf.cap
-           + ss_exec_ctx_held(c->sub);
+    size_t n = c->arena.cap + c->scratch.cap + c->cbuf.cap
+               + ss_exec_ctx_held(c->sub);
+
+    for (int i = 0; i < c->n_part; i++)
+        n += ss_exec_ctx_held(c->part[i]);
+    return n;
 }
 
 /* Ends c's window (and its control-flow context's): the bytes given
@@ -552,11 +587,16 @@ ss_exec_ctx_held(const ss_exec_ctx_t *c)
 static size_t
 roll(ss_exec_ctx_t *c)
 {
+    size_t n;
+
     if (c == NULL)
         return 0;
     c->runs = 0;
-    return ss_workbuf_roll(&c->arena) + ss_workbuf_roll(&c->scratch)
-           + ss_workbuf_roll(&c->cbuf) + roll(c->sub);
+    n = ss_workbuf_roll(&c->arena) + ss_workbuf_roll(&c->scratch)
+        + ss_workbuf_roll(&c->cbuf) + roll(c->sub);
+    for (int i = 0; i < c->n_part; i++)
+        n += roll(c->part[i]);
+    return n;
 }
 
 size_t
@@ -571,6 +611,8 @@ ss_exec_ctx_release(ss_exec_ctx_t *c)
     ss_workbuf_free(&c->scratch);
     ss_workbuf_free(&c->cbuf);  /* a control-flow step's, per run */
     c->runs = 0;
+    for (int i = 0; i < c->n_part; i++)
+        n += ss_exec_ctx_release(c->part[i]);
     return n + ss_exec_ctx_release(c->sub);
 }
 

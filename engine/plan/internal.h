@@ -186,6 +186,10 @@ struct ss_plan {
      * plan's own steps (those after it) then run on the whole batch. */
     int slice_prefix;
     int slice_cut;
+    /* ... or, with slice_par > 1, the slices (compiled for one thread
+     * each) run side by side, one OpenMP thread each (plan_slice.c:
+     * parallel slices). */
+    int slice_par;
     /* Compiled, and run, on one OpenMP thread (plan_threads.c). */
     int one_thread;
     /* Row independence (plan_indep.c): -1 when the graph computes every
@@ -290,10 +294,23 @@ const ss_plan_t *ss__plan_slice_at(const ss_plan_t *p, int64_t r0,
                                    const ss_tensor_t *inputs,
                                    const ss_tensor_t *outputs,
                                    ss_tensor_t *io);
-/* Runs a sliced plan (p->slice set) on inputs already checked. */
+/* Runs a sliced plan (p->slice set) on inputs already checked; parallel
+ * slices (p->slice_par) each in a context of their own (exec.c). */
 int ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                         const ss_tensor_t *inputs, ss_tensor_t *outputs,
                         ss_err_t *err);
+
+/* Sets out[0 .. n - 1] to contexts of c's own for a parallel slices'
+ * run (made at the first such run, kept, rolled and freed with c; their
+ * streams leave OpenMP's count be).  0 or SS_ENOMEM.  [worker] */
+int ss__exec_ctx_parts(ss_exec_ctx_t *c, int n, ss_exec_ctx_t **out,
+                       ss_err_t *err);
+
+/* Runs fn(arg, i) for i in 0 .. n - 1, on the calling thread and on up
+ * to threads - 1 helper threads that are idle and free to come
+ * (plan_par.c); returns when all have run.  [any] */
+void ss__par_run(int n, int threads, void (*fn)(void *arg, int i),
+                 void *arg);
 
 /* The value whose bytes v shares (v itself when it is no view). */
 static inline int

@@ -322,6 +322,10 @@ ss__plan_dump(const ss_plan_t *p)
         fprintf(stderr, "  the plans above run first, in batch slices of "
                 "%lld rows, as far as '%s'; then the steps below\n",
                 (long long)p->slice_rows, p->g->values[p->slice_cut].name);
+    else if (p->slice != NULL && p->slice_par > 1)
+        fprintf(stderr, "  runs as %d batch slices of %lld rows side by "
+                "side, one thread each (the plans above)\n", p->slice_par,
+                (long long)p->slice_rows);
     else if (p->slice != NULL)
         fprintf(stderr, "  runs in batch slices of %lld rows (the plans "
                 "above)\n", (long long)p->slice_rows);

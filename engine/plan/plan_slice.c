@@ -75,6 +75,11 @@
  * batch 8 cost 5-12% more CPU than the whole batch; mobilenet_v2's 14 MB
  * gained 12-14% (one thread, load 10). */
 #define SS_SLICE_WEIGHTS ((size_t)16 << 20)
+/* The most rows of a parallel slice: a helper the scheduler stops holds
+ * one slice's work, not half the batch's, and the 8x8 CNN costs the same
+ * per sample from 8 to 32 rows (6.7-7.5 us, one thread, load 16) and more
+ * at 256 (7.8-9.0). */
+#define SS_PAR_ROWS 16
 
 /* What a step's activations may take: SS_SLICE_BYTES per thread (each
  * thread's share of a step is in its own core's L2). */
@@ -85,6 +90,19 @@ slice_fit(void)
                                      ? omp_get_max_threads() : 1);
 }
 
+/* The bytes of p's graph's constants (its weights). */
+static size_t
+weight_bytes(const ss_plan_t *p)
+{
+    size_t w = 0, b;
+
+    for (int v = 0; v < p->g->n_values; v++)
+        if (p->g->values[v].constant != NULL
+            && ss__tensor_bytes(p->g->values[v].constant, &b) == 0)
+            w += b;
+    return w;
+}
+
 /* S for a plan of n rows: the environment's, or 0 (none) when the
  * weights pass SS_SLICE_WEIGHTS or the whole batch's largest activation
  * fits SS_SLICE_BYTES per thread, else the largest power of two from 2 whose
@@ -93,27 +111,51 @@ static int64_t
 slice_rows(const ss_plan_t *p, int64_t n)
 {
     const char *e = getenv("SS_ENGINE_BATCH_SLICE");
-    size_t big = 0, w = 0, b, fit;
+    size_t big = 0, fit;
     int64_t s;
 
     if (e != NULL && e[0] != '\0') {
         s = strtoll(e, NULL, 10);
         return s > 0 && s < n ? s : 0;
     }
-    for (int v = 0; v < p->g->n_values; v++)
-        if (p->g->values[v].constant != NULL
-            && ss__tensor_bytes(p->g->values[v].constant, &b) == 0)
-            w += b;
     for (int v = 0; v < p->n_vals; v++)
         if (p->vals[v].kind == SS_PV_ARENA && p->vals[v].bytes > big)
             big = p->vals[v].bytes;
     fit = slice_fit();
-    if (w > SS_SLICE_WEIGHTS || big <= fit)
+    if (weight_bytes(p) > SS_SLICE_WEIGHTS || big <= fit)
         return 0;
     big /= (size_t)n;   /* one sample's */
     for (s = 1; s * 2 < n && (size_t)(s * 2) * big <= fit; s *= 2)
         ;
     return s < n ? s : 0;
+}
+
+/* The most rows of a parallel slice: SS_PAR_ROWS, or the environment's
+ * SS_ENGINE_PAR_ROWS. */
+static int64_t
+par_rows(void)
+{
+    const char *e = getenv("SS_ENGINE_PAR_ROWS");
+    int64_t r = e != NULL && e[0] != '\0' ? strtoll(e, NULL, 10) : 0;
+
+    return r > 0 ? r : SS_PAR_ROWS;
+}
+
+/* How many threads the parallel slices of a plan of n rows compiled for
+ * the calling thread's OpenMP count are for: that count (at most n), or
+ * 0 (no parallel slices) for one thread, a small plan (run on one:
+ * plan_threads.c), weights past SS_SLICE_WEIGHTS (each thread would read
+ * them all) or SS_ENGINE_PAR_SLICES=0. */
+static int
+par_slices(const ss_plan_t *p, int64_t n)
+{
+    const char *e = getenv("SS_ENGINE_PAR_SLICES");
+    int t = omp_get_max_threads();
+
+    if ((e != NULL && strcmp(e, "0") == 0) || t < 2 || p->one_thread
+        || weight_bytes(p) > SS_SLICE_WEIGHTS)
+        return 0;
+    return n < t ? (int)n : t;
 }
 
 /* The first and last step of p writing each value's root (n_steps:
@@ -278,6 +320,17 @@ keep_steps(ss_plan_t *p, int from, int to)
     p->n_steps = to - from;
 }
 
+/* The plan for n keeps its shapes (ss_plan_output, the inputs' check),
+ * not its steps: its slices run the whole graph. */
+static void
+slice_whole(ss_plan_t *p)
+{
+    keep_steps(p, 0, 0);
+    p->arena_bytes = 0;
+    p->scratch_bytes = 0;
+}
+
+/* p's graph compiled for rows of its batch (fuse: the build's flags). */
 static int
 build_rows(const ss_plan_t *p, const ss_tensor_t *shapes, int64_t rows,
            int fuse, ss_plan_t **out, ss_err_t *err)
@@ -291,8 +344,7 @@ build_rows(const ss_plan_t *p, const ss_tensor_t *shapes, int64_t rows,
     memcpy(sh, shapes, (size_t)g->n_inputs * sizeof(*sh));
     for (int i = 0; i < g->n_inputs; i++)
         sh[i].dims[0] = rows;
-    rc = ss__plan_build(g, sh, fuse | SS__PLAN_NOSLICE, p->max_bytes, out,
-                        err);
+    rc = ss__plan_build(g, sh, fuse, p->max_bytes, out, err);
     ss_free(sh);
     return rc;
 }
@@ -305,7 +357,7 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
     ss_plan_t *q = NULL, *t = NULL;
     const char *e;
     int64_t n, s;
-    int rc = 0, c, k = -1, kq = -1, kt = -1;
+    int rc = 0, c, k = -1, kq = -1, kt = -1, par;
 
     if (!p->fuse || p->taps || (fuse & SS__PLAN_NOSLICE) || g->n_inputs < 1
         || ss_graph_shape_inputs(g, NULL) > 0)
@@ -314,12 +366,34 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
     for (int i = 0; i < g->n_inputs; i++)
         if (shapes[i].ndim < 1 || shapes[i].dims[0] != n)
             return 0;
-    if (n < 2 || p->mix_node >= 0 || !p->samples_first
-        || (s = slice_rows(p, n)) <= 0)
+    if (n < 2 || p->mix_node >= 0 || !p->samples_first)
         return 0;
-    if ((rc = build_rows(p, shapes, s, fuse, &q, err)) < 0)
+    if ((par = par_slices(p, n)) > 1) {
+        /* each slice one thread's: compiled for one (and free to slice
+         * itself for its cache), the tail for what the others leave */
+        int was = omp_get_max_threads();
+
+        s = (n + par - 1) / par;
+        if (s > par_rows())
+            s = par_rows();
+        par = (int)((n + s - 1) / s);
+        omp_set_num_threads(1);
+        if ((rc = build_rows(p, shapes, s, fuse, &q, err)) == 0 && n % s != 0)
+            rc = build_rows(p, shapes, n % s, fuse, &t, err);
+        omp_set_num_threads(was);
+        if (rc < 0)
+            goto skip;
+        p->slice_par = par;
+        slice_whole(p);
+        goto keep;
+    }
+    if ((s = slice_rows(p, n)) <= 0)
+        return 0;
+    if ((rc = build_rows(p, shapes, s, fuse | SS__PLAN_NOSLICE, &q, err)) < 0)
         goto skip;
-    if (n % s != 0 && (rc = build_rows(p, shapes, n % s, fuse, &t, err)) < 0)
+    if (n % s != 0
+        && (rc = build_rows(p, shapes, n % s, fuse | SS__PLAN_NOSLICE, &t,
+                            err)) < 0)
         goto skip;
     e = getenv("SS_ENGINE_SLICE_PREFIX");
     if ((e == NULL || strcmp(e, "0") != 0) && (c = find_cut(p, &k)) >= 0
@@ -333,11 +407,9 @@ ss__plan_slice(ss_plan_t *p, const ss_tensor_t *shapes, int fuse,
         p->slice_prefix = 1;
         p->slice_cut = c;
     } else {
-        /* the plan for n keeps its shapes, not its steps */
-        keep_steps(p, 0, 0);
-        p->arena_bytes = 0;
-        p->scratch_bytes = 0;
+        slice_whole(p);
     }
+keep:
     p->slice = q;
     p->slice_tail = t;
     p->slice_rows = s;
@@ -383,6 +455,66 @@ ss__plan_slice_at(const ss_plan_t *p, int64_t r0, const ss_tensor_t *inputs,
     return rows == p->slice_rows ? p->slice : p->slice_tail;
 }
 
+struct par_run {
+    const ss_plan_t *p;
+    const ss_tensor_t *inputs;
+    const ss_tensor_t *outputs;
+    ss_tensor_t *io;            /* n_inputs + n_outputs per slice */
+    ss_exec_ctx_t **cx;
+    ss_err_t *errs;
+};
+
+static void
+par_one(void *arg, int i)
+{
+    struct par_run *r = arg;
+    const ss_graph_t *g = r->p->g;
+    ss_tensor_t *x = r->io + (size_t)i * (size_t)(g->n_inputs
+                                                  + g->n_outputs);
+    const ss_plan_t *q = ss__plan_slice_at(r->p, i * r->p->slice_rows,
+                                           r->inputs, r->outputs, x);
+
+    r->errs[i].code = ss_plan_run(q, r->cx[i], x, x + g->n_inputs,
+                                  &r->errs[i]);
+}
+
+/* Parallel slices: slice i on rows i * slice_rows.. in a context of its
+ * own, on the calling thread and on idle helpers (plan_par.c), up to
+ * the calling thread's OpenMP count of threads.  The slices' primitives
+ * were made for one thread, and the calling thread's count is 1 while
+ * it runs them (a primitive asking for the current count runs inline). */
+static int
+run_par(const ss_plan_t *p, ss_exec_ctx_t *ctx, const ss_tensor_t *inputs,
+        ss_tensor_t *outputs, ss_tensor_t *io, ss_err_t *err)
+{
+    int np = p->slice_par, was = omp_get_max_threads();
+    struct par_run r = {.p = p, .inputs = inputs, .outputs = outputs,
+                        .io = io};
+    int rc;
+
+    r.cx = ss_malloc((size_t)np * sizeof(*r.cx));
+    r.errs = ss_calloc((size_t)np, sizeof(*r.errs));
+    if (r.cx == NULL || r.errs == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a run");
+        goto done;
+    }
+    if ((rc = ss__exec_ctx_parts(ctx, np, r.cx, err)) < 0)
+        goto done;
+    omp_set_num_threads(1);
+    ss__par_run(np, was, par_one, &r);
+    omp_set_num_threads(was);
+    for (int i = 0; i < np && rc == 0; i++)
+        if (r.errs[i].code < 0) {
+            if (err != NULL)
+                *err = r.errs[i];
+            rc = r.errs[i].code;
+        }
+done:
+    ss_free(r.cx);
+    ss_free(r.errs);
+    return rc;
+}
+
 int
 ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
                     const ss_tensor_t *inputs, ss_tensor_t *outputs,
@@ -390,17 +522,24 @@ ss__plan_run_sliced(const ss_plan_t *p, ss_exec_ctx_t *ctx,
 {
     const ss_graph_t *g = p->g;
     int64_t n = p->vals[g->inputs[0]].t.dims[0];
-    ss_tensor_t *io = ss_malloc(((size_t)g->n_inputs + g->n_outputs + 1)
+    size_t nio = (size_t)g->n_inputs + g->n_outputs;
+    ss_tensor_t *io = ss_malloc((nio * (size_t)(p->slice_par > 1
+                                                ? p->slice_par : 1) + 1)
                                 * sizeof(*io));
     int rc = 0;
 
     if (io == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for a run");
+    if (p->slice_par > 1) {
+        rc = run_par(p, ctx, inputs, outputs, io, err);
+        goto done;
+    }
     for (int64_t r0 = 0; r0 < n && rc == 0; r0 += p->slice_rows) {
         const ss_plan_t *q = ss__plan_slice_at(p, r0, inputs, outputs, io);
 
         rc = ss_plan_run(q, ctx, io, io + g->n_inputs, err);
     }
+done:
     ss_free(io);
     return rc;
 }
