@@ -1,18 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Batch slices (engine/plan/plan_slice.c) and small plans on one thread
- * (engine/plan/plan_threads.c): a small conv net whose samples are each
- * their own, run sliced or on one thread against its reference plan
+ * Batch slices (engine/plan/plan_slice.c), small plans on one thread
+ * (engine/plan/plan_threads.c) and parallel slices (plan_slice.c,
+ * plan_par.c): a small conv net whose samples are each their own, run
+ * sliced, on one thread or in parallel slices against its reference plan
  * (SS_ENGINE_NO_FUSION=1) with distinct samples, a guard element after
- * the output, and the rules that pick them.
+ * the output, and the rules that pick them; the helper threads of
+ * parallel slices really run beside the caller.
  */
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "engine/plan/internal.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
@@ -164,8 +170,9 @@ done:
  * Small plans on one thread (engine/plan/plan_threads.c): the graph
  * above at batch 1 is 0.3 M multiply-adds, at batch 64 (not sliced: 1.2
  * MB of activation) 19 M.  With 2 OpenMP threads, the first compiles and
- * runs on one, the second on two, SS_ENGINE_ONE_THREAD_MACS=0 on two;
- * the caller's count is 2 again after each compile and run.
+ * runs on one, the second on two (as parallel slices: par_case),
+ * SS_ENGINE_ONE_THREAD_MACS=0 on two; the caller's count is 2 again after
+ * each compile and run.
  */
 static void
 thread_case(int64_t batch, const char *env, int want)
@@ -200,7 +207,8 @@ thread_case(int64_t batch, const char *env, int want)
     e = max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]);
     ok(n[BLOCKED][0] == n[REF][0] && e < 1e-5, "threads: vs reference: "
        "max err %.2g of max |y|", e);
-    ok(p[BLOCKED]->one_thread == want && p[BLOCKED]->slice == NULL,
+    ok(p[BLOCKED]->one_thread == want
+       && (p[BLOCKED]->slice == NULL) == (batch == 1),
        "threads: %s (want %s)", p[BLOCKED]->one_thread ? "one thread"
        : "the context's threads", want ? "one" : "the context's");
     ok(after == 2, "threads: the caller's OpenMP count is 2 after compile "
@@ -208,6 +216,124 @@ thread_case(int64_t batch, const char *env, int want)
 done:
     free_runs(p, y, x);
     ss_graph_free(g);
+}
+
+/*
+ * Parallel slices (plan_slice.c): with 2 OpenMP threads the graph above
+ * at batch 64 runs as 4 slices of 16 rows, at batch 37 as 2 of 16 and a
+ * tail of 5, at batch 30 as 2 of 15 (half each), every slice compiled for
+ * one thread; SS_ENGINE_PAR_SLICES=0 keeps it whole (at batch 64 no
+ * slices at all: 1.2 MB fits two threads' budget).  Softmax over the
+ * batch: none.  Outputs against the reference plan either way.
+ */
+static void
+par_case(int64_t ax, int64_t batch, const char *env, int want_par,
+         int64_t want_rows)
+{
+    ss_graph_t *g = build_slices(ax, 12);
+    const int64_t nx = batch * 3 * 12 * 12;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[3][N_OUT];
+    int64_t n[3][N_OUT];
+    ss_plan_t *p[3] = { NULL, NULL, NULL };
+    int rc[3] = { -1, -1, -1 };
+    const ss_plan_t *q;
+    double e;
+
+    memset(y, 0, sizeof(y));
+    for (int64_t i = 0; i < nx; i++)
+        x[i] = frand() * 2;
+    omp_set_num_threads(2);
+    run_threads = 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
+        if (env != NULL)
+            setenv("SS_ENGINE_PAR_SLICES", env, 1);
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 12, 12 }, x, 1, y[m],
+                    n[m], &p[m]);
+        unsetenv("SS_ENGINE_PAR_SLICES");
+    }
+    run_threads = 1;
+    ok(rc[REF] == 0 && rc[BLOCKED] == 0, "par: axis %lld, batch %lld, "
+       "SS_ENGINE_PAR_SLICES=%s: the plans compile and run", (long long)ax,
+       (long long)batch, env ? env : "(unset)");
+    if (rc[REF] || rc[BLOCKED])
+        goto done;
+    e = max_rel_err(y[BLOCKED][0], y[REF][0], n[REF][0]);
+    ok(n[BLOCKED][0] == n[REF][0] && e < 1e-5 && y[BLOCKED][0][n[REF][0]]
+       == 0, "par: vs reference: max err %.2g of max |y|, the guard after "
+       "the output untouched", e);
+    q = p[BLOCKED];
+    ok(q->slice_par == want_par && (want_par == 0 || q->slice_rows
+                                    == want_rows),
+       "par: %d parallel slices of %lld rows (want %d of %lld)",
+       q->slice_par, (long long)q->slice_rows, want_par,
+       (long long)want_rows);
+    if (want_par > 0)
+        ok(q->n_steps == 0 && q->slice != NULL && !q->slice->one_thread
+           && q->slice->slice_par == 0
+           && (q->slice_tail != NULL) == (batch % want_rows != 0),
+           "par: the plan for the batch has no steps, its slices are "
+           "plans of their own (%s tail)", q->slice_tail ? "a" : "no");
+done:
+    free_runs(p, y, x);
+    ss_graph_free(g);
+}
+
+/*
+ * The helpers (plan_par.c) run beside the caller: 2 pieces on 2 threads,
+ * each piece waiting (up to 30 s, a loaded machine's scheduling) until
+ * the other has started -- which only another thread can do while the
+ * first waits.  Skipped on one CPU (the pool has no helper there).
+ */
+struct meet {
+    atomic_int started;
+    atomic_int met;
+    pthread_t who[2];
+};
+
+static void
+meet_piece(void *arg, int i)
+{
+    struct meet *m = arg;
+    int64_t until = ss_clock_mono_ns() + (int64_t)30 * 1000000000;
+
+    m->who[i] = pthread_self();
+    atomic_fetch_add(&m->started, 1);
+    while (atomic_load(&m->started) < 2 && ss_clock_mono_ns() < until)
+        sched_yield();
+    if (atomic_load(&m->started) == 2)
+        atomic_fetch_add(&m->met, 1);
+}
+
+static void
+who_piece(void *arg, int i)
+{
+    ((pthread_t *)arg)[i] = pthread_self();
+}
+
+static void
+helpers_case(void)
+{
+    cpu_set_t set;
+    struct meet m;
+
+    pthread_t who[5];
+
+    /* one thread asked for: the caller runs every piece */
+    ss__par_run(5, 1, who_piece, who);
+    ok(pthread_equal(who[0], pthread_self())
+       && pthread_equal(who[4], pthread_self()),
+       "helpers: threads 1: the caller ran the pieces");
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) < 2) {
+        tap_diag("helpers: one CPU, no helper thread: not checked");
+        return;
+    }
+    for (int r = 0; r < 3; r++) {
+        atomic_init(&m.started, 0);
+        atomic_init(&m.met, 0);
+        ss__par_run(2, 2, meet_piece, &m);
+        ok(atomic_load(&m.met) == 2 && !pthread_equal(m.who[0], m.who[1]),
+           "helpers: run %d: the 2 pieces ran at once on 2 threads", r);
+    }
 }
 
 int
@@ -225,5 +351,11 @@ main(void)
     thread_case(1, NULL, 1);
     thread_case(64, NULL, 0);
     thread_case(1, "0", 0);
+    par_case(1, 64, NULL, 4, 16);
+    par_case(1, 37, NULL, 3, 16);
+    par_case(1, 30, NULL, 2, 15);
+    par_case(1, 64, "0", 0, 0);
+    par_case(0, 64, NULL, 0, 0);
+    helpers_case();
     return tap_done();
 }
