@@ -233,7 +233,16 @@ int ss_graph_shape_inputs(const ss_graph_t *g, unsigned char *flags);
  * a 28x28 CNN at batch 1) is compiled and run on one OpenMP thread
  * whatever the context's count (waking a team costs more than it
  * saves); the calling thread's count is the same after compile and run.
- * SS_ENGINE_ONE_THREAD_MACS=N replaces the bound (0: never). */
+ * SS_ENGINE_ONE_THREAD_MACS=N replaces the bound (0: never).
+ *
+ * Parallel slices: a larger plan for T > 1 threads whose graph computes
+ * each sample on its own, with at most 64 MB of weights, runs as slices
+ * of at most 16 rows, each compiled for one thread, taken by the calling
+ * thread and by idle helper threads of a process-wide pool (at most one
+ * per CPU of the caller less one, only while a CPU is free): every step
+ * of the run is spread, not only oneDNN's, and a helper the scheduler
+ * has not run is not waited for (docs/threads.md).
+ * SS_ENGINE_PAR_SLICES=0 turns them off. */
 int ss_plan_new(const ss_graph_t *g, const ss_tensor_t *input_shapes,
                 ss_plan_t **out, ss_err_t *err);
 void ss_plan_free(ss_plan_t *p);

@@ -52,8 +52,22 @@
  * above were measured on), and a Reshape to (B, ...) whose B is read
  * from Shape(x)[0] keeps that (each slice's plan folds its own Shape).
  *
+ * Parallel slices: a plan compiled for T > 1 OpenMP threads whose graph
+ * computes sample by sample runs as slices of at most SS_PAR_ROWS rows
+ * (fewer when n / T is less), each compiled for one thread (and free to
+ * slice itself as above), run side by side by the calling thread and idle
+ * helper threads (plan_par.c), each slice in a context of its own.  An
+ * OpenMP team per primitive waits at every primitive's barrier for its
+ * slowest member: the 8x8 CNN at batch 32 ran slower on 2 threads than
+ * on 1 (0.29 against 0.22 ms, idle machine), and with other processes on
+ * the cores 100x slower (27-200 ms a run at load 15-30); slices hand out
+ * work once a run and wait only for slices already begun
+ * (docs/threads.md, bench/README.md).  SS_ENGINE_PAR_SLICES=0 turns
+ * them off, SS_ENGINE_PAR_ROWS=R sets the rows.
+ *
  * THREADS: runs inside ss_plan_new; the slices are plans like any other
- * (immutable once compiled).
+ * (immutable once compiled); parallel slices run on several threads at
+ * once, each in its own context.
  */
 
 #include <omp.h>
@@ -80,6 +94,11 @@
  * per sample from 8 to 32 rows (6.7-7.5 us, one thread, load 16) and more
  * at 256 (7.8-9.0). */
 #define SS_PAR_ROWS 16
+/* Each parallel slice reads every weight: resnet18's 46 MB in 2 slices of
+ * 4 at batch 8 (2 threads, load 25, interleaved with ORT) took 572 ms
+ * against 1208 as OpenMP teams (ORT 991); vit_b_16's 346 MB and
+ * convnext_tiny's 114 MB were not measured and keep their teams. */
+#define SS_PAR_WEIGHTS ((size_t)64 << 20)
 
 /* What a step's activations may take: SS_SLICE_BYTES per thread (each
  * thread's share of a step is in its own core's L2). */
@@ -144,8 +163,9 @@ par_rows(void)
 /* How many threads the parallel slices of a plan of n rows compiled for
  * the calling thread's OpenMP count are for: that count (at most n), or
  * 0 (no parallel slices) for one thread, a small plan (run on one:
- * plan_threads.c), weights past SS_SLICE_WEIGHTS (each thread would read
- * them all) or SS_ENGINE_PAR_SLICES=0. */
+ * plan_threads.c), weights past SS_PAR_WEIGHTS (SS_ENGINE_PAR_SLICES=1
+ * slices anyway) or
+ * SS_ENGINE_PAR_SLICES=0. */
 static int
 par_slices(const ss_plan_t *p, int64_t n)
 {
@@ -153,7 +173,8 @@ par_slices(const ss_plan_t *p, int64_t n)
     int t = omp_get_max_threads();
 
     if ((e != NULL && strcmp(e, "0") == 0) || t < 2 || p->one_thread
-        || weight_bytes(p) > SS_SLICE_WEIGHTS)
+        || (weight_bytes(p) > SS_PAR_WEIGHTS
+            && (e == NULL || strcmp(e, "1") != 0)))
         return 0;
     return n < t ? (int)n : t;
 }
