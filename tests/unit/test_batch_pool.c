@@ -9,6 +9,11 @@
  * batcher at once; batchers with work take turns; freeing one batcher
  * does not wait for another's batch.
  *
+ * Parallel slices in the pool (the CNN fixture, [N, 1, 8, 8] -> [N, 10],
+ * threads 2): batches of 16-64 rows run as slices on the executors and
+ * helper threads, every item gets its own rows' results, and the helpers
+ * are at most one per CPU less one, however many executors run them.
+ *
  * Isolation (models built in C): ss_input_check finds the integer inputs
  * that index a Gather and refuses out-of-range values at submit, with a
  * message naming the input, the value and its position; a batch that
@@ -17,7 +22,10 @@
  * get their right results.
  */
 
+#include <dirent.h>
+#include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -616,6 +624,134 @@ test_retry(void)
     ss_graph_free(m);
 }
 
+/* ---- parallel slices: threads 2 on a pool of 2 ---------------------- */
+
+/* Helper threads of parallel slices (engine/plan/plan_par.c) alive now. */
+static int
+slice_helpers(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[300], comm[32] = "";
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue;
+        if (fgets(comm, sizeof comm, f) != NULL
+            && strncmp(comm, "ss-slice", 8) == 0)
+            n++;
+        fclose(f);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+static void
+test_par(void)
+{
+    enum { NI = 24, PER = 8, CN = 64 * PER };
+    static titem_t it[NI];
+    static float cref[CN][OUTS];
+    const char *top = getenv("top_srcdir");
+    char path[4096];
+    ss_graph_t *cg = NULL;
+    ss_npz_t *cz = NULL;
+    ss_plan_t *p = NULL;
+    ss_exec_ctx_t *ctx = NULL;
+    ss_exec_pool_t *pool = NULL;
+    ss_batcher_t *b = NULL;
+    ss_batch_opts_t o = tb_opts(64, 20000);
+    ss_err_t err = {0};
+    ss_tensor_t in = {SS_DTYPE_F32, 4, {1, 1, 8, 8}, NULL};
+    cpu_set_t set;
+    float *cx;
+    int bad = 0, rcs = 0, cpus = 1;
+
+    snprintf(path, sizeof path, "%s/tests/fixtures/cnn_op13/model.onnx",
+             top ? top : ".");
+    if (ss_graph_load_onnx(path, &cg, &err) < 0) {
+        ok(0, "par: %s: %s", path, err.msg);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/tests/fixtures/cnn_op13/batch64.npz",
+             top ? top : ".");
+    if (ss_npz_read(path, SS_NPY_DEFAULT_MAX_BYTES, &cz, &err) < 0) {
+        ok(0, "par: %s: %s", path, err.msg);
+        goto done;
+    }
+    cx = ss_npz_tensor(cz, ss_npz_find(cz, "input"))->data;
+    /* the reference: each row alone, one thread */
+    if (ss_plan_new(cg, &in, &p, &err) < 0
+        || ss_exec_ctx_new(1, &ctx, &err) < 0) {
+        ok(0, "par: reference plan: %s", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < 64; i++) {
+        ss_tensor_t out = {0};
+
+        in.data = cx + i * 64;
+        out.data = cref[i];
+        if (ss_plan_run(p, ctx, &in, &out, &err) < 0) {
+            ok(0, "par: reference run: %s", err.msg);
+            goto done;
+        }
+    }
+    o.threads = 2;
+    o.instances = 0;
+    if (ss_exec_pool_new(2, NULL, &pool, &err) < 0
+        || (o.pool = pool, ss_batcher_new(cg, &o, &b, &err)) < 0) {
+        ok(0, "par: pool and batcher: %s", err.msg);
+        goto done;
+    }
+    tb_reset();
+    for (int i = 0; i < NI; i++) {
+        tb_item_f32(&it[i], cx, 64, (i * PER) % (64 - PER), PER);
+        it[i].in[0].ndim = 4;
+        memcpy(it[i].in[0].dims, (int64_t[]){PER, 1, 8, 8},
+               4 * sizeof(int64_t));
+        rcs |= ss_batcher_submit(b, &it[i].w, NULL);
+    }
+    is_int(rcs, 0, "par: %d items of %d rows submitted (threads 2)", NI, PER);
+    is_int(tb_wait(NI, 60), NI, "par: all completed");
+    for (int i = 0; i < NI; i++) {
+        const ss_work_t *w = &it[i].w;
+
+        if (w->status != 0 || w->n_outputs != 1
+            || w->outputs[0].dims[0] != PER) {
+            bad += PER * OUTS;
+            continue;
+        }
+        for (int r = 0; r < PER; r++)
+            for (int j = 0; j < OUTS; j++) {
+                float got = ((const float *)w->outputs[0].data)[r * OUTS + j];
+                float want = cref[it[i].row0 + r][j];
+
+                bad += fabsf(got - want) > 1e-5f * fabsf(want) + 1e-5f;
+            }
+        ss_work_clear_outputs(&it[i].w);
+    }
+    is_int(bad, 0, "par: each item got its own rows' results");
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        cpus = CPU_COUNT(&set);
+    ok(slice_helpers() <= (cpus > 1 ? cpus - 1 : 0), "par: %d helper "
+       "threads for %d CPUs (at most one per CPU less one)",
+       slice_helpers(), cpus);
+done:
+    ss_batcher_free(b);
+    ss_exec_pool_free(pool);
+    ss_plan_free(p);
+    ss_exec_ctx_free(ctx);
+    ss_npz_free(cz);
+    ss_graph_free(cg);
+}
+
 int
 main(void)
 {
@@ -631,6 +767,7 @@ main(void)
     test_free_own();
     test_check();
     test_retry();
+    test_par();
     ss_npz_free(npz);
     ss_graph_free(g);
     return tap_done();
