@@ -43,7 +43,6 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/clock.h"
 #include "engine/plan/internal.h"
