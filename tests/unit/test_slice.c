@@ -166,6 +166,28 @@ done:
     ss_graph_free(g);
 }
 
+/* g (12x12 samples) at batch with 2 OpenMP threads, its reference plan
+ * and the default one, the environment's var set to env for them (NULL:
+ * left unset); x gets distinct random samples. */
+static void
+run2(const ss_graph_t *g, int64_t batch, const char *var, const char *env,
+     float *x, float *y[3][N_OUT], int64_t n[3][N_OUT], ss_plan_t *p[3],
+     int rc[3])
+{
+    memset(y, 0, 3 * sizeof(*y));
+    for (int64_t i = 0; i < batch * 3 * 12 * 12; i++)
+        x[i] = frand() * 2;
+    omp_set_num_threads(2);
+    run_threads = 2;
+    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
+        if (env != NULL)
+            setenv(var, env, 1);
+        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 12, 12 }, x, 1, y[m],
+                    n[m], &p[m]);
+        unsetenv(var);
+    }
+}
+
 /*
  * Small plans on one thread (engine/plan/plan_threads.c): the graph
  * above at batch 1 is 0.3 M multiply-adds, at batch 64 (not sliced: 1.2
@@ -185,18 +207,7 @@ thread_case(int64_t batch, const char *env, int want)
     int rc[3] = { -1, -1, -1 }, after;
     double e;
 
-    memset(y, 0, sizeof(y));
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;
-    omp_set_num_threads(2);
-    run_threads = 2;
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
-        if (env != NULL)
-            setenv("SS_ENGINE_ONE_THREAD_MACS", env, 1);
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 12, 12 }, x, 1, y[m],
-                    n[m], &p[m]);
-        unsetenv("SS_ENGINE_ONE_THREAD_MACS");
-    }
+    run2(g, batch, "SS_ENGINE_ONE_THREAD_MACS", env, x, y, n, p, rc);
     after = omp_get_max_threads();
     run_threads = 1;
     ok(rc[REF] == 0 && rc[BLOCKED] == 0, "threads: batch %lld, "
@@ -239,18 +250,7 @@ par_case(int64_t ax, int64_t batch, const char *env, int want_par,
     const ss_plan_t *q;
     double e;
 
-    memset(y, 0, sizeof(y));
-    for (int64_t i = 0; i < nx; i++)
-        x[i] = frand() * 2;
-    omp_set_num_threads(2);
-    run_threads = 2;
-    for (int m = REF; g != NULL && m <= BLOCKED; m += BLOCKED - REF) {
-        if (env != NULL)
-            setenv("SS_ENGINE_PAR_SLICES", env, 1);
-        rc[m] = run(g, m, 4, (int64_t[]){ batch, 3, 12, 12 }, x, 1, y[m],
-                    n[m], &p[m]);
-        unsetenv("SS_ENGINE_PAR_SLICES");
-    }
+    run2(g, batch, "SS_ENGINE_PAR_SLICES", env, x, y, n, p, rc);
     run_threads = 1;
     ok(rc[REF] == 0 && rc[BLOCKED] == 0, "par: axis %lld, batch %lld, "
        "SS_ENGINE_PAR_SLICES=%s: the plans compile and run", (long long)ax,
