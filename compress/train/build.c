@@ -472,7 +472,9 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         bool any = false;
 
         if (!need[i] || (n->n_outputs > 0 && ss__tb_out(&b, n, 0) >= 0 &&
-                         t->tv[ss__tb_out(&b, n, 0)].kind == SS__TV_PARAM))
+                         (t->tv[ss__tb_out(&b, n, 0)].kind == SS__TV_PARAM ||
+                          t->tv[ss__tb_out(&b, n, 0)].kind ==
+                          SS__TV_STATE)))
             continue;   /* not run, or an untied Identity */
         for (int k = 0; k < n->n_outputs; k++) {
             if ((rc = ss__tb_merge(&b, ss__tb_out(&b, n, k), err)) < 0)

@@ -62,17 +62,50 @@ is_scale(const ss_train_opts_t *o, const char *name)
 
 enum { C_CONST = 0, C_PARAM = 1, C_STATE = 2, C_SCALE = 3 };
 
+/* The f32 constant v is an Identity of (torch's exporter ties equal
+ * initializers so), or NULL. */
+static const ss_tensor_t *
+tied_const(const ss_graph_t *g, int v)
+{
+    const ss_node_t *n;
+    const ss_tensor_t *c;
+
+    if (g->values[v].constant != NULL || g->values[v].producer < 0)
+        return NULL;
+    n = &g->nodes[g->values[v].producer];
+    if (strcmp(n->op_type, "Identity") != 0 || n->n_inputs < 1 ||
+        n->inputs[0] < 0 || (c = g->values[n->inputs[0]].constant) == NULL ||
+        c->dtype != SS_DTYPE_F32)
+        return NULL;
+    return c;
+}
+
 /* Per graph value: C_PARAM, C_STATE or C_CONST (see the top). */
 int
 ss__tb_classify(const ss_graph_t *g, const ss_train_opts_t *o,
                 const uint8_t *need, uint8_t *cls, ss_err_t *err)
 {
+    /* BatchNorm statistics read through an Identity of an initializer
+     * (an untrained export's equal running means and variances, stored
+     * once): each such Identity output is statistics of its own, which
+     * untie() gives a state slot, so no BatchNorm updates another's; the
+     * Identity then runs nowhere (below: its input is no parameter). */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *n = &g->nodes[i];
+
+        if (need[i] && strcmp(n->op_type, "BatchNormalization") == 0)
+            for (int k = 3; k < n->n_inputs && k < 5; k++)
+                if (n->inputs[k] >= 0 && tied_const(g, n->inputs[k]))
+                    cls[n->inputs[k]] = C_STATE;
+    }
     for (int i = 0; i < g->n_nodes; i++) {
         const ss_node_t *n = &g->nodes[i];
         const ss__rule_t *r = ss__rule_find(n->op_type);
         bool bn = strcmp(n->op_type, "BatchNormalization") == 0;
 
-        if (!need[i])
+        if (!need[i] || (strcmp(n->op_type, "Identity") == 0 &&
+                         n->n_outputs > 0 && n->outputs[0] >= 0 &&
+                         cls[n->outputs[0]] == C_STATE))
             continue;
         for (int k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];
@@ -130,7 +163,9 @@ pad16(int64_t n)
  * end up as Identity(block2.bn2.bias)).  In the model those were separate
  * parameters: give each Identity of a parameter its own slot, initialized
  * from the shared value, so training does not tie them (export writes
- * the Identity's output back as an initializer of its own). */
+ * the Identity's output back as an initializer of its own).  Likewise a
+ * BatchNorm's statistics read through an Identity get a state slot of
+ * their own. */
 static int
 untie(ss__tb_t *b, const uint8_t *cls, ss_err_t *err)
 {
@@ -144,9 +179,24 @@ untie(ss__tb_t *b, const uint8_t *cls, ss_err_t *err)
         ss__param_t *p, *np;
 
         if (strcmp(n->op_type, "Identity") != 0 || n->n_inputs < 1 ||
-            (src = n->inputs[0]) < 0 || cls[src] != C_PARAM ||
-            (out = n->outputs[0]) < 0 ||
-            is_frozen(&t->o0, g->values[out].name))
+            (src = n->inputs[0]) < 0 || (out = n->outputs[0]) < 0)
+            continue;
+        if (cls[out] == C_STATE) {
+            const ss_tensor_t *c = tied_const(g, out);
+
+            /* statistics of their own (ss__tb_classify) */
+            if ((id = ss__tv_add(b, SS__TV_STATE, SS_DTYPE_F32, c->ndim,
+                                 c->dims, err)) < 0)
+                return id;
+            t->tv[id].name = g->values[out].name;
+            t->tv[id].graph_id = out;
+            t->tv[id].cdata = c;
+            t->tv[id].offset = (size_t)t->n_state;
+            t->n_state += pad16(t->tv[id].numel);
+            b->vmap[out] = id;
+            continue;
+        }
+        if (cls[src] != C_PARAM || is_frozen(&t->o0, g->values[out].name))
             continue;
         sv = &t->tv[b->vmap[src]];
         if ((np = ss_realloc(t->params, (size_t)(t->n_params + 1) *

@@ -556,5 +556,6 @@ main(void)
     attention16_cases();
     scaled_matmul_cases();
     bias_matmul_cases();
+    tied_bn_case();
     return tap_done();
 }

@@ -50,6 +50,7 @@ void shape_cases(void);
 void index_cases(void);
 void structure_cases(void);
 void table_covers(void);
+void tied_bn_case(void);
 /* train_grad_q.c */
 void qdq_cases(void);
 void qdq_lsq_case(void);

@@ -227,3 +227,93 @@ table_covers(void)
     ok(all, "every rule has a backward, a diff mask and an engine op (%d "
        "rules)", n);
 }
+
+/* ---- BatchNorm statistics tied through Identity nodes -------------------- */
+
+/* Two BatchNorms over x and Relu(x) whose running statistics are one
+ * pair of initializers read through Identity nodes, as torch's exporter
+ * writes an untrained net's (equal) statistics. */
+static ss_graph_t *
+tied_bn_graph(void)
+{
+    int64_t d[4] = { 4, 3, 2, 2 }, c = 3;
+    int x, m, v, y1, y2;
+    gb_t b;
+
+    gb_init(&b, 15);
+    x = gb_param(&b, "x", 4, d, -2, 2);
+    m = gb_param(&b, "rm", 1, &c, -0.5, 0.5);
+    v = gb_param(&b, "rv", 1, &c, 0.5, 1.5);
+    y1 = gb_node_named(&b, "bn1", "BatchNormalization", 5, (int[]){
+        x, gb_param(&b, "g1", 1, &c, 0.5, 1.5),
+        gb_param(&b, "b1", 1, &c, -1, 1),
+        gb_node_named(&b, "m1", "Identity", 1, &m),
+        gb_node_named(&b, "v1", "Identity", 1, &v) });
+    y2 = gb_node(&b, "Relu", 1, &x);
+    y2 = gb_node_named(&b, "bn2", "BatchNormalization", 5, (int[]){
+        y2, gb_param(&b, "g2", 1, &c, 0.5, 1.5),
+        gb_param(&b, "b2", 1, &c, -1, 1),
+        gb_node_named(&b, "m2", "Identity", 1, &m),
+        gb_node_named(&b, "v2", "Identity", 1, &v) });
+    return gb_done(&b, gb_node(&b, "Add", 2, (int[]){ y1, y2 }));
+}
+
+/* The running mean the exported graph gives BatchNorm node name, or NULL
+ * when it is not an initializer of its own. */
+static const float *
+exported_mean(const ss_graph_t *g, const char *name)
+{
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].name && strcmp(g->nodes[i].name, name) == 0 &&
+            g->nodes[i].n_inputs == 5)
+            return g->values[g->nodes[i].inputs[3]].constant
+                   ? g->values[g->nodes[i].inputs[3]].constant->data
+                   : NULL;
+    return NULL;
+}
+
+void
+tied_bn_case(void)
+{
+    ss_graph_t *g = tied_bn_graph(), *out = NULL;
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_err_t err;
+    static float zero[48];
+    ss_tensor_t target = { SS_DTYPE_F32, 4, { 4, 3, 2, 2 }, zero };
+    ss_train_batch_t bt = { NULL, NULL, &target };
+    const float *m1, *m2, *m0;
+    double l = 0, d12 = 0;
+    int rc;
+
+    check("BatchNorm statistics tied through Identity nodes",
+          tied_bn_graph(), NULL);
+    ss_train_opts_default(&o);
+    o.loss = SS_LOSS_MSE;
+    o.opt = SS_OPT_SGD;
+    rc = g ? ss_train_new(g, NULL, &o, &t, &err) : -1;
+    if (rc == 0)
+        rc = ss_train_step(t, &bt, &l, &err);
+    if (rc == 0)
+        rc = ss_train_export(t, &out, &err);
+    if (!ok(rc == 0, "tied statistics: a step and the export (%s)",
+            rc == 0 ? "" : err.msg)) {
+        ss_train_free(t);
+        ss_graph_free(g);
+        return;
+    }
+    m1 = exported_mean(out, "bn1");
+    m2 = exported_mean(out, "bn2");
+    m0 = g->values[ss_graph_find_value(g, "rm")].constant->data;
+    for (int i = 0; m1 && m2 && i < 3; i++)
+        d12 = fmax(d12, fabs((double)m1[i] - m2[i]));
+    /* x and Relu(x) have different batch means: each BatchNorm moved its
+     * own running mean from the shared start */
+    ok(m1 && m2 && m1 != m2 && d12 > 1e-3 && m1[0] != m0[0] &&
+       m2[0] != m0[0],
+       "tied statistics: each BatchNorm updates and exports its own "
+       "running mean (differ by %.3g)", d12);
+    ss_graph_free(out);
+    ss_train_free(t);
+    ss_graph_free(g);
+}
