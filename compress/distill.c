@@ -109,26 +109,40 @@ scaled(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g, json_t *snote,
 }
 
 /* At submit (the source is in memory): a width student needs a pair of
- * layers structured pruning can cut (no data needed to find one). */
+ * layers structured pruning can cut (no data needed to find one).  The
+ * job prunes the source untied (compress.c, ss__untie_consts), so the
+ * check looks at it untied too: an untrained torchvision resnet18 export
+ * reads every conv bias (all zero) through Identity nodes of one
+ * initializer, and tied, no conv is a layer prune can see. */
 int
 ss_distill_check_width(const ss_graph_t *src, const ss_method_t *m,
                        ss_err_t *err)
 {
     ss__pair_t p;
-    json_t *none;
+    ss_graph_t *own = NULL;
+    json_t *none = NULL;
     bool found = false;
-    int rc;
+    int n, rc;
 
     if (m->kind != SS_METHOD_DISTILL || !(m->u.train.width > 0))
         return 0;
-    if ((none = json_array()) == NULL)
-        return ss_err_set(err, SS_ENOMEM, "no memory for a check");
-    rc = ss__prune_next_pair(src, none, &p, &found, err);
+    memset(&p, 0, sizeof(p));
+    if (ss__has_tied_consts(src)
+        && ((rc = ss_graph_clone(src, &own, err)) < 0
+            || (rc = ss__untie_consts(own, &n, err)) < 0))
+        goto done;
+    if ((none = json_array()) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for a check");
+        goto done;
+    }
+    rc = ss__prune_next_pair(own ? own : src, none, &p, &found, err);
+    if (rc == 0 && !found)
+        rc = ss_err_set(err, SS_EINVAL, "%s", NO_WIDTH);
+done:
     ss__pair_clear(&p);
     json_decref(none);
-    if (rc < 0)
-        return rc;
-    return found ? 0 : ss_err_set(err, SS_EINVAL, "%s", NO_WIDTH);
+    ss_graph_free(own);
+    return rc;
 }
 
 int

@@ -121,6 +121,8 @@ int ss__fold_bn(ss_graph_t *g, int *n_folded, ss_err_t *err);
  * equal value that way) a copy of its own as a plain constant; finalizes
  * g when anything changed. */
 int ss__untie_consts(ss_graph_t *g, int *n_untied, ss_err_t *err);
+/* Whether ss__untie_consts would change g. */
+bool ss__has_tied_consts(const ss_graph_t *g);
 
 /* ---- methods ------------------------------------------------------------ */
 

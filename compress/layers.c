@@ -297,6 +297,35 @@ done:
  * methods replace one layer's constants with new ones, never the others'
  * they were tied to), except one a graph output reads.  Finalizes g when
  * anything changed. */
+/* Whether node n of g is an Identity of a constant that
+ * ss__untie_consts unties (not one a graph output reads). */
+static bool
+tied_identity(const ss_graph_t *g, const ss_node_t *n)
+{
+    int k;
+
+    if (strcmp(n->op_type, "Identity") != 0 || n->n_inputs != 1
+        || n->n_outputs != 1 || n->inputs[0] < 0
+        || (n->domain != NULL && n->domain[0] != '\0')
+        || g->values[n->inputs[0]].constant == NULL)
+        return false;
+    for (k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == n->outputs[0])
+            return false;
+    return true;
+}
+
+bool
+ss__has_tied_consts(const ss_graph_t *g)
+{
+    int i;
+
+    for (i = 0; i < g->n_nodes; i++)
+        if (tied_identity(g, &g->nodes[i]))
+            return true;
+    return false;
+}
+
 int
 ss__untie_consts(ss_graph_t *g, int *n_untied, ss_err_t *err)
 {
@@ -311,19 +340,12 @@ ss__untie_consts(ss_graph_t *g, int *n_untied, ss_err_t *err)
             const ss_tensor_t *c;
             ss_tensor_t *t = NULL;
             size_t bytes;
-            int out, k;
+            int out;
 
-            if (strcmp(n->op_type, "Identity") != 0 || n->n_inputs != 1
-                || n->n_outputs != 1 || n->inputs[0] < 0
-                || (n->domain != NULL && n->domain[0] != '\0')
-                || (c = g->values[n->inputs[0]].constant) == NULL)
+            if (!tied_identity(g, n))
                 continue;
+            c = g->values[n->inputs[0]].constant;
             out = n->outputs[0];
-            for (k = 0; k < g->n_outputs; k++)
-                if (g->outputs[k] == out)
-                    break;
-            if (k < g->n_outputs)
-                continue;
             if (ss__tensor_bytes(c, &bytes) < 0)
                 return ss_err_set(err, SS_EINVAL, "a constant of bad size");
             if ((rc = ss__tensor_new(c->dtype, c->ndim, c->dims, &t,

@@ -19,6 +19,13 @@ TESTS += tests/integration/test_train_mbnet.py
 EXTRA_DIST += tests/integration/test_train_mbnet.py \
 	tests/fixtures/make_mbv2.py tests/fixtures/mbv2_op13/model.onnx \
 	tests/fixtures/res_op13/model.onnx
+# width students of resnet-like nets, and torch exports whose equal
+# parameters are tied through Identity nodes (tests/fixtures/make_tied.py)
+TESTS += tests/integration/test_train_resnet.py
+EXTRA_DIST += tests/integration/test_train_resnet.py \
+	tests/fixtures/make_tied.py tests/fixtures/res_tied_op13/model.onnx \
+	tests/fixtures/dense_tied_op13/model.onnx \
+	tests/fixtures/dense_tied_op17/model.onnx
 
 # Variant search (optimize jobs) through the daemon.
 TESTS += tests/integration/test_search.py

@@ -29,25 +29,30 @@ from test_train import (ADMIN, DIGITS, methods_note, served,  # noqa: E402
 SHAPE = (1, 8, 8)
 
 
-def make_repo(root):
-    d = os.path.join(root, "mbv2")
+def digits_model(root, name, fixture, calib_only=False):
+    """Model folder root/name: version 1 the fixture's model.onnx, and the
+    digits as [N, 1, 8, 8] in calib.npz, val.npz (with labels) and, unless
+    calib_only, train.npz."""
+    d = os.path.join(root, name)
     os.makedirs(os.path.join(d, "1"))
-    shutil.copy(os.path.join(FIX, "mbv2_op13", "model.onnx"),
+    shutil.copy(os.path.join(FIX, fixture, "model.onnx"),
                 os.path.join(d, "1", "model.onnx"))
     for src, dst, labels in (("mlp_calib", "calib", False),
                              ("mlp_heldout", "val", True),
                              ("mlp_train", "train", False)):
+        if calib_only and dst == "train":
+            continue
         with np.load(os.path.join(DIGITS, src + ".npz")) as z:
             arrays = {"input": z["input"].reshape((-1,) + SHAPE)}
             if labels:
                 arrays["labels"] = z["labels"]
             np.savez(os.path.join(d, dst + ".npz"), **arrays)
-    r = os.path.join(root, "res")
-    os.makedirs(os.path.join(r, "1"))
-    shutil.copy(os.path.join(FIX, "res_op13", "model.onnx"),
-                os.path.join(r, "1", "model.onnx"))
-    shutil.copy(os.path.join(d, "calib.npz"), os.path.join(r, "calib.npz"))
-    shutil.copy(os.path.join(d, "val.npz"), os.path.join(r, "val.npz"))
+    return d
+
+
+def make_repo(root):
+    digits_model(root, "mbv2", "mbv2_op13")
+    digits_model(root, "res", "res_op13", calib_only=True)
     return root
 
 
@@ -64,15 +69,17 @@ def test_refused(d):
            % json.dumps(js)[:300])
 
 
-def run_job(d, name, methods, drop):
+def run_job(d, name, methods, drop, model="mbv2", timeout=600):
+    """Submits methods on model with the digits, waits, checks that the
+    version serves within drop of the source: (result, source, variant)."""
     st, js = submit(d, {
         "source_version": 1, "methods": methods,
         "calibration": {"file": "calib.npz"},
         "training": {"file": "train.npz"},
         "validation": {"file": "val.npz"},
-        "gate": {"max_accuracy_drop": drop}, "activate": True}, "mbv2")
-    tap.eq(st, 202, "%s: accepted" % name)
-    j = wait_job(d, js.get("job", 0), timeout=600)
+        "gate": {"max_accuracy_drop": drop}, "activate": True}, model)
+    tap.eq(st, 202, "%s: accepted (%s)" % (name, js.get("error", "")))
+    j = wait_job(d, js.get("job", 0), timeout=timeout)
     tap.eq(j.get("state"), "succeeded", "%s succeeds (%s)"
            % (name, j.get("error", "")))
     res = j.get("result") or {}
@@ -80,7 +87,7 @@ def run_job(d, name, methods, drop):
     tap.diag("%s: %.4f -> %.4f, weights %s -> %s" % (
         name, src.get("accuracy") or 0, var.get("accuracy") or 0,
         src.get("weight_bytes"), var.get("weight_bytes")))
-    v, acc = served(d, "mbv2", SHAPE)
+    v, acc = served(d, model, SHAPE)
     tap.eq(v, str(res.get("version")), "%s: the new version serves" % name)
     acc0 = src.get("accuracy") or 1
     tap.ok(acc >= (1 - drop) * acc0, "%s: served accuracy %.4f within "
