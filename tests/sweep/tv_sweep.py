@@ -11,7 +11,11 @@ Not part of `make check` (tens of minutes); run by hand from a build dir:
 phase: `infer` (default `all` = infer then compress).  names: a subset of
 MODELS.  Environment: SWEEP_DIR (exports and repositories; default
 /tmp/ss-sweep), OPSETS (default 13,17), SWEEP_METHODS (default
-ptq,bf16,prune,lowrank), SWEEP_OPSET (compression's opset, default 13).
+ptq,bf16,prune,lowrank), SWEEP_OPSET (compression's opset, default 13),
+SWEEP_SIZE (other input sides, e.g. "swin_t=112,vit_b_16=112": swin pads
+to its 7x7 windows, vit sizes its positional embedding; alexnet and vgg
+need 224), SWEEP_JOBS (jobs at a time, default 2), SWEEP_ORT_DIR (where
+bench/node_modules is, for a worktree without one).
 
 Each net gets weights that make its outputs vary (scramble(): random-init
 torchvision nets answer ~0 -- zero heads, layer scale 1e-6 -- and a check
@@ -159,16 +163,29 @@ def rel(g, w):
     return float(np.max(np.abs(g - w)) / max(1e-6, np.max(np.abs(w))))
 
 
+def size_of(name):
+    """The input side: MODELS' unless SWEEP_SIZE ("swin_t=112,...")
+    names another."""
+    for kv in filter(None, os.environ.get("SWEEP_SIZE", "").split(",")):
+        k, v = kv.split("=")
+        if k == name:
+            return int(v)
+    return MODELS[name][1]
+
+
 def net(name):
-    mk, hw = MODELS[name]
+    mk, hw = MODELS[name][0], size_of(name)
     torch.manual_seed(1)
-    return scramble(mk(), hw), hw
+    # vit's positional embedding is sized by image_size
+    m = mk(image_size=hw) if name.startswith("vit_") else mk()
+    return scramble(m, hw), hw
 
 
 def export(name, m, hw, opset):
     d = os.environ.get("SWEEP_ONNX", os.path.join(DIR, "onnx"))
     os.makedirs(d, exist_ok=True)
-    p = os.path.join(d, "%s_op%d.onnx" % (name, opset))
+    p = os.path.join(d, "%s_op%d%s.onnx" % (
+        name, opset, "" if hw == MODELS[name][1] else "_%d" % hw))
     if not os.path.exists(p):
         torch.onnx.export(m, torch.randn(1, 3, hw, hw), p,
                           input_names=["x"], output_names=["y"],
