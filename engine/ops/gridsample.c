@@ -123,14 +123,18 @@ unnorm(const gs_t *g, double c, int64_t size)
                     : ((c + 1) * (double)size - 1) / 2;
 }
 
-/* The pixel (x, y) of plane p, 0 outside. */
+/* The pixel (x, y) of plane p, 0 outside.  The coordinates are whole
+ * numbers in double, checked before the integer cast: a grid far outside
+ * [-1, 1] (a flow warping from beyond the image) unnormalizes past
+ * int64's range under zeros padding, where every tap is simply 0. */
 static double
-pix(const ss_tensor_t *x, int64_t p, int64_t W, int64_t H, int64_t ix,
-    int64_t iy)
+pix(const ss_tensor_t *x, int64_t p, int64_t W, int64_t H, double ix,
+    double iy)
 {
-    if (ix < 0 || iy < 0 || ix >= W || iy >= H)
+    if (!(ix >= 0 && iy >= 0 && ix < (double)W && iy < (double)H))
         return 0;
-    return ss__dyn_get(x->data, x->dtype, (p * H + iy) * W + ix);
+    return ss__dyn_get(x->data, x->dtype,
+                       (p * H + (int64_t)iy) * W + (int64_t)ix);
 }
 
 static void
@@ -165,24 +169,22 @@ sample(const gs_t *g, const ss_tensor_t *x, int64_t p, int64_t W, int64_t H,
                 double cx = pad_coord(g, x0 - 1 + i, W);
                 double cy = pad_coord(g, y0 - 1 + j, H);
 
-                acc += wx[i] * wy[j] * pix(x, p, W, H, (int64_t)cx,
-                                           (int64_t)cy);
+                acc += wx[i] * wy[j] * pix(x, p, W, H, trunc(cx),
+                                           trunc(cy));
             }
         return acc;
     }
     fx = pad_coord(g, fx, W);
     fy = pad_coord(g, fy, H);
     if (g->mode == GM_NEAREST)
-        return pix(x, p, W, H, (int64_t)nearbyint(fx),
-                   (int64_t)nearbyint(fy));
+        return pix(x, p, W, H, nearbyint(fx), nearbyint(fy));
     {
         double x0 = floor(fx), y0 = floor(fy), tx = fx - x0, ty = fy - y0;
-        int64_t ix = (int64_t)x0, iy = (int64_t)y0;
 
-        return (1 - tx) * (1 - ty) * pix(x, p, W, H, ix, iy)
-               + tx * (1 - ty) * pix(x, p, W, H, ix + 1, iy)
-               + (1 - tx) * ty * pix(x, p, W, H, ix, iy + 1)
-               + tx * ty * pix(x, p, W, H, ix + 1, iy + 1);
+        return (1 - tx) * (1 - ty) * pix(x, p, W, H, x0, y0)
+               + tx * (1 - ty) * pix(x, p, W, H, x0 + 1, y0)
+               + (1 - tx) * ty * pix(x, p, W, H, x0, y0 + 1)
+               + tx * ty * pix(x, p, W, H, x0 + 1, y0 + 1);
     }
 }
 
@@ -206,9 +208,11 @@ run_gridsample(const ss_node_t *n, int opset, const ss_tensor_t *const *in,
             double gy = ss__dyn_get(grid->data, grid->dtype,
                                     (b * Ho * Wo + i) * 2 + 1);
 
-            /* NaN coordinates would reach integer casts: refuse them */
-            if (!(fabs(gx) < 1e6 && fabs(gy) < 1e6))
-                return ss__ops_fail(err, n, "grid value out of range");
+            /* any finite coordinate samples (far outside is padding);
+             * NaN or infinity has no place to sample: refused */
+            if (!isfinite(gx) || !isfinite(gy))
+                return ss__ops_fail(err, n, "grid value %g, %g is not "
+                                    "finite", gx, gy);
             for (int64_t c = 0; c < C; c++)
                 ss__dyn_set(out[0].data, out[0].dtype,
                             (b * C + c) * Ho * Wo + i,

@@ -48,6 +48,9 @@ EXTRA_DIST += tests/engine/test_pool_types.py
 # DFT/STFT/MelWeightMatrix against numpy.fft, torch.stft, a log-mel front end.
 TESTS += tests/engine/test_spectral.py
 EXTRA_DIST += tests/engine/test_spectral.py
+# GridSample with grids far outside [-1, 1] (a flow warping off the image).
+TESTS += tests/engine/test_gridsample.py
+EXTRA_DIST += tests/engine/test_gridsample.py
 # MatMulInteger and QLinearMatMul against numpy (per-row/column params).
 TESTS += tests/engine/test_int_matmul.py
 EXTRA_DIST += tests/engine/test_int_matmul.py

@@ -22,8 +22,11 @@ empty outputs would pass vacuously).  Each (net, opset) is
   export:  whether torch 1.13 writes it (the exporter's refusal printed);
   load:    slimserve-infer runs it, or the engine's refusal;
   match:   every output within 1e-4 of max|want| against ONNX Runtime's
-           run of the same file (the reference for the ONNX graph) and
-           against PyTorch.  Detections (boxes, scores, labels, masks,
+           run of the same file (the reference for the ONNX graph; or
+           within 3x ORT's own distance from PyTorch where a random
+           detector amplifies f32 rounding past 1e-4) and against PyTorch
+           (printed: opset 16+ RoiAlign reads torchvision's aligned=False
+           as half_pixel, docs/ops.md).  Detections (boxes, scores, labels, masks,
            keypoints: outputs sharing the detection count) are compared
            as rows sorted by score, so an order of equal scores does not
            count; a different count is reported as such.
@@ -47,7 +50,6 @@ sys.path.insert(0, os.path.join(TOP_SRC, "tests", "engine"))
 import infer as cli  # noqa: E402
 
 import torch  # noqa: E402
-import torchvision.models as tvm  # noqa: E402
 import torchvision.models.detection as tvd  # noqa: E402
 import torchvision.models.optical_flow as tvf  # noqa: E402
 import torchvision.models.video as tvv  # noqa: E402
@@ -58,15 +60,16 @@ ORT_JS = os.path.join(TOP_SRC, "bench", "engine_ort.js")
 ORT_DIR = os.environ.get("SWEEP_ORT_DIR", os.path.join(TOP_SRC, "bench"))
 DIR = os.environ.get("SWEEP_DIR", "/tmp/ss-fam")
 TOL = 1e-4
+cli.TIMEOUT = 1800      # a detector's run on a loaded 2-vCPU machine
 
 
 class Det(torch.nn.Module):
     """A detector on one image [3, H, W]: its first result's tensors as a
     tuple (boxes, scores, labels[, masks | keypoints, keypoint scores])."""
 
-    def __init__(self, m):
+    def __init__(self, m, he):
         super().__init__()
-        self.m = m
+        self.m, self.he = m, he
 
     def forward(self, x):
         r = self.m([x])[0]
@@ -94,8 +97,8 @@ def video(mk, t, hw):
     return lambda: (mk(), [(1, 3, t, hw, hw)])
 
 
-def det(mk, hw, **kw):
-    return lambda: (Det(mk(weights=None, weights_backbone=None, **kw)),
+def det(mk, hw, he=True, **kw):
+    return lambda: (Det(mk(weights=None, weights_backbone=None, **kw), he),
                     [(3, hw, hw)])
 
 
@@ -111,7 +114,10 @@ MODELS = {
     "mvit_v2_s": video(tvv.mvit_v2_s, 16, 224),
     "ssdlite320_mobilenet_v3_large": det(
         tvd.ssdlite320_mobilenet_v3_large, 160, score_thresh=0.001),
-    "ssd300_vgg16": det(tvd.ssd300_vgg16, 160, score_thresh=0.001),
+    # VGG without BatchNorm: He weights saturate every score at 1.0 and
+    # clip every box; torchvision's own init spreads them (0.57-0.98)
+    "ssd300_vgg16": det(tvd.ssd300_vgg16, 160, he=False,
+                        score_thresh=0.001),
     "fasterrcnn_mobilenet_v3_large_320_fpn": det(
         tvd.fasterrcnn_mobilenet_v3_large_320_fpn, 160, **LOW),
     "fasterrcnn_resnet50_fpn": det(tvd.fasterrcnn_resnet50_fpn, 160,
@@ -124,21 +130,23 @@ MODELS = {
                                      **LOW, **SMALL),
     "maskrcnn_resnet50_fpn": det(tvd.maskrcnn_resnet50_fpn, 160,
                                  **LOW, **SMALL),
+    # RAFT's correlation pyramid has 4 levels below 1/8: at 64x64 the
+    # last is 1x1 and PyTorch's own flow is NaN; 128 is the least that works
     "raft_small": lambda: (Flow(tvf.raft_small(), 3),
-                           [(1, 3, 64, 64), (1, 3, 64, 64)]),
+                           [(1, 3, 128, 128), (1, 3, 128, 128)]),
 }
 
 
 def scramble(m):
     """BatchNorm statistics and affine random (a fresh BatchNorm is the
     identity, which hides folding mistakes); eval mode.  A detector's
-    layers get He-initialised weights: torchvision's heads start at std
-    0.01-0.03, so every class score of a random net is ~1/91 and
-    thousands lie within float rounding of each other, where any two
-    correct engines rank them differently."""
+    layers get He-initialised weights (unless he=False): torchvision's
+    heads start at std 0.01-0.03, so every class score of a random net is
+    ~1/91 and thousands lie within float rounding of each other, where
+    any two correct engines rank them differently."""
     with torch.no_grad():
         for mod in m.modules():
-            if isinstance(m, Det) and isinstance(
+            if isinstance(m, Det) and m.he and isinstance(
                     mod, (torch.nn.Conv2d, torch.nn.Linear)):
                 torch.nn.init.kaiming_normal_(mod.weight)
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
@@ -288,18 +296,24 @@ def one(name, opsets):
         got = [got[o] for o in order]
         ort = ort_run(p, names, [x.numpy() for x in xs])
         text, bad = "loads", False
+        e, t = compare(got, ys, detections)
         if isinstance(ort, list):
-            e, t = compare(got, ort, detections)
-            text += "; vs ORT %.1e (%s)" % (e, t)
-            bad = not e <= TOL
+            eo, to = compare(got, ort, detections)
+            # two engines' f32 rounding, amplified by a random net: ORT
+            # against PyTorch says how far correct answers lie apart
+            ot, _ = compare(ort, ys, detections)
+            text += "; vs ORT %.1e (%s); ORT vs torch %.1e" % (eo, to, ot)
+            bad = not (eo <= TOL or eo <= 3 * ot)
         else:
             text += "; " + (ort or "no ORT here")
-        e, t = compare(got, ys, detections)
+            bad = not e <= TOL
         text += "; vs torch %.1e (%s)" % (e, t)
         if detections:
-            text += "; %d detections" % len(ys[1])
-        if not isinstance(ort, list):
-            bad = not e <= TOL
+            sc = np.unique(ys[1])
+            text += "; %d detections, %d distinct scores" % (len(ys[1]),
+                                                              len(sc))
+            if len(sc) < 2:
+                text += " (VACUOUS: no ranking to check)"
         row(name, op, text, bad)
 
 
