@@ -50,18 +50,17 @@ layout(int nhwc)
     return nhwc ? SS_DNN_NHWC : SS_DNN_PLAIN;
 }
 
-/* attr = scratchpad + post-ops (+ constant output scales).  On an NHWC
- * destination, BINARY post-op tensors of the full dst shape are NHWC too
+/* attr = scratchpad + post-ops (+ constant output scales).  BINARY
+ * post-op tensors of the full dst shape are in the destination's layout l
  * (the plan converts them), broadcast ones plain. */
 static int
 make_attr(ss__dnn_build_t *b, const ss_dnn_postops_t *po, int ndim,
-          const int64_t *dd, int nhwc, int n_scales, const float *scales,
-          ss_err_t *err)
+          const int64_t *dd, ss_dnn_layout_t l, int n_scales,
+          const float *scales, ss_err_t *err)
 {
     int rc;
 
-    rc = ss__dnn_attr(po, ndim, dd, dnnl_f32, layout(nhwc), &b->attr, err,
-                      b->what);
+    rc = ss__dnn_attr(po, ndim, dd, dnnl_f32, l, &b->attr, err, b->what);
     if (rc < 0)
         return rc;
     if (n_scales <= 0)
@@ -128,8 +127,8 @@ ss_dnn_qlinear_new(const ss_dnn_qlinear_desc_t *d, ss_dnn_prim_t **out,
                            d->bias ? &bias : NULL, &dst),
                        err, "dnnl_inner_product_forward_desc_init", b.what);
     if (rc < 0 ||
-        (rc = make_attr(&b, &d->post, 2, dd, 0, d->n_scales, d->scales,
-                        err)) < 0)
+        (rc = make_attr(&b, &d->post, 2, dd, SS_DNN_PLAIN, d->n_scales,
+                        d->scales, err)) < 0)
         goto done;
     rc = ss__dnn_build_op(&b, &od, src_in, 1, c, 2, DNNL_ARG_DST, &d->post,
                           err);
@@ -145,6 +144,7 @@ ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
     dnnl_data_type_t dt[4];
     const ss__dnn_carg_t c[] = { { DNNL_ARG_WEIGHTS, &m.wuser, d->w, 0 },
                                  { DNNL_ARG_BIAS, &m.bias, d->bias, 1 } };
+    ss_dnn_layout_t sl, dl;
     int rc;
     ss__dnn_build_t b;
 
@@ -160,11 +160,16 @@ ss_dnn_qconv_new(const ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **out,
         goto done;
     }
     dt[3] = d->w_dtype == SS_DTYPE_I8 ? dnnl_s8 : dnnl_f32;
-    if ((rc = ss__dnn_conv_md(&m, &d->g, dt, layout(d->nhwc), layout(d->nhwc),
-                              d->bias != NULL, err, b.what)) < 0)
+    sl = dl = layout(d->nhwc);
+    if (d->blocked) {
+        dl = SS_DNN_BLOCKED;
+        sl = d->g.ic % 16 ? SS_DNN_PLAIN : SS_DNN_BLOCKED;
+    }
+    if ((rc = ss__dnn_conv_md(&m, &d->g, dt, sl, dl, d->bias != NULL, err,
+                              b.what)) < 0)
         goto done;
     ss__dnn_set_dst(b.p, m.nd, m.dd);
-    if ((rc = make_attr(&b, &d->post, m.nd, m.dd, d->nhwc, d->n_scales,
+    if ((rc = make_attr(&b, &d->post, m.nd, m.dd, dl, d->n_scales,
                         d->scales, err)) < 0 ||
         (rc = set_zp(&b, DNNL_ARG_SRC, &d->src_zp, err)) < 0)
         goto done;
@@ -197,17 +202,22 @@ ss_dnn_convert_new(const ss_dnn_convert_desc_t *d, ss_dnn_prim_t **out,
     b.p->dst_ndim = d->ndim;
     if (d->ndim >= 1 && d->ndim <= SS_DNN_MAX_DIMS)
         ss__dnn_set_dst(b.p, d->ndim, d->dims);
-    if ((d->src_nhwc || d->dst_nhwc) && (d->ndim < 3 || d->ndim > 5)) {
+    if ((d->src_nhwc || d->dst_nhwc || d->src_layout || d->dst_layout)
+        && (d->ndim < 3 || d->ndim > 5)) {
         rc = ss_err_set(err, SS_EINVAL, "oneDNN %s: channels-last needs "
                         "3 to 5 dims", b.what);
         goto done;
     }
     if ((rc = ss__dnn_md_layout(&src, d->ndim, d->dims,
                                 ss__dnn_dtype(d->src_dtype),
-                                layout(d->src_nhwc), err, b.what)) < 0 ||
+                                d->src_layout ? d->src_layout
+                                              : layout(d->src_nhwc),
+                                err, b.what)) < 0 ||
         (rc = ss__dnn_md_layout(&dst, d->ndim, d->dims,
                                 ss__dnn_dtype(d->dst_dtype),
-                                layout(d->dst_nhwc), err, b.what)) < 0 ||
+                                d->dst_layout ? d->dst_layout
+                                              : layout(d->dst_nhwc),
+                                err, b.what)) < 0 ||
         (rc = ss__dnn_attr(NULL, d->ndim, d->dims, dnnl_f32, SS_DNN_PLAIN,
                            &b.attr, err, b.what)) < 0)
         goto done;

@@ -52,6 +52,10 @@ typedef struct ss_dnn_qconv_desc {
                                  * memory (nwc, nhwc, ndhwc; the dims stay
                                  * N,C,..), and so are BINARY post-op
                                  * tensors of the full dst shape */
+    int blocked;                /* bf16, 2-D: dst nChw16c (OC % 16 == 0)
+                                 * and src nChw16c, or plain when IC <
+                                 * 16: oneDNN's first-layer kernel
+                                 * (nhwc ignored) */
     int32_t src_zp;             /* oneDNN's source zero point: the conv
                                  * sums (src - src_zp) w, and padded taps
                                  * count as real zeros (0 = none) */
@@ -66,6 +70,8 @@ typedef struct ss_dnn_convert_desc {
     int64_t dims[SS_DNN_MAX_DIMS];
     int src_nhwc, dst_nhwc;     /* 3-5-D: that side is channels-last in
                                  * memory (nwc, nhwc, ndhwc) */
+    ss_dnn_layout_t src_layout, dst_layout; /* when not PLAIN: that
+                                 * side's layout, instead of the flag */
     /* Quantize/dequantize on the way (per tensor, oneDNN reorder
      * semantics): dst = scale * (src - src_zp) + dst_zp, rounded half to
      * even and saturated for an integer dst.  scale 0 means 1. */

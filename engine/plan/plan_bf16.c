@@ -23,6 +23,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -37,7 +38,10 @@ typedef struct brec {
     ss_dnn_qlinear_desc_t ld;
     ss_dnn_qconv_desc_t cd;
     float *owned[2];        /* buffers the descriptors point at */
-    int nhwc;               /* conv reading and writing NHWC */
+    ss_dnn_layout_t lay;    /* the layout it writes (NHWC, BLOCKED or
+                             * PLAIN) */
+    ss_dnn_layout_t src_lay;    /* the layout it reads: lay, but PLAIN
+                                 * for a blocked first-layer conv */
     int pool;               /* a MaxPool behind a bf16 conv (bf16_pools) */
 } brec_t;
 
@@ -110,6 +114,44 @@ done:
     return rc;
 }
 
+/* The primitive of bf16 conv d (d->blocked, d->nhwc set to what it
+ * takes).  oneDNN 2.6 on AVX512_BF16 (28x28 CNN, batch 32): the first
+ * layer (1 input channel) takes 0.08 ms blocked from a plain source
+ * (jit_bf16's first-layer kernel) against 0.17-0.24 in NHWC (brgconv),
+ * a 64 -> 64 7x7 conv 0.23 blocked against 0.27; NCHW has only gemm
+ * (slower than f32).  So: blocked for 2-D convs whose channels allow it
+ * (OC % 16, and IC % 16 or a plain source), else channels-last, else
+ * NCHW -- each only when oneDNN has a real kernel for it.
+ * SS_ENGINE_BF16_NHWC=1 skips blocked (for measurements). */
+static int
+conv_prim(ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **prim, ss_err_t *err)
+{
+    const char *e = getenv("SS_ENGINE_BF16_NHWC");
+    int try_blk = d->g.nsp == 2 && d->g.oc % 16 == 0
+                  && !(e != NULL && e[0] == '1');
+    int rc = SS_EUNSUPP;
+
+    for (int k = try_blk ? 0 : 1; k < 3; k++) {
+        const char *impl;
+
+        d->blocked = k == 0;
+        d->nhwc = k == 1;
+        if ((rc = ss_dnn_qconv_new(d, prim, err)) < 0) {
+            if (rc == SS_ENOMEM || k == 2)
+                return rc;
+            ss_err_clear(err);
+            continue;
+        }
+        impl = ss_dnn_prim_impl(*prim);
+        if (k == 2 || (strncmp(impl, "ref", 3) != 0
+                       && strstr(impl, "gemm") == NULL))
+            return 0;
+        ss_dnn_prim_free(*prim);
+        *prim = NULL;
+    }
+    return rc;
+}
+
 static int
 bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
 {
@@ -144,20 +186,7 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     d.dst_dtype = SS_DTYPE_F32;
     d.w_dtype = SS_DTYPE_F32;
     d.post = c.post;
-    /* bf16 convs run on brgconv for channels-last, on gemm (slower than
-     * f32) for NCHW: channels-last when oneDNN has a real kernel for it */
-    d.nhwc = 1;
-    if ((rc = ss_dnn_qconv_new(&d, &prim, err)) < 0
-        || strncmp(ss_dnn_prim_impl(prim), "ref", 3) == 0) {
-        if (rc == SS_ENOMEM)
-            goto done;
-        ss_err_clear(err);
-        ss_dnn_prim_free(prim);
-        prim = NULL;
-        d.nhwc = 0;
-        rc = ss_dnn_qconv_new(&d, &prim, err);
-    }
-    if (rc < 0) {
+    if ((rc = conv_prim(&d, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
         goto done;
     }
@@ -168,7 +197,9 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     r->step = ss__fz_chain_last(&c);
     r->src = src;
     r->cd = d;
-    r->nhwc = d.nhwc;
+    r->lay = d.blocked ? SS_DNN_BLOCKED : d.nhwc ? SS_DNN_NHWC
+                                                 : SS_DNN_PLAIN;
+    r->src_lay = d.blocked && d.g.ic % 16 ? SS_DNN_PLAIN : r->lay;
     r->owned[0] = wf;
     r->owned[1] = bf;
     wf = bf = NULL;
@@ -200,17 +231,16 @@ bf16_pool_rec(ss_plan_t *p, int s, bpass_t *bp, ss_err_t *err)
         return ss_err_set(err, SS_ENOMEM, "no memory to fuse");
     r->step = s;
     r->src = st->in[0];
-    r->nhwc = 1;
     r->pool = 1;
     return 1;
 }
 
-/* Whether v (written by a bf16 step in NHWC or not) is read only by bf16
- * steps, as their source, in the same layout. *//* Whether v (written by a bf16 step in NHWC or not) is read only by bf16
- * steps, as their source, in the same layout. */
+/* Whether v (written by a bf16 step in layout lay) is read only by bf16
+ * steps, as their source, in that layout (a pool: any; bf16_pools
+ * gives it its producer's). */
 static int
 only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
-                  int v, int nhwc)
+                  int v, ss_dnn_layout_t lay)
 {
     int readers = 0;
 
@@ -222,7 +252,9 @@ only_bf16_readers(const ss_plan_t *p, const bpass_t *bp, const int *rec_at,
         for (int k = 0; k < st->n_in; k++) {
             if (st->in[k] != v)
                 continue;
-            if (k != 0 || rec_at[s] < 0 || bp->r[rec_at[s]].nhwc != nhwc)
+            if (k != 0 || rec_at[s] < 0
+                || (!bp->r[rec_at[s]].pool
+                    && bp->r[rec_at[s]].src_lay != lay))
                 return 0;
             readers++;
         }
@@ -257,7 +289,7 @@ views_bf16(const ss_plan_t *p, const bpass_t *bp, const int *rec_at, int v)
     for (int f = 0; f < p->n_vals; f++) {
         if (p->vals[f].alias != v)
             continue;
-        if (!only_bf16_readers(p, bp, rec_at, f, 0))
+        if (!only_bf16_readers(p, bp, rec_at, f, SS_DNN_PLAIN))
             return 0;
         n++;
     }
@@ -325,16 +357,19 @@ bf16_pools(ss_plan_t *p, bpass_t *bp, int *rec_at, ss_err_t *err)
         if (!r->pool)
             continue;
         for (int j = 0; j < bp->n; j++)
-            if (!bp->r[j].pool && bp->r[j].nhwc
+            if (!bp->r[j].pool && bp->r[j].lay != SS_DNN_PLAIN
                 && p->steps[bp->r[j].step].out[0] == r->src)
                 prod = j;
+        if (prod < 0)
+            continue;
+        r->lay = r->src_lay = bp->r[prod].lay;
         ref = *st;
-        if (prod < 0 || readers(p, r->src) != 1
-            || !only_bf16_readers(p, bp, rec_at, st->out[0], 1)
+        if (readers(p, r->src) != 1
+            || !only_bf16_readers(p, bp, rec_at, st->out[0], r->lay)
             || !ss__fz_pool_desc(p, &ref, &d))
             continue;
         d.dtype = SS_DTYPE_BF16;
-        d.layout = SS_DNN_NHWC;
+        d.layout = r->lay;
         if ((rc = ss_dnn_pool_new(&d, &prim, err)) < 0) {
             if ((rc = ss__fz_fallback(rc, err)) < 0)
                 return rc;
@@ -378,7 +413,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         int y = st->out[0];
         ss_dnn_prim_t *prim = NULL;
 
-        if (r->pool || !(only_bf16_readers(p, bp, rec_at, y, r->nhwc)
+        if (r->pool || !(only_bf16_readers(p, bp, rec_at, y, r->lay)
                          || views_bf16(p, bp, rec_at, y)))
             continue;
         if (r->lin) {
@@ -409,14 +444,14 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         int y = st->out[0], ys;
         ss_dnn_convert_desc_t cd = { 0 };
 
-        if (!r->nhwc || rec_at[r->step] != i)
+        if (r->lay == SS_DNN_PLAIN || rec_at[r->step] != i)
             continue;
         if (!ss__plan_is_graph_out(p, y) && !ss__plan_has_views(p, y)) {
-            p->vals[y].layout = SS_DNN_NHWC;
+            p->vals[y].layout = r->lay;
             continue;
         }
-        ys = ss__plan_add_value(p, y, ss__plan_tensor(p, y)->dtype,
-                                SS_DNN_NHWC, err);
+        ys = ss__plan_add_value(p, y, ss__plan_tensor(p, y)->dtype, r->lay,
+                                err);
         if (ys < 0) {
             rc = ys;
             goto done;
@@ -426,7 +461,7 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         cd.ndim = ss__plan_tensor(p, y)->ndim;
         memcpy(cd.dims, ss__plan_tensor(p, y)->dims,
                (size_t)cd.ndim * sizeof(int64_t));
-        cd.src_nhwc = 1;
+        cd.src_layout = r->lay;
         if ((rc = ss__plan_ins_convert(p, &il, r->step, 1, &cd, ys, y,
                                        "to NCHW", err)) < 0)
             goto done;
@@ -440,16 +475,15 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         if (r->pool || p->vals[src].t.dtype == SS_DTYPE_BF16)
             continue;
         for (j = 0; j < n_cv; j++)
-            if (cv[3 * j] == src && cv[3 * j + 2] == r->nhwc)
+            if (cv[3 * j] == src && cv[3 * j + 2] == (int)r->src_lay)
                 break;
         if (j == n_cv) {
-            if ((rc = ss__plan_add_value(p, src, SS_DTYPE_BF16,
-                                         r->nhwc ? SS_DNN_NHWC
-                                                 : SS_DNN_PLAIN, err)) < 0)
+            if ((rc = ss__plan_add_value(p, src, SS_DTYPE_BF16, r->src_lay,
+                                         err)) < 0)
                 goto done;
             cv[3 * j] = src;
             cv[3 * j + 1] = rc;
-            cv[3 * j + 2] = r->nhwc;
+            cv[3 * j + 2] = (int)r->src_lay;
             n_cv++;
             rc = 0;
         }
@@ -468,10 +502,9 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         cd.dst_dtype = SS_DTYPE_BF16;
         cd.ndim = t->ndim;
         memcpy(cd.dims, t->dims, sizeof(cd.dims));
-        cd.dst_nhwc = cv[3 * j + 2];
-        cd.src_nhwc = (t->ndim == 4 || t->ndim == 5)
-                      && p->vals[ss__plan_root(p, cv[3 * j])].layout
-                         == SS_DNN_NHWC;
+        cd.dst_layout = (ss_dnn_layout_t)cv[3 * j + 2];
+        if (t->ndim == 4 || t->ndim == 5)
+            cd.src_layout = p->vals[ss__plan_root(p, cv[3 * j])].layout;
         if (t->ndim < 1 || t->ndim > SS_DNN_MAX_DIMS || first < 0) {
             rc = ss_err_set(err, SS_EINTERNAL, "bf16: cannot convert a "
                             "%d-D tensor", t->ndim);

@@ -13,7 +13,9 @@ output) then fc2 (Gemm), run through slimserve-infer:
   - whole-graph bf16 ("slimserve.precision") rounds both layers, as
     before; a name that matches no node is ignored with a warning on
     stderr and the model runs exactly as f32.
-A 3-D conv pair (conv1 + Relu -> h, a graph output -> conv2, stride 2)
+A 2-D chain (1-channel conv + Relu, MaxPool, conv + Relu) under
+whole-graph bf16 runs in nChw16c bf16 from the first conv's output on
+(cnn_case).  A 3-D conv pair (conv1 + Relu -> h, a graph output -> conv2, stride 2)
 under whole-graph bf16: h and y against the same bf16-rounded float64
 references (numpy convolution), and ONEDNN_VERBOSE shows both on bf16
 jit kernels over 5-D tensors, not reference code.
@@ -130,6 +132,13 @@ C2 = (RNG.standard_normal((8, 16, 3, 3, 3)) / 20).astype(np.float32)
 CB2 = (RNG.standard_normal(8) * 0.1).astype(np.float32)
 
 
+X2 = RNG.standard_normal((2, 1, 12, 12)).astype(np.float32)
+D1 = (RNG.standard_normal((16, 1, 3, 3)) / 3).astype(np.float32)
+DB1 = (RNG.standard_normal(16) * 0.1).astype(np.float32)
+D2 = (RNG.standard_normal((32, 16, 3, 3)) / 12).astype(np.float32)
+DB2 = (RNG.standard_normal(32) * 0.1).astype(np.float32)
+
+
 def conv3d_run(meta):
     """3-D: conv1 (pads 1) + Relu -> h (a graph output) -> conv2 (stride
     2, pads 1) -> y, through the CLI with ONEDNN_VERBOSE: (outputs or
@@ -139,16 +148,39 @@ def conv3d_run(meta):
              helper.make_node("Relu", ["g1"], ["h"], name="relu1"),
              helper.make_node("Conv", ["h", "c2", "cb2"], ["y"],
                               name="conv2", pads=[1] * 6, strides=[2] * 3)]
+    return conv_run(nodes, [("x", [4, 4, 6, 6], X3)],
+                    [("y", [8, 2, 3, 3]), ("h", [16, 4, 6, 6])],
+                    (("c1", C1), ("cb1", CB1), ("c2", C2), ("cb2", CB2)),
+                    meta)
+
+
+def cnn_run(meta):
+    """2-D: the first layer (1 input channel, pads 1) + Relu -> MaxPool 2
+    -> conv2 (16 -> 32, pads 1) + Relu -> y."""
+    nodes = [helper.make_node("Conv", ["x", "d1", "db1"], ["g1"],
+                              name="conv1", pads=[1] * 4),
+             helper.make_node("Relu", ["g1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1",
+                              kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "d2", "db2"], ["g2"],
+                              name="conv2", pads=[1] * 4),
+             helper.make_node("Relu", ["g2"], ["y"], name="relu2")]
+    return conv_run(nodes, [("x", [1, 12, 12], X2)], [("y", [32, 6, 6])],
+                    (("d1", D1), ("db1", DB1), ("d2", D2), ("db2", DB2)),
+                    meta)
+
+
+def conv_run(nodes, ins, outs, inits, meta):
+    """The graph of nodes (inputs [(name, dims after N, value)], outputs
+    [(name, dims after N)]) through the CLI with ONEDNN_VERBOSE: (outputs
+    or None, stdout + stderr)."""
     g = helper.make_graph(
-        nodes, "conv3d",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                       ["N", 4, 4, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                       ["N", 8, 2, 3, 3]),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT,
-                                       ["N", 16, 4, 6, 6])],
-        [numpy_helper.from_array(a, n) for n, a in
-         (("c1", C1), ("cb1", CB1), ("c2", C2), ("cb2", CB2))])
+        nodes, "convs",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N"] + d)
+         for n, d, _ in ins],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N"] + d)
+         for n, d in outs],
+        [numpy_helper.from_array(a, n) for n, a in inits])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     if meta:
@@ -156,7 +188,7 @@ def conv3d_run(meta):
     with infer.Scratch() as s:
         path = s.file("model.onnx")
         onnx.save(m, path)
-        np.save(s.file("x.npy"), X3)
+        np.save(s.file("x.npy"), ins[0][2])
         p = subprocess.run([infer.cli_path(), "--model", path, "--input",
                             "x=" + s.file("x.npy"), "--output",
                             s.file("out.npz")], stdout=subprocess.PIPE,
@@ -195,7 +227,50 @@ def conv3d_case():
         % [f[4] for f in convs], text[-1500:])
 
 
+def pool2(a):
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def cnn_case():
+    """The 2-D chain in bf16 blocked layouts (session 30): conv1 reads the
+    plain bf16 input on oneDNN's first-layer kernel and writes nChw16c
+    bf16 (only bf16 steps read it), the pool runs on that, conv2 reads
+    it.  The reference rounds x, the weights and the pooled conv1 output
+    to bf16 (the usual tolerance: rounding p1 from float64 rather than
+    from the kernel's f32 sum moves none of these by a bf16 step)."""
+    got, text = cnn_run({"slimserve.precision": "bf16"})
+    if got is None:
+        return tap.ok(False, "2-D bf16 chain runs", text)
+    bias = (lambda b: b[:, None, None])
+
+    def net(x, w1, w2, rnd):
+        p1 = rnd(pool2(np.maximum(infer.conv_ref(x, w1, [1] * 4, [1, 1])
+                                  + bias(DB1), 0)))
+        return np.maximum(infer.conv_ref(p1, w2, [1] * 4, [1, 1])
+                          + bias(DB2), 0)
+
+    want = net(bf16(X2), bf16(D1), bf16(D2), bf16)
+    f32 = net(X2, D1, D2, lambda a: a)
+    near("2-D bf16 chain: y equals the bf16 reference", got["y"], want,
+         far_from=f32)
+    ex = [ln.split(",") for ln in text.splitlines()
+          if ln.startswith("onednn_verbose,exec,cpu,")]
+    convs = [f for f in ex if f[3] == "convolution"]
+    pools = [f for f in ex if f[3].startswith("pooling")]
+    tap.ok(len(convs) == 2 and "src_bf16::blocked:abcd" in convs[0][6]
+           and "dst_bf16::blocked:aBcd16b" in ",".join(convs[0])
+           and "src_bf16::blocked:aBcd16b" in convs[1][6]
+           and len(pools) == 1 and "src_bf16::blocked:aBcd16b" in pools[0][6]
+           and not any(f[4].startswith("ref") or "gemm" in f[4]
+                       for f in convs + pools),
+           "2-D bf16 chain: conv1 plain -> nChw16c, pool and conv2 on "
+           "nChw16c bf16, jit kernels (%s)" % [f[4] for f in convs + pools],
+           "\n".join(",".join(f) for f in ex))
+
+
 def main():
+    cnn_case()
     conv3d_case()
     f32, err = run(None)
     if not tap.ok(f32 is not None, "the f32 model runs", err):
