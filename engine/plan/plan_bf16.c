@@ -12,12 +12,14 @@
  * the first reader and shared by every reader of the same value; when a
  * bf16 step's result is read only by other bf16 steps (itself or
  * through views: a Flatten between the last conv and a Linear), it
- * writes bf16 itself and no conversion runs.  Convs run NHWC (oneDNN 2.6
- * has brgconv bf16 kernels for NHWC, only gemm ones for NCHW): their f32
- * results are left NHWC for the layout pass (plan_layout.c) to convert
- * where a reader wants NCHW.  A MaxPool between such a conv and bf16 readers runs on
- * bf16 NHWC (bf16_pools).  Everything else (LayerNorm, Softmax,
- * attention's batched MatMuls) stays f32.
+ * writes bf16 itself and no conversion runs.  2-D convs run nChw16c
+ * where their channels allow (the first layer reading a plain source),
+ * others channels-last (oneDNN 2.6 has jit/brgconv bf16 kernels for
+ * those, only gemm ones for NCHW; conv_prim): their f32 results are left
+ * in that layout for the layout pass (plan_layout.c) to convert where a
+ * reader wants another.  A MaxPool between such a conv and bf16 readers
+ * runs on bf16 in the conv's layout (bf16_pools).  Everything else
+ * (LayerNorm, Softmax, attention's batched MatMuls) stays f32.
  *
  * THREADS: runs inside ss_plan_new.
  */
