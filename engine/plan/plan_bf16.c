@@ -126,10 +126,11 @@ done:
  * NCHW -- each only when oneDNN has a real kernel for it.
  * SS_ENGINE_BF16_NHWC=1 skips blocked (for measurements). */
 static int
-conv_prim(ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **prim, ss_err_t *err)
+conv_prim(ss_dnn_qconv_desc_t *d, int blk_ok, ss_dnn_prim_t **prim,
+          ss_err_t *err)
 {
     const char *e = getenv("SS_ENGINE_BF16_NHWC");
-    int try_blk = d->g.nsp == 2 && d->g.oc % 16 == 0
+    int try_blk = blk_ok && d->g.nsp == 2 && d->g.oc % 16 == 0
                   && !(e != NULL && e[0] == '1');
     int rc = SS_EUNSUPP;
 
@@ -152,6 +153,15 @@ conv_prim(ss_dnn_qconv_desc_t *d, ss_dnn_prim_t **prim, ss_err_t *err)
         *prim = NULL;
     }
     return rc;
+}
+
+/* The layouts conv record r writes and reads, from its descriptor. */
+static void
+conv_lays(brec_t *r)
+{
+    r->lay = r->cd.blocked ? SS_DNN_BLOCKED : r->cd.nhwc ? SS_DNN_NHWC
+                                                         : SS_DNN_PLAIN;
+    r->src_lay = r->cd.blocked && r->cd.g.ic % 16 ? SS_DNN_PLAIN : r->lay;
 }
 
 static int
@@ -188,7 +198,7 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     d.dst_dtype = SS_DTYPE_F32;
     d.w_dtype = SS_DTYPE_F32;
     d.post = c.post;
-    if ((rc = conv_prim(&d, &prim, err)) < 0) {
+    if ((rc = conv_prim(&d, 1, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
         goto done;
     }
@@ -199,9 +209,7 @@ bf16_conv(ss__fz_t *fz, int s, bpass_t *bp, ss_err_t *err)
     r->step = ss__fz_chain_last(&c);
     r->src = src;
     r->cd = d;
-    r->lay = d.blocked ? SS_DNN_BLOCKED : d.nhwc ? SS_DNN_NHWC
-                                                 : SS_DNN_PLAIN;
-    r->src_lay = d.blocked && d.g.ic % 16 ? SS_DNN_PLAIN : r->lay;
+    conv_lays(r);
     r->owned[0] = wf;
     r->owned[1] = bf;
     wf = bf = NULL;
@@ -388,6 +396,67 @@ bf16_pools(ss_plan_t *p, bpass_t *bp, int *rec_at, ss_err_t *err)
     return 0;
 }
 
+/* The conv record writing v (directly, or through a MaxPool candidate
+ * reading only that conv's result), or -1. */
+static int
+bf16_producer(const ss_plan_t *p, const bpass_t *bp, int v)
+{
+    for (int i = 0; i < bp->n; i++) {
+        const brec_t *r = &bp->r[i];
+
+        if (p->steps[r->step].out[0] != v)
+            continue;
+        if (!r->pool)
+            return i;
+        for (int j = 0; j < bp->n; j++)
+            if (!bp->r[j].pool && p->steps[bp->r[j].step].out[0] == r->src
+                && readers(p, r->src) == 1)
+                return j;
+    }
+    return -1;
+}
+
+/* A bf16 conv reading (alone) a bf16 conv's result in another layout --
+ * a blocked conv before one whose channels want channels-last, a
+ * first-layer conv reading plain after a channels-last one -- would make
+ * the producer write f32 for a reorder and a conversion: both run
+ * channels-last instead (rebuilt), until every such pair agrees. */
+static int
+bf16_agree(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
+{
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < bp->n; i++) {
+            brec_t *c = &bp->r[i], *q[2];
+            int pr = bp->r[i].pool || bp->r[i].lin ? -1
+                     : bf16_producer(p, bp, c->src);
+
+            if (pr < 0 || readers(p, c->src) != 1
+                || bp->r[pr].lay == c->src_lay)
+                continue;
+            q[0] = c;
+            q[1] = &bp->r[pr];
+            for (int k = 0; k < 2; k++) {
+                ss_step_t *st = &p->steps[q[k]->step];
+                ss_dnn_prim_t *prim = NULL;
+                int rc;
+
+                if (q[k]->lay == SS_DNN_NHWC && q[k]->src_lay == SS_DNN_NHWC)
+                    continue;
+                if ((rc = conv_prim(&q[k]->cd, 0, &prim, err)) < 0)
+                    return rc;
+                ss_dnn_prim_free(st->prim);
+                st->prim = prim;
+                if (ss_dnn_prim_scratch_size(prim) > p->scratch_bytes)
+                    p->scratch_bytes = ss_dnn_prim_scratch_size(prim);
+                conv_lays(q[k]);
+                changed = 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Decides which results stay bf16, where NHWC results go, then inserts
  * the conversions. */
 static int
@@ -405,7 +474,8 @@ bf16_finish(ss_plan_t *p, bpass_t *bp, ss_err_t *err)
         rec_at[s] = -1;
     for (int i = 0; i < bp->n; i++)
         rec_at[bp->r[i].step] = i;
-    if ((rc = bf16_pools(p, bp, rec_at, err)) < 0)
+    if ((rc = bf16_agree(p, bp, err)) < 0
+        || (rc = bf16_pools(p, bp, rec_at, err)) < 0)
         goto done;
     /* results read only by bf16 steps: rebuild their producer with a bf16
      * destination */
