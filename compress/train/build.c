@@ -338,13 +338,16 @@ ss_train_free(ss_train_t *t)
     ss_free(t->input_tv);
     ss_free(t->fused);
     ss_free(t->params);
+    ss__slices_free(t);
     if (t->shared) {
         t->o.dp->unshare(t->o.dp->arg, &t->sh);
     } else {
-        ss_free(t->w);
+        if (t->parent == NULL)
+            ss_free(t->w);
         ss_free(t->gr);
     }
-    ss_free(t->wbf);
+    if (t->parent == NULL)
+        ss_free(t->wbf);
     ss_free(t->m);
     ss_free(t->v);
     ss_free(t->state);
@@ -356,8 +359,9 @@ ss_train_free(ss_train_t *t)
 }
 
 int
-ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
-             const ss_train_opts_t *o, ss_train_t **out, ss_err_t *err)
+ss__train_build(const ss_graph_t *g, const ss_tensor_t *shapes,
+                const ss_train_opts_t *o, const ss__tr_t *parent,
+                ss__tr_t **out, ss_err_t *err)
 {
     ss__tr_t *t = NULL;
     ss__tb_t b;
@@ -388,6 +392,7 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
         goto done;
     }
     t->g = g;
+    t->parent = parent;
     t->flat_decay = -1;
     t->o0 = *o;
     t->o = *o;
@@ -515,4 +520,22 @@ done:
     ss_free(cls);
     ss_train_free(t);
     return rc < 0 ? rc : 0;
+}
+
+int
+ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
+             const ss_train_opts_t *o, ss_train_t **out, ss_err_t *err)
+{
+    ss__tr_t *t = NULL;
+    int rc;
+
+    *out = NULL;
+    if ((rc = ss__train_build(g, shapes, o, NULL, &t, err)) < 0)
+        return rc;
+    if ((rc = ss__slices_init(t, shapes, o, err)) < 0) {
+        ss_train_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
 }

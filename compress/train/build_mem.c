@@ -145,6 +145,37 @@ ss__mem_resolve(ss__tr_t *t, ss_err_t *err)
     return 0;
 }
 
+/* A slice's trainer (slices.c) reads its parent's parameters and their
+ * bf16 copies, which must be laid out alike (the same graph and options
+ * give the same order; checked, since a slice is another batch size);
+ * it keeps its own gradients and running statistics, and no optimizer
+ * state. */
+static int
+mem_flat_slice(ss__tr_t *t, int bf, size_t n, size_t ns, ss_err_t *err)
+{
+    const ss__tr_t *p = t->parent;
+
+    if (t->flat != p->flat || t->flat_decay != p->flat_decay
+        || t->n_params != p->n_params || t->n_state != p->n_state
+        || (bf && p->wbf == NULL))
+        return ss_err_set(err, SS_EUNSUPP, "a slice's parameters are laid "
+                          "out unlike the whole batch's");
+    for (int i = 0; i < t->n_params; i++)
+        if (t->tv[t->params[i].tv].offset != p->tv[p->params[i].tv].offset
+            || t->tv[t->params[i].tv].numel != p->tv[p->params[i].tv].numel)
+            return ss_err_set(err, SS_EUNSUPP, "a slice's parameter %d is "
+                              "laid out unlike the whole batch's", i);
+    t->w = p->w;
+    t->wbf = bf ? p->wbf : NULL;
+    if ((t->gr = ss_aligned_alloc(n)) == NULL
+        || (t->state = ss_aligned_alloc(ns)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for a slice's "
+                          "gradients");
+    memset(t->gr, 0, n);
+    memcpy(t->state, p->state, ns);
+    return 0;
+}
+
 int
 ss__mem_flat(ss__tr_t *t, ss_err_t *err)
 {
@@ -164,6 +195,8 @@ ss__mem_flat(ss__tr_t *t, ss_err_t *err)
             return rc;
         t->shared = rc == 1;
     }
+    if (t->parent != NULL)
+        return mem_flat_slice(t, bf, n, ns, err);
     if (t->shared) {
         t->w = t->sh.w;
         t->gr = t->sh.g;

@@ -165,6 +165,13 @@ struct ss_train {
     int n_fused;
     double *kbuf;               /* kernels' scratch (ss__kbuf) */
     size_t kcap;
+    /* parallel batch slices (slices.c) */
+    int n_slices;               /* 0: the batch runs whole */
+    struct ss__slices *sl;      /* owned: the slices' trainers, the crew */
+    const struct ss_train *parent; /* a slice's trainer: w and wbf are the
+                                 * parent's (borrowed), it has no optimizer
+                                 * state and never updates */
+    char slice_why[192];        /* why the batch runs whole (describe) */
 };
 
 /* ---- the builder (build.c) --------------------------------------------- */
@@ -435,6 +442,25 @@ void ss__bc_row(const ss__bc_t *bc, int64_t r, int64_t *off);
 
 /* Sums the gradient g (full shape of bc, operand 0) into x (operand 1,
  * maybe broadcast), each term multiplied by fn's factor; see kern.c. */
+
+/* Builds a trainer (build.c); parent non-NULL: one slice's (slices.c). */
+int ss__train_build(const ss_graph_t *g, const ss_tensor_t *shapes,
+                    const ss_train_opts_t *o, const ss__tr_t *parent,
+                    ss__tr_t **out, ss_err_t *err);
+
+/* Parallel batch slices (slices.c): ss__slices_init decides, after t is
+ * built, whether its batch runs as slices on a crew (0 either way; why
+ * not in t->slice_why) or fails (out of memory); ss__slices_grads is
+ * ss_train_grads_compute for a sliced trainer; ss__slices_free frees
+ * them. */
+int ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
+                    const ss_train_opts_t *o, ss_err_t *err);
+int ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
+                     ss_err_t *err);
+void ss__slices_free(ss__tr_t *t);
+/* Checks a batch against the shapes t was built for (train.c). */
+int ss__train_check_batch(const ss__tr_t *t, const ss_train_batch_t *b,
+                          ss_err_t *err);
 
 /* SS_TRAIN_PROFILE set: prints time per step to stderr (train.c). */
 void ss__train_profile_dump(const ss__tr_t *t);

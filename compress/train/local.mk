@@ -18,7 +18,7 @@ compress_train_libsstrain_a_SOURCES = \
 	compress/train/kern_norm.c \
 	compress/train/loss.c compress/train/optim.c compress/train/train.c \
 	compress/train/rules_q.c compress/train/update.c compress/train/nn_dnn.c \
-	compress/train/act16.c compress/train/fuse.c
+	compress/train/act16.c compress/train/fuse.c compress/train/slices.c
 # -fvect-cost-model=dynamic: the kernels are elementwise loops of run-time
 # length, which GCC's -O2 (very-cheap model) leaves scalar; vectorized
 # they take 1.3-4x less time (docs/training.md).  -fno-math-errno lets
@@ -27,8 +27,10 @@ compress_train_libsstrain_a_CFLAGS = $(AM_CFLAGS) -fopenmp \
 	-fvect-cost-model=dynamic -fno-math-errno
 
 # What a program that trains links, in order.  The trainer runs its own
-# training graph, not ss_plan_t, so the plan library is not among them.
-SS_TRAIN_LIBS = compress/train/libsstrain.a engine/ir/libssir.a \
+# training graph, not ss_plan_t; it links the plan library for the row
+# analysis and the crew of its batch slices (slices.c).
+SS_TRAIN_LIBS = compress/train/libsstrain.a engine/plan/libssplan.a \
+	engine/ir/libssir.a \
 	engine/ops/libssops.a engine/dnnl/libssdnnl.a engine/io/libssio.a \
 	common/libsscommon.a $(PROTOBUF_C_LIBS) $(SSDNNL_LIBS) $(ZLIB_LIBS) -lm
 
@@ -68,6 +70,15 @@ EXTRA_DIST += tests/fixtures/train/make_mbnet_refs.py \
 noinst_PROGRAMS += compress/train/train-bench
 compress_train_train_bench_SOURCES = compress/train/bench_main.c
 compress_train_train_bench_LDADD = $(SS_TRAIN_LIBS)
+
+# Parallel batch slices (slices.c): sliced on 2 threads against whole on
+# one, and the cases that must run whole.
+check_PROGRAMS += tests/unit/test_train_slices
+TESTS += tests/unit/test_train_slices
+tests_unit_test_train_slices_SOURCES = tests/unit/test_train_slices.c \
+	tests/unit/onnx_build.h
+tests_unit_test_train_slices_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_unit_test_train_slices_LDADD = $(SS_TRAIN_LIBS)
 
 # Mixed precision: bf16 curves against PyTorch's f32, gradients against
 # the f32 trainer's, f32 master weights, and the refusal without bf16.

@@ -103,17 +103,85 @@ same_shape(const ss_tensor_t *a, const ss__tv_t *v)
 }
 
 static int
-copy_inputs(ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
+check_inputs(const ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
 {
     for (int i = 0; i < t->n_inputs; i++) {
-        ss__tv_t *v = &t->tv[t->input_tv[i]];
+        const ss__tv_t *v = &t->tv[t->input_tv[i]];
 
         if (in[i].dtype != v->dtype || !same_shape(&in[i], v) ||
             in[i].data == NULL)
             return ss_err_set(err, SS_EINVAL, "training: input '%s' is not "
                               "of the shape the trainer was built for",
                               v->name);
+    }
+    return 0;
+}
+
+static int
+copy_inputs(ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = check_inputs(t, in, err)) < 0)
+        return rc;
+    for (int i = 0; i < t->n_inputs; i++) {
+        ss__tv_t *v = &t->tv[t->input_tv[i]];
+
         memcpy(v->data, in[i].data, v->bytes);
+    }
+    return 0;
+}
+
+static int
+wants_labels(const ss__tr_t *t)
+{
+    return t->labels_tv >= 0 && t->o.loss != SS_LOSS_KL &&
+           t->o.loss != SS_LOSS_MSE;
+}
+
+static int64_t
+label_at(const ss_tensor_t *l, int64_t i)
+{
+    return l->dtype == SS_DTYPE_I64 ? ((const int64_t *)l->data)[i]
+                                    : ((const int32_t *)l->data)[i];
+}
+
+int
+ss__train_check_batch(const ss__tr_t *t, const ss_train_batch_t *b,
+                      ss_err_t *err)
+{
+    int rc;
+
+    if ((rc = check_inputs(t, b->inputs, err)) < 0)
+        return rc;
+    if (wants_labels(t)) {
+        const ss__tv_t *v = &t->tv[t->labels_tv];
+        const ss_tensor_t *l = b->labels;
+        int64_t classes = t->tv[t->out_tv].dims[t->tv[t->out_tv].ndim - 1];
+
+        if (l == NULL || l->data == NULL || ss_tensor_numel(l) != v->numel ||
+            (l->dtype != SS_DTYPE_I64 && l->dtype != SS_DTYPE_I32))
+            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
+                              "%lld integer labels", (long long)v->numel);
+        for (int64_t i = 0; i < v->numel; i++) {
+            int64_t y = label_at(l, i);
+
+            if (y < 0 || y >= classes)
+                return ss_err_set(err, SS_EINVAL, "training: label %lld of "
+                                  "row %lld is not a class of %lld",
+                                  (long long)y, (long long)i,
+                                  (long long)classes);
+        }
+    }
+    if (t->teacher_tv >= 0) {
+        const ss__tv_t *v = &t->tv[t->teacher_tv];
+        const ss_tensor_t *tt = b->teacher;
+
+        if (tt == NULL || tt->data == NULL || tt->dtype != SS_DTYPE_F32 ||
+            ss_tensor_numel(tt) != v->numel)
+            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
+                              "f32 teacher outputs of %lld elements",
+                              (long long)v->numel);
     }
     return 0;
 }
@@ -123,42 +191,24 @@ copy_batch(ss__tr_t *t, const ss_train_batch_t *b, ss_err_t *err)
 {
     int rc;
 
-    if ((rc = copy_inputs(t, b->inputs, err)) < 0)
+    if ((rc = ss__train_check_batch(t, b, err)) < 0)
         return rc;
-    if (t->labels_tv >= 0 && t->o.loss != SS_LOSS_KL &&
-        t->o.loss != SS_LOSS_MSE) {
+    for (int i = 0; i < t->n_inputs; i++) {
+        ss__tv_t *v = &t->tv[t->input_tv[i]];
+
+        memcpy(v->data, b->inputs[i].data, v->bytes);
+    }
+    if (wants_labels(t)) {
         ss__tv_t *v = &t->tv[t->labels_tv];
-        const ss_tensor_t *l = b->labels;
-        int64_t classes = t->tv[t->out_tv].dims[t->tv[t->out_tv].ndim - 1];
         int64_t *dst = v->data;
 
-        if (l == NULL || l->data == NULL || ss_tensor_numel(l) != v->numel ||
-            (l->dtype != SS_DTYPE_I64 && l->dtype != SS_DTYPE_I32))
-            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
-                              "%lld integer labels", (long long)v->numel);
-        for (int64_t i = 0; i < v->numel; i++) {
-            int64_t y = l->dtype == SS_DTYPE_I64
-                      ? ((const int64_t *)l->data)[i]
-                      : ((const int32_t *)l->data)[i];
-
-            if (y < 0 || y >= classes)
-                return ss_err_set(err, SS_EINVAL, "training: label %lld of "
-                                  "row %lld is not a class of %lld",
-                                  (long long)y, (long long)i,
-                                  (long long)classes);
-            dst[i] = y;
-        }
+        for (int64_t i = 0; i < v->numel; i++)
+            dst[i] = label_at(b->labels, i);
     }
     if (t->teacher_tv >= 0) {
         ss__tv_t *v = &t->tv[t->teacher_tv];
-        const ss_tensor_t *tt = b->teacher;
 
-        if (tt == NULL || tt->data == NULL || tt->dtype != SS_DTYPE_F32 ||
-            ss_tensor_numel(tt) != v->numel)
-            return ss_err_set(err, SS_EINVAL, "training: the loss needs "
-                              "f32 teacher outputs of %lld elements",
-                              (long long)v->numel);
-        memcpy(v->data, tt->data, v->bytes);
+        memcpy(v->data, b->teacher->data, v->bytes);
     }
     return 0;
 }
@@ -190,6 +240,8 @@ ss_train_grads_compute(ss_train_t *t, const ss_train_batch_t *b,
 
     if (loss)
         *loss = 0;
+    if (t->n_slices > 0)
+        return ss__slices_grads(t, b, loss, err);
     if ((rc = copy_batch(t, b, err)) < 0)
         return rc;
     if (t->o.opt == SS_OPT_SOPHIA && t->step % t->o.hessian_every == 0 &&
@@ -423,10 +475,20 @@ ss_train_describe(const ss_train_t *t, char *buf, size_t len)
 
     for (int i = 0; i < t->n_steps; i++)
         dnn += t->steps[i].prim != NULL;
-    snprintf(buf, len, "%d parameters (%lld floats), %d forward + %d "
-             "backward steps (%d on oneDNN), arena %.1f MiB", t->n_params,
-             (long long)t->flat, fwd, bwd, dnn,
-             (double)t->arena_bytes / (1 << 20));
+    size_t n = (size_t)snprintf(buf, len, "%d parameters (%lld floats), "
+                                "%d forward + %d backward steps (%d on "
+                                "oneDNN), arena %.1f MiB", t->n_params,
+                                (long long)t->flat, fwd, bwd, dnn,
+                                (double)t->arena_bytes / (1 << 20));
+
+    if (n >= len)
+        return buf;
+    if (t->n_slices > 0)
+        snprintf(buf + n, len - n, "; the batch in %d slices on %d threads",
+                 t->n_slices, t->o.threads > 0 ? t->o.threads
+                                               : omp_get_max_threads());
+    else if (t->slice_why[0] != '\0')
+        snprintf(buf + n, len - n, "; the batch whole (%s)", t->slice_why);
     return buf;
 }
 

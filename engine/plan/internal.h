@@ -308,7 +308,7 @@ int ss__exec_ctx_parts(ss_exec_ctx_t *c, int n, ss_exec_ctx_t **out,
 
 /* Runs fn(arg, i) for i in 0 .. n - 1, on the calling thread and on up
  * to threads - 1 helper threads that are idle and free to come
- * (plan_par.c); returns when all have run.  [any] */
+ * (crew.c); returns when all have run.  [any] */
 void ss__par_run(int n, int threads, void (*fn)(void *arg, int i),
                  void *arg);
 

@@ -23,7 +23,7 @@ engine_plan_libssplan_a_SOURCES = \
 	engine/plan/plan_deadrows.c \
 	engine/plan/plan_indep.c engine/plan/plan_indep.h \
 	engine/plan/plan_indep_ops.c engine/plan/plan_indep_shape.c \
-	engine/plan/plan_threads.c engine/plan/plan_par.c \
+	engine/plan/plan_threads.c engine/plan/crew.c engine/plan/crew.h \
 	engine/plan/pass_moe.c engine/plan/pass_moe_int.h \
 	engine/plan/pass_moe_match.c engine/plan/moe_step.c \
 	engine/plan/plan_ctrl.c engine/plan/plan_ctrl.h \

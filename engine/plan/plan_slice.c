@@ -56,7 +56,7 @@
  * computes sample by sample runs as slices of at most SS_PAR_ROWS rows
  * (fewer when n / T is less), each compiled for one thread (and free to
  * slice itself as above), run side by side by the calling thread and idle
- * helper threads (plan_par.c), each slice in a context of its own.  An
+ * helper threads (crew.c), each slice in a context of its own.  An
  * OpenMP team per primitive waits at every primitive's barrier for its
  * slowest member: the 8x8 CNN at batch 32 ran slower on 2 threads than
  * on 1 (0.29 against 0.22 ms, idle machine), and with other processes on
@@ -500,7 +500,7 @@ par_one(void *arg, int i)
 }
 
 /* Parallel slices: slice i on rows i * slice_rows.. in a context of its
- * own, on the calling thread and on idle helpers (plan_par.c), up to
+ * own, on the calling thread and on idle helpers (crew.c), up to
  * the calling thread's OpenMP count of threads.  The slices' primitives
  * were made for one thread, and the calling thread's count is 1 while
  * it runs them (a primitive asking for the current count runs inline). */

@@ -626,7 +626,7 @@ test_retry(void)
 
 /* ---- parallel slices: threads 2 on a pool of 2 ---------------------- */
 
-/* Helper threads of parallel slices (engine/plan/plan_par.c) alive now. */
+/* Helper threads of parallel slices (engine/plan/crew.c) alive now. */
 static int
 slice_helpers(void)
 {

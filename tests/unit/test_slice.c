@@ -2,7 +2,7 @@
 /*
  * Batch slices (engine/plan/plan_slice.c), small plans on one thread
  * (engine/plan/plan_threads.c) and parallel slices (plan_slice.c,
- * plan_par.c): a small conv net whose samples are each their own, run
+ * crew.c): a small conv net whose samples are each their own, run
  * sliced, on one thread or in parallel slices against its reference plan
  * (SS_ENGINE_NO_FUSION=1) with distinct samples, a guard element after
  * the output, and the rules that pick them; the helper threads of
@@ -279,7 +279,7 @@ done:
 }
 
 /*
- * The helpers (plan_par.c) run beside the caller: 2 pieces on 2 threads,
+ * The helpers (crew.c) run beside the caller: 2 pieces on 2 threads,
  * each piece waiting (up to 30 s, a loaded machine's scheduling) until
  * the other has started -- which only another thread can do while the
  * first waits.  Skipped on one CPU (the pool has no helper there).

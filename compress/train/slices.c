@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Parallel batch slices: a trainer for T > 1 threads runs its forward
+ * and backward as K <= T slices of the batch, each a trainer for one
+ * thread, on a crew (engine/plan/crew.h), and sums their gradients.
+ *
+ * DESIGN.  A step of the whole batch on T threads makes every oneDNN
+ * primitive and every kernel loop an OpenMP team with a barrier at its
+ * end.  The fixtures' steps are many and small (a transformer step is
+ * ~300 of them, most 10-100 us at batch 64), so on 2 threads the
+ * barriers cost what the second core gives: the MLP fixture trained at
+ * half its one-thread speed, the transformer in bf16 at 0.7x, which left
+ * bf16 no faster than f32 (docs/training.md).  The same cure as
+ * inference's (docs/threads.md): cut the batch into row slices, run each
+ * start to end on one thread, and hand out whole slices instead of
+ * single primitives.  A slice's trainer is built for its rows with the
+ * same graph and options and one thread; it reads the parent's
+ * parameters and their bf16 copies in place, and writes a gradient of its
+ * own: that of its rows' mean loss.  The parent's gradient is then their
+ * sum weighted by each slice's share of the batch (in slice order, in
+ * pieces spread over the crew), which is the whole batch's mean-loss
+ * gradient up to the order of float sums, and the optimizer runs on it
+ * as before.
+ *
+ * When it holds: only when every row's loss depends on its own row
+ * alone, so that the sum is the whole batch's gradient --
+ *   - the forward graph computes every row on its own (the engine's
+ *     row analysis, ss_graph_rows, which the daemon's request batching
+ *     relies on);
+ *   - no BatchNormalization trains on batch statistics (they mix the
+ *     rows; opts.bn = frozen reads running statistics and slices);
+ *   - not Sophia (its Hessian estimate samples labels in row order from
+ *     one generator), not a data-parallel process (opts.dp: it already
+ *     has one shard of the batch per process);
+ *   - the batch has at least 2 x SS_TRAIN_SLICE_ROWS rows.
+ * Otherwise the batch runs whole, on OpenMP teams, and the reason is in
+ * ss_train_describe().  SS_TRAIN_SLICES=0 turns slices off.
+ *
+ * Same bytes: K is fixed by the thread count and the batch, each slice
+ * runs on one thread with primitives made for one thread (whichever
+ * thread takes it), and the weighted sum has a fixed order: the same job
+ * on the same machine and thread count gives the same bytes, as before.
+ * A different thread count sums in another order (within float
+ * rounding, as OpenMP teams of another size did).
+ *
+ * Memory: each slice has its own arena for its rows, and the parent keeps
+ * its whole-batch arena (ss_train_forward and export run on it), so
+ * activations take about twice the memory of the batch run whole.
+ *
+ * THREADS: [worker], the trainer's thread; the slices run on it and on
+ * the crew's helpers, which exist only inside ss__slices_grads.
+ */
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "compress/train/internal.h"
+#include "engine/plan/crew.h"
+
+#define SS__SLICE_ROWS 4        /* fewest rows a slice gets */
+#define SS__SUM_PIECE 32768     /* floats of the gradient sum per piece */
+
+struct ss__slices {
+    int k;                      /* slices */
+    int threads;                /* T */
+    ss__tr_t **tr;              /* owned, k */
+    int64_t *lo;                /* k + 1 row bounds */
+    float *share;               /* k: rows / batch */
+    ss_crew_t *crew;
+    /* one step's views and results (planned here: a step allocates
+     * nothing) */
+    ss_tensor_t *in;            /* k x n_inputs */
+    ss_tensor_t *lab, *tea;     /* k */
+    ss_train_batch_t *b;        /* k */
+    double *loss;
+    int *rc;
+    ss_err_t *err;
+};
+
+static int
+env_off(void)
+{
+    const char *e = getenv("SS_TRAIN_SLICES");
+
+    return e != NULL && strcmp(e, "0") == 0;
+}
+
+static int64_t
+min_rows(void)
+{
+    const char *e = getenv("SS_TRAIN_SLICE_ROWS");
+    long long v = e != NULL && e[0] != '\0' ? strtoll(e, NULL, 10) : 0;
+
+    return v >= 1 ? v : SS__SLICE_ROWS;
+}
+
+/* Why t's batch must run whole, written into t->slice_why; NULL when it
+ * may run as slices.  -1 and err: out of memory. */
+static const char *
+whole_why(ss__tr_t *t, const ss_tensor_t *shapes, const ss_train_opts_t *o,
+          int T, ss_err_t *err)
+{
+    const ss_graph_t *g = t->g;
+    char *w = t->slice_why;
+    size_t wl = sizeof(t->slice_why);
+    ss_rows_t r;
+
+    if (env_off())
+        return snprintf(w, wl, "SS_TRAIN_SLICES=0"), w;
+    if (T <= 1)
+        return snprintf(w, wl, "one thread"), w;
+    if (o->dp != NULL)
+        return snprintf(w, wl, "a data-parallel process"), w;
+    if (o->opt == SS_OPT_SOPHIA)
+        return snprintf(w, wl, "Sophia samples labels over the batch"), w;
+    if (t->batch < 2 * min_rows())
+        return snprintf(w, wl, "a batch of %lld rows", (long long)t->batch),
+               w;
+    for (int i = 0; i < g->n_inputs; i++)
+        if (shapes[i].dims[0] != t->batch)
+            return snprintf(w, wl, "input '%s' has %lld rows, not %lld",
+                            g->input_info[i].name,
+                            (long long)shapes[i].dims[0],
+                            (long long)t->batch), w;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (o->bn == SS_BN_BATCH
+            && strcmp(g->nodes[i].op_type, "BatchNormalization") == 0)
+            return snprintf(w, wl, "BatchNormalization '%s' trains on the "
+                            "batch's statistics", g->nodes[i].name), w;
+    if (ss_graph_rows(g, &r, err) < 0)
+        return NULL;
+    if (!r.independent)
+        return snprintf(w, wl, "rows mix at %.24s '%.48s': %.96s", r.op, r.node,
+                        r.why), w;
+    return NULL;
+}
+
+static int
+alloc_slices(ss__tr_t *t, int k, int T, ss_err_t *err)
+{
+    struct ss__slices *s = ss_calloc(1, sizeof(*s));
+
+    t->sl = s;
+    if (s == NULL
+        || (s->tr = ss_calloc((size_t)k, sizeof(*s->tr))) == NULL
+        || (s->lo = ss_calloc((size_t)k + 1, sizeof(*s->lo))) == NULL
+        || (s->share = ss_calloc((size_t)k, sizeof(*s->share))) == NULL
+        || (s->in = ss_calloc((size_t)k * (size_t)(t->n_inputs + 1),
+                              sizeof(*s->in))) == NULL
+        || (s->lab = ss_calloc((size_t)k, sizeof(*s->lab))) == NULL
+        || (s->tea = ss_calloc((size_t)k, sizeof(*s->tea))) == NULL
+        || (s->b = ss_calloc((size_t)k, sizeof(*s->b))) == NULL
+        || (s->loss = ss_calloc((size_t)k, sizeof(*s->loss))) == NULL
+        || (s->rc = ss_calloc((size_t)k, sizeof(*s->rc))) == NULL
+        || (s->err = ss_calloc((size_t)k, sizeof(*s->err))) == NULL
+        || (s->crew = ss_crew_new("ss-train", T - 1)) == NULL)
+        return ss_err_set(err, SS_ENOMEM, "no memory for batch slices");
+    s->k = k;
+    s->threads = T;
+    for (int i = 0; i <= k; i++)
+        s->lo[i] = t->batch * i / k;
+    for (int i = 0; i < k; i++)
+        s->share[i] = (float)(s->lo[i + 1] - s->lo[i]) / (float)t->batch;
+    return 0;
+}
+
+int
+ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
+                const ss_train_opts_t *o, ss_err_t *err)
+{
+    int T = o->threads > 0 ? o->threads : omp_get_max_threads();
+    ss_tensor_t *sh = NULL;
+    ss_train_opts_t o1 = *o;
+    ss_err_t e = { 0 };
+    int64_t k;
+    int rc = 0;
+
+    if (whole_why(t, shapes, o, T, &e) != NULL)
+        return 0;
+    if (e.code != 0)
+        return ss_err_set(err, e.code, "%s", e.msg);
+    k = t->batch / min_rows();
+    if (k > T)
+        k = T;
+    if ((rc = alloc_slices(t, (int)k, T, err)) < 0 ||
+        (sh = ss_calloc((size_t)t->n_inputs + 1, sizeof(*sh))) == NULL) {
+        rc = ss_err_set(err, SS_ENOMEM, "no memory for batch slices");
+        goto done;
+    }
+    o1.threads = 1;
+    o1.dp = NULL;
+    memcpy(sh, shapes, (size_t)t->n_inputs * sizeof(*sh));
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < t->n_inputs; j++)
+            sh[j].dims[0] = t->sl->lo[i + 1] - t->sl->lo[i];
+        if ((rc = ss__train_build(t->g, sh, &o1, t, &t->sl->tr[i], &e)) < 0) {
+            /* the whole batch trains anyway: say why, do not fail */
+            snprintf(t->slice_why, sizeof(t->slice_why), "a slice of %lld "
+                     "rows does not build: %.140s", (long long)sh[0].dims[0],
+                     e.msg);
+            rc = rc == SS_ENOMEM ? ss_err_set(err, rc, "%s", e.msg) : 0;
+            goto done;
+        }
+    }
+    t->n_slices = (int)k;
+done:
+    ss_free(sh);
+    if (t->n_slices == 0)
+        ss__slices_free(t);
+    /* the slices' builds set the count to one */
+    omp_set_num_threads(T);
+    return rc;
+}
+
+void
+ss__slices_free(ss__tr_t *t)
+{
+    struct ss__slices *s = t->sl;
+
+    if (s == NULL)
+        return;
+    ss_crew_free(s->crew);
+    for (int i = 0; s->tr != NULL && i < s->k; i++)
+        ss_train_free(s->tr[i]);
+    ss_free(s->tr);
+    ss_free(s->lo);
+    ss_free(s->share);
+    ss_free(s->in);
+    ss_free(s->lab);
+    ss_free(s->tea);
+    ss_free(s->b);
+    ss_free(s->loss);
+    ss_free(s->rc);
+    ss_free(s->err);
+    ss_free(s);
+    t->sl = NULL;
+    t->n_slices = 0;
+}
+
+/* Rows [lo, hi) of x, whose first dim has rows rows, as a 1-D view when
+ * flat (labels and teacher outputs: the slice checks only their count). */
+static void
+row_view(const ss_tensor_t *x, int64_t rows, int64_t lo, int64_t hi,
+         int flat, ss_tensor_t *out)
+{
+    int64_t per = ss_tensor_numel(x) / rows;
+
+    *out = *x;
+    out->data = (char *)x->data + lo * per * (int64_t)ss_dtype_size(x->dtype);
+    if (flat) {
+        out->ndim = 1;
+        out->dims[0] = (hi - lo) * per;
+    } else {
+        out->dims[0] = hi - lo;
+    }
+}
+
+static void
+run_slice(void *arg, int i)
+{
+    ss__tr_t *t = arg;
+    struct ss__slices *s = t->sl;
+
+    s->rc[i] = ss_train_grads_compute(s->tr[i], &s->b[i], &s->loss[i],
+                                      &s->err[i]);
+}
+
+/* gr[j] = sum over slices of share * their gr[j], piece i of the array. */
+static void
+sum_piece(void *arg, int i)
+{
+    ss__tr_t *t = arg;
+    struct ss__slices *s = t->sl;
+    int64_t lo = (int64_t)i * SS__SUM_PIECE, hi = lo + SS__SUM_PIECE;
+    float *g = t->gr;
+
+    if (hi > t->flat)
+        hi = t->flat;
+    for (int64_t j = lo; j < hi; j++)
+        g[j] = s->share[0] * s->tr[0]->gr[j];
+    for (int k = 1; k < s->k; k++) {
+        const float *gk = s->tr[k]->gr;
+        float w = s->share[k];
+
+        for (int64_t j = lo; j < hi; j++)
+            g[j] += w * gk[j];
+    }
+}
+
+int
+ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
+                 ss_err_t *err)
+{
+    struct ss__slices *s = t->sl;
+    double l = 0;
+    int rc, pieces;
+
+    if ((rc = ss__train_check_batch(t, b, err)) < 0)
+        return rc;
+    /* the copies the parent's update did not round (ss_train_params) */
+    if (t->wbf_stale && t->wbf != NULL) {
+        ss__bf16_round_n(t->w, t->wbf, t->flat);
+        t->wbf_stale = 0;
+    }
+    for (int i = 0; i < s->k; i++) {
+        ss_tensor_t *in = &s->in[(size_t)i * (size_t)t->n_inputs];
+        int64_t lo = s->lo[i], hi = s->lo[i + 1];
+
+        for (int j = 0; j < t->n_inputs; j++)
+            row_view(&b->inputs[j], t->batch, lo, hi, 0, &in[j]);
+        s->b[i].inputs = in;
+        s->b[i].labels = NULL;
+        s->b[i].teacher = NULL;
+        if (b->labels != NULL && b->labels->data != NULL) {
+            row_view(b->labels, t->batch, lo, hi, 1, &s->lab[i]);
+            s->b[i].labels = &s->lab[i];
+        }
+        if (b->teacher != NULL && b->teacher->data != NULL) {
+            row_view(b->teacher, t->batch, lo, hi, 1, &s->tea[i]);
+            s->b[i].teacher = &s->tea[i];
+        }
+        s->rc[i] = 0;
+        ss_err_clear(&s->err[i]);
+    }
+    ss_crew_run(s->crew, s->k, s->threads, run_slice, t);
+    for (int i = 0; i < s->k; i++) {
+        if (s->rc[i] < 0)
+            return ss_err_set(err, s->rc[i], "%s", s->err[i].msg);
+        l += (double)s->share[i] * s->loss[i];
+    }
+    pieces = (int)((t->flat + SS__SUM_PIECE - 1) / SS__SUM_PIECE);
+    ss_crew_run(s->crew, pieces, s->threads, sum_piece, t);
+    if (loss != NULL)
+        *loss = l;
+    return 0;
+}
