@@ -165,6 +165,25 @@ mlp_run(mlp_run_t *r, ss_exec_ctx_t *c)
 }
 
 static void
+mlp_free(mlp_run_t *r)
+{
+    free(r->in.data);
+    free(r->out.data);
+    ss_plan_free(r->p);
+}
+
+/* The end of test_ctx and test_loop: a usual and an outlier run, the
+ * context they ran in, the graph. */
+static void
+case_free(mlp_run_t *small, mlp_run_t *big, ss_exec_ctx_t *c, ss_graph_t *g)
+{
+    mlp_free(small);
+    mlp_free(big);
+    ss_exec_ctx_free(c);
+    ss_graph_free(g);
+}
+
+static void
 test_ctx(void)
 {
     ss_graph_t *g;
@@ -244,21 +263,12 @@ test_ctx(void)
             ok(0, "the sliced plan compiles");
         }
         free(want);
-        free(sl.in.data);
-        free(sl.out.data);
-        ss_plan_free(sl.p);
+        mlp_free(&sl);
     }
 done:
     unsetenv("SS_ENGINE_BATCH_SLICE");
     free(first);
-    free(small.in.data);
-    free(small.out.data);
-    free(big.in.data);
-    free(big.out.data);
-    ss_plan_free(small.p);
-    ss_plan_free(big.p);
-    ss_exec_ctx_free(c);
-    ss_graph_free(g);
+    case_free(&small, &big, c, g);
 }
 
 /* x[N,LW] -> Loop 3 times { v + 1 } -> y: the loop-carried v lives in
@@ -362,14 +372,7 @@ test_loop(void)
     ok(held == h0, "48 runs on, the outlier's buffers are given back: "
        "%zu bytes held, %zu before it", held, h0);
 done:
-    free(small.in.data);
-    free(small.out.data);
-    free(big.in.data);
-    free(big.out.data);
-    ss_plan_free(small.p);
-    ss_plan_free(big.p);
-    ss_exec_ctx_free(c);
-    ss_graph_free(g);
+    case_free(&small, &big, c, g);
 }
 
 int

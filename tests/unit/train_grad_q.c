@@ -18,32 +18,26 @@
 
 /* ---- QuantizeLinear -> DequantizeLinear: straight-through ------------------ */
 
-/*
- * y = DQ(Q(x)) at scale 0.1, s8: MSE to a target t.  The rule is not a
- * derivative (rounding has none), so no finite differences: dx must be
- * dL/dy = 2 (y - t) / n where x is inside [-12.8, 12.7] and 0 where Q
- * clipped it.
- */
-void
-qdq_cases(void)
-{
-    static const float xs[10] = { -20.0f, -0.33f, 0.05f, 1.21f, 15.0f,
+/* x for both Q -> DQ cases: inside [-12.8, 12.7], on its edges and past them */
+static const float qdq_xs[10] = { -20.0f, -0.33f, 0.05f, 1.21f, 15.0f,
                                   3.14f, -12.7f, 0.0f, 12.9f, -7.77f };
-    float tg[10], *gx;
+
+/*
+ * y = DQ(Q(x)) at scale 0.1 ("scale", a constant), s8 zero point, x a
+ * parameter holding qdq_xs: the graph qdq_cases and qdq_lsq_case train; tg
+ * gets their MSE target.  NULL if it cannot be built.
+ */
+static ss_graph_t *
+qdq_graph(float tg[10])
+{
     int64_t d[2] = { 2, 5 };
-    ss_tensor_t *zt = NULL, target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
-    ss_train_batch_t batch = { NULL, NULL, &target };
-    ss_train_opts_t o;
-    ss_train_t *t = NULL;
-    ss_graph_t *g;
-    ss_err_t err = { 0 };
-    double loss, worst = 0;
+    ss_tensor_t *zt = NULL;
     int x, sc, zp, q, y, in[3], i;
     gb_t b;
 
     gb_init(&b, 13);
     x = gb_param(&b, "x", 2, d, 0, 1);
-    memcpy(b.g->values[x].constant->data, xs, sizeof(xs));
+    memcpy(b.g->values[x].constant->data, qdq_xs, sizeof(qdq_xs));
     sc = gb_scalar(&b, "scale", 0.1f);
     ss__tensor_new(SS_DTYPE_I8, 0, NULL, &zt, &b.err);
     zp = ss_graph_add_value(b.g, "zero", zt, &b.err);
@@ -53,9 +47,31 @@ qdq_cases(void)
     q = gb_node(&b, "QuantizeLinear", 3, in);
     in[0] = q;
     y = gb_node(&b, "DequantizeLinear", 3, in);
-    g = gb_done(&b, y);
     for (i = 0; i < 10; i++)
         tg[i] = 0.5f * (float)(i % 3) - 0.25f;
+    return gb_done(&b, y);
+}
+
+/*
+ * y = DQ(Q(x)) at scale 0.1, s8: MSE to a target t.  The rule is not a
+ * derivative (rounding has none), so no finite differences: dx must be
+ * dL/dy = 2 (y - t) / n where x is inside [-12.8, 12.7] and 0 where Q
+ * clipped it.
+ */
+void
+qdq_cases(void)
+{
+    float tg[10], *gx;
+    ss_tensor_t target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
+    ss_train_batch_t batch = { NULL, NULL, &target };
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_graph_t *g;
+    ss_err_t err = { 0 };
+    double loss, worst = 0;
+    int i;
+
+    g = qdq_graph(tg);
     ss_train_opts_default(&o);
     o.loss = SS_LOSS_MSE;
     ok(g != NULL && ss_train_new(g, NULL, &o, &t, &err) == 0,
@@ -68,7 +84,7 @@ qdq_cases(void)
            "gradients: %s", err.msg);
     gx = ss_train_grads(t);
     for (i = 0; i < 10; i++) {
-        float r = nearbyintf(xs[i] / 0.1f);
+        float r = nearbyintf(qdq_xs[i] / 0.1f);
         float qv = r < -128 ? -128 : r > 127 ? 127 : r;
         double want = r >= -128 && r <= 127
                       ? 2.0 * (qv * 0.1f - tg[i]) / 10.0 : 0.0;
@@ -95,12 +111,9 @@ qdq_cases(void)
 void
 qdq_lsq_case(void)
 {
-    static const float xs[10] = { -20.0f, -0.33f, 0.05f, 1.21f, 15.0f,
-                                  3.14f, -12.7f, 0.0f, 12.9f, -7.77f };
     static const char *const scales[] = { "scale" };
     float tg[10];
-    int64_t d[2] = { 2, 5 };
-    ss_tensor_t *zt = NULL, target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
+    ss_tensor_t target = { SS_DTYPE_F32, 2, { 2, 5 }, tg };
     ss_train_batch_t batch = { NULL, NULL, &target };
     ss_train_param_info_t pi = { 0 };
     ss_train_opts_t o;
@@ -108,24 +121,9 @@ qdq_lsq_case(void)
     ss_graph_t *g;
     ss_err_t err = { 0 };
     double loss, want = 0, got = 0, s1 = 0, s1_want;
-    int x, sc, zp, q, y, in[3], i, k = -1;
-    gb_t b;
+    int i, k = -1;
 
-    gb_init(&b, 13);
-    x = gb_param(&b, "x", 2, d, 0, 1);
-    memcpy(b.g->values[x].constant->data, xs, sizeof(xs));
-    sc = gb_scalar(&b, "scale", 0.1f);
-    ss__tensor_new(SS_DTYPE_I8, 0, NULL, &zt, &b.err);
-    zp = ss_graph_add_value(b.g, "zero", zt, &b.err);
-    in[0] = x;
-    in[1] = sc;
-    in[2] = zp;
-    q = gb_node(&b, "QuantizeLinear", 3, in);
-    in[0] = q;
-    y = gb_node(&b, "DequantizeLinear", 3, in);
-    g = gb_done(&b, y);
-    for (i = 0; i < 10; i++)
-        tg[i] = 0.5f * (float)(i % 3) - 0.25f;
+    g = qdq_graph(tg);
     ss_train_opts_default(&o);
     o.loss = SS_LOSS_MSE;
     o.scales = scales;
@@ -152,11 +150,11 @@ qdq_lsq_case(void)
     }
     ss_train_param(t, k, &pi);
     for (i = 0; i < 10; i++) {
-        double r = nearbyint(xs[i] / 0.1f);
+        double r = nearbyint(qdq_xs[i] / 0.1f);
         double qv = r < -128 ? -128 : r > 127 ? 127 : r;
         double dy = 2.0 * (qv * 0.1f - tg[i]) / 10.0;
 
-        want += r >= -128 && r <= 127 ? dy * (qv - xs[i] / 0.1f) : dy * qv;
+        want += r >= -128 && r <= 127 ? dy * (qv - qdq_xs[i] / 0.1f) : dy * qv;
     }
     got = ss_train_grads(t)[pi.offset];
     ok(fabs(got - want) <= 1e-5 * (fabs(want) + 1e-3), "dL/ds is LSQ's "
