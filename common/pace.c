@@ -14,6 +14,13 @@ ss_pace_set(ss_pace_fn fn, void *arg)
 }
 
 void
+ss_pace_get(ss_pace_fn *fn, void **arg)
+{
+    *fn = pace_fn;
+    *arg = pace_arg;
+}
+
+void
 ss_pace_point(void)
 {
     if (pace_fn != NULL)

@@ -32,6 +32,10 @@ typedef void (*ss_pace_fn)(void *arg);
 /* Installs fn (NULL: none) for the calling thread. */
 void ss_pace_set(ss_pace_fn fn, void *arg);
 
+/* The calling thread's hook (NULL: none), to hand to threads that do
+ * part of its work (the trainer's batch slices). */
+void ss_pace_get(ss_pace_fn *fn, void **arg);
+
 /* A point where the calling thread's work may wait. */
 void ss_pace_point(void);
 

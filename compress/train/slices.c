@@ -52,11 +52,13 @@
  */
 
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/pace.h"
 #include "compress/train/internal.h"
 #include "engine/plan/crew.h"
 
@@ -78,6 +80,12 @@ struct ss__slices {
     double *loss;
     int *rc;
     ss_err_t *err;
+    /* the trainer's thread's pace hook (common/pace.h), which helpers
+     * call too while they run a slice, one thread at a time (the daemon's
+     * hook keeps per-job sums) */
+    ss_pace_fn pace;
+    void *pace_arg;
+    pthread_mutex_t pace_lock;
 };
 
 static int
@@ -158,6 +166,7 @@ alloc_slices(ss__tr_t *t, int k, int T, ss_err_t *err)
         || (s->err = ss_calloc((size_t)k, sizeof(*s->err))) == NULL
         || (s->crew = ss_crew_new("ss-train", T - 1)) == NULL)
         return ss_err_set(err, SS_ENOMEM, "no memory for batch slices");
+    pthread_mutex_init(&s->pace_lock, NULL);
     s->k = k;
     s->threads = T;
     for (int i = 0; i <= k; i++)
@@ -235,6 +244,8 @@ ss__slices_free(ss__tr_t *t)
     ss_free(s->loss);
     ss_free(s->rc);
     ss_free(s->err);
+    if (s->k > 0)
+        pthread_mutex_destroy(&s->pace_lock);
     ss_free(s);
     t->sl = NULL;
     t->n_slices = 0;
@@ -258,14 +269,32 @@ row_view(const ss_tensor_t *x, int64_t rows, int64_t lo, int64_t hi,
     }
 }
 
+/* A slice's pace point: the trainer's thread's hook, under a lock. */
+static void
+slice_pace(void *arg)
+{
+    struct ss__slices *s = arg;
+
+    pthread_mutex_lock(&s->pace_lock);
+    s->pace(s->pace_arg);
+    pthread_mutex_unlock(&s->pace_lock);
+}
+
 static void
 run_slice(void *arg, int i)
 {
     ss__tr_t *t = arg;
     struct ss__slices *s = t->sl;
+    ss_pace_fn was;
+    void *was_arg;
 
+    /* on a helper, waits where the trainer's thread would (the daemon:
+     * while serving is busy) instead of computing beside serving */
+    ss_pace_get(&was, &was_arg);
+    ss_pace_set(s->pace != NULL ? slice_pace : NULL, s);
     s->rc[i] = ss_train_grads_compute(s->tr[i], &s->b[i], &s->loss[i],
                                       &s->err[i]);
+    ss_pace_set(was, was_arg);
 }
 
 /* gr[j] = sum over slices of share * their gr[j], piece i of the array. */
@@ -325,7 +354,9 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
         s->rc[i] = 0;
         ss_err_clear(&s->err[i]);
     }
+    ss_pace_get(&s->pace, &s->pace_arg);
     ss_crew_run(s->crew, s->k, s->threads, run_slice, t);
+    ss_pace_set(s->pace, s->pace_arg);
     for (int i = 0; i < s->k; i++) {
         if (s->rc[i] < 0)
             return ss_err_set(err, s->rc[i], "%s", s->err[i].msg);

@@ -125,10 +125,24 @@
  * job parser sets them by name with ss_train_opts_set(), which checks
  * each value against its row's range; nothing else validates them.
  *
+ * Threads (opts.threads = T > 1): when every row's loss depends on its
+ * own row alone (the forward graph computes rows independently, no
+ * BatchNorm on batch statistics, not Sophia, not under opts.dp, at least
+ * 8 rows), a step runs its forward and backward as T slices of the
+ * batch, each a trainer for one thread, claimed by the calling thread and
+ * T - 1 helper threads of the trainer's own ("ss-train"), and the
+ * gradient is their sum weighted by rows (compress/train/slices.c says
+ * why: OpenMP teams of small steps cost what the second core gives).
+ * Otherwise every kernel and oneDNN primitive is an OpenMP team of T.
+ * ss_train_describe() says which and why.  SS_TRAIN_SLICES=0 turns
+ * slices off.
+ *
  * THREADS: a trainer belongs to one thread at a time (a job thread); it
- * runs its kernels on opts.threads OpenMP/oneDNN threads.  The source graph
- * is only read (it may be served at the same time) and must outlive the
- * trainer.
+ * runs its kernels on opts.threads OpenMP/oneDNN threads, or its slices
+ * on helper threads of its own, started at its first step on the CPUs
+ * its thread may use, which call its thread's pace hook (common/pace.h)
+ * between ops as its thread does.  The source graph is only read (it may be served at the same
+ * time) and must outlive the trainer.
  */
 
 #include <stdbool.h>

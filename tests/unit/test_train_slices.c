@@ -27,10 +27,13 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pace.h"
 #include "compress/train/train.h"
 #include "engine/dnnl/dnnl.h"
 #include "engine/io/npy.h"
@@ -228,6 +231,63 @@ done:
     free(gs2);
 }
 
+/* A pace hook (common/pace.h) on the trainer's thread: the slices call
+ * it between ops, on the helpers too, one thread at a time. */
+static atomic_int pace_in, pace_calls, pace_helper, pace_overlap;
+static pthread_t main_thread;
+
+static void
+count_pace(void *arg)
+{
+    (void)arg;
+    if (atomic_fetch_add(&pace_in, 1) > 0)
+        atomic_fetch_add(&pace_overlap, 1);
+    /* long enough that two unlocked callers would meet here */
+    for (volatile int i = 0; i < 200000; i++)
+        ;
+    atomic_fetch_add(&pace_calls, 1);
+    if (!pthread_equal(pthread_self(), main_thread))
+        atomic_fetch_add(&pace_helper, 1);
+    atomic_fetch_sub(&pace_in, 1);
+}
+
+static void
+paced(const ss_graph_t *g, data_t *d)
+{
+    ss_train_opts_t o;
+    ss_train_t *t = NULL, *t1 = NULL;
+    ss_err_t err = { 0 };
+    ss_train_batch_t b;
+    int ok1 = 0, whole_calls;
+
+    opts(&o, 1, 0);
+    batch_at(d, 0, &b);
+    main_thread = pthread_self();
+    /* the ops of one whole step on one thread */
+    if (ss_train_new(g, &d->x, &o, &t1, &err) == 0) {
+        ss_pace_set(count_pace, NULL);
+        ok1 = ss_train_step(t1, &b, NULL, &err) == 0;
+        ss_pace_set(NULL, NULL);
+    }
+    whole_calls = atomic_exchange(&pace_calls, 0);
+    o.threads = 2;
+    if (ok1 && ss_train_new(g, &d->x, &o, &t, &err) == 0) {
+        ss_pace_set(count_pace, NULL);
+        for (int s = 0; s < STEPS && ok1; s++)
+            ok1 = ss_train_step(t, &b, NULL, &err) == 0;
+        ss_pace_set(NULL, NULL);
+    }
+    ok(ok1 && t != NULL, "paced: trained (%s)", ok1 ? "" : err.msg);
+    ok(atomic_load(&pace_calls) >= STEPS * whole_calls,
+       "paced: %d pace points in %d sliced steps, a whole step has %d "
+       "(%d on the helper)", atomic_load(&pace_calls), STEPS, whole_calls,
+       atomic_load(&pace_helper));
+    ok(atomic_load(&pace_overlap) == 0, "paced: the hook never ran on two "
+       "threads at once (%d)", atomic_load(&pace_overlap));
+    ss_train_free(t);
+    ss_train_free(t1);
+}
+
 /* Built for 2 threads, the batch runs whole, and describe says why. */
 static void
 whole(const char *name, const ss_graph_t *g, const ss_tensor_t *x,
@@ -343,6 +403,7 @@ main(void)
     free(mlp.d.teacher);
     mlp.d.teacher = NULL;
 
+    paced(tr.g, &tr.d);
     ok(crew_threads() == 0, "every trainer freed: no ss-train thread left "
        "(%d)", crew_threads());
 
