@@ -167,6 +167,7 @@ struct ss_train {
     size_t kcap;
     /* parallel batch slices (slices.c) */
     int n_slices;               /* 0: the batch runs whole */
+    int sl_threads;             /* sliced: T, the OpenMP count to leave */
     struct ss__slices *sl;      /* owned: the slices' trainers, the crew */
     const struct ss_train *parent; /* a slice's trainer: w and wbf are the
                                  * parent's (borrowed), it has no optimizer
@@ -458,7 +459,15 @@ int ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
 int ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
                      ss_err_t *err);
 void ss__slices_free(ss__tr_t *t);
-/* Checks a batch against the shapes t was built for (train.c). */
+/* A sliced trainer's crew and thread count (NULL when not sliced). */
+struct ss_crew *ss__slices_crew(const ss__tr_t *t, int *threads);
+/* ss_train_forward of a sliced trainer: each slice its rows. */
+int ss__slices_forward(ss__tr_t *t, const ss_tensor_t *inputs, float *out,
+                       ss_err_t *err);
+/* Checks a batch, or inputs alone, against the shapes t was built for
+ * (train.c). */
+int ss__train_check_inputs(const ss__tr_t *t, const ss_tensor_t *in,
+                           ss_err_t *err);
 int ss__train_check_batch(const ss__tr_t *t, const ss_train_batch_t *b,
                           ss_err_t *err);
 
@@ -491,9 +500,12 @@ typedef struct ss__upd {
 } ss__upd_t;
 
 /* w, g, m (and v for AdamW/Sophia) are updated in place; wbf (may be
- * NULL) gets the bf16 rounding of every new w. */
+ * NULL) gets the bf16 rounding of every new w.  Blocks of it run on
+ * crew with threads (a sliced trainer's), else on OpenMP. */
+struct ss_crew;
 void ss__upd_run(const ss__upd_t *u, float *w, float *g, float *m, float *v,
-                 uint16_t *wbf, int64_t n);
+                 uint16_t *wbf, int64_t n, struct ss_crew *crew,
+                 int threads);
 /* Which path SS__UPD_AUTO takes on this CPU. */
 int ss__upd_isa(void);
 /* f32 -> bf16, round to nearest even (NaN stays NaN). */

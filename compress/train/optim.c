@@ -400,9 +400,13 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
     u.first = t->step == 0;
     u.nesterov = o->nesterov;
     u.rb = (float)(o->rho * (double)t->batch);
-    if (hi > lo)
+    if (hi > lo) {
+        int threads = 0;
+        struct ss_crew *crew = ss__slices_crew(t, &threads);
+
         ss__upd_run(&u, t->w + lo, gs, t->m, t->v,
-                    t->wbf ? t->wbf + lo : NULL, hi - lo);
+                    t->wbf ? t->wbf + lo : NULL, hi - lo, crew, threads);
+    }
     t->step++;
     t->last_lr = ss__sched_lr(o, t->step);
     return 0;

@@ -215,6 +215,15 @@ ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
         }
     }
     t->n_slices = (int)k;
+    t->sl_threads = T;
+    /* the whole batch's steps never run again (train.c: forward and
+     * step go to the slices): their memory goes */
+    ss_free(t->arena);
+    ss_free(t->scratch);
+    t->arena = t->scratch = NULL;
+    t->arena_bytes = t->scratch_bytes = 0;
+    for (int i = 0; i < k; i++)
+        t->arena_bytes += t->sl->tr[i]->arena_bytes;
 done:
     ss_free(sh);
     if (t->n_slices == 0)
@@ -280,6 +289,17 @@ slice_pace(void *arg)
     pthread_mutex_unlock(&s->pace_lock);
 }
 
+/* The bf16 copies the parent's update did not round (before the first
+ * step, after ss_train_params): the slices read the parent's. */
+static void
+round_stale(ss__tr_t *t)
+{
+    if (t->wbf_stale && t->wbf != NULL) {
+        ss__bf16_round_n(t->w, t->wbf, t->flat);
+        t->wbf_stale = 0;
+    }
+}
+
 static void
 run_slice(void *arg, int i)
 {
@@ -329,11 +349,10 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
 
     if ((rc = ss__train_check_batch(t, b, err)) < 0)
         return rc;
-    /* the copies the parent's update did not round (ss_train_params) */
-    if (t->wbf_stale && t->wbf != NULL) {
-        ss__bf16_round_n(t->w, t->wbf, t->flat);
-        t->wbf_stale = 0;
-    }
+    /* no OpenMP team on this thread: its threads would spin beside the
+     * crew's (the slices set one thread for their own steps too) */
+    omp_set_num_threads(1);
+    round_stale(t);
     for (int i = 0; i < s->k; i++) {
         ss_tensor_t *in = &s->in[(size_t)i * (size_t)t->n_inputs];
         int64_t lo = s->lo[i], hi = s->lo[i + 1];
@@ -358,13 +377,72 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
     ss_crew_run(s->crew, s->k, s->threads, run_slice, t);
     ss_pace_set(s->pace, s->pace_arg);
     for (int i = 0; i < s->k; i++) {
-        if (s->rc[i] < 0)
+        if (s->rc[i] < 0) {
+            omp_set_num_threads(s->threads);
             return ss_err_set(err, s->rc[i], "%s", s->err[i].msg);
+        }
         l += (double)s->share[i] * s->loss[i];
     }
     pieces = (int)((t->flat + SS__SUM_PIECE - 1) / SS__SUM_PIECE);
     ss_crew_run(s->crew, pieces, s->threads, sum_piece, t);
+    omp_set_num_threads(s->threads);
     if (loss != NULL)
         *loss = l;
     return 0;
+}
+
+struct ss_crew *
+ss__slices_crew(const ss__tr_t *t, int *threads)
+{
+    if (t->sl == NULL || t->n_slices == 0)
+        return NULL;
+    *threads = t->sl->threads;
+    return t->sl->crew;
+}
+
+/* ss_train_forward's arguments, for the slices */
+struct fwd {
+    ss__tr_t *t;
+    float *out;
+    int64_t per;                /* output floats per row */
+};
+
+static void
+fwd_slice(void *arg, int i)
+{
+    struct fwd *f = arg;
+    struct ss__slices *s = f->t->sl;
+
+    s->rc[i] = ss_train_forward(s->tr[i], s->b[i].inputs,
+                                f->out + s->lo[i] * f->per, &s->err[i]);
+}
+
+int
+ss__slices_forward(ss__tr_t *t, const ss_tensor_t *inputs, float *out,
+                   ss_err_t *err)
+{
+    struct ss__slices *s = t->sl;
+    struct fwd f = { t, out, t->tv[t->out_tv].numel / t->batch };
+    int rc = 0;
+
+    if ((rc = ss__train_check_inputs(t, inputs, err)) < 0)
+        return rc;
+    omp_set_num_threads(1);
+    round_stale(t);
+    for (int i = 0; i < s->k; i++) {
+        ss_tensor_t *in = &s->in[(size_t)i * (size_t)t->n_inputs];
+
+        for (int j = 0; j < t->n_inputs; j++)
+            row_view(&inputs[j], t->batch, s->lo[i], s->lo[i + 1], 0,
+                     &in[j]);
+        s->b[i].inputs = in;
+        s->rc[i] = 0;
+        ss_err_clear(&s->err[i]);
+    }
+    ss_crew_run(s->crew, s->k, s->threads, fwd_slice, &f);
+    omp_set_num_threads(s->threads);
+    for (int i = 0; i < s->k && rc == 0; i++)
+        if (s->rc[i] < 0)
+            rc = ss_err_set(err, s->rc[i], "%s", s->err[i].msg);
+    return rc;
 }

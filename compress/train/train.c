@@ -66,6 +66,9 @@ run_steps(ss__tr_t *t, int from, int to, ss_err_t *err)
     clockid_t clk = pe != NULL && strcmp(pe, "cpu") == 0
                         ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
 
+    if (t->n_slices > 0)    /* its arena is gone (slices.c) */
+        return ss_err_set(err, SS_EINTERNAL, "training: a sliced trainer "
+                          "ran its whole-batch steps");
     if (t->o.threads > 0)
         omp_set_num_threads(t->o.threads);
     if (t->wbf_stale && t->wbf != NULL) {
@@ -102,8 +105,9 @@ same_shape(const ss_tensor_t *a, const ss__tv_t *v)
     return 1;
 }
 
-static int
-check_inputs(const ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
+int
+ss__train_check_inputs(const ss__tr_t *t, const ss_tensor_t *in,
+                       ss_err_t *err)
 {
     for (int i = 0; i < t->n_inputs; i++) {
         const ss__tv_t *v = &t->tv[t->input_tv[i]];
@@ -122,7 +126,7 @@ copy_inputs(ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
 {
     int rc;
 
-    if ((rc = check_inputs(t, in, err)) < 0)
+    if ((rc = ss__train_check_inputs(t, in, err)) < 0)
         return rc;
     for (int i = 0; i < t->n_inputs; i++) {
         ss__tv_t *v = &t->tv[t->input_tv[i]];
@@ -152,7 +156,7 @@ ss__train_check_batch(const ss__tr_t *t, const ss_train_batch_t *b,
 {
     int rc;
 
-    if ((rc = check_inputs(t, b->inputs, err)) < 0)
+    if ((rc = ss__train_check_inputs(t, b->inputs, err)) < 0)
         return rc;
     if (wants_labels(t)) {
         const ss__tv_t *v = &t->tv[t->labels_tv];
@@ -335,9 +339,14 @@ ss_train_apply(ss_train_t *t, ss_err_t *err)
 {
     int rc;
 
-    if (t->o.threads > 0)
-        omp_set_num_threads(t->o.threads);
-    if ((rc = ss__optim_step(t, err)) < 0)
+    /* sliced: the update runs on the slices' crew, and OpenMP makes no
+     * team whose threads would spin beside it */
+    if (t->o.threads > 0 || t->n_slices > 0)
+        omp_set_num_threads(t->n_slices > 0 ? 1 : t->o.threads);
+    rc = ss__optim_step(t, err);
+    if (t->n_slices > 0)
+        omp_set_num_threads(t->sl_threads);
+    if (rc < 0)
         return rc;
     return t->o.dp != NULL ? ss__dp_gather(t, err) : 0;
 }
@@ -365,6 +374,8 @@ ss_train_forward(ss_train_t *t, const ss_tensor_t *inputs, float *out,
 {
     int rc;
 
+    if (t->n_slices > 0)
+        return ss__slices_forward(t, inputs, out, err);
     if ((rc = copy_inputs(t, inputs, err)) < 0)
         return rc;
     t->infer_bn = 1;

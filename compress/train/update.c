@@ -34,6 +34,7 @@
 #endif
 
 #include "compress/train/internal.h"
+#include "engine/plan/crew.h"
 
 #define BLOCK 16384     /* elements per OpenMP chunk: 64 KiB a stream */
 
@@ -223,20 +224,40 @@ ss__upd_isa(void)
     return pick(SS__UPD_AUTO) == run_c ? SS__UPD_C : SS__UPD_AVX512;
 }
 
+struct upd_job {
+    const ss__upd_t *u;
+    run_fn fn;
+    float *w, *g, *m, *v;
+    uint16_t *wbf;
+    int64_t n;
+};
+
+static void
+upd_block(void *arg, int b)
+{
+    const struct upd_job *j = arg;
+    int64_t o = (int64_t)b * BLOCK, len = j->n - o < BLOCK ? j->n - o
+                                                        : BLOCK;
+
+    j->fn(j->u, j->w + o, j->g + o, j->m ? j->m + o : NULL,
+          j->v ? j->v + o : NULL, j->wbf ? j->wbf + o : NULL, len);
+}
+
 void
 ss__upd_run(const ss__upd_t *u, float *w, float *g, float *m, float *v,
-            uint16_t *wbf, int64_t n)
+            uint16_t *wbf, int64_t n, struct ss_crew *crew, int threads)
 {
-    run_fn fn = pick(u->isa);
+    struct upd_job j = { u, pick(u->isa), w, g, m, v, wbf, n };
     int64_t nb = (n + BLOCK - 1) / BLOCK, b;
 
-#pragma omp parallel for schedule(static) if (nb > 1)
-    for (b = 0; b < nb; b++) {
-        int64_t o = b * BLOCK, len = n - o < BLOCK ? n - o : BLOCK;
-
-        fn(u, w + o, g + o, m ? m + o : NULL, v ? v + o : NULL,
-           wbf ? wbf + o : NULL, len);
+    if (crew != NULL) {
+        /* a sliced trainer: its crew, no OpenMP team (slices.c) */
+        ss_crew_run(crew, (int)nb, threads, upd_block, &j);
+        return;
     }
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (b = 0; b < nb; b++)
+        upd_block(&j, (int)b);
 }
 
 void

@@ -62,7 +62,9 @@ struct crew_job {
     void *arg;
     int n;
     atomic_int next;            /* the next piece to claim */
-    int joined;                 /* helpers inside (under the crew's lock) */
+    atomic_int joined;          /* helpers inside (changed under the
+                                 * crew's lock; the caller may spin on
+                                 * it) */
 };
 
 struct ss_crew {
@@ -133,13 +135,15 @@ helper_main(void *arg)
             break;
         j = c->job;
         seen = atomic_load(&c->gen);
-        j->joined++;
+        atomic_fetch_add(&j->joined, 1);
         atomic_fetch_add(&c->running, 1);
         pthread_mutex_unlock(&c->lock);
         claim_all(j);
         atomic_fetch_sub(&c->running, 1);
         pthread_mutex_lock(&c->lock);
-        if (--j->joined == 0)
+        /* the last touch of j: its caller may return as soon as it
+         * sees 0 */
+        if (atomic_fetch_sub(&j->joined, 1) == 1)
             pthread_cond_broadcast(&c->left);
     }
     pthread_mutex_unlock(&c->lock);
@@ -233,6 +237,7 @@ ss_crew_run(ss_crew_t *c, int n, int threads, void (*fn)(void *arg, int i),
     int posted = 0, mine, cpus;
 
     atomic_init(&j.next, 0);
+    atomic_init(&j.joined, 0);
     mine = atomic_fetch_add(&c->running, 1) + 1;
     if (n > 1 && threads > 1 && mine < (cpus = my_cpus())) {
         pthread_mutex_lock(&c->lock);
@@ -248,12 +253,23 @@ ss_crew_run(ss_crew_t *c, int n, int threads, void (*fn)(void *arg, int i),
     }
     claim_all(&j);
     if (posted) {
-        /* no helper joins from now on; wait for those inside */
+        int64_t until;
+
+        /* no helper joins from now on; wait for those inside, spinning
+         * first: a piece of a trainer's step can be tens of us, which a
+         * sleep and a wake-up would double */
         pthread_mutex_lock(&c->lock);
         c->job = NULL;
-        while (j.joined > 0)
-            pthread_cond_wait(&c->left, &c->lock);
         pthread_mutex_unlock(&c->lock);
+        until = ss_clock_mono_ns() + c->spin_ns;
+        while (atomic_load(&j.joined) > 0 && ss_clock_mono_ns() < until)
+            ;
+        if (atomic_load(&j.joined) > 0) {
+            pthread_mutex_lock(&c->lock);
+            while (atomic_load(&j.joined) > 0)
+                pthread_cond_wait(&c->left, &c->lock);
+            pthread_mutex_unlock(&c->lock);
+        }
     }
     atomic_fetch_sub(&c->running, 1);
 }

@@ -19,7 +19,8 @@
  * summation orders.)  Two sliced runs give the same bytes.
  * ss_train_describe says "2 slices", and the slices' helper threads
  * ("ss-train") exist while the trainer lives (on a machine with 2 CPUs)
- * and are gone after ss_train_free.
+ * and are gone after ss_train_free.  ss_train_forward (validation) of
+ * a sliced trainer against a whole one's, within 1e-6 (bf16 too).
  * The batch runs whole, saying why, where slices would change the
  * result: the CNN with BatchNorm on batch statistics, Sophia, a batch of
  * 6 rows, a graph that subtracts the batch's mean (rows mix).
@@ -182,6 +183,33 @@ train(const ss_graph_t *g, data_t *d, const ss_train_opts_t *o, double *l0,
     return t;
 }
 
+/* ss_train_forward (validation) of a fresh sliced trainer against a
+ * fresh whole one: each slice computes its rows. */
+static void
+forward(const char *name, const ss_graph_t *g, data_t *d,
+        const ss_train_opts_t *o1, const ss_train_opts_t *o2, double tol)
+{
+    enum { NOUT = BATCH * 1024 };
+    float *yw = calloc(NOUT, sizeof(float)), *ys = calloc(NOUT, sizeof(float));
+    ss_train_t *w = NULL, *s = NULL;
+    ss_train_batch_t b;
+    ss_err_t err = { 0 };
+    int rc = -1;
+
+    batch_at(d, 1, &b);
+    if (yw != NULL && ys != NULL && ss_train_new(g, b.inputs, o1, &w, &err) == 0
+        && ss_train_new(g, b.inputs, o2, &s, &err) == 0
+        && ss_train_forward(w, b.inputs, yw, &err) == 0)
+        rc = ss_train_forward(s, b.inputs, ys, &err);
+    ok(rc == 0 && rel_l2(ys, yw, NOUT) <= tol, "%s: the forward alone "
+       "within %.0e of the whole batch's (%.3g)%s", name, tol,
+       rc == 0 ? rel_l2(ys, yw, NOUT) : -1.0, rc == 0 ? "" : err.msg);
+    ss_train_free(w);
+    ss_train_free(s);
+    free(yw);
+    free(ys);
+}
+
 /* Sliced on 2 threads against whole on 1: loss, gradient, parameters;
  * two sliced runs the same bytes; the crew's threads. */
 static void
@@ -218,6 +246,7 @@ compare(const char *name, const ss_graph_t *g, data_t *d,
        "batch's (%.3g)", name, tg, dg);
     ok(dw <= tw, "%s: parameters after %d steps within %.0e (%.3g)", name,
        STEPS, tw, dw);
+    forward(name, g, d, &o1, &o2, 1e-6);
     s2 = train(g, d, &o2, &ls2, &gs2, ds2, sizeof(ds2));
     ok(s2 != NULL && memcmp(ss_train_params(s2), ss_train_params(s),
                             (size_t)n * sizeof(float)) == 0,
