@@ -346,7 +346,7 @@ ss__train_graph_lsq(ss__cx_t *cx, const ss_method_t *m, ss_graph_t **g,
     uint64_t rng;
     double t0, t_val = 0, metric = -1, loss;
     int e, rc, nbf, nf32, epochs = m->u.train.epochs;
-    char step[64], desc[256];
+    char step[64], desc[512];
 
     memset(&L, 0, sizeof(L));
     memset(&pr, 0, sizeof(pr));
