@@ -26,6 +26,11 @@ default list) for an MLP.  --ceiling first prints bf16 over f32 of an
 MLP step's oneDNN products alone (compress/train/mm-ceiling: the
 fixture's widths and 784-512-256-10), what a bf16 step could gain if
 all else were free.
+--teams adds f32 and bf16 runs with the trainer's batch slices off
+(SS_TRAIN_SLICES=0: every kernel and primitive an OpenMP team of
+--threads; docs/threads.md) and columns of their speed, the default's
+speed over them, and bf16 over f32 among them.  Under each row, how the
+C trainer ran the batch (in slices, or whole and why).
 --profile prints, after each model, CPU ms per step kind of one f32 and
 one bf16 run on one thread (SS_TRAIN_PROFILE=cpu).
 Relu and max pooling run on oneDNN's primitives; BatchNorm and average
@@ -302,13 +307,19 @@ def files(name, wide):
 
 
 def c_run(build, name, steps, threads, batch, precision="f32", wide=None):
+    """precision: PREC[:LAYOUT[:KERNELS]], or PREC:teams (batch slices
+    off: SS_TRAIN_SLICES=0)."""
     exe = os.path.join(build, "compress", "train", "train-bench")
     onnx_path, npz = files(name, wide)
+    env = dict(os.environ)
+    if precision.endswith(":teams"):
+        precision = precision[:-len(":teams")]
+        env["SS_TRAIN_SLICES"] = "0"
     prec, layout, nn = (precision.split(":") + ["blocked", "auto"])[:3]
     out = subprocess.run(
         [exe, onnx_path, npz, str(batch), str(steps), str(threads), "adamw",
          prec, layout, nn],
-        check=True, capture_output=True, text=True).stdout
+        check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out)
 
 
@@ -316,11 +327,14 @@ def c_pair(a, name, bf16, wide):
     """f32 and bf16 (and f32 NCHW) runs alternating: medians of ms and
     CPU ms."""
     runs = {"f32": [], "bf16": [], "f32:nchw": [], "f32:blocked:dnn": [],
-            "bf16-f32acts": [], "torch": []}
+            "bf16-f32acts": [], "f32:teams": [], "bf16:teams": [],
+            "torch": []}
     kinds = ["f32"] + (["bf16"] if bf16 else []) + (
         ["f32:nchw"] if a.nchw else []) + (
         ["f32:blocked:dnn"] if a.nn_dnn else []) + (
-        ["bf16-f32acts"] if a.f32_acts and bf16 else [])
+        ["bf16-f32acts"] if a.f32_acts and bf16 else []) + (
+        ["f32:teams"] + (["bf16:teams"] if bf16 else []) if a.teams
+        else [])
     for _ in range(a.reps):
         for p in kinds:
             runs[p].append(c_run(a.build, name, a.steps, a.threads, a.batch,
@@ -334,6 +348,7 @@ def c_pair(a, name, bf16, wide):
             med[p] = {k: float(np.median([r[k] for r in rs]))
                       for k in ("ms_per_step", "cpu_ms_per_step")}
             med[p]["samples_per_s"] = a.batch * 1e3 / med[p]["ms_per_step"]
+            med[p]["graph"] = rs[0].get("graph", "")
     return med
 
 
@@ -357,6 +372,10 @@ def main():
     ap.add_argument("--f32-acts", action="store_true",
                     help="also run bf16 with f32 activations (only the "
                     "products' operands bf16) and compare bf16 with it")
+    ap.add_argument("--teams", action="store_true",
+                    help="also run f32 and bf16 with batch slices off "
+                    "(SS_TRAIN_SLICES=0: every step an OpenMP team of "
+                    "--threads) and compare")
     ap.add_argument("--ceiling", action="store_true",
                     help="first, bf16 over f32 of an MLP step's products "
                     "alone (the fixture's widths and 784-512-256-10)")
@@ -375,7 +394,9 @@ def main():
             " %12s %11s %9s" % ("C f32dnn s/s", "bf16/f32dnn", "(cpu)")
             if a.nn_dnn else "") + (
             " %12s %12s %9s" % ("bf16f32a s/s", "bf16/f32acts", "(cpu)")
-            if a.f32_acts else ""))
+            if a.f32_acts else "") + (
+            " %12s %12s %12s" % ("C teams s/s", "slices/teams",
+                                 "bf16/f32 tm") if a.teams else ""))
     tmp = tempfile.mkdtemp(prefix="train-bench-")
     try:
         names = a.models.split(",")
@@ -416,7 +437,17 @@ def main():
                             e["samples_per_s"],
                             "%.2fx" % (e["ms_per_step"] / b["ms_per_step"]),
                             "%.2fx" % (e["cpu_ms_per_step"] /
-                                       b["cpu_ms_per_step"])) if e else ""))
+                                       b["cpu_ms_per_step"])) if e else "")
+                + (" %12.0f %12s %12s" % (
+                    m["f32:teams"]["samples_per_s"],
+                    "%.2fx" % (m["f32:teams"]["ms_per_step"] /
+                               c["ms_per_step"]),
+                    "%.2fx" % (m["f32:teams"]["ms_per_step"] /
+                               m["bf16:teams"]["ms_per_step"])
+                    if "bf16:teams" in m else "-") if a.teams else ""))
+            how = c.get("graph", "").split("; ")[-1]
+            if how.startswith("the batch"):
+                print("  %s: %s" % (name, how))
             if a.profile and bf16:
                 profile(a, name, wide)
             sys.stdout.flush()
