@@ -588,6 +588,20 @@ def test_cli(tmp):
         tap.ok(abs(a2 - acc) < 1e-9 and a2 >= 0.99 * a1, "at the accuracy "
                "slimserve-train measured (%.4f; source %.4f)" % (a2, a1))
         tap.eq(d.stop(), 0, "clean exit")
+    # Two threads, on a fresh copy of the model: the MLP's rows are
+    # independent, so the batch runs as two one-thread slices
+    # (compress/train/slices.c), and trains as well.
+    mdir = os.path.join(make_repo(os.path.join(tmp, "cli2")), "mlp")
+    rc, out, errs = run(job, ["--threads", "2", "--latency-runs", "3"])
+    res = json.loads(out) if rc == 0 else {}
+    graph = json.dumps(res)
+    tap.eq(rc, 0, "--threads 2: exit 0 (%s)" % errs.strip()[-200:])
+    tap.ok("the batch in 2 slices on 2 threads" in graph,
+           "--threads 2: the batch in 2 slices (%s)"
+           % re.findall(r'"graph": "[^"]*"', graph))
+    acc2 = (res.get("variant") or {}).get("accuracy") or 0
+    tap.ok(acc2 >= acc - 0.01, "--threads 2: accuracy %.4f, one thread's "
+           "%.4f" % (acc2, acc))
 
 
 def main():
