@@ -76,7 +76,7 @@ compress_train_train_bench_LDADD = $(SS_TRAIN_LIBS)
 check_PROGRAMS += tests/unit/test_train_slices
 TESTS += tests/unit/test_train_slices
 tests_unit_test_train_slices_SOURCES = tests/unit/test_train_slices.c \
-	tests/unit/onnx_build.h
+	tests/unit/onnx_build.h tests/unit/threads_named.h
 tests_unit_test_train_slices_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_train_slices_LDADD = $(SS_TRAIN_LIBS)
 

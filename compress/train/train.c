@@ -121,19 +121,15 @@ ss__train_check_inputs(const ss__tr_t *t, const ss_tensor_t *in,
     return 0;
 }
 
-static int
-copy_inputs(ss__tr_t *t, const ss_tensor_t *in, ss_err_t *err)
+/* Copies checked inputs into the trainer's buffers. */
+static void
+put_inputs(ss__tr_t *t, const ss_tensor_t *in)
 {
-    int rc;
-
-    if ((rc = ss__train_check_inputs(t, in, err)) < 0)
-        return rc;
     for (int i = 0; i < t->n_inputs; i++) {
         ss__tv_t *v = &t->tv[t->input_tv[i]];
 
         memcpy(v->data, in[i].data, v->bytes);
     }
-    return 0;
 }
 
 static int
@@ -197,11 +193,7 @@ copy_batch(ss__tr_t *t, const ss_train_batch_t *b, ss_err_t *err)
 
     if ((rc = ss__train_check_batch(t, b, err)) < 0)
         return rc;
-    for (int i = 0; i < t->n_inputs; i++) {
-        ss__tv_t *v = &t->tv[t->input_tv[i]];
-
-        memcpy(v->data, b->inputs[i].data, v->bytes);
-    }
+    put_inputs(t, b->inputs);
     if (wants_labels(t)) {
         ss__tv_t *v = &t->tv[t->labels_tv];
         int64_t *dst = v->data;
@@ -376,8 +368,9 @@ ss_train_forward(ss_train_t *t, const ss_tensor_t *inputs, float *out,
 
     if (t->n_slices > 0)
         return ss__slices_forward(t, inputs, out, err);
-    if ((rc = copy_inputs(t, inputs, err)) < 0)
+    if ((rc = ss__train_check_inputs(t, inputs, err)) < 0)
         return rc;
+    put_inputs(t, inputs);
     t->infer_bn = 1;
     rc = run_steps(t, 0, t->n_fwd, err);
     t->infer_bn = 0;

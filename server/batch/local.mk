@@ -29,6 +29,7 @@ tests_unit_test_batch_shapes_LDADD = $(SS_BATCH_LIBS)
 check_PROGRAMS += tests/unit/test_batch_pool
 TESTS += tests/unit/test_batch_pool
 tests_unit_test_batch_pool_SOURCES = tests/unit/test_batch_pool.c \
+	tests/unit/threads_named.h \
 	tests/unit/test_batch.h tests/unit/onnx_build.h
 tests_unit_test_batch_pool_CPPFLAGS = $(AM_CPPFLAGS) $(PROTOBUF_C_CFLAGS)
 tests_unit_test_batch_pool_LDADD = $(SS_BATCH_LIBS)

@@ -22,7 +22,6 @@
  * get their right results.
  */
 
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -38,6 +37,7 @@
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
 #include "tests/unit/test_batch.h"
+#include "tests/unit/threads_named.h"
 
 #define ROWS 64
 #define COLS 64
@@ -626,33 +626,6 @@ test_retry(void)
 
 /* ---- parallel slices: threads 2 on a pool of 2 ---------------------- */
 
-/* Helper threads of parallel slices (engine/plan/crew.c) alive now. */
-static int
-slice_helpers(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        char path[300], comm[32] = "";
-        FILE *f;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-        if ((f = fopen(path, "r")) == NULL)
-            continue;
-        if (fgets(comm, sizeof comm, f) != NULL
-            && strncmp(comm, "ss-slice", 8) == 0)
-            n++;
-        fclose(f);
-    }
-    if (d != NULL)
-        closedir(d);
-    return n;
-}
-
 static void
 test_par(void)
 {
@@ -740,9 +713,9 @@ test_par(void)
     is_int(bad, 0, "par: each item got its own rows' results");
     if (sched_getaffinity(0, sizeof(set), &set) == 0)
         cpus = CPU_COUNT(&set);
-    ok(slice_helpers() <= (cpus > 1 ? cpus - 1 : 0), "par: %d helper "
+    ok(threads_named("ss-slice") <= (cpus > 1 ? cpus - 1 : 0), "par: %d helper "
        "threads for %d CPUs (at most one per CPU less one)",
-       slice_helpers(), cpus);
+       threads_named("ss-slice"), cpus);
 done:
     ss_batcher_free(b);
     ss_exec_pool_free(pool);

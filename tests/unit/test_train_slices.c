@@ -26,7 +26,6 @@
  * 6 rows, a graph that subtracts the batch's mean (rows mix).
  */
 
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -40,6 +39,7 @@
 #include "engine/io/npy.h"
 #include "tests/tap.h"
 #include "tests/unit/onnx_build.h"
+#include "tests/unit/threads_named.h"
 
 #define BATCH 64
 #define STEPS 5
@@ -64,33 +64,6 @@ opts(ss_train_opts_t *o, int threads, int bf16)
     o->lr = 0.05;
     o->momentum = 0.9;
     o->bf16 = bf16;
-}
-
-/* Threads of this process named ss-train. */
-static int
-crew_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        char p[300], comm[32] = "";
-        FILE *f;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof p, "/proc/self/task/%s/comm", e->d_name);
-        if ((f = fopen(p, "r")) == NULL)
-            continue;
-        if (fgets(comm, sizeof comm, f) != NULL
-            && strncmp(comm, "ss-train", 8) == 0)
-            n++;
-        fclose(f);
-    }
-    if (d != NULL)
-        closedir(d);
-    return n;
 }
 
 static int
@@ -235,8 +208,8 @@ compare(const char *name, const ss_graph_t *g, data_t *d,
        "%s: 2 slices on 2 threads (%s), whole on one", name,
        strrchr(ds, ';') ? strrchr(ds, ';') + 2 : ds);
     if (cpus() >= 2)
-        ok(crew_threads() >= 1, "%s: the slices' helper runs (%d ss-train "
-           "threads)", name, crew_threads());
+        ok(threads_named("ss-train") >= 1, "%s: the slices' helper runs (%d ss-train "
+           "threads)", name, threads_named("ss-train"));
     n = ss_train_flat_size(w);
     dg = rel_l2(gs, gw, n);
     dw = rel_l2(ss_train_params(s), ss_train_params(w), n);
@@ -433,8 +406,8 @@ main(void)
     mlp.d.teacher = NULL;
 
     paced(tr.g, &tr.d);
-    ok(crew_threads() == 0, "every trainer freed: no ss-train thread left "
-       "(%d)", crew_threads());
+    ok(threads_named("ss-train") == 0, "every trainer freed: no ss-train thread left "
+       "(%d)", threads_named("ss-train"));
 
     /* where slices would change the result */
     {
