@@ -43,9 +43,11 @@
  * A different thread count sums in another order (within float
  * rounding, as OpenMP teams of another size did).
  *
- * Memory: each slice has its own arena for its rows, and the parent keeps
- * its whole-batch arena (ss_train_forward and export run on it), so
- * activations take about twice the memory of the batch run whole.
+ * Memory: each slice has its own arena for its rows; the whole batch's
+ * arena is freed once the slices are built (ss_train_forward runs as
+ * slices too, export reads only the flat arrays), so activations take
+ * about what the whole batch's did.  A graph whose input dims fix the
+ * batch size cannot build a slice and runs whole (the reason says so).
  *
  * THREADS: [worker], the trainer's thread; the slices run on it and on
  * the crew's helpers, which exist only inside ss__slices_grads.
@@ -106,7 +108,7 @@ min_rows(void)
 }
 
 /* Why t's batch must run whole, written into t->slice_why; NULL when it
- * may run as slices.  -1 and err: out of memory. */
+ * may run as slices, or with err->code set when out of memory. */
 static const char *
 whole_why(ss__tr_t *t, const ss_tensor_t *shapes, const ss_train_opts_t *o,
           int T, ss_err_t *err)
@@ -141,8 +143,8 @@ whole_why(ss__tr_t *t, const ss_tensor_t *shapes, const ss_train_opts_t *o,
     if (ss_graph_rows(g, &r, err) < 0)
         return NULL;
     if (!r.independent)
-        return snprintf(w, wl, "rows mix at %.24s '%.48s': %.96s", r.op, r.node,
-                        r.why), w;
+        return snprintf(w, wl, "rows mix at %.24s '%.48s': %.96s", r.op,
+                        r.node, r.why), w;
     return NULL;
 }
 

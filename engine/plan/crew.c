@@ -274,7 +274,7 @@ ss_crew_run(ss_crew_t *c, int n, int threads, void (*fn)(void *arg, int i),
     atomic_fetch_sub(&c->running, 1);
 }
 
-/* ---- the engine's crew ---------------------------------------------------- */
+/* ---- the engine's crew ------------------------------------------------ */
 
 static ss_crew_t *engine_crew;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;

@@ -170,7 +170,8 @@ forward(const char *name, const ss_graph_t *g, data_t *d,
     int rc = -1;
 
     batch_at(d, 1, &b);
-    if (yw != NULL && ys != NULL && ss_train_new(g, b.inputs, o1, &w, &err) == 0
+    if (yw != NULL && ys != NULL
+        && ss_train_new(g, b.inputs, o1, &w, &err) == 0
         && ss_train_new(g, b.inputs, o2, &s, &err) == 0
         && ss_train_forward(w, b.inputs, yw, &err) == 0)
         rc = ss_train_forward(s, b.inputs, ys, &err);
@@ -208,8 +209,8 @@ compare(const char *name, const ss_graph_t *g, data_t *d,
        "%s: 2 slices on 2 threads (%s), whole on one", name,
        strrchr(ds, ';') ? strrchr(ds, ';') + 2 : ds);
     if (cpus() >= 2)
-        ok(threads_named("ss-train") >= 1, "%s: the slices' helper runs (%d ss-train "
-           "threads)", name, threads_named("ss-train"));
+        ok(threads_named("ss-train") >= 1, "%s: the slices' helper runs "
+           "(%d ss-train threads)", name, threads_named("ss-train"));
     n = ss_train_flat_size(w);
     dg = rel_l2(gs, gw, n);
     dw = rel_l2(ss_train_params(s), ss_train_params(w), n);
@@ -406,8 +407,8 @@ main(void)
     mlp.d.teacher = NULL;
 
     paced(tr.g, &tr.d);
-    ok(threads_named("ss-train") == 0, "every trainer freed: no ss-train thread left "
-       "(%d)", threads_named("ss-train"));
+    ok(threads_named("ss-train") == 0, "every trainer freed: no ss-train "
+       "thread left (%d)", threads_named("ss-train"));
 
     /* where slices would change the result */
     {
