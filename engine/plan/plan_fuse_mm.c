@@ -183,6 +183,45 @@ matmul_prescale(const ss__fz_t *fz, int s, int *a, float *scale)
     return ps;
 }
 
+/* The post-op chain c of MatMul step s (output y): its A is lead0,
+ * scaled by step pre (-1: none, as matmul_prescale found), its B read
+ * through Transpose step ts (-1: none), then the steps after it, ending
+ * before post-op max_post (-1: wherever ss__fz_chain ends). */
+static void
+mm_chain(ss__fz_t *fz, ss__chain_t *c, int s, int lead0, int ts, int pre,
+         float scale, const ss_tensor_t *y, int max_post)
+{
+    const ss_plan_t *p = fz->p;
+
+    ss__fz_chain_start(c, s, lead0, p->steps[s].out[0], "MatMul");
+    if (ts >= 0) {
+        c->steps[c->n_steps++] = ts;
+        snprintf(c->what, sizeof(c->what), "Transpose+MatMul");
+    }
+    if (pre >= 0) {
+        c->steps[c->n_steps++] = pre;
+        ss_dnn_postops_add_eltwise(&c->post, SS_DNN_LINEAR, scale, 0);
+        snprintf(c->what + strlen(c->what), sizeof(c->what) - strlen(c->what),
+                 "(%s A)", p->steps[pre].node->op_type);
+    }
+    c->dst_ndim = y->ndim;
+    memcpy(c->dst_dims, y->dims, (size_t)y->ndim * sizeof(int64_t));
+    if (max_post < 0 || c->post.n < max_post) {
+        c->max_post = max_post;
+        ss__fz_chain(fz, c);
+    }
+}
+
+/* The index of the first binary post-op of c, or -1. */
+static int
+first_binary(const ss__chain_t *c)
+{
+    for (int k = 0; k < c->post.n; k++)
+        if (c->post.op[k].kind == SS_DNN_PO_BINARY)
+            return k;
+    return -1;
+}
+
 int
 ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
 {
@@ -193,7 +232,7 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     ss__chain_t c;
     const ss_tensor_t *a, *b, *y;
     int64_t bstr[SS_DNN_MAX_DIMS], g, h = 0, rows = 0;
-    int lead[2], nd, ts = -1, pre, at, rc = 0;
+    int lead[2], nd, ts = -1, pre, at, k, rc = 0;
     float scale = 1.0f;
 
     if (!ss__plan_is_op(st, "MatMul") || st->n_in != 2 || !f32(fz, st->in[0])
@@ -245,20 +284,9 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
             lead[1] = p->steps[ts].in[0];
         }
     }
-    ss__fz_chain_start(&c, s, lead[0], st->out[0], "MatMul");
-    if (d.b_strides != NULL) {
-        c.steps[c.n_steps++] = ts;
-        snprintf(c.what, sizeof(c.what), "Transpose+MatMul");
-    }
-    if (pre >= 0) {
-        c.steps[c.n_steps++] = pre;
-        ss_dnn_postops_add_eltwise(&c.post, SS_DNN_LINEAR, scale, 0);
-        snprintf(c.what + strlen(c.what), sizeof(c.what) - strlen(c.what),
-                 "(%s A)", p->steps[pre].node->op_type);
-    }
-    c.dst_ndim = nd;
-    memcpy(c.dst_dims, y->dims, (size_t)nd * sizeof(int64_t));
-    ss__fz_chain(fz, &c);
+    if (d.b_strides == NULL)
+        ts = -1;
+    mm_chain(fz, &c, s, lead[0], ts, pre, scale, y, -1);
     d.post = c.post;
     /* the first MatMul of an attention chain decides its groups; the
      * second follows the Softmax before it */
@@ -285,6 +313,23 @@ ss__fuse_matmul(ss__fz_t *fz, int s, ss_err_t *err)
     if ((rc = ss_dnn_matmul_new(&d, &prim, err)) < 0) {
         rc = ss__fz_fallback(rc, err);
         goto done;
+    }
+    /* oneDNN 2.6's brgemm matmul takes a binary post-op in some
+     * broadcasts only; for others (swin's relative-position bias,
+     * [1, heads, T, T] over [windows, heads, T, T]) it builds its
+     * reference matmul, ~100x slower (swin_t: 85% of a run, a compression
+     * job's batch-32 timing ran for tens of minutes).  The chain then
+     * ends before its first binary post-op, which runs as its own step.
+     * (Attention groups, h, are chosen without binary post-ops.) */
+    if (ss__fz_slow(prim) && (k = first_binary(&c)) >= 0) {
+        ss_dnn_prim_free(prim);
+        prim = NULL;
+        mm_chain(fz, &c, s, lead[0], ts, pre, scale, y, k);
+        d.post = c.post;
+        if ((rc = ss_dnn_matmul_new(&d, &prim, err)) < 0) {
+            rc = ss__fz_fallback(rc, err);
+            goto done;
+        }
     }
     at = ss__fz_chain_last(&c);
     if ((rc = ss__fz_emit(fz, &c, prim, lead, d.b_const ? 1 : 2, err)) == 0) {

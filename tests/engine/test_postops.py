@@ -235,6 +235,32 @@ def prescaled_scores():
     close("(q / c) k * s + mask", got["y"], want)
 
 
+def windowed_bias():
+    """Windowed attention's scores as swin writes them: q k^T * s + a
+    relative-position bias [1, heads, T, T] over [windows, heads, T, T].
+    oneDNN 2.6's brgemm matmul has no such binary post-op: with the bias
+    fused it ran its reference matmul, ~100x slower (swin_t at 112x112:
+    85% of a run); the bias must run as its own step, no step on oneDNN's
+    reference code (the plan dump's impl)."""
+    q = RNG.standard_normal((8, 3, 49, 32)).astype(np.float32)
+    k = RNG.standard_normal((8, 3, 32, 49)).astype(np.float32)
+    bias = RNG.standard_normal((1, 3, 49, 49)).astype(np.float32)
+    inits = [("s", np.array(0.17677, np.float32)), ("bias", bias)]
+    nodes = [helper.make_node("MatMul", ["q", "k"], ["p"]),
+             helper.make_node("Mul", ["p", "s"], ["ps"]),
+             helper.make_node("Add", ["ps", "bias"], ["y"])]
+    want = (q.astype(np.float64) @ k * np.float32(0.17677) + bias)
+    got, msg, text = run(model(nodes, [("q", q.shape), ("k", k.shape)],
+                               inits, want.shape), {"q": q, "k": k},
+                         dump=True)
+    if got is None:
+        return tap.ok(False, "windowed scores with a bias run", msg)
+    close("q k^T * s + bias [1, heads, T, T]", got["y"], want)
+    impls = re.findall(r"impl (\S+)", text)
+    tap.ok(bool(impls) and not any(i.startswith("ref") for i in impls),
+           "no step of it on oneDNN's reference code", "impls: %s" % impls)
+
+
 def int8_requant():
     """A scalar Mul between an int8 MatMul and its QuantizeLinear: the
     Mul's linear and the requantization's are one post-op."""
@@ -482,6 +508,7 @@ def main():
     chains()
     still_fused()
     prescaled_scores()
+    windowed_bias()
     int8_requant()
     gelu_forms()
     residual_sums()
