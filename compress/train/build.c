@@ -190,7 +190,7 @@ forward_node(ss__tb_t *b, int idx, ss_err_t *err)
         return ss_err_set(err, SS_EUNSUPP, "trainer: no gradient rule for "
                           "%s (node '%s')", n->op_type, label(n));
     b->plain_only = r == NULL || !(r->flags & SS__R_LAYOUT);
-    if ((r == NULL || !(r->flags & SS__R_BF16)) &&
+    if (!ss__r_takes_bf16(b, n, r) &&
         (rc = ss__tb_node_f32(b, n, err)) < 0)
         return rc;
     b->plain_only = 0;

@@ -342,6 +342,14 @@ typedef struct ss__rule {
  * see them as they are and call ss__tb_node_f32 where they cannot. */
 #define SS__R_BF16 2u
 
+/* Whether node n (rule r, may be NULL) sees bf16 activations as they
+ * are: its rule is flagged SS__R_BF16, or it is a shape op (Transpose,
+ * Gather, the views) whose output reaches only MatMul operands (rules.c).
+ * ss__r_bf16_to_products: whether graph value y reaches only those. */
+bool ss__r_takes_bf16(const ss__tb_t *b, const ss_node_t *n,
+                      const ss__rule_t *r);
+bool ss__r_bf16_to_products(const ss__tb_t *b, int y, int depth);
+
 const ss__rule_t *ss__rule_find(const char *op);
 /* QuantizeLinear / DequantizeLinear backward: straight-through
  * (rules_q.c). */
@@ -376,6 +384,7 @@ int ss__k_chsum(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_pool(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_transpose(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
+int ss__k_gather(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_reduce(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
@@ -406,6 +415,8 @@ int ss__k_dnn_x(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_copy16(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_bn16_infer(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 void ss__add_into(void *dst, const void *src, ss_dtype_t dt, int64_t n);
+/* Whether the CPU has AVX-512 F, BW and VL (act16.c). */
+bool ss__cpu_avx512(void);
 int ss__k_bn_dnn(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 int ss__k_bn_dnn_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err);
 

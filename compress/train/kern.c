@@ -488,6 +488,22 @@ transpose_rows(const void *xv, void *yv, size_t es, int nd,
                 for (j = 0; j < inner; j++)
                     yr[j] = xr[j * sj];
             }
+        } else if (es == 2) {           /* bf16 (rules.c) */
+            const uint16_t *xr = (const uint16_t *)xv + off;
+            uint16_t *yr = (uint16_t *)yv + r * inner;
+
+            if (sj == 1 && !acc) {
+#pragma omp simd
+                for (j = 0; j < inner; j++)
+                    yr[j] = xr[j];
+            } else if (acc) {
+                for (j = 0; j < inner; j++)
+                    yr[j] = ss__bf16_round(ss__bf16_f32(yr[j]) +
+                                           ss__bf16_f32(xr[j * sj]));
+            } else {
+                for (j = 0; j < inner; j++)
+                    yr[j] = xr[j * sj];
+            }
         } else {
             for (j = 0; j < inner; j++)
                 memcpy((char *)yv + (size_t)(r * inner + j) * es,
@@ -575,6 +591,43 @@ ss__k_index(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     return 0;
 }
 
+/* Index j of the indices (int32 or int64), wrapped; -1 out of range. */
+static int64_t
+gather_ix(const void *ix, bool i64, int64_t j, int64_t ad)
+{
+    int64_t k = i64 ? ((const int64_t *)ix)[j] : ((const int32_t *)ix)[j];
+
+    if (k < 0)
+        k += ad;
+    return k < 0 || k >= ad ? -1 : k;
+}
+
+/* p: [0] outer, [1] the axis' length, [2] inner, [3] indices: y[o, j]
+ * = x[o, ix[j]] (rows of inner elements of any size, bf16 ones too). */
+int
+ss__k_gather(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
+{
+    const char *x = tv_data(t, s->in[0]);
+    const void *ix = tv_data(t, s->in[1]);
+    bool i64 = t->tv[s->in[1]].dtype == SS_DTYPE_I64;
+    char *y = tv_data(t, s->out[0]);
+    int64_t outer = s->p[0], ad = s->p[1], ni = s->p[3], j, o;
+    size_t row = (size_t)s->p[2] * ss_dtype_size(t->tv[s->in[0]].dtype);
+
+    for (j = 0; j < ni; j++)
+        if (gather_ix(ix, i64, j, ad) < 0)
+            return ss_err_set(err, SS_EINVAL, "trainer: Gather '%s': index "
+                              "out of range",
+                              s->node != NULL ? s->node->name : "?");
+#pragma omp parallel for schedule(static) if (outer > 1 && (int64_t)row * outer * ni > 4 * PAR_MIN)
+    for (o = 0; o < outer; o++)
+        for (int64_t i = 0; i < ni; i++)
+            memcpy(y + (size_t)(o * ni + i) * row,
+                   x + (size_t)(o * ad + gather_ix(ix, i64, i, ad)) * row,
+                   row);
+    return 0;
+}
+
 int
 ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 {
@@ -588,17 +641,30 @@ ss__k_gather_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     (void)err;
     if (!ACC(0))
         memset(dx, 0, t->tv[s->out[0]].bytes);
+    if (t->tv[s->out[0]].dtype == SS_DTYPE_BF16) {
+        /* a bf16 activation's gradient (rules.c): rounded per addition */
+        const uint16_t *dy16 = (const void *)dy;
+        uint16_t *dx16 = (void *)dx;
+
+        for (o = 0; o < outer; o++)
+            for (int64_t j = 0; j < ni; j++) {
+                int64_t k = gather_ix(ix, i64, j, ad);
+
+                if (k >= 0)
+                    ss__add_into(dx16 + (o * ad + k) * inner,
+                                 dy16 + (o * ni + j) * inner,
+                                 SS_DTYPE_BF16, inner);
+            }
+        return 0;
+    }
 #pragma omp parallel for schedule(static) if (outer > 1 && outer * ni * inner > PAR_MIN)
     for (o = 0; o < outer; o++)
         for (int64_t j = 0; j < ni; j++) {
-            int64_t k = i64 ? ((const int64_t *)ix)[j]
-                            : ((const int32_t *)ix)[j];
+            int64_t k = gather_ix(ix, i64, j, ad);
             const float *src = dy + (o * ni + j) * inner;
             float *dst;
 
             if (k < 0)
-                k += ad;
-            if (k < 0 || k >= ad)
                 continue;
             dst = dx + (o * ad + k) * inner;
             for (int64_t i = 0; i < inner; i++)

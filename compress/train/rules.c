@@ -133,6 +133,86 @@ ss__r_dx_step(ss__step_t *s, ss__kern_fn fn, const char *what,
     s->acc = acc ? 1 : 0;
 }
 
+/* ---- bf16 through shape ops ----------------------------------------- */
+
+/* Mixed precision: the ops that move elements without arithmetic
+ * between attention's products -- the qkv Linear's Reshape, Transpose
+ * and per-head Gathers, K's Transpose, the heads' Transpose and Reshape
+ * into the output Linear -- carry bf16 activations as they are (half
+ * the bytes moved, forward and backward) where every path from their
+ * output ends at a MatMul operand: the products read them as they are,
+ * so the bf16 copies of q, k^T, v, the heads and of their gradients go.
+ * The values are rounded where the producing product writes them, as
+ * those copies rounded them, so the numbers stay the same but for sums
+ * of several gradient contributions (rounded per addition, act16.c). */
+static bool
+passes_bf16(const ss_node_t *m, int k)
+{
+    static const char *const ops[] = { "Transpose", "Gather", "Reshape",
+                                       "Flatten", "Squeeze", "Unsqueeze",
+                                       "Identity" };
+
+    if (k != 0 || m->n_outputs != 1)
+        return false;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strcmp(m->op_type, ops[i]) == 0)
+            return true;
+    return false;
+}
+
+bool
+ss__r_bf16_to_products(const ss__tb_t *b, int y, int depth)
+{
+    const ss_graph_t *g = b->g;
+    bool any = false;
+    int i, k;
+
+    if (y < 0 || depth > 8)
+        return false;
+    for (i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == y)
+            return false;
+    for (i = 0; i < g->n_nodes; i++) {
+        const ss_node_t *m = ss__tb_node(b, i);
+
+        if (b->need != NULL && !b->need[i])
+            continue;
+        for (k = 0; k < m->n_inputs; k++) {
+            if (m->inputs[k] != y)
+                continue;
+            any = true;
+            if (k < 2 && strcmp(m->op_type, "MatMul") == 0)
+                continue;
+            if (!passes_bf16(m, k) ||
+                !ss__r_bf16_to_products(b, m->outputs[0], depth + 1))
+                return false;
+        }
+    }
+    return any;
+}
+
+bool
+ss__r_takes_bf16(const ss__tb_t *b, const ss_node_t *n, const ss__rule_t *r)
+{
+    if (r != NULL && (r->flags & SS__R_BF16))
+        return true;
+    return ss__tb_act16_on(b) && passes_bf16(n, 0) &&
+           ss__r_bf16_to_products(b, n->outputs[0], 0);
+}
+
+/* The view of a bf16 activation (forward) or gradient is one too. */
+static void
+view_dtype(ss__tb_t *b, int y, int x)
+{
+    ss__tv_t *yv = &b->t->tv[y];
+
+    if (!V(b, x)->act16)
+        return;
+    yv->dtype = SS_DTYPE_BF16;
+    yv->bytes = (size_t)yv->numel * 2;
+    yv->act16 = 1;
+}
+
 /* ---- views ------------------------------------------------------------- */
 
 static int
@@ -146,6 +226,7 @@ fwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
                           "the element count", label(n));
     yv->kind = SS__TV_VIEW;
     yv->alias = x;
+    view_dtype(b, y, x);
     return 0;
 }
 
@@ -172,6 +253,7 @@ bwd_view(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
          * add into them (dy has no other reader) */
         if ((gx = ss__tv_view(b, gy, V(b, x)->ndim, V(b, x)->dims, err)) < 0)
             return gx;
+        view_dtype(b, gx, gy);
         b->grad[x] = gx;
         return 0;
     }
@@ -225,7 +307,7 @@ static const ss__rule_t rules[] = {
     { "AveragePool",      D0,   ss__fwd_pool,      ss__bwd_pool,      LB },
     { "GlobalAveragePool", D0, ss__fwd_pool,      ss__bwd_pool,      LB },
     { "Transpose",        D0,   ss__fwd_transpose, ss__bwd_transpose, 0 },
-    { "Gather",           D0,   NULL,              ss__bwd_gather,    0 },
+    { "Gather",           D0,   ss__fwd_gather,    ss__bwd_gather,    0 },
     { "Concat",           DALL, NULL,              ss__bwd_concat,    0 },
     { "Slice",            D0,   NULL,              ss__bwd_slice,     0 },
     { "Pad",              D0,   NULL,              ss__bwd_pad,       0 },

@@ -123,6 +123,7 @@ SS__R_EMIT(ss__bwd_slice);
 SS__R_EMIT(ss__bwd_pad);
 SS__R_EMIT(ss__fwd_transpose);
 SS__R_EMIT(ss__bwd_transpose);
+SS__R_EMIT(ss__fwd_gather);
 SS__R_EMIT(ss__bwd_gather);
 
 #undef SS__R_EMIT

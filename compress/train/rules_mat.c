@@ -284,8 +284,10 @@ matmul_reduced(ss__tb_t *b, int a, int w, int y, int nd)
  * writes the gradient in bf16, which the backward products read as it
  * is (a fused bias sums it in double, ss__k_chsum), so the f32 output,
  * its f32 gradient and that gradient's bf16 copy go; the Gelu's output
- * is bf16 too, so the next product's copy of it goes.  Any other reader
- * or a graph output keeps it f32. */
+ * is bf16 too, so the next product's copy of it goes.  So is one that
+ * only products read, directly or through shape ops (attention's qkv
+ * and heads, rules.c).  Any other reader or a graph output keeps it
+ * f32. */
 static int
 matmul_y16(const ss__tb_t *b, const ss_node_t *n)
 {
@@ -295,6 +297,9 @@ matmul_y16(const ss__tb_t *b, const ss_node_t *n)
 
     if (!ss__tb_act16_on(b) || y < 0)
         return 0;
+    /* through shape ops to products only (rules.c) */
+    if (ss__r_bf16_to_products(b, y, 0))
+        return 1;
     for (i = 0; i < g->n_outputs; i++)
         if (g->outputs[i] == y)
             return 0;

@@ -245,6 +245,8 @@ ss__fwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
     if ((rc = read_perm(b, n, V(b, x)->ndim, perm, err)) < 0)
         return rc;
+    if (V(b, x)->act16)         /* rules.c: bf16 through shape ops */
+        ss__tv_set_act16(b, ss__tb_out(b, n, 0));
     return transpose_step(b, n, x, perm, ss__tb_out(b, n, 0), 0, err);
 }
 
@@ -265,24 +267,63 @@ ss__bwd_transpose(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 
 /* ---- Gather ----------------------------------------------------------- */
 
+/* p: [0] outer, [1] the axis' length, [2] inner, [3] indices */
+static int
+gather_geom(ss__tb_t *b, const ss_node_t *n, int64_t *p, ss_err_t *err)
+{
+    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
+    int64_t axis = ss__attr_int(n, "axis", 0);
+
+    if (axis < 0)
+        axis += xv->ndim;
+    if (axis < 0 || axis >= xv->ndim)
+        return ss_err_set(err, SS_EINVAL, "trainer: Gather '%s': axis out "
+                          "of range", label(n));
+    p[0] = prod(xv->dims, 0, (int)axis);
+    p[1] = xv->dims[axis];
+    p[2] = prod(xv->dims, (int)axis + 1, xv->ndim);
+    p[3] = V(b, ss__tb_in(b, n, 1))->numel;
+    return 0;
+}
+
+/* The trainer's own Gather (any element size): a bf16 activation
+ * passes through as it is (rules.c), which the engine's reference
+ * kernel, typed by the graph, would not take. */
+int
+ss__fwd_gather(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
+{
+    ss__step_t s;
+    int rc;
+
+    step_init(&s, ss__k_gather, "Gather", n);
+    s.n_in = 2;
+    s.in[0] = ss__tb_in(b, n, 0);
+    s.in[1] = ss__tb_in(b, n, 1);
+    s.n_out = 1;
+    s.out[0] = ss__tb_out(b, n, 0);
+    if (s.in[1] < 0 || (V(b, s.in[1])->dtype != SS_DTYPE_I64 &&
+                        V(b, s.in[1])->dtype != SS_DTYPE_I32))
+        return ss_err_set(err, SS_EUNSUPP, "trainer: Gather '%s': indices "
+                          "not int32 or int64", label(n));
+    if ((rc = gather_geom(b, n, s.p, err)) < 0)
+        return rc;
+    if (V(b, s.in[0])->act16)
+        ss__tv_set_act16(b, s.out[0]);
+    return ss__step_add(b, &s, err);
+}
+
 int
 ss__bwd_gather(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
 {
     int ix = ss__tb_in(b, n, 1), gy, gx, acc, rc;
-    const ss__tv_t *xv = V(b, ss__tb_in(b, n, 0));
-    int64_t axis = ss__attr_int(n, "axis", 0);
     ss__step_t s;
 
     if ((rc = ss__r_dx_target(b, n, &gy, &gx, &acc, err)) <= 0)
         return rc;
-    if (axis < 0)
-        axis += xv->ndim;
     ss__r_dx_step(&s, ss__k_gather_bwd, "Gather'", n, gy, gx, acc);
     s.n_in = 2;
     s.in[1] = ix;
-    s.p[0] = prod(xv->dims, 0, (int)axis);
-    s.p[1] = xv->dims[axis];
-    s.p[2] = prod(xv->dims, (int)axis + 1, xv->ndim);
-    s.p[3] = V(b, ix)->numel;
+    if ((rc = gather_geom(b, n, s.p, err)) < 0)
+        return rc;
     return ss__step_add(b, &s, err);
 }
