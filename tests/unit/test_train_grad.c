@@ -557,5 +557,6 @@ main(void)
     scaled_matmul_cases();
     bias_matmul_cases();
     tied_bn_case();
+    attention16_shape_cases();
     return tap_done();
 }

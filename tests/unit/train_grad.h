@@ -68,5 +68,7 @@ void act_ref_cases(void);
 void attention16_cases(void);
 void scaled_matmul_cases(void);
 void bias_matmul_cases(void);
+/* train_grad_shape.c */
+void attention16_shape_cases(void);
 
 #endif

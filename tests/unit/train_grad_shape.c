@@ -317,3 +317,78 @@ tied_bn_case(void)
     ss_train_free(t);
     ss_graph_free(g);
 }
+
+/*
+ * Mixed precision through attention's shape ops (compress/train/rules.c):
+ * x [2, 5, 8] times a qkv weight plus bias, Reshape to [B, L, 3, H, dh],
+ * Transpose to [3, B, H, L, dh], Gathers of q, k, v, K's Transpose,
+ * the scaled scores, Softmax, times V, the heads' Transpose and Reshape
+ * into the output Linear.  Every path from the qkv Linear ends at a
+ * MatMul operand, so it writes bf16 and the Transposes and Gathers move
+ * bf16 (forward, and the gradients backward: the Gathers' three
+ * contributions add into one bf16 gradient); so do the heads.  The bf16
+ * trainer's gradient against finite differences of the f32 one (3e-2 of
+ * the largest, as bf16_cases), and the 10 bf16 activations (the qkv
+ * Linear, its Transpose, the three Gathers, K's Transpose, the scores,
+ * the probabilities, the heads and their Transpose).  k 1: v is also
+ * read by a Mul, so q, k, v and the qkv Linear stay f32 (4 bf16
+ * activations: the scores, the probabilities, the heads and their
+ * Transpose).  Last in main.
+ */
+void
+attention16_shape_cases(void)
+{
+    static const char *const nm[2] = {
+        "bf16 attention through Reshape, Transpose and Gathers",
+        "bf16 attention, v also read by a Mul (f32 qkv)" };
+
+    if (!ss_dnn_bf16_native(NULL)) {
+        ok(1, "# SKIP bf16 attention shape ops: oneDNN does not run bf16 "
+           "here");
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        gb_t b;
+        int64_t xd[3] = { 2, 5, 8 }, wd[2] = { 8, 24 }, od[2] = { 8, 8 };
+        int64_t rd[5] = { 2, 5, 3, 2, 4 }, hd[3] = { 2, 5, 8 }, five = 5;
+        int64_t three = 3, p5[5] = { 2, 0, 3, 1, 4 }, pk[4] = { 0, 1, 3, 2 };
+        int64_t ph[4] = { 0, 2, 1, 3 }, one = 1, zero = 0, two = 2;
+        int x, y, h[3], s;
+
+        gb_init(&b, 17);
+        x = gb_param(&b, "x", 3, xd, -1, 1);
+        y = gb_node(&b, "MatMul", 2, (int[]){
+            x, gb_param(&b, "wqkv", 2, wd, -1, 1) });
+        y = gb_node(&b, "Add", 2, (int[]){
+            y, gb_param(&b, "bqkv", 1, &wd[1], -1, 1) });
+        y = gb_node(&b, "Reshape", 2, (int[]){
+            y, gb_ints(&b, "shape", 1, &five, rd) });
+        attr_ints(&b, "perm", 5, p5);
+        y = gb_node(&b, "Transpose", 1, &y);
+        for (int j = 0; j < 3; j++) {
+            attr_i(&b, "axis", 0);
+            h[j] = gb_node(&b, "Gather", 2, (int[]){
+                y, gb_ints(&b, j == 0 ? "i0" : j == 1 ? "i1" : "i2", 0,
+                           NULL, j == 0 ? &zero : j == 1 ? &one : &two) });
+        }
+        attr_ints(&b, "perm", 4, pk);
+        h[1] = gb_node(&b, "Transpose", 1, &h[1]);
+        s = gb_node(&b, "MatMul", 2, (int[]){ h[0], h[1] });
+        s = gb_node(&b, "Div", 2, (int[]){ s, gb_scalar(&b, "c", 2.0f) });
+        s = gb_node(&b, "Softmax", 1, &s);
+        y = gb_node(&b, "MatMul", 2, (int[]){ s, h[2] });
+        attr_ints(&b, "perm", 4, ph);
+        y = gb_node(&b, "Transpose", 1, &y);
+        y = gb_node(&b, "Reshape", 2, (int[]){
+            y, gb_ints(&b, "hshape", 1, &three, hd) });
+        y = gb_node(&b, "MatMul", 2, (int[]){
+            y, gb_param(&b, "wout", 2, od, -1, 1) });
+        if (k == 1)
+            y = gb_node(&b, "Add", 2, (int[]){
+                y, gb_node(&b, "ReduceMean", 1, (int[]){
+                       gb_node(&b, "Mul", 2, (int[]){ h[2], h[2] }) }) });
+        check_bf16(nm[k], gb_done(&b, y), NULL, 3e-2);
+        ok(bf16_acts == (k ? 4 : 10), "%s: %d activations in bf16 (want "
+           "%d)", nm[k], bf16_acts, k ? 4 : 10);
+    }
+}
