@@ -450,66 +450,98 @@ ss__k_pool_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
 
 /* ---- Transpose, Gather ---------------------------------------------------- */
 
+/* One output row of a transpose: inner elements of size es from x (at
+ * stride sj) to y (contiguous), or added to y (acc).  Whole rows of 16
+ * or 32 bytes (attention's heads of 8 bf16 or f32 values) are fixed-size
+ * copies: a copy of run-time length cost more than the row. */
+static inline void
+copy_row(const char *x, char *y, size_t es, int64_t inner, int64_t sj,
+         int acc)
+{
+    int64_t j;
+
+    if (sj == 1 && !acc) {
+        size_t n = (size_t)inner * es;
+
+        if (n == 16)
+            memcpy(y, x, 16);
+        else if (n == 32)
+            memcpy(y, x, 32);
+        else
+            memcpy(y, x, n);
+    } else if (es == 4) {
+        const float *xr = (const float *)x;
+        float *yr = (float *)y;
+
+        if (sj == 1) {
+#pragma omp simd
+            for (j = 0; j < inner; j++)
+                yr[j] += xr[j];
+        } else if (acc) {
+            for (j = 0; j < inner; j++)
+                yr[j] += xr[j * sj];
+        } else {
+            for (j = 0; j < inner; j++)
+                yr[j] = xr[j * sj];
+        }
+    } else if (es == 2) {               /* bf16 (rules.c) */
+        const uint16_t *xr = (const uint16_t *)x;
+        uint16_t *yr = (uint16_t *)y;
+
+        if (acc) {
+            for (j = 0; j < inner; j++)
+                yr[j] = ss__bf16_round(ss__bf16_f32(yr[j]) +
+                                       ss__bf16_f32(xr[j * sj]));
+        } else {
+            for (j = 0; j < inner; j++)
+                yr[j] = xr[j * sj];
+        }
+    } else {
+        for (j = 0; j < inner; j++)
+            memcpy(y + (size_t)j * es, x + (size_t)(j * sj) * es, es);
+    }
+}
+
 /* Output rows [r0, r1) of a transpose (od, ost: the output's dims and
  * the input strides along them; inner: the last dim's length).  The
- * first row's input offset comes from divisions, the next ones from an
- * odometer: dividing per row cost more than copying a short row (the
- * attention's [B, L, 3, H, 8] -> [3, B, H, L, 8]: 8 floats a row). */
+ * first row's input offset comes from divisions; then runs of rows
+ * along the rows' own dim (od[nd - 2], input stride ost[nd - 2]) and an
+ * odometer between runs: per row, dividing or even stepping the
+ * odometer cost more than copying a short row (the attention's [B, L,
+ * 3, H, 8] -> [3, B, H, L, 8]: 8 values a row). */
 static void
 transpose_rows(const void *xv, void *yv, size_t es, int nd,
                const int64_t *od, const int64_t *ost, int64_t inner,
                int acc, int64_t r0, int64_t r1)
 {
-    int64_t idx[8], q = r0, off = 0, r, j, sj = ost[nd - 1];
-    int d;
+    const char *x = xv;
+    char *y = yv;
+    int64_t idx[8], q = r0, off = 0, r = r0, sj = ost[nd - 1];
+    int64_t sl = nd >= 2 ? ost[nd - 2] : 0;
+    int d, l = nd - 2;
 
     for (d = nd - 2; d >= 0; d--) {
         idx[d] = q % od[d];
         off += idx[d] * ost[d];
         q /= od[d];
     }
-    for (r = r0; r < r1; r++) {
-        if (es == 4) {
-            const float *xr = (const float *)xv + off;
-            float *yr = (float *)yv + r * inner;
+    while (r < r1) {
+        int64_t m = l >= 0 ? od[l] - idx[l] : 1, k;
 
-            if (sj == 1 && !acc) {      /* the last dim stays last */
-#pragma omp simd
-                for (j = 0; j < inner; j++)
-                    yr[j] = xr[j];
-            } else if (sj == 1) {
-#pragma omp simd
-                for (j = 0; j < inner; j++)
-                    yr[j] += xr[j];
-            } else if (acc) {
-                for (j = 0; j < inner; j++)
-                    yr[j] += xr[j * sj];
-            } else {
-                for (j = 0; j < inner; j++)
-                    yr[j] = xr[j * sj];
-            }
-        } else if (es == 2) {           /* bf16 (rules.c) */
-            const uint16_t *xr = (const uint16_t *)xv + off;
-            uint16_t *yr = (uint16_t *)yv + r * inner;
-
-            if (sj == 1 && !acc) {
-#pragma omp simd
-                for (j = 0; j < inner; j++)
-                    yr[j] = xr[j];
-            } else if (acc) {
-                for (j = 0; j < inner; j++)
-                    yr[j] = ss__bf16_round(ss__bf16_f32(yr[j]) +
-                                           ss__bf16_f32(xr[j * sj]));
-            } else {
-                for (j = 0; j < inner; j++)
-                    yr[j] = xr[j * sj];
-            }
-        } else {
-            for (j = 0; j < inner; j++)
-                memcpy((char *)yv + (size_t)(r * inner + j) * es,
-                       (const char *)xv + (size_t)(off + j * sj) * es, es);
-        }
-        for (d = nd - 2; d >= 0; d--) {     /* the next row */
+        if (m > r1 - r)
+            m = r1 - r;
+        for (k = 0; k < m; k++)
+            copy_row(x + (size_t)(off + k * sl) * es,
+                     y + (size_t)((r + k) * inner) * es, es, inner, sj, acc);
+        r += m;
+        if (l < 0)
+            break;
+        off += m * sl;
+        if ((idx[l] += m) < od[l])
+            continue;
+        off -= idx[l] * sl;                 /* the next run */
+        idx[l] = 0;
+        for (d = l - 1; d >= 0; d--) {
             off += ost[d];
             if (++idx[d] < od[d])
                 break;
