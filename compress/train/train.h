@@ -49,7 +49,10 @@
  * two operands and write f32, except that a convolution writes a bf16
  * activation, which BatchNorm, Relu, pooling and residual Adds (on
  * oneDNN) keep bf16, forward and backward, up to the first op that needs
- * f32 (ss_train_bf16_acts(); opts.f32_acts turns it off); everything
+ * f32 (ss_train_bf16_acts(); opts.f32_acts turns it off), and the
+ * shape ops between products (a transformer's Reshape, Transpose and
+ * Gathers of q, k, v and of the heads) carry bf16 where every path from
+ * them ends at a MatMul; everything
  * else (other element-wise ops, norms, softmax, the loss, parameter
  * gradients, the optimizer) stays f32, and so do
  * the master weights and the optimizer state in the flat arrays.  Each
