@@ -651,7 +651,7 @@ ss__k_gather(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
             return ss_err_set(err, SS_EINVAL, "trainer: Gather '%s': index "
                               "out of range",
                               s->node != NULL ? s->node->name : "?");
-#pragma omp parallel for schedule(static) if (outer > 1 && (int64_t)row * outer * ni > 4 * PAR_MIN)
+#pragma omp parallel for schedule(static) if (outer * ni * s->p[2] > PAR_MIN)
     for (o = 0; o < outer; o++)
         for (int64_t i = 0; i < ni; i++)
             memcpy(y + (size_t)(o * ni + i) * row,
