@@ -429,6 +429,14 @@ ss__fuse_binary(ss__fz_t *fz, int s, ss_err_t *err)
                               : SS_DNN_PLAIN;
     if ((rc = make_in_layout(make_binary, &d, &d.layout, &prim, err)) < 0)
         return ss__fz_fallback(rc, err);
+    /* oneDNN 2.6 has no jit binary kernel for some broadcasts (swin's
+     * shifted-window mask, [1, windows, 1, T, T] over [B, windows, heads,
+     * T, T]); its reference one took 20 ms where ours (engine/ops) takes
+     * 0.12: the step stays ours */
+    if (ss__fz_slow(prim)) {
+        ss_dnn_prim_free(prim);
+        return 0;
+    }
     wrote(fz, c.out, prim);
     if ((rc = ss__fz_emit(fz, &c, prim, lead, 2, err)) < 0)
         return rc;

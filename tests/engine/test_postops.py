@@ -261,6 +261,25 @@ def windowed_bias():
            "no step of it on oneDNN's reference code", "impls: %s" % impls)
 
 
+def window_mask():
+    """swin's shifted-window mask: [1, windows, 1, T, T] added to the 5-D
+    scores [B, windows, heads, T, T].  oneDNN 2.6 has only its reference
+    binary kernel for that broadcast (20 ms here where the engine's own
+    Add takes 0.12): no step of it on oneDNN's reference code."""
+    x = RNG.standard_normal((2, 16, 3, 49, 49)).astype(np.float32)
+    mask = RNG.standard_normal((1, 16, 1, 49, 49)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "mask"], ["y"])]
+    got, msg, text = run(model(nodes, [("x", x.shape)], [("mask", mask)],
+                               x.shape), {"x": x}, dump=True)
+    if got is None:
+        return tap.ok(False, "the window mask's Add runs", msg)
+    close("x + mask [1, windows, 1, T, T]", got["y"], x + mask)
+    impls = re.findall(r"impl (\S+)", text)
+    tap.ok(not any(i.startswith("ref") for i in impls),
+           "the mask's Add not on oneDNN's reference code",
+           "impls: %s" % impls)
+
+
 def int8_requant():
     """A scalar Mul between an int8 MatMul and its QuantizeLinear: the
     Mul's linear and the requantization's are one post-op."""
@@ -509,6 +528,7 @@ def main():
     still_fused()
     prescaled_scores()
     windowed_bias()
+    window_mask()
     int8_requant()
     gelu_forms()
     residual_sums()
