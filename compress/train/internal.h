@@ -472,6 +472,12 @@ int ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
 void ss__slices_free(ss__tr_t *t);
 /* A sliced trainer's crew and thread count (NULL when not sliced). */
 struct ss_crew *ss__slices_crew(const ss__tr_t *t, int *threads);
+/* The slices' gradients when their sum was left to the update (no
+ * clipping, no learned scales: nothing else reads it first), else NULL;
+ * the caller sums them now (the parts are taken). */
+const struct ss__gparts *ss__slices_take_parts(ss__tr_t *t);
+/* Sums parts the update has not taken into t->gr (ss_train_grads). */
+void ss__slices_sum_pending(ss__tr_t *t);
 /* ss_train_forward of a sliced trainer: each slice its rows. */
 int ss__slices_forward(ss__tr_t *t, const ss_tensor_t *inputs, float *out,
                        ss_err_t *err);
@@ -514,9 +520,20 @@ typedef struct ss__upd {
  * NULL) gets the bf16 rounding of every new w.  Blocks of it run on
  * crew with threads (a sliced trainer's), else on OpenMP. */
 struct ss_crew;
+/* A gradient still in parts (a sliced trainer's, slices.c): its element
+ * i is sum over k of share[k] * part[k][i], summed in k order. */
+typedef struct ss__gparts {
+    int k;
+    float *const *part;
+    const float *share;
+} ss__gparts_t;
+/* g[off, off + len) = the parts' sum there. */
+void ss__gsum(float *g, const ss__gparts_t *p, int64_t off, int64_t len);
+/* gp non-NULL: each block of g is first summed from gp's parts (into g,
+ * while it is in cache), then updated. */
 void ss__upd_run(const ss__upd_t *u, float *w, float *g, float *m, float *v,
-                 uint16_t *wbf, int64_t n, struct ss_crew *crew,
-                 int threads);
+                 uint16_t *wbf, int64_t n, const ss__gparts_t *gp,
+                 struct ss_crew *crew, int threads);
 /* Which path SS__UPD_AUTO takes on this CPU. */
 int ss__upd_isa(void);
 /* f32 -> bf16, round to nearest even (NaN stays NaN). */

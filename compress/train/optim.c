@@ -404,8 +404,11 @@ ss__optim_step(ss__tr_t *t, ss_err_t *err)
         int threads = 0;
         struct ss_crew *crew = ss__slices_crew(t, &threads);
 
+        /* a sliced trainer's gradient is summed block by block here
+         * (lo is 0: slices are never data-parallel) */
         ss__upd_run(&u, t->w + lo, gs, t->m, t->v,
-                    t->wbf ? t->wbf + lo : NULL, hi - lo, crew, threads);
+                    t->wbf ? t->wbf + lo : NULL, hi - lo,
+                    ss__slices_take_parts(t), crew, threads);
     }
     t->step++;
     t->last_lr = ss__sched_lr(o, t->step);

@@ -76,6 +76,9 @@ struct ss__slices {
     ss_crew_t *crew;
     /* one step's views and results (planned here: a step allocates
      * nothing) */
+    float **part;               /* k: the slices' gradients */
+    ss__gparts_t gp;            /* their sum, as the update takes it */
+    int pending;                /* the sum of the last step is not done */
     ss_tensor_t *in;            /* k x n_inputs */
     ss_tensor_t *lab, *tea;     /* k */
     ss_train_batch_t *b;        /* k */
@@ -158,6 +161,7 @@ alloc_slices(ss__tr_t *t, int k, int T, ss_err_t *err)
         || (s->tr = ss_calloc((size_t)k, sizeof(*s->tr))) == NULL
         || (s->lo = ss_calloc((size_t)k + 1, sizeof(*s->lo))) == NULL
         || (s->share = ss_calloc((size_t)k, sizeof(*s->share))) == NULL
+        || (s->part = ss_calloc((size_t)k, sizeof(*s->part))) == NULL
         || (s->in = ss_calloc((size_t)k * (size_t)(t->n_inputs + 1),
                               sizeof(*s->in))) == NULL
         || (s->lab = ss_calloc((size_t)k, sizeof(*s->lab))) == NULL
@@ -216,6 +220,11 @@ ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
             goto done;
         }
     }
+    for (int i = 0; i < k; i++)
+        t->sl->part[i] = t->sl->tr[i]->gr;
+    t->sl->gp.k = (int)k;
+    t->sl->gp.part = t->sl->part;
+    t->sl->gp.share = t->sl->share;
     t->n_slices = (int)k;
     t->sl_threads = T;
     /* the whole batch's steps never run again (train.c: forward and
@@ -248,6 +257,7 @@ ss__slices_free(ss__tr_t *t)
     ss_free(s->tr);
     ss_free(s->lo);
     ss_free(s->share);
+    ss_free(s->part);
     ss_free(s->in);
     ss_free(s->lab);
     ss_free(s->tea);
@@ -319,26 +329,38 @@ run_slice(void *arg, int i)
     ss_pace_set(was, was_arg);
 }
 
-/* gr[j] = sum over slices of share * their gr[j], piece i of the array. */
+/* gr = the slices' gradients weighted by their shares, piece i of it. */
 static void
 sum_piece(void *arg, int i)
 {
     ss__tr_t *t = arg;
+    int64_t lo = (int64_t)i * SS__SUM_PIECE;
+
+    ss__gsum(t->gr, &t->sl->gp, lo, t->flat - lo < SS__SUM_PIECE
+                                    ? t->flat - lo : SS__SUM_PIECE);
+}
+
+void
+ss__slices_sum_pending(ss__tr_t *t)
+{
     struct ss__slices *s = t->sl;
-    int64_t lo = (int64_t)i * SS__SUM_PIECE, hi = lo + SS__SUM_PIECE;
-    float *g = t->gr;
 
-    if (hi > t->flat)
-        hi = t->flat;
-    for (int64_t j = lo; j < hi; j++)
-        g[j] = s->share[0] * s->tr[0]->gr[j];
-    for (int k = 1; k < s->k; k++) {
-        const float *gk = s->tr[k]->gr;
-        float w = s->share[k];
+    if (s == NULL || !s->pending)
+        return;
+    s->pending = 0;
+    omp_set_num_threads(1);
+    ss_crew_run(s->crew, (int)((t->flat + SS__SUM_PIECE - 1)
+                               / SS__SUM_PIECE), s->threads, sum_piece, t);
+    omp_set_num_threads(s->threads);
+}
 
-        for (int64_t j = lo; j < hi; j++)
-            g[j] += w * gk[j];
-    }
+const struct ss__gparts *
+ss__slices_take_parts(ss__tr_t *t)
+{
+    if (t->sl == NULL || !t->sl->pending)
+        return NULL;
+    t->sl->pending = 0;
+    return &t->sl->gp;
 }
 
 int
@@ -347,7 +369,7 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
 {
     struct ss__slices *s = t->sl;
     double l = 0;
-    int rc, pieces;
+    int rc;
 
     if ((rc = ss__train_check_batch(t, b, err)) < 0)
         return rc;
@@ -385,9 +407,13 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
         }
         l += (double)s->share[i] * s->loss[i];
     }
-    pieces = (int)((t->flat + SS__SUM_PIECE - 1) / SS__SUM_PIECE);
-    ss_crew_run(s->crew, pieces, s->threads, sum_piece, t);
+    /* With nothing to read the whole gradient before the update (no
+     * clipping by its norm, no learned step sizes), the update sums each
+     * block as it goes (update.c): one pass over the arrays less. */
+    s->pending = 1;
     omp_set_num_threads(s->threads);
+    if (t->o.clip_norm > 0 || t->flat_decay < t->flat)
+        ss__slices_sum_pending(t);
     if (loss != NULL)
         *loss = l;
     return 0;

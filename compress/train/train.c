@@ -415,6 +415,8 @@ ss_train_params(ss_train_t *t)
 float *
 ss_train_grads(ss_train_t *t)
 {
+    ss__slices_sum_pending(t);  /* a sliced step's sum, if the update
+                                 * has not done it */
     return t->gr;
 }
 

@@ -224,12 +224,30 @@ ss__upd_isa(void)
     return pick(SS__UPD_AUTO) == run_c ? SS__UPD_C : SS__UPD_AVX512;
 }
 
+void
+ss__gsum(float *g, const ss__gparts_t *p, int64_t off, int64_t len)
+{
+    const float *p0 = p->part[0] + off;
+    float s0 = p->share[0], *d = g + off;
+
+    for (int64_t i = 0; i < len; i++)
+        d[i] = s0 * p0[i];
+    for (int k = 1; k < p->k; k++) {
+        const float *pk = p->part[k] + off;
+        float sk = p->share[k];
+
+        for (int64_t i = 0; i < len; i++)
+            d[i] += sk * pk[i];
+    }
+}
+
 struct upd_job {
     const ss__upd_t *u;
     run_fn fn;
     float *w, *g, *m, *v;
     uint16_t *wbf;
     int64_t n;
+    const ss__gparts_t *gp;
 };
 
 static void
@@ -239,15 +257,18 @@ upd_block(void *arg, int b)
     int64_t o = (int64_t)b * BLOCK, len = j->n - o < BLOCK ? j->n - o
                                                         : BLOCK;
 
+    if (j->gp != NULL)
+        ss__gsum(j->g, j->gp, o, len);
     j->fn(j->u, j->w + o, j->g + o, j->m ? j->m + o : NULL,
           j->v ? j->v + o : NULL, j->wbf ? j->wbf + o : NULL, len);
 }
 
 void
 ss__upd_run(const ss__upd_t *u, float *w, float *g, float *m, float *v,
-            uint16_t *wbf, int64_t n, struct ss_crew *crew, int threads)
+            uint16_t *wbf, int64_t n, const ss__gparts_t *gp,
+            struct ss_crew *crew, int threads)
 {
-    struct upd_job j = { u, pick(u->isa), w, g, m, v, wbf, n };
+    struct upd_job j = { u, pick(u->isa), w, g, m, v, wbf, n, gp };
     int64_t nb = (n + BLOCK - 1) / BLOCK, b;
 
     if (crew != NULL) {

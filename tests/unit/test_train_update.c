@@ -148,7 +148,7 @@ run(ss__upd_t u, int isa, state_t *s, int64_t *bf_bad)
     for (int step = 0; step < 3; step++) {
         grads(s, dg, step);
         u.first = step == 0;
-        ss__upd_run(&u, s->w, s->g, s->m, s->v, s->bf, N, NULL, 0);
+        ss__upd_run(&u, s->w, s->g, s->m, s->v, s->bf, N, NULL, NULL, 0);
         for (int i = 0; i < N; i++)
             ref_step(&u, &dw[i], &dg[i], &dm[i], &dv[i]);
     }
