@@ -50,20 +50,7 @@
 
 #define bf2f ss__bf16_f32
 
-/* Round to nearest even, as ss__bf16_round (NaN stays NaN), inline so
- * the loops below vectorize. */
-static inline uint16_t
-f2bf(float f)
-{
-    uint32_t u, r, q;
-
-    memcpy(&u, &f, sizeof(u));
-    /* both, then a select: the loops vectorize (a branch kept the
-     * gradient sums of ss__add_into scalar) */
-    q = (u >> 16) | 0x40u;
-    r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
-}
+#define f2bf ss__f32_bf16
 
 /* ---- the builder's side ---------------------------------------------------- */
 

@@ -562,6 +562,19 @@ ss__bf16_f32(uint16_t h)
     return f;
 }
 
+/* f32 -> bf16, round to nearest even (NaN stays NaN), inline and
+ * branch-free so that loops over it vectorize. */
+static inline uint16_t
+ss__f32_bf16(float f)
+{
+    uint32_t u, r, q;
+
+    __builtin_memcpy(&u, &f, sizeof(u));
+    q = (u >> 16) | 0x40u;
+    r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+
 /* Random numbers (splitmix64): deterministic from the seed. */
 static inline uint64_t
 ss__rng_next(uint64_t *s)

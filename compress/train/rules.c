@@ -180,6 +180,9 @@ ss__r_bf16_to_products(const ss__tb_t *b, int y, int depth)
         for (k = 0; k < m->n_inputs; k++) {
             if (m->inputs[k] != y)
                 continue;
+            if (strcmp(m->op_type, "Shape") == 0 ||
+                strcmp(m->op_type, "Size") == 0)
+                continue;       /* folded at build time: dims only */
             any = true;
             if (k < 2 && strcmp(m->op_type, "MatMul") == 0)
                 continue;

@@ -320,7 +320,8 @@ tied_bn_case(void)
 
 /*
  * Mixed precision through attention's shape ops (compress/train/rules.c):
- * x [2, 5, 8] times a qkv weight plus bias, Reshape to [B, L, 3, H, dh],
+ * x [2, 5, 8], LayerNorm, times a qkv weight plus bias, Reshape to [B,
+ * L, 3, H, dh],
  * Transpose to [3, B, H, L, dh], Gathers of q, k, v, K's Transpose,
  * the scaled scores, Softmax, times V, the heads' Transpose and Reshape
  * into the output Linear.  Every path from the qkv Linear ends at a
@@ -328,12 +329,13 @@ tied_bn_case(void)
  * bf16 (forward, and the gradients backward: the Gathers' three
  * contributions add into one bf16 gradient); so do the heads.  The bf16
  * trainer's gradient against finite differences of the f32 one (3e-2 of
- * the largest, as bf16_cases), and the 10 bf16 activations (the qkv
- * Linear, its Transpose, the three Gathers, K's Transpose, the scores,
- * the probabilities, the heads and their Transpose).  k 1: v is also
- * read by a Mul, so q, k, v and the qkv Linear stay f32 (4 bf16
- * activations: the scores, the probabilities, the heads and their
- * Transpose).  Last in main.
+ * the largest, as bf16_cases), and the 11 bf16 activations (the
+ * LayerNorm's output, which only the qkv product reads, so its
+ * backward reads a bf16 dy; the qkv Linear, its Transpose, the three
+ * Gathers, K's Transpose, the scores, the probabilities, the heads and
+ * their Transpose).  k 1: v is also read by a Mul, so q, k, v and the
+ * qkv Linear stay f32 (5 bf16 activations: the LayerNorm's, the scores,
+ * the probabilities, the heads and their Transpose).  Last in main.
  */
 void
 attention16_shape_cases(void)
@@ -357,6 +359,10 @@ attention16_shape_cases(void)
 
         gb_init(&b, 17);
         x = gb_param(&b, "x", 3, xd, -1, 1);
+        attr_f(&b, "epsilon", 1e-5f);
+        x = gb_node(&b, "LayerNormalization", 3, (int[]){
+            x, gb_param(&b, "g", 1, &xd[2], 0.5, 1.5),
+            gb_param(&b, "b", 1, &xd[2], -1, 1) });
         y = gb_node(&b, "MatMul", 2, (int[]){
             x, gb_param(&b, "wqkv", 2, wd, -1, 1) });
         y = gb_node(&b, "Add", 2, (int[]){
@@ -388,7 +394,7 @@ attention16_shape_cases(void)
                 y, gb_node(&b, "ReduceMean", 1, (int[]){
                        gb_node(&b, "Mul", 2, (int[]){ h[2], h[2] }) }) });
         check_bf16(nm[k], gb_done(&b, y), NULL, 3e-2);
-        ok(bf16_acts == (k ? 4 : 10), "%s: %d activations in bf16 (want "
-           "%d)", nm[k], bf16_acts, k ? 4 : 10);
+        ok(bf16_acts == (k ? 5 : 11), "%s: %d activations in bf16 (want "
+           "%d)", nm[k], bf16_acts, k ? 5 : 11);
     }
 }
