@@ -104,15 +104,14 @@ ss__k_softmax_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     int64_t r0 = omp_get_thread_num() * per_;                           \
     int64_t r1 = r0 + per_ < (rows) ? r0 + per_ : (rows)
 
-/* y16: y is bf16 (rules_norm.c), g and b given */
 static inline __attribute__((always_inline)) void
 ln_fwd_rows(const float *x, const float *g, const float *b, float *y,
-            int y16, float *mean, float *rstd, int64_t c, float eps,
-            int64_t r0, int64_t r1)
+            float *mean, float *rstd, int64_t c, float eps, int64_t r0,
+            int64_t r1)
 {
     for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * c;
-        float *yr = y16 ? NULL : y + r * c;
+        float *yr = y + r * c;
         double m = 0, v = 0;
         float mf, rs;
         int64_t j;
@@ -129,13 +128,7 @@ ln_fwd_rows(const float *x, const float *g, const float *b, float *y,
         rs = (float)(1.0 / sqrt(v + eps));
         mean[r] = mf;
         rstd[r] = rs;
-        if (y16) {
-            uint16_t *yh = (uint16_t *)y + r * c;
-
-#pragma omp simd
-            for (j = 0; j < c; j++)
-                yh[j] = ss__f32_bf16((xr[j] - mf) * rs * g[j] + b[j]);
-        } else if (g != NULL && b != NULL) {
+        if (g != NULL && b != NULL) {
 #pragma omp simd
             for (j = 0; j < c; j++)
                 yr[j] = (xr[j] - mf) * rs * g[j] + b[j];
@@ -151,10 +144,10 @@ ln_fwd_rows(const float *x, const float *g, const float *b, float *y,
 
 AVX512 static void
 ln_fwd_rows_avx512(const float *x, const float *g, const float *b, float *y,
-                   int y16, float *mean, float *rstd, int64_t c, float eps,
-                   int64_t r0, int64_t r1)
+                   float *mean, float *rstd, int64_t c, float eps, int64_t r0,
+                   int64_t r1)
 {
-    ln_fwd_rows(x, g, b, y, y16, mean, rstd, c, eps, r0, r1);
+    ln_fwd_rows(x, g, b, y, mean, rstd, c, eps, r0, r1);
 }
 
 int
@@ -165,7 +158,6 @@ ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     int64_t rows = s->p[0], c = s->p[1];
     float eps = s->f[0];
     bool avx = ss__cpu_avx512();
-    int y16 = t->tv[s->out[0]].dtype == SS_DTYPE_BF16;
 
     (void)err;
 #pragma omp parallel if (rows * c > PAR_MIN)
@@ -173,9 +165,9 @@ ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
         ROWS_OF_THREAD(rows, r0, r1);
 
         if (avx)
-            ln_fwd_rows_avx512(x, g, b, y, y16, mean, rstd, c, eps, r0, r1);
+            ln_fwd_rows_avx512(x, g, b, y, mean, rstd, c, eps, r0, r1);
         else
-            ln_fwd_rows(x, g, b, y, y16, mean, rstd, c, eps, r0, r1);
+            ln_fwd_rows(x, g, b, y, mean, rstd, c, eps, r0, r1);
     }
     return 0;
 }
@@ -216,27 +208,17 @@ ss__k_layernorm(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     } while (0)
 
 /* Rows [r0, r1) of LayerNorm's backward; pg: this thread's partial
- * sums of dg (c) and db (c), or NULL; dy16: dy is bf16 (rules_norm.c),
- * each row converted into f32 row (c floats) first. */
+ * sums of dg (c) and db (c), or NULL. */
 static inline __attribute__((always_inline)) void
-ln_bwd_rows(const float *dy, int dy16, float *row, const float *x,
-            const float *g, const float *mean, const float *rstd, float *dx,
-            double *pg, int64_t c, int acc, int64_t r0, int64_t r1)
+ln_bwd_rows(const float *dy, const float *x, const float *g,
+            const float *mean, const float *rstd, float *dx, double *pg,
+            int64_t c, int acc, int64_t r0, int64_t r1)
 {
     for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * c, *dyr = dy + r * c;
         float m = mean[r], rs = rstd[r];
         double s1 = 0, s2 = 0;
         int64_t j;
-
-        if (dy16) {
-            const uint16_t *dh = (const uint16_t *)dy + r * c;
-
-#pragma omp simd
-            for (j = 0; j < c; j++)
-                row[j] = ss__bf16_f32(dh[j]);
-            dyr = row;
-        }
 
         if (pg) {
 #pragma omp simd
@@ -256,12 +238,11 @@ ln_bwd_rows(const float *dy, int dy16, float *row, const float *x,
 #undef ROW_BWD
 
 AVX512 static void
-ln_bwd_rows_avx512(const float *dy, int dy16, float *row, const float *x,
-                   const float *g, const float *mean, const float *rstd,
-                   float *dx, double *pg, int64_t c, int acc, int64_t r0,
-                   int64_t r1)
+ln_bwd_rows_avx512(const float *dy, const float *x, const float *g,
+                   const float *mean, const float *rstd, float *dx,
+                   double *pg, int64_t c, int acc, int64_t r0, int64_t r1)
 {
-    ln_bwd_rows(dy, dy16, row, x, g, mean, rstd, dx, pg, c, acc, r0, r1);
+    ln_bwd_rows(dy, x, g, mean, rstd, dx, pg, c, acc, r0, r1);
 }
 
 int
@@ -272,43 +253,35 @@ ss__k_layernorm_bwd(ss__tr_t *t, const ss__step_t *s, ss_err_t *err)
     float *dx = OUT(0), *dg = OUT(1), *db = OUT(2);
     int64_t rows = s->p[0], c = s->p[1];
     int nt = omp_get_max_threads(), used = 1, acc = (int)ACC(0);
-    int dy16 = t->tv[s->in[0]].dtype == SS_DTYPE_BF16;
     bool avx = ss__cpu_avx512();
-    double *buf = NULL, *part = NULL;
+    double *part = NULL;
 
-    /* per thread: the partial sums of dg and db (2c doubles), then an
-     * f32 row of a bf16 dy (c floats, in c doubles' room) */
-    if (dg || db || dy16) {
-        if ((buf = ss__kbuf(t, (size_t)nt * 3 * (size_t)c)) == NULL)
+    if (dg || db) {
+        if ((part = ss__kbuf(t, (size_t)nt * 2 * (size_t)c)) == NULL)
             return ss_err_set(err, SS_ENOMEM, "no memory for a kernel");
-        memset(buf, 0, (size_t)nt * 3 * (size_t)c * sizeof(double));
-        part = dg || db ? buf : NULL;
+        memset(part, 0, (size_t)nt * 2 * (size_t)c * sizeof(double));
     }
 #pragma omp parallel if (rows * c > PAR_MIN)
     {
-        double *mine = buf ? buf + (size_t)omp_get_thread_num() * 3 *
+        double *pg = part ? part + (size_t)omp_get_thread_num() * 2 *
                                    (size_t)c
-                           : NULL;
-        double *pg = part ? mine : NULL;
-        float *row = mine ? (float *)(mine + 2 * c) : NULL;
+                          : NULL;
         ROWS_OF_THREAD(rows, r0, r1);
 
 #pragma omp single nowait
         used = omp_get_num_threads();
         if (avx)
-            ln_bwd_rows_avx512(dy, dy16, row, x, g, mean, rstd, dx, pg, c,
-                               acc, r0, r1);
+            ln_bwd_rows_avx512(dy, x, g, mean, rstd, dx, pg, c, acc, r0, r1);
         else
-            ln_bwd_rows(dy, dy16, row, x, g, mean, rstd, dx, pg, c, acc, r0,
-                        r1);
+            ln_bwd_rows(dy, x, g, mean, rstd, dx, pg, c, acc, r0, r1);
     }
     if (part) {
         for (int64_t j = 0; j < c; j++) {
             double sg = 0, sb = 0;
 
             for (int k = 0; k < used; k++) {
-                sg += part[(size_t)k * 3 * (size_t)c + (size_t)j];
-                sb += part[(size_t)k * 3 * (size_t)c + (size_t)(c + j)];
+                sg += part[(size_t)k * 2 * (size_t)c + (size_t)j];
+                sb += part[(size_t)k * 2 * (size_t)c + (size_t)(c + j)];
             }
             if (dg)
                 dg[j] = ACC(1) ? dg[j] + (float)sg : (float)sg;

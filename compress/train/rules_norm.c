@@ -198,13 +198,6 @@ ss__fwd_layernorm(ss__tb_t *b, const ss_node_t *n, ss_err_t *err)
     s.in[0] = x;
     s.in[1] = ss__tb_in(b, n, 1);
     s.in[2] = ss__tb_in(b, n, 2);
-    /* Mixed precision: an output that reaches only products (the qkv and
-     * the feed-forward's first Linear) is written in bf16, and its
-     * gradient (bf16, from the products' backward) read as it is
-     * (rules.c: bf16 through shape ops): the products' copies of it go */
-    if (ss__tb_act16_on(b) && s.in[1] >= 0 && s.in[2] >= 0 &&
-        n->n_outputs >= 1 && ss__r_bf16_to_products(b, n->outputs[0], 0))
-        ss__tv_set_act16(b, ss__tb_out(b, n, 0));
     s.p[0] = rows;
     s.p[1] = cols;
     s.f[0] = ss__attr_float(n, "epsilon", 1e-5f);
