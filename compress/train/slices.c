@@ -32,9 +32,12 @@
  *   - not Sophia (its Hessian estimate samples labels in row order from
  *     one generator), not a data-parallel process (opts.dp: it already
  *     has one shard of the batch per process);
- *   - the batch has at least 2 x SS_TRAIN_SLICE_ROWS rows.
- * Otherwise the batch runs whole, on OpenMP teams, and the reason is in
- * ss_train_describe().  SS_TRAIN_SLICES=0 turns slices off.
+ *   - the batch has at least 2 x SS_TRAIN_SLICE_ROWS rows;
+ * and when it pays (SS__STEP_FLOATS below: a model of many parameters in
+ * few steps, a wide MLP, trains faster as teams).  Otherwise the batch
+ * runs whole, on OpenMP teams, and the reason is in ss_train_describe().
+ * SS_TRAIN_SLICES=0 turns slices off, =1 slices whenever that is
+ * correct (the cost rule aside).
  *
  * Same bytes: K is fixed by the thread count and the batch, each slice
  * runs on one thread with primitives made for one thread (whichever
@@ -66,6 +69,16 @@
 
 #define SS__SLICE_ROWS 4        /* fewest rows a slice gets */
 #define SS__SUM_PIECE 32768     /* floats of the gradient sum per piece */
+/* The cost rule: slices write k gradients where a team writes one, and
+ * the update reads them all back: (k - 1) extra passes over the flat
+ * arrays; a team costs a barrier per step.  Slices only when the first
+ * is the smaller: (k - 1) x parameters <= SS__STEP_FLOATS x steps.
+ * Measured (AMD EPYC, 2 threads, quiet; bench/train.py --teams): a
+ * barrier costs ~6 us, what ~7 500 floats' extra pass costs; the MLP
+ * fixture (17 k parameters, ~20 steps) 1.43x faster sliced, the
+ * transformer (20 k, 127 steps) 1.70x; the MNIST-sized MLP (535 k, 15
+ * steps) 0.69x and the wide one (1.9 M) 0.82x: they run whole. */
+#define SS__STEP_FLOATS 7500.0
 
 struct ss__slices {
     int k;                      /* slices */
@@ -93,12 +106,15 @@ struct ss__slices {
     pthread_mutex_t pace_lock;
 };
 
+/* SS_TRAIN_SLICES: "0" never, "1" whenever correct (no cost rule), else
+ * by the cost rule. */
 static int
-env_off(void)
+env_slices(void)
 {
     const char *e = getenv("SS_TRAIN_SLICES");
 
-    return e != NULL && strcmp(e, "0") == 0;
+    return e == NULL ? -1 : strcmp(e, "0") == 0 ? 0
+                          : strcmp(e, "1") == 0 ? 1 : -1;
 }
 
 static int64_t
@@ -114,14 +130,14 @@ min_rows(void)
  * may run as slices, or with err->code set when out of memory. */
 static const char *
 whole_why(ss__tr_t *t, const ss_tensor_t *shapes, const ss_train_opts_t *o,
-          int T, ss_err_t *err)
+          int T, int64_t k, ss_err_t *err)
 {
     const ss_graph_t *g = t->g;
     char *w = t->slice_why;
     size_t wl = sizeof(t->slice_why);
     ss_rows_t r;
 
-    if (env_off())
+    if (env_slices() == 0)
         return snprintf(w, wl, "SS_TRAIN_SLICES=0"), w;
     if (T <= 1)
         return snprintf(w, wl, "one thread"), w;
@@ -143,6 +159,12 @@ whole_why(ss__tr_t *t, const ss_tensor_t *shapes, const ss_train_opts_t *o,
             && strcmp(g->nodes[i].op_type, "BatchNormalization") == 0)
             return snprintf(w, wl, "BatchNormalization '%s' trains on the "
                             "batch's statistics", g->nodes[i].name), w;
+    if (env_slices() != 1
+        && (double)(k - 1) * (double)t->flat
+           > SS__STEP_FLOATS * (double)t->n_steps)
+        return snprintf(w, wl, "%lld parameters in %d steps: the slices' "
+                        "gradient sums would cost more than the teams' "
+                        "barriers", (long long)t->flat, t->n_steps), w;
     if (ss_graph_rows(g, &r, err) < 0)
         return NULL;
     if (!r.independent)
@@ -193,13 +215,13 @@ ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
     int64_t k;
     int rc = 0;
 
-    if (whole_why(t, shapes, o, T, &e) != NULL)
-        return 0;
-    if (e.code != 0)
-        return ss_err_set(err, e.code, "%s", e.msg);
     k = t->batch / min_rows();
     if (k > T)
         k = T;
+    if (whole_why(t, shapes, o, T, k, &e) != NULL)
+        return 0;
+    if (e.code != 0)
+        return ss_err_set(err, e.code, "%s", e.msg);
     if ((rc = alloc_slices(t, (int)k, T, err)) < 0 ||
         (sh = ss_calloc((size_t)t->n_inputs + 1, sizeof(*sh))) == NULL) {
         rc = ss_err_set(err, SS_ENOMEM, "no memory for batch slices");

@@ -25,7 +25,9 @@
  * a sliced trainer against a whole one's, within 1e-6 (bf16 too).
  * The batch runs whole, saying why, where slices would change the
  * result: the CNN with BatchNorm on batch statistics, Sophia, a batch of
- * 6 rows, a graph that subtracts the batch's mean (rows mix).
+ * 6 rows, a graph that subtracts the batch's mean (rows mix); and where
+ * they would not pay: a wide MLP (152 k parameters in a few steps),
+ * which SS_TRAIN_SLICES=1 slices, computing the same.
  */
 
 #include <math.h>
@@ -380,6 +382,39 @@ mean_graph(void)
     return g;
 }
 
+/* A wide two-layer MLP on the MLP fixture's inputs: 152 k parameters in
+ * a few steps, which the cost rule trains whole. */
+static ss_graph_t *
+wide_graph(void)
+{
+    enum { H = 2048 };
+    mb_t *b = mb_new(17);
+    uint32_t seed = 9;
+    float *w1 = malloc(64 * H * sizeof(float));
+    float *w2 = malloc(H * 10 * sizeof(float));
+    ss_graph_t *g = NULL;
+    ss_err_t err = { 0 };
+
+    for (int i = 0; w1 != NULL && i < 64 * H; i++)
+        w1[i] = mb_rand(&seed) * 0.1f;
+    for (int i = 0; w2 != NULL && i < H * 10; i++)
+        w2[i] = mb_rand(&seed) * 0.05f;
+    if (w1 != NULL && w2 != NULL) {
+        mb_input(b, "x", SS_DTYPE_F32, 2, (int64_t[]){ -1, 64 });
+        mb_init_f32(b, "w1", 2, (int64_t[]){ 64, H }, w1);
+        mb_init_f32(b, "w2", 2, (int64_t[]){ H, 10 }, w2);
+        mb_node(b, "MatMul", "fc1", "x,w1", "h");
+        mb_node(b, "Relu", "act", "h", "a");
+        mb_node(b, "MatMul", "fc2", "a,w2", "y");
+        mb_output(b, "y", SS_DTYPE_F32, -1, NULL);
+        if (mb_load(b, &g, &err) < 0)
+            tap_diag("wide graph: %s", err.msg);
+    }
+    free(w1);
+    free(w2);
+    return g;
+}
+
 int
 main(void)
 {
@@ -419,6 +454,22 @@ main(void)
     mlp.d.teacher = NULL;
 
     paced(tr.g, &tr.d);
+    {
+        /* the cost rule: many parameters in few steps run whole; forced
+         * (SS_TRAIN_SLICES=1), they slice and compute the same */
+        ss_graph_t *wg = wide_graph();
+        ss_tensor_t x = *mlp.d.x0;
+
+        x.dims[0] = BATCH;
+        opts(&o, 2, 0);
+        if (wg != NULL) {
+            whole("wide mlp", wg, &x, &o, "parameters in");
+            setenv("SS_TRAIN_SLICES", "1", 1);
+            compare("wide mlp, SS_TRAIN_SLICES=1", wg, &mlp.d, &o);
+            unsetenv("SS_TRAIN_SLICES");
+        }
+        ss_graph_free(wg);
+    }
     ok(threads_named("ss-train") == 0, "every trainer freed: no ss-train "
        "thread left (%d)", threads_named("ss-train"));
 
