@@ -66,9 +66,17 @@ ss__svd_factor(const float *a, int64_t m, int64_t n, double energy,
         goto done;
     }
     memcpy(w, a, sizeof(float) * (size_t)(m * n));
-    info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)m,
-                          (lapack_int)n, w, (lapack_int)n, s, u,
-                          (lapack_int)k, vt, (lapack_int)n);
+    /* The row-major W is the column-major W^T = U' S V'^T, and then
+     * W = V' S U'^T: LAPACK's U' (n x k, column-major) is W's V^T (k x n,
+     * row-major) byte for byte, its V'^T W's U.  So LAPACK runs on its
+     * own layout: no transposed copies in LAPACKE's row-major wrapper,
+     * and not the row-major path, which on vgg11's 4096 x 25088 fc1 with
+     * a cluster of 512 equal singular values returned factors 6.9e-2
+     * (relative Frobenius) off W's rank-512 truncation where this call
+     * gives 1.9e-6 (session 31, docs/ops.md). */
+    info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n,
+                          (lapack_int)m, w, (lapack_int)n, s, vt,
+                          (lapack_int)n, u, (lapack_int)k);
     if (info != 0) {
         rc = ss_err_set(err, SS_EINTERNAL, "SVD of a %lldx%lld weight "
                         "failed (LAPACK info %d)", (long long)m,
