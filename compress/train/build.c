@@ -532,6 +532,21 @@ ss_train_new(const ss_graph_t *g, const ss_tensor_t *shapes,
     *out = NULL;
     if ((rc = ss__train_build(g, shapes, o, NULL, &t, err)) < 0)
         return rc;
+    if (ss__slices_one_thread(t, o)) {
+        /* a small step: one thread, built for one (slices.c) */
+        ss_train_opts_t o1 = *o;
+        char why[sizeof(t->slice_why)];
+
+        memcpy(why, t->slice_why, sizeof(why));
+        o1.threads = 1;
+        ss_train_free(t);
+        t = NULL;
+        if ((rc = ss__train_build(g, shapes, &o1, NULL, &t, err)) < 0)
+            return rc;
+        memcpy(t->slice_why, why, sizeof(why));
+        *out = t;
+        return 0;
+    }
     if ((rc = ss__slices_init(t, shapes, o, err)) < 0) {
         ss_train_free(t);
         return rc;

@@ -470,6 +470,12 @@ int ss__slices_init(ss__tr_t *t, const ss_tensor_t *shapes,
 int ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
                      ss_err_t *err);
 void ss__slices_free(ss__tr_t *t);
+/* Whether t, built for o's threads > 1, is better built for one: its
+ * forward products are under SS__ONE_THREAD_MACS multiply-adds (why in
+ * t->slice_why).  slices.c. */
+int ss__slices_one_thread(ss__tr_t *t, const ss_train_opts_t *o);
+/* Multiply-adds of t's forward products (Conv, Gemm, MatMul). */
+int64_t ss__train_fwd_macs(const ss__tr_t *t);
 /* A sliced trainer's crew and thread count (NULL when not sliced). */
 struct ss_crew *ss__slices_crew(const ss__tr_t *t, int *threads);
 /* The slices' gradients when their sum was left to the update (no

@@ -34,7 +34,8 @@
  *     has one shard of the batch per process);
  *   - the batch has at least 2 x SS_TRAIN_SLICE_ROWS rows;
  * and when it pays (SS__STEP_FLOATS below: a model of many parameters in
- * few steps, a wide MLP, trains faster as teams).  Otherwise the batch
+ * few steps, a wide MLP, trains faster as teams).  A small step (under
+ * SS__ONE_THREAD_MACS) is built for one thread instead of either.  Otherwise the batch
  * runs whole, on OpenMP teams, and the reason is in ss_train_describe().
  * SS_TRAIN_SLICES=0 turns slices off, =1 slices whenever that is
  * correct (the cost rule aside).
@@ -79,6 +80,13 @@
  * transformer (20 k, 127 steps) 1.70x; the MNIST-sized MLP (535 k, 15
  * steps) 0.69x and the wide one (1.9 M) 0.82x: they run whole. */
 #define SS__STEP_FLOATS 7500.0
+/* A step whose forward products are under this many multiply-adds runs
+ * on one thread whatever the thread count (the engine's bound for small
+ * plans, plan_threads.c): the MLP fixture's (1.1 M) took 78 us a step
+ * on one thread, 106-116 us as 2 slices and 159 us as teams of 2; the
+ * CNN fixture (34 M) and the MNIST-sized MLP (34 M) gain a little from
+ * teams.  SS_TRAIN_ONE_THREAD_MACS=N replaces it (0: off). */
+#define SS__ONE_THREAD_MACS ((int64_t)8 << 20)
 
 struct ss__slices {
     int k;                      /* slices */
@@ -439,6 +447,60 @@ ss__slices_grads(ss__tr_t *t, const ss_train_batch_t *b, double *loss,
     if (loss != NULL)
         *loss = l;
     return 0;
+}
+
+int
+ss__slices_one_thread(ss__tr_t *t, const ss_train_opts_t *o)
+{
+    const char *e = getenv("SS_TRAIN_ONE_THREAD_MACS");
+    int64_t bound = e != NULL && e[0] != '\0' ? strtoll(e, NULL, 10)
+                                              : SS__ONE_THREAD_MACS;
+    int T = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int64_t m;
+
+    if (T <= 1 || bound <= 0 || env_slices() == 1
+        || (m = ss__train_fwd_macs(t)) >= bound)
+        return 0;
+    snprintf(t->slice_why, sizeof(t->slice_why), "one thread: a small "
+             "step, %.2f M multiply-adds forward", (double)m / 1e6);
+    return 1;
+}
+
+int64_t
+ss__train_fwd_macs(const ss__tr_t *t)
+{
+    int64_t m = 0;
+
+    for (int i = 0; i < t->n_fwd; i++) {
+        const ss__step_t *s = &t->steps[i];
+        const char *op = s->node != NULL ? s->node->op_type : "";
+        const ss__tv_t *a, *y;
+
+        if (s->n_in < 2 || s->in[0] < 0 || s->in[1] < 0 || s->out[0] < 0)
+            continue;
+        a = &t->tv[s->in[0]];
+        y = &t->tv[s->out[0]];
+        if (a->ndim < 1)
+            continue;
+        if (strcmp(op, "Conv") == 0) {
+            /* the step reads the weights in oneDNN's layout, a buffer of
+             * bytes: the node's own weight value has the shape */
+            const ss_value_t *wv = s->node->n_inputs > 1
+                                   && s->node->inputs[1] >= 0
+                                   ? &t->g->values[s->node->inputs[1]]
+                                   : NULL;
+            int64_t wn = 1;
+
+            if (wv == NULL || wv->ndim < 2 || wv->dims[0] <= 0)
+                continue;
+            for (int d = 1; d < wv->ndim; d++)
+                wn *= wv->dims[d] > 0 ? wv->dims[d] : 1;
+            m += y->numel * wn;
+        }
+        else if (strcmp(op, "Gemm") == 0 || strcmp(op, "MatMul") == 0)
+            m += y->numel * a->dims[a->ndim - 1];
+    }
+    return m;
 }
 
 struct ss_crew *

@@ -536,13 +536,14 @@ def test_cli(tmp):
            "validation": {"file": "val.npz"},
            "gate": {"max_accuracy_drop": 0.01}}
 
-    def run(body, extra=()):
+    def run(body, extra=(), env=None):
         p = os.path.join(tmp, "job.json")
         with open(p, "w") as f:
             json.dump(body, f)
         r = subprocess.run([TRAIN_BIN, p, "--model-dir", mdir,
                             "--threads", "1"] + list(extra),
-                           capture_output=True, timeout=120)
+                           capture_output=True, timeout=120,
+                           env=dict(os.environ, **(env or {})))
         return r.returncode, r.stdout.decode(), r.stderr.decode()
 
     rc, out, errs = run(job, ["--latency-runs", "3"])
@@ -588,20 +589,26 @@ def test_cli(tmp):
         tap.ok(abs(a2 - acc) < 1e-9 and a2 >= 0.99 * a1, "at the accuracy "
                "slimserve-train measured (%.4f; source %.4f)" % (a2, a1))
         tap.eq(d.stop(), 0, "clean exit")
-    # Two threads, on a fresh copy of the model: the MLP's rows are
-    # independent, so the batch runs as two one-thread slices
-    # (compress/train/slices.c), and trains as well.
-    mdir = os.path.join(make_repo(os.path.join(tmp, "cli2")), "mlp")
-    rc, out, errs = run(job, ["--threads", "2", "--latency-runs", "3"])
-    res = json.loads(out) if rc == 0 else {}
-    graph = json.dumps(res)
-    tap.eq(rc, 0, "--threads 2: exit 0 (%s)" % errs.strip()[-200:])
-    tap.ok("the batch in 2 slices on 2 threads" in graph,
-           "--threads 2: the batch in 2 slices (%s)"
-           % re.findall(r'"graph": "[^"]*"', graph))
-    acc2 = (res.get("variant") or {}).get("accuracy") or 0
-    tap.ok(acc2 >= acc - 0.01, "--threads 2: accuracy %.4f, one thread's "
-           "%.4f" % (acc2, acc))
+    # Two threads, on fresh copies of the model: the MLP's step is small,
+    # so it trains on one thread; forced (SS_TRAIN_SLICES=1), its
+    # independent rows run as two one-thread slices
+    # (compress/train/slices.c), and train as well.
+    for env, want in ((None, "the batch whole (one thread: a small step"),
+                      ({"SS_TRAIN_SLICES": "1"},
+                       "the batch in 2 slices on 2 threads")):
+        mdir = os.path.join(make_repo(os.path.join(
+            tmp, "cli2" if env is None else "cli3")), "mlp")
+        rc, out, errs = run(job, ["--threads", "2", "--latency-runs", "3"],
+                            env)
+        res = json.loads(out) if rc == 0 else {}
+        graph = json.dumps(res)
+        tap.eq(rc, 0, "--threads 2 %s: exit 0 (%s)" % (env or "",
+                                                       errs.strip()[-200:]))
+        tap.ok(want in graph, "--threads 2 %s: %s (%s)" % (
+            env or "", want, re.findall(r'"graph": "[^"]*"', graph)))
+        acc2 = (res.get("variant") or {}).get("accuracy") or 0
+        tap.ok(acc2 >= acc - 0.01, "--threads 2: accuracy %.4f, one "
+               "thread's %.4f" % (acc2, acc))
 
 
 def main():

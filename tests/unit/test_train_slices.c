@@ -3,7 +3,9 @@
  * Parallel batch slices of the trainer (compress/train/slices.c).
  *
  * A trainer for 2 threads whose rows are independent runs its batch as 2
- * slices, each a one-thread trainer: the MLP and transformer fixtures in
+ * slices, each a one-thread trainer: the MLP (forced: SS_TRAIN_SLICES=1;
+ * its small step is otherwise built for one thread) and transformer
+ * fixtures in
  * f32 and bf16 (the transformer also with its gradient clipped, which
  * sums the slices' gradients before the update instead of in it), the
  * CNN fixture with frozen BatchNorm, and a KL loss on a teacher's
@@ -425,8 +427,19 @@ main(void)
     if (load("mlp", &mlp) < 0 || load("transformer", &tr) < 0 ||
         load("cnn", &cnn) < 0)
         return tap_done();
+    /* the MLP fixture's step is small (1.1 M multiply-adds forward): by
+     * default it is built for one thread; forced, it slices */
+    {
+        ss_tensor_t x = *mlp.d.x0;
+
+        x.dims[0] = BATCH;
+        opts(&o, 2, 0);
+        whole("mlp", mlp.g, &x, &o, "one thread: a small step");
+    }
+    setenv("SS_TRAIN_SLICES", "1", 1);
     opts(&o, 2, 0);
     compare("mlp f32", mlp.g, &mlp.d, &o);
+    unsetenv("SS_TRAIN_SLICES");
     compare("transformer f32", tr.g, &tr.d, &o);
     o.clip_norm = 0.05;         /* the norm needs the sum before the update */
     compare("transformer f32, clipped", tr.g, &tr.d, &o);
@@ -435,7 +448,9 @@ main(void)
     compare("cnn f32, BatchNorm frozen", cnn.g, &cnn.d, &o);
     if (bf) {
         opts(&o, 2, 1);
+        setenv("SS_TRAIN_SLICES", "1", 1);
         compare("mlp bf16", mlp.g, &mlp.d, &o);
+        unsetenv("SS_TRAIN_SLICES");
         compare("transformer bf16", tr.g, &tr.d, &o);
     } else {
         tap_diag("no native bf16: the bf16 cases are not run");
@@ -448,8 +463,10 @@ main(void)
     mlp.d.teacher = malloc((size_t)mlp.d.x0->dims[0] * 10 * sizeof(float));
     for (int64_t i = 0; mlp.d.teacher && i < mlp.d.x0->dims[0] * 10; i++)
         mlp.d.teacher[i] = (float)((double)(i * 7919 % 1000) / 1000.0 * 6 - 3);
+    setenv("SS_TRAIN_SLICES", "1", 1);
     if (mlp.d.teacher != NULL)
         compare("mlp KL on a teacher", mlp.g, &mlp.d, &o);
+    unsetenv("SS_TRAIN_SLICES");
     free(mlp.d.teacher);
     mlp.d.teacher = NULL;
 
@@ -473,7 +490,9 @@ main(void)
     ok(threads_named("ss-train") == 0, "every trainer freed: no ss-train "
        "thread left (%d)", threads_named("ss-train"));
 
-    /* where slices would change the result */
+    /* where slices would change the result (forced past the cost rules:
+     * these small graphs would otherwise be built for one thread) */
+    setenv("SS_TRAIN_SLICES", "1", 1);
     {
         ss_tensor_t x = *cnn.d.x0, x6 = *mlp.d.x0, xm = { 0 };
         ss_graph_t *mg = mean_graph();
@@ -497,6 +516,7 @@ main(void)
         }
         ss_graph_free(mg);
     }
+    unsetenv("SS_TRAIN_SLICES");
     unload(&mlp);
     unload(&tr);
     unload(&cnn);
