@@ -137,8 +137,11 @@
  * gradient is their sum weighted by rows (compress/train/slices.c says
  * why: OpenMP teams of small steps cost what the second core gives).
  * Otherwise every kernel and oneDNN primitive is an OpenMP team of T.
- * ss_train_describe() says which and why.  SS_TRAIN_SLICES=0 turns
- * slices off.
+ * A step whose forward products are small (under 8 M multiply-adds) is
+ * built for one thread instead, and slices are skipped where their
+ * gradient sums would cost more than the teams' barriers (many
+ * parameters in few steps).  ss_train_describe() says which and why.
+ * SS_TRAIN_SLICES=0 turns slices off, =1 slices whenever correct.
  *
  * THREADS: a trainer belongs to one thread at a time (a job thread); it
  * runs its kernels on opts.threads OpenMP/oneDNN threads, or its slices
