@@ -29,7 +29,9 @@
  * result: the CNN with BatchNorm on batch statistics, Sophia, a batch of
  * 6 rows, a graph that subtracts the batch's mean (rows mix); and where
  * they would not pay: a wide MLP (152 k parameters in a few steps),
- * which SS_TRAIN_SLICES=1 slices, computing the same.
+ * which SS_TRAIN_SLICES=1 slices, computing the same.  A bad batch (a
+ * label out of range in the second slice's rows, half a batch) is
+ * refused as a whole trainer refuses it, parameters untouched.
  */
 
 #include <math.h>
@@ -267,6 +269,49 @@ count_pace(void *arg)
     atomic_fetch_sub(&pace_in, 1);
 }
 
+/* A bad batch to a sliced trainer: refused with the whole batch's
+ * message before any slice runs, parameters untouched. */
+static void
+bad_batch(const ss_graph_t *g, data_t *d)
+{
+    ss_train_opts_t o;
+    ss_train_t *t = NULL;
+    ss_err_t err = { 0 };
+    ss_train_batch_t b;
+    float *w0 = NULL;
+    int64_t *y, keep;
+    int rc1 = 0, rc2 = 0;
+
+    opts(&o, 2, 0);
+    batch_at(d, 0, &b);
+    if (ss_train_new(g, &d->x, &o, &t, &err) < 0
+        || (w0 = malloc((size_t)ss_train_flat_size(t) * sizeof(float)))
+           == NULL) {
+        ok(0, "bad batch: trainer built (%s)", err.msg);
+        goto done;
+    }
+    memcpy(w0, ss_train_params(t), (size_t)ss_train_flat_size(t)
+                                    * sizeof(float));
+    y = (int64_t *)d->y.data + BATCH - 1;   /* the second slice's row */
+    keep = *y;
+    *y = 10;
+    rc1 = ss_train_step(t, &b, NULL, &err);
+    *y = keep;
+    ok(rc1 == SS_EINVAL && strstr(err.msg, "label 10 of row 63") != NULL,
+       "bad batch: a label out of range refused (%s)", err.msg);
+    d->x.dims[0] = BATCH / 2;
+    rc2 = ss_train_step(t, &b, NULL, &err);
+    d->x.dims[0] = BATCH;
+    ok(rc2 == SS_EINVAL && strstr(err.msg, "not of the shape") != NULL,
+       "bad batch: half a batch refused (%s)", err.msg);
+    ok(memcmp(w0, ss_train_params(t), (size_t)ss_train_flat_size(t)
+                                      * sizeof(float)) == 0
+       && ss_train_steps_done(t) == 0, "bad batch: parameters untouched");
+done:
+    free(w0);
+    ss_train_free(t);
+}
+
 static void
 paced(const ss_graph_t *g, data_t *d)
 {
@@ -471,6 +516,7 @@ main(void)
     mlp.d.teacher = NULL;
 
     paced(tr.g, &tr.d);
+    bad_batch(tr.g, &tr.d);
     {
         /* the cost rule: many parameters in few steps run whole; forced
          * (SS_TRAIN_SLICES=1), they slice and compute the same */
